@@ -1,0 +1,90 @@
+// The seam every byte between ranks goes through. A Communicator moves raw buffers (no LibTorch types, so
+// this layer compiles in a second); ddp/ adapts tensors to it. One implementation per backend (Gloo, MPI,
+// NCCL) lives in src/comm/<backend>_communicator.cc; makeCommunicator() in comm/factory.h picks one.
+//
+// Contract shared by every collective:
+//  * Same call order on every rank. Each collective gets the next sequence number; with
+//    CommOptions::check_collectives on, ranks verify they agree on (sequence, operation, count, dtype) and a
+//    disagreement raises CommError naming both sides instead of hanging.
+//  * Asynchronous by default: *Async returns a Work; the caller keeps the buffers alive and untouched until
+//    wait() returns. Work runs in issue order on the communicator's own thread (or stream, for NCCL).
+//  * wait(timeout) rethrows whatever failed on the communication thread; a wait past the timeout raises
+//    TimeoutError naming the collective, its sequence number and the ranks that had not arrived.
+//  * Thread safety: one thread issues collectives (the training thread, or the reducer on its behalf);
+//    Work::wait may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ringtrain::comm {
+
+enum class DataType : uint8_t { kFloat32, kFloat64, kFloat16, kBFloat16, kInt64, kInt32, kUInt8 };
+enum class ReduceOp : uint8_t { kSum, kAverage, kMax, kMin };
+
+size_t elementSize(DataType type);
+const char* toString(DataType type);
+const char* toString(ReduceOp op);
+
+// Where a buffer lives: the host, or a CUDA device (ordinal >= 0).
+struct Device {
+  int cuda_index = -1;
+  bool isCuda() const { return cuda_index >= 0; }
+};
+
+struct Buffer {
+  void* data = nullptr;
+  size_t count = 0;  // elements, not bytes
+  DataType dtype = DataType::kFloat32;
+  Device device;
+  size_t bytes() const { return count * elementSize(dtype); }
+};
+
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until done; rethrows the communication thread's error; TimeoutError after `timeout`.
+  virtual void wait(std::chrono::milliseconds timeout) = 0;
+  virtual bool isCompleted() const = 0;
+  // Wall time the operation itself took, once completed (for statistics).
+  virtual std::chrono::nanoseconds duration() const = 0;
+};
+using WorkPtr = std::shared_ptr<Work>;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backendName() const = 0;  // "gloo", "mpi", "nccl"
+  // The default wait used by the blocking helpers below (CommOptions::timeout_s).
+  virtual std::chrono::milliseconds timeout() const = 0;
+
+  // In place: every rank ends with op(all ranks' buffers).
+  virtual WorkPtr allreduceAsync(Buffer buffer, ReduceOp op) = 0;
+  // In place: every rank ends with root's buffer.
+  virtual WorkPtr broadcastAsync(Buffer buffer, int root) = 0;
+  // recv holds size() * send.count elements, rank r's contribution at offset r * send.count.
+  virtual WorkPtr allgatherAsync(Buffer send, Buffer recv) = 0;
+  // Host bytes of any length per rank; result[r] is rank r's bytes (sparse rows use it).
+  virtual std::vector<std::vector<uint8_t>> allgatherBytes(const std::vector<uint8_t>& mine) = 0;
+  // Personalized exchange: send[r] goes to rank r; result[r] came from rank r (owner-based sparse sync).
+  virtual std::vector<std::vector<uint8_t>> allToAllBytes(const std::vector<std::vector<uint8_t>>& send) = 0;
+  virtual void barrier() = 0;
+
+  // Point-to-point on host buffers, matched by (peer, tag); the ring allreduce is built on these.
+  virtual WorkPtr sendAsync(const void* data, size_t bytes, int peer, uint32_t tag) = 0;
+  virtual WorkPtr recvAsync(void* data, size_t bytes, int peer, uint32_t tag) = 0;
+
+  // Blocking conveniences with the communicator's timeout.
+  void allreduce(Buffer buffer, ReduceOp op) { allreduceAsync(buffer, op)->wait(timeout()); }
+  void broadcast(Buffer buffer, int root) { broadcastAsync(buffer, root)->wait(timeout()); }
+  void allgather(Buffer send, Buffer recv) { allgatherAsync(send, recv)->wait(timeout()); }
+};
+
+}  // namespace ringtrain::comm

@@ -1,0 +1,180 @@
+// One YAML file describes a job. It is parsed once, at start, into these plain structs (a section per
+// concern, mirroring the YAML one to one) and passed down; nothing below reads the environment or the file.
+// configs/default.yaml documents every key with its default; the defaults here are the same values
+// (a test keeps the two in step).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ringtrain::config {
+
+struct RunOptions {
+  std::string name = "ringtrain";
+  int64_t seed = 42;
+  std::string device = "cpu";  // cpu | cuda
+  int threads = 1;             // intra-op threads per rank
+  int epochs = 1;
+  int64_t max_steps = 0;  // > 0: stop after this many optimizer steps, whatever the epoch count
+  std::string output_dir = "runs/ringtrain";
+  bool deterministic = true;
+};
+
+struct DataOptions {
+  std::string corpus;  // one session/basket per line; empty: generate the synthetic corpus
+  std::string items;   // items.tsv beside the corpus; empty: <corpus dir>/items.tsv when it exists
+  std::string context = "window";  // window | basket
+  int window = 5;
+  int min_count = 1;
+  double subsample = 1e-3;  // frequent-item subsampling threshold; 0 turns it off
+  int negatives = 5;
+  int batch_size = 1024;  // positive pairs per rank per step
+  double eval_fraction = 0.2;
+  int64_t split_seed = 42;
+  bool skip_bad_lines = false;
+  bool cache = true;
+};
+
+struct SyntheticOptions {
+  int64_t items = 20000;
+  int categories = 20;
+  int64_t sessions = 40000;
+  int session_length = 8;
+  double alpha = 0.7;  // probability that the next item stays in the session's home category
+  double zipf = 1.0;
+};
+
+struct ModelOptions {
+  int dim = 64;
+  int tower_hidden = 0;  // > 0: an MLP tower dim -> tower_hidden -> ReLU -> dim on the input side
+  bool sparse = true;    // sparse gradients for the embedding tables
+  double init_scale = 0.0;  // uniform(-s, s) for input vectors; 0: 0.5 / dim
+};
+
+struct OptimOptions {
+  std::string name = "sgd";  // sgd | adagrad | adam
+  double lr = 0.05;
+  int64_t warmup_steps = 0;
+  std::string schedule = "linear";  // linear (decay to min_lr_ratio * lr at the last step) | constant
+  double min_lr_ratio = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+struct DdpOptions {
+  double bucket_cap_mb = 25.0;
+  double first_bucket_mb = 1.0;
+  bool static_graph = false;
+  bool find_unused_parameters = true;
+  int accumulation_steps = 1;
+  std::string compression = "none";  // none | fp16 | bf16 (dense buckets)
+  std::string sparse_sync = "owner";  // owner (rows reduced by their owner rank) | allgather
+  int64_t replica_check_every = 0;   // 0: off
+};
+
+struct CommOptions {
+  std::string backend = "auto";              // auto | gloo | mpi | nccl
+  std::string allreduce_algorithm = "ring";  // ring | native
+  double timeout_s = 300.0;
+  int ring_segment_kb = 256;
+  int ring_inflight = 4;
+  bool check_collectives = true;  // sequence/op/size/dtype agreement across ranks
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+};
+
+struct LoaderOptions {
+  int workers = 2;
+  int queue_depth = 8;
+  std::string pin_memory = "auto";  // auto (on with cuda) | on | off
+};
+
+struct CheckpointOptions {
+  std::string dir;  // empty: <run.output_dir>/checkpoints
+  int64_t every_steps = 0;
+  int keep = 2;
+  bool resume = false;
+};
+
+struct EvalOptions {
+  int64_t every_steps = 0;  // 0: only at the end
+  int k = 10;
+  int64_t max_queries = 0;  // 0: all held-out queries
+  int64_t neighbor_sample = 2000;
+};
+
+struct LogOptions {
+  std::string level = "info";  // trace | debug | info | warn | error | off
+  int64_t every_steps = 50;
+  std::string metrics_file;  // empty: <run.output_dir>/metrics.jsonl
+  int64_t trace_steps = 0;   // > 0: write a Chrome trace of this many steps
+  bool plot = true;
+};
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int threads = 8;
+  int max_batch = 64;
+  int64_t max_wait_us = 1000;
+  int queue_capacity = 1024;
+  int64_t cache_entries = 10000;
+  std::string index = "exact";  // exact | faiss
+  std::string watch_dir;
+  std::string admin_token;
+  int64_t max_body_bytes = 1 << 20;
+};
+
+struct JobConfig {
+  RunOptions run;
+  DataOptions data;
+  SyntheticOptions synthetic;
+  ModelOptions model;
+  OptimOptions optim;
+  DdpOptions ddp;
+  CommOptions comm;
+  LoaderOptions loader;
+  CheckpointOptions checkpoint;
+  EvalOptions eval;
+  LogOptions log;
+  ServeOptions serve;
+};
+
+// "section.key=value" from the command line.
+struct Override {
+  std::string key;
+  std::string value;
+};
+// Parses "--set" text; throws ConfigError naming the bad text.
+Override parseOverride(const std::string& text);
+
+// Loads a YAML file (missing keys keep their defaults), then applies overrides in order, then validates.
+// Every problem throws ConfigError with one line naming the file, the line and the key path.
+JobConfig loadFile(const std::string& path, const std::vector<Override>& overrides = {});
+// Same, from text; `origin` names the source in messages.
+JobConfig loadString(const std::string& yaml, const std::string& origin,
+                     const std::vector<Override>& overrides = {});
+// Defaults plus overrides.
+JobConfig fromOverrides(const std::vector<Override>& overrides);
+
+// Sets one key from its text form ("data.window", "7"); throws ConfigError.
+void setValue(JobConfig& config, const std::string& key, const std::string& value);
+// Checks ranges and choices of every key; throws ConfigError for the first bad one.
+void validate(const JobConfig& config);
+
+// Every key in schema order with its canonical value text.
+std::vector<std::pair<std::string, std::string>> flatten(const JobConfig& config);
+// Canonical YAML: every section and key in schema order, one spelling per value.
+std::string toYaml(const JobConfig& config);
+// 16 hex digits of a 64-bit FNV-1a hash of toYaml(); equal configs hash equal on every rank.
+std::string hash(const JobConfig& config);
+// Keys whose values differ, in schema order.
+std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b);
+// All valid "section.key" names.
+std::vector<std::string> allKeys();
+
+}  // namespace ringtrain::config

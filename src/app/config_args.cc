@@ -1,0 +1,20 @@
+#include "app/commands.h"
+
+namespace ringtrain::app {
+
+void addConfigArgs(CLI::App* cmd, ConfigArgs& args, bool config_required) {
+  auto* opt = cmd->add_option("config", args.path, "job file (YAML); see configs/default.yaml");
+  if (config_required) opt->required();
+  cmd->add_option("--set", args.sets, "override a key: --set section.key=value (repeatable)")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+}
+
+config::JobConfig resolveConfig(const ConfigArgs& args) {
+  std::vector<config::Override> overrides;
+  for (const std::string& text : args.sets) overrides.push_back(config::parseOverride(text));
+  if (args.path.empty()) return config::fromOverrides(overrides);
+  return config::loadFile(args.path, overrides);
+}
+
+}  // namespace ringtrain::app

@@ -1,0 +1,40 @@
+// The `ringtrain` executable: trainer and tools as subcommands. Errors end here: one clear line on stderr
+// and an exit code from ringtrain/core/error.h (2 = bad input), never a stack of noise.
+#include <exception>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "app/commands.h"
+#include "ringtrain/build_config.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+int main(int argc, char** argv) {
+  using namespace ringtrain;
+  CLI::App app{"ringtrain: distributed data-parallel training for LibTorch"};
+  app.set_version_flag("--version", std::string("ringtrain ") + RINGTRAIN_VERSION);
+  app.require_subcommand(1);
+  app::CommandBody body;
+  app::addConfigCommand(app, body);
+  try {
+    log::init();
+    app.parse(argc, argv);
+    return body ? body() : kExitOk;
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "ringtrain: error: " << e.what() << " (see ringtrain --help)\n";
+    return kExitBadInput;
+  } catch (const Error& e) {
+    std::cerr << "ringtrain: error: " << e.what() << "\n";
+    return e.exitCode();
+  } catch (const std::exception& e) {
+    std::cerr << "ringtrain: internal error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}

@@ -1,0 +1,269 @@
+#include "config/schema.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <type_traits>
+
+#include <fmt/format.h>
+
+namespace ringtrain::config {
+namespace {
+
+constexpr double kNoLimit = std::numeric_limits<double>::infinity();
+
+std::string parseScalar(const std::string& text, bool& out) {
+  static const std::vector<std::string> kTrue = {"true", "True", "TRUE", "yes", "on", "1"};
+  static const std::vector<std::string> kFalse = {"false", "False", "FALSE", "no", "off", "0"};
+  if (std::find(kTrue.begin(), kTrue.end(), text) != kTrue.end()) return out = true, "";
+  if (std::find(kFalse.begin(), kFalse.end(), text) != kFalse.end()) return out = false, "";
+  return "expected true or false, got '" + text + "'";
+}
+
+template <typename Int>
+std::string parseInteger(const std::string& text, Int& out) {
+  Int value{};
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec == std::errc::result_out_of_range) return "integer '" + text + "' is out of range";
+  if (ec != std::errc() || ptr != end) return "expected an integer, got '" + text + "'";
+  out = value;
+  return "";
+}
+
+std::string parseScalar(const std::string& text, int& out) { return parseInteger(text, out); }
+std::string parseScalar(const std::string& text, int64_t& out) { return parseInteger(text, out); }
+
+std::string parseScalar(const std::string& text, double& out) {
+  if (text.empty()) return "expected a number, got ''";
+  errno = 0;
+  char* end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(value)) {
+    return "expected a number, got '" + text + "'";
+  }
+  out = value;
+  return "";
+}
+
+std::string parseScalar(const std::string& text, std::string& out) {
+  out = text;
+  return "";
+}
+
+std::string printScalar(bool v) { return v ? "true" : "false"; }
+std::string printScalar(int v) { return std::to_string(v); }
+std::string printScalar(int64_t v) { return std::to_string(v); }
+std::string printScalar(double v) { return fmt::format("{}", v); }
+std::string printScalar(const std::string& v) { return v; }
+
+template <typename T>
+constexpr FieldType typeOf() {
+  if constexpr (std::is_same_v<T, bool>) return FieldType::kBool;
+  if constexpr (std::is_same_v<T, int> || std::is_same_v<T, int64_t>) return FieldType::kInt;
+  if constexpr (std::is_same_v<T, double>) return FieldType::kDouble;
+  return FieldType::kString;
+}
+
+template <typename Section, typename T>
+Field makeField(const char* section, const char* key, Section JobConfig::*sec, T Section::*member,
+                double min_value = -kNoLimit, double max_value = kNoLimit) {
+  Field f;
+  f.section = section;
+  f.key = key;
+  f.type = typeOf<T>();
+  f.min_value = min_value;
+  f.max_value = max_value;
+  f.assign = [sec, member](JobConfig& c, const std::string& text) {
+    return parseScalar(text, (c.*sec).*member);
+  };
+  f.print = [sec, member](const JobConfig& c) { return printScalar((c.*sec).*member); };
+  f.check = [sec, member, min_value, max_value](const JobConfig& c) -> std::string {
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      const double v = static_cast<double>((c.*sec).*member);
+      if (v < min_value || v > max_value) {
+        if (max_value == kNoLimit) return fmt::format("must be >= {}, got {}", min_value, (c.*sec).*member);
+        return fmt::format("must be between {} and {}, got {}", min_value, max_value, (c.*sec).*member);
+      }
+    }
+    return "";
+  };
+  return f;
+}
+
+template <typename Section>
+Field makeChoice(const char* section, const char* key, Section JobConfig::*sec, std::string Section::*member,
+                 std::vector<std::string> choices) {
+  Field f = makeField(section, key, sec, member);
+  f.type = FieldType::kChoice;
+  f.choices = choices;
+  f.check = [sec, member, choices](const JobConfig& c) -> std::string {
+    const std::string& v = (c.*sec).*member;
+    if (std::find(choices.begin(), choices.end(), v) != choices.end()) return "";
+    return fmt::format("must be one of {}, got '{}'", fmt::join(choices, ", "), v);
+  };
+  return f;
+}
+
+std::vector<Field> buildSchema() {
+  using J = JobConfig;
+  std::vector<Field> s;
+  // run
+  s.push_back(makeField("run", "name", &J::run, &RunOptions::name));
+  s.push_back(makeField("run", "seed", &J::run, &RunOptions::seed, 0));
+  s.push_back(makeChoice("run", "device", &J::run, &RunOptions::device, {"cpu", "cuda"}));
+  s.push_back(makeField("run", "threads", &J::run, &RunOptions::threads, 1, 1024));
+  s.push_back(makeField("run", "epochs", &J::run, &RunOptions::epochs, 0));
+  s.push_back(makeField("run", "max_steps", &J::run, &RunOptions::max_steps, 0));
+  s.push_back(makeField("run", "output_dir", &J::run, &RunOptions::output_dir));
+  s.push_back(makeField("run", "deterministic", &J::run, &RunOptions::deterministic));
+  // data
+  s.push_back(makeField("data", "corpus", &J::data, &DataOptions::corpus));
+  s.push_back(makeField("data", "items", &J::data, &DataOptions::items));
+  s.push_back(makeChoice("data", "context", &J::data, &DataOptions::context, {"window", "basket"}));
+  s.push_back(makeField("data", "window", &J::data, &DataOptions::window, 1, 10000));
+  s.push_back(makeField("data", "min_count", &J::data, &DataOptions::min_count, 1));
+  s.push_back(makeField("data", "subsample", &J::data, &DataOptions::subsample, 0, 1));
+  s.push_back(makeField("data", "negatives", &J::data, &DataOptions::negatives, 0, 1000));
+  s.push_back(makeField("data", "batch_size", &J::data, &DataOptions::batch_size, 1, 1 << 26));
+  s.push_back(makeField("data", "eval_fraction", &J::data, &DataOptions::eval_fraction, 0, 0.9));
+  s.push_back(makeField("data", "split_seed", &J::data, &DataOptions::split_seed, 0));
+  s.push_back(makeField("data", "skip_bad_lines", &J::data, &DataOptions::skip_bad_lines));
+  s.push_back(makeField("data", "cache", &J::data, &DataOptions::cache));
+  // synthetic
+  s.push_back(makeField("synthetic", "items", &J::synthetic, &SyntheticOptions::items, 2, 1e8));
+  s.push_back(makeField("synthetic", "categories", &J::synthetic, &SyntheticOptions::categories, 1, 1e6));
+  s.push_back(makeField("synthetic", "sessions", &J::synthetic, &SyntheticOptions::sessions, 1));
+  s.push_back(makeField("synthetic", "session_length", &J::synthetic, &SyntheticOptions::session_length, 2, 10000));
+  s.push_back(makeField("synthetic", "alpha", &J::synthetic, &SyntheticOptions::alpha, 0, 1));
+  s.push_back(makeField("synthetic", "zipf", &J::synthetic, &SyntheticOptions::zipf, 0, 10));
+  // model
+  s.push_back(makeField("model", "dim", &J::model, &ModelOptions::dim, 1, 65536));
+  s.push_back(makeField("model", "tower_hidden", &J::model, &ModelOptions::tower_hidden, 0, 65536));
+  s.push_back(makeField("model", "sparse", &J::model, &ModelOptions::sparse));
+  s.push_back(makeField("model", "init_scale", &J::model, &ModelOptions::init_scale, 0));
+  // optim
+  s.push_back(makeChoice("optim", "name", &J::optim, &OptimOptions::name, {"sgd", "adagrad", "adam"}));
+  s.push_back(makeField("optim", "lr", &J::optim, &OptimOptions::lr, 0));
+  s.push_back(makeField("optim", "warmup_steps", &J::optim, &OptimOptions::warmup_steps, 0));
+  s.push_back(makeChoice("optim", "schedule", &J::optim, &OptimOptions::schedule, {"linear", "constant"}));
+  s.push_back(makeField("optim", "min_lr_ratio", &J::optim, &OptimOptions::min_lr_ratio, 0, 1));
+  s.push_back(makeField("optim", "beta1", &J::optim, &OptimOptions::beta1, 0, 1));
+  s.push_back(makeField("optim", "beta2", &J::optim, &OptimOptions::beta2, 0, 1));
+  s.push_back(makeField("optim", "eps", &J::optim, &OptimOptions::eps, 0));
+  s.push_back(makeField("optim", "weight_decay", &J::optim, &OptimOptions::weight_decay, 0));
+  // ddp
+  s.push_back(makeField("ddp", "bucket_cap_mb", &J::ddp, &DdpOptions::bucket_cap_mb, 1e-6));
+  s.push_back(makeField("ddp", "first_bucket_mb", &J::ddp, &DdpOptions::first_bucket_mb, 1e-6));
+  s.push_back(makeField("ddp", "static_graph", &J::ddp, &DdpOptions::static_graph));
+  s.push_back(makeField("ddp", "find_unused_parameters", &J::ddp, &DdpOptions::find_unused_parameters));
+  s.push_back(makeField("ddp", "accumulation_steps", &J::ddp, &DdpOptions::accumulation_steps, 1, 1 << 20));
+  s.push_back(makeChoice("ddp", "compression", &J::ddp, &DdpOptions::compression, {"none", "fp16", "bf16"}));
+  s.push_back(makeChoice("ddp", "sparse_sync", &J::ddp, &DdpOptions::sparse_sync, {"owner", "allgather"}));
+  s.push_back(makeField("ddp", "replica_check_every", &J::ddp, &DdpOptions::replica_check_every, 0));
+  // comm
+  s.push_back(makeChoice("comm", "backend", &J::comm, &CommOptions::backend, {"auto", "gloo", "mpi", "nccl"}));
+  s.push_back(makeChoice("comm", "allreduce_algorithm", &J::comm, &CommOptions::allreduce_algorithm,
+                         {"ring", "native"}));
+  s.push_back(makeField("comm", "timeout_s", &J::comm, &CommOptions::timeout_s, 1e-3));
+  s.push_back(makeField("comm", "ring_segment_kb", &J::comm, &CommOptions::ring_segment_kb, 1, 1 << 20));
+  s.push_back(makeField("comm", "ring_inflight", &J::comm, &CommOptions::ring_inflight, 1, 64));
+  s.push_back(makeField("comm", "check_collectives", &J::comm, &CommOptions::check_collectives));
+  s.push_back(makeField("comm", "master_addr", &J::comm, &CommOptions::master_addr));
+  s.push_back(makeField("comm", "master_port", &J::comm, &CommOptions::master_port, 1, 65535));
+  // loader
+  s.push_back(makeField("loader", "workers", &J::loader, &LoaderOptions::workers, 0, 256));
+  s.push_back(makeField("loader", "queue_depth", &J::loader, &LoaderOptions::queue_depth, 1, 1 << 16));
+  s.push_back(makeChoice("loader", "pin_memory", &J::loader, &LoaderOptions::pin_memory, {"auto", "on", "off"}));
+  // checkpoint
+  s.push_back(makeField("checkpoint", "dir", &J::checkpoint, &CheckpointOptions::dir));
+  s.push_back(makeField("checkpoint", "every_steps", &J::checkpoint, &CheckpointOptions::every_steps, 0));
+  s.push_back(makeField("checkpoint", "keep", &J::checkpoint, &CheckpointOptions::keep, 1, 1000));
+  s.push_back(makeField("checkpoint", "resume", &J::checkpoint, &CheckpointOptions::resume));
+  // eval
+  s.push_back(makeField("eval", "every_steps", &J::eval, &EvalOptions::every_steps, 0));
+  s.push_back(makeField("eval", "k", &J::eval, &EvalOptions::k, 1, 100000));
+  s.push_back(makeField("eval", "max_queries", &J::eval, &EvalOptions::max_queries, 0));
+  s.push_back(makeField("eval", "neighbor_sample", &J::eval, &EvalOptions::neighbor_sample, 0));
+  // log
+  s.push_back(makeChoice("log", "level", &J::log, &LogOptions::level,
+                         {"trace", "debug", "info", "warn", "error", "off"}));
+  s.push_back(makeField("log", "every_steps", &J::log, &LogOptions::every_steps, 1));
+  s.push_back(makeField("log", "metrics_file", &J::log, &LogOptions::metrics_file));
+  s.push_back(makeField("log", "trace_steps", &J::log, &LogOptions::trace_steps, 0));
+  s.push_back(makeField("log", "plot", &J::log, &LogOptions::plot));
+  // serve
+  s.push_back(makeField("serve", "host", &J::serve, &ServeOptions::host));
+  s.push_back(makeField("serve", "port", &J::serve, &ServeOptions::port, 0, 65535));
+  s.push_back(makeField("serve", "threads", &J::serve, &ServeOptions::threads, 1, 4096));
+  s.push_back(makeField("serve", "max_batch", &J::serve, &ServeOptions::max_batch, 1, 1 << 16));
+  s.push_back(makeField("serve", "max_wait_us", &J::serve, &ServeOptions::max_wait_us, 0, 1e7));
+  s.push_back(makeField("serve", "queue_capacity", &J::serve, &ServeOptions::queue_capacity, 1, 1 << 24));
+  s.push_back(makeField("serve", "cache_entries", &J::serve, &ServeOptions::cache_entries, 0));
+  s.push_back(makeChoice("serve", "index", &J::serve, &ServeOptions::index, {"exact", "faiss"}));
+  s.push_back(makeField("serve", "watch_dir", &J::serve, &ServeOptions::watch_dir));
+  s.push_back(makeField("serve", "admin_token", &J::serve, &ServeOptions::admin_token));
+  s.push_back(makeField("serve", "max_body_bytes", &J::serve, &ServeOptions::max_body_bytes, 1));
+  return s;
+}
+
+size_t editDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+const std::vector<Field>& schema() {
+  static const std::vector<Field> kSchema = buildSchema();
+  return kSchema;
+}
+
+const Field* findField(const std::string& section, const std::string& key) {
+  for (const Field& f : schema()) {
+    if (f.section == section && f.key == key) return &f;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> sections() {
+  std::vector<std::string> out;
+  for (const Field& f : schema()) {
+    if (out.empty() || out.back() != f.section) out.push_back(f.section);
+  }
+  return out;
+}
+
+bool isSection(const std::string& section) {
+  const auto all = sections();
+  return std::find(all.begin(), all.end(), section) != all.end();
+}
+
+std::string closestMatch(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = std::numeric_limits<size_t>::max();
+  for (const std::string& c : candidates) {
+    // A shortened or lengthened spelling ("optimizer" for "optim") is the likeliest slip of all.
+    if (word.size() >= 3 && c.size() >= 3 && (word.rfind(c, 0) == 0 || c.rfind(word, 0) == 0)) return c;
+    const size_t d = editDistance(word, c);
+    if (d < best_distance) best_distance = d, best = c;
+  }
+  // A suggestion helps only when it is plausibly a typo: at most a third of the word changed.
+  if (best.empty() || best_distance > std::max<size_t>(2, word.size() / 3)) return "";
+  return best;
+}
+
+}  // namespace ringtrain::config

@@ -1,0 +1,83 @@
+#include "ringtrain/dist/process_info.h"
+
+#include <charconv>
+
+#include "ringtrain/core/error.h"
+
+extern char** environ;
+
+namespace ringtrain::dist {
+namespace {
+
+const std::string* lookup(const std::map<std::string, std::string>& env, const std::string& key) {
+  auto it = env.find(key);
+  return it == env.end() || it->second.empty() ? nullptr : &it->second;
+}
+
+int parseInt(const std::map<std::string, std::string>& env, const std::string& key, int fallback, int min_value) {
+  const std::string* text = lookup(env, key);
+  if (text == nullptr) return fallback;
+  int value = 0;
+  const char* end = text->data() + text->size();
+  auto [ptr, ec] = std::from_chars(text->data(), end, value);
+  if (ec != std::errc() || ptr != end || value < min_value) {
+    RT_THROW(ConfigError, "environment variable ", key, "='", *text, "' is not an integer >= ", min_value);
+  }
+  return value;
+}
+
+struct Names {
+  const char* launcher;
+  const char* rank;
+  const char* size;
+  const char* local_rank;
+  const char* local_size;
+  const char* node_rank;
+};
+
+}  // namespace
+
+std::map<std::string, std::string> processEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    std::string text(*entry);
+    const size_t eq = text.find('=');
+    if (eq != std::string::npos) env.emplace(text.substr(0, eq), text.substr(eq + 1));
+  }
+  return env;
+}
+
+ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, const config::CommOptions& comm) {
+  static const Names kLaunchers[] = {
+      {"ringrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK"},
+      {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+       "OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_NODE_RANK"},
+      {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "SLURM_NODEID"},
+  };
+  ProcessInfo info;
+  info.master_addr = comm.master_addr;
+  info.master_port = comm.master_port;
+  for (const Names& names : kLaunchers) {
+    if (lookup(env, names.rank) == nullptr || lookup(env, names.size) == nullptr) continue;
+    info.launcher = names.launcher;
+    if (info.launcher == "ringrun" && lookup(env, "RINGTRAIN_JOB_TOKEN") == nullptr) info.launcher = "torchrun";
+    info.world_size = parseInt(env, names.size, 1, 1);
+    info.rank = parseInt(env, names.rank, 0, 0);
+    info.local_rank = parseInt(env, names.local_rank, info.rank, 0);
+    info.local_world_size = parseInt(env, names.local_size, info.world_size, 1);
+    info.node_rank = parseInt(env, names.node_rank, 0, 0);
+    break;
+  }
+  if (info.rank >= info.world_size) {
+    RT_THROW(ConfigError, "rank ", info.rank, " is not below the world size ", info.world_size,
+             " (launcher: ", info.launcher, ")");
+  }
+  if (const std::string* addr = lookup(env, "MASTER_ADDR")) info.master_addr = *addr;
+  info.master_port = parseInt(env, "MASTER_PORT", info.master_port, 1);
+  if (info.master_port > 65535) RT_THROW(ConfigError, "MASTER_PORT ", info.master_port, " is not a port (1-65535)");
+  if (const std::string* token = lookup(env, "RINGTRAIN_JOB_TOKEN")) info.job_token = *token;
+  info.restart_count = parseInt(env, "RINGTRAIN_RESTART_COUNT", 0, 0);
+  return info;
+}
+
+}  // namespace ringtrain::dist

@@ -1,0 +1,53 @@
+// The `ringtrain` executable's handling of bad input: one line naming the problem, exit code 2.
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "testing/command.h"
+
+namespace ringtrain {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::binPath;
+using testing::runCommand;
+
+std::string writeFile(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = dir + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+void expectOneLineError(const testing::CommandResult& r, const std::string& expected) {
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr(expected));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "expected one line, got:\n" << r.err;
+}
+
+TEST(Cli, ConfigPrintsCanonicalYamlAndHash) {
+  const auto r = runCommand({binPath("ringtrain"), "config", "--set", "data.window=3"});
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("  window: 3\n"));
+  EXPECT_THAT(r.out, HasSubstr("# hash: "));
+}
+
+TEST(Cli, BadInputGivesOneLineAndExitCode2) {
+  const std::string dir = testing::makeTempDir("ringtrain-cli-");
+  expectOneLineError(runCommand({binPath("ringtrain"), "config", writeFile(dir, "a.yaml", "run: [1,\n")}),
+                     "a.yaml:");
+  expectOneLineError(runCommand({binPath("ringtrain"), "config", writeFile(dir, "b.yaml", "data:\n  windw: 2\n")}),
+                     "b.yaml:2: unknown key 'data.windw' (did you mean 'window'?)");
+  expectOneLineError(runCommand({binPath("ringtrain"), "config", writeFile(dir, "c.yaml", "data:\n  batch_size: x\n")}),
+                     "c.yaml:2: data.batch_size: expected an integer, got 'x'");
+  expectOneLineError(runCommand({binPath("ringtrain"), "config", writeFile(dir, "d.yaml", "data:\n  batch_size: -1\n")}),
+                     "d.yaml:2: data.batch_size: must be between 1");
+  expectOneLineError(runCommand({binPath("ringtrain"), "config", dir + "/missing.yaml"}),
+                     "missing.yaml: cannot open config file");
+  expectOneLineError(runCommand({binPath("ringtrain"), "config", "--set", "window=3"}),
+                     "expected section.key=value");
+  expectOneLineError(runCommand({binPath("ringtrain"), "no-such-command"}), "ringtrain: error:");
+}
+
+}  // namespace
+}  // namespace ringtrain

@@ -1,0 +1,129 @@
+#include "ringtrain/config/config.h"
+
+#include <fstream>
+#include <iterator>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "ringtrain/core/error.h"
+#include "testing/command.h"
+
+namespace ringtrain::config {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string errorOf(const std::string& yaml, const std::vector<Override>& overrides = {}) {
+  try {
+    loadString(yaml, "job.yaml", overrides);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Config, DefaultYamlMatchesBuiltInDefaultsAndNamesEveryKey) {
+  const JobConfig from_file = loadFile(testing::sourcePath("configs/default.yaml"));
+  EXPECT_EQ(differingKeys(from_file, JobConfig{}), std::vector<std::string>{});
+  // Every schema key is documented in the file (loadFile accepts omitted keys, so check the text).
+  std::ifstream in(testing::sourcePath("configs/default.yaml"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const std::string& key : allKeys()) {
+    const std::string leaf = key.substr(key.find('.') + 1);
+    EXPECT_THAT(text, HasSubstr("  " + leaf + ":")) << key << " is not documented in configs/default.yaml";
+  }
+}
+
+TEST(Config, LoadsValuesAndOverridesWinOverTheFile) {
+  const JobConfig c = loadString("data:\n  window: 3\n  context: basket\noptim:\n  lr: 0.25\n", "job.yaml",
+                                 {parseOverride("data.window=7"), parseOverride("run.device=cuda")});
+  EXPECT_EQ(c.data.window, 7);
+  EXPECT_EQ(c.data.context, "basket");
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.25);
+  EXPECT_EQ(c.run.device, "cuda");
+}
+
+TEST(Config, CanonicalYamlRoundTripsAndHashIsStable) {
+  JobConfig c;
+  c.data.corpus = "some \"quoted\" path";
+  c.optim.lr = 0.1;
+  const JobConfig back = loadString(toYaml(c), "canonical");
+  EXPECT_EQ(differingKeys(c, back), std::vector<std::string>{});
+  EXPECT_EQ(hash(c), hash(back));
+  EXPECT_EQ(hash(c).size(), 16u);
+  JobConfig other = c;
+  other.ddp.bucket_cap_mb = 10;
+  EXPECT_NE(hash(c), hash(other));
+  EXPECT_EQ(differingKeys(c, other), std::vector<std::string>{"ddp.bucket_cap_mb"});
+}
+
+TEST(Config, SyntaxErrorNamesFileAndLine) {
+  EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\n"), HasSubstr("job.yaml:"));
+  EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\n"), HasSubstr("YAML syntax error"));
+}
+
+TEST(Config, UnknownKeySuggestsTheClosest) {
+  const std::string e = errorOf("run:\n  seed: 1\ndata:\n  windw: 3\n");
+  EXPECT_THAT(e, HasSubstr("job.yaml:4"));
+  EXPECT_THAT(e, HasSubstr("unknown key 'data.windw'"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'window'"));
+}
+
+TEST(Config, KeyInTheWrongSectionNamesWhereItBelongs) {
+  EXPECT_THAT(errorOf("run:\n  batch_size: 3\n"), HasSubstr("did you mean 'data.batch_size'"));
+}
+
+TEST(Config, UnknownSectionSuggestsTheClosest) {
+  const std::string e = errorOf("optimizer:\n  lr: 1\n");
+  EXPECT_THAT(e, HasSubstr("job.yaml:1"));
+  EXPECT_THAT(e, HasSubstr("unknown section 'optimizer'"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'optim'"));
+}
+
+TEST(Config, WrongTypeNamesKeyAndValue) {
+  const std::string e = errorOf("data:\n  batch_size: lots\n");
+  EXPECT_THAT(e, HasSubstr("job.yaml:2"));
+  EXPECT_THAT(e, HasSubstr("data.batch_size"));
+  EXPECT_THAT(e, HasSubstr("expected an integer, got 'lots'"));
+  EXPECT_THAT(errorOf("run:\n  deterministic: maybe\n"), HasSubstr("expected true or false"));
+  EXPECT_THAT(errorOf("optim:\n  lr: [1, 2]\n"), HasSubstr("expected a single value"));
+}
+
+TEST(Config, OutOfRangeValuesAreRejected) {
+  EXPECT_THAT(errorOf("data:\n  batch_size: -5\n"), HasSubstr("data.batch_size: must be between 1"));
+  EXPECT_THAT(errorOf("run:\n  threads: 0\n"), HasSubstr("run.threads"));
+  EXPECT_THAT(errorOf("comm:\n  master_port: 70000\n"), HasSubstr("comm.master_port"));
+  EXPECT_THAT(errorOf("optim:\n  name: lbfgs\n"), HasSubstr("must be one of sgd, adagrad, adam"));
+  EXPECT_THAT(errorOf("", {parseOverride("data.negatives=-1")}), HasSubstr("--set: data.negatives"));
+}
+
+TEST(Config, BadSetSyntaxIsRejected) {
+  for (const char* bad : {"datawindow=3", "data.window", ".window=3", "data.=3", "window=data.x"}) {
+    EXPECT_THROW(parseOverride(bad), ConfigError) << bad;
+  }
+  try {
+    parseOverride("data.window");
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("expected section.key=value"));
+  }
+  EXPECT_THAT(errorOf("", {parseOverride("data.windo=3")}), HasSubstr("did you mean 'window'"));
+}
+
+TEST(Config, MissingFileIsAConfigError) {
+  try {
+    loadFile("/nonexistent/job.yaml");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("/nonexistent/job.yaml: cannot open config file"));
+    EXPECT_EQ(e.exitCode(), kExitBadInput);
+  }
+}
+
+TEST(Config, EmptyStringValuesAndNullSections) {
+  const JobConfig c = loadString("data:\n  corpus:\nlog:\n", "job.yaml");
+  EXPECT_EQ(c.data.corpus, "");
+}
+
+}  // namespace
+}  // namespace ringtrain::config

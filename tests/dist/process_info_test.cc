@@ -1,0 +1,59 @@
+#include "ringtrain/dist/process_info.h"
+
+#include <gtest/gtest.h>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::dist {
+namespace {
+
+TEST(ProcessInfo, SingleProcessWithoutLauncher) {
+  const ProcessInfo p = detectProcessInfo({}, config::CommOptions{});
+  EXPECT_EQ(p.rank, 0);
+  EXPECT_EQ(p.world_size, 1);
+  EXPECT_EQ(p.launcher, "single");
+  EXPECT_EQ(p.master_port, 29500);
+}
+
+TEST(ProcessInfo, RingrunVariables) {
+  const ProcessInfo p = detectProcessInfo({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"},
+                                           {"LOCAL_WORLD_SIZE", "2"}, {"GROUP_RANK", "1"}, {"MASTER_ADDR", "10.0.0.1"},
+                                           {"MASTER_PORT", "1234"}, {"RINGTRAIN_JOB_TOKEN", "abc"},
+                                           {"RINGTRAIN_RESTART_COUNT", "2"}},
+                                          config::CommOptions{});
+  EXPECT_EQ(p.launcher, "ringrun");
+  EXPECT_EQ(p.rank, 3);
+  EXPECT_EQ(p.world_size, 4);
+  EXPECT_EQ(p.local_rank, 1);
+  EXPECT_EQ(p.local_world_size, 2);
+  EXPECT_EQ(p.node_rank, 1);
+  EXPECT_EQ(p.master_addr, "10.0.0.1");
+  EXPECT_EQ(p.master_port, 1234);
+  EXPECT_EQ(p.job_token, "abc");
+  EXPECT_EQ(p.restart_count, 2);
+}
+
+TEST(ProcessInfo, MpirunAndSlurmVariables) {
+  config::CommOptions comm;
+  comm.master_port = 4000;
+  ProcessInfo p = detectProcessInfo({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
+                                     {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}}, comm);
+  EXPECT_EQ(p.launcher, "mpirun");
+  EXPECT_EQ(p.rank, 1);
+  EXPECT_EQ(p.world_size, 2);
+  EXPECT_EQ(p.master_port, 4000);  // from the config when the environment has none
+  p = detectProcessInfo({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}, comm);
+  EXPECT_EQ(p.launcher, "slurm");
+  EXPECT_EQ(p.rank, 5);
+  EXPECT_EQ(p.local_rank, 1);
+}
+
+TEST(ProcessInfo, BadValuesAreConfigErrors) {
+  EXPECT_THROW(detectProcessInfo({{"RANK", "x"}, {"WORLD_SIZE", "2"}}, {}), ConfigError);
+  EXPECT_THROW(detectProcessInfo({{"RANK", "2"}, {"WORLD_SIZE", "2"}}, {}), ConfigError);
+  EXPECT_THROW(detectProcessInfo({{"RANK", "0"}, {"WORLD_SIZE", "0"}}, {}), ConfigError);
+  EXPECT_THROW(detectProcessInfo({{"MASTER_PORT", "99999"}}, {}), ConfigError);
+}
+
+}  // namespace
+}  // namespace ringtrain::dist
