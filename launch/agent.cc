@@ -499,7 +499,7 @@ class Agent {
       int stopped = 0;
       for (const Rank& r : ranks) stopped += r.stopped_by_us ? 1 : 0;
       if (stopped > 0) {
-        say("stopped " + std::to_string(stopped) + " other rank(s) on this node" +
+        say("stopped " + std::to_string(stopped) + (first_failed ? " other" : "") + " rank(s) on this node" +
             (escalated ? " (SIGKILL after the grace period of " + fmt::format("{:g}", o_.grace_period_s) + " s)" : ""));
       }
     }
