@@ -255,7 +255,7 @@ void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std
     RT_THROW(CommError, toString(descriptor.kind), " on a broken communicator; first failure: ", broken);
   }
   if (size_ == 1) {
-    run();
+    inBackend(run);
     return;
   }
   shared_->board.arrive(descriptor.sequence);
@@ -292,7 +292,7 @@ WorkPtr CommunicatorBase::allreduceAsync(Buffer buffer, ReduceOp op) {
   d.dtype = buffer.dtype;
   d.op = op;
   return enqueue(d, [this, buffer, op] {
-    if (size_ == 1 || buffer.count == 0) return;
+    if (buffer.count == 0 || (size_ == 1 && !runsSingleRank())) return;
     if (algorithm_ && !buffer.device.isCuda()) {
       algorithm_(*this, buffer, op == ReduceOp::kAverage ? ReduceOp::kSum : op);
       if (op == ReduceOp::kAverage) finishAverage(buffer.data, buffer.count, buffer.dtype, size_);
@@ -311,7 +311,7 @@ WorkPtr CommunicatorBase::broadcastAsync(Buffer buffer, int root) {
   d.dtype = buffer.dtype;
   d.root = root;
   return enqueue(d, [this, buffer, root] {
-    if (size_ == 1 || buffer.count == 0) return;
+    if (buffer.count == 0 || (size_ == 1 && !runsSingleRank())) return;
     runBroadcast(buffer, root);
   });
 }
@@ -329,7 +329,7 @@ WorkPtr CommunicatorBase::allgatherAsync(Buffer send, Buffer recv) {
   d.dtype = send.dtype;
   return enqueue(d, [this, send, recv] {
     if (send.count == 0) return;
-    if (size_ == 1) {
+    if (size_ == 1 && !runsSingleRank()) {
       if (recv.data != send.data) std::memmove(recv.data, send.data, send.bytes());
       return;
     }

@@ -151,6 +151,9 @@ class CommunicatorBase : public Communicator {
   virtual void exchangeDescriptors(const CollectiveDescriptor& mine, std::vector<CollectiveDescriptor>& all) = 0;
   // True when `e` is the backend's own timeout (then it is reported as a hang, with the missing ranks).
   virtual bool isBackendTimeout(const std::exception& e) const { return false; }
+  // Collectives of a single rank are local no-ops (copies) unless the backend must see them (NCCL: the
+  // data live on a device and the caller's stream ordering still applies).
+  virtual bool runsSingleRank() const { return false; }
 
   // Derived destructors call this first, so that no hook runs on a half-destroyed object. Returns false
   // when the thread is stuck in the backend and was left behind (it must not touch the backend again).

@@ -7,6 +7,9 @@
 // Each communicator owns two duplicates of MPI_COMM_WORLD: one for collectives and user point-to-point
 // (tags < kReservedTagBase), one for ringtrain's reserved tags (shifted down by kReservedTagBase, since MPI
 // tags stop at MPI_TAG_UB, often 2^31 - 1 or less).
+// C bindings only: the C++ bindings (deprecated) would drag libmpi_cxx into every link.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
 #include <climits>

@@ -329,6 +329,7 @@ class NcclCommunicator final : public CommunicatorBase {
   bool isBackendTimeout(const std::exception& e) const override {
     return dynamic_cast<const NcclTimeout*>(&e) != nullptr;
   }
+  bool runsSingleRank() const override { return true; }
 
  private:
   void requireDevice(const Buffer& b, const char* what) const {
