@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "reduce_kernels.h"
+#include "ringtrain/comm/reduce.h"
 #include "ringtrain/comm/ring_plan.h"
 #include "ringtrain/core/error.h"
 
@@ -146,9 +146,9 @@ class Ring {
     const int chunk = plan_.recvChunk(rank_, s);
     const size_t count = plan_.segmentSize(chunk, segment(m));
     uint8_t* dst = base_ + plan_.segmentBegin(chunk, segment(m)) * esize_;
-    detail::reduceInto(dst, recvTarget(m), count, buffer_.dtype, op_);
+    reduceInto(dst, recvTarget(m), count, buffer_.dtype, op_);
     if (op_ == ReduceOp::kAverage && s == plan_.reduceScatterSteps() - 1) {
-      detail::divideInPlace(dst, count, buffer_.dtype, size_);
+      finishAverage(dst, count, buffer_.dtype, size_);
     }
   }
 

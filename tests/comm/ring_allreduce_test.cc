@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "comm/reduce_kernels.h"
+#include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
 #include "testing/thread_p2p.h"
 
@@ -29,9 +29,9 @@ void store(void* data, size_t i, DataType type, double v) {
   switch (type) {
     case DataType::kFloat32: static_cast<float*>(data)[i] = static_cast<float>(v); break;
     case DataType::kFloat64: static_cast<double*>(data)[i] = v; break;
-    case DataType::kFloat16: static_cast<uint16_t*>(data)[i] = detail::floatToHalf(static_cast<float>(v)); break;
+    case DataType::kFloat16: static_cast<uint16_t*>(data)[i] = floatToHalf(static_cast<float>(v)); break;
     case DataType::kBFloat16:
-      static_cast<uint16_t*>(data)[i] = detail::floatToBFloat16(static_cast<float>(v));
+      static_cast<uint16_t*>(data)[i] = floatToBFloat16(static_cast<float>(v));
       break;
     case DataType::kInt64: static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v); break;
     default: FAIL();
@@ -42,8 +42,8 @@ double load(const void* data, size_t i, DataType type) {
   switch (type) {
     case DataType::kFloat32: return static_cast<const float*>(data)[i];
     case DataType::kFloat64: return static_cast<const double*>(data)[i];
-    case DataType::kFloat16: return detail::halfToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DataType::kBFloat16: return detail::bfloat16ToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DataType::kFloat16: return halfToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DataType::kBFloat16: return bfloat16ToFloat(static_cast<const uint16_t*>(data)[i]);
     case DataType::kInt64: return static_cast<double>(static_cast<const int64_t*>(data)[i]);
     default: return NAN;
   }
@@ -66,9 +66,9 @@ double expected(size_t i, int ranks, DataType type, ReduceOp op) {
   switch (type) {
     case DataType::kFloat32: return static_cast<float>(sum) / static_cast<float>(ranks);
     case DataType::kFloat64: return sum / ranks;
-    case DataType::kFloat16: return detail::halfToFloat(detail::floatToHalf(static_cast<float>(sum) / ranks));
+    case DataType::kFloat16: return halfToFloat(floatToHalf(static_cast<float>(sum) / ranks));
     case DataType::kBFloat16:
-      return detail::bfloat16ToFloat(detail::floatToBFloat16(static_cast<float>(sum) / ranks));
+      return bfloat16ToFloat(floatToBFloat16(static_cast<float>(sum) / ranks));
     default: return static_cast<double>(static_cast<int64_t>(sum) / ranks);
   }
 }
@@ -131,9 +131,9 @@ TEST(RingAllreduce, AverageOfFloat16RoundsToNearestEven) {
   // 1 + 2^-10 is the half right after 1; (1 + (1 + 2^-10)) / 2 lies halfway and rounds to even (1.0).
   ThreadWorld world(2);
   world.run([](ThreadP2P& comm) {
-    uint16_t h = detail::floatToHalf(comm.rank() == 0 ? 1.0f : 1.0f + 0x1.0p-10f);
+    uint16_t h = floatToHalf(comm.rank() == 0 ? 1.0f : 1.0f + 0x1.0p-10f);
     comm.allreduce(Buffer{&h, 1, DataType::kFloat16}, ReduceOp::kAverage);
-    EXPECT_EQ(detail::halfToFloat(h), 1.0f);
+    EXPECT_EQ(halfToFloat(h), 1.0f);
   });
 }
 
@@ -162,18 +162,18 @@ TEST(RingAllreduce, MismatchedSizesFailInsteadOfHanging) {
 }
 
 TEST(ReduceKernels, HalfConversionsRoundToNearestEven) {
-  EXPECT_EQ(detail::floatToHalf(1.0f), 0x3C00);
-  EXPECT_EQ(detail::floatToHalf(65504.0f), 0x7BFF);
-  EXPECT_EQ(detail::floatToHalf(65520.0f), 0x7C00);  // rounds up to inf
-  EXPECT_EQ(detail::floatToHalf(1.0f + 0x1.0p-11f), 0x3C00);                // tie -> even
-  EXPECT_EQ(detail::floatToHalf(1.0f + 3 * 0x1.0p-11f), 0x3C02);            // tie -> even (up)
-  EXPECT_EQ(detail::floatToHalf(0x1.0p-24f), 0x0001);                       // smallest subnormal
-  EXPECT_TRUE(std::isnan(detail::halfToFloat(detail::floatToHalf(NAN))));
-  EXPECT_EQ(detail::floatToBFloat16(1.0f + 0x1.0p-8f), 0x3F80);             // tie -> even
-  EXPECT_EQ(detail::floatToBFloat16(1.0f + 3 * 0x1.0p-8f), 0x3F82);
-  EXPECT_TRUE(std::isnan(detail::bfloat16ToFloat(detail::floatToBFloat16(NAN))));
+  EXPECT_EQ(floatToHalf(1.0f), 0x3C00);
+  EXPECT_EQ(floatToHalf(65504.0f), 0x7BFF);
+  EXPECT_EQ(floatToHalf(65520.0f), 0x7C00);  // rounds up to inf
+  EXPECT_EQ(floatToHalf(1.0f + 0x1.0p-11f), 0x3C00);                // tie -> even
+  EXPECT_EQ(floatToHalf(1.0f + 3 * 0x1.0p-11f), 0x3C02);            // tie -> even (up)
+  EXPECT_EQ(floatToHalf(0x1.0p-24f), 0x0001);                       // smallest subnormal
+  EXPECT_TRUE(std::isnan(halfToFloat(floatToHalf(NAN))));
+  EXPECT_EQ(floatToBFloat16(1.0f + 0x1.0p-8f), 0x3F80);             // tie -> even
+  EXPECT_EQ(floatToBFloat16(1.0f + 3 * 0x1.0p-8f), 0x3F82);
+  EXPECT_TRUE(std::isnan(bfloat16ToFloat(floatToBFloat16(NAN))));
   for (uint32_t h = 0; h < 0x7C00; ++h) {  // every finite positive half survives the round trip
-    ASSERT_EQ(detail::floatToHalf(detail::halfToFloat(static_cast<uint16_t>(h))), h);
+    ASSERT_EQ(floatToHalf(halfToFloat(static_cast<uint16_t>(h))), h);
   }
 }
 

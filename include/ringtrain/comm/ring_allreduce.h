@@ -20,7 +20,7 @@ inline constexpr uint32_t kRingTagSpan = 4096;
 struct RingOptions {
   size_t segment_bytes = kDefaultRingSegmentBytes;
   int inflight = kDefaultRingInflight;  // segments in flight per direction (>= 1, < kRingTagSpan)
-  uint32_t tag_base = 0x40000;
+  uint32_t tag_base = kReservedTagBase;
   // Wait for any one send or receive; 0 means comm.timeout().
   std::chrono::milliseconds timeout{0};
 };
