@@ -78,6 +78,7 @@ struct Setting {
   int inflight;
   bool rendezvous;
   size_t max_count = ~size_t{0};  // tiny segments make many messages: keep those runs short
+  size_t direct_max_bytes = 0;     // the ring itself unless a test asks for the small-buffer path
 };
 
 // Every rank runs every (dtype, op, count) in the same order on its own thread: this also checks that
@@ -90,6 +91,7 @@ void checkWorld(int ranks, const Setting& setting) {
   world.run([&](ThreadP2P& comm) {
     comm.ring_options.segment_bytes = setting.segment_bytes;
     comm.ring_options.inflight = setting.inflight;
+    comm.ring_options.direct_max_bytes = setting.direct_max_bytes;
     for (DataType type : kTypes) {
       for (ReduceOp op : kOps) {
         for (size_t n : kCounts) {
@@ -125,12 +127,19 @@ TEST(RingAllreduce, TinySegmentsDeepPipelineRendezvousSends) {
   }
 }
 
+TEST(RingAllreduce, SmallBuffersDirectPath) {
+  for (int p = 1; p <= 5; ++p) {
+    checkWorld(p, Setting{kDefaultRingSegmentBytes, kDefaultRingInflight, true, ~size_t{0}, 1 << 20});
+  }
+}
+
 TEST(RingAllreduce, EightRanksManySegments) { checkWorld(8, Setting{32, 3, true, 1000}); }
 
 TEST(RingAllreduce, AverageOfFloat16RoundsToNearestEven) {
   // 1 + 2^-10 is the half right after 1; (1 + (1 + 2^-10)) / 2 lies halfway and rounds to even (1.0).
   ThreadWorld world(2);
-  world.run([](ThreadP2P& comm) {
+  for (size_t direct : {size_t{0}, size_t{1} << 20}) world.run([direct](ThreadP2P& comm) {
+    comm.ring_options.direct_max_bytes = direct;
     uint16_t h = floatToHalf(comm.rank() == 0 ? 1.0f : 1.0f + 0x1.0p-10f);
     comm.allreduce(Buffer{&h, 1, DataType::kFloat16}, ReduceOp::kAverage);
     EXPECT_EQ(halfToFloat(h), 1.0f);
@@ -138,10 +147,12 @@ TEST(RingAllreduce, AverageOfFloat16RoundsToNearestEven) {
 }
 
 TEST(RingAllreduce, MissingPeerTimesOutNamingIt) {
+  for (size_t direct : {size_t{0}, size_t{1} << 20}) {
   ThreadWorld world(2, std::chrono::milliseconds(300));
   try {
-    world.run([](ThreadP2P& comm) {
+    world.run([direct](ThreadP2P& comm) {
       if (comm.rank() == 1) return;  // never joins
+      comm.ring_options.direct_max_bytes = direct;
       std::vector<float> data(1000, 1.0f);
       comm.allreduce(Buffer{data.data(), data.size(), DataType::kFloat32}, ReduceOp::kSum);
     });
@@ -149,6 +160,7 @@ TEST(RingAllreduce, MissingPeerTimesOutNamingIt) {
   } catch (const TimeoutError& e) {
     EXPECT_NE(std::string(e.what()).find("receive from rank 1"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("ring allreduce"), std::string::npos) << e.what();
+  }
   }
 }
 
