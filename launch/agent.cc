@@ -258,22 +258,26 @@ class Agent {
     std::vector<std::string> keys;
     for (int n = 0; n < o_.nnodes; ++n) keys.push_back(key("node/" + std::to_string(n)));
     waitKeys(keys, "the meeting of all " + std::to_string(o_.nnodes) + " nodes");
-    for (int n = 0; n < o_.nnodes; ++n) {
-      const std::string theirs = dist::toString(store_->get(keys[n], kStoreOpTimeout));
+    std::string mismatch;
+    for (int n = 0; n < o_.nnodes && mismatch.empty(); ++n) {
+      const std::string theirs = dist::toString(store_->get(keys[static_cast<size_t>(n)], kStoreOpTimeout));
       int nproc = 0, restarts = 0;
       char id[64];
       if (std::sscanf(theirs.c_str(), "%63s %d %d", id, &nproc, &restarts) != 3) {
         RT_THROW(CommError, "node ", n, " published a malformed entry '", theirs, "'");
       }
       if (nproc != o_.nproc_per_node) {
-        RT_THROW(ConfigError, "node ", n, " runs ", nproc, " processes but node ", o_.node_rank, " runs ",
-                 o_.nproc_per_node, ": --nproc-per-node must be the same on every node");
-      }
-      if (restarts != o_.max_restarts) {
-        RT_THROW(ConfigError, "node ", n, " has --max-restarts ", restarts, " but node ", o_.node_rank, " has ",
-                 o_.max_restarts, ": it must be the same on every node");
+        mismatch = fmt::format("node {} runs {} processes but node {} runs {}: --nproc-per-node must be the same on "
+                               "every node", n, nproc, o_.node_rank, o_.nproc_per_node);
+      } else if (restarts != o_.max_restarts) {
+        mismatch = fmt::format("node {} has --max-restarts {} but node {} has {}: it must be the same on every node",
+                               n, restarts, o_.node_rank, o_.max_restarts);
       }
     }
+    // Everyone reads every entry before anyone (node 0 with the store, above all) may leave over a mismatch.
+    if (store_->add(key("checked"), 1) == o_.nnodes) store_->set(key("all-checked"), dist::toBytes("1"));
+    waitKeys({key("all-checked")}, "the check of all nodes' settings");
+    if (!mismatch.empty()) RT_THROW(ConfigError, mismatch);
     world_size_ = o_.nnodes * o_.nproc_per_node;
   }
 
@@ -499,7 +503,7 @@ class Agent {
       int stopped = 0;
       for (const Rank& r : ranks) stopped += r.stopped_by_us ? 1 : 0;
       if (stopped > 0) {
-        say("stopped " + std::to_string(stopped) + " other rank(s) on this node" +
+        say("stopped " + std::to_string(stopped) + (first_failed ? " other" : "") + " rank(s) on this node" +
             (escalated ? " (SIGKILL after the grace period of " + fmt::format("{:g}", o_.grace_period_s) + " s)" : ""));
       }
     }
