@@ -6,6 +6,7 @@
 
 #include "backends.h"
 #include "ringtrain/build_config.h"
+#include "ringtrain/comm/ring_allreduce.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -89,9 +90,9 @@ std::unique_ptr<Communicator> makeCommunicator(const config::CommOptions& option
   }
   RT_CHECK(comm != nullptr, "backend ", backend, " resolved but not constructed");
   if (options.allreduce_algorithm == "ring" && backend != "nccl") {
-    // The ring allreduce (branch `ring`) plugs in here: comm->setAllreduceAlgorithm(...). Until it is
-    // merged, the backend's own allreduce serves.
-    debug("comm.allreduce_algorithm ring: using the {} native allreduce", backend);
+    comm->setAllreduceAlgorithm([ring = ringOptionsFrom(options)](Communicator& c, Buffer buffer, ReduceOp op) {
+      ringAllreduce(c, buffer, op, ring);
+    });
   }
   return comm;
 }
