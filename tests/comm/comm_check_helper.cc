@@ -4,6 +4,8 @@
 //   stop         after one collective the last rank stops itself (SIGSTOP); the others must get a
 //                TimeoutError naming it
 //   mismatch     rank 1 calls broadcast where the others call allreduce
+//   compare      (under mpirun) the same pseudo-random data through MPI, Gloo, and the ring over each;
+//                integer-valued, so every path must agree bit for bit
 // Prints "comm_check: rank R ok" or the error, and exits with the error's exit code.
 #include <signal.h>
 
@@ -98,11 +100,55 @@ void collectives(Communicator& comm) {
   comm.barrier();
 }
 
+// Every (backend, algorithm) pair reduces the same integer-valued data; results must be identical.
+void compare(const config::CommOptions& base, const dist::ProcessInfo& info, dist::Store& store) {
+  std::vector<std::unique_ptr<Communicator>> comms;
+  std::vector<std::string> names;
+  for (const char* backend : {"mpi", "gloo"}) {
+    for (const char* algorithm : {"native", "ring"}) {
+      config::CommOptions options = base;
+      options.backend = backend;
+      options.allreduce_algorithm = algorithm;
+      comms.push_back(makeCommunicator(options, info, store));
+      names.push_back(std::string(backend) + "/" + algorithm);
+    }
+  }
+  uint64_t state = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(info.rank + 1);
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (size_t count : {size_t{1}, size_t{3}, size_t{4097}, size_t{300001}}) {
+    std::vector<float> f(count);
+    std::vector<int64_t> l(count);
+    for (size_t i = 0; i < count; ++i) {
+      f[i] = static_cast<float>(static_cast<int>(next() % 2001) - 1000);
+      l[i] = static_cast<int64_t>(next() % 1000001) - 500000;
+    }
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
+      std::vector<std::vector<float>> rf;
+      std::vector<std::vector<int64_t>> rl;
+      for (auto& c : comms) {
+        rf.push_back(f);
+        rl.push_back(l);
+        c->allreduce(Buffer{rf.back().data(), count, DataType::kFloat32}, op);
+        c->allreduce(Buffer{rl.back().data(), count, DataType::kInt64}, op);
+      }
+      for (size_t k = 1; k < comms.size(); ++k) {
+        RT_CHECK(rf[k] == rf[0], names[k], " and ", names[0], " disagree on float32 ", toString(op), " of ", count);
+        RT_CHECK(rl[k] == rl[0], names[k], " and ", names[0], " disagree on int64 ", toString(op), " of ", count);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|mismatch [TIMEOUT_S]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|mismatch|compare [TIMEOUT_S]\n", argv[0]);
     return 2;
   }
   const std::string scenario = argv[2];
@@ -114,6 +160,12 @@ int main(int argc, char** argv) {
     const dist::ProcessInfo info = dist::detectProcessInfo(dist::processEnvironment(), options);
     rank = info.rank;
     auto store = dist::connectStore(info, std::chrono::seconds(30));
+    if (scenario == "compare") {
+      compare(options, info, *store);
+      std::printf("comm_check: rank %d ok\n", rank);
+      std::fflush(stdout);
+      return 0;
+    }
     auto comm = makeCommunicator(options, info, *store);
     if (scenario == "collectives") {
       collectives(*comm);

@@ -76,6 +76,15 @@ TEST(CommProcesses, MpiCollectivesAtWorldSizes1To4) {
   }
 }
 
+TEST(CommProcesses, MpiGlooAndRingAgreeBitForBit) {
+  if (!built("mpi")) GTEST_SKIP() << "MPI backend not built";
+  for (int np : {2, 3}) {
+    const auto r = mpirun(np, {"mpi", "compare"});
+    ASSERT_TRUE(r.ok()) << "np " << np << "\n" << r.out << r.err;
+    EXPECT_EQ(countOf(r.out, " ok"), static_cast<size_t>(np)) << r.out;
+  }
+}
+
 TEST(CommProcesses, GlooCollectivesUnderRingrunAtWorldSizes1To4) {
   for (int np = 1; np <= 4; ++np) {
     const auto r = ringrun(np, {"gloo", "collectives"});

@@ -1,6 +1,8 @@
 // Every collective of the Gloo backend at world sizes 1-4 with ranks as threads, checked against closed
 // forms: rank r contributes r + 1 + (i % 5) at element i, so sum = n(n+1)/2 + n(i%5), max = n + i%5,
 // min = 1 + i%5 (small integers: exact in every dtype, bfloat16 and float16 included).
+#include "ringtrain/comm/communicator.h"
+
 #include <gtest/gtest.h>
 
 #include <condition_variable>
@@ -8,7 +10,6 @@
 #include <mutex>
 #include <numeric>
 
-#include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
@@ -27,13 +28,27 @@ std::vector<uint8_t> encode(const std::vector<double>& values, DataType dtype) {
   for (size_t i = 0; i < values.size(); ++i) {
     void* p = out.data() + i * elementSize(dtype);
     switch (dtype) {
-      case DataType::kFloat32: *static_cast<float*>(p) = static_cast<float>(values[i]); break;
-      case DataType::kFloat64: *static_cast<double*>(p) = values[i]; break;
-      case DataType::kInt64: *static_cast<int64_t*>(p) = static_cast<int64_t>(values[i]); break;
-      case DataType::kInt32: *static_cast<int32_t*>(p) = static_cast<int32_t>(values[i]); break;
-      case DataType::kUInt8: *static_cast<uint8_t*>(p) = static_cast<uint8_t>(values[i]); break;
-      case DataType::kFloat16: *static_cast<uint16_t*>(p) = floatToHalf(static_cast<float>(values[i])); break;
-      case DataType::kBFloat16: *static_cast<uint16_t*>(p) = floatToBFloat16(static_cast<float>(values[i])); break;
+      case DataType::kFloat32:
+        *static_cast<float*>(p) = static_cast<float>(values[i]);
+        break;
+      case DataType::kFloat64:
+        *static_cast<double*>(p) = values[i];
+        break;
+      case DataType::kInt64:
+        *static_cast<int64_t*>(p) = static_cast<int64_t>(values[i]);
+        break;
+      case DataType::kInt32:
+        *static_cast<int32_t*>(p) = static_cast<int32_t>(values[i]);
+        break;
+      case DataType::kUInt8:
+        *static_cast<uint8_t*>(p) = static_cast<uint8_t>(values[i]);
+        break;
+      case DataType::kFloat16:
+        *static_cast<uint16_t*>(p) = floatToHalf(static_cast<float>(values[i]));
+        break;
+      case DataType::kBFloat16:
+        *static_cast<uint16_t*>(p) = floatToBFloat16(static_cast<float>(values[i]));
+        break;
     }
   }
   return out;
@@ -42,13 +57,20 @@ std::vector<uint8_t> encode(const std::vector<double>& values, DataType dtype) {
 double decodeAt(const std::vector<uint8_t>& raw, size_t i, DataType dtype) {
   const void* p = raw.data() + i * elementSize(dtype);
   switch (dtype) {
-    case DataType::kFloat32: return *static_cast<const float*>(p);
-    case DataType::kFloat64: return *static_cast<const double*>(p);
-    case DataType::kInt64: return static_cast<double>(*static_cast<const int64_t*>(p));
-    case DataType::kInt32: return *static_cast<const int32_t*>(p);
-    case DataType::kUInt8: return *static_cast<const uint8_t*>(p);
-    case DataType::kFloat16: return halfToFloat(*static_cast<const uint16_t*>(p));
-    case DataType::kBFloat16: return bfloat16ToFloat(*static_cast<const uint16_t*>(p));
+    case DataType::kFloat32:
+      return *static_cast<const float*>(p);
+    case DataType::kFloat64:
+      return *static_cast<const double*>(p);
+    case DataType::kInt64:
+      return static_cast<double>(*static_cast<const int64_t*>(p));
+    case DataType::kInt32:
+      return *static_cast<const int32_t*>(p);
+    case DataType::kUInt8:
+      return *static_cast<const uint8_t*>(p);
+    case DataType::kFloat16:
+      return halfToFloat(*static_cast<const uint16_t*>(p));
+    case DataType::kBFloat16:
+      return bfloat16ToFloat(*static_cast<const uint16_t*>(p));
   }
   return 0;
 }
@@ -58,9 +80,12 @@ double contribution(int rank, size_t i) { return rank + 1 + static_cast<double>(
 double expected(ReduceOp op, int n, size_t i, DataType dtype) {
   const double k = static_cast<double>(i % 5);
   switch (op) {
-    case ReduceOp::kSum: return n * (n + 1) / 2.0 + n * k;
-    case ReduceOp::kMax: return n + k;
-    case ReduceOp::kMin: return 1 + k;
+    case ReduceOp::kSum:
+      return n * (n + 1) / 2.0 + n * k;
+    case ReduceOp::kMax:
+      return n + k;
+    case ReduceOp::kMin:
+      return 1 + k;
     case ReduceOp::kAverage: {
       const double avg = (n * (n + 1) / 2.0 + n * k) / n;
       if (dtype == DataType::kInt64 || dtype == DataType::kInt32) return static_cast<double>(static_cast<int64_t>(avg));
@@ -108,46 +133,56 @@ TEST_P(WorldSize, AllreduceEveryDtypeOpAndOddSize) {
                              DataType::kInt64};
   const ReduceOp ops[] = {ReduceOp::kSum, ReduceOp::kAverage, ReduceOp::kMax, ReduceOp::kMin};
   const size_t counts[] = {0, 1, 7, 1000};
-  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
-    for (DataType dtype : dtypes) {
-      for (ReduceOp op : ops) {
-        for (size_t count : counts) {
-          std::vector<double> mine(count);
-          for (size_t i = 0; i < count; ++i) mine[i] = contribution(comm.rank(), i);
-          std::vector<uint8_t> raw = encode(mine, dtype);
-          comm.allreduce(Buffer{raw.data(), count, dtype}, op);
-          for (size_t i = 0; i < count; ++i) {
-            ASSERT_EQ(decodeAt(raw, i, dtype), expected(op, n, i, dtype))
-                << toString(dtype) << " " << toString(op) << " count " << count << " element " << i;
+  for (const char* algorithm : {"native", "ring"}) {
+    SCOPED_TRACE(algorithm);
+    auto options = testCommOptions();
+    options.allreduce_algorithm = algorithm;
+    expectAllOk(runWithCommunicators(n, options, [&](Communicator& comm) {
+      for (DataType dtype : dtypes) {
+        for (ReduceOp op : ops) {
+          for (size_t count : counts) {
+            std::vector<double> mine(count);
+            for (size_t i = 0; i < count; ++i) mine[i] = contribution(comm.rank(), i);
+            std::vector<uint8_t> raw = encode(mine, dtype);
+            comm.allreduce(Buffer{raw.data(), count, dtype}, op);
+            for (size_t i = 0; i < count; ++i) {
+              ASSERT_EQ(decodeAt(raw, i, dtype), expected(op, n, i, dtype))
+                  << toString(dtype) << " " << toString(op) << " count " << count << " element " << i;
+            }
           }
         }
       }
-    }
-  }));
+    }));
+  }
 }
 
 TEST_P(WorldSize, LargeOddAllreduceAsyncInIssueOrder) {
   const int n = GetParam();
   const size_t count = 1000003;
-  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
-    std::vector<float> a(count), b(count);
-    for (size_t i = 0; i < count; ++i) {
-      a[i] = static_cast<float>(contribution(comm.rank(), i));
-      b[i] = static_cast<float>(comm.rank());
-    }
-    const uint64_t first = comm.nextSequence();
-    WorkPtr wa = comm.allreduceAsync(Buffer{a.data(), count, DataType::kFloat32}, ReduceOp::kSum);
-    WorkPtr wb = comm.allreduceAsync(Buffer{b.data(), count, DataType::kFloat32}, ReduceOp::kMax);
-    EXPECT_EQ(comm.nextSequence(), first + 2);
-    wb->wait(comm.timeout());
-    EXPECT_TRUE(wa->isCompleted());  // issue order
-    wa->wait(comm.timeout());
-    for (size_t i = 0; i < count; i += 9973) {
-      ASSERT_EQ(a[i], static_cast<float>(expected(ReduceOp::kSum, n, i, DataType::kFloat32)));
-      ASSERT_EQ(b[i], static_cast<float>(n - 1));
-    }
-    ASSERT_EQ(a[count - 1], static_cast<float>(expected(ReduceOp::kSum, n, count - 1, DataType::kFloat32)));
-  }));
+  for (const char* algorithm : {"native", "ring"}) {
+    SCOPED_TRACE(algorithm);
+    auto options = testCommOptions();
+    options.allreduce_algorithm = algorithm;
+    expectAllOk(runWithCommunicators(n, options, [&](Communicator& comm) {
+      std::vector<float> a(count), b(count);
+      for (size_t i = 0; i < count; ++i) {
+        a[i] = static_cast<float>(contribution(comm.rank(), i));
+        b[i] = static_cast<float>(comm.rank());
+      }
+      const uint64_t first = comm.nextSequence();
+      WorkPtr wa = comm.allreduceAsync(Buffer{a.data(), count, DataType::kFloat32}, ReduceOp::kSum);
+      WorkPtr wb = comm.allreduceAsync(Buffer{b.data(), count, DataType::kFloat32}, ReduceOp::kMax);
+      EXPECT_EQ(comm.nextSequence(), first + 2);
+      wb->wait(comm.timeout());
+      EXPECT_TRUE(wa->isCompleted());  // issue order
+      wa->wait(comm.timeout());
+      for (size_t i = 0; i < count; i += 9973) {
+        ASSERT_EQ(a[i], static_cast<float>(expected(ReduceOp::kSum, n, i, DataType::kFloat32)));
+        ASSERT_EQ(b[i], static_cast<float>(n - 1));
+      }
+      ASSERT_EQ(a[count - 1], static_cast<float>(expected(ReduceOp::kSum, n, count - 1, DataType::kFloat32)));
+    }));
+  }
 }
 
 TEST_P(WorldSize, BroadcastFromEveryRoot) {
@@ -171,7 +206,8 @@ TEST_P(WorldSize, AllgatherPlacesEachRankAtItsOffset) {
       std::vector<double> send(count);
       for (size_t i = 0; i < count; ++i) send[i] = comm.rank() + 0.5 * static_cast<double>(i);
       std::vector<double> recv(count * n, -1);
-      comm.allgather(Buffer{send.data(), count, DataType::kFloat64}, Buffer{recv.data(), count * n, DataType::kFloat64});
+      comm.allgather(Buffer{send.data(), count, DataType::kFloat64},
+                     Buffer{recv.data(), count * n, DataType::kFloat64});
       for (int r = 0; r < n; ++r) {
         for (size_t i = 0; i < count; ++i) ASSERT_EQ(recv[r * count + i], r + 0.5 * static_cast<double>(i));
       }
