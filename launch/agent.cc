@@ -184,6 +184,18 @@ class Agent {
       master_port_ = server_->port();
     }
     connect();
+    try {
+      const int code = runJob();
+      leave();
+      return code;
+    } catch (...) {
+      leave();  // node 0 keeps the store up until the others have read why the job ends
+      throw;
+    }
+  }
+
+ private:
+  int runJob() {
     rendezvous();
     int code = 0;
     for (int attempt = 0;; ++attempt) {
@@ -199,11 +211,9 @@ class Agent {
       say("restarting all ranks (restart " + std::to_string(attempt + 1) + " of " + std::to_string(o_.max_restarts) +
           ")");
     }
-    leave();
     return code;
   }
 
- private:
   std::string key(const std::string& k) const { return "ringrun/" + k; }
   std::string attemptKey(int attempt, const std::string& k) const {
     return key("a" + std::to_string(attempt) + "/" + k);
@@ -512,6 +522,7 @@ class Agent {
 
   // Node 0 hosts the store: it stays until every node is done with it (or kLeaveTimeout passes).
   void leave() {
+    if (!store_) return;
     try {
       if (store_->add(key("left"), 1) == o_.nnodes) store_->set(key("all-left"), dist::toBytes("1"));
       if (server_ && o_.nnodes > 1) store_->wait({key("all-left")}, kLeaveTimeout);
