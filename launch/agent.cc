@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -33,7 +34,6 @@ using namespace std::chrono_literals;
 
 constexpr auto kWatchChunk = 1000ms;        // the end watcher re-checks its stop flag this often
 constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending signals this often
-constexpr auto kLeaveTimeout = 30s;          // node 0 waits this long for the other nodes to leave
 constexpr auto kStoreOpTimeout = 30000ms;
 
 void say(const std::string& line) {
@@ -107,11 +107,14 @@ class SignalInbox {
 
 // Waits in a thread for the attempt's outcome key and signals an eventfd when it is there (or when the
 // store is lost).
+// `tick` runs about once a second while the key is absent (the node heartbeat); a non-empty result ends
+// the watch with that value.
 class EndWatcher {
  public:
-  EndWatcher(dist::Store& store, std::string key) : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  EndWatcher(dist::Store& store, std::string key, std::function<std::string()> tick)
+      : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     RT_CHECK(wake_.valid(), "eventfd: ", std::strerror(errno));
-    thread_ = std::thread([this, &store, key = std::move(key)] {
+    thread_ = std::thread([this, &store, key = std::move(key), tick = std::move(tick)] {
       std::string value, error;
       for (;;) {
         try {
@@ -119,6 +122,13 @@ class EndWatcher {
           break;
         } catch (const TimeoutError&) {
           if (stop_.load()) return;
+          try {
+            value = tick();
+          } catch (const std::exception& e) {
+            error = e.what();
+            break;
+          }
+          if (!value.empty()) break;
         } catch (const std::exception& e) {
           error = e.what();
           break;
@@ -332,6 +342,36 @@ class Agent {
     }
   }
 
+  // Each node bumps its counter every second and watches the others': a node whose counter stands still
+  // for --node-timeout (its ringrun killed, its machine gone) fails the attempt, so no node waits forever
+  // for a peer that will never report.
+  std::function<std::string()> heartbeat(int attempt) {
+    if (o_.nnodes == 1) return [] { return std::string(); };
+    struct Seen {
+      std::string value;
+      Clock::time_point since;
+    };
+    auto seen = std::make_shared<std::map<int, Seen>>();
+    return [this, attempt, seen]() -> std::string {
+      store_->add(attemptKey(attempt, "beat/" + std::to_string(o_.node_rank)), 1);
+      const auto now = Clock::now();
+      for (int n = 0; n < o_.nnodes; ++n) {
+        if (n == o_.node_rank) continue;
+        const std::string k = attemptKey(attempt, "beat/" + std::to_string(n));
+        const std::string value = store_->check({k}) ? dist::toString(store_->get(k, kStoreOpTimeout)) : "";
+        auto [it, fresh] = seen->try_emplace(n, Seen{value, now});
+        if (fresh || it->second.value != value) {
+          it->second = Seen{value, now};
+        } else if (now - it->second.since > std::chrono::duration<double>(o_.node_timeout_s)) {
+          const std::string outcome = "fail " + std::to_string(n) + " lost: no sign of life for " +
+                                      fmt::format("{:g}", o_.node_timeout_s) + " s";
+          return dist::toString(store_->compareSet(attemptKey(attempt, "end"), {}, dist::toBytes(outcome)));
+        }
+      }
+      return std::string();
+    };
+  }
+
   AttemptResult runAttempt(int attempt) {
     store_->set(attemptKey(attempt, "ready/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
     std::vector<std::string> ready;
@@ -370,7 +410,7 @@ class Agent {
       by_fd[r.err.get()] = {&r, true};
     }
 
-    EndWatcher watcher(*store_, attemptKey(attempt, "end"));
+    EndWatcher watcher(*store_, attemptKey(attempt, "end"), heartbeat(attempt));
     int running = o_.nproc_per_node;
     bool guardian_alive = true;
     bool end_known = false;
@@ -446,11 +486,11 @@ class Agent {
             interrupt_signal = sig;
             say("got " + signalName(sig) + ", passing it to the ranks");
             publishEnd(attempt, "interrupted " + std::to_string(o_.node_rank) + " by " + signalName(sig));
-            for (Rank& r : ranks) {
-              if (!r.status) r.stopped_by_us = true;
+            if (kill_at) {
+              group.signal(sig);  // already stopping: pass it on all the same
+            } else {
+              stopRanks(sig);
             }
-            group.signal(sig);
-            stopRanks(sig);
           } else {
             say("got " + signalName(sig) + " again: killing the ranks");
             group.signal(SIGKILL);
@@ -520,12 +560,16 @@ class Agent {
     return result;
   }
 
-  // Node 0 hosts the store: it stays until every node is done with it (or kLeaveTimeout passes).
+  // Node 0 hosts the store: it stays until every node is done with it (or --node-timeout passes).
   void leave() {
     if (!store_) return;
     try {
       if (store_->add(key("left"), 1) == o_.nnodes) store_->set(key("all-left"), dist::toBytes("1"));
-      if (server_ && o_.nnodes > 1) store_->wait({key("all-left")}, kLeaveTimeout);
+      // A node that does not leave within --node-timeout is not coming (its ringrun was killed, say).
+      if (server_ && o_.nnodes > 1) {
+        store_->wait({key("all-left")}, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::duration<double>(o_.node_timeout_s)));
+      }
     } catch (const CommError& e) {
       if (server_) say("not every node confirmed the end of the job: " + std::string(e.what()));
     }
