@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -184,7 +185,10 @@ struct AttemptResult {
 
 class Agent {
  public:
-  explicit Agent(const LaunchOptions& o) : o_(o) {}
+  explicit Agent(const LaunchOptions& o) : o_(o) {
+    // Orphans of the ranks (what a killed rank had started) become ringrun's children, and are reaped here.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  }
 
   int run() {
     token_ = o_.job_token.empty() ? randomToken() : o_.job_token;
