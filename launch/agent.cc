@@ -452,14 +452,14 @@ class Agent {
       fds.push_back({end_known ? -1 : watcher.fd(), POLLIN, 0});
       for (const auto& [fd, _] : by_fd) fds.push_back({fd, POLLIN, 0});
       int timeout_ms = -1;
-      if (kill_at && !escalated) {
+      if (kill_at && !escalated && running > 0) {
         timeout_ms = static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Clock::now()).count() + 1));
       }
       const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
       RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
 
-      if (kill_at && !escalated && Clock::now() >= *kill_at) {
+      if (kill_at && !escalated && running > 0 && Clock::now() >= *kill_at) {
         escalated = true;
         group.signal(SIGKILL);
       }

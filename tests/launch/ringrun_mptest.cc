@@ -219,6 +219,15 @@ TEST(Ringrun, RankKilledBySigkillStopsTheJobWithAReportAndLeavesNoProcess) {
   EXPECT_TRUE(groupGone(*groups.begin())) << "a process of the job is still running";
 }
 
+TEST(Ringrun, RankThatIgnoresSigtermIsKilledAfterTheGracePeriod) {
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "0.5", "--",
+                             "sh", "-c", "trap '' TERM; if [ $RANK = 0 ]; then exit 4; fi; while :; do sleep 1; done"},
+                            {.timeout = 20000ms});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("rank 0 (node 0, local rank 0"));
+  EXPECT_THAT(r.err, HasSubstr("stopped 1 other rank(s) on this node (SIGKILL after the grace period of 0.5 s)"));
+}
+
 TEST(Ringrun, RingrunKilledBySigkillLeavesNoOrphans) {
   Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
                   rankScript("sleep 60 & sleep 60 & wait")});
