@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -33,7 +35,6 @@ using namespace std::chrono_literals;
 
 constexpr auto kWatchChunk = 1000ms;        // the end watcher re-checks its stop flag this often
 constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending signals this often
-constexpr auto kLeaveTimeout = 30s;          // node 0 waits this long for the other nodes to leave
 constexpr auto kStoreOpTimeout = 30000ms;
 
 void say(const std::string& line) {
@@ -107,11 +108,14 @@ class SignalInbox {
 
 // Waits in a thread for the attempt's outcome key and signals an eventfd when it is there (or when the
 // store is lost).
+// `tick` runs about once a second while the key is absent (the node heartbeat); a non-empty result ends
+// the watch with that value.
 class EndWatcher {
  public:
-  EndWatcher(dist::Store& store, std::string key) : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  EndWatcher(dist::Store& store, std::string key, std::function<std::string()> tick)
+      : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     RT_CHECK(wake_.valid(), "eventfd: ", std::strerror(errno));
-    thread_ = std::thread([this, &store, key = std::move(key)] {
+    thread_ = std::thread([this, &store, key = std::move(key), tick = std::move(tick)] {
       std::string value, error;
       for (;;) {
         try {
@@ -119,6 +123,13 @@ class EndWatcher {
           break;
         } catch (const TimeoutError&) {
           if (stop_.load()) return;
+          try {
+            value = tick();
+          } catch (const std::exception& e) {
+            error = e.what();
+            break;
+          }
+          if (!value.empty()) break;
         } catch (const std::exception& e) {
           error = e.what();
           break;
@@ -174,7 +185,10 @@ struct AttemptResult {
 
 class Agent {
  public:
-  explicit Agent(const LaunchOptions& o) : o_(o) {}
+  explicit Agent(const LaunchOptions& o) : o_(o) {
+    // Orphans of the ranks (what a killed rank had started) become ringrun's children, and are reaped here.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  }
 
   int run() {
     token_ = o_.job_token.empty() ? randomToken() : o_.job_token;
@@ -184,6 +198,18 @@ class Agent {
       master_port_ = server_->port();
     }
     connect();
+    try {
+      const int code = runJob();
+      leave();
+      return code;
+    } catch (...) {
+      leave();  // node 0 keeps the store up until the others have read why the job ends
+      throw;
+    }
+  }
+
+ private:
+  int runJob() {
     rendezvous();
     int code = 0;
     for (int attempt = 0;; ++attempt) {
@@ -199,11 +225,9 @@ class Agent {
       say("restarting all ranks (restart " + std::to_string(attempt + 1) + " of " + std::to_string(o_.max_restarts) +
           ")");
     }
-    leave();
     return code;
   }
 
- private:
   std::string key(const std::string& k) const { return "ringrun/" + k; }
   std::string attemptKey(int attempt, const std::string& k) const {
     return key("a" + std::to_string(attempt) + "/" + k);
@@ -322,6 +346,36 @@ class Agent {
     }
   }
 
+  // Each node bumps its counter every second and watches the others': a node whose counter stands still
+  // for --node-timeout (its ringrun killed, its machine gone) fails the attempt, so no node waits forever
+  // for a peer that will never report.
+  std::function<std::string()> heartbeat(int attempt) {
+    if (o_.nnodes == 1) return [] { return std::string(); };
+    struct Seen {
+      std::string value;
+      Clock::time_point since;
+    };
+    auto seen = std::make_shared<std::map<int, Seen>>();
+    return [this, attempt, seen]() -> std::string {
+      store_->add(attemptKey(attempt, "beat/" + std::to_string(o_.node_rank)), 1);
+      const auto now = Clock::now();
+      for (int n = 0; n < o_.nnodes; ++n) {
+        if (n == o_.node_rank) continue;
+        const std::string k = attemptKey(attempt, "beat/" + std::to_string(n));
+        const std::string value = store_->check({k}) ? dist::toString(store_->get(k, kStoreOpTimeout)) : "";
+        auto [it, fresh] = seen->try_emplace(n, Seen{value, now});
+        if (fresh || it->second.value != value) {
+          it->second = Seen{value, now};
+        } else if (now - it->second.since > std::chrono::duration<double>(o_.node_timeout_s)) {
+          const std::string outcome = "fail " + std::to_string(n) + " lost: no sign of life for " +
+                                      fmt::format("{:g}", o_.node_timeout_s) + " s";
+          return dist::toString(store_->compareSet(attemptKey(attempt, "end"), {}, dist::toBytes(outcome)));
+        }
+      }
+      return std::string();
+    };
+  }
+
   AttemptResult runAttempt(int attempt) {
     store_->set(attemptKey(attempt, "ready/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
     std::vector<std::string> ready;
@@ -360,7 +414,7 @@ class Agent {
       by_fd[r.err.get()] = {&r, true};
     }
 
-    EndWatcher watcher(*store_, attemptKey(attempt, "end"));
+    EndWatcher watcher(*store_, attemptKey(attempt, "end"), heartbeat(attempt));
     int running = o_.nproc_per_node;
     bool guardian_alive = true;
     bool end_known = false;
@@ -398,14 +452,14 @@ class Agent {
       fds.push_back({end_known ? -1 : watcher.fd(), POLLIN, 0});
       for (const auto& [fd, _] : by_fd) fds.push_back({fd, POLLIN, 0});
       int timeout_ms = -1;
-      if (kill_at && !escalated) {
+      if (kill_at && !escalated && running > 0) {
         timeout_ms = static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Clock::now()).count() + 1));
       }
       const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
       RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
 
-      if (kill_at && !escalated && Clock::now() >= *kill_at) {
+      if (kill_at && !escalated && running > 0 && Clock::now() >= *kill_at) {
         escalated = true;
         group.signal(SIGKILL);
       }
@@ -436,11 +490,11 @@ class Agent {
             interrupt_signal = sig;
             say("got " + signalName(sig) + ", passing it to the ranks");
             publishEnd(attempt, "interrupted " + std::to_string(o_.node_rank) + " by " + signalName(sig));
-            for (Rank& r : ranks) {
-              if (!r.status) r.stopped_by_us = true;
+            if (kill_at) {
+              group.signal(sig);  // already stopping: pass it on all the same
+            } else {
+              stopRanks(sig);
             }
-            group.signal(sig);
-            stopRanks(sig);
           } else {
             say("got " + signalName(sig) + " again: killing the ranks");
             group.signal(SIGKILL);
@@ -510,11 +564,16 @@ class Agent {
     return result;
   }
 
-  // Node 0 hosts the store: it stays until every node is done with it (or kLeaveTimeout passes).
+  // Node 0 hosts the store: it stays until every node is done with it (or --node-timeout passes).
   void leave() {
+    if (!store_) return;
     try {
       if (store_->add(key("left"), 1) == o_.nnodes) store_->set(key("all-left"), dist::toBytes("1"));
-      if (server_ && o_.nnodes > 1) store_->wait({key("all-left")}, kLeaveTimeout);
+      // A node that does not leave within --node-timeout is not coming (its ringrun was killed, say).
+      if (server_ && o_.nnodes > 1) {
+        store_->wait({key("all-left")}, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::duration<double>(o_.node_timeout_s)));
+      }
     } catch (const CommError& e) {
       if (server_) say("not every node confirmed the end of the job: " + std::string(e.what()));
     }

@@ -107,6 +107,9 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
       ->default_str("5");
   app.add_option("--rdzv-timeout,--rdzv_timeout", o.rendezvous_timeout_s, "seconds to wait for the other nodes")
       ->default_str("300");
+  app.add_option("--node-timeout,--node_timeout", o.node_timeout_s,
+                 "seconds without a heartbeat after which another node counts as failed")
+      ->default_str("30");
   app.add_option("--job-token,--job_token", o.job_token,
                  "the job's secret for the store; several nodes need the same one (or RINGTRAIN_JOB_TOKEN)");
 
@@ -164,6 +167,7 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   if (o.max_restarts < 0) RT_THROW(ConfigError, "--max-restarts must be at least 0, not ", o.max_restarts);
   if (!(o.grace_period_s >= 0)) RT_THROW(ConfigError, "--grace-period must be at least 0 seconds");
   if (!(o.rendezvous_timeout_s > 0)) RT_THROW(ConfigError, "--rdzv-timeout must be positive");
+  if (!(o.node_timeout_s > 0)) RT_THROW(ConfigError, "--node-timeout must be positive");
 
   if (o.job_token.empty()) {
     if (auto it = env.find("RINGTRAIN_JOB_TOKEN"); it != env.end()) o.job_token = it->second;

@@ -12,6 +12,7 @@ namespace ringtrain::launch {
 inline constexpr int kDefaultMasterPort = 29500;
 inline constexpr double kDefaultGracePeriodS = 5.0;
 inline constexpr double kDefaultRendezvousTimeoutS = 300.0;
+inline constexpr double kDefaultNodeTimeoutS = 30.0;
 
 struct LaunchOptions {
   int nproc_per_node = 1;
@@ -25,6 +26,7 @@ struct LaunchOptions {
   std::string log_dir;  // empty: no per-rank files
   double grace_period_s = kDefaultGracePeriodS;
   double rendezvous_timeout_s = kDefaultRendezvousTimeoutS;
+  double node_timeout_s = kDefaultNodeTimeoutS;  // a node silent this long has failed
   std::string job_token;              // empty on a single node: ringrun makes a fresh one
   std::vector<std::string> command;   // PROGRAM ARGS...
   std::string program_path;           // command[0] resolved against PATH

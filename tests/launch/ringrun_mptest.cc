@@ -219,6 +219,15 @@ TEST(Ringrun, RankKilledBySigkillStopsTheJobWithAReportAndLeavesNoProcess) {
   EXPECT_TRUE(groupGone(*groups.begin())) << "a process of the job is still running";
 }
 
+TEST(Ringrun, RankThatIgnoresSigtermIsKilledAfterTheGracePeriod) {
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "0.5", "--",
+                             "sh", "-c", "trap '' TERM; if [ $RANK = 0 ]; then exit 4; fi; while :; do sleep 1; done"},
+                            {.timeout = 20000ms});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("rank 0 (node 0, local rank 0"));
+  EXPECT_THAT(r.err, HasSubstr("stopped 1 other rank(s) on this node (SIGKILL after the grace period of 0.5 s)"));
+}
+
 TEST(Ringrun, RingrunKilledBySigkillLeavesNoOrphans) {
   Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
                   rankScript("sleep 60 & sleep 60 & wait")});
@@ -266,42 +275,57 @@ TEST(Ringrun, MaxRestartsRelaunchesEveryRankWithTheRestartCount) {
   EXPECT_THAT(once.out, Not(HasSubstr("try 1")));
 }
 
-TEST(Ringrun, TwoNodesMeetAgreeOnRanksAndTearEachOtherDown) {
-  const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
-  auto node = [&](int rank, int port, const std::string& script) {
-    return std::make_unique<Background>(
-        std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node_rank", std::to_string(rank),
-                                 "--master_addr", "127.0.0.1", "--master_port", std::to_string(port),
-                                 "--nproc-per-node", "2", "--", "/bin/sh", "-c", script},
-        env);
-  };
-  {
-    const int port = freePort();
-    // Node 1 first: it waits for node 0's store.
-    auto n1 = node(1, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
-    auto n0 = node(0, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
-    const auto s0 = n0->waitExit(30000ms), s1 = n1->waitExit(30000ms);
-    ASSERT_TRUE(s0 && s1);
-    EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 0) << n0->err();
-    EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 0) << n1->err();
-    EXPECT_THAT(n0->out(), HasSubstr("rank 0 of 4 node 0 local 0"));
-    EXPECT_THAT(n0->out(), HasSubstr("rank 1 of 4 node 0 local 1"));
-    EXPECT_THAT(n1->out(), HasSubstr("rank 2 of 4 node 1 local 0"));
-    EXPECT_THAT(n1->out(), HasSubstr("rank 3 of 4 node 1 local 1"));
-  }
-  {
-    const int port = freePort();
-    auto n0 = node(0, port, rankScript("sleep 60 & wait"));
-    auto n1 = node(1, port, rankScript("if [ $RANK = 3 ]; then echo failing; exit 5; fi; sleep 60 & wait"));
-    const auto s1 = n1->waitExit(30000ms);
-    const auto s0 = n0->waitExit(30000ms);
-    ASSERT_TRUE(s0 && s1) << "a failure on one node must stop the other";
-    EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 5) << n1->err();
-    EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
-    EXPECT_THAT(n1->err(), HasSubstr("rank 3 (node 1, local rank 1"));
-    EXPECT_THAT(n0->err(), HasSubstr("node 1 failed: rank 3 exited with code 5"));
-    for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
-  }
+// One of two ringrun instances on 127.0.0.1, as node `rank` of a 2-node job with 2 ranks per node.
+std::unique_ptr<Background> twoNodeJob(int rank, int port, const std::string& script) {
+  return std::make_unique<Background>(
+      std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node_rank", std::to_string(rank),
+                               "--master_addr", "127.0.0.1", "--master_port", std::to_string(port),
+                               "--nproc-per-node", "2", "--node-timeout", "3", "--", "/bin/sh", "-c", script},
+      std::map<std::string, std::string>{{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}});
+}
+
+TEST(Ringrun, TwoNodesMeetAndAgreeOnGlobalRanks) {
+  const int port = freePort();
+  // Node 1 first: it waits for node 0's store.
+  auto n1 = twoNodeJob(1, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
+  auto n0 = twoNodeJob(0, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
+  const auto s0 = n0->waitExit(30000ms), s1 = n1->waitExit(30000ms);
+  ASSERT_TRUE(s0 && s1);
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 0) << n0->err();
+  EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 0) << n1->err();
+  EXPECT_THAT(n0->out(), HasSubstr("rank 0 of 4 node 0 local 0"));
+  EXPECT_THAT(n0->out(), HasSubstr("rank 1 of 4 node 0 local 1"));
+  EXPECT_THAT(n1->out(), HasSubstr("rank 2 of 4 node 1 local 0"));
+  EXPECT_THAT(n1->out(), HasSubstr("rank 3 of 4 node 1 local 1"));
+}
+
+TEST(Ringrun, FailureOnOneNodeStopsTheOther) {
+  const int port = freePort();
+  auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
+  auto n1 = twoNodeJob(1, port, rankScript("if [ $RANK = 3 ]; then echo failing; exit 5; fi; sleep 60 & wait"));
+  const auto s1 = n1->waitExit(30000ms);
+  const auto s0 = n0->waitExit(30000ms);
+  ASSERT_TRUE(s0 && s1) << "a failure on one node must stop the other";
+  EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 5) << n1->err();
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
+  EXPECT_THAT(n1->err(), HasSubstr("rank 3 (node 1, local rank 1"));
+  EXPECT_THAT(n0->err(), HasSubstr("node 1 failed: rank 3 exited with code 5"));
+  for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
+}
+
+TEST(Ringrun, NodeWhoseRingrunVanishesIsNoticedByTheOthers) {
+  // Node 1's ringrun is SIGKILLed while node 0's ranks run on: node 0 notices the silence and stops.
+  const int port = freePort();
+  auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
+  auto n1 = twoNodeJob(1, port, rankScript("sleep 60 & wait"));
+  ASSERT_TRUE(n0->waitForOutput("pgid", 2) && n1->waitForOutput("pgid", 2));
+  ::kill(n1->pid(), SIGKILL);
+  ASSERT_TRUE(n1->waitExit(5000ms).has_value());
+  const auto s0 = n0->waitExit(30000ms);
+  ASSERT_TRUE(s0.has_value()) << "node 0 kept waiting for a node that is gone";
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
+  EXPECT_THAT(n0->err(), HasSubstr("node 1 failed: lost"));
+  for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
 }
 
 TEST(Ringrun, NodesThatDisagreeOnTheProcessCountAreRefused) {
