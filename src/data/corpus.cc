@@ -242,7 +242,9 @@ class CorpusBuilder {
 
 void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
   TokenTable table;
-  std::vector<char> buf(std::max<size_t>(kReadChunk, static_cast<size_t>(o.max_line_bytes) + 2));
+  // Grows (up to max_line_bytes + 2) only when one line does not fit.
+  const size_t max_buf = static_cast<size_t>(o.max_line_bytes) + 2;
+  std::vector<char> buf(std::min(kReadChunk, max_buf));
   size_t begin = 0, end = 0;  // unconsumed bytes are buf[begin, end)
   bool eof = false;
   int64_t line_no = 0;
@@ -262,6 +264,7 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
       end -= begin;
       begin = 0;
     }
+    if (end == buf.size()) buf.resize(std::min(buf.size() * 2, max_buf));
     const size_t got = std::fread(buf.data() + end, 1, buf.size() - end, f);
     if (got == 0) {
       if (std::ferror(f)) RT_THROW(DataError, o.corpus, ":", line_no + 1, ": read error: ", errnoText());
@@ -356,7 +359,10 @@ void CorpusBuilder::finish(Corpus& c, TokenTable& table, int min_count) {
     arena.append(table.key(order[k]));
     offsets.push_back(static_cast<int64_t>(arena.size()));
   }
+  // Counts are occurrences in the file (lines dropped later as too short included), so ids stay sorted by
+  // count; training uses the counts of its own lines (trainCounts in split.h).
   std::vector<int64_t> new_counts(order.size(), 0);
+  for (size_t k = 0; k < order.size(); ++k) new_counts[k] = counts[order[k]];
 
   // Compact in place: the write position never passes the read position.
   int64_t w = 0;
@@ -381,7 +387,6 @@ void CorpusBuilder::finish(Corpus& c, TokenTable& table, int min_count) {
       ++short_lines;
       continue;
     }
-    for (int64_t k = line_start; k < w; ++k) ++new_counts[c.tokens_[k]];
     c.offsets_[++kept_lines] = w;
   }
   c.offsets_.resize(kept_lines + 1);
@@ -392,8 +397,6 @@ void CorpusBuilder::finish(Corpus& c, TokenTable& table, int min_count) {
   c.stats_.short_lines = short_lines;
   c.stats_.lines = static_cast<int64_t>(kept_lines);
   c.stats_.tokens = w;
-  // Counts are over kept lines (a dropped short line's items do not count); ids stay sorted by the
-  // parse-time counts, which differ only by those short lines.
   c.vocab_ = Vocabulary(std::move(arena), std::move(offsets), std::move(new_counts));
 }
 

@@ -124,7 +124,7 @@ EpochShard makeEpochShard(const PairGenerator& gen, int64_t epoch, int rank, int
     const int64_t n = gen.countPairs(order[p], epoch);
     const int r = static_cast<int>(p % static_cast<size_t>(world_size));
     shard.rank_pairs[r] += n;
-    if (r == rank && n > 0) {
+    if (r == rank) {
       own += n;
       shard.lines.push_back(order[p]);
       shard.pair_end.push_back(own);
