@@ -516,7 +516,7 @@ std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
   }
   if (o.cache) {
     std::error_code exists_ec;
-    if (std::filesystem::exists(cache_path, exists_ec)) c->stats_.cache_path = cache_path;
+    if (std::filesystem::is_regular_file(cache_path, exists_ec)) c->stats_.cache_path = cache_path;
   }
   CorpusBuilder::loadItems(*c, o);
   return c;
