@@ -3,7 +3,8 @@
 // there, sparse). Goal: with 2 workers the loader alone makes >= 5x that. Also: the consumer's wait while
 // "training" at that pace (goal <= 1% of step time), peak RSS and the queue's memory bound.
 //
-//   loader_bench [--items N] [--sessions N] [--batches N] [--workers N] [--corpus FILE] [--context window|basket]
+//   loader_bench [--items N] [--sessions N] [--batches N] [--workers N] [--corpus FILE]
+//                [--context window|basket] [--eval-fraction F] [--hide-last H]
 #include <sys/resource.h>
 
 #include <chrono>
@@ -41,7 +42,8 @@ double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Cloc
 int main(int argc, char** argv) {
   log::init();
   int64_t items = 100000, sessions = 200000, batches = 400;
-  int workers = 2;
+  int workers = 2, hide_last = 1;
+  double eval_fraction = 0.2;
   std::string corpus_path, context = "window";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -51,6 +53,8 @@ int main(int argc, char** argv) {
     else if (k == "--workers") workers = std::atoi(v.c_str());
     else if (k == "--corpus") corpus_path = v;
     else if (k == "--context") context = v;
+    else if (k == "--hide-last") hide_last = std::atoi(v.c_str());
+    else if (k == "--eval-fraction") eval_fraction = std::atof(v.c_str());
     else {
       std::cerr << "unknown option " << k << "\n";
       return 2;
@@ -62,6 +66,8 @@ int main(int argc, char** argv) {
     job.data.negatives = 5;
     job.data.context = context;
     job.data.cache = false;
+    job.data.eval_hide_last = hide_last;
+    job.data.eval_fraction = eval_fraction;
     job.loader.queue_depth = 8;
     job.run.epochs = 1000;
     std::string tmp;
@@ -85,6 +91,7 @@ int main(int argc, char** argv) {
                              corpus_path, corpus->numLines(), corpus->numTokens(), corpus->vocab().size(), load_s,
                              split->trainLines().size(), split->heldOutLines().size());
 
+    std::cout << fmt::format("held-out queries ({} protocol): {}\n", context, data::heldOutQueries(*corpus, *split).size());
     std::cout << fmt::format("\n{:>8} {:>14} {:>12} {:>16} {:>8}\n", "workers", "pairs/s", "ms/batch", "vs trainer 25.2k",
                              "goal");
     for (int w : {0, 1, workers}) {

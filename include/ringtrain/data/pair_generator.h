@@ -82,7 +82,7 @@ class PairGenerator {
 // One rank's share of one epoch.
 struct EpochShard {
   int64_t epoch = 0;
-  std::vector<int64_t> lines;     // this rank's lines, in epoch order
+  std::vector<int64_t> lines;     // this rank's lines, in epoch order (lines with no pairs included)
   std::vector<int64_t> pair_end;  // pair_end[j] = pairs in lines[0..j] (inclusive prefix sums)
   int64_t pairs() const { return pair_end.empty() ? 0 : pair_end.back(); }
   std::vector<int64_t> rank_pairs;  // pairs of every rank this epoch (for diagnostics and steps)
