@@ -240,6 +240,8 @@ class CorpusBuilder {
   static void loadItems(Corpus& c, const CorpusLoadOptions& o);
 };
 
+bool directoryWritable(const std::string& file);
+
 void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
   TokenTable table;
   // Grows (up to max_line_bytes + 2) only when one line does not fit.
@@ -446,7 +448,21 @@ bool CorpusBuilder::readCache(Corpus& c, const std::string& path, const CacheHea
   return true;
 }
 
+// A directory nobody may write (mode bits, honoured even for root, who could write anyway: a read-only
+// shared data folder must stay untouched) or that access() refuses.
+bool directoryWritable(const std::string& file) {
+  std::string dir = std::filesystem::path(file).parent_path().string();
+  if (dir.empty()) dir = ".";
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return false;
+  return (st.st_mode & 0222) != 0 && ::access(dir.c_str(), W_OK) == 0;
+}
+
 void CorpusBuilder::writeCache(const Corpus& c, const std::string& path, const CacheHeader& header) {
+  if (!directoryWritable(path)) {
+    warn("{}: the directory is not writable; continuing without a corpus cache", path);
+    return;
+  }
   std::random_device rd;
   const std::string tmp = fmt::format("{}.tmp.{}.{:x}", path, ::getpid(), rd());
   File f(std::fopen(tmp.c_str(), "wb"));
