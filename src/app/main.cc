@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   app::CommandBody body;
   app::addConfigCommand(app, body);
   app::addBenchAllreduceCommand(app, body);
+  app::addGenDataCommand(app, body);
   try {
     log::init();
     app.parse(argc, argv);
