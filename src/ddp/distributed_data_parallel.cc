@@ -341,10 +341,11 @@ class DistributedDataParallel::Impl {
   void launchReadyLocked() {
     while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
       Bucket& bucket = buckets_[next_launch_];
+      ++next_launch_;
+      if (comm_.size() == 1) continue;  // the average over one rank is the gradient itself
       bucket.work = hook_->run(comm_, bucket.flat);
       dense_bytes_ += hook_->wireBytes(static_cast<size_t>(bucket.flat.numel()) * bucket.flat.element_size(),
                                        bucket.flat.element_size());
-      ++next_launch_;
     }
   }
 
@@ -394,6 +395,7 @@ class DistributedDataParallel::Impl {
     }
     std::chrono::nanoseconds total{0};
     for (size_t b = 0; b < buckets_.size(); ++b) {
+      if (!buckets_[b].work) continue;  // world size 1
       buckets_[b].work->wait(options_.timeout);
       stats_.buckets[b].last_allreduce = buckets_[b].work->duration();
       total += stats_.buckets[b].last_allreduce;

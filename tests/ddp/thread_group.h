@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "ringtrain/comm/communicator.h"
@@ -175,24 +176,23 @@ class ThreadCommunicator : public comm::Communicator {
   size_t bytes_sent_ = 0;
 
  private:
+  // Sums in rank order (rank 0 + rank 1 + ...), in float for 16-bit types; the same bits on every rank.
   template <typename T>
   static void reduce(const std::vector<std::vector<Bytes>>& all, comm::Buffer buffer, comm::ReduceOp op) {
+    using Acc = std::conditional_t<std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>, float, T>;
+    std::vector<Acc> acc(buffer.count);
+    std::vector<T> part(buffer.count);
+    for (size_t r = 0; r < all.size(); ++r) {
+      std::memcpy(part.data(), all[r][0].data(), buffer.count * sizeof(T));
+      for (size_t i = 0; i < buffer.count; ++i) {
+        acc[i] = r == 0 ? static_cast<Acc>(part[i]) : static_cast<Acc>(acc[i] + static_cast<Acc>(part[i]));
+      }
+    }
     T* out = static_cast<T*>(buffer.data);
     for (size_t i = 0; i < buffer.count; ++i) {
-      float acc = 0;
-      double dacc = 0;
-      for (size_t r = 0; r < all.size(); ++r) {
-        T v;
-        std::memcpy(&v, all[r][0].data() + i * sizeof(T), sizeof(T));
-        if constexpr (std::is_same_v<T, double> || std::is_same_v<T, int64_t>) {
-          dacc += static_cast<double>(v);
-        } else {
-          acc += static_cast<float>(v);
-        }
-      }
-      double total = (std::is_same_v<T, double> || std::is_same_v<T, int64_t>) ? dacc : acc;
-      if (op == comm::ReduceOp::kAverage) total /= static_cast<double>(all.size());
-      out[i] = static_cast<T>(total);
+      Acc v = acc[i];
+      if (op == comm::ReduceOp::kAverage) v = static_cast<Acc>(v / static_cast<Acc>(all.size()));
+      out[i] = static_cast<T>(v);
     }
   }
 
