@@ -6,19 +6,43 @@
 #include <torch/torch.h>
 
 #include "ddp/thread_group.h"
+#include "ringtrain/build_config.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/ddp/comm_hook.h"
 #include "ringtrain/ddp/distributed_data_parallel.h"
 #include "ringtrain/ddp/sparse_sync.h"
+#include "testing/rank_threads.h"
 
 namespace ringtrain::ddp {
 namespace {
 
-using testing::runRanks;
-using testing::ThreadCommunicator;
-using testing::ThreadGroup;
-
 constexpr auto kTimeout = std::chrono::seconds(20);
+
+// How ranks talk: Gloo over a MemoryStore (native or ring allreduce) when the build has Gloo, else the
+// in-process thread communicator.
+enum class Wire { kNative, kRing };
+
+void runDdpRanks(int world, Wire wire, const std::function<void(comm::Communicator&)>& body) {
+#if RINGTRAIN_WITH_GLOO
+  auto options = testing::testCommOptions(20.0);
+  options.backend = "gloo";
+  options.allreduce_algorithm = wire == Wire::kRing ? "ring" : "native";
+  auto results = testing::runWithCommunicators(world, options, body);
+  for (size_t r = 0; r < results.size(); ++r) {
+    EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error_type << ": " << results[r].error;
+  }
+#else
+  (void)wire;
+  testing::ThreadGroup group(world);
+  testing::runRanks(world, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, kTimeout);
+    body(comm);
+  });
+#endif
+}
+void runDdpRanks(int world, const std::function<void(comm::Communicator&)>& body) {
+  runDdpRanks(world, Wire::kNative, body);
+}
 
 struct MlpImpl : torch::nn::Module {
   MlpImpl(int hidden = 16, bool with_unused = false) {
@@ -73,7 +97,8 @@ torch::Tensor targets(int step, int64_t rows) {
 }
 
 // Trains `steps` SGD steps of DDP on `world` threads and of one process on the concatenated batches.
-void denseEquivalence(int world, const std::string& compression, double rtol, double atol = 1e-6) {
+void denseEquivalence(int world, Wire wire, const std::string& compression, double rtol,
+                      double atol = 1e-6) {
   const int steps = 20;
   const int64_t per_rank = 5;
   torch::manual_seed(1);
@@ -85,9 +110,8 @@ void denseEquivalence(int world, const std::string& compression, double rtol, do
   }
   copyParams(*reference, *models[0]);
 
-  ThreadGroup group(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, wire, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DdpOptions options;
     options.bucket_cap_mb = 0.0005;  // several buckets
     options.first_bucket_mb = 0.0002;
@@ -124,13 +148,15 @@ void denseEquivalence(int world, const std::string& compression, double rtol, do
   }
 }
 
-TEST_F(DdpTest, DenseMatchesOneProcessOn1Rank) { denseEquivalence(1, "none", 1e-5); }
-TEST_F(DdpTest, DenseMatchesOneProcessOn2Ranks) { denseEquivalence(2, "none", 1e-5); }
-TEST_F(DdpTest, DenseMatchesOneProcessOn3Ranks) { denseEquivalence(3, "none", 1e-5); }
-TEST_F(DdpTest, Fp16CompressionStaysClose) { denseEquivalence(2, "fp16", 1e-3, 1e-4); }
-TEST_F(DdpTest, Bf16CompressionStaysClose) { denseEquivalence(3, "bf16", 1e-2, 1e-3); }
+TEST_F(DdpTest, DenseMatchesOneProcessOn1Rank) { denseEquivalence(1, Wire::kNative, "none", 1e-5); }
+TEST_F(DdpTest, DenseMatchesOneProcessOn2RanksNative) { denseEquivalence(2, Wire::kNative, "none", 1e-5); }
+TEST_F(DdpTest, DenseMatchesOneProcessOn3RanksNative) { denseEquivalence(3, Wire::kNative, "none", 1e-5); }
+TEST_F(DdpTest, DenseMatchesOneProcessOn2RanksRing) { denseEquivalence(2, Wire::kRing, "none", 1e-5); }
+TEST_F(DdpTest, DenseMatchesOneProcessOn3RanksRing) { denseEquivalence(3, Wire::kRing, "none", 1e-5); }
+TEST_F(DdpTest, Fp16CompressionStaysClose) { denseEquivalence(2, Wire::kNative, "fp16", 1e-3, 1e-4); }
+TEST_F(DdpTest, Bf16CompressionStaysClose) { denseEquivalence(3, Wire::kNative, "bf16", 1e-2, 1e-3); }
 
-void sparseEquivalence(int world, SparseSync mode) {
+void sparseEquivalence(int world, Wire wire, SparseSync mode) {
   const int steps = 20;
   const int64_t per_rank = 12;
   torch::manual_seed(2);
@@ -148,10 +174,9 @@ void sparseEquivalence(int world, SparseSync mode) {
   };
   auto target = [&](int s) { return torch::sin(torch::arange(per_rank * world, torch::kFloat) + s); };
 
-  ThreadGroup group(world);
   std::vector<DdpStats> stats(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, wire, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DdpOptions options;
     options.sparse_sync = mode;
     DistributedDataParallel ddp(*models[rank], comm, options);
@@ -182,10 +207,14 @@ void sparseEquivalence(int world, SparseSync mode) {
   EXPECT_GT(stats[0].sparse_rows_global, 0u);
 }
 
-TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn2Ranks) { sparseEquivalence(2, SparseSync::kOwner); }
-TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn3Ranks) { sparseEquivalence(3, SparseSync::kOwner); }
-TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn2Ranks) { sparseEquivalence(2, SparseSync::kAllgather); }
-TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn3Ranks) { sparseEquivalence(3, SparseSync::kAllgather); }
+TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn2RanksNative) { sparseEquivalence(2, Wire::kNative, SparseSync::kOwner); }
+TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn2RanksRing) { sparseEquivalence(2, Wire::kRing, SparseSync::kOwner); }
+TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn2RanksNative) { sparseEquivalence(2, Wire::kNative, SparseSync::kAllgather); }
+TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn2RanksRing) { sparseEquivalence(2, Wire::kRing, SparseSync::kAllgather); }
+TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn3RanksNative) { sparseEquivalence(3, Wire::kNative, SparseSync::kOwner); }
+TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn3RanksRing) { sparseEquivalence(3, Wire::kRing, SparseSync::kOwner); }
+TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn3RanksNative) { sparseEquivalence(3, Wire::kNative, SparseSync::kAllgather); }
+TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn3RanksRing) { sparseEquivalence(3, Wire::kRing, SparseSync::kAllgather); }
 
 // Owner and allgather agree on the same inputs, and owner mode moves fewer bytes when rows repeat.
 TEST_F(DdpTest, SparseOwnerEqualsAllgather) {
@@ -199,9 +228,8 @@ TEST_F(DdpTest, SparseOwnerEqualsAllgather) {
   auto param = torch::zeros({100, 3});
   std::vector<at::Tensor> owner(world), gather(world);
   std::vector<SparseSyncCounts> owner_counts(world), gather_counts(world);
-  ThreadGroup group(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     owner[rank] = syncSparseGradient(comm, param, grads[rank], SparseSync::kOwner, owner_counts[rank]);
     gather[rank] = syncSparseGradient(comm, param, grads[rank], SparseSync::kAllgather, gather_counts[rank]);
   });
@@ -232,9 +260,8 @@ TEST_F(DdpTest, NoSyncAccumulationMatchesOneLargeBatch) {
   copyParams(*reference, *models[0]);
   const int64_t global = world * k * micro;
   std::vector<int64_t> collectives(world);
-  ThreadGroup group(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DistributedDataParallel ddp(*models[rank], comm);
     torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
     for (int s = 0; s < steps; ++s) {
@@ -244,10 +271,10 @@ TEST_F(DdpTest, NoSyncAccumulationMatchesOneLargeBatch) {
         auto rows = [&](const torch::Tensor& t) { return t.narrow(0, (rank * k + m) * micro, micro); };
         if (m + 1 < k) {
           auto guard = ddp.noSync();
-          const auto before = comm.issued();
+          const auto before = comm.nextSequence();
           (torch::mse_loss(models[rank]->forward(rows(x)), rows(y)) / k).backward();
           ddp.finalize();  // a no-op under noSync
-          EXPECT_EQ(comm.issued(), before);
+          EXPECT_EQ(comm.nextSequence(), before);
         } else {
           (torch::mse_loss(models[rank]->forward(rows(x)), rows(y)) / k).backward();
           ddp.finalize();
@@ -269,9 +296,8 @@ TEST_F(DdpTest, UnusedParameterIsReportedByNameAndReducedAsZero) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, /*with_unused=*/true));
-  ThreadGroup group(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DistributedDataParallel ddp(*models[rank], comm);
     for (int s = 0; s < 3; ++s) {
       ddp.zeroGrad();
@@ -290,10 +316,9 @@ TEST_F(DdpTest, UnusedParameterIsAnErrorWhenDetectionIsOff) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, true));
-  ThreadGroup group(world);
   std::vector<std::string> messages(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DdpOptions options;
     options.find_unused_parameters = false;
     DistributedDataParallel ddp(*models[rank], comm, options);
@@ -312,10 +337,9 @@ TEST_F(DdpTest, ParameterUnusedOnOneRankOnly) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, true));
-  ThreadGroup group(world);
   std::vector<at::Tensor> grads(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DistributedDataParallel ddp(*models[rank], comm);
     ddp.zeroGrad();
     auto out = models[rank]->forward(inputs(0, 4));
@@ -332,10 +356,9 @@ TEST_F(DdpTest, MismatchedModelsNameTheParameter) {
   const int world = 3;
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(r == 2 ? 17 : 16));
-  ThreadGroup group(world);
   std::vector<std::string> messages(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     try {
       DistributedDataParallel ddp(*models[rank], comm);
     } catch (const Error& e) {
@@ -354,9 +377,8 @@ TEST_F(DdpTest, GradientsAreBucketViewsAndBucketsLaunchDuringBackward) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(64));
-  ThreadGroup group(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DdpOptions options;
     options.bucket_cap_mb = 0.0005;   // fc2.bias | fc2.weight | fc1.bias + fc1.weight
     options.first_bucket_mb = 0.00001;
@@ -368,9 +390,9 @@ TEST_F(DdpTest, GradientsAreBucketViewsAndBucketsLaunchDuringBackward) {
     torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
     for (int s = 0; s < 3; ++s) {
       sgd.zero_grad();
-      const auto before = comm.issued();
+      const auto before = comm.nextSequence();
       torch::mse_loss(models[rank]->forward(inputs(s, 4)), targets(s, 4)).backward();
-      EXPECT_EQ(comm.issued() - before, ddp.stats().buckets.size()) << "all buckets launched during backward";
+      EXPECT_EQ(comm.nextSequence() - before, ddp.stats().buckets.size()) << "all buckets launched during backward";
       ddp.finalize();
       sgd.step();
       auto params = models[rank]->parameters();
@@ -396,9 +418,8 @@ TEST_F(DdpTest, BucketsRebuiltOnceInGradientOrder) {
   torch::manual_seed(4);
   auto reference = std::make_shared<ReversedImpl>();
   copyParams(*reference, *models[0]);
-  ThreadGroup group(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DdpOptions options;
     options.bucket_cap_mb = 0.0001;
     options.first_bucket_mb = 0.0001;
@@ -429,10 +450,9 @@ TEST_F(DdpTest, ReplicaCheckNamesTheDivergedParameter) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>());
-  ThreadGroup group(world);
   std::vector<std::string> messages(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DistributedDataParallel ddp(*models[rank], comm);
     ddp.checkReplicas();  // equal after construction
     if (rank == 1) {
@@ -452,9 +472,9 @@ TEST_F(DdpTest, ReplicaCheckNamesTheDivergedParameter) {
 }
 
 TEST_F(DdpTest, SecondBackwardWithoutFinalizeThrows) {
-  ThreadGroup group(1);
   auto model = std::make_shared<MlpImpl>();
-  ThreadCommunicator comm(group, 0, kTimeout);
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, kTimeout);
   DistributedDataParallel ddp(*model, comm);
   torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
   try {
@@ -473,9 +493,8 @@ TEST_F(DdpTest, DroppedGradientsAreCopiedBackIntoBuckets) {
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>());
   copyParams(*reference, *models[0]);
-  ThreadGroup group(world);
-  runRanks(world, [&](int rank) {
-    ThreadCommunicator comm(group, rank, kTimeout);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
     DistributedDataParallel ddp(*models[rank], comm);
     torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
     for (int s = 0; s < 3; ++s) {

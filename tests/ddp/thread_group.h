@@ -1,5 +1,5 @@
-// An in-process Communicator for ranks that are threads, used by the ddp tests until (and beside) the
-// real backends: each rank has a worker thread that runs its collectives in issue order (so *Async really
+// An in-process Communicator for ranks that are threads, used by the ddp tests and bench when the build has
+// no Gloo (the device machine): each rank has a worker thread that runs its collectives in issue order (so *Async really
 // overlaps the caller), and ranks meet on a shared table keyed by sequence number. Reductions sum the
 // ranks' contributions in rank order, so every rank gets bitwise the same result. Waits time out.
 #pragma once
@@ -111,7 +111,7 @@ class ThreadCommunicator : public comm::Communicator {
   int size() const override { return group_.world(); }
   std::string backendName() const override { return "threads"; }
   std::chrono::milliseconds timeout() const override { return timeout_; }
-  uint64_t nextSequence() const { return seq_; }
+  uint64_t nextSequence() const override { return seq_; }
 
   comm::WorkPtr allreduceAsync(comm::Buffer buffer, comm::ReduceOp op) override {
     return enqueue([this, buffer, op](uint64_t seq) {
@@ -150,7 +150,6 @@ class ThreadCommunicator : public comm::Communicator {
       auto all = group_.exchange(seq, rank_, {mine}, timeout_);
       for (auto& c : all) out.push_back(c[0]);
     })->wait(timeout_);
-    bytes_sent_ += mine.size() * (size() - 1);
     return out;
   }
   std::vector<Bytes> allToAllBytes(const std::vector<Bytes>& send) override {
@@ -171,9 +170,6 @@ class ThreadCommunicator : public comm::Communicator {
     RT_THROW(Error, "thread communicator: no point-to-point");
   }
 
-  // Number of collectives issued so far.
-  uint64_t issued() const { return seq_; }
-  size_t bytes_sent_ = 0;
 
  private:
   // Sums in rank order (rank 0 + rank 1 + ...), in float for 16-bit types; the same bits on every rank.
