@@ -79,8 +79,6 @@ RankFigures rankBench(ringtrain::comm::Communicator& comm, NetImpl& net, const r
   ringtrain::ddp::DistributedDataParallel ddp(net, comm, options);
   torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(1e-4));
   runLoop(net, sgd, &ddp, x, y, 3);  // warm-up, includes the bucket rebuild
-  const auto before = ddp.stats();
-  (void)before;
   comm.barrier();
   // Median per-step wait: on a shared machine a rank is sometimes descheduled, and waiting for a late peer
   // is not communication.
