@@ -137,11 +137,6 @@ int run(const Args& args) {
   options.timeout_s = args.timeout_s;
   options.ring_segment_kb = args.segment_kb;
   options.ring_inflight = args.inflight;
-  const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), options);
-  log::setRank(process.rank, process.world_size);
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(args.timeout_s * 1000));
-  std::unique_ptr<dist::Store> store = dist::connectStore(process, timeout);
-
   std::vector<size_t> sizes;
   if (!args.sizes.empty()) {
     for (const auto& s : args.sizes) sizes.push_back(parseSize(s));
@@ -149,6 +144,11 @@ int run(const Args& args) {
     for (size_t s = parseSize(args.min_bytes); s <= parseSize(args.max_bytes); s *= 2) sizes.push_back(s);
   }
   for (size_t s : sizes) RT_CHECK_T(ConfigError, s % 4 == 0, "size ", s, " is not a whole number of float32");
+
+  const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), options);
+  log::setRank(process.rank, process.world_size);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(args.timeout_s * 1000));
+  std::unique_ptr<dist::Store> store = dist::connectStore(process, timeout);
 
   // One communicator per algorithm (made in the same order on every rank); the native one also carries the
   // benchmark's own control traffic (barrier, max of medians, error counts).
