@@ -3,7 +3,9 @@
 // reported time is the slowest rank's (max over ranks). algbw = bytes / time, busbw = algbw * 2(n-1)/n.
 // Each size runs ringtrain's ring (comm.allreduce_algorithm: ring) and the backend's own allreduce
 // (native: gloo::allreduce, MPI_Allreduce, ncclAllReduce) side by side, each on its own communicator, and
-// checks the data of both against the closed form afterwards.
+// checks the data of both against the closed form afterwards. With --backend mpi a third column is a plain
+// blocking MPI_Allreduce on MPI_COMM_WORLD from this thread (the native column is the communicator's, which
+// drives MPI_Iallreduce from its communication thread), so the ring is also compared with MPI itself.
 //
 // Started once per rank, by ringrun or mpirun (directly, or through `ringtrain bench allreduce`, which
 // execs this LibTorch-free program so no rank pays LibTorch's start-up):
@@ -14,12 +16,18 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+
+#include "ringtrain/build_config.h"
+#if RINGTRAIN_WITH_MPI
+#include <mpi.h>
+#endif
 
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
@@ -68,6 +76,7 @@ struct Args {
   int segment_kb = 256, inflight = 4;
   double timeout_s = 120.0;
   std::vector<std::string> algorithms = {"ring", "native"};
+  bool mpi_column = true;
 };
 
 // Enough iterations for a stable median at small sizes, few at large ones (the same on every rank).
@@ -96,16 +105,18 @@ int64_t countErrors(const std::vector<float>& data, size_t count, int ranks) {
   return errors;
 }
 
-Measurement measure(comm::Communicator& comm, comm::Communicator& control, std::vector<float>& data, size_t count,
+using SumFn = std::function<void(comm::Buffer)>;
+
+Measurement measure(const SumFn& allreduce, comm::Communicator& control, std::vector<float>& data, size_t count,
                     int iters, int warmup) {
   const comm::Buffer buffer{data.data(), count, comm::DataType::kFloat32};
   std::fill(data.begin(), data.begin() + count, 0.0f);  // zeros stay zeros however often they are summed
-  for (int i = 0; i < warmup; ++i) comm.allreduce(buffer, comm::ReduceOp::kSum);
+  for (int i = 0; i < warmup; ++i) allreduce(buffer);
   control.barrier();
   std::vector<double> times(iters);
   for (int i = 0; i < iters; ++i) {
     const auto start = Clock::now();
-    comm.allreduce(buffer, comm::ReduceOp::kSum);
+    allreduce(buffer);
     times[i] = std::chrono::duration<double>(Clock::now() - start).count();
   }
   std::nth_element(times.begin(), times.begin() + iters / 2, times.end());
@@ -113,9 +124,9 @@ Measurement measure(comm::Communicator& comm, comm::Communicator& control, std::
   m.seconds = times[iters / 2];
   control.allreduce(comm::Buffer{&m.seconds, 1, comm::DataType::kFloat64}, comm::ReduceOp::kMax);
 
-  fillPattern(data, count, comm.rank());
-  comm.allreduce(buffer, comm::ReduceOp::kSum);
-  m.errors = countErrors(data, count, comm.size());
+  fillPattern(data, count, control.rank());
+  allreduce(buffer);
+  m.errors = countErrors(data, count, control.size());
   control.allreduce(comm::Buffer{&m.errors, 1, comm::DataType::kInt64}, comm::ReduceOp::kSum);
   return m;
 }
@@ -126,11 +137,6 @@ int run(const Args& args) {
   options.timeout_s = args.timeout_s;
   options.ring_segment_kb = args.segment_kb;
   options.ring_inflight = args.inflight;
-  const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), options);
-  log::setRank(process.rank, process.world_size);
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(args.timeout_s * 1000));
-  std::unique_ptr<dist::Store> store = dist::connectStore(process, timeout);
-
   std::vector<size_t> sizes;
   if (!args.sizes.empty()) {
     for (const auto& s : args.sizes) sizes.push_back(parseSize(s));
@@ -138,6 +144,11 @@ int run(const Args& args) {
     for (size_t s = parseSize(args.min_bytes); s <= parseSize(args.max_bytes); s *= 2) sizes.push_back(s);
   }
   for (size_t s : sizes) RT_CHECK_T(ConfigError, s % 4 == 0, "size ", s, " is not a whole number of float32");
+
+  const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), options);
+  log::setRank(process.rank, process.world_size);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(args.timeout_s * 1000));
+  std::unique_ptr<dist::Store> store = dist::connectStore(process, timeout);
 
   // One communicator per algorithm (made in the same order on every rank); the native one also carries the
   // benchmark's own control traffic (barrier, max of medians, error counts).
@@ -151,20 +162,44 @@ int run(const Args& args) {
   options.allreduce_algorithm = "native";
   auto control = comm::makeCommunicator(options, process, *store);
 
+  std::vector<std::string> names;
+  std::vector<SumFn> columns;
+  for (size_t i = 0; i < comms.size(); ++i) {
+    names.push_back(args.algorithms[i]);
+    comm::Communicator* c = comms[i].get();
+    columns.push_back([c](comm::Buffer b) { c->allreduce(b, comm::ReduceOp::kSum); });
+  }
+#if RINGTRAIN_WITH_MPI
+  if (args.backend == "mpi" && args.mpi_column) {
+    // The communicators' threads are idle between our calls, so this thread may use MPI (the backend asked
+    // for MPI_THREAD_MULTIPLE and needs at least MPI_THREAD_SERIALIZED).
+    names.push_back("MPI_Allreduce");
+    columns.push_back([](comm::Buffer b) {
+      const int rc = MPI_Allreduce(MPI_IN_PLACE, b.data, static_cast<int>(b.count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      RT_CHECK_T(CommError, rc == MPI_SUCCESS, "MPI_Allreduce failed: ", rc);
+    });
+  }
+#endif
+
   const int n = process.world_size;
   const double bus_factor = n > 1 ? 2.0 * (n - 1) / n : 0.0;
   std::vector<float> data(sizes.empty() ? 0 : *std::max_element(sizes.begin(), sizes.end()) / 4);
-  const bool both = comms.size() == 2;
+  // The ratio columns compare the ring (first column) with every other column.
+  const bool ring_first = !names.empty() && names[0] == "ring";
   if (process.rank == 0) {
     std::printf("# ringtrain allreduce benchmark: backend %s, %d ranks, float32 sum, ring segment %d KiB x %d in "
                 "flight\n# time = slowest rank's median; algbw = bytes/time; busbw = algbw*2(n-1)/n\n#\n",
-                comms.front()->backendName().c_str(), n, args.segment_kb, args.inflight);
+                control->backendName().c_str(), n, args.segment_kb, args.inflight);
     std::printf("# %9s %10s %5s", "size", "count", "iters");
-    for (const auto& a : args.algorithms) std::printf(" | %-6s %9s %7s %7s %5s", a.c_str(), "time(us)", "algbw", "busbw", "check");
-    if (both) std::printf(" | %s/%s", args.algorithms[0].c_str(), args.algorithms[1].c_str());
+    for (const auto& name : names) std::printf(" | %-13s %9s %7s %7s %5s", name.c_str(), "time(us)", "algbw", "busbw", "check");
+    if (ring_first) {
+      for (size_t i = 1; i < names.size(); ++i) std::printf(" | ring/%s", names[i].c_str());
+    }
     std::printf("\n# %9s %10s %5s", "(B)", "(elems)", "");
-    for (size_t i = 0; i < comms.size(); ++i) std::printf(" | %-6s %9s %7s %7s %5s", "", "", "(GB/s)", "(GB/s)", "");
-    if (both) std::printf(" | busbw");
+    for (size_t i = 0; i < names.size(); ++i) std::printf(" | %-13s %9s %7s %7s %5s", "", "", "(GB/s)", "(GB/s)", "");
+    if (ring_first) {
+      for (size_t i = 1; i < names.size(); ++i) std::printf(" | %*s", static_cast<int>(names[i].size() + 5), "busbw");
+    }
     std::printf("\n");
     std::fflush(stdout);
   }
@@ -173,16 +208,20 @@ int run(const Args& args) {
     const size_t count = bytes / 4;
     const int iters = itersFor(bytes, args), warmup = warmupFor(bytes, args);
     std::vector<Measurement> results;
-    for (auto& c : comms) results.push_back(measure(*c, *control, data, count, iters, warmup));
+    for (const auto& column : columns) results.push_back(measure(column, *control, data, count, iters, warmup));
+    for (const auto& m : results) total_errors += m.errors;
     if (process.rank != 0) continue;
     std::printf("  %9s %10zu %5d", formatSize(bytes).c_str(), count, iters);
     for (const auto& m : results) {
       const double algbw = static_cast<double>(bytes) / m.seconds / 1e9;
-      std::printf(" | %-6s %9.1f %7.3f %7.3f %5s", "", m.seconds * 1e6, algbw, algbw * bus_factor,
+      std::printf(" | %-13s %9.1f %7.3f %7.3f %5s", "", m.seconds * 1e6, algbw, algbw * bus_factor,
                   m.errors == 0 ? "ok" : "WRONG");
-      total_errors += m.errors;
     }
-    if (both) std::printf(" | %5.2fx", results[1].seconds / results[0].seconds);
+    if (ring_first) {
+      for (size_t i = 1; i < results.size(); ++i) {
+        std::printf(" | %*.2fx", static_cast<int>(names[i].size() + 4), results[i].seconds / results[0].seconds);
+      }
+    }
     std::printf("\n");
     std::fflush(stdout);
   }
@@ -209,6 +248,7 @@ int main(int argc, char** argv) {
   app.add_option("--segment-kb", args.segment_kb, "comm.ring_segment_kb")->check(CLI::PositiveNumber);
   app.add_option("--inflight", args.inflight, "comm.ring_inflight")->check(CLI::Range(1, 1024));
   app.add_option("--timeout-s", args.timeout_s, "comm.timeout_s")->check(CLI::PositiveNumber);
+  app.add_flag("!--no-mpi-column", args.mpi_column, "with --backend mpi, leave out the plain MPI_Allreduce column");
   app.add_option("--algorithms", args.algorithms, "ring,native (either or both, in this order)")->delimiter(',');
   try {
     log::init();

@@ -16,6 +16,8 @@ if [ ! -x "$BUILD/bin/allreduce_bench" ] || [ ! -x "$BUILD/bin/ringrun" ]; then
   RINGTRAIN_JOBS="${RINGTRAIN_JOBS:-1}" "$ROOT/scripts/build.sh"
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# A port nobody uses now, for the store rank 0 hosts under mpirun.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 for backend in $BACKENDS; do
   for n in $RANKS; do
@@ -27,7 +29,7 @@ for backend in $BACKENDS; do
           "$BUILD/bin/allreduce_bench" --backend gloo "$@" ;;
       mpi)
         mpirun -np "$n" --allow-run-as-root --oversubscribe --bind-to none \
-          -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT="$((29700 + n))" \
+          -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT="$(free_port)" \
           "$BUILD/bin/allreduce_bench" --backend mpi "$@" ;;
       *) echo "unknown backend $backend" >&2; exit 2 ;;
     esac

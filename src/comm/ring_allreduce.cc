@@ -9,8 +9,11 @@
 // tag_base + m mod kRingTagSpan, and every rank sends and receives them in increasing m. Send m depends only
 // on receive m - S (its data is what arrived one step earlier), so a rank works through m in order:
 //   a. post receives ahead, up to W = ring_inflight outstanding: reduce-scatter receives land in one of W
-//      scratch segments (slot m mod W); all-gather receives land directly in the buffer, but only once the
-//      send that read that place earlier (message m - (P-1)S, same chunk one phase before) has completed;
+//      scratch segments (slot m mod W); all-gather receives land directly in the buffer. That place was read
+//      by this rank's reduce-scatter send of the same segment, which may still be outstanding when the
+//      receive is posted, but the bytes that will arrive there are the segment's full reduction, which
+//      exists only after rank r+1 has received that send: the transport has finished reading the place
+//      before anything can be written into it, so no extra wait is needed;
 //   b. post send m (at most W sends outstanding: wait the oldest first);
 //   c. wait receive m and reduce it into the buffer (average divides the rank's own fully reduced chunk by
 //      P at its last reduce-scatter step, so every rank gathers the same rounded values).
@@ -38,7 +41,8 @@ namespace ringtrain::comm {
 
 namespace {
 
-// Per-thread scratch: W segments for reduce-scatter receives (or P copies for the direct path) plus the windows of outstanding operations.
+// Per-thread scratch: W segments for reduce-scatter receives (or P copies for the direct path) plus the
+// windows of outstanding operations.
 // Kept between calls so the steady state allocates nothing.
 struct RingScratch {
   std::unique_ptr<uint8_t[]> bytes;
@@ -86,21 +90,9 @@ class Ring {
 
   void run() {
     const size_t messages = plan_.messages();
-    const size_t segments = plan_.segments;
-    const size_t gather_lag = static_cast<size_t>(size_ - 1) * segments;
     for (size_t m = 0; m < messages; ++m) {
       // a. receives ahead; the one for m is always posted before b.
-      while (recv_posted_ < std::min(messages, m + window_)) {
-        const size_t j = recv_posted_;
-        if (j >= gather_lag) {
-          const size_t conflicting_send = j - gather_lag;
-          if (conflicting_send >= send_waited_) {
-            if (j > m) break;  // do not block for a look-ahead receive
-            while (send_waited_ <= conflicting_send) waitSend();
-          }
-        }
-        postRecv(j);
-      }
+      while (recv_posted_ < std::min(messages, m + window_)) postRecv(recv_posted_);
       // b.
       if (send_posted_ - send_waited_ == window_) waitSend();
       postSend(m);

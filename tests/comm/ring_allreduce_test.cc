@@ -1,6 +1,5 @@
 #include "ringtrain/comm/ring_allreduce.h"
 
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -9,6 +8,7 @@
 
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
+#include "testing/ring_check.h"
 #include "testing/thread_p2p.h"
 
 namespace ringtrain::comm {
@@ -16,62 +16,6 @@ namespace {
 
 using testing::ThreadP2P;
 using testing::ThreadWorld;
-
-const DataType kTypes[] = {DataType::kFloat32, DataType::kFloat64, DataType::kFloat16, DataType::kBFloat16,
-                           DataType::kInt64};
-const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAverage, ReduceOp::kMax, ReduceOp::kMin};
-const size_t kCounts[] = {0, 1, 2, 3, 5, 7, 13, 64, 1000, 4097, 20011};
-
-// Small integers, exact in every dtype and in every partial sum (|sum| <= 8 * 16).
-double valueOf(int rank, size_t i) { return static_cast<double>(static_cast<int>((i * 7 + rank * 3) % 16) - 5); }
-
-void store(void* data, size_t i, DataType type, double v) {
-  switch (type) {
-    case DataType::kFloat32: static_cast<float*>(data)[i] = static_cast<float>(v); break;
-    case DataType::kFloat64: static_cast<double*>(data)[i] = v; break;
-    case DataType::kFloat16: static_cast<uint16_t*>(data)[i] = floatToHalf(static_cast<float>(v)); break;
-    case DataType::kBFloat16:
-      static_cast<uint16_t*>(data)[i] = floatToBFloat16(static_cast<float>(v));
-      break;
-    case DataType::kInt64: static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v); break;
-    default: FAIL();
-  }
-}
-
-double load(const void* data, size_t i, DataType type) {
-  switch (type) {
-    case DataType::kFloat32: return static_cast<const float*>(data)[i];
-    case DataType::kFloat64: return static_cast<const double*>(data)[i];
-    case DataType::kFloat16: return halfToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DataType::kBFloat16: return bfloat16ToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DataType::kInt64: return static_cast<double>(static_cast<const int64_t*>(data)[i]);
-    default: return NAN;
-  }
-}
-
-// The closed form: what every rank must hold, rounded the way the dtype rounds it.
-double expected(size_t i, int ranks, DataType type, ReduceOp op) {
-  double sum = 0, mx = -1e9, mn = 1e9;
-  for (int r = 0; r < ranks; ++r) {
-    sum += valueOf(r, i);
-    mx = std::max(mx, valueOf(r, i));
-    mn = std::min(mn, valueOf(r, i));
-  }
-  switch (op) {
-    case ReduceOp::kSum: return sum;
-    case ReduceOp::kMax: return mx;
-    case ReduceOp::kMin: return mn;
-    case ReduceOp::kAverage: break;
-  }
-  switch (type) {
-    case DataType::kFloat32: return static_cast<float>(sum) / static_cast<float>(ranks);
-    case DataType::kFloat64: return sum / ranks;
-    case DataType::kFloat16: return halfToFloat(floatToHalf(static_cast<float>(sum) / ranks));
-    case DataType::kBFloat16:
-      return bfloat16ToFloat(floatToBFloat16(static_cast<float>(sum) / ranks));
-    default: return static_cast<double>(static_cast<int64_t>(sum) / ranks);
-  }
-}
 
 struct Setting {
   size_t segment_bytes;
@@ -87,30 +31,11 @@ void checkWorld(int ranks, const Setting& setting) {
   SCOPED_TRACE(::testing::Message() << "P=" << ranks << " segment_bytes=" << setting.segment_bytes
                                     << " inflight=" << setting.inflight << " rendezvous=" << setting.rendezvous);
   ThreadWorld world(ranks, std::chrono::seconds(30), setting.rendezvous);
-  std::atomic<int> failures{0};
   world.run([&](ThreadP2P& comm) {
     comm.ring_options.segment_bytes = setting.segment_bytes;
     comm.ring_options.inflight = setting.inflight;
     comm.ring_options.direct_max_bytes = setting.direct_max_bytes;
-    for (DataType type : kTypes) {
-      for (ReduceOp op : kOps) {
-        for (size_t n : kCounts) {
-          if (n > setting.max_count) continue;
-          std::vector<uint8_t> bytes(n * elementSize(type) + 1);
-          for (size_t i = 0; i < n; ++i) store(bytes.data(), i, type, valueOf(comm.rank(), i));
-          comm.allreduce(Buffer{bytes.data(), n, type}, op);
-          for (size_t i = 0; i < n && failures < 20; ++i) {
-            const double want = expected(i, ranks, type, op);
-            const double got = load(bytes.data(), i, type);
-            if (got != want) {
-              ADD_FAILURE() << "rank " << comm.rank() << " " << toString(type) << " " << toString(op) << " n=" << n
-                            << " element " << i << ": got " << got << ", want " << want;
-              ++failures;
-            }
-          }
-        }
-      }
-    }
+    testing::checkRingCases(comm, [&](Buffer buffer, ReduceOp op) { comm.allreduce(buffer, op); }, setting.max_count);
   });
 }
 

@@ -1,0 +1,57 @@
+// `ringtrain bench allreduce` end to end in one process (world size 1): the front end execs allreduce_bench,
+// which prints one checked row per size; bad arguments exit 2 with a message.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "testing/command.h"
+
+namespace ringtrain {
+namespace {
+
+using ::testing::HasSubstr;
+
+int freePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+testing::CommandOptions singleRank() {
+  testing::CommandOptions opts;
+  opts.timeout = std::chrono::seconds(60);
+  opts.env = {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(freePort())}};
+  return opts;
+}
+
+TEST(BenchAllreduce, FrontEndRunsTheBenchmarkAndChecksData) {
+  const auto r = testing::runCommand({testing::binPath("ringtrain"), "bench", "allreduce", "--backend", "gloo",
+                                      "--sizes", "4K,12K", "--iters", "3", "--warmup", "1"},
+                                     singleRank());
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("backend gloo, 1 ranks"));
+  EXPECT_THAT(r.out, HasSubstr("ring/native"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\n +4K +1024 +3 .* ok .* ok"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\n +12K +3072 +3 .* ok .* ok"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("WRONG")));
+}
+
+TEST(BenchAllreduce, BadSizeIsBadInput) {
+  const auto r = testing::runCommand(
+      {testing::binPath("ringtrain"), "bench", "allreduce", "--sizes", "4Q"}, singleRank());
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("4Q"));
+}
+
+}  // namespace
+}  // namespace ringtrain
