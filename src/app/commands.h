@@ -24,5 +24,6 @@ config::JobConfig resolveConfig(const ConfigArgs& args);
 using CommandBody = std::function<int()>;
 
 void addConfigCommand(CLI::App& app, CommandBody& body);
+void addServeCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

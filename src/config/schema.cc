@@ -206,6 +206,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("serve", "cache_entries", &J::serve, &ServeOptions::cache_entries, 0));
   s.push_back(makeChoice("serve", "index", &J::serve, &ServeOptions::index, {"exact", "faiss"}));
   s.push_back(makeField("serve", "watch_dir", &J::serve, &ServeOptions::watch_dir));
+  s.push_back(makeField("serve", "watch_interval_ms", &J::serve, &ServeOptions::watch_interval_ms, 10, 3600000));
   s.push_back(makeField("serve", "admin_token", &J::serve, &ServeOptions::admin_token));
   s.push_back(makeField("serve", "max_body_bytes", &J::serve, &ServeOptions::max_body_bytes, 1));
   return s;

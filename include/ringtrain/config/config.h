@@ -126,6 +126,7 @@ struct ServeOptions {
   int64_t cache_entries = 10000;
   std::string index = "exact";  // exact | faiss
   std::string watch_dir;
+  int64_t watch_interval_ms = 1000;
   std::string admin_token;
   int64_t max_body_bytes = 1 << 20;
 };
