@@ -136,7 +136,7 @@ void faissBench(int64_t n, int64_t dim, int queries_n, int k) {
       for (const auto& h : approx[i]) found += truth.count(h.row);
     }
   }
-  std::printf("FAISS HNSW (M 32, efConstruction 80, efSearch 64) over %lld x %lld, %d queries in batches of %d\n",
+  std::printf("FAISS HNSW (M 16, efConstruction 40, efSearch 64) over %lld x %lld, %d queries in batches of %d\n",
               static_cast<long long>(n), static_cast<long long>(dim), queries_n, batch);
   std::printf("  build %.2f s\n", build_s);
   std::printf("  recall@%d vs exact: %.4f\n", k, static_cast<double>(found) / (static_cast<double>(queries_n) * k));

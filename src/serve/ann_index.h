@@ -20,8 +20,8 @@ class AnnIndex {
 };
 
 struct AnnOptions {
-  int hnsw_m = 32;
-  int ef_construction = 80;
+  int hnsw_m = 16;
+  int ef_construction = 40;
   int ef_search = 64;
 };
 

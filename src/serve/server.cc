@@ -252,6 +252,7 @@ struct Server::Impl {
       const auto t0 = Clock::now();
       try {
         fn(req, res);
+        if (res.status == -1) res.status = 200;  // httplib fills in 200 only after the handler returns
       } catch (const HttpError& e) {
         replyError(res, e.status, e.message);
       } catch (const DataError& e) {

@@ -168,6 +168,9 @@ TEST_F(ServerTest, BadRequestsGetTheirCodes) {
   EXPECT_NE(res->body.find("ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"404\"} 3"), std::string::npos)
       << res->body;
   EXPECT_NE(res->body.find("code=\"413\""), std::string::npos);
+  EXPECT_NE(res->body.find("ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"200\"} 1\n"), std::string::npos);
+  EXPECT_NE(res->body.find("ringtrain_serve_requests_total{endpoint=\"healthz\",code=\"200\"} 1\n"), std::string::npos);
+  EXPECT_EQ(res->body.find("code=\"-1\""), std::string::npos);
   EXPECT_NE(res->body.find("ringtrain_serve_request_seconds_quantile{quantile=\"0.99\"}"), std::string::npos);
   EXPECT_NE(res->body.find("ringtrain_serve_model_version 1"), std::string::npos);
 }
