@@ -82,8 +82,8 @@ run_mode() {  # run_mode LABEL MAX_BATCH
   # Requests per CPU-second the server used: on a shared machine this is steadier than requests/s.
   local per_cpu
   per_cpu=$(echo "$result" | awk -v c=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" \
-      '{ for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, a, "="); printf "%.0f", c > 0 ? a[2] / (c / hz) : 0 } }')
-  echo "$label $result version=$version mean_batch=$(awk -v s="$batch_sum" -v n="$batches" 'BEGIN { printf "%.1f", n > 0 ? s / n : 0 }') per_cpu=$per_cpu cpu_s=$(awk -v c=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", c / hz }')"
+      '{ for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, a, "="); printf "%.0f", (c > 0 ? a[2] / (c / hz) : 0) } }')
+  echo "$label $result version=$version mean_batch=$(awk -v s="$batch_sum" -v n="$batches" 'BEGIN { printf "%.1f", (n > 0 ? s / n : 0) }') per_cpu=$per_cpu cpu_s=$(awk -v c=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", c / hz }')"
 }
 
 echo "bench-serve: wrk -t2 -c$CONNECTIONS -d${DURATION}s, GET /recommend?item=<random>&k=10, cache off" >&2
