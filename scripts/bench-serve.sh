@@ -50,7 +50,7 @@ run_mode() {  # run_mode LABEL MAX_BATCH
   local label="$1" max_batch="$2" port
   rm -f "$WORK/exports/model-2.vec"
   "$BUILD/bin/ringtrain" serve --model "$WORK/exports/model-1.vec" --port 0 \
-      --set serve.max_batch="$max_batch" --set serve.max_wait_us=2000 --set serve.score_threads=2 \
+      --set serve.max_batch="$max_batch" --set serve.max_wait_us="${BENCH_MAX_WAIT_US:-0}" --set serve.score_threads="${BENCH_SCORE_THREADS:-2}" \
       --set serve.threads=$((CONNECTIONS + 16)) --set serve.queue_capacity=4096 --set serve.cache_entries=0 \
       --set serve.watch_dir="$WORK/exports" --set serve.watch_interval_ms=200 --set serve.admin_token=bench \
       > "$WORK/server.out" 2> "$WORK/server-$label.log" &
