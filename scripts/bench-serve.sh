@@ -6,6 +6,10 @@
 # every request is scored), runs wrk for S seconds (default 10) with C connections (default 64) per mode,
 # swaps the model mid-run (a new export dropped into serve.watch_dir, then POST /admin/reload), and prints
 # requests/s, p50/p99 and the non-2xx count per mode and the on/off throughput ratio.
+# Server settings: score_threads 2 (BENCH_SCORE_THREADS), max_wait_us 0 (BENCH_MAX_WAIT_US: batches are what
+# queued while the scorers were busy; on this shared 2-core machine waiting 2 ms for a batch to fill lost
+# throughput), HTTP threads = connections + 16. The table adds the server's CPU-seconds and requests per
+# CPU-second, steadier than requests/s when other jobs share the machine.
 # --faiss also prints FAISS HNSW recall@10 and speed against exact (serve_bench faiss, on a smaller catalog).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
