@@ -25,5 +25,7 @@ using CommandBody = std::function<int()>;
 
 void addConfigCommand(CLI::App& app, CommandBody& body);
 void addServeCommand(CLI::App& app, CommandBody& body);
+void addBenchAllreduceCommand(CLI::App& app, CommandBody& body);
+void addGenDataCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   app::CommandBody body;
   app::addConfigCommand(app, body);
   app::addServeCommand(app, body);
+  app::addBenchAllreduceCommand(app, body);
+  app::addGenDataCommand(app, body);
   try {
     log::init();
     app.parse(argc, argv);

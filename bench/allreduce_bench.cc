@@ -1,0 +1,229 @@
+// Allreduce benchmark in the conventions of the NCCL tests: for each size, float32 sum, warm-up, a
+// barrier, then every iteration timed on its own; a rank's figure is the median of its iterations and the
+// reported time is the slowest rank's (max over ranks). algbw = bytes / time, busbw = algbw * 2(n-1)/n.
+// Each size runs ringtrain's ring (comm.allreduce_algorithm: ring) and the backend's own allreduce
+// (native: gloo::allreduce, MPI_Allreduce, ncclAllReduce) side by side, each on its own communicator, and
+// checks the data of both against the closed form afterwards.
+//
+// Started once per rank, by ringrun or mpirun (directly, or through `ringtrain bench allreduce`, which
+// execs this LibTorch-free program so no rank pays LibTorch's start-up):
+//   mpirun -np 2 --bind-to none build/bin/allreduce_bench --backend mpi
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/comm/factory.h"
+#include "ringtrain/config/config.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/dist/connect_store.h"
+#include "ringtrain/dist/process_info.h"
+
+namespace ringtrain {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+size_t parseSize(const std::string& text) {
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    RT_THROW(ConfigError, "bad size '", text, "' (examples: 4096, 4K, 64M, 1G)");
+  }
+  const std::string unit = text.substr(pos);
+  double scale = 1;
+  if (unit == "K" || unit == "k" || unit == "KiB") scale = 1024.0;
+  else if (unit == "M" || unit == "MiB") scale = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB") scale = 1024.0 * 1024 * 1024;
+  else if (!unit.empty() && unit != "B") RT_THROW(ConfigError, "bad size unit in '", text, "'");
+  RT_CHECK_T(ConfigError, value > 0, "size must be positive: '", text, "'");
+  return static_cast<size_t>(value * scale);
+}
+
+std::string formatSize(size_t bytes) {
+  if (bytes >= (1u << 30) && bytes % (1u << 30) == 0) return std::to_string(bytes >> 30) + "G";
+  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return std::to_string(bytes >> 20) + "M";
+  if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes >> 10) + "K";
+  return std::to_string(bytes);
+}
+
+struct Args {
+  std::string backend = "gloo";
+  std::string min_bytes = "4K", max_bytes = "256M";
+  std::vector<std::string> sizes;  // explicit list instead of the doubling sweep
+  int iters = 0;                   // 0: by size (see itersFor)
+  int warmup = 0;                  // 0: by size
+  int segment_kb = 256, inflight = 4;
+  double timeout_s = 120.0;
+  std::vector<std::string> algorithms = {"ring", "native"};
+};
+
+// Enough iterations for a stable median at small sizes, few at large ones (the same on every rank).
+int itersFor(size_t bytes, const Args& args) {
+  if (args.iters > 0) return args.iters;
+  return static_cast<int>(std::clamp<size_t>((256u << 20) / bytes, 5, 100));
+}
+int warmupFor(size_t bytes, const Args& args) {
+  if (args.warmup > 0) return args.warmup;
+  return std::max(2, itersFor(bytes, args) / 10);
+}
+
+struct Measurement {
+  double seconds = 0;  // slowest rank's median
+  int64_t errors = 0;  // wrong elements summed over ranks
+};
+
+// Pattern whose float32 sum is exact: element i of rank r is (i % 7) + r.
+void fillPattern(std::vector<float>& data, size_t count, int rank) {
+  for (size_t i = 0; i < count; ++i) data[i] = static_cast<float>(i % 7 + rank);
+}
+int64_t countErrors(const std::vector<float>& data, size_t count, int ranks) {
+  int64_t errors = 0;
+  const float base = static_cast<float>(ranks * (ranks - 1) / 2);
+  for (size_t i = 0; i < count; ++i) errors += data[i] != static_cast<float>(ranks * (i % 7)) + base;
+  return errors;
+}
+
+Measurement measure(comm::Communicator& comm, comm::Communicator& control, std::vector<float>& data, size_t count,
+                    int iters, int warmup) {
+  const comm::Buffer buffer{data.data(), count, comm::DataType::kFloat32};
+  std::fill(data.begin(), data.begin() + count, 0.0f);  // zeros stay zeros however often they are summed
+  for (int i = 0; i < warmup; ++i) comm.allreduce(buffer, comm::ReduceOp::kSum);
+  control.barrier();
+  std::vector<double> times(iters);
+  for (int i = 0; i < iters; ++i) {
+    const auto start = Clock::now();
+    comm.allreduce(buffer, comm::ReduceOp::kSum);
+    times[i] = std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  std::nth_element(times.begin(), times.begin() + iters / 2, times.end());
+  Measurement m;
+  m.seconds = times[iters / 2];
+  control.allreduce(comm::Buffer{&m.seconds, 1, comm::DataType::kFloat64}, comm::ReduceOp::kMax);
+
+  fillPattern(data, count, comm.rank());
+  comm.allreduce(buffer, comm::ReduceOp::kSum);
+  m.errors = countErrors(data, count, comm.size());
+  control.allreduce(comm::Buffer{&m.errors, 1, comm::DataType::kInt64}, comm::ReduceOp::kSum);
+  return m;
+}
+
+int run(const Args& args) {
+  config::CommOptions options;
+  options.backend = args.backend;
+  options.timeout_s = args.timeout_s;
+  options.ring_segment_kb = args.segment_kb;
+  options.ring_inflight = args.inflight;
+  const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), options);
+  log::setRank(process.rank, process.world_size);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(args.timeout_s * 1000));
+  std::unique_ptr<dist::Store> store = dist::connectStore(process, timeout);
+
+  std::vector<size_t> sizes;
+  if (!args.sizes.empty()) {
+    for (const auto& s : args.sizes) sizes.push_back(parseSize(s));
+  } else {
+    for (size_t s = parseSize(args.min_bytes); s <= parseSize(args.max_bytes); s *= 2) sizes.push_back(s);
+  }
+  for (size_t s : sizes) RT_CHECK_T(ConfigError, s % 4 == 0, "size ", s, " is not a whole number of float32");
+
+  // One communicator per algorithm (made in the same order on every rank); the native one also carries the
+  // benchmark's own control traffic (barrier, max of medians, error counts).
+  std::vector<std::unique_ptr<comm::Communicator>> comms;
+  for (const auto& algorithm : args.algorithms) {
+    RT_CHECK_T(ConfigError, algorithm == "ring" || algorithm == "native", "unknown algorithm '", algorithm,
+               "' (ring | native)");
+    options.allreduce_algorithm = algorithm;
+    comms.push_back(comm::makeCommunicator(options, process, *store));
+  }
+  options.allreduce_algorithm = "native";
+  auto control = comm::makeCommunicator(options, process, *store);
+
+  const int n = process.world_size;
+  const double bus_factor = n > 1 ? 2.0 * (n - 1) / n : 0.0;
+  std::vector<float> data(sizes.empty() ? 0 : *std::max_element(sizes.begin(), sizes.end()) / 4);
+  const bool both = comms.size() == 2;
+  if (process.rank == 0) {
+    std::printf("# ringtrain allreduce benchmark: backend %s, %d ranks, float32 sum, ring segment %d KiB x %d in "
+                "flight\n# time = slowest rank's median; algbw = bytes/time; busbw = algbw*2(n-1)/n\n#\n",
+                comms.front()->backendName().c_str(), n, args.segment_kb, args.inflight);
+    std::printf("# %9s %10s %5s", "size", "count", "iters");
+    for (const auto& a : args.algorithms) std::printf(" | %-6s %9s %7s %7s %5s", a.c_str(), "time(us)", "algbw", "busbw", "check");
+    if (both) std::printf(" | %s/%s", args.algorithms[0].c_str(), args.algorithms[1].c_str());
+    std::printf("\n# %9s %10s %5s", "(B)", "(elems)", "");
+    for (size_t i = 0; i < comms.size(); ++i) std::printf(" | %-6s %9s %7s %7s %5s", "", "", "(GB/s)", "(GB/s)", "");
+    if (both) std::printf(" | busbw");
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  int64_t total_errors = 0;
+  for (size_t bytes : sizes) {
+    const size_t count = bytes / 4;
+    const int iters = itersFor(bytes, args), warmup = warmupFor(bytes, args);
+    std::vector<Measurement> results;
+    for (auto& c : comms) results.push_back(measure(*c, *control, data, count, iters, warmup));
+    if (process.rank != 0) continue;
+    std::printf("  %9s %10zu %5d", formatSize(bytes).c_str(), count, iters);
+    for (const auto& m : results) {
+      const double algbw = static_cast<double>(bytes) / m.seconds / 1e9;
+      std::printf(" | %-6s %9.1f %7.3f %7.3f %5s", "", m.seconds * 1e6, algbw, algbw * bus_factor,
+                  m.errors == 0 ? "ok" : "WRONG");
+      total_errors += m.errors;
+    }
+    if (both) std::printf(" | %5.2fx", results[1].seconds / results[0].seconds);
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  control->barrier();
+  if (total_errors != 0) {
+    RT_THROW(CommError, total_errors, " elements were wrong after allreduce (see the check column)");
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ringtrain
+
+int main(int argc, char** argv) {
+  using namespace ringtrain;
+  CLI::App app{"ringtrain allreduce benchmark (run one per rank under ringrun or mpirun)"};
+  Args args;
+  app.add_option("--backend", args.backend, "gloo | mpi | nccl")->check(CLI::IsMember({"gloo", "mpi", "nccl"}));
+  app.add_option("--min-bytes", args.min_bytes, "smallest size of the doubling sweep (4K, 1M, ...)");
+  app.add_option("--max-bytes", args.max_bytes, "largest size of the doubling sweep");
+  app.add_option("--sizes", args.sizes, "explicit sizes instead of the sweep")->delimiter(',');
+  app.add_option("--iters", args.iters, "timed iterations per size (default: 100 at small sizes down to 5)");
+  app.add_option("--warmup", args.warmup, "warm-up iterations per size (default: iters/10, at least 2)");
+  app.add_option("--segment-kb", args.segment_kb, "comm.ring_segment_kb")->check(CLI::PositiveNumber);
+  app.add_option("--inflight", args.inflight, "comm.ring_inflight")->check(CLI::Range(1, 1024));
+  app.add_option("--timeout-s", args.timeout_s, "comm.timeout_s")->check(CLI::PositiveNumber);
+  app.add_option("--algorithms", args.algorithms, "ring,native (either or both, in this order)")->delimiter(',');
+  try {
+    log::init();
+    app.parse(argc, argv);
+    return run(args);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "allreduce_bench: error: " << e.what() << " (see --help)\n";
+    return kExitBadInput;
+  } catch (const Error& e) {
+    std::cerr << "allreduce_bench: error: " << e.what() << "\n";
+    return e.exitCode();
+  } catch (const std::exception& e) {
+    std::cerr << "allreduce_bench: internal error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}

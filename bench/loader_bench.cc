@@ -1,0 +1,140 @@
+// Loader throughput against what the trainer consumes (../shared/BENCHMARKS.md section 2: 100k items,
+// 1,024 pairs per rank per step, 5 negatives; PyTorch's single-process SGNS step consumes ~25.2k pairs/s
+// there, sparse). Goal: with 2 workers the loader alone makes >= 5x that. Also: the consumer's wait while
+// "training" at that pace (goal <= 1% of step time), peak RSS and the queue's memory bound.
+//
+//   loader_bench [--items N] [--sessions N] [--batches N] [--workers N] [--corpus FILE]
+//                [--context window|basket] [--eval-fraction F] [--hide-last H]
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/data/batch_loader.h"
+#include "ringtrain/data/synthetic.h"
+
+using namespace ringtrain;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr double kTrainerPairsPerSecond = 25200.0;  // BENCHMARKS.md section 2, 1 process, sparse
+
+double peakRssMb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  log::init();
+  int64_t items = 100000, sessions = 200000, batches = 400;
+  int workers = 2, hide_last = 1;
+  double eval_fraction = 0.2;
+  std::string corpus_path, context = "window";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--items") items = std::atoll(v.c_str());
+    else if (k == "--sessions") sessions = std::atoll(v.c_str());
+    else if (k == "--batches") batches = std::atoll(v.c_str());
+    else if (k == "--workers") workers = std::atoi(v.c_str());
+    else if (k == "--corpus") corpus_path = v;
+    else if (k == "--context") context = v;
+    else if (k == "--hide-last") hide_last = std::atoi(v.c_str());
+    else if (k == "--eval-fraction") eval_fraction = std::atof(v.c_str());
+    else {
+      std::cerr << "unknown option " << k << "\n";
+      return 2;
+    }
+  }
+  try {
+    config::JobConfig job;
+    job.data.batch_size = 1024;
+    job.data.negatives = 5;
+    job.data.context = context;
+    job.data.cache = false;
+    job.data.eval_hide_last = hide_last;
+    job.data.eval_fraction = eval_fraction;
+    job.loader.queue_depth = 8;
+    job.run.epochs = 1000;
+    std::string tmp;
+    auto t0 = Clock::now();
+    if (corpus_path.empty()) {
+      tmp = (std::filesystem::temp_directory_path() / fmt::format("rt_loader_bench_{}", ::getpid())).string();
+      job.synthetic.items = items;
+      job.synthetic.categories = 20;
+      job.synthetic.sessions = sessions;
+      const auto r = data::generateSynthetic(job.synthetic, 1, tmp, /*write_items=*/false);
+      corpus_path = r.sequences_path;
+      std::cout << fmt::format("synthetic corpus: {} items, {} sessions, {} tokens, generated in {:.2f} s\n", items,
+                               r.sessions, r.tokens, seconds(t0));
+    }
+    job.data.corpus = corpus_path;
+    t0 = Clock::now();
+    auto corpus = data::Corpus::load(job.data);
+    const double load_s = seconds(t0);
+    auto split = std::make_shared<const data::CorpusSplit>(*corpus, job.data);
+    std::cout << fmt::format("corpus {}: {} lines, {} tokens, vocabulary {}, parsed in {:.2f} s; {} lines feed training ({} held out)\n",
+                             corpus_path, corpus->numLines(), corpus->numTokens(), corpus->vocab().size(), load_s,
+                             split->trainLines().size(), split->heldOutLines().size());
+
+    std::cout << fmt::format("held-out queries ({} protocol): {}\n", context, data::heldOutQueries(*corpus, *split).size());
+    std::cout << fmt::format("\n{:>8} {:>14} {:>12} {:>16} {:>8}\n", "workers", "pairs/s", "ms/batch", "vs trainer 25.2k",
+                             "goal");
+    for (int w : {0, 1, workers}) {
+      job.loader.workers = w;
+      t0 = Clock::now();
+      data::BatchLoader loader(corpus, split, job, 0, 1);
+      const double setup = seconds(t0);
+      // Warm-up: let the queue fill once, then time steady-state production.
+      for (int i = 0; i < 16; ++i) loader.next();
+      t0 = Clock::now();
+      for (int64_t i = 0; i < batches; ++i) RT_CHECK(loader.next().has_value(), "loader ended early");
+      const double s = seconds(t0);
+      const double rate = batches * 1024.0 / s;
+      std::cout << fmt::format("{:>8} {:>14.0f} {:>12.3f} {:>15.1f}x {:>8}   (setup {:.2f} s)\n", w, rate,
+                               1000.0 * s / batches, rate / kTrainerPairsPerSecond,
+                               w == workers ? (rate >= 5 * kTrainerPairsPerSecond ? "ok >=5x" : "MISSED") : "", setup);
+    }
+
+    // The trainer's pace: a step of 1,024 pairs at 25.2k pairs/s takes ~40.6 ms.
+    job.loader.workers = workers;
+    data::BatchLoader loader(corpus, split, job, 0, 1);
+    const auto step_time = std::chrono::microseconds(static_cast<int64_t>(1024 / kTrainerPairsPerSecond * 1e6));
+    loader.next();  // the first batch is always waited for
+    const double wait0 = loader.stats().wait_seconds;
+    const int steps = 50;
+    t0 = Clock::now();
+    for (int i = 0; i < steps; ++i) {
+      std::this_thread::sleep_for(step_time);
+      loader.next();
+    }
+    const double total = seconds(t0);
+    const double waited = loader.stats().wait_seconds - wait0;
+    const data::LoaderStats st = loader.stats();
+    std::cout << fmt::format("\ntraining pace ({:.1f} ms/step, {} steps): waited {:.3f} ms in total = {:.3f}% of step time "
+                             "(goal <= 1%)\n",
+                             step_time.count() / 1000.0, steps, waited * 1000, 100.0 * waited / total);
+    std::cout << fmt::format("queue bound: {} batches x {} KiB = {:.2f} MiB; peak RSS {:.1f} MiB\n",
+                             st.max_batches_held, st.bytes_per_batch / 1024, st.max_batches_held * st.bytes_per_batch / 1048576.0,
+                             peakRssMb());
+    if (!tmp.empty()) std::filesystem::remove_all(tmp);
+    return 0;
+  } catch (const Error& e) {
+    std::cerr << "loader_bench: " << e.what() << "\n";
+    return e.exitCode();
+  }
+}

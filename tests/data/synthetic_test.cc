@@ -1,0 +1,87 @@
+#include "ringtrain/data/synthetic.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "ringtrain/data/corpus.h"
+#include "testing/command.h"
+
+namespace ringtrain::data {
+namespace {
+
+config::SyntheticOptions small() {
+  config::SyntheticOptions o;
+  o.items = 500;
+  o.categories = 5;
+  o.sessions = 2000;
+  o.session_length = 6;
+  o.alpha = 0.9;
+  return o;
+}
+
+TEST(Synthetic, SessionsStayInTheirHomeCategory) {
+  const std::string dir = testing::makeTempDir("rt_synth");
+  const SyntheticResult r = generateSynthetic(small(), 3, dir);
+  EXPECT_EQ(r.sessions, 2000);
+  CorpusLoadOptions o;
+  o.corpus = r.sequences_path;
+  o.cache = false;
+  auto c = Corpus::load(o);
+  EXPECT_EQ(c->numLines(), 2000);
+  EXPECT_EQ(c->numTokens(), r.tokens);
+  ASSERT_EQ(c->items().numCategories(), 5);
+  // The planted category is in items.tsv; consecutive items mostly share it (alpha 0.9, 5 categories:
+  // P(same) ~ 0.9^2 + noise), far above chance (0.2).
+  int64_t same = 0, total = 0;
+  for (int64_t l = 0; l < c->numLines(); ++l) {
+    const LineView v = c->line(l);
+    for (int64_t i = 1; i < v.size; ++i) {
+      EXPECT_EQ(c->items().category(v[i]), "c" + std::to_string(plantedCategory(
+                                                    std::stoll(std::string(c->vocab().token(v[i]))), 5)));
+      same += c->items().categoryId(v[i - 1]) == c->items().categoryId(v[i]);
+      ++total;
+    }
+  }
+  EXPECT_GT(static_cast<double>(same) / total, 0.7);
+  // Deterministic.
+  const std::string dir2 = testing::makeTempDir("rt_synth");
+  generateSynthetic(small(), 3, dir2, false);
+  std::ifstream a(r.sequences_path), b(dir2 + "/sequences.txt");
+  std::string ta((std::istreambuf_iterator<char>(a)), {}), tb((std::istreambuf_iterator<char>(b)), {});
+  EXPECT_EQ(ta, tb);
+  EXPECT_FALSE(std::filesystem::exists(dir2 + "/items.tsv"));
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(dir2);
+}
+
+TEST(Synthetic, JobWithoutCorpusGeneratesOnce) {
+  const std::string dir = testing::makeTempDir("rt_synth");
+  config::JobConfig job;
+  job.synthetic = small();
+  job.run.output_dir = dir;
+  auto c1 = loadJobCorpus(job);
+  EXPECT_FALSE(c1->stats().from_cache);
+  auto c2 = loadJobCorpus(job);  // same options: the files and their cache are reused
+  EXPECT_TRUE(c2->stats().from_cache);
+  EXPECT_EQ(c1->tokens(), c2->tokens());
+  job.synthetic.sessions = 100;
+  EXPECT_EQ(loadJobCorpus(job)->numLines(), 100);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Synthetic, GenDataCommandWritesBothFiles) {
+  const std::string dir = testing::makeTempDir("rt_synth");
+  auto r = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--items", "1000",
+                                "--sessions", "50", "--categories", "4"});
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/sequences.txt"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/items.tsv"));
+  auto bad = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--alpha", "2"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace ringtrain::data
