@@ -24,6 +24,7 @@ config::JobConfig resolveConfig(const ConfigArgs& args);
 using CommandBody = std::function<int()>;
 
 void addConfigCommand(CLI::App& app, CommandBody& body);
+void addServeCommand(CLI::App& app, CommandBody& body);
 void addBenchAllreduceCommand(CLI::App& app, CommandBody& body);
 void addGenDataCommand(CLI::App& app, CommandBody& body);
 

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app::CommandBody body;
   app::addConfigCommand(app, body);
+  app::addServeCommand(app, body);
   app::addBenchAllreduceCommand(app, body);
   app::addGenDataCommand(app, body);
   try {

@@ -200,12 +200,14 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("serve", "host", &J::serve, &ServeOptions::host));
   s.push_back(makeField("serve", "port", &J::serve, &ServeOptions::port, 0, 65535));
   s.push_back(makeField("serve", "threads", &J::serve, &ServeOptions::threads, 1, 4096));
+  s.push_back(makeField("serve", "score_threads", &J::serve, &ServeOptions::score_threads, 1, 256));
   s.push_back(makeField("serve", "max_batch", &J::serve, &ServeOptions::max_batch, 1, 1 << 16));
   s.push_back(makeField("serve", "max_wait_us", &J::serve, &ServeOptions::max_wait_us, 0, 1e7));
   s.push_back(makeField("serve", "queue_capacity", &J::serve, &ServeOptions::queue_capacity, 1, 1 << 24));
   s.push_back(makeField("serve", "cache_entries", &J::serve, &ServeOptions::cache_entries, 0));
   s.push_back(makeChoice("serve", "index", &J::serve, &ServeOptions::index, {"exact", "faiss"}));
   s.push_back(makeField("serve", "watch_dir", &J::serve, &ServeOptions::watch_dir));
+  s.push_back(makeField("serve", "watch_interval_ms", &J::serve, &ServeOptions::watch_interval_ms, 10, 3600000));
   s.push_back(makeField("serve", "admin_token", &J::serve, &ServeOptions::admin_token));
   s.push_back(makeField("serve", "max_body_bytes", &J::serve, &ServeOptions::max_body_bytes, 1));
   return s;

@@ -119,13 +119,15 @@ struct LogOptions {
 struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8080;
-  int threads = 8;
+  int threads = 8;        // HTTP worker threads (one per open connection: at least the client count)
+  int score_threads = 2;  // scoring workers, each scoring its own batch
   int max_batch = 64;
   int64_t max_wait_us = 1000;
   int queue_capacity = 1024;
   int64_t cache_entries = 10000;
   std::string index = "exact";  // exact | faiss
   std::string watch_dir;
+  int64_t watch_interval_ms = 1000;
   std::string admin_token;
   int64_t max_body_bytes = 1 << 20;
 };

@@ -1,0 +1,52 @@
+// A trained embedding model as the server holds it: immutable once loaded, shared read-only by every
+// request thread through std::shared_ptr<const Model> (a hot swap replaces the pointer, never the data).
+//
+// The file is the word2vec text format the trainer exports: a header line "N D", then N lines
+// "token v1 .. vD" (space separated). An optional items.tsv (tab separated, header naming the columns
+// id, key, name, category in any order) gives display names; a model token matches an item's key, or
+// else its id.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ringtrain/serve/scorer.h"
+
+namespace ringtrain::serve {
+
+class AnnIndex;  // approximate nearest-neighbour index (FAISS), src/serve/
+
+struct Model {
+  uint64_t version = 0;  // assigned by the server, increases with every successful (re)load
+  std::string path;
+  std::string items_path;  // empty when no names were loaded
+  int64_t rows = 0;
+  int64_t dim = 0;
+  std::vector<std::string> tokens;
+  std::vector<std::string> names;       // "" where items.tsv has none
+  std::vector<std::string> categories;  // "" where items.tsv has none
+  std::unordered_map<std::string, int64_t> index;  // token -> row
+  std::vector<float> vectors;  // rows x dim, each row L2-normalized (an all-zero row stays zero)
+  PackedCatalog packed;        // the same rows in the exact scorer's layout
+  std::shared_ptr<const AnnIndex> ann;  // set when serve.index is faiss
+
+  // Row of a token, or -1.
+  int64_t find(const std::string& token) const {
+    const auto it = index.find(token);
+    return it == index.end() ? -1 : it->second;
+  }
+  const float* row(int64_t r) const { return vectors.data() + r * dim; }
+};
+
+// Reads and validates a model file and (when items_path is not empty) its items.tsv. Any problem throws
+// DataError naming the file and line: a bad header, a wrong number of values, a non-number, NaN/inf,
+// a duplicate token, too few or too many vectors. The returned model has version 0 and no ANN index.
+std::shared_ptr<Model> loadModel(const std::string& path, const std::string& items_path);
+
+// items.tsv beside the model file when it exists, else "".
+std::string defaultItemsPath(const std::string& model_path);
+
+}  // namespace ringtrain::serve

@@ -1,0 +1,79 @@
+// `ringtrain serve --model PATH [--items PATH] [--port P] [JOB.yaml] [--set serve.key=value]`: the
+// recommendation server (ringtrain/serve/server.h). Runs until SIGINT or SIGTERM, then stops cleanly
+// (requests in flight finish) and exits 0.
+#include <signal.h>
+
+#include <pthread.h>
+
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "app/commands.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/serve/server.h"
+
+namespace ringtrain::app {
+namespace {
+
+struct ServeArgs {
+  ConfigArgs config;
+  std::string model;
+  std::string items;
+  int port = -1;
+  std::string host;
+};
+
+int runServe(const ServeArgs& args) {
+  config::JobConfig job = resolveConfig(args.config);
+  log::setLevel(job.log.level);
+  config::ServeOptions options = job.serve;
+  if (args.port >= 0) options.port = args.port;
+  if (!args.host.empty()) options.host = args.host;
+  if (args.model.empty() && options.watch_dir.empty()) {
+    RT_THROW(ConfigError, "serve: give --model PATH (or serve.watch_dir holding an export)");
+  }
+  // Signals are taken synchronously by this thread only: block them before any thread starts, so every
+  // thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  serve::Server server(options, args.model, args.items);
+  server.start();
+  // Tools and tests read the port from this line (port 0 picks a free one).
+  std::printf("listening on http://%s:%d\n", options.host.c_str(), server.port());
+  std::fflush(stdout);
+  const timespec tick{0, 200 * 1000 * 1000};
+  while (true) {
+    const int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      info("serve: signal {}, shutting down", sig);
+      break;
+    }
+    if (!server.running()) {
+      server.stop();
+      RT_THROW(Error, "serve: the HTTP listener stopped unexpectedly");
+    }
+  }
+  server.stop();
+  return kExitOk;
+}
+
+}  // namespace
+
+void addServeCommand(CLI::App& app, CommandBody& body) {
+  auto* cmd = app.add_subcommand("serve", "serve recommendations from trained embeddings over HTTP");
+  auto args = std::make_shared<ServeArgs>();
+  addConfigArgs(cmd, args->config, /*config_required=*/false);
+  cmd->add_option("--model", args->model, "word2vec text export (N D header, then token v1..vD)");
+  cmd->add_option("--items", args->items, "items.tsv with names (default: items.tsv beside the model)");
+  cmd->add_option("--port", args->port, "port (overrides serve.port; 0 picks a free one)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--host", args->host, "bind address (overrides serve.host; default 127.0.0.1)");
+  cmd->callback([&body, args] { body = [args] { return runServe(*args); }; });
+}
+
+}  // namespace ringtrain::app

@@ -1,0 +1,188 @@
+// Model loader: strict validation, because the server uses it to decide whether a new export may replace
+// the model that is serving.
+#include "ringtrain/serve/model.h"
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+namespace ringtrain::serve {
+namespace {
+
+constexpr int64_t kMaxDim = 65536;
+
+std::string_view trimLineEnd(std::string_view s) {
+  while (!s.empty() && (s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
+  return s;
+}
+
+// Splits on runs of spaces/tabs.
+std::vector<std::string_view> fields(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+    const size_t start = i;
+    while (i < s.size() && s[i] != ' ' && s[i] != '\t') ++i;
+    if (i > start) out.push_back(s.substr(start, i - start));
+  }
+  return out;
+}
+
+template <typename T>
+bool parseNumber(std::string_view text, T& value) {
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  return ec == std::errc() && ptr == end;
+}
+
+struct ItemInfo {
+  std::string name;
+  std::string category;
+};
+
+// items.tsv: a header naming the columns, then one tab-separated line per item.
+void readItems(const std::string& path, Model& model) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) RT_THROW(DataError, path, ": cannot open items file");
+  std::string line;
+  if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty items file (expected a header 'id key name category')");
+  std::vector<std::string> header;
+  {
+    std::stringstream ss{std::string(trimLineEnd(line))};
+    std::string col;
+    while (std::getline(ss, col, '\t')) header.push_back(col);
+  }
+  int id_col = -1, key_col = -1, name_col = -1, cat_col = -1;
+  for (int c = 0; c < static_cast<int>(header.size()); ++c) {
+    if (header[c] == "id") id_col = c;
+    if (header[c] == "key") key_col = c;
+    if (header[c] == "name") name_col = c;
+    if (header[c] == "category") cat_col = c;
+  }
+  if ((id_col < 0 && key_col < 0) || name_col < 0) {
+    RT_THROW(DataError, path, ":1: items header must name the columns id and/or key, and name (tab separated), got '",
+             trimLineEnd(line), "'");
+  }
+  std::unordered_map<std::string, ItemInfo> by_key, by_id;
+  int64_t line_no = 1;
+  while (std::getline(in, line)) {
+    ++line_no;
+    const std::string_view text = trimLineEnd(line);
+    if (text.empty()) continue;
+    std::vector<std::string> cols;
+    size_t start = 0;
+    while (true) {
+      const size_t tab = text.find('\t', start);
+      cols.emplace_back(text.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
+      if (tab == std::string_view::npos) break;
+      start = tab + 1;
+    }
+    if (cols.size() != header.size()) {
+      RT_THROW(DataError, path, ":", line_no, ": expected ", header.size(), " tab-separated fields, found ", cols.size());
+    }
+    ItemInfo info{cols[name_col], cat_col >= 0 ? cols[cat_col] : std::string()};
+    if (key_col >= 0) by_key.emplace(cols[key_col], info);
+    if (id_col >= 0) by_id.emplace(cols[id_col], info);
+  }
+  if (in.bad()) RT_THROW(DataError, path, ": read error");
+  model.names.assign(model.rows, "");
+  model.categories.assign(model.rows, "");
+  int64_t named = 0;
+  for (int64_t r = 0; r < model.rows; ++r) {
+    const ItemInfo* info = nullptr;
+    if (const auto it = by_key.find(model.tokens[r]); it != by_key.end()) {
+      info = &it->second;
+    } else if (const auto jt = by_id.find(model.tokens[r]); jt != by_id.end()) {
+      info = &jt->second;
+    }
+    if (info == nullptr) continue;
+    model.names[r] = info->name;
+    model.categories[r] = info->category;
+    ++named;
+  }
+  model.items_path = path;
+  debug("serve: {} of {} model tokens named by {}", named, model.rows, path);
+}
+
+}  // namespace
+
+std::string defaultItemsPath(const std::string& model_path) {
+  const auto candidate = std::filesystem::path(model_path).parent_path() / "items.tsv";
+  std::error_code ec;
+  return std::filesystem::is_regular_file(candidate, ec) ? candidate.string() : std::string();
+}
+
+std::shared_ptr<Model> loadModel(const std::string& path, const std::string& items_path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) RT_THROW(DataError, path, ": cannot open model file");
+  auto model = std::make_shared<Model>();
+  model->path = path;
+  std::string line;
+  if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty model file (expected a header 'N D')");
+  {
+    const auto f = fields(trimLineEnd(line));
+    if (f.size() != 2 || !parseNumber(f[0], model->rows) || !parseNumber(f[1], model->dim)) {
+      RT_THROW(DataError, path, ":1: expected a header 'N D' (two integers), got '", trimLineEnd(line), "'");
+    }
+    if (model->rows < 1 || model->dim < 1 || model->dim > kMaxDim) {
+      RT_THROW(DataError, path, ":1: header 'N D' out of range: N = ", model->rows, " (>= 1), D = ", model->dim,
+               " (1..", kMaxDim, ")");
+    }
+  }
+  const int64_t n = model->rows, dim = model->dim;
+  if (n > (int64_t{1} << 34) / dim) RT_THROW(DataError, path, ":1: N x D = ", n, " x ", dim, " is too large");
+  model->vectors.resize(static_cast<size_t>(n * dim));
+  model->tokens.reserve(n);
+  model->index.reserve(n);
+  int64_t line_no = 1, row = 0, zero_rows = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    const std::string_view text = trimLineEnd(line);
+    const auto f = fields(text);
+    if (f.empty()) continue;  // blank lines (a trailing newline) are harmless
+    if (row == n) RT_THROW(DataError, path, ":", line_no, ": more vectors than the header's N = ", n);
+    if (static_cast<int64_t>(f.size()) != dim + 1) {
+      RT_THROW(DataError, path, ":", line_no, ": expected a token and ", dim, " values, found ", f.size(), " fields");
+    }
+    float* v = model->vectors.data() + row * dim;
+    double norm2 = 0.0;
+    for (int64_t d = 0; d < dim; ++d) {
+      if (!parseNumber(f[d + 1], v[d]) || !std::isfinite(v[d])) {
+        RT_THROW(DataError, path, ":", line_no, ": value ", d + 1, " of '", f[0], "' is not a finite number: '", f[d + 1], "'");
+      }
+      norm2 += static_cast<double>(v[d]) * v[d];
+    }
+    if (norm2 > 0.0) {
+      const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
+      for (int64_t d = 0; d < dim; ++d) v[d] *= inv;
+    } else {
+      ++zero_rows;
+    }
+    std::string token(f[0]);
+    if (!model->index.emplace(token, row).second) {
+      RT_THROW(DataError, path, ":", line_no, ": duplicate token '", token, "' (first on line ",
+               model->index[token] + 2, ")");
+    }
+    model->tokens.push_back(std::move(token));
+    ++row;
+  }
+  if (in.bad()) RT_THROW(DataError, path, ": read error");
+  if (row != n) RT_THROW(DataError, path, ":", line_no, ": header promises ", n, " vectors, file has ", row);
+  if (zero_rows > 0) warn("serve: {} has {} all-zero vectors (they score 0 against everything)", path, zero_rows);
+  if (!items_path.empty()) {
+    readItems(items_path, *model);
+  } else {
+    model->names.assign(n, "");
+    model->categories.assign(n, "");
+  }
+  model->packed = PackedCatalog(model->vectors.data(), n, dim);
+  return model;
+}
+
+}  // namespace ringtrain::serve

@@ -1,0 +1,161 @@
+// Exact top-k scorer; the algorithm is described in include/ringtrain/serve/scorer.h.
+#include "ringtrain/serve/scorer.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::serve {
+namespace {
+
+constexpr int kGroup = 6;  // queries per kernel call: 6 x 2 accumulators of 8 floats + 2 panel loads
+
+// Scores up to kGroup queries (rows of q, stride dim) against one panel; out is [m x kPanelRows].
+template <int M>
+__attribute__((target("avx2,fma"))) void kernelAvx2(const float* q, int64_t dim, const float* panel,
+                                                    float* out) {
+  __m256 acc0[M], acc1[M];
+  for (int i = 0; i < M; ++i) {
+    acc0[i] = _mm256_setzero_ps();
+    acc1[i] = _mm256_setzero_ps();
+  }
+  for (int64_t d = 0; d < dim; ++d) {
+    const __m256 c0 = _mm256_loadu_ps(panel + d * kPanelRows);
+    const __m256 c1 = _mm256_loadu_ps(panel + d * kPanelRows + 8);
+    for (int i = 0; i < M; ++i) {
+      const __m256 b = _mm256_broadcast_ss(q + i * dim + d);
+      acc0[i] = _mm256_fmadd_ps(b, c0, acc0[i]);
+      acc1[i] = _mm256_fmadd_ps(b, c1, acc1[i]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    _mm256_storeu_ps(out + i * kPanelRows, acc0[i]);
+    _mm256_storeu_ps(out + i * kPanelRows + 8, acc1[i]);
+  }
+}
+
+void kernelGeneric(int m, const float* q, int64_t dim, const float* panel, float* out) {
+  for (int i = 0; i < m; ++i) {
+    float acc[kPanelRows] = {};
+    for (int64_t d = 0; d < dim; ++d) {
+      const float b = q[i * dim + d];
+      for (int j = 0; j < kPanelRows; ++j) acc[j] += b * panel[d * kPanelRows + j];
+    }
+    std::memcpy(out + i * kPanelRows, acc, sizeof acc);
+  }
+}
+
+bool detectSimd() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+const bool kSimd = detectSimd();
+
+void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) {
+  if (!kSimd) return kernelGeneric(m, q, dim, panel, out);
+  switch (m) {
+    case 1: return kernelAvx2<1>(q, dim, panel, out);
+    case 2: return kernelAvx2<2>(q, dim, panel, out);
+    case 3: return kernelAvx2<3>(q, dim, panel, out);
+    case 4: return kernelAvx2<4>(q, dim, panel, out);
+    case 5: return kernelAvx2<5>(q, dim, panel, out);
+    default: return kernelAvx2<6>(q, dim, panel, out);
+  }
+}
+
+// "a ranks before b": higher score, then lower row.
+inline bool better(const Hit& a, const Hit& b) {
+  return a.score > b.score || (a.score == b.score && a.row < b.row);
+}
+
+// A bounded min-heap (worst hit at the front) holding the best k hits seen so far.
+class TopK {
+ public:
+  TopK(int k, const std::vector<int64_t>* exclude) : k_(k), exclude_(exclude) { heap_.reserve(k); }
+  void offer(int64_t row, float score) {
+    const Hit h{row, score};
+    if (static_cast<int>(heap_.size()) == k_ && !better(h, heap_.front())) return;
+    if (exclude_ != nullptr && std::find(exclude_->begin(), exclude_->end(), row) != exclude_->end()) return;
+    if (static_cast<int>(heap_.size()) == k_) {
+      std::pop_heap(heap_.begin(), heap_.end(), better);
+      heap_.back() = h;
+    } else {
+      heap_.push_back(h);
+    }
+    std::push_heap(heap_.begin(), heap_.end(), better);
+  }
+  std::vector<Hit> take() {
+    std::sort(heap_.begin(), heap_.end(), better);
+    return std::move(heap_);
+  }
+
+ private:
+  int k_;
+  const std::vector<int64_t>* exclude_;
+  std::vector<Hit> heap_;  // heap ordered by `better`: front is the worst kept hit
+};
+
+}  // namespace
+
+PackedCatalog::PackedCatalog(const float* rows, int64_t n, int64_t dim) : rows_(n), dim_(dim) {
+  data_.assign(static_cast<size_t>(panels() * dim * kPanelRows), 0.0f);
+  for (int64_t r = 0; r < n; ++r) {
+    float* panel = data_.data() + (r / kPanelRows) * dim * kPanelRows;
+    const int64_t j = r % kPanelRows;
+    for (int64_t d = 0; d < dim; ++d) panel[d * kPanelRows + j] = rows[r * dim + d];
+  }
+}
+
+std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vector<Query>& queries) {
+  const int64_t dim = catalog.dim();
+  const int b = static_cast<int>(queries.size());
+  // Queries gathered into one contiguous [b x dim] block so the kernel reads them with a fixed stride.
+  std::vector<float> q(static_cast<size_t>(b) * dim);
+  std::vector<TopK> best;
+  best.reserve(b);
+  for (int i = 0; i < b; ++i) {
+    RT_CHECK(queries[i].k >= 1, "k must be positive");
+    std::memcpy(q.data() + i * dim, queries[i].vector, dim * sizeof(float));
+    best.emplace_back(queries[i].k, queries[i].exclude);
+  }
+  float scores[kGroup * kPanelRows];
+  for (int64_t p = 0; p < catalog.panels(); ++p) {
+    const float* panel = catalog.panel(p);
+    const int64_t first = p * kPanelRows;
+    const int valid = static_cast<int>(std::min<int64_t>(kPanelRows, catalog.rows() - first));
+    for (int g = 0; g < b; g += kGroup) {
+      const int m = std::min(kGroup, b - g);
+      kernel(m, q.data() + g * dim, dim, panel, scores);
+      for (int i = 0; i < m; ++i) {
+        const float* s = scores + i * kPanelRows;
+        for (int j = 0; j < valid; ++j) best[g + i].offer(first + j, s[j]);
+      }
+    }
+  }
+  std::vector<std::vector<Hit>> out;
+  out.reserve(b);
+  for (auto& t : best) out.push_back(t.take());
+  return out;
+}
+
+std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const float* query, int k,
+                                const std::vector<int64_t>& exclude) {
+  std::vector<Hit> all;
+  for (int64_t r = 0; r < n; ++r) {
+    if (std::find(exclude.begin(), exclude.end(), r) != exclude.end()) continue;
+    double s = 0.0;
+    for (int64_t d = 0; d < dim; ++d) s += static_cast<double>(rows[r * dim + d]) * query[d];
+    all.push_back({r, static_cast<float>(s)});
+  }
+  const size_t keep = std::min<size_t>(static_cast<size_t>(k), all.size());
+  std::partial_sort(all.begin(), all.begin() + keep, all.end(), better);
+  all.resize(keep);
+  return all;
+}
+
+bool usingSimdKernel() { return kSimd; }
+
+}  // namespace ringtrain::serve

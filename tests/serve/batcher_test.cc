@@ -1,0 +1,150 @@
+#include "serve/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "serve/metrics.h"
+#include "serve/result_cache.h"
+
+namespace ringtrain::serve {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::shared_ptr<ScoreJob> job(const std::shared_ptr<const Model>& m, int k) {
+  auto j = std::make_shared<ScoreJob>();
+  j->model = m;
+  j->query.assign(1, 1.0f);
+  j->k = k;
+  return j;
+}
+
+TEST(BatcherTest, FullQueueRefusesAndQueuedJobsAreAllAnswered) {
+  auto model = std::make_shared<const Model>();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> calls{0};
+  Metrics metrics;
+  // The scorer blocks until released, so the queue fills up behind the first batch.
+  Batcher batcher(1, 1, 0, 2, [&](const Model&, const std::vector<Query>& q) {
+    calls++;
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, 20s, [&] { return release; });
+    std::vector<std::vector<Hit>> out;
+    for (const auto& x : q) out.push_back({Hit{x.k, 1.0f}});
+    return out;
+  }, &metrics);
+  std::vector<std::shared_ptr<ScoreJob>> accepted;
+  std::vector<std::future<std::vector<Hit>>> futures;
+  int refused = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  // One job is taken by the worker, two wait in the queue, then submit refuses.
+  for (int i = 0; refused == 0 && std::chrono::steady_clock::now() < deadline; ++i) {
+    auto j = job(model, i + 1);
+    auto f = j->result.get_future();
+    if (batcher.submit(j)) {
+      accepted.push_back(j);
+      futures.push_back(std::move(f));
+      if (accepted.size() == 1) {
+        while (calls.load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+      }
+    } else {
+      ++refused;
+    }
+  }
+  EXPECT_EQ(accepted.size(), 3u);
+  EXPECT_EQ(refused, 1);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (size_t i = 0; i < futures.size(); ++i) {
+    ASSERT_EQ(futures[i].wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(futures[i].get()[0].row, static_cast<int64_t>(i + 1));  // each job got its own answer
+  }
+  EXPECT_EQ(metrics.batchSizes().count(), 3u);
+}
+
+TEST(BatcherTest, GathersConcurrentJobsIntoOneBatchPerModel) {
+  auto m1 = std::make_shared<const Model>();
+  auto m2 = std::make_shared<const Model>();
+  std::mutex mu;
+  std::vector<std::pair<const Model*, size_t>> groups;
+  Metrics metrics;
+  // A long max_wait and max_batch 8: eight jobs submitted together form one batch, in two model groups.
+  Batcher batcher(1, 8, 5'000'000, 100, [&](const Model& m, const std::vector<Query>& q) {
+    std::lock_guard<std::mutex> lock(mu);
+    groups.emplace_back(&m, q.size());
+    return std::vector<std::vector<Hit>>(q.size());
+  }, &metrics);
+  std::vector<std::future<std::vector<Hit>>> futures;
+  for (int i = 0; i < 8; ++i) {
+    auto j = job(i < 5 ? m1 : m2, 1);
+    futures.push_back(j->result.get_future());
+    ASSERT_TRUE(batcher.submit(j));
+  }
+  for (auto& f : futures) ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(groups.size(), 2u);
+  for (const auto& [m, n] : groups) EXPECT_EQ(n, m == m1.get() ? 5u : 3u);
+  EXPECT_EQ(metrics.batchSizes().count(), 1u);
+}
+
+TEST(BatcherTest, StopFailsQueuedJobsInsteadOfHanging) {
+  auto model = std::make_shared<const Model>();
+  std::shared_ptr<ScoreJob> j = job(model, 1);
+  auto f = j->result.get_future();
+  {
+    Batcher batcher(1, 64, 5'000'000, 10, [](const Model&, const std::vector<Query>& q) {
+      return std::vector<std::vector<Hit>>(q.size());
+    }, nullptr);
+    ASSERT_TRUE(batcher.submit(j));
+  }  // destroyed while the job waits for its batch to fill
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_THROW(f.get(), std::exception);
+}
+
+TEST(ResultCacheTest, BoundedLruKeyedByVersion) {
+  ResultCache cache(16);  // one entry per shard
+  const auto k1 = ResultCache::key(1, "a", 10);
+  const auto k2 = ResultCache::key(2, "a", 10);
+  cache.put(k1, "v1");
+  EXPECT_EQ(cache.get(k1).value_or(""), "v1");
+  EXPECT_FALSE(cache.get(k2).has_value());
+  EXPECT_FALSE(cache.get(ResultCache::key(1, "a", 11)).has_value());
+  for (int i = 0; i < 1000; ++i) cache.put(ResultCache::key(1, std::to_string(i), 10), "x");
+  EXPECT_LE(cache.size(), 16);
+  cache.clear();
+  EXPECT_EQ(cache.size(), 0);
+  ResultCache off(0);
+  off.put(k1, "v1");
+  EXPECT_FALSE(off.get(k1).has_value());
+}
+
+TEST(MetricsTest, HistogramQuantilesAndPrometheusText) {
+  Histogram h({1, 2, 4});
+  for (int i = 0; i < 100; ++i) h.observe(i < 50 ? 0.5 : 3);
+  EXPECT_EQ(h.count(), 100u);
+  EXPECT_NEAR(h.quantile(0.5), 1.0, 1e-9);
+  EXPECT_GT(h.quantile(0.99), 2.0);
+  EXPECT_LE(h.quantile(0.99), 4.0);
+  std::string text;
+  h.render(text, "x");
+  EXPECT_NE(text.find("x_bucket{le=\"1\"} 50\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("x_bucket{le=\"+Inf\"} 100\n"), std::string::npos) << text;
+  Metrics m;
+  m.request("recommend", 200, 0.001);
+  m.request("recommend", 404, 0.001);
+  const std::string all = m.render(3, 4);
+  EXPECT_NE(all.find("ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"404\"} 1"), std::string::npos);
+  EXPECT_NE(all.find("ringtrain_serve_errors_total 1"), std::string::npos);
+  EXPECT_NE(all.find("ringtrain_serve_queue_depth 3"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ringtrain::serve

@@ -1,0 +1,104 @@
+#include "ringtrain/serve/model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "ringtrain/core/error.h"
+#include "serve/serve_fixtures.h"
+#include "testing/command.h"
+
+namespace ringtrain::serve {
+namespace {
+
+using testing::writeText;
+
+class ModelLoadTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = ringtrain::testing::makeTempDir("serve_model"); }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+  // Loads text that must be refused; returns the DataError message.
+  std::string refused(const std::string& text) {
+    writeText(path("m.vec"), text);
+    try {
+      loadModel(path("m.vec"), "");
+    } catch (const DataError& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << "accepted:\n" << text;
+    return "";
+  }
+
+  std::string dir_;
+};
+
+TEST_F(ModelLoadTest, LoadsAndNormalizesRowsWithNames) {
+  writeText(path("m.vec"), "3 2\na 3 4\nb 0 2\r\nc 0 0\n\n");
+  writeText(path("items.tsv"), "id\tkey\tname\tcategory\n0\ta\tApple\tfruit\n1\tb\tBread\tbakery\n");
+  EXPECT_EQ(defaultItemsPath(path("m.vec")), path("items.tsv"));
+  const auto m = loadModel(path("m.vec"), defaultItemsPath(path("m.vec")));
+  ASSERT_EQ(m->rows, 3);
+  ASSERT_EQ(m->dim, 2);
+  EXPECT_EQ(m->find("b"), 1);
+  EXPECT_EQ(m->find("zz"), -1);
+  EXPECT_FLOAT_EQ(m->row(0)[0], 0.6f);
+  EXPECT_FLOAT_EQ(m->row(0)[1], 0.8f);
+  EXPECT_FLOAT_EQ(m->row(1)[1], 1.0f);
+  EXPECT_FLOAT_EQ(m->row(2)[0], 0.0f);  // a zero vector stays zero
+  EXPECT_EQ(m->names[0], "Apple");
+  EXPECT_EQ(m->categories[1], "bakery");
+  EXPECT_EQ(m->names[2], "");
+  EXPECT_EQ(m->packed.rows(), 3);
+}
+
+TEST_F(ModelLoadTest, ItemsMatchByIdWhenTokensAreIds) {
+  writeText(path("m.vec"), "2 1\n17 1\n18 2\n");
+  writeText(path("items.tsv"), "id\tname\n17\tSeventeen\n");
+  const auto m = loadModel(path("m.vec"), path("items.tsv"));
+  EXPECT_EQ(m->names[0], "Seventeen");
+  EXPECT_EQ(m->names[1], "");
+}
+
+TEST_F(ModelLoadTest, RefusesBrokenFilesNamingFileAndLine) {
+  const std::string f = path("m.vec");
+  EXPECT_NE(refused("").find(f + ":1: empty"), std::string::npos);
+  EXPECT_NE(refused("3\n").find(f + ":1: expected a header"), std::string::npos);
+  EXPECT_NE(refused("x 2\n").find(f + ":1:"), std::string::npos);
+  EXPECT_NE(refused("0 2\n").find(f + ":1: header"), std::string::npos);
+  EXPECT_NE(refused("2 -1\n").find(f + ":1: header"), std::string::npos);
+  EXPECT_NE(refused("2 2\na 1 2\nb 1\n").find(f + ":3: expected a token and 2 values"), std::string::npos);
+  EXPECT_NE(refused("2 2\na 1 2\nb 1 2 3\n").find(f + ":3:"), std::string::npos);
+  EXPECT_NE(refused("2 2\na 1 2\nb 1 x\n").find(f + ":3: value 2 of 'b'"), std::string::npos);
+  EXPECT_NE(refused("2 2\na 1 2\nb 1 nan\n").find(f + ":3:"), std::string::npos);
+  EXPECT_NE(refused("2 2\na 1 2\nb inf 1\n").find(f + ":3:"), std::string::npos);
+  EXPECT_NE(refused("2 2\na 1 2\nb 1 2e99\n").find(f + ":3:"), std::string::npos);
+  EXPECT_NE(refused("2 2\na 1 2\na 3 4\n").find(f + ":3: duplicate token 'a' (first on line 2)"), std::string::npos);
+  EXPECT_NE(refused("3 2\na 1 2\nb 3 4\n").find("header promises 3 vectors, file has 2"), std::string::npos);
+  EXPECT_NE(refused("1 2\na 1 2\nb 3 4\n").find(f + ":3: more vectors"), std::string::npos);
+  EXPECT_THROW(loadModel(path("missing.vec"), ""), DataError);
+}
+
+TEST_F(ModelLoadTest, TrailingSpaceAndTabsAreAccepted) {
+  writeText(path("m.vec"), "1 2\na\t1  2 \n");
+  EXPECT_EQ(loadModel(path("m.vec"), "")->rows, 1);
+}
+
+TEST_F(ModelLoadTest, RefusesBrokenItemsFile) {
+  writeText(path("m.vec"), "1 1\na 1\n");
+  writeText(path("items.tsv"), "id\tkey\tname\n0\ta\n");
+  try {
+    loadModel(path("m.vec"), path("items.tsv"));
+    FAIL() << "accepted a short items line";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(path("items.tsv") + ":2: expected 3 tab-separated fields"), std::string::npos)
+        << e.what();
+  }
+  writeText(path("items.tsv"), "a\tb\n");
+  EXPECT_THROW(loadModel(path("m.vec"), path("items.tsv")), DataError);
+}
+
+}  // namespace
+}  // namespace ringtrain::serve

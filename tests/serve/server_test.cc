@@ -1,0 +1,387 @@
+// The server end to end over loopback HTTP: correctness under concurrency, hot swap under load, the cache
+// across swaps, error codes, and the `ringtrain serve` process itself.
+#include "ringtrain/serve/server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/serve/model.h"
+#include "serve/serve_fixtures.h"
+#include "testing/command.h"
+
+namespace ringtrain::serve {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr int64_t kItems = 3001;
+constexpr int64_t kDim = 24;
+
+std::unique_ptr<httplib::Client> client(int port) {
+  auto c = std::make_unique<httplib::Client>("127.0.0.1", port);
+  c->set_connection_timeout(5);
+  c->set_read_timeout(20);
+  c->set_write_timeout(5);
+  return c;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ringtrain::testing::makeTempDir("serve_server");
+    testing::writeExport(path("a.vec"), kItems, kDim, 1);
+    testing::writeExport(path("b.vec"), kItems, kDim, 2);
+    testing::writeItems(path("items.tsv"), kItems);
+    model_a_ = loadModel(path("a.vec"), "");
+    model_b_ = loadModel(path("b.vec"), "");
+    options_.port = 0;
+    options_.threads = 16;
+    options_.max_wait_us = 500;
+    options_.admin_token = "secret";
+  }
+  void TearDown() override {
+    server_.reset();
+    fs::remove_all(dir_);
+  }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  void start(const std::string& model = "") {
+    server_ = std::make_unique<Server>(options_, model.empty() ? path("a.vec") : model, "");
+    server_->start();
+  }
+
+  // Checks one /recommend answer against a brute-force scorer over the model it names.
+  void expectCorrect(const json& body, const Model& model, const std::vector<std::string>& query, int k) {
+    std::vector<float> q(kDim, 0.0f);
+    std::vector<int64_t> exclude;
+    for (const auto& t : query) {
+      const int64_t r = model.find(t);
+      ASSERT_GE(r, 0);
+      exclude.push_back(r);
+      for (int64_t d = 0; d < kDim; ++d) q[d] += model.row(r)[d];
+    }
+    double n = 0;
+    for (float x : q) n += x * x;
+    for (float& x : q) x /= static_cast<float>(std::sqrt(n));
+    const auto want = bruteForceTopK(model.vectors.data(), model.rows, kDim, q.data(), k, exclude);
+    const auto& items = body.at("items");
+    ASSERT_EQ(items.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_NEAR(items[i].at("score").get<double>(), want[i].score, 1e-4);
+      const int64_t r = model.find(items[i].at("item").get<std::string>());
+      ASSERT_GE(r, 0);
+      double truth = 0;
+      for (int64_t d = 0; d < kDim; ++d) truth += static_cast<double>(model.row(r)[d]) * q[d];
+      EXPECT_NEAR(items[i].at("score").get<double>(), truth, 1e-4);
+    }
+  }
+
+  std::string dir_;
+  config::ServeOptions options_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<Model> model_a_, model_b_;
+};
+
+TEST_F(ServerTest, ConcurrentClientsGetExactTopK) {
+  options_.max_batch = 16;
+  start();
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      auto c = client(server_->port());
+      std::mt19937 rng(t);
+      for (int i = 0; i < 40; ++i) {
+        const std::string item = "item" + std::to_string(rng() % kItems);
+        const int k = 1 + static_cast<int>(rng() % 25);
+        auto res = c->Get(("/recommend?item=" + item + "&k=" + std::to_string(k)).c_str());
+        if (!res || res->status != 200) {
+          failures++;
+          continue;
+        }
+        const json body = json::parse(res->body);
+        EXPECT_EQ(body.at("model_version").get<int>(), 1);
+        expectCorrect(body, *model_a_, {item}, k);
+      }
+      // A basket, through POST.
+      const std::vector<std::string> basket = {"item" + std::to_string(t), "item" + std::to_string(t + 100)};
+      auto res = c->Post("/recommend", json{{"items", basket}, {"k", 7}}.dump(), "application/json");
+      if (!res || res->status != 200) {
+        failures++;
+        return;
+      }
+      expectCorrect(json::parse(res->body), *model_a_, basket, 7);
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto res = client(server_->port())->Get("/recommend?item=item5&k=3");
+  ASSERT_TRUE(res);
+  const json body = json::parse(res->body);
+  EXPECT_EQ(body["items"][0]["name"].get<std::string>().rfind("Name ", 0), 0u);  // names from items.tsv
+  EXPECT_EQ(body["query"][0], "item5");
+}
+
+TEST_F(ServerTest, BadRequestsGetTheirCodes) {
+  options_.max_body_bytes = 4096;
+  start();
+  auto c = client(server_->port());
+  const auto status = [&](httplib::Result res) { return res ? res->status : -1; };
+  EXPECT_EQ(status(c->Get("/recommend")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&k=0")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&k=-3")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&k=abc")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&k=1001")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&k=99999999999999999999")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=nosuchitem")), 404);
+  EXPECT_EQ(status(c->Post("/recommend", "{not json", "application/json")), 400);
+  EXPECT_EQ(status(c->Post("/recommend", "[1,2]", "application/json")), 400);
+  EXPECT_EQ(status(c->Post("/recommend", R"({"items": []})", "application/json")), 400);
+  EXPECT_EQ(status(c->Post("/recommend", R"({"items": [1]})", "application/json")), 400);
+  EXPECT_EQ(status(c->Post("/recommend", R"({"items": ["item1"], "k": 2.5})", "application/json")), 400);
+  EXPECT_EQ(status(c->Post("/recommend", R"({"items": ["item1"], "k": "3"})", "application/json")), 400);
+  EXPECT_EQ(status(c->Post("/recommend", R"({"items": ["item1", "nope"]})", "application/json")), 404);
+  EXPECT_EQ(status(c->Post("/recommend", std::string(10000, ' '), "application/json")), 413);
+  EXPECT_EQ(status(c->Get("/nowhere")), 404);
+  EXPECT_EQ(status(c->Post("/admin/reload", "", "application/json")), 401);
+  httplib::Headers wrong = {{"Authorization", "Bearer nope"}};
+  EXPECT_EQ(status(c->Post("/admin/reload", wrong, "", "application/json")), 401);
+  auto res = c->Get("/recommend?item=nosuchitem");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body).at("error").get<std::string>(), "unknown item 'nosuchitem'");
+  // Still serving after all that, and the errors are counted.
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&k=1000")), 200);
+  EXPECT_EQ(status(c->Get("/healthz")), 200);
+  // Statuses httplib answers itself (413, no route) and /healthz are counted by its logger, which runs just
+  // after the response is sent: poll briefly.
+  const std::vector<std::string> wanted = {
+      "ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"404\"} 3\n",
+      "ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"200\"} 1\n",
+      "ringtrain_serve_requests_total{endpoint=\"healthz\",code=\"200\"} 1\n",
+      "code=\"413\"",
+      "ringtrain_serve_request_seconds_quantile{quantile=\"0.99\"}"};
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  bool all = false;
+  while (!all && std::chrono::steady_clock::now() < deadline) {
+    res = c->Get("/metrics");
+    ASSERT_TRUE(res);
+    all = true;
+    for (const auto& w : wanted) all = all && res->body.find(w) != std::string::npos;
+    if (!all) std::this_thread::sleep_for(10ms);
+  }
+  for (const auto& w : wanted) EXPECT_NE(res->body.find(w), std::string::npos) << w << " in\n" << res->body;
+  EXPECT_EQ(res->body.find("code=\"-1\""), std::string::npos);
+  EXPECT_NE(res->body.find("ringtrain_serve_model_version 1"), std::string::npos);
+}
+
+TEST_F(ServerTest, AdminDisabledWithoutToken) {
+  options_.admin_token = "";
+  start();
+  auto res = client(server_->port())->Post("/admin/reload", {{"Authorization", "Bearer "}}, "", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+}
+
+TEST_F(ServerTest, SwapUnderLoadLosesNoRequestAndAnswersMatchTheirVersion) {
+  options_.max_batch = 8;
+  options_.cache_entries = 0;  // every answer is scored, on the model the request started with
+  start();
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0}, answered{0};
+  std::mutex mu;
+  std::vector<std::pair<int, json>> answers;  // (version, body) guarded by mu
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      auto c = client(server_->port());
+      std::mt19937 rng(100 + t);
+      const auto deadline = std::chrono::steady_clock::now() + 60s;
+      while (!done.load() && std::chrono::steady_clock::now() < deadline) {
+        const std::string item = "item" + std::to_string(rng() % kItems);
+        auto res = c->Get(("/recommend?item=" + item + "&k=5").c_str());
+        if (!res || res->status != 200) {
+          failures++;
+          continue;
+        }
+        answered++;
+        json body = json::parse(res->body);
+        std::lock_guard<std::mutex> lock(mu);
+        if (answers.size() < 3000) answers.emplace_back(body["model_version"].get<int>(), std::move(body));
+      }
+    });
+  }
+  // Versions 2..7 alternate between b and a; reload through the HTTP admin endpoint and the API.
+  auto admin = client(server_->port());
+  for (int v = 2; v <= 7; ++v) {
+    std::this_thread::sleep_for(50ms);
+    const std::string file = v % 2 == 0 ? path("b.vec") : path("a.vec");
+    if (v % 3 == 0) {
+      EXPECT_EQ(server_->reload(file), static_cast<uint64_t>(v));
+    } else {
+      auto res = admin->Post("/admin/reload", {{"Authorization", "Bearer secret"}}, json{{"model", file}}.dump(),
+                             "application/json");
+      ASSERT_TRUE(res);
+      ASSERT_EQ(res->status, 200) << res->body;
+      EXPECT_EQ(json::parse(res->body)["model_version"].get<int>(), v);
+    }
+  }
+  std::this_thread::sleep_for(100ms);
+  done = true;
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GT(answered.load(), 0);
+  std::set<int> seen;
+  for (const auto& [version, body] : answers) {
+    ASSERT_GE(version, 1);
+    ASSERT_LE(version, 7);
+    seen.insert(version);
+    // Odd versions are model a, even ones b: an answer scored on the other model would fail here.
+    expectCorrect(body, version % 2 == 1 ? *model_a_ : *model_b_, {body["query"][0].get<std::string>()}, 5);
+  }
+  EXPECT_GE(seen.size(), 2u);
+  EXPECT_EQ(server_->modelVersion(), 7u);
+}
+
+TEST_F(ServerTest, CacheNeverServesAnOldVersion) {
+  options_.cache_entries = 1000;
+  start();
+  auto c = client(server_->port());
+  auto first = c->Get("/recommend?item=item42&k=4");
+  auto again = c->Get("/recommend?item=item42&k=4");
+  ASSERT_TRUE(first && again);
+  EXPECT_EQ(first->body, again->body);
+  auto metrics = c->Get("/metrics");
+  EXPECT_NE(metrics->body.find("ringtrain_serve_cache_hits_total 1"), std::string::npos);
+  ASSERT_EQ(server_->reload(path("b.vec")), 2u);
+  auto after = c->Get("/recommend?item=item42&k=4");
+  ASSERT_TRUE(after);
+  const json body = json::parse(after->body);
+  EXPECT_EQ(body["model_version"].get<int>(), 2);
+  expectCorrect(body, *model_b_, {"item42"}, 4);
+}
+
+TEST_F(ServerTest, BrokenModelIsRefusedAndTheOldOneKeepsServing) {
+  start();
+  testing::writeText(path("broken.vec"), "3 2\nx 1 2\ny 1\nz 1 2\n");
+  auto c = client(server_->port());
+  auto res = c->Post("/admin/reload", {{"Authorization", "Bearer secret"}}, json{{"model", path("broken.vec")}}.dump(),
+                     "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 422);
+  EXPECT_NE(json::parse(res->body)["error"].get<std::string>().find(path("broken.vec") + ":3:"), std::string::npos)
+      << res->body;
+  EXPECT_THROW(server_->reload(path("missing.vec")), DataError);
+  EXPECT_EQ(server_->modelVersion(), 1u);
+  res = c->Get("/recommend?item=item1&k=2");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(json::parse(res->body)["model_version"].get<int>(), 1);
+  res = c->Get("/metrics");
+  EXPECT_NE(res->body.find("ringtrain_serve_reloads_total{result=\"refused\"} 2"), std::string::npos) << res->body;
+  // The next good model gets the next version.
+  EXPECT_EQ(server_->reload(path("b.vec")), 2u);
+}
+
+TEST_F(ServerTest, NewExportInWatchDirIsSwappedIn) {
+  fs::create_directories(path("watch"));
+  fs::copy_file(path("a.vec"), path("watch/model-1.vec"));
+  options_.watch_dir = path("watch");
+  options_.watch_interval_ms = 20;
+  start(path("watch/model-1.vec"));
+  EXPECT_EQ(server_->modelVersion(), 1u);
+  // A broken export is refused; then a good one (written aside and renamed in) is taken.
+  testing::writeText(path("watch/.model-2.tmp"), "2 2\na 1 2\n");
+  fs::rename(path("watch/.model-2.tmp"), path("watch/model-2.vec"));
+  auto c = client(server_->port());
+  const auto refused_deadline = std::chrono::steady_clock::now() + 20s;
+  bool refused = false;
+  while (!refused && std::chrono::steady_clock::now() < refused_deadline) {
+    auto res = c->Get("/metrics");
+    refused = res && res->body.find("ringtrain_serve_reloads_total{result=\"refused\"} 1") != std::string::npos;
+    if (!refused) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(server_->modelVersion(), 1u);
+  fs::copy_file(path("b.vec"), path("watch/.model-3.tmp"));
+  fs::rename(path("watch/.model-3.tmp"), path("watch/model-3.vec"));
+  fs::last_write_time(path("watch/model-3.vec"), fs::file_time_type::clock::now() + 1s);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (server_->modelVersion() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(server_->modelVersion(), 2u);
+  auto res = c->Get("/recommend?item=item9&k=3");
+  ASSERT_TRUE(res);
+  expectCorrect(json::parse(res->body), *model_b_, {"item9"}, 3);
+}
+
+TEST_F(ServerTest, FullQueueAnswers429) {
+  options_.max_batch = 1;
+  options_.score_threads = 1;
+  options_.queue_capacity = 1;
+  options_.cache_entries = 0;
+  options_.threads = 32;
+  testing::writeExport(path("big.vec"), 60000, 64, 3);
+  start(path("big.vec"));
+  std::atomic<int> ok{0}, busy{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 24; ++t) {
+    threads.emplace_back([&, t] {
+      auto c = client(server_->port());
+      for (int i = 0; i < 6; ++i) {
+        auto res = c->Get(("/recommend?item=item" + std::to_string(t * 10 + i) + "&k=3").c_str());
+        if (res && res->status == 200) ok++;
+        else if (res && res->status == 429) busy++;
+        else other++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(busy.load(), 0);  // 24 clients against one queued slot and one scorer
+  auto res = client(server_->port())->Get("/metrics");
+  EXPECT_NE(res->body.find("ringtrain_serve_queue_rejections_total " + std::to_string(busy.load())), std::string::npos);
+}
+
+TEST(ServeCommandTest, BrokenModelExitsWithFileAndLine) {
+  const std::string dir = ringtrain::testing::makeTempDir("serve_cmd");
+  testing::writeText(dir + "/m.vec", "2 2\na 1 2\nb 1 two\n");
+  const auto r = ringtrain::testing::runCommand(
+      {ringtrain::testing::binPath("ringtrain"), "serve", "--model", dir + "/m.vec", "--port", "0"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(dir + "/m.vec:3:"), std::string::npos) << r.err;
+  fs::remove_all(dir);
+}
+
+TEST(ServeCommandTest, ServesAndStopsCleanlyOnSigterm) {
+  const std::string dir = ringtrain::testing::makeTempDir("serve_cmd");
+  testing::writeExport(dir + "/m.vec", 50, 4, 5);
+  // The shell waits (bounded) for the "listening" line, asks once, then sends SIGTERM and reports the exit.
+  const std::string script =
+      "\"$0\" serve --model \"$1\" --port 0 > \"$2/out\" 2> \"$2/err\" & pid=$!\n"
+      "for i in $(seq 300); do grep -q listening \"$2/out\" && break; sleep 0.05; done\n"
+      "port=$(sed -n 's/.*127.0.0.1:\\([0-9]*\\).*/\\1/p' \"$2/out\")\n"
+      "echo port=$port\n"
+      "exec 3<>/dev/tcp/127.0.0.1/$port; printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3; exec 3<&-\n"
+      "kill -TERM $pid; wait $pid; echo exit=$?\n";
+  const auto r = ringtrain::testing::runCommand(
+      {"bash", "-c", script, ringtrain::testing::binPath("ringtrain"), dir + "/m.vec", dir}, {std::chrono::seconds(60)});
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("port=\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"status\":\"ok\""), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace ringtrain::serve
