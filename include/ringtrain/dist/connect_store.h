@@ -1,0 +1,24 @@
+// How a process of a job reaches the job's store, whoever started it:
+//   - under ringrun (ProcessInfo::launcher == "ringrun"): the launcher on node 0 hosts the TcpStoreServer
+//     at MASTER_ADDR:MASTER_PORT for the whole job, including restarts; every rank is a client.
+//   - otherwise (mpirun, srun, torchrun, a single process): rank 0 hosts a TcpStoreServer inside its own
+//     process, bound to MASTER_ADDR:MASTER_PORT, and is also a client of it; the other ranks connect,
+//     retrying until `timeout`. The token is RINGTRAIN_JOB_TOKEN when set (export the same value on every
+//     node), else empty: then anyone who can reach MASTER_ADDR:MASTER_PORT can use the store, so keep it on
+//     loopback or a private network, or set the token.
+// The returned store scopes every key under "r<restart_count>/", so a job relaunched by
+// `ringrun --max-restarts` never reads the keys of its previous attempt.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "ringtrain/dist/process_info.h"
+#include "ringtrain/dist/store.h"
+
+namespace ringtrain::dist {
+
+// Throws CommError when the store cannot be hosted or reached within `timeout`.
+std::unique_ptr<Store> connectStore(const ProcessInfo& info, std::chrono::milliseconds timeout);
+
+}  // namespace ringtrain::dist

@@ -1,0 +1,178 @@
+#include "dist/tcp_socket.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::dist::net {
+namespace {
+
+struct AddrInfoList {
+  addrinfo* head = nullptr;
+  ~AddrInfoList() {
+    if (head != nullptr) ::freeaddrinfo(head);
+  }
+};
+
+// Returns 0 or the getaddrinfo error code.
+int resolve(const std::string& host, int port, bool passive, AddrInfoList& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  return ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &out.head);
+}
+
+void setNoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+}  // namespace
+
+int pollTimeoutMs(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  if (left <= 0) return 0;
+  return left > INT_MAX ? INT_MAX : static_cast<int>(left);
+}
+
+UniqueFd listenTcp(const std::string& addr, int port, int* bound_port) {
+  AddrInfoList list;
+  if (int rc = resolve(addr, port, true, list); rc != 0) {
+    RT_THROW(CommError, "store: cannot resolve bind address '", addr, "': ", ::gai_strerror(rc));
+  }
+  std::string last_error = "no address";
+  for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd.valid()) {
+      last_error = std::strerror(errno);
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd.get(), 1024) != 0) {
+      last_error = std::strerror(errno);
+      continue;
+    }
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    *bound_port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                                 : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    return fd;
+  }
+  RT_THROW(CommError, "store: cannot listen on ", addr, ":", port, ": ", last_error);
+}
+
+UniqueFd tryConnectTcp(const std::string& host, int port, Clock::time_point deadline, std::string* error) {
+  AddrInfoList list;
+  if (int rc = resolve(host, port, false, list); rc != 0) {
+    *error = std::string("cannot resolve '") + host + "': " + ::gai_strerror(rc);
+    return UniqueFd();
+  }
+  for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd.valid()) {
+      *error = std::strerror(errno);
+      continue;
+    }
+    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+      if (errno != EINPROGRESS) {
+        *error = std::strerror(errno);
+        continue;
+      }
+      pollfd p{fd.get(), POLLOUT, 0};
+      int rc;
+      do {
+        rc = ::poll(&p, 1, pollTimeoutMs(deadline));
+      } while (rc < 0 && errno == EINTR);
+      if (rc == 0) {
+        *error = "connect timed out";
+        continue;
+      }
+      int so_error = 0;
+      socklen_t len = sizeof so_error;
+      ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &so_error, &len);
+      if (rc < 0 || so_error != 0) {
+        *error = std::strerror(rc < 0 ? errno : so_error);
+        continue;
+      }
+    }
+    setNoDelay(fd.get());
+    return fd;
+  }
+  return UniqueFd();
+}
+
+std::string peerName(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    port = ntohs(in->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+  }
+  return std::string(host) + ":" + std::to_string(port);
+}
+
+bool sendAll(int fd, const void* data, size_t n, Clock::time_point deadline, const std::string& what) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    const ssize_t sent = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (sent > 0) {
+      p += sent;
+      n -= static_cast<size_t>(sent);
+      continue;
+    }
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd pfd{fd, POLLOUT, 0};
+      const int rc = ::poll(&pfd, 1, pollTimeoutMs(deadline));
+      if (rc == 0) return false;
+      continue;
+    }
+    RT_THROW(CommError, "lost the connection to ", what, ": ", std::strerror(errno));
+  }
+  return true;
+}
+
+bool recvAll(int fd, void* data, size_t n, Clock::time_point deadline, const std::string& what) {
+  auto* p = static_cast<uint8_t*>(data);
+  while (n > 0) {
+    const ssize_t got = ::recv(fd, p, n, 0);
+    if (got > 0) {
+      p += got;
+      n -= static_cast<size_t>(got);
+      continue;
+    }
+    if (got == 0) RT_THROW(CommError, "lost the connection to ", what, ": closed by the other side");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      pollfd pfd{fd, POLLIN, 0};
+      const int rc = ::poll(&pfd, 1, pollTimeoutMs(deadline));
+      if (rc == 0) return false;
+      continue;
+    }
+    RT_THROW(CommError, "lost the connection to ", what, ": ", std::strerror(errno));
+  }
+  return true;
+}
+
+}  // namespace ringtrain::dist::net
