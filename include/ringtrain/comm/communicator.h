@@ -12,6 +12,11 @@
 //    TimeoutError naming the collective, its sequence number and the ranks that had not arrived.
 //  * Thread safety: one thread issues collectives (the training thread, or the reducer on its behalf);
 //    Work::wait may be called from any thread.
+//  * Point-to-point (sendAsync/recvAsync) does not queue behind collectives: it goes straight to the
+//    backend and may be called from any thread, including the communication thread itself (the ring
+//    allreduce runs there). Tags >= kReservedTagBase are reserved for ringtrain's own algorithms.
+//  * After a timeout or a backend failure the communicator is broken: every later call raises CommError
+//    quoting the first failure (a collective stream cannot resynchronize).
 #pragma once
 
 #include <chrono>
@@ -33,6 +38,9 @@ const char* toString(ReduceOp op);
 // Where a buffer lives: the host, or a CUDA device (ordinal >= 0).
 struct Device {
   int cuda_index = -1;
+  // The cudaStream_t the buffer was produced on (nullptr: the legacy default stream). NCCL orders its own
+  // stream after it with an event, so the caller never synchronizes. Ignored for host buffers.
+  void* cuda_stream = nullptr;
   bool isCuda() const { return cuda_index >= 0; }
 };
 
@@ -43,6 +51,10 @@ struct Buffer {
   Device device;
   size_t bytes() const { return count * elementSize(dtype); }
 };
+
+// Tags at or above this value are used by ringtrain's own algorithms (the ring allreduce); user p2p tags
+// stay below it.
+constexpr uint32_t kReservedTagBase = 0x80000000u;
 
 class Work {
  public:
@@ -64,6 +76,8 @@ class Communicator {
   virtual std::string backendName() const = 0;  // "gloo", "mpi", "nccl"
   // The default wait used by the blocking helpers below (CommOptions::timeout_s).
   virtual std::chrono::milliseconds timeout() const = 0;
+  // Sequence number the next collective will get (0 for the first); the same on every rank.
+  virtual uint64_t nextSequence() const = 0;
 
   // In place: every rank ends with op(all ranks' buffers).
   virtual WorkPtr allreduceAsync(Buffer buffer, ReduceOp op) = 0;
@@ -72,12 +86,14 @@ class Communicator {
   // recv holds size() * send.count elements, rank r's contribution at offset r * send.count.
   virtual WorkPtr allgatherAsync(Buffer send, Buffer recv) = 0;
   // Host bytes of any length per rank; result[r] is rank r's bytes (sparse rows use it).
+  // Blocking, with the communicator's timeout; they are collectives (sequence numbered, checked).
   virtual std::vector<std::vector<uint8_t>> allgatherBytes(const std::vector<uint8_t>& mine) = 0;
   // Personalized exchange: send[r] goes to rank r; result[r] came from rank r (owner-based sparse sync).
   virtual std::vector<std::vector<uint8_t>> allToAllBytes(const std::vector<std::vector<uint8_t>>& send) = 0;
   virtual void barrier() = 0;
 
-  // Point-to-point on host buffers, matched by (peer, tag); the ring allreduce is built on these.
+  // Point-to-point on host buffers, matched by (peer, tag) in posting order; the ring allreduce is built on
+  // these. A recv must name the exact byte count the matching send sends.
   virtual WorkPtr sendAsync(const void* data, size_t bytes, int peer, uint32_t tag) = 0;
   virtual WorkPtr recvAsync(void* data, size_t bytes, int peer, uint32_t tag) = 0;
 
