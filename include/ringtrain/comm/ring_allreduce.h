@@ -1,0 +1,37 @@
+// ringtrain's own pipelined ring allreduce, written once over Communicator::sendAsync/recvAsync, so every
+// backend with point-to-point operations gets it (comm.allreduce_algorithm: ring). The indexing is in
+// ring_plan.h; the pipeline and its ordering argument are explained at the top of src/comm/ring_allreduce.cc.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include "ringtrain/comm/communicator.h"
+
+namespace ringtrain::comm {
+
+inline constexpr size_t kDefaultRingSegmentBytes = 256 * 1024;  // comm.ring_segment_kb
+inline constexpr int kDefaultRingInflight = 4;                   // comm.ring_inflight
+// Tags [tag_base, tag_base + kRingTagSpan) are used; keep other point-to-point traffic of the same
+// communicator out of that range while a ring runs.
+inline constexpr uint32_t kRingTagSpan = 4096;
+
+struct RingOptions {
+  size_t segment_bytes = kDefaultRingSegmentBytes;
+  int inflight = kDefaultRingInflight;  // segments in flight per direction (>= 1, < kRingTagSpan)
+  uint32_t tag_base = 0x40000;
+  // Wait for any one send or receive; 0 means comm.timeout().
+  std::chrono::milliseconds timeout{0};
+};
+
+// In place on a host buffer: every rank ends with op(all ranks' buffers), bit-identical on all ranks.
+// Sum/average/max/min on float32, float64, float16, bfloat16 (reduced in float32, rounded to nearest even)
+// and int64 (average truncates toward zero); int32 and uint8 as well.
+// Runs on the calling thread (a backend's communication thread) and blocks until done. Same call order and
+// same (count, dtype, op, options) on every rank. Scratch memory is kept per thread and reused, so steady
+// state allocates nothing. Throws CommError/TimeoutError naming the step, segment and peer on failure;
+// the communicator should then be considered broken (operations may still be outstanding).
+void ringAllreduce(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options);
+
+}  // namespace ringtrain::comm

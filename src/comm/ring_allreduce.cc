@@ -1,0 +1,200 @@
+// The pipelined ring allreduce.
+//
+// Indexing (ring_plan.h): the buffer is P chunks, each cut into S segments. There are 2(P-1) steps; at step
+// s rank r sends chunk sendChunk(r, s) to r+1 and receives chunk recvChunk(r, s) from r-1. In the first P-1
+// steps (reduce-scatter) what arrives is added into the rank's own copy of that chunk; in the last P-1 steps
+// (all-gather) it overwrites it. The chunk sent at step s+1 is the chunk received at step s.
+//
+// Pipeline: number the messages m = step * S + segment, 0 <= m < M = 2(P-1)S; message m goes out with tag
+// tag_base + m mod kRingTagSpan, and every rank sends and receives them in increasing m. Send m depends only
+// on receive m - S (its data is what arrived one step earlier), so a rank works through m in order:
+//   a. post receives ahead, up to W = ring_inflight outstanding: reduce-scatter receives land in one of W
+//      scratch segments (slot m mod W); all-gather receives land directly in the buffer, but only once the
+//      send that read that place earlier (message m - (P-1)S, same chunk one phase before) has completed;
+//   b. post send m (at most W sends outstanding: wait the oldest first);
+//   c. wait receive m and reduce it into the buffer (average divides the rank's own fully reduced chunk by
+//      P at its last reduce-scatter step, so every rank gathers the same rounded values).
+// While a rank reduces segment k, segments k+1.. are on the wire in both directions: sending, receiving and
+// reducing overlap. Deadlock-freedom: every wait in round m is for a send < m+1 whose receive the peer
+// posted in a round <= m, or for receive m whose send the predecessor posts in round m before waiting on
+// anything of round m; by induction on m every rank finishes every round.
+#include "ringtrain/comm/ring_allreduce.h"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "reduce_kernels.h"
+#include "ringtrain/comm/ring_plan.h"
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::comm {
+
+namespace {
+
+// Per-thread scratch: W segments for reduce-scatter receives plus the windows of outstanding operations.
+// Kept between calls so the steady state allocates nothing.
+struct RingScratch {
+  std::unique_ptr<uint8_t[]> bytes;
+  size_t capacity = 0;
+  std::vector<WorkPtr> sends, recvs;
+
+  uint8_t* ensure(size_t needed, size_t window) {
+    if (needed > capacity) {
+      bytes.reset(new uint8_t[needed]);
+      capacity = needed;
+    }
+    if (sends.size() < window) {
+      sends.resize(window);
+      recvs.resize(window);
+    }
+    return bytes.get();
+  }
+
+  // After a failure, operations may still be outstanding and write into the scratch later: give it up
+  // (deliberately not freed) so that no later call reuses memory a stale receive can still touch.
+  void abandon() {
+    (void)bytes.release();
+    capacity = 0;
+    sends.assign(sends.size(), nullptr);
+    recvs.assign(recvs.size(), nullptr);
+  }
+};
+
+thread_local RingScratch t_scratch;
+
+class Ring {
+ public:
+  Ring(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options)
+      : comm_(comm), buffer_(buffer), op_(op), rank_(comm.rank()), size_(comm.size()),
+        esize_(elementSize(buffer.dtype)),
+        plan_(RingPlan::make(buffer.count, comm.size(), ringSegmentElements(options.segment_bytes, esize_))),
+        window_(static_cast<size_t>(std::clamp<int>(options.inflight, 1, kRingTagSpan / 2))),
+        tag_base_(options.tag_base),
+        timeout_(options.timeout.count() > 0 ? options.timeout : comm.timeout()),
+        base_(static_cast<uint8_t*>(buffer.data)) {
+    // Chunk 0 is a largest chunk and its segment 0 a largest segment.
+    slot_bytes_ = plan_.segmentSize(0, 0) * esize_;
+    scratch_ = t_scratch.ensure(window_ * slot_bytes_, window_);
+  }
+
+  void run() {
+    const size_t messages = plan_.messages();
+    const size_t segments = plan_.segments;
+    const size_t gather_lag = static_cast<size_t>(size_ - 1) * segments;
+    for (size_t m = 0; m < messages; ++m) {
+      // a. receives ahead; the one for m is always posted before b.
+      while (recv_posted_ < std::min(messages, m + window_)) {
+        const size_t j = recv_posted_;
+        if (j >= gather_lag) {
+          const size_t conflicting_send = j - gather_lag;
+          if (conflicting_send >= send_waited_) {
+            if (j > m) break;  // do not block for a look-ahead receive
+            while (send_waited_ <= conflicting_send) waitSend();
+          }
+        }
+        postRecv(j);
+      }
+      // b.
+      if (send_posted_ - send_waited_ == window_) waitSend();
+      postSend(m);
+      // c.
+      finishRecv(m);
+    }
+    while (send_waited_ < send_posted_) waitSend();
+  }
+
+ private:
+  int step(size_t m) const { return static_cast<int>(m / plan_.segments); }
+  size_t segment(size_t m) const { return m % plan_.segments; }
+  uint32_t tag(size_t m) const { return tag_base_ + static_cast<uint32_t>(m % kRingTagSpan); }
+
+  void postSend(size_t m) {
+    const int chunk = plan_.sendChunk(rank_, step(m));
+    const size_t count = plan_.segmentSize(chunk, segment(m));
+    WorkPtr& slot = t_scratch.sends[m % window_];
+    slot = count == 0 ? nullptr
+                      : comm_.sendAsync(base_ + plan_.segmentBegin(chunk, segment(m)) * esize_, count * esize_,
+                                        plan_.next(rank_), tag(m));
+    ++send_posted_;
+  }
+
+  void waitSend() {
+    const size_t m = send_waited_;
+    wait(t_scratch.sends[m % window_], "send to", plan_.next(rank_), m);
+    ++send_waited_;
+  }
+
+  void* recvTarget(size_t j) const {
+    if (plan_.isReduceStep(step(j))) return scratch_ + (j % window_) * slot_bytes_;
+    return base_ + plan_.segmentBegin(plan_.recvChunk(rank_, step(j)), segment(j)) * esize_;
+  }
+
+  void postRecv(size_t j) {
+    const int chunk = plan_.recvChunk(rank_, step(j));
+    const size_t count = plan_.segmentSize(chunk, segment(j));
+    WorkPtr& slot = t_scratch.recvs[j % window_];
+    slot = count == 0 ? nullptr : comm_.recvAsync(recvTarget(j), count * esize_, plan_.prev(rank_), tag(j));
+    ++recv_posted_;
+  }
+
+  void finishRecv(size_t m) {
+    wait(t_scratch.recvs[m % window_], "receive from", plan_.prev(rank_), m);
+    const int s = step(m);
+    if (!plan_.isReduceStep(s)) return;
+    const int chunk = plan_.recvChunk(rank_, s);
+    const size_t count = plan_.segmentSize(chunk, segment(m));
+    uint8_t* dst = base_ + plan_.segmentBegin(chunk, segment(m)) * esize_;
+    detail::reduceInto(dst, recvTarget(m), count, buffer_.dtype, op_);
+    if (op_ == ReduceOp::kAverage && s == plan_.reduceScatterSteps() - 1) {
+      detail::divideInPlace(dst, count, buffer_.dtype, size_);
+    }
+  }
+
+  void wait(WorkPtr& work, const char* what, int peer, size_t m) {
+    if (!work) return;
+    try {
+      work->wait(timeout_);
+    } catch (const Error& e) {
+      const std::string context = ringtrain::detail::concat(
+          "ring allreduce (", buffer_.count, " x ", toString(buffer_.dtype), ", ", toString(op_), ") on rank ",
+          rank_, "/", size_, ": ", what, " rank ", peer, " failed at step ", step(m), " segment ", segment(m),
+          ": ", e.what());
+      t_scratch.abandon();
+      if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
+      throw CommError(context);
+    }
+    work.reset();
+  }
+
+  Communicator& comm_;
+  Buffer buffer_;
+  ReduceOp op_;
+  int rank_, size_;
+  size_t esize_;
+  RingPlan plan_;
+  size_t window_;
+  uint32_t tag_base_;
+  std::chrono::milliseconds timeout_;
+  uint8_t* base_;
+  size_t slot_bytes_ = 0;
+  uint8_t* scratch_ = nullptr;  // owned by t_scratch, which outlives this call
+  size_t send_posted_ = 0, send_waited_ = 0, recv_posted_ = 0;
+};
+
+}  // namespace
+
+void ringAllreduce(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options) {
+  RT_CHECK_T(CommError, !buffer.device.isCuda(), "ring allreduce works on host buffers only");
+  RT_CHECK_T(CommError, buffer.data != nullptr || buffer.count == 0, "ring allreduce: null buffer");
+  if (comm.size() == 1 || buffer.count == 0) return;
+  try {
+    Ring(comm, buffer, op, options).run();
+  } catch (...) {
+    t_scratch.abandon();
+    throw;
+  }
+}
+
+}  // namespace ringtrain::comm
