@@ -129,8 +129,9 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("data", "subsample", &J::data, &DataOptions::subsample, 0, 1));
   s.push_back(makeField("data", "negatives", &J::data, &DataOptions::negatives, 0, 1000));
   s.push_back(makeField("data", "batch_size", &J::data, &DataOptions::batch_size, 1, 1 << 26));
-  s.push_back(makeField("data", "eval_fraction", &J::data, &DataOptions::eval_fraction, 0, 0.9));
+  s.push_back(makeField("data", "eval_fraction", &J::data, &DataOptions::eval_fraction, 0, 1));
   s.push_back(makeField("data", "split_seed", &J::data, &DataOptions::split_seed, 0));
+  s.push_back(makeField("data", "eval_hide_last", &J::data, &DataOptions::eval_hide_last, 1, 1000000));
   s.push_back(makeField("data", "skip_bad_lines", &J::data, &DataOptions::skip_bad_lines));
   s.push_back(makeField("data", "cache", &J::data, &DataOptions::cache));
   // synthetic

@@ -33,6 +33,7 @@ struct DataOptions {
   int batch_size = 1024;  // positive pairs per rank per step
   double eval_fraction = 0.2;
   int64_t split_seed = 42;
+  int eval_hide_last = 1;  // window protocol: items hidden at the end of each held-out session
   bool skip_bad_lines = false;
   bool cache = true;
 };

@@ -1,0 +1,131 @@
+// The prefetching batch loader: N worker threads build collated SGNS batches ahead of the trainer.
+//
+// Ordering: batches are numbered by a global index g = epoch * stepsPerEpoch() + step, and batch g is a
+// pure function of (seed, epoch, rank, step) (see pair_generator.h). Workers claim indices in order and
+// may finish out of order; the consumer takes g, g+1, ... in order, so the sequence of batches is the same
+// for any number of workers (0 = built on the caller's thread inside next()).
+// Bound: a worker claims g only while g < next-to-consume + queue_depth, so at most queue_depth batches
+// (each batch_size * (2 + negatives) int64) exist at once.
+// End: after run.epochs epochs, or, when run.max_steps > 0, after max_steps * ddp.accumulation_steps
+// batches (continuing into further epochs if needed); then next() returns nullopt.
+// Errors: an exception in a worker is stored with its batch index; the consumer's next() rethrows it
+// (its type and message intact) when it reaches that batch; workers stop claiming after an error.
+// Shutdown: stop() (or the destructor) from any thread wakes the consumer (next() returns nullopt) and
+// the workers, and joins them. requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C
+// handler); every wait re-checks it at least every 100 ms.
+// CUDA: with run.device cuda and loader.pin_memory auto|on (and a CUDA LibTorch with a device), workers
+// fill pinned host tensors and next() copies them to the device with non_blocking=true.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <string>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "ringtrain/config/config.h"
+#include "ringtrain/data/corpus.h"
+#include "ringtrain/data/pair_generator.h"
+#include "ringtrain/data/split.h"
+
+namespace ringtrain::data {
+
+struct Batch {
+  at::Tensor center;     // int64 [B]
+  at::Tensor context;    // int64 [B]
+  at::Tensor negatives;  // int64 [B, K]
+  int64_t epoch = 0;
+  int64_t step = 0;  // within the epoch
+};
+
+struct LoaderPosition {
+  int64_t epoch = 0;
+  int64_t step = 0;  // the next batch to deliver
+};
+
+struct LoaderStats {
+  int64_t batches = 0;          // delivered by next()
+  int64_t pairs = 0;            // positive pairs delivered
+  double wait_seconds = 0.0;    // time next() spent waiting for a batch (or building it, with 0 workers)
+  double build_seconds = 0.0;   // summed over workers
+  int64_t bytes_per_batch = 0;  // host bytes of one batch
+  int64_t max_batches_held = 0; // queue_depth (or 1 with 0 workers): the memory bound in batches
+};
+
+// Test seams.
+struct LoaderHooks {
+  // Called by the builder before it builds batch (epoch, step); may throw or block (until stop).
+  std::function<void(int64_t epoch, int64_t step)> before_build;
+};
+
+class BatchLoader {
+ public:
+  BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
+              const config::JobConfig& job, int rank, int world_size, LoaderPosition start = {},
+              LoaderHooks hooks = {});
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  // The next batch in order; nullopt at the end or after stop(). Rethrows a worker's exception.
+  // One consumer thread at a time.
+  std::optional<Batch> next();
+  // Position of the next batch next() will return (what a checkpoint stores).
+  LoaderPosition position() const;
+  int64_t stepsPerEpoch() const { return steps_per_epoch_; }
+  int64_t totalBatches() const { return total_batches_; }
+  const PairGenerator& generator() const { return *gen_; }
+  LoaderStats stats() const;
+
+  void stop();
+  void requestStop() noexcept { stop_flag_.store(true, std::memory_order_relaxed); }
+
+  // Builds batch (epoch, step) of this rank directly, without the queue (what workers run).
+  Batch build(int64_t epoch, int64_t step) const;
+
+ private:
+  struct Slot;
+  void workerLoop();
+  std::shared_ptr<const EpochShard> shardFor(int64_t epoch) const;
+  Batch toDevice(Batch batch) const;
+  bool stopping() const { return stop_flag_.load(std::memory_order_relaxed); }
+
+  std::shared_ptr<const Corpus> corpus_;
+  std::shared_ptr<const CorpusSplit> split_;
+  std::shared_ptr<const PairGenerator> gen_;
+  LoaderHooks hooks_;
+  int rank_;
+  int world_size_;
+  int64_t batch_size_;
+  int negatives_;
+  int queue_depth_;
+  bool pin_memory_ = false;
+  bool to_cuda_ = false;
+  std::string device_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t total_batches_ = 0;
+
+  std::atomic<bool> stop_flag_{false};
+  mutable std::mutex shard_mu_;
+  mutable std::vector<std::shared_ptr<const EpochShard>> shards_;  // recent epochs; guarded by shard_mu_
+
+  mutable std::mutex mu_;
+  std::condition_variable ready_cv_;  // consumer waits: a slot filled, or stop
+  std::condition_variable space_cv_;  // workers wait: room to claim, or stop
+  std::vector<std::unique_ptr<Slot>> slots_;  // ring of queue_depth slots by g % depth; guarded by mu_
+  int64_t next_consume_ = 0;   // guarded by mu_
+  int64_t next_claim_ = 0;     // guarded by mu_
+  int64_t error_index_ = -1;   // first failed batch; guarded by mu_
+  LoaderStats stats_;          // guarded by mu_
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace ringtrain::data
