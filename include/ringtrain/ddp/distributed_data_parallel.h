@@ -1,0 +1,175 @@
+// ringtrain::ddp::DistributedDataParallel: data-parallel training of one LibTorch module on N ranks.
+//
+//   auto comm = ringtrain::comm::makeCommunicator(...);         // any backend
+//   ringtrain::ddp::DistributedDataParallel ddp(*model, *comm, ringtrain::ddp::DdpOptions::fromConfig(cfg));
+//   for (...) {
+//     optimizer.zero_grad();            // or ddp.zeroGrad()
+//     auto loss = computeLoss(model->forward(batch));
+//     loss.backward();                  // dense buckets are allreduced WHILE backward runs
+//     ddp.finalize();                   // waits for them, syncs sparse gradients: gradients are now READY
+//     optimizer.step();
+//   }
+//
+// WHEN GRADIENTS ARE READY: after finalize() returns, every parameter's .grad() holds the average over all
+// ranks of that rank's local gradient, identical (bitwise, for the built-in allreduce hook) on every rank.
+// finalize() is explicit because LibTorch exposes no public end-of-backward callback: it waits for every
+// dense bucket (launching, in order, those held back by unused parameters), then synchronizes sparse
+// gradients, runs the replica check when due, and (once, after the first iteration) rebuilds the buckets.
+// Every rank must call finalize() once per synchronized backward, the same number of times.
+//
+// HOW: construction broadcasts parameters and buffers from rank 0 after checking that every rank holds the
+// same parameter names, shapes, dtypes and devices (a mismatch throws ringtrain::Error naming the first
+// differing parameter). Dense parameters are grouped into buckets (bucket_assignment.h); each bucket is one
+// flat tensor and each parameter's .grad() is a view into it, so autograd accumulates straight into the
+// communication buffer. An autograd post-hook on each parameter's gradient accumulator marks it ready; a
+// bucket whose parameters are all ready is handed to the CommHook (allreduce) at once, and buckets are
+// launched strictly in bucket order on every rank (bucket i only after bucket i-1). Sparse gradients
+// (Embedding/EmbeddingBag with sparse(true)) are synchronized at finalize(): only touched rows travel.
+//
+// WHAT THE USER MUST NOT DO
+//  * Read or write any .grad() between backward() and finalize() (the communication thread owns the buckets).
+//  * Run backward twice on a synchronized iteration without finalize() in between (throws); accumulate
+//    micro-batches under noSync() instead.
+//  * Add, remove or replace parameters, or change their shape/dtype/device, after construction; swapping a
+//    parameter's .grad() for another tensor is allowed but costs a copy into the bucket at the next backward.
+//  * Destroy the module or the communicator before this object; use the communicator from another thread
+//    while a backward or finalize() is in flight.
+//  * zero_grad(set_to_none=true) (LibTorch 2.x's default) stays correct but costs one copy per parameter per
+//    step; prefer optimizer.zero_grad(false) there, or ddp.zeroGrad().
+//  * Call finalize() on some ranks and not others, or use different noSync() patterns on different ranks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/config/config.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace ringtrain::ddp {
+
+class CommHook;
+
+// How sparse rows are synchronized.
+//  kAllgather: every rank all-gathers every rank's (row ids, values); traffic per rank ~ ranks x rows.
+//  kOwner:     row r belongs to rank r % world. Ranks coalesce their rows locally and send each to its
+//              owner (allToAllBytes); owners sum; every rank then gathers the reduced rows from all owners.
+//              Each rank sends the rows it touched (once) plus its share of the union, and receives the
+//              union of touched rows: traffic grows with distinct rows, not with ranks x rows.
+enum class SparseSync { kOwner, kAllgather };
+SparseSync parseSparseSync(const std::string& text);  // "owner" | "allgather"; ConfigError otherwise
+const char* toString(SparseSync mode);
+
+inline constexpr double kDefaultBucketCapMb = 25.0;
+inline constexpr double kDefaultFirstBucketMb = 1.0;
+
+// Mirrors config::DdpOptions (plus the communication timeout).
+struct DdpOptions {
+  double bucket_cap_mb = kDefaultBucketCapMb;
+  double first_bucket_mb = kDefaultFirstBucketMb;
+  // The same parameters are used in every iteration: after the first, unused ones are known and pre-marked,
+  // and detection is skipped.
+  bool static_graph = false;
+  // true: parameters without a gradient in an iteration are reduced as zeros at finalize() and reported by
+  // name (warning) on the first iteration. false: such a parameter is an error naming it.
+  bool find_unused_parameters = true;
+  std::string compression = "none";  // none | fp16 | bf16; ignored when a hook is set with setCommHook
+  SparseSync sparse_sync = SparseSync::kOwner;
+  int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
+  bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
+  std::chrono::milliseconds timeout{300000};
+
+  static DdpOptions fromConfig(const config::DdpOptions& ddp, const config::CommOptions& comm);
+};
+
+struct BucketStats {
+  size_t index = 0;
+  int dtype = 0;    // c10::ScalarType as int
+  int device = -1;  // -1 host
+  size_t bytes = 0;
+  std::vector<std::string> parameters;  // in buffer order
+  std::chrono::nanoseconds last_allreduce{0};  // Work::duration() of the last step
+};
+
+struct DdpStats {
+  std::vector<BucketStats> buckets;
+  size_t sparse_parameters = 0;
+  int64_t steps = 0;                  // synchronized iterations finalized
+  int64_t rebuilds = 0;
+  // Last synchronized step:
+  size_t dense_bytes_sent = 0;        // bytes handed to the communicator for dense buckets
+  size_t sparse_bytes_sent = 0;       // bytes this rank sent for sparse gradients
+  size_t sparse_bytes_received = 0;
+  size_t sparse_rows_local = 0;       // distinct rows this rank touched
+  size_t sparse_rows_global = 0;      // distinct rows after synchronization
+  std::chrono::nanoseconds allreduce_total{0};    // sum of bucket allreduce durations
+  std::chrono::nanoseconds finalize_wait{0};      // finalize() blocked on dense buckets after backward
+  std::chrono::nanoseconds sparse_sync_time{0};
+  // Sums over all synchronized steps (for averages):
+  std::chrono::nanoseconds sum_allreduce_total{0};
+  std::chrono::nanoseconds sum_finalize_wait{0};
+  std::chrono::nanoseconds sum_sparse_sync_time{0};
+  size_t sum_dense_bytes_sent = 0;
+  size_t sum_sparse_bytes_sent = 0;
+  std::vector<std::string> unused_parameters;  // found on the first iteration
+
+  std::string toString() const;  // readable multi-line summary
+};
+
+class DistributedDataParallel {
+ public:
+  // Collective: every rank constructs at the same time. `module` and `comm` must outlive this object.
+  DistributedDataParallel(torch::nn::Module& module, comm::Communicator& comm, DdpOptions options = {});
+  ~DistributedDataParallel();
+  DistributedDataParallel(const DistributedDataParallel&) = delete;
+  DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
+
+  // Waits for all dense buckets, synchronizes sparse gradients: after it returns, gradients are ready.
+  // Collective. Inside a noSync() scope it does nothing (gradients stay local).
+  void finalize();
+
+  // While the returned guard lives, backward accumulates gradients locally without communication (gradient
+  // accumulation over micro-batches); the first backward after it synchronizes the accumulated sum.
+  class NoSyncGuard {
+   public:
+    explicit NoSyncGuard(DistributedDataParallel& ddp);
+    ~NoSyncGuard();
+    NoSyncGuard(const NoSyncGuard&) = delete;
+    NoSyncGuard& operator=(const NoSyncGuard&) = delete;
+
+   private:
+    DistributedDataParallel& ddp_;
+    bool previous_;
+  };
+  [[nodiscard]] NoSyncGuard noSync() { return NoSyncGuard(*this); }
+
+  // Zeroes every bucket in one pass per bucket and resets sparse gradients (faster than zero_grad).
+  void zeroGrad();
+
+  // Replaces the dense-bucket communication (default: from options.compression).
+  void setCommHook(std::unique_ptr<CommHook> hook);
+
+  // Collective: compares per-parameter checksums across ranks; throws ringtrain::Error naming every
+  // parameter (and rank) that differs from rank 0.
+  void checkReplicas();
+
+  // Collective: broadcasts parameters and buffers from rank 0 again (e.g. after loading a checkpoint there).
+  void broadcastState();
+
+  const DdpStats& stats() const;
+  int rank() const;
+  int worldSize() const;
+
+  class Impl;  // public so the autograd hooks in the .cc can reach it
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ringtrain::ddp
