@@ -16,7 +16,7 @@
 // float32 it runs fused loops and a small AVX2 GEMM; elsewhere (CUDA) the same math in ATen ops.
 //
 // Initialisation (word2vec): input uniform(-s, s) with s = init_scale or 0.5 / dim, output zeros; tower
-// weights uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) like torch.nn.Linear, biases zero. With zero output
+// weights and biases uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) like torch.nn.Linear. With zero output
 // vectors the first step still moves them (d loss / d out = sigmoid terms * u, and u != 0), and the input
 // side gets gradients from the second step on. Deterministic from the seed (own generator, not the global one).
 #pragma once
