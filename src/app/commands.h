@@ -24,5 +24,7 @@ config::JobConfig resolveConfig(const ConfigArgs& args);
 using CommandBody = std::function<int()>;
 
 void addConfigCommand(CLI::App& app, CommandBody& body);
+void addTrainCommand(CLI::App& app, CommandBody& body);
+void addEvalCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

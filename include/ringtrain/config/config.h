@@ -20,6 +20,7 @@ struct RunOptions {
   int64_t max_steps = 0;  // > 0: stop after this many optimizer steps, whatever the epoch count
   std::string output_dir = "runs/ringtrain";
   bool deterministic = true;
+  int64_t crash_at_step = 0;  // > 0: exit abruptly after this step (fault injection for restart tests)
 };
 
 struct DataOptions {
