@@ -1,5 +1,6 @@
 #include "ringtrain/dist/connect_store.h"
 
+#include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/tcp_store.h"
 
@@ -39,12 +40,15 @@ class JobStore final : public Store {
 }  // namespace
 
 std::unique_ptr<Store> connectStore(const ProcessInfo& info, std::chrono::milliseconds timeout) {
+  // torchrun's own store already listens on MASTER_PORT: ours goes next to it.
+  const int port_wanted = info.launcher == "torchrun" && info.master_port > 0 ? info.master_port + 1 : info.master_port;
+  RT_CHECK_T(ConfigError, port_wanted <= 65535, "the store port ", port_wanted, " is out of range");
   std::unique_ptr<TcpStoreServer> server;
   if (info.launcher != "ringrun" && info.rank == 0) {
-    server = std::make_unique<TcpStoreServer>(info.master_addr, info.master_port, info.job_token);
+    server = std::make_unique<TcpStoreServer>(info.master_addr, port_wanted, info.job_token);
     debug("hosting the job's store at {}:{}", info.master_addr, server->port());
   }
-  const int port = server ? server->port() : info.master_port;
+  const int port = server ? server->port() : port_wanted;
   auto client = std::make_unique<TcpStoreClient>(info.master_addr, port, info.job_token, timeout,
                                                  std::max(timeout, kDefaultStoreOpTimeout));
   return std::make_unique<JobStore>(std::move(server), std::move(client), info.restart_count);

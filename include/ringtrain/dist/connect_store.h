@@ -5,7 +5,8 @@
 //     process, bound to MASTER_ADDR:MASTER_PORT, and is also a client of it; the other ranks connect,
 //     retrying until `timeout`. The token is RINGTRAIN_JOB_TOKEN when set (export the same value on every
 //     node), else empty: then anyone who can reach MASTER_ADDR:MASTER_PORT can use the store, so keep it on
-//     loopback or a private network, or set the token.
+//     loopback or a private network, or set the token. Under torchrun, whose own store already listens on
+//     MASTER_PORT, rank 0 hosts ringtrain's store on MASTER_PORT + 1.
 // The returned store scopes every key under "r<restart_count>/", so a job relaunched by
 // `ringrun --max-restarts` never reads the keys of its previous attempt.
 #pragma once

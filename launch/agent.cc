@@ -1,0 +1,558 @@
+#include "agent.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "child_process.h"
+#include "output_pump.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/dist/tcp_store.h"
+
+extern char** environ;
+
+namespace ringtrain::launch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr auto kWatchChunk = 1000ms;        // the end watcher re-checks its stop flag this often
+constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending signals this often
+constexpr auto kLeaveTimeout = 30s;          // node 0 waits this long for the other nodes to leave
+constexpr auto kStoreOpTimeout = 30000ms;
+
+void say(const std::string& line) {
+  const std::string text = "ringrun: " + line + "\n";
+  (void)!::write(2, text.data(), text.size());
+}
+
+std::string randomToken() {
+  uint8_t bytes[16];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    RT_CHECK(n > 0 || errno == EINTR, "getrandom: ", std::strerror(errno));
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (uint8_t b : bytes) {
+    token += kHex[b >> 4];
+    token += kHex[b & 15];
+  }
+  return token;
+}
+
+// Outcomes other than "ok" are "<fail|interrupted> <node> <text>".
+int endNode(const std::string& value) {
+  char kind[32];
+  int node = -1;
+  return std::sscanf(value.c_str(), "%31s %d", kind, &node) == 2 ? node : -1;
+}
+
+std::string describeEnd(const std::string& value) {
+  const int node = endNode(value);
+  if (node < 0) return value;
+  const size_t text = value.find(' ', value.find(' ') + 1);
+  const bool failed = value.rfind("fail", 0) == 0;
+  return "node " + std::to_string(node) + (failed ? " failed: " : " was interrupted: ") +
+         (text == std::string::npos ? "" : value.substr(text + 1));
+}
+
+struct Interrupted {
+  int signal;
+};
+
+// SIGCHLD, SIGINT, SIGTERM and SIGHUP arrive through a signalfd that the main loop polls. They are
+// blocked before any thread exists, so every thread inherits the mask and only the signalfd sees them.
+class SignalInbox {
+ public:
+  SignalInbox() {
+    sigemptyset(&set_);
+    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, sig);
+    RT_CHECK(::pthread_sigmask(SIG_BLOCK, &set_, nullptr) == 0, "sigprocmask failed");
+    ::signal(SIGPIPE, SIG_IGN);  // a closed terminal must not kill the launcher
+    fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
+    RT_CHECK(fd_.valid(), "signalfd: ", std::strerror(errno));
+  }
+  int fd() const { return fd_.get(); }
+  std::vector<int> drain() {
+    std::vector<int> out;
+    signalfd_siginfo info;
+    while (::read(fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+      out.push_back(static_cast<int>(info.ssi_signo));
+    }
+    return out;
+  }
+
+ private:
+  sigset_t set_;
+  UniqueFd fd_;
+};
+
+// Waits in a thread for the attempt's outcome key and signals an eventfd when it is there (or when the
+// store is lost).
+class EndWatcher {
+ public:
+  EndWatcher(dist::Store& store, std::string key) : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    RT_CHECK(wake_.valid(), "eventfd: ", std::strerror(errno));
+    thread_ = std::thread([this, &store, key = std::move(key)] {
+      std::string value, error;
+      for (;;) {
+        try {
+          value = dist::toString(store.get(key, kWatchChunk));
+          break;
+        } catch (const TimeoutError&) {
+          if (stop_.load()) return;
+        } catch (const std::exception& e) {
+          error = e.what();
+          break;
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        value_ = value;
+        error_ = error;
+      }
+      const uint64_t one = 1;
+      (void)!::write(wake_.get(), &one, sizeof one);
+    });
+  }
+  ~EndWatcher() {
+    stop_.store(true);
+    thread_.join();
+  }
+  int fd() const { return wake_.get(); }
+  // The outcome, or an empty value and the error that cut the watcher off the store.
+  std::pair<std::string, std::string> result() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {value_, error_};
+  }
+
+ private:
+  UniqueFd wake_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::string value_;  // guarded by mu_
+  std::string error_;  // guarded by mu_
+  std::thread thread_;
+};
+
+struct Rank {
+  int rank = 0;
+  int local_rank = 0;
+  pid_t pid = -1;
+  std::optional<ExitStatus> status;
+  bool stopped_by_us = false;  // was still running when the job was being stopped
+  Tail tail;
+  UniqueFd out, err;
+  std::unique_ptr<OutputPump> out_pump, err_pump;
+};
+
+enum class Outcome { kSuccess, kFailed, kInterrupted };
+
+struct AttemptResult {
+  Outcome outcome = Outcome::kSuccess;
+  int exit_code = 0;
+  int signal = 0;
+};
+
+class Agent {
+ public:
+  explicit Agent(const LaunchOptions& o) : o_(o) {}
+
+  int run() {
+    token_ = o_.job_token.empty() ? randomToken() : o_.job_token;
+    master_port_ = o_.master_port;
+    if (o_.node_rank == 0) {
+      server_ = std::make_unique<dist::TcpStoreServer>(o_.master_addr, o_.master_port, token_);
+      master_port_ = server_->port();
+    }
+    connect();
+    try {
+      const int code = runJob();
+      leave();
+      return code;
+    } catch (...) {
+      leave();  // node 0 keeps the store up until the others have read why the job ends
+      throw;
+    }
+  }
+
+ private:
+  int runJob() {
+    rendezvous();
+    int code = 0;
+    for (int attempt = 0;; ++attempt) {
+      const AttemptResult r = runAttempt(attempt);
+      if (r.outcome == Outcome::kSuccess) {
+        code = 0;
+        break;
+      }
+      if (r.outcome == Outcome::kInterrupted || attempt >= o_.max_restarts) {
+        code = r.exit_code;
+        break;
+      }
+      say("restarting all ranks (restart " + std::to_string(attempt + 1) + " of " + std::to_string(o_.max_restarts) +
+          ")");
+    }
+    return code;
+  }
+
+  std::string key(const std::string& k) const { return "ringrun/" + k; }
+  std::string attemptKey(int attempt, const std::string& k) const {
+    return key("a" + std::to_string(attempt) + "/" + k);
+  }
+
+  void checkSignals() {
+    for (int sig : signals_.drain()) {
+      if (sig != SIGCHLD) throw Interrupted{sig};
+    }
+  }
+
+  // Connecting and waiting for other nodes can take minutes: keep Ctrl-C working meanwhile.
+  void connect() {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(o_.rendezvous_timeout_s);
+    for (;;) {
+      try {
+        store_ = std::make_unique<dist::TcpStoreClient>(o_.master_addr, master_port_, token_, kInterruptCheck,
+                                                        kStoreOpTimeout);
+        return;
+      } catch (const CommError& e) {
+        if (std::strstr(e.what(), "refused") != nullptr || Clock::now() >= deadline) {
+          RT_THROW(CommError, "node ", o_.node_rank, " cannot join the job: ", e.what());
+        }
+      }
+      checkSignals();
+    }
+  }
+
+  void waitKeys(const std::vector<std::string>& keys, const std::string& what) {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(o_.rendezvous_timeout_s);
+    for (;;) {
+      try {
+        store_->wait(keys, kInterruptCheck);
+        return;
+      } catch (const TimeoutError& e) {
+        if (Clock::now() >= deadline) {
+          RT_THROW(TimeoutError, what, " did not happen within ", o_.rendezvous_timeout_s, " s: ", e.what());
+        }
+      }
+      checkSignals();
+    }
+  }
+
+  void rendezvous() {
+    agent_id_ = randomToken().substr(0, 8);
+    const std::string mine = agent_id_ + " " + std::to_string(o_.nproc_per_node) + " " + std::to_string(o_.max_restarts);
+    const std::string now =
+        dist::toString(store_->compareSet(key("node/" + std::to_string(o_.node_rank)), {}, dist::toBytes(mine)));
+    if (now != mine) {
+      RT_THROW(ConfigError, "node rank ", o_.node_rank, " is already taken by another ringrun of this job");
+    }
+    std::vector<std::string> keys;
+    for (int n = 0; n < o_.nnodes; ++n) keys.push_back(key("node/" + std::to_string(n)));
+    waitKeys(keys, "the meeting of all " + std::to_string(o_.nnodes) + " nodes");
+    std::string mismatch;
+    for (int n = 0; n < o_.nnodes && mismatch.empty(); ++n) {
+      const std::string theirs = dist::toString(store_->get(keys[static_cast<size_t>(n)], kStoreOpTimeout));
+      int nproc = 0, restarts = 0;
+      char id[64];
+      if (std::sscanf(theirs.c_str(), "%63s %d %d", id, &nproc, &restarts) != 3) {
+        RT_THROW(CommError, "node ", n, " published a malformed entry '", theirs, "'");
+      }
+      if (nproc != o_.nproc_per_node) {
+        mismatch = fmt::format("node {} runs {} processes but node {} runs {}: --nproc-per-node must be the same on "
+                               "every node", n, nproc, o_.node_rank, o_.nproc_per_node);
+      } else if (restarts != o_.max_restarts) {
+        mismatch = fmt::format("node {} has --max-restarts {} but node {} has {}: it must be the same on every node",
+                               n, restarts, o_.node_rank, o_.max_restarts);
+      }
+    }
+    // Everyone reads every entry before anyone (node 0 with the store, above all) may leave over a mismatch.
+    if (store_->add(key("checked"), 1) == o_.nnodes) store_->set(key("all-checked"), dist::toBytes("1"));
+    waitKeys({key("all-checked")}, "the check of all nodes' settings");
+    if (!mismatch.empty()) RT_THROW(ConfigError, mismatch);
+    world_size_ = o_.nnodes * o_.nproc_per_node;
+  }
+
+  std::vector<std::string> childEnv(const Rank& r, int attempt) const {
+    std::map<std::string, std::string> set = {
+        {"RANK", std::to_string(r.rank)},
+        {"LOCAL_RANK", std::to_string(r.local_rank)},
+        {"WORLD_SIZE", std::to_string(world_size_)},
+        {"LOCAL_WORLD_SIZE", std::to_string(o_.nproc_per_node)},
+        {"GROUP_RANK", std::to_string(o_.node_rank)},
+        {"MASTER_ADDR", o_.master_addr},
+        {"MASTER_PORT", std::to_string(master_port_)},
+        {"RINGTRAIN_JOB_TOKEN", token_},
+        {"RINGTRAIN_RESTART_COUNT", std::to_string(attempt)},
+        {"TORCHELASTIC_RESTART_COUNT", std::to_string(attempt)},
+    };
+    if (!o_.gpu_ids.empty()) set["CUDA_VISIBLE_DEVICES"] = o_.gpu_ids[static_cast<size_t>(r.local_rank)];
+    std::vector<std::string> env;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      const char* eq = std::strchr(*e, '=');
+      if (eq == nullptr || set.count(std::string(*e, static_cast<size_t>(eq - *e))) == 0) env.emplace_back(*e);
+    }
+    for (const auto& [k, v] : set) env.push_back(k + "=" + v);
+    return env;
+  }
+
+  // First writer wins; returns the outcome now recorded (ours or an earlier one), "" if the store is gone.
+  std::string publishEnd(int attempt, const std::string& outcome) {
+    try {
+      return dist::toString(store_->compareSet(attemptKey(attempt, "end"), {}, dist::toBytes(outcome)));
+    } catch (const CommError& e) {
+      say("cannot reach the job's store: " + std::string(e.what()));
+      return "";
+    }
+  }
+
+  void publishSuccess(int attempt) {
+    try {
+      if (store_->add(attemptKey(attempt, "succeeded"), 1) == o_.nnodes) publishEnd(attempt, "ok");
+    } catch (const CommError& e) {
+      say("cannot reach the job's store: " + std::string(e.what()));
+    }
+  }
+
+  AttemptResult runAttempt(int attempt) {
+    store_->set(attemptKey(attempt, "ready/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
+    std::vector<std::string> ready;
+    for (int n = 0; n < o_.nnodes; ++n) ready.push_back(attemptKey(attempt, "ready/" + std::to_string(n)));
+    waitKeys(ready, "the start of attempt " + std::to_string(attempt) + " on all nodes");
+
+    std::string log_dir;
+    if (!o_.log_dir.empty()) log_dir = o_.log_dir + "/attempt" + std::to_string(attempt);
+
+    ProcessGroup group;
+    std::vector<Rank> ranks(static_cast<size_t>(o_.nproc_per_node));
+    std::map<pid_t, Rank*> by_pid;
+    std::map<int, std::pair<Rank*, bool>> by_fd;  // fd -> (rank, is stderr)
+    for (int local = 0; local < o_.nproc_per_node; ++local) {
+      Rank& r = ranks[static_cast<size_t>(local)];
+      r.local_rank = local;
+      r.rank = o_.node_rank * o_.nproc_per_node + local;
+      std::string out_log, err_log;
+      if (!log_dir.empty()) {
+        const std::string dir = log_dir + "/rank" + std::to_string(r.rank);
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        RT_CHECK_T(ConfigError, !ec, "cannot create the log directory ", dir, ": ", ec.message());
+        out_log = dir + "/stdout.log";
+        err_log = dir + "/stderr.log";
+      }
+      r.out_pump = std::make_unique<OutputPump>(r.rank, 1, out_log, &r.tail);
+      r.err_pump = std::make_unique<OutputPump>(r.rank, 2, err_log, &r.tail);
+      ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt)};
+      Child child = spawnChild(spec, group);
+      r.pid = child.pid;
+      r.out = std::move(child.out);
+      r.err = std::move(child.err);
+      by_pid[r.pid] = &r;
+      by_fd[r.out.get()] = {&r, false};
+      by_fd[r.err.get()] = {&r, true};
+    }
+
+    EndWatcher watcher(*store_, attemptKey(attempt, "end"));
+    int running = o_.nproc_per_node;
+    bool guardian_alive = true;
+    bool end_known = false;
+    bool released = false;
+    bool published = false;
+    std::string end_value;
+    Rank* first_failed = nullptr;
+    int interrupt_signal = 0;
+    std::optional<Clock::time_point> kill_at;
+    bool escalated = false;
+    std::string remote_failure;
+
+    auto stopRanks = [&](int sig) {
+      if (kill_at) return;
+      for (Rank& r : ranks) {
+        if (!r.status) r.stopped_by_us = true;
+      }
+      group.signal(sig);
+      kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.grace_period_s));
+    };
+
+    std::vector<pollfd> fds;
+    std::vector<char> buf(65536);
+    while (running > 0 || guardian_alive || !by_fd.empty() || !end_known) {
+      if (running == 0 && !released) {
+        group.release();  // lets the guardian kill leftovers (grandchildren holding our pipes) and exit
+        released = true;
+      }
+      if (running == 0 && !published) {
+        published = true;
+        if (first_failed == nullptr && interrupt_signal == 0 && remote_failure.empty()) publishSuccess(attempt);
+      }
+      fds.clear();
+      fds.push_back({signals_.fd(), POLLIN, 0});
+      fds.push_back({end_known ? -1 : watcher.fd(), POLLIN, 0});
+      for (const auto& [fd, _] : by_fd) fds.push_back({fd, POLLIN, 0});
+      int timeout_ms = -1;
+      if (kill_at && !escalated) {
+        timeout_ms = static_cast<int>(std::max<int64_t>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Clock::now()).count() + 1));
+      }
+      const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
+      RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
+
+      if (kill_at && !escalated && Clock::now() >= *kill_at) {
+        escalated = true;
+        group.signal(SIGKILL);
+      }
+      if (fds[0].revents & POLLIN) {
+        for (int sig : signals_.drain()) {
+          if (sig == SIGCHLD) {
+            int status = 0;
+            pid_t pid;
+            while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+              if (pid == group.guardianPid()) {
+                guardian_alive = false;
+                continue;
+              }
+              auto it = by_pid.find(pid);
+              if (it == by_pid.end()) continue;
+              Rank& r = *it->second;
+              r.status = ExitStatus::fromWaitStatus(status);
+              --running;
+              if (!r.status->success() && !kill_at) {
+                first_failed = &r;
+                r.stopped_by_us = false;
+                publishEnd(attempt, "fail " + std::to_string(o_.node_rank) + " rank " + std::to_string(r.rank) + " " +
+                                        r.status->describe());
+                stopRanks(SIGTERM);
+              }
+            }
+          } else if (interrupt_signal == 0) {
+            interrupt_signal = sig;
+            say("got " + signalName(sig) + ", passing it to the ranks");
+            publishEnd(attempt, "interrupted " + std::to_string(o_.node_rank) + " by " + signalName(sig));
+            for (Rank& r : ranks) {
+              if (!r.status) r.stopped_by_us = true;
+            }
+            group.signal(sig);
+            stopRanks(sig);
+          } else {
+            say("got " + signalName(sig) + " again: killing the ranks");
+            group.signal(SIGKILL);
+            escalated = true;
+          }
+        }
+      }
+      if (!end_known && (fds[1].revents & POLLIN)) {
+        end_known = true;
+        auto [value, error] = watcher.result();
+        end_value = value;
+        if (!error.empty()) {
+          remote_failure = "lost the job's store (" + error + ")";
+          stopRanks(SIGTERM);
+        } else if (value != "ok") {
+          if (endNode(value) != o_.node_rank) remote_failure = describeEnd(value);
+          stopRanks(SIGTERM);
+        }
+      }
+      for (size_t i = 2; i < fds.size(); ++i) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        auto it = by_fd.find(fds[i].fd);
+        Rank& r = *it->second.first;
+        OutputPump& pump = it->second.second ? *r.err_pump : *r.out_pump;
+        const ssize_t n = ::read(fds[i].fd, buf.data(), buf.size());
+        if (n > 0) {
+          pump.feed(buf.data(), static_cast<size_t>(n));
+        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+          pump.finish();
+          (it->second.second ? r.err : r.out).reset();
+          by_fd.erase(it);
+        }
+      }
+    }
+
+    AttemptResult result;
+    if (first_failed != nullptr) {
+      const Rank& r = *first_failed;
+      result.outcome = Outcome::kFailed;
+      result.exit_code = r.status->exitCode();
+      say("rank " + std::to_string(r.rank) + " (node " + std::to_string(o_.node_rank) + ", local rank " +
+          std::to_string(r.local_rank) + ", pid " + std::to_string(r.pid) + ") " + r.status->describe());
+      if (r.tail.empty()) {
+        say("rank " + std::to_string(r.rank) + " printed nothing");
+      } else {
+        say("last lines of rank " + std::to_string(r.rank) + ":");
+        for (const auto& line : r.tail) say("  " + line);
+      }
+    } else if (interrupt_signal != 0) {
+      result.outcome = Outcome::kInterrupted;
+      result.exit_code = 128 + interrupt_signal;
+      say("interrupted by " + signalName(interrupt_signal));
+    } else if (!remote_failure.empty() || end_value != "ok") {
+      const bool interrupted = end_value.rfind("interrupted", 0) == 0;
+      result.outcome = interrupted ? Outcome::kInterrupted : Outcome::kFailed;
+      result.exit_code = kExitFailure;
+      say("stopping: " + (remote_failure.empty() ? describeEnd(end_value) : remote_failure));
+    }
+    if (result.outcome != Outcome::kSuccess) {
+      int stopped = 0;
+      for (const Rank& r : ranks) stopped += r.stopped_by_us ? 1 : 0;
+      if (stopped > 0) {
+        say("stopped " + std::to_string(stopped) + (first_failed ? " other" : "") + " rank(s) on this node" +
+            (escalated ? " (SIGKILL after the grace period of " + fmt::format("{:g}", o_.grace_period_s) + " s)" : ""));
+      }
+    }
+    return result;
+  }
+
+  // Node 0 hosts the store: it stays until every node is done with it (or kLeaveTimeout passes).
+  void leave() {
+    if (!store_) return;
+    try {
+      if (store_->add(key("left"), 1) == o_.nnodes) store_->set(key("all-left"), dist::toBytes("1"));
+      if (server_ && o_.nnodes > 1) store_->wait({key("all-left")}, kLeaveTimeout);
+    } catch (const CommError& e) {
+      if (server_) say("not every node confirmed the end of the job: " + std::string(e.what()));
+    }
+    store_.reset();
+    if (server_) server_->stop();
+  }
+
+  const LaunchOptions& o_;
+  SignalInbox signals_;  // first member after the options: signals are blocked before any thread starts
+  std::string token_;
+  std::string agent_id_;
+  int master_port_ = 0;
+  int world_size_ = 0;
+  std::unique_ptr<dist::TcpStoreServer> server_;
+  std::unique_ptr<dist::TcpStoreClient> store_;
+};
+
+}  // namespace
+
+int runAgent(const LaunchOptions& options) {
+  Agent agent(options);
+  try {
+    return agent.run();
+  } catch (const Interrupted& i) {
+    say("interrupted by " + signalName(i.signal) + " before the ranks started");
+    return 128 + i.signal;
+  }
+}
+
+}  // namespace ringtrain::launch

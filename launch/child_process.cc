@@ -1,0 +1,131 @@
+#include "child_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::launch {
+namespace {
+
+// Between fork and exec only async-signal-safe calls: everything is prepared before fork.
+void resetSignalsInChild() {
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
+}
+
+void writeStr(int fd, const char* s) { (void)!::write(fd, s, std::strlen(s)); }
+
+}  // namespace
+
+ExitStatus ExitStatus::fromWaitStatus(int status) {
+  ExitStatus s;
+  if (WIFSIGNALED(status)) {
+    s.signaled = true;
+    s.signal = WTERMSIG(status);
+  } else {
+    s.code = WEXITSTATUS(status);
+  }
+  return s;
+}
+
+std::string signalName(int sig) {
+  if (const char* abbrev = ::sigabbrev_np(sig)) return std::string("SIG") + abbrev;
+  return "signal " + std::to_string(sig);
+}
+
+std::string ExitStatus::describe() const {
+  if (!signaled) return "exited with code " + std::to_string(code);
+  std::string text = "killed by " + signalName(signal);
+  if (signal == SIGKILL) text += " (killed, possibly by the out-of-memory killer)";
+  if (signal == SIGSEGV || signal == SIGBUS || signal == SIGABRT) text += " (crashed)";
+  return text;
+}
+
+ProcessGroup::ProcessGroup() {
+  int lifeline[2];
+  RT_CHECK(::pipe2(lifeline, O_CLOEXEC) == 0, "pipe: ", std::strerror(errno));
+  const pid_t pid = ::fork();
+  RT_CHECK(pid >= 0, "fork: ", std::strerror(errno));
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    // Hold nothing of ringrun's (store sockets, pipes): only the lifeline, as fd 3.
+    if (lifeline[0] != 3) ::dup2(lifeline[0], 3);
+    ::close_range(4, ~0U, 0);
+    lifeline[0] = 3;
+    ::signal(SIGINT, SIG_IGN);
+    ::signal(SIGTERM, SIG_IGN);
+    ::signal(SIGHUP, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    char byte;
+    while (::read(lifeline[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    ::kill(0, SIGKILL);  // the whole group, this process last
+    ::_exit(0);
+  }
+  ::setpgid(pid, pid);  // also here, so the group exists before the first rank joins it
+  ::close(lifeline[0]);
+  guardian_ = pid;
+  lifeline_.reset(lifeline[1]);
+}
+
+ProcessGroup::~ProcessGroup() { release(); }
+
+void ProcessGroup::signal(int sig) const {
+  if (guardian_ > 0) ::killpg(guardian_, sig);
+}
+
+void ProcessGroup::release() { lifeline_.reset(); }
+
+Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
+  int out[2], err[2];
+  RT_CHECK(::pipe2(out, O_CLOEXEC) == 0 && ::pipe2(err, O_CLOEXEC) == 0, "pipe: ", std::strerror(errno));
+  UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  std::vector<char*> argv, envp;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pgid = group.id();
+
+  const pid_t pid = ::fork();
+  RT_CHECK(pid >= 0, "fork: ", std::strerror(errno));
+  if (pid == 0) {
+    ::setpgid(0, pgid);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // ringrun may have died between fork and prctl: then nobody would send the signal.
+    if (::getppid() != parent) ::_exit(127);
+    resetSignalsInChild();
+    ::dup2(devnull.get(), 0);
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    ::execve(spec.path.c_str(), argv.data(), envp.data());
+    writeStr(2, "ringrun: cannot run ");
+    writeStr(2, spec.path.c_str());
+    writeStr(2, ": ");
+    writeStr(2, ::strerror(errno));  // NOLINT: the message table is static
+    writeStr(2, "\n");
+    ::_exit(127);
+  }
+  ::setpgid(pid, pgid);
+  ::close(out[1]);
+  ::close(err[1]);
+  Child child;
+  child.pid = pid;
+  child.out.reset(out[0]);
+  child.err.reset(err[0]);
+  return child;
+}
+
+}  // namespace ringtrain::launch

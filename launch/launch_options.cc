@@ -1,0 +1,179 @@
+#include "launch_options.h"
+
+#include <dirent.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <iostream>
+#include <regex>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::launch {
+namespace {
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = text.find(sep, start);
+    const std::string part = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (!part.empty()) out.push_back(part);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+// The GPUs this node may use: CUDA_VISIBLE_DEVICES when set, else every /dev/nvidiaN.
+std::vector<std::string> visibleGpus(const std::map<std::string, std::string>& env) {
+  if (auto it = env.find("CUDA_VISIBLE_DEVICES"); it != env.end()) return split(it->second, ',');
+  std::vector<int> ids;
+  if (DIR* dir = ::opendir("/dev")) {
+    static const std::regex kNvidia("nvidia([0-9]+)");
+    while (dirent* e = ::readdir(dir)) {
+      std::cmatch m;
+      if (std::regex_match(e->d_name, m, kNvidia)) ids.push_back(std::stoi(m[1].str()));
+    }
+    ::closedir(dir);
+  }
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> out;
+  for (int id : ids) out.push_back(std::to_string(id));
+  return out;
+}
+
+int usableCores() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+int parseCount(const std::string& text, const char* what) {
+  int value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    RT_THROW(ConfigError, what, " '", text, "' is not a number");
+  }
+  return value;
+}
+
+// command[0] as exec would find it; empty when it cannot be run.
+std::string resolveProgram(const std::string& name, const std::map<std::string, std::string>& env) {
+  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : std::string();
+  auto it = env.find("PATH");
+  for (const std::string& dir : split(it == env.end() ? "/usr/local/bin:/usr/bin:/bin" : it->second, ':')) {
+    const std::string path = dir + "/" + name;
+    if (::access(path.c_str(), X_OK) == 0) return path;
+  }
+  return std::string();
+}
+
+}  // namespace
+
+std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std::map<std::string, std::string>& env) {
+  LaunchOptions o;
+  std::string nproc = "1";
+  std::string nnodes = "1";
+  std::string tee, redirects;
+  CLI::App app{
+      "ringrun: start one process per GPU or core, on one or several nodes, and stop them all when one fails.\n"
+      "Usage: ringrun [OPTIONS] -- PROGRAM [ARGS...]",
+      "ringrun"};
+  app.prefix_command();  // everything from PROGRAM on belongs to the program
+  app.add_option("--nproc-per-node,--nproc_per_node", nproc,
+                 "processes on this node: a number, 'gpu' (one per visible GPU), 'cpu' (one per core) or 'auto'")
+      ->default_str("1");
+  app.add_option("--nnodes", nnodes, "number of nodes (each runs its own ringrun)")->default_str("1");
+  app.add_option("--node-rank,--node_rank", o.node_rank, "this node's rank, 0..nnodes-1")->default_str("0");
+  app.add_option("--master-addr,--master_addr", o.master_addr,
+                 "address of node 0, where its ringrun hosts the job's store (it binds only there)")
+      ->default_str("127.0.0.1");
+  app.add_option("--master-port,--master_port", o.master_port, "port of the job's store on node 0")
+      ->default_str(std::to_string(kDefaultMasterPort));
+  app.add_flag("--standalone", o.standalone, "a single node: store on 127.0.0.1 at a free port ringrun picks");
+  app.add_option("--max-restarts,--max_restarts", o.max_restarts,
+                 "relaunch every rank up to this many times after a failure (RINGTRAIN_RESTART_COUNT)")
+      ->default_str("0");
+  app.add_option("--log-dir,--log_dir", o.log_dir,
+                 "also write each rank's output to DIR/attempt<A>/rank<R>/{stdout,stderr}.log");
+  app.add_option("--tee", tee, "accepted for torchrun compatibility: output always reaches the terminal")
+      ->expected(0, 1);
+  app.add_option("--redirects", redirects, "accepted for torchrun compatibility (see --tee)")->expected(0, 1);
+  app.add_option("--grace-period,--grace_period", o.grace_period_s,
+                 "seconds between SIGTERM and SIGKILL when stopping the ranks")
+      ->default_str("5");
+  app.add_option("--rdzv-timeout,--rdzv_timeout", o.rendezvous_timeout_s, "seconds to wait for the other nodes")
+      ->default_str("300");
+  app.add_option("--job-token,--job_token", o.job_token,
+                 "the job's secret for the store; several nodes need the same one (or RINGTRAIN_JOB_TOKEN)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    std::cout << app.help();
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    RT_THROW(ConfigError, e.what());
+  }
+
+  o.command = app.remaining();
+  if (!o.command.empty() && o.command.front() == "--") o.command.erase(o.command.begin());
+  if (o.command.empty()) RT_THROW(ConfigError, "missing program: usage is ringrun [OPTIONS] -- PROGRAM [ARGS...]");
+  if (!o.command.front().empty() && o.command.front()[0] == '-') {
+    RT_THROW(ConfigError, "unknown option '", o.command.front(), "' (put the program after --)");
+  }
+  o.program_path = resolveProgram(o.command.front(), env);
+  if (o.program_path.empty()) {
+    RT_THROW(ConfigError, "program '", o.command.front(), "' not found or not executable");
+  }
+
+  if (nnodes.find(':') != std::string::npos) {
+    RT_THROW(ConfigError, "--nnodes ", nnodes, ": elastic node ranges are not supported; give one number");
+  }
+  o.nnodes = parseCount(nnodes, "--nnodes");
+  if (o.nnodes < 1) RT_THROW(ConfigError, "--nnodes must be at least 1, not ", o.nnodes);
+  if (o.node_rank < 0 || o.node_rank >= o.nnodes) {
+    RT_THROW(ConfigError, "--node-rank ", o.node_rank, " is not in 0..", o.nnodes - 1);
+  }
+
+  if (nproc == "gpu" || nproc == "auto") {
+    o.gpu_ids = visibleGpus(env);
+    if (o.gpu_ids.empty() && nproc == "gpu") RT_THROW(ConfigError, "--nproc-per-node gpu: no GPU is visible");
+    o.nproc_per_node = o.gpu_ids.empty() ? usableCores() : static_cast<int>(o.gpu_ids.size());
+  } else if (nproc == "cpu") {
+    o.nproc_per_node = usableCores();
+  } else {
+    o.nproc_per_node = parseCount(nproc, "--nproc-per-node");
+    if (o.nproc_per_node < 1) {
+      RT_THROW(ConfigError, "--nproc-per-node must be at least 1 (or gpu, cpu, auto), not ", o.nproc_per_node);
+    }
+  }
+  if (o.nproc_per_node > 4096) RT_THROW(ConfigError, "--nproc-per-node ", o.nproc_per_node, " is too many (4096 at most)");
+
+  if (o.master_port < 0 || o.master_port > 65535 || (o.master_port == 0 && !o.standalone)) {
+    RT_THROW(ConfigError, "--master-port ", o.master_port, " is out of range (1-65535)");
+  }
+  if (o.standalone) {
+    if (o.nnodes != 1) RT_THROW(ConfigError, "--standalone runs a single node; it cannot go with --nnodes ", o.nnodes);
+    o.master_addr = "127.0.0.1";
+    o.master_port = 0;
+  }
+  if (o.max_restarts < 0) RT_THROW(ConfigError, "--max-restarts must be at least 0, not ", o.max_restarts);
+  if (!(o.grace_period_s >= 0)) RT_THROW(ConfigError, "--grace-period must be at least 0 seconds");
+  if (!(o.rendezvous_timeout_s > 0)) RT_THROW(ConfigError, "--rdzv-timeout must be positive");
+
+  if (o.job_token.empty()) {
+    if (auto it = env.find("RINGTRAIN_JOB_TOKEN"); it != env.end()) o.job_token = it->second;
+  }
+  if (o.job_token.empty() && o.nnodes > 1) {
+    RT_THROW(ConfigError, "a job on ", o.nnodes,
+             " nodes needs the same secret on every node: export RINGTRAIN_JOB_TOKEN=$(openssl rand -hex 16) "
+             "(or pass --job-token) to every ringrun");
+  }
+  return o;
+}
+
+}  // namespace ringtrain::launch

@@ -1,0 +1,70 @@
+#include "output_pump.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::launch {
+namespace {
+
+void writeAll(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;  // a closed terminal or pipe must not stop the job
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+}  // namespace
+
+OutputPump::OutputPump(int rank, int dest_fd, const std::string& log_path, Tail* tail)
+    : prefix_("[rank " + std::to_string(rank) + "] "), dest_fd_(dest_fd), tail_(tail) {
+  if (!log_path.empty()) {
+    log_.reset(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    RT_CHECK(log_.valid(), "cannot create log file ", log_path, ": ", std::strerror(errno));
+  }
+}
+
+void OutputPump::feed(const char* data, size_t n) {
+  const char* end = data + n;
+  while (data < end) {
+    const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
+    if (nl == nullptr) {
+      partial_.append(data, end);
+      while (partial_.size() >= kMaxLineBytes) {
+        emit(partial_.substr(0, kMaxLineBytes));
+        partial_.erase(0, kMaxLineBytes);
+      }
+      return;
+    }
+    partial_.append(data, nl);
+    emit(partial_);
+    partial_.clear();
+    data = nl + 1;
+  }
+}
+
+void OutputPump::finish() {
+  if (!partial_.empty()) emit(partial_);
+  partial_.clear();
+}
+
+void OutputPump::emit(const std::string& line) {
+  std::string out;
+  out.reserve(prefix_.size() + line.size() + 1);
+  out += prefix_;
+  out += line;
+  out += '\n';
+  writeAll(dest_fd_, out.data(), out.size());
+  if (log_.valid()) writeAll(log_.get(), out.data() + prefix_.size(), out.size() - prefix_.size());
+  tail_->push_back(line);
+  if (tail_->size() > kTailLines) tail_->pop_front();
+}
+
+}  // namespace ringtrain::launch

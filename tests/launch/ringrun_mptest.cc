@@ -1,0 +1,353 @@
+// ringrun end to end: it runs build/bin/ringrun with small shell programs as ranks and checks what the
+// ranks saw, what ringrun printed, its exit code, and that no process of the job is left behind.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "testing/command.h"
+
+extern char** environ;
+
+namespace ringtrain {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::binPath;
+using testing::runCommand;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int freePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// ringrun started in the background with its output in files, for tests that signal it or run two.
+class Background {
+ public:
+  Background(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {}) {
+    dir_ = testing::makeTempDir("ringrun_bg");
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry(*e);
+      if (env.count(entry.substr(0, entry.find('='))) == 0) env_strings.push_back(entry);
+    }
+    for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+    std::vector<char*> args, envp;
+    std::vector<std::string> argv_copy = argv;
+    for (auto& a : argv_copy) args.push_back(a.data());
+    args.push_back(nullptr);
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const std::string out = dir_ + "/out", err = dir_ + "/err";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);  // like a shell job: ringrun's own group, apart from the job it starts
+      ::dup2(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
+      ::dup2(::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+      ::execve(args[0], args.data(), envp.data());
+      ::_exit(127);
+    }
+    ::setpgid(pid_, pid_);
+  }
+  ~Background() {
+    if (!status_) {
+      ::kill(-pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::filesystem::remove_all(dir_);
+  }
+  pid_t pid() const { return pid_; }
+  std::string out() const { return readFile(dir_ + "/out"); }
+  std::string err() const { return readFile(dir_ + "/err"); }
+
+  // Waits until stdout matches `pattern` `count` times; false at the deadline.
+  bool waitForOutput(const std::string& pattern, size_t count, std::chrono::milliseconds deadline = 20000ms) {
+    const std::regex re(pattern);
+    const auto end = Clock::now() + deadline;
+    while (Clock::now() < end) {
+      const std::string text = out();
+      if (static_cast<size_t>(std::distance(std::sregex_iterator(text.begin(), text.end(), re),
+                                            std::sregex_iterator())) >= count) {
+        return true;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
+  // The wait status, or nullopt when ringrun is still running at the deadline.
+  std::optional<int> waitExit(std::chrono::milliseconds deadline) {
+    const auto end = Clock::now() + deadline;
+    while (!status_) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        status_ = status;
+        break;
+      }
+      if (Clock::now() >= end) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    return status_;
+  }
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+// The process groups the ranks reported ("pgid N" lines).
+std::set<int> reportedGroups(const std::string& out) {
+  std::set<int> groups;
+  const std::regex re("pgid ([0-9]+)");
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator(); ++it) {
+    groups.insert(std::stoi((*it)[1].str()));
+  }
+  return groups;
+}
+
+// True when no process of the group is left (zombies are reaped by init shortly after their parent dies).
+bool groupGone(int pgid, std::chrono::milliseconds deadline = 5000ms) {
+  const auto end = Clock::now() + deadline;
+  while (Clock::now() < end) {
+    if (::kill(-pgid, 0) != 0 && errno == ESRCH) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+// Prints the rank's process group and pid, then runs `then`.
+std::string rankScript(const std::string& then) {
+  return "read -r pid _ _ _ pg _ < /proc/$$/stat; echo \"pgid $pg pid $pid rank $RANK\"; " + then;
+}
+
+TEST(Ringrun, EachRankSeesItsEnvironmentAndItsLinesArePrefixed) {
+  const std::string logs = testing::makeTempDir("ringrun_logs");
+  const auto r = runCommand(
+      {binPath("ringrun"), "--nproc_per_node", "3", "--standalone", "--log-dir", logs, "--", "sh", "-c",
+       "echo \"env $RANK $LOCAL_RANK $WORLD_SIZE $LOCAL_WORLD_SIZE $GROUP_RANK $MASTER_ADDR $MASTER_PORT "
+       "${#RINGTRAIN_JOB_TOKEN} $RINGTRAIN_RESTART_COUNT\"; echo \"to stderr $RANK\" >&2; printf 'no newline'"},
+      {.timeout = 30000ms});
+  ASSERT_TRUE(r.ok()) << r.err;
+  const std::regex re(R"(\[rank (\d)\] env (\d) (\d) 3 3 0 127\.0\.0\.1 (\d+) 32 0\n)");
+  std::set<int> ranks;
+  std::set<std::string> ports;
+  for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), re); it != std::sregex_iterator(); ++it) {
+    const auto& m = *it;
+    EXPECT_EQ(m[1].str(), m[2].str());
+    EXPECT_EQ(m[2].str(), m[3].str());  // one node: local rank = rank
+    ranks.insert(std::stoi(m[1].str()));
+    ports.insert(m[4].str());
+  }
+  EXPECT_EQ(ranks, (std::set<int>{0, 1, 2})) << r.out;
+  ASSERT_EQ(ports.size(), 1u);
+  EXPECT_NE(*ports.begin(), "0");
+  for (int rank = 0; rank < 3; ++rank) {
+    const std::string tag = "[rank " + std::to_string(rank) + "] ";
+    EXPECT_THAT(r.err, HasSubstr(tag + "to stderr " + std::to_string(rank) + "\n"));
+    EXPECT_THAT(r.out, HasSubstr(tag + "no newline\n"));  // an unterminated last line still arrives whole
+    const std::string dir = logs + "/attempt0/rank" + std::to_string(rank);
+    EXPECT_THAT(readFile(dir + "/stdout.log"), HasSubstr("env " + std::to_string(rank) + " "));
+    EXPECT_EQ(readFile(dir + "/stderr.log"), "to stderr " + std::to_string(rank) + "\n");
+  }
+  std::filesystem::remove_all(logs);
+}
+
+TEST(Ringrun, RanksMeetInTheStoreRingrunHosts) {
+  if (::access(binPath("store_join").c_str(), X_OK) != 0) GTEST_SKIP() << "bench/store_join not built";
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "4", "--standalone", "--", binPath("store_join")},
+                            {.timeout = 60000ms});
+  ASSERT_TRUE(r.ok()) << r.err;
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_THAT(r.out, HasSubstr("rank " + std::to_string(rank) + " of 4 met all"));
+  }
+}
+
+TEST(Ringrun, RankKilledBySigkillStopsTheJobWithAReportAndLeavesNoProcess) {
+  Background job({binPath("ringrun"), "--nproc-per-node", "3", "--standalone", "--", "/bin/sh", "-c",
+                  rankScript("echo last words; sleep 60 & wait")});
+  ASSERT_TRUE(job.waitForOutput("pgid \\d+ pid \\d+ rank \\d", 3)) << job.out() << job.err();
+  ASSERT_TRUE(job.waitForOutput("last words", 3));
+  const std::string out = job.out();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("pid (\\d+) rank 1")));
+  ASSERT_EQ(::kill(std::stoi(m[1].str()), SIGKILL), 0);
+  const auto status = job.waitExit(5000ms);
+  ASSERT_TRUE(status.has_value()) << "ringrun still running 5 s after a rank was killed";
+  ASSERT_TRUE(WIFEXITED(*status));
+  EXPECT_NE(WEXITSTATUS(*status), 0);
+  const std::string err = job.err();
+  EXPECT_THAT(err, HasSubstr("rank 1 (node 0, local rank 1"));
+  EXPECT_THAT(err, HasSubstr("killed by SIGKILL (killed, possibly by the out-of-memory killer)"));
+  EXPECT_THAT(err, HasSubstr("last lines of rank 1:"));
+  EXPECT_THAT(err, HasSubstr("last words"));
+  const auto groups = reportedGroups(out);
+  ASSERT_EQ(groups.size(), 1u) << "all ranks share the job's process group";
+  EXPECT_NE(*groups.begin(), job.pid()) << "the job has its own process group";
+  EXPECT_TRUE(groupGone(*groups.begin())) << "a process of the job is still running";
+}
+
+TEST(Ringrun, RingrunKilledBySigkillLeavesNoOrphans) {
+  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
+                  rankScript("sleep 60 & sleep 60 & wait")});
+  ASSERT_TRUE(job.waitForOutput("pgid \\d+ pid \\d+ rank \\d", 2)) << job.err();
+  const auto groups = reportedGroups(job.out());
+  ASSERT_EQ(groups.size(), 1u);
+  ::kill(job.pid(), SIGKILL);
+  ASSERT_TRUE(job.waitExit(5000ms).has_value());
+  EXPECT_TRUE(groupGone(*groups.begin())) << "ranks (or what they started) outlived a SIGKILLed ringrun";
+}
+
+TEST(Ringrun, SigintIsForwardedToEveryRank) {
+  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
+                  "trap 'echo rank $RANK got SIGINT; exit 0' INT; echo ready; while :; do sleep 0.05; done"});
+  ASSERT_TRUE(job.waitForOutput("ready", 2)) << job.err();
+  ::kill(job.pid(), SIGINT);
+  const auto status = job.waitExit(10000ms);
+  ASSERT_TRUE(status.has_value());
+  ASSERT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 128 + SIGINT);
+  EXPECT_THAT(job.out(), HasSubstr("rank 0 got SIGINT"));
+  EXPECT_THAT(job.out(), HasSubstr("rank 1 got SIGINT"));
+  EXPECT_THAT(job.err(), HasSubstr("interrupted by SIGINT"));
+}
+
+TEST(Ringrun, MaxRestartsRelaunchesEveryRankWithTheRestartCount) {
+  const std::string script =
+      "echo \"try $RINGTRAIN_RESTART_COUNT rank $RANK\"; if [ $RINGTRAIN_RESTART_COUNT = 0 ] && [ $RANK = 1 ]; then "
+      "exit 3; fi; if [ $RINGTRAIN_RESTART_COUNT = 0 ]; then sleep 60; fi";
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--max-restarts", "1", "--",
+                             "sh", "-c", script},
+                            {.timeout = 30000ms});
+  EXPECT_TRUE(r.ok()) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("try 0 rank 1"));
+  EXPECT_THAT(r.out, HasSubstr("try 1 rank 0"));
+  EXPECT_THAT(r.out, HasSubstr("try 1 rank 1"));
+  EXPECT_THAT(r.err, HasSubstr("restarting all ranks (restart 1 of 1)"));
+
+  // Without restarts the first failure is final, with the rank's exit code.
+  const auto once = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "sh", "-c", script},
+                               {.timeout = 30000ms});
+  EXPECT_EQ(once.exit_code, 3) << once.err;
+  EXPECT_THAT(once.err, HasSubstr("rank 1 (node 0, local rank 1"));
+  EXPECT_THAT(once.err, HasSubstr("exited with code 3"));
+  EXPECT_THAT(once.out, Not(HasSubstr("try 1")));
+}
+
+TEST(Ringrun, TwoNodesMeetAgreeOnRanksAndTearEachOtherDown) {
+  const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
+  auto node = [&](int rank, int port, const std::string& script) {
+    return std::make_unique<Background>(
+        std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node_rank", std::to_string(rank),
+                                 "--master_addr", "127.0.0.1", "--master_port", std::to_string(port),
+                                 "--nproc-per-node", "2", "--", "/bin/sh", "-c", script},
+        env);
+  };
+  {
+    const int port = freePort();
+    // Node 1 first: it waits for node 0's store.
+    auto n1 = node(1, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
+    auto n0 = node(0, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
+    const auto s0 = n0->waitExit(30000ms), s1 = n1->waitExit(30000ms);
+    ASSERT_TRUE(s0 && s1);
+    EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 0) << n0->err();
+    EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 0) << n1->err();
+    EXPECT_THAT(n0->out(), HasSubstr("rank 0 of 4 node 0 local 0"));
+    EXPECT_THAT(n0->out(), HasSubstr("rank 1 of 4 node 0 local 1"));
+    EXPECT_THAT(n1->out(), HasSubstr("rank 2 of 4 node 1 local 0"));
+    EXPECT_THAT(n1->out(), HasSubstr("rank 3 of 4 node 1 local 1"));
+  }
+  {
+    const int port = freePort();
+    auto n0 = node(0, port, rankScript("sleep 60 & wait"));
+    auto n1 = node(1, port, rankScript("if [ $RANK = 3 ]; then echo failing; exit 5; fi; sleep 60 & wait"));
+    const auto s1 = n1->waitExit(30000ms);
+    const auto s0 = n0->waitExit(30000ms);
+    ASSERT_TRUE(s0 && s1) << "a failure on one node must stop the other";
+    EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 5) << n1->err();
+    EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
+    EXPECT_THAT(n1->err(), HasSubstr("rank 3 (node 1, local rank 1"));
+    EXPECT_THAT(n0->err(), HasSubstr("node 1 failed: rank 3 exited with code 5"));
+    for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
+  }
+}
+
+TEST(Ringrun, NodesThatDisagreeOnTheProcessCountAreRefused) {
+  const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
+  const int port = freePort();
+  const std::string p = std::to_string(port);
+  Background n0({binPath("ringrun"), "--nnodes", "2", "--node-rank", "0", "--master-port", p, "--nproc-per-node", "2",
+                 "--", "true"},
+                env);
+  Background n1({binPath("ringrun"), "--nnodes", "2", "--node-rank", "1", "--master-port", p, "--nproc-per-node", "3",
+                 "--", "true"},
+                env);
+  const auto s1 = n1.waitExit(30000ms);
+  ASSERT_TRUE(s1.has_value());
+  EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 2) << n1.err();
+  EXPECT_THAT(n1.err(), HasSubstr("--nproc-per-node must be the same on every node"));
+  const auto s0 = n0.waitExit(30000ms);
+  ASSERT_TRUE(s0.has_value());
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 2) << n0.err();
+}
+
+TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--nproc-per-node", "0", "--", "true"}, "--nproc-per-node must be at least 1"},
+      {{"--nproc-per-node", "many", "--", "true"}, "is not a number"},
+      {{"--master-port", "70000", "--", "true"}, "--master-port 70000 is out of range"},
+      {{"--master-port", "0", "--", "true"}, "out of range"},
+      {{"--nproc-per-node", "2"}, "missing program"},
+      {{"--nproc-per-node", "2", "--"}, "missing program"},
+      {{"--", "/no/such/program"}, "program '/no/such/program' not found"},
+      {{"--", "no-such-program-anywhere"}, "not found"},
+      {{"--nnodes", "2", "--", "true"}, "RINGTRAIN_JOB_TOKEN"},
+      {{"--nnodes", "2", "--node-rank", "2", "--job-token", "x", "--", "true"}, "--node-rank 2 is not in 0..1"},
+      {{"--standalone", "--nnodes", "2", "--job-token", "x", "--", "true"}, "--standalone"},
+      {{"--no-such-option", "--", "true"}, "no-such-option"},
+  };
+  for (const auto& [args, expected] : cases) {
+    std::vector<std::string> argv = {binPath("ringrun")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto r = runCommand(argv, {.timeout = 10000ms, .env = {{"RINGTRAIN_JOB_TOKEN", ""}}});
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(expected));
+    EXPECT_THAT(r.err, HasSubstr("ringrun: error: "));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "expected one line, got:\n" << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace ringtrain
