@@ -1,0 +1,108 @@
+#include "arrival_board.h"
+
+#include <algorithm>
+#include <sstream>
+#include <vector>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+namespace ringtrain::comm {
+namespace {
+
+std::string arrivedKey(int rank) { return "arrived/" + std::to_string(rank); }
+
+// How long a diagnosing rank waits for peers whose last publication is older than the collective: they
+// may have entered it just now and not yet published.
+constexpr std::chrono::milliseconds kStragglerGrace{3 * ArrivalBoard::kPublishInterval};
+constexpr std::chrono::milliseconds kReadTimeout{1};
+
+}  // namespace
+
+ArrivalBoard::ArrivalBoard(dist::Store& store, int rank, int size)
+    : store_(store), rank_(rank), size_(size), publisher_([this] { publishLoop(); }) {}
+
+ArrivalBoard::~ArrivalBoard() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  publisher_.join();
+}
+
+void ArrivalBoard::arrive(uint64_t sequence) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entered_ = static_cast<int64_t>(sequence);
+  }
+  changed_.notify_one();
+}
+
+void ArrivalBoard::publish(uint64_t sequence) { store_.set(arrivedKey(rank_), dist::toBytes(std::to_string(sequence))); }
+
+void ArrivalBoard::publishLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    changed_.wait(lock, [&] { return stop_ || entered_ > published_; });
+    if (stop_) return;
+    const int64_t value = entered_;
+    lock.unlock();
+    try {
+      publish(static_cast<uint64_t>(value));
+    } catch (const std::exception& e) {
+      // The store is only needed for diagnosis; losing it must not break communication.
+      debug("arrival board: publishing collective #{} failed: {}", value, e.what());
+    }
+    lock.lock();
+    published_ = std::max(published_, value);
+    // Rate limit: a timed wait that also ends early on stop.
+    changed_.wait_for(lock, kPublishInterval, [&] { return stop_; });
+    if (stop_) return;
+  }
+}
+
+std::string ArrivalBoard::describeMissing(uint64_t sequence) {
+  try {
+    publish(sequence);
+    std::vector<int64_t> reached(size_, -1);
+    auto readAll = [&] {
+      for (int r = 0; r < size_; ++r) {
+        if (reached[r] >= static_cast<int64_t>(sequence)) continue;
+        if (!store_.check({arrivedKey(r)})) continue;
+        reached[r] = std::stoll(dist::toString(store_.get(arrivedKey(r), kReadTimeout)));
+      }
+    };
+    readAll();
+    bool all = true;
+    for (int r = 0; r < size_; ++r) all = all && reached[r] >= static_cast<int64_t>(sequence);
+    if (!all) {
+      std::this_thread::sleep_for(kStragglerGrace);  // once, on the error path only
+      readAll();
+    }
+    std::vector<int> missing;
+    for (int r = 0; r < size_; ++r) {
+      if (reached[r] < static_cast<int64_t>(sequence)) missing.push_back(r);
+    }
+    if (missing.empty()) return "every rank arrived (the backend itself is stuck or a peer died inside it)";
+    std::ostringstream out;
+    out << (missing.size() == 1 ? "rank " : "ranks ");
+    for (size_t i = 0; i < missing.size(); ++i) out << (i ? ", " : "") << missing[i];
+    out << " did not arrive (";
+    for (size_t i = 0; i < missing.size(); ++i) {
+      const int r = missing[i];
+      out << (i ? ", " : "") << "rank " << r;
+      if (reached[r] < 0) {
+        out << " never reached a collective";
+      } else {
+        out << " last reached collective #" << reached[r];
+      }
+    }
+    out << ")";
+    return out.str();
+  } catch (const std::exception& e) {
+    return std::string("could not tell which ranks are missing: the store failed: ") + e.what();
+  }
+}
+
+}  // namespace ringtrain::comm

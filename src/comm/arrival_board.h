@@ -1,0 +1,56 @@
+// Who reached which collective: the store-backed record that turns a hang into a diagnosis.
+//
+// Each rank publishes "arrived/<rank>" = the sequence number of the last collective it entered. Publishing
+// is off the critical path: a background thread writes the newest value, at most once per kPublishInterval,
+// so a stream of small collectives costs at most a few store writes per second. Nobody reads the keys
+// until a collective times out; then the timed-out rank reads every rank's value and names those that have
+// not reached its sequence number (or never reached any collective). A rank that is stopped (SIGSTOP),
+// dead, or busy elsewhere never publishes the sequence number and so is named.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "ringtrain/dist/store.h"
+
+namespace ringtrain::comm {
+
+class ArrivalBoard {
+ public:
+  static constexpr std::chrono::milliseconds kPublishInterval{50};
+
+  // `store` (already prefixed for this communicator) must outlive the board.
+  ArrivalBoard(dist::Store& store, int rank, int size);
+  ~ArrivalBoard();
+  ArrivalBoard(const ArrivalBoard&) = delete;
+  ArrivalBoard& operator=(const ArrivalBoard&) = delete;
+
+  // Records that this rank entered collective `sequence`; returns at once.
+  void arrive(uint64_t sequence);
+
+  // For a collective that timed out: publishes this rank's arrival synchronously, reads the others' and
+  // returns e.g. "ranks 2, 3 did not arrive (rank 2 last reached collective #6, rank 3 never reached a
+  // collective)" or "every rank arrived". Never throws (a dead store is reported in the text).
+  std::string describeMissing(uint64_t sequence);
+
+ private:
+  void publishLoop();
+  void publish(uint64_t sequence);
+
+  dist::Store& store_;
+  const int rank_;
+  const int size_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;
+  int64_t entered_ = -1;    // guarded by mu_: newest sequence entered
+  int64_t published_ = -1;  // guarded by mu_: newest sequence written to the store
+  bool stop_ = false;       // guarded by mu_
+  std::thread publisher_;
+};
+
+}  // namespace ringtrain::comm

@@ -1,0 +1,371 @@
+#include "communicator_base.h"
+
+#include <cstring>
+#include <sstream>
+
+#include "ringtrain/comm/reduce.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+namespace ringtrain::comm {
+
+const char* toString(OpKind kind) {
+  switch (kind) {
+    case OpKind::kAllreduce: return "allreduce";
+    case OpKind::kBroadcast: return "broadcast";
+    case OpKind::kAllgather: return "allgather";
+    case OpKind::kAllgatherBytes: return "allgatherBytes";
+    case OpKind::kAllToAllBytes: return "allToAllBytes";
+    case OpKind::kBarrier: return "barrier";
+  }
+  return "unknown";
+}
+
+std::string describe(const CollectiveDescriptor& d) {
+  std::ostringstream out;
+  out << toString(d.kind);
+  switch (d.kind) {
+    case OpKind::kAllreduce:
+      out << "(" << toString(d.dtype) << ", " << d.count << " elements, " << toString(d.op) << ")";
+      break;
+    case OpKind::kBroadcast:
+      out << "(" << toString(d.dtype) << ", " << d.count << " elements, root " << d.root << ")";
+      break;
+    case OpKind::kAllgather: out << "(" << toString(d.dtype) << ", " << d.count << " elements)"; break;
+    default: out << "()"; break;
+  }
+  return out.str();
+}
+
+std::string findDisagreement(const std::vector<CollectiveDescriptor>& all) {
+  const CollectiveDescriptor& first = all.at(0);
+  for (size_t r = 1; r < all.size(); ++r) {
+    const CollectiveDescriptor& d = all[r];
+    if (d.sequence == first.sequence && d.kind == first.kind && d.count == first.count &&
+        d.dtype == first.dtype && d.root == first.root && d.op == first.op) {
+      continue;
+    }
+    std::ostringstream out;
+    out << "collective mismatch: rank " << r << " called " << describe(d) << " as collective #" << d.sequence
+        << " but rank 0 called " << describe(first) << " as collective #" << first.sequence
+        << " (every rank must issue the same collectives in the same order)";
+    return out.str();
+  }
+  return {};
+}
+
+std::string CommShared::breakWith(const std::string& message) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_.empty()) broken_ = message;
+  return broken_;
+}
+
+std::string CommShared::brokenMessage() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_;
+}
+
+std::string timeoutMessage(CommShared& shared, const CollectiveDescriptor& d, std::chrono::milliseconds waited) {
+  std::ostringstream out;
+  out << shared.backend << " " << describe(d) << " (collective #" << d.sequence << ") did not complete within "
+      << static_cast<double>(waited.count()) / 1000.0 << " s on rank " << shared.rank << ": "
+      << shared.board.describeMissing(d.sequence);
+  if (shared.in_backend) {
+    out << "; the communication thread is still blocked inside " << shared.backend
+        << ", so this communicator is unusable: end the process";
+  }
+  return out.str();
+}
+
+void waitForAllRanks(dist::Store& store, int rank, int size, std::chrono::milliseconds timeout,
+                     const std::string& what) {
+  store.set("joined/" + std::to_string(rank), dist::toBytes("1"));
+  std::vector<std::string> keys;
+  for (int r = 0; r < size; ++r) keys.push_back("joined/" + std::to_string(r));
+  try {
+    store.wait(keys, timeout);
+  } catch (const TimeoutError&) {
+    std::ostringstream out;
+    int missing = 0;
+    for (int r = 0; r < size; ++r) {
+      if (store.check({keys[r]})) continue;
+      out << (missing++ ? ", " : "") << r;
+    }
+    RT_THROW(TimeoutError, what, ": ", (missing == 1 ? "rank " : "ranks "), out.str(), " did not join within ",
+             static_cast<double>(timeout.count()) / 1000.0, " s (rank ", rank, " of ", size, " waited)");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+ThreadWork::ThreadWork(std::shared_ptr<CommShared> shared, CollectiveDescriptor descriptor)
+    : shared_(std::move(shared)), descriptor_(descriptor) {}
+
+void ThreadWork::wait(std::chrono::milliseconds timeout) {
+  bool started;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (done_cv_.wait_for(lock, timeout, [&] { return done_; })) {
+      if (error_) std::rethrow_exception(error_);
+      return;
+    }
+    started = started_ != std::chrono::steady_clock::time_point{};
+  }
+  std::string message;
+  if (started) {
+    message = timeoutMessage(*shared_, descriptor_, timeout);
+  } else {
+    std::ostringstream out;
+    out << shared_->backend << " " << describe(descriptor_) << " (collective #" << descriptor_.sequence
+        << ") did not start within " << static_cast<double>(timeout.count()) / 1000.0 << " s on rank "
+        << shared_->rank << ": the communication thread is still busy with an earlier operation";
+    message = out.str();
+  }
+  shared_->breakWith(message);
+  RT_THROW(TimeoutError, message);
+}
+
+bool ThreadWork::isCompleted() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
+}
+
+std::chrono::nanoseconds ThreadWork::duration() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return duration_;
+}
+
+void ThreadWork::start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  started_ = std::chrono::steady_clock::now();
+}
+
+void ThreadWork::finish() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    duration_ = std::chrono::steady_clock::now() - started_;
+    done_ = true;
+  }
+  done_cv_.notify_all();
+}
+
+void ThreadWork::fail(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    shared_->breakWith(e.what());
+  } catch (...) {
+    shared_->breakWith("unknown error on the communication thread");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = error;
+    done_ = true;
+  }
+  done_cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+CommunicatorBase::CommunicatorBase(int rank, int size, const config::CommOptions& options,
+                                   std::unique_ptr<dist::Store> store, std::string backend)
+    : rank_(rank),
+      size_(size),
+      timeout_(std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000.0))),
+      check_collectives_(options.check_collectives),
+      shared_(std::make_shared<CommShared>(std::move(store), rank, size, std::move(backend))),
+      queue_(std::make_shared<Queue>()) {
+  RT_CHECK_T(ConfigError, size >= 1 && rank >= 0 && rank < size, "bad rank ", rank, " of world size ", size);
+  RT_CHECK_T(ConfigError, timeout_.count() > 0, "comm.timeout_s must be > 0 (got ", options.timeout_s, ")");
+  thread_ = std::thread([queue = queue_] { loop(queue); });
+}
+
+CommunicatorBase::~CommunicatorBase() { stopThread(); }
+
+bool CommunicatorBase::stopThread() {
+  if (!thread_.joinable()) return true;
+  std::deque<std::pair<std::shared_ptr<ThreadWork>, std::function<void()>>> dropped;
+  bool stuck;
+  {
+    std::unique_lock<std::mutex> lock(queue_->mu);
+    queue_->stop = true;
+    dropped.swap(queue_->tasks);
+    queue_->cv.notify_all();
+    // A running task ends by itself (backend timeouts are set to comm.timeout_s) unless the backend has
+    // none (MPI): then the thread is left behind.
+    stuck = !queue_->cv.wait_for(lock, timeout_ + std::chrono::seconds(2), [&] { return !queue_->busy; });
+  }
+  for (auto& task : dropped) {
+    task.first->fail(std::make_exception_ptr(CommError("communicator destroyed before the collective ran")));
+  }
+  if (stuck) {
+    ringtrain::error("{} communicator: the communication thread is stuck inside the backend; leaving it behind",
+                     shared_->backend);
+    thread_.detach();
+    return false;
+  }
+  thread_.join();
+  return true;
+}
+
+void CommunicatorBase::loop(std::shared_ptr<Queue> queue) {
+  std::unique_lock<std::mutex> lock(queue->mu);
+  while (true) {
+    queue->cv.wait(lock, [&] { return queue->stop || !queue->tasks.empty(); });
+    if (queue->tasks.empty()) return;  // stop requested and nothing left
+    auto task = std::move(queue->tasks.front());
+    queue->tasks.pop_front();
+    queue->busy = true;
+    lock.unlock();
+    task.first->start();
+    try {
+      task.second();
+      task.first->finish();
+    } catch (...) {
+      task.first->fail(std::current_exception());
+    }
+    task = {};
+    lock.lock();
+    queue->busy = false;
+    queue->cv.notify_all();
+  }
+}
+
+WorkPtr CommunicatorBase::enqueue(CollectiveDescriptor descriptor, std::function<void()> run) {
+  descriptor.sequence = next_sequence_++;
+  auto work = std::make_shared<ThreadWork>(shared_, descriptor);
+  const std::string broken = shared_->brokenMessage();
+  if (!broken.empty()) {
+    work->fail(std::make_exception_ptr(
+        CommError(std::string(toString(descriptor.kind)) + " on a broken communicator; first failure: " + broken)));
+    return work;
+  }
+  {
+    std::lock_guard<std::mutex> lock(queue_->mu);
+    RT_CHECK_T(CommError, !queue_->stop, "collective issued on a communicator being destroyed");
+    queue_->tasks.emplace_back(work, [this, descriptor, run = std::move(run)] { execute(descriptor, run); });
+  }
+  queue_->cv.notify_all();
+  return work;
+}
+
+void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std::function<void()>& run) {
+  const std::string broken = shared_->brokenMessage();
+  if (!broken.empty()) {
+    RT_THROW(CommError, toString(descriptor.kind), " on a broken communicator; first failure: ", broken);
+  }
+  if (size_ == 1) {
+    run();
+    return;
+  }
+  shared_->board.arrive(descriptor.sequence);
+  try {
+    if (check_collectives_) {
+      std::vector<CollectiveDescriptor> all(size_);
+      inBackend([&] { exchangeDescriptors(descriptor, all); });
+      const std::string mismatch = findDisagreement(all);
+      if (!mismatch.empty()) RT_THROW(CommError, mismatch);
+    }
+    inBackend(run);
+  } catch (const CommError&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (isBackendTimeout(e)) RT_THROW(TimeoutError, timeoutMessage(*shared_, descriptor, timeout_));
+    RT_THROW(CommError, shared_->backend, " ", describe(descriptor), " (collective #", descriptor.sequence,
+             ") failed on rank ", rank_, ": ", e.what());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+namespace {
+void checkBuffer(const Buffer& b, const char* what) {
+  RT_CHECK_T(CommError, b.count == 0 || b.data != nullptr, what, ": null data with ", b.count, " elements");
+}
+}  // namespace
+
+WorkPtr CommunicatorBase::allreduceAsync(Buffer buffer, ReduceOp op) {
+  checkBuffer(buffer, "allreduce");
+  CollectiveDescriptor d;
+  d.kind = OpKind::kAllreduce;
+  d.count = buffer.count;
+  d.dtype = buffer.dtype;
+  d.op = op;
+  return enqueue(d, [this, buffer, op] {
+    if (size_ == 1 || buffer.count == 0) return;
+    if (algorithm_ && !buffer.device.isCuda()) {
+      algorithm_(*this, buffer, op == ReduceOp::kAverage ? ReduceOp::kSum : op);
+      if (op == ReduceOp::kAverage) finishAverage(buffer.data, buffer.count, buffer.dtype, size_);
+    } else {
+      runAllreduce(buffer, op);
+    }
+  });
+}
+
+WorkPtr CommunicatorBase::broadcastAsync(Buffer buffer, int root) {
+  checkBuffer(buffer, "broadcast");
+  RT_CHECK_T(CommError, root >= 0 && root < size_, "broadcast root ", root, " outside world size ", size_);
+  CollectiveDescriptor d;
+  d.kind = OpKind::kBroadcast;
+  d.count = buffer.count;
+  d.dtype = buffer.dtype;
+  d.root = root;
+  return enqueue(d, [this, buffer, root] {
+    if (size_ == 1 || buffer.count == 0) return;
+    runBroadcast(buffer, root);
+  });
+}
+
+WorkPtr CommunicatorBase::allgatherAsync(Buffer send, Buffer recv) {
+  checkBuffer(send, "allgather");
+  checkBuffer(recv, "allgather");
+  RT_CHECK_T(CommError, send.dtype == recv.dtype, "allgather: send is ", toString(send.dtype), " but recv is ",
+             toString(recv.dtype));
+  RT_CHECK_T(CommError, recv.count == send.count * static_cast<size_t>(size_), "allgather: recv holds ",
+             recv.count, " elements, needs world size ", size_, " x ", send.count);
+  CollectiveDescriptor d;
+  d.kind = OpKind::kAllgather;
+  d.count = send.count;
+  d.dtype = send.dtype;
+  return enqueue(d, [this, send, recv] {
+    if (send.count == 0) return;
+    if (size_ == 1) {
+      if (recv.data != send.data) std::memmove(recv.data, send.data, send.bytes());
+      return;
+    }
+    runAllgather(send, recv);
+  });
+}
+
+std::vector<std::vector<uint8_t>> CommunicatorBase::allgatherBytes(const std::vector<uint8_t>& mine) {
+  CollectiveDescriptor d;
+  d.kind = OpKind::kAllgatherBytes;
+  // Shared, not referenced: after a timeout the task may still finish after this frame is gone.
+  auto input = std::make_shared<const std::vector<uint8_t>>(mine);
+  auto result = std::make_shared<std::vector<std::vector<uint8_t>>>();
+  enqueue(d, [this, input, result] {
+    *result = size_ == 1 ? std::vector<std::vector<uint8_t>>{*input} : runAllgatherBytes(*input);
+  })->wait(timeout_);
+  return std::move(*result);
+}
+
+std::vector<std::vector<uint8_t>> CommunicatorBase::allToAllBytes(const std::vector<std::vector<uint8_t>>& send) {
+  RT_CHECK_T(CommError, send.size() == static_cast<size_t>(size_), "allToAllBytes: ", send.size(),
+             " buffers for world size ", size_);
+  CollectiveDescriptor d;
+  d.kind = OpKind::kAllToAllBytes;
+  auto input = std::make_shared<const std::vector<std::vector<uint8_t>>>(send);
+  auto result = std::make_shared<std::vector<std::vector<uint8_t>>>();
+  enqueue(d, [this, input, result] { *result = size_ == 1 ? *input : runAllToAllBytes(*input); })->wait(timeout_);
+  return std::move(*result);
+}
+
+void CommunicatorBase::barrier() {
+  CollectiveDescriptor d;
+  d.kind = OpKind::kBarrier;
+  enqueue(d, [this] {
+    if (size_ > 1) runBarrier();
+  })->wait(timeout_);
+}
+
+}  // namespace ringtrain::comm

@@ -1,0 +1,197 @@
+// What every backend shares: the communication thread, Work handles, sequence numbers, the collective
+// agreement check and hang diagnosis. A backend implements the run* hooks (blocking calls made on the
+// communication thread, in issue order) and point-to-point; everything else is here.
+//
+// Life of a collective: the caller's *Async numbers it (sequence), describes it (op, dtype, count, root)
+// and queues it; the communication thread marks its arrival on the ArrivalBoard, then (with
+// check_collectives) exchanges the 24-byte descriptor with every rank through the backend and compares,
+// then runs it. Whatever it throws lands in the Work. A wait that times out, or a backend timeout on the
+// thread, asks the ArrivalBoard which ranks are missing and raises TimeoutError; from then on the
+// communicator is broken and fails every call with the first error.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "arrival_board.h"
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/comm/factory.h"
+#include "ringtrain/config/config.h"
+#include "ringtrain/dist/store.h"
+
+namespace ringtrain::comm {
+
+enum class OpKind : uint8_t {
+  kAllreduce = 1,
+  kBroadcast,
+  kAllgather,
+  kAllgatherBytes,
+  kAllToAllBytes,
+  kBarrier,
+};
+const char* toString(OpKind kind);
+
+// What every rank must agree on for one collective. Fixed layout: it is exchanged as bytes.
+struct CollectiveDescriptor {
+  uint64_t sequence = 0;
+  uint64_t count = 0;  // elements; 0 for the byte collectives (their lengths may differ per rank)
+  int32_t root = -1;   // broadcast only
+  OpKind kind = OpKind::kBarrier;
+  DataType dtype = DataType::kUInt8;
+  ReduceOp op = ReduceOp::kSum;  // allreduce only
+  uint8_t pad = 0;
+};
+static_assert(sizeof(CollectiveDescriptor) == 24, "descriptor is exchanged as 24 bytes");
+
+// "allreduce(float32, 1024 elements, sum)"
+std::string describe(const CollectiveDescriptor& d);
+// Empty when all agree, else the CommError text naming the first disagreeing rank and rank 0's call.
+std::string findDisagreement(const std::vector<CollectiveDescriptor>& all);
+
+// State shared by the communicator and the Work handles it gave out (a Work may outlive it).
+struct CommShared {
+  CommShared(std::unique_ptr<dist::Store> store, int rank, int size, std::string backend)
+      : store(std::move(store)), board(*this->store, rank, size), rank(rank), size(size), backend(std::move(backend)) {}
+
+  // Marks the communicator broken (first message wins) and returns the message in force.
+  std::string breakWith(const std::string& message);
+  // Empty while healthy.
+  std::string brokenMessage() const;
+
+  // This communicator's key space (a PrefixStore over the job's store, which outlives every communicator).
+  const std::unique_ptr<dist::Store> store;
+  ArrivalBoard board;
+  const int rank;
+  const int size;
+  const std::string backend;
+  // True while the communication thread is inside a backend call (hang reports say where it is stuck).
+  std::atomic<bool> in_backend{false};
+
+ private:
+  mutable std::mutex mu_;
+  std::string broken_;  // guarded by mu_
+};
+
+// A Work completed by another thread: finish() or fail() exactly once.
+class ThreadWork final : public Work {
+ public:
+  // For collectives: `descriptor` names it in timeout reports.
+  ThreadWork(std::shared_ptr<CommShared> shared, CollectiveDescriptor descriptor);
+  void wait(std::chrono::milliseconds timeout) override;
+  bool isCompleted() const override;
+  std::chrono::nanoseconds duration() const override;
+
+  void start();
+  void finish();
+  void fail(std::exception_ptr error);
+  const CollectiveDescriptor& descriptor() const { return descriptor_; }
+
+ private:
+  std::shared_ptr<CommShared> shared_;
+  const CollectiveDescriptor descriptor_;
+  mutable std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;                                // guarded by mu_
+  std::exception_ptr error_;                         // guarded by mu_
+  std::chrono::steady_clock::time_point started_{};  // guarded by mu_
+  std::chrono::nanoseconds duration_{0};             // guarded by mu_
+};
+
+// The TimeoutError text for a collective: names it, its sequence number, the missing ranks and whether
+// the communication thread is stuck inside the backend.
+std::string timeoutMessage(CommShared& shared, const CollectiveDescriptor& d, std::chrono::milliseconds waited);
+
+// Publishes this rank's arrival and waits for all `size` ranks; TimeoutError naming those that did not
+// join. `what` starts the message ("gloo rendezvous").
+void waitForAllRanks(dist::Store& store, int rank, int size, std::chrono::milliseconds timeout,
+                     const std::string& what);
+
+class CommunicatorBase : public Communicator {
+ public:
+  // `store` is this communicator's own key space (see CommShared::store).
+  CommunicatorBase(int rank, int size, const config::CommOptions& options, std::unique_ptr<dist::Store> store,
+                   std::string backend);
+  ~CommunicatorBase() override;
+
+  int rank() const final { return rank_; }
+  int size() const final { return size_; }
+  std::string backendName() const final { return shared_->backend; }
+  std::chrono::milliseconds timeout() const final { return timeout_; }
+  uint64_t nextSequence() const final { return next_sequence_; }
+
+  WorkPtr allreduceAsync(Buffer buffer, ReduceOp op) final;
+  WorkPtr broadcastAsync(Buffer buffer, int root) final;
+  WorkPtr allgatherAsync(Buffer send, Buffer recv) final;
+  std::vector<std::vector<uint8_t>> allgatherBytes(const std::vector<uint8_t>& mine) final;
+  std::vector<std::vector<uint8_t>> allToAllBytes(const std::vector<std::vector<uint8_t>>& send) final;
+  void barrier() final;
+
+  // Used for allreduce of host buffers instead of runAllreduce (comm.allreduce_algorithm: ring). It gets
+  // kSum for kAverage; the division happens here.
+  void setAllreduceAlgorithm(AllreduceAlgorithm algorithm) { algorithm_ = std::move(algorithm); }
+
+ protected:
+  // Backend hooks, run on the communication thread in issue order. Buffers are validated already (sizes
+  // consistent, count > 0 for the buffer collectives, size() > 1).
+  virtual void runAllreduce(Buffer buffer, ReduceOp op) = 0;
+  virtual void runBroadcast(Buffer buffer, int root) = 0;
+  virtual void runAllgather(Buffer send, Buffer recv) = 0;
+  virtual std::vector<std::vector<uint8_t>> runAllgatherBytes(const std::vector<uint8_t>& mine) = 0;
+  virtual std::vector<std::vector<uint8_t>> runAllToAllBytes(const std::vector<std::vector<uint8_t>>& send) = 0;
+  virtual void runBarrier() = 0;
+  // all[r] = rank r's descriptor (an allgather of 24 bytes).
+  virtual void exchangeDescriptors(const CollectiveDescriptor& mine, std::vector<CollectiveDescriptor>& all) = 0;
+  // True when `e` is the backend's own timeout (then it is reported as a hang, with the missing ranks).
+  virtual bool isBackendTimeout(const std::exception& e) const { return false; }
+
+  // Derived destructors call this first, so that no hook runs on a half-destroyed object. Returns false
+  // when the thread is stuck in the backend and was left behind (it must not touch the backend again).
+  bool stopThread();
+  const std::shared_ptr<CommShared>& shared() const { return shared_; }
+  dist::Store& store() const { return *shared_->store; }
+  // Runs `fn` with in_backend set.
+  template <typename Fn>
+  auto inBackend(Fn&& fn) {
+    struct Guard {
+      std::atomic<bool>& flag;
+      ~Guard() { flag = false; }
+    } guard{shared_->in_backend};
+    shared_->in_backend = true;
+    return fn();
+  }
+
+ private:
+  // The queue lives apart from the communicator so that a thread stuck in the backend can be left
+  // behind at destruction without touching freed memory when (if ever) it returns.
+  struct Queue {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::pair<std::shared_ptr<ThreadWork>, std::function<void()>>> tasks;  // guarded by mu
+    bool busy = false;       // guarded by mu: a task is executing
+    bool stop = false;       // guarded by mu
+  };
+  static void loop(std::shared_ptr<Queue> queue);
+  WorkPtr enqueue(CollectiveDescriptor descriptor, std::function<void()> run);
+  // Arrival, agreement check and the operation itself, on the communication thread.
+  void execute(const CollectiveDescriptor& descriptor, const std::function<void()>& run);
+
+  const int rank_;
+  const int size_;
+  const std::chrono::milliseconds timeout_;
+  const bool check_collectives_;
+  std::shared_ptr<CommShared> shared_;
+  AllreduceAlgorithm algorithm_;
+  uint64_t next_sequence_ = 0;  // only the issuing thread touches it
+  std::shared_ptr<Queue> queue_;
+  std::thread thread_;
+};
+
+}  // namespace ringtrain::comm

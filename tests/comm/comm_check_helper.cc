@@ -1,0 +1,151 @@
+// comm_check_helper: one rank of a multiprocess communicator check, started by mpirun or ringrun (the
+// *_mptest.cc tests drive it). Usage: comm_check_helper BACKEND SCENARIO [TIMEOUT_S]
+//   collectives  every collective, dtypes and ops, odd sizes, checked against closed forms
+//   stop         after one collective the last rank stops itself (SIGSTOP); the others must get a
+//                TimeoutError naming it
+//   mismatch     rank 1 calls broadcast where the others call allreduce
+// Prints "comm_check: rank R ok" or the error, and exits with the error's exit code.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <numeric>
+
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/comm/factory.h"
+#include "ringtrain/comm/reduce.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/dist/connect_store.h"
+#include "ringtrain/dist/process_info.h"
+
+using namespace ringtrain;
+using namespace ringtrain::comm;
+
+namespace {
+
+double contribution(int rank, size_t i) { return rank + 1 + static_cast<double>(i % 5); }
+
+template <typename T>
+void checkAllreduce(Communicator& comm, DataType dtype, size_t count) {
+  const int n = comm.size();
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage, ReduceOp::kMax, ReduceOp::kMin}) {
+    std::vector<T> v(count);
+    for (size_t i = 0; i < count; ++i) v[i] = static_cast<T>(contribution(comm.rank(), i));
+    comm.allreduce(Buffer{v.data(), count, dtype}, op);
+    for (size_t i = 0; i < count; ++i) {
+      const double k = static_cast<double>(i % 5);
+      double want = 0;
+      switch (op) {
+        case ReduceOp::kSum: want = n * (n + 1) / 2.0 + n * k; break;
+        case ReduceOp::kAverage: want = static_cast<double>(static_cast<T>((n * (n + 1) / 2.0 + n * k) / n)); break;
+        case ReduceOp::kMax: want = n + k; break;
+        case ReduceOp::kMin: want = 1 + k; break;
+      }
+      RT_CHECK(static_cast<double>(v[i]) == want, toString(dtype), " ", toString(op), " count ", count, " element ", i,
+               ": got ", static_cast<double>(v[i]), " want ", want);
+    }
+  }
+}
+
+void check16(Communicator& comm, DataType dtype, size_t count) {
+  auto to = dtype == DataType::kFloat16 ? floatToHalf : floatToBFloat16;
+  auto from = dtype == DataType::kFloat16 ? halfToFloat : bfloat16ToFloat;
+  std::vector<uint16_t> v(count);
+  for (size_t i = 0; i < count; ++i) v[i] = to(static_cast<float>(contribution(comm.rank(), i)));
+  comm.allreduce(Buffer{v.data(), count, dtype}, ReduceOp::kSum);
+  const int n = comm.size();
+  for (size_t i = 0; i < count; ++i) {
+    RT_CHECK(from(v[i]) == static_cast<float>(n * (n + 1) / 2.0 + n * static_cast<double>(i % 5)), toString(dtype),
+             " sum element ", i);
+  }
+}
+
+void collectives(Communicator& comm) {
+  const int n = comm.size(), me = comm.rank();
+  for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1000}}) {
+    checkAllreduce<float>(comm, DataType::kFloat32, count);
+    checkAllreduce<double>(comm, DataType::kFloat64, count);
+    checkAllreduce<int64_t>(comm, DataType::kInt64, count);
+    check16(comm, DataType::kFloat16, count);
+    check16(comm, DataType::kBFloat16, count);
+  }
+  checkAllreduce<float>(comm, DataType::kFloat32, 1000003);
+  for (int root = 0; root < n; ++root) {
+    std::vector<int64_t> v(100003, me);
+    comm.broadcast(Buffer{v.data(), v.size(), DataType::kInt64}, root);
+    RT_CHECK(v.front() == root && v.back() == root, "broadcast from ", root);
+  }
+  std::vector<float> send(7, static_cast<float>(me)), recv(7 * n);
+  comm.allgather(Buffer{send.data(), 7, DataType::kFloat32}, Buffer{recv.data(), recv.size(), DataType::kFloat32});
+  for (int r = 0; r < n; ++r) RT_CHECK(recv[r * 7] == r && recv[r * 7 + 6] == r, "allgather slot ", r);
+  std::vector<uint8_t> mine(me * 3);
+  std::iota(mine.begin(), mine.end(), static_cast<uint8_t>(me));
+  const auto all = comm.allgatherBytes(mine);
+  for (int r = 0; r < n; ++r) RT_CHECK(all[r].size() == static_cast<size_t>(r * 3), "allgatherBytes size from ", r);
+  std::vector<std::vector<uint8_t>> personal(n);
+  for (int r = 0; r < n; ++r) personal[r].assign(r + me + 1, static_cast<uint8_t>(me * 16 + r));
+  const auto got = comm.allToAllBytes(personal);
+  for (int r = 0; r < n; ++r) {
+    RT_CHECK(got[r] == std::vector<uint8_t>(r + me + 1, static_cast<uint8_t>(r * 16 + me)), "allToAllBytes from ", r);
+  }
+  if (n > 1) {
+    int64_t out = me, in = -1;
+    auto rw = comm.recvAsync(&in, sizeof in, (me + n - 1) % n, 5);
+    comm.sendAsync(&out, sizeof out, (me + 1) % n, 5)->wait(comm.timeout());
+    rw->wait(comm.timeout());
+    RT_CHECK(in == (me + n - 1) % n, "p2p ring got ", in);
+  }
+  comm.barrier();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|mismatch [TIMEOUT_S]\n", argv[0]);
+    return 2;
+  }
+  const std::string scenario = argv[2];
+  int rank = -1;
+  try {
+    config::CommOptions options;
+    options.backend = argv[1];
+    options.timeout_s = argc > 3 ? std::stod(argv[3]) : 30.0;
+    const dist::ProcessInfo info = dist::detectProcessInfo(dist::processEnvironment(), options);
+    rank = info.rank;
+    auto store = dist::connectStore(info, std::chrono::seconds(30));
+    auto comm = makeCommunicator(options, info, *store);
+    if (scenario == "collectives") {
+      collectives(*comm);
+    } else if (scenario == "stop") {
+      comm->barrier();
+      if (comm->rank() == comm->size() - 1) {
+        std::fprintf(stderr, "comm_check: rank %d stopping itself\n", comm->rank());
+        raise(SIGSTOP);
+      }
+      float x = 1;
+      comm->allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);
+    } else if (scenario == "mismatch") {
+      float x[4] = {};
+      if (comm->rank() == 1) {
+        comm->broadcast(Buffer{x, 4, DataType::kFloat32}, 0);
+      } else {
+        comm->allreduce(Buffer{x, 4, DataType::kFloat32}, ReduceOp::kSum);
+      }
+    } else {
+      std::fprintf(stderr, "unknown scenario %s\n", scenario.c_str());
+      return 2;
+    }
+    std::printf("comm_check: rank %d ok\n", rank);
+    std::fflush(stdout);
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "comm_check: rank %d: %s\n", rank, e.what());
+    std::fflush(stderr);
+    std::_Exit(e.exitCode());  // a hung backend must not block the exit
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "comm_check: rank %d: %s\n", rank, e.what());
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+}

@@ -1,0 +1,122 @@
+// Communicators in real processes: comm_check_helper under mpirun (MPI backend) and under ringrun (Gloo
+// over the TCP store), world sizes 1-4; a rank that stops itself (SIGSTOP) and mismatched collectives.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "ringtrain/comm/factory.h"
+#include "testing/command.h"
+
+namespace ringtrain::comm {
+namespace {
+
+using testing::binPath;
+using testing::CommandResult;
+using testing::runCommand;
+
+bool built(const std::string& backend) {
+  for (const auto& b : builtBackends()) {
+    if (b == backend) return true;
+  }
+  return false;
+}
+
+// A port that was free a moment ago (the store under mpirun binds MASTER_PORT).
+int freePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    return 29555;
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+CommandResult mpirun(int np, const std::vector<std::string>& args, int timeout_s = 120) {
+  std::vector<std::string> argv = {"mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+                                   "-np", std::to_string(np), "-x", "MASTER_PORT=" + std::to_string(freePort()),
+                                   binPath("comm_check_helper")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testing::CommandOptions options;
+  options.timeout = std::chrono::seconds(timeout_s);
+  options.env = {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"}};
+  return runCommand(argv, options);
+}
+
+CommandResult ringrun(int np, const std::vector<std::string>& args, int timeout_s = 120) {
+  std::vector<std::string> argv = {binPath("ringrun"), "--nproc-per-node", std::to_string(np), "--standalone",
+                                   "--grace-period", "1", "--", binPath("comm_check_helper")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testing::CommandOptions options;
+  options.timeout = std::chrono::seconds(timeout_s);
+  return runCommand(argv, options);
+}
+
+size_t countOf(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+  return n;
+}
+
+TEST(CommProcesses, MpiCollectivesAtWorldSizes1To4) {
+  if (!built("mpi")) GTEST_SKIP() << "MPI backend not built";
+  for (int np = 1; np <= 4; ++np) {
+    const auto r = mpirun(np, {"mpi", "collectives"});
+    ASSERT_TRUE(r.ok()) << "np " << np << "\n" << r.out << r.err;
+    EXPECT_EQ(countOf(r.out, " ok"), static_cast<size_t>(np)) << r.out;
+  }
+}
+
+TEST(CommProcesses, GlooCollectivesUnderRingrunAtWorldSizes1To4) {
+  for (int np = 1; np <= 4; ++np) {
+    const auto r = ringrun(np, {"gloo", "collectives"});
+    ASSERT_TRUE(r.ok()) << "np " << np << "\n" << r.out << r.err;
+    EXPECT_EQ(countOf(r.out + r.err, " ok"), static_cast<size_t>(np)) << r.out << r.err;
+  }
+}
+
+TEST(CommProcesses, StoppedGlooRankIsNamedByTheOthers) {
+  const auto r = ringrun(3, {"gloo", "stop", "1.5"});
+  EXPECT_FALSE(r.ok());
+  const std::string all = r.out + r.err;
+  EXPECT_NE(all.find("gloo allreduce(float32, 1 elements, sum) (collective #1) did not complete within 1.5 s"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos) << all;
+}
+
+TEST(CommProcesses, StoppedMpiRankIsNamedByTheOthers) {
+  if (!built("mpi")) GTEST_SKIP() << "MPI backend not built";
+  const auto r = mpirun(3, {"mpi", "stop", "1.5"});
+  EXPECT_FALSE(r.ok());
+  const std::string all = r.out + r.err;
+  EXPECT_NE(all.find("mpi allreduce(float32, 1 elements, sum) (collective #1) did not complete within 1.5 s"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos) << all;
+}
+
+TEST(CommProcesses, MismatchedCollectivesAcrossProcesses) {
+  const std::string want =
+      "rank 1 called broadcast(float32, 4 elements, root 0) as collective #0 but rank 0 called allreduce(float32, 4 "
+      "elements, sum)";
+  const auto g = ringrun(2, {"gloo", "mismatch"});
+  EXPECT_FALSE(g.ok());
+  EXPECT_NE((g.out + g.err).find(want), std::string::npos) << g.out << g.err;
+  if (!built("mpi")) return;
+  const auto m = mpirun(2, {"mpi", "mismatch"});
+  EXPECT_FALSE(m.ok());
+  EXPECT_NE((m.out + m.err).find(want), std::string::npos) << m.out << m.err;
+}
+
+}  // namespace
+}  // namespace ringtrain::comm

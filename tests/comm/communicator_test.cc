@@ -1,0 +1,378 @@
+// Every collective of the Gloo backend at world sizes 1-4 with ranks as threads, checked against closed
+// forms: rank r contributes r + 1 + (i % 5) at element i, so sum = n(n+1)/2 + n(i%5), max = n + i%5,
+// min = 1 + i%5 (small integers: exact in every dtype, bfloat16 and float16 included).
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <numeric>
+
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/comm/factory.h"
+#include "ringtrain/comm/reduce.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/dist/memory_store.h"
+#include "testing/rank_threads.h"
+
+namespace ringtrain::comm {
+namespace {
+
+using testing::runWithCommunicators;
+using testing::testCommOptions;
+
+// Values as doubles <-> raw buffer of any dtype.
+std::vector<uint8_t> encode(const std::vector<double>& values, DataType dtype) {
+  std::vector<uint8_t> out(values.size() * elementSize(dtype));
+  for (size_t i = 0; i < values.size(); ++i) {
+    void* p = out.data() + i * elementSize(dtype);
+    switch (dtype) {
+      case DataType::kFloat32: *static_cast<float*>(p) = static_cast<float>(values[i]); break;
+      case DataType::kFloat64: *static_cast<double*>(p) = values[i]; break;
+      case DataType::kInt64: *static_cast<int64_t*>(p) = static_cast<int64_t>(values[i]); break;
+      case DataType::kInt32: *static_cast<int32_t*>(p) = static_cast<int32_t>(values[i]); break;
+      case DataType::kUInt8: *static_cast<uint8_t*>(p) = static_cast<uint8_t>(values[i]); break;
+      case DataType::kFloat16: *static_cast<uint16_t*>(p) = floatToHalf(static_cast<float>(values[i])); break;
+      case DataType::kBFloat16: *static_cast<uint16_t*>(p) = floatToBFloat16(static_cast<float>(values[i])); break;
+    }
+  }
+  return out;
+}
+
+double decodeAt(const std::vector<uint8_t>& raw, size_t i, DataType dtype) {
+  const void* p = raw.data() + i * elementSize(dtype);
+  switch (dtype) {
+    case DataType::kFloat32: return *static_cast<const float*>(p);
+    case DataType::kFloat64: return *static_cast<const double*>(p);
+    case DataType::kInt64: return static_cast<double>(*static_cast<const int64_t*>(p));
+    case DataType::kInt32: return *static_cast<const int32_t*>(p);
+    case DataType::kUInt8: return *static_cast<const uint8_t*>(p);
+    case DataType::kFloat16: return halfToFloat(*static_cast<const uint16_t*>(p));
+    case DataType::kBFloat16: return bfloat16ToFloat(*static_cast<const uint16_t*>(p));
+  }
+  return 0;
+}
+
+double contribution(int rank, size_t i) { return rank + 1 + static_cast<double>(i % 5); }
+
+double expected(ReduceOp op, int n, size_t i, DataType dtype) {
+  const double k = static_cast<double>(i % 5);
+  switch (op) {
+    case ReduceOp::kSum: return n * (n + 1) / 2.0 + n * k;
+    case ReduceOp::kMax: return n + k;
+    case ReduceOp::kMin: return 1 + k;
+    case ReduceOp::kAverage: {
+      const double avg = (n * (n + 1) / 2.0 + n * k) / n;
+      if (dtype == DataType::kInt64 || dtype == DataType::kInt32) return static_cast<double>(static_cast<int64_t>(avg));
+      if (dtype == DataType::kFloat16) return halfToFloat(floatToHalf(static_cast<float>(avg)));
+      if (dtype == DataType::kBFloat16) return bfloat16ToFloat(floatToBFloat16(static_cast<float>(avg)));
+      if (dtype == DataType::kFloat32) return static_cast<float>(avg);
+      return avg;
+    }
+  }
+  return 0;
+}
+
+void expectAllOk(const std::vector<testing::RankResult>& results) {
+  for (size_t r = 0; r < results.size(); ++r) {
+    EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error_type << ": " << results[r].error;
+  }
+}
+
+// Counts ranks that are done; a rank that must stay connected waits for the others on it.
+class Countdown {
+ public:
+  explicit Countdown(int n) : left_(n) {}
+  void arrive() {
+    std::lock_guard<std::mutex> lock(mu_);
+    --left_;
+    cv_.notify_all();
+  }
+  bool waitFor(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return left_ <= 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int left_;
+};
+
+class WorldSize : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(Comm, WorldSize, ::testing::Values(1, 2, 3, 4));
+
+TEST_P(WorldSize, AllreduceEveryDtypeOpAndOddSize) {
+  const int n = GetParam();
+  const DataType dtypes[] = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16, DataType::kFloat16,
+                             DataType::kInt64};
+  const ReduceOp ops[] = {ReduceOp::kSum, ReduceOp::kAverage, ReduceOp::kMax, ReduceOp::kMin};
+  const size_t counts[] = {0, 1, 7, 1000};
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    for (DataType dtype : dtypes) {
+      for (ReduceOp op : ops) {
+        for (size_t count : counts) {
+          std::vector<double> mine(count);
+          for (size_t i = 0; i < count; ++i) mine[i] = contribution(comm.rank(), i);
+          std::vector<uint8_t> raw = encode(mine, dtype);
+          comm.allreduce(Buffer{raw.data(), count, dtype}, op);
+          for (size_t i = 0; i < count; ++i) {
+            ASSERT_EQ(decodeAt(raw, i, dtype), expected(op, n, i, dtype))
+                << toString(dtype) << " " << toString(op) << " count " << count << " element " << i;
+          }
+        }
+      }
+    }
+  }));
+}
+
+TEST_P(WorldSize, LargeOddAllreduceAsyncInIssueOrder) {
+  const int n = GetParam();
+  const size_t count = 1000003;
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    std::vector<float> a(count), b(count);
+    for (size_t i = 0; i < count; ++i) {
+      a[i] = static_cast<float>(contribution(comm.rank(), i));
+      b[i] = static_cast<float>(comm.rank());
+    }
+    const uint64_t first = comm.nextSequence();
+    WorkPtr wa = comm.allreduceAsync(Buffer{a.data(), count, DataType::kFloat32}, ReduceOp::kSum);
+    WorkPtr wb = comm.allreduceAsync(Buffer{b.data(), count, DataType::kFloat32}, ReduceOp::kMax);
+    EXPECT_EQ(comm.nextSequence(), first + 2);
+    wb->wait(comm.timeout());
+    EXPECT_TRUE(wa->isCompleted());  // issue order
+    wa->wait(comm.timeout());
+    for (size_t i = 0; i < count; i += 9973) {
+      ASSERT_EQ(a[i], static_cast<float>(expected(ReduceOp::kSum, n, i, DataType::kFloat32)));
+      ASSERT_EQ(b[i], static_cast<float>(n - 1));
+    }
+    ASSERT_EQ(a[count - 1], static_cast<float>(expected(ReduceOp::kSum, n, count - 1, DataType::kFloat32)));
+  }));
+}
+
+TEST_P(WorldSize, BroadcastFromEveryRoot) {
+  const int n = GetParam();
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    for (int root = 0; root < n; ++root) {
+      for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{100003}}) {
+        std::vector<int64_t> v(count);
+        for (size_t i = 0; i < count; ++i) v[i] = comm.rank() * 1000000 + static_cast<int64_t>(i);
+        comm.broadcast(Buffer{v.data(), count, DataType::kInt64}, root);
+        for (size_t i = 0; i < count; ++i) ASSERT_EQ(v[i], root * 1000000 + static_cast<int64_t>(i));
+      }
+    }
+  }));
+}
+
+TEST_P(WorldSize, AllgatherPlacesEachRankAtItsOffset) {
+  const int n = GetParam();
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{10001}}) {
+      std::vector<double> send(count);
+      for (size_t i = 0; i < count; ++i) send[i] = comm.rank() + 0.5 * static_cast<double>(i);
+      std::vector<double> recv(count * n, -1);
+      comm.allgather(Buffer{send.data(), count, DataType::kFloat64}, Buffer{recv.data(), count * n, DataType::kFloat64});
+      for (int r = 0; r < n; ++r) {
+        for (size_t i = 0; i < count; ++i) ASSERT_EQ(recv[r * count + i], r + 0.5 * static_cast<double>(i));
+      }
+    }
+  }));
+}
+
+TEST_P(WorldSize, AllgatherBytesOfDifferentLengths) {
+  const int n = GetParam();
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    for (int round = 0; round < 3; ++round) {
+      // rank r sends (r * 3 + round) bytes, rank 0 in round 0 sends none
+      std::vector<uint8_t> mine(comm.rank() * 3 + round);
+      std::iota(mine.begin(), mine.end(), static_cast<uint8_t>(comm.rank() * 10));
+      const auto all = comm.allgatherBytes(mine);
+      ASSERT_EQ(all.size(), static_cast<size_t>(n));
+      for (int r = 0; r < n; ++r) {
+        std::vector<uint8_t> want(r * 3 + round);
+        std::iota(want.begin(), want.end(), static_cast<uint8_t>(r * 10));
+        ASSERT_EQ(all[r], want) << "round " << round << " from rank " << r;
+      }
+    }
+  }));
+}
+
+TEST_P(WorldSize, AllToAllBytesPersonalized) {
+  const int n = GetParam();
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    std::vector<std::vector<uint8_t>> send(n);
+    for (int peer = 0; peer < n; ++peer) {
+      // (from, to) encoded; length varies, and 0 when from + to is even and peer != me
+      const size_t len = (comm.rank() + peer) % 2 == 0 && peer != comm.rank() ? 0 : 1 + comm.rank() + 2 * peer;
+      send[peer].assign(len, static_cast<uint8_t>(comm.rank() * 16 + peer));
+    }
+    const auto got = comm.allToAllBytes(send);
+    ASSERT_EQ(got.size(), static_cast<size_t>(n));
+    for (int from = 0; from < n; ++from) {
+      const size_t len = (from + comm.rank()) % 2 == 0 && from != comm.rank() ? 0 : 1 + from + 2 * comm.rank();
+      ASSERT_EQ(got[from], std::vector<uint8_t>(len, static_cast<uint8_t>(from * 16 + comm.rank())));
+    }
+  }));
+}
+
+TEST_P(WorldSize, BarrierAndPointToPointRing) {
+  const int n = GetParam();
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    comm.barrier();
+    if (n == 1) return;
+    const int right = (comm.rank() + 1) % n;
+    const int left = (comm.rank() + n - 1) % n;
+    // Two tags in flight at once, posted in opposite orders on the two sides: matching is by tag.
+    std::vector<int32_t> out_a(1001, comm.rank()), out_b(5, comm.rank() * 2), in_a(1001), in_b(5);
+    auto rb = comm.recvAsync(in_b.data(), in_b.size() * 4, left, 8);
+    auto ra = comm.recvAsync(in_a.data(), in_a.size() * 4, left, 7);
+    auto sa = comm.sendAsync(out_a.data(), out_a.size() * 4, right, 7);
+    auto sb = comm.sendAsync(out_b.data(), out_b.size() * 4, right, 8);
+    for (auto& w : {ra, rb, sa, sb}) w->wait(comm.timeout());
+    EXPECT_EQ(in_a, std::vector<int32_t>(1001, left));
+    EXPECT_EQ(in_b, std::vector<int32_t>(5, left * 2));
+    // The reserved tag space works the same (the ring allreduce uses it).
+    int64_t token = comm.rank(), got = -1;
+    auto r = comm.recvAsync(&got, sizeof got, left, kReservedTagBase + 3);
+    comm.sendAsync(&token, sizeof token, right, kReservedTagBase + 3)->wait(comm.timeout());
+    r->wait(comm.timeout());
+    EXPECT_EQ(got, left);
+    comm.barrier();
+  }));
+}
+
+TEST(Comm, MismatchedCollectivesRaiseCommErrorNamingBoth) {
+  auto results = runWithCommunicators(2, testCommOptions(5), [&](Communicator& comm) {
+    std::vector<float> v(1024, 1.0f);
+    comm.barrier();  // collective #0
+    if (comm.rank() == 0) {
+      comm.allreduce(Buffer{v.data(), v.size(), DataType::kFloat32}, ReduceOp::kSum);
+    } else {
+      comm.broadcast(Buffer{v.data(), 512, DataType::kFloat32}, 0);
+    }
+  });
+  for (const auto& r : results) {
+    EXPECT_EQ(r.error_type, "CommError") << r.error;
+    EXPECT_NE(r.error.find("rank 1 called broadcast(float32, 512 elements, root 0) as collective #1 but rank 0 "
+                           "called allreduce(float32, 1024 elements, sum)"),
+              std::string::npos)
+        << r.error;
+  }
+}
+
+TEST(Comm, MismatchedCountOrDtypeIsCaught) {
+  auto results = runWithCommunicators(3, testCommOptions(5), [&](Communicator& comm) {
+    std::vector<double> v(100, 1.0);
+    const size_t count = comm.rank() == 2 ? 99 : 100;
+    comm.allreduce(Buffer{v.data(), count, DataType::kFloat64}, ReduceOp::kSum);
+  });
+  for (const auto& r : results) {
+    EXPECT_EQ(r.error_type, "CommError");
+    EXPECT_NE(r.error.find("rank 2 called allreduce(float64, 99 elements, sum) as collective #0"), std::string::npos)
+        << r.error;
+  }
+}
+
+TEST(Comm, RankThatNeverCallsTheCollectiveIsNamedInTheTimeout) {
+  Countdown finished(2);
+  auto results = runWithCommunicators(3, testCommOptions(1.5), [&](Communicator& comm) {
+    std::vector<float> v(4096, 1.0f);
+    comm.allreduce(Buffer{v.data(), v.size(), DataType::kFloat32}, ReduceOp::kSum);  // #0, everyone
+    if (comm.rank() != 2) {
+      try {
+        comm.allreduce(Buffer{v.data(), v.size(), DataType::kFloat32}, ReduceOp::kSum);  // #1, rank 2 absent
+      } catch (...) {
+        finished.arrive();
+        throw;
+      }
+    } else {
+      // Stay connected (no collective) until the others have given up.
+      EXPECT_TRUE(finished.waitFor(std::chrono::seconds(30)));
+    }
+  });
+  ASSERT_TRUE(results[2].ok()) << results[2].error;
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].error_type, "TimeoutError") << results[r].error;
+    EXPECT_NE(results[r].error.find("allreduce(float32, 4096 elements, sum) (collective #1)"), std::string::npos)
+        << results[r].error;
+    EXPECT_NE(results[r].error.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos)
+        << results[r].error;
+  }
+}
+
+TEST(Comm, BrokenCommunicatorFailsLaterCallsWithTheFirstError) {
+  Countdown finished(1);
+  auto results = runWithCommunicators(2, testCommOptions(1.0), [&](Communicator& comm) {
+    if (comm.rank() == 1) {
+      EXPECT_TRUE(finished.waitFor(std::chrono::seconds(30)));
+      return;
+    }
+    int64_t x = 1;
+    EXPECT_THROW(comm.allreduce(Buffer{&x, 1, DataType::kInt64}, ReduceOp::kSum), TimeoutError);
+    finished.arrive();
+    try {
+      comm.barrier();
+      ADD_FAILURE() << "barrier on a broken communicator succeeded";
+    } catch (const CommError& e) {
+      EXPECT_NE(std::string(e.what()).find("broken communicator"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("rank 1 never reached a collective"), std::string::npos) << e.what();
+    }
+  });
+  expectAllOk(results);
+}
+
+TEST(Comm, RankThatNeverJoinsIsNamed) {
+  dist::MemoryStore store;
+  auto results = testing::runRankThreads(3, [&](int rank) {
+    if (rank == 1) return;  // never creates its communicator
+    dist::ProcessInfo process;
+    process.rank = rank;
+    process.world_size = 3;
+    makeCommunicator(testCommOptions(1.0), process, store);
+  });
+  EXPECT_TRUE(results[1].ok());
+  for (int r : {0, 2}) {
+    EXPECT_EQ(results[r].error_type, "TimeoutError");
+    EXPECT_NE(results[r].error.find("gloo rendezvous: rank 1 did not join within 1 s"), std::string::npos)
+        << results[r].error;
+  }
+}
+
+TEST(Comm, ChecksCanBeSwitchedOff) {
+  auto options = testCommOptions();
+  options.check_collectives = false;
+  expectAllOk(runWithCommunicators(2, options, [&](Communicator& comm) {
+    float x = static_cast<float>(comm.rank() + 1);
+    comm.allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);
+    EXPECT_EQ(x, 3.0f);
+  }));
+}
+
+TEST(Comm, SeveralCommunicatorsOnOneStore) {
+  dist::MemoryStore store;
+  for (int round = 0; round < 3; ++round) {
+    expectAllOk(runWithCommunicators(
+        2, testCommOptions(),
+        [&](Communicator& comm) {
+          int64_t x = round;
+          comm.allreduce(Buffer{&x, 1, DataType::kInt64}, ReduceOp::kSum);
+          EXPECT_EQ(x, 2 * round);
+        },
+        &store));
+  }
+}
+
+TEST(Comm, FactoryRejectsBackendsNotBuiltOrNotFitting) {
+  config::CommOptions options;
+  options.backend = "auto";
+  EXPECT_EQ(resolveBackend(options, Device{}), "gloo");
+  options.backend = "nccl";
+  EXPECT_THROW(resolveBackend(options, Device{}), ConfigError);
+  options.backend = "gloo";
+  options.allreduce_algorithm = "bogus";
+  dist::MemoryStore store;
+  EXPECT_THROW(makeCommunicator(options, dist::ProcessInfo{}, store), ConfigError);
+}
+
+}  // namespace
+}  // namespace ringtrain::comm
