@@ -26,5 +26,6 @@ using CommandBody = std::function<int()>;
 void addConfigCommand(CLI::App& app, CommandBody& body);
 void addTrainCommand(CLI::App& app, CommandBody& body);
 void addEvalCommand(CLI::App& app, CommandBody& body);
+void addBenchAllreduceCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   app::addConfigCommand(app, body);
   app::addTrainCommand(app, body);
   app::addEvalCommand(app, body);
+  app::addBenchAllreduceCommand(app, body);
   try {
     log::init();
     app.parse(argc, argv);

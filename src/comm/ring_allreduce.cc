@@ -18,14 +18,19 @@
 // reducing overlap. Deadlock-freedom: every wait in round m is for a send < m+1 whose receive the peer
 // posted in a round <= m, or for receive m whose send the predecessor posts in round m before waiting on
 // anything of round m; by induction on m every rank finishes every round.
+//
+// Small buffers (<= direct_max_bytes) are latency-bound: there every rank posts P-1 receives, sends its
+// buffer to every peer, and folds the P copies in rank order ((x0 op x1) op x2 ...), the same order on
+// every rank, so results stay bit-identical across ranks.
 #include "ringtrain/comm/ring_allreduce.h"
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "reduce_kernels.h"
+#include "ringtrain/comm/reduce.h"
 #include "ringtrain/comm/ring_plan.h"
 #include "ringtrain/core/error.h"
 
@@ -33,7 +38,7 @@ namespace ringtrain::comm {
 
 namespace {
 
-// Per-thread scratch: W segments for reduce-scatter receives plus the windows of outstanding operations.
+// Per-thread scratch: W segments for reduce-scatter receives (or P copies for the direct path) plus the windows of outstanding operations.
 // Kept between calls so the steady state allocates nothing.
 struct RingScratch {
   std::unique_ptr<uint8_t[]> bytes;
@@ -146,9 +151,9 @@ class Ring {
     const int chunk = plan_.recvChunk(rank_, s);
     const size_t count = plan_.segmentSize(chunk, segment(m));
     uint8_t* dst = base_ + plan_.segmentBegin(chunk, segment(m)) * esize_;
-    detail::reduceInto(dst, recvTarget(m), count, buffer_.dtype, op_);
+    reduceInto(dst, recvTarget(m), count, buffer_.dtype, op_);
     if (op_ == ReduceOp::kAverage && s == plan_.reduceScatterSteps() - 1) {
-      detail::divideInPlace(dst, count, buffer_.dtype, size_);
+      finishAverage(dst, count, buffer_.dtype, size_);
     }
   }
 
@@ -183,14 +188,68 @@ class Ring {
   size_t send_posted_ = 0, send_waited_ = 0, recv_posted_ = 0;
 };
 
+// The small-buffer path (see the top of the file).
+void directAllreduce(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options) {
+  const int p = comm.size(), me = comm.rank();
+  const size_t bytes = buffer.bytes();
+  const auto timeout = options.timeout.count() > 0 ? options.timeout : comm.timeout();
+  uint8_t* copies = t_scratch.ensure(static_cast<size_t>(p) * bytes, static_cast<size_t>(p));
+  auto copy = [&](int r) { return copies + static_cast<size_t>(r) * bytes; };
+  std::vector<WorkPtr>& recvs = t_scratch.recvs;
+  std::vector<WorkPtr>& sends = t_scratch.sends;
+  for (int q = 0; q < p; ++q) {
+    if (q != me) recvs[q] = comm.recvAsync(copy(q), bytes, q, options.tag_base);
+  }
+  for (int i = 1; i < p; ++i) {
+    const int q = (me + i) % p;
+    sends[q] = comm.sendAsync(buffer.data, bytes, q, options.tag_base);
+  }
+  auto wait = [&](WorkPtr& work, const char* what, int peer) {
+    try {
+      work->wait(timeout);
+    } catch (const Error& e) {
+      const std::string context = ringtrain::detail::concat(
+          "ring allreduce (direct, ", buffer.count, " x ", toString(buffer.dtype), ", ", toString(op),
+          ") on rank ", me, "/", p, ": ", what, " rank ", peer, " failed: ", e.what());
+      if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
+      throw CommError(context);
+    }
+    work.reset();
+  };
+  for (int i = 1; i < p; ++i) {
+    const int q = (me + p - i) % p;
+    wait(recvs[q], "receive from", q);
+  }
+  for (int i = 1; i < p; ++i) {
+    const int q = (me + i) % p;
+    wait(sends[q], "send to", q);
+  }
+  std::memcpy(copy(me), buffer.data, bytes);
+  reduceTo(buffer.data, copy(0), copy(1), buffer.count, buffer.dtype, op);
+  for (int q = 2; q < p; ++q) reduceInto(buffer.data, copy(q), buffer.count, buffer.dtype, op);
+  if (op == ReduceOp::kAverage) finishAverage(buffer.data, buffer.count, buffer.dtype, p);
+}
+
 }  // namespace
+
+RingOptions ringOptionsFrom(const config::CommOptions& comm) {
+  RingOptions options;
+  options.segment_bytes = static_cast<size_t>(std::max(comm.ring_segment_kb, 1)) * 1024;
+  options.inflight = std::max(comm.ring_inflight, 1);
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(comm.timeout_s * 1000));
+  return options;
+}
 
 void ringAllreduce(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options) {
   RT_CHECK_T(CommError, !buffer.device.isCuda(), "ring allreduce works on host buffers only");
   RT_CHECK_T(CommError, buffer.data != nullptr || buffer.count == 0, "ring allreduce: null buffer");
   if (comm.size() == 1 || buffer.count == 0) return;
   try {
-    Ring(comm, buffer, op, options).run();
+    if (buffer.bytes() <= options.direct_max_bytes) {
+      directAllreduce(comm, buffer, op, options);
+    } else {
+      Ring(comm, buffer, op, options).run();
+    }
   } catch (...) {
     t_scratch.abandon();
     throw;

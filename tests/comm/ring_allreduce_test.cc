@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "comm/reduce_kernels.h"
+#include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
 #include "testing/thread_p2p.h"
 
@@ -29,9 +29,9 @@ void store(void* data, size_t i, DataType type, double v) {
   switch (type) {
     case DataType::kFloat32: static_cast<float*>(data)[i] = static_cast<float>(v); break;
     case DataType::kFloat64: static_cast<double*>(data)[i] = v; break;
-    case DataType::kFloat16: static_cast<uint16_t*>(data)[i] = detail::floatToHalf(static_cast<float>(v)); break;
+    case DataType::kFloat16: static_cast<uint16_t*>(data)[i] = floatToHalf(static_cast<float>(v)); break;
     case DataType::kBFloat16:
-      static_cast<uint16_t*>(data)[i] = detail::floatToBFloat16(static_cast<float>(v));
+      static_cast<uint16_t*>(data)[i] = floatToBFloat16(static_cast<float>(v));
       break;
     case DataType::kInt64: static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v); break;
     default: FAIL();
@@ -42,8 +42,8 @@ double load(const void* data, size_t i, DataType type) {
   switch (type) {
     case DataType::kFloat32: return static_cast<const float*>(data)[i];
     case DataType::kFloat64: return static_cast<const double*>(data)[i];
-    case DataType::kFloat16: return detail::halfToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DataType::kBFloat16: return detail::bfloat16ToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DataType::kFloat16: return halfToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DataType::kBFloat16: return bfloat16ToFloat(static_cast<const uint16_t*>(data)[i]);
     case DataType::kInt64: return static_cast<double>(static_cast<const int64_t*>(data)[i]);
     default: return NAN;
   }
@@ -66,9 +66,9 @@ double expected(size_t i, int ranks, DataType type, ReduceOp op) {
   switch (type) {
     case DataType::kFloat32: return static_cast<float>(sum) / static_cast<float>(ranks);
     case DataType::kFloat64: return sum / ranks;
-    case DataType::kFloat16: return detail::halfToFloat(detail::floatToHalf(static_cast<float>(sum) / ranks));
+    case DataType::kFloat16: return halfToFloat(floatToHalf(static_cast<float>(sum) / ranks));
     case DataType::kBFloat16:
-      return detail::bfloat16ToFloat(detail::floatToBFloat16(static_cast<float>(sum) / ranks));
+      return bfloat16ToFloat(floatToBFloat16(static_cast<float>(sum) / ranks));
     default: return static_cast<double>(static_cast<int64_t>(sum) / ranks);
   }
 }
@@ -78,6 +78,7 @@ struct Setting {
   int inflight;
   bool rendezvous;
   size_t max_count = ~size_t{0};  // tiny segments make many messages: keep those runs short
+  size_t direct_max_bytes = 0;     // the ring itself unless a test asks for the small-buffer path
 };
 
 // Every rank runs every (dtype, op, count) in the same order on its own thread: this also checks that
@@ -90,6 +91,7 @@ void checkWorld(int ranks, const Setting& setting) {
   world.run([&](ThreadP2P& comm) {
     comm.ring_options.segment_bytes = setting.segment_bytes;
     comm.ring_options.inflight = setting.inflight;
+    comm.ring_options.direct_max_bytes = setting.direct_max_bytes;
     for (DataType type : kTypes) {
       for (ReduceOp op : kOps) {
         for (size_t n : kCounts) {
@@ -125,23 +127,32 @@ TEST(RingAllreduce, TinySegmentsDeepPipelineRendezvousSends) {
   }
 }
 
+TEST(RingAllreduce, SmallBuffersDirectPath) {
+  for (int p = 1; p <= 5; ++p) {
+    checkWorld(p, Setting{kDefaultRingSegmentBytes, kDefaultRingInflight, true, ~size_t{0}, 1 << 20});
+  }
+}
+
 TEST(RingAllreduce, EightRanksManySegments) { checkWorld(8, Setting{32, 3, true, 1000}); }
 
 TEST(RingAllreduce, AverageOfFloat16RoundsToNearestEven) {
   // 1 + 2^-10 is the half right after 1; (1 + (1 + 2^-10)) / 2 lies halfway and rounds to even (1.0).
   ThreadWorld world(2);
-  world.run([](ThreadP2P& comm) {
-    uint16_t h = detail::floatToHalf(comm.rank() == 0 ? 1.0f : 1.0f + 0x1.0p-10f);
+  for (size_t direct : {size_t{0}, size_t{1} << 20}) world.run([direct](ThreadP2P& comm) {
+    comm.ring_options.direct_max_bytes = direct;
+    uint16_t h = floatToHalf(comm.rank() == 0 ? 1.0f : 1.0f + 0x1.0p-10f);
     comm.allreduce(Buffer{&h, 1, DataType::kFloat16}, ReduceOp::kAverage);
-    EXPECT_EQ(detail::halfToFloat(h), 1.0f);
+    EXPECT_EQ(halfToFloat(h), 1.0f);
   });
 }
 
 TEST(RingAllreduce, MissingPeerTimesOutNamingIt) {
+  for (size_t direct : {size_t{0}, size_t{1} << 20}) {
   ThreadWorld world(2, std::chrono::milliseconds(300));
   try {
-    world.run([](ThreadP2P& comm) {
+    world.run([direct](ThreadP2P& comm) {
       if (comm.rank() == 1) return;  // never joins
+      comm.ring_options.direct_max_bytes = direct;
       std::vector<float> data(1000, 1.0f);
       comm.allreduce(Buffer{data.data(), data.size(), DataType::kFloat32}, ReduceOp::kSum);
     });
@@ -149,6 +160,7 @@ TEST(RingAllreduce, MissingPeerTimesOutNamingIt) {
   } catch (const TimeoutError& e) {
     EXPECT_NE(std::string(e.what()).find("receive from rank 1"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("ring allreduce"), std::string::npos) << e.what();
+  }
   }
 }
 
@@ -162,18 +174,18 @@ TEST(RingAllreduce, MismatchedSizesFailInsteadOfHanging) {
 }
 
 TEST(ReduceKernels, HalfConversionsRoundToNearestEven) {
-  EXPECT_EQ(detail::floatToHalf(1.0f), 0x3C00);
-  EXPECT_EQ(detail::floatToHalf(65504.0f), 0x7BFF);
-  EXPECT_EQ(detail::floatToHalf(65520.0f), 0x7C00);  // rounds up to inf
-  EXPECT_EQ(detail::floatToHalf(1.0f + 0x1.0p-11f), 0x3C00);                // tie -> even
-  EXPECT_EQ(detail::floatToHalf(1.0f + 3 * 0x1.0p-11f), 0x3C02);            // tie -> even (up)
-  EXPECT_EQ(detail::floatToHalf(0x1.0p-24f), 0x0001);                       // smallest subnormal
-  EXPECT_TRUE(std::isnan(detail::halfToFloat(detail::floatToHalf(NAN))));
-  EXPECT_EQ(detail::floatToBFloat16(1.0f + 0x1.0p-8f), 0x3F80);             // tie -> even
-  EXPECT_EQ(detail::floatToBFloat16(1.0f + 3 * 0x1.0p-8f), 0x3F82);
-  EXPECT_TRUE(std::isnan(detail::bfloat16ToFloat(detail::floatToBFloat16(NAN))));
+  EXPECT_EQ(floatToHalf(1.0f), 0x3C00);
+  EXPECT_EQ(floatToHalf(65504.0f), 0x7BFF);
+  EXPECT_EQ(floatToHalf(65520.0f), 0x7C00);  // rounds up to inf
+  EXPECT_EQ(floatToHalf(1.0f + 0x1.0p-11f), 0x3C00);                // tie -> even
+  EXPECT_EQ(floatToHalf(1.0f + 3 * 0x1.0p-11f), 0x3C02);            // tie -> even (up)
+  EXPECT_EQ(floatToHalf(0x1.0p-24f), 0x0001);                       // smallest subnormal
+  EXPECT_TRUE(std::isnan(halfToFloat(floatToHalf(NAN))));
+  EXPECT_EQ(floatToBFloat16(1.0f + 0x1.0p-8f), 0x3F80);             // tie -> even
+  EXPECT_EQ(floatToBFloat16(1.0f + 3 * 0x1.0p-8f), 0x3F82);
+  EXPECT_TRUE(std::isnan(bfloat16ToFloat(floatToBFloat16(NAN))));
   for (uint32_t h = 0; h < 0x7C00; ++h) {  // every finite positive half survives the round trip
-    ASSERT_EQ(detail::floatToHalf(detail::halfToFloat(static_cast<uint16_t>(h))), h);
+    ASSERT_EQ(floatToHalf(halfToFloat(static_cast<uint16_t>(h))), h);
   }
 }
 

@@ -144,6 +144,7 @@ int ThreadP2P::size() const { return world_.size(); }
 std::chrono::milliseconds ThreadP2P::timeout() const { return world_.timeout(); }
 
 comm::WorkPtr ThreadP2P::allreduceAsync(comm::Buffer buffer, comm::ReduceOp op) {
+  ++sequence_;
   comm::ringAllreduce(*this, buffer, op, ring_options);
   return std::make_shared<DoneWork>();
 }

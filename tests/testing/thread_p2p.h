@@ -33,6 +33,7 @@ class ThreadP2P : public comm::Communicator {
   int size() const override;
   std::string backendName() const override { return "thread-p2p"; }
   std::chrono::milliseconds timeout() const override;
+  uint64_t nextSequence() const override { return sequence_; }
 
   comm::WorkPtr allreduceAsync(comm::Buffer buffer, comm::ReduceOp op) override;
   comm::WorkPtr broadcastAsync(comm::Buffer buffer, int root) override;
@@ -48,6 +49,7 @@ class ThreadP2P : public comm::Communicator {
  private:
   ThreadWorld& world_;  // outlives every communicator it hands out
   int rank_;
+  uint64_t sequence_ = 0;  // collectives issued so far
 };
 
 class ThreadWorld {

@@ -8,11 +8,15 @@
 #include <cstdint>
 
 #include "ringtrain/comm/communicator.h"
+#include "ringtrain/config/config.h"
 
 namespace ringtrain::comm {
 
 inline constexpr size_t kDefaultRingSegmentBytes = 256 * 1024;  // comm.ring_segment_kb
 inline constexpr int kDefaultRingInflight = 4;                   // comm.ring_inflight
+// Buffers up to this size skip the ring: every rank sends its whole buffer to every other rank and reduces
+// the P copies in rank order (one latency step instead of 2(P-1), at (P-1) x the ring's traffic).
+inline constexpr size_t kDefaultRingDirectMaxBytes = 16 * 1024;
 // Tags [tag_base, tag_base + kRingTagSpan) are used; keep other point-to-point traffic of the same
 // communicator out of that range while a ring runs.
 inline constexpr uint32_t kRingTagSpan = 4096;
@@ -20,10 +24,14 @@ inline constexpr uint32_t kRingTagSpan = 4096;
 struct RingOptions {
   size_t segment_bytes = kDefaultRingSegmentBytes;
   int inflight = kDefaultRingInflight;  // segments in flight per direction (>= 1, < kRingTagSpan)
-  uint32_t tag_base = 0x40000;
+  size_t direct_max_bytes = kDefaultRingDirectMaxBytes;  // 0: always the ring
+  uint32_t tag_base = kReservedTagBase;
   // Wait for any one send or receive; 0 means comm.timeout().
   std::chrono::milliseconds timeout{0};
 };
+
+// The ring's options from the job's comm section (ring_segment_kb, ring_inflight, timeout_s).
+RingOptions ringOptionsFrom(const config::CommOptions& comm);
 
 // In place on a host buffer: every rank ends with op(all ranks' buffers), bit-identical on all ranks.
 // Sum/average/max/min on float32, float64, float16, bfloat16 (reduced in float32, rounded to nearest even)
