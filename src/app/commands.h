@@ -27,5 +27,6 @@ void addConfigCommand(CLI::App& app, CommandBody& body);
 void addTrainCommand(CLI::App& app, CommandBody& body);
 void addEvalCommand(CLI::App& app, CommandBody& body);
 void addBenchAllreduceCommand(CLI::App& app, CommandBody& body);
+void addGenDataCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

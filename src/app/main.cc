@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   app::addTrainCommand(app, body);
   app::addEvalCommand(app, body);
   app::addBenchAllreduceCommand(app, body);
+  app::addGenDataCommand(app, body);
   try {
     log::init();
     app.parse(argc, argv);

@@ -62,8 +62,8 @@ struct LoaderStats {
 
 // Test seams.
 struct LoaderHooks {
-  // Called by the builder before it builds batch (epoch, step); may throw or block (until stop).
-  std::function<void(int64_t epoch, int64_t step)> before_build;
+  // Called by the builder before it builds batch (epoch, step); may throw, or block until `stopping`.
+  std::function<void(int64_t epoch, int64_t step, const std::atomic<bool>& stopping)> before_build;
 };
 
 class BatchLoader {
@@ -95,7 +95,7 @@ class BatchLoader {
   struct Slot;
   void workerLoop();
   std::shared_ptr<const EpochShard> shardFor(int64_t epoch) const;
-  Batch toDevice(Batch batch) const;
+  void toDevice(Batch& batch) const;
   bool stopping() const { return stop_flag_.load(std::memory_order_relaxed); }
 
   std::shared_ptr<const Corpus> corpus_;
@@ -124,6 +124,7 @@ class BatchLoader {
   int64_t next_consume_ = 0;   // guarded by mu_
   int64_t next_claim_ = 0;     // guarded by mu_
   int64_t error_index_ = -1;   // first failed batch; guarded by mu_
+  std::exception_ptr failed_;  // the error next() rethrew; rethrown again on later calls; guarded by mu_
   LoaderStats stats_;          // guarded by mu_
   std::vector<std::thread> workers_;
 };

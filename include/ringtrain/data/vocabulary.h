@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,7 +14,7 @@ namespace ringtrain::data {
 
 class Vocabulary {
  public:
-  Vocabulary() = default;
+  Vocabulary();
   // tokens[i] has counts[i]; throws ringtrain::Error if the sizes differ.
   Vocabulary(std::string arena, std::vector<int64_t> offsets, std::vector<int64_t> counts);
 
@@ -38,8 +37,8 @@ class Vocabulary {
   std::vector<int64_t> offsets_{0};
   std::vector<int64_t> counts_;
   int64_t total_ = 0;
-  mutable std::once_flag sorted_once_;
-  mutable std::vector<int32_t> sorted_;  // ids in token order; built once, under sorted_once_
+  struct SortedIndex;  // ids in token order, built on the first id() call (thread-safe, once)
+  std::shared_ptr<SortedIndex> index_;
 };
 
 }  // namespace ringtrain::data

@@ -1,0 +1,251 @@
+#include "ringtrain/data/batch_loader.h"
+
+#include <chrono>
+
+#include <ATen/Context.h>
+#include <ATen/ops/empty.h>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+namespace ringtrain::data {
+namespace {
+constexpr uint64_t kNegativesTag = 0x6e6567ULL;  // "neg"
+constexpr auto kWaitSlice = std::chrono::milliseconds(100);
+// A batch that takes this long means a wedged worker, not a slow one (a batch takes milliseconds).
+constexpr auto kBatchTimeout = std::chrono::seconds(600);
+constexpr size_t kShardsKept = 3;
+
+double secondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+struct BatchLoader::Slot {
+  int64_t index = -1;
+  bool ready = false;
+  std::optional<Batch> batch;
+  std::exception_ptr error;
+  double build_seconds = 0.0;
+};
+
+BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
+                         const config::JobConfig& job, int rank, int world_size, LoaderPosition start,
+                         LoaderHooks hooks)
+    : corpus_(std::move(corpus)),
+      split_(std::move(split)),
+      hooks_(std::move(hooks)),
+      rank_(rank),
+      world_size_(world_size),
+      batch_size_(job.data.batch_size),
+      negatives_(job.data.negatives),
+      queue_depth_(std::max(1, job.loader.queue_depth)),
+      device_(job.run.device) {
+  RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of world size ", world_size);
+  RT_CHECK_T(ConfigError, batch_size_ >= 1, "data.batch_size must be >= 1");
+  gen_ = std::make_shared<const PairGenerator>(corpus_, split_, PairOptions::from(job));
+  auto shard0 = std::make_shared<const EpochShard>(makeEpochShard(*gen_, 0, rank_, world_size_));
+  steps_per_epoch_ = data::stepsPerEpoch(*shard0, batch_size_);
+  shards_.push_back(shard0);
+  total_batches_ = job.run.max_steps > 0 ? job.run.max_steps * std::max(1, job.ddp.accumulation_steps)
+                                         : job.run.epochs * steps_per_epoch_;
+
+  const bool cuda = device_.rfind("cuda", 0) == 0;
+  if (cuda) {
+    RT_CHECK_T(ConfigError, at::hasCUDA(), "run.device is '", device_,
+               "' but this LibTorch build has no CUDA device available");
+    to_cuda_ = true;
+  }
+  const std::string& pin = job.loader.pin_memory;
+  pin_memory_ = (pin == "on" || (pin == "auto" && cuda)) && at::hasCUDA();
+  if (pin == "on" && !at::hasCUDA()) warn("loader.pin_memory is on, but there is no CUDA: using pageable memory");
+
+  RT_CHECK_T(DataError, start.epoch >= 0 && start.step >= 0 && start.step <= steps_per_epoch_,
+             "loader start position (epoch ", start.epoch, ", step ", start.step, ") is outside an epoch of ",
+             steps_per_epoch_, " steps (did the corpus or the config change since the checkpoint?)");
+  next_consume_ = next_claim_ = start.epoch * steps_per_epoch_ + start.step;
+
+  stats_.bytes_per_batch = batch_size_ * (2 + negatives_) * static_cast<int64_t>(sizeof(int64_t));
+  const int workers = std::max(0, job.loader.workers);
+  stats_.max_batches_held = workers > 0 ? queue_depth_ : 1;
+  if (workers > 0) {
+    slots_.reserve(static_cast<size_t>(queue_depth_));
+    for (int i = 0; i < queue_depth_; ++i) slots_.push_back(std::make_unique<Slot>());
+    workers_.reserve(static_cast<size_t>(workers));
+    for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { workerLoop(); });
+  }
+}
+
+BatchLoader::~BatchLoader() { stop(); }
+
+void BatchLoader::stop() {
+  requestStop();
+  {
+    // Taking the lock orders the flag before any waiter's predicate check, so no wakeup is lost.
+    std::lock_guard<std::mutex> lock(mu_);
+  }
+  ready_cv_.notify_all();
+  space_cv_.notify_all();
+  for (auto& t : workers_) {
+    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+  }
+}
+
+std::shared_ptr<const EpochShard> BatchLoader::shardFor(int64_t epoch) const {
+  std::lock_guard<std::mutex> lock(shard_mu_);
+  for (const auto& s : shards_) {
+    if (s->epoch == epoch) return s;
+  }
+  auto shard = std::make_shared<const EpochShard>(makeEpochShard(*gen_, epoch, rank_, world_size_));
+  shards_.push_back(shard);
+  if (shards_.size() > kShardsKept) {
+    auto oldest = std::min_element(shards_.begin(), shards_.end(),
+                                   [](const auto& a, const auto& b) { return a->epoch < b->epoch; });
+    shards_.erase(oldest);
+  }
+  return shard;
+}
+
+Batch BatchLoader::build(int64_t epoch, int64_t step) const {
+  if (hooks_.before_build) hooks_.before_build(epoch, step, stop_flag_);
+  const auto shard = shardFor(epoch);
+  thread_local std::vector<Pair> pairs, line_buf;
+  thread_local std::vector<int32_t> scratch;
+  streamPairs(*gen_, *shard, step * batch_size_, batch_size_, pairs, line_buf, scratch);
+
+  auto options = at::TensorOptions().dtype(at::kLong);
+  if (pin_memory_) options = options.pinned_memory(true);
+  Batch b;
+  b.epoch = epoch;
+  b.step = step;
+  b.center = at::empty({batch_size_}, options);
+  b.context = at::empty({batch_size_}, options);
+  b.negatives = at::empty({batch_size_, negatives_}, options);
+  int64_t* center = b.center.data_ptr<int64_t>();
+  int64_t* context = b.context.data_ptr<int64_t>();
+  for (int64_t i = 0; i < batch_size_; ++i) {
+    center[i] = pairs[i].center;
+    context[i] = pairs[i].context;
+  }
+  if (negatives_ > 0) {
+    int64_t* neg = b.negatives.data_ptr<int64_t>();
+    Xoshiro256 rng(mixSeed({static_cast<uint64_t>(gen_->options().seed), static_cast<uint64_t>(epoch),
+                            static_cast<uint64_t>(rank_), static_cast<uint64_t>(step), kNegativesTag}));
+    const AliasSampler& sampler = gen_->negativeSampler();
+    const int64_t n = batch_size_ * negatives_;
+    for (int64_t i = 0; i < n; ++i) neg[i] = sampler.sample(rng);
+  }
+  return b;
+}
+
+void BatchLoader::toDevice(Batch& b) const {
+  if (!to_cuda_) return;
+  const at::Device device(device_);
+  b.center = b.center.to(device, at::kLong, /*non_blocking=*/pin_memory_);
+  b.context = b.context.to(device, at::kLong, /*non_blocking=*/pin_memory_);
+  b.negatives = b.negatives.to(device, at::kLong, /*non_blocking=*/pin_memory_);
+}
+
+void BatchLoader::workerLoop() {
+  while (true) {
+    int64_t g = -1;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto can_claim = [this] { return next_claim_ < next_consume_ + queue_depth_; };
+      auto done = [this] { return stopping() || next_claim_ >= total_batches_ || error_index_ >= 0; };
+      while (!done() && !can_claim()) space_cv_.wait_for(lock, kWaitSlice);
+      if (done()) return;
+      g = next_claim_++;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    std::optional<Batch> batch;
+    std::exception_ptr error;
+    try {
+      batch = build(g / steps_per_epoch_, g % steps_per_epoch_);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    const double seconds = secondsSince(t0);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Slot& slot = *slots_[static_cast<size_t>(g % queue_depth_)];
+      slot.index = g;
+      slot.ready = true;
+      slot.batch = std::move(batch);
+      slot.error = error;
+      slot.build_seconds = seconds;
+      if (error && (error_index_ < 0 || g < error_index_)) error_index_ = g;
+    }
+    ready_cv_.notify_all();
+  }
+}
+
+std::optional<Batch> BatchLoader::next() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<Batch> batch;
+  if (workers_.empty()) {
+    int64_t g;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (failed_) std::rethrow_exception(failed_);
+      if (stopping() || next_consume_ >= total_batches_) return std::nullopt;
+      g = next_consume_;
+    }
+    try {
+      batch = build(g / steps_per_epoch_, g % steps_per_epoch_);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      failed_ = std::current_exception();
+      throw;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping()) return std::nullopt;
+    ++next_consume_;
+    stats_.build_seconds += secondsSince(t0);
+  } else {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (failed_) std::rethrow_exception(failed_);
+    if (next_consume_ >= total_batches_) return std::nullopt;
+    const int64_t g = next_consume_;
+    Slot& slot = *slots_[static_cast<size_t>(g % queue_depth_)];
+    while (!stopping() && !(slot.ready && slot.index == g)) {
+      ready_cv_.wait_for(lock, kWaitSlice);
+      if (std::chrono::steady_clock::now() - t0 > kBatchTimeout) {
+        RT_THROW(TimeoutError, "data loader: batch ", g % steps_per_epoch_, " of epoch ", g / steps_per_epoch_,
+                 " not ready after ", kBatchTimeout.count(), " s (a worker is stuck)");
+      }
+    }
+    if (stopping()) return std::nullopt;
+    slot.ready = false;
+    slot.index = -1;
+    stats_.build_seconds += slot.build_seconds;
+    if (slot.error) {
+      failed_ = slot.error;
+      slot.error = nullptr;
+      std::rethrow_exception(failed_);
+    }
+    batch = std::move(slot.batch);
+    slot.batch.reset();
+    ++next_consume_;
+    lock.unlock();
+    space_cv_.notify_all();
+  }
+  toDevice(*batch);
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.batches += 1;
+  stats_.pairs += batch_size_;
+  stats_.wait_seconds += secondsSince(t0);
+  return batch;
+}
+
+LoaderPosition BatchLoader::position() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return LoaderPosition{next_consume_ / steps_per_epoch_, next_consume_ % steps_per_epoch_};
+}
+
+LoaderStats BatchLoader::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+}  // namespace ringtrain::data

@@ -1,0 +1,546 @@
+// Corpus parsing and the binary cache. Parsing streams the file through one buffer (never the whole file
+// in memory), interns tokens in an open-addressing table whose keys live in one character arena, and
+// writes provisional ids into the flat token array; a final pass renumbers ids by descending count,
+// drops items below min_count and lines left with < 2 items, compacting the array in place.
+#include "ringtrain/data/corpus.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+namespace ringtrain::data {
+namespace {
+
+constexpr char kCacheMagic[8] = {'R', 'T', 'C', 'O', 'R', 'P', 'U', 'S'};
+constexpr uint64_t kCacheVersion = 1;
+constexpr size_t kHashWindow = 64 << 10;
+constexpr size_t kReadChunk = 4 << 20;
+
+uint64_t fnv1a(const char* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL) {
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(data[i]);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+std::string errnoText() { return std::strerror(errno); }
+
+// RAII FILE*.
+struct File {
+  std::FILE* f = nullptr;
+  File() = default;
+  explicit File(std::FILE* file) : f(file) {}
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  ~File() {
+    if (f) std::fclose(f);
+  }
+};
+
+struct SourceKey {
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  uint64_t hash = 0;
+};
+
+SourceKey sourceKey(const std::string& path, std::FILE* f) {
+  struct stat st {};
+  if (::fstat(fileno(f), &st) != 0) RT_THROW(DataError, path, ": cannot stat: ", errnoText());
+  SourceKey key;
+  key.size = static_cast<uint64_t>(st.st_size);
+  key.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  std::vector<char> buf(kHashWindow);
+  const ssize_t head = ::pread(fileno(f), buf.data(), buf.size(), 0);
+  uint64_t h = fnv1a(buf.data(), head > 0 ? static_cast<size_t>(head) : 0);
+  if (key.size > kHashWindow) {
+    const off_t off = static_cast<off_t>(key.size - kHashWindow);
+    const ssize_t got = ::pread(fileno(f), buf.data(), buf.size(), off);
+    if (got > 0) h = fnv1a(buf.data(), static_cast<size_t>(got), h);
+  }
+  key.hash = h;
+  return key;
+}
+
+bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+
+// Returns "" when `t` is valid UTF-8 without control characters, otherwise what is wrong.
+std::string checkToken(std::string_view t) {
+  const auto* p = reinterpret_cast<const unsigned char*>(t.data());
+  const size_t n = t.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return fmt::format("control character 0x{:02x}", c);
+      ++i;
+      continue;
+    }
+    int len = 0;
+    uint32_t cp = 0;
+    if ((c & 0xe0) == 0xc0) len = 2, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0) len = 3, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0) len = 4, cp = c & 0x07;
+    else return fmt::format("invalid UTF-8 byte 0x{:02x}", c);
+    if (i + len > n) return "truncated UTF-8 sequence";
+    for (int k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xc0) != 0x80) return fmt::format("invalid UTF-8 byte 0x{:02x}", p[i + k]);
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    const bool overlong = (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
+    if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return "invalid UTF-8 sequence";
+    if (cp >= 0x80 && cp < 0xa0) return fmt::format("control character U+{:04X}", cp);
+    i += len;
+  }
+  return "";
+}
+
+// Interns tokens: open addressing over int32 ids; keys in one arena.
+class TokenTable {
+ public:
+  TokenTable() : slots_(1 << 16, -1) {}
+
+  int32_t intern(std::string_view t) {
+    const uint64_t h = fnv1a(t.data(), t.size());
+    size_t mask = slots_.size() - 1;
+    size_t i = h & mask;
+    while (true) {
+      const int32_t id = slots_[i];
+      if (id < 0) break;
+      if (hashes_[id] == h && key(id) == t) return id;
+      i = (i + 1) & mask;
+    }
+    RT_CHECK(counts_.size() < (size_t{1} << 31) - 1, "more than 2^31 distinct tokens");
+    const auto id = static_cast<int32_t>(counts_.size());
+    arena_.append(t.data(), t.size());
+    offsets_.push_back(static_cast<int64_t>(arena_.size()));
+    hashes_.push_back(h);
+    counts_.push_back(0);
+    slots_[i] = id;
+    if (counts_.size() * 2 > slots_.size()) grow();
+    return id;
+  }
+  void count(int32_t id) { ++counts_[id]; }
+
+  std::string_view key(int32_t id) const {
+    return std::string_view(arena_.data() + offsets_[id], offsets_[id + 1] - offsets_[id]);
+  }
+  size_t size() const { return counts_.size(); }
+  const std::vector<int64_t>& counts() const { return counts_; }
+  void releaseIndex() {
+    std::vector<int32_t>().swap(slots_);
+    std::vector<uint64_t>().swap(hashes_);
+  }
+
+ private:
+  void grow() {
+    std::vector<int32_t> bigger(slots_.size() * 2, -1);
+    const size_t mask = bigger.size() - 1;
+    for (size_t id = 0; id < counts_.size(); ++id) {
+      size_t i = hashes_[id] & mask;
+      while (bigger[i] >= 0) i = (i + 1) & mask;
+      bigger[i] = static_cast<int32_t>(id);
+    }
+    slots_.swap(bigger);
+  }
+
+  std::vector<int32_t> slots_;
+  std::vector<uint64_t> hashes_;
+  std::string arena_;
+  std::vector<int64_t> offsets_{0};
+  std::vector<int64_t> counts_;
+};
+
+template <typename T>
+void writeVec(std::FILE* f, const std::vector<T>& v, bool& ok) {
+  const uint64_t n = v.size();
+  ok = ok && std::fwrite(&n, sizeof n, 1, f) == 1;
+  if (n) ok = ok && std::fwrite(v.data(), sizeof(T), n, f) == n;
+}
+template <typename T>
+void writeVal(std::FILE* f, const T& v, bool& ok) {
+  ok = ok && std::fwrite(&v, sizeof v, 1, f) == 1;
+}
+template <typename T>
+bool readVal(std::FILE* f, T& v) {
+  return std::fread(&v, sizeof v, 1, f) == 1;
+}
+template <typename T>
+bool readVec(std::FILE* f, std::vector<T>& v, uint64_t max_elems) {
+  uint64_t n = 0;
+  if (!readVal(f, n) || n > max_elems) return false;
+  v.resize(n);
+  return n == 0 || std::fread(v.data(), sizeof(T), n, f) == n;
+}
+
+struct CacheHeader {
+  SourceKey key;
+  int64_t min_count = 0;
+  int64_t skip_bad_lines = 0;
+  int64_t max_line_bytes = 0;
+  bool operator==(const CacheHeader& o) const {
+    return key.size == o.key.size && key.mtime_ns == o.key.mtime_ns && key.hash == o.key.hash &&
+           min_count == o.min_count && skip_bad_lines == o.skip_bad_lines && max_line_bytes == o.max_line_bytes;
+  }
+};
+
+void writeHeader(std::FILE* f, const CacheHeader& h, bool& ok) {
+  ok = ok && std::fwrite(kCacheMagic, 1, sizeof kCacheMagic, f) == sizeof kCacheMagic;
+  writeVal(f, kCacheVersion, ok);
+  writeVal(f, h.key.size, ok);
+  writeVal(f, h.key.mtime_ns, ok);
+  writeVal(f, h.key.hash, ok);
+  writeVal(f, h.min_count, ok);
+  writeVal(f, h.skip_bad_lines, ok);
+  writeVal(f, h.max_line_bytes, ok);
+}
+
+bool readHeader(std::FILE* f, CacheHeader& h) {
+  char magic[sizeof kCacheMagic];
+  uint64_t version = 0;
+  return std::fread(magic, 1, sizeof magic, f) == sizeof magic &&
+         std::memcmp(magic, kCacheMagic, sizeof magic) == 0 && readVal(f, version) && version == kCacheVersion &&
+         readVal(f, h.key.size) && readVal(f, h.key.mtime_ns) && readVal(f, h.key.hash) && readVal(f, h.min_count) &&
+         readVal(f, h.skip_bad_lines) && readVal(f, h.max_line_bytes);
+}
+
+}  // namespace
+
+CorpusLoadOptions CorpusLoadOptions::from(const config::DataOptions& data) {
+  CorpusLoadOptions o;
+  o.corpus = data.corpus;
+  o.items = data.items;
+  o.min_count = data.min_count;
+  o.skip_bad_lines = data.skip_bad_lines;
+  o.cache = data.cache;
+  return o;
+}
+
+class CorpusBuilder {
+ public:
+  // Parses the text file into `c`.
+  static void parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f);
+  // Renumbers by count, filters min_count and short lines; fills vocab and stats.
+  static void finish(Corpus& c, TokenTable& table, int min_count);
+  static bool readCache(Corpus& c, const std::string& path, const CacheHeader& expect);
+  static void writeCache(const Corpus& c, const std::string& path, const CacheHeader& header);
+  static void loadItems(Corpus& c, const CorpusLoadOptions& o);
+};
+
+void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
+  TokenTable table;
+  // Grows (up to max_line_bytes + 2) only when one line does not fit.
+  const size_t max_buf = static_cast<size_t>(o.max_line_bytes) + 2;
+  std::vector<char> buf(std::min(kReadChunk, max_buf));
+  size_t begin = 0, end = 0;  // unconsumed bytes are buf[begin, end)
+  bool eof = false;
+  int64_t line_no = 0;
+  std::string first_bad;
+  std::vector<std::string_view> toks;
+  c.tokens_.clear();
+  c.offsets_.assign(1, 0);
+
+  auto bad = [&](const std::string& why) {
+    const std::string msg = fmt::format("{}:{}: {}", o.corpus, line_no, why);
+    if (!o.skip_bad_lines) throw DataError(msg + " (set data.skip_bad_lines to skip such lines)");
+    if (c.stats_.bad_lines++ == 0) first_bad = msg;
+  };
+  auto refill = [&]() {
+    if (begin > 0) {
+      std::memmove(buf.data(), buf.data() + begin, end - begin);
+      end -= begin;
+      begin = 0;
+    }
+    if (end == buf.size()) buf.resize(std::min(buf.size() * 2, max_buf));
+    const size_t got = std::fread(buf.data() + end, 1, buf.size() - end, f);
+    if (got == 0) {
+      if (std::ferror(f)) RT_THROW(DataError, o.corpus, ":", line_no + 1, ": read error: ", errnoText());
+      eof = true;
+    }
+    end += got;
+  };
+
+  while (true) {
+    char* nl = static_cast<char*>(std::memchr(buf.data() + begin, '\n', end - begin));
+    if (!nl && !eof && end - begin <= static_cast<size_t>(o.max_line_bytes)) {
+      refill();
+      continue;
+    }
+    if (begin == end && eof) break;
+    ++line_no;
+    size_t len = nl ? static_cast<size_t>(nl - (buf.data() + begin)) : end - begin;
+    if (len > static_cast<size_t>(o.max_line_bytes)) {
+      bad(fmt::format("line longer than {} bytes", o.max_line_bytes));
+      // Skip the rest of the overlong line.
+      while (!nl) {
+        begin = end;
+        refill();
+        if (eof && begin == end) break;
+        nl = static_cast<char*>(std::memchr(buf.data() + begin, '\n', end - begin));
+      }
+      begin = nl ? static_cast<size_t>(nl - buf.data()) + 1 : end;
+      continue;
+    }
+    std::string_view lineText(buf.data() + begin, len);
+    begin = nl ? begin + len + 1 : end;
+
+    toks.clear();
+    size_t i = 0;
+    std::string why;
+    while (i < lineText.size()) {
+      while (i < lineText.size() && isSpace(static_cast<unsigned char>(lineText[i]))) ++i;
+      size_t j = i;
+      while (j < lineText.size() && !isSpace(static_cast<unsigned char>(lineText[j]))) ++j;
+      if (j > i) {
+        std::string_view t = lineText.substr(i, j - i);
+        why = checkToken(t);
+        if (!why.empty()) {
+          why = fmt::format("token {} is not valid text: {}", toks.size() + 1, why);
+          break;
+        }
+        toks.push_back(t);
+      }
+      i = j;
+    }
+    if (!why.empty()) {
+      bad(why);
+      continue;
+    }
+    for (std::string_view t : toks) {
+      const int32_t id = table.intern(t);
+      table.count(id);
+      c.tokens_.push_back(id);
+    }
+    c.offsets_.push_back(static_cast<int64_t>(c.tokens_.size()));
+  }
+  c.stats_.source_lines = line_no;
+  if (c.stats_.bad_lines > 0) {
+    warn("{}: skipped {} bad line(s); first: {}", o.corpus, c.stats_.bad_lines, first_bad);
+  }
+  if (line_no == 0) RT_THROW(DataError, o.corpus, ": empty corpus (no lines)");
+  finish(c, table, o.min_count);
+  if (c.numLines() == 0) {
+    RT_THROW(DataError, o.corpus, ": no usable lines: ", line_no, " read, ", c.stats_.bad_lines, " bad, ",
+             c.stats_.short_lines, " with fewer than 2 items after min_count ", o.min_count);
+  }
+}
+
+void CorpusBuilder::finish(Corpus& c, TokenTable& table, int min_count) {
+  table.releaseIndex();
+  const std::vector<int64_t>& counts = table.counts();
+  std::vector<int32_t> order;
+  order.reserve(table.size());
+  for (size_t i = 0; i < table.size(); ++i) {
+    if (counts[i] >= min_count) order.push_back(static_cast<int32_t>(i));
+  }
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    if (counts[a] != counts[b]) return counts[a] > counts[b];
+    return table.key(a) < table.key(b);
+  });
+  std::vector<int32_t> remap(table.size(), -1);
+  std::string arena;
+  std::vector<int64_t> offsets{0};
+  offsets.reserve(order.size() + 1);
+  for (size_t k = 0; k < order.size(); ++k) {
+    remap[order[k]] = static_cast<int32_t>(k);
+    arena.append(table.key(order[k]));
+    offsets.push_back(static_cast<int64_t>(arena.size()));
+  }
+  // Counts are occurrences in the file (lines dropped later as too short included), so ids stay sorted by
+  // count; training uses the counts of its own lines (trainCounts in split.h).
+  std::vector<int64_t> new_counts(order.size(), 0);
+  for (size_t k = 0; k < order.size(); ++k) new_counts[k] = counts[order[k]];
+
+  // Compact in place: the write position never passes the read position.
+  int64_t w = 0;
+  size_t kept_lines = 0;
+  int64_t dropped = 0, short_lines = 0;
+  const size_t nlines = c.offsets_.size() - 1;
+  int64_t read_begin = c.offsets_[0];
+  for (size_t l = 0; l < nlines; ++l) {
+    const int64_t read_end = c.offsets_[l + 1];
+    const int64_t line_start = w;
+    for (int64_t r = read_begin; r < read_end; ++r) {
+      const int32_t id = remap[c.tokens_[r]];
+      if (id < 0) {
+        ++dropped;
+        continue;
+      }
+      c.tokens_[w++] = id;
+    }
+    read_begin = read_end;
+    if (w - line_start < 2) {
+      w = line_start;
+      ++short_lines;
+      continue;
+    }
+    c.offsets_[++kept_lines] = w;
+  }
+  c.offsets_.resize(kept_lines + 1);
+  c.offsets_.shrink_to_fit();
+  c.tokens_.resize(static_cast<size_t>(w));
+  c.tokens_.shrink_to_fit();
+  c.stats_.dropped_tokens = dropped;
+  c.stats_.short_lines = short_lines;
+  c.stats_.lines = static_cast<int64_t>(kept_lines);
+  c.stats_.tokens = w;
+  c.vocab_ = Vocabulary(std::move(arena), std::move(offsets), std::move(new_counts));
+}
+
+bool CorpusBuilder::readCache(Corpus& c, const std::string& path, const CacheHeader& expect) {
+  File f(std::fopen(path.c_str(), "rb"));
+  if (!f.f) return false;
+  CacheHeader h;
+  if (!readHeader(f.f, h) || !(h == expect)) return false;
+  std::string arena;
+  std::vector<int64_t> voffsets, counts, stats(4);
+  std::vector<char> arena_bytes;
+  const uint64_t kMax = uint64_t{1} << 40;
+  if (!readVec(f.f, stats, 16) || stats.size() != 4) return false;
+  if (!readVec(f.f, arena_bytes, kMax) || !readVec(f.f, voffsets, kMax) || !readVec(f.f, counts, kMax) ||
+      !readVec(f.f, c.offsets_, kMax) || !readVec(f.f, c.tokens_, kMax)) {
+    return false;
+  }
+  char trailer[sizeof kCacheMagic];
+  if (std::fread(trailer, 1, sizeof trailer, f.f) != sizeof trailer ||
+      std::memcmp(trailer, kCacheMagic, sizeof trailer) != 0) {
+    return false;
+  }
+  // Cheap structural checks: a corrupt cache is re-parsed, never trusted.
+  const auto n = static_cast<int64_t>(counts.size());
+  if (voffsets.size() != counts.size() + 1 || voffsets.front() != 0 ||
+      voffsets.back() != static_cast<int64_t>(arena_bytes.size()) || c.offsets_.empty() || c.offsets_.front() != 0 ||
+      c.offsets_.back() != static_cast<int64_t>(c.tokens_.size())) {
+    return false;
+  }
+  for (size_t i = 1; i < voffsets.size(); ++i) {
+    if (voffsets[i] < voffsets[i - 1]) return false;
+  }
+  for (size_t i = 1; i < c.offsets_.size(); ++i) {
+    if (c.offsets_[i] < c.offsets_[i - 1]) return false;
+  }
+  for (int32_t t : c.tokens_) {
+    if (t < 0 || t >= n) return false;
+  }
+  arena.assign(arena_bytes.begin(), arena_bytes.end());
+  c.vocab_ = Vocabulary(std::move(arena), std::move(voffsets), std::move(counts));
+  c.stats_.source_lines = stats[0];
+  c.stats_.dropped_tokens = stats[1];
+  c.stats_.short_lines = stats[2];
+  c.stats_.bad_lines = stats[3];
+  c.stats_.lines = c.numLines();
+  c.stats_.tokens = c.numTokens();
+  return true;
+}
+
+void CorpusBuilder::writeCache(const Corpus& c, const std::string& path, const CacheHeader& header) {
+  std::random_device rd;
+  const std::string tmp = fmt::format("{}.tmp.{}.{:x}", path, ::getpid(), rd());
+  File f(std::fopen(tmp.c_str(), "wb"));
+  if (!f.f) {
+    warn("{}: cannot write the corpus cache ({}); continuing without it", path, errnoText());
+    return;
+  }
+  bool ok = true;
+  writeHeader(f.f, header, ok);
+  const std::vector<int64_t> stats = {c.stats_.source_lines, c.stats_.dropped_tokens, c.stats_.short_lines,
+                                      c.stats_.bad_lines};
+  writeVec(f.f, stats, ok);
+  const std::string& arena = c.vocab_.arena();
+  writeVec(f.f, std::vector<char>(arena.begin(), arena.end()), ok);
+  writeVec(f.f, c.vocab_.offsets(), ok);
+  writeVec(f.f, c.vocab_.counts(), ok);
+  writeVec(f.f, c.offsets_, ok);
+  writeVec(f.f, c.tokens_, ok);
+  ok = ok && std::fwrite(kCacheMagic, 1, sizeof kCacheMagic, f.f) == sizeof kCacheMagic;
+  ok = (std::fclose(f.f) == 0) && ok;
+  f.f = nullptr;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    warn("{}: cannot write the corpus cache ({}); continuing without it", path, errnoText());
+    std::remove(tmp.c_str());
+  }
+}
+
+void CorpusBuilder::loadItems(Corpus& c, const CorpusLoadOptions& o) {
+  if (o.items == "none") return;
+  std::string items = o.items;
+  if (items.empty()) {
+    const auto beside = std::filesystem::path(o.corpus).parent_path() / "items.tsv";
+    std::error_code ec;
+    if (!std::filesystem::exists(beside, ec)) return;
+    items = beside.string();
+  }
+  c.items_ = ItemTable::load(items, c.vocab_);
+}
+
+std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
+  RT_CHECK_T(DataError, !o.corpus.empty(), "no corpus file given (data.corpus)");
+  RT_CHECK_T(DataError, o.min_count >= 1, "data.min_count must be >= 1");
+  auto c = std::make_shared<Corpus>();
+  c->path_ = o.corpus;
+  File f(std::fopen(o.corpus.c_str(), "rb"));
+  if (!f.f) RT_THROW(DataError, o.corpus, ": cannot open corpus: ", errnoText());
+  std::error_code ec;
+  if (std::filesystem::is_directory(o.corpus, ec)) RT_THROW(DataError, o.corpus, ": is a directory, not a corpus file");
+  CacheHeader header;
+  header.key = sourceKey(o.corpus, f.f);
+  header.min_count = o.min_count;
+  header.skip_bad_lines = o.skip_bad_lines ? 1 : 0;
+  header.max_line_bytes = o.max_line_bytes;
+  if (header.key.size == 0) RT_THROW(DataError, o.corpus, ":1: empty corpus (the file has no bytes)");
+  const std::string cache_path = o.corpus + ".rtc";
+  bool cached = false;
+  if (o.cache) {
+    cached = CorpusBuilder::readCache(*c, cache_path, header);
+    if (cached) {
+      c->stats_.from_cache = true;
+      debug("{}: read from cache {}", o.corpus, cache_path);
+    }
+  }
+  if (!cached) {
+    CorpusBuilder::parse(*c, o, f.f);
+    if (o.cache) CorpusBuilder::writeCache(*c, cache_path, header);
+  }
+  if (o.cache) {
+    std::error_code exists_ec;
+    if (std::filesystem::exists(cache_path, exists_ec)) c->stats_.cache_path = cache_path;
+  }
+  CorpusBuilder::loadItems(*c, o);
+  return c;
+}
+
+std::shared_ptr<const Corpus> Corpus::fromLines(const std::vector<std::vector<std::string>>& lines, int min_count) {
+  auto c = std::make_shared<Corpus>();
+  c->path_ = "<memory>";
+  TokenTable table;
+  int64_t line_no = 0;
+  for (const auto& line : lines) {
+    ++line_no;
+    for (const auto& t : line) {
+      const std::string why = checkToken(t);
+      if (!why.empty() || t.empty()) RT_THROW(DataError, "<memory>:", line_no, ": bad token '", t, "': ", why);
+      const int32_t id = table.intern(t);
+      table.count(id);
+      c->tokens_.push_back(id);
+    }
+    c->offsets_.push_back(static_cast<int64_t>(c->tokens_.size()));
+  }
+  c->stats_.source_lines = line_no;
+  CorpusBuilder::finish(*c, table, min_count);
+  return c;
+}
+
+}  // namespace ringtrain::data

@@ -1,0 +1,176 @@
+#include "ringtrain/data/pair_generator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::data {
+namespace {
+constexpr uint64_t kPairTag = 0x7061697273ULL;   // "pairs"
+constexpr uint64_t kShardTag = 0x7368617264ULL;  // "shard"
+}  // namespace
+
+PairOptions PairOptions::from(const config::JobConfig& job) {
+  PairOptions o;
+  o.mode = job.data.context == "basket" ? ContextMode::kBasket : ContextMode::kWindow;
+  o.window = job.data.window;
+  o.subsample = job.data.subsample;
+  o.negatives = job.data.negatives;
+  o.seed = job.run.seed;
+  return o;
+}
+
+PairGenerator::PairGenerator(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
+                             const PairOptions& options)
+    : corpus_(std::move(corpus)), split_(std::move(split)), options_(options) {
+  RT_CHECK(corpus_ && split_, "PairGenerator needs a corpus and a split");
+  RT_CHECK_T(ConfigError, options_.window >= 1, "data.window must be >= 1");
+  RT_CHECK_T(ConfigError, options_.negatives >= 0, "data.negatives must be >= 0");
+  const std::vector<int64_t> counts = trainCounts(*corpus_, *split_);
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  RT_CHECK_T(DataError, total > 0, corpus_->path(), ": no training tokens");
+  if (options_.subsample > 0.0) {
+    keep_.resize(counts.size(), 1.0f);
+    const double s = options_.subsample;
+    for (size_t i = 0; i < counts.size(); ++i) {
+      if (counts[i] == 0) continue;
+      const double f = static_cast<double>(counts[i]) / static_cast<double>(total);
+      keep_[i] = static_cast<float>(std::min(1.0, (std::sqrt(f / s) + 1.0) * s / f));
+    }
+  }
+  std::vector<double> weights(counts.size());
+  for (size_t i = 0; i < counts.size(); ++i) weights[i] = std::pow(static_cast<double>(counts[i]), 0.75);
+  negatives_ = AliasSampler(weights);
+}
+
+Xoshiro256 PairGenerator::keptItems(int64_t line, int64_t epoch, std::vector<int32_t>& kept) const {
+  Xoshiro256 rng(mixSeed({static_cast<uint64_t>(options_.seed), static_cast<uint64_t>(epoch),
+                          static_cast<uint64_t>(line), kPairTag}));
+  const LineView v = split_->trainTokens(*corpus_, line);
+  kept.clear();
+  if (keep_.empty()) {
+    kept.assign(v.begin(), v.end());
+  } else {
+    for (int32_t id : v) {
+      const float p = keep_[id];
+      if (p >= 1.0f || rng.uniform() < p) kept.push_back(id);
+    }
+  }
+  return rng;
+}
+
+int64_t PairGenerator::countPairs(int64_t line, int64_t epoch) const {
+  thread_local std::vector<int32_t> kept;
+  Xoshiro256 rng = keptItems(line, epoch, kept);
+  const auto m = static_cast<int64_t>(kept.size());
+  if (m < 2) return 0;
+  if (options_.mode == ContextMode::kBasket) return m * std::min<int64_t>(m - 1, 2 * options_.window);
+  int64_t n = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const auto b = static_cast<int64_t>(1 + rng.below(static_cast<uint64_t>(options_.window)));
+    n += std::min(i, b) + std::min(m - 1 - i, b);
+  }
+  return n;
+}
+
+void PairGenerator::linePairs(int64_t line, int64_t epoch, std::vector<Pair>& out,
+                              std::vector<int32_t>& scratch) const {
+  Xoshiro256 rng = keptItems(line, epoch, scratch);
+  const auto m = static_cast<int64_t>(scratch.size());
+  if (m < 2) return;
+  if (options_.mode == ContextMode::kWindow) {
+    for (int64_t i = 0; i < m; ++i) {
+      const auto b = static_cast<int64_t>(1 + rng.below(static_cast<uint64_t>(options_.window)));
+      const int32_t c = scratch[i];
+      for (int64_t d = 1; d <= b; ++d) {
+        if (i - d >= 0) out.push_back({c, scratch[i - d]});
+        if (i + d < m) out.push_back({c, scratch[i + d]});
+      }
+    }
+    return;
+  }
+  // Basket: `cap` others per center by a partial Fisher-Yates over positions 0..m-2 (position j stands
+  // for item j, or j + 1 at and after the center); the array stays a permutation between centers.
+  const int64_t cap = std::min<int64_t>(m - 1, 2 * options_.window);
+  scratch.resize(static_cast<size_t>(2 * m - 1));
+  int32_t* items = scratch.data();
+  int32_t* pos = scratch.data() + m;
+  for (int64_t j = 0; j < m - 1; ++j) pos[j] = static_cast<int32_t>(j);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t k = 0; k < cap; ++k) {
+      if (cap < m - 1) std::swap(pos[k], pos[k + static_cast<int64_t>(rng.below(static_cast<uint64_t>(m - 1 - k)))]);
+      const int64_t j = pos[k];
+      out.push_back({items[i], items[j < i ? j : j + 1]});
+    }
+  }
+}
+
+EpochShard makeEpochShard(const PairGenerator& gen, int64_t epoch, int rank, int world_size) {
+  RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of ", world_size);
+  EpochShard shard;
+  shard.epoch = epoch;
+  std::vector<int64_t> order = gen.split().trainLines();
+  Xoshiro256 rng(mixSeed({static_cast<uint64_t>(gen.options().seed), static_cast<uint64_t>(epoch), kShardTag}));
+  for (auto i = static_cast<int64_t>(order.size()) - 1; i > 0; --i) {
+    std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
+  }
+  shard.rank_pairs.assign(static_cast<size_t>(world_size), 0);
+  shard.lines.reserve(order.size() / world_size + 1);
+  shard.pair_end.reserve(order.size() / world_size + 1);
+  int64_t own = 0;
+  for (size_t p = 0; p < order.size(); ++p) {
+    const int64_t n = gen.countPairs(order[p], epoch);
+    const int r = static_cast<int>(p % static_cast<size_t>(world_size));
+    shard.rank_pairs[r] += n;
+    if (r == rank) {
+      own += n;
+      shard.lines.push_back(order[p]);
+      shard.pair_end.push_back(own);
+    }
+  }
+  return shard;
+}
+
+int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size) {
+  RT_CHECK(batch_size >= 1, "batch size must be >= 1");
+  int64_t least = epoch0.rank_pairs.empty() ? 0 : epoch0.rank_pairs[0];
+  int worst = 0;
+  for (size_t r = 0; r < epoch0.rank_pairs.size(); ++r) {
+    if (epoch0.rank_pairs[r] < least) least = epoch0.rank_pairs[r], worst = static_cast<int>(r);
+  }
+  if (least == 0) {
+    RT_THROW(DataError, "rank ", worst, " of ", epoch0.rank_pairs.size(),
+             " gets no training pairs: the corpus has too few training lines for this many ranks");
+  }
+  return std::max<int64_t>(1, least / batch_size);
+}
+
+void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t first, int64_t count,
+                 std::vector<Pair>& out, std::vector<Pair>& line_buf, std::vector<int32_t>& scratch) {
+  const int64_t total = shard.pairs();
+  RT_CHECK_T(DataError, total > 0, "this rank has no training pairs in epoch ", shard.epoch);
+  out.clear();
+  out.reserve(static_cast<size_t>(count));
+  int64_t p = first % total;
+  auto j = static_cast<size_t>(std::upper_bound(shard.pair_end.begin(), shard.pair_end.end(), p) -
+                               shard.pair_end.begin());
+  while (static_cast<int64_t>(out.size()) < count) {
+    const int64_t start = j == 0 ? 0 : shard.pair_end[j - 1];
+    line_buf.clear();
+    gen.linePairs(shard.lines[j], shard.epoch, line_buf, scratch);
+    RT_CHECK_EQ(static_cast<int64_t>(line_buf.size()), shard.pair_end[j] - start, "pair count mismatch");
+    const int64_t from = p - start;
+    const int64_t take = std::min<int64_t>(static_cast<int64_t>(line_buf.size()) - from,
+                                           count - static_cast<int64_t>(out.size()));
+    out.insert(out.end(), line_buf.begin() + from, line_buf.begin() + from + take);
+    p = start + from + take;
+    if (++j == shard.lines.size()) {
+      j = 0;
+      p = 0;
+    }
+  }
+}
+
+}  // namespace ringtrain::data

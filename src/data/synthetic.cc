@@ -1,0 +1,179 @@
+#include "ringtrain/data/synthetic.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/data/alias_sampler.h"
+#include "ringtrain/data/corpus.h"
+#include "ringtrain/data/random.h"
+
+namespace ringtrain::data {
+namespace {
+
+constexpr size_t kFlushBytes = 8 << 20;
+
+// Writes to `<path>.tmp.<pid>` and renames over `path` on commit(); removes the temporary otherwise.
+class AtomicWriter {
+ public:
+  explicit AtomicWriter(std::string path) : path_(std::move(path)), tmp_(fmt::format("{}.tmp.{}", path_, ::getpid())) {
+    f_ = std::fopen(tmp_.c_str(), "wb");
+    if (!f_) RT_THROW(DataError, tmp_, ": cannot write: ", std::strerror(errno));
+    buf_.reserve(kFlushBytes + 4096);
+  }
+  ~AtomicWriter() {
+    if (f_) {
+      std::fclose(f_);
+      std::remove(tmp_.c_str());
+    }
+  }
+  std::string& buf() { return buf_; }
+  void maybeFlush() {
+    if (buf_.size() >= kFlushBytes) flush();
+  }
+  void commit() {
+    flush();
+    const int rc = std::fclose(f_);
+    f_ = nullptr;
+    if (rc != 0 || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      std::remove(tmp_.c_str());
+      RT_THROW(DataError, path_, ": cannot write: ", std::strerror(errno));
+    }
+  }
+
+ private:
+  void flush() {
+    if (!buf_.empty() && std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size()) {
+      RT_THROW(DataError, tmp_, ": write failed: ", std::strerror(errno));
+    }
+    buf_.clear();
+  }
+  std::string path_, tmp_;
+  std::FILE* f_ = nullptr;
+  std::string buf_;
+};
+
+void appendInt(std::string& s, int64_t v) {
+  char tmp[24];
+  auto [p, ec] = std::to_chars(tmp, tmp + sizeof tmp, v);
+  s.append(tmp, p);
+}
+
+}  // namespace
+
+SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t seed, const std::string& dir,
+                                  bool write_items) {
+  RT_CHECK_T(ConfigError, o.items >= 2, "synthetic.items must be >= 2");
+  RT_CHECK_T(ConfigError, o.categories >= 1 && o.categories <= o.items, "synthetic.categories must be in [1, items]");
+  RT_CHECK_T(ConfigError, o.session_length >= 2, "synthetic.session_length must be >= 2");
+  RT_CHECK_T(ConfigError, o.alpha >= 0 && o.alpha <= 1, "synthetic.alpha must be in [0, 1]");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) RT_THROW(DataError, dir, ": cannot create directory: ", ec.message());
+
+  const int64_t n = o.items;
+  const int k = o.categories;
+  const int64_t per_category = (n + k - 1) / k;
+  std::vector<double> weights(static_cast<size_t>(per_category));
+  for (int64_t r = 0; r < per_category; ++r) weights[r] = std::pow(static_cast<double>(r + 1), -o.zipf);
+  const AliasSampler zipf(weights);
+  std::vector<double>().swap(weights);
+
+  SyntheticResult result;
+  result.sequences_path = (std::filesystem::path(dir) / "sequences.txt").string();
+  result.items_path = (std::filesystem::path(dir) / "items.tsv").string();
+
+  Xoshiro256 rng(mixSeed({static_cast<uint64_t>(seed), 0x73796e7468ULL}));
+  const int64_t min_len = std::max(2, o.session_length / 2);
+  const int64_t max_len = std::max<int64_t>(min_len, o.session_length + o.session_length / 2);
+  auto draw = [&](int64_t category) {
+    while (true) {
+      const int64_t item = static_cast<int64_t>(zipf.sample(rng)) * k + category;
+      if (item < n) return item;
+    }
+  };
+  {
+    AtomicWriter out(result.sequences_path);
+    std::string& buf = out.buf();
+    for (int64_t s = 0; s < o.sessions; ++s) {
+      const auto home = static_cast<int64_t>(rng.below(static_cast<uint64_t>(k)));
+      const int64_t len = min_len + static_cast<int64_t>(rng.below(static_cast<uint64_t>(max_len - min_len + 1)));
+      int64_t prev = -1;
+      for (int64_t i = 0; i < len; ++i) {
+        const auto pick = [&] {
+          const int64_t c = rng.uniform() < o.alpha ? home : static_cast<int64_t>(rng.below(static_cast<uint64_t>(k)));
+          return draw(c);
+        };
+        int64_t item = pick();
+        if (item == prev) item = pick();
+        if (i) buf.push_back(' ');
+        appendInt(buf, item);
+        prev = item;
+      }
+      buf.push_back('\n');
+      result.tokens += len;
+      out.maybeFlush();
+    }
+    out.commit();
+  }
+  result.sessions = o.sessions;
+  if (write_items) {
+    AtomicWriter out(result.items_path);
+    std::string& buf = out.buf();
+    buf.append("id\tkey\tname\tcategory\n");
+    for (int64_t item = 0; item < n; ++item) {
+      appendInt(buf, item);
+      buf.push_back('\t');
+      appendInt(buf, item);
+      buf.append("\titem ");
+      appendInt(buf, item);
+      buf.append("\tc");
+      appendInt(buf, plantedCategory(item, k));
+      buf.push_back('\n');
+      out.maybeFlush();
+    }
+    out.commit();
+  }
+  return result;
+}
+
+std::shared_ptr<const Corpus> loadJobCorpus(const config::JobConfig& job) {
+  if (!job.data.corpus.empty()) return Corpus::load(job.data);
+  // Generated once per (synthetic options, seed): a stamp beside the files records what they hold.
+  const config::SyntheticOptions& s = job.synthetic;
+  const std::string dir = (std::filesystem::path(job.run.output_dir) / "data").string();
+  const std::string stamp = fmt::format("items={} categories={} sessions={} session_length={} alpha={} zipf={} seed={}\n",
+                                        s.items, s.categories, s.sessions, s.session_length, s.alpha, s.zipf,
+                                        job.run.seed);
+  const std::string stamp_path = (std::filesystem::path(dir) / "synthetic.stamp").string();
+  std::string existing;
+  {
+    std::ifstream in(stamp_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    existing = ss.str();
+  }
+  if (existing != stamp) {
+    info("generating the synthetic corpus in {} ({} items, {} categories, {} sessions)", dir, s.items,
+         s.categories, s.sessions);
+    generateSynthetic(s, job.run.seed, dir);
+    AtomicWriter out(stamp_path);
+    out.buf() = stamp;
+    out.commit();
+  }
+  CorpusLoadOptions o = CorpusLoadOptions::from(job.data);
+  o.corpus = (std::filesystem::path(dir) / "sequences.txt").string();
+  return Corpus::load(o);
+}
+
+}  // namespace ringtrain::data

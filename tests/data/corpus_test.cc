@@ -1,0 +1,223 @@
+#include "ringtrain/data/corpus.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "data_testing.h"
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::data {
+namespace {
+
+using testing_helpers::writeFile;
+
+std::string dataErrorOf(const CorpusLoadOptions& o) {
+  try {
+    Corpus::load(o);
+  } catch (const DataError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+CorpusLoadOptions opts(const std::string& path) {
+  CorpusLoadOptions o;
+  o.corpus = path;
+  return o;
+}
+
+TEST(Corpus, ParsesLinesAndOrdersVocabularyByCount) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "c.txt", "a b c\n  b\tc  \r\n\nc d\nz\n");
+  auto o = opts(path);
+  o.cache = false;
+  auto c = Corpus::load(o);
+  // Lines with < 2 items ("", "z") are dropped.
+  ASSERT_EQ(c->numLines(), 3);
+  EXPECT_EQ(c->stats().source_lines, 5);
+  EXPECT_EQ(c->stats().short_lines, 2);
+  EXPECT_EQ(c->numTokens(), 7);
+  const Vocabulary& v = c->vocab();
+  ASSERT_EQ(v.size(), 5);  // z appears only in a dropped line, but it is in the file: it keeps its id
+  EXPECT_EQ(v.token(0), "c");
+  EXPECT_EQ(v.count(0), 3);
+  EXPECT_EQ(v.token(1), "b");
+  EXPECT_EQ(v.id("a"), 2);
+  EXPECT_EQ(v.id("nope"), -1);
+  const LineView l1 = c->line(1);
+  ASSERT_EQ(l1.size, 2);
+  EXPECT_EQ(v.token(l1[0]), "b");
+  EXPECT_EQ(v.token(l1[1]), "c");
+  EXPECT_EQ(v.totalCount(), 8);
+  EXPECT_EQ(v.count(v.id("z")), 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, MinCountDropsRareItems) {
+  auto c = Corpus::fromLines({{"a", "b", "x"}, {"a", "b"}, {"a", "y"}}, /*min_count=*/2);
+  EXPECT_EQ(c->vocab().size(), 2);
+  EXPECT_EQ(c->numLines(), 2);  // {a, y} lost y and is too short
+  EXPECT_EQ(c->stats().dropped_tokens, 2);
+}
+
+TEST(Corpus, UnreadableFileNamesIt) {
+  const std::string msg = dataErrorOf(opts("/nonexistent/corpus.txt"));
+  EXPECT_NE(msg.find("/nonexistent/corpus.txt"), std::string::npos) << msg;
+}
+
+TEST(Corpus, EmptyFileNamesFileAndLine) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "empty.txt", "");
+  const std::string msg = dataErrorOf(opts(path));
+  EXPECT_NE(msg.find(path + ":1: empty corpus"), std::string::npos) << msg;
+  const std::string blank = writeFile(dir, "blank.txt", "\n\n  \n");
+  const std::string msg2 = dataErrorOf(opts(blank));
+  EXPECT_NE(msg2.find(blank + ": no usable lines"), std::string::npos) << msg2;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, BadTokenNamesFileAndLine) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string good = "a b c\n";
+  const std::string path = writeFile(dir, "bad.txt", good + good + "a \xff\xfe b\n" + good + "x\x01y z\n" + good);
+  const std::string msg = dataErrorOf(opts(path));
+  EXPECT_NE(msg.find(path + ":3: token 2 is not valid text: invalid UTF-8"), std::string::npos) << msg;
+
+  auto o = opts(path);
+  o.skip_bad_lines = true;
+  auto c = Corpus::load(o);
+  EXPECT_EQ(c->stats().bad_lines, 2);
+  EXPECT_EQ(c->numLines(), 4);
+  // Valid multi-byte UTF-8 is fine.
+  const std::string utf8 = writeFile(dir, "utf8.txt", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\n");
+  EXPECT_EQ(Corpus::load(opts(utf8))->vocab().size(), 3);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, ControlCharacterNamesLine) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "ctl.txt", "a b\nx\x01y z\n");
+  const std::string msg = dataErrorOf(opts(path));
+  EXPECT_NE(msg.find(path + ":2: token 1 is not valid text: control character 0x01"), std::string::npos) << msg;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, OverlongLineNamesLineOrIsSkipped) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  std::string long_line;
+  for (int i = 0; i < 300; ++i) long_line += "item" + std::to_string(i) + " ";
+  const std::string path = writeFile(dir, "long.txt", "a b\n" + long_line + "\nc d\n");
+  auto o = opts(path);
+  o.max_line_bytes = 256;
+  o.cache = false;
+  const std::string msg = dataErrorOf(o);
+  EXPECT_NE(msg.find(path + ":2: line longer than 256 bytes"), std::string::npos) << msg;
+  o.skip_bad_lines = true;
+  auto c = Corpus::load(o);
+  EXPECT_EQ(c->stats().bad_lines, 1);
+  EXPECT_EQ(c->numLines(), 2);
+  EXPECT_EQ(c->stats().source_lines, 3);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, CacheIsReusedAndInvalidated) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "c.txt", "a b c\nb c\nc d e f\n");
+  auto first = Corpus::load(opts(path));
+  EXPECT_FALSE(first->stats().from_cache);
+  EXPECT_EQ(first->stats().cache_path, path + ".rtc");
+  ASSERT_TRUE(std::filesystem::exists(path + ".rtc"));
+  auto second = Corpus::load(opts(path));
+  EXPECT_TRUE(second->stats().from_cache);
+  EXPECT_EQ(second->tokens(), first->tokens());
+  EXPECT_EQ(second->offsets(), first->offsets());
+  EXPECT_EQ(second->vocab().arena(), first->vocab().arena());
+  EXPECT_EQ(second->vocab().counts(), first->vocab().counts());
+  EXPECT_EQ(second->stats().source_lines, 3);
+
+  // Different min_count: a different cache key.
+  auto o = opts(path);
+  o.min_count = 2;
+  EXPECT_FALSE(Corpus::load(o)->stats().from_cache);
+
+  // Same size, new content: the cache is invalidated.
+  writeFile(dir, "c.txt", "x y z\nb c\nc d e f\n");
+  auto third = Corpus::load(opts(path));
+  EXPECT_FALSE(third->stats().from_cache);
+  EXPECT_GE(third->vocab().id("x"), 0);
+
+  // A corrupt cache is re-parsed, not trusted.
+  writeFile(dir, "c.txt.rtc", "RTCORPUS garbage");
+  EXPECT_FALSE(Corpus::load(opts(path))->stats().from_cache);
+  EXPECT_TRUE(Corpus::load(opts(path))->stats().from_cache);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, UnwritableCacheOnlyWarns) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "c.txt", "a b c\n");
+  // A directory where the cache file should go: the cache can be neither read nor renamed into place
+  // (this also works as root, whom directory permissions do not stop).
+  std::filesystem::create_directory(path + ".rtc");
+  auto c = Corpus::load(opts(path));
+  EXPECT_EQ(c->numLines(), 1);
+  EXPECT_FALSE(c->stats().from_cache);
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << "left a temporary: " << entry.path();
+  }
+  if (::geteuid() != 0) {
+    std::filesystem::remove(path + ".rtc");
+    ::chmod(dir.c_str(), 0555);
+    auto d = Corpus::load(opts(path));
+    EXPECT_EQ(d->numLines(), 1);
+    EXPECT_EQ(d->stats().cache_path, "");
+    ::chmod(dir.c_str(), 0755);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, ItemsTableAttachesNamesAndCategories) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "seq.txt", "a b c\nb c\n");
+  writeFile(dir, "items.tsv", "id\tkey\tname\tcategory\na\tKA\tApple\tfruit\nb\tKB\tBread\t\nq\tKQ\tunused\tx\nc\tKC\tCherry\tfruit\n");
+  auto c = Corpus::load(opts(path));
+  const ItemTable& items = c->items();
+  ASSERT_FALSE(items.empty());
+  const int32_t a = c->vocab().id("a"), b = c->vocab().id("b"), cc = c->vocab().id("c");
+  EXPECT_EQ(items.name(a), "Apple");
+  EXPECT_EQ(items.key(a), "KA");
+  EXPECT_EQ(items.category(a), "fruit");
+  EXPECT_EQ(items.categoryId(b), -1);
+  EXPECT_EQ(items.categoryId(cc), items.categoryId(a));
+  EXPECT_EQ(items.numCategories(), 1);
+
+  writeFile(dir, "items.tsv", "id\tkey\tname\tcategory\na\tKA\n");
+  const std::string msg = dataErrorOf(opts(path));
+  EXPECT_NE(msg.find(dir + "/items.tsv:2: expected 4 tab-separated fields"), std::string::npos) << msg;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Corpus, OnlineRetailLoads) {
+  // ../shared beside the checkout (or beside the worktree folder, for a git worktree under wt/).
+  std::string path = testing::sourcePath("../shared/data/onlineretail/sequences.txt");
+  if (!std::filesystem::exists(path)) path = testing::sourcePath("../../shared/data/onlineretail/sequences.txt");
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not present";
+  // The shared folder is read-only: caching must be skipped or land nowhere harmful.
+  auto o = opts(path);
+  o.cache = false;
+  auto c = Corpus::load(o);
+  EXPECT_GT(c->numLines(), 15000);
+  EXPECT_LE(c->numLines(), 19773);
+  EXPECT_EQ(c->vocab().size(), 3798);
+  EXPECT_EQ(c->stats().source_lines, 19773);
+  EXPECT_EQ(c->stats().bad_lines, 0);
+  EXPECT_GT(c->items().rowsMatched(), 3700);
+}
+
+}  // namespace
+}  // namespace ringtrain::data

@@ -1,0 +1,202 @@
+#include "ringtrain/data/batch_loader.h"
+
+#include <atomic>
+#include <thread>
+
+#include <ATen/ops/equal.h>
+#include <gtest/gtest.h>
+
+#include "data_testing.h"
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::data {
+namespace {
+
+using namespace std::chrono_literals;
+using testing_helpers::finishesWithin;
+
+struct Data {
+  std::shared_ptr<const Corpus> corpus;
+  std::shared_ptr<const CorpusSplit> split;
+};
+
+Data makeData(int lines = 400) {
+  std::vector<std::vector<std::string>> text;
+  for (int l = 0; l < lines; ++l) {
+    std::vector<std::string> line;
+    const int len = 3 + (l * 13) % 9;
+    for (int i = 0; i < len; ++i) line.push_back(std::to_string((l * 31 + i * i * 7) % 300));
+    text.push_back(line);
+  }
+  Data d;
+  d.corpus = Corpus::fromLines(text);
+  d.split = std::make_shared<CorpusSplit>(*d.corpus, SplitOptions{0.1, 42, EvalProtocol::kWindow, 1});
+  return d;
+}
+
+config::JobConfig job(int workers, int depth = 4) {
+  config::JobConfig j;
+  j.data.batch_size = 32;
+  j.data.negatives = 3;
+  j.data.window = 2;
+  j.run.epochs = 2;
+  j.loader.workers = workers;
+  j.loader.queue_depth = depth;
+  return j;
+}
+
+std::vector<Batch> drain(BatchLoader& loader) {
+  std::vector<Batch> out;
+  while (auto b = loader.next()) out.push_back(std::move(*b));
+  return out;
+}
+
+bool sameBatch(const Batch& a, const Batch& b) {
+  return a.epoch == b.epoch && a.step == b.step && at::equal(a.center, b.center) && at::equal(a.context, b.context) &&
+         at::equal(a.negatives, b.negatives);
+}
+
+TEST(Loader, SameBatchesWhateverTheThreadCount) {
+  Data d = makeData();
+  BatchLoader l0(d.corpus, d.split, job(0), 0, 1);
+  const std::vector<Batch> ref = drain(l0);
+  ASSERT_EQ(static_cast<int64_t>(ref.size()), 2 * l0.stepsPerEpoch());
+  ASSERT_GE(l0.stepsPerEpoch(), 5);
+  for (int workers : {1, 4}) {
+    BatchLoader l(d.corpus, d.split, job(workers, 3), 0, 1);
+    const std::vector<Batch> got = drain(l);
+    ASSERT_EQ(got.size(), ref.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_TRUE(sameBatch(got[i], ref[i])) << workers << " workers, batch " << i;
+    EXPECT_EQ(l.stats().batches, static_cast<int64_t>(ref.size()));
+  }
+  // Shapes, ranges and positions.
+  const Batch& b = ref.back();
+  EXPECT_EQ(b.center.sizes(), (std::vector<int64_t>{32}));
+  EXPECT_EQ(b.negatives.sizes(), (std::vector<int64_t>{32, 3}));
+  EXPECT_EQ(b.center.scalar_type(), at::kLong);
+  EXPECT_GE(b.negatives.min().item<int64_t>(), 0);
+  EXPECT_LT(b.negatives.max().item<int64_t>(), d.corpus->vocab().size());
+  EXPECT_EQ(ref[1].step, 1);
+  EXPECT_EQ(ref[l0.stepsPerEpoch()].epoch, 1);
+  EXPECT_EQ(ref[l0.stepsPerEpoch()].step, 0);
+  EXPECT_FALSE(at::equal(ref[0].center, ref[l0.stepsPerEpoch()].center));  // reshuffled epoch
+}
+
+TEST(Loader, ResumesAtAPosition) {
+  Data d = makeData();
+  BatchLoader full(d.corpus, d.split, job(2), 0, 1);
+  const std::vector<Batch> ref = drain(full);
+  const int64_t steps = full.stepsPerEpoch();
+  BatchLoader resumed(d.corpus, d.split, job(2), 0, 1, LoaderPosition{1, 2});
+  EXPECT_EQ(resumed.position().epoch, 1);
+  EXPECT_EQ(resumed.position().step, 2);
+  auto b = resumed.next();
+  ASSERT_TRUE(b);
+  EXPECT_TRUE(sameBatch(*b, ref[steps + 2]));
+  EXPECT_EQ(resumed.position().step, 3);
+  EXPECT_THROW(BatchLoader(d.corpus, d.split, job(0), 0, 1, LoaderPosition{0, steps + 1}), DataError);
+}
+
+TEST(Loader, RanksGetEqualStepsAndDifferentData) {
+  Data d = makeData();
+  std::vector<int64_t> steps;
+  std::vector<Batch> firsts;
+  for (int r = 0; r < 3; ++r) {
+    BatchLoader l(d.corpus, d.split, job(1), r, 3);
+    steps.push_back(l.stepsPerEpoch());
+    firsts.push_back(*l.next());
+  }
+  EXPECT_EQ(steps[0], steps[1]);
+  EXPECT_EQ(steps[1], steps[2]);
+  EXPECT_FALSE(at::equal(firsts[0].center, firsts[1].center));
+}
+
+TEST(Loader, MaxStepsBoundsTheRun) {
+  Data d = makeData();
+  config::JobConfig j = job(2);
+  j.run.max_steps = 3;
+  j.ddp.accumulation_steps = 2;
+  BatchLoader l(d.corpus, d.split, j, 0, 1);
+  EXPECT_EQ(drain(l).size(), 6u);
+}
+
+TEST(Loader, ShutdownWithAFullQueue) {
+  Data d = makeData();
+  auto loader = std::make_unique<BatchLoader>(d.corpus, d.split, job(3, 2), 0, 1);
+  // Let the workers fill the queue and block on it.
+  std::this_thread::sleep_for(200ms);
+  BatchLoader* raw = loader.release();
+  EXPECT_TRUE(finishesWithin([raw] { delete raw; }, 10s));
+}
+
+TEST(Loader, StopWakesABlockedConsumer) {
+  Data d = makeData();
+  LoaderHooks hooks;
+  hooks.before_build = [](int64_t, int64_t step, const std::atomic<bool>& stopping) {
+    if (step < 1) return;
+    while (!stopping.load()) std::this_thread::sleep_for(5ms);  // a stalled source
+  };
+  for (int workers : {0, 2}) {
+    BatchLoader loader(d.corpus, d.split, job(workers), 0, 1, {}, hooks);
+    ASSERT_TRUE(loader.next());
+    std::atomic<int> result{-1};
+    std::thread consumer([&] { result = loader.next().has_value() ? 1 : 0; });
+    std::this_thread::sleep_for(150ms);
+    EXPECT_EQ(result.load(), -1) << "next() should be blocked";
+    EXPECT_TRUE(finishesWithin([&] { loader.stop(); }, 10s)) << workers << " workers";
+    EXPECT_TRUE(finishesWithin([&] { consumer.join(); }, 10s));
+    EXPECT_EQ(result.load(), 0);
+    EXPECT_FALSE(loader.next());
+  }
+}
+
+TEST(Loader, RequestStopAloneIsNoticed) {
+  Data d = makeData();
+  LoaderHooks hooks;
+  hooks.before_build = [](int64_t, int64_t step, const std::atomic<bool>& stopping) {
+    while (step >= 1 && !stopping.load()) std::this_thread::sleep_for(5ms);
+  };
+  BatchLoader loader(d.corpus, d.split, job(2), 0, 1, {}, hooks);
+  ASSERT_TRUE(loader.next());
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(100ms);
+    loader.requestStop();  // what a signal handler may call
+  });
+  bool returned = finishesWithin([&] { EXPECT_FALSE(loader.next()); }, 10s);
+  stopper.join();
+  EXPECT_TRUE(returned);
+}
+
+TEST(Loader, WorkerErrorReachesTheConsumerInOrder) {
+  Data d = makeData();
+  LoaderHooks hooks;
+  hooks.before_build = [](int64_t epoch, int64_t step, const std::atomic<bool>&) {
+    if (epoch == 0 && step == 2) throw DataError("corpus.txt:17: injected failure");
+  };
+  for (int workers : {0, 3}) {
+    BatchLoader loader(d.corpus, d.split, job(workers), 0, 1, {}, hooks);
+    ASSERT_TRUE(loader.next());
+    ASSERT_TRUE(loader.next());
+    try {
+      loader.next();
+      ADD_FAILURE() << "expected the worker's DataError";
+    } catch (const DataError& e) {
+      EXPECT_STREQ(e.what(), "corpus.txt:17: injected failure");
+    }
+    EXPECT_THROW(loader.next(), DataError);  // stays failed
+  }
+}
+
+TEST(Loader, StatsReportTheMemoryBound) {
+  Data d = makeData();
+  BatchLoader loader(d.corpus, d.split, job(2, 5), 0, 1);
+  ASSERT_TRUE(loader.next());
+  const LoaderStats s = loader.stats();
+  EXPECT_EQ(s.bytes_per_batch, 32 * (2 + 3) * 8);
+  EXPECT_EQ(s.max_batches_held, 5);
+  EXPECT_EQ(s.pairs, 32);
+  EXPECT_GE(s.wait_seconds, 0.0);
+}
+
+}  // namespace
+}  // namespace ringtrain::data
