@@ -1,0 +1,47 @@
+// Synchronization of sparse row gradients (Embedding/EmbeddingBag with sparse(true)). Only touched rows
+// travel, as host bytes through Communicator::allgatherBytes / allToAllBytes, so it works over every
+// backend (NCCL included: CUDA rows are staged through the host).
+//
+// Both modes return the same value (up to float summation order): a coalesced sparse COO tensor holding,
+// for every row touched on any rank, the sum over ranks divided by the world size. It is identical on every
+// rank (every rank coalesces the same bytes in the same order).
+//  allgather: each rank coalesces its rows, all-gathers (row ids, values), concatenates in rank order,
+//             coalesces. Each rank receives every other rank's rows: ~ (world - 1) x rows.
+//  owner:     row r belongs to rank r % world. Each rank coalesces locally (hot rows travel once), sends each
+//             owner its rows (allToAllBytes); owners sum what they receive (in rank order) and all-gather
+//             their reduced rows. A rank sends its distinct rows plus its share of the union and receives
+//             the union of distinct rows: the traffic follows distinct touched rows, not ranks x rows.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/ddp/distributed_data_parallel.h"
+
+namespace ringtrain::ddp {
+
+struct SparseSyncCounts {
+  size_t bytes_sent = 0;      // payload bytes this rank shipped to other ranks
+  size_t bytes_received = 0;  // payload bytes it received from other ranks
+  size_t rows_local = 0;      // distinct rows this rank touched
+  size_t rows_global = 0;     // distinct rows in the result
+};
+
+inline int ownerOfRow(int64_t row, int world) { return static_cast<int>(row % world); }
+
+// Serialized rows: [int64 count][int64 width][count int64 row ids][count x width values, raw].
+std::vector<uint8_t> packRows(const at::Tensor& rows, const at::Tensor& values);
+// Appends the rows and values found in `bytes` (values of `dtype`, `width` per row) to the lists.
+void unpackRows(const std::vector<uint8_t>& bytes, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
+                std::vector<at::Tensor>& values);
+
+// Collective. `grad` may be undefined (no row touched here), sparse, or dense (then every row counts as
+// touched). Returns the averaged coalesced sparse gradient on `param`'s device; adds to `counts`.
+at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param, const at::Tensor& grad,
+                              SparseSync mode, SparseSyncCounts& counts);
+
+}  // namespace ringtrain::ddp

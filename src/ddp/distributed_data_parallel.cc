@@ -1,0 +1,577 @@
+// The bucket readiness protocol (see distributed_data_parallel.h for the user's side):
+//
+//  * Each dense parameter i lives in bucket b(i) at a fixed offset; its .grad() is a tensor sharing the
+//    bucket's storage (made with set_, so it is not an autograd view and optimizer.zero_grad()'s detach_
+//    works on it). AccumulateGrad adds into an existing dense grad in place, so backward writes straight
+//    into the bucket.
+//  * A post-hook on i's grad accumulator runs right after i's gradient is accumulated. It first makes sure
+//    the grad is still the bucket slot (if the user replaced or dropped it, the new values are copied in and
+//    the slot is put back), then marks i ready and decrements b(i)'s pending count.
+//  * Buckets are launched strictly in index order: when bucket next_launch_ has no pending parameters it is
+//    handed to the CommHook, then the next one is examined, and so on. Every rank therefore issues the same
+//    sequence of collectives whatever order its gradients arrive in.
+//  * finalize() marks every parameter that got no gradient (unused this iteration) ready with its slot left
+//    as the user's accumulation left it (zero after zero_grad) or zeroed if the grad was dropped, launches
+//    the remaining buckets in order, waits for all of them, then synchronizes sparse gradients (not in
+//    buckets), runs the replica check when due and, after the first iteration, rebuilds the buckets once
+//    in the order gradients became ready on rank 0.
+//  * Under noSync() the hooks only keep grads in their slots; nothing is marked or launched.
+// State touched by hooks is guarded by mu_, because with CUDA tensors autograd runs hooks on its device
+// threads while finalize() runs on the caller's.
+#include "ringtrain/ddp/distributed_data_parallel.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <unordered_set>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/ddp/bucket_assignment.h"
+#include "ringtrain/ddp/comm_hook.h"
+#include "ringtrain/ddp/sparse_sync.h"
+#include "ringtrain/ddp/tensor_buffer.h"
+
+namespace ringtrain::ddp {
+
+using Clock = std::chrono::steady_clock;
+
+SparseSync parseSparseSync(const std::string& text) {
+  if (text == "owner") return SparseSync::kOwner;
+  if (text == "allgather") return SparseSync::kAllgather;
+  RT_THROW(ConfigError, "ddp.sparse_sync: unknown value '", text, "' (expected owner or allgather)");
+}
+
+const char* toString(SparseSync mode) { return mode == SparseSync::kOwner ? "owner" : "allgather"; }
+
+DdpOptions DdpOptions::fromConfig(const config::DdpOptions& ddp, const config::CommOptions& comm) {
+  DdpOptions options;
+  options.bucket_cap_mb = ddp.bucket_cap_mb;
+  options.first_bucket_mb = ddp.first_bucket_mb;
+  options.static_graph = ddp.static_graph;
+  options.find_unused_parameters = ddp.find_unused_parameters;
+  options.compression = ddp.compression;
+  options.sparse_sync = parseSparseSync(ddp.sparse_sync);
+  options.replica_check_every = ddp.replica_check_every;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(comm.timeout_s * 1000.0));
+  return options;
+}
+
+namespace {
+
+std::string describe(const at::Tensor& t) {
+  std::ostringstream out;
+  out << c10::toString(t.scalar_type()) << t.sizes() << " " << t.device();
+  return out.str();
+}
+
+uint64_t fnv1a(const void* data, size_t bytes, uint64_t hash = 1469598103934665603ull) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    hash ^= p[i];
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+std::vector<std::string> splitLines(const std::vector<uint8_t>& bytes) {
+  std::vector<std::string> lines;
+  std::string line;
+  for (uint8_t c : bytes) {
+    if (c == '\n') {
+      lines.push_back(std::move(line));
+      line.clear();
+    } else {
+      line.push_back(static_cast<char>(c));
+    }
+  }
+  if (!line.empty()) lines.push_back(std::move(line));
+  return lines;
+}
+
+std::string ms(std::chrono::nanoseconds d) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(3);
+  out << std::chrono::duration<double, std::milli>(d).count() << " ms";
+  return out.str();
+}
+
+}  // namespace
+
+class DistributedDataParallel::Impl {
+ public:
+  struct Param {
+    std::string name;
+    at::Tensor tensor;
+    bool sparse = false;
+    int64_t bucket = -1;   // dense only
+    int64_t offset = 0;    // elements into the bucket
+    at::Tensor slot;       // the grad tensor sharing the bucket's storage
+    bool ready = false;    // got its gradient this iteration
+    bool static_unused = false;
+  };
+  struct Bucket {
+    at::Tensor flat;
+    std::vector<size_t> members;  // indices into params_
+    size_t pending = 0;
+    comm::WorkPtr work;
+  };
+
+  Impl(torch::nn::Module& module, comm::Communicator& comm, DdpOptions options)
+      : module_(module), comm_(comm), options_(std::move(options)) {
+    RT_CHECK_GT(options_.bucket_cap_mb, 0.0, "ddp.bucket_cap_mb must be positive");
+    RT_CHECK_GT(options_.first_bucket_mb, 0.0, "ddp.first_bucket_mb must be positive");
+    hook_ = makeCommHook(options_.compression);
+    collectParameters();
+    checkLayout();
+    broadcastState();
+    std::vector<size_t> dense_order;
+    for (size_t i : reverseOrder(dense_.size())) dense_order.push_back(i);
+    buildBuckets(dense_order);
+    registerHooks();
+    resetIteration();
+  }
+
+  ~Impl() {
+    // The module may outlive us: take our hooks off its accumulators.
+    for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
+  }
+
+  // ---- construction -------------------------------------------------------------------------------
+  void collectParameters() {
+    std::unordered_set<const void*> sparse_weights;
+    for (const auto& item : module_.named_modules()) {
+      if (auto* e = dynamic_cast<torch::nn::EmbeddingImpl*>(item.value().get())) {
+        if (e->options.sparse()) sparse_weights.insert(e->weight.unsafeGetTensorImpl());
+      } else if (auto* b = dynamic_cast<torch::nn::EmbeddingBagImpl*>(item.value().get())) {
+        if (b->options.sparse()) sparse_weights.insert(b->weight.unsafeGetTensorImpl());
+      }
+    }
+    for (const auto& item : module_.named_parameters(/*recurse=*/true)) {
+      if (!item.value().requires_grad()) continue;
+      Param p;
+      p.name = item.key();
+      p.tensor = item.value();
+      p.sparse = sparse_weights.count(p.tensor.unsafeGetTensorImpl()) > 0;
+      (p.sparse ? sparse_ : dense_).push_back(params_.size());
+      params_.push_back(std::move(p));
+    }
+  }
+
+  // Every rank sends one line per parameter; all compare with rank 0 and fail on the first difference.
+  void checkLayout() {
+    std::string text;
+    for (const Param& p : params_) {
+      text += p.name + " " + describe(p.tensor) + (p.sparse ? " sparse" : "") + "\n";
+    }
+    std::vector<uint8_t> mine(text.begin(), text.end());
+    auto all = comm_.allgatherBytes(mine);
+    RT_CHECK_EQ(all.size(), static_cast<size_t>(comm_.size()));
+    auto reference = splitLines(all[0]);
+    for (int r = 1; r < comm_.size(); ++r) {
+      auto lines = splitLines(all[r]);
+      for (size_t i = 0; i < std::max(lines.size(), reference.size()); ++i) {
+        const std::string a = i < reference.size() ? reference[i] : "<none>";
+        const std::string b = i < lines.size() ? lines[i] : "<none>";
+        if (a != b) {
+          const std::string name = (i < reference.size() ? a : b).substr(0, (i < reference.size() ? a : b).find(' '));
+          RT_THROW(Error, "DistributedDataParallel: the model on rank ", r, " differs from rank 0 at parameter ",
+                   i, " '", name, "': rank 0 has '", a, "', rank ", r, " has '", b, "'");
+        }
+      }
+    }
+  }
+
+  void broadcastState() {
+    if (comm_.size() == 1) return;
+    torch::NoGradGuard no_grad;
+    std::vector<at::Tensor> tensors;
+    for (const auto& item : module_.named_parameters(true)) tensors.push_back(item.value());
+    for (const auto& item : module_.named_buffers(true)) tensors.push_back(item.value());
+    // One broadcast per (dtype, device) group, in a fixed order.
+    std::vector<std::vector<at::Tensor>> groups;
+    std::vector<std::pair<c10::ScalarType, c10::Device>> kinds;
+    for (const auto& t : tensors) {
+      if (t.numel() == 0) continue;
+      std::pair<c10::ScalarType, c10::Device> kind{t.scalar_type(), t.device()};
+      auto it = std::find(kinds.begin(), kinds.end(), kind);
+      if (it == kinds.end()) {
+        kinds.push_back(kind);
+        groups.emplace_back();
+        it = kinds.end() - 1;
+      }
+      groups[it - kinds.begin()].push_back(t);
+    }
+    for (auto& group : groups) {
+      std::vector<at::Tensor> flat_parts;
+      for (auto& t : group) flat_parts.push_back(t.reshape({-1}));
+      at::Tensor flat = at::cat(flat_parts);
+      comm_.broadcastAsync(asBuffer(flat), 0)->wait(options_.timeout);
+      int64_t offset = 0;
+      for (auto& t : group) {
+        t.copy_(flat.narrow(0, offset, t.numel()).view(t.sizes()));
+        offset += t.numel();
+      }
+    }
+  }
+
+  // `order` lists positions in dense_ (not params_) in visiting order.
+  void buildBuckets(const std::vector<size_t>& order) {
+    torch::NoGradGuard no_grad;
+    std::vector<BucketParam> specs;
+    for (size_t d : dense_) {
+      const at::Tensor& t = params_[d].tensor;
+      specs.push_back({static_cast<size_t>(t.numel()) * t.element_size(), static_cast<int>(t.scalar_type()),
+                       t.is_cuda() ? static_cast<int>(t.get_device()) : -1});
+    }
+    BucketLimits limits;
+    limits.first_cap_bytes = static_cast<size_t>(options_.first_bucket_mb * 1024 * 1024);
+    limits.cap_bytes = static_cast<size_t>(options_.bucket_cap_mb * 1024 * 1024);
+    auto assignment = assignBuckets(specs, order, limits);
+
+    std::vector<Bucket> buckets;
+    for (size_t b = 0; b < assignment.size(); ++b) {
+      Bucket bucket;
+      int64_t numel = 0;
+      for (size_t position : assignment[b]) numel += params_[dense_[position]].tensor.numel();
+      const at::Tensor& first = params_[dense_[assignment[b].front()]].tensor;
+      bucket.flat = at::zeros({numel}, first.options().requires_grad(false));
+      int64_t offset = 0;
+      for (size_t position : assignment[b]) {
+        Param& p = params_[dense_[position]];
+        bucket.members.push_back(dense_[position]);
+        at::Tensor slot = at::empty({0}, bucket.flat.options());
+        slot.set_(bucket.flat.storage(), offset, p.tensor.sizes(), c10::contiguous_strides(p.tensor.sizes()));
+        const at::Tensor& old = p.tensor.grad();
+        if (old.defined()) slot.copy_(old.is_sparse() ? old.to_dense() : old);
+        p.tensor.mutable_grad() = slot;
+        p.slot = slot;
+        p.bucket = static_cast<int64_t>(b);
+        p.offset = offset;
+        offset += p.tensor.numel();
+      }
+      buckets.push_back(std::move(bucket));
+    }
+    buckets_ = std::move(buckets);
+    bucket_order_ = order;
+    refreshBucketStats();
+  }
+
+  void refreshBucketStats() {
+    stats_.buckets.clear();
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      BucketStats s;
+      s.index = b;
+      s.dtype = static_cast<int>(buckets_[b].flat.scalar_type());
+      s.device = buckets_[b].flat.is_cuda() ? buckets_[b].flat.get_device() : -1;
+      s.bytes = static_cast<size_t>(buckets_[b].flat.numel()) * buckets_[b].flat.element_size();
+      for (size_t i : buckets_[b].members) s.parameters.push_back(params_[i].name);
+      stats_.buckets.push_back(std::move(s));
+    }
+    stats_.sparse_parameters = sparse_.size();
+  }
+
+  class ReadyHook : public torch::autograd::FunctionPostHook {
+   public:
+    ReadyHook(Impl* impl, size_t index) : impl_(impl), index_(index) {}
+    torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                              const torch::autograd::variable_list& /*inputs*/) override {
+      impl_->onGradReady(index_);
+      return outputs;
+    }
+
+   private:
+    Impl* impl_;  // the Impl removes this hook in its destructor
+    size_t index_;
+  };
+
+  void registerHooks() {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      auto accumulator = torch::autograd::impl::grad_accumulator(params_[i].tensor);
+      RT_CHECK(accumulator != nullptr, "parameter '", params_[i].name, "' has no gradient accumulator");
+      hook_keys_.push_back(accumulator->add_post_hook(std::make_unique<ReadyHook>(this, i)));
+      accumulators_.push_back(std::move(accumulator));  // keeps the node (and our hook) alive
+    }
+  }
+
+  // ---- per iteration ------------------------------------------------------------------------------
+  // Puts the grad back into its bucket slot if the user (or zero_grad(set_to_none)) replaced it.
+  void ensureSlot(Param& p) {
+    const at::Tensor& grad = p.tensor.grad();
+    if (grad.defined() && grad.unsafeGetTensorImpl() == p.slot.unsafeGetTensorImpl()) return;
+    if (grad.defined() && !grad.is_sparse() && grad.data_ptr() == p.slot.data_ptr()) return;
+    torch::NoGradGuard no_grad;
+    if (grad.defined()) {
+      p.slot.copy_(grad.is_sparse() ? grad.to_dense() : grad);
+    } else {
+      p.slot.zero_();
+    }
+    p.tensor.mutable_grad() = p.slot;
+    ++slot_copies_;
+  }
+
+  void onGradReady(size_t index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Param& p = params_[index];
+    if (p.sparse) {
+      p.ready = true;
+      return;
+    }
+    ensureSlot(p);
+    if (no_sync_) return;
+    RT_CHECK(!p.ready, "DistributedDataParallel: parameter '", p.name,
+             "' received a second gradient before finalize(); call finalize() after each backward, and "
+             "accumulate micro-batches under noSync()");
+    p.ready = true;
+    if (record_order_) ready_order_.push_back(index);
+    Bucket& bucket = buckets_[p.bucket];
+    if (--bucket.pending == 0) launchReadyLocked();
+  }
+
+  void launchReadyLocked() {
+    while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+      Bucket& bucket = buckets_[next_launch_];
+      bucket.work = hook_->run(comm_, bucket.flat);
+      dense_bytes_ += hook_->wireBytes(static_cast<size_t>(bucket.flat.numel()) * bucket.flat.element_size(),
+                                       bucket.flat.element_size());
+      ++next_launch_;
+    }
+  }
+
+  void resetIteration() {
+    for (Param& p : params_) p.ready = p.static_unused;
+    for (Bucket& b : buckets_) {
+      b.pending = 0;
+      b.work.reset();
+      for (size_t i : b.members) {
+        if (!params_[i].static_unused) ++b.pending;
+      }
+    }
+    next_launch_ = 0;
+    dense_bytes_ = 0;
+  }
+
+  void finalize() {
+    if (no_sync_) return;
+    const auto start = Clock::now();
+    std::vector<std::string> unused;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t i : dense_) {
+        Param& p = params_[i];
+        if (p.ready) continue;
+        unused.push_back(p.name);
+        ensureSlot(p);  // keeps accumulated (noSync) or zeroed values; zeroes a dropped grad
+        p.ready = true;
+        if (first_iteration_ && options_.static_graph) p.static_unused = true;
+        --buckets_[p.bucket].pending;
+      }
+      if (!unused.empty() && !options_.find_unused_parameters && !options_.static_graph) {
+        std::string names;
+        for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
+        RT_THROW(Error, "DistributedDataParallel: parameters without a gradient this iteration: ", names,
+                 " (set ddp.find_unused_parameters: true to reduce them as zeros)");
+      }
+      launchReadyLocked();
+      RT_CHECK_EQ(next_launch_, buckets_.size(), "all buckets must be launched at finalize");
+    }
+    if (first_iteration_ && !unused.empty()) {
+      std::string names;
+      for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
+      warn("DistributedDataParallel: {} parameter(s) got no gradient in the first iteration and are reduced "
+           "as zeros: {}", unused.size(), names);
+      stats_.unused_parameters = unused;
+    }
+    std::chrono::nanoseconds total{0};
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      buckets_[b].work->wait(options_.timeout);
+      stats_.buckets[b].last_allreduce = buckets_[b].work->duration();
+      total += stats_.buckets[b].last_allreduce;
+    }
+    stats_.finalize_wait = Clock::now() - start;
+    stats_.allreduce_total = total;
+    stats_.dense_bytes_sent = dense_bytes_;
+
+    const auto sparse_start = Clock::now();
+    SparseSyncCounts counts;
+    for (size_t i : sparse_) {
+      Param& p = params_[i];
+      at::Tensor result = syncSparseGradient(comm_, p.tensor, p.tensor.grad(), options_.sparse_sync, counts);
+      p.tensor.mutable_grad() = result;
+    }
+    stats_.sparse_sync_time = Clock::now() - sparse_start;
+    stats_.sparse_bytes_sent = counts.bytes_sent;
+    stats_.sparse_bytes_received = counts.bytes_received;
+    stats_.sparse_rows_local = counts.rows_local;
+    stats_.sparse_rows_global = counts.rows_global;
+
+    ++stats_.steps;
+    stats_.sum_allreduce_total += stats_.allreduce_total;
+    stats_.sum_finalize_wait += stats_.finalize_wait;
+    stats_.sum_sparse_sync_time += stats_.sparse_sync_time;
+    stats_.sum_dense_bytes_sent += stats_.dense_bytes_sent;
+    stats_.sum_sparse_bytes_sent += stats_.sparse_bytes_sent;
+
+    if (options_.replica_check_every > 0 && stats_.steps % options_.replica_check_every == 0) checkReplicas();
+    if (first_iteration_) {
+      first_iteration_ = false;
+      record_order_ = false;
+      if (options_.rebuild_buckets) rebuildFromObservedOrder();
+    }
+    resetIteration();
+  }
+
+  // Rank 0's gradient-ready order wins; every rank rebuilds identically (or not at all).
+  void rebuildFromObservedOrder() {
+    std::vector<size_t> position_of(params_.size(), 0);
+    for (size_t d = 0; d < dense_.size(); ++d) position_of[dense_[d]] = d;
+    std::vector<size_t> observed;
+    for (size_t i : ready_order_) observed.push_back(position_of[i]);
+    std::vector<size_t> order = completeOrder(observed, dense_.size());
+    at::Tensor wire = at::empty({static_cast<int64_t>(order.size())}, at::kLong);
+    for (size_t k = 0; k < order.size(); ++k) wire[k].fill_(static_cast<int64_t>(order[k]));
+    if (comm_.size() > 1 && !order.empty()) comm_.broadcastAsync(asBuffer(wire), 0)->wait(options_.timeout);
+    const int64_t* data = wire.data_ptr<int64_t>();
+    std::vector<size_t> agreed(data, data + order.size());
+    ready_order_.clear();
+    if (agreed == bucket_order_) return;
+    buildBuckets(agreed);  // copies the current (already averaged) grads into the new slots
+    ++stats_.rebuilds;
+  }
+
+  void checkReplicas() {
+    torch::NoGradGuard no_grad;
+    std::vector<uint64_t> sums;
+    for (const Param& p : params_) {
+      at::Tensor t = p.tensor.detach().to(at::kCPU).contiguous();
+      sums.push_back(fnv1a(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size()));
+    }
+    std::vector<uint8_t> mine(sums.size() * sizeof(uint64_t));
+    if (!mine.empty()) std::memcpy(mine.data(), sums.data(), mine.size());
+    auto all = comm_.allgatherBytes(mine);
+    std::string report;
+    for (int r = 1; r < comm_.size(); ++r) {
+      RT_CHECK_EQ(all[r].size(), mine.size(), "replica checksums differ in length");
+      for (size_t i = 0; i < params_.size(); ++i) {
+        uint64_t a, b;
+        std::memcpy(&a, all[0].data() + i * sizeof(uint64_t), sizeof(uint64_t));
+        std::memcpy(&b, all[r].data() + i * sizeof(uint64_t), sizeof(uint64_t));
+        if (a != b) report += " '" + params_[i].name + "' (rank " + std::to_string(r) + ")";
+      }
+    }
+    if (!report.empty()) {
+      RT_THROW(Error, "DistributedDataParallel: replicas diverged from rank 0 at step ", stats_.steps,
+               ", parameters:", report);
+    }
+  }
+
+  void zeroGrad() {
+    torch::NoGradGuard no_grad;
+    for (Bucket& b : buckets_) b.flat.zero_();
+    for (size_t i : dense_) {
+      Param& p = params_[i];
+      if (!p.tensor.grad().defined() || p.tensor.grad().data_ptr() != p.slot.data_ptr()) {
+        p.tensor.mutable_grad() = p.slot;
+      }
+    }
+    for (size_t i : sparse_) params_[i].tensor.mutable_grad() = at::Tensor();
+  }
+
+  torch::nn::Module& module_;      // outlives us (constructor contract)
+  comm::Communicator& comm_;       // outlives us (constructor contract)
+  DdpOptions options_;
+  std::unique_ptr<CommHook> hook_;
+  std::vector<Param> params_;      // requires_grad parameters in registration order
+  std::vector<size_t> dense_;      // indices into params_
+  std::vector<size_t> sparse_;
+  std::vector<size_t> bucket_order_;  // positions in dense_ the current buckets were built from
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<uintptr_t> hook_keys_;
+
+  std::mutex mu_;
+  // Guarded by mu_ while a backward may run:
+  std::vector<Bucket> buckets_;
+  size_t next_launch_ = 0;
+  size_t dense_bytes_ = 0;
+  std::vector<size_t> ready_order_;
+  bool record_order_ = true;
+  int64_t slot_copies_ = 0;
+
+  bool no_sync_ = false;
+  bool first_iteration_ = true;
+  DdpStats stats_;
+};
+
+DistributedDataParallel::DistributedDataParallel(torch::nn::Module& module, comm::Communicator& comm,
+                                                 DdpOptions options)
+    : impl_(std::make_unique<Impl>(module, comm, std::move(options))) {}
+
+DistributedDataParallel::~DistributedDataParallel() = default;
+
+void DistributedDataParallel::finalize() { impl_->finalize(); }
+
+DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)
+    : ddp_(ddp), previous_(ddp.impl_->no_sync_) {
+  ddp_.impl_->no_sync_ = true;
+}
+DistributedDataParallel::NoSyncGuard::~NoSyncGuard() { ddp_.impl_->no_sync_ = previous_; }
+
+void DistributedDataParallel::zeroGrad() { impl_->zeroGrad(); }
+
+void DistributedDataParallel::setCommHook(std::unique_ptr<CommHook> hook) {
+  RT_CHECK(hook != nullptr, "setCommHook needs a hook");
+  impl_->hook_ = std::move(hook);
+}
+
+void DistributedDataParallel::checkReplicas() { impl_->checkReplicas(); }
+void DistributedDataParallel::broadcastState() { impl_->broadcastState(); }
+const DdpStats& DistributedDataParallel::stats() const { return impl_->stats_; }
+int DistributedDataParallel::rank() const { return impl_->comm_.rank(); }
+int DistributedDataParallel::worldSize() const { return impl_->comm_.size(); }
+
+std::string DdpStats::toString() const {
+  std::ostringstream out;
+  out << "ddp: " << buckets.size() << " dense bucket(s), " << sparse_parameters << " sparse parameter(s), "
+      << steps << " step(s), " << rebuilds << " rebuild(s)\n";
+  for (const auto& b : buckets) {
+    out << "  bucket " << b.index << ": " << b.bytes << " bytes, "
+        << c10::toString(static_cast<c10::ScalarType>(b.dtype)) << (b.device >= 0 ? " cuda" : " cpu") << ", "
+        << b.parameters.size() << " param(s) [";
+    for (size_t i = 0; i < b.parameters.size(); ++i) {
+      if (i == 4) {
+        out << ", ...";
+        break;
+      }
+      out << (i ? ", " : "") << b.parameters[i];
+    }
+    out << "], last allreduce " << ms(b.last_allreduce) << "\n";
+  }
+  out << "  last step: dense " << dense_bytes_sent << " B, sparse sent " << sparse_bytes_sent << " B, received "
+      << sparse_bytes_received << " B, rows " << sparse_rows_local << " local / " << sparse_rows_global
+      << " global\n";
+  out << "  last step: allreduce " << ms(allreduce_total) << ", finalize waited " << ms(finalize_wait)
+      << ", sparse sync " << ms(sparse_sync_time) << "\n";
+  if (steps > 0) {
+    out << "  mean per step: allreduce " << ms(sum_allreduce_total / steps) << ", finalize waited "
+        << ms(sum_finalize_wait / steps) << ", sparse sync " << ms(sum_sparse_sync_time / steps) << ", dense "
+        << sum_dense_bytes_sent / steps << " B, sparse " << sum_sparse_bytes_sent / steps << " B\n";
+  }
+  if (!unused_parameters.empty()) {
+    out << "  unused parameters (first iteration):";
+    for (const auto& n : unused_parameters) out << " " << n;
+    out << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace ringtrain::ddp

@@ -1,0 +1,147 @@
+#include "ringtrain/ddp/sparse_sync.h"
+
+#include <cstring>
+
+#include <ATen/ATen.h>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::ddp {
+namespace {
+
+struct Rows {
+  at::Tensor rows;    // int64 [k], CPU
+  at::Tensor values;  // [k, width...], CPU contiguous
+};
+
+Rows localRows(const at::Tensor& param, const at::Tensor& grad) {
+  std::vector<int64_t> value_shape(param.sizes().begin(), param.sizes().end());
+  value_shape[0] = 0;
+  if (!grad.defined()) {
+    return {at::empty({0}, at::kLong), at::empty(value_shape, param.options().device(at::kCPU))};
+  }
+  if (!grad.is_sparse()) {
+    // A dense gradient (e.g. the user replaced it): every row counts.
+    at::Tensor dense = grad.to(at::kCPU).contiguous();
+    return {at::arange(param.size(0), at::kLong), dense};
+  }
+  at::Tensor g = grad.coalesce();
+  return {g.indices().select(0, 0).to(at::kCPU).contiguous(), g.values().to(at::kCPU).contiguous()};
+}
+
+// Builds the averaged, coalesced result from concatenated rows.
+at::Tensor assemble(const at::Tensor& param, std::vector<at::Tensor>& rows, std::vector<at::Tensor>& values,
+                    int world) {
+  at::Tensor all_rows = at::cat(rows);
+  at::Tensor all_values = at::cat(values);
+  at::Tensor summed = at::sparse_coo_tensor(all_rows.unsqueeze(0), all_values, param.sizes()).coalesce();
+  at::Tensor averaged = summed.values();
+  if (world > 1) averaged = averaged.div(static_cast<double>(world));
+  at::Tensor result = at::sparse_coo_tensor(summed.indices(), averaged, param.sizes());
+  result._coalesced_(true);
+  return result.to(param.device());
+}
+
+}  // namespace
+
+std::vector<uint8_t> packRows(const at::Tensor& rows, const at::Tensor& values) {
+  const int64_t count = rows.numel();
+  const int64_t width = count > 0 ? values.numel() / count : 0;
+  const size_t value_bytes = static_cast<size_t>(values.numel()) * values.element_size();
+  std::vector<uint8_t> out(2 * sizeof(int64_t) + count * sizeof(int64_t) + value_bytes);
+  std::memcpy(out.data(), &count, sizeof(int64_t));
+  std::memcpy(out.data() + sizeof(int64_t), &width, sizeof(int64_t));
+  if (count > 0) {
+    std::memcpy(out.data() + 2 * sizeof(int64_t), rows.data_ptr<int64_t>(), count * sizeof(int64_t));
+    std::memcpy(out.data() + (2 + count) * sizeof(int64_t), values.data_ptr(), value_bytes);
+  }
+  return out;
+}
+
+void unpackRows(const std::vector<uint8_t>& bytes, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
+                std::vector<at::Tensor>& values) {
+  RT_CHECK_GE(bytes.size(), 2 * sizeof(int64_t), "sparse rows message too short");
+  int64_t count = 0, width = 0;
+  std::memcpy(&count, bytes.data(), sizeof(int64_t));
+  std::memcpy(&width, bytes.data() + sizeof(int64_t), sizeof(int64_t));
+  if (count == 0) return;
+  const size_t element = c10::elementSize(dtype);
+  RT_CHECK_EQ(bytes.size(), (2 + count) * sizeof(int64_t) + count * width * element,
+              "sparse rows message has the wrong length");
+  at::Tensor r = at::empty({count}, at::kLong);
+  std::memcpy(r.data_ptr<int64_t>(), bytes.data() + 2 * sizeof(int64_t), count * sizeof(int64_t));
+  at::Tensor v = at::empty({count, width}, at::TensorOptions().dtype(dtype));
+  std::memcpy(v.data_ptr(), bytes.data() + (2 + count) * sizeof(int64_t), count * width * element);
+  rows.push_back(r);
+  values.push_back(v);
+}
+
+at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param, const at::Tensor& grad,
+                              SparseSync mode, SparseSyncCounts& counts) {
+  const int world = comm.size();
+  const int me = comm.rank();
+  Rows local = localRows(param, grad);
+  const int64_t width = param.numel() / std::max<int64_t>(param.size(0), 1);
+  local.values = local.values.reshape({local.rows.numel(), width});
+  counts.rows_local += static_cast<size_t>(local.rows.numel());
+  const c10::ScalarType dtype = param.scalar_type();
+
+  std::vector<at::Tensor> rows, values;
+  // Seeds the concatenation with an empty block so at::cat always has an input of the right shape.
+  rows.push_back(at::empty({0}, at::kLong));
+  values.push_back(at::empty({0, width}, at::TensorOptions().dtype(dtype)));
+
+  if (world == 1) {
+    rows.push_back(local.rows);
+    values.push_back(local.values);
+  } else if (mode == SparseSync::kAllgather) {
+    std::vector<uint8_t> mine = packRows(local.rows, local.values);
+    auto all = comm.allgatherBytes(mine);
+    counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
+    for (int r = 0; r < world; ++r) {
+      if (r != me) counts.bytes_received += all[r].size();
+      unpackRows(all[r], dtype, rows, values);
+    }
+  } else {
+    // Phase 1: rows to their owners. Rows are sorted (coalesced), so each owner's share stays sorted.
+    at::Tensor owner = local.rows.remainder(world);
+    std::vector<std::vector<uint8_t>> send(world);
+    for (int o = 0; o < world; ++o) {
+      at::Tensor mask = owner.eq(o);
+      at::Tensor picked_rows = local.rows.masked_select(mask);
+      at::Tensor picked_values = local.values.index({mask}).contiguous();
+      send[o] = packRows(picked_rows, picked_values);
+      if (o != me) counts.bytes_sent += send[o].size();
+    }
+    auto received = comm.allToAllBytes(send);
+    std::vector<at::Tensor> own_rows{at::empty({0}, at::kLong)};
+    std::vector<at::Tensor> own_values{at::empty({0, width}, at::TensorOptions().dtype(dtype))};
+    for (int r = 0; r < world; ++r) {
+      if (r != me) counts.bytes_received += received[r].size();
+      unpackRows(received[r], dtype, own_rows, own_values);
+    }
+    // Owners reduce in rank order, then every rank gathers every owner's reduced rows.
+    at::Tensor reduced = at::sparse_coo_tensor(at::cat(own_rows).unsqueeze(0), at::cat(own_values),
+                                               {param.size(0), width})
+                             .coalesce();
+    std::vector<uint8_t> mine =
+        packRows(reduced.indices().select(0, 0).contiguous(), reduced.values().contiguous());
+    auto all = comm.allgatherBytes(mine);
+    counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
+    for (int r = 0; r < world; ++r) {
+      if (r != me) counts.bytes_received += all[r].size();
+      unpackRows(all[r], dtype, rows, values);
+    }
+  }
+  std::vector<at::Tensor> shaped;
+  for (auto& v : values) {
+    std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
+    shape[0] = v.size(0);
+    shaped.push_back(v.reshape(shape));
+  }
+  at::Tensor result = assemble(param, rows, shaped, world);
+  counts.rows_global += static_cast<size_t>(result._nnz());
+  return result;
+}
+
+}  // namespace ringtrain::ddp

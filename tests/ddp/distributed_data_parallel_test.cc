@@ -1,0 +1,512 @@
+// DDP against one process: ranks are threads over an in-process communicator (tests/ddp/thread_group.h).
+// Intra-op threads are per process in LibTorch, so the suite pins them to 1 once; each rank thread runs
+// its own forward/backward (CPU autograd runs backward on the calling thread).
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include "ddp/thread_group.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/ddp/comm_hook.h"
+#include "ringtrain/ddp/distributed_data_parallel.h"
+#include "ringtrain/ddp/sparse_sync.h"
+
+namespace ringtrain::ddp {
+namespace {
+
+using testing::runRanks;
+using testing::ThreadCommunicator;
+using testing::ThreadGroup;
+
+constexpr auto kTimeout = std::chrono::seconds(20);
+
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(int hidden = 16, bool with_unused = false) {
+    fc1 = register_module("fc1", torch::nn::Linear(8, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, 4));
+    if (with_unused) unused = register_module("unused", torch::nn::Linear(4, 4));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::relu(fc1(x))); }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, unused{nullptr};
+};
+
+struct EmbedImpl : torch::nn::Module {
+  EmbedImpl() {
+    emb = register_module("emb", torch::nn::Embedding(torch::nn::EmbeddingOptions(50, 6).sparse(true)));
+    head = register_module("head", torch::nn::Linear(6, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& ids) { return head(emb(ids)).squeeze(-1); }
+  torch::nn::Embedding emb{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
+void copyParams(torch::nn::Module& from, torch::nn::Module& to) {
+  torch::NoGradGuard no_grad;
+  auto a = from.parameters();
+  auto b = to.parameters();
+  for (size_t i = 0; i < a.size(); ++i) b[i].copy_(a[i]);
+}
+
+void expectSameParams(torch::nn::Module& expected, torch::nn::Module& actual, double rtol, const std::string& what,
+                      double atol = 1e-6) {
+  auto e = expected.named_parameters();
+  auto a = actual.named_parameters();
+  ASSERT_EQ(e.size(), a.size());
+  for (size_t i = 0; i < e.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(e[i].value(), a[i].value(), rtol, atol))
+        << what << ": parameter " << e[i].key() << " max diff "
+        << (e[i].value() - a[i].value()).abs().max().item<double>();
+  }
+}
+
+class DdpTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { at::set_num_threads(1); }
+};
+
+// Global batch for step s: world * per_rank rows; rank r trains on its slice.
+torch::Tensor inputs(int step, int64_t rows) {
+  return torch::sin(torch::arange(rows * 8, torch::kFloat).reshape({rows, 8}) * 0.37 + step * 1.3);
+}
+torch::Tensor targets(int step, int64_t rows) {
+  return torch::cos(torch::arange(rows * 4, torch::kFloat).reshape({rows, 4}) * 0.11 + step * 0.7);
+}
+
+// Trains `steps` SGD steps of DDP on `world` threads and of one process on the concatenated batches.
+void denseEquivalence(int world, const std::string& compression, double rtol, double atol = 1e-6) {
+  const int steps = 20;
+  const int64_t per_rank = 5;
+  torch::manual_seed(1);
+  auto reference = std::make_shared<MlpImpl>();
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) {
+    torch::manual_seed(100 + r);  // different on purpose: construction must broadcast rank 0's
+    models.push_back(std::make_shared<MlpImpl>());
+  }
+  copyParams(*reference, *models[0]);
+
+  ThreadGroup group(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DdpOptions options;
+    options.bucket_cap_mb = 0.0005;  // several buckets
+    options.first_bucket_mb = 0.0002;
+    options.compression = compression;
+    options.replica_check_every = 5;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
+    for (int s = 0; s < steps; ++s) {
+      auto x = inputs(s, per_rank * world).narrow(0, rank * per_rank, per_rank);
+      auto y = targets(s, per_rank * world).narrow(0, rank * per_rank, per_rank);
+      sgd.zero_grad();
+      torch::mse_loss(models[rank]->forward(x), y).backward();
+      ddp.finalize();
+      sgd.step();
+    }
+    EXPECT_GT(ddp.stats().buckets.size(), 1u);
+    EXPECT_EQ(ddp.stats().steps, steps);
+  });
+
+  torch::optim::SGD sgd(reference->parameters(), torch::optim::SGDOptions(0.1));
+  for (int s = 0; s < steps; ++s) {
+    sgd.zero_grad();
+    torch::mse_loss(reference->forward(inputs(s, per_rank * world)), targets(s, per_rank * world)).backward();
+    sgd.step();
+  }
+  for (int r = 0; r < world; ++r) {
+    expectSameParams(*reference, *models[r], rtol, "rank " + std::to_string(r), atol);
+  }
+  // Replicas are bitwise identical.
+  for (int r = 1; r < world; ++r) {
+    auto a = models[0]->parameters();
+    auto b = models[r]->parameters();
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i]));
+  }
+}
+
+TEST_F(DdpTest, DenseMatchesOneProcessOn1Rank) { denseEquivalence(1, "none", 1e-5); }
+TEST_F(DdpTest, DenseMatchesOneProcessOn2Ranks) { denseEquivalence(2, "none", 1e-5); }
+TEST_F(DdpTest, DenseMatchesOneProcessOn3Ranks) { denseEquivalence(3, "none", 1e-5); }
+TEST_F(DdpTest, Fp16CompressionStaysClose) { denseEquivalence(2, "fp16", 1e-3, 1e-4); }
+TEST_F(DdpTest, Bf16CompressionStaysClose) { denseEquivalence(3, "bf16", 1e-2, 1e-3); }
+
+void sparseEquivalence(int world, SparseSync mode) {
+  const int steps = 20;
+  const int64_t per_rank = 12;
+  torch::manual_seed(2);
+  auto reference = std::make_shared<EmbedImpl>();
+  std::vector<std::shared_ptr<EmbedImpl>> models;
+  for (int r = 0; r < world; ++r) {
+    torch::manual_seed(200 + r);
+    models.push_back(std::make_shared<EmbedImpl>());
+  }
+  copyParams(*reference, *models[0]);
+  // Skewed ids (hot rows repeat within and across ranks); row 49 is never touched.
+  auto ids = [&](int s) {
+    auto base = torch::arange(per_rank * world, torch::kLong);
+    return ((base * base + s * 7) % 37 + (base % 3) * 4) % 49;
+  };
+  auto target = [&](int s) { return torch::sin(torch::arange(per_rank * world, torch::kFloat) + s); };
+
+  ThreadGroup group(world);
+  std::vector<DdpStats> stats(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DdpOptions options;
+    options.sparse_sync = mode;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.5));
+    for (int s = 0; s < steps; ++s) {
+      auto x = ids(s).narrow(0, rank * per_rank, per_rank);
+      auto y = target(s).narrow(0, rank * per_rank, per_rank);
+      sgd.zero_grad();
+      torch::mse_loss(models[rank]->forward(x), y).backward();
+      ddp.finalize();
+      auto grad = models[rank]->emb->weight.grad();
+      EXPECT_TRUE(grad.is_sparse());
+      EXPECT_TRUE(grad.is_coalesced());
+      sgd.step();
+    }
+    stats[rank] = ddp.stats();
+  });
+
+  torch::optim::SGD sgd(reference->parameters(), torch::optim::SGDOptions(0.5));
+  for (int s = 0; s < steps; ++s) {
+    sgd.zero_grad();
+    torch::mse_loss(reference->forward(ids(s)), target(s)).backward();
+    sgd.step();
+  }
+  for (int r = 0; r < world; ++r) expectSameParams(*reference, *models[r], 1e-5, "rank " + std::to_string(r));
+  EXPECT_EQ(stats[0].sparse_parameters, 1u);
+  EXPECT_GT(stats[0].sparse_bytes_sent, 0u);
+  EXPECT_GT(stats[0].sparse_rows_global, 0u);
+}
+
+TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn2Ranks) { sparseEquivalence(2, SparseSync::kOwner); }
+TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn3Ranks) { sparseEquivalence(3, SparseSync::kOwner); }
+TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn2Ranks) { sparseEquivalence(2, SparseSync::kAllgather); }
+TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn3Ranks) { sparseEquivalence(3, SparseSync::kAllgather); }
+
+// Owner and allgather agree on the same inputs, and owner mode moves fewer bytes when rows repeat.
+TEST_F(DdpTest, SparseOwnerEqualsAllgather) {
+  const int world = 4;
+  std::vector<at::Tensor> grads;
+  for (int r = 0; r < world; ++r) {
+    auto rows = (torch::arange(30, torch::kLong) * (r + 1)) % 20;  // heavy overlap
+    auto values = torch::sin(torch::arange(30 * 3, torch::kFloat).reshape({30, 3}) + r);
+    grads.push_back(torch::sparse_coo_tensor(rows.unsqueeze(0), values, {100, 3}));
+  }
+  auto param = torch::zeros({100, 3});
+  std::vector<at::Tensor> owner(world), gather(world);
+  std::vector<SparseSyncCounts> owner_counts(world), gather_counts(world);
+  ThreadGroup group(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    owner[rank] = syncSparseGradient(comm, param, grads[rank], SparseSync::kOwner, owner_counts[rank]);
+    gather[rank] = syncSparseGradient(comm, param, grads[rank], SparseSync::kAllgather, gather_counts[rank]);
+  });
+  at::Tensor expected = grads[0].to_dense();
+  for (int r = 1; r < world; ++r) expected += grads[r].to_dense();
+  expected /= world;
+  size_t owner_bytes = 0, gather_bytes = 0;
+  for (int r = 0; r < world; ++r) {
+    EXPECT_TRUE(owner[r].is_coalesced());
+    EXPECT_TRUE(torch::allclose(owner[r].to_dense(), expected, 1e-6, 1e-7));
+    EXPECT_TRUE(torch::allclose(gather[r].to_dense(), expected, 1e-6, 1e-7));
+    EXPECT_TRUE(torch::equal(owner[r].indices(), gather[r].indices()));
+    EXPECT_TRUE(torch::equal(owner[r].to_dense(), owner[0].to_dense()));  // identical on every rank
+    owner_bytes += owner_counts[r].bytes_received;
+    gather_bytes += gather_counts[r].bytes_received;
+  }
+  EXPECT_LT(owner_bytes, gather_bytes);
+}
+
+// k micro-batches under noSync (loss / k) then one synchronized: equals one process on all k x world rows.
+TEST_F(DdpTest, NoSyncAccumulationMatchesOneLargeBatch) {
+  const int world = 2, k = 3, steps = 5;
+  const int64_t micro = 4;
+  torch::manual_seed(3);
+  auto reference = std::make_shared<MlpImpl>();
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>());
+  copyParams(*reference, *models[0]);
+  const int64_t global = world * k * micro;
+  std::vector<int64_t> collectives(world);
+  ThreadGroup group(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DistributedDataParallel ddp(*models[rank], comm);
+    torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
+    for (int s = 0; s < steps; ++s) {
+      auto x = inputs(s, global), y = targets(s, global);
+      ddp.zeroGrad();
+      for (int m = 0; m < k; ++m) {
+        auto rows = [&](const torch::Tensor& t) { return t.narrow(0, (rank * k + m) * micro, micro); };
+        if (m + 1 < k) {
+          auto guard = ddp.noSync();
+          const auto before = comm.issued();
+          (torch::mse_loss(models[rank]->forward(rows(x)), rows(y)) / k).backward();
+          ddp.finalize();  // a no-op under noSync
+          EXPECT_EQ(comm.issued(), before);
+        } else {
+          (torch::mse_loss(models[rank]->forward(rows(x)), rows(y)) / k).backward();
+          ddp.finalize();
+        }
+      }
+      sgd.step();
+    }
+  });
+  torch::optim::SGD sgd(reference->parameters(), torch::optim::SGDOptions(0.1));
+  for (int s = 0; s < steps; ++s) {
+    sgd.zero_grad();
+    torch::mse_loss(reference->forward(inputs(s, global)), targets(s, global)).backward();
+    sgd.step();
+  }
+  for (int r = 0; r < world; ++r) expectSameParams(*reference, *models[r], 1e-5, "rank " + std::to_string(r));
+}
+
+TEST_F(DdpTest, UnusedParameterIsReportedByNameAndReducedAsZero) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, /*with_unused=*/true));
+  ThreadGroup group(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DistributedDataParallel ddp(*models[rank], comm);
+    for (int s = 0; s < 3; ++s) {
+      ddp.zeroGrad();
+      torch::mse_loss(models[rank]->forward(inputs(s, 4)), targets(s, 4)).backward();
+      ddp.finalize();
+    }
+    const auto& unused = ddp.stats().unused_parameters;
+    EXPECT_EQ(unused, (std::vector<std::string>{"unused.weight", "unused.bias"}));
+    EXPECT_NE(ddp.stats().toString().find("unused.weight"), std::string::npos);
+    EXPECT_TRUE(models[rank]->unused->weight.grad().defined());
+    EXPECT_EQ(models[rank]->unused->weight.grad().abs().sum().item<float>(), 0.0f);
+  });
+}
+
+TEST_F(DdpTest, UnusedParameterIsAnErrorWhenDetectionIsOff) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, true));
+  ThreadGroup group(world);
+  std::vector<std::string> messages(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DdpOptions options;
+    options.find_unused_parameters = false;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    torch::mse_loss(models[rank]->forward(inputs(0, 4)), targets(0, 4)).backward();
+    try {
+      ddp.finalize();
+    } catch (const Error& e) {
+      messages[rank] = e.what();
+    }
+  });
+  for (const auto& m : messages) EXPECT_NE(m.find("unused.weight"), std::string::npos) << m;
+}
+
+// Only rank 1 leaves a parameter unused: nobody hangs, and the result is still the average.
+TEST_F(DdpTest, ParameterUnusedOnOneRankOnly) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, true));
+  ThreadGroup group(world);
+  std::vector<at::Tensor> grads(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DistributedDataParallel ddp(*models[rank], comm);
+    ddp.zeroGrad();
+    auto out = models[rank]->forward(inputs(0, 4));
+    if (rank == 0) out = models[rank]->unused->forward(out);
+    out.pow(2).sum().backward();
+    ddp.finalize();
+    grads[rank] = models[rank]->unused->weight.grad().clone();
+  });
+  EXPECT_TRUE(torch::equal(grads[0], grads[1]));
+  EXPECT_GT(grads[0].abs().sum().item<float>(), 0.0f);
+}
+
+TEST_F(DdpTest, MismatchedModelsNameTheParameter) {
+  const int world = 3;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(r == 2 ? 17 : 16));
+  ThreadGroup group(world);
+  std::vector<std::string> messages(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    try {
+      DistributedDataParallel ddp(*models[rank], comm);
+    } catch (const Error& e) {
+      messages[rank] = e.what();
+    }
+  });
+  for (const auto& m : messages) {
+    EXPECT_NE(m.find("rank 2"), std::string::npos) << m;
+    EXPECT_NE(m.find("'fc1.weight'"), std::string::npos) << m;
+  }
+}
+
+// Gradients are written in place into the buckets: the grad's storage never changes, and small buckets are
+// handed to the communicator while backward runs (before finalize).
+TEST_F(DdpTest, GradientsAreBucketViewsAndBucketsLaunchDuringBackward) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(64));
+  ThreadGroup group(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DdpOptions options;
+    options.bucket_cap_mb = 0.0005;   // fc2.bias | fc2.weight | fc1.bias + fc1.weight
+    options.first_bucket_mb = 0.00001;
+    options.rebuild_buckets = false;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    ASSERT_GE(ddp.stats().buckets.size(), 3u);
+    std::vector<const void*> pointers;
+    for (auto& p : models[rank]->parameters()) pointers.push_back(p.grad().data_ptr());
+    torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
+    for (int s = 0; s < 3; ++s) {
+      sgd.zero_grad();
+      const auto before = comm.issued();
+      torch::mse_loss(models[rank]->forward(inputs(s, 4)), targets(s, 4)).backward();
+      EXPECT_EQ(comm.issued() - before, ddp.stats().buckets.size()) << "all buckets launched during backward";
+      ddp.finalize();
+      sgd.step();
+      auto params = models[rank]->parameters();
+      for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(params[i].grad().data_ptr(), pointers[i]);
+    }
+  });
+}
+
+// A model whose registration order is not its use order is rebuilt once after the first iteration.
+struct ReversedImpl : torch::nn::Module {
+  ReversedImpl() {
+    late = register_module("late", torch::nn::Linear(16, 4));
+    early = register_module("early", torch::nn::Linear(8, 16));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return late(torch::relu(early(x))); }
+  torch::nn::Linear late{nullptr}, early{nullptr};
+};
+
+TEST_F(DdpTest, BucketsRebuiltOnceInGradientOrder) {
+  const int world = 2;
+  std::vector<std::shared_ptr<ReversedImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<ReversedImpl>());
+  torch::manual_seed(4);
+  auto reference = std::make_shared<ReversedImpl>();
+  copyParams(*reference, *models[0]);
+  ThreadGroup group(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DdpOptions options;
+    options.bucket_cap_mb = 0.0001;
+    options.first_bucket_mb = 0.0001;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    EXPECT_EQ(ddp.stats().buckets.front().parameters.front(), "early.bias");
+    torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
+    for (int s = 0; s < 4; ++s) {
+      sgd.zero_grad();
+      torch::mse_loss(models[rank]->forward(inputs(s, 6).narrow(0, rank * 3, 3)),
+                      targets(s, 6).narrow(0, rank * 3, 3)).backward();
+      ddp.finalize();
+      sgd.step();
+    }
+    EXPECT_EQ(ddp.stats().rebuilds, 1);
+    EXPECT_EQ(ddp.stats().buckets.front().parameters.front().rfind("late.", 0), 0u)
+        << ddp.stats().toString();
+  });
+  torch::optim::SGD sgd(reference->parameters(), torch::optim::SGDOptions(0.1));
+  for (int s = 0; s < 4; ++s) {
+    sgd.zero_grad();
+    torch::mse_loss(reference->forward(inputs(s, 6)), targets(s, 6)).backward();
+    sgd.step();
+  }
+  for (int r = 0; r < world; ++r) expectSameParams(*reference, *models[r], 1e-5, "rank " + std::to_string(r));
+}
+
+TEST_F(DdpTest, ReplicaCheckNamesTheDivergedParameter) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>());
+  ThreadGroup group(world);
+  std::vector<std::string> messages(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DistributedDataParallel ddp(*models[rank], comm);
+    ddp.checkReplicas();  // equal after construction
+    if (rank == 1) {
+      torch::NoGradGuard no_grad;
+      models[rank]->fc2->bias[0].add_(1e-3);
+    }
+    try {
+      ddp.checkReplicas();
+    } catch (const Error& e) {
+      messages[rank] = e.what();
+    }
+  });
+  for (const auto& m : messages) {
+    EXPECT_NE(m.find("'fc2.bias' (rank 1)"), std::string::npos) << m;
+    EXPECT_EQ(m.find("fc1"), std::string::npos) << m;
+  }
+}
+
+TEST_F(DdpTest, SecondBackwardWithoutFinalizeThrows) {
+  ThreadGroup group(1);
+  auto model = std::make_shared<MlpImpl>();
+  ThreadCommunicator comm(group, 0, kTimeout);
+  DistributedDataParallel ddp(*model, comm);
+  torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
+  try {
+    torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("finalize()"), std::string::npos) << e.what();
+  }
+}
+
+// zero_grad with set_to_none semantics (LibTorch 2.x's default) stays correct.
+TEST_F(DdpTest, DroppedGradientsAreCopiedBackIntoBuckets) {
+  const int world = 2;
+  torch::manual_seed(5);
+  auto reference = std::make_shared<MlpImpl>();
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>());
+  copyParams(*reference, *models[0]);
+  ThreadGroup group(world);
+  runRanks(world, [&](int rank) {
+    ThreadCommunicator comm(group, rank, kTimeout);
+    DistributedDataParallel ddp(*models[rank], comm);
+    torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.1));
+    for (int s = 0; s < 3; ++s) {
+      for (auto& p : models[rank]->parameters()) p.mutable_grad() = at::Tensor();
+      torch::mse_loss(models[rank]->forward(inputs(s, 8).narrow(0, rank * 4, 4)),
+                      targets(s, 8).narrow(0, rank * 4, 4)).backward();
+      ddp.finalize();
+      sgd.step();
+    }
+  });
+  torch::optim::SGD sgd(reference->parameters(), torch::optim::SGDOptions(0.1));
+  for (int s = 0; s < 3; ++s) {
+    sgd.zero_grad();
+    torch::mse_loss(reference->forward(inputs(s, 8)), targets(s, 8)).backward();
+    sgd.step();
+  }
+  for (int r = 0; r < world; ++r) expectSameParams(*reference, *models[r], 1e-5, "rank " + std::to_string(r));
+}
+
+TEST_F(DdpTest, OptionsFromConfig) {
+  config::DdpOptions ddp;
+  config::CommOptions comm;
+  ddp.sparse_sync = "allgather";
+  comm.timeout_s = 2.5;
+  auto options = DdpOptions::fromConfig(ddp, comm);
+  EXPECT_EQ(options.sparse_sync, SparseSync::kAllgather);
+  EXPECT_EQ(options.timeout.count(), 2500);
+  ddp.sparse_sync = "nope";
+  EXPECT_THROW(DdpOptions::fromConfig(ddp, comm), ConfigError);
+  EXPECT_THROW(makeCommHook("int8"), ConfigError);
+}
+
+}  // namespace
+}  // namespace ringtrain::ddp
