@@ -24,5 +24,7 @@ config::JobConfig resolveConfig(const ConfigArgs& args);
 using CommandBody = std::function<int()>;
 
 void addConfigCommand(CLI::App& app, CommandBody& body);
+void addExportCommand(CLI::App& app, CommandBody& body);
+void addNeighborsCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app::CommandBody body;
   app::addConfigCommand(app, body);
+  app::addExportCommand(app, body);
+  app::addNeighborsCommand(app, body);
   try {
     log::init();
     app.parse(argc, argv);
