@@ -28,5 +28,7 @@ void addTrainCommand(CLI::App& app, CommandBody& body);
 void addEvalCommand(CLI::App& app, CommandBody& body);
 void addBenchAllreduceCommand(CLI::App& app, CommandBody& body);
 void addGenDataCommand(CLI::App& app, CommandBody& body);
+void addExportCommand(CLI::App& app, CommandBody& body);
+void addNeighborsCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

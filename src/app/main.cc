@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   app::addEvalCommand(app, body);
   app::addBenchAllreduceCommand(app, body);
   app::addGenDataCommand(app, body);
+  app::addExportCommand(app, body);
+  app::addNeighborsCommand(app, body);
   try {
     log::init();
     app.parse(argc, argv);

@@ -18,11 +18,12 @@ namespace {
 
 #ifdef RINGTRAIN_GEMM_X86
 // Ap: packed op(A) panel, [K][4] (row r of the panel at Ap[p * 4 + r]); Bp: op(B) packed [K][N].
-// Computes rows (rows <= 4) x N of C.
+// Computes rows (rows <= 4) x columns [j0, j1) of C.
 __attribute__((target("avx2,fma"))) void panelKernel(const float* ap, const float* bp, int64_t k, int64_t n,
-                                                     int rows, float* c, int64_t ldc, float beta) {
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
+                                                     int64_t j0, int64_t j1, int rows, float* c, int64_t ldc,
+                                                     float beta) {
+  int64_t j = j0;
+  for (; j + 16 <= j1; j += 16) {
     __m256 acc[4][2];
     for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     const float* bcol = bp + j;
@@ -53,7 +54,7 @@ __attribute__((target("avx2,fma"))) void panelKernel(const float* ap, const floa
       _mm256_storeu_ps(crow + 8, acc[r][1]);
     }
   }
-  for (; j < n; ++j) {
+  for (; j < j1; ++j) {
     for (int r = 0; r < rows; ++r) {
       float s = 0.0f;
       for (int64_t p = 0; p < k; ++p) s += ap[p * 4 + r] * bp[p * n + j];
@@ -114,22 +115,33 @@ void gemm(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, 
     }
     bp = bp_store.data();
   }
-  std::vector<float> ap(static_cast<size_t>(k * 4), 0.0f);
+  // All of op(A) as 4-row panels [M/4][K][4] (zero-padded), then column tiles outermost so a tile of op(B)
+  // stays in cache while every panel passes over it.
+  const int64_t panels = (m + 3) / 4;
+  std::vector<float> ap(static_cast<size_t>(panels * k * 4), 0.0f);
   for (int64_t i = 0; i < m; i += 4) {
     const int rows = static_cast<int>(std::min<int64_t>(4, m - i));
-    if (rows < 4) std::fill(ap.begin(), ap.end(), 0.0f);
+    float* panel = ap.data() + (i / 4) * k * 4;
     if (trans_a) {  // a is [K, M]
       for (int64_t p = 0; p < k; ++p) {
         const float* src = pa + p * m + i;
-        for (int r = 0; r < rows; ++r) ap[p * 4 + r] = src[r];
+        for (int r = 0; r < rows; ++r) panel[p * 4 + r] = src[r];
       }
     } else {  // a is [M, K]
       for (int r = 0; r < rows; ++r) {
         const float* src = pa + (i + r) * k;
-        for (int64_t p = 0; p < k; ++p) ap[p * 4 + r] = src[p];
+        for (int64_t p = 0; p < k; ++p) panel[p * 4 + r] = src[p];
       }
     }
-    panelKernel(ap.data(), bp, k, n, rows, pc + i * n, n, beta);
+  }
+  // ~32 KiB of op(B) per tile.
+  const int64_t tile = std::max<int64_t>(16, (8192 / std::max<int64_t>(k, 1)) / 16 * 16);
+  for (int64_t j0 = 0; j0 < n; j0 += tile) {
+    const int64_t j1 = std::min(n, j0 + tile);
+    for (int64_t i = 0; i < m; i += 4) {
+      const int rows = static_cast<int>(std::min<int64_t>(4, m - i));
+      panelKernel(ap.data() + (i / 4) * k * 4, bp, k, n, j0, j1, rows, pc + i * n, n, beta);
+    }
   }
 #endif
 }
