@@ -1,5 +1,6 @@
 #include "ringtrain/train/trainer.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -439,7 +440,9 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     }
   }
   s.comm->barrier();
-  if (s.leader()) info("done in {:.1f} s", seconds(Clock::now() - started));
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  info("done in {:.1f} s; peak RSS {:.0f} MiB", seconds(Clock::now() - started), usage.ru_maxrss / 1024.0);
   return summary;
 }
 

@@ -172,7 +172,8 @@ void validate(const JobConfig& config);
 std::vector<std::pair<std::string, std::string>> flatten(const JobConfig& config);
 // Canonical YAML: every section and key in schema order, one spelling per value.
 std::string toYaml(const JobConfig& config);
-// 16 hex digits of a 64-bit FNV-1a hash of toYaml(); equal configs hash equal on every rank.
+// 16 hex digits of a 64-bit FNV-1a hash of toYaml(); equal configs hash equal on every rank. Keys that
+// say how to run rather than what to compute (checkpoint.resume, run.crash_at_step) are left out.
 std::string hash(const JobConfig& config);
 // Keys whose values differ, in schema order.
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b);
