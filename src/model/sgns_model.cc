@@ -151,14 +151,14 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   return out;
 }
 
-// One autograd node for the whole model: inputs (in_w, out_w, w1, b1, w2, b2) with w1.. undefined without
-// a tower; ids are not differentiable.
+// One autograd node for the whole model: inputs (in_w, out_w, w1, b1, w2, b2), with w1.. empty tensors
+// without a tower (LibTorch 1.13 custom functions reject undefined tensor inputs); ids are not differentiable.
 struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& out_w,
                                const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                                const at::Tensor& b2, const at::Tensor& center, const at::Tensor& ids,
                                bool sparse) {
-    const bool tower = w1.defined();
+    const bool tower = w1.numel() > 0;
     at::Tensor u0 = gatherRows(in_w, center);
     at::Tensor h, u;
     if (tower) {
@@ -285,7 +285,13 @@ at::Tensor SgnsModel::forward(const at::Tensor& center, const at::Tensor& contex
   checkIds(ids, "context/negative", v);
   // The members share their TensorImpl with the registered parameters (Module::to() uses set_data), so
   // they stay valid across device moves.
-  return SgnsFunction::apply(input_embedding_, output_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_, center.contiguous(), ids, options_.sparse)[0];
+  if (!hasTower()) {
+    const at::Tensor none = at::empty({0}, input_embedding_.options().requires_grad(false));
+    return SgnsFunction::apply(input_embedding_, output_embedding_, none, none, none, none, center.contiguous(), ids,
+                               options_.sparse)[0];
+  }
+  return SgnsFunction::apply(input_embedding_, output_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_,
+                             center.contiguous(), ids, options_.sparse)[0];
 }
 
 at::Tensor SgnsModel::forwardReference(const at::Tensor& center, const at::Tensor& context,
