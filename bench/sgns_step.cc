@@ -60,14 +60,23 @@ int main(int argc, char** argv) {
   const at::Tensor neg = at::randint(0, items, {total, batch, negatives}, gen);
 
   std::vector<double> times;
+  double t_fwd = 0, t_bwd = 0, t_opt = 0;  // summed over the timed steps
   double first_loss = 0, last_loss = 0;
   for (int64_t s = 0; s < total; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     opt->zeroGrad();
     at::Tensor loss = reference ? model.forwardReference(center[s], ctx[s], neg[s]) : model.forward(center[s], ctx[s], neg[s]);
+    const auto t1 = std::chrono::steady_clock::now();
     loss.backward();
+    const auto t2 = std::chrono::steady_clock::now();
     opt->step();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    const auto t3 = std::chrono::steady_clock::now();
+    times.push_back(std::chrono::duration<double>(t3 - t0).count());
+    if (s >= warmup) {
+      t_fwd += std::chrono::duration<double>(t1 - t0).count();
+      t_bwd += std::chrono::duration<double>(t2 - t1).count();
+      t_opt += std::chrono::duration<double>(t3 - t2).count();
+    }
     last_loss = loss.item<double>();
     if (s == 0) first_loss = last_loss;
   }
@@ -79,5 +88,7 @@ int main(int argc, char** argv) {
               "threads=%d sparse=%d optim=%s path=%s\n",
               steps * batch / sum, steps / sum, sum / steps * 1e3, timed[timed.size() / 2] * 1e3, first_loss, last_loss,
               at::get_num_threads(), dense ? 0 : 1, optim.c_str(), reference ? "reference" : "fused");
+  std::printf("  per step: forward %.2fms  backward %.2fms  optimizer %.2fms\n", t_fwd / steps * 1e3,
+              t_bwd / steps * 1e3, t_opt / steps * 1e3);
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/generated/variable_factories.h>
 
 #include "model/cpu_gemm.h"
+#include "model/row_ops.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::model {
@@ -23,6 +24,18 @@ inline float sigmoid(float x) {
   if (x >= 0) return 1.0f / (1.0f + std::exp(-x));
   const float e = std::exp(x);
   return e / (1.0f + e);
+}
+
+// Eight independent partial sums, so the compiler vectorises the reduction without -ffast-math.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += a[d + j] * b[d + j];
+  }
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
 }
 
 bool useCpuKernels(const at::Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat; }
@@ -80,8 +93,7 @@ std::pair<at::Tensor, at::Tensor> scoreForward(const at::Tensor& u, const at::Te
       const float* ub = pu + b * dim;
       for (int64_t j = 0; j < cands; ++j) {
         const float* v = pw + pid[b * cands + j] * dim;
-        float s = 0.0f;
-        for (int64_t d = 0; d < dim; ++d) s += ub[d] * v[d];
+        float s = dot(ub, v, dim);
         const float sign = j == 0 ? 1.0f : -1.0f;
         loss -= logSigmoid(sign * s);
         // d/ds of -log sigmoid(sign * s) = -sign * sigmoid(-sign * s)
@@ -140,7 +152,9 @@ at::Tensor tableGrad(const at::Tensor& table, const at::Tensor& ids, const at::T
   if (sparse) {
     return at::_sparse_coo_tensor_unsafe(flat.unsqueeze(0), values, table.sizes(), table.options().layout(at::kSparse));
   }
-  return at::zeros_like(table).index_add_(0, flat, values);
+  at::Tensor grad = at::zeros_like(table);
+  detail::indexAddRows(grad, flat, values, 1.0);
+  return grad;
 }
 
 // out = x @ w^T + b
@@ -151,14 +165,14 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   return out;
 }
 
-// One autograd node for the whole model: inputs (in_w, out_w, w1, b1, w2, b2) with w1.. undefined without
-// a tower; ids are not differentiable.
+// One autograd node for the whole model: inputs (in_w, out_w, w1, b1, w2, b2), with w1.. empty tensors
+// without a tower (LibTorch 1.13 custom functions reject undefined tensor inputs); ids are not differentiable.
 struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& out_w,
                                const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                                const at::Tensor& b2, const at::Tensor& center, const at::Tensor& ids,
                                bool sparse) {
-    const bool tower = w1.defined();
+    const bool tower = w1.numel() > 0;
     at::Tensor u0 = gatherRows(in_w, center);
     at::Tensor h, u;
     if (tower) {
@@ -285,7 +299,13 @@ at::Tensor SgnsModel::forward(const at::Tensor& center, const at::Tensor& contex
   checkIds(ids, "context/negative", v);
   // The members share their TensorImpl with the registered parameters (Module::to() uses set_data), so
   // they stay valid across device moves.
-  return SgnsFunction::apply(input_embedding_, output_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_, center.contiguous(), ids, options_.sparse)[0];
+  if (!hasTower()) {
+    const at::Tensor none = at::empty({0}, input_embedding_.options().requires_grad(false));
+    return SgnsFunction::apply(input_embedding_, output_embedding_, none, none, none, none, center.contiguous(), ids,
+                               options_.sparse)[0];
+  }
+  return SgnsFunction::apply(input_embedding_, output_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_,
+                             center.contiguous(), ids, options_.sparse)[0];
 }
 
 at::Tensor SgnsModel::forwardReference(const at::Tensor& center, const at::Tensor& context,

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include "model/row_ops.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::train {
@@ -33,7 +34,7 @@ class Sgd final : public Optimizer {
   }
   void updateSparse(Slot& slot, const at::Tensor& grad) override {
     // Duplicate rows add up in index_add_, exactly as coalescing would sum them first.
-    slot.param.index_add_(0, grad._indices()[0], grad._values(), -lr_);
+    model::detail::indexAddRows(slot.param, grad._indices()[0], grad._values(), -lr_);
   }
   bool wantsCoalesced() const override { return false; }
 };
@@ -57,7 +58,7 @@ class Adagrad final : public Optimizer {
     at::Tensor& sum = slot.state["sum"];
     const at::Tensor rows = sum.index_select(0, idx).addcmul_(values, values);
     sum.index_copy_(0, idx, rows);
-    slot.param.index_add_(0, idx, values / rows.sqrt().add_(options_.eps), -lr_);
+    model::detail::indexAddRows(slot.param, idx, values / rows.sqrt().add_(options_.eps), -lr_);
   }
 };
 
@@ -102,7 +103,7 @@ class Adam final : public Optimizer {
     m.index_copy_(0, idx, m_rows);
     v.index_copy_(0, idx, v_rows);
     t.index_copy_(0, idx, t_rows);
-    slot.param.index_add_(0, idx, direction(m_rows, v_rows, t_rows, g), -lr_);
+    model::detail::indexAddRows(slot.param, idx, direction(m_rows, v_rows, t_rows, g), -lr_);
   }
 };
 
