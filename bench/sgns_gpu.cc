@@ -64,7 +64,9 @@ int main(int argc, char** argv) {
     comm::Device comm_device;
     if (device.is_cuda()) comm_device.cuda_index = 0;
     communicator = comm::makeCommunicator(comm_options, dist::ProcessInfo{}, store, comm_device);
-    synchronizer = std::make_unique<ddp::DistributedDataParallel>(*sgns, *communicator);
+    ddp::DdpOptions ddp_options;
+    ddp_options.sparse_parameters = sgns->sparseParameterNames();
+    synchronizer = std::make_unique<ddp::DistributedDataParallel>(*sgns, *communicator, ddp_options);
   }
 
   const auto ids = at::TensorOptions().dtype(at::kLong).device(device);

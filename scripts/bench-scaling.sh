@@ -24,7 +24,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 # The corpus is generated once, outside the timing, and shared by every run.
 DATA="$WORK/data"
-"$BIN/ringtrain" gen-data --config "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
+"$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
 
 run_ringtrain() {  # ranks -> prints "pairs_per_s sync_bytes_per_step peak_rss_mib"
   local n=$1 out="$WORK/rt-$1"

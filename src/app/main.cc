@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 
 #include "app/commands.h"
 #include "ringtrain/build_config.h"
@@ -39,6 +40,10 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "ringtrain: error: " << e.what() << "\n";
     return e.exitCode();
+  } catch (const c10::Error& e) {
+    // LibTorch's messages carry a C++ backtrace; the first line is what a person needs.
+    std::cerr << "ringtrain: internal error (LibTorch): " << e.what_without_backtrace() << "\n";
+    return kExitFailure;
   } catch (const std::exception& e) {
     std::cerr << "ringtrain: internal error: " << e.what() << "\n";
     return kExitFailure;

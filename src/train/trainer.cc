@@ -276,7 +276,9 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     }
   }
 
-  ddp::DistributedDataParallel ddp(*s.model, *s.comm, ddp::DdpOptions::fromConfig(job.ddp, job.comm));
+  ddp::DdpOptions ddp_options = ddp::DdpOptions::fromConfig(job.ddp, job.comm);
+  ddp_options.sparse_parameters = s.model->sparseParameterNames();
+  ddp::DistributedDataParallel ddp(*s.model, *s.comm, ddp_options);
   data::BatchLoader loader(s.corpus, s.split, job, s.comm->rank(), s.comm->size(), start);
   const int64_t total_steps = stepsToTrain(job, loader);
   const LrSchedule schedule(job.optim, total_steps);
