@@ -25,7 +25,11 @@ using CommandBody = std::function<int()>;
 
 void addConfigCommand(CLI::App& app, CommandBody& body);
 void addServeCommand(CLI::App& app, CommandBody& body);
+void addTrainCommand(CLI::App& app, CommandBody& body);
+void addEvalCommand(CLI::App& app, CommandBody& body);
 void addBenchAllreduceCommand(CLI::App& app, CommandBody& body);
 void addGenDataCommand(CLI::App& app, CommandBody& body);
+void addExportCommand(CLI::App& app, CommandBody& body);
+void addNeighborsCommand(CLI::App& app, CommandBody& body);
 
 }  // namespace ringtrain::app

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 
 #include "app/commands.h"
 #include "ringtrain/build_config.h"
@@ -18,8 +19,12 @@ int main(int argc, char** argv) {
   app::CommandBody body;
   app::addConfigCommand(app, body);
   app::addServeCommand(app, body);
+  app::addTrainCommand(app, body);
+  app::addEvalCommand(app, body);
   app::addBenchAllreduceCommand(app, body);
   app::addGenDataCommand(app, body);
+  app::addExportCommand(app, body);
+  app::addNeighborsCommand(app, body);
   try {
     log::init();
     app.parse(argc, argv);
@@ -36,6 +41,10 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "ringtrain: error: " << e.what() << "\n";
     return e.exitCode();
+  } catch (const c10::Error& e) {
+    // LibTorch's messages carry a C++ backtrace; the first line is what a person needs.
+    std::cerr << "ringtrain: internal error (LibTorch): " << e.what_without_backtrace() << "\n";
+    return kExitFailure;
   } catch (const std::exception& e) {
     std::cerr << "ringtrain: internal error: " << e.what() << "\n";
     return kExitFailure;

@@ -162,7 +162,9 @@ class DistributedDataParallel::Impl {
       Param p;
       p.name = item.key();
       p.tensor = item.value();
-      p.sparse = sparse_weights.count(p.tensor.unsafeGetTensorImpl()) > 0;
+      p.sparse = sparse_weights.count(p.tensor.unsafeGetTensorImpl()) > 0 ||
+                 std::find(options_.sparse_parameters.begin(), options_.sparse_parameters.end(), p.name) !=
+                     options_.sparse_parameters.end();
       (p.sparse ? sparse_ : dense_).push_back(params_.size());
       params_.push_back(std::move(p));
     }

@@ -56,6 +56,10 @@ TEST(Config, CanonicalYamlRoundTripsAndHashIsStable) {
   other.ddp.bucket_cap_mb = 10;
   EXPECT_NE(hash(c), hash(other));
   EXPECT_EQ(differingKeys(c, other), std::vector<std::string>{"ddp.bucket_cap_mb"});
+  JobConfig resumed = c;
+  resumed.checkpoint.resume = true;
+  resumed.run.crash_at_step = 7;
+  EXPECT_EQ(hash(c), hash(resumed)) << "how a run is invoked must not change the job's identity";
 }
 
 TEST(Config, SyntaxErrorNamesFileAndLine) {

@@ -20,6 +20,7 @@ struct RunOptions {
   int64_t max_steps = 0;  // > 0: stop after this many optimizer steps, whatever the epoch count
   std::string output_dir = "runs/ringtrain";
   bool deterministic = true;
+  int64_t crash_at_step = 0;  // > 0: exit abruptly after this step (fault injection for restart tests)
 };
 
 struct DataOptions {
@@ -173,7 +174,8 @@ void validate(const JobConfig& config);
 std::vector<std::pair<std::string, std::string>> flatten(const JobConfig& config);
 // Canonical YAML: every section and key in schema order, one spelling per value.
 std::string toYaml(const JobConfig& config);
-// 16 hex digits of a 64-bit FNV-1a hash of toYaml(); equal configs hash equal on every rank.
+// 16 hex digits of a 64-bit FNV-1a hash of toYaml(); equal configs hash equal on every rank. Keys that
+// say how to run rather than what to compute (checkpoint.resume, run.crash_at_step) are left out.
 std::string hash(const JobConfig& config);
 // Keys whose values differ, in schema order.
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b);

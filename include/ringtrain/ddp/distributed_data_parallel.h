@@ -84,6 +84,10 @@ struct DdpOptions {
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
   bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
   std::chrono::milliseconds timeout{300000};
+  // Parameters (by name in module.named_parameters()) whose gradients are sparse, besides the weights of
+  // Embedding/EmbeddingBag modules with sparse(true), which are found by themselves: a module that
+  // produces sparse gradients in its own backward (e.g. model::SgnsModel) names them here.
+  std::vector<std::string> sparse_parameters;
 
   static DdpOptions fromConfig(const config::DdpOptions& ddp, const config::CommOptions& comm);
 };

@@ -1,0 +1,95 @@
+// The GPU workload of ../shared/BENCHMARKS.md section 3, as ringtrain trains it: SGNS without a tower,
+// sparse row gradients from SgnsModel's hand-written backward, ringtrain's sparse SGD, and (with --ddp)
+// the DistributedDataParallel synchronizer over NCCL at world size 1, on random pairs drawn on the device
+// like the PyTorch peer (sgns_gpu_peer.py) draws them. Prints steps/s and pairs/s in the peer's format.
+//   bench/sgns_gpu --items 1000000 --dim 128 --batch 8192 --negatives 5 --steps 200 [--ddp]
+// Runs on CPU too (--device cpu, small sizes) so that it is built and exercised without a GPU.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include <ATen/ATen.h>
+#include <CLI/CLI.hpp>
+#include <torch/cuda.h>
+
+#include "ringtrain/comm/factory.h"
+#include "ringtrain/config/config.h"
+#include "ringtrain/ddp/distributed_data_parallel.h"
+#include "ringtrain/dist/memory_store.h"
+#include "ringtrain/dist/process_info.h"
+#include "ringtrain/model/sgns_model.h"
+#include "ringtrain/train/optimizer.h"
+
+int main(int argc, char** argv) {
+  using namespace ringtrain;
+  CLI::App app{"SGNS GPU workload: ringtrain's training step"};
+  int64_t items = 1000000, steps = 200, warmup = 20;
+  int dim = 128, batch = 8192, negatives = 5;
+  bool use_ddp = false;
+  std::string device_name = "cuda";
+  app.add_option("--items", items);
+  app.add_option("--dim", dim);
+  app.add_option("--batch", batch);
+  app.add_option("--negatives", negatives);
+  app.add_option("--steps", steps);
+  app.add_option("--warmup", warmup);
+  app.add_option("--device", device_name)->check(CLI::IsMember({"cuda", "cpu"}));
+  app.add_flag("--ddp", use_ddp, "wrap the model in DistributedDataParallel (world size 1)");
+  CLI11_PARSE(app, argc, argv);
+  if (device_name == "cuda" && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "sgns_gpu: no CUDA device; use --device cpu\n");
+    return 2;
+  }
+  const at::Device device = device_name == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+
+  model::SgnsOptions options;
+  options.vocab_size = items;
+  options.dim = dim;
+  options.sparse = true;
+  options.zero_output_init = false;  // as the peer: both tables uniform
+  auto sgns = std::make_shared<model::SgnsModel>(options, 0);
+  sgns->to(device);
+  config::OptimOptions optim;
+  optim.name = "sgd";
+  optim.lr = 0.05;
+  train::NamedTensors params;
+  for (const auto& p : sgns->named_parameters()) params.emplace_back(p.key(), p.value());
+  auto optimizer = train::makeOptimizer(params, optim);
+
+  dist::MemoryStore store;
+  std::unique_ptr<comm::Communicator> communicator;
+  std::unique_ptr<ddp::DistributedDataParallel> synchronizer;
+  if (use_ddp) {
+    config::CommOptions comm_options;
+    comm::Device comm_device;
+    if (device.is_cuda()) comm_device.cuda_index = 0;
+    communicator = comm::makeCommunicator(comm_options, dist::ProcessInfo{}, store, comm_device);
+    ddp::DdpOptions ddp_options;
+    ddp_options.sparse_parameters = sgns->sparseParameterNames();
+    synchronizer = std::make_unique<ddp::DistributedDataParallel>(*sgns, *communicator, ddp_options);
+  }
+
+  const auto ids = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor loss;
+  auto step = [&] {
+    const at::Tensor center = at::randint(items, {batch}, ids);
+    const at::Tensor context = at::randint(items, {batch}, ids);
+    const at::Tensor negative = at::randint(items, {batch, negatives}, ids);
+    loss = sgns->forward(center, context, negative);
+    loss.backward();
+    if (synchronizer) synchronizer->finalize();
+    optimizer->step();
+    optimizer->zeroGrad();
+  };
+  for (int64_t i = 0; i < warmup; ++i) step();
+  (void)loss.item<float>();  // waits for the device
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) step();
+  const float last = loss.item<float>();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("ringtrain items=%lld dim=%d batch=%d negatives=%d sparse=True ddp=%s: %.0f steps/s, %.2f M pairs/s "
+              "(loss %.4f) on %s\n",
+              static_cast<long long>(items), dim, batch, negatives, use_ddp ? "nccl" : "off", steps / seconds,
+              steps * static_cast<double>(batch) / seconds / 1e6, last, device.str().c_str());
+  return 0;
+}

@@ -1,0 +1,94 @@
+// Steps/s and pairs/s of one SGNS training step (forward + backward + optimizer) on the reference workload
+// of ../shared/BENCHMARKS.md section 2: 100,000 items x 64 dims, tower 64 -> 128 -> 64, 1,024 pairs,
+// 5 negatives, SGD lr 0.05, sparse gradients, 1 intra-op thread; synthetic pairs drawn before timing as
+// ddp_peer.py draws them; 5 warm-up steps, 50 timed. scripts/bench-step.sh runs it beside the PyTorch peer.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <CLI/CLI.hpp>
+
+#include "ringtrain/model/sgns_model.h"
+#include "ringtrain/train/optimizer.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"SGNS training-step microbenchmark"};
+  int64_t items = 100000, batch = 1024, steps = 50, warmup = 5;
+  int dim = 64, hidden = 128, negatives = 5, threads = 1;
+  double lr = 0.05;
+  bool dense = false, reference = false;
+  std::string optim = "sgd";
+  app.add_option("--num-items", items);
+  app.add_option("--dim", dim);
+  app.add_option("--hidden", hidden, "tower hidden width; 0: no tower");
+  app.add_option("--batch", batch);
+  app.add_option("--negatives", negatives);
+  app.add_option("--steps", steps);
+  app.add_option("--warmup", warmup);
+  app.add_option("--lr", lr);
+  app.add_option("--threads", threads);
+  app.add_option("--optim", optim, "sgd | adagrad | adam");
+  app.add_flag("--dense", dense, "dense embedding gradients");
+  app.add_flag("--reference", reference, "use the eager ATen/autograd composition (forwardReference)");
+  CLI11_PARSE(app, argc, argv);
+  at::set_num_threads(threads);
+
+  using namespace ringtrain;
+  model::SgnsOptions mo;
+  mo.vocab_size = items;
+  mo.dim = dim;
+  mo.tower_hidden = hidden;
+  mo.sparse = !dense;
+  mo.zero_output_init = false;  // as the peer
+  model::SgnsModel model(mo, 0);
+  config::OptimOptions oo;
+  oo.name = optim;
+  oo.lr = lr;
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (const auto& p : model.named_parameters()) params.emplace_back(p.key(), p.value());
+  auto opt = train::makeOptimizer(params, oo);
+
+  const int64_t total = warmup + steps;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1234);
+  const at::Tensor u = at::rand({total, batch}, gen);
+  const at::Tensor center = (at::pow(static_cast<double>(items), u) - 1).to(at::kLong).clamp_(0, items - 1);
+  const at::Tensor ctx = (center + at::randint(-5, 6, {total, batch}, gen)).remainder_(items);
+  const at::Tensor neg = at::randint(0, items, {total, batch, negatives}, gen);
+
+  std::vector<double> times;
+  double t_fwd = 0, t_bwd = 0, t_opt = 0;  // summed over the timed steps
+  double first_loss = 0, last_loss = 0;
+  for (int64_t s = 0; s < total; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    opt->zeroGrad();
+    at::Tensor loss = reference ? model.forwardReference(center[s], ctx[s], neg[s]) : model.forward(center[s], ctx[s], neg[s]);
+    const auto t1 = std::chrono::steady_clock::now();
+    loss.backward();
+    const auto t2 = std::chrono::steady_clock::now();
+    opt->step();
+    const auto t3 = std::chrono::steady_clock::now();
+    times.push_back(std::chrono::duration<double>(t3 - t0).count());
+    if (s >= warmup) {
+      t_fwd += std::chrono::duration<double>(t1 - t0).count();
+      t_bwd += std::chrono::duration<double>(t2 - t1).count();
+      t_opt += std::chrono::duration<double>(t3 - t2).count();
+    }
+    last_loss = loss.item<double>();
+    if (s == 0) first_loss = last_loss;
+  }
+  std::vector<double> timed(times.begin() + warmup, times.end());
+  double sum = 0;
+  for (double t : timed) sum += t;
+  std::sort(timed.begin(), timed.end());
+  std::printf("ringtrain sgns_step: %.0f pairs/s  %.1f steps/s  step_mean=%.2fms step_median=%.2fms loss %.4f->%.4f "
+              "threads=%d sparse=%d optim=%s path=%s\n",
+              steps * batch / sum, steps / sum, sum / steps * 1e3, timed[timed.size() / 2] * 1e3, first_loss, last_loss,
+              at::get_num_threads(), dense ? 0 : 1, optim.c_str(), reference ? "reference" : "fused");
+  std::printf("  per step: forward %.2fms  backward %.2fms  optimizer %.2fms\n", t_fwd / steps * 1e3,
+              t_bwd / steps * 1e3, t_opt / steps * 1e3);
+  return 0;
+}

@@ -1,0 +1,36 @@
+// The word2vec text format, ringtrain's export format for item vectors:
+//   N D
+//   token v1 v2 ... vD        (N lines; values printed with %.9g, so float32 round-trips exactly)
+// Tokens contain no whitespace. Writing is atomic (temp file in the same directory, fsync, rename).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace ringtrain::model {
+
+struct WordVectors {
+  std::vector<std::string> tokens;
+  int64_t dim = 0;
+  std::vector<float> values;  // row-major [tokens.size(), dim]
+  const float* row(size_t i) const { return values.data() + i * dim; }
+  // Index of a token, or -1.
+  int64_t find(const std::string& token) const;
+};
+
+// vectors: [tokens.size(), D] float tensor (any device). Throws DataError on a bad token or I/O failure.
+void writeWord2Vec(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors);
+// Throws DataError naming the file and line on a malformed file.
+WordVectors readWord2Vec(const std::string& path);
+
+struct Neighbor {
+  int64_t index;
+  float similarity;  // cosine
+};
+// The k nearest rows to row `index` by cosine (itself excluded), best first.
+std::vector<Neighbor> nearestNeighbors(const WordVectors& vectors, int64_t index, int k);
+
+}  // namespace ringtrain::model

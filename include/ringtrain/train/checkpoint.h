@@ -1,0 +1,75 @@
+// Checkpoints: everything needed to continue a run exactly, in one file written atomically by rank 0.
+//
+// File layout (little-endian):
+//   magic    8 bytes  "RTCKPT\0\1"
+//   version  u32      kCheckpointVersion
+//   flags    u32      0
+//   length   u64      payload bytes
+//   crc32    u32      CRC-32 (IEEE) of the payload
+//   payload           a torch::serialize::OutputArchive (tensors + scalar metadata)
+// Writing: temp file in the same directory, write, fsync, rename over the final name, fsync the directory,
+// so a crash leaves either the old set of checkpoints or the new one, never a half file under a final name.
+// Reading checks magic, version, length and CRC before deserialising, so a truncated, corrupt or foreign
+// file gives a DataError naming the file and what is wrong, never a crash.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace ringtrain::train {
+
+inline constexpr uint32_t kCheckpointVersion = 1;
+
+struct Checkpoint {
+  int64_t global_step = 0;  // optimizer steps done
+  int64_t epoch = 0;
+  int world_size = 1;
+  std::string config_hash;             // config::hash() of the job that wrote it
+  std::string config_yaml;             // its canonical YAML (export rebuilds the model from it)
+  std::string model_layout;            // SgnsModel::layoutDescription()
+  std::vector<std::string> vocab;      // item tokens, index = item id
+  std::map<std::string, at::Tensor> model;      // parameter name -> tensor (CPU)
+  std::map<std::string, at::Tensor> optimizer;  // Optimizer::stateDict()
+  std::map<std::string, std::string> blobs;     // opaque bytes: "data.position" (loader), "rng.seeds", ...
+  at::Tensor torch_rng_state;                   // default CPU generator state (uint8), may be undefined
+};
+
+// Writes `ckpt` to `path` atomically. Throws DataError (with the path) on I/O failure.
+void writeCheckpoint(const std::string& path, const Checkpoint& ckpt);
+// Reads and validates; throws DataError naming the file on any problem. A non-empty
+// `expected_config_hash` that differs from the file's also throws DataError (a foreign checkpoint).
+Checkpoint readCheckpoint(const std::string& path, const std::string& expected_config_hash = "");
+
+// The checkpoint files of one run: <dir>/ckpt-<global step, 12 digits>.rtck.
+class CheckpointManager {
+ public:
+  CheckpointManager(std::string dir, int keep);
+  // Writes ckpt-<step>.rtck (creating dir), then deletes all but the newest `keep` checkpoints.
+  // Returns the path written.
+  std::string save(const Checkpoint& ckpt);
+  // Checkpoint paths, oldest first.
+  std::vector<std::string> list() const;
+  // Loads the newest checkpoint that reads cleanly; a corrupt newer one is skipped with a warning.
+  // nullopt when there is none. A config-hash mismatch is not skipped: it throws DataError (wrong job).
+  // If files exist but none is valid, throws DataError listing why each failed.
+  std::optional<Checkpoint> loadLatest(const std::string& expected_config_hash = "") const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  int keep_;
+};
+
+// The default CPU generator's state, and restoring it (for bitwise resume).
+at::Tensor captureTorchRngState();
+void restoreTorchRngState(const at::Tensor& state);
+
+// CRC-32 (IEEE 802.3, reflected, as zlib's crc32).
+uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
+
+}  // namespace ringtrain::train

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Reference workload (../shared/BENCHMARKS.md section 2) at each rank count, ringtrain against the
+# PyTorch peer (ddp_peer.py --sparse; at 1 rank the peer runs without DDP), in one invocation on one
+# machine. Prints global pairs/s, scaling efficiency (pairs/s at N / (N x pairs/s at 1), each against
+# its own 1-rank figure), the ratio to the peer, the bytes each rank synchronized per step, and peak RSS.
+#   scripts/bench-scaling.sh            # 1 and 2 ranks (the dev machine)
+#   scripts/bench-scaling.sh 1 2 4 8    # the device machine's 16 cores
+# Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 50), PEER=0 skips the peer,
+# PEERS=<dir with ddp_peer.py> (default ../shared/peers).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
+PEERS="${PEERS:-$ROOT/../shared/peers}"
+BACKEND="${BACKEND:-gloo}"
+STEPS="${STEPS:-50}"
+WARMUP=10
+RANKS=("$@")
+[ ${#RANKS[@]} -gt 0 ] || RANKS=(1 2)
+PY=/usr/bin/python3
+[ -x "$PY" ] && "$PY" -c 'import torch' 2>/dev/null || PY=python3
+WORK="$(mktemp -d /tmp/ringtrain-bench-XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+# The corpus is generated once, outside the timing, and shared by every run.
+DATA="$WORK/data"
+"$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
+
+run_ringtrain() {  # ranks -> prints "pairs_per_s sync_bytes_per_step peak_rss_mib"
+  local n=$1 out="$WORK/rt-$1"
+  local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
+              --set "run.output_dir=$out" --set "run.max_steps=$((WARMUP + STEPS))" --set "log.every_steps=$WARMUP"
+              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0")
+  if [ "$BACKEND" = mpi ]; then
+    mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
+  else
+    "$BIN/ringrun" --standalone --nproc-per-node "$n" -- "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
+  fi || { echo "ringtrain failed at $n ranks:" >&2; tail -20 "$out.log" >&2; exit 1; }
+  python3 - "$out/metrics.jsonl" "$out.log" <<'PY'
+import json, re, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+steady = rows[1:] or rows                      # the first window holds the warm-up steps
+pairs = sum(r["pairs_per_s"] for r in steady) / len(steady)
+sync = rows[-1]["dense_bytes"] + rows[-1]["sparse_bytes"]
+rss = max([float(m) for m in re.findall(r"peak RSS ([0-9.]+) MiB", open(sys.argv[2]).read())] or [0])
+print(f"{pairs:.0f} {sync} {rss:.0f}")
+PY
+}
+
+run_peer() {  # ranks -> prints pairs_per_s
+  local n=$1 log="$WORK/peer-$1.log"
+  if [ "$n" -eq 1 ]; then
+    "$PY" "$PEERS/ddp_peer.py" --sparse --steps "$STEPS" --warmup "$WARMUP" > "$log" 2>&1
+  else
+    "$PY" "$PEERS/ddp_peer.py" --sparse --spawn "$n" --steps "$STEPS" --warmup "$WARMUP" > "$log" 2>&1
+  fi || { echo "peer failed at $n ranks:" >&2; tail -5 "$log" >&2; echo 0; return; }
+  python3 - "$log" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+m = re.search(r"global=([0-9,]+) samples/s", t) or re.search(r"TOTAL world=1 \(no DDP\): ([0-9,]+) samples/s", t)
+print(m.group(1).replace(",", "") if m else 0)
+PY
+}
+
+printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s\n" "$STEPS" "$BACKEND"
+printf "%6s %14s %10s %14s %10s %12s %14s %10s\n" ranks "ringtrain p/s" "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB"
+base_rt=0; base_peer=0
+for n in "${RANKS[@]}"; do
+  read -r rt sync rss < <(run_ringtrain "$n")
+  peer=0
+  [ "${PEER:-1}" = 0 ] || peer=$(run_peer "$n")
+  [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt
+  [ "$base_peer" = 0 ] && [ "$n" -eq 1 ] && base_peer=$peer
+  python3 - "$n" "$rt" "$peer" "$base_rt" "$base_peer" "$sync" "$rss" <<'PY'
+import sys
+n, rt, peer, brt, bpeer, sync, rss = int(sys.argv[1]), *map(float, sys.argv[2:])
+eff = lambda v, b: f"{v / (n * b):.0%}" if b > 0 else "-"
+ratio = f"{rt / peer:.2f}x" if peer > 0 else "-"
+print(f"{n:6d} {rt:14,.0f} {eff(rt, brt):>10} {peer:14,.0f} {eff(peer, bpeer):>10} {ratio:>12} {sync:14,.0f} {rss:10,.0f}")
+PY
+done

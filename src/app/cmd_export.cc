@@ -1,0 +1,64 @@
+// `ringtrain export [JOB.yaml] [--checkpoint FILE|DIR] [-o OUT]`: writes the item vectors of a checkpoint in
+// the word2vec text format (atomically). The model is rebuilt from the configuration stored in the
+// checkpoint, so the job file only tells where the checkpoints and the output go.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <ATen/core/Tensor.h>
+
+#include "app/commands.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/model/word2vec_io.h"
+#include "ringtrain/train/checkpoint.h"
+#include "ringtrain/train/evaluation.h"
+#include "ringtrain/train/model_state.h"
+
+namespace ringtrain::app {
+namespace {
+
+struct ExportArgs {
+  ConfigArgs config;
+  std::string checkpoint;
+  std::string out;
+};
+
+std::string checkpointDir(const config::JobConfig& job) {
+  if (!job.checkpoint.dir.empty()) return job.checkpoint.dir;
+  return (std::filesystem::path(job.run.output_dir) / "checkpoints").string();
+}
+
+}  // namespace
+
+void addExportCommand(CLI::App& app, CommandBody& body) {
+  auto* cmd = app.add_subcommand("export", "write a checkpoint's item vectors in the word2vec text format");
+  auto args = std::make_shared<ExportArgs>();
+  addConfigArgs(cmd, args->config, /*config_required=*/false);
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "checkpoint file, or a directory (its newest valid checkpoint); default: the job's checkpoint dir");
+  cmd->add_option("-o,--out", args->out, "output file; default: <run.output_dir>/embeddings.txt");
+  cmd->callback([&body, args] {
+    body = [args] {
+      const config::JobConfig job = resolveConfig(args->config);
+      const std::string source = args->checkpoint.empty() ? checkpointDir(job) : args->checkpoint;
+      train::Checkpoint ckpt;
+      if (std::filesystem::is_directory(source)) {
+        auto latest = train::CheckpointManager(source, job.checkpoint.keep).loadLatest();
+        if (!latest) RT_THROW(DataError, "no checkpoint in ", source);
+        ckpt = std::move(*latest);
+      } else {
+        ckpt = train::readCheckpoint(source);
+      }
+      const auto model = train::modelFromCheckpoint(ckpt, source);
+      const at::Tensor vectors = train::itemVectors(*model);
+      const std::string out =
+          args->out.empty() ? (std::filesystem::path(job.run.output_dir) / "embeddings.txt").string() : args->out;
+      model::writeWord2Vec(out, ckpt.vocab, vectors);
+      std::cout << "wrote " << ckpt.vocab.size() << " vectors of dimension " << vectors.size(1) << " (step "
+                << ckpt.global_step << ") to " << out << "\n";
+      return 0;
+    };
+  });
+}
+
+}  // namespace ringtrain::app

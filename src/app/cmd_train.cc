@@ -1,0 +1,77 @@
+// `ringtrain train JOB.yaml [--set k=v] [--resume]` and `ringtrain eval JOB.yaml [--checkpoint PATH]`:
+// the main job, on every rank of whatever started it (ringrun, mpirun, srun, or nothing for one process).
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "app/commands.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/dist/process_info.h"
+#include "ringtrain/train/trainer.h"
+
+namespace ringtrain::app {
+namespace {
+
+struct TrainArgs {
+  ConfigArgs config;
+  bool resume = false;
+  std::string checkpoint;
+};
+
+config::JobConfig resolveWithLogLevel(const ConfigArgs& args) {
+  config::JobConfig job = resolveConfig(args);
+  log::setLevel(job.log.level);
+  return job;
+}
+
+void printSummary(const train::TrainSummary& s, const config::JobConfig& job) {
+  const int k = job.eval.k;
+  fmt::print("HR@{}: {:.4f}  NDCG@{}: {:.4f}  ({} held-out queries; popularity baseline HR@{}: {:.4f})\n", k,
+             s.ranking.hitRate(), k, s.ranking.ndcg(), s.ranking.count, k, s.popularity.hitRate());
+  if (s.categories.neighbor_total > 0) {
+    fmt::print("category agreement of {}-NN: {:.3f}  (random pairs: {:.3f})\n", k, s.categories.neighborShare(),
+               s.categories.randomShare());
+  }
+  if (!s.export_path.empty()) fmt::print("vectors: {}\n", s.export_path);
+  if (!s.plot_path.empty()) fmt::print("picture: {}\n", s.plot_path);
+  if (!s.checkpoint_path.empty()) fmt::print("checkpoint: {}\n", s.checkpoint_path);
+  if (!s.metrics_path.empty()) fmt::print("metrics: {}\n", s.metrics_path);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void addTrainCommand(CLI::App& app, CommandBody& body) {
+  auto* cmd = app.add_subcommand("train", "train item embeddings from a job file (one process per rank)");
+  auto args = std::make_shared<TrainArgs>();
+  addConfigArgs(cmd, args->config, /*config_required=*/true);
+  cmd->add_flag("--resume", args->resume, "continue from the newest checkpoint (same as checkpoint.resume=true)");
+  cmd->callback([&body, args] {
+    body = [args] {
+      config::JobConfig job = resolveWithLogLevel(args->config);
+      if (args->resume) job.checkpoint.resume = true;
+      const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), job.comm);
+      const train::TrainSummary summary = train::trainJob(job, process);
+      if (process.rank == 0) printSummary(summary, job);
+      return 0;
+    };
+  });
+}
+
+void addEvalCommand(CLI::App& app, CommandBody& body) {
+  auto* cmd = app.add_subcommand("eval", "evaluate a checkpoint on the job's held-out split (HR@k, NDCG@k)");
+  auto args = std::make_shared<TrainArgs>();
+  addConfigArgs(cmd, args->config, /*config_required=*/true);
+  cmd->add_option("--checkpoint", args->checkpoint, "checkpoint file (default: the newest of the job)");
+  cmd->callback([&body, args] {
+    body = [args] {
+      const config::JobConfig job = resolveWithLogLevel(args->config);
+      const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), job.comm);
+      const train::TrainSummary summary = train::evaluateJob(job, process, args->checkpoint);
+      if (process.rank == 0) printSummary(summary, job);
+      return 0;
+    };
+  });
+}
+
+}  // namespace ringtrain::app

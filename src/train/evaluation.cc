@@ -1,0 +1,202 @@
+#include "ringtrain/train/evaluation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include "model/cpu_gemm.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/model/sgns_model.h"
+
+namespace ringtrain::train {
+namespace {
+
+constexpr int64_t kQueryBlock = 256;
+
+at::Tensor normalizedRows(const at::Tensor& vectors) {
+  const at::Tensor v = vectors.detach().to(at::kFloat).contiguous();
+  return (v / v.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12)).contiguous();
+}
+
+// scores [Q, N] = a [Q, D] @ bt [D, N] (bt: candidates transposed, contiguous).
+at::Tensor scoreAll(const at::Tensor& a, const at::Tensor& bt) {
+  at::Tensor out = at::empty({a.size(0), bt.size(1)}, a.options());
+  model::detail::gemm(a.contiguous(), false, bt, false, out, 0.0f);
+  return out;
+}
+
+int64_t usedQueries(const std::vector<EvalQuery>& queries, int64_t max_queries) {
+  const auto n = static_cast<int64_t>(queries.size());
+  return max_queries > 0 ? std::min(n, max_queries) : n;
+}
+
+void checkQuery(const EvalQuery& q, int64_t vocab, int64_t index) {
+  auto bad = [&](int64_t id) { return id < 0 || id >= vocab; };
+  if (bad(q.target)) RT_THROW(DataError, "held-out query ", index, ": target id ", q.target, " outside [0, ", vocab, ")");
+  for (int32_t id : q.query) {
+    if (bad(id)) RT_THROW(DataError, "held-out query ", index, ": item id ", id, " outside [0, ", vocab, ")");
+  }
+}
+
+void addRank(RankingSums& sums, int64_t rank, int k) {
+  sums.count += 1;
+  if (rank < k) {
+    sums.hits += 1;
+    sums.ndcg_sum += 1.0 / std::log2(static_cast<double>(rank) + 2.0);
+  }
+}
+
+}  // namespace
+
+at::Tensor itemVectors(const model::SgnsModel& model) { return model.queryVectors(); }
+
+RankingSums evaluateRanking(const at::Tensor& vectors, const std::vector<EvalQuery>& queries, int k, int rank,
+                            int world_size, int64_t max_queries) {
+  RT_CHECK(vectors.dim() == 2, "item vectors must be [V, D]");
+  RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of ", world_size);
+  at::NoGradGuard no_grad;
+  const int64_t vocab = vectors.size(0);
+  const at::Tensor vn = normalizedRows(vectors);
+  const at::Tensor vnt = vn.t().contiguous();
+  const auto long_opts = at::TensorOptions().dtype(at::kLong);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  RankingSums sums;
+  std::vector<int64_t> mine;
+  const int64_t n = usedQueries(queries, max_queries);
+  for (int64_t i = rank; i < n; i += world_size) {
+    checkQuery(queries[static_cast<size_t>(i)], vocab, i);
+    if (!queries[static_cast<size_t>(i)].query.empty()) mine.push_back(i);
+  }
+  for (size_t start = 0; start < mine.size(); start += kQueryBlock) {
+    const size_t end = std::min(mine.size(), start + kQueryBlock);
+    const auto q = static_cast<int64_t>(end - start);
+    std::vector<int64_t> seg, flat, mask_row, mask_col, targets;
+    for (size_t b = start; b < end; ++b) {
+      const EvalQuery& query = queries[static_cast<size_t>(mine[b])];
+      const auto row = static_cast<int64_t>(b - start);
+      for (int32_t id : query.query) {
+        seg.push_back(row);
+        flat.push_back(id);
+        if (id != query.target) {  // the query's own items are not candidates (the target always is)
+          mask_row.push_back(row);
+          mask_col.push_back(id);
+        }
+      }
+      targets.push_back(query.target);
+    }
+    auto toTensor = [&](const std::vector<int64_t>& v) {
+      return at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, long_opts)
+          .clone()
+          .to(vn.device());
+    };
+    const at::Tensor seg_t = toTensor(seg), flat_t = toTensor(flat), tgt_t = toTensor(targets);
+    // Sum of cosines to the query items = <sum of normalised query vectors, normalised candidate>.
+    const at::Tensor qv = at::zeros({q, vn.size(1)}, vn.options()).index_add_(0, seg_t, vn.index_select(0, flat_t));
+    at::Tensor scores = scoreAll(qv, vnt);
+    if (!mask_row.empty()) scores.index_put_({toTensor(mask_row), toTensor(mask_col)}, at::scalar_tensor(neg_inf, scores.options()));
+    const at::Tensor target_scores = scores.gather(1, tgt_t.unsqueeze(1));
+    const at::Tensor ranks = (scores > target_scores).sum(1).to(at::kCPU);
+    const int64_t* pr = ranks.data_ptr<int64_t>();
+    for (int64_t b = 0; b < q; ++b) addRank(sums, pr[b], k);
+  }
+  return sums;
+}
+
+RankingSums evaluatePopularity(const std::vector<int64_t>& item_counts, const std::vector<EvalQuery>& queries, int k,
+                               int rank, int world_size, int64_t max_queries) {
+  RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of ", world_size);
+  const auto vocab = static_cast<int64_t>(item_counts.size());
+  std::vector<int64_t> sorted = item_counts;
+  std::sort(sorted.begin(), sorted.end());
+  RankingSums sums;
+  const int64_t n = usedQueries(queries, max_queries);
+  std::vector<int32_t> excluded;
+  for (int64_t i = rank; i < n; i += world_size) {
+    const EvalQuery& q = queries[static_cast<size_t>(i)];
+    checkQuery(q, vocab, i);
+    if (q.query.empty()) continue;
+    const int64_t ct = item_counts[static_cast<size_t>(q.target)];
+    // Candidates with a strictly higher count, minus the (distinct) query items among them.
+    int64_t higher = static_cast<int64_t>(sorted.end() - std::upper_bound(sorted.begin(), sorted.end(), ct));
+    excluded.assign(q.query.begin(), q.query.end());
+    std::sort(excluded.begin(), excluded.end());
+    excluded.erase(std::unique(excluded.begin(), excluded.end()), excluded.end());
+    for (int32_t id : excluded) {
+      if (id != q.target && item_counts[static_cast<size_t>(id)] > ct) --higher;
+    }
+    addRank(sums, higher, k);
+  }
+  return sums;
+}
+
+CategorySums categoryAgreement(const at::Tensor& vectors, const std::vector<int32_t>& category, int64_t sample, int k,
+                               uint64_t seed, int rank, int world_size) {
+  RT_CHECK(vectors.dim() == 2, "item vectors must be [V, D]");
+  RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of ", world_size);
+  RT_CHECK_EQ(static_cast<int64_t>(category.size()), vectors.size(0), "one category per item");
+  at::NoGradGuard no_grad;
+  std::vector<int64_t> known;
+  for (size_t i = 0; i < category.size(); ++i) {
+    if (category[i] >= 0) known.push_back(static_cast<int64_t>(i));
+  }
+  CategorySums sums;
+  if (known.size() < 2 || sample <= 0 || k <= 0) return sums;
+  const int kk = static_cast<int>(std::min<int64_t>(k, static_cast<int64_t>(known.size()) - 1));
+  std::vector<int64_t> order = known;
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  order.resize(static_cast<size_t>(std::min<int64_t>(sample, static_cast<int64_t>(order.size()))));
+
+  const auto long_opts = at::TensorOptions().dtype(at::kLong);
+  const at::Tensor known_t = at::from_blob(known.data(), {static_cast<int64_t>(known.size())}, long_opts).clone();
+  const at::Tensor vn = normalizedRows(vectors);
+  const at::Tensor cand = vn.index_select(0, known_t.to(vn.device()));
+  const at::Tensor cand_t = cand.t().contiguous();
+  std::vector<int64_t> mine;
+  for (size_t s = static_cast<size_t>(rank); s < order.size(); s += static_cast<size_t>(world_size)) mine.push_back(order[s]);
+  // Position of each item in `known`, to exclude an item from its own neighbours.
+  std::vector<int64_t> pos(category.size(), -1);
+  for (size_t i = 0; i < known.size(); ++i) pos[static_cast<size_t>(known[i])] = static_cast<int64_t>(i);
+  for (size_t start = 0; start < mine.size(); start += kQueryBlock) {
+    const size_t end = std::min(mine.size(), start + kQueryBlock);
+    std::vector<int64_t> ids(mine.begin() + static_cast<int64_t>(start), mine.begin() + static_cast<int64_t>(end));
+    std::vector<int64_t> self;
+    for (int64_t id : ids) self.push_back(pos[static_cast<size_t>(id)]);
+    const auto b = static_cast<int64_t>(ids.size());
+    const at::Tensor ids_t = at::from_blob(ids.data(), {b}, long_opts).clone().to(vn.device());
+    const at::Tensor self_t = at::from_blob(self.data(), {b}, long_opts).clone().to(vn.device());
+    at::Tensor scores = scoreAll(vn.index_select(0, ids_t), cand_t);
+    scores.scatter_(1, self_t.unsqueeze(1), -std::numeric_limits<float>::infinity());
+    const at::Tensor top = std::get<1>(scores.topk(kk, 1)).to(at::kCPU).contiguous();
+    const int64_t* pt = top.data_ptr<int64_t>();
+    for (int64_t r = 0; r < b; ++r) {
+      const int32_t c = category[static_cast<size_t>(ids[static_cast<size_t>(r)])];
+      for (int j = 0; j < kk; ++j) {
+        sums.neighbor_same += category[static_cast<size_t>(known[static_cast<size_t>(pt[r * kk + j])])] == c;
+        sums.neighbor_total += 1;
+      }
+    }
+  }
+  // Random pairs: for each of this rank's sampled items, kk random other known items (seeded per item, so
+  // the total does not depend on the world size).
+  for (int64_t id : mine) {
+    std::mt19937_64 pair_rng(seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(id + 1)));
+    std::uniform_int_distribution<size_t> pick(0, known.size() - 1);
+    const int32_t c = category[static_cast<size_t>(id)];
+    for (int j = 0; j < kk;) {
+      const int64_t other = known[pick(pair_rng)];
+      if (other == id) continue;
+      sums.random_same += category[static_cast<size_t>(other)] == c;
+      sums.random_total += 1;
+      ++j;
+    }
+  }
+  return sums;
+}
+
+}  // namespace ringtrain::train

@@ -1,0 +1,208 @@
+#include "ringtrain/train/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include "model/row_ops.h"
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::train {
+namespace {
+
+// [n] -> [n, 1, ...] so per-row factors broadcast over a row's elements.
+at::Tensor perRow(const at::Tensor& factors, const at::Tensor& like) {
+  std::vector<int64_t> shape(static_cast<size_t>(std::max<int64_t>(like.dim(), 1)), 1);
+  shape[0] = factors.size(0);
+  return factors.view(shape);
+}
+
+class Sgd final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+
+ protected:
+  void initState(Slot&) override {}
+  void updateDense(Slot& slot, const at::Tensor& grad) override {
+    if (options_.weight_decay != 0.0) {
+      slot.param.add_(grad + options_.weight_decay * slot.param, -lr_);
+    } else {
+      slot.param.add_(grad, -lr_);
+    }
+  }
+  void updateSparse(Slot& slot, const at::Tensor& grad) override {
+    // Duplicate rows add up in index_add_, exactly as coalescing would sum them first.
+    model::detail::indexAddRows(slot.param, grad._indices()[0], grad._values(), -lr_);
+  }
+  bool wantsCoalesced() const override { return false; }
+};
+
+class Adagrad final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+
+ protected:
+  void initState(Slot& slot) override { slot.state["sum"] = at::zeros_like(slot.param); }
+  void updateDense(Slot& slot, const at::Tensor& grad_in) override {
+    at::Tensor grad = grad_in;
+    if (options_.weight_decay != 0.0) grad = grad + options_.weight_decay * slot.param;
+    at::Tensor& sum = slot.state["sum"];
+    sum.addcmul_(grad, grad);
+    slot.param.addcdiv_(grad, sum.sqrt().add_(options_.eps), -lr_);
+  }
+  void updateSparse(Slot& slot, const at::Tensor& grad) override {
+    const at::Tensor idx = grad._indices()[0];
+    const at::Tensor values = grad._values();
+    at::Tensor& sum = slot.state["sum"];
+    const at::Tensor rows = sum.index_select(0, idx).addcmul_(values, values);
+    sum.index_copy_(0, idx, rows);
+    model::detail::indexAddRows(slot.param, idx, values / rows.sqrt().add_(options_.eps), -lr_);
+  }
+};
+
+class Adam final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+
+ protected:
+  void initState(Slot& slot) override {
+    slot.state["exp_avg"] = at::zeros_like(slot.param);
+    slot.state["exp_avg_sq"] = at::zeros_like(slot.param);
+    const int64_t rows = slot.param.dim() == 0 ? 1 : slot.param.size(0);
+    slot.state["row_step"] = at::zeros({rows}, slot.param.options().dtype(at::kDouble));
+  }
+  // Shared by both paths: m, v are the (gathered) moment rows, already updated; t the rows' step counts.
+  at::Tensor direction(const at::Tensor& m, const at::Tensor& v, const at::Tensor& t, const at::Tensor& like) {
+    const at::Tensor bc1 = (1.0 - at::pow(options_.beta1, t)).to(like.scalar_type());
+    const at::Tensor bc2 = (1.0 - at::pow(options_.beta2, t)).to(like.scalar_type());
+    return (m / perRow(bc1, like)) / (v / perRow(bc2, like)).sqrt_().add_(options_.eps);
+  }
+  void updateDense(Slot& slot, const at::Tensor& grad_in) override {
+    at::Tensor grad = grad_in;
+    if (options_.weight_decay != 0.0) grad = grad + options_.weight_decay * slot.param;
+    at::Tensor& m = slot.state["exp_avg"];
+    at::Tensor& v = slot.state["exp_avg_sq"];
+    at::Tensor& t = slot.state["row_step"];
+    m.mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
+    v.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+    t.add_(1.0);
+    const at::Tensor p = slot.param.dim() == 0 ? slot.param.view({1}) : slot.param;
+    p.add_(direction(m.view(p.sizes()), v.view(p.sizes()), t, p), -lr_);
+  }
+  void updateSparse(Slot& slot, const at::Tensor& grad) override {
+    const at::Tensor idx = grad._indices()[0];
+    const at::Tensor g = grad._values();
+    at::Tensor& m = slot.state["exp_avg"];
+    at::Tensor& v = slot.state["exp_avg_sq"];
+    at::Tensor& t = slot.state["row_step"];
+    const at::Tensor m_rows = m.index_select(0, idx).mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
+    const at::Tensor v_rows = v.index_select(0, idx).mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+    const at::Tensor t_rows = t.index_select(0, idx).add_(1.0);
+    m.index_copy_(0, idx, m_rows);
+    v.index_copy_(0, idx, v_rows);
+    t.index_copy_(0, idx, t_rows);
+    model::detail::indexAddRows(slot.param, idx, direction(m_rows, v_rows, t_rows, g), -lr_);
+  }
+};
+
+}  // namespace
+
+Optimizer::Optimizer(NamedTensors params, const config::OptimOptions& options)
+    : options_(options), lr_(options.lr), name_(options.name) {
+  for (auto& [name, param] : params) {
+    RT_CHECK(param.defined(), "optimizer parameter '", name, "' is undefined");
+    slots_.push_back(Slot{name, param, {}});
+  }
+}
+
+Optimizer::~Optimizer() = default;
+
+void Optimizer::step() {
+  at::NoGradGuard no_grad;
+  for (Slot& slot : slots_) {
+    if (slot.state.empty()) initState(slot);
+    const at::Tensor grad = slot.param.grad();
+    if (!grad.defined()) continue;
+    if (grad.is_sparse()) {
+      updateSparse(slot, wantsCoalesced() && !grad.is_coalesced() ? grad.coalesce() : grad);
+    } else {
+      updateDense(slot, grad);
+    }
+  }
+  ++steps_;
+}
+
+void Optimizer::zeroGrad() {
+  for (Slot& slot : slots_) {
+    if (slot.param.grad().defined()) slot.param.mutable_grad() = at::Tensor();
+  }
+}
+
+TensorDict Optimizer::stateDict() const {
+  TensorDict out;
+  for (const Slot& slot : slots_) {
+    Slot copy = slot;
+    if (copy.state.empty()) const_cast<Optimizer*>(this)->initState(copy);
+    for (const auto& [key, tensor] : copy.state) out[slot.name + "." + key] = tensor.detach().to(at::kCPU).clone();
+  }
+  out["step"] = at::scalar_tensor(steps_, at::kLong);
+  out["lr"] = at::scalar_tensor(lr_, at::kDouble);
+  return out;
+}
+
+void Optimizer::loadStateDict(const TensorDict& state) {
+  at::NoGradGuard no_grad;
+  size_t expected = 2;
+  for (Slot& slot : slots_) {
+    if (slot.state.empty()) initState(slot);
+    for (auto& [key, tensor] : slot.state) {
+      const std::string name = slot.name + "." + key;
+      const auto it = state.find(name);
+      if (it == state.end()) RT_THROW(DataError, "optimizer state has no '", name, "' (", name_, " optimizer)");
+      if (it->second.sizes() != tensor.sizes()) {
+        RT_THROW(DataError, "optimizer state '", name, "' has shape ", it->second.sizes(), ", expected ", tensor.sizes());
+      }
+      tensor.copy_(it->second);
+      ++expected;
+    }
+  }
+  const auto step = state.find("step");
+  const auto lr = state.find("lr");
+  if (step == state.end() || lr == state.end()) RT_THROW(DataError, "optimizer state lacks 'step' or 'lr'");
+  if (state.size() != expected) {
+    RT_THROW(DataError, "optimizer state has ", state.size(), " entries, the ", name_, " optimizer expects ", expected,
+             " (written by another optimizer?)");
+  }
+  steps_ = step->second.item<int64_t>();
+  lr_ = lr->second.item<double>();
+}
+
+std::unique_ptr<Optimizer> makeOptimizer(NamedTensors params, const config::OptimOptions& options) {
+  if (options.name == "sgd") return std::make_unique<Sgd>(std::move(params), options);
+  if (options.name == "adagrad") return std::make_unique<Adagrad>(std::move(params), options);
+  if (options.name == "adam") return std::make_unique<Adam>(std::move(params), options);
+  RT_THROW(ConfigError, "optim.name: unknown optimizer '", options.name, "' (sgd | adagrad | adam)");
+}
+
+LrSchedule::LrSchedule(const config::OptimOptions& options, int64_t total_steps)
+    : lr_(options.lr),
+      min_ratio_(options.min_lr_ratio),
+      warmup_(std::max<int64_t>(0, options.warmup_steps)),
+      total_(std::max<int64_t>(1, total_steps)),
+      linear_(options.schedule == "linear") {
+  RT_CHECK_T(ConfigError, options.schedule == "linear" || options.schedule == "constant",
+             "optim.schedule: unknown schedule '", options.schedule, "' (linear | constant)");
+}
+
+double LrSchedule::at(int64_t step) const {
+  if (step < warmup_) return lr_ * static_cast<double>(step + 1) / static_cast<double>(warmup_);
+  if (!linear_) return lr_;
+  const int64_t last = total_ - 1;
+  if (last <= warmup_) return lr_;
+  const double frac = std::min(1.0, static_cast<double>(step - warmup_) / static_cast<double>(last - warmup_));
+  return lr_ * (1.0 - frac * (1.0 - min_ratio_));
+}
+
+}  // namespace ringtrain::train

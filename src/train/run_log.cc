@@ -1,0 +1,168 @@
+#include "train/run_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+namespace ringtrain::train {
+namespace {
+
+std::string duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e7) return "?";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+std::string rate(double per_second) {
+  if (per_second >= 1e6) return fmt::format("{:.2f}M", per_second / 1e6);
+  if (per_second >= 1e3) return fmt::format("{:.1f}k", per_second / 1e3);
+  return fmt::format("{:.0f}", per_second);
+}
+
+}  // namespace
+
+void writeFileAtomically(const std::string& path, const std::string& text) {
+  const std::filesystem::path target(path);
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) RT_THROW(DataError, path, ": cannot write (", std::strerror(errno), ")");
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      RT_THROW(DataError, path, ": write failed (", std::strerror(errno), ")");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    RT_THROW(DataError, path, ": could not be written atomically (", std::strerror(errno), ")");
+  }
+}
+
+RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_steps, int64_t first_step)
+    : enabled_(enabled),
+      tty_(enabled && ::isatty(STDERR_FILENO)),
+      total_steps_(total_steps),
+      first_step_(first_step),
+      start_(std::chrono::steady_clock::now()) {
+  if (!enabled_ || metrics_path.empty()) return;
+  const std::filesystem::path p(metrics_path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+  // Appending keeps the records of an interrupted attempt: a resumed run continues the same file.
+  metrics_.open(metrics_path, std::ios::app);
+  if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing");
+}
+
+RunLog::~RunLog() { finish(); }
+
+void RunLog::record(const StepRecord& r) {
+  if (!enabled_) return;
+  if (metrics_.is_open()) {
+    metrics_ << fmt::format(
+        "{{\"step\":{},\"epoch\":{},{}\"lr\":{:.6g},\"pairs_per_s\":{:.1f},\"step_ms\":{:.3f},"
+        "\"data_wait_ms\":{:.3f},\"sync_wait_ms\":{:.3f},\"dense_bytes\":{},\"sparse_bytes\":{}}}\n",
+        r.step, r.epoch, r.has_loss ? fmt::format("\"loss\":{:.6f},", r.loss) : std::string(), r.lr,
+        r.pairs_per_second, r.step_ms, r.data_wait_ms, r.sync_wait_ms, r.dense_bytes, r.sparse_bytes);
+  }
+  if (!r.has_loss) return;
+  history_.push_back(r);
+  if (metrics_.is_open()) metrics_.flush();
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const int64_t done_here = r.step - first_step_;
+  const double eta = done_here > 0 ? elapsed / done_here * (total_steps_ - r.step) : -1;
+  const std::string line = fmt::format("step {}/{} epoch {} loss {:.4f} lr {:.3g} {} pairs/s ETA {}", r.step,
+                                       total_steps_, r.epoch, r.loss, r.lr, rate(r.pairs_per_second), duration(eta));
+  if (tty_) {
+    const int width = 24;
+    const int filled = total_steps_ > 0 ? static_cast<int>(width * r.step / total_steps_) : 0;
+    std::fprintf(stderr, "\r[%s%s] %s\033[K", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), line.c_str());
+    std::fflush(stderr);
+    bar_open_ = true;
+  } else {
+    info("{}", line);
+  }
+}
+
+void RunLog::note(const std::string& text) {
+  if (!enabled_) return;
+  if (bar_open_) std::fputc('\n', stderr), bar_open_ = false;
+  info("{}", text);
+}
+
+void RunLog::finish() {
+  if (bar_open_) std::fputc('\n', stderr), bar_open_ = false;
+  if (metrics_.is_open()) metrics_.flush();
+}
+
+std::string RunLog::plot(const std::string& png_path) const {
+  if (!enabled_ || history_.size() < 2) return "";
+  const std::string data_path = png_path + ".dat";
+  std::string data;
+  for (const StepRecord& r : history_) data += fmt::format("{} {:.6f} {:.1f}\n", r.step, r.loss, r.pairs_per_second);
+  writeFileAtomically(data_path, data);
+  const std::string script = fmt::format(
+      "set terminal png size 1000,700\n"
+      "set output '{0}'\n"
+      "set multiplot layout 2,1 title 'ringtrain'\n"
+      "set xlabel 'step'\nset ylabel 'loss'\nset grid\n"
+      "plot '{1}' using 1:2 with lines lw 2 title 'loss (mean over ranks)'\n"
+      "set ylabel 'pairs/s'\n"
+      "plot '{1}' using 1:3 with lines lw 2 title 'global pairs/s'\n"
+      "unset multiplot\n",
+      png_path + ".tmp", data_path);
+  const std::string script_path = png_path + ".gp";
+  writeFileAtomically(script_path, script);
+  const int rc = std::system(fmt::format("gnuplot '{}' >/dev/null 2>&1", script_path).c_str());
+  if (rc != 0 || std::rename((png_path + ".tmp").c_str(), png_path.c_str()) != 0) {
+    warn("gnuplot is not available or failed (exit {}); no plot written (install gnuplot-nox)", rc);
+    return "";
+  }
+  std::remove(script_path.c_str());
+  return png_path;
+}
+
+double TraceWriter::micros(std::chrono::steady_clock::time_point t) const {
+  return std::chrono::duration<double, std::micro>(t - origin_).count();
+}
+
+void TraceWriter::span(const std::string& name, std::chrono::steady_clock::time_point begin,
+                       std::chrono::steady_clock::time_point end, const std::string& args_json) {
+  events_.push_back(fmt::format(
+      R"({{"name":"{}","ph":"X","pid":{},"tid":0,"ts":{:.3f},"dur":{:.3f},"args":{}}})", name, rank_,
+      micros(begin), micros(end) - micros(begin), args_json));
+}
+
+void TraceWriter::counter(const std::string& name, std::chrono::steady_clock::time_point at, double value) {
+  events_.push_back(fmt::format(R"({{"name":"{}","ph":"C","pid":{},"ts":{:.3f},"args":{{"value":{}}}}})", name,
+                                rank_, micros(at), value));
+}
+
+std::string TraceWriter::eventsJson() const {
+  std::string out = fmt::format(R"({{"name":"process_name","ph":"M","pid":{},"args":{{"name":"rank {}"}}}})",
+                                rank_, rank_);
+  for (const std::string& e : events_) out += ",\n" + e;
+  return out;
+}
+
+void TraceWriter::writeFile(const std::string& path) const {
+  writeFileAtomically(path, "{\"traceEvents\":[\n" + eventsJson() + "\n]}\n");
+}
+
+}  // namespace ringtrain::train

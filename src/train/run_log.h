@@ -1,0 +1,74 @@
+// What the trainer tells people while it runs (rank 0): a progress line (a live bar on a terminal, plain
+// periodic lines otherwise), per-step metrics as JSON lines, and at the end a PNG of loss and throughput.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace ringtrain::train {
+
+struct StepRecord {
+  int64_t step = 0;  // optimizer steps done, 1-based
+  int64_t epoch = 0;
+  double loss = 0.0;  // mean over ranks of the window ending here (0 when not logged at this step)
+  bool has_loss = false;
+  double lr = 0.0;
+  double pairs_per_second = 0.0;  // global, over the window since the previous record
+  double data_wait_ms = 0.0;
+  double sync_wait_ms = 0.0;
+  double step_ms = 0.0;
+  uint64_t dense_bytes = 0;
+  uint64_t sparse_bytes = 0;
+};
+
+class RunLog {
+ public:
+  // `metrics_path` "": no JSON lines. `enabled` false (ranks other than 0): everything is a no-op.
+  RunLog(bool enabled, const std::string& metrics_path, int64_t total_steps, int64_t first_step);
+  ~RunLog();
+  void record(const StepRecord& r);
+  // A line on its own (evaluation results, notices) that does not tear the progress bar.
+  void note(const std::string& text);
+  // Ends the progress bar line.
+  void finish();
+  // Writes <png_path> with gnuplot from the records; returns "" (with a warning) when gnuplot is missing
+  // or fails.
+  std::string plot(const std::string& png_path) const;
+
+ private:
+  bool enabled_;
+  bool tty_;
+  int64_t total_steps_;
+  int64_t first_step_;
+  std::chrono::steady_clock::time_point start_;
+  std::ofstream metrics_;
+  std::vector<StepRecord> history_;  // logged records only (those with a loss)
+  bool bar_open_ = false;
+};
+
+// Chrome trace events (Perfetto / chrome://tracing) of one rank: complete events with microsecond times.
+class TraceWriter {
+ public:
+  explicit TraceWriter(int rank) : rank_(rank), origin_(std::chrono::steady_clock::now()) {}
+  void span(const std::string& name, std::chrono::steady_clock::time_point begin,
+            std::chrono::steady_clock::time_point end, const std::string& args_json = "{}");
+  void counter(const std::string& name, std::chrono::steady_clock::time_point at, double value);
+  bool empty() const { return events_.empty(); }
+  // The events as a JSON array body (comma-separated objects, no brackets).
+  std::string eventsJson() const;
+  void writeFile(const std::string& path) const;
+
+ private:
+  double micros(std::chrono::steady_clock::time_point t) const;
+  int rank_;
+  std::chrono::steady_clock::time_point origin_;
+  std::vector<std::string> events_;
+};
+
+// Writes `text` to `path` atomically (temporary file in the same directory, fsync, rename).
+void writeFileAtomically(const std::string& path, const std::string& text);
+
+}  // namespace ringtrain::train

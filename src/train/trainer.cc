@@ -1,0 +1,479 @@
+#include "ringtrain/train/trainer.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+
+#include "ringtrain/comm/factory.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/data/batch_loader.h"
+#include "ringtrain/data/corpus.h"
+#include "ringtrain/data/split.h"
+#include "ringtrain/ddp/distributed_data_parallel.h"
+#include "ringtrain/dist/connect_store.h"
+#include "ringtrain/model/sgns_model.h"
+#include "ringtrain/model/word2vec_io.h"
+#include "ringtrain/train/checkpoint.h"
+#include "ringtrain/train/optimizer.h"
+#include "ringtrain/train/startup_check.h"
+#include "train/run_log.h"
+
+namespace ringtrain::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double millis(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+std::string outputPath(const config::JobConfig& job, const std::string& name) {
+  return (std::filesystem::path(job.run.output_dir) / name).string();
+}
+
+std::string checkpointDir(const config::JobConfig& job) {
+  return job.checkpoint.dir.empty() ? outputPath(job, "checkpoints") : job.checkpoint.dir;
+}
+
+at::Device chooseDevice(const config::JobConfig& job, const dist::ProcessInfo& process) {
+  if (job.run.device == "cpu") return at::Device(at::kCPU);
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (count == 0) {
+    RT_THROW(ConfigError, "run.device is cuda but no CUDA device is visible to rank ", process.rank,
+             " (a CPU-only LibTorch, or CUDA_VISIBLE_DEVICES hides them); use --set run.device=cpu");
+  }
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(process.local_rank % count));
+}
+
+// The pieces of one training process that outlive a phase: the job's store and communicator, the data,
+// the model. Built in the order of the job's data flow.
+struct Session {
+  const config::JobConfig& job;
+  const dist::ProcessInfo& process;
+  at::Device device{at::kCPU};
+  std::unique_ptr<dist::Store> store;
+  std::unique_ptr<comm::Communicator> comm;
+  std::shared_ptr<const data::Corpus> corpus;
+  std::shared_ptr<const data::CorpusSplit> split;
+  std::shared_ptr<model::SgnsModel> model;
+
+  Session(const config::JobConfig& j, const dist::ProcessInfo& p) : job(j), process(p) {}
+
+  bool leader() const { return process.rank == 0; }
+
+  void connect() {
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(job.comm.timeout_s * 1000));
+    device = chooseDevice(job, process);
+    store = dist::connectStore(process, timeout);
+    comm::Device comm_device;
+    if (device.is_cuda()) comm_device.cuda_index = device.index();
+    comm = comm::makeCommunicator(job.comm, process, *store, comm_device);
+  }
+
+  void loadData() {
+    // Rank 0 generates the synthetic corpus (when data.corpus is empty) and writes the binary cache first;
+    // the others then read what it wrote instead of all writing the same files at once.
+    if (leader()) corpus = data::loadJobCorpus(job);
+    comm->barrier();
+    if (!leader()) corpus = data::loadJobCorpus(job);
+    split = std::make_shared<const data::CorpusSplit>(*corpus, job.data);
+  }
+
+  void buildModel() {
+    model = std::make_shared<model::SgnsModel>(model::sgnsOptionsFromConfig(job.model, corpus->vocab().size()),
+                                               static_cast<uint64_t>(job.run.seed));
+    model->to(device);
+  }
+
+  std::vector<std::string> vocabTokens() const {
+    std::vector<std::string> tokens;
+    tokens.reserve(static_cast<size_t>(corpus->vocab().size()));
+    for (int64_t i = 0; i < corpus->vocab().size(); ++i) tokens.emplace_back(corpus->vocab().token(static_cast<int32_t>(i)));
+    return tokens;
+  }
+
+  // Sums `values` over ranks (float64 allreduce) in place.
+  void sumOverRanks(std::vector<double>& values) {
+    comm::Buffer buffer;
+    buffer.data = values.data();
+    buffer.count = values.size();
+    buffer.dtype = comm::DataType::kFloat64;
+    comm->allreduce(buffer, comm::ReduceOp::kSum);
+  }
+};
+
+std::vector<EvalQuery> toEvalQueries(const std::vector<data::EvalQuery>& queries) {
+  std::vector<EvalQuery> out;
+  out.reserve(queries.size());
+  for (const auto& q : queries) out.push_back(EvalQuery{q.query, q.target});
+  return out;
+}
+
+struct Evaluation {
+  RankingSums ranking;
+  RankingSums popularity;
+  CategorySums categories;
+};
+
+// Collective: every rank scores its share of the held-out queries and sampled items; sums are reduced.
+Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std::vector<int64_t>& counts,
+                    bool with_popularity) {
+  const config::EvalOptions& e = s.job.eval;
+  const int rank = s.comm->rank();
+  const int world = s.comm->size();
+  Evaluation result;
+  at::Tensor vectors = itemVectors(*s.model);
+  result.ranking = evaluateRanking(vectors, queries, e.k, rank, world, e.max_queries);
+  if (with_popularity) result.popularity = evaluatePopularity(counts, queries, e.k, rank, world, e.max_queries);
+  const data::ItemTable& items = s.corpus->items();
+  const bool has_categories = items.numCategories() > 0;
+  if (has_categories && e.neighbor_sample > 0) {
+    std::vector<int32_t> category(static_cast<size_t>(s.corpus->vocab().size()));
+    for (size_t i = 0; i < category.size(); ++i) category[i] = items.categoryId(static_cast<int32_t>(i));
+    result.categories = categoryAgreement(vectors, category, e.neighbor_sample, e.k,
+                                          static_cast<uint64_t>(s.job.run.seed), rank, world);
+  }
+  std::vector<double> sums = {result.ranking.hits,
+                              result.ranking.ndcg_sum,
+                              static_cast<double>(result.ranking.count),
+                              result.popularity.hits,
+                              result.popularity.ndcg_sum,
+                              static_cast<double>(result.popularity.count),
+                              static_cast<double>(result.categories.neighbor_same),
+                              static_cast<double>(result.categories.neighbor_total),
+                              static_cast<double>(result.categories.random_same),
+                              static_cast<double>(result.categories.random_total)};
+  s.sumOverRanks(sums);
+  result.ranking = RankingSums{sums[0], sums[1], static_cast<int64_t>(sums[2])};
+  result.popularity = RankingSums{sums[3], sums[4], static_cast<int64_t>(sums[5])};
+  result.categories = CategorySums{static_cast<int64_t>(sums[6]), static_cast<int64_t>(sums[7]),
+                                   static_cast<int64_t>(sums[8]), static_cast<int64_t>(sums[9])};
+  return result;
+}
+
+std::string describe(const Evaluation& ev, int k, bool with_popularity) {
+  std::string text = fmt::format("eval: HR@{} {:.4f} NDCG@{} {:.4f} over {} held-out queries", k,
+                                 ev.ranking.hitRate(), k, ev.ranking.ndcg(), ev.ranking.count);
+  if (with_popularity) text += fmt::format(" (popularity baseline HR@{} {:.4f})", k, ev.popularity.hitRate());
+  if (ev.categories.neighbor_total > 0) {
+    text += fmt::format("; category agreement of {}-NN {:.3f} (random pairs {:.3f})", k,
+                        ev.categories.neighborShare(), ev.categories.randomShare());
+  }
+  return text;
+}
+
+std::string encodePosition(const data::LoaderPosition& p) { return fmt::format("{} {}", p.epoch, p.step); }
+
+data::LoaderPosition decodePosition(const std::string& text, const std::string& path) {
+  data::LoaderPosition p;
+  std::istringstream in(text);
+  if (!(in >> p.epoch >> p.step) || p.epoch < 0 || p.step < 0) {
+    RT_THROW(DataError, path, ": checkpoint has a malformed data position '", text, "'");
+  }
+  return p;
+}
+
+Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global_step,
+                          const data::LoaderPosition& position) {
+  Checkpoint ckpt;
+  ckpt.global_step = global_step;
+  ckpt.epoch = position.epoch;
+  ckpt.world_size = s.comm->size();
+  ckpt.config_hash = config::hash(s.job);
+  ckpt.config_yaml = config::toYaml(s.job);
+  ckpt.model_layout = s.model->layoutDescription();
+  ckpt.vocab = s.vocabTokens();
+  for (const auto& p : s.model->named_parameters()) ckpt.model[p.key()] = p.value().detach().to(at::kCPU).clone();
+  ckpt.optimizer = optimizer.stateDict();
+  ckpt.blobs["data.position"] = encodePosition(position);
+  ckpt.torch_rng_state = captureTorchRngState();
+  return ckpt;
+}
+
+void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) {
+  if (ckpt.model_layout != s.model->layoutDescription()) {
+    RT_THROW(DataError, where, ": checkpoint model '", ckpt.model_layout, "' does not match this job's '",
+             s.model->layoutDescription(), "'");
+  }
+  at::NoGradGuard no_grad;
+  for (auto& p : s.model->named_parameters()) {
+    auto it = ckpt.model.find(p.key());
+    if (it == ckpt.model.end()) RT_THROW(DataError, where, ": checkpoint lacks parameter '", p.key(), "'");
+    if (!it->second.sizes().equals(p.value().sizes())) {
+      RT_THROW(DataError, where, ": checkpoint parameter '", p.key(), "' has shape ", it->second.sizes(),
+               ", the model has ", p.value().sizes());
+    }
+    p.value().copy_(it->second);
+  }
+}
+
+int64_t stepsToTrain(const config::JobConfig& job, const data::BatchLoader& loader) {
+  const int64_t accumulation = job.ddp.accumulation_steps;
+  const int64_t steps = loader.totalBatches() / accumulation;
+  if (steps <= 0) {
+    RT_THROW(DataError, "the training data gives ", loader.totalBatches(), " batches of ", job.data.batch_size,
+             " pairs per rank, fewer than one optimizer step (ddp.accumulation_steps ", accumulation,
+             "); use a smaller data.batch_size or more data");
+  }
+  return steps;
+}
+
+}  // namespace
+
+TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
+  log::setRank(process.rank, process.world_size);
+  at::set_num_threads(job.run.threads);
+  const auto started = Clock::now();
+  Session s(job, process);
+  s.connect();
+  s.loadData();
+  s.buildModel();
+  checkRanksAgree(*s.comm, job, s.model->layoutDescription());
+
+  TrainSummary summary;
+  if (s.leader()) {
+    std::filesystem::create_directories(job.run.output_dir);
+    info("job '{}': {} rank(s) over {} ({} allreduce), device {}, corpus {} lines / {} items, {} train lines",
+         job.run.name, s.comm->size(), s.comm->backendName(), job.comm.allreduce_algorithm, s.device.str(),
+         s.corpus->numLines(), s.corpus->vocab().size(), s.split->trainLines().size());
+  }
+
+  // Optimizer state and position: fresh, or the newest checkpoint when resuming (checkpoint.resume, or a
+  // relaunch by ringrun --max-restarts). Rank 0 reads the file; parameters reach the others through DDP's
+  // broadcast at construction, and every rank reads the (small) optimizer state and position itself.
+  NamedTensors params;
+  for (const auto& p : s.model->named_parameters()) params.emplace_back(p.key(), p.value());
+  std::unique_ptr<Optimizer> optimizer = makeOptimizer(params, job.optim);
+  CheckpointManager checkpoints(checkpointDir(job), job.checkpoint.keep);
+  data::LoaderPosition start;
+  int64_t global_step = 0;
+  const bool resume = job.checkpoint.resume || process.restart_count > 0;
+  if (resume) {
+    if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(config::hash(job))) {
+      const std::string where = checkpoints.dir();
+      RT_CHECK_T(ConfigError, ckpt->world_size == s.comm->size(), where, ": the checkpoint was written by ",
+                 ckpt->world_size, " ranks and this job has ", s.comm->size(),
+                 "; resuming bit for bit needs the same world size");
+      restoreModel(s, *ckpt, where);
+      optimizer->loadStateDict(ckpt->optimizer);
+      restoreTorchRngState(ckpt->torch_rng_state);
+      start = decodePosition(ckpt->blobs.at("data.position"), where);
+      global_step = ckpt->global_step;
+      summary.resumed_from_step = global_step;
+      if (s.leader()) info("resumed from {} at step {}", where, global_step);
+    } else if (s.leader()) {
+      info("no checkpoint in {}; starting fresh", checkpoints.dir());
+    }
+  }
+
+  ddp::DdpOptions ddp_options = ddp::DdpOptions::fromConfig(job.ddp, job.comm);
+  ddp_options.sparse_parameters = s.model->sparseParameterNames();
+  ddp::DistributedDataParallel ddp(*s.model, *s.comm, ddp_options);
+  data::BatchLoader loader(s.corpus, s.split, job, s.comm->rank(), s.comm->size(), start);
+  const int64_t total_steps = stepsToTrain(job, loader);
+  const LrSchedule schedule(job.optim, total_steps);
+
+  const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
+  const std::vector<int64_t> train_counts = data::trainCounts(*s.corpus, *s.split);
+  const std::string metrics_path = job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
+  summary.metrics_path = s.leader() ? metrics_path : "";
+  RunLog run_log(s.leader(), metrics_path, total_steps, global_step);
+  TraceWriter trace(s.comm->rank());
+
+  const int accumulation = job.ddp.accumulation_steps;
+  const int64_t pairs_per_step = static_cast<int64_t>(job.data.batch_size) * accumulation * s.comm->size();
+  const int64_t first_step = global_step;
+  at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+  int64_t loss_count = 0;
+  double total_data_wait = 0;
+  auto window_start = Clock::now();
+  const auto loop_start = Clock::now();
+  int64_t window_steps = 0;
+
+  while (global_step < total_steps) {
+    const auto step_begin = Clock::now();
+    double step_data_wait = 0;
+    for (int micro = 0; micro < accumulation; ++micro) {
+      const auto wait_begin = Clock::now();
+      std::optional<data::Batch> batch = loader.next();
+      const auto wait_end = Clock::now();
+      step_data_wait += seconds(wait_end - wait_begin);
+      RT_CHECK(batch.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
+      const bool sync = micro + 1 == accumulation;
+      auto forward_backward = [&] {
+        at::Tensor loss = s.model->forward(batch->center, batch->context, batch->negatives);
+        loss.backward();
+        loss_sum.add_(loss.detach());
+        ++loss_count;
+      };
+      if (sync) {
+        forward_backward();
+      } else {
+        auto guard = ddp.noSync();
+        forward_backward();
+      }
+      if (global_step - first_step < job.log.trace_steps) {
+        trace.span("data wait", wait_begin, wait_end);
+        trace.span(sync ? "forward+backward (buckets in flight)" : "forward+backward (no sync)", wait_end, Clock::now());
+      }
+    }
+    const auto sync_begin = Clock::now();
+    ddp.finalize();
+    const auto sync_end = Clock::now();
+    optimizer->setLearningRate(schedule.at(global_step));
+    optimizer->step();
+    ddp.zeroGrad();
+    const auto step_end = Clock::now();
+    ++global_step;
+    ++window_steps;
+    const ddp::DdpStats& stats = ddp.stats();
+    const double sync_wait = seconds(sync_end - sync_begin);
+    total_data_wait += step_data_wait;
+
+    if (global_step - first_step <= job.log.trace_steps) {
+      std::string buckets;
+      for (const auto& b : stats.buckets) {
+        buckets += fmt::format("{}\"bucket {} ({} bytes)\":{:.3f}", buckets.empty() ? "" : ",", b.index, b.bytes,
+                               millis(b.last_allreduce));
+      }
+      trace.span("finalize: wait for buckets + sparse sync", sync_begin, sync_end,
+                 fmt::format("{{\"allreduce_ms\":{{{}}},\"sparse_sync_ms\":{:.3f},\"sparse_bytes_sent\":{}}}", buckets,
+                             millis(stats.sparse_sync_time), stats.sparse_bytes_sent));
+      trace.span("optimizer step", sync_end, step_end);
+      trace.counter("bytes sent", step_end, static_cast<double>(stats.dense_bytes_sent + stats.sparse_bytes_sent));
+    }
+
+    const bool log_now = global_step % job.log.every_steps == 0 || global_step == total_steps;
+    StepRecord record;
+    record.step = global_step;
+    record.epoch = loader.position().epoch;
+    record.lr = optimizer->learningRate();
+    record.step_ms = seconds(step_end - step_begin) * 1e3;
+    record.data_wait_ms = step_data_wait * 1e3;
+    record.sync_wait_ms = sync_wait * 1e3;
+    record.dense_bytes = stats.dense_bytes_sent;
+    record.sparse_bytes = stats.sparse_bytes_sent;
+    if (log_now) {
+      // The loss stays on the device between logs: reading it is the only host round trip it costs.
+      std::vector<double> window = {loss_sum.item<double>(), static_cast<double>(loss_count)};
+      s.sumOverRanks(window);
+      record.loss = window[1] > 0 ? window[0] / window[1] : 0.0;
+      record.has_loss = true;
+      summary.final_loss = record.loss;
+      const double elapsed = seconds(Clock::now() - window_start);
+      record.pairs_per_second = elapsed > 0 ? window_steps * pairs_per_step / elapsed : 0.0;
+      loss_sum.zero_();
+      loss_count = 0;
+      window_start = Clock::now();
+      window_steps = 0;
+    }
+    run_log.record(record);
+
+    if (job.eval.every_steps > 0 && global_step % job.eval.every_steps == 0 && global_step < total_steps) {
+      run_log.note(describe(evaluate(s, queries, train_counts, false), job.eval.k, false));
+    }
+    const bool checkpoint_now =
+        job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;
+    if (checkpoint_now && s.leader()) {
+      summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
+    }
+    if (job.run.crash_at_step > 0 && global_step == job.run.crash_at_step) {
+      // Fault injection for restart tests: die like a killed process would, without cleanup.
+      if (checkpoint_now) s.comm->barrier();
+      std::fprintf(stderr, "ringtrain: run.crash_at_step %lld reached on rank %d: exiting abruptly\n",
+                   static_cast<long long>(global_step), process.rank);
+      std::fflush(stderr);
+      std::_Exit(kExitFailure);
+    }
+  }
+  run_log.finish();
+  const double train_seconds = seconds(Clock::now() - loop_start);
+  summary.steps = global_step;
+  const int64_t steps_here = global_step - first_step;
+  summary.pairs_per_second = train_seconds > 0 ? steps_here * pairs_per_step / train_seconds : 0.0;
+  summary.data_wait_fraction = train_seconds > 0 ? total_data_wait / train_seconds : 0.0;
+  if (s.leader()) {
+    info("trained {} steps in {:.1f} s: {:.0f} pairs/s globally, data wait {:.2f}% of step time; {}", steps_here,
+         train_seconds, summary.pairs_per_second, 100 * summary.data_wait_fraction, ddp.stats().toString());
+  }
+
+  // The end: evaluation, final checkpoint, export, plot, trace.
+  const Evaluation ev = evaluate(s, queries, train_counts, true);
+  summary.ranking = ev.ranking;
+  summary.popularity = ev.popularity;
+  summary.categories = ev.categories;
+  if (s.leader()) {
+    info("{}", describe(ev, job.eval.k, true));
+    summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
+    summary.export_path = outputPath(job, "embeddings.txt");
+    model::writeWord2Vec(summary.export_path, s.vocabTokens(), itemVectors(*s.model).to(at::kCPU));
+    if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));
+  }
+  if (job.log.trace_steps > 0) {
+    trace.writeFile(outputPath(job, fmt::format("trace-rank{}.json", s.comm->rank())));
+    s.comm->barrier();
+    if (s.leader()) {
+      // One file with every rank as its own process row, when the ranks share this file system.
+      std::string merged = "{\"traceEvents\":[\n" + trace.eventsJson();
+      for (int r = 1; r < s.comm->size(); ++r) {
+        std::ifstream in(outputPath(job, fmt::format("trace-rank{}.json", r)));
+        std::stringstream text;
+        text << in.rdbuf();
+        std::string body = text.str();
+        const size_t open = body.find('[');
+        const size_t close = body.rfind(']');
+        if (open != std::string::npos && close != std::string::npos && close > open + 1) {
+          merged += ",\n" + body.substr(open + 1, close - open - 1);
+        }
+      }
+      writeFileAtomically(outputPath(job, "trace.json"), merged + "\n]}\n");
+      info("Chrome trace of {} steps: {} (open in https://ui.perfetto.dev)", job.log.trace_steps,
+           outputPath(job, "trace.json"));
+    }
+  }
+  s.comm->barrier();
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  info("done in {:.1f} s; peak RSS {:.0f} MiB", seconds(Clock::now() - started), usage.ru_maxrss / 1024.0);
+  return summary;
+}
+
+TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& process,
+                         const std::string& checkpoint_path) {
+  log::setRank(process.rank, process.world_size);
+  at::set_num_threads(job.run.threads);
+  Session s(job, process);
+  s.connect();
+  s.loadData();
+  s.buildModel();
+  std::string path = checkpoint_path;
+  if (path.empty()) {
+    const auto files = CheckpointManager(checkpointDir(job), job.checkpoint.keep).list();
+    if (files.empty()) RT_THROW(DataError, checkpointDir(job), ": no checkpoint to evaluate");
+    path = files.back();
+  }
+  const Checkpoint ckpt = readCheckpoint(path);
+  restoreModel(s, ckpt, path);
+  const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
+  const Evaluation ev = evaluate(s, queries, data::trainCounts(*s.corpus, *s.split), true);
+  if (s.leader()) info("{} (checkpoint {}, step {})", describe(ev, job.eval.k, true), path, ckpt.global_step);
+  TrainSummary summary;
+  summary.steps = ckpt.global_step;
+  summary.ranking = ev.ranking;
+  summary.popularity = ev.popularity;
+  summary.categories = ev.categories;
+  summary.checkpoint_path = path;
+  return summary;
+}
+
+}  // namespace ringtrain::train

@@ -1,0 +1,162 @@
+#include "ringtrain/train/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "ringtrain/config/config.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/model/sgns_model.h"
+#include "ringtrain/train/model_state.h"
+#include "testing/command.h"
+
+namespace ringtrain::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+Checkpoint sample(int64_t step) {
+  Checkpoint c;
+  c.global_step = step;
+  c.epoch = 3;
+  c.world_size = 2;
+  c.config_hash = "0123456789abcdef";
+  c.config_yaml = "model:\n  dim: 4\n";
+  c.model_layout = "sgns vocab=3 dim=4";
+  c.vocab = {"a", "b b", "c"};
+  c.model["input_embedding"] = at::arange(12, at::kFloat).view({3, 4}) * static_cast<double>(step);
+  c.optimizer["input_embedding.sum"] = at::ones({3, 4});
+  c.optimizer["step"] = at::scalar_tensor(step, at::kLong);
+  c.blobs["data.position"] = std::string("\0\1binary\n\xff", 10);
+  c.torch_rng_state = captureTorchRngState();
+  return c;
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void writeFile(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+}
+
+// Expects a DataError whose message names the file.
+void expectDataError(const std::string& path, const std::string& hash = "") {
+  try {
+    readCheckpoint(path, hash);
+    ADD_FAILURE() << "no error for " << path;
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+}
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = testing::makeTempDir("ckpt"); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(CheckpointTest, RoundTripKeepsEveryField) {
+  const std::string path = dir_ + "/one.rtck";
+  const Checkpoint c = sample(7);
+  writeCheckpoint(path, c);
+  const Checkpoint r = readCheckpoint(path, c.config_hash);
+  EXPECT_EQ(r.global_step, 7);
+  EXPECT_EQ(r.epoch, 3);
+  EXPECT_EQ(r.world_size, 2);
+  EXPECT_EQ(r.config_hash, c.config_hash);
+  EXPECT_EQ(r.config_yaml, c.config_yaml);
+  EXPECT_EQ(r.model_layout, c.model_layout);
+  EXPECT_EQ(r.vocab, c.vocab);
+  EXPECT_EQ(r.blobs, c.blobs);
+  ASSERT_EQ(r.model.size(), 1u);
+  EXPECT_TRUE(at::equal(r.model.at("input_embedding"), c.model.at("input_embedding")));
+  ASSERT_EQ(r.optimizer.size(), 2u);
+  EXPECT_TRUE(at::equal(r.optimizer.at("input_embedding.sum"), c.optimizer.at("input_embedding.sum")));
+  EXPECT_TRUE(at::equal(r.torch_rng_state, c.torch_rng_state));
+  // No temporary file is left behind.
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir_)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);
+}
+
+TEST_F(CheckpointTest, TruncatedFilesAreRejectedAtEveryOffset) {
+  const std::string path = dir_ + "/full.rtck";
+  writeCheckpoint(path, sample(1));
+  const std::string data = readFile(path);
+  for (size_t cut : {size_t{0}, size_t{5}, size_t{8}, size_t{20}, size_t{27}, size_t{28}, size_t{100}, data.size() / 2,
+                     data.size() - 1}) {
+    const std::string cut_path = dir_ + "/cut" + std::to_string(cut);
+    writeFile(cut_path, data.substr(0, cut));
+    expectDataError(cut_path);
+  }
+}
+
+TEST_F(CheckpointTest, FlippedBytesAndForeignFilesAreRejected) {
+  const std::string path = dir_ + "/full.rtck";
+  writeCheckpoint(path, sample(1));
+  const std::string data = readFile(path);
+  for (size_t pos : {size_t{0}, size_t{9}, size_t{17}, size_t{25}, size_t{40}, data.size() / 3, data.size() - 1}) {
+    std::string bad = data;
+    bad[pos] = static_cast<char>(bad[pos] ^ 0x40);
+    const std::string bad_path = dir_ + "/flip" + std::to_string(pos);
+    writeFile(bad_path, bad);
+    expectDataError(bad_path);
+  }
+  writeFile(dir_ + "/text", "model:\n  dim: 4\n");
+  expectDataError(dir_ + "/text");
+  expectDataError(dir_ + "/missing");
+  expectDataError(path, "ffffffffffffffff");  // another job's config
+}
+
+TEST_F(CheckpointTest, ManagerKeepsTheNewestAndFallsBackPastACorruptOne) {
+  CheckpointManager m(dir_ + "/ckpts", 2);
+  EXPECT_FALSE(m.loadLatest().has_value());
+  for (int64_t step : {10, 20, 30, 40, 50}) m.save(sample(step));
+  const auto files = m.list();
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_NE(files[0].find("ckpt-000000000040.rtck"), std::string::npos);
+  EXPECT_NE(files[1].find("ckpt-000000000050.rtck"), std::string::npos);
+  EXPECT_EQ(m.loadLatest("0123456789abcdef")->global_step, 50);
+  EXPECT_THROW(m.loadLatest("ffffffffffffffff"), DataError);
+  writeFile(files[1], readFile(files[1]).substr(0, 100));
+  EXPECT_EQ(m.loadLatest()->global_step, 40);
+  writeFile(files[0], "garbage");
+  try {
+    m.loadLatest();
+    ADD_FAILURE() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("ckpt-000000000040.rtck"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CheckpointTest, TorchRngStateRestores) {
+  const at::Tensor state = captureTorchRngState();
+  const at::Tensor a = at::rand({5});
+  restoreTorchRngState(state);
+  EXPECT_TRUE(at::equal(at::rand({5}), a));
+}
+
+TEST_F(CheckpointTest, ModelStateRoundTripAndRebuild) {
+  config::JobConfig job;
+  job.model.dim = 4;
+  job.model.tower_hidden = 6;
+  model::SgnsModel m(model::sgnsOptionsFromConfig(job.model, 3), 9);
+  Checkpoint c = sample(1);
+  c.config_yaml = config::toYaml(job);
+  c.model = modelState(m);
+  const std::string path = dir_ + "/m.rtck";
+  writeCheckpoint(path, c);
+  const auto rebuilt = modelFromCheckpoint(readCheckpoint(path), path);
+  EXPECT_EQ(rebuilt->layoutDescription(), m.layoutDescription());
+  for (const auto& p : m.named_parameters()) EXPECT_TRUE(at::equal(p.value(), rebuilt->named_parameters()[p.key()]));
+  model::SgnsModel other(model::sgnsOptionsFromConfig(job.model, 5), 9);
+  EXPECT_THROW(loadModelState(other, c.model), DataError);
+}
+
+}  // namespace
+}  // namespace ringtrain::train

@@ -1,0 +1,101 @@
+#include "ringtrain/train/evaluation.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::train {
+namespace {
+
+// Unit vectors at known angles from item 0: cos = 1, 0.9, 0.5, 0, -1 (items 0..4); item 5 = item 0 x 3.
+at::Tensor handMade() {
+  std::vector<float> v;
+  for (double c : {1.0, 0.9, 0.5, 0.0, -1.0}) {
+    v.push_back(static_cast<float>(c));
+    v.push_back(static_cast<float>(std::sqrt(std::max(0.0, 1 - c * c))));
+  }
+  v.push_back(3.0f);
+  v.push_back(0.0f);
+  return at::tensor(v).view({6, 2});
+}
+
+TEST(Evaluation, HitRateAndNdcgOnKnownRanks) {
+  const at::Tensor v = handMade();
+  // Query {0}: scores (excluding 0) 1:0.9 2:0.5 3:0 4:-1 5:1 (cosine ignores the length).
+  const std::vector<EvalQuery> queries = {{{0}, 5}, {{0}, 1}, {{0}, 2}, {{0}, 4}, {{0, 5}, 2}};
+  // ranks: 0, 1, 2, 4, and with 5 also in the query: 1 (only item 1 above).
+  const RankingSums k1 = evaluateRanking(v, queries, 1);
+  EXPECT_EQ(k1.count, 5);
+  EXPECT_DOUBLE_EQ(k1.hits, 1);
+  const RankingSums k3 = evaluateRanking(v, queries, 3);
+  EXPECT_DOUBLE_EQ(k3.hits, 4);
+  EXPECT_NEAR(k3.ndcg_sum, 1.0 + 1 / std::log2(3.0) + 1 / std::log2(4.0) + 1 / std::log2(3.0), 1e-9);
+  EXPECT_NEAR(k3.hitRate(), 0.8, 1e-12);
+  // max_queries keeps the first ones.
+  EXPECT_EQ(evaluateRanking(v, queries, 3, 0, 1, 2).count, 2);
+}
+
+TEST(Evaluation, WorkSplitOverRanksAddsUpToTheWhole) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const at::Tensor v = at::randn({300, 8}, gen);
+  std::vector<EvalQuery> queries;
+  for (int i = 0; i < 257; ++i) queries.push_back({{i % 300, (i * 7) % 300, (i * 13 + 1) % 300}, (i * 31 + 5) % 300});
+  const RankingSums whole = evaluateRanking(v, queries, 10);
+  for (int world : {2, 3}) {
+    RankingSums sum;
+    for (int r = 0; r < world; ++r) sum.add(evaluateRanking(v, queries, 10, r, world));
+    EXPECT_EQ(sum.count, whole.count);
+    EXPECT_DOUBLE_EQ(sum.hits, whole.hits);
+    EXPECT_NEAR(sum.ndcg_sum, whole.ndcg_sum, 1e-9);
+  }
+}
+
+TEST(Evaluation, BadIdsAreADataError) {
+  const at::Tensor v = handMade();
+  EXPECT_THROW(evaluateRanking(v, {{{0}, 6}}, 10), DataError);
+  EXPECT_THROW(evaluateRanking(v, {{{-1}, 1}}, 10), DataError);
+  EXPECT_THROW(evaluatePopularity({1, 2}, {{{0}, 2}}, 10), DataError);
+}
+
+TEST(Evaluation, PopularityRanksByCountExcludingTheQuery) {
+  const std::vector<int64_t> counts = {50, 40, 30, 20, 10};
+  // target 3 (count 20): items 0, 1, 2 above; query {0} removes one -> rank 2.
+  const RankingSums s = evaluatePopularity(counts, {{{0}, 3}, {{4}, 0}, {{1, 2}, 4}}, 3);
+  // ranks: 2 (hit), 0 (hit), 4 - 2 = 2 (hit)
+  EXPECT_EQ(s.count, 3);
+  EXPECT_DOUBLE_EQ(s.hits, 3);
+  EXPECT_NEAR(s.ndcg_sum, 1 / std::log2(4.0) + 1.0 + 1 / std::log2(4.0), 1e-12);
+  EXPECT_DOUBLE_EQ(evaluatePopularity(counts, {{{0}, 3}}, 2).hits, 0);
+}
+
+TEST(Evaluation, CategoryAgreementOnPlantedClusters) {
+  // 4 clusters of 30 items around orthogonal centres; 10 items of unknown category.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const int64_t per = 30, clusters = 4;
+  at::Tensor v = at::randn({per * clusters + 10, 16}, gen) * 0.05;
+  std::vector<int32_t> category(static_cast<size_t>(per * clusters + 10), -1);
+  for (int64_t c = 0; c < clusters; ++c) {
+    for (int64_t i = 0; i < per; ++i) {
+      v[c * per + i][c] += 1.0;
+      category[static_cast<size_t>(c * per + i)] = static_cast<int32_t>(c);
+    }
+  }
+  const CategorySums s = categoryAgreement(v, category, 60, 10, 7);
+  EXPECT_EQ(s.neighbor_total, 600);
+  EXPECT_DOUBLE_EQ(s.neighborShare(), 1.0);
+  EXPECT_NEAR(s.randomShare(), 29.0 / 119.0, 0.08);
+  CategorySums split;
+  for (int r = 0; r < 3; ++r) split.add(categoryAgreement(v, category, 60, 10, 7, r, 3));
+  EXPECT_EQ(split.neighbor_same, s.neighbor_same);
+  EXPECT_EQ(split.random_same, s.random_same);
+  EXPECT_EQ(split.random_total, s.random_total);
+  // Random vectors: neighbours are no better than random pairs.
+  const CategorySums noise = categoryAgreement(at::randn({120, 16}, gen), std::vector<int32_t>(category.begin(), category.begin() + 120), 120, 10, 7);
+  EXPECT_LT(noise.neighborShare(), 0.5);
+}
+
+}  // namespace
+}  // namespace ringtrain::train

@@ -1,0 +1,124 @@
+// The main job end to end, as users run it: real processes started by ringrun, over Gloo.
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "ringtrain/model/word2vec_io.h"
+#include "testing/command.h"
+
+namespace ringtrain {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::binPath;
+using testing::runCommand;
+
+// A small synthetic job: 400 items in 8 categories, quick to train on 2 ranks.
+std::vector<std::string> smallJob(const std::string& dir) {
+  return {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=400", "--set", "synthetic.categories=8",
+          "--set", "synthetic.sessions=3000", "--set", "data.batch_size=256", "--set", "data.window=3",
+          "--set", "model.dim=16", "--set", "optim.name=adagrad", "--set", "optim.lr=0.2",
+          "--set", "comm.backend=gloo", "--set", "comm.timeout_s=60", "--set", "log.plot=false",
+          "--set", "eval.neighbor_sample=200"};
+}
+
+std::vector<std::string> ringrun(int ranks, std::vector<std::string> program) {
+  std::vector<std::string> argv = {binPath("ringrun"), "--standalone", "--nproc-per-node", std::to_string(ranks)};
+  argv.insert(argv.end(), program.begin(), program.end());
+  return argv;
+}
+
+std::vector<std::string> train(const std::string& dir, std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {"--", binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml")};
+  for (const auto& a : smallJob(dir)) argv.push_back(a);
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+double metric(const std::string& out, const std::string& pattern) {
+  std::smatch m;
+  if (!std::regex_search(out, m, std::regex(pattern + R"(\s*([0-9.]+))"))) return -1;
+  return std::stod(m[1]);
+}
+
+std::string readAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+testing::CommandOptions withDeadline(int seconds) {
+  testing::CommandOptions o;
+  o.timeout = std::chrono::seconds(seconds);
+  return o;
+}
+
+TEST(TrainJob, TwoRanksLearnBetterThanPopularityAndExportEveryItem) {
+  const std::string dir = testing::makeTempDir("ringtrain-train-");
+  const auto r = runCommand(ringrun(2, train(dir, {"--set", "run.epochs=2"})), withDeadline(240));
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  const double hr = metric(r.out, "HR@10:");
+  const double popularity = metric(r.out, "popularity baseline HR@10:");
+  ASSERT_GE(hr, 0) << r.out;
+  ASSERT_GE(popularity, 0) << r.out;
+  EXPECT_GT(hr, popularity + 0.02) << r.out;
+  EXPECT_GT(metric(r.out, "category agreement of 10-NN:"), metric(r.out, R"(random pairs:)")) << r.out;
+  const model::WordVectors vectors = model::readWord2Vec(dir + "/embeddings.txt");
+  EXPECT_EQ(vectors.dim, 16);
+  EXPECT_GT(vectors.tokens.size(), 350u);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/metrics.jsonl"));
+  EXPECT_THAT(readAll(dir + "/metrics.jsonl"), HasSubstr("\"loss\":"));
+}
+
+TEST(TrainJob, KilledAndRestartedRunEndsBitForBitLikeAnUninterruptedOne) {
+  const std::string straight = testing::makeTempDir("ringtrain-straight-");
+  const std::string restarted = testing::makeTempDir("ringtrain-restarted-");
+  const std::vector<std::string> schedule = {"--set", "run.max_steps=30", "--set", "checkpoint.every_steps=10"};
+  const auto a = runCommand(ringrun(2, train(straight, schedule)), withDeadline(240));
+  ASSERT_TRUE(a.ok()) << a.out << a.err;
+
+  // The first attempt dies right after the checkpoint of step 20; ringrun relaunches every rank, which
+  // resume from it.
+  std::vector<std::string> crash = schedule;
+  crash.insert(crash.end(), {"--set", "run.crash_at_step=20"});
+  std::vector<std::string> argv = ringrun(2, train(restarted, crash));
+  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
+  const auto b = runCommand(argv, withDeadline(240));
+  ASSERT_TRUE(b.ok()) << b.out << b.err;
+  EXPECT_THAT(b.err, HasSubstr("resumed from"));
+  EXPECT_EQ(readAll(straight + "/embeddings.txt"), readAll(restarted + "/embeddings.txt"));
+}
+
+TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
+  const std::string dir = testing::makeTempDir("ringtrain-mismatch-");
+  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
+  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
+  command += " --set data.window=$((3 + RANK))";  // rank 1 uses another window
+  const auto r = runCommand(ringrun(2, {"--", "sh", "-c", command}), withDeadline(120));
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(r.out + r.err, HasSubstr("rank 1 differs from rank 0 in data.window (rank 0: '3', rank 1: '4')"));
+}
+
+TEST(TrainJob, CorruptCheckpointIsRejectedWithItsName) {
+  const std::string dir = testing::makeTempDir("ringtrain-corrupt-");
+  const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                             "run.max_steps=5", "--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
+                             "--set", "synthetic.sessions=500", "--set", "log.plot=false"},
+                            withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.err;
+  std::string checkpoint;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) checkpoint = e.path().string();
+  ASSERT_FALSE(checkpoint.empty());
+  std::filesystem::resize_file(checkpoint, std::filesystem::file_size(checkpoint) / 2);
+  const auto e = runCommand({binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml"), "--set",
+                             "run.output_dir=" + dir, "--set", "synthetic.items=200", "--set",
+                             "synthetic.sessions=500", "--checkpoint", checkpoint},
+                            withDeadline(120));
+  EXPECT_EQ(e.exit_code, 2) << e.err;
+  EXPECT_THAT(e.err, HasSubstr(checkpoint));
+}
+
+}  // namespace
+}  // namespace ringtrain

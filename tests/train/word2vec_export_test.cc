@@ -1,0 +1,118 @@
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "ringtrain/config/config.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/model/sgns_model.h"
+#include "ringtrain/model/word2vec_io.h"
+#include "ringtrain/train/checkpoint.h"
+#include "ringtrain/train/evaluation.h"
+#include "ringtrain/train/model_state.h"
+#include "testing/command.h"
+
+namespace ringtrain::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Word2VecTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = testing::makeTempDir("w2v"); }
+  void TearDown() override { fs::remove_all(dir_); }
+  void write(const std::string& name, const std::string& text) { std::ofstream(dir_ + "/" + name) << text; }
+  std::string dir_;
+};
+
+TEST_F(Word2VecTest, RoundTripIsExact) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  const at::Tensor v = at::randn({5, 7}, gen) * 1e3;
+  v[0][0] = 1e-30f;
+  v[1][1] = -0.0f;
+  const std::vector<std::string> tokens = {"a", "b", "item_3", "x/y", "85123A"};
+  const std::string path = dir_ + "/sub/vectors.txt";
+  model::writeWord2Vec(path, tokens, v);
+  const model::WordVectors r = model::readWord2Vec(path);
+  EXPECT_EQ(r.tokens, tokens);
+  ASSERT_EQ(r.dim, 7);
+  const at::Tensor back = at::from_blob(const_cast<float*>(r.values.data()), {5, 7}).clone();
+  EXPECT_TRUE(at::equal(back, v));
+  EXPECT_EQ(r.find("x/y"), 3);
+  EXPECT_EQ(r.find("nope"), -1);
+  std::ifstream in(path);
+  std::string header;
+  std::getline(in, header);
+  EXPECT_EQ(header, "5 7");
+}
+
+TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
+  EXPECT_THROW(model::writeWord2Vec(dir_ + "/x.txt", {"a b"}, at::zeros({1, 2})), DataError);
+  EXPECT_FALSE(fs::exists(dir_ + "/x.txt"));
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"empty", ""},           {"header", "2\n"},           {"short", "2 2\na 1 2\n"},
+      {"few", "1 3\na 1 2\n"}, {"many", "1 1\na 1 2\n"},    {"nan", "1 1\na nan\n"},
+      {"dup", "2 1\na 1\na 2\n"}, {"extra", "1 1\na 1\nb 2\n"}, {"word", "1 1\na x\n"}};
+  for (const auto& [name, text] : bad) {
+    write(name, text);
+    try {
+      model::readWord2Vec(dir_ + "/" + name);
+      ADD_FAILURE() << name;
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST_F(Word2VecTest, NearestNeighborsByCosine) {
+  write("v.txt", "4 2\nq 1 0\nnear 10 1\nfar 0 1\nopp -1 0\n");
+  const model::WordVectors v = model::readWord2Vec(dir_ + "/v.txt");
+  const auto n = model::nearestNeighbors(v, 0, 2);
+  ASSERT_EQ(n.size(), 2u);
+  EXPECT_EQ(n[0].index, 1);
+  EXPECT_EQ(n[1].index, 2);
+  EXPECT_NEAR(n[0].similarity, 10 / std::sqrt(101.0), 1e-6);
+}
+
+TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
+  config::JobConfig job;
+  job.model.dim = 3;
+  job.run.output_dir = dir_ + "/run";
+  model::SgnsModel m(model::sgnsOptionsFromConfig(job.model, 4), 1);
+  Checkpoint c;
+  c.global_step = 12;
+  c.config_hash = config::hash(job);
+  c.config_yaml = config::toYaml(job);
+  c.vocab = {"apple", "pear", "fig", "kiwi"};
+  c.model = modelState(m);
+  CheckpointManager(dir_ + "/run/checkpoints", 2).save(c);
+  write("job.yaml", "run:\n  output_dir: " + dir_ + "/run\n");
+
+  const auto res = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml"});
+  ASSERT_TRUE(res.ok()) << res.err;
+  const model::WordVectors v = model::readWord2Vec(dir_ + "/run/embeddings.txt");
+  EXPECT_EQ(v.tokens, c.vocab);
+  const at::Tensor expect = itemVectors(m);
+  EXPECT_TRUE(at::equal(at::from_blob(const_cast<float*>(v.values.data()), {4, 3}).clone(), expect));
+
+  write("items.tsv", "id\tkey\tname\tcategory\n0\tapple\tRed apple\tfruit\n1\tpear\tGreen pear\tfruit\n");
+  const auto nb = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
+                                       dir_ + "/run/embeddings.txt", "--items", dir_ + "/items.tsv", "--item", "apple",
+                                       "-k", "2"});
+  ASSERT_TRUE(nb.ok()) << nb.err;
+  EXPECT_NE(nb.out.find("Red apple"), std::string::npos) << nb.out;
+  const auto missing = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
+                                            dir_ + "/run/embeddings.txt", "--item", "durian"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("durian"), std::string::npos);
+
+  write("bad.rtck", "RTCKPT");
+  const auto bad = testing::runCommand({testing::binPath("ringtrain"), "export", "--checkpoint", dir_ + "/bad.rtck"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("bad.rtck"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace ringtrain::train
