@@ -126,7 +126,7 @@ void Optimizer::step() {
     const at::Tensor grad = slot.param.grad();
     if (!grad.defined()) continue;
     if (grad.is_sparse()) {
-      updateSparse(slot, wantsCoalesced() && !grad.is_coalesced() ? grad.coalesce() : grad);
+      updateSparse(slot, wantsCoalesced() && !grad.is_coalesced() ? model::detail::coalesceRows(grad) : grad);
     } else {
       updateDense(slot, grad);
     }
