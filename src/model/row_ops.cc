@@ -33,3 +33,43 @@ void indexAddRows(at::Tensor& table, const at::Tensor& idx, const at::Tensor& ro
 }
 
 }  // namespace ringtrain::model::detail
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+namespace ringtrain::model::detail {
+
+at::Tensor coalesceRows(const at::Tensor& grad) {
+  if (!grad.is_cpu() || grad.scalar_type() != at::kFloat || grad.sparse_dim() != 1) return grad.coalesce();
+  const at::Tensor idx = grad._indices()[0].contiguous();
+  const at::Tensor values = grad._values().contiguous();
+  const int64_t n = idx.numel();
+  const int64_t width = n == 0 ? 0 : values.numel() / n;
+  const int64_t* pi = idx.data_ptr<int64_t>();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [pi](int64_t a, int64_t b) { return pi[a] < pi[b]; });
+  int64_t unique = 0;
+  for (int64_t i = 0; i < n; ++i) unique += (i == 0 || pi[order[i]] != pi[order[i - 1]]);
+  at::Tensor out_idx = at::empty({1, unique}, idx.options());
+  std::vector<int64_t> value_shape = values.sizes().vec();
+  value_shape[0] = unique;
+  at::Tensor out_values = at::zeros(value_shape, values.options());
+  int64_t* po = out_idx.data_ptr<int64_t>();
+  float* pv = out_values.data_ptr<float>();
+  const float* ps = values.data_ptr<float>();
+  int64_t u = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t src = order[static_cast<size_t>(i)];
+    if (i == 0 || pi[src] != pi[order[static_cast<size_t>(i - 1)]]) po[++u] = pi[src];
+    float* dst = pv + u * width;
+    const float* s = ps + src * width;
+    for (int64_t d = 0; d < width; ++d) dst[d] += s[d];
+  }
+  at::Tensor out = at::_sparse_coo_tensor_unsafe(out_idx, out_values, grad.sizes(), grad.options());
+  out._coalesced_(true);
+  return out;
+}
+
+}  // namespace ringtrain::model::detail

@@ -12,3 +12,12 @@ namespace ringtrain::model::detail {
 void indexAddRows(at::Tensor& table, const at::Tensor& idx, const at::Tensor& rows, double alpha);
 
 }  // namespace ringtrain::model::detail
+
+namespace ringtrain::model::detail {
+
+// Sums the duplicate rows of a sparse COO gradient over dim 0 (like Tensor::coalesce, whose 1.13 CPU version
+// costs ~9 ms for 6k rows of a 100k-row table): rows sorted by index, duplicates added in their original
+// order. Falls back to coalesce() for non-CPU or non-float32 tensors.
+at::Tensor coalesceRows(const at::Tensor& sparse_grad);
+
+}  // namespace ringtrain::model::detail

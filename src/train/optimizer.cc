@@ -19,6 +19,14 @@ at::Tensor perRow(const at::Tensor& factors, const at::Tensor& like) {
   return factors.view(shape);
 }
 
+// The fused CPU loops below apply to float32 contiguous parameters and state (the embedding tables); they do
+// what the ATen fallbacks do, row by row, without the ~10 temporaries of [rows, D] per update (each a fresh
+// mmap and page faults at this size).
+bool fusedRows(const at::Tensor& param, const at::Tensor& values) {
+  return param.is_cpu() && param.scalar_type() == at::kFloat && param.is_contiguous() && param.dim() >= 1 &&
+         values.is_cpu() && values.scalar_type() == at::kFloat;
+}
+
 class Sgd final : public Optimizer {
  public:
   using Optimizer::Optimizer;
@@ -56,6 +64,26 @@ class Adagrad final : public Optimizer {
     const at::Tensor idx = grad._indices()[0];
     const at::Tensor values = grad._values();
     at::Tensor& sum = slot.state["sum"];
+    if (fusedRows(slot.param, values) && sum.is_contiguous()) {
+      const at::Tensor ix = idx.contiguous();
+      const at::Tensor vals = values.contiguous();
+      const int64_t n = ix.numel(), width = n ? vals.numel() / n : 0;
+      const int64_t* pi = ix.data_ptr<int64_t>();
+      const float* pg = vals.data_ptr<float>();
+      float* pp = slot.param.data_ptr<float>();
+      float* ps = sum.data_ptr<float>();
+      const auto lr = static_cast<float>(lr_), eps = static_cast<float>(options_.eps);
+      for (int64_t i = 0; i < n; ++i) {
+        float* p = pp + pi[i] * width;
+        float* acc = ps + pi[i] * width;
+        const float* g = pg + i * width;
+        for (int64_t d = 0; d < width; ++d) {
+          acc[d] += g[d] * g[d];
+          p[d] -= lr * g[d] / (std::sqrt(acc[d]) + eps);
+        }
+      }
+      return;
+    }
     const at::Tensor rows = sum.index_select(0, idx).addcmul_(values, values);
     sum.index_copy_(0, idx, rows);
     model::detail::indexAddRows(slot.param, idx, values / rows.sqrt().add_(options_.eps), -lr_);
@@ -97,6 +125,37 @@ class Adam final : public Optimizer {
     at::Tensor& m = slot.state["exp_avg"];
     at::Tensor& v = slot.state["exp_avg_sq"];
     at::Tensor& t = slot.state["row_step"];
+    if (fusedRows(slot.param, g) && m.is_contiguous() && v.is_contiguous() && t.is_contiguous()) {
+      const at::Tensor ix = idx.contiguous();
+      const at::Tensor vals = g.contiguous();
+      const int64_t n = ix.numel(), width = n ? vals.numel() / n : 0;
+      const int64_t* pi = ix.data_ptr<int64_t>();
+      const float* pg = vals.data_ptr<float>();
+      float* pp = slot.param.data_ptr<float>();
+      float* pm = m.data_ptr<float>();
+      float* pv = v.data_ptr<float>();
+      double* pt = t.data_ptr<double>();
+      const double b1 = options_.beta1, b2 = options_.beta2;
+      const auto fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
+      const auto eps = static_cast<float>(options_.eps);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = pi[i];
+        const double step = pt[r] += 1.0;
+        // Same float32 arithmetic as the ATen path: corrections computed in double, then rounded.
+        const auto bc1 = static_cast<float>(1.0 - std::pow(b1, step));
+        const auto bc2 = static_cast<float>(1.0 - std::pow(b2, step));
+        float* p = pp + r * width;
+        float* mr = pm + r * width;
+        float* vr = pv + r * width;
+        const float* gr = pg + i * width;
+        for (int64_t d = 0; d < width; ++d) {
+          mr[d] = mr[d] * fb1 + gr[d] * (1.0f - fb1);
+          vr[d] = vr[d] * fb2 + gr[d] * gr[d] * (1.0f - fb2);
+          p[d] -= static_cast<float>(lr_) * ((mr[d] / bc1) / (std::sqrt(vr[d] / bc2) + eps));
+        }
+      }
+      return;
+    }
     const at::Tensor m_rows = m.index_select(0, idx).mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
     const at::Tensor v_rows = v.index_select(0, idx).mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
     const at::Tensor t_rows = t.index_select(0, idx).add_(1.0);
@@ -126,7 +185,7 @@ void Optimizer::step() {
     const at::Tensor grad = slot.param.grad();
     if (!grad.defined()) continue;
     if (grad.is_sparse()) {
-      updateSparse(slot, wantsCoalesced() && !grad.is_coalesced() ? grad.coalesce() : grad);
+      updateSparse(slot, wantsCoalesced() && !grad.is_coalesced() ? model::detail::coalesceRows(grad) : grad);
     } else {
       updateDense(slot, grad);
     }

@@ -195,3 +195,29 @@ TEST(CpuGemm, MatchesMatmulForAllTransposes) {
 
 }  // namespace
 }  // namespace ringtrain::model
+
+#include "model/row_ops.h"
+
+namespace ringtrain::model {
+namespace {
+
+TEST(RowOps, CoalesceRowsMatchesCoalesceAndIndexAddMatchesIndexAdd) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  const at::Tensor idx = at::randint(0, 20, {1, 200}, gen);
+  const at::Tensor vals = at::randn({200, 3}, gen);
+  const at::Tensor g = at::sparse_coo_tensor(idx, vals, {20, 3});
+  const at::Tensor ours = detail::coalesceRows(g);
+  const at::Tensor theirs = g.coalesce();
+  EXPECT_TRUE(ours.is_coalesced());
+  EXPECT_TRUE(at::equal(ours._indices(), theirs._indices()));
+  EXPECT_TRUE(at::allclose(ours._values(), theirs._values(), 1e-5, 1e-6));
+  at::Tensor a = at::randn({20, 3}, gen);
+  at::Tensor b = a.clone();
+  detail::indexAddRows(a, idx[0], vals, -0.5);
+  b.index_add_(0, idx[0], vals, -0.5);
+  EXPECT_TRUE(at::allclose(a, b, 1e-5, 1e-6));
+  EXPECT_THROW(detail::indexAddRows(a, at::tensor({20}, at::kLong), at::ones({1, 3}), 1.0), Error);
+}
+
+}  // namespace
+}  // namespace ringtrain::model

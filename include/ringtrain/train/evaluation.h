@@ -11,9 +11,10 @@
 //
 // Which vectors: an SGNS model trains <tower(in[a]), out[b]> for co-occurring a, b, so either table alone
 // (cosine in[a]·in[b], "first-order" similarity through shared contexts) or the cross pair can be used.
-// ringtrain uses the input-side vectors for both queries and candidates (itemVectors = tower(in) when a
-// tower exists, else in): they rank best on our data and are what word2vec exports (measured in the
-// model tests' notes / the trainer's report). itemVectors() below is the one place this choice is made.
+// ringtrain uses the input-side vectors for both queries and candidates (tower(in) when a tower exists,
+// else in), as word2vec exports them; the output table starts at zero and sees every item as a negative,
+// so it is the noisier of the two. Comparing in vs in+out on the quality benchmarks is still to be done;
+// itemVectors() below is the one place this choice is made.
 #pragma once
 
 #include <cstdint>
