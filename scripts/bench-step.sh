@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One SGNS training step on the reference workload (../shared/BENCHMARKS.md section 2) at one rank:
-# ringtrain's fused step (bench_sgns_step) beside the PyTorch eager peer (ddp_peer.py --sparse, no DDP),
-# measured in the same invocation, and their ratio. Extra arguments go to bench_sgns_step.
+# ringtrain's fused step (sgns_step) beside the PyTorch eager peer (ddp_peer.py --sparse, no DDP),
+# measured in the same invocation, and their ratio. Extra arguments go to sgns_step.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${RINGTRAIN_BUILD_DIR:-$ROOT/build}"
 PEER="${RINGTRAIN_PEER:-$ROOT/../shared/peers/ddp_peer.py}"
 [ -f "$PEER" ] || PEER="/work/shared/peers/ddp_peer.py"
-BENCH="$BUILD/bin/bench_sgns_step"
+BENCH="$BUILD/bin/sgns_step"
 [ -x "$BENCH" ] || "$ROOT/scripts/build.sh" >/dev/null
 
 ours_line="$("$BENCH" "$@")"
