@@ -29,8 +29,10 @@ log "machine: $(tr '\n' ' ' < "$OUT/machine.txt")"
 if [ -d "$ROOT/.device/debs" ]; then
   mkdir -p "$SYSROOT"
   for deb in "$ROOT"/.device/debs/*.deb; do dpkg -x "$deb" "$SYSROOT"; done
+  # Gloo's CMake targets name their library by absolute path: point them into the sysroot.
+  sed -i "s#\"/usr/lib/#\"$SYSROOT/usr/lib/#g" "$SYSROOT"/usr/share/cmake/Gloo/*.cmake 2>/dev/null
 fi
-export LD_LIBRARY_PATH="$SYSROOT/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$SYSROOT/usr/lib/x86_64-linux-gnu:$SYSROOT/usr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # cpp-httplib's own .pc file points at /usr and requires openssl/brotli .pc files the image may lack:
 # describe the carried copy directly.
 mkdir -p "$SYSROOT/pc"
