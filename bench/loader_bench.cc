@@ -6,6 +6,7 @@
 //   loader_bench [--items N] [--sessions N] [--batches N] [--workers N] [--corpus FILE]
 //                [--context window|basket] [--eval-fraction F] [--hide-last H]
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
