@@ -408,7 +408,10 @@ class DistributedDataParallel::Impl {
 
     const auto sparse_start = Clock::now();
     SparseSyncCounts counts;
+    // Alone, a rank's sparse gradients are already the average: no copy, no host round trip.
+    const bool sync_sparse = comm_.size() > 1;
     for (size_t i : sparse_) {
+      if (!sync_sparse) break;
       Param& p = params_[i];
       at::Tensor result = syncSparseGradient(comm_, p.tensor, p.tensor.grad(), options_.sparse_sync, counts);
       p.tensor.mutable_grad() = result;

@@ -21,6 +21,7 @@
 #include "ringtrain/data/corpus.h"
 #include "ringtrain/data/split.h"
 #include "ringtrain/ddp/distributed_data_parallel.h"
+#include "ringtrain/ddp/tensor_buffer.h"
 #include "ringtrain/dist/connect_store.h"
 #include "ringtrain/model/sgns_model.h"
 #include "ringtrain/model/word2vec_io.h"
@@ -102,13 +103,13 @@ struct Session {
     return tokens;
   }
 
-  // Sums `values` over ranks (float64 allreduce) in place.
+  // Sums `values` over ranks (float64 allreduce) in place, through a tensor on the job's device (NCCL
+  // reduces device memory only).
   void sumOverRanks(std::vector<double>& values) {
-    comm::Buffer buffer;
-    buffer.data = values.data();
-    buffer.count = values.size();
-    buffer.dtype = comm::DataType::kFloat64;
-    comm->allreduce(buffer, comm::ReduceOp::kSum);
+    at::Tensor sums = at::tensor(values, at::TensorOptions().dtype(at::kDouble)).to(device);
+    comm->allreduce(ddp::asBuffer(sums), comm::ReduceOp::kSum);
+    sums = sums.to(at::kCPU);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = sums[static_cast<int64_t>(i)].item<double>();
   }
 };
 
