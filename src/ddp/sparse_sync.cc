@@ -1,6 +1,8 @@
 #include "ringtrain/ddp/sparse_sync.h"
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 
 #include <ATen/ATen.h>
 
@@ -14,6 +16,42 @@ struct Rows {
   at::Tensor values;  // [k, width...], CPU contiguous
 };
 
+// Sums rows that share an id: returns the ids ascending, each once, and their summed values. Rows with equal
+// ids add in input order (a stable sort), so every rank that sums the same concatenation gets the same
+// bits. LibTorch 1.13's CPU coalesce() costs ~9 ms on a batch's worth of rows; this costs well under one.
+std::pair<at::Tensor, at::Tensor> sumDuplicateRows(at::Tensor rows, at::Tensor values) {
+  rows = rows.to(at::kCPU).contiguous();
+  values = values.contiguous();
+  const int64_t n = rows.numel();
+  if (!values.is_cpu() || values.scalar_type() != at::kFloat) {
+    at::Tensor summed = at::sparse_coo_tensor(rows.to(values.device()).unsqueeze(0), values).coalesce();
+    return {summed.indices().select(0, 0).to(at::kCPU).contiguous(), summed.values().contiguous()};
+  }
+  const int64_t width = n > 0 ? values.numel() / n : 0;
+  const int64_t* ids = rows.data_ptr<int64_t>();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+  int64_t unique = 0;
+  for (int64_t i = 0; i < n; ++i) unique += (i == 0 || ids[order[i]] != ids[order[i - 1]]) ? 1 : 0;
+  std::vector<int64_t> value_shape(values.sizes().begin(), values.sizes().end());
+  value_shape[0] = unique;
+  at::Tensor out_rows = at::empty({unique}, at::kLong);
+  at::Tensor out_values = at::zeros(value_shape, values.options());
+  int64_t* out_ids = out_rows.data_ptr<int64_t>();
+  float* out = out_values.data_ptr<float>();
+  const float* in = values.data_ptr<float>();
+  int64_t slot = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t src = order[i];
+    if (i == 0 || ids[src] != ids[order[i - 1]]) out_ids[++slot] = ids[src];
+    float* dst = out + slot * width;
+    const float* row = in + src * width;
+    for (int64_t j = 0; j < width; ++j) dst[j] += row[j];
+  }
+  return {out_rows, out_values};
+}
+
 Rows localRows(const at::Tensor& param, const at::Tensor& grad) {
   std::vector<int64_t> value_shape(param.sizes().begin(), param.sizes().end());
   value_shape[0] = 0;
@@ -25,19 +63,20 @@ Rows localRows(const at::Tensor& param, const at::Tensor& grad) {
     at::Tensor dense = grad.to(at::kCPU).contiguous();
     return {at::arange(param.size(0), at::kLong), dense};
   }
-  at::Tensor g = grad.coalesce();
-  return {g.indices().select(0, 0).to(at::kCPU).contiguous(), g.values().to(at::kCPU).contiguous()};
+  if (grad.is_coalesced()) {
+    return {grad.indices().select(0, 0).to(at::kCPU).contiguous(), grad.values().to(at::kCPU).contiguous()};
+  }
+  auto [rows, values] = sumDuplicateRows(grad._indices().select(0, 0), grad._values());
+  return {rows, values.to(at::kCPU)};
 }
 
 // Builds the averaged, coalesced result from concatenated rows.
 at::Tensor assemble(const at::Tensor& param, std::vector<at::Tensor>& rows, std::vector<at::Tensor>& values,
                     int world) {
-  at::Tensor all_rows = at::cat(rows);
-  at::Tensor all_values = at::cat(values);
-  at::Tensor summed = at::sparse_coo_tensor(all_rows.unsqueeze(0), all_values, param.sizes()).coalesce();
-  at::Tensor averaged = summed.values();
+  auto [summed_rows, summed_values] = sumDuplicateRows(at::cat(rows), at::cat(values));
+  at::Tensor averaged = summed_values;
   if (world > 1) averaged = averaged.div(static_cast<double>(world));
-  at::Tensor result = at::sparse_coo_tensor(summed.indices(), averaged, param.sizes());
+  at::Tensor result = at::sparse_coo_tensor(summed_rows.unsqueeze(0), averaged, param.sizes());
   result._coalesced_(true);
   return result.to(param.device());
 }
@@ -121,11 +160,8 @@ at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param,
       unpackRows(received[r], dtype, own_rows, own_values);
     }
     // Owners reduce in rank order, then every rank gathers every owner's reduced rows.
-    at::Tensor reduced = at::sparse_coo_tensor(at::cat(own_rows).unsqueeze(0), at::cat(own_values),
-                                               {param.size(0), width})
-                             .coalesce();
-    std::vector<uint8_t> mine =
-        packRows(reduced.indices().select(0, 0).contiguous(), reduced.values().contiguous());
+    auto [reduced_rows, reduced_values] = sumDuplicateRows(at::cat(own_rows), at::cat(own_values));
+    std::vector<uint8_t> mine = packRows(reduced_rows, reduced_values);
     auto all = comm.allgatherBytes(mine);
     counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
     for (int r = 0; r < world; ++r) {
