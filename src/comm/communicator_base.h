@@ -80,6 +80,39 @@ struct CommShared {
   std::string broken_;  // guarded by mu_
 };
 
+// A Work that is already done (e.g. a zero-byte point-to-point transfer).
+class CompletedWork final : public Work {
+ public:
+  void wait(std::chrono::milliseconds) override {}
+  bool isCompleted() const override { return true; }
+  std::chrono::nanoseconds duration() const override { return std::chrono::nanoseconds(0); }
+};
+
+// A Work whose waiter drives completion itself (polling a backend request), under one mutex: a backend's
+// point-to-point Work implements waitLocked(), which runs with mu_ held and sets done_ and duration_.
+class PolledWork : public Work {
+ public:
+  void wait(std::chrono::milliseconds timeout) final {
+    std::lock_guard<std::mutex> lock(mu_);
+    waitLocked(timeout);
+  }
+  bool isCompleted() const final {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+  std::chrono::nanoseconds duration() const final {
+    std::lock_guard<std::mutex> lock(mu_);
+    return duration_;
+  }
+
+ protected:
+  virtual void waitLocked(std::chrono::milliseconds timeout) = 0;  // mu_ is held
+
+  mutable std::mutex mu_;
+  bool done_ = false;                     // guarded by mu_
+  std::chrono::nanoseconds duration_{0};  // guarded by mu_
+};
+
 // A Work completed by another thread: finish() or fail() exactly once.
 class ThreadWork final : public Work {
  public:

@@ -61,7 +61,7 @@ bool isGlooTimeout(const std::exception& e) {
 }
 
 // A pending send or recv on an unbound buffer. Waiting is idempotent and thread-safe.
-class GlooP2pWork final : public Work {
+class GlooP2pWork final : public PolledWork {
  public:
   GlooP2pWork(std::unique_ptr<gloo::transport::UnboundBuffer> buffer, bool is_send, int peer, uint32_t tag,
               std::chrono::milliseconds default_timeout)
@@ -84,21 +84,8 @@ class GlooP2pWork final : public Work {
     }
   }
 
-  void wait(std::chrono::milliseconds timeout) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    waitLocked(timeout);
-  }
-  bool isCompleted() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return done_;
-  }
-  std::chrono::nanoseconds duration() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return duration_;
-  }
-
  private:
-  void waitLocked(std::chrono::milliseconds timeout) {
+  void waitLocked(std::chrono::milliseconds timeout) override {
     if (done_) {
       if (error_) std::rethrow_exception(error_);
       return;
@@ -131,23 +118,13 @@ class GlooP2pWork final : public Work {
                           is_send_ ? "to" : "from", " rank ", peer_, " (tag ", tag_, ")");
   }
 
-  mutable std::mutex mu_;
   std::unique_ptr<gloo::transport::UnboundBuffer> buffer_;
   const bool is_send_;
   const int peer_;
   const uint32_t tag_;
   const std::chrono::milliseconds default_timeout_;
   const std::chrono::steady_clock::time_point started_;
-  bool done_ = false;                      // guarded by mu_
   std::exception_ptr error_;               // guarded by mu_
-  std::chrono::nanoseconds duration_{0};  // guarded by mu_
-};
-
-class CompletedWork final : public Work {
- public:
-  void wait(std::chrono::milliseconds) override {}
-  bool isCompleted() const override { return true; }
-  std::chrono::nanoseconds duration() const override { return std::chrono::nanoseconds(0); }
 };
 
 template <typename T>

@@ -153,7 +153,7 @@ class MpiOps {
   MPI_Op ops_[2][3] = {{MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL}, {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL}};
 };
 
-class MpiP2pWork final : public Work {
+class MpiP2pWork final : public PolledWork {
  public:
   MpiP2pWork(MPI_Request request, std::string what, std::chrono::milliseconds default_timeout)
       : request_(request), what_(std::move(what)), default_timeout_(default_timeout),
@@ -168,21 +168,8 @@ class MpiP2pWork final : public Work {
       MpiRuntime::get().markBroken();
     }
   }
-  void wait(std::chrono::milliseconds timeout) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    waitLocked(timeout);
-  }
-  bool isCompleted() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return done_;
-  }
-  std::chrono::nanoseconds duration() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return duration_;
-  }
-
  private:
-  void waitLocked(std::chrono::milliseconds timeout) {
+  void waitLocked(std::chrono::milliseconds timeout) override {
     if (done_) return;
     if (!pollUntil(&request_, std::chrono::steady_clock::now() + timeout)) {
       RT_THROW(TimeoutError, "mpi ", what_, " did not complete within ", static_cast<double>(timeout.count()) / 1000.0,
@@ -192,20 +179,10 @@ class MpiP2pWork final : public Work {
     duration_ = std::chrono::steady_clock::now() - started_;
   }
 
-  mutable std::mutex mu_;
   MPI_Request request_;  // guarded by mu_
   const std::string what_;
   const std::chrono::milliseconds default_timeout_;
   const std::chrono::steady_clock::time_point started_;
-  bool done_ = false;                     // guarded by mu_
-  std::chrono::nanoseconds duration_{0};  // guarded by mu_
-};
-
-class CompletedWork final : public Work {
- public:
-  void wait(std::chrono::milliseconds) override {}
-  bool isCompleted() const override { return true; }
-  std::chrono::nanoseconds duration() const override { return std::chrono::nanoseconds(0); }
 };
 
 int worldRank() {

@@ -92,7 +92,7 @@ class DeviceBuffer {
 class NcclCommunicator;
 
 // A staged point-to-point transfer: its own device buffer and completion event.
-class NcclP2pWork final : public Work {
+class NcclP2pWork final : public PolledWork {
  public:
   NcclP2pWork(int device, ncclComm_t comm, cudaEvent_t done, DeviceBuffer staging, void* host_out, size_t bytes,
               std::string what, std::chrono::milliseconds default_timeout)
@@ -110,21 +110,8 @@ class NcclP2pWork final : public Work {
     }
     cudaEventDestroy(done_event_);
   }
-  void wait(std::chrono::milliseconds timeout) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    waitLocked(timeout);
-  }
-  bool isCompleted() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return done_;
-  }
-  std::chrono::nanoseconds duration() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return duration_;
-  }
-
  private:
-  void waitLocked(std::chrono::milliseconds timeout);
+  void waitLocked(std::chrono::milliseconds timeout) override;
 
   const int device_;
   ncclComm_t comm_;  // owned by the communicator, which outlives its p2p works (waited in its destructor)
@@ -135,9 +122,6 @@ class NcclP2pWork final : public Work {
   const std::string what_;
   const std::chrono::milliseconds default_timeout_;
   const std::chrono::steady_clock::time_point started_;
-  mutable std::mutex mu_;
-  bool done_ = false;                     // guarded by mu_
-  std::chrono::nanoseconds duration_{0};  // guarded by mu_
 };
 
 // Polls `event` and the communicator's asynchronous error until the event completes or the deadline.
@@ -173,13 +157,6 @@ void NcclP2pWork::waitLocked(std::chrono::milliseconds timeout) {
   done_ = true;
   duration_ = std::chrono::steady_clock::now() - started_;
 }
-
-class CompletedWork final : public Work {
- public:
-  void wait(std::chrono::milliseconds) override {}
-  bool isCompleted() const override { return true; }
-  std::chrono::nanoseconds duration() const override { return std::chrono::nanoseconds(0); }
-};
 
 class NcclCommunicator final : public CommunicatorBase {
  public:
