@@ -1,8 +1,5 @@
 // `ringtrain bench allreduce` end to end in one process (world size 1): the front end execs allreduce_bench,
 // which prints one checked row per size; bad arguments exit 2 with a message.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -15,22 +12,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 testing::CommandOptions singleRank() {
   testing::CommandOptions opts;
   opts.timeout = std::chrono::seconds(60);
-  opts.env = {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(freePort())}};
+  opts.env = {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(testing::freeLoopbackPort())}};
   return opts;
 }
 

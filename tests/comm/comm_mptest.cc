@@ -1,8 +1,6 @@
 // Communicators in real processes: comm_check_helper under mpirun (MPI backend) and under ringrun (Gloo
 // over the TCP store), world sizes 1-4; a rank that stops itself (SIGSTOP) and mismatched collectives.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
@@ -25,25 +23,10 @@ bool built(const std::string& backend) {
 }
 
 // A port that was free a moment ago (the store under mpirun binds MASTER_PORT).
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return 29555;
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 CommandResult mpirun(int np, const std::vector<std::string>& args, int timeout_s = 120) {
   std::vector<std::string> argv = {"mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
-                                   "-np", std::to_string(np), "-x", "MASTER_PORT=" + std::to_string(freePort()),
+                                   "-np", std::to_string(np), "-x", "MASTER_PORT=" + std::to_string(testing::freeLoopbackPort()),
                                    binPath("comm_check_helper")};
   argv.insert(argv.end(), args.begin(), args.end());
   testing::CommandOptions options;

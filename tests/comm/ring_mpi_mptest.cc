@@ -1,9 +1,6 @@
 // The ring allreduce over the MPI backend, as real processes under mpirun at world sizes 1-4: this binary
 // re-runs itself under mpirun with RINGTRAIN_RING_MPI_CHILD=1, where RingMpiChild does the checks of
 // ring_check.h (every dtype, op and odd size; through the factory, and called directly with average).
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -25,17 +22,6 @@ namespace {
 
 constexpr const char* kChildEnv = "RINGTRAIN_RING_MPI_CHILD";
 
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 TEST(RingMpiChild, EveryDtypeOpAndOddSize) {
   if (std::getenv(kChildEnv) == nullptr) GTEST_SKIP() << "runs only as a rank under mpirun (see RingOverMpi)";
@@ -70,7 +56,7 @@ TEST_P(RingOverMpi, ProcessesUnderMpirun) {
   opts.timeout = std::chrono::seconds(150);
   opts.env = {{kChildEnv, "1"},
               {"MASTER_ADDR", "127.0.0.1"},
-              {"MASTER_PORT", std::to_string(freePort())},
+              {"MASTER_PORT", std::to_string(testing::freeLoopbackPort())},
               {"OMPI_ALLOW_RUN_AS_ROOT", "1"},
               {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"}};
   const auto result = testing::runCommand(

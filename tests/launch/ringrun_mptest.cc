@@ -1,10 +1,7 @@
 // ringrun end to end: it runs build/bin/ringrun with small shell programs as ranks and checks what the
 // ranks saw, what ringrun printed, its exit code, and that no process of the job is left behind.
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,17 +38,6 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // ringrun started in the background with its output in files, for tests that signal it or run two.
 class Background {
@@ -285,7 +271,7 @@ std::unique_ptr<Background> twoNodeJob(int rank, int port, const std::string& sc
 }
 
 TEST(Ringrun, TwoNodesMeetAndAgreeOnGlobalRanks) {
-  const int port = freePort();
+  const int port = testing::freeLoopbackPort();
   // Node 1 first: it waits for node 0's store.
   auto n1 = twoNodeJob(1, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
   auto n0 = twoNodeJob(0, port, "echo \"rank $RANK of $WORLD_SIZE node $GROUP_RANK local $LOCAL_RANK\"");
@@ -300,7 +286,7 @@ TEST(Ringrun, TwoNodesMeetAndAgreeOnGlobalRanks) {
 }
 
 TEST(Ringrun, FailureOnOneNodeStopsTheOther) {
-  const int port = freePort();
+  const int port = testing::freeLoopbackPort();
   auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
   auto n1 = twoNodeJob(1, port, rankScript("if [ $RANK = 3 ]; then echo failing; exit 5; fi; sleep 60 & wait"));
   const auto s1 = n1->waitExit(30000ms);
@@ -315,7 +301,7 @@ TEST(Ringrun, FailureOnOneNodeStopsTheOther) {
 
 TEST(Ringrun, NodeWhoseRingrunVanishesIsNoticedByTheOthers) {
   // Node 1's ringrun is SIGKILLed while node 0's ranks run on: node 0 notices the silence and stops.
-  const int port = freePort();
+  const int port = testing::freeLoopbackPort();
   auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
   auto n1 = twoNodeJob(1, port, rankScript("sleep 60 & wait"));
   ASSERT_TRUE(n0->waitForOutput("pgid", 2) && n1->waitForOutput("pgid", 2));
@@ -330,7 +316,7 @@ TEST(Ringrun, NodeWhoseRingrunVanishesIsNoticedByTheOthers) {
 
 TEST(Ringrun, NodesThatDisagreeOnTheProcessCountAreRefused) {
   const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
-  const int port = freePort();
+  const int port = testing::freeLoopbackPort();
   const std::string p = std::to_string(port);
   Background n0({binPath("ringrun"), "--nnodes", "2", "--node-rank", "0", "--master-port", p, "--nproc-per-node", "2",
                  "--", "true"},
