@@ -8,11 +8,13 @@
 
 #include "app/commands.h"
 #include "ringtrain/build_config.h"
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
 int main(int argc, char** argv) {
   using namespace ringtrain;
+  keepFreedMemoryInProcess();  // before any thread starts: see ringtrain/core/allocator.h
   CLI::App app{"ringtrain: distributed data-parallel training for LibTorch"};
   app.set_version_flag("--version", std::string("ringtrain ") + RINGTRAIN_VERSION);
   app.require_subcommand(1);
