@@ -32,6 +32,7 @@
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/config/config.h"
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/connect_store.h"
@@ -236,6 +237,7 @@ int run(const Args& args) {
 }  // namespace ringtrain
 
 int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // as the ringtrain executable does: see the header
   using namespace ringtrain;
   CLI::App app{"ringtrain allreduce benchmark (run one per rank under ringrun or mpirun)"};
   Args args;

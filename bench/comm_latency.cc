@@ -19,6 +19,7 @@
 
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/dist/connect_store.h"
 #include "ringtrain/dist/process_info.h"
@@ -61,6 +62,7 @@ double medianUs(comm::Communicator& c, int iters, const std::function<void()>& f
 }  // namespace
 
 int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // as the ringtrain executable does: see the header
   try {
     const int iters = argc > 1 ? std::atoi(argv[1]) : 30;
     config::CommOptions options;

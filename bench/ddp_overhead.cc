@@ -22,6 +22,7 @@
 #include "../tests/ddp/thread_group.h"
 #include "ringtrain/build_config.h"
 #include "ringtrain/comm/factory.h"
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/ddp/distributed_data_parallel.h"
 #include "ringtrain/ddp/tensor_buffer.h"
 #include "ringtrain/dist/connect_store.h"
@@ -124,6 +125,7 @@ ringtrain::config::CommOptions commOptions(const std::string& algorithm) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // as the ringtrain executable does: see the header
   int64_t hidden = 768;
   int rounds = 5, steps = 5;
   double bucket_mb = 1.0;

@@ -18,6 +18,7 @@
 
 #include <fmt/format.h>
 
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/data/batch_loader.h"
@@ -41,6 +42,7 @@ double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Cloc
 }  // namespace
 
 int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // as the ringtrain executable does: see the header
   log::init();
   int64_t items = 100000, sessions = 200000, batches = 400;
   int workers = 2, hide_last = 1;

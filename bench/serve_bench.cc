@@ -22,6 +22,7 @@
 #include "ringtrain/serve/model.h"
 #include "ringtrain/serve/scorer.h"
 #include "serve/ann_index.h"
+#include "ringtrain/core/allocator.h"
 
 using namespace ringtrain::serve;
 using Clock = std::chrono::steady_clock;
@@ -147,6 +148,7 @@ void faissBench(int64_t n, int64_t dim, int queries_n, int k) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // as the ringtrain executable does: see the header
   ringtrain::log::init();
   CLI::App app{"serve benchmarks"};
   app.require_subcommand(1);

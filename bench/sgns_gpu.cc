@@ -14,6 +14,7 @@
 
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/config/config.h"
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/ddp/distributed_data_parallel.h"
 #include "ringtrain/dist/memory_store.h"
 #include "ringtrain/dist/process_info.h"
@@ -21,6 +22,7 @@
 #include "ringtrain/train/optimizer.h"
 
 int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // as the ringtrain executable does: see the header
   using namespace ringtrain;
   CLI::App app{"SGNS GPU workload: ringtrain's training step"};
   int64_t items = 1000000, steps = 200, warmup = 20;

@@ -12,10 +12,12 @@
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/model/sgns_model.h"
 #include "ringtrain/train/optimizer.h"
 
 int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // as the ringtrain executable does: see the header
   CLI::App app{"SGNS training-step microbenchmark"};
   int64_t items = 100000, batch = 1024, steps = 50, warmup = 5;
   int dim = 64, hidden = 128, negatives = 5, threads = 1;

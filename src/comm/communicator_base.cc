@@ -231,6 +231,11 @@ void CommunicatorBase::loop(std::shared_ptr<Queue> queue) {
   }
 }
 
+void CommunicatorBase::requireAgreement(const std::vector<CollectiveDescriptor>& all) {
+  const std::string mismatch = findDisagreement(all);
+  if (!mismatch.empty()) RT_THROW(CommError, mismatch);
+}
+
 WorkPtr CommunicatorBase::enqueue(CollectiveDescriptor descriptor, std::function<void()> run) {
   descriptor.sequence = next_sequence_++;
   auto work = std::make_shared<ThreadWork>(shared_, descriptor);
@@ -260,12 +265,13 @@ void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std
   }
   shared_->board.arrive(descriptor.sequence);
   try {
-    if (check_collectives_) {
+    const bool checked_inside = descriptor.kind == OpKind::kAllgatherBytes && checksOwnDescriptors();
+    if (check_collectives_ && !checked_inside) {
       std::vector<CollectiveDescriptor> all(size_);
       inBackend([&] { exchangeDescriptors(descriptor, all); });
-      const std::string mismatch = findDisagreement(all);
-      if (!mismatch.empty()) RT_THROW(CommError, mismatch);
+      requireAgreement(all);
     }
+    running_ = descriptor;
     inBackend(run);
   } catch (const CommError&) {
     throw;

@@ -177,6 +177,7 @@ class CommunicatorBase : public Communicator {
   virtual void runAllreduce(Buffer buffer, ReduceOp op) = 0;
   virtual void runBroadcast(Buffer buffer, int root) = 0;
   virtual void runAllgather(Buffer send, Buffer recv) = 0;
+  // With checksOwnDescriptors() true it also does the agreement check itself, when checkCollectives().
   virtual std::vector<std::vector<uint8_t>> runAllgatherBytes(const std::vector<uint8_t>& mine) = 0;
   virtual std::vector<std::vector<uint8_t>> runAllToAllBytes(const std::vector<std::vector<uint8_t>>& send) = 0;
   virtual void runBarrier() = 0;
@@ -187,6 +188,15 @@ class CommunicatorBase : public Communicator {
   // Collectives of a single rank are local no-ops (copies) unless the backend must see them (NCCL: the
   // data live on a device and the caller's stream ordering still applies).
   virtual bool runsSingleRank() const { return false; }
+  // True when runAllgatherBytes overlaps the agreement check with its own exchange (posting the 24-byte
+  // descriptor exchange and the data at once) instead of paying a round of its own before it.
+  virtual bool checksOwnDescriptors() const { return false; }
+
+  bool checkCollectives() const { return check_collectives_; }
+  // The collective being executed (valid inside the run* hooks, on the communication thread).
+  const CollectiveDescriptor& runningDescriptor() const { return running_; }
+  // Throws the CommError that names the first rank whose descriptor differs; nothing when all agree.
+  static void requireAgreement(const std::vector<CollectiveDescriptor>& all);
 
   // Derived destructors call this first, so that no hook runs on a half-destroyed object. Returns false
   // when the thread is stuck in the backend and was left behind (it must not touch the backend again).
@@ -226,6 +236,7 @@ class CommunicatorBase : public Communicator {
   std::shared_ptr<CommShared> shared_;
   AllreduceAlgorithm algorithm_;
   uint64_t next_sequence_ = 0;  // only the issuing thread touches it
+  CollectiveDescriptor running_;  // only the communication thread touches it
   std::shared_ptr<Queue> queue_;
   std::thread thread_;
 };

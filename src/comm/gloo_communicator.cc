@@ -7,7 +7,6 @@
 // rank, and Gloo matches per pair and slot in posting order); user and ring point-to-point use kP2pPrefix
 // with the caller's tag; the descriptor check and allToAllBytes use prefixes of their own.
 #include <gloo/allgather.h>
-#include <gloo/allgatherv.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
@@ -17,6 +16,8 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <mutex>
 
@@ -31,6 +32,32 @@ namespace {
 constexpr uint8_t kP2pPrefix = 0x40;
 constexpr uint8_t kDescriptorPrefix = 0x41;
 constexpr uint8_t kAllToAllPrefix = 0x42;
+constexpr uint8_t kBytesPrefix = 0x43;
+// The byte collectives send at most this much per Gloo message (as the ring's segments): Gloo sizes a
+// socket's send buffer to the largest message it has sent (up to 32 MiB), and the receiver can take the
+// first segments while later ones are still being written.
+constexpr size_t kBytesSegment = 256 << 10;
+// kMaxBytesMessage bounds a length a peer announces in allgatherBytes.
+constexpr uint64_t kMaxBytesMessage = uint64_t{1} << 40;
+
+// allgatherBytes posts receives for `current()` bytes per peer before it knows the lengths: a quarter
+// more than the longest frame of the last kWindow exchanges, in whole segments, between one segment and
+// kMax. Every rank observes the same lengths in the same order, so all hold the same capacity.
+class BytesCapacity {
+ public:
+  static constexpr size_t kWindow = 16;
+  static constexpr size_t kMax = 64 << 20;
+  size_t current() const {
+    const size_t longest = *std::max_element(recent_.begin(), recent_.end());
+    const size_t wanted = std::min(kMax, longest + longest / 4);
+    return std::max<size_t>(1, (wanted + kBytesSegment - 1) / kBytesSegment) * kBytesSegment;
+  }
+  void observe(size_t frame_bytes) { recent_[next_++ % kWindow] = frame_bytes; }
+
+ private:
+  std::array<size_t, kWindow> recent_{};
+  size_t next_ = 0;
+};
 constexpr uint32_t kCollectiveTag = 0;
 
 uint64_t slot(uint8_t prefix, uint32_t tag) { return (static_cast<uint64_t>(prefix) << 56) | tag; }
@@ -211,35 +238,105 @@ class GlooCommunicator final : public CommunicatorBase {
     gloo::allgather(opts);
   }
 
+  // One round in the common case, instead of an allgather of the lengths followed by allgatherv, and
+  // with the agreement check riding along instead of taking a round of its own. Every rank posts, for
+  // each peer, the 24-byte descriptor receive (the same message and slot as exchangeDescriptors, so a peer
+  // inside another collective's check still matches it) and receives for `bytes_capacity_` bytes, then
+  // sends both: the data framed as [uint64 length][payload], in segments (see kBytesSegment). Gloo
+  // delivers a message shorter than the posted receive, and every rank sends exactly as many segments as
+  // the capacity holds (a one-byte placeholder where its frame has ended), so every posted receive
+  // completes. A frame longer than the capacity sends the rest afterwards (a second round: the receiver
+  // knows the length by then). Every rank sees every length, so all set the same next capacity.
   std::vector<std::vector<uint8_t>> runAllgatherBytes(const std::vector<uint8_t>& mine) override {
-    std::vector<uint64_t> sizes(size());
-    uint64_t my_size = mine.size();
-    {
-      gloo::AllgatherOptions opts(context_);
-      opts.setInput(&my_size, 1);
-      opts.setOutput(sizes.data(), sizes.size());
-      opts.setTag(kCollectiveTag);
-      opts.setTimeout(timeout());
-      gloo::allgather(opts);
+    const int n = size();
+    const size_t capacity = bytes_capacity_.current();
+    std::vector<CollectiveDescriptor> descriptors_out(n, runningDescriptor()), descriptors_in(n);
+    std::unique_ptr<gloo::transport::UnboundBuffer> descriptor_recv, descriptor_send;
+    if (checkCollectives()) {
+      descriptor_recv = context_->createUnboundBuffer(descriptors_in.data(), n * sizeof(CollectiveDescriptor));
+      descriptor_send = context_->createUnboundBuffer(descriptors_out.data(), n * sizeof(CollectiveDescriptor));
+      postExchange(*descriptor_recv, *descriptor_send, sizeof(CollectiveDescriptor), kDescriptorPrefix);
     }
-    uint64_t total = 0;
-    for (uint64_t s : sizes) total += s;
-    std::vector<uint8_t> all(total);
-    if (total > 0) {
-      std::vector<uint8_t> input = mine;  // Gloo wants a mutable pointer
-      gloo::AllgathervOptions opts(context_);
-      opts.setInput(input.data(), input.size());
-      opts.setOutput(all.data(), std::vector<size_t>(sizes.begin(), sizes.end()));
-      opts.setTag(kCollectiveTag);
-      opts.setTimeout(timeout());
-      gloo::allgatherv(opts);
+
+    std::vector<uint8_t> frame(sizeof(uint64_t) + mine.size());
+    const uint64_t my_length = mine.size();
+    std::memcpy(frame.data(), &my_length, sizeof(uint64_t));
+    if (!mine.empty()) std::memcpy(frame.data() + sizeof(uint64_t), mine.data(), mine.size());
+    // Each peer's frame lands in its result vector; the length header is cut off at the end.
+    std::vector<std::vector<uint8_t>> result(n);
+    std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> recvs(n);
+    const size_t segments = capacity / kBytesSegment;
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer == rank()) continue;
+      result[peer].resize(capacity);
+      recvs[peer] = context_->createUnboundBuffer(result[peer].data(), capacity);
+      for (size_t i = 0; i < segments; ++i) {
+        recvs[peer]->recv(peer, slot(kBytesPrefix, 0), i * kBytesSegment, kBytesSegment);
+      }
     }
-    std::vector<std::vector<uint8_t>> result(size());
-    uint64_t offset = 0;
-    for (int r = 0; r < size(); ++r) {
-      result[r].assign(all.begin() + offset, all.begin() + offset + sizes[r]);
-      offset += sizes[r];
+    auto send_buf = context_->createUnboundBuffer(frame.data(), frame.size());
+    size_t sends = 0;
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer == rank()) continue;
+      for (size_t i = 0; i < segments; ++i) {
+        const size_t offset = i * kBytesSegment;
+        if (offset < frame.size()) {
+          send_buf->send(peer, slot(kBytesPrefix, 0), offset, std::min(kBytesSegment, frame.size() - offset));
+        } else {
+          send_buf->send(peer, slot(kBytesPrefix, 0), 0, 1);  // placeholder: the frame ended earlier
+        }
+        ++sends;
+      }
     }
+
+    if (checkCollectives()) {
+      // A disagreeing peer is inside another collective: this rank's data waits in vain, so report now.
+      waitExchange(*descriptor_recv, *descriptor_send);
+      descriptors_in[rank()] = runningDescriptor();
+      requireAgreement(descriptors_in);
+    }
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer == rank()) continue;
+      for (size_t i = 0; i < segments; ++i) recvs[peer]->waitRecv(timeout());
+    }
+
+    // Second round for frames longer than the capacity.
+    std::vector<uint64_t> lengths(n, 0);
+    lengths[rank()] = my_length;
+    std::vector<Posted> tails;
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer == rank()) continue;
+      std::memcpy(&lengths[peer], result[peer].data(), sizeof(uint64_t));
+      RT_CHECK_T(CommError, lengths[peer] <= kMaxBytesMessage, "gloo allgatherBytes: rank ", peer,
+                 " announced ", lengths[peer], " bytes (more than the ", kMaxBytesMessage, " allowed)");
+      const size_t total = sizeof(uint64_t) + lengths[peer];
+      if (total > capacity) {
+        result[peer].resize(total);
+        Posted tail{context_->createUnboundBuffer(result[peer].data(), total)};
+        tail.recvs = postSegments(*tail.buffer, peer, slot(kBytesPrefix, 1), capacity, total - capacity, false);
+        tails.push_back(std::move(tail));
+      }
+    }
+    if (frame.size() > capacity) {
+      for (int peer = 0; peer < n; ++peer) {
+        if (peer == rank()) continue;
+        sends += postSegments(*send_buf, peer, slot(kBytesPrefix, 1), capacity, frame.size() - capacity, true);
+      }
+    }
+    waitPosted(tails);
+    for (size_t i = 0; i < sends; ++i) send_buf->waitSend(timeout());
+
+    uint64_t longest = 0;
+    for (int r = 0; r < n; ++r) {
+      longest = std::max(longest, lengths[r]);
+      if (r == rank()) {
+        result[r] = mine;
+      } else {
+        result[r].erase(result[r].begin(), result[r].begin() + sizeof(uint64_t));
+        result[r].resize(lengths[r]);
+      }
+    }
+    bytes_capacity_.observe(sizeof(uint64_t) + longest);
     return result;
   }
 
@@ -250,22 +347,23 @@ class GlooCommunicator final : public CommunicatorBase {
     exchangeWithPeers(send_sizes.data(), recv_sizes.data(), sizeof(uint64_t), kAllToAllPrefix);
     std::vector<std::vector<uint8_t>> result(n);
     result[rank()] = send[rank()];
-    std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> recvs, sends;
+    std::vector<Posted> posted;
     for (int peer = 0; peer < n; ++peer) {
       if (peer == rank()) continue;
       result[peer].resize(recv_sizes[peer]);
       if (recv_sizes[peer] > 0) {
-        recvs.push_back(context_->createUnboundBuffer(result[peer].data(), recv_sizes[peer]));
-        recvs.back()->recv(peer, slot(kAllToAllPrefix, 1));
+        Posted p{context_->createUnboundBuffer(result[peer].data(), recv_sizes[peer])};
+        p.recvs = postSegments(*p.buffer, peer, slot(kAllToAllPrefix, 1), 0, recv_sizes[peer], false);
+        posted.push_back(std::move(p));
       }
     }
     for (int peer = 0; peer < n; ++peer) {
       if (peer == rank() || send[peer].empty()) continue;
-      sends.push_back(context_->createUnboundBuffer(const_cast<uint8_t*>(send[peer].data()), send[peer].size()));
-      sends.back()->send(peer, slot(kAllToAllPrefix, 1));
+      Posted p{context_->createUnboundBuffer(const_cast<uint8_t*>(send[peer].data()), send[peer].size())};
+      p.sends = postSegments(*p.buffer, peer, slot(kAllToAllPrefix, 1), 0, send[peer].size(), true);
+      posted.push_back(std::move(p));
     }
-    for (auto& b : recvs) b->waitRecv(timeout());
-    for (auto& b : sends) b->waitSend(timeout());
+    waitPosted(posted);
     return result;
   }
 
@@ -283,6 +381,7 @@ class GlooCommunicator final : public CommunicatorBase {
   }
 
   bool isBackendTimeout(const std::exception& e) const override { return isGlooTimeout(e); }
+  bool checksOwnDescriptors() const override { return true; }
 
  private:
   void requireHost(const Buffer& b, const char* what) const {
@@ -298,16 +397,52 @@ class GlooCommunicator final : public CommunicatorBase {
     std::memcpy(out + rank() * item_bytes, in + rank() * item_bytes, item_bytes);
     auto recv_buf = context_->createUnboundBuffer(out, n * item_bytes);
     auto send_buf = context_->createUnboundBuffer(const_cast<uint8_t*>(in), n * item_bytes);
-    for (int peer = 0; peer < n; ++peer) {
-      if (peer == rank()) continue;
-      recv_buf->recv(peer, slot(prefix, 0), peer * item_bytes, item_bytes);
+    postExchange(*recv_buf, *send_buf, item_bytes, prefix);
+    waitExchange(*recv_buf, *send_buf);
+  }
+
+  // Posts, for every peer, the receive of its item (at offset peer x item_bytes of recv_buf) and the send
+  // of the item meant for it (same offset of send_buf); waitExchange completes them.
+  void postExchange(gloo::transport::UnboundBuffer& recv_buf, gloo::transport::UnboundBuffer& send_buf,
+                    size_t item_bytes, uint8_t prefix) {
+    for (int peer = 0; peer < size(); ++peer) {
+      if (peer != rank()) recv_buf.recv(peer, slot(prefix, 0), peer * item_bytes, item_bytes);
     }
-    for (int peer = 0; peer < n; ++peer) {
-      if (peer == rank()) continue;
-      send_buf->send(peer, slot(prefix, 0), peer * item_bytes, item_bytes);
+    for (int peer = 0; peer < size(); ++peer) {
+      if (peer != rank()) send_buf.send(peer, slot(prefix, 0), peer * item_bytes, item_bytes);
     }
-    for (int i = 0; i < n - 1; ++i) recv_buf->waitRecv(timeout());
-    for (int i = 0; i < n - 1; ++i) send_buf->waitSend(timeout());
+  }
+  void waitExchange(gloo::transport::UnboundBuffer& recv_buf, gloo::transport::UnboundBuffer& send_buf) {
+    for (int i = 0; i < size() - 1; ++i) recv_buf.waitRecv(timeout());
+    for (int i = 0; i < size() - 1; ++i) send_buf.waitSend(timeout());
+  }
+
+  // Posts [offset, offset + bytes) of `buffer` to or from `peer` as segments of at most kBytesSegment, in
+  // order (Gloo matches per pair and slot in posting order); returns how many were posted.
+  size_t postSegments(gloo::transport::UnboundBuffer& buffer, int peer, uint64_t key, size_t offset, size_t bytes,
+                      bool is_send) {
+    size_t posted = 0;
+    for (size_t done = 0; done < bytes; done += kBytesSegment, ++posted) {
+      const size_t length = std::min(kBytesSegment, bytes - done);
+      if (is_send) {
+        buffer.send(peer, key, offset + done, length);
+      } else {
+        buffer.recv(peer, key, offset + done, length);
+      }
+    }
+    return posted;
+  }
+  // A buffer and how many receives and sends were posted on it: waiting completes exactly those.
+  struct Posted {
+    std::unique_ptr<gloo::transport::UnboundBuffer> buffer;
+    size_t recvs = 0;
+    size_t sends = 0;
+  };
+  void waitPosted(std::vector<Posted>& posted) {
+    for (auto& p : posted) {
+      for (size_t i = 0; i < p.recvs; ++i) p.buffer->waitRecv(timeout());
+      for (size_t i = 0; i < p.sends; ++i) p.buffer->waitSend(timeout());
+    }
   }
 
   WorkPtr postP2p(void* data, size_t bytes, int peer, uint32_t tag, bool is_send) {
@@ -328,6 +463,7 @@ class GlooCommunicator final : public CommunicatorBase {
 
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> context_;
+  BytesCapacity bytes_capacity_;  // only touched on the communication thread
 };
 
 }  // namespace

@@ -410,11 +410,14 @@ class DistributedDataParallel::Impl {
     SparseSyncCounts counts;
     // Alone, a rank's sparse gradients are already the average: no copy, no host round trip.
     const bool sync_sparse = comm_.size() > 1;
-    for (size_t i : sparse_) {
-      if (!sync_sparse) break;
-      Param& p = params_[i];
-      at::Tensor result = syncSparseGradient(comm_, p.tensor, p.tensor.grad(), options_.sparse_sync, counts);
-      p.tensor.mutable_grad() = result;
+    if (sync_sparse && !sparse_.empty()) {
+      std::vector<at::Tensor> tensors, grads;
+      for (size_t i : sparse_) {
+        tensors.push_back(params_[i].tensor);
+        grads.push_back(params_[i].tensor.grad());
+      }
+      std::vector<at::Tensor> results = syncSparseGradients(comm_, tensors, grads, options_.sparse_sync, counts);
+      for (size_t k = 0; k < sparse_.size(); ++k) params_[sparse_[k]].tensor.mutable_grad() = results[k];
     }
     stats_.sparse_sync_time = Clock::now() - sparse_start;
     stats_.sparse_bytes_sent = counts.bytes_sent;

@@ -83,101 +83,171 @@ at::Tensor assemble(const at::Tensor& param, std::vector<at::Tensor>& rows, std:
 
 }  // namespace
 
-std::vector<uint8_t> packRows(const at::Tensor& rows, const at::Tensor& values) {
+void appendRows(std::vector<uint8_t>& out, const at::Tensor& rows, const at::Tensor& values) {
   const int64_t count = rows.numel();
   const int64_t width = count > 0 ? values.numel() / count : 0;
   const size_t value_bytes = static_cast<size_t>(values.numel()) * values.element_size();
-  std::vector<uint8_t> out(2 * sizeof(int64_t) + count * sizeof(int64_t) + value_bytes);
-  std::memcpy(out.data(), &count, sizeof(int64_t));
-  std::memcpy(out.data() + sizeof(int64_t), &width, sizeof(int64_t));
+  const size_t start = out.size();
+  out.resize(start + 2 * sizeof(int64_t) + count * sizeof(int64_t) + value_bytes);
+  uint8_t* dst = out.data() + start;
+  std::memcpy(dst, &count, sizeof(int64_t));
+  std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
   if (count > 0) {
-    std::memcpy(out.data() + 2 * sizeof(int64_t), rows.data_ptr<int64_t>(), count * sizeof(int64_t));
-    std::memcpy(out.data() + (2 + count) * sizeof(int64_t), values.data_ptr(), value_bytes);
+    std::memcpy(dst + 2 * sizeof(int64_t), rows.data_ptr<int64_t>(), count * sizeof(int64_t));
+    std::memcpy(dst + (2 + count) * sizeof(int64_t), values.data_ptr(), value_bytes);
   }
+}
+
+std::vector<uint8_t> packRows(const at::Tensor& rows, const at::Tensor& values) {
+  std::vector<uint8_t> out;
+  appendRows(out, rows, values);
   return out;
+}
+
+size_t unpackRowsFrom(const uint8_t* bytes, size_t size, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
+                      std::vector<at::Tensor>& values) {
+  RT_CHECK_GE(size, 2 * sizeof(int64_t), "sparse rows message too short");
+  int64_t count = 0, width = 0;
+  std::memcpy(&count, bytes, sizeof(int64_t));
+  std::memcpy(&width, bytes + sizeof(int64_t), sizeof(int64_t));
+  RT_CHECK(count >= 0 && width >= 0, "sparse rows message has a negative count or width");
+  const size_t element = c10::elementSize(dtype);
+  const size_t consumed = (2 + count) * sizeof(int64_t) + count * width * element;
+  RT_CHECK_LE(consumed, size, "sparse rows message is shorter than its header says");
+  if (count == 0) return consumed;
+  at::Tensor r = at::empty({count}, at::kLong);
+  std::memcpy(r.data_ptr<int64_t>(), bytes + 2 * sizeof(int64_t), count * sizeof(int64_t));
+  at::Tensor v = at::empty({count, width}, at::TensorOptions().dtype(dtype));
+  std::memcpy(v.data_ptr(), bytes + (2 + count) * sizeof(int64_t), count * width * element);
+  rows.push_back(r);
+  values.push_back(v);
+  return consumed;
 }
 
 void unpackRows(const std::vector<uint8_t>& bytes, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
                 std::vector<at::Tensor>& values) {
-  RT_CHECK_GE(bytes.size(), 2 * sizeof(int64_t), "sparse rows message too short");
-  int64_t count = 0, width = 0;
-  std::memcpy(&count, bytes.data(), sizeof(int64_t));
-  std::memcpy(&width, bytes.data() + sizeof(int64_t), sizeof(int64_t));
-  if (count == 0) return;
-  const size_t element = c10::elementSize(dtype);
-  RT_CHECK_EQ(bytes.size(), (2 + count) * sizeof(int64_t) + count * width * element,
-              "sparse rows message has the wrong length");
-  at::Tensor r = at::empty({count}, at::kLong);
-  std::memcpy(r.data_ptr<int64_t>(), bytes.data() + 2 * sizeof(int64_t), count * sizeof(int64_t));
-  at::Tensor v = at::empty({count, width}, at::TensorOptions().dtype(dtype));
-  std::memcpy(v.data_ptr(), bytes.data() + (2 + count) * sizeof(int64_t), count * width * element);
-  rows.push_back(r);
-  values.push_back(v);
+  const size_t consumed = unpackRowsFrom(bytes.data(), bytes.size(), dtype, rows, values);
+  RT_CHECK_EQ(consumed, bytes.size(), "sparse rows message has the wrong length");
 }
 
-at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param, const at::Tensor& grad,
-                              SparseSync mode, SparseSyncCounts& counts) {
+namespace {
+
+// One table's rows, gathered from every rank (rank order), ready for assemble().
+struct Gathered {
+  std::vector<at::Tensor> rows;
+  std::vector<at::Tensor> values;
+};
+
+Gathered seeded(int64_t width, c10::ScalarType dtype) {
+  // Seeds the concatenation with an empty block so at::cat always has an input of the right shape.
+  Gathered g;
+  g.rows.push_back(at::empty({0}, at::kLong));
+  g.values.push_back(at::empty({0, width}, at::TensorOptions().dtype(dtype)));
+  return g;
+}
+
+int64_t rowWidth(const at::Tensor& param) { return param.numel() / std::max<int64_t>(param.size(0), 1); }
+
+Rows flatLocalRows(const at::Tensor& param, const at::Tensor& grad, SparseSyncCounts& counts) {
+  Rows local = localRows(param, grad);
+  local.values = local.values.reshape({local.rows.numel(), rowWidth(param)});
+  counts.rows_local += static_cast<size_t>(local.rows.numel());
+  return local;
+}
+
+// Owner mode for one table: rows to their owners (allToAllBytes), owners reduce, then all-gather.
+void gatherThroughOwners(comm::Communicator& comm, const at::Tensor& param, const Rows& local, Gathered& out,
+                         SparseSyncCounts& counts) {
   const int world = comm.size();
   const int me = comm.rank();
-  Rows local = localRows(param, grad);
-  const int64_t width = param.numel() / std::max<int64_t>(param.size(0), 1);
-  local.values = local.values.reshape({local.rows.numel(), width});
-  counts.rows_local += static_cast<size_t>(local.rows.numel());
+  const int64_t width = rowWidth(param);
   const c10::ScalarType dtype = param.scalar_type();
-
-  std::vector<at::Tensor> rows, values;
-  // Seeds the concatenation with an empty block so at::cat always has an input of the right shape.
-  rows.push_back(at::empty({0}, at::kLong));
-  values.push_back(at::empty({0, width}, at::TensorOptions().dtype(dtype)));
-
-  if (world == 1) {
-    rows.push_back(local.rows);
-    values.push_back(local.values);
-  } else if (mode == SparseSync::kAllgather) {
-    std::vector<uint8_t> mine = packRows(local.rows, local.values);
-    auto all = comm.allgatherBytes(mine);
-    counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
-    for (int r = 0; r < world; ++r) {
-      if (r != me) counts.bytes_received += all[r].size();
-      unpackRows(all[r], dtype, rows, values);
-    }
-  } else {
-    // Phase 1: rows to their owners. Rows are sorted (coalesced), so each owner's share stays sorted.
-    at::Tensor owner = local.rows.remainder(world);
-    std::vector<std::vector<uint8_t>> send(world);
-    for (int o = 0; o < world; ++o) {
-      at::Tensor mask = owner.eq(o);
-      at::Tensor picked_rows = local.rows.masked_select(mask);
-      at::Tensor picked_values = local.values.index({mask}).contiguous();
-      send[o] = packRows(picked_rows, picked_values);
-      if (o != me) counts.bytes_sent += send[o].size();
-    }
-    auto received = comm.allToAllBytes(send);
-    std::vector<at::Tensor> own_rows{at::empty({0}, at::kLong)};
-    std::vector<at::Tensor> own_values{at::empty({0, width}, at::TensorOptions().dtype(dtype))};
-    for (int r = 0; r < world; ++r) {
-      if (r != me) counts.bytes_received += received[r].size();
-      unpackRows(received[r], dtype, own_rows, own_values);
-    }
-    // Owners reduce in rank order, then every rank gathers every owner's reduced rows.
-    auto [reduced_rows, reduced_values] = sumDuplicateRows(at::cat(own_rows), at::cat(own_values));
-    std::vector<uint8_t> mine = packRows(reduced_rows, reduced_values);
-    auto all = comm.allgatherBytes(mine);
-    counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
-    for (int r = 0; r < world; ++r) {
-      if (r != me) counts.bytes_received += all[r].size();
-      unpackRows(all[r], dtype, rows, values);
-    }
+  // Rows are sorted (coalesced), so each owner's share stays sorted.
+  at::Tensor owner = local.rows.remainder(world);
+  std::vector<std::vector<uint8_t>> send(world);
+  for (int o = 0; o < world; ++o) {
+    at::Tensor mask = owner.eq(o);
+    at::Tensor picked_rows = local.rows.masked_select(mask);
+    at::Tensor picked_values = local.values.index({mask}).contiguous();
+    send[o] = packRows(picked_rows, picked_values);
+    if (o != me) counts.bytes_sent += send[o].size();
   }
+  auto received = comm.allToAllBytes(send);
+  Gathered own = seeded(width, dtype);
+  for (int r = 0; r < world; ++r) {
+    if (r != me) counts.bytes_received += received[r].size();
+    unpackRows(received[r], dtype, own.rows, own.values);
+  }
+  // Owners reduce in rank order, then every rank gathers every owner's reduced rows.
+  auto [reduced_rows, reduced_values] = sumDuplicateRows(at::cat(own.rows), at::cat(own.values));
+  std::vector<uint8_t> mine = packRows(reduced_rows, reduced_values);
+  auto all = comm.allgatherBytes(mine);
+  counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
+  for (int r = 0; r < world; ++r) {
+    if (r != me) counts.bytes_received += all[r].size();
+    unpackRows(all[r], dtype, out.rows, out.values);
+  }
+}
+
+at::Tensor finish(const at::Tensor& param, Gathered& g, int world, SparseSyncCounts& counts) {
   std::vector<at::Tensor> shaped;
-  for (auto& v : values) {
+  for (auto& v : g.values) {
     std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
     shape[0] = v.size(0);
     shaped.push_back(v.reshape(shape));
   }
-  at::Tensor result = assemble(param, rows, shaped, world);
+  at::Tensor result = assemble(param, g.rows, shaped, world);
   counts.rows_global += static_cast<size_t>(result._nnz());
   return result;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std::vector<at::Tensor>& params,
+                                            const std::vector<at::Tensor>& grads, SparseSync mode,
+                                            SparseSyncCounts& counts) {
+  RT_CHECK_EQ(params.size(), grads.size(), "syncSparseGradients: one gradient per parameter");
+  const int world = comm.size();
+  const int me = comm.rank();
+  std::vector<Rows> local;
+  std::vector<Gathered> gathered;
+  for (size_t t = 0; t < params.size(); ++t) {
+    local.push_back(flatLocalRows(params[t], grads[t], counts));
+    gathered.push_back(seeded(rowWidth(params[t]), params[t].scalar_type()));
+  }
+
+  if (world == 1) {
+    for (size_t t = 0; t < params.size(); ++t) {
+      gathered[t].rows.push_back(local[t].rows);
+      gathered[t].values.push_back(local[t].values);
+    }
+  } else if (mode == SparseSync::kAllgather) {
+    // Every table in one message: [table 0 rows][table 1 rows]..., each block self-delimiting.
+    std::vector<uint8_t> mine;
+    for (const Rows& l : local) appendRows(mine, l.rows, l.values);
+    auto all = comm.allgatherBytes(mine);
+    counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
+    for (int r = 0; r < world; ++r) {
+      if (r != me) counts.bytes_received += all[r].size();
+      size_t offset = 0;
+      for (size_t t = 0; t < params.size(); ++t) {
+        offset += unpackRowsFrom(all[r].data() + offset, all[r].size() - offset, params[t].scalar_type(),
+                                 gathered[t].rows, gathered[t].values);
+      }
+      RT_CHECK_EQ(offset, all[r].size(), "sparse rows message from rank ", r, " has the wrong length");
+    }
+  } else {
+    for (size_t t = 0; t < params.size(); ++t) gatherThroughOwners(comm, params[t], local[t], gathered[t], counts);
+  }
+
+  std::vector<at::Tensor> results;
+  for (size_t t = 0; t < params.size(); ++t) results.push_back(finish(params[t], gathered[t], world, counts));
+  return results;
+}
+
+at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param, const at::Tensor& grad,
+                              SparseSync mode, SparseSyncCounts& counts) {
+  return syncSparseGradients(comm, {param}, {grad}, mode, counts).front();
 }
 
 }  // namespace ringtrain::ddp

@@ -253,6 +253,29 @@ TEST_P(WorldSize, AllgatherBytesOfDifferentLengths) {
   }));
 }
 
+// Lengths that cross the Gloo backend's posted-receive capacity (64 KiB at first, then grown to the longest
+// message seen): a long message after short ones, a short one after the growth, a longer one again, empty.
+TEST_P(WorldSize, AllgatherBytesAcrossTheReceiveCapacity) {
+  const int n = GetParam();
+  const std::vector<size_t> base = {10, (200 << 10) + 7, 100, (3 << 20) + 1, 0, (1 << 20)};
+  expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
+    for (size_t round = 0; round < base.size(); ++round) {
+      auto length = [&](int r) { return base[round] == 0 && r % 2 == 0 ? 0 : base[round] + 1000 * r; };
+      auto byte = [&](int r, size_t i) { return static_cast<uint8_t>((r * 31 + i * 7 + round) & 0xff); };
+      std::vector<uint8_t> mine(length(comm.rank()));
+      for (size_t i = 0; i < mine.size(); ++i) mine[i] = byte(comm.rank(), i);
+      const auto all = comm.allgatherBytes(mine);
+      ASSERT_EQ(all.size(), static_cast<size_t>(n));
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(all[r].size(), length(r)) << "round " << round << " from rank " << r;
+        for (size_t i = 0; i < all[r].size(); ++i) {
+          ASSERT_EQ(all[r][i], byte(r, i)) << "round " << round << " from rank " << r << " byte " << i;
+        }
+      }
+    }
+  }));
+}
+
 TEST_P(WorldSize, AllToAllBytesPersonalized) {
   const int n = GetParam();
   expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {
@@ -313,6 +336,29 @@ TEST_F(GlooComm, MismatchedCollectivesRaiseCommErrorNamingBoth) {
                            "called allreduce(float32, 1024 elements, sum)"),
               std::string::npos)
         << r.error;
+  }
+}
+
+// allgatherBytes checks agreement inside its own exchange (the Gloo backend overlaps the two): meeting
+// another collective still gives every rank the mismatch, not a hang, with a message of any length.
+TEST_F(GlooComm, AllgatherBytesAgainstAnotherCollectiveIsAMismatch) {
+  for (size_t length : {size_t{16}, size_t{300} << 10}) {
+    auto results = runWithCommunicators(3, testCommOptions(5), [&](Communicator& comm) {
+      std::vector<float> v(256, 1.0f);
+      comm.barrier();  // collective #0
+      if (comm.rank() == 1) {
+        comm.allreduce(Buffer{v.data(), v.size(), DataType::kFloat32}, ReduceOp::kSum);
+      } else {
+        comm.allgatherBytes(std::vector<uint8_t>(length, 7));
+      }
+    });
+    for (size_t r = 0; r < results.size(); ++r) {
+      EXPECT_EQ(results[r].error_type, "CommError") << "rank " << r << ": " << results[r].error;
+      EXPECT_NE(results[r].error.find("rank 1 called allreduce(float32, 256 elements, sum) as collective #1 but "
+                                      "rank 0 called allgatherBytes"),
+                std::string::npos)
+          << "rank " << r << ": " << results[r].error;
+    }
   }
 }
 

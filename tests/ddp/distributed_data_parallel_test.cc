@@ -249,6 +249,47 @@ TEST_F(DdpTest, SparseOwnerEqualsAllgather) {
   EXPECT_LT(owner_bytes, gather_bytes);
 }
 
+// Several tables in one call (one message per rank in allgather mode): each result equals its table's
+// average, in both modes, including a table with no row on some ranks and a table of another width.
+TEST_F(DdpTest, SparseSeveralTablesInOneExchange) {
+  const int world = 3;
+  const std::vector<int64_t> widths = {3, 5};
+  std::vector<at::Tensor> params = {torch::zeros({40, widths[0]}), torch::zeros({25, widths[1]})};
+  std::vector<std::vector<at::Tensor>> grads(world);  // grads[rank][table]
+  for (int r = 0; r < world; ++r) {
+    auto rows_a = (torch::arange(12, torch::kLong) * (r + 2)) % 40;
+    grads[r].push_back(torch::sparse_coo_tensor(rows_a.unsqueeze(0),
+                                                torch::cos(torch::arange(12 * 3, torch::kFloat).reshape({12, 3}) * (r + 1)),
+                                                {40, 3}));
+    if (r == 1) {
+      grads[r].push_back(at::Tensor());  // this rank touched no row of table 1
+    } else {
+      auto rows_b = torch::tensor(std::vector<int64_t>{r, 7, 24}, torch::kLong);
+      grads[r].push_back(torch::sparse_coo_tensor(rows_b.unsqueeze(0),
+                                                  torch::full({3, 5}, static_cast<float>(r + 1)), {25, 5}));
+    }
+  }
+  for (SparseSync mode : {SparseSync::kAllgather, SparseSync::kOwner}) {
+    std::vector<std::vector<at::Tensor>> results(world);
+    runDdpRanks(world, [&](comm::Communicator& comm) {
+      SparseSyncCounts counts;
+      results[comm.rank()] = syncSparseGradients(comm, params, grads[comm.rank()], mode, counts);
+    });
+    for (size_t t = 0; t < params.size(); ++t) {
+      at::Tensor expected = torch::zeros_like(params[t]);
+      for (int r = 0; r < world; ++r) {
+        if (grads[r][t].defined()) expected += grads[r][t].to_dense();
+      }
+      expected /= world;
+      for (int r = 0; r < world; ++r) {
+        ASSERT_EQ(results[r].size(), params.size());
+        EXPECT_TRUE(torch::allclose(results[r][t].to_dense(), expected, 1e-6, 1e-7))
+            << "table " << t << " rank " << r << (mode == SparseSync::kOwner ? " owner" : " allgather");
+      }
+    }
+  }
+}
+
 // k micro-batches under noSync (loss / k) then one synchronized: equals one process on all k x world rows.
 TEST_F(DdpTest, NoSyncAccumulationMatchesOneLargeBatch) {
   const int world = 2, k = 3, steps = 5;

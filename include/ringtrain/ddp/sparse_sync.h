@@ -35,7 +35,13 @@ inline int ownerOfRow(int64_t row, int world) { return static_cast<int>(row % wo
 
 // Serialized rows: [int64 count][int64 width][count int64 row ids][count x width values, raw].
 std::vector<uint8_t> packRows(const at::Tensor& rows, const at::Tensor& values);
-// Appends the rows and values found in `bytes` (values of `dtype`, `width` per row) to the lists.
+// The same block appended to `out` (several tables travel in one message as consecutive blocks).
+void appendRows(std::vector<uint8_t>& out, const at::Tensor& rows, const at::Tensor& values);
+// Appends the rows and values of the block at `bytes` (values of `dtype`) to the lists; returns the
+// block's length. Throws when the block claims more than `size` bytes.
+size_t unpackRowsFrom(const uint8_t* bytes, size_t size, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
+                      std::vector<at::Tensor>& values);
+// unpackRowsFrom over a whole message that must hold exactly one block.
 void unpackRows(const std::vector<uint8_t>& bytes, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
                 std::vector<at::Tensor>& values);
 
@@ -43,5 +49,13 @@ void unpackRows(const std::vector<uint8_t>& bytes, c10::ScalarType dtype, std::v
 // touched). Returns the averaged coalesced sparse gradient on `param`'s device; adds to `counts`.
 at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param, const at::Tensor& grad,
                               SparseSync mode, SparseSyncCounts& counts);
+
+// Several parameters at once (grads[i] belongs to params[i]); returns their results in order. In
+// allgather mode every table travels in one message per rank: one exchange per step instead of one per
+// table, which is what a step pays for on a busy machine (each exchange costs a round of thread wake-ups
+// on every rank). Owner mode synchronizes the tables one after another.
+std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std::vector<at::Tensor>& params,
+                                            const std::vector<at::Tensor>& grads, SparseSync mode,
+                                            SparseSyncCounts& counts);
 
 }  // namespace ringtrain::ddp
