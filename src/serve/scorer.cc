@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "ringtrain/core/error.h"
 
@@ -66,6 +67,24 @@ void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) 
   }
 }
 
+// True when some of the kPanelRows scores is above `threshold`: most panels, once a query's top-k has
+// filled, hold nothing that can enter it, and this skips them with two compares instead of 16 heap tests.
+__attribute__((target("avx2"))) bool anyAboveAvx2(const float* scores, float threshold) {
+  const __m256 t = _mm256_set1_ps(threshold);
+  const __m256 a = _mm256_cmp_ps(_mm256_loadu_ps(scores), t, _CMP_GT_OQ);
+  const __m256 b = _mm256_cmp_ps(_mm256_loadu_ps(scores + 8), t, _CMP_GT_OQ);
+  return _mm256_movemask_ps(_mm256_or_ps(a, b)) != 0;
+}
+
+bool anyAbove(const float* scores, float threshold) {
+  static_assert(kPanelRows == 16, "anyAboveAvx2 reads two vectors of 8");
+  if (kSimd) return anyAboveAvx2(scores, threshold);
+  for (int j = 0; j < kPanelRows; ++j) {
+    if (scores[j] > threshold) return true;
+  }
+  return false;
+}
+
 // "a ranks before b": higher score, then lower row.
 inline bool better(const Hit& a, const Hit& b) {
   return a.score > b.score || (a.score == b.score && a.row < b.row);
@@ -86,6 +105,11 @@ class TopK {
       heap_.push_back(h);
     }
     std::push_heap(heap_.begin(), heap_.end(), better);
+  }
+  // Rows are offered in increasing order, so a later row needs a score above the worst kept one (a tie
+  // loses to the lower row already kept): nothing at or below this can enter.
+  float entryThreshold() const {
+    return static_cast<int>(heap_.size()) == k_ ? heap_.front().score : -std::numeric_limits<float>::infinity();
   }
   std::vector<Hit> take() {
     std::sort(heap_.begin(), heap_.end(), better);
@@ -131,7 +155,9 @@ std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vect
       kernel(m, q.data() + g * dim, dim, panel, scores);
       for (int i = 0; i < m; ++i) {
         const float* s = scores + i * kPanelRows;
-        for (int j = 0; j < valid; ++j) best[g + i].offer(first + j, s[j]);
+        TopK& top = best[g + i];
+        if (!anyAbove(s, top.entryThreshold())) continue;
+        for (int j = 0; j < valid; ++j) top.offer(first + j, s[j]);
       }
     }
   }
