@@ -74,7 +74,7 @@ struct Args {
   std::vector<std::string> sizes;  // explicit list instead of the doubling sweep
   int iters = 0;                   // 0: by size (see itersFor)
   int warmup = 0;                  // 0: by size
-  int segment_kb = 256, inflight = 4;
+  int segment_kb = 4096, inflight = 4;
   double timeout_s = 120.0;
   std::vector<std::string> algorithms = {"ring", "native"};
   bool mpi_column = true;

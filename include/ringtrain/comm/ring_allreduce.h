@@ -12,7 +12,7 @@
 
 namespace ringtrain::comm {
 
-inline constexpr size_t kDefaultRingSegmentBytes = 256 * 1024;  // comm.ring_segment_kb
+inline constexpr size_t kDefaultRingSegmentBytes = 4096 * 1024;  // comm.ring_segment_kb
 inline constexpr int kDefaultRingInflight = 4;                   // comm.ring_inflight
 // Buffers up to this size skip the ring: every rank sends its whole buffer to every other rank and reduces
 // the P copies in rank order (one latency step instead of 2(P-1), at (P-1) x the ring's traffic).

@@ -82,7 +82,7 @@ struct CommOptions {
   std::string backend = "auto";              // auto | gloo | mpi | nccl
   std::string allreduce_algorithm = "ring";  // ring | native
   double timeout_s = 300.0;
-  int ring_segment_kb = 256;
+  int ring_segment_kb = 4096;
   int ring_inflight = 4;
   bool check_collectives = true;  // sequence/op/size/dtype agreement across ranks
   std::string master_addr = "127.0.0.1";
