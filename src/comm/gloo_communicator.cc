@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <exception>
 #include <mutex>
 
 #include "backends.h"
@@ -250,7 +251,8 @@ class GlooCommunicator final : public CommunicatorBase {
   std::vector<std::vector<uint8_t>> runAllgatherBytes(const std::vector<uint8_t>& mine) override {
     const int n = size();
     const size_t capacity = bytes_capacity_.current();
-    std::vector<CollectiveDescriptor> descriptors_out(n, runningDescriptor()), descriptors_in(n);
+    // Descriptors that never arrive read as agreeing: only one that arrived can name a disagreement.
+    std::vector<CollectiveDescriptor> descriptors_out(n, runningDescriptor()), descriptors_in(n, runningDescriptor());
     std::unique_ptr<gloo::transport::UnboundBuffer> descriptor_recv, descriptor_send;
     if (checkCollectives()) {
       descriptor_recv = context_->createUnboundBuffer(descriptors_in.data(), n * sizeof(CollectiveDescriptor));
@@ -266,35 +268,46 @@ class GlooCommunicator final : public CommunicatorBase {
     std::vector<std::vector<uint8_t>> result(n);
     std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> recvs(n);
     const size_t segments = capacity / kBytesSegment;
-    for (int peer = 0; peer < n; ++peer) {
-      if (peer == rank()) continue;
-      result[peer].resize(capacity);
-      recvs[peer] = context_->createUnboundBuffer(result[peer].data(), capacity);
-      for (size_t i = 0; i < segments; ++i) {
-        recvs[peer]->recv(peer, slot(kBytesPrefix, 0), i * kBytesSegment, kBytesSegment);
-      }
-    }
     auto send_buf = context_->createUnboundBuffer(frame.data(), frame.size());
     size_t sends = 0;
-    for (int peer = 0; peer < n; ++peer) {
-      if (peer == rank()) continue;
-      for (size_t i = 0; i < segments; ++i) {
-        const size_t offset = i * kBytesSegment;
-        if (offset < frame.size()) {
-          send_buf->send(peer, slot(kBytesPrefix, 0), offset, std::min(kBytesSegment, frame.size() - offset));
-        } else {
-          send_buf->send(peer, slot(kBytesPrefix, 0), 0, 1);  // placeholder: the frame ended earlier
+    std::exception_ptr failure;
+    try {
+      for (int peer = 0; peer < n; ++peer) {
+        if (peer == rank()) continue;
+        result[peer].resize(capacity);
+        recvs[peer] = context_->createUnboundBuffer(result[peer].data(), capacity);
+        for (size_t i = 0; i < segments; ++i) {
+          recvs[peer]->recv(peer, slot(kBytesPrefix, 0), i * kBytesSegment, kBytesSegment);
         }
-        ++sends;
       }
+      for (int peer = 0; peer < n; ++peer) {
+        if (peer == rank()) continue;
+        for (size_t i = 0; i < segments; ++i) {
+          const size_t offset = i * kBytesSegment;
+          if (offset < frame.size()) {
+            send_buf->send(peer, slot(kBytesPrefix, 0), offset, std::min(kBytesSegment, frame.size() - offset));
+          } else {
+            send_buf->send(peer, slot(kBytesPrefix, 0), 0, 1);  // placeholder: the frame ended earlier
+          }
+          ++sends;
+        }
+      }
+    } catch (...) {
+      failure = std::current_exception();
     }
-
     if (checkCollectives()) {
-      // A disagreeing peer is inside another collective: this rank's data waits in vain, so report now.
-      waitExchange(*descriptor_recv, *descriptor_send);
+      // A disagreeing peer is inside another collective: it may have found the disagreement, failed and
+      // closed its connections already, breaking this rank's data operations. The disagreement is the
+      // error to report, so settle it before anything else.
+      try {
+        waitExchange(*descriptor_recv, *descriptor_send);
+      } catch (...) {
+        if (!failure) failure = std::current_exception();
+      }
       descriptors_in[rank()] = runningDescriptor();
       requireAgreement(descriptors_in);
     }
+    if (failure) std::rethrow_exception(failure);
     for (int peer = 0; peer < n; ++peer) {
       if (peer == rank()) continue;
       for (size_t i = 0; i < segments; ++i) recvs[peer]->waitRecv(timeout());
