@@ -129,6 +129,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("data", "min_count", &J::data, &DataOptions::min_count, 1));
   s.push_back(makeField("data", "subsample", &J::data, &DataOptions::subsample, 0, 1));
   s.push_back(makeField("data", "negatives", &J::data, &DataOptions::negatives, 0, 1000));
+  s.push_back(makeField("data", "ns_exponent", &J::data, &DataOptions::ns_exponent, -2.0, 2.0));
   s.push_back(makeField("data", "batch_size", &J::data, &DataOptions::batch_size, 1, 1 << 26));
   s.push_back(makeField("data", "eval_fraction", &J::data, &DataOptions::eval_fraction, 0, 1));
   s.push_back(makeField("data", "split_seed", &J::data, &DataOptions::split_seed, 0));
@@ -190,6 +191,8 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("eval", "k", &J::eval, &EvalOptions::k, 1, 100000));
   s.push_back(makeField("eval", "max_queries", &J::eval, &EvalOptions::max_queries, 0));
   s.push_back(makeField("eval", "neighbor_sample", &J::eval, &EvalOptions::neighbor_sample, 0));
+  s.push_back(makeChoice("eval", "score", &J::eval, &EvalOptions::score, {"cosine", "in_out"}));
+  s.push_back(makeField("eval", "recent_items", &J::eval, &EvalOptions::recent_items, 0));
   // log
   s.push_back(makeChoice("log", "level", &J::log, &LogOptions::level,
                          {"trace", "debug", "info", "warn", "error", "off"}));

@@ -17,6 +17,7 @@ PairOptions PairOptions::from(const config::JobConfig& job) {
   o.window = job.data.window;
   o.subsample = job.data.subsample;
   o.negatives = job.data.negatives;
+  o.ns_exponent = job.data.ns_exponent;
   o.seed = job.run.seed;
   return o;
 }
@@ -41,7 +42,10 @@ PairGenerator::PairGenerator(std::shared_ptr<const Corpus> corpus, std::shared_p
     }
   }
   std::vector<double> weights(counts.size());
-  for (size_t i = 0; i < counts.size(); ++i) weights[i] = std::pow(static_cast<double>(counts[i]), 0.75);
+  // Items absent from training are never negatives (pow(0, e) would be 1 at e = 0 and inf below).
+  for (size_t i = 0; i < counts.size(); ++i) {
+    weights[i] = counts[i] > 0 ? std::pow(static_cast<double>(counts[i]), options_.ns_exponent) : 0.0;
+  }
   negatives_ = AliasSampler(weights);
 }
 

@@ -57,17 +57,33 @@ at::Tensor itemVectors(const model::SgnsModel& model) { return model.queryVector
 
 RankingSums evaluateRanking(const at::Tensor& vectors, const std::vector<EvalQuery>& queries, int k, int rank,
                             int world_size, int64_t max_queries) {
-  RT_CHECK(vectors.dim() == 2, "item vectors must be [V, D]");
+  RankingOptions options;
+  options.k = k;
+  options.max_queries = max_queries;
+  return evaluateRanking(vectors, vectors, queries, options, rank, world_size);
+}
+
+RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& candidate_vectors,
+                            const std::vector<EvalQuery>& queries, const RankingOptions& options, int rank,
+                            int world_size) {
+  RT_CHECK(query_vectors.dim() == 2 && candidate_vectors.dim() == 2, "item vectors must be [V, D]");
+  RT_CHECK(query_vectors.sizes() == candidate_vectors.sizes(), "query and candidate tables differ in shape: ",
+           query_vectors.sizes(), " vs ", candidate_vectors.sizes());
   RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of ", world_size);
+  RT_CHECK(options.recent_items >= 0, "recent_items must be >= 0, got ", options.recent_items);
   at::NoGradGuard no_grad;
-  const int64_t vocab = vectors.size(0);
-  const at::Tensor vn = normalizedRows(vectors);
-  const at::Tensor vnt = vn.t().contiguous();
+  const int k = options.k;
+  const int64_t vocab = query_vectors.size(0);
+  auto prepare = [&](const at::Tensor& t) {
+    return options.cosine ? normalizedRows(t) : t.detach().to(at::kFloat).contiguous();
+  };
+  const at::Tensor vn = prepare(query_vectors);
+  const at::Tensor vnt = prepare(candidate_vectors).t().contiguous();
   const auto long_opts = at::TensorOptions().dtype(at::kLong);
   const float neg_inf = -std::numeric_limits<float>::infinity();
   RankingSums sums;
   std::vector<int64_t> mine;
-  const int64_t n = usedQueries(queries, max_queries);
+  const int64_t n = usedQueries(queries, options.max_queries);
   for (int64_t i = rank; i < n; i += world_size) {
     checkQuery(queries[static_cast<size_t>(i)], vocab, i);
     if (!queries[static_cast<size_t>(i)].query.empty()) mine.push_back(i);
@@ -79,9 +95,14 @@ RankingSums evaluateRanking(const at::Tensor& vectors, const std::vector<EvalQue
     for (size_t b = start; b < end; ++b) {
       const EvalQuery& query = queries[static_cast<size_t>(mine[b])];
       const auto row = static_cast<int64_t>(b - start);
-      for (int32_t id : query.query) {
-        seg.push_back(row);
-        flat.push_back(id);
+      const auto size = static_cast<int64_t>(query.query.size());
+      const int64_t first_scored = options.recent_items > 0 ? std::max<int64_t>(0, size - options.recent_items) : 0;
+      for (int64_t j = 0; j < size; ++j) {
+        const int32_t id = query.query[static_cast<size_t>(j)];
+        if (j >= first_scored) {
+          seg.push_back(row);
+          flat.push_back(id);
+        }
         if (id != query.target) {  // the query's own items are not candidates (the target always is)
           mask_row.push_back(row);
           mask_col.push_back(id);
@@ -95,7 +116,8 @@ RankingSums evaluateRanking(const at::Tensor& vectors, const std::vector<EvalQue
           .to(vn.device());
     };
     const at::Tensor seg_t = toTensor(seg), flat_t = toTensor(flat), tgt_t = toTensor(targets);
-    // Sum of cosines to the query items = <sum of normalised query vectors, normalised candidate>.
+    // Sum of cosines to the query items = <sum of normalised query vectors, normalised candidate>; for
+    // in_out the same with raw vectors.
     const at::Tensor qv = at::zeros({q, vn.size(1)}, vn.options()).index_add_(0, seg_t, vn.index_select(0, flat_t));
     at::Tensor scores = scoreAll(qv, vnt);
     if (!mask_row.empty()) scores.index_put_({toTensor(mask_row), toTensor(mask_col)}, at::scalar_tensor(neg_inf, scores.options()));

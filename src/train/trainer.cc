@@ -134,7 +134,13 @@ Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std
   const int world = s.comm->size();
   Evaluation result;
   at::Tensor vectors = itemVectors(*s.model);
-  result.ranking = evaluateRanking(vectors, queries, e.k, rank, world, e.max_queries);
+  RankingOptions ranking;
+  ranking.k = e.k;
+  ranking.max_queries = e.max_queries;
+  ranking.recent_items = e.recent_items;
+  ranking.cosine = e.score == "cosine";
+  const at::Tensor candidates = ranking.cosine ? vectors : s.model->outputVectors();
+  result.ranking = evaluateRanking(vectors, candidates, queries, ranking, rank, world);
   if (with_popularity) result.popularity = evaluatePopularity(counts, queries, e.k, rank, world, e.max_queries);
   const data::ItemTable& items = s.corpus->items();
   const bool has_categories = items.numCategories() > 0;

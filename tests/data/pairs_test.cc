@@ -156,6 +156,28 @@ TEST(Pairs, SubsamplingThinsFrequentItems) {
   EXPECT_LT(share, 0.2);  // ~1/3 of the positions without subsampling
 }
 
+TEST(Pairs, NegativesFollowTrainCountsToTheNsExponent) {
+  // Half the lines are held out, so their last item is hidden and (being "l<line>_<pos>", unique) has a
+  // training count of 0: it must never be a negative, whatever the exponent (pow(0, 0) is 1).
+  Fixture f = makeFixture(40, 30, 0.5, /*hot=*/true);
+  const std::vector<int64_t> counts = trainCounts(*f.corpus, *f.split);
+  const int32_t hot = f.corpus->vocab().id("hot");
+  const auto once = std::find(counts.begin(), counts.end(), 1) - counts.begin();
+  const auto unseen = std::find(counts.begin(), counts.end(), 0) - counts.begin();
+  ASSERT_GT(counts[hot], 1);
+  ASSERT_LT(once, static_cast<int64_t>(counts.size()));
+  ASSERT_LT(unseen, static_cast<int64_t>(counts.size()));
+  for (double e : {0.75, 0.0, 1.0, -0.5}) {
+    PairOptions o = pairOpts(ContextMode::kWindow, 2);
+    o.ns_exponent = e;
+    PairGenerator gen(f.corpus, f.split, o);
+    const AliasSampler& s = gen.negativeSampler();
+    EXPECT_NEAR(s.probability(hot) / s.probability(once), std::pow(static_cast<double>(counts[hot]), e), 1e-9)
+        << "ns_exponent " << e;
+    EXPECT_EQ(s.probability(unseen), 0.0) << "ns_exponent " << e;
+  }
+}
+
 TEST(Pairs, DeterministicPerEpochAndLine) {
   Fixture f = makeFixture(20, 20, 0.0, true);
   PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kWindow, 3, 0.05));

@@ -38,6 +38,54 @@ TEST(Evaluation, HitRateAndNdcgOnKnownRanks) {
   EXPECT_EQ(evaluateRanking(v, queries, 3, 0, 1, 2).count, 2);
 }
 
+// The 0-based rank of a single query's target, found as the smallest k that makes it a hit.
+int64_t rankOf(const at::Tensor& qv, const at::Tensor& cv, const EvalQuery& query, RankingOptions options) {
+  for (int k = 1; k <= qv.size(0); ++k) {
+    options.k = k;
+    if (evaluateRanking(qv, cv, {query}, options).hits == 1) return k - 1;
+  }
+  return -1;
+}
+
+TEST(Evaluation, InOutScoresRawDotProductsAgainstTheOutputTable) {
+  // Query item 0 is (1, 0) on the input side. Output side: item 1 (0.5, 0): cos 1, dot 0.5;
+  // item 2 (3, 3): cos 0.707, dot 3; item 3 (0, 1): cos 0, dot 0.
+  const at::Tensor in = at::tensor(std::vector<float>{1, 0, 0, 1, 0, 1, 1, 1}).view({4, 2});
+  const at::Tensor out = at::tensor(std::vector<float>{0, 0, 0.5f, 0, 3, 3, 0, 1}).view({4, 2});
+  RankingOptions cosine;
+  RankingOptions in_out;
+  in_out.cosine = false;
+  EXPECT_EQ(rankOf(in, out, {{0}, 2}, cosine), 1);  // item 1 has the higher cosine
+  EXPECT_EQ(rankOf(in, out, {{0}, 1}, cosine), 0);
+  EXPECT_EQ(rankOf(in, out, {{0}, 2}, in_out), 0);  // item 2 has the larger dot product
+  EXPECT_EQ(rankOf(in, out, {{0}, 1}, in_out), 1);
+  // One table for both sides is the cosine overload's behaviour.
+  const at::Tensor v = handMade();
+  const std::vector<EvalQuery> queries = {{{0}, 5}, {{0}, 1}, {{0}, 2}, {{0}, 4}, {{0, 5}, 2}};
+  RankingOptions k3;
+  k3.k = 3;
+  EXPECT_DOUBLE_EQ(evaluateRanking(v, v, queries, k3).hits, evaluateRanking(v, queries, 3).hits);
+  EXPECT_THROW(evaluateRanking(in, out.narrow(0, 0, 3), {{{0}, 1}}, in_out), Error);
+}
+
+TEST(Evaluation, RecentItemsScoresTheNewestQueryItemsAndStillExcludesAll) {
+  const at::Tensor v = handMade();  // cos to item 0: items 1 0.9, 2 0.5, 3 0, 4 -1, 5 1
+  RankingOptions all;
+  RankingOptions last1;
+  last1.recent_items = 1;
+  // Query {3, 0}: with both, item 2 scores cos(2,3) + cos(2,0) = 0.866 + 0.5, above every other candidate;
+  // with the newest item (0) alone, items 5 (1.0) and 1 (0.9) beat item 2 (0.5).
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, all), 0);
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, last1), 2);
+  // Query {1, 0} scored by item 0 only: item 1 (0.9) is not scored but is still excluded, so only item 5
+  // beats item 2.
+  EXPECT_EQ(rankOf(v, v, {{1, 0}, 2}, last1), 1);
+  // recent_items larger than the query: every item scores.
+  RankingOptions last9;
+  last9.recent_items = 9;
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, last9), 0);
+}
+
 TEST(Evaluation, WorkSplitOverRanksAddsUpToTheWhole) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const at::Tensor v = at::randn({300, 8}, gen);

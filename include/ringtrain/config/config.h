@@ -31,6 +31,7 @@ struct DataOptions {
   int min_count = 1;
   double subsample = 1e-3;  // frequent-item subsampling threshold; 0 turns it off
   int negatives = 5;
+  double ns_exponent = 0.75;  // negatives drawn from unigram^ns_exponent (items seen in training only)
   int batch_size = 1024;  // positive pairs per rank per step
   double eval_fraction = 0.2;
   int64_t split_seed = 42;
@@ -107,6 +108,8 @@ struct EvalOptions {
   int k = 10;
   int64_t max_queries = 0;  // 0: all held-out queries
   int64_t neighbor_sample = 2000;
+  std::string score = "cosine";  // cosine: cos(in, in) | in_out: <in, out> (see train/evaluation.h)
+  int64_t recent_items = 0;      // > 0: score with only the last N query items (all stay excluded)
 };
 
 struct LogOptions {

@@ -1,5 +1,5 @@
 // Skip-gram with negative sampling: positive (center, context) pairs from a line, negatives from the
-// unigram^0.75 distribution, and the per-rank, per-epoch sharding that decides which pairs form batch i.
+// unigram^ns_exponent distribution (0.75 by default), and the per-rank, per-epoch sharding that decides which pairs form batch i.
 //
 // Pairs of one line in one epoch are a pure function of (seed, epoch, line): a Xoshiro256 stream seeded
 // by mixSeed({seed, epoch, line}) draws, in this order,
@@ -41,6 +41,7 @@ struct PairOptions {
   int window = 5;
   double subsample = 1e-3;
   int negatives = 5;
+  double ns_exponent = 0.75;  // negative distribution: train count^ns_exponent, unseen items never drawn
   int64_t seed = 42;
 
   static PairOptions from(const config::JobConfig& job);

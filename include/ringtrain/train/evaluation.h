@@ -4,17 +4,22 @@
 // (allreduce of the fields) and derives the means.
 //
 // Ranking protocol: a query is a set of items (the rest of a basket, or the items before the target in a
-// session) and one target. Score of candidate c = sum over query items q of cos(qvec[q], cvec[c]); the
+// session) and one target. Score of candidate c = <sum over scored query items q of qvec[q], cvec[c]>; the
 // query's own items are excluded from the ranking; rank = number of candidates scoring strictly higher
 // than the target (ties favour the target only as far as they are equal). Hit if rank < k; NDCG adds
 // 1 / log2(rank + 2) when a hit. Scoring is batched: queries in blocks, one matmul against all candidates.
+// RankingOptions::recent_items > 0 scores with only the last N items of each query (for sessions: the
+// newest items of the visible prefix, which predict what comes next far better than the whole history);
+// all query items are still excluded from the ranking, so the candidate set does not change.
 //
-// Which vectors: an SGNS model trains <tower(in[a]), out[b]> for co-occurring a, b, so either table alone
-// (cosine in[a]·in[b], "first-order" similarity through shared contexts) or the cross pair can be used.
-// ringtrain uses the input-side vectors for both queries and candidates (tower(in) when a tower exists,
-// else in), as word2vec exports them; the output table starts at zero and sees every item as a negative,
-// so it is the noisier of the two. Comparing in vs in+out on the quality benchmarks is still to be done;
-// itemVectors() below is the one place this choice is made.
+// Which vectors (RankingOptions::cosine and the two tables passed in): an SGNS model trains
+// <tower(in[a]), out[b]> for co-occurring a, b.
+//   cosine - qvec = cvec = the input-side vectors (tower(in) when a tower exists, else in), L2-normalised:
+//            sum of cos(in[q], in[c]), "first-order" similarity through shared contexts, as word2vec
+//            exports them (itemVectors()). Popularity is divided away.
+//   in_out - qvec = tower(in), cvec = out, raw dot products: the score SGNS itself trains, whose size
+//            follows how often c occurs near q (shifted PMI against the negative distribution), so frequent
+//            items keep their advantage. On MovieLens leave-last-10 this is what beats popularity.
 #pragma once
 
 #include <cstdint>
@@ -50,8 +55,21 @@ struct RankingSums {
 // The [V, D] float32 vectors used for evaluation and export (see the note above), on the model's device.
 at::Tensor itemVectors(const model::SgnsModel& model);
 
-// Ranks with cosine similarity; `vectors` [V, D] on any device (the work runs there). Queries whose
-// target or items fall outside [0, V) throw DataError. max_queries > 0 uses only the first max_queries.
+struct RankingOptions {
+  int k = 10;
+  int64_t max_queries = 0;   // > 0: use only the first max_queries queries
+  int64_t recent_items = 0;  // > 0: score with the last N items of each query only
+  bool cosine = true;        // true: L2-normalise both tables first
+};
+
+// Ranks with `query_vectors` [V, D] for the query items and `candidate_vectors` [V, D] for the candidates,
+// both on one device (the work runs there). Queries whose target or items fall outside [0, V) throw
+// DataError.
+RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& candidate_vectors,
+                            const std::vector<EvalQuery>& queries, const RankingOptions& options, int rank = 0,
+                            int world_size = 1);
+
+// Cosine ranking with one table for queries and candidates; max_queries > 0 uses only the first ones.
 RankingSums evaluateRanking(const at::Tensor& vectors, const std::vector<EvalQuery>& queries, int k,
                             int rank = 0, int world_size = 1, int64_t max_queries = 0);
 
