@@ -266,8 +266,9 @@ class GlooCommunicator final : public CommunicatorBase {
     if (!mine.empty()) std::memcpy(frame.data() + sizeof(uint64_t), mine.data(), mine.size());
     // Each peer's frame lands in its result vector; the length header is cut off at the end.
     std::vector<std::vector<uint8_t>> result(n);
-    std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> recvs(n);
+    std::vector<Posted> heads;
     const size_t segments = capacity / kBytesSegment;
+    const size_t head = std::min(frame.size(), capacity);
     auto send_buf = context_->createUnboundBuffer(frame.data(), frame.size());
     size_t sends = 0;
     std::exception_ptr failure;
@@ -275,22 +276,17 @@ class GlooCommunicator final : public CommunicatorBase {
       for (int peer = 0; peer < n; ++peer) {
         if (peer == rank()) continue;
         result[peer].resize(capacity);
-        recvs[peer] = context_->createUnboundBuffer(result[peer].data(), capacity);
-        for (size_t i = 0; i < segments; ++i) {
-          recvs[peer]->recv(peer, slot(kBytesPrefix, 0), i * kBytesSegment, kBytesSegment);
-        }
+        Posted p{context_->createUnboundBuffer(result[peer].data(), capacity)};
+        p.recvs = postSegments(*p.buffer, peer, slot(kBytesPrefix, 0), 0, capacity, false);
+        heads.push_back(std::move(p));
       }
       for (int peer = 0; peer < n; ++peer) {
         if (peer == rank()) continue;
-        for (size_t i = 0; i < segments; ++i) {
-          const size_t offset = i * kBytesSegment;
-          if (offset < frame.size()) {
-            send_buf->send(peer, slot(kBytesPrefix, 0), offset, std::min(kBytesSegment, frame.size() - offset));
-          } else {
-            send_buf->send(peer, slot(kBytesPrefix, 0), 0, 1);  // placeholder: the frame ended earlier
-          }
-          ++sends;
+        size_t posted = postSegments(*send_buf, peer, slot(kBytesPrefix, 0), 0, head, true);
+        for (; posted < segments; ++posted) {
+          send_buf->send(peer, slot(kBytesPrefix, 0), 0, 1);  // placeholder: the frame ended earlier
         }
+        sends += posted;
       }
     } catch (...) {
       failure = std::current_exception();
@@ -304,14 +300,10 @@ class GlooCommunicator final : public CommunicatorBase {
       } catch (...) {
         if (!failure) failure = std::current_exception();
       }
-      descriptors_in[rank()] = runningDescriptor();
       requireAgreement(descriptors_in);
     }
     if (failure) std::rethrow_exception(failure);
-    for (int peer = 0; peer < n; ++peer) {
-      if (peer == rank()) continue;
-      for (size_t i = 0; i < segments; ++i) recvs[peer]->waitRecv(timeout());
-    }
+    waitPosted(heads);
 
     // Second round for frames longer than the capacity.
     std::vector<uint64_t> lengths(n, 0);
