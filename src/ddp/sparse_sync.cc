@@ -155,12 +155,30 @@ Rows flatLocalRows(const at::Tensor& param, const at::Tensor& grad, SparseSyncCo
   return local;
 }
 
-// Owner mode for one table: rows to their owners (allToAllBytes), owners reduce, then all-gather.
-void gatherThroughOwners(comm::Communicator& comm, const at::Tensor& param, const Rows& local, Gathered& out,
-                         SparseSyncCounts& counts) {
+// All-gathers one block of rows per table, every table in one message per rank ([table 0][table 1]...,
+// each block self-delimiting), and appends every rank's blocks, in rank order, to out[t].
+void allgatherRows(comm::Communicator& comm, const std::vector<Rows>& blocks, std::vector<Gathered>& out,
+                   SparseSyncCounts& counts) {
+  std::vector<uint8_t> mine;
+  for (const Rows& b : blocks) appendRows(mine, b.rows, b.values);
+  auto all = comm.allgatherBytes(mine);
+  counts.bytes_sent += mine.size() * static_cast<size_t>(comm.size() - 1);
+  for (int r = 0; r < comm.size(); ++r) {
+    if (r != comm.rank()) counts.bytes_received += all[r].size();
+    size_t offset = 0;
+    for (size_t t = 0; t < blocks.size(); ++t) {
+      offset += unpackRowsFrom(all[r].data() + offset, all[r].size() - offset, blocks[t].values.scalar_type(),
+                               out[t].rows, out[t].values);
+    }
+    RT_CHECK_EQ(offset, all[r].size(), "sparse rows message from rank ", r, " has the wrong length");
+  }
+}
+
+// Owner mode, first phase for one table: rows to their owners (allToAllBytes); returns the rows this rank
+// owns, summed over ranks in rank order.
+Rows reduceAtOwner(comm::Communicator& comm, const at::Tensor& param, const Rows& local, SparseSyncCounts& counts) {
   const int world = comm.size();
   const int me = comm.rank();
-  const int64_t width = rowWidth(param);
   const c10::ScalarType dtype = param.scalar_type();
   // Rows are sorted (coalesced), so each owner's share stays sorted.
   at::Tensor owner = local.rows.remainder(world);
@@ -173,20 +191,13 @@ void gatherThroughOwners(comm::Communicator& comm, const at::Tensor& param, cons
     if (o != me) counts.bytes_sent += send[o].size();
   }
   auto received = comm.allToAllBytes(send);
-  Gathered own = seeded(width, dtype);
+  Gathered own = seeded(rowWidth(param), dtype);
   for (int r = 0; r < world; ++r) {
     if (r != me) counts.bytes_received += received[r].size();
     unpackRows(received[r], dtype, own.rows, own.values);
   }
-  // Owners reduce in rank order, then every rank gathers every owner's reduced rows.
-  auto [reduced_rows, reduced_values] = sumDuplicateRows(at::cat(own.rows), at::cat(own.values));
-  std::vector<uint8_t> mine = packRows(reduced_rows, reduced_values);
-  auto all = comm.allgatherBytes(mine);
-  counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
-  for (int r = 0; r < world; ++r) {
-    if (r != me) counts.bytes_received += all[r].size();
-    unpackRows(all[r], dtype, out.rows, out.values);
-  }
+  auto [rows, values] = sumDuplicateRows(at::cat(own.rows), at::cat(own.values));
+  return {rows, values};
 }
 
 at::Tensor finish(const at::Tensor& param, Gathered& g, int world, SparseSyncCounts& counts) {
@@ -208,7 +219,6 @@ std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std:
                                             SparseSyncCounts& counts) {
   RT_CHECK_EQ(params.size(), grads.size(), "syncSparseGradients: one gradient per parameter");
   const int world = comm.size();
-  const int me = comm.rank();
   std::vector<Rows> local;
   std::vector<Gathered> gathered;
   for (size_t t = 0; t < params.size(); ++t) {
@@ -222,22 +232,12 @@ std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std:
       gathered[t].values.push_back(local[t].values);
     }
   } else if (mode == SparseSync::kAllgather) {
-    // Every table in one message: [table 0 rows][table 1 rows]..., each block self-delimiting.
-    std::vector<uint8_t> mine;
-    for (const Rows& l : local) appendRows(mine, l.rows, l.values);
-    auto all = comm.allgatherBytes(mine);
-    counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
-    for (int r = 0; r < world; ++r) {
-      if (r != me) counts.bytes_received += all[r].size();
-      size_t offset = 0;
-      for (size_t t = 0; t < params.size(); ++t) {
-        offset += unpackRowsFrom(all[r].data() + offset, all[r].size() - offset, params[t].scalar_type(),
-                                 gathered[t].rows, gathered[t].values);
-      }
-      RT_CHECK_EQ(offset, all[r].size(), "sparse rows message from rank ", r, " has the wrong length");
-    }
+    allgatherRows(comm, local, gathered, counts);
   } else {
-    for (size_t t = 0; t < params.size(); ++t) gatherThroughOwners(comm, params[t], local[t], gathered[t], counts);
+    // Each table's rows are reduced at their owners, then every owner's rows of all tables in one gather.
+    std::vector<Rows> reduced;
+    for (size_t t = 0; t < params.size(); ++t) reduced.push_back(reduceAtOwner(comm, params[t], local[t], counts));
+    allgatherRows(comm, reduced, gathered, counts);
   }
 
   std::vector<at::Tensor> results;

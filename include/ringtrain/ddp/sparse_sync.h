@@ -53,7 +53,8 @@ at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param,
 // Several parameters at once (grads[i] belongs to params[i]); returns their results in order. In
 // allgather mode every table travels in one message per rank: one exchange per step instead of one per
 // table, which is what a step pays for on a busy machine (each exchange costs a round of thread wake-ups
-// on every rank). Owner mode synchronizes the tables one after another.
+// on every rank). Owner mode sends each table's rows to their owners separately, then gathers the owners'
+// reduced rows of every table in one exchange.
 std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                             const std::vector<at::Tensor>& grads, SparseSync mode,
                                             SparseSyncCounts& counts);
