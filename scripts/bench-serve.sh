@@ -6,8 +6,11 @@
 # every request is scored), runs wrk for S seconds (default 10) with C connections (default 64) per mode,
 # swaps the model mid-run (a new export dropped into serve.watch_dir, then POST /admin/reload), and prints
 # requests/s, p50/p99 (wrk's, and the server's own p99 from /metrics) and the non-2xx count per mode and
-# the on/off throughput ratio. wrk's p99 has shown 5-6 s in runs with a hot swap while the server's
-# histogram put every request under 0.2 s (and wrk's own mean broke Little's law): compare both.
+# the on/off throughput ratio. The server's p99 covers handler entry to response only; wrk's also covers
+# the connection and the wait for an HTTP thread. (wrk once showed a p99 of 3-6 s against the server's
+# 45 ms: httplib's listen backlog of 5 dropped wrk's burst of connects, those waited for TCP retransmits,
+# and wrk's coordinated-omission correction turned each stall into hundreds of samples. The server now
+# raises the backlog; see Server::start.)
 # Server settings: score_threads 2 (BENCH_SCORE_THREADS), max_wait_us 0 (BENCH_MAX_WAIT_US: batches are what
 # queued while the scorers were busy; on this shared 2-core machine waiting 2 ms for a batch to fill lost
 # throughput), HTTP threads = connections + 16. The table adds the server's CPU-seconds and requests per

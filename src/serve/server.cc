@@ -3,13 +3,16 @@
 #include "ringtrain/serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -104,6 +107,7 @@ struct Server::Impl {
   httplib::Server http;
   std::thread listener;
   int port = -1;
+  int listen_fd = -1;  // the socket httplib listens on, captured when it is created
 
   // The serving model. Read with std::atomic_load, replaced with std::atomic_store: a request copies the
   // pointer once and keeps that snapshot to the end.
@@ -401,12 +405,29 @@ void Server::start() {
   s.http.set_read_timeout(10);
   s.http.set_write_timeout(10);
   s.http.set_tcp_nodelay(true);
+  // httplib's own socket options set SO_REUSEPORT, which lets a second server bind a port in use without
+  // an error (the two then split the connections). SO_REUSEADDR alone still allows a restart while old
+  // connections sit in TIME_WAIT. The socket is remembered for the backlog below.
+  s.http.set_socket_options([this](socket_t sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    impl_->listen_fd = sock;
+  });
   s.routes();
   s.port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host)
                                : (s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1);
   if (s.port < 0) {
     RT_THROW(ConfigError, "serve: cannot listen on ", s.options.host, ":", s.options.port,
              " (address in use or not local? see serve.host / serve.port)");
+  }
+  // httplib 0.11 listens with a backlog of 5, compiled into the library. When more clients than that
+  // connect at once (wrk's 64 connections, a proxy filling its pool) the kernel drops the surplus
+  // handshakes and those clients wait for TCP retransmits, 1 s and more, before their first request is
+  // read: latency the server's own histogram never sees. Listening again on the bound socket raises the
+  // backlog (the kernel caps it at net.core.somaxconn).
+  if (s.listen_fd < 0 || ::listen(s.listen_fd, SOMAXCONN) != 0) {
+    warn("serve: could not raise the listen backlog (fd {}: {}); bursts of new connections may wait for TCP "
+         "retransmits", s.listen_fd, std::strerror(errno));
   }
   s.listener = std::thread([this] { impl_->http.listen_after_bind(); });
   // httplib has no readiness signal, and a stop() before its loop runs would be lost: wait (bounded) for it.

@@ -2,10 +2,17 @@
 // across swaps, error codes, and the `ringtrain serve` process itself.
 #include "ringtrain/serve/server.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -351,6 +358,60 @@ TEST_F(ServerTest, FullQueueAnswers429) {
   EXPECT_GT(busy.load(), 0);  // 24 clients against one queued slot and one scorer
   auto res = client(server_->port())->Get("/metrics");
   EXPECT_NE(res->body.find("ringtrain_serve_queue_rejections_total " + std::to_string(busy.load())), std::string::npos);
+}
+
+TEST_F(ServerTest, PortInUseIsRefused) {
+  start();
+  config::ServeOptions same = options_;
+  same.port = server_->port();
+  Server second(same, path("a.vec"), "");
+  EXPECT_THROW(second.start(), ConfigError);
+  // The first server still answers.
+  auto res = client(server_->port())->Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
+// A burst of connections opened at once must all complete their handshake promptly. With httplib's
+// compiled-in backlog of 5 the kernel dropped most of them and they waited for TCP retransmits (1 s and
+// more): seconds of latency that the server's own histogram never saw.
+TEST_F(ServerTest, BurstOfConnectionsIsQueuedNotDropped) {
+  start();
+  constexpr int kBurst = 200;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::vector<pollfd> fds;
+  for (int i = 0; i < kBurst; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+    ASSERT_TRUE(rc == 0 || errno == EINPROGRESS) << std::strerror(errno);
+    fds.push_back({fd, POLLOUT, 0});
+  }
+  // Well under the first SYN retransmit (1 s): a dropped handshake cannot complete in this window.
+  const auto deadline = std::chrono::steady_clock::now() + 600ms;
+  int connected = 0;
+  std::vector<bool> done(kBurst, false);
+  while (connected < kBurst && std::chrono::steady_clock::now() < deadline) {
+    ::poll(fds.data(), fds.size(), 50);
+    for (int i = 0; i < kBurst; ++i) {
+      if (done[i] || (fds[i].revents & (POLLOUT | POLLERR | POLLHUP)) == 0) continue;
+      int err = 0;
+      socklen_t len = sizeof(err);
+      ::getsockopt(fds[i].fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      EXPECT_EQ(err, 0) << "connection " << i << ": " << std::strerror(err);
+      done[i] = true;
+      fds[i].events = 0;
+      ++connected;
+    }
+  }
+  for (const pollfd& p : fds) ::close(p.fd);
+  EXPECT_EQ(connected, kBurst) << "handshakes still pending after 600 ms: dropped by a full accept queue";
+  auto res = client(server_->port())->Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
 }
 
 TEST(ServeCommandTest, BrokenModelExitsWithFileAndLine) {
