@@ -4,17 +4,26 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <utility>
 
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::serve {
 namespace {
 
-constexpr int kGroup = 6;  // queries per kernel call: 6 x 2 accumulators of 8 floats + 2 panel loads
+// Queries per kernel call. AVX2: 6 queries x 2 accumulators of 8 floats + 2 panel loads fill 14 of 16
+// registers. AVX-512: one panel row of 16 floats is one register, 12 accumulators + the panel leave room.
+constexpr int kGroupAvx2 = 6;
+constexpr int kGroupAvx512 = 12;
+constexpr int kMaxGroup = kGroupAvx512;
 
-// Scores up to kGroup queries (rows of q, stride dim) against one panel; out is [m x kPanelRows].
+// Scores up to kGroupAvx2 queries (rows of q, stride dim) against one panel; out is [m x kPanelRows].
+// Both SIMD kernels sum over d in the same order with one fused multiply-add per step, so they give the
+// same scores bit for bit.
 template <int M>
 __attribute__((target("avx2,fma"))) void kernelAvx2(const float* q, int64_t dim, const float* panel,
                                                     float* out) {
@@ -38,6 +47,18 @@ __attribute__((target("avx2,fma"))) void kernelAvx2(const float* q, int64_t dim,
   }
 }
 
+// The same for up to kGroupAvx512 queries: a panel row is one 512-bit register.
+template <int M>
+__attribute__((target("avx512f"))) void kernelAvx512(const float* q, int64_t dim, const float* panel, float* out) {
+  __m512 acc[M];
+  for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < dim; ++d) {
+    const __m512 c = _mm512_loadu_ps(panel + d * kPanelRows);
+    for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i * dim + d]), c, acc[i]);
+  }
+  for (int i = 0; i < M; ++i) _mm512_storeu_ps(out + i * kPanelRows, acc[i]);
+}
+
 void kernelGeneric(int m, const float* q, int64_t dim, const float* panel, float* out) {
   for (int i = 0; i < m; ++i) {
     float acc[kPanelRows] = {};
@@ -49,14 +70,35 @@ void kernelGeneric(int m, const float* q, int64_t dim, const float* panel, float
   }
 }
 
-bool detectSimd() {
+enum class Simd { kNone, kAvx2, kAvx512 };
+
+Simd detectSimd() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // RINGTRAIN_SCORER_SIMD=avx2|none caps the kernel (for comparing them; the scores are the same).
+  const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
+  const std::string limit = cap == nullptr ? "" : cap;
+  if (limit == "none") return Simd::kNone;
+  if (limit != "avx2" && __builtin_cpu_supports("avx512f")) return Simd::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::kAvx2;
+  return Simd::kNone;
 }
-const bool kSimd = detectSimd();
+const Simd kSimd = detectSimd();
+const int kGroup = kSimd == Simd::kAvx512 ? kGroupAvx512 : kGroupAvx2;
+
+template <int... Ms>
+void kernelAvx512Dispatch(int m, const float* q, int64_t dim, const float* panel, float* out,
+                          std::integer_sequence<int, Ms...>) {
+  // Calls kernelAvx512<m> for m in 1..kGroupAvx512.
+  ((m == Ms + 1 ? (kernelAvx512<Ms + 1>(q, dim, panel, out), true) : false) || ...);
+}
 
 void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) {
-  if (!kSimd) return kernelGeneric(m, q, dim, panel, out);
+  switch (kSimd) {
+    case Simd::kNone: return kernelGeneric(m, q, dim, panel, out);
+    case Simd::kAvx512:
+      return kernelAvx512Dispatch(m, q, dim, panel, out, std::make_integer_sequence<int, kGroupAvx512>{});
+    case Simd::kAvx2: break;
+  }
   switch (m) {
     case 1: return kernelAvx2<1>(q, dim, panel, out);
     case 2: return kernelAvx2<2>(q, dim, panel, out);
@@ -68,7 +110,8 @@ void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) 
 }
 
 // True when some of the kPanelRows scores is above `threshold`: most panels, once a query's top-k has
-// filled, hold nothing that can enter it, and this skips them with two compares instead of 16 heap tests.
+// filled, hold nothing that can enter it, and this skips them with one or two compares instead of 16
+// heap tests.
 __attribute__((target("avx2"))) bool anyAboveAvx2(const float* scores, float threshold) {
   const __m256 t = _mm256_set1_ps(threshold);
   const __m256 a = _mm256_cmp_ps(_mm256_loadu_ps(scores), t, _CMP_GT_OQ);
@@ -76,9 +119,14 @@ __attribute__((target("avx2"))) bool anyAboveAvx2(const float* scores, float thr
   return _mm256_movemask_ps(_mm256_or_ps(a, b)) != 0;
 }
 
+__attribute__((target("avx512f"))) bool anyAboveAvx512(const float* scores, float threshold) {
+  return _mm512_cmp_ps_mask(_mm512_loadu_ps(scores), _mm512_set1_ps(threshold), _CMP_GT_OQ) != 0;
+}
+
 bool anyAbove(const float* scores, float threshold) {
-  static_assert(kPanelRows == 16, "anyAboveAvx2 reads two vectors of 8");
-  if (kSimd) return anyAboveAvx2(scores, threshold);
+  static_assert(kPanelRows == 16, "the SIMD compares read 16 floats");
+  if (kSimd == Simd::kAvx512) return anyAboveAvx512(scores, threshold);
+  if (kSimd == Simd::kAvx2) return anyAboveAvx2(scores, threshold);
   for (int j = 0; j < kPanelRows; ++j) {
     if (scores[j] > threshold) return true;
   }
@@ -145,7 +193,7 @@ std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vect
     std::memcpy(q.data() + i * dim, queries[i].vector, dim * sizeof(float));
     best.emplace_back(queries[i].k, queries[i].exclude);
   }
-  float scores[kGroup * kPanelRows];
+  float scores[kMaxGroup * kPanelRows];
   for (int64_t p = 0; p < catalog.panels(); ++p) {
     const float* panel = catalog.panel(p);
     const int64_t first = p * kPanelRows;
@@ -182,6 +230,15 @@ std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const
   return all;
 }
 
-bool usingSimdKernel() { return kSimd; }
+bool usingSimdKernel() { return kSimd != Simd::kNone; }
+
+const char* simdKernelName() {
+  switch (kSimd) {
+    case Simd::kAvx512: return "avx512";
+    case Simd::kAvx2: return "avx2";
+    case Simd::kNone: break;
+  }
+  return "generic";
+}
 
 }  // namespace ringtrain::serve

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string>
 
 namespace ringtrain::serve {
 namespace {
@@ -39,7 +41,7 @@ TEST(ScorerTest, BatchedKernelMatchesBruteForce) {
     for (const int64_t n : {1, 15, 16, 17, 1000, 1037}) {
       const auto rows = randomUnitRows(n, dim, 7 + n + dim);
       const PackedCatalog catalog(rows.data(), n, dim);
-      for (const int batch : {1, 5, 6, 7, 13, 64}) {
+      for (const int batch : {1, 5, 6, 7, 12, 13, 25, 64}) {
         const auto qs = randomUnitRows(batch, dim, 99 + batch);
         std::vector<std::vector<int64_t>> excludes(batch);
         std::vector<Query> queries;
@@ -60,6 +62,43 @@ TEST(ScorerTest, BatchedKernelMatchesBruteForce) {
         }
       }
     }
+  }
+}
+
+// A query's answer must not depend on the requests it was batched with: the same bits alone and in any
+// batch position.
+TEST(ScorerTest, BatchingDoesNotChangeAnyScore) {
+  const int64_t n = 777, dim = 48;
+  const auto rows = randomUnitRows(n, dim, 5);
+  const PackedCatalog catalog(rows.data(), n, dim);
+  const int batch = 29;
+  const auto qs = randomUnitRows(batch, dim, 6);
+  std::vector<Query> queries;
+  for (int b = 0; b < batch; ++b) queries.push_back({qs.data() + b * dim, 10, nullptr});
+  const auto together = topK(catalog, queries);
+  for (int b = 0; b < batch; ++b) {
+    const auto alone = topK(catalog, {queries[b]});
+    ASSERT_EQ(alone[0].size(), together[b].size());
+    for (size_t i = 0; i < alone[0].size(); ++i) {
+      EXPECT_EQ(alone[0][i].row, together[b][i].row) << "query " << b << " position " << i;
+      EXPECT_EQ(alone[0][i].score, together[b][i].score) << "query " << b << " position " << i;
+    }
+  }
+}
+
+// tests/CMakeLists.txt runs these tests again with RINGTRAIN_SCORER_SIMD=avx2 and =none: check that the cap
+// took effect, so those runs really cover the narrower kernels.
+TEST(ScorerTest, KernelFollowsTheSimdCap) {
+  const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
+  const std::string name = simdKernelName();
+  if (cap != nullptr && std::string(cap) == "none") {
+    EXPECT_EQ(name, "generic");
+    EXPECT_FALSE(usingSimdKernel());
+  } else if (cap != nullptr && std::string(cap) == "avx2") {
+    EXPECT_NE(name, "avx512");
+  } else {
+    EXPECT_TRUE(name == "avx512" || name == "avx2" || name == "generic") << name;
+    EXPECT_EQ(usingSimdKernel(), name != "generic");
   }
 }
 

@@ -2,8 +2,8 @@
 //
 // Algorithm: the catalog is packed once, at load, into panels of kPanelRows rows stored dimension-major
 // (panel p holds rows 16p..16p+15 as dim x 16 floats). A batch of B queries is scored panel by panel: for
-// each panel, groups of up to 6 queries are multiplied with it by a register-blocked kernel (6 x 16
-// accumulators, AVX2+FMA when the CPU has it), so the panel is read from memory once per batch and stays
+// each panel, groups of queries are multiplied with it by a register-blocked kernel (12 x 16 accumulators
+// with AVX-512, 6 x 16 with AVX2+FMA, chosen by the CPU at start), so the panel is read from memory once per batch and stays
 // in L1 while every query uses it; that is the one matrix product queries[B x D] x catalog^T[D x N] done
 // without materializing the B x N score matrix. Each group's 16 scores per query go straight into that
 // query's bounded min-heap of size k (a score enters only when it beats the heap's smallest), which gives
@@ -54,7 +54,9 @@ std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vect
 std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const float* query, int k,
                                 const std::vector<int64_t>& exclude);
 
-// True when the AVX2+FMA kernel is in use.
+// True when a SIMD kernel (AVX-512, or AVX2+FMA) is in use; simdKernelName() says which ("avx512", "avx2",
+// "generic"). RINGTRAIN_SCORER_SIMD=avx2 or =none, read once at start, caps the choice.
 bool usingSimdKernel();
+const char* simdKernelName();
 
 }  // namespace ringtrain::serve
