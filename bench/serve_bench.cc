@@ -70,7 +70,7 @@ void scoring(int64_t n, int64_t dim, int k) {
   std::printf("exact top-%d over %lld x %lld, 1 thread (SIMD kernel: %s)\n", k, static_cast<long long>(n),
               static_cast<long long>(dim), simdKernelName());
   std::printf("%-6s %-28s %12s %12s %10s\n", "batch", "method", "ms/batch", "queries/s", "GFLOP/s");
-  for (const int b : {1, 8, 64}) {
+  for (const int b : {1, 8, 20, 64}) {
     const auto qs = randomRows(b, dim, 2);
     const at::Tensor q = at::from_blob(const_cast<float*>(qs.data()), {b, dim});
     std::vector<Query> queries;

@@ -15,9 +15,11 @@
 namespace ringtrain::serve {
 namespace {
 
-// Queries per kernel call. AVX2: 6 queries x 2 accumulators of 8 floats + 2 panel loads fill 14 of 16
-// registers. AVX-512: one panel row of 16 floats is one register, 12 accumulators + the panel leave room.
-constexpr int kGroupAvx2 = 6;
+// Queries per kernel call. A panel row is 32 floats: 4 AVX2 registers or 2 AVX-512 ones. AVX2: 3 queries
+// x 4 accumulators + 4 panel registers fill the 16. AVX-512: 12 x 2 accumulators + 2 panel registers + a
+// broadcast, 27 of 32. Per step over d a kernel loads the panel row and one value per query; the wide
+// panel makes each of those loads feed several FMAs, so the loads do not limit the FMAs.
+constexpr int kGroupAvx2 = 3;
 constexpr int kGroupAvx512 = 12;
 constexpr int kMaxGroup = kGroupAvx512;
 
@@ -27,36 +29,43 @@ constexpr int kMaxGroup = kGroupAvx512;
 template <int M>
 __attribute__((target("avx2,fma"))) void kernelAvx2(const float* q, int64_t dim, const float* panel,
                                                     float* out) {
-  __m256 acc0[M], acc1[M];
+  constexpr int kRegs = kPanelRows / 8;
+  __m256 acc[M][kRegs];
   for (int i = 0; i < M; ++i) {
-    acc0[i] = _mm256_setzero_ps();
-    acc1[i] = _mm256_setzero_ps();
+    for (int r = 0; r < kRegs; ++r) acc[i][r] = _mm256_setzero_ps();
   }
   for (int64_t d = 0; d < dim; ++d) {
-    const __m256 c0 = _mm256_loadu_ps(panel + d * kPanelRows);
-    const __m256 c1 = _mm256_loadu_ps(panel + d * kPanelRows + 8);
+    __m256 c[kRegs];
+    for (int r = 0; r < kRegs; ++r) c[r] = _mm256_loadu_ps(panel + d * kPanelRows + 8 * r);
     for (int i = 0; i < M; ++i) {
       const __m256 b = _mm256_broadcast_ss(q + i * dim + d);
-      acc0[i] = _mm256_fmadd_ps(b, c0, acc0[i]);
-      acc1[i] = _mm256_fmadd_ps(b, c1, acc1[i]);
+      for (int r = 0; r < kRegs; ++r) acc[i][r] = _mm256_fmadd_ps(b, c[r], acc[i][r]);
     }
   }
   for (int i = 0; i < M; ++i) {
-    _mm256_storeu_ps(out + i * kPanelRows, acc0[i]);
-    _mm256_storeu_ps(out + i * kPanelRows + 8, acc1[i]);
+    for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(out + i * kPanelRows + 8 * r, acc[i][r]);
   }
 }
 
-// The same for up to kGroupAvx512 queries: a panel row is one 512-bit register.
+// The same for up to kGroupAvx512 queries.
 template <int M>
 __attribute__((target("avx512f"))) void kernelAvx512(const float* q, int64_t dim, const float* panel, float* out) {
-  __m512 acc[M];
-  for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < dim; ++d) {
-    const __m512 c = _mm512_loadu_ps(panel + d * kPanelRows);
-    for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i * dim + d]), c, acc[i]);
+  constexpr int kRegs = kPanelRows / 16;
+  __m512 acc[M][kRegs];
+  for (int i = 0; i < M; ++i) {
+    for (int r = 0; r < kRegs; ++r) acc[i][r] = _mm512_setzero_ps();
   }
-  for (int i = 0; i < M; ++i) _mm512_storeu_ps(out + i * kPanelRows, acc[i]);
+  for (int64_t d = 0; d < dim; ++d) {
+    __m512 c[kRegs];
+    for (int r = 0; r < kRegs; ++r) c[r] = _mm512_loadu_ps(panel + d * kPanelRows + 16 * r);
+    for (int i = 0; i < M; ++i) {
+      const __m512 b = _mm512_set1_ps(q[i * dim + d]);
+      for (int r = 0; r < kRegs; ++r) acc[i][r] = _mm512_fmadd_ps(b, c[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    for (int r = 0; r < kRegs; ++r) _mm512_storeu_ps(out + i * kPanelRows + 16 * r, acc[i][r]);
+  }
 }
 
 void kernelGeneric(int m, const float* q, int64_t dim, const float* panel, float* out) {
@@ -102,29 +111,28 @@ void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) 
   switch (m) {
     case 1: return kernelAvx2<1>(q, dim, panel, out);
     case 2: return kernelAvx2<2>(q, dim, panel, out);
-    case 3: return kernelAvx2<3>(q, dim, panel, out);
-    case 4: return kernelAvx2<4>(q, dim, panel, out);
-    case 5: return kernelAvx2<5>(q, dim, panel, out);
-    default: return kernelAvx2<6>(q, dim, panel, out);
+    default: return kernelAvx2<3>(q, dim, panel, out);
   }
 }
 
 // True when some of the kPanelRows scores is above `threshold`: most panels, once a query's top-k has
-// filled, hold nothing that can enter it, and this skips them with one or two compares instead of 16
-// heap tests.
+// filled, hold nothing that can enter it, and this skips them with a few compares instead of 32 heap tests.
 __attribute__((target("avx2"))) bool anyAboveAvx2(const float* scores, float threshold) {
   const __m256 t = _mm256_set1_ps(threshold);
-  const __m256 a = _mm256_cmp_ps(_mm256_loadu_ps(scores), t, _CMP_GT_OQ);
-  const __m256 b = _mm256_cmp_ps(_mm256_loadu_ps(scores + 8), t, _CMP_GT_OQ);
-  return _mm256_movemask_ps(_mm256_or_ps(a, b)) != 0;
+  __m256 any = _mm256_cmp_ps(_mm256_loadu_ps(scores), t, _CMP_GT_OQ);
+  for (int r = 1; r < kPanelRows / 8; ++r) any = _mm256_or_ps(any, _mm256_cmp_ps(_mm256_loadu_ps(scores + 8 * r), t, _CMP_GT_OQ));
+  return _mm256_movemask_ps(any) != 0;
 }
 
 __attribute__((target("avx512f"))) bool anyAboveAvx512(const float* scores, float threshold) {
-  return _mm512_cmp_ps_mask(_mm512_loadu_ps(scores), _mm512_set1_ps(threshold), _CMP_GT_OQ) != 0;
+  const __m512 t = _mm512_set1_ps(threshold);
+  __mmask16 any = 0;
+  for (int r = 0; r < kPanelRows / 16; ++r) any |= _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + 16 * r), t, _CMP_GT_OQ);
+  return any != 0;
 }
 
 bool anyAbove(const float* scores, float threshold) {
-  static_assert(kPanelRows == 16, "the SIMD compares read 16 floats");
+  static_assert(kPanelRows % 16 == 0, "the SIMD compares read whole registers");
   if (kSimd == Simd::kAvx512) return anyAboveAvx512(scores, threshold);
   if (kSimd == Simd::kAvx2) return anyAboveAvx2(scores, threshold);
   for (int j = 0; j < kPanelRows; ++j) {
@@ -193,13 +201,17 @@ std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vect
     std::memcpy(q.data() + i * dim, queries[i].vector, dim * sizeof(float));
     best.emplace_back(queries[i].k, queries[i].exclude);
   }
+  // Groups of even size (20 queries: 10 + 10, not 12 + 8): a small remainder group would read the panel
+  // again for little work.
+  const int groups = (b + kGroup - 1) / kGroup;
+  const int per_group = (b + groups - 1) / groups;
   float scores[kMaxGroup * kPanelRows];
   for (int64_t p = 0; p < catalog.panels(); ++p) {
     const float* panel = catalog.panel(p);
     const int64_t first = p * kPanelRows;
     const int valid = static_cast<int>(std::min<int64_t>(kPanelRows, catalog.rows() - first));
-    for (int g = 0; g < b; g += kGroup) {
-      const int m = std::min(kGroup, b - g);
+    for (int g = 0; g < b; g += per_group) {
+      const int m = std::min(per_group, b - g);
       kernel(m, q.data() + g * dim, dim, panel, scores);
       for (int i = 0; i < m; ++i) {
         const float* s = scores + i * kPanelRows;

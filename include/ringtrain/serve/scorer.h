@@ -1,14 +1,14 @@
 // Exact top-k by inner product over a catalog of unit vectors (cosine similarity).
 //
-// Algorithm: the catalog is packed once, at load, into panels of kPanelRows rows stored dimension-major
-// (panel p holds rows 16p..16p+15 as dim x 16 floats). A batch of B queries is scored panel by panel: for
-// each panel, groups of queries are multiplied with it by a register-blocked kernel (12 x 16 accumulators
-// with AVX-512, 6 x 16 with AVX2+FMA, chosen by the CPU at start), so the panel is read from memory once per batch and stays
-// in L1 while every query uses it; that is the one matrix product queries[B x D] x catalog^T[D x N] done
-// without materializing the B x N score matrix. Each group's 16 scores per query go straight into that
-// query's bounded min-heap of size k (a score enters only when it beats the heap's smallest), which gives
-// the exact top-k. Batching pays because a batch of 64 queries streams the catalog once instead of 64
-// times.
+// Algorithm: the catalog is packed once, at load, into panels of kPanelRows (32) rows stored
+// dimension-major (panel p holds rows 32p..32p+31 as dim x 32 floats). A batch of B queries is scored panel
+// by panel: for each panel, groups of queries are multiplied with it by a register-blocked kernel (12
+// queries x 32 rows of accumulators with AVX-512, 3 x 32 with AVX2+FMA, chosen by the CPU at start), so
+// the panel is read from memory once per batch and stays in L1 while every query uses it; that is the one
+// matrix product queries[B x D] x catalog^T[D x N] done without materializing the B x N score matrix. Each
+// group's 32 scores per query go straight into that query's bounded min-heap of size k (a score enters only
+// when it beats the heap's smallest), which gives the exact top-k. Batching pays because a batch of 64
+// queries streams the catalog once instead of 64 times.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +21,7 @@ struct Hit {
   float score = 0.0f;
 };
 
-inline constexpr int kPanelRows = 16;
+inline constexpr int kPanelRows = 32;
 
 // The catalog in the scorer's panel layout (rows padded with zeros to a multiple of kPanelRows).
 class PackedCatalog {
