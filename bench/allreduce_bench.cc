@@ -75,6 +75,7 @@ struct Args {
   int iters = 0;                   // 0: by size (see itersFor)
   int warmup = 0;                  // 0: by size
   int segment_kb = 4096, inflight = 4;
+  bool same_host_copy = true;
   double timeout_s = 120.0;
   std::vector<std::string> algorithms = {"ring", "native"};
   bool mpi_column = true;
@@ -138,6 +139,7 @@ int run(const Args& args) {
   options.timeout_s = args.timeout_s;
   options.ring_segment_kb = args.segment_kb;
   options.ring_inflight = args.inflight;
+  options.same_host_copy = args.same_host_copy;
   std::vector<size_t> sizes;
   if (!args.sizes.empty()) {
     for (const auto& s : args.sizes) sizes.push_back(parseSize(s));
@@ -189,8 +191,10 @@ int run(const Args& args) {
   const bool ring_first = !names.empty() && names[0] == "ring";
   if (process.rank == 0) {
     std::printf("# ringtrain allreduce benchmark: backend %s, %d ranks, float32 sum, ring segment %d KiB x %d in "
-                "flight\n# time = slowest rank's median; algbw = bytes/time; busbw = algbw*2(n-1)/n\n#\n",
-                control->backendName().c_str(), n, args.segment_kb, args.inflight);
+                "flight, same-host copy %s\n# time = slowest rank's median; algbw = bytes/time; busbw = "
+                "algbw*2(n-1)/n\n#\n",
+                control->backendName().c_str(), n, args.segment_kb, args.inflight,
+                control->canReadPeerMemory() ? "on (ring segments read from the peer's memory)" : "off");
     std::printf("# %9s %10s %5s", "size", "count", "iters");
     for (const auto& name : names) std::printf(" | %-13s %9s %7s %7s %5s", name.c_str(), "time(us)", "algbw", "busbw", "check");
     if (ring_first) {
@@ -249,6 +253,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", args.warmup, "warm-up iterations per size (default: iters/10, at least 2)");
   app.add_option("--segment-kb", args.segment_kb, "comm.ring_segment_kb")->check(CLI::PositiveNumber);
   app.add_option("--inflight", args.inflight, "comm.ring_inflight")->check(CLI::Range(1, 1024));
+  app.add_option("--same-host-copy", args.same_host_copy, "comm.same_host_copy (true|false)");
   app.add_option("--timeout-s", args.timeout_s, "comm.timeout_s")->check(CLI::PositiveNumber);
   app.add_flag("!--no-mpi-column", args.mpi_column, "with --backend mpi, leave out the plain MPI_Allreduce column");
   app.add_option("--algorithms", args.algorithms, "ring,native (either or both, in this order)")->delimiter(',');

@@ -182,6 +182,13 @@ CommunicatorBase::CommunicatorBase(int rank, int size, const config::CommOptions
 
 CommunicatorBase::~CommunicatorBase() { stopThread(); }
 
+void CommunicatorBase::setUpPeerMemory(bool wanted) {
+  peer_memory_ = PeerMemory::agree(store(), rank_, size_, timeout_, wanted);
+  if (size_ > 1) {
+    debug("{}: same-host copy {}{}", backendName(), peer_memory_.enabled() ? "on" : "off: ", peer_memory_.reason());
+  }
+}
+
 bool CommunicatorBase::stopThread() {
   if (!thread_.joinable()) return true;
   std::deque<std::pair<std::shared_ptr<ThreadWork>, std::function<void()>>> dropped;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "arrival_board.h"
+#include "peer_memory.h"
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/config/config.h"
@@ -171,7 +172,16 @@ class CommunicatorBase : public Communicator {
   // kSum for kAverage; the division happens here.
   void setAllreduceAlgorithm(AllreduceAlgorithm algorithm) { algorithm_ = std::move(algorithm); }
 
+  bool canReadPeerMemory() const final { return peer_memory_.enabled(); }
+  void readPeerMemory(int peer, const void* remote, void* local, size_t bytes) final {
+    peer_memory_.read(peer, remote, local, bytes);
+  }
+
  protected:
+  // Agrees with the other ranks, through the store, whether same-host copies work (comm/peer_memory.h).
+  // Backends whose point-to-point the ring uses call it at the end of their constructor, on every rank.
+  void setUpPeerMemory(bool wanted);
+
   // Backend hooks, run on the communication thread in issue order. Buffers are validated already (sizes
   // consistent, count > 0 for the buffer collectives, size() > 1).
   virtual void runAllreduce(Buffer buffer, ReduceOp op) = 0;
@@ -235,6 +245,7 @@ class CommunicatorBase : public Communicator {
   const bool check_collectives_;
   std::shared_ptr<CommShared> shared_;
   AllreduceAlgorithm algorithm_;
+  PeerMemory peer_memory_;  // set once in the constructor of the backend, read-only afterwards
   uint64_t next_sequence_ = 0;  // only the issuing thread touches it
   CollectiveDescriptor running_;  // only the communication thread touches it
   std::shared_ptr<Queue> queue_;

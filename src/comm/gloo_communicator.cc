@@ -181,6 +181,7 @@ class GlooCommunicator final : public CommunicatorBase {
                e.what());
     }
     context_ = std::move(context);
+    setUpPeerMemory(options.same_host_copy);
   }
 
   ~GlooCommunicator() override { stopThread(); }

@@ -213,6 +213,7 @@ class MpiCommunicator final : public CommunicatorBase {
     int found = 0;
     RT_MPI_CHECK(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &value, &found));
     tag_ub_ = found ? *static_cast<int*>(value) : 32767;
+    setUpPeerMemory(options.same_host_copy);
   }
 
   ~MpiCommunicator() override {

@@ -22,6 +22,14 @@
 // posted in a round <= m, or for receive m whose send the predecessor posts in round m before waiting on
 // anything of round m; by induction on m every rank finishes every round.
 //
+// Same-host copy (Communicator::canReadPeerMemory, RingOptions::peer_copy): the messages above carry no
+// data, only a 16-byte notice {m, address of segment m in the sender's buffer}; the receiver copies the
+// segment straight out of the sender's memory (one copy instead of the two of a socket) into the same place
+// a data message would have landed. The sender's segment stays unchanged until the receiver has copied it,
+// by the argument of a. (what overwrites it is a reduction that needs this copy first). The one exception
+// is the end: a rank may return while its successor still copies its last segments, so every rank sends
+// its predecessor a final notice after its last copy and waits for its successor's before returning.
+//
 // Small buffers (<= direct_max_bytes) are latency-bound: there every rank posts P-1 receives, sends its
 // buffer to every peer, and folds the P copies in rank order ((x0 op x1) op x2 ...), the same order on
 // every rank, so results stay bit-identical across ranks.
@@ -73,6 +81,12 @@ struct RingScratch {
 
 thread_local RingScratch t_scratch;
 
+// Peer copy: what message `message` would have carried is at `address` in the sender's memory.
+struct Notice {
+  uint64_t message;
+  uint64_t address;
+};
+
 class Ring {
  public:
   Ring(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options)
@@ -81,11 +95,19 @@ class Ring {
         plan_(RingPlan::make(buffer.count, comm.size(), ringSegmentElements(options.segment_bytes, esize_))),
         window_(static_cast<size_t>(std::clamp<int>(options.inflight, 1, kRingTagSpan / 2))),
         tag_base_(options.tag_base),
+        peer_copy_(options.peer_copy && comm.canReadPeerMemory()),
         timeout_(options.timeout.count() > 0 ? options.timeout : comm.timeout()),
         base_(static_cast<uint8_t*>(buffer.data)) {
     // Chunk 0 is a largest chunk and its segment 0 a largest segment.
     slot_bytes_ = plan_.segmentSize(0, 0) * esize_;
-    scratch_ = t_scratch.ensure(window_ * slot_bytes_, window_);
+    // Notices live in the scratch too: after a failure a late receive may still write into them.
+    slot_bytes_ = (slot_bytes_ + alignof(Notice) - 1) / alignof(Notice) * alignof(Notice);
+    const size_t notice_bytes = peer_copy_ ? 2 * window_ * sizeof(Notice) : 0;
+    scratch_ = t_scratch.ensure(window_ * slot_bytes_ + notice_bytes, window_);
+    if (peer_copy_) {
+      notices_in_ = reinterpret_cast<Notice*>(scratch_ + window_ * slot_bytes_);
+      notices_out_ = notices_in_ + window_;
+    }
   }
 
   void run() {
@@ -100,6 +122,7 @@ class Ring {
       finishRecv(m);
     }
     while (send_waited_ < send_posted_) waitSend();
+    if (peer_copy_) finishCopies(messages);
   }
 
  private:
@@ -111,9 +134,16 @@ class Ring {
     const int chunk = plan_.sendChunk(rank_, step(m));
     const size_t count = plan_.segmentSize(chunk, segment(m));
     WorkPtr& slot = t_scratch.sends[m % window_];
-    slot = count == 0 ? nullptr
-                      : comm_.sendAsync(base_ + plan_.segmentBegin(chunk, segment(m)) * esize_, count * esize_,
-                                        plan_.next(rank_), tag(m));
+    uint8_t* data = base_ + plan_.segmentBegin(chunk, segment(m)) * esize_;
+    if (count == 0) {
+      slot = nullptr;
+    } else if (peer_copy_) {
+      Notice& notice = notices_out_[m % window_];  // free: the send that used it was waited
+      notice = Notice{m, reinterpret_cast<uint64_t>(data)};
+      slot = comm_.sendAsync(&notice, sizeof(Notice), plan_.next(rank_), tag(m));
+    } else {
+      slot = comm_.sendAsync(data, count * esize_, plan_.next(rank_), tag(m));
+    }
     ++send_posted_;
   }
 
@@ -132,12 +162,20 @@ class Ring {
     const int chunk = plan_.recvChunk(rank_, step(j));
     const size_t count = plan_.segmentSize(chunk, segment(j));
     WorkPtr& slot = t_scratch.recvs[j % window_];
-    slot = count == 0 ? nullptr : comm_.recvAsync(recvTarget(j), count * esize_, plan_.prev(rank_), tag(j));
+    if (count == 0) {
+      slot = nullptr;
+    } else if (peer_copy_) {
+      slot = comm_.recvAsync(&notices_in_[j % window_], sizeof(Notice), plan_.prev(rank_), tag(j));
+    } else {
+      slot = comm_.recvAsync(recvTarget(j), count * esize_, plan_.prev(rank_), tag(j));
+    }
     ++recv_posted_;
   }
 
   void finishRecv(size_t m) {
+    const bool arrived = t_scratch.recvs[m % window_] != nullptr;
     wait(t_scratch.recvs[m % window_], "receive from", plan_.prev(rank_), m);
+    if (peer_copy_ && arrived) copyFromPrev(m);
     const int s = step(m);
     if (!plan_.isReduceStep(s)) return;
     const int chunk = plan_.recvChunk(rank_, s);
@@ -149,20 +187,50 @@ class Ring {
     }
   }
 
+  // Peer copy: the notice for m has arrived; copy the segment it names into where its data would land.
+  void copyFromPrev(size_t m) {
+    const Notice& notice = notices_in_[m % window_];
+    const int chunk = plan_.recvChunk(rank_, step(m));
+    const size_t bytes = plan_.segmentSize(chunk, segment(m)) * esize_;
+    try {
+      RT_CHECK_T(CommError, notice.message == m, "notice for message ", notice.message, " arrived in place of ", m,
+                 " (ranks out of step)");
+      comm_.readPeerMemory(plan_.prev(rank_), reinterpret_cast<const void*>(notice.address), recvTarget(m), bytes);
+    } catch (const Error& e) {
+      fail(e, "copy from", plan_.prev(rank_), m);
+    }
+  }
+
+  // Peer copy, after the last message: tell the predecessor its buffer is no longer read, and wait until the
+  // successor says the same about this rank's buffer.
+  void finishCopies(size_t messages) {
+    Notice& done_in = notices_in_[0];
+    Notice& done_out = notices_out_[0];
+    done_out = Notice{messages, 0};
+    WorkPtr recv = comm_.recvAsync(&done_in, sizeof(Notice), plan_.next(rank_), tag(messages));
+    WorkPtr send = comm_.sendAsync(&done_out, sizeof(Notice), plan_.prev(rank_), tag(messages));
+    wait(recv, "final notice from", plan_.next(rank_), messages);
+    wait(send, "final notice to", plan_.prev(rank_), messages);
+  }
+
   void wait(WorkPtr& work, const char* what, int peer, size_t m) {
     if (!work) return;
     try {
       work->wait(timeout_);
     } catch (const Error& e) {
-      const std::string context = ringtrain::detail::concat(
-          "ring allreduce (", buffer_.count, " x ", toString(buffer_.dtype), ", ", toString(op_), ") on rank ",
-          rank_, "/", size_, ": ", what, " rank ", peer, " failed at step ", step(m), " segment ", segment(m),
-          ": ", e.what());
-      t_scratch.abandon();
-      if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
-      throw CommError(context);
+      fail(e, what, peer, m);
     }
     work.reset();
+  }
+
+  [[noreturn]] void fail(const Error& e, const char* what, int peer, size_t m) {
+    const std::string context = ringtrain::detail::concat(
+        "ring allreduce (", buffer_.count, " x ", toString(buffer_.dtype), ", ", toString(op_),
+        peer_copy_ ? ", same-host copy" : "", ") on rank ", rank_, "/", size_, ": ", what, " rank ", peer,
+        " failed at step ", step(m), " segment ", segment(m), ": ", e.what());
+    t_scratch.abandon();
+    if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
+    throw CommError(context);
   }
 
   Communicator& comm_;
@@ -173,10 +241,13 @@ class Ring {
   RingPlan plan_;
   size_t window_;
   uint32_t tag_base_;
+  bool peer_copy_;
   std::chrono::milliseconds timeout_;
   uint8_t* base_;
   size_t slot_bytes_ = 0;
   uint8_t* scratch_ = nullptr;  // owned by t_scratch, which outlives this call
+  Notice* notices_in_ = nullptr;   // peer copy: W receive slots, then W send slots (in t_scratch)
+  Notice* notices_out_ = nullptr;
   size_t send_posted_ = 0, send_waited_ = 0, recv_posted_ = 0;
 };
 
@@ -228,6 +299,7 @@ RingOptions ringOptionsFrom(const config::CommOptions& comm) {
   RingOptions options;
   options.segment_bytes = static_cast<size_t>(std::max(comm.ring_segment_kb, 1)) * 1024;
   options.inflight = std::max(comm.ring_inflight, 1);
+  options.peer_copy = comm.same_host_copy;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(comm.timeout_s * 1000));
   return options;
 }

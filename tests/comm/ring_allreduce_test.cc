@@ -23,20 +23,29 @@ struct Setting {
   bool rendezvous;
   size_t max_count = ~size_t{0};  // tiny segments make many messages: keep those runs short
   size_t direct_max_bytes = 0;     // the ring itself unless a test asks for the small-buffer path
+  bool peer_copy = false;          // same-host copy: notices on the wire, segments read from the peer
 };
 
 // Every rank runs every (dtype, op, count) in the same order on its own thread: this also checks that
 // scratch reuse between calls of different sizes is sound.
 void checkWorld(int ranks, const Setting& setting) {
   SCOPED_TRACE(::testing::Message() << "P=" << ranks << " segment_bytes=" << setting.segment_bytes
-                                    << " inflight=" << setting.inflight << " rendezvous=" << setting.rendezvous);
+                                    << " inflight=" << setting.inflight << " rendezvous=" << setting.rendezvous
+                                    << " peer_copy=" << setting.peer_copy);
   ThreadWorld world(ranks, std::chrono::seconds(30), setting.rendezvous);
+  world.peer_memory = setting.peer_copy;
   world.run([&](ThreadP2P& comm) {
     comm.ring_options.segment_bytes = setting.segment_bytes;
     comm.ring_options.inflight = setting.inflight;
     comm.ring_options.direct_max_bytes = setting.direct_max_bytes;
     testing::checkRingCases(comm, [&](Buffer buffer, ReduceOp op) { comm.allreduce(buffer, op); }, setting.max_count);
   });
+  // The protocol really in use: segments read out of peers exactly when peer copy is on.
+  if (setting.peer_copy && ranks > 1) {
+    EXPECT_GT(world.peer_reads.load(), 0);
+  } else {
+    EXPECT_EQ(world.peer_reads.load(), 0);
+  }
 }
 
 TEST(RingAllreduce, AllDtypesOpsAndCountsEagerSends) {
@@ -59,6 +68,37 @@ TEST(RingAllreduce, SmallBuffersDirectPath) {
 }
 
 TEST(RingAllreduce, EightRanksManySegments) { checkWorld(8, Setting{32, 3, true, 1000}); }
+
+// Same-host copy: the same cases with 16-byte notices on the wire and every segment read out of the
+// predecessor's buffer. Every case reuses its buffers at once, so a rank that returned while its successor
+// still read from it, or a segment read before the predecessor finished it, shows as a wrong value.
+TEST(RingAllreduce, PeerCopyAllDtypesOpsAndCounts) {
+  for (int p = 1; p <= 5; ++p) {
+    checkWorld(p, Setting{kDefaultRingSegmentBytes, kDefaultRingInflight, false, ~size_t{0}, 0, true});
+    checkWorld(p, Setting{kDefaultRingSegmentBytes, kDefaultRingInflight, true, ~size_t{0}, 0, true});
+  }
+}
+
+TEST(RingAllreduce, PeerCopyTinySegmentsDeepPipeline) {
+  for (int p = 2; p <= 5; ++p) {
+    checkWorld(p, Setting{16, 4, true, 64, 0, true});
+    checkWorld(p, Setting{64, 1, true, 1000, 0, true});
+    checkWorld(p, Setting{24, 7, false, 1000, 0, true});
+  }
+  checkWorld(8, Setting{32, 3, true, 1000, 0, true});
+}
+
+TEST(RingAllreduce, PeerCopyOffInTheOptionsSendsTheData) {
+  // The communicator allows it but the options say no: the data itself travels, nothing is read from peers.
+  ThreadWorld world(3, std::chrono::seconds(30), true);
+  world.peer_memory = true;
+  world.run([](ThreadP2P& comm) {
+    comm.ring_options.peer_copy = false;
+    comm.ring_options.segment_bytes = 64;
+    testing::checkRingCases(comm, [&](Buffer buffer, ReduceOp op) { comm.allreduce(buffer, op); }, 500);
+  });
+  EXPECT_EQ(world.peer_reads.load(), 0);
+}
 
 TEST(RingAllreduce, AverageOfFloat16RoundsToNearestEven) {
   // 1 + 2^-10 is the half right after 1; (1 + (1 + 2^-10)) / 2 lies halfway and rounds to even (1.0).

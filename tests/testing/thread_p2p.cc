@@ -167,6 +167,15 @@ void ThreadP2P::barrier() {
   allreduce(comm::Buffer{&one, 1, comm::DataType::kInt64}, comm::ReduceOp::kSum);
 }
 
+bool ThreadP2P::canReadPeerMemory() const { return world_.peer_memory; }
+
+void ThreadP2P::readPeerMemory(int peer, const void* remote, void* local, size_t bytes) {
+  RT_CHECK_T(CommError, world_.peer_memory && peer >= 0 && peer < size() && peer != rank_,
+             "thread-p2p: bad peer copy from rank ", peer);
+  std::memcpy(local, remote, bytes);
+  ++world_.peer_reads;
+}
+
 comm::WorkPtr ThreadP2P::sendAsync(const void* data, size_t bytes, int peer, uint32_t tag) {
   RT_CHECK(peer >= 0 && peer < size(), "ThreadP2P: bad peer ", peer);
   return std::make_shared<SendWork>(world_, world_.send(data, bytes, rank_, peer, tag), peer, tag);

@@ -7,6 +7,7 @@
 // allreduce; the others are not needed by the tests that use this double and throw.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -44,6 +45,10 @@ class ThreadP2P : public comm::Communicator {
   comm::WorkPtr sendAsync(const void* data, size_t bytes, int peer, uint32_t tag) override;
   comm::WorkPtr recvAsync(void* data, size_t bytes, int peer, uint32_t tag) override;
 
+  // Ranks share one address space, so a peer's memory is read with memcpy (ThreadWorld::peer_memory).
+  bool canReadPeerMemory() const override;
+  void readPeerMemory(int peer, const void* remote, void* local, size_t bytes) override;
+
   comm::RingOptions ring_options;  // what allreduceAsync passes to ringAllreduce
 
  private:
@@ -59,6 +64,10 @@ class ThreadWorld {
 
   int size() const { return size_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
+
+  // What every rank's canReadPeerMemory() answers (set before run()), and how many peer reads were made.
+  bool peer_memory = false;
+  std::atomic<int64_t> peer_reads{0};
 
   // Runs body(comm) on one thread per rank and joins them all; rethrows the first exception (lowest rank).
   void run(const std::function<void(ThreadP2P&)>& body);

@@ -97,6 +97,12 @@ class Communicator {
   virtual WorkPtr sendAsync(const void* data, size_t bytes, int peer, uint32_t tag) = 0;
   virtual WorkPtr recvAsync(void* data, size_t bytes, int peer, uint32_t tag) = 0;
 
+  // Same-host single copy (see src/comm/peer_memory.h): true when every rank can copy straight out of every
+  // other rank's memory, the same answer on every rank. readPeerMemory copies `bytes` at `remote` in
+  // `peer`'s address space into `local`; it throws CommError when unavailable or when the peer is gone.
+  virtual bool canReadPeerMemory() const { return false; }
+  virtual void readPeerMemory(int peer, const void* remote, void* local, size_t bytes);
+
   // Blocking conveniences with the communicator's timeout.
   void allreduce(Buffer buffer, ReduceOp op) { allreduceAsync(buffer, op)->wait(timeout()); }
   void broadcast(Buffer buffer, int root) { broadcastAsync(buffer, root)->wait(timeout()); }

@@ -25,12 +25,15 @@ struct RingOptions {
   size_t segment_bytes = kDefaultRingSegmentBytes;
   int inflight = kDefaultRingInflight;  // segments in flight per direction (>= 1, < kRingTagSpan)
   size_t direct_max_bytes = kDefaultRingDirectMaxBytes;  // 0: always the ring
+  // Copy segments straight from the predecessor's memory when comm.canReadPeerMemory() (same host): the
+  // messages then carry 16-byte notices instead of data (comm.same_host_copy).
+  bool peer_copy = true;
   uint32_t tag_base = kReservedTagBase;
   // Wait for any one send or receive; 0 means comm.timeout().
   std::chrono::milliseconds timeout{0};
 };
 
-// The ring's options from the job's comm section (ring_segment_kb, ring_inflight, timeout_s).
+// The ring's options from the job's comm section (ring_segment_kb, ring_inflight, same_host_copy, timeout_s).
 RingOptions ringOptionsFrom(const config::CommOptions& comm);
 
 // In place on a host buffer: every rank ends with op(all ranks' buffers), bit-identical on all ranks.

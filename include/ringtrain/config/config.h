@@ -85,6 +85,7 @@ struct CommOptions {
   double timeout_s = 300.0;
   int ring_segment_kb = 4096;
   int ring_inflight = 4;
+  bool same_host_copy = true;     // ring: copy segments straight from a peer's memory when all share a host
   bool check_collectives = true;  // sequence/op/size/dtype agreement across ranks
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;

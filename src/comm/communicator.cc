@@ -1,0 +1,13 @@
+// Defaults of the Communicator interface (include/ringtrain/comm/communicator.h).
+#include "ringtrain/comm/communicator.h"
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::comm {
+
+void Communicator::readPeerMemory(int peer, const void*, void*, size_t bytes) {
+  RT_THROW(CommError, backendName(), ": same-host copy of ", bytes, " bytes from rank ", peer,
+           " is not supported by this communicator");
+}
+
+}  // namespace ringtrain::comm
