@@ -10,4 +10,13 @@ void Communicator::readPeerMemory(int peer, const void*, void*, size_t bytes) {
            " is not supported by this communicator");
 }
 
+void Communicator::postPeerNotice(int peer, PeerNotice, std::chrono::milliseconds) {
+  RT_THROW(CommError, backendName(), ": same-host notices to rank ", peer, " are not supported by this communicator");
+}
+
+PeerNotice Communicator::takePeerNotice(int peer, std::chrono::milliseconds) {
+  RT_THROW(CommError, backendName(), ": same-host notices from rank ", peer,
+           " are not supported by this communicator");
+}
+
 }  // namespace ringtrain::comm

@@ -176,6 +176,12 @@ class CommunicatorBase : public Communicator {
   void readPeerMemory(int peer, const void* remote, void* local, size_t bytes) final {
     peer_memory_.read(peer, remote, local, bytes);
   }
+  void postPeerNotice(int peer, PeerNotice notice, std::chrono::milliseconds timeout) final {
+    peer_memory_.post(peer, notice, timeout);
+  }
+  PeerNotice takePeerNotice(int peer, std::chrono::milliseconds timeout) final {
+    return peer_memory_.take(peer, timeout);
+  }
 
  protected:
   // Agrees with the other ranks, through the store, whether same-host copies work (comm/peer_memory.h).

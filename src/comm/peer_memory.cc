@@ -1,11 +1,21 @@
 #include "comm/peer_memory.h"
 
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <random>
 #include <sstream>
 
@@ -13,6 +23,22 @@
 
 namespace ringtrain::comm {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint32_t kNoticeSlots = 256;
+// A sleeping wait wakes this often to see whether the peer process still exists, so that a rank that died
+// fails its peers at once instead of after comm.timeout_s.
+constexpr auto kLivenessSlice = std::chrono::milliseconds(100);
+
+// One sender's queue in the receiver's shared region. The sender alone writes head (and the entries), the
+// receiver alone writes tail; each is also the futex word the other side sleeps on.
+struct NoticeQueue {
+  alignas(64) std::atomic<uint32_t> head{0};  // notices posted
+  alignas(64) std::atomic<uint32_t> tail{0};  // notices taken
+  alignas(64) PeerNotice entries[kNoticeSlots];
+};
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "the queue words are shared between processes");
 
 std::string bootId() {
   std::ifstream in("/proc/sys/kernel/random/boot_id");
@@ -42,11 +68,80 @@ int readFrom(pid_t pid, const void* remote, void* local, size_t bytes) {
   return 0;
 }
 
+// Shared (not process-private) futex operations: the words live in a MAP_SHARED mapping of a memfd.
+void futexWait(std::atomic<uint32_t>& word, uint32_t expected, std::chrono::nanoseconds timeout) {
+  const auto ns = std::max<int64_t>(timeout.count(), 0);
+  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void futexWake(std::atomic<uint32_t>& word) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+bool processGone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
 }  // namespace
+
+struct PeerMemory::Shared {
+  int memfd = -1;
+  size_t bytes = 0;                // of every rank's region: one NoticeQueue per sender
+  NoticeQueue* own = nullptr;      // this rank's region: own[s] receives from rank s
+  std::vector<NoticeQueue*> peer;  // peer[q]: rank q's region mapped here (own for q == this rank)
+
+  ~Shared() {
+    for (NoticeQueue* region : peer) {
+      if (region != nullptr && region != own) ::munmap(region, bytes);
+    }
+    if (own != nullptr) ::munmap(own, bytes);
+    closeFd();
+  }
+  void closeFd() {
+    if (memfd >= 0) ::close(memfd);
+    memfd = -1;
+  }
+  // Empty on success, else what failed.
+  std::string create(int size) {
+    bytes = static_cast<size_t>(size) * sizeof(NoticeQueue);
+    memfd = ::memfd_create("ringtrain-notices", MFD_CLOEXEC);
+    if (memfd < 0) return detail::concat("memfd_create: ", std::strerror(errno));
+    if (::ftruncate(memfd, static_cast<off_t>(bytes)) != 0) return detail::concat("ftruncate: ", std::strerror(errno));
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (p == MAP_FAILED) return detail::concat("mmap: ", std::strerror(errno));
+    own = new (p) NoticeQueue[static_cast<size_t>(size)];
+    peer.assign(static_cast<size_t>(size), nullptr);
+    return "";
+  }
+  std::string map(int q, pid_t pid, int fd) {
+    const std::string path = detail::concat("/proc/", pid, "/fd/", fd);
+    const int f = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (f < 0) return detail::concat("open ", path, ": ", std::strerror(errno));
+    struct stat st {};
+    std::string failure;
+    if (::fstat(f, &st) != 0 || static_cast<size_t>(st.st_size) != bytes) {
+      failure = detail::concat(path, " is not the notice region of rank ", q);
+    } else {
+      void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+      if (p == MAP_FAILED) {
+        failure = detail::concat("mmap ", path, ": ", std::strerror(errno));
+      } else {
+        peer[static_cast<size_t>(q)] = static_cast<NoticeQueue*>(p);
+      }
+    }
+    ::close(f);
+    return failure;
+  }
+};
+
+PeerMemory::PeerMemory() = default;
+PeerMemory::~PeerMemory() = default;
+PeerMemory::PeerMemory(PeerMemory&&) noexcept = default;
+PeerMemory& PeerMemory::operator=(PeerMemory&&) noexcept = default;
 
 PeerMemory PeerMemory::agree(dist::Store& store, int rank, int size, std::chrono::milliseconds timeout,
                              bool wanted) {
   PeerMemory pm;
+  pm.rank_ = rank;
   if (size <= 1) {
     pm.reason_ = "a single rank";
     return pm;
@@ -55,24 +150,27 @@ PeerMemory PeerMemory::agree(dist::Store& store, int rank, int size, std::chrono
     pm.reason_ = "comm.same_host_copy is false";
     return pm;
   }
-  // Every rank takes part in both rounds below even when it already knows it cannot read a peer: the
-  // others wait for its keys.
+  // Every rank takes part in both rounds below even when it already knows it will say no: the others wait
+  // for its keys.
   std::random_device entropy;
   pm.probe_ = std::make_unique<uint64_t>((static_cast<uint64_t>(entropy()) << 32) ^ entropy() ^ 0x5eedULL);
+  pm.shared_ = std::make_unique<Shared>();
+  std::string failure = pm.shared_->create(size);
+  const std::string boot = bootId();
   std::ostringstream me;
-  me << bootId() << ' ' << ::getpid() << ' ' << reinterpret_cast<uintptr_t>(pm.probe_.get()) << ' ' << *pm.probe_;
+  me << boot << ' ' << ::getpid() << ' ' << reinterpret_cast<uintptr_t>(pm.probe_.get()) << ' ' << *pm.probe_ << ' '
+     << (failure.empty() ? pm.shared_->memfd : -1);
   store.set("peer_memory/" + std::to_string(rank), dist::toBytes(me.str()));
 
-  const std::string boot = bootId();
   pm.pids_.assign(static_cast<size_t>(size), 0);
-  std::string failure;
   for (int peer = 0; peer < size; ++peer) {
     std::istringstream in(dist::toString(store.get("peer_memory/" + std::to_string(peer), timeout)));
     std::string peer_boot;
     pid_t pid = 0;
     uintptr_t address = 0;
     uint64_t nonce = 0;
-    in >> peer_boot >> pid >> address >> nonce;
+    int memfd = -1;
+    in >> peer_boot >> pid >> address >> nonce >> memfd;
     pm.pids_[static_cast<size_t>(peer)] = pid;
     if (peer == rank || !failure.empty()) continue;
     if (!in || peer_boot.empty() || peer_boot != boot) {
@@ -85,9 +183,14 @@ PeerMemory PeerMemory::agree(dist::Store& store, int rank, int size, std::chrono
       failure = detail::concat("process_vm_readv of rank ", peer, " (pid ", pid, "): ", std::strerror(err));
     } else if (seen != nonce) {
       failure = detail::concat("pid ", pid, " of rank ", peer, " is another process here (PID namespaces differ)");
+    } else if (memfd < 0) {
+      failure = detail::concat("rank ", peer, " has no notice region");
+    } else {
+      failure = pm.shared_->map(peer, pid, memfd);
     }
   }
-  // Everyone's verdict, so that all ranks decide alike.
+  // Everyone's verdict, so that all ranks decide alike. Once all are in, every peer has opened this rank's
+  // region: the descriptor is no longer needed (the mappings keep the memory).
   store.set("peer_memory_ok/" + std::to_string(rank), dist::toBytes(failure.empty() ? "ok" : failure));
   pm.enabled_ = true;
   pm.reason_.clear();
@@ -97,6 +200,12 @@ PeerMemory PeerMemory::agree(dist::Store& store, int rank, int size, std::chrono
       pm.enabled_ = false;
       pm.reason_ = detail::concat("rank ", peer, ": ", verdict);
     }
+  }
+  if (pm.enabled_) {
+    pm.shared_->closeFd();
+    pm.shared_->peer[static_cast<size_t>(rank)] = pm.shared_->own;
+  } else {
+    pm.shared_.reset();
   }
   return pm;
 }
@@ -109,6 +218,56 @@ void PeerMemory::read(int peer, const void* remote, void* local, size_t bytes) c
     RT_THROW(CommError, "same-host copy of ", bytes, " bytes from rank ", peer, " (pid ", pid, ") failed: ",
              std::strerror(err), err == ESRCH ? " (the process is gone)" : "");
   }
+}
+
+namespace {
+
+// Sleeps on `word` until ready() holds; TimeoutError at the deadline, CommError once the peer is gone.
+template <typename Ready>
+void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std::chrono::milliseconds timeout,
+             const char* what) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    const uint32_t seen = word.load(std::memory_order_acquire);
+    if (ready()) return;
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      RT_THROW(TimeoutError, what, " rank ", peer, ": nothing within ",
+               static_cast<double>(timeout.count()) / 1000.0, " s");
+    }
+    futexWait(word, seen, std::min<Clock::duration>(deadline - now, kLivenessSlice));
+    if (!ready() && processGone(pid)) {
+      RT_THROW(CommError, what, " rank ", peer, ": its process (pid ", pid, ") is gone");
+    }
+  }
+}
+
+}  // namespace
+
+void PeerMemory::post(int peer, PeerNotice notice, std::chrono::milliseconds timeout) const {
+  RT_CHECK_T(CommError, enabled_ && peer != rank_, "same-host notice to rank ", peer, " is not available: ", reason_);
+  NoticeQueue& q = shared_->peer.at(static_cast<size_t>(peer))[rank_];
+  const uint32_t head = q.head.load(std::memory_order_relaxed);
+  waitFor(
+      q.tail, [&] { return head - q.tail.load(std::memory_order_acquire) < kNoticeSlots; },
+      pids_[static_cast<size_t>(peer)], peer, timeout, "same-host notice queue full: waiting for");
+  q.entries[head % kNoticeSlots] = notice;
+  q.head.store(head + 1, std::memory_order_release);
+  futexWake(q.head);
+}
+
+PeerNotice PeerMemory::take(int peer, std::chrono::milliseconds timeout) const {
+  RT_CHECK_T(CommError, enabled_ && peer != rank_, "same-host notice from rank ", peer, " is not available: ",
+             reason_);
+  NoticeQueue& q = shared_->own[peer];
+  const uint32_t tail = q.tail.load(std::memory_order_relaxed);
+  waitFor(
+      q.head, [&] { return q.head.load(std::memory_order_acquire) != tail; }, pids_[static_cast<size_t>(peer)], peer,
+      timeout, "same-host notice: waiting for");
+  const PeerNotice notice = q.entries[tail % kNoticeSlots];
+  q.tail.store(tail + 1, std::memory_order_release);
+  futexWake(q.tail);
+  return notice;
 }
 
 }  // namespace ringtrain::comm

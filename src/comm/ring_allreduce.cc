@@ -22,17 +22,23 @@
 // posted in a round <= m, or for receive m whose send the predecessor posts in round m before waiting on
 // anything of round m; by induction on m every rank finishes every round.
 //
-// Same-host copy (Communicator::canReadPeerMemory, RingOptions::peer_copy): the messages above carry no
-// data, only a 16-byte notice {m, address of segment m in the sender's buffer}; the receiver copies the
-// segment straight out of the sender's memory (one copy instead of the two of a socket) into the same place
-// a data message would have landed. The sender's segment stays unchanged until the receiver has copied it,
-// by the argument of a. (what overwrites it is a reduction that needs this copy first). The one exception
-// is the end: a rank may return while its successor still copies its last segments, so every rank sends
-// its predecessor a final notice after its last copy and waits for its successor's before returning.
+// Same-host copy (Communicator::canReadPeerMemory, RingOptions::peer_copy): no data is sent. In place of
+// message m the sender posts a 16-byte notice {m, address of segment m in its buffer} to the receiver's
+// shared-memory queue (Communicator::postPeerNotice), and the receiver, at c., copies the segment straight
+// out of the sender's memory (one copy instead of the two of a socket) to where the message would have
+// landed. Posting never waits for the receiver (the queue holds 256 notices, more than a rank can run
+// ahead), so b. has nothing to wait for. The sender's segment stays unchanged until the receiver has copied
+// it, by the argument of a. (what overwrites it is a reduction that needs this copy first). The one
+// exception is the end: a rank may return while its successor still copies its last segments, so every
+// rank posts its predecessor a final notice after its last copy and takes its successor's before
+// returning. The notice queue between two ranks is one FIFO for everything, which stays in step because
+// every rank consumes its notices in the order they are posted.
 //
 // Small buffers (<= direct_max_bytes) are latency-bound: there every rank posts P-1 receives, sends its
 // buffer to every peer, and folds the P copies in rank order ((x0 op x1) op x2 ...), the same order on
-// every rank, so results stay bit-identical across ranks.
+// every rank, so results stay bit-identical across ranks. With same-host copy every rank posts each peer a
+// notice with its buffer's address, copies the P-1 buffers it is told about, then posts each peer a final
+// notice and takes theirs before it overwrites its own buffer with the result.
 #include "ringtrain/comm/ring_allreduce.h"
 
 #include <algorithm>
@@ -81,12 +87,6 @@ struct RingScratch {
 
 thread_local RingScratch t_scratch;
 
-// Peer copy: what message `message` would have carried is at `address` in the sender's memory.
-struct Notice {
-  uint64_t message;
-  uint64_t address;
-};
-
 class Ring {
  public:
   Ring(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options)
@@ -100,14 +100,7 @@ class Ring {
         base_(static_cast<uint8_t*>(buffer.data)) {
     // Chunk 0 is a largest chunk and its segment 0 a largest segment.
     slot_bytes_ = plan_.segmentSize(0, 0) * esize_;
-    // Notices live in the scratch too: after a failure a late receive may still write into them.
-    slot_bytes_ = (slot_bytes_ + alignof(Notice) - 1) / alignof(Notice) * alignof(Notice);
-    const size_t notice_bytes = peer_copy_ ? 2 * window_ * sizeof(Notice) : 0;
-    scratch_ = t_scratch.ensure(window_ * slot_bytes_ + notice_bytes, window_);
-    if (peer_copy_) {
-      notices_in_ = reinterpret_cast<Notice*>(scratch_ + window_ * slot_bytes_);
-      notices_out_ = notices_in_ + window_;
-    }
+    scratch_ = t_scratch.ensure(window_ * slot_bytes_, window_);
   }
 
   void run() {
@@ -138,9 +131,12 @@ class Ring {
     if (count == 0) {
       slot = nullptr;
     } else if (peer_copy_) {
-      Notice& notice = notices_out_[m % window_];  // free: the send that used it was waited
-      notice = Notice{m, reinterpret_cast<uint64_t>(data)};
-      slot = comm_.sendAsync(&notice, sizeof(Notice), plan_.next(rank_), tag(m));
+      slot = nullptr;
+      try {
+        comm_.postPeerNotice(plan_.next(rank_), PeerNotice{m, reinterpret_cast<uint64_t>(data)}, timeout_);
+      } catch (const Error& e) {
+        fail(e, "notice to", plan_.next(rank_), m);
+      }
     } else {
       slot = comm_.sendAsync(data, count * esize_, plan_.next(rank_), tag(m));
     }
@@ -162,10 +158,8 @@ class Ring {
     const int chunk = plan_.recvChunk(rank_, step(j));
     const size_t count = plan_.segmentSize(chunk, segment(j));
     WorkPtr& slot = t_scratch.recvs[j % window_];
-    if (count == 0) {
+    if (count == 0 || peer_copy_) {  // peer copy: the notice is taken at c.
       slot = nullptr;
-    } else if (peer_copy_) {
-      slot = comm_.recvAsync(&notices_in_[j % window_], sizeof(Notice), plan_.prev(rank_), tag(j));
     } else {
       slot = comm_.recvAsync(recvTarget(j), count * esize_, plan_.prev(rank_), tag(j));
     }
@@ -173,9 +167,8 @@ class Ring {
   }
 
   void finishRecv(size_t m) {
-    const bool arrived = t_scratch.recvs[m % window_] != nullptr;
     wait(t_scratch.recvs[m % window_], "receive from", plan_.prev(rank_), m);
-    if (peer_copy_ && arrived) copyFromPrev(m);
+    if (peer_copy_) copyFromPrev(m);
     const int s = step(m);
     if (!plan_.isReduceStep(s)) return;
     const int chunk = plan_.recvChunk(rank_, s);
@@ -187,30 +180,37 @@ class Ring {
     }
   }
 
-  // Peer copy: the notice for m has arrived; copy the segment it names into where its data would land.
+  // Peer copy: takes the notice for m and copies the segment it names to where its data would land.
   void copyFromPrev(size_t m) {
-    const Notice& notice = notices_in_[m % window_];
     const int chunk = plan_.recvChunk(rank_, step(m));
     const size_t bytes = plan_.segmentSize(chunk, segment(m)) * esize_;
+    if (bytes == 0) return;  // nothing was posted for an empty segment
+    const int prev = plan_.prev(rank_);
     try {
+      const PeerNotice notice = comm_.takePeerNotice(prev, timeout_);
       RT_CHECK_T(CommError, notice.message == m, "notice for message ", notice.message, " arrived in place of ", m,
                  " (ranks out of step)");
-      comm_.readPeerMemory(plan_.prev(rank_), reinterpret_cast<const void*>(notice.address), recvTarget(m), bytes);
+      comm_.readPeerMemory(prev, reinterpret_cast<const void*>(notice.value), recvTarget(m), bytes);
     } catch (const Error& e) {
-      fail(e, "copy from", plan_.prev(rank_), m);
+      fail(e, "copy from", prev, m);
     }
   }
 
   // Peer copy, after the last message: tell the predecessor its buffer is no longer read, and wait until the
   // successor says the same about this rank's buffer.
   void finishCopies(size_t messages) {
-    Notice& done_in = notices_in_[0];
-    Notice& done_out = notices_out_[0];
-    done_out = Notice{messages, 0};
-    WorkPtr recv = comm_.recvAsync(&done_in, sizeof(Notice), plan_.next(rank_), tag(messages));
-    WorkPtr send = comm_.sendAsync(&done_out, sizeof(Notice), plan_.prev(rank_), tag(messages));
-    wait(recv, "final notice from", plan_.next(rank_), messages);
-    wait(send, "final notice to", plan_.prev(rank_), messages);
+    try {
+      comm_.postPeerNotice(plan_.prev(rank_), PeerNotice{messages, 0}, timeout_);
+    } catch (const Error& e) {
+      fail(e, "final notice to", plan_.prev(rank_), messages);
+    }
+    try {
+      const PeerNotice done = comm_.takePeerNotice(plan_.next(rank_), timeout_);
+      RT_CHECK_T(CommError, done.message == messages, "final notice carries ", done.message, " in place of ",
+                 messages, " (ranks out of step)");
+    } catch (const Error& e) {
+      fail(e, "final notice from", plan_.next(rank_), messages);
+    }
   }
 
   void wait(WorkPtr& work, const char* what, int peer, size_t m) {
@@ -246,36 +246,37 @@ class Ring {
   uint8_t* base_;
   size_t slot_bytes_ = 0;
   uint8_t* scratch_ = nullptr;  // owned by t_scratch, which outlives this call
-  Notice* notices_in_ = nullptr;   // peer copy: W receive slots, then W send slots (in t_scratch)
-  Notice* notices_out_ = nullptr;
   size_t send_posted_ = 0, send_waited_ = 0, recv_posted_ = 0;
 };
 
-// The small-buffer path (see the top of the file).
-void directAllreduce(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options) {
+[[noreturn]] void directFailure(const Communicator& comm, const Buffer& buffer, ReduceOp op, const char* what,
+                                int peer, const Error& e) {
+  const std::string context = ringtrain::detail::concat(
+      "ring allreduce (direct, ", buffer.count, " x ", toString(buffer.dtype), ", ", toString(op), ") on rank ",
+      comm.rank(), "/", comm.size(), ": ", what, " rank ", peer, " failed: ", e.what());
+  if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
+  throw CommError(context);
+}
+
+// Every rank's buffer into copies[r * bytes] (this rank's own slot is left alone), by messages.
+void directMessages(Communicator& comm, Buffer buffer, ReduceOp op, std::chrono::milliseconds timeout, uint32_t tag,
+                    uint8_t* copies) {
   const int p = comm.size(), me = comm.rank();
   const size_t bytes = buffer.bytes();
-  const auto timeout = options.timeout.count() > 0 ? options.timeout : comm.timeout();
-  uint8_t* copies = t_scratch.ensure(static_cast<size_t>(p) * bytes, static_cast<size_t>(p));
-  auto copy = [&](int r) { return copies + static_cast<size_t>(r) * bytes; };
   std::vector<WorkPtr>& recvs = t_scratch.recvs;
   std::vector<WorkPtr>& sends = t_scratch.sends;
   for (int q = 0; q < p; ++q) {
-    if (q != me) recvs[q] = comm.recvAsync(copy(q), bytes, q, options.tag_base);
+    if (q != me) recvs[q] = comm.recvAsync(copies + static_cast<size_t>(q) * bytes, bytes, q, tag);
   }
   for (int i = 1; i < p; ++i) {
     const int q = (me + i) % p;
-    sends[q] = comm.sendAsync(buffer.data, bytes, q, options.tag_base);
+    sends[q] = comm.sendAsync(buffer.data, bytes, q, tag);
   }
   auto wait = [&](WorkPtr& work, const char* what, int peer) {
     try {
       work->wait(timeout);
     } catch (const Error& e) {
-      const std::string context = ringtrain::detail::concat(
-          "ring allreduce (direct, ", buffer.count, " x ", toString(buffer.dtype), ", ", toString(op),
-          ") on rank ", me, "/", p, ": ", what, " rank ", peer, " failed: ", e.what());
-      if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
-      throw CommError(context);
+      directFailure(comm, buffer, op, what, peer, e);
     }
     work.reset();
   };
@@ -286,6 +287,58 @@ void directAllreduce(Communicator& comm, Buffer buffer, ReduceOp op, const RingO
   for (int i = 1; i < p; ++i) {
     const int q = (me + i) % p;
     wait(sends[q], "send to", q);
+  }
+}
+
+// The same by same-host copies: notices carry the buffers' addresses; the final notices say "done reading
+// yours", and every rank takes all of them before it overwrites its own buffer with the result.
+void directPeerCopies(Communicator& comm, Buffer buffer, ReduceOp op, std::chrono::milliseconds timeout,
+                      uint8_t* copies) {
+  constexpr uint64_t kAddress = ~uint64_t{0} - 1, kDone = ~uint64_t{0} - 2;  // message ids, checked
+  const int p = comm.size(), me = comm.rank();
+  const size_t bytes = buffer.bytes();
+  const char* what = "notice to";
+  int peer = me;
+  try {
+    for (int i = 1; i < p; ++i) {
+      peer = (me + i) % p;
+      comm.postPeerNotice(peer, PeerNotice{kAddress, reinterpret_cast<uint64_t>(buffer.data)}, timeout);
+    }
+    what = "copy from";
+    for (int i = 1; i < p; ++i) {
+      peer = (me + p - i) % p;
+      const PeerNotice notice = comm.takePeerNotice(peer, timeout);
+      RT_CHECK_T(CommError, notice.message == kAddress, "unexpected notice ", notice.message, " (ranks out of step)");
+      comm.readPeerMemory(peer, reinterpret_cast<const void*>(notice.value), copies + static_cast<size_t>(peer) * bytes,
+                          bytes);
+    }
+    what = "final notice to";
+    for (int i = 1; i < p; ++i) {
+      peer = (me + i) % p;
+      comm.postPeerNotice(peer, PeerNotice{kDone, 0}, timeout);
+    }
+    what = "final notice from";
+    for (int i = 1; i < p; ++i) {
+      peer = (me + p - i) % p;
+      const PeerNotice notice = comm.takePeerNotice(peer, timeout);
+      RT_CHECK_T(CommError, notice.message == kDone, "unexpected notice ", notice.message, " (ranks out of step)");
+    }
+  } catch (const Error& e) {
+    directFailure(comm, buffer, op, what, peer, e);
+  }
+}
+
+// The small-buffer path (see the top of the file).
+void directAllreduce(Communicator& comm, Buffer buffer, ReduceOp op, const RingOptions& options) {
+  const int p = comm.size(), me = comm.rank();
+  const size_t bytes = buffer.bytes();
+  const auto timeout = options.timeout.count() > 0 ? options.timeout : comm.timeout();
+  uint8_t* copies = t_scratch.ensure(static_cast<size_t>(p) * bytes, static_cast<size_t>(p));
+  auto copy = [&](int r) { return copies + static_cast<size_t>(r) * bytes; };
+  if (options.peer_copy && comm.canReadPeerMemory()) {
+    directPeerCopies(comm, buffer, op, timeout, copies);
+  } else {
+    directMessages(comm, buffer, op, timeout, options.tag_base, copies);
   }
   std::memcpy(copy(me), buffer.data, bytes);
   reduceTo(buffer.data, copy(0), copy(1), buffer.count, buffer.dtype, op);

@@ -88,6 +88,12 @@ TEST(RingAllreduce, PeerCopyTinySegmentsDeepPipeline) {
   checkWorld(8, Setting{32, 3, true, 1000, 0, true});
 }
 
+TEST(RingAllreduce, PeerCopySmallBuffersDirectPath) {
+  for (int p = 1; p <= 5; ++p) {
+    checkWorld(p, Setting{kDefaultRingSegmentBytes, kDefaultRingInflight, true, ~size_t{0}, 1 << 20, true});
+  }
+}
+
 TEST(RingAllreduce, PeerCopyOffInTheOptionsSendsTheData) {
   // The communicator allows it but the options say no: the data itself travels, nothing is read from peers.
   ThreadWorld world(3, std::chrono::seconds(30), true);

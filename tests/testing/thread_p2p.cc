@@ -176,6 +176,29 @@ void ThreadP2P::readPeerMemory(int peer, const void* remote, void* local, size_t
   ++world_.peer_reads;
 }
 
+void ThreadP2P::postPeerNotice(int peer, comm::PeerNotice notice, std::chrono::milliseconds) {
+  RT_CHECK_T(CommError, world_.peer_memory && peer >= 0 && peer < size() && peer != rank_,
+             "thread-p2p: bad notice to rank ", peer);
+  {
+    std::lock_guard<std::mutex> lock(world_.mu_);
+    world_.notices_[{rank_, peer}].push_back(notice);
+  }
+  world_.arrived_.notify_all();
+}
+
+comm::PeerNotice ThreadP2P::takePeerNotice(int peer, std::chrono::milliseconds timeout) {
+  RT_CHECK_T(CommError, world_.peer_memory && peer >= 0 && peer < size() && peer != rank_,
+             "thread-p2p: bad notice from rank ", peer);
+  std::unique_lock<std::mutex> lock(world_.mu_);
+  auto& queue = world_.notices_[{peer, rank_}];
+  if (!world_.arrived_.wait_for(lock, timeout, [&] { return !queue.empty(); })) {
+    RT_THROW(TimeoutError, "thread-p2p: no notice from rank ", peer, " within ", timeout.count(), " ms");
+  }
+  const comm::PeerNotice notice = queue.front();
+  queue.pop_front();
+  return notice;
+}
+
 comm::WorkPtr ThreadP2P::sendAsync(const void* data, size_t bytes, int peer, uint32_t tag) {
   RT_CHECK(peer >= 0 && peer < size(), "ThreadP2P: bad peer ", peer);
   return std::make_shared<SendWork>(world_, world_.send(data, bytes, rank_, peer, tag), peer, tag);

@@ -48,6 +48,8 @@ class ThreadP2P : public comm::Communicator {
   // Ranks share one address space, so a peer's memory is read with memcpy (ThreadWorld::peer_memory).
   bool canReadPeerMemory() const override;
   void readPeerMemory(int peer, const void* remote, void* local, size_t bytes) override;
+  void postPeerNotice(int peer, comm::PeerNotice notice, std::chrono::milliseconds timeout) override;
+  comm::PeerNotice takePeerNotice(int peer, std::chrono::milliseconds timeout) override;
 
   comm::RingOptions ring_options;  // what allreduceAsync passes to ringAllreduce
 
@@ -108,6 +110,7 @@ class ThreadWorld {
   std::mutex mu_;
   std::condition_variable arrived_;      // notified whenever a RecvState or SendState becomes done
   std::map<Key, Mailbox> mailboxes_;     // guarded by mu_
+  std::map<std::pair<int, int>, std::deque<comm::PeerNotice>> notices_;  // (source, destination); mu_
 };
 
 }  // namespace ringtrain::testing

@@ -56,6 +56,12 @@ struct Buffer {
 // stay below it.
 constexpr uint32_t kReservedTagBase = 0x80000000u;
 
+// What an algorithm tells a peer on the same host (see Communicator::postPeerNotice).
+struct PeerNotice {
+  uint64_t message = 0;  // which message of the algorithm this stands for (checked by the receiver)
+  uint64_t value = 0;    // typically an address in the sender's memory
+};
+
 class Work {
  public:
   virtual ~Work() = default;
@@ -98,10 +104,17 @@ class Communicator {
   virtual WorkPtr recvAsync(void* data, size_t bytes, int peer, uint32_t tag) = 0;
 
   // Same-host single copy (see src/comm/peer_memory.h): true when every rank can copy straight out of every
-  // other rank's memory, the same answer on every rank. readPeerMemory copies `bytes` at `remote` in
-  // `peer`'s address space into `local`; it throws CommError when unavailable or when the peer is gone.
+  // other rank's memory and exchange notices through shared memory, the same answer on every rank.
   virtual bool canReadPeerMemory() const { return false; }
+  // Copies `bytes` at `remote` in `peer`'s address space into `local`; CommError when unavailable or when the
+  // peer is gone.
   virtual void readPeerMemory(int peer, const void* remote, void* local, size_t bytes);
+  // A FIFO of 16-byte notices per ordered pair of ranks, through shared memory (when canReadPeerMemory()):
+  // post blocks only while the peer has 256 notices from this rank not yet taken; take waits for the next
+  // notice from `peer`. TimeoutError after `timeout`, CommError at once when the peer process is gone.
+  // One algorithm at a time uses them (the communication thread runs one collective at a time).
+  virtual void postPeerNotice(int peer, PeerNotice notice, std::chrono::milliseconds timeout);
+  virtual PeerNotice takePeerNotice(int peer, std::chrono::milliseconds timeout);
 
   // Blocking conveniences with the communicator's timeout.
   void allreduce(Buffer buffer, ReduceOp op) { allreduceAsync(buffer, op)->wait(timeout()); }
