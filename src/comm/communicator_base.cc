@@ -1,5 +1,6 @@
 #include "communicator_base.h"
 
+#include <cstddef>
 #include <cstring>
 #include <sstream>
 
@@ -272,14 +273,24 @@ void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std
   }
   shared_->board.arrive(descriptor.sequence);
   try {
-    const bool checked_inside = descriptor.kind == OpKind::kAllgatherBytes && checksOwnDescriptors();
+    const bool same_host = peer_memory_.enabled();
+    const bool checked_inside =
+        descriptor.kind == OpKind::kAllgatherBytes && checksOwnDescriptors() && !same_host;
     if (check_collectives_ && !checked_inside) {
       std::vector<CollectiveDescriptor> all(size_);
-      inBackend([&] { exchangeDescriptors(descriptor, all); });
+      if (same_host) {
+        exchangeDescriptorsByNotices(descriptor, all);
+      } else {
+        inBackend([&] { exchangeDescriptors(descriptor, all); });
+      }
       requireAgreement(all);
     }
     running_ = descriptor;
     inBackend(run);
+  } catch (const TimeoutError& e) {
+    // A wait inside (the same-host notices, the ring's point-to-point) ran out: say which ranks had not
+    // arrived, as for a backend timeout, and keep what was being waited for.
+    RT_THROW(TimeoutError, timeoutMessage(*shared_, descriptor, timeout_), " [", e.what(), "]");
   } catch (const CommError&) {
     throw;
   } catch (const std::exception& e) {
@@ -357,7 +368,14 @@ std::vector<std::vector<uint8_t>> CommunicatorBase::allgatherBytes(const std::ve
   auto input = std::make_shared<const std::vector<uint8_t>>(mine);
   auto result = std::make_shared<std::vector<std::vector<uint8_t>>>();
   enqueue(d, [this, input, result] {
-    *result = size_ == 1 ? std::vector<std::vector<uint8_t>>{*input} : runAllgatherBytes(*input);
+    if (size_ == 1) {
+      *result = {*input};
+    } else if (peer_memory_.enabled()) {
+      *result = exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, input.get()));
+      (*result)[rank_] = *input;
+    } else {
+      *result = runAllgatherBytes(*input);
+    }
   })->wait(timeout_);
   return std::move(*result);
 }
@@ -369,8 +387,88 @@ std::vector<std::vector<uint8_t>> CommunicatorBase::allToAllBytes(const std::vec
   d.kind = OpKind::kAllToAllBytes;
   auto input = std::make_shared<const std::vector<std::vector<uint8_t>>>(send);
   auto result = std::make_shared<std::vector<std::vector<uint8_t>>>();
-  enqueue(d, [this, input, result] { *result = size_ == 1 ? *input : runAllToAllBytes(*input); })->wait(timeout_);
+  enqueue(d, [this, input, result] {
+    if (size_ == 1) {
+      *result = *input;
+    } else if (peer_memory_.enabled()) {
+      std::vector<const std::vector<uint8_t>*> offer;
+      for (const auto& bytes : *input) offer.push_back(&bytes);
+      *result = exchangeByCopies(offer);
+      (*result)[rank_] = (*input)[rank_];
+    } else {
+      *result = runAllToAllBytes(*input);
+    }
+  })->wait(timeout_);
   return std::move(*result);
+}
+
+// Notice markers of the same-host paths (top byte of PeerNotice::message), checked on arrival so that
+// ranks that disagree on what they are doing fail instead of reading each other's memory wrongly.
+namespace {
+constexpr uint64_t kDescriptorMarker = uint64_t{0xD1} << 56;
+constexpr uint64_t kOfferMarker = uint64_t{0xB1} << 56;
+constexpr uint64_t kDoneMarker = uint64_t{0xB2} << 56;
+constexpr uint64_t kMarkerMask = uint64_t{0xFF} << 56;
+}  // namespace
+
+void CommunicatorBase::exchangeDescriptorsByNotices(const CollectiveDescriptor& mine,
+                                                    std::vector<CollectiveDescriptor>& all) {
+  // 24 bytes in two notices: {marker, sequence}, {count, the last 8 bytes}.
+  static_assert(offsetof(CollectiveDescriptor, sequence) == 0 && offsetof(CollectiveDescriptor, count) == 8);
+  uint64_t tail = 0;
+  std::memcpy(&tail, reinterpret_cast<const uint8_t*>(&mine) + 16, 8);
+  for (int i = 1; i < size_; ++i) {
+    const int peer = (rank_ + i) % size_;
+    peer_memory_.post(peer, PeerNotice{kDescriptorMarker, mine.sequence}, timeout_);
+    peer_memory_.post(peer, PeerNotice{mine.count, tail}, timeout_);
+  }
+  all[rank_] = mine;
+  for (int i = 1; i < size_; ++i) {
+    const int peer = (rank_ + size_ - i) % size_;
+    const PeerNotice head = peer_memory_.take(peer, timeout_);
+    RT_CHECK_T(CommError, head.message == kDescriptorMarker, describe(mine), " (collective #", mine.sequence,
+               ") on rank ", rank_, ": rank ", peer, " is out of step (its notice is not a collective's start)");
+    const PeerNotice rest = peer_memory_.take(peer, timeout_);
+    CollectiveDescriptor& d = all[peer];
+    d.sequence = head.value;
+    d.count = rest.message;
+    std::memcpy(reinterpret_cast<uint8_t*>(&d) + 16, &rest.value, 8);
+  }
+}
+
+std::vector<std::vector<uint8_t>> CommunicatorBase::exchangeByCopies(
+    const std::vector<const std::vector<uint8_t>*>& offer) {
+  const CollectiveDescriptor& running = running_;
+  auto outOfStep = [&](int peer, const PeerNotice& n) {
+    return detail::concat(describe(running), " (collective #", running.sequence, ") on rank ", rank_, ": rank ", peer,
+                          " is out of step (notice ", n.message, ")");
+  };
+  // 1. Offer: {length, address} to every peer. 2. Copy what every peer offers. 3. A final notice each way,
+  // so that no rank returns (and frees what it offered) while a peer still copies from it.
+  for (int i = 1; i < size_; ++i) {
+    const int peer = (rank_ + i) % size_;
+    const std::vector<uint8_t>& bytes = *offer[peer];
+    RT_CHECK_T(CommError, bytes.size() < (uint64_t{1} << 56), "byte collective of ", bytes.size(), " bytes");
+    peer_memory_.post(peer, PeerNotice{kOfferMarker | bytes.size(), reinterpret_cast<uint64_t>(bytes.data())},
+                      timeout_);
+  }
+  std::vector<std::vector<uint8_t>> result(size_);
+  for (int i = 1; i < size_; ++i) {
+    const int peer = (rank_ + size_ - i) % size_;
+    const PeerNotice n = peer_memory_.take(peer, timeout_);
+    RT_CHECK_T(CommError, (n.message & kMarkerMask) == kOfferMarker, outOfStep(peer, n));
+    result[peer].resize(n.message & ~kMarkerMask);
+    if (!result[peer].empty()) {
+      peer_memory_.read(peer, reinterpret_cast<const void*>(n.value), result[peer].data(), result[peer].size());
+    }
+  }
+  for (int i = 1; i < size_; ++i) peer_memory_.post((rank_ + i) % size_, PeerNotice{kDoneMarker, 0}, timeout_);
+  for (int i = 1; i < size_; ++i) {
+    const int peer = (rank_ + size_ - i) % size_;
+    const PeerNotice n = peer_memory_.take(peer, timeout_);
+    RT_CHECK_T(CommError, n.message == kDoneMarker, outOfStep(peer, n));
+  }
+  return result;
 }
 
 void CommunicatorBase::barrier() {

@@ -242,6 +242,12 @@ class CommunicatorBase : public Communicator {
   };
   static void loop(std::shared_ptr<Queue> queue);
   WorkPtr enqueue(CollectiveDescriptor descriptor, std::function<void()> run);
+  // Same-host paths (peer_memory_ enabled): the agreement check and the byte collectives by notices and
+  // copies out of the peers' memory instead of through the backend.
+  void exchangeDescriptorsByNotices(const CollectiveDescriptor& mine, std::vector<CollectiveDescriptor>& all);
+  // Gives every peer q the bytes offer[q] and returns what every peer offered this rank (result[rank] is
+  // left empty).
+  std::vector<std::vector<uint8_t>> exchangeByCopies(const std::vector<const std::vector<uint8_t>*>& offer);
   // Arrival, agreement check and the operation itself, on the communication thread.
   void execute(const CollectiveDescriptor& descriptor, const std::function<void()>& run);
 
