@@ -279,7 +279,14 @@ void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std
     if (check_collectives_ && !checked_inside) {
       std::vector<CollectiveDescriptor> all(size_);
       if (same_host) {
-        exchangeDescriptorsByNotices(descriptor, all);
+        try {
+          exchangeDescriptorsByNotices(descriptor, all);
+        } catch (const TimeoutError&) {
+          throw;  // diagnosed below, with the ranks that did not arrive
+        } catch (const CommError& e) {
+          RT_THROW(CommError, shared_->backend, " ", describe(descriptor), " (collective #", descriptor.sequence,
+                   ") failed on rank ", rank_, " in the agreement check: ", e.what());
+        }
       } else {
         inBackend([&] { exchangeDescriptors(descriptor, all); });
       }

@@ -148,7 +148,7 @@ void compare(const config::CommOptions& base, const dist::ProcessInfo& info, dis
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|mismatch|compare [TIMEOUT_S]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|leave|mismatch|compare [TIMEOUT_S]\n", argv[0]);
     return 2;
   }
   const std::string scenario = argv[2];
@@ -174,6 +174,15 @@ int main(int argc, char** argv) {
       if (comm->rank() == comm->size() - 1) {
         std::fprintf(stderr, "comm_check: rank %d stopping itself\n", comm->rank());
         raise(SIGSTOP);
+      }
+      float x = 1;
+      comm->allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);
+    } else if (scenario == "leave") {
+      comm->barrier();
+      if (comm->rank() == comm->size() - 1) {
+        std::fprintf(stderr, "comm_check: rank %d leaving without a word\n", comm->rank());
+        std::fflush(stderr);
+        std::_Exit(0);
       }
       float x = 1;
       comm->allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);

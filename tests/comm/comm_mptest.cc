@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
 
 #include "ringtrain/comm/factory.h"
@@ -86,6 +87,22 @@ TEST(CommProcesses, StoppedGlooRankIsNamedByTheOthers) {
             std::string::npos)
       << all;
   EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos) << all;
+}
+
+// A rank whose process is gone fails the others at once, not after comm.timeout_s (60 s here): Gloo sees
+// its sockets close, the same-host notices see its pid vanish.
+TEST(CommProcesses, GlooRankThatExitedFailsTheOthersAtOnce) {
+  if (!built("gloo")) GTEST_SKIP() << "Gloo backend not built";
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = ringrun(3, {"gloo", "leave", "60"});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_FALSE(r.ok());
+  const std::string all = r.out + r.err;
+  EXPECT_LT(seconds, 30.0) << all;
+  EXPECT_NE(all.find("rank 2 leaving"), std::string::npos) << all;
+  // The first failing rank is reported (ringrun then stops the rest); it names the collective and rank 2.
+  EXPECT_NE(all.find("allreduce(float32, 1 elements, sum) (collective #1) failed on rank"), std::string::npos) << all;
+  EXPECT_NE(all.find("rank 2"), std::string::npos) << all;
 }
 
 TEST(CommProcesses, StoppedMpiRankIsNamedByTheOthers) {
