@@ -39,7 +39,9 @@ RingOptions ringOptionsFrom(const config::CommOptions& comm);
 // In place on a host buffer: every rank ends with op(all ranks' buffers), bit-identical on all ranks.
 // Sum/average/max/min on float32, float64, float16, bfloat16 (reduced in float32, rounded to nearest even)
 // and int64 (average truncates toward zero); int32 and uint8 as well.
-// Runs on the calling thread (a backend's communication thread) and blocks until done. Same call order and
+// Runs on the calling thread (a backend's communication thread) and blocks until done. With same-host
+// copy its notices share one queue per pair of ranks with every other collective of the communicator: call
+// it on the communication thread (as comm.allreduce_algorithm: ring does), or while no collective runs. Same call order and
 // same (count, dtype, op, options) on every rank. Scratch memory is kept per thread and reused, so steady
 // state allocates nothing. Throws CommError/TimeoutError naming the step, segment and peer on failure;
 // the communicator should then be considered broken (operations may still be outstanding).
