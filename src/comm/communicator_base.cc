@@ -446,10 +446,22 @@ void CommunicatorBase::exchangeDescriptorsByNotices(const CollectiveDescriptor& 
 std::vector<std::vector<uint8_t>> CommunicatorBase::exchangeByCopies(
     const std::vector<const std::vector<uint8_t>*>& offer) {
   const CollectiveDescriptor& running = running_;
-  auto outOfStep = [&](int peer, const PeerNotice& n) {
-    return detail::concat(describe(running), " (collective #", running.sequence, ") on rank ", rank_, ": rank ", peer,
-                          " is out of step (notice ", n.message, ")");
+  auto outOfStep = [](int peer, const PeerNotice& n) {
+    return detail::concat("rank ", peer, " is out of step (notice ", n.message, ")");
   };
+  try {
+    return copyOffers(offer, outOfStep);
+  } catch (const TimeoutError&) {
+    throw;  // execute() names the ranks that did not arrive
+  } catch (const CommError& e) {
+    RT_THROW(CommError, shared_->backend, " ", describe(running), " (collective #", running.sequence, ") failed on rank ",
+             rank_, ": ", e.what());
+  }
+}
+
+std::vector<std::vector<uint8_t>> CommunicatorBase::copyOffers(
+    const std::vector<const std::vector<uint8_t>*>& offer,
+    const std::function<std::string(int, const PeerNotice&)>& outOfStep) {
   // 1. Offer: {length, address} to every peer. 2. Copy what every peer offers. 3. A final notice each way,
   // so that no rank returns (and frees what it offered) while a peer still copies from it.
   for (int i = 1; i < size_; ++i) {
