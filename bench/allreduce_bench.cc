@@ -28,6 +28,9 @@
 #if RINGTRAIN_WITH_MPI
 #include <mpi.h>
 #endif
+#if RINGTRAIN_HAVE_NCCL
+#include "comm/cuda_memory.h"
+#endif
 
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
@@ -109,10 +112,75 @@ int64_t countErrors(const std::vector<float>& data, size_t count, int ranks) {
 
 using SumFn = std::function<void(comm::Buffer)>;
 
-Measurement measure(const SumFn& allreduce, comm::Communicator& control, std::vector<float>& data, size_t count,
-                    int iters, int warmup) {
-  const comm::Buffer buffer{data.data(), count, comm::DataType::kFloat32};
-  std::fill(data.begin(), data.begin() + count, 0.0f);  // zeros stay zeros however often they are summed
+// Where the summed data lives: host memory, or (NCCL) a buffer on this rank's GPU that the host pattern is
+// copied to and the result copied back from. Small host values (the max of medians, error counts) go
+// through `scratch` on the GPU too, since NCCL reduces device memory only.
+class Data {
+ public:
+  Data(size_t max_count, int cuda_index) : host_(max_count), cuda_(cuda_index) {
+#if RINGTRAIN_HAVE_NCCL
+    if (cuda_ >= 0) {
+      device_ = static_cast<float*>(comm::cuda::allocate(cuda_, std::max<size_t>(max_count, 1) * sizeof(float)));
+      scratch_ = comm::cuda::allocate(cuda_, sizeof(double));
+    }
+#endif
+  }
+  ~Data() {
+#if RINGTRAIN_HAVE_NCCL
+    if (device_ != nullptr) comm::cuda::release(device_);
+    if (scratch_ != nullptr) comm::cuda::release(scratch_);
+#endif
+  }
+  Data(const Data&) = delete;
+  Data& operator=(const Data&) = delete;
+
+  std::vector<float>& host() { return host_; }
+  comm::Buffer buffer(size_t count) const {
+    comm::Buffer b{device_ != nullptr ? static_cast<void*>(device_) : const_cast<float*>(host_.data()), count,
+                   comm::DataType::kFloat32};
+    b.device.cuda_index = device_ != nullptr ? cuda_ : -1;
+    return b;
+  }
+  void upload(size_t count) { copy(device_, host_.data(), count * sizeof(float), true); }
+  void download(size_t count) { copy(host_.data(), device_, count * sizeof(float), false); }
+  // In place over ranks, for an 8-byte host value.
+  void reduceValue(comm::Communicator& comm, void* value, comm::DataType dtype, comm::ReduceOp op) {
+    if (device_ == nullptr) {
+      comm.allreduce(comm::Buffer{value, 1, dtype}, op);
+      return;
+    }
+    copy(scratch_, value, 8, true);
+    comm::Buffer b{scratch_, 1, dtype};
+    b.device.cuda_index = cuda_;
+    comm.allreduce(b, op);
+    copy(value, scratch_, 8, false);
+  }
+
+ private:
+  void copy(void* dst, const void* src, size_t bytes, bool to_device) {
+    if (device_ == nullptr || bytes == 0) return;
+#if RINGTRAIN_HAVE_NCCL
+    if (to_device) {
+      comm::cuda::copyToDevice(dst, src, bytes);
+    } else {
+      comm::cuda::copyToHost(dst, src, bytes);
+    }
+#else
+    (void)dst, (void)src, (void)to_device;
+#endif
+  }
+
+  std::vector<float> host_;
+  int cuda_;
+  float* device_ = nullptr;
+  void* scratch_ = nullptr;
+};
+
+Measurement measure(const SumFn& allreduce, comm::Communicator& control, Data& data, size_t count, int iters,
+                    int warmup) {
+  const comm::Buffer buffer = data.buffer(count);
+  std::fill(data.host().begin(), data.host().begin() + count, 0.0f);  // zeros stay zeros however often summed
+  data.upload(count);
   for (int i = 0; i < warmup; ++i) allreduce(buffer);
   control.barrier();
   std::vector<double> times(iters);
@@ -124,12 +192,14 @@ Measurement measure(const SumFn& allreduce, comm::Communicator& control, std::ve
   std::nth_element(times.begin(), times.begin() + iters / 2, times.end());
   Measurement m;
   m.seconds = times[iters / 2];
-  control.allreduce(comm::Buffer{&m.seconds, 1, comm::DataType::kFloat64}, comm::ReduceOp::kMax);
+  data.reduceValue(control, &m.seconds, comm::DataType::kFloat64, comm::ReduceOp::kMax);
 
-  fillPattern(data, count, control.rank());
+  fillPattern(data.host(), count, control.rank());
+  data.upload(count);
   allreduce(buffer);
-  m.errors = countErrors(data, count, control.size());
-  control.allreduce(comm::Buffer{&m.errors, 1, comm::DataType::kInt64}, comm::ReduceOp::kSum);
+  data.download(count);
+  m.errors = countErrors(data.host(), count, control.size());
+  data.reduceValue(control, &m.errors, comm::DataType::kInt64, comm::ReduceOp::kSum);
   return m;
 }
 
@@ -153,22 +223,38 @@ int run(const Args& args) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(args.timeout_s * 1000));
   std::unique_ptr<dist::Store> store = dist::connectStore(process, timeout);
 
+  // NCCL sums GPU memory (this rank's local GPU) with its own ring: there is no host ring to compare, so the
+  // table has the one native column.
+  comm::Device device;
+  std::vector<std::string> algorithms = args.algorithms;
+  if (args.backend == "nccl") {
+#if RINGTRAIN_HAVE_NCCL
+    const int devices = comm::cuda::deviceCount();
+    RT_CHECK_T(ConfigError, devices > process.local_rank, "--backend nccl: local rank ", process.local_rank,
+               " needs a CUDA device, and this machine has ", devices);
+    device.cuda_index = process.local_rank;
+    algorithms = {"native"};
+#else
+    RT_THROW(ConfigError, "--backend nccl: this build has no NCCL backend");
+#endif
+  }
+
   // One communicator per algorithm (made in the same order on every rank); the native one also carries the
   // benchmark's own control traffic (barrier, max of medians, error counts).
   std::vector<std::unique_ptr<comm::Communicator>> comms;
-  for (const auto& algorithm : args.algorithms) {
+  for (const auto& algorithm : algorithms) {
     RT_CHECK_T(ConfigError, algorithm == "ring" || algorithm == "native", "unknown algorithm '", algorithm,
                "' (ring | native)");
     options.allreduce_algorithm = algorithm;
-    comms.push_back(comm::makeCommunicator(options, process, *store));
+    comms.push_back(comm::makeCommunicator(options, process, *store, device));
   }
   options.allreduce_algorithm = "native";
-  auto control = comm::makeCommunicator(options, process, *store);
+  auto control = comm::makeCommunicator(options, process, *store, device);
 
   std::vector<std::string> names;
   std::vector<SumFn> columns;
   for (size_t i = 0; i < comms.size(); ++i) {
-    names.push_back(args.algorithms[i]);
+    names.push_back(algorithms[i]);
     comm::Communicator* c = comms[i].get();
     columns.push_back([c](comm::Buffer b) { c->allreduce(b, comm::ReduceOp::kSum); });
   }
@@ -186,7 +272,7 @@ int run(const Args& args) {
 
   const int n = process.world_size;
   const double bus_factor = n > 1 ? 2.0 * (n - 1) / n : 0.0;
-  std::vector<float> data(sizes.empty() ? 0 : *std::max_element(sizes.begin(), sizes.end()) / 4);
+  Data data(sizes.empty() ? 0 : *std::max_element(sizes.begin(), sizes.end()) / 4, device.cuda_index);
   // The ratio columns compare the ring (first column) with every other column.
   const bool ring_first = !names.empty() && names[0] == "ring";
   if (process.rank == 0) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for the GPU device machine (Ubuntu 24.04, PyTorch 2.x with CUDA, NCCL, OpenMPI, no Gloo,
 # no network): builds ringtrain against the CUDA LibTorch, runs the GPU-labelled tests (NCCL at world
-# size 1: NCCL refuses two ranks on one GPU), the multi-process CPU tests at 8 ranks, and the GPU
-# benchmark against the PyTorch eager peer. Logs go under $OUT (or ./gpu-check-logs).
+# size 1: NCCL refuses two ranks on one GPU), the NCCL allreduce benchmark at world size 1, the
+# multi-process CPU tests at 8 ranks, and the GPU benchmark against the PyTorch eager peer. Logs go under $OUT (or ./gpu-check-logs).
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
 # dev machine) downloads them into .device/debs and copies the peers into .device/peers; the device
@@ -67,6 +67,10 @@ rc=0
 log "gpu tests"
 timeout 200 ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 120 > "$OUT/test-gpu.log" 2>&1 || rc=1
 tail -5 "$OUT/test-gpu.log" | tee -a "$OUT/summary.txt"
+# 3b. NCCL allreduce at world size 1 (issue 3), nccl-tests style, data checked: ncclAllReduce on this GPU.
+log "nccl allreduce benchmark, 1 GPU"
+timeout 90 "$BUILD/bin/allreduce_bench" --backend nccl --max-bytes 256M > "$OUT/bench-allreduce-nccl.log" 2>&1 || rc=1
+tail -6 "$OUT/bench-allreduce-nccl.log" | tee -a "$OUT/summary.txt"
 # 4. GPU benchmark: ringtrain against the PyTorch eager peer, same card, same run.
 log "gpu benchmark"
 PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" timeout 150 "$ROOT/scripts/bench-gpu.sh" \
