@@ -126,6 +126,18 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("data", "items", &J::data, &DataOptions::items));
   s.push_back(makeChoice("data", "context", &J::data, &DataOptions::context, {"window", "basket"}));
   s.push_back(makeField("data", "window", &J::data, &DataOptions::window, 1, 10000));
+  {
+    Field direction = makeChoice("data", "direction", &J::data, &DataOptions::direction, {"both", "forward"});
+    // A basket has no order, so "after the center" means nothing there.
+    direction.check = [choice = direction.check](const JobConfig& c) -> std::string {
+      if (std::string problem = choice(c); !problem.empty()) return problem;
+      if (c.data.direction != "both" && c.data.context == "basket") {
+        return fmt::format("'{}' needs data.context window (basket items have no order)", c.data.direction);
+      }
+      return "";
+    };
+    s.push_back(direction);
+  }
   s.push_back(makeField("data", "min_count", &J::data, &DataOptions::min_count, 1));
   s.push_back(makeField("data", "subsample", &J::data, &DataOptions::subsample, 0, 1));
   s.push_back(makeField("data", "negatives", &J::data, &DataOptions::negatives, 0, 1000));

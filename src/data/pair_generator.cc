@@ -15,6 +15,7 @@ PairOptions PairOptions::from(const config::JobConfig& job) {
   PairOptions o;
   o.mode = job.data.context == "basket" ? ContextMode::kBasket : ContextMode::kWindow;
   o.window = job.data.window;
+  o.direction = job.data.direction == "forward" ? Direction::kForward : Direction::kBoth;
   o.subsample = job.data.subsample;
   o.negatives = job.data.negatives;
   o.ns_exponent = job.data.ns_exponent;
@@ -28,6 +29,8 @@ PairGenerator::PairGenerator(std::shared_ptr<const Corpus> corpus, std::shared_p
   RT_CHECK(corpus_ && split_, "PairGenerator needs a corpus and a split");
   RT_CHECK_T(ConfigError, options_.window >= 1, "data.window must be >= 1");
   RT_CHECK_T(ConfigError, options_.negatives >= 0, "data.negatives must be >= 0");
+  RT_CHECK_T(ConfigError, options_.mode == ContextMode::kWindow || options_.direction == Direction::kBoth,
+             "data.direction forward needs data.context window");
   const std::vector<int64_t> counts = trainCounts(*corpus_, *split_);
   int64_t total = 0;
   for (int64_t c : counts) total += c;
@@ -71,10 +74,11 @@ int64_t PairGenerator::countPairs(int64_t line, int64_t epoch) const {
   const auto m = static_cast<int64_t>(kept.size());
   if (m < 2) return 0;
   if (options_.mode == ContextMode::kBasket) return m * std::min<int64_t>(m - 1, 2 * options_.window);
+  const bool both = options_.direction == Direction::kBoth;
   int64_t n = 0;
   for (int64_t i = 0; i < m; ++i) {
     const auto b = static_cast<int64_t>(1 + rng.below(static_cast<uint64_t>(options_.window)));
-    n += std::min(i, b) + std::min(m - 1 - i, b);
+    n += (both ? std::min(i, b) : 0) + std::min(m - 1 - i, b);
   }
   return n;
 }
@@ -85,11 +89,12 @@ void PairGenerator::linePairs(int64_t line, int64_t epoch, std::vector<Pair>& ou
   const auto m = static_cast<int64_t>(scratch.size());
   if (m < 2) return;
   if (options_.mode == ContextMode::kWindow) {
+    const bool both = options_.direction == Direction::kBoth;
     for (int64_t i = 0; i < m; ++i) {
       const auto b = static_cast<int64_t>(1 + rng.below(static_cast<uint64_t>(options_.window)));
       const int32_t c = scratch[i];
       for (int64_t d = 1; d <= b; ++d) {
-        if (i - d >= 0) out.push_back({c, scratch[i - d]});
+        if (both && i - d >= 0) out.push_back({c, scratch[i - d]});
         if (i + d < m) out.push_back({c, scratch[i + d]});
       }
     }

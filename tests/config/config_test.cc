@@ -102,6 +102,15 @@ TEST(Config, OutOfRangeValuesAreRejected) {
   EXPECT_THAT(errorOf("", {parseOverride("data.negatives=-1")}), HasSubstr("--set: data.negatives"));
 }
 
+TEST(Config, ForwardDirectionIsForWindowContextOnly) {
+  EXPECT_EQ(loadString("data:\n  direction: forward\n", "job.yaml").data.direction, "forward");
+  EXPECT_THAT(errorOf("data:\n  direction: backward\n"), HasSubstr("must be one of both, forward"));
+  EXPECT_THAT(errorOf("data:\n  context: basket\n  direction: forward\n"),
+              HasSubstr("data.direction: 'forward' needs data.context window"));
+  EXPECT_THAT(errorOf("data:\n  direction: forward\n", {parseOverride("data.context=basket")}),
+              HasSubstr("data.direction"));
+}
+
 TEST(Config, BadSetSyntaxIsRejected) {
   for (const char* bad : {"datawindow=3", "data.window", ".window=3", "data.=3", "window=data.x"}) {
     EXPECT_THROW(parseOverride(bad), ConfigError) << bad;

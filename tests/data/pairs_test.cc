@@ -118,6 +118,64 @@ TEST(Pairs, WindowContextsAreNearTheCenter) {
   }
 }
 
+// Pairs of line 0 of a one-line corpus, as token pairs.
+std::vector<std::pair<std::string, std::string>> tokenPairs(const std::vector<std::string>& line, int window,
+                                                            Direction direction) {
+  Fixture f;
+  f.corpus = Corpus::fromLines({line});
+  SplitOptions so;
+  so.eval_fraction = 0.0;
+  f.split = std::make_shared<CorpusSplit>(*f.corpus, so);
+  PairOptions o = pairOpts(ContextMode::kWindow, window);
+  o.direction = direction;
+  PairGenerator gen(f.corpus, f.split, o);
+  std::vector<Pair> out;
+  std::vector<int32_t> scratch;
+  gen.linePairs(0, 0, out, scratch);
+  EXPECT_EQ(static_cast<int64_t>(out.size()), gen.countPairs(0, 0));
+  const Vocabulary& v = f.corpus->vocab();
+  std::vector<std::pair<std::string, std::string>> named;
+  for (const Pair& p : out) named.emplace_back(std::string(v.token(p.center)), std::string(v.token(p.context)));
+  return named;
+}
+
+TEST(Pairs, ForwardDirectionPairsEachCenterWithTheItemsAfterIt) {
+  using P = std::vector<std::pair<std::string, std::string>>;
+  // Window 1 draws b = 1 for every center, so the pairs are exact.
+  const std::vector<std::string> line = {"a", "b", "c", "d"};
+  EXPECT_EQ(tokenPairs(line, 1, Direction::kForward), (P{{"a", "b"}, {"b", "c"}, {"c", "d"}}));
+  EXPECT_EQ(tokenPairs(line, 1, Direction::kBoth),
+            (P{{"a", "b"}, {"b", "a"}, {"b", "c"}, {"c", "b"}, {"c", "d"}, {"d", "c"}}));
+  // Wider windows draw the same half-widths either way: forward is `both` without the earlier items.
+  const std::vector<std::string> longer = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"};
+  for (int window : {2, 3, 5, 20}) {
+    const P both = tokenPairs(longer, window, Direction::kBoth);
+    P later;
+    for (const auto& p : both) {
+      if (p.second > p.first) later.push_back(p);  // single letters in sequence order
+    }
+    EXPECT_EQ(tokenPairs(longer, window, Direction::kForward), later) << "window " << window;
+    EXPECT_GT(both.size(), later.size());
+  }
+  // Window 20 over 12 items may reach the end: every forward context is after its center, and the
+  // last item is never a center.
+  for (const auto& p : tokenPairs(longer, 20, Direction::kForward)) {
+    EXPECT_LT(p.first, p.second);
+    EXPECT_NE(p.first, "l");
+  }
+}
+
+TEST(Pairs, ForwardDirectionNeedsWindowContext) {
+  Fixture f = makeFixture(5, 10);
+  PairOptions o = pairOpts(ContextMode::kBasket, 3);
+  o.direction = Direction::kForward;
+  EXPECT_THROW(PairGenerator(f.corpus, f.split, o), ConfigError);
+  config::JobConfig job;
+  EXPECT_EQ(PairOptions::from(job).direction, Direction::kBoth);
+  job.data.direction = "forward";
+  EXPECT_EQ(PairOptions::from(job).direction, Direction::kForward);
+}
+
 TEST(Pairs, BasketContextsAreCappedAndDistinct) {
   std::vector<std::string> basket;
   for (int i = 0; i < 100; ++i) basket.push_back("i" + std::to_string(i));

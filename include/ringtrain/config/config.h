@@ -28,6 +28,7 @@ struct DataOptions {
   std::string items;   // items.tsv beside the corpus; empty: <corpus dir>/items.tsv when it exists
   std::string context = "window";  // window | basket
   int window = 5;
+  std::string direction = "both";  // both | forward: window contexts on both sides, or only after the center
   int min_count = 1;
   double subsample = 1e-3;  // frequent-item subsampling threshold; 0 turns it off
   int negatives = 5;

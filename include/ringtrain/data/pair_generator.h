@@ -6,7 +6,8 @@
 //   1. subsampling: item t is kept with probability min(1, (sqrt(f/s) + 1) * s / f), f = its share of the
 //      training tokens, s = data.subsample (word2vec's formula; s = 0 keeps everything);
 //   2. window: for each kept center, a reduced half-width b uniform in [1, window] (word2vec), and the
-//      contexts are the kept items at distance <= b, nearest first, left then right;
+//      contexts are the kept items at distance <= b, nearest first, left then right (data.direction
+//      forward: only the right side, the items after the center; b is drawn the same way either way);
 //      basket: the contexts are min(m - 1, 2 * window) of the other m - 1 kept items, drawn without
 //      replacement (so a 100-item basket gives 100 * 10 pairs, not 100 * 99, with window 5).
 // The pair count of a line needs only steps 1 and the b draws, so countPairs() is cheap and exact.
@@ -35,10 +36,13 @@
 namespace ringtrain::data {
 
 enum class ContextMode { kWindow, kBasket };
+// Which neighbours of a window center are its contexts; kForward only pairs a center with later items.
+enum class Direction { kBoth, kForward };
 
 struct PairOptions {
   ContextMode mode = ContextMode::kWindow;
   int window = 5;
+  Direction direction = Direction::kBoth;  // window mode only
   double subsample = 1e-3;
   int negatives = 5;
   double ns_exponent = 0.75;  // negative distribution: train count^ns_exponent, unseen items never drawn
