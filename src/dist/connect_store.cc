@@ -2,6 +2,7 @@
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
+#include "ringtrain/dist/memory_store.h"
 #include "ringtrain/dist/tcp_store.h"
 
 namespace ringtrain::dist {
@@ -40,6 +41,12 @@ class JobStore final : public Store {
 }  // namespace
 
 std::unique_ptr<Store> connectStore(const ProcessInfo& info, std::chrono::milliseconds timeout) {
+  // A process on its own (no launcher, world size 1) has nobody to meet: its store stays in memory, so it
+  // takes no port (`ringtrain eval` beside a running job used to fail with "address in use").
+  if (info.launcher == "single" && info.world_size == 1) {
+    debug("single process: the job's store is in memory");
+    return std::make_unique<MemoryStore>();
+  }
   // torchrun's own store already listens on MASTER_PORT: ours goes next to it.
   const int port_wanted = info.launcher == "torchrun" && info.master_port > 0 ? info.master_port + 1 : info.master_port;
   RT_CHECK_T(ConfigError, port_wanted <= 65535, "the store port ", port_wanted, " is out of range");

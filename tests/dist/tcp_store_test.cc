@@ -289,5 +289,18 @@ TEST(ConnectStore, RankZeroOutsideRingrunHostsTheStoreAndKeysAreScopedByRestart)
   EXPECT_TRUE(store->check({"x"}));
 }
 
+// A process on its own takes no port: it works even when MASTER_PORT is taken by someone else.
+TEST(ConnectStore, SingleProcessStoreTakesNoPort) {
+  TcpStoreServer busy("127.0.0.1", 0, kToken);  // holds a port, as a running job's store would
+  ProcessInfo info;
+  info.launcher = "single";
+  info.world_size = 1;
+  info.master_port = busy.port();
+  auto store = connectStore(info, 2000ms);
+  store->set("x", toBytes("1"));
+  EXPECT_EQ(toString(store->get("x", 1000ms)), "1");
+  EXPECT_EQ(store->add("n", 2), 2);
+}
+
 }  // namespace
 }  // namespace ringtrain::dist
