@@ -409,13 +409,11 @@ std::vector<std::vector<uint8_t>> CommunicatorBase::allToAllBytes(const std::vec
   return std::move(*result);
 }
 
-// Notice markers of the same-host paths (top byte of PeerNotice::message), checked on arrival so that
-// ranks that disagree on what they are doing fail instead of reading each other's memory wrongly.
+// Marks the first notice of a collective's descriptor, checked on arrival so that ranks that disagree on
+// what they are doing fail instead of misreading each other (the byte collectives' markers are in
+// exchangeOffers).
 namespace {
 constexpr uint64_t kDescriptorMarker = uint64_t{0xD1} << 56;
-constexpr uint64_t kOfferMarker = uint64_t{0xB1} << 56;
-constexpr uint64_t kDoneMarker = uint64_t{0xB2} << 56;
-constexpr uint64_t kMarkerMask = uint64_t{0xFF} << 56;
 }  // namespace
 
 void CommunicatorBase::exchangeDescriptorsByNotices(const CollectiveDescriptor& mine,
@@ -445,47 +443,20 @@ void CommunicatorBase::exchangeDescriptorsByNotices(const CollectiveDescriptor& 
 
 std::vector<std::vector<uint8_t>> CommunicatorBase::exchangeByCopies(
     const std::vector<const std::vector<uint8_t>*>& offer) {
-  const CollectiveDescriptor& running = running_;
-  auto outOfStep = [](int peer, const PeerNotice& n) {
-    return detail::concat("rank ", peer, " is out of step (notice ", n.message, ")");
-  };
+  std::vector<std::vector<uint8_t>> result(size_);
   try {
-    return copyOffers(offer, outOfStep);
+    exchangeOffers(
+        *this, [&](int peer) { return PeerOffer{offer[peer]->data(), offer[peer]->size()}; },
+        [&](int peer, size_t bytes) {
+          result[peer].resize(bytes);
+          return result[peer].data();
+        },
+        timeout_);
   } catch (const TimeoutError&) {
     throw;  // execute() names the ranks that did not arrive
   } catch (const CommError& e) {
-    RT_THROW(CommError, shared_->backend, " ", describe(running), " (collective #", running.sequence, ") failed on rank ",
-             rank_, ": ", e.what());
-  }
-}
-
-std::vector<std::vector<uint8_t>> CommunicatorBase::copyOffers(
-    const std::vector<const std::vector<uint8_t>*>& offer,
-    const std::function<std::string(int, const PeerNotice&)>& outOfStep) {
-  // 1. Offer: {length, address} to every peer. 2. Copy what every peer offers. 3. A final notice each way,
-  // so that no rank returns (and frees what it offered) while a peer still copies from it.
-  for (int i = 1; i < size_; ++i) {
-    const int peer = (rank_ + i) % size_;
-    const std::vector<uint8_t>& bytes = *offer[peer];
-    RT_CHECK_T(CommError, bytes.size() < (uint64_t{1} << 56), "byte collective of ", bytes.size(), " bytes");
-    peer_memory_.post(peer, PeerNotice{kOfferMarker | bytes.size(), reinterpret_cast<uint64_t>(bytes.data())},
-                      timeout_);
-  }
-  std::vector<std::vector<uint8_t>> result(size_);
-  for (int i = 1; i < size_; ++i) {
-    const int peer = (rank_ + size_ - i) % size_;
-    const PeerNotice n = peer_memory_.take(peer, timeout_);
-    RT_CHECK_T(CommError, (n.message & kMarkerMask) == kOfferMarker, outOfStep(peer, n));
-    result[peer].resize(n.message & ~kMarkerMask);
-    if (!result[peer].empty()) {
-      peer_memory_.read(peer, reinterpret_cast<const void*>(n.value), result[peer].data(), result[peer].size());
-    }
-  }
-  for (int i = 1; i < size_; ++i) peer_memory_.post((rank_ + i) % size_, PeerNotice{kDoneMarker, 0}, timeout_);
-  for (int i = 1; i < size_; ++i) {
-    const int peer = (rank_ + size_ - i) % size_;
-    const PeerNotice n = peer_memory_.take(peer, timeout_);
-    RT_CHECK_T(CommError, n.message == kDoneMarker, outOfStep(peer, n));
+    RT_THROW(CommError, shared_->backend, " ", describe(running_), " (collective #", running_.sequence,
+             ") failed on rank ", rank_, ": ", e.what());
   }
   return result;
 }

@@ -248,10 +248,6 @@ class CommunicatorBase : public Communicator {
   // Gives every peer q the bytes offer[q] and returns what every peer offered this rank (result[rank] is
   // left empty).
   std::vector<std::vector<uint8_t>> exchangeByCopies(const std::vector<const std::vector<uint8_t>*>& offer);
-  // Its steps, without the collective named in errors.
-  std::vector<std::vector<uint8_t>> copyOffers(
-      const std::vector<const std::vector<uint8_t>*>& offer,
-      const std::function<std::string(int, const PeerNotice&)>& outOfStep);
   // Arrival, agreement check and the operation itself, on the communication thread.
   void execute(const CollectiveDescriptor& descriptor, const std::function<void()>& run);
 

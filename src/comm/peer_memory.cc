@@ -270,4 +270,37 @@ PeerNotice PeerMemory::take(int peer, std::chrono::milliseconds timeout) const {
   return notice;
 }
 
+void exchangeOffers(Communicator& comm, const std::function<PeerOffer(int peer)>& offer,
+                    const std::function<void*(int peer, size_t bytes)>& into, std::chrono::milliseconds timeout) {
+  // Marker bytes (top byte of PeerNotice::message), checked on arrival so that ranks doing different things
+  // fail instead of reading each other's memory wrongly. An offer carries its length in the low 56 bits.
+  constexpr uint64_t kOfferMarker = uint64_t{0xB1} << 56;
+  constexpr uint64_t kDoneMarker = uint64_t{0xB2} << 56;
+  constexpr uint64_t kMarkerMask = uint64_t{0xFF} << 56;
+  const int size = comm.size(), me = comm.rank();
+  auto outOfStep = [](int peer, const PeerNotice& n) {
+    return detail::concat("rank ", peer, " is out of step (notice ", n.message, ")");
+  };
+  for (int i = 1; i < size; ++i) {
+    const int peer = (me + i) % size;
+    const PeerOffer o = offer(peer);
+    RT_CHECK_T(CommError, o.bytes < (uint64_t{1} << 56), "same-host offer of ", o.bytes, " bytes");
+    comm.postPeerNotice(peer, PeerNotice{kOfferMarker | o.bytes, reinterpret_cast<uint64_t>(o.data)}, timeout);
+  }
+  for (int i = 1; i < size; ++i) {
+    const int peer = (me + size - i) % size;
+    const PeerNotice n = comm.takePeerNotice(peer, timeout);
+    RT_CHECK_T(CommError, (n.message & kMarkerMask) == kOfferMarker, outOfStep(peer, n));
+    const size_t bytes = n.message & ~kMarkerMask;
+    void* target = into(peer, bytes);
+    if (bytes > 0) comm.readPeerMemory(peer, reinterpret_cast<const void*>(n.value), target, bytes);
+  }
+  for (int i = 1; i < size; ++i) comm.postPeerNotice((me + i) % size, PeerNotice{kDoneMarker, 0}, timeout);
+  for (int i = 1; i < size; ++i) {
+    const int peer = (me + size - i) % size;
+    const PeerNotice n = comm.takePeerNotice(peer, timeout);
+    RT_CHECK_T(CommError, n.message == kDoneMarker, outOfStep(peer, n));
+  }
+}
+
 }  // namespace ringtrain::comm

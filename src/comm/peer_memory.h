@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,5 +65,19 @@ class PeerMemory {
   std::unique_ptr<uint64_t> probe_;  // the word peers read; heap-held so its address survives moves
   std::unique_ptr<Shared> shared_;
 };
+
+// Bytes of this rank's memory that a peer may copy (see exchangeOffers).
+struct PeerOffer {
+  const void* data = nullptr;
+  size_t bytes = 0;
+};
+
+// One round of same-host copies among all ranks of `comm` (every rank calls it at the same point, with
+// comm.canReadPeerMemory()): every peer q is offered offer(q) by notice; what each peer offers this rank is
+// copied to into(peer, bytes), which says where its `bytes` go (it may refuse them by throwing). A final
+// notice each way keeps every rank from returning, and freeing or overwriting what it offered, while a peer
+// still copies from it. Errors name the peer; a notice that does not come is a TimeoutError.
+void exchangeOffers(Communicator& comm, const std::function<PeerOffer(int peer)>& offer,
+                    const std::function<void*(int peer, size_t bytes)>& into, std::chrono::milliseconds timeout);
 
 }  // namespace ringtrain::comm

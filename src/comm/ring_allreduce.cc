@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "peer_memory.h"
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/comm/ring_plan.h"
 #include "ringtrain/core/error.h"
@@ -86,6 +87,12 @@ struct RingScratch {
 };
 
 thread_local RingScratch t_scratch;
+
+// `context` (which quotes e) as the same kind of error: a timeout stays a TimeoutError.
+[[noreturn]] void rethrowWithContext(const Error& e, const std::string& context) {
+  if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
+  throw CommError(context);
+}
 
 class Ring {
  public:
@@ -224,13 +231,12 @@ class Ring {
   }
 
   [[noreturn]] void fail(const Error& e, const char* what, int peer, size_t m) {
-    const std::string context = ringtrain::detail::concat(
-        "ring allreduce (", buffer_.count, " x ", toString(buffer_.dtype), ", ", toString(op_),
-        peer_copy_ ? ", same-host copy" : "", ") on rank ", rank_, "/", size_, ": ", what, " rank ", peer,
-        " failed at step ", step(m), " segment ", segment(m), ": ", e.what());
     t_scratch.abandon();
-    if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
-    throw CommError(context);
+    rethrowWithContext(e, ringtrain::detail::concat("ring allreduce (", buffer_.count, " x ", toString(buffer_.dtype),
+                                                    ", ", toString(op_), peer_copy_ ? ", same-host copy" : "",
+                                                    ") on rank ", rank_, "/", size_, ": ", what, " rank ", peer,
+                                                    " failed at step ", step(m), " segment ", segment(m), ": ",
+                                                    e.what()));
   }
 
   Communicator& comm_;
@@ -249,13 +255,11 @@ class Ring {
   size_t send_posted_ = 0, send_waited_ = 0, recv_posted_ = 0;
 };
 
-[[noreturn]] void directFailure(const Communicator& comm, const Buffer& buffer, ReduceOp op, const char* what,
-                                int peer, const Error& e) {
-  const std::string context = ringtrain::detail::concat(
-      "ring allreduce (direct, ", buffer.count, " x ", toString(buffer.dtype), ", ", toString(op), ") on rank ",
-      comm.rank(), "/", comm.size(), ": ", what, " rank ", peer, " failed: ", e.what());
-  if (dynamic_cast<const TimeoutError*>(&e)) throw TimeoutError(context);
-  throw CommError(context);
+[[noreturn]] void directFailure(const Communicator& comm, const Buffer& buffer, ReduceOp op, const std::string& what,
+                                const Error& e) {
+  rethrowWithContext(e, ringtrain::detail::concat("ring allreduce (direct, ", buffer.count, " x ",
+                                                  toString(buffer.dtype), ", ", toString(op), ") on rank ", comm.rank(),
+                                                  "/", comm.size(), ": ", what, " failed: ", e.what()));
 }
 
 // Every rank's buffer into copies[r * bytes] (this rank's own slot is left alone), by messages.
@@ -276,7 +280,7 @@ void directMessages(Communicator& comm, Buffer buffer, ReduceOp op, std::chrono:
     try {
       work->wait(timeout);
     } catch (const Error& e) {
-      directFailure(comm, buffer, op, what, peer, e);
+      directFailure(comm, buffer, op, ringtrain::detail::concat(what, " rank ", peer), e);
     }
     work.reset();
   };
@@ -290,41 +294,22 @@ void directMessages(Communicator& comm, Buffer buffer, ReduceOp op, std::chrono:
   }
 }
 
-// The same by same-host copies: notices carry the buffers' addresses; the final notices say "done reading
-// yours", and every rank takes all of them before it overwrites its own buffer with the result.
+// The same by same-host copies (exchangeOffers): every rank offers its buffer, copies the P-1 offered to it,
+// and returns only once every peer has copied its own.
 void directPeerCopies(Communicator& comm, Buffer buffer, ReduceOp op, std::chrono::milliseconds timeout,
                       uint8_t* copies) {
-  constexpr uint64_t kAddress = ~uint64_t{0} - 1, kDone = ~uint64_t{0} - 2;  // message ids, checked
-  const int p = comm.size(), me = comm.rank();
   const size_t bytes = buffer.bytes();
-  const char* what = "notice to";
-  int peer = me;
   try {
-    for (int i = 1; i < p; ++i) {
-      peer = (me + i) % p;
-      comm.postPeerNotice(peer, PeerNotice{kAddress, reinterpret_cast<uint64_t>(buffer.data)}, timeout);
-    }
-    what = "copy from";
-    for (int i = 1; i < p; ++i) {
-      peer = (me + p - i) % p;
-      const PeerNotice notice = comm.takePeerNotice(peer, timeout);
-      RT_CHECK_T(CommError, notice.message == kAddress, "unexpected notice ", notice.message, " (ranks out of step)");
-      comm.readPeerMemory(peer, reinterpret_cast<const void*>(notice.value), copies + static_cast<size_t>(peer) * bytes,
-                          bytes);
-    }
-    what = "final notice to";
-    for (int i = 1; i < p; ++i) {
-      peer = (me + i) % p;
-      comm.postPeerNotice(peer, PeerNotice{kDone, 0}, timeout);
-    }
-    what = "final notice from";
-    for (int i = 1; i < p; ++i) {
-      peer = (me + p - i) % p;
-      const PeerNotice notice = comm.takePeerNotice(peer, timeout);
-      RT_CHECK_T(CommError, notice.message == kDone, "unexpected notice ", notice.message, " (ranks out of step)");
-    }
+    exchangeOffers(
+        comm, [&](int) { return PeerOffer{buffer.data, bytes}; },
+        [&](int peer, size_t offered) {
+          RT_CHECK_T(CommError, offered == bytes, "rank ", peer, " offered ", offered, " bytes where ", bytes,
+                     " were expected (ranks out of step)");
+          return static_cast<void*>(copies + static_cast<size_t>(peer) * bytes);
+        },
+        timeout);
   } catch (const Error& e) {
-    directFailure(comm, buffer, op, what, peer, e);
+    directFailure(comm, buffer, op, "same-host exchange", e);
   }
 }
 
