@@ -206,9 +206,15 @@ TEST(Ringrun, RankKilledBySigkillStopsTheJobWithAReportAndLeavesNoProcess) {
 }
 
 TEST(Ringrun, RankThatIgnoresSigtermIsKilledAfterTheGracePeriod) {
+  // Rank 0 fails only once rank 1 ignores SIGTERM: without that wait, a SIGTERM that reached rank 1 before
+  // its trap killed it at once, and the grace period was never needed (seen once in CI).
+  const std::string dir = testing::makeTempDir("ringrun_grace");
+  const std::string script = "trap '' TERM; if [ $RANK = 0 ]; then while [ ! -e \"$0/ready\" ]; do sleep 0.01; done; "
+                             "exit 4; fi; touch \"$0/ready\"; while :; do sleep 1; done";
   const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "0.5", "--",
-                             "sh", "-c", "trap '' TERM; if [ $RANK = 0 ]; then exit 4; fi; while :; do sleep 1; done"},
+                             "sh", "-c", script, dir},
                             {.timeout = 20000ms});
+  std::filesystem::remove_all(dir);
   EXPECT_EQ(r.exit_code, 4) << r.err;
   EXPECT_THAT(r.err, HasSubstr("rank 0 (node 0, local rank 0"));
   EXPECT_THAT(r.err, HasSubstr("stopped 1 other rank(s) on this node (SIGKILL after the grace period of 0.5 s)"));
