@@ -5,6 +5,12 @@
 
 namespace ringtrain::comm {
 
+void Communicator::allgatherBytesInto(const std::shared_ptr<ByteExchange>& exchange) {
+  std::vector<std::vector<uint8_t>> all = allgatherBytes(exchange->mine);
+  all.at(static_cast<size_t>(rank())).clear();
+  exchange->all = std::move(all);
+}
+
 void Communicator::readPeerMemory(int peer, const void*, void*, size_t bytes) {
   RT_THROW(CommError, backendName(), ": same-host copy of ", bytes, " bytes from rank ", peer,
            " is not supported by this communicator");

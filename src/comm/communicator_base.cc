@@ -378,13 +378,29 @@ std::vector<std::vector<uint8_t>> CommunicatorBase::allgatherBytes(const std::ve
     if (size_ == 1) {
       *result = {*input};
     } else if (peer_memory_.enabled()) {
-      *result = exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, input.get()));
+      result->resize(size_);
+      exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, input.get()), *result);
       (*result)[rank_] = *input;
     } else {
       *result = runAllgatherBytes(*input);
     }
   })->wait(timeout_);
   return std::move(*result);
+}
+
+void CommunicatorBase::allgatherBytesInto(const std::shared_ptr<ByteExchange>& exchange) {
+  CollectiveDescriptor d;
+  d.kind = OpKind::kAllgatherBytes;
+  enqueue(d, [this, exchange] {
+    ByteExchange& ex = *exchange;
+    ex.all.resize(size_);
+    if (size_ > 1 && peer_memory_.enabled()) {
+      exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, &ex.mine), ex.all);
+    } else if (size_ > 1) {
+      ex.all = runAllgatherBytes(ex.mine);
+    }
+    ex.all[rank_].clear();
+  })->wait(timeout_);
 }
 
 std::vector<std::vector<uint8_t>> CommunicatorBase::allToAllBytes(const std::vector<std::vector<uint8_t>>& send) {
@@ -400,7 +416,8 @@ std::vector<std::vector<uint8_t>> CommunicatorBase::allToAllBytes(const std::vec
     } else if (peer_memory_.enabled()) {
       std::vector<const std::vector<uint8_t>*> offer;
       for (const auto& bytes : *input) offer.push_back(&bytes);
-      *result = exchangeByCopies(offer);
+      result->resize(size_);
+      exchangeByCopies(offer, *result);
       (*result)[rank_] = (*input)[rank_];
     } else {
       *result = runAllToAllBytes(*input);
@@ -441,9 +458,8 @@ void CommunicatorBase::exchangeDescriptorsByNotices(const CollectiveDescriptor& 
   }
 }
 
-std::vector<std::vector<uint8_t>> CommunicatorBase::exchangeByCopies(
-    const std::vector<const std::vector<uint8_t>*>& offer) {
-  std::vector<std::vector<uint8_t>> result(size_);
+void CommunicatorBase::exchangeByCopies(const std::vector<const std::vector<uint8_t>*>& offer,
+                                        std::vector<std::vector<uint8_t>>& result) {
   try {
     exchangeOffers(
         *this, [&](int peer) { return PeerOffer{offer[peer]->data(), offer[peer]->size()}; },
@@ -458,7 +474,6 @@ std::vector<std::vector<uint8_t>> CommunicatorBase::exchangeByCopies(
     RT_THROW(CommError, shared_->backend, " ", describe(running_), " (collective #", running_.sequence,
              ") failed on rank ", rank_, ": ", e.what());
   }
-  return result;
 }
 
 void CommunicatorBase::barrier() {

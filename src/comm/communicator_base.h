@@ -166,6 +166,7 @@ class CommunicatorBase : public Communicator {
   WorkPtr allgatherAsync(Buffer send, Buffer recv) final;
   std::vector<std::vector<uint8_t>> allgatherBytes(const std::vector<uint8_t>& mine) final;
   std::vector<std::vector<uint8_t>> allToAllBytes(const std::vector<std::vector<uint8_t>>& send) final;
+  void allgatherBytesInto(const std::shared_ptr<ByteExchange>& exchange) final;
   void barrier() final;
 
   // Used for allreduce of host buffers instead of runAllreduce (comm.allreduce_algorithm: ring). It gets
@@ -247,7 +248,9 @@ class CommunicatorBase : public Communicator {
   void exchangeDescriptorsByNotices(const CollectiveDescriptor& mine, std::vector<CollectiveDescriptor>& all);
   // Gives every peer q the bytes offer[q] and returns what every peer offered this rank (result[rank] is
   // left empty).
-  std::vector<std::vector<uint8_t>> exchangeByCopies(const std::vector<const std::vector<uint8_t>*>& offer);
+  // result[peer] receives what `peer` offers this rank (resized, its capacity reused); result[rank()] untouched.
+  void exchangeByCopies(const std::vector<const std::vector<uint8_t>*>& offer,
+                        std::vector<std::vector<uint8_t>>& result);
   // Arrival, agreement check and the operation itself, on the communication thread.
   void execute(const CollectiveDescriptor& descriptor, const std::function<void()>& run);
 

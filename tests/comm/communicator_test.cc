@@ -276,6 +276,42 @@ TEST_P(WorldSize, AllgatherBytesAcrossTheReceiveCapacity) {
   }));
 }
 
+// The reusable exchange of the sparse-row sync, over same-host copies and over Gloo's own transport: each
+// peer's bytes land in all[peer] whether the lengths grow, shrink or vanish from round to round; all[me]
+// stays empty; it keeps step with allgatherBytes in between (one sequence of collectives).
+TEST_P(WorldSize, AllgatherBytesIntoReusesOneExchange) {
+  const int n = GetParam();
+  for (bool same_host : {true, false}) {
+    SCOPED_TRACE(same_host ? "same-host copy" : "gloo transport");
+    auto options = testCommOptions();
+    options.same_host_copy = same_host;
+    expectAllOk(runWithCommunicators(n, options, [&](Communicator& comm) {
+      const std::vector<size_t> base = {300000, 17, 0, (1 << 20) + 3, 5};
+      auto exchange = std::make_shared<ByteExchange>();
+      auto length = [&](size_t round, int r) { return base[round] == 0 ? 0 : base[round] + 11 * r; };
+      auto byte = [&](size_t round, int r, size_t i) { return static_cast<uint8_t>((r * 37 + i * 3 + round) & 0xff); };
+      for (size_t round = 0; round < base.size(); ++round) {
+        exchange->mine.resize(length(round, comm.rank()));
+        for (size_t i = 0; i < exchange->mine.size(); ++i) exchange->mine[i] = byte(round, comm.rank(), i);
+        comm.allgatherBytesInto(exchange);
+        ASSERT_EQ(exchange->all.size(), static_cast<size_t>(n));
+        for (int r = 0; r < n; ++r) {
+          if (r == comm.rank()) {
+            EXPECT_TRUE(exchange->all[r].empty());
+            continue;
+          }
+          ASSERT_EQ(exchange->all[r].size(), length(round, r)) << "round " << round << " from rank " << r;
+          for (size_t i = 0; i < exchange->all[r].size(); ++i) {
+            ASSERT_EQ(exchange->all[r][i], byte(round, r, i)) << "round " << round << " rank " << r << " byte " << i;
+          }
+        }
+        const auto plain = comm.allgatherBytes(std::vector<uint8_t>(3, static_cast<uint8_t>(comm.rank())));
+        for (int r = 0; r < n; ++r) ASSERT_EQ(plain[r], std::vector<uint8_t>(3, static_cast<uint8_t>(r)));
+      }
+    }));
+  }
+}
+
 TEST_P(WorldSize, AllToAllBytesPersonalized) {
   const int n = GetParam();
   expectAllOk(runWithCommunicators(n, testCommOptions(), [&](Communicator& comm) {

@@ -62,6 +62,15 @@ struct PeerNotice {
   uint64_t value = 0;    // typically an address in the sender's memory
 };
 
+// A byte allgather that a caller repeats every step (the sparse-row sync), kept between calls: `mine` is read
+// in place, and each peer's bytes land in all[peer], reusing the capacity the previous call left, so a
+// step neither copies its input nor allocates. Shared with the communication thread, so that a task still
+// running after its caller's timeout never touches freed memory.
+struct ByteExchange {
+  std::vector<uint8_t> mine;
+  std::vector<std::vector<uint8_t>> all;  // all[r]: rank r's bytes; all[rank()] is left empty (see mine)
+};
+
 class Work {
  public:
   virtual ~Work() = default;
@@ -96,6 +105,9 @@ class Communicator {
   virtual std::vector<std::vector<uint8_t>> allgatherBytes(const std::vector<uint8_t>& mine) = 0;
   // Personalized exchange: send[r] goes to rank r; result[r] came from rank r (owner-based sparse sync).
   virtual std::vector<std::vector<uint8_t>> allToAllBytes(const std::vector<std::vector<uint8_t>>& send) = 0;
+  // allgatherBytes through a ByteExchange (the same collective, sequence numbered and checked the same way).
+  // The default copies through allgatherBytes; communicators with a cheaper way override it.
+  virtual void allgatherBytesInto(const std::shared_ptr<ByteExchange>& exchange);
   virtual void barrier() = 0;
 
   // Point-to-point on host buffers, matched by (peer, tag) in posting order; the ring allreduce is built on
