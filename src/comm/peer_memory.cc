@@ -30,6 +30,9 @@ constexpr uint32_t kNoticeSlots = 256;
 // A sleeping wait wakes this often to see whether the peer process still exists, so that a rank that died
 // fails its peers at once instead of after comm.timeout_s.
 constexpr auto kLivenessSlice = std::chrono::milliseconds(100);
+// A wait polls this long before it sleeps. When the peer is in the same collective its notice comes within
+// microseconds, while a futex sleep and the wake-up behind it cost tens of microseconds each on a VM.
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
 
 // One sender's queue in the receiver's shared region. The sender alone writes head (and the entries), the
 // receiver alone writes tail; each is also the futex word the other side sleeps on.
@@ -226,7 +229,10 @@ namespace {
 template <typename Ready>
 void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std::chrono::milliseconds timeout,
              const char* what) {
-  const auto deadline = Clock::now() + timeout;
+  const auto start = Clock::now();
+  const auto deadline = start + timeout;
+  const auto spin_until = start + kSpinBeforeSleep;
+  while (!ready() && Clock::now() < spin_until) __builtin_ia32_pause();
   while (true) {
     const uint32_t seen = word.load(std::memory_order_acquire);
     if (ready()) return;
