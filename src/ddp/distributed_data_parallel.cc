@@ -416,7 +416,7 @@ class DistributedDataParallel::Impl {
         tensors.push_back(params_[i].tensor);
         grads.push_back(params_[i].tensor.grad());
       }
-      std::vector<at::Tensor> results = syncSparseGradients(comm_, tensors, grads, options_.sparse_sync, counts);
+      std::vector<at::Tensor> results = sparse_sync_.sync(comm_, tensors, grads, counts);
       for (size_t k = 0; k < sparse_.size(); ++k) params_[sparse_[k]].tensor.mutable_grad() = results[k];
     }
     stats_.sparse_sync_time = Clock::now() - sparse_start;
@@ -500,6 +500,7 @@ class DistributedDataParallel::Impl {
   torch::nn::Module& module_;      // outlives us (constructor contract)
   comm::Communicator& comm_;       // outlives us (constructor contract)
   DdpOptions options_;
+  SparseRowSync sparse_sync_{options_.sparse_sync};  // keeps its scratch from step to step
   std::unique_ptr<CommHook> hook_;
   std::vector<Param> params_;      // requires_grad parameters in registration order
   std::vector<size_t> dense_;      // indices into params_

@@ -6,243 +6,340 @@
 
 #include <ATen/ATen.h>
 
+#include "ddp/row_sum.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::ddp {
 namespace {
 
-struct Rows {
-  at::Tensor rows;    // int64 [k], CPU
-  at::Tensor values;  // [k, width...], CPU contiguous
+constexpr size_t kHeaderBytes = 2 * sizeof(int64_t);  // a block's [count][width]
+
+// Blocks are padded to 8 bytes, so that in a message (malloc-aligned) every block's ids and values are
+// aligned for int64, float and double.
+size_t padded(size_t bytes) { return (bytes + 7) & ~size_t{7}; }
+
+int64_t rowWidth(const at::Tensor& param) { return param.numel() / std::max<int64_t>(param.size(0), 1); }
+
+// The rows a rank contributes for one table, on the host: ids [n] and values [n, width], contiguous,
+// duplicates allowed (the summing coalesces them). Holds the tensors its RowBlock borrows from.
+struct SourceRows {
+  at::Tensor ids;
+  at::Tensor values;
+  detail::RowBlock block() const { return {ids.data_ptr<int64_t>(), values.data_ptr(), ids.numel()}; }
 };
 
-// Sums rows that share an id: returns the ids ascending, each once, and their summed values. Rows with equal
-// ids add in input order (a stable sort), so every rank that sums the same concatenation gets the same
-// bits. LibTorch 1.13's CPU coalesce() costs ~9 ms on a batch's worth of rows; this costs well under one.
-std::pair<at::Tensor, at::Tensor> sumDuplicateRows(at::Tensor rows, at::Tensor values) {
-  rows = rows.to(at::kCPU).contiguous();
-  values = values.contiguous();
-  const int64_t n = rows.numel();
-  if (!values.is_cpu() || values.scalar_type() != at::kFloat) {
-    at::Tensor summed = at::sparse_coo_tensor(rows.to(values.device()).unsqueeze(0), values).coalesce();
-    return {summed.indices().select(0, 0).to(at::kCPU).contiguous(), summed.values().contiguous()};
+SourceRows sourceRows(const at::Tensor& param, const at::Tensor& grad) {
+  const int64_t width = rowWidth(param);
+  const auto host = param.options().device(at::kCPU);
+  if (!grad.defined()) return {at::empty({0}, at::kLong), at::empty({0, width}, host)};
+  if (!grad.is_sparse()) {
+    // A dense gradient (e.g. the user replaced it): every row counts.
+    return {at::arange(param.size(0), at::kLong),
+            grad.to(at::kCPU, param.scalar_type()).contiguous().reshape({param.size(0), width})};
   }
-  const int64_t width = n > 0 ? values.numel() / n : 0;
+  at::Tensor g = grad;
+  // On a device, coalesce there first: fewer rows cross to the host.
+  if (!g.is_cpu()) g = g.coalesce().to(at::kCPU);
+  at::Tensor ids = g._indices().select(0, 0).contiguous();
+  return {ids, g._values().to(param.scalar_type()).contiguous().reshape({ids.numel(), width})};
+}
+
+// Sums duplicate rows by sorting: for what RowSummer does not take (dtypes other than float and double,
+// tables of more than RowSummer::kMaxTableRows rows). Equal ids add in input order (a stable sort).
+std::pair<at::Tensor, at::Tensor> sumBySorting(const at::Tensor& rows, const at::Tensor& values) {
+  if (values.scalar_type() != at::kFloat && values.scalar_type() != at::kDouble) {
+    at::Tensor summed = at::sparse_coo_tensor(rows.unsqueeze(0), values).coalesce();
+    return {summed.indices().select(0, 0).contiguous(), summed.values().contiguous()};
+  }
+  const int64_t n = rows.numel();
   const int64_t* ids = rows.data_ptr<int64_t>();
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+  std::vector<int64_t> slot(static_cast<size_t>(n));
   int64_t unique = 0;
-  for (int64_t i = 0; i < n; ++i) unique += (i == 0 || ids[order[i]] != ids[order[i - 1]]) ? 1 : 0;
-  std::vector<int64_t> value_shape(values.sizes().begin(), values.sizes().end());
-  value_shape[0] = unique;
-  at::Tensor out_rows = at::empty({unique}, at::kLong);
-  at::Tensor out_values = at::zeros(value_shape, values.options());
-  int64_t* out_ids = out_rows.data_ptr<int64_t>();
-  float* out = out_values.data_ptr<float>();
-  const float* in = values.data_ptr<float>();
-  int64_t slot = -1;
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t src = order[i];
-    if (i == 0 || ids[src] != ids[order[i - 1]]) out_ids[++slot] = ids[src];
-    float* dst = out + slot * width;
-    const float* row = in + src * width;
-    for (int64_t j = 0; j < width; ++j) dst[j] += row[j];
+    if (i > 0 && ids[order[i]] != ids[order[i - 1]]) ++unique;
+    slot[static_cast<size_t>(order[i])] = unique;
   }
+  unique = n > 0 ? unique + 1 : 0;
+  at::Tensor out_rows = at::empty({unique}, at::kLong);
+  for (int64_t i = 0; i < n; ++i) out_rows.data_ptr<int64_t>()[slot[static_cast<size_t>(order[i])]] = ids[order[i]];
+  at::Tensor out_values = at::zeros({unique, values.size(1)}, values.options());
+  out_values.index_add_(0, at::from_blob(slot.data(), {n}, at::kLong), values);
   return {out_rows, out_values};
 }
 
-Rows localRows(const at::Tensor& param, const at::Tensor& grad) {
-  std::vector<int64_t> value_shape(param.sizes().begin(), param.sizes().end());
-  value_shape[0] = 0;
-  if (!grad.defined()) {
-    return {at::empty({0}, at::kLong), at::empty(value_shape, param.options().device(at::kCPU))};
+// One table's rows summed by id, in two steps so that the caller can place the result: distinct() says how
+// many rows there are, write() writes them (ids ascending, values divided by `world`). A rank's own rows
+// (any order, duplicates) go through its RowSummer; blocks exchanged between ranks (each ascending and
+// distinct) are merged. Dtypes other than float and double, and tables too large for a RowSummer, are
+// sorted instead.
+class TableSum {
+ public:
+  enum class Input { kOwnRows, kExchanged };
+
+  TableSum(const at::Tensor& param, std::vector<detail::RowBlock> blocks, Input input, detail::RowSummer& summer)
+      : width_(rowWidth(param)), dtype_(param.scalar_type()), blocks_(std::move(blocks)), summer_(summer) {
+    const bool typed = dtype_ == at::kFloat || dtype_ == at::kDouble;
+    if (typed && input == Input::kExchanged) {
+      way_ = Way::kMerge;
+      distinct_ = detail::countMerged(blocks_, param.size(0));
+    } else if (typed && param.size(0) <= detail::RowSummer::kMaxTableRows) {
+      way_ = Way::kSummer;
+      distinct_ = summer_.mark(blocks_, param.size(0));
+    } else {
+      way_ = Way::kSort;
+      std::vector<at::Tensor> rows = {at::empty({0}, at::kLong)};  // at::cat needs one input of each shape
+      std::vector<at::Tensor> values = {at::empty({0, width_}, at::TensorOptions(dtype_))};
+      for (const auto& b : blocks_) {
+        rows.push_back(at::from_blob(const_cast<int64_t*>(b.ids), {b.count}, at::kLong));
+        values.push_back(at::from_blob(const_cast<void*>(b.values), {b.count, width_}, at::TensorOptions(dtype_)));
+      }
+      std::tie(rows_, values_) = sumBySorting(at::cat(rows), at::cat(values));
+      distinct_ = rows_.numel();
+    }
   }
-  if (!grad.is_sparse()) {
-    // A dense gradient (e.g. the user replaced it): every row counts.
-    at::Tensor dense = grad.to(at::kCPU).contiguous();
-    return {at::arange(param.size(0), at::kLong), dense};
+  ~TableSum() {
+    if (way_ == Way::kSummer && !written_) summer_.reset();
   }
-  if (grad.is_coalesced()) {
-    return {grad.indices().select(0, 0).to(at::kCPU).contiguous(), grad.values().to(at::kCPU).contiguous()};
+  TableSum(const TableSum&) = delete;
+  TableSum& operator=(const TableSum&) = delete;
+
+  int64_t distinct() const { return distinct_; }
+  int64_t width() const { return width_; }
+  size_t valueBytes() const { return static_cast<size_t>(distinct_ * width_) * c10::elementSize(dtype_); }
+
+  void write(int world, int64_t* ids_out, void* values_out) {
+    RT_CHECK(!written_, "TableSum written twice");
+    written_ = true;
+    const bool single = dtype_ == at::kFloat;
+    switch (way_) {
+      case Way::kMerge:
+        if (single) {
+          detail::sumMerged<float>(blocks_, width_, static_cast<float>(world), ids_out, static_cast<float*>(values_out));
+        } else {
+          detail::sumMerged<double>(blocks_, width_, world, ids_out, static_cast<double*>(values_out));
+        }
+        return;
+      case Way::kSummer:
+        RT_CHECK_EQ(world, 1, "a rank's own rows are summed, not averaged");
+        if (single) {
+          summer_.sum<float>(blocks_, width_, ids_out, static_cast<float*>(values_out));
+        } else {
+          summer_.sum<double>(blocks_, width_, ids_out, static_cast<double*>(values_out));
+        }
+        return;
+      case Way::kSort: {
+        const at::Tensor values = world > 1 ? values_.div(static_cast<double>(world)) : values_;
+        std::memcpy(ids_out, rows_.data_ptr<int64_t>(), static_cast<size_t>(distinct_) * sizeof(int64_t));
+        std::memcpy(values_out, values.data_ptr(), valueBytes());
+        return;
+      }
+    }
   }
-  auto [rows, values] = sumDuplicateRows(grad._indices().select(0, 0), grad._values());
-  return {rows, values.to(at::kCPU)};
+
+ private:
+  enum class Way { kMerge, kSummer, kSort };
+  int64_t width_;
+  c10::ScalarType dtype_;
+  std::vector<detail::RowBlock> blocks_;
+  detail::RowSummer& summer_;
+  Way way_ = Way::kSort;
+  bool written_ = false;
+  int64_t distinct_ = 0;
+  at::Tensor rows_, values_;  // the sorting way's result
+};
+
+size_t blockBytes(const TableSum& sum) {
+  return padded(kHeaderBytes + static_cast<size_t>(sum.distinct()) * sizeof(int64_t) + sum.valueBytes());
 }
 
-// Builds the averaged, coalesced result from concatenated rows.
-at::Tensor assemble(const at::Tensor& param, std::vector<at::Tensor>& rows, std::vector<at::Tensor>& values,
-                    int world) {
-  auto [summed_rows, summed_values] = sumDuplicateRows(at::cat(rows), at::cat(values));
-  at::Tensor averaged = summed_values;
-  if (world > 1) averaged = averaged.div(static_cast<double>(world));
-  at::Tensor result = at::sparse_coo_tensor(summed_rows.unsqueeze(0), averaged, param.sizes());
+// Writes the table's summed rows as one block at `dst` (blockBytes(sum) long; partial sums travel undivided).
+void writeBlock(uint8_t* dst, TableSum& sum) {
+  const int64_t count = sum.distinct(), width = sum.width();
+  std::memcpy(dst, &count, sizeof(int64_t));
+  std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
+  sum.write(1, reinterpret_cast<int64_t*>(dst + kHeaderBytes), dst + kHeaderBytes + count * sizeof(int64_t));
+}
+
+// The averaged, coalesced sparse gradient of the table.
+at::Tensor summedGradient(const at::Tensor& param, TableSum& sum, int world) {
+  std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
+  shape[0] = sum.distinct();
+  at::Tensor rows = at::empty({sum.distinct()}, at::kLong);
+  at::Tensor values = at::empty(shape, param.options().device(at::kCPU));
+  sum.write(world, rows.data_ptr<int64_t>(), values.data_ptr());
+  at::Tensor result = at::sparse_coo_tensor(rows.unsqueeze(0), values, param.sizes());
   result._coalesced_(true);
   return result.to(param.device());
 }
 
-}  // namespace
-
-void appendRows(std::vector<uint8_t>& out, const at::Tensor& rows, const at::Tensor& values) {
-  const int64_t count = rows.numel();
-  const int64_t width = count > 0 ? values.numel() / count : 0;
-  const size_t value_bytes = static_cast<size_t>(values.numel()) * values.element_size();
-  const size_t start = out.size();
-  out.resize(start + 2 * sizeof(int64_t) + count * sizeof(int64_t) + value_bytes);
-  uint8_t* dst = out.data() + start;
-  std::memcpy(dst, &count, sizeof(int64_t));
-  std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
-  if (count > 0) {
-    std::memcpy(dst + 2 * sizeof(int64_t), rows.data_ptr<int64_t>(), count * sizeof(int64_t));
-    std::memcpy(dst + (2 + count) * sizeof(int64_t), values.data_ptr(), value_bytes);
-  }
+// Reads the block at `bytes` (from `rank`, for a table of row width `width` and element size `element`)
+// into `block`; returns its padded length. Throws when it is malformed or does not fit the table.
+size_t readBlock(const uint8_t* bytes, size_t size, int64_t width, size_t element, int rank,
+                 detail::RowBlock& block) {
+  RT_CHECK_GE(size, kHeaderBytes, "sparse rows message from rank ", rank, " is too short");
+  int64_t count = 0, sent_width = 0;
+  std::memcpy(&count, bytes, sizeof(int64_t));
+  std::memcpy(&sent_width, bytes + sizeof(int64_t), sizeof(int64_t));
+  RT_CHECK(count >= 0, "sparse rows message from rank ", rank, " has a negative count");
+  RT_CHECK(count == 0 || sent_width == width, "sparse rows message from rank ", rank, " has rows of width ",
+           sent_width, " for a table of width ", width);
+  const size_t length = padded(kHeaderBytes + static_cast<size_t>(count) * (sizeof(int64_t) + width * element));
+  RT_CHECK_LE(length, size, "sparse rows message from rank ", rank, " is shorter than its header says");
+  block.ids = reinterpret_cast<const int64_t*>(bytes + kHeaderBytes);
+  block.values = bytes + kHeaderBytes + count * sizeof(int64_t);
+  block.count = count;
+  return length;
 }
 
-std::vector<uint8_t> packRows(const at::Tensor& rows, const at::Tensor& values) {
-  std::vector<uint8_t> out;
-  appendRows(out, rows, values);
+// Splits each rank's message into its tables' blocks: out[t][r] is rank r's block of table t.
+std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::Tensor>& params,
+                                                         const std::vector<const std::vector<uint8_t>*>& messages) {
+  std::vector<std::vector<detail::RowBlock>> out(params.size(),
+                                                  std::vector<detail::RowBlock>(messages.size()));
+  for (size_t r = 0; r < messages.size(); ++r) {
+    const std::vector<uint8_t>& m = *messages[r];
+    size_t offset = 0;
+    for (size_t t = 0; t < params.size(); ++t) {
+      offset += readBlock(m.data() + offset, m.size() - offset, rowWidth(params[t]),
+                          c10::elementSize(params[t].scalar_type()), static_cast<int>(r), out[t][r]);
+    }
+    RT_CHECK_EQ(offset, m.size(), "sparse rows message from rank ", r, " has the wrong length");
+  }
   return out;
 }
 
-size_t unpackRowsFrom(const uint8_t* bytes, size_t size, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
-                      std::vector<at::Tensor>& values) {
-  RT_CHECK_GE(size, 2 * sizeof(int64_t), "sparse rows message too short");
-  int64_t count = 0, width = 0;
-  std::memcpy(&count, bytes, sizeof(int64_t));
-  std::memcpy(&width, bytes + sizeof(int64_t), sizeof(int64_t));
-  RT_CHECK(count >= 0 && width >= 0, "sparse rows message has a negative count or width");
-  const size_t element = c10::elementSize(dtype);
-  const size_t consumed = (2 + count) * sizeof(int64_t) + count * width * element;
-  RT_CHECK_LE(consumed, size, "sparse rows message is shorter than its header says");
-  if (count == 0) return consumed;
-  at::Tensor r = at::empty({count}, at::kLong);
-  std::memcpy(r.data_ptr<int64_t>(), bytes + 2 * sizeof(int64_t), count * sizeof(int64_t));
-  at::Tensor v = at::empty({count, width}, at::TensorOptions().dtype(dtype));
-  std::memcpy(v.data_ptr(), bytes + (2 + count) * sizeof(int64_t), count * width * element);
-  rows.push_back(r);
-  values.push_back(v);
-  return consumed;
-}
-
-void unpackRows(const std::vector<uint8_t>& bytes, c10::ScalarType dtype, std::vector<at::Tensor>& rows,
-                std::vector<at::Tensor>& values) {
-  const size_t consumed = unpackRowsFrom(bytes.data(), bytes.size(), dtype, rows, values);
-  RT_CHECK_EQ(consumed, bytes.size(), "sparse rows message has the wrong length");
-}
-
-namespace {
-
-// One table's rows, gathered from every rank (rank order), ready for assemble().
-struct Gathered {
-  std::vector<at::Tensor> rows;
-  std::vector<at::Tensor> values;
-};
-
-Gathered seeded(int64_t width, c10::ScalarType dtype) {
-  // Seeds the concatenation with an empty block so at::cat always has an input of the right shape.
-  Gathered g;
-  g.rows.push_back(at::empty({0}, at::kLong));
-  g.values.push_back(at::empty({0, width}, at::TensorOptions().dtype(dtype)));
-  return g;
-}
-
-int64_t rowWidth(const at::Tensor& param) { return param.numel() / std::max<int64_t>(param.size(0), 1); }
-
-Rows flatLocalRows(const at::Tensor& param, const at::Tensor& grad, SparseSyncCounts& counts) {
-  Rows local = localRows(param, grad);
-  local.values = local.values.reshape({local.rows.numel(), rowWidth(param)});
-  counts.rows_local += static_cast<size_t>(local.rows.numel());
-  return local;
-}
-
-// All-gathers one block of rows per table, every table in one message per rank ([table 0][table 1]...,
-// each block self-delimiting), and appends every rank's blocks, in rank order, to out[t].
-void allgatherRows(comm::Communicator& comm, const std::vector<Rows>& blocks, std::vector<Gathered>& out,
-                   SparseSyncCounts& counts) {
-  std::vector<uint8_t> mine;
-  for (const Rows& b : blocks) appendRows(mine, b.rows, b.values);
-  auto all = comm.allgatherBytes(mine);
-  counts.bytes_sent += mine.size() * static_cast<size_t>(comm.size() - 1);
-  for (int r = 0; r < comm.size(); ++r) {
-    if (r != comm.rank()) counts.bytes_received += all[r].size();
-    size_t offset = 0;
-    for (size_t t = 0; t < blocks.size(); ++t) {
-      offset += unpackRowsFrom(all[r].data() + offset, all[r].size() - offset, blocks[t].values.scalar_type(),
-                               out[t].rows, out[t].values);
-    }
-    RT_CHECK_EQ(offset, all[r].size(), "sparse rows message from rank ", r, " has the wrong length");
-  }
-}
-
-// Owner mode, first phase for one table: rows to their owners (allToAllBytes); returns the rows this rank
-// owns, summed over ranks in rank order.
-Rows reduceAtOwner(comm::Communicator& comm, const at::Tensor& param, const Rows& local, SparseSyncCounts& counts) {
+// Owner mode, for one table: this rank's coalesced rows go to their owners (row r to rank r % world), and
+// the result sums, over ranks in rank order, the rows this rank owns. Rows are ascending, so each owner's
+// share stays ascending. `received` keeps the bytes the result reads; `local` is scratch.
+std::unique_ptr<TableSum> reduceAtOwner(comm::Communicator& comm, const at::Tensor& param, const SourceRows& source,
+                                        detail::RowSummer& summer, std::vector<uint8_t>& local,
+                                        std::vector<std::vector<uint8_t>>& received, SparseSyncCounts& counts) {
   const int world = comm.size();
   const int me = comm.rank();
-  const c10::ScalarType dtype = param.scalar_type();
-  // Rows are sorted (coalesced), so each owner's share stays sorted.
-  at::Tensor owner = local.rows.remainder(world);
+  {
+    TableSum own(param, {source.block()}, TableSum::Input::kOwnRows, summer);
+    counts.rows_local += static_cast<size_t>(own.distinct());
+    local.resize(blockBytes(own));
+    writeBlock(local.data(), own);
+  }
+  const int64_t width = rowWidth(param);
+  const size_t element = c10::elementSize(param.scalar_type());
+  detail::RowBlock coalesced;
+  readBlock(local.data(), local.size(), width, element, me, coalesced);
+  std::vector<std::vector<int64_t>> picked(world);
+  for (int64_t i = 0; i < coalesced.count; ++i) picked[ownerOfRow(coalesced.ids[i], world)].push_back(i);
+  const size_t row_bytes = static_cast<size_t>(width) * element;
   std::vector<std::vector<uint8_t>> send(world);
   for (int o = 0; o < world; ++o) {
-    at::Tensor mask = owner.eq(o);
-    at::Tensor picked_rows = local.rows.masked_select(mask);
-    at::Tensor picked_values = local.values.index({mask}).contiguous();
-    send[o] = packRows(picked_rows, picked_values);
+    const auto count = static_cast<int64_t>(picked[o].size());
+    send[o].resize(padded(kHeaderBytes + picked[o].size() * (sizeof(int64_t) + row_bytes)));
+    uint8_t* dst = send[o].data();
+    std::memcpy(dst, &count, sizeof(int64_t));
+    std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t i = picked[o][static_cast<size_t>(k)];
+      std::memcpy(dst + kHeaderBytes + k * sizeof(int64_t), coalesced.ids + i, sizeof(int64_t));
+      std::memcpy(dst + kHeaderBytes + count * sizeof(int64_t) + k * row_bytes,
+                  static_cast<const uint8_t*>(coalesced.values) + i * row_bytes, row_bytes);
+    }
     if (o != me) counts.bytes_sent += send[o].size();
   }
-  auto received = comm.allToAllBytes(send);
-  Gathered own = seeded(rowWidth(param), dtype);
+  received = comm.allToAllBytes(send);
+  RT_CHECK_EQ(received.size(), static_cast<size_t>(world), "allToAllBytes: one message per rank");
+  std::vector<detail::RowBlock> owned(world);
   for (int r = 0; r < world; ++r) {
     if (r != me) counts.bytes_received += received[r].size();
-    unpackRows(received[r], dtype, own.rows, own.values);
+    const size_t length = readBlock(received[r].data(), received[r].size(), width, element, r, owned[r]);
+    RT_CHECK_EQ(length, received[r].size(), "sparse rows message from rank ", r, " has the wrong length");
   }
-  auto [rows, values] = sumDuplicateRows(at::cat(own.rows), at::cat(own.values));
-  return {rows, values};
-}
-
-at::Tensor finish(const at::Tensor& param, Gathered& g, int world, SparseSyncCounts& counts) {
-  std::vector<at::Tensor> shaped;
-  for (auto& v : g.values) {
-    std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
-    shape[0] = v.size(0);
-    shaped.push_back(v.reshape(shape));
-  }
-  at::Tensor result = assemble(param, g.rows, shaped, world);
-  counts.rows_global += static_cast<size_t>(result._nnz());
-  return result;
+  return std::make_unique<TableSum>(param, std::move(owned), TableSum::Input::kExchanged, summer);
 }
 
 }  // namespace
+
+struct SparseRowSync::State {
+  std::vector<detail::RowSummer> summers;  // one per table
+  std::shared_ptr<comm::ByteExchange> exchange = std::make_shared<comm::ByteExchange>();
+  // Owner mode: scratch, and per table what the owners sent, kept until the sums that read it are written.
+  std::vector<uint8_t> local;
+  std::vector<std::vector<std::vector<uint8_t>>> owned;
+};
+
+SparseRowSync::SparseRowSync(SparseSync mode) : mode_(mode), state_(std::make_unique<State>()) {}
+SparseRowSync::~SparseRowSync() = default;
+
+std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std::vector<at::Tensor>& params,
+                                            const std::vector<at::Tensor>& grads, SparseSyncCounts& counts) {
+  RT_CHECK_EQ(params.size(), grads.size(), "SparseRowSync: one gradient per parameter");
+  using Input = TableSum::Input;
+  const int world = comm.size();
+  const int me = comm.rank();
+  State& s = *state_;
+  s.summers.resize(params.size());
+  std::vector<SourceRows> sources;
+  for (size_t t = 0; t < params.size(); ++t) sources.push_back(sourceRows(params[t], grads[t]));
+
+  std::vector<at::Tensor> results;
+  if (world == 1) {
+    for (size_t t = 0; t < params.size(); ++t) {
+      TableSum sum(params[t], {sources[t].block()}, Input::kOwnRows, s.summers[t]);
+      counts.rows_local += static_cast<size_t>(sum.distinct());
+      results.push_back(summedGradient(params[t], sum, 1));
+      counts.rows_global += static_cast<size_t>(results.back()._nnz());
+    }
+    return results;
+  }
+
+  // What this rank contributes to the final gather, every table in one message: its own rows summed
+  // (allgather), or the rows it owns summed over ranks (owner).
+  std::vector<std::unique_ptr<TableSum>> contribution;
+  for (size_t t = 0; t < params.size(); ++t) {
+    if (mode_ == SparseSync::kAllgather) {
+      contribution.push_back(
+          std::make_unique<TableSum>(params[t], std::vector{sources[t].block()}, Input::kOwnRows, s.summers[t]));
+      counts.rows_local += static_cast<size_t>(contribution.back()->distinct());
+      continue;
+    }
+    s.owned.emplace_back();
+    contribution.push_back(reduceAtOwner(comm, params[t], sources[t], s.summers[t], s.local, s.owned.back(), counts));
+  }
+  std::vector<uint8_t>& mine = s.exchange->mine;
+  size_t length = 0;
+  for (const auto& sum : contribution) length += blockBytes(*sum);
+  mine.resize(length);  // no clear(): only bytes beyond last step's length get zeroed
+  size_t offset = 0;
+  for (const auto& sum : contribution) {
+    writeBlock(mine.data() + offset, *sum);
+    offset += blockBytes(*sum);
+  }
+  contribution.clear();
+  s.owned.clear();
+
+  comm.allgatherBytesInto(s.exchange);
+  const std::vector<std::vector<uint8_t>>& all = s.exchange->all;
+  RT_CHECK_EQ(all.size(), static_cast<size_t>(world), "allgatherBytesInto: one message per rank");
+  std::vector<const std::vector<uint8_t>*> messages;
+  for (int r = 0; r < world; ++r) {
+    messages.push_back(r == me ? &mine : &all[r]);
+    if (r != me) counts.bytes_received += all[r].size();
+  }
+  counts.bytes_sent += mine.size() * static_cast<size_t>(world - 1);
+  const auto blocks = splitMessages(params, messages);
+  for (size_t t = 0; t < params.size(); ++t) {
+    TableSum sum(params[t], blocks[t], Input::kExchanged, s.summers[t]);
+    results.push_back(summedGradient(params[t], sum, world));
+    counts.rows_global += static_cast<size_t>(results.back()._nnz());
+  }
+  return results;
+}
 
 std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                             const std::vector<at::Tensor>& grads, SparseSync mode,
                                             SparseSyncCounts& counts) {
-  RT_CHECK_EQ(params.size(), grads.size(), "syncSparseGradients: one gradient per parameter");
-  const int world = comm.size();
-  std::vector<Rows> local;
-  std::vector<Gathered> gathered;
-  for (size_t t = 0; t < params.size(); ++t) {
-    local.push_back(flatLocalRows(params[t], grads[t], counts));
-    gathered.push_back(seeded(rowWidth(params[t]), params[t].scalar_type()));
-  }
-
-  if (world == 1) {
-    for (size_t t = 0; t < params.size(); ++t) {
-      gathered[t].rows.push_back(local[t].rows);
-      gathered[t].values.push_back(local[t].values);
-    }
-  } else if (mode == SparseSync::kAllgather) {
-    allgatherRows(comm, local, gathered, counts);
-  } else {
-    // Each table's rows are reduced at their owners, then every owner's rows of all tables in one gather.
-    std::vector<Rows> reduced;
-    for (size_t t = 0; t < params.size(); ++t) reduced.push_back(reduceAtOwner(comm, params[t], local[t], counts));
-    allgatherRows(comm, reduced, gathered, counts);
-  }
-
-  std::vector<at::Tensor> results;
-  for (size_t t = 0; t < params.size(); ++t) results.push_back(finish(params[t], gathered[t], world, counts));
-  return results;
+  return SparseRowSync(mode).sync(comm, params, grads, counts);
 }
 
 at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param, const at::Tensor& grad,

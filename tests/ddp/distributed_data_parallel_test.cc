@@ -290,6 +290,51 @@ TEST_F(DdpTest, SparseSeveralTablesInOneExchange) {
   }
 }
 
+// A double table (summed in double), a dense gradient standing for every row, and a table whose rows this
+// rank did not touch, over three ranks and several calls of one SparseRowSync (its scratch is reused).
+TEST_F(DdpTest, SparseRowSyncKeepsDoublesAndDenseGradientsAcrossCalls) {
+  const int world = 3;
+  auto param = torch::zeros({20, 2}, torch::kDouble);
+  for (SparseSync mode : {SparseSync::kAllgather, SparseSync::kOwner}) {
+    std::vector<std::vector<at::Tensor>> results(world);
+    std::vector<std::vector<at::Tensor>> grads(world);
+    for (int r = 0; r < world; ++r) {
+      for (int call = 0; call < 3; ++call) {
+        if (r == 2 && call == 1) {
+          grads[r].push_back(torch::full({20, 2}, 0.25, torch::kDouble));  // dense: every row
+        } else {
+          auto rows = (torch::arange(7, torch::kLong) * (r + call + 1)) % 20;
+          grads[r].push_back(torch::sparse_coo_tensor(
+              rows.unsqueeze(0), torch::arange(14, torch::kDouble).reshape({7, 2}) / (r + 3.0) + call, {20, 2}));
+        }
+      }
+    }
+    runDdpRanks(world, [&](comm::Communicator& comm) {
+      SparseRowSync sync(mode);
+      for (int call = 0; call < 3; ++call) {
+        SparseSyncCounts counts;
+        results[comm.rank()].push_back(sync.sync(comm, {param}, {grads[comm.rank()][call]}, counts).front());
+      }
+    });
+    for (int call = 0; call < 3; ++call) {
+      at::Tensor expected = torch::zeros_like(param);
+      for (int r = 0; r < world; ++r) {
+        const at::Tensor& g = grads[r][call];
+        expected += g.is_sparse() ? g.to_dense() : g;
+      }
+      expected /= world;
+      for (int r = 0; r < world; ++r) {
+        const at::Tensor& got = results[r][call];
+        EXPECT_EQ(got.scalar_type(), torch::kDouble);
+        EXPECT_TRUE(got.is_coalesced());
+        EXPECT_TRUE(torch::allclose(got.to_dense(), expected, 1e-12, 1e-14))
+            << "call " << call << " rank " << r << (mode == SparseSync::kOwner ? " owner" : " allgather");
+        EXPECT_TRUE(torch::equal(got.to_dense(), results[0][call].to_dense()));  // the same bits everywhere
+      }
+    }
+  }
+}
+
 // k micro-batches under noSync (loss / k) then one synchronized: equals one process on all k x world rows.
 TEST_F(DdpTest, NoSyncAccumulationMatchesOneLargeBatch) {
   const int world = 2, k = 3, steps = 5;

@@ -1,0 +1,132 @@
+#include "ddp/row_sum.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::ddp::detail {
+
+int64_t RowSummer::mark(const std::vector<RowBlock>& blocks, int64_t table_rows) {
+  RT_CHECK(table_rows >= 0 && table_rows <= kMaxTableRows, "RowSummer: a table of ", table_rows,
+           " rows (at most ", kMaxTableRows, ")");
+  const size_t words = static_cast<size_t>((table_rows + 63) / 64);
+  if (touched_.size() < words) touched_.resize(words, 0);
+  if (slot_.size() < static_cast<size_t>(table_rows)) slot_.resize(static_cast<size_t>(table_rows));
+  marked_ = 0;
+  for (const RowBlock& b : blocks) {
+    for (int64_t i = 0; i < b.count; ++i) {
+      const int64_t id = b.ids[i];
+      if (id < 0 || id >= table_rows) {
+        reset();
+        RT_THROW(Error, "sparse gradient row ", id, " outside the table's [0, ", table_rows, ")");
+      }
+      uint64_t& word = touched_[static_cast<size_t>(id >> 6)];
+      const uint64_t bit = uint64_t{1} << (id & 63);
+      marked_ += (word & bit) == 0 ? 1 : 0;
+      word |= bit;
+    }
+  }
+  return marked_;
+}
+
+template <typename T>
+void RowSummer::sum(const std::vector<RowBlock>& blocks, int64_t width, int64_t* ids_out, T* values_out) {
+  // The touched bits, scanned in order, give the distinct ids ascending. A bit stays set until its id's
+  // first row is copied (later rows add), so no output row is zeroed first and the bits end cleared.
+  int64_t next = 0;
+  const size_t words = touched_.size();
+  for (size_t w = 0; w < words && next < marked_; ++w) {
+    uint64_t bits = touched_[w];
+    while (bits != 0) {
+      const int64_t id = static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits);
+      bits &= bits - 1;
+      slot_[static_cast<size_t>(id)] = static_cast<int32_t>(next);
+      ids_out[next++] = id;
+    }
+  }
+  for (const RowBlock& b : blocks) {
+    const T* in = static_cast<const T*>(b.values);
+    for (int64_t i = 0; i < b.count; ++i) {
+      const int64_t id = b.ids[i];
+      T* dst = values_out + static_cast<int64_t>(slot_[static_cast<size_t>(id)]) * width;
+      const T* row = in + i * width;
+      uint64_t& word = touched_[static_cast<size_t>(id >> 6)];
+      const uint64_t bit = uint64_t{1} << (id & 63);
+      if ((word & bit) != 0) {
+        word &= ~bit;
+        std::copy(row, row + width, dst);
+      } else {
+        for (int64_t j = 0; j < width; ++j) dst[j] += row[j];
+      }
+    }
+  }
+  marked_ = 0;
+}
+
+int64_t countMerged(const std::vector<RowBlock>& blocks, int64_t table_rows) {
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const RowBlock& block = blocks[b];
+    for (int64_t i = 0; i < block.count; ++i) {
+      const int64_t id = block.ids[i];
+      RT_CHECK(id >= 0 && id < table_rows, "sparse rows of block ", b, ": row ", id, " outside the table's [0, ",
+               table_rows, ")");
+      RT_CHECK(i == 0 || block.ids[i - 1] < id, "sparse rows of block ", b, " are not ascending at position ", i);
+    }
+  }
+  std::vector<int64_t> head(blocks.size(), 0);
+  int64_t distinct = 0;
+  while (true) {
+    int64_t low = INT64_MAX;
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      if (head[b] < blocks[b].count) low = std::min(low, blocks[b].ids[head[b]]);
+    }
+    if (low == INT64_MAX) return distinct;
+    ++distinct;
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      if (head[b] < blocks[b].count && blocks[b].ids[head[b]] == low) ++head[b];
+    }
+  }
+}
+
+template <typename T>
+void sumMerged(const std::vector<RowBlock>& blocks, int64_t width, T divisor, int64_t* ids_out, T* values_out) {
+  std::vector<int64_t> head(blocks.size(), 0);
+  for (int64_t out = 0;; ++out) {
+    int64_t low = INT64_MAX;
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      if (head[b] < blocks[b].count) low = std::min(low, blocks[b].ids[head[b]]);
+    }
+    if (low == INT64_MAX) return;
+    ids_out[out] = low;
+    T* dst = values_out + out * width;
+    bool first = true;
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      if (head[b] >= blocks[b].count || blocks[b].ids[head[b]] != low) continue;
+      const T* row = static_cast<const T*>(blocks[b].values) + head[b] * width;
+      ++head[b];
+      if (first) {
+        std::copy(row, row + width, dst);
+        first = false;
+      } else {
+        for (int64_t j = 0; j < width; ++j) dst[j] += row[j];
+      }
+    }
+    if (divisor != T(1)) {
+      for (int64_t j = 0; j < width; ++j) dst[j] /= divisor;
+    }
+  }
+}
+
+void RowSummer::reset() {
+  std::fill(touched_.begin(), touched_.end(), 0);
+  marked_ = 0;
+}
+
+template void RowSummer::sum<float>(const std::vector<RowBlock>&, int64_t, int64_t*, float*);
+template void RowSummer::sum<double>(const std::vector<RowBlock>&, int64_t, int64_t*, double*);
+template void sumMerged<float>(const std::vector<RowBlock>&, int64_t, float, int64_t*, float*);
+template void sumMerged<double>(const std::vector<RowBlock>&, int64_t, double, int64_t*, double*);
+
+}  // namespace ringtrain::ddp::detail

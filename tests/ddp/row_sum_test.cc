@@ -1,0 +1,157 @@
+#include "ddp/row_sum.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::ddp::detail {
+namespace {
+
+// Rows as the tests hold them: ids and row-major values, which RowBlocks borrow.
+template <typename T>
+struct Rows {
+  std::vector<int64_t> ids;
+  std::vector<T> values;
+  RowBlock block() const { return {ids.data(), values.data(), static_cast<int64_t>(ids.size())}; }
+};
+
+// The reference: for each id (ascending) its rows added in block order, then input order, then divided.
+template <typename T>
+std::map<int64_t, std::vector<T>> referenceSum(const std::vector<Rows<T>>& blocks, int64_t width, T divisor) {
+  std::map<int64_t, std::vector<T>> sums;
+  for (const auto& b : blocks) {
+    for (size_t i = 0; i < b.ids.size(); ++i) {
+      auto [it, fresh] = sums.try_emplace(b.ids[i], b.values.begin() + i * width, b.values.begin() + (i + 1) * width);
+      if (!fresh) {
+        for (int64_t j = 0; j < width; ++j) it->second[j] += b.values[i * width + j];
+      }
+    }
+  }
+  for (auto& [id, row] : sums) {
+    for (T& v : row) v /= divisor;
+  }
+  return sums;
+}
+
+template <typename T>
+Rows<T> randomRows(std::mt19937& rng, int64_t count, int64_t table_rows, int64_t width, bool ascending_distinct) {
+  Rows<T> rows;
+  std::uniform_int_distribution<int64_t> id(0, table_rows - 1);
+  std::uniform_real_distribution<double> value(-1, 1);
+  for (int64_t i = 0; i < count; ++i) rows.ids.push_back(id(rng));
+  if (ascending_distinct) {
+    std::sort(rows.ids.begin(), rows.ids.end());
+    rows.ids.erase(std::unique(rows.ids.begin(), rows.ids.end()), rows.ids.end());
+  }
+  for (size_t i = 0; i < rows.ids.size() * width; ++i) rows.values.push_back(static_cast<T>(value(rng)));
+  return rows;
+}
+
+template <typename T>
+void expectEqualsReference(const std::map<int64_t, std::vector<T>>& want, const std::vector<int64_t>& ids,
+                           const std::vector<T>& values, int64_t width) {
+  ASSERT_EQ(ids.size(), want.size());
+  size_t k = 0;
+  for (const auto& [id, row] : want) {
+    ASSERT_EQ(ids[k], id) << "position " << k;
+    for (int64_t j = 0; j < width; ++j) ASSERT_EQ(values[k * width + j], row[j]) << "id " << id << " column " << j;
+    ++k;
+  }
+}
+
+// A rank's own rows: duplicates within and across blocks, ids at both ends of the table, odd widths; the
+// scratch is reused call after call (a mark left behind would show up as a wrong count or a wrong sum).
+template <typename T>
+void summerMatchesReference() {
+  std::mt19937 rng(5);
+  RowSummer summer;
+  for (int64_t table_rows : {1, 63, 64, 65, 1000, 100003}) {
+    for (int64_t width : {1, 3, 64}) {
+      std::vector<Rows<T>> blocks = {randomRows<T>(rng, 200, table_rows, width, false),
+                                     randomRows<T>(rng, 0, table_rows, width, false),
+                                     randomRows<T>(rng, 57, table_rows, width, false)};
+      blocks[2].ids.front() = 0;
+      blocks[2].ids.back() = table_rows - 1;
+      std::vector<RowBlock> view;
+      for (const auto& b : blocks) view.push_back(b.block());
+      const int64_t distinct = summer.mark(view, table_rows);
+      std::vector<int64_t> ids(distinct);
+      std::vector<T> values(distinct * width, T(-7));
+      summer.sum<T>(view, width, ids.data(), values.data());
+      expectEqualsReference(referenceSum(blocks, width, T(1)), ids, values, width);
+    }
+  }
+}
+
+TEST(RowSummer, SumsOwnRowsLikeTheReferenceFloat) { summerMatchesReference<float>(); }
+TEST(RowSummer, SumsOwnRowsLikeTheReferenceDouble) { summerMatchesReference<double>(); }
+
+TEST(RowSummer, RowOutsideTheTableThrowsAndLeavesNothingMarked) {
+  RowSummer summer;
+  Rows<float> bad{{3, 10, 4}, std::vector<float>(3, 1.0f)};
+  EXPECT_THROW(summer.mark({bad.block()}, 10), Error);
+  Rows<float> negative{{-1}, {1.0f}};
+  EXPECT_THROW(summer.mark({negative.block()}, 10), Error);
+  EXPECT_THROW(summer.mark({}, RowSummer::kMaxTableRows + 1), Error);
+  // Ids 3 and 4 were marked before the throw; they must not count now.
+  Rows<float> good{{7, 7}, {1.0f, 2.0f}};
+  ASSERT_EQ(summer.mark({good.block()}, 10), 1);
+  int64_t id = -1;
+  float value = 0;
+  summer.sum<float>({good.block()}, 1, &id, &value);
+  EXPECT_EQ(id, 7);
+  EXPECT_EQ(value, 3.0f);
+}
+
+TEST(RowSummer, ResetDropsAnUnsummedMark) {
+  RowSummer summer;
+  Rows<float> a{{1, 2}, {1.0f, 1.0f}};
+  ASSERT_EQ(summer.mark({a.block()}, 5), 2);
+  summer.reset();
+  Rows<float> b{{4}, {2.0f}};
+  ASSERT_EQ(summer.mark({b.block()}, 5), 1);
+}
+
+// Exchanged blocks (each ascending and distinct) from several ranks, some empty, overlapping partly.
+template <typename T>
+void mergeMatchesReference() {
+  std::mt19937 rng(9);
+  for (int world : {1, 2, 3, 8}) {
+    for (int64_t width : {1, 5, 64}) {
+      std::vector<Rows<T>> blocks;
+      for (int r = 0; r < world; ++r) blocks.push_back(randomRows<T>(rng, r == 1 ? 0 : 300, 2000, width, true));
+      std::vector<RowBlock> view;
+      for (const auto& b : blocks) view.push_back(b.block());
+      const int64_t distinct = countMerged(view, 2000);
+      std::vector<int64_t> ids(distinct);
+      std::vector<T> values(distinct * width);
+      sumMerged<T>(view, width, static_cast<T>(world), ids.data(), values.data());
+      expectEqualsReference(referenceSum(blocks, width, static_cast<T>(world)), ids, values, width);
+    }
+  }
+}
+
+TEST(RowMerge, SumsExchangedBlocksLikeTheReferenceFloat) { mergeMatchesReference<float>(); }
+TEST(RowMerge, SumsExchangedBlocksLikeTheReferenceDouble) { mergeMatchesReference<double>(); }
+
+TEST(RowMerge, RefusesBlocksThatAreNotAscendingOrOutsideTheTable) {
+  Rows<float> fine{{1, 5}, {1.0f, 1.0f}};
+  Rows<float> repeated{{2, 2}, {1.0f, 1.0f}};
+  Rows<float> descending{{4, 3}, {1.0f, 1.0f}};
+  Rows<float> outside{{1, 9}, {1.0f, 1.0f}};
+  for (const auto* bad : {&repeated, &descending, &outside}) {
+    try {
+      countMerged({fine.block(), bad->block()}, 9);
+      ADD_FAILURE() << "accepted a bad block";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("block 1"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ringtrain::ddp::detail
