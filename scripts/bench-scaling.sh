@@ -5,15 +5,18 @@
 # its own 1-rank figure), the ratio to the peer, the bytes each rank synchronized per step, and peak RSS.
 #   scripts/bench-scaling.sh            # 1 and 2 ranks (the dev machine)
 #   scripts/bench-scaling.sh 1 2 4 8    # the device machine's 16 cores
-# Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 50), PEER=0 skips the peer,
+# Besides the mean over the timed steps, ringtrain's pairs/s is also given from its median step time (rank 0's
+# per-step metrics): on a shared machine a few slow steps move the mean, not the median.
+# Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
 # PEERS=<dir with ddp_peer.py> (default ../shared/peers).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
 PEERS="${PEERS:-$ROOT/../shared/peers}"
 BACKEND="${BACKEND:-gloo}"
-STEPS="${STEPS:-50}"
+STEPS="${STEPS:-200}"
 WARMUP=10
+BATCH=$(awk '$1 == "batch_size:" { print $2; exit }' "$ROOT/configs/bench_reference.yaml")  # pairs per rank per step
 RANKS=("$@")
 [ ${#RANKS[@]} -gt 0 ] || RANKS=(1 2)
 PY=/usr/bin/python3
@@ -26,7 +29,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 DATA="$WORK/data"
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
 
-run_ringtrain() {  # ranks -> prints "pairs_per_s sync_bytes_per_step peak_rss_mib"
+run_ringtrain() {  # ranks -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib"
   local n=$1 out="$WORK/rt-$1"
   local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
               --set "run.output_dir=$out" --set "run.max_steps=$((WARMUP + STEPS))" --set "log.every_steps=$WARMUP"
@@ -36,14 +39,17 @@ run_ringtrain() {  # ranks -> prints "pairs_per_s sync_bytes_per_step peak_rss_m
   else
     "$BIN/ringrun" --standalone --nproc-per-node "$n" -- "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
   fi || { echo "ringtrain failed at $n ranks:" >&2; tail -20 "$out.log" >&2; exit 1; }
-  python3 - "$out/metrics.jsonl" "$out.log" <<'PY'
-import json, re, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+  python3 - "$out/metrics.jsonl" "$out.log" "$n" "$WARMUP" "$BATCH" <<'PY'
+import json, re, statistics, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+rows = [r for r in lines if "loss" in r]
 steady = rows[1:] or rows                      # the first window holds the warm-up steps
 pairs = sum(r["pairs_per_s"] for r in steady) / len(steady)
+steps = [r["step_ms"] for r in lines if "step_ms" in r][int(sys.argv[4]):]
+median = int(sys.argv[5]) * int(sys.argv[3]) / statistics.median(steps) * 1000 if steps else 0
 sync = rows[-1]["dense_bytes"] + rows[-1]["sparse_bytes"]
 rss = max([float(m) for m in re.findall(r"peak RSS ([0-9.]+) MiB", open(sys.argv[2]).read())] or [0])
-print(f"{pairs:.0f} {sync} {rss:.0f}")
+print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f}")
 PY
 }
 
@@ -63,19 +69,21 @@ PY
 }
 
 printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s\n" "$STEPS" "$BACKEND"
-printf "%6s %14s %10s %14s %10s %12s %14s %10s\n" ranks "ringtrain p/s" "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB"
-base_rt=0; base_peer=0
+printf "%6s %14s %10s %16s %10s %14s %10s %12s %14s %10s\n" ranks "ringtrain p/s" "effic." "median-step p/s" "effic." \
+  "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB"
+base_rt=0; base_med=0; base_peer=0
 for n in "${RANKS[@]}"; do
-  read -r rt sync rss < <(run_ringtrain "$n")
+  read -r rt med sync rss < <(run_ringtrain "$n")
   peer=0
   [ "${PEER:-1}" = 0 ] || peer=$(run_peer "$n")
-  [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt
+  [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
   [ "$base_peer" = 0 ] && [ "$n" -eq 1 ] && base_peer=$peer
-  python3 - "$n" "$rt" "$peer" "$base_rt" "$base_peer" "$sync" "$rss" <<'PY'
+  python3 - "$n" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" <<'PY'
 import sys
-n, rt, peer, brt, bpeer, sync, rss = int(sys.argv[1]), *map(float, sys.argv[2:])
+n, rt, med, peer, brt, bmed, bpeer, sync, rss = int(sys.argv[1]), *map(float, sys.argv[2:])
 eff = lambda v, b: f"{v / (n * b):.0%}" if b > 0 else "-"
 ratio = f"{rt / peer:.2f}x" if peer > 0 else "-"
-print(f"{n:6d} {rt:14,.0f} {eff(rt, brt):>10} {peer:14,.0f} {eff(peer, bpeer):>10} {ratio:>12} {sync:14,.0f} {rss:10,.0f}")
+print(f"{n:6d} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} {eff(peer, bpeer):>10} "
+      f"{ratio:>12} {sync:14,.0f} {rss:10,.0f}")
 PY
 done
