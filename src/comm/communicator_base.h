@@ -246,9 +246,8 @@ class CommunicatorBase : public Communicator {
   // Same-host paths (peer_memory_ enabled): the agreement check and the byte collectives by notices and
   // copies out of the peers' memory instead of through the backend.
   void exchangeDescriptorsByNotices(const CollectiveDescriptor& mine, std::vector<CollectiveDescriptor>& all);
-  // Gives every peer q the bytes offer[q] and returns what every peer offered this rank (result[rank] is
-  // left empty).
-  // result[peer] receives what `peer` offers this rank (resized, its capacity reused); result[rank()] untouched.
+  // Gives every peer q the bytes offer[q]; result[peer] receives what `peer` offers this rank (resized, its
+  // capacity reused); result[rank()] is untouched.
   void exchangeByCopies(const std::vector<const std::vector<uint8_t>*>& offer,
                         std::vector<std::vector<uint8_t>>& result);
   // Arrival, agreement check and the operation itself, on the communication thread.

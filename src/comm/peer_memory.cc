@@ -225,6 +225,15 @@ void PeerMemory::read(int peer, const void* remote, void* local, size_t bytes) c
 
 namespace {
 
+// Tells the core this is a spin-wait (it yields the pipeline to a sibling hyperthread).
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Sleeps on `word` until ready() holds; TimeoutError at the deadline, CommError once the peer is gone.
 template <typename Ready>
 void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std::chrono::milliseconds timeout,
@@ -232,7 +241,7 @@ void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std:
   const auto start = Clock::now();
   const auto deadline = start + timeout;
   const auto spin_until = start + kSpinBeforeSleep;
-  while (!ready() && Clock::now() < spin_until) __builtin_ia32_pause();
+  while (!ready() && Clock::now() < spin_until) cpuRelax();
   while (true) {
     const uint32_t seen = word.load(std::memory_order_acquire);
     if (ready()) return;

@@ -42,6 +42,8 @@ void RowSummer::sum(const std::vector<RowBlock>& blocks, int64_t width, int64_t*
     while (bits != 0) {
       const int64_t id = static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits);
       bits &= bits - 1;
+      // More bits than mark() counted would write past the caller's output: a mark left behind.
+      RT_CHECK_LT(next, marked_, "RowSummer: row ", id, " was marked before this call's mark()");
       slot_[static_cast<size_t>(id)] = static_cast<int32_t>(next);
       ids_out[next++] = id;
     }

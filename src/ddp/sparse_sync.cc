@@ -93,6 +93,10 @@ class TableSum {
       std::vector<at::Tensor> rows = {at::empty({0}, at::kLong)};  // at::cat needs one input of each shape
       std::vector<at::Tensor> values = {at::empty({0, width_}, at::TensorOptions(dtype_))};
       for (const auto& b : blocks_) {
+        for (int64_t i = 0; i < b.count; ++i) {
+          RT_CHECK(b.ids[i] >= 0 && b.ids[i] < param.size(0), "sparse gradient row ", b.ids[i],
+                   " outside the table's [0, ", param.size(0), ")");
+        }
         rows.push_back(at::from_blob(const_cast<int64_t*>(b.ids), {b.count}, at::kLong));
         values.push_back(at::from_blob(const_cast<void*>(b.values), {b.count, width_}, at::TensorOptions(dtype_)));
       }
@@ -112,7 +116,12 @@ class TableSum {
 
   void write(int world, int64_t* ids_out, void* values_out) {
     RT_CHECK(!written_, "TableSum written twice");
-    written_ = true;
+    writeOnce(world, ids_out, values_out);
+    written_ = true;  // only now: a RowSummer that failed mid-sum is reset by the destructor
+  }
+
+ private:
+  void writeOnce(int world, int64_t* ids_out, void* values_out) {
     const bool single = dtype_ == at::kFloat;
     switch (way_) {
       case Way::kMerge:
@@ -139,7 +148,6 @@ class TableSum {
     }
   }
 
- private:
   enum class Way { kMerge, kSummer, kSort };
   int64_t width_;
   c10::ScalarType dtype_;
@@ -184,9 +192,12 @@ size_t readBlock(const uint8_t* bytes, size_t size, int64_t width, size_t elemen
   std::memcpy(&count, bytes, sizeof(int64_t));
   std::memcpy(&sent_width, bytes + sizeof(int64_t), sizeof(int64_t));
   RT_CHECK(count >= 0, "sparse rows message from rank ", rank, " has a negative count");
+  const size_t row_bytes = sizeof(int64_t) + static_cast<size_t>(width) * element;
+  RT_CHECK_LE(static_cast<size_t>(count), (size - kHeaderBytes) / row_bytes, "sparse rows message from rank ", rank,
+              " claims ", count, " rows, more than its ", size, " bytes hold");
   RT_CHECK(count == 0 || sent_width == width, "sparse rows message from rank ", rank, " has rows of width ",
            sent_width, " for a table of width ", width);
-  const size_t length = padded(kHeaderBytes + static_cast<size_t>(count) * (sizeof(int64_t) + width * element));
+  const size_t length = padded(kHeaderBytes + static_cast<size_t>(count) * row_bytes);
   RT_CHECK_LE(length, size, "sparse rows message from rank ", rank, " is shorter than its header says");
   block.ids = reinterpret_cast<const int64_t*>(bytes + kHeaderBytes);
   block.values = bytes + kHeaderBytes + count * sizeof(int64_t);
@@ -318,7 +329,13 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   contribution.clear();
   s.owned.clear();
 
-  comm.allgatherBytesInto(s.exchange);
+  try {
+    comm.allgatherBytesInto(s.exchange);
+  } catch (...) {
+    // After a timeout the communication thread may still read this exchange: a later call gets a new one.
+    s.exchange = std::make_shared<comm::ByteExchange>();
+    throw;
+  }
   const std::vector<std::vector<uint8_t>>& all = s.exchange->all;
   RT_CHECK_EQ(all.size(), static_cast<size_t>(world), "allgatherBytesInto: one message per rank");
   std::vector<const std::vector<uint8_t>*> messages;

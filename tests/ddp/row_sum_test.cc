@@ -64,7 +64,7 @@ void expectEqualsReference(const std::map<int64_t, std::vector<T>>& want, const 
 }
 
 // A rank's own rows: duplicates within and across blocks, ids at both ends of the table, odd widths; the
-// scratch is reused call after call (a mark left behind would show up as a wrong count or a wrong sum).
+// scratch is reused call after call.
 template <typename T>
 void summerMatchesReference() {
   std::mt19937 rng(5);
@@ -97,14 +97,16 @@ TEST(RowSummer, RowOutsideTheTableThrowsAndLeavesNothingMarked) {
   Rows<float> negative{{-1}, {1.0f}};
   EXPECT_THROW(summer.mark({negative.block()}, 10), Error);
   EXPECT_THROW(summer.mark({}, RowSummer::kMaxTableRows + 1), Error);
-  // Ids 3 and 4 were marked before the throw; they must not count now.
-  Rows<float> good{{7, 7}, {1.0f, 2.0f}};
-  ASSERT_EQ(summer.mark({good.block()}, 10), 1);
-  int64_t id = -1;
-  float value = 0;
-  summer.sum<float>({good.block()}, 1, &id, &value);
-  EXPECT_EQ(id, 7);
-  EXPECT_EQ(value, 3.0f);
+  // Ids 3 and 4 were marked before the first throw: had they stayed marked, 3 would not count as new here.
+  Rows<float> good{{7, 3, 7}, {1.0f, 5.0f, 2.0f}};
+  ASSERT_EQ(summer.mark({good.block()}, 10), 2);
+  int64_t ids[2] = {-1, -1};
+  float values[2] = {0, 0};
+  summer.sum<float>({good.block()}, 1, ids, values);
+  EXPECT_EQ(ids[0], 3);
+  EXPECT_EQ(ids[1], 7);
+  EXPECT_EQ(values[0], 5.0f);
+  EXPECT_EQ(values[1], 3.0f);
 }
 
 TEST(RowSummer, ResetDropsAnUnsummedMark) {
@@ -112,8 +114,16 @@ TEST(RowSummer, ResetDropsAnUnsummedMark) {
   Rows<float> a{{1, 2}, {1.0f, 1.0f}};
   ASSERT_EQ(summer.mark({a.block()}, 5), 2);
   summer.reset();
-  Rows<float> b{{4}, {2.0f}};
-  ASSERT_EQ(summer.mark({b.block()}, 5), 1);
+  Rows<float> b{{1, 4}, {2.0f, 2.0f}};
+  ASSERT_EQ(summer.mark({b.block()}, 5), 2);  // 1 counts again: reset() cleared it
+  summer.reset();
+  // Without reset(), a stale mark is caught before sum() writes past its output.
+  ASSERT_EQ(summer.mark({a.block()}, 5), 2);
+  Rows<float> c{{4}, {1.0f}};
+  ASSERT_EQ(summer.mark({c.block()}, 5), 1);
+  int64_t id = -1;
+  float value = 0;
+  EXPECT_THROW(summer.sum<float>({c.block()}, 1, &id, &value), Error);
 }
 
 // Exchanged blocks (each ascending and distinct) from several ranks, some empty, overlapping partly.

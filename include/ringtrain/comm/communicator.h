@@ -63,9 +63,10 @@ struct PeerNotice {
 };
 
 // A byte allgather that a caller repeats every step (the sparse-row sync), kept between calls: `mine` is read
-// in place, and each peer's bytes land in all[peer], reusing the capacity the previous call left, so a
-// step neither copies its input nor allocates. Shared with the communication thread, so that a task still
-// running after its caller's timeout never touches freed memory.
+// in place, and each peer's bytes land in all[peer], reusing the capacity the previous call left, so that
+// over same-host copies a step neither copies its input nor allocates (other transports may still
+// allocate). Shared with the communication thread, so that a task still running after its caller's timeout
+// never touches freed memory; after a failed call, do not reuse it (a task may still be reading `mine`).
 struct ByteExchange {
   std::vector<uint8_t> mine;
   std::vector<std::vector<uint8_t>> all;  // all[r]: rank r's bytes; all[rank()] is left empty (see mine)

@@ -35,9 +35,9 @@ struct SparseSyncCounts {
 inline int ownerOfRow(int64_t row, int world) { return static_cast<int>(row % world); }
 
 // The synchronizer DistributedDataParallel keeps for its sparse parameters. It holds scratch between steps
-// (per table a bit and a slot per row, for summing rows by id without sorting; the exchange buffers), so a
-// step's sync neither sorts nor allocates beyond its result. One per parameter list: call sync() with the
-// same parameters, in the same order, every time.
+// (per table a bit and a slot per row, for summing rows by id without sorting; the exchange buffers), so an
+// allgather-mode step over same-host copies neither sorts nor allocates beyond its result. One per
+// parameter list: call sync() with the same parameters, in the same order, every time.
 //
 // Rows travel as one message per rank, [table 0][table 1]..., each table's block being
 // [int64 count][int64 width][count int64 row ids, ascending, distinct][count x width values].
