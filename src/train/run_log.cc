@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -142,23 +143,28 @@ double TraceWriter::micros(std::chrono::steady_clock::time_point t) const {
   return std::chrono::duration<double, std::micro>(t - origin_).count();
 }
 
+namespace {
+// A JSON string literal: quotes, backslashes and control characters escaped.
+std::string quoted(const std::string& text) { return nlohmann::json(text).dump(); }
+}  // namespace
+
 void TraceWriter::span(const std::string& name, std::chrono::steady_clock::time_point begin,
                        std::chrono::steady_clock::time_point end, const std::string& args_json) {
-  events_.push_back(fmt::format(
-      R"({{"name":"{}","ph":"X","pid":{},"tid":0,"ts":{:.3f},"dur":{:.3f},"args":{}}})", name, rank_,
-      micros(begin), micros(end) - micros(begin), args_json));
+  fmt::format_to(std::back_inserter(events_),
+                 ",\n{{\"name\":{},\"ph\":\"X\",\"pid\":{},\"tid\":0,\"ts\":{:.3f},\"dur\":{:.3f},\"args\":{}}}",
+                 quoted(name), rank_, micros(begin), micros(end) - micros(begin), args_json);
 }
 
 void TraceWriter::counter(const std::string& name, std::chrono::steady_clock::time_point at, double value) {
-  events_.push_back(fmt::format(R"({{"name":"{}","ph":"C","pid":{},"ts":{:.3f},"args":{{"value":{}}}}})", name,
-                                rank_, micros(at), value));
+  fmt::format_to(std::back_inserter(events_),
+                 ",\n{{\"name\":{},\"ph\":\"C\",\"pid\":{},\"ts\":{:.3f},\"args\":{{\"value\":{}}}}}", quoted(name),
+                 rank_, micros(at), value);
 }
 
 std::string TraceWriter::eventsJson() const {
   std::string out = fmt::format(R"({{"name":"process_name","ph":"M","pid":{},"args":{{"name":"rank {}"}}}})",
                                 rank_, rank_);
-  for (const std::string& e : events_) out += ",\n" + e;
-  return out;
+  return out + events_;
 }
 
 void TraceWriter::writeFile(const std::string& path) const {

@@ -50,9 +50,15 @@ class RunLog {
 };
 
 // Chrome trace events (Perfetto / chrome://tracing) of one rank: complete events with microsecond times.
+// Events accumulate in one buffer reserved up front (`reserve_bytes`), not in a string each: hundreds of
+// small long-lived blocks allocated among a step's large transient ones kept the heap from reusing freed
+// memory, so every traced step touched fresh pages (a 1-rank run grew 0.8 MB a step and ran 3x slower).
 class TraceWriter {
  public:
-  explicit TraceWriter(int rank) : rank_(rank), origin_(std::chrono::steady_clock::now()) {}
+  explicit TraceWriter(int rank, size_t reserve_bytes = 0)
+      : rank_(rank), origin_(std::chrono::steady_clock::now()) {
+    events_.reserve(reserve_bytes);
+  }
   void span(const std::string& name, std::chrono::steady_clock::time_point begin,
             std::chrono::steady_clock::time_point end, const std::string& args_json = "{}");
   void counter(const std::string& name, std::chrono::steady_clock::time_point at, double value);
@@ -65,7 +71,7 @@ class TraceWriter {
   double micros(std::chrono::steady_clock::time_point t) const;
   int rank_;
   std::chrono::steady_clock::time_point origin_;
-  std::vector<std::string> events_;
+  std::string events_;  // ",\n"-prefixed JSON objects
 };
 
 // Writes `text` to `path` atomically (temporary file in the same directory, fsync, rename).
