@@ -140,7 +140,7 @@ struct Server::Impl {
     std::shared_ptr<Model> m;
     // At a lower priority: a reload under load then takes the CPU that requests leave instead of a fair
     // share of it (a 100,000 x 64 export is ~0.7 s of CPU to parse and index), so it slows down rather than
-    // the requests (bench-serve with two swaps: p99 22.7-23.5 ms at nice 0, 18.5-20.2 ms at nice 10).
+    // the requests (wrk, 64 connections, two reloads in 8 s: p99 22.7-23.5 ms at nice 0, 18.5-20.2 at +10).
     runWithLowerPriority(kReloadNiceIncrement, [&] {
       m = loadModel(path, items);
       if (options.index == "faiss") m->ann = buildAnnIndex(*m);

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -295,8 +296,10 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   const std::string metrics_path = job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
   summary.metrics_path = s.leader() ? metrics_path : "";
   RunLog run_log(s.leader(), metrics_path, total_steps, global_step);
-  // About 700 bytes of events per traced step (five events, the finalize one with per-bucket times).
-  TraceWriter trace(s.comm->rank(), static_cast<size_t>(std::max<int64_t>(job.log.trace_steps, 0)) * 1024);
+  // About 700 bytes of events per traced step (five events, the finalize one with per-bucket times); the
+  // reservation stops at 64 MiB, beyond which the buffer grows as it must.
+  const int64_t reserved_steps = std::clamp<int64_t>(job.log.trace_steps, 0, 65536);
+  TraceWriter trace(s.comm->rank(), static_cast<size_t>(reserved_steps) * 1024);
 
   const int accumulation = job.ddp.accumulation_steps;
   const int64_t pairs_per_step = static_cast<int64_t>(job.data.batch_size) * accumulation * s.comm->size();
