@@ -67,6 +67,17 @@ void RowSummer::sum(const std::vector<RowBlock>& blocks, int64_t width, int64_t*
   marked_ = 0;
 }
 
+namespace {
+// The smallest id at the blocks' heads (head[b]: the next row of block b), INT64_MAX once all are used up.
+int64_t lowestHead(const std::vector<RowBlock>& blocks, const std::vector<int64_t>& head) {
+  int64_t low = INT64_MAX;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    if (head[b] < blocks[b].count) low = std::min(low, blocks[b].ids[head[b]]);
+  }
+  return low;
+}
+}  // namespace
+
 int64_t countMerged(const std::vector<RowBlock>& blocks, int64_t table_rows) {
   for (size_t b = 0; b < blocks.size(); ++b) {
     const RowBlock& block = blocks[b];
@@ -80,10 +91,7 @@ int64_t countMerged(const std::vector<RowBlock>& blocks, int64_t table_rows) {
   std::vector<int64_t> head(blocks.size(), 0);
   int64_t distinct = 0;
   while (true) {
-    int64_t low = INT64_MAX;
-    for (size_t b = 0; b < blocks.size(); ++b) {
-      if (head[b] < blocks[b].count) low = std::min(low, blocks[b].ids[head[b]]);
-    }
+    const int64_t low = lowestHead(blocks, head);
     if (low == INT64_MAX) return distinct;
     ++distinct;
     for (size_t b = 0; b < blocks.size(); ++b) {
@@ -96,10 +104,7 @@ template <typename T>
 void sumMerged(const std::vector<RowBlock>& blocks, int64_t width, T divisor, int64_t* ids_out, T* values_out) {
   std::vector<int64_t> head(blocks.size(), 0);
   for (int64_t out = 0;; ++out) {
-    int64_t low = INT64_MAX;
-    for (size_t b = 0; b < blocks.size(); ++b) {
-      if (head[b] < blocks[b].count) low = std::min(low, blocks[b].ids[head[b]]);
-    }
+    const int64_t low = lowestHead(blocks, head);
     if (low == INT64_MAX) return;
     ids_out[out] = low;
     T* dst = values_out + out * width;

@@ -18,6 +18,16 @@ constexpr size_t kHeaderBytes = 2 * sizeof(int64_t);  // a block's [count][width
 // aligned for int64, float and double.
 size_t padded(size_t bytes) { return (bytes + 7) & ~size_t{7}; }
 
+// A block's padded length: header, `count` ids and `count` rows of `row_bytes` values.
+size_t blockLength(int64_t count, size_t row_bytes) {
+  return padded(kHeaderBytes + static_cast<size_t>(count) * (sizeof(int64_t) + row_bytes));
+}
+
+void writeHeader(uint8_t* dst, int64_t count, int64_t width) {
+  std::memcpy(dst, &count, sizeof(int64_t));
+  std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
+}
+
 int64_t rowWidth(const at::Tensor& param) { return param.numel() / std::max<int64_t>(param.size(0), 1); }
 
 // The rows a rank contributes for one table, on the host: ids [n] and values [n, width], contiguous,
@@ -112,7 +122,7 @@ class TableSum {
 
   int64_t distinct() const { return distinct_; }
   int64_t width() const { return width_; }
-  size_t valueBytes() const { return static_cast<size_t>(distinct_ * width_) * c10::elementSize(dtype_); }
+  size_t rowBytes() const { return static_cast<size_t>(width_) * c10::elementSize(dtype_); }
 
   void write(int world, int64_t* ids_out, void* values_out) {
     RT_CHECK(!written_, "TableSum written twice");
@@ -142,7 +152,7 @@ class TableSum {
       case Way::kSort: {
         const at::Tensor values = world > 1 ? values_.div(static_cast<double>(world)) : values_;
         std::memcpy(ids_out, rows_.data_ptr<int64_t>(), static_cast<size_t>(distinct_) * sizeof(int64_t));
-        std::memcpy(values_out, values.data_ptr(), valueBytes());
+        std::memcpy(values_out, values.data_ptr(), static_cast<size_t>(distinct_) * rowBytes());
         return;
       }
     }
@@ -159,15 +169,12 @@ class TableSum {
   at::Tensor rows_, values_;  // the sorting way's result
 };
 
-size_t blockBytes(const TableSum& sum) {
-  return padded(kHeaderBytes + static_cast<size_t>(sum.distinct()) * sizeof(int64_t) + sum.valueBytes());
-}
+size_t blockBytes(const TableSum& sum) { return blockLength(sum.distinct(), sum.rowBytes()); }
 
 // Writes the table's summed rows as one block at `dst` (blockBytes(sum) long; partial sums travel undivided).
 void writeBlock(uint8_t* dst, TableSum& sum) {
-  const int64_t count = sum.distinct(), width = sum.width();
-  std::memcpy(dst, &count, sizeof(int64_t));
-  std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
+  const int64_t count = sum.distinct();
+  writeHeader(dst, count, sum.width());
   sum.write(1, reinterpret_cast<int64_t*>(dst + kHeaderBytes), dst + kHeaderBytes + count * sizeof(int64_t));
 }
 
@@ -192,12 +199,12 @@ size_t readBlock(const uint8_t* bytes, size_t size, int64_t width, size_t elemen
   std::memcpy(&count, bytes, sizeof(int64_t));
   std::memcpy(&sent_width, bytes + sizeof(int64_t), sizeof(int64_t));
   RT_CHECK(count >= 0, "sparse rows message from rank ", rank, " has a negative count");
-  const size_t row_bytes = sizeof(int64_t) + static_cast<size_t>(width) * element;
-  RT_CHECK_LE(static_cast<size_t>(count), (size - kHeaderBytes) / row_bytes, "sparse rows message from rank ", rank,
-              " claims ", count, " rows, more than its ", size, " bytes hold");
+  const size_t row_bytes = static_cast<size_t>(width) * element;
+  RT_CHECK_LE(static_cast<size_t>(count), (size - kHeaderBytes) / (sizeof(int64_t) + row_bytes),
+              "sparse rows message from rank ", rank, " claims ", count, " rows, more than its ", size, " bytes hold");
   RT_CHECK(count == 0 || sent_width == width, "sparse rows message from rank ", rank, " has rows of width ",
            sent_width, " for a table of width ", width);
-  const size_t length = padded(kHeaderBytes + static_cast<size_t>(count) * row_bytes);
+  const size_t length = blockLength(count, row_bytes);
   RT_CHECK_LE(length, size, "sparse rows message from rank ", rank, " is shorter than its header says");
   block.ids = reinterpret_cast<const int64_t*>(bytes + kHeaderBytes);
   block.values = bytes + kHeaderBytes + count * sizeof(int64_t);
@@ -246,10 +253,9 @@ std::unique_ptr<TableSum> reduceAtOwner(comm::Communicator& comm, const at::Tens
   std::vector<std::vector<uint8_t>> send(world);
   for (int o = 0; o < world; ++o) {
     const auto count = static_cast<int64_t>(picked[o].size());
-    send[o].resize(padded(kHeaderBytes + picked[o].size() * (sizeof(int64_t) + row_bytes)));
+    send[o].resize(blockLength(count, row_bytes));
     uint8_t* dst = send[o].data();
-    std::memcpy(dst, &count, sizeof(int64_t));
-    std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
+    writeHeader(dst, count, width);
     for (int64_t k = 0; k < count; ++k) {
       const int64_t i = picked[o][static_cast<size_t>(k)];
       std::memcpy(dst + kHeaderBytes + k * sizeof(int64_t), coalesced.ids + i, sizeof(int64_t));
