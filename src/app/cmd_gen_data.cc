@@ -2,6 +2,7 @@
 // (sequences.txt + items.tsv with planted categories) described by the job's `synthetic` section; the
 // flags override that section (and run.seed).
 #include <chrono>
+#include <cstdint>
 #include <iostream>
 #include <memory>
 #include <optional>

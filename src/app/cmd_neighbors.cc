@@ -1,5 +1,6 @@
 // `ringtrain neighbors --model EXPORT.txt [--items items.tsv] --item TOKEN [-k 10]`: the nearest items by
 // cosine in an exported model, with their names and categories when items.tsv is given.
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iostream>

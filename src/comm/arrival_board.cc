@@ -1,6 +1,7 @@
 #include "arrival_board.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <sstream>
 #include <vector>
 

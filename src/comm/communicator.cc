@@ -1,6 +1,8 @@
 // Defaults of the Communicator interface (include/ringtrain/comm/communicator.h).
 #include "ringtrain/comm/communicator.h"
 
+#include <cstdint>
+
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::comm {

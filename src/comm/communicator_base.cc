@@ -1,6 +1,7 @@
 #include "communicator_base.h"
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <sstream>
 

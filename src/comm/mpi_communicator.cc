@@ -13,6 +13,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <thread>

@@ -1,6 +1,7 @@
 #include "ringtrain/comm/reduce.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "ringtrain/core/error.h"

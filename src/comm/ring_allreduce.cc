@@ -42,6 +42,7 @@
 #include "ringtrain/comm/ring_allreduce.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>

@@ -1,5 +1,6 @@
 #include "ringtrain/config/config.h"
 
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 

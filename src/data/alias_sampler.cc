@@ -1,6 +1,7 @@
 #include "ringtrain/data/alias_sampler.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "ringtrain/core/error.h"
 

@@ -1,6 +1,7 @@
 #include "ringtrain/data/item_table.h"
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <unordered_map>

@@ -1,6 +1,7 @@
 #include "ringtrain/data/vocabulary.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <mutex>
 #include <numeric>
 

@@ -1,5 +1,7 @@
 #include "ringtrain/dist/connect_store.h"
 
+#include <cstdint>
+
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/memory_store.h"

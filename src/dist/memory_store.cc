@@ -1,6 +1,7 @@
 #include "ringtrain/dist/memory_store.h"
 
 #include <charconv>
+#include <cstdint>
 
 #include "ringtrain/core/error.h"
 

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdint>
 #include <thread>
 
 #include "dist/tcp_socket.h"

@@ -1,5 +1,6 @@
 #include "serve/batcher.h"
 
+#include <cstdint>
 #include <map>
 
 #include "ringtrain/core/error.h"

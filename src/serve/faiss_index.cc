@@ -3,6 +3,7 @@
 #include <faiss/impl/HNSW.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/serve/model.h"

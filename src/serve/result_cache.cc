@@ -1,5 +1,6 @@
 #include "serve/result_cache.h"
 
+#include <cstdint>
 #include <functional>
 
 namespace ringtrain::serve {

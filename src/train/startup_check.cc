@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
+
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/core/error.h"
 

@@ -9,6 +9,7 @@
 // Prints "comm_check: rank R ok" or the error, and exits with the error's exit code.
 #include <signal.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <numeric>

@@ -2,6 +2,8 @@
 // a one-GPU machine runs world size 1, which still goes through NCCL). Skips without NCCL or a device.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+
 #include "ringtrain/build_config.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/reduce.h"

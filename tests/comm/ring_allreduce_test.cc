@@ -1,6 +1,7 @@
 #include "ringtrain/comm/ring_allreduce.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 

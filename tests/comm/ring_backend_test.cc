@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstring>
 #include <tuple>
 #include <vector>

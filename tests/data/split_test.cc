@@ -1,6 +1,7 @@
 #include "ringtrain/data/split.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 
 #include <gtest/gtest.h>

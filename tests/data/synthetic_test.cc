@@ -1,5 +1,6 @@
 #include "ringtrain/data/synthetic.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 

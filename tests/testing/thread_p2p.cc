@@ -1,5 +1,6 @@
 #include "testing/thread_p2p.h"
 
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <thread>
