@@ -2,7 +2,8 @@
 // sparse row gradients from SgnsModel's hand-written backward, ringtrain's sparse SGD, and (with --ddp)
 // the DistributedDataParallel synchronizer over NCCL at world size 1, on random pairs drawn on the device
 // like the PyTorch peer (sgns_gpu_peer.py) draws them. Prints steps/s and pairs/s in the peer's format.
-//   bench/sgns_gpu --items 1000000 --dim 128 --batch 8192 --negatives 5 --steps 200 [--ddp]
+// The model runs ringtrain's CUDA kernels where the build has them; --aten runs its ATen formulation instead.
+//   bench/sgns_gpu --items 1000000 --dim 128 --batch 8192 --negatives 5 --steps 200 [--ddp] [--aten]
 // Runs on CPU too (--device cpu, small sizes) so that it is built and exercised without a GPU.
 #include <chrono>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <torch/cuda.h>
 
+#include "ringtrain/build_config.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/config/config.h"
 #include "ringtrain/core/allocator.h"
@@ -27,7 +29,7 @@ int main(int argc, char** argv) {
   CLI::App app{"SGNS GPU workload: ringtrain's training step"};
   int64_t items = 1000000, steps = 200, warmup = 20;
   int dim = 128, batch = 8192, negatives = 5;
-  bool use_ddp = false;
+  bool use_ddp = false, aten = false;
   std::string device_name = "cuda";
   app.add_option("--items", items);
   app.add_option("--dim", dim);
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup);
   app.add_option("--device", device_name)->check(CLI::IsMember({"cuda", "cpu"}));
   app.add_flag("--ddp", use_ddp, "wrap the model in DistributedDataParallel (world size 1)");
+  app.add_flag("--aten", aten, "the model's ATen formulation instead of ringtrain's CUDA kernels");
   CLI11_PARSE(app, argc, argv);
   if (device_name == "cuda" && !torch::cuda::is_available()) {
     std::fprintf(stderr, "sgns_gpu: no CUDA device; use --device cpu\n");
@@ -49,6 +52,7 @@ int main(int argc, char** argv) {
   options.dim = dim;
   options.sparse = true;
   options.zero_output_init = false;  // as the peer: both tables uniform
+  options.device_kernels = !aten;
   auto sgns = std::make_shared<model::SgnsModel>(options, 0);
   sgns->to(device);
   config::OptimOptions optim;
@@ -89,9 +93,11 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < steps; ++i) step();
   const float last = loss.item<float>();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("ringtrain items=%lld dim=%d batch=%d negatives=%d sparse=True ddp=%s: %.0f steps/s, %.2f M pairs/s "
-              "(loss %.4f) on %s\n",
-              static_cast<long long>(items), dim, batch, negatives, use_ddp ? "nccl" : "off", steps / seconds,
+  const bool kernels = RINGTRAIN_HAVE_CUDA_KERNELS && device.is_cuda() && !aten;
+  std::printf("ringtrain items=%lld dim=%d batch=%d negatives=%d sparse=True ddp=%s step=%s: %.0f steps/s, "
+              "%.2f M pairs/s (loss %.4f) on %s\n",
+              static_cast<long long>(items), dim, batch, negatives, use_ddp ? "nccl" : "off",
+              kernels ? "kernels" : "aten", steps / seconds,
               steps * static_cast<double>(batch) / seconds / 1e6, last, device.str().c_str());
   return 0;
 }

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <sstream>
+#include <tuple>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -10,7 +12,11 @@
 
 #include "model/cpu_gemm.h"
 #include "model/row_ops.h"
+#include "ringtrain/build_config.h"
 #include "ringtrain/core/error.h"
+#if RINGTRAIN_HAVE_CUDA_KERNELS
+#include "model/sgns_device_ops.h"
+#endif
 
 namespace ringtrain::model {
 namespace {
@@ -75,6 +81,37 @@ at::Tensor columnSums(const at::Tensor& x) {
     for (int64_t c = 0; c < cols; ++c) po[c] += row[c];
   }
   return out;
+}
+
+// ringtrain's CUDA kernels (model/sgns_device_ops.h) where this build has them. The query vectors are rows
+// `u_rows` of `u_source`, or `u_source` itself when u_rows is undefined.
+bool deviceKernelsTake(const at::Tensor& u_source, const at::Tensor& out_w) {
+#if RINGTRAIN_HAVE_CUDA_KERNELS
+  return detail::deviceKernelsApply(u_source, out_w);
+#else
+  (void)u_source;
+  (void)out_w;
+  return false;
+#endif
+}
+
+std::pair<at::Tensor, at::Tensor> deviceScore(const at::Tensor& u_source, const at::Tensor& u_rows,
+                                              const at::Tensor& out_w, const at::Tensor& ids) {
+#if RINGTRAIN_HAVE_CUDA_KERNELS
+  return detail::sgnsDeviceScore(u_source, u_rows, out_w, ids);
+#else
+  RT_THROW(Error, "sgns: this build has no CUDA kernels");
+#endif
+}
+
+std::pair<at::Tensor, at::Tensor> deviceBackward(const at::Tensor& coef, const at::Tensor& u_source,
+                                                 const at::Tensor& u_rows, const at::Tensor& out_w,
+                                                 const at::Tensor& ids, const at::Tensor& grad_output) {
+#if RINGTRAIN_HAVE_CUDA_KERNELS
+  return detail::sgnsDeviceBackward(coef, u_source, u_rows, out_w, ids, grad_output);
+#else
+  RT_THROW(Error, "sgns: this build has no CUDA kernels");
+#endif
 }
 
 // Scores of every (example, candidate) pair, the loss, and d loss / d score (for grad_output 1).
@@ -171,10 +208,12 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& out_w,
                                const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                                const at::Tensor& b2, const at::Tensor& center, const at::Tensor& ids,
-                               bool sparse) {
+                               bool sparse, bool device_kernels) {
     const bool tower = w1.numel() > 0;
-    at::Tensor u0 = gatherRows(in_w, center);
-    at::Tensor h, u;
+    // Without a tower the device kernels read the query rows straight from the input table.
+    const bool direct = device_kernels && !tower && deviceKernelsTake(in_w, out_w);
+    at::Tensor u0, h, u;
+    if (!direct) u0 = gatherRows(in_w, center);
     if (tower) {
       h = linear(u0, w1, b1);
       const at::Tensor a = h.clamp_min(0);
@@ -183,15 +222,27 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
     } else {
       u = u0;
     }
-    auto [loss, coef] = scoreForward(u, out_w, ids);
+    const bool fused = direct || (device_kernels && deviceKernelsTake(u, out_w));
+    at::Tensor loss, coef;
+    if (direct) {
+      std::tie(loss, coef) = deviceScore(in_w, center, out_w, ids);
+    } else if (fused) {
+      std::tie(loss, coef) = deviceScore(u, at::Tensor(), out_w, ids);
+    } else {
+      std::tie(loss, coef) = scoreForward(u, out_w, ids);
+    }
     ctx->saved_data["in_w"] = in_w;
     ctx->saved_data["out_w"] = out_w;
     ctx->saved_data["center"] = center;
     ctx->saved_data["ids"] = ids;
-    ctx->saved_data["u0"] = u0;
-    ctx->saved_data["u"] = u;
+    if (!direct) {
+      ctx->saved_data["u0"] = u0;
+      ctx->saved_data["u"] = u;
+    }
     ctx->saved_data["coef"] = coef;
     ctx->saved_data["sparse"] = sparse;
+    ctx->saved_data["direct"] = direct;
+    ctx->saved_data["fused"] = fused;
     if (tower) {
       ctx->saved_data["h"] = h;
       ctx->saved_data["w1"] = w1;
@@ -206,13 +257,20 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
     const at::Tensor out_w = ctx->saved_data["out_w"].toTensor();
     const at::Tensor center = ctx->saved_data["center"].toTensor();
     const at::Tensor ids = ctx->saved_data["ids"].toTensor();
-    const at::Tensor u = ctx->saved_data["u"].toTensor();
     const bool sparse = ctx->saved_data["sparse"].toBool();
+    const bool direct = ctx->saved_data["direct"].toBool();
     at::Tensor coef = ctx->saved_data["coef"].toTensor();
-    // The loss is a scalar; scaling coef by grad_output scales every gradient below.
-    const bool unit = go.is_cpu() && go.numel() == 1 && go.item<double>() == 1.0;
-    if (!unit) coef = coef * go;
-    auto [grad_u, out_values] = scoreBackward(coef, u, out_w, ids);
+    at::Tensor grad_u, out_values;
+    if (direct) {
+      std::tie(grad_u, out_values) = deviceBackward(coef, in_w, center, out_w, ids, go);
+    } else if (ctx->saved_data["fused"].toBool()) {
+      std::tie(grad_u, out_values) = deviceBackward(coef, ctx->saved_data["u"].toTensor(), at::Tensor(), out_w, ids, go);
+    } else {
+      // The loss is a scalar; scaling coef by grad_output scales every gradient below.
+      const bool unit = go.is_cpu() && go.numel() == 1 && go.item<double>() == 1.0;
+      if (!unit) coef = coef * go;
+      std::tie(grad_u, out_values) = scoreBackward(coef, ctx->saved_data["u"].toTensor(), out_w, ids);
+    }
     const at::Tensor grad_out_w = tableGrad(out_w, ids, out_values, sparse);
     at::Tensor grad_w1, grad_b1, grad_w2, grad_b2, grad_u0;
     if (ctx->saved_data.count("w1")) {
@@ -236,7 +294,8 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
       grad_u0 = grad_u;
     }
     const at::Tensor grad_in_w = tableGrad(in_w, center, grad_u0, sparse);
-    return {grad_in_w, grad_out_w, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_in_w, grad_out_w, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -304,10 +363,10 @@ at::Tensor SgnsModel::forward(const at::Tensor& center, const at::Tensor& contex
   if (!hasTower()) {
     const at::Tensor none = at::empty({0}, input_embedding_.options().requires_grad(false));
     return SgnsFunction::apply(input_embedding_, output_embedding_, none, none, none, none, center.contiguous(), ids,
-                               options_.sparse)[0];
+                               options_.sparse, options_.device_kernels)[0];
   }
   return SgnsFunction::apply(input_embedding_, output_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_,
-                             center.contiguous(), ids, options_.sparse)[0];
+                             center.contiguous(), ids, options_.sparse, options_.device_kernels)[0];
 }
 
 at::Tensor SgnsModel::forwardReference(const at::Tensor& center, const at::Tensor& context,

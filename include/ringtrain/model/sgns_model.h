@@ -13,7 +13,9 @@
 // forward() is one autograd node whose backward is written out by hand (gather, scores, tower, and the
 // row gradients directly), so loss.backward() fills param.grad() as usual and gradient-accumulator hooks
 // (DDP) still fire, without the dozens of small autograd nodes an eager composition builds. On CPU with
-// float32 it runs fused loops and a small AVX2 GEMM; elsewhere (CUDA) the same math in ATen ops.
+// float32 it runs fused loops and a small AVX2 GEMM; on CUDA with float32 two hand-written kernels (scores
+// and loss; row gradients) where the build has them (LibTorch with CUDA and nvcc); elsewhere the same math
+// in ATen ops.
 //
 // Initialisation (word2vec): input uniform(-s, s) with s = init_scale or 0.5 / dim, output zeros; tower
 // weights and biases uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) like torch.nn.Linear. With zero output
@@ -40,6 +42,9 @@ struct SgnsOptions {
   double init_scale = 0.0;  // 0: 0.5 / dim
   // Output table init: word2vec uses zeros; the PyTorch peer (ddp_peer.py) uses uniform(-s, s) too.
   bool zero_output_init = true;
+  // On CUDA: ringtrain's own kernels for the scores and the row gradients (when built); false: the ATen
+  // formulation, kept as the reference the GPU tests and the GPU benchmark compare the kernels with.
+  bool device_kernels = true;
 };
 SgnsOptions sgnsOptionsFromConfig(const config::ModelOptions& model, int64_t vocab_size);
 
