@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include "ddp/row_sum.h"
+#include "ddp/sparse_sync_device.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::ddp {
@@ -291,6 +292,8 @@ SparseRowSync::~SparseRowSync() = default;
 std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                             const std::vector<at::Tensor>& grads, SparseSyncCounts& counts) {
   RT_CHECK_EQ(params.size(), grads.size(), "SparseRowSync: one gradient per parameter");
+  // CUDA tables over NCCL stay on their device.
+  if (detail::sparseSyncOnDevice(comm, params)) return detail::syncSparseRowsOnDevice(comm, params, grads, counts);
   using Input = TableSum::Input;
   const int world = comm.size();
   const int me = comm.rank();

@@ -1,6 +1,6 @@
 // Synchronization of sparse row gradients (Embedding/EmbeddingBag with sparse(true)). Only touched rows
-// travel, as host bytes through Communicator::allgatherBytes / allToAllBytes, so it works over every
-// backend (NCCL included: CUDA rows are staged through the host).
+// travel, as host bytes through Communicator::allgatherBytes / allToAllBytes, over every backend; CUDA
+// tables over NCCL are all-gathered and summed on the device instead (src/ddp/sparse_sync_device.h).
 //
 // Both modes return the same value (up to float summation order): a coalesced sparse COO tensor holding,
 // for every row touched on any rank, the sum over ranks divided by the world size. It is identical on every
