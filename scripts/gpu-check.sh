@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One command for the GPU device machine (Ubuntu 24.04, PyTorch 2.x with CUDA, NCCL, OpenMPI, no Gloo,
 # no network): builds ringtrain against the CUDA LibTorch, runs the GPU-labelled tests (NCCL at world
-# size 1: NCCL refuses two ranks on one GPU), the NCCL allreduce benchmark at world size 1, the
-# multi-process CPU tests at 8 ranks, and the GPU benchmark against the PyTorch eager peer. Logs go under $OUT (or ./gpu-check-logs).
+# size 1: NCCL refuses two ranks on one GPU), the GPU benchmark against the PyTorch eager peer, the NCCL
+# allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks and the scaling
+# benchmark. Logs go under $OUT (or ./gpu-check-logs): summary.txt and one log per phase, 7 files (the
+# device tool brings back 8 at most).
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
 # dev machine) downloads them into .device/debs and copies the peers into .device/peers; the device
-# call carries .device. Budget: about 8 minutes (each phase has its own timeout).
+# call carries .device. Budget: 8 minutes (GPU_CHECK_BUDGET); each phase has its own limit inside it.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/gpu-check-logs}"
@@ -15,6 +17,7 @@ SYSROOT="$ROOT/.device/sysroot"
 BUILD="$ROOT/build-gpu"
 JOBS="$(nproc)"
 START=$(date +%s)
+BUDGET="${GPU_CHECK_BUDGET:-480}"  # seconds for the whole script: issue 8 asks for 8 minutes
 elapsed() { echo "$(( $(date +%s) - START ))s"; }
 log() { echo "== gpu-check [$(elapsed)] $*" | tee -a "$OUT/summary.txt"; }
 
@@ -22,8 +25,8 @@ log() { echo "== gpu-check [$(elapsed)] $*" | tee -a "$OUT/summary.txt"; }
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
   nproc
-} > "$OUT/machine.txt" 2>&1
-log "machine: $(tr '\n' ' ' < "$OUT/machine.txt")"
+} > /tmp/gpu-check-machine.txt 2>&1
+log "machine: $(tr '\n' ' ' < /tmp/gpu-check-machine.txt)"
 
 # 1. Libraries from Debian packages, unpacked into a private sysroot.
 if [ -d "$ROOT/.device/debs" ]; then
@@ -45,50 +48,71 @@ Cflags: -I$SYSROOT/usr/include -DCPPHTTPLIB_OPENSSL_SUPPORT -DCPPHTTPLIB_ZLIB_SU
 PC
 export PKG_CONFIG_PATH="$SYSROOT/pc"
 TORCH_PREFIX="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')"
+# ringtrain's CUDA kernels need nvcc: CMake looks on PATH only.
+if ! command -v nvcc >/dev/null; then
+  for dir in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
+    [ -x "$dir/nvcc" ] && { export PATH="$dir:$PATH"; break; }
+  done
+fi
+log "nvcc: $(command -v nvcc || echo 'not found: the model runs ATen ops on the GPU') $(nvcc --version 2>/dev/null | tail -1)"
 
-# 2. Build. Gloo is off unless its carried package is there (issue 10 carries it for the 8-rank runs).
+# 2. Build what runs here: everything but the unit-test binaries (CI runs those; on this machine they would
+# only cost build time).
 GLOO=OFF
 [ -f "$SYSROOT/usr/share/cmake/Gloo/GlooConfig.cmake" ] && GLOO=ON
 log "configure (gloo=$GLOO)"
+mkdir -p "$BUILD"
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$SYSROOT/usr;$TORCH_PREFIX" -DRINGTRAIN_WITH_GLOO=$GLOO -DRINGTRAIN_WITH_NCCL=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -40 "$OUT/configure.log"; exit 1; }
-log "build with $JOBS jobs"
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_POLICY_VERSION_MINIMUM=3.5 > "$BUILD/configure.log" 2>&1 ||
+  { log "configure FAILED"; tail -40 "$BUILD/configure.log" | tee -a "$OUT/summary.txt"; exit 1; }
+grep -E "ringtrain (backends|CUDA kernels)|CUDA compiler|Caffe2: CUDA" "$BUILD/configure.log" | tee -a "$OUT/summary.txt"
+TARGETS=$(cmake --build "$BUILD" --target help 2>/dev/null | sed -n 's/^\([A-Za-z0-9_.-]*\): phony$/\1/p' |
+  grep -v -E '^(test_.*_unit|test|all|clean|help|install|edit_cache|rebuild_cache|list_install_components|build.ninja)$|\.a$')
+log "build with $JOBS jobs: $(echo $TARGETS | wc -w) targets"
 # -k 0: on a failure, build everything else too, so one call shows every error and still runs what built.
-if ! cmake --build "$BUILD" -j "$JOBS" -- -k 0 > "$OUT/build.log" 2>&1; then
+if ! cmake --build "$BUILD" -j "$JOBS" --target $TARGETS -- -k 0 > "$OUT/build.log" 2>&1; then
   log "build FAILED (continuing with what built)"
-  grep -m30 -A6 "error:" "$OUT/build.log" | tee -a "$OUT/summary.txt"
+  grep -m30 -A6 "error" "$OUT/build.log" | tee -a "$OUT/summary.txt"
 fi
 log "build done"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 rc=0
-# 3. GPU tests.
-log "gpu tests"
-timeout 200 ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 120 > "$OUT/test-gpu.log" 2>&1 || rc=1
-tail -5 "$OUT/test-gpu.log" | tee -a "$OUT/summary.txt"
-# 3b. NCCL allreduce at world size 1 (issue 3), nccl-tests style, data checked: ncclAllReduce on this GPU.
-log "nccl allreduce benchmark, 1 GPU"
-timeout 90 "$BUILD/bin/allreduce_bench" --backend nccl --max-bytes 256M > "$OUT/bench-allreduce-nccl.log" 2>&1 || rc=1
-tail -6 "$OUT/bench-allreduce-nccl.log" | tee -a "$OUT/summary.txt"
-# 4. GPU benchmark: ringtrain against the PyTorch eager peer, same card, same run.
-log "gpu benchmark"
-PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" timeout 150 "$ROOT/scripts/bench-gpu.sh" \
-  > "$OUT/bench-gpu.log" 2>&1 || rc=1
-tail -8 "$OUT/bench-gpu.log" | tee -a "$OUT/summary.txt"
-# 5. Multi-process CPU training at 1..8 ranks against PyTorch DDP (issue 10's scaling table).
+# Each phase gets at most its own limit and what is left of the whole budget; a phase that would get under
+# 20 s is skipped (and said so), so the script ends inside the budget whatever came before.
+phase() {  # phase NAME LIMIT_SECONDS LOG TAIL_LINES COMMAND...
+  local name=$1 limit=$2 logfile=$3 lines=$4
+  shift 4
+  local left=$(( BUDGET - ($(date +%s) - START) - 5 ))
+  (( limit > left )) && limit=$left
+  if (( limit < 20 )); then
+    log "$name: SKIPPED (${left}s of the ${BUDGET}s budget left)"
+    rc=1
+    return
+  fi
+  log "$name (limit ${limit}s)"
+  timeout "$limit" "$@" > "$logfile" 2>&1 || { rc=1; log "$name: FAILED or timed out (see $(basename "$logfile"))"; }
+  tail -"$lines" "$logfile" | tee -a "$OUT/summary.txt"
+}
+# In order of what matters most if time runs short.
+phase "gpu tests" 200 "$OUT/test-gpu.log" 6 \
+  ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 120
+phase "gpu benchmark" 150 "$OUT/bench-gpu.log" 10 \
+  env PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-gpu.sh"
+# NCCL allreduce at world size 1 (issue 3), nccl-tests style, data checked: ncclAllReduce on this GPU.
+phase "nccl allreduce benchmark, 1 GPU" 60 "$OUT/bench-allreduce-nccl.log" 6 \
+  "$BUILD/bin/allreduce_bench" --backend nccl --max-bytes 256M
+# The multi-process tests (real ranks: launcher, comm, training) on the 16 cores, up to 8 ranks each.
+phase "multiprocess tests, up to ${RINGTRAIN_TEST_MAX_RANKS:-8} ranks" 150 "$OUT/test-multiprocess.log" 5 \
+  env RINGTRAIN_TEST_MAX_RANKS="${RINGTRAIN_TEST_MAX_RANKS:-8}" \
+  ctest --test-dir "$BUILD" -L multiprocess -j 4 --output-on-failure --timeout 120
+# Multi-process CPU training at 1..8 ranks against PyTorch DDP (issue 10's scaling table); 50 timed steps
+# (the script defaults to 200) keep the peer runs short.
 if [ "$GLOO" = ON ]; then
-  log "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}"
-  # 50 timed steps (the script defaults to 200) keep the peer runs inside this phase's 240 s.
-  STEPS="${SCALING_STEPS:-50}" PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" timeout 240 \
-    "$ROOT/scripts/bench-scaling.sh" \
-    ${SCALING_RANKS:-1 2 4 8} > "$OUT/bench-scaling.log" 2>&1 || rc=1
-  tail -8 "$OUT/bench-scaling.log" | tee -a "$OUT/summary.txt"
+  phase "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}" 240 "$OUT/bench-scaling.log" 8 \
+    env STEPS="${SCALING_STEPS:-50}" PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" \
+    "$ROOT/scripts/bench-scaling.sh" ${SCALING_RANKS:-1 2 4 8}
 fi
-# 6. The multi-process tests (real ranks: launcher, comm, training) on the 16 cores.
-log "multiprocess tests"
-timeout 150 ctest --test-dir "$BUILD" -L multiprocess -j 8 --output-on-failure --timeout 120 \
-  > "$OUT/test-multiprocess.log" 2>&1 || rc=1
-tail -5 "$OUT/test-multiprocess.log" | tee -a "$OUT/summary.txt"
 log "done rc=$rc"
 exit $rc

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -111,6 +112,17 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
 std::string binPath(const std::string& name) { return std::string(RINGTRAIN_BIN_DIR) + "/" + name; }
 
 std::string sourcePath(const std::string& relative) { return std::string(RINGTRAIN_SOURCE_DIR) + "/" + relative; }
+
+int maxTestRanks() {
+  const char* text = std::getenv("RINGTRAIN_TEST_MAX_RANKS");
+  if (text == nullptr || *text == '\0') return 4;
+  char* end = nullptr;
+  const long ranks = std::strtol(text, &end, 10);
+  if (*end != '\0' || ranks < 1 || ranks > 64) {
+    throw std::runtime_error(std::string("RINGTRAIN_TEST_MAX_RANKS must be a whole number in 1..64, got '") + text + "'");
+  }
+  return static_cast<int>(ranks);
+}
 
 int freeLoopbackPort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

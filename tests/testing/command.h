@@ -37,5 +37,8 @@ std::string sourcePath(const std::string& relative);
 int freeLoopbackPort();
 // A fresh empty directory under the system temp dir, removed by the caller (or left for inspection).
 std::string makeTempDir(const std::string& prefix);
+// The largest world size the multi-process tests start: RINGTRAIN_TEST_MAX_RANKS (1..64), or 4 (this
+// machine's 2 cores oversubscribed twice). scripts/gpu-check.sh sets 8 on the device machine's 16 cores.
+int maxTestRanks();
 
 }  // namespace ringtrain::testing
