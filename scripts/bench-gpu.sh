@@ -15,15 +15,15 @@ PEER_STEPS="${STEPS:-200}"
 OUR_STEPS="${OUR_STEPS:-$((PEER_STEPS * 10))}"
 pairs() { sed -n 's/.* \([0-9.]*\) M pairs\/s.*/\1/p' | tail -1; }
 
-peer_dense=$(python3 "$PEERS/sgns_gpu_peer.py" "${SHAPE[@]}" --steps "$PEER_STEPS" 2>&1 | tee /dev/stderr | pairs)
-peer_sparse=$(python3 "$PEERS/sgns_gpu_peer.py" "${SHAPE[@]}" --steps "$PEER_STEPS" --sparse 2>&1 | tee /dev/stderr | pairs)
+peer_dense=$(python3 "$PEERS/sgns_gpu_peer.py" "${SHAPE[@]}" --steps "$PEER_STEPS" 2>&1 | tee -a /dev/stderr | pairs)
+peer_sparse=$(python3 "$PEERS/sgns_gpu_peer.py" "${SHAPE[@]}" --steps "$PEER_STEPS" --sparse 2>&1 | tee -a /dev/stderr | pairs)
 # BENCH_GPU_ARGS adds flags to ringtrain's runs, e.g. --phases (where a step's time goes).
 EXTRA=(${BENCH_GPU_ARGS:-})
-ours=$("$BIN/sgns_gpu" "${SHAPE[@]}" --steps "$OUR_STEPS" "${EXTRA[@]}" 2>&1 | tee /dev/stderr | pairs)
-ours_aten=$("$BIN/sgns_gpu" "${SHAPE[@]}" --steps "$OUR_STEPS" --aten "${EXTRA[@]}" 2>&1 | tee /dev/stderr | pairs)
-ours_ddp=$("$BIN/sgns_gpu" "${SHAPE[@]}" --steps "$OUR_STEPS" --ddp "${EXTRA[@]}" 2>&1 | tee /dev/stderr | pairs)
+ours=$("$BIN/sgns_gpu" "${SHAPE[@]}" --steps "$OUR_STEPS" "${EXTRA[@]}" 2>&1 | tee -a /dev/stderr | pairs)
+ours_aten=$("$BIN/sgns_gpu" "${SHAPE[@]}" --steps "$OUR_STEPS" --aten "${EXTRA[@]}" 2>&1 | tee -a /dev/stderr | pairs)
+ours_ddp=$("$BIN/sgns_gpu" "${SHAPE[@]}" --steps "$OUR_STEPS" --ddp "${EXTRA[@]}" 2>&1 | tee -a /dev/stderr | pairs)
 # Device-to-device copy of 2 GiB, bytes read + written per second: the card's practical memory ceiling.
-copy_gbs=$(python3 - <<'PY' 2>&1 | tee /dev/stderr | sed -n 's/^copy \([0-9.]*\) GB\/s$/\1/p'
+copy_gbs=$(python3 - <<'PY' 2>&1 | tee -a /dev/stderr | sed -n 's/^copy \([0-9.]*\) GB\/s$/\1/p'
 import torch
 src = torch.empty(2**29, dtype=torch.float32, device="cuda")
 dst = torch.empty_like(src)

@@ -2,11 +2,22 @@
 
 #include <ATen/ATen.h>
 
+#include "ringtrain/build_config.h"
 #include "ringtrain/core/error.h"
+#if RINGTRAIN_HAVE_CUDA_KERNELS
+#include "model/sgns_device_ops.h"
+#endif
 
 namespace ringtrain::model::detail {
 
 void indexAddRows(at::Tensor& table, const at::Tensor& idx, const at::Tensor& rows, double alpha) {
+#if RINGTRAIN_HAVE_CUDA_KERNELS
+  // On a GPU, ringtrain's kernel: one launch, without index_add_'s checks and set-up on the host.
+  if (idx.scalar_type() == at::kLong && idx.device() == table.device() && deviceKernelsApply(rows, table)) {
+    deviceRowsAxpy(table, idx.contiguous(), rows, alpha);
+    return;
+  }
+#endif
   const bool fast = table.is_cpu() && table.scalar_type() == at::kFloat && rows.scalar_type() == at::kFloat &&
                     table.is_contiguous() && table.dim() >= 1 && idx.scalar_type() == at::kLong && rows.is_cpu();
   if (!fast) {

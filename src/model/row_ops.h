@@ -1,6 +1,7 @@
 // Row scatter-add for embedding tables. LibTorch 1.13's CPU index_add_ runs one TensorIterator kernel call per
 // index (~0.1-1 us each); with 7k rows per step that was the optimizer's whole cost. On CPU float32
-// contiguous tensors this is a plain loop (same order as index_add_, so equally deterministic); elsewhere it
+// contiguous tensors this is a plain loop (same order as index_add_, so equally deterministic); on CUDA float32
+// contiguous tensors ringtrain's kernel where the build has it (src/model/sgns_device_kernels.cu); elsewhere it
 // is index_add_.
 #pragma once
 

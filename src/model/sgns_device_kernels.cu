@@ -43,6 +43,10 @@ __device__ __forceinline__ const float* queryRow(const SgnsQueryRows& q, int64_t
   return q.u + row * dim;
 }
 
+__device__ __forceinline__ int64_t candidate(const SgnsCandidates& c, int cands, int64_t b, int j) {
+  return j == 0 ? c.context[b] : c.negatives[b * (cands - 1) + (j - 1)];
+}
+
 // A lane's share of <u, v>: float4 loads when kVec4 (dim % 4 == 0, rows 16-byte aligned).
 template <bool kVec4>
 __device__ __forceinline__ float laneDot(const float* u, const float* v, int dim, int lane) {
@@ -69,7 +73,7 @@ __global__ void scoreKernel(SgnsScoreArgs a) {
   const float inv_batch = 1.0f / static_cast<float>(a.batch);
   float loss = 0.0f;
   for (int j = 0; j < a.cands; ++j) {
-    const int64_t row = checkedRow(a.ids[b * a.cands + j], a.out_row_count, "context/negative");
+    const int64_t row = checkedRow(candidate(a.candidates, a.cands, b, j), a.out_row_count, "context/negative");
     const float s = warpSum(laneDot<kVec4>(u, a.out + row * a.dim, a.dim, lane));
     const float sign = j == 0 ? 1.0f : -1.0f;
     loss -= logSigmoid(sign * s);
@@ -86,7 +90,7 @@ __global__ void backwardKernel(SgnsBackwardArgs a) {
   const float* u = queryRow(a.query, b, a.dim);
   const float scale = *a.grad_output;
   const float* coef = a.coef + b * a.cands;
-  const int64_t* ids = a.ids + b * a.cands;
+  for (int j = lane; j < a.cands; j += kWarp) a.out_ids[b * a.cands + j] = candidate(a.candidates, a.cands, b, j);
   float* grad_u = a.grad_u + b * a.dim;
   float* values = a.values + b * a.cands * a.dim;
   if constexpr (kVec4) {
@@ -96,7 +100,7 @@ __global__ void backwardKernel(SgnsBackwardArgs a) {
       float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       for (int j = 0; j < a.cands; ++j) {
         const float c = coef[j] * scale;
-        const int64_t row = checkedRow(ids[j], a.out_row_count, "context/negative");
+        const int64_t row = checkedRow(candidate(a.candidates, a.cands, b, j), a.out_row_count, "context/negative");
         const float4 y = reinterpret_cast<const float4*>(a.out + row * a.dim)[d];
         acc.x += c * y.x;
         acc.y += c * y.y;
@@ -112,13 +116,22 @@ __global__ void backwardKernel(SgnsBackwardArgs a) {
       float acc = 0.0f;
       for (int j = 0; j < a.cands; ++j) {
         const float c = coef[j] * scale;
-        const int64_t row = checkedRow(ids[j], a.out_row_count, "context/negative");
+        const int64_t row = checkedRow(candidate(a.candidates, a.cands, b, j), a.out_row_count, "context/negative");
         acc += c * a.out[row * a.dim + d];
         values[j * a.dim + d] = c * x;
       }
       grad_u[d] = acc;
     }
   }
+}
+
+__global__ void rowsAxpyKernel(RowsAxpyArgs a) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int lane = static_cast<int>(threadIdx.x % kWarp);
+  if (i >= a.n) return;
+  float* dst = a.table + checkedRow(a.idx[i], a.table_rows, "row") * a.dim;
+  const float* src = a.rows + i * a.dim;
+  for (int d = lane; d < a.dim; d += kWarp) atomicAdd(dst + d, a.alpha * src[d]);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -164,6 +177,12 @@ const char* launchSgnsBackward(const SgnsBackwardArgs& args, void* stream) {
   } else {
     backwardKernel<false><<<blocks, kWarp * kWarpsPerBlock, 0, s>>>(args);
   }
+  return launched();
+}
+
+const char* launchRowsAxpy(const RowsAxpyArgs& args, void* stream) {
+  if (args.n == 0) return nullptr;
+  rowsAxpyKernel<<<blocksFor(args.n), kWarp * kWarpsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(args);
   return launched();
 }
 

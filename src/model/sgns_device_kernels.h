@@ -18,15 +18,21 @@ struct SgnsQueryRows {
   int64_t u_row_count = 0;
 };
 
-// For every example b and candidate j (j = 0 the context, j >= 1 the negatives), with
-// s = <u_b, out[ids[b, j]]> and sign = +1 for j = 0, -1 otherwise:
+// The candidates of example b: j = 0 its context[b], j = 1..K its negatives[b, j - 1] (K = cands - 1). They
+// are read where the loader put them, so no [B, K + 1] id table is built.
+struct SgnsCandidates {
+  const int64_t* context = nullptr;    // [batch]
+  const int64_t* negatives = nullptr;  // [batch, cands - 1]
+};
+
+// For every example b and candidate j, with s = <u_b, out[candidate j]> and sign = +1 for j = 0, -1 otherwise:
 //   coef[b, j]   = d loss / d s = -sign * sigmoid(-sign * s) / batch
 //   loss_rows[b] = -sum_j log sigmoid(sign * s) / batch
 struct SgnsScoreArgs {
   SgnsQueryRows query;
   const float* out = nullptr;  // [out_row_count, dim]
   int64_t out_row_count = 0;
-  const int64_t* ids = nullptr;  // [batch, cands]
+  SgnsCandidates candidates;
   int64_t batch = 0;
   int cands = 0;
   int dim = 0;
@@ -34,14 +40,15 @@ struct SgnsScoreArgs {
   float* loss_rows = nullptr;  // [batch]
 };
 
-// With c = coef[b, j] * grad_output[0]:
-//   grad_u[b]           = sum_j c * out[ids[b, j]]
-//   values[b * cands + j] = c * u_b            (the output table's gradient row for that lookup)
+// With c = coef[b, j] * grad_output[0] and id = candidate j of example b:
+//   grad_u[b]              = sum_j c * out[id]
+//   values[b * cands + j]  = c * u_b            (the output table's gradient row for that lookup)
+//   out_ids[b * cands + j] = id                 (its row id)
 struct SgnsBackwardArgs {
   SgnsQueryRows query;
   const float* out = nullptr;
   int64_t out_row_count = 0;
-  const int64_t* ids = nullptr;
+  SgnsCandidates candidates;
   int64_t batch = 0;
   int cands = 0;
   int dim = 0;
@@ -49,6 +56,19 @@ struct SgnsBackwardArgs {
   const float* grad_output = nullptr;  // one float on the device: the scalar loss's gradient
   float* grad_u = nullptr;             // [batch, dim]
   float* values = nullptr;             // [batch * cands, dim]
+  int64_t* out_ids = nullptr;          // [batch * cands]
+};
+
+// table[idx[i]] += alpha * rows[i] for i < n: the sparse SGD update (and a dense gradient's assembly) of an
+// embedding table; duplicate ids add up (atomically, in no fixed order, as ATen's index_add_ on CUDA).
+struct RowsAxpyArgs {
+  float* table = nullptr;  // [table_rows, dim]
+  int64_t table_rows = 0;
+  int dim = 0;
+  const int64_t* idx = nullptr;  // [n]
+  const float* rows = nullptr;   // [n, dim]
+  int64_t n = 0;
+  float alpha = 1.0f;
 };
 
 // Launch on `stream` (a cudaStream_t) of the current device. Return nullptr, or CUDA's message for a failed
@@ -56,5 +76,6 @@ struct SgnsBackwardArgs {
 // gather kernels do: the check costs nothing on the host and no round trip.
 const char* launchSgnsScore(const SgnsScoreArgs& args, void* stream);
 const char* launchSgnsBackward(const SgnsBackwardArgs& args, void* stream);
+const char* launchRowsAxpy(const RowsAxpyArgs& args, void* stream);
 
 }  // namespace ringtrain::model::detail

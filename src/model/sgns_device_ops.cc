@@ -27,19 +27,26 @@ SgnsQueryRows queryRows(const at::Tensor& u_source, const at::Tensor& u_rows) {
   return q;
 }
 
+SgnsCandidates candidates(const at::Tensor& context, const at::Tensor& negatives) {
+  return {context.data_ptr<int64_t>(), negatives.data_ptr<int64_t>()};
+}
+
 void checkInputs(const at::Tensor& u_source, const at::Tensor& u_rows, const at::Tensor& out_w,
-                 const at::Tensor& ids) {
+                 const at::Tensor& context, const at::Tensor& negatives) {
   RT_CHECK(deviceKernelsApply(u_source, out_w), "sgns: the device kernels take contiguous float32 CUDA tables");
   const at::Device device = out_w.device();
-  checkIdsTensor(ids, device, "context/negative");
-  RT_CHECK(ids.dim() == 2 && out_w.dim() == 2 && u_source.dim() == 2 && u_source.size(1) == out_w.size(1),
-           "sgns: shapes do not match (ids ", ids.sizes(), ", u ", u_source.sizes(), ", out ", out_w.sizes(), ")");
+  checkIdsTensor(context, device, "context");
+  checkIdsTensor(negatives, device, "negative");
+  const int64_t batch = context.numel();
+  RT_CHECK(context.dim() == 1 && negatives.dim() == 2 && negatives.size(0) == batch && out_w.dim() == 2 &&
+               u_source.dim() == 2 && u_source.size(1) == out_w.size(1),
+           "sgns: shapes do not match (context ", context.sizes(), ", negatives ", negatives.sizes(), ", u ",
+           u_source.sizes(), ", out ", out_w.sizes(), ")");
   if (u_rows.defined()) {
     checkIdsTensor(u_rows, device, "center");
-    RT_CHECK(u_rows.numel() == ids.size(0), "sgns: ", u_rows.numel(), " centers for ", ids.size(0), " examples");
+    RT_CHECK(u_rows.numel() == batch, "sgns: ", u_rows.numel(), " centers for ", batch, " examples");
   } else {
-    RT_CHECK(u_source.size(0) == ids.size(0), "sgns: ", u_source.size(0), " query rows for ", ids.size(0),
-             " examples");
+    RT_CHECK(u_source.size(0) == batch, "sgns: ", u_source.size(0), " query rows for ", batch, " examples");
   }
 }
 
@@ -57,19 +64,20 @@ bool deviceKernelsApply(const at::Tensor& u_source, const at::Tensor& out_w) {
 }
 
 std::pair<at::Tensor, at::Tensor> sgnsDeviceScore(const at::Tensor& u_source, const at::Tensor& u_rows,
-                                                  const at::Tensor& out_w, const at::Tensor& ids) {
-  checkInputs(u_source, u_rows, out_w, ids);
+                                                  const at::Tensor& out_w, const at::Tensor& context,
+                                                  const at::Tensor& negatives) {
+  checkInputs(u_source, u_rows, out_w, context, negatives);
   const c10::cuda::CUDAGuard guard(out_w.device());
-  const int64_t batch = ids.size(0);
-  at::Tensor coef = at::empty({batch, ids.size(1)}, out_w.options());
+  const int64_t batch = context.numel(), cands = negatives.size(1) + 1;
+  at::Tensor coef = at::empty({batch, cands}, out_w.options());
   at::Tensor loss_rows = at::empty({batch}, out_w.options());
   SgnsScoreArgs args;
   args.query = queryRows(u_source, u_rows);
   args.out = out_w.data_ptr<float>();
   args.out_row_count = out_w.size(0);
-  args.ids = ids.data_ptr<int64_t>();
+  args.candidates = candidates(context, negatives);
   args.batch = batch;
-  args.cands = static_cast<int>(ids.size(1));
+  args.cands = static_cast<int>(cands);
   args.dim = static_cast<int>(out_w.size(1));
   args.coef = coef.data_ptr<float>();
   args.loss_rows = loss_rows.data_ptr<float>();
@@ -77,32 +85,53 @@ std::pair<at::Tensor, at::Tensor> sgnsDeviceScore(const at::Tensor& u_source, co
   return {loss_rows.sum(), coef};
 }
 
-std::pair<at::Tensor, at::Tensor> sgnsDeviceBackward(const at::Tensor& coef, const at::Tensor& u_source,
-                                                     const at::Tensor& u_rows, const at::Tensor& out_w,
-                                                     const at::Tensor& ids, const at::Tensor& grad_output) {
-  checkInputs(u_source, u_rows, out_w, ids);
+SgnsDeviceGrads sgnsDeviceBackward(const at::Tensor& coef, const at::Tensor& u_source, const at::Tensor& u_rows,
+                                   const at::Tensor& out_w, const at::Tensor& context, const at::Tensor& negatives,
+                                   const at::Tensor& grad_output) {
+  checkInputs(u_source, u_rows, out_w, context, negatives);
   RT_CHECK(grad_output.numel() == 1, "sgns: the loss's gradient must have one element");
   const c10::cuda::CUDAGuard guard(out_w.device());
   // On the device already in training (loss.backward()); a gradient given on the host costs one small copy.
   const at::Tensor scale = grad_output.to(out_w.options()).contiguous();
   const at::Tensor coef_c = coef.contiguous();
-  const int64_t batch = ids.size(0), cands = ids.size(1), dim = out_w.size(1);
-  at::Tensor grad_u = at::empty({batch, dim}, out_w.options());
-  at::Tensor values = at::empty({batch * cands, dim}, out_w.options());
+  const int64_t batch = context.numel(), cands = negatives.size(1) + 1, dim = out_w.size(1);
+  SgnsDeviceGrads grads;
+  grads.grad_u = at::empty({batch, dim}, out_w.options());
+  grads.out_values = at::empty({batch * cands, dim}, out_w.options());
+  grads.out_ids = at::empty({batch * cands}, context.options());
   SgnsBackwardArgs args;
   args.query = queryRows(u_source, u_rows);
   args.out = out_w.data_ptr<float>();
   args.out_row_count = out_w.size(0);
-  args.ids = ids.data_ptr<int64_t>();
+  args.candidates = candidates(context, negatives);
   args.batch = batch;
   args.cands = static_cast<int>(cands);
   args.dim = static_cast<int>(dim);
   args.coef = coef_c.data_ptr<float>();
   args.grad_output = scale.data_ptr<float>();
-  args.grad_u = grad_u.data_ptr<float>();
-  args.values = values.data_ptr<float>();
+  args.grad_u = grads.grad_u.data_ptr<float>();
+  args.values = grads.out_values.data_ptr<float>();
+  args.out_ids = grads.out_ids.data_ptr<int64_t>();
   launchedOrThrow(launchSgnsBackward(args, c10::cuda::getCurrentCUDAStream().stream()), "backward");
-  return {grad_u, values};
+  return grads;
+}
+
+void deviceRowsAxpy(at::Tensor& table, const at::Tensor& idx, const at::Tensor& rows, double alpha) {
+  RT_CHECK(deviceKernelsApply(rows, table) && table.dim() >= 1, "rows axpy: contiguous float32 CUDA tensors");
+  checkIdsTensor(idx, table.device(), "row");
+  const int64_t n = idx.numel();
+  const int64_t width = table.size(0) == 0 ? 0 : table.numel() / table.size(0);
+  RT_CHECK_EQ(rows.numel(), n * width, "rows axpy: rows do not match the ids");
+  const c10::cuda::CUDAGuard guard(table.device());
+  RowsAxpyArgs args;
+  args.table = table.data_ptr<float>();
+  args.table_rows = table.size(0);
+  args.dim = static_cast<int>(width);
+  args.idx = idx.data_ptr<int64_t>();
+  args.rows = rows.data_ptr<float>();
+  args.n = n;
+  args.alpha = static_cast<float>(alpha);
+  launchedOrThrow(launchRowsAxpy(args, c10::cuda::getCurrentCUDAStream().stream()), "rows axpy");
 }
 
 }  // namespace ringtrain::model::detail

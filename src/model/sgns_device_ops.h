@@ -14,14 +14,26 @@ namespace ringtrain::model::detail {
 bool deviceKernelsApply(const at::Tensor& u_source, const at::Tensor& out_w);
 
 // The query vectors are rows `u_rows` of `u_source` (int64 [B]), or all of `u_source` ([B, D]) when u_rows is
-// undefined. ids: int64 [B, C], column 0 the context. Returns {loss (0-dim), coef [B, C]}: see
+// undefined. context: int64 [B]; negatives: int64 [B, K]. Returns {loss (0-dim), coef [B, K + 1]}: see
 // SgnsScoreArgs.
 std::pair<at::Tensor, at::Tensor> sgnsDeviceScore(const at::Tensor& u_source, const at::Tensor& u_rows,
-                                                  const at::Tensor& out_w, const at::Tensor& ids);
+                                                  const at::Tensor& out_w, const at::Tensor& context,
+                                                  const at::Tensor& negatives);
 
-// Returns {grad_u [B, D], out_values [B * C, D]}, scaled by grad_output (the loss's gradient, one element).
-std::pair<at::Tensor, at::Tensor> sgnsDeviceBackward(const at::Tensor& coef, const at::Tensor& u_source,
-                                                     const at::Tensor& u_rows, const at::Tensor& out_w,
-                                                     const at::Tensor& ids, const at::Tensor& grad_output);
+// The output table's gradient rows and their ids, and the query vectors' gradient.
+struct SgnsDeviceGrads {
+  at::Tensor grad_u;      // [B, D]
+  at::Tensor out_values;  // [B * (K + 1), D]
+  at::Tensor out_ids;     // [B * (K + 1)] int64
+};
+
+// Scaled by grad_output (the loss's gradient, one element).
+SgnsDeviceGrads sgnsDeviceBackward(const at::Tensor& coef, const at::Tensor& u_source, const at::Tensor& u_rows,
+                                   const at::Tensor& out_w, const at::Tensor& context, const at::Tensor& negatives,
+                                   const at::Tensor& grad_output);
+
+// table[idx[i]] += alpha * rows[i] on the device (see RowsAxpyArgs): for contiguous float32 CUDA tables
+// (deviceKernelsApply(rows, table)) and int64 ids on the same device.
+void deviceRowsAxpy(at::Tensor& table, const at::Tensor& idx, const at::Tensor& rows, double alpha);
 
 }  // namespace ringtrain::model::detail

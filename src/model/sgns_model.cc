@@ -96,19 +96,25 @@ bool deviceKernelsTake(const at::Tensor& u_source, const at::Tensor& out_w) {
 }
 
 std::pair<at::Tensor, at::Tensor> deviceScore(const at::Tensor& u_source, const at::Tensor& u_rows,
-                                              const at::Tensor& out_w, const at::Tensor& ids) {
+                                              const at::Tensor& out_w, const at::Tensor& context,
+                                              const at::Tensor& negatives) {
 #if RINGTRAIN_HAVE_CUDA_KERNELS
-  return detail::sgnsDeviceScore(u_source, u_rows, out_w, ids);
+  return detail::sgnsDeviceScore(u_source, u_rows, out_w, context, negatives);
 #else
   RT_THROW(Error, "sgns: this build has no CUDA kernels");
 #endif
 }
 
-std::pair<at::Tensor, at::Tensor> deviceBackward(const at::Tensor& coef, const at::Tensor& u_source,
-                                                 const at::Tensor& u_rows, const at::Tensor& out_w,
-                                                 const at::Tensor& ids, const at::Tensor& grad_output) {
+// {grad_u, the output table's gradient rows, their ids}.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> deviceBackward(const at::Tensor& coef, const at::Tensor& u_source,
+                                                              const at::Tensor& u_rows, const at::Tensor& out_w,
+                                                              const at::Tensor& context,
+                                                              const at::Tensor& negatives,
+                                                              const at::Tensor& grad_output) {
 #if RINGTRAIN_HAVE_CUDA_KERNELS
-  return detail::sgnsDeviceBackward(coef, u_source, u_rows, out_w, ids, grad_output);
+  detail::SgnsDeviceGrads g =
+      detail::sgnsDeviceBackward(coef, u_source, u_rows, out_w, context, negatives, grad_output);
+  return {g.grad_u, g.out_values, g.out_ids};
 #else
   RT_THROW(Error, "sgns: this build has no CUDA kernels");
 #endif
@@ -204,11 +210,13 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 
 // One autograd node for the whole model: inputs (in_w, out_w, w1, b1, w2, b2), with w1.. empty tensors
 // without a tower (LibTorch 1.13 custom functions reject undefined tensor inputs); ids are not differentiable.
+// On the device-kernel path the candidates stay as the loader gave them (context [B], negatives [B, K]);
+// elsewhere they are joined into one [B, K+1] table.
 struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& out_w,
                                const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                               const at::Tensor& b2, const at::Tensor& center, const at::Tensor& ids,
-                               bool sparse, bool device_kernels) {
+                               const at::Tensor& b2, const at::Tensor& center, const at::Tensor& context,
+                               const at::Tensor& negatives, bool sparse, bool device_kernels) {
     const bool tower = w1.numel() > 0;
     // Without a tower the device kernels read the query rows straight from the input table.
     const bool direct = device_kernels && !tower && deviceKernelsTake(in_w, out_w);
@@ -224,17 +232,19 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
     }
     const bool fused = direct || (device_kernels && deviceKernelsTake(u, out_w));
     at::Tensor loss, coef;
-    if (direct) {
-      std::tie(loss, coef) = deviceScore(in_w, center, out_w, ids);
-    } else if (fused) {
-      std::tie(loss, coef) = deviceScore(u, at::Tensor(), out_w, ids);
+    if (fused) {
+      std::tie(loss, coef) = direct ? deviceScore(in_w, center, out_w, context, negatives)
+                                    : deviceScore(u, at::Tensor(), out_w, context, negatives);
+      ctx->saved_data["context"] = context;
+      ctx->saved_data["negatives"] = negatives;
     } else {
+      const at::Tensor ids = candidateIds(context, negatives);
       std::tie(loss, coef) = scoreForward(u, out_w, ids);
+      ctx->saved_data["ids"] = ids;
     }
     ctx->saved_data["in_w"] = in_w;
     ctx->saved_data["out_w"] = out_w;
     ctx->saved_data["center"] = center;
-    ctx->saved_data["ids"] = ids;
     if (!direct) {
       ctx->saved_data["u0"] = u0;
       ctx->saved_data["u"] = u;
@@ -256,22 +266,24 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
     const at::Tensor in_w = ctx->saved_data["in_w"].toTensor();
     const at::Tensor out_w = ctx->saved_data["out_w"].toTensor();
     const at::Tensor center = ctx->saved_data["center"].toTensor();
-    const at::Tensor ids = ctx->saved_data["ids"].toTensor();
     const bool sparse = ctx->saved_data["sparse"].toBool();
-    const bool direct = ctx->saved_data["direct"].toBool();
     at::Tensor coef = ctx->saved_data["coef"].toTensor();
-    at::Tensor grad_u, out_values;
-    if (direct) {
-      std::tie(grad_u, out_values) = deviceBackward(coef, in_w, center, out_w, ids, go);
-    } else if (ctx->saved_data["fused"].toBool()) {
-      std::tie(grad_u, out_values) = deviceBackward(coef, ctx->saved_data["u"].toTensor(), at::Tensor(), out_w, ids, go);
+    at::Tensor grad_u, out_values, out_ids;
+    if (ctx->saved_data["fused"].toBool()) {
+      const at::Tensor context = ctx->saved_data["context"].toTensor();
+      const at::Tensor negatives = ctx->saved_data["negatives"].toTensor();
+      std::tie(grad_u, out_values, out_ids) =
+          ctx->saved_data["direct"].toBool()
+              ? deviceBackward(coef, in_w, center, out_w, context, negatives, go)
+              : deviceBackward(coef, ctx->saved_data["u"].toTensor(), at::Tensor(), out_w, context, negatives, go);
     } else {
       // The loss is a scalar; scaling coef by grad_output scales every gradient below.
       const bool unit = go.is_cpu() && go.numel() == 1 && go.item<double>() == 1.0;
       if (!unit) coef = coef * go;
-      std::tie(grad_u, out_values) = scoreBackward(coef, ctx->saved_data["u"].toTensor(), out_w, ids);
+      out_ids = ctx->saved_data["ids"].toTensor();
+      std::tie(grad_u, out_values) = scoreBackward(coef, ctx->saved_data["u"].toTensor(), out_w, out_ids);
     }
-    const at::Tensor grad_out_w = tableGrad(out_w, ids, out_values, sparse);
+    const at::Tensor grad_out_w = tableGrad(out_w, out_ids, out_values, sparse);
     at::Tensor grad_w1, grad_b1, grad_w2, grad_b2, grad_u0;
     if (ctx->saved_data.count("w1")) {
       const at::Tensor u0 = ctx->saved_data["u0"].toTensor();
@@ -294,8 +306,9 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
       grad_u0 = grad_u;
     }
     const at::Tensor grad_in_w = tableGrad(in_w, center, grad_u0, sparse);
+    // No gradient for center, context, negatives, sparse, device_kernels.
     return {grad_in_w, grad_out_w, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -356,17 +369,19 @@ at::Tensor SgnsModel::forward(const at::Tensor& center, const at::Tensor& contex
   RT_CHECK(center.size(0) == context.size(0) && center.size(0) == negatives.size(0), "batch sizes differ");
   const int64_t v = options_.vocab_size;
   checkIds(center, "center", v);
-  const at::Tensor ids = candidateIds(context, negatives);
-  checkIds(ids, "context/negative", v);
+  checkIds(context, "context", v);
+  checkIds(negatives, "negative", v);
   // The members share their TensorImpl with the registered parameters (Module::to() uses set_data), so
   // they stay valid across device moves.
   if (!hasTower()) {
     const at::Tensor none = at::empty({0}, input_embedding_.options().requires_grad(false));
-    return SgnsFunction::apply(input_embedding_, output_embedding_, none, none, none, none, center.contiguous(), ids,
-                               options_.sparse, options_.device_kernels)[0];
+    return SgnsFunction::apply(input_embedding_, output_embedding_, none, none, none, none, center.contiguous(),
+                               context.contiguous(), negatives.contiguous(), options_.sparse,
+                               options_.device_kernels)[0];
   }
   return SgnsFunction::apply(input_embedding_, output_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_,
-                             center.contiguous(), ids, options_.sparse, options_.device_kernels)[0];
+                             center.contiguous(), context.contiguous(), negatives.contiguous(), options_.sparse,
+                             options_.device_kernels)[0];
 }
 
 at::Tensor SgnsModel::forwardReference(const at::Tensor& center, const at::Tensor& context,

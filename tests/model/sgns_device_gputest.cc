@@ -47,7 +47,7 @@ TEST(SgnsDeviceKernels, ScoreAndBackwardMatchAtenOps) {
     const at::Tensor ids = at::cat({b.context.unsqueeze(1), b.negatives}, 1).contiguous();
     ASSERT_TRUE(detail::deviceKernelsApply(in_w, out_w));
 
-    auto [loss, coef] = detail::sgnsDeviceScore(in_w, b.center, out_w, ids);
+    auto [loss, coef] = detail::sgnsDeviceScore(in_w, b.center, out_w, b.context, b.negatives);
     const at::Tensor u = in_w.index_select(0, b.center);
     const at::Tensor rows = out_w.index_select(0, ids.reshape({-1})).view({batch, negatives + 1, dim});
     const at::Tensor s = at::bmm(rows, u.unsqueeze(2)).squeeze(2);
@@ -59,16 +59,34 @@ TEST(SgnsDeviceKernels, ScoreAndBackwardMatchAtenOps) {
     EXPECT_TRUE(at::allclose(coef.cpu(), want_coef.cpu(), 1e-4, 1e-7));
 
     // A dense query ([batch, dim], the tower's case) gives the same scores as the rows it was gathered from.
-    auto [loss_dense, coef_dense] = detail::sgnsDeviceScore(u.contiguous(), at::Tensor(), out_w, ids);
+    auto [loss_dense, coef_dense] = detail::sgnsDeviceScore(u.contiguous(), at::Tensor(), out_w, b.context, b.negatives);
     EXPECT_TRUE(at::allclose(coef_dense.cpu(), coef.cpu(), 1e-5, 1e-8));
 
     const at::Tensor grad_output = at::full({}, 2.5, f32);
-    auto [grad_u, values] = detail::sgnsDeviceBackward(coef, in_w, b.center, out_w, ids, grad_output);
+    const detail::SgnsDeviceGrads g =
+        detail::sgnsDeviceBackward(coef, in_w, b.center, out_w, b.context, b.negatives, grad_output);
     const at::Tensor c = coef * 2.5;
     const at::Tensor want_grad_u = at::bmm(c.unsqueeze(1), rows).squeeze(1);
     const at::Tensor want_values = (c.unsqueeze(2) * u.unsqueeze(1)).reshape({batch * (negatives + 1), dim});
-    EXPECT_TRUE(at::allclose(grad_u.cpu(), want_grad_u.cpu(), 1e-4, 1e-7));
-    EXPECT_TRUE(at::allclose(values.cpu(), want_values.cpu(), 1e-5, 1e-8));
+    EXPECT_TRUE(at::allclose(g.grad_u.cpu(), want_grad_u.cpu(), 1e-4, 1e-7));
+    EXPECT_TRUE(at::allclose(g.out_values.cpu(), want_values.cpu(), 1e-5, 1e-8));
+    EXPECT_TRUE(at::equal(g.out_ids.cpu(), ids.reshape({-1}).cpu()));
+  }
+}
+
+// The row scatter-add the optimizer and dense table gradients use on a GPU, against index_add_, with
+// duplicate ids (they add up) and both row paths.
+TEST(SgnsDeviceKernels, RowsAxpyMatchesIndexAdd) {
+  SKIP_WITHOUT_KERNELS();
+  for (const int dim : {128, 30}) {
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(kCuda);
+    at::Tensor table = at::randn({40, dim}, f32);
+    at::Tensor want = table.clone();
+    const at::Tensor idx = at::tensor(std::vector<int64_t>{3, 39, 3, 0, 17, 3}, at::kLong).to(kCuda);
+    const at::Tensor rows = at::randn({6, dim}, f32);
+    detail::deviceRowsAxpy(table, idx, rows, -0.25);
+    want.index_add_(0, idx, rows, -0.25);
+    EXPECT_TRUE(at::allclose(table.cpu(), want.cpu(), 1e-5, 1e-6)) << "dim " << dim;
   }
 }
 
@@ -76,8 +94,9 @@ TEST(SgnsDeviceKernels, RejectIdsOnAnotherDevice) {
   SKIP_WITHOUT_KERNELS();
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(kCuda);
   const at::Tensor table = at::zeros({10, 8}, f32);
-  const at::Tensor host_ids = at::zeros({4, 3}, at::kLong);
-  EXPECT_THROW(detail::sgnsDeviceScore(table, at::zeros({4}, at::kLong), table, host_ids), std::exception);
+  const at::Tensor host_ids = at::zeros({4, 2}, at::kLong);
+  EXPECT_THROW(detail::sgnsDeviceScore(table, at::zeros({4}, at::kLong), table, at::zeros({4}, at::kLong), host_ids),
+               std::exception);
 }
 #endif
 
