@@ -78,7 +78,7 @@ struct Args {
   std::vector<std::string> sizes;  // explicit list instead of the doubling sweep
   int iters = 0;                   // 0: by size (see itersFor)
   int warmup = 0;                  // 0: by size
-  int segment_kb = 4096, inflight = 4;
+  int segment_kb = 4096, inflight = 4, direct_kb = 16;
   bool same_host_copy = true;
   double timeout_s = 120.0;
   std::vector<std::string> algorithms = {"ring", "native"};
@@ -210,6 +210,7 @@ int run(const Args& args) {
   options.timeout_s = args.timeout_s;
   options.ring_segment_kb = args.segment_kb;
   options.ring_inflight = args.inflight;
+  options.ring_direct_kb = args.direct_kb;
   options.same_host_copy = args.same_host_copy;
   std::vector<size_t> sizes;
   if (!args.sizes.empty()) {
@@ -340,6 +341,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", args.warmup, "warm-up iterations per size (default: iters/10, at least 2)");
   app.add_option("--segment-kb", args.segment_kb, "comm.ring_segment_kb")->check(CLI::PositiveNumber);
   app.add_option("--inflight", args.inflight, "comm.ring_inflight")->check(CLI::Range(1, 1024));
+  app.add_option("--direct-kb", args.direct_kb, "comm.ring_direct_kb")->check(CLI::Range(0, 1 << 20));
   app.add_option("--same-host-copy", args.same_host_copy, "comm.same_host_copy (true|false)");
   app.add_option("--timeout-s", args.timeout_s, "comm.timeout_s")->check(CLI::PositiveNumber);
   app.add_flag("!--no-mpi-column", args.mpi_column, "with --backend mpi, leave out the plain MPI_Allreduce column");

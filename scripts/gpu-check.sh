@@ -95,7 +95,10 @@ phase() {  # phase NAME LIMIT_SECONDS LOG TAIL_LINES COMMAND...
     return
   fi
   log "$name (limit ${limit}s)"
-  timeout "$limit" "$@" > "$logfile" 2>&1 || { rc=1; log "$name: FAILED or timed out (see $(basename "$logfile"))"; }
+  # Appending: a phase whose programs reopen their stderr (tee -a /dev/stderr) then cannot write over what
+  # the phase already logged.
+  : > "$logfile"
+  timeout "$limit" "$@" >> "$logfile" 2>&1 || { rc=1; log "$name: FAILED or timed out (see $(basename "$logfile"))"; }
   tail -"$lines" "$logfile" | tee -a "$OUT/summary.txt"
 }
 # In order of what matters most if time runs short.

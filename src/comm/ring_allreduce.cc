@@ -338,6 +338,7 @@ RingOptions ringOptionsFrom(const config::CommOptions& comm) {
   RingOptions options;
   options.segment_bytes = static_cast<size_t>(std::max(comm.ring_segment_kb, 1)) * 1024;
   options.inflight = std::max(comm.ring_inflight, 1);
+  options.direct_max_bytes = static_cast<size_t>(std::max(comm.ring_direct_kb, 0)) * 1024;
   options.peer_copy = comm.same_host_copy;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(comm.timeout_s * 1000));
   return options;

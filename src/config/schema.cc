@@ -187,6 +187,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("comm", "timeout_s", &J::comm, &CommOptions::timeout_s, 1e-3));
   s.push_back(makeField("comm", "ring_segment_kb", &J::comm, &CommOptions::ring_segment_kb, 1, 1 << 20));
   s.push_back(makeField("comm", "ring_inflight", &J::comm, &CommOptions::ring_inflight, 1, 64));
+  s.push_back(makeField("comm", "ring_direct_kb", &J::comm, &CommOptions::ring_direct_kb, 0, 1 << 20));
   s.push_back(makeField("comm", "same_host_copy", &J::comm, &CommOptions::same_host_copy));
   s.push_back(makeField("comm", "check_collectives", &J::comm, &CommOptions::check_collectives));
   s.push_back(makeField("comm", "master_addr", &J::comm, &CommOptions::master_addr));

@@ -16,7 +16,7 @@ inline constexpr size_t kDefaultRingSegmentBytes = 4096 * 1024;  // comm.ring_se
 inline constexpr int kDefaultRingInflight = 4;                   // comm.ring_inflight
 // Buffers up to this size skip the ring: every rank sends its whole buffer to every other rank and reduces
 // the P copies in rank order (one latency step instead of 2(P-1), at (P-1) x the ring's traffic).
-inline constexpr size_t kDefaultRingDirectMaxBytes = 16 * 1024;
+inline constexpr size_t kDefaultRingDirectMaxBytes = 16 * 1024;  // comm.ring_direct_kb
 // Tags [tag_base, tag_base + kRingTagSpan) are used; keep other point-to-point traffic of the same
 // communicator out of that range while a ring runs.
 inline constexpr uint32_t kRingTagSpan = 4096;

@@ -86,6 +86,7 @@ struct CommOptions {
   double timeout_s = 300.0;
   int ring_segment_kb = 4096;
   int ring_inflight = 4;
+  int ring_direct_kb = 16;  // buffers up to this size skip the ring (see RingOptions::direct_max_bytes)
   bool same_host_copy = true;     // ring: copy segments straight from a peer's memory when all share a host
   bool check_collectives = true;  // sequence/op/size/dtype agreement across ranks
   std::string master_addr = "127.0.0.1";
