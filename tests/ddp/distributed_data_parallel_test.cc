@@ -1,10 +1,13 @@
 // DDP against one process: ranks are threads over an in-process communicator (tests/ddp/thread_group.h).
 // Intra-op threads are per process in LibTorch, so the suite pins them to 1 once; each rank thread runs
 // its own forward/backward (CPU autograd runs backward on the calling thread).
+#include <set>
+
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
 
+#include "ddp/sparse_sync_device.h"
 #include "ddp/thread_group.h"
 #include "ringtrain/build_config.h"
 #include "ringtrain/core/error.h"
@@ -335,6 +338,62 @@ TEST_F(DdpTest, SparseRowSyncKeepsDoublesAndDenseGradientsAcrossCalls) {
       }
     }
   }
+}
+
+// The device path of the sparse-row sync (NCCL, CUDA tables) is ATen ops and allgatherAsync, so its
+// multi-rank logic runs here on host tensors: ranks with different row counts (the padding), a rank without
+// rows, a dense gradient, duplicates within and across ranks. A lent GPU has one device, where NCCL runs
+// only at world size 1 (tests/ddp/sparse_sync_gputest.cc).
+TEST_F(DdpTest, DevicePathOfTheSparseSyncMatchesTheAverageAcrossRanks) {
+  const int world = 3;
+  std::vector<at::Tensor> params = {torch::zeros({40, 3}), torch::zeros({25, 2})};
+  std::vector<std::vector<at::Tensor>> grads(world);  // grads[rank][table]
+  for (int r = 0; r < world; ++r) {
+    const int64_t n = 5 + 4 * r;
+    auto rows = (torch::arange(n, torch::kLong) * (r + 2) + 1) % 40;  // never row 0: the padding rows' id
+    rows[0] = 7;  // a row every rank touches
+    grads[r].push_back(torch::sparse_coo_tensor(rows.unsqueeze(0), torch::randn({n, 3}), {40, 3}));
+    if (r == 0) {
+      grads[r].push_back(torch::randn({25, 2}));  // dense: every row
+    } else if (r == 1) {
+      grads[r].push_back(at::Tensor());  // no row of table 1
+    } else {
+      auto dup = torch::tensor(std::vector<int64_t>{3, 24, 3}, torch::kLong);
+      grads[r].push_back(torch::sparse_coo_tensor(dup.unsqueeze(0), torch::randn({3, 2}), {25, 2}));
+    }
+  }
+  std::vector<std::vector<at::Tensor>> results(world);
+  std::vector<SparseSyncCounts> counts(world);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    results[comm.rank()] = detail::syncSparseRowsOnDevice(comm, params, grads[comm.rank()], counts[comm.rank()]);
+  });
+  for (size_t t = 0; t < params.size(); ++t) {
+    at::Tensor expected = torch::zeros_like(params[t]);
+    for (int r = 0; r < world; ++r) {
+      if (grads[r][t].defined()) expected += grads[r][t].is_sparse() ? grads[r][t].to_dense() : grads[r][t];
+    }
+    expected /= world;
+    for (int r = 0; r < world; ++r) {
+      ASSERT_EQ(results[r].size(), params.size());
+      const at::Tensor& got = results[r][t];
+      EXPECT_TRUE(got.is_sparse() && got.is_coalesced()) << "table " << t << " rank " << r;
+      EXPECT_TRUE(torch::allclose(got.to_dense(), expected, 1e-6, 1e-7)) << "table " << t << " rank " << r;
+      EXPECT_TRUE(torch::equal(got.to_dense(), results[0][t].to_dense())) << "table " << t << " rank " << r;
+    }
+  }
+  // Exactly the rows some rank touched: the padding rows (id 0, zeros) must not come back as a row 0.
+  std::set<int64_t> touched;
+  for (int r = 0; r < world; ++r) {
+    const at::Tensor ids = grads[r][0]._indices()[0];
+    for (int64_t i = 0; i < ids.numel(); ++i) touched.insert(ids[i].item<int64_t>());
+  }
+  EXPECT_EQ(results[0][0]._nnz(), static_cast<int64_t>(touched.size()));
+  EXPECT_EQ(touched.count(0), 0u);
+  // Table 1 is dense on rank 0: all 25 rows travel, padded to that on every rank.
+  EXPECT_EQ(counts[1].rows_local, static_cast<size_t>(8 + 0));  // 9 rows of table 0, row 7 twice
+  EXPECT_EQ(counts[0].rows_global, static_cast<size_t>(results[0][0]._nnz() + results[0][1]._nnz()));
+  EXPECT_EQ(results[0][1]._nnz(), 25);
+  EXPECT_GT(counts[0].bytes_sent, 0u);
 }
 
 // k micro-batches under noSync (loss / k) then one synchronized: equals one process on all k x world rows.
