@@ -1,6 +1,10 @@
 #include "ringtrain/ddp/tensor_buffer.h"
 
+#include "ringtrain/build_config.h"
 #include "ringtrain/core/error.h"
+#if RINGTRAIN_TORCH_HAS_CUDA && RINGTRAIN_HAVE_NCCL
+#include "ddp/torch_cuda_stream.h"
+#endif
 
 namespace ringtrain::ddp {
 
@@ -23,7 +27,13 @@ comm::Buffer asBuffer(const at::Tensor& tensor) {
   buffer.data = tensor.data_ptr();
   buffer.count = static_cast<size_t>(tensor.numel());
   buffer.dtype = toCommType(tensor.scalar_type());
-  if (tensor.is_cuda()) buffer.device.cuda_index = tensor.get_device();
+  if (tensor.is_cuda()) {
+    buffer.device.cuda_index = tensor.get_device();
+#if RINGTRAIN_TORCH_HAS_CUDA && RINGTRAIN_HAVE_NCCL
+    // The tensor was produced on LibTorch's current stream: NCCL waits for that one, not the default stream.
+    buffer.device.cuda_stream = detail::currentCudaStream(buffer.device.cuda_index);
+#endif
+  }
   return buffer;
 }
 
