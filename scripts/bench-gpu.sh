@@ -38,6 +38,8 @@ torch.cuda.synchronize()
 print(f"copy {2 * src.numel() * 4 * 10 / (start.elapsed_time(end) / 1e3) / 1e9:.0f} GB/s")
 PY
 )
+missing=0
+for v in "$peer_dense" "$peer_sparse" "$ours" "$ours_aten" "$ours_ddp" "$copy_gbs"; do [ -n "$v" ] || missing=1; done
 python3 - "$peer_dense" "$peer_sparse" "$ours" "$ours_aten" "$ours_ddp" "$copy_gbs" <<'PY'
 import sys
 pd, ps, o, oa, od, copy = (float(x or 0) for x in sys.argv[1:])
@@ -57,3 +59,8 @@ if o > 0 and copy > 0:
     print(f"kernel path: {per_pair} B counted per pair -> {gbs:.0f} GB/s, {100 * gbs / copy:.0f}% of the "
           f"{copy:.0f} GB/s device copy measured here")
 PY
+# A run that printed no figure (crashed, or missing) fails the benchmark instead of entering the table as 0.
+if [ "$missing" = 1 ]; then
+  echo "bench-gpu: a run printed no figure (see its output above)" >&2
+  exit 1
+fi

@@ -9,6 +9,7 @@
 #include "ddp/row_sum.h"
 #include "ddp/sparse_sync_device.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 
 namespace ringtrain::ddp {
 namespace {
@@ -284,6 +285,7 @@ struct SparseRowSync::State {
   // Owner mode: scratch, and per table what the owners sent, kept until the sums that read it are written.
   std::vector<uint8_t> local;
   std::vector<std::vector<std::vector<uint8_t>>> owned;
+  bool said_owner_unused = false;  // the device path all-gathers whatever the mode: said once
 };
 
 SparseRowSync::SparseRowSync(SparseSync mode) : mode_(mode), state_(std::make_unique<State>()) {}
@@ -293,7 +295,14 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
                                             const std::vector<at::Tensor>& grads, SparseSyncCounts& counts) {
   RT_CHECK_EQ(params.size(), grads.size(), "SparseRowSync: one gradient per parameter");
   // CUDA tables over NCCL stay on their device.
-  if (detail::sparseSyncOnDevice(comm, params)) return detail::syncSparseRowsOnDevice(comm, params, grads, counts);
+  if (detail::sparseSyncOnDevice(comm, params)) {
+    if (mode_ == SparseSync::kOwner && !state_->said_owner_unused) {
+      warn("ddp.sparse_sync: owner applies to rows exchanged through the host; CUDA tables over NCCL are "
+           "all-gathered on the device");
+      state_->said_owner_unused = true;
+    }
+    return detail::syncSparseRowsOnDevice(comm, params, grads, counts);
+  }
   using Input = TableSum::Input;
   const int world = comm.size();
   const int me = comm.rank();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 
 #include <ATen/ATen.h>
 
@@ -32,8 +33,19 @@ DeviceRows localRows(const at::Tensor& param, const at::Tensor& grad) {
 }
 
 // The communicator's errors name the rank, the collective and the cause; a timeout stays a TimeoutError.
+// After a failed wait NCCL may still read `send` and write `recv`: they are kept for the life of the process
+// instead of going back to LibTorch's allocator, where the next tensor would get their memory.
 void allgather(comm::Communicator& comm, const at::Tensor& send, const at::Tensor& recv) {
-  comm.allgatherAsync(asBuffer(send), asBuffer(recv))->wait(comm.timeout());
+  try {
+    comm.allgatherAsync(asBuffer(send), asBuffer(recv))->wait(comm.timeout());
+  } catch (...) {
+    static std::mutex mu;
+    static std::vector<at::Tensor>* abandoned = new std::vector<at::Tensor>();  // never freed, on purpose
+    std::lock_guard<std::mutex> lock(mu);
+    abandoned->push_back(send);
+    abandoned->push_back(recv);
+    throw;
+  }
 }
 
 }  // namespace

@@ -132,6 +132,8 @@ void deviceRowsAxpy(at::Tensor& table, const at::Tensor& idx, const at::Tensor& 
   args.n = n;
   args.alpha = static_cast<float>(alpha);
   launchedOrThrow(launchRowsAxpy(args, c10::cuda::getCurrentCUDAStream().stream()), "rows axpy");
+  // An in-place change, as index_add_ would record it: autograd can then tell a saved tensor was modified.
+  table.unsafeGetTensorImpl()->bump_version();
 }
 
 }  // namespace ringtrain::model::detail

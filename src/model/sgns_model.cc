@@ -218,7 +218,8 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
                                const at::Tensor& b2, const at::Tensor& center, const at::Tensor& context,
                                const at::Tensor& negatives, bool sparse, bool device_kernels) {
     const bool tower = w1.numel() > 0;
-    // Without a tower the device kernels read the query rows straight from the input table.
+    // Without a tower the device kernels read the query rows straight from the input table, in backward too:
+    // the table must not change between forward and backward (the optimizer steps after backward).
     const bool direct = device_kernels && !tower && deviceKernelsTake(in_w, out_w);
     at::Tensor u0, h, u;
     if (!direct) u0 = gatherRows(in_w, center);
@@ -314,8 +315,9 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
 
 void checkIds(const at::Tensor& ids, const char* what, int64_t vocab) {
   RT_CHECK(ids.scalar_type() == at::kLong, what, " ids must be int64");
-  // On a GPU the check would cost a host round trip every step; there ATen's gather kernels assert on an
-  // out-of-range index themselves, and the loader only produces vocabulary ids.
+  // On a GPU the check would cost a host round trip every step; there the kernels stop on an out-of-range
+  // index themselves (ringtrain's with a trap that names it, ATen's gathers with a device assert), and the
+  // loader only produces vocabulary ids.
   if (ids.numel() == 0 || !ids.is_cpu()) return;
   // One reduction per tensor; cheap next to the step and it turns a segfault into a message.
   const auto [lo, hi] = at::aminmax(ids);

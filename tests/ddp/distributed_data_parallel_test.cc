@@ -389,9 +389,10 @@ TEST_F(DdpTest, DevicePathOfTheSparseSyncMatchesTheAverageAcrossRanks) {
   }
   EXPECT_EQ(results[0][0]._nnz(), static_cast<int64_t>(touched.size()));
   EXPECT_EQ(touched.count(0), 0u);
-  // Table 1 is dense on rank 0: all 25 rows travel, padded to that on every rank.
-  EXPECT_EQ(counts[1].rows_local, static_cast<size_t>(8 + 0));  // 9 rows of table 0, row 7 twice
+  // Rank 1: 9 rows of table 0 with row 7 twice, none of table 1.
+  EXPECT_EQ(counts[1].rows_local, static_cast<size_t>(8 + 0));
   EXPECT_EQ(counts[0].rows_global, static_cast<size_t>(results[0][0]._nnz() + results[0][1]._nnz()));
+  // Table 1 is dense on rank 0: all 25 rows travel, and every rank pads its rows to that count.
   EXPECT_EQ(results[0][1]._nnz(), 25);
   EXPECT_GT(counts[0].bytes_sent, 0u);
 }

@@ -1,7 +1,8 @@
 // The sparse-row sync of CUDA tables over NCCL, which stays on the device (src/ddp/sparse_sync_device.cc),
-// at world size 1 on a lent GPU (NCCL refuses two ranks on one GPU): padding, the count exchange, the
-// merge and the average all run; the result must be the rank's own rows, coalesced. Skipped without NCCL or
-// a CUDA device.
+// at world size 1 on a lent GPU (NCCL refuses two ranks on one GPU): the count exchange, the allgathers of
+// ids and values, the merge and the average run on the device; the result must be the rank's own rows,
+// coalesced. (Padding between ranks of different counts is tested on host tensors at 3 ranks:
+// tests/ddp/distributed_data_parallel_test.cc.) Skipped without NCCL or a CUDA device.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>

@@ -1,6 +1,8 @@
 // ringtrain's CUDA kernels for the SGNS step (src/model/sgns_device_kernels.cu), on a lent GPU: the kernels
 // against the same math in ATen ops, directly and through the model's forward/backward and an SGD step.
 // Skipped without a CUDA device, and where this build has no kernels (LibTorch without CUDA, or no nvcc).
+#include <string>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
@@ -94,9 +96,14 @@ TEST(SgnsDeviceKernels, RejectIdsOnAnotherDevice) {
   SKIP_WITHOUT_KERNELS();
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(kCuda);
   const at::Tensor table = at::zeros({10, 8}, f32);
-  const at::Tensor host_ids = at::zeros({4, 2}, at::kLong);
-  EXPECT_THROW(detail::sgnsDeviceScore(table, at::zeros({4}, at::kLong), table, at::zeros({4}, at::kLong), host_ids),
-               std::exception);
+  const at::Tensor device_ids = at::zeros({4}, at::TensorOptions().dtype(at::kLong).device(kCuda));
+  const at::Tensor host_negatives = at::zeros({4, 2}, at::kLong);
+  try {
+    detail::sgnsDeviceScore(table, device_ids, table, device_ids, host_negatives);
+    FAIL() << "negatives on the host were accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("negative is on cpu"), std::string::npos) << e.what();
+  }
 }
 #endif
 

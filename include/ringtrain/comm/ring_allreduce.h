@@ -33,7 +33,8 @@ struct RingOptions {
   std::chrono::milliseconds timeout{0};
 };
 
-// The ring's options from the job's comm section (ring_segment_kb, ring_inflight, same_host_copy, timeout_s).
+// The ring's options from the job's comm section (ring_segment_kb, ring_inflight, ring_direct_kb,
+// same_host_copy, timeout_s).
 RingOptions ringOptionsFrom(const config::CommOptions& comm);
 
 // In place on a host buffer: every rank ends with op(all ranks' buffers), bit-identical on all ranks.

@@ -43,7 +43,9 @@ struct SgnsOptions {
   // Output table init: word2vec uses zeros; the PyTorch peer (ddp_peer.py) uses uniform(-s, s) too.
   bool zero_output_init = true;
   // On CUDA: ringtrain's own kernels for the scores and the row gradients (when built); false: the ATen
-  // formulation, kept as the reference the GPU tests and the GPU benchmark compare the kernels with.
+  // formulation, kept as the reference the GPU tests and the GPU benchmark compare the kernels with. (Row
+  // scatter-adds, detail::indexAddRows, use ringtrain's kernel on CUDA either way: the optimizer's update and
+  // dense table gradients; tests/model/sgns_device_gputest.cc holds it to index_add_.)
   bool device_kernels = true;
 };
 SgnsOptions sgnsOptionsFromConfig(const config::ModelOptions& model, int64_t vocab_size);
