@@ -25,10 +25,8 @@ struct SgnsCandidates {
   const int64_t* negatives = nullptr;  // [batch, cands - 1]
 };
 
-// For every example b and candidate j, with s = <u_b, out[candidate j]> and sign = +1 for j = 0, -1 otherwise:
-//   coef[b, j]   = d loss / d s = -sign * sigmoid(-sign * s) / batch
-//   loss_rows[b] = -sum_j log sigmoid(sign * s) / batch
-struct SgnsScoreArgs {
+// What both kernels read: the batch's query rows, the output table and each example's candidates.
+struct SgnsLookup {
   SgnsQueryRows query;
   const float* out = nullptr;  // [out_row_count, dim]
   int64_t out_row_count = 0;
@@ -36,6 +34,12 @@ struct SgnsScoreArgs {
   int64_t batch = 0;
   int cands = 0;
   int dim = 0;
+};
+
+// For every example b and candidate j, with s = <u_b, out[candidate j]> and sign = +1 for j = 0, -1 otherwise:
+//   coef[b, j]   = d loss / d s = -sign * sigmoid(-sign * s) / batch
+//   loss_rows[b] = -sum_j log sigmoid(sign * s) / batch
+struct SgnsScoreArgs : SgnsLookup {
   float* coef = nullptr;       // [batch, cands]
   float* loss_rows = nullptr;  // [batch]
 };
@@ -44,14 +48,7 @@ struct SgnsScoreArgs {
 //   grad_u[b]              = sum_j c * out[id]
 //   values[b * cands + j]  = c * u_b            (the output table's gradient row for that lookup)
 //   out_ids[b * cands + j] = id                 (its row id)
-struct SgnsBackwardArgs {
-  SgnsQueryRows query;
-  const float* out = nullptr;
-  int64_t out_row_count = 0;
-  SgnsCandidates candidates;
-  int64_t batch = 0;
-  int cands = 0;
-  int dim = 0;
+struct SgnsBackwardArgs : SgnsLookup {
   const float* coef = nullptr;
   const float* grad_output = nullptr;  // one float on the device: the scalar loss's gradient
   float* grad_u = nullptr;             // [batch, dim]

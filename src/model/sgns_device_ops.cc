@@ -19,16 +19,20 @@ void checkIdsTensor(const at::Tensor& ids, const at::Device& device, const char*
   RT_CHECK(ids.scalar_type() == at::kLong && ids.is_contiguous(), "sgns: ", what, " ids must be contiguous int64");
 }
 
-SgnsQueryRows queryRows(const at::Tensor& u_source, const at::Tensor& u_rows) {
-  SgnsQueryRows q;
-  q.u = u_source.data_ptr<float>();
-  q.u_row_count = u_source.size(0);
-  if (u_rows.defined()) q.u_rows = u_rows.data_ptr<int64_t>();
-  return q;
-}
-
-SgnsCandidates candidates(const at::Tensor& context, const at::Tensor& negatives) {
-  return {context.data_ptr<int64_t>(), negatives.data_ptr<int64_t>()};
+// The kernels' view of a checked batch (see checkInputs).
+SgnsLookup lookup(const at::Tensor& u_source, const at::Tensor& u_rows, const at::Tensor& out_w,
+                  const at::Tensor& context, const at::Tensor& negatives) {
+  SgnsLookup l;
+  l.query.u = u_source.data_ptr<float>();
+  l.query.u_row_count = u_source.size(0);
+  if (u_rows.defined()) l.query.u_rows = u_rows.data_ptr<int64_t>();
+  l.out = out_w.data_ptr<float>();
+  l.out_row_count = out_w.size(0);
+  l.candidates = {context.data_ptr<int64_t>(), negatives.data_ptr<int64_t>()};
+  l.batch = context.numel();
+  l.cands = static_cast<int>(negatives.size(1) + 1);
+  l.dim = static_cast<int>(out_w.size(1));
+  return l;
 }
 
 void checkInputs(const at::Tensor& u_source, const at::Tensor& u_rows, const at::Tensor& out_w,
@@ -72,13 +76,7 @@ std::pair<at::Tensor, at::Tensor> sgnsDeviceScore(const at::Tensor& u_source, co
   at::Tensor coef = at::empty({batch, cands}, out_w.options());
   at::Tensor loss_rows = at::empty({batch}, out_w.options());
   SgnsScoreArgs args;
-  args.query = queryRows(u_source, u_rows);
-  args.out = out_w.data_ptr<float>();
-  args.out_row_count = out_w.size(0);
-  args.candidates = candidates(context, negatives);
-  args.batch = batch;
-  args.cands = static_cast<int>(cands);
-  args.dim = static_cast<int>(out_w.size(1));
+  static_cast<SgnsLookup&>(args) = lookup(u_source, u_rows, out_w, context, negatives);
   args.coef = coef.data_ptr<float>();
   args.loss_rows = loss_rows.data_ptr<float>();
   launchedOrThrow(launchSgnsScore(args, c10::cuda::getCurrentCUDAStream().stream()), "score");
@@ -100,13 +98,7 @@ SgnsDeviceGrads sgnsDeviceBackward(const at::Tensor& coef, const at::Tensor& u_s
   grads.out_values = at::empty({batch * cands, dim}, out_w.options());
   grads.out_ids = at::empty({batch * cands}, context.options());
   SgnsBackwardArgs args;
-  args.query = queryRows(u_source, u_rows);
-  args.out = out_w.data_ptr<float>();
-  args.out_row_count = out_w.size(0);
-  args.candidates = candidates(context, negatives);
-  args.batch = batch;
-  args.cands = static_cast<int>(cands);
-  args.dim = static_cast<int>(dim);
+  static_cast<SgnsLookup&>(args) = lookup(u_source, u_rows, out_w, context, negatives);
   args.coef = coef_c.data_ptr<float>();
   args.grad_output = scale.data_ptr<float>();
   args.grad_u = grads.grad_u.data_ptr<float>();
