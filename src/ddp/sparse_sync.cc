@@ -8,6 +8,7 @@
 
 #include "ddp/row_sum.h"
 #include "ddp/sparse_sync_device.h"
+#include "ddp/table_rows.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -30,30 +31,15 @@ void writeHeader(uint8_t* dst, int64_t count, int64_t width) {
   std::memcpy(dst + sizeof(int64_t), &width, sizeof(int64_t));
 }
 
-int64_t rowWidth(const at::Tensor& param) { return param.numel() / std::max<int64_t>(param.size(0), 1); }
+using detail::rowWidth;
 
-// The rows a rank contributes for one table, on the host: ids [n] and values [n, width], contiguous,
-// duplicates allowed (the summing coalesces them). Holds the tensors its RowBlock borrows from.
-struct SourceRows {
-  at::Tensor ids;
-  at::Tensor values;
-  detail::RowBlock block() const { return {ids.data_ptr<int64_t>(), values.data_ptr(), ids.numel()}; }
-};
-
-SourceRows sourceRows(const at::Tensor& param, const at::Tensor& grad) {
-  const int64_t width = rowWidth(param);
-  const auto host = param.options().device(at::kCPU);
-  if (!grad.defined()) return {at::empty({0}, at::kLong), at::empty({0, width}, host)};
-  if (!grad.is_sparse()) {
-    // A dense gradient (e.g. the user replaced it): every row counts.
-    return {at::arange(param.size(0), at::kLong),
-            grad.to(at::kCPU, param.scalar_type()).contiguous().reshape({param.size(0), width})};
-  }
-  at::Tensor g = grad;
-  // On a device, coalesce there first: fewer rows cross to the host.
-  if (!g.is_cpu()) g = g.coalesce().to(at::kCPU);
-  at::Tensor ids = g._indices().select(0, 0).contiguous();
-  return {ids, g._values().to(param.scalar_type()).contiguous().reshape({ids.numel(), width})};
+// A rank's rows of one table, on the host (a GPU gradient is coalesced there first; host duplicates are left
+// to RowSummer, which sums them faster than coalesce()), as the RowBlock the summing reads.
+detail::TableRows sourceRows(const at::Tensor& param, const at::Tensor& grad) {
+  return detail::tableRows(param, grad, at::kCPU, /*coalesce=*/false);
+}
+detail::RowBlock blockOf(const detail::TableRows& rows) {
+  return {rows.ids.data_ptr<int64_t>(), rows.values.data_ptr(), rows.ids.numel()};
 }
 
 // Sums duplicate rows by sorting: for what RowSummer does not take (dtypes other than float and double,
@@ -234,13 +220,13 @@ std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::T
 // Owner mode, for one table: this rank's coalesced rows go to their owners (row r to rank r % world), and
 // the result sums, over ranks in rank order, the rows this rank owns. Rows are ascending, so each owner's
 // share stays ascending. `received` keeps the bytes the result reads; `local` is scratch.
-std::unique_ptr<TableSum> reduceAtOwner(comm::Communicator& comm, const at::Tensor& param, const SourceRows& source,
+std::unique_ptr<TableSum> reduceAtOwner(comm::Communicator& comm, const at::Tensor& param, const detail::TableRows& source,
                                         detail::RowSummer& summer, std::vector<uint8_t>& local,
                                         std::vector<std::vector<uint8_t>>& received, SparseSyncCounts& counts) {
   const int world = comm.size();
   const int me = comm.rank();
   {
-    TableSum own(param, {source.block()}, TableSum::Input::kOwnRows, summer);
+    TableSum own(param, {blockOf(source)}, TableSum::Input::kOwnRows, summer);
     counts.rows_local += static_cast<size_t>(own.distinct());
     local.resize(blockBytes(own));
     writeBlock(local.data(), own);
@@ -308,13 +294,13 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   const int me = comm.rank();
   State& s = *state_;
   s.summers.resize(params.size());
-  std::vector<SourceRows> sources;
+  std::vector<detail::TableRows> sources;
   for (size_t t = 0; t < params.size(); ++t) sources.push_back(sourceRows(params[t], grads[t]));
 
   std::vector<at::Tensor> results;
   if (world == 1) {
     for (size_t t = 0; t < params.size(); ++t) {
-      TableSum sum(params[t], {sources[t].block()}, Input::kOwnRows, s.summers[t]);
+      TableSum sum(params[t], {blockOf(sources[t])}, Input::kOwnRows, s.summers[t]);
       counts.rows_local += static_cast<size_t>(sum.distinct());
       results.push_back(summedGradient(params[t], sum, 1));
       counts.rows_global += static_cast<size_t>(results.back()._nnz());
@@ -328,7 +314,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   for (size_t t = 0; t < params.size(); ++t) {
     if (mode_ == SparseSync::kAllgather) {
       contribution.push_back(
-          std::make_unique<TableSum>(params[t], std::vector{sources[t].block()}, Input::kOwnRows, s.summers[t]));
+          std::make_unique<TableSum>(params[t], std::vector{blockOf(sources[t])}, Input::kOwnRows, s.summers[t]));
       counts.rows_local += static_cast<size_t>(contribution.back()->distinct());
       continue;
     }

@@ -7,31 +7,12 @@
 
 #include <ATen/ATen.h>
 
+#include "ddp/table_rows.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/ddp/tensor_buffer.h"
 
 namespace ringtrain::ddp::detail {
 namespace {
-
-// A table's rows on this rank: ids [n] int64 and values [n, row shape...], coalesced, on the table's device.
-struct DeviceRows {
-  at::Tensor ids;
-  at::Tensor values;
-};
-
-DeviceRows localRows(const at::Tensor& param, const at::Tensor& grad) {
-  const auto long_ids = at::TensorOptions().dtype(at::kLong).device(param.device());
-  if (!grad.defined()) {
-    std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
-    shape[0] = 0;
-    return {at::empty({0}, long_ids), at::empty(shape, param.options())};
-  }
-  if (!grad.is_sparse()) {  // a dense gradient (e.g. the user replaced it): every row counts
-    return {at::arange(param.size(0), long_ids), grad.to(param.options()).contiguous()};
-  }
-  const at::Tensor g = grad.coalesce();
-  return {g._indices().select(0, 0).contiguous(), g._values().to(param.options()).contiguous()};
-}
 
 // The communicator's errors name the rank, the collective and the cause; a timeout stays a TimeoutError.
 // After a failed wait NCCL may still read `send` and write `recv`: they are kept for the life of the process
@@ -61,10 +42,10 @@ std::vector<at::Tensor> syncSparseRowsOnDevice(comm::Communicator& comm, const s
   RT_CHECK_EQ(params.size(), grads.size(), "sparse row sync: one gradient per parameter");
   const int world = comm.size();
   const int64_t tables = static_cast<int64_t>(params.size());
-  std::vector<DeviceRows> local;
+  std::vector<TableRows> local;  // coalesced, on the table's device
   std::vector<int64_t> mine;
   for (int64_t t = 0; t < tables; ++t) {
-    local.push_back(localRows(params[t], grads[t]));
+    local.push_back(tableRows(params[t], grads[t], params[t].device(), /*coalesce=*/true));
     mine.push_back(local.back().ids.numel());
     counts.rows_local += static_cast<size_t>(mine.back());
   }
@@ -81,20 +62,17 @@ std::vector<at::Tensor> syncSparseRowsOnDevice(comm::Communicator& comm, const s
     const at::Tensor& param = params[t];
     int64_t padded = 0;
     for (int r = 0; r < world; ++r) padded = std::max(padded, count_of[r * tables + t]);
-    std::vector<int64_t> row_shape(param.sizes().begin() + 1, param.sizes().end());
-    std::vector<int64_t> shape{padded};
-    shape.insert(shape.end(), row_shape.begin(), row_shape.end());
+    const int64_t width = rowWidth(param);
     // Padding rows are never read back: each rank's first count_of[r][t] rows are taken below.
     at::Tensor send_ids = at::zeros({padded}, device_long);
-    at::Tensor send_values = at::zeros(shape, param.options());
+    at::Tensor send_values = at::zeros({padded, width}, param.options());
     const int64_t n = local[t].ids.numel();
     if (n > 0) {
       send_ids.narrow(0, 0, n).copy_(local[t].ids);
       send_values.narrow(0, 0, n).copy_(local[t].values);
     }
-    shape[0] = padded * world;
     const at::Tensor recv_ids = at::empty({padded * world}, device_long);
-    const at::Tensor recv_values = at::empty(shape, param.options());
+    const at::Tensor recv_values = at::empty({padded * world, width}, param.options());
     if (padded > 0) {
       allgather(comm, send_ids, recv_ids);
       allgather(comm, send_values, recv_values);
@@ -110,7 +88,11 @@ std::vector<at::Tensor> syncSparseRowsOnDevice(comm::Communicator& comm, const s
       values.push_back(recv_values.narrow(0, r * padded, c));
     }
     // Duplicates across ranks add up in coalesce(), the same on every rank (same input, same order).
-    at::Tensor summed = at::sparse_coo_tensor(at::cat(ids).unsqueeze(0), at::cat(values), param.sizes()).coalesce();
+    const at::Tensor all_ids = at::cat(ids);
+    std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
+    shape[0] = all_ids.numel();
+    at::Tensor summed =
+        at::sparse_coo_tensor(all_ids.unsqueeze(0), at::cat(values).reshape(shape), param.sizes()).coalesce();
     at::Tensor averaged = at::_sparse_coo_tensor_unsafe(summed._indices(), summed._values().div(world),
                                                         param.sizes(), summed.options());
     averaged._coalesced_(true);
