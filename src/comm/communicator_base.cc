@@ -370,23 +370,12 @@ WorkPtr CommunicatorBase::allgatherAsync(Buffer send, Buffer recv) {
 }
 
 std::vector<std::vector<uint8_t>> CommunicatorBase::allgatherBytes(const std::vector<uint8_t>& mine) {
-  CollectiveDescriptor d;
-  d.kind = OpKind::kAllgatherBytes;
   // Shared, not referenced: after a timeout the task may still finish after this frame is gone.
-  auto input = std::make_shared<const std::vector<uint8_t>>(mine);
-  auto result = std::make_shared<std::vector<std::vector<uint8_t>>>();
-  enqueue(d, [this, input, result] {
-    if (size_ == 1) {
-      *result = {*input};
-    } else if (peer_memory_.enabled()) {
-      result->resize(size_);
-      exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, input.get()), *result);
-      (*result)[rank_] = *input;
-    } else {
-      *result = runAllgatherBytes(*input);
-    }
-  })->wait(timeout_);
-  return std::move(*result);
+  auto exchange = std::make_shared<ByteExchange>();
+  exchange->mine = mine;
+  allgatherBytesInto(exchange);
+  exchange->all[rank_] = std::move(exchange->mine);  // the task is done with it once the wait returned
+  return std::move(exchange->all);
 }
 
 void CommunicatorBase::allgatherBytesInto(const std::shared_ptr<ByteExchange>& exchange) {
