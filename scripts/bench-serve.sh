@@ -13,8 +13,9 @@
 # raises the backlog; see Server::start.)
 # Server settings: score_threads 2 (BENCH_SCORE_THREADS), max_wait_us 0 (BENCH_MAX_WAIT_US: batches are what
 # queued while the scorers were busy; on this shared 2-core machine waiting 2 ms for a batch to fill lost
-# throughput), HTTP threads = connections + 16. The table adds the server's CPU-seconds and requests per
-# CPU-second, steadier than requests/s when other jobs share the machine.
+# throughput), HTTP I/O threads 2 (BENCH_HTTP_THREADS; each serves any number of connections). The table
+# adds the server's CPU-seconds and requests per CPU-second, steadier than requests/s when other jobs share
+# the machine.
 # --faiss also prints FAISS HNSW recall@10 and speed against exact (serve_bench faiss, on a smaller catalog).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,7 +61,7 @@ run_mode() {  # run_mode LABEL MAX_BATCH
   rm -f "$WORK/exports/model-2.vec"
   "$BUILD/bin/ringtrain" serve --model "$WORK/exports/model-1.vec" --port 0 \
       --set serve.max_batch="$max_batch" --set serve.max_wait_us="${BENCH_MAX_WAIT_US:-0}" --set serve.score_threads="${BENCH_SCORE_THREADS:-2}" \
-      --set serve.threads=$((CONNECTIONS + 16)) --set serve.queue_capacity=4096 --set serve.cache_entries=0 \
+      --set serve.threads="${BENCH_HTTP_THREADS:-2}" --set serve.queue_capacity=4096 --set serve.cache_entries=0 \
       --set serve.watch_dir="$WORK/exports" --set serve.watch_interval_ms=200 --set serve.admin_token=bench \
       > "$WORK/server.out" 2> "$WORK/server-$label.log" &
   SERVER_PID=$!

@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libgloo-dev libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libfaiss-dev
+  libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libboost-dev libcpp-httplib-dev libfaiss-dev
   python3-torch gnuplot-nox wrk curl procps
 )
 

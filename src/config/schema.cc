@@ -218,7 +218,7 @@ std::vector<Field> buildSchema() {
   // serve
   s.push_back(makeField("serve", "host", &J::serve, &ServeOptions::host));
   s.push_back(makeField("serve", "port", &J::serve, &ServeOptions::port, 0, 65535));
-  s.push_back(makeField("serve", "threads", &J::serve, &ServeOptions::threads, 1, 4096));
+  s.push_back(makeField("serve", "threads", &J::serve, &ServeOptions::threads, 1, 256));
   s.push_back(makeField("serve", "score_threads", &J::serve, &ServeOptions::score_threads, 1, 256));
   s.push_back(makeField("serve", "max_batch", &J::serve, &ServeOptions::max_batch, 1, 1 << 16));
   s.push_back(makeField("serve", "max_wait_us", &J::serve, &ServeOptions::max_wait_us, 0, 1e7));

@@ -4,9 +4,24 @@
 #include <map>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 #include "serve/metrics.h"
 
 namespace ringtrain::serve {
+namespace {
+
+void finish(ScoreJob& job, std::vector<Hit> hits, std::exception_ptr failure) {
+  if (!job.done) return;
+  try {
+    job.done(std::move(hits), std::move(failure));
+  } catch (const std::exception& e) {
+    error("serve: a scoring job's completion threw: {}", e.what());
+  } catch (...) {
+    error("serve: a scoring job's completion threw");
+  }
+}
+
+}  // namespace
 
 Batcher::Batcher(int workers, int max_batch, int64_t max_wait_us, int capacity, ScoreFn score, Metrics* metrics)
     : max_batch_(max_batch), max_wait_(max_wait_us), capacity_(static_cast<size_t>(capacity)),
@@ -48,7 +63,7 @@ void Batcher::stop() {
     left.swap(queue_);
   }
   for (auto& job : left) {
-    job->result.set_exception(std::make_exception_ptr(Error("server is shutting down")));
+    finish(*job, {}, std::make_exception_ptr(Error("server is shutting down")));
   }
 }
 
@@ -91,12 +106,15 @@ void Batcher::score(std::vector<std::shared_ptr<ScoreJob>>& batch) {
     std::vector<Query> queries;
     queries.reserve(jobs.size());
     for (ScoreJob* j : jobs) queries.push_back({j->query.data(), j->k, &j->exclude});
+    std::vector<std::vector<Hit>> hits;
+    std::exception_ptr failure;
     try {
-      auto hits = score_(*model, queries);
-      for (size_t i = 0; i < jobs.size(); ++i) jobs[i]->result.set_value(std::move(hits[i]));
+      hits = score_(*model, queries);
+      RT_CHECK(hits.size() == jobs.size(), "scorer returned ", hits.size(), " answers for ", jobs.size(), " queries");
     } catch (...) {
-      for (ScoreJob* j : jobs) j->result.set_exception(std::current_exception());
+      failure = std::current_exception();
     }
+    for (size_t i = 0; i < jobs.size(); ++i) finish(*jobs[i], failure ? std::vector<Hit>() : std::move(hits[i]), failure);
   }
 }
 

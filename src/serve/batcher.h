@@ -2,15 +2,16 @@
 // caller answers 429); `workers` threads each take the first waiting job, wait up to max_wait for the
 // queue to hold max_batch jobs, take up to max_batch, and score them together. Jobs in a batch may hold
 // different model snapshots (a swap between their arrivals): each snapshot's jobs are scored as one group
-// on the model they started with. A job's result comes back through its future; a scoring exception goes
-// to every job of the group instead of escaping the thread.
+// on the model they started with. A job's result comes back through its `done` callback, called once on a
+// scoring worker (or on the thread that stops the batcher); a scoring exception goes to every job of the
+// group instead of escaping the thread.
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -28,7 +29,9 @@ struct ScoreJob {
   std::vector<float> query;  // model->dim floats
   std::vector<int64_t> exclude;
   int k = 10;
-  std::promise<std::vector<Hit>> result;
+  // Called exactly once: the hits, or an exception (scoring failed, or the batcher stopped first). It runs
+  // on a scoring worker and should be quick; what it throws is logged and dropped.
+  std::function<void(std::vector<Hit> hits, std::exception_ptr failure)> done;
 };
 
 using ScoreFn = std::function<std::vector<std::vector<Hit>>(const Model&, const std::vector<Query>&)>;

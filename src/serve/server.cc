@@ -2,19 +2,15 @@
 // include/ringtrain/serve/server.h.
 #include "ringtrain/serve/server.h"
 
-#include <httplib.h>
-#include <sys/socket.h>
-
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
-#include <cstring>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -24,6 +20,7 @@
 #include "serve/ann_index.h"
 #include "serve/batcher.h"
 #include "serve/deferred_release.h"
+#include "serve/http_server.h"
 #include "serve/lower_priority.h"
 #include "serve/metrics.h"
 #include "serve/result_cache.h"
@@ -46,9 +43,22 @@ struct HttpError {
   std::string message;
 };
 
-void replyError(httplib::Response& res, int status, const std::string& message) {
-  res.status = status;
-  res.set_content(json{{"error", message}, {"status", status}}.dump(), "application/json");
+HttpResponse jsonResponse(const json& body, int status = 200) { return {status, "application/json", body.dump()}; }
+
+HttpResponse errorResponse(int status, const std::string& message) {
+  return jsonResponse(json{{"error", message}, {"status", status}}, status);
+}
+
+// The message for a status the HTTP layer answers itself.
+std::string layerMessage(int status) {
+  switch (status) {
+    case 400: return "bad request";
+    case 404: return "no such endpoint";
+    case 413: return "request body too large";
+    case 431: return "request headers too large";
+    case 503: return "request timed out";
+    default: return "internal error";
+  }
 }
 
 std::string endpointOf(const std::string& path) {
@@ -101,6 +111,48 @@ ExportFile newestExport(const std::string& dir) {
 
 }  // namespace
 
+// Reloads asked for over HTTP take seconds: they run here, one at a time, not on an I/O thread.
+class AdminWorker {
+ public:
+  AdminWorker() : thread_([this] { run(); }) {}
+  ~AdminWorker() { stop(); }
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+  }
+  // Finishes what is queued, then joins. Idempotent.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;
+      auto task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();  // tasks catch their own exceptions
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;  // guarded by mu_
+  bool stopping_ = false;                    // guarded by mu_
+  std::thread thread_;
+};
+
 struct Server::Impl {
   config::ServeOptions options;
   std::string model_path;
@@ -110,10 +162,8 @@ struct Server::Impl {
   ResultCache cache;
   DeferredRelease retired_models;  // declared before everything that may hold a model (destroyed after)
   std::unique_ptr<Batcher> batcher;
-  httplib::Server http;
-  std::thread listener;
-  int port = -1;
-  int listen_fd = -1;  // the socket httplib listens on, captured when it is created
+  std::unique_ptr<AdminWorker> admin;
+  std::unique_ptr<HttpServer> http;
 
   // The serving model. Read with std::atomic_load, replaced with std::atomic_store: a request copies the
   // pointer once and keeps that snapshot to the end.
@@ -189,9 +239,26 @@ struct Server::Impl {
     return topK(m.packed, queries);
   }
 
-  // The answer to one query (a single item or a basket), from the cache or the scorer.
-  std::string recommend(const std::vector<std::string>& items, int k) {
-    const std::shared_ptr<const Model> m = current();
+  static std::string render(const Model& m, int k, const std::vector<std::string>& query, const std::vector<Hit>& hits) {
+    json out;
+    out["model_version"] = m.version;
+    out["k"] = k;
+    out["query"] = query;
+    json list = json::array();
+    for (const Hit& h : hits) {
+      list.push_back({{"item", m.tokens[h.row]},
+                      {"score", h.score},
+                      {"name", m.names[h.row]},
+                      {"category", m.categories[h.row]}});
+    }
+    out["items"] = std::move(list);
+    return out.dump();
+  }
+
+  // Answers one query (a single item or a basket): from the cache at once, or later from a scoring worker.
+  // Throws HttpError for an unknown item (404) or a full queue (429), before anything is queued.
+  void recommend(const std::vector<std::string>& items, int k, const HttpReply& reply) {
+    std::shared_ptr<const Model> m = current();
     auto job = std::make_shared<ScoreJob>();
     job->exclude.reserve(items.size());
     for (const auto& token : items) {
@@ -204,165 +271,148 @@ struct Server::Impl {
     normalized.erase(std::unique(normalized.begin(), normalized.end()), normalized.end());
     std::string query_key;
     for (const auto& t : normalized) query_key.append(t).push_back('\x1e');
-    const std::string key = ResultCache::key(m->version, query_key, k);
+    std::string key = ResultCache::key(m->version, query_key, k);
     if (cache.enabled()) {
       if (auto hit = cache.get(key)) {
         metrics.cacheHit();
-        return std::move(*hit);
+        return reply({200, "application/json", std::move(*hit)});
       }
       metrics.cacheMiss();
     }
-
-    std::vector<Hit> hits;
     const int k_eff = static_cast<int>(std::min<int64_t>(k, m->rows - static_cast<int64_t>(job->exclude.size())));
-    if (k_eff > 0) {
-      // The query: mean of the items' unit vectors, renormalized (a single item is its own vector).
-      job->query.assign(m->dim, 0.0f);
-      for (const int64_t row : job->exclude) {
-        const float* v = m->row(row);
-        for (int64_t d = 0; d < m->dim; ++d) job->query[d] += v[d];
-      }
-      double norm2 = 0.0;
-      for (const float x : job->query) norm2 += static_cast<double>(x) * x;
-      if (norm2 > 0.0) {
-        const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
-        for (float& x : job->query) x *= inv;
-      }
-      job->k = k_eff;
-      job->model = m;
-      auto future = job->result.get_future();
-      if (!batcher->submit(job)) {
-        metrics.queueRejected();
-        throw HttpError{429, "server busy: scoring queue is full, retry later"};
-      }
-      if (future.wait_for(kScoreTimeout) != std::future_status::ready) {
-        throw HttpError{503, "scoring timed out"};
-      }
-      try {
-        hits = future.get();
-      } catch (const std::exception& e) {
-        throw HttpError{503, e.what()};
-      }
+    if (k_eff <= 0) {  // the query holds the whole catalog
+      std::string body = render(*m, k, normalized, {});
+      cache.put(key, body);
+      return reply({200, "application/json", std::move(body)});
     }
-
-    json out;
-    out["model_version"] = m->version;
-    out["k"] = k;
-    out["query"] = normalized;
-    json list = json::array();
-    for (const Hit& h : hits) {
-      list.push_back({{"item", m->tokens[h.row]},
-                      {"score", h.score},
-                      {"name", m->names[h.row]},
-                      {"category", m->categories[h.row]}});
+    // The query: mean of the items' unit vectors, renormalized (a single item is its own vector).
+    job->query.assign(m->dim, 0.0f);
+    for (const int64_t row : job->exclude) {
+      const float* v = m->row(row);
+      for (int64_t d = 0; d < m->dim; ++d) job->query[d] += v[d];
     }
-    out["items"] = std::move(list);
-    std::string body = out.dump();
-    cache.put(key, body);
-    return body;
-  }
-
-  // Wraps a handler: HttpError and exceptions become JSON errors; /recommend latency is recorded.
-  template <typename F>
-  httplib::Server::Handler wrap(bool timed, F fn) {
-    return [this, timed, fn](const httplib::Request& req, httplib::Response& res) {
-      const auto t0 = Clock::now();
-      try {
-        fn(req, res);
-        if (res.status == -1) res.status = 200;  // httplib fills in 200 only after the handler returns
-      } catch (const HttpError& e) {
-        replyError(res, e.status, e.message);
-      } catch (const DataError& e) {
-        replyError(res, 422, e.what());
-      } catch (const std::exception& e) {
-        error("serve: {} {}: {}", req.method, req.path, e.what());
-        replyError(res, 500, "internal error");
+    double norm2 = 0.0;
+    for (const float x : job->query) norm2 += static_cast<double>(x) * x;
+    if (norm2 > 0.0) {
+      const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
+      for (float& x : job->query) x *= inv;
+    }
+    job->k = k_eff;
+    job->model = m;
+    // Runs on the scoring worker that scored the batch; m keeps the snapshot the answer is rendered from.
+    job->done = [this, m, k, normalized = std::move(normalized), key = std::move(key), reply](
+                    std::vector<Hit> hits, std::exception_ptr failure) {
+      if (failure) {
+        try {
+          std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+          return reply(errorResponse(503, e.what()));
+        }
       }
-      if (timed) metrics.request("recommend", res.status, std::chrono::duration<double>(Clock::now() - t0).count());
+      std::string body = render(*m, k, normalized, hits);
+      cache.put(key, body);
+      reply({200, "application/json", std::move(body)});
     };
+    if (!batcher->submit(job)) {
+      metrics.queueRejected();
+      throw HttpError{429, "server busy: scoring queue is full, retry later"};
+    }
   }
 
-  void routes() {
-    http.Get("/recommend", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
-      if (!req.has_param("item") || req.get_param_value("item").empty()) {
-        throw HttpError{400, "missing query parameter 'item'"};
+  void recommendGet(const HttpRequest& req, const HttpReply& reply) {
+    const std::string* item = req.param("item");
+    if (item == nullptr || item->empty()) throw HttpError{400, "missing query parameter 'item'"};
+    const std::string* k = req.param("k");
+    recommend({*item}, k != nullptr ? parseK(*k) : 10, reply);
+  }
+
+  void recommendPost(const HttpRequest& req, const HttpReply& reply) {
+    const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded()) throw HttpError{400, "request body is not valid JSON"};
+    if (!body.is_object() || !body.contains("items") || !body["items"].is_array()) {
+      throw HttpError{400, "expected a JSON object {\"items\": [\"TOKEN\", ...], \"k\": 10}"};
+    }
+    const json& list = body["items"];
+    if (list.empty() || list.size() > static_cast<size_t>(kMaxBasketItems)) {
+      throw HttpError{400, "'items' must hold 1.." + std::to_string(kMaxBasketItems) + " tokens"};
+    }
+    std::vector<std::string> items;
+    for (const auto& v : list) {
+      if (!v.is_string()) throw HttpError{400, "'items' must be strings"};
+      items.push_back(v.get<std::string>());
+    }
+    int k = 10;
+    if (body.contains("k")) {
+      const json& kv = body["k"];
+      if (!kv.is_number_integer() || kv.get<int64_t>() < 1 || kv.get<int64_t>() > kMaxK) {
+        throw HttpError{400, "k must be an integer in 1.." + std::to_string(kMaxK)};
       }
-      const int k = req.has_param("k") ? parseK(req.get_param_value("k")) : 10;
-      res.set_content(recommend({req.get_param_value("item")}, k), "application/json");
-    }));
-    http.Post("/recommend", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
-      const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-      if (body.is_discarded()) throw HttpError{400, "request body is not valid JSON"};
-      if (!body.is_object() || !body.contains("items") || !body["items"].is_array()) {
-        throw HttpError{400, "expected a JSON object {\"items\": [\"TOKEN\", ...], \"k\": 10}"};
+      k = kv.get<int>();
+    }
+    recommend(items, k, reply);
+  }
+
+  void adminReload(const HttpRequest& req, const HttpReply& reply) {
+    if (options.admin_token.empty()) throw HttpError{404, "admin endpoints are disabled (serve.admin_token is empty)"};
+    const std::string expected = "Bearer " + options.admin_token;
+    const std::string& given = req.authorization;
+    // Compare in time independent of where the strings differ.
+    unsigned diff = given.size() != expected.size();
+    for (size_t i = 0; i < std::min(given.size(), expected.size()); ++i) diff |= given[i] ^ expected[i];
+    if (diff != 0) throw HttpError{401, "missing or wrong 'Authorization: Bearer <token>'"};
+    std::string path;
+    if (!req.body.empty()) {
+      const json body = json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object()) throw HttpError{400, "request body is not a JSON object"};
+      if (body.contains("model")) {
+        if (!body["model"].is_string()) throw HttpError{400, "'model' must be a path"};
+        path = body["model"].get<std::string>();
       }
-      const json& list = body["items"];
-      if (list.empty() || list.size() > static_cast<size_t>(kMaxBasketItems)) {
-        throw HttpError{400, "'items' must hold 1.." + std::to_string(kMaxBasketItems) + " tokens"};
-      }
-      std::vector<std::string> items;
-      for (const auto& v : list) {
-        if (!v.is_string()) throw HttpError{400, "'items' must be strings"};
-        items.push_back(v.get<std::string>());
-      }
-      int k = 10;
-      if (body.contains("k")) {
-        const json& kv = body["k"];
-        if (!kv.is_number_integer() || kv.get<int64_t>() < 1 || kv.get<int64_t>() > kMaxK) {
-          throw HttpError{400, "k must be an integer in 1.." + std::to_string(kMaxK)};
-        }
-        k = kv.get<int>();
-      }
-      res.set_content(recommend(items, k), "application/json");
-    }));
-    http.Get("/healthz", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
-      const auto m = current();
-      res.set_content(json{{"status", "ok"},
-                           {"model_version", m->version},
-                           {"items", m->rows},
-                           {"dim", m->dim},
-                           {"index", options.index},
-                           {"model", m->path}}
-                          .dump(),
-                      "application/json");
-    }));
-    http.Get("/metrics", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.render(batcher->depth(), cache.size()), "text/plain; version=0.0.4");
-    }));
-    http.Post("/admin/reload", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
-      if (options.admin_token.empty()) throw HttpError{404, "admin endpoints are disabled (serve.admin_token is empty)"};
-      const std::string expected = "Bearer " + options.admin_token;
-      const std::string given = req.get_header_value("Authorization");
-      // Compare in time independent of where the strings differ.
-      unsigned diff = given.size() != expected.size();
-      for (size_t i = 0; i < std::min(given.size(), expected.size()); ++i) diff |= given[i] ^ expected[i];
-      if (diff != 0) throw HttpError{401, "missing or wrong 'Authorization: Bearer <token>'"};
-      std::string path;
-      if (!req.body.empty()) {
-        const json body = json::parse(req.body, nullptr, false);
-        if (body.is_discarded() || !body.is_object()) throw HttpError{400, "request body is not a JSON object"};
-        if (body.contains("model")) {
-          if (!body["model"].is_string()) throw HttpError{400, "'model' must be a path"};
-          path = body["model"].get<std::string>();
-        }
-      }
-      const uint64_t version = reload(path);
-      res.set_content(json{{"status", "ok"}, {"model_version", version}, {"model", current()->path}}.dump(),
-                      "application/json");
-    }));
-    // Statuses set by httplib itself (no route: 404, body over the limit: 413, unparsable request: 400)
-    // get a JSON body too.
-    http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-      if (res.body.empty()) {
-        const std::string msg = res.status == 413   ? "request body too large"
-                                : res.status == 404 ? "no such endpoint"
-                                                    : "bad request";
-        replyError(res, res.status, msg);
-      }
+    }
+    admin->post([this, path, reply] {
+      answer(reply, [&] {
+        const uint64_t version = reload(path);
+        reply(jsonResponse(json{{"status", "ok"}, {"model_version", version}, {"model", current()->path}}));
+      });
     });
-    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      const std::string ep = endpointOf(req.path);
-      if (ep != "recommend" || res.status == 413) metrics.request(ep, res.status, 0.0);
+  }
+
+  // Runs `work`, which replies itself; what it throws becomes the reply instead.
+  template <typename F>
+  void answer(const HttpReply& reply, F work) {
+    try {
+      work();
+    } catch (const HttpError& e) {
+      return reply(errorResponse(e.status, e.message));
+    } catch (const DataError& e) {
+      return reply(errorResponse(422, e.what()));
+    } catch (const std::exception& e) {
+      error("serve: {}", e.what());
+      return reply(errorResponse(500, "internal error"));
+    }
+  }
+
+  // Every request, on an HTTP I/O thread.
+  void handle(const HttpRequest& req, const HttpReply& reply) {
+    answer(reply, [&] {
+      const bool get = req.method == "GET", post = req.method == "POST";
+      if (req.path == "/recommend" && get) return recommendGet(req, reply);
+      if (req.path == "/recommend" && post) return recommendPost(req, reply);
+      if (req.path == "/admin/reload" && post) return adminReload(req, reply);
+      if (req.path == "/healthz" && get) {
+        const auto m = current();
+        return reply(jsonResponse(json{{"status", "ok"},
+                                       {"model_version", m->version},
+                                       {"items", m->rows},
+                                       {"dim", m->dim},
+                                       {"index", options.index},
+                                       {"model", m->path}}));
+      }
+      if (req.path == "/metrics" && get) {
+        return reply({200, "text/plain; version=0.0.4", metrics.render(batcher->depth(), cache.size())});
+      }
+      if (endpointOf(req.path) != "other") throw HttpError{405, req.method + " is not allowed on " + req.path};
+      throw HttpError{404, "no such endpoint"};
     });
   }
 
@@ -410,55 +460,35 @@ void Server::start() {
   s.batcher = std::make_unique<Batcher>(
       s.options.score_threads, s.options.max_batch, s.options.max_wait_us, s.options.queue_capacity,
       [this](const Model& m, const std::vector<Query>& q) { return impl_->score(m, q); }, &s.metrics);
-  const int threads = s.options.threads;
-  s.http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  s.http.set_payload_max_length(static_cast<size_t>(s.options.max_body_bytes));
-  s.http.set_keep_alive_max_count(100000);
-  s.http.set_keep_alive_timeout(5);
-  s.http.set_read_timeout(10);
-  s.http.set_write_timeout(10);
-  s.http.set_tcp_nodelay(true);
-  // httplib's own socket options set SO_REUSEPORT, which lets a second server bind a port in use without
-  // an error (the two then split the connections). SO_REUSEADDR alone still allows a restart while old
-  // connections sit in TIME_WAIT. The socket is remembered for the backlog below.
-  s.http.set_socket_options([this](socket_t sock) {
-    const int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    impl_->listen_fd = sock;
-  });
-  s.routes();
-  s.port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host)
-                               : (s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1);
-  if (s.port < 0) {
-    RT_THROW(ConfigError, "serve: cannot listen on ", s.options.host, ":", s.options.port,
-             " (address in use or not local? see serve.host / serve.port)");
-  }
-  // httplib 0.11 listens with a backlog of 5, compiled into the library. When more clients than that
-  // connect at once (wrk's 64 connections, a proxy filling its pool) the kernel drops the surplus
-  // handshakes and those clients wait for TCP retransmits, 1 s and more, before their first request is
-  // read: latency the server's own histogram never sees. Listening again on the bound socket raises the
-  // backlog (the kernel caps it at net.core.somaxconn).
-  if (s.listen_fd < 0 || ::listen(s.listen_fd, SOMAXCONN) != 0) {
-    warn("serve: could not raise the listen backlog (fd {}: {}); bursts of new connections may wait for TCP "
-         "retransmits", s.listen_fd, std::strerror(errno));
-  }
-  s.listener = std::thread([this] { impl_->http.listen_after_bind(); });
-  // httplib has no readiness signal, and a stop() before its loop runs would be lost: wait (bounded) for it.
-  const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (!s.http.is_running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  RT_CHECK(s.http.is_running(), "serve: the HTTP listener did not start within 10 s");
+  s.admin = std::make_unique<AdminWorker>();
+  HttpServerOptions http;
+  http.host = s.options.host;
+  http.port = s.options.port;
+  http.threads = s.options.threads;
+  http.max_body_bytes = static_cast<uint64_t>(s.options.max_body_bytes);
+  http.handler_timeout = kScoreTimeout;
+  http.stop_timeout = kScoreTimeout + std::chrono::seconds(5);
+  s.http = std::make_unique<HttpServer>(
+      http, [this](const HttpRequest& req, HttpReply reply) { impl_->handle(req, reply); },
+      [this](int status, const std::string&) { return errorResponse(status, layerMessage(status)); },
+      [this](const std::string& path, int status, double seconds) {
+        // /recommend's latency histogram covers request read to answer ready, batching wait included.
+        const std::string endpoint = endpointOf(path);
+        impl_->metrics.request(endpoint, status, endpoint == "recommend" ? seconds : 0.0);
+      });
+  s.http->start();
   if (!s.options.watch_dir.empty()) {
     s.watcher = std::thread([this, initial = newestExport(s.options.watch_dir)] { impl_->watch(initial); });
   }
-  info("serve: listening on http://{}:{} (model version {}, {} HTTP threads, {} scoring threads, max_batch {}, "
+  info("serve: listening on http://{}:{} (model version {}, {} HTTP I/O threads, {} scoring threads, max_batch {}, "
        "index {})",
-       s.options.host, s.port, modelVersion(), s.options.threads, s.options.score_threads, s.options.max_batch,
-       s.options.index);
+       s.options.host, s.http->port(), modelVersion(), s.options.threads, s.options.score_threads,
+       s.options.max_batch, s.options.index);
 }
 
-int Server::port() const { return impl_->port; }
+int Server::port() const { return impl_->http ? impl_->http->port() : -1; }
 
-bool Server::running() const { return impl_->http.is_running(); }
+bool Server::running() const { return impl_->http && impl_->http->running(); }
 
 void Server::stop() {
   Impl& s = *impl_;
@@ -471,10 +501,10 @@ void Server::stop() {
   }
   s.watch_cv.notify_all();
   if (s.watcher.joinable()) s.watcher.join();
-  // Stop accepting; httplib waits for the requests in flight, which still have a running batcher.
-  s.http.stop();
-  if (s.listener.joinable()) s.listener.join();
-  s.batcher->stop();
+  // Stop accepting and answer the requests in flight, which still have a running batcher and admin worker.
+  if (s.http) s.http->stop();
+  if (s.admin) s.admin->stop();
+  if (s.batcher) s.batcher->stop();
   info("serve: stopped");
 }
 

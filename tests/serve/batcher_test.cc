@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <thread>
 
 #include "serve/metrics.h"
@@ -21,6 +22,16 @@ std::shared_ptr<ScoreJob> job(const std::shared_ptr<const Model>& m, int k) {
   j->query.assign(1, 1.0f);
   j->k = k;
   return j;
+}
+
+// The job's answer as a future (the server answers through an HTTP reply instead).
+std::future<std::vector<Hit>> futureOf(ScoreJob& j) {
+  auto promise = std::make_shared<std::promise<std::vector<Hit>>>();
+  j.done = [promise](std::vector<Hit> hits, std::exception_ptr failure) {
+    if (failure) promise->set_exception(failure);
+    else promise->set_value(std::move(hits));
+  };
+  return promise->get_future();
 }
 
 TEST(BatcherTest, FullQueueRefusesAndQueuedJobsAreAllAnswered) {
@@ -46,7 +57,7 @@ TEST(BatcherTest, FullQueueRefusesAndQueuedJobsAreAllAnswered) {
   // One job is taken by the worker, two wait in the queue, then submit refuses.
   for (int i = 0; refused == 0 && std::chrono::steady_clock::now() < deadline; ++i) {
     auto j = job(model, i + 1);
-    auto f = j->result.get_future();
+    auto f = futureOf(*j);
     if (batcher.submit(j)) {
       accepted.push_back(j);
       futures.push_back(std::move(f));
@@ -86,7 +97,7 @@ TEST(BatcherTest, GathersConcurrentJobsIntoOneBatchPerModel) {
   std::vector<std::future<std::vector<Hit>>> futures;
   for (int i = 0; i < 8; ++i) {
     auto j = job(i < 5 ? m1 : m2, 1);
-    futures.push_back(j->result.get_future());
+    futures.push_back(futureOf(*j));
     ASSERT_TRUE(batcher.submit(j));
   }
   for (auto& f : futures) ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
@@ -99,7 +110,7 @@ TEST(BatcherTest, GathersConcurrentJobsIntoOneBatchPerModel) {
 TEST(BatcherTest, StopFailsQueuedJobsInsteadOfHanging) {
   auto model = std::make_shared<const Model>();
   std::shared_ptr<ScoreJob> j = job(model, 1);
-  auto f = j->result.get_future();
+  auto f = futureOf(*j);
   {
     Batcher batcher(1, 64, 5'000'000, 10, [](const Model&, const std::vector<Query>& q) {
       return std::vector<std::vector<Hit>>(q.size());

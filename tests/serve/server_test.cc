@@ -54,7 +54,7 @@ class ServerTest : public ::testing::Test {
     model_a_ = loadModel(path("a.vec"), "");
     model_b_ = loadModel(path("b.vec"), "");
     options_.port = 0;
-    options_.threads = 16;
+    options_.threads = 2;  // I/O threads: each serves any number of the clients below
     options_.max_wait_us = 500;
     options_.admin_token = "secret";
   }
@@ -337,7 +337,6 @@ TEST_F(ServerTest, FullQueueAnswers429) {
   options_.score_threads = 1;
   options_.queue_capacity = 1;
   options_.cache_entries = 0;
-  options_.threads = 32;
   testing::writeExport(path("big.vec"), 60000, 64, 3);
   start(path("big.vec"));
   std::atomic<int> ok{0}, busy{0}, other{0};

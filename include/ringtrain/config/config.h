@@ -126,7 +126,7 @@ struct LogOptions {
 struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8080;
-  int threads = 8;        // HTTP worker threads (one per open connection: at least the client count)
+  int threads = 2;        // HTTP I/O threads, each an event loop over any number of connections
   int score_threads = 2;  // scoring workers, each scoring its own batch
   int max_batch = 64;
   int64_t max_wait_us = 1000;

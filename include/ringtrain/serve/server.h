@@ -1,4 +1,5 @@
-// The recommendation server behind `ringtrain serve` (HTTP + JSON on cpp-httplib).
+// The recommendation server behind `ringtrain serve` (HTTP/1.1 + JSON; the HTTP layer is
+// src/serve/http_server.h, on Boost.Beast).
 //
 //   GET  /recommend?item=TOKEN&k=10        nearest items to one item
 //   POST /recommend {"items": [...], "k": 10}   nearest items to a basket (mean of its unit vectors)
@@ -7,10 +8,12 @@
 //   POST /admin/reload [{"model": PATH}]    needs "Authorization: Bearer <serve.admin_token>"; disabled
 //                                           when the token is empty
 //
-// Threads: HTTP workers (serve.threads) parse requests, look the result up in the cache, and otherwise put
-// the query on a bounded queue (full: HTTP 429); scoring workers (serve.score_threads) each take up to
-// serve.max_batch queued queries, waiting at most serve.max_wait_us for the batch to fill, and score them
-// with one pass over the catalog. A watcher thread polls serve.watch_dir. The model is immutable and
+// Threads: HTTP I/O threads (serve.threads, each an event loop over any number of keep-alive connections)
+// parse requests, look the result up in the cache, and otherwise put the query on a bounded queue (full:
+// HTTP 429) and go on with other connections; scoring workers (serve.score_threads) each take up to
+// serve.max_batch queued queries, waiting at most serve.max_wait_us for the batch to fill, score them with
+// one pass over the catalog, and answer each query's connection. Reloads asked for over HTTP run on an admin
+// thread of their own, and a watcher thread polls serve.watch_dir. The model is immutable and
 // reached through an atomically swapped std::shared_ptr<const Model>: a request keeps the snapshot it
 // started with, so a swap never changes an answer half way, and nothing locks while scoring.
 #pragma once

@@ -1,0 +1,379 @@
+// Event-driven HTTP/1.1 on Boost.Beast; the contract is in http_server.h.
+//
+// Lifetimes. Each connection is a HttpSession on a strand of its own. It is kept alive by its pending
+// asynchronous operation and, while a request waits for its answer, by the HttpReply the handler holds.
+// Every HttpSession holds the server's Impl, so a reply that outlives HttpServer (a job still queued in the
+// batcher) finds a mutex to check rather than freed memory. stop() drains requests in flight, refuses
+// replies from then on, closes every connection and lets the I/O threads run out of work, so that no
+// handler is left in the io_context.
+#include "serve/http_server.h"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+
+namespace ringtrain::serve {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
+
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Splits "a=1&b=x%20y" into decoded pairs; false on a malformed escape.
+bool parseQuery(std::string_view text, std::map<std::string, std::string>& out) {
+  while (!text.empty()) {
+    const size_t amp = text.find('&');
+    const std::string_view pair = text.substr(0, amp);
+    text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
+    if (pair.empty()) continue;
+    const size_t eq = pair.find('=');
+    std::string name, value;
+    if (!decodeQueryComponent(pair.substr(0, eq), name)) return false;
+    if (eq != std::string_view::npos && !decodeQueryComponent(pair.substr(eq + 1), value)) return false;
+    out.emplace(std::move(name), std::move(value));  // the first of a repeated name wins
+  }
+  return true;
+}
+
+}  // namespace
+
+bool decodeQueryComponent(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '+') {
+      out.push_back(' ');
+    } else if (in[i] == '%') {
+      if (i + 2 >= in.size()) return false;
+      const int hi = hexValue(in[i + 1]), lo = hexValue(in[i + 2]);
+      if (hi < 0 || lo < 0) return false;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return true;
+}
+
+struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
+  HttpServerOptions options;
+  Handler handler;
+  ErrorHandler on_error;
+  AnswerObserver on_answer;
+
+  // Declared before the io_context: a HttpSession unregisters itself when destroyed, which may happen while
+  // the io_context destroys what it still holds.
+  std::mutex sessions_mu;
+  std::unordered_map<const HttpSession*, std::weak_ptr<HttpSession>> sessions;  // guarded by sessions_mu
+
+  std::mutex state_mu;
+  std::condition_variable state_cv;
+  int64_t in_flight = 0;          // requests read and not yet answered (written or failed); guarded by state_mu
+  bool accepting_replies = true;  // guarded by state_mu: false once stop() gave up on requests in flight
+  int threads_running = 0;        // guarded by state_mu
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> running{false};
+
+  net::io_context ioc;
+  tcp::acceptor acceptor{net::make_strand(ioc)};
+  net::steady_timer accept_retry{acceptor.get_executor()};
+  std::vector<std::thread> threads;
+  int port = -1;
+
+  Impl(HttpServerOptions o, Handler h, ErrorHandler e, AnswerObserver a)
+      : options(std::move(o)), handler(std::move(h)), on_error(std::move(e)), on_answer(std::move(a)),
+        ioc(std::max(1, options.threads)) {}
+
+  void accept();
+  void requestStarted() {
+    std::lock_guard<std::mutex> lock(state_mu);
+    ++in_flight;
+  }
+  void requestFinished() {
+    std::lock_guard<std::mutex> lock(state_mu);
+    if (--in_flight == 0) state_cv.notify_all();
+  }
+};
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(std::shared_ptr<HttpServer::Impl> server, tcp::socket socket)
+      : server_(std::move(server)), stream_(std::move(socket)), timer_(stream_.get_executor()) {}
+
+  ~HttpSession() {
+    std::lock_guard<std::mutex> lock(server_->sessions_mu);
+    server_->sessions.erase(this);
+  }
+
+  void start() {
+    {
+      std::lock_guard<std::mutex> lock(server_->sessions_mu);
+      server_->sessions.emplace(this, weak_from_this());
+    }
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(/*first=*/true); });
+  }
+
+  // From any thread: closes the connection on its strand (stop()).
+  void closeSoon() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+  }
+
+  // From any thread: queues an answer for request `generation` on the strand, unless stop() gave up.
+  void deliver(uint64_t generation, HttpResponse response) {
+    std::lock_guard<std::mutex> lock(server_->state_mu);
+    if (!server_->accepting_replies) return;
+    net::post(stream_.get_executor(), [self = shared_from_this(), generation, r = std::move(response)]() mutable {
+      self->answer(generation, std::move(r));
+    });
+  }
+
+ private:
+  void read(bool first) {
+    if (server_->stopping.load()) return close();
+    parser_.emplace();
+    parser_->body_limit(server_->options.max_body_bytes);
+    parser_->header_limit(kMaxHeaderBytes);
+    stream_.expires_after(first ? server_->options.io_timeout : server_->options.idle_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->onRead(ec); });
+  }
+
+  void onRead(beast::error_code ec) {
+    if (ec) {
+      // A request the layer refuses itself gets an answer; a closed, reset or idle connection just ends.
+      int status = 0;
+      if (ec == http::error::body_limit) status = 413;
+      else if (ec == http::error::header_limit) status = 431;
+      else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+               ec != http::error::end_of_stream && ec != http::error::partial_message)
+        status = 400;
+      if (status == 0) return close();
+      // The request line may have been read (a body over the limit is refused from its Content-Length).
+      path_ = pathOf(view(parser_->get().target()));
+      keep_alive_ = false;
+      return startRequest([&](HttpReply reply) { reply(server_->on_error(status, path_)); });
+    }
+    auto req = parser_->release();
+    keep_alive_ = req.keep_alive();
+    version_ = req.version();
+    HttpRequest request;
+    request.method = std::string(req.method_string());
+    const std::string_view target = view(req.target());
+    const size_t q = target.find('?');
+    request.path = std::string(target.substr(0, q));
+    path_ = request.path;
+    const bool query_ok = q == std::string_view::npos || parseQuery(target.substr(q + 1), request.query);
+    if (const auto it = req.find(http::field::authorization); it != req.end()) request.authorization = std::string(view(it->value()));
+    request.body = std::move(req.body());
+    startRequest([&](HttpReply reply) {
+      if (!query_ok) return reply(server_->on_error(400, request.path));
+      try {
+        server_->handler(request, reply);
+      } catch (const std::exception& e) {
+        error("serve: {} {}: {}", request.method, request.path, e.what());
+        reply(server_->on_error(500, request.path));
+      }
+    });
+  }
+
+  static std::string pathOf(std::string_view target) { return std::string(target.substr(0, target.find('?'))); }
+
+  // Counts the request in flight, arms its deadline and hands `run` the reply for it.
+  template <typename F>
+  void startRequest(F run) {
+    const uint64_t generation = ++generation_;
+    answered_ = false;
+    started_ = std::chrono::steady_clock::now();
+    server_->requestStarted();
+    timer_.expires_after(server_->options.handler_timeout);
+    timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
+      if (!ec && generation == self->generation_ && !self->answered_) {
+        self->answer(generation, self->server_->on_error(503, self->path_));
+      }
+    });
+    run(HttpReply([self = shared_from_this(), generation](HttpResponse r) { self->deliver(generation, std::move(r)); }));
+  }
+
+  // On the strand: writes the first answer of the current request; a late or second one is dropped.
+  void answer(uint64_t generation, HttpResponse r) {
+    if (generation != generation_ || answered_) return;
+    answered_ = true;
+    timer_.cancel();
+    if (server_->on_answer) {
+      server_->on_answer(path_, r.status, std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+    }
+    response_ = {};
+    response_.version(version_);
+    response_.result(static_cast<unsigned>(r.status));
+    response_.set(http::field::content_type, r.content_type);
+    response_.body() = std::move(r.body);
+    response_.keep_alive(keep_alive_ && !server_->stopping.load());
+    response_.prepare_payload();
+    stream_.expires_after(server_->options.io_timeout);
+    http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->server_->requestFinished();
+      if (ec || !self->response_.keep_alive()) return self->close();
+      self->read(false);
+    });
+  }
+
+  void close() {
+    timer_.cancel();
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close();
+  }
+
+  std::shared_ptr<HttpServer::Impl> server_;  // first: outlives the socket and timer below
+  beast::tcp_stream stream_;
+  net::steady_timer timer_;  // the handler's deadline
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::string_body> response_;
+  // The request being answered (strand only).
+  uint64_t generation_ = 0;
+  bool answered_ = true;
+  std::string path_;
+  std::chrono::steady_clock::time_point started_;
+  bool keep_alive_ = false;
+  unsigned version_ = 11;
+};
+
+void HttpServer::Impl::accept() {
+  acceptor.async_accept(net::make_strand(ioc), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    if (self->stopping.load() || ec == net::error::operation_aborted) return;
+    if (ec) {
+      // Out of file descriptors, typically: try again shortly instead of spinning.
+      warn("serve: accept failed: {}", ec.message());
+      self->accept_retry.expires_after(std::chrono::milliseconds(50));
+      self->accept_retry.async_wait([self](beast::error_code e) {
+        if (!e) self->accept();
+      });
+      return;
+    }
+    std::make_shared<HttpSession>(self, std::move(socket))->start();
+    self->accept();
+  });
+}
+
+HttpServer::HttpServer(HttpServerOptions options, Handler handler, ErrorHandler on_error, AnswerObserver on_answer)
+    : impl_(std::make_shared<Impl>(std::move(options), std::move(handler), std::move(on_error), std::move(on_answer))) {}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::start() {
+  Impl& s = *impl_;
+  RT_CHECK(!s.running.load() && !s.stopping.load(), "HttpServer::start() called twice");
+  const auto where = [&] { return s.options.host + ":" + std::to_string(s.options.port); };
+  beast::error_code ec;
+  tcp::resolver resolver(s.ioc);
+  const auto endpoints = resolver.resolve(s.options.host, std::to_string(s.options.port),
+                                          tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || endpoints.empty()) RT_THROW(ConfigError, "serve: cannot resolve ", where(), ": ", ec.message());
+  const tcp::endpoint endpoint = endpoints.begin()->endpoint();
+  s.acceptor.open(endpoint.protocol(), ec);
+  // SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT; without SO_REUSEPORT a second
+  // server on a port in use fails here instead of silently splitting the connections.
+  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor.bind(endpoint, ec);
+  // The kernel's largest backlog: a burst of connects (wrk's 64, a proxy filling its pool) must not find a
+  // full accept queue, or the surplus waits for TCP retransmits, a second and more.
+  if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    RT_THROW(ConfigError, "serve: cannot listen on ", where(), ": ", ec.message(),
+             " (address in use or not local? see serve.host / serve.port)");
+  }
+  s.port = s.acceptor.local_endpoint().port();
+  s.accept();
+  s.running = true;
+  const int n = std::max(1, s.options.threads);
+  {
+    std::lock_guard<std::mutex> lock(s.state_mu);
+    s.threads_running = n;
+  }
+  for (int i = 0; i < n; ++i) {
+    s.threads.emplace_back([impl = impl_] {
+      while (true) {
+        try {
+          impl->ioc.run();
+          break;
+        } catch (const std::exception& e) {  // handlers catch their own; this is the last line
+          error("serve: HTTP I/O thread: {}", e.what());
+        }
+      }
+      std::lock_guard<std::mutex> lock(impl->state_mu);
+      if (--impl->threads_running == 0) impl->state_cv.notify_all();
+    });
+  }
+}
+
+int HttpServer::port() const { return impl_->port; }
+
+bool HttpServer::running() const { return impl_->running.load(); }
+
+void HttpServer::stop() {
+  Impl& s = *impl_;
+  if (s.threads.empty() || s.stopping.exchange(true)) return;
+  net::post(s.acceptor.get_executor(), [impl = impl_] {
+    beast::error_code ignored;
+    impl->acceptor.close(ignored);
+    impl->accept_retry.cancel();
+  });
+  std::unique_lock<std::mutex> lock(s.state_mu);
+  if (!s.state_cv.wait_for(lock, s.options.stop_timeout, [&] { return s.in_flight == 0; })) {
+    warn("serve: {} requests still unanswered after {} ms; closing their connections", s.in_flight,
+         s.options.stop_timeout.count());
+  }
+  s.accepting_replies = false;
+  lock.unlock();
+  // Idle keep-alive connections wait in a read: close them so the I/O threads run out of work.
+  std::vector<std::shared_ptr<HttpSession>> open;
+  {
+    std::lock_guard<std::mutex> l(s.sessions_mu);
+    for (auto& [raw, weak] : s.sessions) {
+      if (auto session = weak.lock()) open.push_back(std::move(session));
+    }
+  }
+  for (auto& session : open) session->closeSoon();
+  open.clear();
+  lock.lock();
+  if (!s.state_cv.wait_for(lock, std::chrono::seconds(10), [&] { return s.threads_running == 0; })) {
+    warn("serve: HTTP I/O threads still busy 10 s after stop; stopping their event loop");
+    s.ioc.stop();
+  }
+  lock.unlock();
+  for (auto& t : s.threads) t.join();
+  s.threads.clear();
+  s.running = false;
+}
+
+}  // namespace ringtrain::serve

@@ -1,0 +1,93 @@
+// The server's HTTP/1.1 layer: an event-driven listener on Boost.Beast. A few I/O threads (serve.threads)
+// each run an event loop over any number of keep-alive connections, so a waiting client holds no thread and
+// a request costs no thread hand-off of its own: a connection's request goes to the handler on the I/O
+// thread that read it, and the answer may come later from any thread (the scoring workers reply when a
+// batch is done). Boost stays inside http_server.cc.
+//
+// What the layer answers itself, through `on_error` so the body and the metrics are the caller's: a body
+// over the limit (413), a header block over 8 KiB (431), an unparsable request (400), and a handler that
+// has not replied within `handler_timeout` (503; its late reply is dropped). Reading a request and writing
+// an answer each have `io_timeout`; an idle keep-alive connection is closed after `idle_timeout`.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace ringtrain::serve {
+
+class HttpSession;
+
+struct HttpRequest {
+  std::string method;                        // "GET", "POST", ...
+  std::string path;                          // target before '?', not decoded
+  std::map<std::string, std::string> query;  // decoded parameters (the first of a repeated name)
+  std::string authorization;                 // the Authorization header, "" when absent
+  std::string body;
+
+  // The decoded parameter, or nullptr.
+  const std::string* param(const std::string& name) const {
+    const auto it = query.find(name);
+    return it == query.end() ? nullptr : &it->second;
+  }
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+// Answers one request. Call it exactly once, from any thread; calls after the first are ignored.
+using HttpReply = std::function<void(HttpResponse)>;
+
+struct HttpServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0: a free port
+  int threads = 2;
+  uint64_t max_body_bytes = 1 << 20;
+  std::chrono::milliseconds io_timeout{10'000};
+  std::chrono::milliseconds idle_timeout{5'000};
+  std::chrono::milliseconds handler_timeout{30'000};
+  std::chrono::milliseconds stop_timeout{35'000};  // how long stop() waits for requests in flight
+};
+
+class HttpServer {
+ public:
+  // Runs on an I/O thread. It may reply at once or keep `reply` and call it later; an exception it throws
+  // is answered with on_error(500).
+  using Handler = std::function<void(const HttpRequest&, HttpReply)>;
+  // The answer for a status the layer decides itself; `path` is "" when the request line was unreadable.
+  using ErrorHandler = std::function<HttpResponse(int status, const std::string& path)>;
+  // Told of every answer as it is written (on an I/O thread): the request's path, the status, and the
+  // seconds from the request being read to its answer being ready. Only the answer that is written counts:
+  // a reply that arrives after the layer answered 503 is neither sent nor reported.
+  using AnswerObserver = std::function<void(const std::string& path, int status, double seconds)>;
+
+  HttpServer(HttpServerOptions options, Handler handler, ErrorHandler on_error, AnswerObserver on_answer);
+  ~HttpServer();  // stop()
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds (SO_REUSEADDR, never SO_REUSEPORT, so a port in use is an error) and listens with the kernel's
+  // largest backlog, then starts the I/O threads. Throws ConfigError when the address cannot be bound.
+  void start();
+  int port() const;
+  bool running() const;
+  // Stops accepting, waits (at most stop_timeout) for every request already read to be answered and
+  // written, then closes the remaining connections and joins the I/O threads. Idempotent.
+  void stop();
+
+ private:
+  friend class HttpSession;  // a connection (http_server.cc)
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// Decodes a URL query component: %XX and '+' (a space). False on a malformed escape.
+bool decodeQueryComponent(std::string_view in, std::string& out);
+
+}  // namespace ringtrain::serve
