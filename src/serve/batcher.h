@@ -29,8 +29,9 @@ struct ScoreJob {
   std::vector<float> query;  // model->dim floats
   std::vector<int64_t> exclude;
   int k = 10;
-  // Called exactly once: the hits, or an exception (scoring failed, or the batcher stopped first). It runs
-  // on a scoring worker and should be quick; what it throws is logged and dropped.
+  // Called once for each job that submit() accepted (never for a refused one): the hits, or an exception
+  // (scoring failed, or the batcher stopped first). It runs on a scoring worker and should be quick; what
+  // it throws is logged and dropped, so it should answer its caller on every path itself.
   std::function<void(std::vector<Hit> hits, std::exception_ptr failure)> done;
 };
 

@@ -1,11 +1,12 @@
 // Event-driven HTTP/1.1 on Boost.Beast; the contract is in http_server.h.
 //
-// Lifetimes. Each connection is a HttpSession on a strand of its own. It is kept alive by its pending
+// Lifetimes. Each connection is an HttpSession on a strand of its own. It is kept alive by its pending
 // asynchronous operation and, while a request waits for its answer, by the HttpReply the handler holds.
-// Every HttpSession holds the server's Impl, so a reply that outlives HttpServer (a job still queued in the
-// batcher) finds a mutex to check rather than freed memory. stop() drains requests in flight, refuses
-// replies from then on, closes every connection and lets the I/O threads run out of work, so that no
-// handler is left in the io_context.
+// Every session holds the server's Impl, so a reply that outlives HttpServer (a job still queued in the
+// batcher) finds a mutex to check rather than freed memory. A work guard keeps the I/O threads running
+// until stop() has drained the requests in flight, refused replies from then on and closed every
+// connection; after the join, whatever was still queued runs once on the stopping thread, so no handler
+// (and no session holding the Impl) is left in the io_context.
 #include "serve/http_server.h"
 
 #include <boost/asio/dispatch.hpp>
@@ -90,8 +91,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   ErrorHandler on_error;
   AnswerObserver on_answer;
 
-  // Declared before the io_context: a HttpSession unregisters itself when destroyed, which may happen while
-  // the io_context destroys what it still holds.
+  std::mutex stop_mu;  // serializes stop()
   std::mutex sessions_mu;
   std::unordered_map<const HttpSession*, std::weak_ptr<HttpSession>> sessions;  // guarded by sessions_mu
 
@@ -104,6 +104,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   std::atomic<bool> running{false};
 
   net::io_context ioc;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;  // reset by stop()
   tcp::acceptor acceptor{net::make_strand(ioc)};
   net::steady_timer accept_retry{acceptor.get_executor()};
   std::vector<std::thread> threads;
@@ -121,6 +122,17 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   void requestFinished() {
     std::lock_guard<std::mutex> lock(state_mu);
     if (--in_flight == 0) state_cv.notify_all();
+  }
+  // on_error's answer, or a plain one if it throws.
+  HttpResponse layerAnswer(int status, const std::string& path) noexcept {
+    try {
+      return on_error(status, path);
+    } catch (...) {
+      return {status, "text/plain", ""};
+    }
+  }
+  std::chrono::milliseconds deadlineFor(const std::string& path) const {
+    return options.handler_timeout_for ? options.handler_timeout_for(path) : options.handler_timeout;
   }
 };
 
@@ -179,12 +191,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (status == 0) return close();
       // The request line may have been read (a body over the limit is refused from its Content-Length).
       path_ = pathOf(view(parser_->get().target()));
+      version_ = parser_->get().version();
+      head_ = false;
       keep_alive_ = false;
-      return startRequest([&](HttpReply reply) { reply(server_->on_error(status, path_)); });
+      return startRequest([&](HttpReply reply) { reply(server_->layerAnswer(status, path_)); });
     }
     auto req = parser_->release();
     keep_alive_ = req.keep_alive();
     version_ = req.version();
+    head_ = req.method() == http::verb::head;
     HttpRequest request;
     request.method = std::string(req.method_string());
     const std::string_view target = view(req.target());
@@ -195,12 +210,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (const auto it = req.find(http::field::authorization); it != req.end()) request.authorization = std::string(view(it->value()));
     request.body = std::move(req.body());
     startRequest([&](HttpReply reply) {
-      if (!query_ok) return reply(server_->on_error(400, request.path));
+      if (!query_ok) return reply(server_->layerAnswer(400, request.path));
       try {
         server_->handler(request, reply);
       } catch (const std::exception& e) {
         error("serve: {} {}: {}", request.method, request.path, e.what());
-        reply(server_->on_error(500, request.path));
+        reply(server_->layerAnswer(500, request.path));
+      } catch (...) {
+        error("serve: {} {}: unknown exception", request.method, request.path);
+        reply(server_->layerAnswer(500, request.path));
       }
     });
   }
@@ -214,10 +232,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     answered_ = false;
     started_ = std::chrono::steady_clock::now();
     server_->requestStarted();
-    timer_.expires_after(server_->options.handler_timeout);
+    timer_.expires_after(server_->deadlineFor(path_));
     timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
       if (!ec && generation == self->generation_ && !self->answered_) {
-        self->answer(generation, self->server_->on_error(503, self->path_));
+        self->answer(generation, self->server_->layerAnswer(503, self->path_));
       }
     });
     run(HttpReply([self = shared_from_this(), generation](HttpResponse r) { self->deliver(generation, std::move(r)); }));
@@ -228,21 +246,59 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (generation != generation_ || answered_) return;
     answered_ = true;
     timer_.cancel();
-    if (server_->on_answer) {
-      server_->on_answer(path_, r.status, std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+    try {
+      build(r);
+    } catch (const std::exception& e) {  // a status Beast refuses, a body on a 204 or 304, ...
+      error("serve: answer {} to {} could not be built: {}", r.status, path_, e.what());
+      r = {500, "text/plain", "internal error"};
+      build(r);
     }
-    response_ = {};
-    response_.version(version_);
-    response_.result(static_cast<unsigned>(r.status));
-    response_.set(http::field::content_type, r.content_type);
-    response_.body() = std::move(r.body);
-    response_.keep_alive(keep_alive_ && !server_->stopping.load());
-    response_.prepare_payload();
+    if (server_->on_answer) {
+      try {
+        server_->on_answer(path_, r.status,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+      } catch (...) {
+        // Metrics must not cost the client its answer.
+      }
+    }
     stream_.expires_after(server_->options.io_timeout);
     http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, size_t) {
       self->server_->requestFinished();
-      if (ec || !self->response_.keep_alive()) return self->close();
+      if (ec) return self->close();
+      if (!self->response_.keep_alive()) return self->drainThenClose();
       self->read(false);
+    });
+  }
+
+  void build(const HttpResponse& r) {
+    response_ = {};
+    response_.version(version_);
+    response_.result(static_cast<unsigned>(r.status >= 100 && r.status <= 599 ? r.status : 500));
+    response_.set(http::field::content_type, r.content_type);
+    response_.body() = r.body;
+    response_.keep_alive(keep_alive_ && !server_->stopping.load());
+    response_.prepare_payload();
+    if (head_) response_.body().clear();  // the headers (Content-Length included) without the body
+  }
+
+  // After an answer that ends the connection (an error mid-request, HTTP/1.0, stop()), the client may still
+  // be sending: closing with its bytes unread would reset the connection and could destroy the answer in
+  // its receive queue. Stop sending, read and discard for up to a second, then close.
+  void drainThenClose() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    drain_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    drain();
+  }
+  void drain() {
+    const auto left = drain_deadline_ - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return close();
+    stream_.expires_after(left);
+    buffer_.consume(buffer_.size());
+    stream_.async_read_some(buffer_.prepare(64 * 1024), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->buffer_.commit(n);
+      if (ec) return self->close();
+      self->drain();
     });
   }
 
@@ -262,8 +318,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // The request being answered (strand only).
   uint64_t generation_ = 0;
   bool answered_ = true;
+  bool head_ = false;
   std::string path_;
   std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point drain_deadline_;
   bool keep_alive_ = false;
   unsigned version_ = 11;
 };
@@ -313,6 +371,7 @@ void HttpServer::start() {
              " (address in use or not local? see serve.host / serve.port)");
   }
   s.port = s.acceptor.local_endpoint().port();
+  s.work.emplace(net::make_work_guard(s.ioc));
   s.accept();
   s.running = true;
   const int n = std::max(1, s.options.threads);
@@ -328,6 +387,8 @@ void HttpServer::start() {
           break;
         } catch (const std::exception& e) {  // handlers catch their own; this is the last line
           error("serve: HTTP I/O thread: {}", e.what());
+        } catch (...) {
+          error("serve: HTTP I/O thread: unknown exception");
         }
       }
       std::lock_guard<std::mutex> lock(impl->state_mu);
@@ -342,6 +403,7 @@ bool HttpServer::running() const { return impl_->running.load(); }
 
 void HttpServer::stop() {
   Impl& s = *impl_;
+  std::lock_guard<std::mutex> serial(s.stop_mu);
   if (s.threads.empty() || s.stopping.exchange(true)) return;
   net::post(s.acceptor.get_executor(), [impl = impl_] {
     beast::error_code ignored;
@@ -365,6 +427,7 @@ void HttpServer::stop() {
   }
   for (auto& session : open) session->closeSoon();
   open.clear();
+  s.work.reset();  // the threads return once the closes (and anything they set off) have run
   lock.lock();
   if (!s.state_cv.wait_for(lock, std::chrono::seconds(10), [&] { return s.threads_running == 0; })) {
     warn("serve: HTTP I/O threads still busy 10 s after stop; stopping their event loop");
@@ -373,6 +436,10 @@ void HttpServer::stop() {
   lock.unlock();
   for (auto& t : s.threads) t.join();
   s.threads.clear();
+  // Whatever was queued after the threads left (or left behind by the fallback) runs here, so no handler
+  // keeps a session, and through it this Impl, alive.
+  s.ioc.restart();
+  s.ioc.poll();
   s.running = false;
 }
 

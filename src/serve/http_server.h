@@ -4,10 +4,13 @@
 // thread that read it, and the answer may come later from any thread (the scoring workers reply when a
 // batch is done). Boost stays inside http_server.cc.
 //
-// What the layer answers itself, through `on_error` so the body and the metrics are the caller's: a body
-// over the limit (413), a header block over 8 KiB (431), an unparsable request (400), and a handler that
-// has not replied within `handler_timeout` (503; its late reply is dropped). Reading a request and writing
-// an answer each have `io_timeout`; an idle keep-alive connection is closed after `idle_timeout`.
+// What the layer answers itself, through `on_error` so the body is the caller's: a body over the limit
+// (413), a header block over 8 KiB (431), an unparsable request or query string (400), a handler that
+// threw (500), and a handler that has not replied within its deadline (503; its late reply is dropped).
+// A request, body included, must arrive within `io_timeout` of the connection opening and within
+// `idle_timeout` of the previous answer on a kept-alive connection; writing an answer has `io_timeout`.
+// After an answer that ends the connection, unread request bytes are drained for up to a second before
+// the close, so that the client reads the answer instead of a reset. HEAD gets the headers only.
 #pragma once
 
 #include <chrono>
@@ -52,19 +55,21 @@ struct HttpServerOptions {
   std::chrono::milliseconds io_timeout{10'000};
   std::chrono::milliseconds idle_timeout{5'000};
   std::chrono::milliseconds handler_timeout{30'000};
+  // A per-path deadline instead (slow admin actions); unset: handler_timeout for every path.
+  std::function<std::chrono::milliseconds(const std::string& path)> handler_timeout_for;
   std::chrono::milliseconds stop_timeout{35'000};  // how long stop() waits for requests in flight
 };
 
 class HttpServer {
  public:
-  // Runs on an I/O thread. It may reply at once or keep `reply` and call it later; an exception it throws
-  // is answered with on_error(500).
+  // Runs on an I/O thread and must not block it. It may reply at once or keep `reply` and call it later;
+  // an exception it throws is answered with on_error(500).
   using Handler = std::function<void(const HttpRequest&, HttpReply)>;
   // The answer for a status the layer decides itself; `path` is "" when the request line was unreadable.
   using ErrorHandler = std::function<HttpResponse(int status, const std::string& path)>;
-  // Told of every answer as it is written (on an I/O thread): the request's path, the status, and the
-  // seconds from the request being read to its answer being ready. Only the answer that is written counts:
-  // a reply that arrives after the layer answered 503 is neither sent nor reported.
+  // Told of every answer as it is handed to the socket (on an I/O thread): the request's path, the
+  // status, and the seconds from the request being read to its answer being ready. Only that answer
+  // counts: a reply that arrives after the layer answered 503 is neither sent nor reported.
   using AnswerObserver = std::function<void(const std::string& path, int status, double seconds)>;
 
   HttpServer(HttpServerOptions options, Handler handler, ErrorHandler on_error, AnswerObserver on_answer);
@@ -78,7 +83,8 @@ class HttpServer {
   int port() const;
   bool running() const;
   // Stops accepting, waits (at most stop_timeout) for every request already read to be answered and
-  // written, then closes the remaining connections and joins the I/O threads. Idempotent.
+  // written, then closes the remaining connections and joins the I/O threads. Idempotent; calls are
+  // serialized. start() is for once only, even after it threw.
   void stop();
 
  private:

@@ -32,8 +32,10 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// How long a request waits for its batch to be scored before answering 503.
+// How long a request waits for its answer (its batch to be scored) before the HTTP layer answers 503.
 constexpr std::chrono::seconds kScoreTimeout{30};
+// The same for an admin reload, which parses and indexes a whole model at a lower priority.
+constexpr std::chrono::minutes kAdminTimeout{10};
 // How much nicer than the server a (re)load runs (see loadAndIndex).
 constexpr int kReloadNiceIncrement = 10;
 
@@ -300,18 +302,22 @@ struct Server::Impl {
     job->k = k_eff;
     job->model = m;
     // Runs on the scoring worker that scored the batch; m keeps the snapshot the answer is rendered from.
+    // Every path replies: a failure to render (json::dump refuses invalid UTF-8 in a name) is a 500 now, not
+    // a 503 from the HTTP layer's deadline 30 s later.
     job->done = [this, m, k, normalized = std::move(normalized), key = std::move(key), reply](
                     std::vector<Hit> hits, std::exception_ptr failure) {
-      if (failure) {
-        try {
-          std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-          return reply(errorResponse(503, e.what()));
-        }
+      try {
+        if (failure) std::rethrow_exception(failure);
+        std::string body = render(*m, k, normalized, hits);
+        cache.put(key, body);
+        reply({200, "application/json", std::move(body)});
+      } catch (const std::exception& e) {
+        if (failure) return reply(errorResponse(503, e.what()));  // scoring failed or the server is stopping
+        error("serve: rendering an answer: {}", e.what());
+        reply(errorResponse(500, "internal error"));
+      } catch (...) {
+        reply(errorResponse(500, "internal error"));
       }
-      std::string body = render(*m, k, normalized, hits);
-      cache.put(key, body);
-      reply({200, "application/json", std::move(body)});
     };
     if (!batcher->submit(job)) {
       metrics.queueRejected();
@@ -388,6 +394,9 @@ struct Server::Impl {
       return reply(errorResponse(422, e.what()));
     } catch (const std::exception& e) {
       error("serve: {}", e.what());
+      return reply(errorResponse(500, "internal error"));
+    } catch (...) {
+      error("serve: unknown exception");
       return reply(errorResponse(500, "internal error"));
     }
   }
@@ -467,6 +476,10 @@ void Server::start() {
   http.threads = s.options.threads;
   http.max_body_bytes = static_cast<uint64_t>(s.options.max_body_bytes);
   http.handler_timeout = kScoreTimeout;
+  http.handler_timeout_for = [](const std::string& path) -> std::chrono::milliseconds {
+    if (path.rfind("/admin/", 0) == 0) return kAdminTimeout;
+    return kScoreTimeout;
+  };
   http.stop_timeout = kScoreTimeout + std::chrono::seconds(5);
   s.http = std::make_unique<HttpServer>(
       http, [this](const HttpRequest& req, HttpReply reply) { impl_->handle(req, reply); },

@@ -165,6 +165,39 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   EXPECT_EQ(handled.load(), 1);
 }
 
+TEST_F(HttpServerTest, HeadGetsHeadersOnlyAndAnImpossibleAnswerBecomes500) {
+  start([](const HttpRequest& req, HttpReply reply) {
+    if (req.path == "/no-content") return reply({204, "text/plain", "a body a 204 cannot carry"});
+    if (req.path == "/status") return reply({1234, "text/plain", "no such status"});
+    reply({200, "text/plain", "twelve bytes"});
+  });
+  const std::string head = raw("HEAD /x HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.0 200", 0), 0u) << head;
+  EXPECT_NE(head.find("Content-Length: 12"), std::string::npos) << head;
+  EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << "no body after the headers: " << head;
+  auto c = client();
+  for (const char* path : {"/no-content", "/status"}) {
+    auto res = c->Get(path);
+    ASSERT_TRUE(res) << path;
+    EXPECT_EQ(res->status, 500) << path;
+  }
+  auto ok = c->Get("/fine");  // the connection goes on
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->body, "twelve bytes");
+}
+
+// A client still sending a body far over the limit reads the 413 instead of a reset: the server drains
+// what is in flight before it closes.
+TEST_F(HttpServerTest, AnOversizedUploadStillReadsIts413) {
+  options_.max_body_bytes = 1000;
+  start([](const HttpRequest&, HttpReply reply) { reply({200, "text/plain", "ok"}); });
+  for (int i = 0; i < 3; ++i) {
+    auto res = client()->Post("/upload", std::string(8 << 20, 'x'), "application/octet-stream");
+    ASSERT_TRUE(res) << "attempt " << i << ": " << httplib::to_string(res.error());
+    EXPECT_EQ(res->status, 413);
+  }
+}
+
 TEST_F(HttpServerTest, StopWaitsForTheRequestInFlight) {
   std::promise<HttpReply> pending;
   start([&](const HttpRequest&, HttpReply reply) { pending.set_value(reply); });
