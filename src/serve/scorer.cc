@@ -1,9 +1,11 @@
 // Exact top-k scorer; the algorithm is described in include/ringtrain/serve/scorer.h.
 #include "ringtrain/serve/scorer.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +14,7 @@
 #include <utility>
 
 #include "ringtrain/core/error.h"
+#include "serve/scorer_paths.h"
 
 namespace ringtrain::serve {
 namespace {
@@ -80,20 +83,31 @@ void kernelGeneric(int m, const float* q, int64_t dim, const float* panel, float
   }
 }
 
-enum class Simd { kNone, kAvx2, kAvx512 };
+enum class Simd { kNone, kAvx2, kAvx512, kAvx512Bf16 };
+
+bool cpuHasAvx512Bf16() {
+  // __builtin_cpu_supports has no name for AVX512-BF16 in GCC 12: CPUID leaf 7, sub-leaf 1, EAX bit 5.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__builtin_cpu_supports("avx512f") || __get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  return (eax >> 5) & 1;
+}
 
 Simd detectSimd() {
   __builtin_cpu_init();
-  // RINGTRAIN_SCORER_SIMD=avx2|none caps the kernel (for comparing them; the scores are the same).
+  // RINGTRAIN_SCORER_SIMD=avx512|avx2|none caps the kernel, for comparing them: every cap gives the same
+  // top-k; the SIMD ones give the same scores bit for bit (the generic loop rounds differently).
   const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
   const std::string limit = cap == nullptr ? "" : cap;
   if (limit == "none") return Simd::kNone;
+  if (limit.empty() && cpuHasAvx512Bf16()) return Simd::kAvx512Bf16;
   if (limit != "avx2" && __builtin_cpu_supports("avx512f")) return Simd::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::kAvx2;
   return Simd::kNone;
 }
 const Simd kSimd = detectSimd();
-const int kGroup = kSimd == Simd::kAvx512 ? kGroupAvx512 : kGroupAvx2;
+const bool kWide = kSimd == Simd::kAvx512 || kSimd == Simd::kAvx512Bf16;
+const int kGroup = kWide ? kGroupAvx512 : kGroupAvx2;
 
 template <int... Ms>
 void kernelAvx512Dispatch(int m, const float* q, int64_t dim, const float* panel, float* out,
@@ -106,6 +120,7 @@ void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) 
   switch (kSimd) {
     case Simd::kNone: return kernelGeneric(m, q, dim, panel, out);
     case Simd::kAvx512:
+    case Simd::kAvx512Bf16:
       return kernelAvx512Dispatch(m, q, dim, panel, out, std::make_integer_sequence<int, kGroupAvx512>{});
     case Simd::kAvx2: break;
   }
@@ -114,6 +129,53 @@ void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) 
     case 2: return kernelAvx2<2>(q, dim, panel, out);
     default: return kernelAvx2<3>(q, dim, panel, out);
   }
+}
+
+// bfloat16, rounded to nearest even (inputs finite).
+uint16_t toBf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// Approximate scores of up to kGroupAvx512 queries against one bfloat16 panel, with VDPBF16PS: per step a
+// pair of dimensions, 2 products per lane, 32 rows in two registers. q holds each query's dimension pairs
+// as packed bf16 (stride `pairs`); out is [m x kPanelRows] fp32.
+template <int M>
+__attribute__((target("avx512f,avx512bf16"))) void kernelBf16(const uint32_t* q, int64_t pairs, const uint16_t* panel,
+                                                              float* out) {
+  __m512 acc[M][2];
+  for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh c0 = (__m512bh)_mm512_loadu_si512(panel + p * 2 * kPanelRows);
+    const __m512bh c1 = (__m512bh)_mm512_loadu_si512(panel + p * 2 * kPanelRows + kPanelRows);
+    for (int i = 0; i < M; ++i) {
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[i * pairs + p]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], c0, b);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], c1, b);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    _mm512_storeu_ps(out + i * kPanelRows, acc[i][0]);
+    _mm512_storeu_ps(out + i * kPanelRows + 16, acc[i][1]);
+  }
+}
+
+template <int... Ms>
+void kernelBf16Dispatch(int m, const uint32_t* q, int64_t pairs, const uint16_t* panel, float* out,
+                        std::integer_sequence<int, Ms...>) {
+  ((m == Ms + 1 ? (kernelBf16<Ms + 1>(q, pairs, panel, out), true) : false) || ...);
+}
+
+// One row's score exactly as the fp32 SIMD kernels compute it: one fused multiply-add per dimension, in
+// order, from zero (so the bfloat16 path ends with the same bits as the fp32 one).
+__attribute__((target("fma"))) float exactScore(const PackedCatalog& catalog, int64_t row, const float* q) {
+  const float* panel = catalog.panel(row / kPanelRows);
+  const int64_t j = row % kPanelRows;
+  float acc = 0.0f;
+  for (int64_t d = 0; d < catalog.dim(); ++d) acc = __builtin_fmaf(q[d], panel[d * kPanelRows + j], acc);
+  return acc;
 }
 
 // True when some of the kPanelRows scores is above `threshold`: most panels, once a query's top-k has
@@ -134,7 +196,7 @@ __attribute__((target("avx512f"))) bool anyAboveAvx512(const float* scores, floa
 
 bool anyAbove(const float* scores, float threshold) {
   static_assert(kPanelRows % 16 == 0, "the SIMD compares read whole registers");
-  if (kSimd == Simd::kAvx512) return anyAboveAvx512(scores, threshold);
+  if (kWide) return anyAboveAvx512(scores, threshold);
   if (kSimd == Simd::kAvx2) return anyAboveAvx2(scores, threshold);
   for (int j = 0; j < kPanelRows; ++j) {
     if (scores[j] > threshold) return true;
@@ -183,14 +245,35 @@ class TopK {
 
 PackedCatalog::PackedCatalog(const float* rows, int64_t n, int64_t dim) : rows_(n), dim_(dim) {
   data_.assign(static_cast<size_t>(panels() * dim * kPanelRows), 0.0f);
+  double max_norm2 = 0.0;
   for (int64_t r = 0; r < n; ++r) {
     float* panel = data_.data() + (r / kPanelRows) * dim * kPanelRows;
     const int64_t j = r % kPanelRows;
-    for (int64_t d = 0; d < dim; ++d) panel[d * kPanelRows + j] = rows[r * dim + d];
+    double norm2 = 0.0;
+    for (int64_t d = 0; d < dim; ++d) {
+      panel[d * kPanelRows + j] = rows[r * dim + d];
+      norm2 += static_cast<double>(rows[r * dim + d]) * rows[r * dim + d];
+    }
+    max_norm2 = std::max(max_norm2, norm2);
+  }
+  max_row_norm_ = std::sqrt(max_norm2);
+  // The bfloat16 copy, only where it is used, and only for rows far from overflow (bfloat16 has fp32's
+  // range, but the error bound of the prefilter needs finite products).
+  if (!bf16PrefilterAvailable() || !(max_row_norm_ < 1e18)) return;
+  const int64_t pairs = (dim + 1) / 2;
+  bf16_.assign(static_cast<size_t>(panels() * pairs * 2 * kPanelRows), 0);
+  for (int64_t r = 0; r < n; ++r) {
+    uint16_t* panel = bf16_.data() + (r / kPanelRows) * pairs * 2 * kPanelRows;
+    const int64_t j = r % kPanelRows;
+    for (int64_t d = 0; d < dim; ++d) panel[(d / 2) * 2 * kPanelRows + 2 * j + (d % 2)] = toBf16(rows[r * dim + d]);
   }
 }
 
 std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vector<Query>& queries) {
+  return catalog.hasBf16() ? topKBf16Prefilter(catalog, queries) : topKFp32Scan(catalog, queries);
+}
+
+std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const std::vector<Query>& queries) {
   const int64_t dim = catalog.dim();
   const int b = static_cast<int>(queries.size());
   // Queries gathered into one contiguous [b x dim] block so the kernel reads them with a fixed stride.
@@ -228,6 +311,94 @@ std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vect
   return out;
 }
 
+double bf16ScoreMargin(int64_t dim, double query_norm, double max_row_norm) {
+  // |approximate - exact| <= e * sum_d |q_d v_d| <= e * |q| |v| (Cauchy-Schwarz), where e covers rounding
+  // q and v to bfloat16 (2^-8 each, relative) and two fp32 sums of `dim` terms (gamma_dim each, taken with a
+  // unit round-off of 2^-23 so that any faithful rounding of the hardware's adds is covered). The 1.001 and
+  // 1e-30 cover the rounding of this product and of the flushed denormals.
+  const double u = std::ldexp(1.0, -23);
+  const double gamma = dim * u / (1.0 - dim * u);
+  const double e = std::ldexp(1.0, -7) + std::ldexp(1.0, -16) + 2.02 * gamma;
+  return (e * query_norm * max_row_norm) * 1.001 + 1e-30;
+}
+
+std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries) {
+  RT_CHECK(catalog.hasBf16(), "the catalog has no bfloat16 panels (CPU without AVX512-BF16?)");
+  const int64_t dim = catalog.dim(), pairs = (dim + 1) / 2;
+  const int b = static_cast<int>(queries.size());
+  // Pass 1 scores every row in bfloat16 and keeps, per query, an approximate top-k and every row whose
+  // approximate score is within 2 x margin of the approximate k-th best: any row of the exact top-k is
+  // among them (its exact score is at least the k-th exact one, which is at least the approximate k-th
+  // minus a margin, and its approximate score is within a margin of its exact one). Pass 2 rescores only
+  // those rows in fp32, exactly as the fp32 kernels do, so the answer is the fp32 scan's, bit for bit.
+  struct State {
+    TopK approx;
+    std::vector<std::pair<int64_t, float>> candidates;  // (row, approximate score), rows ascending
+    float margin;  // 2 x the bound on |approximate - exact|
+  };
+  std::vector<uint32_t> q(static_cast<size_t>(b) * pairs, 0);
+  std::vector<State> state;
+  state.reserve(b);
+  for (int i = 0; i < b; ++i) {
+    RT_CHECK(queries[i].k >= 1, "k must be positive");
+    double norm2 = 0.0;
+    for (int64_t d = 0; d < dim; ++d) {
+      const float x = queries[i].vector[d];
+      norm2 += static_cast<double>(x) * x;
+      q[i * pairs + d / 2] |= static_cast<uint32_t>(toBf16(x)) << (16 * (d % 2));
+    }
+    const float margin = static_cast<float>(2.0 * bf16ScoreMargin(dim, std::sqrt(norm2), catalog.maxRowNorm()));
+    state.push_back({TopK(queries[i].k, queries[i].exclude), {}, margin});
+  }
+  const auto excluded = [&](int i, int64_t row) {
+    const auto* ex = queries[i].exclude;
+    return ex != nullptr && std::find(ex->begin(), ex->end(), row) != ex->end();
+  };
+  // Kept small: rows that fell below the window since they were taken are dropped now and then.
+  const auto prune = [](State& st) {
+    const float floor = st.approx.entryThreshold() - st.margin;
+    auto& c = st.candidates;
+    c.erase(std::remove_if(c.begin(), c.end(), [&](const auto& x) { return x.second < floor; }), c.end());
+  };
+  const int groups = (b + kGroupAvx512 - 1) / kGroupAvx512;
+  const int per_group = (b + groups - 1) / groups;
+  float scores[kMaxGroup * kPanelRows];
+  for (int64_t p = 0; p < catalog.panels(); ++p) {
+    const uint16_t* panel = catalog.panelBf16(p);
+    const int64_t first = p * kPanelRows;
+    const int valid = static_cast<int>(std::min<int64_t>(kPanelRows, catalog.rows() - first));
+    for (int g = 0; g < b; g += per_group) {
+      const int m = std::min(per_group, b - g);
+      kernelBf16Dispatch(m, q.data() + g * pairs, pairs, panel, scores,
+                         std::make_integer_sequence<int, kGroupAvx512>{});
+      for (int i = 0; i < m; ++i) {
+        const float* s = scores + i * kPanelRows;
+        State& st = state[g + i];
+        const float floor = st.approx.entryThreshold() - st.margin;  // -inf until k rows were seen
+        if (!anyAbove(s, std::nextafter(floor, -std::numeric_limits<float>::infinity()))) continue;
+        for (int j = 0; j < valid; ++j) {
+          if (!(s[j] >= floor) || excluded(g + i, first + j)) continue;
+          st.approx.offer(first + j, s[j]);
+          st.candidates.emplace_back(first + j, s[j]);
+        }
+        if (st.candidates.size() > 1024 + 4 * static_cast<size_t>(queries[g + i].k)) prune(st);
+      }
+    }
+  }
+  std::vector<std::vector<Hit>> out;
+  out.reserve(b);
+  for (int i = 0; i < b; ++i) {
+    State& st = state[i];
+    const float floor = st.approx.entryThreshold() - st.margin;
+    TopK exact(queries[i].k, nullptr);
+    for (const auto& [row, approx] : st.candidates) {
+      if (approx >= floor) exact.offer(row, exactScore(catalog, row, queries[i].vector));
+    }
+    out.push_back(exact.take());
+  }
+  return out;
+}
+
 std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const float* query, int k,
                                 const std::vector<int64_t>& exclude) {
   std::vector<Hit> all;
@@ -245,8 +416,11 @@ std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const
 
 bool usingSimdKernel() { return kSimd != Simd::kNone; }
 
+bool bf16PrefilterAvailable() { return kSimd == Simd::kAvx512Bf16; }
+
 const char* simdKernelName() {
   switch (kSimd) {
+    case Simd::kAvx512Bf16: return "avx512-bf16";
     case Simd::kAvx512: return "avx512";
     case Simd::kAvx2: return "avx2";
     case Simd::kNone: break;

@@ -2,9 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include "serve/scorer_paths.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <algorithm>
 #include <random>
 #include <string>
 
@@ -96,11 +100,130 @@ TEST(ScorerTest, KernelFollowsTheSimdCap) {
     EXPECT_EQ(name, "generic");
     EXPECT_FALSE(usingSimdKernel());
   } else if (cap != nullptr && std::string(cap) == "avx2") {
-    EXPECT_NE(name, "avx512");
+    EXPECT_TRUE(name == "avx2" || name == "generic") << name;
+  } else if (cap != nullptr && std::string(cap) == "avx512") {
+    EXPECT_NE(name, "avx512-bf16");
+    EXPECT_FALSE(bf16PrefilterAvailable());
   } else {
-    EXPECT_TRUE(name == "avx512" || name == "avx2" || name == "generic") << name;
+    EXPECT_TRUE(name == "avx512-bf16" || name == "avx512" || name == "avx2" || name == "generic") << name;
     EXPECT_EQ(usingSimdKernel(), name != "generic");
+    EXPECT_EQ(bf16PrefilterAvailable(), name == "avx512-bf16");
   }
+  const std::vector<float> row = {1, 0};
+  EXPECT_EQ(PackedCatalog(row.data(), 1, 2).hasBf16(), bf16PrefilterAvailable());
+}
+
+// The bfloat16 prefilter must give the fp32 scan's answer bit for bit, also where bfloat16 cannot tell
+// rows apart: near-duplicate rows (differences far below bfloat16's 2^-8), exact duplicates, rows and
+// queries that are not unit vectors, odd dimensions, k up to past the catalog.
+TEST(ScorerTest, Bf16PrefilterGivesTheFp32AnswerBitForBit) {
+  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.2f, 3.0f);
+  int compared = 0, ranked_differently = 0;
+  for (const int64_t dim : {1, 2, 3, 31, 64, 65}) {
+    for (const int64_t n : {1, 33, 1037, 4000}) {
+      // Clusters of near-duplicates: a few centres, each row a centre plus noise of 1e-4, some repeated
+      // exactly, rows scaled to norms between 0.2 and 3.
+      const auto centres = randomUnitRows(7, dim, 3 + dim);
+      std::vector<float> rows(static_cast<size_t>(n * dim));
+      for (int64_t r = 0; r < n; ++r) {
+        const float scale = r % 5 == 0 ? 1.0f : uniform(rng);
+        for (int64_t d = 0; d < dim; ++d) {
+          rows[r * dim + d] = r % 11 == 3 && r > 0 ? rows[(r - 1) * dim + d]
+                                                   : scale * (centres[(r % 7) * dim + d] + 1e-4f * normal(rng));
+        }
+      }
+      const PackedCatalog catalog(rows.data(), n, dim);
+      ASSERT_TRUE(catalog.hasBf16());
+      const int batch = 17;
+      auto qs = randomUnitRows(batch, dim, 40 + n);
+      for (int b = 0; b < batch; b += 3) {  // some queries sit on a centre, one is not a unit vector
+        for (int64_t d = 0; d < dim; ++d) qs[b * dim + d] = (b == 3 ? 5.0f : 1.0f) * centres[(b % 7) * dim + d];
+      }
+      std::vector<std::vector<int64_t>> excludes(batch);
+      std::vector<Query> queries;
+      for (int b = 0; b < batch; ++b) {
+        excludes[b] = {b % n};
+        const int k = b == 0 ? static_cast<int>(n) + 5 : 1 + (b * 13) % 100;
+        queries.push_back({qs.data() + b * dim, k, &excludes[b]});
+      }
+      const auto fast = topKBf16Prefilter(catalog, queries);
+      const auto reference = topKFp32Scan(catalog, queries);
+      for (int b = 0; b < batch; ++b) {
+        SCOPED_TRACE(::testing::Message() << "dim " << dim << " n " << n << " query " << b);
+        ASSERT_EQ(fast[b].size(), reference[b].size());
+        for (size_t i = 0; i < fast[b].size(); ++i) {
+          ASSERT_EQ(fast[b][i].row, reference[b][i].row) << "position " << i;
+          ASSERT_EQ(fast[b][i].score, reference[b][i].score) << "position " << i;
+        }
+        ++compared;
+      }
+      // How often bfloat16 alone would have ranked the top-k differently: the rescoring is what fixes it,
+      // so this test must include such cases to mean anything.
+      for (int b = 0; b < batch; ++b) {
+        std::vector<std::pair<float, int64_t>> approx;
+        for (int64_t r = 0; r < n; ++r) {
+          if (r == excludes[b][0]) continue;
+          float acc = 0.0f;
+          for (int64_t d = 0; d < dim; ++d) {
+            const auto round = [](float x) {
+              uint32_t bits;
+              std::memcpy(&bits, &x, 4);
+              bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+              std::memcpy(&x, &bits, 4);
+              return x;
+            };
+            acc += round(rows[r * dim + d]) * round(qs[b * dim + d]);
+          }
+          approx.emplace_back(-acc, r);
+        }
+        const size_t k = std::min(approx.size(), reference[b].size());
+        std::partial_sort(approx.begin(), approx.begin() + k, approx.end());
+        for (size_t i = 0; i < k; ++i) {
+          if (approx[i].second != reference[b][i].row) {
+            ++ranked_differently;
+            break;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, 6 * 4 * 17);
+  EXPECT_GT(ranked_differently, 20) << "the data no longer exercises the rescoring";
+}
+
+// A case built at the bound: every value of row 0 rounds down in bfloat16 by almost half a step, so
+// bfloat16 scores it 1.0 against row 1's exact 1.00378, while in fp32 row 0 wins (1.00390). Only a margin
+// of at least 0.0038 keeps row 0 for the rescoring; the proven margin is 0.0157, so a margin cut to a
+// quarter fails here.
+TEST(ScorerTest, Bf16PrefilterKeepsARowThatBf16RanksBelowAnother) {
+  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
+  const int64_t dim = 64;
+  const float eighth = 0.125f;
+  const float just_below_half_step = (1.0f + std::ldexp(1.0f, -8) - std::ldexp(1.0f, -20)) * eighth;
+  std::vector<float> rows(2 * dim, eighth);
+  for (int64_t d = 0; d < dim; ++d) rows[d] = just_below_half_step;  // row 0
+  rows[dim] = eighth + 31 * std::ldexp(1.0f, -10);                    // row 1: exact in bfloat16
+  const std::vector<float> q(dim, eighth);
+  const PackedCatalog catalog(rows.data(), 2, dim);
+  const std::vector<Query> queries = {{q.data(), 1, nullptr}};
+  const auto reference = topKFp32Scan(catalog, queries);
+  ASSERT_EQ(reference[0].size(), 1u);
+  ASSERT_EQ(reference[0][0].row, 0);
+  const auto fast = topKBf16Prefilter(catalog, queries);
+  ASSERT_EQ(fast[0].size(), 1u);
+  EXPECT_EQ(fast[0][0].row, 0);
+  EXPECT_EQ(fast[0][0].score, reference[0][0].score);
+}
+
+TEST(ScorerTest, Bf16MarginBoundsTheRoundingOfUnitVectors) {
+  // Rounding both sides to 8 significant bits errs by at most 2^-7 of |q||v| (plus sums' rounding).
+  EXPECT_GT(bf16ScoreMargin(64, 1.0, 1.0), std::ldexp(1.0, -7));
+  EXPECT_LT(bf16ScoreMargin(64, 1.0, 1.0), 0.0080);
+  EXPECT_NEAR(bf16ScoreMargin(64, 2.0, 3.0), 6 * bf16ScoreMargin(64, 1.0, 1.0), 1e-9);
+  EXPECT_GT(bf16ScoreMargin(1000, 1.0, 1.0), bf16ScoreMargin(10, 1.0, 1.0));
 }
 
 TEST(ScorerTest, TiesBreakByRowAndKLargerThanCatalog) {

@@ -9,6 +9,11 @@
 // group's 32 scores per query go straight into that query's bounded min-heap of size k (a score enters only
 // when it beats the heap's smallest), which gives the exact top-k. Batching pays because a batch of 64
 // queries streams the catalog once instead of 64 times.
+//
+// Where the CPU has AVX512-BF16 the pass over the catalog runs in bfloat16 instead (twice the products per
+// instruction, half the bytes), keeping every row that a proven error bound cannot rule out of the top-k;
+// those few rows are then rescored in fp32. The answer is the fp32 kernels', bit for bit
+// (src/serve/scorer_paths.h).
 #pragma once
 
 #include <cstdint>
@@ -32,11 +37,19 @@ class PackedCatalog {
   int64_t dim() const { return dim_; }
   int64_t panels() const { return (rows_ + kPanelRows - 1) / kPanelRows; }
   const float* panel(int64_t p) const { return data_.data() + p * dim_ * kPanelRows; }
+  // The same panels in bfloat16, dimensions paired (panel p: for each pair of dimensions, 32 rows x 2
+  // values), built only where the CPU has AVX512-BF16 (see scorer_paths.h); empty otherwise.
+  bool hasBf16() const { return !bf16_.empty(); }
+  const uint16_t* panelBf16(int64_t p) const { return bf16_.data() + p * ((dim_ + 1) / 2) * 2 * kPanelRows; }
+  // The largest L2 norm of a row (bounds the bfloat16 pass's error).
+  double maxRowNorm() const { return max_row_norm_; }
 
  private:
   std::vector<float> data_;
+  std::vector<uint16_t> bf16_;
   int64_t rows_ = 0;
   int64_t dim_ = 0;
+  double max_row_norm_ = 0.0;
 };
 
 // One query of a batch: its vector (dim floats), how many results, and rows never to return (the query's
@@ -54,8 +67,9 @@ std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vect
 std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const float* query, int k,
                                 const std::vector<int64_t>& exclude);
 
-// True when a SIMD kernel (AVX-512, or AVX2+FMA) is in use; simdKernelName() says which ("avx512", "avx2",
-// "generic"). RINGTRAIN_SCORER_SIMD=avx2 or =none, read once at start, caps the choice.
+// True when a SIMD kernel (AVX-512, or AVX2+FMA) is in use; simdKernelName() says which ("avx512-bf16",
+// "avx512", "avx2", "generic"). RINGTRAIN_SCORER_SIMD=avx512, =avx2 or =none, read once at start, caps the
+// choice.
 bool usingSimdKernel();
 const char* simdKernelName();
 
