@@ -7,10 +7,10 @@
 # swaps the model mid-run (a new export dropped into serve.watch_dir, then POST /admin/reload), and prints
 # requests/s, p50/p99 (wrk's, and the server's own p99 from /metrics) and the non-2xx count per mode and
 # the on/off throughput ratio. The server's p99 covers handler entry to response only; wrk's also covers
-# the connection and the wait for an HTTP thread. (wrk once showed a p99 of 3-6 s against the server's
-# 45 ms: httplib's listen backlog of 5 dropped wrk's burst of connects, those waited for TCP retransmits,
-# and wrk's coordinated-omission correction turned each stall into hundreds of samples. The server now
-# raises the backlog; see Server::start.)
+# the connection and the wait for an I/O thread. (wrk once showed a p99 of 3-6 s against the server's
+# 45 ms: the old HTTP library's listen backlog of 5 dropped wrk's burst of connects, those waited for TCP
+# retransmits, and wrk's coordinated-omission correction turned each stall into hundreds of samples. The
+# server listens with the kernel's largest backlog; see HttpServer::start.)
 # Server settings: score_threads 2 (BENCH_SCORE_THREADS), max_wait_us 0 (BENCH_MAX_WAIT_US: batches are what
 # queued while the scorers were busy; on this shared 2-core machine waiting 2 ms for a batch to fill lost
 # throughput), HTTP I/O threads 2 (BENCH_HTTP_THREADS; each serves any number of connections). The table

@@ -169,12 +169,12 @@ void kernelBf16Dispatch(int m, const uint32_t* q, int64_t pairs, const uint16_t*
 }
 
 // One row's score exactly as the fp32 SIMD kernels compute it: one fused multiply-add per dimension, in
-// order, from zero (so the bfloat16 path ends with the same bits as the fp32 one).
+// order, from zero (so the bfloat16 path ends with the same bits as the fp32 one). From the row-major
+// copy: a row there is dim/16 cache lines, in a panel it is one line per dimension.
 __attribute__((target("fma"))) float exactScore(const PackedCatalog& catalog, int64_t row, const float* q) {
-  const float* panel = catalog.panel(row / kPanelRows);
-  const int64_t j = row % kPanelRows;
+  const float* v = catalog.rowFp32(row);
   float acc = 0.0f;
-  for (int64_t d = 0; d < catalog.dim(); ++d) acc = __builtin_fmaf(q[d], panel[d * kPanelRows + j], acc);
+  for (int64_t d = 0; d < catalog.dim(); ++d) acc = __builtin_fmaf(q[d], v[d], acc);
   return acc;
 }
 
@@ -191,6 +191,14 @@ __attribute__((target("avx512f"))) bool anyAboveAvx512(const float* scores, floa
   const __m512 t = _mm512_set1_ps(threshold);
   __mmask16 any = 0;
   for (int r = 0; r < kPanelRows / 16; ++r) any |= _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + 16 * r), t, _CMP_GT_OQ);
+  return any != 0;
+}
+
+// The same with >= (the bfloat16 prefilter keeps rows at its floor).
+__attribute__((target("avx512f"))) bool anyAtLeastAvx512(const float* scores, float threshold) {
+  const __m512 t = _mm512_set1_ps(threshold);
+  __mmask16 any = 0;
+  for (int r = 0; r < kPanelRows / 16; ++r) any |= _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + 16 * r), t, _CMP_GE_OQ);
   return any != 0;
 }
 
@@ -261,6 +269,7 @@ PackedCatalog::PackedCatalog(const float* rows, int64_t n, int64_t dim) : rows_(
   // range, but the error bound of the prefilter needs finite products).
   if (!bf16PrefilterAvailable() || !(max_row_norm_ < 1e18)) return;
   const int64_t pairs = (dim + 1) / 2;
+  rows_fp32_.assign(rows, rows + n * dim);
   bf16_.assign(static_cast<size_t>(panels() * pairs * 2 * kPanelRows), 0);
   for (int64_t r = 0; r < n; ++r) {
     uint16_t* panel = bf16_.data() + (r / kPanelRows) * pairs * 2 * kPanelRows;
@@ -375,7 +384,7 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
         const float* s = scores + i * kPanelRows;
         State& st = state[g + i];
         const float floor = st.approx.entryThreshold() - st.margin;  // -inf until k rows were seen
-        if (!anyAbove(s, std::nextafter(floor, -std::numeric_limits<float>::infinity()))) continue;
+        if (!anyAtLeastAvx512(s, floor)) continue;
         for (int j = 0; j < valid; ++j) {
           if (!(s[j] >= floor) || excluded(g + i, first + j)) continue;
           st.approx.offer(first + j, s[j]);

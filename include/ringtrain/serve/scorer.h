@@ -38,15 +38,19 @@ class PackedCatalog {
   int64_t panels() const { return (rows_ + kPanelRows - 1) / kPanelRows; }
   const float* panel(int64_t p) const { return data_.data() + p * dim_ * kPanelRows; }
   // The same panels in bfloat16, dimensions paired (panel p: for each pair of dimensions, 32 rows x 2
-  // values), built only where the CPU has AVX512-BF16 (see scorer_paths.h); empty otherwise.
+  // values), built only where the CPU has AVX512-BF16 (see scorer_paths.h), with a row-major fp32 copy
+  // for the rescoring; both empty otherwise.
   bool hasBf16() const { return !bf16_.empty(); }
   const uint16_t* panelBf16(int64_t p) const { return bf16_.data() + p * ((dim_ + 1) / 2) * 2 * kPanelRows; }
+  // The rows as given (row-major), kept beside the bfloat16 panels for rescoring candidates.
+  const float* rowFp32(int64_t r) const { return rows_fp32_.data() + r * dim_; }
   // The largest L2 norm of a row (bounds the bfloat16 pass's error).
   double maxRowNorm() const { return max_row_norm_; }
 
  private:
   std::vector<float> data_;
   std::vector<uint16_t> bf16_;
+  std::vector<float> rows_fp32_;  // only with bf16_
   int64_t rows_ = 0;
   int64_t dim_ = 0;
   double max_row_norm_ = 0.0;
