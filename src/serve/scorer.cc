@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cfloat>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -26,6 +27,9 @@ namespace {
 constexpr int kGroupAvx2 = 3;
 constexpr int kGroupAvx512 = 12;
 constexpr int kMaxGroup = kGroupAvx512;
+// Rows within the bfloat16 prefilter's window, beyond which rescoring them one by one would cost about as
+// much as the fp32 scan of the whole catalog: the query is then answered by the fp32 scan.
+constexpr size_t kMaxWindowRows = 1024;
 
 // Scores up to kGroupAvx2 queries (rows of q, stride dim) against one panel; out is [m x kPanelRows].
 // Both SIMD kernels sum over d in the same order with one fused multiply-add per step, so they give the
@@ -168,6 +172,9 @@ void kernelBf16Dispatch(int m, const uint32_t* q, int64_t pairs, const uint16_t*
   ((m == Ms + 1 ? (kernelBf16<Ms + 1>(q, pairs, panel, out), true) : false) || ...);
 }
 
+// Values the bfloat16 error bound covers: finite, and zero or normal (VDPBF16PS reads a denormal as zero).
+bool bf16BoundHolds(float x) { return std::isfinite(x) && (x == 0.0f || std::fabs(x) >= FLT_MIN); }
+
 // One row's score exactly as the fp32 SIMD kernels compute it: one fused multiply-add per dimension, in
 // order, from zero (so the bfloat16 path ends with the same bits as the fp32 one). From the row-major
 // copy: a row there is dim/16 cache lines, in a panel it is one line per dimension.
@@ -262,12 +269,16 @@ PackedCatalog::PackedCatalog(const float* rows, int64_t n, int64_t dim) : rows_(
       panel[d * kPanelRows + j] = rows[r * dim + d];
       norm2 += static_cast<double>(rows[r * dim + d]) * rows[r * dim + d];
     }
-    max_norm2 = std::max(max_norm2, norm2);
+    if (!(norm2 <= max_norm2)) max_norm2 = norm2;  // a NaN row makes the maximum NaN (no bfloat16 below)
   }
   max_row_norm_ = std::sqrt(max_norm2);
-  // The bfloat16 copy, only where it is used, and only for rows far from overflow (bfloat16 has fp32's
-  // range, but the error bound of the prefilter needs finite products).
+  // The bfloat16 copy, only where it is used, and only for rows its error bound holds for: finite, far
+  // from overflow, and no denormal values (VDPBF16PS reads them as zero, an error the bound does not
+  // cover). Otherwise every query takes the fp32 scan.
   if (!bf16PrefilterAvailable() || !(max_row_norm_ < 1e18)) return;
+  for (int64_t i = 0; i < n * dim; ++i) {
+    if (!bf16BoundHolds(rows[i])) return;
+  }
   const int64_t pairs = (dim + 1) / 2;
   rows_fp32_.assign(rows, rows + n * dim);
   bf16_.assign(static_cast<size_t>(panels() * pairs * 2 * kPanelRows), 0);
@@ -340,10 +351,15 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
   // among them (its exact score is at least the k-th exact one, which is at least the approximate k-th
   // minus a margin, and its approximate score is within a margin of its exact one). Pass 2 rescores only
   // those rows in fp32, exactly as the fp32 kernels do, so the answer is the fp32 scan's, bit for bit.
+  //
+  // A query the bound does not cover (a value that is not finite or is denormal, a norm near overflow),
+  // or one with so many rows inside the window that rescoring them would cost more than the fp32 scan (a
+  // zero query, a dense cluster of near-duplicates), is answered by the fp32 scan instead.
   struct State {
     TopK approx;
     std::vector<std::pair<int64_t, float>> candidates;  // (row, approximate score), rows ascending
     float margin;  // 2 x the bound on |approximate - exact|
+    bool fp32 = false;  // answered by the fp32 scan
   };
   std::vector<uint32_t> q(static_cast<size_t>(b) * pairs, 0);
   std::vector<State> state;
@@ -351,23 +367,32 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
   for (int i = 0; i < b; ++i) {
     RT_CHECK(queries[i].k >= 1, "k must be positive");
     double norm2 = 0.0;
+    bool covered = true;
     for (int64_t d = 0; d < dim; ++d) {
       const float x = queries[i].vector[d];
+      covered = covered && bf16BoundHolds(x);
       norm2 += static_cast<double>(x) * x;
       q[i * pairs + d / 2] |= static_cast<uint32_t>(toBf16(x)) << (16 * (d % 2));
     }
     const float margin = static_cast<float>(2.0 * bf16ScoreMargin(dim, std::sqrt(norm2), catalog.maxRowNorm()));
-    state.push_back({TopK(queries[i].k, queries[i].exclude), {}, margin});
+    covered = covered && norm2 < 1e36 && std::isfinite(margin);
+    state.push_back({TopK(queries[i].k, queries[i].exclude), {}, margin, !covered});
   }
   const auto excluded = [&](int i, int64_t row) {
     const auto* ex = queries[i].exclude;
     return ex != nullptr && std::find(ex->begin(), ex->end(), row) != ex->end();
   };
-  // Kept small: rows that fell below the window since they were taken are dropped now and then.
-  const auto prune = [](State& st) {
+  // Kept small: rows that fell below the window since they were taken are dropped now and then; when
+  // the window itself holds too many, the query goes to the fp32 scan.
+  const auto prune = [](State& st, int k) {
     const float floor = st.approx.entryThreshold() - st.margin;
     auto& c = st.candidates;
     c.erase(std::remove_if(c.begin(), c.end(), [&](const auto& x) { return x.second < floor; }), c.end());
+    if (c.size() > kMaxWindowRows + 2 * static_cast<size_t>(k)) {
+      st.fp32 = true;
+      c.clear();
+      c.shrink_to_fit();
+    }
   };
   const int groups = (b + kGroupAvx512 - 1) / kGroupAvx512;
   const int per_group = (b + groups - 1) / groups;
@@ -378,11 +403,13 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
     const int valid = static_cast<int>(std::min<int64_t>(kPanelRows, catalog.rows() - first));
     for (int g = 0; g < b; g += per_group) {
       const int m = std::min(per_group, b - g);
+      if (std::all_of(state.begin() + g, state.begin() + g + m, [](const State& st) { return st.fp32; })) continue;
       kernelBf16Dispatch(m, q.data() + g * pairs, pairs, panel, scores,
                          std::make_integer_sequence<int, kGroupAvx512>{});
       for (int i = 0; i < m; ++i) {
         const float* s = scores + i * kPanelRows;
         State& st = state[g + i];
+        if (st.fp32) continue;
         const float floor = st.approx.entryThreshold() - st.margin;  // -inf until k rows were seen
         if (!anyAtLeastAvx512(s, floor)) continue;
         for (int j = 0; j < valid; ++j) {
@@ -390,20 +417,34 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
           st.approx.offer(first + j, s[j]);
           st.candidates.emplace_back(first + j, s[j]);
         }
-        if (st.candidates.size() > 1024 + 4 * static_cast<size_t>(queries[g + i].k)) prune(st);
+        if (st.candidates.size() > 2 * kMaxWindowRows + 4 * static_cast<size_t>(queries[g + i].k)) {
+          prune(st, queries[g + i].k);
+        }
       }
     }
   }
-  std::vector<std::vector<Hit>> out;
-  out.reserve(b);
+  std::vector<std::vector<Hit>> out(b);
+  std::vector<Query> fallback;
+  std::vector<int> fallback_index;
+  for (int i = 0; i < b; ++i) {
+    if (state[i].fp32) {
+      fallback.push_back(queries[i]);
+      fallback_index.push_back(i);
+    }
+  }
+  if (!fallback.empty()) {
+    auto answers = topKFp32Scan(catalog, fallback);
+    for (size_t f = 0; f < fallback.size(); ++f) out[fallback_index[f]] = std::move(answers[f]);
+  }
   for (int i = 0; i < b; ++i) {
     State& st = state[i];
+    if (st.fp32) continue;
     const float floor = st.approx.entryThreshold() - st.margin;
     TopK exact(queries[i].k, nullptr);
     for (const auto& [row, approx] : st.candidates) {
       if (approx >= floor) exact.offer(row, exactScore(catalog, row, queries[i].vector));
     }
-    out.push_back(exact.take());
+    out[i] = exact.take();
   }
   return out;
 }

@@ -13,7 +13,11 @@ std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const s
 
 // A bfloat16 pass (VDPBF16PS, twice the products per instruction and half the bytes of fp32) keeps the
 // rows that can still be in the top-k given a proven bound on its error, then those rows are rescored in
-// fp32: the same answer as topKFp32Scan with the AVX-512 kernel, bit for bit. Needs catalog.hasBf16().
+// fp32: the same answer as topKFp32Scan with the AVX-512 kernel, bit for bit. A query outside the bound's
+// assumptions (a value not finite or denormal, a norm near overflow) or with more than ~1,000 rows inside
+// its window (a zero query, a dense cluster) is answered by topKFp32Scan. Needs catalog.hasBf16(), which
+// a catalog has only where the CPU has AVX512-BF16 and every value is finite, normal or zero; it then
+// holds 2.5x the fp32 panels' memory (the panels for that fallback, a row-major copy, the bfloat16 panels).
 std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries);
 
 // The bound on |bfloat16 score - fp32 score| for one query of this norm against rows of at most this norm.

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -194,28 +195,84 @@ TEST(ScorerTest, Bf16PrefilterGivesTheFp32AnswerBitForBit) {
   EXPECT_GT(ranked_differently, 20) << "the data no longer exercises the rescoring";
 }
 
-// A case built at the bound: every value of row 0 rounds down in bfloat16 by almost half a step, so
-// bfloat16 scores it 1.0 against row 1's exact 1.00378, while in fp32 row 0 wins (1.00390). Only a margin
-// of at least 0.0038 keeps row 0 for the rescoring; the proven margin is 0.0157, so a margin cut to a
-// quarter fails here.
+// A case built near the bound: every value of row 40 rounds down in bfloat16 by almost half a step, so
+// bfloat16 scores it 1.0 against row 0's exact 1.00378, while in fp32 row 40 wins (1.00390). Row 40 sits in
+// a later panel than row 0, so the floor it must clear is the one set during the scan. It is kept only
+// with a margin of at least 0.0038, a quarter of the proven 0.0157 (twice the bound B = 0.0079): a margin
+// of B/2 or less fails here. (Within the bound, bfloat16 can be wrong by about 0.004 per side here, so a
+// case that needs the whole 2B would take errors of opposite sign on two rows tied in fp32.)
 TEST(ScorerTest, Bf16PrefilterKeepsARowThatBf16RanksBelowAnother) {
   if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
-  const int64_t dim = 64;
+  const int64_t dim = 64, winner = 40;
   const float eighth = 0.125f;
   const float just_below_half_step = (1.0f + std::ldexp(1.0f, -8) - std::ldexp(1.0f, -20)) * eighth;
-  std::vector<float> rows(2 * dim, eighth);
-  for (int64_t d = 0; d < dim; ++d) rows[d] = just_below_half_step;  // row 0
-  rows[dim] = eighth + 31 * std::ldexp(1.0f, -10);                    // row 1: exact in bfloat16
+  std::vector<float> rows((winner + 1) * dim, 0.0f);
+  for (int64_t d = 0; d < dim; ++d) {
+    rows[winner * dim + d] = just_below_half_step;
+    rows[d] = eighth;  // row 0: exact in bfloat16
+  }
+  rows[0] = eighth + 31 * std::ldexp(1.0f, -10);
   const std::vector<float> q(dim, eighth);
-  const PackedCatalog catalog(rows.data(), 2, dim);
+  const PackedCatalog catalog(rows.data(), winner + 1, dim);
   const std::vector<Query> queries = {{q.data(), 1, nullptr}};
   const auto reference = topKFp32Scan(catalog, queries);
   ASSERT_EQ(reference[0].size(), 1u);
-  ASSERT_EQ(reference[0][0].row, 0);
+  ASSERT_EQ(reference[0][0].row, winner);
   const auto fast = topKBf16Prefilter(catalog, queries);
   ASSERT_EQ(fast[0].size(), 1u);
-  EXPECT_EQ(fast[0][0].row, 0);
+  EXPECT_EQ(fast[0][0].row, winner);
   EXPECT_EQ(fast[0][0].score, reference[0][0].score);
+}
+
+// Where the bound does not hold or the window holds too many rows, the prefilter answers with the fp32
+// scan: the same rows and the same bits for a zero query, a query with a denormal value, an infinite or a
+// huge one, and a query inside a dense cluster of near-duplicates (thousands of rows within the window).
+TEST(ScorerTest, Bf16PrefilterFallsBackWhereItsBoundDoesNot) {
+  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
+  const int64_t n = 6000, dim = 16;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal;
+  const auto centre = randomUnitRows(1, dim, 8);
+  std::vector<float> rows(static_cast<size_t>(n * dim));
+  for (int64_t r = 0; r < n; ++r) {
+    double norm2 = 0;
+    for (int64_t d = 0; d < dim; ++d) norm2 += std::pow(rows[r * dim + d] = centre[d] + 0.001f * normal(rng), 2);
+    for (int64_t d = 0; d < dim; ++d) rows[r * dim + d] /= static_cast<float>(std::sqrt(norm2));
+  }
+  const PackedCatalog catalog(rows.data(), n, dim);
+  ASSERT_TRUE(catalog.hasBf16());
+  std::vector<std::vector<float>> qs = {std::vector<float>(dim, 0.0f), centre, centre, centre, centre};
+  qs[2][1] = std::ldexp(1.0f, -130);  // denormal
+  qs[3][0] = std::numeric_limits<float>::infinity();
+  for (float& x : qs[4]) x *= 3e37f;  // finite, but its norm is near overflow
+  std::vector<Query> queries;
+  for (const auto& v : qs) queries.push_back({v.data(), 5, nullptr});
+  const auto fast = topKBf16Prefilter(catalog, queries);
+  const auto reference = topKFp32Scan(catalog, queries);
+  const auto bits = [](float x) {
+    uint32_t b;
+    std::memcpy(&b, &x, 4);
+    return b;
+  };
+  for (size_t i = 0; i < queries.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "query " << i);
+    ASSERT_EQ(fast[i].size(), reference[i].size());
+    for (size_t j = 0; j < fast[i].size(); ++j) {
+      EXPECT_EQ(fast[i][j].row, reference[i][j].row) << "position " << j;
+      EXPECT_EQ(bits(fast[i][j].score), bits(reference[i][j].score)) << "position " << j;
+    }
+  }
+}
+
+TEST(ScorerTest, NoBf16PanelsForRowsItsBoundDoesNotCover) {
+  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          std::ldexp(1.0f, -130), 1e30f}) {
+    const std::vector<float> rows = {1, 0, bad, 1};
+    EXPECT_FALSE(PackedCatalog(rows.data(), 2, 2).hasBf16()) << bad;
+  }
+  const std::vector<float> fine = {1, 0, 0, 1};
+  EXPECT_TRUE(PackedCatalog(fine.data(), 2, 2).hasBf16());
 }
 
 TEST(ScorerTest, Bf16MarginBoundsTheRoundingOfUnitVectors) {
