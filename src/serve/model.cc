@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "ringtrain/core/error.h"
@@ -111,6 +112,26 @@ void readItems(const std::string& path, Model& model) {
   debug("serve: {} of {} model tokens named by {}", named, model.rows, path);
 }
 
+// A JSON string literal for `text`; invalid UTF-8 becomes U+FFFD rather than an error at every answer.
+std::string jsonString(const std::string& text) {
+  return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void renderJsonFragments(Model& m) {
+  m.json_entry_at.assign(1, 0);
+  m.json_token_at.assign(1, 0);
+  m.json_entries.reserve(static_cast<size_t>(m.rows) * 64);
+  m.json_tokens.reserve(static_cast<size_t>(m.rows) * 12);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    const std::string token = jsonString(m.tokens[r]);
+    m.json_entries += "{\"category\":" + jsonString(m.categories[r]) + ",\"item\":" + token +
+                      ",\"name\":" + jsonString(m.names[r]) + ",\"score\":";
+    m.json_tokens += token;
+    m.json_entry_at.push_back(m.json_entries.size());
+    m.json_token_at.push_back(m.json_tokens.size());
+  }
+}
+
 }  // namespace
 
 std::string defaultItemsPath(const std::string& model_path) {
@@ -183,6 +204,7 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
     model->categories.assign(n, "");
   }
   model->packed = PackedCatalog(model->vectors.data(), n, dim);
+  renderJsonFragments(*model);
   return model;
 }
 

@@ -11,6 +11,8 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <fmt/format.h>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -241,20 +243,29 @@ struct Server::Impl {
     return topK(m.packed, queries);
   }
 
-  static std::string render(const Model& m, int k, const std::vector<std::string>& query, const std::vector<Hit>& hits) {
-    json out;
-    out["model_version"] = m.version;
-    out["k"] = k;
-    out["query"] = query;
-    json list = json::array();
-    for (const Hit& h : hits) {
-      list.push_back({{"item", m.tokens[h.row]},
-                      {"score", h.score},
-                      {"name", m.names[h.row]},
-                      {"category", m.categories[h.row]}});
+  // {"items":[{"category":..,"item":..,"name":..,"score":S},...],"k":K,"model_version":V,"query":[..]}
+  // from the fragments the model rendered at load: per answer only the scores are formatted.
+  static std::string render(const Model& m, int k, const std::vector<int64_t>& query_rows, const std::vector<Hit>& hits) {
+    std::string out;
+    out.reserve(96 + hits.size() * 96);
+    out += "{\"items\":[";
+    for (size_t i = 0; i < hits.size(); ++i) {
+      if (i > 0) out += ',';
+      out += m.entryJson(hits[i].row);
+      if (std::isfinite(hits[i].score)) {
+        fmt::format_to(std::back_inserter(out), "{}", hits[i].score);  // shortest text that reads back exactly
+      } else {
+        out += "null";
+      }
+      out += '}';
     }
-    out["items"] = std::move(list);
-    return out.dump();
+    fmt::format_to(std::back_inserter(out), "],\"k\":{},\"model_version\":{},\"query\":[", k, m.version);
+    for (size_t i = 0; i < query_rows.size(); ++i) {
+      if (i > 0) out += ',';
+      out += m.tokenJson(query_rows[i]);
+    }
+    out += "]}";
+    return out;
   }
 
   // Answers one query (a single item or a basket): from the cache at once, or later from a scoring worker.
@@ -273,6 +284,8 @@ struct Server::Impl {
     normalized.erase(std::unique(normalized.begin(), normalized.end()), normalized.end());
     std::string query_key;
     for (const auto& t : normalized) query_key.append(t).push_back('\x1e');
+    std::vector<int64_t> query_rows;  // the query's rows in token order, for the answer's "query"
+    for (const auto& t : normalized) query_rows.push_back(m->find(t));
     std::string key = ResultCache::key(m->version, query_key, k);
     if (cache.enabled()) {
       if (auto hit = cache.get(key)) {
@@ -283,7 +296,7 @@ struct Server::Impl {
     }
     const int k_eff = static_cast<int>(std::min<int64_t>(k, m->rows - static_cast<int64_t>(job->exclude.size())));
     if (k_eff <= 0) {  // the query holds the whole catalog
-      std::string body = render(*m, k, normalized, {});
+      std::string body = render(*m, k, query_rows, {});
       cache.put(key, body);
       return reply({200, "application/json", std::move(body)});
     }
@@ -302,13 +315,13 @@ struct Server::Impl {
     job->k = k_eff;
     job->model = m;
     // Runs on the scoring worker that scored the batch; m keeps the snapshot the answer is rendered from.
-    // Every path replies: a failure to render (json::dump refuses invalid UTF-8 in a name) is a 500 now, not
-    // a 503 from the HTTP layer's deadline 30 s later.
-    job->done = [this, m, k, normalized = std::move(normalized), key = std::move(key), reply](
+    // Every path replies: a failure here is a 500 at once, not a 503 from the HTTP layer's deadline 30 s
+    // later.
+    job->done = [this, m, k, query_rows = std::move(query_rows), key = std::move(key), reply](
                     std::vector<Hit> hits, std::exception_ptr failure) {
       try {
         if (failure) std::rethrow_exception(failure);
-        std::string body = render(*m, k, normalized, hits);
+        std::string body = render(*m, k, query_rows, hits);
         cache.put(key, body);
         reply({200, "application/json", std::move(body)});
       } catch (const std::exception& e) {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "ringtrain/core/error.h"
 #include "serve/serve_fixtures.h"
@@ -52,6 +53,25 @@ TEST_F(ModelLoadTest, LoadsAndNormalizesRowsWithNames) {
   EXPECT_EQ(m->categories[1], "bakery");
   EXPECT_EQ(m->names[2], "");
   EXPECT_EQ(m->packed.rows(), 3);
+}
+
+// The JSON rendered at load: each row's entry (completed by a score and '}') and its token parse back to
+// the model's text, escapes included; a row without a name gets "".
+TEST_F(ModelLoadTest, RendersEachRowsJsonOnceAtLoad) {
+  writeText(path("m.vec"), "3 2\na\"b 1 0\nc\\d 0 1\ne 1 1\n");
+  writeText(path("items.tsv"), "key\tname\tcategory\na\"b\tQuote \"x\"\tc/1\nc\\d\tBack\\slash\tc2\n");
+  const auto m = loadModel(path("m.vec"), path("items.tsv"));
+  ASSERT_EQ(m->json_entry_at.size(), 4u);
+  for (int64_t r = 0; r < 3; ++r) {
+    const auto entry = nlohmann::json::parse(std::string(m->entryJson(r)) + "0.5}");
+    EXPECT_EQ(entry.at("item").get<std::string>(), m->tokens[r]);
+    EXPECT_EQ(entry.at("name").get<std::string>(), m->names[r]);
+    EXPECT_EQ(entry.at("category").get<std::string>(), m->categories[r]);
+    EXPECT_EQ(entry.at("score").get<double>(), 0.5);
+    EXPECT_EQ(nlohmann::json::parse(m->tokenJson(r)).get<std::string>(), m->tokens[r]);
+  }
+  EXPECT_EQ(m->names[0], "Quote \"x\"");
+  EXPECT_EQ(m->names[2], "");
 }
 
 TEST_F(ModelLoadTest, ItemsMatchByIdWhenTokensAreIds) {

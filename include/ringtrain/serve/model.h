@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -32,6 +33,11 @@ struct Model {
   std::vector<float> vectors;  // rows x dim, each row L2-normalized (an all-zero row stays zero)
   PackedCatalog packed;        // the same rows in the exact scorer's layout
   std::shared_ptr<const AnnIndex> ann;  // set when serve.index is faiss
+  // What an answer says about each row, rendered as JSON once at load instead of per request: the entry
+  // up to its score, `{"category":"..","item":"..","name":"..","score":`, and the token as a JSON
+  // string. Text that is not valid UTF-8 is rendered with U+FFFD in its place.
+  std::string json_entries, json_tokens;
+  std::vector<uint64_t> json_entry_at, json_token_at;  // rows + 1 offsets into them
 
   // Row of a token, or -1.
   int64_t find(const std::string& token) const {
@@ -39,11 +45,18 @@ struct Model {
     return it == index.end() ? -1 : it->second;
   }
   const float* row(int64_t r) const { return vectors.data() + r * dim; }
+  std::string_view entryJson(int64_t r) const {
+    return std::string_view(json_entries).substr(json_entry_at[r], json_entry_at[r + 1] - json_entry_at[r]);
+  }
+  std::string_view tokenJson(int64_t r) const {
+    return std::string_view(json_tokens).substr(json_token_at[r], json_token_at[r + 1] - json_token_at[r]);
+  }
 };
 
 // Reads and validates a model file and (when items_path is not empty) its items.tsv. Any problem throws
 // DataError naming the file and line: a bad header, a wrong number of values, a non-number, NaN/inf,
-// a duplicate token, too few or too many vectors. The returned model has version 0 and no ANN index.
+// a duplicate token, too few or too many vectors. The returned model has version 0 and no ANN index; its
+// JSON fragments are rendered.
 std::shared_ptr<Model> loadModel(const std::string& path, const std::string& items_path);
 
 // items.tsv beside the model file when it exists, else "".
