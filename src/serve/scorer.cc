@@ -185,6 +185,34 @@ __attribute__((target("fma"))) float exactScore(const PackedCatalog& catalog, in
   return acc;
 }
 
+// exactScore for n rows, eight chains at a time: each row's chain stays in order (the same bits), but
+// eight independent chains keep the FMA units busy instead of waiting on one chain's latency. The rows are
+// prefetched first, since candidates are scattered over the catalog.
+__attribute__((target("fma"))) void exactScores(const PackedCatalog& catalog, const int64_t* rows, size_t n,
+                                                const float* q, float* out) {
+  const int64_t dim = catalog.dim();
+  for (size_t i = 0; i < n; ++i) {
+    const char* v = reinterpret_cast<const char*>(catalog.rowFp32(rows[i]));
+    for (int64_t byte = 0; byte < dim * 4; byte += 64) __builtin_prefetch(v + byte);
+  }
+  constexpr size_t kChains = 8;
+  size_t i = 0;
+  for (; i + kChains <= n; i += kChains) {
+    const float* v[kChains];
+    float acc[kChains];
+    for (size_t j = 0; j < kChains; ++j) {
+      v[j] = catalog.rowFp32(rows[i + j]);
+      acc[j] = 0.0f;
+    }
+    for (int64_t d = 0; d < dim; ++d) {
+      const float x = q[d];
+      for (size_t j = 0; j < kChains; ++j) acc[j] = __builtin_fmaf(x, v[j][d], acc[j]);
+    }
+    for (size_t j = 0; j < kChains; ++j) out[i + j] = acc[j];
+  }
+  for (; i < n; ++i) out[i] = exactScore(catalog, rows[i], q);
+}
+
 // True when some of the kPanelRows scores is above `threshold`: most panels, once a query's top-k has
 // filled, hold nothing that can enter it, and this skips them with a few compares instead of 32 heap tests.
 __attribute__((target("avx2"))) bool anyAboveAvx2(const float* scores, float threshold) {
@@ -436,14 +464,20 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
     auto answers = topKFp32Scan(catalog, fallback);
     for (size_t f = 0; f < fallback.size(); ++f) out[fallback_index[f]] = std::move(answers[f]);
   }
+  std::vector<int64_t> rescore_rows;
+  std::vector<float> rescored;
   for (int i = 0; i < b; ++i) {
     State& st = state[i];
     if (st.fp32) continue;
     const float floor = st.approx.entryThreshold() - st.margin;
-    TopK exact(queries[i].k, nullptr);
+    rescore_rows.clear();
     for (const auto& [row, approx] : st.candidates) {
-      if (approx >= floor) exact.offer(row, exactScore(catalog, row, queries[i].vector));
+      if (approx >= floor) rescore_rows.push_back(row);
     }
+    rescored.resize(rescore_rows.size());
+    exactScores(catalog, rescore_rows.data(), rescore_rows.size(), queries[i].vector, rescored.data());
+    TopK exact(queries[i].k, nullptr);
+    for (size_t c = 0; c < rescore_rows.size(); ++c) exact.offer(rescore_rows[c], rescored[c]);
     out[i] = exact.take();
   }
   return out;
