@@ -172,6 +172,13 @@ void kernelBf16Dispatch(int m, const uint32_t* q, int64_t pairs, const uint16_t*
   ((m == Ms + 1 ? (kernelBf16<Ms + 1>(q, pairs, panel, out), true) : false) || ...);
 }
 
+// Queries per kernel call for a batch of b: groups of even size (20 queries: 10 + 10, not 12 + 8), since a
+// small remainder group would read the panel again for little work.
+int evenGroupSize(int b, int max_group) {
+  const int groups = (b + max_group - 1) / max_group;
+  return (b + groups - 1) / groups;
+}
+
 // Values the bfloat16 error bound covers: finite, and zero or normal (VDPBF16PS reads a denormal as zero).
 bool bf16BoundHolds(float x) { return std::isfinite(x) && (x == 0.0f || std::fabs(x) >= FLT_MIN); }
 
@@ -333,10 +340,7 @@ std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const s
     std::memcpy(q.data() + i * dim, queries[i].vector, dim * sizeof(float));
     best.emplace_back(queries[i].k, queries[i].exclude);
   }
-  // Groups of even size (20 queries: 10 + 10, not 12 + 8): a small remainder group would read the panel
-  // again for little work.
-  const int groups = (b + kGroup - 1) / kGroup;
-  const int per_group = (b + groups - 1) / groups;
+  const int per_group = evenGroupSize(b, kGroup);
   float scores[kMaxGroup * kPanelRows];
   for (int64_t p = 0; p < catalog.panels(); ++p) {
     const float* panel = catalog.panel(p);
@@ -422,8 +426,7 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
       c.shrink_to_fit();
     }
   };
-  const int groups = (b + kGroupAvx512 - 1) / kGroupAvx512;
-  const int per_group = (b + groups - 1) / groups;
+  const int per_group = evenGroupSize(b, kGroupAvx512);
   float scores[kMaxGroup * kPanelRows];
   for (int64_t p = 0; p < catalog.panels(); ++p) {
     const uint16_t* panel = catalog.panelBf16(p);
