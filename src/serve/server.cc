@@ -483,6 +483,12 @@ void Server::start() {
       s.options.score_threads, s.options.max_batch, s.options.max_wait_us, s.options.queue_capacity,
       [this](const Model& m, const std::vector<Query>& q) { return impl_->score(m, q); }, &s.metrics);
   s.admin = std::make_unique<AdminWorker>();
+  // serve.threads used to count workers that each held a connection; event loops beyond the cores only
+  // compete for them.
+  if (const unsigned cores = std::thread::hardware_concurrency(); cores > 0 && s.options.threads > static_cast<int>(2 * cores)) {
+    warn("serve: serve.threads {} starts {} HTTP event loops on {} cores; each serves any number of connections, "
+         "so about one per core is enough", s.options.threads, s.options.threads, cores);
+  }
   HttpServerOptions http;
   http.host = s.options.host;
   http.port = s.options.port;
