@@ -107,6 +107,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;  // reset by stop()
   tcp::acceptor acceptor{net::make_strand(ioc)};
   net::steady_timer accept_retry{acceptor.get_executor()};
+  // On the acceptor's strand: the accept failures not yet reported, and when the last report was.
+  int64_t accept_failures = 0;
+  std::chrono::steady_clock::time_point last_accept_warning{};
   std::vector<std::thread> threads;
   int port = -1;
 
@@ -330,8 +333,16 @@ void HttpServer::Impl::accept() {
   acceptor.async_accept(net::make_strand(ioc), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (self->stopping.load() || ec == net::error::operation_aborted) return;
     if (ec) {
-      // Out of file descriptors, typically: try again shortly instead of spinning.
-      warn("serve: accept failed: {}", ec.message());
+      // Out of file descriptors, typically: try again shortly instead of spinning, and say so once per
+      // 10 s rather than at every retry.
+      const auto now = std::chrono::steady_clock::now();
+      ++self->accept_failures;
+      if (now - self->last_accept_warning >= std::chrono::seconds(10)) {
+        warn("serve: accept failed: {} (retrying every 50 ms; {} failure(s) since the previous warning)", ec.message(),
+             self->accept_failures);
+        self->last_accept_warning = now;
+        self->accept_failures = 0;
+      }
       self->accept_retry.expires_after(std::chrono::milliseconds(50));
       self->accept_retry.async_wait([self](beast::error_code e) {
         if (!e) self->accept();
