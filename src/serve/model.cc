@@ -2,6 +2,7 @@
 // the model that is serving.
 #include "ringtrain/serve/model.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -43,11 +44,6 @@ bool parseNumber(std::string_view text, T& value) {
   return ec == std::errc() && ptr == end;
 }
 
-struct ItemInfo {
-  std::string name;
-  std::string category;
-};
-
 // items.tsv: a header naming the columns, then one tab-separated line per item.
 void readItems(const std::string& path, Model& model) {
   std::ifstream in(path, std::ios::binary);
@@ -71,43 +67,40 @@ void readItems(const std::string& path, Model& model) {
     RT_THROW(DataError, path, ":1: items header must name the columns id and/or key, and name (tab separated), got '",
              trimLineEnd(line), "'");
   }
-  std::unordered_map<std::string, ItemInfo> by_key, by_id;
+  // Looked up in the model's own index, line by line: a model token takes the first line whose key is the
+  // token, or else the first line whose id is.
+  model.names.assign(model.rows, "");
+  model.categories.assign(model.rows, "");
+  enum : uint8_t { kUnnamed, kById, kByKey };
+  std::vector<uint8_t> named_by(static_cast<size_t>(model.rows), kUnnamed);
+  std::vector<std::string_view> cols;
   int64_t line_no = 1;
   while (std::getline(in, line)) {
     ++line_no;
     const std::string_view text = trimLineEnd(line);
     if (text.empty()) continue;
-    std::vector<std::string> cols;
+    cols.clear();
     size_t start = 0;
     while (true) {
       const size_t tab = text.find('\t', start);
-      cols.emplace_back(text.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
+      cols.push_back(text.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
       if (tab == std::string_view::npos) break;
       start = tab + 1;
     }
     if (cols.size() != header.size()) {
       RT_THROW(DataError, path, ":", line_no, ": expected ", header.size(), " tab-separated fields, found ", cols.size());
     }
-    ItemInfo info{cols[name_col], cat_col >= 0 ? cols[cat_col] : std::string()};
-    if (key_col >= 0) by_key.emplace(cols[key_col], info);
-    if (id_col >= 0) by_id.emplace(cols[id_col], info);
+    const auto name = [&](int64_t row, uint8_t how) {
+      if (row < 0 || named_by[row] >= how) return;
+      model.names[row] = std::string(cols[name_col]);
+      model.categories[row] = cat_col >= 0 ? std::string(cols[cat_col]) : std::string();
+      named_by[row] = how;
+    };
+    if (key_col >= 0) name(model.find(std::string(cols[key_col])), kByKey);
+    if (id_col >= 0) name(model.find(std::string(cols[id_col])), kById);
   }
   if (in.bad()) RT_THROW(DataError, path, ": read error");
-  model.names.assign(model.rows, "");
-  model.categories.assign(model.rows, "");
-  int64_t named = 0;
-  for (int64_t r = 0; r < model.rows; ++r) {
-    const ItemInfo* info = nullptr;
-    if (const auto it = by_key.find(model.tokens[r]); it != by_key.end()) {
-      info = &it->second;
-    } else if (const auto jt = by_id.find(model.tokens[r]); jt != by_id.end()) {
-      info = &jt->second;
-    }
-    if (info == nullptr) continue;
-    model.names[r] = info->name;
-    model.categories[r] = info->category;
-    ++named;
-  }
+  const int64_t named = std::count_if(named_by.begin(), named_by.end(), [](uint8_t how) { return how != kUnnamed; });
   model.items_path = path;
   debug("serve: {} of {} model tokens named by {}", named, model.rows, path);
 }

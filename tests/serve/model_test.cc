@@ -74,6 +74,24 @@ TEST_F(ModelLoadTest, RendersEachRowsJsonOnceAtLoad) {
   EXPECT_EQ(m->names[2], "");
 }
 
+// A token takes the first line whose key it is, or else the first line whose id it is, wherever the
+// lines are in the file.
+TEST_F(ModelLoadTest, AKeyMatchBeatsAnIdMatchAndTheFirstLineWins) {
+  writeText(path("m.vec"), "3 1\nb 1\nc 2\nd 3\n");
+  writeText(path("items.tsv"),
+            "id\tkey\tname\tcategory\n"
+            "b\tx\tB by id\tids\n"
+            "y\tb\tB by key\tkeys\n"
+            "z\tb\tB by a later key\tkeys\n"
+            "c\tw\tC by id\tids\n"
+            "c\tv\tC by a later id\tids\n");
+  const auto m = loadModel(path("m.vec"), path("items.tsv"));
+  EXPECT_EQ(m->names[0], "B by key");
+  EXPECT_EQ(m->categories[0], "keys");
+  EXPECT_EQ(m->names[1], "C by id");
+  EXPECT_EQ(m->names[2], "");
+}
+
 TEST_F(ModelLoadTest, ItemsMatchByIdWhenTokensAreIds) {
   writeText(path("m.vec"), "2 1\n17 1\n18 2\n");
   writeText(path("items.tsv"), "id\tname\n17\tSeventeen\n");
