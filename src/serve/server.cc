@@ -279,13 +279,12 @@ struct Server::Impl {
       if (row < 0) throw HttpError{404, "unknown item '" + token + "'"};
       if (std::find(job->exclude.begin(), job->exclude.end(), row) == job->exclude.end()) job->exclude.push_back(row);
     }
-    std::vector<std::string> normalized = items;
-    std::sort(normalized.begin(), normalized.end());
-    normalized.erase(std::unique(normalized.begin(), normalized.end()), normalized.end());
+    // The query's distinct rows in token order: the cache key and the answer's "query" (tokens and rows
+    // are one to one, so these are the sorted distinct tokens).
+    std::vector<int64_t> query_rows = job->exclude;
+    std::sort(query_rows.begin(), query_rows.end(), [&](int64_t a, int64_t b) { return m->tokens[a] < m->tokens[b]; });
     std::string query_key;
-    for (const auto& t : normalized) query_key.append(t).push_back('\x1e');
-    std::vector<int64_t> query_rows;  // the query's rows in token order, for the answer's "query"
-    for (const auto& t : normalized) query_rows.push_back(m->find(t));
+    for (const int64_t row : query_rows) query_key.append(m->tokens[row]).push_back('\x1e');
     std::string key = ResultCache::key(m->version, query_key, k);
     if (cache.enabled()) {
       if (auto hit = cache.get(key)) {
