@@ -470,7 +470,10 @@ void CommunicatorBase::barrier() {
   CollectiveDescriptor d;
   d.kind = OpKind::kBarrier;
   enqueue(d, [this] {
-    if (size_ > 1) runBarrier();
+    // On one host the agreement check already was a barrier: every rank posted its descriptor to every
+    // other and took theirs before getting here.
+    const bool already_met = peer_memory_.enabled() && check_collectives_;
+    if (size_ > 1 && !already_met) runBarrier();
   })->wait(timeout_);
 }
 

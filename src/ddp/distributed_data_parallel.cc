@@ -34,6 +34,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/embedding.h>
 
+#include "ddp/host_shared_tensor.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/ddp/bucket_assignment.h"
@@ -48,10 +49,18 @@ using Clock = std::chrono::steady_clock;
 SparseSync parseSparseSync(const std::string& text) {
   if (text == "owner") return SparseSync::kOwner;
   if (text == "allgather") return SparseSync::kAllgather;
-  RT_THROW(ConfigError, "ddp.sparse_sync: unknown value '", text, "' (expected owner or allgather)");
+  if (text == "shared") return SparseSync::kShared;
+  RT_THROW(ConfigError, "ddp.sparse_sync: unknown value '", text, "' (expected owner, allgather or shared)");
 }
 
-const char* toString(SparseSync mode) { return mode == SparseSync::kOwner ? "owner" : "allgather"; }
+const char* toString(SparseSync mode) {
+  switch (mode) {
+    case SparseSync::kOwner: return "owner";
+    case SparseSync::kAllgather: return "allgather";
+    case SparseSync::kShared: return "shared";
+  }
+  return "?";
+}
 
 DdpOptions DdpOptions::fromConfig(const config::DdpOptions& ddp, const config::CommOptions& comm) {
   DdpOptions options;
@@ -135,6 +144,7 @@ class DistributedDataParallel::Impl {
     collectParameters();
     checkLayout();
     broadcastState();
+    shareSparseTables();
     std::vector<size_t> dense_order;
     for (size_t i : reverseOrder(dense_.size())) dense_order.push_back(i);
     buildBuckets(dense_order);
@@ -194,11 +204,41 @@ class DistributedDataParallel::Impl {
     }
   }
 
+  // ddp.sparse_sync shared: the sparse tables move into memory every rank on the host maps, holding rank
+  // 0's values (the broadcast just made them equal). The decision is the same on every rank: peer memory is
+  // agreed by all ranks, and checkLayout() compared the tables' devices.
+  void shareSparseTables() {
+    if (options_.sparse_sync != SparseSync::kShared || comm_.size() == 1 || sparse_.empty()) return;
+    std::string why_not;
+    if (!comm_.canReadPeerMemory()) why_not = "the ranks do not all share one host (or comm.same_host_copy is off)";
+    for (size_t i : sparse_) {
+      if (why_not.empty() && !params_[i].tensor.is_cpu()) {
+        why_not = "'" + params_[i].name + "' is on " + params_[i].tensor.device().str();
+      }
+    }
+    if (!why_not.empty()) {
+      if (comm_.rank() == 0) warn("ddp.sparse_sync: shared cannot be used here: {}; sparse rows are all-gathered", why_not);
+      options_.sparse_sync = SparseSync::kAllgather;
+      sparse_sync_ = std::make_unique<SparseRowSync>(options_.sparse_sync);
+      return;
+    }
+    torch::NoGradGuard no_grad;
+    for (size_t i : sparse_) {
+      Param& p = params_[i];
+      p.tensor.set_data(detail::shareOnHost(comm_, p.tensor, p.name));
+      shared_tables_.insert(p.tensor.unsafeGetTensorImpl());
+    }
+  }
+
+  bool sharesSparseParameters() const { return !shared_tables_.empty(); }
+
   void broadcastState() {
     if (comm_.size() == 1) return;
     torch::NoGradGuard no_grad;
     std::vector<at::Tensor> tensors;
-    for (const auto& item : module_.named_parameters(true)) tensors.push_back(item.value());
+    for (const auto& item : module_.named_parameters(true)) {
+      if (shared_tables_.count(item.value().unsafeGetTensorImpl()) == 0) tensors.push_back(item.value());
+    }
     for (const auto& item : module_.named_buffers(true)) tensors.push_back(item.value());
     // One broadcast per (dtype, device) group, in a fixed order.
     std::vector<std::vector<at::Tensor>> groups;
@@ -365,6 +405,11 @@ class DistributedDataParallel::Impl {
   }
 
   void finalize() {
+    if (sharesSparseParameters() && !no_sync_ && awaiting_zero_grad_) {
+      RT_THROW(Error, "DistributedDataParallel: with shared sparse tables (ddp.sparse_sync shared) call ddp.zeroGrad() "
+               "after the optimizer step and before the next forward, on every rank: it waits until every "
+               "owner has written its rows (rank ", comm_.rank(), ", step ", stats_.steps + 1, ")");
+    }
     if (no_sync_) return;
     const auto start = Clock::now();
     std::vector<std::string> unused;
@@ -416,10 +461,11 @@ class DistributedDataParallel::Impl {
         tensors.push_back(params_[i].tensor);
         grads.push_back(params_[i].tensor.grad());
       }
-      std::vector<at::Tensor> results = sparse_sync_.sync(comm_, tensors, grads, counts);
+      std::vector<at::Tensor> results = sparse_sync_->sync(comm_, tensors, grads, counts);
       for (size_t k = 0; k < sparse_.size(); ++k) params_[sparse_[k]].tensor.mutable_grad() = results[k];
     }
     stats_.sparse_sync_time = Clock::now() - sparse_start;
+    awaiting_zero_grad_ = sharesSparseParameters();
     stats_.sparse_bytes_sent = counts.bytes_sent;
     stats_.sparse_bytes_received = counts.bytes_received;
     stats_.sparse_rows_local = counts.rows_local;
@@ -486,6 +532,10 @@ class DistributedDataParallel::Impl {
   }
 
   void zeroGrad() {
+    if (sharesSparseParameters()) {
+      comm_.barrier();  // every owner has written its rows: the next forward may read them
+      awaiting_zero_grad_ = false;
+    }
     torch::NoGradGuard no_grad;
     for (Bucket& b : buckets_) b.flat.zero_();
     for (size_t i : dense_) {
@@ -500,7 +550,10 @@ class DistributedDataParallel::Impl {
   torch::nn::Module& module_;      // outlives us (constructor contract)
   comm::Communicator& comm_;       // outlives us (constructor contract)
   DdpOptions options_;
-  SparseRowSync sparse_sync_{options_.sparse_sync};  // keeps its scratch from step to step
+  // Keeps its scratch from step to step; replaced once if shared tables fall back to allgather.
+  std::unique_ptr<SparseRowSync> sparse_sync_ = std::make_unique<SparseRowSync>(options_.sparse_sync);
+  std::unordered_set<const void*> shared_tables_;  // TensorImpls of sparse tables mapped by every rank
+  bool awaiting_zero_grad_ = false;                 // shared tables: a step finalized, zeroGrad() not yet called
   std::unique_ptr<CommHook> hook_;
   std::vector<Param> params_;      // requires_grad parameters in registration order
   std::vector<size_t> dense_;      // indices into params_
@@ -538,6 +591,22 @@ DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)
 DistributedDataParallel::NoSyncGuard::~NoSyncGuard() { ddp_.impl_->no_sync_ = previous_; }
 
 void DistributedDataParallel::zeroGrad() { impl_->zeroGrad(); }
+
+bool DistributedDataParallel::sharesSparseParameters() const { return impl_->sharesSparseParameters(); }
+
+std::vector<std::string> DistributedDataParallel::sharedParameterNames() const {
+  std::vector<std::string> names;
+  if (sharesSparseParameters()) {
+    for (size_t i : impl_->sparse_) names.push_back(impl_->params_[i].name);
+  }
+  return names;
+}
+
+at::Tensor DistributedDataParallel::shareOnHost(const at::Tensor& tensor, const std::string& what) {
+  RT_CHECK(sharesSparseParameters(), "DistributedDataParallel::shareOnHost: the sparse tables are not shared (",
+           "ddp.sparse_sync is ", toString(impl_->options_.sparse_sync), ")");
+  return detail::shareOnHost(impl_->comm_, tensor, what);
+}
 
 void DistributedDataParallel::setCommHook(std::unique_ptr<CommHook> hook) {
   RT_CHECK(hook != nullptr, "setCommHook needs a hook");

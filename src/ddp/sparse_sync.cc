@@ -217,50 +217,61 @@ std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::T
   return out;
 }
 
-// Owner mode, for one table: this rank's coalesced rows go to their owners (row r to rank r % world), and
-// the result sums, over ranks in rank order, the rows this rank owns. Rows are ascending, so each owner's
-// share stays ascending. `received` keeps the bytes the result reads; `local` is scratch.
-std::unique_ptr<TableSum> reduceAtOwner(comm::Communicator& comm, const at::Tensor& param, const detail::TableRows& source,
-                                        detail::RowSummer& summer, std::vector<uint8_t>& local,
-                                        std::vector<std::vector<uint8_t>>& received, SparseSyncCounts& counts) {
+// Owner and shared modes: this rank's coalesced rows of every table go to their owners (row r to rank
+// r % world) in one allToAllBytes, each owner's message holding a block per table; result[t] sums, over ranks
+// in rank order, the rows of table t this rank owns. Rows are ascending, so each owner's share stays
+// ascending. `received` keeps the bytes the results read; `local` is scratch.
+std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, const std::vector<at::Tensor>& params,
+                                                      const std::vector<detail::TableRows>& sources,
+                                                      std::vector<detail::RowSummer>& summers, std::vector<uint8_t>& local,
+                                                      std::vector<std::vector<uint8_t>>& received, SparseSyncCounts& counts) {
   const int world = comm.size();
   const int me = comm.rank();
-  {
-    TableSum own(param, {blockOf(source)}, TableSum::Input::kOwnRows, summer);
-    counts.rows_local += static_cast<size_t>(own.distinct());
-    local.resize(blockBytes(own));
-    writeBlock(local.data(), own);
-  }
-  const int64_t width = rowWidth(param);
-  const size_t element = c10::elementSize(param.scalar_type());
-  detail::RowBlock coalesced;
-  readBlock(local.data(), local.size(), width, element, me, coalesced);
-  std::vector<std::vector<int64_t>> picked(world);
-  for (int64_t i = 0; i < coalesced.count; ++i) picked[ownerOfRow(coalesced.ids[i], world)].push_back(i);
-  const size_t row_bytes = static_cast<size_t>(width) * element;
   std::vector<std::vector<uint8_t>> send(world);
-  for (int o = 0; o < world; ++o) {
-    const auto count = static_cast<int64_t>(picked[o].size());
-    send[o].resize(blockLength(count, row_bytes));
-    uint8_t* dst = send[o].data();
-    writeHeader(dst, count, width);
-    for (int64_t k = 0; k < count; ++k) {
-      const int64_t i = picked[o][static_cast<size_t>(k)];
-      std::memcpy(dst + kHeaderBytes + k * sizeof(int64_t), coalesced.ids + i, sizeof(int64_t));
-      std::memcpy(dst + kHeaderBytes + count * sizeof(int64_t) + k * row_bytes,
-                  static_cast<const uint8_t*>(coalesced.values) + i * row_bytes, row_bytes);
+  for (size_t t = 0; t < params.size(); ++t) {
+    {
+      TableSum own(params[t], {blockOf(sources[t])}, TableSum::Input::kOwnRows, summers[t]);
+      counts.rows_local += static_cast<size_t>(own.distinct());
+      local.resize(blockBytes(own));
+      writeBlock(local.data(), own);
     }
+    const int64_t width = rowWidth(params[t]);
+    const size_t element = c10::elementSize(params[t].scalar_type());
+    detail::RowBlock coalesced;
+    readBlock(local.data(), local.size(), width, element, me, coalesced);
+    std::vector<std::vector<int64_t>> picked(world);
+    for (int64_t i = 0; i < coalesced.count; ++i) picked[ownerOfRow(coalesced.ids[i], world)].push_back(i);
+    const size_t row_bytes = static_cast<size_t>(width) * element;
+    for (int o = 0; o < world; ++o) {
+      const auto count = static_cast<int64_t>(picked[o].size());
+      const size_t at = send[o].size();
+      send[o].resize(at + blockLength(count, row_bytes));
+      uint8_t* dst = send[o].data() + at;
+      writeHeader(dst, count, width);
+      for (int64_t k = 0; k < count; ++k) {
+        const int64_t i = picked[o][static_cast<size_t>(k)];
+        std::memcpy(dst + kHeaderBytes + k * sizeof(int64_t), coalesced.ids + i, sizeof(int64_t));
+        std::memcpy(dst + kHeaderBytes + count * sizeof(int64_t) + k * row_bytes,
+                    static_cast<const uint8_t*>(coalesced.values) + i * row_bytes, row_bytes);
+      }
+    }
+  }
+  for (int o = 0; o < world; ++o) {
     if (o != me) counts.bytes_sent += send[o].size();
   }
   received = comm.allToAllBytes(send);
   RT_CHECK_EQ(received.size(), static_cast<size_t>(world), "allToAllBytes: one message per rank");
-  std::vector<detail::RowBlock> owned(world);
+  std::vector<const std::vector<uint8_t>*> messages;
   for (int r = 0; r < world; ++r) {
     if (r != me) counts.bytes_received += received[r].size();
-    const size_t length = readBlock(received[r].data(), received[r].size(), width, element, r, owned[r]);
-    RT_CHECK_EQ(length, received[r].size(), "sparse rows message from rank ", r, " has the wrong length");
+    messages.push_back(&received[r]);
   }
-  return std::make_unique<TableSum>(param, std::move(owned), TableSum::Input::kExchanged, summer);
+  const auto blocks = splitMessages(params, messages);
+  std::vector<std::unique_ptr<TableSum>> sums;
+  for (size_t t = 0; t < params.size(); ++t) {
+    sums.push_back(std::make_unique<TableSum>(params[t], blocks[t], TableSum::Input::kExchanged, summers[t]));
+  }
+  return sums;
 }
 
 }  // namespace
@@ -268,9 +279,10 @@ std::unique_ptr<TableSum> reduceAtOwner(comm::Communicator& comm, const at::Tens
 struct SparseRowSync::State {
   std::vector<detail::RowSummer> summers;  // one per table
   std::shared_ptr<comm::ByteExchange> exchange = std::make_shared<comm::ByteExchange>();
-  // Owner mode: scratch, and per table what the owners sent, kept until the sums that read it are written.
+  // Owner and shared modes: scratch, and what each rank sent this one (a block per table), kept until the
+  // sums that read it are written.
   std::vector<uint8_t> local;
-  std::vector<std::vector<std::vector<uint8_t>>> owned;
+  std::vector<std::vector<uint8_t>> owned;
   bool said_owner_unused = false;  // the device path all-gathers whatever the mode: said once
 };
 
@@ -282,9 +294,9 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   RT_CHECK_EQ(params.size(), grads.size(), "SparseRowSync: one gradient per parameter");
   // CUDA tables over NCCL stay on their device.
   if (detail::sparseSyncOnDevice(comm, params)) {
-    if (mode_ == SparseSync::kOwner && !state_->said_owner_unused) {
-      warn("ddp.sparse_sync: owner applies to rows exchanged through the host; CUDA tables over NCCL are "
-           "all-gathered on the device");
+    if (mode_ != SparseSync::kAllgather && !state_->said_owner_unused) {
+      warn("ddp.sparse_sync: {} applies to rows exchanged through the host; CUDA tables over NCCL are "
+           "all-gathered on the device", toString(mode_));
       state_->said_owner_unused = true;
     }
     return detail::syncSparseRowsOnDevice(comm, params, grads, counts);
@@ -308,18 +320,28 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
     return results;
   }
 
+  // Shared tables: the rows this rank owns, summed over ranks, are all it needs; its optimizer writes them
+  // into the one copy of the table every rank reads.
+  if (mode_ == SparseSync::kShared) {
+    auto sums = reduceAtOwners(comm, params, sources, s.summers, s.local, s.owned, counts);
+    for (size_t t = 0; t < params.size(); ++t) {
+      results.push_back(summedGradient(params[t], *sums[t], world));
+      counts.rows_global += static_cast<size_t>(results.back()._nnz());
+    }
+    return results;
+  }
+
   // What this rank contributes to the final gather, every table in one message: its own rows summed
   // (allgather), or the rows it owns summed over ranks (owner).
   std::vector<std::unique_ptr<TableSum>> contribution;
-  for (size_t t = 0; t < params.size(); ++t) {
-    if (mode_ == SparseSync::kAllgather) {
+  if (mode_ == SparseSync::kAllgather) {
+    for (size_t t = 0; t < params.size(); ++t) {
       contribution.push_back(
           std::make_unique<TableSum>(params[t], std::vector{blockOf(sources[t])}, Input::kOwnRows, s.summers[t]));
       counts.rows_local += static_cast<size_t>(contribution.back()->distinct());
-      continue;
     }
-    s.owned.emplace_back();
-    contribution.push_back(reduceAtOwner(comm, params[t], sources[t], s.summers[t], s.local, s.owned.back(), counts));
+  } else {
+    contribution = reduceAtOwners(comm, params, sources, s.summers, s.local, s.owned, counts);
   }
   std::vector<uint8_t>& mine = s.exchange->mine;
   size_t length = 0;

@@ -238,6 +238,22 @@ void Optimizer::loadStateDict(const TensorDict& state) {
   lr_ = lr->second.item<double>();
 }
 
+void Optimizer::placeState(const std::vector<std::string>& params,
+                           const std::function<at::Tensor(const std::string& name, const at::Tensor& state)>& place) {
+  at::NoGradGuard no_grad;
+  for (Slot& slot : slots_) {
+    if (std::find(params.begin(), params.end(), slot.name) == params.end()) continue;
+    if (slot.state.empty()) initState(slot);
+    for (auto& [key, tensor] : slot.state) {
+      const std::string name = slot.name + "." + key;
+      at::Tensor placed = place(name, tensor);
+      RT_CHECK(placed.sizes() == tensor.sizes() && placed.scalar_type() == tensor.scalar_type(),
+               "optimizer state '", name, "' was placed with another shape or dtype");
+      tensor = placed;
+    }
+  }
+}
+
 std::unique_ptr<Optimizer> makeOptimizer(NamedTensors params, const config::OptimOptions& options) {
   if (options.name == "sgd") return std::make_unique<Sgd>(std::move(params), options);
   if (options.name == "adagrad") return std::make_unique<Adagrad>(std::move(params), options);

@@ -287,6 +287,12 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   ddp::DdpOptions ddp_options = ddp::DdpOptions::fromConfig(job.ddp, job.comm);
   ddp_options.sparse_parameters = s.model->sparseParameterNames();
   ddp::DistributedDataParallel ddp(*s.model, *s.comm, ddp_options);
+  if (ddp.sharesSparseParameters()) {
+    // The owners update rows of one shared table: their per-row optimizer state must be one copy as well.
+    optimizer->placeState(ddp.sharedParameterNames(),
+                          [&](const std::string& name, const at::Tensor& state) { return ddp.shareOnHost(state, name); });
+    if (s.leader()) info("sparse tables shared by the {} ranks on this host; each rank updates the rows it owns", s.comm->size());
+  }
   data::BatchLoader loader(s.corpus, s.split, job, s.comm->rank(), s.comm->size(), start);
   const int64_t total_steps = stepsToTrain(job, loader);
   const LrSchedule schedule(job.optim, total_steps);

@@ -3,6 +3,7 @@
 // its own forward/backward (CPU autograd runs backward on the calling thread).
 #include <set>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
@@ -183,11 +184,18 @@ void sparseEquivalence(int world, Wire wire, SparseSync mode) {
     DdpOptions options;
     options.sparse_sync = mode;
     DistributedDataParallel ddp(*models[rank], comm, options);
+    // Shared tables need every rank on one host, which threads are, when the communicator can tell.
+    const bool shared = mode == SparseSync::kShared && comm.canReadPeerMemory();
+    EXPECT_EQ(ddp.sharesSparseParameters(), shared);
     torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.5));
     for (int s = 0; s < steps; ++s) {
       auto x = ids(s).narrow(0, rank * per_rank, per_rank);
       auto y = target(s).narrow(0, rank * per_rank, per_rank);
-      sgd.zero_grad();
+      if (shared) {
+        ddp.zeroGrad();  // collective: every owner's rows are written before this forward reads them
+      } else {
+        sgd.zero_grad();
+      }
       torch::mse_loss(models[rank]->forward(x), y).backward();
       ddp.finalize();
       auto grad = models[rank]->emb->weight.grad();
@@ -218,6 +226,92 @@ TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn3RanksNative) { sparseEquivalence(
 TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn3RanksRing) { sparseEquivalence(3, Wire::kRing, SparseSync::kOwner); }
 TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn3RanksNative) { sparseEquivalence(3, Wire::kNative, SparseSync::kAllgather); }
 TEST_F(DdpTest, SparseAllgatherMatchesOneProcessOn3RanksRing) { sparseEquivalence(3, Wire::kRing, SparseSync::kAllgather); }
+TEST_F(DdpTest, SparseSharedMatchesOneProcessOn2RanksNative) { sparseEquivalence(2, Wire::kNative, SparseSync::kShared); }
+TEST_F(DdpTest, SparseSharedMatchesOneProcessOn3RanksRing) { sparseEquivalence(3, Wire::kRing, SparseSync::kShared); }
+
+// Trains EmbedImpl for `steps` SGD steps on `world` ranks with `mode`; returns rank 0's parameters.
+std::vector<torch::Tensor> trainEmbedding(int world, SparseSync mode, int steps) {
+  torch::manual_seed(3);
+  std::vector<std::shared_ptr<EmbedImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<EmbedImpl>());
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    DdpOptions options;
+    options.sparse_sync = mode;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    torch::optim::SGD sgd(models[rank]->parameters(), torch::optim::SGDOptions(0.5));
+    for (int s = 0; s < steps; ++s) {
+      const auto ids = (torch::arange(10, torch::kLong) * (rank + 2) + s * 3) % 47;
+      ddp.zeroGrad();
+      torch::mse_loss(models[rank]->forward(ids), torch::cos(ids.to(torch::kFloat))).backward();
+      ddp.finalize();
+      sgd.step();
+    }
+  });
+  std::vector<torch::Tensor> params;
+  for (const auto& p : models[0]->parameters()) params.push_back(p.detach().clone());
+  return params;
+}
+
+// Shared tables do the arithmetic of allgather (each owner sums the same rows in the same rank order), so
+// both end with the same parameters, bit for bit.
+TEST_F(DdpTest, SparseSharedEqualsAllgatherBitForBit) {
+  const auto gathered = trainEmbedding(3, SparseSync::kAllgather, 15);
+  const auto shared = trainEmbedding(3, SparseSync::kShared, 15);
+  ASSERT_EQ(gathered.size(), shared.size());
+  for (size_t i = 0; i < gathered.size(); ++i) EXPECT_TRUE(torch::equal(gathered[i], shared[i])) << "parameter " << i;
+}
+
+// Skipping ddp.zeroGrad() would let a rank's forward read rows another rank is still writing: the second
+// finalize says so on every rank instead.
+TEST_F(DdpTest, SparseSharedWithoutDdpZeroGradIsAnError) {
+#if RINGTRAIN_WITH_GLOO
+  torch::manual_seed(5);
+  std::vector<std::shared_ptr<EmbedImpl>> models = {std::make_shared<EmbedImpl>(), std::make_shared<EmbedImpl>()};
+  auto results = testing::runWithCommunicators(2, testing::testCommOptions(20.0), [&](comm::Communicator& comm) {
+    DdpOptions options;
+    options.sparse_sync = SparseSync::kShared;
+    DistributedDataParallel ddp(*models[comm.rank()], comm, options);
+    torch::optim::SGD sgd(models[comm.rank()]->parameters(), torch::optim::SGDOptions(0.5));
+    for (int s = 0; s < 2; ++s) {
+      sgd.zero_grad();
+      torch::mse_loss(models[comm.rank()]->forward(torch::arange(4, torch::kLong) + s), torch::zeros({4})).backward();
+      ddp.finalize();
+      sgd.step();
+    }
+  });
+  for (size_t r = 0; r < results.size(); ++r) {
+    EXPECT_THAT(results[r].error, ::testing::HasSubstr("call ddp.zeroGrad() after the optimizer step")) << "rank " << r;
+    EXPECT_THAT(results[r].error, ::testing::HasSubstr("step 2")) << "rank " << r;
+  }
+#else
+  GTEST_SKIP() << "the thread communicator cannot share a host's memory";
+#endif
+}
+
+// Without same-host memory (as across hosts) shared falls back to allgather and still trains correctly.
+TEST_F(DdpTest, SparseSharedFallsBackToAllgatherAcrossHosts) {
+#if RINGTRAIN_WITH_GLOO
+  auto options = testing::testCommOptions(20.0);
+  options.same_host_copy = false;
+  torch::manual_seed(4);
+  std::vector<std::shared_ptr<EmbedImpl>> models = {std::make_shared<EmbedImpl>(), std::make_shared<EmbedImpl>()};
+  auto results = testing::runWithCommunicators(2, options, [&](comm::Communicator& comm) {
+    DdpOptions ddp_options;
+    ddp_options.sparse_sync = SparseSync::kShared;
+    DistributedDataParallel ddp(*models[comm.rank()], comm, ddp_options);
+    EXPECT_FALSE(ddp.sharesSparseParameters());
+    EXPECT_TRUE(ddp.sharedParameterNames().empty());
+    EXPECT_THROW(ddp.shareOnHost(torch::zeros({2}), "state"), Error);
+    torch::mse_loss(models[comm.rank()]->forward(torch::arange(4, torch::kLong) + comm.rank()), torch::zeros({4})).backward();
+    ddp.finalize();
+    EXPECT_GT(ddp.stats().sparse_rows_global, ddp.stats().sparse_rows_local) << "all-gathered: every rank has every row";
+  });
+  for (size_t r = 0; r < results.size(); ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
+#else
+  GTEST_SKIP() << "needs Gloo";
+#endif
+}
 
 // Owner and allgather agree on the same inputs, and owner mode moves fewer bytes when rows repeat.
 TEST_F(DdpTest, SparseOwnerEqualsAllgather) {

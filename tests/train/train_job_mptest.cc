@@ -106,6 +106,36 @@ TEST(TrainJob, KilledAndRestartedRunEndsBitForBitLikeAnUninterruptedOne) {
   EXPECT_EQ(readAll(straight + "/embeddings.txt"), readAll(restarted + "/embeddings.txt"));
 }
 
+// ddp.sparse_sync shared keeps one copy of the tables (and of Adagrad's per-row sums) for both ranks, each
+// updating the rows it owns. It does allgather's arithmetic, so both end with the same embeddings, bit for
+// bit; and a run killed after a checkpoint resumes to the same end, which holds only if rank 0's checkpoint
+// has every row's optimizer state, not just the rows it owns.
+TEST(TrainJob, SharedTablesTrainLikeAllgatherAndResumeBitForBit) {
+  const std::string gathered = testing::makeTempDir("ringtrain-allgather-");
+  const std::string shared = testing::makeTempDir("ringtrain-shared-");
+  const std::string restarted = testing::makeTempDir("ringtrain-shared-restarted-");
+  const std::vector<std::string> schedule = {"--set", "run.max_steps=30", "--set", "checkpoint.every_steps=10"};
+  std::vector<std::string> allgather = schedule, sharing = schedule;
+  allgather.insert(allgather.end(), {"--set", "ddp.sparse_sync=allgather"});
+  sharing.insert(sharing.end(), {"--set", "ddp.sparse_sync=shared"});
+
+  const auto a = runCommand(ringrun(2, train(gathered, allgather)), withDeadline(240));
+  ASSERT_TRUE(a.ok()) << a.out << a.err;
+  const auto b = runCommand(ringrun(2, train(shared, sharing)), withDeadline(240));
+  ASSERT_TRUE(b.ok()) << b.out << b.err;
+  EXPECT_THAT(b.out + b.err, HasSubstr("sparse tables shared by the 2 ranks"));
+  EXPECT_EQ(readAll(gathered + "/embeddings.txt"), readAll(shared + "/embeddings.txt"));
+
+  std::vector<std::string> crash = sharing;
+  crash.insert(crash.end(), {"--set", "run.crash_at_step=20"});
+  std::vector<std::string> argv = ringrun(2, train(restarted, crash));
+  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
+  const auto c = runCommand(argv, withDeadline(240));
+  ASSERT_TRUE(c.ok()) << c.out << c.err;
+  EXPECT_THAT(c.err, HasSubstr("resumed from"));
+  EXPECT_EQ(readAll(shared + "/embeddings.txt"), readAll(restarted + "/embeddings.txt"));
+}
+
 TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
   const std::string dir = testing::makeTempDir("ringtrain-mismatch-");
   std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");

@@ -76,7 +76,8 @@ struct DdpOptions {
   bool find_unused_parameters = true;
   int accumulation_steps = 1;
   std::string compression = "none";  // none | fp16 | bf16 (dense buckets)
-  std::string sparse_sync = "allgather";  // allgather | owner (rows reduced by their owner rank)
+  std::string sparse_sync = "allgather";  // allgather | owner (rows reduced by their owner rank) | shared
+                                          // (one table per host, each owner updates its rows)
   int64_t replica_check_every = 0;   // 0: off
 };
 

@@ -45,6 +45,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/config/config.h"
 
@@ -62,8 +64,17 @@ class CommHook;
 //              owner (allToAllBytes); owners sum; every rank then gathers the reduced rows from all owners.
 //              Each rank sends the rows it touched (once) plus its share of the union, and receives the
 //              union of touched rows: traffic grows with distinct rows, not with ranks x rows.
-enum class SparseSync { kOwner, kAllgather };
-SparseSync parseSparseSync(const std::string& text);  // "owner" | "allgather"; ConfigError otherwise
+//  kShared:    ranks on one host map one copy of each sparse table (set up at construction, rank 0's values).
+//              Rows go to their owners as in kOwner, and each owner's gradient holds only the rows it owns,
+//              so its optimizer step updates those rows of the one table and no rank gathers anything: a
+//              rank sends and sums about the rows it touched, and updates about as many, at any world size.
+//              The optimizer's per-row state must be shared the same way (shareOnHost). Every rank's next
+//              forward reads what all owners wrote, so zeroGrad() becomes collective: call it after the
+//              optimizer step and before the next forward (finalize() throws when a step skipped it).
+//              Ranks on several hosts, tables on a GPU, or comm.same_host_copy off fall back to kAllgather,
+//              with a warning that says why.
+enum class SparseSync { kOwner, kAllgather, kShared };
+SparseSync parseSparseSync(const std::string& text);  // "owner" | "allgather" | "shared"; ConfigError otherwise
 const char* toString(SparseSync mode);
 
 inline constexpr double kDefaultBucketCapMb = 25.0;
@@ -153,8 +164,18 @@ class DistributedDataParallel {
   };
   [[nodiscard]] NoSyncGuard noSync() { return NoSyncGuard(*this); }
 
-  // Zeroes every bucket in one pass per bucket and resets sparse gradients (faster than zero_grad).
+  // Zeroes every bucket in one pass per bucket and resets sparse gradients (faster than zero_grad). With
+  // shared sparse tables (sharesSparseParameters()) it is collective: it first waits until every rank's
+  // optimizer has written its rows.
   void zeroGrad();
+
+  // True when the sparse parameters live in memory that every rank on this host maps (ddp.sparse_sync
+  // shared, more than one rank, and no fallback); their names, in registration order.
+  bool sharesSparseParameters() const;
+  std::vector<std::string> sharedParameterNames() const;
+  // Collective, only when sharesSparseParameters(): rank 0's `tensor` copied into memory every rank maps, for
+  // state updated row by row like the shared tables (an optimizer's per-row sums and moments).
+  at::Tensor shareOnHost(const at::Tensor& tensor, const std::string& what);
 
   // Replaces the dense-bucket communication (default: from options.compression).
   void setCommHook(std::unique_ptr<CommHook> hook);
@@ -164,6 +185,7 @@ class DistributedDataParallel {
   void checkReplicas();
 
   // Collective: broadcasts parameters and buffers from rank 0 again (e.g. after loading a checkpoint there).
+  // Shared sparse tables are skipped: every rank already reads rank 0's copy.
   void broadcastState();
 
   const DdpStats& stats() const;

@@ -11,6 +11,11 @@
 //             owner its rows (allToAllBytes); owners sum what they receive (in rank order) and all-gather
 //             their reduced rows. A rank sends its distinct rows plus its share of the union and receives
 //             the union of distinct rows: the traffic follows distinct touched rows, not ranks x rows.
+//  shared:    owner mode without the final gather: the result holds only the rows this rank owns (summed
+//             over ranks, divided by the world size). It is the whole update only for tables every rank
+//             maps from one copy (DistributedDataParallel sets that up), where each owner's optimizer
+//             writes its rows for all. A rank sends its distinct rows and receives its owned share: the
+//             traffic per rank stays flat as ranks are added.
 #pragma once
 
 #include <cstddef>
@@ -68,8 +73,8 @@ at::Tensor syncSparseGradient(comm::Communicator& comm, const at::Tensor& param,
 // Several parameters at once (grads[i] belongs to params[i]) through a SparseRowSync made for the call;
 // returns their results in order. In allgather mode every table travels in one message per rank: one
 // exchange per step instead of one per table, which is what a step pays for on a busy machine (each
-// exchange costs a round of thread wake-ups on every rank). Owner mode sends each table's rows to their
-// owners separately, then gathers the owners' reduced rows of every table in one exchange.
+// exchange costs a round of thread wake-ups on every rank). Owner and shared modes likewise send every
+// table's rows to their owners in one exchange (and owner mode gathers the reduced rows in one more).
 std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                             const std::vector<at::Tensor>& grads, SparseSync mode,
                                             SparseSyncCounts& counts);

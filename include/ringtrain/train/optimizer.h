@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -53,6 +54,14 @@ class Optimizer {
   // copies. loadStateDict checks names and shapes and throws DataError naming the first mismatch.
   TensorDict stateDict() const;
   void loadStateDict(const TensorDict& state);
+
+  // Replaces each state tensor of the parameters named in `params` by place(name, tensor), which must return
+  // a tensor of the same shape and values (creating the state first where there is none yet). For tables
+  // whose rows the ranks update out of one shared copy (ddp.sparse_sync shared), so that their per-row
+  // state is one copy too: place is then DistributedDataParallel::shareOnHost. Parameters are visited in the
+  // optimizer's order and their state by slot name, the same on every rank, so `place` may be collective.
+  void placeState(const std::vector<std::string>& params,
+                  const std::function<at::Tensor(const std::string& name, const at::Tensor& state)>& place);
 
  protected:
   struct Slot {
