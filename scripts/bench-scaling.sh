@@ -7,8 +7,11 @@
 #   scripts/bench-scaling.sh 1 2 4 8    # the device machine's 16 cores
 # Besides the mean over the timed steps, ringtrain's pairs/s is also given from its median step time (rank 0's
 # per-step metrics): on a shared machine a few slow steps move the mean, not the median.
+# Each rank count above 1 runs once per sparse-row sync mode in SYNC_MODES (default "allgather shared":
+# every rank all-gathers every touched row, against one shared table per host with each rank updating the
+# rows it owns); one rank has nothing to sync and runs once.
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
-# PEERS=<dir with ddp_peer.py> (default ../shared/peers).
+# PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -17,6 +20,7 @@ BACKEND="${BACKEND:-gloo}"
 STEPS="${STEPS:-200}"
 WARMUP=10
 BATCH=$(awk '$1 == "batch_size:" { print $2; exit }' "$ROOT/configs/bench_reference.yaml")  # pairs per rank per step
+read -r -a MODES <<< "${SYNC_MODES:-allgather shared}"
 RANKS=("$@")
 [ ${#RANKS[@]} -gt 0 ] || RANKS=(1 2)
 PY=/usr/bin/python3
@@ -29,16 +33,16 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 DATA="$WORK/data"
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
 
-run_ringtrain() {  # ranks -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib"
-  local n=$1 out="$WORK/rt-$1"
+run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib"
+  local n=$1 mode=$2 out="$WORK/rt-$1-$2"
   local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
               --set "run.output_dir=$out" --set "run.max_steps=$((WARMUP + STEPS))" --set "log.every_steps=$WARMUP"
-              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0")
+              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0" --set "ddp.sparse_sync=$mode")
   if [ "$BACKEND" = mpi ]; then
     mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
   else
     "$BIN/ringrun" --standalone --nproc-per-node "$n" -- "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
-  fi || { echo "ringtrain failed at $n ranks:" >&2; tail -20 "$out.log" >&2; exit 1; }
+  fi || { echo "ringtrain failed at $n ranks ($mode):" >&2; tail -20 "$out.log" >&2; exit 1; }
   python3 - "$out/metrics.jsonl" "$out.log" "$n" "$WARMUP" "$BATCH" <<'PY'
 import json, re, statistics, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
@@ -69,21 +73,28 @@ PY
 }
 
 printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s\n" "$STEPS" "$BACKEND"
-printf "%6s %14s %10s %16s %10s %14s %10s %12s %14s %10s\n" ranks "ringtrain p/s" "effic." "median-step p/s" "effic." \
-  "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB"
+printf "%6s %10s %14s %10s %16s %10s %14s %10s %12s %14s %10s\n" ranks "sync" "ringtrain p/s" "effic." "median-step p/s" \
+  "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB"
 base_rt=0; base_med=0; base_peer=0
 for n in "${RANKS[@]}"; do
-  read -r rt med sync rss < <(run_ringtrain "$n")
   peer=0
   [ "${PEER:-1}" = 0 ] || peer=$(run_peer "$n")
-  [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
   [ "$base_peer" = 0 ] && [ "$n" -eq 1 ] && base_peer=$peer
-  python3 - "$n" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" <<'PY'
+  modes=("${MODES[@]}")
+  [ "$n" -eq 1 ] && modes=("${MODES[0]}")  # nothing to sync
+  for mode in "${modes[@]}"; do
+    read -r rt med sync rss < <(run_ringtrain "$n" "$mode")
+    [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
+    shown=$mode
+    [ "$n" -eq 1 ] && shown="-"
+    python3 - "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" <<'PY'
 import sys
-n, rt, med, peer, brt, bmed, bpeer, sync, rss = int(sys.argv[1]), *map(float, sys.argv[2:])
+n, mode = int(sys.argv[1]), sys.argv[2]
+rt, med, peer, brt, bmed, bpeer, sync, rss = map(float, sys.argv[3:])
 eff = lambda v, b: f"{v / (n * b):.0%}" if b > 0 else "-"
 ratio = f"{rt / peer:.2f}x" if peer > 0 else "-"
-print(f"{n:6d} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} {eff(peer, bpeer):>10} "
-      f"{ratio:>12} {sync:14,.0f} {rss:10,.0f}")
+print(f"{n:6d} {mode:>10} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} "
+      f"{eff(peer, bpeer):>10} {ratio:>12} {sync:14,.0f} {rss:10,.0f}")
 PY
+  done
 done

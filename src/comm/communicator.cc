@@ -13,6 +13,12 @@ void Communicator::allgatherBytesInto(const std::shared_ptr<ByteExchange>& excha
   exchange->all = std::move(all);
 }
 
+void Communicator::allToAllBytesInto(const std::shared_ptr<AllToAllExchange>& exchange) {
+  std::vector<std::vector<uint8_t>> received = allToAllBytes(exchange->send);
+  received.at(static_cast<size_t>(rank())).clear();
+  exchange->received = std::move(received);
+}
+
 void Communicator::readPeerMemory(int peer, const void*, void*, size_t bytes) {
   RT_THROW(CommError, backendName(), ": same-host copy of ", bytes, " bytes from rank ", peer,
            " is not supported by this communicator");

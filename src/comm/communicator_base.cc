@@ -394,26 +394,31 @@ void CommunicatorBase::allgatherBytesInto(const std::shared_ptr<ByteExchange>& e
 }
 
 std::vector<std::vector<uint8_t>> CommunicatorBase::allToAllBytes(const std::vector<std::vector<uint8_t>>& send) {
-  RT_CHECK_T(CommError, send.size() == static_cast<size_t>(size_), "allToAllBytes: ", send.size(),
-             " buffers for world size ", size_);
+  // Shared, not referenced: after a timeout the task may still finish after this frame is gone.
+  auto exchange = std::make_shared<AllToAllExchange>();
+  exchange->send = send;
+  allToAllBytesInto(exchange);
+  exchange->received[rank_] = std::move(exchange->send[rank_]);  // the task is done with it
+  return std::move(exchange->received);
+}
+
+void CommunicatorBase::allToAllBytesInto(const std::shared_ptr<AllToAllExchange>& exchange) {
+  RT_CHECK_T(CommError, exchange->send.size() == static_cast<size_t>(size_), "allToAllBytes: ",
+             exchange->send.size(), " buffers for world size ", size_);
   CollectiveDescriptor d;
   d.kind = OpKind::kAllToAllBytes;
-  auto input = std::make_shared<const std::vector<std::vector<uint8_t>>>(send);
-  auto result = std::make_shared<std::vector<std::vector<uint8_t>>>();
-  enqueue(d, [this, input, result] {
-    if (size_ == 1) {
-      *result = *input;
-    } else if (peer_memory_.enabled()) {
+  enqueue(d, [this, exchange] {
+    AllToAllExchange& ex = *exchange;
+    ex.received.resize(size_);
+    if (size_ > 1 && peer_memory_.enabled()) {
       std::vector<const std::vector<uint8_t>*> offer;
-      for (const auto& bytes : *input) offer.push_back(&bytes);
-      result->resize(size_);
-      exchangeByCopies(offer, *result);
-      (*result)[rank_] = (*input)[rank_];
-    } else {
-      *result = runAllToAllBytes(*input);
+      for (const auto& bytes : ex.send) offer.push_back(&bytes);
+      exchangeByCopies(offer, ex.received);
+    } else if (size_ > 1) {
+      ex.received = runAllToAllBytes(ex.send);
     }
+    ex.received[rank_].clear();
   })->wait(timeout_);
-  return std::move(*result);
 }
 
 // Marks the first notice of a collective's descriptor, checked on arrival so that ranks that disagree on

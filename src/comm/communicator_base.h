@@ -167,6 +167,7 @@ class CommunicatorBase : public Communicator {
   WorkPtr allgatherAsync(Buffer send, Buffer recv) final;
   std::vector<std::vector<uint8_t>> allgatherBytes(const std::vector<uint8_t>& mine) final;
   std::vector<std::vector<uint8_t>> allToAllBytes(const std::vector<std::vector<uint8_t>>& send) final;
+  void allToAllBytesInto(const std::shared_ptr<AllToAllExchange>& exchange) final;
   void allgatherBytesInto(const std::shared_ptr<ByteExchange>& exchange) final;
   void barrier() final;
 

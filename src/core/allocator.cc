@@ -25,4 +25,10 @@ bool keepFreedMemoryInProcess() {
 #endif
 }
 
+void releaseFreedMemory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 }  // namespace ringtrain

@@ -35,6 +35,7 @@
 #include <torch/nn/modules/embedding.h>
 
 #include "ddp/host_shared_tensor.h"
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/ddp/bucket_assignment.h"
@@ -228,6 +229,7 @@ class DistributedDataParallel::Impl {
       p.tensor.set_data(detail::shareOnHost(comm_, p.tensor, p.name));
       shared_tables_.insert(p.tensor.unsafeGetTensorImpl());
     }
+    releaseFreedMemory();  // the private copies just freed: the heap would otherwise keep them
   }
 
   bool sharesSparseParameters() const { return !shared_tables_.empty(); }

@@ -217,58 +217,86 @@ std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::T
   return out;
 }
 
+// Owner and shared modes' scratch, kept from step to step so that a step allocates nothing new.
+struct OwnerScratch {
+  std::vector<std::vector<uint8_t>> coalesced;            // per table: this rank's rows summed, one block
+  std::vector<std::vector<std::vector<int64_t>>> picked;  // per table, per owner: positions in that block
+  // What goes to each owner and what came from each rank; replaced after a failed exchange, which the
+  // communication thread may still be reading.
+  std::shared_ptr<comm::AllToAllExchange> exchange = std::make_shared<comm::AllToAllExchange>();
+};
+
 // Owner and shared modes: this rank's coalesced rows of every table go to their owners (row r to rank
-// r % world) in one allToAllBytes, each owner's message holding a block per table; result[t] sums, over ranks
-// in rank order, the rows of table t this rank owns. Rows are ascending, so each owner's share stays
-// ascending. `received` keeps the bytes the results read; `local` is scratch.
+// r % world) in one exchange, each owner's message holding a block per table; result[t] sums, over ranks in
+// rank order, the rows of table t this rank owns. Rows are ascending, so each owner's share stays
+// ascending. The results read the scratch's buffers: keep it untouched until they are written.
 std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                                       const std::vector<detail::TableRows>& sources,
-                                                      std::vector<detail::RowSummer>& summers, std::vector<uint8_t>& local,
-                                                      std::vector<std::vector<uint8_t>>& received, SparseSyncCounts& counts) {
+                                                      std::vector<detail::RowSummer>& summers, OwnerScratch& scratch,
+                                                      SparseSyncCounts& counts) {
   const int world = comm.size();
   const int me = comm.rank();
-  std::vector<std::vector<uint8_t>> send(world);
-  for (size_t t = 0; t < params.size(); ++t) {
+  const size_t tables = params.size();
+  scratch.coalesced.resize(tables);
+  scratch.picked.resize(tables);
+  std::vector<detail::RowBlock> own(tables);
+  std::vector<size_t> length(world, 0);  // each owner's message
+  for (size_t t = 0; t < tables; ++t) {
     {
-      TableSum own(params[t], {blockOf(sources[t])}, TableSum::Input::kOwnRows, summers[t]);
-      counts.rows_local += static_cast<size_t>(own.distinct());
-      local.resize(blockBytes(own));
-      writeBlock(local.data(), own);
+      TableSum sum(params[t], {blockOf(sources[t])}, TableSum::Input::kOwnRows, summers[t]);
+      counts.rows_local += static_cast<size_t>(sum.distinct());
+      scratch.coalesced[t].resize(blockBytes(sum));
+      writeBlock(scratch.coalesced[t].data(), sum);
     }
-    const int64_t width = rowWidth(params[t]);
     const size_t element = c10::elementSize(params[t].scalar_type());
-    detail::RowBlock coalesced;
-    readBlock(local.data(), local.size(), width, element, me, coalesced);
-    std::vector<std::vector<int64_t>> picked(world);
-    for (int64_t i = 0; i < coalesced.count; ++i) picked[ownerOfRow(coalesced.ids[i], world)].push_back(i);
-    const size_t row_bytes = static_cast<size_t>(width) * element;
+    readBlock(scratch.coalesced[t].data(), scratch.coalesced[t].size(), rowWidth(params[t]), element, me, own[t]);
+    auto& picked = scratch.picked[t];
+    picked.resize(world);
+    for (auto& p : picked) p.clear();
+    for (int64_t i = 0; i < own[t].count; ++i) picked[ownerOfRow(own[t].ids[i], world)].push_back(i);
     for (int o = 0; o < world; ++o) {
-      const auto count = static_cast<int64_t>(picked[o].size());
-      const size_t at = send[o].size();
-      send[o].resize(at + blockLength(count, row_bytes));
-      uint8_t* dst = send[o].data() + at;
-      writeHeader(dst, count, width);
-      for (int64_t k = 0; k < count; ++k) {
-        const int64_t i = picked[o][static_cast<size_t>(k)];
-        std::memcpy(dst + kHeaderBytes + k * sizeof(int64_t), coalesced.ids + i, sizeof(int64_t));
-        std::memcpy(dst + kHeaderBytes + count * sizeof(int64_t) + k * row_bytes,
-                    static_cast<const uint8_t*>(coalesced.values) + i * row_bytes, row_bytes);
-      }
+      length[o] += blockLength(static_cast<int64_t>(picked[o].size()), static_cast<size_t>(rowWidth(params[t])) * element);
     }
   }
+  comm::AllToAllExchange& ex = *scratch.exchange;
+  ex.send.resize(world);
   for (int o = 0; o < world; ++o) {
-    if (o != me) counts.bytes_sent += send[o].size();
+    ex.send[o].resize(length[o]);  // no clear(): only bytes beyond last step's length get zeroed
+    if (o != me) counts.bytes_sent += length[o];
+    size_t at = 0;
+    for (size_t t = 0; t < tables; ++t) {
+      const int64_t width = rowWidth(params[t]);
+      const size_t row_bytes = static_cast<size_t>(width) * c10::elementSize(params[t].scalar_type());
+      const std::vector<int64_t>& picked = scratch.picked[t][o];
+      const auto count = static_cast<int64_t>(picked.size());
+      uint8_t* dst = ex.send[o].data() + at;
+      writeHeader(dst, count, width);
+      auto* ids = reinterpret_cast<int64_t*>(dst + kHeaderBytes);
+      uint8_t* values = dst + kHeaderBytes + count * sizeof(int64_t);
+      const auto* from = static_cast<const uint8_t*>(own[t].values);
+      for (int64_t k = 0; k < count; ++k) {
+        const int64_t i = picked[static_cast<size_t>(k)];
+        ids[k] = own[t].ids[i];
+        std::memcpy(values + k * row_bytes, from + i * row_bytes, row_bytes);
+      }
+      at += blockLength(count, row_bytes);
+    }
   }
-  received = comm.allToAllBytes(send);
-  RT_CHECK_EQ(received.size(), static_cast<size_t>(world), "allToAllBytes: one message per rank");
+  try {
+    comm.allToAllBytesInto(scratch.exchange);
+  } catch (...) {
+    scratch.exchange = std::make_shared<comm::AllToAllExchange>();
+    throw;
+  }
+  RT_CHECK_EQ(ex.received.size(), static_cast<size_t>(world), "allToAllBytesInto: one message per rank");
   std::vector<const std::vector<uint8_t>*> messages;
   for (int r = 0; r < world; ++r) {
-    if (r != me) counts.bytes_received += received[r].size();
-    messages.push_back(&received[r]);
+    if (r != me) counts.bytes_received += ex.received[r].size();
+    messages.push_back(r == me ? &ex.send[r] : &ex.received[r]);
   }
   const auto blocks = splitMessages(params, messages);
   std::vector<std::unique_ptr<TableSum>> sums;
-  for (size_t t = 0; t < params.size(); ++t) {
+  for (size_t t = 0; t < tables; ++t) {
     sums.push_back(std::make_unique<TableSum>(params[t], blocks[t], TableSum::Input::kExchanged, summers[t]));
   }
   return sums;
@@ -279,10 +307,7 @@ std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, 
 struct SparseRowSync::State {
   std::vector<detail::RowSummer> summers;  // one per table
   std::shared_ptr<comm::ByteExchange> exchange = std::make_shared<comm::ByteExchange>();
-  // Owner and shared modes: scratch, and what each rank sent this one (a block per table), kept until the
-  // sums that read it are written.
-  std::vector<uint8_t> local;
-  std::vector<std::vector<uint8_t>> owned;
+  OwnerScratch to_owners;  // owner and shared modes
   bool said_owner_unused = false;  // the device path all-gathers whatever the mode: said once
 };
 
@@ -323,7 +348,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   // Shared tables: the rows this rank owns, summed over ranks, are all it needs; its optimizer writes them
   // into the one copy of the table every rank reads.
   if (mode_ == SparseSync::kShared) {
-    auto sums = reduceAtOwners(comm, params, sources, s.summers, s.local, s.owned, counts);
+    auto sums = reduceAtOwners(comm, params, sources, s.summers, s.to_owners, counts);
     for (size_t t = 0; t < params.size(); ++t) {
       results.push_back(summedGradient(params[t], *sums[t], world));
       counts.rows_global += static_cast<size_t>(results.back()._nnz());
@@ -341,7 +366,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
       counts.rows_local += static_cast<size_t>(contribution.back()->distinct());
     }
   } else {
-    contribution = reduceAtOwners(comm, params, sources, s.summers, s.local, s.owned, counts);
+    contribution = reduceAtOwners(comm, params, sources, s.summers, s.to_owners, counts);
   }
   std::vector<uint8_t>& mine = s.exchange->mine;
   size_t length = 0;
@@ -353,7 +378,6 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
     offset += blockBytes(*sum);
   }
   contribution.clear();
-  s.owned.clear();
 
   try {
     comm.allgatherBytesInto(s.exchange);

@@ -72,6 +72,14 @@ struct ByteExchange {
   std::vector<std::vector<uint8_t>> all;  // all[r]: rank r's bytes; all[rank()] is left empty (see mine)
 };
 
+// The personalized exchange a caller repeats every step (the owner-based sparse-row sync), kept between calls
+// like ByteExchange: send[r] goes to rank r and is read in place; what rank r sent lands in received[r],
+// reusing last call's capacity. received[rank()] is left empty: this rank's share is send[rank()].
+struct AllToAllExchange {
+  std::vector<std::vector<uint8_t>> send;
+  std::vector<std::vector<uint8_t>> received;
+};
+
 class Work {
  public:
   virtual ~Work() = default;
@@ -109,6 +117,9 @@ class Communicator {
   // allgatherBytes through a ByteExchange (the same collective, sequence numbered and checked the same way).
   // The default copies through allgatherBytes; communicators with a cheaper way override it.
   virtual void allgatherBytesInto(const std::shared_ptr<ByteExchange>& exchange);
+  // allToAllBytes through an AllToAllExchange (the same collective); the default copies through
+  // allToAllBytes.
+  virtual void allToAllBytesInto(const std::shared_ptr<AllToAllExchange>& exchange);
   virtual void barrier() = 0;
 
   // Point-to-point on host buffers, matched by (peer, tag) in posting order; the ring allreduce is built on

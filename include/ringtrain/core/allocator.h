@@ -14,4 +14,8 @@ namespace ringtrain {
 // Returns true when the settings were applied.
 bool keepFreedMemoryInProcess();
 
+// Gives the memory freed so far back to the OS (glibc's malloc_trim), for a one-time release that the
+// settings above would keep: the private copies of tables that moved into memory shared by the ranks.
+void releaseFreedMemory();
+
 }  // namespace ringtrain
