@@ -51,7 +51,8 @@ SparseSync parseSparseSync(const std::string& text) {
   if (text == "owner") return SparseSync::kOwner;
   if (text == "allgather") return SparseSync::kAllgather;
   if (text == "shared") return SparseSync::kShared;
-  RT_THROW(ConfigError, "ddp.sparse_sync: unknown value '", text, "' (expected owner, allgather or shared)");
+  if (text == "auto") return SparseSync::kAuto;
+  RT_THROW(ConfigError, "ddp.sparse_sync: unknown value '", text, "' (expected auto, shared, allgather or owner)");
 }
 
 const char* toString(SparseSync mode) {
@@ -59,6 +60,7 @@ const char* toString(SparseSync mode) {
     case SparseSync::kOwner: return "owner";
     case SparseSync::kAllgather: return "allgather";
     case SparseSync::kShared: return "shared";
+    case SparseSync::kAuto: return "auto";
   }
   return "?";
 }
@@ -145,7 +147,7 @@ class DistributedDataParallel::Impl {
     collectParameters();
     checkLayout();
     broadcastState();
-    shareSparseTables();
+    chooseSparseSync();
     std::vector<size_t> dense_order;
     for (size_t i : reverseOrder(dense_.size())) dense_order.push_back(i);
     buildBuckets(dense_order);
@@ -205,11 +207,19 @@ class DistributedDataParallel::Impl {
     }
   }
 
-  // ddp.sparse_sync shared: the sparse tables move into memory every rank on the host maps, holding rank
-  // 0's values (the broadcast just made them equal). The decision is the same on every rank: peer memory is
-  // agreed by all ranks, and checkLayout() compared the tables' devices.
-  void shareSparseTables() {
-    if (options_.sparse_sync != SparseSync::kShared || comm_.size() == 1 || sparse_.empty()) return;
+  // Settles the sparse sync mode. For shared (or auto, where it can), the sparse tables move into memory
+  // every rank on the host maps, holding rank 0's values (the broadcast just made them equal). The decision
+  // is the same on every rank: peer memory is agreed by all ranks, and checkLayout() compared the tables'
+  // devices.
+  void chooseSparseSync() {
+    const SparseSync asked = options_.sparse_sync;
+    const bool wants_shared = asked == SparseSync::kShared || asked == SparseSync::kAuto;
+    if (asked == SparseSync::kAuto) options_.sparse_sync = SparseSync::kAllgather;  // unless sharing works below
+    if (wants_shared && comm_.size() > 1 && !sparse_.empty()) shareSparseTables(asked);
+    sparse_sync_ = std::make_unique<SparseRowSync>(options_.sparse_sync);
+  }
+
+  void shareSparseTables(SparseSync asked) {
     std::string why_not;
     if (!comm_.canReadPeerMemory()) why_not = "the ranks do not all share one host (or comm.same_host_copy is off)";
     for (size_t i : sparse_) {
@@ -218,11 +228,15 @@ class DistributedDataParallel::Impl {
       }
     }
     if (!why_not.empty()) {
-      if (comm_.rank() == 0) warn("ddp.sparse_sync: shared cannot be used here: {}; sparse rows are all-gathered", why_not);
+      if (comm_.rank() == 0 && asked == SparseSync::kShared) {
+        warn("ddp.sparse_sync: shared cannot be used here: {}; sparse rows are all-gathered", why_not);
+      } else if (comm_.rank() == 0) {
+        info("ddp.sparse_sync auto: sparse rows are all-gathered ({})", why_not);
+      }
       options_.sparse_sync = SparseSync::kAllgather;
-      sparse_sync_ = std::make_unique<SparseRowSync>(options_.sparse_sync);
       return;
     }
+    options_.sparse_sync = SparseSync::kShared;
     torch::NoGradGuard no_grad;
     for (size_t i : sparse_) {
       Param& p = params_[i];
@@ -552,8 +566,7 @@ class DistributedDataParallel::Impl {
   torch::nn::Module& module_;      // outlives us (constructor contract)
   comm::Communicator& comm_;       // outlives us (constructor contract)
   DdpOptions options_;
-  // Keeps its scratch from step to step; replaced once if shared tables fall back to allgather.
-  std::unique_ptr<SparseRowSync> sparse_sync_ = std::make_unique<SparseRowSync>(options_.sparse_sync);
+  std::unique_ptr<SparseRowSync> sparse_sync_;  // the settled mode; keeps its scratch from step to step
   std::unordered_set<const void*> shared_tables_;  // TensorImpls of sparse tables mapped by every rank
   bool awaiting_zero_grad_ = false;                 // shared tables: a step finalized, zeroGrad() not yet called
   std::unique_ptr<CommHook> hook_;

@@ -311,7 +311,10 @@ struct SparseRowSync::State {
   bool said_owner_unused = false;  // the device path all-gathers whatever the mode: said once
 };
 
-SparseRowSync::SparseRowSync(SparseSync mode) : mode_(mode), state_(std::make_unique<State>()) {}
+// Alone, this class cannot know whether the tables are shared: auto is allgather here (DistributedDataParallel
+// settles auto before it makes one).
+SparseRowSync::SparseRowSync(SparseSync mode)
+    : mode_(mode == SparseSync::kAuto ? SparseSync::kAllgather : mode), state_(std::make_unique<State>()) {}
 SparseRowSync::~SparseRowSync() = default;
 
 std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std::vector<at::Tensor>& params,

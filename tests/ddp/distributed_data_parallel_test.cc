@@ -289,6 +289,27 @@ TEST_F(DdpTest, SparseSharedWithoutDdpZeroGradIsAnError) {
 #endif
 }
 
+// auto (the training job's default) shares the tables when the ranks share a host, and all-gathers otherwise.
+TEST_F(DdpTest, SparseAutoSharesOnOneHostOnly) {
+#if RINGTRAIN_WITH_GLOO
+  for (const bool same_host : {true, false}) {
+    auto options = testing::testCommOptions(20.0);
+    options.same_host_copy = same_host;
+    std::vector<std::shared_ptr<EmbedImpl>> models = {std::make_shared<EmbedImpl>(), std::make_shared<EmbedImpl>()};
+    auto results = testing::runWithCommunicators(2, options, [&](comm::Communicator& comm) {
+      DdpOptions ddp_options;
+      ddp_options.sparse_sync = SparseSync::kAuto;
+      DistributedDataParallel ddp(*models[comm.rank()], comm, ddp_options);
+      EXPECT_EQ(ddp.sharesSparseParameters(), same_host);
+      EXPECT_EQ(ddp.sharedParameterNames(), same_host ? std::vector<std::string>{"emb.weight"} : std::vector<std::string>{});
+    });
+    for (size_t r = 0; r < results.size(); ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
+  }
+#else
+  GTEST_SKIP() << "needs Gloo";
+#endif
+}
+
 // Without same-host memory (as across hosts) shared falls back to allgather and still trains correctly.
 TEST_F(DdpTest, SparseSharedFallsBackToAllgatherAcrossHosts) {
 #if RINGTRAIN_WITH_GLOO
@@ -764,6 +785,7 @@ TEST_F(DdpTest, OptionsFromConfig) {
   auto options = DdpOptions::fromConfig(ddp, comm);
   EXPECT_EQ(options.sparse_sync, SparseSync::kAllgather);
   EXPECT_EQ(options.timeout.count(), 2500);
+  EXPECT_EQ(DdpOptions::fromConfig(config::DdpOptions{}, comm).sparse_sync, SparseSync::kAuto);
   ddp.sparse_sync = "nope";
   EXPECT_THROW(DdpOptions::fromConfig(ddp, comm), ConfigError);
   EXPECT_THROW(makeCommHook("int8"), ConfigError);

@@ -76,8 +76,9 @@ struct DdpOptions {
   bool find_unused_parameters = true;
   int accumulation_steps = 1;
   std::string compression = "none";  // none | fp16 | bf16 (dense buckets)
-  std::string sparse_sync = "allgather";  // allgather | owner (rows reduced by their owner rank) | shared
-                                          // (one table per host, each owner updates its rows)
+  // auto (shared where every rank is on one host with host tables, else allgather) | shared (one table per
+  // host, each rank updates the rows it owns) | allgather | owner (rows reduced by their owner rank)
+  std::string sparse_sync = "auto";
   int64_t replica_check_every = 0;   // 0: off
 };
 

@@ -73,8 +73,11 @@ class CommHook;
 //              optimizer step and before the next forward (finalize() throws when a step skipped it).
 //              Ranks on several hosts, tables on a GPU, or comm.same_host_copy off fall back to kAllgather,
 //              with a warning that says why.
-enum class SparseSync { kOwner, kAllgather, kShared };
-SparseSync parseSparseSync(const std::string& text);  // "owner" | "allgather" | "shared"; ConfigError otherwise
+//  kAuto:      kShared where it can be used, else kAllgather, saying which at info level (the training job's
+//              default: its loop calls zeroGrad()).
+enum class SparseSync { kOwner, kAllgather, kShared, kAuto };
+// "owner" | "allgather" | "shared" | "auto"; ConfigError otherwise
+SparseSync parseSparseSync(const std::string& text);
 const char* toString(SparseSync mode);
 
 inline constexpr double kDefaultBucketCapMb = 25.0;
