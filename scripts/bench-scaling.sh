@@ -9,7 +9,8 @@
 # per-step metrics): on a shared machine a few slow steps move the mean, not the median.
 # Each rank count above 1 runs once per sparse-row sync mode in SYNC_MODES (default "allgather shared":
 # every rank all-gathers every touched row, against one shared table per host with each rank updating the
-# rows it owns); one rank has nothing to sync and runs once.
+# rows it owns); one rank has nothing to sync and runs once. "allgather!" marks a shared run that fell back
+# (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr.
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
 # PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values).
 set -euo pipefail
@@ -33,7 +34,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 DATA="$WORK/data"
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
 
-run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib"
+run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib shared"
   local n=$1 mode=$2 out="$WORK/rt-$1-$2"
   local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
               --set "run.output_dir=$out" --set "run.max_steps=$((WARMUP + STEPS))" --set "log.every_steps=$WARMUP"
@@ -52,8 +53,10 @@ pairs = sum(r["pairs_per_s"] for r in steady) / len(steady)
 steps = [r["step_ms"] for r in lines if "step_ms" in r][int(sys.argv[4]):]
 median = int(sys.argv[5]) * int(sys.argv[3]) / statistics.median(steps) * 1000 if steps else 0
 sync = rows[-1]["dense_bytes"] + rows[-1]["sparse_bytes"]
-rss = max([float(m) for m in re.findall(r"peak RSS ([0-9.]+) MiB", open(sys.argv[2]).read())] or [0])
-print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f}")
+log = open(sys.argv[2]).read()
+rss = max([float(m) for m in re.findall(r"peak RSS ([0-9.]+) MiB", log)] or [0])
+shared = int("sparse tables shared by" in log)  # shared asked for but not possible falls back to allgather
+print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f} {shared}")
 PY
 }
 
@@ -83,10 +86,14 @@ for n in "${RANKS[@]}"; do
   modes=("${MODES[@]}")
   [ "$n" -eq 1 ] && modes=("${MODES[0]}")  # nothing to sync
   for mode in "${modes[@]}"; do
-    read -r rt med sync rss < <(run_ringtrain "$n" "$mode")
+    read -r rt med sync rss shared < <(run_ringtrain "$n" "$mode")
     [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
     shown=$mode
     [ "$n" -eq 1 ] && shown="-"
+    if [ "$n" -gt 1 ] && [ "$mode" = shared ] && [ "$shared" = 0 ]; then  # asked for, not possible here
+      shown="allgather!"
+      grep -h "cannot be used" "$WORK/rt-$n-$mode.log" >&2 || true
+    fi
     python3 - "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" <<'PY'
 import sys
 n, mode = int(sys.argv[1]), sys.argv[2]
