@@ -221,11 +221,20 @@ class DistributedDataParallel::Impl {
 
   void shareSparseTables(SparseSync asked) {
     std::string why_not;
-    if (!comm_.canReadPeerMemory()) why_not = "the ranks do not all share one host (or comm.same_host_copy is off)";
     for (size_t i : sparse_) {
       if (why_not.empty() && !params_[i].tensor.is_cpu()) {
         why_not = "'" + params_[i].name + "' is on " + params_[i].tensor.device().str();
       }
+    }
+    if (why_not.empty() && !comm_.canReadPeerMemory()) {
+      why_not = "the ranks do not all share one host (or comm.same_host_copy is off)";
+    }
+    // Every copy is made before any table moves, so that a failure (agreed by all ranks) leaves every rank
+    // on its private tables, all-gathering.
+    std::vector<at::Tensor> copies;
+    for (size_t k = 0; k < sparse_.size() && why_not.empty(); ++k) {
+      const Param& p = params_[sparse_[k]];
+      copies.push_back(detail::tryShareOnHost(comm_, p.tensor, p.name, why_not));
     }
     if (!why_not.empty()) {
       if (comm_.rank() == 0 && asked == SparseSync::kShared) {
@@ -238,9 +247,9 @@ class DistributedDataParallel::Impl {
     }
     options_.sparse_sync = SparseSync::kShared;
     torch::NoGradGuard no_grad;
-    for (size_t i : sparse_) {
-      Param& p = params_[i];
-      p.tensor.set_data(detail::shareOnHost(comm_, p.tensor, p.name));
+    for (size_t k = 0; k < sparse_.size(); ++k) {
+      Param& p = params_[sparse_[k]];
+      p.tensor.set_data(copies[k]);
       shared_tables_.insert(p.tensor.unsafeGetTensorImpl());
     }
     releaseFreedMemory();  // the private copies just freed: the heap would otherwise keep them
@@ -281,6 +290,9 @@ class DistributedDataParallel::Impl {
         offset += t.numel();
       }
     }
+    // Shared tables were skipped (every rank reads rank 0's copy): still, no rank may read them before rank 0
+    // is done with whatever it wrote there before calling this.
+    if (!shared_tables_.empty()) comm_.barrier();
   }
 
   // `order` lists positions in dense_ (not params_) in visiting order.
@@ -421,11 +433,6 @@ class DistributedDataParallel::Impl {
   }
 
   void finalize() {
-    if (sharesSparseParameters() && !no_sync_ && awaiting_zero_grad_) {
-      RT_THROW(Error, "DistributedDataParallel: with shared sparse tables (ddp.sparse_sync shared) call ddp.zeroGrad() "
-               "after the optimizer step and before the next forward, on every rank: it waits until every "
-               "owner has written its rows (rank ", comm_.rank(), ", step ", stats_.steps + 1, ")");
-    }
     if (no_sync_) return;
     const auto start = Clock::now();
     std::vector<std::string> unused;
@@ -467,6 +474,13 @@ class DistributedDataParallel::Impl {
     stats_.allreduce_total = total;
     stats_.dense_bytes_sent = dense_bytes_;
 
+    // Checked only now, with this step's dense buckets done: a rank that threw while its peers still waited
+    // on them would leave those peers to the communication timeout.
+    if (sharesSparseParameters() && awaiting_zero_grad_) {
+      RT_THROW(Error, "DistributedDataParallel: with shared sparse tables (ddp.sparse_sync shared) call ddp.zeroGrad() "
+               "after the optimizer step and before the next forward, on every rank: it waits until every "
+               "owner has written its rows (rank ", comm_.rank(), ", step ", stats_.steps + 1, ")");
+    }
     const auto sparse_start = Clock::now();
     SparseSyncCounts counts;
     // Alone, a rank's sparse gradients are already the average: no copy, no host round trip.

@@ -86,6 +86,14 @@ std::string attach(const std::string& published, size_t bytes, int dtype, Mappin
 }  // namespace
 
 at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what) {
+  std::string why;
+  at::Tensor shared = tryShareOnHost(comm, source, what, why);
+  if (!shared.defined()) RT_THROW(CommError, why);
+  return shared;
+}
+
+at::Tensor tryShareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
+                          std::string& why) {
   RT_CHECK(source.is_cpu(), "sharing ", what, " between ranks on one host: the tensor is on ", source.device());
   RT_CHECK(comm.size() == 1 || comm.canReadPeerMemory(), "sharing ", what,
            " between ranks on one host: the ranks do not share a host (or comm.same_host_copy is off)");
@@ -117,7 +125,8 @@ at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const
     if (!verdicts[r].empty()) report += concat("; rank ", r, ": ", textOf(verdicts[r]));
   }
   if (!report.empty()) {
-    RT_THROW(CommError, "sharing ", what, " (", bytes, " bytes) between ranks on one host failed", report);
+    why = concat("sharing ", what, " (", bytes, " bytes) between ranks on one host failed", report);
+    return at::Tensor();
   }
   const size_t length = bytes;
   void* data = mapping.release();

@@ -23,4 +23,9 @@ namespace ringtrain::ddp::detail {
 // the rank, `what` and the cause.
 at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what);
 
+// The same, but a failure that every rank agreed on (memfd, open, mmap, sizes) returns an undefined tensor and
+// sets `why` on every rank, so that callers can fall back together. Communication failures still throw.
+at::Tensor tryShareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
+                          std::string& why);
+
 }  // namespace ringtrain::ddp::detail

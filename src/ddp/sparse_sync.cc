@@ -409,6 +409,8 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
 std::vector<at::Tensor> syncSparseGradients(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                             const std::vector<at::Tensor>& grads, SparseSync mode,
                                             SparseSyncCounts& counts) {
+  RT_CHECK(mode != SparseSync::kShared, "syncSparseGradients: shared returns only the rows this rank owns, the "
+           "whole update only for tables DistributedDataParallel shared; use it through DistributedDataParallel");
   return SparseRowSync(mode).sync(comm, params, grads, counts);
 }
 

@@ -241,6 +241,10 @@ void Optimizer::loadStateDict(const TensorDict& state) {
 void Optimizer::placeState(const std::vector<std::string>& params,
                            const std::function<at::Tensor(const std::string& name, const at::Tensor& state)>& place) {
   at::NoGradGuard no_grad;
+  for (const std::string& name : params) {
+    RT_CHECK(std::any_of(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.name == name; }),
+             "placeState: the optimizer has no parameter '", name, "'");
+  }
   for (Slot& slot : slots_) {
     if (std::find(params.begin(), params.end(), slot.name) == params.end()) continue;
     if (slot.state.empty()) initState(slot);

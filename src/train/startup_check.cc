@@ -16,8 +16,10 @@ std::string textOf(const std::vector<uint8_t>& b) { return std::string(b.begin()
 }  // namespace
 
 void checkRanksAgree(comm::Communicator& comm, const config::JobConfig& job, const std::string& model_layout) {
-  // One small exchange in the common case: hash, world size and layout of every rank.
-  const std::string mine = fmt::format("{}\n{}\n{}", config::hash(job), comm.size(), model_layout);
+  // One small exchange in the common case: hash, world size and layout of every rank, and the sparse sync
+  // mode, which the hash leaves out but every rank must share.
+  const std::string mine =
+      fmt::format("{}\n{}\n{}\n{}", config::hash(job), comm.size(), model_layout, job.ddp.sparse_sync);
   const auto all = comm.allgatherBytes(bytesOf(mine));
   bool agree = true;
   for (const auto& other : all) agree = agree && other == all[0];
@@ -47,7 +49,7 @@ void checkRanksAgree(comm::Communicator& comm, const config::JobConfig& job, con
                fmt::format("{}", fmt::join(parts, ", ")));
     }
     RT_THROW(ConfigError, "ranks disagree before the first step: rank 0 has '", textOf(all[0]), "', rank ", r,
-             " has '", textOf(all[r]), "' (config hash, world size, model layout)");
+             " has '", textOf(all[r]), "' (config hash, world size, model layout, sparse sync)");
   }
 }
 

@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <numeric>
+#include <thread>
 
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/reduce.h"
@@ -329,6 +331,23 @@ TEST_P(WorldSize, AllToAllBytesPersonalized) {
       ASSERT_EQ(got[from], std::vector<uint8_t>(len, static_cast<uint8_t>(from * 16 + comm.rank())));
     }
   }));
+}
+
+// No rank leaves a barrier before the last one enters it, with same-host copy (where the agreement check's
+// notices are the barrier) and without (Gloo's barrier).
+TEST_P(WorldSize, BarrierWaitsForTheLastRank) {
+  const int n = GetParam();
+  for (const bool same_host : {true, false}) {
+    auto options = testCommOptions();
+    options.same_host_copy = same_host;
+    std::atomic<int> entered{0};
+    expectAllOk(runWithCommunicators(n, options, [&](Communicator& comm) {
+      if (comm.rank() == n - 1) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      entered.fetch_add(1);
+      comm.barrier();
+      EXPECT_EQ(entered.load(), n) << "rank " << comm.rank() << " left the barrier early (same-host " << same_host << ")";
+    }));
+  }
 }
 
 TEST_P(WorldSize, BarrierAndPointToPointRing) {

@@ -136,6 +136,24 @@ TEST(TrainJob, SharedTablesTrainLikeAllgatherAndResumeBitForBit) {
   EXPECT_EQ(readAll(shared + "/embeddings.txt"), readAll(restarted + "/embeddings.txt"));
 }
 
+// The same with Adam (its per-row step counts live in shared memory too), two micro-batches per step and an
+// evaluation inside the run, which all read the tables between steps.
+TEST(TrainJob, SharedTablesWithAdamAccumulationAndEvaluationTrainLikeAllgather) {
+  const std::string gathered = testing::makeTempDir("ringtrain-adam-allgather-");
+  const std::string shared = testing::makeTempDir("ringtrain-adam-shared-");
+  const std::vector<std::string> job = {"--set", "run.max_steps=20", "--set", "optim.name=adam", "--set", "optim.lr=0.01",
+                                        "--set", "ddp.accumulation_steps=2", "--set", "eval.every_steps=10"};
+  std::vector<std::string> allgather = job, sharing = job;
+  allgather.insert(allgather.end(), {"--set", "ddp.sparse_sync=allgather"});
+  sharing.insert(sharing.end(), {"--set", "ddp.sparse_sync=shared"});
+  const auto a = runCommand(ringrun(2, train(gathered, allgather)), withDeadline(240));
+  ASSERT_TRUE(a.ok()) << a.out << a.err;
+  const auto b = runCommand(ringrun(2, train(shared, sharing)), withDeadline(240));
+  ASSERT_TRUE(b.ok()) << b.out << b.err;
+  EXPECT_THAT(b.out + b.err, HasSubstr("sparse tables shared by the 2 ranks"));
+  EXPECT_EQ(readAll(gathered + "/embeddings.txt"), readAll(shared + "/embeddings.txt"));
+}
+
 TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
   const std::string dir = testing::makeTempDir("ringtrain-mismatch-");
   std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");

@@ -3,7 +3,7 @@
 //   auto comm = ringtrain::comm::makeCommunicator(...);         // any backend
 //   ringtrain::ddp::DistributedDataParallel ddp(*model, *comm, ringtrain::ddp::DdpOptions::fromConfig(cfg));
 //   for (...) {
-//     optimizer.zero_grad();            // or ddp.zeroGrad()
+//     optimizer.zero_grad();            // or ddp.zeroGrad() (the only choice with shared sparse tables)
 //     auto loss = computeLoss(model->forward(batch));
 //     loss.backward();                  // dense buckets are allreduced WHILE backward runs
 //     ddp.finalize();                   // waits for them, syncs sparse gradients: gradients are now READY
@@ -12,6 +12,10 @@
 //
 // WHEN GRADIENTS ARE READY: after finalize() returns, every parameter's .grad() holds the average over all
 // ranks of that rank's local gradient, identical (bitwise, for the built-in allreduce hook) on every rank.
+// Shared sparse tables (SparseSync::kShared) are the exception: there a table's .grad() holds only the rows
+// this rank owns, the one table every rank maps is updated by its owners, and nothing may read it between
+// the optimizer step and ddp.zeroGrad(), which waits for every owner (the replica check has nothing to
+// compare for such a table).
 // finalize() is explicit because LibTorch exposes no public end-of-backward callback: it waits for every
 // dense bucket (launching, in order, those held back by unused parameters), then synchronizes sparse
 // gradients, runs the replica check when due, and (once, after the first iteration) rebuilds the buckets.
@@ -125,7 +129,7 @@ struct DdpStats {
   size_t sparse_bytes_sent = 0;       // bytes this rank sent for sparse gradients
   size_t sparse_bytes_received = 0;
   size_t sparse_rows_local = 0;       // distinct rows this rank touched
-  size_t sparse_rows_global = 0;      // distinct rows after synchronization
+  size_t sparse_rows_global = 0;      // distinct rows after synchronization (shared tables: those it owns)
   std::chrono::nanoseconds allreduce_total{0};    // sum of bucket allreduce durations
   std::chrono::nanoseconds finalize_wait{0};      // finalize() blocked on dense buckets after backward
   std::chrono::nanoseconds sparse_sync_time{0};
