@@ -130,15 +130,14 @@ void faissBench(int64_t n, int64_t dim, int queries_n, int k) {
   auto model = std::make_shared<Model>();
   model->rows = n;
   model->dim = dim;
-  model->vectors = randomRows(n, dim, 1);
-  model->packed = PackedCatalog(model->vectors.data(), n, dim);
+  model->packed = PackedCatalog(randomRows(n, dim, 1), dim);
   // Queries near catalog items (an item's vector plus noise), as real queries are.
   std::mt19937_64 rng(3);
   std::normal_distribution<float> noise(0.0f, 0.05f);
   std::vector<float> qs(static_cast<size_t>(queries_n * dim));
   for (int i = 0; i < queries_n; ++i) {
     const int64_t r = static_cast<int64_t>(rng() % n);
-    for (int64_t d = 0; d < dim; ++d) qs[i * dim + d] = model->vectors[r * dim + d] + noise(rng);
+    for (int64_t d = 0; d < dim; ++d) qs[i * dim + d] = model->row(r)[d] + noise(rng);
   }
   std::vector<Query> queries;
   for (int i = 0; i < queries_n; ++i) queries.push_back({qs.data() + i * dim, k, nullptr});

@@ -18,7 +18,7 @@ class FaissHnswIndex : public AnnIndex {
       : index_(static_cast<int>(model.dim), options.hnsw_m, faiss::METRIC_INNER_PRODUCT), dim_(model.dim),
         ef_search_(options.ef_search) {
     index_.hnsw.efConstruction = options.ef_construction;
-    index_.add(model.rows, model.vectors.data());
+    index_.add(model.rows, model.row(0));
   }
 
   std::vector<std::vector<Hit>> search(const std::vector<Query>& queries) const override {

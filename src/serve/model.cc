@@ -152,7 +152,7 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
   }
   const int64_t n = model->rows, dim = model->dim;
   if (n > (int64_t{1} << 34) / dim) RT_THROW(DataError, path, ":1: N x D = ", n, " x ", dim, " is too large");
-  model->vectors.resize(static_cast<size_t>(n * dim));
+  std::vector<float> vectors(static_cast<size_t>(n * dim));
   model->tokens.reserve(n);
   model->index.reserve(n);
   int64_t line_no = 1, row = 0, zero_rows = 0;
@@ -165,7 +165,7 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
     if (static_cast<int64_t>(f.size()) != dim + 1) {
       RT_THROW(DataError, path, ":", line_no, ": expected a token and ", dim, " values, found ", f.size(), " fields");
     }
-    float* v = model->vectors.data() + row * dim;
+    float* v = vectors.data() + row * dim;
     double norm2 = 0.0;
     for (int64_t d = 0; d < dim; ++d) {
       if (!parseNumber(f[d + 1], v[d]) || !std::isfinite(v[d])) {
@@ -196,7 +196,7 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
     model->names.assign(n, "");
     model->categories.assign(n, "");
   }
-  model->packed = PackedCatalog(model->vectors.data(), n, dim);
+  model->packed = PackedCatalog(std::move(vectors), dim);
   renderJsonFragments(*model);
   return model;
 }

@@ -293,7 +293,17 @@ class TopK {
 
 }  // namespace
 
-PackedCatalog::PackedCatalog(const float* rows, int64_t n, int64_t dim) : rows_(n), dim_(dim) {
+PackedCatalog::PackedCatalog(const float* rows, int64_t n, int64_t dim) : rows_(n), dim_(dim) { pack(rows); }
+
+PackedCatalog::PackedCatalog(std::vector<float> rows, int64_t dim)
+    : rows_fp32_(std::move(rows)), rows_(dim > 0 ? static_cast<int64_t>(rows_fp32_.size()) / dim : 0), dim_(dim) {
+  RT_CHECK(dim > 0 && static_cast<int64_t>(rows_fp32_.size()) == rows_ * dim, "PackedCatalog: ",
+           rows_fp32_.size(), " values are not whole rows of ", dim);
+  pack(rows_fp32_.data());
+}
+
+void PackedCatalog::pack(const float* rows) {
+  const int64_t n = rows_, dim = dim_;
   data_.assign(static_cast<size_t>(panels() * dim * kPanelRows), 0.0f);
   double max_norm2 = 0.0;
   for (int64_t r = 0; r < n; ++r) {
@@ -315,7 +325,7 @@ PackedCatalog::PackedCatalog(const float* rows, int64_t n, int64_t dim) : rows_(
     if (!bf16BoundHolds(rows[i])) return;
   }
   const int64_t pairs = (dim + 1) / 2;
-  rows_fp32_.assign(rows, rows + n * dim);
+  if (rows_fp32_.empty()) rows_fp32_.assign(rows, rows + n * dim);
   bf16_.assign(static_cast<size_t>(panels() * pairs * 2 * kPanelRows), 0);
   for (int64_t r = 0; r < n; ++r) {
     uint16_t* panel = bf16_.data() + (r / kPanelRows) * pairs * 2 * kPanelRows;

@@ -20,13 +20,13 @@ TEST(AnnIndexTest, FaissHnswFindsNearlyAllExactNeighboursAndHonoursExclusions) {
   model.dim = dim;
   std::mt19937_64 rng(5);
   std::normal_distribution<float> normal;
-  model.vectors.resize(n * dim);
+  std::vector<float> vectors(n * dim);
   for (int64_t r = 0; r < n; ++r) {
     double s = 0;
-    for (int64_t d = 0; d < dim; ++d) s += std::pow(model.vectors[r * dim + d] = normal(rng), 2);
-    for (int64_t d = 0; d < dim; ++d) model.vectors[r * dim + d] /= static_cast<float>(std::sqrt(s));
+    for (int64_t d = 0; d < dim; ++d) s += std::pow(vectors[r * dim + d] = normal(rng), 2);
+    for (int64_t d = 0; d < dim; ++d) vectors[r * dim + d] /= static_cast<float>(std::sqrt(s));
   }
-  model.packed = PackedCatalog(model.vectors.data(), n, dim);
+  model.packed = PackedCatalog(std::move(vectors), dim);
   if (!haveFaiss()) {
     EXPECT_THROW(buildAnnIndex(model), ConfigError);
     GTEST_SKIP() << "built without FAISS";

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "ringtrain/core/error.h"
 #include "serve/scorer_paths.h"
 
 #include <cmath>
@@ -90,6 +91,30 @@ TEST(ScorerTest, BatchingDoesNotChangeAnyScore) {
       EXPECT_EQ(alone[0][i].score, together[b][i].score) << "query " << b << " position " << i;
     }
   }
+}
+
+// A catalog that adopts its rows keeps them as its row-major copy (a served model holds them nowhere else),
+// under every SIMD cap, and answers exactly as one built from a pointer.
+TEST(ScorerTest, AdoptedRowsStayRowMajorAndScoreTheSame) {
+  const int64_t n = 300, dim = 20;
+  const auto rows = randomUnitRows(n, dim, 8);
+  const PackedCatalog copied(rows.data(), n, dim);
+  const PackedCatalog adopted(std::vector<float>(rows), dim);
+  ASSERT_EQ(adopted.rows(), n);
+  ASSERT_TRUE(adopted.hasRows());
+  EXPECT_EQ(std::memcmp(adopted.rowFp32(0), rows.data(), rows.size() * sizeof(float)), 0);
+  const auto qs = randomUnitRows(5, dim, 9);
+  std::vector<Query> queries;
+  for (int b = 0; b < 5; ++b) queries.push_back({qs.data() + b * dim, 7, nullptr});
+  const auto a = topK(adopted, queries), c = topK(copied, queries);
+  for (int b = 0; b < 5; ++b) {
+    ASSERT_EQ(a[b].size(), c[b].size());
+    for (size_t i = 0; i < a[b].size(); ++i) {
+      EXPECT_EQ(a[b][i].row, c[b][i].row) << "query " << b << " position " << i;
+      EXPECT_EQ(a[b][i].score, c[b][i].score) << "query " << b << " position " << i;
+    }
+  }
+  EXPECT_THROW(PackedCatalog(std::vector<float>(7), 2), Error) << "7 values are not whole rows of 2";
 }
 
 // tests/CMakeLists.txt runs these tests again with RINGTRAIN_SCORER_SIMD=avx2 and =none: check that the cap

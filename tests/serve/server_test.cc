@@ -81,7 +81,7 @@ class ServerTest : public ::testing::Test {
     double n = 0;
     for (float x : q) n += x * x;
     for (float& x : q) x /= static_cast<float>(std::sqrt(n));
-    const auto want = bruteForceTopK(model.vectors.data(), model.rows, kDim, q.data(), k, exclude);
+    const auto want = bruteForceTopK(model.row(0), model.rows, kDim, q.data(), k, exclude);
     const auto& items = body.at("items");
     ASSERT_EQ(items.size(), want.size());
     for (size_t i = 0; i < want.size(); ++i) {

@@ -30,8 +30,9 @@ struct Model {
   std::vector<std::string> names;       // "" where items.tsv has none
   std::vector<std::string> categories;  // "" where items.tsv has none
   std::unordered_map<std::string, int64_t> index;  // token -> row
-  std::vector<float> vectors;  // rows x dim, each row L2-normalized (an all-zero row stays zero)
-  PackedCatalog packed;        // the same rows in the exact scorer's layout
+  // The rows x dim vectors, each row L2-normalized (an all-zero row stays zero), held once: row-major in
+  // packed.rowFp32 (see row()), and in the exact scorer's layout.
+  PackedCatalog packed;
   std::shared_ptr<const AnnIndex> ann;  // set when serve.index is faiss
   // What an answer says about each row, rendered as JSON once at load instead of per request: the entry
   // up to its score, `{"category":"..","item":"..","name":"..","score":`, and the token as a JSON
@@ -44,7 +45,7 @@ struct Model {
     const auto it = index.find(token);
     return it == index.end() ? -1 : it->second;
   }
-  const float* row(int64_t r) const { return vectors.data() + r * dim; }
+  const float* row(int64_t r) const { return packed.rowFp32(r); }
   std::string_view entryJson(int64_t r) const {
     return std::string_view(json_entries).substr(json_entry_at[r], json_entry_at[r + 1] - json_entry_at[r]);
   }

@@ -33,6 +33,9 @@ class PackedCatalog {
  public:
   PackedCatalog() = default;
   PackedCatalog(const float* rows, int64_t n, int64_t dim);
+  // The same from rows it adopts: they stay as the row-major copy (rowFp32), with or without bfloat16, so
+  // that their owner (a served model) does not keep a second copy of its largest buffer.
+  PackedCatalog(std::vector<float> rows, int64_t dim);
   int64_t rows() const { return rows_; }
   int64_t dim() const { return dim_; }
   int64_t panels() const { return (rows_ + kPanelRows - 1) / kPanelRows; }
@@ -42,15 +45,18 @@ class PackedCatalog {
   // for the rescoring; both empty otherwise.
   bool hasBf16() const { return !bf16_.empty(); }
   const uint16_t* panelBf16(int64_t p) const { return bf16_.data() + p * ((dim_ + 1) / 2) * 2 * kPanelRows; }
-  // The rows as given (row-major), kept beside the bfloat16 panels for rescoring candidates.
+  // The rows as given (row-major): kept beside the bfloat16 panels for rescoring candidates, and always when
+  // the catalog adopted them; hasRows() says whether they are here.
+  bool hasRows() const { return !rows_fp32_.empty() || rows_ == 0; }
   const float* rowFp32(int64_t r) const { return rows_fp32_.data() + r * dim_; }
   // The largest L2 norm of a row (bounds the bfloat16 pass's error).
   double maxRowNorm() const { return max_row_norm_; }
 
  private:
+  void pack(const float* rows);  // the fp32 panels, and the bfloat16 ones where they apply
   std::vector<float> data_;
   std::vector<uint16_t> bf16_;
-  std::vector<float> rows_fp32_;  // only with bf16_
+  std::vector<float> rows_fp32_;  // with bf16_, or adopted
   int64_t rows_ = 0;
   int64_t dim_ = 0;
   double max_row_norm_ = 0.0;
