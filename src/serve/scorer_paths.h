@@ -17,7 +17,8 @@ std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const s
 // assumptions (a value not finite or denormal, a norm near overflow) or with more than ~1,000 rows inside
 // its window (a zero query, a dense cluster) is answered by topKFp32Scan. Needs catalog.hasBf16(), which
 // a catalog has only where the CPU has AVX512-BF16 and every value is finite, normal or zero; it then
-// holds 2.5x the fp32 panels' memory (the panels for that fallback, a row-major copy, the bfloat16 panels).
+// holds 2.5x the fp32 panels' memory (the panels for that fallback, a row-major copy, the bfloat16 panels;
+// a served model reads its rows from that copy instead of keeping its own).
 std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries);
 
 // The bound on |bfloat16 score - fp32 score| for one query of this norm against rows of at most this norm.
