@@ -145,10 +145,12 @@ uint16_t toBf16(float x) {
 
 // Approximate scores of up to kGroupAvx512 queries against one bfloat16 panel, with VDPBF16PS: per step a
 // pair of dimensions, 2 products per lane, 32 rows in two registers. q holds each query's dimension pairs
-// as packed bf16 (stride `pairs`); out is [m x kPanelRows] fp32.
+// as packed bf16 (stride `pairs`); out is [m x kPanelRows] fp32. Returns a mask with bit i set when some
+// score of query i is at least floors[i]: compared in registers, since most panels hold nothing for most
+// queries once their top-k has filled.
 template <int M>
-__attribute__((target("avx512f,avx512bf16"))) void kernelBf16(const uint32_t* q, int64_t pairs, const uint16_t* panel,
-                                                              float* out) {
+__attribute__((target("avx512f,avx512bf16"))) uint32_t kernelBf16(const uint32_t* q, int64_t pairs, const uint16_t* panel,
+                                                                  const float* floors, float* out) {
   __m512 acc[M][2];
   for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < pairs; ++p) {
@@ -160,16 +162,23 @@ __attribute__((target("avx512f,avx512bf16"))) void kernelBf16(const uint32_t* q,
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], c1, b);
     }
   }
+  uint32_t hits = 0;
   for (int i = 0; i < M; ++i) {
     _mm512_storeu_ps(out + i * kPanelRows, acc[i][0]);
     _mm512_storeu_ps(out + i * kPanelRows + 16, acc[i][1]);
+    const __m512 floor = _mm512_set1_ps(floors[i]);
+    const __mmask16 any = _mm512_cmp_ps_mask(acc[i][0], floor, _CMP_GE_OQ) | _mm512_cmp_ps_mask(acc[i][1], floor, _CMP_GE_OQ);
+    hits |= static_cast<uint32_t>(any != 0) << i;
   }
+  return hits;
 }
 
 template <int... Ms>
-void kernelBf16Dispatch(int m, const uint32_t* q, int64_t pairs, const uint16_t* panel, float* out,
-                        std::integer_sequence<int, Ms...>) {
-  ((m == Ms + 1 ? (kernelBf16<Ms + 1>(q, pairs, panel, out), true) : false) || ...);
+uint32_t kernelBf16Dispatch(int m, const uint32_t* q, int64_t pairs, const uint16_t* panel, const float* floors,
+                            float* out, std::integer_sequence<int, Ms...>) {
+  uint32_t hits = 0;
+  ((m == Ms + 1 ? (hits = kernelBf16<Ms + 1>(q, pairs, panel, floors, out), true) : false) || ...);
+  return hits;
 }
 
 // Queries per kernel call for a batch of b: groups of even size (20 queries: 10 + 10, not 12 + 8), since a
@@ -233,14 +242,6 @@ __attribute__((target("avx512f"))) bool anyAboveAvx512(const float* scores, floa
   const __m512 t = _mm512_set1_ps(threshold);
   __mmask16 any = 0;
   for (int r = 0; r < kPanelRows / 16; ++r) any |= _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + 16 * r), t, _CMP_GT_OQ);
-  return any != 0;
-}
-
-// The same with >= (the bfloat16 prefilter keeps rows at its floor).
-__attribute__((target("avx512f"))) bool anyAtLeastAvx512(const float* scores, float threshold) {
-  const __m512 t = _mm512_set1_ps(threshold);
-  __mmask16 any = 0;
-  for (int r = 0; r < kPanelRows / 16; ++r) any |= _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + 16 * r), t, _CMP_GE_OQ);
   return any != 0;
 }
 
@@ -436,6 +437,13 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
       c.shrink_to_fit();
     }
   };
+  // Per query, the lowest approximate score still worth keeping: -inf until k rows were seen, +inf once
+  // the query went to the fp32 scan. Updated whenever its approximate top-k moves.
+  std::vector<float> floors(static_cast<size_t>(b));
+  const auto floorOf = [](const State& st) {
+    return st.fp32 ? std::numeric_limits<float>::infinity() : st.approx.entryThreshold() - st.margin;
+  };
+  for (int i = 0; i < b; ++i) floors[i] = floorOf(state[i]);
   const int per_group = evenGroupSize(b, kGroupAvx512);
   float scores[kMaxGroup * kPanelRows];
   for (int64_t p = 0; p < catalog.panels(); ++p) {
@@ -445,14 +453,14 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
     for (int g = 0; g < b; g += per_group) {
       const int m = std::min(per_group, b - g);
       if (std::all_of(state.begin() + g, state.begin() + g + m, [](const State& st) { return st.fp32; })) continue;
-      kernelBf16Dispatch(m, q.data() + g * pairs, pairs, panel, scores,
-                         std::make_integer_sequence<int, kGroupAvx512>{});
-      for (int i = 0; i < m; ++i) {
+      uint32_t hits = kernelBf16Dispatch(m, q.data() + g * pairs, pairs, panel, floors.data() + g, scores,
+                                         std::make_integer_sequence<int, kGroupAvx512>{});
+      for (; hits != 0; hits &= hits - 1) {
+        const int i = __builtin_ctz(hits);
         const float* s = scores + i * kPanelRows;
         State& st = state[g + i];
-        if (st.fp32) continue;
-        const float floor = st.approx.entryThreshold() - st.margin;  // -inf until k rows were seen
-        if (!anyAtLeastAvx512(s, floor)) continue;
+        if (st.fp32) continue;  // a query outside the bound may score inf against its +inf floor
+        const float floor = floors[g + i];
         for (int j = 0; j < valid; ++j) {
           if (!(s[j] >= floor) || excluded(g + i, first + j)) continue;
           st.approx.offer(first + j, s[j]);
@@ -461,6 +469,7 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
         if (st.candidates.size() > 2 * kMaxWindowRows + 4 * static_cast<size_t>(queries[g + i].k)) {
           prune(st, queries[g + i].k);
         }
+        floors[g + i] = floorOf(st);
       }
     }
   }
