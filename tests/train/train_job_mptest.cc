@@ -87,50 +87,53 @@ TEST(TrainJob, MaxRanksTrainTogether) {
   EXPECT_THAT(r.out + r.err, HasSubstr(std::to_string(ranks) + " rank(s) over")) << r.out << r.err;
 }
 
+std::vector<std::string> with(std::vector<std::string> args, const std::string& setting) {
+  args.insert(args.end(), {"--set", setting});
+  return args;
+}
+
+// The job on 2 ranks, dying right after the checkpoint of step 20; ringrun relaunches every rank, which
+// resume from it.
+testing::CommandResult crashAfterStep20AndResume(const std::string& dir, const std::vector<std::string>& job) {
+  std::vector<std::string> argv = ringrun(2, train(dir, with(job, "run.crash_at_step=20")));
+  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
+  return runCommand(argv, withDeadline(240));
+}
+
+const std::vector<std::string> kCheckpointedJob = {"--set", "run.max_steps=30", "--set", "checkpoint.every_steps=10"};
+
 TEST(TrainJob, KilledAndRestartedRunEndsBitForBitLikeAnUninterruptedOne) {
   const std::string straight = testing::makeTempDir("ringtrain-straight-");
   const std::string restarted = testing::makeTempDir("ringtrain-restarted-");
-  const std::vector<std::string> schedule = {"--set", "run.max_steps=30", "--set", "checkpoint.every_steps=10"};
-  const auto a = runCommand(ringrun(2, train(straight, schedule)), withDeadline(240));
+  const auto a = runCommand(ringrun(2, train(straight, kCheckpointedJob)), withDeadline(240));
   ASSERT_TRUE(a.ok()) << a.out << a.err;
-
-  // The first attempt dies right after the checkpoint of step 20; ringrun relaunches every rank, which
-  // resume from it.
-  std::vector<std::string> crash = schedule;
-  crash.insert(crash.end(), {"--set", "run.crash_at_step=20"});
-  std::vector<std::string> argv = ringrun(2, train(restarted, crash));
-  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
-  const auto b = runCommand(argv, withDeadline(240));
+  const auto b = crashAfterStep20AndResume(restarted, kCheckpointedJob);
   ASSERT_TRUE(b.ok()) << b.out << b.err;
   EXPECT_THAT(b.err, HasSubstr("resumed from"));
   EXPECT_EQ(readAll(straight + "/embeddings.txt"), readAll(restarted + "/embeddings.txt"));
 }
 
-// ddp.sparse_sync shared keeps one copy of the tables (and of Adagrad's per-row sums) for both ranks, each
-// updating the rows it owns. It does allgather's arithmetic, so both end with the same embeddings, bit for
-// bit; and a run killed after a checkpoint resumes to the same end, which holds only if rank 0's checkpoint
-// has every row's optimizer state, not just the rows it owns.
-TEST(TrainJob, SharedTablesTrainLikeAllgatherAndResumeBitForBit) {
-  const std::string gathered = testing::makeTempDir("ringtrain-allgather-");
-  const std::string shared = testing::makeTempDir("ringtrain-shared-");
-  const std::string restarted = testing::makeTempDir("ringtrain-shared-restarted-");
-  const std::vector<std::string> schedule = {"--set", "run.max_steps=30", "--set", "checkpoint.every_steps=10"};
-  std::vector<std::string> allgather = schedule, sharing = schedule;
-  allgather.insert(allgather.end(), {"--set", "ddp.sparse_sync=allgather"});
-  sharing.insert(sharing.end(), {"--set", "ddp.sparse_sync=shared"});
-
-  const auto a = runCommand(ringrun(2, train(gathered, allgather)), withDeadline(240));
-  ASSERT_TRUE(a.ok()) << a.out << a.err;
-  const auto b = runCommand(ringrun(2, train(shared, sharing)), withDeadline(240));
-  ASSERT_TRUE(b.ok()) << b.out << b.err;
+// Trains `job` on 2 ranks with sparse rows all-gathered and in shared tables; expects the same embeddings,
+// bit for bit (shared does allgather's arithmetic). Returns the shared run's output directory.
+std::string expectSharedTablesTrainLikeAllgather(const std::vector<std::string>& job, const std::string& name) {
+  const std::string gathered = testing::makeTempDir("ringtrain-" + name + "-allgather-");
+  const std::string shared = testing::makeTempDir("ringtrain-" + name + "-shared-");
+  const auto a = runCommand(ringrun(2, train(gathered, with(job, "ddp.sparse_sync=allgather"))), withDeadline(240));
+  EXPECT_TRUE(a.ok()) << a.out << a.err;
+  const auto b = runCommand(ringrun(2, train(shared, with(job, "ddp.sparse_sync=shared"))), withDeadline(240));
+  EXPECT_TRUE(b.ok()) << b.out << b.err;
   EXPECT_THAT(b.out + b.err, HasSubstr("sparse tables shared by the 2 ranks"));
   EXPECT_EQ(readAll(gathered + "/embeddings.txt"), readAll(shared + "/embeddings.txt"));
+  return shared;
+}
 
-  std::vector<std::string> crash = sharing;
-  crash.insert(crash.end(), {"--set", "run.crash_at_step=20"});
-  std::vector<std::string> argv = ringrun(2, train(restarted, crash));
-  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
-  const auto c = runCommand(argv, withDeadline(240));
+// ddp.sparse_sync shared keeps one copy of the tables (and of Adagrad's per-row sums) for both ranks, each
+// updating the rows it owns. A run killed after a checkpoint resumes to the uninterrupted end, which holds
+// only if rank 0's checkpoint has every row's optimizer state, not just the rows it owns.
+TEST(TrainJob, SharedTablesTrainLikeAllgatherAndResumeBitForBit) {
+  const std::string shared = expectSharedTablesTrainLikeAllgather(kCheckpointedJob, "adagrad");
+  const std::string restarted = testing::makeTempDir("ringtrain-shared-restarted-");
+  const auto c = crashAfterStep20AndResume(restarted, with(kCheckpointedJob, "ddp.sparse_sync=shared"));
   ASSERT_TRUE(c.ok()) << c.out << c.err;
   EXPECT_THAT(c.err, HasSubstr("resumed from"));
   EXPECT_EQ(readAll(shared + "/embeddings.txt"), readAll(restarted + "/embeddings.txt"));
@@ -139,19 +142,9 @@ TEST(TrainJob, SharedTablesTrainLikeAllgatherAndResumeBitForBit) {
 // The same with Adam (its per-row step counts live in shared memory too), two micro-batches per step and an
 // evaluation inside the run, which all read the tables between steps.
 TEST(TrainJob, SharedTablesWithAdamAccumulationAndEvaluationTrainLikeAllgather) {
-  const std::string gathered = testing::makeTempDir("ringtrain-adam-allgather-");
-  const std::string shared = testing::makeTempDir("ringtrain-adam-shared-");
-  const std::vector<std::string> job = {"--set", "run.max_steps=20", "--set", "optim.name=adam", "--set", "optim.lr=0.01",
-                                        "--set", "ddp.accumulation_steps=2", "--set", "eval.every_steps=10"};
-  std::vector<std::string> allgather = job, sharing = job;
-  allgather.insert(allgather.end(), {"--set", "ddp.sparse_sync=allgather"});
-  sharing.insert(sharing.end(), {"--set", "ddp.sparse_sync=shared"});
-  const auto a = runCommand(ringrun(2, train(gathered, allgather)), withDeadline(240));
-  ASSERT_TRUE(a.ok()) << a.out << a.err;
-  const auto b = runCommand(ringrun(2, train(shared, sharing)), withDeadline(240));
-  ASSERT_TRUE(b.ok()) << b.out << b.err;
-  EXPECT_THAT(b.out + b.err, HasSubstr("sparse tables shared by the 2 ranks"));
-  EXPECT_EQ(readAll(gathered + "/embeddings.txt"), readAll(shared + "/embeddings.txt"));
+  expectSharedTablesTrainLikeAllgather({"--set", "run.max_steps=20", "--set", "optim.name=adam", "--set", "optim.lr=0.01",
+                                        "--set", "ddp.accumulation_steps=2", "--set", "eval.every_steps=10"},
+                                       "adam");
 }
 
 TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
