@@ -114,7 +114,8 @@ TEST(TrainJob, KilledAndRestartedRunEndsBitForBitLikeAnUninterruptedOne) {
 }
 
 // Trains `job` on 2 ranks with sparse rows all-gathered and in shared tables; expects the same embeddings,
-// bit for bit (shared does allgather's arithmetic). Returns the shared run's output directory.
+// bit for bit (shared does allgather's arithmetic). Returns the shared run's output directory, or "" where
+// the OS refuses memory shared between the ranks (the run says why, and all-gathers instead).
 std::string expectSharedTablesTrainLikeAllgather(const std::vector<std::string>& job, const std::string& name) {
   const std::string gathered = testing::makeTempDir("ringtrain-" + name + "-allgather-");
   const std::string shared = testing::makeTempDir("ringtrain-" + name + "-shared-");
@@ -122,6 +123,7 @@ std::string expectSharedTablesTrainLikeAllgather(const std::vector<std::string>&
   EXPECT_TRUE(a.ok()) << a.out << a.err;
   const auto b = runCommand(ringrun(2, train(shared, with(job, "ddp.sparse_sync=shared"))), withDeadline(240));
   EXPECT_TRUE(b.ok()) << b.out << b.err;
+  if ((b.out + b.err).find("shared cannot be used here") != std::string::npos) return "";
   EXPECT_THAT(b.out + b.err, HasSubstr("sparse tables shared by the 2 ranks"));
   EXPECT_EQ(readAll(gathered + "/embeddings.txt"), readAll(shared + "/embeddings.txt"));
   return shared;
@@ -132,6 +134,7 @@ std::string expectSharedTablesTrainLikeAllgather(const std::vector<std::string>&
 // only if rank 0's checkpoint has every row's optimizer state, not just the rows it owns.
 TEST(TrainJob, SharedTablesTrainLikeAllgatherAndResumeBitForBit) {
   const std::string shared = expectSharedTablesTrainLikeAllgather(kCheckpointedJob, "adagrad");
+  if (shared.empty()) GTEST_SKIP() << "this machine does not let processes map each other's memory";
   const std::string restarted = testing::makeTempDir("ringtrain-shared-restarted-");
   const auto c = crashAfterStep20AndResume(restarted, with(kCheckpointedJob, "ddp.sparse_sync=shared"));
   ASSERT_TRUE(c.ok()) << c.out << c.err;
@@ -142,9 +145,11 @@ TEST(TrainJob, SharedTablesTrainLikeAllgatherAndResumeBitForBit) {
 // The same with Adam (its per-row step counts live in shared memory too), two micro-batches per step and an
 // evaluation inside the run, which all read the tables between steps.
 TEST(TrainJob, SharedTablesWithAdamAccumulationAndEvaluationTrainLikeAllgather) {
-  expectSharedTablesTrainLikeAllgather({"--set", "run.max_steps=20", "--set", "optim.name=adam", "--set", "optim.lr=0.01",
-                                        "--set", "ddp.accumulation_steps=2", "--set", "eval.every_steps=10"},
-                                       "adam");
+  const std::string shared = expectSharedTablesTrainLikeAllgather(
+      {"--set", "run.max_steps=20", "--set", "optim.name=adam", "--set", "optim.lr=0.01", "--set",
+       "ddp.accumulation_steps=2", "--set", "eval.every_steps=10"},
+      "adam");
+  if (shared.empty()) GTEST_SKIP() << "this machine does not let processes map each other's memory";
 }
 
 TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
