@@ -18,6 +18,7 @@ class FaissHnswIndex : public AnnIndex {
       : index_(static_cast<int>(model.dim), options.hnsw_m, faiss::METRIC_INNER_PRODUCT), dim_(model.dim),
         ef_search_(options.ef_search) {
     index_.hnsw.efConstruction = options.ef_construction;
+    RT_CHECK(model.packed.hasRows(), "the model's catalog does not hold its rows (built from a pointer?)");
     index_.add(model.rows, model.row(0));
   }
 

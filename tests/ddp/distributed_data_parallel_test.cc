@@ -335,8 +335,13 @@ TEST_F(DdpTest, SparseSharedFallsBackToAllgatherAcrossHosts) {
     EXPECT_TRUE(ddp.sharedParameterNames().empty());
     EXPECT_THROW(ddp.shareOnHost(torch::zeros({2}), "state"), Error);
     SparseSyncCounts counts;
-    EXPECT_THROW(syncSparseGradient(comm, models[comm.rank()]->emb->weight, torch::Tensor(), SparseSync::kShared, counts),
-                 Error) << "without DistributedDataParallel nothing is shared";
+    try {
+      syncSparseGradient(comm, models[comm.rank()]->emb->weight, models[comm.rank()]->emb->weight.grad(),
+                         SparseSync::kShared, counts);
+      ADD_FAILURE() << "shared outside DistributedDataParallel returned only this rank's rows";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("use it through DistributedDataParallel"));
+    }
     torch::mse_loss(models[comm.rank()]->forward(torch::arange(4, torch::kLong) + comm.rank()), torch::zeros({4})).backward();
     ddp.finalize();
     EXPECT_GT(ddp.stats().sparse_rows_global, ddp.stats().sparse_rows_local) << "all-gathered: every rank has every row";
@@ -373,6 +378,7 @@ TEST_F(DdpTest, SparseOwnerEqualsAllgather) {
     EXPECT_TRUE(torch::allclose(owner[r].to_dense(), expected, 1e-6, 1e-7));
     EXPECT_TRUE(torch::allclose(gather[r].to_dense(), expected, 1e-6, 1e-7));
     EXPECT_TRUE(torch::equal(owner[r].indices(), gather[r].indices()));
+    EXPECT_TRUE(torch::equal(owner[r].values(), gather[r].values())) << "the same sums in the same rank order";
     EXPECT_TRUE(torch::equal(owner[r].to_dense(), owner[0].to_dense()));  // identical on every rank
     owner_bytes += owner_counts[r].bytes_received;
     gather_bytes += gather_counts[r].bytes_received;

@@ -74,7 +74,9 @@ class CommHook;
 //              rank sends and sums about the rows it touched, and updates about as many, at any world size.
 //              The optimizer's per-row state must be shared the same way (shareOnHost). Every rank's next
 //              forward reads what all owners wrote, so zeroGrad() becomes collective: call it after the
-//              optimizer step and before the next forward (finalize() throws when a step skipped it).
+//              optimizer step and before the next forward (finalize() throws when a step skipped it; if
+//              only some ranks skipped it, those throw while the others wait in the exchange until the
+//              communication timeout).
 //              Ranks on several hosts, tables on a GPU, or comm.same_host_copy off fall back to kAllgather,
 //              with a warning that says why.
 //  kAuto:      kShared where it can be used, else kAllgather, saying which at info level (the training job's

@@ -2,9 +2,9 @@
 // travel, as host bytes through Communicator::allgatherBytes / allToAllBytes, over every backend; CUDA
 // tables over NCCL are all-gathered and summed on the device instead (src/ddp/sparse_sync_device.h).
 //
-// Both modes return the same value (up to float summation order): a coalesced sparse COO tensor holding,
-// for every row touched on any rank, the sum over ranks divided by the world size. It is identical on every
-// rank (every rank coalesces the same bytes in the same order).
+// allgather and owner return the same value, bit for bit (each sums a row's values in rank order): a
+// coalesced sparse COO tensor holding, for every row touched on any rank, the sum over ranks divided by the
+// world size. It is identical on every rank (every rank coalesces the same bytes in the same order).
 //  allgather: each rank coalesces its rows, all-gathers (row ids, values) and sums them by id, in rank
 //             order. Each rank receives every other rank's rows: ~ (world - 1) x rows.
 //  owner:     row r belongs to rank r % world. Each rank coalesces locally (hot rows travel once), sends each

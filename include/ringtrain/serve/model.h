@@ -45,6 +45,7 @@ struct Model {
     const auto it = index.find(token);
     return it == index.end() ? -1 : it->second;
   }
+  // Needs a catalog that adopted the rows (loadModel's does): see PackedCatalog::hasRows.
   const float* row(int64_t r) const { return packed.rowFp32(r); }
   std::string_view entryJson(int64_t r) const {
     return std::string_view(json_entries).substr(json_entry_at[r], json_entry_at[r + 1] - json_entry_at[r]);
