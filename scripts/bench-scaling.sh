@@ -2,7 +2,8 @@
 # Reference workload (../shared/BENCHMARKS.md section 2) at each rank count, ringtrain against the
 # PyTorch peer (ddp_peer.py --sparse; at 1 rank the peer runs without DDP), in one invocation on one
 # machine. Prints global pairs/s, scaling efficiency (pairs/s at N / (N x pairs/s at 1), each against
-# its own 1-rank figure), the ratio to the peer, the bytes each rank synchronized per step, and peak RSS.
+# its own 1-rank figure), the ratio to the peer, the bytes each rank synchronized per step, peak RSS and PSS
+# at the end (the largest rank's; PSS counts the shared tables once across ranks, RSS once per rank).
 #   scripts/bench-scaling.sh            # 1 and 2 ranks (the dev machine)
 #   scripts/bench-scaling.sh 1 2 4 8    # the device machine's 16 cores
 # Besides the mean over the timed steps, ringtrain's pairs/s is also given from its median step time (rank 0's
@@ -34,7 +35,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 DATA="$WORK/data"
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
 
-run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib shared"
+run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib pss_mib shared"
   local n=$1 mode=$2 out="$WORK/rt-$1-$2"
   local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
               --set "run.output_dir=$out" --set "run.max_steps=$((WARMUP + STEPS))" --set "log.every_steps=$WARMUP"
@@ -55,8 +56,9 @@ median = int(sys.argv[5]) * int(sys.argv[3]) / statistics.median(steps) * 1000 i
 sync = rows[-1]["dense_bytes"] + rows[-1]["sparse_bytes"]
 log = open(sys.argv[2]).read()
 rss = max([float(m) for m in re.findall(r"peak RSS ([0-9.]+) MiB", log)] or [0])
+pss = max([float(m) for m in re.findall(r"PSS now ([0-9.]+) MiB", log)] or [0])
 shared = int("sparse tables shared by" in log)  # shared asked for but not possible falls back to allgather
-print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f} {shared}")
+print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f} {pss:.0f} {shared}")
 PY
 }
 
@@ -76,8 +78,8 @@ PY
 }
 
 printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s\n" "$STEPS" "$BACKEND"
-printf "%6s %10s %14s %10s %16s %10s %14s %10s %12s %14s %10s\n" ranks "sync" "ringtrain p/s" "effic." "median-step p/s" \
-  "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB"
+printf "%6s %10s %14s %10s %16s %10s %14s %10s %12s %14s %10s %10s\n" ranks "sync" "ringtrain p/s" "effic." \
+  "median-step p/s" "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB" "PSS MiB"
 base_rt=0; base_med=0; base_peer=0
 for n in "${RANKS[@]}"; do
   peer=0
@@ -86,7 +88,7 @@ for n in "${RANKS[@]}"; do
   modes=("${MODES[@]}")
   [ "$n" -eq 1 ] && modes=("${MODES[0]}")  # nothing to sync
   for mode in "${modes[@]}"; do
-    read -r rt med sync rss shared < <(run_ringtrain "$n" "$mode")
+    read -r rt med sync rss pss shared < <(run_ringtrain "$n" "$mode")
     [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
     shown=$mode
     [ "$n" -eq 1 ] && shown="-"
@@ -94,14 +96,14 @@ for n in "${RANKS[@]}"; do
       shown="allgather!"
       grep -h "cannot be used" "$WORK/rt-$n-$mode.log" >&2 || true
     fi
-    python3 - "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" <<'PY'
+    python3 - "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss" <<'PY'
 import sys
 n, mode = int(sys.argv[1]), sys.argv[2]
-rt, med, peer, brt, bmed, bpeer, sync, rss = map(float, sys.argv[3:])
+rt, med, peer, brt, bmed, bpeer, sync, rss, pss = map(float, sys.argv[3:])
 eff = lambda v, b: f"{v / (n * b):.0%}" if b > 0 else "-"
 ratio = f"{rt / peer:.2f}x" if peer > 0 else "-"
 print(f"{n:6d} {mode:>10} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} "
-      f"{eff(peer, bpeer):>10} {ratio:>12} {sync:14,.0f} {rss:10,.0f}")
+      f"{eff(peer, bpeer):>10} {ratio:>12} {sync:14,.0f} {rss:10,.0f} {pss:10,.0f}")
 PY
   done
 done

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -236,6 +238,20 @@ int64_t stepsToTrain(const config::JobConfig& job, const data::BatchLoader& load
   return steps;
 }
 
+// This process's share of the memory it maps (Linux's PSS): pages shared with other processes, such as the
+// tables of ddp.sparse_sync shared, count divided by the number of processes mapping them, where RSS counts
+// them whole in each. 0 where /proc does not say.
+double proportionalSetMiB() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string key;
+  double kib = 0;
+  while (in >> key) {
+    if (key == "Pss:" && in >> kib) return kib / 1024.0;
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0.0;
+}
+
 }  // namespace
 
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
@@ -461,7 +477,8 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   s.comm->barrier();
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
-  info("done in {:.1f} s; peak RSS {:.0f} MiB", seconds(Clock::now() - started), usage.ru_maxrss / 1024.0);
+  info("done in {:.1f} s; peak RSS {:.0f} MiB, PSS now {:.0f} MiB", seconds(Clock::now() - started),
+       usage.ru_maxrss / 1024.0, proportionalSetMiB());
   return summary;
 }
 
