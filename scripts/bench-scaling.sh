@@ -2,8 +2,9 @@
 # Reference workload (../shared/BENCHMARKS.md section 2) at each rank count, ringtrain against the
 # PyTorch peer (ddp_peer.py --sparse; at 1 rank the peer runs without DDP), in one invocation on one
 # machine. Prints global pairs/s, scaling efficiency (pairs/s at N / (N x pairs/s at 1), each against
-# its own 1-rank figure), the ratio to the peer, the bytes each rank synchronized per step, peak RSS and PSS
-# at the end (the largest rank's; PSS counts the shared tables once across ranks, RSS once per rank).
+# its own 1-rank figure), the ratio to the peer, the bytes each rank synchronized per step, peak RSS and the
+# PSS right after training (the largest rank's; PSS counts the shared tables once across ranks, RSS once
+# per rank).
 #   scripts/bench-scaling.sh            # 1 and 2 ranks (the dev machine)
 #   scripts/bench-scaling.sh 1 2 4 8    # the device machine's 16 cores
 # Besides the mean over the timed steps, ringtrain's pairs/s is also given from its median step time (rank 0's
@@ -56,7 +57,7 @@ median = int(sys.argv[5]) * int(sys.argv[3]) / statistics.median(steps) * 1000 i
 sync = rows[-1]["dense_bytes"] + rows[-1]["sparse_bytes"]
 log = open(sys.argv[2]).read()
 rss = max([float(m) for m in re.findall(r"peak RSS ([0-9.]+) MiB", log)] or [0])
-pss = max([float(m) for m in re.findall(r"PSS now ([0-9.]+) MiB", log)] or [0])
+pss = max([float(m) for m in re.findall(r"memory after training: PSS ([0-9.]+) MiB", log)] or [0])
 shared = int("sparse tables shared by" in log)  # shared asked for but not possible falls back to allgather
 print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f} {pss:.0f} {shared}")
 PY

@@ -439,6 +439,8 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     info("trained {} steps in {:.1f} s: {:.0f} pairs/s globally, data wait {:.2f}% of step time; {}", steps_here,
          train_seconds, summary.pairs_per_second, 100 * summary.data_wait_fraction, ddp.stats().toString());
   }
+  // Before the evaluation allocates its own buffers: what training holds.
+  info("memory after training: PSS {:.0f} MiB", proportionalSetMiB());
 
   // The end: evaluation, final checkpoint, export, plot, trace.
   const Evaluation ev = evaluate(s, queries, train_counts, true);
@@ -477,8 +479,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   s.comm->barrier();
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
-  info("done in {:.1f} s; peak RSS {:.0f} MiB, PSS now {:.0f} MiB", seconds(Clock::now() - started),
-       usage.ru_maxrss / 1024.0, proportionalSetMiB());
+  info("done in {:.1f} s; peak RSS {:.0f} MiB", seconds(Clock::now() - started), usage.ru_maxrss / 1024.0);
   return summary;
 }
 
