@@ -13,7 +13,9 @@
 #include <cstdio>
 #include <iostream>
 #include <numeric>
+#include <thread>
 
+#include "comm/arrival_board.h"
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/reduce.h"
@@ -173,6 +175,11 @@ int main(int argc, char** argv) {
     } else if (scenario == "stop") {
       comm->barrier();
       if (comm->rank() == comm->size() - 1) {
+        // Arrivals are published off the critical path, at most every ArrivalBoard::kPublishInterval: wait
+        // a few of those, so that the others can say which collective this rank last reached. (On one host
+        // the barrier returns within microseconds; stopped at once, this rank would read as having never
+        // reached a collective.)
+        std::this_thread::sleep_for(4 * comm::ArrivalBoard::kPublishInterval);
         std::fprintf(stderr, "comm_check: rank %d stopping itself\n", comm->rank());
         raise(SIGSTOP);
       }
