@@ -166,8 +166,8 @@ void writeBlock(uint8_t* dst, TableSum& sum) {
   sum.write(1, reinterpret_cast<int64_t*>(dst + kHeaderBytes), dst + kHeaderBytes + count * sizeof(int64_t));
 }
 
-// The averaged, coalesced sparse gradient of the table.
-at::Tensor summedGradient(const at::Tensor& param, TableSum& sum, int world) {
+// The averaged, coalesced sparse gradient of the table; its rows count into counts.rows_global.
+at::Tensor summedGradient(const at::Tensor& param, TableSum& sum, int world, SparseSyncCounts& counts) {
   std::vector<int64_t> shape(param.sizes().begin(), param.sizes().end());
   shape[0] = sum.distinct();
   at::Tensor rows = at::empty({sum.distinct()}, at::kLong);
@@ -175,6 +175,7 @@ at::Tensor summedGradient(const at::Tensor& param, TableSum& sum, int world) {
   sum.write(world, rows.data_ptr<int64_t>(), values.data_ptr());
   at::Tensor result = at::sparse_coo_tensor(rows.unsqueeze(0), values, param.sizes());
   result._coalesced_(true);
+  counts.rows_global += static_cast<size_t>(sum.distinct());
   return result.to(param.device());
 }
 
@@ -342,8 +343,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
     for (size_t t = 0; t < params.size(); ++t) {
       TableSum sum(params[t], {blockOf(sources[t])}, Input::kOwnRows, s.summers[t]);
       counts.rows_local += static_cast<size_t>(sum.distinct());
-      results.push_back(summedGradient(params[t], sum, 1));
-      counts.rows_global += static_cast<size_t>(results.back()._nnz());
+      results.push_back(summedGradient(params[t], sum, 1, counts));
     }
     return results;
   }
@@ -353,8 +353,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   if (mode_ == SparseSync::kShared) {
     auto sums = reduceAtOwners(comm, params, sources, s.summers, s.to_owners, counts);
     for (size_t t = 0; t < params.size(); ++t) {
-      results.push_back(summedGradient(params[t], *sums[t], world));
-      counts.rows_global += static_cast<size_t>(results.back()._nnz());
+      results.push_back(summedGradient(params[t], *sums[t], world, counts));
     }
     return results;
   }
@@ -400,8 +399,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   const auto blocks = splitMessages(params, messages);
   for (size_t t = 0; t < params.size(); ++t) {
     TableSum sum(params[t], blocks[t], Input::kExchanged, s.summers[t]);
-    results.push_back(summedGradient(params[t], sum, world));
-    counts.rows_global += static_cast<size_t>(results.back()._nnz());
+    results.push_back(summedGradient(params[t], sum, world, counts));
   }
   return results;
 }

@@ -24,6 +24,7 @@ namespace {
 
 using testing::runWithCommunicators;
 using testing::testCommOptions;
+using testing::expectAllOk;
 
 // Values as doubles <-> raw buffer of any dtype.
 std::vector<uint8_t> encode(const std::vector<double>& values, DataType dtype) {
@@ -99,12 +100,6 @@ double expected(ReduceOp op, int n, size_t i, DataType dtype) {
     }
   }
   return 0;
-}
-
-void expectAllOk(const std::vector<testing::RankResult>& results) {
-  for (size_t r = 0; r < results.size(); ++r) {
-    EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error_type << ": " << results[r].error;
-  }
 }
 
 // Counts ranks that are done; a rank that must stay connected waits for the others on it.

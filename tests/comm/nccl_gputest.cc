@@ -18,6 +18,8 @@
 namespace ringtrain::comm {
 namespace {
 
+using testing::expectAllOk;
+
 #if RINGTRAIN_HAVE_NCCL
 
 // Device memory for one test buffer.
@@ -57,12 +59,6 @@ std::vector<testing::RankResult> runOnGpus(int world, const std::function<void(C
     auto comm = makeCommunicator(options, process, store, Device{rank, nullptr});
     body(*comm, rank);
   });
-}
-
-void expectAllOk(const std::vector<testing::RankResult>& results) {
-  for (size_t r = 0; r < results.size(); ++r) {
-    EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
-  }
 }
 
 TEST(Nccl, AllreduceDtypesOpsAndOddSizes) {

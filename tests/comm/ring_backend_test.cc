@@ -52,7 +52,7 @@ TEST_P(RingOverGloo, ThroughTheFactoryEveryDtypeOpAndOddSize) {
     RT_CHECK(comm.canReadPeerMemory() == peer_copy, "canReadPeerMemory() is ", comm.canReadPeerMemory());
     testing::checkRingCases(comm, [&](Buffer buffer, ReduceOp op) { comm.allreduce(buffer, op); }, 20011);
   });
-  for (size_t r = 0; r < results.size(); ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
+  testing::expectAllOk(results);
 }
 
 TEST_P(RingOverGloo, CalledDirectlyWithAverage) {
@@ -65,7 +65,7 @@ TEST_P(RingOverGloo, CalledDirectlyWithAverage) {
     ring.direct_max_bytes = 1024;
     testing::checkRingCases(comm, [&](Buffer buffer, ReduceOp op) { ringAllreduce(comm, buffer, op, ring); }, 20011);
   });
-  for (size_t r = 0; r < results.size(); ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
+  testing::expectAllOk(results);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ring, RingOverGloo, ::testing::Combine(::testing::Values(1, 2, 3, 4), ::testing::Bool()));

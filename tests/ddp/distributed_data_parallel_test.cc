@@ -31,10 +31,7 @@ void runDdpRanks(int world, Wire wire, const std::function<void(comm::Communicat
   auto options = testing::testCommOptions(20.0);
   options.backend = "gloo";
   options.allreduce_algorithm = wire == Wire::kRing ? "ring" : "native";
-  auto results = testing::runWithCommunicators(world, options, body);
-  for (size_t r = 0; r < results.size(); ++r) {
-    EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error_type << ": " << results[r].error;
-  }
+  testing::expectAllOk(testing::runWithCommunicators(world, options, body));
 #else
   (void)wire;
   testing::ThreadGroup group(world);
@@ -313,7 +310,7 @@ TEST_F(DdpTest, SparseAutoSharesOnOneHostOnly) {
       EXPECT_EQ(ddp.sharesSparseParameters(), same_host);
       EXPECT_EQ(ddp.sharedParameterNames(), same_host ? std::vector<std::string>{"emb.weight"} : std::vector<std::string>{});
     });
-    for (size_t r = 0; r < results.size(); ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
+    testing::expectAllOk(results);
   }
 #else
   GTEST_SKIP() << "needs Gloo";
@@ -346,7 +343,7 @@ TEST_F(DdpTest, SparseSharedFallsBackToAllgatherAcrossHosts) {
     ddp.finalize();
     EXPECT_GT(ddp.stats().sparse_rows_global, ddp.stats().sparse_rows_local) << "all-gathered: every rank has every row";
   });
-  for (size_t r = 0; r < results.size(); ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
+  testing::expectAllOk(results);
 #else
   GTEST_SKIP() << "needs Gloo";
 #endif

@@ -31,7 +31,7 @@ TEST(HostSharedTensor, EveryRankStartsFromRankZerosValuesAndSeesTheOthersWrites)
     }
     comm.barrier();  // nobody unmaps while another still reads
   });
-  for (size_t r = 0; r < results.size(); ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error;
+  testing::expectAllOk(results);
 }
 
 TEST(HostSharedTensor, ASizeThatDiffersFromRankZerosFailsOnEveryRankNamingTheRank) {

@@ -1,5 +1,7 @@
 #include "testing/rank_threads.h"
 
+#include <gtest/gtest.h>
+
 #include <exception>
 #include <memory>
 #include <thread>
@@ -50,6 +52,12 @@ std::vector<RankResult> runWithCommunicators(int world, const config::CommOption
     auto comm = comm::makeCommunicator(options, process, *store);
     body(*comm);
   });
+}
+
+void expectAllOk(const std::vector<RankResult>& results) {
+  for (size_t r = 0; r < results.size(); ++r) {
+    EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].error_type << ": " << results[r].error;
+  }
 }
 
 config::CommOptions testCommOptions(double timeout_s) {

@@ -28,6 +28,9 @@ std::vector<RankResult> runWithCommunicators(int world, const config::CommOption
                                              const std::function<void(comm::Communicator&)>& body,
                                              dist::Store* store = nullptr);
 
+// A gtest failure naming each rank that threw, with what it threw.
+void expectAllOk(const std::vector<RankResult>& results);
+
 // CommOptions for tests: gloo, the given timeout, checks on.
 config::CommOptions testCommOptions(double timeout_s = 20.0);
 
