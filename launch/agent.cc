@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "child_process.h"
+#include "cpu_binding.h"
 #include "output_pump.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -212,6 +213,18 @@ class Agent {
  private:
   int runJob() {
     rendezvous();
+    if (o_.bind_cores) {
+      // Read once, before any rank runs: every attempt binds its ranks alike.
+      allowed_cpus_ = allowedCpus();
+      std::string slices;
+      for (int local = 0; local < o_.nproc_per_node; ++local) {
+        slices += (local == 0 ? "" : ", ") + std::to_string(local) + " -> " +
+                  cpuListText(cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, local));
+      }
+      say("binding local ranks to CPUs: " + slices +
+          (o_.nproc_per_node > static_cast<int>(allowed_cpus_.size()) ? " (more ranks than CPUs: ranks share them)"
+                                                                       : ""));
+    }
     int code = 0;
     for (int attempt = 0;; ++attempt) {
       const AttemptResult r = runAttempt(attempt);
@@ -405,7 +418,11 @@ class Agent {
       }
       r.out_pump = std::make_unique<OutputPump>(r.rank, 1, out_log, &r.tail);
       r.err_pump = std::make_unique<OutputPump>(r.rank, 2, err_log, &r.tail);
-      ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt)};
+      ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt), {}};
+      if (o_.bind_cores) {
+        spec.cpus = cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, local);
+        spec.env.push_back("RINGTRAIN_CPUS=" + cpuListText(spec.cpus));
+      }
       Child child = spawnChild(spec, group);
       r.pid = child.pid;
       r.out = std::move(child.out);
@@ -588,6 +605,7 @@ class Agent {
   std::string agent_id_;
   int master_port_ = 0;
   int world_size_ = 0;
+  std::vector<int> allowed_cpus_;  // with --bind-to cores: ringrun's own CPUs, cut into the ranks' slices
   std::unique_ptr<dist::TcpStoreServer> server_;
   std::unique_ptr<dist::TcpStoreClient> store_;
 };

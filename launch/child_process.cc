@@ -1,6 +1,7 @@
 #include "child_process.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -98,6 +99,11 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
   envp.push_back(nullptr);
   const pid_t parent = ::getpid();
   const pid_t pgid = group.id();
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  for (int c : spec.cpus) {
+    if (c >= 0 && c < CPU_SETSIZE) CPU_SET(c, &cpus);
+  }
 
   const pid_t pid = ::fork();
   RT_CHECK(pid >= 0, "fork: ", std::strerror(errno));
@@ -107,6 +113,11 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
     // ringrun may have died between fork and prctl: then nobody would send the signal.
     if (::getppid() != parent) ::_exit(127);
     resetSignalsInChild();
+    if (!spec.cpus.empty() && ::sched_setaffinity(0, sizeof cpus, &cpus) != 0) {
+      writeStr(2, "ringrun: cannot bind to the CPUs in RINGTRAIN_CPUS, running unbound: ");
+      writeStr(2, ::strerror(errno));  // NOLINT: the message table is static
+      writeStr(2, "\n");
+    }
     ::dup2(devnull.get(), 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);

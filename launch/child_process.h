@@ -57,6 +57,7 @@ struct ChildSpec {
   std::string path;               // resolved program
   std::vector<std::string> argv;  // argv[0] is the program as the user wrote it
   std::vector<std::string> env;   // "KEY=VALUE", the whole environment
+  std::vector<int> cpus;          // CPUs the child may run on; empty: ringrun's own
 };
 
 struct Child {
@@ -66,7 +67,8 @@ struct Child {
 };
 
 // Forks and execs `spec` in `group`, stdin from /dev/null, stdout and stderr into fresh pipes. When exec
-// fails, the child prints why on its stderr and exits with 127.
+// fails, the child prints why on its stderr and exits with 127. A binding the OS refuses is said on the
+// child's stderr, and the child runs unbound.
 Child spawnChild(const ChildSpec& spec, const ProcessGroup& group);
 
 }  // namespace ringtrain::launch

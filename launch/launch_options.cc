@@ -78,6 +78,7 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   std::string nproc = "1";
   std::string nnodes = "1";
   std::string tee, redirects;
+  std::string bind_to = "none";
   CLI::App app{
       "ringrun: start one process per GPU or core, on one or several nodes, and stop them all when one fails.\n"
       "Usage: ringrun [OPTIONS] -- PROGRAM [ARGS...]",
@@ -110,6 +111,11 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   app.add_option("--node-timeout,--node_timeout", o.node_timeout_s,
                  "seconds without a heartbeat after which another node counts as failed")
       ->default_str("30");
+  app.add_option("--bind-to,--bind_to", bind_to,
+                 "none (default): ranks run on any CPU; cores: each local rank gets its own contiguous share of "
+                 "the CPUs ringrun may use (RINGTRAIN_CPUS names it), ranks sharing CPUs only when there are "
+                 "more ranks than CPUs")
+      ->default_str("none");
   app.add_option("--job-token,--job_token", o.job_token,
                  "the job's secret for the store; several nodes need the same one (or RINGTRAIN_JOB_TOKEN)");
 
@@ -163,6 +169,11 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     if (o.nnodes != 1) RT_THROW(ConfigError, "--standalone runs a single node; it cannot go with --nnodes ", o.nnodes);
     o.master_addr = "127.0.0.1";
     o.master_port = 0;
+  }
+  if (bind_to == "cores" || bind_to == "core") {
+    o.bind_cores = true;
+  } else if (bind_to != "none") {
+    RT_THROW(ConfigError, "--bind-to '", bind_to, "': use none or cores");
   }
   if (o.max_restarts < 0) RT_THROW(ConfigError, "--max-restarts must be at least 0, not ", o.max_restarts);
   if (!(o.grace_period_s >= 0)) RT_THROW(ConfigError, "--grace-period must be at least 0 seconds");

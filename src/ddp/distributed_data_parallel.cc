@@ -495,6 +495,7 @@ class DistributedDataParallel::Impl {
       for (size_t k = 0; k < sparse_.size(); ++k) params_[sparse_[k]].tensor.mutable_grad() = results[k];
     }
     stats_.sparse_sync_time = Clock::now() - sparse_start;
+    stats_.sparse_exchange_time = counts.exchange_time;
     awaiting_zero_grad_ = sharesSparseParameters();
     stats_.sparse_bytes_sent = counts.bytes_sent;
     stats_.sparse_bytes_received = counts.bytes_received;
@@ -505,6 +506,7 @@ class DistributedDataParallel::Impl {
     stats_.sum_allreduce_total += stats_.allreduce_total;
     stats_.sum_finalize_wait += stats_.finalize_wait;
     stats_.sum_sparse_sync_time += stats_.sparse_sync_time;
+    stats_.sum_sparse_exchange_time += stats_.sparse_exchange_time;
     stats_.sum_dense_bytes_sent += stats_.dense_bytes_sent;
     stats_.sum_sparse_bytes_sent += stats_.sparse_bytes_sent;
 
@@ -669,10 +671,11 @@ std::string DdpStats::toString() const {
       << sparse_bytes_received << " B, rows " << sparse_rows_local << " local / " << sparse_rows_global
       << " global\n";
   out << "  last step: allreduce " << ms(allreduce_total) << ", finalize waited " << ms(finalize_wait)
-      << ", sparse sync " << ms(sparse_sync_time) << "\n";
+      << ", sparse sync " << ms(sparse_sync_time) << " (exchange " << ms(sparse_exchange_time) << ")\n";
   if (steps > 0) {
     out << "  mean per step: allreduce " << ms(sum_allreduce_total / steps) << ", finalize waited "
-        << ms(sum_finalize_wait / steps) << ", sparse sync " << ms(sum_sparse_sync_time / steps) << ", dense "
+        << ms(sum_finalize_wait / steps) << ", sparse sync " << ms(sum_sparse_sync_time / steps) << " (exchange "
+        << ms(sum_sparse_exchange_time / steps) << "), dense "
         << sum_dense_bytes_sent / steps << " B, sparse " << sum_sparse_bytes_sent / steps << " B\n";
   }
   if (!unused_parameters.empty()) {

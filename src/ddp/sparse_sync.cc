@@ -283,12 +283,14 @@ std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, 
       at += blockLength(count, row_bytes);
     }
   }
+  const auto exchange_start = std::chrono::steady_clock::now();
   try {
     comm.allToAllBytesInto(scratch.exchange);
   } catch (...) {
     scratch.exchange = std::make_shared<comm::AllToAllExchange>();
     throw;
   }
+  counts.exchange_time += std::chrono::steady_clock::now() - exchange_start;
   RT_CHECK_EQ(ex.received.size(), static_cast<size_t>(world), "allToAllBytesInto: one message per rank");
   std::vector<const std::vector<uint8_t>*> messages;
   for (int r = 0; r < world; ++r) {
@@ -381,8 +383,10 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   }
   contribution.clear();
 
+  const auto exchange_start = std::chrono::steady_clock::now();
   try {
     comm.allgatherBytesInto(s.exchange);
+    counts.exchange_time += std::chrono::steady_clock::now() - exchange_start;
   } catch (...) {
     // After a timeout the communication thread may still read this exchange: a later call gets a new one.
     s.exchange = std::make_shared<comm::ByteExchange>();

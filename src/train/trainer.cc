@@ -365,7 +365,8 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     const auto sync_end = Clock::now();
     optimizer->setLearningRate(schedule.at(global_step));
     optimizer->step();
-    ddp.zeroGrad();
+    const auto optimizer_end = Clock::now();
+    ddp.zeroGrad();  // with shared tables, waits until every owner has written its rows
     const auto step_end = Clock::now();
     ++global_step;
     ++window_steps;
@@ -380,9 +381,12 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
                                millis(b.last_allreduce));
       }
       trace.span("finalize: wait for buckets + sparse sync", sync_begin, sync_end,
-                 fmt::format("{{\"allreduce_ms\":{{{}}},\"sparse_sync_ms\":{:.3f},\"sparse_bytes_sent\":{}}}", buckets,
-                             millis(stats.sparse_sync_time), stats.sparse_bytes_sent));
-      trace.span("optimizer step", sync_end, step_end);
+                 fmt::format("{{\"allreduce_ms\":{{{}}},\"sparse_sync_ms\":{:.3f},\"sparse_exchange_ms\":{:.3f},"
+                             "\"sparse_bytes_sent\":{}}}",
+                             buckets, millis(stats.sparse_sync_time), millis(stats.sparse_exchange_time),
+                             stats.sparse_bytes_sent));
+      trace.span("optimizer step", sync_end, optimizer_end);
+      trace.span("zero grad", optimizer_end, step_end);
       trace.counter("bytes sent", step_end, static_cast<double>(stats.dense_bytes_sent + stats.sparse_bytes_sent));
     }
 

@@ -217,6 +217,11 @@ void sparseEquivalence(int world, Wire wire, SparseSync mode) {
   EXPECT_EQ(stats[0].sparse_parameters, 1u);
   EXPECT_GT(stats[0].sparse_bytes_sent, 0u);
   EXPECT_GT(stats[0].sparse_rows_global, 0u);
+  for (int r = 0; r < world; ++r) {
+    // The exchange is timed inside the sync: part of it, never more.
+    EXPECT_GT(stats[r].sum_sparse_exchange_time.count(), 0) << "rank " << r;
+    EXPECT_LE(stats[r].sum_sparse_exchange_time, stats[r].sum_sparse_sync_time) << "rank " << r;
+  }
 }
 
 TEST_F(DdpTest, SparseOwnerMatchesOneProcessOn2RanksNative) { sparseEquivalence(2, Wire::kNative, SparseSync::kOwner); }

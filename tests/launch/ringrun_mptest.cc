@@ -1,6 +1,7 @@
 // ringrun end to end: it runs build/bin/ringrun with small shell programs as ranks and checks what the
 // ranks saw, what ringrun printed, its exit code, and that no process of the job is left behind.
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <regex>
 #include <set>
@@ -169,6 +171,77 @@ TEST(Ringrun, EachRankSeesItsEnvironmentAndItsLinesArePrefixed) {
     EXPECT_EQ(readFile(dir + "/stderr.log"), "to stderr " + std::to_string(rank) + "\n");
   }
   std::filesystem::remove_all(logs);
+}
+
+// The CPUs this test may use, ascending: ringrun, started from here, slices the same set.
+std::vector<int> ownCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  EXPECT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+// Each rank's line "cpus LOCAL_RANK RINGTRAIN_CPUS Cpus_allowed_list", by local rank.
+std::map<int, std::pair<std::string, std::string>> boundCpus(int nproc) {
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", std::to_string(nproc), "--standalone",
+                             "--bind-to", "cores", "--", "sh", "-c",
+                             "echo \"cpus $LOCAL_RANK $RINGTRAIN_CPUS $(grep Cpus_allowed_list /proc/self/status | "
+                             "cut -f2)\""},
+                            {.timeout = 30000ms});
+  EXPECT_TRUE(r.ok()) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("ringrun: binding local ranks to CPUs: 0 -> "));
+  std::map<int, std::pair<std::string, std::string>> seen;
+  const std::regex re(R"(\] cpus (\d+) (\S+) (\S+)\n)");
+  for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), re); it != std::sregex_iterator(); ++it) {
+    seen[std::stoi((*it)[1].str())] = {(*it)[2].str(), (*it)[3].str()};
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(nproc)) << r.out;
+  return seen;
+}
+
+// One CPU per element: "0-2,5" -> {0, 1, 2, 5}.
+std::vector<int> parseCpuList(const std::string& text) {
+  std::vector<int> cpus;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    const size_t dash = part.find('-');
+    const int first = std::stoi(part.substr(0, dash));
+    const int last = dash == std::string::npos ? first : std::stoi(part.substr(dash + 1));
+    for (int c = first; c <= last; ++c) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+TEST(Ringrun, BoundRanksTakeDisjointContiguousSlicesOfRingrunsCpus) {
+  const std::vector<int> cpus = ownCpus();
+  const int nproc = std::max<int>(1, static_cast<int>(cpus.size()) / 2);  // 2 CPUs per rank where the CPUs are even
+  const auto seen = boundCpus(nproc);
+  std::vector<int> all;
+  for (const auto& [local, lists] : seen) {
+    EXPECT_EQ(lists.first, lists.second) << "local rank " << local << ": RINGTRAIN_CPUS names what the OS applied";
+    const std::vector<int> mine = parseCpuList(lists.second);
+    ASSERT_FALSE(mine.empty());
+    const size_t size = cpus.size() / static_cast<size_t>(nproc);
+    EXPECT_GE(mine.size(), size) << "local rank " << local;
+    EXPECT_LE(mine.size(), size + 1) << "local rank " << local;
+    all.insert(all.end(), mine.begin(), mine.end());
+  }
+  // In local-rank order the slices cover ringrun's CPUs once each, in order.
+  EXPECT_EQ(all, cpus);
+}
+
+TEST(Ringrun, MoreBoundRanksThanCpusShareThemOneCpuEach) {
+  const std::vector<int> cpus = ownCpus();
+  const int nproc = static_cast<int>(cpus.size()) + 1;
+  const auto seen = boundCpus(nproc);
+  for (const auto& [local, lists] : seen) {
+    EXPECT_EQ(lists.second, std::to_string(cpus[static_cast<size_t>(local) % cpus.size()])) << "local rank " << local;
+  }
 }
 
 TEST(Ringrun, RanksMeetInTheStoreRingrunHosts) {
@@ -353,6 +426,7 @@ TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
       {{"--nnodes", "2", "--node-rank", "2", "--job-token", "x", "--", "true"}, "--node-rank 2 is not in 0..1"},
       {{"--standalone", "--nnodes", "2", "--job-token", "x", "--", "true"}, "--standalone"},
       {{"--no-such-option", "--", "true"}, "no-such-option"},
+      {{"--bind-to", "socket", "--", "true"}, "--bind-to 'socket': use none or cores"},
   };
   for (const auto& [args, expected] : cases) {
     std::vector<std::string> argv = {binPath("ringrun")};

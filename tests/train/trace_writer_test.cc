@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 namespace ringtrain::train {
@@ -34,6 +35,22 @@ TEST(TraceWriter, WritesChromeTraceEventsThatParse) {
   EXPECT_EQ(events[1].at("args").at("bucket"), 7);
   EXPECT_EQ(events[2].at("ph"), "C");
   EXPECT_EQ(events[2].at("args").at("value"), 4096);
+}
+
+// Ranks on one host start their writers at different moments; the same instant must still get the same
+// time in each rank's events, or the merged trace misplaces who waited for whom.
+TEST(TraceWriter, WritersStartedAtDifferentMomentsGiveOneInstantOneTime) {
+  TraceWriter early(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  TraceWriter late(1);
+  const auto t0 = std::chrono::steady_clock::now();
+  early.span("step", t0, t0 + std::chrono::microseconds(10));
+  late.span("step", t0, t0 + std::chrono::microseconds(10));
+  const auto first = nlohmann::json::parse("[" + early.eventsJson() + "]");
+  const auto second = nlohmann::json::parse("[" + late.eventsJson() + "]");
+  ASSERT_EQ(first.back().at("ph"), "X");
+  ASSERT_EQ(second.back().at("ph"), "X");
+  EXPECT_DOUBLE_EQ(first.back().at("ts").get<double>(), second.back().at("ts").get<double>());
 }
 
 }  // namespace

@@ -135,10 +135,12 @@ struct DdpStats {
   std::chrono::nanoseconds allreduce_total{0};    // sum of bucket allreduce durations
   std::chrono::nanoseconds finalize_wait{0};      // finalize() blocked on dense buckets after backward
   std::chrono::nanoseconds sparse_sync_time{0};
+  std::chrono::nanoseconds sparse_exchange_time{0};  // of sparse_sync_time, inside the byte exchange
   // Sums over all synchronized steps (for averages):
   std::chrono::nanoseconds sum_allreduce_total{0};
   std::chrono::nanoseconds sum_finalize_wait{0};
   std::chrono::nanoseconds sum_sparse_sync_time{0};
+  std::chrono::nanoseconds sum_sparse_exchange_time{0};
   size_t sum_dense_bytes_sent = 0;
   size_t sum_sparse_bytes_sent = 0;
   std::vector<std::string> unused_parameters;  // found on the first iteration

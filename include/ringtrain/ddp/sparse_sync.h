@@ -20,6 +20,7 @@
 //             all-gathered). syncSparseGradients() refuses it: only DistributedDataParallel shares tables.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -37,6 +38,9 @@ struct SparseSyncCounts {
   size_t bytes_received = 0;  // payload bytes it received from other ranks
   size_t rows_local = 0;      // distinct rows this rank touched
   size_t rows_global = 0;     // distinct rows in the result (shared: the rows this rank owns)
+  // Time inside the byte exchange (the collective, waiting for the last rank included); the rest of a
+  // sync is this rank's own summing and packing.
+  std::chrono::nanoseconds exchange_time{0};
 };
 
 inline int ownerOfRow(int64_t row, int world) { return static_cast<int>(row % world); }

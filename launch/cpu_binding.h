@@ -1,0 +1,24 @@
+// `ringrun --bind-to cores`: each local rank runs on its own share of the CPUs ringrun may use.
+//
+// Why: with every rank free to run anywhere, the scheduler moves a rank's compute thread between cores and
+// lets its loader and communication threads land beside another rank's compute, so each step waits for
+// whichever rank was disturbed most. mpirun binds ranks to cores by default; torchrun does not bind.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ringtrain::launch {
+
+// The CPUs this process may run on (sched_getaffinity), ascending.
+std::vector<int> allowedCpus();
+
+// Local rank `local_rank` of `nproc`: the CPUs in `allowed` are cut into nproc contiguous slices in order,
+// the first (size % nproc) slices one CPU longer, so every CPU is used. With more ranks than CPUs, rank r
+// gets CPU allowed[r % size]: ranks then share CPUs evenly.
+std::vector<int> cpusOfLocalRank(const std::vector<int>& allowed, int nproc, int local_rank);
+
+// "0-3,8,10-11": the list syntax of taskset and /proc/PID/status's Cpus_allowed_list.
+std::string cpuListText(const std::vector<int>& cpus);
+
+}  // namespace ringtrain::launch

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Summarises a ringtrain Chrome trace (RUN_DIR/trace.json, written with log.trace_steps > 0).
+
+  scripts/trace-summary.py RUN_DIR/trace.json [--skip N]
+
+Prints, for each phase of a step, its median time on each rank, then where a synchronized step's time goes
+across ranks (ranks on one host share the trace's clock):
+  - arrival spread: the last rank to finish forward+backward against the first;
+  - after the last arrival: from the last rank's forward+backward end to the last rank's finalize end, the
+    time the gradient synchronization itself takes once nobody is late;
+  - zero grad after the last optimizer: with shared sparse tables zeroGrad() waits for every owner.
+The first N steps of each rank (default 10) are left out: they hold the warm-up.
+"""
+import argparse
+import collections
+import json
+import statistics
+import sys
+
+FORWARD = "forward+backward (buckets in flight)"
+FINALIZE = "finalize: wait for buckets + sparse sync"
+OPTIMIZER = "optimizer step"
+ZERO_GRAD = "zero grad"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trace")
+    parser.add_argument("--skip", type=int, default=10, help="steps left out at the start of each rank")
+    args = parser.parse_args()
+    with open(args.trace) as f:
+        doc = json.load(f)
+    events = doc["traceEvents"] if isinstance(doc, dict) else doc
+    spans = collections.defaultdict(lambda: collections.defaultdict(list))  # name -> rank -> [(begin, end)]
+    sparse_ms = collections.defaultdict(list)
+    exchange_ms = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") != "X":
+            continue
+        spans[e["name"]][e["pid"]].append((e["ts"], e["ts"] + e["dur"]))
+        if e["name"] == FINALIZE and "sparse_sync_ms" in e.get("args", {}):
+            sparse_ms[e["pid"]].append(e["args"]["sparse_sync_ms"])
+            exchange_ms[e["pid"]].append(e["args"].get("sparse_exchange_ms", 0))
+    if not spans:
+        sys.exit(f"{args.trace}: no spans (was log.trace_steps > 0?)")
+    ranks = sorted({r for by_rank in spans.values() for r in by_rank})
+    ms = lambda v: f"{v / 1000:7.2f}"
+    print(f"median ms per rank, steps after the first {args.skip}")
+    print(f"{'phase':44s}" + "".join(f"{'r' + str(r):>8s}" for r in ranks))
+    for name, by_rank in spans.items():
+        row = [statistics.median(e - b for b, e in by_rank[r][args.skip:]) if by_rank[r][args.skip:] else 0
+               for r in ranks]
+        print(f"{name[:44]:44s}" + "".join(f" {ms(v)}" for v in row))
+    if sparse_ms:
+        print(f"{'  of which sparse sync':44s}" +
+              "".join(f" {statistics.median(sparse_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
+        print(f"{'    of which the byte exchange':44s}" +
+              "".join(f" {statistics.median(exchange_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
+    if len(ranks) < 2 or FORWARD not in spans or FINALIZE not in spans:
+        return
+    steps = min(len(spans[FORWARD][r]) for r in ranks)
+    spread, after_last, zero_wait, step_ms = [], [], [], []
+    for k in range(args.skip, steps):
+        fb_end = [spans[FORWARD][r][k][1] for r in ranks]
+        fin_end = [spans[FINALIZE][r][k][1] for r in ranks if k < len(spans[FINALIZE][r])]
+        spread.append(max(fb_end) - min(fb_end))
+        if len(fin_end) == len(ranks):
+            after_last.append(max(fin_end) - max(fb_end))
+        if ZERO_GRAD in spans and all(k < len(spans[ZERO_GRAD][r]) for r in ranks):
+            opt_end = [spans[OPTIMIZER][r][k][1] for r in ranks]
+            zg_end = [spans[ZERO_GRAD][r][k][1] for r in ranks]
+            zero_wait.append(max(zg_end) - max(opt_end))
+        if k + 1 < steps:
+            step_ms.append(max(spans[FORWARD][r][k + 1][0] for r in ranks) - max(spans[FORWARD][r][k][0] for r in ranks))
+    print(f"\nacross {len(ranks)} ranks, median (90th percentile) ms over {len(spread)} steps")
+    def line(label, values):
+        if values:
+            q = sorted(values)
+            print(f"  {label:42s} {ms(statistics.median(q))} ({ms(q[int(0.9 * (len(q) - 1))])})")
+    line("step, start to start", step_ms)
+    line("arrival spread at finalize", spread)
+    line("finalize end after the last arrival", after_last)
+    line("zero grad end after the last optimizer", zero_wait)
+
+
+if __name__ == "__main__":
+    main()
