@@ -13,13 +13,16 @@
 # every rank all-gathers every touched row, against one shared table per host with each rank updating the
 # rows it owns); one rank has nothing to sync and runs once. "allgather!" marks a shared run that fell back
 # (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr.
+# ringtrain's ranks start under `ringrun --bind-to cores` (each rank on its own slice of the CPUs; BIND_TO=none
+# leaves them free, as the peer's are); under mpirun they are not bound.
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
-# PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values).
+# PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values), BIND_TO.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
 PEERS="${PEERS:-$ROOT/../shared/peers}"
 BACKEND="${BACKEND:-gloo}"
+BIND_TO="${BIND_TO:-cores}"
 STEPS="${STEPS:-200}"
 WARMUP=10
 BATCH=$(awk '$1 == "batch_size:" { print $2; exit }' "$ROOT/configs/bench_reference.yaml")  # pairs per rank per step
@@ -44,7 +47,7 @@ run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s s
   if [ "$BACKEND" = mpi ]; then
     mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
   else
-    "$BIN/ringrun" --standalone --nproc-per-node "$n" -- "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
+    "$BIN/ringrun" --standalone --nproc-per-node "$n" --bind-to "$BIND_TO" -- "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
   fi || { echo "ringtrain failed at $n ranks ($mode):" >&2; tail -20 "$out.log" >&2; exit 1; }
   python3 - "$out/metrics.jsonl" "$out.log" "$n" "$WARMUP" "$BATCH" <<'PY'
 import json, re, statistics, sys
@@ -78,7 +81,9 @@ print(m.group(1).replace(",", "") if m else 0)
 PY
 }
 
-printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s\n" "$STEPS" "$BACKEND"
+bound="ringrun --bind-to $BIND_TO"
+[ "$BACKEND" = mpi ] && bound="mpirun --bind-to none"
+printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s, %s\n" "$STEPS" "$BACKEND" "$bound"
 printf "%6s %10s %14s %10s %16s %10s %14s %10s %12s %14s %10s %10s\n" ranks "sync" "ringtrain p/s" "effic." \
   "median-step p/s" "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB" "PSS MiB"
 base_rt=0; base_med=0; base_peer=0
