@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -103,6 +104,11 @@ int64_t countMerged(const std::vector<RowBlock>& blocks, int64_t table_rows) {
 
 template <typename T>
 void sumMerged(const std::vector<RowBlock>& blocks, int64_t width, T divisor, int64_t* ids_out, T* values_out) {
+  // Dividing by a power of two is multiplying by its exact reciprocal: the same bits, without a division's
+  // latency on every element (it was half of this function's time at 2 ranks).
+  int exponent = 0;
+  const bool power_of_two = divisor > T(0) && std::frexp(divisor, &exponent) == T(0.5);
+  const T reciprocal = T(1) / divisor;
   std::vector<int64_t> head(blocks.size(), 0);
   for (int64_t out = 0;; ++out) {
     const int64_t low = lowestHead(blocks, head);
@@ -121,7 +127,9 @@ void sumMerged(const std::vector<RowBlock>& blocks, int64_t width, T divisor, in
         for (int64_t j = 0; j < width; ++j) dst[j] += row[j];
       }
     }
-    if (divisor != T(1)) {
+    if (divisor != T(1) && power_of_two) {
+      for (int64_t j = 0; j < width; ++j) dst[j] *= reciprocal;
+    } else if (divisor != T(1)) {
       for (int64_t j = 0; j < width; ++j) dst[j] /= divisor;
     }
   }
