@@ -33,28 +33,70 @@ int64_t RowSummer::mark(const std::vector<RowBlock>& blocks, int64_t table_rows)
   return marked_;
 }
 
+namespace {
+// The owner of row id among `world` ranks (id % world; ownerOfRow in sparse_sync.h), with the division left
+// out when world is a power of two: it runs once per summed row.
+class OwnerOf {
+ public:
+  explicit OwnerOf(int world)
+      : world_(world), mask_((world & (world - 1)) == 0 ? static_cast<uint64_t>(world - 1) : 0),
+        power_of_two_((world & (world - 1)) == 0) {}
+  int operator()(int64_t id) const {
+    return power_of_two_ ? static_cast<int>(static_cast<uint64_t>(id) & mask_) : static_cast<int>(id % world_);
+  }
+
+ private:
+  int64_t world_;
+  uint64_t mask_;
+  bool power_of_two_;
+};
+}  // namespace
+
+void RowSummer::ownerCounts(int world, int64_t* counts) const {
+  RT_CHECK_GE(world, 1, "RowSummer: a world of ", world, " ranks");
+  const OwnerOf owner(world);
+  std::fill(counts, counts + world, 0);
+  for (size_t w = 0; w < touched_.size(); ++w) {
+    for (uint64_t bits = touched_[w]; bits != 0; bits &= bits - 1) {
+      ++counts[owner(static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits))];
+    }
+  }
+}
+
 template <typename T>
 void RowSummer::sum(const std::vector<RowBlock>& blocks, int64_t width, int64_t* ids_out, T* values_out) {
+  sumByOwner<T>(blocks, width, 1, &ids_out, &values_out);
+}
+
+template <typename T>
+void RowSummer::sumByOwner(const std::vector<RowBlock>& blocks, int64_t width, int world, int64_t* const* ids_out,
+                           T* const* values_out) {
+  RT_CHECK_GE(world, 1, "RowSummer: a world of ", world, " ranks");
+  const OwnerOf owner(world);
+  next_.assign(static_cast<size_t>(world), 0);
   // The touched bits, scanned in order, give the distinct ids ascending. A bit stays set until its id's
   // first row is copied (later rows add), so no output row is zeroed first and the bits end cleared.
-  int64_t next = 0;
+  int64_t written = 0;
   const size_t words = touched_.size();
-  for (size_t w = 0; w < words && next < marked_; ++w) {
+  for (size_t w = 0; w < words && written < marked_; ++w) {
     uint64_t bits = touched_[w];
     while (bits != 0) {
       const int64_t id = static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits);
       bits &= bits - 1;
       // More bits than mark() counted would write past the caller's output: a mark left behind.
-      RT_CHECK_LT(next, marked_, "RowSummer: row ", id, " was marked before this call's mark()");
+      RT_CHECK_LT(written, marked_, "RowSummer: row ", id, " was marked before this call's mark()");
+      const int o = owner(id);
+      int64_t& next = next_[static_cast<size_t>(o)];
       slot_[static_cast<size_t>(id)] = static_cast<int32_t>(next);
-      ids_out[next++] = id;
+      ids_out[o][next++] = id;
+      ++written;
     }
   }
   for (const RowBlock& b : blocks) {
     const T* in = static_cast<const T*>(b.values);
     for (int64_t i = 0; i < b.count; ++i) {
       const int64_t id = b.ids[i];
-      T* dst = values_out + static_cast<int64_t>(slot_[static_cast<size_t>(id)]) * width;
+      T* dst = values_out[owner(id)] + static_cast<int64_t>(slot_[static_cast<size_t>(id)]) * width;
       const T* row = in + i * width;
       uint64_t& word = touched_[static_cast<size_t>(id >> 6)];
       const uint64_t bit = uint64_t{1} << (id & 63);
@@ -142,6 +184,9 @@ void RowSummer::reset() {
 
 template void RowSummer::sum<float>(const std::vector<RowBlock>&, int64_t, int64_t*, float*);
 template void RowSummer::sum<double>(const std::vector<RowBlock>&, int64_t, int64_t*, double*);
+template void RowSummer::sumByOwner<float>(const std::vector<RowBlock>&, int64_t, int, int64_t* const*, float* const*);
+template void RowSummer::sumByOwner<double>(const std::vector<RowBlock>&, int64_t, int, int64_t* const*,
+                                            double* const*);
 template void sumMerged<float>(const std::vector<RowBlock>&, int64_t, float, int64_t*, float*);
 template void sumMerged<double>(const std::vector<RowBlock>&, int64_t, double, int64_t*, double*);
 

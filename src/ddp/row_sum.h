@@ -40,12 +40,21 @@ class RowSummer {
   // T is float or double. Writes ids_out[distinct] and values_out[distinct x width]; clears the marks.
   template <typename T>
   void sum(const std::vector<RowBlock>& blocks, int64_t width, int64_t* ids_out, T* values_out);
+  // sum() with its output split by owner, row id going to owner id % world: after mark(), ownerCounts()
+  // gives each owner's number of distinct ids (counts[world]); sumByOwner() writes owner o's ids ascending
+  // at ids_out[o] and their sums at values_out[o], in the same order of additions as sum(). It lets a rank
+  // sum its rows straight into the messages to their owners.
+  void ownerCounts(int world, int64_t* counts) const;
+  template <typename T>
+  void sumByOwner(const std::vector<RowBlock>& blocks, int64_t width, int world, int64_t* const* ids_out,
+                  T* const* values_out);
   // Drops the marks of a mark() whose sum() will not come (an error between the two).
   void reset();
 
  private:
   std::vector<uint64_t> touched_;  // bit id % 64 of word id / 64
-  std::vector<int32_t> slot_;      // output position of each touched id, valid during sum()
+  std::vector<int32_t> slot_;      // output position of each touched id (within its owner), valid during sum()
+  std::vector<int64_t> next_;      // per owner, the next output position, during sumByOwner()
   int64_t marked_ = 0;             // distinct ids of the last mark()
 };
 

@@ -118,6 +118,44 @@ class TableSum {
     written_ = true;  // only now: a RowSummer that failed mid-sum is reset by the destructor
   }
 
+  // A rank's own rows split by owner (row % world), undivided: each owner's count of distinct rows, then the
+  // rows written ascending into each owner's outputs, as write(1, ...) would write them all in one.
+  std::vector<int64_t> ownerCounts(int world) const {
+    std::vector<int64_t> counts(static_cast<size_t>(world), 0);
+    if (way_ == Way::kSummer) {
+      summer_.ownerCounts(world, counts.data());
+    } else {
+      RT_CHECK(way_ == Way::kSort, "TableSum: only a rank's own rows are split by owner");
+      const int64_t* ids = rows_.data_ptr<int64_t>();
+      for (int64_t i = 0; i < distinct_; ++i) ++counts[static_cast<size_t>(ownerOfRow(ids[i], world))];
+    }
+    return counts;
+  }
+  void writeByOwner(int world, const std::vector<int64_t*>& ids_out, const std::vector<uint8_t*>& values_out) {
+    RT_CHECK(!written_, "TableSum written twice");
+    if (way_ == Way::kSummer && dtype_ == at::kFloat) {
+      std::vector<float*> values(values_out.size());
+      for (size_t o = 0; o < values.size(); ++o) values[o] = reinterpret_cast<float*>(values_out[o]);
+      summer_.sumByOwner<float>(blocks_, width_, world, ids_out.data(), values.data());
+    } else if (way_ == Way::kSummer) {
+      std::vector<double*> values(values_out.size());
+      for (size_t o = 0; o < values.size(); ++o) values[o] = reinterpret_cast<double*>(values_out[o]);
+      summer_.sumByOwner<double>(blocks_, width_, world, ids_out.data(), values.data());
+    } else {
+      RT_CHECK(way_ == Way::kSort, "TableSum: only a rank's own rows are split by owner");
+      std::vector<int64_t> next(static_cast<size_t>(world), 0);
+      const int64_t* ids = rows_.data_ptr<int64_t>();
+      const auto* from = static_cast<const uint8_t*>(values_.data_ptr());
+      for (int64_t i = 0; i < distinct_; ++i) {
+        const auto o = static_cast<size_t>(ownerOfRow(ids[i], world));
+        ids_out[o][next[o]] = ids[i];
+        std::memcpy(values_out[o] + next[o] * rowBytes(), from + i * rowBytes(), rowBytes());
+        ++next[o];
+      }
+    }
+    written_ = true;
+  }
+
  private:
   void writeOnce(int world, int64_t* ids_out, void* values_out) {
     const bool single = dtype_ == at::kFloat;
@@ -220,17 +258,15 @@ std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::T
 
 // Owner and shared modes' scratch, kept from step to step so that a step allocates nothing new.
 struct OwnerScratch {
-  std::vector<std::vector<uint8_t>> coalesced;            // per table: this rank's rows summed, one block
-  std::vector<std::vector<std::vector<int64_t>>> picked;  // per table, per owner: positions in that block
   // What goes to each owner and what came from each rank; replaced after a failed exchange, which the
   // communication thread may still be reading.
   std::shared_ptr<comm::AllToAllExchange> exchange = std::make_shared<comm::AllToAllExchange>();
 };
 
-// Owner and shared modes: this rank's coalesced rows of every table go to their owners (row r to rank
+// Owner and shared modes: this rank's rows of every table, summed by id, go to their owners (row r to rank
 // r % world) in one exchange, each owner's message holding a block per table; result[t] sums, over ranks in
-// rank order, the rows of table t this rank owns. Rows are ascending, so each owner's share stays
-// ascending. The results read the scratch's buffers: keep it untouched until they are written.
+// rank order, the rows of table t this rank owns. A rank sums its rows straight into the messages, each
+// owner's share ascending. The results read the scratch's buffers: keep it untouched until they are written.
 std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                                       const std::vector<detail::TableRows>& sources,
                                                       std::vector<detail::RowSummer>& summers, OwnerScratch& scratch,
@@ -238,50 +274,34 @@ std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, 
   const int world = comm.size();
   const int me = comm.rank();
   const size_t tables = params.size();
-  scratch.coalesced.resize(tables);
-  scratch.picked.resize(tables);
-  std::vector<detail::RowBlock> own(tables);
-  std::vector<size_t> length(world, 0);  // each owner's message
+  std::vector<std::unique_ptr<TableSum>> own;  // reset summers on the way out if a later table throws
+  std::vector<std::vector<int64_t>> shares(tables);  // per table, each owner's count of rows
+  std::vector<size_t> length(world, 0);              // each owner's message
   for (size_t t = 0; t < tables; ++t) {
-    {
-      TableSum sum(params[t], {blockOf(sources[t])}, TableSum::Input::kOwnRows, summers[t]);
-      counts.rows_local += static_cast<size_t>(sum.distinct());
-      scratch.coalesced[t].resize(blockBytes(sum));
-      writeBlock(scratch.coalesced[t].data(), sum);
-    }
-    const size_t element = c10::elementSize(params[t].scalar_type());
-    readBlock(scratch.coalesced[t].data(), scratch.coalesced[t].size(), rowWidth(params[t]), element, me, own[t]);
-    auto& picked = scratch.picked[t];
-    picked.resize(world);
-    for (auto& p : picked) p.clear();
-    for (int64_t i = 0; i < own[t].count; ++i) picked[ownerOfRow(own[t].ids[i], world)].push_back(i);
-    for (int o = 0; o < world; ++o) {
-      length[o] += blockLength(static_cast<int64_t>(picked[o].size()), static_cast<size_t>(rowWidth(params[t])) * element);
-    }
+    own.push_back(std::make_unique<TableSum>(params[t], std::vector{blockOf(sources[t])}, TableSum::Input::kOwnRows,
+                                             summers[t]));
+    counts.rows_local += static_cast<size_t>(own[t]->distinct());
+    shares[t] = own[t]->ownerCounts(world);
+    for (int o = 0; o < world; ++o) length[o] += blockLength(shares[t][o], own[t]->rowBytes());
   }
   comm::AllToAllExchange& ex = *scratch.exchange;
   ex.send.resize(world);
   for (int o = 0; o < world; ++o) {
     ex.send[o].resize(length[o]);  // no clear(): only bytes beyond last step's length get zeroed
     if (o != me) counts.bytes_sent += length[o];
-    size_t at = 0;
-    for (size_t t = 0; t < tables; ++t) {
-      const int64_t width = rowWidth(params[t]);
-      const size_t row_bytes = static_cast<size_t>(width) * c10::elementSize(params[t].scalar_type());
-      const std::vector<int64_t>& picked = scratch.picked[t][o];
-      const auto count = static_cast<int64_t>(picked.size());
-      uint8_t* dst = ex.send[o].data() + at;
-      writeHeader(dst, count, width);
-      auto* ids = reinterpret_cast<int64_t*>(dst + kHeaderBytes);
-      uint8_t* values = dst + kHeaderBytes + count * sizeof(int64_t);
-      const auto* from = static_cast<const uint8_t*>(own[t].values);
-      for (int64_t k = 0; k < count; ++k) {
-        const int64_t i = picked[static_cast<size_t>(k)];
-        ids[k] = own[t].ids[i];
-        std::memcpy(values + k * row_bytes, from + i * row_bytes, row_bytes);
-      }
-      at += blockLength(count, row_bytes);
+  }
+  std::vector<size_t> at(world, 0);  // where the next table's block starts in each owner's message
+  std::vector<int64_t*> ids(world);
+  std::vector<uint8_t*> values(world);
+  for (size_t t = 0; t < tables; ++t) {
+    for (int o = 0; o < world; ++o) {
+      uint8_t* block = ex.send[o].data() + at[o];
+      writeHeader(block, shares[t][o], own[t]->width());
+      ids[o] = reinterpret_cast<int64_t*>(block + kHeaderBytes);
+      values[o] = block + kHeaderBytes + shares[t][o] * sizeof(int64_t);
+      at[o] += blockLength(shares[t][o], own[t]->rowBytes());
     }
+    own[t]->writeByOwner(world, ids, values);
   }
   const auto exchange_start = std::chrono::steady_clock::now();
   try {

@@ -91,6 +91,47 @@ void summerMatchesReference() {
 TEST(RowSummer, SumsOwnRowsLikeTheReferenceFloat) { summerMatchesReference<float>(); }
 TEST(RowSummer, SumsOwnRowsLikeTheReferenceDouble) { summerMatchesReference<double>(); }
 
+// Split by owner (id % world, powers of two and not), each owner's share must be the reference's rows of
+// that owner, ascending and bit for bit; an owner with no rows gets none.
+template <typename T>
+void summerByOwnerMatchesReference() {
+  std::mt19937 rng(11);
+  RowSummer summer;
+  for (int world : {1, 2, 3, 8, 200}) {
+    for (int64_t width : {1, 64}) {
+      const int64_t table_rows = 1000;
+      std::vector<Rows<T>> blocks = {randomRows<T>(rng, 300, table_rows, width, false),
+                                     randomRows<T>(rng, 40, table_rows, width, false)};
+      std::vector<RowBlock> view;
+      for (const auto& b : blocks) view.push_back(b.block());
+      const int64_t distinct = summer.mark(view, table_rows);
+      std::vector<int64_t> counts(world, -1);
+      summer.ownerCounts(world, counts.data());
+      std::map<int, std::map<int64_t, std::vector<T>>> want;  // owner -> id -> row
+      for (const auto& [id, row] : referenceSum(blocks, width, T(1))) want[static_cast<int>(id % world)][id] = row;
+      int64_t total = 0;
+      std::vector<std::vector<int64_t>> ids(world);
+      std::vector<std::vector<T>> values(world);
+      std::vector<int64_t*> id_out(world);
+      std::vector<T*> value_out(world);
+      for (int o = 0; o < world; ++o) {
+        EXPECT_EQ(counts[o], static_cast<int64_t>(want[o].size())) << "world " << world << " owner " << o;
+        total += counts[o];
+        ids[o].assign(counts[o], -1);
+        values[o].assign(counts[o] * width, T(-7));
+        id_out[o] = ids[o].data();
+        value_out[o] = values[o].data();
+      }
+      ASSERT_EQ(total, distinct);
+      summer.sumByOwner<T>(view, width, world, id_out.data(), value_out.data());
+      for (int o = 0; o < world; ++o) expectEqualsReference(want[o], ids[o], values[o], width);
+    }
+  }
+}
+
+TEST(RowSummer, SumsOwnRowsSplitByOwnerLikeTheReferenceFloat) { summerByOwnerMatchesReference<float>(); }
+TEST(RowSummer, SumsOwnRowsSplitByOwnerLikeTheReferenceDouble) { summerByOwnerMatchesReference<double>(); }
+
 TEST(RowSummer, RowOutsideTheTableThrowsAndLeavesNothingMarked) {
   RowSummer summer;
   Rows<float> bad{{3, 10, 4}, std::vector<float>(3, 1.0f)};
