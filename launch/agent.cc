@@ -216,6 +216,8 @@ class Agent {
     if (o_.bind_cores) {
       // Read once, before any rank runs: every attempt binds its ranks alike.
       allowed_cpus_ = allowedCpus();
+      RT_CHECK_T(ConfigError, !allowed_cpus_.empty(),
+                 "--bind-to cores: cannot read the CPUs ringrun may run on (sched_getaffinity); use --bind-to none");
       std::string slices;
       for (int local = 0; local < o_.nproc_per_node; ++local) {
         slices += (local == 0 ? "" : ", ") + std::to_string(local) + " -> " +
@@ -333,10 +335,15 @@ class Agent {
         {"TORCHELASTIC_RESTART_COUNT", std::to_string(attempt)},
     };
     if (!o_.gpu_ids.empty()) set["CUDA_VISIBLE_DEVICES"] = o_.gpu_ids[static_cast<size_t>(r.local_rank)];
+    // A bound rank's CPUs; an unbound rank gets none, not a value ringrun inherited (a nested ringrun).
+    const std::string bound_cpus =
+        o_.bind_cores ? cpuListText(cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, r.local_rank)) : "";
+    if (!bound_cpus.empty()) set["RINGTRAIN_CPUS"] = bound_cpus;
     std::vector<std::string> env;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       const char* eq = std::strchr(*e, '=');
-      if (eq == nullptr || set.count(std::string(*e, static_cast<size_t>(eq - *e))) == 0) env.emplace_back(*e);
+      const std::string name = eq == nullptr ? std::string() : std::string(*e, static_cast<size_t>(eq - *e));
+      if (eq == nullptr || (set.count(name) == 0 && name != "RINGTRAIN_CPUS")) env.emplace_back(*e);
     }
     for (const auto& [k, v] : set) env.push_back(k + "=" + v);
     return env;
@@ -419,10 +426,7 @@ class Agent {
       r.out_pump = std::make_unique<OutputPump>(r.rank, 1, out_log, &r.tail);
       r.err_pump = std::make_unique<OutputPump>(r.rank, 2, err_log, &r.tail);
       ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt), {}};
-      if (o_.bind_cores) {
-        spec.cpus = cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, local);
-        spec.env.push_back("RINGTRAIN_CPUS=" + cpuListText(spec.cpus));
-      }
+      if (o_.bind_cores) spec.cpus = cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, local);
       Child child = spawnChild(spec, group);
       r.pid = child.pid;
       r.out = std::move(child.out);

@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "ringtrain/core/error.h"
 
@@ -24,6 +26,13 @@ void resetSignalsInChild() {
 }
 
 void writeStr(int fd, const char* s) { (void)!::write(fd, s, std::strlen(s)); }
+
+// errno's description, safe between fork and exec: strerrordesc_np, unlike strerror, neither translates nor
+// takes a lock.
+const char* describeErrno(int error) {
+  const char* text = ::strerrordesc_np(error);
+  return text != nullptr ? text : "unknown error";
+}
 
 }  // namespace
 
@@ -99,10 +108,14 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
   envp.push_back(nullptr);
   const pid_t parent = ::getpid();
   const pid_t pgid = group.id();
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
+  // The mask is built before fork (CPU_ALLOC allocates); the child only hands it to the kernel.
+  const int mask_cpus = spec.cpus.empty() ? 1 : *std::max_element(spec.cpus.begin(), spec.cpus.end()) + 1;
+  std::unique_ptr<cpu_set_t, void (*)(cpu_set_t*)> cpus(CPU_ALLOC(mask_cpus), [](cpu_set_t* set) { CPU_FREE(set); });
+  RT_CHECK(cpus != nullptr, "CPU_ALLOC of ", mask_cpus, " CPUs failed");
+  const size_t mask_bytes = CPU_ALLOC_SIZE(mask_cpus);
+  CPU_ZERO_S(mask_bytes, cpus.get());
   for (int c : spec.cpus) {
-    if (c >= 0 && c < CPU_SETSIZE) CPU_SET(c, &cpus);
+    if (c >= 0) CPU_SET_S(c, mask_bytes, cpus.get());
   }
 
   const pid_t pid = ::fork();
@@ -113,19 +126,22 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
     // ringrun may have died between fork and prctl: then nobody would send the signal.
     if (::getppid() != parent) ::_exit(127);
     resetSignalsInChild();
-    if (!spec.cpus.empty() && ::sched_setaffinity(0, sizeof cpus, &cpus) != 0) {
-      writeStr(2, "ringrun: cannot bind to the CPUs in RINGTRAIN_CPUS, running unbound: ");
-      writeStr(2, ::strerror(errno));  // NOLINT: the message table is static
-      writeStr(2, "\n");
-    }
     ::dup2(devnull.get(), 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
+    // After the dup2s, so that a refusal reaches the rank's own (prefixed, logged) stderr.
+    if (!spec.cpus.empty() && ::sched_setaffinity(0, mask_bytes, cpus.get()) != 0) {
+      const int error = errno;
+      writeStr(2, "ringrun: cannot bind to the CPUs in RINGTRAIN_CPUS, running unbound: ");
+      writeStr(2, describeErrno(error));
+      writeStr(2, "\n");
+    }
     ::execve(spec.path.c_str(), argv.data(), envp.data());
+    const int error = errno;
     writeStr(2, "ringrun: cannot run ");
     writeStr(2, spec.path.c_str());
     writeStr(2, ": ");
-    writeStr(2, ::strerror(errno));  // NOLINT: the message table is static
+    writeStr(2, describeErrno(error));
     writeStr(2, "\n");
     ::_exit(127);
   }

@@ -67,8 +67,8 @@ struct Child {
 };
 
 // Forks and execs `spec` in `group`, stdin from /dev/null, stdout and stderr into fresh pipes. When exec
-// fails, the child prints why on its stderr and exits with 127. A binding the OS refuses is said on the
-// child's stderr, and the child runs unbound.
+// fails, the child prints why on its stderr and exits with 127. A binding (`cpus`) the OS refuses is said
+// on the child's stderr, and the child runs unbound.
 Child spawnChild(const ChildSpec& spec, const ProcessGroup& group);
 
 }  // namespace ringtrain::launch

@@ -1,19 +1,25 @@
 #include "cpu_binding.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 
 namespace ringtrain::launch {
 
 std::vector<int> allowedCpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
+  // Sized for the machine, not cpu_set_t's fixed 1024 CPUs (sched_getaffinity fails on a smaller mask).
+  const long configured = ::sysconf(_SC_NPROCESSORS_CONF);
+  const int count = std::max<int>(CPU_SETSIZE, configured > 0 ? static_cast<int>(configured) : 0);
+  cpu_set_t* set = CPU_ALLOC(count);
+  const size_t bytes = CPU_ALLOC_SIZE(count);
   std::vector<int> cpus;
-  if (::sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  if (set != nullptr && ::sched_getaffinity(0, bytes, set) == 0) {
+    for (int c = 0; c < count; ++c) {
+      if (CPU_ISSET_S(c, bytes, set)) cpus.push_back(c);
+    }
   }
+  CPU_FREE(set);
   return cpus;
 }
 

@@ -2,7 +2,10 @@
 //
 // Why: with every rank free to run anywhere, the scheduler moves a rank's compute thread between cores and
 // lets its loader and communication threads land beside another rank's compute, so each step waits for
-// whichever rank was disturbed most. mpirun binds ranks to cores by default; torchrun does not bind.
+// whichever rank was disturbed most. (OpenMPI's mpirun binds by default, to cores for up to 2 ranks and
+// to sockets or NUMA nodes above; torchrun does not bind.) "Cores" are logical CPUs taken in id order: the
+// topology is not read, so on a machine with two hardware threads per core a rank's share may hold both
+// threads of one core, or two ranks may share a core.
 #pragma once
 
 #include <string>
@@ -10,7 +13,7 @@
 
 namespace ringtrain::launch {
 
-// The CPUs this process may run on (sched_getaffinity), ascending.
+// The CPUs this process may run on (sched_getaffinity), ascending; empty when they cannot be read.
 std::vector<int> allowedCpus();
 
 // Local rank `local_rank` of `nproc`: the CPUs in `allowed` are cut into nproc contiguous slices in order,
