@@ -56,11 +56,15 @@ void RowSummer::ownerCounts(int world, int64_t* counts) const {
   RT_CHECK_GE(world, 1, "RowSummer: a world of ", world, " ranks");
   const OwnerOf owner(world);
   std::fill(counts, counts + world, 0);
+  int64_t total = 0;
   for (size_t w = 0; w < touched_.size(); ++w) {
     for (uint64_t bits = touched_[w]; bits != 0; bits &= bits - 1) {
       ++counts[owner(static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits))];
+      ++total;
     }
   }
+  // A mark left behind would size the owners' messages for rows sumByOwner() never writes.
+  RT_CHECK_EQ(total, marked_, "RowSummer: rows marked before this call's mark()");
 }
 
 template <typename T>
@@ -149,8 +153,10 @@ void sumMerged(const std::vector<RowBlock>& blocks, int64_t width, T divisor, in
   // Dividing by a power of two is multiplying by its exact reciprocal: the same bits, without a division's
   // latency on every element (it was half of this function's time at 2 ranks).
   int exponent = 0;
-  const bool power_of_two = divisor > T(0) && std::frexp(divisor, &exponent) == T(0.5);
   const T reciprocal = T(1) / divisor;
+  // A normal reciprocal: 1 / 2^k overflows or goes subnormal (flushed to zero in some modes) at the ends.
+  const bool power_of_two =
+      divisor > T(0) && std::frexp(divisor, &exponent) == T(0.5) && std::isnormal(reciprocal);
   std::vector<int64_t> head(blocks.size(), 0);
   for (int64_t out = 0;; ++out) {
     const int64_t low = lowestHead(blocks, head);

@@ -134,13 +134,9 @@ class TableSum {
   void writeByOwner(int world, const std::vector<int64_t*>& ids_out, const std::vector<uint8_t*>& values_out) {
     RT_CHECK(!written_, "TableSum written twice");
     if (way_ == Way::kSummer && dtype_ == at::kFloat) {
-      std::vector<float*> values(values_out.size());
-      for (size_t o = 0; o < values.size(); ++o) values[o] = reinterpret_cast<float*>(values_out[o]);
-      summer_.sumByOwner<float>(blocks_, width_, world, ids_out.data(), values.data());
+      sumByOwner<float>(world, ids_out, values_out);
     } else if (way_ == Way::kSummer) {
-      std::vector<double*> values(values_out.size());
-      for (size_t o = 0; o < values.size(); ++o) values[o] = reinterpret_cast<double*>(values_out[o]);
-      summer_.sumByOwner<double>(blocks_, width_, world, ids_out.data(), values.data());
+      sumByOwner<double>(world, ids_out, values_out);
     } else {
       RT_CHECK(way_ == Way::kSort, "TableSum: only a rank's own rows are split by owner");
       std::vector<int64_t> next(static_cast<size_t>(world), 0);
@@ -182,6 +178,13 @@ class TableSum {
         return;
       }
     }
+  }
+
+  template <typename T>
+  void sumByOwner(int world, const std::vector<int64_t*>& ids_out, const std::vector<uint8_t*>& values_out) {
+    std::vector<T*> values(values_out.size());
+    for (size_t o = 0; o < values.size(); ++o) values[o] = reinterpret_cast<T*>(values_out[o]);
+    summer_.sumByOwner<T>(blocks_, width_, world, ids_out.data(), values.data());
   }
 
   enum class Way { kMerge, kSummer, kSort };
@@ -256,7 +259,7 @@ std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::T
   return out;
 }
 
-// Owner and shared modes' scratch, kept from step to step so that a step allocates nothing new.
+// Owner and shared modes' scratch, kept from step to step: the messages are reused, grown, not refilled.
 struct OwnerScratch {
   // What goes to each owner and what came from each rank; replaced after a failed exchange, which the
   // communication thread may still be reading.
@@ -306,11 +309,11 @@ std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, 
   const auto exchange_start = std::chrono::steady_clock::now();
   try {
     comm.allToAllBytesInto(scratch.exchange);
+    counts.exchange_time += std::chrono::steady_clock::now() - exchange_start;
   } catch (...) {
     scratch.exchange = std::make_shared<comm::AllToAllExchange>();
     throw;
   }
-  counts.exchange_time += std::chrono::steady_clock::now() - exchange_start;
   RT_CHECK_EQ(ex.received.size(), static_cast<size_t>(world), "allToAllBytesInto: one message per rank");
   std::vector<const std::vector<uint8_t>*> messages;
   for (int r = 0; r < world; ++r) {

@@ -476,6 +476,36 @@ TEST_F(DdpTest, SparseRowSyncKeepsDoublesAndDenseGradientsAcrossCalls) {
   }
 }
 
+// Dtypes the row summer does not take (bfloat16 here) are summed by sorting, and in owner mode split by
+// owner from the sorted rows: every rank must still get the average, the same on every rank.
+TEST_F(DdpTest, SparseRowSyncSumsOtherDtypesBySortingInEveryMode) {
+  const int world = 3;
+  auto param = torch::zeros({30, 4}, torch::kBFloat16);
+  std::vector<at::Tensor> grads(world);
+  for (int r = 0; r < world; ++r) {
+    auto rows = (torch::arange(9, torch::kLong) * (r + 2)) % 30;  // duplicates within and across ranks
+    // Quarters: exact in bfloat16, so only the division by the world size rounds.
+    auto values = (torch::arange(36, torch::kFloat).reshape({9, 4}) % 8 + r) / 4;
+    grads[r] = torch::sparse_coo_tensor(rows.unsqueeze(0), values.to(torch::kBFloat16), {30, 4});
+  }
+  at::Tensor expected = torch::zeros({30, 4});
+  for (const auto& g : grads) expected += g.to_dense().to(torch::kFloat);
+  expected /= world;
+  for (SparseSync mode : {SparseSync::kAllgather, SparseSync::kOwner}) {
+    std::vector<at::Tensor> results(world);
+    runDdpRanks(world, [&](comm::Communicator& comm) {
+      SparseSyncCounts counts;
+      results[comm.rank()] = SparseRowSync(mode).sync(comm, {param}, {grads[comm.rank()]}, counts).front();
+    });
+    for (int r = 0; r < world; ++r) {
+      EXPECT_EQ(results[r].scalar_type(), torch::kBFloat16);
+      EXPECT_TRUE(torch::allclose(results[r].to_dense().to(torch::kFloat), expected, 1e-2, 1e-2))
+          << "rank " << r << (mode == SparseSync::kOwner ? " owner" : " allgather");
+      EXPECT_TRUE(torch::equal(results[r].to_dense(), results[0].to_dense())) << "rank " << r;
+    }
+  }
+}
+
 // The device path of the sparse-row sync (NCCL, CUDA tables) is ATen ops and allgatherAsync, so its
 // multi-rank logic runs here on host tensors: ranks with different row counts (the padding), a rank without
 // rows, a dense gradient, duplicates within and across ranks. A lent GPU has one device, where NCCL runs

@@ -135,7 +135,7 @@ struct DdpStats {
   std::chrono::nanoseconds allreduce_total{0};    // sum of bucket allreduce durations
   std::chrono::nanoseconds finalize_wait{0};      // finalize() blocked on dense buckets after backward
   std::chrono::nanoseconds sparse_sync_time{0};
-  std::chrono::nanoseconds sparse_exchange_time{0};  // of sparse_sync_time, inside the byte exchange
+  std::chrono::nanoseconds sparse_exchange_time{0};  // of sparse_sync_time, in the host byte exchange
   // Sums over all synchronized steps (for averages):
   std::chrono::nanoseconds sum_allreduce_total{0};
   std::chrono::nanoseconds sum_finalize_wait{0};

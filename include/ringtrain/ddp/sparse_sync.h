@@ -38,8 +38,9 @@ struct SparseSyncCounts {
   size_t bytes_received = 0;  // payload bytes it received from other ranks
   size_t rows_local = 0;      // distinct rows this rank touched
   size_t rows_global = 0;     // distinct rows in the result (shared: the rows this rank owns)
-  // Time inside the byte exchange (the collective, waiting for the last rank included); the rest of a
-  // sync is this rank's own summing and packing.
+  // Time inside the host path's byte exchange (the collective, waiting for the last rank included); the
+  // rest of a sync is this rank's own summing and packing. The device path (CUDA tables over NCCL) leaves
+  // it at zero.
   std::chrono::nanoseconds exchange_time{0};
 };
 
