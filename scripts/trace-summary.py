@@ -28,8 +28,11 @@ def main():
     parser.add_argument("trace")
     parser.add_argument("--skip", type=int, default=10, help="steps left out at the start of each rank")
     args = parser.parse_args()
-    with open(args.trace) as f:
-        doc = json.load(f)
+    try:
+        with open(args.trace) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"{args.trace}: not a readable Chrome trace ({e})")
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
     spans = collections.defaultdict(lambda: collections.defaultdict(list))  # name -> rank -> [(begin, end)]
     sparse_ms = collections.defaultdict(list)
@@ -44,7 +47,12 @@ def main():
     if not spans:
         sys.exit(f"{args.trace}: no spans (was log.trace_steps > 0?)")
     ranks = sorted({r for by_rank in spans.values() for r in by_rank})
-    ms = lambda v: f"{v / 1000:7.2f}"
+    if all(len(by_rank[r]) <= args.skip for by_rank in spans.values() for r in by_rank):
+        sys.exit(f"{args.trace}: no step left after skipping the first {args.skip} (lower --skip or raise "
+                 "log.trace_steps)")
+
+    def ms(value):
+        return f"{value / 1000:7.2f}"
     print(f"median ms per rank, steps after the first {args.skip}")
     print(f"{'phase':44s}" + "".join(f"{'r' + str(r):>8s}" for r in ranks))
     for name, by_rank in spans.items():

@@ -153,7 +153,8 @@ void TraceWriter::span(const std::string& name, std::chrono::steady_clock::time_
                        std::chrono::steady_clock::time_point end, const std::string& args_json) {
   fmt::format_to(std::back_inserter(events_),
                  ",\n{{\"name\":{},\"ph\":\"X\",\"pid\":{},\"tid\":0,\"ts\":{:.3f},\"dur\":{:.3f},\"args\":{}}}",
-                 quoted(name), rank_, micros(begin), micros(end) - micros(begin), args_json);
+                 quoted(name), rank_, micros(begin), std::chrono::duration<double, std::micro>(end - begin).count(),
+                 args_json);
 }
 
 void TraceWriter::counter(const std::string& name, std::chrono::steady_clock::time_point at, double value) {

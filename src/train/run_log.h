@@ -49,16 +49,18 @@ class RunLog {
   bool bar_open_ = false;
 };
 
-// Chrome trace events (Perfetto / chrome://tracing) of one rank: complete events with microsecond times.
-// Times count from the steady clock's epoch (CLOCK_MONOTONIC, shared by every process on a host), so the
-// ranks of one host line up in the merged trace and show which of them the others waited for.
+// Chrome trace events (Perfetto / chrome://tracing) of one rank: complete events with microsecond times,
+// counted from `origin`. The default, the steady clock's epoch (CLOCK_MONOTONIC, shared by every process on
+// a host), lines the ranks of one host up exactly in the merged trace, showing which of them the others
+// waited for; ranks on several hosts need an origin they agree on instead (see the trainer).
 // Events accumulate in one buffer reserved up front (`reserve_bytes`), not in a string each: hundreds of
 // small long-lived blocks allocated among a step's large transient ones kept the heap from reusing freed
 // memory, so every traced step touched fresh pages (a 1-rank run grew 0.8 MB a step and ran 3x slower).
 class TraceWriter {
  public:
-  explicit TraceWriter(int rank, size_t reserve_bytes = 0)
-      : rank_(rank) {
+  explicit TraceWriter(int rank, size_t reserve_bytes = 0,
+                       std::chrono::steady_clock::time_point origin = std::chrono::steady_clock::time_point{})
+      : rank_(rank), origin_(origin) {
     events_.reserve(reserve_bytes);
   }
   void span(const std::string& name, std::chrono::steady_clock::time_point begin,
@@ -72,7 +74,7 @@ class TraceWriter {
  private:
   double micros(std::chrono::steady_clock::time_point t) const;
   int rank_;
-  std::chrono::steady_clock::time_point origin_{};
+  std::chrono::steady_clock::time_point origin_;
   std::string events_;  // ",\n"-prefixed JSON objects
 };
 

@@ -321,7 +321,15 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   // About 700 bytes of events per traced step (five events, the finalize one with per-bucket times); the
   // reservation stops at 64 MiB, beyond which the buffer grows as it must.
   const int64_t reserved_steps = std::clamp<int64_t>(job.log.trace_steps, 0, 65536);
-  TraceWriter trace(s.comm->rank(), static_cast<size_t>(reserved_steps) * 1024);
+  // Ranks on one host (what same-host copy needs, agreed by all) share the steady clock, whose epoch lines
+  // them up exactly. Across hosts the clocks differ by the hosts' uptimes: there every rank counts from the
+  // end of one barrier, the same instant to within the barrier's release.
+  auto trace_origin = Clock::time_point{};
+  if (job.log.trace_steps > 0 && s.comm->size() > 1 && !s.comm->canReadPeerMemory()) {
+    s.comm->barrier();
+    trace_origin = Clock::now();
+  }
+  TraceWriter trace(s.comm->rank(), static_cast<size_t>(reserved_steps) * 1024, trace_origin);
 
   const int accumulation = job.ddp.accumulation_steps;
   const int64_t pairs_per_step = static_cast<int64_t>(job.data.batch_size) * accumulation * s.comm->size();
