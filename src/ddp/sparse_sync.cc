@@ -69,10 +69,10 @@ std::pair<at::Tensor, at::Tensor> sumBySorting(const at::Tensor& rows, const at:
 }
 
 // One table's rows summed by id, in two steps so that the caller can place the result: distinct() says how
-// many rows there are, write() writes them (ids ascending, values divided by `world`). A rank's own rows
-// (any order, duplicates) go through its RowSummer; blocks exchanged between ranks (each ascending and
-// distinct) are merged. Dtypes other than float and double, and tables too large for a RowSummer, are
-// sorted instead.
+// many rows there are, write() writes them (ids ascending, values divided by `world`). Float and double
+// rows go through the table's RowSummer, a rank's own (any order, duplicates) as well as the blocks ranks
+// exchanged; exchanged blocks of tables too large for a RowSummer are merged (each is ascending and
+// distinct). Other dtypes, and a rank's own rows of such tables, are sorted.
 class TableSum {
  public:
   enum class Input { kOwnRows, kExchanged };
@@ -80,12 +80,12 @@ class TableSum {
   TableSum(const at::Tensor& param, std::vector<detail::RowBlock> blocks, Input input, detail::RowSummer& summer)
       : width_(rowWidth(param)), dtype_(param.scalar_type()), blocks_(std::move(blocks)), summer_(summer) {
     const bool typed = dtype_ == at::kFloat || dtype_ == at::kDouble;
-    if (typed && input == Input::kExchanged) {
-      way_ = Way::kMerge;
-      distinct_ = detail::countMerged(blocks_, param.size(0));
-    } else if (typed && param.size(0) <= detail::RowSummer::kMaxTableRows) {
+    if (typed && param.size(0) <= detail::RowSummer::kMaxTableRows) {
       way_ = Way::kSummer;
       distinct_ = summer_.mark(blocks_, param.size(0));
+    } else if (typed && input == Input::kExchanged) {
+      way_ = Way::kMerge;
+      distinct_ = detail::countMerged(blocks_, param.size(0));
     } else {
       way_ = Way::kSort;
       std::vector<at::Tensor> rows = {at::empty({0}, at::kLong)};  // at::cat needs one input of each shape
@@ -164,11 +164,13 @@ class TableSum {
         }
         return;
       case Way::kSummer:
-        RT_CHECK_EQ(world, 1, "a rank's own rows are summed, not averaged");
+        // The same additions as merging, then the same division.
         if (single) {
           summer_.sum<float>(blocks_, width_, ids_out, static_cast<float*>(values_out));
+          detail::ExactDivider<float>(static_cast<float>(world)).apply(static_cast<float*>(values_out), distinct_ * width_);
         } else {
           summer_.sum<double>(blocks_, width_, ids_out, static_cast<double*>(values_out));
+          detail::ExactDivider<double>(world).apply(static_cast<double*>(values_out), distinct_ * width_);
         }
         return;
       case Way::kSort: {

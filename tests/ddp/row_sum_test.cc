@@ -191,6 +191,32 @@ void mergeMatchesReference() {
 TEST(RowMerge, SumsExchangedBlocksLikeTheReferenceFloat) { mergeMatchesReference<float>(); }
 TEST(RowMerge, SumsExchangedBlocksLikeTheReferenceDouble) { mergeMatchesReference<double>(); }
 
+// The sparse sync sums exchanged blocks with a RowSummer and an ExactDivider where the table fits one, and
+// merges them where it does not: both ways must give the same bits.
+template <typename T>
+void summerEqualsMergeOnExchangedBlocks() {
+  std::mt19937 rng(13);
+  RowSummer summer;
+  for (int world : {1, 2, 3, 8}) {
+    std::vector<Rows<T>> blocks;
+    for (int r = 0; r < world; ++r) blocks.push_back(randomRows<T>(rng, r == 1 ? 0 : 400, 3000, 64, true));
+    std::vector<RowBlock> view;
+    for (const auto& b : blocks) view.push_back(b.block());
+    const int64_t distinct = countMerged(view, 3000);
+    std::vector<int64_t> merged_ids(distinct), summed_ids(distinct);
+    std::vector<T> merged(distinct * 64), summed(distinct * 64);
+    sumMerged<T>(view, 64, static_cast<T>(world), merged_ids.data(), merged.data());
+    ASSERT_EQ(summer.mark(view, 3000), distinct);
+    summer.sum<T>(view, 64, summed_ids.data(), summed.data());
+    ExactDivider<T>(static_cast<T>(world)).apply(summed.data(), distinct * 64);
+    EXPECT_EQ(summed_ids, merged_ids) << "world " << world;
+    for (size_t i = 0; i < merged.size(); ++i) ASSERT_EQ(summed[i], merged[i]) << "world " << world << " at " << i;
+  }
+}
+
+TEST(RowMerge, SummerAndMergeGiveTheSameBitsFloat) { summerEqualsMergeOnExchangedBlocks<float>(); }
+TEST(RowMerge, SummerAndMergeGiveTheSameBitsDouble) { summerEqualsMergeOnExchangedBlocks<double>(); }
+
 TEST(RowMerge, RefusesBlocksThatAreNotAscendingOrOutsideTheTable) {
   Rows<float> fine{{1, 5}, {1.0f, 1.0f}};
   Rows<float> repeated{{2, 2}, {1.0f, 1.0f}};
