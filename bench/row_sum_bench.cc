@@ -1,10 +1,13 @@
 // The owner's side of the sparse-row sync: summing the blocks every rank sent it, one table, averaged.
-// Prints the two ways the sync has, side by side in the same run: merging the sorted blocks (what it did
-// before; still used for tables too large for a RowSummer) and a RowSummer followed by an ExactDivider (what
-// it does now). Both give the same bits (tests/ddp/row_sum_test.cc).
+// Prints the two ways the sync has, side by side in the same run: merging the sorted blocks and a RowSummer
+// followed by an ExactDivider. They give the same bits (checked here too, and in tests/ddp/row_sum_test.cc).
+// TableSum (src/ddp/sparse_sync.cc) takes the summer unless the table is over 64 rows per row received and
+// rank: the summer's cost also follows the table (a bitmap scan, scattered slots), so `--table` in the
+// millions shows merging win.
 //   build/bin/row_sum_bench [--rows 4800] [--table 100000] [--width 64] [--reps 300]
 // Defaults follow the reference workload: each rank touches about 4,800 distinct rows a step, so an owner
-// receives about that many, split over the ranks, skewed towards hot rows.
+// receives about that many, split over the ranks, skewed towards hot rows (in allgather mode every rank
+// receives all of them: try --rows 38400).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -29,7 +32,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   std::printf("%6s %10s %10s %14s %14s %8s\n", "ranks", "rows in", "distinct", "merge us", "summer us", "ratio");
-  for (int world : {2, 4, 8, 16}) {
+  for (int world : {2, 3, 4, 6, 8, 16}) {
     // Rank r's block: ascending distinct ids this owner (rank 0) owns, half from a hot range.
     std::mt19937 rng(world);
     std::uniform_int_distribution<int64_t> hot(0, std::min<int64_t>(2000, table / world - 1));
@@ -67,11 +70,29 @@ int main(int argc, char** argv) {
       }
       return std::chrono::duration<double, std::micro>(Clock::now() - start).count() / reps;
     };
-    // Alternating rounds, medians: the machine is shared.
+    // The two ways must agree bit for bit before their times mean anything.
+    std::vector<int64_t> merged_ids(received);
+    std::vector<float> merged(received * width);
+    countMerged(blocks, table);
+    sumMerged<float>(blocks, width, static_cast<float>(world), merged_ids.data(), merged.data());
+    distinct = summer.mark(blocks, table);
+    summer.sum<float>(blocks, width, out_ids.data(), out.data());
+    ExactDivider<float>(static_cast<float>(world)).apply(out.data(), distinct * width);
+    if (!std::equal(out_ids.begin(), out_ids.begin() + distinct, merged_ids.begin()) ||
+        !std::equal(out.begin(), out.begin() + distinct * width, merged.begin())) {
+      std::fprintf(stderr, "row_sum_bench: the two ways disagree at %d ranks\n", world);
+      return 1;
+    }
+    // Alternating rounds, each way first in turn, medians: the machine is shared.
     std::vector<double> merge, summed;
     for (int round = 0; round < 5; ++round) {
-      merge.push_back(timeMerge());
-      summed.push_back(timeSummer());
+      if (round % 2 == 0) {
+        merge.push_back(timeMerge());
+        summed.push_back(timeSummer());
+      } else {
+        summed.push_back(timeSummer());
+        merge.push_back(timeMerge());
+      }
     }
     std::sort(merge.begin(), merge.end());
     std::sort(summed.begin(), summed.end());

@@ -17,14 +17,12 @@ int64_t RowSummer::mark(const std::vector<RowBlock>& blocks, int64_t table_rows)
   if (touched_.size() < words) touched_.resize(words, 0);
   if (slot_.size() < static_cast<size_t>(table_rows)) slot_.resize(static_cast<size_t>(table_rows));
   marked_ = 0;
-  for (size_t k = 0; k < blocks.size(); ++k) {
-    const RowBlock& b = blocks[k];
+  for (const RowBlock& b : blocks) {
     for (int64_t i = 0; i < b.count; ++i) {
       const int64_t id = b.ids[i];
       if (id < 0 || id >= table_rows) {
         reset();
-        // Exchanged blocks come one per rank, in rank order: block k is rank k's.
-        RT_THROW(Error, "sparse gradient row ", id, " of block ", k, " outside the table's [0, ", table_rows, ")");
+        RT_THROW(Error, "sparse gradient row ", id, " outside the table's [0, ", table_rows, ")");
       }
       uint64_t& word = touched_[static_cast<size_t>(id >> 6)];
       const uint64_t bit = uint64_t{1} << (id & 63);
@@ -127,6 +125,16 @@ int64_t lowestHead(const std::vector<RowBlock>& blocks, const std::vector<int64_
   return low;
 }
 }  // namespace
+
+void checkExchangedRows(const RowBlock& block, int64_t table_rows, size_t table, int rank) {
+  for (int64_t i = 0; i < block.count; ++i) {
+    const int64_t id = block.ids[i];
+    RT_CHECK(id >= 0 && id < table_rows, "sparse rows message from rank ", rank, ": row ", id, " of table ", table,
+             " outside the table's [0, ", table_rows, ")");
+    RT_CHECK(i == 0 || block.ids[i - 1] < id, "sparse rows message from rank ", rank, ": the rows of table ", table,
+             " are not ascending and distinct at position ", i, " (row ", id, ")");
+  }
+}
 
 int64_t countMerged(const std::vector<RowBlock>& blocks, int64_t table_rows) {
   for (size_t b = 0; b < blocks.size(); ++b) {

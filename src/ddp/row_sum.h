@@ -2,6 +2,7 @@
 // communication, so it is tested on its own.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -33,6 +34,10 @@ class ExactDivider {
   bool multiply_;
 };
 
+// What every rank sends of a table: rows ascending, distinct and inside [0, table_rows). Throws
+// ringtrain::Error naming the sending rank, the table and the row otherwise.
+void checkExchangedRows(const RowBlock& block, int64_t table_rows, size_t table, int rank);
+
 // Blocks whose ids are each ascending and distinct (what ranks exchange), merged in one pass: each output
 // row is written once, already divided by `divisor`. Throws ringtrain::Error naming the block when its ids
 // are not ascending or fall outside [0, table_rows).
@@ -40,8 +45,9 @@ int64_t countMerged(const std::vector<RowBlock>& blocks, int64_t table_rows);
 template <typename T>  // float or double
 void sumMerged(const std::vector<RowBlock>& blocks, int64_t width, T divisor, int64_t* ids_out, T* values_out);
 
-// Blocks in any order, duplicates allowed (a rank's own gradient rows, or every rank's exchanged blocks,
-// which it sums in half of merging's time at 8 ranks), summed without sorting. It keeps,
+// Blocks in any order, duplicates allowed (a rank's own gradient rows, or every rank's exchanged blocks of
+// a table not much larger than what arrived: at 100k rows it sums them in half of merging's time at 8
+// ranks), summed without sorting. It keeps,
 // between calls, a bit per table row ("touched") and a slot per table row (where that row's sum goes), 4.1
 // bytes per table row: a call costs the rows summed plus a scan of table_rows / 64 words, and allocates
 // nothing once the table is known.
@@ -50,8 +56,8 @@ class RowSummer {
   // Tables above this many rows are summed another way (the scratch would outweigh its use).
   static constexpr int64_t kMaxTableRows = int64_t{1} << 25;
 
-  // Throws ringtrain::Error (leaving nothing marked) on an id outside [0, table_rows), naming its block
-  // (for exchanged blocks, the rank it came from), or a table that is too large.
+  // Throws ringtrain::Error (leaving nothing marked) on an id outside [0, table_rows) or a table that is
+  // too large.
   int64_t mark(const std::vector<RowBlock>& blocks, int64_t table_rows);
   // T is float or double. Writes ids_out[distinct] and values_out[distinct x width]; clears the marks.
   template <typename T>

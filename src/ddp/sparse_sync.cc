@@ -70,9 +70,17 @@ std::pair<at::Tensor, at::Tensor> sumBySorting(const at::Tensor& rows, const at:
 
 // One table's rows summed by id, in two steps so that the caller can place the result: distinct() says how
 // many rows there are, write() writes them (ids ascending, values divided by `world`). Float and double
-// rows go through the table's RowSummer, a rank's own (any order, duplicates) as well as the blocks ranks
-// exchanged; exchanged blocks of tables too large for a RowSummer are merged (each is ascending and
-// distinct). Other dtypes, and a rank's own rows of such tables, are sorted.
+// rows go through the table's RowSummer: a rank's own (any order, duplicates), and the blocks ranks
+// exchanged (each ascending and distinct, checked by readBlock) unless the table is so much larger than
+// what arrived that merging them is cheaper. Other dtypes, and a rank's own rows of tables too large for a
+// RowSummer, are sorted.
+//
+// A RowSummer's cost follows the rows summed plus the table (a bitmap scan, slots scattered over a
+// table-sized array); merging's follows the rows received times the ranks. bench/row_sum_bench --table
+// puts the crossing at about a hundred table rows per row received and rank (2 ranks: even at 1M rows,
+// 4,500 received; 8 ranks: even at about 4M); the summer is kept up to 64.
+constexpr int64_t kSummerTableRowsPerReceivedRow = 64;
+
 class TableSum {
  public:
   enum class Input { kOwnRows, kExchanged };
@@ -80,7 +88,12 @@ class TableSum {
   TableSum(const at::Tensor& param, std::vector<detail::RowBlock> blocks, Input input, detail::RowSummer& summer)
       : width_(rowWidth(param)), dtype_(param.scalar_type()), blocks_(std::move(blocks)), summer_(summer) {
     const bool typed = dtype_ == at::kFloat || dtype_ == at::kDouble;
-    if (typed && param.size(0) <= detail::RowSummer::kMaxTableRows) {
+    int64_t received = 0;
+    for (const auto& b : blocks_) received += b.count;
+    const bool summer_pays = input == Input::kOwnRows || param.size(0) <= kSummerTableRowsPerReceivedRow *
+                                                                             static_cast<int64_t>(blocks_.size()) *
+                                                                             received;
+    if (typed && param.size(0) <= detail::RowSummer::kMaxTableRows && summer_pays) {
       way_ = Way::kSummer;
       distinct_ = summer_.mark(blocks_, param.size(0));
     } else if (typed && input == Input::kExchanged) {
@@ -167,7 +180,8 @@ class TableSum {
         // The same additions as merging, then the same division.
         if (single) {
           summer_.sum<float>(blocks_, width_, ids_out, static_cast<float*>(values_out));
-          detail::ExactDivider<float>(static_cast<float>(world)).apply(static_cast<float*>(values_out), distinct_ * width_);
+          detail::ExactDivider<float>(static_cast<float>(world))
+              .apply(static_cast<float*>(values_out), distinct_ * width_);
         } else {
           summer_.sum<double>(blocks_, width_, ids_out, static_cast<double*>(values_out));
           detail::ExactDivider<double>(world).apply(static_cast<double*>(values_out), distinct_ * width_);
@@ -222,10 +236,11 @@ at::Tensor summedGradient(const at::Tensor& param, TableSum& sum, int world, Spa
   return result.to(param.device());
 }
 
-// Reads the block at `bytes` (from `rank`, for a table of row width `width` and element size `element`)
-// into `block`; returns its padded length. Throws when it is malformed or does not fit the table.
-size_t readBlock(const uint8_t* bytes, size_t size, int64_t width, size_t element, int rank,
-                 detail::RowBlock& block) {
+// Reads the block at `bytes` (from `rank`, for table `table` of `table_rows` rows of width `width` and element
+// size `element`) into `block`; returns its padded length. Throws when it is malformed or does not fit the
+// table.
+size_t readBlock(const uint8_t* bytes, size_t size, int64_t width, size_t element, int64_t table_rows, size_t table,
+                 int rank, detail::RowBlock& block) {
   RT_CHECK_GE(size, kHeaderBytes, "sparse rows message from rank ", rank, " is too short");
   int64_t count = 0, sent_width = 0;
   std::memcpy(&count, bytes, sizeof(int64_t));
@@ -241,6 +256,8 @@ size_t readBlock(const uint8_t* bytes, size_t size, int64_t width, size_t elemen
   block.ids = reinterpret_cast<const int64_t*>(bytes + kHeaderBytes);
   block.values = bytes + kHeaderBytes + count * sizeof(int64_t);
   block.count = count;
+  // Checked here, once, so that every way of summing may rely on it, and a sender's bug names the sender.
+  detail::checkExchangedRows(block, table_rows, table, rank);
   return length;
 }
 
@@ -254,7 +271,8 @@ std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::T
     size_t offset = 0;
     for (size_t t = 0; t < params.size(); ++t) {
       offset += readBlock(m.data() + offset, m.size() - offset, rowWidth(params[t]),
-                          c10::elementSize(params[t].scalar_type()), static_cast<int>(r), out[t][r]);
+                          c10::elementSize(params[t].scalar_type()), params[t].size(0), t, static_cast<int>(r),
+                          out[t][r]);
     }
     RT_CHECK_EQ(offset, m.size(), "sparse rows message from rank ", r, " has the wrong length");
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <random>
+#include <string>
 
 #include "ringtrain/core/error.h"
 
@@ -216,6 +217,27 @@ void summerEqualsMergeOnExchangedBlocks() {
 
 TEST(RowMerge, SummerAndMergeGiveTheSameBitsFloat) { summerEqualsMergeOnExchangedBlocks<float>(); }
 TEST(RowMerge, SummerAndMergeGiveTheSameBitsDouble) { summerEqualsMergeOnExchangedBlocks<double>(); }
+
+TEST(ExchangedRows, AcceptAscendingDistinctRowsInsideTheTableAndNameTheSenderOtherwise) {
+  Rows<float> fine{{0, 1, 5, 8}, {1.0f, 1.0f, 1.0f, 1.0f}};
+  EXPECT_NO_THROW(checkExchangedRows(fine.block(), 9, 1, 3));
+  EXPECT_NO_THROW(checkExchangedRows(Rows<float>{}.block(), 9, 1, 3));
+  const std::vector<std::pair<Rows<float>, std::string>> bad = {
+      {{{1, 1}, {1.0f, 1.0f}}, "not ascending and distinct at position 1"},
+      {{{4, 3}, {1.0f, 1.0f}}, "not ascending and distinct at position 1"},
+      {{{1, 9}, {1.0f, 1.0f}}, "row 9 of table 1 outside the table's [0, 9)"},
+      {{{-1}, {1.0f}}, "row -1 of table 1 outside"},
+  };
+  for (const auto& [rows, expected] : bad) {
+    try {
+      checkExchangedRows(rows.block(), 9, 1, 3);
+      ADD_FAILURE() << "accepted: " << expected;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("from rank 3"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  }
+}
 
 TEST(RowMerge, RefusesBlocksThatAreNotAscendingOrOutsideTheTable) {
   Rows<float> fine{{1, 5}, {1.0f, 1.0f}};
