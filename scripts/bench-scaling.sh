@@ -15,8 +15,11 @@
 # (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr.
 # ringtrain's ranks start under `ringrun --bind-to cores` (each rank on its own slice of the CPUs; BIND_TO=none
 # leaves them free, as the peer's are); under mpirun they are not bound.
+# At the end, a traced run at the largest rank count prints where a step goes (scripts/trace-summary.py:
+# each phase per rank, how far apart the ranks reach the exchange, the sync after the last one).
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
-# PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values), BIND_TO.
+# PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values), BIND_TO,
+# TRACE=0 (no traced run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -39,16 +42,22 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 DATA="$WORK/data"
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
 
-run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib pss_mib shared"
-  local n=$1 mode=$2 out="$WORK/rt-$1-$2"
+launch_ringtrain() {  # ranks mode out steps [--set ...]: the reference job, its output in out/ and out.log
+  local n=$1 mode=$2 out=$3 steps=$4
+  shift 4
   local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
-              --set "run.output_dir=$out" --set "run.max_steps=$((WARMUP + STEPS))" --set "log.every_steps=$WARMUP"
-              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0" --set "ddp.sparse_sync=$mode")
+              --set "run.output_dir=$out" --set "run.max_steps=$steps" --set "log.every_steps=$WARMUP"
+              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0" --set "ddp.sparse_sync=$mode" "$@")
   if [ "$BACKEND" = mpi ]; then
     mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
   else
     "$BIN/ringrun" --standalone --nproc-per-node "$n" --bind-to "$BIND_TO" -- "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
   fi || { echo "ringtrain failed at $n ranks ($mode):" >&2; tail -20 "$out.log" >&2; exit 1; }
+}
+
+run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib pss_mib shared"
+  local n=$1 mode=$2 out="$WORK/rt-$1-$2"
+  launch_ringtrain "$n" "$mode" "$out" $((WARMUP + STEPS))
   python3 - "$out/metrics.jsonl" "$out.log" "$n" "$WARMUP" "$BATCH" <<'PY'
 import json, re, statistics, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
@@ -113,3 +122,15 @@ print(f"{n:6d} {mode:>10} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, 
 PY
   done
 done
+
+# Where a step goes at the largest rank count, in the last sync mode: a separate traced run (tracing stays
+# out of the timed ones), summarised by scripts/trace-summary.py. TRACE=0 skips it.
+largest=$(printf "%s\n" "${RANKS[@]}" | sort -n | tail -1)
+if [ "${TRACE:-1}" != 0 ] && [ "$largest" -gt 1 ]; then
+  mode="${MODES[${#MODES[@]}-1]}"
+  out="$WORK/traced-$largest-$mode"
+  launch_ringtrain "$largest" "$mode" "$out" $((WARMUP + 100)) --set log.trace_steps=$((WARMUP + 100))
+  echo
+  echo "where a step goes at $largest ranks ($mode), ms, from a traced run of 100 steps after $WARMUP:"
+  python3 "$ROOT/scripts/trace-summary.py" "$out/trace.json" --skip "$WARMUP"
+fi
