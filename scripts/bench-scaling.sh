@@ -15,8 +15,9 @@
 # (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr.
 # ringtrain's ranks start under `ringrun --bind-to cores` (each rank on its own slice of the CPUs; BIND_TO=none
 # leaves them free, as the peer's are); under mpirun they are not bound.
-# At the end, a traced run at the largest rank count prints where a step goes (scripts/trace-summary.py:
-# each phase per rank, how far apart the ranks reach the exchange, the sync after the last one).
+# At the end, the 1-rank run again (how far the machine drifted during the sweep), then a traced run at the
+# largest rank count prints where a step goes (scripts/trace-summary.py: each phase per rank, how far apart
+# the ranks reach the exchange, the sync after the last one).
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
 # PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values), BIND_TO,
 # TRACE=0 (no traced run).
@@ -122,6 +123,19 @@ print(f"{n:6d} {mode:>10} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, 
 PY
   done
 done
+
+# The machine may have sped up or slowed down since the 1-rank run every efficiency above divides by: run
+# it again and say how far it moved (on the shared machines here, 1-rank figures varied by a third within an
+# hour), so the reader can tell a scaling result from a drift.
+if [ "$base_rt" != 0 ] && [ "${#RANKS[@]}" -gt 1 ]; then
+  read -r again _ < <(run_ringtrain 1 "${MODES[0]}")
+  python3 - "$base_rt" "$again" <<'PY'
+import sys
+first, again = map(float, sys.argv[1:])
+print(f"\n1 rank again after the others: {again:,.0f} pairs/s, {again / first - 1:+.0%} against the first "
+      f"(efficiencies above use the first)")
+PY
+fi
 
 # Where a step goes at the largest rank count, in the last sync mode: a separate traced run (tracing stays
 # out of the timed ones), summarised by scripts/trace-summary.py. TRACE=0 skips it.
