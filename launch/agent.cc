@@ -214,18 +214,17 @@ class Agent {
   int runJob() {
     rendezvous();
     if (o_.bind_cores) {
-      // Read once, before any rank runs: every attempt binds its ranks alike.
-      allowed_cpus_ = allowedCpus();
-      RT_CHECK_T(ConfigError, !allowed_cpus_.empty(),
+      // Cut once, before any rank runs: every attempt binds its ranks alike.
+      const std::vector<int> allowed = allowedCpus();
+      RT_CHECK_T(ConfigError, !allowed.empty(),
                  "--bind-to cores: cannot read the CPUs ringrun may run on (sched_getaffinity); use --bind-to none");
       std::string slices;
       for (int local = 0; local < o_.nproc_per_node; ++local) {
-        slices += (local == 0 ? "" : ", ") + std::to_string(local) + " -> " +
-                  cpuListText(cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, local));
+        rank_cpus_.push_back(cpusOfLocalRank(allowed, o_.nproc_per_node, local));
+        slices += (local == 0 ? "" : ", ") + std::to_string(local) + " -> " + cpuListText(rank_cpus_.back());
       }
       say("binding local ranks to CPUs: " + slices +
-          (o_.nproc_per_node > static_cast<int>(allowed_cpus_.size()) ? " (more ranks than CPUs: ranks share them)"
-                                                                       : ""));
+          (o_.nproc_per_node > static_cast<int>(allowed.size()) ? " (more ranks than CPUs: ranks share them)" : ""));
     }
     int code = 0;
     for (int attempt = 0;; ++attempt) {
@@ -336,9 +335,7 @@ class Agent {
     };
     if (!o_.gpu_ids.empty()) set["CUDA_VISIBLE_DEVICES"] = o_.gpu_ids[static_cast<size_t>(r.local_rank)];
     // A bound rank's CPUs; an unbound rank gets none, not a value ringrun inherited (a nested ringrun).
-    const std::string bound_cpus =
-        o_.bind_cores ? cpuListText(cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, r.local_rank)) : "";
-    if (!bound_cpus.empty()) set["RINGTRAIN_CPUS"] = bound_cpus;
+    if (!rank_cpus_.empty()) set["RINGTRAIN_CPUS"] = cpuListText(rank_cpus_[static_cast<size_t>(r.local_rank)]);
     std::vector<std::string> env;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       const char* eq = std::strchr(*e, '=');
@@ -426,7 +423,7 @@ class Agent {
       r.out_pump = std::make_unique<OutputPump>(r.rank, 1, out_log, &r.tail);
       r.err_pump = std::make_unique<OutputPump>(r.rank, 2, err_log, &r.tail);
       ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt), {}};
-      if (o_.bind_cores) spec.cpus = cpusOfLocalRank(allowed_cpus_, o_.nproc_per_node, local);
+      if (!rank_cpus_.empty()) spec.cpus = rank_cpus_[static_cast<size_t>(local)];
       Child child = spawnChild(spec, group);
       r.pid = child.pid;
       r.out = std::move(child.out);
@@ -609,7 +606,7 @@ class Agent {
   std::string agent_id_;
   int master_port_ = 0;
   int world_size_ = 0;
-  std::vector<int> allowed_cpus_;  // with --bind-to cores: ringrun's own CPUs, cut into the ranks' slices
+  std::vector<std::vector<int>> rank_cpus_;  // with --bind-to cores: each local rank's CPUs; else empty
   std::unique_ptr<dist::TcpStoreServer> server_;
   std::unique_ptr<dist::TcpStoreClient> store_;
 };

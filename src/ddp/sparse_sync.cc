@@ -279,6 +279,20 @@ std::vector<std::vector<detail::RowBlock>> splitMessages(const std::vector<at::T
   return out;
 }
 
+// Runs one byte exchange (`run(exchange)`), its time added to counts. After a failure (a timeout above all)
+// the communication thread may still read the exchange: it is replaced, so that a later call gets a new one.
+template <typename Exchange, typename Run>
+void timedExchange(std::shared_ptr<Exchange>& exchange, const Run& run, SparseSyncCounts& counts) {
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    run(exchange);
+  } catch (...) {
+    exchange = std::make_shared<Exchange>();
+    throw;
+  }
+  counts.exchange_time += std::chrono::steady_clock::now() - start;
+}
+
 // Owner and shared modes' scratch, kept from step to step: the messages are reused, grown, not refilled.
 struct OwnerScratch {
   // What goes to each owner and what came from each rank; replaced after a failed exchange, which the
@@ -326,14 +340,7 @@ std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, 
     }
     own[t]->writeByOwner(world, ids, values);
   }
-  const auto exchange_start = std::chrono::steady_clock::now();
-  try {
-    comm.allToAllBytesInto(scratch.exchange);
-    counts.exchange_time += std::chrono::steady_clock::now() - exchange_start;
-  } catch (...) {
-    scratch.exchange = std::make_shared<comm::AllToAllExchange>();
-    throw;
-  }
+  timedExchange(scratch.exchange, [&](const auto& exchange) { comm.allToAllBytesInto(exchange); }, counts);
   RT_CHECK_EQ(ex.received.size(), static_cast<size_t>(world), "allToAllBytesInto: one message per rank");
   std::vector<const std::vector<uint8_t>*> messages;
   for (int r = 0; r < world; ++r) {
@@ -426,15 +433,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   }
   contribution.clear();
 
-  const auto exchange_start = std::chrono::steady_clock::now();
-  try {
-    comm.allgatherBytesInto(s.exchange);
-    counts.exchange_time += std::chrono::steady_clock::now() - exchange_start;
-  } catch (...) {
-    // After a timeout the communication thread may still read this exchange: a later call gets a new one.
-    s.exchange = std::make_shared<comm::ByteExchange>();
-    throw;
-  }
+  timedExchange(s.exchange, [&](const auto& exchange) { comm.allgatherBytesInto(exchange); }, counts);
   const std::vector<std::vector<uint8_t>>& all = s.exchange->all;
   RT_CHECK_EQ(all.size(), static_cast<size_t>(world), "allgatherBytesInto: one message per rank");
   std::vector<const std::vector<uint8_t>*> messages;
