@@ -2,7 +2,7 @@
 //   serve_bench gen --items N --dim D --out PATH     a random export (word2vec text) + items.tsv beside it
 //   serve_bench scoring --items N --dim D            exact top-k: LibTorch at::mm + at::topk against
 //                                                    ringtrain's fp32 kernel and, where the CPU has
-//                                                    AVX512-BF16, its bfloat16 prefilter (the same
+//                                                    AVX512-VNNI, its 8-bit prefilter (the same
 //                                                    answers, checked), batch 1, 8, 20 and 64
 //   serve_bench faiss --items N --dim D              FAISS HNSW: build time, recall@10 against exact,
 //                                                    queries/s against exact
@@ -92,10 +92,10 @@ void scoring(int64_t n, int64_t dim, int k) {
     std::vector<Query> queries;
     for (int i = 0; i < b; ++i) queries.push_back({qs.data() + i * dim, k, nullptr});
     const int reps = b == 1 ? 30 : 6;
-    // Methods: LibTorch, ringtrain's fp32 scan, its bfloat16 prefilter (what topK() uses where it exists).
-    const int methods = catalog.hasBf16() ? 3 : 2;
-    if (methods == 3 && !sameHits(topKBf16Prefilter(catalog, queries), topKFp32Scan(catalog, queries))) {
-      std::fprintf(stderr, "serve_bench: the bfloat16 prefilter and the fp32 scan disagree at batch %d\n", b);
+    // Methods: LibTorch, ringtrain's fp32 scan, its 8-bit prefilter (what topK() uses where it exists).
+    const int methods = catalog.hasInt8() ? 3 : 2;
+    if (methods == 3 && !sameHits(topKInt8Prefilter(catalog, queries), topKFp32Scan(catalog, queries))) {
+      std::fprintf(stderr, "serve_bench: the 8-bit prefilter and the fp32 scan disagree at batch %d\n", b);
       std::exit(1);
     }
     for (int method = 0; method < methods; ++method) {
@@ -110,13 +110,13 @@ void scoring(int64_t n, int64_t dim, int k) {
           const auto hits = topKFp32Scan(catalog, queries);
           (void)hits;
         } else {
-          const auto hits = topKBf16Prefilter(catalog, queries);
+          const auto hits = topKInt8Prefilter(catalog, queries);
           (void)hits;
         }
         best = std::min(best, seconds(t0));
       }
       const double flops = 2.0 * b * n * dim;
-      const char* names[] = {"LibTorch at::mm + at::topk", "ringtrain fp32 kernel + heap", "ringtrain bf16 + fp32 rescore"};
+      const char* names[] = {"LibTorch at::mm + at::topk", "ringtrain fp32 kernel + heap", "ringtrain int8 + fp32 rescore"};
       std::printf("%-6d %-30s %12.3f %12.0f %10.2f\n", b, names[method], best * 1e3, b / best, flops / best / 1e9);
     }
   }

@@ -1,14 +1,12 @@
 // Exact top-k scorer; the algorithm is described in include/ringtrain/serve/scorer.h.
 #include "ringtrain/serve/scorer.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cfloat>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -27,7 +25,7 @@ namespace {
 constexpr int kGroupAvx2 = 3;
 constexpr int kGroupAvx512 = 12;
 constexpr int kMaxGroup = kGroupAvx512;
-// Rows within the bfloat16 prefilter's window, beyond which rescoring them one by one would cost about as
+// Rows within the integer prefilter's window, beyond which rescoring them one by one would cost about as
 // much as the fp32 scan of the whole catalog: the query is then answered by the fp32 scan.
 constexpr size_t kMaxWindowRows = 1024;
 
@@ -87,15 +85,7 @@ void kernelGeneric(int m, const float* q, int64_t dim, const float* panel, float
   }
 }
 
-enum class Simd { kNone, kAvx2, kAvx512, kAvx512Bf16 };
-
-bool cpuHasAvx512Bf16() {
-  // __builtin_cpu_supports has no name for AVX512-BF16 in GCC 12: CPUID leaf 7, sub-leaf 1, EAX bit 5.
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__builtin_cpu_supports("avx512f") || __get_cpuid_max(0, nullptr) < 7) return false;
-  __cpuid_count(7, 1, eax, ebx, ecx, edx);
-  return (eax >> 5) & 1;
-}
+enum class Simd { kNone, kAvx2, kAvx512, kAvx512Vnni };
 
 Simd detectSimd() {
   __builtin_cpu_init();
@@ -104,13 +94,15 @@ Simd detectSimd() {
   const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
   const std::string limit = cap == nullptr ? "" : cap;
   if (limit == "none") return Simd::kNone;
-  if (limit.empty() && cpuHasAvx512Bf16()) return Simd::kAvx512Bf16;
+  if (limit.empty() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni")) {
+    return Simd::kAvx512Vnni;
+  }
   if (limit != "avx2" && __builtin_cpu_supports("avx512f")) return Simd::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::kAvx2;
   return Simd::kNone;
 }
 const Simd kSimd = detectSimd();
-const bool kWide = kSimd == Simd::kAvx512 || kSimd == Simd::kAvx512Bf16;
+const bool kWide = kSimd == Simd::kAvx512 || kSimd == Simd::kAvx512Vnni;
 const int kGroup = kWide ? kGroupAvx512 : kGroupAvx2;
 
 template <int... Ms>
@@ -124,7 +116,7 @@ void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) 
   switch (kSimd) {
     case Simd::kNone: return kernelGeneric(m, q, dim, panel, out);
     case Simd::kAvx512:
-    case Simd::kAvx512Bf16:
+    case Simd::kAvx512Vnni:
       return kernelAvx512Dispatch(m, q, dim, panel, out, std::make_integer_sequence<int, kGroupAvx512>{});
     case Simd::kAvx2: break;
   }
@@ -135,49 +127,66 @@ void kernel(int m, const float* q, int64_t dim, const float* panel, float* out) 
   }
 }
 
-// bfloat16, rounded to nearest even (inputs finite).
-uint16_t toBf16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
+// Integer scores of up to kGroupAvx512 queries against one 8-bit panel, with VPDPBUSD: per step a group of
+// four dimensions, 4 products per lane (the query's unsigned bytes, stored + 128, times the panel's signed
+// ones), 32 rows in two registers. Subtracting the panel's bias (128 x each row's sum) leaves
+// I = sum_d stored(q_d) stored(v_d), exact in int32. q holds each query's words (stride `quads`); out is
+// [m x kPanelRows]. Sets rows[i] to the mask of rows whose score is at least floors[i], and returns a mask
+// with bit i set when rows[i] is not empty: compared in registers, since most panels hold nothing for most
+// queries once their top-k has filled, and the few rows that pass are then visited by their bits. With few
+// queries the groups of dimensions are split over up to four sets of accumulators, so that more than two
+// chains of dependent VPDPBUSD are in flight; integer sums do not depend on that order.
+template <int M>
+__attribute__((target("avx512f,avx512vnni"), always_inline)) inline void int8Step(__v16si (&acc)[M][2], const uint32_t* q,
+                                                                                  int64_t stride, const int8_t* quad) {
+  const __m512i c0 = _mm512_loadu_si512(quad);
+  const __m512i c1 = _mm512_loadu_si512(quad + 64);
+  for (int i = 0; i < M; ++i) {
+    const __m512i b = _mm512_set1_epi32(static_cast<int>(q[i * stride]));
+    acc[i][0] = (__v16si)_mm512_dpbusd_epi32((__m512i)acc[i][0], b, c0);
+    acc[i][1] = (__v16si)_mm512_dpbusd_epi32((__m512i)acc[i][1], b, c1);
+  }
 }
 
-// Approximate scores of up to kGroupAvx512 queries against one bfloat16 panel, with VDPBF16PS: per step a
-// pair of dimensions, 2 products per lane, 32 rows in two registers. q holds each query's dimension pairs
-// as packed bf16 (stride `pairs`); out is [m x kPanelRows] fp32. Returns a mask with bit i set when some
-// score of query i is at least floors[i]: compared in registers, since most panels hold nothing for most
-// queries once their top-k has filled.
 template <int M>
-__attribute__((target("avx512f,avx512bf16"))) uint32_t kernelBf16(const uint32_t* q, int64_t pairs, const uint16_t* panel,
-                                                                  const float* floors, float* out) {
-  __m512 acc[M][2];
-  for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    const __m512bh c0 = (__m512bh)_mm512_loadu_si512(panel + p * 2 * kPanelRows);
-    const __m512bh c1 = (__m512bh)_mm512_loadu_si512(panel + p * 2 * kPanelRows + kPanelRows);
-    for (int i = 0; i < M; ++i) {
-      const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[i * pairs + p]));
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], c0, b);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], c1, b);
-    }
+__attribute__((target("avx512f,avx512vnni"))) uint32_t kernelInt8(const uint32_t* q, int64_t quads, const int8_t* panel,
+                                                                  const int32_t* bias, const int32_t* floors,
+                                                                  int32_t* out, uint32_t* rows) {
+  constexpr int kSplit = M == 1 ? 4 : (M <= 4 ? 2 : 1);
+  // __v16si, not __m512i: GCC 12 keeps an array of __m512i accumulators in memory across the loop.
+  __v16si acc[kSplit][M][2];
+  for (int s = 0; s < kSplit; ++s) {
+    for (int i = 0; i < M; ++i) acc[s][i][0] = acc[s][i][1] = (__v16si)_mm512_setzero_si512();
   }
+  int64_t t = 0;
+  for (; t + kSplit <= quads; t += kSplit) {
+    for (int s = 0; s < kSplit; ++s) int8Step<M>(acc[s], q + t + s, quads, panel + (t + s) * 4 * kPanelRows);
+  }
+  for (; t < quads; ++t) int8Step<M>(acc[0], q + t, quads, panel + t * 4 * kPanelRows);
+  const __m512i bias0 = _mm512_loadu_si512(bias), bias1 = _mm512_loadu_si512(bias + 16);
   uint32_t hits = 0;
   for (int i = 0; i < M; ++i) {
-    _mm512_storeu_ps(out + i * kPanelRows, acc[i][0]);
-    _mm512_storeu_ps(out + i * kPanelRows + 16, acc[i][1]);
-    const __m512 floor = _mm512_set1_ps(floors[i]);
-    const __mmask16 any = _mm512_cmp_ps_mask(acc[i][0], floor, _CMP_GE_OQ) | _mm512_cmp_ps_mask(acc[i][1], floor, _CMP_GE_OQ);
-    hits |= static_cast<uint32_t>(any != 0) << i;
+    __m512i s0 = (__m512i)acc[0][i][0], s1 = (__m512i)acc[0][i][1];
+    for (int s = 1; s < kSplit; ++s) {
+      s0 = _mm512_add_epi32(s0, (__m512i)acc[s][i][0]);
+      s1 = _mm512_add_epi32(s1, (__m512i)acc[s][i][1]);
+    }
+    s0 = _mm512_sub_epi32(s0, bias0);
+    s1 = _mm512_sub_epi32(s1, bias1);
+    _mm512_storeu_si512(out + i * kPanelRows, s0);
+    _mm512_storeu_si512(out + i * kPanelRows + 16, s1);
+    const __m512i floor = _mm512_set1_epi32(floors[i]);
+    rows[i] = _mm512_cmpge_epi32_mask(s0, floor) | (static_cast<uint32_t>(_mm512_cmpge_epi32_mask(s1, floor)) << 16);
+    hits |= static_cast<uint32_t>(rows[i] != 0) << i;
   }
   return hits;
 }
 
 template <int... Ms>
-uint32_t kernelBf16Dispatch(int m, const uint32_t* q, int64_t pairs, const uint16_t* panel, const float* floors,
-                            float* out, std::integer_sequence<int, Ms...>) {
+uint32_t kernelInt8Dispatch(int m, const uint32_t* q, int64_t quads, const int8_t* panel, const int32_t* bias,
+                            const int32_t* floors, int32_t* out, uint32_t* rows, std::integer_sequence<int, Ms...>) {
   uint32_t hits = 0;
-  ((m == Ms + 1 ? (hits = kernelBf16<Ms + 1>(q, pairs, panel, floors, out), true) : false) || ...);
+  ((m == Ms + 1 ? (hits = kernelInt8<Ms + 1>(q, quads, panel, bias, floors, out, rows), true) : false) || ...);
   return hits;
 }
 
@@ -188,11 +197,8 @@ int evenGroupSize(int b, int max_group) {
   return (b + groups - 1) / groups;
 }
 
-// Values the bfloat16 error bound covers: finite, and zero or normal (VDPBF16PS reads a denormal as zero).
-bool bf16BoundHolds(float x) { return std::isfinite(x) && (x == 0.0f || std::fabs(x) >= FLT_MIN); }
-
 // One row's score exactly as the fp32 SIMD kernels compute it: one fused multiply-add per dimension, in
-// order, from zero (so the bfloat16 path ends with the same bits as the fp32 one). From the row-major
+// order, from zero (so the integer path ends with the same bits as the fp32 one). From the row-major
 // copy: a row there is dim/16 cache lines, in a panel it is one line per dimension.
 __attribute__((target("fma"))) float exactScore(const PackedCatalog& catalog, int64_t row, const float* q) {
   const float* v = catalog.rowFp32(row);
@@ -306,37 +312,62 @@ PackedCatalog::PackedCatalog(std::vector<float> rows, int64_t dim)
 void PackedCatalog::pack(const float* rows) {
   const int64_t n = rows_, dim = dim_;
   data_.assign(static_cast<size_t>(panels() * dim * kPanelRows), 0.0f);
-  double max_norm2 = 0.0;
+  double max_norm2 = 0.0, max_l1 = 0.0;
   for (int64_t r = 0; r < n; ++r) {
     float* panel = data_.data() + (r / kPanelRows) * dim * kPanelRows;
     const int64_t j = r % kPanelRows;
-    double norm2 = 0.0;
+    double norm2 = 0.0, l1 = 0.0;
     for (int64_t d = 0; d < dim; ++d) {
-      panel[d * kPanelRows + j] = rows[r * dim + d];
-      norm2 += static_cast<double>(rows[r * dim + d]) * rows[r * dim + d];
+      const float v = rows[r * dim + d];
+      panel[d * kPanelRows + j] = v;
+      norm2 += static_cast<double>(v) * v;
+      l1 += std::fabs(static_cast<double>(v));
     }
-    if (!(norm2 <= max_norm2)) max_norm2 = norm2;  // a NaN row makes the maximum NaN (no bfloat16 below)
+    // A NaN row makes the maxima NaN (and so no 8-bit panels below).
+    if (!(norm2 <= max_norm2)) max_norm2 = norm2;
+    if (!(l1 <= max_l1)) max_l1 = l1;
   }
   max_row_norm_ = std::sqrt(max_norm2);
-  // The bfloat16 copy, only where it is used, and only for rows its error bound holds for: finite, far
-  // from overflow, and no denormal values (VDPBF16PS reads them as zero, an error the bound does not
-  // cover). Otherwise every query takes the fp32 scan.
-  if (!bf16PrefilterAvailable() || !(max_row_norm_ < 1e18)) return;
-  for (int64_t i = 0; i < n * dim; ++i) {
-    if (!bf16BoundHolds(rows[i])) return;
-  }
-  const int64_t pairs = (dim + 1) / 2;
+  // Sums of up to kMaxInt8Dim terms in double: relative error below 2^-42, covered here once.
+  max_row_l1_ = max_l1 * (1.0 + std::ldexp(1.0, -40));
+  packInt8(rows);
+}
+
+void PackedCatalog::packInt8(const float* rows) {
+  // Only where the integer pass is used, and only for rows its error bound holds for: finite and far from
+  // overflow (the fp32 scores it stands for must be finite), and not all zero (no scale). Otherwise every
+  // query takes the fp32 scan.
+  const int64_t n = rows_, dim = dim_;
+  if (!int8PrefilterAvailable() || dim > kMaxInt8Dim || !(max_row_norm_ < 1e18) || !(max_row_l1_ < 1e300)) return;
+  double max_abs = 0.0;
+  for (int64_t i = 0; i < n * dim; ++i) max_abs = std::max(max_abs, std::fabs(static_cast<double>(rows[i])));
+  if (!(max_abs > 0.0)) return;
+  const double scale = max_abs / 127.0;
+  const int64_t q4 = quads();
   if (rows_fp32_.empty()) rows_fp32_.assign(rows, rows + n * dim);
-  bf16_.assign(static_cast<size_t>(panels() * pairs * 2 * kPanelRows), 0);
+  int8_.assign(static_cast<size_t>(panels() * q4 * 4 * kPanelRows), 0);
+  int8_bias_.assign(static_cast<size_t>(panels() * kPanelRows), 0);
+  double max_error = 0.0;
   for (int64_t r = 0; r < n; ++r) {
-    uint16_t* panel = bf16_.data() + (r / kPanelRows) * pairs * 2 * kPanelRows;
+    int8_t* panel = int8_.data() + (r / kPanelRows) * q4 * 4 * kPanelRows;
     const int64_t j = r % kPanelRows;
-    for (int64_t d = 0; d < dim; ++d) panel[(d / 2) * 2 * kPanelRows + 2 * j + (d % 2)] = toBf16(rows[r * dim + d]);
+    int32_t sum = 0;
+    for (int64_t d = 0; d < dim; ++d) {
+      const double v = rows[r * dim + d];
+      const int stored = static_cast<int>(std::clamp(std::nearbyint(v / scale), -127.0, 127.0));
+      panel[(d / 4) * 4 * kPanelRows + 4 * j + d % 4] = static_cast<int8_t>(stored);
+      sum += stored;
+      max_error = std::max(max_error, std::fabs(v - scale * stored));
+    }
+    int8_bias_[r] = 128 * sum;  // rows are numbered as panels x kPanelRows + j
   }
+  // The product scale x stored and the difference each round once in double (2^-53 of |v| or less each).
+  int8_max_error_ = max_error + max_abs * std::ldexp(1.0, -50);
+  int8_scale_ = scale;
 }
 
 std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vector<Query>& queries) {
-  return catalog.hasBf16() ? topKBf16Prefilter(catalog, queries) : topKFp32Scan(catalog, queries);
+  return catalog.hasInt8() ? topKInt8Prefilter(catalog, queries) : topKFp32Scan(catalog, queries);
 }
 
 std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const std::vector<Query>& queries) {
@@ -374,61 +405,107 @@ std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const s
   return out;
 }
 
-double bf16ScoreMargin(int64_t dim, double query_norm, double max_row_norm) {
-  // |approximate - exact| <= e * sum_d |q_d v_d| <= e * |q| |v| (Cauchy-Schwarz), where e covers rounding
-  // q and v to bfloat16 (2^-8 each, relative) and two fp32 sums of `dim` terms (gamma_dim each, taken with a
-  // unit round-off of 2^-23 so that any faithful rounding of the hardware's adds is covered). The 1.001 and
-  // 1e-30 cover the rounding of this product and of the flushed denormals.
+Int8Query quantizeQuery(const PackedCatalog& catalog, const float* query) {
+  const int64_t dim = catalog.dim();
+  Int8Query out;
+  out.words.assign(static_cast<size_t>(catalog.quads()), 0x80808080u);  // stored 0 in every byte
+  double max_abs = 0.0, norm2 = 0.0;
+  bool finite = true;
+  for (int64_t d = 0; d < dim; ++d) {
+    finite = finite && std::isfinite(query[d]);
+    max_abs = std::max(max_abs, std::fabs(static_cast<double>(query[d])));
+    norm2 += static_cast<double>(query[d]) * query[d];
+  }
+  if (!catalog.hasInt8() || !finite || !(max_abs > 0.0) || !(norm2 < 1e36)) return out;
+  const double scale = max_abs / 127.0;
+  double max_error = 0.0;
+  int64_t l1 = 0;  // of the stored values
+  for (int64_t d = 0; d < dim; ++d) {
+    const double x = query[d];
+    const int stored = static_cast<int>(std::clamp(std::nearbyint(x / scale), -127.0, 127.0));
+    const uint32_t byte = static_cast<uint32_t>(stored + 128);
+    out.words[d / 4] = (out.words[d / 4] & ~(0xFFu << (8 * (d % 4)))) | (byte << (8 * (d % 4)));
+    max_error = std::max(max_error, std::fabs(x - scale * stored));
+    l1 += std::abs(stored);
+  }
+  max_error += max_abs * std::ldexp(1.0, -50);  // as for the catalog's
+  // With q_d = scale stored(q_d) + e_d and v_d = s stored(v_d) + f_d (s = catalog.int8Scale()):
+  //   q.v - scale s I = sum_d scale stored(q_d) f_d + sum_d e_d v_d,
+  // so |that| <= scale |stored(q)|_1 max|f| + max|e| |v|_1. The fp32 kernels' own score is within
+  // gamma_dim sum_d |q_d v_d| <= gamma_dim |q| |v| of q.v (one rounding per fused multiply-add; the unit
+  // round-off is taken as 2^-23 so that any faithful rounding is covered; 1e-30 covers denormal products).
   const double u = std::ldexp(1.0, -23);
   const double gamma = dim * u / (1.0 - dim * u);
-  const double e = std::ldexp(1.0, -7) + std::ldexp(1.0, -16) + 2.02 * gamma;
-  return (e * query_norm * max_row_norm) * 1.001 + 1e-30;
+  const double bound = scale * static_cast<double>(l1) * catalog.int8MaxError() + max_error * catalog.maxRowL1() +
+                       gamma * std::sqrt(norm2) * catalog.maxRowNorm() + 1e-30;
+  out.scale = scale;
+  out.bound = bound * (1.0 + std::ldexp(1.0, -40));  // the rounding of this sum
+  out.covered = std::isfinite(out.bound);
+  return out;
 }
 
-std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries) {
-  RT_CHECK(catalog.hasBf16(), "the catalog has no bfloat16 panels (CPU without AVX512-BF16?)");
-  const int64_t dim = catalog.dim(), pairs = (dim + 1) / 2;
+int64_t int8Dot(const PackedCatalog& catalog, const Int8Query& query, int64_t row) {
+  RT_CHECK(catalog.hasInt8() && row >= 0 && row < catalog.rows(), "int8Dot: no 8-bit row ", row);
+  const int8_t* panel = catalog.panelInt8(row / kPanelRows);
+  const int64_t j = row % kPanelRows;
+  int64_t sum = 0;
+  for (int64_t d = 0; d < catalog.dim(); ++d) {
+    const int stored_q = static_cast<int>((query.words[d / 4] >> (8 * (d % 4))) & 0xFFu) - 128;
+    sum += static_cast<int64_t>(stored_q) * panel[(d / 4) * 4 * kPanelRows + 4 * j + d % 4];
+  }
+  return sum;
+}
+
+std::vector<std::vector<Hit>> topKInt8Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries) {
+  RT_CHECK(catalog.hasInt8(), "the catalog has no 8-bit panels (CPU without AVX512-VNNI?)");
+  const int64_t quads = catalog.quads();
   const int b = static_cast<int>(queries.size());
-  // Pass 1 scores every row in bfloat16 and keeps, per query, an approximate top-k and every row whose
-  // approximate score is within 2 x margin of the approximate k-th best: any row of the exact top-k is
-  // among them (its exact score is at least the k-th exact one, which is at least the approximate k-th
-  // minus a margin, and its approximate score is within a margin of its exact one). Pass 2 rescores only
-  // those rows in fp32, exactly as the fp32 kernels do, so the answer is the fp32 scan's, bit for bit.
+  // Pass 1 scores every row in integers and keeps, per query, an approximate top-k and every row whose
+  // integer score I is within a window W of the approximate k-th best: W is 2 x bound in the integers'
+  // units (bound / (query scale x catalog scale)), so any row of the exact top-k is among them (its exact
+  // score is at least the k-th exact one, which is at least the approximate k-th minus a bound, and its
+  // approximate score is within a bound of its exact one). Integer scores compare exactly, and are exact
+  // in a float (|I| < 2^24) for the heap. Pass 2 rescores only the kept rows in fp32, exactly as the fp32
+  // kernels do, so the answer is the fp32 scan's, bit for bit.
   //
-  // A query the bound does not cover (a value that is not finite or is denormal, a norm near overflow),
-  // or one with so many rows inside the window that rescoring them would cost more than the fp32 scan (a
-  // zero query, a dense cluster of near-duplicates), is answered by the fp32 scan instead.
+  // A query the bound does not cover (a value that is not finite, a zero query, a norm near overflow), or
+  // one with so many rows inside the window that rescoring them would cost more than the fp32 scan (a
+  // dense cluster of near-duplicates), is answered by the fp32 scan instead.
   struct State {
     TopK approx;
-    std::vector<std::pair<int64_t, float>> candidates;  // (row, approximate score), rows ascending
-    float margin;  // 2 x the bound on |approximate - exact|
+    std::vector<std::pair<int64_t, int32_t>> candidates;  // (row, integer score), rows ascending
+    int32_t window;  // W, in the integer scores' units
     bool fp32 = false;  // answered by the fp32 scan
   };
-  std::vector<uint32_t> q(static_cast<size_t>(b) * pairs, 0);
+  constexpr double kMaxWindow = 1 << 25;  // floors stay inside int32 (|I| < 2^24)
+  std::vector<uint32_t> q(static_cast<size_t>(b) * quads);
   std::vector<State> state;
   state.reserve(b);
   for (int i = 0; i < b; ++i) {
     RT_CHECK(queries[i].k >= 1, "k must be positive");
-    double norm2 = 0.0;
-    bool covered = true;
-    for (int64_t d = 0; d < dim; ++d) {
-      const float x = queries[i].vector[d];
-      covered = covered && bf16BoundHolds(x);
-      norm2 += static_cast<double>(x) * x;
-      q[i * pairs + d / 2] |= static_cast<uint32_t>(toBf16(x)) << (16 * (d % 2));
-    }
-    const float margin = static_cast<float>(2.0 * bf16ScoreMargin(dim, std::sqrt(norm2), catalog.maxRowNorm()));
-    covered = covered && norm2 < 1e36 && std::isfinite(margin);
-    state.push_back({TopK(queries[i].k, queries[i].exclude), {}, margin, !covered});
+    const Int8Query iq = quantizeQuery(catalog, queries[i].vector);
+    std::copy(iq.words.begin(), iq.words.end(), q.begin() + i * quads);
+    // One more unit than the bound asks, for the rounding of this quotient.
+    const double window = iq.covered ? std::ceil(2.0 * iq.bound / (iq.scale * catalog.int8Scale())) + 1.0 : kMaxWindow;
+    const bool covered = iq.covered && window < kMaxWindow;
+    state.push_back({TopK(queries[i].k, queries[i].exclude), {}, covered ? static_cast<int32_t>(window) : 0, !covered});
   }
   const auto excluded = [&](int i, int64_t row) {
     const auto* ex = queries[i].exclude;
     return ex != nullptr && std::find(ex->begin(), ex->end(), row) != ex->end();
   };
+  // Per query, the lowest integer score still worth keeping: INT32_MIN until k rows were seen, INT32_MAX
+  // once the query went to the fp32 scan. Updated whenever its approximate top-k moves.
+  const auto floorOf = [](const State& st) {
+    if (st.fp32) return std::numeric_limits<int32_t>::max();
+    const float kth = st.approx.entryThreshold();
+    return kth == -std::numeric_limits<float>::infinity() ? std::numeric_limits<int32_t>::min()
+                                                            : static_cast<int32_t>(kth) - st.window;
+  };
   // Kept small: rows that fell below the window since they were taken are dropped now and then; when
   // the window itself holds too many, the query goes to the fp32 scan.
-  const auto prune = [](State& st, int k) {
-    const float floor = st.approx.entryThreshold() - st.margin;
+  const auto prune = [&](State& st, int k) {
+    const int32_t floor = floorOf(st);
     auto& c = st.candidates;
     c.erase(std::remove_if(c.begin(), c.end(), [&](const auto& x) { return x.second < floor; }), c.end());
     if (c.size() > kMaxWindowRows + 2 * static_cast<size_t>(k)) {
@@ -437,33 +514,37 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
       c.shrink_to_fit();
     }
   };
-  // Per query, the lowest approximate score still worth keeping: -inf until k rows were seen, +inf once
-  // the query went to the fp32 scan. Updated whenever its approximate top-k moves.
-  std::vector<float> floors(static_cast<size_t>(b));
-  const auto floorOf = [](const State& st) {
-    return st.fp32 ? std::numeric_limits<float>::infinity() : st.approx.entryThreshold() - st.margin;
-  };
-  for (int i = 0; i < b; ++i) floors[i] = floorOf(state[i]);
+  std::vector<int32_t> floors(static_cast<size_t>(b));
+  for (int i = 0; i < b; ++i) {
+    floors[i] = floorOf(state[i]);
+    state[i].candidates.reserve(64 + 4 * static_cast<size_t>(queries[i].k));
+  }
   const int per_group = evenGroupSize(b, kGroupAvx512);
-  float scores[kMaxGroup * kPanelRows];
+  int32_t scores[kMaxGroup * kPanelRows];
+  uint32_t passed[kMaxGroup];
+  static_assert(kPanelRows == 32, "a panel's rows are one 32-bit mask");
   for (int64_t p = 0; p < catalog.panels(); ++p) {
-    const uint16_t* panel = catalog.panelBf16(p);
+    const int8_t* panel = catalog.panelInt8(p);
+    const int32_t* bias = catalog.int8Bias(p);
     const int64_t first = p * kPanelRows;
-    const int valid = static_cast<int>(std::min<int64_t>(kPanelRows, catalog.rows() - first));
+    const int64_t valid = std::min<int64_t>(kPanelRows, catalog.rows() - first);
+    const uint32_t valid_rows = valid == kPanelRows ? ~0u : (1u << valid) - 1;  // not the padding
     for (int g = 0; g < b; g += per_group) {
       const int m = std::min(per_group, b - g);
       if (std::all_of(state.begin() + g, state.begin() + g + m, [](const State& st) { return st.fp32; })) continue;
-      uint32_t hits = kernelBf16Dispatch(m, q.data() + g * pairs, pairs, panel, floors.data() + g, scores,
-                                         std::make_integer_sequence<int, kGroupAvx512>{});
+      uint32_t hits = kernelInt8Dispatch(m, q.data() + g * quads, quads, panel, bias, floors.data() + g, scores,
+                                         passed, std::make_integer_sequence<int, kGroupAvx512>{});
       for (; hits != 0; hits &= hits - 1) {
         const int i = __builtin_ctz(hits);
-        const float* s = scores + i * kPanelRows;
+        const int32_t* s = scores + i * kPanelRows;
         State& st = state[g + i];
-        if (st.fp32) continue;  // a query outside the bound may score inf against its +inf floor
-        const float floor = floors[g + i];
-        for (int j = 0; j < valid; ++j) {
-          if (!(s[j] >= floor) || excluded(g + i, first + j)) continue;
-          st.approx.offer(first + j, s[j]);
+        if (st.fp32) continue;
+        // In row order, as the heap's tie rule needs; a row that entered the heap may lift the floor, and
+        // the rows after it are held to the floor of when the kernel ran, which is lower: kept, pruned later.
+        for (uint32_t rows = passed[i] & valid_rows; rows != 0; rows &= rows - 1) {
+          const int j = __builtin_ctz(rows);
+          if (excluded(g + i, first + j)) continue;
+          st.approx.offer(first + j, static_cast<float>(s[j]));
           st.candidates.emplace_back(first + j, s[j]);
         }
         if (st.candidates.size() > 2 * kMaxWindowRows + 4 * static_cast<size_t>(queries[g + i].k)) {
@@ -491,10 +572,10 @@ std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, co
   for (int i = 0; i < b; ++i) {
     State& st = state[i];
     if (st.fp32) continue;
-    const float floor = st.approx.entryThreshold() - st.margin;
+    const int32_t floor = floorOf(st);
     rescore_rows.clear();
-    for (const auto& [row, approx] : st.candidates) {
-      if (approx >= floor) rescore_rows.push_back(row);
+    for (const auto& [row, score] : st.candidates) {
+      if (score >= floor) rescore_rows.push_back(row);
     }
     rescored.resize(rescore_rows.size());
     exactScores(catalog, rescore_rows.data(), rescore_rows.size(), queries[i].vector, rescored.data());
@@ -522,11 +603,11 @@ std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const
 
 bool usingSimdKernel() { return kSimd != Simd::kNone; }
 
-bool bf16PrefilterAvailable() { return kSimd == Simd::kAvx512Bf16; }
+bool int8PrefilterAvailable() { return kSimd == Simd::kAvx512Vnni; }
 
 const char* simdKernelName() {
   switch (kSimd) {
-    case Simd::kAvx512Bf16: return "avx512-bf16";
+    case Simd::kAvx512Vnni: return "avx512-vnni";
     case Simd::kAvx512: return "avx512";
     case Simd::kAvx2: return "avx2";
     case Simd::kNone: break;

@@ -11,21 +11,39 @@ namespace ringtrain::serve {
 // Every query against every row in fp32 (the AVX-512, AVX2 or generic kernel).
 std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const std::vector<Query>& queries);
 
-// A bfloat16 pass (VDPBF16PS, twice the products per instruction and half the bytes of fp32) keeps the
-// rows that can still be in the top-k given a proven bound on its error, then those rows are rescored in
-// fp32: the same answer as topKFp32Scan with the AVX-512 kernel, bit for bit. A query outside the bound's
-// assumptions (a value not finite or denormal, a norm near overflow) or with more than ~1,000 rows inside
-// its window (a zero query, a dense cluster) is answered by topKFp32Scan. Needs catalog.hasBf16(), which
-// a catalog has only where the CPU has AVX512-BF16 and every value is finite, normal or zero; it then
-// holds 2.5x the fp32 panels' memory (the panels for that fallback, a row-major copy, the bfloat16 panels;
-// a served model reads its rows from that copy instead of keeping its own).
-std::vector<std::vector<Hit>> topKBf16Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries);
+// An 8-bit integer pass (VPDPBUSD) keeps the rows that can still be in the top-k given a proven bound on its
+// error, then those rows are rescored in fp32: the same answer as topKFp32Scan with the AVX-512 kernel, bit
+// for bit. A query outside the bound's assumptions (a value that is not finite, a zero query, a norm near
+// overflow) or with more than ~1,000 rows inside its window (a dense cluster of near-duplicates) is answered
+// by topKFp32Scan. Needs catalog.hasInt8(), which a catalog has only where the CPU has AVX512-VNNI, every
+// value is finite, a row's norm is far from overflow and dim <= kMaxInt8Dim; it then holds 2.25x the fp32
+// panels' memory (the panels for that fallback, a row-major copy, the 8-bit panels; a served model reads its
+// rows from that copy instead of keeping its own).
+std::vector<std::vector<Hit>> topKInt8Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries);
 
-// The bound on |bfloat16 score - fp32 score| for one query of this norm against rows of at most this norm.
-double bf16ScoreMargin(int64_t dim, double query_norm, double max_row_norm);
+// Up to this many dimensions an integer score (at most dim x 127 x 127 in magnitude) is exact in a float,
+// which the prefilter's heap and window compares rely on.
+inline constexpr int64_t kMaxInt8Dim = 1024;
 
-// True when this CPU has AVX512-BF16 and RINGTRAIN_SCORER_SIMD does not cap it: catalogs then carry
-// bfloat16 panels and topK() takes the prefilter path.
-bool bf16PrefilterAvailable();
+// A query in the integer pass's terms: value d is stored as round(q_d / scale) in [-127, 127], sent to the
+// kernel as the unsigned byte stored + 128, four dimensions per 32-bit word. The pass scores a row as the
+// integer I = sum_d stored(q_d) stored(v_d), which stands for scale x catalog.int8Scale() x I; `bound` is a
+// proven bound on |that - the fp32 kernels' score| for every row of the catalog. covered is false where the
+// bound does not apply (the query then takes the fp32 scan).
+struct Int8Query {
+  std::vector<uint32_t> words;  // catalog.quads() of them
+  double scale = 0.0;
+  double bound = 0.0;
+  bool covered = false;
+};
+Int8Query quantizeQuery(const PackedCatalog& catalog, const float* query);
+
+// The integer score of one row, computed one product at a time from the packed panels: the reference the
+// tests hold the kernel and the bound to.
+int64_t int8Dot(const PackedCatalog& catalog, const Int8Query& query, int64_t row);
+
+// True when this CPU has AVX512-VNNI and RINGTRAIN_SCORER_SIMD does not cap it: catalogs then carry 8-bit
+// panels and topK() takes the prefilter path.
+bool int8PrefilterAvailable();
 
 }  // namespace ringtrain::serve

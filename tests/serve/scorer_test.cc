@@ -128,22 +128,69 @@ TEST(ScorerTest, KernelFollowsTheSimdCap) {
   } else if (cap != nullptr && std::string(cap) == "avx2") {
     EXPECT_TRUE(name == "avx2" || name == "generic") << name;
   } else if (cap != nullptr && std::string(cap) == "avx512") {
-    EXPECT_NE(name, "avx512-bf16");
-    EXPECT_FALSE(bf16PrefilterAvailable());
+    EXPECT_NE(name, "avx512-vnni");
+    EXPECT_FALSE(int8PrefilterAvailable());
   } else {
-    EXPECT_TRUE(name == "avx512-bf16" || name == "avx512" || name == "avx2" || name == "generic") << name;
+    EXPECT_TRUE(name == "avx512-vnni" || name == "avx512" || name == "avx2" || name == "generic") << name;
     EXPECT_EQ(usingSimdKernel(), name != "generic");
-    EXPECT_EQ(bf16PrefilterAvailable(), name == "avx512-bf16");
+    EXPECT_EQ(int8PrefilterAvailable(), name == "avx512-vnni");
   }
   const std::vector<float> row = {1, 0};
-  EXPECT_EQ(PackedCatalog(row.data(), 1, 2).hasBf16(), bf16PrefilterAvailable());
+  EXPECT_EQ(PackedCatalog(row.data(), 1, 2).hasInt8(), int8PrefilterAvailable());
 }
 
-// The bfloat16 prefilter must give the fp32 scan's answer bit for bit, also where bfloat16 cannot tell
-// rows apart: near-duplicate rows (differences far below bfloat16's 2^-8), exact duplicates, rows and
-// queries that are not unit vectors, odd dimensions, k up to past the catalog.
-TEST(ScorerTest, Bf16PrefilterGivesTheFp32AnswerBitForBit) {
-  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
+// The fp32 kernels' score of one row: one fused multiply-add per dimension, in order, from zero.
+float fp32Score(const float* q, const float* v, int64_t dim) {
+  float acc = 0.0f;
+  for (int64_t d = 0; d < dim; ++d) acc = std::fma(q[d], v[d], acc);
+  return acc;
+}
+
+// The bound the prefilter's window rests on: for every row, the integer pass's score (query scale x catalog
+// scale x I) is within Int8Query::bound of the fp32 kernels' score. Rows of many norms, values far below
+// the scale (denormals among them), odd dimensions, queries that are not unit vectors.
+TEST(ScorerTest, Int8BoundCoversEveryRow) {
+  if (!int8PrefilterAvailable()) GTEST_SKIP() << "no AVX512-VNNI on this CPU (or capped)";
+  std::mt19937_64 rng(21);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.01f, 4.0f);
+  double worst = 0.0;  // largest error seen, as a share of its bound
+  for (const int64_t dim : {1, 3, 4, 5, 64, 65, 300}) {
+    const int64_t n = 500;
+    auto rows = randomUnitRows(n, dim, 30 + dim);
+    for (int64_t r = 0; r < n; ++r) {
+      const float scale = uniform(rng);
+      for (int64_t d = 0; d < dim; ++d) rows[r * dim + d] *= scale;
+    }
+    rows[7 * dim] = std::ldexp(1.0f, -130);  // a denormal
+    rows[8 * dim] = 0.0f;
+    const PackedCatalog catalog(rows.data(), n, dim);
+    ASSERT_TRUE(catalog.hasInt8());
+    auto qs = randomUnitRows(6, dim, 50 + dim);
+    for (int64_t d = 0; d < dim; ++d) qs[dim + d] *= 1e-3f;  // queries of other norms
+    for (int64_t d = 0; d < dim; ++d) qs[2 * dim + d] *= 37.0f;
+    for (int i = 0; i < 6; ++i) {
+      const float* q = qs.data() + i * dim;
+      const Int8Query iq = quantizeQuery(catalog, q);
+      ASSERT_TRUE(iq.covered);
+      ASSERT_GT(iq.bound, 0.0);
+      for (int64_t r = 0; r < n; ++r) {
+        const double approx = iq.scale * catalog.int8Scale() * static_cast<double>(int8Dot(catalog, iq, r));
+        const double error = std::fabs(approx - fp32Score(q, rows.data() + r * dim, dim));
+        ASSERT_LE(error, iq.bound) << "dim " << dim << " query " << i << " row " << r;
+        worst = std::max(worst, error / iq.bound);
+      }
+    }
+  }
+  // The bound is a worst case over every sign pattern; random data sits well inside it, but not absurdly.
+  EXPECT_GT(worst, 0.05);
+}
+
+// The prefilter must give the fp32 scan's answer bit for bit, also where 8-bit values cannot tell rows
+// apart: near-duplicate rows (differences far below a step of 1/127 of the largest value), exact
+// duplicates, rows and queries that are not unit vectors, odd dimensions, k up to past the catalog.
+TEST(ScorerTest, Int8PrefilterGivesTheFp32AnswerBitForBit) {
+  if (!int8PrefilterAvailable()) GTEST_SKIP() << "no AVX512-VNNI on this CPU (or capped)";
   std::mt19937_64 rng(11);
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<float> uniform(0.2f, 3.0f);
@@ -162,7 +209,7 @@ TEST(ScorerTest, Bf16PrefilterGivesTheFp32AnswerBitForBit) {
         }
       }
       const PackedCatalog catalog(rows.data(), n, dim);
-      ASSERT_TRUE(catalog.hasBf16());
+      ASSERT_TRUE(catalog.hasInt8());
       const int batch = 17;
       auto qs = randomUnitRows(batch, dim, 40 + n);
       for (int b = 0; b < batch; b += 3) {  // some queries sit on a centre, one is not a unit vector
@@ -175,7 +222,7 @@ TEST(ScorerTest, Bf16PrefilterGivesTheFp32AnswerBitForBit) {
         const int k = b == 0 ? static_cast<int>(n) + 5 : 1 + (b * 13) % 100;
         queries.push_back({qs.data() + b * dim, k, &excludes[b]});
       }
-      const auto fast = topKBf16Prefilter(catalog, queries);
+      const auto fast = topKInt8Prefilter(catalog, queries);
       const auto reference = topKFp32Scan(catalog, queries);
       for (int b = 0; b < batch; ++b) {
         SCOPED_TRACE(::testing::Message() << "dim " << dim << " n " << n << " query " << b);
@@ -186,24 +233,13 @@ TEST(ScorerTest, Bf16PrefilterGivesTheFp32AnswerBitForBit) {
         }
         ++compared;
       }
-      // How often bfloat16 alone would have ranked the top-k differently: the rescoring is what fixes it,
-      // so this test must include such cases to mean anything.
+      // How often the integer scores alone would have ranked the top-k differently: the rescoring is what
+      // fixes it, so this test must include such cases to mean anything.
       for (int b = 0; b < batch; ++b) {
-        std::vector<std::pair<float, int64_t>> approx;
+        const Int8Query iq = quantizeQuery(catalog, qs.data() + b * dim);
+        std::vector<std::pair<int64_t, int64_t>> approx;  // (-I, row)
         for (int64_t r = 0; r < n; ++r) {
-          if (r == excludes[b][0]) continue;
-          float acc = 0.0f;
-          for (int64_t d = 0; d < dim; ++d) {
-            const auto round = [](float x) {
-              uint32_t bits;
-              std::memcpy(&bits, &x, 4);
-              bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-              std::memcpy(&x, &bits, 4);
-              return x;
-            };
-            acc += round(rows[r * dim + d]) * round(qs[b * dim + d]);
-          }
-          approx.emplace_back(-acc, r);
+          if (r != excludes[b][0]) approx.emplace_back(-int8Dot(catalog, iq, r), r);
         }
         const size_t k = std::min(approx.size(), reference[b].size());
         std::partial_sort(approx.begin(), approx.begin() + k, approx.end());
@@ -220,40 +256,50 @@ TEST(ScorerTest, Bf16PrefilterGivesTheFp32AnswerBitForBit) {
   EXPECT_GT(ranked_differently, 20) << "the data no longer exercises the rescoring";
 }
 
-// A case built near the bound: every value of row 40 rounds down in bfloat16 by almost half a step, so
-// bfloat16 scores it 1.0 against row 0's exact 1.00378, while in fp32 row 40 wins (1.00390). Row 40 sits in
-// a later panel than row 0, so the floor it must clear is the one set during the scan. It is kept only
-// with a margin of at least 0.0038, a quarter of the proven 0.0157 (twice the bound B = 0.0079): a margin
-// of B/2 or less fails here. (Within the bound, bfloat16 can be wrong by about 0.004 per side here, so a
-// case that needs the whole 2B would take errors of opposite sign on two rows tied in fp32.)
-TEST(ScorerTest, Bf16PrefilterKeepsARowThatBf16RanksBelowAnother) {
-  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
-  const int64_t dim = 64, winner = 40;
-  const float eighth = 0.125f;
-  const float just_below_half_step = (1.0f + std::ldexp(1.0f, -8) - std::ldexp(1.0f, -20)) * eighth;
+// A case built so that the integer pass ranks the wrong row first by a wide gap. Dimension 64 sets both
+// scales to 1/127 (the query's 1.0 and row 1's 1.0). Row 0 lives on dimensions 0-31, where the query's
+// values (100.51/127) and its own (50.51/127) both round up; row 40 on dimensions 32-63, where the query's
+// (100.49/127) and its own (51.49/127) both round down. In fp32 row 40 wins (10.27 against 10.07); in
+// integers row 0 leads by 1,632 units (32 x (101 x 51 - 100 x 51)). The bound's window is about 8,000
+// units, so a window under a fifth of it fails here (checked: 0.19 of it fails, 0.21 passes). Row 40 sits
+// in a later panel than row 0, so the floor it must clear is the one set during the scan. (The random
+// tests above are stricter still: with 0.35 of the window BatchedKernelMatchesBruteForce fails.)
+TEST(ScorerTest, Int8PrefilterKeepsARowThatIntegersRankBelowAnother) {
+  if (!int8PrefilterAvailable()) GTEST_SKIP() << "no AVX512-VNNI on this CPU (or capped)";
+  const int64_t dim = 65, winner = 40;
+  const auto steps = [](double x) { return static_cast<float>(x / 127.0); };
   std::vector<float> rows((winner + 1) * dim, 0.0f);
-  for (int64_t d = 0; d < dim; ++d) {
-    rows[winner * dim + d] = just_below_half_step;
-    rows[d] = eighth;  // row 0: exact in bfloat16
+  rows[1 * dim + 64] = 1.0f;  // row 1: the catalog's largest value
+  std::vector<float> q(dim, 0.0f);
+  q[64] = 1.0f;               // the query's largest value
+  for (int64_t d = 0; d < 32; ++d) {
+    q[d] = steps(100.51);
+    q[32 + d] = steps(100.49);
+    rows[d] = steps(50.51);
+    rows[winner * dim + 32 + d] = steps(51.49);
   }
-  rows[0] = eighth + 31 * std::ldexp(1.0f, -10);
-  const std::vector<float> q(dim, eighth);
   const PackedCatalog catalog(rows.data(), winner + 1, dim);
+  ASSERT_TRUE(catalog.hasInt8());
+  const Int8Query iq = quantizeQuery(catalog, q.data());
+  const int64_t lead = int8Dot(catalog, iq, 0) - int8Dot(catalog, iq, winner);
+  EXPECT_EQ(lead, 1632);
+  const double window = 2.0 * iq.bound / (iq.scale * catalog.int8Scale());
+  EXPECT_GT(window, 4.9 * static_cast<double>(lead));
   const std::vector<Query> queries = {{q.data(), 1, nullptr}};
   const auto reference = topKFp32Scan(catalog, queries);
   ASSERT_EQ(reference[0].size(), 1u);
   ASSERT_EQ(reference[0][0].row, winner);
-  const auto fast = topKBf16Prefilter(catalog, queries);
+  const auto fast = topKInt8Prefilter(catalog, queries);
   ASSERT_EQ(fast[0].size(), 1u);
   EXPECT_EQ(fast[0][0].row, winner);
   EXPECT_EQ(fast[0][0].score, reference[0][0].score);
 }
 
 // Where the bound does not hold or the window holds too many rows, the prefilter answers with the fp32
-// scan: the same rows and the same bits for a zero query, a query with a denormal value, an infinite or a
-// huge one, and a query inside a dense cluster of near-duplicates (thousands of rows within the window).
-TEST(ScorerTest, Bf16PrefilterFallsBackWhereItsBoundDoesNot) {
-  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
+// scan: the same rows and the same bits for a zero query, an infinite or a huge one, and a query inside a
+// dense cluster of near-duplicates (thousands of rows within the window). A denormal value is covered.
+TEST(ScorerTest, Int8PrefilterFallsBackWhereItsBoundDoesNot) {
+  if (!int8PrefilterAvailable()) GTEST_SKIP() << "no AVX512-VNNI on this CPU (or capped)";
   const int64_t n = 6000, dim = 16;
   std::mt19937_64 rng(5);
   std::normal_distribution<float> normal;
@@ -265,14 +311,18 @@ TEST(ScorerTest, Bf16PrefilterFallsBackWhereItsBoundDoesNot) {
     for (int64_t d = 0; d < dim; ++d) rows[r * dim + d] /= static_cast<float>(std::sqrt(norm2));
   }
   const PackedCatalog catalog(rows.data(), n, dim);
-  ASSERT_TRUE(catalog.hasBf16());
+  ASSERT_TRUE(catalog.hasInt8());
   std::vector<std::vector<float>> qs = {std::vector<float>(dim, 0.0f), centre, centre, centre, centre};
   qs[2][1] = std::ldexp(1.0f, -130);  // denormal
   qs[3][0] = std::numeric_limits<float>::infinity();
   for (float& x : qs[4]) x *= 3e37f;  // finite, but its norm is near overflow
+  EXPECT_FALSE(quantizeQuery(catalog, qs[0].data()).covered);
+  EXPECT_TRUE(quantizeQuery(catalog, qs[2].data()).covered);
+  EXPECT_FALSE(quantizeQuery(catalog, qs[3].data()).covered);
+  EXPECT_FALSE(quantizeQuery(catalog, qs[4].data()).covered);
   std::vector<Query> queries;
   for (const auto& v : qs) queries.push_back({v.data(), 5, nullptr});
-  const auto fast = topKBf16Prefilter(catalog, queries);
+  const auto fast = topKInt8Prefilter(catalog, queries);
   const auto reference = topKFp32Scan(catalog, queries);
   const auto bits = [](float x) {
     uint32_t b;
@@ -289,23 +339,18 @@ TEST(ScorerTest, Bf16PrefilterFallsBackWhereItsBoundDoesNot) {
   }
 }
 
-TEST(ScorerTest, NoBf16PanelsForRowsItsBoundDoesNotCover) {
-  if (!bf16PrefilterAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or capped)";
-  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                          std::ldexp(1.0f, -130), 1e30f}) {
+TEST(ScorerTest, NoInt8PanelsForRowsItsBoundDoesNotCover) {
+  if (!int8PrefilterAvailable()) GTEST_SKIP() << "no AVX512-VNNI on this CPU (or capped)";
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), 1e30f}) {
     const std::vector<float> rows = {1, 0, bad, 1};
-    EXPECT_FALSE(PackedCatalog(rows.data(), 2, 2).hasBf16()) << bad;
+    EXPECT_FALSE(PackedCatalog(rows.data(), 2, 2).hasInt8()) << bad;
   }
-  const std::vector<float> fine = {1, 0, 0, 1};
-  EXPECT_TRUE(PackedCatalog(fine.data(), 2, 2).hasBf16());
-}
-
-TEST(ScorerTest, Bf16MarginBoundsTheRoundingOfUnitVectors) {
-  // Rounding both sides to 8 significant bits errs by at most 2^-7 of |q||v| (plus sums' rounding).
-  EXPECT_GT(bf16ScoreMargin(64, 1.0, 1.0), std::ldexp(1.0, -7));
-  EXPECT_LT(bf16ScoreMargin(64, 1.0, 1.0), 0.0080);
-  EXPECT_NEAR(bf16ScoreMargin(64, 2.0, 3.0), 6 * bf16ScoreMargin(64, 1.0, 1.0), 1e-9);
-  EXPECT_GT(bf16ScoreMargin(1000, 1.0, 1.0), bf16ScoreMargin(10, 1.0, 1.0));
+  const std::vector<float> zeros(4, 0.0f);
+  EXPECT_FALSE(PackedCatalog(zeros.data(), 2, 2).hasInt8()) << "no scale for an all-zero catalog";
+  const std::vector<float> wide(kMaxInt8Dim + 1, 0.5f);
+  EXPECT_FALSE(PackedCatalog(wide.data(), 1, kMaxInt8Dim + 1).hasInt8()) << "integer scores past 2^24";
+  const std::vector<float> fine = {1, 0, std::ldexp(1.0f, -130), 1};
+  EXPECT_TRUE(PackedCatalog(fine.data(), 2, 2).hasInt8());
 }
 
 TEST(ScorerTest, TiesBreakByRowAndKLargerThanCatalog) {

@@ -10,10 +10,10 @@
 // when it beats the heap's smallest), which gives the exact top-k. Batching pays because a batch of 64
 // queries streams the catalog once instead of 64 times.
 //
-// Where the CPU has AVX512-BF16 the pass over the catalog runs in bfloat16 instead (twice the products per
-// instruction, half the bytes), keeping every row that a proven error bound cannot rule out of the top-k;
-// those few rows are then rescored in fp32. The answer is the fp32 kernels', bit for bit
-// (src/serve/scorer_paths.h).
+// Where the CPU has AVX512-VNNI the pass over the catalog runs in 8-bit integers instead (VPDPBUSD: four
+// products per 32-bit lane and instruction against an FMA's one, a quarter of fp32's bytes), keeping every row
+// that a proven error bound cannot rule out of the top-k; those few rows are then rescored in fp32. The
+// answer is the fp32 kernels', bit for bit (src/serve/scorer_paths.h).
 #pragma once
 
 #include <cstdint>
@@ -33,33 +33,47 @@ class PackedCatalog {
  public:
   PackedCatalog() = default;
   PackedCatalog(const float* rows, int64_t n, int64_t dim);
-  // The same from rows it adopts: they stay as the row-major copy (rowFp32), with or without bfloat16, so
+  // The same from rows it adopts: they stay as the row-major copy (rowFp32), with or without the 8-bit panels, so
   // that their owner (a served model) does not keep a second copy of its largest buffer.
   PackedCatalog(std::vector<float> rows, int64_t dim);
   int64_t rows() const { return rows_; }
   int64_t dim() const { return dim_; }
   int64_t panels() const { return (rows_ + kPanelRows - 1) / kPanelRows; }
   const float* panel(int64_t p) const { return data_.data() + p * dim_ * kPanelRows; }
-  // The same panels in bfloat16, dimensions paired (panel p: for each pair of dimensions, 32 rows x 2
-  // values), built only where the CPU has AVX512-BF16 (see scorer_paths.h), with a row-major fp32 copy
-  // for the rescoring; both empty otherwise.
-  bool hasBf16() const { return !bf16_.empty(); }
-  const uint16_t* panelBf16(int64_t p) const { return bf16_.data() + p * ((dim_ + 1) / 2) * 2 * kPanelRows; }
-  // The rows as given (row-major): kept beside the bfloat16 panels for rescoring candidates, and always when
+  // The same panels in 8-bit integers, built only where the CPU has AVX512-VNNI (see scorer_paths.h), with
+  // a row-major fp32 copy for the rescoring; empty otherwise. Every value v is stored as round(v / scale),
+  // one scale for the catalog (its largest |v| / 127); panel p holds, for each group of four dimensions,
+  // 32 rows x 4 bytes. int8Bias(p) gives, per row of panel p, 128 x the sum of its stored values (the
+  // kernel's unsigned query bytes carry an offset of 128).
+  bool hasInt8() const { return !int8_.empty(); }
+  int64_t quads() const { return (dim_ + 3) / 4; }
+  const int8_t* panelInt8(int64_t p) const { return int8_.data() + p * quads() * 4 * kPanelRows; }
+  const int32_t* int8Bias(int64_t p) const { return int8_bias_.data() + p * kPanelRows; }
+  double int8Scale() const { return int8_scale_; }
+  // The largest |v - scale x stored(v)| over the catalog, and the largest L1 norm of a row: with the query's
+  // own rounding they bound the integer pass's error (int8ScoreBound).
+  double int8MaxError() const { return int8_max_error_; }
+  double maxRowL1() const { return max_row_l1_; }
+  // The rows as given (row-major): kept beside the 8-bit panels for rescoring candidates, and always when
   // the catalog adopted them; hasRows() says whether they are here.
   bool hasRows() const { return !rows_fp32_.empty() || rows_ == 0; }
   const float* rowFp32(int64_t r) const { return rows_fp32_.data() + r * dim_; }
-  // The largest L2 norm of a row (bounds the bfloat16 pass's error).
+  // The largest L2 norm of a row (bounds the fp32 kernels' own rounding).
   double maxRowNorm() const { return max_row_norm_; }
 
  private:
-  void pack(const float* rows);  // the fp32 panels, and the bfloat16 ones where they apply
+  void pack(const float* rows);  // the fp32 panels, and the 8-bit ones where they apply
+  void packInt8(const float* rows);
   std::vector<float> data_;
-  std::vector<uint16_t> bf16_;
-  std::vector<float> rows_fp32_;  // with bf16_, or adopted
+  std::vector<int8_t> int8_;
+  std::vector<int32_t> int8_bias_;
+  std::vector<float> rows_fp32_;  // with int8_, or adopted
   int64_t rows_ = 0;
   int64_t dim_ = 0;
   double max_row_norm_ = 0.0;
+  double max_row_l1_ = 0.0;
+  double int8_scale_ = 0.0;
+  double int8_max_error_ = 0.0;
 };
 
 // One query of a batch: its vector (dim floats), how many results, and rows never to return (the query's
@@ -77,7 +91,7 @@ std::vector<std::vector<Hit>> topK(const PackedCatalog& catalog, const std::vect
 std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const float* query, int k,
                                 const std::vector<int64_t>& exclude);
 
-// True when a SIMD kernel (AVX-512, or AVX2+FMA) is in use; simdKernelName() says which ("avx512-bf16",
+// True when a SIMD kernel (AVX-512, or AVX2+FMA) is in use; simdKernelName() says which ("avx512-vnni",
 // "avx512", "avx2", "generic"). RINGTRAIN_SCORER_SIMD=avx512, =avx2 or =none, read once at start, caps the
 // choice.
 bool usingSimdKernel();
