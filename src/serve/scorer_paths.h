@@ -16,8 +16,8 @@ std::vector<std::vector<Hit>> topKFp32Scan(const PackedCatalog& catalog, const s
 // for bit. A query outside the bound's assumptions (a value that is not finite, a zero query, a norm near
 // overflow) or with more than ~1,000 rows inside its window (a dense cluster of near-duplicates) is answered
 // by topKFp32Scan. Needs catalog.hasInt8(), which a catalog has only where the CPU has AVX512-VNNI, every
-// value is finite, a row's norm is far from overflow and dim <= kMaxInt8Dim; it then holds 2.25x the fp32
-// panels' memory (the panels for that fallback, a row-major copy, the 8-bit panels; a served model reads its
+// value is finite, a row's norm is far from overflow, some value is not zero and dim <= kMaxInt8Dim; it then
+// holds about 2.3x the fp32 panels' memory (the panels for that fallback, a row-major copy, the 8-bit panels; a served model reads its
 // rows from that copy instead of keeping its own).
 std::vector<std::vector<Hit>> topKInt8Prefilter(const PackedCatalog& catalog, const std::vector<Query>& queries);
 

@@ -252,8 +252,8 @@ struct Server::Impl {
     for (const Hit& h : hits) __builtin_prefetch(&m.json_entry_at[h.row]);
     for (const Hit& h : hits) {
       const std::string_view entry = m.entryJson(h.row);
-      __builtin_prefetch(entry.data());
-      __builtin_prefetch(entry.data() + entry.size() - 1);
+      for (size_t at = 0; at < entry.size(); at += 64) __builtin_prefetch(entry.data() + at);
+      if (!entry.empty()) __builtin_prefetch(&entry.back());  // a line the 64-byte steps can skip
     }
     std::string out;
     out.reserve(96 + hits.size() * 96);
@@ -520,10 +520,16 @@ void Server::start() {
   if (!s.options.watch_dir.empty()) {
     s.watcher = std::thread([this, initial = newestExport(s.options.watch_dir)] { impl_->watch(initial); });
   }
+  // Which scorer answers, since the exact one picks its path from the CPU and the catalog: an 8-bit pass
+  // needs AVX512-VNNI and a catalog its error bound covers (scorer.h), else every query takes the fp32 scan.
+  const std::shared_ptr<const Model> m = s.current();
+  const std::string scorer = m->ann                 ? std::string("faiss")
+                             : m->packed.hasInt8() ? std::string("exact, 8-bit pass + fp32 rescoring")
+                                                   : fmt::format("exact, fp32 ({})", simdKernelName());
   info("serve: listening on http://{}:{} (model version {}, {} HTTP I/O threads, {} scoring threads, max_batch {}, "
-       "index {})",
+       "scorer {})",
        s.options.host, s.http->port(), modelVersion(), s.options.threads, s.options.score_threads,
-       s.options.max_batch, s.options.index);
+       s.options.max_batch, scorer);
 }
 
 int Server::port() const { return impl_->http ? impl_->http->port() : -1; }

@@ -222,8 +222,23 @@ TEST(ScorerTest, Int8PrefilterGivesTheFp32AnswerBitForBit) {
         const int k = b == 0 ? static_cast<int>(n) + 5 : 1 + (b * 13) % 100;
         queries.push_back({qs.data() + b * dim, k, &excludes[b]});
       }
-      const auto fast = topKInt8Prefilter(catalog, queries);
+      auto fast = topKInt8Prefilter(catalog, queries);
       const auto reference = topKFp32Scan(catalog, queries);
+      // The same queries in batches of 1 to 4 as well, where the kernel splits its sums over more
+      // accumulators.
+      for (int size = 1; size <= 4; ++size) {
+        for (int first = 0; first + size <= batch; first += size) {
+          const std::vector<Query> part(queries.begin() + first, queries.begin() + first + size);
+          const auto answers = topKInt8Prefilter(catalog, part);
+          for (int i = 0; i < size; ++i) {
+            ASSERT_EQ(answers[i].size(), fast[first + i].size()) << "batch of " << size;
+            for (size_t j = 0; j < answers[i].size(); ++j) {
+              ASSERT_EQ(answers[i][j].row, fast[first + i][j].row) << "batch of " << size;
+              ASSERT_EQ(answers[i][j].score, fast[first + i][j].score) << "batch of " << size;
+            }
+          }
+        }
+      }
       for (int b = 0; b < batch; ++b) {
         SCOPED_TRACE(::testing::Message() << "dim " << dim << " n " << n << " query " << b);
         ASSERT_EQ(fast[b].size(), reference[b].size());
@@ -256,35 +271,31 @@ TEST(ScorerTest, Int8PrefilterGivesTheFp32AnswerBitForBit) {
   EXPECT_GT(ranked_differently, 20) << "the data no longer exercises the rescoring";
 }
 
-// A case built so that the integer pass ranks the wrong row first by a wide gap. Dimension 64 sets both
-// scales to 1/127 (the query's 1.0 and row 1's 1.0). Row 0 lives on dimensions 0-31, where the query's
-// values (100.51/127) and its own (50.51/127) both round up; row 40 on dimensions 32-63, where the query's
-// (100.49/127) and its own (51.49/127) both round down. In fp32 row 40 wins (10.27 against 10.07); in
-// integers row 0 leads by 1,632 units (32 x (101 x 51 - 100 x 51)). The bound's window is about 8,000
-// units, so a window under a fifth of it fails here (checked: 0.19 of it fails, 0.21 passes). Row 40 sits
-// in a later panel than row 0, so the floor it must clear is the one set during the scan. (The random
-// tests above are stricter still: with 0.35 of the window BatchedKernelMatchesBruteForce fails.)
+// A case built near the bound, so that the integer pass ranks the wrong row first by almost the whole
+// window. The query is all ones (its integers are exact) and row 0's 1.0 sets the catalog's scale to
+// 1/127. Every value of row 1 rounds up by 0.4999 of a step (63 x 10.5001 and one 9.5001, in steps),
+// every value of row 40 rounds down by as much (64 x 10.4999). In fp32 row 40 wins (671.99 against 671.01
+// steps); in integers row 1 leads by 8,001 units, 0.984 of the 8,128-unit window the bound gives: a window
+// 0.95 of the proven one fails here (checked). Row 40 sits in a later panel than row 1, so the floor it
+// must clear is the one set during the scan.
 TEST(ScorerTest, Int8PrefilterKeepsARowThatIntegersRankBelowAnother) {
   if (!int8PrefilterAvailable()) GTEST_SKIP() << "no AVX512-VNNI on this CPU (or capped)";
-  const int64_t dim = 65, winner = 40;
+  const int64_t dim = 64, winner = 40;
   const auto steps = [](double x) { return static_cast<float>(x / 127.0); };
   std::vector<float> rows((winner + 1) * dim, 0.0f);
-  rows[1 * dim + 64] = 1.0f;  // row 1: the catalog's largest value
-  std::vector<float> q(dim, 0.0f);
-  q[64] = 1.0f;               // the query's largest value
-  for (int64_t d = 0; d < 32; ++d) {
-    q[d] = steps(100.51);
-    q[32 + d] = steps(100.49);
-    rows[d] = steps(50.51);
-    rows[winner * dim + 32 + d] = steps(51.49);
+  rows[0] = 1.0f;  // row 0: the catalog's largest value
+  for (int64_t d = 0; d < dim; ++d) {
+    rows[1 * dim + d] = steps(d == 0 ? 9.5001 : 10.5001);
+    rows[winner * dim + d] = steps(10.4999);
   }
+  const std::vector<float> q(dim, 1.0f);
   const PackedCatalog catalog(rows.data(), winner + 1, dim);
   ASSERT_TRUE(catalog.hasInt8());
   const Int8Query iq = quantizeQuery(catalog, q.data());
-  const int64_t lead = int8Dot(catalog, iq, 0) - int8Dot(catalog, iq, winner);
-  EXPECT_EQ(lead, 1632);
+  const int64_t lead = int8Dot(catalog, iq, 1) - int8Dot(catalog, iq, winner);
+  EXPECT_EQ(lead, 63 * 127);
   const double window = 2.0 * iq.bound / (iq.scale * catalog.int8Scale());
-  EXPECT_GT(window, 4.9 * static_cast<double>(lead));
+  EXPECT_LT(window, 1.02 * static_cast<double>(lead)) << "the case no longer sits near the bound";
   const std::vector<Query> queries = {{q.data(), 1, nullptr}};
   const auto reference = topKFp32Scan(catalog, queries);
   ASSERT_EQ(reference[0].size(), 1u);

@@ -40,7 +40,8 @@ class PackedCatalog {
   int64_t dim() const { return dim_; }
   int64_t panels() const { return (rows_ + kPanelRows - 1) / kPanelRows; }
   const float* panel(int64_t p) const { return data_.data() + p * dim_ * kPanelRows; }
-  // The same panels in 8-bit integers, built only where the CPU has AVX512-VNNI (see scorer_paths.h), with
+  // The same panels in 8-bit integers, built only where the CPU has AVX512-VNNI and the error bound covers
+  // the rows (every value finite, row norms below 1e18, not all zero, dim <= 1024; see scorer_paths.h), with
   // a row-major fp32 copy for the rescoring; empty otherwise. Every value v is stored as round(v / scale),
   // one scale for the catalog (its largest |v| / 127); panel p holds, for each group of four dimensions,
   // 32 rows x 4 bytes. int8Bias(p) gives, per row of panel p, 128 x the sum of its stored values (the
