@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the GPU device machine (Ubuntu 24.04, PyTorch 2.x with CUDA, NCCL, OpenMPI, no Gloo,
 # no network): builds ringtrain against the CUDA LibTorch, runs the GPU-labelled tests (NCCL at world
-# size 1: NCCL refuses two ranks on one GPU), the GPU benchmark against the PyTorch eager peer, the NCCL
+# size 1: NCCL refuses two ranks on one GPU) and the serving scorer's check on its CPU, the GPU benchmark against the PyTorch eager peer, the NCCL
 # allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks and the scaling
 # benchmark. Logs go under $OUT (or ./gpu-check-logs): summary.txt and one log per phase, 7 files (the
 # device tool brings back 8 at most).
@@ -107,8 +107,11 @@ phase() {  # phase NAME LIMIT_SECONDS LOG TAIL_LINES COMMAND...
   tail -"$lines" "$logfile" | tee -a "$OUT/summary.txt"
 }
 # In order of what matters most if time runs short.
-phase "gpu tests" 200 "$OUT/test-gpu.log" 6 \
-  ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 120
+# With them, the serving scorer's check on this machine's CPU: its 8-bit pass (AVX512-VNNI, where the CPU has
+# it) must agree with the fp32 scan at every batch size, or serve_bench exits 1.
+phase "gpu tests, then the exact scorer on this CPU" 200 "$OUT/test-gpu.log" 12 \
+  bash -c 'ctest --test-dir "$1" -L gpu --output-on-failure --timeout 120; rc=$?
+           "$1/bin/serve_bench" scoring --items 100000 --dim 64 || rc=1; exit $rc' _ "$BUILD"
 phase "gpu benchmark" 150 "$OUT/bench-gpu.log" 10 \
   env PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-gpu.sh"
 # NCCL allreduce at world size 1 (issue 3), nccl-tests style, data checked: ncclAllReduce on this GPU.
