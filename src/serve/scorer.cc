@@ -197,6 +197,12 @@ int evenGroupSize(int b, int max_group) {
   return (b + groups - 1) / groups;
 }
 
+// The 8-bit value standing for x at this scale (the catalog's or a query's): round(x / scale), in [-127, 127].
+int quantize(double x, double scale) { return static_cast<int>(std::clamp(std::nearbyint(x / scale), -127.0, 127.0)); }
+
+// Where dimension d of row j sits in its 8-bit panel: groups of four dimensions, 32 rows x 4 bytes each.
+int64_t int8Offset(int64_t d, int64_t j) { return (d / 4) * 4 * kPanelRows + 4 * j + d % 4; }
+
 // One row's score exactly as the fp32 SIMD kernels compute it: one fused multiply-add per dimension, in
 // order, from zero (so the integer path ends with the same bits as the fp32 one). From the row-major
 // copy: a row there is dim/16 cache lines, in a panel it is one line per dimension.
@@ -338,7 +344,7 @@ void PackedCatalog::packInt8(const float* rows) {
   // overflow (the fp32 scores it stands for must be finite), and not all zero (no scale). Otherwise every
   // query takes the fp32 scan.
   const int64_t n = rows_, dim = dim_;
-  if (!int8PrefilterAvailable() || dim > kMaxInt8Dim || !(max_row_norm_ < 1e18) || !(max_row_l1_ < 1e300)) return;
+  if (!int8PrefilterAvailable() || dim > kMaxInt8Dim || !(max_row_norm_ < 1e18)) return;
   double max_abs = 0.0;
   for (int64_t i = 0; i < n * dim; ++i) max_abs = std::max(max_abs, std::fabs(static_cast<double>(rows[i])));
   if (!(max_abs > 0.0)) return;
@@ -354,8 +360,8 @@ void PackedCatalog::packInt8(const float* rows) {
     int32_t sum = 0;
     for (int64_t d = 0; d < dim; ++d) {
       const double v = rows[r * dim + d];
-      const int stored = static_cast<int>(std::clamp(std::nearbyint(v / scale), -127.0, 127.0));
-      panel[(d / 4) * 4 * kPanelRows + 4 * j + d % 4] = static_cast<int8_t>(stored);
+      const int stored = quantize(v, scale);
+      panel[int8Offset(d, j)] = static_cast<int8_t>(stored);
       sum += stored;
       max_error = std::max(max_error, std::fabs(v - scale * stored));
     }
@@ -422,7 +428,7 @@ Int8Query quantizeQuery(const PackedCatalog& catalog, const float* query) {
   int64_t l1 = 0;  // of the stored values
   for (int64_t d = 0; d < dim; ++d) {
     const double x = query[d];
-    const int stored = static_cast<int>(std::clamp(std::nearbyint(x / scale), -127.0, 127.0));
+    const int stored = quantize(x, scale);
     const uint32_t byte = static_cast<uint32_t>(stored + 128);
     out.words[d / 4] = (out.words[d / 4] & ~(0xFFu << (8 * (d % 4)))) | (byte << (8 * (d % 4)));
     max_error = std::max(max_error, std::fabs(x - scale * stored));
@@ -451,7 +457,7 @@ int64_t int8Dot(const PackedCatalog& catalog, const Int8Query& query, int64_t ro
   int64_t sum = 0;
   for (int64_t d = 0; d < catalog.dim(); ++d) {
     const int stored_q = static_cast<int>((query.words[d / 4] >> (8 * (d % 4))) & 0xFFu) - 128;
-    sum += static_cast<int64_t>(stored_q) * panel[(d / 4) * 4 * kPanelRows + 4 * j + d % 4];
+    sum += static_cast<int64_t>(stored_q) * panel[int8Offset(d, j)];
   }
   return sum;
 }
@@ -488,7 +494,8 @@ std::vector<std::vector<Hit>> topKInt8Prefilter(const PackedCatalog& catalog, co
     // One more unit than the bound asks, for the rounding of this quotient.
     const double window = iq.covered ? std::ceil(2.0 * iq.bound / (iq.scale * catalog.int8Scale())) + 1.0 : kMaxWindow;
     const bool covered = iq.covered && window < kMaxWindow;
-    state.push_back({TopK(queries[i].k, queries[i].exclude), {}, covered ? static_cast<int32_t>(window) : 0, !covered});
+    // No exclusion list for the heap: the scan checks it once, before a row reaches heap or candidates.
+    state.push_back({TopK(queries[i].k, nullptr), {}, covered ? static_cast<int32_t>(window) : 0, !covered});
   }
   const auto excluded = [&](int i, int64_t row) {
     const auto* ex = queries[i].exclude;
