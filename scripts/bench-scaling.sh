@@ -20,7 +20,7 @@
 # the ranks reach the exchange, the sync after the last one).
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
 # PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values), BIND_TO,
-# TRACE=0 (no traced run).
+# TRACE=0 (no traced run), SETS="key=value ..." (more ringtrain --set overrides, e.g. ddp.overlap_sparse=false).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -31,6 +31,8 @@ STEPS="${STEPS:-200}"
 WARMUP=10
 BATCH=$(awk '$1 == "batch_size:" { print $2; exit }' "$ROOT/configs/bench_reference.yaml")  # pairs per rank per step
 read -r -a MODES <<< "${SYNC_MODES:-allgather shared}"
+EXTRA_SETS=()
+for kv in ${SETS:-}; do EXTRA_SETS+=(--set "$kv"); done
 RANKS=("$@")
 [ ${#RANKS[@]} -gt 0 ] || RANKS=(1 2)
 PY=/usr/bin/python3
@@ -48,7 +50,8 @@ launch_ringtrain() {  # ranks mode out steps [--set ...]: the reference job, its
   shift 4
   local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
               --set "run.output_dir=$out" --set "run.max_steps=$steps" --set "log.every_steps=$WARMUP"
-              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0" --set "ddp.sparse_sync=$mode" "$@")
+              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0" --set "ddp.sparse_sync=$mode"
+              "${EXTRA_SETS[@]}" "$@")
   if [ "$BACKEND" = mpi ]; then
     mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
   else
@@ -93,7 +96,7 @@ PY
 
 bound="ringrun --bind-to $BIND_TO"
 [ "$BACKEND" = mpi ] && bound="mpirun --bind-to none"
-printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s, %s\n" "$STEPS" "$BACKEND" "$bound"
+printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s, %s%s\n" "$STEPS" "$BACKEND" "$bound" "${SETS:+, --set $SETS}"
 printf "%6s %10s %14s %10s %16s %10s %14s %10s %12s %14s %10s %10s\n" ranks "sync" "ringtrain p/s" "effic." \
   "median-step p/s" "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB" "PSS MiB"
 base_rt=0; base_med=0; base_peer=0

@@ -37,6 +37,7 @@ def main():
     spans = collections.defaultdict(lambda: collections.defaultdict(list))  # name -> rank -> [(begin, end)]
     sparse_ms = collections.defaultdict(list)
     exchange_ms = collections.defaultdict(list)
+    overlapped_ms = collections.defaultdict(list)
     for e in events:
         if e.get("ph") != "X":
             continue
@@ -44,6 +45,7 @@ def main():
         if e["name"] == FINALIZE and "sparse_sync_ms" in e.get("args", {}):
             sparse_ms[e["pid"]].append(e["args"]["sparse_sync_ms"])
             exchange_ms[e["pid"]].append(e["args"].get("sparse_exchange_ms", 0))
+            overlapped_ms[e["pid"]].append(e["args"].get("sparse_overlapped_ms", 0))
     if not spans:
         sys.exit(f"{args.trace}: no spans (was log.trace_steps > 0?)")
     ranks = sorted({r for by_rank in spans.values() for r in by_rank})
@@ -64,6 +66,8 @@ def main():
               "".join(f" {statistics.median(sparse_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
         print(f"{'    of which the byte exchange':44s}" +
               "".join(f" {statistics.median(exchange_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
+        print(f"{'  sparse rows summed during backward':44s}" +
+              "".join(f" {statistics.median(overlapped_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
     if len(ranks) < 2 or FORWARD not in spans or FINALIZE not in spans:
         return
     steps = min(len(spans[FORWARD][r]) for r in ranks)

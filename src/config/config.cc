@@ -188,12 +188,14 @@ std::string toYaml(const JobConfig& config) {
 
 std::string hash(const JobConfig& config) {
   // The hash names the job, what it computes; how this invocation runs it (resume or not, fault
-  // injection, how sparse rows travel: every ddp.sparse_sync mode sums the same rows in the same rank order)
+  // injection, how sparse rows travel: every ddp.sparse_sync mode sums the same rows in the same rank order,
+  // with or without ddp.overlap_sparse)
   // is left out, so a resumed run recognises its own checkpoints.
   JobConfig job = config;
   job.checkpoint.resume = CheckpointOptions{}.resume;
   job.run.crash_at_step = RunOptions{}.crash_at_step;
   job.ddp.sparse_sync = DdpOptions{}.sparse_sync;
+  job.ddp.overlap_sparse = DdpOptions{}.overlap_sparse;
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64
   for (unsigned char c : toYaml(job)) {
     h ^= c;

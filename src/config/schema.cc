@@ -179,6 +179,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("ddp", "accumulation_steps", &J::ddp, &DdpOptions::accumulation_steps, 1, 1 << 20));
   s.push_back(makeChoice("ddp", "compression", &J::ddp, &DdpOptions::compression, {"none", "fp16", "bf16"}));
   s.push_back(makeChoice("ddp", "sparse_sync", &J::ddp, &DdpOptions::sparse_sync, {"auto", "shared", "allgather", "owner"}));
+  s.push_back(makeField("ddp", "overlap_sparse", &J::ddp, &DdpOptions::overlap_sparse));
   s.push_back(makeField("ddp", "replica_check_every", &J::ddp, &DdpOptions::replica_check_every, 0));
   // comm
   s.push_back(makeChoice("comm", "backend", &J::comm, &CommOptions::backend, {"auto", "gloo", "mpi", "nccl"}));

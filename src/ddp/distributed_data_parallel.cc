@@ -73,6 +73,7 @@ DdpOptions DdpOptions::fromConfig(const config::DdpOptions& ddp, const config::C
   options.find_unused_parameters = ddp.find_unused_parameters;
   options.compression = ddp.compression;
   options.sparse_sync = parseSparseSync(ddp.sparse_sync);
+  options.overlap_sparse = ddp.overlap_sparse;
   options.replica_check_every = ddp.replica_check_every;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(comm.timeout_s * 1000.0));
   return options;
@@ -179,6 +180,9 @@ class DistributedDataParallel::Impl {
                  std::find(options_.sparse_parameters.begin(), options_.sparse_parameters.end(), p.name) !=
                      options_.sparse_parameters.end();
       (p.sparse ? sparse_ : dense_).push_back(params_.size());
+      // Sparse tables sync in reverse registration order, as dense buckets fill: backward usually readies
+      // the last-used table first, so the helper can start on it (prepare() takes tables in order).
+      if (p.sparse) sparse_sync_order_.insert(sparse_sync_order_.begin(), params_.size());
       params_.push_back(std::move(p));
     }
   }
@@ -256,6 +260,12 @@ class DistributedDataParallel::Impl {
   }
 
   bool sharesSparseParameters() const { return !shared_tables_.empty(); }
+
+  std::vector<at::Tensor> sparseInSyncOrder() const {
+    std::vector<at::Tensor> tables;
+    for (size_t i : sparse_sync_order_) tables.push_back(params_[i].tensor);
+    return tables;
+  }
 
   void broadcastState() {
     if (comm_.size() == 1) return;
@@ -394,7 +404,16 @@ class DistributedDataParallel::Impl {
     std::lock_guard<std::mutex> lock(mu_);
     Param& p = params_[index];
     if (p.sparse) {
+      if (no_sync_) return;
+      RT_CHECK(!p.ready, "DistributedDataParallel: parameter '", p.name,
+               "' received a second gradient before finalize(); call finalize() after each backward, and "
+               "accumulate micro-batches under noSync()");
       p.ready = true;
+      if (options_.overlap_sparse && comm_.size() > 1) {
+        const std::vector<at::Tensor> tables = sparseInSyncOrder();
+        const auto at = std::find(sparse_sync_order_.begin(), sparse_sync_order_.end(), index);
+        sparse_sync_->prepare(comm_, tables, static_cast<size_t>(at - sparse_sync_order_.begin()), p.tensor.grad());
+      }
       return;
     }
     ensureSlot(p);
@@ -486,16 +505,16 @@ class DistributedDataParallel::Impl {
     // Alone, a rank's sparse gradients are already the average: no copy, no host round trip.
     const bool sync_sparse = comm_.size() > 1;
     if (sync_sparse && !sparse_.empty()) {
-      std::vector<at::Tensor> tensors, grads;
-      for (size_t i : sparse_) {
-        tensors.push_back(params_[i].tensor);
-        grads.push_back(params_[i].tensor.grad());
+      std::vector<at::Tensor> grads;
+      for (size_t i : sparse_sync_order_) grads.push_back(params_[i].tensor.grad());
+      std::vector<at::Tensor> results = sparse_sync_->sync(comm_, sparseInSyncOrder(), grads, counts);
+      for (size_t k = 0; k < sparse_sync_order_.size(); ++k) {
+        params_[sparse_sync_order_[k]].tensor.mutable_grad() = results[k];
       }
-      std::vector<at::Tensor> results = sparse_sync_->sync(comm_, tensors, grads, counts);
-      for (size_t k = 0; k < sparse_.size(); ++k) params_[sparse_[k]].tensor.mutable_grad() = results[k];
     }
     stats_.sparse_sync_time = Clock::now() - sparse_start;
     stats_.sparse_exchange_time = counts.exchange_time;
+    stats_.sparse_overlapped_time = counts.overlapped_time;
     awaiting_zero_grad_ = sharesSparseParameters();
     stats_.sparse_bytes_sent = counts.bytes_sent;
     stats_.sparse_bytes_received = counts.bytes_received;
@@ -507,6 +526,7 @@ class DistributedDataParallel::Impl {
     stats_.sum_finalize_wait += stats_.finalize_wait;
     stats_.sum_sparse_sync_time += stats_.sparse_sync_time;
     stats_.sum_sparse_exchange_time += stats_.sparse_exchange_time;
+    stats_.sum_sparse_overlapped_time += stats_.sparse_overlapped_time;
     stats_.sum_dense_bytes_sent += stats_.dense_bytes_sent;
     stats_.sum_sparse_bytes_sent += stats_.sparse_bytes_sent;
 
@@ -589,6 +609,7 @@ class DistributedDataParallel::Impl {
   std::vector<Param> params_;      // requires_grad parameters in registration order
   std::vector<size_t> dense_;      // indices into params_
   std::vector<size_t> sparse_;
+  std::vector<size_t> sparse_sync_order_;  // sparse_ reversed: the tables' order in the sparse sync
   std::vector<size_t> bucket_order_;  // positions in dense_ the current buckets were built from
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   std::vector<uintptr_t> hook_keys_;
@@ -671,11 +692,13 @@ std::string DdpStats::toString() const {
       << sparse_bytes_received << " B, rows " << sparse_rows_local << " local / " << sparse_rows_global
       << " global\n";
   out << "  last step: allreduce " << ms(allreduce_total) << ", finalize waited " << ms(finalize_wait)
-      << ", sparse sync " << ms(sparse_sync_time) << " (exchange " << ms(sparse_exchange_time) << ")\n";
+      << ", sparse sync " << ms(sparse_sync_time) << " (exchange " << ms(sparse_exchange_time)
+      << "; besides, overlapped with backward " << ms(sparse_overlapped_time) << ")\n";
   if (steps > 0) {
     out << "  mean per step: allreduce " << ms(sum_allreduce_total / steps) << ", finalize waited "
         << ms(sum_finalize_wait / steps) << ", sparse sync " << ms(sum_sparse_sync_time / steps) << " (exchange "
-        << ms(sum_sparse_exchange_time / steps) << "), dense "
+        << ms(sum_sparse_exchange_time / steps) << "; besides, overlapped with backward "
+        << ms(sum_sparse_overlapped_time / steps) << "), dense "
         << sum_dense_bytes_sent / steps << " B, sparse " << sum_sparse_bytes_sent / steps << " B\n";
   }
   if (!unused_parameters.empty()) {

@@ -1,11 +1,14 @@
 #include "ringtrain/ddp/sparse_sync.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <numeric>
+#include <utility>
 
 #include <ATen/ATen.h>
 
+#include "ddp/ordered_jobs.h"
 #include "ddp/row_sum.h"
 #include "ddp/sparse_sync_device.h"
 #include "ddp/table_rows.h"
@@ -298,47 +301,69 @@ struct OwnerScratch {
   // What goes to each owner and what came from each rank; replaced after a failed exchange, which the
   // communication thread may still be reading.
   std::shared_ptr<comm::AllToAllExchange> exchange = std::make_shared<comm::AllToAllExchange>();
+  // This step's messages so far: tables 0..tables-1 are written, owner o's message up to used[o].
+  std::vector<size_t> used;
+  size_t tables = 0;
+  size_t rows_local = 0;  // distinct rows of the tables written
+
+  void restart(int world) {
+    used.assign(static_cast<size_t>(world), 0);
+    tables = 0;
+    rows_local = 0;
+  }
 };
+
+// Appends table `table`'s block to every owner's message: this rank's rows of the table summed by id, owner
+// o's share (rows r with r % world == o) ascending. Tables are appended in order, by sync() or, while
+// backward runs, by the helper thread (SparseRowSync::prepare).
+void appendOwnRows(int world, size_t table, const at::Tensor& param, const detail::TableRows& rows,
+                   detail::RowSummer& summer, OwnerScratch& scratch) {
+  if (table == 0) scratch.restart(world);
+  RT_CHECK_EQ(scratch.tables, table, "sparse rows: tables must reach the owners' messages in order");
+  TableSum own(param, std::vector{blockOf(rows)}, TableSum::Input::kOwnRows, summer);
+  const std::vector<int64_t> shares = own.ownerCounts(world);
+  std::vector<std::vector<uint8_t>>& send = scratch.exchange->send;
+  send.resize(static_cast<size_t>(world));
+  std::vector<int64_t*> ids(world);
+  std::vector<uint8_t*> values(world);
+  std::vector<size_t> block_at(world);
+  for (int o = 0; o < world; ++o) {
+    block_at[o] = scratch.used[o];
+    scratch.used[o] += blockLength(shares[o], own.rowBytes());
+    // Grown, never cleared: only bytes beyond the longest message so far get zeroed.
+    if (send[o].size() < scratch.used[o]) send[o].resize(scratch.used[o]);
+  }
+  for (int o = 0; o < world; ++o) {  // after every resize: the pointers stay valid
+    uint8_t* block = send[o].data() + block_at[o];
+    writeHeader(block, shares[o], own.width());
+    ids[o] = reinterpret_cast<int64_t*>(block + kHeaderBytes);
+    values[o] = block + kHeaderBytes + shares[o] * sizeof(int64_t);
+  }
+  own.writeByOwner(world, ids, values);
+  scratch.rows_local += static_cast<size_t>(own.distinct());
+  ++scratch.tables;
+}
 
 // Owner and shared modes: this rank's rows of every table, summed by id, go to their owners (row r to rank
 // r % world) in one exchange, each owner's message holding a block per table; result[t] sums, over ranks in
-// rank order, the rows of table t this rank owns. A rank sums its rows straight into the messages, each
-// owner's share ascending. The results read the scratch's buffers: keep it untouched until they are written.
+// rank order, the rows of table t this rank owns. The tables the helper has not appended yet are appended
+// here first. The results read the scratch's buffers: keep it untouched until they are written.
 std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, const std::vector<at::Tensor>& params,
-                                                      const std::vector<detail::TableRows>& sources,
+                                                      const std::vector<at::Tensor>& grads,
                                                       std::vector<detail::RowSummer>& summers, OwnerScratch& scratch,
                                                       SparseSyncCounts& counts) {
   const int world = comm.size();
   const int me = comm.rank();
-  const size_t tables = params.size();
-  std::vector<std::unique_ptr<TableSum>> own;  // reset summers on the way out if a later table throws
-  std::vector<std::vector<int64_t>> shares(tables);  // per table, each owner's count of rows
-  std::vector<size_t> length(world, 0);              // each owner's message
-  for (size_t t = 0; t < tables; ++t) {
-    own.push_back(std::make_unique<TableSum>(params[t], std::vector{blockOf(sources[t])}, TableSum::Input::kOwnRows,
-                                             summers[t]));
-    counts.rows_local += static_cast<size_t>(own[t]->distinct());
-    shares[t] = own[t]->ownerCounts(world);
-    for (int o = 0; o < world; ++o) length[o] += blockLength(shares[t][o], own[t]->rowBytes());
+  for (size_t t = scratch.tables; t < params.size(); ++t) {
+    appendOwnRows(world, t, params[t], sourceRows(params[t], grads[t]), summers[t], scratch);
   }
+  if (params.empty()) scratch.restart(world);
+  counts.rows_local += scratch.rows_local;
   comm::AllToAllExchange& ex = *scratch.exchange;
-  ex.send.resize(world);
+  ex.send.resize(static_cast<size_t>(world));
   for (int o = 0; o < world; ++o) {
-    ex.send[o].resize(length[o]);  // no clear(): only bytes beyond last step's length get zeroed
-    if (o != me) counts.bytes_sent += length[o];
-  }
-  std::vector<size_t> at(world, 0);  // where the next table's block starts in each owner's message
-  std::vector<int64_t*> ids(world);
-  std::vector<uint8_t*> values(world);
-  for (size_t t = 0; t < tables; ++t) {
-    for (int o = 0; o < world; ++o) {
-      uint8_t* block = ex.send[o].data() + at[o];
-      writeHeader(block, shares[t][o], own[t]->width());
-      ids[o] = reinterpret_cast<int64_t*>(block + kHeaderBytes);
-      values[o] = block + kHeaderBytes + shares[t][o] * sizeof(int64_t);
-      at[o] += blockLength(shares[t][o], own[t]->rowBytes());
-    }
-    own[t]->writeByOwner(world, ids, values);
+    ex.send[o].resize(scratch.used[o]);  // shrinking frees nothing: next step's growth reuses it
+    if (o != me) counts.bytes_sent += scratch.used[o];
   }
   timedExchange(scratch.exchange, [&](const auto& exchange) { comm.allToAllBytesInto(exchange); }, counts);
   RT_CHECK_EQ(ex.received.size(), static_cast<size_t>(world), "allToAllBytesInto: one message per rank");
@@ -349,7 +374,7 @@ std::vector<std::unique_ptr<TableSum>> reduceAtOwners(comm::Communicator& comm, 
   }
   const auto blocks = splitMessages(params, messages);
   std::vector<std::unique_ptr<TableSum>> sums;
-  for (size_t t = 0; t < tables; ++t) {
+  for (size_t t = 0; t < params.size(); ++t) {
     sums.push_back(std::make_unique<TableSum>(params[t], blocks[t], TableSum::Input::kExchanged, summers[t]));
   }
   return sums;
@@ -362,6 +387,12 @@ struct SparseRowSync::State {
   std::shared_ptr<comm::ByteExchange> exchange = std::make_shared<comm::ByteExchange>();
   OwnerScratch to_owners;  // owner and shared modes
   bool said_owner_unused = false;  // the device path all-gathers whatever the mode: said once
+  // prepare(): the helper thread, started by the first call, and per table the gradient it was given this
+  // step (checked by sync()). What the helper's jobs write (summers, to_owners, helper_time) is read only
+  // after OrderedJobs::close().
+  std::unique_ptr<detail::OrderedJobs> helper;
+  std::vector<const c10::TensorImpl*> prepared;
+  std::chrono::nanoseconds helper_time{0};
 };
 
 // Alone, this class cannot know whether the tables are shared: auto is allgather here (DistributedDataParallel
@@ -369,6 +400,36 @@ struct SparseRowSync::State {
 SparseRowSync::SparseRowSync(SparseSync mode)
     : mode_(mode == SparseSync::kAuto ? SparseSync::kAllgather : mode), state_(std::make_unique<State>()) {}
 SparseRowSync::~SparseRowSync() = default;
+
+bool SparseRowSync::prepare(comm::Communicator& comm, const std::vector<at::Tensor>& params, size_t index,
+                            const at::Tensor& grad) {
+  const bool to_owners = mode_ == SparseSync::kOwner || mode_ == SparseSync::kShared;
+  RT_CHECK_LT(index, params.size(), "SparseRowSync::prepare: table index out of range");
+  // A dense or GPU gradient is left to sync(): the first may still be added to in place, the second would
+  // need its stream on the helper thread.
+  if (!to_owners || comm.size() == 1 || !grad.defined() || !grad.is_sparse() || !grad.is_cpu() ||
+      detail::sparseSyncOnDevice(comm, params)) {
+    return false;
+  }
+  State& s = *state_;
+  if (!s.helper) {  // nothing runs yet: the per-table state may be sized
+    s.summers.resize(params.size());
+    s.prepared.assign(params.size(), nullptr);
+    s.helper = std::make_unique<detail::OrderedJobs>();
+  }
+  RT_CHECK_EQ(s.summers.size(), params.size(), "SparseRowSync: call it with the same parameters every time");
+  // Views of this gradient's indices and values, taken here: a later in-place accumulation into the
+  // gradient replaces its tensors instead of writing into these.
+  detail::TableRows rows = sourceRows(params[index], grad);
+  s.prepared[index] = grad.unsafeGetTensorImpl();
+  const int world = comm.size();
+  s.helper->give(index, params.size(), [&s, world, index, param = params[index], rows = std::move(rows)] {
+    const auto start = std::chrono::steady_clock::now();
+    appendOwnRows(world, index, param, rows, s.summers[index], s.to_owners);
+    s.helper_time += std::chrono::steady_clock::now() - start;
+  });
+  return true;
+}
 
 std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                             const std::vector<at::Tensor>& grads, SparseSyncCounts& counts) {
@@ -386,14 +447,24 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   const int world = comm.size();
   const int me = comm.rank();
   State& s = *state_;
+  // The tables prepare() handed to the helper and it summed into the owners' messages, in order.
+  size_t prepared = 0;
+  if (s.helper) {
+    prepared = s.helper->close();  // rethrows a job's error
+    counts.overlapped_time += std::exchange(s.helper_time, std::chrono::nanoseconds{0});
+    for (size_t t = 0; t < prepared; ++t) {
+      // The user replaced a gradient after it was ready: sum them all again, from what sync() is given.
+      if (s.prepared[t] != grads[t].unsafeGetTensorImpl()) prepared = 0;
+    }
+    std::fill(s.prepared.begin(), s.prepared.end(), nullptr);
+  }
+  if (prepared == 0) s.to_owners.tables = 0;
   s.summers.resize(params.size());
-  std::vector<detail::TableRows> sources;
-  for (size_t t = 0; t < params.size(); ++t) sources.push_back(sourceRows(params[t], grads[t]));
-
   std::vector<at::Tensor> results;
   if (world == 1) {
     for (size_t t = 0; t < params.size(); ++t) {
-      TableSum sum(params[t], {blockOf(sources[t])}, Input::kOwnRows, s.summers[t]);
+      const detail::TableRows source = sourceRows(params[t], grads[t]);
+      TableSum sum(params[t], {blockOf(source)}, Input::kOwnRows, s.summers[t]);
       counts.rows_local += static_cast<size_t>(sum.distinct());
       results.push_back(summedGradient(params[t], sum, 1, counts));
     }
@@ -403,7 +474,7 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   // Shared tables: the rows this rank owns, summed over ranks, are all it needs; its optimizer writes them
   // into the one copy of the table every rank reads.
   if (mode_ == SparseSync::kShared) {
-    auto sums = reduceAtOwners(comm, params, sources, s.summers, s.to_owners, counts);
+    auto sums = reduceAtOwners(comm, params, grads, s.summers, s.to_owners, counts);
     for (size_t t = 0; t < params.size(); ++t) {
       results.push_back(summedGradient(params[t], *sums[t], world, counts));
     }
@@ -413,14 +484,16 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   // What this rank contributes to the final gather, every table in one message: its own rows summed
   // (allgather), or the rows it owns summed over ranks (owner).
   std::vector<std::unique_ptr<TableSum>> contribution;
+  std::vector<detail::TableRows> sources;  // what the allgather contribution reads
   if (mode_ == SparseSync::kAllgather) {
     for (size_t t = 0; t < params.size(); ++t) {
+      sources.push_back(sourceRows(params[t], grads[t]));
       contribution.push_back(
           std::make_unique<TableSum>(params[t], std::vector{blockOf(sources[t])}, Input::kOwnRows, s.summers[t]));
       counts.rows_local += static_cast<size_t>(contribution.back()->distinct());
     }
   } else {
-    contribution = reduceAtOwners(comm, params, sources, s.summers, s.to_owners, counts);
+    contribution = reduceAtOwners(comm, params, grads, s.summers, s.to_owners, counts);
   }
   std::vector<uint8_t>& mine = s.exchange->mine;
   size_t length = 0;

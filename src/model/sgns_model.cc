@@ -208,108 +208,148 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   return out;
 }
 
-// One autograd node for the whole model: inputs (in_w, out_w, w1, b1, w2, b2), with w1.. empty tensors
-// without a tower (LibTorch 1.13 custom functions reject undefined tensor inputs); ids are not differentiable.
-// On the device-kernel path the candidates stay as the loader gave them (context [B], negatives [B, K]);
-// elsewhere they are joined into one [B, K+1] table.
+// The model's autograd nodes. With a tower there are two, so that the output table's gradient is
+// accumulated (and its DDP hook runs: the sparse sync starts summing its rows on a helper thread) before the
+// tower's backward, which takes a good part of the step:
+//   SgnsTowerFunction (in_w, w1, b1, w2, b2) -> u, the query vectors of the batch;
+//   SgnsScoreFunction (u, out_w) -> loss.
+// Without a tower one node, SgnsFunction (in_w, out_w) -> loss, does both: there is nothing to overlap,
+// and on the device-kernel path the kernels read the query rows straight from the input table.
+// The arithmetic, and its order, is the same either way. Inputs are tensors (LibTorch 1.13 custom functions
+// reject undefined ones); ids and flags are not differentiable. On the device-kernel path the candidates
+// stay as the loader gave them (context [B], negatives [B, K]); elsewhere they are joined into one
+// [B, K+1] table.
+
+// loss of query vectors u against the candidates: {loss, coef}, saving what scoreGradients needs.
+at::Tensor scoreAndSave(AutogradContext* ctx, const at::Tensor& u_source, const at::Tensor& u_rows,
+                        const at::Tensor& out_w, const at::Tensor& context, const at::Tensor& negatives,
+                        bool fused) {
+  at::Tensor loss, coef;
+  if (fused) {
+    std::tie(loss, coef) = deviceScore(u_source, u_rows, out_w, context, negatives);
+    ctx->saved_data["context"] = context;
+    ctx->saved_data["negatives"] = negatives;
+  } else {
+    const at::Tensor ids = candidateIds(context, negatives);
+    std::tie(loss, coef) = scoreForward(u_source, out_w, ids);
+    ctx->saved_data["ids"] = ids;
+  }
+  ctx->saved_data["out_w"] = out_w;
+  ctx->saved_data["coef"] = coef;
+  ctx->saved_data["fused"] = fused;
+  return loss;
+}
+
+// {grad_u, the output table's gradient} from what scoreAndSave saved; u_source/u_rows as in scoreAndSave.
+std::pair<at::Tensor, at::Tensor> scoreGradients(AutogradContext* ctx, const at::Tensor& go,
+                                                 const at::Tensor& u_source, const at::Tensor& u_rows,
+                                                 bool sparse) {
+  const at::Tensor out_w = ctx->saved_data["out_w"].toTensor();
+  at::Tensor coef = ctx->saved_data["coef"].toTensor();
+  at::Tensor grad_u, out_values, out_ids;
+  if (ctx->saved_data["fused"].toBool()) {
+    std::tie(grad_u, out_values, out_ids) =
+        deviceBackward(coef, u_source, u_rows, out_w, ctx->saved_data["context"].toTensor(),
+                       ctx->saved_data["negatives"].toTensor(), go);
+  } else {
+    // The loss is a scalar; scaling coef by grad_output scales every gradient below.
+    const bool unit = go.is_cpu() && go.numel() == 1 && go.item<double>() == 1.0;
+    if (!unit) coef = coef * go;
+    out_ids = ctx->saved_data["ids"].toTensor();
+    std::tie(grad_u, out_values) = scoreBackward(coef, u_source, out_w, out_ids);
+  }
+  return {grad_u, tableGrad(out_w, out_ids, out_values, sparse)};
+}
+
 struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& out_w,
-                               const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                               const at::Tensor& b2, const at::Tensor& center, const at::Tensor& context,
-                               const at::Tensor& negatives, bool sparse, bool device_kernels) {
-    const bool tower = w1.numel() > 0;
-    // Without a tower the device kernels read the query rows straight from the input table, in backward too:
-    // the table must not change between forward and backward (the optimizer steps after backward).
-    const bool direct = device_kernels && !tower && deviceKernelsTake(in_w, out_w);
-    at::Tensor u0, h, u;
-    if (!direct) u0 = gatherRows(in_w, center);
-    if (tower) {
-      h = linear(u0, w1, b1);
-      const at::Tensor a = h.clamp_min(0);
-      u = linear(a, w2, b2);
-      ctx->saved_data["a"] = a;
-    } else {
-      u = u0;
-    }
-    const bool fused = direct || (device_kernels && deviceKernelsTake(u, out_w));
-    at::Tensor loss, coef;
-    if (fused) {
-      std::tie(loss, coef) = direct ? deviceScore(in_w, center, out_w, context, negatives)
-                                    : deviceScore(u, at::Tensor(), out_w, context, negatives);
-      ctx->saved_data["context"] = context;
-      ctx->saved_data["negatives"] = negatives;
-    } else {
-      const at::Tensor ids = candidateIds(context, negatives);
-      std::tie(loss, coef) = scoreForward(u, out_w, ids);
-      ctx->saved_data["ids"] = ids;
-    }
+                               const at::Tensor& center, const at::Tensor& context, const at::Tensor& negatives,
+                               bool sparse, bool device_kernels) {
+    // The direct device path reads the query rows from the input table in backward too: the table must not
+    // change between forward and backward (the optimizer steps after backward).
+    const bool direct = device_kernels && deviceKernelsTake(in_w, out_w);
     ctx->saved_data["in_w"] = in_w;
-    ctx->saved_data["out_w"] = out_w;
     ctx->saved_data["center"] = center;
-    if (!direct) {
-      ctx->saved_data["u0"] = u0;
-      ctx->saved_data["u"] = u;
-    }
-    ctx->saved_data["coef"] = coef;
     ctx->saved_data["sparse"] = sparse;
     ctx->saved_data["direct"] = direct;
-    ctx->saved_data["fused"] = fused;
-    if (tower) {
-      ctx->saved_data["h"] = h;
-      ctx->saved_data["w1"] = w1;
-      ctx->saved_data["w2"] = w2;
-    }
-    return {loss};
+    if (direct) return {scoreAndSave(ctx, in_w, center, out_w, context, negatives, /*fused=*/true)};
+    const at::Tensor u = gatherRows(in_w, center);
+    ctx->saved_data["u"] = u;
+    const bool fused = device_kernels && deviceKernelsTake(u, out_w);
+    return {scoreAndSave(ctx, u, at::Tensor(), out_w, context, negatives, fused)};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const at::Tensor go = grad_outputs[0];
     const at::Tensor in_w = ctx->saved_data["in_w"].toTensor();
-    const at::Tensor out_w = ctx->saved_data["out_w"].toTensor();
     const at::Tensor center = ctx->saved_data["center"].toTensor();
     const bool sparse = ctx->saved_data["sparse"].toBool();
-    at::Tensor coef = ctx->saved_data["coef"].toTensor();
-    at::Tensor grad_u, out_values, out_ids;
-    if (ctx->saved_data["fused"].toBool()) {
-      const at::Tensor context = ctx->saved_data["context"].toTensor();
-      const at::Tensor negatives = ctx->saved_data["negatives"].toTensor();
-      std::tie(grad_u, out_values, out_ids) =
-          ctx->saved_data["direct"].toBool()
-              ? deviceBackward(coef, in_w, center, out_w, context, negatives, go)
-              : deviceBackward(coef, ctx->saved_data["u"].toTensor(), at::Tensor(), out_w, context, negatives, go);
-    } else {
-      // The loss is a scalar; scaling coef by grad_output scales every gradient below.
-      const bool unit = go.is_cpu() && go.numel() == 1 && go.item<double>() == 1.0;
-      if (!unit) coef = coef * go;
-      out_ids = ctx->saved_data["ids"].toTensor();
-      std::tie(grad_u, out_values) = scoreBackward(coef, ctx->saved_data["u"].toTensor(), out_w, out_ids);
-    }
-    const at::Tensor grad_out_w = tableGrad(out_w, out_ids, out_values, sparse);
-    at::Tensor grad_w1, grad_b1, grad_w2, grad_b2, grad_u0;
-    if (ctx->saved_data.count("w1")) {
-      const at::Tensor u0 = ctx->saved_data["u0"].toTensor();
-      const at::Tensor h = ctx->saved_data["h"].toTensor();
-      const at::Tensor a = ctx->saved_data["a"].toTensor();
-      const at::Tensor w1 = ctx->saved_data["w1"].toTensor();
-      const at::Tensor w2 = ctx->saved_data["w2"].toTensor();
-      grad_w2 = at::empty_like(w2);
-      detail::gemm(grad_u, true, a, false, grad_w2, 0.0f);  // [D, H]
-      grad_b2 = columnSums(grad_u);
-      at::Tensor grad_h = at::empty_like(h);
-      detail::gemm(grad_u, false, w2, false, grad_h, 0.0f);  // [B, H]
-      grad_h.masked_fill_(h <= 0, 0.0);
-      grad_w1 = at::empty_like(w1);
-      detail::gemm(grad_h, true, u0, false, grad_w1, 0.0f);  // [H, D]
-      grad_b1 = columnSums(grad_h);
-      grad_u0 = at::empty_like(u0);
-      detail::gemm(grad_h, false, w1, false, grad_u0, 0.0f);  // [B, D]
-    } else {
-      grad_u0 = grad_u;
-    }
-    const at::Tensor grad_in_w = tableGrad(in_w, center, grad_u0, sparse);
+    const bool direct = ctx->saved_data["direct"].toBool();
+    const auto [grad_u, grad_out_w] =
+        direct ? scoreGradients(ctx, grad_outputs[0], in_w, center, sparse)
+               : scoreGradients(ctx, grad_outputs[0], ctx->saved_data["u"].toTensor(), at::Tensor(), sparse);
+    const at::Tensor grad_in_w = tableGrad(in_w, center, grad_u, sparse);
     // No gradient for center, context, negatives, sparse, device_kernels.
-    return {grad_in_w, grad_out_w, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    return {grad_in_w, grad_out_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct SgnsScoreFunction : public torch::autograd::Function<SgnsScoreFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& out_w,
+                               const at::Tensor& context, const at::Tensor& negatives, bool sparse,
+                               bool device_kernels) {
+    ctx->saved_data["u"] = u;
+    ctx->saved_data["sparse"] = sparse;
+    const bool fused = device_kernels && deviceKernelsTake(u, out_w);
+    return {scoreAndSave(ctx, u, at::Tensor(), out_w, context, negatives, fused)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto [grad_u, grad_out_w] = scoreGradients(ctx, grad_outputs[0], ctx->saved_data["u"].toTensor(),
+                                                     at::Tensor(), ctx->saved_data["sparse"].toBool());
+    return {grad_u, grad_out_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct SgnsTowerFunction : public torch::autograd::Function<SgnsTowerFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& w1,
+                               const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                               const at::Tensor& center, bool sparse) {
+    const at::Tensor u0 = gatherRows(in_w, center);
+    const at::Tensor h = linear(u0, w1, b1);
+    const at::Tensor a = h.clamp_min(0);
+    ctx->saved_data["in_w"] = in_w;
+    ctx->saved_data["center"] = center;
+    ctx->saved_data["sparse"] = sparse;
+    ctx->saved_data["u0"] = u0;
+    ctx->saved_data["h"] = h;
+    ctx->saved_data["a"] = a;
+    ctx->saved_data["w1"] = w1;
+    ctx->saved_data["w2"] = w2;
+    return {linear(a, w2, b2)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const at::Tensor& grad_u = grad_outputs[0];
+    const at::Tensor u0 = ctx->saved_data["u0"].toTensor();
+    const at::Tensor h = ctx->saved_data["h"].toTensor();
+    const at::Tensor a = ctx->saved_data["a"].toTensor();
+    const at::Tensor w1 = ctx->saved_data["w1"].toTensor();
+    const at::Tensor w2 = ctx->saved_data["w2"].toTensor();
+    at::Tensor grad_w2 = at::empty_like(w2);
+    detail::gemm(grad_u, true, a, false, grad_w2, 0.0f);  // [D, H]
+    const at::Tensor grad_b2 = columnSums(grad_u);
+    at::Tensor grad_h = at::empty_like(h);
+    detail::gemm(grad_u, false, w2, false, grad_h, 0.0f);  // [B, H]
+    grad_h.masked_fill_(h <= 0, 0.0);
+    at::Tensor grad_w1 = at::empty_like(w1);
+    detail::gemm(grad_h, true, u0, false, grad_w1, 0.0f);  // [H, D]
+    const at::Tensor grad_b1 = columnSums(grad_h);
+    at::Tensor grad_u0 = at::empty_like(u0);
+    detail::gemm(grad_h, false, w1, false, grad_u0, 0.0f);  // [B, D]
+    const at::Tensor grad_in_w = tableGrad(ctx->saved_data["in_w"].toTensor(), ctx->saved_data["center"].toTensor(),
+                                           grad_u0, ctx->saved_data["sparse"].toBool());
+    // No gradient for center, sparse.
+    return {grad_in_w, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -376,14 +416,13 @@ at::Tensor SgnsModel::forward(const at::Tensor& center, const at::Tensor& contex
   // The members share their TensorImpl with the registered parameters (Module::to() uses set_data), so
   // they stay valid across device moves.
   if (!hasTower()) {
-    const at::Tensor none = at::empty({0}, input_embedding_.options().requires_grad(false));
-    return SgnsFunction::apply(input_embedding_, output_embedding_, none, none, none, none, center.contiguous(),
-                               context.contiguous(), negatives.contiguous(), options_.sparse,
-                               options_.device_kernels)[0];
+    return SgnsFunction::apply(input_embedding_, output_embedding_, center.contiguous(), context.contiguous(),
+                               negatives.contiguous(), options_.sparse, options_.device_kernels)[0];
   }
-  return SgnsFunction::apply(input_embedding_, output_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_,
-                             center.contiguous(), context.contiguous(), negatives.contiguous(), options_.sparse,
-                             options_.device_kernels)[0];
+  const at::Tensor u = SgnsTowerFunction::apply(input_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_,
+                                                center.contiguous(), options_.sparse)[0];
+  return SgnsScoreFunction::apply(u, output_embedding_, context.contiguous(), negatives.contiguous(),
+                                  options_.sparse, options_.device_kernels)[0];
 }
 
 at::Tensor SgnsModel::forwardReference(const at::Tensor& center, const at::Tensor& context,

@@ -390,9 +390,9 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       }
       trace.span("finalize: wait for buckets + sparse sync", sync_begin, sync_end,
                  fmt::format("{{\"allreduce_ms\":{{{}}},\"sparse_sync_ms\":{:.3f},\"sparse_exchange_ms\":{:.3f},"
-                             "\"sparse_bytes_sent\":{}}}",
+                             "\"sparse_overlapped_ms\":{:.3f},\"sparse_bytes_sent\":{}}}",
                              buckets, millis(stats.sparse_sync_time), millis(stats.sparse_exchange_time),
-                             stats.sparse_bytes_sent));
+                             millis(stats.sparse_overlapped_time), stats.sparse_bytes_sent));
       trace.span("optimizer step", sync_end, optimizer_end);
       trace.span("zero grad", optimizer_end, step_end);
       trace.counter("bytes sent", step_end, static_cast<double>(stats.dense_bytes_sent + stats.sparse_bytes_sent));

@@ -274,6 +274,115 @@ TEST_F(DdpTest, SparseSharedEqualsAllgatherBitForBit) {
   for (size_t i = 0; i < gathered.size(); ++i) EXPECT_TRUE(torch::equal(gathered[i], shared[i])) << "parameter " << i;
 }
 
+// Two sparse tables used at different depths, as in the SGNS model: backward readies "out" before the tower,
+// then "in". With ddp.overlap_sparse the helper sums each table for its owners as soon as it is ready.
+struct TwoTablesImpl : torch::nn::Module {
+  TwoTablesImpl() {
+    in = register_module("in", torch::nn::Embedding(torch::nn::EmbeddingOptions(40, 6).sparse(true)));
+    tower = register_module("tower", torch::nn::Linear(6, 6));
+    out = register_module("out", torch::nn::Embedding(torch::nn::EmbeddingOptions(40, 6).sparse(true)));
+  }
+  torch::Tensor forward(const torch::Tensor& a, const torch::Tensor& b) { return (tower(in(a)) * out(b)).sum(-1); }
+  torch::nn::Embedding in{nullptr}, out{nullptr};
+  torch::nn::Linear tower{nullptr};
+};
+
+struct OverlapRun {
+  std::vector<std::vector<torch::Tensor>> params;  // per rank
+  std::vector<DdpStats> stats;
+};
+
+// 12 steps on 3 ranks: every other step accumulates two micro-batches under noSync, and every third step
+// replaces the "in" table's gradient after backward (the sync must use the replacement).
+OverlapRun trainTwoTables(SparseSync mode, bool overlap) {
+  constexpr int kWorld = 3;
+  torch::manual_seed(5);
+  std::vector<std::shared_ptr<TwoTablesImpl>> models;
+  for (int r = 0; r < kWorld; ++r) models.push_back(std::make_shared<TwoTablesImpl>());
+  for (int r = 1; r < kWorld; ++r) copyParams(*models[0], *models[r]);
+  OverlapRun run;
+  run.params.resize(kWorld);
+  run.stats.resize(kWorld);
+  runDdpRanks(kWorld, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    TwoTablesImpl& model = *models[rank];
+    DdpOptions options;
+    options.sparse_sync = mode;
+    options.overlap_sparse = overlap;
+    DistributedDataParallel ddp(model, comm, options);
+    torch::optim::SGD sgd(model.parameters(), torch::optim::SGDOptions(0.05));
+    auto batch = [&](int s, int micro) {
+      const auto base = torch::arange(9, torch::kLong) + 9 * rank + 3 * micro;
+      const auto a = (base * base + s) % 40;
+      const auto b = (base * 7 + s * 3) % 31;  // skewed: rows 31-39 of "out" are never touched
+      return (model.forward(a, b) - torch::cos(base.to(torch::kFloat))).pow(2).mean();
+    };
+    for (int s = 0; s < 12; ++s) {
+      ddp.zeroGrad();
+      sgd.zero_grad();
+      if (s % 2 == 1) {
+        auto guard = ddp.noSync();
+        batch(s, 1).backward();
+        ddp.finalize();  // a no-op under noSync
+      }
+      batch(s, 0).backward();
+      if (s % 3 == 2) model.in->weight.mutable_grad() = model.in->weight.grad() * 0.5;
+      ddp.finalize();
+      sgd.step();
+    }
+    ddp.zeroGrad();  // shared tables: every owner has written its rows
+    for (const auto& p : model.parameters()) run.params[rank].push_back(p.detach().clone());
+    run.stats[rank] = ddp.stats();
+  });
+  return run;
+}
+
+// The overlap moves work to another thread, not a single bit: the same parameters on every rank, with the
+// helper's time counted apart from the sync's.
+void expectOverlapChangesNoBit(SparseSync mode) {
+  const OverlapRun off = trainTwoTables(mode, false);
+  const OverlapRun on = trainTwoTables(mode, true);
+  for (size_t r = 0; r < on.params.size(); ++r) {
+    ASSERT_EQ(on.params[r].size(), off.params[r].size());
+    for (size_t i = 0; i < on.params[r].size(); ++i) {
+      ASSERT_TRUE(torch::isfinite(on.params[r][i]).all().item<bool>()) << "rank " << r << ", parameter " << i;
+      EXPECT_TRUE(torch::equal(on.params[r][i], off.params[r][i])) << "rank " << r << ", parameter " << i;
+      EXPECT_TRUE(torch::equal(on.params[r][i], on.params[0][i])) << "rank " << r << " differs from rank 0";
+    }
+    EXPECT_GT(on.stats[r].sum_sparse_overlapped_time.count(), 0) << "rank " << r << ": the helper never ran";
+    EXPECT_EQ(off.stats[r].sum_sparse_overlapped_time.count(), 0) << "rank " << r;
+    EXPECT_EQ(on.stats[r].sum_sparse_bytes_sent, off.stats[r].sum_sparse_bytes_sent) << "rank " << r;
+  }
+}
+
+TEST_F(DdpTest, SparseOverlapChangesNoBitInOwnerMode) { expectOverlapChangesNoBit(SparseSync::kOwner); }
+
+TEST_F(DdpTest, SparseOverlapChangesNoBitWithSharedTables) {
+#if !RINGTRAIN_WITH_GLOO
+  GTEST_SKIP() << "the thread communicator cannot share a host's memory";
+#endif
+  expectOverlapChangesNoBit(SparseSync::kShared);
+}
+
+// A second backward without finalize() is an error for sparse tables too: the first gradient has gone to
+// the sync already.
+TEST_F(DdpTest, SecondBackwardWithoutFinalizeThrowsForSparseTables) {
+  auto model = std::make_shared<EmbedImpl>();
+  model->head->weight.set_requires_grad(false);
+  model->head->bias.set_requires_grad(false);
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, kTimeout);
+  DistributedDataParallel ddp(*model, comm);
+  const auto ids = torch::arange(5, torch::kLong);
+  model->forward(ids).sum().backward();
+  try {
+    model->forward(ids).sum().backward();
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("'emb.weight' received a second gradient"), std::string::npos) << e.what();
+  }
+}
+
 // Skipping ddp.zeroGrad() would let a rank's forward read rows another rank is still writing: the second
 // finalize says so on every rank instead.
 TEST_F(DdpTest, SparseSharedWithoutDdpZeroGradIsAnError) {

@@ -79,6 +79,9 @@ struct DdpOptions {
   // auto (shared where every rank is on one host with host tables, else allgather) | shared (one table per
   // host, each rank updates the rows it owns) | allgather | owner (rows reduced by their owner rank)
   std::string sparse_sync = "auto";
+  // owner and shared sync: a helper thread sums a table's rows for its owners as soon as its gradient is
+  // ready, while the rest of backward runs
+  bool overlap_sparse = true;
   int64_t replica_check_every = 0;   // 0: off
 };
 

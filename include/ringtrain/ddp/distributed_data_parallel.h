@@ -101,6 +101,10 @@ struct DdpOptions {
   bool find_unused_parameters = true;
   std::string compression = "none";  // none | fp16 | bf16; ignored when a hook is set with setCommHook
   SparseSync sparse_sync = SparseSync::kOwner;
+  // Owner and shared modes, host tables: as soon as a sparse table's gradient is ready, a helper thread
+  // sums this rank's rows of it into the owners' messages while the rest of backward runs (the dense
+  // buckets' overlap, for sparse rows). The result is the same, bit for bit, either way.
+  bool overlap_sparse = true;
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
   bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
   std::chrono::milliseconds timeout{300000};
@@ -136,11 +140,15 @@ struct DdpStats {
   std::chrono::nanoseconds finalize_wait{0};      // finalize() blocked on dense buckets after backward
   std::chrono::nanoseconds sparse_sync_time{0};
   std::chrono::nanoseconds sparse_exchange_time{0};  // of sparse_sync_time, in the host byte exchange
+  // Not in sparse_sync_time: summing this rank's rows for their owners on the helper thread during backward
+  // (DdpOptions::overlap_sparse).
+  std::chrono::nanoseconds sparse_overlapped_time{0};
   // Sums over all synchronized steps (for averages):
   std::chrono::nanoseconds sum_allreduce_total{0};
   std::chrono::nanoseconds sum_finalize_wait{0};
   std::chrono::nanoseconds sum_sparse_sync_time{0};
   std::chrono::nanoseconds sum_sparse_exchange_time{0};
+  std::chrono::nanoseconds sum_sparse_overlapped_time{0};
   size_t sum_dense_bytes_sent = 0;
   size_t sum_sparse_bytes_sent = 0;
   std::vector<std::string> unused_parameters;  // found on the first iteration

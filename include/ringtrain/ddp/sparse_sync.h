@@ -42,6 +42,9 @@ struct SparseSyncCounts {
   // rest of a sync is this rank's own summing and packing. The device path (CUDA tables over NCCL) leaves
   // it at zero.
   std::chrono::nanoseconds exchange_time{0};
+  // Time the helper thread spent summing this rank's rows into the owners' messages (owner and shared
+  // modes, tables handed over by SparseRowSync::prepare()), while backward ran: work taken off the sync.
+  std::chrono::nanoseconds overlapped_time{0};
 };
 
 inline int ownerOfRow(int64_t row, int world) { return static_cast<int>(row % world); }
@@ -60,9 +63,19 @@ class SparseRowSync {
   SparseRowSync(const SparseRowSync&) = delete;
   SparseRowSync& operator=(const SparseRowSync&) = delete;
 
+  // Owner and shared modes, host tables: hands table `index`'s gradient, ready before the others' (its part
+  // of backward is done), to a helper thread, which sums this rank's rows of it into the owners' messages
+  // while the rest of backward runs. Tables go into the messages in index order, so a table waits for those
+  // before it. Returns false, doing nothing, where sync() must do it all (other modes, world size 1, a dense
+  // or GPU gradient). The gradient is read now and on the helper: do not change it in place before sync(),
+  // which uses what was handed over (it sums a table again if given another gradient tensor for it).
+  // Not thread-safe against sync(): call it between backward's start and sync(), as DDP's gradient hooks do.
+  bool prepare(comm::Communicator& comm, const std::vector<at::Tensor>& params, size_t index,
+               const at::Tensor& grad);
+
   // Collective. grads[i] belongs to params[i]; each may be undefined (no row touched here), sparse, or dense
   // (then every row counts as touched). Returns, per parameter, the averaged coalesced sparse gradient on
-  // the parameter's device; adds to `counts`.
+  // the parameter's device; adds to `counts`. It first waits for the tables prepare() handed over.
   std::vector<at::Tensor> sync(comm::Communicator& comm, const std::vector<at::Tensor>& params,
                                const std::vector<at::Tensor>& grads, SparseSyncCounts& counts);
 
