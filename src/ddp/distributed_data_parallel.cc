@@ -515,6 +515,7 @@ class DistributedDataParallel::Impl {
     stats_.sparse_sync_time = Clock::now() - sparse_start;
     stats_.sparse_exchange_time = counts.exchange_time;
     stats_.sparse_overlapped_time = counts.overlapped_time;
+    stats_.sparse_tables_overlapped = counts.tables_overlapped;
     awaiting_zero_grad_ = sharesSparseParameters();
     stats_.sparse_bytes_sent = counts.bytes_sent;
     stats_.sparse_bytes_received = counts.bytes_received;
@@ -527,6 +528,7 @@ class DistributedDataParallel::Impl {
     stats_.sum_sparse_sync_time += stats_.sparse_sync_time;
     stats_.sum_sparse_exchange_time += stats_.sparse_exchange_time;
     stats_.sum_sparse_overlapped_time += stats_.sparse_overlapped_time;
+    stats_.sum_sparse_tables_overlapped += stats_.sparse_tables_overlapped;
     stats_.sum_dense_bytes_sent += stats_.dense_bytes_sent;
     stats_.sum_sparse_bytes_sent += stats_.sparse_bytes_sent;
 

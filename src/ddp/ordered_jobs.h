@@ -1,7 +1,8 @@
 // A helper thread that runs one step's jobs in index order, as they are handed over: job k runs once jobs
 // 0..k-1 have run and job k has been given. The sparse-row sync uses it to sum a table's rows into the
 // owners' messages while backward still runs (tables become ready in any order; their blocks go into the
-// messages in table order).
+// messages in table order). close() finishes the step on the caller's thread, so which jobs ran does not
+// depend on how far the helper got.
 #pragma once
 
 #include <condition_variable>
@@ -24,8 +25,9 @@ class OrderedJobs {
   // Hands over job `index` of a step of `count` jobs (the same count every call of a step). Throws when the
   // index was already given (or already ran) this step.
   void give(size_t index, size_t count, std::function<void()> job);
-  // Ends the step: waits for the job in progress, starts no other, and returns how many jobs ran (jobs
-  // 0..n-1; the caller does the rest). Rethrows a job's exception: no job after it ran. The next give()
+  // Ends the step: waits for the helper's job in progress, then runs on the calling thread the given jobs
+  // that come next in order, up to the first index not given. Returns how many jobs ran (jobs 0..n-1; the
+  // caller does what no job was given for). Rethrows a job's exception: no job after it ran. The next give()
   // starts a new step.
   size_t close();
 

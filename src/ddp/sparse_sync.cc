@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cstring>
 #include <numeric>
+#include <thread>
 #include <utility>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "ddp/ordered_jobs.h"
 #include "ddp/row_sum.h"
@@ -387,12 +389,17 @@ struct SparseRowSync::State {
   std::shared_ptr<comm::ByteExchange> exchange = std::make_shared<comm::ByteExchange>();
   OwnerScratch to_owners;  // owner and shared modes
   bool said_owner_unused = false;  // the device path all-gathers whatever the mode: said once
-  // prepare(): the helper thread, started by the first call, and per table the gradient it was given this
-  // step (checked by sync()). What the helper's jobs write (summers, to_owners, helper_time) is read only
-  // after OrderedJobs::close().
+  // prepare(): per table the gradient it was given this step and that gradient's version then (sync() uses
+  // the helper's work only for the same tensor, unchanged; holding it keeps its address from being reused).
+  struct Prepared {
+    at::Tensor grad;
+    int64_t version = 0;
+  };
+  std::vector<Prepared> prepared;
+  std::chrono::nanoseconds helper_time{0};  // this step's, on the helper thread
+  // Started by the first prepare(); declared last, so that it is joined before what its jobs write
+  // (summers, to_owners, helper_time, read only after OrderedJobs::close()) goes.
   std::unique_ptr<detail::OrderedJobs> helper;
-  std::vector<const c10::TensorImpl*> prepared;
-  std::chrono::nanoseconds helper_time{0};
 };
 
 // Alone, this class cannot know whether the tables are shared: auto is allgather here (DistributedDataParallel
@@ -414,19 +421,22 @@ bool SparseRowSync::prepare(comm::Communicator& comm, const std::vector<at::Tens
   State& s = *state_;
   if (!s.helper) {  // nothing runs yet: the per-table state may be sized
     s.summers.resize(params.size());
-    s.prepared.assign(params.size(), nullptr);
+    s.prepared.assign(params.size(), {});
     s.helper = std::make_unique<detail::OrderedJobs>();
   }
   RT_CHECK_EQ(s.summers.size(), params.size(), "SparseRowSync: call it with the same parameters every time");
-  // Views of this gradient's indices and values, taken here: a later in-place accumulation into the
-  // gradient replaces its tensors instead of writing into these.
+  // Views of this gradient's indices and values, taken here: accumulating into a sparse gradient (another
+  // backward) gives it new tensors instead of writing into these, and bumps its version.
   detail::TableRows rows = sourceRows(params[index], grad);
-  s.prepared[index] = grad.unsafeGetTensorImpl();
+  s.prepared[index] = {grad, grad._version()};
   const int world = comm.size();
-  s.helper->give(index, params.size(), [&s, world, index, param = params[index], rows = std::move(rows)] {
+  const std::thread::id caller = std::this_thread::get_id();
+  s.helper->give(index, params.size(), [&s, world, index, caller, param = params[index], rows = std::move(rows)] {
+    at::init_num_threads();  // the sorting way's ATen ops use the job's thread count, not the machine's
     const auto start = std::chrono::steady_clock::now();
     appendOwnRows(world, index, param, rows, s.summers[index], s.to_owners);
-    s.helper_time += std::chrono::steady_clock::now() - start;
+    // OrderedJobs::close() runs the jobs the helper did not reach on the caller's thread: not overlapped.
+    if (std::this_thread::get_id() != caller) s.helper_time += std::chrono::steady_clock::now() - start;
   });
   return true;
 }
@@ -447,18 +457,24 @@ std::vector<at::Tensor> SparseRowSync::sync(comm::Communicator& comm, const std:
   const int world = comm.size();
   const int me = comm.rank();
   State& s = *state_;
-  // The tables prepare() handed to the helper and it summed into the owners' messages, in order.
+  // The tables prepare() handed over, summed into the owners' messages in order.
   size_t prepared = 0;
   if (s.helper) {
+    struct Forget {  // whatever happens below, this step's gradients are not held into the next
+      State& s;
+      ~Forget() { std::fill(s.prepared.begin(), s.prepared.end(), State::Prepared{}); }
+    } forget{s};
     prepared = s.helper->close();  // rethrows a job's error
     counts.overlapped_time += std::exchange(s.helper_time, std::chrono::nanoseconds{0});
     for (size_t t = 0; t < prepared; ++t) {
-      // The user replaced a gradient after it was ready: sum them all again, from what sync() is given.
-      if (s.prepared[t] != grads[t].unsafeGetTensorImpl()) prepared = 0;
+      // A gradient replaced or changed after it was ready (another backward, the user): sum every table
+      // again, from what sync() is given.
+      const State::Prepared& p = s.prepared[t];
+      if (!p.grad.is_same(grads[t]) || p.grad._version() != p.version) prepared = 0;
     }
-    std::fill(s.prepared.begin(), s.prepared.end(), nullptr);
   }
   if (prepared == 0) s.to_owners.tables = 0;
+  counts.tables_overlapped += prepared;
   s.summers.resize(params.size());
   std::vector<at::Tensor> results;
   if (world == 1) {

@@ -292,8 +292,9 @@ struct OverlapRun {
   std::vector<DdpStats> stats;
 };
 
-// 12 steps on 3 ranks: every other step accumulates two micro-batches under noSync, and every third step
-// replaces the "in" table's gradient after backward (the sync must use the replacement).
+// 12 steps on 3 ranks: every other step accumulates two micro-batches under noSync; steps 2, 5, 8 and 11
+// replace the "in" table's gradient after backward with a halved one (the sync must use it), steps 2 and 8
+// as a new tensor made after the old one is dropped (it may reuse its address).
 OverlapRun trainTwoTables(SparseSync mode, bool overlap) {
   constexpr int kWorld = 3;
   torch::manual_seed(5);
@@ -326,7 +327,17 @@ OverlapRun trainTwoTables(SparseSync mode, bool overlap) {
         ddp.finalize();  // a no-op under noSync
       }
       batch(s, 0).backward();
-      if (s % 3 == 2) model.in->weight.mutable_grad() = model.in->weight.grad() * 0.5;
+      if (s % 3 == 2) {
+        torch::Tensor& grad = model.in->weight.mutable_grad();
+        if (s % 2 == 0) {
+          const torch::Tensor ids = grad._indices().clone(), values = grad._values() * 0.5;
+          const auto sizes = grad.sizes().vec();
+          grad = torch::Tensor();
+          grad = torch::sparse_coo_tensor(ids, values, sizes);
+        } else {
+          grad = grad * 0.5;
+        }
+      }
       ddp.finalize();
       sgd.step();
     }
@@ -351,6 +362,10 @@ void expectOverlapChangesNoBit(SparseSync mode) {
     }
     EXPECT_GT(on.stats[r].sum_sparse_overlapped_time.count(), 0) << "rank " << r << ": the helper never ran";
     EXPECT_EQ(off.stats[r].sum_sparse_overlapped_time.count(), 0) << "rank " << r;
+    // Both tables came from the helper's work on the 8 steps that kept their gradients; none on the 4 that
+    // replaced one (every table summed again).
+    EXPECT_EQ(on.stats[r].sum_sparse_tables_overlapped, 16u) << "rank " << r;
+    EXPECT_EQ(off.stats[r].sum_sparse_tables_overlapped, 0u) << "rank " << r;
     EXPECT_EQ(on.stats[r].sum_sparse_bytes_sent, off.stats[r].sum_sparse_bytes_sent) << "rank " << r;
   }
 }

@@ -28,10 +28,14 @@
 // communication buffer. An autograd post-hook on each parameter's gradient accumulator marks it ready; a
 // bucket whose parameters are all ready is handed to the CommHook (allreduce) at once, and buckets are
 // launched strictly in bucket order on every rank (bucket i only after bucket i-1). Sparse gradients
-// (Embedding/EmbeddingBag with sparse(true)) are synchronized at finalize(): only touched rows travel.
+// (Embedding/EmbeddingBag with sparse(true)) are synchronized at finalize(): only touched rows travel; in
+// owner and shared modes a helper thread starts summing a table's rows for their owners as soon as its
+// gradient is ready (DdpOptions::overlap_sparse).
 //
 // WHAT THE USER MUST NOT DO
-//  * Read or write any .grad() between backward() and finalize() (the communication thread owns the buckets).
+//  * Read or write any .grad() between backward() and finalize() (the communication thread owns the buckets,
+//    the sparse helper reads the sparse gradients). Replacing a sparse table's .grad() with another tensor
+//    there is tolerated: finalize() then sums that table's rows again from the new one.
 //  * Run backward twice on a synchronized iteration without finalize() in between (throws); accumulate
 //    micro-batches under noSync() instead.
 //  * Add, remove or replace parameters, or change their shape/dtype/device, after construction; swapping a
@@ -103,7 +107,8 @@ struct DdpOptions {
   SparseSync sparse_sync = SparseSync::kOwner;
   // Owner and shared modes, host tables: as soon as a sparse table's gradient is ready, a helper thread
   // sums this rank's rows of it into the owners' messages while the rest of backward runs (the dense
-  // buckets' overlap, for sparse rows). The result is the same, bit for bit, either way.
+  // buckets' overlap, for sparse rows). The result is the same, bit for bit, either way (within the rules
+  // above).
   bool overlap_sparse = true;
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
   bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
@@ -143,12 +148,14 @@ struct DdpStats {
   // Not in sparse_sync_time: summing this rank's rows for their owners on the helper thread during backward
   // (DdpOptions::overlap_sparse).
   std::chrono::nanoseconds sparse_overlapped_time{0};
+  size_t sparse_tables_overlapped = 0;  // sparse tables whose rows the helper's work supplied
   // Sums over all synchronized steps (for averages):
   std::chrono::nanoseconds sum_allreduce_total{0};
   std::chrono::nanoseconds sum_finalize_wait{0};
   std::chrono::nanoseconds sum_sparse_sync_time{0};
   std::chrono::nanoseconds sum_sparse_exchange_time{0};
   std::chrono::nanoseconds sum_sparse_overlapped_time{0};
+  size_t sum_sparse_tables_overlapped = 0;
   size_t sum_dense_bytes_sent = 0;
   size_t sum_sparse_bytes_sent = 0;
   std::vector<std::string> unused_parameters;  // found on the first iteration

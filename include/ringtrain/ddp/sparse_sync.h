@@ -45,6 +45,8 @@ struct SparseSyncCounts {
   // Time the helper thread spent summing this rank's rows into the owners' messages (owner and shared
   // modes, tables handed over by SparseRowSync::prepare()), while backward ran: work taken off the sync.
   std::chrono::nanoseconds overlapped_time{0};
+  // Tables whose rows sync() took as prepare() had summed them (not summed again at sync()).
+  size_t tables_overlapped = 0;
 };
 
 inline int ownerOfRow(int64_t row, int world) { return static_cast<int>(row % world); }
@@ -67,8 +69,9 @@ class SparseRowSync {
   // of backward is done), to a helper thread, which sums this rank's rows of it into the owners' messages
   // while the rest of backward runs. Tables go into the messages in index order, so a table waits for those
   // before it. Returns false, doing nothing, where sync() must do it all (other modes, world size 1, a dense
-  // or GPU gradient). The gradient is read now and on the helper: do not change it in place before sync(),
-  // which uses what was handed over (it sums a table again if given another gradient tensor for it).
+  // or GPU gradient). The gradient is read now and on the helper: do not write into its values before
+  // sync(). sync() sums every table again if a table's gradient is another tensor by then, or the same one
+  // changed (its version moved: another backward accumulated into it).
   // Not thread-safe against sync(): call it between backward's start and sync(), as DDP's gradient hooks do.
   bool prepare(comm::Communicator& comm, const std::vector<at::Tensor>& params, size_t index,
                const at::Tensor& grad);
