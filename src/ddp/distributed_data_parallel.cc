@@ -403,11 +403,13 @@ class DistributedDataParallel::Impl {
   void onGradReady(size_t index) {
     std::lock_guard<std::mutex> lock(mu_);
     Param& p = params_[index];
+    // After this iteration's synchronized gradient, another one (a second backward, under noSync() or not)
+    // would change what is already on its way to the other ranks.
+    RT_CHECK(!p.ready, "DistributedDataParallel: parameter '", p.name,
+             "' received a second gradient before finalize(); call finalize() after each backward, and "
+             "accumulate micro-batches under noSync() before the synchronized backward");
     if (p.sparse) {
       if (no_sync_) return;
-      RT_CHECK(!p.ready, "DistributedDataParallel: parameter '", p.name,
-               "' received a second gradient before finalize(); call finalize() after each backward, and "
-               "accumulate micro-batches under noSync()");
       p.ready = true;
       if (options_.overlap_sparse && comm_.size() > 1) {
         const std::vector<at::Tensor> tables = sparseInSyncOrder();
@@ -418,9 +420,6 @@ class DistributedDataParallel::Impl {
     }
     ensureSlot(p);
     if (no_sync_) return;
-    RT_CHECK(!p.ready, "DistributedDataParallel: parameter '", p.name,
-             "' received a second gradient before finalize(); call finalize() after each backward, and "
-             "accumulate micro-batches under noSync()");
     p.ready = true;
     if (record_order_) ready_order_.push_back(index);
     Bucket& bucket = buckets_[p.bucket];

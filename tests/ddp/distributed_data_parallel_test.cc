@@ -379,6 +379,24 @@ TEST_F(DdpTest, SparseOverlapChangesNoBitWithSharedTables) {
   expectOverlapChangesNoBit(SparseSync::kShared);
 }
 
+// A noSync() backward after the synchronized one, before finalize(), would add to gradients already on their
+// way (dense buckets in flight, sparse rows summed for their owners): an error, not a silently wrong step.
+TEST_F(DdpTest, NoSyncBackwardAfterTheSynchronizedOneThrows) {
+  auto model = std::make_shared<MlpImpl>();
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, kTimeout);
+  DistributedDataParallel ddp(*model, comm);
+  torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
+  try {
+    auto guard = ddp.noSync();
+    torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("received a second gradient before finalize()"), std::string::npos)
+        << e.what();
+  }
+}
+
 // A second backward without finalize() is an error for sparse tables too: the first gradient has gone to
 // the sync already.
 TEST_F(DdpTest, SecondBackwardWithoutFinalizeThrowsForSparseTables) {

@@ -36,8 +36,8 @@
 //  * Read or write any .grad() between backward() and finalize() (the communication thread owns the buckets,
 //    the sparse helper reads the sparse gradients). Replacing a sparse table's .grad() with another tensor
 //    there is tolerated: finalize() then sums that table's rows again from the new one.
-//  * Run backward twice on a synchronized iteration without finalize() in between (throws); accumulate
-//    micro-batches under noSync() instead.
+//  * Run backward twice on a synchronized iteration without finalize() in between, under noSync() or not
+//    (throws); accumulate micro-batches under noSync() before the synchronized backward instead.
 //  * Add, remove or replace parameters, or change their shape/dtype/device, after construction; swapping a
 //    parameter's .grad() for another tensor is allowed but costs a copy into the bucket at the next backward.
 //  * Destroy the module or the communicator before this object; use the communicator from another thread
