@@ -2,9 +2,9 @@
 # One command for the GPU device machine (Ubuntu 24.04, PyTorch 2.x with CUDA, NCCL, OpenMPI, no Gloo,
 # no network): builds ringtrain against the CUDA LibTorch, runs the GPU-labelled tests (NCCL at world
 # size 1: NCCL refuses two ranks on one GPU) and the serving scorer's check on its CPU, the GPU benchmark against the PyTorch eager peer, the NCCL
-# allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks and the scaling
-# benchmark. Logs go under $OUT (or ./gpu-check-logs): summary.txt and one log per phase, 7 files (the
-# device tool brings back 8 at most).
+# allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks, the scaling
+# benchmark and the sparse overlap's A/B at 8 ranks. Logs go under $OUT (or ./gpu-check-logs): summary.txt
+# and one log per phase, 8 files (the device tool brings back 8 at most).
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
 # dev machine) downloads them into .device/debs and copies the peers into .device/peers; the device
@@ -87,7 +87,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # 20 s is skipped (and said so), so the script ends inside the budget (configure is not limited: it takes
 # seconds).
 # GPU_CHECK_PHASES picks phases by the names of their logs (default: all).
-PHASES="${GPU_CHECK_PHASES:-test-gpu bench-gpu bench-allreduce-nccl test-multiprocess bench-scaling}"
+PHASES="${GPU_CHECK_PHASES:-test-gpu bench-gpu bench-allreduce-nccl test-multiprocess bench-scaling bench-overlap}"
 phase() {  # phase NAME LIMIT_SECONDS LOG TAIL_LINES COMMAND...
   local name=$1 limit=$2 logfile=$3 lines=$4
   shift 4
@@ -127,6 +127,12 @@ if [ "$GLOO" = ON ]; then
   phase "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}" 300 "$OUT/bench-scaling.log" 11 \
     env STEPS="${SCALING_STEPS:-50}" PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" \
     "$ROOT/scripts/bench-scaling.sh" ${SCALING_RANKS:-1 2 4 8}
+fi
+# ddp.overlap_sparse off against on at 8 ranks, alternating (the overlap needs a CPU to spare per rank,
+# which the dev machine's 2 cores do not give).
+if [ "$GLOO" = ON ]; then
+  phase "sparse overlap off/on, 8 ranks" 120 "$OUT/bench-overlap.log" 6 \
+    env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-overlap.sh" 8
 fi
 log "done rc=$rc"
 exit $rc
