@@ -25,6 +25,9 @@ log() { echo "== gpu-check [$(elapsed)] $*" | tee -a "$OUT/summary.txt"; }
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
   nproc
+  # Private tensors may get transparent huge pages where shared tables (memfd) cannot: one thing that can
+  # make a rank over shared tables slower per row than one rank alone.
+  echo "thp $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null), shmem $(cat /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null)"
 } > /tmp/gpu-check-machine.txt 2>&1
 log "machine: $(tr '\n' ' ' < /tmp/gpu-check-machine.txt)"
 
