@@ -209,6 +209,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("eval", "neighbor_sample", &J::eval, &EvalOptions::neighbor_sample, 0));
   s.push_back(makeChoice("eval", "score", &J::eval, &EvalOptions::score, {"cosine", "in_out"}));
   s.push_back(makeField("eval", "recent_items", &J::eval, &EvalOptions::recent_items, 0));
+  s.push_back(makeField("eval", "recent_decay", &J::eval, &EvalOptions::recent_decay, 0, 1));
   // log
   s.push_back(makeChoice("log", "level", &J::log, &LogOptions::level,
                          {"trace", "debug", "info", "warn", "error", "off"}));

@@ -71,6 +71,9 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
            query_vectors.sizes(), " vs ", candidate_vectors.sizes());
   RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of ", world_size);
   RT_CHECK(options.recent_items >= 0, "recent_items must be >= 0, got ", options.recent_items);
+  RT_CHECK(options.recent_decay >= 0.0 && options.recent_decay <= 1.0, "recent_decay must be in [0, 1], got ",
+           options.recent_decay);
+  const bool weighted = options.recent_decay != 1.0;
   at::NoGradGuard no_grad;
   const int k = options.k;
   const int64_t vocab = query_vectors.size(0);
@@ -92,6 +95,7 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
     const size_t end = std::min(mine.size(), start + kQueryBlock);
     const auto q = static_cast<int64_t>(end - start);
     std::vector<int64_t> seg, flat, mask_row, mask_col, targets;
+    std::vector<float> weight;  // per scored item, when weighted
     for (size_t b = start; b < end; ++b) {
       const EvalQuery& query = queries[static_cast<size_t>(mine[b])];
       const auto row = static_cast<int64_t>(b - start);
@@ -102,6 +106,7 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
         if (j >= first_scored) {
           seg.push_back(row);
           flat.push_back(id);
+          if (weighted) weight.push_back(static_cast<float>(std::pow(options.recent_decay, size - 1 - j)));
         }
         if (id != query.target) {  // the query's own items are not candidates (the target always is)
           mask_row.push_back(row);
@@ -118,7 +123,11 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
     const at::Tensor seg_t = toTensor(seg), flat_t = toTensor(flat), tgt_t = toTensor(targets);
     // Sum of cosines to the query items = <sum of normalised query vectors, normalised candidate>; for
     // in_out the same with raw vectors.
-    const at::Tensor qv = at::zeros({q, vn.size(1)}, vn.options()).index_add_(0, seg_t, vn.index_select(0, flat_t));
+    at::Tensor rows = vn.index_select(0, flat_t);
+    if (weighted) {
+      rows.mul_(at::from_blob(weight.data(), {static_cast<int64_t>(weight.size()), 1}, at::kFloat).to(vn.device()));
+    }
+    const at::Tensor qv = at::zeros({q, vn.size(1)}, vn.options()).index_add_(0, seg_t, rows);
     at::Tensor scores = scoreAll(qv, vnt);
     if (!mask_row.empty()) scores.index_put_({toTensor(mask_row), toTensor(mask_col)}, at::scalar_tensor(neg_inf, scores.options()));
     const at::Tensor target_scores = scores.gather(1, tgt_t.unsqueeze(1));

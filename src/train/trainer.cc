@@ -141,6 +141,7 @@ Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std
   ranking.k = e.k;
   ranking.max_queries = e.max_queries;
   ranking.recent_items = e.recent_items;
+  ranking.recent_decay = e.recent_decay;
   ranking.cosine = e.score == "cosine";
   const at::Tensor candidates = ranking.cosine ? vectors : s.model->outputVectors();
   result.ranking = evaluateRanking(vectors, candidates, queries, ranking, rank, world);

@@ -86,6 +86,27 @@ TEST(Evaluation, RecentItemsScoresTheNewestQueryItemsAndStillExcludesAll) {
   EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, last9), 0);
 }
 
+TEST(Evaluation, RecentDecayWeighsTheNewestItemsMost) {
+  const at::Tensor v = handMade();
+  // Query {3, 0}, item 0 the newest: candidate c scores d * cos(c, 3) + cos(c, 0), so item 2 scores
+  // 0.866 d + 0.5, item 1 0.436 d + 0.9 and item 5 1.0.
+  auto decayed = [](double d) {
+    RankingOptions o;
+    o.recent_decay = d;
+    return o;
+  };
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, decayed(1.0)), 0);  // 1.366 against 1.336 and 1.0
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, decayed(0.9)), 1);  // 1.279: item 1 (1.292) passes it
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, decayed(0.5)), 2);  // 0.933: items 1 (1.118) and 5 (1.0) pass it
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, decayed(0.0)), 2);  // the newest item alone, as recent_items 1
+  // With recent_items the decay counts from the newest scored item.
+  RankingOptions last1 = decayed(0.5);
+  last1.recent_items = 1;
+  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, last1), 2);
+  EXPECT_THROW(rankOf(v, v, {{3, 0}, 2}, decayed(1.5)), Error);
+  EXPECT_THROW(rankOf(v, v, {{3, 0}, 2}, decayed(-0.1)), Error);
+}
+
 TEST(Evaluation, WorkSplitOverRanksAddsUpToTheWhole) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const at::Tensor v = at::randn({300, 8}, gen);
