@@ -404,8 +404,9 @@ class DistributedDataParallel::Impl {
     std::lock_guard<std::mutex> lock(mu_);
     Param& p = params_[index];
     // After this iteration's synchronized gradient, another one (a second backward, under noSync() or not)
-    // would change what is already on its way to the other ranks.
-    RT_CHECK(!p.ready, "DistributedDataParallel: parameter '", p.name,
+    // would change what is already on its way to the other ranks. A static_graph parameter pre-marked unused
+    // is "ready" from the start: under noSync() its gradient only waits in its slot, as before.
+    RT_CHECK(!p.ready || (no_sync_ && p.static_unused), "DistributedDataParallel: parameter '", p.name,
              "' received a second gradient before finalize(); call finalize() after each backward, and "
              "accumulate micro-batches under noSync() before the synchronized backward");
     if (p.sparse) {

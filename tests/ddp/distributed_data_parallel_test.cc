@@ -397,6 +397,27 @@ TEST_F(DdpTest, NoSyncBackwardAfterTheSynchronizedOneThrows) {
   }
 }
 
+// Under static_graph a parameter unused in the first iteration is pre-marked ready; a gradient for it in a
+// noSync() micro-batch only waits in its slot (and goes out with its bucket), it is no "second gradient".
+TEST_F(DdpTest, StaticGraphParameterUnusedAtFirstMayGetAGradientUnderNoSync) {
+  auto model = std::make_shared<MlpImpl>(16, /*with_unused=*/true);
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, kTimeout);
+  DdpOptions options;
+  options.static_graph = true;
+  DistributedDataParallel ddp(*model, comm, options);
+  torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
+  ddp.finalize();  // "unused" got no gradient: pre-marked from now on
+  ddp.zeroGrad();
+  {
+    auto guard = ddp.noSync();
+    EXPECT_NO_THROW(torch::mse_loss(model->unused->forward(model->forward(inputs(1, 4))), targets(1, 4)).backward());
+  }
+  torch::mse_loss(model->forward(inputs(2, 4)), targets(2, 4)).backward();
+  ddp.finalize();
+  EXPECT_GT(model->unused->weight.grad().abs().sum().item<double>(), 0.0) << "the noSync gradient was kept";
+}
+
 // A second backward without finalize() is an error for sparse tables too: the first gradient has gone to
 // the sync already.
 TEST_F(DdpTest, SecondBackwardWithoutFinalizeThrowsForSparseTables) {

@@ -99,10 +99,12 @@ TEST(Evaluation, RecentDecayWeighsTheNewestItemsMost) {
   EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, decayed(0.9)), 1);  // 1.279: item 1 (1.292) passes it
   EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, decayed(0.5)), 2);  // 0.933: items 1 (1.118) and 5 (1.0) pass it
   EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, decayed(0.0)), 2);  // the newest item alone, as recent_items 1
-  // With recent_items the decay counts from the newest scored item.
-  RankingOptions last1 = decayed(0.5);
-  last1.recent_items = 1;
-  EXPECT_EQ(rankOf(v, v, {{3, 0}, 2}, last1), 2);
+  // With recent_items the decay counts from the newest scored item: query {4, 3, 0} scored by {3, 0} at 0.5
+  // ranks item 2 as {3, 0} did (2). Counted from the oldest scored item (3 weighing 1, 0 weighing 0.5),
+  // item 2 (1.116) would lead items 1 (0.886) and 5 (0.5): rank 0.
+  RankingOptions last2 = decayed(0.5);
+  last2.recent_items = 2;
+  EXPECT_EQ(rankOf(v, v, {{4, 3, 0}, 2}, last2), 2);
   EXPECT_THROW(rankOf(v, v, {{3, 0}, 2}, decayed(1.5)), Error);
   EXPECT_THROW(rankOf(v, v, {{3, 0}, 2}, decayed(-0.1)), Error);
 }

@@ -118,7 +118,7 @@ struct EvalOptions {
   int64_t neighbor_sample = 2000;
   std::string score = "cosine";  // cosine: cos(in, in) | in_out: <in, out> (see train/evaluation.h)
   int64_t recent_items = 0;      // > 0: score with only the last N query items (all stay excluded)
-  double recent_decay = 1.0;     // the k-th newest scored query item weighs recent_decay^k
+  double recent_decay = 1.0;     // scored query items weigh 1 (the newest), recent_decay, recent_decay^2, ...
 };
 
 struct LogOptions {

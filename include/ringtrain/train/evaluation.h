@@ -12,7 +12,8 @@
 // newest items of the visible prefix, which predict what comes next far better than the whole history);
 // all query items are still excluded from the ranking, so the candidate set does not change.
 // RankingOptions::recent_decay < 1 weights the scored items by recency: the newest 1, the one before it
-// recent_decay, then recent_decay^2, and so on (for sessions, where the last items say the most).
+// recent_decay, then recent_decay^2, and so on (for sessions, where the last items say the most). Order is
+// the query's: for sessions the split keeps each item at its first occurrence; baskets have no order.
 //
 // Which vectors (RankingOptions::cosine and the two tables passed in): an SGNS model trains
 // <tower(in[a]), out[b]> for co-occurring a, b.
@@ -61,7 +62,7 @@ struct RankingOptions {
   int k = 10;
   int64_t max_queries = 0;   // > 0: use only the first max_queries queries
   int64_t recent_items = 0;  // > 0: score with the last N items of each query only
-  double recent_decay = 1.0; // in [0, 1]: the k-th newest scored item weighs recent_decay^k (1: all alike)
+  double recent_decay = 1.0; // in [0, 1]: the newest scored item weighs 1, the next recent_decay, ... (1: alike)
   bool cosine = true;        // true: L2-normalise both tables first
 };
 
