@@ -403,6 +403,13 @@ class DistributedDataParallel::Impl {
   void onGradReady(size_t index) {
     std::lock_guard<std::mutex> lock(mu_);
     Param& p = params_[index];
+    // Micro-batches accumulate under noSync() before the synchronized backward, never after it: what it
+    // readied may be on its way already, and what it did not would go out with a gradient the user did not
+    // mean for this step.
+    RT_CHECK(!(no_sync_ && synchronized_backward_), "DistributedDataParallel: parameter '", p.name,
+             "' received a gradient under noSync() after this iteration's synchronized backward; call "
+             "finalize() first (accumulate micro-batches under noSync() before the synchronized backward)");
+    if (!no_sync_) synchronized_backward_ = true;
     // After this iteration's synchronized gradient, another one (a second backward, under noSync() or not)
     // would change what is already on its way to the other ranks. A static_graph parameter pre-marked unused
     // is "ready" from the start: under noSync() its gradient only waits in its slot, as before.
@@ -439,6 +446,7 @@ class DistributedDataParallel::Impl {
   }
 
   void resetIteration() {
+    synchronized_backward_ = false;
     for (Param& p : params_) p.ready = p.static_unused;
     for (Bucket& b : buckets_) {
       b.pending = 0;
@@ -626,6 +634,7 @@ class DistributedDataParallel::Impl {
   int64_t slot_copies_ = 0;
 
   bool no_sync_ = false;
+  bool synchronized_backward_ = false;  // a gradient arrived outside noSync() since the last finalize()
   bool first_iteration_ = true;
   DdpStats stats_;
 };

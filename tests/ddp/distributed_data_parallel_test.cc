@@ -392,8 +392,27 @@ TEST_F(DdpTest, NoSyncBackwardAfterTheSynchronizedOneThrows) {
     torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
     FAIL() << "expected an error";
   } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("received a second gradient before finalize()"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("under noSync() after this iteration's synchronized backward"),
+              std::string::npos)
         << e.what();
+  }
+}
+
+// The same when the noSync() backward touches only a parameter the synchronized one left alone: it would go
+// out with this step's buckets.
+TEST_F(DdpTest, NoSyncBackwardAfterTheSynchronizedOneThrowsForUntouchedParametersToo) {
+  auto model = std::make_shared<MlpImpl>(16, /*with_unused=*/true);
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, kTimeout);
+  DistributedDataParallel ddp(*model, comm);
+  torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();  // "unused" gets nothing
+  const torch::Tensor features = model->forward(inputs(1, 4)).detach();      // only "unused" below
+  try {
+    auto guard = ddp.noSync();
+    torch::mse_loss(model->unused->forward(features), targets(1, 4)).backward();
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("'unused."), std::string::npos) << e.what();
   }
 }
 
