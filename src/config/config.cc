@@ -186,23 +186,33 @@ std::string toYaml(const JobConfig& config) {
   return out;
 }
 
-std::string hash(const JobConfig& config) {
-  // The hash names the job, what it computes; how this invocation runs it (resume or not, fault
-  // injection, how sparse rows travel: every ddp.sparse_sync mode sums the same rows in the same rank order,
-  // with or without ddp.overlap_sparse)
-  // is left out, so a resumed run recognises its own checkpoints.
-  JobConfig job = config;
-  job.checkpoint.resume = CheckpointOptions{}.resume;
-  job.run.crash_at_step = RunOptions{}.crash_at_step;
-  job.ddp.sparse_sync = DdpOptions{}.sparse_sync;
-  job.ddp.overlap_sparse = DdpOptions{}.overlap_sparse;
+namespace {
+std::string fnv1a(const std::string& text) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64
-  for (unsigned char c : toYaml(job)) {
+  for (unsigned char c : text) {
     h ^= c;
     h *= 1099511628211ull;
   }
   return fmt::format("{:016x}", h);
 }
+}  // namespace
+
+std::string hash(const JobConfig& config) {
+  // The hash names the job, what training computes; how this invocation runs it (resume or not, fault
+  // injection, how sparse rows travel: every ddp.sparse_sync mode sums the same rows in the same rank order,
+  // with or without ddp.overlap_sparse), how it is evaluated and what it logs are left out, so a resumed run
+  // recognises its own checkpoints. (Evaluation draws from its own seeded generators, not training's.)
+  JobConfig job = config;
+  job.checkpoint.resume = CheckpointOptions{}.resume;
+  job.run.crash_at_step = RunOptions{}.crash_at_step;
+  job.ddp.sparse_sync = DdpOptions{}.sparse_sync;
+  job.ddp.overlap_sparse = DdpOptions{}.overlap_sparse;
+  job.eval = EvalOptions{};
+  job.log = LogOptions{};
+  return fnv1a(toYaml(job));
+}
+
+std::string fullHash(const JobConfig& config) { return fnv1a(toYaml(config)); }
 
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b) {
   std::vector<std::string> keys;

@@ -16,10 +16,9 @@ std::string textOf(const std::vector<uint8_t>& b) { return std::string(b.begin()
 }  // namespace
 
 void checkRanksAgree(comm::Communicator& comm, const config::JobConfig& job, const std::string& model_layout) {
-  // One small exchange in the common case: hash, world size and layout of every rank, and the sparse sync
-  // mode, which the hash leaves out but every rank must share.
-  const std::string mine =
-      fmt::format("{}\n{}\n{}\n{}", config::hash(job), comm.size(), model_layout, job.ddp.sparse_sync);
+  // One small exchange in the common case: the hash of every key (the job's identity leaves some out, such as
+  // the sparse sync mode and the eval section, but every rank must share them), world size and layout.
+  const std::string mine = fmt::format("{}\n{}\n{}", config::fullHash(job), comm.size(), model_layout);
   const auto all = comm.allgatherBytes(bytesOf(mine));
   bool agree = true;
   for (const auto& other : all) agree = agree && other == all[0];

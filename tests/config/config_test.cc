@@ -60,7 +60,14 @@ TEST(Config, CanonicalYamlRoundTripsAndHashIsStable) {
   resumed.checkpoint.resume = true;
   resumed.run.crash_at_step = 7;
   resumed.ddp.sparse_sync = "shared";  // every mode sums the same rows in the same order
+  resumed.ddp.overlap_sparse = false;
+  resumed.eval.max_queries = 100;       // evaluation and logging do not change what training computes
+  resumed.eval.recent_decay = 0.5;
+  resumed.log.level = "debug";
   EXPECT_EQ(hash(c), hash(resumed)) << "how a run is invoked must not change the job's identity";
+  // The ranks of one job must still agree on every key.
+  EXPECT_NE(fullHash(c), fullHash(resumed));
+  EXPECT_EQ(fullHash(c), fullHash(back));
 }
 
 TEST(Config, SyntaxErrorNamesFileAndLine) {

@@ -168,7 +168,8 @@ TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
   EXPECT_THAT(r.out + r.err, HasSubstr("rank 1 differs from rank 0 in data.window (rank 0: '3', rank 1: '4')"));
 }
 
-// The config hash leaves ddp.sparse_sync out (checkpoints resume under any mode), but ranks must still agree.
+// The job's identity (config::hash) leaves ddp.sparse_sync out (checkpoints resume under any mode), but ranks
+// must still agree on it (config::fullHash).
 TEST(TrainJob, RanksWithDifferentSparseSyncModesStopNamingIt) {
   const std::string dir = testing::makeTempDir("ringtrain-mismatch-sync-");
   std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");

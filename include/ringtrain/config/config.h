@@ -186,9 +186,13 @@ void validate(const JobConfig& config);
 std::vector<std::pair<std::string, std::string>> flatten(const JobConfig& config);
 // Canonical YAML: every section and key in schema order, one spelling per value.
 std::string toYaml(const JobConfig& config);
-// 16 hex digits of a 64-bit FNV-1a hash of toYaml(); equal configs hash equal on every rank. Keys that
-// say how to run rather than what to compute (checkpoint.resume, run.crash_at_step) are left out.
+// The job's identity, which checkpoints carry: 16 hex digits of a 64-bit FNV-1a hash of toYaml(), equal
+// configs hashing equal on every rank. Keys that say how to run rather than what training computes are left
+// out (checkpoint.resume, run.crash_at_step, ddp.sparse_sync, ddp.overlap_sparse, and the eval and log
+// sections), so a run resumes its checkpoints under other such settings.
 std::string hash(const JobConfig& config);
+// The same over every key: what the ranks of one job must agree on.
+std::string fullHash(const JobConfig& config);
 // Keys whose values differ, in schema order.
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b);
 // All valid "section.key" names.
