@@ -20,6 +20,9 @@
 namespace ringtrain::ddp {
 namespace {
 
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
 constexpr auto kTimeout = std::chrono::seconds(20);
 
 // How ranks talk: Gloo over a MemoryStore (native or ring allreduce) when the build has Gloo, else the
@@ -387,15 +390,12 @@ TEST_F(DdpTest, NoSyncBackwardAfterTheSynchronizedOneThrows) {
   testing::ThreadCommunicator comm(group, 0, kTimeout);
   DistributedDataParallel ddp(*model, comm);
   torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
-  try {
-    auto guard = ddp.noSync();
-    torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
-    FAIL() << "expected an error";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("under noSync() after this iteration's synchronized backward"),
-              std::string::npos)
-        << e.what();
-  }
+  EXPECT_THAT(
+      [&] {
+        auto guard = ddp.noSync();
+        torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
+      },
+      ThrowsMessage<std::exception>(HasSubstr("under noSync() after this iteration's synchronized backward")));
 }
 
 // The same when the noSync() backward touches only a parameter the synchronized one left alone: it would go
@@ -407,13 +407,12 @@ TEST_F(DdpTest, NoSyncBackwardAfterTheSynchronizedOneThrowsForUntouchedParameter
   DistributedDataParallel ddp(*model, comm);
   torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();  // "unused" gets nothing
   const torch::Tensor features = model->forward(inputs(1, 4)).detach();      // only "unused" below
-  try {
-    auto guard = ddp.noSync();
-    torch::mse_loss(model->unused->forward(features), targets(1, 4)).backward();
-    FAIL() << "expected an error";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("'unused."), std::string::npos) << e.what();
-  }
+  EXPECT_THAT(
+      [&] {
+        auto guard = ddp.noSync();
+        torch::mse_loss(model->unused->forward(features), targets(1, 4)).backward();
+      },
+      ThrowsMessage<std::exception>(HasSubstr("'unused.")));
 }
 
 // Under static_graph a parameter unused in the first iteration is pre-marked ready; a gradient for it in a
@@ -448,12 +447,8 @@ TEST_F(DdpTest, SecondBackwardWithoutFinalizeThrowsForSparseTables) {
   DistributedDataParallel ddp(*model, comm);
   const auto ids = torch::arange(5, torch::kLong);
   model->forward(ids).sum().backward();
-  try {
-    model->forward(ids).sum().backward();
-    FAIL() << "expected an error";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("'emb.weight' received a second gradient"), std::string::npos) << e.what();
-  }
+  EXPECT_THAT([&] { model->forward(ids).sum().backward(); },
+              ThrowsMessage<std::exception>(HasSubstr("'emb.weight' received a second gradient")));
 }
 
 // Skipping ddp.zeroGrad() would let a rank's forward read rows another rank is still writing: the second
@@ -973,12 +968,8 @@ TEST_F(DdpTest, SecondBackwardWithoutFinalizeThrows) {
   testing::ThreadCommunicator comm(group, 0, kTimeout);
   DistributedDataParallel ddp(*model, comm);
   torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
-  try {
-    torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
-    FAIL() << "expected an error";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("finalize()"), std::string::npos) << e.what();
-  }
+  EXPECT_THAT([&] { torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward(); },
+              ThrowsMessage<std::exception>(HasSubstr("finalize()")));
 }
 
 // zero_grad with set_to_none semantics (LibTorch 2.x's default) stays correct.
