@@ -9,6 +9,7 @@
 
 #include "config/schema.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/hash.h"
 
 namespace ringtrain::config {
 namespace {
@@ -187,13 +188,12 @@ std::string toYaml(const JobConfig& config) {
 }
 
 namespace {
-std::string fnv1a(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return fmt::format("{:016x}", h);
+// Checkpoints store the config hash, and resuming compares it. It was first written with this offset basis
+// (FNV's, missing its last digit); keeping it keeps every checkpoint written so far resumable.
+constexpr uint64_t kConfigHashBasis = 1469598103934665603ull;
+
+std::string configHash(const std::string& text) {
+  return fmt::format("{:016x}", fnv1a64(text.data(), text.size(), kConfigHashBasis));
 }
 }  // namespace
 
@@ -209,10 +209,10 @@ std::string hash(const JobConfig& config) {
   job.ddp.overlap_sparse = DdpOptions{}.overlap_sparse;
   job.eval = EvalOptions{};
   job.log = LogOptions{};
-  return fnv1a(toYaml(job));
+  return configHash(toYaml(job));
 }
 
-std::string fullHash(const JobConfig& config) { return fnv1a(toYaml(config)); }
+std::string fullHash(const JobConfig& config) { return configHash(toYaml(config)); }
 
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b) {
   std::vector<std::string> keys;

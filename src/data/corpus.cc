@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
 
 namespace ringtrain::data {
@@ -29,14 +30,6 @@ constexpr char kCacheMagic[8] = {'R', 'T', 'C', 'O', 'R', 'P', 'U', 'S'};
 constexpr uint64_t kCacheVersion = 1;
 constexpr size_t kHashWindow = 64 << 10;
 constexpr size_t kReadChunk = 4 << 20;
-
-uint64_t fnv1a(const char* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL) {
-  for (size_t i = 0; i < n; ++i) {
-    h ^= static_cast<unsigned char>(data[i]);
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
 
 std::string errnoText() { return std::strerror(errno); }
 
@@ -66,11 +59,11 @@ SourceKey sourceKey(const std::string& path, std::FILE* f) {
   key.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
   std::vector<char> buf(kHashWindow);
   const ssize_t head = ::pread(fileno(f), buf.data(), buf.size(), 0);
-  uint64_t h = fnv1a(buf.data(), head > 0 ? static_cast<size_t>(head) : 0);
+  uint64_t h = fnv1a64(buf.data(), head > 0 ? static_cast<size_t>(head) : 0);
   if (key.size > kHashWindow) {
     const off_t off = static_cast<off_t>(key.size - kHashWindow);
     const ssize_t got = ::pread(fileno(f), buf.data(), buf.size(), off);
-    if (got > 0) h = fnv1a(buf.data(), static_cast<size_t>(got), h);
+    if (got > 0) h = fnv1a64(buf.data(), static_cast<size_t>(got), h);
   }
   key.hash = h;
   return key;
@@ -115,7 +108,7 @@ class TokenTable {
   TokenTable() : slots_(1 << 16, -1) {}
 
   int32_t intern(std::string_view t) {
-    const uint64_t h = fnv1a(t.data(), t.size());
+    const uint64_t h = fnv1a64(t.data(), t.size());
     size_t mask = slots_.size() - 1;
     size_t i = h & mask;
     while (true) {

@@ -37,6 +37,7 @@
 #include "ddp/host_shared_tensor.h"
 #include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/ddp/bucket_assignment.h"
 #include "ringtrain/ddp/comm_hook.h"
@@ -85,15 +86,6 @@ std::string describe(const at::Tensor& t) {
   std::ostringstream out;
   out << c10::toString(t.scalar_type()) << t.sizes() << " " << t.device();
   return out.str();
-}
-
-uint64_t fnv1a(const void* data, size_t bytes, uint64_t hash = 1469598103934665603ull) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < bytes; ++i) {
-    hash ^= p[i];
-    hash *= 1099511628211ull;
-  }
-  return hash;
 }
 
 std::vector<std::string> splitLines(const std::vector<uint8_t>& bytes) {
@@ -572,7 +564,7 @@ class DistributedDataParallel::Impl {
     std::vector<uint64_t> sums;
     for (const Param& p : params_) {
       at::Tensor t = p.tensor.detach().to(at::kCPU).contiguous();
-      sums.push_back(fnv1a(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size()));
+      sums.push_back(fnv1a64(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size()));
     }
     std::vector<uint8_t> mine(sums.size() * sizeof(uint64_t));
     if (!mine.empty()) std::memcpy(mine.data(), sums.data(), mine.size());
