@@ -59,7 +59,9 @@ void assignChecked(JobConfig& config, const Field& f, const std::string& text, c
   }
 }
 
-void applyYaml(JobConfig& config, const std::string& text, const std::string& origin) {
+// With `unknown_keys`, keys and sections this version does not know are listed there instead of rejected.
+void applyYaml(JobConfig& config, const std::string& text, const std::string& origin,
+               std::vector<std::string>* unknown_keys = nullptr) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -74,6 +76,10 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     const std::string section = section_entry.first.Scalar();
     const YAML::Node& body = section_entry.second;
     const std::string where = located(origin, section_entry.first.Mark());
+    if (!isSection(section) && unknown_keys != nullptr) {
+      unknown_keys->push_back(section);
+      continue;
+    }
     if (!isSection(section)) {
       RT_THROW(ConfigError, where, ": unknown section '", section, "'", suggestion(closestMatch(section, sections())));
     }
@@ -82,6 +88,10 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     for (const auto& entry : body) {
       const std::string key = entry.first.Scalar();
       const std::string key_where = located(origin, entry.first.Mark());
+      if (unknown_keys != nullptr && findField(section, key) == nullptr) {
+        unknown_keys->push_back(section + "." + key);
+        continue;
+      }
       const Field& f = fieldOrThrow(section, key, key_where);
       const YAML::Node& value = entry.second;
       if (value.IsNull() && (f.type == FieldType::kString)) {
@@ -159,6 +169,15 @@ JobConfig loadFile(const std::string& path, const std::vector<Override>& overrid
   return loadString(text.str(), path, overrides);
 }
 
+JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* unknown_keys) {
+  JobConfig config;
+  std::vector<std::string> skipped;
+  applyYaml(config, yaml, origin, &skipped);
+  validate(config);
+  if (unknown_keys != nullptr) *unknown_keys = std::move(skipped);
+  return config;
+}
+
 JobConfig fromOverrides(const std::vector<Override>& overrides) {
   JobConfig config;
   applyOverrides(config, overrides);
@@ -197,11 +216,13 @@ std::string configHash(const std::string& text) {
 }
 }  // namespace
 
-std::string hash(const JobConfig& config) {
-  // The hash names the job, what training computes; how this invocation runs it (resume or not, fault
-  // injection, how sparse rows travel: every ddp.sparse_sync mode sums the same rows in the same rank order,
-  // with or without ddp.overlap_sparse), how it is evaluated and what it logs are left out, so a resumed run
-  // recognises its own checkpoints. (Evaluation draws from its own seeded generators, not training's.)
+namespace {
+// The job's identity names what training computes. How this invocation runs it (resume or not, fault
+// injection, how sparse rows travel: every ddp.sparse_sync mode sums the same rows in the same rank order,
+// with or without ddp.overlap_sparse), how it is evaluated and what it logs are reset to their defaults, so
+// a resumed run recognises its own checkpoints. (Evaluation draws from its own seeded generators, not
+// training's.)
+JobConfig identityOf(const JobConfig& config) {
   JobConfig job = config;
   job.checkpoint.resume = CheckpointOptions{}.resume;
   job.run.crash_at_step = RunOptions{}.crash_at_step;
@@ -209,8 +230,11 @@ std::string hash(const JobConfig& config) {
   job.ddp.overlap_sparse = DdpOptions{}.overlap_sparse;
   job.eval = EvalOptions{};
   job.log = LogOptions{};
-  return configHash(toYaml(job));
+  return job;
 }
+}  // namespace
+
+std::string hash(const JobConfig& config) { return configHash(toYaml(identityOf(config))); }
 
 std::string fullHash(const JobConfig& config) { return configHash(toYaml(config)); }
 
@@ -220,6 +244,18 @@ std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b) {
     if (f.print(a) != f.print(b)) keys.push_back(f.path());
   }
   return keys;
+}
+
+std::vector<IdentityDifference> identityDifferences(const JobConfig& first, const JobConfig& second) {
+  const JobConfig a = identityOf(first);
+  const JobConfig b = identityOf(second);
+  std::vector<IdentityDifference> out;
+  for (const Field& f : schema()) {
+    std::string x = f.print(a);
+    std::string y = f.print(b);
+    if (x != y) out.push_back(IdentityDifference{f.path(), std::move(x), std::move(y)});
+  }
+  return out;
 }
 
 std::vector<std::string> allKeys() {

@@ -16,6 +16,8 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <fmt/format.h>
+
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -220,7 +222,7 @@ void writeCheckpoint(const std::string& path, const Checkpoint& ckpt) {
   fsyncDir(dir.string());
 }
 
-Checkpoint readCheckpoint(const std::string& path, const std::string& expected_config_hash) {
+Checkpoint readCheckpoint(const std::string& path, const config::JobConfig* job) {
   std::ifstream in(path, std::ios::binary);
   if (!in) RT_THROW(DataError, "checkpoint ", path, ": cannot open: ", std::strerror(errno));
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -252,11 +254,43 @@ Checkpoint readCheckpoint(const std::string& path, const std::string& expected_c
   } catch (const std::exception& e) {
     RT_THROW(DataError, "checkpoint ", path, ": unreadable payload: ", e.what());
   }
-  if (!expected_config_hash.empty() && ckpt.config_hash != expected_config_hash) {
-    RT_THROW(DataError, "checkpoint ", path, " belongs to another job: config hash ", ckpt.config_hash,
-             ", this job's is ", expected_config_hash, " (different configuration; use a fresh checkpoint.dir)");
-  }
+  if (job != nullptr) checkSameJob(ckpt, *job, path);
   return ckpt;
+}
+
+void checkSameJob(const Checkpoint& ckpt, const config::JobConfig& job, const std::string& path) {
+  const std::string hash = config::hash(job);
+  if (ckpt.config_hash == hash) return;
+  const std::string foreign = "checkpoint " + path + " belongs to another job";
+  if (ckpt.config_yaml.empty()) {
+    RT_THROW(DataError, foreign, ": config hash ", ckpt.config_hash, ", this job's is ", hash,
+             " (different configuration; use a fresh checkpoint.dir)");
+  }
+  std::vector<std::string> unknown_keys;
+  config::JobConfig stored;
+  try {
+    stored = config::loadStored(ckpt.config_yaml, path + " (stored configuration)", &unknown_keys);
+  } catch (const ConfigError& e) {
+    RT_THROW(DataError, foreign, ": config hash ", ckpt.config_hash, ", this job's is ", hash,
+             ", and its stored configuration does not load in this version: ", e.what());
+  }
+  const std::vector<config::IdentityDifference> differences = config::identityDifferences(stored, job);
+  if (!differences.empty()) {
+    constexpr size_t kShown = 8;
+    std::string list;
+    for (size_t i = 0; i < differences.size() && i < kShown; ++i) {
+      const config::IdentityDifference& d = differences[i];
+      list += (i ? "; " : "") + d.key + " is " + d.first + " there and " + d.second + " here";
+    }
+    if (differences.size() > kShown) list += fmt::format("; and {} more", differences.size() - kShown);
+    RT_THROW(DataError, foreign, ": ", list, " (resume with its settings, or start afresh in another checkpoint.dir)");
+  }
+  if (!unknown_keys.empty()) {
+    std::string keys;
+    for (const std::string& k : unknown_keys) keys += (keys.empty() ? "" : ", ") + k;
+    ringtrain::warn("checkpoint {} was written by another ringtrain version: settings this version does not have "
+                    "were ignored: {}", path, keys);
+  }
 }
 
 CheckpointManager::CheckpointManager(std::string dir, int keep) : dir_(std::move(dir)), keep_(std::max(1, keep)) {}
@@ -292,22 +326,19 @@ std::vector<std::string> CheckpointManager::list() const {
   return out;
 }
 
-std::optional<Checkpoint> CheckpointManager::loadLatest(const std::string& expected_config_hash) const {
+std::optional<Checkpoint> CheckpointManager::loadLatest(const config::JobConfig* job) const {
   const std::vector<std::string> all = list();
   std::string failures;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     Checkpoint ckpt;
     try {
-      ckpt = readCheckpoint(*it, "");
+      ckpt = readCheckpoint(*it);
     } catch (const DataError& e) {
       ringtrain::warn("skipping unreadable checkpoint: {}", e.what());
       failures += std::string("\n  ") + e.what();
       continue;
     }
-    if (!expected_config_hash.empty() && ckpt.config_hash != expected_config_hash) {
-      RT_THROW(DataError, "checkpoint ", *it, " belongs to another job: config hash ", ckpt.config_hash,
-               ", this job's is ", expected_config_hash, " (different configuration; use a fresh checkpoint.dir)");
-    }
+    if (job != nullptr) checkSameJob(ckpt, *job, *it);
     return ckpt;
   }
   if (!all.empty()) RT_THROW(DataError, "no valid checkpoint in ", dir_, ":", failures);

@@ -5,6 +5,7 @@
 
 #include "ringtrain/config/config.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 
 namespace ringtrain::train {
 
@@ -34,7 +35,12 @@ void loadModelState(model::SgnsModel& model, const std::map<std::string, at::Ten
 
 std::unique_ptr<model::SgnsModel> modelFromCheckpoint(const Checkpoint& ckpt, const std::string& origin) {
   if (ckpt.vocab.empty()) RT_THROW(DataError, origin, ": checkpoint has no vocabulary");
-  const config::JobConfig job = config::loadString(ckpt.config_yaml, origin + " (stored configuration)");
+  // Written by this or another ringtrain version: settings since removed do not shape the model.
+  std::vector<std::string> unknown_keys;
+  const config::JobConfig job = config::loadStored(ckpt.config_yaml, origin + " (stored configuration)", &unknown_keys);
+  for (const std::string& key : unknown_keys) {
+    ringtrain::warn("{}: stored setting {} is unknown to this version; ignored", origin, key);
+  }
   auto model = std::make_unique<model::SgnsModel>(
       model::sgnsOptionsFromConfig(job.model, static_cast<int64_t>(ckpt.vocab.size())), 0);
   try {

@@ -284,7 +284,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   int64_t global_step = 0;
   const bool resume = job.checkpoint.resume || process.restart_count > 0;
   if (resume) {
-    if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(config::hash(job))) {
+    if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(&job)) {
       const std::string where = checkpoints.dir();
       RT_CHECK_T(ConfigError, ckpt->world_size == s.comm->size(), where, ": the checkpoint was written by ",
                  ckpt->world_size, " ranks and this job has ", s.comm->size(),

@@ -70,6 +70,49 @@ TEST(Config, CanonicalYamlRoundTripsAndHashIsStable) {
   EXPECT_EQ(fullHash(c), fullHash(back));
 }
 
+TEST(Config, IdentityDifferencesNameTheKeysHashCoversWithBothValues) {
+  JobConfig a;
+  JobConfig b = a;
+  b.optim.lr = 0.5;
+  b.data.window = 9;
+  b.eval.max_queries = 3;  // not part of the identity
+  b.ddp.sparse_sync = "shared";
+  const std::vector<IdentityDifference> d = identityDifferences(a, b);
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0].key, "data.window");  // schema order
+  EXPECT_EQ(d[0].first, "5");
+  EXPECT_EQ(d[0].second, "9");
+  EXPECT_EQ(d[1].key, "optim.lr");
+  EXPECT_EQ(d[1].second, "0.5");
+  b.optim.lr = a.optim.lr;
+  b.data.window = a.data.window;
+  EXPECT_TRUE(identityDifferences(a, b).empty());
+  EXPECT_EQ(hash(a), hash(b));
+}
+
+TEST(Config, StoredConfigurationsFromOtherVersionsLoad) {
+  // Another version's canonical YAML: a section and a key this version lacks, and this version's keys
+  // missing (they keep their defaults).
+  const std::string yaml =
+      "run:\n  seed: 9\n  retired_knob: 3\nretired_section:\n  x: 1\noptim:\n  lr: 0.25\n";
+  std::vector<std::string> unknown;
+  const JobConfig c = loadStored(yaml, "ckpt (stored configuration)", &unknown);
+  EXPECT_EQ(c.run.seed, 9u);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.25);
+  EXPECT_EQ(c.data.window, JobConfig{}.data.window);
+  EXPECT_EQ(unknown, (std::vector<std::string>{"run.retired_knob", "retired_section"}));
+  // A value this version rejects is still an error, naming where it came from.
+  try {
+    loadStored("data:\n  window: 0\n", "ckpt (stored configuration)", &unknown);
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("ckpt (stored configuration)"));
+    EXPECT_THAT(e.what(), HasSubstr("data.window"));
+  }
+  // The strict loader still rejects what the tolerant one skips.
+  EXPECT_THAT(errorOf(yaml), HasSubstr("unknown key 'run.retired_knob'"));
+}
+
 TEST(Config, SyntaxErrorNamesFileAndLine) {
   EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\n"), HasSubstr("job.yaml:"));
   EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\n"), HasSubstr("YAML syntax error"));

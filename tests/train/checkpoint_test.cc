@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include <ATen/ATen.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ringtrain/config/config.h"
@@ -16,14 +17,23 @@ namespace ringtrain::train {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// The job every sample() checkpoint was written by.
+config::JobConfig sampleJob() {
+  config::JobConfig job;
+  job.model.dim = 4;
+  return job;
+}
 
 Checkpoint sample(int64_t step) {
   Checkpoint c;
   c.global_step = step;
   c.epoch = 3;
   c.world_size = 2;
-  c.config_hash = "0123456789abcdef";
-  c.config_yaml = "model:\n  dim: 4\n";
+  c.config_hash = config::hash(sampleJob());
+  c.config_yaml = config::toYaml(sampleJob());
   c.model_layout = "sgns vocab=3 dim=4";
   c.vocab = {"a", "b b", "c"};
   c.model["input_embedding"] = at::arange(12, at::kFloat).view({3, 4}) * static_cast<double>(step);
@@ -44,9 +54,9 @@ void writeFile(const std::string& path, const std::string& data) {
 }
 
 // Expects a DataError whose message names the file.
-void expectDataError(const std::string& path, const std::string& hash = "") {
+void expectDataError(const std::string& path, const config::JobConfig* job = nullptr) {
   try {
-    readCheckpoint(path, hash);
+    readCheckpoint(path, job);
     ADD_FAILURE() << "no error for " << path;
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
@@ -64,7 +74,8 @@ TEST_F(CheckpointTest, RoundTripKeepsEveryField) {
   const std::string path = dir_ + "/one.rtck";
   const Checkpoint c = sample(7);
   writeCheckpoint(path, c);
-  const Checkpoint r = readCheckpoint(path, c.config_hash);
+  const config::JobConfig job = sampleJob();
+  const Checkpoint r = readCheckpoint(path, &job);
   EXPECT_EQ(r.global_step, 7);
   EXPECT_EQ(r.epoch, 3);
   EXPECT_EQ(r.world_size, 2);
@@ -110,7 +121,76 @@ TEST_F(CheckpointTest, FlippedBytesAndForeignFilesAreRejected) {
   writeFile(dir_ + "/text", "model:\n  dim: 4\n");
   expectDataError(dir_ + "/text");
   expectDataError(dir_ + "/missing");
-  expectDataError(path, "ffffffffffffffff");  // another job's config
+  config::JobConfig other = sampleJob();
+  other.optim.lr = 0.5;
+  expectDataError(path, &other);  // another job's checkpoint
+}
+
+// The message a checkpoint written by `writer`'s job gives when `reader`'s job resumes it ("" if none).
+std::string sameJobError(const Checkpoint& written, const config::JobConfig& reader) {
+  try {
+    checkSameJob(written, reader, "dir/ckpt-1.rtck");
+  } catch (const DataError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_F(CheckpointTest, AnotherJobsCheckpointNamesEverySettingThatDiffers) {
+  const Checkpoint c = sample(1);
+  config::JobConfig other = sampleJob();
+  other.optim.lr = 0.5;
+  other.data.window = 9;
+  const std::string what = sameJobError(c, other);
+  EXPECT_THAT(what, HasSubstr("dir/ckpt-1.rtck belongs to another job"));
+  EXPECT_THAT(what, HasSubstr("data.window is 5 there and 9 here"));
+  EXPECT_THAT(what, HasSubstr("optim.lr is 0.05 there and 0.5 here"));
+  // How a run is invoked, evaluated and logged is not the job.
+  config::JobConfig same = sampleJob();
+  same.checkpoint.resume = true;
+  same.eval.max_queries = 7;
+  EXPECT_EQ(sameJobError(c, same), "");
+  // Many differences are shown up to a limit, then counted.
+  config::JobConfig far = other;
+  far.run.seed = 1;
+  far.data.negatives = 2;
+  far.data.batch_size = 3;
+  far.model.dim = 5;
+  far.optim.name = "adam";
+  far.optim.warmup_steps = 4;
+  far.ddp.bucket_cap_mb = 7;
+  EXPECT_THAT(sameJobError(c, far), HasSubstr("and 1 more"));
+}
+
+TEST_F(CheckpointTest, ACheckpointFromAnotherVersionWithTheSameSettingsResumes) {
+  // An older version had no data.ns_exponent (the hash moves with every key added): the key counts at its
+  // default, so only a job that leaves it there is the same job.
+  Checkpoint c = sample(1);
+  const std::string line = "  ns_exponent: 0.75\n";
+  ASSERT_NE(c.config_yaml.find(line), std::string::npos) << c.config_yaml;
+  c.config_yaml.erase(c.config_yaml.find(line), line.size());
+  c.config_hash = "00000000deadbeef";
+  EXPECT_EQ(sameJobError(c, sampleJob()), "");
+  config::JobConfig tuned = sampleJob();
+  tuned.data.ns_exponent = 0.5;
+  EXPECT_THAT(sameJobError(c, tuned), HasSubstr("data.ns_exponent is 0.75 there and 0.5 here"));
+  // A newer version's setting this one lacks is ignored (with a warning); the rest must still match.
+  Checkpoint newer = sample(1);
+  newer.config_yaml += "future:\n  knob: 1\n";
+  newer.config_hash = "00000000deadbeef";
+  EXPECT_EQ(sameJobError(newer, sampleJob()), "");
+  // Without a stored configuration only the hash can tell.
+  Checkpoint bare = sample(1);
+  bare.config_yaml.clear();
+  EXPECT_EQ(sameJobError(bare, sampleJob()), "");
+  bare.config_hash = "00000000deadbeef";
+  EXPECT_THAT(sameJobError(bare, sampleJob()), HasSubstr("config hash 00000000deadbeef"));
+  // A stored configuration this version cannot read is another job, with the reason.
+  Checkpoint unreadable = sample(1);
+  unreadable.config_yaml = "data:\n  window: 0\n";
+  unreadable.config_hash = "00000000deadbeef";
+  EXPECT_THAT(sameJobError(unreadable, sampleJob()), HasSubstr("does not load in this version"));
+  EXPECT_THAT(sameJobError(unreadable, sampleJob()), Not(HasSubstr("there and")));
 }
 
 TEST_F(CheckpointTest, ManagerKeepsTheNewestAndFallsBackPastACorruptOne) {
@@ -121,8 +201,11 @@ TEST_F(CheckpointTest, ManagerKeepsTheNewestAndFallsBackPastACorruptOne) {
   ASSERT_EQ(files.size(), 2u);
   EXPECT_NE(files[0].find("ckpt-000000000040.rtck"), std::string::npos);
   EXPECT_NE(files[1].find("ckpt-000000000050.rtck"), std::string::npos);
-  EXPECT_EQ(m.loadLatest("0123456789abcdef")->global_step, 50);
-  EXPECT_THROW(m.loadLatest("ffffffffffffffff"), DataError);
+  const config::JobConfig job = sampleJob();
+  EXPECT_EQ(m.loadLatest(&job)->global_step, 50);
+  config::JobConfig other = sampleJob();
+  other.run.seed = 1;
+  EXPECT_THROW(m.loadLatest(&other), DataError);
   writeFile(files[1], readFile(files[1]).substr(0, 100));
   EXPECT_EQ(m.loadLatest()->global_step, 40);
   writeFile(files[0], "garbage");

@@ -176,6 +176,10 @@ JobConfig loadString(const std::string& yaml, const std::string& origin,
                      const std::vector<Override>& overrides = {});
 // Defaults plus overrides.
 JobConfig fromOverrides(const std::vector<Override>& overrides);
+// A configuration this or another ringtrain version wrote (a checkpoint's toYaml()): keys this version does
+// not know (removed since) are skipped and listed in `unknown_keys` as "section.key"; keys it lacks (added
+// since) keep their defaults. Anything else wrong throws ConfigError, as loadString does.
+JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* unknown_keys);
 
 // Sets one key from its text form ("data.window", "7"); throws ConfigError.
 void setValue(JobConfig& config, const std::string& key, const std::string& value);
@@ -195,6 +199,15 @@ std::string hash(const JobConfig& config);
 std::string fullHash(const JobConfig& config);
 // Keys whose values differ, in schema order.
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b);
+// One key of a job's identity (what hash() covers) that differs between two configs, with both values.
+struct IdentityDifference {
+  std::string key;
+  std::string first;   // its value in the first config
+  std::string second;  // in the second
+};
+// The keys hash() covers whose values differ, in schema order: empty exactly when the two configs are the same
+// job. Two configs that differ only in keys hash() leaves out are the same job.
+std::vector<IdentityDifference> identityDifferences(const JobConfig& first, const JobConfig& second);
 // All valid "section.key" names.
 std::vector<std::string> allKeys();
 

@@ -21,6 +21,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "ringtrain/config/config.h"
+
 namespace ringtrain::train {
 
 inline constexpr uint32_t kCheckpointVersion = 1;
@@ -41,9 +43,14 @@ struct Checkpoint {
 
 // Writes `ckpt` to `path` atomically. Throws DataError (with the path) on I/O failure.
 void writeCheckpoint(const std::string& path, const Checkpoint& ckpt);
-// Reads and validates; throws DataError naming the file on any problem. A non-empty
-// `expected_config_hash` that differs from the file's also throws DataError (a foreign checkpoint).
-Checkpoint readCheckpoint(const std::string& path, const std::string& expected_config_hash = "");
+// Reads and validates; throws DataError naming the file on any problem. With `job`, a checkpoint another job
+// wrote also throws DataError (checkSameJob).
+Checkpoint readCheckpoint(const std::string& path, const config::JobConfig* job = nullptr);
+// Throws DataError unless `ckpt` (read from `path`) was written by `job`, naming each setting that differs
+// with its value in both. Equal config hashes are the same job. Unequal ones are compared key by key on the
+// stored configuration, because the hash also moves when a newer ringtrain adds a setting: a key the
+// checkpoint lacks counts at its default, and a key this version no longer has is ignored with a warning.
+void checkSameJob(const Checkpoint& ckpt, const config::JobConfig& job, const std::string& path);
 
 // The checkpoint files of one run: <dir>/ckpt-<global step, 12 digits>.rtck.
 class CheckpointManager {
@@ -55,9 +62,9 @@ class CheckpointManager {
   // Checkpoint paths, oldest first.
   std::vector<std::string> list() const;
   // Loads the newest checkpoint that reads cleanly; a corrupt newer one is skipped with a warning.
-  // nullopt when there is none. A config-hash mismatch is not skipped: it throws DataError (wrong job).
-  // If files exist but none is valid, throws DataError listing why each failed.
-  std::optional<Checkpoint> loadLatest(const std::string& expected_config_hash = "") const;
+  // nullopt when there is none. With `job`, another job's checkpoint is not skipped: it throws DataError
+  // (checkSameJob). If files exist but none is valid, throws DataError listing why each failed.
+  std::optional<Checkpoint> loadLatest(const config::JobConfig* job = nullptr) const;
   const std::string& dir() const { return dir_; }
 
  private:
