@@ -14,6 +14,23 @@
 namespace ringtrain::config {
 namespace {
 
+// The job's identity (hash(), checkpoints) names what training computes. Keys that say how this invocation
+// runs it (resume or not, fault injection, how sparse rows travel: every ddp.sparse_sync mode sums the same
+// rows in the same rank order, with or without ddp.overlap_sparse), how it is evaluated, logged and served
+// are left out, so a resumed run recognises its own checkpoints. (Evaluation draws from its own seeded
+// generators, not training's.)
+bool inIdentity(const Field& f) {
+  if (f.section == "eval" || f.section == "log" || f.section == "serve") return false;
+  const std::string path = f.path();
+  return path != "checkpoint.resume" && path != "run.crash_at_step" && path != "ddp.sparse_sync" &&
+         path != "ddp.overlap_sparse";
+}
+
+void resetToDefault(JobConfig& config, const Field& f) {
+  static const JobConfig defaults;
+  f.assign(config, f.print(defaults));
+}
+
 std::vector<std::string> keysOf(const std::string& section) {
   std::vector<std::string> keys;
   for (const Field& f : schema()) {
@@ -59,9 +76,11 @@ void assignChecked(JobConfig& config, const Field& f, const std::string& text, c
   }
 }
 
-// With `unknown_keys`, keys and sections this version does not know are listed there instead of rejected.
+// With `ignored` (a configuration another version stored), what this version cannot take is listed there as
+// "section.key: value" instead of rejected: keys it does not know, and values it refuses for keys outside
+// the job's identity (those keep their defaults).
 void applyYaml(JobConfig& config, const std::string& text, const std::string& origin,
-               std::vector<std::string>* unknown_keys = nullptr) {
+               std::vector<std::string>* ignored = nullptr) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -76,8 +95,14 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     const std::string section = section_entry.first.Scalar();
     const YAML::Node& body = section_entry.second;
     const std::string where = located(origin, section_entry.first.Mark());
-    if (!isSection(section) && unknown_keys != nullptr) {
-      unknown_keys->push_back(section);
+    if (!isSection(section) && ignored != nullptr) {
+      if (body.IsMap()) {
+        for (const auto& entry : body) {
+          ignored->push_back(section + "." + entry.first.Scalar() + ": " + YAML::Dump(entry.second));
+        }
+      } else {
+        ignored->push_back(section + ": " + YAML::Dump(body));
+      }
       continue;
     }
     if (!isSection(section)) {
@@ -88,11 +113,22 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     for (const auto& entry : body) {
       const std::string key = entry.first.Scalar();
       const std::string key_where = located(origin, entry.first.Mark());
-      if (unknown_keys != nullptr && findField(section, key) == nullptr) {
-        unknown_keys->push_back(section + "." + key);
+      if (ignored != nullptr && findField(section, key) == nullptr) {
+        ignored->push_back(section + "." + key + ": " + YAML::Dump(entry.second));
         continue;
       }
       const Field& f = fieldOrThrow(section, key, key_where);
+      if (ignored != nullptr && !inIdentity(f)) {
+        const YAML::Node& value = entry.second;
+        const bool takes = value.IsScalar() || (value.IsNull() && f.type == FieldType::kString);
+        const std::string problem = takes ? f.assign(config, value.IsScalar() ? value.Scalar() : "")
+                                          : "expected a single value";
+        if (!problem.empty()) {
+          ignored->push_back(f.path() + ": " + YAML::Dump(value) + " (" + problem + ")");
+          resetToDefault(config, f);
+        }
+        continue;
+      }
       const YAML::Node& value = entry.second;
       if (value.IsNull() && (f.type == FieldType::kString)) {
         assignChecked(config, f, "", key_where);
@@ -169,12 +205,18 @@ JobConfig loadFile(const std::string& path, const std::vector<Override>& overrid
   return loadString(text.str(), path, overrides);
 }
 
-JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* unknown_keys) {
+JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* ignored) {
   JobConfig config;
   std::vector<std::string> skipped;
   applyYaml(config, yaml, origin, &skipped);
-  validate(config);
-  if (unknown_keys != nullptr) *unknown_keys = std::move(skipped);
+  for (const Field& f : schema()) {
+    std::string problem = f.check(config);
+    if (problem.empty()) continue;
+    if (inIdentity(f)) RT_THROW(ConfigError, origin, ": ", f.path(), ": ", problem);
+    skipped.push_back(f.path() + ": " + f.print(config) + " (" + problem + ")");
+    resetToDefault(config, f);
+  }
+  if (ignored != nullptr) *ignored = std::move(skipped);
   return config;
 }
 
@@ -207,30 +249,30 @@ std::string toYaml(const JobConfig& config) {
 }
 
 namespace {
-// Checkpoints store the config hash, and resuming compares it. It was first written with this offset basis
-// (FNV's, missing its last digit); keeping it keeps every checkpoint written so far resumable.
-constexpr uint64_t kConfigHashBasis = 1469598103934665603ull;
-
 std::string configHash(const std::string& text) {
-  return fmt::format("{:016x}", fnv1a64(text.data(), text.size(), kConfigHashBasis));
+  return fmt::format("{:016x}", fnv1a64(text.data(), text.size()));
 }
-}  // namespace
 
-namespace {
-// The job's identity names what training computes. How this invocation runs it (resume or not, fault
-// injection, how sparse rows travel: every ddp.sparse_sync mode sums the same rows in the same rank order,
-// with or without ddp.overlap_sparse), how it is evaluated and what it logs are reset to their defaults, so
-// a resumed run recognises its own checkpoints. (Evaluation draws from its own seeded generators, not
-// training's.)
 JobConfig identityOf(const JobConfig& config) {
   JobConfig job = config;
-  job.checkpoint.resume = CheckpointOptions{}.resume;
-  job.run.crash_at_step = RunOptions{}.crash_at_step;
-  job.ddp.sparse_sync = DdpOptions{}.sparse_sync;
-  job.ddp.overlap_sparse = DdpOptions{}.overlap_sparse;
-  job.eval = EvalOptions{};
-  job.log = LogOptions{};
+  for (const Field& f : schema()) {
+    if (!inIdentity(f)) resetToDefault(job, f);
+  }
   return job;
+}
+
+// The keys whose printed values differ, in schema order, with both values as toYaml() writes them.
+std::vector<IdentityDifference> differences(const JobConfig& a, const JobConfig& b) {
+  std::vector<IdentityDifference> out;
+  for (const Field& f : schema()) {
+    std::string x = f.print(a);
+    std::string y = f.print(b);
+    if (x == y) continue;
+    const bool needs_quotes = f.type == FieldType::kString || f.type == FieldType::kChoice;
+    out.push_back(needs_quotes ? IdentityDifference{f.path(), quoted(x), quoted(y)}
+                               : IdentityDifference{f.path(), std::move(x), std::move(y)});
+  }
+  return out;
 }
 }  // namespace
 
@@ -240,22 +282,12 @@ std::string fullHash(const JobConfig& config) { return configHash(toYaml(config)
 
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b) {
   std::vector<std::string> keys;
-  for (const Field& f : schema()) {
-    if (f.print(a) != f.print(b)) keys.push_back(f.path());
-  }
+  for (IdentityDifference& d : differences(a, b)) keys.push_back(std::move(d.key));
   return keys;
 }
 
 std::vector<IdentityDifference> identityDifferences(const JobConfig& first, const JobConfig& second) {
-  const JobConfig a = identityOf(first);
-  const JobConfig b = identityOf(second);
-  std::vector<IdentityDifference> out;
-  for (const Field& f : schema()) {
-    std::string x = f.print(a);
-    std::string y = f.print(b);
-    if (x != y) out.push_back(IdentityDifference{f.path(), std::move(x), std::move(y)});
-  }
-  return out;
+  return differences(identityOf(first), identityOf(second));
 }
 
 std::vector<std::string> allKeys() {

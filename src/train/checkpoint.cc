@@ -17,6 +17,7 @@
 #include <torch/serialize/output-archive.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -258,22 +259,23 @@ Checkpoint readCheckpoint(const std::string& path, const config::JobConfig* job)
   return ckpt;
 }
 
-void checkSameJob(const Checkpoint& ckpt, const config::JobConfig& job, const std::string& path) {
+std::vector<std::string> checkSameJob(const Checkpoint& ckpt, const config::JobConfig& job,
+                                      const std::string& path) {
   const std::string hash = config::hash(job);
-  if (ckpt.config_hash == hash) return;
-  const std::string foreign = "checkpoint " + path + " belongs to another job";
+  if (ckpt.config_hash == hash) return {};
   if (ckpt.config_yaml.empty()) {
-    RT_THROW(DataError, foreign, ": config hash ", ckpt.config_hash, ", this job's is ", hash,
-             " (different configuration; use a fresh checkpoint.dir)");
+    RT_THROW(DataError, "checkpoint ", path, " belongs to another job: config hash ", ckpt.config_hash,
+             ", this job's is ", hash, " (different configuration; use a fresh checkpoint.dir)");
   }
-  std::vector<std::string> unknown_keys;
+  std::vector<std::string> ignored;
   config::JobConfig stored;
   try {
-    stored = config::loadStored(ckpt.config_yaml, path + " (stored configuration)", &unknown_keys);
+    stored = config::loadStored(ckpt.config_yaml, path + " (stored configuration)", &ignored);
   } catch (const ConfigError& e) {
-    RT_THROW(DataError, foreign, ": config hash ", ckpt.config_hash, ", this job's is ", hash,
-             ", and its stored configuration does not load in this version: ", e.what());
+    RT_THROW(DataError, "checkpoint ", path, " cannot be compared with this job (config hash ", ckpt.config_hash,
+             ", this job's is ", hash, "): its stored configuration does not load in this version: ", e.what());
   }
+  const std::string ignored_text = fmt::format("{}", fmt::join(ignored, "; "));
   const std::vector<config::IdentityDifference> differences = config::identityDifferences(stored, job);
   if (!differences.empty()) {
     constexpr size_t kShown = 8;
@@ -283,14 +285,15 @@ void checkSameJob(const Checkpoint& ckpt, const config::JobConfig& job, const st
       list += (i ? "; " : "") + d.key + " is " + d.first + " there and " + d.second + " here";
     }
     if (differences.size() > kShown) list += fmt::format("; and {} more", differences.size() - kShown);
-    RT_THROW(DataError, foreign, ": ", list, " (resume with its settings, or start afresh in another checkpoint.dir)");
+    RT_THROW(DataError, "checkpoint ", path, " belongs to another job: ", list,
+             ignored.empty() ? "" : " (it also has settings this version lacks: " + ignored_text + ")",
+             "; resume with its settings, or start afresh in another checkpoint.dir");
   }
-  if (!unknown_keys.empty()) {
-    std::string keys;
-    for (const std::string& k : unknown_keys) keys += (keys.empty() ? "" : ", ") + k;
-    ringtrain::warn("checkpoint {} was written by another ringtrain version: settings this version does not have "
-                    "were ignored: {}", path, keys);
+  if (!ignored.empty()) {
+    ringtrain::warn("checkpoint {} was written by another ringtrain version; its settings match this job's except "
+                    "these, which this version lacks or refuses and ignores: {}", path, ignored_text);
   }
+  return ignored;
 }
 
 CheckpointManager::CheckpointManager(std::string dir, int keep) : dir_(std::move(dir)), keep_(std::max(1, keep)) {}

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "ringtrain/config/config.h"
 #include "ringtrain/core/error.h"
@@ -35,11 +37,12 @@ void loadModelState(model::SgnsModel& model, const std::map<std::string, at::Ten
 
 std::unique_ptr<model::SgnsModel> modelFromCheckpoint(const Checkpoint& ckpt, const std::string& origin) {
   if (ckpt.vocab.empty()) RT_THROW(DataError, origin, ": checkpoint has no vocabulary");
-  // Written by this or another ringtrain version: settings since removed do not shape the model.
-  std::vector<std::string> unknown_keys;
-  const config::JobConfig job = config::loadStored(ckpt.config_yaml, origin + " (stored configuration)", &unknown_keys);
-  for (const std::string& key : unknown_keys) {
-    ringtrain::warn("{}: stored setting {} is unknown to this version; ignored", origin, key);
+  // The checkpoint may come from another ringtrain version: what this one cannot take is skipped, and said.
+  std::vector<std::string> ignored;
+  const config::JobConfig job = config::loadStored(ckpt.config_yaml, origin + " (stored configuration)", &ignored);
+  if (!ignored.empty()) {
+    ringtrain::warn("{}: stored settings this version lacks or refuses were ignored: {}", origin,
+                    fmt::format("{}", fmt::join(ignored, "; ")));
   }
   auto model = std::make_unique<model::SgnsModel>(
       model::sgnsOptionsFromConfig(job.model, static_cast<int64_t>(ckpt.vocab.size())), 0);

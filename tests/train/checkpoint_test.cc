@@ -17,6 +17,7 @@ namespace ringtrain::train {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -53,14 +54,10 @@ void writeFile(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
 }
 
-// Expects a DataError whose message names the file.
-void expectDataError(const std::string& path, const config::JobConfig* job = nullptr) {
-  try {
-    readCheckpoint(path, job);
-    ADD_FAILURE() << "no error for " << path;
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
-  }
+// Expects a DataError whose message names the file and holds `also`.
+void expectDataError(const std::string& path, const config::JobConfig* job = nullptr, const std::string& also = "") {
+  EXPECT_THAT([&] { readCheckpoint(path, job); },
+              ::testing::ThrowsMessage<DataError>(::testing::AllOf(HasSubstr(path), HasSubstr(also))));
 }
 
 class CheckpointTest : public ::testing::Test {
@@ -123,7 +120,7 @@ TEST_F(CheckpointTest, FlippedBytesAndForeignFilesAreRejected) {
   expectDataError(dir_ + "/missing");
   config::JobConfig other = sampleJob();
   other.optim.lr = 0.5;
-  expectDataError(path, &other);  // another job's checkpoint
+  expectDataError(path, &other, "optim.lr is 0.05 there and 0.5 here");  // another job's checkpoint
 }
 
 // The message a checkpoint written by `writer`'s job gives when `reader`'s job resumes it ("" if none).
@@ -145,11 +142,19 @@ TEST_F(CheckpointTest, AnotherJobsCheckpointNamesEverySettingThatDiffers) {
   EXPECT_THAT(what, HasSubstr("dir/ckpt-1.rtck belongs to another job"));
   EXPECT_THAT(what, HasSubstr("data.window is 5 there and 9 here"));
   EXPECT_THAT(what, HasSubstr("optim.lr is 0.05 there and 0.5 here"));
-  // How a run is invoked, evaluated and logged is not the job.
+  // How a run is invoked, evaluated and logged is not the job, also when the hashes differ (another version).
   config::JobConfig same = sampleJob();
   same.checkpoint.resume = true;
   same.eval.max_queries = 7;
+  same.serve.port = 9;
   EXPECT_EQ(sameJobError(c, same), "");
+  Checkpoint older = c;
+  older.config_hash = "00000000deadbeef";
+  EXPECT_EQ(sameJobError(older, same), "");
+  // Strings are quoted, so an empty one shows.
+  config::JobConfig named = sampleJob();
+  named.data.corpus = "x.txt";
+  EXPECT_THAT(sameJobError(c, named), HasSubstr("data.corpus is \"\" there and \"x.txt\" here"));
   // Many differences are shown up to a limit, then counted.
   config::JobConfig far = other;
   far.run.seed = 1;
@@ -174,11 +179,14 @@ TEST_F(CheckpointTest, ACheckpointFromAnotherVersionWithTheSameSettingsResumes) 
   config::JobConfig tuned = sampleJob();
   tuned.data.ns_exponent = 0.5;
   EXPECT_THAT(sameJobError(c, tuned), HasSubstr("data.ns_exponent is 0.75 there and 0.5 here"));
-  // A newer version's setting this one lacks is ignored (with a warning); the rest must still match.
+  // A setting this version lacks (dropped since, or from a newer version) is ignored, and said; the rest
+  // must still match, and a refusal names it too.
   Checkpoint newer = sample(1);
   newer.config_yaml += "future:\n  knob: 1\n";
   newer.config_hash = "00000000deadbeef";
   EXPECT_EQ(sameJobError(newer, sampleJob()), "");
+  EXPECT_THAT(checkSameJob(newer, sampleJob(), "p"), ElementsAre("future.knob: 1"));
+  EXPECT_THAT(sameJobError(newer, tuned), HasSubstr("settings this version lacks: future.knob: 1"));
   // Without a stored configuration only the hash can tell.
   Checkpoint bare = sample(1);
   bare.config_yaml.clear();
@@ -189,7 +197,8 @@ TEST_F(CheckpointTest, ACheckpointFromAnotherVersionWithTheSameSettingsResumes) 
   Checkpoint unreadable = sample(1);
   unreadable.config_yaml = "data:\n  window: 0\n";
   unreadable.config_hash = "00000000deadbeef";
-  EXPECT_THAT(sameJobError(unreadable, sampleJob()), HasSubstr("does not load in this version"));
+  EXPECT_THAT(sameJobError(unreadable, sampleJob()), HasSubstr("cannot be compared with this job"));
+  EXPECT_THAT(sameJobError(unreadable, sampleJob()), HasSubstr("data.window"));
   EXPECT_THAT(sameJobError(unreadable, sampleJob()), Not(HasSubstr("there and")));
 }
 

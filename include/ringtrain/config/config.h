@@ -176,10 +176,12 @@ JobConfig loadString(const std::string& yaml, const std::string& origin,
                      const std::vector<Override>& overrides = {});
 // Defaults plus overrides.
 JobConfig fromOverrides(const std::vector<Override>& overrides);
-// A configuration this or another ringtrain version wrote (a checkpoint's toYaml()): keys this version does
-// not know (removed since) are skipped and listed in `unknown_keys` as "section.key"; keys it lacks (added
-// since) keep their defaults. Anything else wrong throws ConfigError, as loadString does.
-JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* unknown_keys);
+// A configuration this or another ringtrain version wrote (a checkpoint's toYaml()). Keys it lacks (added
+// since) keep their defaults, so a new key's default must be the behaviour before it existed. What this
+// version cannot take is skipped and listed in `ignored` as "section.key: value": keys it does not know
+// (removed since), and values it refuses for keys outside the job's identity (those keep their defaults).
+// A value refused for a key of the identity throws ConfigError, as loadString does.
+JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* ignored);
 
 // Sets one key from its text form ("data.window", "7"); throws ConfigError.
 void setValue(JobConfig& config, const std::string& key, const std::string& value);
@@ -192,14 +194,16 @@ std::vector<std::pair<std::string, std::string>> flatten(const JobConfig& config
 std::string toYaml(const JobConfig& config);
 // The job's identity, which checkpoints carry: 16 hex digits of a 64-bit FNV-1a hash of toYaml(), equal
 // configs hashing equal on every rank. Keys that say how to run rather than what training computes are left
-// out (checkpoint.resume, run.crash_at_step, ddp.sparse_sync, ddp.overlap_sparse, and the eval and log
-// sections), so a run resumes its checkpoints under other such settings.
+// out (checkpoint.resume, run.crash_at_step, ddp.sparse_sync, ddp.overlap_sparse, and the eval, log and
+// serve sections), so a run resumes its checkpoints under other such settings. The hash moves whenever a
+// version adds a key: a checkpoint whose hash differs is compared key by key (identityDifferences).
 std::string hash(const JobConfig& config);
 // The same over every key: what the ranks of one job must agree on.
 std::string fullHash(const JobConfig& config);
 // Keys whose values differ, in schema order.
 std::vector<std::string> differingKeys(const JobConfig& a, const JobConfig& b);
-// One key of a job's identity (what hash() covers) that differs between two configs, with both values.
+// One key of a job's identity (what hash() covers) that differs between two configs, with both values as
+// toYaml() writes them (strings quoted).
 struct IdentityDifference {
   std::string key;
   std::string first;   // its value in the first config

@@ -48,9 +48,10 @@ void writeCheckpoint(const std::string& path, const Checkpoint& ckpt);
 Checkpoint readCheckpoint(const std::string& path, const config::JobConfig* job = nullptr);
 // Throws DataError unless `ckpt` (read from `path`) was written by `job`, naming each setting that differs
 // with its value in both. Equal config hashes are the same job. Unequal ones are compared key by key on the
-// stored configuration, because the hash also moves when a newer ringtrain adds a setting: a key the
-// checkpoint lacks counts at its default, and a key this version no longer has is ignored with a warning.
-void checkSameJob(const Checkpoint& ckpt, const config::JobConfig& job, const std::string& path);
+// stored configuration (config::loadStored), because the hash also moves when a newer ringtrain adds a
+// setting: a key the checkpoint lacks counts at its default. Returns the stored settings this version
+// ignored ("section.key: value", config::loadStored), which it also logs as a warning.
+std::vector<std::string> checkSameJob(const Checkpoint& ckpt, const config::JobConfig& job, const std::string& path);
 
 // The checkpoint files of one run: <dir>/ckpt-<global step, 12 digits>.rtck.
 class CheckpointManager {
