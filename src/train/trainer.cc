@@ -216,6 +216,19 @@ void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) 
     RT_THROW(DataError, where, ": checkpoint model '", ckpt.model_layout, "' does not match this job's '",
              s.model->layoutDescription(), "'");
   }
+  // Row i of a table is the vector of item i: a corpus changed since the checkpoint (same path, new
+  // content) can keep the item count and still move every item to another row.
+  const std::vector<std::string> tokens = s.vocabTokens();
+  if (ckpt.vocab != tokens) {
+    size_t i = 0;
+    while (i < ckpt.vocab.size() && i < tokens.size() && ckpt.vocab[i] == tokens[i]) ++i;
+    const auto item = [](const std::vector<std::string>& v, size_t k) {
+      return k < v.size() ? "'" + v[k] + "'" : std::string("none");
+    };
+    RT_THROW(DataError, where, ": the checkpoint's items are not this job's: item ", i, " is ", item(ckpt.vocab, i),
+             " there and ", item(tokens, i), " here (", ckpt.vocab.size(), " items there, ", tokens.size(),
+             " here); the corpus has changed since the checkpoint was written");
+  }
   at::NoGradGuard no_grad;
   for (auto& p : s.model->named_parameters()) {
     auto it = ckpt.model.find(p.key());

@@ -199,5 +199,29 @@ TEST(TrainJob, CorruptCheckpointIsRejectedWithItsName) {
   EXPECT_THAT(e.err, HasSubstr(checkpoint));
 }
 
+// A corpus with the same items in another order (here: more sessions, so other counts) keeps the model's
+// shape: the checkpoint's own item list tells it apart.
+TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
+  const std::string dir = testing::makeTempDir("ringtrain-vocab-");
+  const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
+                                        "--set", "log.plot=false"};
+  std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
+                                   "--set", "run.max_steps=5", "--set", "synthetic.sessions=500"};
+  argv.insert(argv.end(), job.begin(), job.end());
+  const auto r = runCommand(argv, withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.err;
+  std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml"),
+                                   "--set", "synthetic.sessions=600"};
+  eval.insert(eval.end(), job.begin(), job.end());
+  const auto e = runCommand(eval, withDeadline(120));
+  EXPECT_EQ(e.exit_code, 2) << e.err;
+  EXPECT_THAT(e.err, HasSubstr("the checkpoint's items are not this job's: item "));
+  EXPECT_THAT(e.err, HasSubstr("200 items there, 200 here"));
+  // The corpus it was written with still evaluates.
+  eval[4] = "synthetic.sessions=500";
+  const auto same = runCommand(eval, withDeadline(120));
+  EXPECT_TRUE(same.ok()) << same.err;
+}
+
 }  // namespace
 }  // namespace ringtrain
