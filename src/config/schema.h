@@ -1,6 +1,9 @@
 // The config schema: one Field per YAML key, with its type, its allowed values and how to reach it in
 // JobConfig. Parsing, --set, validation, canonical output and hashing all walk this one table, so a key
 // is declared exactly once.
+// Checkpoints store their job's YAML, and a checkpoint written before a key existed is judged at that key's
+// default (loadStored): a new key's default must be the behaviour from before it, and an existing key's
+// default changes only with a thought for the checkpoints that predate the key.
 #pragma once
 
 #include <cstdint>
