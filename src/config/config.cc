@@ -118,27 +118,23 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
         continue;
       }
       const Field& f = fieldOrThrow(section, key, key_where);
+      const YAML::Node& value = entry.second;
+      // A single value; an empty string may be written as nothing at all.
+      const bool single = value.IsScalar() || (value.IsNull() && f.type == FieldType::kString);
+      const std::string text = value.IsScalar() ? value.Scalar() : "";
       if (ignored != nullptr && !inIdentity(f)) {
-        const YAML::Node& value = entry.second;
-        const bool takes = value.IsScalar() || (value.IsNull() && f.type == FieldType::kString);
-        const std::string problem = takes ? f.assign(config, value.IsScalar() ? value.Scalar() : "")
-                                          : "expected a single value";
+        const std::string problem = single ? f.assign(config, text) : "expected a single value";
         if (!problem.empty()) {
           ignored->push_back(f.path() + ": " + YAML::Dump(value) + " (" + problem + ")");
           resetToDefault(config, f);
         }
         continue;
       }
-      const YAML::Node& value = entry.second;
-      if (value.IsNull() && (f.type == FieldType::kString)) {
-        assignChecked(config, f, "", key_where);
-        continue;
-      }
-      if (!value.IsScalar()) {
+      if (!single) {
         RT_THROW(ConfigError, key_where, ": ", f.path(), ": expected a single value, got a ",
                  value.IsNull() ? "null" : value.IsMap() ? "mapping" : "list");
       }
-      assignChecked(config, f, value.Scalar(), key_where);
+      assignChecked(config, f, text, key_where);
     }
   }
 }
