@@ -18,9 +18,15 @@
 # At the end, the 1-rank run again (how far the machine drifted during the sweep), then a traced run at the
 # largest rank count prints where a step goes (scripts/trace-summary.py: each phase per rank, how far apart
 # the ranks reach the exchange, the sync after the last one).
+# ROUNDS=R (default 1) runs the whole sweep R times, the rank counts interleaved (1, 8, 1, 8, ...), each
+# round's efficiencies and ratios against that round's own 1-rank and peer figures, then prints the median
+# and range over rounds per row: on a host whose speed drifts within minutes, one sweep can land its 1-rank
+# run in a fast or a slow phase, and only repeated, interleaved pairs tell the scaling from the drift.
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
 # PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values), BIND_TO,
-# TRACE=0 (no traced run), SETS="key=value ..." (more ringtrain --set overrides, e.g. ddp.overlap_sparse=false).
+# TRACE=0 (no traced run), SETS="key=value ..." (more ringtrain --set overrides, e.g. ddp.overlap_sparse=false),
+# CEILING=1 (after each rank count above 1, a row "independent": that many 1-rank jobs at once, no sync; see
+# run_independent).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -28,6 +34,7 @@ PEERS="${PEERS:-$ROOT/../shared/peers}"
 BACKEND="${BACKEND:-gloo}"
 BIND_TO="${BIND_TO:-cores}"
 STEPS="${STEPS:-200}"
+ROUNDS="${ROUNDS:-1}"
 WARMUP=10
 BATCH=$(awk '$1 == "batch_size:" { print $2; exit }' "$ROOT/configs/bench_reference.yaml")  # pairs per rank per step
 read -r -a MODES <<< "${SYNC_MODES:-allgather shared}"
@@ -45,24 +52,28 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 DATA="$WORK/data"
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$DATA" >/dev/null
 
+job_args() {  # mode out steps [--set ...] -> JOB_ARGS: ringtrain's arguments for the reference job
+  local mode=$1 out=$2 steps=$3
+  shift 3
+  JOB_ARGS=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
+            --set "run.output_dir=$out" --set "run.max_steps=$steps" --set "log.every_steps=$WARMUP"
+            --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0" --set "ddp.sparse_sync=$mode"
+            "${EXTRA_SETS[@]}" "$@")
+}
+
 launch_ringtrain() {  # ranks mode out steps [--set ...]: the reference job, its output in out/ and out.log
   local n=$1 mode=$2 out=$3 steps=$4
   shift 4
-  local args=(train "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$DATA/sequences.txt"
-              --set "run.output_dir=$out" --set "run.max_steps=$steps" --set "log.every_steps=$WARMUP"
-              --set "comm.backend=$BACKEND" --set "checkpoint.every_steps=0" --set "ddp.sparse_sync=$mode"
-              "${EXTRA_SETS[@]}" "$@")
+  job_args "$mode" "$out" "$steps" "$@"
   if [ "$BACKEND" = mpi ]; then
-    mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
+    mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1
   else
-    "$BIN/ringrun" --standalone --nproc-per-node "$n" --bind-to "$BIND_TO" -- "$BIN/ringtrain" "${args[@]}" > "$out.log" 2>&1
+    "$BIN/ringrun" --standalone --nproc-per-node "$n" --bind-to "$BIND_TO" -- "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1
   fi || { echo "ringtrain failed at $n ranks ($mode):" >&2; tail -20 "$out.log" >&2; exit 1; }
 }
 
-run_ringtrain() {  # ranks mode -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib pss_mib shared"
-  local n=$1 mode=$2 out="$WORK/rt-$1-$2"
-  launch_ringtrain "$n" "$mode" "$out" $((WARMUP + STEPS))
-  python3 - "$out/metrics.jsonl" "$out.log" "$n" "$WARMUP" "$BATCH" <<'PY'
+summarize() {  # out ranks -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib pss_mib shared"
+  python3 - "$1/metrics.jsonl" "$1.log" "$2" "$WARMUP" "$BATCH" <<'PY'
 import json, re, statistics, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 rows = [r for r in lines if "loss" in r]
@@ -77,6 +88,45 @@ pss = max([float(m) for m in re.findall(r"memory after training: PSS ([0-9.]+) M
 shared = int("sparse tables shared by" in log)  # shared asked for but not possible falls back to allgather
 print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f} {pss:.0f} {shared}")
 PY
+}
+
+run_ringtrain() {  # ranks mode -> prints what summarize prints
+  local n=$1 mode=$2 out="$WORK/rt-$1-$2"
+  launch_ringtrain "$n" "$mode" "$out" $((WARMUP + STEPS))
+  summarize "$out" "$n"
+}
+
+# What the machine allows at n ranks with no synchronization at all: n independent 1-rank jobs at once, each
+# on the CPUs rank i of an n-rank job gets (with BIND_TO=cores), 5x the timed steps so that their timed steps
+# overlap despite staggered starts. Prints the sums of their pairs/s and median-step pairs/s: the ceiling a
+# data-parallel job could reach here if its synchronization cost nothing.
+run_independent() {  # ranks -> prints "pairs_per_s median_step_pairs_per_s"
+  local n=$1 i pids=() slices=()
+  mapfile -t slices < <(python3 - "$n" "$BIND_TO" <<'PY'
+import os, sys
+n, bind = int(sys.argv[1]), sys.argv[2]
+cpus = sorted(os.sched_getaffinity(0))
+per, longer = divmod(len(cpus), n)
+first = 0
+for r in range(n):  # ringrun's cut (launch/cpu_binding.h): contiguous slices, the first ones a CPU longer
+    count = max(1, per + (r < longer))
+    part = cpus[first:first + count] if n <= len(cpus) else [cpus[r % len(cpus)]]
+    first += count
+    print(",".join(map(str, part)) if bind == "cores" else "")
+PY
+)
+  for ((i = 0; i < n; i++)); do
+    local out="$WORK/solo-$n-$i" pin=()
+    [ -n "${slices[$i]}" ] && pin=(taskset -c "${slices[$i]}")
+    job_args "${MODES[0]}" "$out" $((WARMUP + 5 * STEPS))
+    "${pin[@]}" "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1 &
+    pids+=($!)
+  done
+  for ((i = 0; i < n; i++)); do
+    wait "${pids[$i]}" || { echo "independent job $i of $n failed:" >&2; tail -20 "$WORK/solo-$n-$i.log" >&2; exit 1; }
+  done
+  for ((i = 0; i < n; i++)); do summarize "$WORK/solo-$n-$i" 1; done |
+    awk '{ p += $1; m += $2 } END { printf "%.0f %.0f\n", p, m }'
 }
 
 run_peer() {  # ranks -> prints pairs_per_s
@@ -96,43 +146,85 @@ PY
 
 bound="ringrun --bind-to $BIND_TO"
 [ "$BACKEND" = mpi ] && bound="mpirun --bind-to none"
-printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s, %s%s\n" "$STEPS" "$BACKEND" "$bound" "${SETS:+, --set $SETS}"
-printf "%6s %10s %14s %10s %16s %10s %14s %10s %12s %14s %10s %10s\n" ranks "sync" "ringtrain p/s" "effic." \
+rounds_note=""
+[ "$ROUNDS" -gt 1 ] && rounds_note=", $ROUNDS rounds"
+printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s, %s%s%s\n" "$STEPS" "$BACKEND" "$bound" "${SETS:+, --set $SETS}" "$rounds_note"
+printf "%5s %6s %11s %14s %10s %16s %10s %14s %10s %12s %14s %10s %10s\n" round ranks "sync" "ringtrain p/s" "effic." \
   "median-step p/s" "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB" "PSS MiB"
-base_rt=0; base_med=0; base_peer=0
-for n in "${RANKS[@]}"; do
-  peer=0
-  [ "${PEER:-1}" = 0 ] || peer=$(run_peer "$n")
-  [ "$base_peer" = 0 ] && [ "$n" -eq 1 ] && base_peer=$peer
-  modes=("${MODES[@]}")
-  [ "$n" -eq 1 ] && modes=("${MODES[0]}")  # nothing to sync
-  for mode in "${modes[@]}"; do
-    read -r rt med sync rss pss shared < <(run_ringtrain "$n" "$mode")
-    [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
-    shown=$mode
-    [ "$n" -eq 1 ] && shown="-"
-    if [ "$n" -gt 1 ] && [ "$mode" = shared ] && [ "$shared" = 0 ]; then  # asked for, not possible here
-      shown="allgather!"
-      grep -h "cannot be used" "$WORK/rt-$n-$mode.log" >&2 || true
-    fi
-    python3 - "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss" <<'PY'
+print_row() {  # round ranks sync rt med peer base_rt base_med base_peer sync_bytes rss pss: one table row
+  echo "$1 $2 $3 $4 $5 $6 $7 $8 $9" >> "$RESULTS"
+  python3 - "$@" <<'PY'
 import sys
-n, mode = int(sys.argv[1]), sys.argv[2]
-rt, med, peer, brt, bmed, bpeer, sync, rss, pss = map(float, sys.argv[3:])
+rnd, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+rt, med, peer, brt, bmed, bpeer, sync, rss, pss = map(float, sys.argv[4:])
 eff = lambda v, b: f"{v / (n * b):.0%}" if b > 0 else "-"
 ratio = f"{rt / peer:.2f}x" if peer > 0 else "-"
-print(f"{n:6d} {mode:>10} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} "
+print(f"{rnd:5d} {n:6d} {mode:>11} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} "
       f"{eff(peer, bpeer):>10} {ratio:>12} {sync:14,.0f} {rss:10,.0f} {pss:10,.0f}")
 PY
+}
+RESULTS="$WORK/results.txt"  # one line per row: round ranks shown rt med peer base_rt base_med base_peer
+first_rt=0
+for round in $(seq 1 "$ROUNDS"); do
+  base_rt=0; base_med=0; base_peer=0
+  for n in "${RANKS[@]}"; do
+    peer=0
+    [ "${PEER:-1}" = 0 ] || peer=$(run_peer "$n")
+    [ "$base_peer" = 0 ] && [ "$n" -eq 1 ] && base_peer=$peer
+    modes=("${MODES[@]}")
+    [ "$n" -eq 1 ] && modes=("${MODES[0]}")  # nothing to sync
+    for mode in "${modes[@]}"; do
+      read -r rt med sync rss pss shared < <(run_ringtrain "$n" "$mode")
+      [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
+      [ "$first_rt" = 0 ] && first_rt=$base_rt
+      shown=$mode
+      [ "$n" -eq 1 ] && shown="-"
+      if [ "$n" -gt 1 ] && [ "$mode" = shared ] && [ "$shared" = 0 ]; then  # asked for, not possible here
+        shown="allgather!"
+        grep -h "cannot be used" "$WORK/rt-$n-$mode.log" >&2 || true
+      fi
+      print_row "$round" "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss"
+    done
+    if [ "${CEILING:-0}" = 1 ] && [ "$n" -gt 1 ]; then
+      read -r rt med < <(run_independent "$n")
+      print_row "$round" "$n" "independent" "$rt" "$med" 0 "$base_rt" "$base_med" "$base_peer" 0 0 0
+    fi
   done
 done
 
+# Over the rounds: each row's median and range, every figure against its own round's 1-rank and peer runs.
+if [ "$ROUNDS" -gt 1 ]; then
+  echo
+  echo "over $ROUNDS rounds, median [min - max] (each round against its own 1-rank and peer figures):"
+  python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    rnd, n, mode, rt, med, peer, brt, bmed, bpeer = line.split()
+    rows.setdefault((int(n), mode), []).append(tuple(map(float, (rt, med, peer, brt, bmed, bpeer))))
+def spread(values, fmt):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{fmt(statistics.median(values))} [{fmt(min(values))} - {fmt(max(values))}]"
+pct = lambda v: f"{v:.0%}"
+times = lambda v: f"{v:.2f}x"
+print(f"{'ranks':>5} {'sync':>11} {'ringtrain p/s':>28} {'effic.':>18} {'median-step effic.':>18} {'ratio to peer':>22}")
+for (n, mode), runs in sorted(rows.items()):
+    eff = [rt / (n * brt) if brt > 0 else None for rt, _, _, brt, _, _ in runs]
+    meff = [med / (n * bmed) if bmed > 0 else None for _, med, _, _, bmed, _ in runs]
+    ratio = [rt / peer if peer > 0 else None for rt, _, peer, _, _, _ in runs]
+    print(f"{n:5d} {mode:>11} {spread([r[0] for r in runs], lambda v: f'{v:,.0f}'):>28} "
+          f"{spread(eff, pct):>18} {spread(meff, pct):>18} {spread(ratio, times):>22}")
+PY
+fi
+
 # The machine may have sped up or slowed down since the 1-rank run every efficiency above divides by: run
 # it again and say how far it moved (on the shared machines here, 1-rank figures varied by a third within an
-# hour), so the reader can tell a scaling result from a drift.
-if [ "$base_rt" != 0 ] && [ "${#RANKS[@]}" -gt 1 ]; then
+# hour), so the reader can tell a scaling result from a drift. With ROUNDS > 1 the rounds show it already.
+if [ "$first_rt" != 0 ] && [ "${#RANKS[@]}" -gt 1 ] && [ "$ROUNDS" -eq 1 ]; then
   read -r again _ < <(run_ringtrain 1 "${MODES[0]}")
-  python3 - "$base_rt" "$again" <<'PY'
+  python3 - "$first_rt" "$again" <<'PY'
 import sys
 first, again = map(float, sys.argv[1:])
 print(f"\n1 rank again after the others: {again:,.0f} pairs/s, {again / first - 1:+.0%} against the first "

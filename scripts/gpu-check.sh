@@ -3,7 +3,8 @@
 # no network): builds ringtrain against the CUDA LibTorch, runs the GPU-labelled tests (NCCL at world
 # size 1: NCCL refuses two ranks on one GPU) and the serving scorer's check on its CPU, the GPU benchmark against the PyTorch eager peer, the NCCL
 # allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks, the scaling
-# benchmark and the sparse overlap's A/B at 8 ranks. Logs go under $OUT (or ./gpu-check-logs): summary.txt
+# benchmark and the sparse overlap's A/B at 8 ranks. SCALING_RANKS, SCALING_STEPS, SCALING_ROUNDS and
+# SCALING_SYNC_MODES set bench-scaling.sh's rank counts, STEPS, ROUNDS and SYNC_MODES. Logs go under $OUT (or ./gpu-check-logs): summary.txt
 # and one log per phase, 8 files (the device tool brings back 8 at most).
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
@@ -128,14 +129,21 @@ phase "multiprocess tests, up to ${RINGTRAIN_TEST_MAX_RANKS:-8} ranks" 250 "$OUT
 # all-gathered and in shared tables; 50 timed steps (the script defaults to 200) keep the peer runs short.
 if [ "$GLOO" = ON ]; then
   phase "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}" 300 "$OUT/bench-scaling.log" 11 \
-    env STEPS="${SCALING_STEPS:-50}" PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" \
-    "$ROOT/scripts/bench-scaling.sh" ${SCALING_RANKS:-1 2 4 8}
+    env STEPS="${SCALING_STEPS:-50}" ROUNDS="${SCALING_ROUNDS:-1}" SYNC_MODES="${SCALING_SYNC_MODES:-allgather shared}" \
+    PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-scaling.sh" ${SCALING_RANKS:-1 2 4 8}
 fi
 # ddp.overlap_sparse off against on at 8 ranks, alternating (the overlap needs a CPU to spare per rank,
 # which the dev machine's 2 cores do not give).
 if [ "$GLOO" = ON ]; then
   phase "sparse overlap off/on, 8 ranks" 120 "$OUT/bench-overlap.log" 6 \
     env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-overlap.sh" 8
+fi
+# Only when named in GPU_CHECK_PHASES (its log would be a ninth file, and the tool brings back 8): the
+# serving benchmark on a machine where wrk and the server need not share 2 cores (wrk travels as a Debian
+# package, unpacked into the sysroot).
+if [[ " ${GPU_CHECK_PHASES:-} " == *" bench-serve "* ]]; then
+  phase "serving benchmark, batching off/on" 90 "$OUT/bench-serve.log" 8 \
+    env PATH="$SYSROOT/usr/bin:$PATH" RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-serve.sh"
 fi
 log "done rc=$rc"
 exit $rc

@@ -10,6 +10,6 @@ apt-get download -qq \
   libyaml-cpp-dev libyaml-cpp0.7 libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libcli11-dev \
   nlohmann-json3-dev libgtest-dev libgmock-dev libgloo-dev libgloo0 libhiredis0.14 libibverbs1 \
   libcpp-httplib-dev libcpp-httplib0.11 libboost1.74-dev libbenchmark-dev libbenchmark1debian \
-  libbrotli-dev libssl-dev zlib1g-dev 2>/dev/null
+  libbrotli-dev libssl-dev zlib1g-dev wrk libluajit-5.1-2 libluajit-5.1-common 2>/dev/null
 cp "$ROOT"/../shared/peers/*.py "$ROOT/.device/peers/"
 du -sh "$ROOT/.device"
