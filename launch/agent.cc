@@ -23,7 +23,6 @@
 #include "child_process.h"
 #include "cpu_binding.h"
 #include "output_pump.h"
-#include "ringtrain/core/cpu_affinity.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/tcp_store.h"
@@ -216,13 +215,13 @@ class Agent {
     rendezvous();
     if (o_.bind_cores) {
       // Cut once, before any rank runs: every attempt binds its ranks alike.
-      const std::vector<int> allowed = core::threadCpus();
+      const std::vector<int> allowed = allowedCpus();
       RT_CHECK_T(ConfigError, !allowed.empty(),
                  "--bind-to cores: cannot read the CPUs ringrun may run on (sched_getaffinity); use --bind-to none");
       std::string slices;
       for (int local = 0; local < o_.nproc_per_node; ++local) {
         rank_cpus_.push_back(cpusOfLocalRank(allowed, o_.nproc_per_node, local));
-        slices += (local == 0 ? "" : ", ") + std::to_string(local) + " -> " + core::cpuListText(rank_cpus_.back());
+        slices += (local == 0 ? "" : ", ") + std::to_string(local) + " -> " + cpuListText(rank_cpus_.back());
       }
       say("binding local ranks to CPUs: " + slices +
           (o_.nproc_per_node > static_cast<int>(allowed.size()) ? " (more ranks than CPUs: ranks share them)" : ""));
@@ -336,7 +335,7 @@ class Agent {
     };
     if (!o_.gpu_ids.empty()) set["CUDA_VISIBLE_DEVICES"] = o_.gpu_ids[static_cast<size_t>(r.local_rank)];
     // A bound rank's CPUs; an unbound rank gets none, not a value ringrun inherited (a nested ringrun).
-    if (!rank_cpus_.empty()) set["RINGTRAIN_CPUS"] = core::cpuListText(rank_cpus_[static_cast<size_t>(r.local_rank)]);
+    if (!rank_cpus_.empty()) set["RINGTRAIN_CPUS"] = cpuListText(rank_cpus_[static_cast<size_t>(r.local_rank)]);
     std::vector<std::string> env;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       const char* eq = std::strchr(*e, '=');

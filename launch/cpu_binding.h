@@ -5,16 +5,23 @@
 // whichever rank was disturbed most. (OpenMPI's mpirun binds by default, to cores for up to 2 ranks and
 // to sockets or NUMA nodes above; torchrun does not bind.) "Cores" are logical CPUs taken in id order: the
 // topology is not read, so on a machine with two hardware threads per core a rank's share may hold both
-// threads of one core, or two ranks may share a core. (Reading and setting masks: ringtrain/core/cpu_affinity.h.)
+// threads of one core, or two ranks may share a core.
 #pragma once
 
+#include <string>
 #include <vector>
 
 namespace ringtrain::launch {
+
+// The CPUs this process may run on (sched_getaffinity), ascending; empty when they cannot be read.
+std::vector<int> allowedCpus();
 
 // Local rank `local_rank` of `nproc`: the CPUs in `allowed` are cut into nproc contiguous slices in order,
 // the first (size % nproc) slices one CPU longer, so every CPU is used. With more ranks than CPUs, rank r
 // gets CPU allowed[r % size]: ranks then share CPUs evenly.
 std::vector<int> cpusOfLocalRank(const std::vector<int>& allowed, int nproc, int local_rank);
+
+// "0-3,8,10-11": the list syntax of taskset and /proc/PID/status's Cpus_allowed_list.
+std::string cpuListText(const std::vector<int>& cpus);
 
 }  // namespace ringtrain::launch

@@ -5,7 +5,6 @@
 #include <sstream>
 #include <vector>
 
-#include "ringtrain/core/cpu_affinity.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -44,7 +43,6 @@ void ArrivalBoard::arrive(uint64_t sequence) {
 void ArrivalBoard::publish(uint64_t sequence) { store_.set(arrivedKey(rank_), dist::toBytes(std::to_string(sequence))); }
 
 void ArrivalBoard::publishLoop() {
-  core::moveToAuxiliaryCpus();
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     changed_.wait(lock, [&] { return stop_ || entered_ > published_; });

@@ -6,7 +6,6 @@
 #include <sstream>
 
 #include "ringtrain/comm/reduce.h"
-#include "ringtrain/core/cpu_affinity.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -219,7 +218,6 @@ bool CommunicatorBase::stopThread() {
 }
 
 void CommunicatorBase::loop(std::shared_ptr<Queue> queue) {
-  core::moveToAuxiliaryCpus();
   std::unique_lock<std::mutex> lock(queue->mu);
   while (true) {
     queue->cv.wait(lock, [&] { return queue->stop || !queue->tasks.empty(); });

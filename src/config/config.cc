@@ -15,15 +15,15 @@ namespace ringtrain::config {
 namespace {
 
 // The job's identity (hash(), checkpoints) names what training computes. Keys that say how this invocation
-// runs it (resume or not, fault injection, where its threads run, how sparse rows travel: every ddp.sparse_sync mode sums the same
+// runs it (resume or not, fault injection, how sparse rows travel: every ddp.sparse_sync mode sums the same
 // rows in the same rank order, with or without ddp.overlap_sparse), how it is evaluated, logged and served
 // are left out, so a resumed run recognises its own checkpoints. (Evaluation draws from its own seeded
 // generators, not training's.)
 bool inIdentity(const Field& f) {
   if (f.section == "eval" || f.section == "log" || f.section == "serve") return false;
   const std::string path = f.path();
-  return path != "checkpoint.resume" && path != "run.crash_at_step" && path != "run.pin_compute_thread" &&
-         path != "ddp.sparse_sync" && path != "ddp.overlap_sparse";
+  return path != "checkpoint.resume" && path != "run.crash_at_step" && path != "ddp.sparse_sync" &&
+         path != "ddp.overlap_sparse";
 }
 
 void resetToDefault(JobConfig& config, const Field& f) {

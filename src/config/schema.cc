@@ -117,7 +117,6 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("run", "seed", &J::run, &RunOptions::seed, 0));
   s.push_back(makeChoice("run", "device", &J::run, &RunOptions::device, {"cpu", "cuda"}));
   s.push_back(makeField("run", "threads", &J::run, &RunOptions::threads, 1, 1024));
-  s.push_back(makeField("run", "pin_compute_thread", &J::run, &RunOptions::pin_compute_thread));
   s.push_back(makeField("run", "epochs", &J::run, &RunOptions::epochs, 0));
   s.push_back(makeField("run", "max_steps", &J::run, &RunOptions::max_steps, 0));
   s.push_back(makeField("run", "output_dir", &J::run, &RunOptions::output_dir));

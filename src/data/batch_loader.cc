@@ -5,7 +5,6 @@
 #include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 
-#include "ringtrain/core/cpu_affinity.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -148,7 +147,6 @@ void BatchLoader::toDevice(Batch& b) const {
 }
 
 void BatchLoader::workerLoop() {
-  core::moveToAuxiliaryCpus();
   while (true) {
     int64_t g = -1;
     {

@@ -2,7 +2,6 @@
 
 #include <utility>
 
-#include "ringtrain/core/cpu_affinity.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::ddp::detail {
@@ -60,7 +59,6 @@ size_t OrderedJobs::close() {
 }
 
 void OrderedJobs::run() {
-  core::moveToAuxiliaryCpus();  // started during backward, on the compute thread's CPU
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || (!closed_ && !error_ && next_ < jobs_.size() && jobs_[next_]); });

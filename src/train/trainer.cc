@@ -32,7 +32,6 @@
 #include "ringtrain/train/optimizer.h"
 #include "ringtrain/train/startup_check.h"
 #include "train/run_log.h"
-#include "train/thread_placement.h"
 
 namespace ringtrain::train {
 namespace {
@@ -272,8 +271,6 @@ double proportionalSetMiB() {
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
   log::setRank(process.rank, process.world_size);
   at::set_num_threads(job.run.threads);
-  // Before the first thread of the rank starts (the store's, Gloo's, the loader's): see thread_placement.h.
-  ThreadPlacement placement(job);
   const auto started = Clock::now();
   Session s(job, process);
   s.connect();
@@ -358,12 +355,6 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   const auto loop_start = Clock::now();
   int64_t window_steps = 0;
 
-  if (s.leader() && placement.active()) {
-    info("rank 0's {} (run.pin_compute_thread)", placement.description());
-  } else {
-    debug("{}", placement.description());
-  }
-  placement.enterTraining();
   while (global_step < total_steps) {
     const auto step_begin = Clock::now();
     double step_data_wait = 0;
@@ -464,7 +455,6 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       std::_Exit(kExitFailure);
     }
   }
-  placement.leaveTraining();
   run_log.finish();
   const double train_seconds = seconds(Clock::now() - loop_start);
   summary.steps = global_step;

@@ -61,7 +61,6 @@ TEST(Config, CanonicalYamlRoundTripsAndHashIsStable) {
   JobConfig resumed = c;
   resumed.checkpoint.resume = true;
   resumed.run.crash_at_step = 7;
-  resumed.run.pin_compute_thread = false;  // where threads run changes no bit
   resumed.ddp.sparse_sync = "shared";  // every mode sums the same rows in the same order
   resumed.ddp.overlap_sparse = false;
   resumed.eval.max_queries = 100;       // evaluation and logging do not change what training computes

@@ -16,10 +16,6 @@ struct RunOptions {
   int64_t seed = 42;
   std::string device = "cpu";  // cpu | cuda
   int threads = 1;             // intra-op threads per rank
-  // With threads 1 and at least 2 CPUs of its own from the launcher (ringrun --bind-to cores): the compute
-  // thread keeps the first to itself during training, the rank's other threads share the rest
-  // (ringtrain/core/cpu_affinity.h, src/train/thread_placement.h).
-  bool pin_compute_thread = true;
   int epochs = 1;
   int64_t max_steps = 0;  // > 0: stop after this many optimizer steps, whatever the epoch count
   std::string output_dir = "runs/ringtrain";
@@ -198,7 +194,7 @@ std::vector<std::pair<std::string, std::string>> flatten(const JobConfig& config
 std::string toYaml(const JobConfig& config);
 // The job's identity, which checkpoints carry: 16 hex digits of a 64-bit FNV-1a hash of toYaml(), equal
 // configs hashing equal on every rank. Keys that say how to run rather than what training computes are left
-// out (checkpoint.resume, run.crash_at_step, run.pin_compute_thread, ddp.sparse_sync, ddp.overlap_sparse, and the eval, log and
+// out (checkpoint.resume, run.crash_at_step, ddp.sparse_sync, ddp.overlap_sparse, and the eval, log and
 // serve sections), so a run resumes its checkpoints under other such settings. The hash moves whenever a
 // version adds a key: a checkpoint whose hash differs is compared key by key (identityDifferences).
 std::string hash(const JobConfig& config);
