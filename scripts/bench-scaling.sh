@@ -15,9 +15,9 @@
 # (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr.
 # ringtrain's ranks start under `ringrun --bind-to cores` (each rank on its own slice of the CPUs; BIND_TO=none
 # leaves them free, as the peer's are); under mpirun they are not bound.
-# At the end, the 1-rank run again (how far the machine drifted during the sweep), then a traced run at the
-# largest rank count prints where a step goes (scripts/trace-summary.py: each phase per rank, how far apart
-# the ranks reach the exchange, the sync after the last one).
+# At the end, the 1-rank run again (how far the machine drifted during the sweep; with ROUNDS=1), then a
+# traced run at the largest rank count prints where a step goes (scripts/trace-summary.py: each phase per
+# rank, how far apart the ranks reach the exchange, the sync after the last one).
 # ROUNDS=R (default 1) runs the whole sweep R times, the rank counts interleaved (1, 8, 1, 8, ...), each
 # round's efficiencies and ratios against that round's own 1-rank and peer figures, then prints the median
 # and range over rounds per row: on a host whose speed drifts within minutes, one sweep can land its 1-rank

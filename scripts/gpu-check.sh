@@ -4,8 +4,8 @@
 # size 1: NCCL refuses two ranks on one GPU) and the serving scorer's check on its CPU, the GPU benchmark against the PyTorch eager peer, the NCCL
 # allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks, the scaling
 # benchmark and the sparse overlap's A/B at 8 ranks. SCALING_RANKS, SCALING_STEPS, SCALING_ROUNDS and
-# SCALING_SYNC_MODES set bench-scaling.sh's rank counts, STEPS, ROUNDS and SYNC_MODES. Logs go under $OUT (or ./gpu-check-logs): summary.txt
-# and one log per phase, 8 files (the device tool brings back 8 at most).
+# SCALING_SYNC_MODES set bench-scaling.sh's rank counts, STEPS, ROUNDS and SYNC_MODES. Logs go under $OUT
+# (or ./gpu-check-logs): summary.txt and one log per phase, 8 files (the device tool brings back 8 at most).
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
 # dev machine) downloads them into .device/debs and copies the peers into .device/peers; the device
