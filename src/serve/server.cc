@@ -47,7 +47,11 @@ struct HttpError {
   std::string message;
 };
 
-HttpResponse jsonResponse(const json& body, int status = 200) { return {status, "application/json", body.dump()}; }
+// Invalid UTF-8 (a token, a file name or an error message quoting bytes of a broken file) is replaced with
+// U+FFFD: the default dump() throws on it, which would turn an answer into a 500 or, outside a handler, an abort.
+HttpResponse jsonResponse(const json& body, int status = 200) {
+  return {status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace)};
+}
 
 HttpResponse errorResponse(int status, const std::string& message) {
   return jsonResponse(json{{"error", message}, {"status", status}}, status);

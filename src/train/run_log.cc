@@ -145,8 +145,10 @@ double TraceWriter::micros(std::chrono::steady_clock::time_point t) const {
 }
 
 namespace {
-// A JSON string literal: quotes, backslashes and control characters escaped.
-std::string quoted(const std::string& text) { return nlohmann::json(text).dump(); }
+// A JSON string literal: quotes, backslashes and control characters escaped, invalid UTF-8 replaced.
+std::string quoted(const std::string& text) {
+  return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 }  // namespace
 
 void TraceWriter::span(const std::string& name, std::chrono::steady_clock::time_point begin,

@@ -327,6 +327,27 @@ TEST_F(ServerTest, BrokenModelIsRefusedAndTheOldOneKeepsServing) {
   EXPECT_EQ(server_->reload(path("b.vec")), 2u);
 }
 
+// Bytes that are not UTF-8 reach answers through error messages (a broken file quoted) and tokens; the JSON
+// writer used to throw on them: a 500 for a request, and an abort for a reload's refusal.
+TEST_F(ServerTest, BytesThatAreNotUtf8AreAnsweredNotThrown) {
+  start();
+  testing::writeText(path("binary.vec"), std::string("\xff\xfe\x00\x81 garbage\n\xc3\x28\n", 16));
+  auto c = client(server_->port());
+  auto res = c->Post("/admin/reload", {{"Authorization", "Bearer secret"}}, json{{"model", path("binary.vec")}}.dump(),
+                     "application/json");
+  ASSERT_TRUE(res) << "the server must survive refusing the model";
+  EXPECT_EQ(res->status, 422) << res->body;
+  EXPECT_NE(json::parse(res->body)["error"].get<std::string>().find(path("binary.vec")), std::string::npos) << res->body;
+  res = c->Get("/recommend?item=%ff%fe&k=2");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404) << res->body;
+  EXPECT_EQ(json::parse(res->body)["error"].get<std::string>(), "unknown item '\xEF\xBF\xBD\xEF\xBF\xBD'");
+  res = c->Get("/recommend?item=item1&k=2");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(server_->modelVersion(), 1u);
+}
+
 TEST_F(ServerTest, NewExportInWatchDirIsSwappedIn) {
   fs::create_directories(path("watch"));
   fs::copy_file(path("a.vec"), path("watch/model-1.vec"));
