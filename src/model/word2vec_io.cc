@@ -17,6 +17,7 @@
 
 #include <ATen/ATen.h>
 
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::model {
@@ -36,7 +37,8 @@ int64_t WordVectors::find(const std::string& token) const {
   return -1;
 }
 
-void writeWord2Vec(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors) {
+void writeWord2Vec(const std::string& requested, const std::vector<std::string>& tokens, const at::Tensor& vectors) {
+  const std::string path = atomicWriteTarget(requested);
   RT_CHECK(vectors.dim() == 2, "vectors must be [N, D]");
   RT_CHECK_EQ(static_cast<int64_t>(tokens.size()), vectors.size(0), "one token per vector");
   const at::Tensor v = vectors.detach().to(at::kCPU).to(at::kFloat).contiguous();

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -191,7 +192,8 @@ uint32_t crc32(const void* data, size_t size, uint32_t crc) {
   return ~crc;
 }
 
-void writeCheckpoint(const std::string& path, const Checkpoint& ckpt) {
+void writeCheckpoint(const std::string& requested, const Checkpoint& ckpt) {
+  const std::string path = atomicWriteTarget(requested);
   const std::string payload = encodePayload(ckpt);
   std::string header;
   header.append(kMagic, sizeof(kMagic));

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -34,7 +35,8 @@ std::string rate(double per_second) {
 
 }  // namespace
 
-void writeFileAtomically(const std::string& path, const std::string& text) {
+void writeFileAtomically(const std::string& requested, const std::string& text) {
+  const std::string path = atomicWriteTarget(requested);
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());

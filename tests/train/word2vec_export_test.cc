@@ -48,6 +48,17 @@ TEST_F(Word2VecTest, RoundTripIsExact) {
   EXPECT_EQ(header, "5 7");
 }
 
+TEST_F(Word2VecTest, ExportThroughALinkWritesItsTargetAndADeviceIsRefused) {
+  const at::Tensor v = at::ones({2, 3});
+  write("target.txt", "old");
+  fs::create_symlink("target.txt", dir_ + "/link.txt");
+  model::writeWord2Vec(dir_ + "/link.txt", {"a", "b"}, v);
+  EXPECT_TRUE(fs::is_symlink(dir_ + "/link.txt")) << "the link must stay a link";
+  EXPECT_EQ(model::readWord2Vec(dir_ + "/target.txt").tokens, (std::vector<std::string>{"a", "b"}));
+  EXPECT_THROW(model::writeWord2Vec("/dev/null", {"a", "b"}, v), DataError);
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+}
+
 TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
   EXPECT_THROW(model::writeWord2Vec(dir_ + "/x.txt", {"a b"}, at::zeros({1, 2})), DataError);
   EXPECT_FALSE(fs::exists(dir_ + "/x.txt"));
