@@ -102,9 +102,18 @@ WordVectors readWord2Vec(const std::string& path) {
       RT_THROW(DataError, path, ":1: bad header '", line, "' (expected 'N D')");
     }
   }
+  // The server's loader has the same limit (src/serve/model.cc). Within it, reserve no more than the file
+  // can hold (each value takes at least two bytes, "0 "): a header is not trusted with an allocation.
+  constexpr long long kMaxValues = 1LL << 34;
+  if (d > kMaxValues || n > kMaxValues / d) {
+    RT_THROW(DataError, path, ":1: N x D = ", n, " x ", d, " is too large");
+  }
+  std::error_code size_error;
+  const auto file_bytes = static_cast<long long>(std::filesystem::file_size(path, size_error));
+  const long long most_values = size_error ? 0 : file_bytes / 2;
   out.dim = d;
-  out.tokens.reserve(static_cast<size_t>(n));
-  out.values.reserve(static_cast<size_t>(n * d));
+  out.tokens.reserve(static_cast<size_t>(std::min(n, most_values)));
+  out.values.reserve(static_cast<size_t>(std::min(n * d, most_values)));
   std::unordered_map<std::string, int64_t> seen;
   for (long long i = 0; i < n; ++i) {
     const long long line_no = i + 2;

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include <ATen/ATen.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ringtrain/config/config.h"
@@ -65,7 +66,10 @@ TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"empty", ""},           {"header", "2\n"},           {"short", "2 2\na 1 2\n"},
       {"few", "1 3\na 1 2\n"}, {"many", "1 1\na 1 2\n"},    {"nan", "1 1\na nan\n"},
-      {"dup", "2 1\na 1\na 2\n"}, {"extra", "1 1\na 1\nb 2\n"}, {"word", "1 1\na x\n"}};
+      {"dup", "2 1\na 1\na 2\n"}, {"extra", "1 1\na 1\nb 2\n"}, {"word", "1 1\na x\n"},
+      // Headers promising more than memory holds: refused, or read up to where the file ends, never allocated.
+      {"wide", "2 999999999999\na 1 2 3\n"}, {"tall", "99999999999 3\na 1 2 3\n"},
+      {"long", "100000000 100\na 1\n"}};
   for (const auto& [name, text] : bad) {
     write(name, text);
     try {
@@ -75,6 +79,10 @@ TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
     }
   }
+  EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/wide"); }, ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(
+                                                                  ":1: N x D = 2 x 999999999999 is too large")));
+  EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/long"); },
+              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":2: value 2 of 100 missing")));
 }
 
 TEST_F(Word2VecTest, NearestNeighborsByCosine) {
