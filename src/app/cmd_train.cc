@@ -62,7 +62,8 @@ void addEvalCommand(CLI::App& app, CommandBody& body) {
   auto* cmd = app.add_subcommand("eval", "evaluate a checkpoint on the job's held-out split (HR@k, NDCG@k)");
   auto args = std::make_shared<TrainArgs>();
   addConfigArgs(cmd, args->config, /*config_required=*/true);
-  cmd->add_option("--checkpoint", args->checkpoint, "checkpoint file (default: the newest of the job)");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "checkpoint file, or a directory (its newest valid checkpoint); default: the job's checkpoint dir");
   cmd->callback([&body, args] {
     body = [args] {
       const config::JobConfig job = resolveWithLogLevel(args->config);

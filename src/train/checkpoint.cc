@@ -331,7 +331,7 @@ std::vector<std::string> CheckpointManager::list() const {
   return out;
 }
 
-std::optional<Checkpoint> CheckpointManager::loadLatest(const config::JobConfig* job) const {
+std::optional<Checkpoint> CheckpointManager::loadLatest(const config::JobConfig* job, std::string* path) const {
   const std::vector<std::string> all = list();
   std::string failures;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
@@ -344,6 +344,7 @@ std::optional<Checkpoint> CheckpointManager::loadLatest(const config::JobConfig*
       continue;
     }
     if (job != nullptr) checkSameJob(ckpt, *job, *it);
+    if (path != nullptr) *path = *it;
     return ckpt;
   }
   if (!all.empty()) RT_THROW(DataError, "no valid checkpoint in ", dir_, ":", failures);

@@ -517,13 +517,18 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   s.connect();
   s.loadData();
   s.buildModel();
-  std::string path = checkpoint_path;
-  if (path.empty()) {
-    const auto files = CheckpointManager(checkpointDir(job), job.checkpoint.keep).list();
-    if (files.empty()) RT_THROW(DataError, checkpointDir(job), ": no checkpoint to evaluate");
-    path = files.back();
+  // A directory (the job's by default) gives its newest checkpoint that reads cleanly, as export and resume
+  // take it: a newer one cut short by a crash is skipped with a warning.
+  const std::string source = checkpoint_path.empty() ? checkpointDir(job) : checkpoint_path;
+  std::string path = source;
+  Checkpoint ckpt;
+  if (checkpoint_path.empty() || std::filesystem::is_directory(source)) {
+    std::optional<Checkpoint> latest = CheckpointManager(source, job.checkpoint.keep).loadLatest(nullptr, &path);
+    if (!latest) RT_THROW(DataError, source, ": no checkpoint to evaluate");
+    ckpt = std::move(*latest);
+  } else {
+    ckpt = readCheckpoint(source);
   }
-  const Checkpoint ckpt = readCheckpoint(path);
   restoreModel(s, ckpt, path);
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   const Evaluation ev = evaluate(s, queries, data::trainCounts(*s.corpus, *s.split), true);

@@ -1,4 +1,5 @@
 // The main job end to end, as users run it: real processes started by ringrun, over Gloo.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -180,23 +181,39 @@ TEST(TrainJob, RanksWithDifferentSparseSyncModesStopNamingIt) {
   EXPECT_THAT(r.out + r.err, HasSubstr("rank 1 differs from rank 0 in ddp.sparse_sync (rank 0: 'auto', rank 1: 'allgather')"));
 }
 
-TEST(TrainJob, CorruptCheckpointIsRejectedWithItsName) {
+// Named, a corrupt checkpoint is an error; as the newest in a directory (the job's by default), it is
+// skipped for the newest valid one, as resume and export do.
+TEST(TrainJob, CorruptCheckpointIsRejectedWithItsNameOrSkippedInADirectory) {
   const std::string dir = testing::makeTempDir("ringtrain-corrupt-");
   const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
                              "run.max_steps=5", "--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
-                             "--set", "synthetic.sessions=500", "--set", "log.plot=false"},
+                             "--set", "synthetic.sessions=500", "--set", "log.plot=false", "--set",
+                             "checkpoint.every_steps=2"},
                             withDeadline(120));
   ASSERT_TRUE(r.ok()) << r.err;
-  std::string checkpoint;
-  for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) checkpoint = e.path().string();
-  ASSERT_FALSE(checkpoint.empty());
-  std::filesystem::resize_file(checkpoint, std::filesystem::file_size(checkpoint) / 2);
-  const auto e = runCommand({binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml"), "--set",
-                             "run.output_dir=" + dir, "--set", "synthetic.items=200", "--set",
-                             "synthetic.sessions=500", "--checkpoint", checkpoint},
-                            withDeadline(120));
-  EXPECT_EQ(e.exit_code, 2) << e.err;
-  EXPECT_THAT(e.err, HasSubstr(checkpoint));
+  std::vector<std::string> checkpoints;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) checkpoints.push_back(e.path());
+  std::sort(checkpoints.begin(), checkpoints.end());
+  ASSERT_GE(checkpoints.size(), 2u);
+  const std::string newest = checkpoints.back(), older = checkpoints[checkpoints.size() - 2];
+  std::filesystem::resize_file(newest, std::filesystem::file_size(newest) / 2);
+  const std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml"),
+                                         "--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
+                                         "--set", "synthetic.sessions=500"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = eval;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return runCommand(argv, withDeadline(120));
+  };
+  const auto named = with({"--checkpoint", newest});
+  EXPECT_EQ(named.exit_code, 2) << named.err;
+  EXPECT_THAT(named.err, HasSubstr(newest));
+  for (const auto& extra : {std::vector<std::string>{}, std::vector<std::string>{"--checkpoint", dir + "/checkpoints"}}) {
+    const auto skipped = with(extra);
+    EXPECT_TRUE(skipped.ok()) << skipped.err;
+    EXPECT_THAT(skipped.out + skipped.err, HasSubstr("skipping unreadable checkpoint"));
+    EXPECT_THAT(skipped.out + skipped.err, HasSubstr("checkpoint: " + older));
+  }
 }
 
 // A corpus with the same items in another order (here: more sessions, so other counts) keeps the model's

@@ -64,8 +64,9 @@ class CheckpointManager {
   std::vector<std::string> list() const;
   // Loads the newest checkpoint that reads cleanly; a corrupt newer one is skipped with a warning.
   // nullopt when there is none. With `job`, another job's checkpoint is not skipped: it throws DataError
-  // (checkSameJob). If files exist but none is valid, throws DataError listing why each failed.
-  std::optional<Checkpoint> loadLatest(const config::JobConfig* job = nullptr) const;
+  // (checkSameJob). If files exist but none is valid, throws DataError listing why each failed. `path`, when
+  // given, receives the file loaded.
+  std::optional<Checkpoint> loadLatest(const config::JobConfig* job = nullptr, std::string* path = nullptr) const;
   const std::string& dir() const { return dir_; }
 
  private:
