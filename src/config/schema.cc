@@ -95,6 +95,32 @@ Field makeField(const char* section, const char* key, Section JobConfig::*sec, T
   return f;
 }
 
+// A number in [min_value, below): the limit itself breaks what uses it (Adam divides by 1 - beta^t).
+template <typename Section>
+Field makeBelow(const char* section, const char* key, Section JobConfig::*sec, double Section::*member,
+                double min_value, double below) {
+  Field f = makeField(section, key, sec, member, min_value, below);
+  f.check = [sec, member, min_value, below](const JobConfig& c) -> std::string {
+    const double v = (c.*sec).*member;
+    if (v >= min_value && v < below) return "";
+    return fmt::format("must be >= {} and below {}, got {}", min_value, below, v);
+  };
+  return f;
+}
+
+// A number above `above` (exclusive): an optimizer's eps of 0 divides 0 by 0 for a row without history.
+template <typename Section>
+Field makeAbove(const char* section, const char* key, Section JobConfig::*sec, double Section::*member,
+                double above) {
+  Field f = makeField(section, key, sec, member, above);
+  f.check = [sec, member, above](const JobConfig& c) -> std::string {
+    const double v = (c.*sec).*member;
+    if (v > above) return "";
+    return fmt::format("must be > {}, got {}", above, v);
+  };
+  return f;
+}
+
 template <typename Section>
 Field makeChoice(const char* section, const char* key, Section JobConfig::*sec, std::string Section::*member,
                  std::vector<std::string> choices) {
@@ -167,9 +193,9 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("optim", "warmup_steps", &J::optim, &OptimOptions::warmup_steps, 0));
   s.push_back(makeChoice("optim", "schedule", &J::optim, &OptimOptions::schedule, {"linear", "constant"}));
   s.push_back(makeField("optim", "min_lr_ratio", &J::optim, &OptimOptions::min_lr_ratio, 0, 1));
-  s.push_back(makeField("optim", "beta1", &J::optim, &OptimOptions::beta1, 0, 1));
-  s.push_back(makeField("optim", "beta2", &J::optim, &OptimOptions::beta2, 0, 1));
-  s.push_back(makeField("optim", "eps", &J::optim, &OptimOptions::eps, 0));
+  s.push_back(makeBelow("optim", "beta1", &J::optim, &OptimOptions::beta1, 0, 1));
+  s.push_back(makeBelow("optim", "beta2", &J::optim, &OptimOptions::beta2, 0, 1));
+  s.push_back(makeAbove("optim", "eps", &J::optim, &OptimOptions::eps, 0));
   s.push_back(makeField("optim", "weight_decay", &J::optim, &OptimOptions::weight_decay, 0));
   // ddp
   s.push_back(makeField("ddp", "bucket_cap_mb", &J::ddp, &DdpOptions::bucket_cap_mb, 1e-6));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -427,6 +428,13 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       std::vector<double> window = {loss_sum.item<double>(), static_cast<double>(loss_count)};
       s.sumOverRanks(window);
       record.loss = window[1] > 0 ? window[0] / window[1] : 0.0;
+      // Every rank holds the same reduced loss, so all stop here together. Going on would write NaN
+      // vectors, checkpoints and an export, and report success.
+      if (!std::isfinite(record.loss)) {
+        RT_THROW(Error, "training diverged: the mean loss of the ", window_steps, " steps up to step ", global_step,
+                 " is ", record.loss, " (optim.name ", job.optim.name, ", optim.lr ", job.optim.lr,
+                 "); lower optim.lr or check the optimizer's settings");
+      }
       record.has_loss = true;
       summary.final_loss = record.loss;
       const double elapsed = seconds(Clock::now() - window_start);

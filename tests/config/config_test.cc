@@ -153,6 +153,11 @@ TEST(Config, OutOfRangeValuesAreRejected) {
   EXPECT_THAT(errorOf("comm:\n  master_port: 70000\n"), HasSubstr("comm.master_port"));
   EXPECT_THAT(errorOf("optim:\n  name: lbfgs\n"), HasSubstr("must be one of sgd, adagrad, adam"));
   EXPECT_THAT(errorOf("", {parseOverride("data.negatives=-1")}), HasSubstr("--set: data.negatives"));
+  // Limits that are themselves invalid: Adam divides by 1 - beta^t, and by sqrt(v) + eps.
+  EXPECT_THAT(errorOf("optim:\n  beta1: 1\n"), HasSubstr("optim.beta1: must be >= 0 and below 1, got 1"));
+  EXPECT_THAT(errorOf("optim:\n  beta2: 1.5\n"), HasSubstr("optim.beta2: must be >= 0 and below 1, got 1.5"));
+  EXPECT_THAT(errorOf("optim:\n  eps: 0\n"), HasSubstr("optim.eps: must be > 0, got 0"));
+  EXPECT_EQ(loadString("optim:\n  beta1: 0\n  beta2: 0.999999\n  eps: 1e-30\n", "job.yaml").optim.beta2, 0.999999);
 }
 
 TEST(Config, ForwardDirectionIsForWindowContextOnly) {

@@ -6,6 +6,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "ringtrain/model/word2vec_io.h"
 #include "testing/command.h"
@@ -214,6 +215,28 @@ TEST(TrainJob, CorruptCheckpointIsRejectedWithItsNameOrSkippedInADirectory) {
     EXPECT_THAT(skipped.out + skipped.err, HasSubstr("skipping unreadable checkpoint"));
     EXPECT_THAT(skipped.out + skipped.err, HasSubstr("checkpoint: " + older));
   }
+}
+
+// A run whose loss stops being a number ends with an error naming the step, on every rank, before it writes
+// NaN vectors and reports success; the metrics written before it stay valid JSON.
+TEST(TrainJob, DivergedTrainingStopsNamingTheStep) {
+  const std::string dir = testing::makeTempDir("ringtrain-diverged-");
+  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
+  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
+  command += " --set optim.name=sgd --set optim.lr=1000000 --set log.every_steps=5 --set run.max_steps=40";
+  const auto r = runCommand(ringrun(2, {"--", "sh", "-c", command}), withDeadline(120));
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(r.out + r.err, HasSubstr("training diverged: the mean loss of the 5 steps up to step "));
+  EXPECT_THAT(r.out + r.err, HasSubstr("optim.lr 1e+06"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/embeddings.txt"));
+  std::ifstream metrics(dir + "/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    ++lines;
+    EXPECT_NO_THROW((void)nlohmann::json::parse(line)) << line;
+  }
+  EXPECT_GT(lines, 0);
 }
 
 // A corpus with the same items in another order (here: more sessions, so other counts) keeps the model's
