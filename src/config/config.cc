@@ -1,6 +1,7 @@
 #include "ringtrain/config/config.h"
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -143,7 +144,7 @@ void applyOverrides(JobConfig& config, const std::vector<Override>& overrides) {
   for (const Override& o : overrides) setValue(config, o.key, o.value);
 }
 
-std::string quoted(const std::string& s) {
+std::string yamlQuoted(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
@@ -193,6 +194,9 @@ JobConfig loadString(const std::string& yaml, const std::string& origin, const s
 }
 
 JobConfig loadFile(const std::string& path, const std::vector<Override>& overrides) {
+  // An ifstream opens a directory and reads nothing from it: the job would silently be the defaults.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) RT_THROW(ConfigError, path, ": is a directory, not a config file");
   std::ifstream in(path);
   if (!in) RT_THROW(ConfigError, path, ": cannot open config file");
   std::stringstream text;
@@ -239,7 +243,7 @@ std::string toYaml(const JobConfig& config) {
     }
     const std::string value = f.print(config);
     const bool needs_quotes = f.type == FieldType::kString || f.type == FieldType::kChoice;
-    out += "  " + f.key + ": " + (needs_quotes ? quoted(value) : value) + "\n";
+    out += "  " + f.key + ": " + (needs_quotes ? yamlQuoted(value) : value) + "\n";
   }
   return out;
 }
@@ -265,7 +269,7 @@ std::vector<IdentityDifference> differences(const JobConfig& a, const JobConfig&
     std::string y = f.print(b);
     if (x == y) continue;
     const bool needs_quotes = f.type == FieldType::kString || f.type == FieldType::kChoice;
-    out.push_back(needs_quotes ? IdentityDifference{f.path(), quoted(x), quoted(y)}
+    out.push_back(needs_quotes ? IdentityDifference{f.path(), yamlQuoted(x), yamlQuoted(y)}
                                : IdentityDifference{f.path(), std::move(x), std::move(y)});
   }
   return out;

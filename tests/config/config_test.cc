@@ -189,6 +189,8 @@ TEST(Config, MissingFileIsAConfigError) {
     EXPECT_THAT(e.what(), HasSubstr("/nonexistent/job.yaml: cannot open config file"));
     EXPECT_EQ(e.exitCode(), kExitBadInput);
   }
+  // A directory opens and reads as nothing: it must not become the default job.
+  EXPECT_THAT([] { loadFile("/tmp"); }, ThrowsMessage<ConfigError>(HasSubstr("/tmp: is a directory, not a config file")));
 }
 
 TEST(Config, EmptyStringValuesAndNullSections) {
