@@ -267,6 +267,37 @@ double proportionalSetMiB() {
   return 0.0;
 }
 
+// A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
+// in a directory holding another job's checkpoints it would overwrite and delete them. Refused on every
+// rank alike (rank 0 reads; the verdict is reduced). The same job's are replaced, saying that --resume
+// would continue from them; an unreadable leftover holds nothing to keep.
+void refuseToOverwriteAnotherJob(Session& s, const config::JobConfig& job, const CheckpointManager& checkpoints) {
+  std::string refusal;
+  if (s.leader()) {
+    std::optional<Checkpoint> newest;
+    std::string path;
+    try {
+      newest = checkpoints.loadLatest(nullptr, &path);
+    } catch (const DataError&) {  // files, none readable
+    }
+    if (newest) {
+      try {
+        checkSameJob(*newest, job, path);
+        info("starting afresh: the checkpoints in {} (this job's, newest at step {}) will be replaced; "
+             "--resume would continue from there", checkpoints.dir(), newest->global_step);
+      } catch (const DataError& e) {
+        refusal = e.what();
+      }
+    }
+  }
+  std::vector<double> refused = {refusal.empty() ? 0.0 : 1.0};
+  s.sumOverRanks(refused);
+  if (refused[0] > 0) {
+    RT_THROW(ConfigError, "a fresh start would overwrite another job's checkpoints in ", checkpoints.dir(), ": ",
+             s.leader() ? refusal : std::string("rank 0 says why"));
+  }
+}
+
 }  // namespace
 
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
@@ -313,6 +344,8 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     } else if (s.leader()) {
       info("no checkpoint in {}; starting fresh", checkpoints.dir());
     }
+  } else {
+    refuseToOverwriteAnotherJob(s, job, checkpoints);
   }
 
   ddp::DdpOptions ddp_options = ddp::DdpOptions::fromConfig(job.ddp, job.comm);

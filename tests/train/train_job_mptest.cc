@@ -217,6 +217,46 @@ TEST(TrainJob, CorruptCheckpointIsRejectedWithItsNameOrSkippedInADirectory) {
   }
 }
 
+std::string readBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A fresh start keeps the newest checkpoint.keep files of its directory: another job's there are refused,
+// untouched; the same job's are replaced, saying that --resume would have continued from them.
+TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
+  const std::string dir = testing::makeTempDir("ringtrain-fresh-");
+  auto train = [&](const std::string& lr) {
+    return runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                       "run.max_steps=4", "--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
+                       "--set", "synthetic.sessions=500", "--set", "log.plot=false", "--set",
+                       "checkpoint.every_steps=2", "--set", "checkpoint.keep=1", "--set", "optim.lr=" + lr},
+                      withDeadline(120));
+  };
+  auto files = [&] {
+    std::vector<std::pair<std::string, std::uintmax_t>> found;
+    for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) {
+      found.emplace_back(e.path().filename(), std::filesystem::file_size(e.path()));
+    }
+    std::sort(found.begin(), found.end());
+    return found;
+  };
+  const auto first = train("0.2");
+  ASSERT_TRUE(first.ok()) << first.err;
+  const auto before = files();
+  ASSERT_EQ(before.size(), 1u);
+  const std::string bytes_before = readBytes(dir + "/checkpoints/" + before[0].first);
+  const auto other = train("0.3");
+  EXPECT_EQ(other.exit_code, 2) << other.err;
+  EXPECT_THAT(other.err, HasSubstr("a fresh start would overwrite another job's checkpoints in " + dir));
+  EXPECT_THAT(other.err, HasSubstr("optim.lr is 0.2 there and 0.3 here"));
+  EXPECT_EQ(files(), before);
+  EXPECT_TRUE(readBytes(dir + "/checkpoints/" + before[0].first) == bytes_before) << "the checkpoint changed";
+  const auto again = train("0.2");
+  EXPECT_TRUE(again.ok()) << again.err;
+  EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: the checkpoints in"));
+}
+
 // A run whose loss stops being a number ends with an error naming the step, on every rank, before it writes
 // NaN vectors and reports success; the metrics written before it stay valid JSON.
 TEST(TrainJob, DivergedTrainingStopsNamingTheStep) {
