@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -263,7 +264,9 @@ class Agent {
                                                         kStoreOpTimeout);
         return;
       } catch (const CommError& e) {
-        if (std::strstr(e.what(), "refused") != nullptr || Clock::now() >= deadline) {
+        // A wrong job token is final. A connection refused (node 0's store not up yet) is retried until
+        // --rdzv-timeout: nodes may start in any order.
+        if (std::strstr(e.what(), "refused this client") != nullptr || Clock::now() >= deadline) {
           RT_THROW(CommError, "node ", o_.node_rank, " cannot join the job: ", e.what());
         }
       }
@@ -294,6 +297,7 @@ class Agent {
     if (now != mine) {
       RT_THROW(ConfigError, "node rank ", o_.node_rank, " is already taken by another ringrun of this job");
     }
+    store_->add(key("joined"), 1);  // leave() waits for the nodes that joined, not for all --nnodes
     std::vector<std::string> keys;
     for (int n = 0; n < o_.nnodes; ++n) keys.push_back(key("node/" + std::to_string(n)));
     waitKeys(keys, "the meeting of all " + std::to_string(o_.nnodes) + " nodes");
@@ -583,15 +587,24 @@ class Agent {
     return result;
   }
 
-  // Node 0 hosts the store: it stays until every node is done with it (or --node-timeout passes).
+  // Node 0 hosts the store: it stays until every node that joined is done with it (or --node-timeout
+  // passes, or a signal comes). A rendezvous that timed out waits for no node that never came.
   void leave() {
     if (!store_) return;
     try {
-      if (store_->add(key("left"), 1) == o_.nnodes) store_->set(key("all-left"), dist::toBytes("1"));
+      const int64_t joined = store_->add(key("joined"), 0);
+      if (store_->add(key("left"), 1) >= joined) store_->set(key("all-left"), dist::toBytes("1"));
       // A node that does not leave within --node-timeout is not coming (its ringrun was killed, say).
-      if (server_ && o_.nnodes > 1) {
-        store_->wait({key("all-left")}, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            std::chrono::duration<double>(o_.node_timeout_s)));
+      const auto deadline = Clock::now() + std::chrono::duration<double>(o_.node_timeout_s);
+      while (server_ && o_.nnodes > 1 && joined > 1) {
+        try {
+          store_->wait({key("all-left")}, kInterruptCheck);
+          break;
+        } catch (const TimeoutError&) {
+          if (Clock::now() >= deadline) throw;
+        }
+        const std::vector<int> pending = signals_.drain();
+        if (std::any_of(pending.begin(), pending.end(), [](int sig) { return sig != SIGCHLD; })) break;  // told to stop
       }
     } catch (const CommError& e) {
       if (server_) say("not every node confirmed the end of the job: " + std::string(e.what()));

@@ -366,6 +366,31 @@ TEST(Ringrun, TwoNodesMeetAndAgreeOnGlobalRanks) {
   EXPECT_THAT(n1->out(), HasSubstr("rank 3 of 4 node 1 local 1"));
 }
 
+// Nodes may start in any order within --rdzv-timeout: node 1 keeps knocking while node 0's store is not
+// up. And a node 0 whose partners never come ends at its --rdzv-timeout, not a --node-timeout later.
+TEST(Ringrun, ANodeStartedBeforeNodeZeroWaitsForItAndALoneNodeZeroEndsAtItsTimeout) {
+  const int port = testing::freeLoopbackPort();
+  auto n1 = twoNodeJob(1, port, "echo \"rank $RANK of $WORLD_SIZE\"");
+  std::this_thread::sleep_for(1500ms);
+  ASSERT_FALSE(n1->waitExit(0ms).has_value()) << "node 1 gave up before node 0 came: " << n1->err();
+  auto n0 = twoNodeJob(0, port, "echo \"rank $RANK of $WORLD_SIZE\"");
+  const auto s0 = n0->waitExit(30000ms), s1 = n1->waitExit(30000ms);
+  ASSERT_TRUE(s0 && s1);
+  EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 0) << n1->err();
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 0) << n0->err();
+  EXPECT_THAT(n1->out(), HasSubstr("rank 3 of 4"));
+
+  const auto start = std::chrono::steady_clock::now();
+  const auto alone = runCommand({binPath("ringrun"), "--nnodes", "2", "--node-rank", "0", "--master-port",
+                                 std::to_string(testing::freeLoopbackPort()), "--nproc-per-node", "1",
+                                 "--rdzv-timeout", "2", "--node-timeout", "30", "--", "true"},
+                                {.timeout = 60000ms, .env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}}});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(alone.exit_code, 0);
+  EXPECT_THAT(alone.err, HasSubstr("did not happen within 2 s"));
+  EXPECT_LT(seconds, 15) << "node 0 waited for a node that never joined";
+}
+
 TEST(Ringrun, FailureOnOneNodeStopsTheOther) {
   const int port = testing::freeLoopbackPort();
   auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
