@@ -267,6 +267,20 @@ double proportionalSetMiB() {
   return 0.0;
 }
 
+// Where the job writes must be a directory or nothing yet: found out before loading data and training,
+// not as a filesystem error at the first checkpoint.
+void checkOutputDirectories(const config::JobConfig& job) {
+  const std::pair<const char*, std::string> dirs[] = {{"run.output_dir", job.run.output_dir},
+                                                      {"checkpoint.dir", checkpointDir(job)}};
+  for (const auto& [key, dir] : dirs) {
+    std::error_code ec;
+    const auto status = std::filesystem::status(dir, ec);
+    if (std::filesystem::exists(status) && !std::filesystem::is_directory(status)) {
+      RT_THROW(ConfigError, key, ": ", dir, " exists and is not a directory");
+    }
+  }
+}
+
 // A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
 // in a directory holding another job's checkpoints it would overwrite and delete them. Refused on every
 // rank alike (rank 0 reads; the verdict is reduced). The same job's are replaced, saying that --resume
@@ -302,6 +316,7 @@ void refuseToOverwriteAnotherJob(Session& s, const config::JobConfig& job, const
 
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
   log::setRank(process.rank, process.world_size);
+  checkOutputDirectories(job);
   at::set_num_threads(job.run.threads);
   const auto started = Clock::now();
   Session s(job, process);

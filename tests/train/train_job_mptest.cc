@@ -257,6 +257,21 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: the checkpoints in"));
 }
 
+TEST(TrainJob, AnOutputDirectoryThatIsAFileIsRefusedBeforeTraining) {
+  const std::string dir = testing::makeTempDir("ringtrain-outfile-");
+  std::ofstream(dir + "/file") << "x";
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"run.output_dir", dir + "/file"}, {"checkpoint.dir", dir + "/file"}}) {
+    const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                               "run.output_dir=" + dir + "/out", "--set", key + "=" + value, "--set",
+                               "synthetic.items=200", "--set", "synthetic.sessions=500"},
+                              withDeadline(120));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(key + ": " + dir + "/file exists and is not a directory"));
+    EXPECT_FALSE(std::filesystem::exists(dir + "/out/metrics.jsonl")) << "refused before training";
+  }
+}
+
 // A run whose loss stops being a number ends with an error naming the step, on every rank, before it writes
 // NaN vectors and reports success; the metrics written before it stay valid JSON.
 TEST(TrainJob, DivergedTrainingStopsNamingTheStep) {
