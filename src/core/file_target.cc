@@ -13,9 +13,9 @@ std::string atomicWriteTarget(const std::string& path) {
   std::error_code ec;
   // The kernel's own limit on links followed in one lookup (ELOOP).
   for (int links = 0; fs::is_symlink(fs::symlink_status(target, ec)); ++links) {
-    RT_CHECK_T(DataError, links < 40, "cannot write ", path, ": too many levels of symbolic links");
+    if (links >= 40) RT_THROW(DataError, "cannot write ", path, ": too many levels of symbolic links");
     const fs::path next = fs::read_symlink(target, ec);
-    RT_CHECK_T(DataError, !ec, "cannot write ", path, ": cannot read the link ", target.string(), ": ", ec.message());
+    if (ec) RT_THROW(DataError, "cannot write ", path, ": cannot read the link ", target.string(), ": ", ec.message());
     target = next.is_absolute() ? next : target.parent_path() / next;
   }
   const fs::file_status status = fs::status(target, ec);
