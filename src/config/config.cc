@@ -3,7 +3,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <vector>
 
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
@@ -84,7 +86,13 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
                std::vector<std::string>* ignored = nullptr) {
   YAML::Node root;
   try {
-    root = YAML::Load(text);
+    // LoadAll: Load would read the first of several documents and drop the rest without a word.
+    const std::vector<YAML::Node> documents = YAML::LoadAll(text);
+    if (documents.size() > 1) {
+      RT_THROW(ConfigError, located(origin, documents[1].Mark()), ": a second YAML document ('---'); a job's "
+               "configuration is one document");
+    }
+    if (!documents.empty()) root = documents.front();
   } catch (const YAML::ParserException& e) {
     RT_THROW(ConfigError, located(origin, e.mark), ": YAML syntax error: ", e.msg);
   }
@@ -92,10 +100,21 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
   if (!root.IsMap()) {
     RT_THROW(ConfigError, located(origin, root.Mark()), ": expected a mapping of sections (run:, data:, ...)");
   }
+  // yaml-cpp keeps duplicate keys, and the later one would silently win: where each section and key was
+  // first given, to name both places.
+  std::map<std::string, YAML::Mark> first_given;
+  auto once = [&](const std::string& what, const std::string& name, const YAML::Mark& mark) {
+    const auto [it, fresh] = first_given.emplace(name, mark);
+    if (!fresh) {
+      RT_THROW(ConfigError, located(origin, mark), ": ", what, " '", name, "' is given twice (first at line ",
+               it->second.line + 1, ")");
+    }
+  };
   for (const auto& section_entry : root) {
     const std::string section = section_entry.first.Scalar();
     const YAML::Node& body = section_entry.second;
     const std::string where = located(origin, section_entry.first.Mark());
+    once("section", section, section_entry.first.Mark());
     if (!isSection(section) && ignored != nullptr) {
       if (body.IsMap()) {
         for (const auto& entry : body) {
@@ -114,6 +133,7 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     for (const auto& entry : body) {
       const std::string key = entry.first.Scalar();
       const std::string key_where = located(origin, entry.first.Mark());
+      once("key", section + "." + key, entry.first.Mark());
       if (ignored != nullptr && findField(section, key) == nullptr) {
         ignored->push_back(section + "." + key + ": " + YAML::Dump(entry.second));
         continue;

@@ -160,6 +160,16 @@ TEST(Config, OutOfRangeValuesAreRejected) {
   EXPECT_EQ(loadString("optim:\n  beta1: 0\n  beta2: 0.999999\n  eps: 1e-30\n", "job.yaml").optim.beta2, 0.999999);
 }
 
+// yaml-cpp keeps a repeated key and the later one would win; a second document would be dropped.
+TEST(Config, RepeatedKeysSectionsAndSecondDocumentsAreRefused) {
+  EXPECT_THAT(errorOf("run:\n  name: a\n  name: b\n"),
+              HasSubstr("job.yaml:3: key 'run.name' is given twice (first at line 2)"));
+  EXPECT_THAT(errorOf("run:\n  name: a\ndata:\n  window: 3\nrun:\n  seed: 1\n"),
+              HasSubstr("job.yaml:5: section 'run' is given twice (first at line 1)"));
+  EXPECT_THAT(errorOf("run:\n  name: a\n---\nrun:\n  name: b\n"), HasSubstr("a second YAML document"));
+  EXPECT_EQ(loadString("run:\n  name: a\ndata:\n  window: 3\n", "job.yaml").run.name, "a");
+}
+
 TEST(Config, ForwardDirectionIsForWindowContextOnly) {
   EXPECT_EQ(loadString("data:\n  direction: forward\n", "job.yaml").data.direction, "forward");
   EXPECT_THAT(errorOf("data:\n  direction: backward\n"), HasSubstr("must be one of both, forward"));
