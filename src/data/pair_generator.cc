@@ -152,7 +152,9 @@ int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size) {
   }
   if (least == 0) {
     RT_THROW(DataError, "rank ", worst, " of ", epoch0.rank_pairs.size(),
-             " gets no training pairs: the corpus has too few training lines for this many ranks");
+             " gets no training pairs from its share of the training lines: too few lines for this many ranks, "
+             "lines of one item only, or data.subsample dropping nearly every item of a small corpus "
+             "(data.subsample 0 keeps them all)");
   }
   return std::max<int64_t>(1, least / batch_size);
 }
