@@ -37,11 +37,17 @@ std::unordered_map<std::string, ItemInfo> readItems(const std::string& path) {
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
-    if (line_no == 1 || line.empty()) continue;
     std::vector<std::string> fields;
     std::stringstream ss(line);
     std::string field;
     while (std::getline(ss, field, '\t')) fields.push_back(field);
+    if (line_no == 1) {  // the header the training side's reader asks for (data/item_table.cc)
+      const bool ok = fields.size() >= 3 && fields.size() <= 4 && fields[0] == "id" && fields[1] == "key" &&
+                      fields[2] == "name" && (fields.size() == 3 || fields[3] == "category");
+      if (!ok) RT_THROW(DataError, path, ":1: expected the header 'id<TAB>key<TAB>name<TAB>category', got '", line, "'");
+      continue;
+    }
+    if (line.empty()) continue;
     if (fields.size() < 2) RT_THROW(DataError, path, ":", line_no, ": expected tab-separated id, key, name, category");
     ItemInfo info{fields.size() > 2 ? fields[2] : "", fields.size() > 3 ? fields[3] : ""};
     out.emplace(fields[0], info);
