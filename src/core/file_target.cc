@@ -9,20 +9,24 @@ namespace ringtrain {
 
 std::string atomicWriteTarget(const std::string& path) {
   namespace fs = std::filesystem;
-  fs::path target(path);
   std::error_code ec;
+  // First what the kernel finds at the end of the links: it also follows the links /proc writes as
+  // "pipe:[N]" or "socket:[N]" (/dev/stdout into a pipe), which name no path to walk by hand.
+  const fs::file_status status = fs::status(path, ec);
+  if (fs::is_directory(status)) RT_THROW(DataError, "cannot write ", path, ": it is a directory; give a file's path");
+  if (fs::exists(status) && !fs::is_regular_file(status)) {
+    RT_THROW(DataError, "cannot write ", path, ": it is not a regular file (a device, FIFO or socket), and an atomic ",
+             "write would replace it with one; give a file's path");
+  }
+  // Then the name the links lead to, where the temporary file goes and is renamed (a dangling link's
+  // target is created).
+  fs::path target(path);
   // The kernel's own limit on links followed in one lookup (ELOOP).
   for (int links = 0; fs::is_symlink(fs::symlink_status(target, ec)); ++links) {
     if (links >= 40) RT_THROW(DataError, "cannot write ", path, ": too many levels of symbolic links");
     const fs::path next = fs::read_symlink(target, ec);
     if (ec) RT_THROW(DataError, "cannot write ", path, ": cannot read the link ", target.string(), ": ", ec.message());
     target = next.is_absolute() ? next : target.parent_path() / next;
-  }
-  const fs::file_status status = fs::status(target, ec);
-  if (fs::exists(status) && !fs::is_regular_file(status)) {
-    const char* kind = fs::is_directory(status) ? "a directory" : "not a regular file";
-    RT_THROW(DataError, "cannot write ", path, (target.string() == path ? "" : " (-> " + target.string() + ")"),
-             ": it is ", kind, ", and writing it atomically would replace it with a file; give a file's path");
   }
   return target.string();
 }

@@ -8,7 +8,8 @@ namespace ringtrain {
 // `path` itself, or, when it is a symbolic link, what the link points to (links followed to the end): a
 // rename over the link would replace the link and leave its target as it was. A target that exists and is
 // not a regular file (a directory, device, FIFO or socket, such as /dev/null or /dev/stdout's terminal) is
-// refused with DataError naming it: renaming over it would put a plain file in its place.
+// refused with DataError naming it: renaming over it would put a plain file in its place (or fail, for a
+// directory).
 std::string atomicWriteTarget(const std::string& path);
 
 }  // namespace ringtrain
