@@ -37,6 +37,7 @@ std::unordered_map<std::string, ItemInfo> readItems(const std::string& path) {
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files, as the other readers take them
     std::vector<std::string> fields;
     std::stringstream ss(line);
     std::string field;

@@ -116,12 +116,13 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
   const at::Tensor expect = itemVectors(m);
   EXPECT_TRUE(at::equal(at::from_blob(const_cast<float*>(v.values.data()), {4, 3}).clone(), expect));
 
-  write("items.tsv", "id\tkey\tname\tcategory\n0\tapple\tRed apple\tfruit\n1\tpear\tGreen pear\tfruit\n");
+  write("items.tsv", "id\tkey\tname\tcategory\r\n0\tapple\tRed apple\tfruit\r\n1\tpear\tGreen pear\tfruit\r\n");
   const auto nb = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
                                        dir_ + "/run/embeddings.txt", "--items", dir_ + "/items.tsv", "--item", "apple",
                                        "-k", "2"});
   ASSERT_TRUE(nb.ok()) << nb.err;
   EXPECT_NE(nb.out.find("Red apple"), std::string::npos) << nb.out;
+  EXPECT_EQ(nb.out.find('\r'), std::string::npos) << "a CRLF file's line ends are not part of its fields";
   const auto missing = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
                                             dir_ + "/run/embeddings.txt", "--item", "durian"});
   EXPECT_EQ(missing.exit_code, 2);
