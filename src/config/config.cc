@@ -88,8 +88,9 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
   try {
     // LoadAll: Load would read the first of several documents and drop the rest without a word.
     const std::vector<YAML::Node> documents = YAML::LoadAll(text);
-    if (documents.size() > 1) {
-      RT_THROW(ConfigError, located(origin, documents[1].Mark()), ": a second YAML document ('---'); a job's "
+    for (size_t d = 1; d < documents.size(); ++d) {
+      if (documents[d].IsNull()) continue;  // a trailing '---' or an empty document
+      RT_THROW(ConfigError, located(origin, documents[d].Mark()), ": a second YAML document ('---'); a job's "
                "configuration is one document");
     }
     if (!documents.empty()) root = documents.front();

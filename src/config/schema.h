@@ -22,7 +22,7 @@ struct Field {
   std::string key;
   FieldType type;
   std::vector<std::string> choices;  // kChoice only
-  double min_value;                  // kInt and kDouble: inclusive bounds
+  double min_value;                  // kInt and kDouble: inclusive bounds (check may be stricter: optim.eps > 0)
   double max_value;
   // Parses `text` into the field; returns an error description ("" on success).
   std::function<std::string(JobConfig&, const std::string& text)> assign;

@@ -166,7 +166,8 @@ TEST(Config, RepeatedKeysSectionsAndSecondDocumentsAreRefused) {
               HasSubstr("job.yaml:3: key 'run.name' is given twice (first at line 2)"));
   EXPECT_THAT(errorOf("run:\n  name: a\ndata:\n  window: 3\nrun:\n  seed: 1\n"),
               HasSubstr("job.yaml:5: section 'run' is given twice (first at line 1)"));
-  EXPECT_THAT(errorOf("run:\n  name: a\n---\nrun:\n  name: b\n"), HasSubstr("a second YAML document"));
+  EXPECT_THAT(errorOf("run:\n  name: a\n---\nrun:\n  name: b\n"), HasSubstr("job.yaml:4: a second YAML document"));
+  EXPECT_EQ(loadString("run:\n  name: a\n---\n", "job.yaml").run.name, "a") << "a trailing '---' is nothing more";
   EXPECT_EQ(loadString("run:\n  name: a\ndata:\n  window: 3\n", "job.yaml").run.name, "a");
 }
 
