@@ -267,6 +267,24 @@ double proportionalSetMiB() {
   return 0.0;
 }
 
+// Before a checkpoint: a step can turn the parameters to NaN or infinity while the loss it reported was
+// still finite, and a checkpoint of them would be resumed from (ringrun --max-restarts) into the same
+// failure. Every rank checks its own copy; the verdict is reduced, so all stop together.
+void checkParametersFinite(Session& s, int64_t step) {
+  at::NoGradGuard no_grad;
+  std::string bad;
+  for (const auto& p : s.model->named_parameters()) {
+    if (!at::isfinite(p.value()).all().item<bool>()) bad += (bad.empty() ? "" : ", ") + p.key();
+  }
+  std::vector<double> ranks_bad = {bad.empty() ? 0.0 : 1.0};
+  s.sumOverRanks(ranks_bad);
+  if (ranks_bad[0] > 0) {
+    RT_THROW(Error, "training diverged: at step ", step, " the parameters are not finite",
+             bad.empty() ? std::string(" on another rank") : " (" + bad + ")",
+             "; no checkpoint written. Lower optim.lr or check the optimizer's settings");
+  }
+}
+
 // Where the job writes must be a directory or nothing yet: found out before loading data and training,
 // not as a filesystem error at the first checkpoint.
 void checkOutputDirectories(const config::JobConfig& job) {
@@ -283,9 +301,11 @@ void checkOutputDirectories(const config::JobConfig& job) {
 
 // A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
 // in a directory holding another job's checkpoints it would overwrite and delete them. Refused on every
-// rank alike (rank 0 reads; the verdict is reduced). The same job's are replaced, saying that --resume
-// would continue from them; an unreadable leftover holds nothing to keep.
-void refuseToOverwriteAnotherJob(Session& s, const config::JobConfig& job, const CheckpointManager& checkpoints) {
+// rank alike (rank 0 reads; the verdict is reduced). The same job's are removed first, saying that
+// --resume would continue from them: left in place, one from a longer run of the job (another world size
+// ends an epoch at another step) would sort newest and outlive this run's own. An unreadable leftover
+// holds nothing to keep.
+void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManager& checkpoints) {
   std::string refusal;
   if (s.leader()) {
     std::optional<Checkpoint> newest;
@@ -297,11 +317,19 @@ void refuseToOverwriteAnotherJob(Session& s, const config::JobConfig& job, const
     if (newest) {
       try {
         checkSameJob(*newest, job, path);
-        info("starting afresh: the checkpoints in {} (this job's, newest at step {}) will be replaced; "
-             "--resume would continue from there", checkpoints.dir(), newest->global_step);
       } catch (const DataError& e) {
         refusal = e.what();
       }
+    }
+    if (refusal.empty()) {
+      const std::vector<std::string> old = checkpoints.list();
+      if (!old.empty()) {
+        info("starting afresh: removing the {} checkpoint(s) in {}{}", old.size(), checkpoints.dir(),
+             newest ? fmt::format(" (this job's, newest at step {}; --resume would continue from there)",
+                                  newest->global_step)
+                    : std::string(" (none readable)"));
+      }
+      for (const std::string& file : old) std::filesystem::remove(file);
     }
   }
   std::vector<double> refused = {refusal.empty() ? 0.0 : 1.0};
@@ -360,7 +388,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       info("no checkpoint in {}; starting fresh", checkpoints.dir());
     }
   } else {
-    refuseToOverwriteAnotherJob(s, job, checkpoints);
+    startAfresh(s, job, checkpoints);
   }
 
   ddp::DdpOptions ddp_options = ddp::DdpOptions::fromConfig(job.ddp, job.comm);
@@ -499,6 +527,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     }
     const bool checkpoint_now =
         job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;
+    if (checkpoint_now) checkParametersFinite(s, global_step);
     if (checkpoint_now && s.leader()) {
       summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
     }
@@ -578,7 +607,8 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   const std::string source = checkpoint_path.empty() ? checkpointDir(job) : checkpoint_path;
   std::string path = source;
   Checkpoint ckpt;
-  if (checkpoint_path.empty() || std::filesystem::is_directory(source)) {
+  std::error_code not_a_directory;
+  if (checkpoint_path.empty() || std::filesystem::is_directory(source, not_a_directory)) {
     std::optional<Checkpoint> latest = CheckpointManager(source, job.checkpoint.keep).loadLatest(nullptr, &path);
     if (!latest) RT_THROW(DataError, source, ": no checkpoint to evaluate");
     ckpt = std::move(*latest);

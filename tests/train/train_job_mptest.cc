@@ -254,7 +254,8 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   EXPECT_TRUE(readBytes(dir + "/checkpoints/" + before[0].first) == bytes_before) << "the checkpoint changed";
   const auto again = train("0.2");
   EXPECT_TRUE(again.ok()) << again.err;
-  EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: the checkpoints in"));
+  EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: removing the 1 checkpoint(s) in"));
+  EXPECT_EQ(files().size(), 1u) << "the rerun's own checkpoint, not the old one beside it";
 }
 
 TEST(TrainJob, AnOutputDirectoryThatIsAFileIsRefusedBeforeTraining) {
@@ -268,7 +269,9 @@ TEST(TrainJob, AnOutputDirectoryThatIsAFileIsRefusedBeforeTraining) {
                               withDeadline(120));
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_THAT(r.err, HasSubstr(key + ": " + dir + "/file exists and is not a directory"));
-    EXPECT_FALSE(std::filesystem::exists(dir + "/out/metrics.jsonl")) << "refused before training";
+    if (key == "checkpoint.dir") {  // (with run.output_dir a file, nothing could be written under it anyway)
+      EXPECT_FALSE(std::filesystem::exists(dir + "/out/metrics.jsonl")) << "refused before training";
+    }
   }
 }
 
@@ -292,6 +295,25 @@ TEST(TrainJob, DivergedTrainingStopsNamingTheStep) {
     EXPECT_NO_THROW((void)nlohmann::json::parse(line)) << line;
   }
   EXPECT_GT(lines, 0);
+
+  // Checkpoints between log steps: the parameters are checked before each, so none holds NaN.
+  const std::string ckdir = testing::makeTempDir("ringtrain-diverged-ck-");
+  const auto c = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                             "run.output_dir=" + ckdir, "--set", "synthetic.items=200", "--set",
+                             "synthetic.sessions=500", "--set", "log.plot=false", "--set", "optim.name=sgd", "--set",
+                             "optim.lr=1000000", "--set", "checkpoint.every_steps=1", "--set", "log.every_steps=50",
+                             "--set", "run.max_steps=40"},
+                            withDeadline(120));
+  EXPECT_FALSE(c.ok());
+  EXPECT_THAT(c.err, HasSubstr("training diverged"));
+  const auto e = runCommand({binPath("ringtrain"), "export", "--checkpoint", ckdir + "/checkpoints", "-o",
+                             ckdir + "/vectors.txt"},
+                            withDeadline(120));
+  if (e.ok()) {
+    const std::string text = readBytes(ckdir + "/vectors.txt");
+    EXPECT_EQ(text.find("nan"), std::string::npos) << "a checkpoint holds NaN parameters";
+    EXPECT_EQ(text.find("inf"), std::string::npos) << "a checkpoint holds infinite parameters";
+  }
 }
 
 // A corpus with the same items in another order (here: more sessions, so other counts) keeps the model's
