@@ -298,6 +298,7 @@ class Agent {
       RT_THROW(ConfigError, "node rank ", o_.node_rank, " is already taken by another ringrun of this job");
     }
     store_->add(key("joined"), 1);  // leave() waits for the nodes that joined, not for all --nnodes
+    joined_ = true;
     std::vector<std::string> keys;
     for (int n = 0; n < o_.nnodes; ++n) keys.push_back(key("node/" + std::to_string(n)));
     waitKeys(keys, "the meeting of all " + std::to_string(o_.nnodes) + " nodes");
@@ -593,7 +594,8 @@ class Agent {
     if (!store_) return;
     try {
       const int64_t joined = store_->add(key("joined"), 0);
-      if (store_->add(key("left"), 1) >= joined) store_->set(key("all-left"), dist::toBytes("1"));
+      // A ringrun refused at the rendezvous (its node rank taken) never joined: it must not count as left.
+      if (joined_ && store_->add(key("left"), 1) >= joined) store_->set(key("all-left"), dist::toBytes("1"));
       // A node that does not leave within --node-timeout is not coming (its ringrun was killed, say).
       const auto deadline = Clock::now() + std::chrono::duration<double>(o_.node_timeout_s);
       while (server_ && o_.nnodes > 1 && joined > 1) {
@@ -622,6 +624,7 @@ class Agent {
   std::vector<std::vector<int>> rank_cpus_;  // with --bind-to cores: each local rank's CPUs; else empty
   std::unique_ptr<dist::TcpStoreServer> server_;
   std::unique_ptr<dist::TcpStoreClient> store_;
+  bool joined_ = false;  // this node's entry is in the store (rendezvous got past the node-rank check)
 };
 
 }  // namespace
