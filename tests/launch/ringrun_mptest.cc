@@ -390,6 +390,23 @@ TEST(Ringrun, ANodeStartedBeforeNodeZeroWaitsForItAndALoneNodeZeroEndsAtItsTimeo
   EXPECT_THAT(alone.err, HasSubstr("did not happen within 2 s"));
 }
 
+// Knocking until --rdzv-timeout is for a store not up yet; a store that refuses the job token is final.
+TEST(Ringrun, ANodeWithAnotherJobsTokenIsRefusedAtOnce) {
+  const int port = testing::freeLoopbackPort();
+  auto n0 = twoNodeJob(0, port, "sleep 30");
+  // Node 0's store is up by now, mostly; if not, node 1 knocks until it is, then is refused all the same.
+  std::this_thread::sleep_for(500ms);
+  const auto other = runCommand({binPath("ringrun"), "--nnodes", "2", "--node-rank", "1", "--master-addr",
+                                 "127.0.0.1", "--master-port", std::to_string(port), "--nproc-per-node", "2",
+                                 "--rdzv-timeout", "600", "--", "true"},
+                                {.timeout = 60000ms, .env = {{"RINGTRAIN_JOB_TOKEN", "another-token-999"}}});
+  EXPECT_FALSE(other.timed_out) << "a refused token was retried as if the store were not up";
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_THAT(other.err, HasSubstr("refused this client"));
+  ::kill(n0->pid(), SIGTERM);
+  EXPECT_TRUE(n0->waitExit(30000ms).has_value());
+}
+
 TEST(Ringrun, FailureOnOneNodeStopsTheOther) {
   const int port = testing::freeLoopbackPort();
   auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
