@@ -34,6 +34,20 @@ TEST(Error, CheckThrowsTheRequestedTypeAndPassesSilently) {
   }
 }
 
+// Bad input names the user's file, line or key; ringtrain's source location would be noise there. Without
+// a message of its own the condition and its place are all there is, so they stay.
+TEST(Error, BadInputSaysItsMessageWithoutTheSourceLocation) {
+  const int got = 7;
+  EXPECT_THAT([&] { RT_CHECK_T(ConfigError, got < 5, "job.yaml:3: data.window must be < 5, got ", got); },
+              ::testing::ThrowsMessage<ConfigError>(::testing::StrEq("job.yaml:3: data.window must be < 5, got 7")));
+  EXPECT_THAT([&] { RT_CHECK_OP_T(DataError, ==, got, 5, "corpus.txt:9: expected 5 items"); },
+              ::testing::ThrowsMessage<DataError>(::testing::StrEq("corpus.txt:9: expected 5 items (got = 7, 5 = 5)")));
+  EXPECT_THAT([&] { RT_CHECK_T(DataError, got < 5); },
+              ::testing::ThrowsMessage<DataError>(HasSubstr("got < 5 at tests/core/error_test.cc:")));
+  EXPECT_THAT([&] { RT_CHECK_T(CommError, got < 5, "rank 1 gone"); },
+              ::testing::ThrowsMessage<CommError>(HasSubstr("rank 1 gone (check failed: got < 5 at tests/core/")));
+}
+
 TEST(Error, ExitCodesSeparateBadInputFromFailures) {
   EXPECT_EQ(ConfigError("x").exitCode(), 2);
   EXPECT_EQ(DataError("x").exitCode(), 2);

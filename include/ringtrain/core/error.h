@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace ringtrain {
 
@@ -53,9 +54,22 @@ class TimeoutError : public CommError {
 
 namespace detail {
 
-// Builds the message of a failed check: "<file>:<line>: check failed: <cond> (<values>) <user message>".
+// Builds the message of a failed check: "<user message> (check failed: <cond>; <values> at <file>:<line>)".
 std::string checkMessage(const char* file, int line, const char* condition, const std::string& values,
                          const std::string& message);
+
+// The message for a check that throws ErrorType. Bad input (ConfigError, DataError) with a message of its
+// own says that alone, with the compared values if any: it names the user's file, line or key, and where
+// in ringtrain's sources the check sits would only be noise to them. Every other error keeps the condition
+// and its place, for whoever debugs it.
+template <typename ErrorType>
+std::string checkMessageFor(const char* file, int line, const char* condition, const std::string& values,
+                            const std::string& message) {
+  if constexpr (std::is_base_of_v<ConfigError, ErrorType> || std::is_base_of_v<DataError, ErrorType>) {
+    if (!message.empty()) return values.empty() ? message : message + " (" + values + ")";
+  }
+  return checkMessage(file, line, condition, values, message);
+}
 
 template <typename... Args>
 std::string concat(const Args&... args) {
@@ -79,7 +93,8 @@ std::string describePair(const char* a_text, const A& a, const char* b_text, con
 #define RT_CHECK_T(ErrorType, cond, ...)                                                             \
   do {                                                                                               \
     if (!(cond)) {                                                                                   \
-      throw ErrorType(::ringtrain::detail::checkMessage(__FILE__, __LINE__, #cond, std::string(),   \
+      throw ErrorType(::ringtrain::detail::checkMessageFor<ErrorType>(__FILE__, __LINE__, #cond,    \
+                                                                      std::string(),                \
                                                         ::ringtrain::detail::concat("", ##__VA_ARGS__))); \
     }                                                                                                \
   } while (0)
@@ -92,7 +107,7 @@ std::string describePair(const char* a_text, const A& a, const char* b_text, con
     const auto& rt_check_a_ = (a);                                                                   \
     const auto& rt_check_b_ = (b);                                                                   \
     if (!(rt_check_a_ op rt_check_b_)) {                                                             \
-      throw ErrorType(::ringtrain::detail::checkMessage(                                             \
+      throw ErrorType(::ringtrain::detail::checkMessageFor<ErrorType>(                               \
           __FILE__, __LINE__, #a " " #op " " #b,                                                     \
           ::ringtrain::detail::describePair(#a, rt_check_a_, #b, rt_check_b_),                      \
           ::ringtrain::detail::concat("", ##__VA_ARGS__)));                                          \
