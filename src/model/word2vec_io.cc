@@ -17,8 +17,9 @@
 
 #include <ATen/ATen.h>
 
-#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/file_target.h"
+#include "ringtrain/model/word2vec_limits.h"
 
 namespace ringtrain::model {
 namespace {
@@ -102,15 +103,10 @@ WordVectors readWord2Vec(const std::string& path) {
       RT_THROW(DataError, path, ":1: bad header '", line, "' (expected 'N D')");
     }
   }
-  // The server's loader has the same limit (src/serve/model.cc). Within it, reserve no more than the file
-  // can hold (each value takes at least two bytes, "0 "): a header is not trusted with an allocation.
-  constexpr long long kMaxValues = 1LL << 34;
-  if (d > kMaxValues || n > kMaxValues / d) {
+  if (d > kMaxWord2VecValues || n > kMaxWord2VecValues / d) {
     RT_THROW(DataError, path, ":1: N x D = ", n, " x ", d, " is too large");
   }
-  std::error_code size_error;
-  const auto file_bytes = static_cast<long long>(std::filesystem::file_size(path, size_error));
-  const long long most_values = size_error ? 0 : file_bytes / 2;
+  const long long most_values = word2vecValuesFileCanHold(path);
   out.dim = d;
   out.tokens.reserve(static_cast<size_t>(std::min(n, most_values)));
   out.values.reserve(static_cast<size_t>(std::min(n * d, most_values)));

@@ -13,6 +13,7 @@
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
+#include "ringtrain/model/word2vec_limits.h"
 
 namespace ringtrain::serve {
 namespace {
@@ -151,10 +152,14 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
     }
   }
   const int64_t n = model->rows, dim = model->dim;
-  if (n > (int64_t{1} << 34) / dim) RT_THROW(DataError, path, ":1: N x D = ", n, " x ", dim, " is too large");
-  std::vector<float> vectors(static_cast<size_t>(n * dim));
-  model->tokens.reserve(n);
-  model->index.reserve(n);
+  if (n > model::kMaxWord2VecValues / dim) RT_THROW(DataError, path, ":1: N x D = ", n, " x ", dim, " is too large");
+  // Grown row by row within what the file can hold: a header announcing more rows than the file has is
+  // found at its end, not by an allocation of the announced size.
+  const int64_t most_values = model::word2vecValuesFileCanHold(path);
+  std::vector<float> vectors;
+  vectors.reserve(static_cast<size_t>(std::min(n * dim, most_values)));
+  model->tokens.reserve(static_cast<size_t>(std::min(n, most_values)));
+  model->index.reserve(static_cast<size_t>(std::min(n, most_values)));
   int64_t line_no = 1, row = 0, zero_rows = 0;
   while (std::getline(in, line)) {
     ++line_no;
@@ -165,6 +170,7 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
     if (static_cast<int64_t>(f.size()) != dim + 1) {
       RT_THROW(DataError, path, ":", line_no, ": expected a token and ", dim, " values, found ", f.size(), " fields");
     }
+    vectors.resize(static_cast<size_t>((row + 1) * dim));
     float* v = vectors.data() + row * dim;
     double norm2 = 0.0;
     for (int64_t d = 0; d < dim; ++d) {
