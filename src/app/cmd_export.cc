@@ -23,11 +23,6 @@ struct ExportArgs {
   std::string out;
 };
 
-std::string checkpointDir(const config::JobConfig& job) {
-  if (!job.checkpoint.dir.empty()) return job.checkpoint.dir;
-  return (std::filesystem::path(job.run.output_dir) / "checkpoints").string();
-}
-
 }  // namespace
 
 void addExportCommand(CLI::App& app, CommandBody& body) {
@@ -40,15 +35,8 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
   cmd->callback([&body, args] {
     body = [args] {
       const config::JobConfig job = resolveConfig(args->config);
-      const std::string source = args->checkpoint.empty() ? checkpointDir(job) : args->checkpoint;
-      train::Checkpoint ckpt;
-      if (std::filesystem::is_directory(source)) {
-        auto latest = train::CheckpointManager(source, job.checkpoint.keep).loadLatest();
-        if (!latest) RT_THROW(DataError, "no checkpoint in ", source);
-        ckpt = std::move(*latest);
-      } else {
-        ckpt = train::readCheckpoint(source);
-      }
+      std::string source;
+      const train::Checkpoint ckpt = train::readRequestedCheckpoint(args->checkpoint, job, &source);
       const auto model = train::modelFromCheckpoint(ckpt, source);
       const at::Tensor vectors = train::itemVectors(*model);
       const std::string out =

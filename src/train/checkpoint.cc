@@ -351,6 +351,25 @@ std::optional<Checkpoint> CheckpointManager::loadLatest(const config::JobConfig*
   return std::nullopt;
 }
 
+std::string checkpointDir(const config::JobConfig& job) {
+  return job.checkpoint.dir.empty() ? (fs::path(job.run.output_dir) / "checkpoints").string() : job.checkpoint.dir;
+}
+
+Checkpoint readRequestedCheckpoint(const std::string& requested, const config::JobConfig& job, std::string* path) {
+  const std::string source = requested.empty() ? checkpointDir(job) : requested;
+  std::error_code not_a_directory;
+  if (requested.empty() || fs::is_directory(source, not_a_directory)) {
+    std::string read;
+    // `keep` only matters for saving.
+    std::optional<Checkpoint> latest = CheckpointManager(source, 1).loadLatest(nullptr, &read);
+    if (!latest) RT_THROW(DataError, "no checkpoint in ", source);
+    if (path != nullptr) *path = read;
+    return std::move(*latest);
+  }
+  if (path != nullptr) *path = source;
+  return readCheckpoint(source);
+}
+
 at::Tensor captureTorchRngState() {
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());

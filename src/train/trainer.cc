@@ -46,10 +46,6 @@ std::string outputPath(const config::JobConfig& job, const std::string& name) {
   return (std::filesystem::path(job.run.output_dir) / name).string();
 }
 
-std::string checkpointDir(const config::JobConfig& job) {
-  return job.checkpoint.dir.empty() ? outputPath(job, "checkpoints") : job.checkpoint.dir;
-}
-
 at::Device chooseDevice(const config::JobConfig& job, const dist::ProcessInfo& process) {
   if (job.run.device == "cpu") return at::Device(at::kCPU);
   const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
@@ -602,19 +598,8 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   s.connect();
   s.loadData();
   s.buildModel();
-  // A directory (the job's by default) gives its newest checkpoint that reads cleanly, as export and resume
-  // take it: a newer one cut short by a crash is skipped with a warning.
-  const std::string source = checkpoint_path.empty() ? checkpointDir(job) : checkpoint_path;
-  std::string path = source;
-  Checkpoint ckpt;
-  std::error_code not_a_directory;
-  if (checkpoint_path.empty() || std::filesystem::is_directory(source, not_a_directory)) {
-    std::optional<Checkpoint> latest = CheckpointManager(source, job.checkpoint.keep).loadLatest(nullptr, &path);
-    if (!latest) RT_THROW(DataError, source, ": no checkpoint to evaluate");
-    ckpt = std::move(*latest);
-  } else {
-    ckpt = readCheckpoint(source);
-  }
+  std::string path;
+  const Checkpoint ckpt = readRequestedCheckpoint(checkpoint_path, job, &path);
   restoreModel(s, ckpt, path);
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   const Evaluation ev = evaluate(s, queries, data::trainCounts(*s.corpus, *s.split), true);

@@ -74,6 +74,16 @@ class CheckpointManager {
   int keep_;
 };
 
+// The job's checkpoint directory: checkpoint.dir, or <run.output_dir>/checkpoints.
+std::string checkpointDir(const config::JobConfig& job);
+
+// What `ringtrain eval` and `export` read for --checkpoint: `requested` as a file, or, when it is a directory
+// or empty (then the job's checkpointDir), the newest checkpoint there that reads cleanly
+// (CheckpointManager::loadLatest: one cut short by a crash is skipped). `path` receives the file read.
+// DataError when the directory holds none.
+Checkpoint readRequestedCheckpoint(const std::string& requested, const config::JobConfig& job,
+                                   std::string* path = nullptr);
+
 // The default CPU generator's state, and restoring it (for bitwise resume).
 at::Tensor captureTorchRngState();
 void restoreTorchRngState(const at::Tensor& state);
