@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/prefetch.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::ddp::detail {
@@ -99,6 +100,10 @@ void RowSummer::sumByOwner(const std::vector<RowBlock>& blocks, int64_t width, i
   for (const RowBlock& b : blocks) {
     const T* in = static_cast<const T*>(b.values);
     for (int64_t i = 0; i < b.count; ++i) {
+      if (i + ::ringtrain::detail::kRowsAhead < b.count) {  // the output rows land in id order, not input order
+        const int64_t ahead = b.ids[i + ::ringtrain::detail::kRowsAhead];
+        ::ringtrain::detail::prefetchRow<true>(values_out[owner(ahead)], slot_[static_cast<size_t>(ahead)], width);
+      }
       const int64_t id = b.ids[i];
       T* dst = values_out[owner(id)] + static_cast<int64_t>(slot_[static_cast<size_t>(id)]) * width;
       const T* row = in + i * width;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/prefetch.h"
 #include "ringtrain/build_config.h"
 #include "ringtrain/core/error.h"
 #if RINGTRAIN_HAVE_CUDA_KERNELS
@@ -35,6 +36,10 @@ void indexAddRows(at::Tensor& table, const at::Tensor& idx, const at::Tensor& ro
   float* pt = table.data_ptr<float>();
   const auto a = static_cast<float>(alpha);
   for (int64_t i = 0; i < n; ++i) {
+    if (i + ::ringtrain::detail::kRowsAhead < n) {
+      const int64_t ahead = pi[i + ::ringtrain::detail::kRowsAhead];
+      if (ahead >= 0 && ahead < limit) ::ringtrain::detail::prefetchRow<true>(pt, ahead, width);
+    }
     const int64_t r = pi[i];
     RT_CHECK(r >= 0 && r < limit, "indexAddRows: row ", r, " outside [0, ", limit, ")");
     float* dst = pt + r * width;

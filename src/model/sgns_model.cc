@@ -1,5 +1,6 @@
 #include "ringtrain/model/sgns_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <tuple>
@@ -10,6 +11,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
 
+#include "core/prefetch.h"
 #include "model/cpu_gemm.h"
 #include "model/row_ops.h"
 #include "ringtrain/build_config.h"
@@ -46,14 +48,35 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 bool useCpuKernels(const at::Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat; }
 
+// The score kernels below visit the output table's rows in the batch's random order: each example first
+// asks for the rows of the example kExamplesAhead later (core/prefetch.h).
+constexpr int64_t kExamplesAhead = 2;
+inline void prefetchCandidates(const float* table, const int64_t* ids, int64_t count, int64_t dim) {
+  for (int64_t j = 0; j < count; ++j) ::ringtrain::detail::prefetchRow(table, ids[j], dim);
+}
+
 // The positive and negative ids of each example as one [B, K+1] table: column 0 the context.
 at::Tensor candidateIds(const at::Tensor& context, const at::Tensor& negatives) {
   return at::cat({context.unsqueeze(1), negatives}, 1).contiguous();
 }
 
-// rows of `table` at `ids` (any shape), contiguous [numel(ids), D].
+// rows of `table` at `ids` (any shape), contiguous [numel(ids), D]. The ids were range-checked (checkIds).
 at::Tensor gatherRows(const at::Tensor& table, const at::Tensor& ids) {
-  return table.index_select(0, ids.reshape({-1}));
+  const at::Tensor flat = ids.reshape({-1});
+  if (!useCpuKernels(table) || !table.is_contiguous() || table.dim() != 2) return table.index_select(0, flat);
+  const at::Tensor index = flat.contiguous();
+  const int64_t n = index.numel(), dim = table.size(1);
+  at::Tensor rows = at::empty({n, dim}, table.options());
+  const int64_t* pi = index.data_ptr<int64_t>();
+  const float* pt = table.data_ptr<float>();
+  float* pr = rows.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (i + ::ringtrain::detail::kRowsAhead < n) {
+      ::ringtrain::detail::prefetchRow(pt, pi[i + ::ringtrain::detail::kRowsAhead], dim);
+    }
+    std::copy_n(pt + pi[i] * dim, dim, pr + i * dim);
+  }
+  return rows;
 }
 
 void addBiasRows(at::Tensor& x, const at::Tensor& bias) {
@@ -133,6 +156,7 @@ std::pair<at::Tensor, at::Tensor> scoreForward(const at::Tensor& u, const at::Te
     float* pc = coef.data_ptr<float>();
     double loss = 0.0;
     for (int64_t b = 0; b < batch; ++b) {
+      if (b + kExamplesAhead < batch) prefetchCandidates(pw, pid + (b + kExamplesAhead) * cands, cands, dim);
       const float* ub = pu + b * dim;
       for (int64_t j = 0; j < cands; ++j) {
         const float* v = pw + pid[b * cands + j] * dim;
@@ -169,6 +193,7 @@ std::pair<at::Tensor, at::Tensor> scoreBackward(const at::Tensor& coef, const at
     float* pg = grad_u.data_ptr<float>();
     float* pv = values.data_ptr<float>();
     for (int64_t b = 0; b < batch; ++b) {
+      if (b + kExamplesAhead < batch) prefetchCandidates(pw, pid + (b + kExamplesAhead) * cands, cands, dim);
       const float* ub = pu + b * dim;
       float* gb = pg + b * dim;
       for (int64_t j = 0; j < cands; ++j) {

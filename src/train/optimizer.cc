@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include "core/prefetch.h"
 #include "model/row_ops.h"
 #include "ringtrain/core/error.h"
 
@@ -74,6 +75,11 @@ class Adagrad final : public Optimizer {
       float* ps = sum.data_ptr<float>();
       const auto lr = static_cast<float>(lr_), eps = static_cast<float>(options_.eps);
       for (int64_t i = 0; i < n; ++i) {
+        if (i + ::ringtrain::detail::kRowsAhead < n) {
+          const int64_t ahead = pi[i + ::ringtrain::detail::kRowsAhead];
+          ::ringtrain::detail::prefetchRow<true>(pp, ahead, width);
+          ::ringtrain::detail::prefetchRow<true>(ps, ahead, width);
+        }
         float* p = pp + pi[i] * width;
         float* acc = ps + pi[i] * width;
         const float* g = pg + i * width;
@@ -139,6 +145,12 @@ class Adam final : public Optimizer {
       const auto fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
       const auto eps = static_cast<float>(options_.eps);
       for (int64_t i = 0; i < n; ++i) {
+        if (i + ::ringtrain::detail::kRowsAhead < n) {
+          const int64_t ahead = pi[i + ::ringtrain::detail::kRowsAhead];
+          ::ringtrain::detail::prefetchRow<true>(pp, ahead, width);
+          ::ringtrain::detail::prefetchRow<true>(pm, ahead, width);
+          ::ringtrain::detail::prefetchRow<true>(pv, ahead, width);
+        }
         const int64_t r = pi[i];
         const double step = pt[r] += 1.0;
         // Same float32 arithmetic as the ATen path: corrections computed in double, then rounded.
