@@ -16,8 +16,8 @@
 # ringtrain's ranks start under `ringrun --bind-to cores` (each rank on its own slice of the CPUs; BIND_TO=none
 # leaves them free, as the peer's are); under mpirun they are not bound.
 # At the end, the 1-rank run again (how far the machine drifted during the sweep; with ROUNDS=1), then a
-# traced run at the largest rank count prints where a step goes (scripts/trace-summary.py: each phase per
-# rank, how far apart the ranks reach the exchange, the sync after the last one).
+# traced run at 1 rank and one at the largest rank count print where a step goes (scripts/trace-summary.py:
+# each phase per rank, how far apart the ranks reach the exchange, the sync after the last one).
 # ROUNDS=R (default 1) runs the whole sweep R times, the rank counts interleaved (1, 8, 1, 8, ...), each
 # round's efficiencies and ratios against that round's own 1-rank and peer figures, then prints the median
 # and range over rounds per row: on a host whose speed drifts within minutes, one sweep can land its 1-rank
@@ -237,9 +237,12 @@ fi
 largest=$(printf "%s\n" "${RANKS[@]}" | sort -n | tail -1)
 if [ "${TRACE:-1}" != 0 ] && [ "$largest" -gt 1 ]; then
   mode="${MODES[${#MODES[@]}-1]}"
-  out="$WORK/traced-$largest-$mode"
-  launch_ringtrain "$largest" "$mode" "$out" $((WARMUP + 100)) --set log.trace_steps=$((WARMUP + 100))
-  echo
-  echo "where a step goes at $largest ranks ($mode), ms, from a traced run of 100 steps after $WARMUP:"
-  python3 "$ROOT/scripts/trace-summary.py" "$out/trace.json" --skip "$WARMUP"
+  # 1 rank first: each phase's cost alone on the machine, to read the larger run's phases against.
+  for n in 1 "$largest"; do
+    out="$WORK/traced-$n-$mode"
+    launch_ringtrain "$n" "$mode" "$out" $((WARMUP + 100)) --set log.trace_steps=$((WARMUP + 100))
+    echo
+    echo "where a step goes at $n rank(s) ($mode), ms, from a traced run of 100 steps after $WARMUP:"
+    python3 "$ROOT/scripts/trace-summary.py" "$out/trace.json" --skip "$WARMUP"
+  done
 fi
