@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <unordered_map>
@@ -65,7 +66,7 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
   cmd->add_option("--model", args->model, "exported vectors (word2vec text format)")->required();
   cmd->add_option("--items", args->items, "items.tsv for names and categories");
   cmd->add_option("--item", args->item, "the item's token")->required();
-  cmd->add_option("-k", args->k, "how many neighbours")->check(CLI::PositiveNumber);
+  cmd->add_option("-k", args->k, "how many neighbours")->check(CLI::Range(1, std::numeric_limits<int>::max()));
   cmd->callback([&body, args] {
     body = [args] {
       const model::WordVectors vectors = model::readWord2Vec(args->model);

@@ -2,6 +2,7 @@
 // and an exit code from ringtrain/core/error.h (2 = bad input), never a stack of noise.
 #include <exception>
 #include <iostream>
+#include <string>
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
@@ -29,6 +30,18 @@ int main(int argc, char** argv) {
   app::addNeighborsCommand(app, body);
   try {
     log::init();
+    // CLI11 would answer an unknown first word with "A subcommand is required", as if none were given.
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+      found = found || (argc > 1 && sub->check_name(argv[1]));
+    }
+    if (argc > 1 && argv[1][0] != '-' && !found) {
+      std::cerr << "ringtrain: error: unknown command '" << argv[1] << "'; the commands are " << known
+                << " (see ringtrain --help)\n";
+      return kExitBadInput;
+    }
     app.parse(argc, argv);
     return body ? body() : kExitOk;
   } catch (const CLI::CallForHelp& e) {

@@ -46,7 +46,10 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
                      "missing.yaml: cannot open config file");
   expectOneLineError(runCommand({binPath("ringtrain"), "config", "--set", "window=3"}),
                      "expected section.key=value");
-  expectOneLineError(runCommand({binPath("ringtrain"), "no-such-command"}), "ringtrain: error:");
+  expectOneLineError(runCommand({binPath("ringtrain"), "no-such-command"}),
+                     "ringtrain: error: unknown command 'no-such-command'; the commands are config,");
+  expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", "m.txt", "--item", "a", "-k", "0"}),
+                     "-k: Value 0 not in range 1 to");
 }
 
 }  // namespace
