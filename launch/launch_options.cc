@@ -1,7 +1,10 @@
 #include "launch_options.h"
 
 #include <dirent.h>
+#include <netdb.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -60,15 +63,32 @@ int parseCount(const std::string& text, const char* what) {
   return value;
 }
 
+// A file exec can run: a directory has the X bit too (search), and exec refuses it with EACCES in every rank.
+bool runnable(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
 // command[0] as exec would find it; empty when it cannot be run.
 std::string resolveProgram(const std::string& name, const std::map<std::string, std::string>& env) {
-  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : std::string();
+  if (name.find('/') != std::string::npos) return runnable(name) ? name : std::string();
   auto it = env.find("PATH");
   for (const std::string& dir : split(it == env.end() ? "/usr/local/bin:/usr/bin:/bin" : it->second, ':')) {
     const std::string path = dir + "/" + name;
-    if (::access(path.c_str(), X_OK) == 0) return path;
+    if (runnable(path)) return path;
   }
   return std::string();
+}
+
+// A host name no resolver knows is a typo, not a network hiccup: said at once, as bad input. Other failures
+// (a resolver not answering yet) are left to the connection, which retries until --rdzv-timeout.
+void checkResolvable(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (found != nullptr) ::freeaddrinfo(found);
+  if (rc == EAI_NONAME) RT_THROW(ConfigError, "--master-addr '", host, "': ", ::gai_strerror(rc));
 }
 
 }  // namespace
@@ -169,6 +189,8 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     if (o.nnodes != 1) RT_THROW(ConfigError, "--standalone runs a single node; it cannot go with --nnodes ", o.nnodes);
     o.master_addr = "127.0.0.1";
     o.master_port = 0;
+  } else {
+    checkResolvable(o.master_addr);
   }
   if (bind_to == "cores" || bind_to == "core") {
     o.bind_cores = true;

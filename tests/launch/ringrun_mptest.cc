@@ -465,6 +465,10 @@ TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
       {{"--nproc-per-node", "2", "--"}, "missing program"},
       {{"--", "/no/such/program"}, "program '/no/such/program' not found"},
       {{"--", "no-such-program-anywhere"}, "not found"},
+      {{"--", "/tmp"}, "program '/tmp' not found or not executable"},  // a directory: exec would refuse it
+      // .invalid never resolves (RFC 6761): a typo, refused at once rather than retried until --rdzv-timeout.
+      {{"--nnodes", "2", "--node-rank", "1", "--job-token", "x", "--master-addr", "no-such-host.invalid", "--", "true"},
+       "--master-addr 'no-such-host.invalid'"},
       {{"--nnodes", "2", "--", "true"}, "RINGTRAIN_JOB_TOKEN"},
       {{"--nnodes", "2", "--node-rank", "2", "--job-token", "x", "--", "true"}, "--node-rank 2 is not in 0..1"},
       {{"--standalone", "--nnodes", "2", "--job-token", "x", "--", "true"}, "--standalone"},
