@@ -226,7 +226,8 @@ struct Server::Impl {
       fresh = loadAndIndex(path);
     } catch (const Error& e) {
       metrics.reload(false);
-      warn("serve: refused model {}: {} (version {} keeps serving)", path, e.what(), last_version);
+      // At start-up there is no version yet: the error itself ends the server, said once by its caller.
+      if (last_version > 0) warn("serve: refused model {}: {} (version {} keeps serving)", path, e.what(), last_version);
       throw;
     }
     fresh->version = ++last_version;

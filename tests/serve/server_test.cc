@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -468,6 +469,9 @@ TEST(ServeCommandTest, BrokenModelExitsWithFileAndLine) {
       {ringtrain::testing::binPath("ringtrain"), "serve", "--model", dir + "/m.vec", "--port", "0"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find(dir + "/m.vec:3:"), std::string::npos) << r.err;
+  // At start-up nothing was serving: no "version 0 keeps serving", and the error is said once.
+  EXPECT_EQ(r.err.find("keeps serving"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   fs::remove_all(dir);
 }
 
