@@ -26,8 +26,12 @@ config::JobConfig resolveWithLogLevel(const ConfigArgs& args) {
 
 void printSummary(const train::TrainSummary& s, const config::JobConfig& job) {
   const int k = job.eval.k;
-  fmt::print("HR@{}: {:.4f}  NDCG@{}: {:.4f}  ({} held-out queries; popularity baseline HR@{}: {:.4f})\n", k,
-             s.ranking.hitRate(), k, s.ranking.ndcg(), s.ranking.count, k, s.popularity.hitRate());
+  if (s.ranking.count == 0) {  // a rate over nothing would read as a model that never hits
+    fmt::print("HR@{}: not measured (no held-out queries: see data.eval_fraction)\n", k);
+  } else {
+    fmt::print("HR@{}: {:.4f}  NDCG@{}: {:.4f}  ({} held-out queries; popularity baseline HR@{}: {:.4f})\n", k,
+               s.ranking.hitRate(), k, s.ranking.ndcg(), s.ranking.count, k, s.popularity.hitRate());
+  }
   if (s.categories.neighbor_total > 0) {
     fmt::print("category agreement of {}-NN: {:.3f}  (random pairs: {:.3f})\n", k, s.categories.neighborShare(),
                s.categories.randomShare());

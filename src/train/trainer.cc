@@ -170,9 +170,14 @@ Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std
 }
 
 std::string describe(const Evaluation& ev, int k, bool with_popularity) {
-  std::string text = fmt::format("eval: HR@{} {:.4f} NDCG@{} {:.4f} over {} held-out queries", k,
-                                 ev.ranking.hitRate(), k, ev.ranking.ndcg(), ev.ranking.count);
-  if (with_popularity) text += fmt::format(" (popularity baseline HR@{} {:.4f})", k, ev.popularity.hitRate());
+  std::string text;
+  if (ev.ranking.count == 0) {
+    text = fmt::format("eval: HR@{} not measured (no held-out queries)", k);
+  } else {
+    text = fmt::format("eval: HR@{} {:.4f} NDCG@{} {:.4f} over {} held-out queries", k, ev.ranking.hitRate(), k,
+                       ev.ranking.ndcg(), ev.ranking.count);
+    if (with_popularity) text += fmt::format(" (popularity baseline HR@{} {:.4f})", k, ev.popularity.hitRate());
+  }
   if (ev.categories.neighbor_total > 0) {
     text += fmt::format("; category agreement of {}-NN {:.3f} (random pairs {:.3f})", k,
                         ev.categories.neighborShare(), ev.categories.randomShare());
