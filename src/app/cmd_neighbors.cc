@@ -2,15 +2,14 @@
 // cosine in an exported model, with their names and categories when items.tsv is given.
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <memory>
-#include <sstream>
 #include <unordered_map>
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/data/items_file.h"
 #include "ringtrain/model/word2vec_io.h"
 
 namespace ringtrain::app {
@@ -28,33 +27,15 @@ struct ItemInfo {
   std::string category;
 };
 
-// items.tsv: a header line, then id <TAB> key <TAB> name <TAB> category. A token may be either the id or
-// the key; both map to the row.
+// items.tsv (ringtrain/data/items_file.h). A token may be either the id or the key; the first line of each
+// wins.
 std::unordered_map<std::string, ItemInfo> readItems(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) RT_THROW(DataError, path, ": cannot open");
   std::unordered_map<std::string, ItemInfo> out;
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files, as the other readers take them
-    std::vector<std::string> fields;
-    std::stringstream ss(line);
-    std::string field;
-    while (std::getline(ss, field, '\t')) fields.push_back(field);
-    if (line_no == 1) {  // the header the training side's reader asks for (data/item_table.cc)
-      const bool ok = fields.size() >= 3 && fields.size() <= 4 && fields[0] == "id" && fields[1] == "key" &&
-                      fields[2] == "name" && (fields.size() == 3 || fields[3] == "category");
-      if (!ok) RT_THROW(DataError, path, ":1: expected the header 'id<TAB>key<TAB>name<TAB>category', got '", line, "'");
-      continue;
-    }
-    if (line.empty()) continue;
-    if (fields.size() < 2) RT_THROW(DataError, path, ":", line_no, ": expected tab-separated id, key, name, category");
-    ItemInfo info{fields.size() > 2 ? fields[2] : "", fields.size() > 3 ? fields[3] : ""};
-    out.emplace(fields[0], info);
-    out.emplace(fields[1], info);
-  }
+  data::forEachItemsRow(path, /*require_id=*/false, [&out](const data::ItemsRow& row) {
+    const ItemInfo info{std::string(row.name), std::string(row.category)};
+    if (!row.id.empty()) out.emplace(row.id, info);
+    if (!row.key.empty()) out.emplace(row.key, info);
+  });
   return out;
 }
 

@@ -9,10 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
+#include "ringtrain/data/items_file.h"
 #include "ringtrain/model/word2vec_limits.h"
 
 namespace ringtrain::serve {
@@ -45,62 +45,23 @@ bool parseNumber(std::string_view text, T& value) {
   return ec == std::errc() && ptr == end;
 }
 
-// items.tsv: a header naming the columns, then one tab-separated line per item.
+// items.tsv (ringtrain/data/items_file.h). A model token takes the first line whose key is the token, or
+// else the first line whose id is.
 void readItems(const std::string& path, Model& model) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) RT_THROW(DataError, path, ": cannot open items file");
-  std::string line;
-  if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty items file (expected a header 'id key name category')");
-  std::vector<std::string> header;
-  {
-    std::stringstream ss{std::string(trimLineEnd(line))};
-    std::string col;
-    while (std::getline(ss, col, '\t')) header.push_back(col);
-  }
-  int id_col = -1, key_col = -1, name_col = -1, cat_col = -1;
-  for (int c = 0; c < static_cast<int>(header.size()); ++c) {
-    if (header[c] == "id") id_col = c;
-    if (header[c] == "key") key_col = c;
-    if (header[c] == "name") name_col = c;
-    if (header[c] == "category") cat_col = c;
-  }
-  if ((id_col < 0 && key_col < 0) || name_col < 0) {
-    RT_THROW(DataError, path, ":1: items header must name the columns id and/or key, and name (tab separated), got '",
-             trimLineEnd(line), "'");
-  }
-  // Looked up in the model's own index, line by line: a model token takes the first line whose key is the
-  // token, or else the first line whose id is.
   model.names.assign(model.rows, "");
   model.categories.assign(model.rows, "");
   enum : uint8_t { kUnnamed, kById, kByKey };
   std::vector<uint8_t> named_by(static_cast<size_t>(model.rows), kUnnamed);
-  std::vector<std::string_view> cols;
-  int64_t line_no = 1;
-  while (std::getline(in, line)) {
-    ++line_no;
-    const std::string_view text = trimLineEnd(line);
-    if (text.empty()) continue;
-    cols.clear();
-    size_t start = 0;
-    while (true) {
-      const size_t tab = text.find('\t', start);
-      cols.push_back(text.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
-      if (tab == std::string_view::npos) break;
-      start = tab + 1;
-    }
-    if (cols.size() != header.size()) {
-      RT_THROW(DataError, path, ":", line_no, ": expected ", header.size(), " tab-separated fields, found ", cols.size());
-    }
+  data::forEachItemsRow(path, /*require_id=*/false, [&](const data::ItemsRow& item) {
     const auto name = [&](int64_t row, uint8_t how) {
       if (row < 0 || named_by[row] >= how) return;
-      model.names[row] = std::string(cols[name_col]);
-      model.categories[row] = cat_col >= 0 ? std::string(cols[cat_col]) : std::string();
+      model.names[row] = std::string(item.name);
+      model.categories[row] = std::string(item.category);
       named_by[row] = how;
     };
-    if (key_col >= 0) name(model.find(std::string(cols[key_col])), kByKey);
-    if (id_col >= 0) name(model.find(std::string(cols[id_col])), kById);
-  }
-  if (in.bad()) RT_THROW(DataError, path, ": read error");
+    if (!item.key.empty()) name(model.find(std::string(item.key)), kByKey);
+    if (!item.id.empty()) name(model.find(std::string(item.id)), kById);
+  });
   const int64_t named = std::count_if(named_by.begin(), named_by.end(), [](uint8_t how) { return how != kUnnamed; });
   model.items_path = path;
   debug("serve: {} of {} model tokens named by {}", named, model.rows, path);

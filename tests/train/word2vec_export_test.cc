@@ -127,13 +127,13 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
                                             dir_ + "/run/embeddings.txt", "--item", "durian"});
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.err.find("durian"), std::string::npos);
-  // The header the training side and the server ask for, here too.
+  // The header the training side and the server ask for, here too (one reader: data/items_file.h).
   write("headless.tsv", "id\tkey\n0\tapple\tRed apple\tfruit\n");
   const auto headless = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
                                              dir_ + "/run/embeddings.txt", "--items", dir_ + "/headless.tsv",
                                              "--item", "apple"});
   EXPECT_EQ(headless.exit_code, 2);
-  EXPECT_NE(headless.err.find("headless.tsv:1: expected the header"), std::string::npos) << headless.err;
+  EXPECT_NE(headless.err.find("headless.tsv:1: expected a header naming the columns"), std::string::npos) << headless.err;
 
   write("bad.rtck", "RTCKPT");
   const auto bad = testing::runCommand({testing::binPath("ringtrain"), "export", "--checkpoint", dir_ + "/bad.rtck"});

@@ -1,6 +1,5 @@
-// Names and categories of items, read from an optional items.tsv beside the corpus:
-//   id<TAB>key<TAB>name<TAB>category      (first line is this header; category may be empty)
-// `id` is the token used in the corpus. Rows are attached to vocabulary ids; rows for tokens the corpus
+// Names and categories of items, read from an optional items.tsv beside the corpus (the format is in
+// ringtrain/data/items_file.h; here the `id` column is required: it is the token used in the corpus). Rows are attached to vocabulary ids; rows for tokens the corpus
 // never uses (or that min_count dropped) are ignored. Stored compactly (one arena for all text), so
 // 10^7 items cost about their file size.
 #pragma once

@@ -1,0 +1,32 @@
+// items.tsv, the file that names items: the trainer's categories, `ringtrain neighbors` and the server's
+// answers all read it through forEachItemsRow(), so one file means the same thing to each.
+//   First line: the column names, tab-separated. Known columns: `id` (the corpus token), `key` (another
+//   name the token may have, such as a SKU), `name`, `category` (may be empty). `name` and one of `id` or
+//   `key` must be there; each known column at most once; other columns are ignored. ringtrain writes
+//   id<TAB>key<TAB>name<TAB>category.
+//   Then one line per item with one field per column. Lines may end in CRLF; empty lines are skipped.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace ringtrain::data {
+
+// One item line; the fields of columns the file lacks are empty. Valid during the callback only.
+struct ItemsRow {
+  std::string_view id;
+  std::string_view key;
+  std::string_view name;
+  std::string_view category;
+  int64_t line = 0;  // 1-based line number in the file
+};
+
+// Calls `each` for every item line of `path`, in file order. Throws DataError naming the file and line for
+// a file that cannot be read, a header that does not name the columns as above (or, with `require_id`,
+// lacks `id`: the trainer matches items to corpus tokens by it), or a line whose number of fields is not the
+// header's.
+void forEachItemsRow(const std::string& path, bool require_id, const std::function<void(const ItemsRow&)>& each);
+
+}  // namespace ringtrain::data

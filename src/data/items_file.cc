@@ -1,0 +1,98 @@
+#include "ringtrain/data/items_file.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::data {
+namespace {
+
+// The line as a message may quote it: bytes outside printable ASCII as \xNN (a binary file handed over as
+// items.tsv would otherwise put raw bytes on the terminal), cut at 80 characters.
+std::string quotable(std::string_view text) {
+  std::string out;
+  for (const char c : text.substr(0, 80)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f) {
+      out += c;
+    } else {
+      out += fmt::format("\\x{:02x}", byte);
+    }
+  }
+  if (text.size() > 80) out += "...";
+  return out;
+}
+
+void splitTabs(std::string_view text, std::vector<std::string_view>& fields) {
+  fields.clear();
+  size_t start = 0;
+  while (true) {
+    const size_t tab = text.find('\t', start);
+    fields.push_back(text.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
+    if (tab == std::string_view::npos) return;
+    start = tab + 1;
+  }
+}
+
+std::string_view withoutCr(const std::string& line) {
+  std::string_view text(line);
+  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+  return text;
+}
+
+}  // namespace
+
+void forEachItemsRow(const std::string& path, bool require_id, const std::function<void(const ItemsRow&)>& each) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) RT_THROW(DataError, path, ": cannot open items file: ", std::strerror(errno));
+  std::string line;
+  if (!std::getline(in, line)) {
+    RT_THROW(DataError, path, ":1: empty items file (expected a header such as 'id<TAB>key<TAB>name<TAB>category')");
+  }
+  std::vector<std::string_view> fields;
+  const std::string header(withoutCr(line));
+  splitTabs(header, fields);
+  const size_t columns = fields.size();
+  int id = -1, key = -1, name = -1, category = -1;
+  for (size_t c = 0; c < columns; ++c) {
+    for (auto [column, slot] : {std::pair{"id", &id}, {"key", &key}, {"name", &name}, {"category", &category}}) {
+      if (fields[c] != column) continue;
+      if (*slot >= 0) RT_THROW(DataError, path, ":1: the column '", column, "' is named twice");
+      *slot = static_cast<int>(c);
+    }
+  }
+  if (name < 0 || (id < 0 && key < 0) || (require_id && id < 0)) {
+    RT_THROW(DataError, path, ":1: expected a header naming the columns ", require_id ? "id" : "id and/or key",
+             " and name, tab-separated (ringtrain writes 'id<TAB>key<TAB>name<TAB>category'), got '",
+             quotable(header), "'");
+  }
+  std::string column_names;  // for messages: "id key name category"
+  for (const std::string_view f : fields) column_names += (column_names.empty() ? "" : " ") + quotable(f);
+  const auto field = [&fields](int column) { return column < 0 ? std::string_view() : fields[column]; };
+  ItemsRow row;
+  row.line = 1;
+  while (std::getline(in, line)) {
+    ++row.line;
+    const std::string_view text = withoutCr(line);
+    if (text.empty()) continue;
+    splitTabs(text, fields);
+    if (fields.size() != columns) {
+      RT_THROW(DataError, path, ":", row.line, ": expected ", columns, " tab-separated fields (", column_names,
+               "), found ", fields.size());
+    }
+    row.id = field(id);
+    row.key = field(key);
+    row.name = field(name);
+    row.category = field(category);
+    each(row);
+  }
+  if (in.bad()) RT_THROW(DataError, path, ":", row.line + 1, ": read error");
+}
+
+}  // namespace ringtrain::data
