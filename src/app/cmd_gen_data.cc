@@ -41,14 +41,19 @@ void addGenDataCommand(CLI::App& app, CommandBody& body) {
   cmd->callback([&body, args] {
     body = [args] {
       ConfigArgs c = args->config;
-      auto set = [&c](const char* key, const std::string& v) { c.sets.push_back(fmt::format("{}={}", key, v)); };
-      if (args->items) set("synthetic.items", std::to_string(*args->items));
-      if (args->categories) set("synthetic.categories", std::to_string(*args->categories));
-      if (args->sessions) set("synthetic.sessions", std::to_string(*args->sessions));
-      if (args->session_length) set("synthetic.session_length", std::to_string(*args->session_length));
-      if (args->alpha) set("synthetic.alpha", fmt::format("{}", *args->alpha));
-      if (args->zipf) set("synthetic.zipf", fmt::format("{}", *args->zipf));
-      if (args->seed) set("run.seed", std::to_string(*args->seed));
+      // A bad value names the option that gave it ("--items: synthetic.items: must be ..."), not --set.
+      auto set = [&c](const char* option, const char* key, const std::string& v) {
+        c.options.push_back(config::Override{key, v, option});
+      };
+      if (args->items) set("--items", "synthetic.items", std::to_string(*args->items));
+      if (args->categories) set("--categories", "synthetic.categories", std::to_string(*args->categories));
+      if (args->sessions) set("--sessions", "synthetic.sessions", std::to_string(*args->sessions));
+      if (args->session_length) {
+        set("--session-length", "synthetic.session_length", std::to_string(*args->session_length));
+      }
+      if (args->alpha) set("--alpha", "synthetic.alpha", fmt::format("{}", *args->alpha));
+      if (args->zipf) set("--zipf", "synthetic.zipf", fmt::format("{}", *args->zipf));
+      if (args->seed) set("--seed", "run.seed", std::to_string(*args->seed));
       const config::JobConfig job = resolveConfig(c);  // validates ranges like any --set
       const auto t0 = std::chrono::steady_clock::now();
       const data::SyntheticResult r = data::generateSynthetic(job.synthetic, job.run.seed, args->out, !args->no_items);

@@ -16,6 +16,7 @@ namespace ringtrain::app {
 struct ConfigArgs {
   std::string path;  // empty: defaults only
   std::vector<std::string> sets;
+  std::vector<config::Override> options;  // a command's own options for config keys, applied after `sets`
 };
 void addConfigArgs(CLI::App* cmd, ConfigArgs& args, bool config_required);
 config::JobConfig resolveConfig(const ConfigArgs& args);

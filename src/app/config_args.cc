@@ -13,6 +13,7 @@ void addConfigArgs(CLI::App* cmd, ConfigArgs& args, bool config_required) {
 config::JobConfig resolveConfig(const ConfigArgs& args) {
   std::vector<config::Override> overrides;
   for (const std::string& text : args.sets) overrides.push_back(config::parseOverride(text));
+  overrides.insert(overrides.end(), args.options.begin(), args.options.end());
   if (args.path.empty()) return config::fromOverrides(overrides);
   return config::loadFile(args.path, overrides);
 }

@@ -162,7 +162,7 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
 }
 
 void applyOverrides(JobConfig& config, const std::vector<Override>& overrides) {
-  for (const Override& o : overrides) setValue(config, o.key, o.value);
+  for (const Override& o : overrides) setValue(config, o.key, o.value, o.origin);
 }
 
 std::string yamlQuoted(const std::string& s) {
@@ -190,12 +190,11 @@ Override parseOverride(const std::string& text) {
   return Override{text.substr(0, eq), text.substr(eq + 1)};
 }
 
-void setValue(JobConfig& config, const std::string& key, const std::string& value) {
+void setValue(JobConfig& config, const std::string& key, const std::string& value, const std::string& origin) {
   const size_t dot = key.find('.');
-  const std::string where = "--set " + key;
-  if (dot == std::string::npos) RT_THROW(ConfigError, where, ": expected section.key");
-  const Field& f = fieldOrThrow(key.substr(0, dot), key.substr(dot + 1), "--set");
-  assignChecked(config, f, value, "--set");
+  if (dot == std::string::npos) RT_THROW(ConfigError, origin, " ", key, ": expected section.key");
+  const Field& f = fieldOrThrow(key.substr(0, dot), key.substr(dot + 1), origin);
+  assignChecked(config, f, value, origin);
 }
 
 void validate(const JobConfig& config) {

@@ -50,6 +50,9 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
                      "ringtrain: error: unknown command 'no-such-command'; the commands are config,");
   expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", "m.txt", "--item", "a", "-k", "0"}),
                      "-k: Value 0 not in range 1 to");
+  // gen-data's own options are named in their messages, not blamed on --set.
+  expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--items", "0", "--out", dir + "/gen"}),
+                     "ringtrain: error: --items: synthetic.items: must be");
 }
 
 }  // namespace

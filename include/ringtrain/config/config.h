@@ -164,6 +164,7 @@ struct JobConfig {
 struct Override {
   std::string key;
   std::string value;
+  std::string origin = "--set";  // what messages blame: the option that gave it (gen-data's --items, ...)
 };
 // Parses "--set" text; throws ConfigError naming the bad text.
 Override parseOverride(const std::string& text);
@@ -183,8 +184,10 @@ JobConfig fromOverrides(const std::vector<Override>& overrides);
 // A value refused for a key of the identity throws ConfigError, as loadString does.
 JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* ignored);
 
-// Sets one key from its text form ("data.window", "7"); throws ConfigError.
-void setValue(JobConfig& config, const std::string& key, const std::string& value);
+// Sets one key from its text form ("data.window", "7"); throws ConfigError, its message starting with
+// `origin`.
+void setValue(JobConfig& config, const std::string& key, const std::string& value,
+              const std::string& origin = "--set");
 // Checks ranges and choices of every key; throws ConfigError for the first bad one.
 void validate(const JobConfig& config);
 
