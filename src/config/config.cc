@@ -1,5 +1,6 @@
 #include "ringtrain/config/config.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -95,6 +96,13 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     }
     if (!documents.empty()) root = documents.front();
   } catch (const YAML::ParserException& e) {
+    // An error found at the end of the text (an unclosed bracket) has its mark on the line after the last
+    // one: name the last line, which is where the file stops short.
+    const auto lines = static_cast<int>(std::count(text.begin(), text.end(), '\n') +
+                                        (!text.empty() && text.back() != '\n' ? 1 : 0));
+    if (!e.mark.is_null() && e.mark.line >= lines && lines > 0) {
+      RT_THROW(ConfigError, origin, ":", lines, ": YAML syntax error at the end of the file: ", e.msg);
+    }
     RT_THROW(ConfigError, located(origin, e.mark), ": YAML syntax error: ", e.msg);
   }
   if (root.IsNull()) return;

@@ -116,8 +116,12 @@ TEST(Config, StoredConfigurationsFromOtherVersionsLoad) {
 }
 
 TEST(Config, SyntaxErrorNamesFileAndLine) {
-  EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\n"), HasSubstr("job.yaml:"));
-  EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\n"), HasSubstr("YAML syntax error"));
+  // Unclosed at the end of the file: the last line is named (the parser's mark is on the line after it).
+  EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\n"),
+              HasSubstr("job.yaml:3: YAML syntax error at the end of the file"));
+  EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed"), HasSubstr("job.yaml:3: YAML syntax error"));
+  EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\ndata:\n  window: 3\n"), HasSubstr("job.yaml:"));
+  EXPECT_THAT(errorOf("run: {seed: 1\n\n"), HasSubstr("YAML syntax error"));
 }
 
 TEST(Config, UnknownKeySuggestsTheClosest) {
