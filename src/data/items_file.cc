@@ -6,28 +6,13 @@
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
-
+#include "core/quoted.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::data {
 namespace {
 
-// The line as a message may quote it: bytes outside printable ASCII as \xNN (a binary file handed over as
-// items.tsv would otherwise put raw bytes on the terminal), cut at 80 characters.
-std::string quotable(std::string_view text) {
-  std::string out;
-  for (const char c : text.substr(0, 80)) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x20 && byte < 0x7f) {
-      out += c;
-    } else {
-      out += fmt::format("\\x{:02x}", byte);
-    }
-  }
-  if (text.size() > 80) out += "...";
-  return out;
-}
+using ::ringtrain::detail::quotable;
 
 void splitTabs(std::string_view text, std::vector<std::string_view>& fields) {
   fields.clear();

@@ -17,6 +17,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/file_target.h"
 #include "ringtrain/model/word2vec_limits.h"
@@ -100,7 +101,7 @@ WordVectors readWord2Vec(const std::string& path) {
     std::istringstream header(line);
     std::string extra;
     if (!(header >> n >> d) || (header >> extra) || n < 0 || d <= 0) {
-      RT_THROW(DataError, path, ":1: bad header '", line, "' (expected 'N D')");
+      RT_THROW(DataError, path, ":1: bad header '", ::ringtrain::detail::quotable(line), "' (expected 'N D')");
     }
   }
   if (d > kMaxWord2VecValues || n > kMaxWord2VecValues / d) {

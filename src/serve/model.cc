@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/data/items_file.h"
@@ -105,7 +106,8 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
   {
     const auto f = fields(trimLineEnd(line));
     if (f.size() != 2 || !parseNumber(f[0], model->rows) || !parseNumber(f[1], model->dim)) {
-      RT_THROW(DataError, path, ":1: expected a header 'N D' (two integers), got '", trimLineEnd(line), "'");
+      RT_THROW(DataError, path, ":1: expected a header 'N D' (two integers), got '",
+               ::ringtrain::detail::quotable(trimLineEnd(line)), "'");
     }
     if (model->rows < 1 || model->dim < 1 || model->dim > kMaxDim) {
       RT_THROW(DataError, path, ":1: header 'N D' out of range: N = ", model->rows, " (>= 1), D = ", model->dim,

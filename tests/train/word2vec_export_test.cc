@@ -83,6 +83,10 @@ TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
                                                                   ":1: N x D = 2 x 999999999999 is too large")));
   EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/long"); },
               ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":2: value 2 of 100 missing")));
+  // A binary file's first line is quoted with its bytes escaped, not written raw to the terminal.
+  write("binary", std::string("\x7f" "ELF\x02\x1b[2J\0", 10) + "\n");
+  EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/binary"); },
+              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":1: bad header '\\x7fELF\\x02\\x1b[2J\\x00'")));
 }
 
 TEST_F(Word2VecTest, NearestNeighborsByCosine) {
