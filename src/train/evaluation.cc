@@ -43,11 +43,15 @@ void checkQuery(const EvalQuery& q, int64_t vocab, int64_t index) {
   }
 }
 
-void addRank(RankingSums& sums, int64_t rank, int k) {
+// The target behind `higher` candidates and level with `ties` others: the sums a random order among the
+// tied would give on average. Giving the target the best place instead would let a model that scores
+// every item alike (a collapsed one) reach HR 1.
+void addRank(RankingSums& sums, int64_t higher, int64_t ties, int k) {
   sums.count += 1;
-  if (rank < k) {
-    sums.hits += 1;
-    sums.ndcg_sum += 1.0 / std::log2(static_cast<double>(rank) + 2.0);
+  const double share = 1.0 / static_cast<double>(ties + 1);
+  for (int64_t place = higher; place <= higher + ties && place < k; ++place) {
+    sums.hits += share;
+    sums.ndcg_sum += share / std::log2(static_cast<double>(place) + 2.0);
   }
 }
 
@@ -131,9 +135,18 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
     at::Tensor scores = scoreAll(qv, vnt);
     if (!mask_row.empty()) scores.index_put_({toTensor(mask_row), toTensor(mask_col)}, at::scalar_tensor(neg_inf, scores.options()));
     const at::Tensor target_scores = scores.gather(1, tgt_t.unsqueeze(1));
-    const at::Tensor ranks = (scores > target_scores).sum(1).to(at::kCPU);
-    const int64_t* pr = ranks.data_ptr<int64_t>();
-    for (int64_t b = 0; b < q; ++b) addRank(sums, pr[b], k);
+    const at::Tensor higher = (scores > target_scores).sum(1).to(at::kCPU);
+    const at::Tensor level = (scores == target_scores).sum(1).to(at::kCPU);  // the target itself included
+    const int64_t* ph = higher.data_ptr<int64_t>();
+    const int64_t* pl = level.data_ptr<int64_t>();
+    for (int64_t b = 0; b < q; ++b) {
+      // A NaN score equals nothing, itself included: such a target is a miss.
+      if (pl[b] == 0) {
+        addRank(sums, k, 0, k);
+      } else {
+        addRank(sums, ph[b], pl[b] - 1, k);
+      }
+    }
   }
   return sums;
 }
@@ -152,15 +165,21 @@ RankingSums evaluatePopularity(const std::vector<int64_t>& item_counts, const st
     checkQuery(q, vocab, i);
     if (q.query.empty()) continue;
     const int64_t ct = item_counts[static_cast<size_t>(q.target)];
-    // Candidates with a strictly higher count, minus the (distinct) query items among them.
-    int64_t higher = static_cast<int64_t>(sorted.end() - std::upper_bound(sorted.begin(), sorted.end(), ct));
+    // Candidates with a strictly higher count and those with the same (the target aside), minus the
+    // (distinct) query items among them.
+    const auto [level_begin, level_end] = std::equal_range(sorted.begin(), sorted.end(), ct);
+    int64_t higher = static_cast<int64_t>(sorted.end() - level_end);
+    int64_t ties = static_cast<int64_t>(level_end - level_begin) - 1;
     excluded.assign(q.query.begin(), q.query.end());
     std::sort(excluded.begin(), excluded.end());
     excluded.erase(std::unique(excluded.begin(), excluded.end()), excluded.end());
     for (int32_t id : excluded) {
-      if (id != q.target && item_counts[static_cast<size_t>(id)] > ct) --higher;
+      if (id == q.target) continue;
+      const int64_t c = item_counts[static_cast<size_t>(id)];
+      if (c > ct) --higher;
+      if (c == ct) --ties;
     }
-    addRank(sums, higher, k);
+    addRank(sums, higher, ties, k);
   }
   return sums;
 }

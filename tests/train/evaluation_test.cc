@@ -142,6 +142,21 @@ TEST(Evaluation, PopularityRanksByCountExcludingTheQuery) {
   EXPECT_DOUBLE_EQ(evaluatePopularity(counts, {{{0}, 3}}, 2).hits, 0);
 }
 
+// Ties with the target share their places: a collapsed model (every vector alike) gets chance, not HR 1.
+TEST(Evaluation, TiesWithTheTargetCountAsARandomOrderAmongThem) {
+  const at::Tensor same = at::ones({10, 4});
+  // 9 candidates besides the query item 0, all level with the target: each place 0..8 has weight 1/9.
+  const RankingSums s = evaluateRanking(same, {{{0}, 5}}, 3);
+  EXPECT_EQ(s.count, 1);
+  EXPECT_NEAR(s.hits, 3.0 / 9.0, 1e-12);
+  EXPECT_NEAR(s.ndcg_sum, (1.0 + 1 / std::log2(3.0) + 1 / std::log2(4.0)) / 9.0, 1e-12);
+  // Counts: target 3 (count 20) level with item 4; item 0 is higher; the query {1} is excluded.
+  const std::vector<int64_t> counts = {50, 5, 5, 20, 20};
+  const RankingSums p = evaluatePopularity(counts, {{{1}, 3}}, 2);
+  EXPECT_NEAR(p.hits, 0.5, 1e-12);  // places 1 and 2, one of them inside the top 2
+  EXPECT_NEAR(p.ndcg_sum, 0.5 / std::log2(3.0), 1e-12);
+}
+
 TEST(Evaluation, CategoryAgreementOnPlantedClusters) {
   // 4 clusters of 30 items around orthogonal centres; 10 items of unknown category.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);

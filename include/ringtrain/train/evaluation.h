@@ -6,8 +6,10 @@
 // Ranking protocol: a query is a set of items (the rest of a basket, or the items before the target in a
 // session) and one target. Score of candidate c = <sum over scored query items q of qvec[q], cvec[c]>; the
 // query's own items are excluded from the ranking; rank = number of candidates scoring strictly higher
-// than the target (ties favour the target only as far as they are equal). Hit if rank < k; NDCG adds
-// 1 / log2(rank + 2) when a hit. Scoring is batched: queries in blocks, one matmul against all candidates.
+// than the target. Hit if rank < k; NDCG adds 1 / log2(rank + 2) when a hit. Candidates scoring the same as
+// the target share the places after those: each place counts with weight 1 / (ties + 1), the average over a
+// random order among them (so a model that scores everything alike gets chance, not HR 1). A NaN target
+// score is a miss. The popularity baseline treats equal counts the same way. Scoring is batched: queries in blocks, one matmul against all candidates.
 // RankingOptions::recent_items > 0 scores with only the last N items of each query (for sessions: the
 // newest items of the visible prefix, which predict what comes next far better than the whole history);
 // all query items are still excluded from the ranking, so the candidate set does not change.
