@@ -8,6 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -33,7 +36,41 @@ std::string rate(double per_second) {
   return fmt::format("{:.0f}", per_second);
 }
 
+// The step of a metrics record ('{"step":N,...}'), or -1 for a line that is not one.
+int64_t recordStep(const std::string& line) {
+  constexpr std::string_view kPrefix = "{\"step\":";
+  if (line.rfind(kPrefix, 0) != 0 || line.back() != '}') return -1;
+  int64_t step = 0;
+  size_t i = kPrefix.size();
+  if (i >= line.size() || line[i] < '0' || line[i] > '9') return -1;
+  for (; i < line.size() && line[i] >= '0' && line[i] <= '9'; ++i) step = step * 10 + (line[i] - '0');
+  return i < line.size() && line[i] == ',' ? step : -1;
+}
+
 }  // namespace
+
+void keepMetricsUpTo(const std::string& path, int64_t last_step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;  // nothing yet
+  std::string line, kept, original;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    const bool complete = !in.eof();  // a last line without its newline: cut short by a crash
+    original += line + (complete ? "\n" : "");
+    if (line.empty()) continue;
+    const int64_t step = recordStep(line);
+    if (step < 0) {
+      if (!complete) continue;
+      RT_THROW(DataError, path, ":", line_no, ": not a ringtrain metrics record; log.metrics_file must name a file "
+               "of its own (ringtrain rewrites it: a fresh start empties it, a resumed run drops the steps after "
+               "its checkpoint)");
+    }
+    if (step <= last_step) kept += line + "\n";
+  }
+  if (in.bad()) RT_THROW(DataError, path, ": read error");
+  if (kept != original) writeFileAtomically(path, kept);
+}
 
 void writeFileAtomically(const std::string& requested, const std::string& text) {
   const std::string path = atomicWriteTarget(requested);
@@ -68,7 +105,9 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
   if (!enabled_ || metrics_path.empty()) return;
   const std::filesystem::path p(metrics_path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-  // Appending keeps the records of an interrupted attempt: a resumed run continues the same file.
+  // A resumed run continues the file from its checkpoint's step: the records after it are of steps trained
+  // again (a fresh start, step 0, begins the file anew).
+  keepMetricsUpTo(metrics_path, first_step);
   metrics_.open(metrics_path, std::ios::app);
   if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing");
 }

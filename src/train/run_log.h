@@ -81,4 +81,9 @@ class TraceWriter {
 // Writes `text` to `path` atomically (temporary file in the same directory, fsync, rename).
 void writeFileAtomically(const std::string& path, const std::string& text);
 
+// Keeps the records of the metrics file at `path` (if any) up to `last_step`, rewriting it atomically when
+// that drops some (a torn last line too). Throws DataError naming the line when the file holds anything else:
+// it is somebody's file, not ringtrain's metrics.
+void keepMetricsUpTo(const std::string& path, int64_t last_step);
+
 }  // namespace ringtrain::train

@@ -1,0 +1,75 @@
+#include "train/run_log.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+class MetricsFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("run-log-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string write(const std::string& text) {
+    const std::string path = (dir_ / "metrics.jsonl").string();
+    std::ofstream(path, std::ios::binary) << text;
+    return path;
+  }
+  static std::string read(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+  std::filesystem::path dir_;
+};
+
+const std::string kThreeSteps = "{\"step\":1,\"loss\":0.5}\n{\"step\":2,\"loss\":0.4}\n{\"step\":3,\"loss\":0.3}\n";
+
+// A resumed run trains the steps after its checkpoint again: their old records go, the earlier ones stay.
+TEST_F(MetricsFileTest, AResumedRunKeepsTheRecordsUpToItsCheckpoint) {
+  const std::string path = write(kThreeSteps);
+  keepMetricsUpTo(path, 2);
+  EXPECT_EQ(read(path), "{\"step\":1,\"loss\":0.5}\n{\"step\":2,\"loss\":0.4}\n");
+  keepMetricsUpTo(path, 5);  // nothing beyond: untouched
+  EXPECT_EQ(read(path), "{\"step\":1,\"loss\":0.5}\n{\"step\":2,\"loss\":0.4}\n");
+}
+
+TEST_F(MetricsFileTest, AFreshStartBeginsTheFileAnewAndATornLastLineIsDropped) {
+  const std::string path = write(kThreeSteps + "{\"step\":4,\"lo");
+  keepMetricsUpTo(path, 3);
+  EXPECT_EQ(read(path), kThreeSteps);
+  keepMetricsUpTo(path, 0);
+  EXPECT_EQ(read(path), "");
+  keepMetricsUpTo((dir_ / "absent.jsonl").string(), 0);  // no file yet: nothing to do
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "absent.jsonl"));
+}
+
+// log.metrics_file naming somebody's file (the corpus, the job's YAML) is refused, the file left as it was.
+TEST_F(MetricsFileTest, AFileThatHoldsAnythingElseIsRefusedAndLeftAlone) {
+  const std::string corpus = "a b c\nd e f\n";
+  const std::string path = write(corpus);
+  EXPECT_THAT([&] { keepMetricsUpTo(path, 0); },
+              ::testing::ThrowsMessage<DataError>(HasSubstr("metrics.jsonl:1: not a ringtrain metrics record")));
+  EXPECT_EQ(read(path), corpus);
+  write(kThreeSteps + "run:\n  name: x\n");
+  EXPECT_THAT([&] { keepMetricsUpTo(path, 0); },
+              ::testing::ThrowsMessage<DataError>(HasSubstr("metrics.jsonl:4: not a ringtrain metrics record")));
+}
+
+}  // namespace
+}  // namespace ringtrain::train
