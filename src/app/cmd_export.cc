@@ -4,11 +4,16 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/data/corpus.h"
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
 #include "ringtrain/train/evaluation.h"
@@ -22,6 +27,17 @@ struct ExportArgs {
   std::string checkpoint;
   std::string out;
 };
+
+// -o must not name a file the export reads or the job depends on: the vectors would replace it (a
+// checkpoint, the job file, the corpus), and exit 0.
+void refuseInputsAsOutput(const std::string& out, const std::vector<std::pair<const char*, std::string>>& inputs) {
+  for (const auto& [what, path] : inputs) {
+    std::error_code ec;  // a path that does not exist is equivalent to nothing
+    if (!path.empty() && std::filesystem::equivalent(out, path, ec)) {
+      RT_THROW(ConfigError, "-o ", out, " is the ", what, " (", path, "): the vectors would replace it");
+    }
+  }
+}
 
 }  // namespace
 
@@ -41,6 +57,10 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       const at::Tensor vectors = train::itemVectors(*model);
       const std::string out =
           args->out.empty() ? (std::filesystem::path(job.run.output_dir) / "embeddings.txt").string() : args->out;
+      refuseInputsAsOutput(out, {{"checkpoint it exports", source},
+                                 {"job file", args->config.path},
+                                 {"job's corpus", data::jobCorpusPath(job)},
+                                 {"job's items file", data::jobItemsPath(job)}});
       model::writeWord2Vec(out, ckpt.vocab, vectors);
       std::cout << "wrote " << ckpt.vocab.size() << " vectors of dimension " << vectors.size(1) << " (step "
                 << ckpt.global_step << ") to " << out << "\n";

@@ -173,8 +173,19 @@ std::shared_ptr<const Corpus> loadJobCorpus(const config::JobConfig& job) {
     out.commit();
   }
   CorpusLoadOptions o = CorpusLoadOptions::from(job.data);
-  o.corpus = (std::filesystem::path(dir) / "sequences.txt").string();
+  o.corpus = jobCorpusPath(job);
   return Corpus::load(o);
+}
+
+std::string jobCorpusPath(const config::JobConfig& job) {
+  if (!job.data.corpus.empty()) return job.data.corpus;
+  return (std::filesystem::path(job.run.output_dir) / "data" / "sequences.txt").string();
+}
+
+std::string jobItemsPath(const config::JobConfig& job) {
+  if (job.data.items == "none") return "";
+  if (!job.data.items.empty()) return job.data.items;
+  return (std::filesystem::path(jobCorpusPath(job)).parent_path() / "items.tsv").string();
 }
 
 }  // namespace ringtrain::data

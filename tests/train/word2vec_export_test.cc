@@ -143,6 +143,24 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
   const auto bad = testing::runCommand({testing::binPath("ringtrain"), "export", "--checkpoint", dir_ + "/bad.rtck"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("bad.rtck"), std::string::npos) << bad.err;
+
+  // -o naming what the export reads or the job depends on is refused, and the file left as it was.
+  const std::string ckpt = dir_ + "/run/checkpoints/ckpt-000000000012.rtck";
+  ASSERT_TRUE(fs::exists(ckpt));
+  const auto size = fs::file_size(ckpt);
+  const auto over_ckpt = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", ckpt});
+  EXPECT_EQ(over_ckpt.exit_code, 2);
+  EXPECT_NE(over_ckpt.err.find("is the checkpoint it exports"), std::string::npos) << over_ckpt.err;
+  EXPECT_EQ(fs::file_size(ckpt), size);
+  const auto over_job = testing::runCommand(
+      {testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", dir_ + "/./job.yaml"});
+  EXPECT_EQ(over_job.exit_code, 2);
+  EXPECT_NE(over_job.err.find("is the job file"), std::string::npos) << over_job.err;
+  write("corpus.txt", "apple pear\n");
+  const auto over_corpus = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "--set",
+                                                "data.corpus=" + dir_ + "/corpus.txt", "-o", dir_ + "/corpus.txt"});
+  EXPECT_EQ(over_corpus.exit_code, 2);
+  EXPECT_NE(over_corpus.err.find("is the job's corpus"), std::string::npos) << over_corpus.err;
 }
 
 }  // namespace

@@ -97,5 +97,9 @@ class Corpus {
 // The corpus a job trains on: data.corpus, or when it is empty the synthetic corpus described by the
 // `synthetic` section, generated (once; deterministic from run.seed) under <run.output_dir>/data.
 std::shared_ptr<const Corpus> loadJobCorpus(const config::JobConfig& job);
+// The files it reads: the corpus (data.corpus, or the synthetic one's path) and items.tsv (data.items, or
+// the one beside the corpus; "" for none).
+std::string jobCorpusPath(const config::JobConfig& job);
+std::string jobItemsPath(const config::JobConfig& job);
 
 }  // namespace ringtrain::data
