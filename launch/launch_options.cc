@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <charconv>
 #include <iostream>
 #include <regex>
@@ -198,9 +199,18 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     RT_THROW(ConfigError, "--bind-to '", bind_to, "': use none or cores");
   }
   if (o.max_restarts < 0) RT_THROW(ConfigError, "--max-restarts must be at least 0, not ", o.max_restarts);
-  if (!(o.grace_period_s >= 0)) RT_THROW(ConfigError, "--grace-period must be at least 0 seconds");
-  if (!(o.rendezvous_timeout_s > 0)) RT_THROW(ConfigError, "--rdzv-timeout must be positive");
-  if (!(o.node_timeout_s > 0)) RT_THROW(ConfigError, "--node-timeout must be positive");
+  // Waits become nanosecond deadlines: beyond ~9e9 s (or inf) they overflow, and a "grace period" of
+  // 1e10 s killed the ranks at once. A year is more than any job asks for.
+  constexpr double kLongestWait = 365.0 * 24 * 3600;
+  const auto checkWait = [&](const char* option, double seconds, bool zero_ok) {
+    if (!(seconds >= 0) || (!zero_ok && seconds == 0) || !(seconds <= kLongestWait)) {
+      RT_THROW(ConfigError, fmt::format("{} {}: expected seconds in {}0, {}] (a year)", option, seconds,
+                                        zero_ok ? "[" : "(", kLongestWait));
+    }
+  };
+  checkWait("--grace-period", o.grace_period_s, true);
+  checkWait("--rdzv-timeout", o.rendezvous_timeout_s, false);
+  checkWait("--node-timeout", o.node_timeout_s, false);
 
   if (o.job_token.empty()) {
     if (auto it = env.find("RINGTRAIN_JOB_TOKEN"); it != env.end()) o.job_token = it->second;

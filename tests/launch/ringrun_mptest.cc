@@ -474,6 +474,11 @@ TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
       {{"--standalone", "--nnodes", "2", "--job-token", "x", "--", "true"}, "--standalone"},
       {{"--no-such-option", "--", "true"}, "no-such-option"},
       {{"--bind-to", "socket", "--", "true"}, "--bind-to 'socket': use none or cores"},
+      // Beyond ~9e9 s a wait overflows its nanosecond deadline: 1e10 s of grace killed the ranks at once.
+      {{"--grace-period", "1e10", "--", "true"}, "--grace-period 10000000000: expected seconds in [0, 31536000]"},
+      {{"--grace-period", "inf", "--", "true"}, "--grace-period inf"},
+      {{"--rdzv-timeout", "0", "--", "true"}, "--rdzv-timeout 0: expected seconds in (0, "},
+      {{"--node-timeout", "nan", "--", "true"}, "--node-timeout nan"},
   };
   for (const auto& [args, expected] : cases) {
     std::vector<std::string> argv = {binPath("ringrun")};
