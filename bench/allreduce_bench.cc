@@ -61,7 +61,9 @@ size_t parseSize(const std::string& text) {
   else if (unit == "M" || unit == "MiB") scale = 1024.0 * 1024;
   else if (unit == "G" || unit == "GiB") scale = 1024.0 * 1024 * 1024;
   else if (!unit.empty() && unit != "B") RT_THROW(ConfigError, "bad size unit in '", text, "'");
-  RT_CHECK_T(ConfigError, value > 0, "size must be positive: '", text, "'");
+  // Checked before the conversion: a double beyond size_t's range does not convert (SIGFPE here).
+  constexpr double kLargest = 64.0 * 1024 * 1024 * 1024;
+  RT_CHECK_T(ConfigError, value > 0 && value * scale <= kLargest, "size must be in (0, 64G]: '", text, "'");
   return static_cast<size_t>(value * scale);
 }
 
@@ -216,7 +218,10 @@ int run(const Args& args) {
   if (!args.sizes.empty()) {
     for (const auto& s : args.sizes) sizes.push_back(parseSize(s));
   } else {
-    for (size_t s = parseSize(args.min_bytes); s <= parseSize(args.max_bytes); s *= 2) sizes.push_back(s);
+    const size_t smallest = parseSize(args.min_bytes), largest = parseSize(args.max_bytes);
+    RT_CHECK_T(ConfigError, smallest <= largest, "--min-bytes ", args.min_bytes, " is above --max-bytes ",
+               args.max_bytes, ": the sweep would be empty");
+    for (size_t s = smallest; s <= largest; s *= 2) sizes.push_back(s);
   }
   for (size_t s : sizes) RT_CHECK_T(ConfigError, s % 4 == 0, "size ", s, " is not a whole number of float32");
 
@@ -337,8 +342,10 @@ int main(int argc, char** argv) {
   app.add_option("--min-bytes", args.min_bytes, "smallest size of the doubling sweep (4K, 1M, ...)");
   app.add_option("--max-bytes", args.max_bytes, "largest size of the doubling sweep");
   app.add_option("--sizes", args.sizes, "explicit sizes instead of the sweep")->delimiter(',');
-  app.add_option("--iters", args.iters, "timed iterations per size (default: 100 at small sizes down to 5)");
-  app.add_option("--warmup", args.warmup, "warm-up iterations per size (default: iters/10, at least 2)");
+  app.add_option("--iters", args.iters, "timed iterations per size (default: 100 at small sizes down to 5)")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--warmup", args.warmup, "warm-up iterations per size (default: iters/10, at least 2)")
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--segment-kb", args.segment_kb, "comm.ring_segment_kb")->check(CLI::PositiveNumber);
   app.add_option("--inflight", args.inflight, "comm.ring_inflight")->check(CLI::Range(1, 1024));
   app.add_option("--direct-kb", args.direct_kb, "comm.ring_direct_kb")->check(CLI::Range(0, 1 << 20));

@@ -2,6 +2,10 @@
 // which prints one checked row per size; bad arguments exit 2 with a message.
 #include <unistd.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -33,10 +37,22 @@ TEST(BenchAllreduce, FrontEndRunsTheBenchmarkAndChecksData) {
 }
 
 TEST(BenchAllreduce, BadSizeIsBadInput) {
-  const auto r = testing::runCommand(
-      {testing::binPath("ringtrain"), "bench", "allreduce", "--sizes", "4Q"}, singleRank());
-  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
-  EXPECT_THAT(r.err, HasSubstr("4Q"));
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--sizes", "4Q"}, "4Q"},
+      // Beyond size_t, the conversion died with SIGFPE; beyond the vector's limit, an internal error.
+      {{"--sizes", "99999999999999999999"}, "size must be in (0, 64G]"},
+      {{"--sizes", "9223372036854775808"}, "size must be in (0, 64G]"},
+      {{"--min-bytes", "1M", "--max-bytes", "4K"}, "--min-bytes 1M is above --max-bytes 4K"},
+      {{"--iters", "0"}, "--iters"},
+      {{"--warmup", "-1"}, "--warmup"},
+  };
+  for (const auto& [args, expected] : cases) {
+    std::vector<std::string> argv = {testing::binPath("ringtrain"), "bench", "allreduce"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto r = testing::runCommand(argv, singleRank());
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr(expected));
+  }
 }
 
 }  // namespace
