@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -18,9 +19,9 @@ namespace {
 struct GenDataArgs {
   ConfigArgs config;
   std::string out = "data/synthetic";
-  std::optional<int64_t> items, sessions, seed;
-  std::optional<int> categories, session_length;
-  std::optional<double> alpha, zipf;
+  // As text: the config parses and range-checks them as it does any value (CLI11 took a seed beyond
+  // int64 by wrapping it).
+  std::optional<std::string> items, sessions, seed, categories, session_length, alpha, zipf;
   bool no_items = false;
 };
 }  // namespace
@@ -45,15 +46,13 @@ void addGenDataCommand(CLI::App& app, CommandBody& body) {
       auto set = [&c](const char* option, const char* key, const std::string& v) {
         c.options.push_back(config::Override{key, v, option});
       };
-      if (args->items) set("--items", "synthetic.items", std::to_string(*args->items));
-      if (args->categories) set("--categories", "synthetic.categories", std::to_string(*args->categories));
-      if (args->sessions) set("--sessions", "synthetic.sessions", std::to_string(*args->sessions));
-      if (args->session_length) {
-        set("--session-length", "synthetic.session_length", std::to_string(*args->session_length));
-      }
-      if (args->alpha) set("--alpha", "synthetic.alpha", fmt::format("{}", *args->alpha));
-      if (args->zipf) set("--zipf", "synthetic.zipf", fmt::format("{}", *args->zipf));
-      if (args->seed) set("--seed", "run.seed", std::to_string(*args->seed));
+      if (args->items) set("--items", "synthetic.items", *args->items);
+      if (args->categories) set("--categories", "synthetic.categories", *args->categories);
+      if (args->sessions) set("--sessions", "synthetic.sessions", *args->sessions);
+      if (args->session_length) set("--session-length", "synthetic.session_length", *args->session_length);
+      if (args->alpha) set("--alpha", "synthetic.alpha", *args->alpha);
+      if (args->zipf) set("--zipf", "synthetic.zipf", *args->zipf);
+      if (args->seed) set("--seed", "run.seed", *args->seed);
       const config::JobConfig job = resolveConfig(c);  // validates ranges like any --set
       const auto t0 = std::chrono::steady_clock::now();
       const data::SyntheticResult r = data::generateSynthetic(job.synthetic, job.run.seed, args->out, !args->no_items);

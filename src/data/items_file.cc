@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/input_file.h"
 #include "core/quoted.h"
 #include "ringtrain/core/error.h"
 
@@ -34,6 +35,7 @@ std::string_view withoutCr(const std::string& line) {
 }  // namespace
 
 void forEachItemsRow(const std::string& path, bool require_id, const std::function<void(const ItemsRow&)>& each) {
+  ::ringtrain::detail::refuseDirectory(path, "an items file");
   std::ifstream in(path, std::ios::binary);
   if (!in) RT_THROW(DataError, path, ": cannot open items file: ", std::strerror(errno));
   std::string line;

@@ -17,6 +17,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/input_file.h"
 #include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/file_target.h"
@@ -91,6 +92,7 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
 }
 
 WordVectors readWord2Vec(const std::string& path) {
+  ::ringtrain::detail::refuseDirectory(path, "a word2vec file");
   std::ifstream in(path);
   if (!in) RT_THROW(DataError, path, ": cannot open: ", std::strerror(errno));
   WordVectors out;

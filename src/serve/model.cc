@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/input_file.h"
 #include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -97,6 +98,7 @@ std::string defaultItemsPath(const std::string& model_path) {
 }
 
 std::shared_ptr<Model> loadModel(const std::string& path, const std::string& items_path) {
+  ::ringtrain::detail::refuseDirectory(path, "a model file");
   std::ifstream in(path, std::ios::binary);
   if (!in) RT_THROW(DataError, path, ": cannot open model file");
   auto model = std::make_shared<Model>();

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <system_error>
 #include <thread>
 
 #include "ringtrain/core/error.h"
@@ -480,6 +481,12 @@ Server::Server(const config::ServeOptions& options, const std::string& model_pat
     : impl_(std::make_unique<Impl>(options)) {
   impl_->model_path = model_path;
   impl_->items_path = items_path;
+  // A watched path that is not a directory would never show an export: no hot swap, and no word of it.
+  if (!options.watch_dir.empty()) {
+    std::error_code ec;
+    RT_CHECK_T(ConfigError, std::filesystem::is_directory(options.watch_dir, ec), "serve.watch_dir ",
+               options.watch_dir, ": ", std::filesystem::exists(options.watch_dir, ec) ? "not a directory" : "does not exist");
+  }
   impl_->reload("");
 }
 

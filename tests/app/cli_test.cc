@@ -53,6 +53,14 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
   // gen-data's own options are named in their messages, not blamed on --set.
   expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--items", "0", "--out", dir + "/gen"}),
                      "ringtrain: error: --items: synthetic.items: must be");
+  expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--seed", "99999999999999999999", "--out",
+                                 dir + "/gen"}),
+                     "--seed: run.seed:");
+  expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--alpha", "x", "--out", dir + "/gen"}),
+                     "--alpha: synthetic.alpha:");
+  // A directory where a file is wanted is said to be one, not "an empty file".
+  expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", dir, "--item", "a"}),
+                     dir + ": is a directory, not a word2vec file");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "ringtrain/serve/model.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -143,6 +144,11 @@ TEST_F(ModelLoadTest, RefusesBrokenItemsFile) {
   }
   writeText(path("items.tsv"), "a\tb\n");
   EXPECT_THROW(loadModel(path("m.vec"), path("items.tsv")), DataError);
+  // A directory where a file is wanted is named as one, not as "an empty file".
+  EXPECT_THAT([&] { loadModel(path("m.vec"), dir_); },
+              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(": is a directory, not an items file")));
+  EXPECT_THAT([&] { loadModel(dir_, ""); },
+              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(": is a directory, not a model file")));
 }
 
 }  // namespace

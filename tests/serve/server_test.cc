@@ -3,6 +3,7 @@
 #include "ringtrain/serve/server.h"
 
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -406,6 +407,16 @@ TEST_F(ServerTest, FullQueueAnswers429) {
   EXPECT_GT(busy.load(), 0);  // 24 clients against one queued slot and one scorer
   auto res = client(server_->port())->Get("/metrics");
   EXPECT_NE(res->body.find("ringtrain_serve_queue_rejections_total " + std::to_string(busy.load())), std::string::npos);
+}
+
+// A watched path that is not a directory would never show an export: refused at start, not left silent.
+TEST_F(ServerTest, AWatchDirThatIsNotADirectoryIsRefused) {
+  for (const std::string& watched : {path("missing"), path("a.vec")}) {
+    config::ServeOptions watching = options_;
+    watching.watch_dir = watched;
+    EXPECT_THAT([&] { Server s(watching, path("a.vec"), ""); },
+                ::testing::ThrowsMessage<ConfigError>(::testing::HasSubstr("serve.watch_dir " + watched)));
+  }
 }
 
 TEST_F(ServerTest, PortInUseIsRefused) {
