@@ -5,9 +5,12 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <memory>
+#include <thread>
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
@@ -42,7 +45,33 @@ int runServe(const ServeArgs& args) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  serve::Server server(options, args.model, args.items);
+  // Loading the first model can take long (a large catalog) or block (a FIFO): a signal meanwhile stops the
+  // process at once, since nothing is serving yet. The main loop below takes over once it is loaded.
+  std::atomic<bool> loading{true};
+  std::thread load_watch([&signals, &loading] {
+    const timespec tick{0, 50 * 1000 * 1000};
+    while (loading.load()) {
+      const int sig = sigtimedwait(&signals, nullptr, &tick);
+      if (sig == SIGINT || sig == SIGTERM) {
+        std::fprintf(stderr, "ringtrain: serve: signal %d while loading the model; stopped\n", sig);
+        std::fflush(stderr);
+        std::_Exit(kExitOk);
+      }
+    }
+  });
+  const auto stop_watching = [&] {
+    loading = false;
+    load_watch.join();
+  };
+  std::unique_ptr<serve::Server> loaded;
+  try {
+    loaded = std::make_unique<serve::Server>(options, args.model, args.items);
+  } catch (...) {
+    stop_watching();
+    throw;
+  }
+  stop_watching();
+  serve::Server& server = *loaded;
   server.start();
   // Tools and tests read the port from this line (port 0 picks a free one).
   std::printf("listening on http://%s:%d\n", options.host.c_str(), server.port());

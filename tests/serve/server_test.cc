@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -503,6 +505,23 @@ TEST(ServeCommandTest, ServesAndStopsCleanlyOnSigterm) {
   EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("port=\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"status\":\"ok\""), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
+// Loading the first model may block (here on a FIFO nobody writes) or take long: SIGTERM still stops it.
+TEST(ServeCommandTest, SigtermWhileLoadingTheFirstModelStopsIt) {
+  const std::string dir = ringtrain::testing::makeTempDir("serve_cmd");
+  const std::string script =
+      "mkfifo \"$1/model.fifo\" || exit 9\n"
+      "\"$0\" serve --model \"$1/model.fifo\" --port 0 2> \"$1/err\" & pid=$!\n"
+      "sleep 1; kill -TERM $pid; wait $pid; echo exit=$?\n";
+  const auto r = ringtrain::testing::runCommand({"bash", "-c", script, ringtrain::testing::binPath("ringtrain"), dir},
+                                                {std::chrono::seconds(30)});
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
+  std::ifstream err(dir + "/err");
+  const std::string said((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  EXPECT_NE(said.find("signal 15 while loading the model"), std::string::npos) << said;
   fs::remove_all(dir);
 }
 
