@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -25,9 +26,15 @@ namespace {
 // generators, not training's.)
 bool inIdentity(const Field& f) {
   if (f.section == "eval" || f.section == "log" || f.section == "serve") return false;
-  const std::string path = f.path();
-  return path != "checkpoint.resume" && path != "run.crash_at_step" && path != "ddp.sparse_sync" &&
-         path != "ddp.overlap_sparse";
+  // Where files go, how often checkpoints are kept, how the loader prefetches (its batches are the same
+  // with any number of workers: tested), and how ranks meet: none changes what training computes, and a
+  // run directory moved or copied elsewhere must still resume.
+  static const std::set<std::string> kHowToRun = {
+      "checkpoint.resume",  "checkpoint.dir",     "checkpoint.every_steps", "checkpoint.keep",
+      "run.crash_at_step",  "run.output_dir",     "ddp.sparse_sync",        "ddp.overlap_sparse",
+      "loader.workers",     "loader.queue_depth", "loader.pin_memory",      "comm.timeout_s",
+      "comm.master_addr",   "comm.master_port",   "comm.check_collectives"};
+  return kHowToRun.count(f.path()) == 0;
 }
 
 void resetToDefault(JobConfig& config, const Field& f) {

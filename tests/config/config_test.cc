@@ -79,6 +79,10 @@ TEST(Config, IdentityDifferencesNameTheKeysHashCoversWithBothValues) {
   b.data.window = 9;
   b.eval.max_queries = 3;  // not part of the identity
   b.ddp.sparse_sync = "shared";
+  b.run.output_dir = "moved/elsewhere";  // nor where the run lives, how often it keeps checkpoints, or the loader's threads
+  b.checkpoint.every_steps = 7;
+  b.checkpoint.keep = 9;
+  b.loader.workers = 5;
   const std::vector<IdentityDifference> d = identityDifferences(a, b);
   ASSERT_EQ(d.size(), 2u);
   EXPECT_EQ(d[0].key, "data.window");  // schema order

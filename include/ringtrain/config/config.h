@@ -197,8 +197,9 @@ std::vector<std::pair<std::string, std::string>> flatten(const JobConfig& config
 std::string toYaml(const JobConfig& config);
 // The job's identity, which checkpoints carry: 16 hex digits of a 64-bit FNV-1a hash of toYaml(), equal
 // configs hashing equal on every rank. Keys that say how to run rather than what training computes are left
-// out (checkpoint.resume, run.crash_at_step, ddp.sparse_sync, ddp.overlap_sparse, and the eval, log and
-// serve sections), so a run resumes its checkpoints under other such settings. The hash moves whenever a
+// out (where outputs and checkpoints go and how often, the loader's workers and queue, ddp.sparse_sync and
+// overlap_sparse, comm timeouts and addresses, run.crash_at_step, and the eval, log and serve sections), so
+// a run resumes its checkpoints under other such settings, or from a directory moved elsewhere. The hash moves whenever a
 // version adds a key: a checkpoint whose hash differs is compared key by key (identityDifferences).
 std::string hash(const JobConfig& config);
 // The same over every key: what the ranks of one job must agree on.
