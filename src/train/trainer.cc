@@ -532,8 +532,9 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     if (checkpoint_now && s.leader()) {
       summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
     }
-    if (job.run.crash_at_step > 0 && global_step == job.run.crash_at_step) {
-      // Fault injection for restart tests: die like a killed process would, without cleanup.
+    if (job.run.crash_at_step > 0 && global_step == job.run.crash_at_step && process.restart_count == 0) {
+      // Fault injection for restart tests: die like a killed process would, without cleanup. Only the first
+      // attempt dies: one relaunched by ringrun --max-restarts passes the step again and must go on.
       if (checkpoint_now) s.comm->barrier();
       std::fprintf(stderr, "ringtrain: run.crash_at_step %lld reached on rank %d: exiting abruptly\n",
                    static_cast<long long>(global_step), process.rank);

@@ -116,6 +116,19 @@ TEST(TrainJob, KilledAndRestartedRunEndsBitForBitLikeAnUninterruptedOne) {
   EXPECT_EQ(readAll(straight + "/embeddings.txt"), readAll(restarted + "/embeddings.txt"));
 }
 
+// A crash between checkpoints: the relaunched attempt passes the crash step again and must go on (only
+// the first attempt dies), else --max-restarts would relaunch it until the restarts run out.
+TEST(TrainJob, ARelaunchPassesTheCrashStepThatKilledTheFirstAttempt) {
+  const std::string dir = testing::makeTempDir("ringtrain-crash-between-");
+  std::vector<std::string> argv = ringrun(1, train(dir, {"--set", "run.max_steps=12", "--set",
+                                                         "checkpoint.every_steps=5", "--set", "run.crash_at_step=7"}));
+  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
+  const auto r = runCommand(argv, withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("run.crash_at_step 7 reached"));
+  EXPECT_THAT(r.err, HasSubstr("resumed from"));
+}
+
 // Trains `job` on 2 ranks with sparse rows all-gathered and in shared tables; expects the same embeddings,
 // bit for bit (shared does allgather's arithmetic). Returns the shared run's output directory, or "" where
 // the OS refuses what sharing needs (reading a peer's memory, or a memfd through /proc), which the run says;
