@@ -74,7 +74,9 @@ int runServe(const ServeArgs& args) {
   serve::Server& server = *loaded;
   server.start();
   // Tools and tests read the port from this line (port 0 picks a free one).
-  std::printf("listening on http://%s:%d\n", options.host.c_str(), server.port());
+  // An IPv6 address goes in brackets in a URL (http://[::1]:8080).
+  const bool v6 = options.host.find(':') != std::string::npos;
+  std::printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", options.host.c_str(), v6 ? "]" : "", server.port());
   std::fflush(stdout);
   const timespec tick{0, 200 * 1000 * 1000};
   while (true) {

@@ -31,6 +31,15 @@
 namespace ringtrain::serve {
 namespace {
 
+// `text` cut to 120 bytes (at a UTF-8 character boundary), with "..." when cut.
+std::string clipped(const std::string& text) {
+  constexpr size_t kLimit = 120;
+  if (text.size() <= kLimit) return text;
+  size_t end = kLimit;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end) + "...";
+}
+
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -291,7 +300,8 @@ struct Server::Impl {
     job->exclude.reserve(items.size());
     for (const auto& token : items) {
       const int64_t row = m->find(token);
-      if (row < 0) throw HttpError{404, "unknown item '" + token + "'"};
+      // Quoted up to a length: the answer should not echo a megabyte someone sent as an item.
+      if (row < 0) throw HttpError{404, "unknown item '" + clipped(token) + "'"};
       if (std::find(job->exclude.begin(), job->exclude.end(), row) == job->exclude.end()) job->exclude.push_back(row);
     }
     // The query's distinct rows in token order: the cache key and the answer's "query" (tokens and rows
@@ -540,7 +550,8 @@ void Server::start() {
                                                    : fmt::format("exact, fp32 ({})", simdKernelName());
   info("serve: listening on http://{}:{} (model version {}, {} HTTP I/O threads, {} scoring threads, max_batch {}, "
        "scorer {})",
-       s.options.host, s.http->port(), modelVersion(), s.options.threads, s.options.score_threads,
+       s.options.host.find(':') == std::string::npos ? s.options.host : "[" + s.options.host + "]",  // IPv6
+       s.http->port(), modelVersion(), s.options.threads, s.options.score_threads,
        s.options.max_batch, scorer);
 }
 

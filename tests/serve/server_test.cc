@@ -172,13 +172,18 @@ TEST_F(ServerTest, BadRequestsGetTheirCodes) {
   auto res = c->Get("/recommend?item=nosuchitem");
   ASSERT_TRUE(res);
   EXPECT_EQ(json::parse(res->body).at("error").get<std::string>(), "unknown item 'nosuchitem'");
+  // A long unknown token is quoted cut short, not echoed whole.
+  res = c->Get("/recommend?item=" + std::string(5000, 'x'));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+  EXPECT_EQ(json::parse(res->body).at("error").get<std::string>(), "unknown item '" + std::string(120, 'x') + "...'");
   // Still serving after all that, and the errors are counted.
   EXPECT_EQ(status(c->Get("/recommend?item=item1&k=1000")), 200);
   EXPECT_EQ(status(c->Get("/healthz")), 200);
   // Statuses httplib answers itself (413, no route) and /healthz are counted by its logger, which runs just
   // after the response is sent: poll briefly.
   const std::vector<std::string> wanted = {
-      "ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"404\"} 3\n",
+      "ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"404\"} 4\n",
       "ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"200\"} 1\n",
       "ringtrain_serve_requests_total{endpoint=\"healthz\",code=\"200\"} 1\n",
       "code=\"413\"",
