@@ -68,6 +68,19 @@ ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, con
     info.node_rank = parseInt(env, names.node_rank, 0, 0);
     break;
   }
+  // Half of a launcher's pair (a RANK without WORLD_SIZE, from a hand-written launch script) would
+  // otherwise run silently as a job of one. Not Slurm's: an salloc shell has SLURM_NTASKS and no
+  // SLURM_PROCID, and a process started there is rightly a job of one.
+  if (info.launcher == "single") {
+    for (const Names& names : kLaunchers) {
+      if (std::string(names.launcher) == "slurm") continue;
+      const bool has_rank = lookup(env, names.rank) != nullptr, has_size = lookup(env, names.size) != nullptr;
+      if (has_rank != has_size) {
+        RT_THROW(ConfigError, has_rank ? names.rank : names.size, " is set but ", has_rank ? names.size : names.rank,
+                 " is not: set both (", names.launcher, " sets them for each rank), or neither for one process");
+      }
+    }
+  }
   if (info.rank >= info.world_size) {
     RT_THROW(ConfigError, "rank ", info.rank, " is not below the world size ", info.world_size,
              " (launcher: ", info.launcher, ")");

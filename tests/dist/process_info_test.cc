@@ -1,5 +1,6 @@
 #include "ringtrain/dist/process_info.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ringtrain/core/error.h"
@@ -53,6 +54,13 @@ TEST(ProcessInfo, BadValuesAreConfigErrors) {
   EXPECT_THROW(detectProcessInfo({{"RANK", "2"}, {"WORLD_SIZE", "2"}}, {}), ConfigError);
   EXPECT_THROW(detectProcessInfo({{"RANK", "0"}, {"WORLD_SIZE", "0"}}, {}), ConfigError);
   EXPECT_THROW(detectProcessInfo({{"MASTER_PORT", "99999"}}, {}), ConfigError);
+  // Half a pair is a launch script's mistake, not a job of one.
+  EXPECT_THAT([] { detectProcessInfo({{"RANK", "1"}}, {}); },
+              ::testing::ThrowsMessage<ConfigError>(::testing::HasSubstr("RANK is set but WORLD_SIZE is not")));
+  EXPECT_THAT([] { detectProcessInfo({{"OMPI_COMM_WORLD_SIZE", "2"}}, {}); },
+              ::testing::ThrowsMessage<ConfigError>(
+                  ::testing::HasSubstr("OMPI_COMM_WORLD_SIZE is set but OMPI_COMM_WORLD_RANK is not")));
+  EXPECT_EQ(detectProcessInfo({{"SLURM_NTASKS", "4"}}, {}).world_size, 1);  // an salloc shell, no srun step
 }
 
 }  // namespace
