@@ -58,7 +58,8 @@ std::string parseScalar(const std::string& text, std::string& out) {
 std::string printScalar(bool v) { return v ? "true" : "false"; }
 std::string printScalar(int v) { return std::to_string(v); }
 std::string printScalar(int64_t v) { return std::to_string(v); }
-std::string printScalar(double v) { return fmt::format("{}", v); }
+// -0.0 prints as 0: the two are one setting, and the job's hash is taken over the printed form.
+std::string printScalar(double v) { return fmt::format("{}", v == 0.0 ? 0.0 : v); }
 std::string printScalar(const std::string& v) { return v; }
 
 template <typename T>

@@ -58,6 +58,10 @@ TEST(Config, CanonicalYamlRoundTripsAndHashIsStable) {
   other.ddp.bucket_cap_mb = 10;
   EXPECT_NE(hash(c), hash(other));
   EXPECT_EQ(differingKeys(c, other), std::vector<std::string>{"ddp.bucket_cap_mb"});
+  JobConfig negative_zero = c, zero = c;  // one setting written two ways: one job
+  negative_zero.optim.weight_decay = -0.0;
+  zero.optim.weight_decay = 0.0;
+  EXPECT_EQ(hash(negative_zero), hash(zero));
   JobConfig resumed = c;
   resumed.checkpoint.resume = true;
   resumed.run.crash_at_step = 7;
