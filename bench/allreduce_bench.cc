@@ -63,7 +63,7 @@ size_t parseSize(const std::string& text) {
   else if (!unit.empty() && unit != "B") RT_THROW(ConfigError, "bad size unit in '", text, "'");
   // Checked before the conversion: a double beyond size_t's range does not convert (SIGFPE here).
   constexpr double kLargest = 64.0 * 1024 * 1024 * 1024;
-  RT_CHECK_T(ConfigError, value > 0 && value * scale <= kLargest, "size must be in (0, 64G]: '", text, "'");
+  RT_CHECK_T(ConfigError, value * scale >= 1 && value * scale <= kLargest, "size must be in [1, 64G]: '", text, "'");
   return static_cast<size_t>(value * scale);
 }
 

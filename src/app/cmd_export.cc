@@ -57,10 +57,15 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       const at::Tensor vectors = train::itemVectors(*model);
       const std::string out =
           args->out.empty() ? (std::filesystem::path(job.run.output_dir) / "embeddings.txt").string() : args->out;
+      // The corpus of the job that wrote the checkpoint too: without a job file, `job` is the defaults.
+      std::vector<std::string> ignored;
+      const config::JobConfig writer = config::loadStored(ckpt.config_yaml, source + " (stored configuration)", &ignored);
       refuseInputsAsOutput(out, {{"checkpoint it exports", source},
                                  {"job file", args->config.path},
                                  {"job's corpus", data::jobCorpusPath(job)},
-                                 {"job's items file", data::jobItemsPath(job)}});
+                                 {"job's items file", data::jobItemsPath(job)},
+                                 {"corpus of the job that wrote the checkpoint", data::jobCorpusPath(writer)},
+                                 {"items file of the job that wrote the checkpoint", data::jobItemsPath(writer)}});
       model::writeWord2Vec(out, ckpt.vocab, vectors);
       std::cout << "wrote " << ckpt.vocab.size() << " vectors of dimension " << vectors.size(1) << " (step "
                 << ckpt.global_step << ") to " << out << "\n";

@@ -63,7 +63,9 @@ at::Tensor candidateIds(const at::Tensor& context, const at::Tensor& negatives) 
 // rows of `table` at `ids` (any shape), contiguous [numel(ids), D]. The ids were range-checked (checkIds).
 at::Tensor gatherRows(const at::Tensor& table, const at::Tensor& ids) {
   const at::Tensor flat = ids.reshape({-1});
-  if (!useCpuKernels(table) || !table.is_contiguous() || table.dim() != 2) return table.index_select(0, flat);
+  if (!useCpuKernels(table) || !table.is_contiguous() || table.dim() != 2 || !flat.is_cpu()) {
+    return table.index_select(0, flat);  // (ids on another device than the table: ATen's error, not a crash)
+  }
   const at::Tensor index = flat.contiguous();
   const int64_t n = index.numel(), dim = table.size(1);
   at::Tensor rows = at::empty({n, dim}, table.options());

@@ -491,11 +491,14 @@ Server::Server(const config::ServeOptions& options, const std::string& model_pat
     : impl_(std::make_unique<Impl>(options)) {
   impl_->model_path = model_path;
   impl_->items_path = items_path;
-  // A watched path that is not a directory would never show an export: no hot swap, and no word of it.
+  // A watched path that is a file would never show an export: no hot swap, and no word of it. One that does
+  // not exist yet may be a trainer's output directory to come: said, and watched for.
   if (!options.watch_dir.empty()) {
     std::error_code ec;
-    RT_CHECK_T(ConfigError, std::filesystem::is_directory(options.watch_dir, ec), "serve.watch_dir ",
-               options.watch_dir, ": ", std::filesystem::exists(options.watch_dir, ec) ? "not a directory" : "does not exist");
+    const bool exists = std::filesystem::exists(options.watch_dir, ec);
+    RT_CHECK_T(ConfigError, !exists || std::filesystem::is_directory(options.watch_dir, ec), "serve.watch_dir ",
+               options.watch_dir, ": not a directory");
+    if (!exists) warn("serve: serve.watch_dir {} does not exist yet; exports will be taken once it does", options.watch_dir);
   }
   impl_->reload("");
 }

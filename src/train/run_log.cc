@@ -9,8 +9,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -39,37 +43,72 @@ std::string rate(double per_second) {
 // The step of a metrics record ('{"step":N,...}'), or -1 for a line that is not one.
 int64_t recordStep(const std::string& line) {
   constexpr std::string_view kPrefix = "{\"step\":";
+  constexpr size_t kMaxDigits = 18;  // below int64's range
   if (line.rfind(kPrefix, 0) != 0 || line.back() != '}') return -1;
   int64_t step = 0;
   size_t i = kPrefix.size();
-  if (i >= line.size() || line[i] < '0' || line[i] > '9') return -1;
-  for (; i < line.size() && line[i] >= '0' && line[i] <= '9'; ++i) step = step * 10 + (line[i] - '0');
-  return i < line.size() && line[i] == ',' ? step : -1;
+  const size_t first_digit = i;
+  for (; i < line.size() && line[i] >= '0' && line[i] <= '9'; ++i) {
+    if (i - first_digit == kMaxDigits) return -1;
+    step = step * 10 + (line[i] - '0');
+  }
+  return i > first_digit && i < line.size() && line[i] == ',' ? step : -1;
 }
 
-}  // namespace
-
-void keepMetricsUpTo(const std::string& path, int64_t last_step) {
+// The metrics file's text, or nullopt where there is nothing to read back: no file yet, or not a regular
+// file (a FIFO, a terminal, /dev/null), which a run only ever appends to.
+std::optional<std::string> readMetricsFile(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
   std::ifstream in(path, std::ios::binary);
-  if (!in) return;  // nothing yet
-  std::string line, kept, original;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    const bool complete = !in.eof();  // a last line without its newline: cut short by a crash
-    original += line + (complete ? "\n" : "");
+  if (!in) return std::nullopt;
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) RT_THROW(DataError, path, ": read error");
+  return text.str();
+}
+
+// Calls `each(line, step)` for every non-empty line (step -1: not a record). Throws DataError when the first
+// one is not a record: then the file is somebody's, not ringtrain's metrics.
+void forEachMetricsLine(const std::string& path, const std::string& text,
+                        const std::function<void(std::string_view, int64_t)>& each) {
+  bool first = true;
+  size_t begin = 0;
+  for (int64_t line_no = 1; begin < text.size(); ++line_no) {
+    const size_t newline = text.find('\n', begin);
+    const size_t end = newline == std::string::npos ? text.size() : newline;
+    const std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
     if (line.empty()) continue;
     const int64_t step = recordStep(line);
-    if (step < 0) {
-      if (!complete) continue;
+    if (first && step < 0) {
       RT_THROW(DataError, path, ":", line_no, ": not a ringtrain metrics record; log.metrics_file must name a file "
                "of its own (ringtrain rewrites it: a fresh start empties it, a resumed run drops the steps after "
                "its checkpoint)");
     }
-    if (step <= last_step) kept += line + "\n";
+    first = false;
+    each(line, step);
   }
-  if (in.bad()) RT_THROW(DataError, path, ": read error");
-  if (kept != original) writeFileAtomically(path, kept);
+}
+
+}  // namespace
+
+void checkMetricsFile(const std::string& path) {
+  if (const auto text = readMetricsFile(path)) forEachMetricsLine(path, *text, [](std::string_view, int64_t) {});
+}
+
+void keepMetricsUpTo(const std::string& path, int64_t last_step) {
+  const std::optional<std::string> text = readMetricsFile(path);
+  if (!text) return;
+  std::string kept;
+  int64_t dropped_lines = 0;
+  forEachMetricsLine(path, *text, [&](std::string_view line, int64_t step) {
+    // A line that is not a record after the first: torn by a crash (older versions appended after one).
+    if (step < 0) ++dropped_lines;
+    if (step >= 0 && step <= last_step) (kept += line) += '\n';
+  });
+  if (dropped_lines > 0) warn("{}: {} line(s) that are not whole records dropped", path, dropped_lines);
+  if (kept != *text) writeFileAtomically(path, kept);
 }
 
 void writeFileAtomically(const std::string& requested, const std::string& text) {
@@ -147,6 +186,10 @@ void RunLog::note(const std::string& text) {
   if (!enabled_) return;
   if (bar_open_) std::fputc('\n', stderr), bar_open_ = false;
   info("{}", text);
+}
+
+void RunLog::flushMetrics() {
+  if (metrics_.is_open()) metrics_.flush();
 }
 
 void RunLog::finish() {

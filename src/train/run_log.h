@@ -32,6 +32,9 @@ class RunLog {
   void record(const StepRecord& r);
   // A line on its own (evaluation results, notices) that does not tear the progress bar.
   void note(const std::string& text);
+  // Writes the records so far to the file (records are buffered between log steps): at a checkpoint, so
+  // that a run resumed from it finds every record up to its step.
+  void flushMetrics();
   // Ends the progress bar line.
   void finish();
   // Writes <png_path> with gnuplot from the records; returns "" (with a warning) when gnuplot is missing
@@ -81,9 +84,12 @@ class TraceWriter {
 // Writes `text` to `path` atomically (temporary file in the same directory, fsync, rename).
 void writeFileAtomically(const std::string& path, const std::string& text);
 
-// Keeps the records of the metrics file at `path` (if any) up to `last_step`, rewriting it atomically when
-// that drops some (a torn last line too). Throws DataError naming the line when the file holds anything else:
-// it is somebody's file, not ringtrain's metrics.
+// Keeps the records of the metrics file at `path` up to `last_step`, rewriting it atomically when that drops
+// some (and lines that are not whole records: torn by a crash). A path that is not a regular file (none yet,
+// a FIFO, a terminal) is left alone. Throws DataError naming the line when the first line is not a record:
+// the file is somebody's, not ringtrain's metrics.
 void keepMetricsUpTo(const std::string& path, int64_t last_step);
+// keepMetricsUpTo's check alone, changing nothing: run before anything else is changed.
+void checkMetricsFile(const std::string& path);
 
 }  // namespace ringtrain::train

@@ -372,6 +372,9 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   data::LoaderPosition start;
   int64_t global_step = 0;
   const bool resume = job.checkpoint.resume || process.restart_count > 0;
+  // A log.metrics_file that is somebody's file is refused before a fresh start removes any checkpoint.
+  const std::string metrics_path = job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
+  if (s.leader()) checkMetricsFile(metrics_path);
   if (resume) {
     if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(&job)) {
       const std::string where = checkpoints.dir();
@@ -407,7 +410,6 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
 
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   const std::vector<int64_t> train_counts = data::trainCounts(*s.corpus, *s.split);
-  const std::string metrics_path = job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
   summary.metrics_path = s.leader() ? metrics_path : "";
   RunLog run_log(s.leader(), metrics_path, total_steps, global_step);
   // About 700 bytes of events per traced step (five events, the finalize one with per-bucket times); the
@@ -530,6 +532,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
         job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;
     if (checkpoint_now) checkParametersFinite(s, global_step);
     if (checkpoint_now && s.leader()) {
+      run_log.flushMetrics();
       summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
     }
     if (job.run.crash_at_step > 0 && global_step == job.run.crash_at_step && process.restart_count == 0) {

@@ -40,9 +40,10 @@ TEST(BenchAllreduce, BadSizeIsBadInput) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--sizes", "4Q"}, "4Q"},
       // Beyond size_t, the conversion died with SIGFPE; beyond the vector's limit, an internal error.
-      {{"--sizes", "99999999999999999999"}, "size must be in (0, 64G]"},
-      {{"--sizes", "9223372036854775808"}, "size must be in (0, 64G]"},
+      {{"--sizes", "99999999999999999999"}, "size must be in [1, 64G]"},
+      {{"--sizes", "9223372036854775808"}, "size must be in [1, 64G]"},
       {{"--min-bytes", "1M", "--max-bytes", "4K"}, "--min-bytes 1M is above --max-bytes 4K"},
+      {{"--min-bytes", "0.5", "--max-bytes", "4K"}, "size must be in [1, 64G]"},  // a sweep from 0 never ends
       {{"--iters", "0"}, "--iters"},
       {{"--warmup", "-1"}, "--warmup"},
   };

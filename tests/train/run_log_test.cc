@@ -1,5 +1,6 @@
 #include "train/run_log.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -66,9 +67,26 @@ TEST_F(MetricsFileTest, AFileThatHoldsAnythingElseIsRefusedAndLeftAlone) {
   EXPECT_THAT([&] { keepMetricsUpTo(path, 0); },
               ::testing::ThrowsMessage<DataError>(HasSubstr("metrics.jsonl:1: not a ringtrain metrics record")));
   EXPECT_EQ(read(path), corpus);
-  write(kThreeSteps + "run:\n  name: x\n");
-  EXPECT_THAT([&] { keepMetricsUpTo(path, 0); },
-              ::testing::ThrowsMessage<DataError>(HasSubstr("metrics.jsonl:4: not a ringtrain metrics record")));
+  EXPECT_THAT([&] { checkMetricsFile(path); },
+              ::testing::ThrowsMessage<DataError>(HasSubstr("metrics.jsonl:1: not a ringtrain metrics record")));
+}
+
+// Lines torn by a crash in the middle of the file (older versions appended after one) are dropped, not
+// taken for somebody else's file.
+TEST_F(MetricsFileTest, ATornLineAfterTheFirstRecordIsDropped) {
+  const std::string path = write("{\"step\":1,\"loss\":0.5}\n{\"st{\"step\":2,\"loss\":0.4}\n{\"step\":3,\"loss\":0.3}\n");
+  checkMetricsFile(path);
+  keepMetricsUpTo(path, 3);
+  EXPECT_EQ(read(path), "{\"step\":1,\"loss\":0.5}\n{\"step\":3,\"loss\":0.3}\n");
+}
+
+// A FIFO or a terminal is only ever appended to: never read back (that would block), never rewritten.
+TEST_F(MetricsFileTest, AFileThatIsNotRegularIsLeftAlone) {
+  const std::string fifo = (dir_ / "metrics.fifo").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  checkMetricsFile(fifo);
+  keepMetricsUpTo(fifo, 0);
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
 }
 
 }  // namespace
