@@ -522,9 +522,15 @@ TEST(ServeCommandTest, SigtermWhileLoadingTheFirstModelStopsIt) {
   const std::string script =
       "mkfifo \"$1/model.fifo\" || exit 9\n"
       "\"$0\" serve --model \"$1/model.fifo\" --port 0 2> \"$1/err\" & pid=$!\n"
-      // SIGTERM only once the process blocks it (before that, on a slow machine, it would simply die of it).
-      "for i in $(seq 600); do b=$(awk '/^SigBlk/ {print $2}' /proc/$pid/status 2>/dev/null)\n"
-      "  [ -n \"$b\" ] && [ $(( 0x$b & 0x4000 )) -ne 0 ] && break; sleep 0.05; done\n"
+      // SIGTERM only once ringtrain (not yet the shell's child before its exec, whose mask is the shell's)
+      // blocks it: before that, on a slow machine, it would simply die of it.
+      "for i in $(seq 600); do\n"
+      "  if [ \"$(cat /proc/$pid/comm 2>/dev/null)\" = ringtrain ]; then\n"
+      "    b=$(awk '/^SigBlk/ {print $2}' /proc/$pid/status 2>/dev/null)\n"
+      "    [ -n \"$b\" ] && [ $(( 0x$b & 0x4000 )) -ne 0 ] && break\n"
+      "  fi\n"
+      "  sleep 0.05\n"
+      "done\n"
       "sleep 0.2; kill -TERM $pid; wait $pid; echo exit=$?\n";
   const auto r = ringtrain::testing::runCommand({"bash", "-c", script, ringtrain::testing::binPath("ringtrain"), dir},
                                                 {std::chrono::seconds(30)});
