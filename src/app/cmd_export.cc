@@ -66,6 +66,14 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
                                  {"job's items file", data::jobItemsPath(job)},
                                  {"corpus of the job that wrote the checkpoint", data::jobCorpusPath(writer)},
                                  {"items file of the job that wrote the checkpoint", data::jobItemsPath(writer)}});
+      // Nor a file among the checkpoints (another one, or a new name there): resume and eval read that directory.
+      for (const std::string& dir : {train::checkpointDir(job), train::checkpointDir(writer)}) {
+        std::error_code ec;
+        const auto parent = std::filesystem::absolute(out, ec).parent_path();
+        if (!ec && std::filesystem::equivalent(parent, dir, ec)) {
+          RT_THROW(ConfigError, "-o ", out, " is in the checkpoint directory ", dir, "; write the vectors elsewhere");
+        }
+      }
       model::writeWord2Vec(out, ckpt.vocab, vectors);
       std::cout << "wrote " << ckpt.vocab.size() << " vectors of dimension " << vectors.size(1) << " (step "
                 << ckpt.global_step << ") to " << out << "\n";

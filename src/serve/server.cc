@@ -407,6 +407,10 @@ struct Server::Impl {
     if (!req.body.empty()) {
       const json body = json::parse(req.body, nullptr, false);
       if (body.is_discarded() || !body.is_object()) throw HttpError{400, "request body is not a JSON object"};
+      // A misspelt key ("modle") would otherwise reload the current model and answer 200.
+      for (const auto& [key, value] : body.items()) {
+        if (key != "model") throw HttpError{400, "unknown key '" + clipped(key) + "' (the body may hold 'model')"};
+      }
       if (body.contains("model")) {
         if (!body["model"].is_string()) throw HttpError{400, "'model' must be a path"};
         path = body["model"].get<std::string>();

@@ -325,6 +325,12 @@ TEST_F(ServerTest, BrokenModelIsRefusedAndTheOldOneKeepsServing) {
   EXPECT_NE(json::parse(res->body)["error"].get<std::string>().find(path("broken.vec") + ":3:"), std::string::npos)
       << res->body;
   EXPECT_THROW(server_->reload(path("missing.vec")), DataError);
+  // A misspelt key is refused, not taken for "reload the current model".
+  res = c->Post("/admin/reload", {{"Authorization", "Bearer secret"}}, json{{"modle", path("b.vec")}}.dump(),
+                "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"].get<std::string>(), "unknown key 'modle' (the body may hold 'model')");
   EXPECT_EQ(server_->modelVersion(), 1u);
   res = c->Get("/recommend?item=item1&k=2");
   ASSERT_TRUE(res);

@@ -161,6 +161,11 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
                                                 "data.corpus=" + dir_ + "/corpus.txt", "-o", dir_ + "/corpus.txt"});
   EXPECT_EQ(over_corpus.exit_code, 2);
   EXPECT_NE(over_corpus.err.find("is the job's corpus"), std::string::npos) << over_corpus.err;
+  const auto among_checkpoints = testing::runCommand(
+      {testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", dir_ + "/run/checkpoints/vectors.txt"});
+  EXPECT_EQ(among_checkpoints.exit_code, 2);
+  EXPECT_NE(among_checkpoints.err.find("is in the checkpoint directory"), std::string::npos) << among_checkpoints.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/run/checkpoints/vectors.txt"));
 }
 
 }  // namespace
