@@ -74,9 +74,7 @@ int runServe(const ServeArgs& args) {
   serve::Server& server = *loaded;
   server.start();
   // Tools and tests read the port from this line (port 0 picks a free one).
-  // An IPv6 address goes in brackets in a URL (http://[::1]:8080).
-  const bool v6 = options.host.find(':') != std::string::npos;
-  std::printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", options.host.c_str(), v6 ? "]" : "", server.port());
+  std::printf("listening on %s\n", server.url().c_str());
   std::fflush(stdout);
   const timespec tick{0, 200 * 1000 * 1000};
   while (true) {

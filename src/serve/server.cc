@@ -555,14 +555,17 @@ void Server::start() {
   const std::string scorer = m->ann                 ? std::string("faiss")
                              : m->packed.hasInt8() ? std::string("exact, 8-bit pass + fp32 rescoring")
                                                    : fmt::format("exact, fp32 ({})", simdKernelName());
-  info("serve: listening on http://{}:{} (model version {}, {} HTTP I/O threads, {} scoring threads, max_batch {}, "
-       "scorer {})",
-       s.options.host.find(':') == std::string::npos ? s.options.host : "[" + s.options.host + "]",  // IPv6
-       s.http->port(), modelVersion(), s.options.threads, s.options.score_threads,
-       s.options.max_batch, scorer);
+  info("serve: listening on {} (model version {}, {} HTTP I/O threads, {} scoring threads, max_batch {}, scorer {})",
+       url(), modelVersion(), s.options.threads, s.options.score_threads, s.options.max_batch, scorer);
 }
 
 int Server::port() const { return impl_->http ? impl_->http->port() : -1; }
+
+std::string Server::url() const {
+  const std::string& host = impl_->options.host;
+  if (host.find(':') != std::string::npos) return fmt::format("http://[{}]:{}", host, port());  // IPv6
+  return fmt::format("http://{}:{}", host, port());
+}
 
 bool Server::running() const { return impl_->http && impl_->http->running(); }
 

@@ -43,6 +43,8 @@ class Server {
   void start();
   // The bound port (after start()).
   int port() const;
+  // "http://HOST:PORT" (after start()), an IPv6 host in brackets ("http://[::1]:8080").
+  std::string url() const;
   // Stops accepting, finishes requests in flight, joins every thread. Idempotent.
   void stop();
   // False once the HTTP listener has ended (stop() or a listener failure).
