@@ -42,6 +42,14 @@ std::vector<std::string> train(const std::string& dir, std::vector<std::string> 
   return argv;
 }
 
+// The small job on 2 ranks through `sh -c`, so that `shell_tail` (appended unquoted) can differ by rank
+// ($RANK) or hold settings the shell expands.
+std::vector<std::string> ringrunShellJob(const std::string& dir, const std::string& shell_tail) {
+  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
+  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
+  return ringrun(2, {"--", "sh", "-c", command + " " + shell_tail});
+}
+
 double metric(const std::string& out, const std::string& pattern) {
   std::smatch m;
   if (!std::regex_search(out, m, std::regex(pattern + R"(\s*([0-9.]+))"))) return -1;
@@ -182,10 +190,8 @@ TEST(TrainJob, SharedTablesWithAdamAccumulationAndEvaluationTrainLikeAllgather) 
 
 TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
   const std::string dir = testing::makeTempDir("ringtrain-mismatch-");
-  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
-  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
-  command += " --set data.window=$((3 + RANK))";  // rank 1 uses another window
-  const auto r = runCommand(ringrun(2, {"--", "sh", "-c", command}), withDeadline(120));
+  // rank 1 uses another window
+  const auto r = runCommand(ringrunShellJob(dir, "--set data.window=$((3 + RANK))"), withDeadline(120));
   EXPECT_FALSE(r.ok());
   EXPECT_THAT(r.out + r.err, HasSubstr("rank 1 differs from rank 0 in data.window (rank 0: '3', rank 1: '4')"));
 }
@@ -194,10 +200,8 @@ TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
 // must still agree on it (config::fullHash).
 TEST(TrainJob, RanksWithDifferentSparseSyncModesStopNamingIt) {
   const std::string dir = testing::makeTempDir("ringtrain-mismatch-sync-");
-  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
-  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
-  command += " --set ddp.sparse_sync=$([ $RANK = 0 ] && echo auto || echo allgather)";
-  const auto r = runCommand(ringrun(2, {"--", "sh", "-c", command}), withDeadline(120));
+  const auto r = runCommand(
+      ringrunShellJob(dir, "--set ddp.sparse_sync=$([ $RANK = 0 ] && echo auto || echo allgather)"), withDeadline(120));
   EXPECT_FALSE(r.ok());
   EXPECT_THAT(r.out + r.err, HasSubstr("rank 1 differs from rank 0 in ddp.sparse_sync (rank 0: 'auto', rank 1: 'allgather')"));
 }
@@ -314,10 +318,9 @@ TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
 // NaN vectors and reports success; the metrics written before it stay valid JSON.
 TEST(TrainJob, DivergedTrainingStopsNamingTheStep) {
   const std::string dir = testing::makeTempDir("ringtrain-diverged-");
-  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
-  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
-  command += " --set optim.name=sgd --set optim.lr=1000000 --set log.every_steps=5 --set run.max_steps=40";
-  const auto r = runCommand(ringrun(2, {"--", "sh", "-c", command}), withDeadline(120));
+  const auto r = runCommand(
+      ringrunShellJob(dir, "--set optim.name=sgd --set optim.lr=1000000 --set log.every_steps=5 --set run.max_steps=40"),
+      withDeadline(120));
   EXPECT_FALSE(r.ok());
   EXPECT_THAT(r.out + r.err, HasSubstr("training diverged: the mean loss of the 5 steps up to step "));
   EXPECT_THAT(r.out + r.err, HasSubstr("optim.lr 1e+06"));
