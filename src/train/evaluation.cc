@@ -55,6 +55,26 @@ void addRank(RankingSums& sums, int64_t higher, int64_t ties, int k) {
   }
 }
 
+// A target training never saw: behind every seen candidate outside the query, level with the other unseen
+// ones outside it.
+void addUnseenTargetRank(RankingSums& sums, const EvalQuery& query, const std::vector<uint8_t>& unseen,
+                         int64_t seen_total, int k) {
+  std::vector<int32_t> items(query.query.begin(), query.query.end());
+  std::sort(items.begin(), items.end());
+  items.erase(std::unique(items.begin(), items.end()), items.end());
+  int64_t higher = seen_total;
+  int64_t ties = static_cast<int64_t>(unseen.size()) - seen_total - 1;
+  for (int32_t id : items) {
+    if (id == query.target) continue;
+    if (unseen[static_cast<size_t>(id)]) {
+      --ties;
+    } else {
+      --higher;
+    }
+  }
+  addRank(sums, higher, ties, k);
+}
+
 }  // namespace
 
 at::Tensor itemVectors(const model::SgnsModel& model) { return model.queryVectors(); }
@@ -88,6 +108,23 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
   const at::Tensor vnt = prepare(candidate_vectors).t().contiguous();
   const auto long_opts = at::TensorOptions().dtype(at::kLong);
   const float neg_inf = -std::numeric_limits<float>::infinity();
+  std::vector<uint8_t> unseen;
+  at::Tensor unseen_columns;  // undefined when every candidate counts alike
+  int64_t seen_total = vocab;
+  if (options.train_counts != nullptr) {
+    RT_CHECK_EQ(static_cast<int64_t>(options.train_counts->size()), vocab, "one training count per item");
+    unseen.resize(static_cast<size_t>(vocab));
+    std::vector<int64_t> columns;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if ((*options.train_counts)[static_cast<size_t>(i)] > 0) continue;
+      unseen[static_cast<size_t>(i)] = 1;
+      columns.push_back(i);
+    }
+    seen_total = vocab - static_cast<int64_t>(columns.size());
+    if (!columns.empty()) {
+      unseen_columns = at::tensor(columns, long_opts).to(vn.device());
+    }
+  }
   RankingSums sums;
   std::vector<int64_t> mine;
   const int64_t n = usedQueries(queries, options.max_queries);
@@ -134,14 +171,17 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
     const at::Tensor qv = at::zeros({q, vn.size(1)}, vn.options()).index_add_(0, seg_t, rows);
     at::Tensor scores = scoreAll(qv, vnt);
     if (!mask_row.empty()) scores.index_put_({toTensor(mask_row), toTensor(mask_col)}, at::scalar_tensor(neg_inf, scores.options()));
+    if (unseen_columns.defined()) scores.index_fill_(1, unseen_columns, neg_inf);
     const at::Tensor target_scores = scores.gather(1, tgt_t.unsqueeze(1));
     const at::Tensor higher = (scores > target_scores).sum(1).to(at::kCPU);
     const at::Tensor level = (scores == target_scores).sum(1).to(at::kCPU);  // the target itself included
     const int64_t* ph = higher.data_ptr<int64_t>();
     const int64_t* pl = level.data_ptr<int64_t>();
     for (int64_t b = 0; b < q; ++b) {
-      // A NaN score equals nothing, itself included: such a target is a miss.
-      if (pl[b] == 0) {
+      const EvalQuery& query = queries[static_cast<size_t>(mine[start + static_cast<size_t>(b)])];
+      if (unseen_columns.defined() && unseen[static_cast<size_t>(query.target)]) {
+        addUnseenTargetRank(sums, query, unseen, seen_total, k);
+      } else if (pl[b] == 0) {  // a NaN score equals nothing, itself included: such a target is a miss
         addRank(sums, k, 0, k);
       } else {
         addRank(sums, ph[b], pl[b] - 1, k);

@@ -140,6 +140,7 @@ Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std
   ranking.recent_items = e.recent_items;
   ranking.recent_decay = e.recent_decay;
   ranking.cosine = e.score == "cosine";
+  ranking.train_counts = &counts;
   const at::Tensor candidates = ranking.cosine ? vectors : s.model->outputVectors();
   result.ranking = evaluateRanking(vectors, candidates, queries, ranking, rank, world);
   if (with_popularity) result.popularity = evaluatePopularity(counts, queries, e.k, rank, world, e.max_queries);

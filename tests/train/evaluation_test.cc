@@ -157,6 +157,34 @@ TEST(Evaluation, TiesWithTheTargetCountAsARandomOrderAmongThem) {
   EXPECT_NEAR(p.ndcg_sum, 0.5 / std::log2(3.0), 1e-12);
 }
 
+// Items training never saw keep zero output vectors: scored 0, they would stand above every candidate the
+// model scores below 0. With train_counts they rank after all seen candidates.
+TEST(Evaluation, ItemsTrainingNeverSawRankBelowEverySeenOne) {
+  // Query item 0 is (1, 0). Output side: items 1 and 2 untrained (0, 0); items 3, 4, 5 score -1, -2, -3.
+  const at::Tensor in = at::tensor(std::vector<float>{1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1}).view({6, 2});
+  const at::Tensor out = at::tensor(std::vector<float>{1, 1, 0, 0, 0, 0, -1, 0, -2, 0, -3, 0}).view({6, 2});
+  const std::vector<int64_t> counts = {9, 0, 0, 4, 3, 2};
+  RankingOptions plain;
+  plain.cosine = false;
+  RankingOptions seen_first = plain;
+  seen_first.train_counts = &counts;
+  EXPECT_EQ(rankOf(in, out, {{0}, 3}, plain), 2);       // behind the two untrained items at 0
+  EXPECT_EQ(rankOf(in, out, {{0}, 3}, seen_first), 0);
+  EXPECT_EQ(rankOf(in, out, {{0}, 5}, seen_first), 2);
+  // An untrained target: behind the 3 seen candidates, level with the other untrained one (places 3 and
+  // 4, half each); with that one in the query, place 3 alone.
+  seen_first.k = 4;
+  EXPECT_NEAR(evaluateRanking(in, out, {{{0}, 1}}, seen_first, 0, 1).hits, 0.5, 1e-12);
+  EXPECT_NEAR(evaluateRanking(in, out, {{{0, 2}, 1}}, seen_first, 0, 1).hits, 1.0, 1e-12);
+  seen_first.k = 3;
+  EXPECT_EQ(evaluateRanking(in, out, {{{0, 2}, 1}}, seen_first, 0, 1).hits, 0);
+  // A seen query item does not lift an untrained target: {0, 3} leaves 2 seen candidates above it.
+  EXPECT_NEAR(evaluateRanking(in, out, {{{0, 3}, 1}}, seen_first, 0, 1).hits, 0.5, 1e-12);  // places 2, 3
+  const std::vector<int64_t> short_counts = {1, 1};
+  seen_first.train_counts = &short_counts;
+  EXPECT_THROW(evaluateRanking(in, out, {{{0}, 3}}, seen_first, 0, 1), Error);
+}
+
 TEST(Evaluation, CategoryAgreementOnPlantedClusters) {
   // 4 clusters of 30 items around orthogonal centres; 10 items of unknown category.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);

@@ -17,6 +17,11 @@
 // recent_decay, then recent_decay^2, and so on (for sessions, where the last items say the most). Order is
 // the query's: for sessions the split keeps each item at its first occurrence; baskets have no order.
 //
+// RankingOptions::train_counts ranks the items training never saw below all others, as popularity and
+// counted baselines do: SGNS leaves their output vectors at their initial zeros, so under in_out they would
+// all score 0, above every candidate the model has learnt to score below 0. A target training never saw
+// is then level with the other unseen candidates, after all the seen ones.
+//
 // Which vectors (RankingOptions::cosine and the two tables passed in): an SGNS model trains
 // <tower(in[a]), out[b]> for co-occurring a, b.
 //   cosine - qvec = cvec = the input-side vectors (tower(in) when a tower exists, else in), L2-normalised:
@@ -66,6 +71,9 @@ struct RankingOptions {
   int64_t recent_items = 0;  // > 0: score with the last N items of each query only
   double recent_decay = 1.0; // in [0, 1]: the newest scored item weighs 1, the next recent_decay, ... (1: alike)
   bool cosine = true;        // true: L2-normalise both tables first
+  // Non-null: training occurrences per item. Candidates with none rank below every trained one (their
+  // vectors hold only their initial values, so their scores say nothing; see the note above).
+  const std::vector<int64_t>* train_counts = nullptr;
 };
 
 // Ranks with `query_vectors` [V, D] for the query items and `candidate_vectors` [V, D] for the candidates,
