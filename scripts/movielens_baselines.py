@@ -2,7 +2,8 @@
 """Count-based baselines for MovieLens leave-last-10-out (../shared/BENCHMARKS.md section 4), computed
 exactly as `ringtrain train configs/movielens.yaml` evaluates: every user is held out, the last 10 items
 are hidden, each hidden item not already in the visible prefix is one query whose items are the distinct
-visible prefix (excluded from the ranking), candidates are all other items, HR@10 / NDCG@10 per query.
+visible prefix (excluded from the ranking), candidates are all other items, HR@10 / NDCG@10 per query;
+candidates scoring the same as the target share its place (counted scores tie often, most of all at 0).
 
 Prints popularity, co-occurrence and +-5-window cosine (cosine of the items' +-5 co-occurrence rows),
 scoring with the whole prefix and with its last N items, and, for comparison only, the +-5-window cosine
@@ -56,10 +57,13 @@ def main():
             t = s[target]
             s[query] = -np.inf
             s[target] = t
-            rank = int((s > t).sum())
-            if rank < K:
-                hits += 1
-                ndcg += 1 / np.log2(rank + 2)
+            # Candidates level with the target share its place, as ringtrain's evaluator does: each place
+            # from `higher` to `higher + ties` counts 1 / (ties + 1), the average over a random order.
+            higher = int((s > t).sum())
+            ties = int((s == t).sum()) - 1
+            for place in range(higher, min(higher + ties + 1, K)):
+                hits += 1 / (ties + 1)
+                ndcg += 1 / (ties + 1) / np.log2(place + 2)
         print(f"{name:58s} HR@{K} {hits / len(qs):.4f}  NDCG@{K} {ndcg / len(qs):.4f}  ({len(qs)} queries)",
               flush=True)
 
