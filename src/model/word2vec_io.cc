@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -12,7 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <queue>
-#include <sstream>
+#include <string_view>
 #include <unordered_map>
 
 #include <ATen/ATen.h>
@@ -31,13 +32,53 @@ bool badToken(const std::string& token) {
   return std::any_of(token.begin(), token.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
 }
 
+std::string_view withoutLineEnd(std::string_view s) {
+  while (!s.empty() && (s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
+  return s;
+}
+
+// The fields of a line: runs of characters other than space and tab.
+void splitFields(std::string_view s, std::vector<std::string_view>& out) {
+  out.clear();
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+    const size_t begin = i;
+    while (i < s.size() && s[i] != ' ' && s[i] != '\t') ++i;
+    if (i > begin) out.push_back(s.substr(begin, i - begin));
+  }
+}
+
+bool parseInteger(std::string_view text, int64_t& value) {
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  return ec == std::errc() && ptr == end;
+}
+
+// A finite float32 value. Subnormals are read as they are (%.9g writes them so), and a decimal too small for
+// float32 (1e-50, as a float64 writer may leave) rounds to its nearest float, 0; NaN, infinities and values
+// beyond float32's range are refused.
+bool parseValue(std::string_view text, float& value) {
+  if (text.size() > 1 && text[0] == '+' && text[1] != '-') text.remove_prefix(1);  // from_chars takes no '+'
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ptr != end) return false;
+  if (ec == std::errc::result_out_of_range) {
+    const std::string copy(text);
+    char* stop = nullptr;
+    const double wide = std::strtod(copy.c_str(), &stop);
+    if (std::fabs(wide) >= 1.0) return false;  // overflow
+    value = static_cast<float>(wide);
+    return true;
+  }
+  return ec == std::errc() && std::isfinite(value);
+}
+
 }  // namespace
 
 int64_t WordVectors::find(const std::string& token) const {
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] == token) return static_cast<int64_t>(i);
-  }
-  return -1;
+  const auto it = index.find(token);
+  return it == index.end() ? -1 : it->second;
 }
 
 void writeWord2Vec(const std::string& requested, const std::vector<std::string>& tokens, const at::Tensor& vectors) {
@@ -93,56 +134,59 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
 
 WordVectors readWord2Vec(const std::string& path) {
   ::ringtrain::detail::refuseDirectory(path, "a word2vec file");
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) RT_THROW(DataError, path, ": cannot open: ", std::strerror(errno));
   WordVectors out;
   std::string line;
-  if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty file (expected 'N D')");
-  long long n = -1, d = -1;
-  {
-    std::istringstream header(line);
-    std::string extra;
-    if (!(header >> n >> d) || (header >> extra) || n < 0 || d <= 0) {
-      RT_THROW(DataError, path, ":1: bad header '", ::ringtrain::detail::quotable(line), "' (expected 'N D')");
-    }
+  if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty file (expected a header 'N D')");
+  std::vector<std::string_view> f;
+  int64_t n = 0, d = 0;
+  splitFields(withoutLineEnd(line), f);
+  if (f.size() != 2 || !parseInteger(f[0], n) || !parseInteger(f[1], d)) {
+    RT_THROW(DataError, path, ":1: expected a header 'N D' (two integers), got '",
+             ::ringtrain::detail::quotable(withoutLineEnd(line)), "'");
   }
+  if (n < 1 || d < 1) RT_THROW(DataError, path, ":1: header 'N D' out of range: N = ", n, ", D = ", d, " (each >= 1)");
   if (d > kMaxWord2VecValues || n > kMaxWord2VecValues / d) {
     RT_THROW(DataError, path, ":1: N x D = ", n, " x ", d, " is too large");
   }
-  const long long most_values = word2vecValuesFileCanHold(path);
+  // Grown row by row within what the file can hold: a header announcing more rows than the file has is
+  // found at its end, not by an allocation of the announced size.
+  const int64_t most_values = word2vecValuesFileCanHold(path);
   out.dim = d;
   out.tokens.reserve(static_cast<size_t>(std::min(n, most_values)));
   out.values.reserve(static_cast<size_t>(std::min(n * d, most_values)));
-  std::unordered_map<std::string, int64_t> seen;
-  for (long long i = 0; i < n; ++i) {
-    const long long line_no = i + 2;
-    if (!std::getline(in, line)) RT_THROW(DataError, path, ":", line_no, ": file ends after ", i, " of ", n, " vectors");
-    const char* p = line.c_str();
-    while (*p == ' ') ++p;
-    const char* start = p;
-    while (*p && !std::isspace(static_cast<unsigned char>(*p))) ++p;
-    if (p == start) RT_THROW(DataError, path, ":", line_no, ": missing token");
-    std::string token(start, p);
-    for (long long j = 0; j < d; ++j) {
-      char* end = nullptr;
-      errno = 0;
-      const float value = std::strtof(p, &end);
-      if (end == p || errno == ERANGE || !std::isfinite(value)) {
-        RT_THROW(DataError, path, ":", line_no, ": value ", j + 1, " of ", d, " missing or not a finite number");
+  std::vector<int64_t> row_line;  // each row's line, for duplicates
+  row_line.reserve(out.tokens.capacity());
+  out.index.reserve(out.tokens.capacity());
+  int64_t line_no = 1, rows = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    splitFields(withoutLineEnd(line), f);
+    if (f.empty()) continue;  // blank lines (a trailing newline) are harmless
+    if (rows == n) RT_THROW(DataError, path, ":", line_no, ": more vectors than the header's N = ", n);
+    if (static_cast<int64_t>(f.size()) != d + 1) {
+      RT_THROW(DataError, path, ":", line_no, ": expected a token and ", d, " values, found ", f.size(), " fields");
+    }
+    for (int64_t j = 1; j <= d; ++j) {
+      float value = 0;
+      if (!parseValue(f[static_cast<size_t>(j)], value)) {
+        RT_THROW(DataError, path, ":", line_no, ": value ", j, " of '", ::ringtrain::detail::quotable(f[0]),
+                 "' is not a finite float32 number: '", ::ringtrain::detail::quotable(f[static_cast<size_t>(j)]), "'");
       }
       out.values.push_back(value);
-      p = end;
     }
-    while (*p && std::isspace(static_cast<unsigned char>(*p))) ++p;
-    if (*p) RT_THROW(DataError, path, ":", line_no, ": more than ", d, " values");
-    if (!seen.emplace(token, i).second) RT_THROW(DataError, path, ":", line_no, ": duplicate token '", token, "'");
-    out.tokens.push_back(std::move(token));
-  }
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") != std::string::npos) {
-      RT_THROW(DataError, path, ": more lines than the ", n, " the header announces");
+    const auto [it, fresh] = out.index.emplace(std::string(f[0]), rows);
+    if (!fresh) {
+      RT_THROW(DataError, path, ":", line_no, ": duplicate token '", ::ringtrain::detail::quotable(f[0]),
+               "' (first on line ", row_line[static_cast<size_t>(it->second)], ")");
     }
+    out.tokens.emplace_back(f[0]);
+    row_line.push_back(line_no);
+    ++rows;
   }
+  if (in.bad()) RT_THROW(DataError, path, ": read error");
+  if (rows != n) RT_THROW(DataError, path, ":", line_no, ": header promises ", n, " vectors, file has ", rows);
   return out;
 }
 

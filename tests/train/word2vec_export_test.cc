@@ -1,6 +1,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
@@ -82,11 +84,32 @@ TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
   EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/wide"); }, ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(
                                                                   ":1: N x D = 2 x 999999999999 is too large")));
   EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/long"); },
-              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":2: value 2 of 100 missing")));
+              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":2: expected a token and 100 values, found 2")));
   // A binary file's first line is quoted with its bytes escaped, not written raw to the terminal.
   write("binary", std::string("\x7f" "ELF\x02\x1b[2J\0", 10) + "\n");
   EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/binary"); },
-              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":1: bad header '\\x7fELF\\x02\\x1b[2J\\x00'")));
+              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":1: expected a header 'N D' (two integers), got '\\x7fELF\\x02\\x1b[2J\\x00'")));
+}
+
+// What the exporter writes reads back bit for bit, subnormals included (strtof called them out of range, so
+// `neighbors` refused an export holding one); other writers' spacing and tiny float64 values read too.
+TEST_F(Word2VecTest, SubnormalsRoundTripAndOtherWritersSpacingReads) {
+  const float tiny = std::numeric_limits<float>::denorm_min() * 3;
+  const at::Tensor v = at::tensor(std::vector<float>{tiny, -tiny, 1.0f, std::numeric_limits<float>::min()}).view({2, 2});
+  model::writeWord2Vec(dir_ + "/sub.txt", {"a", "b"}, v);
+  const model::WordVectors r = model::readWord2Vec(dir_ + "/sub.txt");
+  ASSERT_EQ(r.values.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(r.values[i], v.view({-1})[static_cast<int64_t>(i)].item<float>()) << i;
+  write("loose.txt", "2\t2\r\n\na\t+1  1e-50\r\n\n  b 2 -0.5\n\n");
+  const model::WordVectors loose = model::readWord2Vec(dir_ + "/loose.txt");
+  EXPECT_EQ(loose.tokens, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(loose.values, (std::vector<float>{1.0f, 0.0f, 2.0f, -0.5f}));
+  for (const char* value : {"1e39", "-1e400", "0x10", "1.5.2", "+-1"}) {
+    write("bad.txt", std::string("1 1\na ") + value + "\n");
+    EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/bad.txt"); },
+                ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":2: value 1 of 'a' is not a finite float32")))
+        << value;
+  }
 }
 
 TEST_F(Word2VecTest, NearestNeighborsByCosine) {

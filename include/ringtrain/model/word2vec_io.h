@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -16,6 +17,7 @@ struct WordVectors {
   std::vector<std::string> tokens;
   int64_t dim = 0;
   std::vector<float> values;  // row-major [tokens.size(), dim]
+  std::unordered_map<std::string, int64_t> index;  // token -> row
   const float* row(size_t i) const { return values.data() + i * dim; }
   // Index of a token, or -1.
   int64_t find(const std::string& token) const;
@@ -23,7 +25,11 @@ struct WordVectors {
 
 // vectors: [tokens.size(), D] float tensor (any device). Throws DataError on a bad token or I/O failure.
 void writeWord2Vec(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors);
-// Throws DataError naming the file and line on a malformed file.
+// The one reader of the format (`ringtrain neighbors`, the server, the tests). Fields are separated by spaces
+// or tabs; a line may end in CRLF; blank lines are skipped. The header needs N, D >= 1. Values are finite
+// float32 numbers: subnormals are kept, a decimal below float32's range reads as 0, NaN, infinities and
+// overflowing values are refused. Throws DataError naming the file and line: a bad header, a line without
+// exactly a token and D values, a bad value, a duplicate token, fewer or more vectors than N.
 WordVectors readWord2Vec(const std::string& path);
 
 struct Neighbor {
