@@ -43,9 +43,10 @@ std::string parseScalar(const std::string& text, double& out) {
   errno = 0;
   char* end = nullptr;
   double value = std::strtod(text.c_str(), &end);
-  if (end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(value)) {
-    return "expected a number, got '" + text + "'";
-  }
+  if (end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
+  // ERANGE also flags underflow (1e-320, 1e-400): those read as the nearest double, subnormal or 0.
+  if (errno == ERANGE && std::fabs(value) >= 1.0) return "number '" + text + "' is out of range";
+  if (!std::isfinite(value)) return "expected a finite number, got '" + text + "'";
   out = value;
   return "";
 }

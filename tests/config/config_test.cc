@@ -157,6 +157,10 @@ TEST(Config, WrongTypeNamesKeyAndValue) {
   EXPECT_THAT(e, HasSubstr("expected an integer, got 'lots'"));
   EXPECT_THAT(errorOf("run:\n  deterministic: maybe\n"), HasSubstr("expected true or false"));
   EXPECT_THAT(errorOf("optim:\n  lr: [1, 2]\n"), HasSubstr("expected a single value"));
+  // Overflow is out of range; underflow reads as the nearest double (strtod flags both with ERANGE).
+  EXPECT_THAT(errorOf("optim:\n  eps: 1e999\n"), HasSubstr("optim.eps: number '1e999' is out of range"));
+  EXPECT_EQ(loadString("optim:\n  eps: 1e-320\n", "job.yaml").optim.eps, 1e-320);
+  EXPECT_THAT(errorOf("optim:\n  eps: 1e-400\n"), HasSubstr("optim.eps: must be > 0, got 0"));
 }
 
 TEST(Config, OutOfRangeValuesAreRejected) {
