@@ -113,6 +113,36 @@ struct Session {
   }
 };
 
+// `ringtrain eval` on a checkpoint: the held-out split is rebuilt from the job's settings, so settings that
+// shape it must be the checkpoint's. Another split would count lines the model trained on as held out
+// (inflated figures) or rank as untrained items it learnt (deflated ones). The corpus path may differ
+// (restoreModel checks the vocabulary); eval.* and the rest of the identity do not shape the split.
+void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, const std::string& path) {
+  std::vector<std::string> ignored;
+  config::JobConfig stored;
+  try {
+    stored = config::loadStored(ckpt.config_yaml, path + " (stored configuration)", &ignored);
+  } catch (const ConfigError& e) {
+    RT_THROW(DataError, "checkpoint ", path, ": its stored configuration does not load in this version, so its "
+             "held-out split is unknown: ", e.what());
+  }
+  const bool generated = stored.data.corpus.empty();
+  std::string list, sets;
+  for (const config::IdentityDifference& d : config::identityDifferences(stored, job)) {
+    const bool shapes_split = d.key == "data.context" || d.key == "data.min_count" || d.key == "data.skip_bad_lines" ||
+                              d.key == "data.eval_fraction" || d.key == "data.split_seed" ||
+                              d.key == "data.eval_hide_last" || (generated && d.key.rfind("synthetic.", 0) == 0);
+    if (!shapes_split) continue;
+    list += (list.empty() ? "" : "; ") + d.key + " is " + d.first + " there and " + d.second + " here";
+    sets += " --set " + d.key + "=" + d.first;
+  }
+  if (!list.empty()) {
+    RT_THROW(DataError, "checkpoint ", path, " was trained on another held-out split (", list,
+             "): its figures would count lines it trained on, or items it learnt as unseen; evaluate with the "
+             "checkpoint's settings:", sets);
+  }
+}
+
 std::vector<EvalQuery> toEvalQueries(const std::vector<data::EvalQuery>& queries) {
   std::vector<EvalQuery> out;
   out.reserve(queries.size());
@@ -610,7 +640,8 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   s.buildModel();
   std::string path;
   const Checkpoint ckpt = readRequestedCheckpoint(checkpoint_path, job, &path);
-  restoreModel(s, ckpt, path);
+  restoreModel(s, ckpt, path);  // first: another corpus is named by an item, more telling than its settings
+  refuseAnotherSplit(ckpt, job, path);
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   const Evaluation ev = evaluate(s, queries, data::trainCounts(*s.corpus, *s.split), true);
   if (s.leader()) info("{} (checkpoint {}, step {})", describe(ev, job.eval.k, true), path, ckpt.global_step);

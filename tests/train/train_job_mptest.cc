@@ -379,6 +379,18 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   eval[4] = "synthetic.sessions=500";
   const auto same = runCommand(eval, withDeadline(120));
   EXPECT_TRUE(same.ok()) << same.err;
+  // Same items, another held-out split: lines it trained on would count as held out.
+  eval.insert(eval.end(), {"--set", "data.eval_fraction=0.5", "--set", "eval.k=5"});
+  const auto split = runCommand(eval, withDeadline(120));
+  EXPECT_EQ(split.exit_code, 2) << split.err;
+  EXPECT_THAT(split.err, HasSubstr("was trained on another held-out split (data.eval_fraction is 0.2 there and 0.5 "
+                                   "here)"));
+  EXPECT_THAT(split.err, HasSubstr("evaluate with the checkpoint's settings: --set data.eval_fraction=0.2"));
+  // eval.* settings are the evaluation's own.
+  eval[eval.size() - 3] = "data.eval_fraction=0.2";
+  const auto k5 = runCommand(eval, withDeadline(120));
+  EXPECT_TRUE(k5.ok()) << k5.err;
+  EXPECT_THAT(k5.out, HasSubstr("HR@5"));
 }
 
 }  // namespace
