@@ -2,6 +2,8 @@
 // include/ringtrain/serve/server.h.
 #include "ringtrain/serve/server.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -13,6 +15,7 @@
 #include <functional>
 #include <fmt/format.h>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <thread>
@@ -97,34 +100,52 @@ int parseK(const std::string& text) {
 }
 
 // A file in the watched directory that may be an export: *.vec or *.txt, not hidden (writers should write a
-// hidden or differently named temporary file and rename it).
+// hidden or differently named temporary file and rename it). Its identity is its inode, time and size: a file
+// renamed onto an old name, or rewritten in place, is another export.
 struct ExportFile {
   std::string path;
   fs::file_time_type mtime{};
   uintmax_t size = 0;
-  bool operator==(const ExportFile& o) const { return path == o.path && mtime == o.mtime && size == o.size; }
+  ino_t inode = 0;
+  bool operator==(const ExportFile& o) const {
+    return path == o.path && mtime == o.mtime && size == o.size && inode == o.inode;
+  }
   bool operator!=(const ExportFile& o) const { return !(*this == o); }
 };
 
-ExportFile newestExport(const std::string& dir) {
-  ExportFile best;
+using ExportListing = std::map<std::string, ExportFile>;  // path -> file
+
+ExportListing listExports(const std::string& dir) {
+  ExportListing out;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const fs::path& p = it->path();
     const std::string name = p.filename().string();
     const std::string ext = p.extension().string();
     if (name.empty() || name[0] == '.' || (ext != ".vec" && ext != ".txt")) continue;
+    struct stat st {};
     std::error_code e2;
-    if (!it->is_regular_file(e2)) continue;
-    const auto mtime = it->last_write_time(e2);
+    if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const auto mtime = fs::last_write_time(p, e2);
     if (e2) continue;
-    const auto size = it->file_size(e2);
-    if (e2) continue;
-    if (best.path.empty() || mtime > best.mtime || (mtime == best.mtime && p.string() > best.path)) {
-      best = {p.string(), mtime, size};
-    }
+    out[p.string()] = ExportFile{p.string(), mtime, static_cast<uintmax_t>(st.st_size), st.st_ino};
+  }
+  return out;
+}
+
+// The newest by modification time (ties: the greater path) among `files` in `listing`, or an empty one.
+template <typename Filter>
+ExportFile newestOf(const ExportListing& listing, Filter keep) {
+  ExportFile best;
+  for (const auto& [path, file] : listing) {
+    if (!keep(file)) continue;
+    if (best.path.empty() || file.mtime > best.mtime || (file.mtime == best.mtime && path > best.path)) best = file;
   }
   return best;
+}
+
+ExportFile newestExport(const std::string& dir) {
+  return newestOf(listExports(dir), [](const ExportFile&) { return true; });
 }
 
 }  // namespace
@@ -134,40 +155,53 @@ class AdminWorker {
  public:
   AdminWorker() : thread_([this] { run(); }) {}
   ~AdminWorker() { stop(); }
-  void post(std::function<void()> task) {
+  // Runs `task` after those posted before it; runs `cancel` instead (at once, on the caller's thread, or in
+  // stop()) when the worker stops first.
+  void post(std::function<void()> task, std::function<void()> cancel) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      tasks_.push_back(std::move(task));
+      if (!stopping_) {
+        tasks_.push_back({std::move(task), std::move(cancel)});
+        cv_.notify_one();
+        return;
+      }
     }
-    cv_.notify_one();
+    cancel();
   }
-  // Finishes what is queued, then joins. Idempotent.
+  // Cancels what is queued, lets the task running finish, then joins. Idempotent.
   void stop() {
+    std::deque<Task> dropped;
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
+      dropped.swap(tasks_);
     }
     cv_.notify_one();
+    for (Task& t : dropped) t.cancel();
     if (thread_.joinable()) thread_.join();
   }
 
  private:
+  struct Task {
+    std::function<void()> run;
+    std::function<void()> cancel;
+  };
   void run() {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
       cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
-      if (tasks_.empty()) return;
-      auto task = std::move(tasks_.front());
+      if (stopping_) return;  // stop() cancels what is left
+      Task task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
-      task();  // tasks catch their own exceptions
+      task.run();  // tasks catch their own exceptions
       lock.lock();
     }
   }
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // guarded by mu_
-  bool stopping_ = false;                    // guarded by mu_
+  std::deque<Task> tasks_;  // guarded by mu_
+  bool stopping_ = false;   // guarded by mu_
   std::thread thread_;
 };
 
@@ -220,7 +254,7 @@ struct Server::Impl {
     return m;
   }
 
-  uint64_t reload(const std::string& requested) {
+  uint64_t reload(const std::string& requested, bool initial = false) {
     std::string path = requested;
     if (path.empty()) {
       path = model_path;
@@ -230,6 +264,15 @@ struct Server::Impl {
       }
     }
     RT_CHECK_T(DataError, !path.empty(), "no model to load: give --model or a serve.watch_dir with an export");
+    // Only the first load may read a pipe (--model <(zcat m.vec.gz)); later ones would wait on it forever, holding
+    // every reload after them, and a stopping server with them.
+    if (!initial) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        metrics.reload(false);
+        RT_THROW(DataError, path, ": is not a regular file (a FIFO, socket or device); a reload reads files only");
+      }
+    }
     std::lock_guard<std::mutex> lock(reload_mu);
     std::shared_ptr<Model> fresh;
     try {
@@ -416,12 +459,14 @@ struct Server::Impl {
         path = body["model"].get<std::string>();
       }
     }
-    admin->post([this, path, reply] {
-      answer(reply, [&] {
-        const uint64_t version = reload(path);
-        reply(jsonResponse(json{{"status", "ok"}, {"model_version", version}, {"model", current()->path}}));
-      });
-    });
+    admin->post(
+        [this, path, reply] {
+          answer(reply, [&] {
+            const uint64_t version = reload(path);
+            reply(jsonResponse(json{{"status", "ok"}, {"model_version", version}, {"model", current()->path}}));
+          });
+        },
+        [reply] { reply(errorResponse(503, "the server is stopping; the reload did not run")); });
   }
 
   // Runs `work`, which replies itself; what it throws becomes the reply instead.
@@ -466,25 +511,34 @@ struct Server::Impl {
     });
   }
 
-  // `loaded` is what the directory held at start (taken before the thread starts): not "new".
-  void watch(ExportFile loaded) {
+  // `seen` is what the directory held at start (taken before the thread starts): not new. Afterwards an
+  // export that appears or changes is loaded, whatever its modification time (cp -p, rsync -t and tar keep
+  // old ones), once it stayed the same for one interval (the writer is done); of several, the newest. A
+  // removed export is no reason to load another: what serves keeps serving.
+  void watch(ExportListing seen) {
     const auto interval = std::chrono::milliseconds(options.watch_interval_ms);
     ExportFile pending;
     std::unique_lock<std::mutex> lock(watch_mu);
     while (!watch_cv.wait_for(lock, interval, [&] { return watch_stop; })) {
       lock.unlock();
-      const ExportFile now = newestExport(options.watch_dir);
-      if (!now.path.empty() && now != loaded) {
-        if (now == pending) {  // unchanged for one interval: the writer is done
-          loaded = now;
-          try {
-            reload(now.path);
-          } catch (const std::exception&) {
-            // reload() logged and counted it; the old model keeps serving until a newer export appears.
-          }
-        } else {
-          pending = now;
+      const ExportListing now = listExports(options.watch_dir);
+      const ExportFile arrived = newestOf(now, [&](const ExportFile& f) {
+        const auto before = seen.find(f.path);
+        return before == seen.end() || before->second != f;
+      });
+      if (arrived.path.empty()) {
+        seen = now;  // forget removed files: one coming back under the same name is new
+        pending = ExportFile{};
+      } else if (arrived == pending) {
+        seen = now;
+        pending = ExportFile{};
+        try {
+          reload(arrived.path);
+        } catch (const std::exception&) {
+          // reload() logged and counted it; the old model keeps serving until another export arrives.
         }
+      } else {
+        pending = arrived;
       }
       lock.lock();
     }
@@ -504,7 +558,7 @@ Server::Server(const config::ServeOptions& options, const std::string& model_pat
                options.watch_dir, ": not a directory");
     if (!exists) warn("serve: serve.watch_dir {} does not exist yet; exports will be taken once it does", options.watch_dir);
   }
-  impl_->reload("");
+  impl_->reload("", /*initial=*/true);
 }
 
 Server::~Server() { stop(); }
@@ -547,7 +601,7 @@ void Server::start() {
       });
   s.http->start();
   if (!s.options.watch_dir.empty()) {
-    s.watcher = std::thread([this, initial = newestExport(s.options.watch_dir)] { impl_->watch(initial); });
+    s.watcher = std::thread([this, initial = listExports(s.options.watch_dir)] { impl_->watch(initial); });
   }
   // Which scorer answers, since the exact one picks its path from the CPU and the catalog: an 8-bit pass
   // needs AVX512-VNNI and a catalog its error bound covers (scorer.h), else every query takes the fp32 scan.
@@ -580,9 +634,10 @@ void Server::stop() {
   }
   s.watch_cv.notify_all();
   if (s.watcher.joinable()) s.watcher.join();
-  // Stop accepting and answer the requests in flight, which still have a running batcher and admin worker.
-  if (s.http) s.http->stop();
+  // Reloads still queued are answered 503, not run (their clients may be long gone); one running finishes.
   if (s.admin) s.admin->stop();
+  // Stop accepting and answer the requests in flight, which still have a running batcher.
+  if (s.http) s.http->stop();
   if (s.batcher) s.batcher->stop();
   info("serve: stopped");
 }

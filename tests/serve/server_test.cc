@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -340,6 +341,15 @@ TEST_F(ServerTest, BrokenModelIsRefusedAndTheOldOneKeepsServing) {
   EXPECT_NE(res->body.find("ringtrain_serve_reloads_total{result=\"refused\"} 2"), std::string::npos) << res->body;
   // The next good model gets the next version.
   EXPECT_EQ(server_->reload(path("b.vec")), 2u);
+  // A reload never opens a FIFO (it would wait for a writer, holding every reload after it and a stopping
+  // server): refused at once.
+  ASSERT_EQ(::mkfifo(path("pipe.vec").c_str(), 0600), 0);
+  res = c->Post("/admin/reload", {{"Authorization", "Bearer secret"}}, json{{"model", path("pipe.vec")}}.dump(),
+                "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 422);
+  EXPECT_THAT(json::parse(res->body)["error"].get<std::string>(), ::testing::HasSubstr("is not a regular file"));
+  EXPECT_EQ(server_->reload(path("a.vec")), 3u);
 }
 
 // Bytes that are not UTF-8 reach answers through error messages (a broken file quoted) and tokens; the JSON
@@ -392,6 +402,23 @@ TEST_F(ServerTest, NewExportInWatchDirIsSwappedIn) {
   auto res = c->Get("/recommend?item=item9&k=3");
   ASSERT_TRUE(res);
   expectCorrect(json::parse(res->body), *model_b_, {"item9"}, 3);
+  // An export that arrives with an older modification time (cp -p, rsync -t, tar) is new all the same.
+  fs::copy_file(path("a.vec"), path("watch/.model-4.tmp"));
+  fs::last_write_time(path("watch/.model-4.tmp"), fs::file_time_type::clock::now() - std::chrono::hours(24 * 365));
+  fs::rename(path("watch/.model-4.tmp"), path("watch/model-4.vec"));
+  const auto deadline4 = std::chrono::steady_clock::now() + 20s;
+  while (server_->modelVersion() < 3 && std::chrono::steady_clock::now() < deadline4) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(server_->modelVersion(), 3u);
+  res = c->Get("/recommend?item=item9&k=3");
+  ASSERT_TRUE(res);
+  expectCorrect(json::parse(res->body), *model_a_, {"item9"}, 3);
+  // Removing the export that serves loads nothing else: model-3, the newest by time, was served before.
+  fs::remove(path("watch/model-4.vec"));
+  std::this_thread::sleep_for(400ms);  // 20 intervals
+  EXPECT_EQ(server_->modelVersion(), 3u);
+  res = c->Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)["model"].get<std::string>(), path("watch/model-4.vec"));
 }
 
 TEST_F(ServerTest, FullQueueAnswers429) {
