@@ -193,19 +193,22 @@ WordVectors readWord2Vec(const std::string& path) {
 std::vector<Neighbor> nearestNeighbors(const WordVectors& vectors, int64_t index, int k) {
   const auto n = static_cast<int64_t>(vectors.tokens.size());
   RT_CHECK(index >= 0 && index < n, "item index out of range");
+  // In double, and unclamped: float32 vectors as small as 1e-30 have squared norms float32 cannot hold, and
+  // a floor on the norm would call them orthogonal to everything. A zero vector is similar to nothing (0).
   auto norm = [&](int64_t i) {
     double s = 0;
     for (int64_t j = 0; j < vectors.dim; ++j) s += double(vectors.row(i)[j]) * vectors.row(i)[j];
     return std::sqrt(s);
   };
-  const double qn = std::max(norm(index), 1e-12);
+  const double qn = norm(index);
   using Entry = std::pair<float, int64_t>;  // min-heap of the best k
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
   for (int64_t i = 0; i < n; ++i) {
     if (i == index) continue;
     double dot = 0;
     for (int64_t j = 0; j < vectors.dim; ++j) dot += double(vectors.row(index)[j]) * vectors.row(i)[j];
-    const auto sim = static_cast<float>(dot / (qn * std::max(norm(i), 1e-12)));
+    const double in = norm(i);
+    const auto sim = static_cast<float>(qn > 0 && in > 0 ? dot / qn / in : 0.0);
     if (static_cast<int>(heap.size()) < k) {
       heap.emplace(sim, i);
     } else if (k > 0 && sim > heap.top().first) {

@@ -87,9 +87,9 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
     float* v = read.values.data() + row * dim;
     double norm2 = 0.0;
     for (int64_t d = 0; d < dim; ++d) norm2 += static_cast<double>(v[d]) * v[d];
-    if (norm2 > 0.0) {
-      const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
-      for (int64_t d = 0; d < dim; ++d) v[d] *= inv;
+    if (norm2 > 0.0) {  // divided in double: 1 / norm overflows float32 for rows as small as 1e-39
+      const double norm = std::sqrt(norm2);
+      for (int64_t d = 0; d < dim; ++d) v[d] = static_cast<float>(v[d] / norm);
     } else {
       ++zero_rows;
     }

@@ -135,6 +135,17 @@ TEST_F(ModelLoadTest, TrailingSpaceAndTabsAreAccepted) {
   EXPECT_EQ(loadModel(path("m.vec"), "")->rows, 1);
 }
 
+// Rows are scaled to unit length in double: 1 / norm of a row near 1e-40 overflows float32 (inf, then NaN
+// scores).
+TEST_F(ModelLoadTest, TinyRowsNormaliseToUnitLength) {
+  writeText(path("m.vec"), "2 2\na 3e-40 4e-40\nb 3e-30 -4e-30\n");
+  const auto m = loadModel(path("m.vec"), "");
+  EXPECT_NEAR(m->row(0)[0], 0.6f, 1e-3);
+  EXPECT_NEAR(m->row(0)[1], 0.8f, 1e-3);
+  EXPECT_FLOAT_EQ(m->row(1)[0], 0.6f);
+  EXPECT_FLOAT_EQ(m->row(1)[1], -0.8f);
+}
+
 TEST_F(ModelLoadTest, RefusesBrokenItemsFile) {
   writeText(path("m.vec"), "1 1\na 1\n");
   writeText(path("items.tsv"), "id\tkey\tname\n0\ta\n");

@@ -120,6 +120,14 @@ TEST_F(Word2VecTest, NearestNeighborsByCosine) {
   EXPECT_EQ(n[0].index, 1);
   EXPECT_EQ(n[1].index, 2);
   EXPECT_NEAR(n[0].similarity, 10 / std::sqrt(101.0), 1e-6);
+  // Tiny vectors keep their angles (their squared norms are below float32's range); a zero one has none.
+  write("tiny.txt", "3 2\na 1e-30 1e-30\nb 1e-40 2e-40\nz 0 0\n");
+  const model::WordVectors tiny = model::readWord2Vec(dir_ + "/tiny.txt");
+  const auto t = model::nearestNeighbors(tiny, 0, 2);
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].index, 1);
+  EXPECT_NEAR(t[0].similarity, 3 / std::sqrt(10.0), 1e-4);  // (1, 1) against (1, 2), the second subnormal
+  EXPECT_EQ(t[1].similarity, 0.0f);
 }
 
 TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
