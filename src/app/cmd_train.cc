@@ -26,11 +26,14 @@ config::JobConfig resolveWithLogLevel(const ConfigArgs& args) {
 
 void printSummary(const train::TrainSummary& s, const config::JobConfig& job) {
   const int k = job.eval.k;
+  const std::string caveat = train::rankingCaveat(s.ranking, s.held_out_lines, s.items, k);
   if (s.ranking.count == 0) {  // a rate over nothing would read as a model that never hits
-    fmt::print("HR@{}: not measured (no held-out queries: see data.eval_fraction)\n", k);
+    fmt::print("HR@{}: not measured ({})\n", k, caveat);
   } else {
-    fmt::print("HR@{}: {:.4f}  NDCG@{}: {:.4f}  ({} held-out queries; popularity baseline HR@{}: {:.4f})\n", k,
-               s.ranking.hitRate(), k, s.ranking.ndcg(), s.ranking.count, k, s.popularity.hitRate());
+    fmt::print("HR@{}: {:.4f}  NDCG@{}: {:.4f}  ({} held-out quer{}; popularity baseline HR@{}: {:.4f})\n", k,
+               s.ranking.hitRate(), k, s.ranking.ndcg(), s.ranking.count, s.ranking.count == 1 ? "y" : "ies", k,
+               s.popularity.hitRate());
+    if (!caveat.empty()) fmt::print("  ({})\n", caveat);
   }
   if (s.categories.neighbor_total > 0) {
     fmt::print("category agreement of {}-NN: {:.3f}  (random pairs: {:.3f})\n", k, s.categories.neighborShare(),

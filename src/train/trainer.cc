@@ -154,6 +154,8 @@ struct Evaluation {
   RankingSums ranking;
   RankingSums popularity;
   CategorySums categories;
+  int64_t held_out_lines = 0;
+  int64_t items = 0;
 };
 
 // Collective: every rank scores its share of the held-out queries and sampled items; sums are reduced.
@@ -163,6 +165,8 @@ Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std
   const int rank = s.comm->rank();
   const int world = s.comm->size();
   Evaluation result;
+  result.held_out_lines = static_cast<int64_t>(s.split->heldOutLines().size());
+  result.items = s.corpus->vocab().size();
   at::Tensor vectors = itemVectors(*s.model);
   RankingOptions ranking;
   ranking.k = e.k;
@@ -202,12 +206,14 @@ Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std
 
 std::string describe(const Evaluation& ev, int k, bool with_popularity) {
   std::string text;
+  const std::string caveat = rankingCaveat(ev.ranking, ev.held_out_lines, ev.items, k);
   if (ev.ranking.count == 0) {
-    text = fmt::format("eval: HR@{} not measured (no held-out queries)", k);
+    text = fmt::format("eval: HR@{} not measured ({})", k, caveat);
   } else {
-    text = fmt::format("eval: HR@{} {:.4f} NDCG@{} {:.4f} over {} held-out queries", k, ev.ranking.hitRate(), k,
-                       ev.ranking.ndcg(), ev.ranking.count);
+    text = fmt::format("eval: HR@{} {:.4f} NDCG@{} {:.4f} over {} held-out quer{}", k, ev.ranking.hitRate(), k,
+                       ev.ranking.ndcg(), ev.ranking.count, ev.ranking.count == 1 ? "y" : "ies");
     if (with_popularity) text += fmt::format(" (popularity baseline HR@{} {:.4f})", k, ev.popularity.hitRate());
+    if (!caveat.empty()) text += " (" + caveat + ")";
   }
   if (ev.categories.neighbor_total > 0) {
     text += fmt::format("; category agreement of {}-NN {:.3f} (random pairs {:.3f})", k,
@@ -215,6 +221,23 @@ std::string describe(const Evaluation& ev, int k, bool with_popularity) {
   }
   return text;
 }
+
+}  // namespace
+
+std::string rankingCaveat(const RankingSums& ranking, int64_t held_out_lines, int64_t items, int k) {
+  if (ranking.count == 0) {
+    if (held_out_lines == 0) return "no line is held out: see data.eval_fraction";
+    return fmt::format("none of the {} held-out line{} gives a query: each hidden item is already among the "
+                       "items it would be queried with, or nothing is left to query with",
+                       held_out_lines, held_out_lines == 1 ? "" : "s");
+  }
+  if (items > 0 && k >= items - 1) {
+    return fmt::format("k = {} leaves no item of the {} out of the top k: every target is a hit", k, items);
+  }
+  return "";
+}
+
+namespace {
 
 std::string encodePosition(const data::LoaderPosition& p) { return fmt::format("{} {}", p.epoch, p.step); }
 
@@ -593,6 +616,8 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   const Evaluation ev = evaluate(s, queries, train_counts, true);
   summary.ranking = ev.ranking;
   summary.popularity = ev.popularity;
+  summary.held_out_lines = ev.held_out_lines;
+  summary.items = ev.items;
   summary.categories = ev.categories;
   if (s.leader()) {
     info("{}", describe(ev, job.eval.k, true));
@@ -649,6 +674,8 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   summary.steps = ckpt.global_step;
   summary.ranking = ev.ranking;
   summary.popularity = ev.popularity;
+  summary.held_out_lines = ev.held_out_lines;
+  summary.items = ev.items;
   summary.categories = ev.categories;
   summary.checkpoint_path = path;
   return summary;

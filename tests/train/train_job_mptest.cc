@@ -6,6 +6,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "ringtrain/model/word2vec_io.h"
@@ -309,9 +310,31 @@ TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
                              "log.plot=false"},
                             withDeadline(120));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("HR@10: not measured (no held-out queries"));
+  EXPECT_THAT(r.out, HasSubstr("HR@10: not measured (no line is held out: see data.eval_fraction)"));
   EXPECT_THAT(r.out, Not(HasSubstr("HR@10: 0.0000")));
-  EXPECT_THAT(r.err, HasSubstr("eval: HR@10 not measured (no held-out queries)"));
+  EXPECT_THAT(r.err, HasSubstr("eval: HR@10 not measured (no line is held out"));
+  // Lines held out, but each one's hidden item was seen before it: no query either, and it says why.
+  std::ofstream(dir + "/repeats.txt") << [] {
+    std::string text;
+    for (int i = 0; i < 60; ++i) text += fmt::format("x{0} y{0} z{0} x{0}\n", i);
+    return text;
+  }();
+  const auto repeats = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                                   "run.output_dir=" + dir + "/repeats", "--set", "data.corpus=" + dir + "/repeats.txt",
+                                   "--set", "run.max_steps=3", "--set", "log.plot=false"},
+                                  withDeadline(120));
+  ASSERT_EQ(repeats.exit_code, 0) << repeats.err;
+  EXPECT_THAT(repeats.out, HasSubstr("HR@10: not measured (none of the 12 held-out lines gives a query"));
+  // k as large as the catalogue: every target is a hit, which the figure must not be read without.
+  const auto wide = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                                "run.output_dir=" + dir + "/wide", "--set", "eval.k=199", "--set", "run.max_steps=3",
+                                "--set", "synthetic.items=200", "--set", "synthetic.sessions=500", "--set",
+                                "log.plot=false"},
+                               withDeadline(120));
+  ASSERT_EQ(wide.exit_code, 0) << wide.err;
+  EXPECT_THAT(wide.out, HasSubstr("HR@199: 1.0000"));
+  EXPECT_THAT(wide.out, HasSubstr("(k = 199 leaves no item of the "));
+  EXPECT_THAT(wide.out, HasSubstr(" out of the top k: every target is a hit)"));
 }
 
 // A run whose loss stops being a number ends with an error naming the step, on every rank, before it writes

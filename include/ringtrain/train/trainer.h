@@ -32,11 +32,17 @@ struct TrainSummary {
   RankingSums ranking;            // held-out HR@k / NDCG@k, summed over ranks
   RankingSums popularity;         // the popularity baseline on the same queries
   CategorySums categories;        // neighbour-category agreement (zero totals when items have no categories)
+  int64_t held_out_lines = 0;     // lines of the held-out split (each gives queries unless all are skipped)
+  int64_t items = 0;              // the vocabulary: candidates of a query, besides its own items
   std::string export_path;        // rank 0 only
   std::string plot_path;          // rank 0 only, "" without gnuplot or log.plot off
   std::string checkpoint_path;    // rank 0 only
   std::string metrics_path;       // rank 0 only
 };
+
+// Why the figures of an evaluation should not be read as they stand, or "": no query to measure (no line
+// held out, or none of the held-out lines gives one), or k so large that every target is a hit.
+std::string rankingCaveat(const RankingSums& ranking, int64_t held_out_lines, int64_t items, int k);
 
 // Trains the job; throws ConfigError/DataError/CommError/TimeoutError with context.
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process);
