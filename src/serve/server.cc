@@ -375,10 +375,11 @@ struct Server::Impl {
     }
     double norm2 = 0.0;
     for (const float x : job->query) norm2 += static_cast<double>(x) * x;
-    if (norm2 > 0.0) {
-      const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
-      for (float& x : job->query) x *= inv;
-    }
+    // Zero vectors (an export may hold some; the load warns), or ones that cancel: every candidate would
+    // score 0, and the "top k" would be the first k rows.
+    if (norm2 == 0.0) throw HttpError{422, "the query has no direction (its items' vectors are zero or cancel out)"};
+    const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
+    for (float& x : job->query) x *= inv;
     job->k = k_eff;
     job->model = m;
     // Runs on the scoring worker that scored the batch; m keeps the snapshot the answer is rendered from.

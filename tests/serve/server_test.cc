@@ -373,6 +373,24 @@ TEST_F(ServerTest, BytesThatAreNotUtf8AreAnsweredNotThrown) {
   EXPECT_EQ(server_->modelVersion(), 1u);
 }
 
+// A query whose vector is zero ranks nothing above anything: refused, not answered with the first k rows.
+TEST_F(ServerTest, AQueryWithoutDirectionIsRefused) {
+  testing::writeText(path("zero.vec"), "4 2\nz 0 0\nu 1 0\nv -1 0\nw 0.6 0.8\n");
+  start(path("zero.vec"));
+  auto c = client(server_->port());
+  auto res = c->Get("/recommend?item=z&k=2");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 422) << res->body;
+  EXPECT_THAT(json::parse(res->body)["error"].get<std::string>(), ::testing::HasSubstr("no direction"));
+  res = c->Post("/recommend", json{{"items", {"u", "v"}}, {"k", 1}}.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 422) << res->body;
+  res = c->Get("/recommend?item=u&k=1");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(json::parse(res->body)["items"][0]["item"].get<std::string>(), "w");
+}
+
 TEST_F(ServerTest, NewExportInWatchDirIsSwappedIn) {
   fs::create_directories(path("watch"));
   fs::copy_file(path("a.vec"), path("watch/model-1.vec"));
