@@ -1,6 +1,7 @@
 // `ringtrain neighbors --model EXPORT.txt [--items items.tsv] --item TOKEN [-k 10]`: the nearest items by
 // cosine in an exported model, with their names and categories when items.tsv is given.
 #include <cstdint>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <limits>
@@ -55,6 +56,11 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
       if (!args->items.empty()) items = readItems(args->items);
       const int64_t index = vectors.find(args->item);
       if (index < 0) RT_THROW(DataError, "item '", args->item, "' is not in ", args->model);
+      const float* row = vectors.row(static_cast<size_t>(index));
+      if (std::all_of(row, row + vectors.dim, [](float x) { return x == 0.0f; })) {
+        RT_THROW(DataError, "item '", args->item, "' has a zero vector in ", args->model,
+                 ": it has no direction, so no neighbours by cosine");
+      }
       auto describe = [&](const std::string& token) {
         const auto it = items.find(token);
         if (it == items.end()) return std::string();

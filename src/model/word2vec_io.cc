@@ -87,6 +87,7 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
   RT_CHECK_EQ(static_cast<int64_t>(tokens.size()), vectors.size(0), "one token per vector");
   const at::Tensor v = vectors.detach().to(at::kCPU).to(at::kFloat).contiguous();
   const int64_t n = v.size(0), d = v.size(1);
+  if (n < 1 || d < 1) RT_THROW(DataError, "cannot export ", n, " x ", d, " vectors to ", path, ": the format needs N, D >= 1");
   const float* pv = v.data_ptr<float>();
   namespace fs = std::filesystem;
   const fs::path target(path);
@@ -132,7 +133,7 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
   }
 }
 
-WordVectors readWord2Vec(const std::string& path) {
+WordVectors readWord2Vec(const std::string& path, int64_t max_dim) {
   ::ringtrain::detail::refuseDirectory(path, "a word2vec file");
   std::ifstream in(path, std::ios::binary);
   if (!in) RT_THROW(DataError, path, ": cannot open: ", std::strerror(errno));
@@ -147,6 +148,7 @@ WordVectors readWord2Vec(const std::string& path) {
              ::ringtrain::detail::quotable(withoutLineEnd(line)), "'");
   }
   if (n < 1 || d < 1) RT_THROW(DataError, path, ":1: header 'N D' out of range: N = ", n, ", D = ", d, " (each >= 1)");
+  if (max_dim > 0 && d > max_dim) RT_THROW(DataError, path, ":1: D = ", d, " is above the limit of ", max_dim, " here");
   if (d > kMaxWord2VecValues || n > kMaxWord2VecValues / d) {
     RT_THROW(DataError, path, ":1: N x D = ", n, " x ", d, " is too large");
   }

@@ -72,10 +72,7 @@ std::string defaultItemsPath(const std::string& model_path) {
 
 std::shared_ptr<Model> loadModel(const std::string& path, const std::string& items_path) {
   ::ringtrain::detail::refuseDirectory(path, "a model file");
-  model::WordVectors read = model::readWord2Vec(path);
-  if (read.dim > kMaxDim) {
-    RT_THROW(DataError, path, ":1: D = ", read.dim, " is above the server's limit of ", kMaxDim, " dimensions");
-  }
+  model::WordVectors read = model::readWord2Vec(path, kMaxDim);
   auto model = std::make_shared<Model>();
   model->path = path;
   model->rows = static_cast<int64_t>(read.tokens.size());

@@ -104,7 +104,7 @@ int parseK(const std::string& text) {
 // renamed onto an old name, or rewritten in place, is another export.
 struct ExportFile {
   std::string path;
-  fs::file_time_type mtime{};
+  std::pair<int64_t, int64_t> mtime{};  // seconds, nanoseconds
   uintmax_t size = 0;
   ino_t inode = 0;
   bool operator==(const ExportFile& o) const {
@@ -123,12 +123,10 @@ ExportListing listExports(const std::string& dir) {
     const std::string name = p.filename().string();
     const std::string ext = p.extension().string();
     if (name.empty() || name[0] == '.' || (ext != ".vec" && ext != ".txt")) continue;
-    struct stat st {};
-    std::error_code e2;
+    struct stat st {};  // one stat for every field: two calls could describe two files
     if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    const auto mtime = fs::last_write_time(p, e2);
-    if (e2) continue;
-    out[p.string()] = ExportFile{p.string(), mtime, static_cast<uintmax_t>(st.st_size), st.st_ino};
+    out[p.string()] = ExportFile{p.string(), {st.st_mtim.tv_sec, st.st_mtim.tv_nsec},
+                                 static_cast<uintmax_t>(st.st_size), st.st_ino};
   }
   return out;
 }
@@ -168,8 +166,8 @@ class AdminWorker {
     }
     cancel();
   }
-  // Cancels what is queued, lets the task running finish, then joins. Idempotent.
-  void stop() {
+  // Cancels what is queued and whatever is posted from now on; the task running goes on. Idempotent.
+  void cancelQueued() {
     std::deque<Task> dropped;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -178,6 +176,10 @@ class AdminWorker {
     }
     cv_.notify_one();
     for (Task& t : dropped) t.cancel();
+  }
+  // cancelQueued(), then waits for the task running. Idempotent.
+  void stop() {
+    cancelQueued();
     if (thread_.joinable()) thread_.join();
   }
 
@@ -256,7 +258,9 @@ struct Server::Impl {
 
   uint64_t reload(const std::string& requested, bool initial = false) {
     std::string path = requested;
-    if (path.empty()) {
+    if (path.empty() && !initial) {
+      path = current()->path;  // the file serving now, read again: never another export behind the watcher's back
+    } else if (path.empty()) {
       path = model_path;
       if (!options.watch_dir.empty()) {
         const ExportFile newest = newestExport(options.watch_dir);
@@ -270,7 +274,9 @@ struct Server::Impl {
       struct stat st {};
       if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
         metrics.reload(false);
-        RT_THROW(DataError, path, ": is not a regular file (a FIFO, socket or device); a reload reads files only");
+        const std::string why = path + ": is not a regular file (a FIFO, socket or device); a reload reads files only";
+        warn("serve: refused model {}: {}", path, why);
+        RT_THROW(DataError, why);
       }
     }
     std::lock_guard<std::mutex> lock(reload_mu);
@@ -336,7 +342,8 @@ struct Server::Impl {
   }
 
   // Answers one query (a single item or a basket): from the cache at once, or later from a scoring worker.
-  // Throws HttpError for an unknown item (404) or a full queue (429), before anything is queued.
+  // Throws HttpError for an unknown item (404), a query without direction (422) or a full queue (429), before
+  // anything is queued.
   void recommend(const std::vector<std::string>& items, int k, const HttpReply& reply) {
     std::shared_ptr<const Model> m = current();
     auto job = std::make_shared<ScoreJob>();
@@ -629,16 +636,18 @@ void Server::stop() {
   std::lock_guard<std::mutex> lock(s.stop_mu);
   if (!s.started || s.stopped) return;
   s.stopped = true;
+  // Reloads still queued are answered 503, not run (their clients may be long gone); one running finishes
+  // (it replies before the HTTP layer closes, or within its stop_timeout).
+  if (s.admin) s.admin->cancelQueued();
   {
     std::lock_guard<std::mutex> wl(s.watch_mu);
     s.watch_stop = true;
   }
   s.watch_cv.notify_all();
   if (s.watcher.joinable()) s.watcher.join();
-  // Reloads still queued are answered 503, not run (their clients may be long gone); one running finishes.
-  if (s.admin) s.admin->stop();
   // Stop accepting and answer the requests in flight, which still have a running batcher.
   if (s.http) s.http->stop();
+  if (s.admin) s.admin->stop();
   if (s.batcher) s.batcher->stop();
   info("serve: stopped");
 }

@@ -144,7 +144,8 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
       const int64_t first_scored = options.recent_items > 0 ? std::max<int64_t>(0, size - options.recent_items) : 0;
       for (int64_t j = 0; j < size; ++j) {
         const int32_t id = query.query[static_cast<size_t>(j)];
-        if (j >= first_scored) {
+        // An item training never saw says nothing as a query item either (its vector is its initial one).
+        if (j >= first_scored && (unseen.empty() || !unseen[static_cast<size_t>(id)])) {
           seg.push_back(row);
           flat.push_back(id);
           if (weighted) weight.push_back(static_cast<float>(std::pow(options.recent_decay, size - 1 - j)));

@@ -114,9 +114,10 @@ struct Session {
 };
 
 // `ringtrain eval` on a checkpoint: the held-out split is rebuilt from the job's settings, so settings that
-// shape it must be the checkpoint's. Another split would count lines the model trained on as held out
-// (inflated figures) or rank as untrained items it learnt (deflated ones). The corpus path may differ
-// (restoreModel checks the vocabulary); eval.* and the rest of the identity do not shape the split.
+// shape it (or, for a generated corpus, the corpus) must be the checkpoint's. Another split would count lines
+// the model trained on as held out (inflated figures) or rank as untrained items it learnt (deflated ones).
+// The corpus path may differ (restoreModel then checks the items); eval.* and the rest of the identity do
+// not shape the split.
 void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, const std::string& path) {
   std::vector<std::string> ignored;
   config::JobConfig stored;
@@ -126,18 +127,19 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
     RT_THROW(DataError, "checkpoint ", path, ": its stored configuration does not load in this version, so its "
              "held-out split is unknown: ", e.what());
   }
-  const bool generated = stored.data.corpus.empty();
+  const bool generated = stored.data.corpus.empty();  // then the corpus is made from synthetic.* and run.seed
   std::string list, sets;
   for (const config::IdentityDifference& d : config::identityDifferences(stored, job)) {
     const bool shapes_split = d.key == "data.context" || d.key == "data.min_count" || d.key == "data.skip_bad_lines" ||
                               d.key == "data.eval_fraction" || d.key == "data.split_seed" ||
-                              d.key == "data.eval_hide_last" || (generated && d.key.rfind("synthetic.", 0) == 0);
+                              d.key == "data.eval_hide_last" ||
+                              (generated && (d.key.rfind("synthetic.", 0) == 0 || d.key == "run.seed"));
     if (!shapes_split) continue;
     list += (list.empty() ? "" : "; ") + d.key + " is " + d.first + " there and " + d.second + " here";
     sets += " --set " + d.key + "=" + d.first;
   }
   if (!list.empty()) {
-    RT_THROW(DataError, "checkpoint ", path, " was trained on another held-out split (", list,
+    RT_THROW(DataError, "checkpoint ", path, " was trained on another corpus or held-out split (", list,
              "): its figures would count lines it trained on, or items it learnt as unseen; evaluate with the "
              "checkpoint's settings:", sets);
   }
@@ -231,8 +233,9 @@ std::string rankingCaveat(const RankingSums& ranking, int64_t held_out_lines, in
                        "items it would be queried with, or nothing is left to query with",
                        held_out_lines, held_out_lines == 1 ? "" : "s");
   }
-  if (items > 0 && k >= items - 1) {
-    return fmt::format("k = {} leaves no item of the {} out of the top k: every target is a hit", k, items);
+  if (items > 0 && k >= items - 1) {  // a query holds at least one item, which is not a candidate
+    return fmt::format("k = {} is at least the {} candidates of a query ({} items less its own): every target "
+                       "is a hit", k, items - 1, items);
   }
   return "";
 }
@@ -661,12 +664,12 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   at::set_num_threads(job.run.threads);
   Session s(job, process);
   s.connect();
-  s.loadData();
-  s.buildModel();
   std::string path;
   const Checkpoint ckpt = readRequestedCheckpoint(checkpoint_path, job, &path);
-  restoreModel(s, ckpt, path);  // first: another corpus is named by an item, more telling than its settings
-  refuseAnotherSplit(ckpt, job, path);
+  refuseAnotherSplit(ckpt, job, path);  // before this job's split is built, which its settings may not allow
+  s.loadData();
+  s.buildModel();
+  restoreModel(s, ckpt, path);
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   const Evaluation ev = evaluate(s, queries, data::trainCounts(*s.corpus, *s.split), true);
   if (s.leader()) info("{} (checkpoint {}, step {})", describe(ev, job.eval.k, true), path, ckpt.global_step);

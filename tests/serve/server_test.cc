@@ -412,8 +412,8 @@ TEST_F(ServerTest, NewExportInWatchDirIsSwappedIn) {
   EXPECT_TRUE(refused);
   EXPECT_EQ(server_->modelVersion(), 1u);
   fs::copy_file(path("b.vec"), path("watch/.model-3.tmp"));
+  fs::last_write_time(path("watch/.model-3.tmp"), fs::file_time_type::clock::now() + 1s);
   fs::rename(path("watch/.model-3.tmp"), path("watch/model-3.vec"));
-  fs::last_write_time(path("watch/model-3.vec"), fs::file_time_type::clock::now() + 1s);
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   while (server_->modelVersion() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(server_->modelVersion(), 2u);
@@ -430,10 +430,12 @@ TEST_F(ServerTest, NewExportInWatchDirIsSwappedIn) {
   res = c->Get("/recommend?item=item9&k=3");
   ASSERT_TRUE(res);
   expectCorrect(json::parse(res->body), *model_a_, {"item9"}, 3);
-  // Removing the export that serves loads nothing else: model-3, the newest by time, was served before.
+  // A reload without a path reads the serving file again, not model-3, the newest by time.
+  EXPECT_EQ(server_->reload(), 4u);
+  // Removing the export that serves loads nothing else either.
   fs::remove(path("watch/model-4.vec"));
   std::this_thread::sleep_for(400ms);  // 20 intervals
-  EXPECT_EQ(server_->modelVersion(), 3u);
+  EXPECT_EQ(server_->modelVersion(), 4u);
   res = c->Get("/healthz");
   ASSERT_TRUE(res);
   EXPECT_EQ(json::parse(res->body)["model"].get<std::string>(), path("watch/model-4.vec"));

@@ -3,9 +3,11 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/train/trainer.h"
 
 namespace ringtrain::train {
 namespace {
@@ -160,9 +162,10 @@ TEST(Evaluation, TiesWithTheTargetCountAsARandomOrderAmongThem) {
 // Items training never saw keep zero output vectors: scored 0, they would stand above every candidate the
 // model scores below 0. With train_counts they rank after all seen candidates.
 TEST(Evaluation, ItemsTrainingNeverSawRankBelowEverySeenOne) {
-  // Query item 0 is (1, 0). Output side: items 1 and 2 untrained (0, 0); items 3, 4, 5 score -1, -2, -3.
+  // Query item 0 is (1, 0). Output side: items 1 and 2 untrained (0, 0); items 3, 4, 5 score -1, -2, -3
+  // against item 0 (item 4's second coordinate only matters to queries with a second component).
   const at::Tensor in = at::tensor(std::vector<float>{1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1}).view({6, 2});
-  const at::Tensor out = at::tensor(std::vector<float>{1, 1, 0, 0, 0, 0, -1, 0, -2, 0, -3, 0}).view({6, 2});
+  const at::Tensor out = at::tensor(std::vector<float>{1, 1, 0, 0, 0, 0, -1, 0, -2, 3, -3, 0}).view({6, 2});
   const std::vector<int64_t> counts = {9, 0, 0, 4, 3, 2};
   RankingOptions plain;
   plain.cosine = false;
@@ -180,9 +183,32 @@ TEST(Evaluation, ItemsTrainingNeverSawRankBelowEverySeenOne) {
   EXPECT_EQ(evaluateRanking(in, out, {{{0, 2}, 1}}, seen_first, 0, 1).hits, 0);
   // A seen query item does not lift an untrained target: {0, 3} leaves 2 seen candidates above it.
   EXPECT_NEAR(evaluateRanking(in, out, {{{0, 3}, 1}}, seen_first, 0, 1).hits, 0.5, 1e-12);  // places 2, 3
+  // An untrained query item adds nothing to the query: {0, 1} ranks as {0} (with item 1's (0, 1) in the sum,
+  // item 4 would score 1 and pass target 3). A seen target in its own query stays a candidate.
+  seen_first.k = 10;
+  EXPECT_EQ(rankOf(in, out, {{0, 1}, 3}, seen_first), 0);
+  EXPECT_EQ(rankOf(in, out, {{0, 1}, 3}, plain), 2);  // item 2 (0) and item 4 (1) above it
+  EXPECT_EQ(rankOf(in, out, {{0, 3}, 3}, seen_first), 1);  // query (1, 1): item 4 scores 1, the target -1
+  // Under cosine too: untrained candidates (cosine 0) no longer stand above the target (item 4, -0.55).
+  RankingOptions cosine;
+  EXPECT_EQ(rankOf(in, out, {{0}, 4}, cosine), 2);
+  cosine.train_counts = &counts;
+  EXPECT_EQ(rankOf(in, out, {{0}, 4}, cosine), 0);
   const std::vector<int64_t> short_counts = {1, 1};
   seen_first.train_counts = &short_counts;
   EXPECT_THROW(evaluateRanking(in, out, {{{0}, 3}}, seen_first, 0, 1), Error);
+}
+
+// What the figures must not be read without: no query at all, and k that no target can miss.
+TEST(Evaluation, RankingCaveatNamesWhyFiguresSayNothing) {
+  EXPECT_EQ(rankingCaveat(RankingSums{0, 0, 0}, 0, 100, 10), "no line is held out: see data.eval_fraction");
+  EXPECT_THAT(rankingCaveat(RankingSums{0, 0, 0}, 1, 100, 10),
+              ::testing::HasSubstr("none of the 1 held-out line gives a query"));
+  EXPECT_THAT(rankingCaveat(RankingSums{0, 0, 0}, 12, 100, 10),
+              ::testing::HasSubstr("none of the 12 held-out lines gives a query"));
+  EXPECT_EQ(rankingCaveat(RankingSums{3, 1, 5}, 12, 100, 98), "");
+  EXPECT_EQ(rankingCaveat(RankingSums{5, 1, 5}, 12, 100, 99),
+            "k = 99 is at least the 99 candidates of a query (100 items less its own): every target is a hit");
 }
 
 TEST(Evaluation, CategoryAgreementOnPlantedClusters) {

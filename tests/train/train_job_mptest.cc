@@ -333,8 +333,8 @@ TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
                                withDeadline(120));
   ASSERT_EQ(wide.exit_code, 0) << wide.err;
   EXPECT_THAT(wide.out, HasSubstr("HR@199: 1.0000"));
-  EXPECT_THAT(wide.out, HasSubstr("(k = 199 leaves no item of the "));
-  EXPECT_THAT(wide.out, HasSubstr(" out of the top k: every target is a hit)"));
+  EXPECT_THAT(wide.out, HasSubstr("(k = 199 is at least the "));
+  EXPECT_THAT(wide.out, HasSubstr("every target is a hit)"));
 }
 
 // A run whose loss stops being a number ends with an error naming the step, on every rank, before it writes
@@ -384,36 +384,67 @@ TEST(TrainJob, DivergedTrainingStopsNamingTheStep) {
 // shape: the checkpoint's own item list tells it apart.
 TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   const std::string dir = testing::makeTempDir("ringtrain-vocab-");
-  const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
-                                        "--set", "log.plot=false"};
+  auto generate = [&](const std::string& out, int sessions) {
+    const auto g = runCommand({binPath("ringtrain"), "gen-data", "--out", out, "--items", "200", "--sessions",
+                               std::to_string(sessions)},
+                              withDeadline(60));
+    ASSERT_TRUE(g.ok()) << g.err;
+  };
+  generate(dir + "/data", 500);
+  generate(dir + "/more", 600);
+  const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set",
+                                        "data.corpus=" + dir + "/data/sequences.txt", "--set", "log.plot=false"};
   std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
-                                   "--set", "run.max_steps=5", "--set", "synthetic.sessions=500"};
+                                   "--set", "run.max_steps=5"};
   argv.insert(argv.end(), job.begin(), job.end());
   const auto r = runCommand(argv, withDeadline(120));
   ASSERT_TRUE(r.ok()) << r.err;
-  std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml"),
-                                   "--set", "synthetic.sessions=600"};
+  std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml")};
   eval.insert(eval.end(), job.begin(), job.end());
-  const auto e = runCommand(eval, withDeadline(120));
-  EXPECT_EQ(e.exit_code, 2) << e.err;
-  EXPECT_THAT(e.err, HasSubstr("the checkpoint's items are not this job's: item "));
-  EXPECT_THAT(e.err, HasSubstr("200 items there, 200 here"));
-  // The corpus it was written with still evaluates.
-  eval[4] = "synthetic.sessions=500";
   const auto same = runCommand(eval, withDeadline(120));
   EXPECT_TRUE(same.ok()) << same.err;
-  // Same items, another held-out split: lines it trained on would count as held out.
-  eval.insert(eval.end(), {"--set", "data.eval_fraction=0.5", "--set", "eval.k=5"});
-  const auto split = runCommand(eval, withDeadline(120));
-  EXPECT_EQ(split.exit_code, 2) << split.err;
-  EXPECT_THAT(split.err, HasSubstr("was trained on another held-out split (data.eval_fraction is 0.2 there and 0.5 "
-                                   "here)"));
-  EXPECT_THAT(split.err, HasSubstr("evaluate with the checkpoint's settings: --set data.eval_fraction=0.2"));
   // eval.* settings are the evaluation's own.
-  eval[eval.size() - 3] = "data.eval_fraction=0.2";
+  eval.insert(eval.end(), {"--set", "eval.k=5"});
   const auto k5 = runCommand(eval, withDeadline(120));
   EXPECT_TRUE(k5.ok()) << k5.err;
   EXPECT_THAT(k5.out, HasSubstr("HR@5"));
+  // Same settings, the file rewritten with more sessions: its item list differs.
+  std::filesystem::copy_file(dir + "/more/sequences.txt", dir + "/data/sequences.txt",
+                             std::filesystem::copy_options::overwrite_existing);
+  const auto e = runCommand(eval, withDeadline(120));
+  EXPECT_EQ(e.exit_code, 2) << e.err;
+  EXPECT_THAT(e.err, HasSubstr("the checkpoint's items are not this job's: item "));
+}
+
+// eval rebuilds the held-out split from the job's settings: under another one, lines the checkpoint trained
+// on would count as held out. A generated corpus is itself made from settings (synthetic.*, run.seed).
+TEST(TrainJob, EvalRefusesACheckpointOfAnotherSplitNamingTheSettings) {
+  const std::string dir = testing::makeTempDir("ringtrain-split-");
+  const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
+                                        "--set", "synthetic.sessions=500", "--set", "log.plot=false"};
+  std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
+                                   "--set", "run.max_steps=5"};
+  argv.insert(argv.end(), job.begin(), job.end());
+  const auto r = runCommand(argv, withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.err;
+  auto evalWith = [&](std::vector<std::string> extra) {
+    std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml")};
+    eval.insert(eval.end(), job.begin(), job.end());
+    eval.insert(eval.end(), extra.begin(), extra.end());
+    return runCommand(eval, withDeadline(120));
+  };
+  const auto split = evalWith({"--set", "data.eval_fraction=0.5"});
+  EXPECT_EQ(split.exit_code, 2) << split.err;
+  EXPECT_THAT(split.err, HasSubstr("was trained on another corpus or held-out split (data.eval_fraction is 0.2 "
+                                   "there and 0.5 here)"));
+  EXPECT_THAT(split.err, HasSubstr("evaluate with the checkpoint's settings: --set data.eval_fraction=0.2"));
+  // Checked before this job's split is built: eval_fraction 1 leaves nothing to train on, which is not the point.
+  EXPECT_THAT(evalWith({"--set", "data.eval_fraction=1", "--set", "data.context=basket"}).err,
+              HasSubstr("data.context is \"window\" there and \"basket\" here; data.eval_fraction is 0.2 there and 1 here"));
+  const auto corpus = evalWith({"--set", "synthetic.sessions=600", "--set", "run.seed=3"});
+  EXPECT_EQ(corpus.exit_code, 2) << corpus.err;
+  EXPECT_THAT(corpus.err, HasSubstr("synthetic.sessions is 500 there and 600 here"));
+  EXPECT_THAT(corpus.err, HasSubstr("run.seed is"));
 }
 
 }  // namespace

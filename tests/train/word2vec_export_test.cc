@@ -64,6 +64,7 @@ TEST_F(Word2VecTest, ExportThroughALinkWritesItsTargetAndADeviceIsRefused) {
 
 TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
   EXPECT_THROW(model::writeWord2Vec(dir_ + "/x.txt", {"a b"}, at::zeros({1, 2})), DataError);
+  EXPECT_THROW(model::writeWord2Vec(dir_ + "/x.txt", {}, at::zeros({0, 2})), DataError);  // the reader needs N >= 1
   EXPECT_FALSE(fs::exists(dir_ + "/x.txt"));
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"empty", ""},           {"header", "2\n"},           {"short", "2 2\na 1 2\n"},
@@ -162,6 +163,12 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
                                             dir_ + "/run/embeddings.txt", "--item", "durian"});
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.err.find("durian"), std::string::npos);
+  // A zero vector has no neighbours by cosine: said, not answered with the first k rows at 0.
+  write("zero.txt", "3 2\nz 0 0\na 1 0\nb 0 1\n");
+  const auto zero = testing::runCommand(
+      {testing::binPath("ringtrain"), "neighbors", "--model", dir_ + "/zero.txt", "--item", "z"});
+  EXPECT_EQ(zero.exit_code, 2);
+  EXPECT_NE(zero.err.find("item 'z' has a zero vector"), std::string::npos) << zero.err;
   // The header the training side and the server ask for, here too (one reader: data/items_file.h).
   write("headless.tsv", "id\tkey\n0\tapple\tRed apple\tfruit\n");
   const auto headless = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",

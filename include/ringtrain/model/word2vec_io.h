@@ -17,20 +17,22 @@ struct WordVectors {
   std::vector<std::string> tokens;
   int64_t dim = 0;
   std::vector<float> values;  // row-major [tokens.size(), dim]
-  std::unordered_map<std::string, int64_t> index;  // token -> row
+  std::unordered_map<std::string, int64_t> index;  // token -> row; readWord2Vec() fills it, find() reads it
   const float* row(size_t i) const { return values.data() + i * dim; }
   // Index of a token, or -1.
   int64_t find(const std::string& token) const;
 };
 
-// vectors: [tokens.size(), D] float tensor (any device). Throws DataError on a bad token or I/O failure.
+// vectors: [tokens.size(), D] float tensor (any device), N and D >= 1. Throws DataError on a bad token, an
+// empty table or I/O failure.
 void writeWord2Vec(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors);
 // The one reader of the format (`ringtrain neighbors`, the server, the tests). Fields are separated by spaces
 // or tabs; a line may end in CRLF; blank lines are skipped. The header needs N, D >= 1. Values are finite
 // float32 numbers: subnormals are kept, a decimal below float32's range reads as 0, NaN, infinities and
 // overflowing values are refused. Throws DataError naming the file and line: a bad header, a line without
-// exactly a token and D values, a bad value, a duplicate token, fewer or more vectors than N.
-WordVectors readWord2Vec(const std::string& path);
+// exactly a token and D values, a bad value, a duplicate token, fewer or more vectors than N; with max_dim > 0,
+// a D above it (said at the header, before the file is read).
+WordVectors readWord2Vec(const std::string& path, int64_t max_dim = 0);
 
 struct Neighbor {
   int64_t index;

@@ -45,16 +45,17 @@ class Server {
   int port() const;
   // "http://HOST:PORT" (after start()), an IPv6 host in brackets ("http://[::1]:8080").
   std::string url() const;
-  // Stops accepting, finishes requests in flight, joins every thread. Idempotent.
+  // Answers queued reloads 503 (one running finishes), stops accepting, finishes requests in flight, joins
+  // every thread. Idempotent.
   void stop();
   // False once the HTTP listener has ended (stop() or a listener failure).
   bool running() const;
 
   // Version of the model now serving.
   uint64_t modelVersion() const;
-  // Loads a model (path "" means the path it was started with, or the newest export in serve.watch_dir),
-  // validates it and swaps it in; returns the new version. A broken model throws DataError and the old
-  // one keeps serving. Reloads are serialized.
+  // Loads a model (path "": the file serving now, read again), validates it and swaps it in; returns the new
+  // version. A broken model, or a path that is not a regular file, throws DataError and the old one keeps
+  // serving. Reloads are serialized.
   uint64_t reload(const std::string& path = "");
 
  private:

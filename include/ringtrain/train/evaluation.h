@@ -18,8 +18,9 @@
 // the query's: for sessions the split keeps each item at its first occurrence; baskets have no order.
 //
 // RankingOptions::train_counts ranks the items training never saw below all others, as popularity and
-// counted baselines do: SGNS leaves their output vectors at their initial zeros, so under in_out they would
-// all score 0, above every candidate the model has learnt to score below 0. A target training never saw
+// counted baselines do, and leaves them out of the query's sum: their vectors are their initial ones, which
+// say nothing (under in_out, zero output vectors would all score 0, above every candidate the model has
+// learnt to score below 0; under cosine, random input vectors rank at random). A target training never saw
 // is then level with the other unseen candidates, after all the seen ones.
 //
 // Which vectors (RankingOptions::cosine and the two tables passed in): an SGNS model trains
