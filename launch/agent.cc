@@ -266,8 +266,12 @@ class Agent {
       } catch (const CommError& e) {
         // A wrong job token is final. A connection refused (node 0's store not up yet) is retried until
         // --rdzv-timeout: nodes may start in any order.
-        if (std::strstr(e.what(), "refused this client") != nullptr || Clock::now() >= deadline) {
+        if (std::strstr(e.what(), "refused this client") != nullptr) {
           RT_THROW(CommError, "node ", o_.node_rank, " cannot join the job: ", e.what());
+        }
+        if (Clock::now() >= deadline) {
+          RT_THROW(CommError, "node ", o_.node_rank, " could not join the job within --rdzv-timeout ",
+                   o_.rendezvous_timeout_s, " s; the last try: ", e.what());
         }
       }
       checkSignals();
@@ -282,7 +286,8 @@ class Agent {
         return;
       } catch (const TimeoutError& e) {
         if (Clock::now() >= deadline) {
-          RT_THROW(TimeoutError, what, " did not happen within ", o_.rendezvous_timeout_s, " s: ", e.what());
+          RT_THROW(TimeoutError, what, " did not happen within --rdzv-timeout ", o_.rendezvous_timeout_s,
+                   " s; the last wait: ", e.what());
         }
       }
       checkSignals();

@@ -60,7 +60,11 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
   for (;;) {
     UniqueFd fd = net::tryConnectTcp(host_, port_, deadline, &error);
     if (fd.valid()) {
-      const auto reply_deadline = Clock::now() + op_timeout_;
+      // The answer to the token counts against the connect deadline: a peer that accepts and never answers
+      // (a stopped rank 0, another program on the port) must not hold the caller for op_timeout_ instead.
+      // At least a second, so that a store answering late in the window still gets to.
+      const auto now = Clock::now();
+      const auto reply_deadline = std::min(now + op_timeout_, std::max<Clock::time_point>(deadline, now + std::chrono::seconds(1)));
       const auto hello = wire::Writer().u8(static_cast<uint8_t>(Op::kHello)).str(token_).frame();
       uint32_t len = 0;
       std::vector<uint8_t> payload;

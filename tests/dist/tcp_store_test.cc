@@ -261,6 +261,29 @@ TEST(TcpStore, UnreachableStoreIsACommErrorAfterTheConnectTimeout) {
   EXPECT_THROW(TcpStoreClient("127.0.0.1", port, kToken, 300ms), CommError);
 }
 
+// A peer that accepts and never answers the token (a stopped rank 0, another program on the port) is given
+// up on within the connect timeout (at least a second for the answer), not after the 30 s operation timeout.
+TEST(TcpStore, APeerThatAcceptsButNeverAnswersIsGivenUpOnWithinTheConnectTimeout) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 16), 0);  // the kernel completes connections; nobody accepts or answers
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    TcpStoreClient("127.0.0.1", ntohs(addr.sin_port), kToken, 1500ms, 30000ms);
+    ADD_FAILURE() << "a silent peer was taken for a store";
+  } catch (const CommError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no answer to the job token"));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  ::close(listener);
+}
+
 TEST(TcpStore, ClientsMayStartBeforeTheServer) {
   int port = 0;
   {

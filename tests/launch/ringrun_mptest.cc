@@ -388,7 +388,7 @@ TEST(Ringrun, ANodeStartedBeforeNodeZeroWaitsForItAndALoneNodeZeroEndsAtItsTimeo
                                 {.timeout = 60000ms, .env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}}});
   EXPECT_FALSE(alone.timed_out) << "node 0 waited for a node that never joined";
   EXPECT_NE(alone.exit_code, 0);
-  EXPECT_THAT(alone.err, HasSubstr("did not happen within 2 s"));
+  EXPECT_THAT(alone.err, HasSubstr("did not happen within --rdzv-timeout 2 s"));
 }
 
 // Knocking until --rdzv-timeout is for a store not up yet; a store that refuses the job token is final.
