@@ -60,7 +60,10 @@ ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, con
   for (const Names& names : kLaunchers) {
     if (lookup(env, names.rank) == nullptr || lookup(env, names.size) == nullptr) continue;
     info.launcher = names.launcher;
-    if (info.launcher == "ringrun" && lookup(env, "RINGTRAIN_JOB_TOKEN") == nullptr) info.launcher = "torchrun";
+    // RANK/WORLD_SIZE without ringrun's token: torchrun (it sets TORCHELASTIC_RUN_ID), or set by hand.
+    if (info.launcher == "ringrun" && lookup(env, "RINGTRAIN_JOB_TOKEN") == nullptr) {
+      info.launcher = lookup(env, "TORCHELASTIC_RUN_ID") != nullptr ? "torchrun" : "env";
+    }
     info.world_size = parseInt(env, names.size, 1, 1);
     info.rank = parseInt(env, names.rank, 0, 0);
     info.local_rank = parseInt(env, names.local_rank, info.rank, 0);

@@ -1,5 +1,7 @@
 #include "ringtrain/dist/process_info.h"
 
+#include <map>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -32,6 +34,16 @@ TEST(ProcessInfo, RingrunVariables) {
   EXPECT_EQ(p.master_port, 1234);
   EXPECT_EQ(p.job_token, "abc");
   EXPECT_EQ(p.restart_count, 2);
+}
+
+// RANK/WORLD_SIZE without ringrun's token: torchrun when its own variables say so (its store holds
+// MASTER_PORT, ours goes to the next port), else variables set by hand (rank 0's store on MASTER_PORT).
+TEST(ProcessInfo, TorchrunAndHandSetVariablesAreToldApart) {
+  const std::map<std::string, std::string> by_hand = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1234"}};
+  EXPECT_EQ(detectProcessInfo(by_hand, config::CommOptions{}).launcher, "env");
+  std::map<std::string, std::string> torchrun = by_hand;
+  torchrun["TORCHELASTIC_RUN_ID"] = "none";
+  EXPECT_EQ(detectProcessInfo(torchrun, config::CommOptions{}).launcher, "torchrun");
 }
 
 TEST(ProcessInfo, MpirunAndSlurmVariables) {

@@ -22,7 +22,7 @@ struct ProcessInfo {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string job_token;      // RINGTRAIN_JOB_TOKEN; empty outside ringrun
-  std::string launcher = "single";  // ringrun | torchrun | mpirun | slurm | single
+  std::string launcher = "single";  // ringrun | torchrun | env (RANK/WORLD_SIZE by hand) | mpirun | slurm | single
   int restart_count = 0;      // RINGTRAIN_RESTART_COUNT (ringrun --max-restarts)
 };
 
