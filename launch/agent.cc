@@ -23,6 +23,7 @@
 
 #include "child_process.h"
 #include "cpu_binding.h"
+#include "console.h"
 #include "output_pump.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -40,10 +41,7 @@ constexpr auto kWatchChunk = 1000ms;        // the end watcher re-checks its sto
 constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending signals this often
 constexpr auto kStoreOpTimeout = 30000ms;
 
-void say(const std::string& line) {
-  const std::string text = "ringrun: " + line + "\n";
-  (void)!::write(2, text.data(), text.size());
-}
+void say(const std::string& line) { consoleErr().write("ringrun: " + line + "\n"); }
 
 std::string randomToken() {
   uint8_t bytes[16];
@@ -430,8 +428,8 @@ class Agent {
         out_log = dir + "/stdout.log";
         err_log = dir + "/stderr.log";
       }
-      r.out_pump = std::make_unique<OutputPump>(r.rank, 1, out_log, &r.tail);
-      r.err_pump = std::make_unique<OutputPump>(r.rank, 2, err_log, &r.tail);
+      r.out_pump = std::make_unique<OutputPump>(r.rank, consoleOut(), out_log, &r.tail);
+      r.err_pump = std::make_unique<OutputPump>(r.rank, consoleErr(), err_log, &r.tail);
       ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt), {}};
       if (!rank_cpus_.empty()) spec.cpus = rank_cpus_[static_cast<size_t>(local)];
       Child child = spawnChild(spec, group);
@@ -479,11 +477,22 @@ class Agent {
       fds.clear();
       fds.push_back({signals_.fd(), POLLIN, 0});
       fds.push_back({end_known ? -1 : watcher.fd(), POLLIN, 0});
-      for (const auto& [fd, _] : by_fd) fds.push_back({fd, POLLIN, 0});
-      int timeout_ms = -1;
+      // A stream whose reader lags holds its ranks' pipes unread (they wait, as on a plain pipe), while the
+      // job runs; a stopping job's or an ended rank's pipes are read regardless (console.h drops past its
+      // limit) so that every rank can end and every pipe close.
+      const bool out_full = consoleOut().backlog() >= kConsoleBacklog;
+      const bool err_full = consoleErr().backlog() >= kConsoleBacklog;
+      bool held = false;
+      for (const auto& [fd, owner] : by_fd) {
+        const bool hold = (owner.second ? err_full : out_full) && !kill_at && !owner.first->status;
+        held = held || hold;
+        fds.push_back({hold ? -1 : fd, POLLIN, 0});
+      }
+      int timeout_ms = held ? 20 : -1;  // re-check the backlog
       if (kill_at && !escalated && running > 0) {
-        timeout_ms = static_cast<int>(std::max<int64_t>(
+        const int until_kill = static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Clock::now()).count() + 1));
+        timeout_ms = timeout_ms < 0 ? until_kill : std::min(timeout_ms, until_kill);
       }
       const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
       RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
@@ -544,7 +553,7 @@ class Agent {
         }
       }
       for (size_t i = 2; i < fds.size(); ++i) {
-        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         auto it = by_fd.find(fds[i].fd);
         Rank& r = *it->second.first;
         OutputPump& pump = it->second.second ? *r.err_pump : *r.out_pump;
@@ -643,5 +652,13 @@ int runAgent(const LaunchOptions& options) {
     return 128 + i.signal;
   }
 }
+
+void finishOutput() {
+  restoreTerminationSignals();
+  consoleOut().flush();
+  consoleErr().flush();
+}
+
+void sayError(const std::string& message) { consoleErr().write("ringrun: error: " + message + "\n"); }
 
 }  // namespace ringtrain::launch

@@ -13,6 +13,8 @@
 // the store and stop too.
 #pragma once
 
+#include <string>
+
 #include "launch_options.h"
 
 namespace ringtrain::launch {
@@ -20,5 +22,10 @@ namespace ringtrain::launch {
 // Runs the job; returns ringrun's exit code (0, the first failed rank's code or 128+signal, 1 for a failure
 // on another node). Throws ringtrain errors for rendezvous problems (ConfigError, CommError, TimeoutError).
 int runAgent(const LaunchOptions& options);
+
+// Queues "ringrun: error: <message>" on stderr (console.h), behind ringrun's other output.
+void sayError(const std::string& message);
+// Lets termination signals end ringrun again and writes out everything queued: call last, before exiting.
+void finishOutput();
 
 }  // namespace ringtrain::launch

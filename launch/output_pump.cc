@@ -23,8 +23,8 @@ void writeAll(int fd, const char* data, size_t n) {
 
 }  // namespace
 
-OutputPump::OutputPump(int rank, int dest_fd, const std::string& log_path, Tail* tail)
-    : prefix_("[rank " + std::to_string(rank) + "] "), dest_fd_(dest_fd), tail_(tail) {
+OutputPump::OutputPump(int rank, ConsoleStream& dest, const std::string& log_path, Tail* tail)
+    : prefix_("[rank " + std::to_string(rank) + "] "), dest_(dest), tail_(tail) {
   if (!log_path.empty()) {
     log_.reset(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     RT_CHECK(log_.valid(), "cannot create log file ", log_path, ": ", std::strerror(errno));
@@ -32,6 +32,7 @@ OutputPump::OutputPump(int rank, int dest_fd, const std::string& log_path, Tail*
 }
 
 void OutputPump::feed(const char* data, size_t n) {
+  if (log_.valid()) writeAll(log_.get(), data, n);  // the bytes as they came: no prefix, no added line ends
   const char* end = data + n;
   while (data < end) {
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
@@ -61,9 +62,9 @@ void OutputPump::emit(const std::string& line) {
   out += prefix_;
   out += line;
   out += '\n';
-  writeAll(dest_fd_, out.data(), out.size());
-  if (log_.valid()) writeAll(log_.get(), out.data() + prefix_.size(), out.size() - prefix_.size());
-  tail_->push_back(line);
+  dest_.write(std::move(out));
+  constexpr size_t kTailLineBytes = 2000;  // the failure report quotes lines, not megabytes
+  tail_->push_back(line.size() <= kTailLineBytes ? line : line.substr(0, kTailLineBytes) + "...");
   if (tail_->size() > kTailLines) tail_->pop_front();
 }
 

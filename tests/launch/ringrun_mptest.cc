@@ -170,8 +170,42 @@ TEST(Ringrun, EachRankSeesItsEnvironmentAndItsLinesArePrefixed) {
     const std::string dir = logs + "/attempt0/rank" + std::to_string(rank);
     EXPECT_THAT(readFile(dir + "/stdout.log"), HasSubstr("env " + std::to_string(rank) + " "));
     EXPECT_EQ(readFile(dir + "/stderr.log"), "to stderr " + std::to_string(rank) + "\n");
+    EXPECT_THAT(readFile(dir + "/stdout.log"), ::testing::EndsWith("no newline"));  // the bytes, nothing added
   }
   std::filesystem::remove_all(logs);
+}
+
+// A rank's log file is its output byte for byte (long lines, binary, no final newline); the terminal gets
+// each line whole, up to 1 MiB, with the rank's prefix.
+TEST(Ringrun, LogFilesAreExactCopiesAndLongLinesArriveWhole) {
+  const std::string logs = testing::makeTempDir("ringrun_exact");
+  const std::string script =
+      "head -c 300000 /dev/zero | tr '\\0' A; printf 'B\\nbin:\\001\\377\\n'; printf 'noeol'";
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--log-dir", logs, "--",
+                             "sh", "-c", script},
+                            {.timeout = 30000ms});
+  ASSERT_TRUE(r.ok()) << r.err;
+  const std::string expected = std::string(300000, 'A') + "B\nbin:\001\377\nnoeol";
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(readFile(logs + "/attempt0/rank" + std::to_string(rank) + "/stdout.log"), expected) << rank;
+    EXPECT_THAT(r.out, HasSubstr("[rank " + std::to_string(rank) + "] " + std::string(300000, 'A') + "B\n"));
+  }
+  std::filesystem::remove_all(logs);
+}
+
+// A reader that stops reading ringrun's stdout must not stop ringrun's supervision: a rank's failure is
+// acted on (the others stopped, the report written) while stdout is still blocked.
+TEST(Ringrun, AStalledStdoutDoesNotHoldUpTheFailureOfARank) {
+  const std::string dir = testing::makeTempDir("ringrun_stalled");
+  const std::string script =
+      "( \"$0\" --nproc-per-node 2 --standalone --grace-period 1 -- sh -c "
+      "'if [ $RANK = 0 ]; then sleep 1; exit 9; fi; exec yes spam' 2> \"$1/err\" ) | sleep 8 &\n"
+      "sleep 5; cat \"$1/err\"; wait\n";
+  const auto r = runCommand({"bash", "-c", script, binPath("ringrun"), dir}, {.timeout = 30000ms});
+  EXPECT_THAT(r.out, HasSubstr("rank 0 (node 0, local rank 0"));
+  EXPECT_THAT(r.out, HasSubstr("exited with code 9"));
+  EXPECT_THAT(r.out, HasSubstr("stopped 1 other rank(s) on this node"));
+  std::filesystem::remove_all(dir);
 }
 
 // The CPUs this test may use, ascending: ringrun, started from here, slices the same set.

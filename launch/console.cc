@@ -1,0 +1,134 @@
+#include "console.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace ringtrain::launch {
+namespace {
+
+// Coalesces small writes: a queue entry grows up to this size before another is started.
+constexpr size_t kChunkBytes = 64u << 10;
+
+// False when the stream is gone (EPIPE, EBADF, ...); `err` gets errno.
+bool writeAll(int fd, const char* data, size_t n, int* err) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      *err = w < 0 ? errno : EIO;
+      return false;
+    }
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+ConsoleStream::ConsoleStream(int fd, const char* name) : fd_(fd), name_(name) {
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);  // the thread inherits "everything blocked"
+  thread_ = std::thread([this] { run(); });
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+ConsoleStream::~ConsoleStream() {
+  flush();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_one();
+  thread_.join();
+}
+
+void ConsoleStream::write(std::string text) {
+  if (text.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (lost_) return;
+    if (backlog_ + text.size() > kConsoleLimit) {
+      dropped_ += text.size();
+      return;
+    }
+    backlog_ += text.size();
+    if (!queue_.empty() && queue_.back().size() + text.size() <= kChunkBytes) {
+      queue_.back() += text;
+    } else {
+      queue_.push_back(std::move(text));
+    }
+  }
+  work_cv_.notify_one();
+}
+
+size_t ConsoleStream::backlog() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return backlog_;
+}
+
+void ConsoleStream::flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_cv_.wait(lock, [&] { return backlog_ == 0 || lost_; });
+}
+
+void ConsoleStream::run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;
+    std::string chunk = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    int err = 0;
+    const bool ok = writeAll(fd_, chunk.data(), chunk.size(), &err);
+    lock.lock();
+    backlog_ -= chunk.size();
+    std::string notice;
+    if (!ok && !lost_) {
+      lost_ = true;
+      backlog_ = 0;
+      queue_.clear();
+      notice = std::string("ringrun: ") + name_ + " is gone (" + std::strerror(err) +
+               "): the ranks' output to it is dropped from now on (--log-dir keeps a copy)\n";
+    } else if (dropped_ > 0 && backlog_ < kConsoleBacklog) {
+      notice = "ringrun: " + std::to_string(dropped_) + " bytes of the ranks' output to " + name_ +
+               " were dropped: its reader did not keep up (--log-dir keeps every byte)\n";
+      dropped_ = 0;
+    }
+    if (backlog_ == 0 || lost_) idle_cv_.notify_all();
+    if (!notice.empty() && fd_ != 2) {
+      lock.unlock();
+      consoleErr().write(std::move(notice));
+      lock.lock();
+    } else if (!notice.empty() && !lost_) {
+      backlog_ += notice.size();
+      queue_.push_front(std::move(notice));
+    }
+  }
+}
+
+ConsoleStream& consoleOut() {
+  static ConsoleStream stream(1, "stdout");
+  return stream;
+}
+
+ConsoleStream& consoleErr() {
+  static ConsoleStream stream(2, "stderr");
+  return stream;
+}
+
+void restoreTerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+  ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+}  // namespace ringtrain::launch
