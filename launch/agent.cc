@@ -234,6 +234,10 @@ class Agent {
       }
       if (r.outcome == Outcome::kInterrupted || attempt >= o_.max_restarts) {
         code = r.exit_code;
+        if (r.outcome == Outcome::kFailed && o_.max_restarts > 0) {
+          say("giving up after " + std::to_string(o_.max_restarts) + " restart(s) (--max-restarts): the last "
+              "attempt failed too");
+        }
         break;
       }
       say("restarting all ranks (restart " + std::to_string(attempt + 1) + " of " + std::to_string(o_.max_restarts) +
@@ -452,6 +456,7 @@ class Agent {
     int interrupt_signal = 0;
     std::optional<Clock::time_point> kill_at;
     bool escalated = false;
+    bool killed_on_second_signal = false;
     std::string remote_failure;
 
     auto stopRanks = [&](int sig) {
@@ -460,6 +465,7 @@ class Agent {
         if (!r.status) r.stopped_by_us = true;
       }
       group.signal(sig);
+      group.signal(SIGCONT);  // a stopped rank (SIGSTOP, Ctrl-Z) gets to handle it, not only the SIGKILL after
       kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.grace_period_s));
     };
 
@@ -534,9 +540,11 @@ class Agent {
               stopRanks(sig);
             }
           } else {
-            say("got " + signalName(sig) + " again: killing the ranks");
+            say("got " + signalName(sig) + (sig == interrupt_signal ? " again" : " after " + signalName(interrupt_signal)) +
+                ": killing the ranks");
             group.signal(SIGKILL);
             escalated = true;
+            killed_on_second_signal = true;
           }
         }
       }
@@ -596,7 +604,9 @@ class Agent {
       for (const Rank& r : ranks) stopped += r.stopped_by_us ? 1 : 0;
       if (stopped > 0) {
         say("stopped " + std::to_string(stopped) + (first_failed ? " other" : "") + " rank(s) on this node" +
-            (escalated ? " (SIGKILL after the grace period of " + fmt::format("{:g}", o_.grace_period_s) + " s)" : ""));
+            (killed_on_second_signal ? " (SIGKILL on a second signal)"
+             : escalated ? " (SIGKILL after the grace period of " + fmt::format("{:g}", o_.grace_period_s) + " s)"
+                         : ""));
       }
     }
     return result;

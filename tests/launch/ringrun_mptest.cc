@@ -375,6 +375,13 @@ TEST(Ringrun, MaxRestartsRelaunchesEveryRankWithTheRestartCount) {
   EXPECT_THAT(once.err, HasSubstr("rank 1 (node 0, local rank 1"));
   EXPECT_THAT(once.err, HasSubstr("exited with code 3"));
   EXPECT_THAT(once.out, Not(HasSubstr("try 1")));
+  EXPECT_THAT(once.err, Not(HasSubstr("giving up")));
+  // Restarts used up: said so, with the last attempt's exit code.
+  const auto always = runCommand({binPath("ringrun"), "--nproc-per-node", "1", "--standalone", "--max-restarts", "1",
+                                  "--", "sh", "-c", "exit 5"},
+                                 {.timeout = 30000ms});
+  EXPECT_EQ(always.exit_code, 5) << always.err;
+  EXPECT_THAT(always.err, HasSubstr("giving up after 1 restart(s) (--max-restarts): the last attempt failed too"));
 }
 
 // One of two ringrun instances on 127.0.0.1, as node `rank` of a 2-node job with 2 ranks per node.
