@@ -160,7 +160,8 @@ void RunLog::record(const StepRecord& r) {
         "{{\"step\":{},\"epoch\":{},{}\"lr\":{:.6g},\"pairs_per_s\":{:.1f},\"step_ms\":{:.3f},"
         "\"data_wait_ms\":{:.3f},\"sync_wait_ms\":{:.3f},\"dense_bytes\":{},\"sparse_bytes\":{}}}\n",
         r.step, r.epoch, r.has_loss ? fmt::format("\"loss\":{:.6f},", r.loss) : std::string(), r.lr,
-        r.pairs_per_second, r.step_ms, r.data_wait_ms, r.sync_wait_ms, r.dense_bytes, r.sparse_bytes);
+        r.step_ms > 0 ? static_cast<double>(r.pairs) / (r.step_ms / 1e3) : 0.0, r.step_ms, r.data_wait_ms,
+        r.sync_wait_ms, r.dense_bytes, r.sparse_bytes);
   }
   if (!r.has_loss) return;
   history_.push_back(r);

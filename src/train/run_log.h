@@ -16,7 +16,8 @@ struct StepRecord {
   double loss = 0.0;  // mean over ranks of the window ending here (0 when not logged at this step)
   bool has_loss = false;
   double lr = 0.0;
-  double pairs_per_second = 0.0;  // global, over the window since the previous record
+  double pairs_per_second = 0.0;  // global, over the log window ending here (0 when not logged at this step)
+  int64_t pairs = 0;              // global positive pairs of this step (metrics.jsonl's pairs_per_s: over step_ms)
   double data_wait_ms = 0.0;
   double sync_wait_ms = 0.0;
   double step_ms = 0.0;

@@ -555,6 +555,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     record.epoch = loader.position().epoch;
     record.lr = optimizer->learningRate();
     record.step_ms = seconds(step_end - step_begin) * 1e3;
+    record.pairs = pairs_per_step;
     record.data_wait_ms = step_data_wait * 1e3;
     record.sync_wait_ms = sync_wait * 1e3;
     record.dense_bytes = stats.dense_bytes_sent;

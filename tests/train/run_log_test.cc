@@ -41,6 +41,30 @@ class MetricsFileTest : public ::testing::Test {
 
 const std::string kThreeSteps = "{\"step\":1,\"loss\":0.5}\n{\"step\":2,\"loss\":0.4}\n{\"step\":3,\"loss\":0.3}\n";
 
+// Every line's pairs_per_s is its own step's (pairs over step_ms), logged step or not: it used to be 0.0
+// on the steps between log lines.
+TEST_F(MetricsFileTest, EveryStepCarriesItsOwnRate) {
+  const std::string path = (dir_ / "rates.jsonl").string();
+  {
+    RunLog log(true, path, 10, 0);
+    StepRecord plain;
+    plain.step = 1;
+    plain.pairs = 1024;
+    plain.step_ms = 2.0;
+    log.record(plain);
+    StepRecord logged = plain;
+    logged.step = 2;
+    logged.step_ms = 4.0;
+    logged.has_loss = true;
+    logged.loss = 0.5;
+    logged.pairs_per_second = 123.0;  // the window's, for the progress line and the picture
+    log.record(logged);
+  }
+  const std::string text = read(path);
+  EXPECT_THAT(text, HasSubstr("{\"step\":1,\"epoch\":0,\"lr\":0,\"pairs_per_s\":512000.0,\"step_ms\":2.000"));
+  EXPECT_THAT(text, HasSubstr("\"loss\":0.500000,\"lr\":0,\"pairs_per_s\":256000.0,\"step_ms\":4.000"));
+}
+
 // A resumed run trains the steps after its checkpoint again: their old records go, the earlier ones stay.
 TEST_F(MetricsFileTest, AResumedRunKeepsTheRecordsUpToItsCheckpoint) {
   const std::string path = write(kThreeSteps);
