@@ -31,7 +31,7 @@ for round in $(seq "$ROUNDS"); do
     python3 - "$out/metrics.jsonl" "$out.log" "$round" "$overlap" <<'PY'
 import json, re, statistics, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
-pairs = [r["pairs_per_s"] for r in lines if "loss" in r][1:]  # the first window holds the warm-up
+pairs = [r["window_pairs_per_s"] for r in lines if "loss" in r][1:]  # the first window holds the warm-up
 steps = [r["step_ms"] for r in lines if "step_ms" in r][10:]
 m = re.search(r"rank 0\].*mean per step: .*sparse sync ([0-9.]+) ms \(exchange ([0-9.]+) ms; besides, overlapped "
               r"with backward ([0-9.]+) ms", open(sys.argv[2]).read())

@@ -78,7 +78,7 @@ import json, re, statistics, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 rows = [r for r in lines if "loss" in r]
 steady = rows[1:] or rows                      # the first window holds the warm-up steps
-pairs = sum(r["pairs_per_s"] for r in steady) / len(steady)
+pairs = sum(r["window_pairs_per_s"] for r in steady) / len(steady)
 steps = [r["step_ms"] for r in lines if "step_ms" in r][int(sys.argv[4]):]
 median = int(sys.argv[5]) * int(sys.argv[3]) / statistics.median(steps) * 1000 if steps else 0
 sync = rows[-1]["dense_bytes"] + rows[-1]["sparse_bytes"]

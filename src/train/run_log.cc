@@ -159,7 +159,10 @@ void RunLog::record(const StepRecord& r) {
     metrics_ << fmt::format(
         "{{\"step\":{},\"epoch\":{},{}\"lr\":{:.6g},\"pairs_per_s\":{:.1f},\"step_ms\":{:.3f},"
         "\"data_wait_ms\":{:.3f},\"sync_wait_ms\":{:.3f},\"dense_bytes\":{},\"sparse_bytes\":{}}}\n",
-        r.step, r.epoch, r.has_loss ? fmt::format("\"loss\":{:.6f},", r.loss) : std::string(), r.lr,
+        r.step, r.epoch,
+        r.has_loss ? fmt::format("\"loss\":{:.6f},\"window_pairs_per_s\":{:.1f},", r.loss, r.pairs_per_second)
+                   : std::string(),
+        r.lr,
         r.step_ms > 0 ? static_cast<double>(r.pairs) / (r.step_ms / 1e3) : 0.0, r.step_ms, r.data_wait_ms,
         r.sync_wait_ms, r.dense_bytes, r.sparse_bytes);
   }

@@ -62,7 +62,8 @@ TEST_F(MetricsFileTest, EveryStepCarriesItsOwnRate) {
   }
   const std::string text = read(path);
   EXPECT_THAT(text, HasSubstr("{\"step\":1,\"epoch\":0,\"lr\":0,\"pairs_per_s\":512000.0,\"step_ms\":2.000"));
-  EXPECT_THAT(text, HasSubstr("\"loss\":0.500000,\"lr\":0,\"pairs_per_s\":256000.0,\"step_ms\":4.000"));
+  EXPECT_THAT(text, HasSubstr("\"loss\":0.500000,\"window_pairs_per_s\":123.0,\"lr\":0,\"pairs_per_s\":256000.0,"
+                              "\"step_ms\":4.000"));
 }
 
 // A resumed run trains the steps after its checkpoint again: their old records go, the earlier ones stay.
