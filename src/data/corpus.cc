@@ -27,7 +27,7 @@ namespace ringtrain::data {
 namespace {
 
 constexpr char kCacheMagic[8] = {'R', 'T', 'C', 'O', 'R', 'P', 'U', 'S'};
-constexpr uint64_t kCacheVersion = 1;
+constexpr uint64_t kCacheVersion = 2;  // 2: ctime and inode in the key
 constexpr size_t kHashWindow = 64 << 10;
 constexpr size_t kReadChunk = 4 << 20;
 
@@ -45,9 +45,14 @@ struct File {
   }
 };
 
+// What says the corpus is the one the cache was built from. Size, mtime and the first and last 64 KiB alone
+// missed an edit in the middle that kept size and mtime (touch -r, tar, coarse timestamps); the inode change
+// time cannot be set back, and moves on every write.
 struct SourceKey {
   uint64_t size = 0;
   int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  uint64_t inode = 0;
   uint64_t hash = 0;
 };
 
@@ -57,6 +62,8 @@ SourceKey sourceKey(const std::string& path, std::FILE* f) {
   SourceKey key;
   key.size = static_cast<uint64_t>(st.st_size);
   key.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  key.ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000LL + st.st_ctim.tv_nsec;
+  key.inode = static_cast<uint64_t>(st.st_ino);
   std::vector<char> buf(kHashWindow);
   const ssize_t head = ::pread(fileno(f), buf.data(), buf.size(), 0);
   uint64_t h = fnv1a64(buf.data(), head > 0 ? static_cast<size_t>(head) : 0);
@@ -186,7 +193,8 @@ struct CacheHeader {
   int64_t skip_bad_lines = 0;
   int64_t max_line_bytes = 0;
   bool operator==(const CacheHeader& o) const {
-    return key.size == o.key.size && key.mtime_ns == o.key.mtime_ns && key.hash == o.key.hash &&
+    return key.size == o.key.size && key.mtime_ns == o.key.mtime_ns && key.ctime_ns == o.key.ctime_ns &&
+           key.inode == o.key.inode && key.hash == o.key.hash &&
            min_count == o.min_count && skip_bad_lines == o.skip_bad_lines && max_line_bytes == o.max_line_bytes;
   }
 };
@@ -196,6 +204,8 @@ void writeHeader(std::FILE* f, const CacheHeader& h, bool& ok) {
   writeVal(f, kCacheVersion, ok);
   writeVal(f, h.key.size, ok);
   writeVal(f, h.key.mtime_ns, ok);
+  writeVal(f, h.key.ctime_ns, ok);
+  writeVal(f, h.key.inode, ok);
   writeVal(f, h.key.hash, ok);
   writeVal(f, h.min_count, ok);
   writeVal(f, h.skip_bad_lines, ok);
@@ -207,7 +217,8 @@ bool readHeader(std::FILE* f, CacheHeader& h) {
   uint64_t version = 0;
   return std::fread(magic, 1, sizeof magic, f) == sizeof magic &&
          std::memcmp(magic, kCacheMagic, sizeof magic) == 0 && readVal(f, version) && version == kCacheVersion &&
-         readVal(f, h.key.size) && readVal(f, h.key.mtime_ns) && readVal(f, h.key.hash) && readVal(f, h.min_count) &&
+         readVal(f, h.key.size) && readVal(f, h.key.mtime_ns) && readVal(f, h.key.ctime_ns) &&
+         readVal(f, h.key.inode) && readVal(f, h.key.hash) && readVal(f, h.min_count) &&
          readVal(f, h.skip_bad_lines) && readVal(f, h.max_line_bytes);
 }
 

@@ -84,6 +84,24 @@ ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, con
       }
     }
   }
+  // RANK/WORLD_SIZE by hand (no ringrun token, no torchrun) beside mpirun's or srun's own pair: left over in
+  // an environment, they would win and split one job into independent jobs of their size, writing the same
+  // outputs. ringrun and torchrun set RANK for processes they started inside mpirun or srun: those differ
+  // rightly.
+  if (info.launcher == "env") {
+    for (const Names& names : kLaunchers) {
+      if (std::string(names.launcher) == "ringrun" || lookup(env, names.rank) == nullptr ||
+          lookup(env, names.size) == nullptr) {
+        continue;
+      }
+      const int rank = parseInt(env, names.rank, 0, 0), size = parseInt(env, names.size, 1, 1);
+      if (rank != info.rank || size != info.world_size) {
+        RT_THROW(ConfigError, "RANK=", info.rank, " WORLD_SIZE=", info.world_size, " disagree with ", names.launcher,
+                 "'s ", names.rank, "=", rank, " ", names.size, "=", size,
+                 ": unset RANK and WORLD_SIZE (left over from another launch?) or start the job with one launcher");
+      }
+    }
+  }
   if (info.rank >= info.world_size) {
     RT_THROW(ConfigError, "rank ", info.rank, " is not below the world size ", info.world_size,
              " (launcher: ", info.launcher, ")");

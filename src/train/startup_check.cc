@@ -15,10 +15,12 @@ std::string textOf(const std::vector<uint8_t>& b) { return std::string(b.begin()
 
 }  // namespace
 
-void checkRanksAgree(comm::Communicator& comm, const config::JobConfig& job, const std::string& model_layout) {
+void checkRanksAgree(comm::Communicator& comm, const config::JobConfig& job, const std::string& model_layout,
+                     const std::string& corpus) {
   // One small exchange in the common case: the hash of every key (the job's identity leaves some out, such as
-  // the sparse sync mode and the eval section, but every rank must share them), world size and layout.
-  const std::string mine = fmt::format("{}\n{}\n{}", config::fullHash(job), comm.size(), model_layout);
+  // the sparse sync mode and the eval section, but every rank must share them), world size, layout, corpus.
+  const std::string mine =
+      fmt::format("config {}; world size {}; model {}; corpus {}", config::fullHash(job), comm.size(), model_layout, corpus);
   const auto all = comm.allgatherBytes(bytesOf(mine));
   bool agree = true;
   for (const auto& other : all) agree = agree && other == all[0];
@@ -48,7 +50,8 @@ void checkRanksAgree(comm::Communicator& comm, const config::JobConfig& job, con
                fmt::format("{}", fmt::join(parts, ", ")));
     }
     RT_THROW(ConfigError, "ranks disagree before the first step: rank 0 has '", textOf(all[0]), "', rank ", r,
-             " has '", textOf(all[r]), "' (config hash, world size, model layout, sparse sync)");
+             " has '", textOf(all[r]), "'", corpus.empty() ? "" : " (each rank reads data.corpus itself: a corpus that "
+             "differs between nodes, or changed while ranks started, trains mismatched items)");
   }
 }
 

@@ -20,6 +20,7 @@
 
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/data/batch_loader.h"
 #include "ringtrain/data/corpus.h"
@@ -143,6 +144,31 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
              "): its figures would count lines it trained on, or items it learnt as unseen; evaluate with the "
              "checkpoint's settings:", sets);
   }
+}
+
+// "N lines, M items, item list <hash>": what ranks compare before the first step.
+std::string corpusFingerprint(const data::Corpus& corpus) {
+  uint64_t h = kFnv1aOffsetBasis;
+  for (int32_t i = 0; i < corpus.vocab().size(); ++i) {
+    const std::string_view token = corpus.vocab().token(i);
+    h = fnv1a64(token.data(), token.size(), h);
+    h = fnv1a64("\n", 1, h);
+  }
+  return fmt::format("{} lines, {} items, item list {:016x}", corpus.numLines(), corpus.vocab().size(), h);
+}
+
+// A loss that did not move over a whole run means nothing was learnt, yet the run "succeeds": say so. With
+// mean-reduced sparse gradients each row gets ~1/batch of a pair's gradient, so SGD at a small lr (the old
+// default, 0.05) leaves the output vectors at their zeros and the loss at 6 ln 2 for 5 negatives.
+void warnIfNothingLearnt(const config::JobConfig& job, const std::optional<std::pair<int64_t, double>>& first,
+                         int64_t last_step, double last_loss) {
+  constexpr int64_t kMinSteps = 100;
+  if (!first || last_step - first->first < kMinSteps) return;
+  if (std::fabs(last_loss - first->second) > 1e-3 * std::fabs(first->second)) return;
+  warn("the loss stayed at {:.4f} from step {} to step {}: nothing was learnt. optim.lr {:g} is likely far too "
+       "small for optim.name {} (sparse rows average their gradient over the batch: SGD wants a much larger lr; "
+       "adagrad at 0.2 learns on every job in configs/)",
+       last_loss, first->first, last_step, job.optim.lr, job.optim.name);
 }
 
 std::vector<EvalQuery> toEvalQueries(const std::vector<data::EvalQuery>& queries) {
@@ -409,7 +435,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   s.connect();
   s.loadData();
   s.buildModel();
-  checkRanksAgree(*s.comm, job, s.model->layoutDescription());
+  checkRanksAgree(*s.comm, job, s.model->layoutDescription(), corpusFingerprint(*s.corpus));
 
   TrainSummary summary;
   if (s.leader()) {
@@ -488,6 +514,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   int64_t loss_count = 0;
   double total_data_wait = 0;
+  std::optional<std::pair<int64_t, double>> first_logged_loss;  // (step, loss) of the first log line
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   int64_t window_steps = 0;
@@ -574,6 +601,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       }
       record.has_loss = true;
       summary.final_loss = record.loss;
+      if (!first_logged_loss) first_logged_loss = std::make_pair(global_step, record.loss);
       const double elapsed = seconds(Clock::now() - window_start);
       record.pairs_per_second = elapsed > 0 ? window_steps * pairs_per_step / elapsed : 0.0;
       loss_sum.zero_();
@@ -612,6 +640,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   if (s.leader()) {
     info("trained {} steps in {:.1f} s: {:.0f} pairs/s globally, data wait {:.2f}% of step time; {}", steps_here,
          train_seconds, summary.pairs_per_second, 100 * summary.data_wait_fraction, ddp.stats().toString());
+    warnIfNothingLearnt(job, first_logged_loss, global_step, summary.final_loss);
   }
   // Before the evaluation allocates its own buffers: what training holds.
   info("memory after training: PSS {:.0f} MiB", proportionalSetMiB());

@@ -1,5 +1,7 @@
 #include "ringtrain/data/corpus.h"
 
+#include <fcntl.h>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,6 +153,24 @@ TEST(Corpus, CacheIsReusedAndInvalidated) {
   auto third = Corpus::load(opts(path));
   EXPECT_FALSE(third->stats().from_cache);
   EXPECT_GE(third->vocab().id("x"), 0);
+
+  // An edit in the middle of a large file, size and modification time put back (touch -r, tar): the inode's
+  // change time, which cannot be put back, tells.
+  std::string big;
+  for (int i = 0; i < 50000; ++i) big += "a b c\n";  // 300 KB: the middle is outside the hashed head and tail
+  const std::string big_path = writeFile(dir, "big.txt", big);
+  EXPECT_FALSE(Corpus::load(opts(big_path))->stats().from_cache);
+  EXPECT_TRUE(Corpus::load(opts(big_path))->stats().from_cache);
+  struct stat before {};
+  ASSERT_EQ(::stat(big_path.c_str(), &before), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // past the kernel's coarse timestamp tick
+  big.replace(150000, 5, "x y z");
+  writeFile(dir, "big.txt", big);
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, big_path.c_str(), times, 0), 0);
+  auto edited = Corpus::load(opts(big_path));
+  EXPECT_FALSE(edited->stats().from_cache);
+  EXPECT_GE(edited->vocab().id("x"), 0);
 
   // A corrupt cache is re-parsed, not trusted.
   writeFile(dir, "c.txt.rtc", "RTCORPUS garbage");

@@ -46,6 +46,26 @@ TEST(ProcessInfo, TorchrunAndHandSetVariablesAreToldApart) {
   EXPECT_EQ(detectProcessInfo(torchrun, config::CommOptions{}).launcher, "torchrun");
 }
 
+// RANK/WORLD_SIZE left over in an environment must not split an mpirun job into jobs of one.
+TEST(ProcessInfo, HandSetRankThatDisagreesWithMpirunIsRefused) {
+  const std::map<std::string, std::string> env = {{"RANK", "0"}, {"WORLD_SIZE", "1"}, {"OMPI_COMM_WORLD_RANK", "1"},
+                                                  {"OMPI_COMM_WORLD_SIZE", "2"}};
+  EXPECT_THAT([&] { detectProcessInfo(env, config::CommOptions{}); },
+              ::testing::ThrowsMessage<ConfigError>(::testing::HasSubstr(
+                  "RANK=0 WORLD_SIZE=1 disagree with mpirun's OMPI_COMM_WORLD_RANK=1 OMPI_COMM_WORLD_SIZE=2")));
+  // Agreeing values are fine; so is ringrun (its token) or torchrun started inside an allocation.
+  std::map<std::string, std::string> same = env;
+  same["RANK"] = "1";
+  same["WORLD_SIZE"] = "2";
+  EXPECT_EQ(detectProcessInfo(same, config::CommOptions{}).rank, 1);
+  std::map<std::string, std::string> under_ringrun = env;
+  under_ringrun["RINGTRAIN_JOB_TOKEN"] = "t";
+  EXPECT_EQ(detectProcessInfo(under_ringrun, config::CommOptions{}).launcher, "ringrun");
+  std::map<std::string, std::string> torchrun_in_slurm = {{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"SLURM_PROCID", "1"},
+                                                          {"SLURM_NTASKS", "2"}, {"TORCHELASTIC_RUN_ID", "x"}};
+  EXPECT_EQ(detectProcessInfo(torchrun_in_slurm, config::CommOptions{}).rank, 5);
+}
+
 TEST(ProcessInfo, MpirunAndSlurmVariables) {
   config::CommOptions comm;
   comm.master_port = 4000;

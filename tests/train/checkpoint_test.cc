@@ -120,7 +120,7 @@ TEST_F(CheckpointTest, FlippedBytesAndForeignFilesAreRejected) {
   expectDataError(dir_ + "/missing");
   config::JobConfig other = sampleJob();
   other.optim.lr = 0.5;
-  expectDataError(path, &other, "optim.lr is 0.05 there and 0.5 here");  // another job's checkpoint
+  expectDataError(path, &other, "optim.lr is 0.2 there and 0.5 here");  // another job's checkpoint
 }
 
 // The message a checkpoint written by `writer`'s job gives when `reader`'s job resumes it ("" if none).
@@ -141,7 +141,7 @@ TEST_F(CheckpointTest, AnotherJobsCheckpointNamesEverySettingThatDiffers) {
   const std::string what = sameJobError(c, other);
   EXPECT_THAT(what, HasSubstr("dir/ckpt-1.rtck belongs to another job"));
   EXPECT_THAT(what, HasSubstr("data.window is 5 there and 9 here"));
-  EXPECT_THAT(what, HasSubstr("optim.lr is 0.05 there and 0.5 here"));
+  EXPECT_THAT(what, HasSubstr("optim.lr is 0.2 there and 0.5 here"));
   // How a run is invoked, evaluated and logged is not the job, also when the hashes differ (another version).
   config::JobConfig same = sampleJob();
   same.checkpoint.resume = true;

@@ -337,6 +337,27 @@ TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
   EXPECT_THAT(wide.out, HasSubstr("every target is a hit)"));
 }
 
+// A run that learns nothing (SGD at a small lr: sparse gradients are batch means) says so; the default
+// optimizer learns.
+TEST(TrainJob, ALossThatNeverMovesIsSaidAndTheDefaultsLearn) {
+  const std::string dir = testing::makeTempDir("ringtrain-flat-");
+  auto train = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
+                                     "--set", "run.output_dir=" + dir + "/" + out, "--set", "run.max_steps=150",
+                                     "--set", "synthetic.items=500", "--set", "synthetic.sessions=3000", "--set",
+                                     "log.plot=false", "--set", "log.every_steps=25"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return runCommand(argv, withDeadline(120));
+  };
+  const auto flat = train("flat", {"--set", "optim.name=sgd", "--set", "optim.lr=0.05"});
+  ASSERT_EQ(flat.exit_code, 0) << flat.err;
+  EXPECT_THAT(flat.err, HasSubstr("nothing was learnt. optim.lr 0.05 is likely far too small for optim.name sgd"));
+  const auto defaults = train("defaults", {});
+  ASSERT_EQ(defaults.exit_code, 0) << defaults.err;
+  EXPECT_THAT(defaults.err, Not(HasSubstr("nothing was learnt")));
+  EXPECT_GT(metric(defaults.out, "HR@10:"), metric(defaults.out, "popularity baseline HR@10:"));
+}
+
 // A run whose loss stops being a number ends with an error naming the step, on every rank, before it writes
 // NaN vectors and reports success; the metrics written before it stay valid JSON.
 TEST(TrainJob, DivergedTrainingStopsNamingTheStep) {

@@ -58,8 +58,8 @@ struct ModelOptions {
 };
 
 struct OptimOptions {
-  std::string name = "sgd";  // sgd | adagrad | adam
-  double lr = 0.05;
+  std::string name = "adagrad";  // sgd | adagrad | adam
+  double lr = 0.2;
   int64_t warmup_steps = 0;
   std::string schedule = "linear";  // linear (decay to min_lr_ratio * lr at the last step) | constant
   double min_lr_ratio = 1e-4;
