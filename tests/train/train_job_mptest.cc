@@ -337,6 +337,23 @@ TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
   EXPECT_THAT(wide.out, HasSubstr("every target is a hit)"));
 }
 
+// A rank that never starts is named within comm.timeout_s, before any backend waits for it (MPI_Init has
+// no limit of its own).
+TEST(TrainJob, ARankThatNeverStartsIsNamedWithinTheTimeout) {
+  const std::string dir = testing::makeTempDir("ringtrain-alone-");
+  testing::CommandOptions o = withDeadline(60);
+  o.env = {{"RANK", "0"}, {"WORLD_SIZE", "3"}, {"MASTER_ADDR", "127.0.0.1"},
+           {"MASTER_PORT", std::to_string(testing::freeLoopbackPort())}};
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                             "run.output_dir=" + dir, "--set", "comm.timeout_s=3", "--set", "synthetic.items=200",
+                             "--set", "synthetic.sessions=500"},
+                            o);
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("rank(s) 1, 2 of 3 did not reach the job's store within comm.timeout_s 3 s"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+}
+
 // A run that learns nothing (SGD at a small lr: sparse gradients are batch means) says so; the default
 // optimizer learns.
 TEST(TrainJob, ALossThatNeverMovesIsSaidAndTheDefaultsLearn) {
