@@ -303,6 +303,14 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
     }
     std::string_view lineText(buf.data() + begin, len);
     begin = nl ? begin + len + 1 : end;
+    // A UTF-8 byte order mark (some editors write one) is not part of the first item's token.
+    if (line_no == 1 && lineText.substr(0, 3) == "\xEF\xBB\xBF") lineText.remove_prefix(3);
+    // Lines ended by CR alone (classic Mac) read as one session: every window would cross sessions.
+    if (line_no == 1 && !nl && eof && lineText.find('\r') != std::string_view::npos &&
+        lineText.find('\r') + 1 < lineText.size()) {
+      RT_THROW(DataError, o.corpus, ":1: lines end in CR alone, so the file would be one session; convert them ",
+               "(tr '\\r' '\\n')");
+    }
 
     toks.clear();
     size_t i = 0;
@@ -464,6 +472,21 @@ bool directoryWritable(const std::string& file) {
 }
 
 void CorpusBuilder::writeCache(const Corpus& c, const std::string& path, const CacheHeader& header) {
+  // Replace only a cache of ours: a user's file, link or directory at <corpus>.rtc is left alone.
+  struct stat existing {};
+  if (::lstat(path.c_str(), &existing) == 0) {
+    bool ours = S_ISREG(existing.st_mode);
+    if (ours) {
+      File old(std::fopen(path.c_str(), "rb"));
+      char magic[sizeof kCacheMagic] = {};
+      ours = old.f != nullptr && std::fread(magic, 1, sizeof magic, old.f) == sizeof magic &&
+             std::memcmp(magic, kCacheMagic, sizeof magic) == 0;
+    }
+    if (!ours) {
+      warn("{}: exists and is not a ringtrain corpus cache; left alone, continuing without a cache", path);
+      return;
+    }
+  }
   if (!directoryWritable(path)) {
     warn("{}: the directory is not writable; continuing without a corpus cache", path);
     return;
@@ -529,6 +552,10 @@ std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
     if (cached) {
       c->stats_.from_cache = true;
       debug("{}: read from cache {}", o.corpus, cache_path);
+      if (c->stats_.bad_lines > 0) {
+        warn("{}: skipped {} bad line(s) (counted when the cache {} was built; data.cache: false names the first)",
+             o.corpus, c->stats_.bad_lines, cache_path);
+      }
     }
   }
   if (!cached) {

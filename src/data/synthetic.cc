@@ -128,6 +128,14 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
     out.commit();
   }
   result.sessions = o.sessions;
+  if (!write_items) {
+    // An items.tsv of an earlier generation would name these items with its own categories.
+    std::error_code ec;
+    if (std::filesystem::remove(result.items_path, ec)) {
+      warn("{}: removed the items.tsv of an earlier generation (--no-items: its categories would be taken for "
+           "these items)", result.items_path);
+    }
+  }
   if (write_items) {
     AtomicWriter out(result.items_path);
     std::string& buf = out.buf();

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -176,6 +178,34 @@ TEST(Corpus, CacheIsReusedAndInvalidated) {
   writeFile(dir, "c.txt.rtc", "RTCORPUS garbage");
   EXPECT_FALSE(Corpus::load(opts(path))->stats().from_cache);
   EXPECT_TRUE(Corpus::load(opts(path))->stats().from_cache);
+  std::filesystem::remove_all(dir);
+}
+
+// A file at <corpus>.rtc that is not a cache of ours (a user's notes, a link) is left alone, not replaced.
+TEST(Corpus, AForeignFileWhereTheCacheGoesIsLeftAlone) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "c.txt", "a b c\nb c\n");
+  writeFile(dir, "c.txt.rtc", "my notes\n");
+  EXPECT_EQ(Corpus::load(opts(path))->numLines(), 2);
+  std::ifstream notes(path + ".rtc");
+  std::string text((std::istreambuf_iterator<char>(notes)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "my notes\n");
+  std::filesystem::remove_all(dir);
+}
+
+// A byte order mark is not part of the first token; lines ended by CR alone are refused, not read as one.
+TEST(Corpus, ByteOrderMarkIsDroppedAndCarriageReturnLinesAreRefused) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  auto bom = Corpus::load(opts(writeFile(dir, "bom.txt", "\xEF\xBB\xBF" "1 2 3\n2 1\n")));
+  EXPECT_GE(bom->vocab().id("1"), 0);
+  EXPECT_EQ(bom->vocab().size(), 3);
+  const std::string cr = writeFile(dir, "cr.txt", "1 2 3\r2 1\r3 1\r");
+  try {
+    Corpus::load(opts(cr));
+    ADD_FAILURE() << "CR-only lines were read as one session";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("cr.txt:1: lines end in CR alone"), std::string::npos) << e.what();
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -81,6 +81,12 @@ TEST(Synthetic, GenDataCommandWritesBothFiles) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/items.tsv"));
   auto bad = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--alpha", "2"});
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  // Generated again without items: the old items.tsv (other categories) goes, said.
+  auto again = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--items", "300",
+                                    "--sessions", "50", "--no-items"});
+  ASSERT_TRUE(again.ok()) << again.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/items.tsv"));
+  EXPECT_NE(again.err.find("removed the items.tsv of an earlier generation"), std::string::npos) << again.err;
   std::filesystem::remove_all(dir);
 }
 
