@@ -5,6 +5,7 @@
 #include "ringtrain/data/corpus.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <numeric>
 #include <random>
@@ -471,6 +473,27 @@ bool directoryWritable(const std::string& file) {
   return (st.st_mode & 0222) != 0 && ::access(dir.c_str(), W_OK) == 0;
 }
 
+// <cache>.tmp.<pid>.<random> files of writers that were killed mid-write (tens of MB each for a large
+// corpus): removed when their process is gone and they are over an hour old (on a shared file system the pid
+// may be another host's, whose writer would be slow, not dead, to take an hour).
+static void removeAbandonedTemporaries(const std::string& cache_path) {
+  namespace fs = std::filesystem;
+  const fs::path target(cache_path);
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::time(nullptr) - st.st_mtime < 3600) continue;
+    std::error_code rm;
+    if (fs::remove(it->path(), rm)) info("{}: removed an abandoned corpus cache write", it->path().string());
+  }
+}
+
 void CorpusBuilder::writeCache(const Corpus& c, const std::string& path, const CacheHeader& header) {
   // Replace only a cache of ours: a user's file, link or directory at <corpus>.rtc is left alone.
   struct stat existing {};
@@ -491,6 +514,7 @@ void CorpusBuilder::writeCache(const Corpus& c, const std::string& path, const C
     warn("{}: the directory is not writable; continuing without a corpus cache", path);
     return;
   }
+  removeAbandonedTemporaries(path);
   std::random_device rd;
   const std::string tmp = fmt::format("{}.tmp.{}.{:x}", path, ::getpid(), rd());
   File f(std::fopen(tmp.c_str(), "wb"));
@@ -539,6 +563,11 @@ std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
   if (!f.f) RT_THROW(DataError, o.corpus, ": cannot open corpus: ", errnoText());
   std::error_code ec;
   if (std::filesystem::is_directory(o.corpus, ec)) RT_THROW(DataError, o.corpus, ": is a directory, not a corpus file");
+  struct stat st {};
+  if (::fstat(fileno(f.f), &st) == 0 && !S_ISREG(st.st_mode)) {
+    RT_THROW(DataError, o.corpus, ": is not a regular file (a pipe or device): every rank reads the corpus itself, "
+             "and its cache is keyed by the file; write it to a file first");
+  }
   CacheHeader header;
   header.key = sourceKey(o.corpus, f.f);
   header.min_count = o.min_count;

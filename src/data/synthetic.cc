@@ -75,9 +75,11 @@ void appendInt(std::string& s, int64_t v) {
 SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t seed, const std::string& dir,
                                   bool write_items) {
   RT_CHECK_T(ConfigError, o.items >= 2, "synthetic.items must be >= 2");
-  RT_CHECK_T(ConfigError, o.categories >= 1 && o.categories <= o.items, "synthetic.categories must be in [1, items]");
+  RT_CHECK_T(ConfigError, o.categories >= 1 && o.categories <= o.items, "synthetic.categories (gen-data --categories) ",
+             o.categories, " must be in [1, synthetic.items = ", o.items, "]");
   RT_CHECK_T(ConfigError, o.session_length >= 2, "synthetic.session_length must be >= 2");
   RT_CHECK_T(ConfigError, o.alpha >= 0 && o.alpha <= 1, "synthetic.alpha must be in [0, 1]");
+  if (dir.empty()) RT_THROW(ConfigError, "no output directory given for the synthetic corpus (gen-data --out)");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) RT_THROW(DataError, dir, ": cannot create directory: ", ec.message());

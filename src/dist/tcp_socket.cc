@@ -53,6 +53,7 @@ UniqueFd listenTcp(const std::string& addr, int port, int* bound_port) {
     RT_THROW(CommError, "store: cannot resolve bind address '", addr, "': ", ::gai_strerror(rc));
   }
   std::string last_error = "no address";
+  bool in_use = false;
   for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
     UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
     if (!fd.valid()) {
@@ -62,6 +63,7 @@ UniqueFd listenTcp(const std::string& addr, int port, int* bound_port) {
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd.get(), 1024) != 0) {
+      in_use = in_use || errno == EADDRINUSE;
       last_error = std::strerror(errno);
       continue;
     }
@@ -72,7 +74,10 @@ UniqueFd listenTcp(const std::string& addr, int port, int* bound_port) {
                                                  : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
     return fd;
   }
-  RT_THROW(CommError, "store: cannot listen on ", addr, ":", port, ": ", last_error);
+  RT_THROW(CommError, "store: cannot listen on ", addr, ":", port, ": ", last_error,
+           in_use ? " (another job, or one not yet gone, holds the port: choose another with MASTER_PORT, "
+                    "comm.master_port or ringrun --master-port)"
+                  : "");
 }
 
 UniqueFd tryConnectTcp(const std::string& host, int port, Clock::time_point deadline, std::string* error) {

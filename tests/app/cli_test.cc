@@ -58,6 +58,11 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
                      "--seed: run.seed:");
   expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--alpha", "x", "--out", dir + "/gen"}),
                      "--alpha: synthetic.alpha:");
+  expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--items", "10", "--categories", "20", "--out",
+                                 dir + "/gen"}),
+                     "synthetic.categories (gen-data --categories) 20 must be in [1, synthetic.items = 10]");
+  expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--out", ""}),
+                     "no output directory given for the synthetic corpus (gen-data --out)");
   // A directory where a file is wanted is said to be one, not "an empty file".
   expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", dir, "--item", "a"}),
                      dir + ": is a directory, not a word2vec file");

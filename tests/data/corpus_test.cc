@@ -3,9 +3,11 @@
 #include <fcntl.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -190,6 +192,35 @@ TEST(Corpus, AForeignFileWhereTheCacheGoesIsLeftAlone) {
   std::ifstream notes(path + ".rtc");
   std::string text((std::istreambuf_iterator<char>(notes)), std::istreambuf_iterator<char>());
   EXPECT_EQ(text, "my notes\n");
+  std::filesystem::remove_all(dir);
+}
+
+// What a killed cache write left (its process gone, over an hour old) is removed by the next write; a
+// pipe as corpus is named as one.
+TEST(Corpus, AbandonedCacheWritesAreRemovedAndAPipeIsNamed) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string path = writeFile(dir, "c.txt", "a b c\nb c\n");
+  const pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ASSERT_GT(gone, 0);
+  ::waitpid(gone, nullptr, 0);
+  const std::string stale = writeFile(dir, "c.txt.rtc.tmp." + std::to_string(gone) + ".1f", "half a cache");
+  const std::string fresh = writeFile(dir, "c.txt.rtc.tmp." + std::to_string(gone) + ".2e", "half a cache");
+  const struct timespec old_times[2] = {{::time(nullptr) - 7200, 0}, {::time(nullptr) - 7200, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, stale.c_str(), old_times, 0), 0);
+  EXPECT_FALSE(Corpus::load(opts(path))->stats().from_cache);
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_TRUE(std::filesystem::exists(fresh)) << "younger than an hour: maybe another host's writer";
+  const std::string fifo = dir + "/fifo.txt";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const int keep_open = ::open(fifo.c_str(), O_RDWR | O_NONBLOCK);  // so that opening it to read does not block
+  try {
+    Corpus::load(opts(fifo));
+    ADD_FAILURE() << "a FIFO was read as a corpus";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("is not a regular file (a pipe or device)"), std::string::npos) << e.what();
+  }
+  ::close(keep_open);
   std::filesystem::remove_all(dir);
 }
 

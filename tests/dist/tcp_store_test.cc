@@ -284,6 +284,18 @@ TEST(TcpStore, APeerThatAcceptsButNeverAnswersIsGivenUpOnWithinTheConnectTimeout
   ::close(listener);
 }
 
+// A port another job holds: the error says what to change.
+TEST(TcpStore, APortInUseIsNamedWithWhatToChange) {
+  TcpStoreServer first("127.0.0.1", 0, kToken);
+  try {
+    TcpStoreServer second("127.0.0.1", first.port(), kToken);
+    ADD_FAILURE() << "two stores listened on one port";
+  } catch (const CommError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Address already in use (another job, or one not yet gone, holds the port: "
+                                    "choose another with MASTER_PORT"));
+  }
+}
+
 TEST(TcpStore, ClientsMayStartBeforeTheServer) {
   int port = 0;
   {
