@@ -16,6 +16,7 @@
 #include "ringtrain/data/corpus.h"
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
+#include "ringtrain/train/item_export.h"
 #include "ringtrain/train/evaluation.h"
 #include "ringtrain/train/model_state.h"
 
@@ -74,9 +75,20 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
           RT_THROW(ConfigError, "-o ", out, " is in the checkpoint directory ", dir, "; write the vectors elsewhere");
         }
       }
-      model::writeWord2Vec(out, ckpt.vocab, vectors);
-      std::cout << "wrote " << ckpt.vocab.size() << " vectors of dimension " << vectors.size(1) << " (step "
-                << ckpt.global_step << ") to " << out << "\n";
+      // Checkpoints list the items that no training line contains (their vectors are untrained); older ones
+      // do not, and everything is written.
+      const auto listed = ckpt.blobs.find(train::kUntrainedItemsBlob);
+      const std::vector<int32_t> untrained =
+          listed == ckpt.blobs.end()
+              ? std::vector<int32_t>{}
+              : train::decodeItemIds(listed->second, static_cast<int64_t>(ckpt.vocab.size()), source);
+      const train::ExportSummary exported = train::writeItemVectors(out, ckpt.vocab, vectors, untrained);
+      std::cout << "wrote " << exported.written << " vectors of dimension " << vectors.size(1) << " (step "
+                << ckpt.global_step << ") to " << out;
+      if (exported.left_out > 0) {
+        std::cout << "; left out " << exported.left_out << " items that no training line contains (untrained)";
+      }
+      std::cout << "\n";
       return 0;
     };
   });

@@ -32,6 +32,7 @@
 #include "ringtrain/model/sgns_model.h"
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
+#include "ringtrain/train/item_export.h"
 #include "ringtrain/train/optimizer.h"
 #include "ringtrain/train/startup_check.h"
 #include "train/run_log.h"
@@ -68,6 +69,7 @@ struct Session {
   std::unique_ptr<comm::Communicator> comm;
   std::shared_ptr<const data::Corpus> corpus;
   std::shared_ptr<const data::CorpusSplit> split;
+  std::vector<int64_t> train_counts;  // per item, over the training tokens (loadData)
   std::shared_ptr<model::SgnsModel> model;
 
   Session(const config::JobConfig& j, const dist::ProcessInfo& p) : job(j), process(p) {}
@@ -119,6 +121,7 @@ struct Session {
     comm->barrier();
     if (!leader()) corpus = data::loadJobCorpus(job);
     split = std::make_shared<const data::CorpusSplit>(*corpus, job.data);
+    train_counts = data::trainCounts(*corpus, *split);
   }
 
   void buildModel() {
@@ -322,6 +325,7 @@ Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global
   for (const auto& p : s.model->named_parameters()) ckpt.model[p.key()] = p.value().detach().to(at::kCPU).clone();
   ckpt.optimizer = optimizer.stateDict();
   ckpt.blobs["data.position"] = encodePosition(position);
+  ckpt.blobs[kUntrainedItemsBlob] = encodeItemIds(untrainedItems(s.train_counts));
   ckpt.torch_rng_state = captureTorchRngState();
   return ckpt;
 }
@@ -522,7 +526,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   const LrSchedule schedule(job.optim, total_steps);
 
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
-  const std::vector<int64_t> train_counts = data::trainCounts(*s.corpus, *s.split);
+  const std::vector<int64_t>& train_counts = s.train_counts;
   summary.metrics_path = s.leader() ? metrics_path : "";
   RunLog run_log(s.leader(), metrics_path, total_steps, global_step);
   // About 700 bytes of events per traced step (five events, the finalize one with per-bucket times); the
@@ -686,7 +690,12 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     info("{}", describe(ev, job.eval.k, true));
     summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
     summary.export_path = outputPath(job, "embeddings.txt");
-    model::writeWord2Vec(summary.export_path, s.vocabTokens(), itemVectors(*s.model).to(at::kCPU));
+    const ExportSummary exported = writeItemVectors(summary.export_path, s.vocabTokens(),
+                                                    itemVectors(*s.model).to(at::kCPU), untrainedItems(s.train_counts));
+    if (exported.left_out > 0) {
+      info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
+           exported.written, exported.left_out);
+    }
     if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));
   }
   if (job.log.trace_steps > 0) {
@@ -731,7 +740,7 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   s.buildModel();
   restoreModel(s, ckpt, path);
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
-  const Evaluation ev = evaluate(s, queries, data::trainCounts(*s.corpus, *s.split), true);
+  const Evaluation ev = evaluate(s, queries, s.train_counts, true);
   if (s.leader()) info("{} (checkpoint {}, step {})", describe(ev, job.eval.k, true), path, ckpt.global_step);
   TrainSummary summary;
   summary.steps = ckpt.global_step;

@@ -337,6 +337,28 @@ TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
   EXPECT_THAT(wide.out, HasSubstr("every target is a hit)"));
 }
 
+// Items that no training line contains (here: only ever a held-out session's hidden last item) keep their
+// initial vectors: the export leaves them out and says how many.
+TEST(TrainJob, TheExportLeavesOutItemsTrainingNeverSaw) {
+  const std::string dir = testing::makeTempDir("ringtrain-untrained-");
+  {
+    std::ofstream corpus(dir + "/corpus.txt");
+    for (int i = 0; i < 40; ++i) corpus << "a" << i % 7 << " b" << i % 5 << " c" << i % 3 << " last" << i << "\n";
+  }
+  const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                             "run.output_dir=" + dir + "/run", "--set", "data.corpus=" + dir + "/corpus.txt", "--set",
+                             "data.eval_fraction=1", "--set", "data.eval_hide_last=1", "--set", "data.subsample=0",
+                             "--set", "run.max_steps=5",
+                             "--set", "log.plot=false"},
+                            withDeadline(120));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("left out 40 items that no training line contains"));
+  const model::WordVectors v = model::readWord2Vec(dir + "/run/embeddings.txt");
+  EXPECT_EQ(v.tokens.size(), 7u + 5u + 3u);
+  EXPECT_EQ(v.find("last0"), -1);
+  EXPECT_GE(v.find("a0"), 0);
+}
+
 // A rank that never starts is named within comm.timeout_s, before any backend waits for it (MPI_Init has
 // no limit of its own).
 TEST(TrainJob, ARankThatNeverStartsIsNamedWithinTheTimeout) {

@@ -14,6 +14,7 @@
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
 #include "ringtrain/train/evaluation.h"
+#include "ringtrain/train/item_export.h"
 #include "ringtrain/train/model_state.h"
 #include "testing/command.h"
 
@@ -151,6 +152,26 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
   EXPECT_EQ(v.tokens, c.vocab);
   const at::Tensor expect = itemVectors(m);
   EXPECT_TRUE(at::equal(at::from_blob(const_cast<float*>(v.values.data()), {4, 3}).clone(), expect));
+
+  // A checkpoint that lists untrained items (no training line contains them) exports the others only.
+  Checkpoint listing = c;
+  listing.blobs[kUntrainedItemsBlob] = "2";
+  const std::string listed = CheckpointManager(dir_ + "/listed", 2).save(listing);
+  const auto pruned = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "--checkpoint",
+                                           listed, "-o", dir_ + "/pruned.txt"});
+  ASSERT_TRUE(pruned.ok()) << pruned.err;
+  EXPECT_NE(pruned.out.find("wrote 3 vectors"), std::string::npos) << pruned.out;
+  EXPECT_NE(pruned.out.find("left out 1 items that no training line contains"), std::string::npos) << pruned.out;
+  const model::WordVectors p = model::readWord2Vec(dir_ + "/pruned.txt");
+  EXPECT_EQ(p.tokens, (std::vector<std::string>{"apple", "pear", "kiwi"}));
+  EXPECT_TRUE(at::equal(at::from_blob(const_cast<float*>(p.values.data()), {3, 3}).clone(),
+                        expect.index_select(0, at::tensor(std::vector<int64_t>{0, 1, 3}))));
+  listing.blobs[kUntrainedItemsBlob] = "2 9";  // beyond the 4 items
+  const std::string bad_list = CheckpointManager(dir_ + "/badlist", 2).save(listing);
+  const auto broken = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "--checkpoint",
+                                           bad_list, "-o", dir_ + "/broken.txt"});
+  EXPECT_EQ(broken.exit_code, 2);
+  EXPECT_NE(broken.err.find("malformed list of untrained items"), std::string::npos) << broken.err;
 
   write("items.tsv", "id\tkey\tname\tcategory\r\n0\tapple\tRed apple\tfruit\r\n1\tpear\tGreen pear\tfruit\r\n");
   const auto nb = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",

@@ -1,0 +1,77 @@
+#include "ringtrain/train/item_export.h"
+
+#include <charconv>
+
+#include <ATen/ATen.h>
+
+#include "ringtrain/core/error.h"
+#include "ringtrain/model/word2vec_io.h"
+
+namespace ringtrain::train {
+
+std::vector<int32_t> untrainedItems(const std::vector<int64_t>& train_counts) {
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < train_counts.size(); ++i) {
+    if (train_counts[i] == 0) out.push_back(static_cast<int32_t>(i));
+  }
+  return out;
+}
+
+std::string encodeItemIds(const std::vector<int32_t>& ids) {
+  std::string text;
+  for (const int32_t id : ids) {
+    if (!text.empty()) text.push_back(' ');
+    text += std::to_string(id);
+  }
+  return text;
+}
+
+std::vector<int32_t> decodeItemIds(const std::string& text, int64_t vocab, const std::string& origin) {
+  std::vector<int32_t> ids;
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    if (*p == ' ') {
+      ++p;
+      continue;
+    }
+    int32_t id = 0;
+    const auto [next, ec] = std::from_chars(p, end, id);
+    if (ec != std::errc() || id < 0 || id >= vocab || (!ids.empty() && id <= ids.back())) {
+      RT_THROW(DataError, origin, ": malformed list of untrained items near '", std::string(p, std::min<size_t>(20, end - p)),
+               "'");
+    }
+    ids.push_back(id);
+    p = next;
+  }
+  return ids;
+}
+
+ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,
+                               const std::vector<int32_t>& untrained) {
+  RT_CHECK_EQ(static_cast<int64_t>(tokens.size()), vectors.size(0), "one token per vector");
+  ExportSummary summary;
+  summary.left_out = static_cast<int64_t>(untrained.size());
+  if (untrained.empty()) {
+    model::writeWord2Vec(path, tokens, vectors);
+    summary.written = static_cast<int64_t>(tokens.size());
+    return summary;
+  }
+  std::vector<std::string> kept_tokens;
+  std::vector<int64_t> kept;
+  size_t next = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (next < untrained.size() && static_cast<size_t>(untrained[next]) == i) {
+      ++next;
+      continue;
+    }
+    kept.push_back(static_cast<int64_t>(i));
+    kept_tokens.push_back(tokens[i]);
+  }
+  const at::Tensor index = at::tensor(kept, at::TensorOptions().dtype(at::kLong)).to(vectors.device());
+  model::writeWord2Vec(path, kept_tokens, vectors.index_select(0, index));
+  summary.written = static_cast<int64_t>(kept.size());
+  return summary;
+}
+
+}  // namespace ringtrain::train
