@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/data/alias_sampler.h"
 #include "ringtrain/data/corpus.h"
@@ -27,7 +28,9 @@ constexpr size_t kFlushBytes = 8 << 20;
 // Writes to `<path>.tmp.<pid>` and renames over `path` on commit(); removes the temporary otherwise.
 class AtomicWriter {
  public:
-  explicit AtomicWriter(std::string path) : path_(std::move(path)), tmp_(fmt::format("{}.tmp.{}", path_, ::getpid())) {
+  // Through a link to its target (file_target.h), as every file ringtrain writes.
+  explicit AtomicWriter(const std::string& path)
+      : path_(atomicWriteTarget(path)), tmp_(fmt::format("{}.tmp.{}", path_, ::getpid())) {
     f_ = std::fopen(tmp_.c_str(), "wb");
     if (!f_) RT_THROW(DataError, tmp_, ": cannot write: ", std::strerror(errno));
     buf_.reserve(kFlushBytes + 4096);

@@ -81,6 +81,17 @@ TEST(Synthetic, GenDataCommandWritesBothFiles) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/items.tsv"));
   auto bad = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--alpha", "2"});
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  // A link to sequences.txt is written through, not replaced (as every file ringtrain writes).
+  std::filesystem::rename(dir + "/sequences.txt", dir + "/real.txt");
+  std::filesystem::create_symlink("real.txt", dir + "/sequences.txt");
+  auto linked = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--items", "300",
+                                     "--sessions", "60"});
+  ASSERT_TRUE(linked.ok()) << linked.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(dir + "/sequences.txt"));
+  std::ifstream real(dir + "/real.txt");
+  int lines = 0;
+  for (std::string line; std::getline(real, line);) ++lines;
+  EXPECT_EQ(lines, 60);
   // Generated again without items: the old items.tsv (other categories) goes, said.
   auto again = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--items", "300",
                                     "--sessions", "50", "--no-items"});
