@@ -131,7 +131,8 @@ ExportListing listExports(const std::string& dir) {
   return out;
 }
 
-// The newest by modification time (ties: the greater path) among `files` in `listing`, or an empty one.
+// The newest by modification time (ties: the greater path) of the files in `listing` that `keep` accepts, or
+// an empty one.
 template <typename Filter>
 ExportFile newestOf(const ExportListing& listing, Filter keep) {
   ExportFile best;
@@ -268,20 +269,15 @@ struct Server::Impl {
       }
     }
     RT_CHECK_T(DataError, !path.empty(), "no model to load: give --model or a serve.watch_dir with an export");
-    // Only the first load may read a pipe (--model <(zcat m.vec.gz)); later ones would wait on it forever, holding
-    // every reload after them, and a stopping server with them.
-    if (!initial) {
-      struct stat st {};
-      if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-        metrics.reload(false);
-        const std::string why = path + ": is not a regular file (a FIFO, socket or device); a reload reads files only";
-        warn("serve: refused model {}: {}", path, why);
-        RT_THROW(DataError, why);
-      }
-    }
     std::lock_guard<std::mutex> lock(reload_mu);
     std::shared_ptr<Model> fresh;
     try {
+      // Only the first load may read a pipe (--model <(zcat m.vec.gz)); a later one would wait on it forever,
+      // holding every reload after it, and a stopping server with them.
+      struct stat st {};
+      if (!initial && ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        RT_THROW(DataError, path, ": is not a regular file (a FIFO, socket or device); a reload reads files only");
+      }
       fresh = loadAndIndex(path);
     } catch (const Error& e) {
       metrics.reload(false);
