@@ -14,13 +14,14 @@ namespace {
 // Coalesces small writes: a queue entry grows up to this size before another is started.
 constexpr size_t kChunkBytes = 64u << 10;
 
-// False when the stream is gone (EPIPE, EBADF, ...); `err` gets errno.
-bool writeAll(int fd, const char* data, size_t n, int* err) {
+}  // namespace
+
+bool writeFully(int fd, const char* data, size_t n, int* err) {
   while (n > 0) {
     const ssize_t w = ::write(fd, data, n);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      *err = w < 0 ? errno : EIO;
+      if (err != nullptr) *err = w < 0 ? errno : EIO;
       return false;
     }
     data += w;
@@ -28,8 +29,6 @@ bool writeAll(int fd, const char* data, size_t n, int* err) {
   }
   return true;
 }
-
-}  // namespace
 
 ConsoleStream::ConsoleStream(int fd, const char* name) : fd_(fd), name_(name) {
   sigset_t all, old;
@@ -87,7 +86,7 @@ void ConsoleStream::run() {
     queue_.pop_front();
     lock.unlock();
     int err = 0;
-    const bool ok = writeAll(fd_, chunk.data(), chunk.size(), &err);
+    const bool ok = writeFully(fd_, chunk.data(), chunk.size(), &err);
     lock.lock();
     backlog_ -= chunk.size();
     std::string notice;

@@ -52,6 +52,10 @@ class ConsoleStream {
   std::thread thread_;
 };
 
+// write(2) until all `n` bytes are out (EINTR retried); false when the file is gone (EPIPE, ENOSPC, ...),
+// with errno in `err` when given.
+bool writeFully(int fd, const char* data, size_t n, int* err = nullptr);
+
 ConsoleStream& consoleOut();  // fd 1
 ConsoleStream& consoleErr();  // fd 2
 

@@ -9,19 +9,6 @@
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::launch {
-namespace {
-
-void writeAll(int fd, const char* data, size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;  // a closed terminal or pipe must not stop the job
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-}  // namespace
 
 OutputPump::OutputPump(int rank, ConsoleStream& dest, const std::string& log_path, Tail* tail)
     : prefix_("[rank " + std::to_string(rank) + "] "), dest_(dest), tail_(tail) {
@@ -32,7 +19,9 @@ OutputPump::OutputPump(int rank, ConsoleStream& dest, const std::string& log_pat
 }
 
 void OutputPump::feed(const char* data, size_t n) {
-  if (log_.valid()) writeAll(log_.get(), data, n);  // the bytes as they came: no prefix, no added line ends
+  // The bytes as they came: no prefix, no added line ends. A log that cannot be written (disk full) must not
+  // stop the job.
+  if (log_.valid()) writeFully(log_.get(), data, n);
   const char* end = data + n;
   while (data < end) {
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
