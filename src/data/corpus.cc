@@ -308,8 +308,8 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
     // A UTF-8 byte order mark (some editors write one) is not part of the first item's token.
     if (line_no == 1 && lineText.substr(0, 3) == "\xEF\xBB\xBF") lineText.remove_prefix(3);
     // Lines ended by CR alone (classic Mac) read as one session: every window would cross sessions.
-    if (line_no == 1 && !nl && eof && lineText.find('\r') != std::string_view::npos &&
-        lineText.find('\r') + 1 < lineText.size()) {
+    const size_t first_cr = line_no == 1 && !nl && eof ? lineText.find('\r') : std::string_view::npos;
+    if (first_cr != std::string_view::npos && first_cr + 1 < lineText.size()) {
       RT_THROW(DataError, o.corpus, ":1: lines end in CR alone, so the file would be one session; convert them ",
                "(tr '\\r' '\\n')");
     }
@@ -561,10 +561,10 @@ std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
   c->path_ = o.corpus;
   File f(std::fopen(o.corpus.c_str(), "rb"));
   if (!f.f) RT_THROW(DataError, o.corpus, ": cannot open corpus: ", errnoText());
-  std::error_code ec;
-  if (std::filesystem::is_directory(o.corpus, ec)) RT_THROW(DataError, o.corpus, ": is a directory, not a corpus file");
-  struct stat st {};
-  if (::fstat(fileno(f.f), &st) == 0 && !S_ISREG(st.st_mode)) {
+  struct stat st {};  // of the file opened: a path checked apart could have changed in between
+  if (::fstat(fileno(f.f), &st) != 0) RT_THROW(DataError, o.corpus, ": cannot stat: ", errnoText());
+  if (S_ISDIR(st.st_mode)) RT_THROW(DataError, o.corpus, ": is a directory, not a corpus file");
+  if (!S_ISREG(st.st_mode)) {
     RT_THROW(DataError, o.corpus, ": is not a regular file (a pipe or device): every rank reads the corpus itself, "
              "and its cache is keyed by the file; write it to a file first");
   }

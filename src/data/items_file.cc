@@ -26,12 +26,6 @@ void splitTabs(std::string_view text, std::vector<std::string_view>& fields) {
   }
 }
 
-std::string_view withoutCr(const std::string& line) {
-  std::string_view text(line);
-  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
-  return text;
-}
-
 }  // namespace
 
 void forEachItemsRow(const std::string& path, bool require_id, const std::function<void(const ItemsRow&)>& each) {
@@ -43,7 +37,7 @@ void forEachItemsRow(const std::string& path, bool require_id, const std::functi
     RT_THROW(DataError, path, ":1: empty items file (expected a header such as 'id<TAB>key<TAB>name<TAB>category')");
   }
   std::vector<std::string_view> fields;
-  const std::string header(withoutCr(line));
+  const std::string header(::ringtrain::detail::withoutLineEnd(line));
   splitTabs(header, fields);
   const size_t columns = fields.size();
   int id = -1, key = -1, name = -1, category = -1;
@@ -66,7 +60,7 @@ void forEachItemsRow(const std::string& path, bool require_id, const std::functi
   row.line = 1;
   while (std::getline(in, line)) {
     ++row.line;
-    const std::string_view text = withoutCr(line);
+    const std::string_view text = ::ringtrain::detail::withoutLineEnd(line);
     if (text.empty()) continue;
     splitTabs(text, fields);
     if (fields.size() != columns) {

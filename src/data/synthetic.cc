@@ -140,8 +140,7 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
       warn("{}: removed the items.tsv of an earlier generation (--no-items: its categories would be taken for "
            "these items)", result.items_path);
     }
-  }
-  if (write_items) {
+  } else {
     AtomicWriter out(result.items_path);
     std::string& buf = out.buf();
     buf.append("id\tkey\tname\tcategory\n");

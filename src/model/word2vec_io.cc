@@ -32,11 +32,6 @@ bool badToken(const std::string& token) {
   return std::any_of(token.begin(), token.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
 }
 
-std::string_view withoutLineEnd(std::string_view s) {
-  while (!s.empty() && (s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
-  return s;
-}
-
 // The fields of a line: runs of characters other than space and tab.
 void splitFields(std::string_view s, std::vector<std::string_view>& out) {
   out.clear();
@@ -142,10 +137,10 @@ WordVectors readWord2Vec(const std::string& path, int64_t max_dim) {
   if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty file (expected a header 'N D')");
   std::vector<std::string_view> f;
   int64_t n = 0, d = 0;
-  splitFields(withoutLineEnd(line), f);
+  splitFields(::ringtrain::detail::withoutLineEnd(line), f);
   if (f.size() != 2 || !parseInteger(f[0], n) || !parseInteger(f[1], d)) {
     RT_THROW(DataError, path, ":1: expected a header 'N D' (two integers), got '",
-             ::ringtrain::detail::quotable(withoutLineEnd(line)), "'");
+             ::ringtrain::detail::quotable(::ringtrain::detail::withoutLineEnd(line)), "'");
   }
   if (n < 1 || d < 1) RT_THROW(DataError, path, ":1: header 'N D' out of range: N = ", n, ", D = ", d, " (each >= 1)");
   if (max_dim > 0 && d > max_dim) RT_THROW(DataError, path, ":1: D = ", d, " is above the limit of ", max_dim, " here");
@@ -164,7 +159,7 @@ WordVectors readWord2Vec(const std::string& path, int64_t max_dim) {
   int64_t line_no = 1, rows = 0;
   while (std::getline(in, line)) {
     ++line_no;
-    splitFields(withoutLineEnd(line), f);
+    splitFields(::ringtrain::detail::withoutLineEnd(line), f);
     if (f.empty()) continue;  // blank lines (a trailing newline) are harmless
     if (rows == n) RT_THROW(DataError, path, ":", line_no, ": more vectors than the header's N = ", n);
     if (static_cast<int64_t>(f.size()) != d + 1) {
