@@ -75,14 +75,8 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
           RT_THROW(ConfigError, "-o ", out, " is in the checkpoint directory ", dir, "; write the vectors elsewhere");
         }
       }
-      // Checkpoints list the items that no training line contains (their vectors are untrained); older ones
-      // do not, and everything is written.
-      const auto listed = ckpt.blobs.find(train::kUntrainedItemsBlob);
-      const std::vector<int32_t> untrained =
-          listed == ckpt.blobs.end()
-              ? std::vector<int32_t>{}
-              : train::decodeItemIds(listed->second, static_cast<int64_t>(ckpt.vocab.size()), source);
-      const train::ExportSummary exported = train::writeItemVectors(out, ckpt.vocab, vectors, untrained);
+      const train::ExportSummary exported =
+          train::writeItemVectors(out, ckpt.vocab, vectors, train::untrainedItems(ckpt, source));
       std::cout << "wrote " << exported.written << " vectors of dimension " << vectors.size(1) << " (step "
                 << ckpt.global_step << ") to " << out;
       if (exported.left_out > 0) {

@@ -55,17 +55,23 @@ void addRank(RankingSums& sums, int64_t higher, int64_t ties, int k) {
   }
 }
 
+// The query's distinct items other than its target, into `out`: the candidates a query takes out.
+void itemsTakenOut(const EvalQuery& query, std::vector<int32_t>& out) {
+  out.assign(query.query.begin(), query.query.end());
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  out.erase(std::remove(out.begin(), out.end(), query.target), out.end());
+}
+
 // A target training never saw: behind every seen candidate outside the query, level with the other unseen
 // ones outside it.
 void addUnseenTargetRank(RankingSums& sums, const EvalQuery& query, const std::vector<uint8_t>& unseen,
                          int64_t seen_total, int k) {
-  std::vector<int32_t> items(query.query.begin(), query.query.end());
-  std::sort(items.begin(), items.end());
-  items.erase(std::unique(items.begin(), items.end()), items.end());
+  std::vector<int32_t> items;
+  itemsTakenOut(query, items);
   int64_t higher = seen_total;
   int64_t ties = static_cast<int64_t>(unseen.size()) - seen_total - 1;
   for (int32_t id : items) {
-    if (id == query.target) continue;
     if (unseen[static_cast<size_t>(id)]) {
       --ties;
     } else {
@@ -211,11 +217,8 @@ RankingSums evaluatePopularity(const std::vector<int64_t>& item_counts, const st
     const auto [level_begin, level_end] = std::equal_range(sorted.begin(), sorted.end(), ct);
     int64_t higher = static_cast<int64_t>(sorted.end() - level_end);
     int64_t ties = static_cast<int64_t>(level_end - level_begin) - 1;
-    excluded.assign(q.query.begin(), q.query.end());
-    std::sort(excluded.begin(), excluded.end());
-    excluded.erase(std::unique(excluded.begin(), excluded.end()), excluded.end());
+    itemsTakenOut(q, excluded);
     for (int32_t id : excluded) {
-      if (id == q.target) continue;
       const int64_t c = item_counts[static_cast<size_t>(id)];
       if (c > ct) --higher;
       if (c == ct) --ties;

@@ -47,6 +47,12 @@ std::vector<int32_t> decodeItemIds(const std::string& text, int64_t vocab, const
   return ids;
 }
 
+std::vector<int32_t> untrainedItems(const Checkpoint& ckpt, const std::string& origin) {
+  const auto listed = ckpt.blobs.find(kUntrainedItemsBlob);
+  if (listed == ckpt.blobs.end()) return {};
+  return decodeItemIds(listed->second, static_cast<int64_t>(ckpt.vocab.size()), origin);
+}
+
 ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,
                                const std::vector<int32_t>& untrained) {
   RT_CHECK_EQ(static_cast<int64_t>(tokens.size()), vectors.size(0), "one token per vector");

@@ -70,6 +70,7 @@ struct Session {
   std::shared_ptr<const data::Corpus> corpus;
   std::shared_ptr<const data::CorpusSplit> split;
   std::vector<int64_t> train_counts;  // per item, over the training tokens (loadData)
+  std::vector<int32_t> untrained;     // the items whose count is 0 (loadData): left out of exports
   std::shared_ptr<model::SgnsModel> model;
 
   Session(const config::JobConfig& j, const dist::ProcessInfo& p) : job(j), process(p) {}
@@ -122,6 +123,7 @@ struct Session {
     if (!leader()) corpus = data::loadJobCorpus(job);
     split = std::make_shared<const data::CorpusSplit>(*corpus, job.data);
     train_counts = data::trainCounts(*corpus, *split);
+    untrained = untrainedItems(train_counts);
   }
 
   void buildModel() {
@@ -220,8 +222,8 @@ struct Evaluation {
 };
 
 // Collective: every rank scores its share of the held-out queries and sampled items; sums are reduced.
-Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std::vector<int64_t>& counts,
-                    bool with_popularity) {
+Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, bool with_popularity) {
+  const std::vector<int64_t>& counts = s.train_counts;
   const config::EvalOptions& e = s.job.eval;
   const int rank = s.comm->rank();
   const int world = s.comm->size();
@@ -263,6 +265,14 @@ Evaluation evaluate(Session& s, const std::vector<EvalQuery>& queries, const std
   result.categories = CategorySums{static_cast<int64_t>(sums[6]), static_cast<int64_t>(sums[7]),
                                    static_cast<int64_t>(sums[8]), static_cast<int64_t>(sums[9])};
   return result;
+}
+
+void putEvaluation(const Evaluation& ev, TrainSummary& summary) {
+  summary.ranking = ev.ranking;
+  summary.popularity = ev.popularity;
+  summary.categories = ev.categories;
+  summary.held_out_lines = ev.held_out_lines;
+  summary.items = ev.items;
 }
 
 std::string describe(const Evaluation& ev, int k, bool with_popularity) {
@@ -325,7 +335,7 @@ Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global
   for (const auto& p : s.model->named_parameters()) ckpt.model[p.key()] = p.value().detach().to(at::kCPU).clone();
   ckpt.optimizer = optimizer.stateDict();
   ckpt.blobs["data.position"] = encodePosition(position);
-  ckpt.blobs[kUntrainedItemsBlob] = encodeItemIds(untrainedItems(s.train_counts));
+  ckpt.blobs[kUntrainedItemsBlob] = encodeItemIds(s.untrained);
   ckpt.torch_rng_state = captureTorchRngState();
   return ckpt;
 }
@@ -526,7 +536,6 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   const LrSchedule schedule(job.optim, total_steps);
 
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
-  const std::vector<int64_t>& train_counts = s.train_counts;
   summary.metrics_path = s.leader() ? metrics_path : "";
   RunLog run_log(s.leader(), metrics_path, total_steps, global_step);
   // About 700 bytes of events per traced step (five events, the finalize one with per-bucket times); the
@@ -646,7 +655,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     run_log.record(record);
 
     if (job.eval.every_steps > 0 && global_step % job.eval.every_steps == 0 && global_step < total_steps) {
-      run_log.note(describe(evaluate(s, queries, train_counts, false), job.eval.k, false));
+      run_log.note(describe(evaluate(s, queries, false), job.eval.k, false));
     }
     const bool checkpoint_now =
         job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;
@@ -680,18 +689,14 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   info("memory after training: PSS {:.0f} MiB", proportionalSetMiB());
 
   // The end: evaluation, final checkpoint, export, plot, trace.
-  const Evaluation ev = evaluate(s, queries, train_counts, true);
-  summary.ranking = ev.ranking;
-  summary.popularity = ev.popularity;
-  summary.held_out_lines = ev.held_out_lines;
-  summary.items = ev.items;
-  summary.categories = ev.categories;
+  const Evaluation ev = evaluate(s, queries, true);
+  putEvaluation(ev, summary);
   if (s.leader()) {
     info("{}", describe(ev, job.eval.k, true));
     summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
     summary.export_path = outputPath(job, "embeddings.txt");
     const ExportSummary exported = writeItemVectors(summary.export_path, s.vocabTokens(),
-                                                    itemVectors(*s.model).to(at::kCPU), untrainedItems(s.train_counts));
+                                                    itemVectors(*s.model).to(at::kCPU), s.untrained);
     if (exported.left_out > 0) {
       info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
            exported.written, exported.left_out);
@@ -740,15 +745,11 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   s.buildModel();
   restoreModel(s, ckpt, path);
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
-  const Evaluation ev = evaluate(s, queries, s.train_counts, true);
+  const Evaluation ev = evaluate(s, queries, true);
   if (s.leader()) info("{} (checkpoint {}, step {})", describe(ev, job.eval.k, true), path, ckpt.global_step);
   TrainSummary summary;
   summary.steps = ckpt.global_step;
-  summary.ranking = ev.ranking;
-  summary.popularity = ev.popularity;
-  summary.held_out_lines = ev.held_out_lines;
-  summary.items = ev.items;
-  summary.categories = ev.categories;
+  putEvaluation(ev, summary);
   summary.checkpoint_path = path;
   return summary;
 }

@@ -22,6 +22,8 @@ std::vector<int32_t> untrainedItems(const std::vector<int64_t>& train_counts);
 // The blob's text ("3 17 42") and back; DataError naming `origin` for a malformed or out-of-range list.
 std::string encodeItemIds(const std::vector<int32_t>& ids);
 std::vector<int32_t> decodeItemIds(const std::string& text, int64_t vocab, const std::string& origin);
+// The checkpoint's list (read from `origin`), or none for a checkpoint written before it existed.
+std::vector<int32_t> untrainedItems(const Checkpoint& ckpt, const std::string& origin);
 
 struct ExportSummary {
   int64_t written = 0;
