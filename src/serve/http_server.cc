@@ -278,6 +278,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     response_.version(version_);
     response_.result(static_cast<unsigned>(r.status >= 100 && r.status <= 599 ? r.status : 500));
     response_.set(http::field::content_type, r.content_type);
+    if (!r.allow.empty()) response_.set(http::field::allow, r.allow);
     response_.body() = r.body;
     response_.keep_alive(keep_alive_ && !server_->stopping.load());
     response_.prepare_payload();

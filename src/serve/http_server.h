@@ -42,6 +42,7 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  std::string allow = {};  // the Allow header of a 405: the methods the path takes
 };
 
 // Answers one request. Call it exactly once, from any thread; calls after the first are ignored.

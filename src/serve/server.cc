@@ -54,10 +54,11 @@ constexpr std::chrono::minutes kAdminTimeout{10};
 // How much nicer than the server a (re)load runs (see loadAndIndex).
 constexpr int kReloadNiceIncrement = 10;
 
-// An answer other than 200, raised inside a handler.
+// An answer other than 200, raised inside a handler; a 405 names the methods the path takes.
 struct HttpError {
   int status;
   std::string message;
+  std::string allow = {};
 };
 
 // Invalid UTF-8 (a token, a file name or an error message quoting bytes of a broken file) is replaced with
@@ -66,8 +67,10 @@ HttpResponse jsonResponse(const json& body, int status = 200) {
   return {status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace)};
 }
 
-HttpResponse errorResponse(int status, const std::string& message) {
-  return jsonResponse(json{{"error", message}, {"status", status}}, status);
+HttpResponse errorResponse(int status, const std::string& message, const std::string& allow = "") {
+  HttpResponse r = jsonResponse(json{{"error", message}, {"status", status}}, status);
+  r.allow = allow;
+  return r;
 }
 
 // The message for a status the HTTP layer answers itself.
@@ -88,6 +91,13 @@ std::string endpointOf(const std::string& path) {
   if (path == "/metrics") return "metrics";
   if (path == "/admin/reload") return "admin_reload";
   return "other";
+}
+
+// The methods an endpoint answers (its 405's Allow header); HEAD goes wherever GET does.
+std::string methodsOf(const std::string& endpoint) {
+  if (endpoint == "recommend") return "GET, HEAD, POST";
+  if (endpoint == "admin_reload") return "POST";
+  return "GET, HEAD";
 }
 
 int parseK(const std::string& text) {
@@ -280,7 +290,7 @@ struct Server::Impl {
       }
       fresh = loadAndIndex(path);
     } catch (const Error& e) {
-      metrics.reload(false);
+      if (!initial) metrics.reload(false);
       // At start-up there is no version yet: the error itself ends the server, said once by its caller.
       if (last_version > 0) warn("serve: refused model {}: {} (version {} keeps serving)", path, e.what(), last_version);
       throw;
@@ -293,7 +303,7 @@ struct Server::Impl {
     // frees their memory at once.
     cache.clear();
     metrics.model(frozen->version, frozen->rows);
-    metrics.reload(true);
+    if (!initial) metrics.reload(true);  // the first model is a load, not a reload
     info("serve: model version {} is serving ({})", frozen->version, path);
     return frozen->version;
   }
@@ -378,9 +388,13 @@ struct Server::Impl {
     }
     double norm2 = 0.0;
     for (const float x : job->query) norm2 += static_cast<double>(x) * x;
-    // Zero vectors (an export may hold some; the load warns), or ones that cancel: every candidate would
-    // score 0, and the "top k" would be the first k rows.
-    if (norm2 == 0.0) throw HttpError{422, "the query has no direction (its items' vectors are zero or cancel out)"};
+    // Zero vectors (an export may hold some; the load warns), or unit vectors that cancel: every candidate
+    // would score 0, or the float rounding of the sum (under 1e-6 of each vector per dimension), and the
+    // "top k" would be the first k rows or noise. A sum shorter than 1e-5 per item is taken as no direction.
+    const double no_direction = 1e-5 * static_cast<double>(job->exclude.size());
+    if (norm2 <= no_direction * no_direction) {
+      throw HttpError{422, "the query has no direction (its items' vectors are zero or cancel out)"};
+    }
     const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
     for (float& x : job->query) x *= inv;
     job->k = k_eff;
@@ -479,7 +493,7 @@ struct Server::Impl {
     try {
       work();
     } catch (const HttpError& e) {
-      return reply(errorResponse(e.status, e.message));
+      return reply(errorResponse(e.status, e.message, e.allow));
     } catch (const DataError& e) {
       return reply(errorResponse(422, e.what()));
     } catch (const std::exception& e) {
@@ -494,7 +508,8 @@ struct Server::Impl {
   // Every request, on an HTTP I/O thread.
   void handle(const HttpRequest& req, const HttpReply& reply) {
     answer(reply, [&] {
-      const bool get = req.method == "GET", post = req.method == "POST";
+      // HEAD is answered as GET; the HTTP layer sends its headers without the body.
+      const bool get = req.method == "GET" || req.method == "HEAD", post = req.method == "POST";
       if (req.path == "/recommend" && get) return recommendGet(req, reply);
       if (req.path == "/recommend" && post) return recommendPost(req, reply);
       if (req.path == "/admin/reload" && post) return adminReload(req, reply);
@@ -510,7 +525,9 @@ struct Server::Impl {
       if (req.path == "/metrics" && get) {
         return reply({200, "text/plain; version=0.0.4", metrics.render(batcher->depth(), cache.size())});
       }
-      if (endpointOf(req.path) != "other") throw HttpError{405, req.method + " is not allowed on " + req.path};
+      if (const std::string endpoint = endpointOf(req.path); endpoint != "other") {
+        throw HttpError{405, req.method + " is not allowed on " + req.path, methodsOf(endpoint)};
+      }
       throw HttpError{404, "no such endpoint"};
     });
   }

@@ -203,6 +203,39 @@ TEST_F(ServerTest, BadRequestsGetTheirCodes) {
   EXPECT_NE(res->body.find("ringtrain_serve_model_version 1"), std::string::npos);
 }
 
+// HEAD goes wherever GET does (headers only, the same Content-Length); a method an endpoint does not take
+// is 405 with the methods it does.
+TEST_F(ServerTest, HeadIsAnsweredAsGetAndA405SaysWhatIsAllowed) {
+  start();
+  auto c = client(server_->port());
+  for (const char* target : {"/healthz", "/metrics", "/recommend?item=item1&k=3"}) {
+    auto get = c->Get(target);
+    auto head = c->Head(target);
+    ASSERT_TRUE(get && head) << target;
+    EXPECT_EQ(head->status, 200) << target;
+    EXPECT_TRUE(head->body.empty()) << target;
+    if (std::string(target) != "/metrics") {  // the metrics change between the two requests
+      EXPECT_EQ(head->get_header_value("Content-Length"), std::to_string(get->body.size())) << target;
+    }
+  }
+  const std::vector<std::pair<std::string, std::string>> allowed = {
+      {"/recommend", "GET, HEAD, POST"}, {"/healthz", "GET, HEAD"}, {"/metrics", "GET, HEAD"}, {"/admin/reload", "POST"}};
+  for (const auto& [path, methods] : allowed) {
+    auto res = c->Delete(path);
+    ASSERT_TRUE(res) << path;
+    EXPECT_EQ(res->status, 405) << path;
+    EXPECT_EQ(res->get_header_value("Allow"), methods) << path;
+  }
+  auto res = c->Get("/admin/reload");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 405);
+  EXPECT_EQ(res->get_header_value("Allow"), "POST");
+  res = c->Delete("/nowhere");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+  EXPECT_FALSE(res->has_header("Allow"));
+}
+
 // A name in items.tsv that is not UTF-8 (JSON cannot carry it) is served with U+FFFD in place of the bad
 // bytes: the item still answers, and so does every query whose answer includes it.
 TEST_F(ServerTest, ANameThatIsNotUtf8IsServedWithAReplacementCharacter) {
@@ -339,8 +372,12 @@ TEST_F(ServerTest, BrokenModelIsRefusedAndTheOldOneKeepsServing) {
   EXPECT_EQ(json::parse(res->body)["model_version"].get<int>(), 1);
   res = c->Get("/metrics");
   EXPECT_NE(res->body.find("ringtrain_serve_reloads_total{result=\"refused\"} 2"), std::string::npos) << res->body;
+  // The model loaded at start is not a reload.
+  EXPECT_NE(res->body.find("ringtrain_serve_reloads_total{result=\"ok\"} 0"), std::string::npos) << res->body;
   // The next good model gets the next version.
   EXPECT_EQ(server_->reload(path("b.vec")), 2u);
+  res = c->Get("/metrics");
+  EXPECT_NE(res->body.find("ringtrain_serve_reloads_total{result=\"ok\"} 1"), std::string::npos) << res->body;
   // A reload never opens a FIFO (it would wait for a writer, holding every reload after it and a stopping
   // server): refused at once.
   ASSERT_EQ(::mkfifo(path("pipe.vec").c_str(), 0600), 0);
@@ -375,7 +412,7 @@ TEST_F(ServerTest, BytesThatAreNotUtf8AreAnsweredNotThrown) {
 
 // A query whose vector is zero ranks nothing above anything: refused, not answered with the first k rows.
 TEST_F(ServerTest, AQueryWithoutDirectionIsRefused) {
-  testing::writeText(path("zero.vec"), "4 2\nz 0 0\nu 1 0\nv -1 0\nw 0.6 0.8\n");
+  testing::writeText(path("zero.vec"), "6 2\nz 0 0\nu 1 0\nv -1 0\nw 0.6 0.8\nn -1 0.0000001\nx -1 0.1\n");
   start(path("zero.vec"));
   auto c = client(server_->port());
   auto res = c->Get("/recommend?item=z&k=2");
@@ -385,6 +422,15 @@ TEST_F(ServerTest, AQueryWithoutDirectionIsRefused) {
   res = c->Post("/recommend", json{{"items", {"u", "v"}}, {"k", 1}}.dump(), "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 422) << res->body;
+  // Nearly cancelling: what is left of the sum is rounding, not a direction.
+  res = c->Post("/recommend", json{{"items", {"u", "n"}}, {"k", 1}}.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 422) << res->body;
+  // Short but real: u + x points up, to w.
+  res = c->Post("/recommend", json{{"items", {"u", "x"}}, {"k", 1}}.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["items"][0]["item"].get<std::string>(), "w");
   res = c->Get("/recommend?item=u&k=1");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
