@@ -44,8 +44,12 @@ std::string parseScalar(const std::string& text, double& out) {
   char* end = nullptr;
   double value = std::strtod(text.c_str(), &end);
   if (end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
-  // ERANGE also flags underflow (1e-320, 1e-400): those read as the nearest double, subnormal or 0.
+  // ERANGE also flags underflow: 1e-320 reads as the nearest (subnormal) double, but 1e-400 would read as
+  // 0, which is not what was written (and an eps of 0 would then be refused as "got 0").
   if (errno == ERANGE && std::fabs(value) >= 1.0) return "number '" + text + "' is out of range";
+  if (errno == ERANGE && value == 0.0) {
+    return "number '" + text + "' is below the smallest double (about 4.9e-324) and would read as 0; write 0 if that is meant";
+  }
   if (!std::isfinite(value)) return "expected a finite number, got '" + text + "'";
   out = value;
   return "";

@@ -157,10 +157,14 @@ TEST(Config, WrongTypeNamesKeyAndValue) {
   EXPECT_THAT(e, HasSubstr("expected an integer, got 'lots'"));
   EXPECT_THAT(errorOf("run:\n  deterministic: maybe\n"), HasSubstr("expected true or false"));
   EXPECT_THAT(errorOf("optim:\n  lr: [1, 2]\n"), HasSubstr("expected a single value"));
-  // Overflow is out of range; underflow reads as the nearest double (strtod flags both with ERANGE).
+  // Overflow is out of range; underflow reads as the nearest double (strtod flags both with ERANGE), unless
+  // that is 0: the number written was not 0.
   EXPECT_THAT(errorOf("optim:\n  eps: 1e999\n"), HasSubstr("optim.eps: number '1e999' is out of range"));
   EXPECT_EQ(loadString("optim:\n  eps: 1e-320\n", "job.yaml").optim.eps, 1e-320);
-  EXPECT_THAT(errorOf("optim:\n  eps: 1e-400\n"), HasSubstr("optim.eps: must be > 0, got 0"));
+  EXPECT_THAT(errorOf("optim:\n  eps: 1e-400\n"),
+              HasSubstr("optim.eps: number '1e-400' is below the smallest double (about 4.9e-324) and would read as 0"));
+  EXPECT_THAT(errorOf("optim:\n  lr: -1e-400\n"), HasSubstr("optim.lr: number '-1e-400' is below the smallest double"));
+  EXPECT_EQ(loadString("optim:\n  lr: 0e-999\n", "job.yaml").optim.lr, 0.0);
 }
 
 TEST(Config, OutOfRangeValuesAreRejected) {
