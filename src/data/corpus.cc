@@ -29,7 +29,7 @@ namespace ringtrain::data {
 namespace {
 
 constexpr char kCacheMagic[8] = {'R', 'T', 'C', 'O', 'R', 'P', 'U', 'S'};
-constexpr uint64_t kCacheVersion = 2;  // 2: ctime and inode in the key
+constexpr uint64_t kCacheVersion = 3;  // 2: ctime and inode in the key; 3: tokens holding a Unicode space
 constexpr size_t kHashWindow = 64 << 10;
 constexpr size_t kReadChunk = 4 << 20;
 
@@ -80,8 +80,17 @@ SourceKey sourceKey(const std::string& path, std::FILE* f) {
 
 bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
-// Returns "" when `t` is valid UTF-8 without control characters, otherwise what is wrong.
-std::string checkToken(std::string_view t) {
+// A space other than ASCII's (no-break, en to hair, ideographic, ...): Python's split() separates items at
+// these, ringtrain (as word2vec) only at ASCII space and tab, so such a token is said aloud.
+bool isUnicodeSpace(uint32_t cp) {
+  return cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+         cp == 0x202f || cp == 0x205f || cp == 0x3000;
+}
+
+// Returns "" when `t` is valid UTF-8 without control characters, otherwise what is wrong. `space` gets the
+// first Unicode space in it, or 0.
+std::string checkToken(std::string_view t, uint32_t& space) {
+  space = 0;
   const auto* p = reinterpret_cast<const unsigned char*>(t.data());
   const size_t n = t.size();
   size_t i = 0;
@@ -106,9 +115,16 @@ std::string checkToken(std::string_view t) {
     const bool overlong = (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
     if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return "invalid UTF-8 sequence";
     if (cp >= 0x80 && cp < 0xa0) return fmt::format("control character U+{:04X}", cp);
+    if (space == 0 && isUnicodeSpace(cp)) space = cp;
     i += len;
   }
   return "";
+}
+
+void warnUnicodeSpaces(const std::string& corpus, int64_t tokens, const std::string& first) {
+  warn("{}: {} token(s) hold a Unicode space ({}), which is part of the item here: only ASCII space and tab "
+       "separate items; replace it (for U+00A0: sed 's/\\xc2\\xa0/ /g') if it was meant to separate",
+       corpus, tokens, first);
 }
 
 // Interns tokens: open addressing over int32 ids; keys in one arena.
@@ -258,6 +274,7 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
   bool eof = false;
   int64_t line_no = 0;
   std::string first_bad;
+  std::string first_spaced;  // where the first token holding a Unicode space is
   std::vector<std::string_view> toks;
   c.tokens_.clear();
   c.offsets_.assign(1, 0);
@@ -317,16 +334,21 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
     toks.clear();
     size_t i = 0;
     std::string why;
+    int64_t spaced = 0;
+    uint32_t space = 0;
     while (i < lineText.size()) {
       while (i < lineText.size() && isSpace(static_cast<unsigned char>(lineText[i]))) ++i;
       size_t j = i;
       while (j < lineText.size() && !isSpace(static_cast<unsigned char>(lineText[j]))) ++j;
       if (j > i) {
         std::string_view t = lineText.substr(i, j - i);
-        why = checkToken(t);
+        why = checkToken(t, space);
         if (!why.empty()) {
           why = fmt::format("token {} is not valid text: {}", toks.size() + 1, why);
           break;
+        }
+        if (space != 0 && spaced++ == 0 && c.stats_.unicode_space_tokens == 0) {
+          first_spaced = fmt::format("line {}, token {}: U+{:04X}", line_no, toks.size() + 1, space);
         }
         toks.push_back(t);
       }
@@ -336,6 +358,7 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
       bad(why);
       continue;
     }
+    c.stats_.unicode_space_tokens += spaced;
     for (std::string_view t : toks) {
       const int32_t id = table.intern(t);
       table.count(id);
@@ -347,6 +370,7 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
   if (c.stats_.bad_lines > 0) {
     warn("{}: skipped {} bad line(s); first: {}", o.corpus, c.stats_.bad_lines, first_bad);
   }
+  if (c.stats_.unicode_space_tokens > 0) warnUnicodeSpaces(o.corpus, c.stats_.unicode_space_tokens, first_spaced);
   if (line_no == 0) RT_THROW(DataError, o.corpus, ": empty corpus (no lines)");
   finish(c, table, o.min_count);
   if (c.numLines() == 0) {
@@ -423,10 +447,10 @@ bool CorpusBuilder::readCache(Corpus& c, const std::string& path, const CacheHea
   CacheHeader h;
   if (!readHeader(f.f, h) || !(h == expect)) return false;
   std::string arena;
-  std::vector<int64_t> voffsets, counts, stats(4);
+  std::vector<int64_t> voffsets, counts, stats(5);
   std::vector<char> arena_bytes;
   const uint64_t kMax = uint64_t{1} << 40;
-  if (!readVec(f.f, stats, 16) || stats.size() != 4) return false;
+  if (!readVec(f.f, stats, 16) || stats.size() != 5) return false;
   if (!readVec(f.f, arena_bytes, kMax) || !readVec(f.f, voffsets, kMax) || !readVec(f.f, counts, kMax) ||
       !readVec(f.f, c.offsets_, kMax) || !readVec(f.f, c.tokens_, kMax)) {
     return false;
@@ -458,6 +482,7 @@ bool CorpusBuilder::readCache(Corpus& c, const std::string& path, const CacheHea
   c.stats_.dropped_tokens = stats[1];
   c.stats_.short_lines = stats[2];
   c.stats_.bad_lines = stats[3];
+  c.stats_.unicode_space_tokens = stats[4];
   c.stats_.lines = c.numLines();
   c.stats_.tokens = c.numTokens();
   return true;
@@ -525,7 +550,7 @@ void CorpusBuilder::writeCache(const Corpus& c, const std::string& path, const C
   bool ok = true;
   writeHeader(f.f, header, ok);
   const std::vector<int64_t> stats = {c.stats_.source_lines, c.stats_.dropped_tokens, c.stats_.short_lines,
-                                      c.stats_.bad_lines};
+                                      c.stats_.bad_lines, c.stats_.unicode_space_tokens};
   writeVec(f.f, stats, ok);
   const std::string& arena = c.vocab_.arena();
   writeVec(f.f, std::vector<char>(arena.begin(), arena.end()), ok);
@@ -585,6 +610,10 @@ std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
         warn("{}: skipped {} bad line(s) (counted when the cache {} was built; data.cache: false names the first)",
              o.corpus, c->stats_.bad_lines, cache_path);
       }
+      if (c->stats_.unicode_space_tokens > 0) {
+        warnUnicodeSpaces(o.corpus, c->stats_.unicode_space_tokens,
+                          "counted when the cache " + cache_path + " was built; data.cache: false names the first");
+      }
     }
   }
   if (!cached) {
@@ -607,8 +636,10 @@ std::shared_ptr<const Corpus> Corpus::fromLines(const std::vector<std::vector<st
   for (const auto& line : lines) {
     ++line_no;
     for (const auto& t : line) {
-      const std::string why = checkToken(t);
+      uint32_t space = 0;
+      const std::string why = checkToken(t, space);
       if (!why.empty() || t.empty()) RT_THROW(DataError, "<memory>:", line_no, ": bad token '", t, "': ", why);
+      if (space != 0) ++c->stats_.unicode_space_tokens;  // counted, not warned: the caller chose the tokens
       const int32_t id = table.intern(t);
       table.count(id);
       c->tokens_.push_back(id);
