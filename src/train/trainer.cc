@@ -20,6 +20,7 @@
 #include <torch/cuda.h>
 
 #include "ringtrain/comm/factory.h"
+#include "ringtrain/comm/job_group.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
@@ -28,7 +29,6 @@
 #include "ringtrain/data/split.h"
 #include "ringtrain/ddp/distributed_data_parallel.h"
 #include "ringtrain/ddp/tensor_buffer.h"
-#include "ringtrain/dist/connect_store.h"
 #include "ringtrain/model/sgns_model.h"
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
@@ -65,8 +65,8 @@ struct Session {
   const config::JobConfig& job;
   const dist::ProcessInfo& process;
   at::Device device{at::kCPU};
-  std::unique_ptr<dist::Store> store;
-  std::unique_ptr<comm::Communicator> comm;
+  std::unique_ptr<comm::JobGroup> group;  // the job's store and communicator
+  comm::Communicator* comm = nullptr;      // group's, while group lives
   std::shared_ptr<const data::Corpus> corpus;
   std::shared_ptr<const data::CorpusSplit> split;
   std::vector<int64_t> train_counts;  // per item, over the training tokens (loadData)
@@ -78,41 +78,11 @@ struct Session {
   bool leader() const { return process.rank == 0; }
 
   void connect() {
-    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(job.comm.timeout_s * 1000));
     device = chooseDevice(job, process);
-    store = dist::connectStore(process, timeout);
-    meetInStore(timeout);
     comm::Device comm_device;
     if (device.is_cuda()) comm_device.cuda_index = device.index();
-    comm = comm::makeCommunicator(job.comm, process, *store, comm_device);
-  }
-
-  // Every rank reaches the store, within comm.timeout_s, before the communicator starts: MPI_Init waits for
-  // every rank with no limit of its own, so a rank that never starts (or starts late) held the others
-  // forever; and ranks on different backends would each wait in their own rendezvous.
-  void meetInStore(std::chrono::milliseconds timeout) {
-    const int world = process.world_size;
-    if (world <= 1) return;
-    const std::string prefix = "ringtrain/arrived/";
-    store->set(prefix + std::to_string(process.rank), dist::toBytes(job.comm.backend));
-    std::vector<std::string> keys;
-    for (int r = 0; r < world; ++r) keys.push_back(prefix + std::to_string(r));
-    try {
-      store->wait(keys, timeout);
-    } catch (const TimeoutError&) {
-      std::vector<int> missing;
-      for (int r = 0; r < world; ++r) {
-        if (!store->check({keys[static_cast<size_t>(r)]})) missing.push_back(r);
-      }
-      RT_THROW(TimeoutError, "rank(s) ", fmt::format("{}", fmt::join(missing, ", ")), " of ", world,
-               " did not reach the job's store within comm.timeout_s ", job.comm.timeout_s,
-               " s: not started, or stuck before it");
-    }
-    const std::string first = dist::toString(store->get(keys[0], timeout));
-    if (first != job.comm.backend) {
-      RT_THROW(ConfigError, "rank ", process.rank, " runs comm.backend ", job.comm.backend, " and rank 0 ", first,
-               ": every rank must use the same backend");
-    }
+    group = std::make_unique<comm::JobGroup>(job.comm, process, comm_device);
+    comm = &group->comm();
   }
 
   void loadData() {

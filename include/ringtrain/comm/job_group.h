@@ -1,0 +1,58 @@
+// ringtrain::comm::JobGroup: this process's place in a job, and what a LibTorch program of one's own needs
+// before it wraps its model in ddp::DistributedDataParallel.
+//
+//   ringtrain::comm::JobGroup job;   // who am I (ringrun, mpirun, srun, torchrun, RANK/WORLD_SIZE, or alone)
+//   ringtrain::ddp::DistributedDataParallel ddp(*model, job.comm());
+//
+// Construction, collective:
+//   1. reads the rank, world size and the place to meet from the launcher's environment
+//      (dist::detectProcessInfo; MASTER_ADDR/PORT fall back to options.master_addr/master_port);
+//   2. reaches the job's store (dist::connectStore);
+//   3. waits until every rank has reached it, at most options.timeout_s, and checks that every rank asked for
+//      the same options.backend: a rank that never starts is named (TimeoutError) instead of leaving the
+//      others inside a backend's own rendezvous, which for MPI has no timeout;
+//   4. connects the communicator (comm::makeCommunicator).
+// Destruction, collective: the communicator is closed, then every rank says in the store that it is done,
+// and rank 0, which hosts the store outside ringrun, waits for the others (at most options.timeout_s) so
+// that it does not take the store away from a rank still leaving. A rank that is unwinding an exception
+// does not wait: its launcher stops the job.
+// One JobGroup per process at a time. Not thread-safe: use it from the thread that trains.
+#pragma once
+
+#include <memory>
+
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/comm/factory.h"
+#include "ringtrain/config/config.h"
+#include "ringtrain/dist/process_info.h"
+#include "ringtrain/dist/store.h"
+
+namespace ringtrain::comm {
+
+class JobGroup {
+ public:
+  // Default options: comm.backend auto (gloo for host tensors), a 300 s timeout.
+  explicit JobGroup(const config::CommOptions& options = {}, Device device = {});
+  // Who this process is, already read (the trainer reads it to set up logging first).
+  JobGroup(const config::CommOptions& options, const dist::ProcessInfo& process, Device device = {});
+  ~JobGroup();
+  JobGroup(const JobGroup&) = delete;
+  JobGroup& operator=(const JobGroup&) = delete;
+
+  int rank() const { return process_.rank; }
+  int size() const { return process_.world_size; }
+  const dist::ProcessInfo& process() const { return process_; }
+  Communicator& comm() { return *comm_; }
+  dist::Store& store() { return *store_; }
+
+ private:
+  void meet();
+  void leave() noexcept;
+
+  config::CommOptions options_;
+  dist::ProcessInfo process_;
+  std::unique_ptr<dist::Store> store_;  // declared before comm_: the communicator uses it while it lives
+  std::unique_ptr<Communicator> comm_;
+};
+
+}  // namespace ringtrain::comm

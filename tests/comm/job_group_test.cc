@@ -1,0 +1,98 @@
+// JobGroup with ranks as threads, meeting as processes started by hand (RANK/WORLD_SIZE) would: rank 0
+// hosts the store on a loopback port and the others connect to it.
+#include "ringtrain/comm/job_group.h"
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "ringtrain/core/error.h"
+#include "testing/command.h"
+#include "testing/rank_threads.h"
+
+namespace ringtrain::comm {
+namespace {
+
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+dist::ProcessInfo byHand(int rank, int world, int port) {
+  dist::ProcessInfo p;
+  p.rank = rank;
+  p.world_size = world;
+  p.local_rank = rank;
+  p.local_world_size = world;
+  p.master_port = port;
+  p.launcher = "env";
+  return p;
+}
+
+TEST(JobGroup, RanksMeetAndTheirCommunicatorWorks) {
+  const int world = 3;
+  const int port = testing::freeLoopbackPort();
+  const auto results = testing::runRankThreads(world, [&](int rank) {
+    JobGroup job(testing::testCommOptions(20.0), byHand(rank, world, port));
+    EXPECT_EQ(job.rank(), rank);
+    EXPECT_EQ(job.size(), world);
+    EXPECT_EQ(job.comm().rank(), rank);
+    EXPECT_EQ(job.comm().size(), world);
+    const auto all = job.comm().allgatherBytes({static_cast<uint8_t>(10 + rank)});
+    ASSERT_EQ(all.size(), static_cast<size_t>(world));
+    for (int r = 0; r < world; ++r) EXPECT_EQ(all[static_cast<size_t>(r)], std::vector<uint8_t>{static_cast<uint8_t>(10 + r)});
+  });
+  testing::expectAllOk(results);
+}
+
+// Rank 0 hosts the store: it stays until every rank has left, or a rank still closing would lose it.
+TEST(JobGroup, RankZeroLeavesOnlyAfterEveryOtherRank) {
+  const int world = 2;
+  const int port = testing::freeLoopbackPort();
+  std::atomic<int64_t> rank1_left_ns{0}, rank0_left_ns{0};
+  const auto results = testing::runRankThreads(world, [&](int rank) {
+    {
+      JobGroup job(testing::testCommOptions(20.0), byHand(rank, world, port));
+      job.comm().barrier();
+      if (rank == 1) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));
+        rank1_left_ns = Clock::now().time_since_epoch().count();
+      }
+    }
+    if (rank == 0) rank0_left_ns = Clock::now().time_since_epoch().count();
+  });
+  testing::expectAllOk(results);
+  EXPECT_GT(rank1_left_ns.load(), 0);
+  EXPECT_GE(rank0_left_ns.load(), rank1_left_ns.load()) << "rank 0 dropped the store while rank 1 was still in the job";
+}
+
+TEST(JobGroup, ARankThatNeverComesIsNamedWithinTheTimeout) {
+  const int world = 3;
+  const int port = testing::freeLoopbackPort();
+  const auto started = Clock::now();
+  const auto results = testing::runRankThreads(2, [&](int rank) {  // rank 2 never starts
+    JobGroup job(testing::testCommOptions(1.5), byHand(rank, world, port));
+  });
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(20));
+  for (const auto& r : results) {
+    EXPECT_EQ(r.error_type, "TimeoutError") << r.error;
+    EXPECT_THAT(r.error, HasSubstr("rank(s) 2 of 3 did not reach the job's store within comm.timeout_s 1.5 s"));
+  }
+}
+
+TEST(JobGroup, RanksOnAnotherBackendAreRefused) {
+  const int world = 2;
+  const int port = testing::freeLoopbackPort();
+  const auto results = testing::runRankThreads(world, [&](int rank) {
+    config::CommOptions options = testing::testCommOptions(2.0);
+    if (rank == 1) options.backend = "mpi";
+    JobGroup job(options, byHand(rank, world, port));
+  });
+  EXPECT_EQ(results[1].error_type, "ConfigError") << results[1].error;
+  EXPECT_THAT(results[1].error, HasSubstr("rank 1 runs comm.backend mpi and rank 0 gloo"));
+  EXPECT_FALSE(results[0].ok()) << "rank 0 cannot build a group without rank 1";
+}
+
+}  // namespace
+}  // namespace ringtrain::comm
