@@ -1,0 +1,64 @@
+// A LibTorch program of one's own, trained data-parallel with ringtrain. What it takes is a JobGroup, the
+// DistributedDataParallel wrapper, and ddp.finalize() between backward and the optimizer step.
+//
+//   build/bin/example_ddp_regression [STEPS]                                       # one process
+//   build/bin/ringrun --standalone --nproc-per-node 2 -- build/bin/example_ddp_regression
+//   mpirun -np 2 build/bin/example_ddp_regression
+//
+// Every rank fits y = <w, x> + 0.5 with a small MLP, each on batches of its own; finalize() makes every
+// gradient the mean over all ranks' batches, so the ranks take the same steps and end with the same
+// parameters, which checkReplicas() confirms and the last line of each rank shows.
+// examples/CMakeLists.txt builds this file against an installed ringtrain (find_package).
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include <torch/torch.h>
+
+#include <ringtrain/comm/job_group.h>
+#include <ringtrain/core/allocator.h>
+#include <ringtrain/core/error.h>
+#include <ringtrain/ddp/distributed_data_parallel.h>
+
+int main(int argc, char** argv) {
+  ringtrain::keepFreedMemoryInProcess();  // first, before any thread: see ringtrain/core/allocator.h
+  const int steps = argc > 1 ? std::atoi(argv[1]) : 300;
+  if (steps < 1) {
+    std::fprintf(stderr, "usage: %s [STEPS >= 1]\n", argv[0]);
+    return 2;
+  }
+  try {
+    ringtrain::comm::JobGroup job;  // rank, world size and where to meet, from the launcher
+    torch::set_num_threads(1);
+
+    torch::nn::Sequential model(torch::nn::Linear(16, 64), torch::nn::ReLU(), torch::nn::Linear(64, 1));
+    ringtrain::ddp::DistributedDataParallel ddp(*model, job.comm());  // starts from rank 0's parameters
+    torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.05));
+
+    const torch::Tensor w = torch::linspace(-1.0, 1.0, 16).unsqueeze(1);
+    torch::manual_seed(1 + job.rank());  // each rank draws batches of its own
+    float first_loss = 0, last_loss = 0;
+    for (int step = 1; step <= steps; ++step) {
+      const torch::Tensor x = torch::randn({32, 16});
+      const torch::Tensor y = x.matmul(w) + 0.5;
+      optimizer.zero_grad();
+      const torch::Tensor loss = torch::mse_loss(model->forward(x), y);
+      loss.backward();
+      ddp.finalize();  // the gradients are now the mean over every rank's batch
+      optimizer.step();
+      last_loss = loss.item<float>();
+      if (step == 1) first_loss = last_loss;
+      if (job.rank() == 0 && (step == 1 || step % 100 == 0)) std::printf("step %d: loss %.5f\n", step, last_loss);
+    }
+    ddp.checkReplicas();  // throws, naming the parameter and rank, if any rank's parameters differ
+
+    double checksum = 0;  // the same bits on every rank give the same sum
+    for (const torch::Tensor& p : model->parameters()) checksum += p.to(torch::kDouble).sum().item<double>();
+    std::printf("rank %d of %d: loss %.5f -> %.5f, parameters' checksum %.17g\n", job.rank(), job.size(),
+                first_loss, last_loss, checksum);
+    return 0;
+  } catch (const ringtrain::Error& e) {  // a bad setting, a peer that died, a timeout: said, with an exit code
+    std::fprintf(stderr, "example_ddp_regression: %s\n", e.what());
+    return e.exitCode();
+  }
+}
