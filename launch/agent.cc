@@ -342,6 +342,7 @@ class Agent {
         {"MASTER_ADDR", o_.master_addr},
         {"MASTER_PORT", std::to_string(master_port_)},
         {"RINGTRAIN_JOB_TOKEN", token_},
+        {"RINGTRAIN_LAUNCHER", "ringrun"},  // the store is ringrun's: no rank hosts one
         {"RINGTRAIN_RESTART_COUNT", std::to_string(attempt)},
         {"TORCHELASTIC_RESTART_COUNT", std::to_string(attempt)},
     };

@@ -60,8 +60,10 @@ ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, con
   for (const Names& names : kLaunchers) {
     if (lookup(env, names.rank) == nullptr || lookup(env, names.size) == nullptr) continue;
     info.launcher = names.launcher;
-    // RANK/WORLD_SIZE without ringrun's token: torchrun (it sets TORCHELASTIC_RUN_ID), or set by hand.
-    if (info.launcher == "ringrun" && lookup(env, "RINGTRAIN_JOB_TOKEN") == nullptr) {
+    // RANK/WORLD_SIZE not from ringrun (which says so in RINGTRAIN_LAUNCHER): torchrun (it sets
+    // TORCHELASTIC_RUN_ID), or set by hand, with or without a RINGTRAIN_JOB_TOKEN for rank 0's store.
+    const std::string* marker = lookup(env, "RINGTRAIN_LAUNCHER");
+    if (info.launcher == "ringrun" && (marker == nullptr || *marker != "ringrun")) {
       info.launcher = lookup(env, "TORCHELASTIC_RUN_ID") != nullptr ? "torchrun" : "env";
     }
     info.world_size = parseInt(env, names.size, 1, 1);
@@ -84,7 +86,7 @@ ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, con
       }
     }
   }
-  // RANK/WORLD_SIZE by hand (no ringrun token, no torchrun) beside mpirun's or srun's own pair: left over in
+  // RANK/WORLD_SIZE by hand (not ringrun, not torchrun) beside mpirun's or srun's own pair: left over in
   // an environment, they would win and split one job into independent jobs of their size, writing the same
   // outputs. ringrun and torchrun set RANK for processes they started inside mpirun or srun: those differ
   // rightly.

@@ -22,7 +22,7 @@ TEST(ProcessInfo, RingrunVariables) {
   const ProcessInfo p = detectProcessInfo({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"},
                                            {"LOCAL_WORLD_SIZE", "2"}, {"GROUP_RANK", "1"}, {"MASTER_ADDR", "10.0.0.1"},
                                            {"MASTER_PORT", "1234"}, {"RINGTRAIN_JOB_TOKEN", "abc"},
-                                           {"RINGTRAIN_RESTART_COUNT", "2"}},
+                                           {"RINGTRAIN_RESTART_COUNT", "2"}, {"RINGTRAIN_LAUNCHER", "ringrun"}},
                                           config::CommOptions{});
   EXPECT_EQ(p.launcher, "ringrun");
   EXPECT_EQ(p.rank, 3);
@@ -36,13 +36,19 @@ TEST(ProcessInfo, RingrunVariables) {
   EXPECT_EQ(p.restart_count, 2);
 }
 
-// RANK/WORLD_SIZE without ringrun's token: torchrun when its own variables say so (its store holds
-// MASTER_PORT, ours goes to the next port), else variables set by hand (rank 0's store on MASTER_PORT).
+// RANK/WORLD_SIZE not from ringrun: torchrun when its own variables say so (its store holds MASTER_PORT,
+// ours goes to the next port), else variables set by hand (rank 0's store on MASTER_PORT). A job token
+// exported for rank 0's store does not make it ringrun's: no rank would host the store then.
 TEST(ProcessInfo, TorchrunAndHandSetVariablesAreToldApart) {
-  const std::map<std::string, std::string> by_hand = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1234"}};
+  std::map<std::string, std::string> by_hand = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1234"}};
   EXPECT_EQ(detectProcessInfo(by_hand, config::CommOptions{}).launcher, "env");
   std::map<std::string, std::string> torchrun = by_hand;
   torchrun["TORCHELASTIC_RUN_ID"] = "none";
+  EXPECT_EQ(detectProcessInfo(torchrun, config::CommOptions{}).launcher, "torchrun");
+  by_hand["RINGTRAIN_JOB_TOKEN"] = "secret";
+  torchrun["RINGTRAIN_JOB_TOKEN"] = "secret";
+  EXPECT_EQ(detectProcessInfo(by_hand, config::CommOptions{}).launcher, "env");
+  EXPECT_EQ(detectProcessInfo(by_hand, config::CommOptions{}).job_token, "secret");
   EXPECT_EQ(detectProcessInfo(torchrun, config::CommOptions{}).launcher, "torchrun");
 }
 
@@ -53,13 +59,14 @@ TEST(ProcessInfo, HandSetRankThatDisagreesWithMpirunIsRefused) {
   EXPECT_THAT([&] { detectProcessInfo(env, config::CommOptions{}); },
               ::testing::ThrowsMessage<ConfigError>(::testing::HasSubstr(
                   "RANK=0 WORLD_SIZE=1 disagree with mpirun's OMPI_COMM_WORLD_RANK=1 OMPI_COMM_WORLD_SIZE=2")));
-  // Agreeing values are fine; so is ringrun (its token) or torchrun started inside an allocation.
+  // Agreeing values are fine; so is ringrun (RINGTRAIN_LAUNCHER) or torchrun started inside an allocation.
   std::map<std::string, std::string> same = env;
   same["RANK"] = "1";
   same["WORLD_SIZE"] = "2";
   EXPECT_EQ(detectProcessInfo(same, config::CommOptions{}).rank, 1);
   std::map<std::string, std::string> under_ringrun = env;
   under_ringrun["RINGTRAIN_JOB_TOKEN"] = "t";
+  under_ringrun["RINGTRAIN_LAUNCHER"] = "ringrun";
   EXPECT_EQ(detectProcessInfo(under_ringrun, config::CommOptions{}).launcher, "ringrun");
   std::map<std::string, std::string> torchrun_in_slurm = {{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"SLURM_PROCID", "1"},
                                                           {"SLURM_NTASKS", "2"}, {"TORCHELASTIC_RUN_ID", "x"}};

@@ -147,10 +147,10 @@ TEST(Ringrun, EachRankSeesItsEnvironmentAndItsLinesArePrefixed) {
   const auto r = runCommand(
       {binPath("ringrun"), "--nproc_per_node", "3", "--standalone", "--log-dir", logs, "--", "sh", "-c",
        "echo \"env $RANK $LOCAL_RANK $WORLD_SIZE $LOCAL_WORLD_SIZE $GROUP_RANK $MASTER_ADDR $MASTER_PORT "
-       "${#RINGTRAIN_JOB_TOKEN} $RINGTRAIN_RESTART_COUNT\"; echo \"to stderr $RANK\" >&2; printf 'no newline'"},
+       "${#RINGTRAIN_JOB_TOKEN} $RINGTRAIN_RESTART_COUNT $RINGTRAIN_LAUNCHER\"; echo \"to stderr $RANK\" >&2; printf 'no newline'"},
       {.timeout = 30000ms});
   ASSERT_TRUE(r.ok()) << r.err;
-  const std::regex re(R"(\[rank (\d)\] env (\d) (\d) 3 3 0 127\.0\.0\.1 (\d+) 32 0\n)");
+  const std::regex re(R"(\[rank (\d)\] env (\d) (\d) 3 3 0 127\.0\.0\.1 (\d+) 32 0 ringrun\n)");
   std::set<int> ranks;
   std::set<std::string> ports;
   for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), re); it != std::sregex_iterator(); ++it) {

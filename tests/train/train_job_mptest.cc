@@ -376,6 +376,24 @@ TEST(TrainJob, ARankThatNeverStartsIsNamedWithinTheTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
 }
 
+// RANK/WORLD_SIZE by hand with a job token exported (as the README asks for a store off loopback): rank 0
+// hosts the store, which takes the token. The token once made the ranks take the store for ringrun's, and
+// no rank hosted it.
+TEST(TrainJob, AHandLaunchWithAJobTokenMeetsInRankZerosStore) {
+  const std::string dir = testing::makeTempDir("ringtrain-byhand-");
+  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
+  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
+  command += " --set run.max_steps=10 --set comm.timeout_s=20";
+  testing::CommandOptions o = withDeadline(120);
+  o.env = {{"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"RINGTRAIN_JOB_TOKEN", "a-secret"},
+           {"MASTER_PORT", std::to_string(testing::freeLoopbackPort())}};
+  const auto r = runCommand({"sh", "-c", "RANK=1 " + command + " > /dev/null 2>&1 & one=$!; RANK=0 " + command +
+                                             "; zero=$?; wait $one; echo \"exits $zero $?\""},
+                            o);
+  EXPECT_THAT(r.out, HasSubstr("exits 0 0")) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("HR@10:"));
+}
+
 // A run that learns nothing (SGD at a small lr: sparse gradients are batch means) says so; the default
 // optimizer learns.
 TEST(TrainJob, ALossThatNeverMovesIsSaidAndTheDefaultsLearn) {
