@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -74,6 +75,38 @@ void forEachItemsRow(const std::string& path, bool require_id, const std::functi
     each(row);
   }
   if (in.bad()) RT_THROW(DataError, path, ":", row.line + 1, ": read error");
+}
+
+TokenNames nameTokens(const std::string& path, int64_t rows, const std::function<int64_t(const std::string&)>& find) {
+  TokenNames t;
+  t.names.assign(static_cast<size_t>(rows), "");
+  t.categories.assign(static_cast<size_t>(rows), "");
+  t.keys.assign(static_cast<size_t>(rows), "");
+  enum : uint8_t { kUnnamed, kById, kByKey };
+  std::vector<uint8_t> named_by(static_cast<size_t>(rows), kUnnamed);
+  forEachItemsRow(path, /*require_id=*/false, [&](const ItemsRow& item) {
+    const auto name = [&](int64_t row, uint8_t how) {
+      if (row < 0 || row >= rows || named_by[static_cast<size_t>(row)] >= how) return;
+      const auto r = static_cast<size_t>(row);
+      t.names[r] = std::string(item.name);
+      t.categories[r] = std::string(item.category);
+      t.keys[r] = std::string(item.key);
+      if (named_by[r] == kUnnamed) ++t.named;
+      named_by[r] = how;
+      // A line that names its id's row lends it its key, unless the key is a token itself; the first
+      // such line keeps a key.
+      if (how == kById && !item.key.empty() && find(t.keys[r]) < 0) t.row_of_key.emplace(t.keys[r], row);
+    };
+    if (!item.key.empty()) name(find(std::string(item.key)), kByKey);
+    if (!item.id.empty()) name(find(std::string(item.id)), kById);
+  });
+  return t;
+}
+
+std::string itemsBeside(const std::string& model_path) {
+  const auto candidate = std::filesystem::path(model_path).parent_path() / "items.tsv";
+  std::error_code ec;
+  return std::filesystem::is_regular_file(candidate, ec) ? candidate.string() : std::string();
 }
 
 }  // namespace ringtrain::data

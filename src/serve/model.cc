@@ -20,26 +20,15 @@ namespace {
 
 constexpr int64_t kMaxDim = 65536;
 
-// items.tsv (ringtrain/data/items_file.h). A model token takes the first line whose key is the token, or
-// else the first line whose id is.
+// items.tsv (ringtrain/data/items_file.h), by the rule neighbors shares: data::nameTokens.
 void readItems(const std::string& path, Model& model) {
-  model.names.assign(model.rows, "");
-  model.categories.assign(model.rows, "");
-  enum : uint8_t { kUnnamed, kById, kByKey };
-  std::vector<uint8_t> named_by(static_cast<size_t>(model.rows), kUnnamed);
-  data::forEachItemsRow(path, /*require_id=*/false, [&](const data::ItemsRow& item) {
-    const auto name = [&](int64_t row, uint8_t how) {
-      if (row < 0 || named_by[row] >= how) return;
-      model.names[row] = std::string(item.name);
-      model.categories[row] = std::string(item.category);
-      named_by[row] = how;
-    };
-    if (!item.key.empty()) name(model.find(std::string(item.key)), kByKey);
-    if (!item.id.empty()) name(model.find(std::string(item.id)), kById);
-  });
-  const int64_t named = std::count_if(named_by.begin(), named_by.end(), [](uint8_t how) { return how != kUnnamed; });
+  data::TokenNames named = data::nameTokens(path, model.rows, [&](const std::string& t) { return model.find(t); });
+  model.names = std::move(named.names);
+  model.categories = std::move(named.categories);
+  model.keys = std::move(named.keys);
+  model.key_rows = std::move(named.row_of_key);
   model.items_path = path;
-  debug("serve: {} of {} model tokens named by {}", named, model.rows, path);
+  debug("serve: {} of {} model tokens named by {}", named.named, model.rows, path);
 }
 
 // A JSON string literal for `text`; invalid UTF-8 becomes U+FFFD rather than an error at every answer.
@@ -55,7 +44,7 @@ void renderJsonFragments(Model& m) {
   for (int64_t r = 0; r < m.rows; ++r) {
     const std::string token = jsonString(m.tokens[r]);
     m.json_entries += "{\"category\":" + jsonString(m.categories[r]) + ",\"item\":" + token +
-                      ",\"name\":" + jsonString(m.names[r]) + ",\"score\":";
+                      ",\"key\":" + jsonString(m.keys[r]) + ",\"name\":" + jsonString(m.names[r]) + ",\"score\":";
     m.json_tokens += token;
     m.json_entry_at.push_back(m.json_entries.size());
     m.json_token_at.push_back(m.json_tokens.size());
@@ -63,12 +52,6 @@ void renderJsonFragments(Model& m) {
 }
 
 }  // namespace
-
-std::string defaultItemsPath(const std::string& model_path) {
-  const auto candidate = std::filesystem::path(model_path).parent_path() / "items.tsv";
-  std::error_code ec;
-  return std::filesystem::is_regular_file(candidate, ec) ? candidate.string() : std::string();
-}
 
 std::shared_ptr<Model> loadModel(const std::string& path, const std::string& items_path) {
   ::ringtrain::detail::refuseDirectory(path, "a model file");
@@ -99,6 +82,7 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
   } else {
     model->names.assign(n, "");
     model->categories.assign(n, "");
+    model->keys.assign(n, "");
   }
   model->packed = PackedCatalog(std::move(read.values), dim);
   renderJsonFragments(*model);

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/data/items_file.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/serve/model.h"
 #include "serve/ann_index.h"
@@ -251,7 +252,7 @@ struct Server::Impl {
   std::shared_ptr<const Model> current() const { return std::atomic_load(&model); }
 
   std::shared_ptr<Model> loadAndIndex(const std::string& path) {
-    const std::string items = items_path.empty() ? defaultItemsPath(path) : items_path;
+    const std::string items = items_path.empty() ? data::itemsBeside(path) : items_path;
     const auto t0 = Clock::now();
     std::shared_ptr<Model> m;
     // At a lower priority: a reload under load then takes the CPU that requests leave instead of a fair
@@ -313,7 +314,7 @@ struct Server::Impl {
     return topK(m.packed, queries);
   }
 
-  // {"items":[{"category":..,"item":..,"name":..,"score":S},...],"k":K,"model_version":V,"query":[..]}
+  // {"items":[{"category":..,"item":..,"key":..,"name":..,"score":S},...],"k":K,"model_version":V,"query":[..]}
   // from the fragments the model rendered at load: per answer only the scores are formatted.
   static std::string render(const Model& m, int k, const std::vector<int64_t>& query_rows, const std::vector<Hit>& hits) {
     // The hits' fragments are scattered over the model's text (tens of MB for a large catalog): ask for all
@@ -355,7 +356,7 @@ struct Server::Impl {
     auto job = std::make_shared<ScoreJob>();
     job->exclude.reserve(items.size());
     for (const auto& token : items) {
-      const int64_t row = m->find(token);
+      const int64_t row = m->findItem(token);  // a token, or a key of items.tsv
       // Quoted up to a length: the answer should not echo a megabyte someone sent as an item.
       if (row < 0) throw HttpError{404, "unknown item '" + clipped(token) + "'"};
       if (std::find(job->exclude.begin(), job->exclude.end(), row) == job->exclude.end()) job->exclude.push_back(row);

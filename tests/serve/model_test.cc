@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/data/items_file.h"
 #include "serve/serve_fixtures.h"
 #include "testing/command.h"
 
@@ -40,8 +41,8 @@ class ModelLoadTest : public ::testing::Test {
 TEST_F(ModelLoadTest, LoadsAndNormalizesRowsWithNames) {
   writeText(path("m.vec"), "3 2\na 3 4\nb 0 2\r\nc 0 0\n\n");
   writeText(path("items.tsv"), "id\tkey\tname\tcategory\n0\ta\tApple\tfruit\n1\tb\tBread\tbakery\n");
-  EXPECT_EQ(defaultItemsPath(path("m.vec")), path("items.tsv"));
-  const auto m = loadModel(path("m.vec"), defaultItemsPath(path("m.vec")));
+  EXPECT_EQ(data::itemsBeside(path("m.vec")), path("items.tsv"));
+  const auto m = loadModel(path("m.vec"), data::itemsBeside(path("m.vec")));
   ASSERT_EQ(m->rows, 3);
   ASSERT_EQ(m->dim, 2);
   EXPECT_EQ(m->find("b"), 1);
@@ -68,11 +69,30 @@ TEST_F(ModelLoadTest, RendersEachRowsJsonOnceAtLoad) {
     EXPECT_EQ(entry.at("item").get<std::string>(), m->tokens[r]);
     EXPECT_EQ(entry.at("name").get<std::string>(), m->names[r]);
     EXPECT_EQ(entry.at("category").get<std::string>(), m->categories[r]);
+    EXPECT_EQ(entry.at("key").get<std::string>(), m->keys[r]);
     EXPECT_EQ(entry.at("score").get<double>(), 0.5);
     EXPECT_EQ(nlohmann::json::parse(m->tokenJson(r)).get<std::string>(), m->tokens[r]);
   }
   EXPECT_EQ(m->names[0], "Quote \"x\"");
   EXPECT_EQ(m->names[2], "");
+}
+
+// Tokens that are corpus ids (Online Retail's) are also found by the key their line gives (the StockCode a
+// person knows); a key that is itself a token means that token, and the first line keeps a key.
+TEST_F(ModelLoadTest, ARowIsFoundByItsTokenOrByTheKeyOfTheLineThatNamedIt) {
+  writeText(path("m.vec"), "4 2\n3309 1 0\n17 0 1\n85099B 1 1\n8 1 2\n");
+  writeText(path("items.tsv"),
+            "id\tkey\tname\tcategory\n3309\t85123A\tHeart holder\t\n17\t85099B\tJumbo bag\t\n8\t85123A\tOther\t\n");
+  const auto m = loadModel(path("m.vec"), path("items.tsv"));
+  EXPECT_EQ(m->findItem("3309"), 0);
+  EXPECT_EQ(m->findItem("85123A"), 0) << "the first line with the key keeps it";
+  EXPECT_EQ(m->findItem("85099B"), 2) << "a token wins over a key";
+  EXPECT_EQ(m->findItem("nope"), -1);
+  EXPECT_EQ(m->keys[0], "85123A");
+  EXPECT_EQ(m->keys[3], "85123A");
+  EXPECT_EQ(m->names[3], "Other");
+  const auto entry = nlohmann::json::parse(std::string(m->entryJson(0)) + "1}");
+  EXPECT_EQ(entry.at("key").get<std::string>(), "85123A");
 }
 
 // A token takes the first line whose key it is, or else the first line whose id it is, wherever the

@@ -180,6 +180,12 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
   ASSERT_TRUE(nb.ok()) << nb.err;
   EXPECT_NE(nb.out.find("Red apple"), std::string::npos) << nb.out;
   EXPECT_EQ(nb.out.find('\r'), std::string::npos) << "a CRLF file's line ends are not part of its fields";
+  // items.tsv beside the model is read without --items, and an item may be named by its key.
+  write("run/items.tsv", "id\tkey\tname\tcategory\npear\tSKU-7\tGreen pear\tfruit\n");
+  const auto by_key = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
+                                           dir_ + "/run/embeddings.txt", "--item", "SKU-7", "-k", "1"});
+  ASSERT_TRUE(by_key.ok()) << by_key.err;
+  EXPECT_EQ(by_key.out.rfind("nearest to pear  SKU-7  Green pear  [fruit]\n", 0), 0u) << by_key.out;
   const auto missing = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
                                             dir_ + "/run/embeddings.txt", "--item", "durian"});
   EXPECT_EQ(missing.exit_code, 2);

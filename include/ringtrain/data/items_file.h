@@ -11,6 +11,8 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 namespace ringtrain::data {
 
@@ -28,5 +30,22 @@ struct ItemsRow {
 // lacks `id`: the trainer matches items to corpus tokens by it), or a line whose number of fields is not the
 // header's.
 void forEachItemsRow(const std::string& path, bool require_id, const std::function<void(const ItemsRow&)>& each);
+
+// What items.tsv says about the tokens of an exported model, by the one rule the server and `neighbors`
+// share: row r (its token) takes the first line whose key is the token, or else the first line whose id is.
+// A key that is not itself a token also finds the row its line named, so a catalogue's own codes (Online
+// Retail's StockCode, 85123A) reach a model whose tokens are the corpus ids (3309): tokens win over keys.
+struct TokenNames {
+  std::vector<std::string> names;       // per row; "" where no line names it
+  std::vector<std::string> categories;  // per row
+  std::vector<std::string> keys;        // per row: the key of the line that named it, "" if none
+  std::unordered_map<std::string, int64_t> row_of_key;  // keys that are not tokens -> row
+  int64_t named = 0;                    // rows some line named
+};
+// `find` gives a token's row, or -1; `rows` is the model's row count.
+TokenNames nameTokens(const std::string& path, int64_t rows, const std::function<int64_t(const std::string&)>& find);
+
+// items.tsv beside a model file when it exists, else "": the server and `neighbors` read it by default.
+std::string itemsBeside(const std::string& model_path);
 
 }  // namespace ringtrain::data

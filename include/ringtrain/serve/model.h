@@ -29,13 +29,15 @@ struct Model {
   std::vector<std::string> tokens;
   std::vector<std::string> names;       // "" where items.tsv has none
   std::vector<std::string> categories;  // "" where items.tsv has none
+  std::vector<std::string> keys;        // the key of the items.tsv line that named the row, or ""
+  std::unordered_map<std::string, int64_t> key_rows;  // keys that are not tokens -> row (data::nameTokens)
   std::unordered_map<std::string, int64_t> index;  // token -> row
   // The rows x dim vectors, each row L2-normalized (an all-zero row stays zero), held once: row-major in
   // packed.rowFp32 (see row()), and in the exact scorer's layout.
   PackedCatalog packed;
   std::shared_ptr<const AnnIndex> ann;  // set when serve.index is faiss
   // What an answer says about each row, rendered as JSON once at load instead of per request: the entry
-  // up to its score, `{"category":"..","item":"..","name":"..","score":`, and the token as a JSON
+  // up to its score, `{"category":"..","item":"..","key":"..","name":"..","score":`, and the token as a JSON
   // string. Text that is not valid UTF-8 is rendered with U+FFFD in its place.
   std::string json_entries, json_tokens;
   std::vector<uint64_t> json_entry_at, json_token_at;  // rows + 1 offsets into them
@@ -44,6 +46,13 @@ struct Model {
   int64_t find(const std::string& token) const {
     const auto it = index.find(token);
     return it == index.end() ? -1 : it->second;
+  }
+  // Row of what a request names: a token, else a key from items.tsv (a token wins), or -1.
+  int64_t findItem(const std::string& text) const {
+    const int64_t row = find(text);
+    if (row >= 0) return row;
+    const auto it = key_rows.find(text);
+    return it == key_rows.end() ? -1 : it->second;
   }
   // Needs a catalog that adopted the rows (loadModel's does): see PackedCatalog::hasRows.
   const float* row(int64_t r) const { return packed.rowFp32(r); }
@@ -61,7 +70,5 @@ struct Model {
 // JSON fragments are rendered.
 std::shared_ptr<Model> loadModel(const std::string& path, const std::string& items_path);
 
-// items.tsv beside the model file when it exists, else "".
-std::string defaultItemsPath(const std::string& model_path);
 
 }  // namespace ringtrain::serve
