@@ -89,10 +89,13 @@ enum class Simd { kNone, kAvx2, kAvx512, kAvx512Vnni };
 
 Simd detectSimd() {
   __builtin_cpu_init();
-  // RINGTRAIN_SCORER_SIMD=avx512|avx2|none caps the kernel, for comparing them: every cap gives the same
-  // top-k; the SIMD ones give the same scores bit for bit (the generic loop rounds differently).
+  // RINGTRAIN_SCORER_SIMD=vnni|avx512|avx2|none caps the kernel, for comparing them: every cap gives the
+  // same top-k; the SIMD ones give the same scores bit for bit (the generic loop rounds differently). vnni
+  // (or unset) is the best the CPU has. Another value is refused by checkScorerSimdSetting() at start-up;
+  // here, at static initialisation, it cannot be, and counts as unset.
   const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
-  const std::string limit = cap == nullptr ? "" : cap;
+  std::string limit = cap == nullptr ? "" : cap;
+  if (limit != "avx512" && limit != "avx2" && limit != "none") limit.clear();
   if (limit == "none") return Simd::kNone;
   if (limit.empty() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni")) {
     return Simd::kAvx512Vnni;
@@ -102,6 +105,19 @@ Simd detectSimd() {
   return Simd::kNone;
 }
 const Simd kSimd = detectSimd();
+
+}  // namespace
+
+void checkScorerSimdSetting() {
+  const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
+  if (cap == nullptr || *cap == '\0') return;
+  const std::string limit = cap;
+  RT_CHECK_T(ConfigError, limit == "vnni" || limit == "avx512" || limit == "avx2" || limit == "none",
+             "RINGTRAIN_SCORER_SIMD=", limit, ": use vnni (the default: the best the CPU has), avx512, avx2 or none");
+}
+
+namespace {
+
 const bool kWide = kSimd == Simd::kAvx512 || kSimd == Simd::kAvx512Vnni;
 const int kGroup = kWide ? kGroupAvx512 : kGroupAvx2;
 

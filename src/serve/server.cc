@@ -569,6 +569,7 @@ struct Server::Impl {
 
 Server::Server(const config::ServeOptions& options, const std::string& model_path, const std::string& items_path)
     : impl_(std::make_unique<Impl>(options)) {
+  checkScorerSimdSetting();  // a misspelt cap would silently pick another kernel
   impl_->model_path = model_path;
   impl_->items_path = items_path;
   // A watched path that is a file would never show an export: no hot swap, and no word of it. One that does

@@ -1,5 +1,6 @@
 #include "ringtrain/serve/scorer.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ringtrain/core/error.h"
@@ -115,6 +116,27 @@ TEST(ScorerTest, AdoptedRowsStayRowMajorAndScoreTheSame) {
     }
   }
   EXPECT_THROW(PackedCatalog(std::vector<float>(7), 2), Error) << "7 values are not whole rows of 2";
+}
+
+// A misspelt cap would silently pick another kernel (any unknown value used to turn the 8-bit pass off).
+TEST(ScorerTest, AnUnknownSimdCapIsRefused) {
+  const char* before = std::getenv("RINGTRAIN_SCORER_SIMD");
+  const std::string saved = before == nullptr ? "" : before;
+  for (const char* good : {"", "vnni", "avx512", "avx2", "none"}) {
+    ::setenv("RINGTRAIN_SCORER_SIMD", good, 1);
+    EXPECT_NO_THROW(checkScorerSimdSetting()) << good;
+  }
+  for (const char* bad : {"bogus", "AVX2", "avx512-vnni", "int8"}) {
+    ::setenv("RINGTRAIN_SCORER_SIMD", bad, 1);
+    EXPECT_THAT([] { checkScorerSimdSetting(); },
+                ::testing::ThrowsMessage<ConfigError>(::testing::HasSubstr(std::string("RINGTRAIN_SCORER_SIMD=") + bad +
+                                                                            ": use vnni")));
+  }
+  if (before == nullptr) {
+    ::unsetenv("RINGTRAIN_SCORER_SIMD");
+  } else {
+    ::setenv("RINGTRAIN_SCORER_SIMD", saved.c_str(), 1);
+  }
 }
 
 // tests/CMakeLists.txt runs these tests again with RINGTRAIN_SCORER_SIMD=avx2 and =none: check that the cap

@@ -94,8 +94,10 @@ std::vector<Hit> bruteForceTopK(const float* rows, int64_t n, int64_t dim, const
 
 // True when a SIMD kernel (AVX-512, or AVX2+FMA) is in use; simdKernelName() says which ("avx512-vnni",
 // "avx512", "avx2", "generic"). RINGTRAIN_SCORER_SIMD=avx512, =avx2 or =none, read once at start, caps the
-// choice.
+// choice; =vnni, like unset, takes the best the CPU has (the 8-bit pass included).
 bool usingSimdKernel();
 const char* simdKernelName();
+// Throws ConfigError when RINGTRAIN_SCORER_SIMD holds anything but vnni, avx512, avx2 or none (or nothing).
+void checkScorerSimdSetting();
 
 }  // namespace ringtrain::serve
