@@ -70,6 +70,10 @@ TEST(Config, CanonicalYamlRoundTripsAndHashIsStable) {
   resumed.eval.max_queries = 100;       // evaluation and logging do not change what training computes
   resumed.eval.recent_decay = 0.5;
   resumed.log.level = "debug";
+  resumed.run.name = "a label";         // neither do a label, the corpus cache, replica checks, or how bytes
+  resumed.data.cache = false;           // between ranks on one host travel
+  resumed.ddp.replica_check_every = 5;
+  resumed.comm.same_host_copy = false;
   EXPECT_EQ(hash(c), hash(resumed)) << "how a run is invoked must not change the job's identity";
   // The ranks of one job must still agree on every key.
   EXPECT_NE(fullHash(c), fullHash(resumed));
