@@ -26,7 +26,9 @@ ZERO_GRAD = "zero grad"
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace")
-    parser.add_argument("--skip", type=int, default=10, help="steps left out at the start of each rank")
+    parser.add_argument("--skip", type=int, default=None,
+                        help="steps left out at the start of each rank (default 10, or 1 when the trace holds "
+                             "10 steps or fewer, as the main job's 5 do)")
     args = parser.parse_args()
     try:
         with open(args.trace) as f:
@@ -49,6 +51,9 @@ def main():
     if not spans:
         sys.exit(f"{args.trace}: no spans (was log.trace_steps > 0?)")
     ranks = sorted({r for by_rank in spans.values() for r in by_rank})
+    if args.skip is None:  # the first step warms up (allocations, first touches): never a median's sample
+        most = max(len(by_rank[r]) for by_rank in spans.values() for r in by_rank)
+        args.skip = 10 if most > 10 else min(1, most - 1)
     if all(len(by_rank[r]) <= args.skip for by_rank in spans.values() for r in by_rank):
         sys.exit(f"{args.trace}: no step left after skipping the first {args.skip} (lower --skip or raise "
                  "log.trace_steps)")

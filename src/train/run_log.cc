@@ -202,7 +202,11 @@ void RunLog::finish() {
 }
 
 std::string RunLog::plot(const std::string& png_path) const {
-  if (!enabled_ || history_.size() < 2) return "";
+  if (!enabled_) return "";
+  if (history_.size() < 2) {  // a line needs two points: the log steps (log.every_steps) are what it plots
+    info("no {}: the run logged {} step(s) (log.every_steps), a plot needs 2", png_path, history_.size());
+    return "";
+  }
   const std::string data_path = png_path + ".dat";
   std::string data;
   for (const StepRecord& r : history_) data += fmt::format("{} {:.6f} {:.1f}\n", r.step, r.loss, r.pairs_per_second);

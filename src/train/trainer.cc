@@ -678,9 +678,12 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     s.comm->barrier();
     if (s.leader()) {
       // One file with every rank as its own process row, when the ranks share this file system.
+      // The pieces merged are removed; a rank's piece on another host's file system stays there.
       std::string merged = "{\"traceEvents\":[\n" + trace.eventsJson();
+      std::vector<std::string> pieces = {outputPath(job, "trace-rank0.json")};
       for (int r = 1; r < s.comm->size(); ++r) {
-        std::ifstream in(outputPath(job, fmt::format("trace-rank{}.json", r)));
+        const std::string piece = outputPath(job, fmt::format("trace-rank{}.json", r));
+        std::ifstream in(piece);
         std::stringstream text;
         text << in.rdbuf();
         std::string body = text.str();
@@ -688,9 +691,11 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
         const size_t close = body.rfind(']');
         if (open != std::string::npos && close != std::string::npos && close > open + 1) {
           merged += ",\n" + body.substr(open + 1, close - open - 1);
+          pieces.push_back(piece);
         }
       }
       writeFileAtomically(outputPath(job, "trace.json"), merged + "\n]}\n");
+      for (const std::string& piece : pieces) std::remove(piece.c_str());
       info("Chrome trace of {} steps: {} (open in https://ui.perfetto.dev)", job.log.trace_steps,
            outputPath(job, "trace.json"));
     }
