@@ -19,7 +19,11 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "child_process.h"
 #include "cpu_binding.h"
@@ -472,7 +476,29 @@ class Agent {
 
     std::vector<pollfd> fds;
     std::vector<char> buf(65536);
+    // Once every rank and the guardian are reaped, a process that left the job's group (setsid, a daemon)
+    // may still hold a rank's output pipe: read it for the grace period, then stop reading.
+    std::optional<Clock::time_point> close_pipes_at;
     while (running > 0 || guardian_alive || !by_fd.empty() || !end_known) {
+      if (running == 0 && !guardian_alive) group.forget();
+      if (running == 0 && !guardian_alive && !by_fd.empty() && !close_pipes_at) {
+        close_pipes_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(std::max(1.0, o_.grace_period_s)));
+      }
+      if (close_pipes_at && (killed_on_second_signal || Clock::now() >= *close_pipes_at)) {
+        std::set<int> holders;
+        for (auto& [fd, owner] : by_fd) {
+          Rank& r = *owner.first;
+          (owner.second ? *r.err_pump : *r.out_pump).finish();
+          (owner.second ? r.err : r.out).reset();
+          holders.insert(r.rank);
+        }
+        by_fd.clear();
+        close_pipes_at.reset();
+        say(fmt::format("rank(s) {} ended, but a process they started outside the job's process group still holds "
+                        "their output; no longer reading it", fmt::join(holders, ", ")));
+        continue;  // the loop's condition may now hold: nothing is left to wait for
+      }
       if (running == 0 && !released) {
         group.release();  // lets the guardian kill leftovers (grandchildren holding our pipes) and exit
         released = true;
@@ -496,6 +522,11 @@ class Agent {
         fds.push_back({hold ? -1 : fd, POLLIN, 0});
       }
       int timeout_ms = held ? 20 : -1;  // re-check the backlog
+      if (close_pipes_at) {
+        const int until_close = static_cast<int>(std::max<int64_t>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(*close_pipes_at - Clock::now()).count() + 1));
+        timeout_ms = timeout_ms < 0 ? until_close : std::min(timeout_ms, until_close);
+      }
       if (kill_at && !escalated && running > 0) {
         const int until_kill = static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Clock::now()).count() + 1));

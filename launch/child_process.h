@@ -43,10 +43,13 @@ class ProcessGroup {
 
   pid_t id() const { return guardian_; }
   pid_t guardianPid() const { return guardian_; }
-  // killpg; harmless when the group is already gone.
+  // killpg; harmless when the group is already gone, and nothing after forget().
   void signal(int sig) const;
   // Lets the guardian SIGKILL whatever is left in the group and exit; ringrun reaps it like the ranks.
   void release();
+  // The guardian and every rank are reaped: the group is empty, and its id may be reused for another
+  // process's group, which signal() must then never reach.
+  void forget() { guardian_ = -1; }
 
  private:
   pid_t guardian_ = -1;

@@ -127,6 +127,12 @@ void restoreTerminationSignals() {
   sigset_t set;
   sigemptyset(&set);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+  // A signal that came as the job ended (a second Ctrl-C, a scheduler's SIGTERM) is still pending:
+  // unblocked, it would end ringrun at once, before the last lines and the exit code it has. The job is
+  // over, so it is taken here; one that comes during the flush ends ringrun as it should.
+  const timespec now{0, 0};
+  while (::sigtimedwait(&set, nullptr, &now) > 0) {
+  }
   ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
 }
 

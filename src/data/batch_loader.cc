@@ -72,7 +72,12 @@ BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<c
     slots_.reserve(static_cast<size_t>(queue_depth_));
     for (int i = 0; i < queue_depth_; ++i) slots_.push_back(std::make_unique<Slot>());
     workers_.reserve(static_cast<size_t>(workers));
-    for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { workerLoop(); });
+    try {
+      for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { workerLoop(); });
+    } catch (...) {  // a thread refused (EAGAIN): the ones started must end before this object's members go
+      stop();
+      throw;
+    }
   }
 }
 
@@ -86,8 +91,17 @@ void BatchLoader::stop() {
   }
   ready_cv_.notify_all();
   space_cv_.notify_all();
+  // A worker asking for the stop only asks: it cannot join itself, and waiting here for the join lock could
+  // wait on a joiner that waits for this very thread.
+  const auto me = std::this_thread::get_id();
+  for (const auto& t : workers_) {
+    if (t.get_id() == me) return;
+  }
+  // One joiner at a time: two threads joining one std::thread is undefined (stop() from another thread
+  // while the owner destroys the loader).
+  std::lock_guard<std::mutex> join_lock(join_mu_);
   for (auto& t : workers_) {
-    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+    if (t.joinable()) t.join();
   }
 }
 

@@ -27,7 +27,12 @@ Batcher::Batcher(int workers, int max_batch, int64_t max_wait_us, int capacity, 
     : max_batch_(max_batch), max_wait_(max_wait_us), capacity_(static_cast<size_t>(capacity)),
       score_(std::move(score)), metrics_(metrics) {
   RT_CHECK(workers >= 1 && max_batch >= 1 && capacity >= 1, "bad batcher options");
-  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { run(); });
+  try {
+    for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { run(); });
+  } catch (...) {  // a thread refused (EAGAIN): the ones started must end before this object's members go
+    stop();
+    throw;
+  }
 }
 
 Batcher::~Batcher() { stop(); }

@@ -387,11 +387,20 @@ void HttpServer::start() {
   s.accept();
   s.running = true;
   const int n = std::max(1, s.options.threads);
-  {
-    std::lock_guard<std::mutex> lock(s.state_mu);
-    s.threads_running = n;
-  }
   for (int i = 0; i < n; ++i) {
+    {  // counted per thread started: a refused start (EAGAIN) leaves stop() no count that cannot reach 0
+      std::lock_guard<std::mutex> lock(s.state_mu);
+      ++s.threads_running;
+    }
+    struct Uncount {  // undoes the count when the thread does not start
+      Impl& s;
+      bool started = false;
+      ~Uncount() {
+        if (started) return;
+        std::lock_guard<std::mutex> lock(s.state_mu);
+        --s.threads_running;
+      }
+    } uncount{s};
     s.threads.emplace_back([impl = impl_] {
       while (true) {
         try {
@@ -406,6 +415,7 @@ void HttpServer::start() {
       std::lock_guard<std::mutex> lock(impl->state_mu);
       if (--impl->threads_running == 0) impl->state_cv.notify_all();
     });
+    uncount.started = true;
   }
 }
 

@@ -330,6 +330,30 @@ TEST(Ringrun, RankThatIgnoresSigtermIsKilledAfterTheGracePeriod) {
   EXPECT_THAT(r.err, HasSubstr("stopped 1 other rank(s) on this node (SIGKILL after the grace period of 0.5 s)"));
 }
 
+// A rank that started a process outside the job's group (setsid, a daemon) and ended: that process still
+// holds the rank's output pipe, so it never reads end-of-file. ringrun reads it for the grace period after
+// every rank is gone, then stops reading and ends, instead of waiting for the daemon (before: forever, and
+// a signal did not help).
+TEST(Ringrun, ADaemonHoldingARanksOutputDoesNotKeepTheJobAlive) {
+  const std::string dir = testing::makeTempDir("ringrun_daemon");
+  const std::string script = "setsid sh -c 'echo $$ > \"$0/daemon\"; exec sleep 60' \"$0\" & "
+                             "while [ ! -s \"$0/daemon\" ]; do sleep 0.01; done; echo rank done";
+  const auto started = Clock::now();
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "1", "--standalone", "--grace-period", "1", "--",
+                             "sh", "-c", script, dir},
+                            {.timeout = 30000ms});
+  const auto took = Clock::now() - started;
+  const std::string daemon = readFile(dir + "/daemon");
+  if (!daemon.empty()) ::kill(std::stoi(daemon), SIGKILL);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_LT(took, 15s);
+  EXPECT_THAT(r.out, HasSubstr("rank done"));
+  EXPECT_THAT(r.err, HasSubstr("rank(s) 0 ended, but a process they started outside the job's process group still "
+                               "holds their output; no longer reading it"));
+}
+
 TEST(Ringrun, RingrunKilledBySigkillLeavesNoOrphans) {
   Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
                   rankScript("sleep 60 & sleep 60 & wait")});

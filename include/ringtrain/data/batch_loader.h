@@ -126,7 +126,8 @@ class BatchLoader {
   int64_t error_index_ = -1;   // first failed batch; guarded by mu_
   std::exception_ptr failed_;  // the error next() rethrew; rethrown again on later calls; guarded by mu_
   LoaderStats stats_;          // guarded by mu_
-  std::vector<std::thread> workers_;
+  std::vector<std::thread> workers_;  // started in the constructor, never resized after
+  std::mutex join_mu_;                // held while stop() joins workers_
 };
 
 }  // namespace ringtrain::data
