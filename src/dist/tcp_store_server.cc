@@ -34,6 +34,8 @@ constexpr size_t kMaxConnections = 4096;
 constexpr size_t kReadChunk = 256 * 1024;
 // A connection that has not presented its token by then is dropped, so idle strangers cannot pile up.
 constexpr std::chrono::seconds kHelloDeadline{10};
+// How long the listener rests after accept() ran out of descriptors or memory.
+constexpr std::chrono::milliseconds kAcceptPause{100};
 
 // Constant-time comparison, so the token cannot be guessed byte by byte from reply timings.
 bool sameToken(const std::string& a, const std::string& b) {
@@ -93,8 +95,12 @@ class TcpStoreServer::Impl {
     while (!stopping_.load()) {
       fds.clear();
       fds.push_back({wake_.get(), POLLIN, 0});
-      fds.push_back({listen_.get(), static_cast<short>(conns_.size() < kMaxConnections ? POLLIN : 0), 0});
+      // Out of descriptors, a pending connection stays in the backlog and the listener stays readable: it
+      // rests until accept_again_ instead of spinning on it.
+      const bool accepting = conns_.size() < kMaxConnections && Clock::now() >= accept_again_;
+      fds.push_back({listen_.get(), static_cast<short>(accepting ? POLLIN : 0), 0});
       Clock::time_point next = Clock::now() + std::chrono::hours(1);
+      if (!accepting && conns_.size() < kMaxConnections) next = accept_again_;
       for (Connection& c : conns_) {
         short events = POLLRDHUP;
         // A parked connection is not read further (its client waits for this reply), but a hang-up is seen.
@@ -133,8 +139,16 @@ class TcpStoreServer::Impl {
     while (conns_.size() < kMaxConnections) {
       const int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-          warn("store server: accept failed: {}", std::strerror(errno));
+        const int err = errno;
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+          accept_again_ = Clock::now() + kAcceptPause;
+          if (Clock::now() >= next_accept_warning_) {  // at most one a minute: the job may go on meanwhile
+            warn("store server: accept failed: {} (retrying every {} ms; raise ulimit -n?)", std::strerror(err),
+                 kAcceptPause.count());
+            next_accept_warning_ = Clock::now() + std::chrono::minutes(1);
+          }
+        } else if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR && err != ECONNABORTED) {
+          warn("store server: accept failed: {}", std::strerror(err));
         }
         return;
       }
@@ -376,6 +390,8 @@ class TcpStoreServer::Impl {
   std::once_flag stop_once_;
   std::thread thread_;
   // Owned by the server thread only:
+  Clock::time_point accept_again_{};         // the listener rests until then (accept ran out of descriptors)
+  Clock::time_point next_accept_warning_{};  // such failures are said at most once a minute
   std::list<Connection> conns_;
   std::map<std::string, Bytes> table_;
 };

@@ -5,16 +5,20 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/dist/connect_store.h"
@@ -336,6 +340,42 @@ TEST(ConnectStore, SingleProcessStoreTakesNoPort) {
   store->set("x", toBytes("1"));
   EXPECT_EQ(toString(store->get("x", 1000ms)), "1");
   EXPECT_EQ(store->add("n", 2), 2);
+}
+
+// Out of descriptors, a connection waiting in the backlog keeps the listener readable: the server used to
+// spin on it, warning each time. It now rests between tries, says so once, and serves again when
+// descriptors are free.
+TEST(TcpStore, AnAcceptOutOfDescriptorsRestsInsteadOfSpinning) {
+  TcpStoreServer server("127.0.0.1", 0, kToken);
+  std::ostringstream logged;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+  spdlog::default_logger()->sinks().push_back(sink);
+  std::vector<int> filler;
+  for (int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC); fd >= 0; fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) {
+    filler.push_back(fd);
+  }
+  ASSERT_EQ(errno, EMFILE);
+  ASSERT_FALSE(filler.empty());
+  ::close(filler.back());  // one descriptor for the client's socket; none left for the server's accept
+  filler.pop_back();
+  {
+    RawSocket waiting(server.port());
+    std::this_thread::sleep_for(500ms);  // the server tries to accept it: EMFILE, again and again
+    for (int fd : filler) ::close(fd);
+    filler.clear();
+  }
+  spdlog::default_logger()->sinks().pop_back();
+  const std::string text = logged.str();
+  size_t warnings = 0;
+  for (size_t at = text.find("accept failed"); at != std::string::npos; at = text.find("accept failed", at + 1)) {
+    ++warnings;
+  }
+  EXPECT_EQ(warnings, 1u) << text.substr(0, 2000);
+  EXPECT_THAT(text, HasSubstr("retrying every 100 ms"));
+  // Descriptors are back: the store serves again.
+  auto c = client(server);
+  c->set("after", toBytes("yes"));
+  EXPECT_EQ(toString(c->get("after", 5000ms)), "yes");
 }
 
 }  // namespace
