@@ -8,6 +8,8 @@
 #include <cstring>
 #include <utility>
 
+#include <spdlog/sinks/base_sink.h>
+
 namespace ringtrain::launch {
 namespace {
 
@@ -112,6 +114,22 @@ void ConsoleStream::run() {
     }
   }
 }
+
+namespace {
+
+class ConsoleLogSink : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    consoleErr().write(std::string(formatted.data(), formatted.size()));
+  }
+  void flush_() override {}
+};
+
+}  // namespace
+
+spdlog::sink_ptr consoleLogSink() { return std::make_shared<ConsoleLogSink>(); }
 
 ConsoleStream& consoleOut() {
   static ConsoleStream stream(1, "stdout");

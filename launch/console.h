@@ -16,6 +16,8 @@
 #include <string>
 #include <thread>
 
+#include <spdlog/common.h>
+
 namespace ringtrain::launch {
 
 inline constexpr size_t kConsoleBacklog = 4u << 20;
@@ -58,6 +60,10 @@ bool writeFully(int fd, const char* data, size_t n, int* err = nullptr);
 
 ConsoleStream& consoleOut();  // fd 1
 ConsoleStream& consoleErr();  // fd 2
+
+// A log sink that queues lines on consoleErr(): a thread that logs (the store server's, which every rank
+// of the job talks to) never blocks on a stalled reader of ringrun's stderr.
+spdlog::sink_ptr consoleLogSink();
 
 // Before the last flush: lets SIGINT/SIGTERM/SIGHUP end ringrun again (the agent blocks them for its
 // signalfd), so that a reader that never reads cannot keep it alive once the ranks are gone.

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   int code = kExitOk;
   try {
     log::init();
+    log::useSink(launch::consoleLogSink());  // no log line may block on a stalled stderr
     auto options = launch::parseLaunchOptions(argc, argv, dist::processEnvironment());
     if (options) code = launch::runAgent(*options);
   } catch (const Error& e) {

@@ -11,8 +11,12 @@ namespace ringtrain::log {
 namespace {
 
 std::once_flag g_init_once;
+std::mutex g_prefix_mu;
+std::string g_prefix;  // guarded by g_prefix_mu
 
 void applyPattern(const std::string& prefix) {
+  std::lock_guard<std::mutex> lock(g_prefix_mu);
+  g_prefix = prefix;
   spdlog::set_pattern("%H:%M:%S.%e %^%L%$ " + prefix + "%v");
 }
 
@@ -36,6 +40,17 @@ void init() {
     applyPattern("");
     if (const char* env = std::getenv("RINGTRAIN_LOG_LEVEL"); env && *env) setLevel(env);
   });
+}
+
+void useSink(spdlog::sink_ptr sink) {
+  init();
+  spdlog::default_logger()->sinks() = {std::move(sink)};
+  std::string prefix;
+  {
+    std::lock_guard<std::mutex> lock(g_prefix_mu);
+    prefix = g_prefix;
+  }
+  applyPattern(prefix);
 }
 
 void setRank(int rank, int world_size) {

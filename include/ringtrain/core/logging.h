@@ -13,6 +13,9 @@ namespace ringtrain::log {
 void init();
 // Sets "[rank R/N]" as the prefix of every following line; rank < 0 removes it.
 void setRank(int rank, int world_size);
+// Sends every following line to `sink` instead of stderr, in the same format (ringrun: its console writer,
+// which never blocks the thread that logs).
+void useSink(spdlog::sink_ptr sink);
 // Accepts trace, debug, info, warn, error, off; throws ConfigError otherwise.
 void setLevel(const std::string& level);
 bool isValidLevel(const std::string& level);
