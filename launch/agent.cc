@@ -373,25 +373,37 @@ class Agent {
     }
   }
 
-  void publishSuccess(int attempt) {
-    try {
-      if (store_->add(attemptKey(attempt, "succeeded"), 1) == o_.nnodes) publishEnd(attempt, "ok");
-    } catch (const CommError& e) {
-      say("cannot reach the job's store: " + std::string(e.what()));
-    }
+  // This node's ranks all succeeded: its own key says so, and whoever sees every node's key records the end
+  // "ok". Setting a key twice is harmless, so the end watcher's tick repeats this after a store call that
+  // failed (a stalled store, a network that heals): a counter bumped once could lose its bump and leave a
+  // successful job waiting forever. Returns the end now recorded, or "" while nodes are still running.
+  std::string publishSuccess(int attempt) {
+    store_->set(attemptKey(attempt, "ok/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
+    std::vector<std::string> all;
+    for (int n = 0; n < o_.nnodes; ++n) all.push_back(attemptKey(attempt, "ok/" + std::to_string(n)));
+    if (!store_->check(all)) return "";
+    return dist::toString(store_->compareSet(attemptKey(attempt, "end"), {}, dist::toBytes("ok")));
   }
 
   // Each node bumps its counter every second and watches the others': a node whose counter stands still
   // for --node-timeout (its ringrun killed, its machine gone) fails the attempt, so no node waits forever
   // for a peer that will never report.
-  std::function<std::string()> heartbeat(int attempt) {
-    if (o_.nnodes == 1) return [] { return std::string(); };
+  // Once `succeeded` is set, each tick also repeats publishSuccess() until the end is recorded.
+  std::function<std::string()> heartbeat(int attempt, std::shared_ptr<const std::atomic<bool>> succeeded) {
     struct Seen {
       std::string value;
       Clock::time_point since;
     };
     auto seen = std::make_shared<std::map<int, Seen>>();
-    return [this, attempt, seen]() -> std::string {
+    return [this, attempt, seen, succeeded]() -> std::string {
+      if (succeeded->load()) {
+        try {
+          const std::string end = publishSuccess(attempt);
+          if (!end.empty()) return end;
+        } catch (const CommError&) {  // tried again at the next tick; a store that is gone fails the wait
+        }
+      }
+      if (o_.nnodes == 1) return std::string();
       store_->add(attemptKey(attempt, "beat/" + std::to_string(o_.node_rank)), 1);
       const auto now = Clock::now();
       for (int n = 0; n < o_.nnodes; ++n) {
@@ -450,7 +462,8 @@ class Agent {
       by_fd[r.err.get()] = {&r, true};
     }
 
-    EndWatcher watcher(*store_, attemptKey(attempt, "end"), heartbeat(attempt));
+    auto succeeded = std::make_shared<std::atomic<bool>>(false);
+    EndWatcher watcher(*store_, attemptKey(attempt, "end"), heartbeat(attempt, succeeded));
     int running = o_.nproc_per_node;
     bool guardian_alive = true;
     bool end_known = false;
@@ -505,7 +518,14 @@ class Agent {
       }
       if (running == 0 && !published) {
         published = true;
-        if (first_failed == nullptr && interrupt_signal == 0 && remote_failure.empty()) publishSuccess(attempt);
+        if (first_failed == nullptr && interrupt_signal == 0 && remote_failure.empty()) {
+          succeeded->store(true);
+          try {
+            publishSuccess(attempt);
+          } catch (const CommError& e) {
+            say("cannot reach the job's store: " + std::string(e.what()) + " (trying again every second)");
+          }
+        }
       }
       fds.clear();
       fds.push_back({signals_.fd(), POLLIN, 0});
