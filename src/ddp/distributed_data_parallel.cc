@@ -8,8 +8,9 @@
 //    the grad is still the bucket slot (if the user replaced or dropped it, the new values are copied in and
 //    the slot is put back), then marks i ready and decrements b(i)'s pending count.
 //  * Buckets are launched strictly in index order: when bucket next_launch_ has no pending parameters it is
-//    handed to the CommHook, then the next one is examined, and so on. Every rank therefore issues the same
-//    sequence of collectives whatever order its gradients arrive in.
+//    taken, then the next one is examined, and so on; the buckets taken are handed to the CommHook after
+//    mu_ is released (the hook is user code), each range only after every bucket before it. Every rank
+//    therefore issues the same sequence of collectives whatever order its gradients arrive in.
 //  * finalize() marks every parameter that got no gradient (unused this iteration) ready with its slot left
 //    as the user's accumulation left it (zero after zero_grad) or zeroed if the grad was dropped, launches
 //    the remaining buckets in order, waits for all of them, then synchronizes sparse gradients (not in
@@ -21,10 +22,13 @@
 #include "ringtrain/ddp/distributed_data_parallel.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <exception>
 #include <cstring>
 #include <mutex>
 #include <sstream>
 #include <unordered_set>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/function.h>
@@ -392,8 +396,21 @@ class DistributedDataParallel::Impl {
     ++slot_copies_;
   }
 
+  // Buckets [first, end) whose turn came under mu_, handed to the CommHook after mu_ is released.
+  struct LaunchRange {
+    size_t first = 0, end = 0;
+  };
+
   void onGradReady(size_t index) {
-    std::lock_guard<std::mutex> lock(mu_);
+    LaunchRange ready;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready = markReadyLocked(index);
+    }
+    launchInOrder(ready);
+  }
+
+  LaunchRange markReadyLocked(size_t index) {
     Param& p = params_[index];
     // Micro-batches accumulate under noSync() before the synchronized backward, never after it: what it
     // readied may be on its way already, and what it did not would go out with a gradient the user did not
@@ -409,32 +426,73 @@ class DistributedDataParallel::Impl {
              "' received a second gradient before finalize(); call finalize() after each backward, and "
              "accumulate micro-batches under noSync() before the synchronized backward");
     if (p.sparse) {
-      if (no_sync_) return;
+      if (no_sync_) return {};
       p.ready = true;
       if (options_.overlap_sparse && comm_.size() > 1) {
         const std::vector<at::Tensor> tables = sparseInSyncOrder();
         const auto at = std::find(sparse_sync_order_.begin(), sparse_sync_order_.end(), index);
         sparse_sync_->prepare(comm_, tables, static_cast<size_t>(at - sparse_sync_order_.begin()), p.tensor.grad());
       }
-      return;
+      return {};
     }
     ensureSlot(p);
-    if (no_sync_) return;
+    if (no_sync_) return {};
     p.ready = true;
     if (record_order_) ready_order_.push_back(index);
     Bucket& bucket = buckets_[p.bucket];
-    if (--bucket.pending == 0) launchReadyLocked();
+    if (--bucket.pending == 0) return takeReadyLocked();
+    return {};
   }
 
-  void launchReadyLocked() {
-    while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
-      Bucket& bucket = buckets_[next_launch_];
-      ++next_launch_;
-      if (comm_.size() == 1) continue;  // the average over one rank is the gradient itself
-      bucket.work = hook_->run(comm_, bucket.flat);
-      dense_bytes_ += hook_->wireBytes(static_cast<size_t>(bucket.flat.numel()) * bucket.flat.element_size(),
-                                       bucket.flat.element_size());
+  // The buckets from next_launch_ on that have nothing pending: theirs is the next turn.
+  LaunchRange takeReadyLocked() {
+    LaunchRange r{next_launch_, next_launch_};
+    while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) ++next_launch_;
+    r.end = next_launch_;
+    return r;
+  }
+
+  // Hands buckets [first, end) to the CommHook (user code) outside mu_, in bucket order: a range waits
+  // until every bucket before it has been handed over by the thread that took it (another device's
+  // autograd thread). Until launched_ passes them, the range's buckets are this thread's alone.
+  void launchInOrder(LaunchRange r) {
+    if (r.first == r.end) return;
+    std::unique_lock<std::mutex> lock(launch_mu_);
+    if (!launch_cv_.wait_for(lock, options_.timeout, [&] { return launched_ == r.first; })) {
+      RT_THROW(TimeoutError, "DistributedDataParallel: bucket ", r.first, " waited ", options_.timeout.count(),
+               " ms for bucket ", launched_, " to be handed to the communication hook (rank ", comm_.rank(), ")");
     }
+    lock.unlock();
+    std::exception_ptr failure;
+    size_t bytes = 0;
+    try {
+      for (size_t b = r.first; b < r.end && comm_.size() > 1; ++b) {  // alone, a gradient is its own average
+        Bucket& bucket = buckets_[b];
+        bucket.work = hook_->run(comm_, bucket.flat);
+        bytes += hook_->wireBytes(static_cast<size_t>(bucket.flat.numel()) * bucket.flat.element_size(),
+                                  bucket.flat.element_size());
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    lock.lock();
+    launched_ = r.end;
+    dense_bytes_ += bytes;
+    if (failure && !launch_failure_) launch_failure_ = failure;
+    lock.unlock();
+    launch_cv_.notify_all();
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  // finalize(): waits until every bucket is handed over (by whichever thread's turn it was); returns the
+  // first failure to hand one over this iteration, if any.
+  std::exception_ptr waitForLaunches() {
+    std::unique_lock<std::mutex> lock(launch_mu_);
+    if (!launch_cv_.wait_for(lock, options_.timeout, [&] { return launched_ == buckets_.size(); })) {
+      RT_THROW(TimeoutError, "DistributedDataParallel: finalize waited ", options_.timeout.count(), " ms for bucket ",
+               launched_, " of ", buckets_.size(), " to be handed to the communication hook (rank ", comm_.rank(), ")");
+    }
+    return std::exchange(launch_failure_, nullptr);
   }
 
   void resetIteration() {
@@ -448,13 +506,17 @@ class DistributedDataParallel::Impl {
       }
     }
     next_launch_ = 0;
+    std::lock_guard<std::mutex> lock(launch_mu_);
+    launched_ = 0;
     dense_bytes_ = 0;
+    launch_failure_ = nullptr;
   }
 
   void finalize() {
     if (no_sync_) return;
     const auto start = Clock::now();
     std::vector<std::string> unused;
+    LaunchRange rest;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (size_t i : dense_) {
@@ -472,9 +534,17 @@ class DistributedDataParallel::Impl {
         RT_THROW(Error, "DistributedDataParallel: parameters without a gradient this iteration: ", names,
                  " (set ddp.find_unused_parameters: true to reduce them as zeros)");
       }
-      launchReadyLocked();
+      rest = takeReadyLocked();
       RT_CHECK_EQ(next_launch_, buckets_.size(), "all buckets must be launched at finalize");
     }
+    // A hook that failed (in backward, or here) left its bucket without a reduction: the step is refused,
+    // after the collectives the other buckets started have completed.
+    std::exception_ptr launch_failure;
+    try {
+      launchInOrder(rest);
+    } catch (...) {
+    }
+    launch_failure = waitForLaunches();
     if (first_iteration_ && !unused.empty()) {
       std::string names;
       for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
@@ -484,14 +554,18 @@ class DistributedDataParallel::Impl {
     }
     std::chrono::nanoseconds total{0};
     for (size_t b = 0; b < buckets_.size(); ++b) {
-      if (!buckets_[b].work) continue;  // world size 1
+      if (!buckets_[b].work) continue;  // world size 1, or its hook failed
       buckets_[b].work->wait(options_.timeout);
       stats_.buckets[b].last_allreduce = buckets_[b].work->duration();
       total += stats_.buckets[b].last_allreduce;
     }
+    if (launch_failure) std::rethrow_exception(launch_failure);
     stats_.finalize_wait = Clock::now() - start;
     stats_.allreduce_total = total;
-    stats_.dense_bytes_sent = dense_bytes_;
+    {
+      std::lock_guard<std::mutex> lock(launch_mu_);
+      stats_.dense_bytes_sent = dense_bytes_;
+    }
 
     // Checked only now, with this step's dense buckets done: a rank that threw while its peers still waited
     // on them would leave those peers to the communication timeout.
@@ -617,10 +691,15 @@ class DistributedDataParallel::Impl {
   std::vector<uintptr_t> hook_keys_;
 
   std::mutex mu_;
-  // Guarded by mu_ while a backward may run:
+  // Guarded by mu_ while a backward may run (a bucket's work: see launchInOrder):
   std::vector<Bucket> buckets_;
-  size_t next_launch_ = 0;
-  size_t dense_bytes_ = 0;
+  size_t next_launch_ = 0;  // the first bucket not yet taken for launch
+  // Handing buckets to the CommHook happens outside mu_ (it is user code), in order:
+  std::mutex launch_mu_;
+  std::condition_variable launch_cv_;
+  size_t launched_ = 0;                // guarded by launch_mu_: buckets before it are handed over
+  size_t dense_bytes_ = 0;             // guarded by launch_mu_
+  std::exception_ptr launch_failure_;  // guarded by launch_mu_: the first hook that threw this iteration
   std::vector<size_t> ready_order_;
   bool record_order_ = true;
   int64_t slot_copies_ = 0;

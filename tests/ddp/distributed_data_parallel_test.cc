@@ -892,6 +892,62 @@ TEST_F(DdpTest, GradientsAreBucketViewsAndBucketsLaunchDuringBackward) {
   });
 }
 
+// A hook runs without DDP's lock (it may wait for its own work), in bucket order; one that throws fails the
+// step where it ran and again at finalize(), which used to skip its bucket and hand back an unreduced
+// gradient.
+class RecordingHook : public CommHook {
+ public:
+  explicit RecordingHook(int fail_at) : inner_(makeAllreduceHook()), fail_at_(fail_at) {}
+  comm::WorkPtr run(comm::Communicator& comm, const at::Tensor& bucket) override {
+    if (calls_++ == fail_at_) throw std::runtime_error("the hook refused bucket " + std::to_string(fail_at_));
+    sizes.push_back(bucket.numel());
+    comm::WorkPtr work = inner_->run(comm, bucket);
+    work->wait(std::chrono::seconds(20));  // synchronous: fine outside DDP's lock
+    return work;
+  }
+  std::string name() const override { return "recording"; }
+  std::vector<int64_t> sizes;
+
+ private:
+  std::unique_ptr<CommHook> inner_;
+  int fail_at_;
+  int calls_ = 0;
+};
+
+TEST_F(DdpTest, AHookRunsInBucketOrderAndOneThatFailsFailsTheStep) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(64));
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    DdpOptions options;
+    options.bucket_cap_mb = 0.0005;
+    options.first_bucket_mb = 0.00001;
+    options.rebuild_buckets = false;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    const size_t buckets = ddp.stats().buckets.size();
+    ASSERT_GE(buckets, 3u);
+    {  // a synchronous hook: every bucket, in order, and the same average as the built-in hook
+      auto hook = std::make_unique<RecordingHook>(-1);
+      RecordingHook* seen = hook.get();
+      ddp.setCommHook(std::move(hook));
+      torch::mse_loss(models[rank]->forward(inputs(rank, 4)), targets(rank, 4)).backward();
+      ddp.finalize();
+      ASSERT_EQ(seen->sizes.size(), buckets);
+      for (size_t b = 0; b < buckets; ++b) {
+        EXPECT_EQ(seen->sizes[b], static_cast<int64_t>(ddp.stats().buckets[b].bytes / sizeof(float))) << b;
+      }
+      ddp.checkReplicas();
+    }
+    ddp.zeroGrad();
+    ddp.setCommHook(std::make_unique<RecordingHook>(1));  // every rank refuses bucket 1
+    EXPECT_THROW(torch::mse_loss(models[rank]->forward(inputs(rank, 4)), targets(rank, 4)).backward(),
+                 std::exception);
+    EXPECT_THAT([&] { ddp.finalize(); }, ::testing::ThrowsMessage<std::exception>(
+                                             ::testing::HasSubstr("the hook refused bucket 1")));
+  });
+}
+
 // A model whose registration order is not its use order is rebuilt once after the first iteration.
 struct ReversedImpl : torch::nn::Module {
   ReversedImpl() {

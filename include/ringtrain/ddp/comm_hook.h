@@ -21,6 +21,10 @@ class CommHook {
   virtual ~CommHook() = default;
   // Starts averaging `bucket` (contiguous, flat) over `comm`. The returned Work keeps whatever it needs
   // alive; after its wait(), `bucket` holds the average. Must issue the same collectives on every rank.
+  // Called from the autograd thread that readied the bucket (or from finalize()), in bucket order, without
+  // DistributedDataParallel's locks held: it may wait for its own work. One that throws fails the step:
+  // backward rethrows it, finalize() throws it once the other buckets' collectives are done, and the
+  // DistributedDataParallel object should not be used for another step.
   virtual comm::WorkPtr run(comm::Communicator& comm, const at::Tensor& bucket) = 0;
   // Bytes this hook hands to the communicator for a bucket of `bucket_bytes` bytes (statistics).
   virtual size_t wireBytes(size_t bucket_bytes, size_t element_size) const { return bucket_bytes; }
