@@ -862,6 +862,15 @@ TEST_F(DdpTest, MismatchedModelsNameTheParameter) {
   }
 }
 
+// An MlpImpl(64) in at least three buckets (fc2.bias | fc2.weight | fc1.bias + fc1.weight), never rebuilt.
+DdpOptions smallBuckets() {
+  DdpOptions options;
+  options.bucket_cap_mb = 0.0005;
+  options.first_bucket_mb = 0.00001;
+  options.rebuild_buckets = false;
+  return options;
+}
+
 // Gradients are written in place into the buckets: the grad's storage never changes, and small buckets are
 // handed to the communicator while backward runs (before finalize).
 TEST_F(DdpTest, GradientsAreBucketViewsAndBucketsLaunchDuringBackward) {
@@ -870,11 +879,7 @@ TEST_F(DdpTest, GradientsAreBucketViewsAndBucketsLaunchDuringBackward) {
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(64));
   runDdpRanks(world, [&](comm::Communicator& comm) {
     const int rank = comm.rank();
-    DdpOptions options;
-    options.bucket_cap_mb = 0.0005;   // fc2.bias | fc2.weight | fc1.bias + fc1.weight
-    options.first_bucket_mb = 0.00001;
-    options.rebuild_buckets = false;
-    DistributedDataParallel ddp(*models[rank], comm, options);
+    DistributedDataParallel ddp(*models[rank], comm, smallBuckets());
     ASSERT_GE(ddp.stats().buckets.size(), 3u);
     std::vector<const void*> pointers;
     for (auto& p : models[rank]->parameters()) pointers.push_back(p.grad().data_ptr());
@@ -920,11 +925,7 @@ TEST_F(DdpTest, AHookRunsInBucketOrderAndOneThatFailsFailsTheStep) {
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(64));
   runDdpRanks(world, [&](comm::Communicator& comm) {
     const int rank = comm.rank();
-    DdpOptions options;
-    options.bucket_cap_mb = 0.0005;
-    options.first_bucket_mb = 0.00001;
-    options.rebuild_buckets = false;
-    DistributedDataParallel ddp(*models[rank], comm, options);
+    DistributedDataParallel ddp(*models[rank], comm, smallBuckets());
     const size_t buckets = ddp.stats().buckets.size();
     ASSERT_GE(buckets, 3u);
     {  // a synchronous hook: every bucket, in order, and the same average as the built-in hook

@@ -256,13 +256,15 @@ TEST(TcpStore, StopsCleanlyWithClientsBlockedInWait) {
   for (auto& w : waiters) EXPECT_THAT(w.get(), HasSubstr("comm: "));
 }
 
-TEST(TcpStore, UnreachableStoreIsACommErrorAfterTheConnectTimeout) {
+// A wait that ran out, like the rendezvous timeout beside it: TimeoutError (exit 4), a CommError.
+TEST(TcpStore, UnreachableStoreIsATimeoutErrorAfterTheConnectTimeout) {
   int port = 0;
   {
     TcpStoreServer probe("127.0.0.1", 0, kToken);
     port = probe.port();
   }
-  EXPECT_THROW(TcpStoreClient("127.0.0.1", port, kToken, 300ms), CommError);
+  EXPECT_THAT([&] { TcpStoreClient("127.0.0.1", port, kToken, 300ms); },
+              ::testing::ThrowsMessage<TimeoutError>(HasSubstr("within 300 ms")));
 }
 
 // A peer that accepts and never answers the token (a stopped rank 0, another program on the port) is given
