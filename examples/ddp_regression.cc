@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     for (int step = 1; step <= steps; ++step) {
       const torch::Tensor x = torch::randn({32, 16});
       const torch::Tensor y = x.matmul(w) + 0.5;
-      optimizer.zero_grad();
+      ddp.zeroGrad();  // one pass per bucket; optimizer.zero_grad() works too (on LibTorch 2.x, a copy per parameter)
       const torch::Tensor loss = torch::mse_loss(model->forward(x), y);
       loss.backward();
       ddp.finalize();  // the gradients are now the mean over every rank's batch

@@ -499,17 +499,35 @@ class Agent {
                                             std::chrono::duration<double>(std::max(1.0, o_.grace_period_s)));
       }
       if (close_pipes_at && (killed_on_second_signal || Clock::now() >= *close_pipes_at)) {
+        // What is in a pipe now is read first (a second signal cuts the grace period short, not the ranks'
+        // last lines); a pipe that reaches end-of-file is not held by anyone.
         std::set<int> holders;
-        for (auto& [fd, owner] : by_fd) {
-          Rank& r = *owner.first;
-          (owner.second ? *r.err_pump : *r.out_pump).finish();
-          (owner.second ? r.err : r.out).reset();
-          holders.insert(r.rank);
+        for (auto it = by_fd.begin(); it != by_fd.end();) {
+          Rank& r = *it->second.first;
+          OutputPump& pump = it->second.second ? *r.err_pump : *r.out_pump;
+          bool ended = false;
+          size_t drained = 0;  // a daemon that keeps writing would keep this loop going: 1 MiB at most
+          for (pollfd p{it->first, POLLIN, 0};
+               drained < (1u << 20) && ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));) {
+            const ssize_t n = ::read(it->first, buf.data(), buf.size());
+            if (n > 0) {
+              drained += static_cast<size_t>(n);
+              pump.feed(buf.data(), static_cast<size_t>(n));
+            } else if (n == 0 || errno != EINTR) {
+              ended = true;
+              break;
+            }
+          }
+          if (!ended) holders.insert(r.rank);
+          pump.finish();
+          (it->second.second ? r.err : r.out).reset();
+          it = by_fd.erase(it);
         }
-        by_fd.clear();
         close_pipes_at.reset();
-        say(fmt::format("rank(s) {} ended, but a process they started outside the job's process group still holds "
-                        "their output; no longer reading it", fmt::join(holders, ", ")));
+        if (!holders.empty()) {
+          say(fmt::format("rank(s) {} ended, but a process they started outside the job's process group still "
+                          "holds their output; no longer reading it", fmt::join(holders, ", ")));
+        }
         continue;  // the loop's condition may now hold: nothing is left to wait for
       }
       if (running == 0 && !released) {

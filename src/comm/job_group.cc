@@ -70,7 +70,8 @@ void JobGroup::meet() {
 }
 
 void JobGroup::leave() noexcept {
-  if (process_.world_size <= 1 || !store_) return;
+  // Under ringrun the store is the launcher's, and it outlives every rank: nothing to wait for.
+  if (process_.world_size <= 1 || !store_ || process_.launcher == "ringrun") return;
   try {
     if (store_->add(kLeftCounter, 1) == process_.world_size) store_->set(kAllLeft, dist::toBytes("1"));
     if (process_.rank == 0) store_->wait({kAllLeft}, timeoutOf(options_));

@@ -1,5 +1,6 @@
 #include "ringtrain/data/batch_loader.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <ATen/Context.h>
@@ -73,7 +74,10 @@ BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<c
     for (int i = 0; i < queue_depth_; ++i) slots_.push_back(std::make_unique<Slot>());
     workers_.reserve(static_cast<size_t>(workers));
     try {
-      for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { workerLoop(); });
+      for (int i = 0; i < workers; ++i) {
+        workers_.emplace_back([this] { workerLoop(); });
+        worker_ids_.push_back(workers_.back().get_id());
+      }
     } catch (...) {  // a thread refused (EAGAIN): the ones started must end before this object's members go
       stop();
       throw;
@@ -93,10 +97,8 @@ void BatchLoader::stop() {
   space_cv_.notify_all();
   // A worker asking for the stop only asks: it cannot join itself, and waiting here for the join lock could
   // wait on a joiner that waits for this very thread.
-  const auto me = std::this_thread::get_id();
-  for (const auto& t : workers_) {
-    if (t.get_id() == me) return;
-  }
+  // (The ids were kept at the start: a std::thread's own id changes when another stop() joins it.)
+  if (std::find(worker_ids_.begin(), worker_ids_.end(), std::this_thread::get_id()) != worker_ids_.end()) return;
   // One joiner at a time: two threads joining one std::thread is undefined (stop() from another thread
   // while the owner destroys the loader).
   std::lock_guard<std::mutex> join_lock(join_mu_);

@@ -122,7 +122,7 @@ std::string checkToken(std::string_view t, uint32_t& space) {
 }
 
 void warnUnicodeSpaces(const std::string& corpus, int64_t tokens, const std::string& first) {
-  warn("{}: {} token(s) hold a Unicode space ({}), which is part of the item here: only ASCII space and tab "
+  warn("{}: {} token(s) read hold a Unicode space ({}), which is part of the item here: only ASCII space and tab "
        "separate items; replace it (for U+00A0: sed 's/\\xc2\\xa0/ /g') if it was meant to separate",
        corpus, tokens, first);
 }

@@ -463,17 +463,19 @@ class DistributedDataParallel::Impl {
                " ms for bucket ", launched_, " to be handed to the communication hook (rank ", comm_.rank(), ")");
     }
     lock.unlock();
+    // Every bucket of the range goes to the hook even after one throws: which buckets share a range differs
+    // between ranks, and the ranks must still issue the same collectives for the others.
     std::exception_ptr failure;
     size_t bytes = 0;
-    try {
-      for (size_t b = r.first; b < r.end && comm_.size() > 1; ++b) {  // alone, a gradient is its own average
-        Bucket& bucket = buckets_[b];
+    for (size_t b = r.first; b < r.end && comm_.size() > 1; ++b) {  // alone, a gradient is its own average
+      Bucket& bucket = buckets_[b];
+      try {
         bucket.work = hook_->run(comm_, bucket.flat);
         bytes += hook_->wireBytes(static_cast<size_t>(bucket.flat.numel()) * bucket.flat.element_size(),
                                   bucket.flat.element_size());
+      } catch (...) {
+        if (!failure) failure = std::current_exception();
       }
-    } catch (...) {
-      failure = std::current_exception();
     }
     lock.lock();
     launched_ = r.end;
@@ -484,15 +486,11 @@ class DistributedDataParallel::Impl {
     if (failure) std::rethrow_exception(failure);
   }
 
-  // finalize(): waits until every bucket is handed over (by whichever thread's turn it was); returns the
-  // first failure to hand one over this iteration, if any.
-  std::exception_ptr waitForLaunches() {
-    std::unique_lock<std::mutex> lock(launch_mu_);
-    if (!launch_cv_.wait_for(lock, options_.timeout, [&] { return launched_ == buckets_.size(); })) {
-      RT_THROW(TimeoutError, "DistributedDataParallel: finalize waited ", options_.timeout.count(), " ms for bucket ",
-               launched_, " of ", buckets_.size(), " to be handed to the communication hook (rank ", comm_.rank(), ")");
-    }
-    return std::exchange(launch_failure_, nullptr);
+  // The first hook error of this iteration, kept until the next iteration starts (after a successful
+  // finalize()): a finalize() called again after a failed one fails again.
+  std::exception_ptr launchFailure() {
+    std::lock_guard<std::mutex> lock(launch_mu_);
+    return launch_failure_;
   }
 
   void resetIteration() {
@@ -517,15 +515,19 @@ class DistributedDataParallel::Impl {
     const auto start = Clock::now();
     std::vector<std::string> unused;
     LaunchRange rest;
+    // A hook that threw in backward stopped it there: the parameters after it got no gradient, though
+    // they are not unused. Their buckets still go out (every rank issues the same collectives), and the
+    // step then fails with the hook's error.
+    const bool hook_failed = launchFailure() != nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (size_t i : dense_) {
         Param& p = params_[i];
         if (p.ready) continue;
-        unused.push_back(p.name);
+        if (!hook_failed) unused.push_back(p.name);
         ensureSlot(p);  // keeps accumulated (noSync) or zeroed values; zeroes a dropped grad
         p.ready = true;
-        if (first_iteration_ && options_.static_graph) p.static_unused = true;
+        if (first_iteration_ && options_.static_graph && !hook_failed) p.static_unused = true;
         --buckets_[p.bucket].pending;
       }
       if (!unused.empty() && !options_.find_unused_parameters && !options_.static_graph) {
@@ -537,14 +539,19 @@ class DistributedDataParallel::Impl {
       rest = takeReadyLocked();
       RT_CHECK_EQ(next_launch_, buckets_.size(), "all buckets must be launched at finalize");
     }
-    // A hook that failed (in backward, or here) left its bucket without a reduction: the step is refused,
-    // after the collectives the other buckets started have completed.
-    std::exception_ptr launch_failure;
+    // Backward has returned, so every range taken during it was handed over, and this one's turn is now.
+    // A hook that fails here is kept in launch_failure_, like one that failed in backward: its bucket has no
+    // reduction, and the step fails once the collectives the other buckets started are done.
     try {
       launchInOrder(rest);
     } catch (...) {
+      if (!launchFailure()) throw;
     }
-    launch_failure = waitForLaunches();
+    const std::exception_ptr launch_failure = launchFailure();
+    {
+      std::lock_guard<std::mutex> lock(launch_mu_);
+      RT_CHECK_EQ(launched_, buckets_.size(), "all buckets must be handed to the hook at finalize");
+    }
     if (first_iteration_ && !unused.empty()) {
       std::string names;
       for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;

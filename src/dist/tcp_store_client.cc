@@ -96,7 +96,9 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
       if (error.empty()) error = "no answer to the job token";
     }
     if (Clock::now() >= deadline) {
-      RT_THROW(TimeoutError, "cannot reach ", where, " within ", connect_timeout_.count(), " ms: ", error);
+      // A CommError (exit 3), not a TimeoutError: get() and wait() read theirs as keys still missing, and
+      // ringrun's rendezvous would wait on for a store nobody can reach.
+      RT_THROW(CommError, "cannot reach ", where, " within ", connect_timeout_.count(), " ms: ", error);
     }
     std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - Clock::now()));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(200));

@@ -130,7 +130,7 @@ TEST(Corpus, TokensHoldingAUnicodeSpaceAreKeptAndSaidAloud) {
   EXPECT_TRUE(cached->stats().from_cache);
   EXPECT_EQ(cached->stats().unicode_space_tokens, 3);
   const std::string text = logged.str();
-  EXPECT_NE(text.find("3 token(s) hold a Unicode space (line 2, token 1: U+00A0)"), std::string::npos) << text;
+  EXPECT_NE(text.find("3 token(s) read hold a Unicode space (line 2, token 1: U+00A0)"), std::string::npos) << text;
   EXPECT_NE(text.find("counted when the cache"), std::string::npos) << text;
   const std::string plain = writeFile(dir, "plain.txt", "a b\ncaf\xc3\xa9 \xe2\x82\xac\n");
   EXPECT_EQ(Corpus::load(opts(plain))->stats().unicode_space_tokens, 0);

@@ -12,10 +12,10 @@
 //      the same options.backend: a rank that never starts is named (TimeoutError) instead of leaving the
 //      others inside a backend's own rendezvous, which for MPI has no timeout;
 //   4. connects the communicator (comm::makeCommunicator).
-// Destruction, collective: the communicator is closed, then every rank says in the store that it is done,
-// and rank 0, which hosts the store outside ringrun, waits for the others (at most options.timeout_s) so
-// that it does not take the store away from a rank still leaving. A rank that is unwinding an exception
-// does not wait: its launcher stops the job.
+// Destruction: the communicator is closed; then, outside ringrun (whose store outlives every rank), every
+// rank says in the store that it is done, and rank 0, which hosts the store, waits for the others (at most
+// options.timeout_s) so that it does not take the store away from a rank still leaving. A rank that is
+// unwinding an exception does not wait: its launcher stops the job.
 // One JobGroup per process at a time. Not thread-safe: use it from the thread that trains.
 #pragma once
 

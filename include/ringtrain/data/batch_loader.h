@@ -11,7 +11,8 @@
 // Errors: an exception in a worker is stored with its batch index; the consumer's next() rethrows it
 // (its type and message intact) when it reaches that batch; workers stop claiming after an error.
 // Shutdown: stop() (or the destructor) from any thread wakes the consumer (next() returns nullopt) and
-// the workers, and joins them. requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C
+// the workers, and joins them (from a worker it only asks). stop() may come from several threads at once,
+// but, like any call, not once the destructor has begun. requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C
 // handler); every wait re-checks it at least every 100 ms.
 // CUDA: with run.device cuda and loader.pin_memory auto|on (and a CUDA LibTorch with a device), workers
 // fill pinned host tensors and next() copies them to the device with non_blocking=true.
@@ -126,8 +127,9 @@ class BatchLoader {
   int64_t error_index_ = -1;   // first failed batch; guarded by mu_
   std::exception_ptr failed_;  // the error next() rethrew; rethrown again on later calls; guarded by mu_
   LoaderStats stats_;          // guarded by mu_
-  std::vector<std::thread> workers_;  // started in the constructor, never resized after
-  std::mutex join_mu_;                // held while stop() joins workers_
+  std::vector<std::thread> workers_;          // started in the constructor, never resized after
+  std::vector<std::thread::id> worker_ids_;  // theirs, kept at the start (read by stop() without a lock)
+  std::mutex join_mu_;                       // held while stop() joins workers_
 };
 
 }  // namespace ringtrain::data

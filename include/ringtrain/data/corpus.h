@@ -45,7 +45,7 @@ struct CorpusStats {
   int64_t dropped_tokens = 0;  // tokens of items below min_count
   int64_t short_lines = 0;     // lines dropped for having < 2 items (blank lines included)
   int64_t bad_lines = 0;       // skipped under skip_bad_lines
-  int64_t unicode_space_tokens = 0;  // kept tokens holding a space other than ASCII's (U+00A0, ...): warned
+  int64_t unicode_space_tokens = 0;  // tokens read (before min_count) holding a space other than ASCII's (U+00A0, ...): warned
   bool from_cache = false;
   std::string cache_path;  // "" when caching was off or impossible
 };

@@ -9,7 +9,7 @@
 //     loopback or a private network, or set the token. Under torchrun (TORCHELASTIC_RUN_ID set), whose own
 //     store already listens on MASTER_PORT, rank 0 hosts ringtrain's store on MASTER_PORT + 1.
 // Outside ringrun the store lives in rank 0's process, so rank 0 must not drop it while others still use it:
-// end with a barrier in the store (bench/store_join.cc shows one).
+// end with a barrier in the store (comm::JobGroup does, as it leaves; bench/store_join.cc times one).
 // The returned store scopes every key under "r<restart_count>/", so a job relaunched by
 // `ringrun --max-restarts` never reads the keys of its previous attempt.
 #pragma once

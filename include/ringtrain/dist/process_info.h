@@ -21,7 +21,7 @@ struct ProcessInfo {
   int node_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  std::string job_token;      // RINGTRAIN_JOB_TOKEN; empty outside ringrun
+  std::string job_token;      // RINGTRAIN_JOB_TOKEN; empty when not set (ringrun always sets it)
   std::string launcher = "single";  // ringrun | torchrun | env (RANK/WORLD_SIZE by hand) | mpirun | slurm | single
   int restart_count = 0;      // RINGTRAIN_RESTART_COUNT (ringrun --max-restarts)
 };
