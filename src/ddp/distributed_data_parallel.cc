@@ -519,6 +519,7 @@ class DistributedDataParallel::Impl {
     // they are not unused. Their buckets still go out (every rank issues the same collectives), and the
     // step then fails with the hook's error.
     const bool hook_failed = launchFailure() != nullptr;
+    std::string unused_error;  // with detection off: thrown once this step's collectives are done
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (size_t i : dense_) {
@@ -530,11 +531,14 @@ class DistributedDataParallel::Impl {
         if (first_iteration_ && options_.static_graph && !hook_failed) p.static_unused = true;
         --buckets_[p.bucket].pending;
       }
+      // Not thrown here: a rank that skipped its remaining buckets would leave the ranks that used every
+      // parameter waiting in those collectives until the communication timeout, blaming nobody.
       if (!unused.empty() && !options_.find_unused_parameters && !options_.static_graph) {
         std::string names;
         for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
-        RT_THROW(Error, "DistributedDataParallel: parameters without a gradient this iteration: ", names,
-                 " (set ddp.find_unused_parameters: true to reduce them as zeros)");
+        unused_error = ::ringtrain::detail::concat("DistributedDataParallel: parameters without a gradient this iteration on rank ",
+                                      comm_.rank(), ": ", names,
+                                      " (set ddp.find_unused_parameters: true to reduce them as zeros)");
       }
       rest = takeReadyLocked();
       RT_CHECK_EQ(next_launch_, buckets_.size(), "all buckets must be launched at finalize");
@@ -552,7 +556,7 @@ class DistributedDataParallel::Impl {
       std::lock_guard<std::mutex> lock(launch_mu_);
       RT_CHECK_EQ(launched_, buckets_.size(), "all buckets must be handed to the hook at finalize");
     }
-    if (first_iteration_ && !unused.empty()) {
+    if (first_iteration_ && !unused.empty() && unused_error.empty()) {
       std::string names;
       for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
       warn("DistributedDataParallel: {} parameter(s) got no gradient in the first iteration and are reduced "
@@ -567,6 +571,7 @@ class DistributedDataParallel::Impl {
       total += stats_.buckets[b].last_allreduce;
     }
     if (launch_failure) std::rethrow_exception(launch_failure);
+    if (!unused_error.empty()) RT_THROW(Error, unused_error);
     stats_.finalize_wait = Clock::now() - start;
     stats_.allreduce_total = total;
     {

@@ -68,6 +68,15 @@ struct EmbedImpl : torch::nn::Module {
   torch::nn::Linear head{nullptr};
 };
 
+// An MlpImpl(64) in at least three buckets (fc2.bias | fc2.weight | fc1.bias + fc1.weight), never rebuilt.
+DdpOptions smallBuckets() {
+  DdpOptions options;
+  options.bucket_cap_mb = 0.0005;
+  options.first_bucket_mb = 0.00001;
+  options.rebuild_buckets = false;
+  return options;
+}
+
 void copyParams(torch::nn::Module& from, torch::nn::Module& to) {
   torch::NoGradGuard no_grad;
   auto a = from.parameters();
@@ -823,6 +832,33 @@ TEST_F(DdpTest, UnusedParameterIsAnErrorWhenDetectionIsOff) {
   for (const auto& m : messages) EXPECT_NE(m.find("unused.weight"), std::string::npos) << m;
 }
 
+// With detection off, a parameter unused on one rank only fails that rank, after this step's collectives:
+// the other rank, which used every parameter, finishes its finalize() instead of waiting out the timeout.
+TEST_F(DdpTest, AParameterUnusedOnOneRankWithDetectionOffFailsThatRankAlone) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, true));
+  std::vector<std::string> messages(world);
+  const auto started = std::chrono::steady_clock::now();
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    DdpOptions options = smallBuckets();
+    options.find_unused_parameters = false;
+    DistributedDataParallel ddp(*models[rank], comm, options);
+    auto out = models[rank]->forward(inputs(0, 4));
+    if (rank == 0) out = models[rank]->unused->forward(out);
+    out.pow(2).sum().backward();
+    try {
+      ddp.finalize();
+    } catch (const Error& e) {
+      messages[rank] = e.what();
+    }
+  });
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+  EXPECT_EQ(messages[0], "");
+  EXPECT_THAT(messages[1], ::testing::HasSubstr("parameters without a gradient this iteration on rank 1: unused.weight"));
+}
+
 // Only rank 1 leaves a parameter unused: nobody hangs, and the result is still the average.
 TEST_F(DdpTest, ParameterUnusedOnOneRankOnly) {
   const int world = 2;
@@ -860,15 +896,6 @@ TEST_F(DdpTest, MismatchedModelsNameTheParameter) {
     EXPECT_NE(m.find("rank 2"), std::string::npos) << m;
     EXPECT_NE(m.find("'fc1.weight'"), std::string::npos) << m;
   }
-}
-
-// An MlpImpl(64) in at least three buckets (fc2.bias | fc2.weight | fc1.bias + fc1.weight), never rebuilt.
-DdpOptions smallBuckets() {
-  DdpOptions options;
-  options.bucket_cap_mb = 0.0005;
-  options.first_bucket_mb = 0.00001;
-  options.rebuild_buckets = false;
-  return options;
 }
 
 // Gradients are written in place into the buckets: the grad's storage never changes, and small buckets are
