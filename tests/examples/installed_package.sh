@@ -20,8 +20,11 @@ launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi
+# The dependencies are where the project's own build found them (scripts/gpu-check.sh points
+# CMAKE_PREFIX_PATH at a LibTorch of its own and a Gloo unpacked beside the checkout).
+parent_prefix=$(sed -n 's/^CMAKE_PREFIX_PATH:[A-Z]*=//p' "$BUILD/CMakeCache.txt" | head -1)
 step configure cmake -S "$SRC/examples" -B "$WORK/build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$WORK/prefix" "${launcher[@]}"
+  -DCMAKE_PREFIX_PATH="$WORK/prefix${parent_prefix:+;$parent_prefix}" "${launcher[@]}"
 step build cmake --build "$WORK/build"
 step run "$WORK/prefix/bin/ringrun" --standalone --nproc-per-node 2 -- "$WORK/build/example_ddp_regression" 100
 cat "$WORK/run.log"
