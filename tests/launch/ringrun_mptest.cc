@@ -45,7 +45,9 @@ std::string readFile(const std::string& path) {
 // ringrun started in the background with its output in files, for tests that signal it or run two.
 class Background {
  public:
-  Background(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {}) {
+  // `stall_stderr`: ringrun's stderr is a pipe this test never reads (a paused pager), not a file.
+  Background(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+             bool stall_stderr = false) {
     dir_ = testing::makeTempDir("ringrun_bg");
     std::vector<std::string> env_strings;
     for (char** e = environ; *e != nullptr; ++e) {
@@ -60,21 +62,28 @@ class Background {
     for (auto& e : env_strings) envp.push_back(e.data());
     envp.push_back(nullptr);
     const std::string out = dir_ + "/out", err = dir_ + "/err";
+    int stalled[2] = {-1, -1};
+    if (stall_stderr) EXPECT_EQ(::pipe2(stalled, O_CLOEXEC), 0);
     pid_ = ::fork();
     if (pid_ == 0) {
       ::setpgid(0, 0);  // like a shell job: ringrun's own group, apart from the job it starts
       ::dup2(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
-      ::dup2(::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+      ::dup2(stall_stderr ? stalled[1] : ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
       ::execve(args[0], args.data(), envp.data());
       ::_exit(127);
     }
     ::setpgid(pid_, pid_);
+    if (stall_stderr) {
+      ::close(stalled[1]);
+      stalled_err_ = stalled[0];
+    }
   }
   ~Background() {
     if (!status_) {
       ::kill(-pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
+    if (stalled_err_ >= 0) ::close(stalled_err_);
     std::filesystem::remove_all(dir_);
   }
   pid_t pid() const { return pid_; }
@@ -114,6 +123,7 @@ class Background {
  private:
   std::string dir_;
   pid_t pid_ = -1;
+  int stalled_err_ = -1;  // read end of ringrun's stderr, never read
   std::optional<int> status_;
 };
 
@@ -352,6 +362,19 @@ TEST(Ringrun, ADaemonHoldingARanksOutputDoesNotKeepTheJobAlive) {
   EXPECT_THAT(r.out, HasSubstr("rank done"));
   EXPECT_THAT(r.err, HasSubstr("rank(s) 0 ended, but a process they started outside the job's process group still "
                                "holds their output; no longer reading it"));
+}
+
+// ringrun's stderr stalls (a paused pager) while its store server has much to say (here a flood of bad
+// connections, each a warning): the store, which every rank talks to, must go on answering. Its warnings
+// used to be written to fd 2 from the store's own thread, which then blocked in write().
+TEST(Ringrun, AStalledStderrDoesNotStallTheJobsStore) {
+  const std::string flood =
+      "for i in $(seq 1500); do exec 3<>/dev/tcp/127.0.0.1/$MASTER_PORT && printf '\\377\\377\\377\\177' >&3; "
+      "exec 3>&-; done; echo flooded; " + binPath("store_join");
+  Background job({binPath("ringrun"), "--nproc-per-node", "1", "--standalone", "--", "bash", "-c", flood}, {},
+                 /*stall_stderr=*/true);
+  ASSERT_TRUE(job.waitForOutput("flooded", 1, 60000ms)) << job.out();
+  EXPECT_TRUE(job.waitForOutput("rank 0 of 1 met all", 1, 20000ms)) << "the store stopped answering:\n" << job.out();
 }
 
 TEST(Ringrun, RingrunKilledBySigkillLeavesNoOrphans) {
