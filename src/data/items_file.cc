@@ -82,7 +82,7 @@ TokenNames nameTokens(const std::string& path, int64_t rows, const std::function
   t.names.assign(static_cast<size_t>(rows), "");
   t.categories.assign(static_cast<size_t>(rows), "");
   t.keys.assign(static_cast<size_t>(rows), "");
-  enum : uint8_t { kUnnamed, kById, kByKey };
+  enum : uint8_t { kUnnamed, kByKey, kById };  // a later kind outranks an earlier
   std::vector<uint8_t> named_by(static_cast<size_t>(rows), kUnnamed);
   forEachItemsRow(path, /*require_id=*/false, [&](const ItemsRow& item) {
     const auto name = [&](int64_t row, uint8_t how) {
@@ -97,8 +97,8 @@ TokenNames nameTokens(const std::string& path, int64_t rows, const std::function
       // such line keeps a key.
       if (how == kById && !item.key.empty() && find(t.keys[r]) < 0) t.row_of_key.emplace(t.keys[r], row);
     };
-    if (!item.key.empty()) name(find(std::string(item.key)), kByKey);
     if (!item.id.empty()) name(find(std::string(item.id)), kById);
+    if (!item.key.empty()) name(find(std::string(item.key)), kByKey);
   });
   return t;
 }

@@ -97,20 +97,35 @@ TEST_F(ModelLoadTest, ARowIsFoundByItsTokenOrByTheKeyOfTheLineThatNamedIt) {
 
 // A token takes the first line whose key it is, or else the first line whose id it is, wherever the
 // lines are in the file.
-TEST_F(ModelLoadTest, AKeyMatchBeatsAnIdMatchAndTheFirstLineWins) {
-  writeText(path("m.vec"), "3 1\nb 1\nc 2\nd 3\n");
+TEST_F(ModelLoadTest, AnIdMatchBeatsAKeyMatchAndTheFirstLineWins) {
+  writeText(path("m.vec"), "4 1\nb 1\nc 2\nd 3\ne 4\n");
   writeText(path("items.tsv"),
             "id\tkey\tname\tcategory\n"
-            "b\tx\tB by id\tids\n"
             "y\tb\tB by key\tkeys\n"
-            "z\tb\tB by a later key\tkeys\n"
+            "b\tx\tB by id\tids\n"
             "c\tw\tC by id\tids\n"
-            "c\tv\tC by a later id\tids\n");
+            "c\tv\tC by a later id\tids\n"
+            "q\te\tE by key\tkeys\n"
+            "r\te\tE by a later key\tkeys\n");
   const auto m = loadModel(path("m.vec"), path("items.tsv"));
-  EXPECT_EQ(m->names[0], "B by key");
-  EXPECT_EQ(m->categories[0], "keys");
+  EXPECT_EQ(m->names[0], "B by id") << "the trainer reads the same file by id";
+  EXPECT_EQ(m->categories[0], "ids");
   EXPECT_EQ(m->names[1], "C by id");
   EXPECT_EQ(m->names[2], "");
+  EXPECT_EQ(m->names[3], "E by key");
+}
+
+// Numeric codes that overlap numeric ids: a line whose key is another item's token renames nothing, and
+// each item keeps its own line's key.
+TEST_F(ModelLoadTest, AKeyThatIsAnotherItemsTokenDoesNotRenameIt) {
+  writeText(path("m.vec"), "3 1\n1 1\n5 2\n7 3\n");
+  writeText(path("items.tsv"), "id\tkey\tname\tcategory\n1\t5\tOne\tc1\n5\tK5\tFive\tc5\n7\tK7\tSeven\tc7\n");
+  const auto m = loadModel(path("m.vec"), path("items.tsv"));
+  EXPECT_EQ(m->names[1], "Five");
+  EXPECT_EQ(m->categories[1], "c5");
+  EXPECT_EQ(m->findItem("5"), 1) << "the token, not the key of line 1";
+  EXPECT_EQ(m->findItem("K5"), 1);
+  EXPECT_EQ(m->findItem("K7"), 2);
 }
 
 TEST_F(ModelLoadTest, ItemsMatchByIdWhenTokensAreIds) {

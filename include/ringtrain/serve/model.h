@@ -3,8 +3,8 @@
 //
 // The file is the word2vec text format the trainer exports: a header line "N D", then N lines
 // "token v1 .. vD" (space separated). An optional items.tsv (tab separated, header naming the columns
-// id, key, name, category in any order) gives display names; a model token matches an item's key, or
-// else its id.
+// id, key, name, category in any order) gives display names; a model token matches an item's id, or
+// else its key (data::nameTokens).
 #pragma once
 
 #include <cstdint>
