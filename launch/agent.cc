@@ -45,6 +45,9 @@ constexpr auto kWatchChunk = 1000ms;        // the end watcher re-checks its sto
 constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending signals this often
 constexpr auto kStoreOpTimeout = 30000ms;
 
+// A second SIGINT/SIGTERM/SIGHUP came: the last flush does not wait long for a reader that does not read.
+std::atomic<bool> g_asked_twice{false};
+
 void say(const std::string& line) { consoleErr().write("ringrun: " + line + "\n"); }
 
 std::string randomToken() {
@@ -600,6 +603,11 @@ class Agent {
                 stopRanks(SIGTERM);
               }
             }
+          } else if (running == 0 && end_known && interrupt_signal == 0) {
+            // The job is over here and its outcome recorded: only a process holding a rank's pipe (a daemon)
+            // or the guardian keeps ringrun. A signal ends that wait, not the job's result.
+            say("got " + signalName(sig) + " after every rank ended: no longer waiting for their output");
+            close_pipes_at = Clock::now();
           } else if (interrupt_signal == 0) {
             interrupt_signal = sig;
             say("got " + signalName(sig) + ", passing it to the ranks");
@@ -615,6 +623,7 @@ class Agent {
             group.signal(SIGKILL);
             escalated = true;
             killed_on_second_signal = true;
+            g_asked_twice.store(true);
           }
         }
       }
@@ -733,10 +742,16 @@ int runAgent(const LaunchOptions& options) {
   }
 }
 
-void finishOutput() {
+void finishOutput(int exit_code) {
   restoreTerminationSignals();
-  consoleOut().flush();
-  consoleErr().flush();
+  if (!g_asked_twice.load()) {
+    consoleOut().flush();
+    consoleErr().flush();
+    return;
+  }
+  const bool written = consoleOut().flushFor(std::chrono::seconds(1)) && consoleErr().flushFor(std::chrono::seconds(1));
+  // The writers are blocked in write(): their streams' destructors would wait for them as well.
+  if (!written) ::_exit(exit_code);
 }
 
 void sayError(const std::string& message) { consoleErr().write("ringrun: error: " + message + "\n"); }

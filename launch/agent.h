@@ -25,7 +25,9 @@ int runAgent(const LaunchOptions& options);
 
 // Queues "ringrun: error: <message>" on stderr (console.h), behind ringrun's other output.
 void sayError(const std::string& message);
-// Lets termination signals end ringrun again and writes out everything queued: call last, before exiting.
-void finishOutput();
+// Lets termination signals end ringrun again and writes out everything queued: call last, before exiting
+// with `exit_code`. After a second signal (the user asked twice to stop) it waits at most a second for a
+// reader that does not read, then exits with `exit_code` at once.
+void finishOutput(int exit_code);
 
 }  // namespace ringtrain::launch

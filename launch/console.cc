@@ -79,6 +79,11 @@ void ConsoleStream::flush() {
   idle_cv_.wait(lock, [&] { return backlog_ == 0 || lost_; });
 }
 
+bool ConsoleStream::flushFor(std::chrono::milliseconds limit) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, limit, [&] { return backlog_ == 0 || lost_; });
+}
+
 void ConsoleStream::run() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {

@@ -8,6 +8,7 @@
 // whose write fails (EPIPE: `| head`) drops what follows, said once on stderr.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -38,6 +39,8 @@ class ConsoleStream {
   size_t backlog() const;
   // Waits until everything queued is written (as long as the reader takes) or the stream is lost.
   void flush();
+  // The same for at most `limit`; false when output was still waiting then.
+  bool flushFor(std::chrono::milliseconds limit);
 
  private:
   void run();

@@ -25,6 +25,6 @@ int main(int argc, char** argv) {
     launch::sayError(e.what());
     code = kExitFailure;
   }
-  launch::finishOutput();
+  launch::finishOutput(code);
   return code;
 }

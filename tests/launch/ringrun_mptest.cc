@@ -45,9 +45,9 @@ std::string readFile(const std::string& path) {
 // ringrun started in the background with its output in files, for tests that signal it or run two.
 class Background {
  public:
-  // `stall_stderr`: ringrun's stderr is a pipe this test never reads (a paused pager), not a file.
+  // `stalled_fd` 1 or 2: ringrun's stdout or stderr is a pipe this test never reads (a paused pager).
   Background(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
-             bool stall_stderr = false) {
+             int stalled_fd = 0) {
     dir_ = testing::makeTempDir("ringrun_bg");
     std::vector<std::string> env_strings;
     for (char** e = environ; *e != nullptr; ++e) {
@@ -63,19 +63,19 @@ class Background {
     envp.push_back(nullptr);
     const std::string out = dir_ + "/out", err = dir_ + "/err";
     int stalled[2] = {-1, -1};
-    if (stall_stderr) EXPECT_EQ(::pipe2(stalled, O_CLOEXEC), 0);
+    if (stalled_fd != 0) EXPECT_EQ(::pipe2(stalled, O_CLOEXEC), 0);
     pid_ = ::fork();
     if (pid_ == 0) {
       ::setpgid(0, 0);  // like a shell job: ringrun's own group, apart from the job it starts
-      ::dup2(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
-      ::dup2(stall_stderr ? stalled[1] : ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+      ::dup2(stalled_fd == 1 ? stalled[1] : ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
+      ::dup2(stalled_fd == 2 ? stalled[1] : ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
       ::execve(args[0], args.data(), envp.data());
       ::_exit(127);
     }
     ::setpgid(pid_, pid_);
-    if (stall_stderr) {
+    if (stalled_fd != 0) {
       ::close(stalled[1]);
-      stalled_err_ = stalled[0];
+      stalled_ = stalled[0];
     }
   }
   ~Background() {
@@ -83,7 +83,7 @@ class Background {
       ::kill(-pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
-    if (stalled_err_ >= 0) ::close(stalled_err_);
+    if (stalled_ >= 0) ::close(stalled_);
     std::filesystem::remove_all(dir_);
   }
   pid_t pid() const { return pid_; }
@@ -123,7 +123,7 @@ class Background {
  private:
   std::string dir_;
   pid_t pid_ = -1;
-  int stalled_err_ = -1;  // read end of ringrun's stderr, never read
+  int stalled_ = -1;  // read end of ringrun's stalled stdout or stderr, never read
   std::optional<int> status_;
 };
 
@@ -364,6 +364,51 @@ TEST(Ringrun, ADaemonHoldingARanksOutputDoesNotKeepTheJobAlive) {
                                "holds their output; no longer reading it"));
 }
 
+// The same daemon, a long grace period, and a Ctrl-C once the rank has ended: the job is over and succeeded,
+// so the signal ends the wait for the daemon's pipe at once, and the exit code stays the job's.
+TEST(Ringrun, ASignalAfterEveryRankEndedStopsTheWaitForADaemonNotTheJob) {
+  const std::string dir = testing::makeTempDir("ringrun_daemon_sig");
+  const std::string script = "setsid sh -c 'echo $$ > \"$0/daemon\"; exec sleep 60' \"$0\" & "
+                             "while [ ! -s \"$0/daemon\" ]; do sleep 0.01; done; echo rank done";
+  Background job({binPath("ringrun"), "--nproc-per-node", "1", "--standalone", "--grace-period", "30", "--", "sh",
+                  "-c", script, dir});
+  ASSERT_TRUE(job.waitForOutput("rank done", 1)) << job.err();
+  std::this_thread::sleep_for(300ms);  // the rank ends and is reaped
+  ::kill(job.pid(), SIGINT);
+  const auto status = job.waitExit(10000ms);
+  const std::string daemon = readFile(dir + "/daemon");
+  if (!daemon.empty()) ::kill(std::stoi(daemon), SIGKILL);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(status.has_value()) << "still waiting for the daemon's pipe: " << job.err();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status << job.err();
+  EXPECT_THAT(job.err(), HasSubstr("got SIGINT after every rank ended: no longer waiting for their output"));
+}
+
+// A paused pager on stdout and a double Ctrl-C on ranks that ignore the first: they are killed, and ringrun
+// itself ends within a second or so instead of waiting in its last flush for a reader that does not read
+// (which took a third signal).
+TEST(Ringrun, ADoubleCtrlCEndsRingrunThoughItsStdoutIsStalled) {
+  const std::string dir = testing::makeTempDir("ringrun_stalled_out");
+  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "sh", "-c",
+                  "trap '' INT; touch \"$0/started$RANK\"; while :; do echo \"rank $RANK says something long "
+                  "enough to fill pipes quickly\"; done", dir},
+                 {}, /*stalled_fd=*/1);
+  const auto deadline = Clock::now() + 20s;
+  while (!(std::filesystem::exists(dir + "/started0") && std::filesystem::exists(dir + "/started1")) &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  std::this_thread::sleep_for(500ms);  // the pipes and ringrun's console backlog fill
+  ::kill(job.pid(), SIGINT);
+  std::this_thread::sleep_for(300ms);
+  ::kill(job.pid(), SIGINT);
+  const auto status = job.waitExit(8000ms);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(status.has_value()) << "ringrun still waits for its stdout after two signals: " << job.err();
+  // Ranks that ignore SIGINT take the second signal inside the job's loop: exit 130 after the bounded flush.
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGINT) << *status;
+}
+
 // ringrun's stderr stalls (a paused pager) while its store server has much to say (here a flood of bad
 // connections, each a warning): the store, which every rank talks to, must go on answering. Its warnings
 // used to be written to fd 2 from the store's own thread, which then blocked in write().
@@ -372,7 +417,7 @@ TEST(Ringrun, AStalledStderrDoesNotStallTheJobsStore) {
       "for i in $(seq 1500); do exec 3<>/dev/tcp/127.0.0.1/$MASTER_PORT && printf '\\377\\377\\377\\177' >&3; "
       "exec 3>&-; done; echo flooded; " + binPath("store_join");
   Background job({binPath("ringrun"), "--nproc-per-node", "1", "--standalone", "--", "bash", "-c", flood}, {},
-                 /*stall_stderr=*/true);
+                 /*stalled_fd=*/2);
   ASSERT_TRUE(job.waitForOutput("flooded", 1, 60000ms)) << job.out();
   EXPECT_TRUE(job.waitForOutput("rank 0 of 1 met all", 1, 20000ms)) << "the store stopped answering:\n" << job.out();
 }
