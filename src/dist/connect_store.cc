@@ -43,9 +43,10 @@ class JobStore final : public Store {
 }  // namespace
 
 std::unique_ptr<Store> connectStore(const ProcessInfo& info, std::chrono::milliseconds timeout) {
-  // A process on its own (no launcher, world size 1) has nobody to meet: its store stays in memory, so it
-  // takes no port (`ringtrain eval` beside a running job used to fail with "address in use").
-  if (info.launcher == "single" && info.world_size == 1) {
+  // A job of one (alone, or `mpirun -np 1`, RANK=0 WORLD_SIZE=1) has nobody to meet: its store stays in
+  // memory, so it takes no port (two such jobs on one machine, or `ringtrain eval` beside a running job,
+  // used to fail with "address in use"). Under ringrun the store is the launcher's.
+  if (info.launcher != "ringrun" && info.world_size == 1) {
     debug("single process: the job's store is in memory");
     return std::make_unique<MemoryStore>();
   }

@@ -82,7 +82,7 @@ TEST(JobGroup, ARankThatNeverComesIsNamedWithinTheTimeout) {
     EXPECT_THAT(results[1].error, HasSubstr("rank(s) 2 of 3 did not reach the job's store"));
   } else {
     EXPECT_EQ(results[1].error_type, "CommError") << results[1].error;
-    EXPECT_THAT(results[1].error, HasSubstr("lost the connection to the store"));
+    EXPECT_THAT(results[1].error, HasSubstr("rank 0 hosts the job's store, and it went away while rank 1 waited"));
   }
 }
 
@@ -97,6 +97,21 @@ TEST(JobGroup, RanksOnAnotherBackendAreRefused) {
   EXPECT_EQ(results[1].error_type, "ConfigError") << results[1].error;
   EXPECT_THAT(results[1].error, HasSubstr("rank 1 runs comm.backend mpi and rank 0 gloo"));
   EXPECT_FALSE(results[0].ok()) << "rank 0 cannot build a group without rank 1";
+}
+
+// Ranks told different world sizes (a typo in one launch line) are refused at once, each naming both
+// sizes, instead of each waiting out the timeout for ranks that are not coming.
+TEST(JobGroup, RanksToldDifferentWorldSizesAreRefused) {
+  const int port = testing::freeLoopbackPort();
+  const auto started = Clock::now();
+  const auto results = testing::runRankThreads(2, [&](int rank) {
+    JobGroup job(testing::testCommOptions(10.0), byHand(rank, rank == 0 ? 2 : 3, port));
+  });
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(5));
+  EXPECT_EQ(results[0].error_type, "ConfigError") << results[0].error;
+  EXPECT_THAT(results[0].error, HasSubstr("rank 0 was started with a world size of 2 and rank 1 with 3"));
+  EXPECT_EQ(results[1].error_type, "ConfigError") << results[1].error;
+  EXPECT_THAT(results[1].error, HasSubstr("rank 1 was started with a world size of 3 and rank 0 with 2"));
 }
 
 }  // namespace

@@ -9,13 +9,14 @@
 //      (dist::detectProcessInfo; MASTER_ADDR/PORT fall back to options.master_addr/master_port);
 //   2. reaches the job's store (dist::connectStore);
 //   3. waits until every rank has reached it, at most options.timeout_s, and checks that every rank asked for
-//      the same options.backend: a rank that never starts is named (TimeoutError) instead of leaving the
-//      others inside a backend's own rendezvous, which for MPI has no timeout;
+//      the same options.backend and was told the same world size (ConfigError naming both): a rank that
+//      never starts is named (TimeoutError) instead of leaving the others inside a backend's own
+//      rendezvous, which for MPI has no timeout;
 //   4. connects the communicator (comm::makeCommunicator).
 // Destruction: the communicator is closed; then, outside ringrun (whose store outlives every rank), every
 // rank says in the store that it is done, and rank 0, which hosts the store, waits for the others (at most
-// options.timeout_s) so that it does not take the store away from a rank still leaving. A rank that is
-// unwinding an exception does not wait: its launcher stops the job.
+// options.timeout_s, naming them after 5 s) so that it does not take the store away from a rank still
+// leaving. A rank that is unwinding an exception does not wait: its launcher stops the job.
 // One JobGroup per process at a time. Not thread-safe: use it from the thread that trains.
 #pragma once
 

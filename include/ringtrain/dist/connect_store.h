@@ -1,7 +1,7 @@
 // How a process of a job reaches the job's store, whoever started it:
 //   - under ringrun (ProcessInfo::launcher == "ringrun"): the launcher on node 0 hosts the TcpStoreServer
 //     at MASTER_ADDR:MASTER_PORT for the whole job, including restarts; every rank is a client.
-//   - a single process (no launcher, world size 1): an in-memory store; no port is taken.
+//   - a job of one outside ringrun (alone, mpirun -np 1, WORLD_SIZE=1): an in-memory store; no port is taken.
 //   - otherwise (mpirun, srun, torchrun, RANK/WORLD_SIZE set by hand): rank 0 hosts a TcpStoreServer inside its own
 //     process, bound to MASTER_ADDR:MASTER_PORT, and is also a client of it; the other ranks connect,
 //     retrying until `timeout`. The token is RINGTRAIN_JOB_TOKEN when set (export the same value on every
