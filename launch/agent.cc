@@ -603,9 +603,10 @@ class Agent {
                 stopRanks(SIGTERM);
               }
             }
-          } else if (running == 0 && end_known && interrupt_signal == 0) {
-            // The job is over here and its outcome recorded: only a process holding a rank's pipe (a daemon)
-            // or the guardian keeps ringrun. A signal ends that wait, not the job's result.
+          } else if (running == 0 && end_known && end_value == "ok" && interrupt_signal == 0) {
+            // The job is over and succeeded: only a process holding a rank's pipe (a daemon) or the guardian
+            // keeps ringrun. A signal ends that wait, not the job's result. (After a failure it still counts
+            // as an interruption, so that --max-restarts does not start the job again.)
             say("got " + signalName(sig) + " after every rank ended: no longer waiting for their output");
             close_pipes_at = Clock::now();
           } else if (interrupt_signal == 0) {
@@ -749,9 +750,15 @@ void finishOutput(int exit_code) {
     consoleErr().flush();
     return;
   }
-  const bool written = consoleOut().flushFor(std::chrono::seconds(1)) && consoleErr().flushFor(std::chrono::seconds(1));
-  // The writers are blocked in write(): their streams' destructors would wait for them as well.
-  if (!written) ::_exit(exit_code);
+  // One second for both streams; then out at once, whatever is left: a writer blocked in write() would hold
+  // its stream's destructor too (and a notice one stream queues on the other could come after its flush).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  const auto left = [&] {
+    return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                      deadline - std::chrono::steady_clock::now()));
+  };
+  if (consoleOut().flushFor(left())) consoleErr().flushFor(left());
+  ::_exit(exit_code);
 }
 
 void sayError(const std::string& message) { consoleErr().write("ringrun: error: " + message + "\n"); }

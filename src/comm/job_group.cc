@@ -3,10 +3,9 @@
 #include <chrono>
 #include <algorithm>
 #include <exception>
-#include <functional>
-#include <numeric>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -30,6 +29,10 @@ const std::string kSeenPrefix = "ringtrain/read-rank-0/";
 const std::string kLeftPrefix = "ringtrain/left/";
 // After this long, rank 0 says whom it still waits for at leave.
 constexpr std::chrono::milliseconds kLeaveNotice{5000};
+// Rank 0 compares the ranks that arrived this often while it waits for the others.
+constexpr std::chrono::milliseconds kArrivalSlice{1000};
+// How long rank 0 gives a rank it is about to refuse to read rank 0's line first.
+constexpr std::chrono::milliseconds kSeenWait{5000};
 
 }  // namespace
 
@@ -39,7 +42,7 @@ JobGroup::JobGroup(const config::CommOptions& options, Device device)
 JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& process, Device device)
     : options_(options), process_(process) {
   store_ = dist::connectStore(process_, timeoutOf(options_));
-  meet();
+  meet(device);
   comm_ = makeCommunicator(options_, process_, *store_, device);
 }
 
@@ -52,72 +55,100 @@ JobGroup::~JobGroup() {
 // Every rank reaches the store, within comm.timeout_s, before the communicator starts: MPI_Init waits for
 // every rank with no limit of its own, so a rank that never starts (or starts late) held the others forever;
 // and ranks on different backends, or told different world sizes, would each wait in their own rendezvous
-// for ranks that are not coming. Each rank says "<backend> <world size>"; every rank compares rank 0's with
-// its own, and rank 0 compares everyone's, once every rank has read rank 0's: rank 0 hosts the store, and a
-// rank 0 that refused first would otherwise take it away before the others could read why.
-void JobGroup::meet() {
+// for ranks that are not coming.
+//   Each rank says "<backend> <world size>" (the backend resolved for its device: auto and gloo agree on a
+//   CPU). A rank other than 0 reads rank 0's, says it has read it, compares, then waits for everyone.
+//   Rank 0 compares each rank as it arrives (waiting a second at a time), so a rank told another world size
+//   is refused at once, not after the timeout for ranks that may never come; before refusing one, it waits
+//   until that rank has read rank 0's line: rank 0 hosts the store, and refusing first it would take the
+//   store away before the other could read why.
+void JobGroup::meet(const Device& device) {
   const int world = process_.world_size;
   if (world <= 1) return;
+  const int me = process_.rank;
   const auto deadline = Clock::now() + timeoutOf(options_);
-  const auto key = [](int r) { return kArrivedPrefix + std::to_string(r); };
-  store_->set(key(process_.rank), dist::toBytes(options_.backend + " " + std::to_string(world)));
-  // Rank 0 hosts the store: a rank other than 0 that loses it here says so, as rank 0 gave up first.
-  const auto storeWentAway = [&](const CommError& e) {
-    if (process_.rank == 0 || process_.launcher == "ringrun") throw;
-    RT_THROW(CommError, "rank 0 hosts the job's store, and it went away while rank ", process_.rank,
-             " waited for the others to arrive (rank 0 may have stopped waiting for a rank that never came, "
-             "and said so): ", e.what());
+  const auto remaining = [&] {
+    return std::max(std::chrono::milliseconds(1),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
   };
-  const auto waitFor = [&](const std::vector<int>& ranks) {
-    std::vector<std::string> keys;
-    for (int r : ranks) keys.push_back(key(r));
-    std::vector<int> missing;
-    try {
-      try {
-        store_->wait(keys, std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                                        deadline - Clock::now())));
-        return;
-      } catch (const TimeoutError&) {
-        for (int r : ranks) {
-          if (!store_->check({key(r)})) missing.push_back(r);
-        }
-      }
-    } catch (const TimeoutError&) {
-      throw;
-    } catch (const CommError& e) {
-      storeWentAway(e);
-    }
+  const auto arrived = [](int r) { return kArrivedPrefix + std::to_string(r); };
+  const auto seen = [](int r) { return kSeenPrefix + std::to_string(r); };
+  const std::string backend = resolveBackend(options_, device);
+  const auto notArrived = [&](const std::vector<int>& missing) {
     RT_THROW(TimeoutError, "rank(s) ", fmt::format("{}", fmt::join(missing, ", ")), " of ", world,
              " did not reach the job's store within comm.timeout_s ", options_.timeout_s,
              " s: not started, or stuck before it");
   };
-  const auto compare = [&](int r, const std::function<void()>& after_reading) {
-    std::istringstream said(dist::toString(store_->get(key(r), timeoutOf(options_))));
-    if (after_reading) after_reading();
-    std::string backend;
-    int their_world = 0;
-    said >> backend >> their_world;
-    if (backend != options_.backend) {
-      RT_THROW(ConfigError, "rank ", process_.rank, " runs comm.backend ", options_.backend, " and rank ", r, " ",
-               backend, ": every rank must use the same backend");
+  const auto parse = [](const std::string& said) {
+    std::istringstream in(said);
+    std::pair<std::string, int> line{"", 0};
+    in >> line.first >> line.second;
+    return line;
+  };
+  const auto refuseIfDifferent = [&](int r, const std::string& said) {
+    const auto [their_backend, their_world] = parse(said);
+    if (their_backend != backend) {
+      RT_THROW(ConfigError, "rank ", me, " runs comm.backend ", backend, " and rank ", r, " ", their_backend,
+               ": every rank must use the same backend");
     }
     if (their_world != world) {
-      RT_THROW(ConfigError, "rank ", process_.rank, " was started with a world size of ", world, " and rank ", r,
-               " with ", their_world, ": every rank must be told the same WORLD_SIZE");
+      RT_THROW(ConfigError, "rank ", me, " was started with a world size of ", world, " and rank ", r, " with ",
+               their_world, ": every rank must be told the same WORLD_SIZE");
     }
   };
-  waitFor({0});
-  const auto seen = [](int r) { return kSeenPrefix + std::to_string(r); };
-  if (process_.rank != 0) compare(0, [&] { store_->set(seen(process_.rank), dist::toBytes("1")); });
-  std::vector<int> all(static_cast<size_t>(world));
-  std::iota(all.begin(), all.end(), 0);
-  waitFor(all);
-  if (process_.rank == 0) {
-    std::vector<std::string> read_mine;
-    for (int r = 1; r < world; ++r) read_mine.push_back(seen(r));
-    store_->wait(read_mine, std::max(std::chrono::milliseconds(1),
-                                     std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())));
-    for (int r = 1; r < world; ++r) compare(r, nullptr);
+  try {
+    store_->set(arrived(me), dist::toBytes(backend + " " + std::to_string(world)));
+    if (me != 0) {
+      std::string rank0;
+      try {
+        rank0 = dist::toString(store_->get(arrived(0), remaining()));
+      } catch (const TimeoutError&) {
+        notArrived({0});
+      }
+      store_->set(seen(me), dist::toBytes("1"));
+      refuseIfDifferent(0, rank0);
+    }
+    std::vector<bool> checked(static_cast<size_t>(world), false);
+    checked[static_cast<size_t>(me)] = true;
+    if (me != 0) checked[0] = true;
+    for (;;) {
+      std::vector<int> missing;
+      for (int r = 0; r < world; ++r) {
+        if (checked[static_cast<size_t>(r)]) continue;
+        if (!store_->check({arrived(r)})) {
+          missing.push_back(r);
+          continue;
+        }
+        if (me == 0) {
+          const std::string said = dist::toString(store_->get(arrived(r), remaining()));
+          if (parse(said) != std::make_pair(backend, world)) {
+            try {  // it has read rank 0's line (or soon will): then it can say why, too
+              store_->wait({seen(r)}, std::min(remaining(), kSeenWait));
+            } catch (const TimeoutError&) {
+            }
+            refuseIfDifferent(r, said);
+          }
+        }
+        checked[static_cast<size_t>(r)] = true;
+      }
+      if (missing.empty()) return;
+      if (Clock::now() >= deadline) notArrived(missing);
+      std::vector<std::string> keys;
+      for (int r : missing) keys.push_back(arrived(r));
+      try {
+        store_->wait(keys, std::min(remaining(), me == 0 ? kArrivalSlice : remaining()));
+      } catch (const TimeoutError&) {
+      }
+    }
+  } catch (const TimeoutError&) {
+    throw;
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const CommError& e) {
+    if (me == 0 || process_.launcher == "ringrun") throw;
+    RT_THROW(CommError, "rank 0 hosts the job's store, and it went away while rank ", me,
+             " waited for the others to arrive (rank 0 may have stopped waiting for a rank that never came, "
+             "and said so): ", e.what());
   }
 }
 

@@ -100,6 +100,18 @@ TokenNames nameTokens(const std::string& path, int64_t rows, const std::function
     if (!item.id.empty()) name(find(std::string(item.id)), kById);
     if (!item.key.empty()) name(find(std::string(item.key)), kByKey);
   });
+  // A file whose ids are the tokens describes them by id, as the trainer reads it: there a key that happens
+  // to be another item's token names nothing. Keys name tokens only in a file whose ids name none.
+  if (std::find(named_by.begin(), named_by.end(), kById) != named_by.end()) {
+    for (size_t r = 0; r < named_by.size(); ++r) {
+      if (named_by[r] != kByKey) continue;
+      t.names[r].clear();
+      t.categories[r].clear();
+      t.keys[r].clear();
+      named_by[r] = kUnnamed;
+      --t.named;
+    }
+  }
   return t;
 }
 

@@ -531,8 +531,8 @@ class DistributedDataParallel::Impl {
         if (first_iteration_ && options_.static_graph && !hook_failed) p.static_unused = true;
         --buckets_[p.bucket].pending;
       }
-      // Not thrown here: a rank that skipped its remaining buckets would leave the ranks that used every
-      // parameter waiting in those collectives until the communication timeout, blaming nobody.
+      // Not thrown here but at the end: a rank that skipped its remaining collectives would leave the ranks
+      // that used every parameter waiting in them until the communication timeout, blaming nobody.
       if (!unused.empty() && !options_.find_unused_parameters && !options_.static_graph) {
         std::string names;
         for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
@@ -571,7 +571,6 @@ class DistributedDataParallel::Impl {
       total += stats_.buckets[b].last_allreduce;
     }
     if (launch_failure) std::rethrow_exception(launch_failure);
-    if (!unused_error.empty()) RT_THROW(Error, unused_error);
     stats_.finalize_wait = Clock::now() - start;
     stats_.allreduce_total = total;
     {
@@ -625,6 +624,9 @@ class DistributedDataParallel::Impl {
       if (options_.rebuild_buckets) rebuildFromObservedOrder();
     }
     resetIteration();
+    // Only now, with every collective of this finalize() done (dense buckets, sparse sync, replica check,
+    // the first iteration's rebuild): the other ranks are not left waiting in one of them.
+    if (!unused_error.empty()) RT_THROW(Error, unused_error);
   }
 
   // Rank 0's gradient-ready order wins; every rank rebuilds identically (or not at all).

@@ -102,16 +102,32 @@ TEST(JobGroup, RanksOnAnotherBackendAreRefused) {
 // Ranks told different world sizes (a typo in one launch line) are refused at once, each naming both
 // sizes, instead of each waiting out the timeout for ranks that are not coming.
 TEST(JobGroup, RanksToldDifferentWorldSizesAreRefused) {
+  for (const auto& [world0, world1] : {std::pair{2, 3}, std::pair{3, 2}}) {  // rank 0 told less, then more
+    const int port = testing::freeLoopbackPort();
+    const auto started = Clock::now();
+    const auto results = testing::runRankThreads(2, [&, w0 = world0, w1 = world1](int rank) {
+      JobGroup job(testing::testCommOptions(10.0), byHand(rank, rank == 0 ? w0 : w1, port));
+    });
+    EXPECT_LT(Clock::now() - started, std::chrono::seconds(5)) << world0 << " " << world1;
+    EXPECT_EQ(results[0].error_type, "ConfigError") << results[0].error;
+    EXPECT_THAT(results[0].error, HasSubstr("rank 0 was started with a world size of " + std::to_string(world0) +
+                                            " and rank 1 with " + std::to_string(world1)));
+    EXPECT_EQ(results[1].error_type, "ConfigError") << results[1].error;
+    EXPECT_THAT(results[1].error, HasSubstr("rank 1 was started with a world size of " + std::to_string(world1) +
+                                            " and rank 0 with " + std::to_string(world0)));
+  }
+}
+
+// The backend is compared as each rank resolves it: auto is gloo for host tensors.
+TEST(JobGroup, AutoAndGlooAgreeOnHostTensors) {
   const int port = testing::freeLoopbackPort();
-  const auto started = Clock::now();
   const auto results = testing::runRankThreads(2, [&](int rank) {
-    JobGroup job(testing::testCommOptions(10.0), byHand(rank, rank == 0 ? 2 : 3, port));
+    config::CommOptions options = testing::testCommOptions(10.0);
+    options.backend = rank == 0 ? "auto" : "gloo";
+    JobGroup job(options, byHand(rank, 2, port));
+    job.comm().barrier();
   });
-  EXPECT_LT(Clock::now() - started, std::chrono::seconds(5));
-  EXPECT_EQ(results[0].error_type, "ConfigError") << results[0].error;
-  EXPECT_THAT(results[0].error, HasSubstr("rank 0 was started with a world size of 2 and rank 1 with 3"));
-  EXPECT_EQ(results[1].error_type, "ConfigError") << results[1].error;
-  EXPECT_THAT(results[1].error, HasSubstr("rank 1 was started with a world size of 3 and rank 0 with 2"));
+  testing::expectAllOk(results);
 }
 
 }  // namespace

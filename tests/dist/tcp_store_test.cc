@@ -327,6 +327,7 @@ TEST(TcpStore, ClientsMayStartBeforeTheServer) {
 TEST(ConnectStore, RankZeroOutsideRingrunHostsTheStoreAndKeysAreScopedByRestart) {
   ProcessInfo info;
   info.launcher = "mpirun";
+  info.world_size = 2;   // a job of one keeps its store in memory
   info.master_port = 0;  // any free port (tests only; a real job names one)
   info.job_token = kToken;
   info.restart_count = 2;
@@ -337,17 +338,21 @@ TEST(ConnectStore, RankZeroOutsideRingrunHostsTheStoreAndKeysAreScopedByRestart)
   EXPECT_TRUE(store->check({"x"}));
 }
 
-// A process on its own takes no port: it works even when MASTER_PORT is taken by someone else.
-TEST(ConnectStore, SingleProcessStoreTakesNoPort) {
+// A job of one takes no port, whoever started it (alone, mpirun -np 1, RANK=0 WORLD_SIZE=1, ...): it works
+// even when MASTER_PORT is taken by someone else, such as another job of one.
+TEST(ConnectStore, AJobOfOneTakesNoPort) {
   TcpStoreServer busy("127.0.0.1", 0, kToken);  // holds a port, as a running job's store would
-  ProcessInfo info;
-  info.launcher = "single";
-  info.world_size = 1;
-  info.master_port = busy.port();
-  auto store = connectStore(info, 2000ms);
-  store->set("x", toBytes("1"));
-  EXPECT_EQ(toString(store->get("x", 1000ms)), "1");
-  EXPECT_EQ(store->add("n", 2), 2);
+  for (const char* launcher : {"single", "env", "mpirun", "slurm", "torchrun"}) {
+    ProcessInfo info;
+    info.launcher = launcher;
+    info.world_size = 1;
+    info.master_port = busy.port();
+    std::unique_ptr<Store> store;
+    ASSERT_NO_THROW(store = connectStore(info, 2000ms)) << launcher;
+    store->set("x", toBytes("1"));
+    EXPECT_EQ(toString(store->get("x", 1000ms)), "1") << launcher;
+    EXPECT_EQ(store->add("n", 2), 2) << launcher;
+  }
 }
 
 // Out of descriptors, a connection waiting in the backlog keeps the listener readable: the server used to

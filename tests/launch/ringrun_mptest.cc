@@ -369,11 +369,19 @@ TEST(Ringrun, ADaemonHoldingARanksOutputDoesNotKeepTheJobAlive) {
 TEST(Ringrun, ASignalAfterEveryRankEndedStopsTheWaitForADaemonNotTheJob) {
   const std::string dir = testing::makeTempDir("ringrun_daemon_sig");
   const std::string script = "setsid sh -c 'echo $$ > \"$0/daemon\"; exec sleep 60' \"$0\" & "
-                             "while [ ! -s \"$0/daemon\" ]; do sleep 0.01; done; echo rank done";
+                             "while [ ! -s \"$0/daemon\" ]; do sleep 0.01; done; echo \"rank done $$\"";
   Background job({binPath("ringrun"), "--nproc-per-node", "1", "--standalone", "--grace-period", "30", "--", "sh",
                   "-c", script, dir});
-  ASSERT_TRUE(job.waitForOutput("rank done", 1)) << job.err();
-  std::this_thread::sleep_for(300ms);  // the rank ends and is reaped
+  ASSERT_TRUE(job.waitForOutput("rank done [0-9]+", 1)) << job.err();
+  std::smatch rank_pid;
+  const std::string out = job.out();
+  ASSERT_TRUE(std::regex_search(out, rank_pid, std::regex("rank done ([0-9]+)")));
+  // The rank is reaped by ringrun (its /proc entry goes), then the job's outcome is recorded at once.
+  const auto deadline = Clock::now() + 10s;
+  while (std::filesystem::exists("/proc/" + rank_pid[1].str()) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(200ms);
   ::kill(job.pid(), SIGINT);
   const auto status = job.waitExit(10000ms);
   const std::string daemon = readFile(dir + "/daemon");

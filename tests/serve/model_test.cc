@@ -95,8 +95,8 @@ TEST_F(ModelLoadTest, ARowIsFoundByItsTokenOrByTheKeyOfTheLineThatNamedIt) {
   EXPECT_EQ(entry.at("key").get<std::string>(), "85123A");
 }
 
-// A token takes the first line whose key it is, or else the first line whose id it is, wherever the
-// lines are in the file.
+// A token takes the first line whose id it is, wherever the lines are in the file; a key names tokens only
+// in a file whose ids name none.
 TEST_F(ModelLoadTest, AnIdMatchBeatsAKeyMatchAndTheFirstLineWins) {
   writeText(path("m.vec"), "4 1\nb 1\nc 2\nd 3\ne 4\n");
   writeText(path("items.tsv"),
@@ -112,7 +112,12 @@ TEST_F(ModelLoadTest, AnIdMatchBeatsAKeyMatchAndTheFirstLineWins) {
   EXPECT_EQ(m->categories[0], "ids");
   EXPECT_EQ(m->names[1], "C by id");
   EXPECT_EQ(m->names[2], "");
-  EXPECT_EQ(m->names[3], "E by key");
+  EXPECT_EQ(m->names[3], "") << "ids name tokens in this file: a key names nothing, as for the trainer";
+  // A file whose ids name no token (the tokens are the catalogue's codes) names them by key.
+  writeText(path("keys.tsv"), "id\tkey\tname\tcategory\n901\tb\tB by key\tkeys\n902\tb\tB again\tkeys\n");
+  const auto by_key = loadModel(path("m.vec"), path("keys.tsv"));
+  EXPECT_EQ(by_key->names[0], "B by key");
+  EXPECT_EQ(by_key->names[1], "");
 }
 
 // Numeric codes that overlap numeric ids: a line whose key is another item's token renames nothing, and
@@ -126,6 +131,12 @@ TEST_F(ModelLoadTest, AKeyThatIsAnotherItemsTokenDoesNotRenameIt) {
   EXPECT_EQ(m->findItem("5"), 1) << "the token, not the key of line 1";
   EXPECT_EQ(m->findItem("K5"), 1);
   EXPECT_EQ(m->findItem("K7"), 2);
+  // Without a line of its own, item 5 is not named by line 1's key either (the trainer would not).
+  writeText(path("few.tsv"), "id\tkey\tname\tcategory\n1\t5\tOne\tc1\n");
+  const auto few = loadModel(path("m.vec"), path("few.tsv"));
+  EXPECT_EQ(few->names[0], "One");
+  EXPECT_EQ(few->names[1], "");
+  EXPECT_EQ(few->categories[1], "");
 }
 
 TEST_F(ModelLoadTest, ItemsMatchByIdWhenTokensAreIds) {

@@ -8,8 +8,9 @@
 //   1. reads the rank, world size and the place to meet from the launcher's environment
 //      (dist::detectProcessInfo; MASTER_ADDR/PORT fall back to options.master_addr/master_port);
 //   2. reaches the job's store (dist::connectStore);
-//   3. waits until every rank has reached it, at most options.timeout_s, and checks that every rank asked for
-//      the same options.backend and was told the same world size (ConfigError naming both): a rank that
+//   3. waits until every rank has reached it, at most options.timeout_s, and checks that every rank uses
+//      the same backend (as resolved for its device) and was told the same world size (ConfigError naming
+//      both, at once): a rank that
 //      never starts is named (TimeoutError) instead of leaving the others inside a backend's own
 //      rendezvous, which for MPI has no timeout;
 //   4. connects the communicator (comm::makeCommunicator).
@@ -47,7 +48,7 @@ class JobGroup {
   dist::Store& store() { return *store_; }
 
  private:
-  void meet();
+  void meet(const Device& device);
   void leave() noexcept;
 
   config::CommOptions options_;

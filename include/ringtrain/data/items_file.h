@@ -32,11 +32,11 @@ struct ItemsRow {
 void forEachItemsRow(const std::string& path, bool require_id, const std::function<void(const ItemsRow&)>& each);
 
 // What items.tsv says about the tokens of an exported model, by the one rule the server and `neighbors`
-// share: row r (its token) takes the first line whose id is the token, as the trainer reads the file, or
-// else the first line whose key is (an export whose tokens are the catalogue's own codes). A key that is
-// not itself a token also finds the row its line named, so a catalogue's own codes (Online Retail's
-// StockCode, 85123A) reach a model whose tokens are the corpus ids (3309). A key that is another row's
-// token neither names nor finds that row: tokens win over keys.
+// share: row r (its token) takes the first line whose id is the token, as the trainer reads the file. Only
+// in a file whose ids name no token at all (an export whose tokens are the catalogue's own codes) does a
+// row take the first line whose key is its token. A key that is not itself a token also finds the row its
+// line named, so a catalogue's own codes (Online Retail's StockCode, 85123A) reach a model whose tokens
+// are the corpus ids (3309); a key that is another row's token neither names nor finds that row.
 struct TokenNames {
   std::vector<std::string> names;       // per row; "" where no line names it
   std::vector<std::string> categories;  // per row
