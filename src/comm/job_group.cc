@@ -147,8 +147,8 @@ void JobGroup::meet(const Device& device) {
   } catch (const CommError& e) {
     if (me == 0 || process_.launcher == "ringrun") throw;
     RT_THROW(CommError, "rank 0 hosts the job's store, and it went away while rank ", me,
-             " waited for the others to arrive (rank 0 may have stopped waiting for a rank that never came, "
-             "and said so): ", e.what());
+             " waited for the others to arrive: rank 0 stopped, and its own error says why (a rank that never "
+             "came, or one it refused): ", e.what());
   }
 }
 
