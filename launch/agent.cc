@@ -563,16 +563,13 @@ class Agent {
         fds.push_back({hold ? -1 : fd, POLLIN, 0});
       }
       int timeout_ms = held ? 20 : -1;  // re-check the backlog
-      if (close_pipes_at) {
-        const int until_close = static_cast<int>(std::max<int64_t>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(*close_pipes_at - Clock::now()).count() + 1));
-        timeout_ms = timeout_ms < 0 ? until_close : std::min(timeout_ms, until_close);
-      }
-      if (kill_at && !escalated && running > 0) {
-        const int until_kill = static_cast<int>(std::max<int64_t>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Clock::now()).count() + 1));
-        timeout_ms = timeout_ms < 0 ? until_kill : std::min(timeout_ms, until_kill);
-      }
+      const auto wakeBy = [&](Clock::time_point when) {  // poll returns by `when` at the latest
+        const int until = static_cast<int>(std::max<int64_t>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(when - Clock::now()).count() + 1));
+        timeout_ms = timeout_ms < 0 ? until : std::min(timeout_ms, until);
+      };
+      if (close_pipes_at) wakeBy(*close_pipes_at);
+      if (kill_at && !escalated && running > 0) wakeBy(*kill_at);
       const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
       RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
 

@@ -1,5 +1,6 @@
 #include "ringtrain/data/items_file.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -91,7 +92,6 @@ TokenNames nameTokens(const std::string& path, int64_t rows, const std::function
       t.names[r] = std::string(item.name);
       t.categories[r] = std::string(item.category);
       t.keys[r] = std::string(item.key);
-      if (named_by[r] == kUnnamed) ++t.named;
       named_by[r] = how;
       // A line that names its id's row lends it its key, unless the key is a token itself; the first
       // such line keeps a key.
@@ -109,9 +109,9 @@ TokenNames nameTokens(const std::string& path, int64_t rows, const std::function
       t.categories[r].clear();
       t.keys[r].clear();
       named_by[r] = kUnnamed;
-      --t.named;
     }
   }
+  t.named = static_cast<int64_t>(std::count_if(named_by.begin(), named_by.end(), [](uint8_t how) { return how != kUnnamed; }));
   return t;
 }
 

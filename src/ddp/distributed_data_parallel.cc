@@ -31,6 +31,8 @@
 #include <utility>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -534,11 +536,9 @@ class DistributedDataParallel::Impl {
       // Not thrown here but at the end: a rank that skipped its remaining collectives would leave the ranks
       // that used every parameter waiting in them until the communication timeout, blaming nobody.
       if (!unused.empty() && !options_.find_unused_parameters && !options_.static_graph) {
-        std::string names;
-        for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
-        unused_error = ::ringtrain::detail::concat("DistributedDataParallel: parameters without a gradient this iteration on rank ",
-                                      comm_.rank(), ": ", names,
-                                      " (set ddp.find_unused_parameters: true to reduce them as zeros)");
+        unused_error = ::ringtrain::detail::concat(
+            "DistributedDataParallel: parameters without a gradient this iteration on rank ", comm_.rank(), ": ",
+            fmt::format("{}", fmt::join(unused, ", ")), " (set ddp.find_unused_parameters: true to reduce them as zeros)");
       }
       rest = takeReadyLocked();
       RT_CHECK_EQ(next_launch_, buckets_.size(), "all buckets must be launched at finalize");
@@ -557,10 +557,8 @@ class DistributedDataParallel::Impl {
       RT_CHECK_EQ(launched_, buckets_.size(), "all buckets must be handed to the hook at finalize");
     }
     if (first_iteration_ && !unused.empty() && unused_error.empty()) {
-      std::string names;
-      for (const auto& n : unused) names += (names.empty() ? "" : ", ") + n;
       warn("DistributedDataParallel: {} parameter(s) got no gradient in the first iteration and are reduced "
-           "as zeros: {}", unused.size(), names);
+           "as zeros: {}", unused.size(), fmt::join(unused, ", "));
       stats_.unused_parameters = unused;
     }
     std::chrono::nanoseconds total{0};

@@ -392,30 +392,26 @@ void HttpServer::start() {
       std::lock_guard<std::mutex> lock(s.state_mu);
       ++s.threads_running;
     }
-    struct Uncount {  // undoes the count when the thread does not start
-      Impl& s;
-      bool started = false;
-      ~Uncount() {
-        if (started) return;
-        std::lock_guard<std::mutex> lock(s.state_mu);
-        --s.threads_running;
-      }
-    } uncount{s};
-    s.threads.emplace_back([impl = impl_] {
-      while (true) {
-        try {
-          impl->ioc.run();
-          break;
-        } catch (const std::exception& e) {  // handlers catch their own; this is the last line
-          error("serve: HTTP I/O thread: {}", e.what());
-        } catch (...) {
-          error("serve: HTTP I/O thread: unknown exception");
+    try {
+      s.threads.emplace_back([impl = impl_] {
+        while (true) {
+          try {
+            impl->ioc.run();
+            break;
+          } catch (const std::exception& e) {  // handlers catch their own; this is the last line
+            error("serve: HTTP I/O thread: {}", e.what());
+          } catch (...) {
+            error("serve: HTTP I/O thread: unknown exception");
+          }
         }
-      }
-      std::lock_guard<std::mutex> lock(impl->state_mu);
-      if (--impl->threads_running == 0) impl->state_cv.notify_all();
-    });
-    uncount.started = true;
+        std::lock_guard<std::mutex> lock(impl->state_mu);
+        if (--impl->threads_running == 0) impl->state_cv.notify_all();
+      });
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(s.state_mu);
+      --s.threads_running;
+      throw;
+    }
   }
 }
 

@@ -87,6 +87,9 @@ void kernelGeneric(int m, const float* q, int64_t dim, const float* panel, float
 
 enum class Simd { kNone, kAvx2, kAvx512, kAvx512Vnni };
 
+// The values RINGTRAIN_SCORER_SIMD takes.
+bool isSimdCap(const std::string& v) { return v == "vnni" || v == "avx512" || v == "avx2" || v == "none"; }
+
 Simd detectSimd() {
   __builtin_cpu_init();
   // RINGTRAIN_SCORER_SIMD=vnni|avx512|avx2|none caps the kernel, for comparing them: every cap gives the
@@ -95,7 +98,7 @@ Simd detectSimd() {
   // here, at static initialisation, it cannot be, and counts as unset.
   const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
   std::string limit = cap == nullptr ? "" : cap;
-  if (limit != "avx512" && limit != "avx2" && limit != "none") limit.clear();
+  if (!isSimdCap(limit) || limit == "vnni") limit.clear();
   if (limit == "none") return Simd::kNone;
   if (limit.empty() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni")) {
     return Simd::kAvx512Vnni;
@@ -112,7 +115,7 @@ void checkScorerSimdSetting() {
   const char* cap = std::getenv("RINGTRAIN_SCORER_SIMD");
   if (cap == nullptr || *cap == '\0') return;
   const std::string limit = cap;
-  RT_CHECK_T(ConfigError, limit == "vnni" || limit == "avx512" || limit == "avx2" || limit == "none",
+  RT_CHECK_T(ConfigError, isSimdCap(limit),
              "RINGTRAIN_SCORER_SIMD=", limit, ": use vnni (the default: the best the CPU has), avx512, avx2 or none");
 }
 
