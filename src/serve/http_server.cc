@@ -49,7 +49,7 @@ int hexValue(char c) {
 }
 
 // Splits "a=1&b=x%20y" into decoded pairs; false on a malformed escape.
-bool parseQuery(std::string_view text, std::map<std::string, std::string>& out) {
+bool parseQuery(std::string_view text, std::multimap<std::string, std::string>& out) {
   while (!text.empty()) {
     const size_t amp = text.find('&');
     const std::string_view pair = text.substr(0, amp);
@@ -59,7 +59,7 @@ bool parseQuery(std::string_view text, std::map<std::string, std::string>& out) 
     std::string name, value;
     if (!decodeQueryComponent(pair.substr(0, eq), name)) return false;
     if (eq != std::string_view::npos && !decodeQueryComponent(pair.substr(eq + 1), value)) return false;
-    out.emplace(std::move(name), std::move(value));  // the first of a repeated name wins
+    out.emplace(std::move(name), std::move(value));  // a multimap keeps a repeated name's values in order
   }
   return true;
 }

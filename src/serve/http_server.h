@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace ringtrain::serve {
 
@@ -27,14 +28,20 @@ class HttpSession;
 struct HttpRequest {
   std::string method;                        // "GET", "POST", ...
   std::string path;                          // target before '?', not decoded
-  std::map<std::string, std::string> query;  // decoded parameters (the first of a repeated name)
-  std::string authorization;                 // the Authorization header, "" when absent
+  std::multimap<std::string, std::string> query;  // decoded parameters, a repeated name in order
+  std::string authorization;                      // the Authorization header, "" when absent
   std::string body;
 
-  // The decoded parameter, or nullptr.
+  // The first value of the decoded parameter, or nullptr.
   const std::string* param(const std::string& name) const {
     const auto it = query.find(name);
     return it == query.end() ? nullptr : &it->second;
+  }
+  // Every value of the parameter, in the order the query gave them.
+  std::vector<std::string> params(const std::string& name) const {
+    std::vector<std::string> values;
+    for (auto [it, end] = query.equal_range(name); it != end; ++it) values.push_back(it->second);
+    return values;
   }
 };
 

@@ -425,10 +425,18 @@ struct Server::Impl {
   }
 
   void recommendGet(const HttpRequest& req, const HttpReply& reply) {
-    const std::string* item = req.param("item");
-    if (item == nullptr || item->empty()) throw HttpError{400, "missing query parameter 'item'"};
-    const std::string* k = req.param("k");
-    recommend({*item}, k != nullptr ? parseK(*k) : 10, reply);
+    // A repeated `item` is a basket, as the POST form's list is.
+    const std::vector<std::string> items = req.params("item");
+    if (items.empty()) throw HttpError{400, "missing query parameter 'item'"};
+    if (std::any_of(items.begin(), items.end(), [](const std::string& i) { return i.empty(); })) {
+      throw HttpError{400, "query parameter 'item' is empty"};
+    }
+    if (items.size() > static_cast<size_t>(kMaxBasketItems)) {
+      throw HttpError{400, "at most " + std::to_string(kMaxBasketItems) + " 'item' parameters"};
+    }
+    const std::vector<std::string> k = req.params("k");
+    if (k.size() > 1) throw HttpError{400, "query parameter 'k' given " + std::to_string(k.size()) + " times"};
+    recommend(items, k.empty() ? 10 : parseK(k.front()), reply);
   }
 
   void recommendPost(const HttpRequest& req, const HttpReply& reply) {

@@ -145,6 +145,20 @@ TEST_F(ServerTest, ConcurrentClientsGetExactTopK) {
   EXPECT_EQ(body["query"][0], "item5");
 }
 
+TEST_F(ServerTest, RepeatedItemParametersAreABasketAsInPost) {
+  start();
+  auto c = client(server_->port());
+  auto got = c->Get("/recommend?item=item3&item=item8&k=6");
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->status, 200) << got->body;
+  const json body = json::parse(got->body);
+  EXPECT_EQ(body["query"], json::array({"item3", "item8"}));
+  expectCorrect(body, *model_a_, {"item3", "item8"}, 6);
+  auto posted = c->Post("/recommend", R"({"items": ["item3", "item8"], "k": 6})", "application/json");
+  ASSERT_TRUE(posted);
+  EXPECT_EQ(json::parse(posted->body)["items"], body["items"]);
+}
+
 TEST_F(ServerTest, BadRequestsGetTheirCodes) {
   options_.max_body_bytes = 4096;
   start();
@@ -152,6 +166,8 @@ TEST_F(ServerTest, BadRequestsGetTheirCodes) {
   const auto status = [&](httplib::Result res) { return res ? res->status : -1; };
   EXPECT_EQ(status(c->Get("/recommend")), 400);
   EXPECT_EQ(status(c->Get("/recommend?item=")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&item=")), 400);
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&k=2&k=3")), 400);
   EXPECT_EQ(status(c->Get("/recommend?item=item1&k=0")), 400);
   EXPECT_EQ(status(c->Get("/recommend?item=item1&k=-3")), 400);
   EXPECT_EQ(status(c->Get("/recommend?item=item1&k=abc")), 400);
