@@ -428,7 +428,6 @@ bool SparseRowSync::prepare(comm::Communicator& comm, const std::vector<at::Tens
   // Views of this gradient's indices and values, taken here: accumulating into a sparse gradient (another
   // backward) gives it new tensors instead of writing into these, and bumps its version.
   detail::TableRows rows = sourceRows(params[index], grad);
-  s.prepared[index] = {grad, grad._version()};
   const int world = comm.size();
   const std::thread::id caller = std::this_thread::get_id();
   s.helper->give(index, params.size(), [&s, world, index, caller, param = params[index], rows = std::move(rows)] {
@@ -438,6 +437,8 @@ bool SparseRowSync::prepare(comm::Communicator& comm, const std::vector<at::Tens
     // OrderedJobs::close() runs the jobs the helper did not reach on the caller's thread: not overlapped.
     if (std::this_thread::get_id() != caller) s.helper_time += std::chrono::steady_clock::now() - start;
   });
+  // Recorded once the job is taken: a refused second gradient must not replace the one sync() checks.
+  s.prepared[index] = {grad, grad._version()};
   return true;
 }
 

@@ -662,6 +662,37 @@ TEST_F(DdpTest, SparseRowSyncKeepsDoublesAndDenseGradientsAcrossCalls) {
   }
 }
 
+// A second prepare() of one table in a step is refused, and must not pass off the gradient it refused as
+// the one the helper summed: sync() with that gradient sums it again.
+TEST_F(DdpTest, SparseRowSyncSumsAgainAfterARefusedSecondPrepare) {
+  const int world = 2;
+  auto param = torch::zeros({10, 2});
+  const auto sparse = [](int64_t first_row, float value) {
+    auto rows = torch::arange(first_row, first_row + 3, torch::kLong).unsqueeze(0);
+    return torch::sparse_coo_tensor(rows, torch::full({3, 2}, value), {10, 2});
+  };
+  std::vector<at::Tensor> results(world);
+  std::vector<int> refused(world, 0);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int r = comm.rank();
+    SparseRowSync sync(SparseSync::kOwner);
+    ASSERT_TRUE(sync.prepare(comm, {param}, 0, sparse(r, 1.0f)));
+    const at::Tensor replaced = sparse(5 + r, 4.0f);
+    try {
+      sync.prepare(comm, {param}, 0, replaced);
+    } catch (const std::exception&) {
+      refused[r] = 1;
+    }
+    SparseSyncCounts counts;
+    results[r] = sync.sync(comm, {param}, {replaced}, counts).front();
+  });
+  at::Tensor expected = (sparse(5, 4.0f).to_dense() + sparse(6, 4.0f).to_dense()) / world;
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(refused[r], 1) << "rank " << r;
+    EXPECT_TRUE(torch::allclose(results[r].to_dense(), expected)) << "rank " << r;
+  }
+}
+
 // Dtypes the row summer does not take (bfloat16 here) are summed by sorting, and in owner mode split by
 // owner from the sorted rows: every rank must still get the average, the same on every rank.
 TEST_F(DdpTest, SparseRowSyncSumsOtherDtypesBySortingInEveryMode) {

@@ -57,7 +57,8 @@ inline int ownerOfRow(int64_t row, int world) { return static_cast<int>(row % wo
 // parameter list: call sync() with the same parameters, in the same order, every time.
 //
 // Rows travel as one message per rank, [table 0][table 1]..., each table's block being
-// [int64 count][int64 width][count int64 row ids, ascending, distinct][count x width values].
+// [int64 count][int64 width][count int64 row ids, ascending, distinct][count x width values], zero-padded
+// to a multiple of 8 bytes (the reader requires the padded length).
 class SparseRowSync {
  public:
   explicit SparseRowSync(SparseSync mode);
