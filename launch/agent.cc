@@ -43,7 +43,9 @@ using namespace std::chrono_literals;
 
 constexpr auto kWatchChunk = 1000ms;        // the end watcher re-checks its stop flag this often
 constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending signals this often
-constexpr auto kStoreOpTimeout = 30000ms;
+
+// How an attempt's end names a node that went silent: "fail <node> lost: no sign of life for <T> s".
+constexpr const char* kLostText = "lost: no sign of life for";
 
 // A second SIGINT/SIGTERM/SIGHUP came: the last flush does not wait long for a reader that does not read.
 std::atomic<bool> g_asked_twice{false};
@@ -202,7 +204,8 @@ class Agent {
     token_ = o_.job_token.empty() ? randomToken() : o_.job_token;
     master_port_ = o_.master_port;
     if (o_.node_rank == 0) {
-      server_ = std::make_unique<dist::TcpStoreServer>(o_.master_addr, o_.master_port, token_);
+      server_ = std::make_unique<dist::TcpStoreServer>(o_.master_addr, o_.master_port, token_,
+                                                       "--master-port (or --standalone, which picks a free one)");
       master_port_ = server_->port();
     }
     connect();
@@ -253,6 +256,11 @@ class Agent {
     return code;
   }
 
+  // The store is node 0's ringrun: one that does not answer for --node-timeout has failed, like any node.
+  std::chrono::milliseconds storeOpTimeout() const {
+    return std::chrono::milliseconds(static_cast<int64_t>(o_.node_timeout_s * 1000.0));
+  }
+
   std::string key(const std::string& k) const { return "ringrun/" + k; }
   std::string attemptKey(int attempt, const std::string& k) const {
     return key("a" + std::to_string(attempt) + "/" + k);
@@ -270,7 +278,7 @@ class Agent {
     for (;;) {
       try {
         store_ = std::make_unique<dist::TcpStoreClient>(o_.master_addr, master_port_, token_, kInterruptCheck,
-                                                        kStoreOpTimeout);
+                                                        storeOpTimeout());
         return;
       } catch (const CommError& e) {
         // A wrong job token is final. A connection refused (node 0's store not up yet) is retried until
@@ -287,6 +295,8 @@ class Agent {
     }
   }
 
+  // Between slices it also looks for a refusal of the job's settings by a node that came later (see
+  // rendezvous()): the nodes already waiting learn of it at once.
   void waitKeys(const std::vector<std::string>& keys, const std::string& what) {
     const auto deadline = Clock::now() + std::chrono::duration<double>(o_.rendezvous_timeout_s);
     for (;;) {
@@ -294,6 +304,9 @@ class Agent {
         store_->wait(keys, kInterruptCheck);
         return;
       } catch (const TimeoutError& e) {
+        if (store_->check({key("refused")})) {
+          RT_THROW(ConfigError, dist::toString(store_->get(key("refused"), storeOpTimeout())));
+        }
         if (Clock::now() >= deadline) {
           RT_THROW(TimeoutError, what, " did not happen within --rdzv-timeout ", o_.rendezvous_timeout_s,
                    " s; the last wait: ", e.what());
@@ -303,39 +316,46 @@ class Agent {
     }
   }
 
+  // The settings every node must share, as "<node> <nnodes> <nproc-per-node> <max-restarts>".
+  std::string settings() const {
+    return fmt::format("{} {} {} {}", o_.node_rank, o_.nnodes, o_.nproc_per_node, o_.max_restarts);
+  }
+
+  // What differs between this node's settings and `first`'s (another node's settings()), or "".
+  std::string settingsMismatch(const std::string& first) const {
+    int node = 0, nnodes = 0, nproc = 0, restarts = 0;
+    if (std::sscanf(first.c_str(), "%d %d %d %d", &node, &nnodes, &nproc, &restarts) != 4) {
+      return "the job's store holds malformed settings '" + first + "' (another program's store on this port?)";
+    }
+    const auto differ = [&](const char* option, int theirs, int mine) {
+      return fmt::format("node {} has {} {} but node {} has {}: it must be the same on every node", node, option,
+                         theirs, o_.node_rank, mine);
+    };
+    if (nnodes != o_.nnodes) return differ("--nnodes", nnodes, o_.nnodes);
+    if (nproc != o_.nproc_per_node) return differ("--nproc-per-node", nproc, o_.nproc_per_node);
+    if (restarts != o_.max_restarts) return differ("--max-restarts", restarts, o_.max_restarts);
+    return "";
+  }
+
   void rendezvous() {
     agent_id_ = randomToken().substr(0, 8);
-    const std::string mine = agent_id_ + " " + std::to_string(o_.nproc_per_node) + " " + std::to_string(o_.max_restarts);
-    const std::string now =
-        dist::toString(store_->compareSet(key("node/" + std::to_string(o_.node_rank)), {}, dist::toBytes(mine)));
-    if (now != mine) {
+    const std::string now = dist::toString(
+        store_->compareSet(key("node/" + std::to_string(o_.node_rank)), {}, dist::toBytes(agent_id_)));
+    if (now != agent_id_) {  // refused alone: the job goes on with the ringrun that has this rank
       RT_THROW(ConfigError, "node rank ", o_.node_rank, " is already taken by another ringrun of this job");
+    }
+    // The first node to come sets the job's settings; a node that differs refuses them for every node at
+    // once, rather than all of them meeting (or never meeting: another --nnodes) to wait out --rdzv-timeout.
+    const std::string first = dist::toString(store_->compareSet(key("settings"), {}, dist::toBytes(settings())));
+    if (const std::string mismatch = settingsMismatch(first); !mismatch.empty()) {
+      store_->compareSet(key("refused"), {}, dist::toBytes(mismatch));
+      RT_THROW(ConfigError, mismatch);
     }
     store_->add(key("joined"), 1);  // leave() waits for the nodes that joined, not for all --nnodes
     joined_ = true;
     std::vector<std::string> keys;
     for (int n = 0; n < o_.nnodes; ++n) keys.push_back(key("node/" + std::to_string(n)));
     waitKeys(keys, "the meeting of all " + std::to_string(o_.nnodes) + " nodes");
-    std::string mismatch;
-    for (int n = 0; n < o_.nnodes && mismatch.empty(); ++n) {
-      const std::string theirs = dist::toString(store_->get(keys[static_cast<size_t>(n)], kStoreOpTimeout));
-      int nproc = 0, restarts = 0;
-      char id[64];
-      if (std::sscanf(theirs.c_str(), "%63s %d %d", id, &nproc, &restarts) != 3) {
-        RT_THROW(CommError, "node ", n, " published a malformed entry '", theirs, "'");
-      }
-      if (nproc != o_.nproc_per_node) {
-        mismatch = fmt::format("node {} runs {} processes but node {} runs {}: --nproc-per-node must be the same on "
-                               "every node", n, nproc, o_.node_rank, o_.nproc_per_node);
-      } else if (restarts != o_.max_restarts) {
-        mismatch = fmt::format("node {} has --max-restarts {} but node {} has {}: it must be the same on every node",
-                               n, restarts, o_.node_rank, o_.max_restarts);
-      }
-    }
-    // Everyone reads every entry before anyone (node 0 with the store, above all) may leave over a mismatch.
-    if (store_->add(key("checked"), 1) == o_.nnodes) store_->set(key("all-checked"), dist::toBytes("1"));
-    waitKeys({key("all-checked")}, "the check of all nodes' settings");
-    if (!mismatch.empty()) RT_THROW(ConfigError, mismatch);
     world_size_ = o_.nnodes * o_.nproc_per_node;
   }
 
@@ -412,12 +432,12 @@ class Agent {
       for (int n = 0; n < o_.nnodes; ++n) {
         if (n == o_.node_rank) continue;
         const std::string k = attemptKey(attempt, "beat/" + std::to_string(n));
-        const std::string value = store_->check({k}) ? dist::toString(store_->get(k, kStoreOpTimeout)) : "";
+        const std::string value = store_->check({k}) ? dist::toString(store_->get(k, storeOpTimeout())) : "";
         auto [it, fresh] = seen->try_emplace(n, Seen{value, now});
         if (fresh || it->second.value != value) {
           it->second = Seen{value, now};
         } else if (now - it->second.since > std::chrono::duration<double>(o_.node_timeout_s)) {
-          const std::string outcome = "fail " + std::to_string(n) + " lost: no sign of life for " +
+          const std::string outcome = "fail " + std::to_string(n) + " " + kLostText + " " +
                                       fmt::format("{:g}", o_.node_timeout_s) + " s";
           return dist::toString(store_->compareSet(attemptKey(attempt, "end"), {}, dist::toBytes(outcome)));
         }
@@ -483,7 +503,13 @@ class Agent {
     auto stopRanks = [&](int sig) {
       if (kill_at) return;
       for (Rank& r : ranks) {
-        if (!r.status) r.stopped_by_us = true;
+        if (r.status) continue;
+        // One that already ended, not yet reaped (two ranks failing at once), ended on its own: peeked at,
+        // left for the SIGCHLD loop to reap.
+        siginfo_t info{};
+        const bool ended = ::waitid(P_PID, static_cast<id_t>(r.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                           info.si_pid == r.pid;
+        r.stopped_by_us = !ended;
       }
       group.signal(sig);
       group.signal(SIGCONT);  // a stopped rank (SIGSTOP, Ctrl-Z) gets to handle it, not only the SIGKILL after
@@ -503,15 +529,21 @@ class Agent {
       }
       if (close_pipes_at && (killed_on_second_signal || Clock::now() >= *close_pipes_at)) {
         // What is in a pipe now is read first (a second signal cuts the grace period short, not the ranks'
-        // last lines); a pipe that reaches end-of-file is not held by anyone.
+        // last lines); a pipe that reaches end-of-file is not held by anyone. Processes of the job's group
+        // that were just SIGKILLed may take a moment to let go of theirs: a pipe gets until `settle` to end.
         std::set<int> holders;
+        const auto settle = Clock::now() + 200ms;
+        const auto settleLeftMs = [&] {
+          return static_cast<int>(std::max<int64_t>(
+              0, std::chrono::duration_cast<std::chrono::milliseconds>(settle - Clock::now()).count()));
+        };
         for (auto it = by_fd.begin(); it != by_fd.end();) {
           Rank& r = *it->second.first;
           OutputPump& pump = it->second.second ? *r.err_pump : *r.out_pump;
           bool ended = false;
           size_t drained = 0;  // a daemon that keeps writing would keep this loop going: 1 MiB at most
           for (pollfd p{it->first, POLLIN, 0};
-               drained < (1u << 20) && ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));) {
+               drained < (1u << 20) && ::poll(&p, 1, settleLeftMs()) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));) {
             const ssize_t n = ::read(it->first, buf.data(), buf.size());
             if (n > 0) {
               drained += static_cast<size_t>(n);
@@ -630,10 +662,17 @@ class Agent {
         auto [value, error] = watcher.result();
         end_value = value;
         if (!error.empty()) {
-          remote_failure = "lost the job's store (" + error + ")";
+          store_lost_ = true;
+          remote_failure = "lost the job's store on node 0 (" + error + ")";
           stopRanks(SIGTERM);
         } else if (value != "ok") {
-          if (endNode(value) != o_.node_rank) remote_failure = describeEnd(value);
+          const bool lost = value.find(kLostText) != std::string::npos;
+          if (lost) lost_nodes_.insert(endNode(value));
+          if (endNode(value) != o_.node_rank) {
+            remote_failure = describeEnd(value);
+          } else if (lost) {  // the other nodes stopped hearing this one (a stalled machine, a network cut)
+            remote_failure = "the other nodes declared this node lost (" + value.substr(value.find(kLostText)) + ")";
+          }
           stopRanks(SIGTERM);
         }
       }
@@ -666,6 +705,11 @@ class Agent {
         say("last lines of rank " + std::to_string(r.rank) + ":");
         for (const auto& line : r.tail) say("  " + line);
       }
+      for (const Rank& other : ranks) {
+        if (&other == first_failed || !other.status || other.status->success() || other.stopped_by_us) continue;
+        say("rank " + std::to_string(other.rank) + " (local rank " + std::to_string(other.local_rank) + ", pid " +
+            std::to_string(other.pid) + ") also " + other.status->describe() + ", before it was asked to stop");
+      }
     } else if (interrupt_signal != 0) {
       result.outcome = Outcome::kInterrupted;
       result.exit_code = 128 + interrupt_signal;
@@ -689,22 +733,36 @@ class Agent {
     return result;
   }
 
-  // Node 0 hosts the store: it stays until every node that joined is done with it (or --node-timeout
-  // passes, or a signal comes). A rendezvous that timed out waits for no node that never came.
+  // Node 0 hosts the store: it stays until every other node that joined is done with it (or --node-timeout
+  // passes, or a signal comes). A rendezvous that timed out waits for no node that never came, and none
+  // waits for a node already declared lost. A node that lost the store has nothing to tell it.
   void leave() {
     if (!store_) return;
+    if (store_lost_ && !server_) {
+      store_.reset();
+      return;
+    }
     try {
       const int64_t joined = store_->add(key("joined"), 0);
-      // A ringrun refused at the rendezvous (its node rank taken) never joined: it must not count as left.
-      if (joined_ && store_->add(key("left"), 1) >= joined) store_->set(key("all-left"), dist::toBytes("1"));
+      // A ringrun refused at the rendezvous (its node rank taken, its settings not the job's) never joined:
+      // it must not count as left.
+      const int64_t left = joined_ ? store_->add(key("left"), 1) : store_->add(key("left"), 0);
+      if (left >= joined) store_->set(key("all-left"), dist::toBytes("1"));
       // A node that does not leave within --node-timeout is not coming (its ringrun was killed, say).
       const auto deadline = Clock::now() + std::chrono::duration<double>(o_.node_timeout_s);
-      while (server_ && o_.nnodes > 1 && joined > 1) {
+      const auto lost = static_cast<int64_t>(lost_nodes_.size());
+      while (server_ && o_.nnodes > 1 && joined > (joined_ ? 1 : 0)) {
         try {
           store_->wait({key("all-left")}, kInterruptCheck);
           break;
         } catch (const TimeoutError&) {
-          if (Clock::now() >= deadline) throw;
+          const int64_t done = store_->add(key("left"), 0);
+          if (done + lost >= joined) break;
+          if (Clock::now() >= deadline) {
+            say(fmt::format("not every node confirmed the end of the job within --node-timeout {:g} s ({} of the {} "
+                            "that joined did)", o_.node_timeout_s, done, joined));
+            break;
+          }
         }
         const std::vector<int> pending = signals_.drain();
         if (std::any_of(pending.begin(), pending.end(), [](int sig) { return sig != SIGCHLD; })) break;  // told to stop
@@ -726,6 +784,8 @@ class Agent {
   std::unique_ptr<dist::TcpStoreServer> server_;
   std::unique_ptr<dist::TcpStoreClient> store_;
   bool joined_ = false;  // this node's entry is in the store (rendezvous got past the node-rank check)
+  bool store_lost_ = false;     // the end watcher lost the store (node 0 silent or gone)
+  std::set<int> lost_nodes_;    // nodes an attempt's end declared lost: leave() does not wait for them
 };
 
 }  // namespace
@@ -741,7 +801,7 @@ int runAgent(const LaunchOptions& options) {
 }
 
 void finishOutput(int exit_code) {
-  restoreTerminationSignals();
+  restoreTerminationSignals(exit_code);
   if (!g_asked_twice.load()) {
     consoleOut().flush();
     consoleErr().flush();

@@ -146,13 +146,23 @@ ConsoleStream& consoleErr() {
   return stream;
 }
 
-void restoreTerminationSignals() {
+namespace {
+volatile sig_atomic_t g_final_exit_code = 0;
+extern "C" void exitWithFinalCode(int) { ::_exit(g_final_exit_code); }
+}  // namespace
+
+void restoreTerminationSignals(int exit_code) {
+  g_final_exit_code = exit_code;
+  struct sigaction action {};
+  action.sa_handler = exitWithFinalCode;
+  sigemptyset(&action.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &action, nullptr);
   sigset_t set;
   sigemptyset(&set);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
   // A signal that came as the job ended (a second Ctrl-C, a scheduler's SIGTERM) is still pending:
   // unblocked, it would end ringrun at once, before the last lines and the exit code it has. The job is
-  // over, so it is taken here; one that comes during the flush ends ringrun as it should.
+  // over, so it is taken here; one that comes during the flush ends ringrun, with the job's exit code.
   const timespec now{0, 0};
   while (::sigtimedwait(&set, nullptr, &now) > 0) {
   }

@@ -69,7 +69,8 @@ ConsoleStream& consoleErr();  // fd 2
 spdlog::sink_ptr consoleLogSink();
 
 // Before the last flush: lets SIGINT/SIGTERM/SIGHUP end ringrun again (the agent blocks them for its
-// signalfd), so that a reader that never reads cannot keep it alive once the ranks are gone.
-void restoreTerminationSignals();
+// signalfd), so that a reader that never reads cannot keep it alive once the ranks are gone. They end it
+// with `exit_code`, the job's: the job is over, and a signal during the flush does not change its result.
+void restoreTerminationSignals(int exit_code);
 
 }  // namespace ringtrain::launch

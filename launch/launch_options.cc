@@ -55,11 +55,24 @@ int usableCores() {
   return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
 }
 
+// Plain decimal, as written: CLI11 would read 010 as octal 8 and 0x10 as 16, silently.
 int parseCount(const std::string& text, const char* what) {
   int value = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec == std::errc::result_out_of_range) RT_THROW(ConfigError, what, " ", text, " is out of range");
   if (ec != std::errc() || ptr != text.data() + text.size()) {
     RT_THROW(ConfigError, what, " '", text, "' is not a number");
+  }
+  return value;
+}
+
+// Seconds in decimal or exponent notation (no hex); the range is checked by the caller.
+double parseSeconds(const std::string& text, const char* what) {
+  double value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::general);
+  if (ec == std::errc::result_out_of_range) RT_THROW(ConfigError, what, " ", text, " is out of range");
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    RT_THROW(ConfigError, what, " '", text, "' is not a number of seconds");
   }
   return value;
 }
@@ -98,6 +111,11 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   LaunchOptions o;
   std::string nproc = "1";
   std::string nnodes = "1";
+  // Numbers are taken as text and parsed here (see parseCount).
+  std::string node_rank = "0", master_port = std::to_string(kDefaultMasterPort), max_restarts = "0";
+  std::string grace_period = fmt::format("{:g}", kDefaultGracePeriodS);
+  std::string rdzv_timeout = fmt::format("{:g}", kDefaultRendezvousTimeoutS);
+  std::string node_timeout = fmt::format("{:g}", kDefaultNodeTimeoutS);
   std::string tee, redirects;
   std::string bind_to = "none";
   CLI::App app{
@@ -109,14 +127,14 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
                  "processes on this node: a number, 'gpu' (one per visible GPU), 'cpu' (one per core) or 'auto'")
       ->default_str("1");
   app.add_option("--nnodes", nnodes, "number of nodes (each runs its own ringrun)")->default_str("1");
-  app.add_option("--node-rank,--node_rank", o.node_rank, "this node's rank, 0..nnodes-1")->default_str("0");
+  app.add_option("--node-rank,--node_rank", node_rank, "this node's rank, 0..nnodes-1")->default_str("0");
   app.add_option("--master-addr,--master_addr", o.master_addr,
                  "address of node 0, where its ringrun hosts the job's store (it binds only there)")
       ->default_str("127.0.0.1");
-  app.add_option("--master-port,--master_port", o.master_port, "port of the job's store on node 0")
+  CLI::Option* port_option = app.add_option("--master-port,--master_port", master_port, "port of the job's store on node 0")
       ->default_str(std::to_string(kDefaultMasterPort));
   app.add_flag("--standalone", o.standalone, "a single node: store on 127.0.0.1 at a free port ringrun picks");
-  app.add_option("--max-restarts,--max_restarts", o.max_restarts,
+  app.add_option("--max-restarts,--max_restarts", max_restarts,
                  "relaunch every rank up to this many times after a failure (RINGTRAIN_RESTART_COUNT)")
       ->default_str("0");
   app.add_option("--log-dir,--log_dir", o.log_dir,
@@ -124,14 +142,14 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   app.add_option("--tee", tee, "accepted for torchrun compatibility: output always reaches the terminal")
       ->expected(0, 1);
   app.add_option("--redirects", redirects, "accepted for torchrun compatibility (see --tee)")->expected(0, 1);
-  app.add_option("--grace-period,--grace_period", o.grace_period_s,
+  app.add_option("--grace-period,--grace_period", grace_period,
                  "seconds between SIGTERM and SIGKILL when stopping the ranks")
-      ->default_str("5");
-  app.add_option("--rdzv-timeout,--rdzv_timeout", o.rendezvous_timeout_s, "seconds to wait for the other nodes")
-      ->default_str("300");
-  app.add_option("--node-timeout,--node_timeout", o.node_timeout_s,
+      ->default_str(grace_period);
+  app.add_option("--rdzv-timeout,--rdzv_timeout", rdzv_timeout, "seconds to wait for the other nodes")
+      ->default_str(rdzv_timeout);
+  app.add_option("--node-timeout,--node_timeout", node_timeout,
                  "seconds without a heartbeat after which another node counts as failed")
-      ->default_str("30");
+      ->default_str(node_timeout);
   app.add_option("--bind-to,--bind_to", bind_to,
                  "none (default): ranks run on any CPU; cores: each local rank gets its own contiguous share of "
                  "the CPUs ringrun may use (RINGTRAIN_CPUS names it), ranks sharing CPUs only when there are "
@@ -164,6 +182,12 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     RT_THROW(ConfigError, "--nnodes ", nnodes, ": elastic node ranges are not supported; give one number");
   }
   o.nnodes = parseCount(nnodes, "--nnodes");
+  o.node_rank = parseCount(node_rank, "--node-rank");
+  o.master_port = parseCount(master_port, "--master-port");
+  o.max_restarts = parseCount(max_restarts, "--max-restarts");
+  o.grace_period_s = parseSeconds(grace_period, "--grace-period");
+  o.rendezvous_timeout_s = parseSeconds(rdzv_timeout, "--rdzv-timeout");
+  o.node_timeout_s = parseSeconds(node_timeout, "--node-timeout");
   if (o.nnodes < 1) RT_THROW(ConfigError, "--nnodes must be at least 1, not ", o.nnodes);
   if (o.node_rank < 0 || o.node_rank >= o.nnodes) {
     RT_THROW(ConfigError, "--node-rank ", o.node_rank, " is not in 0..", o.nnodes - 1);
@@ -188,6 +212,9 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   }
   if (o.standalone) {
     if (o.nnodes != 1) RT_THROW(ConfigError, "--standalone runs a single node; it cannot go with --nnodes ", o.nnodes);
+    if (port_option->count() > 0) {
+      RT_THROW(ConfigError, "--standalone picks a free port itself; it cannot go with --master-port ", o.master_port);
+    }
     o.master_addr = "127.0.0.1";
     o.master_port = 0;
   } else {
@@ -211,6 +238,13 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   checkWait("--grace-period", o.grace_period_s, true);
   checkWait("--rdzv-timeout", o.rendezvous_timeout_s, false);
   checkWait("--node-timeout", o.node_timeout_s, false);
+  // Nodes beat about once a second, and a beat may come late under load: less than this would count
+  // healthy nodes as lost.
+  constexpr double kShortestNodeTimeout = 2.0;
+  if (o.node_timeout_s < kShortestNodeTimeout) {
+    RT_THROW(ConfigError, fmt::format("--node-timeout {}: at least {:g} s (nodes beat about once a second)",
+                                      o.node_timeout_s, kShortestNodeTimeout));
+  }
 
   if (o.job_token.empty()) {
     if (auto it = env.find("RINGTRAIN_JOB_TOKEN"); it != env.end()) o.job_token = it->second;

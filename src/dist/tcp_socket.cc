@@ -47,7 +47,7 @@ int pollTimeoutMs(Clock::time_point deadline) {
   return left > INT_MAX ? INT_MAX : static_cast<int>(left);
 }
 
-UniqueFd listenTcp(const std::string& addr, int port, int* bound_port) {
+UniqueFd listenTcp(const std::string& addr, int port, int* bound_port, const std::string& port_advice) {
   AddrInfoList list;
   if (int rc = resolve(addr, port, true, list); rc != 0) {
     RT_THROW(CommError, "store: cannot resolve bind address '", addr, "': ", ::gai_strerror(rc));
@@ -75,8 +75,7 @@ UniqueFd listenTcp(const std::string& addr, int port, int* bound_port) {
     return fd;
   }
   RT_THROW(CommError, "store: cannot listen on ", addr, ":", port, ": ", last_error,
-           in_use ? " (another job, or one not yet gone, holds the port: choose another with MASTER_PORT, "
-                    "comm.master_port or ringrun --master-port)"
+           in_use ? " (another job, or one not yet gone, holds the port: choose another with " + port_advice + ")"
                   : "");
 }
 

@@ -13,8 +13,9 @@ namespace ringtrain::dist::net {
 using Clock = std::chrono::steady_clock;
 
 // Binds a non-blocking listening socket to `addr` (numeric or a resolvable name) and `port` (0: any free
-// port); returns the socket and writes the bound port. Throws CommError.
-UniqueFd listenTcp(const std::string& addr, int port, int* bound_port);
+// port); returns the socket and writes the bound port. Throws CommError; for a port in use, it names
+// `port_advice`, how the caller's user chooses another.
+UniqueFd listenTcp(const std::string& addr, int port, int* bound_port, const std::string& port_advice);
 // One connection attempt to every address `host` resolves to, each bounded by `deadline`. Returns an
 // invalid fd and sets `error` when none answered (refused, unreachable, timed out).
 UniqueFd tryConnectTcp(const std::string& host, int port, Clock::time_point deadline, std::string* error);

@@ -124,7 +124,12 @@ std::vector<uint8_t> TcpStoreClient::call(const std::vector<uint8_t>& frame, std
   }
   std::vector<uint8_t> payload(done ? len : 0);
   done = done && net::recvAll(conn->fd(), payload.data(), len, deadline, where);
-  if (!done) RT_THROW(TimeoutError, where, " did not answer ", what, " within ", reply_timeout.count(), " ms");
+  // A CommError, not a TimeoutError: get() and wait() read theirs as keys still missing, and a store that
+  // stopped answering (its process stopped, its machine or network gone) would be waited on as if it had.
+  if (!done) {
+    RT_THROW(CommError, where, " did not answer ", what, " within ", reply_timeout.count(),
+             " ms (its process stopped, or its host or the network is gone)");
+  }
   giveBack(std::move(conn));
   const auto status = static_cast<Status>(payload[0]);
   if (status == Status::kTimeout) {

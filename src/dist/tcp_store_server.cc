@@ -68,9 +68,9 @@ struct Connection {
 
 class TcpStoreServer::Impl {
  public:
-  Impl(std::string bind_addr, int port, std::string token)
+  Impl(std::string bind_addr, int port, std::string token, const std::string& port_advice)
       : address_(std::move(bind_addr)), token_(std::move(token)) {
-    listen_ = net::listenTcp(address_, port, &port_);
+    listen_ = net::listenTcp(address_, port, &port_, port_advice);
     wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     RT_CHECK_T(CommError, wake_.valid(), "store: eventfd failed: ", std::strerror(errno));
     thread_ = std::thread([this] { run(); });
@@ -396,9 +396,9 @@ class TcpStoreServer::Impl {
   std::map<std::string, Bytes> table_;
 };
 
-TcpStoreServer::TcpStoreServer(std::string bind_addr, int port, std::string token) {
+TcpStoreServer::TcpStoreServer(std::string bind_addr, int port, std::string token, const std::string& port_advice) {
   RT_CHECK_T(ConfigError, port >= 0 && port <= 65535, "store port ", port, " is not a port (0-65535)");
-  impl_ = std::make_unique<Impl>(std::move(bind_addr), port, std::move(token));
+  impl_ = std::make_unique<Impl>(std::move(bind_addr), port, std::move(token), port_advice);
 }
 TcpStoreServer::~TcpStoreServer() = default;
 int TcpStoreServer::port() const { return impl_->port(); }

@@ -304,7 +304,7 @@ TEST(TcpStore, APortInUseIsNamedWithWhatToChange) {
     ADD_FAILURE() << "two stores listened on one port";
   } catch (const CommError& e) {
     EXPECT_THAT(e.what(), HasSubstr("Address already in use (another job, or one not yet gone, holds the port: "
-                                    "choose another with MASTER_PORT"));
+                                    "choose another with MASTER_PORT or comm.master_port)"));
   }
 }
 

@@ -203,6 +203,58 @@ TEST(Ringrun, LogFilesAreExactCopiesAndLongLinesArriveWhole) {
   std::filesystem::remove_all(logs);
 }
 
+// Only a line over 1 MiB is cut: one of exactly 1 MiB arrives whole, without an empty line after it.
+TEST(Ringrun, ALineOfExactlyTheLimitIsNotCut) {
+  const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "sh", "-c",
+                             "head -c 1048576 /dev/zero | tr '\\0' A; echo; echo after"},
+                            {.timeout = 30000ms});
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(r.out, "[rank 0] " + std::string(1u << 20, 'A') + "\n[rank 0] after\n");
+}
+
+// The job failed and ringrun is writing its last lines to a reader that does not read: a SIGTERM then ends
+// it at once, with the failed rank's exit code (it used to die of the signal, 143).
+TEST(Ringrun, ASignalDuringTheLastFlushKeepsTheJobsExitCode) {
+  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "0", "--", "sh",
+                  "-c", "if [ $RANK = 1 ]; then sleep 0.5; exit 3; fi; exec yes spam"},
+                 {}, /*stalled_fd=*/1);
+  const auto deadline = Clock::now() + 20s;
+  while (job.err().find("stopped 1 other rank(s)") == std::string::npos && Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_THAT(job.err(), HasSubstr("exited with code 3"));
+  std::this_thread::sleep_for(300ms);  // in the final flush, blocked on stdout
+  ASSERT_FALSE(job.waitExit(0ms).has_value()) << "ringrun did not wait for its stalled stdout";
+  ::kill(job.pid(), SIGTERM);
+  const auto status = job.waitExit(5000ms);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 3) << *status;
+}
+
+// Two ranks that fail together are both reported: the second is not counted among the ranks ringrun
+// stopped. (ringrun is held with SIGSTOP while both end, so that they end before it can stop either.)
+TEST(Ringrun, TwoRanksThatFailTogetherAreBothReported) {
+  const std::string dir = testing::makeTempDir("ringrun_two_fail");
+  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "sh", "-c",
+                  "touch \"$0/ready$RANK\"; while [ ! -e \"$0/go\" ]; do sleep 0.02; done; exit $((RANK + 40))", dir});
+  const auto deadline = Clock::now() + 20s;
+  while (!(std::filesystem::exists(dir + "/ready0") && std::filesystem::exists(dir + "/ready1")) &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ::kill(job.pid(), SIGSTOP);
+  std::ofstream(dir + "/go").put('1');
+  std::this_thread::sleep_for(1s);  // both ranks end meanwhile, unreaped
+  ::kill(job.pid(), SIGCONT);
+  const auto status = job.waitExit(20000ms);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && (WEXITSTATUS(*status) == 40 || WEXITSTATUS(*status) == 41)) << job.err();
+  EXPECT_THAT(job.err(), ::testing::ContainsRegex("rank [01] \\(local rank [01], pid [0-9]+\\) also exited with code 4[01], "
+                                                  "before it was asked to stop"));
+  EXPECT_THAT(job.err(), Not(HasSubstr("stopped 1 other rank")));
+}
+
 // A reader that stops reading ringrun's stdout must not stop ringrun's supervision: a rank's failure is
 // acted on (the others stopped, the report written) while stdout is still blocked.
 TEST(Ringrun, AStalledStdoutDoesNotHoldUpTheFailureOfARank) {
@@ -575,6 +627,8 @@ TEST(Ringrun, NodeWhoseRingrunVanishesIsNoticedByTheOthers) {
   ASSERT_TRUE(s0.has_value()) << "node 0 kept waiting for a node that is gone";
   EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
   EXPECT_THAT(n0->err(), HasSubstr("node 1 failed: lost"));
+  // A node declared lost is not waited for again at the end (another --node-timeout).
+  EXPECT_THAT(n0->err(), Not(HasSubstr("not every node confirmed")));
   for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
 }
 
@@ -591,10 +645,66 @@ TEST(Ringrun, NodesThatDisagreeOnTheProcessCountAreRefused) {
   const auto s1 = n1.waitExit(30000ms);
   ASSERT_TRUE(s1.has_value());
   EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 2) << n1.err();
-  EXPECT_THAT(n1.err(), HasSubstr("--nproc-per-node must be the same on every node"));
+  // Whichever came second names the first's value and its own.
+  EXPECT_THAT(n1.err(), ::testing::ContainsRegex("node [01] has --nproc-per-node [23] but node [01] has [23]: it must "
+                                                 "be the same on every node"));
   const auto s0 = n0.waitExit(30000ms);
   ASSERT_TRUE(s0.has_value());
   EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 2) << n0.err();
+  EXPECT_EQ(n0.err(), n1.err());
+}
+
+// Another --nnodes never meets (node 0 waits for 2 nodes, node 1 for a third): the node that comes second
+// refuses the job's settings for both, at once rather than at --rdzv-timeout.
+TEST(Ringrun, NodesThatDisagreeOnTheNodeCountAreRefusedAtOnce) {
+  const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
+  const std::string p = std::to_string(testing::freeLoopbackPort());
+  Background n0({binPath("ringrun"), "--nnodes", "2", "--node-rank", "0", "--master-port", p, "--rdzv-timeout",
+                 "120", "--", "true"},
+                env);
+  Background n1({binPath("ringrun"), "--nnodes", "3", "--node-rank", "1", "--master-port", p, "--rdzv-timeout",
+                 "120", "--", "true"},
+                env);
+  const auto s0 = n0.waitExit(30000ms), s1 = n1.waitExit(30000ms);
+  ASSERT_TRUE(s0 && s1) << "nodes with different --nnodes waited for each other:\n" << n0.err() << n1.err();
+  for (const Background* n : {&n0, &n1}) {
+    EXPECT_THAT(n->err(), ::testing::ContainsRegex("node [01] has --nnodes [23] but node [01] has [23]"));
+  }
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 2) << n0.err();
+  EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 2) << n1.err();
+}
+
+// Node 0 hosts the store: when its ringrun stops answering (SIGSTOP here; a hung machine), the other nodes
+// give up within --node-timeout (3 s), as for any silent node, saying so; they used to wait 30 s and blame
+// a 250 ms connect.
+TEST(Ringrun, ANodeZeroThatStopsAnsweringIsNoticedWithinTheNodeTimeout) {
+  const int port = testing::freeLoopbackPort();
+  auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
+  auto n1 = twoNodeJob(1, port, rankScript("sleep 60 & wait"));
+  ASSERT_TRUE(n0->waitForOutput("pgid", 2) && n1->waitForOutput("pgid", 2));
+  ::kill(n0->pid(), SIGSTOP);
+  const auto start = Clock::now();
+  const auto s1 = n1->waitExit(20000ms);
+  const auto waited = Clock::now() - start;
+  ::kill(n0->pid(), SIGCONT);
+  ASSERT_TRUE(s1.has_value()) << "node 1 kept waiting for a silent node 0";
+  EXPECT_LT(waited, 12s);
+  EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) != 0) << n1->err();
+  EXPECT_THAT(n1->err(), HasSubstr("lost the job's store on node 0"));
+  EXPECT_THAT(n1->err(), HasSubstr("did not answer"));
+  // Woken, node 0 finds node 1 gone and ends too.
+  const auto s0 = n0->waitExit(30000ms);
+  ASSERT_TRUE(s0.has_value()) << n0->err();
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
+  for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
+}
+
+// Every number is read as decimal, a leading 0 included (CLI11 alone read 010 as octal 8).
+TEST(Ringrun, NumbersAreReadAsDecimal) {
+  const auto r = runCommand({binPath("ringrun"), "--standalone", "--max-restarts", "010", "--", "sh", "-c", "exit 5"},
+                            {.timeout = 60000ms});
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("restart 10 of 10"));
 }
 
 TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
@@ -619,6 +729,12 @@ TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
       {{"--grace-period", "inf", "--", "true"}, "--grace-period inf"},
       {{"--rdzv-timeout", "0", "--", "true"}, "--rdzv-timeout 0: expected seconds in (0, "},
       {{"--node-timeout", "nan", "--", "true"}, "--node-timeout nan"},
+      {{"--node-timeout", "0.5", "--", "true"}, "--node-timeout 0.5: at least 2 s"},
+      // Numbers are decimal as written: CLI11 alone took 0x7531 as a port and 010 as 8.
+      {{"--master-port", "0x7531", "--", "true"}, "--master-port '0x7531' is not a number"},
+      {{"--grace-period", "0x10", "--", "true"}, "--grace-period '0x10' is not a number of seconds"},
+      {{"--nproc-per-node", "99999999999", "--", "true"}, "--nproc-per-node 99999999999 is out of range"},
+      {{"--standalone", "--master-port", "1234", "--", "true"}, "--standalone picks a free port itself"},
   };
   // A name the resolver says does not exist is a typo, refused at once rather than retried until
   // --rdzv-timeout. (.invalid never resolves, RFC 6761; an offline resolver may answer "try again"

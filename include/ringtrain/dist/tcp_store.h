@@ -34,8 +34,10 @@ inline constexpr std::chrono::milliseconds kDefaultStoreOpTimeout{60000};
 class TcpStoreServer {
  public:
   // `bind_addr` is a numeric IPv4/IPv6 address or a host name that resolves to a local address; `port` 0
-  // picks a free port (see port()). Throws CommError when the address cannot be bound.
-  TcpStoreServer(std::string bind_addr, int port, std::string token);
+  // picks a free port (see port()). Throws CommError when the address cannot be bound; when the port is in
+  // use, the message says to choose another with `port_advice` (the way the program's user sets it).
+  TcpStoreServer(std::string bind_addr, int port, std::string token,
+                 const std::string& port_advice = "MASTER_PORT or comm.master_port");
   ~TcpStoreServer();  // stop()
   TcpStoreServer(const TcpStoreServer&) = delete;
   TcpStoreServer& operator=(const TcpStoreServer&) = delete;
