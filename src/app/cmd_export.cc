@@ -10,6 +10,8 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/all.h>
+#include <ATen/ops/isfinite.h>
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
@@ -40,6 +42,12 @@ void refuseInputsAsOutput(const std::string& out, const std::vector<std::pair<co
   }
 }
 
+// The metrics file a job's training writes (log.metrics_file, else <run.output_dir>/metrics.jsonl).
+std::string metricsFile(const config::JobConfig& job) {
+  return job.log.metrics_file.empty() ? (std::filesystem::path(job.run.output_dir) / "metrics.jsonl").string()
+                                      : job.log.metrics_file;
+}
+
 }  // namespace
 
 void addExportCommand(CLI::App& app, CommandBody& body) {
@@ -56,6 +64,11 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       const train::Checkpoint ckpt = train::readRequestedCheckpoint(args->checkpoint, job, &source);
       const auto model = train::modelFromCheckpoint(ckpt, source);
       const at::Tensor vectors = train::itemVectors(*model);
+      // Training never checkpoints non-finite parameters; a file that holds them was made some other way,
+      // and readers of the export (neighbors, serve) refuse NaN.
+      if (!at::isfinite(vectors).all().item<bool>()) {
+        RT_THROW(DataError, "checkpoint ", source, ": its item vectors hold NaN or infinite values; nothing exported");
+      }
       const std::string out =
           args->out.empty() ? (std::filesystem::path(job.run.output_dir) / "embeddings.txt").string() : args->out;
       // The corpus of the job that wrote the checkpoint too: without a job file, `job` is the defaults.
@@ -64,9 +77,13 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       refuseInputsAsOutput(out, {{"checkpoint it exports", source},
                                  {"job file", args->config.path},
                                  {"job's corpus", data::jobCorpusPath(job)},
+                                 {"job's corpus cache", data::jobCorpusPath(job) + ".rtc"},
                                  {"job's items file", data::jobItemsPath(job)},
+                                 {"job's metrics file", metricsFile(job)},
                                  {"corpus of the job that wrote the checkpoint", data::jobCorpusPath(writer)},
-                                 {"items file of the job that wrote the checkpoint", data::jobItemsPath(writer)}});
+                                 {"corpus cache of the job that wrote the checkpoint", data::jobCorpusPath(writer) + ".rtc"},
+                                 {"items file of the job that wrote the checkpoint", data::jobItemsPath(writer)},
+                                 {"metrics file of the job that wrote the checkpoint", metricsFile(writer)}});
       // Nor a file among the checkpoints (another one, or a new name there): resume and eval read that directory.
       for (const std::string& dir : {train::checkpointDir(job), train::checkpointDir(writer)}) {
         std::error_code ec;

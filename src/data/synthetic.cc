@@ -73,6 +73,17 @@ void appendInt(std::string& s, int64_t v) {
   s.append(tmp, p);
 }
 
+// The first lines gen-data writes to items.tsv: the header, then item 0 of category 0.
+constexpr std::string_view kGeneratedItemsStart = "id\tkey\tname\tcategory\n0\t0\titem 0\tc0\n";
+
+// Whether `path` begins as an items.tsv that gen-data wrote (only such a file is gen-data's to remove).
+bool generatedItemsFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string start(kGeneratedItemsStart.size(), '\0');
+  in.read(start.data(), static_cast<std::streamsize>(start.size()));
+  return in && start == kGeneratedItemsStart;
+}
+
 }  // namespace
 
 SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t seed, const std::string& dir,
@@ -86,6 +97,20 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) RT_THROW(DataError, dir, ": cannot create directory: ", ec.message());
+  // Checked before sequences.txt is replaced: a run refused later would leave a corpus without its items.
+  const std::string items_path = (std::filesystem::path(dir) / "items.tsv").string();
+  const auto items_status = std::filesystem::symlink_status(items_path, ec);
+  if (std::filesystem::exists(items_status)) {
+    if (!std::filesystem::is_regular_file(items_status)) {
+      RT_THROW(ConfigError, items_path, " exists and is not a regular file; move it, or choose another --out");
+    }
+    // With --no-items an earlier generation's items.tsv is removed (it would name these items with its own
+    // categories); a file gen-data did not write is somebody's: refused, not removed.
+    if (!write_items && !generatedItemsFile(items_path)) {
+      RT_THROW(ConfigError, items_path, " is not an items.tsv that gen-data wrote, and with --no-items its names "
+               "and categories would be taken for the new items; move it, or choose another --out");
+    }
+  }
 
   const int64_t n = o.items;
   const int k = o.categories;
@@ -97,7 +122,7 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
 
   SyntheticResult result;
   result.sequences_path = (std::filesystem::path(dir) / "sequences.txt").string();
-  result.items_path = (std::filesystem::path(dir) / "items.tsv").string();
+  result.items_path = items_path;
 
   Xoshiro256 rng(mixSeed({static_cast<uint64_t>(seed), 0x73796e7468ULL}));
   const int64_t min_len = std::max(2, o.session_length / 2);

@@ -1,6 +1,8 @@
 #include "ringtrain/train/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -226,6 +228,13 @@ void writeCheckpoint(const std::string& requested, const Checkpoint& ckpt) {
 }
 
 Checkpoint readCheckpoint(const std::string& path, const config::JobConfig* job) {
+  // A FIFO would block the read, a device (/dev/zero) would fill memory, a directory fails inside the stream.
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) RT_THROW(DataError, "checkpoint ", path, ": cannot open: ", std::strerror(errno));
+  if (!S_ISREG(info.st_mode)) {
+    RT_THROW(DataError, "checkpoint ", path, ": not a regular file (",
+             S_ISDIR(info.st_mode) ? "a directory" : S_ISFIFO(info.st_mode) ? "a FIFO" : "a device or socket", ")");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) RT_THROW(DataError, "checkpoint ", path, ": cannot open: ", std::strerror(errno));
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -254,6 +263,8 @@ Checkpoint readCheckpoint(const std::string& path, const config::JobConfig* job)
     ckpt = decodePayload(payload);
   } catch (const DataError& e) {
     RT_THROW(DataError, "checkpoint ", path, ": ", e.what());
+  } catch (const c10::Error& e) {  // LibTorch's what() carries a C++ backtrace: not for a user's file
+    RT_THROW(DataError, "checkpoint ", path, ": unreadable payload: ", e.what_without_backtrace());
   } catch (const std::exception& e) {
     RT_THROW(DataError, "checkpoint ", path, ": unreadable payload: ", e.what());
   }
@@ -308,13 +319,41 @@ std::string CheckpointManager::save(const Checkpoint& ckpt) {
   std::snprintf(name, sizeof(name), "ckpt-%012lld.rtck", static_cast<long long>(ckpt.global_step));
   const std::string path = (fs::path(dir_) / name).string();
   writeCheckpoint(path, ckpt);
-  std::vector<std::string> all = list();
-  while (static_cast<int>(all.size()) > keep_) {
-    fs::remove(all.front(), ec);
-    if (ec) ringtrain::warn("cannot remove old checkpoint {}: {}", all.front(), ec.message());
-    all.erase(all.begin());
+  // Only checkpoints older than this one give way: a file named for a later step can only be one that
+  // loadLatest() could not read (else the run would have resumed from it), and counting it would remove
+  // this run's own, the one just written included.
+  std::vector<std::string> older;
+  for (const std::string& file : list()) {
+    // Names hold the step in fixed width: they sort by step.
+    if (fs::path(file).filename() < fs::path(path).filename()) older.push_back(file);
+  }
+  const size_t keep_older = static_cast<size_t>(keep_ - 1);
+  for (size_t i = 0; i + keep_older < older.size(); ++i) {
+    fs::remove(older[i], ec);
+    if (ec) ringtrain::warn("cannot remove old checkpoint {}: {}", older[i], ec.message());
   }
   return path;
+}
+
+void CheckpointManager::removeStaleTempFiles() const {
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t tmp = name.rfind(".rtck.tmp.");
+    if (name.rfind(".ckpt-", 0) != 0 || tmp == std::string::npos || !entry.is_regular_file(ec)) continue;
+    const std::string pid_text = name.substr(tmp + 10);
+    char* end = nullptr;
+    const long pid = std::strtol(pid_text.c_str(), &end, 10);
+    if (pid_text.empty() || *end != '\0' || pid <= 0) continue;
+    const bool running = ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+    if (pid == ::getpid() || running) continue;  // still being written
+    const auto bytes = entry.file_size(ec);
+    if (fs::remove(entry.path(), ec)) {
+      ringtrain::warn("removed {} ({:.1f} MB), left by a checkpoint write that was interrupted", entry.path().string(),
+                      static_cast<double>(bytes) / 1e6);
+    }
+  }
 }
 
 std::vector<std::string> CheckpointManager::list() const {

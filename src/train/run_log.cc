@@ -140,7 +140,8 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
       tty_(enabled && ::isatty(STDERR_FILENO)),
       total_steps_(total_steps),
       first_step_(first_step),
-      start_(std::chrono::steady_clock::now()) {
+      start_(std::chrono::steady_clock::now()),
+      metrics_path_(metrics_path) {
   if (!enabled_ || metrics_path.empty()) return;
   const std::filesystem::path p(metrics_path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
@@ -168,7 +169,10 @@ void RunLog::record(const StepRecord& r) {
   }
   if (!r.has_loss) return;
   history_.push_back(r);
-  if (metrics_.is_open()) metrics_.flush();
+  if (metrics_.is_open()) {
+    metrics_.flush();
+    checkWritten();
+  }
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int64_t done_here = r.step - first_step_;
   const double eta = done_here > 0 ? elapsed / done_here * (total_steps_ - r.step) : -1;
@@ -193,12 +197,24 @@ void RunLog::note(const std::string& text) {
 }
 
 void RunLog::flushMetrics() {
-  if (metrics_.is_open()) metrics_.flush();
+  if (!metrics_.is_open()) return;
+  metrics_.flush();
+  checkWritten();
+}
+
+void RunLog::checkWritten() {
+  if (metrics_) return;
+  const int err = errno;  // what the failed write left, most often
+  metrics_.close();       // nothing more is written to a file that lost records
+  RT_THROW(DataError, metrics_path_, ": cannot write the metrics (", err != 0 ? std::strerror(err) : "write failed",
+           "); records from this step on are missing");
 }
 
 void RunLog::finish() {
   if (bar_open_) std::fputc('\n', stderr), bar_open_ = false;
-  if (metrics_.is_open()) metrics_.flush();
+  if (!metrics_.is_open()) return;
+  metrics_.flush();
+  if (!metrics_) warn("{}: cannot write the last metrics records ({})", metrics_path_, std::strerror(errno));
 }
 
 std::string RunLog::plot(const std::string& png_path) const {

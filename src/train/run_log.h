@@ -34,9 +34,11 @@ class RunLog {
   // A line on its own (evaluation results, notices) that does not tear the progress bar.
   void note(const std::string& text);
   // Writes the records so far to the file (records are buffered between log steps): at a checkpoint, so
-  // that a run resumed from it finds every record up to its step.
+  // that a run resumed from it finds every record up to its step. This and record() throw DataError when
+  // the file cannot take them (a full disk): a run must not end "successfully" with its records cut short.
   void flushMetrics();
-  // Ends the progress bar line.
+  // Ends the progress bar line and writes out the records (a failure to is warned about: it runs in the
+  // destructor too).
   void finish();
   // Writes <png_path> with gnuplot from the records; returns "" (with a warning) when gnuplot is missing
   // or fails.
@@ -48,9 +50,13 @@ class RunLog {
   int64_t total_steps_;
   int64_t first_step_;
   std::chrono::steady_clock::time_point start_;
+  std::string metrics_path_;
   std::ofstream metrics_;
   std::vector<StepRecord> history_;  // logged records only (those with a loss)
   bool bar_open_ = false;
+
+  // After a flush: throws DataError naming the file when a write failed.
+  void checkWritten();
 };
 
 // Chrome trace events (Perfetto / chrome://tracing) of one rank: complete events with microsecond times,

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -42,6 +44,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr char kCorpusBlob[] = "data.corpus";  // corpusFingerprint() of the corpus a checkpoint was trained on
+
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double millis(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -59,6 +63,24 @@ at::Device chooseDevice(const config::JobConfig& job, const dist::ProcessInfo& p
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(process.local_rank % count));
 }
 
+// "N lines, M items, item list <hash>, lines <hash>": what ranks compare before the first step, and what a
+// checkpoint records of its corpus (the lines' hash covers every line's items in order: a corpus edited in
+// place with the same items, or lines shuffled, moves the held-out split and the batches).
+std::string corpusFingerprint(const data::Corpus& corpus) {
+  uint64_t items = kFnv1aOffsetBasis;
+  for (int32_t i = 0; i < corpus.vocab().size(); ++i) {
+    const std::string_view token = corpus.vocab().token(i);
+    items = fnv1a64(token.data(), token.size(), items);
+    items = fnv1a64("\n", 1, items);
+  }
+  const std::vector<int32_t>& tokens = corpus.tokens();
+  const std::vector<int64_t>& offsets = corpus.offsets();
+  uint64_t lines = fnv1a64(tokens.data(), tokens.size() * sizeof(int32_t), kFnv1aOffsetBasis);
+  lines = fnv1a64(offsets.data(), offsets.size() * sizeof(int64_t), lines);
+  return fmt::format("{} lines, {} items, item list {:016x}, lines {:016x}", corpus.numLines(), corpus.vocab().size(),
+                     items, lines);
+}
+
 // The pieces of one training process that outlive a phase: the job's store and communicator, the data,
 // the model. Built in the order of the job's data flow.
 struct Session {
@@ -71,6 +93,7 @@ struct Session {
   std::shared_ptr<const data::CorpusSplit> split;
   std::vector<int64_t> train_counts;  // per item, over the training tokens (loadData)
   std::vector<int32_t> untrained;     // the items whose count is 0 (loadData): left out of exports
+  std::string corpus_fingerprint;     // corpusFingerprint() (loadData)
   std::shared_ptr<model::SgnsModel> model;
 
   Session(const config::JobConfig& j, const dist::ProcessInfo& p) : job(j), process(p) {}
@@ -94,6 +117,7 @@ struct Session {
     split = std::make_shared<const data::CorpusSplit>(*corpus, job.data);
     train_counts = data::trainCounts(*corpus, *split);
     untrained = untrainedItems(train_counts);
+    corpus_fingerprint = corpusFingerprint(*corpus);
   }
 
   void buildModel() {
@@ -149,17 +173,6 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
              "): its figures would count lines it trained on, or items it learnt as unseen; evaluate with the "
              "checkpoint's settings:", sets);
   }
-}
-
-// "N lines, M items, item list <hash>": what ranks compare before the first step.
-std::string corpusFingerprint(const data::Corpus& corpus) {
-  uint64_t h = kFnv1aOffsetBasis;
-  for (int32_t i = 0; i < corpus.vocab().size(); ++i) {
-    const std::string_view token = corpus.vocab().token(i);
-    h = fnv1a64(token.data(), token.size(), h);
-    h = fnv1a64("\n", 1, h);
-  }
-  return fmt::format("{} lines, {} items, item list {:016x}", corpus.numLines(), corpus.vocab().size(), h);
 }
 
 // A loss that did not move over a whole run means nothing was learnt, yet the run "succeeds": say so. With
@@ -306,6 +319,7 @@ Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global
   ckpt.optimizer = optimizer.stateDict();
   ckpt.blobs["data.position"] = encodePosition(position);
   ckpt.blobs[kUntrainedItemsBlob] = encodeItemIds(s.untrained);
+  ckpt.blobs[kCorpusBlob] = s.corpus_fingerprint;
   ckpt.torch_rng_state = captureTorchRngState();
   return ckpt;
 }
@@ -327,6 +341,12 @@ void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) 
     RT_THROW(DataError, where, ": the checkpoint's items are not this job's: item ", i, " is ", item(ckpt.vocab, i),
              " there and ", item(tokens, i), " here (", ckpt.vocab.size(), " items there, ", tokens.size(),
              " here); the corpus has changed since the checkpoint was written");
+  }
+  // The same items in the same order, yet other lines (edited in place, lines added or shuffled): another
+  // held-out split, other batches. Checkpoints older than this check carry no fingerprint.
+  if (const auto it = ckpt.blobs.find(kCorpusBlob); it != ckpt.blobs.end() && it->second != s.corpus_fingerprint) {
+    RT_THROW(DataError, where, ": the checkpoint was trained on another corpus (", it->second, " there, ",
+             s.corpus_fingerprint, " here); the corpus has changed since the checkpoint was written");
   }
   at::NoGradGuard no_grad;
   for (auto& p : s.model->named_parameters()) {
@@ -397,6 +417,20 @@ void checkOutputDirectories(const config::JobConfig& job) {
   }
 }
 
+// Rank 0 writes the run's files: a directory it cannot create or write is said now, with its key, not as
+// an internal error at the first checkpoint or metrics line. (checkpoint.dir is made at the first save.)
+void makeOutputDirectory(const config::JobConfig& job) {
+  std::error_code ec;
+  std::filesystem::create_directories(job.run.output_dir, ec);
+  if (ec) RT_THROW(DataError, "run.output_dir: cannot create ", job.run.output_dir, ": ", ec.message());
+  for (const auto& [key, dir] : {std::pair<const char*, std::string>{"run.output_dir", job.run.output_dir},
+                                 std::pair<const char*, std::string>{"checkpoint.dir", checkpointDir(job)}}) {
+    if (std::filesystem::exists(dir, ec) && ::access(dir.c_str(), W_OK | X_OK) != 0) {
+      RT_THROW(DataError, key, ": cannot write in ", dir, ": ", std::strerror(errno));
+    }
+  }
+}
+
 // A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
 // in a directory holding another job's checkpoints it would overwrite and delete them. Refused on every
 // rank alike (rank 0 reads; the verdict is reduced). The same job's are removed first, saying that
@@ -406,35 +440,38 @@ void checkOutputDirectories(const config::JobConfig& job) {
 void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManager& checkpoints) {
   std::string refusal;
   if (s.leader()) {
-    std::optional<Checkpoint> newest;
-    std::string path;
-    try {
-      newest = checkpoints.loadLatest(nullptr, &path);
-    } catch (const DataError&) {  // files, none readable
-    }
-    if (newest) {
+    // Every file is read: one this build cannot read (a newer format, damage, not a file at all) may be
+    // another job's too, and is not this run's to remove.
+    const std::vector<std::string> old = checkpoints.list();
+    std::optional<int64_t> newest_step;
+    for (auto it = old.rbegin(); it != old.rend() && refusal.empty(); ++it) {
       try {
-        checkSameJob(*newest, job, path);
+        const Checkpoint ckpt = readCheckpoint(*it);
+        checkSameJob(ckpt, job, *it);
+        if (!newest_step) newest_step = ckpt.global_step;
       } catch (const DataError& e) {
         refusal = e.what();
       }
     }
-    if (refusal.empty()) {
-      const std::vector<std::string> old = checkpoints.list();
-      if (!old.empty()) {
-        info("starting afresh: removing the {} checkpoint(s) in {}{}", old.size(), checkpoints.dir(),
-             newest ? fmt::format(" (this job's, newest at step {}; --resume would continue from there)",
-                                  newest->global_step)
-                    : std::string(" (none readable)"));
+    if (refusal.empty() && !old.empty()) {
+      info("starting afresh: removing the {} checkpoint(s) in {} (this job's, newest at step {}; --resume would "
+           "continue from there)", old.size(), checkpoints.dir(), *newest_step);
+      for (const std::string& file : old) {
+        std::error_code ec;
+        std::filesystem::remove(file, ec);
+        if (ec) {
+          refusal = "cannot remove " + file + ": " + ec.message();
+          break;
+        }
       }
-      for (const std::string& file : old) std::filesystem::remove(file);
     }
   }
   std::vector<double> refused = {refusal.empty() ? 0.0 : 1.0};
   s.sumOverRanks(refused);
   if (refused[0] > 0) {
-    RT_THROW(ConfigError, "a fresh start would overwrite another job's checkpoints in ", checkpoints.dir(), ": ",
-             s.leader() ? refusal : std::string("rank 0 says why"));
+    RT_THROW(ConfigError, "a fresh start would overwrite checkpoints in ", checkpoints.dir(),
+             " that are another job's or cannot be read: ", s.leader() ? refusal : std::string("rank 0 says why"),
+             " (resume, remove them yourself, or use another checkpoint.dir)");
   }
 }
 
@@ -449,11 +486,11 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   s.connect();
   s.loadData();
   s.buildModel();
-  checkRanksAgree(*s.comm, job, s.model->layoutDescription(), corpusFingerprint(*s.corpus));
+  checkRanksAgree(*s.comm, job, s.model->layoutDescription(), s.corpus_fingerprint);
 
   TrainSummary summary;
   if (s.leader()) {
-    std::filesystem::create_directories(job.run.output_dir);
+    makeOutputDirectory(job);
     info("job '{}': {} rank(s) over {} ({} allreduce), device {}, corpus {} lines / {} items, {} train lines",
          job.run.name, s.comm->size(), s.comm->backendName(), job.comm.allreduce_algorithm, s.device.str(),
          s.corpus->numLines(), s.corpus->vocab().size(), s.split->trainLines().size());
@@ -466,6 +503,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   for (const auto& p : s.model->named_parameters()) params.emplace_back(p.key(), p.value());
   std::unique_ptr<Optimizer> optimizer = makeOptimizer(params, job.optim);
   CheckpointManager checkpoints(checkpointDir(job), job.checkpoint.keep);
+  if (s.leader()) checkpoints.removeStaleTempFiles();
   data::LoaderPosition start;
   int64_t global_step = 0;
   const bool resume = job.checkpoint.resume || process.restart_count > 0;
@@ -473,15 +511,22 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   const std::string metrics_path = job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
   if (s.leader()) checkMetricsFile(metrics_path);
   if (resume) {
-    if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(&job)) {
-      const std::string where = checkpoints.dir();
+    std::string where;
+    if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(&job, &where)) {
       RT_CHECK_T(ConfigError, ckpt->world_size == s.comm->size(), where, ": the checkpoint was written by ",
                  ckpt->world_size, " ranks and this job has ", s.comm->size(),
                  "; resuming bit for bit needs the same world size");
       restoreModel(s, *ckpt, where);
       optimizer->loadStateDict(ckpt->optimizer);
-      restoreTorchRngState(ckpt->torch_rng_state);
-      start = decodePosition(ckpt->blobs.at("data.position"), where);
+      try {
+        if (!ckpt->torch_rng_state.defined()) RT_THROW(DataError, "no random generator state");
+        restoreTorchRngState(ckpt->torch_rng_state);
+      } catch (const std::exception& e) {
+        RT_THROW(DataError, where, ": checkpoint's random generator state cannot be restored: ", e.what());
+      }
+      const auto position = ckpt->blobs.find("data.position");
+      if (position == ckpt->blobs.end()) RT_THROW(DataError, where, ": checkpoint has no data position to resume from");
+      start = decodePosition(position->second, where);
       global_step = ckpt->global_step;
       summary.resumed_from_step = global_step;
       if (s.leader()) info("resumed from {} at step {}", where, global_step);
@@ -644,6 +689,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       std::_Exit(kExitFailure);
     }
   }
+  run_log.flushMetrics();  // the last records, or DataError: not a successful run with records missing
   run_log.finish();
   const double train_seconds = seconds(Clock::now() - loop_start);
   summary.steps = global_step;

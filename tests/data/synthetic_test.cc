@@ -98,6 +98,17 @@ TEST(Synthetic, GenDataCommandWritesBothFiles) {
   ASSERT_TRUE(again.ok()) << again.err;
   EXPECT_FALSE(std::filesystem::exists(dir + "/items.tsv"));
   EXPECT_NE(again.err.find("removed the items.tsv of an earlier generation"), std::string::npos) << again.err;
+  // An items.tsv gen-data did not write is somebody's: refused before anything is written, and kept.
+  const std::string mine = "id\tkey\tname\tcategory\n5\tABC\tHand-curated mug\tkitchen\n";
+  std::ofstream(dir + "/items.tsv") << mine;
+  const auto before = std::filesystem::last_write_time(dir + "/real.txt");
+  auto kept = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--items", "300",
+                                   "--sessions", "40", "--no-items"});
+  EXPECT_EQ(kept.exit_code, 2) << kept.err;
+  EXPECT_NE(kept.err.find("is not an items.tsv that gen-data wrote"), std::string::npos) << kept.err;
+  std::ifstream items(dir + "/items.tsv");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(items), {}), mine);
+  EXPECT_EQ(std::filesystem::last_write_time(dir + "/real.txt"), before) << "the corpus was replaced";
   std::filesystem::remove_all(dir);
 }
 

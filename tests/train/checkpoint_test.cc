@@ -1,5 +1,8 @@
 #include "ringtrain/train/checkpoint.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -224,6 +227,55 @@ TEST_F(CheckpointTest, ManagerKeepsTheNewestAndFallsBackPastACorruptOne) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("ckpt-000000000040.rtck"), std::string::npos) << e.what();
   }
+}
+
+// A file named for a later step that loading skipped (a newer format here) is neither counted by keep nor
+// removed: keep=1 used to remove every readable checkpoint, the one just written included.
+TEST_F(CheckpointTest, PruningKeepsTheJustWrittenCheckpointBesideAnUnreadableLaterOne) {
+  CheckpointManager m(dir_ + "/ckpts", 1);
+  m.save(sample(100));
+  const std::string later = dir_ + "/ckpts/ckpt-000000000999.rtck";
+  std::string bytes = readFile(m.list().front());
+  bytes[8] = 2;  // format version 2
+  writeFile(later, bytes);
+  EXPECT_EQ(m.loadLatest()->global_step, 100);  // the later one is skipped
+  const std::string written = m.save(sample(105));
+  EXPECT_THAT(m.list(), ElementsAre(HasSubstr("ckpt-000000000105.rtck"), later));
+  EXPECT_TRUE(fs::exists(written));
+  EXPECT_EQ(m.loadLatest()->global_step, 105);
+}
+
+// A directory, a FIFO or a device is refused with its name before anything is read from it: a FIFO used to
+// block, /dev/zero to fill memory, a directory to fail inside the stream with no file named.
+TEST_F(CheckpointTest, AFileThatIsNotRegularIsRefusedWithItsName) {
+  const std::string directory = dir_ + "/ckpt-000000000007.rtck";
+  fs::create_directories(directory);
+  expectDataError(directory, nullptr, "not a regular file (a directory)");
+  const std::string fifo = dir_ + "/fifo.rtck";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  expectDataError(fifo, nullptr, "not a regular file (a FIFO)");
+  expectDataError("/dev/zero", nullptr, "not a regular file (a device or socket)");
+  // In a checkpoint directory, such an entry is skipped like any unreadable checkpoint.
+  CheckpointManager m(dir_, 1);
+  try {
+    m.loadLatest();
+    ADD_FAILURE() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(directory + ": not a regular file"));
+  }
+}
+
+// A temp file a killed checkpoint write left is removed at the next run's start, one of a live process
+// (this one, here) is not.
+TEST_F(CheckpointTest, TempFilesOfInterruptedWritesAreRemovedAndLiveOnesKept) {
+  const std::string dead = dir_ + "/.ckpt-000000000010.rtck.tmp.999999999";  // above any pid_max
+  const std::string live = dir_ + "/.ckpt-000000000020.rtck.tmp." + std::to_string(::getpid());
+  const std::string other = dir_ + "/.notes.tmp.999999999";
+  for (const auto& f : {dead, live, other}) writeFile(f, "partial");
+  CheckpointManager(dir_, 1).removeStaleTempFiles();
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(other));
 }
 
 TEST_F(CheckpointTest, TorchRngStateRestores) {

@@ -273,14 +273,26 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   const std::string bytes_before = readBytes(dir + "/checkpoints/" + before[0].first);
   const auto other = train("0.3");
   EXPECT_EQ(other.exit_code, 2) << other.err;
-  EXPECT_THAT(other.err, HasSubstr("a fresh start would overwrite another job's checkpoints in " + dir));
+  EXPECT_THAT(other.err, HasSubstr("a fresh start would overwrite checkpoints in " + dir));
   EXPECT_THAT(other.err, HasSubstr("optim.lr is 0.2 there and 0.3 here"));
   EXPECT_EQ(files(), before);
   EXPECT_TRUE(readBytes(dir + "/checkpoints/" + before[0].first) == bytes_before) << "the checkpoint changed";
   const auto again = train("0.2");
   EXPECT_TRUE(again.ok()) << again.err;
   EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: removing the 1 checkpoint(s) in"));
-  EXPECT_EQ(files().size(), 1u) << "the rerun's own checkpoint, not the old one beside it";
+  const auto now = files();
+  ASSERT_EQ(now.size(), 1u) << "the rerun's own checkpoint, not the old one beside it";
+  // A checkpoint this build cannot read (a newer format: another ringtrain's job, maybe) is not a fresh
+  // start's to remove; it used to go as "none readable".
+  const std::string path = dir + "/checkpoints/" + now[0].first;
+  std::string bytes = readBytes(path);
+  bytes[8] = 2;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  const auto unreadable = train("0.2");
+  EXPECT_EQ(unreadable.exit_code, 2) << unreadable.err;
+  EXPECT_THAT(unreadable.err, HasSubstr("that are another job's or cannot be read: checkpoint " + path +
+                                        ": format version 2"));
+  EXPECT_TRUE(readBytes(path) == bytes) << "the unreadable checkpoint changed";
 }
 
 TEST(TrainJob, AnOutputDirectoryThatIsAFileIsRefusedBeforeTraining) {
@@ -470,6 +482,7 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   };
   generate(dir + "/data", 500);
   generate(dir + "/more", 600);
+  std::filesystem::copy_file(dir + "/data/sequences.txt", dir + "/data/sequences.txt.orig");
   const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set",
                                         "data.corpus=" + dir + "/data/sequences.txt", "--set", "log.plot=false"};
   std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
@@ -492,6 +505,21 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   const auto e = runCommand(eval, withDeadline(120));
   EXPECT_EQ(e.exit_code, 2) << e.err;
   EXPECT_THAT(e.err, HasSubstr("the checkpoint's items are not this job's: item "));
+  // The trained corpus twice over: the same items in the same order, other lines (another held-out split,
+  // other batches). eval and --resume refuse it; they used to evaluate on lines it trained on.
+  std::filesystem::copy_file(dir + "/data/sequences.txt.orig", dir + "/data/sequences.txt",
+                             std::filesystem::copy_options::overwrite_existing);
+  {
+    const std::string once = readBytes(dir + "/data/sequences.txt");
+    std::ofstream(dir + "/data/sequences.txt", std::ios::binary | std::ios::trunc) << once << once;
+  }
+  const auto doubled = runCommand(eval, withDeadline(120));
+  EXPECT_EQ(doubled.exit_code, 2) << doubled.err;
+  EXPECT_THAT(doubled.err, HasSubstr("the checkpoint was trained on another corpus ("));
+  argv.push_back("--resume");
+  const auto resumed = runCommand(argv, withDeadline(120));
+  EXPECT_EQ(resumed.exit_code, 2) << resumed.err;
+  EXPECT_THAT(resumed.err, HasSubstr("the checkpoint was trained on another corpus ("));
 }
 
 // eval rebuilds the held-out split from the job's settings: under another one, lines the checkpoint trained

@@ -172,6 +172,16 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
                                            bad_list, "-o", dir_ + "/broken.txt"});
   EXPECT_EQ(broken.exit_code, 2);
   EXPECT_NE(broken.err.find("malformed list of untrained items"), std::string::npos) << broken.err;
+  // Non-finite parameters (never checkpointed by training): nothing is exported that neighbors and serve
+  // would refuse.
+  Checkpoint poisoned = c;
+  for (auto& [name, tensor] : poisoned.model) tensor = tensor.clone().fill_(std::nanf(""));
+  const std::string nan_ckpt = CheckpointManager(dir_ + "/nan", 2).save(poisoned);
+  const auto nan_export = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml",
+                                               "--checkpoint", nan_ckpt, "-o", dir_ + "/nan.txt"});
+  EXPECT_EQ(nan_export.exit_code, 2);
+  EXPECT_NE(nan_export.err.find("hold NaN or infinite values"), std::string::npos) << nan_export.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/nan.txt"));
 
   write("items.tsv", "id\tkey\tname\tcategory\r\n0\tapple\tRed apple\tfruit\r\n1\tpear\tGreen pear\tfruit\r\n");
   const auto nb = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
@@ -231,6 +241,12 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
   EXPECT_EQ(among_checkpoints.exit_code, 2);
   EXPECT_NE(among_checkpoints.err.find("is in the checkpoint directory"), std::string::npos) << among_checkpoints.err;
   EXPECT_FALSE(fs::exists(dir_ + "/run/checkpoints/vectors.txt"));
+  // Nor the run's metrics (a later --resume reads them).
+  write("run/metrics.jsonl", "{\"step\":12,\"loss\":0.5}\n");
+  const auto over_metrics =
+      testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", dir_ + "/run/metrics.jsonl"});
+  EXPECT_EQ(over_metrics.exit_code, 2);
+  EXPECT_NE(over_metrics.err.find("is the job's metrics file"), std::string::npos) << over_metrics.err;
 }
 
 }  // namespace

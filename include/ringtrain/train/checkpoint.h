@@ -57,9 +57,13 @@ std::vector<std::string> checkSameJob(const Checkpoint& ckpt, const config::JobC
 class CheckpointManager {
  public:
   CheckpointManager(std::string dir, int keep);
-  // Writes ckpt-<step>.rtck (creating dir), then deletes all but the newest `keep` checkpoints.
-  // Returns the path written.
+  // Writes ckpt-<step>.rtck (creating dir), then deletes the checkpoints older than it but the newest
+  // `keep` - 1 (one named for a later step, which loading could not read, is left alone). Returns the path
+  // written.
   std::string save(const Checkpoint& ckpt);
+  // Removes the temp files (.ckpt-*.rtck.tmp.<pid>) that a write killed midway left, each as large as a
+  // checkpoint, warning with their names; a temp file of a process still running is left alone.
+  void removeStaleTempFiles() const;
   // Checkpoint paths, oldest first.
   std::vector<std::string> list() const;
   // Loads the newest checkpoint that reads cleanly; a corrupt newer one is skipped with a warning.
