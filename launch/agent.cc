@@ -47,8 +47,9 @@ constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending
 // How an attempt's end names a node that went silent: "fail <node> lost: no sign of life for <T> s".
 constexpr const char* kLostText = "lost: no sign of life for";
 
-// A second SIGINT/SIGTERM/SIGHUP came: the last flush does not wait long for a reader that does not read.
-std::atomic<bool> g_asked_twice{false};
+// A second SIGINT/SIGTERM/SIGHUP came, or one after the job ended: the last flush does not wait long for
+// a reader that does not read.
+std::atomic<bool> g_flush_briefly{false};
 
 void say(const std::string& line) { consoleErr().write("ringrun: " + line + "\n"); }
 
@@ -295,16 +296,16 @@ class Agent {
     }
   }
 
-  // Between slices it also looks for a refusal of the job's settings by a node that came later (see
-  // rendezvous()): the nodes already waiting learn of it at once.
-  void waitKeys(const std::vector<std::string>& keys, const std::string& what) {
+  // Between slices it also looks, with `watch_refusal`, for a refusal of the job's settings by a node that
+  // came later (see rendezvous()): the nodes already waiting learn of it at once.
+  void waitKeys(const std::vector<std::string>& keys, const std::string& what, bool watch_refusal) {
     const auto deadline = Clock::now() + std::chrono::duration<double>(o_.rendezvous_timeout_s);
     for (;;) {
       try {
         store_->wait(keys, kInterruptCheck);
         return;
       } catch (const TimeoutError& e) {
-        if (store_->check({key("refused")})) {
+        if (watch_refusal && store_->check({key("refused")})) {
           RT_THROW(ConfigError, dist::toString(store_->get(key("refused"), storeOpTimeout())));
         }
         if (Clock::now() >= deadline) {
@@ -344,6 +345,10 @@ class Agent {
     if (now != agent_id_) {  // refused alone: the job goes on with the ringrun that has this rank
       RT_THROW(ConfigError, "node rank ", o_.node_rank, " is already taken by another ringrun of this job");
     }
+    // Joined from here on, before the settings are read: whoever reads this node's settings also finds it
+    // joined, so a node refused below still counts in leave(), and node 0 waits for it to read the refusal.
+    store_->set(key("joined/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
+    joined_ = true;
     // The first node to come sets the job's settings; a node that differs refuses them for every node at
     // once, rather than all of them meeting (or never meeting: another --nnodes) to wait out --rdzv-timeout.
     const std::string first = dist::toString(store_->compareSet(key("settings"), {}, dist::toBytes(settings())));
@@ -351,11 +356,9 @@ class Agent {
       store_->compareSet(key("refused"), {}, dist::toBytes(mismatch));
       RT_THROW(ConfigError, mismatch);
     }
-    store_->add(key("joined"), 1);  // leave() waits for the nodes that joined, not for all --nnodes
-    joined_ = true;
     std::vector<std::string> keys;
     for (int n = 0; n < o_.nnodes; ++n) keys.push_back(key("node/" + std::to_string(n)));
-    waitKeys(keys, "the meeting of all " + std::to_string(o_.nnodes) + " nodes");
+    waitKeys(keys, "the meeting of all " + std::to_string(o_.nnodes) + " nodes", true);
     world_size_ = o_.nnodes * o_.nproc_per_node;
   }
 
@@ -450,7 +453,10 @@ class Agent {
     store_->set(attemptKey(attempt, "ready/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
     std::vector<std::string> ready;
     for (int n = 0; n < o_.nnodes; ++n) ready.push_back(attemptKey(attempt, "ready/" + std::to_string(n)));
-    waitKeys(ready, "the start of attempt " + std::to_string(attempt) + " on all nodes");
+    // A refusal counts until the first attempt starts: a stray ringrun refused later (another job's
+    // settings on this port) must not end this job at a restart.
+    waitKeys(ready, "the start of attempt " + std::to_string(attempt) + " on all nodes", attempt == 0);
+    lost_nodes_.clear();
 
     std::string log_dir;
     if (!o_.log_dir.empty()) log_dir = o_.log_dir + "/attempt" + std::to_string(attempt);
@@ -653,7 +659,7 @@ class Agent {
             group.signal(SIGKILL);
             escalated = true;
             killed_on_second_signal = true;
-            g_asked_twice.store(true);
+            g_flush_briefly.store(true);
           }
         }
       }
@@ -667,7 +673,7 @@ class Agent {
           stopRanks(SIGTERM);
         } else if (value != "ok") {
           const bool lost = value.find(kLostText) != std::string::npos;
-          if (lost) lost_nodes_.insert(endNode(value));
+          if (lost && endNode(value) != o_.node_rank) lost_nodes_.insert(endNode(value));
           if (endNode(value) != o_.node_rank) {
             remote_failure = describeEnd(value);
           } else if (lost) {  // the other nodes stopped hearing this one (a stalled machine, a network cut)
@@ -735,7 +741,7 @@ class Agent {
 
   // Node 0 hosts the store: it stays until every other node that joined is done with it (or --node-timeout
   // passes, or a signal comes). A rendezvous that timed out waits for no node that never came, and none
-  // waits for a node already declared lost. A node that lost the store has nothing to tell it.
+  // waits for a node the last attempt declared lost. A node that lost the store has nothing to tell it.
   void leave() {
     if (!store_) return;
     if (store_lost_ && !server_) {
@@ -743,29 +749,35 @@ class Agent {
       return;
     }
     try {
-      const int64_t joined = store_->add(key("joined"), 0);
-      // A ringrun refused at the rendezvous (its node rank taken, its settings not the job's) never joined:
-      // it must not count as left.
-      const int64_t left = joined_ ? store_->add(key("left"), 1) : store_->add(key("left"), 0);
-      if (left >= joined) store_->set(key("all-left"), dist::toBytes("1"));
+      // A ringrun refused at the rendezvous for its node rank (another ringrun has it) never joined.
+      if (joined_) store_->set(key("left/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
       // A node that does not leave within --node-timeout is not coming (its ringrun was killed, say).
       const auto deadline = Clock::now() + std::chrono::duration<double>(o_.node_timeout_s);
-      const auto lost = static_cast<int64_t>(lost_nodes_.size());
-      while (server_ && o_.nnodes > 1 && joined > (joined_ ? 1 : 0)) {
-        try {
-          store_->wait({key("all-left")}, kInterruptCheck);
-          break;
-        } catch (const TimeoutError&) {
-          const int64_t done = store_->add(key("left"), 0);
-          if (done + lost >= joined) break;
-          if (Clock::now() >= deadline) {
-            say(fmt::format("not every node confirmed the end of the job within --node-timeout {:g} s ({} of the {} "
-                            "that joined did)", o_.node_timeout_s, done, joined));
-            break;
+      while (server_ && o_.nnodes > 1) {
+        std::vector<std::string> awaited;
+        for (int n = 0; n < o_.nnodes; ++n) {
+          const std::string left = key("left/" + std::to_string(n));
+          if (n == o_.node_rank || lost_nodes_.count(n) > 0 || !store_->check({key("joined/" + std::to_string(n))}) ||
+              store_->check({left})) {
+            continue;
           }
+          awaited.push_back(left);
+        }
+        if (awaited.empty()) break;
+        if (Clock::now() >= deadline) {
+          say(fmt::format("not every node confirmed the end of the job within --node-timeout {:g} s (still "
+                          "waiting for {} of them)", o_.node_timeout_s, awaited.size()));
+          break;
+        }
+        try {
+          store_->wait(awaited, kInterruptCheck);
+        } catch (const TimeoutError&) {
         }
         const std::vector<int> pending = signals_.drain();
-        if (std::any_of(pending.begin(), pending.end(), [](int sig) { return sig != SIGCHLD; })) break;  // told to stop
+        if (std::any_of(pending.begin(), pending.end(), [](int sig) { return sig != SIGCHLD; })) {  // told to stop
+          g_flush_briefly.store(true);
+          break;
+        }
       }
     } catch (const CommError& e) {
       if (server_) say("not every node confirmed the end of the job: " + std::string(e.what()));
@@ -785,7 +797,7 @@ class Agent {
   std::unique_ptr<dist::TcpStoreClient> store_;
   bool joined_ = false;  // this node's entry is in the store (rendezvous got past the node-rank check)
   bool store_lost_ = false;     // the end watcher lost the store (node 0 silent or gone)
-  std::set<int> lost_nodes_;    // nodes an attempt's end declared lost: leave() does not wait for them
+  std::set<int> lost_nodes_;    // other nodes the last attempt's end declared lost: leave() does not wait for them
 };
 
 }  // namespace
@@ -801,8 +813,10 @@ int runAgent(const LaunchOptions& options) {
 }
 
 void finishOutput(int exit_code) {
-  restoreTerminationSignals(exit_code);
-  if (!g_asked_twice.load()) {
+  // A signal that came after the job ended (while the nodes left) was taken by the restore: it asked ringrun
+  // to end, so the flush is bounded as after a second signal.
+  const bool signalled = restoreTerminationSignals(exit_code);
+  if (!g_flush_briefly.load() && !signalled) {
     consoleOut().flush();
     consoleErr().flush();
     return;

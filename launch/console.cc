@@ -151,7 +151,7 @@ volatile sig_atomic_t g_final_exit_code = 0;
 extern "C" void exitWithFinalCode(int) { ::_exit(g_final_exit_code); }
 }  // namespace
 
-void restoreTerminationSignals(int exit_code) {
+bool restoreTerminationSignals(int exit_code) {
   g_final_exit_code = exit_code;
   struct sigaction action {};
   action.sa_handler = exitWithFinalCode;
@@ -164,9 +164,10 @@ void restoreTerminationSignals(int exit_code) {
   // unblocked, it would end ringrun at once, before the last lines and the exit code it has. The job is
   // over, so it is taken here; one that comes during the flush ends ringrun, with the job's exit code.
   const timespec now{0, 0};
-  while (::sigtimedwait(&set, nullptr, &now) > 0) {
-  }
+  bool taken = false;
+  while (::sigtimedwait(&set, nullptr, &now) > 0) taken = true;
   ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  return taken;
 }
 
 }  // namespace ringtrain::launch

@@ -71,6 +71,7 @@ spdlog::sink_ptr consoleLogSink();
 // Before the last flush: lets SIGINT/SIGTERM/SIGHUP end ringrun again (the agent blocks them for its
 // signalfd), so that a reader that never reads cannot keep it alive once the ranks are gone. They end it
 // with `exit_code`, the job's: the job is over, and a signal during the flush does not change its result.
-void restoreTerminationSignals(int exit_code);
+// Returns whether one was pending (and taken) already.
+bool restoreTerminationSignals(int exit_code);
 
 }  // namespace ringtrain::launch

@@ -27,7 +27,8 @@ void OutputPump::feed(const char* data, size_t n) {
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
     if (nl == nullptr) {
       partial_.append(data, end);
-      // Only a line longer than the limit is cut: one of exactly kMaxLineBytes waits for its '\n'.
+      // A line is cut only past the limit: one of exactly kMaxLineBytes waits for its '\n'. (One whose '\n'
+      // arrives in the chunk that takes it past the limit goes out whole, up to a chunk longer.)
       while (partial_.size() > kMaxLineBytes) {
         emit(partial_.substr(0, kMaxLineBytes));
         partial_.erase(0, kMaxLineBytes);

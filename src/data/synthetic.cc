@@ -99,7 +99,7 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
   if (ec) RT_THROW(DataError, dir, ": cannot create directory: ", ec.message());
   // Checked before sequences.txt is replaced: a run refused later would leave a corpus without its items.
   const std::string items_path = (std::filesystem::path(dir) / "items.tsv").string();
-  const auto items_status = std::filesystem::symlink_status(items_path, ec);
+  const auto items_status = std::filesystem::status(items_path, ec);  // a link is written through
   if (std::filesystem::exists(items_status)) {
     if (!std::filesystem::is_regular_file(items_status)) {
       RT_THROW(ConfigError, items_path, " exists and is not a regular file; move it, or choose another --out");

@@ -346,8 +346,10 @@ void CheckpointManager::removeStaleTempFiles() const {
     char* end = nullptr;
     const long pid = std::strtol(pid_text.c_str(), &end, 10);
     if (pid_text.empty() || *end != '\0' || pid <= 0) continue;
-    const bool running = ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-    if (pid == ::getpid() || running) continue;  // still being written
+    // This process has written nothing yet (see the header), so a file with its pid is a dead writer's too
+    // (a relaunched container often gets the same pid).
+    const bool running = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+    if (running) continue;  // still being written
     const auto bytes = entry.file_size(ec);
     if (fs::remove(entry.path(), ec)) {
       ringtrain::warn("removed {} ({:.1f} MB), left by a checkpoint write that was interrupted", entry.path().string(),

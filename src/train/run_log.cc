@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -204,17 +205,20 @@ void RunLog::flushMetrics() {
 
 void RunLog::checkWritten() {
   if (metrics_) return;
-  const int err = errno;  // what the failed write left, most often
-  metrics_.close();       // nothing more is written to a file that lost records
-  RT_THROW(DataError, metrics_path_, ": cannot write the metrics (", err != 0 ? std::strerror(err) : "write failed",
-           "); records from this step on are missing");
+  // errno is what the last failed write left, maybe long before this flush: named only when it is one a
+  // write fails with for want of room or a device.
+  const int err = errno;
+  const bool telling = err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG || err == EROFS;
+  metrics_.close();  // nothing more is written to a file that lost records
+  failure_ = fmt::format("{}: cannot write the metrics ({}); records are missing from it", metrics_path_,
+                         telling ? std::strerror(err) : "a write failed");
 }
 
 void RunLog::finish() {
   if (bar_open_) std::fputc('\n', stderr), bar_open_ = false;
   if (!metrics_.is_open()) return;
   metrics_.flush();
-  if (!metrics_) warn("{}: cannot write the last metrics records ({})", metrics_path_, std::strerror(errno));
+  if (!metrics_) warn("{}: cannot write the last metrics records", metrics_path_);
 }
 
 std::string RunLog::plot(const std::string& png_path) const {

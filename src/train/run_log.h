@@ -34,9 +34,11 @@ class RunLog {
   // A line on its own (evaluation results, notices) that does not tear the progress bar.
   void note(const std::string& text);
   // Writes the records so far to the file (records are buffered between log steps): at a checkpoint, so
-  // that a run resumed from it finds every record up to its step. This and record() throw DataError when
-  // the file cannot take them (a full disk): a run must not end "successfully" with its records cut short.
+  // that a run resumed from it finds every record up to its step.
   void flushMetrics();
+  // Why the metrics file could not take the records (a full disk), or "": then nothing more is written to
+  // it. Not thrown here: the trainer stops every rank at one collective, rather than rank 0 alone.
+  const std::string& failure() const { return failure_; }
   // Ends the progress bar line and writes out the records (a failure to is warned about: it runs in the
   // destructor too).
   void finish();
@@ -55,7 +57,9 @@ class RunLog {
   std::vector<StepRecord> history_;  // logged records only (those with a loss)
   bool bar_open_ = false;
 
-  // After a flush: throws DataError naming the file when a write failed.
+  std::string failure_;
+
+  // After a flush: records in failure_ (naming the file) a write that failed.
   void checkWritten();
 };
 

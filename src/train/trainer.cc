@@ -75,8 +75,8 @@ std::string corpusFingerprint(const data::Corpus& corpus) {
   }
   const std::vector<int32_t>& tokens = corpus.tokens();
   const std::vector<int64_t>& offsets = corpus.offsets();
-  uint64_t lines = fnv1a64(tokens.data(), tokens.size() * sizeof(int32_t), kFnv1aOffsetBasis);
-  lines = fnv1a64(offsets.data(), offsets.size() * sizeof(int64_t), lines);
+  uint64_t lines = fnv1aWords64(tokens.data(), tokens.size() * sizeof(int32_t));
+  lines = fnv1aWords64(offsets.data(), offsets.size() * sizeof(int64_t), lines);
   return fmt::format("{} lines, {} items, item list {:016x}, lines {:016x}", corpus.numLines(), corpus.vocab().size(),
                      items, lines);
 }
@@ -431,6 +431,11 @@ void makeOutputDirectory(const config::JobConfig& job) {
   }
 }
 
+// Rank 0 could not write the metrics file: every rank stops at the same collective, rank 0 naming the file.
+[[noreturn]] void stopForMetrics(const Session& s, const RunLog& run_log) {
+  RT_THROW(DataError, s.leader() ? run_log.failure() : std::string("rank 0 cannot write the metrics file (it says why)"));
+}
+
 // A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
 // in a directory holding another job's checkpoints it would overwrite and delete them. Refused on every
 // rank alike (rank 0 reads; the verdict is reduced). The same job's are removed first, saying that
@@ -459,10 +464,7 @@ void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManag
       for (const std::string& file : old) {
         std::error_code ec;
         std::filesystem::remove(file, ec);
-        if (ec) {
-          refusal = "cannot remove " + file + ": " + ec.message();
-          break;
-        }
+        if (ec) RT_THROW(DataError, "starting afresh: cannot remove ", file, ": ", ec.message());
       }
     }
   }
@@ -647,8 +649,10 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     record.sparse_bytes = stats.sparse_bytes_sent;
     if (log_now) {
       // The loss stays on the device between logs: reading it is the only host round trip it costs.
-      std::vector<double> window = {loss_sum.item<double>(), static_cast<double>(loss_count)};
+      std::vector<double> window = {loss_sum.item<double>(), static_cast<double>(loss_count),
+                                    run_log.failure().empty() ? 0.0 : 1.0};
       s.sumOverRanks(window);
+      if (window[2] > 0) stopForMetrics(s, run_log);
       record.loss = window[1] > 0 ? window[0] / window[1] : 0.0;
       // Every rank holds the same reduced loss, so all stop here together. Going on would write NaN
       // vectors, checkpoints and an export, and report success.
@@ -689,7 +693,10 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       std::_Exit(kExitFailure);
     }
   }
-  run_log.flushMetrics();  // the last records, or DataError: not a successful run with records missing
+  run_log.flushMetrics();  // the last records: not a successful run with records missing
+  std::vector<double> metrics_failed = {run_log.failure().empty() ? 0.0 : 1.0};
+  s.sumOverRanks(metrics_failed);
+  if (metrics_failed[0] > 0) stopForMetrics(s, run_log);
   run_log.finish();
   const double train_seconds = seconds(Clock::now() - loop_start);
   summary.steps = global_step;

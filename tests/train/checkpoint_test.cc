@@ -265,15 +265,18 @@ TEST_F(CheckpointTest, AFileThatIsNotRegularIsRefusedWithItsName) {
   }
 }
 
-// A temp file a killed checkpoint write left is removed at the next run's start, one of a live process
-// (this one, here) is not.
+// A temp file a killed checkpoint write left is removed at the next run's start, even one with this
+// process's pid (a relaunch often gets its predecessor's); one of another live process (the parent, here)
+// is not.
 TEST_F(CheckpointTest, TempFilesOfInterruptedWritesAreRemovedAndLiveOnesKept) {
   const std::string dead = dir_ + "/.ckpt-000000000010.rtck.tmp.999999999";  // above any pid_max
-  const std::string live = dir_ + "/.ckpt-000000000020.rtck.tmp." + std::to_string(::getpid());
+  const std::string same_pid = dir_ + "/.ckpt-000000000015.rtck.tmp." + std::to_string(::getpid());
+  const std::string live = dir_ + "/.ckpt-000000000020.rtck.tmp." + std::to_string(::getppid());
   const std::string other = dir_ + "/.notes.tmp.999999999";
-  for (const auto& f : {dead, live, other}) writeFile(f, "partial");
+  for (const auto& f : {dead, same_pid, live, other}) writeFile(f, "partial");
   CheckpointManager(dir_, 1).removeStaleTempFiles();
   EXPECT_FALSE(fs::exists(dead));
+  EXPECT_FALSE(fs::exists(same_pid));
   EXPECT_TRUE(fs::exists(live));
   EXPECT_TRUE(fs::exists(other));
 }

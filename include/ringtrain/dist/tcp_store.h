@@ -55,8 +55,9 @@ class TcpStoreServer {
 
 // A Store reached over TCP. Safe to call from many threads: each concurrent call uses its own connection
 // (connections are pooled and reused), so one thread blocked in wait() does not hold up another.
-// Errors: TimeoutError (a blocking call's keys did not appear in time, naming them; or the server did not
-// answer within op_timeout), CommError (unreachable, token refused, connection lost).
+// Errors: TimeoutError (a blocking call's keys did not appear in time, naming them), CommError (unreachable,
+// token refused, connection lost, or the server did not answer within op_timeout: a stopped or hung store
+// is not a key still missing).
 class TcpStoreClient final : public Store {
  public:
   // Connects (retrying until `connect_timeout`, so clients may start before the server) and presents

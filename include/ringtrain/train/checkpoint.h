@@ -62,7 +62,8 @@ class CheckpointManager {
   // written.
   std::string save(const Checkpoint& ckpt);
   // Removes the temp files (.ckpt-*.rtck.tmp.<pid>) that a write killed midway left, each as large as a
-  // checkpoint, warning with their names; a temp file of a process still running is left alone.
+  // checkpoint, warning with their names; a temp file of another process still running is left alone.
+  // Call it before this process saves: one with this process's pid counts as left over.
   void removeStaleTempFiles() const;
   // Checkpoint paths, oldest first.
   std::vector<std::string> list() const;
