@@ -60,5 +60,8 @@ int main(int argc, char** argv) {
   } catch (const ringtrain::Error& e) {  // a bad setting, a peer that died, a timeout: said, with an exit code
     std::fprintf(stderr, "example_ddp_regression: %s\n", e.what());
     return e.exitCode();
+  } catch (const std::exception& e) {  // LibTorch's own (c10::Error), out of memory, ...
+    std::fprintf(stderr, "example_ddp_regression: %s\n", e.what());
+    return 1;
   }
 }

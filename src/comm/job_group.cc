@@ -1,8 +1,10 @@
 #include "ringtrain/comm/job_group.h"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <exception>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -27,12 +29,23 @@ using Clock = std::chrono::steady_clock;
 const std::string kArrivedPrefix = "ringtrain/arrived/";
 const std::string kSeenPrefix = "ringtrain/read-rank-0/";
 const std::string kLeftPrefix = "ringtrain/left/";
+const std::string kStoreGoneKey = "ringtrain/never-set";  // waited on until the store goes away
 // After this long, rank 0 says whom it still waits for at leave.
 constexpr std::chrono::milliseconds kLeaveNotice{5000};
 // Rank 0 compares the ranks that arrived this often while it waits for the others.
 constexpr std::chrono::milliseconds kArrivalSlice{1000};
 // How long rank 0 gives a rank it is about to refuse to read rank 0's line first.
 constexpr std::chrono::milliseconds kSeenWait{5000};
+
+// Every rank makes its groups in the same order, so the n-th is the same group everywhere: its keys are its
+// own, and an earlier group's (left in ringrun's store, which outlives them) cannot meet it. Counted per
+// store address and rank, so that ranks run as threads of one process (tests) count apart.
+int nextGeneration(const dist::ProcessInfo& process) {
+  static std::mutex mu;
+  static std::map<std::string, int> made;
+  std::lock_guard<std::mutex> lock(mu);
+  return ++made[fmt::format("{}:{} rank {}", process.master_addr, process.master_port, process.rank)];
+}
 
 }  // namespace
 
@@ -41,7 +54,8 @@ JobGroup::JobGroup(const config::CommOptions& options, Device device)
 
 JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& process, Device device)
     : options_(options), process_(process) {
-  store_ = dist::connectStore(process_, timeoutOf(options_));
+  job_store_ = dist::connectStore(process_, timeoutOf(options_));
+  store_ = std::make_unique<dist::PrefixStore>("g" + std::to_string(nextGeneration(process_)), *job_store_);
   meet(device);
   comm_ = makeCommunicator(options_, process_, *store_, device);
 }
@@ -159,7 +173,17 @@ void JobGroup::leave() noexcept {
   if (world <= 1 || !store_ || process_.launcher == "ringrun") return;
   try {
     store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
-    if (process_.rank != 0) return;
+    if (process_.rank != 0) {
+      // Until rank 0 stops hosting the store (the connection breaks): a JobGroup made next, on the same
+      // port, would otherwise reach this one's store, which then goes away under it.
+      try {
+        store_->wait({kStoreGoneKey}, timeoutOf(options_));
+      } catch (const TimeoutError&) {
+        warn("leaving the job: rank 0 still hosts the store after comm.timeout_s {} s", options_.timeout_s);
+      } catch (const CommError&) {  // gone: what this waits for
+      }
+      return;
+    }
     std::vector<std::string> keys;
     for (int r = 0; r < world; ++r) keys.push_back(kLeftPrefix + std::to_string(r));
     const auto deadline = Clock::now() + timeoutOf(options_);

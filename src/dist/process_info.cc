@@ -1,6 +1,12 @@
 #include "ringtrain/dist/process_info.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <charconv>
+#include <cstring>
 
 #include "ringtrain/core/error.h"
 
@@ -34,6 +40,41 @@ struct Names {
   const char* local_size;
   const char* node_rank;
 };
+
+// The loopback address `host` resolves to here (127.0.0.1, Debian's 127.0.1.1 for the host's own name,
+// ::1), or "" when it resolves to none (or not at all: the store's connection says why later).
+std::string loopbackAddressOf(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return "";
+  std::string loopback;
+  for (const addrinfo* a = found; a != nullptr && loopback.empty(); a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = "";
+    if (a->ai_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+      if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) loopback = ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+    } else if (a->ai_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(a->ai_addr);
+      if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) loopback = ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+    }
+  }
+  ::freeaddrinfo(found);
+  return loopback;
+}
+
+// Ranks on several nodes meet at rank 0's store: at a loopback address, only rank 0's own node reaches it,
+// and the others would knock until comm.timeout_s (300 s) and then blame a refused connection.
+void refuseLoopbackAcrossNodes(const ProcessInfo& info) {
+  if (info.launcher == "single" || info.launcher == "ringrun" || info.local_world_size >= info.world_size) return;
+  const std::string loopback = loopbackAddressOf(info.master_addr);
+  if (loopback.empty()) return;
+  RT_THROW(ConfigError, "the job's ", info.world_size, " ranks run on several nodes (", info.local_world_size,
+           " on this one), but its store's address MASTER_ADDR=", info.master_addr,
+           info.master_addr == loopback ? std::string() : " resolves to " + loopback + " here, which",
+           " is a loopback address that only its own node reaches: set MASTER_ADDR to an address of rank 0's "
+           "node that the others can reach");
+}
 
 }  // namespace
 
@@ -113,6 +154,7 @@ ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, con
   if (info.master_port > 65535) RT_THROW(ConfigError, "MASTER_PORT ", info.master_port, " is not a port (1-65535)");
   if (const std::string* token = lookup(env, "RINGTRAIN_JOB_TOKEN")) info.job_token = *token;
   info.restart_count = parseInt(env, "RINGTRAIN_RESTART_COUNT", 0, 0);
+  refuseLoopbackAcrossNodes(info);
   return info;
 }
 

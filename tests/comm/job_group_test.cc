@@ -67,6 +67,26 @@ TEST(JobGroup, RankZeroLeavesOnlyAfterEveryOtherRank) {
   EXPECT_GE(rank0_left_ns.load(), rank1_left_ns.load()) << "rank 0 dropped the store while rank 1 was still in the job";
 }
 
+// Groups made one after another on one port: rank 1 is quick to make its next group while rank 0 still
+// hosts the last one's store. It used to reach that store, meet the last group's keys there, and lose the
+// store under it; it now leaves only once rank 0 has stopped hosting, and each group meets its own.
+TEST(JobGroup, GroupsMadeOneAfterAnotherEachMeetTheirOwn) {
+  const int world = 2;
+  const int port = testing::freeLoopbackPort();
+  const auto results = testing::runRankThreads(world, [&](int rank) {
+    for (int round = 0; round < 3; ++round) {
+      JobGroup job(testing::testCommOptions(20.0), byHand(rank, world, port));
+      const auto all = job.comm().allgatherBytes({static_cast<uint8_t>(10 * round + rank)});
+      ASSERT_EQ(all.size(), static_cast<size_t>(world));
+      for (int r = 0; r < world; ++r) {
+        EXPECT_EQ(all[static_cast<size_t>(r)], std::vector<uint8_t>{static_cast<uint8_t>(10 * round + r)});
+      }
+      if (rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 1 leaves first
+    }
+  });
+  testing::expectAllOk(results);
+}
+
 TEST(JobGroup, ARankThatNeverComesIsNamedWithinTheTimeout) {
   const int world = 3;
   const int port = testing::freeLoopbackPort();

@@ -88,6 +88,30 @@ TEST(ProcessInfo, MpirunAndSlurmVariables) {
   EXPECT_EQ(p.local_rank, 1);
 }
 
+// Ranks on several nodes cannot meet at a loopback store address (the default 127.0.0.1, or a host name
+// that Debian's /etc/hosts maps to 127.0.1.1): refused at once instead of a 300 s wait and a refused
+// connection. One node, or a routable address, is fine.
+TEST(ProcessInfo, ALoopbackStoreAddressAcrossNodesIsRefused) {
+  const std::map<std::string, std::string> two_nodes = {{"OMPI_COMM_WORLD_RANK", "1"},
+                                                        {"OMPI_COMM_WORLD_SIZE", "8"},
+                                                        {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}};
+  EXPECT_THAT([&] { detectProcessInfo(two_nodes, {}); },
+              ::testing::ThrowsMessage<ConfigError>(::testing::HasSubstr(
+                  "the job's 8 ranks run on several nodes (4 on this one), but its store's address "
+                  "MASTER_ADDR=127.0.0.1 is a loopback address")));
+  auto named = two_nodes;
+  named["MASTER_ADDR"] = "localhost";
+  EXPECT_THAT([&] { detectProcessInfo(named, {}); },
+              ::testing::ThrowsMessage<ConfigError>(::testing::HasSubstr("MASTER_ADDR=localhost resolves to")));
+  auto routable = two_nodes;
+  routable["MASTER_ADDR"] = "10.1.2.3";
+  EXPECT_EQ(detectProcessInfo(routable, {}).master_addr, "10.1.2.3");
+  auto one_node = two_nodes;
+  one_node["OMPI_COMM_WORLD_LOCAL_SIZE"] = "8";
+  EXPECT_EQ(detectProcessInfo(one_node, {}).master_addr, "127.0.0.1");
+}
+
 TEST(ProcessInfo, BadValuesAreConfigErrors) {
   EXPECT_THROW(detectProcessInfo({{"RANK", "x"}, {"WORLD_SIZE", "2"}}, {}), ConfigError);
   EXPECT_THROW(detectProcessInfo({{"RANK", "2"}, {"WORLD_SIZE", "2"}}, {}), ConfigError);

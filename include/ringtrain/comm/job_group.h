@@ -17,8 +17,11 @@
 // Destruction: the communicator is closed; then, outside ringrun (whose store outlives every rank), every
 // rank says in the store that it is done, and rank 0, which hosts the store, waits for the others (at most
 // options.timeout_s, naming them after 5 s) so that it does not take the store away from a rank still
-// leaving. A rank that is unwinding an exception does not wait: its launcher stops the job.
-// One JobGroup per process at a time. Not thread-safe: use it from the thread that trains.
+// leaving; the other ranks wait (as long) until it has, so that a JobGroup made next cannot reach the old
+// store. A rank that is unwinding an exception does not wait: its launcher stops the job.
+// One JobGroup per process at a time; several one after another are fine when every rank makes them in
+// the same order (the n-th group's keys are its own: under ringrun, one store serves them all). Not
+// thread-safe: use it from the thread that trains.
 #pragma once
 
 #include <memory>
@@ -53,8 +56,9 @@ class JobGroup {
 
   config::CommOptions options_;
   dist::ProcessInfo process_;
-  std::unique_ptr<dist::Store> store_;  // declared before comm_: the communicator uses it while it lives
-  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<dist::Store> job_store_;  // the job's store (hosted here on rank 0 outside ringrun)
+  std::unique_ptr<dist::Store> store_;      // job_store_'s keys of this group ("g<n>/"): declared before
+  std::unique_ptr<Communicator> comm_;      // comm_, which uses it while it lives
 };
 
 }  // namespace ringtrain::comm

@@ -1,7 +1,7 @@
 // ringtrain::ddp::DistributedDataParallel: data-parallel training of one LibTorch module on N ranks.
 //
-//   auto comm = ringtrain::comm::makeCommunicator(...);         // any backend
-//   ringtrain::ddp::DistributedDataParallel ddp(*model, *comm, ringtrain::ddp::DdpOptions::fromConfig(cfg));
+//   ringtrain::comm::JobGroup job;                               // the job's store and communicator
+//   ringtrain::ddp::DistributedDataParallel ddp(*model, job.comm());   // or with DdpOptions::fromConfig(...)
 //   for (...) {
 //     optimizer.zero_grad();            // or ddp.zeroGrad() (the only choice with shared sparse tables)
 //     auto loss = computeLoss(model->forward(batch));
@@ -100,8 +100,10 @@ struct DdpOptions {
   // The same parameters are used in every iteration: after the first, unused ones are known and pre-marked,
   // and detection is skipped.
   bool static_graph = false;
-  // true: parameters without a gradient in an iteration are reduced as zeros at finalize() and reported by
-  // name (warning) on the first iteration. false: such a parameter is an error naming it.
+  // true: parameters without a gradient in an iteration are reduced at finalize() as their slot in the
+  // bucket holds them (zeros after zeroGrad() or optimizer.zero_grad(); without one, the last gradient
+  // again) and reported by name (warning) on the first iteration. false: such a parameter is an error
+  // naming it.
   bool find_unused_parameters = true;
   std::string compression = "none";  // none | fp16 | bf16; ignored when a hook is set with setCommHook
   SparseSync sparse_sync = SparseSync::kOwner;
