@@ -1,7 +1,8 @@
 // The MPI backend, for processes started by mpirun (OpenMPI). Every operation is nonblocking (MPI_I*) and
 // completed by polling MPI_Test with a deadline, so a hang never traps the communication thread inside
 // MPI: the wait times out, the ArrivalBoard names the missing ranks, and the communicator is marked
-// broken (MPI cannot cancel a started collective, so the process must end; MPI_Finalize is then skipped).
+// broken (MPI cannot cancel a started collective, so the process must end; MPI_Finalize is then skipped,
+// as it is when a communicator is destroyed by an exception: a failed rank ends at once).
 // All MPI calls go through one process-wide mutex unless MPI granted MPI_THREAD_MULTIPLE.
 //
 // Each communicator owns two duplicates of MPI_COMM_WORLD: one for collectives and user point-to-point
@@ -15,6 +16,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 
@@ -218,7 +220,11 @@ class MpiCommunicator final : public CommunicatorBase {
   }
 
   ~MpiCommunicator() override {
-    if (!stopThread() || !shared()->brokenMessage().empty()) {
+    const bool stopped = stopThread();
+    // Destroyed by an exception on its way out (this rank failed): the other ranks may sit in a collective
+    // this one will never join, and MPI_Finalize at exit, a fence across ranks, would wait for them until
+    // their timeout. Skipped, the process ends at once, and mpirun stops the job for its exit code.
+    if (!stopped || !shared()->brokenMessage().empty() || std::uncaught_exceptions() > 0) {
       MpiRuntime::get().markBroken();
       return;  // freeing communicators with pending requests is not allowed
     }

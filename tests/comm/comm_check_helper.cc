@@ -4,6 +4,8 @@
 //   stop         after one collective the last rank stops itself (SIGSTOP); the others must get a
 //                TimeoutError naming it
 //   mismatch     rank 1 calls broadcast where the others call allreduce
+//   fail         after one collective rank 0 throws (and exits as the trainer does, through main's return);
+//                the others wait in a collective: the job must end soon after, not at their timeout
 //   compare      (under mpirun) the same pseudo-random data through MPI, Gloo, and the ring over each;
 //                integer-valued, so every path must agree bit for bit
 // Prints "comm_check: rank R ok" or the error, and exits with the error's exit code.
@@ -151,7 +153,7 @@ void compare(const config::CommOptions& base, const dist::ProcessInfo& info, dis
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|leave|mismatch|compare [TIMEOUT_S]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|leave|fail|mismatch|compare [TIMEOUT_S]\n", argv[0]);
     return 2;
   }
   const std::string scenario = argv[2];
@@ -194,6 +196,11 @@ int main(int argc, char** argv) {
       }
       float x = 1;
       comm->allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);
+    } else if (scenario == "fail") {
+      comm->barrier();
+      if (comm->rank() == 0) RT_THROW(DataError, "rank 0 fails on purpose");
+      float x = 1;
+      comm->allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);
     } else if (scenario == "mismatch") {
       float x[4] = {};
       if (comm->rank() == 1) {
@@ -211,6 +218,7 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::fprintf(stderr, "comm_check: rank %d: %s\n", rank, e.what());
     std::fflush(stderr);
+    if (scenario == "fail") return e.exitCode();  // through exit's handlers, MPI's among them
     std::_Exit(e.exitCode());  // a hung backend must not block the exit
   } catch (const std::exception& e) {
     std::fprintf(stderr, "comm_check: rank %d: %s\n", rank, e.what());

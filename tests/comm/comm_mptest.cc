@@ -116,6 +116,19 @@ TEST(CommProcesses, StoppedMpiRankIsNamedByTheOthers) {
   EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos) << all;
 }
 
+// A rank that fails (an exception, not a communication error) while the others wait in a collective: its
+// MPI_Finalize at exit used to wait for them until their timeout (2 x 20 s here), so mpirun ended the job
+// only then.
+TEST(CommProcesses, AFailedMpiRankEndsTheJobWithoutWaitingForTheTimeout) {
+  if (!built("mpi")) GTEST_SKIP() << "MPI backend not built";
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = mpirun(2, {"mpi", "fail", "20"});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE((r.out + r.err).find("rank 0 fails on purpose"), std::string::npos) << r.out << r.err;
+  EXPECT_LT(seconds, 15.0) << r.out << r.err;
+}
+
 TEST(CommProcesses, MismatchedCollectivesAcrossProcesses) {
   const std::string want =
       "rank 1 called broadcast(float32, 4 elements, root 0) as collective #0 but rank 0 called allreduce(float32, 4 "
