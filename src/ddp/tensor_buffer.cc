@@ -27,6 +27,7 @@ comm::Buffer asBuffer(const at::Tensor& tensor) {
   buffer.data = tensor.data_ptr();
   buffer.count = static_cast<size_t>(tensor.numel());
   buffer.dtype = toCommType(tensor.scalar_type());
+  buffer.owner = std::make_shared<const at::Tensor>(tensor);
   if (tensor.is_cuda()) {
     buffer.device.cuda_index = tensor.get_device();
 #if RINGTRAIN_TORCH_HAS_CUDA && RINGTRAIN_HAVE_NCCL

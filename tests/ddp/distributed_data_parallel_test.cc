@@ -15,6 +15,7 @@
 #include "ringtrain/ddp/comm_hook.h"
 #include "ringtrain/ddp/distributed_data_parallel.h"
 #include "ringtrain/ddp/sparse_sync.h"
+#include "ringtrain/ddp/tensor_buffer.h"
 #include "testing/rank_threads.h"
 
 namespace ringtrain::ddp {
@@ -953,6 +954,28 @@ TEST_F(DdpTest, GradientsAreBucketViewsAndBucketsLaunchDuringBackward) {
       for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(params[i].grad().data_ptr(), pointers[i]);
     }
   });
+}
+
+// A collective holds its buffer's tensor while it is queued or running: a caller unwinding an error (DDP and
+// the model destroyed while the communication thread still writes into a bucket) cannot free that memory
+// under it. Rank 1 comes late, so rank 0's allreduce is still waiting when rank 0 lets go of everything.
+TEST_F(DdpTest, ACollectiveKeepsItsTensorAliveUntilItEnds) {
+  std::weak_ptr<const void> held;
+  bool alive_while_waiting = false;
+  runDdpRanks(2, [&](comm::Communicator& comm) {
+    at::Tensor t = torch::full({1000}, static_cast<float>(comm.rank() + 1));
+    if (comm.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    comm::Buffer buffer = asBuffer(t);
+    comm::WorkPtr work = comm.allreduceAsync(buffer, comm::ReduceOp::kSum);
+    if (comm.rank() == 0) {
+      held = buffer.owner;
+      buffer = {};
+      t.reset();
+      alive_while_waiting = !held.expired();
+    }
+    work->wait(std::chrono::seconds(20));
+  });
+  EXPECT_TRUE(alive_while_waiting) << "the queued collective did not hold its tensor";
 }
 
 // A hook runs in bucket order and may wait for its own work (it runs without DDP's lock; on CPU, where

@@ -49,6 +49,10 @@ struct Buffer {
   size_t count = 0;  // elements, not bytes
   DataType dtype = DataType::kFloat32;
   Device device;
+  // Optional: what owns the memory (ddp::asBuffer sets it to the tensor). A queued or running collective
+  // holds its Buffer, so the memory outlives a caller that gave up on it (an error unwinding DDP and the
+  // model while the communication thread still writes into a bucket).
+  std::shared_ptr<const void> owner;
   size_t bytes() const { return count * elementSize(dtype); }
 };
 
