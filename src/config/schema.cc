@@ -40,6 +40,8 @@ std::string parseScalar(const std::string& text, int64_t& out) { return parseInt
 
 std::string parseScalar(const std::string& text, double& out) {
   if (text.empty()) return "expected a number, got ''";
+  // strtod also reads hexadecimal (0x1p-3); integers here are decimal only, and so are numbers.
+  if (text.find_first_of("xX") != std::string::npos) return "expected a decimal number, got '" + text + "'";
   errno = 0;
   char* end = nullptr;
   double value = std::strtod(text.c_str(), &end);
@@ -127,6 +129,16 @@ Field makeAbove(const char* section, const char* key, Section JobConfig::*sec, d
   return f;
 }
 
+// A string that must not be empty (a directory every run writes into).
+template <typename Section>
+Field makeNonEmpty(const char* section, const char* key, Section JobConfig::*sec, std::string Section::*member) {
+  Field f = makeField(section, key, sec, member);
+  f.check = [sec, member](const JobConfig& c) -> std::string {
+    return ((c.*sec).*member).empty() ? "must not be empty (a directory; '.' is the current one)" : "";
+  };
+  return f;
+}
+
 template <typename Section>
 Field makeChoice(const char* section, const char* key, Section JobConfig::*sec, std::string Section::*member,
                  std::vector<std::string> choices) {
@@ -151,7 +163,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("run", "threads", &J::run, &RunOptions::threads, 1, 1024));
   s.push_back(makeField("run", "epochs", &J::run, &RunOptions::epochs, 0));
   s.push_back(makeField("run", "max_steps", &J::run, &RunOptions::max_steps, 0));
-  s.push_back(makeField("run", "output_dir", &J::run, &RunOptions::output_dir));
+  s.push_back(makeNonEmpty("run", "output_dir", &J::run, &RunOptions::output_dir));
   s.push_back(makeField("run", "deterministic", &J::run, &RunOptions::deterministic));
   s.push_back(makeField("run", "crash_at_step", &J::run, &RunOptions::crash_at_step, 0));
   // data
@@ -195,7 +207,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("model", "init_scale", &J::model, &ModelOptions::init_scale, 0));
   // optim
   s.push_back(makeChoice("optim", "name", &J::optim, &OptimOptions::name, {"sgd", "adagrad", "adam"}));
-  s.push_back(makeField("optim", "lr", &J::optim, &OptimOptions::lr, 0));
+  s.push_back(makeAbove("optim", "lr", &J::optim, &OptimOptions::lr, 0));  // 0 trains nothing, and says nothing
   s.push_back(makeField("optim", "warmup_steps", &J::optim, &OptimOptions::warmup_steps, 0));
   s.push_back(makeChoice("optim", "schedule", &J::optim, &OptimOptions::schedule, {"linear", "constant"}));
   s.push_back(makeField("optim", "min_lr_ratio", &J::optim, &OptimOptions::min_lr_ratio, 0, 1));
@@ -217,7 +229,8 @@ std::vector<Field> buildSchema() {
   s.push_back(makeChoice("comm", "backend", &J::comm, &CommOptions::backend, {"auto", "gloo", "mpi", "nccl"}));
   s.push_back(makeChoice("comm", "allreduce_algorithm", &J::comm, &CommOptions::allreduce_algorithm,
                          {"ring", "native"}));
-  s.push_back(makeField("comm", "timeout_s", &J::comm, &CommOptions::timeout_s, 1e-3));
+  // A year at most: waits become nanosecond deadlines, which overflow near 9e9 s.
+  s.push_back(makeField("comm", "timeout_s", &J::comm, &CommOptions::timeout_s, 1e-3, 365.0 * 24 * 3600));
   s.push_back(makeField("comm", "ring_segment_kb", &J::comm, &CommOptions::ring_segment_kb, 1, 1 << 20));
   s.push_back(makeField("comm", "ring_inflight", &J::comm, &CommOptions::ring_inflight, 1, 64));
   s.push_back(makeField("comm", "ring_direct_kb", &J::comm, &CommOptions::ring_direct_kb, 0, 1 << 20));

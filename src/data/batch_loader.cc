@@ -30,6 +30,24 @@ struct BatchLoader::Slot {
   double build_seconds = 0.0;
 };
 
+namespace {
+
+// Every rank takes the same number of steps an epoch, as many as the rank with the fewest pairs has
+// batches: the pairs beyond that on the other ranks are not trained that epoch. Said when that is much.
+void warnIfSharesAreUneven(const EpochShard& epoch0, int64_t used_per_rank) {
+  int64_t total = 0;
+  for (int64_t n : epoch0.rank_pairs) total += n;
+  const int64_t used = used_per_rank * static_cast<int64_t>(epoch0.rank_pairs.size());
+  if (total <= 0 || used >= total / 2) return;
+  const auto [fewest, most] = std::minmax_element(epoch0.rank_pairs.begin(), epoch0.rank_pairs.end());
+  warn("the ranks' shares of the training pairs are uneven (rank {} has {}, rank {} has {}; a few long lines?): "
+       "an epoch is the fewest's batches on every rank, so {:.0f}% of the pairs are left out of each epoch",
+       fewest - epoch0.rank_pairs.begin(), *fewest, most - epoch0.rank_pairs.begin(), *most,
+       100.0 * static_cast<double>(total - used) / static_cast<double>(total));
+}
+
+}  // namespace
+
 BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
                          const config::JobConfig& job, int rank, int world_size, LoaderPosition start,
                          LoaderHooks hooks)
@@ -47,6 +65,7 @@ BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<c
   gen_ = std::make_shared<const PairGenerator>(corpus_, split_, PairOptions::from(job));
   auto shard0 = std::make_shared<const EpochShard>(makeEpochShard(*gen_, 0, rank_, world_size_));
   steps_per_epoch_ = data::stepsPerEpoch(*shard0, batch_size_);
+  if (rank_ == 0) warnIfSharesAreUneven(*shard0, steps_per_epoch_ * batch_size_);
   shards_.push_back(shard0);
   total_batches_ = job.run.max_steps > 0 ? job.run.max_steps * std::max(1, job.ddp.accumulation_steps)
                                          : job.run.epochs * steps_per_epoch_;

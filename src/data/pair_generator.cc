@@ -156,13 +156,22 @@ int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size) {
              "lines of one item only, or data.subsample dropping nearly every item of a small corpus "
              "(data.subsample 0 keeps them all)");
   }
-  return std::max<int64_t>(1, least / batch_size);
+  // A batch larger than a rank's pairs would repeat each of them within one step (and the step count would
+  // be 1 whatever the data): refused, with the largest batch this data allows.
+  if (least < batch_size) {
+    RT_THROW(DataError, "rank ", worst, " of ", epoch0.rank_pairs.size(), " gets ", least,
+             " training pairs per epoch, fewer than one batch (data.batch_size ", batch_size,
+             "): use data.batch_size ", least, " or less, fewer ranks, or more data");
+  }
+  return least / batch_size;
 }
 
 void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t first, int64_t count,
                  std::vector<Pair>& out, std::vector<Pair>& line_buf, std::vector<int32_t>& scratch) {
   const int64_t total = shard.pairs();
-  RT_CHECK_T(DataError, total > 0, "this rank has no training pairs in epoch ", shard.epoch);
+  RT_CHECK_T(DataError, total > 0, "this rank has no training pairs in epoch ", shard.epoch,
+             ": data.subsample dropped every item of its lines in this epoch (a corpus this small needs "
+             "data.subsample 0, or fewer ranks)");
   out.clear();
   out.reserve(static_cast<size_t>(count));
   int64_t p = first % total;

@@ -363,6 +363,9 @@ void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) 
 int64_t stepsToTrain(const config::JobConfig& job, const data::BatchLoader& loader) {
   const int64_t accumulation = job.ddp.accumulation_steps;
   const int64_t steps = loader.totalBatches() / accumulation;
+  if (steps <= 0 && job.run.max_steps == 0 && job.run.epochs == 0) {
+    RT_THROW(ConfigError, "run.epochs is 0 and run.max_steps is 0: nothing to train; set one of them");
+  }
   if (steps <= 0) {
     RT_THROW(DataError, "the training data gives ", loader.totalBatches(), " batches of ", job.data.batch_size,
              " pairs per rank, fewer than one optimizer step (ddp.accumulation_steps ", accumulation,
@@ -551,6 +554,13 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   data::BatchLoader loader(s.corpus, s.split, job, s.comm->rank(), s.comm->size(), start);
   const int64_t total_steps = stepsToTrain(job, loader);
   const LrSchedule schedule(job.optim, total_steps);
+  // A warmup that fills the run leaves the lr below optim.lr throughout (or, linear, no step to decay in).
+  if (s.leader() && job.optim.warmup_steps > 0 &&
+      job.optim.warmup_steps >= total_steps - (job.optim.schedule == "linear" ? 1 : 0)) {
+    warn("optim.warmup_steps {} covers the whole run of {} steps: the lr {}", job.optim.warmup_steps, total_steps,
+         job.optim.warmup_steps >= total_steps ? fmt::format("stays below optim.lr {} throughout", job.optim.lr)
+                                               : std::string("reaches optim.lr only at the last step and never decays"));
+  }
 
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   summary.metrics_path = s.leader() ? metrics_path : "";
@@ -639,7 +649,9 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
     const bool log_now = global_step % job.log.every_steps == 0 || global_step == total_steps;
     StepRecord record;
     record.step = global_step;
-    record.epoch = loader.position().epoch;
+    // The epoch of the batch just trained: after an epoch's last batch the position is the next's first.
+    const data::LoaderPosition after = loader.position();
+    record.epoch = after.step == 0 && after.epoch > 0 ? after.epoch - 1 : after.epoch;
     record.lr = optimizer->learningRate();
     record.step_ms = seconds(step_end - step_begin) * 1e3;
     record.pairs = pairs_per_step;

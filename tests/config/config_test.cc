@@ -168,7 +168,18 @@ TEST(Config, WrongTypeNamesKeyAndValue) {
   EXPECT_THAT(errorOf("optim:\n  eps: 1e-400\n"),
               HasSubstr("optim.eps: number '1e-400' is below the smallest double (about 4.9e-324) and would read as 0"));
   EXPECT_THAT(errorOf("optim:\n  lr: -1e-400\n"), HasSubstr("optim.lr: number '-1e-400' is below the smallest double"));
-  EXPECT_EQ(loadString("optim:\n  lr: 0e-999\n", "job.yaml").optim.lr, 0.0);
+  EXPECT_EQ(loadString("optim:\n  weight_decay: 0e-999\n", "job.yaml").optim.weight_decay, 0.0);
+  // Decimal only, as integers are: strtod alone read 0x1p-3.
+  EXPECT_THAT(errorOf("optim:\n  lr: 0x1p-3\n"), HasSubstr("optim.lr: expected a decimal number, got '0x1p-3'"));
+}
+
+// Values in the type's range that no run can use: refused where they are written, not as an overflow or a
+// run that learns nothing.
+TEST(Config, ValuesNoRunCanUseAreRejected) {
+  EXPECT_THAT(errorOf("optim:\n  lr: 0\n"), HasSubstr("job.yaml:2: optim.lr: must be > 0, got 0"));
+  EXPECT_THAT(errorOf("comm:\n  timeout_s: 1e17\n"),
+              HasSubstr("job.yaml:2: comm.timeout_s: must be between 0.001 and 31536000, got 1e+17"));
+  EXPECT_THAT(errorOf("run:\n  output_dir: ''\n"), HasSubstr("job.yaml:2: run.output_dir: must not be empty"));
 }
 
 TEST(Config, OutOfRangeValuesAreRejected) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ringtrain/core/error.h"
@@ -302,6 +303,19 @@ TEST(Sharding, TooManyRanksForTheCorpusIsADataError) {
   Fixture f = makeFixture(2, 5);
   PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2));
   EXPECT_THROW(stepsPerEpoch(makeEpochShard(gen, 0, 0, 4), 8), DataError);
+}
+
+// A batch larger than a rank's pairs is refused, naming the largest that fits: it used to make one step
+// an epoch, each pair repeated within it.
+TEST(Sharding, ABatchLargerThanARanksPairsIsRefused) {
+  EpochShard s;
+  s.rank_pairs = {100, 50};
+  EXPECT_EQ(stepsPerEpoch(s, 50), 1);
+  EXPECT_EQ(stepsPerEpoch(s, 16), 3);
+  EXPECT_THAT([&] { stepsPerEpoch(s, 64); },
+              ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(
+                  "rank 1 of 2 gets 50 training pairs per epoch, fewer than one batch (data.batch_size 64): use "
+                  "data.batch_size 50 or less")));
 }
 
 }  // namespace

@@ -295,6 +295,16 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   EXPECT_TRUE(readBytes(path) == bytes) << "the unreadable checkpoint changed";
 }
 
+TEST(TrainJob, NothingToTrainIsSaidNamingTheKeys) {
+  const std::string dir = testing::makeTempDir("ringtrain-nothing-");
+  const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                             "run.output_dir=" + dir, "--set", "synthetic.items=200", "--set", "synthetic.sessions=500",
+                             "--set", "run.epochs=0", "--set", "run.max_steps=0"},
+                            withDeadline(120));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("run.epochs is 0 and run.max_steps is 0: nothing to train"));
+}
+
 TEST(TrainJob, AnOutputDirectoryThatIsAFileIsRefusedBeforeTraining) {
   const std::string dir = testing::makeTempDir("ringtrain-outfile-");
   std::ofstream(dir + "/file") << "x";
@@ -333,7 +343,7 @@ TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
   }();
   const auto repeats = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
                                    "run.output_dir=" + dir + "/repeats", "--set", "data.corpus=" + dir + "/repeats.txt",
-                                   "--set", "run.max_steps=3", "--set", "log.plot=false"},
+                                   "--set", "run.max_steps=3", "--set", "data.batch_size=64", "--set", "log.plot=false"},
                                   withDeadline(120));
   ASSERT_EQ(repeats.exit_code, 0) << repeats.err;
   EXPECT_THAT(repeats.out, HasSubstr("HR@10: not measured (none of the 12 held-out lines gives a query"));
@@ -360,7 +370,7 @@ TEST(TrainJob, TheExportLeavesOutItemsTrainingNeverSaw) {
   const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
                              "run.output_dir=" + dir + "/run", "--set", "data.corpus=" + dir + "/corpus.txt", "--set",
                              "data.eval_fraction=1", "--set", "data.eval_hide_last=1", "--set", "data.subsample=0",
-                             "--set", "run.max_steps=5",
+                             "--set", "run.max_steps=5", "--set", "data.batch_size=64",
                              "--set", "log.plot=false"},
                             withDeadline(120));
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -95,7 +95,8 @@ struct EpochShard {
 
 // Builds rank `rank`'s shard of `epoch` (O(training tokens): it counts every rank's pairs).
 EpochShard makeEpochShard(const PairGenerator& gen, int64_t epoch, int rank, int world_size);
-// steps = max(1, min over ranks of epoch-0 pairs / batch_size); throws DataError when a rank has none.
+// steps = min over ranks of epoch-0 pairs / batch_size; throws DataError when a rank has none, or fewer
+// than one batch.
 int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size);
 
 // Fills pairs [first, first + count) of the shard's stream (wrapping past its end) into `out`.
