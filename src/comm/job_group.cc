@@ -5,6 +5,9 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <random>
+
+#include <unistd.h>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -28,6 +31,7 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kArrivedPrefix = "ringtrain/arrived/";
 const std::string kSeenPrefix = "ringtrain/read-rank-0/";
+const std::string kMetKey = "ringtrain/met";  // rank 0 has checked every rank's line
 const std::string kLeftPrefix = "ringtrain/left/";
 const std::string kStoreGoneKey = "ringtrain/never-set";  // waited on until the store goes away
 // After this long, rank 0 says whom it still waits for at leave.
@@ -40,6 +44,12 @@ constexpr std::chrono::milliseconds kSeenWait{5000};
 // Every rank makes its groups in the same order, so the n-th is the same group everywhere: its keys are its
 // own, and an earlier group's (left in ringrun's store, which outlives them) cannot meet it. Counted per
 // store address and rank, so that ranks run as threads of one process (tests) count apart.
+// What tells this process's arrival from another's with the same rank.
+std::string nonce() {
+  std::random_device device;
+  return fmt::format("{}-{:08x}", ::getpid(), device());
+}
+
 int nextGeneration(const dist::ProcessInfo& process) {
   static std::mutex mu;
   static std::map<std::string, int> made;
@@ -54,9 +64,20 @@ JobGroup::JobGroup(const config::CommOptions& options, Device device)
 
 JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& process, Device device)
     : options_(options), process_(process) {
-  job_store_ = dist::connectStore(process_, timeoutOf(options_));
-  store_ = std::make_unique<dist::PrefixStore>("g" + std::to_string(nextGeneration(process_)), *job_store_);
-  meet(device);
+  const std::string backend = resolveBackend(options_, device);  // a bad one is said before anyone waits for it
+  const int generation = nextGeneration(process_);
+  try {
+    job_store_ = dist::connectStore(process_, timeoutOf(options_));
+  } catch (const CommError& e) {
+    if (process_.rank == 0 || process_.launcher == "ringrun" || dynamic_cast<const TimeoutError*>(&e) != nullptr) {
+      throw;
+    }
+    RT_THROW(CommError, "rank ", process_.rank, " cannot reach the job's store at ", process_.master_addr, ":",
+             process_.master_port, ", which rank 0 hosts: rank 0 did not start (or failed before it could), or the "
+             "ranks were given different MASTER_ADDR/MASTER_PORT: ", e.what());
+  }
+  store_ = std::make_unique<dist::PrefixStore>("g" + std::to_string(generation), *job_store_);
+  meet(backend);
   comm_ = makeCommunicator(options_, process_, *store_, device);
 }
 
@@ -70,13 +91,15 @@ JobGroup::~JobGroup() {
 // every rank with no limit of its own, so a rank that never starts (or starts late) held the others forever;
 // and ranks on different backends, or told different world sizes, would each wait in their own rendezvous
 // for ranks that are not coming.
-//   Each rank says "<backend> <world size>" (the backend resolved for its device: auto and gloo agree on a
-//   CPU). A rank other than 0 reads rank 0's, says it has read it, compares, then waits for everyone.
+//   Each rank takes its key with "<backend> <world size> <ring settings> <nonce>" (the backend resolved for
+//   its device: auto and gloo agree on a CPU; a key already taken is a second process with that rank). A
+//   rank other than 0 reads rank 0's, says it has read it, compares, waits for everyone, then for rank 0 to
+//   say that it has checked them all.
 //   Rank 0 compares each rank as it arrives (waiting a second at a time), so a rank told another world size
 //   is refused at once, not after the timeout for ranks that may never come; before refusing one, it waits
 //   until that rank has read rank 0's line: rank 0 hosts the store, and refusing first it would take the
 //   store away before the other could read why.
-void JobGroup::meet(const Device& device) {
+void JobGroup::meet(const std::string& backend) {
   const int world = process_.world_size;
   if (world <= 1) return;
   const int me = process_.rank;
@@ -87,20 +110,32 @@ void JobGroup::meet(const Device& device) {
   };
   const auto arrived = [](int r) { return kArrivedPrefix + std::to_string(r); };
   const auto seen = [](int r) { return kSeenPrefix + std::to_string(r); };
-  const std::string backend = resolveBackend(options_, device);
+  // What every rank's communicator must share beside the backend: the ring's settings shape its messages.
+  const std::string settings = fmt::format("{}/{}/{}/{}/{}", options_.allreduce_algorithm, options_.ring_segment_kb,
+                                           options_.ring_inflight, options_.ring_direct_kb,
+                                           options_.check_collectives ? "checked" : "unchecked");
   const auto notArrived = [&](const std::vector<int>& missing) {
     RT_THROW(TimeoutError, "rank(s) ", fmt::format("{}", fmt::join(missing, ", ")), " of ", world,
              " did not reach the job's store within comm.timeout_s ", options_.timeout_s,
              " s: not started, or stuck before it");
   };
+  struct Line {
+    std::string backend;
+    int world = 0;
+    std::string settings;
+    bool operator!=(const Line& o) const { return backend != o.backend || world != o.world || settings != o.settings; }
+  };
   const auto parse = [](const std::string& said) {
     std::istringstream in(said);
-    std::pair<std::string, int> line{"", 0};
-    in >> line.first >> line.second;
+    Line line;
+    in >> line.backend >> line.world >> line.settings;
     return line;
   };
+  const Line mine{backend, world, settings};
   const auto refuseIfDifferent = [&](int r, const std::string& said) {
-    const auto [their_backend, their_world] = parse(said);
+    const Line theirs = parse(said);
+    const std::string& their_backend = theirs.backend;
+    const int their_world = theirs.world;
     if (their_backend != backend) {
       RT_THROW(ConfigError, "rank ", me, " runs comm.backend ", backend, " and rank ", r, " ", their_backend,
                ": every rank must use the same backend");
@@ -109,9 +144,20 @@ void JobGroup::meet(const Device& device) {
       RT_THROW(ConfigError, "rank ", me, " was started with a world size of ", world, " and rank ", r, " with ",
                their_world, ": every rank must be told the same WORLD_SIZE");
     }
+    if (theirs.settings != settings) {
+      RT_THROW(ConfigError, "rank ", me, " runs comm settings ", settings, " and rank ", r, " ", theirs.settings,
+               " (allreduce_algorithm/ring_segment_kb/ring_inflight/ring_direct_kb/check_collectives): every rank "
+               "must use the same");
+    }
   };
   try {
-    store_->set(arrived(me), dist::toBytes(backend + " " + std::to_string(world)));
+    // Taken, not overwritten: a second process given the same rank (a copied launch line) is refused.
+    const std::string line = fmt::format("{} {} {} {}", backend, world, settings, nonce());
+    const std::string taken = dist::toString(store_->compareSet(arrived(me), {}, dist::toBytes(line)));
+    if (taken != line) {
+      RT_THROW(ConfigError, "rank ", me, " of this job was already taken by another process: two processes were "
+               "given RANK ", me, " (or the job's previous run with this store is still going)");
+    }
     if (me != 0) {
       std::string rank0;
       try {
@@ -135,7 +181,7 @@ void JobGroup::meet(const Device& device) {
         }
         if (me == 0) {
           const std::string said = dist::toString(store_->get(arrived(r), remaining()));
-          if (parse(said) != std::make_pair(backend, world)) {
+          if (parse(said) != mine) {
             try {  // it has read rank 0's line (or soon will): then it can say why, too
               store_->wait({seen(r)}, std::min(remaining(), kSeenWait));
             } catch (const TimeoutError&) {
@@ -145,13 +191,25 @@ void JobGroup::meet(const Device& device) {
         }
         checked[static_cast<size_t>(r)] = true;
       }
-      if (missing.empty()) return;
+      if (missing.empty()) break;
       if (Clock::now() >= deadline) notArrived(missing);
       std::vector<std::string> keys;
       for (int r : missing) keys.push_back(arrived(r));
       try {
         store_->wait(keys, std::min(remaining(), me == 0 ? kArrivalSlice : remaining()));
       } catch (const TimeoutError&) {
+      }
+    }
+    // The others go on only once rank 0 has checked every line: one it refuses (it then stops, and with it
+    // the store) must not leave them inside the backend's rendezvous, failing there without the reason.
+    if (me == 0) {
+      store_->set(kMetKey, dist::toBytes("1"));
+    } else {
+      try {
+        store_->wait({kMetKey}, remaining());
+      } catch (const TimeoutError&) {
+        RT_THROW(TimeoutError, "rank 0 did not confirm within comm.timeout_s ", options_.timeout_s,
+                 " s that every rank's settings match (it is stuck, or still waits for a rank)");
       }
     }
   } catch (const TimeoutError&) {

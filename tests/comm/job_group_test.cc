@@ -138,6 +138,33 @@ TEST(JobGroup, RanksToldDifferentWorldSizesAreRefused) {
   }
 }
 
+// The ring's settings shape its messages: ranks that differ would fail inside a collective. Refused at the
+// meeting, naming both.
+TEST(JobGroup, RanksWithOtherRingSettingsAreRefused) {
+  const int port = testing::freeLoopbackPort();
+  const auto results = testing::runRankThreads(2, [&](int rank) {
+    config::CommOptions options = testing::testCommOptions(10.0);
+    if (rank == 1) options.ring_segment_kb = 64;
+    JobGroup job(options, byHand(rank, 2, port));
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].error_type, "ConfigError") << results[r].error;
+    EXPECT_THAT(results[r].error, HasSubstr("comm settings"));
+  }
+  EXPECT_THAT(results[1].error, HasSubstr("every rank must use the same"));
+}
+
+// A rank other than 0 that cannot reach rank 0's store says whose store it is and what may be wrong.
+TEST(JobGroup, ARankThatCannotReachRankZerosStoreSaysWhy) {
+  const int port = testing::freeLoopbackPort();  // nobody hosts it: rank 0 never starts
+  const auto results = testing::runRankThreads(1, [&](int) {
+    JobGroup job(testing::testCommOptions(1.0), byHand(1, 2, port));
+  });
+  EXPECT_EQ(results[0].error_type, "CommError") << results[0].error;
+  EXPECT_THAT(results[0].error, HasSubstr("rank 1 cannot reach the job's store at 127.0.0.1:" + std::to_string(port) +
+                                          ", which rank 0 hosts: rank 0 did not start"));
+}
+
 // The backend is compared as each rank resolves it: auto is gloo for host tensors.
 TEST(JobGroup, AutoAndGlooAgreeOnHostTensors) {
   const int port = testing::freeLoopbackPort();

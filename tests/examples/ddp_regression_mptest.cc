@@ -3,6 +3,8 @@
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -72,6 +74,30 @@ TEST(ExampleDdpRegression, RanksUnderMpirunEndAlike) {
                             options);
   ASSERT_TRUE(r.ok()) << r.out << r.err;
   expectLearntAlike(r.out, 2);
+}
+
+// Launched by hand with one rank given to two processes (a copied launch line): the one that comes second
+// is refused at once, naming the rank, and the job goes on with the other.
+TEST(ExampleDdpRegression, TwoProcessesGivenOneRankAreTold) {
+  const std::string port = std::to_string(testing::freeLoopbackPort());
+  std::vector<testing::CommandResult> results(3);
+  std::vector<std::thread> processes;
+  for (int p = 0; p < 3; ++p) {
+    processes.emplace_back([&, p] {
+      testing::CommandOptions options{120s};
+      options.env = {{"RANK", p == 0 ? "0" : "1"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", port}};
+      results[p] = runCommand({binPath("example_ddp_regression"), "2000"}, options);
+    });
+  }
+  for (auto& t : processes) t.join();
+  EXPECT_TRUE(results[0].ok()) << results[0].out << results[0].err;
+  const bool second_refused = results[2].exit_code == 2;
+  const testing::CommandResult& refused = second_refused ? results[2] : results[1];
+  const testing::CommandResult& trained = second_refused ? results[1] : results[2];
+  EXPECT_EQ(refused.exit_code, 2) << results[1].err << results[2].err;
+  EXPECT_THAT(refused.err, ::testing::HasSubstr("rank 1 of this job was already taken by another process"));
+  EXPECT_TRUE(trained.ok()) << trained.out << trained.err;
+  expectLearntAlike(results[0].out + trained.out, 2);
 }
 
 TEST(ExampleDdpRegression, ABadArgumentIsSaid) {

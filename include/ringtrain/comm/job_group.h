@@ -9,8 +9,8 @@
 //      (dist::detectProcessInfo; MASTER_ADDR/PORT fall back to options.master_addr/master_port);
 //   2. reaches the job's store (dist::connectStore);
 //   3. waits until every rank has reached it, at most options.timeout_s, and checks that every rank uses
-//      the same backend (as resolved for its device) and was told the same world size (ConfigError naming
-//      both, at once): a rank that
+//      the same backend (as resolved for its device) and ring settings, was told the same world size, and
+//      holds a rank no other process holds (ConfigError naming both, at once): a rank that
 //      never starts is named (TimeoutError) instead of leaving the others inside a backend's own
 //      rendezvous, which for MPI has no timeout;
 //   4. connects the communicator (comm::makeCommunicator).
@@ -51,7 +51,7 @@ class JobGroup {
   dist::Store& store() { return *store_; }
 
  private:
-  void meet(const Device& device);
+  void meet(const std::string& backend);
   void leave() noexcept;
 
   config::CommOptions options_;
