@@ -3,6 +3,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <memory>
 #include <sstream>
 
 #include "ringtrain/comm/reduce.h"
@@ -316,6 +318,23 @@ void checkBuffer(const Buffer& b, const char* what) {
 }
 }  // namespace
 
+namespace {
+// Runs `body`; when it fails, the buffers' memory is kept for good (deliberately leaked, as the ring keeps
+// its scratch): a failed collective may leave a receive posted into it (MPI cannot cancel one), which must
+// not land in memory freed and reused meanwhile.
+template <typename Body>
+void keepingBuffersOnFailure(std::initializer_list<const Buffer*> buffers, Body&& body) {
+  try {
+    body();
+  } catch (...) {
+    for (const Buffer* b : buffers) {
+      if (b->owner) (void)new std::shared_ptr<const void>(b->owner);
+    }
+    throw;
+  }
+}
+}  // namespace
+
 WorkPtr CommunicatorBase::allreduceAsync(Buffer buffer, ReduceOp op) {
   checkBuffer(buffer, "allreduce");
   CollectiveDescriptor d;
@@ -325,12 +344,14 @@ WorkPtr CommunicatorBase::allreduceAsync(Buffer buffer, ReduceOp op) {
   d.op = op;
   return enqueue(d, [this, buffer, op] {
     if (buffer.count == 0 || (size_ == 1 && !runsSingleRank())) return;
-    if (algorithm_ && !buffer.device.isCuda()) {
-      algorithm_(*this, buffer, op == ReduceOp::kAverage ? ReduceOp::kSum : op);
-      if (op == ReduceOp::kAverage) finishAverage(buffer.data, buffer.count, buffer.dtype, size_);
-    } else {
-      runAllreduce(buffer, op);
-    }
+    keepingBuffersOnFailure({&buffer}, [&] {
+      if (algorithm_ && !buffer.device.isCuda()) {
+        algorithm_(*this, buffer, op == ReduceOp::kAverage ? ReduceOp::kSum : op);
+        if (op == ReduceOp::kAverage) finishAverage(buffer.data, buffer.count, buffer.dtype, size_);
+      } else {
+        runAllreduce(buffer, op);
+      }
+    });
   });
 }
 
@@ -344,7 +365,7 @@ WorkPtr CommunicatorBase::broadcastAsync(Buffer buffer, int root) {
   d.root = root;
   return enqueue(d, [this, buffer, root] {
     if (buffer.count == 0 || (size_ == 1 && !runsSingleRank())) return;
-    runBroadcast(buffer, root);
+    keepingBuffersOnFailure({&buffer}, [&] { runBroadcast(buffer, root); });
   });
 }
 
@@ -365,7 +386,7 @@ WorkPtr CommunicatorBase::allgatherAsync(Buffer send, Buffer recv) {
       if (recv.data != send.data) std::memmove(recv.data, send.data, send.bytes());
       return;
     }
-    runAllgather(send, recv);
+    keepingBuffersOnFailure({&send, &recv}, [&] { runAllgather(send, recv); });
   });
 }
 

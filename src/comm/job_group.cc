@@ -41,20 +41,56 @@ constexpr std::chrono::milliseconds kArrivalSlice{1000};
 // How long rank 0 gives a rank it is about to refuse to read rank 0's line first.
 constexpr std::chrono::milliseconds kSeenWait{5000};
 
-// Every rank makes its groups in the same order, so the n-th is the same group everywhere: its keys are its
-// own, and an earlier group's (left in ringrun's store, which outlives them) cannot meet it. Counted per
-// store address and rank, so that ranks run as threads of one process (tests) count apart.
 // What tells this process's arrival from another's with the same rank.
 std::string nonce() {
   std::random_device device;
   return fmt::format("{}-{:08x}", ::getpid(), device());
 }
 
-int nextGeneration(const dist::ProcessInfo& process) {
+// Per store address and rank: ranks run as threads of one process (tests) keep apart.
+std::string storeAndRank(const dist::ProcessInfo& process) {
+  return fmt::format("{}:{} rank {}", process.master_addr, process.master_port, process.rank);
+}
+
+// Under ringrun one store serves every group of the job: every rank makes its groups in the same order, so
+// the n-th is the same group everywhere, and its keys are its own (an earlier group's cannot meet it).
+// Outside ringrun each group has a store of its own (rank 0 hosts a new one), and a count kept in each
+// process could drift apart (a rank that started late, or retried), so there it is always 1.
+int generationOf(const dist::ProcessInfo& process) {
+  if (process.launcher != "ringrun") return 1;
   static std::mutex mu;
   static std::map<std::string, int> made;
   std::lock_guard<std::mutex> lock(mu);
-  return ++made[fmt::format("{}:{} rank {}", process.master_addr, process.master_port, process.rank)];
+  return ++made[storeAndRank(process)];
+}
+
+// Outside ringrun, a rank other than 0 keeps its connection to a group's store after leaving (parked here),
+// and the next group it makes on that address first waits for the connection to break: rank 0 stopped
+// hosting that store. Without this, the next group could reach the old store (rank 0 still leaving) and
+// lose it under it. Parked stores are never freed at exit: deliberately leaked.
+std::mutex g_parked_mu;
+auto* g_parked = new std::map<std::string, std::unique_ptr<dist::Store>>();
+
+void parkStore(const dist::ProcessInfo& process, std::unique_ptr<dist::Store> store) {
+  std::lock_guard<std::mutex> lock(g_parked_mu);
+  (*g_parked)[storeAndRank(process)] = std::move(store);
+}
+
+void waitForTheLastStoreToGo(const dist::ProcessInfo& process, std::chrono::milliseconds timeout) {
+  std::unique_ptr<dist::Store> last;
+  {
+    std::lock_guard<std::mutex> lock(g_parked_mu);
+    const auto it = g_parked->find(storeAndRank(process));
+    if (it == g_parked->end()) return;
+    last = std::move(it->second);
+    g_parked->erase(it);
+  }
+  try {
+    last->wait({kStoreGoneKey}, timeout);
+  } catch (const TimeoutError&) {
+    warn("joining a new group: rank 0 still hosts the last group's store after comm.timeout_s; going on");
+  } catch (const CommError&) {  // gone: what this waits for
+  }
 }
 
 }  // namespace
@@ -65,7 +101,8 @@ JobGroup::JobGroup(const config::CommOptions& options, Device device)
 JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& process, Device device)
     : options_(options), process_(process) {
   const std::string backend = resolveBackend(options_, device);  // a bad one is said before anyone waits for it
-  const int generation = nextGeneration(process_);
+  if (process_.launcher != "ringrun" && process_.rank != 0) waitForTheLastStoreToGo(process_, timeoutOf(options_));
+  const int generation = generationOf(process_);
   try {
     job_store_ = dist::connectStore(process_, timeoutOf(options_));
   } catch (const CommError& e) {
@@ -232,14 +269,7 @@ void JobGroup::leave() noexcept {
   try {
     store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
     if (process_.rank != 0) {
-      // Until rank 0 stops hosting the store (the connection breaks): a JobGroup made next, on the same
-      // port, would otherwise reach this one's store, which then goes away under it.
-      try {
-        store_->wait({kStoreGoneKey}, timeoutOf(options_));
-      } catch (const TimeoutError&) {
-        warn("leaving the job: rank 0 still hosts the store after comm.timeout_s {} s", options_.timeout_s);
-      } catch (const CommError&) {  // gone: what this waits for
-      }
+      parkStore(process_, std::move(job_store_));  // the next group waits for it to go (see parkStore)
       return;
     }
     std::vector<std::string> keys;

@@ -41,21 +41,24 @@ struct Names {
   const char* node_rank;
 };
 
-// The loopback address `host` resolves to here (127.0.0.1, Debian's 127.0.1.1 for the host's own name,
-// ::1), or "" when it resolves to none (or not at all: the store's connection says why later).
+// The address rank 0's store would bind for `host` (the first that resolves, as the store takes it), when
+// that is a loopback one (127.0.0.1, Debian's 127.0.1.1 for the host's own name, ::1); "" otherwise, or
+// when it does not resolve (the store's connection says why later).
 std::string loopbackAddressOf(const std::string& host) {
   addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
   addrinfo* found = nullptr;
   if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return "";
   std::string loopback;
-  for (const addrinfo* a = found; a != nullptr && loopback.empty(); a = a->ai_next) {
+  if (found != nullptr) {
     char text[INET6_ADDRSTRLEN] = "";
-    if (a->ai_family == AF_INET) {
-      const auto* in = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+    if (found->ai_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(found->ai_addr);
       if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) loopback = ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-    } else if (a->ai_family == AF_INET6) {
-      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(a->ai_addr);
+    } else if (found->ai_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(found->ai_addr);
       if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) loopback = ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
     }
   }
@@ -64,9 +67,14 @@ std::string loopbackAddressOf(const std::string& host) {
 }
 
 // Ranks on several nodes meet at rank 0's store: at a loopback address, only rank 0's own node reaches it,
-// and the others would knock until comm.timeout_s (300 s) and then blame a refused connection.
-void refuseLoopbackAcrossNodes(const ProcessInfo& info) {
-  if (info.launcher == "single" || info.launcher == "ringrun" || info.local_world_size >= info.world_size) return;
+// and the others would knock until comm.timeout_s (300 s) and then blame a refused connection. Several
+// nodes: fewer ranks here than in the job (mpirun's local size), or Slurm's node count for the step.
+void refuseLoopbackAcrossNodes(const ProcessInfo& info, const std::map<std::string, std::string>& env) {
+  if (info.launcher == "single" || info.launcher == "ringrun") return;
+  const bool several_nodes = info.launcher == "slurm"
+                                 ? parseInt(env, "SLURM_STEP_NUM_NODES", parseInt(env, "SLURM_NNODES", 1, 1), 1) > 1
+                                 : info.local_world_size < info.world_size;
+  if (!several_nodes) return;
   const std::string loopback = loopbackAddressOf(info.master_addr);
   if (loopback.empty()) return;
   RT_THROW(ConfigError, "the job's ", info.world_size, " ranks run on several nodes (", info.local_world_size,
@@ -154,7 +162,7 @@ ProcessInfo detectProcessInfo(const std::map<std::string, std::string>& env, con
   if (info.master_port > 65535) RT_THROW(ConfigError, "MASTER_PORT ", info.master_port, " is not a port (1-65535)");
   if (const std::string* token = lookup(env, "RINGTRAIN_JOB_TOKEN")) info.job_token = *token;
   info.restart_count = parseInt(env, "RINGTRAIN_RESTART_COUNT", 0, 0);
-  refuseLoopbackAcrossNodes(info);
+  refuseLoopbackAcrossNodes(info, env);
   return info;
 }
 

@@ -555,11 +555,12 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   const int64_t total_steps = stepsToTrain(job, loader);
   const LrSchedule schedule(job.optim, total_steps);
   // A warmup that fills the run leaves the lr below optim.lr throughout (or, linear, no step to decay in).
+  // (LrSchedule: step s of the warmup runs at lr * (s + 1) / warmup_steps, s counted from 0.)
   if (s.leader() && job.optim.warmup_steps > 0 &&
       job.optim.warmup_steps >= total_steps - (job.optim.schedule == "linear" ? 1 : 0)) {
     warn("optim.warmup_steps {} covers the whole run of {} steps: the lr {}", job.optim.warmup_steps, total_steps,
-         job.optim.warmup_steps >= total_steps ? fmt::format("stays below optim.lr {} throughout", job.optim.lr)
-                                               : std::string("reaches optim.lr only at the last step and never decays"));
+         job.optim.warmup_steps > total_steps ? fmt::format("stays below optim.lr {} throughout", job.optim.lr)
+                                              : std::string("reaches optim.lr only at the end and never decays"));
   }
 
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));

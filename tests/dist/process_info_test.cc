@@ -110,6 +110,13 @@ TEST(ProcessInfo, ALoopbackStoreAddressAcrossNodesIsRefused) {
   auto one_node = two_nodes;
   one_node["OMPI_COMM_WORLD_LOCAL_SIZE"] = "8";
   EXPECT_EQ(detectProcessInfo(one_node, {}).master_addr, "127.0.0.1");
+  // Slurm: the step's node count decides (a requested tasks-per-node count is not where the tasks run).
+  const std::map<std::string, std::string> slurm = {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "4"},
+                                                    {"SLURM_NTASKS_PER_NODE", "2"}, {"SLURM_STEP_NUM_NODES", "1"}};
+  EXPECT_EQ(detectProcessInfo(slurm, {}).master_addr, "127.0.0.1");
+  auto slurm_two = slurm;
+  slurm_two["SLURM_STEP_NUM_NODES"] = "2";
+  EXPECT_THROW(detectProcessInfo(slurm_two, {}), ConfigError);
 }
 
 TEST(ProcessInfo, BadValuesAreConfigErrors) {

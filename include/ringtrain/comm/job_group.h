@@ -17,11 +17,11 @@
 // Destruction: the communicator is closed; then, outside ringrun (whose store outlives every rank), every
 // rank says in the store that it is done, and rank 0, which hosts the store, waits for the others (at most
 // options.timeout_s, naming them after 5 s) so that it does not take the store away from a rank still
-// leaving; the other ranks wait (as long) until it has, so that a JobGroup made next cannot reach the old
-// store. A rank that is unwinding an exception does not wait: its launcher stops the job.
-// One JobGroup per process at a time; several one after another are fine when every rank makes them in
-// the same order (the n-th group's keys are its own: under ringrun, one store serves them all). Not
-// thread-safe: use it from the thread that trains.
+// leaving. A rank that is unwinding an exception does not wait: its launcher stops the job.
+// One JobGroup per process at a time; several one after another are fine: under ringrun, where one store
+// serves them all, when every rank makes them in the same order (the n-th group's keys are its own);
+// outside it, a rank other than 0 making the next group first waits (at most options.timeout_s) until
+// rank 0 has stopped hosting the last one's store. Not thread-safe: use it from the thread that trains.
 #pragma once
 
 #include <memory>
