@@ -135,6 +135,7 @@ WordVectors readWord2Vec(const std::string& path, int64_t max_dim) {
   WordVectors out;
   std::string line;
   if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty file (expected a header 'N D')");
+  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // a UTF-8 byte order mark, from an editor
   std::vector<std::string_view> f;
   int64_t n = 0, d = 0;
   splitFields(::ringtrain::detail::withoutLineEnd(line), f);

@@ -203,6 +203,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     keep_alive_ = req.keep_alive();
     version_ = req.version();
     head_ = req.method() == http::verb::head;
+    // Only "chunked" is read as a body. Another coding leaves the body's length unknown (RFC 9112 6.3: 400,
+    // and close): read on, its bytes would be taken for the next request.
+    if (const auto te = req.find(http::field::transfer_encoding); te != req.end() && !onlyChunked(view(te->value()))) {
+      path_ = pathOf(view(req.target()));
+      head_ = false;
+      keep_alive_ = false;
+      return startRequest([&](HttpReply reply) { reply(server_->layerAnswer(400, path_)); });
+    }
     HttpRequest request;
     request.method = std::string(req.method_string());
     const std::string_view target = view(req.target());
@@ -227,6 +235,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   static std::string pathOf(std::string_view target) { return std::string(target.substr(0, target.find('?'))); }
+
+  // Whether a Transfer-Encoding value is the one coding "chunked" (any case, spaces around it).
+  static bool onlyChunked(std::string_view value) {
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    return beast::iequals(beast::string_view(value.data(), value.size()), "chunked");
+  }
 
   // Counts the request in flight, arms its deadline and hands `run` the reply for it.
   template <typename F>

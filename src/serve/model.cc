@@ -28,7 +28,29 @@ void readItems(const std::string& path, Model& model) {
   model.keys = std::move(named.keys);
   model.key_rows = std::move(named.row_of_key);
   model.items_path = path;
-  debug("serve: {} of {} model tokens named by {}", named.named, model.rows, path);
+  if (named.named == 0 && model.rows > 0) {
+    warn("serve: {} names none of the model's {} tokens (no id or key matches a token): answers carry no names",
+         path, model.rows);
+  } else {
+    debug("serve: {} of {} model tokens named by {}", named.named, model.rows, path);
+  }
+}
+
+// Tokens that are not valid UTF-8 (a Latin-1 file) are answered with U+FFFD in their place, so a client
+// cannot name them in a JSON query: said once at load, with the first one's line.
+void warnOfInvalidUtf8Tokens(const std::string& path, const std::vector<std::string>& tokens) {
+  int64_t invalid = 0, first = -1;
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    try {
+      (void)nlohmann::json(tokens[r]).dump();
+    } catch (const nlohmann::json::type_error&) {
+      if (invalid++ == 0) first = static_cast<int64_t>(r);
+    }
+  }
+  if (invalid == 0) return;
+  warn("serve: {} has {} token(s) that are not valid UTF-8 (the first, {}:{}: '{}'): answers show them with U+FFFD, "
+       "and only a GET with %-escaped bytes can name them", path, invalid, path, first + 2,
+       ::ringtrain::detail::quotable(tokens[static_cast<size_t>(first)]));
 }
 
 // A JSON string literal for `text`; invalid UTF-8 becomes U+FFFD rather than an error at every answer.
@@ -77,6 +99,7 @@ std::shared_ptr<Model> loadModel(const std::string& path, const std::string& ite
   model->index = std::move(read.index);
   model->tokens = std::move(read.tokens);
   if (zero_rows > 0) warn("serve: {} has {} all-zero vectors (they score 0 against everything)", path, zero_rows);
+  warnOfInvalidUtf8Tokens(path, model->tokens);
   if (!items_path.empty()) {
     readItems(items_path, *model);
   } else {

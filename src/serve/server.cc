@@ -154,8 +154,16 @@ ExportFile newestOf(const ExportListing& listing, Filter keep) {
   return best;
 }
 
-ExportFile newestExport(const std::string& dir) {
-  return newestOf(listExports(dir), [](const ExportFile&) { return true; });
+// The exports of `dir`, newest first (the order newestOf picks them in).
+std::vector<std::string> exportsNewestFirst(const std::string& dir) {
+  std::vector<ExportFile> files;
+  for (const auto& [path, file] : listExports(dir)) files.push_back(file);
+  std::sort(files.begin(), files.end(), [](const ExportFile& a, const ExportFile& b) {
+    return a.mtime != b.mtime ? a.mtime > b.mtime : a.path > b.path;
+  });
+  std::vector<std::string> paths;
+  for (const ExportFile& f : files) paths.push_back(f.path);
+  return paths;
 }
 
 }  // namespace
@@ -268,16 +276,32 @@ struct Server::Impl {
     return m;
   }
 
+  // At start: the newest export of serve.watch_dir that loads, else --model. A broken newest export (a bad
+  // deploy) is passed over with a warning: a restart must not turn it into an outage.
+  uint64_t loadInitial() {
+    std::vector<std::string> candidates;
+    if (!options.watch_dir.empty()) candidates = exportsNewestFirst(options.watch_dir);
+    if (!model_path.empty()) candidates.push_back(model_path);
+    RT_CHECK_T(DataError, !candidates.empty(), "no model to load: give --model or a serve.watch_dir with an export");
+    for (size_t i = 0;; ++i) {
+      try {
+        const uint64_t version = reload(candidates[i], /*initial=*/true);
+        if (!model_path.empty() && candidates[i] != model_path) {
+          info("serve: serving {}, the newest export in serve.watch_dir that loads, rather than --model {}",
+               candidates[i], model_path);
+        }
+        return version;
+      } catch (const Error& e) {
+        if (i + 1 == candidates.size()) throw;
+        warn("serve: at start, {} does not load ({}); trying {}", candidates[i], e.what(), candidates[i + 1]);
+      }
+    }
+  }
+
   uint64_t reload(const std::string& requested, bool initial = false) {
     std::string path = requested;
     if (path.empty() && !initial) {
       path = current()->path;  // the file serving now, read again: never another export behind the watcher's back
-    } else if (path.empty()) {
-      path = model_path;
-      if (!options.watch_dir.empty()) {
-        const ExportFile newest = newestExport(options.watch_dir);
-        if (!newest.path.empty()) path = newest.path;
-      }
     }
     RT_CHECK_T(DataError, !path.empty(), "no model to load: give --model or a serve.watch_dir with an export");
     std::lock_guard<std::mutex> lock(reload_mu);
@@ -589,7 +613,7 @@ Server::Server(const config::ServeOptions& options, const std::string& model_pat
                options.watch_dir, ": not a directory");
     if (!exists) warn("serve: serve.watch_dir {} does not exist yet; exports will be taken once it does", options.watch_dir);
   }
-  impl_->reload("", /*initial=*/true);
+  impl_->loadInitial();
 }
 
 Server::~Server() { stop(); }

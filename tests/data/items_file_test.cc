@@ -53,6 +53,14 @@ TEST(ItemsFile, TheWrittenHeaderReadsEveryColumnAndAnEmptyCategory) {
   EXPECT_EQ(r.rows[1], (std::vector<std::string>{"1", "y", "Other", "fruit", "3"}));
 }
 
+// A spreadsheet's byte order mark used to stick to 'id', which then named no column: every id was lost.
+TEST(ItemsFile, AByteOrderMarkBeforeTheHeaderIsSkipped) {
+  const Read r = readItems("\xEF\xBB\xBFid\tkey\tname\tcategory\n3\tA\tOne\tc\n", true);
+  ASSERT_EQ(r.error, "");
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0], (std::vector<std::string>{"3", "A", "One", "c", "2"}));
+}
+
 TEST(ItemsFile, BadHeadersAndLinesAreRefusedNamingFileAndLine) {
   EXPECT_THAT(readItems("").error, HasSubstr("items.tsv:1: empty items file"));
   EXPECT_THAT(readItems("id\tkey\n0\ta\n").error, HasSubstr("items.tsv:1: expected a header naming the columns"));

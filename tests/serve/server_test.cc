@@ -531,6 +531,32 @@ TEST_F(ServerTest, FullQueueAnswers429) {
   EXPECT_NE(res->body.find("ringtrain_serve_queue_rejections_total " + std::to_string(busy.load())), std::string::npos);
 }
 
+// At start, a broken newest export (a bad deploy) is passed over for the next newest that loads, and with
+// none, for --model: a restart used to fail on it, --model or not.
+TEST_F(ServerTest, ABrokenNewestExportAtStartIsPassedOver) {
+  fs::create_directories(path("watch"));
+  fs::copy_file(path("a.vec"), path("watch/older.vec"));
+  fs::last_write_time(path("watch/older.vec"), fs::file_time_type::clock::now() - std::chrono::hours(1));
+  testing::writeText(path("watch/newest.vec"), "3 3\na 1 0 0\n");
+  options_.watch_dir = path("watch");
+  options_.watch_interval_ms = 20;
+  const auto answerOf = [&] {
+    auto res = client(server_->port())->Get("/recommend?item=item7&k=5");
+    EXPECT_TRUE(res && res->status == 200);
+    return res ? json::parse(res->body) : json();
+  };
+  start(path("b.vec"));
+  EXPECT_EQ(server_->modelVersion(), 1u);
+  expectCorrect(answerOf(), *model_a_, {"item7"}, 5);  // the older export, not --model
+  server_.reset();
+  fs::remove(path("watch/older.vec"));
+  start(path("b.vec"));
+  expectCorrect(answerOf(), *model_b_, {"item7"}, 5);  // no export loads: --model
+  server_.reset();
+  options_.watch_dir.clear();
+  EXPECT_THROW(Server(options_, path("watch/newest.vec"), ""), DataError);  // nothing else to take: refused
+}
+
 // A watched path that is a file would never show an export: refused at start, not left silent. One that
 // does not exist yet is accepted (a trainer's output directory to come).
 TEST_F(ServerTest, AWatchDirThatIsAFileIsRefused) {

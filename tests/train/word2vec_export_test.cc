@@ -91,6 +91,9 @@ TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
   write("binary", std::string("\x7f" "ELF\x02\x1b[2J\0", 10) + "\n");
   EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/binary"); },
               ::testing::ThrowsMessage<DataError>(::testing::HasSubstr(":1: expected a header 'N D' (two integers), got '\\x7fELF\\x02\\x1b[2J\\x00'")));
+  // An editor's UTF-8 byte order mark before the header is skipped.
+  write("bom", "\xEF\xBB\xBF" "1 2\na 1 2\n");
+  EXPECT_EQ(model::readWord2Vec(dir_ + "/bom").tokens, std::vector<std::string>{"a"});
 }
 
 // What the exporter writes reads back bit for bit, subnormals included (strtof called them out of range, so
