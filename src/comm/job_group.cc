@@ -41,10 +41,14 @@ constexpr std::chrono::milliseconds kArrivalSlice{1000};
 // How long rank 0 gives a rank it is about to refuse to read rank 0's line first.
 constexpr std::chrono::milliseconds kSeenWait{5000};
 
-// What tells this process's arrival from another's with the same rank.
-std::string nonce() {
-  std::random_device device;
-  return fmt::format("{}-{:08x}", ::getpid(), device());
+// What tells this process's arrival from another's with the same rank. The same for the whole process: a
+// group it makes again after a failed meeting finds its own line, not another process's.
+const std::string& nonce() {
+  static const std::string value = [] {
+    std::random_device device;
+    return fmt::format("{}-{:08x}", ::getpid(), device());
+  }();
+  return value;
 }
 
 // Per store address and rank: ranks run as threads of one process (tests) keep apart.
@@ -87,8 +91,9 @@ void waitForTheLastStoreToGo(const dist::ProcessInfo& process, std::chrono::mill
   }
   try {
     last->wait({kStoreGoneKey}, timeout);
-  } catch (const TimeoutError&) {
-    warn("joining a new group: rank 0 still hosts the last group's store after comm.timeout_s; going on");
+  } catch (const TimeoutError&) {  // going on would meet the last group's keys there, and lose that store
+    RT_THROW(TimeoutError, "rank ", process.rank, " cannot join a new group: rank 0 still hosts the last group's "
+             "store after comm.timeout_s");
   } catch (const CommError&) {  // gone: what this waits for
   }
 }
@@ -102,7 +107,6 @@ JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& 
     : options_(options), process_(process) {
   const std::string backend = resolveBackend(options_, device);  // a bad one is said before anyone waits for it
   if (process_.launcher != "ringrun" && process_.rank != 0) waitForTheLastStoreToGo(process_, timeoutOf(options_));
-  const int generation = generationOf(process_);
   try {
     job_store_ = dist::connectStore(process_, timeoutOf(options_));
   } catch (const CommError& e) {
@@ -113,7 +117,8 @@ JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& 
              process_.master_port, ", which rank 0 hosts: rank 0 did not start (or failed before it could), or the "
              "ranks were given different MASTER_ADDR/MASTER_PORT: ", e.what());
   }
-  store_ = std::make_unique<dist::PrefixStore>("g" + std::to_string(generation), *job_store_);
+  // Counted once the store is reached: a connection that failed and is tried again takes no generation.
+  store_ = std::make_unique<dist::PrefixStore>("g" + std::to_string(generationOf(process_)), *job_store_);
   meet(backend);
   comm_ = makeCommunicator(options_, process_, *store_, device);
 }
@@ -148,9 +153,10 @@ void JobGroup::meet(const std::string& backend) {
   const auto arrived = [](int r) { return kArrivedPrefix + std::to_string(r); };
   const auto seen = [](int r) { return kSeenPrefix + std::to_string(r); };
   // What every rank's communicator must share beside the backend: the ring's settings shape its messages.
-  const std::string settings = fmt::format("{}/{}/{}/{}/{}", options_.allreduce_algorithm, options_.ring_segment_kb,
+  const std::string settings = fmt::format("{}/{}/{}/{}/{}/{}", options_.allreduce_algorithm, options_.ring_segment_kb,
                                            options_.ring_inflight, options_.ring_direct_kb,
-                                           options_.check_collectives ? "checked" : "unchecked");
+                                           options_.check_collectives ? "checked" : "unchecked",
+                                           options_.same_host_copy ? "copy" : "nocopy");
   const auto notArrived = [&](const std::vector<int>& missing) {
     RT_THROW(TimeoutError, "rank(s) ", fmt::format("{}", fmt::join(missing, ", ")), " of ", world,
              " did not reach the job's store within comm.timeout_s ", options_.timeout_s,
@@ -183,7 +189,8 @@ void JobGroup::meet(const std::string& backend) {
     }
     if (theirs.settings != settings) {
       RT_THROW(ConfigError, "rank ", me, " runs comm settings ", settings, " and rank ", r, " ", theirs.settings,
-               " (allreduce_algorithm/ring_segment_kb/ring_inflight/ring_direct_kb/check_collectives): every rank "
+               " (allreduce_algorithm/ring_segment_kb/ring_inflight/ring_direct_kb/check_collectives/same_host_copy): "
+               "every rank "
                "must use the same");
     }
   };
@@ -243,7 +250,9 @@ void JobGroup::meet(const std::string& backend) {
       store_->set(kMetKey, dist::toBytes("1"));
     } else {
       try {
-        store_->wait({kMetKey}, remaining());
+        // Every rank is here, rank 0 included: give it the time its last checks take even when this rank's
+        // own deadline (it came early) is nearly over.
+        store_->wait({kMetKey}, std::max(remaining(), kSeenWait + kArrivalSlice + std::chrono::seconds(5)));
       } catch (const TimeoutError&) {
         RT_THROW(TimeoutError, "rank 0 did not confirm within comm.timeout_s ", options_.timeout_s,
                  " s that every rank's settings match (it is stuck, or still waits for a rank)");

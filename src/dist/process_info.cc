@@ -8,6 +8,8 @@
 #include <charconv>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "ringtrain/core/error.h"
 
 extern char** environ;
@@ -71,14 +73,16 @@ std::string loopbackAddressOf(const std::string& host) {
 // nodes: fewer ranks here than in the job (mpirun's local size), or Slurm's node count for the step.
 void refuseLoopbackAcrossNodes(const ProcessInfo& info, const std::map<std::string, std::string>& env) {
   if (info.launcher == "single" || info.launcher == "ringrun") return;
-  const bool several_nodes = info.launcher == "slurm"
-                                 ? parseInt(env, "SLURM_STEP_NUM_NODES", parseInt(env, "SLURM_NNODES", 1, 1), 1) > 1
-                                 : info.local_world_size < info.world_size;
+  const int slurm_nodes =
+      info.launcher == "slurm" ? parseInt(env, "SLURM_STEP_NUM_NODES", parseInt(env, "SLURM_NNODES", 1, 1), 1) : 0;
+  const bool several_nodes = info.launcher == "slurm" ? slurm_nodes > 1 : info.local_world_size < info.world_size;
   if (!several_nodes) return;
   const std::string loopback = loopbackAddressOf(info.master_addr);
   if (loopback.empty()) return;
-  RT_THROW(ConfigError, "the job's ", info.world_size, " ranks run on several nodes (", info.local_world_size,
-           " on this one), but its store's address MASTER_ADDR=", info.master_addr,
+  const std::string where = info.launcher == "slurm" ? fmt::format("{} nodes", slurm_nodes)
+                                                     : fmt::format("{} on this one", info.local_world_size);
+  RT_THROW(ConfigError, "the job's ", info.world_size, " ranks run on several nodes (", where,
+           "), but its store's address MASTER_ADDR=", info.master_addr,
            info.master_addr == loopback ? std::string() : " resolves to " + loopback + " here, which",
            " is a loopback address that only its own node reaches: set MASTER_ADDR to an address of rank 0's "
            "node that the others can reach");

@@ -281,17 +281,25 @@ struct Server::Impl {
   uint64_t loadInitial() {
     std::vector<std::string> candidates;
     if (!options.watch_dir.empty()) candidates = exportsNewestFirst(options.watch_dir);
-    if (!model_path.empty()) candidates.push_back(model_path);
+    const auto same = [](const std::string& a, const std::string& b) {
+      std::error_code ec;
+      return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+    };
+    // --model last, once (it may be one of the exports).
+    if (!model_path.empty() &&
+        std::none_of(candidates.begin(), candidates.end(), [&](const std::string& c) { return same(c, model_path); })) {
+      candidates.push_back(model_path);
+    }
     RT_CHECK_T(DataError, !candidates.empty(), "no model to load: give --model or a serve.watch_dir with an export");
     for (size_t i = 0;; ++i) {
       try {
         const uint64_t version = reload(candidates[i], /*initial=*/true);
-        if (!model_path.empty() && candidates[i] != model_path) {
+        if (!model_path.empty() && !same(candidates[i], model_path)) {
           info("serve: serving {}, the newest export in serve.watch_dir that loads, rather than --model {}",
                candidates[i], model_path);
         }
         return version;
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {  // FAISS and allocation failures too: the next candidate may fit
         if (i + 1 == candidates.size()) throw;
         warn("serve: at start, {} does not load ({}); trying {}", candidates[i], e.what(), candidates[i + 1]);
       }

@@ -86,7 +86,8 @@ TEST(ExampleDdpRegression, TwoProcessesGivenOneRankAreTold) {
     processes.emplace_back([&, p] {
       testing::CommandOptions options{120s};
       options.env = {{"RANK", p == 0 ? "0" : "1"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", port}};
-      results[p] = runCommand({binPath("example_ddp_regression"), "2000"}, options);
+      // Long enough that the duplicate, however late it is scheduled, finds the job still running.
+      results[p] = runCommand({binPath("example_ddp_regression"), "6000"}, options);
     });
   }
   for (auto& t : processes) t.join();

@@ -21,7 +21,8 @@
 // One JobGroup per process at a time; several one after another are fine: under ringrun, where one store
 // serves them all, when every rank makes them in the same order (the n-th group's keys are its own);
 // outside it, a rank other than 0 making the next group first waits (at most options.timeout_s) until
-// rank 0 has stopped hosting the last one's store. Not thread-safe: use it from the thread that trains.
+// rank 0 has stopped hosting the last one's store (a process keeps its rank from one group to the next).
+// Not thread-safe: use it from the thread that trains.
 #pragma once
 
 #include <memory>
