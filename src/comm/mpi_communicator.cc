@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -279,55 +280,76 @@ class MpiCommunicator final : public CommunicatorBase {
 
   std::vector<std::vector<uint8_t>> runAllgatherBytes(const std::vector<uint8_t>& mine) override {
     const int n = size();
-    uint64_t my_size = mine.size();
-    std::vector<uint64_t> sizes(n);
+    // What MPI writes into or reads counts from is kept (leaked) if the operation times out (see complete()).
+    struct Scratch {
+      uint64_t my_size = 0;
+      std::vector<uint64_t> sizes;
+      std::vector<int> counts, displs;
+      std::vector<uint8_t> all;
+    };
+    auto s = std::make_shared<Scratch>();
+    s->my_size = mine.size();
+    s->sizes.resize(n);
     complete("MPI_Iallgather", [&](MPI_Request* r) {
-      return MPI_Iallgather(&my_size, 1, MPI_UINT64_T, sizes.data(), 1, MPI_UINT64_T, comm_, r);
-    });
-    std::vector<int> counts(n), displs(n);
+      return MPI_Iallgather(&s->my_size, 1, MPI_UINT64_T, s->sizes.data(), 1, MPI_UINT64_T, comm_, r);
+    }, s);
+    s->counts.resize(n);
+    s->displs.resize(n);
     uint64_t total = 0;
     for (int i = 0; i < n; ++i) {
-      displs[i] = static_cast<int>(total);
-      counts[i] = static_cast<int>(sizes[i]);
-      total += sizes[i];
+      s->displs[i] = static_cast<int>(total);
+      s->counts[i] = static_cast<int>(s->sizes[i]);
+      total += s->sizes[i];
     }
     RT_CHECK_T(CommError, total <= INT_MAX, "mpi allgatherBytes: ", total, " bytes in all is more than MPI's int count");
-    std::vector<uint8_t> all(total);
+    s->all.resize(total);
     complete("MPI_Iallgatherv", [&](MPI_Request* r) {
-      return MPI_Iallgatherv(mine.data(), static_cast<int>(my_size), MPI_BYTE, all.data(), counts.data(),
-                             displs.data(), MPI_BYTE, comm_, r);
-    });
+      return MPI_Iallgatherv(mine.data(), static_cast<int>(s->my_size), MPI_BYTE, s->all.data(), s->counts.data(),
+                             s->displs.data(), MPI_BYTE, comm_, r);
+    }, s);
     std::vector<std::vector<uint8_t>> result(n);
-    for (int i = 0; i < n; ++i) result[i].assign(all.begin() + displs[i], all.begin() + displs[i] + counts[i]);
+    for (int i = 0; i < n; ++i) {
+      result[i].assign(s->all.begin() + s->displs[i], s->all.begin() + s->displs[i] + s->counts[i]);
+    }
     return result;
   }
 
   std::vector<std::vector<uint8_t>> runAllToAllBytes(const std::vector<std::vector<uint8_t>>& send) override {
     const int n = size();
-    std::vector<uint64_t> send_sizes(n), recv_sizes(n);
-    for (int i = 0; i < n; ++i) send_sizes[i] = send[i].size();
+    struct Scratch {  // kept (leaked) if an operation times out (see complete())
+      std::vector<uint64_t> send_sizes, recv_sizes;
+      std::vector<int> scounts, sdispls, rcounts, rdispls;
+      std::vector<uint8_t> packed, unpacked;
+    };
+    auto s = std::make_shared<Scratch>();
+    s->send_sizes.resize(n);
+    s->recv_sizes.resize(n);
+    for (int i = 0; i < n; ++i) s->send_sizes[i] = send[i].size();
     complete("MPI_Ialltoall", [&](MPI_Request* r) {
-      return MPI_Ialltoall(send_sizes.data(), 1, MPI_UINT64_T, recv_sizes.data(), 1, MPI_UINT64_T, comm_, r);
-    });
-    std::vector<int> scounts(n), sdispls(n), rcounts(n), rdispls(n);
+      return MPI_Ialltoall(s->send_sizes.data(), 1, MPI_UINT64_T, s->recv_sizes.data(), 1, MPI_UINT64_T, comm_, r);
+    }, s);
+    for (auto* v : {&s->scounts, &s->sdispls, &s->rcounts, &s->rdispls}) v->resize(n);
     uint64_t stotal = 0, rtotal = 0;
     for (int i = 0; i < n; ++i) {
-      sdispls[i] = static_cast<int>(stotal);
-      scounts[i] = static_cast<int>(send_sizes[i]);
-      stotal += send_sizes[i];
-      rdispls[i] = static_cast<int>(rtotal);
-      rcounts[i] = static_cast<int>(recv_sizes[i]);
-      rtotal += recv_sizes[i];
+      s->sdispls[i] = static_cast<int>(stotal);
+      s->scounts[i] = static_cast<int>(s->send_sizes[i]);
+      stotal += s->send_sizes[i];
+      s->rdispls[i] = static_cast<int>(rtotal);
+      s->rcounts[i] = static_cast<int>(s->recv_sizes[i]);
+      rtotal += s->recv_sizes[i];
     }
     RT_CHECK_T(CommError, stotal <= INT_MAX && rtotal <= INT_MAX, "mpi allToAllBytes: more bytes than MPI's int count");
-    std::vector<uint8_t> packed(stotal), unpacked(rtotal);
-    for (int i = 0; i < n; ++i) std::copy(send[i].begin(), send[i].end(), packed.begin() + sdispls[i]);
+    s->packed.resize(stotal);
+    s->unpacked.resize(rtotal);
+    for (int i = 0; i < n; ++i) std::copy(send[i].begin(), send[i].end(), s->packed.begin() + s->sdispls[i]);
     complete("MPI_Ialltoallv", [&](MPI_Request* r) {
-      return MPI_Ialltoallv(packed.data(), scounts.data(), sdispls.data(), MPI_BYTE, unpacked.data(), rcounts.data(),
-                            rdispls.data(), MPI_BYTE, comm_, r);
-    });
+      return MPI_Ialltoallv(s->packed.data(), s->scounts.data(), s->sdispls.data(), MPI_BYTE, s->unpacked.data(),
+                            s->rcounts.data(), s->rdispls.data(), MPI_BYTE, comm_, r);
+    }, s);
     std::vector<std::vector<uint8_t>> result(n);
-    for (int i = 0; i < n; ++i) result[i].assign(unpacked.begin() + rdispls[i], unpacked.begin() + rdispls[i] + rcounts[i]);
+    for (int i = 0; i < n; ++i) {
+      result[i].assign(s->unpacked.begin() + s->rdispls[i], s->unpacked.begin() + s->rdispls[i] + s->rcounts[i]);
+    }
     return result;
   }
 
@@ -336,9 +358,18 @@ class MpiCommunicator final : public CommunicatorBase {
   }
 
   void exchangeDescriptors(const CollectiveDescriptor& mine, std::vector<CollectiveDescriptor>& all) override {
+    // The caller's vector is not MPI's to write into after a timeout (see complete()): a scratch of its own.
+    struct Scratch {
+      CollectiveDescriptor mine;
+      std::vector<CollectiveDescriptor> all;
+    };
+    auto s = std::make_shared<Scratch>();
+    s->mine = mine;
+    s->all.resize(all.size());
     complete("MPI_Iallgather", [&](MPI_Request* r) {
-      return MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, comm_, r);
-    });
+      return MPI_Iallgather(&s->mine, sizeof s->mine, MPI_BYTE, s->all.data(), sizeof s->mine, MPI_BYTE, comm_, r);
+    }, s);
+    all = s->all;
   }
 
   bool isBackendTimeout(const std::exception& e) const override {
@@ -350,9 +381,11 @@ class MpiCommunicator final : public CommunicatorBase {
     using std::runtime_error::runtime_error;
   };
 
-  // Starts a nonblocking MPI operation and polls it to completion within the communicator's timeout.
+  // Starts a nonblocking MPI operation and polls it to completion within the communicator's timeout. MPI
+  // cannot cancel a collective: one that times out stays posted, and may still write into its buffers or
+  // read its counts, so `keep` (what owns them) is then kept for good, deliberately leaked.
   template <typename Start>
-  void complete(const char* what, Start&& start) {
+  void complete(const char* what, Start&& start, const std::shared_ptr<const void>& keep = nullptr) {
     MPI_Request request = MPI_REQUEST_NULL;
     {
       auto lock = MpiRuntime::get().lock();
@@ -361,6 +394,7 @@ class MpiCommunicator final : public CommunicatorBase {
     }
     if (!pollUntil(&request, std::chrono::steady_clock::now() + timeout())) {
       MpiRuntime::get().markBroken();
+      if (keep) (void)new std::shared_ptr<const void>(keep);
       throw BackendTimeout(std::string(what) + " timed out");
     }
   }
