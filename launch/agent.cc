@@ -51,6 +51,13 @@ constexpr const char* kLostText = "lost: no sign of life for";
 // a reader that does not read.
 std::atomic<bool> g_flush_briefly{false};
 
+// Milliseconds from now until `when` for poll(), rounded up (a poll that waits them returns at `when`, not
+// just before it), and 0 once it has passed.
+int msUntil(Clock::time_point when) {
+  return static_cast<int>(
+      std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(when - Clock::now()).count() + 1));
+}
+
 void say(const std::string& line) { consoleErr().write("ringrun: " + line + "\n"); }
 
 std::string randomToken() {
@@ -539,17 +546,13 @@ class Agent {
         // that were just SIGKILLed may take a moment to let go of theirs: a pipe gets until `settle` to end.
         std::set<int> holders;
         const auto settle = Clock::now() + 200ms;
-        const auto settleLeftMs = [&] {
-          return static_cast<int>(std::max<int64_t>(
-              0, std::chrono::duration_cast<std::chrono::milliseconds>(settle - Clock::now()).count()));
-        };
         for (auto it = by_fd.begin(); it != by_fd.end();) {
           Rank& r = *it->second.first;
           OutputPump& pump = it->second.second ? *r.err_pump : *r.out_pump;
           bool ended = false;
           size_t drained = 0;  // a daemon that keeps writing would keep this loop going: 1 MiB at most
           for (pollfd p{it->first, POLLIN, 0};
-               drained < (1u << 20) && ::poll(&p, 1, settleLeftMs()) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));) {
+               drained < (1u << 20) && ::poll(&p, 1, msUntil(settle)) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));) {
             const ssize_t n = ::read(it->first, buf.data(), buf.size());
             if (n > 0) {
               drained += static_cast<size_t>(n);
@@ -602,8 +605,7 @@ class Agent {
       }
       int timeout_ms = held ? 20 : -1;  // re-check the backlog
       const auto wakeBy = [&](Clock::time_point when) {  // poll returns by `when` at the latest
-        const int until = static_cast<int>(std::max<int64_t>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(when - Clock::now()).count() + 1));
+        const int until = msUntil(when);
         timeout_ms = timeout_ms < 0 ? until : std::min(timeout_ms, until);
       };
       if (close_pipes_at) wakeBy(*close_pipes_at);

@@ -21,6 +21,7 @@
 #include "ringtrain/train/item_export.h"
 #include "ringtrain/train/evaluation.h"
 #include "ringtrain/train/model_state.h"
+#include "ringtrain/train/trainer.h"
 
 namespace ringtrain::app {
 namespace {
@@ -40,12 +41,6 @@ void refuseInputsAsOutput(const std::string& out, const std::vector<std::pair<co
       RT_THROW(ConfigError, "-o ", out, " is the ", what, " (", path, "): the vectors would replace it");
     }
   }
-}
-
-// The metrics file a job's training writes (log.metrics_file, else <run.output_dir>/metrics.jsonl).
-std::string metricsFile(const config::JobConfig& job) {
-  return job.log.metrics_file.empty() ? (std::filesystem::path(job.run.output_dir) / "metrics.jsonl").string()
-                                      : job.log.metrics_file;
 }
 
 }  // namespace
@@ -79,11 +74,11 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
                                  {"job's corpus", data::jobCorpusPath(job)},
                                  {"job's corpus cache", data::jobCorpusPath(job) + ".rtc"},
                                  {"job's items file", data::jobItemsPath(job)},
-                                 {"job's metrics file", metricsFile(job)},
+                                 {"job's metrics file", train::metricsPath(job)},
                                  {"corpus of the job that wrote the checkpoint", data::jobCorpusPath(writer)},
                                  {"corpus cache of the job that wrote the checkpoint", data::jobCorpusPath(writer) + ".rtc"},
                                  {"items file of the job that wrote the checkpoint", data::jobItemsPath(writer)},
-                                 {"metrics file of the job that wrote the checkpoint", metricsFile(writer)}});
+                                 {"metrics file of the job that wrote the checkpoint", train::metricsPath(writer)}});
       // Nor a file among the checkpoints (another one, or a new name there): resume and eval read that directory.
       for (const std::string& dir : {train::checkpointDir(job), train::checkpointDir(writer)}) {
         std::error_code ec;

@@ -177,21 +177,18 @@ void JobGroup::meet(const std::string& backend) {
   const Line mine{backend, world, settings};
   const auto refuseIfDifferent = [&](int r, const std::string& said) {
     const Line theirs = parse(said);
-    const std::string& their_backend = theirs.backend;
-    const int their_world = theirs.world;
-    if (their_backend != backend) {
-      RT_THROW(ConfigError, "rank ", me, " runs comm.backend ", backend, " and rank ", r, " ", their_backend,
+    if (theirs.backend != backend) {
+      RT_THROW(ConfigError, "rank ", me, " runs comm.backend ", backend, " and rank ", r, " ", theirs.backend,
                ": every rank must use the same backend");
     }
-    if (their_world != world) {
+    if (theirs.world != world) {
       RT_THROW(ConfigError, "rank ", me, " was started with a world size of ", world, " and rank ", r, " with ",
-               their_world, ": every rank must be told the same WORLD_SIZE");
+               theirs.world, ": every rank must be told the same WORLD_SIZE");
     }
     if (theirs.settings != settings) {
       RT_THROW(ConfigError, "rank ", me, " runs comm settings ", settings, " and rank ", r, " ", theirs.settings,
                " (allreduce_algorithm/ring_segment_kb/ring_inflight/ring_direct_kb/check_collectives/same_host_copy): "
-               "every rank "
-               "must use the same");
+               "every rank must use the same");
     }
   };
   try {

@@ -21,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "core/input_file.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
@@ -91,32 +92,18 @@ bool isUnicodeSpace(uint32_t cp) {
 // first Unicode space in it, or 0.
 std::string checkToken(std::string_view t, uint32_t& space) {
   space = 0;
-  const auto* p = reinterpret_cast<const unsigned char*>(t.data());
-  const size_t n = t.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = p[i];
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) return fmt::format("control character 0x{:02x}", c);
-      ++i;
-      continue;
-    }
-    int len = 0;
+  for (size_t i = 0; i < t.size();) {
     uint32_t cp = 0;
-    if ((c & 0xe0) == 0xc0) len = 2, cp = c & 0x1f;
-    else if ((c & 0xf0) == 0xe0) len = 3, cp = c & 0x0f;
-    else if ((c & 0xf8) == 0xf0) len = 4, cp = c & 0x07;
-    else return fmt::format("invalid UTF-8 byte 0x{:02x}", c);
-    if (i + len > n) return "truncated UTF-8 sequence";
-    for (int k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xc0) != 0x80) return fmt::format("invalid UTF-8 byte 0x{:02x}", p[i + k]);
-      cp = (cp << 6) | (p[i + k] & 0x3f);
+    switch (::ringtrain::detail::nextCodePoint(t, i, cp)) {
+      case ::ringtrain::detail::Utf8Error::kNone: break;
+      case ::ringtrain::detail::Utf8Error::kBadByte:
+        return fmt::format("invalid UTF-8 byte 0x{:02x}", static_cast<unsigned char>(t[i]));
+      case ::ringtrain::detail::Utf8Error::kTruncated: return "truncated UTF-8 sequence";
+      case ::ringtrain::detail::Utf8Error::kBadSequence: return "invalid UTF-8 sequence";
     }
-    const bool overlong = (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
-    if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return "invalid UTF-8 sequence";
+    if (cp < 0x20 || cp == 0x7f) return fmt::format("control character 0x{:02x}", cp);
     if (cp >= 0x80 && cp < 0xa0) return fmt::format("control character U+{:04X}", cp);
     if (space == 0 && isUnicodeSpace(cp)) space = cp;
-    i += len;
   }
   return "";
 }
@@ -323,7 +310,7 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
     std::string_view lineText(buf.data() + begin, len);
     begin = nl ? begin + len + 1 : end;
     // A UTF-8 byte order mark (some editors write one) is not part of the first item's token.
-    if (line_no == 1 && lineText.substr(0, 3) == "\xEF\xBB\xBF") lineText.remove_prefix(3);
+    if (line_no == 1) lineText = ::ringtrain::detail::withoutByteOrderMark(lineText);
     // Lines ended by CR alone (classic Mac) read as one session: every window would cross sessions.
     const size_t first_cr = line_no == 1 && !nl && eof ? lineText.find('\r') : std::string_view::npos;
     if (first_cr != std::string_view::npos && first_cr + 1 < lineText.size()) {

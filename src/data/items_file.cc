@@ -39,9 +39,8 @@ void forEachItemsRow(const std::string& path, bool require_id, const std::functi
     RT_THROW(DataError, path, ":1: empty items file (expected a header such as 'id<TAB>key<TAB>name<TAB>category')");
   }
   std::vector<std::string_view> fields;
-  // A spreadsheet's UTF-8 byte order mark would stick to the first column's name and lose that column.
-  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
-  const std::string header(::ringtrain::detail::withoutLineEnd(line));
+  // A spreadsheet's byte order mark would stick to the first column's name and lose that column.
+  const std::string header(::ringtrain::detail::withoutLineEnd(::ringtrain::detail::withoutByteOrderMark(line)));
   splitTabs(header, fields);
   const size_t columns = fields.size();
   int id = -1, key = -1, name = -1, category = -1;

@@ -1,15 +1,10 @@
 #include "ringtrain/dist/process_info.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <charconv>
-#include <cstring>
 
 #include <fmt/format.h>
 
+#include "dist/tcp_socket.h"
 #include "ringtrain/core/error.h"
 
 extern char** environ;
@@ -43,31 +38,6 @@ struct Names {
   const char* node_rank;
 };
 
-// The address rank 0's store would bind for `host` (the first that resolves, as the store takes it), when
-// that is a loopback one (127.0.0.1, Debian's 127.0.1.1 for the host's own name, ::1); "" otherwise, or
-// when it does not resolve (the store's connection says why later).
-std::string loopbackAddressOf(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return "";
-  std::string loopback;
-  if (found != nullptr) {
-    char text[INET6_ADDRSTRLEN] = "";
-    if (found->ai_family == AF_INET) {
-      const auto* in = reinterpret_cast<const sockaddr_in*>(found->ai_addr);
-      if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) loopback = ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-    } else if (found->ai_family == AF_INET6) {
-      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(found->ai_addr);
-      if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) loopback = ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    }
-  }
-  ::freeaddrinfo(found);
-  return loopback;
-}
-
 // Ranks on several nodes meet at rank 0's store: at a loopback address, only rank 0's own node reaches it,
 // and the others would knock until comm.timeout_s (300 s) and then blame a refused connection. Several
 // nodes: fewer ranks here than in the job (mpirun's local size), or Slurm's node count for the step.
@@ -77,7 +47,7 @@ void refuseLoopbackAcrossNodes(const ProcessInfo& info, const std::map<std::stri
       info.launcher == "slurm" ? parseInt(env, "SLURM_STEP_NUM_NODES", parseInt(env, "SLURM_NNODES", 1, 1), 1) : 0;
   const bool several_nodes = info.launcher == "slurm" ? slurm_nodes > 1 : info.local_world_size < info.world_size;
   if (!several_nodes) return;
-  const std::string loopback = loopbackAddressOf(info.master_addr);
+  const std::string loopback = net::loopbackBindAddress(info.master_addr);  // what rank 0's store would bind
   if (loopback.empty()) return;
   const std::string where = info.launcher == "slurm" ? fmt::format("{} nodes", slurm_nodes)
                                                      : fmt::format("{} on this one", info.local_world_size);

@@ -41,6 +41,21 @@ void setNoDelay(int fd) {
 
 }  // namespace
 
+std::string loopbackBindAddress(const std::string& host) {
+  AddrInfoList list;
+  if (resolve(host, 0, true, list) != 0 || list.head == nullptr) return "";
+  const addrinfo* first = list.head;
+  char text[INET6_ADDRSTRLEN] = "";
+  if (first->ai_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(first->ai_addr);
+    if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) return ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+  } else if (first->ai_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(first->ai_addr);
+    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+  }
+  return "";
+}
+
 int pollTimeoutMs(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   if (left <= 0) return 0;

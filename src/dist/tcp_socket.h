@@ -16,6 +16,9 @@ using Clock = std::chrono::steady_clock;
 // port); returns the socket and writes the bound port. Throws CommError; for a port in use, it names
 // `port_advice`, how the caller's user chooses another.
 UniqueFd listenTcp(const std::string& addr, int port, int* bound_port, const std::string& port_advice);
+// The address listenTcp would bind first for `host`, when that is a loopback one (127.0.0.1, Debian's
+// 127.0.1.1 for the host's own name, ::1); "" otherwise, or when `host` does not resolve.
+std::string loopbackBindAddress(const std::string& host);
 // One connection attempt to every address `host` resolves to, each bounded by `deadline`. Returns an
 // invalid fd and sets `error` when none answered (refused, unreachable, timed out).
 UniqueFd tryConnectTcp(const std::string& host, int port, Clock::time_point deadline, std::string* error);

@@ -135,13 +135,14 @@ WordVectors readWord2Vec(const std::string& path, int64_t max_dim) {
   WordVectors out;
   std::string line;
   if (!std::getline(in, line)) RT_THROW(DataError, path, ":1: empty file (expected a header 'N D')");
-  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // a UTF-8 byte order mark, from an editor
   std::vector<std::string_view> f;
   int64_t n = 0, d = 0;
-  splitFields(::ringtrain::detail::withoutLineEnd(line), f);
+  const std::string_view header =
+      ::ringtrain::detail::withoutLineEnd(::ringtrain::detail::withoutByteOrderMark(line));  // an editor's BOM
+  splitFields(header, f);
   if (f.size() != 2 || !parseInteger(f[0], n) || !parseInteger(f[1], d)) {
     RT_THROW(DataError, path, ":1: expected a header 'N D' (two integers), got '",
-             ::ringtrain::detail::quotable(::ringtrain::detail::withoutLineEnd(line)), "'");
+             ::ringtrain::detail::quotable(header), "'");
   }
   if (n < 1 || d < 1) RT_THROW(DataError, path, ":1: header 'N D' out of range: N = ", n, ", D = ", d, " (each >= 1)");
   if (max_dim > 0 && d > max_dim) RT_THROW(DataError, path, ":1: D = ", d, " is above the limit of ", max_dim, " here");

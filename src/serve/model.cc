@@ -36,31 +36,12 @@ void readItems(const std::string& path, Model& model) {
   }
 }
 
-// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): checked
-// without allocating, since a reload checks every token of the catalog.
+// Whether `s` is well-formed UTF-8, by the corpus reader's decoding (core/input_file.h): no allocation,
+// since a reload checks every token of the catalog.
 bool validUtf8(std::string_view s) {
+  uint32_t cp = 0;
   for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEF) len = 3, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
-    else return false;
-    if (i + len > s.size()) return false;
-    const auto second = static_cast<unsigned char>(s[i + 1]);
-    if (second < lo || second > hi) return false;
-    for (size_t k = 2; k < len; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    i += len;
+    if (::ringtrain::detail::nextCodePoint(s, i, cp) != ::ringtrain::detail::Utf8Error::kNone) return false;
   }
   return true;
 }

@@ -142,25 +142,24 @@ ExportListing listExports(const std::string& dir) {
   return out;
 }
 
-// The newest by modification time (ties: the greater path) of the files in `listing` that `keep` accepts, or
-// an empty one.
+// Which of two exports is the newer: by modification time, ties to the greater path.
+bool newer(const ExportFile& a, const ExportFile& b) { return a.mtime != b.mtime ? a.mtime > b.mtime : a.path > b.path; }
+
+// The newest of the files in `listing` that `keep` accepts, or an empty one.
 template <typename Filter>
 ExportFile newestOf(const ExportListing& listing, Filter keep) {
   ExportFile best;
   for (const auto& [path, file] : listing) {
-    if (!keep(file)) continue;
-    if (best.path.empty() || file.mtime > best.mtime || (file.mtime == best.mtime && path > best.path)) best = file;
+    if (keep(file) && (best.path.empty() || newer(file, best))) best = file;
   }
   return best;
 }
 
-// The exports of `dir`, newest first (the order newestOf picks them in).
+// The exports of `dir`, newest first.
 std::vector<std::string> exportsNewestFirst(const std::string& dir) {
   std::vector<ExportFile> files;
   for (const auto& [path, file] : listExports(dir)) files.push_back(file);
-  std::sort(files.begin(), files.end(), [](const ExportFile& a, const ExportFile& b) {
-    return a.mtime != b.mtime ? a.mtime > b.mtime : a.path > b.path;
-  });
+  std::sort(files.begin(), files.end(), newer);
   std::vector<std::string> paths;
   for (const ExportFile& f : files) paths.push_back(f.path);
   return paths;
@@ -308,10 +307,9 @@ struct Server::Impl {
 
   uint64_t reload(const std::string& requested, bool initial = false) {
     std::string path = requested;
-    if (path.empty() && !initial) {
+    if (path.empty()) {
       path = current()->path;  // the file serving now, read again: never another export behind the watcher's back
     }
-    RT_CHECK_T(DataError, !path.empty(), "no model to load: give --model or a serve.watch_dir with an export");
     std::lock_guard<std::mutex> lock(reload_mu);
     std::shared_ptr<Model> fresh;
     try {

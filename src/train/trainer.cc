@@ -482,6 +482,10 @@ void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManag
 
 }  // namespace
 
+std::string metricsPath(const config::JobConfig& job) {
+  return job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
+}
+
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
   log::setRank(process.rank, process.world_size);
   checkOutputDirectories(job);
@@ -513,7 +517,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   int64_t global_step = 0;
   const bool resume = job.checkpoint.resume || process.restart_count > 0;
   // A log.metrics_file that is somebody's file is refused before a fresh start removes any checkpoint.
-  const std::string metrics_path = job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
+  const std::string metrics_path = metricsPath(job);
   if (s.leader()) checkMetricsFile(metrics_path);
   if (resume) {
     std::string where;

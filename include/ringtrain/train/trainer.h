@@ -44,6 +44,9 @@ struct TrainSummary {
 // held out, or none of the held-out lines gives one), or k so large that every target is a hit.
 std::string rankingCaveat(const RankingSums& ranking, int64_t held_out_lines, int64_t items, int k);
 
+// The metrics file a training of `job` writes: log.metrics_file, else <run.output_dir>/metrics.jsonl.
+std::string metricsPath(const config::JobConfig& job);
+
 // Trains the job; throws ConfigError/DataError/CommError/TimeoutError with context.
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process);
 
