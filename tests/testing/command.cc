@@ -9,7 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -124,18 +127,56 @@ int maxTestRanks() {
   return static_cast<int>(ranks);
 }
 
-int freeLoopbackPort() {
+namespace {
+
+// The low end of the kernel's ephemeral range: ports from there up are handed out to every unbound
+// connect() and every listen on port 0 (Gloo's pairs), so a port picked there can be taken by another
+// test's socket before the job under test binds it.
+int ephemeralPortFloor() {
+  std::FILE* file = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  int low = 32768;
+  int high = 0;
+  if (file != nullptr) {
+    if (std::fscanf(file, "%d %d", &low, &high) != 2) low = 32768;
+    std::fclose(file);
+  }
+  return low;
+}
+
+// Binds 127.0.0.1:port (0: the kernel's pick), releases it, and returns the port bound, or 0.
+int bindAndRelease(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("socket failed");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof addr;
   const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
                   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
   ::close(fd);
-  if (!ok) throw std::runtime_error("no free loopback port");
-  return ntohs(addr.sin_port);
+  return ok ? ntohs(addr.sin_port) : 0;
+}
+
+}  // namespace
+
+int freeLoopbackPort() {
+  // Below the ephemeral range, only a deliberate bind takes a port. The start is spread by pid and
+  // time so that concurrent test processes rarely probe the same port.
+  constexpr int kLowest = 10000;
+  const int floor = ephemeralPortFloor();
+  if (floor - kLowest >= 1000) {
+    static std::atomic<unsigned> calls{0};
+    const auto now = static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count());
+    const unsigned span = static_cast<unsigned>(floor - kLowest);
+    unsigned offset = (static_cast<unsigned>(::getpid()) * 2654435761u + now + calls.fetch_add(1) * 7919u) % span;
+    for (int tries = 0; tries < 256; ++tries, offset = (offset + 7919u) % span) {
+      if (const int port = bindAndRelease(kLowest + static_cast<int>(offset)); port != 0) return port;
+    }
+  }
+  // No room below the ephemeral range (an unusual kernel setting): take the kernel's pick.
+  if (const int port = bindAndRelease(0); port != 0) return port;
+  throw std::runtime_error("no free loopback port");
 }
 
 std::string makeTempDir(const std::string& prefix) {

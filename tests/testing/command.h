@@ -32,8 +32,9 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
 std::string binPath(const std::string& name);
 // <source dir>/<relative>
 std::string sourcePath(const std::string& relative);
-// A TCP port on 127.0.0.1 that was free a moment ago (bound, read back and released), for stores and
-// launchers under test. Throws std::runtime_error when no port can be bound.
+// A TCP port on 127.0.0.1 that was free a moment ago (bound and released), for stores and launchers
+// under test. It lies below the kernel's ephemeral range where it can, so that no other test's
+// connections or port-0 listeners take it before the job under test binds it. Throws std::runtime_error when no port can be bound.
 int freeLoopbackPort();
 // A fresh empty directory under the system temp dir, removed by the caller (or left for inspection).
 std::string makeTempDir(const std::string& prefix);
