@@ -333,6 +333,17 @@ void keepingBuffersOnFailure(std::initializer_list<const Buffer*> buffers, Body&
     throw;
   }
 }
+
+// The same for what a byte exchange's backend call reads from or writes into.
+template <typename Body>
+void keepingOnFailure(const std::shared_ptr<const void>& keep, Body&& body) {
+  try {
+    body();
+  } catch (...) {
+    (void)new std::shared_ptr<const void>(keep);
+    throw;
+  }
+}
 }  // namespace
 
 WorkPtr CommunicatorBase::allreduceAsync(Buffer buffer, ReduceOp op) {
@@ -408,7 +419,8 @@ void CommunicatorBase::allgatherBytesInto(const std::shared_ptr<ByteExchange>& e
     if (size_ > 1 && peer_memory_.enabled()) {
       exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, &ex.mine), ex.all);
     } else if (size_ > 1) {
-      ex.all = runAllgatherBytes(ex.mine);
+      // A backend's send that timed out may still read ex.mine (MPI cannot cancel it): kept for good then.
+      keepingOnFailure(exchange, [&] { ex.all = runAllgatherBytes(ex.mine); });
     }
     ex.all[rank_].clear();
   })->wait(timeout_);
@@ -436,7 +448,7 @@ void CommunicatorBase::allToAllBytesInto(const std::shared_ptr<AllToAllExchange>
       for (const auto& bytes : ex.send) offer.push_back(&bytes);
       exchangeByCopies(offer, ex.received);
     } else if (size_ > 1) {
-      ex.received = runAllToAllBytes(ex.send);
+      keepingOnFailure(exchange, [&] { ex.received = runAllToAllBytes(ex.send); });
     }
     ex.received[rank_].clear();
   })->wait(timeout_);

@@ -280,7 +280,8 @@ class MpiCommunicator final : public CommunicatorBase {
 
   std::vector<std::vector<uint8_t>> runAllgatherBytes(const std::vector<uint8_t>& mine) override {
     const int n = size();
-    // What MPI writes into or reads counts from is kept (leaked) if the operation times out (see complete()).
+    // What MPI writes into or reads counts from is kept (leaked) if the operation times out (see complete());
+    // `mine` belongs to the caller's ByteExchange, which CommunicatorBase keeps the same way.
     struct Scratch {
       uint64_t my_size = 0;
       std::vector<uint64_t> sizes;

@@ -9,6 +9,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <thread>
@@ -472,6 +474,42 @@ TEST_F(GlooComm, BrokenCommunicatorFailsLaterCallsWithTheFirstError) {
     }
   });
   expectAllOk(results);
+}
+
+// A byte exchange that fails keeps its exchange (what the backend reads and writes) for good: MPI cannot
+// cancel a timed-out send or receive, which would otherwise touch the caller's freed bytes. Rank 1 stays
+// connected but never joins; each exchange gets a fresh job (the first failure breaks a communicator).
+TEST_F(GlooComm, AFailedByteExchangeKeepsItsBuffers) {
+  auto options = testCommOptions(1.0);
+  options.check_collectives = false;  // the backend's own exchange must be what times out
+  options.same_host_copy = false;
+  const auto rankZeroAlone = [&](const std::function<void(Communicator&)>& exchange) {
+    Countdown finished(1);
+    expectAllOk(runWithCommunicators(2, options, [&](Communicator& comm) {
+      if (comm.rank() == 1) {
+        EXPECT_TRUE(finished.waitFor(std::chrono::seconds(30)));
+        return;
+      }
+      exchange(comm);
+      finished.arrive();
+    }));
+  };
+  std::weak_ptr<ByteExchange> gathered;
+  rankZeroAlone([&](Communicator& comm) {
+    auto exchange = std::make_shared<ByteExchange>();
+    exchange->mine.assign(1 << 20, 7);
+    gathered = exchange;
+    EXPECT_THROW(comm.allgatherBytesInto(exchange), TimeoutError);
+  });
+  EXPECT_FALSE(gathered.expired()) << "a failed allgatherBytes let go of the bytes it sends";
+  std::weak_ptr<AllToAllExchange> personal;
+  rankZeroAlone([&](Communicator& comm) {
+    auto exchange = std::make_shared<AllToAllExchange>();
+    exchange->send.assign(2, std::vector<uint8_t>(1 << 20, 7));
+    personal = exchange;
+    EXPECT_THROW(comm.allToAllBytesInto(exchange), TimeoutError);
+  });
+  EXPECT_FALSE(personal.expired()) << "a failed allToAllBytes let go of the bytes it sends";
 }
 
 TEST_F(GlooComm, RankThatNeverJoinsIsNamed) {
