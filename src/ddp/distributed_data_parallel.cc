@@ -273,8 +273,23 @@ class DistributedDataParallel::Impl {
       if (shared_tables_.count(item.value().unsafeGetTensorImpl()) == 0) tensors.push_back(item.value());
     }
     for (const auto& item : module_.named_buffers(true)) tensors.push_back(item.value());
-    // One broadcast per (dtype, device) group, in a fixed order.
-    std::vector<std::vector<at::Tensor>> groups;
+    for (auto& group : launchBroadcasts(tensors)) finishBroadcast(group);
+    // Shared tables were skipped (every rank reads rank 0's copy): still, no rank may read them before rank 0
+    // is done with whatever it wrote there before calling this.
+    if (!shared_tables_.empty()) comm_.barrier();
+  }
+
+  // Tensors of one (dtype, device), packed into one flat tensor that travels in one broadcast.
+  struct BroadcastGroup {
+    std::vector<at::Tensor> members;
+    at::Tensor flat;
+    comm::WorkPtr work;
+  };
+
+  // Broadcasts `tensors` from rank 0, one collective per (dtype, device) group in a fixed order; the
+  // members take rank 0's values in finishBroadcast().
+  std::vector<BroadcastGroup> launchBroadcasts(const std::vector<at::Tensor>& tensors) {
+    std::vector<BroadcastGroup> groups;
     std::vector<std::pair<c10::ScalarType, c10::Device>> kinds;
     for (const auto& t : tensors) {
       if (t.numel() == 0) continue;
@@ -285,22 +300,25 @@ class DistributedDataParallel::Impl {
         groups.emplace_back();
         it = kinds.end() - 1;
       }
-      groups[it - kinds.begin()].push_back(t);
+      groups[it - kinds.begin()].members.push_back(t);
     }
     for (auto& group : groups) {
       std::vector<at::Tensor> flat_parts;
-      for (auto& t : group) flat_parts.push_back(t.reshape({-1}));
-      at::Tensor flat = at::cat(flat_parts);
-      comm_.broadcastAsync(asBuffer(flat), 0)->wait(options_.timeout);
-      int64_t offset = 0;
-      for (auto& t : group) {
-        t.copy_(flat.narrow(0, offset, t.numel()).view(t.sizes()));
-        offset += t.numel();
-      }
+      for (auto& t : group.members) flat_parts.push_back(t.reshape({-1}));
+      group.flat = at::cat(flat_parts);
+      group.work = comm_.broadcastAsync(asBuffer(group.flat), 0);
     }
-    // Shared tables were skipped (every rank reads rank 0's copy): still, no rank may read them before rank 0
-    // is done with whatever it wrote there before calling this.
-    if (!shared_tables_.empty()) comm_.barrier();
+    return groups;
+  }
+
+  void finishBroadcast(BroadcastGroup& group) {
+    torch::NoGradGuard no_grad;
+    group.work->wait(options_.timeout);
+    int64_t offset = 0;
+    for (auto& t : group.members) {
+      t.copy_(group.flat.narrow(0, offset, t.numel()).view(t.sizes()));
+      offset += t.numel();
+    }
   }
 
   // `order` lists positions in dense_ (not params_) in visiting order.
@@ -561,6 +579,14 @@ class DistributedDataParallel::Impl {
            "as zeros: {}", unused.size(), fmt::join(unused, ", "));
       stats_.unused_parameters = unused;
     }
+    // Buffers (BatchNorm's running statistics) were updated by each rank's own forward: rank 0's travel
+    // behind the dense buckets, so every rank's next forward starts from the same ones.
+    std::vector<BroadcastGroup> buffer_groups;
+    if (options_.broadcast_buffers && comm_.size() > 1) {
+      std::vector<at::Tensor> buffers;
+      for (const auto& item : module_.named_buffers(true)) buffers.push_back(item.value());
+      buffer_groups = launchBroadcasts(buffers);
+    }
     std::chrono::nanoseconds total{0};
     for (size_t b = 0; b < buckets_.size(); ++b) {
       if (!buckets_[b].work) continue;  // world size 1, or its hook failed
@@ -568,6 +594,7 @@ class DistributedDataParallel::Impl {
       stats_.buckets[b].last_allreduce = buckets_[b].work->duration();
       total += stats_.buckets[b].last_allreduce;
     }
+    for (auto& group : buffer_groups) finishBroadcast(group);
     if (launch_failure) std::rethrow_exception(launch_failure);
     stats_.finalize_wait = Clock::now() - start;
     stats_.allreduce_total = total;

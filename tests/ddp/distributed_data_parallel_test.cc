@@ -844,6 +844,44 @@ TEST_F(DdpTest, UnusedParameterIsReportedByNameAndReducedAsZero) {
   });
 }
 
+// BatchNorm's running statistics come from each rank's own batch: finalize() gives every rank rank 0's;
+// broadcast_buffers off leaves each rank its own.
+TEST_F(DdpTest, FinalizeGivesEveryRankRankZerosBuffers) {
+  for (const bool broadcast : {true, false}) {
+    SCOPED_TRACE(broadcast ? "broadcast_buffers on" : "broadcast_buffers off");
+    const int world = 3;
+    std::vector<torch::nn::Sequential> models;
+    std::vector<torch::nn::BatchNorm1d> norms;
+    for (int r = 0; r < world; ++r) {
+      torch::manual_seed(1);
+      norms.emplace_back(3);
+      models.emplace_back(torch::nn::Linear(8, 3), norms.back());
+    }
+    std::vector<at::Tensor> means(world), vars(world);
+    runDdpRanks(world, [&](comm::Communicator& comm) {
+      const int rank = comm.rank();
+      DdpOptions options;
+      options.broadcast_buffers = broadcast;
+      DistributedDataParallel ddp(*models[rank], comm, options);
+      for (int step = 0; step < 3; ++step) {
+        ddp.zeroGrad();
+        // Each rank's batch has its own mean: unsynchronized running means drift apart.
+        at::Tensor x = inputs(step * world + rank, 8) + static_cast<float>(rank);
+        models[rank]->forward(x).pow(2).mean().backward();
+        ddp.finalize();
+      }
+      means[rank] = norms[rank]->running_mean.clone();
+      vars[rank] = norms[rank]->running_var.clone();
+    });
+    EXPECT_GT(means[0].abs().sum().item<float>(), 0.0f) << "the forwards did not update the running mean";
+    for (int r = 1; r < world; ++r) {
+      SCOPED_TRACE("rank " + std::to_string(r));
+      EXPECT_EQ(torch::equal(means[r], means[0]), broadcast) << means[r] << means[0];
+      EXPECT_EQ(torch::equal(vars[r], vars[0]), broadcast) << vars[r] << vars[0];
+    }
+  }
+}
+
 TEST_F(DdpTest, UnusedParameterIsAnErrorWhenDetectionIsOff) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;

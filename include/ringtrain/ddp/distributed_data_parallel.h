@@ -17,8 +17,9 @@
 // the optimizer step and ddp.zeroGrad(), which waits for every owner (the replica check has nothing to
 // compare for such a table).
 // finalize() is explicit because LibTorch exposes no public end-of-backward callback: it waits for every
-// dense bucket (launching, in order, those held back by unused parameters), then synchronizes sparse
-// gradients, runs the replica check when due, and (once, after the first iteration) rebuilds the buckets.
+// dense bucket (launching, in order, those held back by unused parameters) and for rank 0's buffers
+// (broadcast_buffers), then synchronizes sparse gradients, runs the replica check when due, and (once, after
+// the first iteration) rebuilds the buckets.
 // Every rank must call finalize() once per synchronized backward, the same number of times.
 //
 // HOW: construction broadcasts parameters and buffers from rank 0 after checking that every rank holds the
@@ -112,6 +113,12 @@ struct DdpOptions {
   // buckets' overlap, for sparse rows). The result is the same, bit for bit, either way (within the rules
   // above).
   bool overlap_sparse = true;
+  // finalize() (synchronized steps only) gives every rank rank 0's module buffers, e.g. BatchNorm's running
+  // statistics, which each rank's forward updated from its own batch: one broadcast per (dtype, device),
+  // queued behind the dense buckets; nothing when the module has no buffers. (PyTorch DDP broadcasts them
+  // before each forward instead: the values every forward starts from are the same either way, and here the
+  // last step's are in sync too.) false: each rank keeps its own.
+  bool broadcast_buffers = true;
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
   bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
   std::chrono::milliseconds timeout{300000};
