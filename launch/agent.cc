@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -27,6 +28,7 @@
 
 #include "child_process.h"
 #include "cpu_binding.h"
+#include "run_log_dir.h"
 #include "console.h"
 #include "output_pump.h"
 #include "ringtrain/core/error.h"
@@ -230,6 +232,12 @@ class Agent {
  private:
   int runJob() {
     rendezvous();
+    if (!o_.log_dir.empty()) {
+      const RunLogDir logs = makeRunLogDir(o_.log_dir, std::time(nullptr), o_.node_rank, o_.nnodes);
+      run_log_dir_ = logs.path;
+      say("writing the ranks' output to " + run_log_dir_ + "/attempt<A>/rank<R>/{stdout,stderr}.log");
+      if (!logs.warning.empty()) say(logs.warning);
+    }
     if (o_.bind_cores) {
       // Cut once, before any rank runs: every attempt binds its ranks alike.
       const std::vector<int> allowed = allowedCpus();
@@ -466,7 +474,7 @@ class Agent {
     lost_nodes_.clear();
 
     std::string log_dir;
-    if (!o_.log_dir.empty()) log_dir = o_.log_dir + "/attempt" + std::to_string(attempt);
+    if (!run_log_dir_.empty()) log_dir = run_log_dir_ + "/attempt" + std::to_string(attempt);
 
     ProcessGroup group;
     std::vector<Rank> ranks(static_cast<size_t>(o_.nproc_per_node));
@@ -794,6 +802,7 @@ class Agent {
   std::string agent_id_;
   int master_port_ = 0;
   int world_size_ = 0;
+  std::string run_log_dir_;  // with --log-dir: this launch's own folder in it (run_log_dir.h)
   std::vector<std::vector<int>> rank_cpus_;  // with --bind-to cores: each local rank's CPUs; else empty
   std::unique_ptr<dist::TcpStoreServer> server_;
   std::unique_ptr<dist::TcpStoreClient> store_;

@@ -138,7 +138,8 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
                  "relaunch every rank up to this many times after a failure (RINGTRAIN_RESTART_COUNT)")
       ->default_str("0");
   app.add_option("--log-dir,--log_dir", o.log_dir,
-                 "also write each rank's output to DIR/attempt<A>/rank<R>/{stdout,stderr}.log");
+                 "also write each rank's output to DIR/<start time>/attempt<A>/rank<R>/{stdout,stderr}.log "
+                 "(DIR/latest points at the newest)");
   app.add_option("--tee", tee, "accepted for torchrun compatibility: output always reaches the terminal")
       ->expected(0, 1);
   app.add_option("--redirects", redirects, "accepted for torchrun compatibility (see --tee)")->expected(0, 1);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -177,7 +178,7 @@ TEST(Ringrun, EachRankSeesItsEnvironmentAndItsLinesArePrefixed) {
     const std::string tag = "[rank " + std::to_string(rank) + "] ";
     EXPECT_THAT(r.err, HasSubstr(tag + "to stderr " + std::to_string(rank) + "\n"));
     EXPECT_THAT(r.out, HasSubstr(tag + "no newline\n"));  // an unterminated last line still arrives whole
-    const std::string dir = logs + "/attempt0/rank" + std::to_string(rank);
+    const std::string dir = logs + "/latest/attempt0/rank" + std::to_string(rank);
     EXPECT_THAT(readFile(dir + "/stdout.log"), HasSubstr("env " + std::to_string(rank) + " "));
     EXPECT_EQ(readFile(dir + "/stderr.log"), "to stderr " + std::to_string(rank) + "\n");
     EXPECT_THAT(readFile(dir + "/stdout.log"), ::testing::EndsWith("no newline"));  // the bytes, nothing added
@@ -197,9 +198,29 @@ TEST(Ringrun, LogFilesAreExactCopiesAndLongLinesArriveWhole) {
   ASSERT_TRUE(r.ok()) << r.err;
   const std::string expected = std::string(300000, 'A') + "B\nbin:\001\377\nnoeol";
   for (int rank = 0; rank < 2; ++rank) {
-    EXPECT_EQ(readFile(logs + "/attempt0/rank" + std::to_string(rank) + "/stdout.log"), expected) << rank;
+    EXPECT_EQ(readFile(logs + "/latest/attempt0/rank" + std::to_string(rank) + "/stdout.log"), expected) << rank;
     EXPECT_THAT(r.out, HasSubstr("[rank " + std::to_string(rank) + "] " + std::string(300000, 'A') + "B\n"));
   }
+  std::filesystem::remove_all(logs);
+}
+
+// Each launch writes into its own folder under --log-dir: a second run keeps the first one's logs whole,
+// and DIR/latest names the second.
+TEST(Ringrun, AReusedLogDirKeepsEachRunsLogs) {
+  const std::string logs = testing::makeTempDir("ringrun_reuse");
+  for (const char* word : {"first", "second"}) {
+    const auto r = runCommand({binPath("ringrun"), "--standalone", "--log-dir", logs, "--", "echo", word},
+                              {.timeout = 30000ms});
+    ASSERT_TRUE(r.ok()) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("ringrun: writing the ranks' output to " + logs + "/")) << r.err;
+  }
+  std::vector<std::string> runs;
+  for (const auto& entry : std::filesystem::directory_iterator(logs)) {
+    if (!entry.is_symlink()) runs.push_back(readFile(entry.path().string() + "/attempt0/rank0/stdout.log"));
+  }
+  std::sort(runs.begin(), runs.end());
+  EXPECT_EQ(runs, (std::vector<std::string>{"first\n", "second\n"}));
+  EXPECT_EQ(readFile(logs + "/latest/attempt0/rank0/stdout.log"), "second\n");
   std::filesystem::remove_all(logs);
 }
 
