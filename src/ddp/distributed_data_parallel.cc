@@ -432,6 +432,7 @@ class DistributedDataParallel::Impl {
 
   LaunchRange markReadyLocked(size_t index) {
     Param& p = params_[index];
+    gradient_since_finalize_ = true;
     // Micro-batches accumulate under noSync() before the synchronized backward, never after it: what it
     // readied may be on its way already, and what it did not would go out with a gradient the user did not
     // mean for this step.
@@ -515,6 +516,7 @@ class DistributedDataParallel::Impl {
 
   void resetIteration() {
     synchronized_backward_ = false;
+    gradient_since_finalize_ = false;
     for (Param& p : params_) p.ready = p.static_unused;
     for (Bucket& b : buckets_) {
       b.pending = 0;
@@ -573,6 +575,17 @@ class DistributedDataParallel::Impl {
     {
       std::lock_guard<std::mutex> lock(launch_mu_);
       RT_CHECK_EQ(launched_, buckets_.size(), "all buckets must be handed to the hook at finalize");
+    }
+    if (!gradient_since_finalize_ && !hook_failed) {
+      // Legitimate for a rank out of data that keeps its peers company (its share counts as zeros, or as
+      // whatever its gradients still hold), and a silent wrong average when a backward was forgotten.
+      ++stats_.steps_without_backward;
+      if (!warned_no_backward_) {
+        warned_no_backward_ = true;
+        warn("DistributedDataParallel: rank {} called finalize() with no backward since the last one (step {}): "
+             "its gradients enter the average as they stand (zeros after zero_grad); said once, counted in "
+             "stats().steps_without_backward", comm_.rank(), stats_.steps + 1);
+      }
     }
     if (first_iteration_ && !unused.empty() && unused_error.empty()) {
       warn("DistributedDataParallel: {} parameter(s) got no gradient in the first iteration and are reduced "
@@ -745,6 +758,8 @@ class DistributedDataParallel::Impl {
 
   bool no_sync_ = false;
   bool synchronized_backward_ = false;  // a gradient arrived outside noSync() since the last finalize()
+  bool gradient_since_finalize_ = false;  // any gradient arrived (noSync() or not) since the last finalize()
+  bool warned_no_backward_ = false;
   bool first_iteration_ = true;
   DdpStats stats_;
 };
@@ -795,7 +810,9 @@ int DistributedDataParallel::worldSize() const { return impl_->comm_.size(); }
 std::string DdpStats::toString() const {
   std::ostringstream out;
   out << "ddp: " << buckets.size() << " dense bucket(s), " << sparse_parameters << " sparse parameter(s), "
-      << steps << " step(s), " << rebuilds << " rebuild(s)\n";
+      << steps << " step(s), " << rebuilds << " rebuild(s)";
+  if (steps_without_backward > 0) out << ", " << steps_without_backward << " step(s) without a backward";
+  out << "\n";
   for (const auto& b : buckets) {
     out << "  bucket " << b.index << ": " << b.bytes << " bytes, "
         << c10::toString(static_cast<c10::ScalarType>(b.dtype)) << (b.device >= 0 ? " cuda" : " cpu") << ", "

@@ -882,6 +882,25 @@ TEST_F(DdpTest, FinalizeGivesEveryRankRankZerosBuffers) {
   }
 }
 
+// A rank out of data may call finalize() without a backward to keep its peers company: it is counted (and
+// warned about once), since the same call after a forgotten backward silently halves the average.
+TEST_F(DdpTest, FinalizeWithoutABackwardIsCounted) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16));
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    DistributedDataParallel ddp(*models[rank], comm);
+    for (int s = 0; s < 3; ++s) {
+      ddp.zeroGrad();
+      if (rank == 0 || s != 1) torch::mse_loss(models[rank]->forward(inputs(s, 4)), targets(s, 4)).backward();
+      ddp.finalize();
+    }
+    EXPECT_EQ(ddp.stats().steps_without_backward, rank == 1 ? 1 : 0);
+    if (rank == 1) EXPECT_NE(ddp.stats().toString().find("1 step(s) without a backward"), std::string::npos);
+  });
+}
+
 TEST_F(DdpTest, UnusedParameterIsAnErrorWhenDetectionIsOff) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;

@@ -144,6 +144,9 @@ struct DdpStats {
   size_t sparse_parameters = 0;
   int64_t steps = 0;                  // synchronized iterations finalized
   int64_t rebuilds = 0;
+  // Synchronized steps whose finalize() found no gradient since the last one on this rank: its share of the
+  // average was what its .grad() held (warned about once).
+  int64_t steps_without_backward = 0;
   // Last synchronized step:
   size_t dense_bytes_sent = 0;        // bytes handed to the communicator for dense buckets
   size_t sparse_bytes_sent = 0;       // bytes this rank sent for sparse gradients
