@@ -202,8 +202,10 @@ bool CommunicatorBase::stopThread() {
     queue_->stop = true;
     dropped.swap(queue_->tasks);
     queue_->cv.notify_all();
-    // A running task ends by itself (backend timeouts are set to comm.timeout_s) unless the backend has
-    // none (MPI): then the thread is left behind.
+    // A running task waiting on a same-host notice gives up at once. One inside the backend ends by itself
+    // (backend timeouts are set to comm.timeout_s) unless the backend has none (MPI): then the thread is
+    // left behind.
+    peer_memory_.abandonWaits();
     stuck = !queue_->cv.wait_for(lock, timeout_ + std::chrono::seconds(2), [&] { return !queue_->busy; });
   }
   for (auto& task : dropped) {

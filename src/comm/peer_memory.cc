@@ -92,6 +92,7 @@ struct PeerMemory::Shared {
   size_t bytes = 0;                // of every rank's region: one NoticeQueue per sender
   NoticeQueue* own = nullptr;      // this rank's region: own[s] receives from rank s
   std::vector<NoticeQueue*> peer;  // peer[q]: rank q's region mapped here (own for q == this rank)
+  std::atomic<bool> abandoned{false};  // abandonWaits(): the waits below give up at their next look
 
   ~Shared() {
     for (NoticeQueue* region : peer) {
@@ -238,7 +239,7 @@ inline void cpuRelax() {
 // Sleeps on `word` until ready() holds; TimeoutError at the deadline, CommError once the peer is gone.
 template <typename Ready>
 void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std::chrono::milliseconds timeout,
-             const char* what) {
+             const char* what, const std::atomic<bool>& abandoned) {
   const auto start = Clock::now();
   const auto deadline = start + timeout;
   const auto spin_until = start + kSpinBeforeSleep;
@@ -255,6 +256,9 @@ void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std:
     if (!ready() && processGone(pid)) {
       RT_THROW(CommError, what, " rank ", peer, ": its process (pid ", pid, ") is gone");
     }
+    if (!ready() && abandoned.load(std::memory_order_relaxed)) {
+      RT_THROW(CommError, what, " rank ", peer, ": given up, the communicator is being destroyed");
+    }
   }
 }
 
@@ -266,10 +270,14 @@ void PeerMemory::post(int peer, PeerNotice notice, std::chrono::milliseconds tim
   const uint32_t head = q.head.load(std::memory_order_relaxed);
   waitFor(
       q.tail, [&] { return head - q.tail.load(std::memory_order_acquire) < kNoticeSlots; },
-      pids_[static_cast<size_t>(peer)], peer, timeout, "same-host notice queue full: waiting for");
+      pids_[static_cast<size_t>(peer)], peer, timeout, "same-host notice queue full: waiting for", shared_->abandoned);
   q.entries[head % kNoticeSlots] = notice;
   q.head.store(head + 1, std::memory_order_release);
   futexWake(q.head);
+}
+
+void PeerMemory::abandonWaits() const {
+  if (shared_) shared_->abandoned.store(true, std::memory_order_relaxed);
 }
 
 PeerNotice PeerMemory::take(int peer, std::chrono::milliseconds timeout) const {
@@ -279,7 +287,7 @@ PeerNotice PeerMemory::take(int peer, std::chrono::milliseconds timeout) const {
   const uint32_t tail = q.tail.load(std::memory_order_relaxed);
   waitFor(
       q.head, [&] { return q.head.load(std::memory_order_acquire) != tail; }, pids_[static_cast<size_t>(peer)], peer,
-      timeout, "same-host notice: waiting for");
+      timeout, "same-host notice: waiting for", shared_->abandoned);
   const PeerNotice notice = q.entries[tail % kNoticeSlots];
   q.tail.store(tail + 1, std::memory_order_release);
   futexWake(q.tail);

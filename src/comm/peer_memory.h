@@ -55,6 +55,10 @@ class PeerMemory {
   // one thread of this rank posts to a given peer, one takes from it.
   void post(int peer, PeerNotice notice, std::chrono::milliseconds timeout) const;
   PeerNotice take(int peer, std::chrono::milliseconds timeout) const;
+  // Every post() and take() waiting now or later gives up within 100 ms with a CommError, so that a
+  // communicator being destroyed (a rank unwinding a timeout) does not wait out comm.timeout_s for a peer
+  // that will not come.
+  void abandonWaits() const;
 
  private:
   struct Shared;  // mappings and the memfd

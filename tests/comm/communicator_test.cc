@@ -512,6 +512,37 @@ TEST_F(GlooComm, AFailedByteExchangeKeepsItsBuffers) {
   EXPECT_FALSE(personal.expired()) << "a failed allToAllBytes let go of the bytes it sends";
 }
 
+// A caller's shorter wait gave up on a peer that never came; destroying the communicator then must not wait
+// out comm.timeout_s for the collective still running on its thread: a wait on a same-host notice gives up.
+TEST_F(GlooComm, DestroyingACommunicatorDoesNotWaitOutItsTimeoutForAMissingPeer) {
+  dist::MemoryStore store;
+  Countdown destroyed(1);
+  double destroy_seconds = -1;
+  bool same_host = false;
+  auto results = testing::runRankThreads(2, [&](int rank) {
+    dist::ProcessInfo process;
+    process.rank = rank;
+    process.world_size = 2;
+    std::unique_ptr<Communicator> comm = makeCommunicator(testCommOptions(60.0), process, store);
+    if (rank == 1) {  // connected, never joins the collective
+      EXPECT_TRUE(destroyed.waitFor(std::chrono::seconds(30)));
+      return;
+    }
+    same_host = comm->canReadPeerMemory();
+    std::vector<float> v(1024, 1.0f);
+    WorkPtr work = comm->allreduceAsync(Buffer{v.data(), v.size(), DataType::kFloat32}, ReduceOp::kSum);
+    EXPECT_THROW(work->wait(std::chrono::milliseconds(500)), TimeoutError);
+    const auto start = std::chrono::steady_clock::now();
+    comm.reset();
+    destroy_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    destroyed.arrive();
+  });
+  expectAllOk(results);
+  ASSERT_TRUE(same_host) << "this test needs the same-host path";
+  EXPECT_GE(destroy_seconds, 0.0);
+  EXPECT_LT(destroy_seconds, 5.0) << "the communicator waited for its stuck collective";
+}
+
 TEST_F(GlooComm, RankThatNeverJoinsIsNamed) {
   dist::MemoryStore store;
   auto results = testing::runRankThreads(3, [&](int rank) {

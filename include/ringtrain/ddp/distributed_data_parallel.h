@@ -121,6 +121,10 @@ struct DdpOptions {
   bool broadcast_buffers = true;
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
   bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
+  // How long finalize() and broadcastState() wait for a dense bucket or a broadcast (fromConfig: comm.timeout_s).
+  // Construction, the sparse exchange and the replica check wait as long as the communicator's own timeout
+  // (config::CommOptions::timeout_s), which also bounds a collective that is still running when the
+  // communicator is destroyed over the gloo or MPI transports; on the same-host path it is abandoned at once.
   std::chrono::milliseconds timeout{300000};
   // Parameters (by name in module.named_parameters()) whose gradients are sparse, besides the weights of
   // Embedding/EmbeddingBag modules with sparse(true), which are found by themselves: a module that
