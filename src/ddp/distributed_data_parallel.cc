@@ -157,6 +157,36 @@ class DistributedDataParallel::Impl {
   ~Impl() {
     // The module may outlive us: take our hooks off its accumulators.
     for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
+    if (options_.unshare_at_destruction && sharesSparseParameters()) {
+      // After a step's finalize() and before zeroGrad(), owners may still be writing rows: wait for them as
+      // zeroGrad() would, unless unwinding (a failing rank does not wait for its peers).
+      if (awaiting_zero_grad_ && std::uncaught_exceptions() == 0) {
+        try {
+          comm_.barrier();
+        } catch (const std::exception& e) {
+          ringtrain::error("DistributedDataParallel: the other ranks' last rows were not waited for ({}): the "
+                           "private copies of the shared tables may miss them", e.what());
+        }
+      }
+      unshare();
+    }
+  }
+
+  // The shared tables and shareOnHost()'s tensors become private copies of what they hold now, in place (the
+  // same TensorImpls, so the module and the optimizer see the copies): trained on without this object, or
+  // wrapped again in another mode, a rank must not write into the memory every rank reads.
+  void unshare() noexcept {
+    try {
+      torch::NoGradGuard no_grad;
+      for (size_t i : sparse_) {
+        at::Tensor& t = params_[i].tensor;
+        if (shared_tables_.count(t.unsafeGetTensorImpl()) != 0) t.set_data(t.detach().clone());
+      }
+      for (at::Tensor& t : shared_state_) t.set_data(t.detach().clone());
+    } catch (const std::exception& e) {
+      ringtrain::error("DistributedDataParallel: the shared sparse tables could not be copied back into private "
+                       "memory ({}): they stay shared by the host's ranks", e.what());
+    }
   }
 
   // ---- construction -------------------------------------------------------------------------------
@@ -169,8 +199,16 @@ class DistributedDataParallel::Impl {
         if (b->options.sparse()) sparse_weights.insert(b->weight.unsafeGetTensorImpl());
       }
     }
+    for (const std::string& name : options_.sparse_parameters) {
+      RT_CHECK_T(ConfigError, module_.named_parameters(true).find(name) != nullptr,
+                 "DistributedDataParallel: DdpOptions::sparse_parameters names '", name,
+                 "', which is not a parameter of the module");
+    }
     for (const auto& item : module_.named_parameters(/*recurse=*/true)) {
-      if (!item.value().requires_grad()) continue;
+      if (!item.value().requires_grad()) {
+        frozen_.emplace_back(item.key(), item.value());
+        continue;
+      }
       Param p;
       p.name = item.key();
       p.tensor = item.value();
@@ -439,6 +477,9 @@ class DistributedDataParallel::Impl {
     RT_CHECK(!(no_sync_ && synchronized_backward_), "DistributedDataParallel: parameter '", p.name,
              "' received a gradient under noSync() after this iteration's synchronized backward; call "
              "finalize() first (accumulate micro-batches under noSync() before the synchronized backward)");
+    RT_CHECK(!(p.static_unused && !no_sync_), "DistributedDataParallel: parameter '", p.name, "' got no gradient "
+             "in the first iteration, so static_graph took it as unused in every iteration, and now it has one: "
+             "with static_graph every iteration must use the same parameters (turn static_graph off)");
     if (!no_sync_) synchronized_backward_ = true;
     // After this iteration's synchronized gradient, another one (a second backward, under noSync() or not)
     // would change what is already on its way to the other ranks. A static_graph parameter pre-marked unused
@@ -619,9 +660,10 @@ class DistributedDataParallel::Impl {
     // Checked only now, with this step's dense buckets done: a rank that threw while its peers still waited
     // on them would leave those peers to the communication timeout.
     if (sharesSparseParameters() && awaiting_zero_grad_) {
-      RT_THROW(Error, "DistributedDataParallel: with shared sparse tables (ddp.sparse_sync shared) call ddp.zeroGrad() "
-               "after the optimizer step and before the next forward, on every rank: it waits until every "
-               "owner has written its rows (rank ", comm_.rank(), ", step ", stats_.steps + 1, ")");
+      RT_THROW(Error, "DistributedDataParallel: finalize() again without ddp.zeroGrad() since the last one: with "
+               "shared sparse tables (ddp.sparse_sync shared) call ddp.zeroGrad() after the optimizer step and "
+               "before the next forward, on every rank: it waits until every owner has written its rows (rank ",
+               comm_.rank(), ", step ", stats_.steps + 1, ")");
     }
     const auto sparse_start = Clock::now();
     SparseSyncCounts counts;
@@ -665,6 +707,11 @@ class DistributedDataParallel::Impl {
     // Only now, with every collective of this finalize() done (dense buckets, sparse sync, replica check,
     // the first iteration's rebuild): the other ranks are not left waiting in one of them.
     if (!unused_error.empty()) RT_THROW(Error, unused_error);
+    for (const auto& [name, tensor] : frozen_) {
+      RT_CHECK(!tensor.requires_grad(), "DistributedDataParallel: parameter '", name, "' was frozen (requires_grad "
+               "false) when this object was built and requires a gradient now: its gradient is not synchronized. "
+               "Build a new DistributedDataParallel after changing requires_grad (rank ", comm_.rank(), ")");
+    }
   }
 
   // Rank 0's gradient-ready order wins; every rank rebuilds identically (or not at all).
@@ -687,9 +734,13 @@ class DistributedDataParallel::Impl {
 
   void checkReplicas() {
     torch::NoGradGuard no_grad;
+    // Frozen parameters too: one unfrozen after construction would change without being synchronized.
+    std::vector<std::pair<std::string, at::Tensor>> compared;
+    for (const Param& p : params_) compared.emplace_back(p.name, p.tensor);
+    compared.insert(compared.end(), frozen_.begin(), frozen_.end());
     std::vector<uint64_t> sums;
-    for (const Param& p : params_) {
-      at::Tensor t = p.tensor.detach().to(at::kCPU).contiguous();
+    for (const auto& [name, tensor] : compared) {
+      at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
       sums.push_back(fnv1a64(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size()));
     }
     std::vector<uint8_t> mine(sums.size() * sizeof(uint64_t));
@@ -698,11 +749,11 @@ class DistributedDataParallel::Impl {
     std::string report;
     for (int r = 1; r < comm_.size(); ++r) {
       RT_CHECK_EQ(all[r].size(), mine.size(), "replica checksums differ in length");
-      for (size_t i = 0; i < params_.size(); ++i) {
+      for (size_t i = 0; i < compared.size(); ++i) {
         uint64_t a, b;
         std::memcpy(&a, all[0].data() + i * sizeof(uint64_t), sizeof(uint64_t));
         std::memcpy(&b, all[r].data() + i * sizeof(uint64_t), sizeof(uint64_t));
-        if (a != b) report += " '" + params_[i].name + "' (rank " + std::to_string(r) + ")";
+        if (a != b) report += " '" + compared[i].first + "' (rank " + std::to_string(r) + ")";
       }
     }
     if (!report.empty()) {
@@ -735,6 +786,8 @@ class DistributedDataParallel::Impl {
   bool awaiting_zero_grad_ = false;                 // shared tables: a step finalized, zeroGrad() not yet called
   std::unique_ptr<CommHook> hook_;
   std::vector<Param> params_;      // requires_grad parameters in registration order
+  std::vector<std::pair<std::string, at::Tensor>> frozen_;  // the others: compared by checkReplicas()
+  std::vector<at::Tensor> shared_state_;  // what shareOnHost() returned: made private again by unshare()
   std::vector<size_t> dense_;      // indices into params_
   std::vector<size_t> sparse_;
   std::vector<size_t> sparse_sync_order_;  // sparse_ reversed: the tables' order in the sparse sync
@@ -793,7 +846,9 @@ std::vector<std::string> DistributedDataParallel::sharedParameterNames() const {
 at::Tensor DistributedDataParallel::shareOnHost(const at::Tensor& tensor, const std::string& what) {
   RT_CHECK(sharesSparseParameters(), "DistributedDataParallel::shareOnHost: the sparse tables are not shared (",
            "ddp.sparse_sync is ", toString(impl_->options_.sparse_sync), ")");
-  return detail::shareOnHost(impl_->comm_, tensor, what);
+  at::Tensor shared = detail::shareOnHost(impl_->comm_, tensor, what);
+  impl_->shared_state_.push_back(shared);
+  return shared;
 }
 
 void DistributedDataParallel::setCommHook(std::unique_ptr<CommHook> hook) {

@@ -488,6 +488,57 @@ TEST_F(DdpTest, SparseSharedWithoutDdpZeroGradIsAnError) {
 #endif
 }
 
+// Destroyed, a shared-mode DDP gives each rank a private copy of the tables and of shareOnHost()'s state, in
+// place: a rank that trains on (or wraps the module again in another mode) writes only its own copy.
+TEST_F(DdpTest, SharedTablesArePrivateAgainAfterDestruction) {
+#if RINGTRAIN_WITH_GLOO
+  for (const bool unshare : {true, false}) {
+    SCOPED_TRACE(unshare ? "unshare_at_destruction on" : "unshare_at_destruction off");
+    torch::manual_seed(5);
+    std::vector<std::shared_ptr<EmbedImpl>> models = {std::make_shared<EmbedImpl>(), std::make_shared<EmbedImpl>()};
+    std::vector<at::Tensor> states(2);
+    std::vector<float> seen(2);
+    auto results = testing::runWithCommunicators(2, testing::testCommOptions(20.0), [&](comm::Communicator& comm) {
+      const int rank = comm.rank();
+      EmbedImpl& model = *models[rank];
+      {
+        DdpOptions options;
+        options.sparse_sync = SparseSync::kShared;
+        options.unshare_at_destruction = unshare;
+        DistributedDataParallel ddp(model, comm, options);
+        ASSERT_TRUE(ddp.sharesSparseParameters());
+        states[rank] = ddp.shareOnHost(torch::zeros({50}), "emb.weight state");
+        torch::optim::SGD sgd(model.parameters(), torch::optim::SGDOptions(0.5));
+        ddp.zeroGrad();
+        torch::mse_loss(model.forward(torch::arange(4, torch::kLong) + rank), torch::zeros({4})).backward();
+        ddp.finalize();
+        sgd.step();
+        ddp.zeroGrad();  // every owner's rows are in
+      }
+      {
+        torch::NoGradGuard no_grad;
+        if (rank == 1) {
+          model.emb->weight.add_(1000.0);
+          states[rank].add_(7.0);
+        }
+      }
+      comm.barrier();
+      seen[rank] = model.emb->weight.sum().item<float>();
+      if (rank == 0) EXPECT_EQ(states[0].sum().item<float>(), unshare ? 0.0f : 350.0f);
+    });
+    testing::expectAllOk(results);
+    const float added = 1000.0f * 50 * 6;
+    if (unshare) {
+      EXPECT_NEAR(seen[1] - seen[0], added, 1.0) << "rank 0 saw rank 1's write, or rank 1 lost it";
+    } else {
+      EXPECT_EQ(seen[0], seen[1]) << "without unsharing both ranks read one table";
+    }
+  }
+#else
+  GTEST_SKIP() << "the thread communicator cannot share a host's memory";
+#endif
+}
+
 // auto (the training job's default) shares the tables when the ranks share a host, and all-gathers otherwise.
 TEST_F(DdpTest, SparseAutoSharesOnOneHostOnly) {
 #if RINGTRAIN_WITH_GLOO
@@ -899,6 +950,79 @@ TEST_F(DdpTest, FinalizeWithoutABackwardIsCounted) {
     EXPECT_EQ(ddp.stats().steps_without_backward, rank == 1 ? 1 : 0);
     if (rank == 1) EXPECT_NE(ddp.stats().toString().find("1 step(s) without a backward"), std::string::npos);
   });
+}
+
+// A parameter frozen at construction has no bucket: unfreezing it later is an error naming it (its gradient
+// would not be synchronized), and checkReplicas() compares it all the same.
+TEST_F(DdpTest, UnfreezingAParameterAfterConstructionIsNamed) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) {
+    models.push_back(std::make_shared<MlpImpl>(16));
+    models.back()->fc1->weight.set_requires_grad(false);
+  }
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    MlpImpl& model = *models[rank];
+    DistributedDataParallel ddp(model, comm);
+    ddp.zeroGrad();
+    torch::mse_loss(model.forward(inputs(rank, 4)), targets(rank, 4)).backward();
+    ddp.finalize();
+    ddp.checkReplicas();
+    {
+      torch::NoGradGuard no_grad;
+      if (rank == 1) model.fc1->weight.add_(1.0);
+    }
+    try {
+      ddp.checkReplicas();
+      ADD_FAILURE() << "a frozen parameter that differs went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("'fc1.weight' (rank 1)"));
+    }
+    model.fc1->weight.set_requires_grad(true);
+    ddp.zeroGrad();
+    torch::mse_loss(model.forward(inputs(rank, 4)), targets(rank, 4)).backward();
+    try {
+      ddp.finalize();
+      ADD_FAILURE() << "an unfrozen parameter went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("parameter 'fc1.weight' was frozen"));
+    }
+  });
+}
+
+TEST_F(DdpTest, ASparseParameterNameThatIsNoParameterIsAConfigError) {
+  auto model = std::make_shared<MlpImpl>(16);
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, kTimeout);
+  DdpOptions options;
+  options.sparse_parameters = {"fc1.wieght"};
+  try {
+    DistributedDataParallel ddp(*model, comm, options);
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("sparse_parameters names 'fc1.wieght', which is not a parameter"));
+  }
+}
+
+// static_graph takes a parameter without a gradient in the first iteration as never used: a gradient for it
+// later is refused with that reason, not as "a second gradient before finalize()".
+TEST_F(DdpTest, StaticGraphParameterUsedOnlyLaterIsRefusedWithTheReason) {
+  auto model = std::make_shared<MlpImpl>(16, /*with_unused=*/true);
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, kTimeout);
+  DdpOptions options;
+  options.static_graph = true;
+  DistributedDataParallel ddp(*model, comm, options);
+  torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
+  ddp.finalize();
+  ddp.zeroGrad();
+  try {
+    torch::mse_loss(model->unused->forward(model->forward(inputs(1, 4))), targets(1, 4)).backward();
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("static_graph took it as unused in every iteration"));
+  }
 }
 
 TEST_F(DdpTest, UnusedParameterIsAnErrorWhenDetectionIsOff) {

@@ -41,6 +41,8 @@
 //    (throws); accumulate micro-batches under noSync() before the synchronized backward instead.
 //  * Add, remove or replace parameters, or change their shape/dtype/device, after construction; swapping a
 //    parameter's .grad() for another tensor is allowed but costs a copy into the bucket at the next backward.
+//    Unfreezing a parameter (requires_grad false at construction, true later) makes finalize() throw, naming
+//    it: its gradient would not be synchronized. Build a new DistributedDataParallel after such a change.
 //  * Destroy the module or the communicator before this object; use the communicator from another thread
 //    while a backward or finalize() is in flight.
 //  * zero_grad(set_to_none=true) (LibTorch 2.x's default) stays correct but costs one copy per parameter per
@@ -119,6 +121,13 @@ struct DdpOptions {
   // before each forward instead: the values every forward starts from are the same either way, and here the
   // last step's are in sync too.) false: each rank keeps its own.
   bool broadcast_buffers = true;
+  // Shared sparse tables (kShared) and the tensors shareOnHost() returned are copied back into private memory
+  // when this object is destroyed, in place, so that the module (and its optimizer) can be trained on or
+  // wrapped again without one rank's writes reaching every rank. Destroyed after an optimizer step (no
+  // zeroGrad() since the last finalize()), this object first waits for every rank's last rows, as zeroGrad()
+  // does (a barrier: every rank must destroy it then), unless an exception is unwinding. false: they stay
+  // shared, which saves a copy of every table per rank (the training job, done with its model, turns it off).
+  bool unshare_at_destruction = true;
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
   bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
   // How long finalize() and broadcastState() wait for a dense bucket or a broadcast (fromConfig: comm.timeout_s).
@@ -128,7 +137,8 @@ struct DdpOptions {
   std::chrono::milliseconds timeout{300000};
   // Parameters (by name in module.named_parameters()) whose gradients are sparse, besides the weights of
   // Embedding/EmbeddingBag modules with sparse(true), which are found by themselves: a module that
-  // produces sparse gradients in its own backward (e.g. model::SgnsModel) names them here.
+  // produces sparse gradients in its own backward (e.g. model::SgnsModel) names them here. A name that is
+  // not a parameter of the module is a ConfigError at construction.
   std::vector<std::string> sparse_parameters;
 
   static DdpOptions fromConfig(const config::DdpOptions& ddp, const config::CommOptions& comm);
@@ -222,8 +232,8 @@ class DistributedDataParallel {
   // Replaces the dense-bucket communication (default: from options.compression).
   void setCommHook(std::unique_ptr<CommHook> hook);
 
-  // Collective: compares per-parameter checksums across ranks; throws ringtrain::Error naming every
-  // parameter (and rank) that differs from rank 0.
+  // Collective: compares per-parameter checksums across ranks, frozen parameters included (not buffers);
+  // throws ringtrain::Error naming every parameter (and rank) that differs from rank 0.
   void checkReplicas();
 
   // Collective: broadcasts parameters and buffers from rank 0 again (e.g. after loading a checkpoint there).
