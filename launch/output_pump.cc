@@ -25,17 +25,16 @@ void OutputPump::feed(const char* data, size_t n) {
   const char* end = data + n;
   while (data < end) {
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
-    if (nl == nullptr) {
-      partial_.append(data, end);
-      // A line is cut only past the limit: one of exactly kMaxLineBytes waits for its '\n'. (One whose '\n'
-      // arrives in the chunk that takes it past the limit goes out whole, up to a chunk longer.)
-      while (partial_.size() > kMaxLineBytes) {
-        emit(partial_.substr(0, kMaxLineBytes));
-        partial_.erase(0, kMaxLineBytes);
-      }
-      return;
+    partial_.append(data, nl == nullptr ? end : nl);
+    // Pieces of kMaxLineBytes go out while more than that is held. A line is cut only past the limit: one of
+    // exactly kMaxLineBytes is one piece, sent at its '\n'.
+    size_t at = 0;
+    while (partial_.size() - at > kMaxLineBytes) {
+      emit(partial_.substr(at, kMaxLineBytes));
+      at += kMaxLineBytes;
     }
-    partial_.append(data, nl);
+    partial_.erase(0, at);
+    if (nl == nullptr) return;
     emit(partial_);
     partial_.clear();
     data = nl + 1;

@@ -224,6 +224,17 @@ TEST(Ringrun, AReusedLogDirKeepsEachRunsLogs) {
   std::filesystem::remove_all(logs);
 }
 
+// A line over 1 MiB goes out in pieces of exactly 1 MiB and the rest, wherever the pipe's reads end.
+TEST(Ringrun, ALongLineIsCutIntoPiecesOfTheLimit) {
+  // One write: the '\n' arrives in the same read as the bytes that cross the limit.
+  const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "python3", "-c",
+                             "import os; os.write(1, b'A' * 1100000 + b'\\n')"},
+                            {.timeout = 30000ms});
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(r.out, "[rank 0] " + std::string(1u << 20, 'A') + "\n[rank 0] " + std::string(1100000 - (1u << 20), 'A') +
+                       "\n");
+}
+
 // Only a line over 1 MiB is cut: one of exactly 1 MiB arrives whole, without an empty line after it.
 TEST(Ringrun, ALineOfExactlyTheLimitIsNotCut) {
   const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "sh", "-c",
