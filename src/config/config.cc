@@ -81,20 +81,33 @@ const Field& fieldOrThrow(const std::string& section, const std::string& key, co
   return *f;
 }
 
-void assignChecked(JobConfig& config, const Field& f, const std::string& text, const std::string& where) {
+// Where each key was last set ("job.yaml:12", "--set"): a check across keys runs once all are set, and
+// names the line of the key it belongs to.
+using SetAt = std::map<std::string, std::string>;
+
+void assignChecked(JobConfig& config, const Field& f, const std::string& text, const std::string& where,
+                   SetAt* set_at) {
   if (std::string problem = f.assign(config, text); !problem.empty()) {
     RT_THROW(ConfigError, where, ": ", f.path(), ": ", problem);
   }
   if (std::string problem = f.check(config); !problem.empty()) {
     RT_THROW(ConfigError, where, ": ", f.path(), ": ", problem);
   }
+  if (set_at != nullptr) (*set_at)[f.path()] = where;
+}
+
+// The field's own check, then its relation to other keys.
+std::string problemOf(const Field& f, const JobConfig& config) {
+  std::string problem = f.check(config);
+  if (problem.empty() && f.relation) problem = f.relation(config);
+  return problem;
 }
 
 // With `ignored` (a configuration another version stored), what this version cannot take is listed there as
 // "section.key: value" instead of rejected: keys it does not know, and values it refuses for keys outside
 // the job's identity (those keep their defaults).
 void applyYaml(JobConfig& config, const std::string& text, const std::string& origin,
-               std::vector<std::string>* ignored = nullptr) {
+               std::vector<std::string>* ignored = nullptr, SetAt* set_at = nullptr) {
   YAML::Node root;
   try {
     // LoadAll: Load would read the first of several documents and drop the rest without a word.
@@ -174,13 +187,31 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
         RT_THROW(ConfigError, key_where, ": ", f.path(), ": expected a single value, got a ",
                  value.IsNull() ? "null" : value.IsMap() ? "mapping" : "list");
       }
-      assignChecked(config, f, text, key_where);
+      assignChecked(config, f, text, key_where, set_at);
     }
   }
 }
 
-void applyOverrides(JobConfig& config, const std::vector<Override>& overrides) {
-  for (const Override& o : overrides) setValue(config, o.key, o.value, o.origin);
+void setValueAt(JobConfig& config, const std::string& key, const std::string& value, const std::string& origin,
+                SetAt* set_at) {
+  const size_t dot = key.find('.');
+  if (dot == std::string::npos) RT_THROW(ConfigError, origin, " ", key, ": expected section.key");
+  const Field& f = fieldOrThrow(key.substr(0, dot), key.substr(dot + 1), origin);
+  assignChecked(config, f, value, origin, set_at);
+}
+
+void applyOverrides(JobConfig& config, const std::vector<Override>& overrides, SetAt* set_at) {
+  for (const Override& o : overrides) setValueAt(config, o.key, o.value, o.origin, set_at);
+}
+
+void validateAt(const JobConfig& config, const SetAt& set_at) {
+  for (const Field& f : schema()) {
+    if (std::string problem = problemOf(f, config); !problem.empty()) {
+      const auto where = set_at.find(f.path());
+      if (where == set_at.end()) RT_THROW(ConfigError, f.path(), ": ", problem);
+      RT_THROW(ConfigError, where->second, ": ", f.path(), ": ", problem);
+    }
+  }
 }
 
 std::string yamlQuoted(const std::string& s) {
@@ -209,25 +240,17 @@ Override parseOverride(const std::string& text) {
 }
 
 void setValue(JobConfig& config, const std::string& key, const std::string& value, const std::string& origin) {
-  const size_t dot = key.find('.');
-  if (dot == std::string::npos) RT_THROW(ConfigError, origin, " ", key, ": expected section.key");
-  const Field& f = fieldOrThrow(key.substr(0, dot), key.substr(dot + 1), origin);
-  assignChecked(config, f, value, origin);
+  setValueAt(config, key, value, origin, nullptr);
 }
 
-void validate(const JobConfig& config) {
-  for (const Field& f : schema()) {
-    if (std::string problem = f.check(config); !problem.empty()) {
-      RT_THROW(ConfigError, f.path(), ": ", problem);
-    }
-  }
-}
+void validate(const JobConfig& config) { validateAt(config, {}); }
 
 JobConfig loadString(const std::string& yaml, const std::string& origin, const std::vector<Override>& overrides) {
   JobConfig config;
-  applyYaml(config, yaml, origin);
-  applyOverrides(config, overrides);
-  validate(config);
+  SetAt set_at;
+  applyYaml(config, yaml, origin, nullptr, &set_at);
+  applyOverrides(config, overrides, &set_at);
+  validateAt(config, set_at);
   return config;
 }
 
@@ -248,7 +271,7 @@ JobConfig loadStored(const std::string& yaml, const std::string& origin, std::ve
   std::vector<std::string> skipped;
   applyYaml(config, yaml, origin, &skipped);
   for (const Field& f : schema()) {
-    std::string problem = f.check(config);
+    std::string problem = problemOf(f, config);
     if (problem.empty()) continue;
     if (inIdentity(f)) RT_THROW(ConfigError, origin, ": ", f.path(), ": ", problem);
     skipped.push_back(f.path() + ": " + f.print(config) + " (" + problem + ")");
@@ -260,8 +283,9 @@ JobConfig loadStored(const std::string& yaml, const std::string& origin, std::ve
 
 JobConfig fromOverrides(const std::vector<Override>& overrides) {
   JobConfig config;
-  applyOverrides(config, overrides);
-  validate(config);
+  SetAt set_at;
+  applyOverrides(config, overrides, &set_at);
+  validateAt(config, set_at);
   return config;
 }
 

@@ -161,7 +161,14 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("run", "seed", &J::run, &RunOptions::seed, 0));
   s.push_back(makeChoice("run", "device", &J::run, &RunOptions::device, {"cpu", "cuda"}));
   s.push_back(makeField("run", "threads", &J::run, &RunOptions::threads, 1, 1024));
-  s.push_back(makeField("run", "epochs", &J::run, &RunOptions::epochs, 0));
+  {
+    Field epochs = makeField("run", "epochs", &J::run, &RunOptions::epochs, 0);
+    epochs.relation = [](const JobConfig& c) -> std::string {
+      if (c.run.epochs == 0 && c.run.max_steps == 0) return "0 with run.max_steps 0 trains nothing: set one of them";
+      return "";
+    };
+    s.push_back(epochs);
+  }
   s.push_back(makeField("run", "max_steps", &J::run, &RunOptions::max_steps, 0));
   s.push_back(makeNonEmpty("run", "output_dir", &J::run, &RunOptions::output_dir));
   s.push_back(makeField("run", "deterministic", &J::run, &RunOptions::deterministic));
@@ -174,8 +181,7 @@ std::vector<Field> buildSchema() {
   {
     Field direction = makeChoice("data", "direction", &J::data, &DataOptions::direction, {"both", "forward"});
     // A basket has no order, so "after the center" means nothing there.
-    direction.check = [choice = direction.check](const JobConfig& c) -> std::string {
-      if (std::string problem = choice(c); !problem.empty()) return problem;
+    direction.relation = [](const JobConfig& c) -> std::string {
       if (c.data.direction != "both" && c.data.context == "basket") {
         return fmt::format("'{}' needs data.context window (basket items have no order)", c.data.direction);
       }

@@ -29,6 +29,9 @@ struct Field {
   std::function<std::string(const JobConfig&)> print;
   // Range/choice check of the current value; "" when valid.
   std::function<std::string(const JobConfig&)> check;
+  // A check that reads other keys as well (may be empty): run once every key is set, and named at the line
+  // that set this key.
+  std::function<std::string(const JobConfig&)> relation;
 
   std::string path() const { return section + "." + key; }
 };

@@ -215,6 +215,12 @@ TEST(Config, ForwardDirectionIsForWindowContextOnly) {
               HasSubstr("data.direction"));
 }
 
+TEST(Config, NothingToTrainIsRefusedAtTheLineOfRunEpochs) {
+  EXPECT_THAT(errorOf("run:\n  name: a\n  epochs: 0\n"),
+              HasSubstr("job.yaml:3: run.epochs: 0 with run.max_steps 0 trains nothing: set one of them"));
+  EXPECT_EQ(loadString("run:\n  epochs: 0\n  max_steps: 5\n", "job.yaml").run.max_steps, 5);
+}
+
 TEST(Config, BadSetSyntaxIsRejected) {
   for (const char* bad : {"datawindow=3", "data.window", ".window=3", "data.=3", "window=data.x"}) {
     EXPECT_THROW(parseOverride(bad), ConfigError) << bad;

@@ -302,7 +302,7 @@ TEST(TrainJob, NothingToTrainIsSaidNamingTheKeys) {
                              "--set", "run.epochs=0", "--set", "run.max_steps=0"},
                             withDeadline(120));
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_THAT(r.err, HasSubstr("run.epochs is 0 and run.max_steps is 0: nothing to train"));
+  EXPECT_THAT(r.err, HasSubstr("run.epochs: 0 with run.max_steps 0 trains nothing: set one of them"));
 }
 
 TEST(TrainJob, AnOutputDirectoryThatIsAFileIsRefusedBeforeTraining) {
