@@ -104,11 +104,13 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
     if (!std::filesystem::is_regular_file(items_status)) {
       RT_THROW(ConfigError, items_path, " exists and is not a regular file; move it, or choose another --out");
     }
-    // With --no-items an earlier generation's items.tsv is removed (it would name these items with its own
-    // categories); a file gen-data did not write is somebody's: refused, not removed.
-    if (!write_items && !generatedItemsFile(items_path)) {
-      RT_THROW(ConfigError, items_path, " is not an items.tsv that gen-data wrote, and with --no-items its names "
-               "and categories would be taken for the new items; move it, or choose another --out");
+    // An earlier generation's items.tsv is replaced, or with --no-items removed (it would name these items
+    // with its own categories); a file gen-data did not write is somebody's: refused, kept as it is.
+    if (!generatedItemsFile(items_path)) {
+      RT_THROW(ConfigError, items_path, " is not an items.tsv that gen-data wrote: ",
+               write_items ? "gen-data would replace it" : "with --no-items its names and categories would be taken "
+                                                           "for the new items",
+               "; move it, or choose another --out");
     }
   }
 

@@ -106,13 +106,18 @@ TEST(Synthetic, GenDataCommandWritesBothFiles) {
     return std::string(std::istreambuf_iterator<char>(in), {});
   };
   const std::string before = corpus();
-  auto kept = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir, "--items", "300",
-                                   "--sessions", "40", "--no-items"});
-  EXPECT_EQ(kept.exit_code, 2) << kept.err;
-  EXPECT_NE(kept.err.find("is not an items.tsv that gen-data wrote"), std::string::npos) << kept.err;
-  std::ifstream items(dir + "/items.tsv");
-  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(items), {}), mine);
-  EXPECT_EQ(corpus(), before) << "the corpus was replaced";
+  for (const bool no_items : {true, false}) {
+    SCOPED_TRACE(no_items ? "--no-items" : "with items");
+    std::vector<std::string> command = {testing::binPath("ringtrain"), "gen-data", "--out", dir, "--items", "300",
+                                        "--sessions", "40"};
+    if (no_items) command.push_back("--no-items");
+    auto kept = testing::runCommand(command);
+    EXPECT_EQ(kept.exit_code, 2) << kept.err;
+    EXPECT_NE(kept.err.find("is not an items.tsv that gen-data wrote"), std::string::npos) << kept.err;
+    std::ifstream items(dir + "/items.tsv");
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(items), {}), mine);
+    EXPECT_EQ(corpus(), before) << "the corpus was replaced";
+  }
   std::filesystem::remove_all(dir);
 }
 
