@@ -95,6 +95,12 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
         std::cout << "; left out " << exported.left_out << " items that no training line contains (untrained)";
       }
       std::cout << "\n";
+      // The names of the job that trained it, else this job's.
+      std::error_code ec;
+      const std::string items = std::filesystem::is_regular_file(data::jobItemsPath(writer), ec)
+                                    ? data::jobItemsPath(writer)
+                                    : data::jobItemsPath(job);
+      train::placeItemsBeside(out, items);
       return 0;
     };
   });

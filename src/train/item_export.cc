@@ -1,10 +1,19 @@
 #include "ringtrain/train/item_export.h"
 
+#include <unistd.h>
+
 #include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <system_error>
 
 #include <ATen/ATen.h>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 #include "ringtrain/model/word2vec_io.h"
 
 namespace ringtrain::train {
@@ -51,6 +60,37 @@ std::vector<int32_t> untrainedItems(const Checkpoint& ckpt, const std::string& o
   const auto listed = ckpt.blobs.find(kUntrainedItemsBlob);
   if (listed == ckpt.blobs.end()) return {};
   return decodeItemIds(listed->second, static_cast<int64_t>(ckpt.vocab.size()), origin);
+}
+
+namespace {
+std::string fileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+void placeItemsBeside(const std::string& export_path, const std::string& items_path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  // An export to a device or pipe (-o /dev/stdout) has no folder of its own to name items in.
+  if (items_path.empty() || !fs::is_regular_file(items_path, ec) || !fs::is_regular_file(export_path, ec)) return;
+  const fs::path target = fs::absolute(export_path, ec).parent_path() / "items.tsv";
+  if (ec) return;
+  if (fs::exists(target, ec)) {
+    if (fs::equivalent(target, items_path, ec) || fileBytes(target) == fileBytes(items_path)) return;
+    warn("{} holds other items than {}: left as it is. serve and neighbors read the items.tsv beside the vectors; "
+         "give them --items {}", target.string(), items_path, items_path);
+    return;
+  }
+  const std::string tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  fs::copy_file(items_path, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec || std::rename(tmp.c_str(), target.c_str()) != 0) {
+    warn("cannot copy {} beside the vectors to {} ({}): give serve and neighbors --items {}", items_path,
+         target.string(), ec ? ec.message() : std::string(std::strerror(errno)), items_path);
+    fs::remove(tmp, ec);
+    return;
+  }
+  info("copied {} to {}, beside the vectors, where serve and neighbors look for names", items_path, target.string());
 }
 
 ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,

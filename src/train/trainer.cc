@@ -742,6 +742,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
            exported.written, exported.left_out);
     }
+    placeItemsBeside(summary.export_path, data::jobItemsPath(job));
     if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));
   }
   if (job.log.trace_steps > 0) {

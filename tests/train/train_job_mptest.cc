@@ -81,6 +81,7 @@ TEST(TrainJob, TwoRanksLearnBetterThanPopularityAndExportEveryItem) {
   const model::WordVectors vectors = model::readWord2Vec(dir + "/embeddings.txt");
   EXPECT_EQ(vectors.dim, 32);
   EXPECT_GT(vectors.tokens.size(), 350u);
+  EXPECT_EQ(readAll(dir + "/items.tsv"), readAll(dir + "/data/items.tsv")) << "the names are beside the vectors";
   EXPECT_TRUE(std::filesystem::exists(dir + "/metrics.jsonl"));
   EXPECT_THAT(readAll(dir + "/metrics.jsonl"), HasSubstr("\"loss\":"));
 }

@@ -1,6 +1,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <vector>
 
@@ -250,6 +251,47 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
       testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", dir_ + "/run/metrics.jsonl"});
   EXPECT_EQ(over_metrics.exit_code, 2);
   EXPECT_NE(over_metrics.err.find("is the job's metrics file"), std::string::npos) << over_metrics.err;
+}
+
+// The export takes the job's items.tsv along, so that serve and neighbors find the names beside the vectors;
+// an items.tsv already there with other items is somebody's: kept, and said.
+TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {
+  config::JobConfig job;
+  job.model.dim = 3;
+  job.run.output_dir = dir_ + "/run";
+  job.data.corpus = dir_ + "/data/corpus.txt";
+  model::SgnsModel m(model::sgnsOptionsFromConfig(job.model, 2), 1);
+  Checkpoint c;
+  c.global_step = 3;
+  c.config_hash = config::hash(job);
+  c.config_yaml = config::toYaml(job);
+  c.vocab = {"apple", "pear"};
+  c.model = modelState(m);
+  CheckpointManager(dir_ + "/run/checkpoints", 2).save(c);
+  fs::create_directories(dir_ + "/data");
+  fs::create_directories(dir_ + "/other");
+  const std::string items = "id\tkey\tname\tcategory\napple\tSKU-1\tRed apple\tfruit\n";
+  write("data/items.tsv", items);
+  write("job.yaml", "run:\n  output_dir: " + dir_ + "/run\ndata:\n  corpus: " + dir_ + "/data/corpus.txt\n");
+  const auto read = [&](const std::string& name) {
+    std::ifstream in(dir_ + "/" + name);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+
+  const auto res = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml"});
+  ASSERT_TRUE(res.ok()) << res.err;
+  EXPECT_EQ(read("run/items.tsv"), items);
+  EXPECT_NE(res.err.find("beside the vectors"), std::string::npos) << res.err;
+  const auto by_key = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
+                                           dir_ + "/run/embeddings.txt", "--item", "SKU-1", "-k", "1"});
+  EXPECT_TRUE(by_key.ok()) << by_key.err;
+
+  write("other/items.tsv", "id\tkey\tname\tcategory\npear\tX\tMine\tmine\n");
+  const auto kept = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o",
+                                         dir_ + "/other/vectors.txt"});
+  ASSERT_TRUE(kept.ok()) << kept.err;
+  EXPECT_EQ(read("other/items.tsv"), "id\tkey\tname\tcategory\npear\tX\tMine\tmine\n");
+  EXPECT_NE(kept.err.find("holds other items than"), std::string::npos) << kept.err;
 }
 
 }  // namespace
