@@ -213,7 +213,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     HttpRequest request;
     request.method = std::string(req.method_string());
-    const std::string_view target = view(req.target());
+    const std::string_view target = originForm(view(req.target()));
     const size_t q = target.find('?');
     request.path = std::string(target.substr(0, q));
     path_ = request.path;
@@ -234,7 +234,24 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     });
   }
 
-  static std::string pathOf(std::string_view target) { return std::string(target.substr(0, target.find('?'))); }
+  static std::string pathOf(std::string_view target) {
+    target = originForm(target);
+    return std::string(target.substr(0, target.find('?')));
+  }
+
+  // A target in absolute form ("http://host:8080/recommend?item=a", which a server must accept, RFC 9112
+  // 3.2.2) as the origin form the handler reads ("/recommend?item=a"); any other target as it is.
+  static std::string_view originForm(std::string_view target) {
+    for (const std::string_view scheme : {"http://", "https://"}) {
+      if (target.size() >= scheme.size() &&
+          beast::iequals(beast::string_view(target.data(), scheme.size()), beast::string_view(scheme.data(), scheme.size()))) {
+        const std::string_view rest = target.substr(scheme.size());
+        const size_t path = rest.find_first_of("/?");  // the end of the authority
+        return path == std::string_view::npos ? std::string_view("/") : rest.substr(path);
+      }
+    }
+    return target;
+  }
 
   // Whether a Transfer-Encoding value is the one coding "chunked" (any case, spaces around it).
   static bool onlyChunked(std::string_view value) {
