@@ -1,10 +1,13 @@
 #include "ringtrain/data/batch_loader.h"
 
 #include <atomic>
+#include <sstream>
 #include <thread>
 
 #include <ATen/ops/equal.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "data_testing.h"
 #include "ringtrain/core/error.h"
@@ -185,6 +188,41 @@ TEST(Loader, WorkerErrorReachesTheConsumerInOrder) {
     }
     EXPECT_THROW(loader.next(), DataError);  // stays failed
   }
+}
+
+// Every rank takes as many steps an epoch as the rank with the fewest pairs: rank 0 says so when that leaves
+// most pairs out (one long line among short ones), and says nothing for even shares.
+TEST(Loader, RankZeroWarnsWhenUnevenSharesLeaveMostPairsOut) {
+  const auto warningsOf = [](const std::vector<std::vector<std::string>>& text, int rank) {
+    Data d;
+    d.corpus = Corpus::fromLines(text);
+    d.split = std::make_shared<CorpusSplit>(*d.corpus, SplitOptions{0.0, 42, EvalProtocol::kWindow, 1});
+    config::JobConfig j = job(0);
+    j.data.batch_size = 2;
+    std::ostringstream logged;
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+    spdlog::default_logger()->sinks().push_back(sink);
+    try {
+      BatchLoader loader(d.corpus, d.split, j, rank, 2);
+    } catch (...) {
+      spdlog::default_logger()->sinks().pop_back();
+      throw;
+    }
+    spdlog::default_logger()->sinks().pop_back();
+    return logged.str();
+  };
+  std::vector<std::vector<std::string>> uneven;
+  std::vector<std::string> long_line;
+  for (int i = 0; i < 200; ++i) long_line.push_back("t" + std::to_string(i));
+  uneven.push_back(long_line);
+  for (int l = 0; l < 9; ++l) uneven.push_back({"a" + std::to_string(l), "b" + std::to_string(l)});
+  const std::string said = warningsOf(uneven, 0);
+  EXPECT_NE(said.find("the ranks' shares of the training pairs are uneven"), std::string::npos) << said;
+  EXPECT_NE(said.find("of the pairs are left out of each epoch"), std::string::npos) << said;
+  EXPECT_EQ(warningsOf(uneven, 1).find("uneven"), std::string::npos) << "only rank 0 says it";
+  std::vector<std::vector<std::string>> even;
+  for (int l = 0; l < 20; ++l) even.push_back({"a" + std::to_string(l), "b" + std::to_string(l), "c"});
+  EXPECT_EQ(warningsOf(even, 0).find("uneven"), std::string::npos);
 }
 
 TEST(Loader, StatsReportTheMemoryBound) {
