@@ -296,6 +296,19 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   EXPECT_TRUE(readBytes(path) == bytes) << "the unreadable checkpoint changed";
 }
 
+// A metrics file that cannot be written stops every rank at the next log step's reduction, not rank 0 alone
+// (its peers would wait in the next collective until the timeout): exit 2, naming the file.
+TEST(TrainJob, AMetricsFileThatCannotBeWrittenStopsEveryRank) {
+  const std::string dir = testing::makeTempDir("ringtrain-metrics-full-");
+  const auto r = runCommand(ringrun(2, train(dir, {"--set", "log.metrics_file=/dev/full", "--set", "run.max_steps=60"})),
+                            withDeadline(120));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_THAT(r.out + r.err, HasSubstr("/dev/full: cannot write the metrics (No space left on device)"));
+  EXPECT_THAT(r.out + r.err, HasSubstr("rank 0 cannot write the metrics file (it says why)"));
+  EXPECT_THAT(r.out + r.err, ::testing::Not(HasSubstr("did not arrive"))) << "a rank was left waiting";
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TrainJob, NothingToTrainIsSaidNamingTheKeys) {
   const std::string dir = testing::makeTempDir("ringtrain-nothing-");
   const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
