@@ -235,6 +235,22 @@ TEST(Ringrun, ALongLineIsCutIntoPiecesOfTheLimit) {
                        "\n");
 }
 
+// Started with its standard streams closed (a daemon, a cron job), ringrun must not let its own files take
+// fds 0-2: a rank's output would then be written into the store's socket or the signalfd.
+TEST(Ringrun, ClosedStandardStreamsDoNotBreakTheJob) {
+  const std::string logs = testing::makeTempDir("ringrun_closed");
+  const auto r = runCommand({"sh", "-c",
+                             "exec " + binPath("ringrun") + " --standalone --nproc-per-node 2 --log-dir " + logs +
+                                 " -- sh -c 'echo hi $RANK' <&- >&- 2>&-"},
+                            {.timeout = 30000ms});
+  EXPECT_TRUE(r.ok()) << "exit " << r.exit_code << "\n" << r.err;
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(readFile(logs + "/latest/attempt0/rank" + std::to_string(rank) + "/stdout.log"),
+              "hi " + std::to_string(rank) + "\n");
+  }
+  std::filesystem::remove_all(logs);
+}
+
 // Only a line over 1 MiB is cut: one of exactly 1 MiB arrives whole, without an empty line after it.
 TEST(Ringrun, ALineOfExactlyTheLimitIsNotCut) {
   const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "sh", "-c",
