@@ -13,8 +13,9 @@ namespace ringtrain::data {
 namespace {
 constexpr uint64_t kNegativesTag = 0x6e6567ULL;  // "neg"
 constexpr auto kWaitSlice = std::chrono::milliseconds(100);
-// A batch that takes this long means a wedged worker, not a slow one (a batch takes milliseconds).
-constexpr auto kBatchTimeout = std::chrono::seconds(600);
+constexpr auto kStuckWorkerGrace = std::chrono::seconds(2);
+// The loader whose worker this thread is (stop() called from a worker only asks).
+thread_local const BatchLoader* t_worker_of = nullptr;
 constexpr size_t kShardsKept = 3;
 
 double secondsSince(std::chrono::steady_clock::time_point t0) {
@@ -94,8 +95,17 @@ BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<c
     workers_.reserve(static_cast<size_t>(workers));
     try {
       for (int i = 0; i < workers; ++i) {
-        workers_.emplace_back([this] { workerLoop(); });
-        worker_ids_.push_back(workers_.back().get_id());
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++workers_running_;
+        }
+        try {
+          workers_.emplace_back([this] { workerLoop(); });
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu_);
+          --workers_running_;
+          throw;
+        }
       }
     } catch (...) {  // a thread refused (EAGAIN): the ones started must end before this object's members go
       stop();
@@ -116,11 +126,24 @@ void BatchLoader::stop() {
   space_cv_.notify_all();
   // A worker asking for the stop only asks: it cannot join itself, and waiting here for the join lock could
   // wait on a joiner that waits for this very thread.
-  // (The ids were kept at the start: a std::thread's own id changes when another stop() joins it.)
-  if (std::find(worker_ids_.begin(), worker_ids_.end(), std::this_thread::get_id()) != worker_ids_.end()) return;
+  if (t_worker_of == this) return;
   // One joiner at a time: two threads joining one std::thread is undefined (stop() from another thread
   // while the owner destroys the loader).
   std::lock_guard<std::mutex> join_lock(join_mu_);
+  {
+    // After next() gave up on a stuck worker, joining it would hang the unwinding of that very error: the
+    // workers get a moment to return, and those that do not are left behind (they must not wake again, as
+    // this object is going).
+    std::unique_lock<std::mutex> lock(mu_);
+    if (worker_stuck_ && !finished_cv_.wait_for(lock, kStuckWorkerGrace, [this] { return workers_running_ == 0; })) {
+      ringtrain::error("data loader: leaving {} stuck worker thread(s) behind", workers_running_);
+      lock.unlock();
+      for (auto& t : workers_) {
+        if (t.joinable()) t.detach();
+      }
+      return;
+    }
+  }
   for (auto& t : workers_) {
     if (t.joinable()) t.join();
   }
@@ -182,6 +205,15 @@ void BatchLoader::toDevice(Batch& b) const {
 }
 
 void BatchLoader::workerLoop() {
+  t_worker_of = this;
+  struct Finished {  // on every way out: stop() may be waiting to know
+    BatchLoader* loader;
+    ~Finished() {
+      std::lock_guard<std::mutex> lock(loader->mu_);
+      --loader->workers_running_;
+      loader->finished_cv_.notify_all();
+    }
+  } finished{this};
   while (true) {
     int64_t g = -1;
     {
@@ -245,9 +277,10 @@ std::optional<Batch> BatchLoader::next() {
     Slot& slot = *slots_[static_cast<size_t>(g % queue_depth_)];
     while (!stopping() && !(slot.ready && slot.index == g)) {
       ready_cv_.wait_for(lock, kWaitSlice);
-      if (std::chrono::steady_clock::now() - t0 > kBatchTimeout) {
+      if (std::chrono::steady_clock::now() - t0 > hooks_.batch_timeout) {
+        worker_stuck_ = true;
         RT_THROW(TimeoutError, "data loader: batch ", g % steps_per_epoch_, " of epoch ", g / steps_per_epoch_,
-                 " not ready after ", kBatchTimeout.count(), " s (a worker is stuck)");
+                 " not ready after ", hooks_.batch_timeout.count() / 1000.0, " s (a worker is stuck)");
       }
     }
     if (stopping()) return std::nullopt;

@@ -1,6 +1,7 @@
 #include "ringtrain/data/batch_loader.h"
 
 #include <atomic>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -188,6 +189,32 @@ TEST(Loader, WorkerErrorReachesTheConsumerInOrder) {
     }
     EXPECT_THROW(loader.next(), DataError);  // stays failed
   }
+}
+
+// A worker wedged in build() (deaf to stopping): next() gives up with a TimeoutError, and the loader's
+// destruction during that error's unwinding leaves the stuck worker behind instead of joining it forever.
+TEST(Loader, AStuckWorkerIsReportedAndLeftBehindNotJoinedForever) {
+  Data d = makeData();
+  LoaderHooks hooks;
+  hooks.batch_timeout = 300ms;
+  // Never released, not even by static destruction at exit (hence leaked): the stuck thread must not touch
+  // the destroyed loader again, and the process's end ends it.
+  static const auto* stuck = new std::shared_future<void>((new std::promise<void>())->get_future().share());
+  hooks.before_build = [](int64_t epoch, int64_t step, const std::atomic<bool>&) {
+    if (epoch == 0 && step == 0) stuck->wait();
+  };
+  const bool ended = finishesWithin(
+      [&] {
+        try {
+          BatchLoader loader(d.corpus, d.split, job(1), 0, 1, {}, hooks);
+          loader.next();
+          ADD_FAILURE() << "no timeout";
+        } catch (const TimeoutError& e) {
+          EXPECT_NE(std::string(e.what()).find("a worker is stuck"), std::string::npos) << e.what();
+        }
+      },
+      20s);
+  EXPECT_TRUE(ended) << "the loader's destruction joined its stuck worker";
 }
 
 // Every rank takes as many steps an epoch as the rank with the fewest pairs: rank 0 says so when that leaves

@@ -11,7 +11,8 @@
 // Errors: an exception in a worker is stored with its batch index; the consumer's next() rethrows it
 // (its type and message intact) when it reaches that batch; workers stop claiming after an error.
 // Shutdown: stop() (or the destructor) from any thread wakes the consumer (next() returns nullopt) and
-// the workers, and joins them (from a worker it only asks). stop() may come from several threads at once,
+// the workers, and joins them (from a worker it only asks; after next() timed out on a stuck worker it gives
+// the workers 2 s and leaves the ones still stuck behind). stop() may come from several threads at once,
 // but, like any call, not once the destructor has begun. requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C
 // handler); every wait re-checks it at least every 100 ms.
 // CUDA: with run.device cuda and loader.pin_memory auto|on (and a CUDA LibTorch with a device), workers
@@ -19,6 +20,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <string>
@@ -65,6 +67,9 @@ struct LoaderStats {
 struct LoaderHooks {
   // Called by the builder before it builds batch (epoch, step); may throw, or block until `stopping`.
   std::function<void(int64_t epoch, int64_t step, const std::atomic<bool>& stopping)> before_build;
+  // How long next() waits for one batch before it calls a worker stuck (TimeoutError). A batch takes
+  // milliseconds; tests shorten it.
+  std::chrono::milliseconds batch_timeout{600000};
 };
 
 class BatchLoader {
@@ -127,9 +132,11 @@ class BatchLoader {
   int64_t error_index_ = -1;   // first failed batch; guarded by mu_
   std::exception_ptr failed_;  // the error next() rethrew; rethrown again on later calls; guarded by mu_
   LoaderStats stats_;          // guarded by mu_
-  std::vector<std::thread> workers_;          // started in the constructor, never resized after
-  std::vector<std::thread::id> worker_ids_;  // theirs, kept at the start (read by stop() without a lock)
-  std::mutex join_mu_;                       // held while stop() joins workers_
+  std::vector<std::thread> workers_;  // started in the constructor, never resized after
+  std::mutex join_mu_;                // held while stop() joins workers_
+  int workers_running_ = 0;           // started and not yet returned; guarded by mu_
+  bool worker_stuck_ = false;         // next() timed out waiting for a batch; guarded by mu_
+  std::condition_variable finished_cv_;  // stop() waits: a worker returned
 };
 
 }  // namespace ringtrain::data
