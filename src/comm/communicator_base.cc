@@ -418,10 +418,13 @@ void CommunicatorBase::allgatherBytesInto(const std::shared_ptr<ByteExchange>& e
   enqueue(d, [this, exchange] {
     ByteExchange& ex = *exchange;
     ex.all.resize(size_);
+    // A failed exchange is kept for good: a backend's send that timed out may still read ex.mine (MPI cannot
+    // cancel it), and a peer may still be copying what this rank offered on the same-host path.
     if (size_ > 1 && peer_memory_.enabled()) {
-      exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, &ex.mine), ex.all);
+      keepingOnFailure(exchange, [&] {
+        exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, &ex.mine), ex.all);
+      });
     } else if (size_ > 1) {
-      // A backend's send that timed out may still read ex.mine (MPI cannot cancel it): kept for good then.
       keepingOnFailure(exchange, [&] { ex.all = runAllgatherBytes(ex.mine); });
     }
     ex.all[rank_].clear();
@@ -448,7 +451,7 @@ void CommunicatorBase::allToAllBytesInto(const std::shared_ptr<AllToAllExchange>
     if (size_ > 1 && peer_memory_.enabled()) {
       std::vector<const std::vector<uint8_t>*> offer;
       for (const auto& bytes : ex.send) offer.push_back(&bytes);
-      exchangeByCopies(offer, ex.received);
+      keepingOnFailure(exchange, [&] { exchangeByCopies(offer, ex.received); });
     } else if (size_ > 1) {
       keepingOnFailure(exchange, [&] { ex.received = runAllToAllBytes(ex.send); });
     }

@@ -320,7 +320,7 @@ struct Server::Impl {
         RT_THROW(DataError, path, ": is not a regular file (a FIFO, socket or device); a reload reads files only");
       }
       fresh = loadAndIndex(path);
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // FAISS and allocation failures too: counted and said like the others
       if (!initial) metrics.reload(false);
       // At start-up there is no version yet: the error itself ends the server, said once by its caller.
       if (last_version > 0) warn("serve: refused model {}: {} (version {} keeps serving)", path, e.what(), last_version);

@@ -476,13 +476,15 @@ TEST_F(GlooComm, BrokenCommunicatorFailsLaterCallsWithTheFirstError) {
   expectAllOk(results);
 }
 
-// A byte exchange that fails keeps its exchange (what the backend reads and writes) for good: MPI cannot
-// cancel a timed-out send or receive, which would otherwise touch the caller's freed bytes. Rank 1 stays
-// connected but never joins; each exchange gets a fresh job (the first failure breaks a communicator).
-TEST_F(GlooComm, AFailedByteExchangeKeepsItsBuffers) {
+// A byte exchange that fails keeps its exchange (what it reads and writes) for good: MPI cannot cancel a
+// timed-out send or receive, and on the same-host path a peer may still be copying what this rank offered;
+// either would otherwise touch the caller's freed bytes. Rank 1 stays connected but never joins; each
+// exchange gets a fresh job (the first failure breaks a communicator).
+void expectFailedByteExchangesKeepTheirBuffers(bool same_host) {
+  SCOPED_TRACE(same_host ? "same-host copies" : "gloo");
   auto options = testCommOptions(1.0);
-  options.check_collectives = false;  // the backend's own exchange must be what times out
-  options.same_host_copy = false;
+  options.check_collectives = false;  // the exchange itself must be what times out
+  options.same_host_copy = same_host;
   const auto rankZeroAlone = [&](const std::function<void(Communicator&)>& exchange) {
     Countdown finished(1);
     expectAllOk(runWithCommunicators(2, options, [&](Communicator& comm) {
@@ -490,6 +492,7 @@ TEST_F(GlooComm, AFailedByteExchangeKeepsItsBuffers) {
         EXPECT_TRUE(finished.waitFor(std::chrono::seconds(30)));
         return;
       }
+      EXPECT_EQ(comm.canReadPeerMemory(), same_host);
       exchange(comm);
       finished.arrive();
     }));
@@ -511,6 +514,9 @@ TEST_F(GlooComm, AFailedByteExchangeKeepsItsBuffers) {
   });
   EXPECT_FALSE(personal.expired()) << "a failed allToAllBytes let go of the bytes it sends";
 }
+
+TEST_F(GlooComm, AFailedByteExchangeKeepsItsBuffers) { expectFailedByteExchangesKeepTheirBuffers(false); }
+TEST_F(GlooComm, AFailedSameHostByteExchangeKeepsItsBuffers) { expectFailedByteExchangesKeepTheirBuffers(true); }
 
 // A caller's shorter wait gave up on a peer that never came; destroying the communicator then must not wait
 // out comm.timeout_s for the collective still running on its thread: a wait on a same-host notice gives up.
