@@ -267,41 +267,62 @@ void JobGroup::meet(const std::string& backend) {
   }
 }
 
-// Rank 0 hosts the store (outside ringrun): it leaves once every rank has, and says whom it waits for when
-// that takes long (a rank still writing its files, or one that died after its last collective).
+void JobGroup::finish() {
+  if (process_.world_size <= 1 || !store_) return;
+  store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
+  said_left_ = true;
+  if (process_.rank != 0) return;
+  const std::vector<int> missing = awaitLeft();
+  if (!missing.empty()) {
+    RT_THROW(TimeoutError, "the end of the job: rank(s) ", fmt::format("{}", fmt::join(missing, ", ")),
+             " did not finish within comm.timeout_s ", options_.timeout_s, " s of rank 0 (stopped or hung after "
+             "their last collective?); what rank 0 writes is written, and the job is stopped");
+  }
+}
+
+// Rank 0: waits until every rank has said it left, at most comm.timeout_s, saying whom it waits for after 5 s
+// (a rank still writing its files, or one that died or stopped after its last collective). The ranks that
+// did not say it.
+std::vector<int> JobGroup::awaitLeft() {
+  const int world = process_.world_size;
+  std::vector<std::string> keys;
+  for (int r = 0; r < world; ++r) keys.push_back(kLeftPrefix + std::to_string(r));
+  const auto deadline = Clock::now() + timeoutOf(options_);
+  for (bool said = false;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    try {
+      store_->wait(keys, std::clamp(left, std::chrono::milliseconds(1), kLeaveNotice));
+      return {};
+    } catch (const TimeoutError&) {
+      std::vector<int> missing;
+      for (int r = 0; r < world; ++r) {
+        if (!store_->check({keys[static_cast<size_t>(r)]})) missing.push_back(r);
+      }
+      if (missing.empty()) return {};
+      if (Clock::now() >= deadline) return missing;
+      if (!said) {
+        info("the end of the job: rank 0 waits up to comm.timeout_s {} s for rank(s) {} to finish",
+             options_.timeout_s, fmt::join(missing, ", "));
+        said = true;
+      }
+    }
+  }
+}
+
+// Rank 0 hosts the store (outside ringrun): it leaves once every rank has (see awaitLeft), so that it does
+// not take the store away from a rank still leaving.
 void JobGroup::leave() noexcept {
   const int world = process_.world_size;
   if (world <= 1 || !store_ || process_.launcher == "ringrun") return;
   try {
-    store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
+    if (!said_left_) store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
     if (process_.rank != 0) {
       parkStore(process_, std::move(job_store_));  // the next group waits for it to go (see parkStore)
       return;
     }
-    std::vector<std::string> keys;
-    for (int r = 0; r < world; ++r) keys.push_back(kLeftPrefix + std::to_string(r));
-    const auto deadline = Clock::now() + timeoutOf(options_);
-    for (bool said = false;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      try {
-        store_->wait(keys, std::clamp(left, std::chrono::milliseconds(1), kLeaveNotice));
-        return;
-      } catch (const TimeoutError&) {
-        std::vector<int> missing;
-        for (int r = 0; r < world; ++r) {
-          if (!store_->check({keys[static_cast<size_t>(r)]})) missing.push_back(r);
-        }
-        if (Clock::now() >= deadline) {
-          warn("leaving the job: rank(s) {} did not leave within comm.timeout_s {} s; rank 0 stops hosting the "
-               "store", fmt::join(missing, ", "), options_.timeout_s);
-          return;
-        }
-        if (!said) {
-          info("leaving the job: rank 0 hosts the store and waits up to comm.timeout_s {} s for rank(s) {} to leave",
-               options_.timeout_s, fmt::join(missing, ", "));
-          said = true;
-        }
-      }
+    if (const std::vector<int> missing = awaitLeft(); !missing.empty()) {
+      warn("leaving the job: rank(s) {} did not leave within comm.timeout_s {} s; rank 0 stops hosting the "
+           "store", fmt::join(missing, ", "), options_.timeout_s);
     }
   } catch (const std::exception& e) {
     warn("leaving the job: {} (rank {} of {} stops without waiting for the others)", e.what(), process_.rank, world);

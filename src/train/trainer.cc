@@ -729,22 +729,13 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   // Before the evaluation allocates its own buffers: what training holds.
   info("memory after training: PSS {:.0f} MiB", proportionalSetMiB());
 
-  // The end: evaluation, final checkpoint, export, plot, trace.
+  // The end. The final checkpoint first: an evaluation that fails (a rank lost, a signal) must not take the
+  // run with it. The others meanwhile wait in the evaluation's first collective, as at periodic checkpoints.
+  if (s.leader()) {
+    summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
+  }
   const Evaluation ev = evaluate(s, queries, true);
   putEvaluation(ev, summary);
-  if (s.leader()) {
-    info("{}", describe(ev, job.eval.k, true));
-    summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
-    summary.export_path = outputPath(job, "embeddings.txt");
-    const ExportSummary exported = writeItemVectors(summary.export_path, s.vocabTokens(),
-                                                    itemVectors(*s.model).to(at::kCPU), s.untrained);
-    if (exported.left_out > 0) {
-      info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
-           exported.written, exported.left_out);
-    }
-    placeItemsBeside(summary.export_path, data::jobItemsPath(job));
-    if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));
-  }
   if (job.log.trace_steps > 0) {
     trace.writeFile(outputPath(job, fmt::format("trace-rank{}.json", s.comm->rank())));
     s.comm->barrier();
@@ -772,7 +763,23 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
            outputPath(job, "trace.json"));
     }
   }
-  s.comm->barrier();
+  // Rank 0's writing comes after the last collective: no other rank waits through it (an export of a large
+  // catalog can take longer than comm.timeout_s).
+  if (s.leader()) {
+    info("{}", describe(ev, job.eval.k, true));
+    summary.export_path = outputPath(job, "embeddings.txt");
+    const ExportSummary exported = writeItemVectors(summary.export_path, s.vocabTokens(),
+                                                    itemVectors(*s.model).to(at::kCPU), s.untrained);
+    if (exported.left_out > 0) {
+      info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
+           exported.written, exported.left_out);
+    }
+    placeItemsBeside(summary.export_path, data::jobItemsPath(job));
+    if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));
+  }
+  // Every rank says it is done; rank 0 fails the job, naming them, if some rank stopped or hung after its last
+  // collective (the launcher would otherwise wait for it forever).
+  s.group->finish();
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
   info("done in {:.1f} s; peak RSS {:.0f} MiB", seconds(Clock::now() - started), usage.ru_maxrss / 1024.0);

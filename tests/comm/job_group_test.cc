@@ -67,6 +67,48 @@ TEST(JobGroup, RankZeroLeavesOnlyAfterEveryOtherRank) {
   EXPECT_GE(rank0_left_ns.load(), rank1_left_ns.load()) << "rank 0 dropped the store while rank 1 was still in the job";
 }
 
+// finish(): the other ranks return at once; rank 0 returns once all have said they are done, and fails,
+// naming the rank, when one never does (stopped or hung after its last collective), so that the launcher
+// stops the job instead of waiting for that rank forever.
+TEST(JobGroup, FinishNamesARankThatNeverFinishes) {
+  const int world = 3;
+  for (const bool all_finish : {true, false}) {
+    SCOPED_TRACE(all_finish ? "every rank finishes" : "rank 2 never finishes");
+    const int port = testing::freeLoopbackPort();
+    std::atomic<bool> rank0_done{false};
+    std::atomic<int64_t> finish_ms{-1};
+    const auto results = testing::runRankThreads(world, [&](int rank) {
+      JobGroup job(testing::testCommOptions(2.0), byHand(rank, world, port));
+      job.comm().barrier();
+      if (rank == 2 && !all_finish) {
+        // Stays in the job without finishing until rank 0 has given up on it.
+        for (int i = 0; i < 200 && !rank0_done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        throw Error("rank 2 leaves unfinished");  // unwinding: no wait at its own leave
+      }
+      const auto start = Clock::now();
+      try {
+        job.finish();
+      } catch (...) {
+        rank0_done = true;
+        throw;
+      }
+      if (rank == 0) {
+        finish_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+        rank0_done = true;
+      }
+    });
+    EXPECT_TRUE(results[1].ok()) << results[1].error;
+    if (all_finish) {
+      testing::expectAllOk(results);
+      EXPECT_GE(finish_ms.load(), 0);
+      EXPECT_LT(finish_ms.load(), 1500);
+    } else {
+      EXPECT_EQ(results[0].error_type, "TimeoutError") << results[0].error;
+      EXPECT_THAT(results[0].error, HasSubstr("rank(s) 2 did not finish within comm.timeout_s 2 s"));
+    }
+  }
+}
+
 // Groups made one after another on one port: rank 1 is quick to make its next group while rank 0 still
 // hosts the last one's store. It used to reach that store, meet the last group's keys there, and lose the
 // store under it; it now leaves only once rank 0 has stopped hosting, and each group meets its own.

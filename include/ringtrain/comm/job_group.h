@@ -14,6 +14,8 @@
 //      never starts is named (TimeoutError) instead of leaving the others inside a backend's own
 //      rendezvous, which for MPI has no timeout;
 //   4. connects the communicator (comm::makeCommunicator).
+// The end (finish(), optional): every rank says in the store that it is done, and rank 0 fails, naming
+// them, when some rank does not within options.timeout_s (one stopped or hung after its last collective).
 // Destruction: the communicator is closed; then, outside ringrun (whose store outlives every rank), every
 // rank says in the store that it is done, and rank 0, which hosts the store, waits for the others (at most
 // options.timeout_s, naming them after 5 s) so that it does not take the store away from a rank still
@@ -26,6 +28,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
@@ -51,8 +54,16 @@ class JobGroup {
   Communicator& comm() { return *comm_; }
   dist::Store& store() { return *store_; }
 
+  // Collective, optional, at the end of a job after this rank's last collective: this rank says in the store
+  // that it is done. Rank 0 then waits (at most options.timeout_s, naming the missing after 5 s) until every
+  // rank has said so, and throws TimeoutError naming those that did not: a rank stopped or hung after its
+  // last collective would otherwise keep the launcher (ringrun, mpirun) waiting for it forever, while rank 0
+  // exits 0; rank 0's error makes the launcher stop the job. The other ranks return at once.
+  void finish();
+
  private:
   void meet(const std::string& backend);
+  std::vector<int> awaitLeft();
   void leave() noexcept;
 
   config::CommOptions options_;
@@ -60,6 +71,7 @@ class JobGroup {
   std::unique_ptr<dist::Store> job_store_;  // the job's store (hosted here on rank 0 outside ringrun)
   std::unique_ptr<dist::Store> store_;      // job_store_'s keys of this group ("g<n>/"): declared before
   std::unique_ptr<Communicator> comm_;      // comm_, which uses it while it lives
+  bool said_left_ = false;                  // finish() set this rank's "left" key
 };
 
 }  // namespace ringtrain::comm
