@@ -102,7 +102,9 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     out << ")";
     return out.str();
   } catch (const std::exception& e) {
-    return std::string("could not tell which ranks are missing: the store failed: ") + e.what();
+    // The store's own timeouts (at least 60 s) may have added to the wait: the one that hosts it is the suspect.
+    return std::string("could not tell which ranks are missing: the job's store failed (") + e.what() +
+           "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)";
   }
 }
 
