@@ -1,5 +1,10 @@
 #include "ringtrain/core/file_target.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <system_error>
 
@@ -29,6 +34,16 @@ std::string atomicWriteTarget(const std::string& path) {
     target = next.is_absolute() ? next : target.parent_path() / next;
   }
   return target.string();
+}
+
+bool tempOfGoneWriter(const std::string& name, const std::string& stem) {
+  if (name.size() <= stem.size() || name.compare(0, stem.size(), stem) != 0) return false;
+  const std::string pid_text = name.substr(stem.size());
+  char* end = nullptr;
+  const long pid = std::strtol(pid_text.c_str(), &end, 10);
+  if (*end != '\0' || pid <= 0 || pid_text[0] == '+' || pid_text[0] == '-') return false;
+  const bool running = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+  return !running;
 }
 
 }  // namespace ringtrain

@@ -22,6 +22,7 @@
 #include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/file_target.h"
+#include "ringtrain/core/logging.h"
 #include "ringtrain/model/word2vec_limits.h"
 
 namespace ringtrain::model {
@@ -89,7 +90,18 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
-  const std::string tmp = (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  // What an interrupted export of this file left (as large as the export) goes before this one is written.
+  const std::string stem = "." + target.filename().string() + ".tmp.";
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file(ec) || !tempOfGoneWriter(name, stem)) continue;
+    const auto bytes = entry.file_size(ec);
+    if (fs::remove(entry.path(), ec)) {
+      warn("removed {} ({:.1f} MB), left by an export that was interrupted", entry.path().string(),
+           static_cast<double>(bytes) / 1e6);
+    }
+  }
+  const std::string tmp = (dir / (stem + std::to_string(::getpid()))).string();
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) RT_THROW(DataError, "cannot create ", tmp, ": ", std::strerror(errno));
   bool ok = std::fprintf(f, "%lld %lld\n", static_cast<long long>(n), static_cast<long long>(d)) > 0;

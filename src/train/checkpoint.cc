@@ -342,14 +342,8 @@ void CheckpointManager::removeStaleTempFiles() const {
     const std::string name = entry.path().filename().string();
     const size_t tmp = name.rfind(".rtck.tmp.");
     if (name.rfind(".ckpt-", 0) != 0 || tmp == std::string::npos || !entry.is_regular_file(ec)) continue;
-    const std::string pid_text = name.substr(tmp + 10);
-    char* end = nullptr;
-    const long pid = std::strtol(pid_text.c_str(), &end, 10);
-    if (pid_text.empty() || *end != '\0' || pid <= 0) continue;
-    // This process has written nothing yet (see the header), so a file with its pid is a dead writer's too
-    // (a relaunched container often gets the same pid).
-    const bool running = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
-    if (running) continue;  // still being written
+    // This process has written nothing yet (see the header): a file with its pid is a gone writer's too.
+    if (!tempOfGoneWriter(name, name.substr(0, tmp + 10))) continue;  // still being written
     const auto bytes = entry.file_size(ec);
     if (fs::remove(entry.path(), ec)) {
       ringtrain::warn("removed {} ({:.1f} MB), left by a checkpoint write that was interrupted", entry.path().string(),

@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -62,6 +64,20 @@ TEST_F(Word2VecTest, ExportThroughALinkWritesItsTargetAndADeviceIsRefused) {
   EXPECT_EQ(model::readWord2Vec(dir_ + "/target.txt").tokens, (std::vector<std::string>{"a", "b"}));
   EXPECT_THROW(model::writeWord2Vec("/dev/null", {"a", "b"}, v), DataError);
   EXPECT_TRUE(fs::is_character_file("/dev/null"));
+}
+
+// A temp file an interrupted export left (its writer gone; this process's pid counts as gone, as it has not
+// written one yet) is removed by the next export of that file; a running writer's is kept.
+TEST_F(Word2VecTest, AnExportRemovesTheTempFilesOfInterruptedOnes) {
+  const std::string gone = dir_ + "/.vectors.txt.tmp." + std::to_string(::getpid());
+  const std::string running = dir_ + "/.vectors.txt.tmp.1";   // pid 1 is always running
+  const std::string other = dir_ + "/.other.txt.tmp." + std::to_string(::getpid());  // another file's
+  for (const std::string& path : {gone, running, other}) std::ofstream(path) << "partial";
+  model::writeWord2Vec(dir_ + "/vectors.txt", {"a"}, at::ones({1, 2}));
+  EXPECT_FALSE(fs::exists(gone));
+  EXPECT_TRUE(fs::exists(running));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_EQ(model::readWord2Vec(dir_ + "/vectors.txt").tokens, (std::vector<std::string>{"a"}));
 }
 
 TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {

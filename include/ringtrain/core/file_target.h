@@ -12,4 +12,9 @@ namespace ringtrain {
 // directory).
 std::string atomicWriteTarget(const std::string& path);
 
+// Whether `name` is the temp file of an atomic write named `stem` followed by its writer's pid, and that
+// writer is gone: a file an interrupted write left behind. A file with this process's pid counts as a gone
+// writer's too (a relaunched container often gets its predecessor's pid): ask before writing one's own.
+bool tempOfGoneWriter(const std::string& name, const std::string& stem);
+
 }  // namespace ringtrain
