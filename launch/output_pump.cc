@@ -13,6 +13,7 @@ namespace ringtrain::launch {
 OutputPump::OutputPump(int rank, ConsoleStream& dest, const std::string& log_path, Tail* tail)
     : prefix_("[rank " + std::to_string(rank) + "] "), dest_(dest), tail_(tail) {
   if (!log_path.empty()) {
+    log_path_ = log_path;
     log_.reset(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     RT_CHECK(log_.valid(), "cannot create log file ", log_path, ": ", std::strerror(errno));
   }
@@ -20,8 +21,13 @@ OutputPump::OutputPump(int rank, ConsoleStream& dest, const std::string& log_pat
 
 void OutputPump::feed(const char* data, size_t n) {
   // The bytes as they came: no prefix, no added line ends. A log that cannot be written (disk full) must not
-  // stop the job.
-  if (log_.valid()) writeFully(log_.get(), data, n);
+  // stop the job: said once, and the rank's output goes on to the terminal only.
+  int err = 0;
+  if (log_.valid() && !writeFully(log_.get(), data, n, &err)) {
+    consoleErr().write("ringrun: cannot write " + log_path_ + " (" + std::strerror(err) +
+                       "): this rank's output is no longer copied there\n");
+    log_.reset();
+  }
   const char* end = data + n;
   while (data < end) {
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));

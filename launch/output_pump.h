@@ -36,6 +36,7 @@ class OutputPump {
   std::string prefix_;
   ConsoleStream& dest_;
   UniqueFd log_;
+  std::string log_path_;
   Tail* tail_;  // owned by the agent, outlives this pump
   std::string partial_;
 };

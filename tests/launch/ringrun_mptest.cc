@@ -251,6 +251,20 @@ TEST(Ringrun, ClosedStandardStreamsDoNotBreakTheJob) {
   std::filesystem::remove_all(logs);
 }
 
+// A log file that cannot be written (a full disk; here a file size limit) is said once; the rank's output
+// still reaches the terminal, and the job is not disturbed.
+TEST(Ringrun, ALogFileThatCannotBeWrittenIsSaid) {
+  const std::string logs = testing::makeTempDir("ringrun_full");
+  const auto r = runCommand({"sh", "-c",
+                             "trap '' XFSZ; ulimit -f 1; exec " + binPath("ringrun") + " --standalone --log-dir " +
+                                 logs + " -- sh -c 'head -c 5000 /dev/zero | tr \"\\0\" a; echo; echo after'"},
+                            {.timeout = 30000ms});
+  EXPECT_TRUE(r.ok()) << "exit " << r.exit_code << "\n" << r.err;
+  EXPECT_THAT(r.err, HasSubstr("rank0/stdout.log (File too large): this rank's output is no longer copied there"));
+  EXPECT_THAT(r.out, HasSubstr("[rank 0] after\n"));
+  std::filesystem::remove_all(logs);
+}
+
 // Only a line over 1 MiB is cut: one of exactly 1 MiB arrives whole, without an empty line after it.
 TEST(Ringrun, ALineOfExactlyTheLimitIsNotCut) {
   const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "sh", "-c",
