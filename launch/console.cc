@@ -102,10 +102,10 @@ void ConsoleStream::run() {
       backlog_ = 0;
       queue_.clear();
       notice = std::string("ringrun: ") + name_ + " is gone (" + std::strerror(err) +
-               "): the ranks' output to it is dropped from now on (--log-dir keeps a copy)\n";
+               "): the ranks' output to it is dropped from now on (--log-dir, where given and writable, keeps a copy)\n";
     } else if (dropped_ > 0 && backlog_ < kConsoleBacklog) {
       notice = "ringrun: " + std::to_string(dropped_) + " bytes of the ranks' output to " + name_ +
-               " were dropped: its reader did not keep up (--log-dir keeps every byte)\n";
+               " were dropped: its reader did not keep up (--log-dir, where given and writable, keeps every byte)\n";
       dropped_ = 0;
     }
     if (backlog_ == 0 || lost_) idle_cv_.notify_all();

@@ -36,7 +36,9 @@ RunLogDir makeRunLogDir(const std::string& dir, std::time_t start, int node_rank
     name = base + "." + std::to_string(k);
   }
 
-  // DIR/latest -> <name>, swapped in by rename so that a reader never finds it missing.
+  // DIR/latest -> <name>, swapped in by rename so that a reader never finds it missing. Node 0's only: nodes
+  // sharing DIR would each repoint it.
+  if (node_rank != 0) return run;
   const std::string latest = dir + "/latest";
   struct stat st{};
   if (::lstat(latest.c_str(), &st) == 0 && !S_ISLNK(st.st_mode)) {

@@ -15,7 +15,7 @@ struct RunLogDir {
 
 // Creates DIR (and parents) and DIR/<start time as YYYYmmdd-HHMMSS, local time>[-node<N> when the job spans
 // several nodes, so that nodes sharing DIR on one file system do not meet in one folder], with ".1", ".2",
-// ... appended while the name is taken; then points the symbolic link DIR/latest at it (replaced
+// ... appended while the name is taken; then, on node 0, points the symbolic link DIR/latest at it (replaced
 // atomically; a DIR/latest that is not a symbolic link is left alone, with a warning). Throws ConfigError
 // naming the folder when it cannot be created.
 RunLogDir makeRunLogDir(const std::string& dir, std::time_t start, int node_rank, int nnodes);

@@ -32,7 +32,8 @@ using Clock = std::chrono::steady_clock;
 const std::string kArrivedPrefix = "ringtrain/arrived/";
 const std::string kSeenPrefix = "ringtrain/read-rank-0/";
 const std::string kMetKey = "ringtrain/met";  // rank 0 has checked every rank's line
-const std::string kLeftPrefix = "ringtrain/left/";
+const std::string kLeftPrefix = "ringtrain/left/";          // set once its communicator is closed
+const std::string kFinishedPrefix = "ringtrain/finished/";  // finish(): done with the job's work
 const std::string kStoreGoneKey = "ringtrain/never-set";  // waited on until the store goes away
 // After this long, rank 0 says whom it still waits for at leave.
 constexpr std::chrono::milliseconds kLeaveNotice{5000};
@@ -269,10 +270,9 @@ void JobGroup::meet(const std::string& backend) {
 
 void JobGroup::finish() {
   if (process_.world_size <= 1 || !store_) return;
-  store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
-  said_left_ = true;
+  store_->set(kFinishedPrefix + std::to_string(process_.rank), dist::toBytes("1"));
   if (process_.rank != 0) return;
-  const std::vector<int> missing = awaitLeft();
+  const std::vector<int> missing = awaitAll(kFinishedPrefix, "finish");
   if (!missing.empty()) {
     RT_THROW(TimeoutError, "the end of the job: rank(s) ", fmt::format("{}", fmt::join(missing, ", ")),
              " did not finish within comm.timeout_s ", options_.timeout_s, " s of rank 0 (stopped or hung after "
@@ -280,13 +280,13 @@ void JobGroup::finish() {
   }
 }
 
-// Rank 0: waits until every rank has said it left, at most comm.timeout_s, saying whom it waits for after 5 s
-// (a rank still writing its files, or one that died or stopped after its last collective). The ranks that
-// did not say it.
-std::vector<int> JobGroup::awaitLeft() {
+// Rank 0: waits until every rank has set its key under `prefix`, at most comm.timeout_s, saying whom it waits
+// for after 5 s (a rank still writing its files, or one that died or stopped after its last collective).
+// The ranks that did not set it.
+std::vector<int> JobGroup::awaitAll(const std::string& prefix, const char* what) {
   const int world = process_.world_size;
   std::vector<std::string> keys;
-  for (int r = 0; r < world; ++r) keys.push_back(kLeftPrefix + std::to_string(r));
+  for (int r = 0; r < world; ++r) keys.push_back(prefix + std::to_string(r));
   const auto deadline = Clock::now() + timeoutOf(options_);
   for (bool said = false;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -301,26 +301,26 @@ std::vector<int> JobGroup::awaitLeft() {
       if (missing.empty()) return {};
       if (Clock::now() >= deadline) return missing;
       if (!said) {
-        info("the end of the job: rank 0 waits up to comm.timeout_s {} s for rank(s) {} to finish",
-             options_.timeout_s, fmt::join(missing, ", "));
+        info("the end of the job: rank 0 waits up to comm.timeout_s {} s for rank(s) {} to {}", options_.timeout_s,
+             fmt::join(missing, ", "), what);
         said = true;
       }
     }
   }
 }
 
-// Rank 0 hosts the store (outside ringrun): it leaves once every rank has (see awaitLeft), so that it does
+// Rank 0 hosts the store (outside ringrun): it leaves once every rank has (see awaitAll), so that it does
 // not take the store away from a rank still leaving.
 void JobGroup::leave() noexcept {
   const int world = process_.world_size;
   if (world <= 1 || !store_ || process_.launcher == "ringrun") return;
   try {
-    if (!said_left_) store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
+    store_->set(kLeftPrefix + std::to_string(process_.rank), dist::toBytes("1"));
     if (process_.rank != 0) {
       parkStore(process_, std::move(job_store_));  // the next group waits for it to go (see parkStore)
       return;
     }
-    if (const std::vector<int> missing = awaitLeft(); !missing.empty()) {
+    if (const std::vector<int> missing = awaitAll(kLeftPrefix, "leave"); !missing.empty()) {
       warn("leaving the job: rank(s) {} did not leave within comm.timeout_s {} s; rank 0 stops hosting the "
            "store", fmt::join(missing, ", "), options_.timeout_s);
     }

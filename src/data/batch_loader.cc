@@ -132,10 +132,13 @@ void BatchLoader::stop() {
   std::lock_guard<std::mutex> join_lock(join_mu_);
   {
     // After next() gave up on a stuck worker, joining it would hang the unwinding of that very error: the
-    // workers get a moment to return, and those that do not are left behind (they must not wake again, as
-    // this object is going).
+    // workers get a moment to return, and those that do not are left behind. One that wakes after this object
+    // is gone would touch freed memory: a risk taken for a worker already stuck for batch_timeout (600 s),
+    // in a process that is ending on that error.
     std::unique_lock<std::mutex> lock(mu_);
+    if (workers_left_behind_) return;  // an earlier stop() did it
     if (worker_stuck_ && !finished_cv_.wait_for(lock, kStuckWorkerGrace, [this] { return workers_running_ == 0; })) {
+      workers_left_behind_ = true;
       ringtrain::error("data loader: leaving {} stuck worker thread(s) behind", workers_running_);
       lock.unlock();
       for (auto& t : workers_) {

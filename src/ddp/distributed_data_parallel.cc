@@ -159,8 +159,9 @@ class DistributedDataParallel::Impl {
     for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
     if (options_.unshare_at_destruction && sharesSparseParameters()) {
       // After a step's finalize() and before zeroGrad(), owners may still be writing rows: wait for them as
-      // zeroGrad() would, unless unwinding (a failing rank does not wait for its peers).
-      if (awaiting_zero_grad_ && std::uncaught_exceptions() == 0) {
+      // zeroGrad() would, unless this rank failed (unwinding, or a finalize() that threw and was caught): its
+      // peers are then in some other collective, or gone.
+      if (awaiting_zero_grad_ && !finalize_failed_ && std::uncaught_exceptions() == 0) {
         try {
           comm_.barrier();
         } catch (const std::exception& e) {
@@ -784,6 +785,7 @@ class DistributedDataParallel::Impl {
   std::unique_ptr<SparseRowSync> sparse_sync_;  // the settled mode; keeps its scratch from step to step
   std::unordered_set<const void*> shared_tables_;  // TensorImpls of sparse tables mapped by every rank
   bool awaiting_zero_grad_ = false;                 // shared tables: a step finalized, zeroGrad() not yet called
+  bool finalize_failed_ = false;  // a finalize() threw: its peers may be anywhere, so no barrier at destruction
   std::unique_ptr<CommHook> hook_;
   std::vector<Param> params_;      // requires_grad parameters in registration order
   std::vector<std::pair<std::string, at::Tensor>> frozen_;  // the others: compared by checkReplicas()
@@ -823,7 +825,14 @@ DistributedDataParallel::DistributedDataParallel(torch::nn::Module& module, comm
 
 DistributedDataParallel::~DistributedDataParallel() = default;
 
-void DistributedDataParallel::finalize() { impl_->finalize(); }
+void DistributedDataParallel::finalize() {
+  try {
+    impl_->finalize();
+  } catch (...) {
+    impl_->finalize_failed_ = true;  // the destructor then waits for no other rank
+    throw;
+  }
+}
 
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)
     : ddp_(ddp), previous_(ddp.impl_->no_sync_) {

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <vector>
+#include <algorithm>
 #include <system_error>
 
 #include <ATen/ATen.h>
@@ -63,13 +65,23 @@ std::vector<int32_t> untrainedItems(const Checkpoint& ckpt, const std::string& o
 }
 
 namespace {
-std::string fileBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
+// Whether two files hold the same bytes (sizes first, then 64 KiB at a time); false when either is unreadable.
+bool sameBytes(const std::string& a, const std::string& b) {
+  std::error_code ec1, ec2;
+  if (std::filesystem::file_size(a, ec1) != std::filesystem::file_size(b, ec2) || ec1 || ec2) return false;
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  if (!fa || !fb) return false;
+  std::vector<char> ba(1 << 16), bb(1 << 16);
+  while (fa && fb) {
+    fa.read(ba.data(), static_cast<std::streamsize>(ba.size()));
+    fb.read(bb.data(), static_cast<std::streamsize>(bb.size()));
+    if (fa.gcount() != fb.gcount() || !std::equal(ba.begin(), ba.begin() + fa.gcount(), bb.begin())) return false;
+  }
+  return fa.eof() && fb.eof();
 }
 }  // namespace
 
-void placeItemsBeside(const std::string& export_path, const std::string& items_path) {
+void placeItemsBeside(const std::string& export_path, const std::string& items_path, bool replace) {
   namespace fs = std::filesystem;
   std::error_code ec;
   // An export to a device or pipe (-o /dev/stdout) has no folder of its own to name items in.
@@ -77,10 +89,12 @@ void placeItemsBeside(const std::string& export_path, const std::string& items_p
   const fs::path target = fs::absolute(export_path, ec).parent_path() / "items.tsv";
   if (ec) return;
   if (fs::exists(target, ec)) {
-    if (fs::equivalent(target, items_path, ec) || fileBytes(target) == fileBytes(items_path)) return;
-    warn("{} holds other items than {}: left as it is. serve and neighbors read the items.tsv beside the vectors; "
-         "give them --items {}", target.string(), items_path, items_path);
-    return;
+    if (fs::equivalent(target, items_path, ec) || sameBytes(target, items_path)) return;
+    if (!replace) {
+      warn("{} holds other items than {}: left as it is. serve and neighbors read the items.tsv beside the "
+           "vectors; give them --items {}", target.string(), items_path, items_path);
+      return;
+    }
   }
   const std::string tmp = target.string() + ".tmp." + std::to_string(::getpid());
   fs::copy_file(items_path, tmp, fs::copy_options::overwrite_existing, ec);

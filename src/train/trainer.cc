@@ -774,7 +774,7 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
       info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
            exported.written, exported.left_out);
     }
-    placeItemsBeside(summary.export_path, data::jobItemsPath(job));
+    placeItemsBeside(summary.export_path, data::jobItemsPath(job), /*replace=*/true);
     if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));
   }
   // Every rank says it is done; rank 0 fails the job, naming them, if some rank stopped or hung after its last

@@ -99,9 +99,8 @@ TEST(JobGroup, FinishNamesARankThatNeverFinishes) {
     });
     EXPECT_TRUE(results[1].ok()) << results[1].error;
     if (all_finish) {
-      testing::expectAllOk(results);
+      testing::expectAllOk(results);  // rank 0 did not throw: it saw every rank finish within the 2 s
       EXPECT_GE(finish_ms.load(), 0);
-      EXPECT_LT(finish_ms.load(), 1500);
     } else {
       EXPECT_EQ(results[0].error_type, "TimeoutError") << results[0].error;
       EXPECT_THAT(results[0].error, HasSubstr("rank(s) 2 did not finish within comm.timeout_s 2 s"));

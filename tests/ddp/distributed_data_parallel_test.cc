@@ -426,7 +426,8 @@ TEST_F(DdpTest, NoSyncBackwardAfterTheSynchronizedOneThrowsForUntouchedParameter
 }
 
 // Under static_graph a parameter unused in the first iteration is pre-marked ready; a gradient for it in a
-// noSync() micro-batch only waits in its slot (and goes out with its bucket), it is no "second gradient".
+// noSync() micro-batch only waits in its slot (and goes out with its bucket), it is no "second gradient";
+// in a synchronized backward it is refused, with that reason.
 TEST_F(DdpTest, StaticGraphParameterUnusedAtFirstMayGetAGradientUnderNoSync) {
   auto model = std::make_shared<MlpImpl>(16, /*with_unused=*/true);
   testing::ThreadGroup group(1);
@@ -444,6 +445,14 @@ TEST_F(DdpTest, StaticGraphParameterUnusedAtFirstMayGetAGradientUnderNoSync) {
   torch::mse_loss(model->forward(inputs(2, 4)), targets(2, 4)).backward();
   ddp.finalize();
   EXPECT_GT(model->unused->weight.grad().abs().sum().item<double>(), 0.0) << "the noSync gradient was kept";
+  // In a synchronized backward it is refused, with static_graph's reason (not as "a second gradient").
+  ddp.zeroGrad();
+  try {
+    torch::mse_loss(model->unused->forward(model->forward(inputs(3, 4))), targets(3, 4)).backward();
+    ADD_FAILURE() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("static_graph took it as unused in every iteration"));
+  }
 }
 
 // A second backward without finalize() is an error for sparse tables too: the first gradient has gone to
@@ -1002,26 +1011,6 @@ TEST_F(DdpTest, ASparseParameterNameThatIsNoParameterIsAConfigError) {
     FAIL() << "no error";
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("sparse_parameters names 'fc1.wieght', which is not a parameter"));
-  }
-}
-
-// static_graph takes a parameter without a gradient in the first iteration as never used: a gradient for it
-// later is refused with that reason, not as "a second gradient before finalize()".
-TEST_F(DdpTest, StaticGraphParameterUsedOnlyLaterIsRefusedWithTheReason) {
-  auto model = std::make_shared<MlpImpl>(16, /*with_unused=*/true);
-  testing::ThreadGroup group(1);
-  testing::ThreadCommunicator comm(group, 0, kTimeout);
-  DdpOptions options;
-  options.static_graph = true;
-  DistributedDataParallel ddp(*model, comm, options);
-  torch::mse_loss(model->forward(inputs(0, 4)), targets(0, 4)).backward();
-  ddp.finalize();
-  ddp.zeroGrad();
-  try {
-    torch::mse_loss(model->unused->forward(model->forward(inputs(1, 4))), targets(1, 4)).backward();
-    FAIL() << "no error";
-  } catch (const std::exception& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("static_graph took it as unused in every iteration"));
   }
 }
 

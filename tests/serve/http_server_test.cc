@@ -144,11 +144,15 @@ TEST_F(HttpServerTest, AHandlerThatNeverRepliesGets503AndItsLateReplyIsDropped) 
 TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   options_.max_body_bytes = 100;
   std::atomic<int> handled{0};
-  std::string seen_path, seen_query;  // of the last request handled; read after its answer came
+  std::mutex seen_mu;
+  std::string seen_path, seen_query;  // of the last request handled; guarded by seen_mu
   start([&](const HttpRequest& req, HttpReply reply) {
+    {
+      std::lock_guard<std::mutex> lock(seen_mu);
+      seen_path = req.path;
+      seen_query = req.param("a") != nullptr ? *req.param("a") : "";
+    }
     handled++;
-    seen_path = req.path;
-    seen_query = req.param("a") != nullptr ? *req.param("a") : "";
     reply({200, "text/plain", "ok"});
   });
   auto big = client()->Post("/upload?x=1", std::string(1000, 'x'), "text/plain");
@@ -175,8 +179,11 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   const std::string absolute = raw("GET http://127.0.0.1:1/x?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(absolute.rfind("HTTP/1.1 200", 0), 0u) << absolute;
   EXPECT_EQ(handled.load(), 1);
-  EXPECT_EQ(seen_path, "/x");
-  EXPECT_EQ(seen_query, "1");
+  {
+    std::lock_guard<std::mutex> lock(seen_mu);
+    EXPECT_EQ(seen_path, "/x");
+    EXPECT_EQ(seen_query, "1");
+  }
   // HTTP/1.0 without keep-alive: answered, then closed (raw() returns only once the server closes).
   const std::string old = raw("GET /x HTTP/1.0\r\n\r\n");
   EXPECT_EQ(old.rfind("HTTP/1.0 200", 0), 0u) << old;

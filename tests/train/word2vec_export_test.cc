@@ -152,18 +152,25 @@ TEST_F(Word2VecTest, NearestNeighborsByCosine) {
   EXPECT_EQ(t[1].similarity, 0.0f);
 }
 
+// A checkpoint of `job` at `step` with a fresh model over `vocab`, saved in <dir>/run/checkpoints.
+Checkpoint saveJobCheckpoint(const std::string& dir, const config::JobConfig& job, const model::SgnsModel& m,
+                             std::vector<std::string> vocab, int64_t step) {
+  Checkpoint c;
+  c.global_step = step;
+  c.config_hash = config::hash(job);
+  c.config_yaml = config::toYaml(job);
+  c.vocab = std::move(vocab);
+  c.model = modelState(m);
+  CheckpointManager(dir + "/run/checkpoints", 2).save(c);
+  return c;
+}
+
 TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
   config::JobConfig job;
   job.model.dim = 3;
   job.run.output_dir = dir_ + "/run";
   model::SgnsModel m(model::sgnsOptionsFromConfig(job.model, 4), 1);
-  Checkpoint c;
-  c.global_step = 12;
-  c.config_hash = config::hash(job);
-  c.config_yaml = config::toYaml(job);
-  c.vocab = {"apple", "pear", "fig", "kiwi"};
-  c.model = modelState(m);
-  CheckpointManager(dir_ + "/run/checkpoints", 2).save(c);
+  const Checkpoint c = saveJobCheckpoint(dir_, job, m, {"apple", "pear", "fig", "kiwi"}, 12);
   write("job.yaml", "run:\n  output_dir: " + dir_ + "/run\n");
 
   const auto res = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml"});
@@ -277,13 +284,7 @@ TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {
   job.run.output_dir = dir_ + "/run";
   job.data.corpus = dir_ + "/data/corpus.txt";
   model::SgnsModel m(model::sgnsOptionsFromConfig(job.model, 2), 1);
-  Checkpoint c;
-  c.global_step = 3;
-  c.config_hash = config::hash(job);
-  c.config_yaml = config::toYaml(job);
-  c.vocab = {"apple", "pear"};
-  c.model = modelState(m);
-  CheckpointManager(dir_ + "/run/checkpoints", 2).save(c);
+  saveJobCheckpoint(dir_, job, m, {"apple", "pear"}, 3);
   fs::create_directories(dir_ + "/data");
   fs::create_directories(dir_ + "/other");
   const std::string items = "id\tkey\tname\tcategory\napple\tSKU-1\tRed apple\tfruit\n";

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "ringtrain/comm/communicator.h"
@@ -63,7 +64,7 @@ class JobGroup {
 
  private:
   void meet(const std::string& backend);
-  std::vector<int> awaitLeft();
+  std::vector<int> awaitAll(const std::string& prefix, const char* what);
   void leave() noexcept;
 
   config::CommOptions options_;
@@ -71,7 +72,6 @@ class JobGroup {
   std::unique_ptr<dist::Store> job_store_;  // the job's store (hosted here on rank 0 outside ringrun)
   std::unique_ptr<dist::Store> store_;      // job_store_'s keys of this group ("g<n>/"): declared before
   std::unique_ptr<Communicator> comm_;      // comm_, which uses it while it lives
-  bool said_left_ = false;                  // finish() set this rank's "left" key
 };
 
 }  // namespace ringtrain::comm

@@ -136,6 +136,7 @@ class BatchLoader {
   std::mutex join_mu_;                // held while stop() joins workers_
   int workers_running_ = 0;           // started and not yet returned; guarded by mu_
   bool worker_stuck_ = false;         // next() timed out waiting for a batch; guarded by mu_
+  bool workers_left_behind_ = false;  // stop() detached stuck workers; guarded by mu_
   std::condition_variable finished_cv_;  // stop() waits: a worker returned
 };
 

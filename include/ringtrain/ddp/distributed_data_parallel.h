@@ -125,7 +125,8 @@ struct DdpOptions {
   // when this object is destroyed, in place, so that the module (and its optimizer) can be trained on or
   // wrapped again without one rank's writes reaching every rank. Destroyed after an optimizer step (no
   // zeroGrad() since the last finalize()), this object first waits for every rank's last rows, as zeroGrad()
-  // does (a barrier: every rank must destroy it then), unless an exception is unwinding. false: they stay
+  // does (a barrier: every rank must destroy it then), unless an exception is unwinding or a finalize() of
+  // this object threw. false: they stay
   // shared, which saves a copy of every table per rank (the training job, done with its model, turns it off).
   bool unshare_at_destruction = true;
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never

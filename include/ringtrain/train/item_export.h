@@ -32,10 +32,11 @@ struct ExportSummary {
 
 // Puts a copy of `items_path` (the job's items.tsv) beside the export at `export_path`, where the server and
 // `neighbors` look for it by default: copied atomically when no items.tsv is there, left alone when the one
-// there has the same bytes (or is the file itself), and left alone with a warning naming both when it holds
-// something else. Nothing happens when `items_path` is empty or not a file. A copy that fails is warned
-// about: the export itself stands.
-void placeItemsBeside(const std::string& export_path, const std::string& items_path);
+// there has the same bytes (or is the file itself). One holding something else is replaced with `replace`
+// (the training job's own output directory, where it is an earlier run's copy), else left alone with a
+// warning naming both. Nothing happens when `items_path` is empty or not a file. A copy that fails is
+// warned about: the export itself stands.
+void placeItemsBeside(const std::string& export_path, const std::string& items_path, bool replace = false);
 
 // Writes tokens[i] / vectors[i] for every i not in `untrained` (ascending ids), atomically.
 ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,
