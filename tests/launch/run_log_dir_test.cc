@@ -44,6 +44,9 @@ TEST_F(RunLogDirTest, LaunchesInTheSameSecondGetFoldersOfTheirOwnAndLatestNamesT
 TEST_F(RunLogDirTest, NodesOfOneJobNameTheirFolders) {
   const RunLogDir run = makeRunLogDir(root_, 1700000000, 3, 4);
   EXPECT_THAT(fs::path(run.path).filename().string(), ::testing::EndsWith("-node3"));
+  EXPECT_FALSE(fs::exists(root_ + "/latest")) << "only node 0 points DIR/latest (nodes may share DIR)";
+  const RunLogDir zero = makeRunLogDir(root_, 1700000000, 0, 4);
+  EXPECT_EQ(fs::read_symlink(root_ + "/latest"), fs::path(zero.path).filename());
 }
 
 TEST_F(RunLogDirTest, ALatestThatIsNotALinkIsLeftAlone) {
