@@ -17,6 +17,8 @@
 #include <filesystem>
 #include <functional>
 #include <ctime>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -52,6 +54,26 @@ constexpr const char* kLostText = "lost: no sign of life for";
 // A second SIGINT/SIGTERM/SIGHUP came, or one after the job ended: the last flush does not wait long for
 // a reader that does not read.
 std::atomic<bool> g_flush_briefly{false};
+
+// How long after a rank ended well ringrun names the ranks still running (once).
+constexpr std::chrono::seconds kStragglerNotice{20};
+
+// A process's state as /proc/<pid>/stat gives it: "stopped", "sleeping", "running", ... ("gone" if unread).
+std::string processState(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (close == std::string::npos || close + 2 >= text.size()) return "gone";
+  switch (text[close + 2]) {
+    case 'R': return "running";
+    case 'S': return "sleeping";
+    case 'D': return "in uninterruptible I/O";
+    case 'T': return "stopped";
+    case 't': return "stopped by a debugger";
+    case 'Z': return "exited, not yet reaped";
+    default: return std::string("state ") + text[close + 2];
+  }
+}
 
 // Milliseconds from now until `when` for poll(), rounded up (a poll that waits them returns at `when`, not
 // just before it), and 0 once it has passed.
@@ -537,6 +559,12 @@ class Agent {
       kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.grace_period_s));
     };
 
+    // A rank that ended well while others run: if they still run kStragglerNotice later (a rank stopped or
+    // hung after the job's work, which ringrun cannot tell from one still working), they are named once,
+    // with their process state, so that a job that does not end says why.
+    std::optional<Clock::time_point> straggler_notice_at;
+    std::string first_done;
+
     std::vector<pollfd> fds;
     std::vector<char> buf(65536);
     // Once every rank and the guardian are reaped, a process that left the job's group (setsid, a daemon)
@@ -618,8 +646,22 @@ class Agent {
       };
       if (close_pipes_at) wakeBy(*close_pipes_at);
       if (kill_at && !escalated && running > 0) wakeBy(*kill_at);
+      if (straggler_notice_at) wakeBy(*straggler_notice_at);
       const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
       RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
+
+      if (straggler_notice_at && Clock::now() >= *straggler_notice_at) {
+        straggler_notice_at.reset();
+        if (running > 0 && !kill_at) {
+          std::vector<std::string> still;
+          for (const Rank& r : ranks) {
+            if (!r.status) still.push_back(fmt::format("rank {} (pid {}, {})", r.rank, r.pid, processState(r.pid)));
+          }
+          say(fmt::format("{} ended well {} s ago, and {} still run{}: waiting for them (still writing its files, "
+                          "or stopped or hung after its work? Ctrl-C stops the job)",
+                          first_done, kStragglerNotice.count(), fmt::join(still, ", "), still.size() == 1 ? "s" : ""));
+        }
+      }
 
       if (kill_at && !escalated && running > 0 && Clock::now() >= *kill_at) {
         escalated = true;
@@ -640,6 +682,10 @@ class Agent {
               Rank& r = *it->second;
               r.status = ExitStatus::fromWaitStatus(status);
               --running;
+              if (r.status->success() && running > 0 && first_done.empty()) {
+                first_done = "rank " + std::to_string(r.rank);
+                straggler_notice_at = Clock::now() + kStragglerNotice;
+              }
               if (!r.status->success() && !kill_at) {
                 first_failed = &r;
                 r.stopped_by_us = false;

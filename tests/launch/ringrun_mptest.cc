@@ -265,6 +265,18 @@ TEST(Ringrun, ALogFileThatCannotBeWrittenIsSaid) {
   std::filesystem::remove_all(logs);
 }
 
+// A rank that ended well while another still runs 20 s later (here: stopped): ringrun says which, with its
+// process state, instead of waiting without a word. (The test ends ringrun by its deadline.)
+TEST(Ringrun, RanksStillRunningLongAfterOneEndedWellAreNamed) {
+  const auto r = runCommand({binPath("ringrun"), "--standalone", "--nproc-per-node", "2", "--", "sh", "-c",
+                             "if [ \"$RANK\" = 1 ]; then kill -STOP $$; fi; echo done"},
+                            {.timeout = 26000ms});
+  EXPECT_TRUE(r.timed_out) << r.err;
+  EXPECT_THAT(r.err, ::testing::MatchesRegex(
+                         "(.|\n)*ringrun: rank 0 ended well 20 s ago, and rank 1 \\(pid [0-9]+, stopped\\) still runs: "
+                         "waiting for them(.|\n)*"));
+}
+
 // Only a line over 1 MiB is cut: one of exactly 1 MiB arrives whole, without an empty line after it.
 TEST(Ringrun, ALineOfExactlyTheLimitIsNotCut) {
   const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "sh", "-c",
