@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 
 namespace ringtrain {
 
@@ -36,6 +37,8 @@ std::string atomicWriteTarget(const std::string& path) {
   return target.string();
 }
 
+namespace {
+// Whether `name` is `stem` followed by a pid whose process is gone (this process's own pid included).
 bool tempOfGoneWriter(const std::string& name, const std::string& stem) {
   if (name.size() <= stem.size() || name.compare(0, stem.size(), stem) != 0) return false;
   const std::string pid_text = name.substr(stem.size());
@@ -44,6 +47,24 @@ bool tempOfGoneWriter(const std::string& name, const std::string& stem) {
   if (*end != '\0' || pid <= 0 || pid_text[0] == '+' || pid_text[0] == '-') return false;
   const bool running = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
   return !running;
+}
+}  // namespace
+
+void removeTempsOfGoneWriters(const std::string& dir, const std::function<std::string(const std::string&)>& stem_of,
+                              const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string stem = stem_of(name);
+    if (stem.empty() || !entry.is_regular_file(ec) || !tempOfGoneWriter(name, stem)) continue;
+    const auto bytes = entry.file_size(ec);
+    if (fs::remove(entry.path(), ec)) {
+      warn("removed {} ({:.1f} MB), left by {} that was interrupted", entry.path().string(),
+           static_cast<double>(bytes) / 1e6, what);
+    }
+  }
 }
 
 }  // namespace ringtrain

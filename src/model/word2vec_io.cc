@@ -22,7 +22,6 @@
 #include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/file_target.h"
-#include "ringtrain/core/logging.h"
 #include "ringtrain/model/word2vec_limits.h"
 
 namespace ringtrain::model {
@@ -92,15 +91,7 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
   fs::create_directories(dir, ec);
   // What an interrupted export of this file left (as large as the export) goes before this one is written.
   const std::string stem = "." + target.filename().string() + ".tmp.";
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file(ec) || !tempOfGoneWriter(name, stem)) continue;
-    const auto bytes = entry.file_size(ec);
-    if (fs::remove(entry.path(), ec)) {
-      warn("removed {} ({:.1f} MB), left by an export that was interrupted", entry.path().string(),
-           static_cast<double>(bytes) / 1e6);
-    }
-  }
+  removeTempsOfGoneWriters(dir.string(), [&](const std::string&) { return stem; }, "an export");
   const std::string tmp = (dir / (stem + std::to_string(::getpid()))).string();
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) RT_THROW(DataError, "cannot create ", tmp, ": ", std::strerror(errno));

@@ -336,20 +336,14 @@ std::string CheckpointManager::save(const Checkpoint& ckpt) {
 }
 
 void CheckpointManager::removeStaleTempFiles() const {
-  std::error_code ec;
-  if (!fs::is_directory(dir_, ec)) return;
-  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    const std::string name = entry.path().filename().string();
-    const size_t tmp = name.rfind(".rtck.tmp.");
-    if (name.rfind(".ckpt-", 0) != 0 || tmp == std::string::npos || !entry.is_regular_file(ec)) continue;
-    // This process has written nothing yet (see the header): a file with its pid is a gone writer's too.
-    if (!tempOfGoneWriter(name, name.substr(0, tmp + 10))) continue;  // still being written
-    const auto bytes = entry.file_size(ec);
-    if (fs::remove(entry.path(), ec)) {
-      ringtrain::warn("removed {} ({:.1f} MB), left by a checkpoint write that was interrupted", entry.path().string(),
-                      static_cast<double>(bytes) / 1e6);
-    }
-  }
+  // This process has written nothing yet (see the header): a file with its pid is a gone writer's too.
+  removeTempsOfGoneWriters(
+      dir_,
+      [](const std::string& name) {
+        const size_t tmp = name.rfind(".rtck.tmp.");
+        return name.rfind(".ckpt-", 0) == 0 && tmp != std::string::npos ? name.substr(0, tmp + 10) : std::string();
+      },
+      "a checkpoint write");
 }
 
 std::vector<std::string> CheckpointManager::list() const {

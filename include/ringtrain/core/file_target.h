@@ -1,6 +1,7 @@
 // Where an atomic write (a temporary file beside the target, fsync, rename over it) of a path must land.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace ringtrain {
@@ -12,9 +13,12 @@ namespace ringtrain {
 // directory).
 std::string atomicWriteTarget(const std::string& path);
 
-// Whether `name` is the temp file of an atomic write named `stem` followed by its writer's pid, and that
-// writer is gone: a file an interrupted write left behind. A file with this process's pid counts as a gone
-// writer's too (a relaunched container often gets its predecessor's pid): ask before writing one's own.
-bool tempOfGoneWriter(const std::string& name, const std::string& stem);
+// Removes from `dir` the temp files that interrupted atomic writes left: each regular file whose name is
+// stem_of(name) followed by a pid ("" from stem_of: not such a file) and whose writer is gone, with a warning
+// ("removed P (S MB), left by <what> that was interrupted"). A file with this process's pid counts as a gone
+// writer's too (a relaunched container often gets its predecessor's pid): call it before writing one's own.
+// A writer is judged by kill(pid, 0) on this host.
+void removeTempsOfGoneWriters(const std::string& dir, const std::function<std::string(const std::string&)>& stem_of,
+                              const std::string& what);
 
 }  // namespace ringtrain
