@@ -321,28 +321,18 @@ void checkBuffer(const Buffer& b, const char* what) {
 }  // namespace
 
 namespace {
-// Runs `body`; when it fails, the buffers' memory is kept for good (deliberately leaked, as the ring keeps
-// its scratch): a failed collective may leave a receive posted into it (MPI cannot cancel one), which must
-// not land in memory freed and reused meanwhile.
+// Runs `body`; when it fails, what the operation reads from or writes into (the owners in `keep`; null
+// ones are skipped) is kept for good, deliberately leaked as the ring keeps its scratch: a failed collective
+// may leave a send or receive posted on it (MPI cannot cancel one), or a same-host peer still copying from
+// it, which must not meet memory freed and reused meanwhile.
 template <typename Body>
-void keepingBuffersOnFailure(std::initializer_list<const Buffer*> buffers, Body&& body) {
+void keepingOnFailure(std::initializer_list<std::shared_ptr<const void>> keep, Body&& body) {
   try {
     body();
   } catch (...) {
-    for (const Buffer* b : buffers) {
-      if (b->owner) (void)new std::shared_ptr<const void>(b->owner);
+    for (const auto& owner : keep) {
+      if (owner) (void)new std::shared_ptr<const void>(owner);
     }
-    throw;
-  }
-}
-
-// The same for what a byte exchange's backend call reads from or writes into.
-template <typename Body>
-void keepingOnFailure(const std::shared_ptr<const void>& keep, Body&& body) {
-  try {
-    body();
-  } catch (...) {
-    (void)new std::shared_ptr<const void>(keep);
     throw;
   }
 }
@@ -357,7 +347,7 @@ WorkPtr CommunicatorBase::allreduceAsync(Buffer buffer, ReduceOp op) {
   d.op = op;
   return enqueue(d, [this, buffer, op] {
     if (buffer.count == 0 || (size_ == 1 && !runsSingleRank())) return;
-    keepingBuffersOnFailure({&buffer}, [&] {
+    keepingOnFailure({buffer.owner}, [&] {
       if (algorithm_ && !buffer.device.isCuda()) {
         algorithm_(*this, buffer, op == ReduceOp::kAverage ? ReduceOp::kSum : op);
         if (op == ReduceOp::kAverage) finishAverage(buffer.data, buffer.count, buffer.dtype, size_);
@@ -378,7 +368,7 @@ WorkPtr CommunicatorBase::broadcastAsync(Buffer buffer, int root) {
   d.root = root;
   return enqueue(d, [this, buffer, root] {
     if (buffer.count == 0 || (size_ == 1 && !runsSingleRank())) return;
-    keepingBuffersOnFailure({&buffer}, [&] { runBroadcast(buffer, root); });
+    keepingOnFailure({buffer.owner}, [&] { runBroadcast(buffer, root); });
   });
 }
 
@@ -399,7 +389,7 @@ WorkPtr CommunicatorBase::allgatherAsync(Buffer send, Buffer recv) {
       if (recv.data != send.data) std::memmove(recv.data, send.data, send.bytes());
       return;
     }
-    keepingBuffersOnFailure({&send, &recv}, [&] { runAllgather(send, recv); });
+    keepingOnFailure({send.owner, recv.owner}, [&] { runAllgather(send, recv); });
   });
 }
 
@@ -420,13 +410,13 @@ void CommunicatorBase::allgatherBytesInto(const std::shared_ptr<ByteExchange>& e
     ex.all.resize(size_);
     // A failed exchange is kept for good: a backend's send that timed out may still read ex.mine (MPI cannot
     // cancel it), and a peer may still be copying what this rank offered on the same-host path.
-    if (size_ > 1 && peer_memory_.enabled()) {
-      keepingOnFailure(exchange, [&] {
+    keepingOnFailure({exchange}, [&] {
+      if (size_ > 1 && peer_memory_.enabled()) {
         exchangeByCopies(std::vector<const std::vector<uint8_t>*>(size_, &ex.mine), ex.all);
-      });
-    } else if (size_ > 1) {
-      keepingOnFailure(exchange, [&] { ex.all = runAllgatherBytes(ex.mine); });
-    }
+      } else if (size_ > 1) {
+        ex.all = runAllgatherBytes(ex.mine);
+      }
+    });
     ex.all[rank_].clear();
   })->wait(timeout_);
 }
@@ -448,13 +438,15 @@ void CommunicatorBase::allToAllBytesInto(const std::shared_ptr<AllToAllExchange>
   enqueue(d, [this, exchange] {
     AllToAllExchange& ex = *exchange;
     ex.received.resize(size_);
-    if (size_ > 1 && peer_memory_.enabled()) {
-      std::vector<const std::vector<uint8_t>*> offer;
-      for (const auto& bytes : ex.send) offer.push_back(&bytes);
-      keepingOnFailure(exchange, [&] { exchangeByCopies(offer, ex.received); });
-    } else if (size_ > 1) {
-      keepingOnFailure(exchange, [&] { ex.received = runAllToAllBytes(ex.send); });
-    }
+    keepingOnFailure({exchange}, [&] {
+      if (size_ > 1 && peer_memory_.enabled()) {
+        std::vector<const std::vector<uint8_t>*> offer;
+        for (const auto& bytes : ex.send) offer.push_back(&bytes);
+        exchangeByCopies(offer, ex.received);
+      } else if (size_ > 1) {
+        ex.received = runAllToAllBytes(ex.send);
+      }
+    });
     ex.received[rank_].clear();
   })->wait(timeout_);
 }
