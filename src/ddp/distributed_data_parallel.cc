@@ -144,6 +144,7 @@ class DistributedDataParallel::Impl {
     RT_CHECK_GT(options_.first_bucket_mb, 0.0, "ddp.first_bucket_mb must be positive");
     hook_ = makeCommHook(options_.compression);
     collectParameters();
+    for (const auto& item : module_.named_buffers(true)) buffers_.push_back(item.value());
     checkLayout();
     broadcastState();
     chooseSparseSync();
@@ -637,11 +638,7 @@ class DistributedDataParallel::Impl {
     // Buffers (BatchNorm's running statistics) were updated by each rank's own forward: rank 0's travel
     // behind the dense buckets, so every rank's next forward starts from the same ones.
     std::vector<BroadcastGroup> buffer_groups;
-    if (options_.broadcast_buffers && comm_.size() > 1) {
-      std::vector<at::Tensor> buffers;
-      for (const auto& item : module_.named_buffers(true)) buffers.push_back(item.value());
-      buffer_groups = launchBroadcasts(buffers);
-    }
+    if (options_.broadcast_buffers && comm_.size() > 1 && !buffers_.empty()) buffer_groups = launchBroadcasts(buffers_);
     std::chrono::nanoseconds total{0};
     for (size_t b = 0; b < buckets_.size(); ++b) {
       if (!buckets_[b].work) continue;  // world size 1, or its hook failed
@@ -789,6 +786,7 @@ class DistributedDataParallel::Impl {
   std::unique_ptr<CommHook> hook_;
   std::vector<Param> params_;      // requires_grad parameters in registration order
   std::vector<std::pair<std::string, at::Tensor>> frozen_;  // the others: compared by checkReplicas()
+  std::vector<at::Tensor> buffers_;  // the module's buffers, broadcast by finalize() (broadcast_buffers)
   std::vector<at::Tensor> shared_state_;  // what shareOnHost() returned: made private again by unshare()
   std::vector<size_t> dense_;      // indices into params_
   std::vector<size_t> sparse_;

@@ -39,8 +39,9 @@
 //    there is tolerated: finalize() then sums that table's rows again from the new one.
 //  * Run backward twice on a synchronized iteration without finalize() in between, under noSync() or not
 //    (throws); accumulate micro-batches under noSync() before the synchronized backward instead.
-//  * Add, remove or replace parameters, or change their shape/dtype/device, after construction; swapping a
-//    parameter's .grad() for another tensor is allowed but costs a copy into the bucket at the next backward.
+//  * Add, remove or replace parameters or buffers, or change their shape/dtype/device, after construction
+//    (buffers updated in place, as BatchNorm's are, are fine); swapping a parameter's .grad() for another
+//    tensor is allowed but costs a copy into the bucket at the next backward.
 //    Unfreezing a parameter (requires_grad false at construction, true later) makes finalize() throw, naming
 //    it: its gradient would not be synchronized. Build a new DistributedDataParallel after such a change.
 //  * Destroy the module or the communicator before this object; use the communicator from another thread
