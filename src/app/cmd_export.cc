@@ -97,10 +97,9 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       std::cout << "\n";
       // The names of the job that trained it, else this job's.
       std::error_code ec;
-      const std::string items = std::filesystem::is_regular_file(data::jobItemsPath(writer), ec)
-                                    ? data::jobItemsPath(writer)
-                                    : data::jobItemsPath(job);
-      train::placeItemsBeside(out, items);
+      const std::string writer_items = data::jobItemsPath(writer);
+      train::placeItemsBeside(out, std::filesystem::is_regular_file(writer_items, ec) ? writer_items
+                                                                                     : data::jobItemsPath(job));
       return 0;
     };
   });

@@ -1,7 +1,6 @@
 #include "ringtrain/train/checkpoint.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -2,15 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
-#include <vector>
-#include <algorithm>
 #include <system_error>
+#include <vector>
 
 #include <ATen/ATen.h>
 
