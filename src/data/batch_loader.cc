@@ -1,7 +1,12 @@
 #include "ringtrain/data/batch_loader.h"
 
 #include <algorithm>
-#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include <ATen/Context.h>
 #include <ATen/ops/empty.h>
@@ -14,22 +19,14 @@ namespace {
 constexpr uint64_t kNegativesTag = 0x6e6567ULL;  // "neg"
 constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 constexpr auto kStuckWorkerGrace = std::chrono::seconds(2);
-// The loader whose worker this thread is (stop() called from a worker only asks).
-thread_local const BatchLoader* t_worker_of = nullptr;
+// The loader state whose worker this thread is (stop() called from a worker only asks).
+thread_local const void* t_worker_of = nullptr;
 constexpr size_t kShardsKept = 3;
 
 double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 }  // namespace
-
-struct BatchLoader::Slot {
-  int64_t index = -1;
-  bool ready = false;
-  std::optional<Batch> batch;
-  std::exception_ptr error;
-  double build_seconds = 0.0;
-};
 
 namespace {
 
@@ -49,7 +46,74 @@ void warnIfSharesAreUneven(const EpochShard& epoch0, int64_t used_per_rank) {
 
 }  // namespace
 
-BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
+class BatchLoader::State {
+ public:
+  State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
+        const config::JobConfig& job, int rank, int world_size, LoaderPosition start, LoaderHooks hooks);
+  // Starts the workers, each holding `self` (this state) until it returns.
+  void startWorkers(const std::shared_ptr<State>& self, int workers);
+
+  std::optional<Batch> next();
+  LoaderPosition position() const;
+  LoaderStats stats() const;
+  void stop();
+  void requestStop() noexcept { stop_flag_.store(true, std::memory_order_relaxed); }
+  Batch build(int64_t epoch, int64_t step) const;
+
+  const std::shared_ptr<const PairGenerator>& generator() const { return gen_; }
+  int64_t stepsPerEpoch() const { return steps_per_epoch_; }
+  int64_t totalBatches() const { return total_batches_; }
+
+ private:
+  struct Slot {
+    int64_t index = -1;
+    bool ready = false;
+    std::optional<Batch> batch;
+    std::exception_ptr error;
+    double build_seconds = 0.0;
+  };
+  void workerLoop();
+  std::shared_ptr<const EpochShard> shardFor(int64_t epoch) const;
+  void toDevice(Batch& batch) const;
+  bool stopping() const { return stop_flag_.load(std::memory_order_relaxed); }
+
+  std::shared_ptr<const Corpus> corpus_;
+  std::shared_ptr<const CorpusSplit> split_;
+  std::shared_ptr<const PairGenerator> gen_;
+  LoaderHooks hooks_;
+  int rank_;
+  int world_size_;
+  int64_t batch_size_;
+  int negatives_;
+  int queue_depth_;
+  bool pin_memory_ = false;
+  bool to_cuda_ = false;
+  std::string device_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t total_batches_ = 0;
+
+  std::atomic<bool> stop_flag_{false};
+  mutable std::mutex shard_mu_;
+  mutable std::vector<std::shared_ptr<const EpochShard>> shards_;  // recent epochs; guarded by shard_mu_
+
+  mutable std::mutex mu_;
+  std::condition_variable ready_cv_;  // consumer waits: a slot filled, or stop
+  std::condition_variable space_cv_;  // workers wait: room to claim, or stop
+  std::vector<std::unique_ptr<Slot>> slots_;  // ring of queue_depth slots by g % depth; guarded by mu_
+  int64_t next_consume_ = 0;   // guarded by mu_
+  int64_t next_claim_ = 0;     // guarded by mu_
+  int64_t error_index_ = -1;   // first failed batch; guarded by mu_
+  std::exception_ptr failed_;  // the error next() rethrew; rethrown again on later calls; guarded by mu_
+  LoaderStats stats_;          // guarded by mu_
+  std::vector<std::thread> workers_;  // started by startWorkers(), never resized after
+  std::mutex join_mu_;                // held while stop() joins workers_
+  int workers_running_ = 0;           // started and not yet returned; guarded by mu_
+  bool worker_stuck_ = false;         // next() timed out waiting for a batch; guarded by mu_
+  bool workers_left_behind_ = false;  // stop() detached stuck workers; guarded by mu_
+  std::condition_variable finished_cv_;  // stop() waits: a worker returned
+};
+
+BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
                          const config::JobConfig& job, int rank, int world_size, LoaderPosition start,
                          LoaderHooks hooks)
     : corpus_(std::move(corpus)),
@@ -92,31 +156,52 @@ BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<c
   if (workers > 0) {
     slots_.reserve(static_cast<size_t>(queue_depth_));
     for (int i = 0; i < queue_depth_; ++i) slots_.push_back(std::make_unique<Slot>());
-    workers_.reserve(static_cast<size_t>(workers));
-    try {
-      for (int i = 0; i < workers; ++i) {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          ++workers_running_;
-        }
-        try {
-          workers_.emplace_back([this] { workerLoop(); });
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mu_);
-          --workers_running_;
-          throw;
-        }
-      }
-    } catch (...) {  // a thread refused (EAGAIN): the ones started must end before this object's members go
-      stop();
-      throw;
-    }
   }
+}
+
+void BatchLoader::State::startWorkers(const std::shared_ptr<State>& self, int workers) {
+  workers_.reserve(static_cast<size_t>(workers));
+  try {
+    for (int i = 0; i < workers; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++workers_running_;
+      }
+      try {
+        workers_.emplace_back([self] { self->workerLoop(); });
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu_);
+        --workers_running_;
+        throw;
+      }
+    }
+  } catch (...) {  // a thread refused (EAGAIN): the ones started must end before the loader's constructor throws
+    stop();
+    throw;
+  }
+}
+
+BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
+                         const config::JobConfig& job, int rank, int world_size, LoaderPosition start,
+                         LoaderHooks hooks)
+    : state_(std::make_shared<State>(std::move(corpus), std::move(split), job, rank, world_size, start,
+                                     std::move(hooks))) {
+  state_->startWorkers(state_, std::max(0, job.loader.workers));
 }
 
 BatchLoader::~BatchLoader() { stop(); }
 
-void BatchLoader::stop() {
+void BatchLoader::stop() { state_->stop(); }
+void BatchLoader::requestStop() noexcept { state_->requestStop(); }
+std::optional<Batch> BatchLoader::next() { return state_->next(); }
+LoaderPosition BatchLoader::position() const { return state_->position(); }
+LoaderStats BatchLoader::stats() const { return state_->stats(); }
+int64_t BatchLoader::stepsPerEpoch() const { return state_->stepsPerEpoch(); }
+int64_t BatchLoader::totalBatches() const { return state_->totalBatches(); }
+const PairGenerator& BatchLoader::generator() const { return *state_->generator(); }
+Batch BatchLoader::build(int64_t epoch, int64_t step) const { return state_->build(epoch, step); }
+
+void BatchLoader::State::stop() {
   requestStop();
   {
     // Taking the lock orders the flag before any waiter's predicate check, so no wakeup is lost.
@@ -132,9 +217,8 @@ void BatchLoader::stop() {
   std::lock_guard<std::mutex> join_lock(join_mu_);
   {
     // After next() gave up on a stuck worker, joining it would hang the unwinding of that very error: the
-    // workers get a moment to return, and those that do not are left behind. One that wakes after this object
-    // is gone would touch freed memory: a risk taken for a worker already stuck for batch_timeout (600 s),
-    // in a process that is ending on that error.
+    // workers get a moment to return, and those that do not are left behind. Each holds this state, so one
+    // that wakes after the loader is gone finds it, sees the stop, and frees it on its way out.
     std::unique_lock<std::mutex> lock(mu_);
     if (workers_left_behind_) return;  // an earlier stop() did it
     if (worker_stuck_ && !finished_cv_.wait_for(lock, kStuckWorkerGrace, [this] { return workers_running_ == 0; })) {
@@ -152,7 +236,7 @@ void BatchLoader::stop() {
   }
 }
 
-std::shared_ptr<const EpochShard> BatchLoader::shardFor(int64_t epoch) const {
+std::shared_ptr<const EpochShard> BatchLoader::State::shardFor(int64_t epoch) const {
   std::lock_guard<std::mutex> lock(shard_mu_);
   for (const auto& s : shards_) {
     if (s->epoch == epoch) return s;
@@ -167,7 +251,7 @@ std::shared_ptr<const EpochShard> BatchLoader::shardFor(int64_t epoch) const {
   return shard;
 }
 
-Batch BatchLoader::build(int64_t epoch, int64_t step) const {
+Batch BatchLoader::State::build(int64_t epoch, int64_t step) const {
   if (hooks_.before_build) hooks_.before_build(epoch, step, stop_flag_);
   const auto shard = shardFor(epoch);
   thread_local std::vector<Pair> pairs, line_buf;
@@ -199,7 +283,7 @@ Batch BatchLoader::build(int64_t epoch, int64_t step) const {
   return b;
 }
 
-void BatchLoader::toDevice(Batch& b) const {
+void BatchLoader::State::toDevice(Batch& b) const {
   if (!to_cuda_) return;
   const at::Device device(device_);
   b.center = b.center.to(device, at::kLong, /*non_blocking=*/pin_memory_);
@@ -207,10 +291,10 @@ void BatchLoader::toDevice(Batch& b) const {
   b.negatives = b.negatives.to(device, at::kLong, /*non_blocking=*/pin_memory_);
 }
 
-void BatchLoader::workerLoop() {
+void BatchLoader::State::workerLoop() {
   t_worker_of = this;
   struct Finished {  // on every way out: stop() may be waiting to know
-    BatchLoader* loader;
+    State* loader;
     ~Finished() {
       std::lock_guard<std::mutex> lock(loader->mu_);
       --loader->workers_running_;
@@ -250,7 +334,7 @@ void BatchLoader::workerLoop() {
   }
 }
 
-std::optional<Batch> BatchLoader::next() {
+std::optional<Batch> BatchLoader::State::next() {
   const auto t0 = std::chrono::steady_clock::now();
   std::optional<Batch> batch;
   if (workers_.empty()) {
@@ -309,12 +393,12 @@ std::optional<Batch> BatchLoader::next() {
   return batch;
 }
 
-LoaderPosition BatchLoader::position() const {
+LoaderPosition BatchLoader::State::position() const {
   std::lock_guard<std::mutex> lock(mu_);
   return LoaderPosition{next_consume_ / steps_per_epoch_, next_consume_ % steps_per_epoch_};
 }
 
-LoaderStats BatchLoader::stats() const {
+LoaderStats BatchLoader::State::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
 }

@@ -193,15 +193,15 @@ TEST(Loader, WorkerErrorReachesTheConsumerInOrder) {
 
 // A worker wedged in build() (deaf to stopping): next() gives up with a TimeoutError, and the loader's
 // destruction during that error's unwinding leaves the stuck worker behind instead of joining it forever.
+// The worker keeps the loader's state (and so the corpus) until it wakes, and frees it on its way out.
 TEST(Loader, AStuckWorkerIsReportedAndLeftBehindNotJoinedForever) {
   Data d = makeData();
   LoaderHooks hooks;
   hooks.batch_timeout = 300ms;
-  // Never released, not even by static destruction at exit (hence leaked): the stuck thread must not touch
-  // the destroyed loader again, and the process's end ends it.
-  static const auto* stuck = new std::shared_future<void>((new std::promise<void>())->get_future().share());
-  hooks.before_build = [](int64_t epoch, int64_t step, const std::atomic<bool>&) {
-    if (epoch == 0 && step == 0) stuck->wait();
+  auto release = std::make_shared<std::promise<void>>();
+  hooks.before_build = [stuck = release->get_future().share()](int64_t epoch, int64_t step,
+                                                               const std::atomic<bool>&) {
+    if (epoch == 0 && step == 0) stuck.wait();
   };
   const bool ended = finishesWithin(
       [&] {
@@ -214,7 +214,13 @@ TEST(Loader, AStuckWorkerIsReportedAndLeftBehindNotJoinedForever) {
         }
       },
       20s);
-  EXPECT_TRUE(ended) << "the loader's destruction joined its stuck worker";
+  ASSERT_TRUE(ended) << "the loader's destruction joined its stuck worker";
+  hooks = {};  // the test's copy of the hook: only the left-behind state holds one now
+  EXPECT_GT(d.corpus.use_count(), 1) << "the loader's state was freed under its stuck worker";
+  release->set_value();
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (d.corpus.use_count() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(d.corpus.use_count(), 1) << "the woken worker did not end and free the loader's state";
 }
 
 // Every rank takes as many steps an epoch as the rank with the fewest pairs: rank 0 says so when that leaves

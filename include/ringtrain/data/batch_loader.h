@@ -12,25 +12,20 @@
 // (its type and message intact) when it reaches that batch; workers stop claiming after an error.
 // Shutdown: stop() (or the destructor) from any thread wakes the consumer (next() returns nullopt) and
 // the workers, and joins them (from a worker it only asks; after next() timed out on a stuck worker it gives
-// the workers 2 s and leaves the ones still stuck behind). stop() may come from several threads at once,
-// but, like any call, not once the destructor has begun. requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C
-// handler); every wait re-checks it at least every 100 ms.
+// the workers 2 s and leaves the ones still stuck behind, holding the loader's state until they return).
+// stop() may come from several threads at once, but, like any call, not once the destructor has begun.
+// requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C handler); every wait re-checks it
+// at least every 100 ms.
 // CUDA: with run.device cuda and loader.pin_memory auto|on (and a CUDA LibTorch with a device), workers
 // fill pinned host tensors and next() copies them to the device with non_blocking=true.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <string>
-#include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <thread>
-#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -86,58 +81,22 @@ class BatchLoader {
   std::optional<Batch> next();
   // Position of the next batch next() will return (what a checkpoint stores).
   LoaderPosition position() const;
-  int64_t stepsPerEpoch() const { return steps_per_epoch_; }
-  int64_t totalBatches() const { return total_batches_; }
-  const PairGenerator& generator() const { return *gen_; }
+  int64_t stepsPerEpoch() const;
+  int64_t totalBatches() const;
+  const PairGenerator& generator() const;
   LoaderStats stats() const;
 
   void stop();
-  void requestStop() noexcept { stop_flag_.store(true, std::memory_order_relaxed); }
+  void requestStop() noexcept;
 
   // Builds batch (epoch, step) of this rank directly, without the queue (what workers run).
   Batch build(int64_t epoch, int64_t step) const;
 
  private:
-  struct Slot;
-  void workerLoop();
-  std::shared_ptr<const EpochShard> shardFor(int64_t epoch) const;
-  void toDevice(Batch& batch) const;
-  bool stopping() const { return stop_flag_.load(std::memory_order_relaxed); }
-
-  std::shared_ptr<const Corpus> corpus_;
-  std::shared_ptr<const CorpusSplit> split_;
-  std::shared_ptr<const PairGenerator> gen_;
-  LoaderHooks hooks_;
-  int rank_;
-  int world_size_;
-  int64_t batch_size_;
-  int negatives_;
-  int queue_depth_;
-  bool pin_memory_ = false;
-  bool to_cuda_ = false;
-  std::string device_;
-  int64_t steps_per_epoch_ = 0;
-  int64_t total_batches_ = 0;
-
-  std::atomic<bool> stop_flag_{false};
-  mutable std::mutex shard_mu_;
-  mutable std::vector<std::shared_ptr<const EpochShard>> shards_;  // recent epochs; guarded by shard_mu_
-
-  mutable std::mutex mu_;
-  std::condition_variable ready_cv_;  // consumer waits: a slot filled, or stop
-  std::condition_variable space_cv_;  // workers wait: room to claim, or stop
-  std::vector<std::unique_ptr<Slot>> slots_;  // ring of queue_depth slots by g % depth; guarded by mu_
-  int64_t next_consume_ = 0;   // guarded by mu_
-  int64_t next_claim_ = 0;     // guarded by mu_
-  int64_t error_index_ = -1;   // first failed batch; guarded by mu_
-  std::exception_ptr failed_;  // the error next() rethrew; rethrown again on later calls; guarded by mu_
-  LoaderStats stats_;          // guarded by mu_
-  std::vector<std::thread> workers_;  // started in the constructor, never resized after
-  std::mutex join_mu_;                // held while stop() joins workers_
-  int workers_running_ = 0;           // started and not yet returned; guarded by mu_
-  bool worker_stuck_ = false;         // next() timed out waiting for a batch; guarded by mu_
-  bool workers_left_behind_ = false;  // stop() detached stuck workers; guarded by mu_
-  std::condition_variable finished_cv_;  // stop() waits: a worker returned
+  // Everything the workers touch. Each worker holds a reference, so a worker left behind (see Shutdown) that
+  // wakes after this object is gone still finds its state, and the last one out frees it.
+  class State;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace ringtrain::data
