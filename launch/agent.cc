@@ -33,6 +33,7 @@
 #include "run_log_dir.h"
 #include "console.h"
 #include "output_pump.h"
+#include "root_cause.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/tcp_store.h"
@@ -212,6 +213,8 @@ struct Rank {
   pid_t pid = -1;
   std::optional<ExitStatus> status;
   bool stopped_by_us = false;  // was still running when the job was being stopped
+  int64_t ended_ns = 0;        // when it was reaped (system clock)
+  std::string failure_file;    // where it records its failure (root_cause.h); "" for none
   Tail tail;
   UniqueFd out, err;
   std::unique_ptr<OutputPump> out_pump, err_pump;
@@ -416,11 +419,15 @@ class Agent {
     if (!o_.gpu_ids.empty()) set["CUDA_VISIBLE_DEVICES"] = o_.gpu_ids[static_cast<size_t>(r.local_rank)];
     // A bound rank's CPUs; an unbound rank gets none, not a value ringrun inherited (a nested ringrun).
     if (!rank_cpus_.empty()) set["RINGTRAIN_CPUS"] = cpuListText(rank_cpus_[static_cast<size_t>(r.local_rank)]);
+    // Likewise a failure file is this rank's, never one a nested ringrun inherited.
+    if (!r.failure_file.empty()) set[kErrorFileEnv] = r.failure_file;
     std::vector<std::string> env;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       const char* eq = std::strchr(*e, '=');
       const std::string name = eq == nullptr ? std::string() : std::string(*e, static_cast<size_t>(eq - *e));
-      if (eq == nullptr || (set.count(name) == 0 && name != "RINGTRAIN_CPUS")) env.emplace_back(*e);
+      if (eq == nullptr || (set.count(name) == 0 && name != "RINGTRAIN_CPUS" && name != kErrorFileEnv)) {
+        env.emplace_back(*e);
+      }
     }
     for (const auto& [k, v] : set) env.push_back(k + "=" + v);
     return env;
@@ -486,6 +493,45 @@ class Agent {
     };
   }
 
+  static int64_t systemNowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  // The failed rank to blame (root_cause.h): among the ranks reaped with a failure (not stopped by ringrun)
+  // and those still running that recorded one. Called at the first failure, so at least one exists.
+  static Rank& rootCause(std::vector<Rank>& ranks) {
+    std::vector<FailedRank> failed;
+    std::vector<Rank*> who;
+    for (Rank& r : ranks) {
+      const bool failed_itself = r.status && !r.status->success() && !r.stopped_by_us;
+      std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+      if (!failed_itself && !(record && !r.status)) continue;
+      FailedRank f;
+      f.rank = r.rank;
+      f.record = std::move(record);
+      if (r.status) {
+        f.killed_by_signal = r.status->signaled;
+        if (!r.status->signaled) f.exit_code = r.status->code;
+        f.ended_ns = r.ended_ns;
+      }
+      failed.push_back(std::move(f));
+      who.push_back(&r);
+    }
+    RT_CHECK(!failed.empty(), "no failed rank to blame");
+    return *who[pickRootCause(failed)];
+  }
+
+  // "exited with code 2", or for a rank that recorded its failure and was still ending when the job was
+  // stopped: "failed with exit code 2 (then killed by SIGTERM as the job stopped)".
+  static std::string describeFailure(const Rank& r) {
+    if (r.status && !r.stopped_by_us) return r.status->describe();
+    const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+    std::string text = "failed" + (record ? " with exit code " + std::to_string(record->exit_code) : std::string());
+    if (r.status) return text + " (then " + r.status->describe() + " as the job stopped)";
+    return text + " (still ending when the job was stopped)";
+  }
+
   AttemptResult runAttempt(int attempt) {
     store_->set(attemptKey(attempt, "ready/" + std::to_string(o_.node_rank)), dist::toBytes("1"));
     std::vector<std::string> ready;
@@ -517,6 +563,7 @@ class Agent {
       }
       r.out_pump = std::make_unique<OutputPump>(r.rank, consoleOut(), out_log, &r.tail);
       r.err_pump = std::make_unique<OutputPump>(r.rank, consoleErr(), err_log, &r.tail);
+      r.failure_file = failure_records_.pathFor(attempt, r.rank);
       ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt), {}};
       if (!rank_cpus_.empty()) spec.cpus = rank_cpus_[static_cast<size_t>(local)];
       Child child = spawnChild(spec, group);
@@ -672,6 +719,7 @@ class Agent {
           if (sig == SIGCHLD) {
             int status = 0;
             pid_t pid;
+            bool failure = false;
             while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
               if (pid == group.guardianPid()) {
                 guardian_alive = false;
@@ -681,18 +729,21 @@ class Agent {
               if (it == by_pid.end()) continue;
               Rank& r = *it->second;
               r.status = ExitStatus::fromWaitStatus(status);
+              r.ended_ns = systemNowNs();
               --running;
               if (r.status->success() && running > 0 && first_done.empty()) {
                 first_done = "rank " + std::to_string(r.rank);
                 straggler_notice_at = Clock::now() + kStragglerNotice;
               }
-              if (!r.status->success() && !kill_at) {
-                first_failed = &r;
-                r.stopped_by_us = false;
-                publishEnd(attempt, "fail " + std::to_string(o_.node_rank) + " rank " + std::to_string(r.rank) + " " +
-                                        r.status->describe());
-                stopRanks(SIGTERM);
-              }
+              failure = failure || (!r.status->success() && !kill_at);
+            }
+            if (failure && !kill_at) {
+              // Every failure reaped so far, and every rank that recorded one while it still unwinds, is a
+              // candidate: the first to end is often a consequence of another's.
+              first_failed = &rootCause(ranks);
+              publishEnd(attempt, "fail " + std::to_string(o_.node_rank) + " rank " +
+                                      std::to_string(first_failed->rank) + " " + describeFailure(*first_failed));
+              stopRanks(SIGTERM);
             }
           } else if (running == 0 && end_known && end_value == "ok" && interrupt_signal == 0) {
             // The job is over and succeeded: only a process holding a rank's pipe (a daemon) or the guardian
@@ -758,9 +809,16 @@ class Agent {
     if (first_failed != nullptr) {
       const Rank& r = *first_failed;
       result.outcome = Outcome::kFailed;
-      result.exit_code = r.status->exitCode();
+      const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+      const bool ended_on_its_own = r.status && !r.stopped_by_us;
+      result.exit_code = ended_on_its_own || !record ? r.status->exitCode() : record->exit_code;
       say("rank " + std::to_string(r.rank) + " (node " + std::to_string(o_.node_rank) + ", local rank " +
-          std::to_string(r.local_rank) + ", pid " + std::to_string(r.pid) + ") " + r.status->describe());
+          std::to_string(r.local_rank) + ", pid " + std::to_string(r.pid) + ") " + describeFailure(r));
+      if (record && std::none_of(r.tail.begin(), r.tail.end(), [&](const std::string& line) {
+            return line.find(record->message) != std::string::npos;
+          })) {
+        say("rank " + std::to_string(r.rank) + " failed with: " + record->message);
+      }
       if (r.tail.empty()) {
         say("rank " + std::to_string(r.rank) + " printed nothing");
       } else {
@@ -784,7 +842,7 @@ class Agent {
     }
     if (result.outcome != Outcome::kSuccess) {
       int stopped = 0;
-      for (const Rank& r : ranks) stopped += r.stopped_by_us ? 1 : 0;
+      for (const Rank& r : ranks) stopped += r.stopped_by_us && &r != first_failed ? 1 : 0;  // the blamed is said
       if (stopped > 0) {
         say("stopped " + std::to_string(stopped) + (first_failed ? " other" : "") + " rank(s) on this node" +
             (killed_on_second_signal ? " (SIGKILL on a second signal)"
@@ -849,6 +907,7 @@ class Agent {
   int master_port_ = 0;
   int world_size_ = 0;
   std::string run_log_dir_;  // with --log-dir: this launch's own folder in it (run_log_dir.h)
+  FailureRecordDir failure_records_;  // where the ranks record their failures
   std::vector<std::vector<int>> rank_cpus_;  // with --bind-to cores: each local rank's CPUs; else empty
   std::unique_ptr<dist::TcpStoreServer> server_;
   std::unique_ptr<dist::TcpStoreClient> store_;

@@ -11,6 +11,7 @@
 #include "ringtrain/build_config.h"
 #include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/failure_report.h"
 #include "ringtrain/core/logging.h"
 
 int main(int argc, char** argv) {
@@ -52,16 +53,23 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "ringtrain: error: " << e.what() << " (see ringtrain --help)\n";
+    recordFailure(kExitBadInput, e.what());
     return kExitBadInput;
   } catch (const Error& e) {
+    // Each failure is also told to ringrun (failure_report.h), unless the trainer already did.
     std::cerr << "ringtrain: error: " << e.what() << "\n";
+    recordFailure(e.exitCode(), e.what());
     return e.exitCode();
   } catch (const c10::Error& e) {
     // LibTorch's messages carry a C++ backtrace; the first line is what a person needs.
-    std::cerr << "ringtrain: internal error (LibTorch): " << e.what_without_backtrace() << "\n";
+    const std::string message = std::string("internal error (LibTorch): ") + e.what_without_backtrace();
+    std::cerr << "ringtrain: " << message << "\n";
+    recordFailure(kExitFailure, message);
     return kExitFailure;
   } catch (const std::exception& e) {
-    std::cerr << "ringtrain: internal error: " << e.what() << "\n";
+    const std::string message = std::string("internal error: ") + e.what();
+    std::cerr << "ringtrain: " << message << "\n";
+    recordFailure(kExitFailure, message);
     return kExitFailure;
   }
 }

@@ -24,6 +24,7 @@
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/job_group.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/failure_report.h"
 #include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/data/batch_loader.h"
@@ -486,12 +487,42 @@ std::string metricsPath(const config::JobConfig& job) {
   return job.log.metrics_file.empty() ? outputPath(job, "metrics.jsonl") : job.log.metrics_file;
 }
 
-TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
+namespace {
+
+// Tells the launcher why this rank fails (failure_report.h), in the words main() prints: called while the
+// session's communicator is still connected, so before any peer can fail on this rank's going.
+void recordCurrentFailure() noexcept {
+  try {
+    throw;
+  } catch (const Error& e) {
+    recordFailure(e.exitCode(), e.what());
+  } catch (const c10::Error& e) {
+    recordFailure(kExitFailure, std::string("internal error (LibTorch): ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    recordFailure(kExitFailure, std::string("internal error: ") + e.what());
+  } catch (...) {
+  }
+}
+
+// Runs `body` on a new session of the job; a failure is recorded before the session goes.
+template <typename Body>
+TrainSummary inSession(const config::JobConfig& job, const dist::ProcessInfo& process, Body&& body) {
   log::setRank(process.rank, process.world_size);
-  checkOutputDirectories(job);
   at::set_num_threads(job.run.threads);
-  const auto started = Clock::now();
   Session s(job, process);
+  try {
+    return body(s);
+  } catch (...) {
+    recordCurrentFailure();
+    throw;
+  }
+}
+
+TrainSummary train(Session& s) {
+  const config::JobConfig& job = s.job;
+  const dist::ProcessInfo& process = s.process;
+  checkOutputDirectories(job);
+  const auto started = Clock::now();
   s.connect();
   s.loadData();
   s.buildModel();
@@ -786,11 +817,8 @@ TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& pro
   return summary;
 }
 
-TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& process,
-                         const std::string& checkpoint_path) {
-  log::setRank(process.rank, process.world_size);
-  at::set_num_threads(job.run.threads);
-  Session s(job, process);
+TrainSummary evaluateCheckpoint(Session& s, const std::string& checkpoint_path) {
+  const config::JobConfig& job = s.job;
   s.connect();
   std::string path;
   const Checkpoint ckpt = readRequestedCheckpoint(checkpoint_path, job, &path);
@@ -806,6 +834,17 @@ TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& 
   putEvaluation(ev, summary);
   summary.checkpoint_path = path;
   return summary;
+}
+
+}  // namespace
+
+TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
+  return inSession(job, process, [](Session& s) { return train(s); });
+}
+
+TrainSummary evaluateJob(const config::JobConfig& job, const dist::ProcessInfo& process,
+                         const std::string& checkpoint_path) {
+  return inSession(job, process, [&](Session& s) { return evaluateCheckpoint(s, checkpoint_path); });
 }
 
 }  // namespace ringtrain::train

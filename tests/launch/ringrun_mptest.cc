@@ -333,6 +333,29 @@ TEST(Ringrun, TwoRanksThatFailTogetherAreBothReported) {
   EXPECT_THAT(job.err(), Not(HasSubstr("stopped 1 other rank")));
 }
 
+// The blame race: rank 0 fails on bad input and records it (RINGRUN_ERROR_FILE) but is still ending when
+// rank 1, seeing its connection reset, exits first. ringrun names rank 0, in its own words, with its exit
+// code; rank 1 is named as having failed too.
+TEST(Ringrun, TheRankThatFailedFirstIsBlamedThoughAConsequenceEndedBeforeIt) {
+  const std::string dir = testing::makeTempDir("ringrun_root_cause");
+  const std::string script =
+      "if [ \"$RANK\" = 0 ]; then "
+      "  printf '{\"time_ns\": %s, \"exit_code\": 2, \"message\": \"corpus.txt:7: bad line\"}' \"$(date +%s%N)\" "
+      "    > \"$RINGRUN_ERROR_FILE\"; touch \"$0/recorded\"; sleep 30; exit 2; "
+      "else "
+      "  while [ ! -e \"$0/recorded\" ]; do sleep 0.02; done; echo 'connection reset by peer' >&2; exit 3; "
+      "fi";
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1",
+                             "--", "sh", "-c", script, dir});
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("ringrun: rank 0 \\(node 0, local rank 0, pid [0-9]+\\) failed with exit "
+                                              "code 2 \\(then killed by SIGTERM as the job stopped\\)"));
+  EXPECT_THAT(r.err, HasSubstr("ringrun: rank 0 failed with: corpus.txt:7: bad line"));
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("rank 1 \\(local rank 1, pid [0-9]+\\) also exited with code 3, before "
+                                              "it was asked to stop"));
+}
+
 // A reader that stops reading ringrun's stdout must not stop ringrun's supervision: a rank's failure is
 // acted on (the others stopped, the report written) while stdout is still blocked.
 TEST(Ringrun, AStalledStdoutDoesNotHoldUpTheFailureOfARank) {

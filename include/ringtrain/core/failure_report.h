@@ -1,0 +1,37 @@
+// What a failing rank tells its launcher: when it failed, with which exit code, and why.
+//
+// A rank whose peer fails first sees only a broken connection or a collective timeout, and may exit before
+// the rank that failed first has finished unwinding: the launcher, seeing that consequence end first, would
+// blame the wrong rank. So ringrun gives each rank a file to write (RINGRUN_ERROR_FILE), and the first
+// recordFailure() of a process writes it (atomically: a temp file renamed over it) before the rank lets go
+// of its connections; ringrun then names the root cause, as torchrun does with its error files: failures that
+// are not consequences (exit codes kExitCommFailure and kExitTimeout are) before those that are, and the
+// earliest of each kind first.
+// Without the variable (mpirun, a rank started by hand) recordFailure() does nothing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace ringtrain {
+
+inline constexpr const char* kErrorFileEnv = "RINGRUN_ERROR_FILE";
+
+struct FailureRecord {
+  int64_t time_ns = 0;  // when it was recorded, on the system clock (ns since the epoch)
+  int exit_code = 0;    // what the process is about to exit with
+  std::string message;
+};
+
+// Writes this process's first failure to $RINGRUN_ERROR_FILE; later calls (the same error caught again
+// further out) do nothing. Thread-safe; never throws.
+void recordFailure(int exit_code, const std::string& message) noexcept;
+
+// The record at `path`; nullopt when there is none or it cannot be read.
+std::optional<FailureRecord> readFailureRecord(const std::string& path);
+
+// True for an exit code that follows from another rank's failure (a broken connection, a collective timeout).
+bool isConsequentialExitCode(int exit_code);
+
+}  // namespace ringtrain

@@ -1,0 +1,47 @@
+// Which failed rank caused a job's failure, and where the ranks say why they fail.
+//
+// A rank that sees a peer go fails too, with a broken connection or a collective timeout, and may exit
+// before the peer that failed first has finished unwinding. Each rank gets a file of its own
+// (RINGRUN_ERROR_FILE, ringtrain/core/failure_report.h) to record its failure before it lets go of its
+// connections; ringrun reads them when a rank fails and names the root cause.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ringtrain/core/failure_report.h"
+
+namespace ringtrain::launch {
+
+// A private directory for the ranks' failure records, removed with this object. Without one (no writable
+// temp directory) pathFor() gives "" and ringrun falls back to the order in which ranks ended.
+class FailureRecordDir {
+ public:
+  FailureRecordDir();  // under $TMPDIR, or /tmp
+  ~FailureRecordDir();
+  FailureRecordDir(const FailureRecordDir&) = delete;
+  FailureRecordDir& operator=(const FailureRecordDir&) = delete;
+
+  std::string pathFor(int attempt, int rank) const;
+
+ private:
+  std::string dir_;
+};
+
+// A rank that failed on its own: it ended without being asked to stop, or it recorded a failure first.
+struct FailedRank {
+  int rank = 0;
+  std::optional<FailureRecord> record;  // what it wrote, if anything
+  std::optional<int> exit_code;         // how it ended, if it exited (not killed by a signal)
+  bool killed_by_signal = false;        // by a signal ringrun did not send (the OOM killer, kill -9)
+  int64_t ended_ns = 0;                 // when ringrun saw it end (system clock); 0 if it still runs
+};
+
+// The index in `failed` (not empty) of the root cause: failures that are not consequences of another's
+// (isConsequentialExitCode(); a rank killed by a signal never is) come first, then the earliest (the
+// record's time, else when the rank was seen ending), then the lowest rank.
+size_t pickRootCause(const std::vector<FailedRank>& failed);
+
+}  // namespace ringtrain::launch

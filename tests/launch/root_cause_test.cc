@@ -1,0 +1,94 @@
+// The root cause of a failed job: what a rank records (core/failure_report.h) and whom ringrun blames.
+#include "root_cause.h"
+
+#include <gtest/gtest.h>
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain::launch {
+namespace {
+
+FailedRank exited(int rank, int code, int64_t ended_ns) {
+  FailedRank f;
+  f.rank = rank;
+  f.exit_code = code;
+  f.ended_ns = ended_ns;
+  return f;
+}
+
+FailedRank recorded(int rank, int code, int64_t time_ns) {
+  FailedRank f;
+  f.rank = rank;
+  f.record = FailureRecord{time_ns, code, "because"};
+  return f;
+}
+
+// The race behind a wrong blame: rank 0 fails on bad input and, while it still unwinds, rank 1 sees its
+// connection reset and exits first. Rank 0's record (written before it let go of its connections) is earlier
+// and is no consequence: it is the root cause.
+TEST(RootCause, AFailureThatIsNoConsequenceBeatsAConnectionLostThatEndedFirst) {
+  EXPECT_EQ(pickRootCause({exited(1, kExitCommFailure, 2000), recorded(0, kExitBadInput, 1000)}), 1u);
+  // Even recorded later: a consequence does not cause what is no consequence.
+  EXPECT_EQ(pickRootCause({recorded(1, kExitCommFailure, 1000), recorded(0, kExitBadInput, 1500)}), 1u);
+  // A timeout is a consequence too.
+  EXPECT_EQ(pickRootCause({exited(2, kExitTimeout, 100), exited(3, kExitFailure, 900)}), 1u);
+}
+
+TEST(RootCause, ARankKilledByASignalIsNoConsequence) {
+  FailedRank killed;
+  killed.rank = 3;
+  killed.killed_by_signal = true;
+  killed.ended_ns = 5000;
+  EXPECT_EQ(pickRootCause({recorded(0, kExitCommFailure, 4000), killed}), 1u);
+}
+
+TEST(RootCause, AmongLikeFailuresTheEarliestThenTheLowestRank) {
+  EXPECT_EQ(pickRootCause({exited(0, kExitCommFailure, 300), recorded(1, kExitCommFailure, 200)}), 1u);
+  EXPECT_EQ(pickRootCause({exited(2, kExitFailure, 300), exited(1, kExitFailure, 300)}), 1u);
+  EXPECT_EQ(pickRootCause({exited(4, 7, 10)}), 0u);
+}
+
+class FailureRecordTest : public ::testing::Test {
+ protected:
+  void TearDown() override { ::unsetenv(kErrorFileEnv); }
+};
+
+// The first failure a process records is the one written; the file is whole JSON that ringrun reads back.
+// (One test: recordFailure() writes once per process.)
+TEST_F(FailureRecordTest, TheFirstFailureIsWrittenAndReadBackAndLaterOnesAreNot) {
+  FailureRecordDir dir;
+  const std::string path = dir.pathFor(0, 3);
+  ASSERT_FALSE(path.empty());
+  EXPECT_FALSE(readFailureRecord(path).has_value());
+  ::setenv(kErrorFileEnv, path.c_str(), 1);
+  const auto before = std::chrono::system_clock::now().time_since_epoch();
+  recordFailure(kExitBadInput, "corpus.txt:3: \"quoted\"\n and a second line");
+  recordFailure(kExitCommFailure, "connection reset");
+  const std::optional<FailureRecord> record = readFailureRecord(path);
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->exit_code, kExitBadInput);
+  EXPECT_EQ(record->message, "corpus.txt:3: \"quoted\"\n and a second line");
+  EXPECT_GE(record->time_ns, std::chrono::duration_cast<std::chrono::nanoseconds>(before).count());
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+TEST(FailureRecordDir, IsRemovedWithTheObjectAndAnUnreadableRecordIsNone) {
+  std::string dir;
+  {
+    FailureRecordDir records;
+    const std::string path = records.pathFor(1, 0);
+    dir = std::filesystem::path(path).parent_path().string();
+    EXPECT_TRUE(std::filesystem::is_directory(dir));
+    std::ofstream(path) << "{\"time_ns\": 1, \"exit";  // a record cut short
+    EXPECT_FALSE(readFailureRecord(path).has_value());
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+}  // namespace
+}  // namespace ringtrain::launch
