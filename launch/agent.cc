@@ -17,8 +17,6 @@
 #include <filesystem>
 #include <functional>
 #include <ctime>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -34,6 +32,7 @@
 #include "console.h"
 #include "output_pump.h"
 #include "root_cause.h"
+#include "core/process_state.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/tcp_store.h"
@@ -58,23 +57,6 @@ std::atomic<bool> g_flush_briefly{false};
 
 // How long after a rank ended well ringrun names the ranks still running (once).
 constexpr std::chrono::seconds kStragglerNotice{20};
-
-// A process's state as /proc/<pid>/stat gives it: "stopped", "sleeping", "running", ... ("gone" if unread).
-std::string processState(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = text.rfind(')');  // the command name may hold spaces and parentheses
-  if (close == std::string::npos || close + 2 >= text.size()) return "gone";
-  switch (text[close + 2]) {
-    case 'R': return "running";
-    case 'S': return "sleeping";
-    case 'D': return "in uninterruptible I/O";
-    case 'T': return "stopped";
-    case 't': return "stopped by a debugger";
-    case 'Z': return "exited, not yet reaped";
-    default: return std::string("state ") + text[close + 2];
-  }
-}
 
 // Milliseconds from now until `when` for poll(), rounded up (a poll that waits them returns at `when`, not
 // just before it), and 0 once it has passed.

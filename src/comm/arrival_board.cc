@@ -5,6 +5,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/process_state.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -12,6 +13,7 @@ namespace ringtrain::comm {
 namespace {
 
 std::string arrivedKey(int rank) { return "arrived/" + std::to_string(rank); }
+std::string addressKey(int rank) { return "address/" + std::to_string(rank); }
 
 // How long a diagnosing rank waits for peers whose last publication is older than the collective: they
 // may have entered it just now and not yet published.
@@ -43,6 +45,11 @@ void ArrivalBoard::arrive(uint64_t sequence) {
 void ArrivalBoard::publish(uint64_t sequence) { store_.set(arrivedKey(rank_), dist::toBytes(std::to_string(sequence))); }
 
 void ArrivalBoard::publishLoop() {
+  try {
+    store_.set(addressKey(rank_), dist::toBytes(processAddress()));
+  } catch (const std::exception& e) {
+    debug("arrival board: publishing this rank's address failed: {}", e.what());
+  }
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     changed_.wait(lock, [&] { return stop_ || entered_ > published_; });
@@ -85,7 +92,16 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     for (int r = 0; r < size_; ++r) {
       if (reached[r] < static_cast<int64_t>(sequence)) missing.push_back(r);
     }
-    if (missing.empty()) return "every rank arrived (the backend itself is stuck or a peer died inside it)";
+    std::string stuck;
+    try {
+      stuck = describeStuckNeighbours();
+    } catch (const std::exception& e) {  // a malformed address: the diagnosis goes on without the states
+      debug("arrival board: cannot tell the neighbours' states: {}", e.what());
+    }
+    if (missing.empty()) {
+      if (!stuck.empty()) return "every rank arrived, but " + stuck;
+      return "every rank arrived (the backend itself is stuck or a peer died inside it)";
+    }
     std::ostringstream out;
     out << (missing.size() == 1 ? "rank " : "ranks ");
     for (size_t i = 0; i < missing.size(); ++i) out << (i ? ", " : "") << missing[i];
@@ -100,12 +116,31 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
       }
     }
     out << ")";
+    if (!stuck.empty()) out << "; " << stuck;
     return out.str();
   } catch (const std::exception& e) {
     // The store's own timeouts (at least 60 s) may have added to the wait: the one that hosts it is the suspect.
     return std::string("could not tell which ranks are missing: the job's store failed (") + e.what() +
            "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)";
   }
+}
+
+std::string ArrivalBoard::describeStuckNeighbours() {
+  const std::string mine = processAddress();
+  const std::string machine = mine.substr(0, mine.find(' '));
+  std::ostringstream out;
+  int named = 0;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_ || !store_.check({addressKey(r)})) continue;
+    const std::string address = dist::toString(store_.get(addressKey(r), kReadTimeout));
+    const size_t space = address.find(' ');
+    if (space == std::string::npos || address.compare(0, space, machine) != 0) continue;  // another machine
+    const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));
+    const std::string state = processState(pid);
+    if (!isStuckState(state)) continue;
+    out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << pid << ", this machine) is " << state;
+  }
+  return out.str();
 }
 
 }  // namespace ringtrain::comm

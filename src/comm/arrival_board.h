@@ -5,7 +5,8 @@
 // so a stream of small collectives costs at most a few store writes per second. Nobody reads the keys
 // until a collective times out; then the timed-out rank reads every rank's value and names those that have
 // not reached its sequence number (or never reached any collective). A rank that is stopped (SIGSTOP),
-// dead, or busy elsewhere never publishes the sequence number and so is named.
+// dead, or busy elsewhere never publishes the sequence number and so is named. Each rank also publishes
+// "address/<rank>" (processAddress()), so that the ranks of one machine can tell each other's state.
 #pragma once
 
 #include <chrono>
@@ -34,12 +35,16 @@ class ArrivalBoard {
 
   // For a collective that timed out: publishes this rank's arrival synchronously, reads the others' and
   // returns e.g. "ranks 2, 3 did not arrive (rank 2 last reached collective #6, rank 3 never reached a
-  // collective)" or "every rank arrived". Never throws (a dead store is reported in the text).
+  // collective)" or "every rank arrived". Ranks on this machine whose process is stopped (SIGSTOP, a
+  // debugger) or gone are named as well: a rank stopped inside the collective has arrived, and only its
+  // state says why it does not go on. Never throws (a dead store is reported in the text).
   std::string describeMissing(uint64_t sequence);
 
  private:
   void publishLoop();
   void publish(uint64_t sequence);
+  // "rank 1's process (pid 42, this machine) is stopped, ..." for the stuck ranks on this machine, or "".
+  std::string describeStuckNeighbours();
 
   dist::Store& store_;
   const int rank_;

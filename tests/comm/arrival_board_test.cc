@@ -1,9 +1,14 @@
 // The arrival board's diagnosis when the store itself is what failed.
 #include "comm/arrival_board.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "core/process_state.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/dist/memory_store.h"
 
@@ -34,6 +39,36 @@ TEST(ArrivalBoard, NamesTheMissingRanks) {
   const std::string said = zero.describeMissing(5);
   EXPECT_THAT(said, HasSubstr("ranks 1, 2 did not arrive (rank 1 last reached collective #4, rank 2 never reached a "
                               "collective)"));
+}
+
+// A rank stopped inside the collective (SIGSTOP) has arrived: the diagnosis names its process's state, as
+// it does for a missing rank that is stopped. Rank 1 and 2 here are child processes of this test, whose
+// addresses are published as their boards would.
+TEST(ArrivalBoard, NamesRanksOfThisMachineWhoseProcessIsStopped) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::kill(child, SIGSTOP), 0);
+  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
+  const std::string mine = processAddress();
+  const std::string machine = mine.substr(0, mine.find(' '));
+  dist::MemoryStore store;
+  ArrivalBoard zero(store, 0, 3);
+  store.set("arrived/1", dist::toBytes("5"));
+  store.set("address/1", dist::toBytes(machine + " " + std::to_string(child)));
+  store.set("address/2", dist::toBytes("another-machine/pid:[1] " + std::to_string(child)));  // not looked at
+  store.set("arrived/2", dist::toBytes("5"));
+  EXPECT_EQ(zero.describeMissing(5),
+            "every rank arrived, but rank 1's process (pid " + std::to_string(child) + ", this machine) is stopped");
+  store.set("arrived/2", dist::toBytes("4"));
+  EXPECT_THAT(zero.describeMissing(5), HasSubstr("rank 2 did not arrive (rank 2 last reached collective #4); rank 1's "
+                                                 "process (pid " + std::to_string(child) + ", this machine) is stopped"));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_THAT(zero.describeMissing(5), HasSubstr("rank 1's process (pid " + std::to_string(child) + ", this machine) is gone"));
 }
 
 TEST(ArrivalBoard, AStoreThatFailsPointsAtWhoeverHostsIt) {

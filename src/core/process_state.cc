@@ -1,0 +1,41 @@
+#include "core/process_state.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+
+namespace ringtrain {
+
+std::string processState(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (close == std::string::npos || close + 2 >= text.size()) return "gone";
+  switch (text[close + 2]) {
+    case 'R': return "running";
+    case 'S': return "sleeping";
+    case 'D': return "in uninterruptible I/O";
+    case 'T': return "stopped";
+    case 't': return "stopped by a debugger";
+    case 'Z': return "exited, not yet reaped";
+    case 'X': return "gone";
+    default: return std::string("state ") + text[close + 2];
+  }
+}
+
+bool isStuckState(const std::string& state) {
+  return state == "stopped" || state == "stopped by a debugger" || state == "exited, not yet reaped" || state == "gone";
+}
+
+std::string processAddress() {
+  std::string boot_id;
+  std::ifstream("/proc/sys/kernel/random/boot_id") >> boot_id;
+  char ns[64] = {};
+  const ssize_t n = ::readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+  // Without either, no other process can be recognised as a neighbour: the address is unique to this one.
+  if (boot_id.empty() || n <= 0) return "unknown-" + std::to_string(::getpid()) + " " + std::to_string(::getpid());
+  return boot_id + "/" + std::string(ns, static_cast<size_t>(n)) + " " + std::to_string(::getpid());
+}
+
+}  // namespace ringtrain

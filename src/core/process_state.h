@@ -1,0 +1,21 @@
+// What a process of this machine is doing, for diagnoses (the launcher's, a timed-out collective's).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace ringtrain {
+
+// "stopped", "sleeping", "running", "in uninterruptible I/O", ... as /proc/<pid>/stat says; "gone" when
+// there is no such process.
+std::string processState(pid_t pid);
+
+// True for the states that explain why a process does not take part: stopped, traced, exited or gone.
+bool isStuckState(const std::string& state);
+
+// Who this process is, machine-wide: "<boot id>/<pid namespace> <pid>". Two processes can look at each other
+// through /proc (processState) exactly when the part before the space is the same.
+std::string processAddress();
+
+}  // namespace ringtrain
