@@ -5,6 +5,7 @@
 #include "dist/tcp_socket.h"
 #include "dist/tcp_store_protocol.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 #include "ringtrain/dist/tcp_store.h"
 
 namespace ringtrain::dist {
@@ -57,8 +58,15 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
   std::string error;
   auto backoff = std::chrono::milliseconds(5);
   // The server may not be up yet (ranks start together): retry refused connections until the deadline.
+  bool said_unresolved = false;
   for (;;) {
     UniqueFd fd = net::tryConnectTcp(host_, port_, deadline, &error);
+    if (!fd.valid() && !said_unresolved && error.rfind("cannot resolve", 0) == 0) {
+      // A name may appear late (a cluster's DNS entry for a pod still starting): waited for, but said at once,
+      // so that a typo is not a silent wait of the whole timeout.
+      said_unresolved = true;
+      warn("store: {}; trying again until {} s have passed", error, connect_timeout_.count() / 1000.0);
+    }
     if (fd.valid()) {
       // The answer to the token counts against the connect deadline: a peer that accepts and never answers
       // (a stopped rank 0, another program on the port) must not hold the caller for op_timeout_ instead.

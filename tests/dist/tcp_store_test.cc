@@ -273,6 +273,28 @@ TEST(TcpStore, UnreachableStoreIsACommErrorAfterTheConnectTimeout) {
   }
 }
 
+// A store name that does not resolve is waited for (a cluster's DNS entry may come late), but said once at
+// the first try, not only in the error at the end of the timeout.
+TEST(TcpStore, AnUnresolvableNameIsSaidAtOnceAndTriedUntilTheTimeout) {
+  std::ostringstream logged;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+  spdlog::default_logger()->sinks().push_back(sink);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    TcpStoreClient("no-such-host.invalid", 29500, kToken, 600ms);
+    ADD_FAILURE() << "reached a store on a name that does not exist";
+  } catch (const CommError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("cannot resolve 'no-such-host.invalid'"));
+  }
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 600ms) << "gave up before the timeout";
+  const std::string text = logged.str();
+  const size_t first = text.find("cannot resolve 'no-such-host.invalid'");
+  ASSERT_NE(first, std::string::npos) << text;
+  EXPECT_THAT(text, HasSubstr("trying again until 0.6 s have passed"));
+  EXPECT_EQ(text.find("cannot resolve", first + 1), std::string::npos) << "said more than once: " << text;
+}
+
 // A peer that accepts and never answers the token (a stopped rank 0, another program on the port) is given
 // up on within the connect timeout (at least a second for the answer), not after the 30 s operation timeout.
 TEST(TcpStore, APeerThatAcceptsButNeverAnswersIsGivenUpOnWithinTheConnectTimeout) {
