@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/process_state.h"
+#include "ringtrain/core/failure_report.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -14,6 +15,7 @@ namespace {
 
 std::string arrivedKey(int rank) { return "arrived/" + std::to_string(rank); }
 std::string addressKey(int rank) { return "address/" + std::to_string(rank); }
+std::string failedKey(int rank) { return "failed/" + std::to_string(rank); }
 
 // How long a diagnosing rank waits for peers whose last publication is older than the collective: they
 // may have entered it just now and not yet published.
@@ -23,9 +25,17 @@ constexpr std::chrono::milliseconds kReadTimeout{1};
 }  // namespace
 
 ArrivalBoard::ArrivalBoard(dist::Store& store, int rank, int size)
-    : store_(store), rank_(rank), size_(size), publisher_([this] { publishLoop(); }) {}
+    : store_(store), rank_(rank), size_(size), publisher_([this] { publishLoop(); }) {
+  if (size_ > 1) {
+    failure_listener_ = addFailureListener([this](int, const std::string& message) {
+      if (failure_published_.exchange(true)) return;  // the first is the cause; later ones follow from it
+      store_.set(failedKey(rank_), dist::toBytes(message));
+    });
+  }
+}
 
 ArrivalBoard::~ArrivalBoard() {
+  if (failure_listener_ != 0) removeFailureListener(failure_listener_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
@@ -99,7 +109,9 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
       debug("arrival board: cannot tell the neighbours' states: {}", e.what());
     }
     if (missing.empty()) {
-      if (!stuck.empty()) return "every rank arrived, but " + stuck;
+      const std::string failed = describeFailedPeers();
+      if (!stuck.empty()) return "every rank arrived, but " + stuck + (failed.empty() ? "" : "; " + failed);
+      if (!failed.empty()) return "every rank arrived, but " + failed;
       return "every rank arrived (the backend itself is stuck or a peer died inside it)";
     }
     std::ostringstream out;
@@ -117,12 +129,28 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     }
     out << ")";
     if (!stuck.empty()) out << "; " << stuck;
+    if (const std::string failed = describeFailedPeers(); !failed.empty()) out << "; " << failed;
     return out.str();
   } catch (const std::exception& e) {
     // The store's own timeouts (at least 60 s) may have added to the wait: the one that hosts it is the suspect.
     return std::string("could not tell which ranks are missing: the job's store failed (") + e.what() +
            "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)";
   }
+}
+
+std::string ArrivalBoard::describeFailedPeers() {
+  std::ostringstream out;
+  int named = 0;
+  try {
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_ || !store_.check({failedKey(r)})) continue;
+      out << (named++ ? "; " : "") << "rank " << r << " failed: "
+          << dist::toString(store_.get(failedKey(r), kReadTimeout));
+    }
+  } catch (const std::exception& e) {  // the store is gone (its host failed): what was read so far is said
+    debug("arrival board: cannot read the peers' failures: {}", e.what());
+  }
+  return out.str();
 }
 
 std::string ArrivalBoard::describeStuckNeighbours() {

@@ -6,9 +6,12 @@
 // until a collective times out; then the timed-out rank reads every rank's value and names those that have
 // not reached its sequence number (or never reached any collective). A rank that is stopped (SIGSTOP),
 // dead, or busy elsewhere never publishes the sequence number and so is named. Each rank also publishes
-// "address/<rank>" (processAddress()), so that the ranks of one machine can tell each other's state.
+// "address/<rank>" (processAddress()), so that the ranks of one machine can tell each other's state, and,
+// once, "failed/<rank>": the first failure this process records (core/failure_report.h) while the board
+// lives, so that a peer whose collective then breaks can say which rank failed first, and why.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -40,6 +43,10 @@ class ArrivalBoard {
   // state says why it does not go on. Never throws (a dead store is reported in the text).
   std::string describeMissing(uint64_t sequence);
 
+  // For a collective that failed: "rank 2 failed: <its message>" for every other rank that recorded a
+  // failure, or "" (none did, or the store did not answer). Never throws.
+  std::string describeFailedPeers();
+
  private:
   void publishLoop();
   void publish(uint64_t sequence);
@@ -49,6 +56,9 @@ class ArrivalBoard {
   dist::Store& store_;
   const int rank_;
   const int size_;
+
+  uint64_t failure_listener_ = 0;  // publishes this process's recorded failure (failed/<rank>)
+  std::atomic<bool> failure_published_{false};
 
   std::mutex mu_;
   std::condition_variable changed_;

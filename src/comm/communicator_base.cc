@@ -303,12 +303,16 @@ void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std
     // A wait inside (the same-host notices, the ring's point-to-point) ran out: say which ranks had not
     // arrived, as for a backend timeout, and keep what was being waited for.
     RT_THROW(TimeoutError, timeoutMessage(*shared_, descriptor, timeout_), " [", e.what(), "]");
-  } catch (const CommError&) {
-    throw;
+  } catch (const CommError& e) {
+    // A broken connection is most often a peer that failed: the peer's own words say why.
+    const std::string failed = shared_->board.describeFailedPeers();
+    if (failed.empty()) throw;
+    RT_THROW(CommError, e.what(), "; ", failed);
   } catch (const std::exception& e) {
     if (isBackendTimeout(e)) RT_THROW(TimeoutError, timeoutMessage(*shared_, descriptor, timeout_));
+    const std::string failed = shared_->board.describeFailedPeers();
     RT_THROW(CommError, shared_->backend, " ", describe(descriptor), " (collective #", descriptor.sequence,
-             ") failed on rank ", rank_, ": ", e.what());
+             ") failed on rank ", rank_, ": ", e.what(), failed.empty() ? "" : "; ", failed);
   }
 }
 

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -15,11 +17,22 @@
 #include "ringtrain/core/error.h"
 
 namespace ringtrain {
+namespace {
 
-void recordFailure(int exit_code, const std::string& message) noexcept {
-  static std::atomic<bool> recorded{false};
+struct Listeners {
+  std::mutex mu;  // held while listeners run: remove waits for a call in progress
+  uint64_t next_id = 1;
+  std::map<uint64_t, FailureListener> all;
+};
+
+Listeners& listeners() {
+  static Listeners* l = new Listeners();  // never destroyed: a failure may be recorded during static destruction
+  return *l;
+}
+
+void writeRecordFile(int exit_code, const std::string& message) noexcept {
   const char* path = std::getenv(kErrorFileEnv);
-  if (path == nullptr || *path == '\0' || recorded.exchange(true)) return;
+  if (path == nullptr || *path == '\0') return;
   try {
     const auto now = std::chrono::system_clock::now().time_since_epoch();
     const nlohmann::json record = {
@@ -38,6 +51,35 @@ void recordFailure(int exit_code, const std::string& message) noexcept {
   } catch (...) {
     // Only the launcher's report is poorer for it: the rank's own message still goes to its stderr.
   }
+}
+
+}  // namespace
+
+void recordFailure(int exit_code, const std::string& message) noexcept {
+  static std::atomic<bool> recorded{false};
+  if (!recorded.exchange(true)) writeRecordFile(exit_code, message);
+  Listeners& l = listeners();
+  std::lock_guard<std::mutex> lock(l.mu);
+  for (auto& [id, listener] : l.all) {
+    try {
+      listener(exit_code, message);
+    } catch (...) {
+    }
+  }
+}
+
+uint64_t addFailureListener(FailureListener listener) {
+  Listeners& l = listeners();
+  std::lock_guard<std::mutex> lock(l.mu);
+  const uint64_t id = l.next_id++;
+  l.all.emplace(id, std::move(listener));
+  return id;
+}
+
+void removeFailureListener(uint64_t id) {
+  Listeners& l = listeners();
+  std::lock_guard<std::mutex> lock(l.mu);
+  l.all.erase(id);
 }
 
 std::optional<FailureRecord> readFailureRecord(const std::string& path) {

@@ -10,12 +10,14 @@
 
 #include "core/process_state.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/failure_report.h"
 #include "ringtrain/dist/memory_store.h"
 
 namespace ringtrain::comm {
 namespace {
 
 using ::testing::HasSubstr;
+using namespace std::chrono_literals;
 
 // A store whose host is gone: every call fails.
 class DeadStore final : public dist::Store {
@@ -69,6 +71,27 @@ TEST(ArrivalBoard, NamesRanksOfThisMachineWhoseProcessIsStopped) {
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
   EXPECT_THAT(zero.describeMissing(5), HasSubstr("rank 1's process (pid " + std::to_string(child) + ", this machine) is gone"));
+}
+
+// A failure this process records is published once for its peers (the first: what follows is its
+// consequence), and a peer's timed-out collective says it.
+TEST(ArrivalBoard, ARecordedFailureIsPublishedOnceAndNamedInAPeersDiagnosis) {
+  dist::MemoryStore store;
+  {
+    ArrivalBoard one(store, 1, 2);
+    recordFailure(kExitBadInput, "corpus.txt:7: bad line");
+    recordFailure(kExitCommFailure, "connection reset");
+    ASSERT_TRUE(store.check({"failed/1"}));
+    EXPECT_EQ(dist::toString(store.get("failed/1", 1000ms)), "corpus.txt:7: bad line");
+  }
+  recordFailure(kExitFailure, "after the board is gone: no listener is left to call");
+  ArrivalBoard zero(store, 0, 2);
+  store.set("arrived/1", dist::toBytes("3"));
+  EXPECT_EQ(zero.describeFailedPeers(), "rank 1 failed: corpus.txt:7: bad line");
+  EXPECT_EQ(zero.describeMissing(5),
+            "rank 1 did not arrive (rank 1 last reached collective #3); rank 1 failed: corpus.txt:7: bad line");
+  store.set("arrived/1", dist::toBytes("5"));
+  EXPECT_EQ(zero.describeMissing(5), "every rank arrived, but rank 1 failed: corpus.txt:7: bad line");
 }
 
 TEST(ArrivalBoard, AStoreThatFailsPointsAtWhoeverHostsIt) {

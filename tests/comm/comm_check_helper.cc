@@ -6,6 +6,8 @@
 //   mismatch     rank 1 calls broadcast where the others call allreduce
 //   fail         after one collective rank 0 throws (and exits as the trainer does, through main's return);
 //                the others wait in a collective: the job must end soon after, not at their timeout
+//   fail-recorded after one collective rank 1 fails, records it (core/failure_report.h) as the trainer
+//                does, and hangs in its cleanup: rank 0's collective times out naming rank 1's failure
 //   compare      (under mpirun) the same pseudo-random data through MPI, Gloo, and the ring over each;
 //                integer-valued, so every path must agree bit for bit
 // Prints "comm_check: rank R ok" or the error, and exits with the error's exit code.
@@ -22,6 +24,7 @@
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/failure_report.h"
 #include "ringtrain/dist/connect_store.h"
 #include "ringtrain/dist/process_info.h"
 
@@ -153,7 +156,7 @@ void compare(const config::CommOptions& base, const dist::ProcessInfo& info, dis
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|leave|fail|mismatch|compare [TIMEOUT_S]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|leave|fail|fail-recorded|mismatch|compare [TIMEOUT_S]\n", argv[0]);
     return 2;
   }
   const std::string scenario = argv[2];
@@ -199,6 +202,20 @@ int main(int argc, char** argv) {
     } else if (scenario == "fail") {
       comm->barrier();
       if (comm->rank() == 0) RT_THROW(DataError, "rank 0 fails on purpose");
+      float x = 1;
+      comm->allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);
+    } else if (scenario == "fail-recorded") {
+      comm->barrier();
+      if (comm->rank() == 1) {
+        try {
+          RT_THROW(DataError, "rank 1 fails on purpose");
+        } catch (const Error& e) {
+          recordFailure(e.exitCode(), e.what());  // while the communicator still lives
+          // Then stuck in its cleanup (a flush to a hung file system) past the others' timeout.
+          std::this_thread::sleep_for(std::chrono::duration<double>(options.timeout_s + 5));
+          throw;
+        }
+      }
       float x = 1;
       comm->allreduce(Buffer{&x, 1, DataType::kFloat32}, ReduceOp::kSum);
     } else if (scenario == "mismatch") {

@@ -1,5 +1,6 @@
 // Communicators in real processes: comm_check_helper under mpirun (MPI backend) and under ringrun (Gloo
 // over the TCP store), world sizes 1-4; a rank that stops itself (SIGSTOP) and mismatched collectives.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -127,6 +128,18 @@ TEST(CommProcesses, AFailedMpiRankEndsTheJobWithoutWaitingForTheTimeout) {
   EXPECT_FALSE(r.ok());
   EXPECT_NE((r.out + r.err).find("rank 0 fails on purpose"), std::string::npos) << r.out << r.err;
   EXPECT_LT(seconds, 15.0) << r.out << r.err;
+}
+
+// A rank that fails records why while its communicator lives, then hangs in its cleanup: the peer's timed-out
+// collective says why rank 1 is missing, and ringrun blames rank 1 with its exit code (2), though the peer
+// (4) ended first.
+TEST(CommProcesses, APeerLeftInACollectiveNamesTheRankThatFailedAndWhy) {
+  if (!built("gloo")) GTEST_SKIP() << "Gloo backend not built";
+  const auto r = ringrun(2, {"gloo", "fail-recorded", "3"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("comm_check: rank 0: .*; rank 1 failed: rank 1 fails on purpose"));
+  EXPECT_THAT(r.err, ::testing::HasSubstr("ringrun: rank 1 (node 0, local rank 1, pid"));
+  EXPECT_THAT(r.err, ::testing::HasSubstr("ringrun: rank 1 failed with: rank 1 fails on purpose"));
 }
 
 TEST(CommProcesses, MismatchedCollectivesAcrossProcesses) {

@@ -7,10 +7,13 @@
 // of its connections; ringrun then names the root cause, as torchrun does with its error files: failures that
 // are not consequences (exit codes kExitCommFailure and kExitTimeout are) before those that are, and the
 // earliest of each kind first.
-// Without the variable (mpirun, a rank started by hand) recordFailure() does nothing.
+// Without the variable (mpirun, a rank started by hand) nothing is written. Either way the listeners hear it:
+// each communicator tells its peers through the job's store, so that a peer whose collective then fails
+// says which rank failed first, and why (comm/arrival_board.h).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -24,9 +27,15 @@ struct FailureRecord {
   std::string message;
 };
 
-// Writes this process's first failure to $RINGRUN_ERROR_FILE; later calls (the same error caught again
-// further out) do nothing. Thread-safe; never throws.
+// Writes this process's first failure to $RINGRUN_ERROR_FILE (later calls, the same error caught again
+// further out, write nothing) and tells the listeners of each. Thread-safe; never throws.
 void recordFailure(int exit_code, const std::string& message) noexcept;
+
+// Hears each recorded failure, on the recording thread; it must not call recordFailure(), and what it throws
+// is dropped. add returns an id for remove, which waits for a call in progress.
+using FailureListener = std::function<void(int exit_code, const std::string& message)>;
+uint64_t addFailureListener(FailureListener listener);
+void removeFailureListener(uint64_t id);
 
 // The record at `path`; nullopt when there is none or it cannot be read.
 std::optional<FailureRecord> readFailureRecord(const std::string& path);
