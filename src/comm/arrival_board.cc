@@ -21,6 +21,12 @@ std::string failedKey(int rank) { return "failed/" + std::to_string(rank); }
 // may have entered it just now and not yet published.
 constexpr std::chrono::milliseconds kStragglerGrace{3 * ArrivalBoard::kPublishInterval};
 constexpr std::chrono::milliseconds kReadTimeout{1};
+// What a diagnosis may spend on store calls in all: a store whose host is stopped answers nothing, and the
+// error it explains should not wait a store operation's own timeout (a minute) on top of the collective's.
+constexpr std::chrono::seconds kDiagnosisBudget{5};
+// What one background publication may take: the board's destruction joins its publisher, so a store that
+// stopped answering must not hold a failing rank's exit for a store operation's timeout.
+constexpr std::chrono::seconds kPublishBudget{2};
 
 }  // namespace
 
@@ -56,6 +62,7 @@ void ArrivalBoard::publish(uint64_t sequence) { store_.set(arrivedKey(rank_), di
 
 void ArrivalBoard::publishLoop() {
   try {
+    dist::StoreCallCap cap(kPublishBudget);
     store_.set(addressKey(rank_), dist::toBytes(processAddress()));
   } catch (const std::exception& e) {
     debug("arrival board: publishing this rank's address failed: {}", e.what());
@@ -67,6 +74,7 @@ void ArrivalBoard::publishLoop() {
     const int64_t value = entered_;
     lock.unlock();
     try {
+      dist::StoreCallCap cap(kPublishBudget);
       publish(static_cast<uint64_t>(value));
     } catch (const std::exception& e) {
       // The store is only needed for diagnosis; losing it must not break communication.
@@ -81,6 +89,7 @@ void ArrivalBoard::publishLoop() {
 }
 
 std::string ArrivalBoard::describeMissing(uint64_t sequence) {
+  dist::StoreCallCap cap(kDiagnosisBudget);
   try {
     publish(sequence);
     std::vector<int64_t> reached(size_, -1);
@@ -132,13 +141,14 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     if (const std::string failed = describeFailedPeers(); !failed.empty()) out << "; " << failed;
     return out.str();
   } catch (const std::exception& e) {
-    // The store's own timeouts (at least 60 s) may have added to the wait: the one that hosts it is the suspect.
+    // The store did not answer within the diagnosis's budget, or failed: the one that hosts it is the suspect.
     return std::string("could not tell which ranks are missing: the job's store failed (") + e.what() +
            "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)";
   }
 }
 
 std::string ArrivalBoard::describeFailedPeers() {
+  dist::StoreCallCap cap(kDiagnosisBudget);
   std::ostringstream out;
   int named = 0;
   try {

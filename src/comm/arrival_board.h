@@ -40,7 +40,8 @@ class ArrivalBoard {
   // returns e.g. "ranks 2, 3 did not arrive (rank 2 last reached collective #6, rank 3 never reached a
   // collective)" or "every rank arrived". Ranks on this machine whose process is stopped (SIGSTOP, a
   // debugger) or gone are named as well: a rank stopped inside the collective has arrived, and only its
-  // state says why it does not go on. Never throws (a dead store is reported in the text).
+  // state says why it does not go on. Never throws (a dead store is reported in the text), and spends at
+  // most a few seconds on store calls (dist::StoreCallCap).
   std::string describeMissing(uint64_t sequence);
 
   // For a collective that failed: "rank 2 failed: <its message>" for every other rank that recorded a

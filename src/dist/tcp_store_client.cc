@@ -9,6 +9,7 @@
 #include "ringtrain/dist/tcp_store.h"
 
 namespace ringtrain::dist {
+
 namespace {
 
 using net::Clock;
@@ -21,8 +22,17 @@ std::string joinKeys(const std::vector<std::string>& keys) {
   return out;
 }
 
+thread_local Clock::time_point t_call_cap_end = Clock::time_point::max();
 
 }  // namespace
+
+StoreCallCap::StoreCallCap(std::chrono::milliseconds budget) : previous_(t_call_cap_end) {
+  t_call_cap_end = std::min(previous_, Clock::now() + budget);
+}
+
+StoreCallCap::~StoreCallCap() { t_call_cap_end = previous_; }
+
+Clock::time_point StoreCallCap::end() { return t_call_cap_end; }
 
 // One authenticated connection; used by one call at a time.
 class TcpStoreClient::Connection {
@@ -54,7 +64,8 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
     }
   }
   const std::string where = "the store at " + host_ + ":" + std::to_string(port_);
-  const auto deadline = Clock::now() + connect_timeout_;
+  const auto started = Clock::now();
+  const auto deadline = std::min(started + connect_timeout_, StoreCallCap::end());
   std::string error;
   auto backoff = std::chrono::milliseconds(5);
   // The server may not be up yet (ranks start together): retry refused connections until the deadline.
@@ -106,7 +117,10 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
     if (Clock::now() >= deadline) {
       // A CommError (exit 3), not a TimeoutError: get() and wait() read theirs as keys still missing, and
       // ringrun's rendezvous would wait on for a store nobody can reach.
-      RT_THROW(CommError, "cannot reach ", where, " within ", connect_timeout_.count(), " ms: ", error);
+      RT_THROW(CommError, "cannot reach ", where, " within ",
+               std::min<int64_t>(connect_timeout_.count(),
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - started).count()),
+               " ms: ", error);
     }
     std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - Clock::now()));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
@@ -122,7 +136,9 @@ std::vector<uint8_t> TcpStoreClient::call(const std::vector<uint8_t>& frame, std
                                           const std::string& what) {
   const std::string where = "the store at " + host_ + ":" + std::to_string(port_);
   auto conn = takeConnection();
-  const auto deadline = Clock::now() + reply_timeout;
+  const auto start = Clock::now();
+  const auto deadline = std::min(start + reply_timeout, StoreCallCap::end());
+  reply_timeout = std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(deadline - start));
   uint32_t len = 0;
   // On any failure the connection is dropped (its stream position is unknown); the next call opens another.
   bool done = net::sendAll(conn->fd(), frame.data(), frame.size(), deadline, where) &&

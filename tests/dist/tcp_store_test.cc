@@ -319,6 +319,47 @@ TEST(TcpStore, APeerThatAcceptsButNeverAnswersIsGivenUpOnWithinTheConnectTimeout
 }
 
 // A port another job holds: the error says what to change.
+// A store that took the token and then stopped answering (its host stopped mid-job): a call under a
+// StoreCallCap gives up at the cap, not after the 30 s operation timeout, and without a cap it waits as before.
+TEST(TcpStore, ACallCapEndsCallsToAStoreThatStoppedAnswering) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 16), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::promise<int> accepted;
+  std::thread server([&] {  // answers the hello with "ok" (u32 length 1, status 0), then nothing more
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    uint8_t buf[4096];
+    (void)::recv(fd, buf, sizeof buf, 0);
+    const uint8_t ok[5] = {1, 0, 0, 0, 0};
+    (void)::send(fd, ok, sizeof ok, MSG_NOSIGNAL);
+    accepted.set_value(fd);
+  });
+  TcpStoreClient client("127.0.0.1", ntohs(addr.sin_port), kToken, 5000ms, 30000ms);
+  const int server_side = accepted.get_future().get();
+  server.join();
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    StoreCallCap outer(10s);
+    StoreCallCap cap(300ms);  // the earlier end holds
+    client.set("k", toBytes("v"));
+    ADD_FAILURE() << "a silent store answered";
+  } catch (const TimeoutError& e) {
+    ADD_FAILURE() << "a silent store is a CommError, not a missing key: " << e.what();
+  } catch (const CommError& e) {
+    EXPECT_THAT(e.what(), ::testing::ContainsRegex("did not answer set of key 'k' within (29[0-9]|300) ms"));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(StoreCallCap::end(), std::chrono::steady_clock::time_point::max()) << "a cap outlived its scope";
+  ::close(server_side);
+  ::close(listener);
+}
+
 TEST(TcpStore, APortInUseIsNamedWithWhatToChange) {
   TcpStoreServer first("127.0.0.1", 0, kToken);
   try {

@@ -64,6 +64,24 @@ class PrefixStore final : public Store {
   Store& base_;
 };
 
+// Caps every store call this thread makes while it lives: each must end within `budget` of the cap's
+// construction (nested caps: the earliest end holds). A diagnosis on an error path (who did not arrive, who
+// failed) must not wait out a stopped store's whole operation timeout. TcpStoreClient honours it, as a
+// call that was not answered in time (CommError); the in-memory store never waits on another process.
+class StoreCallCap {
+ public:
+  explicit StoreCallCap(std::chrono::milliseconds budget);
+  ~StoreCallCap();
+  StoreCallCap(const StoreCallCap&) = delete;
+  StoreCallCap& operator=(const StoreCallCap&) = delete;
+
+  // The earliest end in force on this thread; time_point::max() without a cap.
+  static std::chrono::steady_clock::time_point end();
+
+ private:
+  std::chrono::steady_clock::time_point previous_;
+};
+
 inline Bytes toBytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
 inline std::string toString(const Bytes& b) { return std::string(b.begin(), b.end()); }
 
