@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     // Each failure is also told to ringrun (failure_report.h), unless the trainer already did.
     std::cerr << "ringtrain: error: " << e.what() << "\n";
-    recordFailure(e.exitCode(), e.what());
+    recordFailure(e.exitCode(), e.what(), e.followsPeer());
     return e.exitCode();
   } catch (const c10::Error& e) {
     // LibTorch's messages carry a C++ backtrace; the first line is what a person needs.

@@ -27,27 +27,47 @@ constexpr std::chrono::seconds kDiagnosisBudget{5};
 // What one background publication may take: the board's destruction joins its publisher, so a store that
 // stopped answering must not hold a failing rank's exit for a store operation's timeout.
 constexpr std::chrono::seconds kPublishBudget{2};
+// A peer's failure as published and as quoted: a message, not a log.
+constexpr size_t kFailureTextLimit = 1000;
+constexpr int kFailedPeersNamed = 3;
 
 }  // namespace
 
-ArrivalBoard::ArrivalBoard(dist::Store& store, int rank, int size)
-    : store_(store), rank_(rank), size_(size), publisher_([this] { publishLoop(); }) {
+ArrivalBoard::ArrivalBoard(dist::Store& store, int rank, int size) : store_(store), rank_(rank), size_(size) {
   if (size_ > 1) {
-    failure_listener_ = addFailureListener([this](int, const std::string& message) {
-      if (failure_published_.exchange(true)) return;  // the first is the cause; later ones follow from it
-      store_.set(failedKey(rank_), dist::toBytes(message));
-    });
+    failure_listener_ = addFailureListener([this](const FailureRecord& failure) { publishFailure(failure); });
+  }
+  try {
+    publisher_ = std::thread([this] { publishLoop(); });
+  } catch (...) {
+    stopListening();
+    throw;
   }
 }
 
 ArrivalBoard::~ArrivalBoard() {
-  if (failure_listener_ != 0) removeFailureListener(failure_listener_);
+  stopListening();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   changed_.notify_all();
   publisher_.join();
+}
+
+void ArrivalBoard::publishFailure(const FailureRecord& failure) {
+  if (failure.isConsequence()) return;
+  dist::StoreCallCap cap(kPublishBudget);
+  store_.set(failedKey(rank_), dist::toBytes(failure.message.substr(0, kFailureTextLimit)));
+}
+
+void ArrivalBoard::stopListening() {
+  if (const uint64_t id = failure_listener_.exchange(0); id != 0) removeFailureListener(id);
+}
+
+std::optional<std::string> ArrivalBoard::readIfSet(const std::string& key) {
+  if (!store_.check({key})) return std::nullopt;
+  return dist::toString(store_.get(key, kReadTimeout));
 }
 
 void ArrivalBoard::arrive(uint64_t sequence) {
@@ -96,8 +116,7 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     auto readAll = [&] {
       for (int r = 0; r < size_; ++r) {
         if (reached[r] >= static_cast<int64_t>(sequence)) continue;
-        if (!store_.check({arrivedKey(r)})) continue;
-        reached[r] = std::stoll(dist::toString(store_.get(arrivedKey(r), kReadTimeout)));
+        if (const auto value = readIfSet(arrivedKey(r))) reached[r] = std::stoll(*value);
       }
     };
     readAll();
@@ -114,7 +133,7 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     std::string stuck;
     try {
       stuck = describeStuckNeighbours();
-    } catch (const std::exception& e) {  // a malformed address: the diagnosis goes on without the states
+    } catch (const std::exception& e) {  // a malformed address, the store: the diagnosis goes on without them
       debug("arrival board: cannot tell the neighbours' states: {}", e.what());
     }
     if (missing.empty()) {
@@ -133,7 +152,7 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
       if (reached[r] < 0) {
         out << " never reached a collective";
       } else {
-        out << " last reached collective #" << reached[r];
+        out << " last seen at collective #" << reached[r];  // published every 50 ms at most: it may lag
       }
     }
     out << ")";
@@ -151,15 +170,22 @@ std::string ArrivalBoard::describeFailedPeers() {
   dist::StoreCallCap cap(kDiagnosisBudget);
   std::ostringstream out;
   int named = 0;
+  int more = 0;
   try {
     for (int r = 0; r < size_; ++r) {
-      if (r == rank_ || !store_.check({failedKey(r)})) continue;
-      out << (named++ ? "; " : "") << "rank " << r << " failed: "
-          << dist::toString(store_.get(failedKey(r), kReadTimeout));
+      if (r == rank_) continue;
+      const std::optional<std::string> message = readIfSet(failedKey(r));
+      if (!message) continue;
+      if (named == kFailedPeersNamed) {
+        ++more;
+        continue;
+      }
+      out << (named++ ? "; " : "") << "rank " << r << " failed: " << *message;
     }
   } catch (const std::exception& e) {  // the store is gone (its host failed): what was read so far is said
     debug("arrival board: cannot read the peers' failures: {}", e.what());
   }
+  if (more > 0) out << "; and " << more << " other rank(s)";
   return out.str();
 }
 
@@ -169,8 +195,10 @@ std::string ArrivalBoard::describeStuckNeighbours() {
   std::ostringstream out;
   int named = 0;
   for (int r = 0; r < size_; ++r) {
-    if (r == rank_ || !store_.check({addressKey(r)})) continue;
-    const std::string address = dist::toString(store_.get(addressKey(r), kReadTimeout));
+    if (r == rank_) continue;
+    const std::optional<std::string> found = readIfSet(addressKey(r));
+    if (!found) continue;
+    const std::string& address = *found;
     const size_t space = address.find(' ');
     if (space == std::string::npos || address.compare(0, space, machine) != 0) continue;  // another machine
     const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));

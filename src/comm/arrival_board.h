@@ -6,9 +6,9 @@
 // until a collective times out; then the timed-out rank reads every rank's value and names those that have
 // not reached its sequence number (or never reached any collective). A rank that is stopped (SIGSTOP),
 // dead, or busy elsewhere never publishes the sequence number and so is named. Each rank also publishes
-// "address/<rank>" (processAddress()), so that the ranks of one machine can tell each other's state, and,
-// once, "failed/<rank>": the first failure this process records (core/failure_report.h) while the board
-// lives, so that a peer whose collective then breaks can say which rank failed first, and why.
+// "address/<rank>" (processAddress()), so that the ranks of one machine can tell each other's state, and
+// "failed/<rank>": the process's first recorded failure (core/failure_report.h), unless it is a
+// consequence of another's, so that a peer whose collective then breaks can say which rank failed, and why.
 #pragma once
 
 #include <atomic>
@@ -16,9 +16,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "ringtrain/core/failure_report.h"
 #include "ringtrain/dist/store.h"
 
 namespace ringtrain::comm {
@@ -37,20 +39,31 @@ class ArrivalBoard {
   void arrive(uint64_t sequence);
 
   // For a collective that timed out: publishes this rank's arrival synchronously, reads the others' and
-  // returns e.g. "ranks 2, 3 did not arrive (rank 2 last reached collective #6, rank 3 never reached a
+  // returns e.g. "ranks 2, 3 did not arrive (rank 2 last seen at collective #6, rank 3 never reached a
   // collective)" or "every rank arrived". Ranks on this machine whose process is stopped (SIGSTOP, a
   // debugger) or gone are named as well: a rank stopped inside the collective has arrived, and only its
   // state says why it does not go on. Never throws (a dead store is reported in the text), and spends at
   // most a few seconds on store calls (dist::StoreCallCap).
   std::string describeMissing(uint64_t sequence);
 
-  // For a collective that failed: "rank 2 failed: <its message>" for every other rank that recorded a
-  // failure, or "" (none did, or the store did not answer). Never throws.
+  // For a collective that failed: "rank 2 failed: <its message>" for the other ranks that recorded a failure
+  // (three at most, then how many more), or "" (none did, or the store did not answer). Never throws.
   std::string describeFailedPeers();
+
+  // What the board's failure listener does with the process's first recorded failure: publishes it for the
+  // peers, cut to 1000 characters, in at most 2 s; a consequence (a broken connection, "rank 0 says why")
+  // is not published, or the peers' messages would quote each other's, each longer than the last. Throws
+  // what the store throws.
+  void publishFailure(const FailureRecord& failure);
+
+  // No longer publishes this process's failure: the communicator is gone, and the store with it may be.
+  // Idempotent; the destructor calls it too.
+  void stopListening();
 
  private:
   void publishLoop();
   void publish(uint64_t sequence);
+  std::optional<std::string> readIfSet(const std::string& key);
   // "rank 1's process (pid 42, this machine) is stopped, ..." for the stuck ranks on this machine, or "".
   std::string describeStuckNeighbours();
 
@@ -58,8 +71,7 @@ class ArrivalBoard {
   const int rank_;
   const int size_;
 
-  uint64_t failure_listener_ = 0;  // publishes this process's recorded failure (failed/<rank>)
-  std::atomic<bool> failure_published_{false};
+  std::atomic<uint64_t> failure_listener_{0};  // publishes this process's recorded failure (failed/<rank>)
 
   std::mutex mu_;
   std::condition_variable changed_;

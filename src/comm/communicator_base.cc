@@ -184,7 +184,10 @@ CommunicatorBase::CommunicatorBase(int rank, int size, const config::CommOptions
   thread_ = std::thread([queue = queue_] { loop(queue); });
 }
 
-CommunicatorBase::~CommunicatorBase() { stopThread(); }
+CommunicatorBase::~CommunicatorBase() {
+  stopThread();
+  shared_->board.stopListening();  // the board may outlive this (a Work holds it); the job's store may not
+}
 
 void CommunicatorBase::setUpPeerMemory(bool wanted) {
   peer_memory_ = PeerMemory::agree(store(), rank_, size_, timeout_, wanted);
@@ -290,7 +293,7 @@ void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std
           throw;  // diagnosed below, with the ranks that did not arrive
         } catch (const CommError& e) {
           RT_THROW(CommError, shared_->backend, " ", describe(descriptor), " (collective #", descriptor.sequence,
-                   ") failed on rank ", rank_, " in the agreement check: ", e.what());
+                   ") failed on rank ", rank_, " while checking that every rank calls it: ", e.what());
         }
       } else {
         inBackend([&] { exchangeDescriptors(descriptor, all); });

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +20,7 @@ namespace {
 
 struct Listeners {
   std::mutex mu;  // held while listeners run: remove waits for a call in progress
+  bool recorded = false;  // the process's first failure was taken: later ones are not
   uint64_t next_id = 1;
   std::map<uint64_t, FailureListener> all;
 };
@@ -30,15 +30,15 @@ Listeners& listeners() {
   return *l;
 }
 
-void writeRecordFile(int exit_code, const std::string& message) noexcept {
+void writeRecordFile(const FailureRecord& failure) noexcept {
   const char* path = std::getenv(kErrorFileEnv);
   if (path == nullptr || *path == '\0') return;
   try {
-    const auto now = std::chrono::system_clock::now().time_since_epoch();
     const nlohmann::json record = {
-        {"time_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()},
-        {"exit_code", exit_code},
-        {"message", message},
+        {"time_ns", failure.time_ns},
+        {"exit_code", failure.exit_code},
+        {"message", failure.message},
+        {"follows_peer", failure.follows_peer},
     };
     // dump() with replacement: a message cut in the middle of a UTF-8 sequence must not lose the record.
     const std::string text = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -55,16 +55,29 @@ void writeRecordFile(int exit_code, const std::string& message) noexcept {
 
 }  // namespace
 
-void recordFailure(int exit_code, const std::string& message) noexcept {
-  static std::atomic<bool> recorded{false};
-  if (!recorded.exchange(true)) writeRecordFile(exit_code, message);
+bool FailureRecord::isConsequence() const { return follows_peer || isConsequentialExitCode(exit_code); }
+
+void recordFailure(int exit_code, const std::string& message, bool follows_peer) noexcept {
   Listeners& l = listeners();
-  std::lock_guard<std::mutex> lock(l.mu);
-  for (auto& [id, listener] : l.all) {
-    try {
-      listener(exit_code, message);
-    } catch (...) {
+  std::lock_guard<std::mutex> lock(l.mu);  // two threads failing at once: the file and the listeners get one
+  if (l.recorded) return;
+  l.recorded = true;
+  try {
+    FailureRecord failure;
+    failure.time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    failure.exit_code = exit_code;
+    failure.message = message;
+    failure.follows_peer = follows_peer;
+    writeRecordFile(failure);
+    for (auto& [id, listener] : l.all) {
+      try {
+        listener(failure);
+      } catch (...) {
+      }
     }
+  } catch (...) {  // out of memory copying the message: the rank's stderr still says it
   }
 }
 
@@ -93,6 +106,7 @@ std::optional<FailureRecord> readFailureRecord(const std::string& path) {
     r.time_ns = record.at("time_ns").get<int64_t>();
     r.exit_code = record.at("exit_code").get<int>();
     r.message = record.at("message").get<std::string>();
+    r.follows_peer = record.value("follows_peer", false);
     return r;
   } catch (const std::exception&) {
     return std::nullopt;

@@ -50,8 +50,8 @@ class BatchLoader::State {
  public:
   State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
         const config::JobConfig& job, int rank, int world_size, LoaderPosition start, LoaderHooks hooks);
-  // Starts the workers, each holding `self` (this state) until it returns.
-  void startWorkers(const std::shared_ptr<State>& self, int workers);
+  // Starts loader.workers workers, each holding `self` (this state) until it returns.
+  void startWorkers(const std::shared_ptr<State>& self);
 
   std::optional<Batch> next();
   LoaderPosition position() const;
@@ -86,6 +86,7 @@ class BatchLoader::State {
   int64_t batch_size_;
   int negatives_;
   int queue_depth_;
+  int workers_wanted_;  // loader.workers; 0 builds batches in next()
   bool pin_memory_ = false;
   bool to_cuda_ = false;
   std::string device_;
@@ -124,6 +125,7 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
       batch_size_(job.data.batch_size),
       negatives_(job.data.negatives),
       queue_depth_(std::max(1, job.loader.queue_depth)),
+      workers_wanted_(std::max(0, job.loader.workers)),
       device_(job.run.device) {
   RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of world size ", world_size);
   RT_CHECK_T(ConfigError, batch_size_ >= 1, "data.batch_size must be >= 1");
@@ -151,18 +153,17 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
   next_consume_ = next_claim_ = start.epoch * steps_per_epoch_ + start.step;
 
   stats_.bytes_per_batch = batch_size_ * (2 + negatives_) * static_cast<int64_t>(sizeof(int64_t));
-  const int workers = std::max(0, job.loader.workers);
-  stats_.max_batches_held = workers > 0 ? queue_depth_ : 1;
-  if (workers > 0) {
+  stats_.max_batches_held = workers_wanted_ > 0 ? queue_depth_ : 1;
+  if (workers_wanted_ > 0) {
     slots_.reserve(static_cast<size_t>(queue_depth_));
     for (int i = 0; i < queue_depth_; ++i) slots_.push_back(std::make_unique<Slot>());
   }
 }
 
-void BatchLoader::State::startWorkers(const std::shared_ptr<State>& self, int workers) {
-  workers_.reserve(static_cast<size_t>(workers));
+void BatchLoader::State::startWorkers(const std::shared_ptr<State>& self) {
+  workers_.reserve(static_cast<size_t>(workers_wanted_));
   try {
-    for (int i = 0; i < workers; ++i) {
+    for (int i = 0; i < workers_wanted_; ++i) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         ++workers_running_;
@@ -186,7 +187,7 @@ BatchLoader::BatchLoader(std::shared_ptr<const Corpus> corpus, std::shared_ptr<c
                          LoaderHooks hooks)
     : state_(std::make_shared<State>(std::move(corpus), std::move(split), job, rank, world_size, start,
                                      std::move(hooks))) {
-  state_->startWorkers(state_, std::max(0, job.loader.workers));
+  state_->startWorkers(state_);
 }
 
 BatchLoader::~BatchLoader() { stop(); }

@@ -1,5 +1,7 @@
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "dist/tcp_socket.h"
@@ -23,6 +25,13 @@ std::string joinKeys(const std::vector<std::string>& keys) {
 }
 
 thread_local Clock::time_point t_call_cap_end = Clock::time_point::max();
+
+bool firstTimeUnresolved(const std::string& host) {
+  static std::mutex mu;
+  static auto* said = new std::set<std::string>();  // never destroyed: clients may outlive static destruction
+  std::lock_guard<std::mutex> lock(mu);
+  return said->insert(host).second;
+}
 
 }  // namespace
 
@@ -69,21 +78,22 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
   std::string error;
   auto backoff = std::chrono::milliseconds(5);
   // The server may not be up yet (ranks start together): retry refused connections until the deadline.
-  bool said_unresolved = false;
   for (;;) {
     UniqueFd fd = net::tryConnectTcp(host_, port_, deadline, &error);
-    if (!fd.valid() && !said_unresolved && error.rfind("cannot resolve", 0) == 0) {
+    if (!fd.valid() && error.rfind("cannot resolve", 0) == 0 && firstTimeUnresolved(host_)) {
       // A name may appear late (a cluster's DNS entry for a pod still starting): waited for, but said at once,
-      // so that a typo is not a silent wait of the whole timeout.
-      said_unresolved = true;
-      warn("store: {}; trying again until {} s have passed", error, connect_timeout_.count() / 1000.0);
+      // so that a typo is not a silent wait of the whole timeout. Once per name and process: a caller that
+      // tries again with a new client (ringrun's rendezvous) does not repeat it.
+      warn("store: {}; trying again until the wait for the store ends", error);
     }
     if (fd.valid()) {
       // The answer to the token counts against the connect deadline: a peer that accepts and never answers
       // (a stopped rank 0, another program on the port) must not hold the caller for op_timeout_ instead.
       // At least a second, so that a store answering late in the window still gets to.
       const auto now = Clock::now();
-      const auto reply_deadline = std::min(now + op_timeout_, std::max<Clock::time_point>(deadline, now + std::chrono::seconds(1)));
+      const auto reply_deadline =
+          std::min({now + op_timeout_, std::max<Clock::time_point>(deadline, now + std::chrono::seconds(1)),
+                    StoreCallCap::end()});  // the cap's end holds over the second
       const auto hello = wire::Writer().u8(static_cast<uint8_t>(Op::kHello)).str(token_).frame();
       uint32_t len = 0;
       std::vector<uint8_t> payload;

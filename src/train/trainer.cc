@@ -437,7 +437,8 @@ void makeOutputDirectory(const config::JobConfig& job) {
 
 // Rank 0 could not write the metrics file: every rank stops at the same collective, rank 0 naming the file.
 [[noreturn]] void stopForMetrics(const Session& s, const RunLog& run_log) {
-  RT_THROW(DataError, s.leader() ? run_log.failure() : std::string("rank 0 cannot write the metrics file (it says why)"));
+  if (s.leader()) RT_THROW(DataError, run_log.failure());
+  throw followingPeer(DataError("rank 0 cannot write the metrics file (it says why)"));
 }
 
 // A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
@@ -475,9 +476,12 @@ void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManag
   std::vector<double> refused = {refusal.empty() ? 0.0 : 1.0};
   s.sumOverRanks(refused);
   if (refused[0] > 0) {
-    RT_THROW(ConfigError, "a fresh start would overwrite checkpoints in ", checkpoints.dir(),
-             " that are another job's or cannot be read: ", s.leader() ? refusal : std::string("rank 0 says why"),
-             " (resume, remove them yourself, or use another checkpoint.dir)");
+    ConfigError error(detail::concat("a fresh start would overwrite checkpoints in ", checkpoints.dir(),
+                                     " that are another job's or cannot be read: ",
+                                     s.leader() ? refusal : std::string("rank 0 says why"),
+                                     " (resume, remove them yourself, or use another checkpoint.dir)"));
+    if (!s.leader()) error.setFollowsPeer();
+    throw error;
   }
 }
 
@@ -495,7 +499,7 @@ void recordCurrentFailure() noexcept {
   try {
     throw;
   } catch (const Error& e) {
-    recordFailure(e.exitCode(), e.what());
+    recordFailure(e.exitCode(), e.what(), e.followsPeer());
   } catch (const c10::Error& e) {
     recordFailure(kExitFailure, std::string("internal error (LibTorch): ") + e.what_without_backtrace());
   } catch (const std::exception& e) {

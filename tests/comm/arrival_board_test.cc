@@ -39,7 +39,7 @@ TEST(ArrivalBoard, NamesTheMissingRanks) {
   ArrivalBoard zero(store, 0, 3), one(store, 1, 3);
   one.arrive(4);
   const std::string said = zero.describeMissing(5);
-  EXPECT_THAT(said, HasSubstr("ranks 1, 2 did not arrive (rank 1 last reached collective #4, rank 2 never reached a "
+  EXPECT_THAT(said, HasSubstr("ranks 1, 2 did not arrive (rank 1 last seen at collective #4, rank 2 never reached a "
                               "collective)"));
 }
 
@@ -66,32 +66,51 @@ TEST(ArrivalBoard, NamesRanksOfThisMachineWhoseProcessIsStopped) {
   EXPECT_EQ(zero.describeMissing(5),
             "every rank arrived, but rank 1's process (pid " + std::to_string(child) + ", this machine) is stopped");
   store.set("arrived/2", dist::toBytes("4"));
-  EXPECT_THAT(zero.describeMissing(5), HasSubstr("rank 2 did not arrive (rank 2 last reached collective #4); rank 1's "
+  EXPECT_THAT(zero.describeMissing(5), HasSubstr("rank 2 did not arrive (rank 2 last seen at collective #4); rank 1's "
                                                  "process (pid " + std::to_string(child) + ", this machine) is stopped"));
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
   EXPECT_THAT(zero.describeMissing(5), HasSubstr("rank 1's process (pid " + std::to_string(child) + ", this machine) is gone"));
 }
 
-// A failure this process records is published once for its peers (the first: what follows is its
-// consequence), and a peer's timed-out collective says it.
-TEST(ArrivalBoard, ARecordedFailureIsPublishedOnceAndNamedInAPeersDiagnosis) {
+// The process's first recorded failure reaches the peers through the board's listener (once per process: the
+// one test here that records), and a peer's diagnosis says it.
+TEST(ArrivalBoard, ARecordedFailureIsPublishedAndNamedInAPeersDiagnosis) {
   dist::MemoryStore store;
   {
     ArrivalBoard one(store, 1, 2);
     recordFailure(kExitBadInput, "corpus.txt:7: bad line");
-    recordFailure(kExitCommFailure, "connection reset");
+    recordFailure(kExitFailure, "a second failure of the process: not recorded");
     ASSERT_TRUE(store.check({"failed/1"}));
     EXPECT_EQ(dist::toString(store.get("failed/1", 1000ms)), "corpus.txt:7: bad line");
   }
-  recordFailure(kExitFailure, "after the board is gone: no listener is left to call");
   ArrivalBoard zero(store, 0, 2);
   store.set("arrived/1", dist::toBytes("3"));
   EXPECT_EQ(zero.describeFailedPeers(), "rank 1 failed: corpus.txt:7: bad line");
   EXPECT_EQ(zero.describeMissing(5),
-            "rank 1 did not arrive (rank 1 last reached collective #3); rank 1 failed: corpus.txt:7: bad line");
+            "rank 1 did not arrive (rank 1 last seen at collective #3); rank 1 failed: corpus.txt:7: bad line");
   store.set("arrived/1", dist::toBytes("5"));
   EXPECT_EQ(zero.describeMissing(5), "every rank arrived, but rank 1 failed: corpus.txt:7: bad line");
+}
+
+// Consequences are not published (a broken connection, a timeout, "rank 0 says why"): quoted by the next
+// rank, and that by the next, the messages would grow with every rank. Long messages and many failed peers
+// are cut short.
+TEST(ArrivalBoard, ConsequencesAreNotPublishedAndQuotesAreBounded) {
+  dist::MemoryStore store;
+  ArrivalBoard one(store, 1, 6), two(store, 2, 6), three(store, 3, 6), four(store, 4, 6), five(store, 5, 6);
+  one.publishFailure(FailureRecord{1, kExitCommFailure, "connection reset", false});
+  two.publishFailure(FailureRecord{1, kExitTimeout, "did not complete", false});
+  three.publishFailure(FailureRecord{1, kExitBadInput, "rank 0 says why", true});
+  EXPECT_FALSE(store.check({"failed/1"}) || store.check({"failed/2"}) || store.check({"failed/3"}));
+  ArrivalBoard zero(store, 0, 6);
+  EXPECT_EQ(zero.describeFailedPeers(), "");
+  for (ArrivalBoard* b : {&one, &two, &three, &four}) {
+    b->publishFailure(FailureRecord{1, kExitBadInput, std::string(5000, 'x'), false});
+  }
+  const std::string said = zero.describeFailedPeers();
+  EXPECT_EQ(said, "rank 1 failed: " + std::string(1000, 'x') + "; rank 2 failed: " + std::string(1000, 'x') +
+                      "; rank 3 failed: " + std::string(1000, 'x') + "; and 1 other rank(s)");
 }
 
 TEST(ArrivalBoard, AStoreThatFailsPointsAtWhoeverHostsIt) {

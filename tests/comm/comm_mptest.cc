@@ -87,7 +87,7 @@ TEST(CommProcesses, StoppedGlooRankIsNamedByTheOthers) {
   EXPECT_NE(all.find("gloo allreduce(float32, 1 elements, sum) (collective #1) did not complete within 1.5 s"),
             std::string::npos)
       << all;
-  EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos) << all;
+  EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last seen at collective #0)"), std::string::npos) << all;
 }
 
 // A rank whose process is gone fails the others at once, not after comm.timeout_s (60 s here): Gloo sees
@@ -114,7 +114,7 @@ TEST(CommProcesses, StoppedMpiRankIsNamedByTheOthers) {
   EXPECT_NE(all.find("mpi allreduce(float32, 1 elements, sum) (collective #1) did not complete within 1.5 s"),
             std::string::npos)
       << all;
-  EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos) << all;
+  EXPECT_NE(all.find("rank 2 did not arrive (rank 2 last seen at collective #0)"), std::string::npos) << all;
 }
 
 // A rank that fails (an exception, not a communication error) while the others wait in a collective: its

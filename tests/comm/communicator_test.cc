@@ -450,7 +450,7 @@ TEST_F(GlooComm, RankThatNeverCallsTheCollectiveIsNamedInTheTimeout) {
     EXPECT_EQ(results[r].error_type, "TimeoutError") << results[r].error;
     EXPECT_NE(results[r].error.find("allreduce(float32, 4096 elements, sum) (collective #1)"), std::string::npos)
         << results[r].error;
-    EXPECT_NE(results[r].error.find("rank 2 did not arrive (rank 2 last reached collective #0)"), std::string::npos)
+    EXPECT_NE(results[r].error.find("rank 2 did not arrive (rank 2 last seen at collective #0)"), std::string::npos)
         << results[r].error;
   }
 }

@@ -291,8 +291,15 @@ TEST(TcpStore, AnUnresolvableNameIsSaidAtOnceAndTriedUntilTheTimeout) {
   const std::string text = logged.str();
   const size_t first = text.find("cannot resolve 'no-such-host.invalid'");
   ASSERT_NE(first, std::string::npos) << text;
-  EXPECT_THAT(text, HasSubstr("trying again until 0.6 s have passed"));
+  EXPECT_THAT(text, HasSubstr("trying again until the wait for the store ends"));
   EXPECT_EQ(text.find("cannot resolve", first + 1), std::string::npos) << "said more than once: " << text;
+  // A new client for the same name (ringrun's rendezvous makes one every 250 ms) does not say it again.
+  std::ostringstream again;
+  auto again_sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(again);
+  spdlog::default_logger()->sinks().push_back(again_sink);
+  EXPECT_THROW(TcpStoreClient("no-such-host.invalid", 29500, kToken, 300ms), CommError);
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(again.str().find("cannot resolve"), std::string::npos) << again.str();
 }
 
 // A peer that accepts and never answers the token (a stopped rank 0, another program on the port) is given
@@ -318,9 +325,8 @@ TEST(TcpStore, APeerThatAcceptsButNeverAnswersIsGivenUpOnWithinTheConnectTimeout
   ::close(listener);
 }
 
-// A port another job holds: the error says what to change.
 // A store that took the token and then stopped answering (its host stopped mid-job): a call under a
-// StoreCallCap gives up at the cap, not after the 30 s operation timeout, and without a cap it waits as before.
+// StoreCallCap gives up at the cap, not after the 30 s operation timeout.
 TEST(TcpStore, ACallCapEndsCallsToAStoreThatStoppedAnswering) {
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(listener, 0);
@@ -352,7 +358,7 @@ TEST(TcpStore, ACallCapEndsCallsToAStoreThatStoppedAnswering) {
   } catch (const TimeoutError& e) {
     ADD_FAILURE() << "a silent store is a CommError, not a missing key: " << e.what();
   } catch (const CommError& e) {
-    EXPECT_THAT(e.what(), ::testing::ContainsRegex("did not answer set of key 'k' within (29[0-9]|300) ms"));
+    EXPECT_THAT(e.what(), ::testing::ContainsRegex("did not answer set of key 'k' within [0-9]+ ms"));
   }
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
   EXPECT_EQ(StoreCallCap::end(), std::chrono::steady_clock::time_point::max()) << "a cap outlived its scope";
@@ -360,6 +366,7 @@ TEST(TcpStore, ACallCapEndsCallsToAStoreThatStoppedAnswering) {
   ::close(listener);
 }
 
+// A port another job holds: the error says what to change.
 TEST(TcpStore, APortInUseIsNamedWithWhatToChange) {
   TcpStoreServer first("127.0.0.1", 0, kToken);
   try {

@@ -26,7 +26,21 @@ class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& what) : std::runtime_error(what) {}
   virtual int exitCode() const { return kExitFailure; }
+  // A failure this rank takes on because another rank failed first ("rank 0 says why"): the launcher blames
+  // the other (ringtrain/core/failure_report.h). Set through followingPeer().
+  bool followsPeer() const { return follows_peer_; }
+  void setFollowsPeer() { follows_peer_ = true; }
+
+ private:
+  bool follows_peer_ = false;
 };
+
+// `error`, marked as following another rank's failure: throw followingPeer(DataError("rank 0 says why")).
+template <typename ErrorType>
+ErrorType followingPeer(ErrorType error) {
+  error.setFollowsPeer();
+  return error;
+}
 
 class ConfigError : public Error {
  public:

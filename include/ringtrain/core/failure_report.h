@@ -25,15 +25,22 @@ struct FailureRecord {
   int64_t time_ns = 0;  // when it was recorded, on the system clock (ns since the epoch)
   int exit_code = 0;    // what the process is about to exit with
   std::string message;
+  bool follows_peer = false;  // the rank says another rank failed first (Error::followsPeer())
+
+  // Follows from another rank's failure: said so, or a broken connection or timeout (exit code 3 or 4).
+  bool isConsequence() const;
 };
 
-// Writes this process's first failure to $RINGRUN_ERROR_FILE (later calls, the same error caught again
-// further out, write nothing) and tells the listeners of each. Thread-safe; never throws.
-void recordFailure(int exit_code, const std::string& message) noexcept;
+// Writes this process's first failure to $RINGRUN_ERROR_FILE and tells the listeners; later calls (the
+// same error caught again further out) do nothing. `exit_code` is the code the process is about to exit
+// with (1-255). Thread-safe; never throws.
+void recordFailure(int exit_code, const std::string& message, bool follows_peer = false) noexcept;
 
-// Hears each recorded failure, on the recording thread; it must not call recordFailure(), and what it throws
-// is dropped. add returns an id for remove, which waits for a call in progress.
-using FailureListener = std::function<void(int exit_code, const std::string& message)>;
+// Hears the process's first recorded failure, on the recording thread, with the registry locked: it must be
+// quick and bounded (a store write under a dist::StoreCallCap), must not call recordFailure(),
+// addFailureListener() or removeFailureListener() (a deadlock), and what it throws is dropped. add returns
+// an id for remove, which waits for a call in progress.
+using FailureListener = std::function<void(const FailureRecord& failure)>;
 uint64_t addFailureListener(FailureListener listener);
 void removeFailureListener(uint64_t id);
 
