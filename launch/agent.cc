@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -196,6 +197,7 @@ struct Rank {
   std::optional<ExitStatus> status;
   bool stopped_by_us = false;  // was still running when the job was being stopped
   int64_t ended_ns = 0;        // when it was reaped (system clock)
+  std::string stopped_state;   // "stopped" or "stopped by a debugger" when the job failed while it was
   std::string failure_file;    // where it records its failure (root_cause.h); "" for none
   Tail tail;
   UniqueFd out, err;
@@ -239,6 +241,10 @@ class Agent {
  private:
   int runJob() {
     rendezvous();
+    if (!failure_records_.available()) {
+      say("cannot make a folder for the ranks' failure records under $TMPDIR or /tmp: a failed job is blamed "
+          "on the first rank to end, which may be a consequence of another's failure");
+    }
     if (!o_.log_dir.empty()) {
       const RunLogDir logs = makeRunLogDir(o_.log_dir, std::time(nullptr), o_.node_rank, o_.nnodes);
       run_log_dir_ = logs.path;
@@ -480,22 +486,28 @@ class Agent {
         .count();
   }
 
-  // The failed rank to blame (root_cause.h): among the ranks reaped with a failure (not stopped by ringrun)
-  // and those still running that recorded one. Called at the first failure, so at least one exists.
+  // The failed rank to blame (root_cause.h): among the ranks reaped with a failure (not stopped by ringrun),
+  // those still running that recorded one, and those found stopped (their peers time out waiting for them).
+  // Called at the first failure, so at least one exists.
   static Rank& rootCause(std::vector<Rank>& ranks) {
     std::vector<FailedRank> failed;
     std::vector<Rank*> who;
     for (Rank& r : ranks) {
       const bool failed_itself = r.status && !r.status->success() && !r.stopped_by_us;
       std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
-      if (!failed_itself && !(record && !r.status)) continue;
+      if (!r.status && !record) {
+        const std::string state = processState(r.pid);
+        if (state == "stopped" || state == "stopped by a debugger") r.stopped_state = state;
+      }
+      if (!failed_itself && !(record && !r.status) && r.stopped_state.empty()) continue;
       FailedRank f;
       f.rank = r.rank;
       f.record = std::move(record);
+      f.stopped = !r.stopped_state.empty();
+      f.ended_ns = f.stopped ? systemNowNs() : r.ended_ns;
       if (r.status) {
         f.killed_by_signal = r.status->signaled;
         if (!r.status->signaled) f.exit_code = r.status->code;
-        f.ended_ns = r.ended_ns;
       }
       failed.push_back(std::move(f));
       who.push_back(&r);
@@ -504,14 +516,51 @@ class Agent {
     return *who[pickRootCause(failed)];
   }
 
-  // "exited with code 2", or for a rank that recorded its failure and was still ending when the job was
-  // stopped: "failed with exit code 2 (then killed by SIGTERM as the job stopped)".
-  static std::string describeFailure(const Rank& r) {
-    if (r.status && !r.stopped_by_us) return r.status->describe();
+  // How the blamed rank failed, and the job's exit code for it: "exited with code 2" when it ended with its
+  // failure; for a rank that recorded one and was stopped, or had not ended yet, "failed with exit code 2
+  // (then killed by SIGTERM as the job stopped)" or "(recorded before it ended)". Never code 0: the job failed.
+  struct Blame {
+    std::string what;
+    int exit_code;
+  };
+  static Blame blameOf(const Rank& r, const Rank* first_ended) {
+    if (!r.stopped_state.empty()) {  // the job's code is that of the failure it caused (a timeout, mostly)
+      const int code = first_ended && first_ended->status ? first_ended->status->exitCode() : kExitFailure;
+      return {"was " + r.stopped_state + " (SIGSTOP, Ctrl-Z or a debugger) when the job failed" +
+                  (r.status ? "; then " + r.status->describe() + " as the job stopped" : ""),
+              code == 0 ? kExitFailure : code};
+    }
     const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
-    std::string text = "failed" + (record ? " with exit code " + std::to_string(record->exit_code) : std::string());
-    if (r.status) return text + " (then " + r.status->describe() + " as the job stopped)";
-    return text + " (still ending when the job was stopped)";
+    const bool own_end = r.status && !r.status->success() &&
+                         (!r.stopped_by_us || !record || (!r.status->signaled && r.status->code == record->exit_code));
+    if (own_end || !record) {
+      const int code = r.status ? r.status->exitCode() : kExitFailure;
+      return {r.status ? r.status->describe() : "failed", code == 0 ? kExitFailure : code};
+    }
+    const int code = record->exit_code >= 1 && record->exit_code <= 255 ? record->exit_code : kExitFailure;
+    return {"failed with exit code " + std::to_string(code) +
+                (r.status ? " (then " + r.status->describe() + " as the job stopped)" : " (recorded before it ended)"),
+            code};
+  }
+
+  // A rank's recorded message, each line a line of ringrun's: "rank 1 failed with: ..." (unless its last
+  // lines already hold the first line), or `lead` for another node's failure.
+  static void sayRecord(const Rank& r, const std::string& lead) {
+    const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+    if (!record) return;
+    const std::string first_line = record->message.substr(0, record->message.find('\n'));
+    if (lead.empty() && std::any_of(r.tail.begin(), r.tail.end(), [&](const std::string& line) {
+          return line.find(first_line) != std::string::npos;
+        })) {
+      return;
+    }
+    std::istringstream lines(record->message);
+    std::string line;
+    bool first = true;
+    while (std::getline(lines, line)) {
+      say(first ? (lead.empty() ? "rank " + std::to_string(r.rank) + " failed with: " : lead) + line : "  " + line);
+      first = false;
+    }
   }
 
   AttemptResult runAttempt(int attempt) {
@@ -565,7 +614,8 @@ class Agent {
     bool released = false;
     bool published = false;
     std::string end_value;
-    Rank* first_failed = nullptr;
+    Rank* first_failed = nullptr;  // the root cause (rootCause())
+    Rank* first_ended = nullptr;   // the first rank reaped with a failure, of the reap that found one
     int interrupt_signal = 0;
     std::optional<Clock::time_point> kill_at;
     bool escalated = false;
@@ -717,6 +767,7 @@ class Agent {
                 first_done = "rank " + std::to_string(r.rank);
                 straggler_notice_at = Clock::now() + kStragglerNotice;
               }
+              if (!r.status->success() && !kill_at && !failure) first_ended = &r;
               failure = failure || (!r.status->success() && !kill_at);
             }
             if (failure && !kill_at) {
@@ -724,7 +775,8 @@ class Agent {
               // candidate: the first to end is often a consequence of another's.
               first_failed = &rootCause(ranks);
               publishEnd(attempt, "fail " + std::to_string(o_.node_rank) + " rank " +
-                                      std::to_string(first_failed->rank) + " " + describeFailure(*first_failed));
+                                      std::to_string(first_failed->rank) + " " +
+                                      blameOf(*first_failed, first_ended).what);
               stopRanks(SIGTERM);
             }
           } else if (running == 0 && end_known && end_value == "ok" && interrupt_signal == 0) {
@@ -791,16 +843,11 @@ class Agent {
     if (first_failed != nullptr) {
       const Rank& r = *first_failed;
       result.outcome = Outcome::kFailed;
-      const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
-      const bool ended_on_its_own = r.status && !r.stopped_by_us;
-      result.exit_code = ended_on_its_own || !record ? r.status->exitCode() : record->exit_code;
+      const Blame blame = blameOf(r, first_ended);
+      result.exit_code = blame.exit_code;
       say("rank " + std::to_string(r.rank) + " (node " + std::to_string(o_.node_rank) + ", local rank " +
-          std::to_string(r.local_rank) + ", pid " + std::to_string(r.pid) + ") " + describeFailure(r));
-      if (record && std::none_of(r.tail.begin(), r.tail.end(), [&](const std::string& line) {
-            return line.find(record->message) != std::string::npos;
-          })) {
-        say("rank " + std::to_string(r.rank) + " failed with: " + record->message);
-      }
+          std::to_string(r.local_rank) + ", pid " + std::to_string(r.pid) + ") " + blame.what);
+      sayRecord(r, "");
       if (r.tail.empty()) {
         say("rank " + std::to_string(r.rank) + " printed nothing");
       } else {
@@ -821,6 +868,13 @@ class Agent {
       result.outcome = interrupted ? Outcome::kInterrupted : Outcome::kFailed;
       result.exit_code = kExitFailure;
       say("stopping: " + (remote_failure.empty() ? describeEnd(end_value) : remote_failure));
+      // A failure here may be the cause of the one named (each node judges its own ranks): said too.
+      for (const Rank& r : ranks) {
+        const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+        if (record && !record->isConsequence()) {
+          sayRecord(r, "rank " + std::to_string(r.rank) + " on this node had failed too: ");
+        }
+      }
     }
     if (result.outcome != Outcome::kSuccess) {
       int stopped = 0;

@@ -55,8 +55,10 @@ std::string signalName(int sig) {
 std::string ExitStatus::describe() const {
   if (!signaled) return "exited with code " + std::to_string(code);
   std::string text = "killed by " + signalName(signal);
-  if (signal == SIGKILL) text += " (killed, possibly by the out-of-memory killer)";
+  if (signal == SIGKILL) text += " (by hand, or by the out-of-memory killer)";
   if (signal == SIGSEGV || signal == SIGBUS || signal == SIGABRT) text += " (crashed)";
+  if (signal == SIGXFSZ) text += " (a file grew past the size limit, ulimit -f)";
+  if (signal == SIGXCPU) text += " (out of CPU time, ulimit -t)";
   return text;
 }
 

@@ -24,7 +24,7 @@ struct ExitStatus {
   int signal = 0;  // terminating signal when signaled
   static ExitStatus fromWaitStatus(int status);
   bool success() const { return !signaled && code == 0; }
-  // "exited with code 3" / "killed by SIGKILL (killed, possibly by the out-of-memory killer)"
+  // "exited with code 3" / "killed by SIGKILL (by hand, or by the out-of-memory killer)"
   std::string describe() const;
   // ringrun's own exit code for this failure: the code, or 128 + signal.
   int exitCode() const { return signaled ? 128 + signal : code; }

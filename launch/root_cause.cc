@@ -27,8 +27,9 @@ std::string FailureRecordDir::pathFor(int attempt, int rank) const {
 
 size_t pickRootCause(const std::vector<FailedRank>& failed) {
   const auto key = [](const FailedRank& f) {
-    const bool consequence = f.record ? isConsequentialExitCode(f.record->exit_code)
-                                      : !f.killed_by_signal && f.exit_code && isConsequentialExitCode(*f.exit_code);
+    const bool consequence = f.record ? f.record->isConsequence()
+                                      : !f.killed_by_signal && !f.stopped && f.exit_code &&
+                                            isConsequentialExitCode(*f.exit_code);
     const int64_t when = f.record ? f.record->time_ns : f.ended_ns;
     return std::make_tuple(consequence, when, f.rank);
   };

@@ -25,6 +25,7 @@ class FailureRecordDir {
   FailureRecordDir& operator=(const FailureRecordDir&) = delete;
 
   std::string pathFor(int attempt, int rank) const;
+  bool available() const { return !dir_.empty(); }
 
  private:
   std::string dir_;
@@ -36,12 +37,14 @@ struct FailedRank {
   std::optional<FailureRecord> record;  // what it wrote, if anything
   std::optional<int> exit_code;         // how it ended, if it exited (not killed by a signal)
   bool killed_by_signal = false;        // by a signal ringrun did not send (the OOM killer, kill -9)
-  int64_t ended_ns = 0;                 // when ringrun saw it end (system clock); 0 if it still runs
+  bool stopped = false;                 // still running, but stopped (SIGSTOP, Ctrl-Z, a debugger)
+  int64_t ended_ns = 0;                 // when ringrun saw it end, or saw it stopped (system clock)
 };
 
 // The index in `failed` (not empty) of the root cause: failures that are not consequences of another's
-// (isConsequentialExitCode(); a rank killed by a signal never is) come first, then the earliest (the
-// record's time, else when the rank was seen ending), then the lowest rank.
+// (FailureRecord::isConsequence(); without a record, exit codes 3 and 4 are, and a rank killed by a signal
+// or found stopped, which its peers wait for until they time out, is not) come first, then the earliest
+// (the record's time, else when the rank was seen ending or stopped), then the lowest rank.
 size_t pickRootCause(const std::vector<FailedRank>& failed);
 
 }  // namespace ringtrain::launch

@@ -356,6 +356,25 @@ TEST(Ringrun, TheRankThatFailedFirstIsBlamedThoughAConsequenceEndedBeforeIt) {
                                               "it was asked to stop"));
 }
 
+// A rank stopped (SIGSTOP) leaves its peers to time out: the peer that times out ends first, with exit code 4,
+// but the stopped rank is the one named; the job keeps the timeout's exit code.
+TEST(Ringrun, AStoppedRankIsBlamedForThePeerThatTimedOutWaitingForIt) {
+  const std::string dir = testing::makeTempDir("ringrun_stopped_root");
+  const std::string script =
+      "if [ \"$RANK\" = 1 ]; then touch \"$0/stopping\"; kill -STOP $$; sleep 30; "
+      "else while [ ! -e \"$0/stopping\" ]; do sleep 0.02; done; sleep 0.3; echo 'timed out waiting for rank 1' >&2; "
+      "exit 4; fi";
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1",
+                             "--", "sh", "-c", script, dir});
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("ringrun: rank 1 \\(node 0, local rank 1, pid [0-9]+\\) was stopped "
+                                              "\\(SIGSTOP, Ctrl-Z or a debugger\\) when the job failed; then killed by "
+                                              "SIGTERM as the job stopped"));
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("rank 0 \\(local rank 0, pid [0-9]+\\) also exited with code 4, before "
+                                              "it was asked to stop"));
+}
+
 // A reader that stops reading ringrun's stdout must not stop ringrun's supervision: a rank's failure is
 // acted on (the others stopped, the report written) while stdout is still blocked.
 TEST(Ringrun, AStalledStdoutDoesNotHoldUpTheFailureOfARank) {
@@ -469,7 +488,7 @@ TEST(Ringrun, RankKilledBySigkillStopsTheJobWithAReportAndLeavesNoProcess) {
   EXPECT_NE(WEXITSTATUS(*status), 0);
   const std::string err = job.err();
   EXPECT_THAT(err, HasSubstr("rank 1 (node 0, local rank 1"));
-  EXPECT_THAT(err, HasSubstr("killed by SIGKILL (killed, possibly by the out-of-memory killer)"));
+  EXPECT_THAT(err, HasSubstr("killed by SIGKILL (by hand, or by the out-of-memory killer)"));
   EXPECT_THAT(err, HasSubstr("last lines of rank 1:"));
   EXPECT_THAT(err, HasSubstr("last words"));
   const auto groups = reportedGroups(out);

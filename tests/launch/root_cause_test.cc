@@ -39,6 +39,14 @@ TEST(RootCause, AFailureThatIsNoConsequenceBeatsAConnectionLostThatEndedFirst) {
   EXPECT_EQ(pickRootCause({exited(2, kExitTimeout, 100), exited(3, kExitFailure, 900)}), 1u);
 }
 
+// "rank 0 says why": a rank that fails because the ranks agreed that rank 0 failed says it follows a peer,
+// and is no root cause though it recorded first with the same exit code.
+TEST(RootCause, ARankThatSaysItFollowsAPeerIsAConsequence) {
+  FailedRank follower = recorded(1, kExitBadInput, 1000);
+  follower.record->follows_peer = true;
+  EXPECT_EQ(pickRootCause({follower, recorded(0, kExitBadInput, 1500)}), 1u);
+}
+
 TEST(RootCause, ARankKilledByASignalIsNoConsequence) {
   FailedRank killed;
   killed.rank = 3;
@@ -67,12 +75,13 @@ TEST_F(FailureRecordTest, TheFirstFailureIsWrittenAndReadBackAndLaterOnesAreNot)
   EXPECT_FALSE(readFailureRecord(path).has_value());
   ::setenv(kErrorFileEnv, path.c_str(), 1);
   const auto before = std::chrono::system_clock::now().time_since_epoch();
-  recordFailure(kExitBadInput, "corpus.txt:3: \"quoted\"\n and a second line");
+  recordFailure(kExitBadInput, "corpus.txt:3: \"quoted\"\n and a second line", /*follows_peer=*/true);
   recordFailure(kExitCommFailure, "connection reset");
   const std::optional<FailureRecord> record = readFailureRecord(path);
   ASSERT_TRUE(record.has_value());
   EXPECT_EQ(record->exit_code, kExitBadInput);
   EXPECT_EQ(record->message, "corpus.txt:3: \"quoted\"\n and a second line");
+  EXPECT_TRUE(record->follows_peer);
   EXPECT_GE(record->time_ns, std::chrono::duration_cast<std::chrono::nanoseconds>(before).count());
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
 }
