@@ -204,7 +204,8 @@ std::string ArrivalBoard::describeStuckNeighbours() {
     const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));
     const std::string state = processState(pid);
     if (!isStuckState(state)) continue;
-    out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << pid << ", this machine) is " << state;
+    out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << pid << ", this machine) is " << state
+        << (state == "in uninterruptible I/O" ? " (a hung file system or device?)" : "");
   }
   return out.str();
 }

@@ -25,7 +25,8 @@ std::string processState(pid_t pid) {
 }
 
 bool isStuckState(const std::string& state) {
-  return state == "stopped" || state == "stopped by a debugger" || state == "exited, not yet reaped" || state == "gone";
+  return state == "stopped" || state == "stopped by a debugger" || state == "exited, not yet reaped" ||
+         state == "gone" || state == "in uninterruptible I/O";
 }
 
 std::string processAddress() {

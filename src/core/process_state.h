@@ -11,7 +11,8 @@ namespace ringtrain {
 // there is no such process.
 std::string processState(pid_t pid);
 
-// True for the states that explain why a process does not take part: stopped, traced, exited or gone.
+// True for the states that explain why a process does not take part: stopped, traced, exited or gone, or in
+// uninterruptible I/O (a hung file system, when seen after a collective's timeout).
 bool isStuckState(const std::string& state);
 
 // Who this process is, machine-wide: "<boot id>/<pid namespace> <pid>". Two processes can look at each other
