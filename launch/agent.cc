@@ -495,10 +495,7 @@ class Agent {
     for (Rank& r : ranks) {
       const bool failed_itself = r.status && !r.status->success() && !r.stopped_by_us;
       std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
-      if (!r.status && !record) {
-        const std::string state = processState(r.pid);
-        if (state == "stopped" || state == "stopped by a debugger") r.stopped_state = state;
-      }
+      if (!record) noteIfStopped(r);
       if (!failed_itself && !(record && !r.status) && r.stopped_state.empty()) continue;
       FailedRank f;
       f.rank = r.rank;
@@ -514,6 +511,25 @@ class Agent {
     }
     RT_CHECK(!failed.empty(), "no failed rank to blame");
     return *who[pickRootCause(failed)];
+  }
+
+  // A rank still running but stopped (SIGSTOP, Ctrl-Z, a debugger) when the job fails: its peers time out
+  // waiting for it. Looked at before ringrun's own SIGCONT/SIGTERM.
+  static void noteIfStopped(Rank& r) {
+    if (r.status) return;
+    const std::string state = processState(r.pid);
+    if (state == "stopped" || state == "stopped by a debugger") r.stopped_state = state;
+  }
+
+  // The job's end as published for the other nodes: "fail <node> rank <R> <how>[: <first line of its
+  // message>]", so that they can say why, not only who.
+  std::string failureEnd(const Rank& r, const Rank* first_ended) const {
+    std::string end = "fail " + std::to_string(o_.node_rank) + " rank " + std::to_string(r.rank) + " " +
+                      blameOf(r, first_ended).what;
+    if (const std::optional<FailureRecord> record = readFailureRecord(r.failure_file)) {
+      end += ": " + record->message.substr(0, std::min<size_t>(record->message.find('\n'), 500));
+    }
+    return end;
   }
 
   // How the blamed rank failed, and the job's exit code for it: "exited with code 2" when it ended with its
@@ -733,12 +749,17 @@ class Agent {
         straggler_notice_at.reset();
         if (running > 0 && !kill_at) {
           std::vector<std::string> still;
+          bool any_stopped = false;
           for (const Rank& r : ranks) {
-            if (!r.status) still.push_back(fmt::format("rank {} (pid {}, {})", r.rank, r.pid, processState(r.pid)));
+            if (r.status) continue;
+            const std::string state = processState(r.pid);
+            any_stopped = any_stopped || state == "stopped" || state == "stopped by a debugger";
+            still.push_back(fmt::format("rank {} (pid {}, {})", r.rank, r.pid, state));
           }
-          say(fmt::format("{} ended well {} s ago, and {} still run{}: waiting for them (still writing its files, "
-                          "or stopped or hung after its work? Ctrl-C stops the job)",
-                          first_done, kStragglerNotice.count(), fmt::join(still, ", "), still.size() == 1 ? "s" : ""));
+          say(fmt::format("{} ended well {} s ago, and {} still run{}: waiting for them ({}; Ctrl-C stops the job)",
+                          first_done, kStragglerNotice.count(), fmt::join(still, ", "), still.size() == 1 ? "s" : "",
+                          any_stopped ? "a stopped rank goes on after SIGCONT"
+                                      : "still writing its files, or hung after its work?"));
         }
       }
 
@@ -774,9 +795,7 @@ class Agent {
               // Every failure reaped so far, and every rank that recorded one while it still unwinds, is a
               // candidate: the first to end is often a consequence of another's.
               first_failed = &rootCause(ranks);
-              publishEnd(attempt, "fail " + std::to_string(o_.node_rank) + " rank " +
-                                      std::to_string(first_failed->rank) + " " +
-                                      blameOf(*first_failed, first_ended).what);
+              publishEnd(attempt, failureEnd(*first_failed, first_ended));
               stopRanks(SIGTERM);
             }
           } else if (running == 0 && end_known && end_value == "ok" && interrupt_signal == 0) {
@@ -820,6 +839,7 @@ class Agent {
           } else if (lost) {  // the other nodes stopped hearing this one (a stalled machine, a network cut)
             remote_failure = "the other nodes declared this node lost (" + value.substr(value.find(kLostText)) + ")";
           }
+          for (Rank& r : ranks) noteIfStopped(r);  // a rank stopped here may be why another node's timed out
           stopRanks(SIGTERM);
         }
       }
@@ -873,6 +893,10 @@ class Agent {
         const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
         if (record && !record->isConsequence()) {
           sayRecord(r, "rank " + std::to_string(r.rank) + " on this node had failed too: ");
+        } else if (!r.stopped_state.empty()) {
+          say("rank " + std::to_string(r.rank) + " on this node (local rank " + std::to_string(r.local_rank) +
+              ", pid " + std::to_string(r.pid) + ") was " + r.stopped_state +
+              " (SIGSTOP, Ctrl-Z or a debugger) when the job failed: its peers' timeouts may be its doing");
         }
       }
     }

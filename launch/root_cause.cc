@@ -26,18 +26,28 @@ std::string FailureRecordDir::pathFor(int attempt, int rank) const {
 }
 
 size_t pickRootCause(const std::vector<FailedRank>& failed) {
-  const auto key = [](const FailedRank& f) {
-    const bool consequence = f.record ? f.record->isConsequence()
-                                      : !f.killed_by_signal && !f.stopped && f.exit_code &&
-                                            isConsequentialExitCode(*f.exit_code);
-    const int64_t when = f.record ? f.record->time_ns : f.ended_ns;
-    return std::make_tuple(consequence, when, f.rank);
+  const auto consequence = [](const FailedRank& f) {
+    return f.record ? f.record->isConsequence()
+                    : !f.killed_by_signal && !f.stopped && f.exit_code && isConsequentialExitCode(*f.exit_code);
   };
+  const auto when = [](const FailedRank& f) { return f.record ? f.record->time_ns : f.ended_ns; };
   size_t best = 0;
   for (size_t i = 1; i < failed.size(); ++i) {
-    if (key(failed[i]) < key(failed[best])) best = i;
+    if (std::make_tuple(consequence(failed[i]), when(failed[i])) <
+        std::make_tuple(consequence(failed[best]), when(failed[best]))) {
+      best = i;
+    }
   }
-  return best;
+  // Ranks failing alike at one moment (the same bad checkpoint or setting on every rank): the lowest is
+  // named, so that the report does not change from run to run with which one happened to be first.
+  size_t named = best;
+  for (size_t i = 0; i < failed.size(); ++i) {
+    if (consequence(failed[i]) == consequence(failed[best]) && when(failed[i]) - when(failed[best]) < kSameMomentNs &&
+        failed[i].rank < failed[named].rank) {
+      named = i;
+    }
+  }
+  return named;
 }
 
 }  // namespace ringtrain::launch

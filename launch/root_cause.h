@@ -44,7 +44,10 @@ struct FailedRank {
 // The index in `failed` (not empty) of the root cause: failures that are not consequences of another's
 // (FailureRecord::isConsequence(); without a record, exit codes 3 and 4 are, and a rank killed by a signal
 // or found stopped, which its peers wait for until they time out, is not) come first, then the earliest
-// (the record's time, else when the rank was seen ending or stopped), then the lowest rank.
+// (the record's time, else when the rank was seen ending or stopped).
+// Failures of one kind within kSameMomentNs of the earliest count as at once: the lowest rank of them is
+// named (the same bad file on every rank gives the same report each run).
+inline constexpr int64_t kSameMomentNs = 100'000'000;
 size_t pickRootCause(const std::vector<FailedRank>& failed);
 
 }  // namespace ringtrain::launch

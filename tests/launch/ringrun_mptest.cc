@@ -274,7 +274,7 @@ TEST(Ringrun, RanksStillRunningLongAfterOneEndedWellAreNamed) {
   EXPECT_TRUE(r.timed_out) << r.err;
   EXPECT_THAT(r.err, ::testing::MatchesRegex(
                          "(.|\n)*ringrun: rank 0 ended well 20 s ago, and rank 1 \\(pid [0-9]+, stopped\\) still runs: "
-                         "waiting for them(.|\n)*"));
+                         "waiting for them \\(a stopped rank goes on after SIGCONT; Ctrl-C stops the job\\)(.|\n)*"));
 }
 
 // Only a line over 1 MiB is cut: one of exactly 1 MiB arrives whole, without an empty line after it.
@@ -724,14 +724,17 @@ TEST(Ringrun, ANodeWithAnotherJobsTokenIsRefusedAtOnce) {
 TEST(Ringrun, FailureOnOneNodeStopsTheOther) {
   const int port = testing::freeLoopbackPort();
   auto n0 = twoNodeJob(0, port, rankScript("sleep 60 & wait"));
-  auto n1 = twoNodeJob(1, port, rankScript("if [ $RANK = 3 ]; then echo failing; exit 5; fi; sleep 60 & wait"));
+  // Rank 3 records why it fails (RINGRUN_ERROR_FILE), as ringtrain does: node 0 says it too.
+  auto n1 = twoNodeJob(1, port, rankScript("if [ $RANK = 3 ]; then echo failing; printf '{\"time_ns\": 1, "
+                                           "\"exit_code\": 5, \"message\": \"disk full\\\\nsecond line\"}' "
+                                           "> \"$RINGRUN_ERROR_FILE\"; exit 5; fi; sleep 60 & wait"));
   const auto s1 = n1->waitExit(30000ms);
   const auto s0 = n0->waitExit(30000ms);
   ASSERT_TRUE(s0 && s1) << "a failure on one node must stop the other";
   EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 5) << n1->err();
   EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
   EXPECT_THAT(n1->err(), HasSubstr("rank 3 (node 1, local rank 1"));
-  EXPECT_THAT(n0->err(), HasSubstr("node 1 failed: rank 3 exited with code 5"));
+  EXPECT_THAT(n0->err(), HasSubstr("node 1 failed: rank 3 exited with code 5: disk full\n"));
   for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
 }
 

@@ -56,9 +56,15 @@ TEST(RootCause, ARankKilledByASignalIsNoConsequence) {
 }
 
 TEST(RootCause, AmongLikeFailuresTheEarliestThenTheLowestRank) {
-  EXPECT_EQ(pickRootCause({exited(0, kExitCommFailure, 300), recorded(1, kExitCommFailure, 200)}), 1u);
+  constexpr int64_t kSecond = 1'000'000'000;
+  EXPECT_EQ(pickRootCause({exited(0, kExitCommFailure, 3 * kSecond), recorded(1, kExitCommFailure, 2 * kSecond)}), 1u);
   EXPECT_EQ(pickRootCause({exited(2, kExitFailure, 300), exited(1, kExitFailure, 300)}), 1u);
   EXPECT_EQ(pickRootCause({exited(4, 7, 10)}), 0u);
+  // Within kSameMomentNs of each other: the lowest rank, whichever recorded first.
+  EXPECT_EQ(pickRootCause({recorded(1, kExitBadInput, kSecond), recorded(0, kExitBadInput, kSecond + kSameMomentNs / 2)}),
+            1u);
+  EXPECT_EQ(pickRootCause({recorded(1, kExitBadInput, kSecond), recorded(0, kExitBadInput, kSecond + 2 * kSameMomentNs)}),
+            0u);
 }
 
 class FailureRecordTest : public ::testing::Test {
