@@ -27,13 +27,18 @@ constexpr std::chrono::seconds kDiagnosisBudget{5};
 // What one background publication may take: the board's destruction joins its publisher, so a store that
 // stopped answering must not hold a failing rank's exit for a store operation's timeout.
 constexpr std::chrono::seconds kPublishBudget{2};
+// How the peers' addresses are read early: this many tries, this far apart, until every peer's is there.
+constexpr int kAddressReads = 20;
+constexpr int kAddressReadsMaxRanks = 64;
+constexpr std::chrono::milliseconds kAddressReadPause{250};
 // A peer's failure as published and as quoted: a message, not a log.
 constexpr size_t kFailureTextLimit = 1000;
 constexpr int kFailedPeersNamed = 3;
 
 }  // namespace
 
-ArrivalBoard::ArrivalBoard(dist::Store& store, int rank, int size) : store_(store), rank_(rank), size_(size) {
+ArrivalBoard::ArrivalBoard(dist::Store& store, int rank, int size)
+    : store_(store), rank_(rank), size_(size), addresses_(static_cast<size_t>(size)) {
   if (size_ > 1) {
     failure_listener_ = addFailureListener([this](const FailureRecord& failure) { publishFailure(failure); });
   }
@@ -88,7 +93,18 @@ void ArrivalBoard::publishLoop() {
     debug("arrival board: publishing this rank's address failed: {}", e.what());
   }
   std::unique_lock<std::mutex> lock(mu_);
+  // The peers' addresses are read early, while the store is surely up, for a diagnosis that may come when it
+  // is not (its host stopped): a few tries, as peers start at their own pace. Not in large jobs, where every
+  // rank reading every other's would load the store with ranks^2 calls at the start.
+  int address_reads = size_ <= kAddressReadsMaxRanks ? 0 : kAddressReads;
   while (true) {
+    while (!stop_ && entered_ <= published_ && address_reads < kAddressReads) {
+      lock.unlock();
+      const bool all = readPeerAddresses();
+      lock.lock();
+      address_reads = all ? kAddressReads : address_reads + 1;
+      if (!all) changed_.wait_for(lock, kAddressReadPause, [&] { return stop_ || entered_ > published_; });
+    }
     changed_.wait(lock, [&] { return stop_ || entered_ > published_; });
     if (stop_) return;
     const int64_t value = entered_;
@@ -106,6 +122,29 @@ void ArrivalBoard::publishLoop() {
     changed_.wait_for(lock, kPublishInterval, [&] { return stop_; });
     if (stop_) return;
   }
+}
+
+bool ArrivalBoard::readPeerAddresses() {
+  bool all = true;
+  try {
+    dist::StoreCallCap cap(kPublishBudget);
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      {
+        std::lock_guard<std::mutex> lock(addresses_mu_);
+        if (!addresses_[static_cast<size_t>(r)].empty()) continue;
+      }
+      const std::optional<std::string> address = readIfSet(addressKey(r));
+      all = all && address.has_value();
+      if (!address) continue;
+      std::lock_guard<std::mutex> lock(addresses_mu_);
+      addresses_[static_cast<size_t>(r)] = *address;
+    }
+  } catch (const std::exception& e) {
+    debug("arrival board: reading the peers' addresses failed: {}", e.what());
+    return false;
+  }
+  return all;
 }
 
 std::string ArrivalBoard::describeMissing(uint64_t sequence) {
@@ -140,7 +179,8 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
       const std::string failed = describeFailedPeers();
       if (!stuck.empty()) return "every rank arrived, but " + stuck + (failed.empty() ? "" : "; " + failed);
       if (!failed.empty()) return "every rank arrived, but " + failed;
-      return "every rank arrived (the backend itself is stuck or a peer died inside it)";
+      return "every rank arrived (a peer died or stalled inside the backend, or the whole job was paused longer "
+             "than the timeout)";
     }
     std::ostringstream out;
     out << (missing.size() == 1 ? "rank " : "ranks ");
@@ -161,8 +201,15 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     return out.str();
   } catch (const std::exception& e) {
     // The store did not answer within the diagnosis's budget, or failed: the one that hosts it is the suspect.
+    // The addresses read early still tell which neighbours are stopped or gone.
+    std::string stuck;
+    try {
+      stuck = describeStuckNeighbours(/*known_only=*/true);
+    } catch (const std::exception&) {
+    }
     return std::string("could not tell which ranks are missing: the job's store failed (") + e.what() +
-           "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)";
+           "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)" +
+           (stuck.empty() ? "" : "; " + stuck);
   }
 }
 
@@ -189,16 +236,22 @@ std::string ArrivalBoard::describeFailedPeers() {
   return out.str();
 }
 
-std::string ArrivalBoard::describeStuckNeighbours() {
+std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
   const std::string mine = processAddress();
   const std::string machine = mine.substr(0, mine.find(' '));
   std::ostringstream out;
   int named = 0;
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;
-    const std::optional<std::string> found = readIfSet(addressKey(r));
-    if (!found) continue;
-    const std::string& address = *found;
+    std::string address;
+    {
+      std::lock_guard<std::mutex> lock(addresses_mu_);
+      address = addresses_[static_cast<size_t>(r)];
+    }
+    if (address.empty() && !known_only) {
+      if (std::optional<std::string> found = readIfSet(addressKey(r))) address = *found;
+    }
+    if (address.empty()) continue;
     const size_t space = address.find(' ');
     if (space == std::string::npos || address.compare(0, space, machine) != 0) continue;  // another machine
     const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));

@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "ringtrain/core/failure_report.h"
 #include "ringtrain/dist/store.h"
@@ -65,13 +66,19 @@ class ArrivalBoard {
   void publish(uint64_t sequence);
   std::optional<std::string> readIfSet(const std::string& key);
   // "rank 1's process (pid 42, this machine) is stopped, ..." for the stuck ranks on this machine, or "".
-  std::string describeStuckNeighbours();
+  // `known_only`: from the addresses read early only, without the store.
+  std::string describeStuckNeighbours(bool known_only = false);
+  // Reads the peers' addresses not yet known; true once every peer's is known.
+  bool readPeerAddresses();
 
   dist::Store& store_;
   const int rank_;
   const int size_;
 
   std::atomic<uint64_t> failure_listener_{0};  // publishes this process's recorded failure (failed/<rank>)
+
+  std::mutex addresses_mu_;
+  std::vector<std::string> addresses_;  // guarded by addresses_mu_: each peer's, "" until read
 
   std::mutex mu_;
   std::condition_variable changed_;

@@ -81,6 +81,14 @@ void recordFailure(int exit_code, const std::string& message, bool follows_peer)
   }
 }
 
+void recordFailure(const std::exception& e) noexcept {
+  if (const auto* error = dynamic_cast<const Error*>(&e)) {
+    recordFailure(error->exitCode(), error->what(), error->followsPeer());
+  } else {
+    recordFailure(kExitFailure, std::string("internal error: ") + e.what());
+  }
+}
+
 uint64_t addFailureListener(FailureListener listener) {
   Listeners& l = listeners();
   std::lock_guard<std::mutex> lock(l.mu);

@@ -476,10 +476,13 @@ void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManag
   std::vector<double> refused = {refusal.empty() ? 0.0 : 1.0};
   s.sumOverRanks(refused);
   if (refused[0] > 0) {
+    // Another job's checkpoint comes with its own advice (resume with its settings, or another checkpoint.dir).
+    const bool advised = refusal.find("checkpoint.dir") != std::string::npos;
     ConfigError error(detail::concat("a fresh start would overwrite checkpoints in ", checkpoints.dir(),
                                      " that are another job's or cannot be read: ",
                                      s.leader() ? refusal : std::string("rank 0 says why"),
-                                     " (resume, remove them yourself, or use another checkpoint.dir)"));
+                                     advised ? " (or remove them yourself)"
+                                             : " (resume, remove them yourself, or use another checkpoint.dir)"));
     if (!s.leader()) error.setFollowsPeer();
     throw error;
   }
@@ -498,12 +501,10 @@ namespace {
 void recordCurrentFailure() noexcept {
   try {
     throw;
-  } catch (const Error& e) {
-    recordFailure(e.exitCode(), e.what(), e.followsPeer());
-  } catch (const c10::Error& e) {
+  } catch (const c10::Error& e) {  // its what() carries a C++ backtrace
     recordFailure(kExitFailure, std::string("internal error (LibTorch): ") + e.what_without_backtrace());
   } catch (const std::exception& e) {
-    recordFailure(kExitFailure, std::string("internal error: ") + e.what());
+    recordFailure(e);
   } catch (...) {
   }
 }

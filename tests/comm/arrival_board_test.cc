@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -111,6 +113,58 @@ TEST(ArrivalBoard, ConsequencesAreNotPublishedAndQuotesAreBounded) {
   const std::string said = zero.describeFailedPeers();
   EXPECT_EQ(said, "rank 1 failed: " + std::string(1000, 'x') + "; rank 2 failed: " + std::string(1000, 'x') +
                       "; rank 3 failed: " + std::string(1000, 'x') + "; and 1 other rank(s)");
+}
+
+// A store that answers until it is told to die (its host stopped), and counts the reads of each key.
+class DyingStore final : public dist::Store {
+ public:
+  std::atomic<bool> dead{false};
+  std::atomic<int> address_reads{0};
+  void set(const std::string& k, const dist::Bytes& v) override { alive().set(k, v); }
+  dist::Bytes get(const std::string& k, std::chrono::milliseconds t) override {
+    dist::Bytes value = alive().get(k, t);
+    if (k.rfind("address/", 0) == 0) ++address_reads;
+    return value;
+  }
+  int64_t add(const std::string& k, int64_t d) override { return alive().add(k, d); }
+  dist::Bytes compareSet(const std::string& k, const dist::Bytes& e, const dist::Bytes& d) override {
+    return alive().compareSet(k, e, d);
+  }
+  bool check(const std::vector<std::string>& keys) override { return alive().check(keys); }
+  void wait(const std::vector<std::string>& keys, std::chrono::milliseconds t) override { alive().wait(keys, t); }
+  bool deleteKey(const std::string& k) override { return alive().deleteKey(k); }
+
+ private:
+  dist::Store& alive() {
+    if (dead) throw CommError("store: no answer from 127.0.0.1:1");
+    return store_;
+  }
+  dist::MemoryStore store_;
+};
+
+// Under mpirun rank 0 hosts the store: stopped, it takes the store with it. The peers' addresses, read
+// early, still let the diagnosis name the stopped process.
+TEST(ArrivalBoard, AddressesReadEarlyNameAStoppedNeighbourWhenTheStoreIsGone) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::kill(child, SIGSTOP), 0);
+  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
+  const std::string mine = processAddress();
+  DyingStore store;
+  store.set("address/0", dist::toBytes(mine.substr(0, mine.find(' ')) + " " + std::to_string(child)));
+  ArrivalBoard one(store, 1, 2);
+  for (int i = 0; i < 500 && store.address_reads == 0; ++i) ::usleep(10000);
+  ASSERT_GT(store.address_reads, 0) << "the board never read its peer's address";
+  store.dead = true;
+  const std::string said = one.describeMissing(3);
+  EXPECT_THAT(said, HasSubstr("could not tell which ranks are missing: the job's store failed"));
+  EXPECT_THAT(said, HasSubstr("; rank 0's process (pid " + std::to_string(child) + ", this machine) is stopped"));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
 }
 
 TEST(ArrivalBoard, AStoreThatFailsPointsAtWhoeverHostsIt) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
@@ -35,6 +36,10 @@ struct FailureRecord {
 // same error caught again further out) do nothing. `exit_code` is the code the process is about to exit
 // with (1-255). Thread-safe; never throws.
 void recordFailure(int exit_code, const std::string& message, bool follows_peer = false) noexcept;
+// The same for a caught exception: a ringtrain::Error with its exit code and followsPeer(), anything else
+// as an internal error (exit code 1). For a program of one's own, in a catch inside its JobGroup's scope:
+//   catch (const std::exception& e) { ringtrain::recordFailure(e); throw; }
+void recordFailure(const std::exception& e) noexcept;
 
 // Hears the process's first recorded failure, on the recording thread, with the registry locked: it must be
 // quick and bounded (a store write under a dist::StoreCallCap), must not call recordFailure(),
