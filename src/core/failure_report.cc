@@ -84,8 +84,11 @@ void recordFailure(int exit_code, const std::string& message, bool follows_peer)
 void recordFailure(const std::exception& e) noexcept {
   if (const auto* error = dynamic_cast<const Error*>(&e)) {
     recordFailure(error->exitCode(), error->what(), error->followsPeer());
-  } else {
+    return;
+  }
+  try {
     recordFailure(kExitFailure, std::string("internal error: ") + e.what());
+  } catch (...) {  // out of memory for the message
   }
 }
 
