@@ -36,6 +36,18 @@ class DeadStore final : public dist::Store {
   [[noreturn]] static void fail() { throw CommError("store: no answer from 127.0.0.1:1"); }
 };
 
+// A child process of this test, stopped (SIGSTOP), to stand for a stopped rank; -1 if it cannot be made.
+pid_t stoppedChild() {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  if (child < 0 || ::kill(child, SIGSTOP) != 0) return -1;
+  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
+  return child;
+}
+
 TEST(ArrivalBoard, NamesTheMissingRanks) {
   dist::MemoryStore store;
   ArrivalBoard zero(store, 0, 3), one(store, 1, 3);
@@ -49,14 +61,8 @@ TEST(ArrivalBoard, NamesTheMissingRanks) {
 // it does for a missing rank that is stopped. Rank 1 and 2 here are child processes of this test, whose
 // addresses are published as their boards would.
 TEST(ArrivalBoard, NamesRanksOfThisMachineWhoseProcessIsStopped) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    ::pause();
-    ::_exit(0);
-  }
+  const pid_t child = stoppedChild();
   ASSERT_GT(child, 0);
-  ASSERT_EQ(::kill(child, SIGSTOP), 0);
-  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
   const std::string mine = processAddress();
   const std::string machine = mine.substr(0, mine.find(' '));
   dist::MemoryStore store;
@@ -145,14 +151,8 @@ class DyingStore final : public dist::Store {
 // Under mpirun rank 0 hosts the store: stopped, it takes the store with it. The peers' addresses, read
 // early, still let the diagnosis name the stopped process.
 TEST(ArrivalBoard, AddressesReadEarlyNameAStoppedNeighbourWhenTheStoreIsGone) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    ::pause();
-    ::_exit(0);
-  }
+  const pid_t child = stoppedChild();
   ASSERT_GT(child, 0);
-  ASSERT_EQ(::kill(child, SIGSTOP), 0);
-  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
   const std::string mine = processAddress();
   DyingStore store;
   store.set("address/0", dist::toBytes(mine.substr(0, mine.find(' ')) + " " + std::to_string(child)));

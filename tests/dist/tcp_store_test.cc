@@ -273,6 +273,22 @@ TEST(TcpStore, UnreachableStoreIsACommErrorAfterTheConnectTimeout) {
   }
 }
 
+// A socket listening on 127.0.0.1 at a free port (set in *port) that nobody serves: -1 on failure.
+int listenOnLoopback(int* port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 16) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
 // A store name that does not resolve is waited for (a cluster's DNS entry may come late), but said once at
 // the first try, not only in the error at the end of the timeout.
 TEST(TcpStore, AnUnresolvableNameIsSaidAtOnceAndTriedUntilTheTimeout) {
@@ -305,18 +321,12 @@ TEST(TcpStore, AnUnresolvableNameIsSaidAtOnceAndTriedUntilTheTimeout) {
 // A peer that accepts and never answers the token (a stopped rank 0, another program on the port) is given
 // up on within the connect timeout (at least a second for the answer), not after the 30 s operation timeout.
 TEST(TcpStore, APeerThatAcceptsButNeverAnswersIsGivenUpOnWithinTheConnectTimeout) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int port = 0;
+  const int listener = listenOnLoopback(&port);  // the kernel completes connections; nobody accepts or answers
   ASSERT_GE(listener, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener, 16), 0);  // the kernel completes connections; nobody accepts or answers
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const auto start = std::chrono::steady_clock::now();
   try {
-    TcpStoreClient("127.0.0.1", ntohs(addr.sin_port), kToken, 1500ms, 30000ms);
+    TcpStoreClient("127.0.0.1", port, kToken, 1500ms, 30000ms);
     ADD_FAILURE() << "a silent peer was taken for a store";
   } catch (const CommError& e) {
     EXPECT_THAT(e.what(), HasSubstr("no answer to the job token"));
@@ -328,15 +338,9 @@ TEST(TcpStore, APeerThatAcceptsButNeverAnswersIsGivenUpOnWithinTheConnectTimeout
 // A store that took the token and then stopped answering (its host stopped mid-job): a call under a
 // StoreCallCap gives up at the cap, not after the 30 s operation timeout.
 TEST(TcpStore, ACallCapEndsCallsToAStoreThatStoppedAnswering) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int port = 0;
+  const int listener = listenOnLoopback(&port);
   ASSERT_GE(listener, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener, 16), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   std::promise<int> accepted;
   std::thread server([&] {  // answers the hello with "ok" (u32 length 1, status 0), then nothing more
     const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
@@ -346,7 +350,7 @@ TEST(TcpStore, ACallCapEndsCallsToAStoreThatStoppedAnswering) {
     (void)::send(fd, ok, sizeof ok, MSG_NOSIGNAL);
     accepted.set_value(fd);
   });
-  TcpStoreClient client("127.0.0.1", ntohs(addr.sin_port), kToken, 5000ms, 30000ms);
+  TcpStoreClient client("127.0.0.1", port, kToken, 5000ms, 30000ms);
   const int server_side = accepted.get_future().get();
   server.join();
   const auto start = std::chrono::steady_clock::now();

@@ -333,11 +333,19 @@ TEST(Ringrun, TwoRanksThatFailTogetherAreBothReported) {
   EXPECT_THAT(job.err(), Not(HasSubstr("stopped 1 other rank")));
 }
 
+// `script` as 2 ranks under ringrun (grace period 1 s), with a fresh folder as $0 for the ranks to meet in.
+testing::CommandResult twoShellRanks(const std::string& script) {
+  const std::string dir = testing::makeTempDir("ringrun_two_ranks");
+  auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1", "--",
+                       "sh", "-c", script, dir});
+  std::filesystem::remove_all(dir);
+  return r;
+}
+
 // The blame race: rank 0 fails on bad input and records it (RINGRUN_ERROR_FILE) but is still ending when
 // rank 1, seeing its connection reset, exits first. ringrun names rank 0, in its own words, with its exit
 // code; rank 1 is named as having failed too.
 TEST(Ringrun, TheRankThatFailedFirstIsBlamedThoughAConsequenceEndedBeforeIt) {
-  const std::string dir = testing::makeTempDir("ringrun_root_cause");
   const std::string script =
       "if [ \"$RANK\" = 0 ]; then "
       "  printf '{\"time_ns\": %s, \"exit_code\": 2, \"message\": \"corpus.txt:7: bad line\"}' \"$(date +%s%N)\" "
@@ -345,9 +353,7 @@ TEST(Ringrun, TheRankThatFailedFirstIsBlamedThoughAConsequenceEndedBeforeIt) {
       "else "
       "  while [ ! -e \"$0/recorded\" ]; do sleep 0.02; done; echo 'connection reset by peer' >&2; exit 3; "
       "fi";
-  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1",
-                             "--", "sh", "-c", script, dir});
-  std::filesystem::remove_all(dir);
+  const auto r = twoShellRanks(script);
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_THAT(r.err, ::testing::ContainsRegex("ringrun: rank 0 \\(node 0, local rank 0, pid [0-9]+\\) failed with exit "
                                               "code 2 \\(then killed by SIGTERM as the job stopped\\)"));
@@ -359,14 +365,11 @@ TEST(Ringrun, TheRankThatFailedFirstIsBlamedThoughAConsequenceEndedBeforeIt) {
 // A rank stopped (SIGSTOP) leaves its peers to time out: the peer that times out ends first, with exit code 4,
 // but the stopped rank is the one named; the job keeps the timeout's exit code.
 TEST(Ringrun, AStoppedRankIsBlamedForThePeerThatTimedOutWaitingForIt) {
-  const std::string dir = testing::makeTempDir("ringrun_stopped_root");
   const std::string script =
       "if [ \"$RANK\" = 1 ]; then touch \"$0/stopping\"; kill -STOP $$; sleep 30; "
       "else while [ ! -e \"$0/stopping\" ]; do sleep 0.02; done; sleep 0.3; echo 'timed out waiting for rank 1' >&2; "
       "exit 4; fi";
-  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1",
-                             "--", "sh", "-c", script, dir});
-  std::filesystem::remove_all(dir);
+  const auto r = twoShellRanks(script);
   EXPECT_EQ(r.exit_code, 4) << r.err;
   EXPECT_THAT(r.err, ::testing::ContainsRegex("ringrun: rank 1 \\(node 0, local rank 1, pid [0-9]+\\) was stopped "
                                               "\\(SIGSTOP, Ctrl-Z or a debugger\\) when the job failed; then killed by "
