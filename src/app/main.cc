@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     // Each failure is also told to ringrun (failure_report.h), unless the trainer already did.
     std::cerr << "ringtrain: error: " << e.what() << "\n";
-    recordFailure(e.exitCode(), e.what(), e.followsPeer());
+    recordFailure(e);
     return e.exitCode();
   } catch (const c10::Error& e) {
     // LibTorch's messages carry a C++ backtrace; the first line is what a person needs.
@@ -67,9 +67,8 @@ int main(int argc, char** argv) {
     recordFailure(kExitFailure, message);
     return kExitFailure;
   } catch (const std::exception& e) {
-    const std::string message = std::string("internal error: ") + e.what();
-    std::cerr << "ringtrain: " << message << "\n";
-    recordFailure(kExitFailure, message);
+    std::cerr << "ringtrain: internal error: " << e.what() << "\n";
+    recordFailure(e);  // as "internal error: ...", exit code 1
     return kExitFailure;
   }
 }

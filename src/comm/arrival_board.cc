@@ -169,16 +169,13 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     for (int r = 0; r < size_; ++r) {
       if (reached[r] < static_cast<int64_t>(sequence)) missing.push_back(r);
     }
-    std::string stuck;
-    try {
-      stuck = describeStuckNeighbours();
-    } catch (const std::exception& e) {  // a malformed address, the store: the diagnosis goes on without them
-      debug("arrival board: cannot tell the neighbours' states: {}", e.what());
+    // What else explains the wait: neighbours stopped or gone, peers that failed.
+    std::string details = describeStuckNeighbours();
+    if (const std::string failed = describeFailedPeers(); !failed.empty()) {
+      details += (details.empty() ? "" : "; ") + failed;
     }
     if (missing.empty()) {
-      const std::string failed = describeFailedPeers();
-      if (!stuck.empty()) return "every rank arrived, but " + stuck + (failed.empty() ? "" : "; " + failed);
-      if (!failed.empty()) return "every rank arrived, but " + failed;
+      if (!details.empty()) return "every rank arrived, but " + details;
       return "every rank arrived (a peer died or stalled inside the backend, or the whole job was paused longer "
              "than the timeout)";
     }
@@ -196,17 +193,12 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
       }
     }
     out << ")";
-    if (!stuck.empty()) out << "; " << stuck;
-    if (const std::string failed = describeFailedPeers(); !failed.empty()) out << "; " << failed;
+    if (!details.empty()) out << "; " << details;
     return out.str();
   } catch (const std::exception& e) {
     // The store did not answer within the diagnosis's budget, or failed: the one that hosts it is the suspect.
     // The addresses read early still tell which neighbours are stopped or gone.
-    std::string stuck;
-    try {
-      stuck = describeStuckNeighbours(/*known_only=*/true);
-    } catch (const std::exception&) {
-    }
+    const std::string stuck = describeStuckNeighbours(/*known_only=*/true);
     return std::string("could not tell which ranks are missing: the job's store failed (") + e.what() +
            "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)" +
            (stuck.empty() ? "" : "; " + stuck);
@@ -241,24 +233,29 @@ std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
   const std::string machine = mine.substr(0, mine.find(' '));
   std::ostringstream out;
   int named = 0;
-  for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    std::string address;
-    {
-      std::lock_guard<std::mutex> lock(addresses_mu_);
-      address = addresses_[static_cast<size_t>(r)];
+  try {
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      std::string address;
+      {
+        std::lock_guard<std::mutex> lock(addresses_mu_);
+        address = addresses_[static_cast<size_t>(r)];
+      }
+      if (address.empty() && !known_only) {
+        if (std::optional<std::string> found = readIfSet(addressKey(r))) address = *found;
+      }
+      if (address.empty()) continue;
+      const size_t space = address.find(' ');
+      if (space == std::string::npos || address.compare(0, space, machine) != 0) continue;  // another machine
+      const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));
+      const std::string state = processState(pid);
+      if (!isStuckState(state)) continue;
+      out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << pid << ", this machine) is " << state
+          << (state == "in uninterruptible I/O" ? " (a hung file system or device?)" : "");
     }
-    if (address.empty() && !known_only) {
-      if (std::optional<std::string> found = readIfSet(addressKey(r))) address = *found;
-    }
-    if (address.empty()) continue;
-    const size_t space = address.find(' ');
-    if (space == std::string::npos || address.compare(0, space, machine) != 0) continue;  // another machine
-    const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));
-    const std::string state = processState(pid);
-    if (!isStuckState(state)) continue;
-    out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << pid << ", this machine) is " << state
-        << (state == "in uninterruptible I/O" ? " (a hung file system or device?)" : "");
+  } catch (const std::exception& e) {  // a malformed address, the store: the diagnosis goes on without them
+    debug("arrival board: cannot tell the neighbours' states: {}", e.what());
+    return "";
   }
   return out.str();
 }

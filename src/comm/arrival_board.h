@@ -66,7 +66,7 @@ class ArrivalBoard {
   void publish(uint64_t sequence);
   std::optional<std::string> readIfSet(const std::string& key);
   // "rank 1's process (pid 42, this machine) is stopped, ..." for the stuck ranks on this machine, or "".
-  // `known_only`: from the addresses read early only, without the store.
+  // `known_only`: from the addresses read early only, without the store. Never throws ("" then).
   std::string describeStuckNeighbours(bool known_only = false);
   // Reads the peers' addresses not yet known; true once every peer's is known.
   bool readPeerAddresses();
