@@ -199,6 +199,8 @@ struct Rank {
   int64_t ended_ns = 0;        // when it was reaped (system clock)
   std::string stopped_state;   // "stopped" or "stopped by a debugger" when the job failed while it was
   std::string failure_file;    // where it records its failure (root_cause.h); "" for none
+  // What it recorded there, once read (recordOf()): a record is written once, whole, and never changes.
+  mutable std::optional<FailureRecord> record;
   Tail tail;
   UniqueFd out, err;
   std::unique_ptr<OutputPump> out_pump, err_pump;
@@ -481,6 +483,12 @@ class Agent {
     };
   }
 
+  // The rank's failure record, read from its file until there is one.
+  static const std::optional<FailureRecord>& recordOf(const Rank& r) {
+    if (!r.record) r.record = readFailureRecord(r.failure_file);
+    return r.record;
+  }
+
   static int64_t systemNowNs() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
@@ -494,12 +502,12 @@ class Agent {
     std::vector<Rank*> who;
     for (Rank& r : ranks) {
       const bool failed_itself = r.status && !r.status->success() && !r.stopped_by_us;
-      std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+      const std::optional<FailureRecord>& record = recordOf(r);
       if (!record) noteIfStopped(r);
       if (!failed_itself && !(record && !r.status) && r.stopped_state.empty()) continue;
       FailedRank f;
       f.rank = r.rank;
-      f.record = std::move(record);
+      f.record = record;
       f.stopped = !r.stopped_state.empty();
       f.ended_ns = f.stopped ? systemNowNs() : r.ended_ns;
       if (r.status) {
@@ -518,7 +526,7 @@ class Agent {
   static void noteIfStopped(Rank& r) {
     if (r.status) return;
     const std::string state = processState(r.pid);
-    if (state == "stopped" || state == "stopped by a debugger") r.stopped_state = state;
+    if (isStoppedState(state)) r.stopped_state = state;
   }
 
   // The job's end as published for the other nodes: "fail <node> rank <R> <how>[: <first line of its
@@ -526,7 +534,7 @@ class Agent {
   std::string failureEnd(const Rank& r, const Rank* first_ended) const {
     std::string end = "fail " + std::to_string(o_.node_rank) + " rank " + std::to_string(r.rank) + " " +
                       blameOf(r, first_ended).what;
-    if (const std::optional<FailureRecord> record = readFailureRecord(r.failure_file)) {
+    if (const std::optional<FailureRecord>& record = recordOf(r)) {
       end += ": " + record->message.substr(0, std::min<size_t>(record->message.find('\n'), 500));
     }
     return end;
@@ -546,7 +554,7 @@ class Agent {
                   (r.status ? "; then " + r.status->describe() + " as the job stopped" : ""),
               code == 0 ? kExitFailure : code};
     }
-    const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+    const std::optional<FailureRecord>& record = recordOf(r);
     const bool own_end = r.status && !r.status->success() &&
                          (!r.stopped_by_us || !record || (!r.status->signaled && r.status->code == record->exit_code));
     if (own_end || !record) {
@@ -562,7 +570,7 @@ class Agent {
   // A rank's recorded message, each line a line of ringrun's: "rank 1 failed with: ..." (unless its last
   // lines already hold the first line), or `lead` for another node's failure.
   static void sayRecord(const Rank& r, const std::string& lead) {
-    const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+    const std::optional<FailureRecord>& record = recordOf(r);
     if (!record) return;
     const std::string first_line = record->message.substr(0, record->message.find('\n'));
     if (lead.empty() && std::any_of(r.tail.begin(), r.tail.end(), [&](const std::string& line) {
@@ -753,7 +761,7 @@ class Agent {
           for (const Rank& r : ranks) {
             if (r.status) continue;
             const std::string state = processState(r.pid);
-            any_stopped = any_stopped || state == "stopped" || state == "stopped by a debugger";
+            any_stopped = any_stopped || isStoppedState(state);
             still.push_back(fmt::format("rank {} (pid {}, {})", r.rank, r.pid, state));
           }
           say(fmt::format("{} ended well {} s ago, and {} still run{}: waiting for them ({}; Ctrl-C stops the job)",
@@ -890,7 +898,7 @@ class Agent {
       say("stopping: " + (remote_failure.empty() ? describeEnd(end_value) : remote_failure));
       // A failure here may be the cause of the one named (each node judges its own ranks): said too.
       for (const Rank& r : ranks) {
-        const std::optional<FailureRecord> record = readFailureRecord(r.failure_file);
+        const std::optional<FailureRecord>& record = recordOf(r);
         if (record && !record->isConsequence()) {
           sayRecord(r, "rank " + std::to_string(r.rank) + " on this node had failed too: ");
         } else if (!r.stopped_state.empty()) {

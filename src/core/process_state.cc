@@ -24,9 +24,11 @@ std::string processState(pid_t pid) {
   }
 }
 
+bool isStoppedState(const std::string& state) { return state == "stopped" || state == "stopped by a debugger"; }
+
 bool isStuckState(const std::string& state) {
-  return state == "stopped" || state == "stopped by a debugger" || state == "exited, not yet reaped" ||
-         state == "gone" || state == "in uninterruptible I/O";
+  return isStoppedState(state) || state == "exited, not yet reaped" || state == "gone" ||
+         state == "in uninterruptible I/O";
 }
 
 std::string processAddress() {

@@ -11,6 +11,9 @@ namespace ringtrain {
 // there is no such process.
 std::string processState(pid_t pid);
 
+// True for "stopped" and "stopped by a debugger" (SIGSTOP, Ctrl-Z, a tracer): the process waits for a SIGCONT.
+bool isStoppedState(const std::string& state);
+
 // True for the states that explain why a process does not take part: stopped, traced, exited or gone, or in
 // uninterruptible I/O (a hung file system, when seen after a collective's timeout).
 bool isStuckState(const std::string& state);

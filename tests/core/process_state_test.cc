@@ -38,6 +38,8 @@ TEST(ProcessState, StuckStatesAreThoseThatExplainAnAbsence) {
     EXPECT_TRUE(isStuckState(state)) << state;
   }
   for (const char* state : {"running", "sleeping"}) EXPECT_FALSE(isStuckState(state)) << state;
+  EXPECT_TRUE(isStoppedState("stopped") && isStoppedState("stopped by a debugger"));
+  EXPECT_FALSE(isStoppedState("gone") || isStoppedState("in uninterruptible I/O"));
 }
 
 TEST(ProcessState, AddressesOfThisProcessShareTheMachinePartAndEndWithItsPid) {
