@@ -24,7 +24,8 @@
 # run in a fast or a slow phase, and only repeated, interleaved pairs tell the scaling from the drift.
 # Environment: BACKEND=gloo|mpi (default gloo), STEPS (timed steps, default 200), PEER=0 skips the peer,
 # PEERS=<dir with ddp_peer.py> (default ../shared/peers), SYNC_MODES (ddp.sparse_sync values), BIND_TO,
-# TRACE=0 (no traced run), SETS="key=value ..." (more ringtrain --set overrides, e.g. ddp.overlap_sparse=false),
+# TRACE=0 (no traced run), TRACE_MODES (sync modes traced at the largest rank count; default the last of
+# SYNC_MODES), SETS="key=value ..." (more ringtrain --set overrides, e.g. ddp.overlap_sparse=false),
 # CEILING=1 (after each rank count above 1, a row "independent": that many 1-rank jobs at once, no sync; see
 # run_independent).
 set -euo pipefail
@@ -233,12 +234,16 @@ PY
 fi
 
 # Where a step goes at the largest rank count, in the last sync mode: a separate traced run (tracing stays
-# out of the timed ones), summarised by scripts/trace-summary.py. TRACE=0 skips it.
+# out of the timed ones), summarised by scripts/trace-summary.py. TRACE=0 skips it; TRACE_MODES="allgather
+# shared" traces the largest rank count in each of those modes (private tables against shared ones).
 largest=$(printf "%s\n" "${RANKS[@]}" | sort -n | tail -1)
 if [ "${TRACE:-1}" != 0 ] && [ "$largest" -gt 1 ]; then
-  mode="${MODES[${#MODES[@]}-1]}"
-  # 1 rank first: each phase's cost alone on the machine, to read the larger run's phases against.
-  for n in 1 "$largest"; do
+  read -r -a traced_modes <<< "${TRACE_MODES:-${MODES[${#MODES[@]}-1]}}"
+  # 1 rank first: each phase's cost alone on the machine, to read the larger runs' phases against.
+  runs=("1 ${traced_modes[0]}")
+  for mode in "${traced_modes[@]}"; do runs+=("$largest $mode"); done
+  for run in "${runs[@]}"; do
+    read -r n mode <<< "$run"
     out="$WORK/traced-$n-$mode"
     launch_ringtrain "$n" "$mode" "$out" $((WARMUP + 100)) --set log.trace_steps=$((WARMUP + 100))
     echo
