@@ -106,6 +106,8 @@ ThreadWork::ThreadWork(std::shared_ptr<CommShared> shared, CollectiveDescriptor 
     : shared_(std::move(shared)), descriptor_(descriptor) {}
 
 void ThreadWork::wait(std::chrono::milliseconds timeout) {
+  spinUntil([this] { return done_flag_.load(std::memory_order_acquire); },
+            std::min<std::chrono::nanoseconds>(std::chrono::nanoseconds(shared_->spin_ns.load()), timeout));
   bool started;
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -150,6 +152,7 @@ void ThreadWork::finish() {
     duration_ = std::chrono::steady_clock::now() - started_;
     done_ = true;
   }
+  done_flag_.store(true, std::memory_order_release);
   done_cv_.notify_all();
 }
 
@@ -166,6 +169,7 @@ void ThreadWork::fail(std::exception_ptr error) {
     error_ = error;
     done_ = true;
   }
+  done_flag_.store(true, std::memory_order_release);
   done_cv_.notify_all();
 }
 
@@ -177,6 +181,7 @@ CommunicatorBase::CommunicatorBase(int rank, int size, const config::CommOptions
       size_(size),
       timeout_(std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000.0))),
       check_collectives_(options.check_collectives),
+      spin_us_(options.spin_us),
       shared_(std::make_shared<CommShared>(std::move(store), rank, size, std::move(backend))),
       queue_(std::make_shared<Queue>()) {
   RT_CHECK_T(ConfigError, size >= 1 && rank >= 0 && rank < size, "bad rank ", rank, " of world size ", size);
@@ -191,8 +196,15 @@ CommunicatorBase::~CommunicatorBase() {
 
 void CommunicatorBase::setUpPeerMemory(bool wanted) {
   peer_memory_ = PeerMemory::agree(store(), rank_, size_, timeout_, wanted);
+  // Ranks known to share this host: all of them when same-host copies work, else unknown.
+  const std::chrono::nanoseconds spin = chooseSpin(spin_us_, peer_memory_.enabled() ? size_ : 0);
+  peer_memory_.setSpin(spin);
+  shared_->spin_ns = spin.count();
+  queue_->spin_ns = spin.count();
   if (size_ > 1) {
-    debug("{}: same-host copy {}{}", backendName(), peer_memory_.enabled() ? "on" : "off: ", peer_memory_.reason());
+    debug("{}: same-host copy {}{}; waits poll {} us before they sleep", backendName(),
+          peer_memory_.enabled() ? "on" : "off: ", peer_memory_.reason(),
+          std::chrono::duration_cast<std::chrono::microseconds>(spin).count());
   }
 }
 
@@ -203,7 +215,9 @@ bool CommunicatorBase::stopThread() {
   {
     std::unique_lock<std::mutex> lock(queue_->mu);
     queue_->stop = true;
+    queue_->stopping = true;
     dropped.swap(queue_->tasks);
+    queue_->queued = 0;
     queue_->cv.notify_all();
     // A running task waiting on a same-host notice gives up at once. One inside the backend ends by itself
     // (backend timeouts are set to comm.timeout_s) unless the backend has none (MPI): then the thread is
@@ -227,10 +241,20 @@ bool CommunicatorBase::stopThread() {
 void CommunicatorBase::loop(std::shared_ptr<Queue> queue) {
   std::unique_lock<std::mutex> lock(queue->mu);
   while (true) {
+    // Idle where waits poll long: poll a while (at most kIdleSpin), so that a step's next collective finds
+    // this thread running. Where they poll short (CPUs shared by several ranks), sleep at once, as before.
+    const std::chrono::nanoseconds spin(queue->spin_ns.load());
+    if (spin > kShortSpin && !queue->stop && queue->tasks.empty()) {
+      lock.unlock();
+      spinUntil([&] { return queue->queued.load(std::memory_order_acquire) != 0 || queue->stopping.load(); },
+                std::min<std::chrono::nanoseconds>(spin, kIdleSpin));
+      lock.lock();
+    }
     queue->cv.wait(lock, [&] { return queue->stop || !queue->tasks.empty(); });
     if (queue->tasks.empty()) return;  // stop requested and nothing left
     auto task = std::move(queue->tasks.front());
     queue->tasks.pop_front();
+    queue->queued = queue->tasks.size();
     queue->busy = true;
     lock.unlock();
     task.first->start();
@@ -265,6 +289,7 @@ WorkPtr CommunicatorBase::enqueue(CollectiveDescriptor descriptor, std::function
     std::lock_guard<std::mutex> lock(queue_->mu);
     RT_CHECK_T(CommError, !queue_->stop, "collective issued on a communicator being destroyed");
     queue_->tasks.emplace_back(work, [this, descriptor, run = std::move(run)] { execute(descriptor, run); });
+    queue_->queued = queue_->tasks.size();
   }
   queue_->cv.notify_all();
   return work;

@@ -24,6 +24,7 @@
 
 #include "arrival_board.h"
 #include "peer_memory.h"
+#include "spin_wait.h"
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/config/config.h"
@@ -76,6 +77,8 @@ struct CommShared {
   const std::string backend;
   // True while the communication thread is inside a backend call (hang reports say where it is stuck).
   std::atomic<bool> in_backend{false};
+  // How long a caller waiting on a Work polls before it sleeps (comm/spin_wait.h), in nanoseconds.
+  std::atomic<int64_t> spin_ns{std::chrono::nanoseconds(kShortSpin).count()};
 
  private:
   mutable std::mutex mu_;
@@ -135,6 +138,7 @@ class ThreadWork final : public Work {
   mutable std::mutex mu_;
   std::condition_variable done_cv_;
   bool done_ = false;                                // guarded by mu_
+  std::atomic<bool> done_flag_{false};               // done_, for wait()'s poll without mu_
   std::exception_ptr error_;                         // guarded by mu_
   std::chrono::steady_clock::time_point started_{};  // guarded by mu_
   std::chrono::nanoseconds duration_{0};             // guarded by mu_
@@ -187,8 +191,10 @@ class CommunicatorBase : public Communicator {
   }
 
  protected:
-  // Agrees with the other ranks, through the store, whether same-host copies work (comm/peer_memory.h).
-  // Backends whose point-to-point the ring uses call it at the end of their constructor, on every rank.
+  // Agrees with the other ranks, through the store, whether same-host copies work (comm/peer_memory.h),
+  // and settles how long waits poll before they sleep (comm.spin_us; auto polls long only on one host
+  // whose CPUs give each rank two). Backends whose point-to-point the ring uses call it at the end of their
+  // constructor, on every rank.
   void setUpPeerMemory(bool wanted);
 
   // Backend hooks, run on the communication thread in issue order. Buffers are validated already (sizes
@@ -242,6 +248,10 @@ class CommunicatorBase : public Communicator {
     std::deque<std::pair<std::shared_ptr<ThreadWork>, std::function<void()>>> tasks;  // guarded by mu
     bool busy = false;       // guarded by mu: a task is executing
     bool stop = false;       // guarded by mu
+    // Read without mu by the idle thread's poll before it sleeps on cv: tasks.size() and stop, mirrored.
+    std::atomic<size_t> queued{0};
+    std::atomic<bool> stopping{false};
+    std::atomic<int64_t> spin_ns{std::chrono::nanoseconds(kShortSpin).count()};
   };
   static void loop(std::shared_ptr<Queue> queue);
   WorkPtr enqueue(CollectiveDescriptor descriptor, std::function<void()> run);
@@ -259,6 +269,7 @@ class CommunicatorBase : public Communicator {
   const int size_;
   const std::chrono::milliseconds timeout_;
   const bool check_collectives_;
+  const int spin_us_;  // comm.spin_us: -1 auto (settled by setUpPeerMemory)
   std::shared_ptr<CommShared> shared_;
   AllreduceAlgorithm algorithm_;
   PeerMemory peer_memory_;  // set once in the constructor of the backend, read-only afterwards

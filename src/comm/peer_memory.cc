@@ -20,6 +20,7 @@
 #include <random>
 #include <sstream>
 
+#include "comm/spin_wait.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::comm {
@@ -31,9 +32,6 @@ constexpr uint32_t kNoticeSlots = 256;
 // A sleeping wait wakes this often to see whether the peer process still exists, so that a rank that died
 // fails its peers at once instead of after comm.timeout_s.
 constexpr auto kLivenessSlice = std::chrono::milliseconds(100);
-// A wait polls this long before it sleeps. When the peer is in the same collective its notice comes within
-// microseconds, while a futex sleep and the wake-up behind it cost tens of microseconds each on a VM.
-constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
 
 // One sender's queue in the receiver's shared region. The sender alone writes head (and the entries), the
 // receiver alone writes tail; each is also the futex word the other side sleeps on.
@@ -227,23 +225,12 @@ void PeerMemory::read(int peer, const void* remote, void* local, size_t bytes) c
 
 namespace {
 
-// Tells the core this is a spin-wait (it yields the pipeline to a sibling hyperthread).
-inline void cpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 // Sleeps on `word` until ready() holds; TimeoutError at the deadline, CommError once the peer is gone.
 template <typename Ready>
 void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std::chrono::milliseconds timeout,
-             const char* what, const std::atomic<bool>& abandoned) {
-  const auto start = Clock::now();
-  const auto deadline = start + timeout;
-  const auto spin_until = start + kSpinBeforeSleep;
-  while (!ready() && Clock::now() < spin_until) cpuRelax();
+             std::chrono::nanoseconds spin, const char* what, const std::atomic<bool>& abandoned) {
+  const auto deadline = Clock::now() + timeout;
+  if (spinUntil(ready, std::min<std::chrono::nanoseconds>(spin, timeout))) return;
   while (true) {
     const uint32_t seen = word.load(std::memory_order_acquire);
     if (ready()) return;
@@ -270,7 +257,8 @@ void PeerMemory::post(int peer, PeerNotice notice, std::chrono::milliseconds tim
   const uint32_t head = q.head.load(std::memory_order_relaxed);
   waitFor(
       q.tail, [&] { return head - q.tail.load(std::memory_order_acquire) < kNoticeSlots; },
-      pids_[static_cast<size_t>(peer)], peer, timeout, "same-host notice queue full: waiting for", shared_->abandoned);
+      pids_[static_cast<size_t>(peer)], peer, timeout, spin_, "same-host notice queue full: waiting for",
+      shared_->abandoned);
   q.entries[head % kNoticeSlots] = notice;
   q.head.store(head + 1, std::memory_order_release);
   futexWake(q.head);
@@ -287,7 +275,7 @@ PeerNotice PeerMemory::take(int peer, std::chrono::milliseconds timeout) const {
   const uint32_t tail = q.tail.load(std::memory_order_relaxed);
   waitFor(
       q.head, [&] { return q.head.load(std::memory_order_acquire) != tail; }, pids_[static_cast<size_t>(peer)], peer,
-      timeout, "same-host notice: waiting for", shared_->abandoned);
+      timeout, spin_, "same-host notice: waiting for", shared_->abandoned);
   const PeerNotice notice = q.entries[tail % kNoticeSlots];
   q.tail.store(tail + 1, std::memory_order_release);
   futexWake(q.tail);

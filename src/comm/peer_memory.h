@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/spin_wait.h"
 #include "ringtrain/comm/communicator.h"
 #include "ringtrain/dist/store.h"
 
@@ -55,6 +56,11 @@ class PeerMemory {
   // one thread of this rank posts to a given peer, one takes from it.
   void post(int peer, PeerNotice notice, std::chrono::milliseconds timeout) const;
   PeerNotice take(int peer, std::chrono::milliseconds timeout) const;
+  // How long post() and take() poll before they sleep (comm/spin_wait.h); kShortSpin until set. Set it
+  // before the communication thread uses the queues.
+  void setSpin(std::chrono::nanoseconds spin) { spin_ = spin; }
+  std::chrono::nanoseconds spin() const { return spin_; }
+
   // Every post() and take() waiting now or later gives up within 100 ms with a CommError, so that a
   // communicator being destroyed (a rank unwinding a timeout) does not wait out comm.timeout_s for a peer
   // that will not come.
@@ -66,6 +72,7 @@ class PeerMemory {
   std::string reason_ = "not set up";
   int rank_ = 0;
   std::vector<pid_t> pids_;
+  std::chrono::nanoseconds spin_{kShortSpin};
   std::unique_ptr<uint64_t> probe_;  // the word peers read; heap-held so its address survives moves
   std::unique_ptr<Shared> shared_;
 };

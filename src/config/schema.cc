@@ -242,6 +242,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("comm", "ring_direct_kb", &J::comm, &CommOptions::ring_direct_kb, 0, 1 << 20));
   s.push_back(makeField("comm", "same_host_copy", &J::comm, &CommOptions::same_host_copy));
   s.push_back(makeField("comm", "check_collectives", &J::comm, &CommOptions::check_collectives));
+  s.push_back(makeField("comm", "spin_us", &J::comm, &CommOptions::spin_us, -1, 1000000));
   s.push_back(makeField("comm", "master_addr", &J::comm, &CommOptions::master_addr));
   s.push_back(makeField("comm", "master_port", &J::comm, &CommOptions::master_port, 1, 65535));
   // loader

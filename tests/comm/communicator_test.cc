@@ -330,6 +330,49 @@ TEST_P(WorldSize, AllToAllBytesPersonalized) {
   }));
 }
 
+// However long the waits poll before they sleep (comm.spin_us: not at all, and longer than any wait here, so
+// that the communication thread also polls between collectives), the collectives give the same bytes, and
+// a communicator whose thread is polling idle is destroyed at once.
+TEST_P(WorldSize, CollectivesAreTheSameWhateverTheWaitsPoll) {
+  const int n = GetParam();
+  for (const int spin_us : {0, 20000}) {
+    SCOPED_TRACE(spin_us);
+    auto options = testCommOptions();
+    options.spin_us = spin_us;
+    std::atomic<double> slowest_destroy{0};
+    expectAllOk(runWithCommunicators(n, options, [&](Communicator& comm) {
+      for (int round = 0; round < 5; ++round) {
+        std::vector<float> v(1000, static_cast<float>(comm.rank() + 1));
+        comm.allreduceAsync(Buffer{v.data(), v.size(), DataType::kFloat32}, ReduceOp::kSum)->wait(comm.timeout());
+        ASSERT_EQ(v[999], n * (n + 1) / 2.0f);
+        std::vector<std::vector<uint8_t>> send(n);
+        for (int peer = 0; peer < n; ++peer) send[peer].assign(3, static_cast<uint8_t>(comm.rank() * 16 + peer));
+        const auto got = comm.allToAllBytes(send);
+        for (int from = 0; from < n; ++from) {
+          ASSERT_EQ(got[from], std::vector<uint8_t>(3, static_cast<uint8_t>(from * 16 + comm.rank())));
+        }
+        comm.barrier();
+      }
+    }));
+    // Destroyed while its thread idles (polling, with 20000): it must notice the stop, not poll it out.
+    dist::MemoryStore store;
+    auto results = testing::runRankThreads(n, [&](int rank) {
+      dist::ProcessInfo process;
+      process.rank = rank;
+      process.world_size = n;
+      std::unique_ptr<Communicator> comm = makeCommunicator(options, process, store);
+      comm->barrier();
+      const auto start = std::chrono::steady_clock::now();
+      comm.reset();
+      const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      double seen = slowest_destroy.load();
+      while (took > seen && !slowest_destroy.compare_exchange_weak(seen, took)) {}
+    });
+    expectAllOk(results);
+    EXPECT_LT(slowest_destroy.load(), 2.0) << "a communicator took " << slowest_destroy.load() << " s to destroy";
+  }
+}
+
 // No rank leaves a barrier before the last one enters it, with same-host copy (where the agreement check's
 // notices are the barrier) and without (Gloo's barrier).
 TEST_P(WorldSize, BarrierWaitsForTheLastRank) {

@@ -69,6 +69,17 @@ TEST(PeerMemory, EmptyQueueAndFullQueueTimeOut) {
   EXPECT_EQ(pm[1].take(0, 1s).message, 0u);
 }
 
+// A poll longer than the wait's timeout ends at the timeout: comm.spin_us never stretches comm.timeout_s.
+TEST(PeerMemory, APollLongerThanTheTimeoutEndsAtTheTimeout) {
+  dist::MemoryStore store;
+  auto pm = agreeAll(store, 2, true);
+  ASSERT_TRUE(pm[1].enabled()) << pm[1].reason();
+  pm[1].setSpin(30s);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(pm[1].take(0, 50ms), TimeoutError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
 TEST(PeerMemory, OffWhenNotWantedOrAlone) {
   dist::MemoryStore store;
   auto off = agreeAll(store, 2, false);
