@@ -106,12 +106,16 @@ ThreadWork::ThreadWork(std::shared_ptr<CommShared> shared, CollectiveDescriptor 
     : shared_(std::move(shared)), descriptor_(descriptor) {}
 
 void ThreadWork::wait(std::chrono::milliseconds timeout) {
+  // The poll is part of the wait, not added to it.
+  const auto start = std::chrono::steady_clock::now();
   spinUntil([this] { return done_flag_.load(std::memory_order_acquire); },
-            std::min<std::chrono::nanoseconds>(std::chrono::nanoseconds(shared_->spin_ns.load()), timeout));
+            pollBudget(std::chrono::nanoseconds(shared_->spin_ns.load()), timeout));
+  const auto polled = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  const auto left = timeout > polled ? timeout - polled : std::chrono::milliseconds::zero();
   bool started;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    if (done_cv_.wait_for(lock, timeout, [&] { return done_; })) {
+    if (done_cv_.wait_for(lock, left, [&] { return done_; })) {
       if (error_) std::rethrow_exception(error_);
       return;
     }

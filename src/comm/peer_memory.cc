@@ -230,10 +230,16 @@ template <typename Ready>
 void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std::chrono::milliseconds timeout,
              std::chrono::nanoseconds spin, const char* what, const std::atomic<bool>& abandoned) {
   const auto deadline = Clock::now() + timeout;
-  if (spinUntil(ready, std::min<std::chrono::nanoseconds>(spin, timeout))) return;
+  // The poll ends where the communicator gives up, and lasts at most one liveness slice: a peer that died
+  // is noticed as soon as by a sleeping wait.
+  spinUntil([&] { return ready() || abandoned.load(std::memory_order_relaxed); },
+            std::min<std::chrono::nanoseconds>(pollBudget(spin, timeout), kLivenessSlice));
   while (true) {
     const uint32_t seen = word.load(std::memory_order_acquire);
     if (ready()) return;
+    if (abandoned.load(std::memory_order_relaxed)) {
+      RT_THROW(CommError, what, " rank ", peer, ": given up, the communicator is being destroyed");
+    }
     const auto now = Clock::now();
     if (now >= deadline) {
       RT_THROW(TimeoutError, what, " rank ", peer, ": nothing within ",
@@ -242,9 +248,6 @@ void waitFor(std::atomic<uint32_t>& word, Ready ready, pid_t pid, int peer, std:
     futexWait(word, seen, std::min<Clock::duration>(deadline - now, kLivenessSlice));
     if (!ready() && processGone(pid)) {
       RT_THROW(CommError, what, " rank ", peer, ": its process (pid ", pid, ") is gone");
-    }
-    if (!ready() && abandoned.load(std::memory_order_relaxed)) {
-      RT_THROW(CommError, what, " rank ", peer, ": given up, the communicator is being destroyed");
     }
   }
 }

@@ -33,9 +33,23 @@ inline constexpr std::chrono::microseconds kLongSpin{20000};
 inline constexpr std::chrono::microseconds kIdleSpin{2000};
 
 // The poll budget for comm.spin_us (-1: auto) with `ranks_on_host` ranks of the job on this host (0 when
-// unknown: ranks on several hosts). Auto is long when each of those ranks can have two of the host's online
-// CPUs and this process may run on at least two; else kShortSpin.
+// unknown: ranks on several hosts). Auto is long where this rank can count on two CPUs: the share ringrun
+// bound it to (RINGTRAIN_CPUS set), else its allowed CPUs divided among the host's ranks, either way within
+// the CPU quota of its cgroup (docker --cpus) divided among them; else kShortSpin.
 std::chrono::nanoseconds chooseSpin(int spin_us, int ranks_on_host);
+// chooseSpin's rule on given facts: `allowed` CPUs in this process's affinity, `own_share` when ringrun
+// bound it to CPUs of its own, `quota_cpus` the cgroup's CPU quota in CPUs (INT_MAX: none).
+std::chrono::nanoseconds spinForCpus(int spin_us, int ranks_on_host, int allowed, bool own_share, int quota_cpus);
+
+// The CPU quota of this process's cgroup (v1 or v2), in CPUs rounded up; INT_MAX where there is none.
+int cpuQuotaOfThisProcess();
+
+// The part of a wait of `timeout` spent polling: `spin`, or the whole timeout where that is shorter (compared
+// in milliseconds: a timeout near milliseconds::max() does not fit in nanoseconds).
+inline std::chrono::nanoseconds pollBudget(std::chrono::nanoseconds spin, std::chrono::milliseconds timeout) {
+  if (timeout <= std::chrono::milliseconds::zero() || spin <= std::chrono::nanoseconds::zero()) return {};
+  return timeout >= std::chrono::ceil<std::chrono::milliseconds>(spin) ? spin : std::chrono::nanoseconds(timeout);
+}
 
 // Tells the core this is a spin-wait (it yields the pipeline to a sibling hyperthread).
 inline void cpuRelax() {
@@ -46,8 +60,8 @@ inline void cpuRelax() {
 #endif
 }
 
-// Polls ready() for up to `budget`; true once it holds. Pure pause loops for the first kShortSpin, then
-// sched_yield() between looks, so that other runnable threads on this CPU get it.
+// Polls ready() for up to `budget`; true once it holds. Pure pause loops for the first kShortSpin, then a
+// sched_yield() every 64 looks (a few microseconds apart), so that other runnable threads on this CPU get it.
 template <typename Ready>
 bool spinUntil(Ready&& ready, std::chrono::nanoseconds budget) {
   if (ready()) return true;

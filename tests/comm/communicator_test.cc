@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -332,7 +333,7 @@ TEST_P(WorldSize, AllToAllBytesPersonalized) {
 
 // However long the waits poll before they sleep (comm.spin_us: not at all, and longer than any wait here, so
 // that the communication thread also polls between collectives), the collectives give the same bytes, and
-// a communicator whose thread is polling idle is destroyed at once.
+// a communicator whose thread idles polling is destroyed promptly (a poll that missed the stop would hang).
 TEST_P(WorldSize, CollectivesAreTheSameWhateverTheWaitsPoll) {
   const int n = GetParam();
   for (const int spin_us : {0, 20000}) {
@@ -354,7 +355,7 @@ TEST_P(WorldSize, CollectivesAreTheSameWhateverTheWaitsPoll) {
         comm.barrier();
       }
     }));
-    // Destroyed while its thread idles (polling, with 20000): it must notice the stop, not poll it out.
+    // Destroyed while its thread idles (polling, with 20000).
     dist::MemoryStore store;
     auto results = testing::runRankThreads(n, [&](int rank) {
       dist::ProcessInfo process;
@@ -371,6 +372,61 @@ TEST_P(WorldSize, CollectivesAreTheSameWhateverTheWaitsPoll) {
     expectAllOk(results);
     EXPECT_LT(slowest_destroy.load(), 2.0) << "a communicator took " << slowest_destroy.load() << " s to destroy";
   }
+}
+
+// comm.spin_us reaches the waits: rank 0 waiting 300 ms for a late peer burns the CPU of its caller's and
+// its communication thread's polls (50 ms each) with 50000, then sleeps; with 0 it sleeps at once.
+TEST_F(GlooComm, WaitsPollForSpinUsThenSleep) {
+  const auto cpuMs = [] {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+  };
+  for (const int spin_us : {0, 50000}) {
+    SCOPED_TRACE(spin_us);
+    auto options = testCommOptions();
+    options.spin_us = spin_us;
+    double burnt_ms = -1;
+    expectAllOk(runWithCommunicators(2, options, [&](Communicator& comm) {
+      comm.barrier();  // both connected
+      if (comm.rank() == 1) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        comm.barrier();
+        return;
+      }
+      const double before = cpuMs();  // the whole process: both ranks' threads
+      comm.barrier();
+      burnt_ms = cpuMs() - before;
+    }));
+    if (spin_us == 0) {
+      EXPECT_LT(burnt_ms, 30.0) << "waits polled with comm.spin_us 0";
+    } else {
+      EXPECT_GT(burnt_ms, 30.0) << "the waits did not poll";
+      EXPECT_LT(burnt_ms, 250.0) << "the waits polled on past comm.spin_us";
+    }
+  }
+}
+
+// A wait whose poll is longer than its timeout still ends at the timeout: the poll is part of the wait.
+TEST_F(GlooComm, APollingWaitEndsAtItsTimeout) {
+  auto options = testCommOptions();
+  options.spin_us = 1000000;
+  Countdown finished(1);
+  double waited_ms = -1;
+  expectAllOk(runWithCommunicators(2, options, [&](Communicator& comm) {
+    if (comm.rank() == 1) {  // connected, never joins
+      EXPECT_TRUE(finished.waitFor(std::chrono::seconds(30)));
+      return;
+    }
+    std::vector<float> v(16, 1.0f);
+    WorkPtr work = comm.allreduceAsync(Buffer{v.data(), v.size(), DataType::kFloat32}, ReduceOp::kSum);
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_THROW(work->wait(std::chrono::milliseconds(1000)), TimeoutError);
+    waited_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    finished.arrive();
+  }));
+  EXPECT_GE(waited_ms, 1000.0);
+  EXPECT_LT(waited_ms, 1700.0) << "the poll (1 s) was added to the timeout (1 s)";
 }
 
 // No rank leaves a barrier before the last one enters it, with same-host copy (where the agreement check's

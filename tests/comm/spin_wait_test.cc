@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 #include <sched.h>
-#include <sys/sysinfo.h>
+
+#include <cstdlib>
+#include <string>
 
 #include <atomic>
+#include <climits>
 #include <chrono>
 #include <thread>
 
@@ -22,17 +25,58 @@ TEST(SpinWait, AGivenSpinIsTakenAsIs) {
   EXPECT_EQ(chooseSpin(1000000, 1000), 1s);
 }
 
-TEST(SpinWait, AutoIsShortUnlessEveryRankOnTheHostHasTwoCpus) {
-  EXPECT_EQ(chooseSpin(-1, 0), std::chrono::nanoseconds(kShortSpin)) << "ranks on several hosts";
-  const int online = get_nprocs();
-  EXPECT_EQ(chooseSpin(-1, online / 2 + 1), std::chrono::nanoseconds(kShortSpin))
-      << "more ranks than half of " << online << " CPUs";
+TEST(SpinWait, AutoIsLongOnlyWhereEveryRankCanCountOnTwoCpus) {
+  const auto kLong = std::chrono::nanoseconds(kLongSpin), kShort = std::chrono::nanoseconds(kShortSpin);
+  constexpr int kNoQuota = INT_MAX;
+  EXPECT_EQ(chooseSpin(-1, 0), kShort) << "ranks on several hosts";
+  EXPECT_EQ(spinForCpus(-1, 0, 16, false, kNoQuota), kShort);
+  // Unbound: the allowed CPUs shared by the host's ranks.
+  EXPECT_EQ(spinForCpus(-1, 8, 16, false, kNoQuota), kLong);
+  EXPECT_EQ(spinForCpus(-1, 9, 16, false, kNoQuota), kShort);
+  EXPECT_EQ(spinForCpus(-1, 2, 2, false, kNoQuota), kShort) << "the dev machine: 2 ranks on 2 CPUs";
+  EXPECT_EQ(spinForCpus(-1, 1, 2, false, kNoQuota), kLong);
+  EXPECT_EQ(spinForCpus(-1, 1, 1, false, kNoQuota), kShort);
+  // Bound by ringrun: the rank's own share.
+  EXPECT_EQ(spinForCpus(-1, 8, 2, true, kNoQuota), kLong);
+  EXPECT_EQ(spinForCpus(-1, 16, 1, true, kNoQuota), kShort);
+  // A CPU quota (docker --cpus) below two CPUs per rank keeps it short, whatever the affinity.
+  EXPECT_EQ(spinForCpus(-1, 8, 16, false, 2), kShort);
+  EXPECT_EQ(spinForCpus(-1, 8, 2, true, 8), kShort);
+  EXPECT_EQ(spinForCpus(-1, 8, 16, false, 16), kLong);
+  // A given value wins.
+  EXPECT_EQ(spinForCpus(0, 8, 16, false, kNoQuota), 0ns);
+  EXPECT_EQ(spinForCpus(300, 1, 1, false, 1), 300us);
+}
+
+// ringrun --bind-to cores names a rank's own CPUs in RINGTRAIN_CPUS: they are the rank's alone, unless the
+// binding failed (the affinity is then wider than the share).
+TEST(SpinWait, AutoCountsRingrunsShareAsTheRanksOwn) {
   cpu_set_t mine;
   CPU_ZERO(&mine);
   ASSERT_EQ(sched_getaffinity(0, sizeof(mine), &mine), 0);
-  if (online < 2 || CPU_COUNT(&mine) < 2) GTEST_SKIP() << "needs two CPUs for this process";
-  EXPECT_EQ(chooseSpin(-1, online / 2), std::chrono::nanoseconds(kLongSpin));
-  EXPECT_EQ(chooseSpin(-1, 1), std::chrono::nanoseconds(kLongSpin));
+  const int allowed = CPU_COUNT(&mine);
+  if (allowed < 2) GTEST_SKIP() << "needs two CPUs for this process";
+  const int ranks = allowed;  // unbound, one CPU each: short
+  ASSERT_EQ(unsetenv("RINGTRAIN_CPUS"), 0);
+  const auto unbound = chooseSpin(-1, ranks);
+  ASSERT_EQ(setenv("RINGTRAIN_CPUS", ("0-" + std::to_string(allowed - 1)).c_str(), 1), 0);
+  const auto bound = chooseSpin(-1, ranks);
+  ASSERT_EQ(setenv("RINGTRAIN_CPUS", "0", 1), 0);
+  const auto failed_binding = chooseSpin(-1, ranks);
+  ASSERT_EQ(unsetenv("RINGTRAIN_CPUS"), 0);
+  EXPECT_EQ(unbound, std::chrono::nanoseconds(kShortSpin));
+  EXPECT_EQ(failed_binding, std::chrono::nanoseconds(kShortSpin));
+  if (cpuQuotaOfThisProcess() / ranks < 2) GTEST_SKIP() << "this process's CPU quota leaves no rank two CPUs";
+  EXPECT_EQ(bound, std::chrono::nanoseconds(kLongSpin));
+}
+
+TEST(SpinWait, APollNeverOutlastsItsWait) {
+  EXPECT_EQ(pollBudget(20ms, std::chrono::milliseconds::max()), 20ms) << "no overflow near the largest timeout";
+  EXPECT_EQ(pollBudget(20ms, 5ms), 5ms);
+  EXPECT_EQ(pollBudget(20ms, 20ms), 20ms);
+  EXPECT_EQ(pollBudget(1500us, 1ms), 1ms);
+  EXPECT_EQ(pollBudget(20ms, 0ms), 0ns);
+  EXPECT_EQ(pollBudget(0ns, 1s), 0ns);
 }
 
 TEST(SpinWait, SpinUntilReturnsOnceReadyAndGivesUpAtItsBudget) {

@@ -94,8 +94,8 @@ struct CommOptions {
   int ring_direct_kb = 16;  // buffers up to this size skip the ring (see RingOptions::direct_max_bytes)
   bool same_host_copy = true;     // ring: copy segments straight from a peer's memory when all share a host
   bool check_collectives = true;  // sequence/op/size/dtype agreement across ranks
-  // Microseconds a waiting communicator thread polls before it sleeps; -1: auto (long where every rank on
-  // the host has two CPUs, else 50). See src/comm/spin_wait.h.
+  // Microseconds a waiting communicator thread polls before it sleeps; -1: auto (long where the ranks copy
+  // between each other on one host and each has two CPUs, else 50). Gloo and MPI; see src/comm/spin_wait.h.
   int spin_us = -1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
