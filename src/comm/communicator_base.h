@@ -179,6 +179,7 @@ class CommunicatorBase : public Communicator {
   // kSum for kAverage; the division happens here.
   void setAllreduceAlgorithm(AllreduceAlgorithm algorithm) { algorithm_ = std::move(algorithm); }
 
+  std::chrono::nanoseconds waitPoll() const final { return std::chrono::nanoseconds(shared_->spin_ns.load()); }
   bool canReadPeerMemory() const final { return peer_memory_.enabled(); }
   void readPeerMemory(int peer, const void* remote, void* local, size_t bytes) final {
     peer_memory_.read(peer, remote, local, bytes);

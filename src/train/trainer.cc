@@ -536,8 +536,10 @@ TrainSummary train(Session& s) {
   TrainSummary summary;
   if (s.leader()) {
     makeOutputDirectory(job);
-    info("job '{}': {} rank(s) over {} ({} allreduce), device {}, corpus {} lines / {} items, {} train lines",
-         job.run.name, s.comm->size(), s.comm->backendName(), job.comm.allreduce_algorithm, s.device.str(),
+    info("job '{}': {} rank(s) over {} ({} allreduce, waits poll {} us), device {}, corpus {} lines / {} items, "
+         "{} train lines",
+         job.run.name, s.comm->size(), s.comm->backendName(), job.comm.allreduce_algorithm,
+         std::chrono::duration_cast<std::chrono::microseconds>(s.comm->waitPoll()).count(), s.device.str(),
          s.corpus->numLines(), s.corpus->vocab().size(), s.split->trainLines().size());
   }
 

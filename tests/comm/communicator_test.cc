@@ -388,6 +388,7 @@ TEST_F(GlooComm, WaitsPollForSpinUsThenSleep) {
     options.spin_us = spin_us;
     double burnt_ms = -1;
     expectAllOk(runWithCommunicators(2, options, [&](Communicator& comm) {
+      EXPECT_EQ(comm.waitPoll(), std::chrono::microseconds(spin_us));
       comm.barrier();  // both connected
       if (comm.rank() == 1) {
         std::this_thread::sleep_for(std::chrono::milliseconds(300));

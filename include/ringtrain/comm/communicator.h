@@ -131,6 +131,9 @@ class Communicator {
   virtual WorkPtr sendAsync(const void* data, size_t bytes, int peer, uint32_t tag) = 0;
   virtual WorkPtr recvAsync(void* data, size_t bytes, int peer, uint32_t tag) = 0;
 
+  // How long this rank's waits poll before they sleep (comm.spin_us, as settled; see src/comm/spin_wait.h).
+  virtual std::chrono::nanoseconds waitPoll() const { return std::chrono::microseconds(50); }
+
   // Same-host single copy (see src/comm/peer_memory.h): true when every rank can copy straight out of every
   // other rank's memory and exchange notices through shared memory, the same answer on every rank.
   virtual bool canReadPeerMemory() const { return false; }
