@@ -15,9 +15,11 @@
 # (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr.
 # ringtrain's ranks start under `ringrun --bind-to cores` (each rank on its own slice of the CPUs; BIND_TO=none
 # leaves them free, as the peer's are); under mpirun they are not bound.
-# At the end, the 1-rank run again (how far the machine drifted during the sweep; with ROUNDS=1), then a
-# traced run at 1 rank and one at the largest rank count print where a step goes (scripts/trace-summary.py:
-# each phase per rank, how far apart the ranks reach the exchange, the sync after the last one).
+# After the table, how long rank 0's waits polled before sleeping at each rank count (comm.spin_us as
+# settled: auto polls long only where each rank has two CPUs, see README). At the end, the 1-rank run again
+# (how far the machine drifted during the sweep; with ROUNDS=1), then a traced run at 1 rank and one at the
+# largest rank count print where a step goes (scripts/trace-summary.py: each phase per rank, how far apart
+# the ranks reach the exchange, the sync after the last one).
 # ROUNDS=R (default 1) runs the whole sweep R times, the rank counts interleaved (1, 8, 1, 8, ...), each
 # round's efficiencies and ratios against that round's own 1-rank and peer figures, then prints the median
 # and range over rounds per row: on a host whose speed drifts within minutes, one sweep can land its 1-rank
@@ -165,6 +167,7 @@ print(f"{rnd:5d} {n:6d} {mode:>11} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {
 PY
 }
 RESULTS="$WORK/results.txt"  # one line per row: round ranks shown rt med peer base_rt base_med base_peer
+declare -A POLL  # ranks -> how long rank 0's waits polled, us (comm.spin_us as settled; the job's first line)
 first_rt=0
 for round in $(seq 1 "$ROUNDS"); do
   base_rt=0; base_med=0; base_peer=0
@@ -185,6 +188,7 @@ for round in $(seq 1 "$ROUNDS"); do
         grep -h "cannot be used" "$WORK/rt-$n-$mode.log" >&2 || true
       fi
       print_row "$round" "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss"
+      POLL[$n]=$( (grep -o -m1 "waits poll [0-9]* us" "$WORK/rt-$n-$mode.log" || true) | tr -dc 0-9)
     done
     if [ "${CEILING:-0}" = 1 ] && [ "$n" -gt 1 ]; then
       read -r rt med < <(run_independent "$n")
@@ -192,6 +196,10 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
   done
 done
+
+polls=""
+for n in "${RANKS[@]}"; do [ -n "${POLL[$n]:-}" ] && [ "$n" -gt 1 ] && polls+=" $n ranks ${POLL[$n]} us;"; done
+[ -n "$polls" ] && echo "ringtrain's waits polled before sleeping (comm.spin_us, rank 0):${polls%;}"
 
 # Over the rounds: each row's median and range, every figure against its own round's 1-rank and peer runs.
 if [ "$ROUNDS" -gt 1 ]; then
