@@ -110,7 +110,7 @@ void ThreadWork::wait(std::chrono::milliseconds timeout) {
   const auto start = std::chrono::steady_clock::now();
   spinUntil([this] { return done_flag_.load(std::memory_order_acquire); },
             pollBudget(std::chrono::nanoseconds(shared_->spin_ns.load()), timeout));
-  const auto polled = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  const auto polled = std::chrono::ceil<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
   const auto left = timeout > polled ? timeout - polled : std::chrono::milliseconds::zero();
   bool started;
   {

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace ringtrain::comm {
 
@@ -33,16 +34,27 @@ inline constexpr std::chrono::microseconds kLongSpin{20000};
 inline constexpr std::chrono::microseconds kIdleSpin{2000};
 
 // The poll budget for comm.spin_us (-1: auto) with `ranks_on_host` ranks of the job on this host (0 when
-// unknown: ranks on several hosts). Auto is long where this rank can count on two CPUs: the share ringrun
-// bound it to (RINGTRAIN_CPUS set), else its allowed CPUs divided among the host's ranks, either way within
-// the CPU quota of its cgroup (docker --cpus) divided among them; else kShortSpin.
+// unknown: ranks on several hosts, or a single rank, which waits for no one). Auto is long where this rank
+// can count on two CPUs: the share ringrun bound it to (RINGTRAIN_CPUS, where the binding took and the
+// host's CPUs can give every rank such a share), else its allowed CPUs divided among the host's ranks,
+// either way within the whole CPUs of its cgroups' quota (docker --cpus) divided among them; else
+// kShortSpin.
 std::chrono::nanoseconds chooseSpin(int spin_us, int ranks_on_host);
 // chooseSpin's rule on given facts: `allowed` CPUs in this process's affinity, `own_share` when ringrun
 // bound it to CPUs of its own, `quota_cpus` the cgroup's CPU quota in CPUs (INT_MAX: none).
 std::chrono::nanoseconds spinForCpus(int spin_us, int ranks_on_host, int allowed, bool own_share, int quota_cpus);
 
-// The CPU quota of this process's cgroup (v1 or v2), in CPUs rounded up; INT_MAX where there is none.
+// Whether a rank whose affinity holds `allowed` CPUs owns the share ringrun named for it (RINGTRAIN_CPUS,
+// e.g. "0-1"): the binding took (the affinity is no wider than the share) and the host's `online` CPUs can
+// give each of the `ranks_on_host` ranks a share like it. A RINGTRAIN_CPUS left in the environment of
+// ranks that share their CPUs fails the second test.
+bool countsAsOwnShare(int allowed, const std::string& share, int ranks_on_host, int online);
+
+// The CPU quota of this process's cgroup and those above it (v1 or v2), in whole CPUs (at least 1); INT_MAX
+// where there is none.
 int cpuQuotaOfThisProcess();
+// The same from the text of a /proc/PID/cgroup and the cgroup file system's mount point (for tests).
+int cpuQuotaOf(const std::string& proc_cgroup, const std::string& cgroup_root);
 
 // The part of a wait of `timeout` spent polling: `spin`, or the whole timeout where that is shorter (compared
 // in milliseconds: a timeout near milliseconds::max() does not fit in nanoseconds).

@@ -4,13 +4,15 @@
 
 #include <gtest/gtest.h>
 #include <sched.h>
-
-#include <cstdlib>
-#include <string>
+#include <unistd.h>
 
 #include <atomic>
-#include <climits>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
 #include <thread>
 
 namespace ringtrain::comm {
@@ -48,26 +50,60 @@ TEST(SpinWait, AutoIsLongOnlyWhereEveryRankCanCountOnTwoCpus) {
   EXPECT_EQ(spinForCpus(300, 1, 1, false, 1), 300us);
 }
 
-// ringrun --bind-to cores names a rank's own CPUs in RINGTRAIN_CPUS: they are the rank's alone, unless the
-// binding failed (the affinity is then wider than the share).
-TEST(SpinWait, AutoCountsRingrunsShareAsTheRanksOwn) {
+// ringrun --bind-to cores names a rank's own CPUs in RINGTRAIN_CPUS: they are the rank's alone where the
+// binding took and the host has CPUs for every rank's share; not where the binding failed, nor where the
+// variable was left in the environment of ranks that share their CPUs.
+TEST(SpinWait, RingrunsShareCountsAsTheRanksOwnOnlyWhereItCanBe) {
+  EXPECT_TRUE(countsAsOwnShare(2, "0-1", 8, 16));
+  EXPECT_TRUE(countsAsOwnShare(2, "14,15", 8, 16));
+  EXPECT_TRUE(countsAsOwnShare(3, "0-2", 5, 16));
+  EXPECT_FALSE(countsAsOwnShare(16, "0-1", 8, 16)) << "the binding failed: the affinity is wider";
+  EXPECT_FALSE(countsAsOwnShare(2, "0-1", 2, 2)) << "2 ranks cannot each own 2 of 2 CPUs";
+  EXPECT_FALSE(countsAsOwnShare(2, "", 8, 16));
+  EXPECT_FALSE(countsAsOwnShare(2, "zero-one", 8, 16));
+  EXPECT_FALSE(countsAsOwnShare(2, "3-1", 8, 16));
+
+  // Through the environment: a leftover share on ranks that outnumber what it could give keeps it short.
   cpu_set_t mine;
   CPU_ZERO(&mine);
   ASSERT_EQ(sched_getaffinity(0, sizeof(mine), &mine), 0);
   const int allowed = CPU_COUNT(&mine);
-  if (allowed < 2) GTEST_SKIP() << "needs two CPUs for this process";
-  const int ranks = allowed;  // unbound, one CPU each: short
-  ASSERT_EQ(unsetenv("RINGTRAIN_CPUS"), 0);
-  const auto unbound = chooseSpin(-1, ranks);
   ASSERT_EQ(setenv("RINGTRAIN_CPUS", ("0-" + std::to_string(allowed - 1)).c_str(), 1), 0);
-  const auto bound = chooseSpin(-1, ranks);
-  ASSERT_EQ(setenv("RINGTRAIN_CPUS", "0", 1), 0);
-  const auto failed_binding = chooseSpin(-1, ranks);
+  const auto leftover = chooseSpin(-1, allowed + 1);
   ASSERT_EQ(unsetenv("RINGTRAIN_CPUS"), 0);
-  EXPECT_EQ(unbound, std::chrono::nanoseconds(kShortSpin));
-  EXPECT_EQ(failed_binding, std::chrono::nanoseconds(kShortSpin));
-  if (cpuQuotaOfThisProcess() / ranks < 2) GTEST_SKIP() << "this process's CPU quota leaves no rank two CPUs";
-  EXPECT_EQ(bound, std::chrono::nanoseconds(kLongSpin));
+  EXPECT_EQ(leftover, std::chrono::nanoseconds(kShortSpin));
+}
+
+// The cgroup quota in whole CPUs, the smallest on the process's cgroup and those above it, in v2 (cpu.max)
+// and v1 (cpu.cfs_quota_us over cpu.cfs_period_us) layouts, built in a scratch directory.
+TEST(SpinWait, CpuQuotaIsTheSmallestUpTheCgroupTreeInWholeCpus) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("spin-wait-cgroup-" + std::to_string(getpid()));
+  fs::remove_all(root);
+  const auto write = [&](const fs::path& file, const std::string& text) {
+    fs::create_directories(file.parent_path());
+    std::ofstream(file) << text << "\n";
+  };
+  // v2: no limit at the top, 4 CPUs on the slice, 1.5 on the job: 1 whole CPU.
+  write(root / "v2/cpu.max", "max 100000");
+  write(root / "v2/system.slice/cpu.max", "400000 100000");
+  write(root / "v2/system.slice/job.scope/cpu.max", "150000 100000");
+  EXPECT_EQ(cpuQuotaOf("0::/system.slice/job.scope\n", (root / "v2").string()), 1);
+  // A limit on the parent holds for the child without one.
+  write(root / "v2/system.slice/free.scope/cpu.max", "max 100000");
+  EXPECT_EQ(cpuQuotaOf("0::/system.slice/free.scope\n", (root / "v2").string()), 4);
+  EXPECT_EQ(cpuQuotaOf("0::/\n", (root / "v2").string()), INT_MAX);
+  // v1, as the dev machine mounts it (cpu next to other controllers): -1 is no limit.
+  write(root / "v1/cpu,cpuacct/docker/c1/cpu.cfs_quota_us", "250000");
+  write(root / "v1/cpu,cpuacct/docker/c1/cpu.cfs_period_us", "100000");
+  write(root / "v1/cpu,cpuacct/docker/cpu.cfs_quota_us", "-1");
+  write(root / "v1/cpu,cpuacct/docker/cpu.cfs_period_us", "100000");
+  EXPECT_EQ(cpuQuotaOf("4:memory:/docker/c1\n3:cpu,cpuacct:/docker/c1\n", (root / "v1").string()), 2);
+  EXPECT_EQ(cpuQuotaOf("3:cpu,cpuacct:/docker\n", (root / "v1").string()), INT_MAX);
+  // Nothing readable: no quota.
+  EXPECT_EQ(cpuQuotaOf("", (root / "v1").string()), INT_MAX);
+  EXPECT_EQ(cpuQuotaOf("0::/nowhere\n", (root / "none").string()), INT_MAX);
+  fs::remove_all(root);
 }
 
 TEST(SpinWait, APollNeverOutlastsItsWait) {
