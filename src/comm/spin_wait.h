@@ -23,14 +23,14 @@ namespace ringtrain::comm {
 
 // The poll before every sleep when polling long does not pay (the default before comm.spin_us existed).
 inline constexpr std::chrono::microseconds kShortSpin{50};
-// comm.spin_us = -1 (auto) where every rank on the host has two CPUs: longer than an 8-rank step's usual
-// spread of arrivals, so that waits end by polling, not by a wake-up.
+// comm.spin_us = -1 (auto) where each rank can count on two CPUs (chooseSpin): longer than an 8-rank step's
+// usual spread of arrivals, so that waits end by polling, not by a wake-up.
 inline constexpr std::chrono::microseconds kLongSpin{20000};
 
 // The communication thread between collectives polls at most this long: it covers the gaps inside a
 // step's finalize (the exchange enqueued right after the buckets, the barrier after the optimizer), while
 // the forward that follows keeps its CPUs for the rank's loader and helper threads. On the H100 machine, 8
-// ranks: 4 alternating pairs, 2 ms against polling the full kLongSpin, gave 1.05x the pairs/s on average.
+// ranks: 4 alternating pairs, 2 ms against polling the full kLongSpin, gave 1.04x the pairs/s on average.
 inline constexpr std::chrono::microseconds kIdleSpin{2000};
 
 // The poll budget for comm.spin_us (-1: auto) with `ranks_on_host` ranks of the job on this host (0 when
