@@ -33,6 +33,24 @@ int smallestQuotaUp(std::string path, QuotaAt quotaAt) {
   }
 }
 
+// CPUs named by a list such as "0-3,8" (RINGTRAIN_CPUS); 0 for anything else.
+int countCpuList(const std::string& list) {
+  std::istringstream in(list);
+  std::string part;
+  int count = 0;
+  while (std::getline(in, part, ',')) {
+    int first = 0, last = 0;
+    char dash = 0;
+    std::istringstream range(part);
+    if (!(range >> first)) return 0;
+    last = first;
+    if (range >> dash && (dash != '-' || !(range >> last))) return 0;
+    if (last < first) return 0;
+    count += last - first + 1;
+  }
+  return count;
+}
+
 }  // namespace
 
 // cgroup v2 keeps the quota in cpu.max ("200000 100000" or "max 100000"), v1 in cpu.cfs_quota_us (-1: none)
@@ -80,28 +98,6 @@ int cpuQuotaOf(const std::string& proc_cgroup, const std::string& cgroup_root) {
   }
   return cpus;
 }
-
-namespace {
-
-// CPUs named by a list such as "0-3,8" (RINGTRAIN_CPUS); 0 for anything else.
-int countCpuList(const std::string& list) {
-  std::istringstream in(list);
-  std::string part;
-  int count = 0;
-  while (std::getline(in, part, ',')) {
-    int first = 0, last = 0;
-    char dash = 0;
-    std::istringstream range(part);
-    if (!(range >> first)) return 0;
-    last = first;
-    if (range >> dash && (dash != '-' || !(range >> last))) return 0;
-    if (last < first) return 0;
-    count += last - first + 1;
-  }
-  return count;
-}
-
-}  // namespace
 
 bool countsAsOwnShare(int allowed, const std::string& share, int ranks_on_host, int online) {
   return allowed >= 1 && allowed <= countCpuList(share) &&
