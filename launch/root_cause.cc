@@ -1,16 +1,61 @@
 #include "root_cause.h"
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
+#include <string>
 #include <tuple>
 
 namespace ringtrain::launch {
 
+namespace {
+
+constexpr const char* kPrefix = "ringrun-failures-";
+
+}  // namespace
+
+std::string currentPidNamespace() {
+  char link[64] = {};
+  const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof(link) - 1);
+  if (n <= 0) return "";
+  const std::string text(link, static_cast<size_t>(n));  // "pid:[4026531836]"
+  const size_t open = text.find('['), close = text.find(']');
+  if (open == std::string::npos || close == std::string::npos || close <= open + 1) return "";
+  return text.substr(open + 1, close - open - 1);
+}
+
+void removeRecordDirsOfGoneRingruns(const std::string& tmp, const std::string& pid_namespace) {
+  if (pid_namespace.empty()) return;
+  const std::string mine = std::string(kPrefix) + pid_namespace + "-";
+  // Best effort, and never a throw: an unreadable entry ends the sweep, not ringrun.
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(tmp, ec), done; !ec && it != done; it.increment(ec)) {
+    const std::filesystem::directory_entry& entry = *it;
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(mine, 0) != 0) continue;
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + mine.size(), &end, 10);
+    if (pid <= 0 || end == nullptr || *end != '-' || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // that ringrun still runs
+    struct stat st {};
+    if (::lstat(entry.path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) continue;
+    std::error_code ignored;
+    std::filesystem::remove_all(entry.path(), ignored);
+  }
+}
+
 FailureRecordDir::FailureRecordDir() {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/ringrun-failures-XXXXXX";
+  const char* env = std::getenv("TMPDIR");
+  const std::string tmp = env != nullptr && *env != '\0' ? env : "/tmp";
+  // A ringrun killed with SIGKILL cannot remove its directory: the next one on this host removes those of
+  // ringruns that are gone, which it can tell by the namespace and pid in the name.
+  const std::string ns = currentPidNamespace();
+  removeRecordDirsOfGoneRingruns(tmp, ns);
+  std::string pattern = tmp + "/" + kPrefix + (ns.empty() ? "" : ns + "-" + std::to_string(::getpid()) + "-") + "XXXXXX";
   if (::mkdtemp(pattern.data()) != nullptr) dir_ = pattern;
 }
 

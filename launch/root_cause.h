@@ -16,7 +16,9 @@
 namespace ringtrain::launch {
 
 // A private directory for the ranks' failure records, removed with this object. Without one (no writable
-// temp directory) pathFor() gives "" and ringrun falls back to the order in which ranks ended.
+// temp directory) pathFor() gives "" and ringrun falls back to the order in which ranks ended. Its name,
+// $TMPDIR/ringrun-failures-<pid namespace>-<pid>-XXXXXX, lets a later ringrun remove it where this one was
+// killed before it could (removeRecordDirsOfGoneRingruns).
 class FailureRecordDir {
  public:
   FailureRecordDir();  // under $TMPDIR, or /tmp
@@ -30,6 +32,15 @@ class FailureRecordDir {
  private:
   std::string dir_;
 };
+
+// This process's PID namespace ("4026531836"), "" where /proc does not say: a pid in a directory's name
+// means something only to processes of the same namespace (containers may share a /tmp).
+std::string currentPidNamespace();
+
+// Removes the failure-record directories under `tmp` left by ringruns of PID namespace `pid_namespace`
+// whose pid no longer runs (killed with SIGKILL), when this user owns them. Directories of running
+// ringruns, of other namespaces or users, and anything else are left alone.
+void removeRecordDirsOfGoneRingruns(const std::string& tmp, const std::string& pid_namespace);
 
 // A rank that failed on its own: it ended without being asked to stop, or it recorded a failure first.
 struct FailedRank {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -103,6 +105,63 @@ TEST(FailureRecordDir, IsRemovedWithTheObjectAndAnUnreadableRecordIsNone) {
     EXPECT_FALSE(readFailureRecord(path).has_value());
   }
   EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+// A ringrun killed with SIGKILL leaves its directory behind; the next one removes it, and leaves alone
+// those of ringruns still running, of another PID namespace, and anything else.
+TEST(FailureRecordDir, TheNextRingrunRemovesTheDirectoriesOfGoneOnes) {
+  namespace fs = std::filesystem;
+  const fs::path tmp = fs::temp_directory_path() / ("root-cause-sweep-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const pid_t gone = ::fork();  // a pid that surely runs no more: a child reaped at once
+  if (gone == 0) ::_exit(0);
+  ASSERT_GT(gone, 0);
+  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
+  const std::string ns = currentPidNamespace();
+  if (ns.empty()) GTEST_SKIP() << "/proc/self/ns/pid does not say this process's PID namespace";
+  const auto dir = [&](const std::string& name) {
+    fs::create_directories(tmp / name);
+    std::ofstream(tmp / name / "attempt0-rank1.json") << "{}";
+    return tmp / name;
+  };
+  const fs::path stale = dir("ringrun-failures-" + ns + "-" + std::to_string(gone) + "-abc123");
+  const fs::path running = dir("ringrun-failures-" + ns + "-" + std::to_string(::getppid()) + "-def456");
+  const fs::path other_namespace = dir("ringrun-failures-1" + ns + "-" + std::to_string(gone) + "-ghi789");
+  const fs::path old_style = dir("ringrun-failures-Xy12Zq");
+  const fs::path unrelated = dir("ringrun-failures-" + ns + "-notapid-jkl000");
+  removeRecordDirsOfGoneRingruns(tmp.string(), ns);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(running / "attempt0-rank1.json"));
+  EXPECT_TRUE(fs::exists(other_namespace));
+  EXPECT_TRUE(fs::exists(old_style));
+  EXPECT_TRUE(fs::exists(unrelated));
+  removeRecordDirsOfGoneRingruns(tmp.string(), "");  // no namespace known: nothing is touched
+  EXPECT_TRUE(fs::exists(running));
+
+  // Through the constructor: a new directory under $TMPDIR named by this process, the stale one gone.
+  dir("ringrun-failures-" + ns + "-" + std::to_string(gone) + "-again1");
+  const char* saved = std::getenv("TMPDIR");
+  const std::string saved_tmpdir = saved != nullptr ? saved : "";
+  ::setenv("TMPDIR", tmp.c_str(), 1);
+  {
+    FailureRecordDir records;
+    const fs::path made = fs::path(records.pathFor(0, 0)).parent_path();
+    EXPECT_EQ(made.parent_path(), tmp);
+    EXPECT_NE(made.filename().string().find("-" + std::to_string(::getpid()) + "-"), std::string::npos)
+        << made << " does not carry this process's pid";
+  }
+  if (saved != nullptr) {
+    ::setenv("TMPDIR", saved_tmpdir.c_str(), 1);
+  } else {
+    ::unsetenv("TMPDIR");
+  }
+  int left = 0;
+  for (const auto& entry : fs::directory_iterator(tmp)) {
+    left += entry.path().filename().string().find("-again1") != std::string::npos;
+  }
+  EXPECT_EQ(left, 0) << "the constructor left a gone ringrun's directory";
+  fs::remove_all(tmp);
 }
 
 }  // namespace
