@@ -139,6 +139,12 @@ if [ "$GLOO" = ON ]; then
   phase "sparse overlap off/on, 8 ranks" 120 "$OUT/bench-overlap.log" 6 \
     env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-overlap.sh" 8
 fi
+# Only when named in GPU_CHECK_PHASES: the waits' old 50 us poll against auto (comm.spin_us) at 8 ranks,
+# alternating (scripts/bench-ab.sh).
+if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-spin "* ]]; then
+  phase "waits polling 50 us against auto, 8 ranks" 150 "$OUT/bench-spin.log" 6 \
+    env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-ab.sh" comm.spin_us 50 -1 8
+fi
 # Only when named in GPU_CHECK_PHASES (its log would be a ninth file, and the tool brings back 8): the
 # serving benchmark on a machine where wrk and the server need not share 2 cores (wrk travels as a Debian
 # package, unpacked into the sysroot).
