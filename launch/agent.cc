@@ -784,6 +784,11 @@ class Agent {
             while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
               if (pid == group.guardianPid()) {
                 guardian_alive = false;
+                if (!group.released()) {  // killed from outside: the ranks run on, without the safety net
+                  say(fmt::format("its guardian process (pid {}) {} while the ranks ran: they go on, but would "
+                                  "no longer be stopped if ringrun itself were killed",
+                                  pid, ExitStatus::fromWaitStatus(status).describe()));
+                }
                 continue;
               }
               auto it = by_pid.find(pid);

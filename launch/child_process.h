@@ -47,6 +47,8 @@ class ProcessGroup {
   void signal(int sig) const;
   // Lets the guardian SIGKILL whatever is left in the group and exit; ringrun reaps it like the ranks.
   void release();
+  // True once release() ran: a guardian that ends before that was killed from outside.
+  bool released() const { return !lifeline_.valid(); }
   // The guardian and every rank are reaped: the group is empty, and its id may be reused for another
   // process's group, which signal() must then never reach.
   void forget() { guardian_ = -1; }

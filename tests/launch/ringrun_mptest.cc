@@ -616,6 +616,23 @@ TEST(Ringrun, RingrunKilledBySigkillLeavesNoOrphans) {
   EXPECT_TRUE(groupGone(*groups.begin())) << "ranks (or what they started) outlived a SIGKILLed ringrun";
 }
 
+// ringrun's guardian (the leader of the ranks' process group) killed from outside: ringrun says the safety
+// net is gone, and the job goes on to its end.
+TEST(Ringrun, AGuardianKilledFromOutsideIsSaidAndTheJobGoesOn) {
+  Background job({binPath("ringrun"), "--nproc-per-node", "1", "--standalone", "--", "/bin/sh", "-c",
+                  rankScript("sleep 1; echo finished")});
+  ASSERT_TRUE(job.waitForOutput("pgid \\d+ pid \\d+ rank \\d", 1)) << job.err();
+  const auto groups = reportedGroups(job.out());
+  ASSERT_EQ(groups.size(), 1u);
+  ASSERT_EQ(::kill(*groups.begin(), SIGKILL), 0) << "the guardian leads the ranks' group";
+  const auto status = job.waitExit(10000ms);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << job.err();
+  EXPECT_THAT(job.out(), HasSubstr("finished"));
+  EXPECT_THAT(job.err(), HasSubstr("its guardian process (pid " + std::to_string(*groups.begin()) +
+                                   ") killed by SIGKILL"));
+}
+
 TEST(Ringrun, SigintIsForwardedToEveryRank) {
   Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
                   "trap 'echo rank $RANK got SIGINT; exit 0' INT; echo ready; while :; do sleep 0.05; done"});
