@@ -10,6 +10,8 @@
 #include <string>
 #include <tuple>
 
+#include "core/process_state.h"
+
 namespace ringtrain::launch {
 
 namespace {
@@ -17,16 +19,6 @@ namespace {
 constexpr const char* kPrefix = "ringrun-failures-";
 
 }  // namespace
-
-std::string currentPidNamespace() {
-  char link[64] = {};
-  const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof(link) - 1);
-  if (n <= 0) return "";
-  const std::string text(link, static_cast<size_t>(n));  // "pid:[4026531836]"
-  const size_t open = text.find('['), close = text.find(']');
-  if (open == std::string::npos || close == std::string::npos || close <= open + 1) return "";
-  return text.substr(open + 1, close - open - 1);
-}
 
 void removeRecordDirsOfGoneRingruns(const std::string& tmp, const std::string& pid_namespace) {
   if (pid_namespace.empty()) return;
@@ -53,7 +45,7 @@ FailureRecordDir::FailureRecordDir() {
   const std::string tmp = env != nullptr && *env != '\0' ? env : "/tmp";
   // A ringrun killed with SIGKILL cannot remove its directory: the next one on this host removes those of
   // ringruns that are gone, which it can tell by the namespace and pid in the name.
-  const std::string ns = currentPidNamespace();
+  const std::string ns = pidNamespace();
   removeRecordDirsOfGoneRingruns(tmp, ns);
   std::string pattern = tmp + "/" + kPrefix + (ns.empty() ? "" : ns + "-" + std::to_string(::getpid()) + "-") + "XXXXXX";
   if (::mkdtemp(pattern.data()) != nullptr) dir_ = pattern;

@@ -33,11 +33,8 @@ class FailureRecordDir {
   std::string dir_;
 };
 
-// This process's PID namespace ("4026531836"), "" where /proc does not say: a pid in a directory's name
-// means something only to processes of the same namespace (containers may share a /tmp).
-std::string currentPidNamespace();
-
 // Removes the failure-record directories under `tmp` left by ringruns of PID namespace `pid_namespace`
+// (core/process_state.h's pidNamespace(); containers may share a /tmp)
 // whose pid no longer runs (killed with SIGKILL), when this user owns them. Directories of running
 // ringruns, of other namespaces or users, and anything else are left alone.
 void removeRecordDirsOfGoneRingruns(const std::string& tmp, const std::string& pid_namespace);

@@ -31,14 +31,23 @@ bool isStuckState(const std::string& state) {
          state == "in uninterruptible I/O";
 }
 
+std::string pidNamespace() {
+  char link[64] = {};
+  const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof(link) - 1);
+  if (n <= 0) return "";
+  const std::string text(link, static_cast<size_t>(n));  // "pid:[4026531836]"
+  const size_t open = text.find('['), close = text.find(']');
+  if (open == std::string::npos || close == std::string::npos || close <= open + 1) return "";
+  return text.substr(open + 1, close - open - 1);
+}
+
 std::string processAddress() {
   std::string boot_id;
   std::ifstream("/proc/sys/kernel/random/boot_id") >> boot_id;
-  char ns[64] = {};
-  const ssize_t n = ::readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+  const std::string ns = pidNamespace();
   // Without either, no other process can be recognised as a neighbour: the address is unique to this one.
-  if (boot_id.empty() || n <= 0) return "unknown-" + std::to_string(::getpid()) + " " + std::to_string(::getpid());
-  return boot_id + "/" + std::string(ns, static_cast<size_t>(n)) + " " + std::to_string(::getpid());
+  if (boot_id.empty() || ns.empty()) return "unknown-" + std::to_string(::getpid()) + " " + std::to_string(::getpid());
+  return boot_id + "/pid:[" + ns + "] " + std::to_string(::getpid());
 }
 
 }  // namespace ringtrain

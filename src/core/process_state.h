@@ -18,6 +18,10 @@ bool isStoppedState(const std::string& state);
 // uninterruptible I/O (a hung file system, when seen after a collective's timeout).
 bool isStuckState(const std::string& state);
 
+// This process's PID namespace, as the number /proc/self/ns/pid names ("4026531836"); "" where /proc does
+// not say. A pid means the same process only to processes of the same namespace.
+std::string pidNamespace();
+
 // Who this process is, machine-wide: "<boot id>/<pid namespace> <pid>". Two processes can look at each other
 // through /proc (processState) exactly when the part before the space is the same.
 std::string processAddress();

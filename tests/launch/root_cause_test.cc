@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/process_state.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::launch {
@@ -118,7 +119,7 @@ TEST(FailureRecordDir, TheNextRingrunRemovesTheDirectoriesOfGoneOnes) {
   if (gone == 0) ::_exit(0);
   ASSERT_GT(gone, 0);
   ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
-  const std::string ns = currentPidNamespace();
+  const std::string ns = pidNamespace();
   if (ns.empty()) GTEST_SKIP() << "/proc/self/ns/pid does not say this process's PID namespace";
   const auto dir = [&](const std::string& name) {
     fs::create_directories(tmp / name);
