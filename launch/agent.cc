@@ -635,7 +635,6 @@ class Agent {
     int running = o_.nproc_per_node;
     bool guardian_alive = true;
     bool end_known = false;
-    bool released = false;
     bool published = false;
     std::string end_value;
     Rank* first_failed = nullptr;  // the root cause (rootCause())
@@ -713,9 +712,8 @@ class Agent {
         }
         continue;  // the loop's condition may now hold: nothing is left to wait for
       }
-      if (running == 0 && !released) {
+      if (running == 0 && !group.released()) {
         group.release();  // lets the guardian kill leftovers (grandchildren holding our pipes) and exit
-        released = true;
       }
       if (running == 0 && !published) {
         published = true;
