@@ -252,6 +252,8 @@ class CommunicatorBase : public Communicator {
     // Read without mu by the idle thread's poll before it sleeps on cv: tasks.size() and stop, mirrored.
     std::atomic<size_t> queued{0};
     std::atomic<bool> stopping{false};
+    // CommShared::spin_ns, mirrored: the thread holds only the queue, so that one left behind in the backend
+    // keeps nothing else of the communicator alive (CommShared's board and store among them).
     std::atomic<int64_t> spin_ns{std::chrono::nanoseconds(kShortSpin).count()};
   };
   static void loop(std::shared_ptr<Queue> queue);
