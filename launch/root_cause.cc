@@ -1,11 +1,9 @@
 #include "root_cause.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <filesystem>
 #include <string>
 #include <tuple>
@@ -32,7 +30,7 @@ void removeRecordDirsOfGoneRingruns(const std::string& tmp, const std::string& p
     char* end = nullptr;
     const long pid = std::strtol(name.c_str() + mine.size(), &end, 10);
     if (pid <= 0 || end == nullptr || *end != '-' || pid == ::getpid()) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // that ringrun still runs
+    if (!processGone(static_cast<pid_t>(pid))) continue;  // that ringrun still runs
     struct stat st {};
     if (::lstat(entry.path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) continue;
     std::error_code ignored;

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -21,6 +20,7 @@
 #include <sstream>
 
 #include "comm/spin_wait.h"
+#include "core/process_state.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::comm {
@@ -80,8 +80,6 @@ void futexWait(std::atomic<uint32_t>& word, uint32_t expected, std::chrono::nano
 void futexWake(std::atomic<uint32_t>& word) {
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
-
-bool processGone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
 
 }  // namespace
 

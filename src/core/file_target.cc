@@ -1,13 +1,12 @@
 #include "ringtrain/core/file_target.h"
 
-#include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
 
+#include "core/process_state.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 
@@ -45,7 +44,7 @@ bool tempOfGoneWriter(const std::string& name, const std::string& stem) {
   char* end = nullptr;
   const long pid = std::strtol(pid_text.c_str(), &end, 10);
   if (*end != '\0' || pid <= 0 || pid_text[0] == '+' || pid_text[0] == '-') return false;
-  const bool running = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+  const bool running = pid != ::getpid() && !processGone(static_cast<pid_t>(pid));
   return !running;
 }
 }  // namespace

@@ -1,6 +1,9 @@
 #include "core/process_state.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <fstream>
 #include <iterator>
@@ -23,6 +26,8 @@ std::string processState(pid_t pid) {
     default: return std::string("state ") + text[close + 2];
   }
 }
+
+bool processGone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
 
 bool isStoppedState(const std::string& state) { return state == "stopped" || state == "stopped by a debugger"; }
 

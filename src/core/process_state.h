@@ -11,6 +11,10 @@ namespace ringtrain {
 // there is no such process.
 std::string processState(pid_t pid);
 
+// True when no process `pid` exists on this machine (kill(pid, 0) says ESRCH); a process of another user
+// exists.
+bool processGone(pid_t pid);
+
 // True for "stopped" and "stopped by a debugger" (SIGSTOP, Ctrl-Z, a tracer): the process waits for a SIGCONT.
 bool isStoppedState(const std::string& state);
 

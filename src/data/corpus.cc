@@ -5,7 +5,6 @@
 #include "ringtrain/data/corpus.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "core/input_file.h"
+#include "core/process_state.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
@@ -498,7 +498,7 @@ static void removeAbandonedTemporaries(const std::string& cache_path) {
     const std::string name = it->path().filename().string();
     if (name.rfind(prefix, 0) != 0) continue;
     const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
-    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    if (pid <= 0 || !processGone(static_cast<pid_t>(pid))) continue;
     struct stat st {};
     if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::time(nullptr) - st.st_mtime < 3600) continue;
     std::error_code rm;
