@@ -8,7 +8,8 @@ across ranks (ranks on one host share the trace's clock):
   - arrival spread: the last rank to finish forward+backward against the first;
   - after the last arrival: from the last rank's forward+backward end to the last rank's finalize end, the
     time the gradient synchronization itself takes once nobody is late;
-  - zero grad after the last optimizer: with shared sparse tables zeroGrad() waits for every owner.
+  - zero grad after the last optimizer: with shared sparse tables zeroGrad() waits for every owner;
+  - which rank finished forward+backward last, in what share of the steps.
 The first N steps of each rank (default 10) are left out: they hold the warm-up.
 """
 import argparse
@@ -77,8 +78,10 @@ def main():
         return
     steps = min(len(spans[FORWARD][r]) for r in ranks)
     spread, after_last, zero_wait, step_ms = [], [], [], []
+    last_count = collections.Counter()  # rank -> steps it finished forward+backward last
     for k in range(args.skip, steps):
         fb_end = [spans[FORWARD][r][k][1] for r in ranks]
+        last_count[ranks[fb_end.index(max(fb_end))]] += 1
         fin_end = [spans[FINALIZE][r][k][1] for r in ranks if k < len(spans[FINALIZE][r])]
         spread.append(max(fb_end) - min(fb_end))
         if len(fin_end) == len(ranks):
@@ -98,6 +101,10 @@ def main():
     line("arrival spread at finalize", spread)
     line("finalize end after the last arrival", after_last)
     line("zero grad end after the last optimizer", zero_wait)
+    # One rank last in most steps is a straggler (a slow CPU, a busy neighbour); last ones spread over the
+    # ranks are jitter.
+    print(f"  {'last to arrive, % of steps':42s}" +
+          "".join(f" r{r}:{100 * last_count[r] / max(1, len(spread)):.0f}" for r in ranks if last_count[r]))
 
 
 if __name__ == "__main__":
