@@ -231,6 +231,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeChoice("ddp", "sparse_sync", &J::ddp, &DdpOptions::sparse_sync, {"auto", "shared", "allgather", "owner"}));
   s.push_back(makeField("ddp", "overlap_sparse", &J::ddp, &DdpOptions::overlap_sparse));
   s.push_back(makeField("ddp", "replica_check_every", &J::ddp, &DdpOptions::replica_check_every, 0));
+  s.push_back(makeField("ddp", "balance", &J::ddp, &DdpOptions::balance));
   // comm
   s.push_back(makeChoice("comm", "backend", &J::comm, &CommOptions::backend, {"auto", "gloo", "mpi", "nccl"}));
   s.push_back(makeChoice("comm", "allreduce_algorithm", &J::comm, &CommOptions::allreduce_algorithm,

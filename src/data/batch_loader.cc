@@ -1,6 +1,7 @@
 #include "ringtrain/data/batch_loader.h"
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -21,7 +22,7 @@ constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 constexpr auto kStuckWorkerGrace = std::chrono::seconds(2);
 // The loader state whose worker this thread is (stop() called from a worker only asks).
 thread_local const void* t_worker_of = nullptr;
-constexpr size_t kShardsKept = 3;
+constexpr size_t kShardsKept = 3;  // epochs, per rank whose batches this loader builds
 
 double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -73,7 +74,10 @@ class BatchLoader::State {
     double build_seconds = 0.0;
   };
   void workerLoop();
-  std::shared_ptr<const EpochShard> shardFor(int64_t epoch) const;
+  std::shared_ptr<const EpochShard> shardFor(int64_t epoch, int rank) const;
+  // Writes rows [first, first + count) of `rank`'s batch (epoch, step) into the three arrays.
+  void fillRows(int64_t epoch, int64_t step, int rank, int64_t first, int64_t count, int64_t* center,
+                int64_t* context, int64_t* negatives) const;
   void toDevice(Batch& batch) const;
   bool stopping() const { return stop_flag_.load(std::memory_order_relaxed); }
 
@@ -83,6 +87,8 @@ class BatchLoader::State {
   LoaderHooks hooks_;
   int rank_;
   int world_size_;
+  int first_rank_;  // the ranks whose batches one of this loader's holds: rank_ alone, or its neighbours too
+  int last_rank_;
   int64_t batch_size_;
   int negatives_;
   int queue_depth_;
@@ -95,7 +101,8 @@ class BatchLoader::State {
 
   std::atomic<bool> stop_flag_{false};
   mutable std::mutex shard_mu_;
-  mutable std::vector<std::shared_ptr<const EpochShard>> shards_;  // recent epochs; guarded by shard_mu_
+  // recent epochs of each rank in [first_rank_, last_rank_]; guarded by shard_mu_
+  mutable std::vector<std::pair<int, std::shared_ptr<const EpochShard>>> shards_;
 
   mutable std::mutex mu_;
   std::condition_variable ready_cv_;  // consumer waits: a slot filled, or stop
@@ -122,6 +129,8 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
       hooks_(std::move(hooks)),
       rank_(rank),
       world_size_(world_size),
+      first_rank_(job.ddp.balance ? std::max(0, rank - 1) : rank),
+      last_rank_(job.ddp.balance ? std::min(world_size - 1, rank + 1) : rank),
       batch_size_(job.data.batch_size),
       negatives_(job.data.negatives),
       queue_depth_(std::max(1, job.loader.queue_depth)),
@@ -133,7 +142,7 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
   auto shard0 = std::make_shared<const EpochShard>(makeEpochShard(*gen_, 0, rank_, world_size_));
   steps_per_epoch_ = data::stepsPerEpoch(*shard0, batch_size_);
   if (rank_ == 0) warnIfSharesAreUneven(*shard0, steps_per_epoch_ * batch_size_);
-  shards_.push_back(shard0);
+  shards_.emplace_back(rank_, shard0);
   total_batches_ = job.run.max_steps > 0 ? job.run.max_steps * std::max(1, job.ddp.accumulation_steps)
                                          : job.run.epochs * steps_per_epoch_;
 
@@ -152,7 +161,8 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
              steps_per_epoch_, " steps (did the corpus or the config change since the checkpoint?)");
   next_consume_ = next_claim_ = start.epoch * steps_per_epoch_ + start.step;
 
-  stats_.bytes_per_batch = batch_size_ * (2 + negatives_) * static_cast<int64_t>(sizeof(int64_t));
+  const int64_t rows = batch_size_ + (last_rank_ - first_rank_) * neighbourRows(batch_size_);
+  stats_.bytes_per_batch = rows * (2 + negatives_) * static_cast<int64_t>(sizeof(int64_t));
   stats_.max_batches_held = workers_wanted_ > 0 ? queue_depth_ : 1;
   if (workers_wanted_ > 0) {
     slots_.reserve(static_cast<size_t>(queue_depth_));
@@ -237,49 +247,65 @@ void BatchLoader::State::stop() {
   }
 }
 
-std::shared_ptr<const EpochShard> BatchLoader::State::shardFor(int64_t epoch) const {
+std::shared_ptr<const EpochShard> BatchLoader::State::shardFor(int64_t epoch, int rank) const {
   std::lock_guard<std::mutex> lock(shard_mu_);
-  for (const auto& s : shards_) {
-    if (s->epoch == epoch) return s;
+  for (const auto& [r, s] : shards_) {
+    if (r == rank && s->epoch == epoch) return s;
   }
-  auto shard = std::make_shared<const EpochShard>(makeEpochShard(*gen_, epoch, rank_, world_size_));
-  shards_.push_back(shard);
-  if (shards_.size() > kShardsKept) {
+  auto shard = std::make_shared<const EpochShard>(makeEpochShard(*gen_, epoch, rank, world_size_));
+  shards_.emplace_back(rank, shard);
+  const auto ranks = static_cast<size_t>(last_rank_ - first_rank_ + 1);
+  if (shards_.size() > kShardsKept * ranks) {
     auto oldest = std::min_element(shards_.begin(), shards_.end(),
-                                   [](const auto& a, const auto& b) { return a->epoch < b->epoch; });
+                                   [](const auto& a, const auto& b) { return a.second->epoch < b.second->epoch; });
     shards_.erase(oldest);
   }
   return shard;
 }
 
-Batch BatchLoader::State::build(int64_t epoch, int64_t step) const {
-  if (hooks_.before_build) hooks_.before_build(epoch, step, stop_flag_);
-  const auto shard = shardFor(epoch);
+void BatchLoader::State::fillRows(int64_t epoch, int64_t step, int rank, int64_t first, int64_t count,
+                                  int64_t* center, int64_t* context, int64_t* negatives) const {
+  const auto shard = shardFor(epoch, rank);
   thread_local std::vector<Pair> pairs, line_buf;
   thread_local std::vector<int32_t> scratch;
-  streamPairs(*gen_, *shard, step * batch_size_, batch_size_, pairs, line_buf, scratch);
-
-  auto options = at::TensorOptions().dtype(at::kLong);
-  if (pin_memory_) options = options.pinned_memory(true);
-  Batch b;
-  b.epoch = epoch;
-  b.step = step;
-  b.center = at::empty({batch_size_}, options);
-  b.context = at::empty({batch_size_}, options);
-  b.negatives = at::empty({batch_size_, negatives_}, options);
-  int64_t* center = b.center.data_ptr<int64_t>();
-  int64_t* context = b.context.data_ptr<int64_t>();
-  for (int64_t i = 0; i < batch_size_; ++i) {
+  streamPairs(*gen_, *shard, step * batch_size_ + first, count, pairs, line_buf, scratch);
+  for (int64_t i = 0; i < count; ++i) {
     center[i] = pairs[i].center;
     context[i] = pairs[i].context;
   }
   if (negatives_ > 0) {
-    int64_t* neg = b.negatives.data_ptr<int64_t>();
     Xoshiro256 rng(mixSeed({static_cast<uint64_t>(gen_->options().seed), static_cast<uint64_t>(epoch),
-                            static_cast<uint64_t>(rank_), static_cast<uint64_t>(step), kNegativesTag}));
+                            static_cast<uint64_t>(rank), static_cast<uint64_t>(step), kNegativesTag}));
+    for (int64_t i = 0; i < first * negatives_; ++i) rng.next();  // one draw per negative (AliasSampler::sample)
     const AliasSampler& sampler = gen_->negativeSampler();
-    const int64_t n = batch_size_ * negatives_;
-    for (int64_t i = 0; i < n; ++i) neg[i] = sampler.sample(rng);
+    for (int64_t i = 0; i < count * negatives_; ++i) negatives[i] = sampler.sample(rng);
+  }
+}
+
+Batch BatchLoader::State::build(int64_t epoch, int64_t step) const {
+  if (hooks_.before_build) hooks_.before_build(epoch, step, stop_flag_);
+  auto options = at::TensorOptions().dtype(at::kLong);
+  if (pin_memory_) options = options.pinned_memory(true);
+  // (rank, first row, rows): the previous rank's last rows, this rank's batch, the next rank's first rows.
+  const int64_t reach = neighbourRows(batch_size_);
+  std::vector<std::array<int64_t, 3>> parts;
+  if (first_rank_ < rank_) parts.push_back({first_rank_, batch_size_ - reach, reach});
+  parts.push_back({rank_, 0, batch_size_});
+  if (last_rank_ > rank_) parts.push_back({last_rank_, 0, reach});
+  int64_t rows = 0;
+  for (const auto& part : parts) rows += part[2];
+  Batch b;
+  b.epoch = epoch;
+  b.step = step;
+  b.first_row = rank_ * batch_size_ - (first_rank_ < rank_ ? reach : 0);
+  b.center = at::empty({rows}, options);
+  b.context = at::empty({rows}, options);
+  b.negatives = at::empty({rows, negatives_}, options);
+  int64_t row = 0;
+  for (const auto& [rank, first, count] : parts) {
+    fillRows(epoch, step, static_cast<int>(rank), first, count, b.center.data_ptr<int64_t>() + row,
+             b.context.data_ptr<int64_t>() + row, b.negatives.data_ptr<int64_t>() + row * negatives_);
+    row += count;
   }
   return b;
 }

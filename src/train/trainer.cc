@@ -39,6 +39,7 @@
 #include "ringtrain/train/optimizer.h"
 #include "ringtrain/train/startup_check.h"
 #include "train/run_log.h"
+#include "train/work_balance.h"
 
 namespace ringtrain::train {
 namespace {
@@ -624,6 +625,10 @@ TrainSummary train(Session& s) {
 
   const int accumulation = job.ddp.accumulation_steps;
   const int64_t pairs_per_step = static_cast<int64_t>(job.data.batch_size) * accumulation * s.comm->size();
+  WorkBalance balance(*s.comm, job.data.batch_size, job.ddp.balance);
+  if (s.leader() && balance.enabled()) {
+    info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+  }
   const int64_t first_step = global_step;
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   int64_t loss_count = 0;
@@ -644,9 +649,22 @@ TrainSummary train(Session& s) {
       RT_CHECK(batch.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
       const bool sync = micro + 1 == accumulation;
       auto forward_backward = [&] {
-        at::Tensor loss = s.model->forward(batch->center, batch->context, batch->negatives);
-        loss.backward();
-        loss_sum.add_(loss.detach());
+        if (!balance.enabled()) {
+          at::Tensor loss = s.model->forward(batch->center, batch->context, batch->negatives);
+          loss.backward();
+          loss_sum.add_(loss.detach());
+        } else {
+          // This rank's range of the step's pairs (its neighbours' batches are in the batch too), its mean
+          // loss weighted by its share: the ranks' average is then the mean over all the step's pairs.
+          const int64_t from = balance.begin() - batch->first_row, count = balance.count();
+          RT_CHECK(from >= 0 && from + count <= batch->center.size(0), "work balance: rows [", balance.begin(),
+                   ", +", count, ") are outside the batch's [", batch->first_row, ", +", batch->center.size(0), ")");
+          at::Tensor loss = s.model->forward(batch->center.narrow(0, from, count), batch->context.narrow(0, from, count),
+                                             batch->negatives.narrow(0, from, count)) *
+                            balance.lossScale();
+          loss.backward();
+          loss_sum.add_(loss.detach());
+        }
         ++loss_count;
       };
       if (sync) {
@@ -655,6 +673,7 @@ TrainSummary train(Session& s) {
         auto guard = ddp.noSync();
         forward_backward();
       }
+      balance.record(seconds(Clock::now() - wait_end), balance.count());
       if (global_step - first_step < job.log.trace_steps) {
         trace.span("data wait", wait_begin, wait_end);
         trace.span(sync ? "forward+backward (buckets in flight)" : "forward+backward (no sync)", wait_end, Clock::now());
@@ -668,6 +687,7 @@ TrainSummary train(Session& s) {
     const auto optimizer_end = Clock::now();
     ddp.zeroGrad();  // with shared tables, waits until every owner has written its rows
     const auto step_end = Clock::now();
+    balance.endStep();
     ++global_step;
     ++window_steps;
     const ddp::DdpStats& stats = ddp.stats();
@@ -762,6 +782,7 @@ TrainSummary train(Session& s) {
   if (s.leader()) {
     info("trained {} steps in {:.1f} s: {:.0f} pairs/s globally, data wait {:.2f}% of step time; {}", steps_here,
          train_seconds, summary.pairs_per_second, 100 * summary.data_wait_fraction, ddp.stats().toString());
+    if (balance.enabled()) info("work balance at the end, pairs per micro-batch: {}", balance.describe());
     warnIfNothingLearnt(job, first_logged_loss, global_step, summary.final_loss);
   }
   // Before the evaluation allocates its own buffers: what training holds.

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <thread>
 
+#include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
@@ -113,6 +114,41 @@ TEST(Loader, RanksGetEqualStepsAndDifferentData) {
   EXPECT_EQ(steps[0], steps[1]);
   EXPECT_EQ(steps[1], steps[2]);
   EXPECT_FALSE(at::equal(firsts[0].center, firsts[1].center));
+}
+
+// ddp.balance: a rank's batch also holds the last half of rank r-1's batch and the first half of rank r+1's,
+// row for row (pairs and negatives) what those ranks build themselves; first_row places them in the step.
+TEST(Loader, BalancedBatchesHoldTheNeighboursRowsAsTheyBuildThem) {
+  Data d = makeData();
+  constexpr int kWorld = 3;
+  std::vector<Batch> own;
+  for (int r = 0; r < kWorld; ++r) own.push_back(BatchLoader(d.corpus, d.split, job(0), r, kWorld).build(1, 2));
+  config::JobConfig balanced = job(2);
+  balanced.ddp.balance = true;
+  const int64_t batch = balanced.data.batch_size, half = neighbourRows(batch);
+  // The step's rows laid end to end, as the ranks build them alone.
+  const at::Tensor center = at::cat({own[0].center, own[1].center, own[2].center});
+  const at::Tensor context = at::cat({own[0].context, own[1].context, own[2].context});
+  const at::Tensor negatives = at::cat({own[0].negatives, own[1].negatives, own[2].negatives});
+  for (int r = 0; r < kWorld; ++r) {
+    BatchLoader loader(d.corpus, d.split, balanced, r, kWorld);
+    const Batch b = loader.build(1, 2);
+    const int64_t first = r * batch - (r > 0 ? half : 0);
+    const int64_t rows = batch + (r > 0 ? half : 0) + (r + 1 < kWorld ? half : 0);
+    EXPECT_EQ(b.first_row, first) << "rank " << r;
+    ASSERT_EQ(b.center.size(0), rows) << "rank " << r;
+    EXPECT_TRUE(at::equal(b.center, center.narrow(0, first, rows))) << "rank " << r;
+    EXPECT_TRUE(at::equal(b.context, context.narrow(0, first, rows))) << "rank " << r;
+    EXPECT_TRUE(at::equal(b.negatives, negatives.narrow(0, first, rows))) << "rank " << r;
+    EXPECT_EQ(loader.stats().bytes_per_batch, rows * (2 + balanced.data.negatives) * 8);
+    // Through the queue, the same rows.
+    for (int i = 0; i < 3; ++i) {
+      const Batch queued = *loader.next();
+      const Batch direct = loader.build(queued.epoch, queued.step);
+      EXPECT_TRUE(sameBatch(queued, direct));
+      EXPECT_EQ(queued.first_row, first);
+    }
+  }
 }
 
 TEST(Loader, MaxStepsBoundsTheRun) {

@@ -83,6 +83,10 @@ struct DdpOptions {
   // ready, while the rest of backward runs
   bool overlap_sparse = true;
   int64_t replica_check_every = 0;   // 0: off
+  // The trainer moves pairs of each step from ranks that run slower per pair to faster ones (see
+  // src/train/work_balance.h); the same gradient, summed in another order, so runs are not bit-for-bit
+  // reproducible with it
+  bool balance = false;
 };
 
 struct CommOptions {

@@ -16,6 +16,10 @@
 // stop() may come from several threads at once, but, like any call, not once the destructor has begun.
 // requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C handler); every wait re-checks it
 // at least every 100 ms.
+// Neighbours: with ddp.balance on, a batch also holds the last neighbourRows(B) pairs of rank r-1's batch of
+// that step before its own, and the first neighbourRows(B) of rank r+1's after it (where those ranks exist),
+// each pair and its negatives exactly as that rank builds them, so the trainer can train any range of the
+// step's pairs that src/train/work_balance.h gives it; Batch::first_row says where the rows start.
 // CUDA: with run.device cuda and loader.pin_memory auto|on (and a CUDA LibTorch with a device), workers
 // fill pinned host tensors and next() copies them to the device with non_blocking=true.
 #pragma once
@@ -36,10 +40,16 @@
 
 namespace ringtrain::data {
 
+// Rows of each neighbour's batch a batch holds under ddp.balance: as far as a cut between ranks may move.
+constexpr int64_t neighbourRows(int64_t batch_size) { return batch_size / 2; }
+
 struct Batch {
   at::Tensor center;     // int64 [B]
   at::Tensor context;    // int64 [B]
   at::Tensor negatives;  // int64 [B, K]
+  // Row 0's place among the step's W * B pairs laid end to end in rank order: rank * B, less
+  // neighbourRows(B) when the batch holds rank - 1's last rows (see Neighbours above).
+  int64_t first_row = 0;
   int64_t epoch = 0;
   int64_t step = 0;  // within the epoch
 };
@@ -89,7 +99,8 @@ class BatchLoader {
   void stop();
   void requestStop() noexcept;
 
-  // Builds batch (epoch, step) of this rank directly, without the queue (what workers run).
+  // Builds batch (epoch, step) of this rank (with its neighbours, under ddp.balance) directly, without the
+  // queue (what workers run).
   Batch build(int64_t epoch, int64_t step) const;
 
  private:

@@ -1,0 +1,110 @@
+#include "train/work_balance.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "ringtrain/comm/communicator.h"
+#include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
+#include "ringtrain/data/batch_loader.h"
+
+namespace ringtrain::train {
+namespace {
+
+bool usable(double v) { return std::isfinite(v) && v > 0.0; }
+
+// RINGTRAIN_BALANCE_SLOWDOWN=R:F makes rank R count its time F times over, as a rank on a slower CPU would:
+// what the tests use to move the cuts the same way on any machine.
+double slowdownOf(int rank) {
+  const char* v = std::getenv("RINGTRAIN_BALANCE_SLOWDOWN");
+  if (v == nullptr || *v == '\0') return 1.0;
+  int r = -1;
+  double f = 0.0;
+  char tail = 0;
+  RT_CHECK_T(ConfigError, std::sscanf(v, "%d:%lf%c", &r, &f, &tail) == 2 && r >= 0 && f > 0.0,
+             "RINGTRAIN_BALANCE_SLOWDOWN '", v, "' is not RANK:FACTOR (a rank and a positive factor)");
+  return r == rank ? f : 1.0;
+}
+
+}  // namespace
+
+std::vector<int64_t> evenCuts(int world_size, int64_t batch) {
+  std::vector<int64_t> cuts(static_cast<size_t>(world_size) + 1);
+  for (size_t j = 0; j < cuts.size(); ++j) cuts[j] = static_cast<int64_t>(j) * batch;
+  return cuts;
+}
+
+std::vector<int64_t> rebalancedCuts(const std::vector<int64_t>& cuts, const std::vector<double>& seconds_per_pair,
+                                    int64_t batch) {
+  const size_t world = seconds_per_pair.size();
+  RT_CHECK(world >= 1 && cuts.size() == world + 1, "rebalancedCuts: ", cuts.size(), " cuts for ", world, " ranks");
+  std::vector<double> valid;
+  for (double v : seconds_per_pair) {
+    if (usable(v)) valid.push_back(v);
+  }
+  if (valid.empty()) return cuts;
+  std::nth_element(valid.begin(), valid.begin() + static_cast<long>(valid.size() / 2), valid.end());
+  const double median = valid[valid.size() / 2];
+  std::vector<double> speed(world);
+  double total_speed = 0.0;
+  for (size_t r = 0; r < world; ++r) {
+    speed[r] = 1.0 / (usable(seconds_per_pair[r]) ? seconds_per_pair[r] : median);
+    total_speed += speed[r];
+  }
+  const auto total = static_cast<double>(static_cast<int64_t>(world) * batch);
+  const int64_t reach = data::neighbourRows(batch);  // how far a cut may move from j * B: what the loader holds
+  const int64_t least = std::max<int64_t>(1, batch / 4);  // the fewest pairs a rank keeps
+  std::vector<int64_t> next(cuts.size());
+  next.front() = 0;
+  next.back() = static_cast<int64_t>(world) * batch;
+  double before = 0.0;  // speed of the ranks before cut j
+  for (size_t j = 1; j < world; ++j) {
+    before += speed[j - 1];
+    const double target = total * before / total_speed;
+    // Halfway: one window's timing is noisy, and a rank's speed is measured on the share it had.
+    int64_t cut = std::llround((static_cast<double>(cuts[j]) + target) / 2.0);
+    const int64_t even = static_cast<int64_t>(j) * batch;
+    cut = std::clamp(cut, even - reach, even + reach);
+    next[j] = std::max(cut, next[j - 1] + least);  // stays <= even + reach: next[j - 1] <= even - B + reach
+  }
+  return next;
+}
+
+WorkBalance::WorkBalance(comm::Communicator& comm, int64_t batch, bool enabled)
+    : comm_(comm),
+      batch_(batch),
+      enabled_(enabled && comm.size() > 1),
+      rank_(comm.rank()),
+      cuts_(evenCuts(comm.size(), batch)),
+      slowdown_(enabled_ ? slowdownOf(comm.rank()) : 1.0) {}
+
+void WorkBalance::record(double seconds, int64_t pairs) {
+  window_seconds_ += seconds * slowdown_;
+  window_pairs_ += pairs;
+}
+
+void WorkBalance::endStep() {
+  if (!enabled_ || ++steps_ % kBalanceWindow != 0) return;
+  double mine = window_pairs_ > 0 ? window_seconds_ / static_cast<double>(window_pairs_) : 0.0;
+  std::vector<double> all(static_cast<size_t>(comm_.size()), 0.0);
+  comm_.allgather(comm::Buffer{&mine, 1, comm::DataType::kFloat64, {}, {}},
+                  comm::Buffer{all.data(), all.size(), comm::DataType::kFloat64, {}, {}});
+  cuts_ = rebalancedCuts(cuts_, all, batch_);
+  window_seconds_ = 0.0;
+  window_pairs_ = 0;
+  debug("work balance after step {}: {}", steps_, describe());
+}
+
+std::string WorkBalance::describe() const {
+  std::string text;
+  for (size_t r = 0; r + 1 < cuts_.size(); ++r) {
+    text += fmt::format("{}rank {} {}", r == 0 ? "" : ", ", r, cuts_[r + 1] - cuts_[r]);
+  }
+  return text;
+}
+
+}  // namespace ringtrain::train

@@ -1,0 +1,68 @@
+// Who trains which pairs of a step (ddp.balance): ranks that run slower per pair get fewer of them.
+//
+// A step's pairs are the W ranks' batches of B pairs, whoever trains them. Laid end to end in rank order they
+// are cut into W contiguous ranges at cuts[0..W] (cuts[0] = 0, cuts[W] = W * B); rank r trains rows
+// [cuts[r], cuts[r + 1]). Even cuts (j * B) give every rank its own batch: the job without balancing.
+// The gradient is the same mean over the step's W * B pairs whatever the cuts, since each rank scales its
+// mean loss by its share (count / B) before the ranks average; only the order of the float sums changes, so
+// a balanced run is not bit-for-bit reproducible, where an unbalanced one is.
+//
+// Every kBalanceWindow steps the ranks gather each one's forward+backward seconds per pair over the window
+// and move the cuts halfway towards shares proportional to speed; at the fixed point the ranks take equal
+// time. Bounds: a cut stays within B / 2 of j * B, so a rank's range lies inside its own and its neighbours'
+// batches (what the loader builds for it with ddp.balance on), and every rank keeps at least B / 4 pairs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ringtrain::comm {
+class Communicator;
+}
+
+namespace ringtrain::train {
+
+inline constexpr int64_t kBalanceWindow = 10;  // steps between two decisions
+
+std::vector<int64_t> evenCuts(int world_size, int64_t batch);
+
+// The next cuts from the current ones and each rank's seconds per pair over the last window. Every rank
+// calls it with the same gathered figures and gets the same cuts. A figure that is not a positive finite
+// number (a rank that trained nothing) counts as the ranks' median.
+std::vector<int64_t> rebalancedCuts(const std::vector<int64_t>& cuts, const std::vector<double>& seconds_per_pair,
+                                    int64_t batch);
+
+// One rank's side: its range, the timings it records, and the collective that moves the cuts.
+class WorkBalance {
+ public:
+  // `enabled` false, or one rank: the cuts stay even and endStep() does nothing.
+  WorkBalance(comm::Communicator& comm, int64_t batch, bool enabled);
+
+  bool enabled() const { return enabled_; }
+  int64_t begin() const { return cuts_[rank_]; }  // this rank's first row among the step's W * B
+  int64_t count() const { return cuts_[rank_ + 1] - cuts_[rank_]; }
+  double lossScale() const { return static_cast<double>(count()) / static_cast<double>(batch_); }
+  const std::vector<int64_t>& cuts() const { return cuts_; }
+
+  // Forward+backward time of this rank's range in one micro-batch.
+  void record(double seconds, int64_t pairs);
+  // After each optimizer step, on every rank at once: every kBalanceWindow steps a collective over the
+  // ranks' timings, then new cuts.
+  void endStep();
+  // "rank 0 1536, rank 1 512" (pairs per micro-batch), for the job's summary.
+  std::string describe() const;
+
+ private:
+  comm::Communicator& comm_;
+  int64_t batch_;
+  bool enabled_;
+  int rank_;
+  std::vector<int64_t> cuts_;
+  double slowdown_ = 1.0;  // RINGTRAIN_BALANCE_SLOWDOWN=rank:factor on this rank (a test seam)
+  double window_seconds_ = 0.0;
+  int64_t window_pairs_ = 0;
+  int64_t steps_ = 0;
+};
+
+}  // namespace ringtrain::train

@@ -1,0 +1,124 @@
+// Who trains which pairs of a step (src/train/work_balance.h): the cuts' arithmetic, and the collective that
+// moves them over ranks that are threads (tests/ddp/thread_group.h).
+#include "train/work_balance.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ddp/thread_group.h"
+
+namespace ringtrain::train {
+namespace {
+
+constexpr int64_t kBatch = 1000;
+
+std::vector<int64_t> shares(const std::vector<int64_t>& cuts) {
+  std::vector<int64_t> n;
+  for (size_t r = 0; r + 1 < cuts.size(); ++r) n.push_back(cuts[r + 1] - cuts[r]);
+  return n;
+}
+
+// The cuts after `windows` decisions on ranks of these speeds (pairs per second, constant whatever the share).
+std::vector<int64_t> settle(const std::vector<double>& speed, int windows) {
+  std::vector<int64_t> cuts = evenCuts(static_cast<int>(speed.size()), kBatch);
+  for (int w = 0; w < windows; ++w) {
+    std::vector<double> seconds_per_pair;
+    for (double s : speed) seconds_per_pair.push_back(1.0 / s);
+    cuts = rebalancedCuts(cuts, seconds_per_pair, kBatch);
+  }
+  return cuts;
+}
+
+TEST(WorkBalance, EvenCutsGiveEveryRankItsOwnBatch) {
+  EXPECT_EQ(evenCuts(3, kBatch), (std::vector<int64_t>{0, 1000, 2000, 3000}));
+  EXPECT_EQ(settle({2.0, 2.0, 2.0, 2.0}, 5), evenCuts(4, kBatch)) << "equal speeds move nothing";
+}
+
+TEST(WorkBalance, ASlowerRankGetsFewerPairsUntilTheRanksTakeEqualTime) {
+  // Rank 1 runs at 2/3 the others' speed: at equal time it trains 2/3 as many pairs.
+  const std::vector<double> speed = {3.0, 2.0, 3.0};
+  const std::vector<int64_t> first = settle(speed, 1);
+  EXPECT_LT(shares(first)[1], kBatch);
+  EXPECT_GT(shares(first)[1], 750) << "one window moves halfway, not all the way";
+  const std::vector<int64_t> n = shares(settle(speed, 30));
+  EXPECT_NEAR(static_cast<double>(n[1]), 3000.0 * 2 / 8, 2.0);
+  EXPECT_NEAR(static_cast<double>(n[0]) / speed[0], static_cast<double>(n[1]) / speed[1], 2.0);
+  EXPECT_EQ(n[0] + n[1] + n[2], 3 * kBatch) << "the step's pairs are all trained, once";
+}
+
+TEST(WorkBalance, CutsStayWithinTheNeighboursRowsAndEveryRankKeepsAQuarter) {
+  // Rank 2 is 100 times slower than the others: its target share lies far below what a rank keeps, and
+  // the cuts around it far beyond the rows the loader holds.
+  const std::vector<int64_t> cuts = settle({1.0, 1.0, 0.01, 1.0}, 40);
+  for (size_t j = 1; j + 1 < cuts.size(); ++j) {
+    EXPECT_LE(std::abs(cuts[j] - static_cast<int64_t>(j) * kBatch), kBatch / 2) << "cut " << j;
+  }
+  for (int64_t n : shares(cuts)) EXPECT_GE(n, kBatch / 4);
+  EXPECT_EQ(cuts.front(), 0);
+  EXPECT_EQ(cuts.back(), 4 * kBatch);
+  EXPECT_EQ(shares(cuts)[2], kBatch / 4) << "the slowest rank is held at the least share";
+}
+
+TEST(WorkBalance, ARankWithoutATimingCountsAsTheMedian) {
+  const std::vector<int64_t> even = evenCuts(3, kBatch);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_EQ(rebalancedCuts(even, {1e-6, 0.0, 1e-6}, kBatch), even);
+  EXPECT_EQ(rebalancedCuts(even, {1e-6, nan, 1e-6}, kBatch), even);
+  EXPECT_EQ(rebalancedCuts(even, {0.0, 0.0, 0.0}, kBatch), even) << "nobody timed: nothing moves";
+}
+
+TEST(WorkBalance, TinyBatchesNeverLeaveARankWithoutPairs) {
+  for (int64_t batch : {1, 2, 3, 5}) {
+    std::vector<int64_t> cuts = evenCuts(4, batch);
+    for (int w = 0; w < 10; ++w) cuts = rebalancedCuts(cuts, {1.0, 1000.0, 1.0, 1e-3}, batch);
+    for (int64_t n : shares(cuts)) EXPECT_GE(n, 1) << "batch " << batch;
+    EXPECT_EQ(cuts.back(), 4 * batch);
+  }
+}
+
+// The whole rank side over an in-process communicator: rank 1 says it is 3 times slower (the tests' seam),
+// every rank computes the same cuts after each window, and they move only every kBalanceWindow steps.
+TEST(WorkBalance, RanksAgreeOnTheCutsEveryWindow) {
+  constexpr int kWorld = 3;
+  ::setenv("RINGTRAIN_BALANCE_SLOWDOWN", "1:3", 1);
+  testing::ThreadGroup group(kWorld);
+  std::mutex mu;
+  std::vector<std::vector<int64_t>> after_first(kWorld), at_end(kWorld);
+  testing::runRanks(kWorld, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(30));
+    WorkBalance balance(comm, kBatch, /*enabled=*/true);
+    for (int64_t step = 1; step <= 3 * kBalanceWindow; ++step) {
+      balance.record(1e-6 * static_cast<double>(balance.count()), balance.count());
+      balance.endStep();
+      if (step == kBalanceWindow - 1) EXPECT_EQ(balance.cuts(), evenCuts(kWorld, kBatch)) << "moved early";
+      std::lock_guard<std::mutex> lock(mu);
+      if (step == kBalanceWindow) after_first[rank] = balance.cuts();
+      if (step == 3 * kBalanceWindow) at_end[rank] = balance.cuts();
+    }
+  });
+  ::unsetenv("RINGTRAIN_BALANCE_SLOWDOWN");
+  for (int r = 1; r < kWorld; ++r) {
+    EXPECT_EQ(after_first[r], after_first[0]) << "rank " << r;
+    EXPECT_EQ(at_end[r], at_end[0]) << "rank " << r;
+  }
+  EXPECT_LT(shares(after_first[0])[1], kBatch);
+  EXPECT_LT(shares(at_end[0])[1], shares(after_first[0])[1]) << "each window moves further";
+}
+
+TEST(WorkBalance, OffOrAloneKeepsTheOwnBatch) {
+  testing::ThreadGroup group(1);
+  testing::ThreadCommunicator comm(group, 0, std::chrono::seconds(5));
+  WorkBalance alone(comm, kBatch, /*enabled=*/true);
+  EXPECT_FALSE(alone.enabled());
+  EXPECT_EQ(alone.begin(), 0);
+  EXPECT_EQ(alone.count(), kBatch);
+  EXPECT_EQ(alone.lossScale(), 1.0);
+}
+
+}  // namespace
+}  // namespace ringtrain::train
