@@ -145,6 +145,12 @@ if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-spin "* ]]; then
   phase "waits polling 50 us against auto, 8 ranks" 150 "$OUT/bench-spin.log" 6 \
     env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-ab.sh" comm.spin_us 50 -1 8
 fi
+# Only when named in GPU_CHECK_PHASES: ddp.balance off against on at 8 ranks, alternating (its vectors differ
+# by float rounding: the same pairs, summed in another order).
+if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-balance "* ]]; then
+  phase "work balance off/on, 8 ranks" 150 "$OUT/bench-balance.log" 6 \
+    env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS=0 "$ROOT/scripts/bench-ab.sh" ddp.balance false true 8
+fi
 # Only when named in GPU_CHECK_PHASES (its log would be a ninth file, and the tool brings back 8): the
 # serving benchmark on a machine where wrk and the server need not share 2 cores (wrk travels as a Debian
 # package, unpacked into the sysroot).

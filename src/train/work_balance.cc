@@ -83,19 +83,26 @@ WorkBalance::WorkBalance(comm::Communicator& comm, int64_t batch, bool enabled)
       slowdown_(enabled_ ? slowdownOf(comm.rank()) : 1.0) {}
 
 void WorkBalance::record(double seconds, int64_t pairs) {
-  window_seconds_ += seconds * slowdown_;
-  window_pairs_ += pairs;
+  step_seconds_ += seconds * slowdown_;
+  step_pairs_ += pairs;
 }
 
 void WorkBalance::endStep() {
-  if (!enabled_ || ++steps_ % kBalanceWindow != 0) return;
-  double mine = window_pairs_ > 0 ? window_seconds_ / static_cast<double>(window_pairs_) : 0.0;
+  if (!enabled_) return;
+  if (step_pairs_ > 0) window_.push_back(step_seconds_ / static_cast<double>(step_pairs_));
+  step_seconds_ = 0.0;
+  step_pairs_ = 0;
+  if (++steps_ % kBalanceWindow != 0) return;
+  double mine = 0.0;  // no timing: counted as the ranks' median
+  if (!window_.empty()) {
+    std::nth_element(window_.begin(), window_.begin() + static_cast<long>(window_.size() / 2), window_.end());
+    mine = window_[window_.size() / 2];
+  }
+  window_.clear();
   std::vector<double> all(static_cast<size_t>(comm_.size()), 0.0);
   comm_.allgather(comm::Buffer{&mine, 1, comm::DataType::kFloat64, {}, {}},
                   comm::Buffer{all.data(), all.size(), comm::DataType::kFloat64, {}, {}});
   cuts_ = rebalancedCuts(cuts_, all, batch_);
-  window_seconds_ = 0.0;
-  window_pairs_ = 0;
   debug("work balance after step {}: {}", steps_, describe());
 }
 

@@ -7,9 +7,9 @@
 // mean loss by its share (count / B) before the ranks average; only the order of the float sums changes, so
 // a balanced run is not bit-for-bit reproducible, where an unbalanced one is.
 //
-// Every kBalanceWindow steps the ranks gather each one's forward+backward seconds per pair over the window
-// and move the cuts halfway towards shares proportional to speed; at the fixed point the ranks take equal
-// time. Bounds: a cut stays within B / 2 of j * B, so a rank's range lies inside its own and its neighbours'
+// Every kBalanceWindow steps the ranks gather each one's forward+backward seconds per pair (the median of
+// the window's steps: a rank descheduled for one step is jitter, not a slower CPU) and move the cuts
+// halfway towards shares proportional to speed; at the fixed point the ranks take equal time. Bounds: a cut stays within B / 2 of j * B, so a rank's range lies inside its own and its neighbours'
 // batches (what the loader builds for it with ddp.balance on), and every rank keeps at least B / 4 pairs.
 #pragma once
 
@@ -60,8 +60,9 @@ class WorkBalance {
   int rank_;
   std::vector<int64_t> cuts_;
   double slowdown_ = 1.0;  // RINGTRAIN_BALANCE_SLOWDOWN=rank:factor on this rank (a test seam)
-  double window_seconds_ = 0.0;
-  int64_t window_pairs_ = 0;
+  double step_seconds_ = 0.0;  // this step's micro-batches so far
+  int64_t step_pairs_ = 0;
+  std::vector<double> window_;  // seconds per pair of each step of the window
   int64_t steps_ = 0;
 };
 

@@ -110,6 +110,27 @@ TEST(WorkBalance, RanksAgreeOnTheCutsEveryWindow) {
   EXPECT_LT(shares(at_end[0])[1], shares(after_first[0])[1]) << "each window moves further";
 }
 
+// A rank descheduled for a few steps of a window (a busy neighbour on the host) is not slower: each rank's
+// figure is the median of its steps, and these cuts stay even. Two micro-batches a step add up.
+TEST(WorkBalance, AFewSlowStepsAreJitterNotASlowerRank) {
+  constexpr int kWorld = 2;
+  testing::ThreadGroup group(kWorld);
+  std::vector<std::vector<int64_t>> cuts(kWorld);
+  testing::runRanks(kWorld, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(30));
+    WorkBalance balance(comm, kBatch, /*enabled=*/true);
+    for (int64_t step = 1; step <= kBalanceWindow; ++step) {
+      const double stall = rank == 1 && step % 4 == 0 ? 100.0 : 1.0;  // steps 4 and 8 of 10
+      balance.record(0.5e-6 * stall * static_cast<double>(balance.count()), balance.count() / 2);
+      balance.record(0.5e-6 * static_cast<double>(balance.count()), balance.count() - balance.count() / 2);
+      balance.endStep();
+    }
+    cuts[rank] = balance.cuts();
+  });
+  EXPECT_EQ(cuts[0], evenCuts(kWorld, kBatch));
+  EXPECT_EQ(cuts[1], cuts[0]);
+}
+
 TEST(WorkBalance, OffOrAloneKeepsTheOwnBatch) {
   testing::ThreadGroup group(1);
   testing::ThreadCommunicator comm(group, 0, std::chrono::seconds(5));
