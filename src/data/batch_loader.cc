@@ -22,7 +22,7 @@ constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 constexpr auto kStuckWorkerGrace = std::chrono::seconds(2);
 // The loader state whose worker this thread is (stop() called from a worker only asks).
 thread_local const void* t_worker_of = nullptr;
-constexpr size_t kShardsKept = 3;  // epochs, per rank whose batches this loader builds
+constexpr size_t kShardsKept = 3;  // epochs
 
 double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -59,7 +59,14 @@ class BatchLoader::State {
   LoaderStats stats() const;
   void stop();
   void requestStop() noexcept { stop_flag_.store(true, std::memory_order_relaxed); }
-  Batch build(int64_t epoch, int64_t step) const;
+  Batch build(int64_t epoch, int64_t step) const {
+    return build(epoch, step, hold_before_.load(std::memory_order_relaxed), hold_after_.load(std::memory_order_relaxed));
+  }
+  Batch build(int64_t epoch, int64_t step, int64_t before, int64_t after) const;
+  void holdNeighbourRows(int64_t before, int64_t after) {
+    hold_before_.store(before, std::memory_order_relaxed);
+    hold_after_.store(after, std::memory_order_relaxed);
+  }
 
   const std::shared_ptr<const PairGenerator>& generator() const { return gen_; }
   int64_t stepsPerEpoch() const { return steps_per_epoch_; }
@@ -89,6 +96,8 @@ class BatchLoader::State {
   int world_size_;
   int first_rank_;  // the ranks whose batches one of this loader's holds: rank_ alone, or its neighbours too
   int last_rank_;
+  std::atomic<int64_t> hold_before_{0};  // rows of first_rank_'s batch a batch holds (when it is not rank_)
+  std::atomic<int64_t> hold_after_{0};   // rows of last_rank_'s
   int64_t batch_size_;
   int negatives_;
   int queue_depth_;
@@ -101,8 +110,15 @@ class BatchLoader::State {
 
   std::atomic<bool> stop_flag_{false};
   mutable std::mutex shard_mu_;
-  // recent epochs of each rank in [first_rank_, last_rank_]; guarded by shard_mu_
-  mutable std::vector<std::pair<int, std::shared_ptr<const EpochShard>>> shards_;
+  // Recent epochs: the shards of ranks first_rank_..last_rank_ of each (one pass builds them all); guarded by
+  // shard_mu_
+  struct EpochShards {
+    int64_t epoch;
+    std::vector<std::shared_ptr<const EpochShard>> by_rank;  // [rank - first_rank_]
+  };
+  mutable std::vector<EpochShards> shards_;
+  // Builds them (a pass over the training lines).
+  EpochShards makeShards(int64_t epoch) const;
 
   mutable std::mutex mu_;
   std::condition_variable ready_cv_;  // consumer waits: a slot filled, or stop
@@ -139,10 +155,10 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
   RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of world size ", world_size);
   RT_CHECK_T(ConfigError, batch_size_ >= 1, "data.batch_size must be >= 1");
   gen_ = std::make_shared<const PairGenerator>(corpus_, split_, PairOptions::from(job));
-  auto shard0 = std::make_shared<const EpochShard>(makeEpochShard(*gen_, 0, rank_, world_size_));
-  steps_per_epoch_ = data::stepsPerEpoch(*shard0, batch_size_);
-  if (rank_ == 0) warnIfSharesAreUneven(*shard0, steps_per_epoch_ * batch_size_);
-  shards_.emplace_back(rank_, shard0);
+  shards_.push_back(makeShards(0));
+  const EpochShard& shard0 = *shards_.front().by_rank[static_cast<size_t>(rank_ - first_rank_)];
+  steps_per_epoch_ = data::stepsPerEpoch(shard0, batch_size_);
+  if (rank_ == 0) warnIfSharesAreUneven(shard0, steps_per_epoch_ * batch_size_);
   total_batches_ = job.run.max_steps > 0 ? job.run.max_steps * std::max(1, job.ddp.accumulation_steps)
                                          : job.run.epochs * steps_per_epoch_;
 
@@ -161,7 +177,8 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
              steps_per_epoch_, " steps (did the corpus or the config change since the checkpoint?)");
   next_consume_ = next_claim_ = start.epoch * steps_per_epoch_ + start.step;
 
-  const int64_t rows = batch_size_ + (last_rank_ - first_rank_) * neighbourRows(batch_size_);
+  holdNeighbourRows(neighbourRows(batch_size_), neighbourRows(batch_size_));
+  const int64_t rows = batch_size_ + (last_rank_ - first_rank_) * neighbourRows(batch_size_);  // the most held
   stats_.bytes_per_batch = rows * (2 + negatives_) * static_cast<int64_t>(sizeof(int64_t));
   stats_.max_batches_held = workers_wanted_ > 0 ? queue_depth_ : 1;
   if (workers_wanted_ > 0) {
@@ -211,6 +228,10 @@ int64_t BatchLoader::stepsPerEpoch() const { return state_->stepsPerEpoch(); }
 int64_t BatchLoader::totalBatches() const { return state_->totalBatches(); }
 const PairGenerator& BatchLoader::generator() const { return *state_->generator(); }
 Batch BatchLoader::build(int64_t epoch, int64_t step) const { return state_->build(epoch, step); }
+Batch BatchLoader::build(int64_t epoch, int64_t step, int64_t before, int64_t after) const {
+  return state_->build(epoch, step, before, after);
+}
+void BatchLoader::holdNeighbourRows(int64_t before, int64_t after) { state_->holdNeighbourRows(before, after); }
 
 void BatchLoader::State::stop() {
   requestStop();
@@ -247,17 +268,25 @@ void BatchLoader::State::stop() {
   }
 }
 
-std::shared_ptr<const EpochShard> BatchLoader::State::shardFor(int64_t epoch, int rank) const {
-  std::lock_guard<std::mutex> lock(shard_mu_);
-  for (const auto& [r, s] : shards_) {
-    if (r == rank && s->epoch == epoch) return s;
+BatchLoader::State::EpochShards BatchLoader::State::makeShards(int64_t epoch) const {
+  EpochShards shards{epoch, {}};
+  for (EpochShard& shard : makeEpochShards(*gen_, epoch, first_rank_, last_rank_, world_size_)) {
+    shards.by_rank.push_back(std::make_shared<const EpochShard>(std::move(shard)));
   }
-  auto shard = std::make_shared<const EpochShard>(makeEpochShard(*gen_, epoch, rank, world_size_));
-  shards_.emplace_back(rank, shard);
-  const auto ranks = static_cast<size_t>(last_rank_ - first_rank_ + 1);
-  if (shards_.size() > kShardsKept * ranks) {
+  return shards;
+}
+
+std::shared_ptr<const EpochShard> BatchLoader::State::shardFor(int64_t epoch, int rank) const {
+  const auto index = static_cast<size_t>(rank - first_rank_);
+  std::lock_guard<std::mutex> lock(shard_mu_);
+  for (const auto& s : shards_) {
+    if (s.epoch == epoch) return s.by_rank[index];
+  }
+  shards_.push_back(makeShards(epoch));
+  auto shard = shards_.back().by_rank[index];
+  if (shards_.size() > kShardsKept) {
     auto oldest = std::min_element(shards_.begin(), shards_.end(),
-                                   [](const auto& a, const auto& b) { return a.second->epoch < b.second->epoch; });
+                                   [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
     shards_.erase(oldest);
   }
   return shard;
@@ -282,22 +311,24 @@ void BatchLoader::State::fillRows(int64_t epoch, int64_t step, int rank, int64_t
   }
 }
 
-Batch BatchLoader::State::build(int64_t epoch, int64_t step) const {
+Batch BatchLoader::State::build(int64_t epoch, int64_t step, int64_t before, int64_t after) const {
   if (hooks_.before_build) hooks_.before_build(epoch, step, stop_flag_);
   auto options = at::TensorOptions().dtype(at::kLong);
   if (pin_memory_) options = options.pinned_memory(true);
   // (rank, first row, rows): the previous rank's last rows, this rank's batch, the next rank's first rows.
   const int64_t reach = neighbourRows(batch_size_);
+  before = first_rank_ < rank_ ? std::clamp<int64_t>(before, 0, reach) : 0;
+  after = last_rank_ > rank_ ? std::clamp<int64_t>(after, 0, reach) : 0;
   std::vector<std::array<int64_t, 3>> parts;
-  if (first_rank_ < rank_) parts.push_back({first_rank_, batch_size_ - reach, reach});
+  if (before > 0) parts.push_back({first_rank_, batch_size_ - before, before});
   parts.push_back({rank_, 0, batch_size_});
-  if (last_rank_ > rank_) parts.push_back({last_rank_, 0, reach});
+  if (after > 0) parts.push_back({last_rank_, 0, after});
   int64_t rows = 0;
   for (const auto& part : parts) rows += part[2];
   Batch b;
   b.epoch = epoch;
   b.step = step;
-  b.first_row = rank_ * batch_size_ - (first_rank_ < rank_ ? reach : 0);
+  b.first_row = rank_ * batch_size_ - before;
   b.center = at::empty({rows}, options);
   b.context = at::empty({rows}, options);
   b.negatives = at::empty({rows, negatives_}, options);

@@ -118,29 +118,37 @@ void PairGenerator::linePairs(int64_t line, int64_t epoch, std::vector<Pair>& ou
 }
 
 EpochShard makeEpochShard(const PairGenerator& gen, int64_t epoch, int rank, int world_size) {
-  RT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "bad rank ", rank, " of ", world_size);
-  EpochShard shard;
-  shard.epoch = epoch;
+  return std::move(makeEpochShards(gen, epoch, rank, rank, world_size).front());
+}
+
+std::vector<EpochShard> makeEpochShards(const PairGenerator& gen, int64_t epoch, int first_rank, int last_rank,
+                                        int world_size) {
+  RT_CHECK(world_size >= 1 && first_rank >= 0 && first_rank <= last_rank && last_rank < world_size, "bad ranks ",
+           first_rank, "..", last_rank, " of ", world_size);
   std::vector<int64_t> order = gen.split().trainLines();
   Xoshiro256 rng(mixSeed({static_cast<uint64_t>(gen.options().seed), static_cast<uint64_t>(epoch), kShardTag}));
   for (auto i = static_cast<int64_t>(order.size()) - 1; i > 0; --i) {
     std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
   }
-  shard.rank_pairs.assign(static_cast<size_t>(world_size), 0);
-  shard.lines.reserve(order.size() / world_size + 1);
-  shard.pair_end.reserve(order.size() / world_size + 1);
-  int64_t own = 0;
+  std::vector<EpochShard> shards(static_cast<size_t>(last_rank - first_rank + 1));
+  std::vector<int64_t> rank_pairs(static_cast<size_t>(world_size), 0);
+  for (EpochShard& shard : shards) {
+    shard.epoch = epoch;
+    shard.lines.reserve(order.size() / world_size + 1);
+    shard.pair_end.reserve(order.size() / world_size + 1);
+  }
   for (size_t p = 0; p < order.size(); ++p) {
     const int64_t n = gen.countPairs(order[p], epoch);
     const int r = static_cast<int>(p % static_cast<size_t>(world_size));
-    shard.rank_pairs[r] += n;
-    if (r == rank) {
-      own += n;
+    rank_pairs[r] += n;
+    if (r >= first_rank && r <= last_rank) {
+      EpochShard& shard = shards[static_cast<size_t>(r - first_rank)];
       shard.lines.push_back(order[p]);
-      shard.pair_end.push_back(own);
+      shard.pair_end.push_back(rank_pairs[r]);
     }
   }
-  return shard;
+  for (EpochShard& shard : shards) shard.rank_pairs = rank_pairs;
+  return shards;
 }
 
 int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size) {

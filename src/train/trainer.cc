@@ -626,9 +626,12 @@ TrainSummary train(Session& s) {
   const int accumulation = job.ddp.accumulation_steps;
   const int64_t pairs_per_step = static_cast<int64_t>(job.data.batch_size) * accumulation * s.comm->size();
   WorkBalance balance(*s.comm, job.data.batch_size, job.ddp.balance);
-  if (s.leader() && balance.enabled()) {
-    info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+  if (balance.enabled()) {
+    if (s.leader()) info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+    const auto [before, after] = balance.neighbourRowsToHold();
+    loader.holdNeighbourRows(before, after);
   }
+  int64_t batches_rebuilt = 0;  // under ddp.balance: built before this rank's range grew past their rows
   const int64_t first_step = global_step;
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   int64_t loss_count = 0;
@@ -644,9 +647,20 @@ TrainSummary train(Session& s) {
     for (int micro = 0; micro < accumulation; ++micro) {
       const auto wait_begin = Clock::now();
       std::optional<data::Batch> batch = loader.next();
+      RT_CHECK(batch.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
+      if (balance.enabled() && !balance.covers(batch->first_row, batch->center.size(0))) {
+        // Queued before the cuts moved this far: the rows this rank now trains, built here (data wait).
+        const auto [before, after] = balance.neighbourRowsToHold();
+        data::Batch wider = loader.build(batch->epoch, batch->step, before, after);
+        const at::Device device = batch->center.device();
+        batch->center = wider.center.to(device);
+        batch->context = wider.context.to(device);
+        batch->negatives = wider.negatives.to(device);
+        batch->first_row = wider.first_row;
+        ++batches_rebuilt;
+      }
       const auto wait_end = Clock::now();
       step_data_wait += seconds(wait_end - wait_begin);
-      RT_CHECK(batch.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
       const bool sync = micro + 1 == accumulation;
       auto forward_backward = [&] {
         if (!balance.enabled()) {
@@ -687,7 +701,10 @@ TrainSummary train(Session& s) {
     const auto optimizer_end = Clock::now();
     ddp.zeroGrad();  // with shared tables, waits until every owner has written its rows
     const auto step_end = Clock::now();
-    balance.endStep();
+    if (balance.endStep()) {
+      const auto [before, after] = balance.neighbourRowsToHold();
+      loader.holdNeighbourRows(before, after);
+    }
     ++global_step;
     ++window_steps;
     const ddp::DdpStats& stats = ddp.stats();
@@ -782,7 +799,10 @@ TrainSummary train(Session& s) {
   if (s.leader()) {
     info("trained {} steps in {:.1f} s: {:.0f} pairs/s globally, data wait {:.2f}% of step time; {}", steps_here,
          train_seconds, summary.pairs_per_second, 100 * summary.data_wait_fraction, ddp.stats().toString());
-    if (balance.enabled()) info("work balance at the end, pairs per micro-batch: {}", balance.describe());
+    if (balance.enabled()) {
+      info("work balance at the end, pairs per micro-batch: {} (rank 0 built {} batch(es) again for rows its "
+           "queue lacked after the cuts moved)", balance.describe(), batches_rebuilt);
+    }
     warnIfNothingLearnt(job, first_logged_loss, global_step, summary.final_loss);
   }
   // Before the evaluation allocates its own buffers: what training holds.

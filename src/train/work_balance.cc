@@ -87,12 +87,12 @@ void WorkBalance::record(double seconds, int64_t pairs) {
   step_pairs_ += pairs;
 }
 
-void WorkBalance::endStep() {
-  if (!enabled_) return;
+bool WorkBalance::endStep() {
+  if (!enabled_) return false;
   if (step_pairs_ > 0) window_.push_back(step_seconds_ / static_cast<double>(step_pairs_));
   step_seconds_ = 0.0;
   step_pairs_ = 0;
-  if (++steps_ % kBalanceWindow != 0) return;
+  if (++steps_ % kBalanceWindow != 0) return false;
   double mine = 0.0;  // no timing: counted as the ranks' median
   if (!window_.empty()) {
     std::nth_element(window_.begin(), window_.begin() + static_cast<long>(window_.size() / 2), window_.end());
@@ -102,8 +102,17 @@ void WorkBalance::endStep() {
   std::vector<double> all(static_cast<size_t>(comm_.size()), 0.0);
   comm_.allgather(comm::Buffer{&mine, 1, comm::DataType::kFloat64, {}, {}},
                   comm::Buffer{all.data(), all.size(), comm::DataType::kFloat64, {}, {}});
-  cuts_ = rebalancedCuts(cuts_, all, batch_);
+  std::vector<int64_t> next = rebalancedCuts(cuts_, all, batch_);
+  if (next == cuts_) return false;
+  cuts_ = std::move(next);
   debug("work balance after step {}: {}", steps_, describe());
+  return true;
+}
+
+std::pair<int64_t, int64_t> WorkBalance::neighbourRowsToHold() const {
+  const int64_t margin = batch_ / 16;
+  const int64_t own_begin = rank_ * batch_, own_end = own_begin + batch_;
+  return {std::max<int64_t>(0, own_begin - begin()) + margin, std::max<int64_t>(0, begin() + count() - own_end) + margin};
 }
 
 std::string WorkBalance::describe() const {

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ringtrain::comm {
@@ -48,8 +49,13 @@ class WorkBalance {
   // Forward+backward time of this rank's range in one micro-batch.
   void record(double seconds, int64_t pairs);
   // After each optimizer step, on every rank at once: every kBalanceWindow steps a collective over the
-  // ranks' timings, then new cuts.
-  void endStep();
+  // ranks' timings, then new cuts. True when they moved.
+  bool endStep();
+  // Rows of the previous and the next rank's batch this rank's range takes, each with a margin of B / 16 for
+  // the next moves: what the loader should build beside the rank's own batch.
+  std::pair<int64_t, int64_t> neighbourRowsToHold() const;
+  // Whether a batch whose rows start at `first_row` and number `rows` holds this rank's range.
+  bool covers(int64_t first_row, int64_t rows) const { return first_row <= begin() && begin() + count() <= first_row + rows; }
   // "rank 0 1536, rank 1 512" (pairs per micro-batch), for the job's summary.
   std::string describe() const;
 

@@ -151,6 +151,34 @@ TEST(Loader, BalancedBatchesHoldTheNeighboursRowsAsTheyBuildThem) {
   }
 }
 
+// The trainer narrows what a batch holds of its neighbours to what its range needs: later batches hold
+// that many rows each side, and an explicit build holds what it is asked, the same rows either way.
+TEST(Loader, HeldNeighbourRowsAreTheOnesAskedFor) {
+  Data d = makeData();
+  config::JobConfig balanced = job(0);
+  balanced.ddp.balance = true;
+  const int64_t batch = balanced.data.batch_size;
+  BatchLoader loader(d.corpus, d.split, balanced, 1, 3);
+  const Batch full = loader.build(0, 1);
+  const int64_t half = neighbourRows(batch);
+  ASSERT_EQ(full.first_row, batch - half);
+  loader.holdNeighbourRows(3, 0);
+  const Batch narrow = *loader.next();  // batch (0, 0), built on this thread with 0 workers
+  EXPECT_EQ(narrow.first_row, batch - 3);
+  EXPECT_EQ(narrow.center.size(0), batch + 3);
+  const Batch wide = loader.build(0, 0, 1000, 5);  // clamped to half a batch before
+  EXPECT_EQ(wide.first_row, batch - half);
+  ASSERT_EQ(wide.center.size(0), half + batch + 5);
+  EXPECT_TRUE(at::equal(narrow.center, wide.center.narrow(0, half - 3, batch + 3)));
+  EXPECT_TRUE(at::equal(narrow.negatives, wide.negatives.narrow(0, half - 3, batch + 3)));
+  const Batch rows_of_0 = loader.build(0, 1, 7, 0);
+  EXPECT_TRUE(at::equal(rows_of_0.context, full.context.narrow(0, half - 7, batch + 7)));
+  BatchLoader off(d.corpus, d.split, job(0), 1, 3);
+  const Batch own = off.build(0, 1, 5, 5);
+  EXPECT_EQ(own.first_row, batch) << "without ddp.balance a batch holds no neighbour's rows";
+  EXPECT_EQ(own.center.size(0), batch);
+}
+
 TEST(Loader, MaxStepsBoundsTheRun) {
   Data d = makeData();
   config::JobConfig j = job(2);

@@ -131,6 +131,49 @@ TEST(WorkBalance, AFewSlowStepsAreJitterNotASlowerRank) {
   EXPECT_EQ(cuts[1], cuts[0]);
 }
 
+// What the loader is asked to hold beside a rank's own batch: the neighbours' rows its range takes, plus
+// B / 16 each side for the next moves; a batch with them covers the range, the own batch alone only where
+// the range took no neighbour's rows.
+TEST(WorkBalance, TheLoaderHoldsTheRowsTheRangeTakes) {
+  constexpr int kWorld = 3;
+  ::setenv("RINGTRAIN_BALANCE_SLOWDOWN", "2:4", 1);
+  testing::ThreadGroup group(kWorld);
+  std::vector<std::pair<int64_t, int64_t>> held(kWorld), at_start(kWorld);
+  std::vector<std::vector<int64_t>> cuts(kWorld);
+  std::vector<int> covered(kWorld);
+  testing::runRanks(kWorld, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(30));
+    WorkBalance balance(comm, kBatch, /*enabled=*/true);
+    at_start[rank] = balance.neighbourRowsToHold();
+    bool moved = false;
+    for (int64_t step = 1; step <= kBalanceWindow; ++step) {
+      balance.record(1e-6 * static_cast<double>(balance.count()), balance.count());
+      moved = balance.endStep();
+    }
+    EXPECT_TRUE(moved) << "rank 2 is 4 times slower";
+    held[rank] = balance.neighbourRowsToHold();
+    cuts[rank] = balance.cuts();
+    const int64_t first = rank * kBatch - held[rank].first;
+    covered[rank] = balance.covers(first, held[rank].first + kBatch + held[rank].second) &&
+                    balance.covers(rank * kBatch, kBatch) == (rank == 2);
+  });
+  ::unsetenv("RINGTRAIN_BALANCE_SLOWDOWN");
+  const int64_t margin = kBatch / 16;
+  for (int r = 0; r < kWorld; ++r) {
+    EXPECT_EQ(at_start[r], std::make_pair(margin, margin)) << "even cuts take no neighbour's row";
+    EXPECT_TRUE(covered[r]) << "rank " << r;
+  }
+  // Rank 2 gave rows to rank 1, and rank 1 to rank 0: each holds what it takes after its own batch; rank 2
+  // takes nothing of rank 1's, and its own batch alone covers what it trains.
+  ASSERT_EQ(cuts[1], cuts[0]);
+  ASSERT_EQ(cuts[2], cuts[0]);
+  ASSERT_GT(cuts[0][1], kBatch);
+  ASSERT_GT(cuts[0][2], 2 * kBatch);
+  EXPECT_EQ(held[0], std::make_pair(margin, cuts[0][1] - kBatch + margin));
+  EXPECT_EQ(held[1], std::make_pair(margin, cuts[0][2] - 2 * kBatch + margin));
+  EXPECT_EQ(held[2], std::make_pair(margin, margin));
+}
+
 TEST(WorkBalance, OffOrAloneKeepsTheOwnBatch) {
   testing::ThreadGroup group(1);
   testing::ThreadCommunicator comm(group, 0, std::chrono::seconds(5));

@@ -16,10 +16,12 @@
 // stop() may come from several threads at once, but, like any call, not once the destructor has begun.
 // requestStop() only sets an atomic flag (async-signal-safe, for a Ctrl-C handler); every wait re-checks it
 // at least every 100 ms.
-// Neighbours: with ddp.balance on, a batch also holds the last neighbourRows(B) pairs of rank r-1's batch of
-// that step before its own, and the first neighbourRows(B) of rank r+1's after it (where those ranks exist),
-// each pair and its negatives exactly as that rank builds them, so the trainer can train any range of the
-// step's pairs that src/train/work_balance.h gives it; Batch::first_row says where the rows start.
+// Neighbours: with ddp.balance on, a batch also holds the last rows of rank r-1's batch of that step before
+// its own, and the first rows of rank r+1's after it (where those ranks exist), each pair and its negatives
+// exactly as that rank builds them, so the trainer can train the range of the step's pairs that
+// src/train/work_balance.h gives it; Batch::first_row says where the rows start. How many: up to
+// neighbourRows(B) each side (the most a cut moves), all of them until holdNeighbourRows() says fewer
+// (building them costs the loader as much as its own rows).
 // CUDA: with run.device cuda and loader.pin_memory auto|on (and a CUDA LibTorch with a device), workers
 // fill pinned host tensors and next() copies them to the device with non_blocking=true.
 #pragma once
@@ -99,9 +101,16 @@ class BatchLoader {
   void stop();
   void requestStop() noexcept;
 
-  // Builds batch (epoch, step) of this rank (with its neighbours, under ddp.balance) directly, without the
-  // queue (what workers run).
+  // Under ddp.balance: batches built from now on hold the last `before` rows of the previous rank's batch and
+  // the first `after` of the next's (each clamped to [0, neighbourRows(B)]). Any thread; batches already
+  // built keep theirs.
+  void holdNeighbourRows(int64_t before, int64_t after);
+
+  // Builds batch (epoch, step) of this rank (with the neighbours' rows held, under ddp.balance) directly,
+  // without the queue (what workers run); the second form with the given neighbours' rows (a batch built
+  // before the trainer's range grew past them).
   Batch build(int64_t epoch, int64_t step) const;
+  Batch build(int64_t epoch, int64_t step, int64_t before, int64_t after) const;
 
  private:
   // Everything the workers touch. Each worker holds a reference, so a worker left behind (see Shutdown) that

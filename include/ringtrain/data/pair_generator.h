@@ -95,6 +95,10 @@ struct EpochShard {
 
 // Builds rank `rank`'s shard of `epoch` (O(training tokens): it counts every rank's pairs).
 EpochShard makeEpochShard(const PairGenerator& gen, int64_t epoch, int rank, int world_size);
+// The shards of ranks first_rank..last_rank in the same one pass (what a loader that holds its neighbours'
+// rows needs).
+std::vector<EpochShard> makeEpochShards(const PairGenerator& gen, int64_t epoch, int first_rank, int last_rank,
+                                        int world_size);
 // steps = min over ranks of epoch-0 pairs / batch_size; throws DataError when a rank has none, or fewer
 // than one batch.
 int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size);
