@@ -279,6 +279,25 @@ TEST(Sharding, ShardsFormADisjointCoverWithEqualSteps) {
   EXPECT_NE(makeEpochShard(gen, 0, 0, 2).lines, makeEpochShard(gen, 1, 0, 2).lines);
 }
 
+// A loader that holds its neighbours' rows builds their shards in one pass: each the same as built alone.
+TEST(Sharding, SeveralRanksShardsInOnePassAreEachRanksOwn) {
+  Fixture f = makeFixture(501, 25, 0.2);
+  PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kWindow, 3, 1e-2));
+  const std::vector<EpochShard> some = makeEpochShards(gen, 1, 1, 3, 5);
+  ASSERT_EQ(some.size(), 3u);
+  for (int r = 1; r <= 3; ++r) {
+    const EpochShard alone = makeEpochShard(gen, 1, r, 5);
+    const EpochShard& together = some[static_cast<size_t>(r - 1)];
+    EXPECT_EQ(together.epoch, 1);
+    EXPECT_EQ(together.lines, alone.lines) << "rank " << r;
+    EXPECT_EQ(together.pair_end, alone.pair_end) << "rank " << r;
+    EXPECT_EQ(together.rank_pairs, alone.rank_pairs) << "rank " << r;
+  }
+  EXPECT_NE(some[0].lines, some[1].lines);
+  EXPECT_THROW(makeEpochShards(gen, 0, 2, 1, 5), Error);
+  EXPECT_THROW(makeEpochShards(gen, 0, 3, 5, 5), Error);
+}
+
 TEST(Sharding, StreamWrapsAndMatchesLinePairs) {
   Fixture f = makeFixture(30, 10);
   PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2));
