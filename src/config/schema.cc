@@ -231,7 +231,19 @@ std::vector<Field> buildSchema() {
   s.push_back(makeChoice("ddp", "sparse_sync", &J::ddp, &DdpOptions::sparse_sync, {"auto", "shared", "allgather", "owner"}));
   s.push_back(makeField("ddp", "overlap_sparse", &J::ddp, &DdpOptions::overlap_sparse));
   s.push_back(makeField("ddp", "replica_check_every", &J::ddp, &DdpOptions::replica_check_every, 0));
-  s.push_back(makeField("ddp", "balance", &J::ddp, &DdpOptions::balance));
+  {
+    Field balance = makeField("ddp", "balance", &J::ddp, &DdpOptions::balance);
+    // The trainer times each rank's forward and backward on the host's clock: on a GPU that times the
+    // launches, not the work, which runs later on the device.
+    balance.relation = [](const JobConfig& c) -> std::string {
+      if (c.ddp.balance && c.run.device.rfind("cuda", 0) == 0) {
+        return "true needs run.device cpu (GPU work runs after the host launches it: the host's clock cannot "
+               "time a rank's share)";
+      }
+      return "";
+    };
+    s.push_back(balance);
+  }
   // comm
   s.push_back(makeChoice("comm", "backend", &J::comm, &CommOptions::backend, {"auto", "gloo", "mpi", "nccl"}));
   s.push_back(makeChoice("comm", "allreduce_algorithm", &J::comm, &CommOptions::allreduce_algorithm,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include <fmt/format.h>
@@ -99,9 +100,16 @@ bool WorkBalance::endStep() {
     mine = window_[window_.size() / 2];
   }
   window_.clear();
-  std::vector<double> all(static_cast<size_t>(comm_.size()), 0.0);
-  comm_.allgather(comm::Buffer{&mine, 1, comm::DataType::kFloat64, {}, {}},
-                  comm::Buffer{all.data(), all.size(), comm::DataType::kFloat64, {}, {}});
+  // As bytes: a host buffer every backend takes (NCCL's collectives take device memory only).
+  std::vector<uint8_t> bytes(sizeof mine);
+  std::memcpy(bytes.data(), &mine, sizeof mine);
+  const std::vector<std::vector<uint8_t>> gathered = comm_.allgatherBytes(bytes);
+  std::vector<double> all(gathered.size(), 0.0);
+  for (size_t r = 0; r < gathered.size(); ++r) {
+    RT_CHECK(gathered[r].size() == sizeof(double), "work balance: rank ", r, " sent ", gathered[r].size(),
+             " bytes for its timing, not ", sizeof(double));
+    std::memcpy(&all[r], gathered[r].data(), sizeof(double));
+  }
   std::vector<int64_t> next = rebalancedCuts(cuts_, all, batch_);
   if (next == cuts_) return false;
   cuts_ = std::move(next);

@@ -206,6 +206,13 @@ TEST(Config, RepeatedKeysSectionsAndSecondDocumentsAreRefused) {
   EXPECT_EQ(loadString("run:\n  name: a\ndata:\n  window: 3\n", "job.yaml").run.name, "a");
 }
 
+TEST(Config, WorkBalanceIsForCpuRanksOnly) {
+  EXPECT_TRUE(loadString("ddp:\n  balance: true\n", "job.yaml").ddp.balance);
+  EXPECT_FALSE(loadString("run:\n  device: cuda\n", "job.yaml").ddp.balance);
+  EXPECT_THAT(errorOf("run:\n  device: cuda\nddp:\n  balance: true\n"),
+              HasSubstr("ddp.balance: true needs run.device cpu"));
+}
+
 TEST(Config, ForwardDirectionIsForWindowContextOnly) {
   EXPECT_EQ(loadString("data:\n  direction: forward\n", "job.yaml").data.direction, "forward");
   EXPECT_THAT(errorOf("data:\n  direction: backward\n"), HasSubstr("must be one of both, forward"));

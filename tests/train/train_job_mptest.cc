@@ -192,21 +192,23 @@ TEST(TrainJob, SharedTablesWithAdamAccumulationAndEvaluationTrainLikeAllgather) 
 }
 
 // ddp.balance moves pairs of each step from a slower rank to a faster one: the same pairs, the same mean
-// gradient, summed in another order. Rank 1 says it is 3 times slower (the tests' seam), so rank 0 ends up
-// training half of rank 1's batch (the most a cut moves); the vectors match the unbalanced run's to float
-// rounding, and differ from them by more than nothing (the pairs did move).
+// gradient, summed in another order. Rank 1 says it is 10 times slower (the tests' seam), so rank 0 ends up
+// training half of rank 1's batch (the most a cut moves), and batches queued before the cut moved are built
+// again with those rows; the vectors match the unbalanced run's to float rounding, and differ from them by
+// more than nothing (the pairs did move).
 TEST(TrainJob, BalancedRanksTrainTheSamePairsAsUnbalancedOnes) {
   const std::vector<std::string> job = {"--set", "run.max_steps=100", "--set", "checkpoint.every_steps=0"};
   const std::string even = testing::makeTempDir("ringtrain-unbalanced-");
   const std::string moved = testing::makeTempDir("ringtrain-balanced-");
   testing::CommandOptions options = withDeadline(240);
-  options.env["RINGTRAIN_BALANCE_SLOWDOWN"] = "1:3";
+  options.env["RINGTRAIN_BALANCE_SLOWDOWN"] = "1:10";
   const auto a = runCommand(ringrun(2, train(even, job)), options);
   ASSERT_TRUE(a.ok()) << a.out << a.err;
   EXPECT_THAT(a.out + a.err, Not(HasSubstr("work balance"))) << "off by default";
   const auto b = runCommand(ringrun(2, train(moved, with(job, "ddp.balance=true"))), options);
   ASSERT_TRUE(b.ok()) << b.out << b.err;
   EXPECT_THAT(b.out + b.err, HasSubstr("work balance at the end, pairs per micro-batch: rank 0 384, rank 1 128"));
+  EXPECT_GT(metric(b.out + b.err, "rank 0 built"), 0) << "no batch was built again after the cuts moved";
   const model::WordVectors x = model::readWord2Vec(even + "/embeddings.txt");
   const model::WordVectors y = model::readWord2Vec(moved + "/embeddings.txt");
   ASSERT_EQ(x.tokens, y.tokens);

@@ -175,6 +175,25 @@ TEST(WorkBalance, TheLoaderHoldsTheRowsTheRangeTakes) {
 }
 
 TEST(WorkBalance, OffOrAloneKeepsTheOwnBatch) {
+  {
+    ::setenv("RINGTRAIN_BALANCE_SLOWDOWN", "1:4", 1);
+    testing::ThreadGroup group(2);
+    std::vector<std::vector<int64_t>> cuts(2);
+    testing::runRanks(2, [&](int rank) {
+      testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(5));
+      WorkBalance off(comm, kBatch, /*enabled=*/false);
+      for (int64_t step = 1; step <= 2 * kBalanceWindow; ++step) {
+        off.record(1e-6 * static_cast<double>(off.count()), off.count());
+        EXPECT_FALSE(off.endStep());
+      }
+      cuts[rank] = off.cuts();
+      EXPECT_FALSE(off.enabled());
+      EXPECT_EQ(off.begin(), rank * kBatch);
+    });
+    ::unsetenv("RINGTRAIN_BALANCE_SLOWDOWN");
+    EXPECT_EQ(cuts[0], evenCuts(2, kBatch));
+    EXPECT_EQ(cuts[1], cuts[0]);
+  }
   testing::ThreadGroup group(1);
   testing::ThreadCommunicator comm(group, 0, std::chrono::seconds(5));
   WorkBalance alone(comm, kBatch, /*enabled=*/true);

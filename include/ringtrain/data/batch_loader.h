@@ -49,8 +49,8 @@ struct Batch {
   at::Tensor center;     // int64 [B]
   at::Tensor context;    // int64 [B]
   at::Tensor negatives;  // int64 [B, K]
-  // Row 0's place among the step's W * B pairs laid end to end in rank order: rank * B, less
-  // neighbourRows(B) when the batch holds rank - 1's last rows (see Neighbours above).
+  // Row 0's place among the step's W * B pairs laid end to end in rank order: rank * B, less the rows of
+  // rank - 1's batch it holds (see Neighbours above).
   int64_t first_row = 0;
   int64_t epoch = 0;
   int64_t step = 0;  // within the epoch
