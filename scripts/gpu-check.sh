@@ -151,6 +151,12 @@ if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-balance "* ]]; t
   phase "work balance off/on, 8 ranks" 150 "$OUT/bench-balance.log" 6 \
     env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS=0 "$ROOT/scripts/bench-ab.sh" ddp.balance false true 8
 fi
+# Only when named in GPU_CHECK_PHASES: any setting's two values at 8 ranks, alternating, from GPU_CHECK_AB="KEY A
+# B" (for example "loader.workers 2 1"); GPU_CHECK_AB_SAME=0 for a setting whose vectors may differ.
+if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-ab "* ]]; then
+  phase "A/B ${GPU_CHECK_AB:-(GPU_CHECK_AB unset)}, 8 ranks" 150 "$OUT/bench-ab.log" 6 \
+    env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="${GPU_CHECK_AB_SAME:-1}" "$ROOT/scripts/bench-ab.sh" ${GPU_CHECK_AB:-} 8
+fi
 # Only when named in GPU_CHECK_PHASES (its log would be a ninth file, and the tool brings back 8): the
 # serving benchmark on a machine where wrk and the server need not share 2 cores (wrk travels as a Debian
 # package, unpacked into the sysroot).

@@ -9,7 +9,8 @@ across ranks (ranks on one host share the trace's clock):
   - after the last arrival: from the last rank's forward+backward end to the last rank's finalize end, the
     time the gradient synchronization itself takes once nobody is late;
   - zero grad after the last optimizer: with shared sparse tables zeroGrad() waits for every owner;
-  - which rank finished forward+backward last, in what share of the steps.
+  - which rank finished forward+backward last, in what share of the steps;
+  - in the slowest tenth of steps, what grew: the last rank's forward+backward, its data wait, the sync.
 The first N steps of each rank (default 10) are left out: they hold the warm-up.
 """
 import argparse
@@ -22,6 +23,7 @@ FORWARD = "forward+backward (buckets in flight)"
 FINALIZE = "finalize: wait for buckets + sparse sync"
 OPTIMIZER = "optimizer step"
 ZERO_GRAD = "zero grad"
+DATA_WAIT = "data wait"
 
 
 def main():
@@ -79,9 +81,17 @@ def main():
     steps = min(len(spans[FORWARD][r]) for r in ranks)
     spread, after_last, zero_wait, step_ms = [], [], [], []
     last_count = collections.Counter()  # rank -> steps it finished forward+backward last
+    per_step = {}  # step -> (last rank's forward+backward above its median, its data wait, spread, after last)
+    fb_median = {r: statistics.median(e - b for b, e in spans[FORWARD][r][args.skip:]) for r in ranks}
     for k in range(args.skip, steps):
         fb_end = [spans[FORWARD][r][k][1] for r in ranks]
-        last_count[ranks[fb_end.index(max(fb_end))]] += 1
+        last = ranks[fb_end.index(max(fb_end))]
+        last_count[last] += 1
+        b, e = spans[FORWARD][last][k]
+        wait = spans[DATA_WAIT][last][k] if DATA_WAIT in spans and k < len(spans[DATA_WAIT][last]) else (0, 0)
+        fin_end = [spans[FINALIZE][r][k][1] for r in ranks if k < len(spans[FINALIZE][r])]
+        per_step[k] = (e - b - fb_median[last], wait[1] - wait[0], max(fb_end) - min(fb_end),
+                       max(fin_end) - max(fb_end) if len(fin_end) == len(ranks) else 0)
         fin_end = [spans[FINALIZE][r][k][1] for r in ranks if k < len(spans[FINALIZE][r])]
         spread.append(max(fb_end) - min(fb_end))
         if len(fin_end) == len(ranks):
@@ -92,6 +102,7 @@ def main():
             zero_wait.append(max(zg_end) - max(opt_end))
         if k + 1 < steps:
             step_ms.append(max(spans[FORWARD][r][k + 1][0] for r in ranks) - max(spans[FORWARD][r][k][0] for r in ranks))
+            per_step[k] += (step_ms[-1],)
     print(f"\nacross {len(ranks)} ranks, median (90th percentile) ms over {len(spread)} steps")
     def line(label, values):
         if values:
@@ -105,6 +116,16 @@ def main():
     # ranks are jitter.
     print(f"  {'last to arrive, % of steps':42s}" +
           "".join(f" r{r}:{100 * last_count[r] / max(1, len(spread)):.0f}" for r in ranks if last_count[r]))
+    # The mean step is set by the long ones: what grew in them. A last rank's forward+backward far above its
+    # own median is that rank held up (descheduled, a slow page); a long data wait is its loader; a long sync
+    # after the last arrival is the exchange.
+    timed = sorted((v for v in per_step.values() if len(v) == 5), key=lambda v: v[4])
+    slow = timed[int(0.9 * len(timed)):]
+    if len(slow) >= 2:
+        med = lambda i: statistics.median(v[i] for v in slow) / 1000
+        print(f"\nthe slowest tenth of steps ({len(slow)}), median ms: step {med(4):.2f}; the last rank's "
+              f"forward+backward {med(0):+.2f} against its median, its data wait {med(1):.2f}; arrival spread "
+              f"{med(2):.2f}; finalize end after the last arrival {med(3):.2f}")
 
 
 if __name__ == "__main__":
