@@ -139,24 +139,19 @@ if [ "$GLOO" = ON ]; then
   phase "sparse overlap off/on, 8 ranks" 120 "$OUT/bench-overlap.log" 6 \
     env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-overlap.sh" 8
 fi
-# Only when named in GPU_CHECK_PHASES: the waits' old 50 us poll against auto (comm.spin_us) at 8 ranks,
-# alternating (scripts/bench-ab.sh).
-if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-spin "* ]]; then
-  phase "waits polling 50 us against auto, 8 ranks" 150 "$OUT/bench-spin.log" 6 \
-    env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-ab.sh" comm.spin_us 50 -1 8
-fi
-# Only when named in GPU_CHECK_PHASES: ddp.balance off against on at 8 ranks, alternating (its vectors differ
-# by float rounding: the same pairs, summed in another order).
-if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-balance "* ]]; then
-  phase "work balance off/on, 8 ranks" 150 "$OUT/bench-balance.log" 6 \
-    env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS=0 "$ROOT/scripts/bench-ab.sh" ddp.balance false true 8
-fi
-# Only when named in GPU_CHECK_PHASES: any setting's two values at 8 ranks, alternating, from GPU_CHECK_AB="KEY A
-# B" (for example "loader.workers 2 1"); GPU_CHECK_AB_SAME=0 for a setting whose vectors may differ.
-if [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" bench-ab "* ]]; then
-  phase "A/B ${GPU_CHECK_AB:-(GPU_CHECK_AB unset)}, 8 ranks" 150 "$OUT/bench-ab.log" 6 \
-    env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="${GPU_CHECK_AB_SAME:-1}" "$ROOT/scripts/bench-ab.sh" ${GPU_CHECK_AB:-} 8
-fi
+# Opt-in A/Bs, only when named in GPU_CHECK_PHASES: one setting's two values at 8 ranks, alternating
+# (scripts/bench-ab.sh). ab_phase LOG TITLE SAME_VECTORS KEY A B.
+ab_phase() {
+  [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" $1 "* ]] || return 0
+  phase "$2" 150 "$OUT/$1.log" 6 env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="$3" "$ROOT/scripts/bench-ab.sh" "${@:4}" 8
+}
+# The waits' old 50 us poll against auto (comm.spin_us).
+ab_phase bench-spin "waits polling 50 us against auto, 8 ranks" 1 comm.spin_us 50 -1
+# ddp.balance off against on (its vectors differ by float rounding: the same pairs, summed in another order).
+ab_phase bench-balance "work balance off/on, 8 ranks" 0 ddp.balance false true
+# Any setting, from GPU_CHECK_AB="KEY A B" (for example "loader.workers 2 1"); GPU_CHECK_AB_SAME=0 for a setting
+# whose vectors may differ.
+ab_phase bench-ab "A/B ${GPU_CHECK_AB:-(GPU_CHECK_AB unset)}, 8 ranks" "${GPU_CHECK_AB_SAME:-1}" ${GPU_CHECK_AB:-}
 # Only when named in GPU_CHECK_PHASES (its log would be a ninth file, and the tool brings back 8): the
 # serving benchmark on a machine where wrk and the server need not share 2 cores (wrk travels as a Debian
 # package, unpacked into the sysroot).

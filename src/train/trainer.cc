@@ -626,10 +626,13 @@ TrainSummary train(Session& s) {
   const int accumulation = job.ddp.accumulation_steps;
   const int64_t pairs_per_step = static_cast<int64_t>(job.data.batch_size) * accumulation * s.comm->size();
   WorkBalance balance(*s.comm, job.data.batch_size, job.ddp.balance);
-  if (balance.enabled()) {
-    if (s.leader()) info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+  auto holdTheRowsTheRangeTakes = [&] {
     const auto [before, after] = balance.neighbourRowsToHold();
     loader.holdNeighbourRows(before, after);
+  };
+  if (balance.enabled()) {
+    if (s.leader()) info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+    holdTheRowsTheRangeTakes();
   }
   int64_t batches_rebuilt = 0;  // under ddp.balance: built before this rank's range grew past their rows
   const int64_t first_step = global_step;
@@ -663,22 +666,17 @@ TrainSummary train(Session& s) {
       step_data_wait += seconds(wait_end - wait_begin);
       const bool sync = micro + 1 == accumulation;
       auto forward_backward = [&] {
-        if (!balance.enabled()) {
-          at::Tensor loss = s.model->forward(batch->center, batch->context, batch->negatives);
-          loss.backward();
-          loss_sum.add_(loss.detach());
-        } else {
-          // This rank's range of the step's pairs (its neighbours' batches are in the batch too), its mean
-          // loss weighted by its share: the ranks' average is then the mean over all the step's pairs.
-          const int64_t from = balance.begin() - batch->first_row, count = balance.count();
-          RT_CHECK(from >= 0 && from + count <= batch->center.size(0), "work balance: rows [", balance.begin(),
-                   ", +", count, ") are outside the batch's [", batch->first_row, ", +", batch->center.size(0), ")");
-          at::Tensor loss = s.model->forward(batch->center.narrow(0, from, count), batch->context.narrow(0, from, count),
-                                             batch->negatives.narrow(0, from, count)) *
-                            balance.lossScale();
-          loss.backward();
-          loss_sum.add_(loss.detach());
-        }
+        // This rank's range of the step's pairs: its own batch, or under ddp.balance a range that may take
+        // rows of its neighbours' (the batch holds them), its mean loss weighted by its share so that the
+        // ranks' average is the mean over all the step's pairs.
+        const int64_t from = balance.begin() - batch->first_row, count = balance.count();
+        RT_CHECK(from >= 0 && from + count <= batch->center.size(0), "work balance: rows [", balance.begin(),
+                 ", +", count, ") are outside the batch's [", batch->first_row, ", +", batch->center.size(0), ")");
+        at::Tensor loss = s.model->forward(batch->center.narrow(0, from, count), batch->context.narrow(0, from, count),
+                                           batch->negatives.narrow(0, from, count));
+        if (balance.enabled()) loss = loss * balance.lossScale();
+        loss.backward();
+        loss_sum.add_(loss.detach());
         ++loss_count;
       };
       if (sync) {
@@ -701,10 +699,7 @@ TrainSummary train(Session& s) {
     const auto optimizer_end = Clock::now();
     ddp.zeroGrad();  // with shared tables, waits until every owner has written its rows
     const auto step_end = Clock::now();
-    if (balance.endStep()) {
-      const auto [before, after] = balance.neighbourRowsToHold();
-      loader.holdNeighbourRows(before, after);
-    }
+    if (balance.endStep()) holdTheRowsTheRangeTakes();
     ++global_step;
     ++window_steps;
     const ddp::DdpStats& stats = ddp.stats();
