@@ -411,6 +411,10 @@ void HttpServer::start() {
   // full accept queue, or the surplus waits for TCP retransmits, a second and more.
   if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
+    // Closed now, not when this object goes: the socket (bound, if only listen failed) would otherwise
+    // hold the port, and a start() retried once it is free would find the acceptor still open.
+    beast::error_code ignored;
+    s.acceptor.close(ignored);
     RT_THROW(ConfigError, "serve: cannot listen on ", where(), ": ", ec.message(),
              " (address in use or not local? see serve.host / serve.port)");
   }

@@ -281,6 +281,12 @@ TEST_F(HttpServerTest, APortInUseIsAConfigError) {
   HttpServer second(same, [](const HttpRequest&, HttpReply reply) { reply({}); },
                     [](int status, const std::string&) { return HttpResponse{status, "text/plain", ""}; }, nullptr);
   EXPECT_THROW(second.start(), ConfigError);
+  // The failed start let its socket go: once the port is free, the same server starts on it.
+  server_->stop();
+  server_.reset();
+  EXPECT_NO_THROW(second.start());
+  EXPECT_EQ(second.port(), same.port);
+  second.stop();
 }
 
 TEST(DecodeQueryComponentTest, PercentEscapesAndPlus) {
