@@ -1,18 +1,18 @@
 // `ringtrain serve --model PATH [--items PATH] [--port P] [JOB.yaml] [--set serve.key=value]`: the
 // recommendation server (ringtrain/serve/server.h). Runs until SIGINT or SIGTERM, then stops cleanly
-// (requests in flight finish) and exits 0.
+// (requests in flight finish) and exits 0; a second signal while it stops exits at once, with 128 + the signal.
 #include <signal.h>
 
 #include <pthread.h>
 
-#include <atomic>
 #include <cstdio>
-#include <cstdlib>
 #include <ctime>
 #include <memory>
-#include <thread>
+
+#include <fmt/format.h>
 
 #include "app/commands.h"
+#include "core/exit_on_signal.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/serve/server.h"
@@ -47,30 +47,13 @@ int runServe(const ServeArgs& args) {
 
   // Loading the first model can take long (a large catalog) or block (a FIFO): a signal meanwhile stops the
   // process at once, since nothing is serving yet. The main loop below takes over once it is loaded.
-  std::atomic<bool> loading{true};
-  std::thread load_watch([&signals, &loading] {
-    const timespec tick{0, 50 * 1000 * 1000};
-    while (loading.load()) {
-      const int sig = sigtimedwait(&signals, nullptr, &tick);
-      if (sig == SIGINT || sig == SIGTERM) {
-        std::fprintf(stderr, "ringtrain: serve: signal %d while loading the model; stopped\n", sig);
-        std::fflush(stderr);
-        std::_Exit(kExitOk);
-      }
-    }
-  });
-  const auto stop_watching = [&] {
-    loading = false;
-    load_watch.join();
-  };
   std::unique_ptr<serve::Server> loaded;
-  try {
+  {
+    const ExitOnSignal while_loading(
+        signals, [](int sig) { return fmt::format("serve: signal {} while loading the model; stopped", sig); },
+        kExitOk);
     loaded = std::make_unique<serve::Server>(options, args.model, args.items);
-  } catch (...) {
-    stop_watching();
-    throw;
   }
-  stop_watching();
   serve::Server& server = *loaded;
   server.start();
   // Tools and tests read the port from this line (port 0 picks a free one).
@@ -80,7 +63,7 @@ int runServe(const ServeArgs& args) {
   while (true) {
     const int sig = sigtimedwait(&signals, nullptr, &tick);
     if (sig == SIGINT || sig == SIGTERM) {
-      info("serve: signal {}, shutting down", sig);
+      info("serve: signal {}, shutting down (a second signal exits at once)", sig);
       break;
     }
     if (!server.running()) {
@@ -88,7 +71,18 @@ int runServe(const ServeArgs& args) {
       RT_THROW(Error, "serve: the HTTP listener stopped unexpectedly");
     }
   }
-  server.stop();
+  {
+    // Stopping waits for the requests in flight and for a reload running, which for a large catalog (an
+    // index to build) or on a hung file system takes long: Ctrl-C again must not wait behind it.
+    const ExitOnSignal while_stopping(
+        signals,
+        [](int sig) {
+          return fmt::format("serve: signal {} while stopping; exited without waiting for the requests and "
+                             "reload in flight", sig);
+        },
+        ExitOnSignal::kSignalExitCode);
+    server.stop();
+  }
   return kExitOk;
 }
 
