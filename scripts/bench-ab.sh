@@ -9,7 +9,9 @@
 #   scripts/bench-ab.sh comm.spin_us 50 -1 8          # the old 50 us waits against auto
 # Environment: ROUNDS (pairs of runs, default 3), STEPS (steps per run, default 160, the first 10 not
 # counted), BIND_TO (ringrun --bind-to, default cores), SAME_VECTORS (default 1: exit 1 when the vectors
-# differ, as they must not for a setting of how a job runs; 0 for a setting that changes the arithmetic).
+# differ, as they must not for a setting of how a job runs; 0 for a setting that changes the arithmetic),
+# SETS="key=value ..." (more ringtrain --set overrides for both sides, e.g. run.deterministic=false, which
+# ddp.balance true needs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -19,12 +21,14 @@ RANKS="${4:-2}"
 ROUNDS="${ROUNDS:-3}"
 STEPS="${STEPS:-160}"
 BIND_TO="${BIND_TO:-cores}"
+EXTRA_SETS=()
+for kv in ${SETS:-}; do EXTRA_SETS+=(--set "$kv"); done
 [ -x "$BIN/ringtrain" ] || "$ROOT/scripts/build.sh" >/dev/null
 WORK="$(mktemp -d /tmp/ringtrain-ab-XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$WORK/data" >/dev/null
 
-echo "reference workload, $RANKS ranks, shared tables, ringrun --bind-to $BIND_TO, $STEPS steps per run (10 warm-up): $KEY $A (A) against $B (B)"
+echo "reference workload, $RANKS ranks, shared tables, ringrun --bind-to $BIND_TO, $STEPS steps per run (10 warm-up)${SETS:+, --set $SETS}: $KEY $A (A) against $B (B)"
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     value=$A
@@ -33,7 +37,7 @@ for round in $(seq "$ROUNDS"); do
     "$BIN/ringrun" --standalone --nproc-per-node "$RANKS" --bind-to "$BIND_TO" -- "$BIN/ringtrain" train \
       "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$WORK/data/sequences.txt" --set "run.output_dir=$out" \
       --set "run.max_steps=$STEPS" --set log.every_steps=10 --set checkpoint.every_steps=0 \
-      --set ddp.sparse_sync=shared --set eval.max_queries=20 --set "$KEY=$value" > "$out.log" 2>&1 ||
+      --set ddp.sparse_sync=shared --set eval.max_queries=20 "${EXTRA_SETS[@]}" --set "$KEY=$value" > "$out.log" 2>&1 ||
       { echo "ringtrain failed ($KEY=$value):" >&2; tail -20 "$out.log" >&2; exit 1; }
     python3 - "$out/metrics.jsonl" "$out.log" "$round" "$side" "$value" <<'PY'
 import json, re, statistics, sys

@@ -17,11 +17,12 @@ namespace {
 constexpr double kNoLimit = std::numeric_limits<double>::infinity();
 
 std::string parseScalar(const std::string& text, bool& out) {
-  static const std::vector<std::string> kTrue = {"true", "True", "TRUE", "yes", "on", "1"};
-  static const std::vector<std::string> kFalse = {"false", "False", "FALSE", "no", "off", "0"};
+  // YAML 1.1's spellings (each word lower case, capitalised or upper case), and 1 / 0.
+  static const std::vector<std::string> kTrue = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "1"};
+  static const std::vector<std::string> kFalse = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "0"};
   if (std::find(kTrue.begin(), kTrue.end(), text) != kTrue.end()) return out = true, "";
   if (std::find(kFalse.begin(), kFalse.end(), text) != kFalse.end()) return out = false, "";
-  return "expected true or false, got '" + text + "'";
+  return "expected true or false (or yes/no, on/off, 1/0), got '" + text + "'";
 }
 
 template <typename Int>
@@ -234,11 +235,16 @@ std::vector<Field> buildSchema() {
   {
     Field balance = makeField("ddp", "balance", &J::ddp, &DdpOptions::balance);
     // The trainer times each rank's forward and backward on the host's clock: on a GPU that times the
-    // launches, not the work, which runs later on the device.
+    // launches, not the work, which runs later on the device. And the shares follow those timings, so the
+    // float sums' order differs from run to run: not what run.deterministic promises.
     balance.relation = [](const JobConfig& c) -> std::string {
       if (c.ddp.balance && c.run.device.rfind("cuda", 0) == 0) {
         return "true needs run.device cpu (GPU work runs after the host launches it: the host's clock cannot "
                "time a rank's share)";
+      }
+      if (c.ddp.balance && c.run.deterministic) {
+        return "true needs run.deterministic false: the ranks' shares follow their measured speed, so two runs "
+               "sum the same pairs in another order and differ in float rounding (not bit for bit)";
       }
       return "";
     };

@@ -631,8 +631,16 @@ TrainSummary train(Session& s) {
     loader.holdNeighbourRows(before, after);
   };
   if (balance.enabled()) {
-    if (s.leader()) info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+    if (s.leader()) {
+      info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+      if (total_steps - global_step <= kBalanceWindow) {
+        warn("ddp.balance: the run's {} step(s) end before its first decision (every {} steps): the shares stay even",
+             total_steps - global_step, kBalanceWindow);
+      }
+    }
     holdTheRowsTheRangeTakes();
+  } else if (!balance.whyOff().empty() && s.leader()) {
+    warn("ddp.balance is true but off in this job: {}", balance.whyOff());
   }
   int64_t batches_rebuilt = 0;  // under ddp.balance: built before this rank's range grew past their rows
   const int64_t first_step = global_step;
@@ -698,9 +706,10 @@ TrainSummary train(Session& s) {
     optimizer->step();
     const auto optimizer_end = Clock::now();
     ddp.zeroGrad();  // with shared tables, waits until every owner has written its rows
-    const auto step_end = Clock::now();
-    if (balance.endStep()) holdTheRowsTheRangeTakes();
+    const auto zero_grad_end = Clock::now();
     ++global_step;
+    if (balance.endStep(global_step, total_steps)) holdTheRowsTheRangeTakes();  // a collective every 10 steps
+    const auto step_end = Clock::now();
     ++window_steps;
     const ddp::DdpStats& stats = ddp.stats();
     const double sync_wait = seconds(sync_end - sync_begin);
@@ -718,7 +727,8 @@ TrainSummary train(Session& s) {
                              buckets, millis(stats.sparse_sync_time), millis(stats.sparse_exchange_time),
                              millis(stats.sparse_overlapped_time), stats.sparse_bytes_sent));
       trace.span("optimizer step", sync_end, optimizer_end);
-      trace.span("zero grad", optimizer_end, step_end);
+      trace.span("zero grad", optimizer_end, zero_grad_end);
+      if (balance.enabled()) trace.span("work balance", zero_grad_end, step_end);
       trace.counter("bytes sent", step_end, static_cast<double>(stats.dense_bytes_sent + stats.sparse_bytes_sent));
     }
 
@@ -782,9 +792,10 @@ TrainSummary train(Session& s) {
     }
   }
   run_log.flushMetrics();  // the last records: not a successful run with records missing
-  std::vector<double> metrics_failed = {run_log.failure().empty() ? 0.0 : 1.0};
-  s.sumOverRanks(metrics_failed);
-  if (metrics_failed[0] > 0) stopForMetrics(s, run_log);
+  // One collective for two sums: whether rank 0's metrics failed, and the batches the ranks built again.
+  std::vector<double> end_sums = {run_log.failure().empty() ? 0.0 : 1.0, static_cast<double>(batches_rebuilt)};
+  s.sumOverRanks(end_sums);
+  if (end_sums[0] > 0) stopForMetrics(s, run_log);
   run_log.finish();
   const double train_seconds = seconds(Clock::now() - loop_start);
   summary.steps = global_step;
@@ -795,8 +806,8 @@ TrainSummary train(Session& s) {
     info("trained {} steps in {:.1f} s: {:.0f} pairs/s globally, data wait {:.2f}% of step time; {}", steps_here,
          train_seconds, summary.pairs_per_second, 100 * summary.data_wait_fraction, ddp.stats().toString());
     if (balance.enabled()) {
-      info("work balance at the end, pairs per micro-batch: {} (rank 0 built {} batch(es) again for rows its "
-           "queue lacked after the cuts moved)", balance.describe(), batches_rebuilt);
+      info("work balance at the end, pairs per micro-batch: {} (the ranks built {} batch(es) again for rows their "
+           "queues lacked after the cuts moved)", balance.describe(), static_cast<int64_t>(end_sums[1]));
     }
     warnIfNothingLearnt(job, first_logged_loss, global_step, summary.final_loss);
   }

@@ -19,16 +19,29 @@ namespace {
 bool usable(double v) { return std::isfinite(v) && v > 0.0; }
 
 // RINGTRAIN_BALANCE_SLOWDOWN=R:F makes rank R count its time F times over, as a rank on a slower CPU would:
-// what the tests use to move the cuts the same way on any machine.
-double slowdownOf(int rank) {
+// what the tests use to move the cuts the same way on any machine. Said in the log where it acts: left set
+// by mistake, it would skew a real job's shares.
+double slowdownOf(int rank, int world) {
   const char* v = std::getenv("RINGTRAIN_BALANCE_SLOWDOWN");
   if (v == nullptr || *v == '\0') return 1.0;
   int r = -1;
   double f = 0.0;
   char tail = 0;
-  RT_CHECK_T(ConfigError, std::sscanf(v, "%d:%lf%c", &r, &f, &tail) == 2 && r >= 0 && f > 0.0,
-             "RINGTRAIN_BALANCE_SLOWDOWN '", v, "' is not RANK:FACTOR (a rank and a positive factor)");
-  return r == rank ? f : 1.0;
+  RT_CHECK_T(ConfigError, std::sscanf(v, "%d:%lf%c", &r, &f, &tail) == 2 && r >= 0 && usable(f),
+             "RINGTRAIN_BALANCE_SLOWDOWN '", v, "' is not RANK:FACTOR (a rank and a positive finite factor)");
+  RT_CHECK_T(ConfigError, r < world, "RINGTRAIN_BALANCE_SLOWDOWN '", v, "' names rank ", r, " of a job of ", world,
+             " ranks");
+  if (r != rank) return 1.0;
+  warn("RINGTRAIN_BALANCE_SLOWDOWN: this rank counts its forward+backward time {:g} times over (a test setting: "
+       "unset it for real jobs)", f);
+  return f;
+}
+
+std::string whyBalanceIsOff(bool asked, int world, int64_t batch) {
+  if (!asked) return "";
+  if (world == 1) return "one rank has nobody to share its pairs with";
+  if (data::neighbourRows(batch) == 0) return "a batch of one pair cannot be cut";
+  return "";
 }
 
 }  // namespace
@@ -78,22 +91,23 @@ std::vector<int64_t> rebalancedCuts(const std::vector<int64_t>& cuts, const std:
 WorkBalance::WorkBalance(comm::Communicator& comm, int64_t batch, bool enabled)
     : comm_(comm),
       batch_(batch),
-      enabled_(enabled && comm.size() > 1),
+      enabled_(enabled && whyBalanceIsOff(enabled, comm.size(), batch).empty()),
       rank_(comm.rank()),
       cuts_(evenCuts(comm.size(), batch)),
-      slowdown_(enabled_ ? slowdownOf(comm.rank()) : 1.0) {}
+      slowdown_(enabled_ ? slowdownOf(comm.rank(), comm.size()) : 1.0),
+      why_off_(whyBalanceIsOff(enabled, comm.size(), batch)) {}
 
 void WorkBalance::record(double seconds, int64_t pairs) {
   step_seconds_ += seconds * slowdown_;
   step_pairs_ += pairs;
 }
 
-bool WorkBalance::endStep() {
+bool WorkBalance::endStep(int64_t step, int64_t last_step) {
   if (!enabled_) return false;
   if (step_pairs_ > 0) window_.push_back(step_seconds_ / static_cast<double>(step_pairs_));
   step_seconds_ = 0.0;
   step_pairs_ = 0;
-  if (++steps_ % kBalanceWindow != 0) return false;
+  if (step % kBalanceWindow != 0 || step >= last_step) return false;
   double mine = 0.0;  // no timing: counted as the ranks' median
   if (!window_.empty()) {
     std::nth_element(window_.begin(), window_.begin() + static_cast<long>(window_.size() / 2), window_.end());
@@ -113,7 +127,7 @@ bool WorkBalance::endStep() {
   std::vector<int64_t> next = rebalancedCuts(cuts_, all, batch_);
   if (next == cuts_) return false;
   cuts_ = std::move(next);
-  debug("work balance after step {}: {}", steps_, describe());
+  debug("work balance after step {}: {}", step, describe());
   return true;
 }
 

@@ -7,7 +7,7 @@
 // mean loss by its share (count / B) before the ranks average; only the order of the float sums changes, so
 // a balanced run is not bit-for-bit reproducible, where an unbalanced one is.
 //
-// Every kBalanceWindow steps the ranks gather each one's forward+backward seconds per pair (the median of
+// Every kBalanceWindow steps (of the job's step count, so a resumed run decides at the same steps) the ranks gather each one's forward+backward seconds per pair (the median of
 // the window's steps: a rank descheduled for one step is jitter, not a slower CPU) and move the cuts
 // halfway towards shares proportional to speed; at the fixed point the ranks take equal time. Bounds: a cut stays within B / 2 of j * B, so a rank's range lies inside its own and its neighbours'
 // batches (what the loader builds for it with ddp.balance on), and every rank keeps at least B / 4 pairs.
@@ -37,10 +37,13 @@ std::vector<int64_t> rebalancedCuts(const std::vector<int64_t>& cuts, const std:
 // One rank's side: its range, the timings it records, and the collective that moves the cuts.
 class WorkBalance {
  public:
-  // `enabled` false, or one rank: the cuts stay even and endStep() does nothing.
+  // `enabled` false, one rank, or a batch of one pair (nothing to cut): the cuts stay even and endStep()
+  // does nothing.
   WorkBalance(comm::Communicator& comm, int64_t batch, bool enabled);
 
   bool enabled() const { return enabled_; }
+  // Why balancing was asked for and is off ("" when it is on or was not asked for), for the job's log.
+  const std::string& whyOff() const { return why_off_; }
   int64_t begin() const { return cuts_[rank_]; }  // this rank's first row among the step's W * B
   int64_t count() const { return cuts_[rank_ + 1] - cuts_[rank_]; }
   double lossScale() const { return static_cast<double>(count()) / static_cast<double>(batch_); }
@@ -48,9 +51,10 @@ class WorkBalance {
 
   // Forward+backward time of this rank's range in one micro-batch.
   void record(double seconds, int64_t pairs);
-  // After each optimizer step, on every rank at once: every kBalanceWindow steps a collective over the
-  // ranks' timings, then new cuts. True when they moved.
-  bool endStep();
+  // After optimizer step `step` (the job's count, from 1) of `last_step`, on every rank at once: when `step`
+  // is a multiple of kBalanceWindow, a collective over the ranks' timings, then new cuts; none after the
+  // last step, whose cuts are the ones the job ends with. True when they moved.
+  bool endStep(int64_t step, int64_t last_step);
   // Rows of the previous and the next rank's batch this rank's range takes, each with a margin of B / 16 for
   // the next moves: what the loader should build beside the rank's own batch.
   std::pair<int64_t, int64_t> neighbourRowsToHold() const;
@@ -69,7 +73,7 @@ class WorkBalance {
   double step_seconds_ = 0.0;  // this step's micro-batches so far
   int64_t step_pairs_ = 0;
   std::vector<double> window_;  // seconds per pair of each step of the window
-  int64_t steps_ = 0;
+  std::string why_off_;
 };
 
 }  // namespace ringtrain::train

@@ -159,7 +159,17 @@ TEST(Config, WrongTypeNamesKeyAndValue) {
   EXPECT_THAT(e, HasSubstr("job.yaml:2"));
   EXPECT_THAT(e, HasSubstr("data.batch_size"));
   EXPECT_THAT(e, HasSubstr("expected an integer, got 'lots'"));
-  EXPECT_THAT(errorOf("run:\n  deterministic: maybe\n"), HasSubstr("expected true or false"));
+  EXPECT_THAT(errorOf("run:\n  deterministic: maybe\n"), HasSubstr("expected true or false (or yes/no, on/off, 1/0)"));
+  // YAML 1.1's spellings, in any of its three cases; not a mixed case.
+  // (Each from the other value's default: log.plot is true unless told, ddp.static_graph false.)
+  for (const char* word : {"yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE", "1"}) {
+    EXPECT_TRUE(loadString("", "job.yaml", {parseOverride(std::string("ddp.static_graph=") + word)}).ddp.static_graph)
+        << word;
+  }
+  for (const char* word : {"no", "No", "NO", "off", "Off", "OFF", "false", "False", "FALSE", "0"}) {
+    EXPECT_FALSE(loadString("", "job.yaml", {parseOverride(std::string("log.plot=") + word)}).log.plot) << word;
+  }
+  EXPECT_THAT(errorOf("", {parseOverride("log.plot=oN")}), HasSubstr("got 'oN'"));
   EXPECT_THAT(errorOf("optim:\n  lr: [1, 2]\n"), HasSubstr("expected a single value"));
   // Overflow is out of range; underflow reads as the nearest double (strtod flags both with ERANGE), unless
   // that is 0: the number written was not 0.
@@ -207,10 +217,20 @@ TEST(Config, RepeatedKeysSectionsAndSecondDocumentsAreRefused) {
 }
 
 TEST(Config, WorkBalanceIsForCpuRanksOnly) {
-  EXPECT_TRUE(loadString("ddp:\n  balance: true\n", "job.yaml").ddp.balance);
+  EXPECT_TRUE(loadString("run:\n  deterministic: false\nddp:\n  balance: true\n", "job.yaml").ddp.balance);
   EXPECT_FALSE(loadString("run:\n  device: cuda\n", "job.yaml").ddp.balance);
-  EXPECT_THAT(errorOf("run:\n  device: cuda\nddp:\n  balance: true\n"),
+  EXPECT_THAT(errorOf("run:\n  device: cuda\n  deterministic: false\nddp:\n  balance: true\n"),
               HasSubstr("ddp.balance: true needs run.device cpu"));
+}
+
+// Balanced shares follow measured speeds, so two runs sum in another order: refused while the job asks to be
+// bit for bit (the default), with the key that allows it. Neither key is part of the job's identity.
+TEST(Config, WorkBalanceNeedsANonDeterministicRun) {
+  EXPECT_THAT(errorOf("ddp:\n  balance: true\n"), HasSubstr("ddp.balance: true needs run.deterministic false"));
+  EXPECT_THAT(errorOf("", {parseOverride("ddp.balance=true")}), HasSubstr("needs run.deterministic false"));
+  JobConfig strict;
+  JobConfig relaxed = loadString("run:\n  deterministic: false\nddp:\n  balance: true\n", "job.yaml");
+  EXPECT_EQ(hash(strict), hash(relaxed)) << "a checkpoint resumes with balance turned on or off";
 }
 
 TEST(Config, ForwardDirectionIsForWindowContextOnly) {

@@ -205,10 +205,11 @@ TEST(TrainJob, BalancedRanksTrainTheSamePairsAsUnbalancedOnes) {
   const auto a = runCommand(ringrun(2, train(even, job)), options);
   ASSERT_TRUE(a.ok()) << a.out << a.err;
   EXPECT_THAT(a.out + a.err, Not(HasSubstr("work balance"))) << "off by default";
-  const auto b = runCommand(ringrun(2, train(moved, with(job, "ddp.balance=true"))), options);
+  const auto b = runCommand(ringrun(2, train(moved, with(with(job, "ddp.balance=true"), "run.deterministic=false"))),
+                            options);
   ASSERT_TRUE(b.ok()) << b.out << b.err;
   EXPECT_THAT(b.out + b.err, HasSubstr("work balance at the end, pairs per micro-batch: rank 0 384, rank 1 128"));
-  EXPECT_GT(metric(b.out + b.err, "rank 0 built"), 0) << "no batch was built again after the cuts moved";
+  EXPECT_GT(metric(b.out + b.err, "the ranks built"), 0) << "no batch was built again after the cuts moved";
   const model::WordVectors x = model::readWord2Vec(even + "/embeddings.txt");
   const model::WordVectors y = model::readWord2Vec(moved + "/embeddings.txt");
   ASSERT_EQ(x.tokens, y.tokens);

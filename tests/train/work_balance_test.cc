@@ -8,7 +8,10 @@
 #include <mutex>
 #include <vector>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "ringtrain/core/error.h"
 
 #include "ddp/thread_group.h"
 
@@ -16,6 +19,7 @@ namespace ringtrain::train {
 namespace {
 
 constexpr int64_t kBatch = 1000;
+constexpr int64_t kNoEnd = 1 << 30;  // a last step the tests never reach
 
 std::vector<int64_t> shares(const std::vector<int64_t>& cuts) {
   std::vector<int64_t> n;
@@ -94,7 +98,7 @@ TEST(WorkBalance, RanksAgreeOnTheCutsEveryWindow) {
     WorkBalance balance(comm, kBatch, /*enabled=*/true);
     for (int64_t step = 1; step <= 3 * kBalanceWindow; ++step) {
       balance.record(1e-6 * static_cast<double>(balance.count()), balance.count());
-      balance.endStep();
+      balance.endStep(step, kNoEnd);
       if (step == kBalanceWindow - 1) EXPECT_EQ(balance.cuts(), evenCuts(kWorld, kBatch)) << "moved early";
       std::lock_guard<std::mutex> lock(mu);
       if (step == kBalanceWindow) after_first[rank] = balance.cuts();
@@ -123,7 +127,7 @@ TEST(WorkBalance, AFewSlowStepsAreJitterNotASlowerRank) {
       const double stall = rank == 1 && step % 4 == 0 ? 100.0 : 1.0;  // steps 4 and 8 of 10
       balance.record(0.5e-6 * stall * static_cast<double>(balance.count()), balance.count() / 2);
       balance.record(0.5e-6 * static_cast<double>(balance.count()), balance.count() - balance.count() / 2);
-      balance.endStep();
+      balance.endStep(step, kNoEnd);
     }
     cuts[rank] = balance.cuts();
   });
@@ -148,7 +152,7 @@ TEST(WorkBalance, TheLoaderHoldsTheRowsTheRangeTakes) {
     bool moved = false;
     for (int64_t step = 1; step <= kBalanceWindow; ++step) {
       balance.record(1e-6 * static_cast<double>(balance.count()), balance.count());
-      moved = balance.endStep();
+      moved = balance.endStep(step, kNoEnd);
     }
     EXPECT_TRUE(moved) << "rank 2 is 4 times slower";
     held[rank] = balance.neighbourRowsToHold();
@@ -184,7 +188,7 @@ TEST(WorkBalance, OffOrAloneKeepsTheOwnBatch) {
       WorkBalance off(comm, kBatch, /*enabled=*/false);
       for (int64_t step = 1; step <= 2 * kBalanceWindow; ++step) {
         off.record(1e-6 * static_cast<double>(off.count()), off.count());
-        EXPECT_FALSE(off.endStep());
+        EXPECT_FALSE(off.endStep(step, kNoEnd));
       }
       cuts[rank] = off.cuts();
       EXPECT_FALSE(off.enabled());
@@ -198,9 +202,75 @@ TEST(WorkBalance, OffOrAloneKeepsTheOwnBatch) {
   testing::ThreadCommunicator comm(group, 0, std::chrono::seconds(5));
   WorkBalance alone(comm, kBatch, /*enabled=*/true);
   EXPECT_FALSE(alone.enabled());
+  EXPECT_EQ(alone.whyOff(), "one rank has nobody to share its pairs with");
   EXPECT_EQ(alone.begin(), 0);
   EXPECT_EQ(alone.count(), kBatch);
   EXPECT_EQ(alone.lossScale(), 1.0);
+}
+
+TEST(WorkBalance, ABatchOfOnePairIsNotCutAndSaysSo) {
+  testing::ThreadGroup group(2);
+  std::vector<std::string> why(2);
+  testing::runRanks(2, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(5));
+    WorkBalance one(comm, 1, /*enabled=*/true);
+    EXPECT_FALSE(one.enabled());
+    why[rank] = one.whyOff();
+    WorkBalance off(comm, 1, /*enabled=*/false);
+    EXPECT_EQ(off.whyOff(), "") << "not asked for: nothing to say";
+  });
+  EXPECT_EQ(why[0], "a batch of one pair cannot be cut");
+}
+
+// Decisions fall on the job's steps 10, 20, ...: a run resumed at step 15 decides at step 20 (on the 5 steps
+// it timed), as the uninterrupted run did; and none follows the last step, so the shares the job ends with
+// are the ones its last step trained.
+TEST(WorkBalance, DecisionsFallOnTheJobsStepsAndNoneAfterTheLast) {
+  constexpr int kWorld = 2;
+  ::setenv("RINGTRAIN_BALANCE_SLOWDOWN", "1:3", 1);
+  testing::ThreadGroup group(kWorld);
+  std::vector<std::vector<int64_t>> moved_at(kWorld);
+  std::vector<std::vector<int64_t>> cuts_at_30(kWorld);
+  testing::runRanks(kWorld, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(30));
+    WorkBalance balance(comm, kBatch, /*enabled=*/true);
+    for (int64_t step = 16; step <= 30; ++step) {  // resumed after step 15; the job ends at step 30
+      balance.record(1e-6 * static_cast<double>(balance.count()), balance.count());
+      if (balance.endStep(step, 30)) moved_at[rank].push_back(step);
+    }
+    cuts_at_30[rank] = balance.cuts();
+  });
+  ::unsetenv("RINGTRAIN_BALANCE_SLOWDOWN");
+  EXPECT_EQ(moved_at[0], (std::vector<int64_t>{20})) << "step 30 is the last: no decision after it";
+  EXPECT_EQ(moved_at[1], moved_at[0]);
+  EXPECT_EQ(cuts_at_30[1], cuts_at_30[0]);
+}
+
+// What each of two ranks says when the test seam holds `value` ("" where it takes it).
+std::vector<std::string> refusalsOfSlowdown(const char* value) {
+  ::setenv("RINGTRAIN_BALANCE_SLOWDOWN", value, 1);
+  testing::ThreadGroup group(2);
+  std::vector<std::string> errors(2);
+  testing::runRanks(2, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(5));
+    try {
+      WorkBalance balance(comm, kBatch, /*enabled=*/true);
+    } catch (const ConfigError& e) {
+      errors[rank] = e.what();
+    }
+  });
+  ::unsetenv("RINGTRAIN_BALANCE_SLOWDOWN");
+  return errors;
+}
+
+// An infinite factor would count as the median (not usable), a rank outside the job would slow nobody: both
+// would leave a test (or a mistaken real job) silently unslowed.
+TEST(WorkBalance, TheSlowdownSeamRefusesWhatWouldSilentlyDoNothing) {
+  for (const char* bad : {"1:inf", "1:1e400", "1:nan", "1:0", "1:-2", "x:2", "1", "1:2x"}) {
+    EXPECT_THAT(refusalsOfSlowdown(bad)[0], ::testing::HasSubstr("is not RANK:FACTOR")) << bad;
+  }
+  EXPECT_THAT(refusalsOfSlowdown("5:3")[1], ::testing::HasSubstr("names rank 5 of a job of 2 ranks"));
+  EXPECT_EQ(refusalsOfSlowdown("1:3"), (std::vector<std::string>{"", ""}));
 }
 
 }  // namespace
