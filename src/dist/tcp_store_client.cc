@@ -26,6 +26,11 @@ std::string joinKeys(const std::vector<std::string>& keys) {
 
 thread_local Clock::time_point t_call_cap_end = Clock::time_point::max();
 
+// Ranks reach the store within a second or two of each other's start. A rank still trying after this long
+// is most often given another address or port than rank 0 (a launcher's environment not passed to it): said
+// then, not only when the whole wait (comm.timeout_s, 300 s by default) ends.
+constexpr auto kSayStillTryingAfter = std::chrono::seconds(5);
+
 bool firstTimeUnresolved(const std::string& host) {
   static std::mutex mu;
   static auto* said = new std::set<std::string>();  // never destroyed: clients may outlive static destruction
@@ -77,9 +82,17 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
   const auto deadline = std::min(started + connect_timeout_, StoreCallCap::end());
   std::string error;
   auto backoff = std::chrono::milliseconds(5);
+  bool said_still_trying = false;
   // The server may not be up yet (ranks start together): retry refused connections until the deadline.
   for (;;) {
     UniqueFd fd = net::tryConnectTcp(host_, port_, deadline, &error);
+    if (!fd.valid() && !said_still_trying && Clock::now() - started >= kSayStillTryingAfter) {
+      said_still_trying = true;
+      warn("store: {} not reached after {} s ({}); still trying for up to {} s. Every rank must be given rank "
+           "0's address and port (MASTER_ADDR, MASTER_PORT or comm.master_addr / master_port)",
+           where, kSayStillTryingAfter.count(), error,
+           std::chrono::duration_cast<std::chrono::seconds>(deadline - started).count());
+    }
     if (!fd.valid() && error.rfind("cannot resolve", 0) == 0 && firstTimeUnresolved(host_)) {
       // A name may appear late (a cluster's DNS entry for a pod still starting): waited for, but said at once,
       // so that a typo is not a silent wait of the whole timeout. Once per name and process: a caller that

@@ -273,6 +273,31 @@ TEST(TcpStore, UnreachableStoreIsACommErrorAfterTheConnectTimeout) {
   }
 }
 
+// A rank given another port than rank 0's (a launcher's environment not passed on) says so after a few
+// seconds, once, not only when the whole wait ends; a short wait (ringrun's rendezvous tries every 250 ms
+// with a new client) says nothing.
+TEST(TcpStore, AStoreStillUnreachableAfterAFewSecondsIsSaidOnce) {
+  int port = 0;
+  {
+    TcpStoreServer probe("127.0.0.1", 0, kToken);
+    port = probe.port();
+  }
+  std::ostringstream logged;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+  spdlog::default_logger()->sinks().push_back(sink);
+  EXPECT_THROW(TcpStoreClient("127.0.0.1", port, kToken, 300ms), CommError);
+  const std::string short_wait = logged.str();
+  EXPECT_THROW(TcpStoreClient("127.0.0.1", port, kToken, 6500ms), CommError);
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(short_wait.find("not reached"), std::string::npos) << short_wait;
+  const std::string text = logged.str();
+  const std::string said = "store: the store at 127.0.0.1:" + std::to_string(port) + " not reached after 5 s";
+  const size_t first = text.find(said);
+  ASSERT_NE(first, std::string::npos) << text;
+  EXPECT_THAT(text, HasSubstr("MASTER_ADDR, MASTER_PORT"));
+  EXPECT_EQ(text.find("not reached", first + said.size()), std::string::npos) << "said more than once: " << text;
+}
+
 // A socket listening on 127.0.0.1 at a free port (set in *port) that nobody serves: -1 on failure.
 int listenOnLoopback(int* port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
