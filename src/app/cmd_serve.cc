@@ -26,6 +26,7 @@ struct ServeArgs {
   std::string items;
   int port = -1;
   std::string host;
+  bool host_given = false;  // --host "" is refused, not taken for "not given"
 };
 
 int runServe(const ServeArgs& args) {
@@ -33,7 +34,11 @@ int runServe(const ServeArgs& args) {
   log::setLevel(job.log.level);
   config::ServeOptions options = job.serve;
   if (args.port >= 0) options.port = args.port;
-  if (!args.host.empty()) options.host = args.host;
+  if (args.host_given && args.host.empty()) {
+    RT_THROW(ConfigError, "--host: empty; give an address to listen on (127.0.0.1 for this machine only, 0.0.0.0 "
+             "for every interface)");
+  }
+  if (args.host_given) options.host = args.host;
   if (args.model.empty() && options.watch_dir.empty()) {
     RT_THROW(ConfigError, "serve: give --model PATH (or serve.watch_dir holding an export)");
   }
@@ -95,8 +100,11 @@ void addServeCommand(CLI::App& app, CommandBody& body) {
   cmd->add_option("--model", args->model, "word2vec text export (N D header, then token v1..vD)");
   cmd->add_option("--items", args->items, "items.tsv with names (default: items.tsv beside the model)");
   cmd->add_option("--port", args->port, "port (overrides serve.port; 0 picks a free one)")->check(CLI::Range(0, 65535));
-  cmd->add_option("--host", args->host, "bind address (overrides serve.host; default 127.0.0.1)");
-  cmd->callback([&body, args] { body = [args] { return runServe(*args); }; });
+  auto* host = cmd->add_option("--host", args->host, "bind address (overrides serve.host; default 127.0.0.1)");
+  cmd->callback([&body, args, host] {
+    args->host_given = host->count() > 0;
+    body = [args] { return runServe(*args); };
+  });
 }
 
 }  // namespace ringtrain::app

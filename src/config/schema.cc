@@ -130,12 +130,13 @@ Field makeAbove(const char* section, const char* key, Section JobConfig::*sec, d
   return f;
 }
 
-// A string that must not be empty (a directory every run writes into).
+// A string that must not be empty; `what` says what to write instead.
 template <typename Section>
-Field makeNonEmpty(const char* section, const char* key, Section JobConfig::*sec, std::string Section::*member) {
+Field makeNonEmpty(const char* section, const char* key, Section JobConfig::*sec, std::string Section::*member,
+                   std::string what = "a directory; '.' is the current one") {
   Field f = makeField(section, key, sec, member);
-  f.check = [sec, member](const JobConfig& c) -> std::string {
-    return ((c.*sec).*member).empty() ? "must not be empty (a directory; '.' is the current one)" : "";
+  f.check = [sec, member, what](const JobConfig& c) -> std::string {
+    return ((c.*sec).*member).empty() ? "must not be empty (" + what + ")" : "";
   };
   return f;
 }
@@ -289,7 +290,9 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("log", "trace_steps", &J::log, &LogOptions::trace_steps, 0));
   s.push_back(makeField("log", "plot", &J::log, &LogOptions::plot));
   // serve
-  s.push_back(makeField("serve", "host", &J::serve, &ServeOptions::host));
+  // Empty would resolve to the wildcard address: every interface, where the default is loopback only.
+  s.push_back(makeNonEmpty("serve", "host", &J::serve, &ServeOptions::host,
+                           "an address to listen on: 127.0.0.1 for this machine only, 0.0.0.0 for every interface"));
   s.push_back(makeField("serve", "port", &J::serve, &ServeOptions::port, 0, 65535));
   s.push_back(makeField("serve", "threads", &J::serve, &ServeOptions::threads, 1, 256));
   s.push_back(makeField("serve", "score_threads", &J::serve, &ServeOptions::score_threads, 1, 256));

@@ -391,12 +391,14 @@ struct Server::Impl {
       if (row < 0) throw HttpError{404, "unknown item '" + clipped(token) + "'"};
       if (std::find(job->exclude.begin(), job->exclude.end(), row) == job->exclude.end()) job->exclude.push_back(row);
     }
-    // The query's distinct rows in token order: the cache key and the answer's "query" (tokens and rows
-    // are one to one, so these are the sorted distinct tokens).
+    // The query's distinct rows in token order: the answer's "query" (tokens and rows are one to one, so
+    // these are the sorted distinct tokens), and as numbers the cache key. Not the tokens joined: a token may
+    // hold any separator byte (an export's tokens are not checked for control characters), and "a<sep>b" would
+    // then find the answer cached for the basket {a, b}.
     std::vector<int64_t> query_rows = job->exclude;
     std::sort(query_rows.begin(), query_rows.end(), [&](int64_t a, int64_t b) { return m->tokens[a] < m->tokens[b]; });
     std::string query_key;
-    for (const int64_t row : query_rows) query_key.append(m->tokens[row]).push_back('\x1e');
+    for (const int64_t row : query_rows) query_key.append(std::to_string(row)).push_back(',');
     std::string key = ResultCache::key(m->version, query_key, k);
     if (cache.enabled()) {
       if (auto hit = cache.get(key)) {

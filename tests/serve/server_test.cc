@@ -364,6 +364,23 @@ TEST_F(ServerTest, CacheNeverServesAnOldVersion) {
   expectCorrect(body, *model_b_, {"item42"}, 4);
 }
 
+// An export's token may hold any byte but whitespace, a record separator too: the cache must still tell the
+// basket {a, b} from the one item "a<RS>b".
+TEST_F(ServerTest, ATokenHoldingASeparatorIsNotTakenForABasket) {
+  options_.cache_entries = 1000;
+  testing::writeText(path("rs.vec"), "5 2\na 1 0\nb 0 1\na\x1e" "b -1 0\nc 0.7 0.7\nd -0.7 -0.7\n");
+  start(path("rs.vec"));
+  auto c = client(server_->port());
+  auto basket = c->Get("/recommend?item=a&item=b&k=2");
+  auto single = c->Get("/recommend?item=a%1Eb&k=2");
+  ASSERT_TRUE(basket && single);
+  ASSERT_EQ(single->status, 200) << single->body;
+  const json body = json::parse(single->body);
+  EXPECT_EQ(body.at("query"), json::array({"a\x1e" "b"})) << single->body;
+  ASSERT_EQ(body.at("items").size(), 2u) << single->body;
+  EXPECT_EQ(body.at("items")[0].at("item"), "d") << single->body;  // (-1, 0) is closest to (-0.7, -0.7)
+}
+
 TEST_F(ServerTest, BrokenModelIsRefusedAndTheOldOneKeepsServing) {
   start();
   testing::writeText(path("broken.vec"), "3 2\nx 1 2\ny 1\nz 1 2\n");
@@ -634,6 +651,23 @@ TEST(ServeCommandTest, BrokenModelExitsWithFileAndLine) {
   // At start-up nothing was serving: no "version 0 keeps serving", and the error is said once.
   EXPECT_EQ(r.err.find("keeps serving"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  fs::remove_all(dir);
+}
+
+// An empty address would resolve to the wildcard: the server on every interface, where the default keeps it
+// on this machine. Refused from either place, before the model loads.
+TEST(ServeCommandTest, AnEmptyHostIsRefusedNotTakenForEveryInterface) {
+  const std::string dir = ringtrain::testing::makeTempDir("serve_host");
+  testing::writeText(dir + "/m.vec", "2 2\na 1 2\nb 1 3\n");
+  for (const std::vector<std::string>& how : {std::vector<std::string>{"--set", "serve.host="},
+                                              std::vector<std::string>{"--host", ""}}) {
+    std::vector<std::string> argv = {ringtrain::testing::binPath("ringtrain"), "serve", "--model", dir + "/m.vec",
+                                     "--port", "0"};
+    argv.insert(argv.end(), how.begin(), how.end());
+    const auto r = ringtrain::testing::runCommand(argv);
+    EXPECT_EQ(r.exit_code, 2) << how[0] << ": " << r.err;
+    EXPECT_NE(r.err.find("0.0.0.0 for every interface"), std::string::npos) << how[0] << ": " << r.err;
+  }
   fs::remove_all(dir);
 }
 
