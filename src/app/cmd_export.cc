@@ -87,6 +87,12 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
           RT_THROW(ConfigError, "-o ", out, " is in the checkpoint directory ", dir, "; write the vectors elsewhere");
         }
       }
+      // The names first (the job that trained it, else this job's): a server watching the directory must not
+      // load the new vectors beside the previous export's names.
+      std::error_code ec;
+      const std::string writer_items = data::jobItemsPath(writer);
+      train::placeItemsBeside(out, std::filesystem::is_regular_file(writer_items, ec) ? writer_items
+                                                                                     : data::jobItemsPath(job));
       const train::ExportSummary exported =
           train::writeItemVectors(out, ckpt.vocab, vectors, train::untrainedItems(ckpt, source));
       std::cout << "wrote " << exported.written << " vectors of dimension " << vectors.size(1) << " (step "
@@ -95,11 +101,6 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
         std::cout << "; left out " << exported.left_out << " items that no training line contains (untrained)";
       }
       std::cout << "\n";
-      // The names of the job that trained it, else this job's.
-      std::error_code ec;
-      const std::string writer_items = data::jobItemsPath(writer);
-      train::placeItemsBeside(out, std::filesystem::is_regular_file(writer_items, ec) ? writer_items
-                                                                                     : data::jobItemsPath(job));
       return 0;
     };
   });

@@ -11,6 +11,7 @@
 #include "core/input_file.h"
 #include "core/quoted.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 
 namespace ringtrain::data {
 namespace {
@@ -117,9 +118,25 @@ TokenNames nameTokens(const std::string& path, int64_t rows, const std::function
 }
 
 std::string itemsBeside(const std::string& model_path) {
-  const auto candidate = std::filesystem::path(model_path).parent_path() / "items.tsv";
+  namespace fs = std::filesystem;
   std::error_code ec;
-  return std::filesystem::is_regular_file(candidate, ec) ? candidate.string() : std::string();
+  // Beside the path as given, then (for a link such as current.vec -> run7/embeddings.txt, swapped to
+  // publish a new export) beside the file it leads to, where the export put its names.
+  std::vector<fs::path> candidates = {fs::path(model_path).parent_path() / "items.tsv"};
+  if (fs::is_symlink(model_path, ec)) {
+    const fs::path target = fs::canonical(model_path, ec);
+    if (!ec) candidates.push_back(target.parent_path() / "items.tsv");
+  }
+  for (const fs::path& candidate : candidates) {
+    if (fs::is_regular_file(candidate, ec)) return candidate.string();
+    // Something there that is not a file (a directory, a link to nothing) would otherwise drop every name
+    // without a word, and turn key queries into 404s.
+    if (fs::exists(fs::symlink_status(candidate, ec))) {
+      warn("{} is not a readable file (a directory, or a link to nothing): the items keep their tokens and get "
+           "no names; give --items", candidate.string());
+    }
+  }
+  return "";
 }
 
 }  // namespace ringtrain::data

@@ -83,10 +83,17 @@ bool sameBytes(const std::string& a, const std::string& b) {
 void placeItemsBeside(const std::string& export_path, const std::string& items_path, bool replace) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  // An export to a device or pipe (-o /dev/stdout) has no folder of its own to name items in.
-  if (items_path.empty() || !fs::is_regular_file(items_path, ec) || !fs::is_regular_file(export_path, ec)) return;
+  // An export to a device or pipe (-o /dev/stdout) has no folder of its own to name items in; one not
+  // written yet does.
+  if (items_path.empty() || !fs::is_regular_file(items_path, ec)) return;
+  if (fs::exists(export_path, ec) && !fs::is_regular_file(export_path, ec)) return;
   const fs::path target = fs::absolute(export_path, ec).parent_path() / "items.tsv";
   if (ec) return;
+  if (fs::exists(target, ec) && !fs::is_regular_file(target, ec)) {
+    warn("{} is not a file (a directory?): serve and neighbors find no names there; give them --items {}",
+         target.string(), items_path);
+    return;
+  }
   if (fs::exists(target, ec)) {
     if (fs::equivalent(target, items_path, ec) || sameBytes(target, items_path)) return;
     if (!replace) {
@@ -96,6 +103,7 @@ void placeItemsBeside(const std::string& export_path, const std::string& items_p
     }
   }
   const std::string tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  fs::create_directories(target.parent_path(), ec);  // the export, written next, would make it too
   fs::copy_file(items_path, tmp, fs::copy_options::overwrite_existing, ec);
   if (ec || std::rename(tmp.c_str(), target.c_str()) != 0) {
     warn("cannot copy {} beside the vectors to {} ({}): give serve and neighbors --items {}", items_path,

@@ -853,13 +853,13 @@ TrainSummary train(Session& s) {
   if (s.leader()) {
     info("{}", describe(ev, job.eval.k, true));
     summary.export_path = outputPath(job, "embeddings.txt");
+    placeItemsBeside(summary.export_path, data::jobItemsPath(job), /*replace=*/true);  // names first: see there
     const ExportSummary exported = writeItemVectors(summary.export_path, s.vocabTokens(),
                                                     itemVectors(*s.model).to(at::kCPU), s.untrained);
     if (exported.left_out > 0) {
       info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
            exported.written, exported.left_out);
     }
-    placeItemsBeside(summary.export_path, data::jobItemsPath(job), /*replace=*/true);
     if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));
   }
   // Every rank says it is done; rank 0 fails the job, naming them, if some rank stopped or hung after its last

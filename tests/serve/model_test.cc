@@ -6,6 +6,10 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/data/items_file.h"
@@ -55,6 +59,30 @@ TEST_F(ModelLoadTest, LoadsAndNormalizesRowsWithNames) {
   EXPECT_EQ(m->categories[1], "bakery");
   EXPECT_EQ(m->names[2], "");
   EXPECT_EQ(m->packed.rows(), 3);
+}
+
+// A link published as the current export finds the names beside the file it leads to; something named
+// items.tsv that is not a file gives no names, and says so.
+TEST_F(ModelLoadTest, ItemsBesideALinkedModelAndBesideNothingUsable) {
+  namespace fs = std::filesystem;
+  fs::create_directories(path("run7"));
+  fs::create_directories(path("live"));
+  writeText(path("run7/embeddings.txt"), "1 2\na 1 0\n");
+  writeText(path("run7/items.tsv"), "id\tkey\tname\tcategory\n0\ta\tApple\tfruit\n");
+  fs::create_symlink(path("run7/embeddings.txt"), path("live/current.vec"));
+  EXPECT_EQ(data::itemsBeside(path("live/current.vec")), fs::canonical(path("run7/items.tsv")).string());
+  writeText(path("live/items.tsv"), "id\tkey\tname\tcategory\n");
+  EXPECT_EQ(data::itemsBeside(path("live/current.vec")), path("live/items.tsv")) << "beside the link comes first";
+
+  std::ostringstream logged;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+  spdlog::default_logger()->sinks().push_back(sink);
+  fs::create_directories(path("odd/items.tsv"));
+  writeText(path("odd/m.vec"), "1 2\na 1 0\n");
+  const std::string found = data::itemsBeside(path("odd/m.vec"));
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(found, "");
+  EXPECT_THAT(logged.str(), ::testing::HasSubstr("odd/items.tsv is not a readable file"));
 }
 
 // The JSON rendered at load: each row's entry (completed by a score and '}') and its token parse back to

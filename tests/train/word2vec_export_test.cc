@@ -309,6 +309,18 @@ TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {
   ASSERT_TRUE(kept.ok()) << kept.err;
   EXPECT_EQ(read("other/items.tsv"), "id\tkey\tname\tcategory\npear\tX\tMine\tmine\n");
   EXPECT_NE(kept.err.find("holds other items than"), std::string::npos) << kept.err;
+
+  // Into a directory the export makes: the names are there too. Beside a directory named items.tsv: said
+  // as what it is.
+  const auto fresh = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o",
+                                          dir_ + "/fresh/sub/vectors.txt"});
+  ASSERT_TRUE(fresh.ok()) << fresh.err;
+  EXPECT_EQ(read("fresh/sub/items.tsv"), items);
+  fs::create_directories(dir_ + "/odd/items.tsv");
+  const auto odd = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o",
+                                        dir_ + "/odd/vectors.txt"});
+  ASSERT_TRUE(odd.ok()) << odd.err;
+  EXPECT_NE(odd.err.find("items.tsv is not a file (a directory?)"), std::string::npos) << odd.err;
 }
 
 }  // namespace

@@ -47,7 +47,9 @@ struct TokenNames {
 // `find` gives a token's row, or -1; `rows` is the model's row count.
 TokenNames nameTokens(const std::string& path, int64_t rows, const std::function<int64_t(const std::string&)>& find);
 
-// items.tsv beside a model file when it exists, else "": the server and `neighbors` read it by default.
+// items.tsv beside a model file when it exists (for a model path that is a link: else beside the file it
+// leads to), else "" (warning when something there is not a file): the server and `neighbors` read it by
+// default.
 std::string itemsBeside(const std::string& model_path);
 
 }  // namespace ringtrain::data

@@ -34,8 +34,10 @@ struct ExportSummary {
 // `neighbors` look for it by default: copied atomically when no items.tsv is there, left alone when the one
 // there has the same bytes (or is the file itself). One holding something else is replaced with `replace`
 // (the training job's own output directory, where it is an earlier run's copy), else left alone with a
-// warning naming both. Nothing happens when `items_path` is empty or not a file. A copy that fails is
-// warned about: the export itself stands.
+// warning naming both; one that is not a file (a directory) is warned about. Nothing happens when
+// `items_path` is empty or not a file, or `export_path` is a device or pipe. A copy that fails is warned
+// about: the export itself stands. Called before the export is written (renamed into place): a server
+// watching the directory loads the new vectors with their names, never with the previous run's.
 void placeItemsBeside(const std::string& export_path, const std::string& items_path, bool replace = false);
 
 // Writes tokens[i] / vectors[i] for every i not in `untrained` (ascending ids), atomically.
