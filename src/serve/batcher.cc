@@ -52,6 +52,14 @@ int64_t Batcher::depth() const {
   return static_cast<int64_t>(queue_.size());
 }
 
+void Batcher::drain() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+  }
+  cv_.notify_all();
+}
+
 void Batcher::stop() {
   // Called by the server's stop() only, which is serialized.
   std::deque<std::shared_ptr<ScoreJob>> left;
@@ -80,10 +88,10 @@ void Batcher::run() {
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_) return;
       // Give concurrent requests up to max_wait to join this batch; a full batch goes at once.
-      if (max_batch_ > 1 && static_cast<int>(queue_.size()) < max_batch_ && max_wait_.count() > 0) {
+      if (max_batch_ > 1 && static_cast<int>(queue_.size()) < max_batch_ && max_wait_.count() > 0 && !draining_) {
         const auto deadline = std::chrono::steady_clock::now() + max_wait_;
         cv_.wait_until(lock, deadline, [&] {
-          return stopping_ || static_cast<int>(queue_.size()) >= max_batch_;
+          return stopping_ || draining_ || static_cast<int>(queue_.size()) >= max_batch_;
         });
         if (stopping_) return;
       }

@@ -46,6 +46,9 @@ class Batcher {
 
   // False (and the job untouched) when the queue is full or the batcher stopped.
   bool submit(const std::shared_ptr<ScoreJob>& job);
+  // From now on a batch goes as soon as a worker is free, without waiting for max_wait to fill it: a
+  // stopping server answers what is queued at once, not after a long max_wait. Idempotent.
+  void drain();
   // Fails queued jobs, joins the workers. Idempotent.
   void stop();
   int64_t depth() const;
@@ -64,6 +67,7 @@ class Batcher {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<ScoreJob>> queue_;  // guarded by mu_
   bool stopping_ = false;                        // guarded by mu_
+  bool draining_ = false;                        // guarded by mu_
   std::vector<std::thread> workers_;
 };
 

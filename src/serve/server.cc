@@ -700,7 +700,9 @@ void Server::stop() {
   }
   s.watch_cv.notify_all();
   if (s.watcher.joinable()) s.watcher.join();
-  // Stop accepting and answer the requests in flight, which still have a running batcher.
+  // Stop accepting and answer the requests in flight, which still have a running batcher, no longer
+  // waiting to fill batches (serve.max_wait_us may be long).
+  if (s.batcher) s.batcher->drain();
   if (s.http) s.http->stop();
   if (s.admin) s.admin->stop();
   if (s.batcher) s.batcher->stop();

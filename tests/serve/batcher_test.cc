@@ -107,6 +107,27 @@ TEST(BatcherTest, GathersConcurrentJobsIntoOneBatchPerModel) {
   EXPECT_EQ(metrics.batchSizes().count(), 1u);
 }
 
+// A stopping server drains: a job waiting for its batch to fill (a 10 s max_wait) is scored at once.
+TEST(BatcherTest, DrainScoresAWaitingJobWithoutWaitingOutMaxWait) {
+  auto model = std::make_shared<const Model>();
+  std::shared_ptr<ScoreJob> j = job(model, 1);
+  auto f = futureOf(*j);
+  Batcher batcher(1, 64, 10'000'000, 10, [](const Model&, const std::vector<Query>& q) {
+    return std::vector<std::vector<Hit>>(q.size());
+  }, nullptr);
+  ASSERT_TRUE(batcher.submit(j));
+  EXPECT_EQ(f.wait_for(200ms), std::future_status::timeout) << "batched without waiting: nothing to drain";
+  const auto t0 = std::chrono::steady_clock::now();
+  batcher.drain();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_NO_THROW(f.get()) << "drained jobs are scored, not failed";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  std::shared_ptr<ScoreJob> later = job(model, 1);
+  auto g = futureOf(*later);
+  ASSERT_TRUE(batcher.submit(later));
+  ASSERT_EQ(g.wait_for(2s), std::future_status::ready) << "after a drain, jobs go at once";
+}
+
 TEST(BatcherTest, StopFailsQueuedJobsInsteadOfHanging) {
   auto model = std::make_shared<const Model>();
   std::shared_ptr<ScoreJob> j = job(model, 1);
