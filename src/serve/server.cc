@@ -457,6 +457,12 @@ struct Server::Impl {
   }
 
   void recommendGet(const HttpRequest& req, const HttpReply& reply) {
+    // A misspelt parameter ("K=1") would otherwise be answered with the default, as if it had been read.
+    for (const auto& [name, value] : req.query) {
+      if (name != "item" && name != "k") {
+        throw HttpError{400, "unknown query parameter '" + clipped(name) + "' (the query may hold 'item' and 'k')"};
+      }
+    }
     // A repeated `item` is a basket, as the POST form's list is.
     const std::vector<std::string> items = req.params("item");
     if (items.empty()) throw HttpError{400, "missing query parameter 'item'"};
@@ -476,6 +482,11 @@ struct Server::Impl {
     if (body.is_discarded()) throw HttpError{400, "request body is not valid JSON"};
     if (!body.is_object() || !body.contains("items") || !body["items"].is_array()) {
       throw HttpError{400, "expected a JSON object {\"items\": [\"TOKEN\", ...], \"k\": 10}"};
+    }
+    for (const auto& [key, value] : body.items()) {
+      if (key != "items" && key != "k") {
+        throw HttpError{400, "unknown key '" + clipped(key) + "' (the body may hold 'items' and 'k')"};
+      }
     }
     const json& list = body["items"];
     if (list.empty() || list.size() > static_cast<size_t>(kMaxBasketItems)) {
@@ -514,7 +525,10 @@ struct Server::Impl {
         if (key != "model") throw HttpError{400, "unknown key '" + clipped(key) + "' (the body may hold 'model')"};
       }
       if (body.contains("model")) {
-        if (!body["model"].is_string()) throw HttpError{400, "'model' must be a path"};
+        // "" would read as "the file serving now": said by leaving the key out, not by an empty path.
+        if (!body["model"].is_string() || body["model"].get<std::string>().empty()) {
+          throw HttpError{400, "'model' must be a path (leave it out to reload the file serving now)"};
+        }
         path = body["model"].get<std::string>();
       }
     }

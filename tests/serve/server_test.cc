@@ -181,6 +181,11 @@ TEST_F(ServerTest, BadRequestsGetTheirCodes) {
   EXPECT_EQ(status(c->Post("/recommend", R"({"items": ["item1"], "k": 2.5})", "application/json")), 400);
   EXPECT_EQ(status(c->Post("/recommend", R"({"items": ["item1"], "k": "3"})", "application/json")), 400);
   EXPECT_EQ(status(c->Post("/recommend", R"({"items": ["item1", "nope"]})", "application/json")), 404);
+  // A misspelt name is not answered with the default it would silently give.
+  EXPECT_EQ(status(c->Get("/recommend?item=item1&K=1")), 400);
+  EXPECT_EQ(status(c->Post("/recommend", R"({"items": ["item1"], "kk": 4})", "application/json")), 400);
+  httplib::Headers admin = {{"Authorization", "Bearer secret"}};
+  EXPECT_EQ(status(c->Post("/admin/reload", admin, R"({"model": ""})", "application/json")), 400);
   EXPECT_EQ(status(c->Post("/recommend", std::string(10000, ' '), "application/json")), 413);
   EXPECT_EQ(status(c->Get("/nowhere")), 404);
   EXPECT_EQ(status(c->Post("/admin/reload", "", "application/json")), 401);
