@@ -16,6 +16,7 @@
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/serve/server.h"
+#include "serve/http_server.h"
 
 namespace ringtrain::app {
 namespace {
@@ -50,6 +51,8 @@ int runServe(const ServeArgs& args) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // A port in use is said before the model loads (seconds for a large catalog), not after.
+  if (options.port != 0) serve::HttpServer::checkCanListen(options.host, options.port);
   // Loading the first model can take long (a large catalog) or block (a FIFO): a signal meanwhile stops the
   // process at once, since nothing is serving yet. The main loop below takes over once it is loaded.
   std::unique_ptr<serve::Server> loaded;

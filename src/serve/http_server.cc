@@ -392,32 +392,48 @@ HttpServer::HttpServer(HttpServerOptions options, Handler handler, ErrorHandler 
 
 HttpServer::~HttpServer() { stop(); }
 
-void HttpServer::start() {
-  Impl& s = *impl_;
-  RT_CHECK(!s.running.load() && !s.stopping.load(), "HttpServer::start() called twice");
-  const auto where = [&] { return s.options.host + ":" + std::to_string(s.options.port); };
+namespace {
+
+// Opens `acceptor` on host:port: bound (SO_REUSEADDR lets a restart bind while old connections sit in
+// TIME_WAIT; without SO_REUSEPORT a second server on a port in use fails here instead of silently splitting
+// the connections) and listening with the kernel's largest backlog (a burst of connects, wrk's 64 or a
+// proxy filling its pool, must not find a full accept queue, or the surplus waits for TCP retransmits, a
+// second and more). On failure the socket is closed at once, not when the acceptor goes: bound, if only
+// listen failed, it would hold the port, and a start() retried once it is free would find it still open.
+void listenOn(net::io_context& ioc, tcp::acceptor& acceptor, const std::string& host, int port) {
+  const auto where = [&] { return host + ":" + std::to_string(port); };
   beast::error_code ec;
-  tcp::resolver resolver(s.ioc);
-  const auto endpoints = resolver.resolve(s.options.host, std::to_string(s.options.port),
-                                          tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  tcp::resolver resolver(ioc);
+  const auto endpoints =
+      resolver.resolve(host, std::to_string(port), tcp::resolver::passive | tcp::resolver::numeric_service, ec);
   if (ec || endpoints.empty()) RT_THROW(ConfigError, "serve: cannot resolve ", where(), ": ", ec.message());
   const tcp::endpoint endpoint = endpoints.begin()->endpoint();
-  s.acceptor.open(endpoint.protocol(), ec);
-  // SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT; without SO_REUSEPORT a second
-  // server on a port in use fails here instead of silently splitting the connections.
-  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) s.acceptor.bind(endpoint, ec);
-  // The kernel's largest backlog: a burst of connects (wrk's 64, a proxy filling its pool) must not find a
-  // full accept queue, or the surplus waits for TCP retransmits, a second and more.
-  if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
-    // Closed now, not when this object goes: the socket (bound, if only listen failed) would otherwise
-    // hold the port, and a start() retried once it is free would find the acceptor still open.
     beast::error_code ignored;
-    s.acceptor.close(ignored);
+    acceptor.close(ignored);
     RT_THROW(ConfigError, "serve: cannot listen on ", where(), ": ", ec.message(),
              " (address in use or not local? see serve.host / serve.port)");
   }
+}
+
+}  // namespace
+
+void HttpServer::checkCanListen(const std::string& host, int port) {
+  net::io_context ioc;
+  tcp::acceptor acceptor(ioc);
+  listenOn(ioc, acceptor, host, port);
+  beast::error_code ignored;
+  acceptor.close(ignored);
+}
+
+void HttpServer::start() {
+  Impl& s = *impl_;
+  RT_CHECK(!s.running.load() && !s.stopping.load(), "HttpServer::start() called twice");
+  listenOn(s.ioc, s.acceptor, s.options.host, s.options.port);
   s.port = s.acceptor.local_endpoint().port();
   s.work.emplace(net::make_work_guard(s.ioc));
   s.accept();

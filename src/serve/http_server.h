@@ -86,13 +86,17 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   // Binds (SO_REUSEADDR, never SO_REUSEPORT, so a port in use is an error) and listens with the kernel's
-  // largest backlog, then starts the I/O threads. Throws ConfigError when the address cannot be bound.
+  // largest backlog, then starts the I/O threads. Throws ConfigError when the address cannot be bound,
+  // having let its socket go: start() may be called again.
   void start();
+  // Throws start()'s ConfigError now if host:port cannot be listened on (in use, not local), for a caller
+  // with slow work to do before start(). Another process may still take the port in between.
+  static void checkCanListen(const std::string& host, int port);
   int port() const;
   bool running() const;
   // Stops accepting, waits (at most stop_timeout) for every request already read to be answered and
   // written, then closes the remaining connections and joins the I/O threads. Idempotent; calls are
-  // serialized. start() is for once only, even after it threw.
+  // serialized. Once started, start() is not called again.
   void stop();
 
  private:

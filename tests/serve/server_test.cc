@@ -28,6 +28,7 @@
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/serve/model.h"
+#include "serve/http_server.h"
 #include "serve/serve_fixtures.h"
 #include "testing/command.h"
 
@@ -693,6 +694,27 @@ TEST(ServeCommandTest, ServesAndStopsCleanlyOnSigterm) {
   EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("port=\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"status\":\"ok\""), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
+// A port in use is refused before the model loads: here the model is a FIFO nobody writes, which a load
+// would wait on until the test's deadline.
+TEST(ServeCommandTest, APortInUseIsRefusedBeforeTheModelLoads) {
+  const std::string dir = ringtrain::testing::makeTempDir("serve_busy");
+  ASSERT_EQ(::mkfifo((dir + "/model.fifo").c_str(), 0600), 0);
+  HttpServerOptions busy_options;
+  busy_options.port = 0;
+  HttpServer busy(busy_options, [](const HttpRequest&, HttpReply reply) { reply({}); },
+                  [](int status, const std::string&) { return HttpResponse{status, "text/plain", ""}; }, nullptr);
+  busy.start();
+  ringtrain::testing::CommandOptions options;
+  options.timeout = std::chrono::seconds(30);
+  const auto r = ringtrain::testing::runCommand({ringtrain::testing::binPath("ringtrain"), "serve", "--model",
+                                                 dir + "/model.fifo", "--port", std::to_string(busy.port())},
+                                                options);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(busy.port())), std::string::npos) << r.err;
+  busy.stop();
   fs::remove_all(dir);
 }
 
