@@ -87,14 +87,14 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
           RT_THROW(ConfigError, "-o ", out, " is in the checkpoint directory ", dir, "; write the vectors elsewhere");
         }
       }
-      // The names first (the job that trained it, else this job's): a server watching the directory must not
-      // load the new vectors beside the previous export's names.
+      // The names of the job that trained it, else this job's.
       std::error_code ec;
       const std::string writer_items = data::jobItemsPath(writer);
-      train::placeItemsBeside(out, std::filesystem::is_regular_file(writer_items, ec) ? writer_items
-                                                                                     : data::jobItemsPath(job));
+      train::ItemsBeside names(out, std::filesystem::is_regular_file(writer_items, ec) ? writer_items
+                                                                                       : data::jobItemsPath(job));
       const train::ExportSummary exported =
           train::writeItemVectors(out, ckpt.vocab, vectors, train::untrainedItems(ckpt, source));
+      names.place();
       std::cout << "wrote " << exported.written << " vectors of dimension " << vectors.size(1) << " (step "
                 << ckpt.global_step << ") to " << out;
       if (exported.left_out > 0) {

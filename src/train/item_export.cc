@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -80,7 +82,8 @@ bool sameBytes(const std::string& a, const std::string& b) {
 }
 }  // namespace
 
-void placeItemsBeside(const std::string& export_path, const std::string& items_path, bool replace) {
+ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace)
+    : items_path_(items_path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   // An export to a device or pipe (-o /dev/stdout) has no folder of its own to name items in; one not
@@ -105,13 +108,33 @@ void placeItemsBeside(const std::string& export_path, const std::string& items_p
   const std::string tmp = target.string() + ".tmp." + std::to_string(::getpid());
   fs::create_directories(target.parent_path(), ec);  // the export, written next, would make it too
   fs::copy_file(items_path, tmp, fs::copy_options::overwrite_existing, ec);
-  if (ec || std::rename(tmp.c_str(), target.c_str()) != 0) {
+  if (ec) {
     warn("cannot copy {} beside the vectors to {} ({}): give serve and neighbors --items {}", items_path,
-         target.string(), ec ? ec.message() : std::string(std::strerror(errno)), items_path);
+         target.string(), ec.message(), items_path);
     fs::remove(tmp, ec);
     return;
   }
-  info("copied {} to {}, beside the vectors, where serve and neighbors look for names", items_path, target.string());
+  staged_ = tmp;
+  target_ = target.string();
+}
+
+ItemsBeside::~ItemsBeside() {
+  if (staged_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove(staged_, ec);
+}
+
+void ItemsBeside::place() {
+  if (staged_.empty()) return;
+  const std::string staged = std::exchange(staged_, "");
+  if (std::rename(staged.c_str(), target_.c_str()) != 0) {
+    warn("cannot copy {} beside the vectors to {} ({}): give serve and neighbors --items {}", items_path_, target_,
+         std::strerror(errno), items_path_);
+    std::error_code ec;
+    std::filesystem::remove(staged, ec);
+    return;
+  }
+  info("copied {} to {}, beside the vectors, where serve and neighbors look for names", items_path_, target_);
 }
 
 ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,

@@ -853,9 +853,10 @@ TrainSummary train(Session& s) {
   if (s.leader()) {
     info("{}", describe(ev, job.eval.k, true));
     summary.export_path = outputPath(job, "embeddings.txt");
-    placeItemsBeside(summary.export_path, data::jobItemsPath(job), /*replace=*/true);  // names first: see there
+    ItemsBeside names(summary.export_path, data::jobItemsPath(job), /*replace=*/true);
     const ExportSummary exported = writeItemVectors(summary.export_path, s.vocabTokens(),
                                                     itemVectors(*s.model).to(at::kCPU), s.untrained);
+    names.place();
     if (exported.left_out > 0) {
       info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
            exported.written, exported.left_out);

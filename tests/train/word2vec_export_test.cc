@@ -276,6 +276,35 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
   EXPECT_NE(over_metrics.err.find("is the job's metrics file"), std::string::npos) << over_metrics.err;
 }
 
+// The names go in place only after the export is written: an export that fails leaves the old names beside
+// the old vectors, and no temp file behind.
+TEST_F(Word2VecTest, ItemsBesideAreStagedAndPlacedAfterTheExport) {
+  fs::create_directories(dir_ + "/run");
+  write("new.tsv", "id\tkey\tname\tcategory\napple\tSKU-1\tRed apple\tfruit\n");
+  write("run/items.tsv", "id\tkey\tname\tcategory\npear\tX\tOld pear\tfruit\n");
+  const auto read = [&](const std::string& name) {
+    std::ifstream in(dir_ + "/" + name);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string old_names = read("run/items.tsv");
+  const auto entries = [&] {
+    size_t n = 0;
+    for (const auto& e : fs::directory_iterator(dir_ + "/run")) n += e.is_regular_file() ? 1 : 0;
+    return n;
+  };
+  {
+    ItemsBeside failed(dir_ + "/run/embeddings.txt", dir_ + "/new.tsv", /*replace=*/true);
+    EXPECT_EQ(read("run/items.tsv"), old_names) << "replaced before the export was written";
+  }  // the export failed: never placed
+  EXPECT_EQ(read("run/items.tsv"), old_names);
+  EXPECT_EQ(entries(), 1u) << "a staged copy was left behind";
+  ItemsBeside names(dir_ + "/run/embeddings.txt", dir_ + "/new.tsv", /*replace=*/true);
+  EXPECT_EQ(read("run/items.tsv"), old_names);
+  names.place();
+  EXPECT_EQ(read("run/items.tsv"), read("new.tsv"));
+  EXPECT_EQ(entries(), 1u);
+}
+
 // The export takes the job's items.tsv along, so that serve and neighbors find the names beside the vectors;
 // an items.tsv already there with other items is somebody's: kept, and said.
 TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {

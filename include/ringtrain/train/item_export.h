@@ -30,15 +30,29 @@ struct ExportSummary {
   int64_t left_out = 0;
 };
 
-// Puts a copy of `items_path` (the job's items.tsv) beside the export at `export_path`, where the server and
-// `neighbors` look for it by default: copied atomically when no items.tsv is there, left alone when the one
-// there has the same bytes (or is the file itself). One holding something else is replaced with `replace`
-// (the training job's own output directory, where it is an earlier run's copy), else left alone with a
-// warning naming both; one that is not a file (a directory) is warned about. Nothing happens when
-// `items_path` is empty or not a file, or `export_path` is a device or pipe. A copy that fails is warned
-// about: the export itself stands. Called before the export is written (renamed into place): a server
-// watching the directory loads the new vectors with their names, never with the previous run's.
-void placeItemsBeside(const std::string& export_path, const std::string& items_path, bool replace = false);
+// A copy of `items_path` (the job's items.tsv) for beside the export at `export_path`, where the server and
+// `neighbors` look for it by default. Made (as a temp file) before the export is written and put in place
+// (renamed) by place() after it is: an export that fails leaves the names beside the old vectors as they
+// were, and a server watching the directory, which loads an export once it stayed unchanged for an interval,
+// finds the new names beside the new vectors. Nothing is staged when no items.tsv is needed there: one with
+// the same bytes is there already (or is the file itself); one holding something else is replaced only with
+// `replace` (the training job's own output directory, where it is an earlier run's copy), else left alone
+// with a warning naming both; one that is not a file (a directory) is warned about; `items_path` is empty or
+// not a file; `export_path` is a device or pipe. A copy that fails is warned about: the export itself stands.
+class ItemsBeside {
+ public:
+  ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace = false);
+  ~ItemsBeside();  // removes a copy not placed
+  ItemsBeside(const ItemsBeside&) = delete;
+  ItemsBeside& operator=(const ItemsBeside&) = delete;
+  // After the export is written: the copy renamed to items.tsv beside it. Once.
+  void place();
+
+ private:
+  std::string items_path_;
+  std::string staged_;  // the temp copy, "" when nothing is to be placed
+  std::string target_;
+};
 
 // Writes tokens[i] / vectors[i] for every i not in `untrained` (ascending ids), atomically.
 ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,
