@@ -22,7 +22,8 @@ ROUNDS="${ROUNDS:-3}"
 STEPS="${STEPS:-160}"
 BIND_TO="${BIND_TO:-cores}"
 EXTRA_SETS=()
-for kv in ${SETS:-}; do EXTRA_SETS+=(--set "$kv"); done
+read -r -a sets <<< "${SETS:-}"  # split on spaces only: a value is never glob-expanded
+for kv in "${sets[@]}"; do EXTRA_SETS+=(--set "$kv"); done
 [ -x "$BIN/ringtrain" ] || "$ROOT/scripts/build.sh" >/dev/null
 WORK="$(mktemp -d /tmp/ringtrain-ab-XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT

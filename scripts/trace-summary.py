@@ -63,12 +63,26 @@ def main():
 
     def ms(value):
         return f"{value / 1000:7.2f}"
+    most_steps = max(len(by_rank[r]) for by_rank in spans.values() for r in by_rank)
+
+    def after_skip(name, r):
+        # A phase of every step: its first N left out. One of some steps only (work balance, every 10th):
+        # those that begin after the N-th step of the most frequent phase.
+        entries = spans[name][r]
+        if len(entries) == most_steps or args.skip == 0:
+            return entries[args.skip:]
+        reference = next(by_rank[r] for by_rank in spans.values() if len(by_rank[r]) == most_steps)
+        start = reference[args.skip][0] if args.skip < len(reference) else float("inf")
+        return [x for x in entries if x[0] >= start]
+
     print(f"median ms per rank, steps after the first {args.skip}")
     print(f"{'phase':44s}" + "".join(f"{'r' + str(r):>8s}" for r in ranks))
     for name, by_rank in spans.items():
-        row = [statistics.median(e - b for b, e in by_rank[r][args.skip:]) if by_rank[r][args.skip:] else 0
-               for r in ranks]
-        print(f"{name[:44]:44s}" + "".join(f" {ms(v)}" for v in row))
+        kept = {r: after_skip(name, r) for r in ranks}
+        row = [statistics.median(e - b for b, e in kept[r]) if kept[r] else 0 for r in ranks]
+        some = max(len(by_rank[r]) for r in ranks) < most_steps
+        label = f"{name} (some steps)" if some else name
+        print(f"{label[:44]:44s}" + "".join(f" {ms(v)}" for v in row))
     if sparse_ms:
         print(f"{'  of which sparse sync':44s}" +
               "".join(f" {statistics.median(sparse_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))

@@ -29,7 +29,7 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
   auto* cmd = app.add_subcommand("neighbors", "print the nearest items of an exported model");
   auto args = std::make_shared<NeighborsArgs>();
   cmd->add_option("--model", args->model, "exported vectors (word2vec text format)")->required();
-  cmd->add_option("--items", args->items, "items.tsv with names (default: items.tsv beside the model)");
+  cmd->add_option("--items", args->items, "items.tsv with names (default: items.tsv beside the model, or beside the file a linked model leads to)");
   cmd->add_option("--item", args->item, "the item: its token, or its key in items.tsv")->required();
   cmd->add_option("-k", args->k, "how many neighbours")->check(CLI::Range(1, std::numeric_limits<int>::max()));
   cmd->callback([&body, args] {

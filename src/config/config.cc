@@ -278,7 +278,11 @@ JobConfig loadStored(const std::string& yaml, const std::string& origin, std::ve
     std::string problem = problemOf(f, config);
     if (problem.empty()) continue;
     if (inIdentity(f)) RT_THROW(ConfigError, origin, ": ", f.path(), ": ", problem);
-    skipped.push_back(f.path() + ": " + f.print(config) + " (" + problem + ")");
+    // A how-to-run value this version takes, but not beside the others stored (ddp.balance true with
+    // run.deterministic true, refused since): a stored configuration is read for what the job computes,
+    // which this does not touch, so it is reset without a word.
+    const bool valid_alone = f.check(config).empty();
+    if (!valid_alone) skipped.push_back(f.path() + ": " + f.print(config) + " (" + problem + ")");
     resetToDefault(config, f);
   }
   if (ignored != nullptr) *ignored = std::move(skipped);

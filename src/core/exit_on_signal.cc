@@ -13,7 +13,7 @@ ExitOnSignal::ExitOnSignal(const sigset_t& signals, std::function<std::string(in
         const timespec tick{0, 50 * 1000 * 1000};
         while (armed_.load()) {
           const int sig = sigtimedwait(&signals, nullptr, &tick);
-          if (sig == SIGINT || sig == SIGTERM) {
+          if (sig > 0) {  // one of `signals` (-1: the tick passed)
             std::fprintf(stderr, "ringtrain: %s\n", say(sig).c_str());
             std::fflush(stderr);
             std::_Exit(exit_code == kSignalExitCode ? 128 + sig : exit_code);

@@ -14,9 +14,10 @@ namespace ringtrain {
 
 class ExitOnSignal {
  public:
-  // From construction until destruction, SIGINT or SIGTERM (blocked by the caller in every thread, as
-  // `signals` lists them) makes the process print "ringtrain: " + say(N) to stderr and _Exit with
-  // `exit_code`, or with 128 + N (the shell's code for a death by signal N) when it is kSignalExitCode.
+  // From construction until destruction, any signal of `signals` (which the caller blocks in every thread:
+  // SIGINT and SIGTERM for the commands) makes the process print "ringtrain: " + say(N) to stderr and
+  // _Exit with `exit_code`, or with 128 + N (the shell's code for a death by signal N) when it is
+  // kSignalExitCode.
   static constexpr int kSignalExitCode = -1;
   ExitOnSignal(const sigset_t& signals, std::function<std::string(int)> say, int exit_code);
   ~ExitOnSignal();

@@ -129,8 +129,10 @@ std::string itemsBeside(const std::string& model_path) {
   }
   for (const fs::path& candidate : candidates) {
     if (fs::is_regular_file(candidate, ec)) return candidate.string();
-    // Something there that is not a file (a directory, a link to nothing) would otherwise drop every name
-    // without a word, and turn key queries into 404s.
+  }
+  // Something there that is not a file (a directory, a link to nothing) would otherwise drop every name
+  // without a word, and turn key queries into 404s.
+  for (const fs::path& candidate : candidates) {
     if (fs::exists(fs::symlink_status(candidate, ec))) {
       warn("{} is not a readable file (a directory, or a link to nothing): the items keep their tokens and get "
            "no names; give --items", candidate.string());

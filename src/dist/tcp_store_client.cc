@@ -86,12 +86,14 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
   // The server may not be up yet (ranks start together): retry refused connections until the deadline.
   for (;;) {
     UniqueFd fd = net::tryConnectTcp(host_, port_, deadline, &error);
-    if (!fd.valid() && !said_still_trying && Clock::now() - started >= kSayStillTryingAfter) {
+    // Only for a client's first connection: later ones (after the store went away mid-job) are not about
+    // addresses.
+    if (!fd.valid() && !said_still_trying && !connected_once_ && Clock::now() - started >= kSayStillTryingAfter) {
       said_still_trying = true;
-      warn("store: {} not reached after {} s ({}); still trying for up to {} s. Every rank must be given rank "
-           "0's address and port (MASTER_ADDR, MASTER_PORT or comm.master_addr / master_port)",
+      warn("store: {} not reached after {} s ({}); still trying for up to {} s more. Every rank must be given "
+           "rank 0's address and port (MASTER_ADDR, MASTER_PORT or comm.master_addr / master_port)",
            where, kSayStillTryingAfter.count(), error,
-           std::chrono::duration_cast<std::chrono::seconds>(deadline - started).count());
+           std::chrono::duration_cast<std::chrono::seconds>(deadline - Clock::now()).count());
     }
     if (!fd.valid() && error.rfind("cannot resolve", 0) == 0 && firstTimeUnresolved(host_)) {
       // A name may appear late (a cluster's DNS entry for a pod still starting): waited for, but said at once,
@@ -124,6 +126,7 @@ std::unique_ptr<TcpStoreClient::Connection> TcpStoreClient::takeConnection() {
         payload.clear();
       }
       if (answered && static_cast<Status>(payload[0]) == Status::kOk) {
+        connected_once_ = true;
         return std::make_unique<Connection>(std::move(fd));
       }
       if (answered) {

@@ -708,15 +708,16 @@ void Server::stop() {
   // Reloads still queued are answered 503, not run (their clients may be long gone); one running finishes
   // (it replies before the HTTP layer closes, or within its stop_timeout).
   if (s.admin) s.admin->cancelQueued();
+  // Requests waiting to fill a batch are scored now (serve.max_wait_us may be long), while the watcher
+  // below finishes a reload it may be running.
+  if (s.batcher) s.batcher->drain();
   {
     std::lock_guard<std::mutex> wl(s.watch_mu);
     s.watch_stop = true;
   }
   s.watch_cv.notify_all();
   if (s.watcher.joinable()) s.watcher.join();
-  // Stop accepting and answer the requests in flight, which still have a running batcher, no longer
-  // waiting to fill batches (serve.max_wait_us may be long).
-  if (s.batcher) s.batcher->drain();
+  // Stop accepting and answer the requests in flight, which still have a running (draining) batcher.
   if (s.http) s.http->stop();
   if (s.admin) s.admin->stop();
   if (s.batcher) s.batcher->stop();

@@ -633,9 +633,10 @@ TrainSummary train(Session& s) {
   if (balance.enabled()) {
     if (s.leader()) {
       info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
-      if (total_steps - global_step <= kBalanceWindow) {
-        warn("ddp.balance: the run's {} step(s) end before its first decision (every {} steps): the shares stay even",
-             total_steps - global_step, kBalanceWindow);
+      const int64_t first_decision = (global_step / kBalanceWindow + 1) * kBalanceWindow;  // the job's steps
+      if (global_step < total_steps && !WorkBalance::decidesAfter(first_decision, total_steps)) {
+        warn("ddp.balance: the run ends at step {} before its first decision (at step {}; every {} steps): the "
+             "shares stay even", total_steps, first_decision, kBalanceWindow);
       }
     }
     holdTheRowsTheRangeTakes();
@@ -728,7 +729,9 @@ TrainSummary train(Session& s) {
                              millis(stats.sparse_overlapped_time), stats.sparse_bytes_sent));
       trace.span("optimizer step", sync_end, optimizer_end);
       trace.span("zero grad", optimizer_end, zero_grad_end);
-      if (balance.enabled()) trace.span("work balance", zero_grad_end, step_end);
+      if (balance.enabled() && WorkBalance::decidesAfter(global_step, total_steps)) {
+        trace.span("work balance", zero_grad_end, step_end);
+      }
       trace.counter("bytes sent", step_end, static_cast<double>(stats.dense_bytes_sent + stats.sparse_bytes_sent));
     }
 

@@ -107,7 +107,7 @@ bool WorkBalance::endStep(int64_t step, int64_t last_step) {
   if (step_pairs_ > 0) window_.push_back(step_seconds_ / static_cast<double>(step_pairs_));
   step_seconds_ = 0.0;
   step_pairs_ = 0;
-  if (step % kBalanceWindow != 0 || step >= last_step) return false;
+  if (!decidesAfter(step, last_step)) return false;
   double mine = 0.0;  // no timing: counted as the ranks' median
   if (!window_.empty()) {
     std::nth_element(window_.begin(), window_.begin() + static_cast<long>(window_.size() / 2), window_.end());

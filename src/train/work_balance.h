@@ -55,6 +55,8 @@ class WorkBalance {
   // is a multiple of kBalanceWindow, a collective over the ranks' timings, then new cuts; none after the
   // last step, whose cuts are the ones the job ends with. True when they moved.
   bool endStep(int64_t step, int64_t last_step);
+  // Whether endStep(step, last_step) decides (on any rank: the same for all).
+  static bool decidesAfter(int64_t step, int64_t last_step) { return step % kBalanceWindow == 0 && step < last_step; }
   // Rows of the previous and the next rank's batch this rank's range takes, each with a margin of B / 16 for
   // the next moves: what the loader should build beside the rank's own batch.
   std::pair<int64_t, int64_t> neighbourRowsToHold() const;

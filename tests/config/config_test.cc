@@ -125,6 +125,11 @@ TEST(Config, StoredConfigurationsFromOtherVersionsLoad) {
               ThrowsMessage<ConfigError>(AllOf(HasSubstr("ckpt (stored configuration)"), HasSubstr("data.window"))));
   // The strict loader still rejects what the tolerant one skips.
   EXPECT_THAT(errorOf(yaml), HasSubstr("unknown key 'run.retired_knob'"));
+  // A checkpoint from before ddp.balance needed run.deterministic false: the how-to-run setting is reset
+  // without a word (nothing read from a stored configuration depends on it).
+  const JobConfig balanced = loadStored("ddp:\n  balance: true\n", "ckpt (stored configuration)", &ignored);
+  EXPECT_FALSE(balanced.ddp.balance);
+  EXPECT_TRUE(ignored.empty()) << ::testing::PrintToString(ignored);
 }
 
 TEST(Config, SyntaxErrorNamesFileAndLine) {

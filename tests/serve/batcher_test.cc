@@ -117,11 +117,9 @@ TEST(BatcherTest, DrainScoresAWaitingJobWithoutWaitingOutMaxWait) {
   }, nullptr);
   ASSERT_TRUE(batcher.submit(j));
   EXPECT_EQ(f.wait_for(200ms), std::future_status::timeout) << "batched without waiting: nothing to drain";
-  const auto t0 = std::chrono::steady_clock::now();
   batcher.drain();
-  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready) << "still waiting out the 10 s max_wait";
   EXPECT_NO_THROW(f.get()) << "drained jobs are scored, not failed";
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   std::shared_ptr<ScoreJob> later = job(model, 1);
   auto g = futureOf(*later);
   ASSERT_TRUE(batcher.submit(later));

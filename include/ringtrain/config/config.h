@@ -19,7 +19,7 @@ struct RunOptions {
   int epochs = 1;
   int64_t max_steps = 0;  // > 0: stop after this many optimizer steps, whatever the epoch count
   std::string output_dir = "runs/ringtrain";
-  bool deterministic = true;
+  bool deterministic = true;  // refuse what is not bit for bit on CPU (ddp.balance); outside the identity
   int64_t crash_at_step = 0;  // > 0: exit abruptly after this step (fault injection for restart tests)
 };
 

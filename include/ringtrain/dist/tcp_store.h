@@ -14,6 +14,7 @@
 // and a get/wait whose keys are missing is parked until a write makes it ready or its deadline passes.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -96,6 +97,7 @@ class TcpStoreClient final : public Store {
   const std::chrono::milliseconds op_timeout_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_
+  std::atomic<bool> connected_once_{false};         // any thread may connect
 };
 
 }  // namespace ringtrain::dist
