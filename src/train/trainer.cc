@@ -21,6 +21,7 @@
 #include <fmt/ranges.h>
 #include <torch/cuda.h>
 
+#include "core/directory_lock.h"
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/job_group.h"
 #include "ringtrain/core/error.h"
@@ -436,6 +437,23 @@ void makeOutputDirectory(const config::JobConfig& job) {
   }
 }
 
+// The run's directories, held until it ends (core/directory_lock.h): run.output_dir, and checkpoint.dir
+// where it lies outside it (made now, so that it can be held).
+std::vector<DirectoryLock> lockOutputDirectories(const config::JobConfig& job) {
+  std::vector<DirectoryLock> held;
+  held.emplace_back(job.run.output_dir, "run.output_dir");
+  const std::filesystem::path out = std::filesystem::weakly_canonical(job.run.output_dir);
+  const std::filesystem::path ckpt = std::filesystem::weakly_canonical(checkpointDir(job));
+  const auto [end, rest] = std::mismatch(out.begin(), out.end(), ckpt.begin(), ckpt.end());
+  if (end != out.end()) {  // not under run.output_dir
+    std::error_code ec;
+    std::filesystem::create_directories(ckpt, ec);
+    if (ec) RT_THROW(DataError, "checkpoint.dir: cannot create ", ckpt.string(), ": ", ec.message());
+    held.emplace_back(ckpt.string(), "checkpoint.dir");
+  }
+  return held;
+}
+
 // Rank 0 could not write the metrics file: every rank stops at the same collective, rank 0 naming the file.
 [[noreturn]] void stopForMetrics(const Session& s, const RunLog& run_log) {
   if (s.leader()) RT_THROW(DataError, run_log.failure());
@@ -530,13 +548,19 @@ TrainSummary train(Session& s) {
   checkOutputDirectories(job);
   const auto started = Clock::now();
   s.connect();
+  // Rank 0 writes the run's files (the synthetic corpus among them, next): its directories are made and
+  // held first. Connected, so that the other ranks hear of a refusal at the next collective.
+  std::vector<DirectoryLock> held;
+  if (s.leader()) {
+    makeOutputDirectory(job);
+    held = lockOutputDirectories(job);
+  }
   s.loadData();
   s.buildModel();
   checkRanksAgree(*s.comm, job, s.model->layoutDescription(), s.corpus_fingerprint);
 
   TrainSummary summary;
   if (s.leader()) {
-    makeOutputDirectory(job);
     info("job '{}': {} rank(s) over {} ({} allreduce, waits poll {} us), device {}, corpus {} lines / {} items, "
          "{} train lines",
          job.run.name, s.comm->size(), s.comm->backendName(), job.comm.allreduce_algorithm,

@@ -1,0 +1,55 @@
+#include "core/directory_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "ringtrain/core/error.h"
+
+namespace ringtrain {
+namespace {
+
+std::string hostName() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("?");
+}
+
+// What the holder wrote: "pid 4242 on host-a", or "" when unreadable.
+std::string holderOf(int fd) {
+  char text[300] = {};
+  const ssize_t n = ::pread(fd, text, sizeof text - 1, 0);
+  if (n <= 0) return "";
+  std::string s(text, static_cast<size_t>(n));
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\0')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+DirectoryLock::DirectoryLock(const std::string& dir, const std::string& key) {
+  const std::string path = dir + "/" + kFileName;
+  fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!fd_.valid()) RT_THROW(ConfigError, key, ": cannot create ", path, ": ", std::strerror(errno));
+  if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err == EWOULDBLOCK) {
+      const std::string holder = holderOf(fd_.get());
+      RT_THROW(ConfigError, key, ": ", dir, " is in use by another ringtrain run",
+               holder.empty() ? std::string() : " (" + holder + ")",
+               "; two runs in one directory would remove and overwrite each other's checkpoints and exports. "
+               "Wait for it, or give this run another ", key);
+    }
+    RT_THROW(ConfigError, key, ": cannot lock ", path, ": ", std::strerror(err));
+  }
+  const std::string me = "pid " + std::to_string(::getpid()) + " on " + hostName() + "\n";
+  // Who holds it, for the message above; a failed write only makes that message vaguer.
+  if (::ftruncate(fd_.get(), 0) == 0) {
+    [[maybe_unused]] const ssize_t written = ::pwrite(fd_.get(), me.data(), me.size(), 0);
+  }
+}
+
+}  // namespace ringtrain

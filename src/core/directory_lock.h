@@ -1,0 +1,26 @@
+// One writer per directory: a training run holds its output directory (and a checkpoint.dir outside it) for
+// as long as it runs. A second run started on the same directory would otherwise remove the first's
+// checkpoints ("starting afresh") or write its own over them, and both would report files that are the
+// other's. The lock is flock(2) on a file in the directory: released by the kernel when the process ends,
+// however it ends, so nothing stale is ever left to clear by hand.
+#pragma once
+
+#include <string>
+
+#include "core/unique_fd.h"
+
+namespace ringtrain {
+
+class DirectoryLock {
+ public:
+  // Locks `dir` (which exists) for this process, or throws ConfigError naming `key`, the directory and the
+  // holder (its pid and host, as it wrote them) when another process holds it.
+  DirectoryLock(const std::string& dir, const std::string& key);
+
+  static constexpr const char* kFileName = ".ringtrain.lock";
+
+ private:
+  UniqueFd fd_;
+};
+
+}  // namespace ringtrain

@@ -1,0 +1,42 @@
+// DirectoryLock: one holder per directory, the second told who holds it; free again once the holder goes.
+#include "core/directory_lock.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "ringtrain/core/error.h"
+#include "testing/command.h"
+
+namespace ringtrain {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(DirectoryLock, ASecondHolderIsRefusedNamingTheFirstUntilItGoes) {
+  const std::string dir = testing::makeTempDir("ringtrain-lock-");
+  std::optional<DirectoryLock> first;
+  first.emplace(dir, "run.output_dir");
+  try {
+    DirectoryLock second(dir, "run.output_dir");  // another open file: flock refuses it as it would a process
+    ADD_FAILURE() << "two holders of " << dir;
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("run.output_dir: " + dir + " is in use by another ringtrain run (pid " +
+                                    std::to_string(::getpid()) + " on "));
+  }
+  first.reset();
+  EXPECT_NO_THROW(DirectoryLock(dir, "run.output_dir")) << "still held after its holder went";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DirectoryLock, ADirectoryThatCannotHoldTheLockFileIsSaid) {
+  EXPECT_THAT([] { DirectoryLock("/nonexistent-ringtrain-dir", "checkpoint.dir"); },
+              ::testing::ThrowsMessage<ConfigError>(HasSubstr("checkpoint.dir: cannot create /nonexistent-ringtrain-dir/")));
+}
+
+}  // namespace
+}  // namespace ringtrain
