@@ -32,17 +32,6 @@ struct ExportArgs {
   std::string out;
 };
 
-// -o must not name a file the export reads or the job depends on: the vectors would replace it (a
-// checkpoint, the job file, the corpus), and exit 0.
-void refuseInputsAsOutput(const std::string& out, const std::vector<std::pair<const char*, std::string>>& inputs) {
-  for (const auto& [what, path] : inputs) {
-    std::error_code ec;  // a path that does not exist is equivalent to nothing
-    if (!path.empty() && std::filesystem::equivalent(out, path, ec)) {
-      RT_THROW(ConfigError, "-o ", out, " is the ", what, " (", path, "): the vectors would replace it");
-    }
-  }
-}
-
 }  // namespace
 
 void addExportCommand(CLI::App& app, CommandBody& body) {
@@ -69,7 +58,9 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       // The corpus of the job that wrote the checkpoint too: without a job file, `job` is the defaults.
       std::vector<std::string> ignored;
       const config::JobConfig writer = config::loadStored(ckpt.config_yaml, source + " (stored configuration)", &ignored);
-      refuseInputsAsOutput(out, {{"checkpoint it exports", source},
+      // -o must not name a file the export reads or the job depends on: the vectors would replace it (a
+      // checkpoint, the job file, the corpus), and exit 0.
+      train::refuseInputsAsExport("-o", out, {{"checkpoint it exports", source},
                                  {"job file", args->config.path},
                                  {"job's corpus", data::jobCorpusPath(job)},
                                  {"job's corpus cache", data::jobCorpusPath(job) + ".rtc"},

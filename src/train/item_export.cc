@@ -82,6 +82,16 @@ bool sameBytes(const std::string& a, const std::string& b) {
 }
 }  // namespace
 
+void refuseInputsAsExport(const std::string& key, const std::string& out,
+                          const std::vector<std::pair<std::string, std::string>>& inputs) {
+  for (const auto& [what, path] : inputs) {
+    std::error_code ec;
+    if (!path.empty() && std::filesystem::equivalent(out, path, ec)) {
+      RT_THROW(ConfigError, key, " ", out, " is the ", what, " (", path, "): the vectors would replace it");
+    }
+  }
+}
+
 ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace)
     : items_path_(items_path) {
   namespace fs = std::filesystem;

@@ -421,6 +421,25 @@ void checkOutputDirectories(const config::JobConfig& job) {
       RT_THROW(ConfigError, key, ": ", dir, " exists and is not a directory");
     }
   }
+  // The export at the end goes to run.output_dir/embeddings.txt: found out now, not after training, if
+  // that is a file the job reads.
+  const std::string corpus = data::jobCorpusPath(job);
+  refuseInputsAsExport("run.output_dir: its export", outputPath(job, "embeddings.txt"),
+                       {{"job's corpus", corpus}, {"job's corpus cache", corpus + ".rtc"},
+                        {"job's items file", data::jobItemsPath(job)}});
+}
+
+// Whether the export may replace an items.tsv beside it: in the run's own directory it is an earlier run's
+// copy; in the directory of the job's corpus or items file (a run.output_dir pointed at the data) it is the
+// user's own, left alone (with a warning) as `ringtrain export` does.
+bool mayReplaceItemsBesideExport(const config::JobConfig& job) {
+  std::error_code ec;
+  for (const std::string& input : {data::jobCorpusPath(job), data::jobItemsPath(job)}) {
+    if (input.empty()) continue;
+    const std::filesystem::path dir = std::filesystem::absolute(input, ec).parent_path();
+    if (std::filesystem::equivalent(dir, job.run.output_dir, ec)) return false;
+  }
+  return true;
 }
 
 // Rank 0 writes the run's files: a directory it cannot create or write is said now, with its key, not as
@@ -880,7 +899,7 @@ TrainSummary train(Session& s) {
   if (s.leader()) {
     info("{}", describe(ev, job.eval.k, true));
     summary.export_path = outputPath(job, "embeddings.txt");
-    ItemsBeside names(summary.export_path, data::jobItemsPath(job), /*replace=*/true);
+    ItemsBeside names(summary.export_path, data::jobItemsPath(job), mayReplaceItemsBesideExport(job));
     const ExportSummary exported = writeItemVectors(summary.export_path, s.vocabTokens(),
                                                     itemVectors(*s.model).to(at::kCPU), s.untrained);
     names.place();

@@ -69,6 +69,39 @@ testing::CommandOptions withDeadline(int seconds) {
   return o;
 }
 
+// A run.output_dir pointed at the data: the export at the end must not replace the corpus (refused before
+// training) nor the user's own items.tsv there (left, with a warning), as `ringtrain export -o` would not.
+TEST(TrainJob, TheExportNeverReplacesTheJobsOwnDataFiles) {
+  const std::string dir = testing::makeTempDir("ringtrain-data-dir-");
+  std::string corpus;
+  for (int line = 0; line < 300; ++line) {
+    for (int k = 0; k < 5; ++k) corpus += fmt::format("{}i{}", k ? " " : "", (line * 7 + k * 3) % 50);
+    corpus += "\n";
+  }
+  std::ofstream(dir + "/embeddings.txt") << corpus;
+  const std::vector<std::string> job = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
+                                        "--set", "run.output_dir=" + dir, "--set", "data.batch_size=64",
+                                        "--set", "run.max_steps=5", "--set", "log.plot=false"};
+  std::vector<std::string> onto_corpus = job;
+  onto_corpus.insert(onto_corpus.end(), {"--set", "data.corpus=" + dir + "/embeddings.txt"});
+  const auto refused = runCommand(onto_corpus, withDeadline(120));
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_THAT(refused.err, HasSubstr("embeddings.txt is the job's corpus"));
+  EXPECT_EQ(readAll(dir + "/embeddings.txt"), corpus);
+
+  std::filesystem::rename(dir + "/embeddings.txt", dir + "/baskets.txt");
+  const std::string mine = "id\tkey\tname\tcategory\ni1\tK1\tMine\tmine\n";
+  std::ofstream(dir + "/items.tsv") << mine;
+  std::ofstream(dir + "/items_v2.tsv") << "id\tkey\tname\tcategory\ni1\tK1\tNew\tnew\n";
+  std::vector<std::string> beside_items = job;
+  beside_items.insert(beside_items.end(), {"--set", "data.corpus=" + dir + "/baskets.txt", "--set",
+                                           "data.items=" + dir + "/items_v2.tsv"});
+  const auto r = runCommand(beside_items, withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(readAll(dir + "/items.tsv"), mine);
+  EXPECT_THAT(r.err, HasSubstr("holds other items than"));
+}
+
 TEST(TrainJob, TwoRanksLearnBetterThanPopularityAndExportEveryItem) {
   const std::string dir = testing::makeTempDir("ringtrain-train-");
   const auto r = runCommand(ringrun(2, train(dir, {"--set", "run.epochs=4"})), withDeadline(240));

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -53,6 +54,12 @@ class ItemsBeside {
   std::string staged_;  // the temp copy, "" when nothing is to be placed
   std::string target_;
 };
+
+// Refuses (ConfigError, naming `key`) an export path that is one of `inputs` ({what, path}): the vectors
+// would replace a file the job reads (its corpus, items file, a checkpoint). A path that does not exist is
+// none of them.
+void refuseInputsAsExport(const std::string& key, const std::string& out,
+                          const std::vector<std::pair<std::string, std::string>>& inputs);
 
 // Writes tokens[i] / vectors[i] for every i not in `untrained` (ascending ids), atomically.
 ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,
