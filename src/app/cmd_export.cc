@@ -53,6 +53,11 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       if (!at::isfinite(vectors).all().item<bool>()) {
         RT_THROW(DataError, "checkpoint ", source, ": its item vectors hold NaN or infinite values; nothing exported");
       }
+      // Many tools read "-" as standard output: said, not written as a file named "-" (with an items.tsv).
+      if (args->out == "-") {
+        RT_THROW(ConfigError, "-o -: an export is written to a file (atomically, never half there), not to "
+                 "standard output; give a file's path");
+      }
       const std::string out =
           args->out.empty() ? (std::filesystem::path(job.run.output_dir) / "embeddings.txt").string() : args->out;
       // The corpus of the job that wrote the checkpoint too: without a job file, `job` is the defaults.

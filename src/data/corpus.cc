@@ -571,8 +571,22 @@ std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
   RT_CHECK_T(DataError, o.min_count >= 1, "data.min_count must be >= 1");
   auto c = std::make_shared<Corpus>();
   c->path_ = o.corpus;
-  File f(std::fopen(o.corpus.c_str(), "rb"));
-  if (!f.f) RT_THROW(DataError, o.corpus, ": cannot open corpus: ", errnoText());
+  // O_NONBLOCK: a FIFO nobody writes would otherwise hold open() forever, before the check below refuses it.
+  const int fd = ::open(o.corpus.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    std::error_code ec;
+    const std::string cwd = std::filesystem::current_path(ec).string();
+    RT_THROW(DataError, o.corpus, ": cannot open corpus: ", std::strerror(err),
+             err == ENOENT && std::filesystem::path(o.corpus).is_relative() && !ec
+                 ? " (a relative path is taken from the working directory, " + cwd + ")"
+                 : std::string());
+  }
+  File f(::fdopen(fd, "rb"));
+  if (!f.f) {
+    ::close(fd);
+    RT_THROW(DataError, o.corpus, ": cannot open corpus: ", errnoText());
+  }
   struct stat st {};  // of the file opened: a path checked apart could have changed in between
   if (::fstat(fileno(f.f), &st) != 0) RT_THROW(DataError, o.corpus, ": cannot stat: ", errnoText());
   if (S_ISDIR(st.st_mode)) RT_THROW(DataError, o.corpus, ": is a directory, not a corpus file");

@@ -350,6 +350,15 @@ TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {
                                         dir_ + "/odd/vectors.txt"});
   ASSERT_TRUE(odd.ok()) << odd.err;
   EXPECT_NE(odd.err.find("items.tsv is not a file (a directory?)"), std::string::npos) << odd.err;
+
+  // "-", standard output to many tools, is refused: not a file named "-" in the working directory.
+  fs::create_directories(dir_ + "/cwd");
+  testing::CommandOptions in_cwd;
+  in_cwd.cwd = dir_ + "/cwd";
+  const auto dash = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", "-"}, in_cwd);
+  EXPECT_EQ(dash.exit_code, 2) << dash.err;
+  EXPECT_NE(dash.err.find("-o -: an export is written to a file"), std::string::npos) << dash.err;
+  EXPECT_TRUE(fs::is_empty(dir_ + "/cwd"));
 }
 
 }  // namespace
