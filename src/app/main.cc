@@ -1,6 +1,7 @@
 // The `ringtrain` executable: trainer and tools as subcommands. Errors end here: one clear line on stderr
 // and an exit code from ringtrain/core/error.h (2 = bad input), never a stack of noise.
 #include <exception>
+#include <new>
 #include <iostream>
 #include <string>
 
@@ -13,6 +14,7 @@
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/failure_report.h"
 #include "ringtrain/core/logging.h"
+#include "train/torch_failure.h"
 
 int main(int argc, char** argv) {
   using namespace ringtrain;
@@ -62,7 +64,13 @@ int main(int argc, char** argv) {
     return e.exitCode();
   } catch (const c10::Error& e) {
     // LibTorch's messages carry a C++ backtrace; the first line is what a person needs.
-    const std::string message = std::string("internal error (LibTorch): ") + e.what_without_backtrace();
+    const std::string message = train::describeTorchFailure(e);
+    std::cerr << "ringtrain: " << message << "\n";
+    recordFailure(kExitFailure, message);
+    return kExitFailure;
+  } catch (const std::bad_alloc&) {
+    const std::string message = "out of memory: the batches or the model need more than this machine gives; lower "
+                                "data.batch_size, data.negatives or model.dim, or run fewer ranks per host";
     std::cerr << "ringtrain: " << message << "\n";
     recordFailure(kExitFailure, message);
     return kExitFailure;

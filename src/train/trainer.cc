@@ -40,6 +40,7 @@
 #include "ringtrain/train/optimizer.h"
 #include "ringtrain/train/startup_check.h"
 #include "train/run_log.h"
+#include "train/torch_failure.h"
 #include "train/work_balance.h"
 
 namespace ringtrain::train {
@@ -540,7 +541,7 @@ void recordCurrentFailure() noexcept {
   try {
     throw;
   } catch (const c10::Error& e) {  // its what() carries a C++ backtrace
-    recordFailure(kExitFailure, std::string("internal error (LibTorch): ") + e.what_without_backtrace());
+    recordFailure(kExitFailure, describeTorchFailure(e));
   } catch (const std::exception& e) {
     recordFailure(e);
   } catch (...) {

@@ -1,0 +1,20 @@
+// What a LibTorch error says to a person: its first line (its what() carries a C++ backtrace), and for the
+// one a user causes most, an allocation that failed, which settings make it.
+#pragma once
+
+#include <string>
+
+#include <c10/util/Exception.h>
+
+namespace ringtrain::train {
+
+inline std::string describeTorchFailure(const c10::Error& e) {
+  const std::string what = e.what_without_backtrace();
+  if (what.find("can't allocate memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos) {
+    return "out of memory (LibTorch could not allocate): the batches or the model need more than this machine "
+           "gives; lower data.batch_size, data.negatives or model.dim, or run fewer ranks per host (" + what + ")";
+  }
+  return "internal error (LibTorch): " + what;
+}
+
+}  // namespace ringtrain::train
