@@ -586,6 +586,17 @@ TrainSummary train(Session& s) {
          job.run.name, s.comm->size(), s.comm->backendName(), job.comm.allreduce_algorithm,
          std::chrono::duration_cast<std::chrono::microseconds>(s.comm->waitPoll()).count(), s.device.str(),
          s.corpus->numLines(), s.corpus->vocab().size(), s.split->trainLines().size());
+    // What the corpus lost on the way, which the counts above do not show: one-item baskets are common.
+    const data::CorpusStats& read = s.corpus->stats();
+    if (read.short_lines > 0 || read.dropped_tokens > 0) {
+      info("corpus: {} of its {} lines kept; {} dropped for holding fewer than 2 items{}{}", read.lines,
+           read.source_lines, read.short_lines,
+           job.data.min_count > 1 ? fmt::format(" once items seen fewer than data.min_count {} times were removed",
+                                                job.data.min_count)
+                                  : std::string(" (blank lines included)"),
+           read.dropped_tokens > 0 ? fmt::format(" ({} occurrences of such items removed)", read.dropped_tokens)
+                                   : std::string());
+    }
   }
 
   // Optimizer state and position: fresh, or the newest checkpoint when resuming (checkpoint.resume, or a
