@@ -1,6 +1,8 @@
 #include "ringtrain/config/config.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -263,7 +265,7 @@ JobConfig loadFile(const std::string& path, const std::vector<Override>& overrid
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) RT_THROW(ConfigError, path, ": is a directory, not a config file");
   std::ifstream in(path);
-  if (!in) RT_THROW(ConfigError, path, ": cannot open config file");
+  if (!in) RT_THROW(ConfigError, path, ": cannot open config file: ", std::strerror(errno));
   std::stringstream text;
   text << in.rdbuf();
   if (in.bad()) RT_THROW(ConfigError, path, ": cannot read config file");

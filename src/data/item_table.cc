@@ -45,7 +45,16 @@ ItemTable ItemTable::load(const std::string& path, const Vocabulary& vocab) {
     }
   });
   if (duplicates > 0) warn("{}: {} duplicate id row(s) ignored (the first row of each id wins)", path, duplicates);
-  debug("{}: {} items matched, {} rows for ids not in the vocabulary", path, t.rows_, unknown);
+  // An items file of another catalog (or ids written differently) names nothing: no names, no category
+  // agreement, and without this no word of why.
+  if (t.rows_ == 0 && unknown > 0) {
+    warn("{}: none of its {} rows has an id of the corpus's items: no names or categories; is it this corpus's "
+         "items file (its id column holds the corpus's tokens)?", path, unknown);
+  } else if (unknown > t.rows_) {
+    warn("{}: {} rows name items the corpus does not hold, against {} that it does", path, unknown, t.rows_);
+  } else {
+    debug("{}: {} items matched, {} rows for ids not in the vocabulary", path, t.rows_, unknown);
+  }
   if (t.category_names_.empty()) t.category_.clear();
   return t;
 }

@@ -653,6 +653,12 @@ TrainSummary train(Session& s) {
   data::BatchLoader loader(s.corpus, s.split, job, s.comm->rank(), s.comm->size(), start);
   const int64_t total_steps = stepsToTrain(job, loader);
   const LrSchedule schedule(job.optim, total_steps);
+  // Skip-gram without negatives has a trivial optimum: every pair's score high, every vector alike. The loss
+  // falls to nothing while the rankings get worse than popularity.
+  if (s.leader() && job.data.negatives == 0) {
+    warn("data.negatives is 0: nothing pushes unrelated items apart, so the loss falls to nothing while the "
+         "vectors crowd together and recommendations get no better than chance; 5 is the default");
+  }
   // A warmup that fills the run leaves the lr below optim.lr throughout (or, linear, no step to decay in).
   // (LrSchedule: step s of the warmup runs at lr * (s + 1) / warmup_steps, s counted from 0.)
   if (s.leader() && job.optim.warmup_steps > 0 &&
@@ -830,7 +836,7 @@ TrainSummary train(Session& s) {
     run_log.record(record);
 
     if (job.eval.every_steps > 0 && global_step % job.eval.every_steps == 0 && global_step < total_steps) {
-      run_log.note(describe(evaluate(s, queries, false), job.eval.k, false));
+      run_log.note(fmt::format("step {}: {}", global_step, describe(evaluate(s, queries, false), job.eval.k, false)));
     }
     const bool checkpoint_now =
         job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;
