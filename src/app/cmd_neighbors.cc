@@ -10,6 +10,7 @@
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 #include "ringtrain/data/items_file.h"
 #include "ringtrain/model/word2vec_io.h"
 
@@ -40,6 +41,10 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
       data::TokenNames items;
       if (!items_path.empty()) {
         items = data::nameTokens(items_path, rows, [&](const std::string& t) { return vectors.find(t); });
+        if (items.named == 0 && rows > 0) {  // as serve says it
+          warn("neighbors: {} names none of the model's {} tokens (no id or key matches a token): no names",
+               items_path, rows);
+        }
       }
       int64_t index = vectors.find(args->item);
       if (index < 0) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 
 namespace ringtrain {
 namespace {
@@ -43,7 +44,11 @@ DirectoryLock::DirectoryLock(const std::string& dir, const std::string& key) {
                "; two runs in one directory would remove and overwrite each other's checkpoints and exports. "
                "Wait for it, or give this run another ", key);
     }
-    RT_THROW(ConfigError, key, ": cannot lock ", path, ": ", std::strerror(err));
+    // A file system without locks (some network and FUSE ones say ENOLCK or EOPNOTSUPP) must not stop
+    // the run: it goes on unguarded, and says so.
+    warn("{}: cannot lock {} ({}): another run started in {} would not be refused", key, path, std::strerror(err), dir);
+    fd_.reset();
+    return;
   }
   const std::string me = "pid " + std::to_string(::getpid()) + " on " + hostName() + "\n";
   // Who holds it, for the message above; a failed write only makes that message vaguer.

@@ -14,7 +14,8 @@ namespace ringtrain {
 class DirectoryLock {
  public:
   // Locks `dir` (which exists) for this process, or throws ConfigError naming `key`, the directory and the
-  // holder (its pid and host, as it wrote them) when another process holds it.
+  // holder (its pid and host, as it wrote them) when another process holds it. Where the file system has
+  // no locks, warns and holds nothing.
   DirectoryLock(const std::string& dir, const std::string& key);
 
   static constexpr const char* kFileName = ".ringtrain.lock";
