@@ -197,6 +197,13 @@ void RunLog::note(const std::string& text) {
   info("{}", text);
 }
 
+void RunLog::evaluation(int64_t step, const std::string& fields_json) {
+  if (!enabled_ || !metrics_.is_open()) return;
+  metrics_ << fmt::format("{{\"step\":{},\"eval\":{{{}}}}}\n", step, fields_json);
+  metrics_.flush();
+  checkWritten();
+}
+
 void RunLog::flushMetrics() {
   if (!metrics_.is_open()) return;
   metrics_.flush();

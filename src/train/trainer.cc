@@ -836,7 +836,12 @@ TrainSummary train(Session& s) {
     run_log.record(record);
 
     if (job.eval.every_steps > 0 && global_step % job.eval.every_steps == 0 && global_step < total_steps) {
-      run_log.note(fmt::format("step {}: {}", global_step, describe(evaluate(s, queries, false), job.eval.k, false)));
+      const Evaluation ev = evaluate(s, queries, false);
+      run_log.note(fmt::format("step {}: {}", global_step, describe(ev, job.eval.k, false)));
+      if (ev.ranking.count > 0) {
+        run_log.evaluation(global_step, fmt::format("\"hr@{0}\":{1:.6f},\"ndcg@{0}\":{2:.6f},\"queries\":{3}", job.eval.k,
+                                                    ev.ranking.hitRate(), ev.ranking.ndcg(), ev.ranking.count));
+      }
     }
     const bool checkpoint_now =
         job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;

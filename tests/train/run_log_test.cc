@@ -81,6 +81,26 @@ TEST_F(MetricsFileTest, EveryStepCarriesItsOwnRate) {
                               "\"step_ms\":4.000"));
 }
 
+// An evaluation during the run is a record of its step: after that step's line, and dropped with it when a
+// resumed run trains the step again.
+TEST_F(MetricsFileTest, AnEvaluationIsARecordOfItsStep) {
+  const std::string path = (dir_ / "eval.jsonl").string();
+  {
+    RunLog log(true, path, 10, 0);
+    for (int64_t step : {1, 2}) {
+      StepRecord r;
+      r.step = step;
+      log.record(r);
+      if (step == 2) log.evaluation(2, "\"hr@10\":0.250000,\"queries\":8");
+    }
+  }
+  const std::string text = read(path);
+  EXPECT_THAT(text, HasSubstr("\n{\"step\":2,\"eval\":{\"hr@10\":0.250000,\"queries\":8}}\n"));
+  EXPECT_LT(text.find("{\"step\":2,\"epoch\""), text.find("\"eval\"")) << text;
+  keepMetricsUpTo(path, 1);
+  EXPECT_THAT(read(path), ::testing::Not(HasSubstr("eval")));
+}
+
 // A resumed run trains the steps after its checkpoint again: their old records go, the earlier ones stay.
 TEST_F(MetricsFileTest, AResumedRunKeepsTheRecordsUpToItsCheckpoint) {
   const std::string path = write(kThreeSteps);
