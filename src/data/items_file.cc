@@ -1,6 +1,7 @@
 #include "ringtrain/data/items_file.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -56,6 +57,20 @@ void forEachItemsRow(const std::string& path, bool require_id, const std::functi
     RT_THROW(DataError, path, ":1: expected a header naming the columns ", require_id ? "id" : "id and/or key",
              " and name, tab-separated (ringtrain writes 'id<TAB>key<TAB>name<TAB>category'), got '",
              quotable(header), "'");
+  }
+  // A column ringtrain does not read is fine (a price, a URL), but one that is nearly a known name
+  // ("Category", "name ") loses what it holds without a word: said once, naming it.
+  for (const std::string_view f : fields) {
+    std::string folded;
+    for (const char ch : f) {
+      if (ch != ' ') folded += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    const bool known = f == "id" || f == "key" || f == "name" || f == "category";
+    const bool near = folded == "id" || folded == "key" || folded == "name" || folded == "category";
+    if (!known && near) {
+      warn("{}:1: the column '{}' is not read: ringtrain reads columns named exactly id, key, name and category "
+           "(lower case, no spaces)", path, quotable(f));
+    }
   }
   std::string column_names;  // for messages: "id key name category"
   for (const std::string_view f : fields) column_names += (column_names.empty() ? "" : " ") + quotable(f);
