@@ -30,7 +30,18 @@ namespace ringtrain::data {
 namespace {
 
 constexpr char kCacheMagic[8] = {'R', 'T', 'C', 'O', 'R', 'P', 'U', 'S'};
-constexpr uint64_t kCacheVersion = 3;  // 2: ctime and inode in the key; 3: tokens holding a Unicode space
+constexpr uint64_t kCacheVersion = 4;  // 2: ctime and inode in the key; 3: tokens holding a Unicode space;
+                                       // 4: a checksum of the payload
+
+// The cache's payload as one hash: a cache whose bytes changed after it was written (a bad disk, a stray
+// write) yet still parses would otherwise train on other data, found out only when a checkpoint's corpus
+// fingerprint no longer matches.
+template <typename... Vecs>
+uint64_t payloadChecksum(const Vecs&... v) {
+  uint64_t h = kFnv1aOffsetBasis;
+  ((h = fnv1aWords64(v.data(), v.size() * sizeof(v[0]), h)), ...);
+  return h;
+}
 constexpr size_t kHashWindow = 64 << 10;
 constexpr size_t kReadChunk = 4 << 20;
 
@@ -442,9 +453,14 @@ bool CorpusBuilder::readCache(Corpus& c, const std::string& path, const CacheHea
       !readVec(f.f, c.offsets_, kMax) || !readVec(f.f, c.tokens_, kMax)) {
     return false;
   }
+  uint64_t checksum = 0;
   char trailer[sizeof kCacheMagic];
-  if (std::fread(trailer, 1, sizeof trailer, f.f) != sizeof trailer ||
+  if (!readVal(f.f, checksum) || std::fread(trailer, 1, sizeof trailer, f.f) != sizeof trailer ||
       std::memcmp(trailer, kCacheMagic, sizeof trailer) != 0) {
+    return false;
+  }
+  if (checksum != payloadChecksum(stats, arena_bytes, voffsets, counts, c.offsets_, c.tokens_)) {
+    warn("{}: the corpus cache's bytes changed since it was written (checksum); the corpus is parsed again", path);
     return false;
   }
   // Cheap structural checks: a corrupt cache is re-parsed, never trusted.
@@ -540,11 +556,13 @@ void CorpusBuilder::writeCache(const Corpus& c, const std::string& path, const C
                                       c.stats_.bad_lines, c.stats_.unicode_space_tokens};
   writeVec(f.f, stats, ok);
   const std::string& arena = c.vocab_.arena();
-  writeVec(f.f, std::vector<char>(arena.begin(), arena.end()), ok);
+  const std::vector<char> arena_bytes(arena.begin(), arena.end());
+  writeVec(f.f, arena_bytes, ok);
   writeVec(f.f, c.vocab_.offsets(), ok);
   writeVec(f.f, c.vocab_.counts(), ok);
   writeVec(f.f, c.offsets_, ok);
   writeVec(f.f, c.tokens_, ok);
+  writeVal(f.f, payloadChecksum(stats, arena_bytes, c.vocab_.offsets(), c.vocab_.counts(), c.offsets_, c.tokens_), ok);
   ok = ok && std::fwrite(kCacheMagic, 1, sizeof kCacheMagic, f.f) == sizeof kCacheMagic;
   ok = (std::fclose(f.f) == 0) && ok;
   f.f = nullptr;

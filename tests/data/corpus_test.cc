@@ -211,6 +211,19 @@ TEST(Corpus, CacheIsReusedAndInvalidated) {
   writeFile(dir, "c.txt.rtc", "RTCORPUS garbage");
   EXPECT_FALSE(Corpus::load(opts(path))->stats().from_cache);
   EXPECT_TRUE(Corpus::load(opts(path))->stats().from_cache);
+
+  // Nor one whose bytes changed into another valid corpus: the big file's last token (id 0 to 3 alike) made
+  // another item; only the payload's checksum tells.
+  const std::vector<int32_t> tokens = Corpus::load(opts(big_path))->tokens();
+  {
+    std::fstream cache(big_path + ".rtc", std::ios::in | std::ios::out | std::ios::binary);
+    const int32_t other = tokens.back() == 0 ? 1 : 0;
+    cache.seekp(-static_cast<std::streamoff>(8 + 8 + sizeof(int32_t)), std::ios::end);  // magic, checksum, last token
+    cache.write(reinterpret_cast<const char*>(&other), sizeof other);
+  }
+  const auto reparsed = Corpus::load(opts(big_path));
+  EXPECT_FALSE(reparsed->stats().from_cache) << "a changed cache was trusted";
+  EXPECT_EQ(reparsed->tokens(), tokens);
   std::filesystem::remove_all(dir);
 }
 
