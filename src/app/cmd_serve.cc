@@ -32,7 +32,7 @@ struct ServeArgs {
 
 int runServe(const ServeArgs& args) {
   config::JobConfig job = resolveConfig(args.config);
-  log::setLevel(job.log.level);
+  log::setConfiguredLevel(job.log.level, config::JobConfig{}.log.level);
   config::ServeOptions options = job.serve;
   if (args.port >= 0) options.port = args.port;
   if (args.host_given && args.host.empty()) {

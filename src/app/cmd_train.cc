@@ -20,7 +20,7 @@ struct TrainArgs {
 
 config::JobConfig resolveWithLogLevel(const ConfigArgs& args) {
   config::JobConfig job = resolveConfig(args);
-  log::setLevel(job.log.level);
+  log::setConfiguredLevel(job.log.level, config::JobConfig{}.log.level);
   return job;
 }
 

@@ -34,6 +34,11 @@ void setLevel(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
+void setConfiguredLevel(const std::string& level, const std::string& default_level) {
+  const char* env = std::getenv("RINGTRAIN_LOG_LEVEL");
+  setLevel(level == default_level && env != nullptr && *env != '\0' ? std::string(env) : level);
+}
+
 void init() {
   std::call_once(g_init_once, [] {
     spdlog::set_default_logger(spdlog::stderr_color_mt("ringtrain"));

@@ -1,6 +1,6 @@
 // Rank-prefixed logging. Every line carries the process's rank ("[rank 1/4]") once it is known, so the
-// interleaved output of a job can be read. The level comes from the config (log.level) or, before the
-// config is read, from RINGTRAIN_LOG_LEVEL.
+// interleaved output of a job can be read. The level comes from RINGTRAIN_LOG_LEVEL until the config is read,
+// then from log.level, unless that is its default and RINGTRAIN_LOG_LEVEL is set.
 #pragma once
 
 #include <string>
@@ -18,6 +18,9 @@ void setRank(int rank, int world_size);
 void useSink(spdlog::sink_ptr sink);
 // Accepts trace, debug, info, warn, error, off; throws ConfigError otherwise.
 void setLevel(const std::string& level);
+// The config's log.level: set, unless it is `default_level` and RINGTRAIN_LOG_LEVEL says otherwise (a job
+// file that never named a level must not override the environment's).
+void setConfiguredLevel(const std::string& level, const std::string& default_level);
 bool isValidLevel(const std::string& level);
 
 }  // namespace ringtrain::log
