@@ -150,7 +150,7 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
   // again (a fresh start, step 0, begins the file anew).
   keepMetricsUpTo(metrics_path, first_step);
   metrics_.open(metrics_path, std::ios::app);
-  if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing");
+  if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ", std::strerror(errno));
 }
 
 RunLog::~RunLog() { finish(); }
