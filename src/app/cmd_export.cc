@@ -43,6 +43,11 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
   cmd->add_option("-o,--out", args->out, "output file; default: <run.output_dir>/embeddings.txt");
   cmd->callback([&body, args] {
     body = [args] {
+      // Many tools read "-" as standard output: said, not written as a file named "-" (with an items.tsv).
+      if (args->out == "-") {
+        RT_THROW(ConfigError, "-o -: an export is written to a file (atomically, never half there), not to "
+                 "standard output; give a file's path");
+      }
       const config::JobConfig job = resolveConfig(args->config);
       std::string source;
       const train::Checkpoint ckpt = train::readRequestedCheckpoint(args->checkpoint, job, &source);
@@ -52,11 +57,6 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       // and readers of the export (neighbors, serve) refuse NaN.
       if (!at::isfinite(vectors).all().item<bool>()) {
         RT_THROW(DataError, "checkpoint ", source, ": its item vectors hold NaN or infinite values; nothing exported");
-      }
-      // Many tools read "-" as standard output: said, not written as a file named "-" (with an items.tsv).
-      if (args->out == "-") {
-        RT_THROW(ConfigError, "-o -: an export is written to a file (atomically, never half there), not to "
-                 "standard output; give a file's path");
       }
       const std::string out =
           args->out.empty() ? (std::filesystem::path(job.run.output_dir) / "embeddings.txt").string() : args->out;

@@ -69,8 +69,7 @@ int main(int argc, char** argv) {
     recordFailure(kExitFailure, message);
     return kExitFailure;
   } catch (const std::bad_alloc&) {
-    const std::string message = "out of memory: the batches or the model need more than this machine gives; lower "
-                                "data.batch_size, data.negatives or model.dim, or run fewer ranks per host";
+    const std::string message = std::string("out of memory: ") + train::kOutOfMemoryAdvice;
     std::cerr << "ringtrain: " << message << "\n";
     recordFailure(kExitFailure, message);
     return kExitFailure;

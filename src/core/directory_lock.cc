@@ -34,15 +34,23 @@ std::string holderOf(int fd) {
 DirectoryLock::DirectoryLock(const std::string& dir, const std::string& key) {
   const std::string path = dir + "/" + kFileName;
   fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  // Another user's lock file in a shared directory: flock needs no write access (only the holder's line
+  // below does, and that is for messages).
+  if (!fd_.valid() && errno == EACCES) fd_.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd_.valid()) RT_THROW(ConfigError, key, ": cannot create ", path, ": ", std::strerror(errno));
   if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     if (err == EWOULDBLOCK) {
       const std::string holder = holderOf(fd_.get());
+      // On a network file system a lock can outlive a host that died (until its lease ends, or for good).
+      const std::string here = " on " + hostName();
+      const bool elsewhere = !holder.empty() && holder.size() >= here.size() &&
+                             holder.compare(holder.size() - here.size(), here.size(), here) != 0;
       RT_THROW(ConfigError, key, ": ", dir, " is in use by another ringtrain run",
                holder.empty() ? std::string() : " (" + holder + ")",
                "; two runs in one directory would remove and overwrite each other's checkpoints and exports. "
-               "Wait for it, or give this run another ", key);
+               "Wait for it, or give this run another ", key,
+               elsewhere ? "; if that host is gone for good, remove " + path : std::string());
     }
     // A file system without locks (some network and FUSE ones say ENOLCK or EOPNOTSUPP) must not stop
     // the run: it goes on unguarded, and says so.

@@ -2,7 +2,8 @@
 // as long as it runs. A second run started on the same directory would otherwise remove the first's
 // checkpoints ("starting afresh") or write its own over them, and both would report files that are the
 // other's. The lock is flock(2) on a file in the directory: released by the kernel when the process ends,
-// however it ends, so nothing stale is ever left to clear by hand.
+// however it ends. On a network file system a host that died may hold it on (NFSv4 until its lease ends,
+// NLM until it comes back): the refusal then says which file to remove. `ringtrain train` alone takes it.
 #pragma once
 
 #include <string>

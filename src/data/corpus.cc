@@ -612,6 +612,7 @@ std::shared_ptr<const Corpus> Corpus::load(const CorpusLoadOptions& o) {
     RT_THROW(DataError, o.corpus, ": is not a regular file (a pipe or device): every rank reads the corpus itself, "
              "and its cache is keyed by the file; write it to a file first");
   }
+  ::fcntl(fileno(f.f), F_SETFL, ::fcntl(fileno(f.f), F_GETFL) & ~O_NONBLOCK);  // plain reads from here on
   CacheHeader header;
   header.key = sourceKey(o.corpus, f.f);
   header.min_count = o.min_count;

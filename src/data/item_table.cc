@@ -50,8 +50,9 @@ ItemTable ItemTable::load(const std::string& path, const Vocabulary& vocab) {
   if (t.rows_ == 0 && unknown > 0) {
     warn("{}: none of its {} rows has an id of the corpus's items: no names or categories; is it this corpus's "
          "items file (its id column holds the corpus's tokens)?", path, unknown);
-  } else if (unknown > t.rows_) {
-    warn("{}: {} rows name items the corpus does not hold, against {} that it does", path, unknown, t.rows_);
+  } else if (unknown > t.rows_) {  // a full catalog beside a corpus of its best sellers, or a high min_count
+    info("{}: {} rows name items that are not in the trained vocabulary (not in the corpus, or below "
+         "data.min_count), against {} that are", path, unknown, t.rows_);
   } else {
     debug("{}: {} items matched, {} rows for ids not in the vocabulary", path, t.rows_, unknown);
   }

@@ -34,6 +34,14 @@ void splitTabs(std::string_view text, std::vector<std::string_view>& fields) {
 
 void forEachItemsRow(const std::string& path, bool require_id, const std::function<void(const ItemsRow&)>& each) {
   ::ringtrain::detail::refuseDirectory(path, "an items file");
+  // A pipe would hold the open until somebody writes it, and could be read once: every rank reads the file,
+  // and a server again at each reload.
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+    RT_THROW(DataError, path, ": is not a regular file (a pipe or device): every reader reads the items file "
+             "itself, some of them more than once; write it to a file first");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) RT_THROW(DataError, path, ": cannot open items file: ", std::strerror(errno));
   std::string line;

@@ -34,7 +34,8 @@ class RunLog {
   // A line on its own (evaluation results, notices) that does not tear the progress bar.
   void note(const std::string& text);
   // An evaluation during the run, in metrics.jsonl after step `step`'s record: {"step":N,"eval":{...}}
-  // with `fields_json` (`"hr":0.2,...`) inside, so that a plot of the file can follow HR over the steps.
+  // with `fields_json` (`"hr@10":0.2,...`) inside, for whoever follows HR over the steps from the file
+  // (the picture at the end plots loss and throughput only).
   void evaluation(int64_t step, const std::string& fields_json);
   // Writes the records so far to the file (records are buffered between log steps): at a checkpoint, so
   // that a run resumed from it finds every record up to its step.

@@ -8,11 +8,17 @@
 
 namespace ringtrain::train {
 
+// What to change when memory runs out, host or GPU alike.
+inline constexpr const char* kOutOfMemoryAdvice =
+    "the batches or the model need more than this machine (or GPU) gives; lower data.batch_size, data.negatives "
+    "or model.dim, or run fewer ranks per host";
+
 inline std::string describeTorchFailure(const c10::Error& e) {
   const std::string what = e.what_without_backtrace();
-  if (what.find("can't allocate memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos) {
-    return "out of memory (LibTorch could not allocate): the batches or the model need more than this machine "
-           "gives; lower data.batch_size, data.negatives or model.dim, or run fewer ranks per host (" + what + ")";
+  // The CPU allocator's words, and CUDA's ("CUDA out of memory", c10::OutOfMemoryError).
+  if (what.find("can't allocate memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos ||
+      what.find("out of memory") != std::string::npos) {
+    return std::string("out of memory (LibTorch could not allocate): ") + kOutOfMemoryAdvice + " (" + what + ")";
   }
   return "internal error (LibTorch): " + what;
 }

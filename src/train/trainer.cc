@@ -444,7 +444,7 @@ bool mayReplaceItemsBesideExport(const config::JobConfig& job) {
 }
 
 // Rank 0 writes the run's files: a directory it cannot create or write is said now, with its key, not as
-// an internal error at the first checkpoint or metrics line. (checkpoint.dir is made at the first save.)
+// an internal error at the first checkpoint or metrics line. (checkpoint.dir is made when the run holds it.)
 void makeOutputDirectory(const config::JobConfig& job) {
   std::error_code ec;
   std::filesystem::create_directories(job.run.output_dir, ec);
@@ -457,20 +457,19 @@ void makeOutputDirectory(const config::JobConfig& job) {
   }
 }
 
-// The run's directories, held until it ends (core/directory_lock.h): run.output_dir, and checkpoint.dir
-// where it lies outside it (made now, so that it can be held).
+// The run's directories, held until it ends (core/directory_lock.h): run.output_dir and checkpoint.dir (made
+// now, so that it can be held), each on its own: another run's checkpoint.dir may name this run's
+// checkpoints directory, or its run.output_dir this one's checkpoint.dir.
 std::vector<DirectoryLock> lockOutputDirectories(const config::JobConfig& job) {
   std::vector<DirectoryLock> held;
   held.emplace_back(job.run.output_dir, "run.output_dir");
-  const std::filesystem::path out = std::filesystem::weakly_canonical(job.run.output_dir);
-  const std::filesystem::path ckpt = std::filesystem::weakly_canonical(checkpointDir(job));
-  const auto [end, rest] = std::mismatch(out.begin(), out.end(), ckpt.begin(), ckpt.end());
-  if (end != out.end()) {  // not under run.output_dir
-    std::error_code ec;
-    std::filesystem::create_directories(ckpt, ec);
-    if (ec) RT_THROW(DataError, "checkpoint.dir: cannot create ", ckpt.string(), ": ", ec.message());
-    held.emplace_back(ckpt.string(), "checkpoint.dir");
-  }
+  const std::string ckpt = checkpointDir(job);
+  std::error_code ec;
+  std::filesystem::create_directories(ckpt, ec);
+  if (ec) RT_THROW(DataError, "checkpoint.dir: cannot create ", ckpt, ": ", ec.message());
+  // The same directory written two ways (a link, a bind mount) is held once: a second flock on it would
+  // refuse this very run.
+  if (!std::filesystem::equivalent(ckpt, job.run.output_dir, ec)) held.emplace_back(ckpt, "checkpoint.dir");
   return held;
 }
 
@@ -542,6 +541,8 @@ void recordCurrentFailure() noexcept {
     throw;
   } catch (const c10::Error& e) {  // its what() carries a C++ backtrace
     recordFailure(kExitFailure, describeTorchFailure(e));
+  } catch (const std::bad_alloc&) {  // as main() words it: ringrun prints this record
+    recordFailure(kExitFailure, std::string("out of memory: ") + kOutOfMemoryAdvice);
   } catch (const std::exception& e) {
     recordFailure(e);
   } catch (...) {

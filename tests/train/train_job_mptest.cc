@@ -102,6 +102,33 @@ TEST(TrainJob, TheExportNeverReplacesTheJobsOwnDataFiles) {
   EXPECT_THAT(r.err, HasSubstr("holds other items than"));
 }
 
+// One run per directory: while a run trains in A, another is refused there, naming the holder, and so is
+// one whose checkpoint.dir is A's checkpoints (it would remove them starting afresh). Once A ends, A is free.
+TEST(TrainJob, ASecondRunInARunningRunsDirectoriesIsRefused) {
+  const std::string dir = testing::makeTempDir("ringtrain-held-");
+  const std::string other = testing::makeTempDir("ringtrain-other-");
+  const std::string job = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml") +
+                          " --set log.plot=false --set synthetic.items=200 --set synthetic.sessions=500";
+  // A trains in the background until killed; the script waits (bounded) for its lock line, then starts B
+  // three ways and reports their exit codes.
+  const std::string script =
+      job + " --set run.output_dir=$0 --set run.max_steps=100000000 > $0.a.log 2>&1 & a=$!\n"
+      "for i in $(seq 600); do grep -q '^pid' $0/checkpoints/.ringtrain.lock 2>/dev/null && break; sleep 0.05; done\n" +
+      job + " --set run.output_dir=$0 --set run.max_steps=2 > $0.b1.log 2>&1; echo b1=$?\n" +
+      job + " --set run.output_dir=$1 --set checkpoint.dir=$0/checkpoints --set run.max_steps=2 > $0.b2.log 2>&1; "
+      "echo b2=$?\n"
+      "kill $a; wait $a\n" +
+      job + " --set run.output_dir=$0 --set run.max_steps=2 --set checkpoint.resume=true > $0.b3.log 2>&1; "
+      "echo b3=$?\n";
+  const auto r = runCommand({"bash", "-c", script, dir, other}, withDeadline(180));
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("b1=2"));
+  EXPECT_THAT(readAll(dir + ".b1.log"), HasSubstr("run.output_dir: " + dir + " is in use by another ringtrain run (pid "));
+  EXPECT_THAT(r.out, HasSubstr("b2=2"));
+  EXPECT_THAT(readAll(dir + ".b2.log"), HasSubstr("checkpoint.dir: " + dir + "/checkpoints is in use"));
+  EXPECT_THAT(r.out, HasSubstr("b3=0")) << readAll(dir + ".b3.log");
+}
+
 TEST(TrainJob, TwoRanksLearnBetterThanPopularityAndExportEveryItem) {
   const std::string dir = testing::makeTempDir("ringtrain-train-");
   const auto r = runCommand(ringrun(2, train(dir, {"--set", "run.epochs=4"})), withDeadline(240));
@@ -286,7 +313,9 @@ TEST(TrainJob, CorruptCheckpointIsRejectedWithItsNameOrSkippedInADirectory) {
                             withDeadline(120));
   ASSERT_TRUE(r.ok()) << r.err;
   std::vector<std::string> checkpoints;
-  for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) checkpoints.push_back(e.path());
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) {
+    if (e.path().filename().string().rfind("ckpt-", 0) == 0) checkpoints.push_back(e.path());  // not the run's lock
+  }
   std::sort(checkpoints.begin(), checkpoints.end());
   ASSERT_GE(checkpoints.size(), 2u);
   const std::string newest = checkpoints.back(), older = checkpoints[checkpoints.size() - 2];
@@ -329,6 +358,7 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   auto files = [&] {
     std::vector<std::pair<std::string, std::uintmax_t>> found;
     for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) {
+      if (e.path().filename() == ".ringtrain.lock") continue;  // the run's hold on the directory
       found.emplace_back(e.path().filename(), std::filesystem::file_size(e.path()));
     }
     std::sort(found.begin(), found.end());
