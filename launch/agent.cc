@@ -782,7 +782,9 @@ class Agent {
             while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
               if (pid == group.guardianPid()) {
                 guardian_alive = false;
-                if (!group.released()) {  // killed from outside: the ranks run on, without the safety net
+                // Killed from outside (not by release(), nor by the group's SIGKILL after the grace period,
+                // which reaches it too): the ranks run on, without the safety net.
+                if (!group.released() && !escalated) {
                   say(fmt::format("its guardian process (pid {}) {} while the ranks ran: they go on, but would "
                                   "no longer be stopped if ringrun itself were killed",
                                   pid, ExitStatus::fromWaitStatus(status).describe()));

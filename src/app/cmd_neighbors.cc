@@ -32,7 +32,7 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
   cmd->add_option("--model", args->model, "exported vectors (word2vec text format)")->required();
   cmd->add_option("--items", args->items, "items.tsv with names (default: items.tsv beside the model, or beside the file a linked model leads to)");
   cmd->add_option("--item", args->item, "the item: its token, or its key in items.tsv")->required();
-  cmd->add_option("-k", args->k, "how many neighbours")->check(CLI::Range(1, std::numeric_limits<int>::max()));
+  cmd->add_option("-k", args->k, "how many neighbours")->check(CLI::Range(1, std::numeric_limits<int>::max()))->capture_default_str();
   cmd->callback([&body, args] {
     body = [args] {
       const model::WordVectors vectors = model::readWord2Vec(args->model);

@@ -172,6 +172,13 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
     list += (list.empty() ? "" : "; ") + d.key + " is " + d.first + " there and " + d.second + " here";
     sets += " --set " + d.key + "=" + d.first;
   }
+  // A checkpoint of a generated corpus refused under a job with a corpus file: the settings that make its
+  // corpus again start with an empty data.corpus. (The path alone is no part of the split: the generated
+  // file named by its path is the same corpus.)
+  if (!list.empty() && generated && !job.data.corpus.empty()) {
+    list = "data.corpus is \"\" (generated) there and " + job.data.corpus + " here; " + list;
+    sets = " --set data.corpus=" + sets;
+  }
   if (!list.empty()) {
     RT_THROW(DataError, "checkpoint ", path, " was trained on another corpus or held-out split (", list,
              "): its figures would count lines it trained on, or items it learnt as unseen; evaluate with the "
@@ -471,6 +478,13 @@ std::vector<DirectoryLock> lockOutputDirectories(const config::JobConfig& job) {
   // refuse this very run.
   if (!std::filesystem::equivalent(ckpt, job.run.output_dir, ec)) held.emplace_back(ckpt, "checkpoint.dir");
   return held;
+}
+
+// An evaluation's figures as a record of metrics.jsonl (rank 0; none when no query was measured).
+void recordEvaluation(RunLog& run_log, int64_t step, const Evaluation& ev, int k) {
+  if (ev.ranking.count == 0) return;
+  run_log.evaluation(step, fmt::format("\"hr@{0}\":{1:.6f},\"ndcg@{0}\":{2:.6f},\"queries\":{3}", k,
+                                       ev.ranking.hitRate(), ev.ranking.ndcg(), ev.ranking.count));
 }
 
 // Rank 0 could not write the metrics file: every rank stops at the same collective, rank 0 naming the file.
@@ -839,10 +853,7 @@ TrainSummary train(Session& s) {
     if (job.eval.every_steps > 0 && global_step % job.eval.every_steps == 0 && global_step < total_steps) {
       const Evaluation ev = evaluate(s, queries, false);
       run_log.note(fmt::format("step {}: {}", global_step, describe(ev, job.eval.k, false)));
-      if (ev.ranking.count > 0) {
-        run_log.evaluation(global_step, fmt::format("\"hr@{0}\":{1:.6f},\"ndcg@{0}\":{2:.6f},\"queries\":{3}", job.eval.k,
-                                                    ev.ranking.hitRate(), ev.ranking.ndcg(), ev.ranking.count));
-      }
+      recordEvaluation(run_log, global_step, ev, job.eval.k);
     }
     const bool checkpoint_now =
         job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;
@@ -891,6 +902,8 @@ TrainSummary train(Session& s) {
   }
   const Evaluation ev = evaluate(s, queries, true);
   putEvaluation(ev, summary);
+  recordEvaluation(run_log, global_step, ev, job.eval.k);
+  if (s.leader() && !run_log.failure().empty()) warn("{}", run_log.failure());  // the records before it are whole
   if (job.log.trace_steps > 0) {
     trace.writeFile(outputPath(job, fmt::format("trace-rank{}.json", s.comm->rank())));
     s.comm->barrier();

@@ -513,6 +513,8 @@ TEST(Ringrun, RankThatIgnoresSigtermIsKilledAfterTheGracePeriod) {
   EXPECT_EQ(r.exit_code, 4) << r.err;
   EXPECT_THAT(r.err, HasSubstr("rank 0 (node 0, local rank 0"));
   EXPECT_THAT(r.err, HasSubstr("stopped 1 other rank(s) on this node (SIGKILL after the grace period of 0.5 s)"));
+  // That SIGKILL goes to the ranks' whole group, guardian included: not a guardian "killed from outside".
+  EXPECT_THAT(r.err, Not(HasSubstr("its guardian process"))) << r.err;
 }
 
 // A rank that started a process outside the job's group (setsid, a daemon) and ended: that process still

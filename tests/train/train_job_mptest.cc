@@ -674,6 +674,14 @@ TEST(TrainJob, EvalRefusesACheckpointOfAnotherSplitNamingTheSettings) {
   EXPECT_EQ(corpus.exit_code, 2) << corpus.err;
   EXPECT_THAT(corpus.err, HasSubstr("synthetic.sessions is 500 there and 600 here"));
   EXPECT_THAT(corpus.err, HasSubstr("run.seed is"));
+  // Under a job with a corpus file, the advice that makes the same corpus starts with an empty data.corpus
+  // (without it, following the advice failed on the items). The generated file named by its path is that
+  // corpus: evaluated.
+  const auto file = evalWith({"--set", "data.corpus=" + dir + "/data/sequences.txt", "--set", "synthetic.sessions=600"});
+  EXPECT_EQ(file.exit_code, 2) << file.err;
+  EXPECT_THAT(file.err, HasSubstr("data.corpus is \"\" (generated) there"));
+  EXPECT_THAT(file.err, HasSubstr("evaluate with the checkpoint's settings: --set data.corpus= --set synthetic.sessions=500"));
+  EXPECT_TRUE(evalWith({"--set", "data.corpus=" + dir + "/data/sequences.txt"}).ok());
 }
 
 }  // namespace

@@ -18,8 +18,9 @@ void setRank(int rank, int world_size);
 void useSink(spdlog::sink_ptr sink);
 // Accepts trace, debug, info, warn, error, off; throws ConfigError otherwise.
 void setLevel(const std::string& level);
-// The config's log.level: set, unless it is `default_level` and RINGTRAIN_LOG_LEVEL says otherwise (a job
-// file that never named a level must not override the environment's).
+// The config's log.level: set, unless it is `default_level` and RINGTRAIN_LOG_LEVEL is set (a job file that
+// never named a level must not override the environment's; one that names the default value cannot be told
+// from it, and yields too).
 void setConfiguredLevel(const std::string& level, const std::string& default_level);
 bool isValidLevel(const std::string& level);
 
