@@ -199,11 +199,15 @@ TEST(TrainJob, ARelaunchPassesTheCrashStepThatKilledTheFirstAttempt) {
   EXPECT_THAT(r.err, HasSubstr("run.crash_at_step 7 reached"));
   EXPECT_THAT(r.err, HasSubstr("resumed from"));
   // metrics.jsonl holds each step once: 1-5 written at the checkpoint of step 5, 6-7 of the dead attempt
-  // dropped by the resume, 6-12 from the relaunch.
+  // dropped by the resume, 6-12 from the relaunch; then the final evaluation's record, of step 12.
   std::ifstream metrics(dir + "/metrics.jsonl");
-  std::vector<int64_t> steps;
-  for (std::string line; std::getline(metrics, line);) steps.push_back(nlohmann::json::parse(line).at("step"));
+  std::vector<int64_t> steps, evaluations;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json record = nlohmann::json::parse(line);
+    (record.contains("eval") ? evaluations : steps).push_back(record.at("step"));
+  }
   EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(evaluations, (std::vector<int64_t>{12}));
 }
 
 // Trains `job` on 2 ranks with sparse rows all-gathered and in shared tables; expects the same embeddings,
