@@ -645,6 +645,16 @@ class Agent {
     bool killed_on_second_signal = false;
     std::string remote_failure;
 
+    // The ranks' group, and each rank not yet reaped by its own pid: one that left the group (setsid, a
+    // wrapper that calls setpgid) is out of killpg's reach, and would outlive the grace period and a second
+    // Ctrl-C. (A rank's pid cannot be reused before it is reaped.)
+    auto signalRanks = [&](int sig) {
+      group.signal(sig);
+      for (const Rank& r : ranks) {
+        if (!r.status) ::kill(r.pid, sig);
+      }
+    };
+
     auto stopRanks = [&](int sig) {
       if (kill_at) return;
       for (Rank& r : ranks) {
@@ -656,8 +666,8 @@ class Agent {
                            info.si_pid == r.pid;
         r.stopped_by_us = !ended;
       }
-      group.signal(sig);
-      group.signal(SIGCONT);  // a stopped rank (SIGSTOP, Ctrl-Z) gets to handle it, not only the SIGKILL after
+      signalRanks(sig);
+      signalRanks(SIGCONT);  // a stopped rank (SIGSTOP, Ctrl-Z) gets to handle it, not only the SIGKILL after
       kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.grace_period_s));
     };
 
@@ -771,7 +781,7 @@ class Agent {
 
       if (kill_at && !escalated && running > 0 && Clock::now() >= *kill_at) {
         escalated = true;
-        group.signal(SIGKILL);
+        signalRanks(SIGKILL);
       }
       if (fds[0].revents & POLLIN) {
         for (int sig : signals_.drain()) {
@@ -822,14 +832,14 @@ class Agent {
             say("got " + signalName(sig) + ", passing it to the ranks");
             publishEnd(attempt, "interrupted " + std::to_string(o_.node_rank) + " by " + signalName(sig));
             if (kill_at) {
-              group.signal(sig);  // already stopping: pass it on all the same
+              signalRanks(sig);  // already stopping: pass it on all the same
             } else {
               stopRanks(sig);
             }
           } else {
             say("got " + signalName(sig) + (sig == interrupt_signal ? " again" : " after " + signalName(interrupt_signal)) +
                 ": killing the ranks");
-            group.signal(SIGKILL);
+            signalRanks(SIGKILL);
             escalated = true;
             killed_on_second_signal = true;
             g_flush_briefly.store(true);

@@ -517,6 +517,18 @@ TEST(Ringrun, RankThatIgnoresSigtermIsKilledAfterTheGracePeriod) {
   EXPECT_THAT(r.err, Not(HasSubstr("its guardian process"))) << r.err;
 }
 
+// A rank that left the job's process group itself (setsid, a wrapper calling setpgid) is out of killpg's
+// reach: it is stopped by its pid, not left to run out its 60 s (ringrun used to wait for it, through a
+// second Ctrl-C too).
+TEST(Ringrun, ARankThatLeftTheGroupIsStillStopped) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1", "--",
+                             "sh", "-c", "if [ $RANK = 0 ]; then sleep 1; exit 9; fi; exec setsid sleep 60"},
+                            {.timeout = 40000ms});
+  EXPECT_EQ(r.exit_code, 9) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "waited for the rank out of the group: " << r.err;
+}
+
 // A rank that started a process outside the job's group (setsid, a daemon) and ended: that process still
 // holds the rank's output pipe, so it never reads end-of-file. ringrun reads it for the grace period after
 // every rank is gone, then stops reading and ends, instead of waiting for the daemon (before: forever, and
