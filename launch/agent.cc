@@ -248,7 +248,14 @@ class Agent {
           "on the first rank to end, which may be a consequence of another's failure");
     }
     if (!o_.log_dir.empty()) {
-      const RunLogDir logs = makeRunLogDir(o_.log_dir, std::time(nullptr), o_.node_rank, o_.nnodes);
+      RunLogDir logs;
+      try {
+        logs = makeRunLogDir(o_.log_dir, std::time(nullptr), o_.node_rank, o_.nnodes);
+      } catch (const ConfigError& e) {
+        // Joined already: the other nodes, waiting for this one to start, learn of it now, not at --rdzv-timeout.
+        store_->compareSet(key("refused"), {}, dist::toBytes("node " + std::to_string(o_.node_rank) + ": " + e.what()));
+        throw;
+      }
       run_log_dir_ = logs.path;
       say("writing the ranks' output to " + run_log_dir_ + "/attempt<A>/rank<R>/{stdout,stderr}.log");
       if (!logs.warning.empty()) say(logs.warning);
@@ -612,9 +619,13 @@ class Agent {
         const std::string dir = log_dir + "/rank" + std::to_string(r.rank);
         std::error_code ec;
         std::filesystem::create_directories(dir, ec);
-        RT_CHECK_T(ConfigError, !ec, "cannot create the log directory ", dir, ": ", ec.message());
-        out_log = dir + "/stdout.log";
-        err_log = dir + "/stderr.log";
+        if (ec) {  // a full disk, no inodes left: the job goes on, its output to the terminal only
+          say("cannot create the log directory " + dir + " (" + ec.message() + "): rank " + std::to_string(r.rank) +
+              "'s output is not copied there");
+        } else {
+          out_log = dir + "/stdout.log";
+          err_log = dir + "/stderr.log";
+        }
       }
       r.out_pump = std::make_unique<OutputPump>(r.rank, consoleOut(), out_log, &r.tail);
       r.err_pump = std::make_unique<OutputPump>(r.rank, consoleErr(), err_log, &r.tail);

@@ -15,7 +15,11 @@ OutputPump::OutputPump(int rank, ConsoleStream& dest, const std::string& log_pat
   if (!log_path.empty()) {
     log_path_ = log_path;
     log_.reset(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    RT_CHECK(log_.valid(), "cannot create log file ", log_path, ": ", std::strerror(errno));
+    // As for a write that fails later (a full disk): the job goes on, its output to the terminal only.
+    if (!log_.valid()) {
+      consoleErr().write("ringrun: cannot create " + log_path + " (" + std::strerror(errno) +
+                         "): this rank's output is not copied there\n");
+    }
   }
 }
 

@@ -22,8 +22,8 @@ using Tail = std::deque<std::string>;
 
 class OutputPump {
  public:
-  // `log_path` empty for none (throws Error when it cannot be created); `dest` and `tail` must outlive the
-  // pump.
+  // `log_path` empty for none; one that cannot be created is said on stderr and the pump goes on without
+  // it, as after a failed write. `dest` and `tail` must outlive the pump.
   OutputPump(int rank, ConsoleStream& dest, const std::string& log_path, Tail* tail);
   // Feeds bytes read from the rank; emits every complete line.
   void feed(const char* data, size_t n);

@@ -738,6 +738,29 @@ TEST(Ringrun, ANodeStartedBeforeNodeZeroWaitsForItAndALoneNodeZeroEndsAtItsTimeo
   EXPECT_THAT(alone.err, HasSubstr("did not happen within --rdzv-timeout 2 s"));
 }
 
+// A node whose --log-dir cannot be made has joined the job: node 0, waiting for it to start, learns why at
+// once instead of waiting out --rdzv-timeout for a start that cannot come.
+TEST(Ringrun, ANodesUnusableLogDirEndsTheOtherNodesAtOnce) {
+  const int port = testing::freeLoopbackPort();
+  const std::string dir = testing::makeTempDir("ringrun_logdir_");
+  std::ofstream(dir + "/file") << "not a directory";
+  auto n0 = std::make_unique<Background>(
+      std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node-rank", "0", "--master-addr", "127.0.0.1",
+                               "--master-port", std::to_string(port), "--nproc-per-node", "1", "--rdzv-timeout", "600",
+                               "--", "true"},
+      std::map<std::string, std::string>{{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}});
+  const auto n1 = runCommand({binPath("ringrun"), "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1",
+                              "--master-port", std::to_string(port), "--nproc-per-node", "1", "--rdzv-timeout", "600",
+                              "--log-dir", dir + "/file", "--", "true"},
+                             {.timeout = 60000ms, .env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}}});
+  EXPECT_EQ(n1.exit_code, 2) << n1.err;
+  const auto s0 = n0->waitExit(30000ms);
+  ASSERT_TRUE(s0.has_value()) << "node 0 still waits for node 1: " << n0->err();
+  EXPECT_NE(*s0, 0);
+  EXPECT_THAT(n0->err(), HasSubstr("node 1: --log-dir: cannot create " + dir + "/file"));
+  std::filesystem::remove_all(dir);
+}
+
 // Knocking until --rdzv-timeout is for a store not up yet; a store that refuses the job token is final.
 TEST(Ringrun, ANodeWithAnotherJobsTokenIsRefusedAtOnce) {
   const int port = testing::freeLoopbackPort();
