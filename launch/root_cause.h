@@ -28,9 +28,12 @@ class FailureRecordDir {
 
   std::string pathFor(int attempt, int rank) const;
   bool available() const { return !dir_.empty(); }
+  // Where it was to be made, for a message: "/scratch ($TMPDIR)" or "/tmp".
+  const std::string& base() const { return base_; }
 
  private:
   std::string dir_;
+  std::string base_;
 };
 
 // Removes the failure-record directories under `tmp` left by ringruns of PID namespace `pid_namespace`
