@@ -105,13 +105,17 @@ struct Interrupted {
   int signal;
 };
 
-// SIGCHLD, SIGINT, SIGTERM and SIGHUP arrive through a signalfd that the main loop polls. They are
-// blocked before any thread exists, so every thread inherits the mask and only the signalfd sees them.
+// SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 arrive through a signalfd that the main
+// loop polls. They are blocked before any thread exists, so every thread inherits the mask and only the
+// signalfd sees them. SIGQUIT stops the job as SIGTERM does; SIGUSR1/SIGUSR2 (a scheduler's warning before
+// pre-emption, Slurm's --signal) are passed to the ranks, and the job goes on.
+bool isNotice(int sig) { return sig == SIGUSR1 || sig == SIGUSR2; }
+
 class SignalInbox {
  public:
   SignalInbox() {
     sigemptyset(&set_);
-    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, sig);
+    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set_, sig);
     RT_CHECK(::pthread_sigmask(SIG_BLOCK, &set_, nullptr) == 0, "sigprocmask failed");
     ::signal(SIGPIPE, SIG_IGN);  // a closed terminal must not kill the launcher
     fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
@@ -307,6 +311,10 @@ class Agent {
 
   void checkSignals() {
     for (int sig : signals_.drain()) {
+      if (isNotice(sig)) {
+        say("got " + signalName(sig) + " before the ranks started: nobody to pass it to");
+        continue;
+      }
       if (sig != SIGCHLD) throw Interrupted{sig};
     }
   }
@@ -797,6 +805,13 @@ class Agent {
       }
       if (fds[0].revents & POLLIN) {
         for (int sig : signals_.drain()) {
+          if (isNotice(sig)) {
+            if (running > 0) {
+              say("got " + signalName(sig) + ": passing it to the ranks (the job goes on)");
+              signalRanks(sig);
+            }
+            continue;
+          }
           if (sig == SIGCHLD) {
             int status = 0;
             pid_t pid;

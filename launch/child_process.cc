@@ -22,7 +22,7 @@ void resetSignalsInChild() {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2}) ::signal(sig, SIG_DFL);
 }
 
 void writeStr(int fd, const char* s) { (void)!::write(fd, s, std::strlen(s)); }
@@ -73,9 +73,8 @@ ProcessGroup::ProcessGroup() {
     if (lifeline[0] != 3) ::dup2(lifeline[0], 3);
     ::close_range(4, ~0U, 0);
     lifeline[0] = 3;
-    ::signal(SIGINT, SIG_IGN);
-    ::signal(SIGTERM, SIG_IGN);
-    ::signal(SIGHUP, SIG_IGN);
+    // What ringrun passes to the ranks' group is for the ranks, not for their guardian.
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) ::signal(sig, SIG_IGN);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -661,6 +661,31 @@ TEST(Ringrun, SigintIsForwardedToEveryRank) {
   EXPECT_THAT(job.err(), HasSubstr("interrupted by SIGINT"));
 }
 
+// SIGUSR1 (Slurm's --signal warning before pre-emption) reaches every rank and the job goes on; it used to
+// end ringrun, whose guardian then killed the ranks without a word. SIGQUIT stops the job as SIGTERM does.
+TEST(Ringrun, SigusrIsPassedToTheRanksAndSigquitStopsThem) {
+  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
+                  "trap 'echo rank $RANK got SIGUSR1; exit 0' USR1; echo ready; while :; do sleep 0.05; done"});
+  ASSERT_TRUE(job.waitForOutput("ready", 2)) << job.err();
+  ::kill(job.pid(), SIGUSR1);
+  const auto status = job.waitExit(10000ms);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status << job.err();
+  EXPECT_THAT(job.out(), HasSubstr("rank 0 got SIGUSR1"));
+  EXPECT_THAT(job.out(), HasSubstr("rank 1 got SIGUSR1"));
+  EXPECT_THAT(job.err(), HasSubstr("got SIGUSR1: passing it to the ranks (the job goes on)"));
+  EXPECT_THAT(job.err(), Not(HasSubstr("its guardian process")));
+
+  Background quit({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
+                   "echo ready; while :; do sleep 0.05; done"});
+  ASSERT_TRUE(quit.waitForOutput("ready", 2)) << quit.err();
+  ::kill(quit.pid(), SIGQUIT);
+  const auto quit_status = quit.waitExit(10000ms);
+  ASSERT_TRUE(quit_status.has_value());
+  EXPECT_TRUE(WIFEXITED(*quit_status) && WEXITSTATUS(*quit_status) == 128 + SIGQUIT) << *quit_status;
+  EXPECT_THAT(quit.err(), HasSubstr("interrupted by SIGQUIT"));
+}
+
 TEST(Ringrun, MaxRestartsRelaunchesEveryRankWithTheRestartCount) {
   const std::string script =
       "echo \"try $RINGTRAIN_RESTART_COUNT rank $RANK\"; if [ $RINGTRAIN_RESTART_COUNT = 0 ] && [ $RANK = 1 ]; then "
