@@ -804,7 +804,12 @@ class Agent {
         signalRanks(SIGKILL);
       }
       if (fds[0].revents & POLLIN) {
-        for (int sig : signals_.drain()) {
+        std::vector<int> arrived = signals_.drain();
+        // A signal to ringrun read in the same batch as a rank's death is handled first: a group-wide SIGTERM
+        // (systemd, a batch scheduler) that reached a rank an instant before ringrun is the job's
+        // interruption, not that rank's failure (which --max-restarts would restart).
+        std::stable_partition(arrived.begin(), arrived.end(), [](int sig) { return sig != SIGCHLD; });
+        for (int sig : arrived) {
           if (isNotice(sig)) {
             if (running > 0) {
               say("got " + signalName(sig) + ": passing it to the ranks (the job goes on)");
