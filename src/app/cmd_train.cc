@@ -1,5 +1,7 @@
 // `ringtrain train JOB.yaml [--set k=v] [--resume]` and `ringtrain eval JOB.yaml [--checkpoint PATH]`:
 // the main job, on every rank of whatever started it (ringrun, mpirun, srun, or nothing for one process).
+#include <signal.h>
+
 #include <memory>
 
 #include <fmt/format.h>
@@ -11,6 +13,16 @@
 
 namespace ringtrain::app {
 namespace {
+
+// SIGUSR1 (ringrun passes it on; Slurm's --signal=USR1@SECONDS sends it before a pre-emption): a checkpoint
+// at the next log step, and training goes on. Without this the signal's default action ended the rank.
+void checkpointOnSigusr1() {
+  struct sigaction action {};
+  action.sa_handler = [](int) { train::requestCheckpoint(); };
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  ::sigaction(SIGUSR1, &action, nullptr);
+}
 
 struct TrainArgs {
   ConfigArgs config;
@@ -58,6 +70,7 @@ void addTrainCommand(CLI::App& app, CommandBody& body) {
       config::JobConfig job = resolveWithLogLevel(args->config);
       if (args->resume) job.checkpoint.resume = true;
       const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), job.comm);
+      checkpointOnSigusr1();
       const train::TrainSummary summary = train::trainJob(job, process);
       if (process.rank == 0) printSummary(summary, job);
       return 0;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cerrno>
 #include <cmath>
@@ -487,6 +488,10 @@ void recordEvaluation(RunLog& run_log, int64_t step, const Evaluation& ev, int k
                                        ev.ranking.hitRate(), ev.ranking.ndcg(), ev.ranking.count));
 }
 
+// Set by requestCheckpoint() (a signal handler), taken at the next log step.
+std::atomic<bool> g_checkpoint_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+
 // Rank 0 could not write the metrics file: every rank stops at the same collective, rank 0 naming the file.
 [[noreturn]] void stopForMetrics(const Session& s, const RunLog& run_log) {
   if (s.leader()) RT_THROW(DataError, run_log.failure());
@@ -824,12 +829,16 @@ TrainSummary train(Session& s) {
     record.sync_wait_ms = sync_wait * 1e3;
     record.dense_bytes = stats.dense_bytes_sent;
     record.sparse_bytes = stats.sparse_bytes_sent;
+    bool checkpoint_asked = false;  // requestCheckpoint() on some rank since the last log step
     if (log_now) {
-      // The loss stays on the device between logs: reading it is the only host round trip it costs.
+      // The loss stays on the device between logs: reading it is the only host round trip it costs. The
+      // same sum tells whether any rank was asked for a checkpoint, so that all take it at this step.
       std::vector<double> window = {loss_sum.item<double>(), static_cast<double>(loss_count),
-                                    run_log.failure().empty() ? 0.0 : 1.0};
+                                    run_log.failure().empty() ? 0.0 : 1.0,
+                                    g_checkpoint_requested.exchange(false) ? 1.0 : 0.0};
       s.sumOverRanks(window);
       if (window[2] > 0) stopForMetrics(s, run_log);
+      checkpoint_asked = window[3] > 0;
       record.loss = window[1] > 0 ? window[0] / window[1] : 0.0;
       // Every rank holds the same reduced loss, so all stop here together. Going on would write NaN
       // vectors, checkpoints and an export, and report success.
@@ -856,7 +865,12 @@ TrainSummary train(Session& s) {
       recordEvaluation(run_log, global_step, ev, job.eval.k);
     }
     const bool checkpoint_now =
-        job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0 && global_step < total_steps;
+        (checkpoint_asked || (job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0)) &&
+        global_step < total_steps;  // the last step's checkpoint comes at the end
+    if (checkpoint_asked && checkpoint_now && s.leader()) {
+      info("checkpoint at step {}, as asked (SIGUSR1: a scheduler's warning before pre-emption?); training goes on",
+           global_step);
+    }
     if (checkpoint_now) checkParametersFinite(s, global_step);
     if (checkpoint_now && s.leader()) {
       run_log.flushMetrics();
@@ -975,6 +989,8 @@ TrainSummary evaluateCheckpoint(Session& s, const std::string& checkpoint_path) 
 }
 
 }  // namespace
+
+void requestCheckpoint() noexcept { g_checkpoint_requested.store(true); }
 
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process) {
   return inSession(job, process, [](Session& s) { return train(s); });
