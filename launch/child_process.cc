@@ -143,8 +143,10 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
     writeStr(2, spec.path.c_str());
     writeStr(2, ": ");
     writeStr(2, describeErrno(error));
+    // The file is there: what is missing is its #! interpreter (or its ELF loader).
+    if (error == ENOENT && ::access(spec.path.c_str(), F_OK) == 0) writeStr(2, " (its #! interpreter is missing?)");
     writeStr(2, "\n");
-    ::_exit(127);
+    ::_exit(error == ENOENT ? 127 : 126);  // as shells say: not found, or found and not executable
   }
   ::setpgid(pid, pgid);
   ::close(out[1]);

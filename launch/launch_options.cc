@@ -137,7 +137,7 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   app.add_option("--max-restarts,--max_restarts", max_restarts,
                  "relaunch every rank up to this many times after a failure (RINGTRAIN_RESTART_COUNT)")
       ->default_str("0");
-  app.add_option("--log-dir,--log_dir", o.log_dir,
+  auto* log_dir = app.add_option("--log-dir,--log_dir", o.log_dir,
                  "also write each rank's output to DIR/<start time>/attempt<A>/rank<R>/{stdout,stderr}.log "
                  "(DIR/latest points at the newest)");
   app.add_option("--tee", tee, "accepted for torchrun compatibility: output always reaches the terminal")
@@ -168,6 +168,16 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     RT_THROW(ConfigError, e.what());
   }
 
+  // Given empty (an unset variable in a script), it would silently write no logs.
+  if (log_dir->count() > 0 && o.log_dir.empty()) RT_THROW(ConfigError, "--log-dir: empty; give a directory");
+  // torchrun's values are 0-3, or LOCAL_RANK:N pairs; anything else is most likely the program, taken as
+  // the option's value because it came without -- before it.
+  for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"--tee", &tee}, {"--redirects", &redirects}}) {
+    if (!value->empty() && value->find_first_not_of("0123456789:,") != std::string::npos) {
+      RT_THROW(ConfigError, name, " '", *value, "': torchrun's values are 0-3 or LOCAL_RANK:N,... (ignored here); put "
+               "-- before the program");
+    }
+  }
   o.command = app.remaining();
   if (!o.command.empty() && o.command.front() == "--") o.command.erase(o.command.begin());
   if (o.command.empty()) RT_THROW(ConfigError, "missing program: usage is ringrun [OPTIONS] -- PROGRAM [ARGS...]");

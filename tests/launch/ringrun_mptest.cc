@@ -912,6 +912,19 @@ TEST(Ringrun, NumbersAreReadAsDecimal) {
   EXPECT_THAT(r.err, HasSubstr("restart 10 of 10"));
 }
 
+// A script whose #! interpreter is missing: "No such file" for a file that is there, said as such; exit 127
+// as shells give it.
+TEST(Ringrun, AScriptWithoutItsInterpreterIsSaidAsSuch) {
+  const std::string dir = testing::makeTempDir("ringrun_interp");
+  const std::string script = dir + "/job.sh";
+  std::ofstream(script) << "#!/nonexistent/interpreter\necho hi\n";
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  const auto r = runCommand({binPath("ringrun"), "--standalone", "--", script}, {.timeout = 20000ms});
+  EXPECT_EQ(r.exit_code, 127) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot run " + script + ": No such file or directory (its #! interpreter is missing?)"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
   std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--nproc-per-node", "0", "--", "true"}, "--nproc-per-node must be at least 1"},
@@ -940,6 +953,9 @@ TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
       {{"--grace-period", "0x10", "--", "true"}, "--grace-period '0x10' is not a number of seconds"},
       {{"--nproc-per-node", "99999999999", "--", "true"}, "--nproc-per-node 99999999999 is out of range"},
       {{"--standalone", "--master-port", "1234", "--", "true"}, "--standalone picks a free port itself"},
+      // An empty --log-dir (an unset variable) wrote no logs; a program taken as --redirects' value (no --).
+      {{"--standalone", "--log-dir", "", "--", "true"}, "--log-dir: empty"},
+      {{"--standalone", "--redirects", "sh", "-c", "true"}, "--redirects 'sh': torchrun's values are 0-3"},
   };
   // A name the resolver says does not exist is a typo, refused at once rather than retried until
   // --rdzv-timeout. (.invalid never resolves, RFC 6761; an offline resolver may answer "try again"
