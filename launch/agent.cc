@@ -671,7 +671,9 @@ class Agent {
     auto signalRanks = [&](int sig) {
       group.signal(sig);
       for (const Rank& r : ranks) {
-        if (!r.status) ::kill(r.pid, sig);
+        // Only one outside the group: a rank that reads its signals at once (a nested ringrun) would take a
+        // second copy for a second Ctrl-C.
+        if (!r.status && ::getpgid(r.pid) != group.id()) ::kill(r.pid, sig);
       }
     };
 
@@ -804,12 +806,7 @@ class Agent {
         signalRanks(SIGKILL);
       }
       if (fds[0].revents & POLLIN) {
-        std::vector<int> arrived = signals_.drain();
-        // A signal to ringrun read in the same batch as a rank's death is handled first: a group-wide SIGTERM
-        // (systemd, a batch scheduler) that reached a rank an instant before ringrun is the job's
-        // interruption, not that rank's failure (which --max-restarts would restart).
-        std::stable_partition(arrived.begin(), arrived.end(), [](int sig) { return sig != SIGCHLD; });
-        for (int sig : arrived) {
+        for (int sig : signals_.drain()) {
           if (isNotice(sig)) {
             if (running > 0) {
               say("got " + signalName(sig) + ": passing it to the ranks (the job goes on)");
@@ -861,12 +858,14 @@ class Agent {
             close_pipes_at = Clock::now();
           } else if (interrupt_signal == 0) {
             interrupt_signal = sig;
-            say("got " + signalName(sig) + ", passing it to the ranks");
+            // SIGQUIT reaches the ranks as SIGTERM: its default action dumps core (GPU ranks: gigabytes).
+            const int to_ranks = sig == SIGQUIT ? SIGTERM : sig;
+            say("got " + signalName(sig) + ", passing " + (to_ranks == sig ? "it" : signalName(to_ranks)) + " to the ranks");
             publishEnd(attempt, "interrupted " + std::to_string(o_.node_rank) + " by " + signalName(sig));
             if (kill_at) {
-              signalRanks(sig);  // already stopping: pass it on all the same
+              signalRanks(to_ranks);  // already stopping: pass it on all the same
             } else {
-              stopRanks(sig);
+              stopRanks(to_ranks);
             }
           } else {
             say("got " + signalName(sig) + (sig == interrupt_signal ? " again" : " after " + signalName(interrupt_signal)) +
@@ -1003,7 +1002,7 @@ class Agent {
         } catch (const TimeoutError&) {
         }
         const std::vector<int> pending = signals_.drain();
-        if (std::any_of(pending.begin(), pending.end(), [](int sig) { return sig != SIGCHLD; })) {  // told to stop
+        if (std::any_of(pending.begin(), pending.end(), [](int sig) { return sig != SIGCHLD && !isNotice(sig); })) {  // told to stop
           g_flush_briefly.store(true);
           break;
         }

@@ -22,7 +22,10 @@ void resetSignalsInChild() {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2}) ::signal(sig, SIG_DFL);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
+  // Ignored across exec until a rank installs its own handler (ringtrain train does): a pre-emption notice
+  // that ringrun passes on, early in a rank's life or to one that does not care, must not kill it.
+  for (int sig : {SIGUSR1, SIGUSR2}) ::signal(sig, SIG_IGN);
 }
 
 void writeStr(int fd, const char* s) { (void)!::write(fd, s, std::strlen(s)); }
@@ -144,7 +147,9 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
     writeStr(2, ": ");
     writeStr(2, describeErrno(error));
     // The file is there: what is missing is its #! interpreter (or its ELF loader).
-    if (error == ENOENT && ::access(spec.path.c_str(), F_OK) == 0) writeStr(2, " (its #! interpreter is missing?)");
+    if (error == ENOENT && ::access(spec.path.c_str(), F_OK) == 0) {
+      writeStr(2, " (its #! interpreter or ELF loader is missing?)");
+    }
     writeStr(2, "\n");
     ::_exit(error == ENOENT ? 127 : 126);  // as shells say: not found, or found and not executable
   }

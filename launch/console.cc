@@ -156,10 +156,10 @@ bool restoreTerminationSignals(int exit_code) {
   struct sigaction action {};
   action.sa_handler = exitWithFinalCode;
   sigemptyset(&action.sa_mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &action, nullptr);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::sigaction(sig, &action, nullptr);
   sigset_t set;
   sigemptyset(&set);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, sig);
   // A signal that came as the job ended (a second Ctrl-C, a scheduler's SIGTERM) is still pending:
   // unblocked, it would end ringrun at once, before the last lines and the exit code it has. The job is
   // over, so it is taken here; one that comes during the flush ends ringrun, with the job's exit code.

@@ -14,14 +14,16 @@
 namespace ringtrain::app {
 namespace {
 
-// SIGUSR1 (ringrun passes it on; Slurm's --signal=USR1@SECONDS sends it before a pre-emption): a checkpoint
-// at the next log step, and training goes on. Without this the signal's default action ended the rank.
+// SIGUSR1 or SIGUSR2 (ringrun passes them on; Slurm's --signal=USR1@SECONDS, SGE's -notify send them before a
+// pre-emption): a checkpoint at the next log step, and training goes on. Without this the signal's default
+// action ended the rank.
 void checkpointOnSigusr1() {
   struct sigaction action {};
   action.sa_handler = [](int) { train::requestCheckpoint(); };
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   ::sigaction(SIGUSR1, &action, nullptr);
+  ::sigaction(SIGUSR2, &action, nullptr);
 }
 
 struct TrainArgs {

@@ -916,8 +916,9 @@ TrainSummary train(Session& s) {
   }
   const Evaluation ev = evaluate(s, queries, true);
   putEvaluation(ev, summary);
-  // A finished run resumed trains nothing: its last step's evaluation is in the file already.
-  if (global_step > first_step || summary.resumed_from_step == 0) recordEvaluation(run_log, global_step, ev, job.eval.k);
+  // (A finished run resumed adds a second record of its last step: skipping it would lose the record of a run
+  // that died during this evaluation, after its final checkpoint.)
+  recordEvaluation(run_log, global_step, ev, job.eval.k);
   if (s.leader() && !run_log.failure().empty()) warn("{}", run_log.failure());  // the records before it are whole
   if (job.log.trace_steps > 0) {
     trace.writeFile(outputPath(job, fmt::format("trace-rank{}.json", s.comm->rank())));

@@ -661,29 +661,33 @@ TEST(Ringrun, SigintIsForwardedToEveryRank) {
   EXPECT_THAT(job.err(), HasSubstr("interrupted by SIGINT"));
 }
 
-// SIGUSR1 (Slurm's --signal warning before pre-emption) reaches every rank and the job goes on; it used to
-// end ringrun, whose guardian then killed the ranks without a word. SIGQUIT stops the job as SIGTERM does.
+// SIGUSR1 (Slurm's --signal warning before pre-emption) is passed to the ranks and the job goes on: ranks
+// start with it ignored (ringtrain train installs its own handler), so one that does not care, these shell
+// ranks, lives on. It used to end ringrun, whose guardian then killed the ranks without a word. SIGQUIT stops
+// the job, reaching the ranks as SIGTERM (its own default dumps core).
 TEST(Ringrun, SigusrIsPassedToTheRanksAndSigquitStopsThem) {
   Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
-                  "trap 'echo rank $RANK got SIGUSR1; exit 0' USR1; echo ready; while :; do sleep 0.05; done"});
+                  "trap 'echo rank $RANK got SIGTERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done"});
   ASSERT_TRUE(job.waitForOutput("ready", 2)) << job.err();
   ::kill(job.pid(), SIGUSR1);
+  EXPECT_FALSE(job.waitExit(1000ms).has_value()) << "the ranks died of SIGUSR1: " << job.err();
+  EXPECT_THAT(job.err(), HasSubstr("got SIGUSR1: passing it to the ranks (the job goes on)"));
+  ::kill(job.pid(), SIGTERM);
   const auto status = job.waitExit(10000ms);
   ASSERT_TRUE(status.has_value());
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status << job.err();
-  EXPECT_THAT(job.out(), HasSubstr("rank 0 got SIGUSR1"));
-  EXPECT_THAT(job.out(), HasSubstr("rank 1 got SIGUSR1"));
-  EXPECT_THAT(job.err(), HasSubstr("got SIGUSR1: passing it to the ranks (the job goes on)"));
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGTERM) << *status << job.err();
+  EXPECT_THAT(job.err(), Not(HasSubstr("killed by SIGUSR1")));
   EXPECT_THAT(job.err(), Not(HasSubstr("its guardian process")));
 
   Background quit({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
-                   "echo ready; while :; do sleep 0.05; done"});
+                   "trap 'echo rank $RANK got SIGTERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done"});
   ASSERT_TRUE(quit.waitForOutput("ready", 2)) << quit.err();
   ::kill(quit.pid(), SIGQUIT);
   const auto quit_status = quit.waitExit(10000ms);
   ASSERT_TRUE(quit_status.has_value());
   EXPECT_TRUE(WIFEXITED(*quit_status) && WEXITSTATUS(*quit_status) == 128 + SIGQUIT) << *quit_status;
   EXPECT_THAT(quit.err(), HasSubstr("interrupted by SIGQUIT"));
+  EXPECT_THAT(quit.out(), HasSubstr("rank 1 got SIGTERM"));
 }
 
 TEST(Ringrun, MaxRestartsRelaunchesEveryRankWithTheRestartCount) {
@@ -921,7 +925,8 @@ TEST(Ringrun, AScriptWithoutItsInterpreterIsSaidAsSuch) {
   std::filesystem::permissions(script, std::filesystem::perms::owner_all);
   const auto r = runCommand({binPath("ringrun"), "--standalone", "--", script}, {.timeout = 20000ms});
   EXPECT_EQ(r.exit_code, 127) << r.err;
-  EXPECT_THAT(r.err, HasSubstr("cannot run " + script + ": No such file or directory (its #! interpreter is missing?)"));
+  EXPECT_THAT(r.err, HasSubstr("cannot run " + script + ": No such file or directory (its #! interpreter or ELF loader "
+                               "is missing?)"));
   std::filesystem::remove_all(dir);
 }
 
