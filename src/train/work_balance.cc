@@ -18,6 +18,12 @@ namespace {
 
 bool usable(double v) { return std::isfinite(v) && v > 0.0; }
 
+// The upper median of `values` (not empty), which it reorders.
+double medianOf(std::vector<double>& values) {
+  std::nth_element(values.begin(), values.begin() + static_cast<long>(values.size() / 2), values.end());
+  return values[values.size() / 2];
+}
+
 // RINGTRAIN_BALANCE_SLOWDOWN=R:F makes rank R count its time F times over, as a rank on a slower CPU would:
 // what the tests use to move the cuts the same way on any machine. Said in the log where it acts: left set
 // by mistake, it would skew a real job's shares.
@@ -61,8 +67,7 @@ std::vector<int64_t> rebalancedCuts(const std::vector<int64_t>& cuts, const std:
     if (usable(v)) valid.push_back(v);
   }
   if (valid.empty()) return cuts;
-  std::nth_element(valid.begin(), valid.begin() + static_cast<long>(valid.size() / 2), valid.end());
-  const double median = valid[valid.size() / 2];
+  const double median = medianOf(valid);
   std::vector<double> speed(world);
   double total_speed = 0.0;
   for (size_t r = 0; r < world; ++r) {
@@ -91,11 +96,11 @@ std::vector<int64_t> rebalancedCuts(const std::vector<int64_t>& cuts, const std:
 WorkBalance::WorkBalance(comm::Communicator& comm, int64_t batch, bool enabled)
     : comm_(comm),
       batch_(batch),
-      enabled_(enabled && whyBalanceIsOff(enabled, comm.size(), batch).empty()),
+      why_off_(whyBalanceIsOff(enabled, comm.size(), batch)),
+      enabled_(enabled && why_off_.empty()),
       rank_(comm.rank()),
       cuts_(evenCuts(comm.size(), batch)),
-      slowdown_(enabled_ ? slowdownOf(comm.rank(), comm.size()) : 1.0),
-      why_off_(whyBalanceIsOff(enabled, comm.size(), batch)) {}
+      slowdown_(enabled_ ? slowdownOf(comm.rank(), comm.size()) : 1.0) {}
 
 void WorkBalance::record(double seconds, int64_t pairs) {
   step_seconds_ += seconds * slowdown_;
@@ -108,11 +113,7 @@ bool WorkBalance::endStep(int64_t step, int64_t last_step) {
   step_seconds_ = 0.0;
   step_pairs_ = 0;
   if (!decidesAfter(step, last_step)) return false;
-  double mine = 0.0;  // no timing: counted as the ranks' median
-  if (!window_.empty()) {
-    std::nth_element(window_.begin(), window_.begin() + static_cast<long>(window_.size() / 2), window_.end());
-    mine = window_[window_.size() / 2];
-  }
+  const double mine = window_.empty() ? 0.0 : medianOf(window_);  // no timing: counted as the ranks' median
   window_.clear();
   // As bytes: a host buffer every backend takes (NCCL's collectives take device memory only).
   std::vector<uint8_t> bytes(sizeof mine);

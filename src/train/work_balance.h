@@ -7,10 +7,12 @@
 // mean loss by its share (count / B) before the ranks average; only the order of the float sums changes, so
 // a balanced run is not bit-for-bit reproducible, where an unbalanced one is.
 //
-// Every kBalanceWindow steps (of the job's step count, so a resumed run decides at the same steps) the ranks gather each one's forward+backward seconds per pair (the median of
-// the window's steps: a rank descheduled for one step is jitter, not a slower CPU) and move the cuts
-// halfway towards shares proportional to speed; at the fixed point the ranks take equal time. Bounds: a cut stays within B / 2 of j * B, so a rank's range lies inside its own and its neighbours'
-// batches (what the loader builds for it with ddp.balance on), and every rank keeps at least B / 4 pairs.
+// Every kBalanceWindow steps (of the job's step count, so a resumed run decides at the same steps) the ranks
+// gather each one's forward+backward seconds per pair (the median of the window's steps: a rank descheduled
+// for one step is jitter, not a slower CPU) and move the cuts halfway towards shares proportional to speed;
+// at the fixed point the ranks take equal time. Bounds: a cut stays within B / 2 of j * B, so a rank's range
+// lies inside its own and its neighbours' batches (what the loader builds for it with ddp.balance on), and
+// every rank keeps at least B / 4 pairs.
 #pragma once
 
 #include <cstdint>
@@ -68,6 +70,7 @@ class WorkBalance {
  private:
   comm::Communicator& comm_;
   int64_t batch_;
+  std::string why_off_;
   bool enabled_;
   int rank_;
   std::vector<int64_t> cuts_;
@@ -75,7 +78,6 @@ class WorkBalance {
   double step_seconds_ = 0.0;  // this step's micro-batches so far
   int64_t step_pairs_ = 0;
   std::vector<double> window_;  // seconds per pair of each step of the window
-  std::string why_off_;
 };
 
 }  // namespace ringtrain::train
