@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
     recordFailure(kExitFailure, message);
     return kExitFailure;
   } catch (const std::bad_alloc&) {
-    const std::string message = std::string("out of memory: ") + train::kOutOfMemoryAdvice;
+    const std::string message = train::describeBadAlloc();
     std::cerr << "ringtrain: " << message << "\n";
     recordFailure(kExitFailure, message);
     return kExitFailure;

@@ -13,6 +13,9 @@ inline constexpr const char* kOutOfMemoryAdvice =
     "the batches or the model need more than this machine (or GPU) gives; lower data.batch_size, data.negatives "
     "or model.dim, or run fewer ranks per host";
 
+// A std::bad_alloc, in the same words wherever it is caught (main(), and the record ringrun prints).
+inline std::string describeBadAlloc() { return std::string("out of memory: ") + kOutOfMemoryAdvice; }
+
 inline std::string describeTorchFailure(const c10::Error& e) {
   const std::string what = e.what_without_backtrace();
   // The CPU allocator's words, and CUDA's ("CUDA out of memory", c10::OutOfMemoryError).

@@ -561,7 +561,7 @@ void recordCurrentFailure() noexcept {
   } catch (const c10::Error& e) {  // its what() carries a C++ backtrace
     recordFailure(kExitFailure, describeTorchFailure(e));
   } catch (const std::bad_alloc&) {  // as main() words it: ringrun prints this record
-    recordFailure(kExitFailure, std::string("out of memory: ") + kOutOfMemoryAdvice);
+    recordFailure(kExitFailure, describeBadAlloc());
   } catch (const std::exception& e) {
     recordFailure(e);
   } catch (...) {
@@ -742,14 +742,10 @@ TrainSummary train(Session& s) {
       std::optional<data::Batch> batch = loader.next();
       RT_CHECK(batch.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
       if (balance.enabled() && !balance.covers(batch->first_row, batch->center.size(0))) {
-        // Queued before the cuts moved this far: the rows this rank now trains, built here (data wait).
+        // Queued before the cuts moved this far: the rows this rank now trains, built here (data wait). On
+        // the host, where it was queued: ddp.balance is for CPU ranks only (config refuses run.device cuda).
         const auto [before, after] = balance.neighbourRowsToHold();
-        data::Batch wider = loader.build(batch->epoch, batch->step, before, after);
-        const at::Device device = batch->center.device();
-        batch->center = wider.center.to(device);
-        batch->context = wider.context.to(device);
-        batch->negatives = wider.negatives.to(device);
-        batch->first_row = wider.first_row;
+        *batch = loader.build(batch->epoch, batch->step, before, after);
         ++batches_rebuilt;
       }
       const auto wait_end = Clock::now();
