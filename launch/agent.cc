@@ -249,8 +249,7 @@ class Agent {
     rendezvous();
     if (!failure_records_.available()) {
       say("cannot make a folder for the ranks' failure records under " + failure_records_.base() +
-          ": a failed job is blamed "
-          "on the first rank to end, which may be a consequence of another's failure");
+          ": a failed job is blamed on the first rank to end, which may be a consequence of another's failure");
     }
     if (!o_.log_dir.empty()) {
       RunLogDir logs;

@@ -40,8 +40,9 @@ void removeRecordDirsOfGoneRingruns(const std::string& tmp, const std::string& p
 
 FailureRecordDir::FailureRecordDir() {
   const char* env = std::getenv("TMPDIR");
-  const std::string tmp = env != nullptr && *env != '\0' ? env : "/tmp";
-  base_ = tmp + (env != nullptr && *env != '\0' ? " ($TMPDIR)" : "");
+  const bool from_env = env != nullptr && *env != '\0';
+  const std::string tmp = from_env ? env : "/tmp";
+  base_ = tmp + (from_env ? " ($TMPDIR)" : "");
   // A ringrun killed with SIGKILL cannot remove its directory: the next one on this host removes those of
   // ringruns that are gone, which it can tell by the namespace and pid in the name.
   const std::string ns = pidNamespace();

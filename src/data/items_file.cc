@@ -6,7 +6,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/input_file.h"
@@ -68,14 +70,14 @@ void forEachItemsRow(const std::string& path, bool require_id, const std::functi
   }
   // A column ringtrain does not read is fine (a price, a URL), but one that is nearly a known name
   // ("Category", "name ") loses what it holds without a word: said once, naming it.
+  // (The known names are lower case without spaces: a name that folds to one and differs is near, not it.)
+  static constexpr std::string_view kKnown[] = {"id", "key", "name", "category"};
   for (const std::string_view f : fields) {
     std::string folded;
     for (const char ch : f) {
       if (ch != ' ') folded += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     }
-    const bool known = f == "id" || f == "key" || f == "name" || f == "category";
-    const bool near = folded == "id" || folded == "key" || folded == "name" || folded == "category";
-    if (!known && near) {
+    if (folded != f && std::find(std::begin(kKnown), std::end(kKnown), folded) != std::end(kKnown)) {
       warn("{}:1: the column '{}' is not read: ringtrain reads columns named exactly id, key, name and category "
            "(lower case, no spaces)", path, quotable(f));
     }

@@ -117,15 +117,19 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
   }
   const std::string tmp = target.string() + ".tmp." + std::to_string(::getpid());
   fs::create_directories(target.parent_path(), ec);  // the export, written next, would make it too
+  target_ = target.string();
   fs::copy_file(items_path, tmp, fs::copy_options::overwrite_existing, ec);
   if (ec) {
-    warn("cannot copy {} beside the vectors to {} ({}): give serve and neighbors --items {}", items_path,
-         target.string(), ec.message(), items_path);
+    warnNotCopied(ec.message());
     fs::remove(tmp, ec);
     return;
   }
   staged_ = tmp;
-  target_ = target.string();
+}
+
+void ItemsBeside::warnNotCopied(const std::string& reason) const {
+  warn("cannot copy {} beside the vectors to {} ({}): give serve and neighbors --items {}", items_path_, target_,
+       reason, items_path_);
 }
 
 ItemsBeside::~ItemsBeside() {
@@ -138,8 +142,7 @@ void ItemsBeside::place() {
   if (staged_.empty()) return;
   const std::string staged = std::exchange(staged_, "");
   if (std::rename(staged.c_str(), target_.c_str()) != 0) {
-    warn("cannot copy {} beside the vectors to {} ({}): give serve and neighbors --items {}", items_path_, target_,
-         std::strerror(errno), items_path_);
+    warnNotCopied(std::strerror(errno));
     std::error_code ec;
     std::filesystem::remove(staged, ec);
     return;

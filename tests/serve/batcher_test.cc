@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <future>
+#include <memory>
 #include <thread>
 
 #include "serve/metrics.h"
@@ -107,14 +108,21 @@ TEST(BatcherTest, GathersConcurrentJobsIntoOneBatchPerModel) {
   EXPECT_EQ(metrics.batchSizes().count(), 1u);
 }
 
+// One worker, batches of up to 64 waiting up to `max_wait_us` to fill, and a scorer that answers every query
+// with no hits.
+std::unique_ptr<Batcher> batcherOfEmptyAnswers(int64_t max_wait_us) {
+  return std::make_unique<Batcher>(1, 64, max_wait_us, 10, [](const Model&, const std::vector<Query>& q) {
+    return std::vector<std::vector<Hit>>(q.size());
+  }, nullptr);
+}
+
 // A stopping server drains: a job waiting for its batch to fill (a 10 s max_wait) is scored at once.
 TEST(BatcherTest, DrainScoresAWaitingJobWithoutWaitingOutMaxWait) {
   auto model = std::make_shared<const Model>();
   std::shared_ptr<ScoreJob> j = job(model, 1);
   auto f = futureOf(*j);
-  Batcher batcher(1, 64, 10'000'000, 10, [](const Model&, const std::vector<Query>& q) {
-    return std::vector<std::vector<Hit>>(q.size());
-  }, nullptr);
+  const std::unique_ptr<Batcher> owned = batcherOfEmptyAnswers(10'000'000);
+  Batcher& batcher = *owned;
   ASSERT_TRUE(batcher.submit(j));
   EXPECT_EQ(f.wait_for(200ms), std::future_status::timeout) << "batched without waiting: nothing to drain";
   batcher.drain();
@@ -131,10 +139,8 @@ TEST(BatcherTest, StopFailsQueuedJobsInsteadOfHanging) {
   std::shared_ptr<ScoreJob> j = job(model, 1);
   auto f = futureOf(*j);
   {
-    Batcher batcher(1, 64, 5'000'000, 10, [](const Model&, const std::vector<Query>& q) {
-      return std::vector<std::vector<Hit>>(q.size());
-    }, nullptr);
-    ASSERT_TRUE(batcher.submit(j));
+    const std::unique_ptr<Batcher> batcher = batcherOfEmptyAnswers(5'000'000);
+    ASSERT_TRUE(batcher->submit(j));
   }  // destroyed while the job waits for its batch to fill
   ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
   EXPECT_THROW(f.get(), std::exception);

@@ -50,6 +50,8 @@ class ItemsBeside {
   void place();
 
  private:
+  void warnNotCopied(const std::string& reason) const;
+
   std::string items_path_;
   std::string staged_;  // the temp copy, "" when nothing is to be placed
   std::string target_;
