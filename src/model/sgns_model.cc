@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <sstream>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -25,6 +27,7 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+using Stash = c10::intrusive_ptr<torch::CustomClassHolder>;  // a SparseGradientStash, kept alive by the graph
 
 // log(sigmoid(x)) without overflow.
 inline float logSigmoid(float x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); }
@@ -227,6 +230,59 @@ at::Tensor tableGrad(const at::Tensor& table, const at::Tensor& ids, const at::T
   return grad;
 }
 
+}  // namespace
+
+// Sparse table gradients a rank keeps between backward passes of one step (holdSparseGradients): each pass's
+// rows appended, handed over as one tensor by the first pass after release. Autograd would add each pass's
+// tensor to the last (a new concatenation every pass, copying all rows so far); here the rows are copied once.
+struct SparseGradientStash : torch::CustomClassHolder {
+  static constexpr int kTables = 2;  // 0: the input table, 1: the output table
+  std::mutex mu;  // backward nodes of one graph may run on several threads (one per device)
+  bool holding = false;
+  std::vector<at::Tensor> ids[kTables], values[kTables];
+
+  bool empty() {
+    std::lock_guard<std::mutex> lock(mu);
+    return ids[0].empty() && ids[1].empty();
+  }
+
+  // The gradient autograd gets for `table` from this pass's rows: none while holding (the rows are kept),
+  // else everything kept and these rows as one COO tensor (in pass order, as autograd's sums would hold them).
+  at::Tensor take(int which, const at::Tensor& table, const at::Tensor& flat_ids, const at::Tensor& rows) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (holding) {
+      ids[which].push_back(flat_ids);
+      values[which].push_back(rows);
+      return at::Tensor();
+    }
+    if (ids[which].empty()) return sparseGrad(table, flat_ids, rows);
+    ids[which].push_back(flat_ids);
+    values[which].push_back(rows);
+    const at::Tensor all_ids = at::cat(ids[which]), all_rows = at::cat(values[which]);
+    ids[which].clear();
+    values[which].clear();
+    return sparseGrad(table, all_ids, all_rows);
+  }
+
+  static at::Tensor sparseGrad(const at::Tensor& table, const at::Tensor& flat_ids, const at::Tensor& rows) {
+    return at::_sparse_coo_tensor_unsafe(flat_ids.unsqueeze(0), rows, table.sizes(),
+                                         table.options().layout(at::kSparse));
+  }
+};
+
+namespace {
+
+SparseGradientStash& stashOf(AutogradContext* ctx) {
+  return *static_cast<SparseGradientStash*>(ctx->saved_data["stash"].toCapsule().get());
+}
+
+// tableGrad through the stash: sparse gradients may be kept there (see SparseGradientStash).
+at::Tensor tableGradVia(AutogradContext* ctx, int which, const at::Tensor& table, const at::Tensor& ids,
+                        const at::Tensor& values, bool sparse) {
+  if (!sparse) return tableGrad(table, ids, values, sparse);
+  return stashOf(ctx).take(which, table, ids.reshape({-1}), values);
+}
+
 // out = x @ w^T + b
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   at::Tensor out = at::empty({x.size(0), w.size(0)}, x.options());
@@ -285,13 +341,14 @@ std::pair<at::Tensor, at::Tensor> scoreGradients(AutogradContext* ctx, const at:
     out_ids = ctx->saved_data["ids"].toTensor();
     std::tie(grad_u, out_values) = scoreBackward(coef, u_source, out_w, out_ids);
   }
-  return {grad_u, tableGrad(out_w, out_ids, out_values, sparse)};
+  return {grad_u, tableGradVia(ctx, 1, out_w, out_ids, out_values, sparse)};
 }
 
 struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& out_w,
                                const at::Tensor& center, const at::Tensor& context, const at::Tensor& negatives,
-                               bool sparse, bool device_kernels) {
+                               bool sparse, bool device_kernels, const Stash& stash) {
+    ctx->saved_data["stash"] = c10::IValue::make_capsule(stash);
     // The direct device path reads the query rows from the input table in backward too: the table must not
     // change between forward and backward (the optimizer steps after backward).
     const bool direct = device_kernels && deviceKernelsTake(in_w, out_w);
@@ -314,16 +371,17 @@ struct SgnsFunction : public torch::autograd::Function<SgnsFunction> {
     const auto [grad_u, grad_out_w] =
         direct ? scoreGradients(ctx, grad_outputs[0], in_w, center, sparse)
                : scoreGradients(ctx, grad_outputs[0], ctx->saved_data["u"].toTensor(), at::Tensor(), sparse);
-    const at::Tensor grad_in_w = tableGrad(in_w, center, grad_u, sparse);
-    // No gradient for center, context, negatives, sparse, device_kernels.
-    return {grad_in_w, grad_out_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const at::Tensor grad_in_w = tableGradVia(ctx, 0, in_w, center, grad_u, sparse);
+    // No gradient for center, context, negatives, sparse, device_kernels, stash.
+    return {grad_in_w, grad_out_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 struct SgnsScoreFunction : public torch::autograd::Function<SgnsScoreFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& out_w,
                                const at::Tensor& context, const at::Tensor& negatives, bool sparse,
-                               bool device_kernels) {
+                               bool device_kernels, const Stash& stash) {
+    ctx->saved_data["stash"] = c10::IValue::make_capsule(stash);
     ctx->saved_data["u"] = u;
     ctx->saved_data["sparse"] = sparse;
     const bool fused = device_kernels && deviceKernelsTake(u, out_w);
@@ -333,14 +391,15 @@ struct SgnsScoreFunction : public torch::autograd::Function<SgnsScoreFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto [grad_u, grad_out_w] = scoreGradients(ctx, grad_outputs[0], ctx->saved_data["u"].toTensor(),
                                                      at::Tensor(), ctx->saved_data["sparse"].toBool());
-    return {grad_u, grad_out_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_u, grad_out_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 struct SgnsTowerFunction : public torch::autograd::Function<SgnsTowerFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& in_w, const at::Tensor& w1,
                                const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
-                               const at::Tensor& center, bool sparse) {
+                               const at::Tensor& center, bool sparse, const Stash& stash) {
+    ctx->saved_data["stash"] = c10::IValue::make_capsule(stash);
     const at::Tensor u0 = gatherRows(in_w, center);
     const at::Tensor h = linear(u0, w1, b1);
     const at::Tensor a = h.clamp_min(0);
@@ -373,10 +432,11 @@ struct SgnsTowerFunction : public torch::autograd::Function<SgnsTowerFunction> {
     const at::Tensor grad_b1 = columnSums(grad_h);
     at::Tensor grad_u0 = at::empty_like(u0);
     detail::gemm(grad_h, false, w1, false, grad_u0, 0.0f);  // [B, D]
-    const at::Tensor grad_in_w = tableGrad(ctx->saved_data["in_w"].toTensor(), ctx->saved_data["center"].toTensor(),
-                                           grad_u0, ctx->saved_data["sparse"].toBool());
-    // No gradient for center, sparse.
-    return {grad_in_w, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor()};
+    const at::Tensor grad_in_w = tableGradVia(ctx, 0, ctx->saved_data["in_w"].toTensor(),
+                                              ctx->saved_data["center"].toTensor(), grad_u0,
+                                              ctx->saved_data["sparse"].toBool());
+    // No gradient for center, sparse, stash.
+    return {grad_in_w, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -406,7 +466,8 @@ SgnsOptions sgnsOptionsFromConfig(const config::ModelOptions& model, int64_t voc
   return o;
 }
 
-SgnsModel::SgnsModel(const SgnsOptions& options, uint64_t seed) : options_(options) {
+SgnsModel::SgnsModel(const SgnsOptions& options, uint64_t seed)
+    : options_(options), stash_(c10::make_intrusive<SparseGradientStash>()) {
   RT_CHECK_T(ConfigError, options.vocab_size > 0, "the vocabulary is empty");
   RT_CHECK_T(ConfigError, options.dim > 0, "model.dim must be positive");
   RT_CHECK_T(ConfigError, options.tower_hidden >= 0, "model.tower_hidden must be >= 0");
@@ -444,12 +505,12 @@ at::Tensor SgnsModel::forward(const at::Tensor& center, const at::Tensor& contex
   // they stay valid across device moves.
   if (!hasTower()) {
     return SgnsFunction::apply(input_embedding_, output_embedding_, center.contiguous(), context.contiguous(),
-                               negatives.contiguous(), options_.sparse, options_.device_kernels)[0];
+                               negatives.contiguous(), options_.sparse, options_.device_kernels, stash_)[0];
   }
   const at::Tensor u = SgnsTowerFunction::apply(input_embedding_, tower_w1_, tower_b1_, tower_w2_, tower_b2_,
-                                                center.contiguous(), options_.sparse)[0];
+                                                center.contiguous(), options_.sparse, stash_)[0];
   return SgnsScoreFunction::apply(u, output_embedding_, context.contiguous(), negatives.contiguous(),
-                                  options_.sparse, options_.device_kernels)[0];
+                                  options_.sparse, options_.device_kernels, stash_)[0];
 }
 
 at::Tensor SgnsModel::forwardReference(const at::Tensor& center, const at::Tensor& context,
@@ -480,6 +541,14 @@ at::Tensor SgnsModel::outputVectors() const {
   at::NoGradGuard no_grad;
   return named_parameters(false)["output_embedding"].detach().clone();
 }
+
+void SgnsModel::holdSparseGradients(bool hold) {
+  auto& stash = static_cast<SparseGradientStash&>(*stash_);
+  std::lock_guard<std::mutex> lock(stash.mu);
+  stash.holding = hold;
+}
+
+bool SgnsModel::holdsSparseGradients() const { return !static_cast<SparseGradientStash&>(*stash_).empty(); }
 
 std::vector<std::string> SgnsModel::sparseParameterNames() const {
   if (!options_.sparse) return {};

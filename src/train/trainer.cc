@@ -765,6 +765,9 @@ TrainSummary train(Session& s) {
         loss_sum.add_(loss.detach());
         ++loss_count;
       };
+      // The tables' rows of the micro-batches before the last are kept in the model and handed over with the
+      // last one's: one copy of them instead of one per micro-batch.
+      s.model->holdSparseGradients(!sync);
       if (sync) {
         forward_backward();
       } else {

@@ -1,6 +1,7 @@
 #include "ringtrain/model/sgns_model.h"
 
 #include <cmath>
+#include <string>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -113,6 +114,46 @@ TEST(SgnsModel, SparseGradientsAreSparseRowsOfTheBatch) {
   d.forward(b.center, b.context, b.negatives).backward();
   EXPECT_FALSE(d.inputEmbedding().grad().is_sparse());
   EXPECT_TRUE(d.sparseParameterNames().empty());
+}
+
+// Micro-batches with the tables' rows held in the model (holdSparseGradients): nothing reaches .grad() while
+// held, and the releasing backward hands over every pass's rows, in pass order, as one tensor per table: the
+// same sums autograd's own accumulation gives, with one copy instead of one per pass. With and
+// without a tower (two autograd nodes, or one).
+void expectHeldRowsMatchAutogradSums(int hidden) {
+  SCOPED_TRACE(hidden > 0 ? "tower" : "no tower");
+  const Batch b = randomBatch(1000, 96, 5, 7);
+  SgnsModel held(options(1000, 16, hidden, true), 3), summed(options(1000, 16, hidden, true), 3);
+  for (int pass = 0; pass < 3; ++pass) {
+    const at::Tensor c = b.center.narrow(0, 32 * pass, 32), x = b.context.narrow(0, 32 * pass, 32),
+                     n = b.negatives.narrow(0, 32 * pass, 32);
+    held.holdSparseGradients(pass < 2);
+    held.forward(c, x, n).backward();
+    summed.forward(c, x, n).backward();
+    if (pass < 2) {
+      EXPECT_FALSE(held.inputEmbedding().grad().defined()) << "pass " << pass;
+      EXPECT_FALSE(held.outputEmbedding().grad().defined()) << "pass " << pass;
+      EXPECT_TRUE(held.holdsSparseGradients());
+    }
+  }
+  EXPECT_FALSE(held.holdsSparseGradients()) << "all handed over";
+  for (const char* table : {"input_embedding", "output_embedding"}) {
+    const at::Tensor h = held.named_parameters()[table].grad(), a = summed.named_parameters()[table].grad();
+    ASSERT_TRUE(h.is_sparse()) << table;
+    EXPECT_EQ(h._nnz(), (std::string(table) == "input_embedding" ? 1 : 6) * b.center.size(0))
+        << table << ": one row per lookup of every pass";
+    // Autograd's sums merge some equal rows as they go, which moves float roundings; the sums are the same.
+    EXPECT_TRUE(at::allclose(h.to_dense(), a.to_dense(), 1e-5, 1e-7)) << table;
+  }
+  if (hidden > 0) {
+    EXPECT_TRUE(at::equal(held.named_parameters()["tower_w1"].grad(), summed.named_parameters()["tower_w1"].grad()))
+        << "the tower's dense gradients accumulate as before";
+  }
+}
+
+TEST(SgnsModel, HeldSparseRowsAreHandedOverAsAutogradWouldSumThem) {
+  expectHeldRowsMatchAutogradSums(24);
+  expectHeldRowsMatchAutogradSums(0);
 }
 
 TEST(SgnsModel, ZeroOutputInitStillLearnsThroughTheTower) {

@@ -74,6 +74,15 @@ class SgnsModel : public torch::nn::Module {
   bool hasTower() const { return options_.tower_hidden > 0; }
   at::Tensor& inputEmbedding() { return input_embedding_; }
   at::Tensor& outputEmbedding() { return output_embedding_; }
+  // Gradient accumulation over several backward passes of one step (micro-batches, ddp.steal's chunks) without
+  // autograd's sparse additions, each of which copies every row so far: while held, backward keeps the tables'
+  // sparse gradients (their .grad() is left as it is: the passes add nothing to it), and the first backward
+  // after release hands them over with its own as one tensor per table, their rows in pass order. Hold the
+  // passes DDP's noSync() covers and release for the synchronized one: a held pass gives the tables no
+  // gradient for DDP to see. Only options.sparse gradients are held.
+  void holdSparseGradients(bool hold);
+  // Whether rows are kept that no backward has handed over yet.
+  bool holdsSparseGradients() const;
   // Names of the parameters whose gradients are sparse (empty when !options.sparse).
   std::vector<std::string> sparseParameterNames() const;
   // "vocab=V dim=D tower=H sparse=1": compared across ranks at start.
@@ -84,6 +93,7 @@ class SgnsModel : public torch::nn::Module {
   at::Tensor input_embedding_;
   at::Tensor output_embedding_;
   at::Tensor tower_w1_, tower_b1_, tower_w2_, tower_b2_;  // undefined without a tower
+  c10::intrusive_ptr<torch::CustomClassHolder> stash_;     // the sparse rows held (SparseGradientStash)
 };
 
 }  // namespace ringtrain::model
