@@ -11,7 +11,7 @@
 # counted), BIND_TO (ringrun --bind-to, default cores), SAME_VECTORS (default 1: exit 1 when the vectors
 # differ, as they must not for a setting of how a job runs; 0 for a setting that changes the arithmetic),
 # SETS="key=value ..." (more ringtrain --set overrides for both sides, e.g. run.deterministic=false, which
-# ddp.balance true needs).
+# ddp.balance and ddp.steal true need).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -50,9 +50,11 @@ m = re.search(r"rank 0\].*mean per step: .*sparse sync ([0-9.]+) ms \(exchange (
               r"with backward ([0-9.]+) ms", log)
 sync, exchange, helper = m.groups() if m else ("?", "?", "?")
 poll = re.search(r"waits poll ([0-9]+) us", log)
+stolen = re.search(r"work stealing at the end: .*\(([0-9.]+)%\) trained by a rank other", log)
 print(f"round {sys.argv[3]} {sys.argv[4]} ({sys.argv[5]}): {sum(pairs) / len(pairs):11,.0f} pairs/s, median step "
       f"{statistics.median(steps):5.2f} ms, sparse sync on the step {sync} ms (exchange {exchange}), "
-      f"helper during backward {helper} ms, waits poll {poll.group(1) if poll else '?'} us")
+      f"helper during backward {helper} ms, waits poll {poll.group(1) if poll else '?'} us"
+      + (f", {stolen.group(1)}% of pairs stolen" if stolen else ""))
 PY
   done
 done | tee "$WORK/table.txt"

@@ -150,6 +150,8 @@ ab_phase bench-spin "waits polling 50 us against auto, 8 ranks" 1 "" comm.spin_u
 # ddp.balance off against on (its vectors differ by float rounding: the same pairs, summed in another order;
 # so both sides run with run.deterministic false, which balance needs and which changes nothing else).
 ab_phase bench-balance "work balance off/on, 8 ranks" 0 run.deterministic=false ddp.balance false true
+# ddp.steal off against on (likewise the same pairs, summed in another order).
+ab_phase bench-steal "work stealing off/on, 8 ranks" 0 run.deterministic=false ddp.steal false true
 # Any setting, from GPU_CHECK_AB="KEY A B" (for example "loader.workers 2 1"); GPU_CHECK_AB_SAME=0 for a setting
 # whose vectors may differ; GPU_CHECK_AB_SETS="k=v ..." for overrides on both sides.
 ab_phase bench-ab "A/B ${GPU_CHECK_AB:-(GPU_CHECK_AB unset)}, 8 ranks" "${GPU_CHECK_AB_SAME:-1}" "${GPU_CHECK_AB_SETS:-}" ${GPU_CHECK_AB:-}

@@ -251,6 +251,24 @@ std::vector<Field> buildSchema() {
     };
     s.push_back(balance);
   }
+  {
+    Field steal = makeField("ddp", "steal", &J::ddp, &DdpOptions::steal);
+    // Host threads that share memory run the step; what they take is decided by the clock, so the sums'
+    // order differs from run to run. One micro-batch a step: the last chunk's backward synchronizes.
+    steal.relation = [](const JobConfig& c) -> std::string {
+      if (!c.ddp.steal) return "";
+      if (c.run.device.rfind("cuda", 0) == 0) return "true needs run.device cpu (one rank per GPU: nothing to take)";
+      if (c.run.deterministic) {
+        return "true needs run.deterministic false: which rank trains which pairs depends on timing, so two runs "
+               "sum the same pairs in another order and differ in float rounding (not bit for bit)";
+      }
+      if (c.ddp.balance) return "true and ddp.balance true: choose one (stealing already gives fast ranks more)";
+      if (c.ddp.accumulation_steps != 1) return "true needs ddp.accumulation_steps 1";
+      return "";
+    };
+    s.push_back(steal);
+  }
+  s.push_back(makeField("ddp", "steal_min_pairs", &J::ddp, &DdpOptions::steal_min_pairs, 1));
   // comm
   s.push_back(makeChoice("comm", "backend", &J::comm, &CommOptions::backend, {"auto", "gloo", "mpi", "nccl"}));
   s.push_back(makeChoice("comm", "allreduce_algorithm", &J::comm, &CommOptions::allreduce_algorithm,

@@ -15,6 +15,7 @@
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -43,6 +44,7 @@
 #include "train/run_log.h"
 #include "train/torch_failure.h"
 #include "train/work_balance.h"
+#include "train/work_stealing.h"
 
 namespace ringtrain::train {
 namespace {
@@ -582,6 +584,53 @@ TrainSummary inSession(const config::JobConfig& job, const dist::ProcessInfo& pr
   }
 }
 
+// One step under ddp.steal (src/train/work_stealing.h): the chunks this rank takes of the step's batches, each a
+// forward and a backward, the last of them synchronized. Returns the sum of the chunks' weighted losses.
+at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsModel& model,
+                           ddp::DistributedDataParallel& ddp, TraceWriter* trace) {
+  at::Tensor loss_sum;
+  auto add = [&](const at::Tensor& loss) { loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach(); };
+  std::optional<Chunk> chunk = stealing.claim(step);
+  if (!chunk) {
+    // Every row of the step was taken before this rank came to it: its synchronized backward runs on one of
+    // its own pairs weighted zero, which adds nothing.
+    const auto begin = Clock::now();
+    const ChunkPairs p = stealing.pairs(step, Chunk{ddp.rank(), 0, 1});
+    const at::Tensor loss = model.forward(p.center, p.context, p.negatives) * 0.0;
+    model.holdSparseGradients(false);
+    loss.backward();
+    add(loss);
+    stealing.countNullChunk();
+    if (trace != nullptr) trace->span("forward+backward (a pair weighted zero, buckets in flight)", begin, Clock::now());
+  }
+  while (chunk) {
+    const auto begin = Clock::now();
+    const ChunkPairs p = stealing.pairs(step, *chunk);
+    const at::Tensor loss = model.forward(p.center, p.context, p.negatives) * stealing.lossScale(*chunk);
+    // The next chunk is taken before this one's backward, which synchronizes when there is none: the last
+    // backward must know it is the last.
+    const std::optional<Chunk> next = stealing.claim(step);
+    model.holdSparseGradients(next.has_value());
+    if (next) {
+      auto guard = ddp.noSync();
+      loss.backward();
+    } else {
+      loss.backward();
+    }
+    add(loss);
+    stealing.count(*chunk);
+    const auto end = Clock::now();
+    if (stealing.slowdown() > 1.0) std::this_thread::sleep_for((end - begin) * (stealing.slowdown() - 1.0));
+    if (trace != nullptr) {
+      trace->span(fmt::format("forward+backward ({} pairs of rank {}'s batch{})", chunk->count, chunk->owner,
+                              next ? "" : ", buckets in flight"),
+                  begin, Clock::now());
+    }
+    chunk = next;
+  }
+  return loss_sum;
+}
+
 TrainSummary train(Session& s) {
   const config::JobConfig& job = s.job;
   const dist::ProcessInfo& process = s.process;
@@ -724,6 +773,23 @@ TrainSummary train(Session& s) {
   } else if (!balance.whyOff().empty() && s.leader()) {
     warn("ddp.balance is true but off in this job: {}", balance.whyOff());
   }
+  WorkStealing stealing(*s.comm, job.data.batch_size, job.data.negatives, job.ddp.steal_min_pairs, job.ddp.steal);
+  if (stealing.enabled()) {
+    if (s.leader()) {
+      info("work stealing on: ranks done with their own batch take pairs of the others' (at least {} at a time)",
+           job.ddp.steal_min_pairs);
+    }
+    if (global_step < total_steps) {
+      // Every rank's batch of the first step is offered before any rank takes rows of it; later steps' are
+      // offered a step ahead (see below).
+      std::optional<data::Batch> first = loader.next();
+      RT_CHECK(first.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
+      stealing.publish(global_step, *first);
+    }
+    s.comm->barrier();
+  } else if (!stealing.whyOff().empty() && s.leader()) {
+    warn("ddp.steal is true but off in this job: {}", stealing.whyOff());
+  }
   int64_t batches_rebuilt = 0;  // under ddp.balance: built before this rank's range grew past their rows
   const int64_t first_step = global_step;
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
@@ -737,7 +803,24 @@ TrainSummary train(Session& s) {
   while (global_step < total_steps) {
     const auto step_begin = Clock::now();
     double step_data_wait = 0;
-    for (int micro = 0; micro < accumulation; ++micro) {
+    const bool traced = global_step - first_step < job.log.trace_steps;
+    // Where the loader stands after this step: what a checkpoint at its end stores. Under ddp.steal the loader
+    // is a batch ahead (the next step's batch is offered while this one runs).
+    data::LoaderPosition position_after_step = loader.position();
+    if (stealing.enabled()) {
+      const auto wait_begin = Clock::now();
+      if (global_step + 1 < total_steps) {
+        std::optional<data::Batch> next = loader.next();
+        RT_CHECK(next.has_value(), "the loader ended before step ", global_step + 2, " of ", total_steps);
+        stealing.publish(global_step + 1, *next);
+      }
+      const auto wait_end = Clock::now();
+      step_data_wait += seconds(wait_end - wait_begin);
+      if (traced) trace.span("data wait", wait_begin, wait_end);
+      loss_sum.add_(trainStolenStep(stealing, global_step, *s.model, ddp, traced ? &trace : nullptr));
+      ++loss_count;
+    }
+    for (int micro = 0; micro < accumulation && !stealing.enabled(); ++micro) {
       const auto wait_begin = Clock::now();
       std::optional<data::Batch> batch = loader.next();
       RT_CHECK(batch.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
@@ -775,7 +858,7 @@ TrainSummary train(Session& s) {
         forward_backward();
       }
       balance.record(seconds(Clock::now() - wait_end), balance.count());
-      if (global_step - first_step < job.log.trace_steps) {
+      if (traced) {
         trace.span("data wait", wait_begin, wait_end);
         trace.span(sync ? "forward+backward (buckets in flight)" : "forward+backward (no sync)", wait_end, Clock::now());
       }
@@ -819,7 +902,8 @@ TrainSummary train(Session& s) {
     StepRecord record;
     record.step = global_step;
     // The epoch of the batch just trained: after an epoch's last batch the position is the next's first.
-    const data::LoaderPosition after = loader.position();
+    if (!stealing.enabled()) position_after_step = loader.position();
+    const data::LoaderPosition after = position_after_step;
     record.epoch = after.step == 0 && after.epoch > 0 ? after.epoch - 1 : after.epoch;
     record.lr = optimizer->learningRate();
     record.step_ms = seconds(step_end - step_begin) * 1e3;
@@ -873,7 +957,7 @@ TrainSummary train(Session& s) {
     if (checkpoint_now) checkParametersFinite(s, global_step);
     if (checkpoint_now && s.leader()) {
       run_log.flushMetrics();
-      summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
+      summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, position_after_step));
     }
     if (job.run.crash_at_step > 0 && global_step == job.run.crash_at_step && process.restart_count == 0) {
       // Fault injection for restart tests: die like a killed process would, without cleanup. Only the first
@@ -887,7 +971,10 @@ TrainSummary train(Session& s) {
   }
   run_log.flushMetrics();  // the last records: not a successful run with records missing
   // One collective for two sums: whether rank 0's metrics failed, and the batches the ranks built again.
-  std::vector<double> end_sums = {run_log.failure().empty() ? 0.0 : 1.0, static_cast<double>(batches_rebuilt)};
+  const StealStats& stolen = stealing.stats();
+  std::vector<double> end_sums = {run_log.failure().empty() ? 0.0 : 1.0, static_cast<double>(batches_rebuilt),
+                                  static_cast<double>(stolen.pairs), static_cast<double>(stolen.pairs_stolen),
+                                  static_cast<double>(stolen.chunks), static_cast<double>(stolen.null_chunks)};
   s.sumOverRanks(end_sums);
   if (end_sums[0] > 0) stopForMetrics(s, run_log);
   run_log.finish();
@@ -902,6 +989,13 @@ TrainSummary train(Session& s) {
     if (balance.enabled()) {
       info("work balance at the end, pairs per micro-batch: {} (the ranks built {} batch(es) again for rows their "
            "queues lacked after the cuts moved)", balance.describe(), static_cast<int64_t>(end_sums[1]));
+    }
+    if (stealing.enabled() && steps_here > 0) {
+      const double rank_steps = static_cast<double>(steps_here) * s.comm->size();
+      info("work stealing at the end: {:.0f} of {:.0f} pairs ({:.1f}%) trained by a rank other than their batch's; "
+           "{:.2f} chunks per rank and step; {:.0f} rank-step(s) ended on a pair weighted zero", end_sums[3],
+           end_sums[2], end_sums[2] > 0 ? 100.0 * end_sums[3] / end_sums[2] : 0.0, end_sums[4] / rank_steps,
+           end_sums[5]);
     }
     warnIfNothingLearnt(job, first_logged_loss, global_step, summary.final_loss);
   }

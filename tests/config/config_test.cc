@@ -238,6 +238,22 @@ TEST(Config, WorkBalanceNeedsANonDeterministicRun) {
   EXPECT_EQ(hash(strict), hash(relaxed)) << "a checkpoint resumes with balance turned on or off";
 }
 
+// Stealing decides by the clock who trains what: refused where the job promises bit for bit, on GPUs, beside
+// ddp.balance and with micro-batches, each naming the key; outside the job's identity like balance.
+TEST(Config, WorkStealingNamesWhatItNeeds) {
+  const std::string relaxed = "run:\n  deterministic: false\n";
+  EXPECT_TRUE(loadString(relaxed + "ddp:\n  steal: true\n", "job.yaml").ddp.steal);
+  EXPECT_THAT(errorOf("ddp:\n  steal: true\n"), HasSubstr("ddp.steal: true needs run.deterministic false"));
+  EXPECT_THAT(errorOf("run:\n  device: cuda\n  deterministic: false\nddp:\n  steal: true\n"),
+              HasSubstr("ddp.steal: true needs run.device cpu"));
+  EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal: true\n  balance: true\n"), HasSubstr("choose one"));
+  EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal: true\n  accumulation_steps: 2\n"),
+              HasSubstr("ddp.steal: true needs ddp.accumulation_steps 1"));
+  EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal_min_pairs: 0\n"), HasSubstr("ddp.steal_min_pairs"));
+  EXPECT_EQ(hash(JobConfig{}), hash(loadString(relaxed + "ddp:\n  steal: true\n  steal_min_pairs: 64\n", "job.yaml")))
+      << "a checkpoint resumes with stealing turned on or off";
+}
+
 TEST(Config, ForwardDirectionIsForWindowContextOnly) {
   EXPECT_EQ(loadString("data:\n  direction: forward\n", "job.yaml").data.direction, "forward");
   EXPECT_THAT(errorOf("data:\n  direction: backward\n"), HasSubstr("must be one of both, forward"));

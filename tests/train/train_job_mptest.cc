@@ -317,6 +317,58 @@ TEST(TrainJob, BalancedRanksTrainTheSamePairsAsUnbalancedOnes) {
   EXPECT_GT(most_apart, 0.0f) << "bit-identical: did any pair move?";
 }
 
+// The largest of `dir`'s vectors and how far apart they are from `other`'s (the same items, in the same order).
+std::pair<float, float> largestAndMostApart(const std::string& dir, const std::string& other) {
+  const model::WordVectors x = model::readWord2Vec(dir + "/embeddings.txt");
+  const model::WordVectors y = model::readWord2Vec(other + "/embeddings.txt");
+  EXPECT_EQ(x.tokens, y.tokens);
+  EXPECT_EQ(x.values.size(), y.values.size());
+  float largest = 0, most_apart = 0;
+  for (size_t i = 0; i < std::min(x.values.size(), y.values.size()); ++i) {
+    largest = std::max(largest, std::abs(x.values[i]));
+    most_apart = std::max(most_apart, std::abs(x.values[i] - y.values[i]));
+  }
+  return {largest, most_apart};
+}
+
+// ddp.steal: rank 1 sleeps 3 times each chunk's time (the tests' seam), so rank 0, done with its own batch,
+// takes rows of rank 1's. The same pairs, the same mean gradient, summed in another order: the vectors match
+// the run where each rank trains its own batch to float rounding. A run killed after the checkpoint of step
+// 20 resumes from where the loader stood after that step (under stealing it runs a batch ahead), so it too
+// ends within rounding of the plain run: a batch skipped or trained twice would move the vectors far more.
+TEST(TrainJob, StolenPairsTrainLikeEachRankItsOwnAndResume) {
+  const std::string plain = testing::makeTempDir("ringtrain-unstolen-");
+  const std::string stolen = testing::makeTempDir("ringtrain-stolen-");
+  const std::string restarted = testing::makeTempDir("ringtrain-stolen-restarted-");
+  const auto a = runCommand(ringrun(2, train(plain, kCheckpointedJob)), withDeadline(240));
+  ASSERT_TRUE(a.ok()) << a.out << a.err;
+  EXPECT_THAT(a.out + a.err, Not(HasSubstr("work stealing"))) << "off by default";
+  const std::vector<std::string> steal = with(with(with(kCheckpointedJob, "ddp.steal=true"), "run.deterministic=false"),
+                                              "ddp.steal_min_pairs=32");
+  testing::CommandOptions slowed = withDeadline(240);
+  slowed.env["RINGTRAIN_STEAL_SLOWDOWN"] = "1:4";
+  const auto b = runCommand(ringrun(2, train(stolen, steal)), slowed);
+  ASSERT_TRUE(b.ok()) << b.out << b.err;
+  const std::string said = b.out + b.err;
+  if (said.find("ddp.steal is true but off") != std::string::npos) {
+    GTEST_SKIP() << "this machine does not let processes map each other's memory: " << said;
+  }
+  EXPECT_THAT(said, HasSubstr("work stealing on"));
+  EXPECT_GT(metric(said, "work stealing at the end:"), 0) << "rank 0 took none of rank 1's rows";
+  const auto [largest, most_apart] = largestAndMostApart(plain, stolen);
+  EXPECT_GT(largest, 0.1f) << "the vectors were trained";
+  EXPECT_LT(most_apart, 1e-4f * largest) << "stealing changed what was trained, not just the order of its sums";
+  EXPECT_GT(most_apart, 0.0f) << "bit-identical: did any pair move?";
+
+  std::vector<std::string> argv = ringrun(2, train(restarted, with(steal, "run.crash_at_step=20")));
+  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
+  const auto c = runCommand(argv, slowed);
+  ASSERT_TRUE(c.ok()) << c.out << c.err;
+  EXPECT_THAT(c.err, HasSubstr("resumed from"));
+  const auto [largest_c, most_apart_c] = largestAndMostApart(plain, restarted);
+  EXPECT_LT(most_apart_c, 1e-4f * largest_c) << "the resumed run trained other batches than the plain one";
+}
+
 TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
   const std::string dir = testing::makeTempDir("ringtrain-mismatch-");
   // rank 1 uses another window

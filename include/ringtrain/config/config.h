@@ -87,6 +87,10 @@ struct DdpOptions {
   // src/train/work_balance.h); the same gradient, summed in another order, so runs are not bit-for-bit
   // reproducible with it
   bool balance = false;
+  // Ranks that are done with their own batch take pairs of the batches others have not reached, while the
+  // step runs (see src/train/work_stealing.h); like balance, the same gradient summed in another order
+  bool steal = false;
+  int64_t steal_min_pairs = 256;  // the smallest piece a rank takes; its own batch it takes as B - 2 * this, this, this
 };
 
 struct CommOptions {
