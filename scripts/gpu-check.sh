@@ -4,8 +4,11 @@
 # size 1: NCCL refuses two ranks on one GPU) and the serving scorer's check on its CPU, the GPU benchmark against the PyTorch eager peer, the NCCL
 # allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks, the scaling
 # benchmark and the sparse overlap's A/B at 8 ranks. SCALING_RANKS, SCALING_STEPS, SCALING_ROUNDS and
-# SCALING_SYNC_MODES set bench-scaling.sh's rank counts, STEPS, ROUNDS and SYNC_MODES. Logs go under $OUT
+# SCALING_SYNC_MODES set bench-scaling.sh's rank counts, STEPS, ROUNDS and SYNC_MODES, SCALING_SETS its SETS
+# (ringtrain overrides, e.g. "ddp.steal=true run.deterministic=false"). Logs go under $OUT
 # (or ./gpu-check-logs): summary.txt and one log per phase, 8 files (the device tool brings back 8 at most).
+# Opt-in phases, run only when GPU_CHECK_PHASES names them: bench-spin, bench-balance, bench-steal and
+# bench-ab (alternating A/Bs of one setting at 8 ranks, below) and bench-serve.
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
 # dev machine) downloads them into .device/debs and copies the peers into .device/peers; the device
@@ -131,6 +134,7 @@ phase "multiprocess tests, up to ${RINGTRAIN_TEST_MAX_RANKS:-8} ranks" 250 "$OUT
 if [ "$GLOO" = ON ]; then
   phase "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}" 300 "$OUT/bench-scaling.log" 11 \
     env STEPS="${SCALING_STEPS:-50}" ROUNDS="${SCALING_ROUNDS:-1}" SYNC_MODES="${SCALING_SYNC_MODES:-allgather shared}" \
+    SETS="${SCALING_SETS:-}" \
     PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-scaling.sh" ${SCALING_RANKS:-1 2 4 8}
 fi
 # ddp.overlap_sparse off against on at 8 ranks, alternating (the overlap needs a CPU to spare per rank,

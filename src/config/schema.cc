@@ -264,11 +264,15 @@ std::vector<Field> buildSchema() {
       }
       if (c.ddp.balance) return "true and ddp.balance true: choose one (stealing already gives fast ranks more)";
       if (c.ddp.accumulation_steps != 1) return "true needs ddp.accumulation_steps 1";
+      if (!c.model.sparse) {
+        return "true needs model.sparse true (with dense tables every piece's backward builds a whole table's "
+               "gradient)";
+      }
       return "";
     };
     s.push_back(steal);
   }
-  s.push_back(makeField("ddp", "steal_min_pairs", &J::ddp, &DdpOptions::steal_min_pairs, 1));
+  s.push_back(makeField("ddp", "steal_min_pairs", &J::ddp, &DdpOptions::steal_min_pairs, 1, int64_t{1} << 40));
   // comm
   s.push_back(makeChoice("comm", "backend", &J::comm, &CommOptions::backend, {"auto", "gloo", "mpi", "nccl"}));
   s.push_back(makeChoice("comm", "allreduce_algorithm", &J::comm, &CommOptions::allreduce_algorithm,
@@ -369,17 +373,19 @@ bool isSection(const std::string& section) {
 }
 
 std::string closestMatch(const std::string& word, const std::vector<std::string>& candidates) {
-  std::string best;
-  size_t best_distance = std::numeric_limits<size_t>::max();
+  std::string best, best_prefix;
+  size_t best_distance = std::numeric_limits<size_t>::max(), best_prefix_distance = best_distance;
   for (const std::string& c : candidates) {
-    // A shortened or lengthened spelling ("optimizer" for "optim") is the likeliest slip of all.
-    if (word.size() >= 3 && c.size() >= 3 && (word.rfind(c, 0) == 0 || c.rfind(word, 0) == 0)) return c;
     const size_t d = editDistance(word, c);
     if (d < best_distance) best_distance = d, best = c;
+    // A shortened or lengthened spelling ("optimizer" for "optim") is the likeliest slip of all, whatever
+    // its distance; among several such ("steal_min_pair": "steal", "steal_min_pairs") the nearest.
+    const bool prefix = word.size() >= 3 && c.size() >= 3 && (word.rfind(c, 0) == 0 || c.rfind(word, 0) == 0);
+    if (prefix && d < best_prefix_distance) best_prefix_distance = d, best_prefix = c;
   }
-  // A suggestion helps only when it is plausibly a typo: at most a third of the word changed.
-  if (best.empty() || best_distance > std::max<size_t>(2, word.size() / 3)) return "";
-  return best;
+  // Another suggestion helps only when it is plausibly a typo: at most a third of the word changed.
+  if (!best.empty() && best_distance <= std::max<size_t>(2, word.size() / 3)) return best;
+  return best_prefix;
 }
 
 }  // namespace ringtrain::config

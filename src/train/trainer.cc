@@ -590,6 +590,9 @@ at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsMode
                            ddp::DistributedDataParallel& ddp, TraceWriter* trace) {
   at::Tensor loss_sum;
   auto add = [&](const at::Tensor& loss) { loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach(); };
+  if (stealing.lateMillis() > 0) {  // the tests' seam: a rank held up before the step
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(stealing.lateMillis()));
+  }
   std::optional<Chunk> chunk = stealing.claim(step);
   if (!chunk) {
     // Every row of the step was taken before this rank came to it: its synchronized backward runs on one of
@@ -628,8 +631,22 @@ at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsMode
     }
     chunk = next;
   }
+  stealing.finish(step);  // its last claim and its last rows are behind it
   return loss_sum;
 }
+
+// Releases the model's held sparse rows when a step's passes end, by an exception too: rows left held would
+// be handed over with the next step's gradient.
+class SparseRowsHeld {
+ public:
+  explicit SparseRowsHeld(model::SgnsModel& model) : model_(model) {}
+  ~SparseRowsHeld() { model_.holdSparseGradients(false); }
+  SparseRowsHeld(const SparseRowsHeld&) = delete;
+  SparseRowsHeld& operator=(const SparseRowsHeld&) = delete;
+
+ private:
+  model::SgnsModel& model_;
+};
 
 TrainSummary train(Session& s) {
   const config::JobConfig& job = s.job;
@@ -778,6 +795,10 @@ TrainSummary train(Session& s) {
     if (s.leader()) {
       info("work stealing on: ranks done with their own batch take pairs of the others' (at least {} at a time)",
            job.ddp.steal_min_pairs);
+      if (job.ddp.steal_min_pairs >= job.data.batch_size) {
+        warn("ddp.steal_min_pairs {} is at least data.batch_size {}: a rank takes its own batch whole, and only the "
+             "batches of ranks late to start move", job.ddp.steal_min_pairs, job.data.batch_size);
+      }
     }
     if (global_step < total_steps) {
       // Every rank's batch of the first step is offered before any rank takes rows of it; later steps' are
@@ -788,7 +809,10 @@ TrainSummary train(Session& s) {
     }
     s.comm->barrier();
   } else if (!stealing.whyOff().empty() && s.leader()) {
-    warn("ddp.steal is true but off in this job: {}", stealing.whyOff());
+    warn("ddp.steal is true but off in this job: {}",
+         job.comm.same_host_copy || s.comm->size() == 1
+             ? stealing.whyOff()
+             : std::string("comm.same_host_copy is false, and stealing needs the ranks to map each other's memory"));
   }
   int64_t batches_rebuilt = 0;  // under ddp.balance: built before this rank's range grew past their rows
   const int64_t first_step = global_step;
@@ -807,6 +831,7 @@ TrainSummary train(Session& s) {
     // Where the loader stands after this step: what a checkpoint at its end stores. Under ddp.steal the loader
     // is a batch ahead (the next step's batch is offered while this one runs).
     data::LoaderPosition position_after_step = loader.position();
+    SparseRowsHeld release(*s.model);  // the passes below may hold the tables' rows until their last backward
     if (stealing.enabled()) {
       const auto wait_begin = Clock::now();
       if (global_step + 1 < total_steps) {
@@ -863,6 +888,8 @@ TrainSummary train(Session& s) {
         trace.span(sync ? "forward+backward (buckets in flight)" : "forward+backward (no sync)", wait_end, Clock::now());
       }
     }
+    // Every pass's rows reached the tables' gradients: the last backward released them.
+    RT_CHECK(!s.model->holdsSparseGradients(), "step ", global_step + 1, ": sparse rows still held in the model");
     const auto sync_begin = Clock::now();
     ddp.finalize();
     const auto sync_end = Clock::now();
@@ -993,7 +1020,8 @@ TrainSummary train(Session& s) {
     if (stealing.enabled() && steps_here > 0) {
       const double rank_steps = static_cast<double>(steps_here) * s.comm->size();
       info("work stealing at the end: {:.0f} of {:.0f} pairs ({:.1f}%) trained by a rank other than their batch's; "
-           "{:.2f} chunks per rank and step; {:.0f} rank-step(s) ended on a pair weighted zero", end_sums[3],
+           "{:.2f} pieces (forward+backward passes) per rank and step on average; {:.0f} rank-step(s) found no "
+           "piece left and ended on a pair weighted zero", end_sums[3],
            end_sums[2], end_sums[2] > 0 ? 100.0 * end_sums[3] / end_sums[2] : 0.0, end_sums[4] / rank_steps,
            end_sums[5]);
     }

@@ -4,8 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <tuple>
+#include <utility>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include "ddp/host_shared_tensor.h"
 #include "ringtrain/comm/communicator.h"
@@ -19,25 +22,29 @@ namespace {
 constexpr int64_t kCounterStride = 8;  // int64 per counter: one 64-byte line each, so claims do not collide
 constexpr int64_t kSteps = 2;          // steps in flight: the one trained and the next, published
 
-int64_t counterElements(int world) { return kSteps * world * kCounterStride; }
+// The counters of both steps, then each rank's finished-step mark, each on its own line.
+int64_t counterElements(int world) { return (kSteps + 1) * world * kCounterStride; }
 int64_t slotElements(int64_t batch, int64_t negatives) { return batch * (2 + negatives); }
 
-// RINGTRAIN_STEAL_SLOWDOWN=R:F (the tests' seam; see slowdown()). Said in the log where it acts: left set by
-// mistake, it would slow a real job down.
-double slowdownOf(int rank, int world) {
+// RINGTRAIN_STEAL_SLOWDOWN=R:F[:L] (the tests' seam; see slowdown()): {factor, late milliseconds} for this
+// rank. Said in the log where it acts: left set by mistake, it would slow a real job down.
+std::pair<double, double> slowdownOf(int rank, int world) {
   const char* v = std::getenv("RINGTRAIN_STEAL_SLOWDOWN");
-  if (v == nullptr || *v == '\0') return 1.0;
+  if (v == nullptr || *v == '\0') return {1.0, 0.0};
   int r = -1;
-  double f = 0.0;
+  double f = 0.0, late = 0.0;
   char tail = 0;
-  RT_CHECK_T(ConfigError, std::sscanf(v, "%d:%lf%c", &r, &f, &tail) == 2 && r >= 0 && std::isfinite(f) && f >= 1.0,
-             "RINGTRAIN_STEAL_SLOWDOWN '", v, "' is not RANK:FACTOR (a rank and a finite factor of at least 1)");
+  const int n = std::sscanf(v, "%d:%lf:%lf%c", &r, &f, &late, &tail);
+  RT_CHECK_T(ConfigError, (n == 2 || n == 3) && r >= 0 && f >= 1.0 && f <= 1000.0 && late >= 0.0 && late <= 60000.0,
+             "RINGTRAIN_STEAL_SLOWDOWN '", v, "' is not RANK:FACTOR[:LATE_MS] (a rank, a factor from 1 to 1000, and "
+             "milliseconds from 0 to 60000)");
   RT_CHECK_T(ConfigError, r < world, "RINGTRAIN_STEAL_SLOWDOWN '", v, "' names rank ", r, " of a job of ", world,
              " ranks");
-  if (r != rank) return 1.0;
-  warn("RINGTRAIN_STEAL_SLOWDOWN: this rank sleeps {:g} times each chunk's time after it (a test setting: unset "
-       "it for real jobs)", f - 1.0);
-  return f;
+  if (r != rank || (f == 1.0 && late == 0.0)) return {1.0, 0.0};
+  warn("RINGTRAIN_STEAL_SLOWDOWN: this rank sleeps {}{}{} (a test setting: unset it for real jobs)",
+       f > 1.0 ? fmt::format("{:g} times each chunk's time after it", f - 1.0) : "", f > 1.0 && late > 0 ? " and " : "",
+       late > 0 ? fmt::format("{:g} ms before each step's first claim", late) : "");
+  return {f, late};
 }
 
 }  // namespace
@@ -51,7 +58,9 @@ at::Tensor WorkStealing::initialBuffer(int world_size, int64_t batch, int64_t ne
   at::Tensor buffer = at::zeros({counterElements(world_size) + kSteps * world_size * slotElements(batch, negatives)},
                                 at::TensorOptions().dtype(at::kLong));
   // A counter at `batch`: every row taken, which is what a batch not yet published must look like.
-  buffer.narrow(0, 0, counterElements(world_size)).view({-1, kCounterStride}).select(1, 0).fill_(batch);
+  at::Tensor lines = buffer.narrow(0, 0, counterElements(world_size)).view({-1, kCounterStride}).select(1, 0);
+  lines.narrow(0, 0, kSteps * world_size).fill_(batch);
+  lines.narrow(0, kSteps * world_size, world_size).fill_(-1);  // no step finished
   return buffer;
 }
 
@@ -75,7 +84,7 @@ WorkStealing::WorkStealing(comm::Communicator& comm, int64_t batch, int64_t nega
     return;
   }
   enabled_ = true;
-  slowdown_ = slowdownOf(rank_, world_);
+  std::tie(slowdown_, late_ms_) = slowdownOf(rank_, world_);
 }
 
 WorkStealing::WorkStealing(int rank, int world_size, int64_t batch, int64_t negatives, int64_t min_pairs,
@@ -83,11 +92,15 @@ WorkStealing::WorkStealing(int rank, int world_size, int64_t batch, int64_t nega
     : rank_(rank), world_(world_size), batch_(batch), negatives_(negatives), min_pairs_(min_pairs),
       enabled_(true), buffer_(std::move(buffer)) {
   RT_CHECK_EQ(buffer_.numel(), initialBuffer(world_, batch_, negatives_).numel(), "work stealing: buffer size");
-  slowdown_ = slowdownOf(rank_, world_);
+  std::tie(slowdown_, late_ms_) = slowdownOf(rank_, world_);
 }
 
 int64_t* WorkStealing::counter(int64_t step, int owner) const {
   return buffer_.data_ptr<int64_t>() + ((step % kSteps) * world_ + owner) * kCounterStride;
+}
+
+int64_t* WorkStealing::finished(int rank) const {
+  return buffer_.data_ptr<int64_t>() + (kSteps * world_ + rank) * kCounterStride;
 }
 
 int64_t WorkStealing::slotOffset(int64_t step, int owner) const {
@@ -98,6 +111,16 @@ void WorkStealing::publish(int64_t step, const data::Batch& batch) {
   RT_CHECK(batch.center.size(0) == batch_ && batch.negatives.dim() == 2 && batch.negatives.size(1) == negatives_,
            "work stealing: a batch of ", batch.center.size(0), " pairs with ", batch.negatives.sizes(),
            " negatives, expected ", batch_, " pairs with ", negatives_, " negatives each");
+  if (first_published_ < 0) first_published_ = step;
+  if (step - 2 >= first_published_) {
+    // The slot holds step - 2's batch: every rank must be done reading it (see the header's last paragraph).
+    for (int r = 0; r < world_; ++r) {
+      const int64_t done = __atomic_load_n(finished(r), __ATOMIC_ACQUIRE);
+      RT_CHECK(done >= step - 2, "work stealing: rank ", rank_, " would overwrite its batch of step ", step - 2,
+               " while rank ", r, " has not finished reading that step (it finished step ", done,
+               "): the synchronization of step ", step - 1, " did not wait for every rank");
+    }
+  }
   at::Tensor slot = buffer_.narrow(0, slotOffset(step, rank_), slotElements(batch_, negatives_));
   slot.narrow(0, 0, batch_).copy_(batch.center);
   slot.narrow(0, batch_, batch_).copy_(batch.context);
@@ -105,6 +128,8 @@ void WorkStealing::publish(int64_t step, const data::Batch& batch) {
   // Release: a rank whose claim reads 0 here reads the rows above as written.
   __atomic_store_n(counter(step, rank_), int64_t{0}, __ATOMIC_RELEASE);
 }
+
+void WorkStealing::finish(int64_t step) { __atomic_store_n(finished(rank_), step, __ATOMIC_RELEASE); }
 
 std::optional<Chunk> WorkStealing::claim(int64_t step) {
   // Own rows first (they are what nobody else would miss); then the batch with the most left, so that a

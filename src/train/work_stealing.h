@@ -25,6 +25,8 @@
 // Why the buffer can be reused: slot s % 2 is written again at the start of step s + 1 by its owner, which
 // has then finished step s's synchronization; that needed every rank's gradients of step s, which each rank
 // sends only after its last read of step s's counters and rows. So no rank still reads what is overwritten.
+// Checked, not only argued: each rank marks the steps it is done reading (finish()), and publish() refuses to
+// overwrite a step some rank has not finished.
 #pragma once
 
 #include <cstdint>
@@ -81,7 +83,10 @@ class WorkStealing {
   const std::string& whyOff() const { return why_off_; }
 
   // This rank's batch of step `step` (the job's count, from 0), B pairs: copied into its slot, then offered.
+  // Throws, naming the rank, when a rank has not finished step - 2, whose slot this overwrites.
   void publish(int64_t step, const data::Batch& batch);
+  // This rank reads nothing more of step `step` (after its last claim and its last pairs()).
+  void finish(int64_t step);
   // The next chunk of step `step` this rank trains: from its own batch while rows are left, then from the
   // batch with the most rows left; nullopt when none has any.
   std::optional<Chunk> claim(int64_t step);
@@ -95,12 +100,15 @@ class WorkStealing {
   const StealStats& stats() const { return stats_; }
   int64_t batch() const { return batch_; }
 
-  // RINGTRAIN_STEAL_SLOWDOWN=R:F: rank R sleeps F - 1 times each chunk's time after it (a test seam, so that
-  // the other ranks have something to take on any machine); 1 elsewhere.
+  // RINGTRAIN_STEAL_SLOWDOWN=R:F[:L]: rank R sleeps F - 1 times each chunk's time after it, and L
+  // milliseconds before its first claim of each step (a test seam, so that the other ranks have something to
+  // take on any machine, or everything); 1 and 0 elsewhere.
   double slowdown() const { return slowdown_; }
+  double lateMillis() const { return late_ms_; }
 
  private:
   int64_t* counter(int64_t step, int owner) const;
+  int64_t* finished(int rank) const;  // the last step `rank` finished reading, -1 before any
   int64_t slotOffset(int64_t step, int owner) const;
 
   int rank_ = 0;
@@ -112,6 +120,8 @@ class WorkStealing {
   std::string why_off_;
   at::Tensor buffer_;  // int64: counters (one per 64 bytes), then slots; see the file's comment
   double slowdown_ = 1.0;
+  double late_ms_ = 0.0;
+  int64_t first_published_ = -1;  // the step of this rank's first publish(): nothing to overwrite before step + 2
   StealStats stats_;
 };
 

@@ -239,7 +239,8 @@ TEST(Config, WorkBalanceNeedsANonDeterministicRun) {
 }
 
 // Stealing decides by the clock who trains what: refused where the job promises bit for bit, on GPUs, beside
-// ddp.balance and with micro-batches, each naming the key; outside the job's identity like balance.
+// ddp.balance, with micro-batches and with dense tables, each naming the key; outside the job's identity like
+// balance.
 TEST(Config, WorkStealingNamesWhatItNeeds) {
   const std::string relaxed = "run:\n  deterministic: false\n";
   EXPECT_TRUE(loadString(relaxed + "ddp:\n  steal: true\n", "job.yaml").ddp.steal);
@@ -249,7 +250,13 @@ TEST(Config, WorkStealingNamesWhatItNeeds) {
   EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal: true\n  balance: true\n"), HasSubstr("choose one"));
   EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal: true\n  accumulation_steps: 2\n"),
               HasSubstr("ddp.steal: true needs ddp.accumulation_steps 1"));
+  EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal: true\nmodel:\n  sparse: false\n"),
+              HasSubstr("ddp.steal: true needs model.sparse true"));
   EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal_min_pairs: 0\n"), HasSubstr("ddp.steal_min_pairs"));
+  EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal_min_pairs: 5000000000000000000\n"), HasSubstr("ddp.steal_min_pairs"))
+      << "a piece size whose arithmetic would overflow";
+  EXPECT_THAT(errorOf("", {parseOverride("ddp.steal_min_pair=8")}), HasSubstr("did you mean 'steal_min_pairs'"))
+      << "the nearest of the keys it begins with, not the first ('steal')";
   EXPECT_EQ(hash(JobConfig{}), hash(loadString(relaxed + "ddp:\n  steal: true\n  steal_min_pairs: 64\n", "job.yaml")))
       << "a checkpoint resumes with stealing turned on or off";
 }

@@ -20,6 +20,9 @@
 namespace ringtrain::train {
 namespace {
 
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
 // The owner's first take leaves two smallest pieces; later takes halve what is left, never below the
 // smallest piece nor above what is left.
 TEST(WorkStealing, ClaimsLeaveTheEndOfABatchInSmallPieces) {
@@ -46,24 +49,26 @@ data::Batch batchOf(int64_t step, int rank, int64_t batch, int64_t negatives) {
   return b;
 }
 
-// Three ranks, one of them slow, over several steps as the trainer runs them (the next step's batch offered
-// while this one runs, a barrier between steps standing for the synchronization): every row of every batch is
-// trained once, by whoever took it, and its pairs are the owner's.
+// Three ranks, one of them late to every step, over several steps as the trainer runs them (the next step's
+// batch offered while this one runs, a barrier between steps standing for the synchronization): every row of
+// every batch is trained once, by whoever took it, its pairs are the owner's, and the late rank's rows go to
+// the others.
 TEST(WorkStealing, EveryRowIsTakenOnceAndReadAsItsOwnerWroteIt) {
-  constexpr int kWorld = 3;
+  constexpr int kWorld = 3, kLate = 2;
   constexpr int64_t kBatch = 200, kNegatives = 3, kMinPairs = 16, kSteps = 12;
   const at::Tensor buffer = WorkStealing::initialBuffer(kWorld, kBatch, kNegatives);
   std::vector<std::vector<int>> trained(kSteps, std::vector<int>(kWorld * kBatch, 0));
-  std::vector<int64_t> stolen(kWorld, 0);
+  std::vector<int64_t> late_rows_taken_by_others(kSteps, 0);
   std::mutex mu;
   std::atomic<int> arrived{0};
-  auto barrier = [&](int generation) {  // the kWorld threads' generation-th meeting; a rank that failed misses it
+  std::atomic<bool> failed{false};  // a rank that failed leaves the others' meetings
+  auto barrier = [&](int generation) {  // the kWorld threads' generation-th meeting
     arrived.fetch_add(1);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (arrived.load() < kWorld * generation) {
+    while (arrived.load() < kWorld * generation && !failed.load()) {
       if (std::chrono::steady_clock::now() > deadline) {
         ADD_FAILURE() << "meeting " << generation << ": a rank never came";
-        return;
+        failed = true;
       }
       std::this_thread::yield();
     }
@@ -74,37 +79,55 @@ TEST(WorkStealing, EveryRowIsTakenOnceAndReadAsItsOwnerWroteIt) {
       WorkStealing stealing(rank, kWorld, kBatch, kNegatives, kMinPairs, buffer);
       stealing.publish(0, batchOf(0, rank, kBatch, kNegatives));
       barrier(1);
-      for (int64_t step = 0; step < kSteps; ++step) {
+      for (int64_t step = 0; step < kSteps && !failed; ++step) {
         if (step + 1 < kSteps) stealing.publish(step + 1, batchOf(step + 1, rank, kBatch, kNegatives));
+        if (rank == kLate) std::this_thread::sleep_for(std::chrono::milliseconds(20));
         while (std::optional<Chunk> chunk = stealing.claim(step)) {
           const ChunkPairs p = stealing.pairs(step, *chunk);
-          ASSERT_EQ(p.center.size(0), chunk->count);
           const int64_t first = 1000 * (100 * step + chunk->owner) + chunk->begin;
-          for (int64_t i = 0; i < chunk->count; ++i) {
-            ASSERT_EQ(p.center[i].item<int64_t>(), first + i);
-            ASSERT_EQ(p.context[i].item<int64_t>(), first + i + 1);
-            ASSERT_EQ(p.negatives[i][kNegatives - 1].item<int64_t>(), first + i + 1 + kNegatives);
+          const bool as_written =
+              p.center.size(0) == chunk->count &&
+              at::equal(p.center, at::arange(first, first + chunk->count, at::TensorOptions().dtype(at::kLong))) &&
+              at::equal(p.context, p.center + 1) && at::equal(p.negatives.select(1, kNegatives - 1), p.center + 1 + kNegatives);
+          if (!as_written) {
+            ADD_FAILURE() << "rank " << rank << " read rows [" << chunk->begin << ", +" << chunk->count << ") of rank "
+                          << chunk->owner << "'s batch of step " << step << " as something else";
+            failed = true;
           }
           stealing.count(*chunk);
-          {
-            std::lock_guard<std::mutex> lock(mu);
-            for (int64_t i = 0; i < chunk->count; ++i) ++trained[step][chunk->owner * kBatch + chunk->begin + i];
-          }
-          if (rank == 2) std::this_thread::sleep_for(std::chrono::microseconds(300));  // the slow one
+          std::lock_guard<std::mutex> lock(mu);
+          for (int64_t i = 0; i < chunk->count; ++i) ++trained[step][chunk->owner * kBatch + chunk->begin + i];
+          if (chunk->owner == kLate && rank != kLate) late_rows_taken_by_others[step] += chunk->count;
         }
+        stealing.finish(step);
         barrier(static_cast<int>(step) + 2);
       }
-      std::lock_guard<std::mutex> lock(mu);
-      stolen[rank] = stealing.stats().pairs_stolen;
     });
   }
   for (auto& t : ranks) t.join();
+  ASSERT_FALSE(failed.load());
   for (int64_t step = 0; step < kSteps; ++step) {
     for (int64_t row = 0; row < kWorld * kBatch; ++row) {
       ASSERT_EQ(trained[step][row], 1) << "step " << step << ", rank " << row / kBatch << "'s row " << row % kBatch;
     }
+    // 20 ms late, against microseconds for the others' own rows: they take the late rank's as well.
+    EXPECT_GT(late_rows_taken_by_others[step], 0) << "step " << step;
   }
-  EXPECT_GT(stolen[0] + stolen[1], 0) << "the fast ranks took none of the slow one's rows";
+}
+
+// A slot is written again two steps later: refused, naming the rank, while a rank has not finished reading
+// that step (a synchronization that did not wait for every rank).
+TEST(WorkStealing, ABatchStillReadIsNotOverwritten) {
+  const at::Tensor buffer = WorkStealing::initialBuffer(2, 64, 2);
+  WorkStealing rank0(0, 2, 64, 2, 8, buffer), rank1(1, 2, 64, 2, 8, buffer);
+  rank0.publish(4, batchOf(4, 0, 64, 2));  // a run resumed at step 4
+  rank0.publish(5, batchOf(5, 0, 64, 2));
+  rank0.finish(4);
+  EXPECT_THAT([&] { rank0.publish(6, batchOf(6, 0, 64, 2)); },
+              ThrowsMessage<Error>(HasSubstr("rank 0 would overwrite its batch of step 4 while rank 1 has not "
+                                             "finished reading that step")));
+  rank1.finish(4);
+  EXPECT_NO_THROW(rank0.publish(6, batchOf(6, 0, 64, 2)));
 }
 
 // A chunk's loss weight is its share of a batch, so that the chunks of a step add up to the batch's mean.
@@ -133,14 +156,14 @@ TEST(WorkStealing, OffWithoutSharedMemoryOrPeers) {
   testing::ThreadCommunicator one(alone, 0, std::chrono::seconds(30));
   WorkStealing single(one, 64, 2, 8, /*enabled=*/true);
   EXPECT_FALSE(single.enabled());
-  EXPECT_THAT(single.whyOff(), ::testing::HasSubstr("one rank"));
+  EXPECT_THAT(single.whyOff(), HasSubstr("one rank"));
   EXPECT_TRUE(WorkStealing(one, 64, 2, 8, /*enabled=*/false).whyOff().empty()) << "not asked for: nothing to say";
   testing::ThreadGroup pair(2);
   testing::runRanks(2, [&](int rank) {
     testing::ThreadCommunicator comm(pair, rank, std::chrono::seconds(30));  // threads: no peer memory
     WorkStealing stealing(comm, 64, 2, 8, /*enabled=*/true);
     EXPECT_FALSE(stealing.enabled());
-    EXPECT_THAT(stealing.whyOff(), ::testing::HasSubstr("cannot map each other's memory"));
+    EXPECT_THAT(stealing.whyOff(), HasSubstr("cannot map each other's memory"));
   });
 }
 
@@ -153,11 +176,17 @@ TEST(WorkStealing, ABatchOfTheWrongShapeIsRefused) {
 TEST(WorkStealing, TheSlowdownSeamNamesWhatIsWrong) {
   ::setenv("RINGTRAIN_STEAL_SLOWDOWN", "1:x", 1);
   EXPECT_THROW(WorkStealing(1, 2, 64, 2, 8, WorkStealing::initialBuffer(2, 64, 2)), ConfigError);
+  ::setenv("RINGTRAIN_STEAL_SLOWDOWN", "1:1e300", 1);  // a sleep that would overflow
+  EXPECT_THROW(WorkStealing(1, 2, 64, 2, 8, WorkStealing::initialBuffer(2, 64, 2)), ConfigError);
+  ::setenv("RINGTRAIN_STEAL_SLOWDOWN", "1:2:-1", 1);
+  EXPECT_THROW(WorkStealing(1, 2, 64, 2, 8, WorkStealing::initialBuffer(2, 64, 2)), ConfigError);
   ::setenv("RINGTRAIN_STEAL_SLOWDOWN", "5:2", 1);
   EXPECT_THROW(WorkStealing(1, 2, 64, 2, 8, WorkStealing::initialBuffer(2, 64, 2)), ConfigError);
   ::setenv("RINGTRAIN_STEAL_SLOWDOWN", "1:3", 1);
   EXPECT_DOUBLE_EQ(WorkStealing(1, 2, 64, 2, 8, WorkStealing::initialBuffer(2, 64, 2)).slowdown(), 3.0);
   EXPECT_DOUBLE_EQ(WorkStealing(0, 2, 64, 2, 8, WorkStealing::initialBuffer(2, 64, 2)).slowdown(), 1.0);
+  ::setenv("RINGTRAIN_STEAL_SLOWDOWN", "1:1:50", 1);
+  EXPECT_DOUBLE_EQ(WorkStealing(1, 2, 64, 2, 8, WorkStealing::initialBuffer(2, 64, 2)).lateMillis(), 50.0);
   ::unsetenv("RINGTRAIN_STEAL_SLOWDOWN");
 }
 

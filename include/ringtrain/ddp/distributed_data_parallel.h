@@ -48,7 +48,11 @@
 //    while a backward or finalize() is in flight.
 //  * zero_grad(set_to_none=true) (LibTorch 2.x's default) stays correct but costs one copy per parameter per
 //    step; prefer optimizer.zero_grad(false) there, or ddp.zeroGrad().
-//  * Call finalize() on some ranks and not others, or use different noSync() patterns on different ranks.
+//  * Call finalize() on some ranks and not others, or synchronize on some ranks a backward that others run under
+//    noSync(). (How many noSync() backwards precede a rank's synchronized one may differ from rank to rank:
+//    ddp.steal's ranks train as many pieces as they take. Nothing leaves a rank before its synchronized
+//    backward, and every rank's finalize() waits for every rank's gradients, which the trainer's shared
+//    batches rely on.)
 #pragma once
 
 #include <chrono>
