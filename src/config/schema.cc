@@ -373,19 +373,20 @@ bool isSection(const std::string& section) {
 }
 
 std::string closestMatch(const std::string& word, const std::vector<std::string>& candidates) {
-  std::string best, best_prefix;
-  size_t best_distance = std::numeric_limits<size_t>::max(), best_prefix_distance = best_distance;
+  // In order: a key the word begins ("optim.war" for warmup_steps), the nearest if several; else a plausible
+  // typo, at most a third of the word changed; else a key the word runs past ("optimizer" for optim).
+  std::string shortened, typo, lengthened;
+  size_t shortened_d = std::numeric_limits<size_t>::max(), typo_d = shortened_d, lengthened_d = shortened_d;
   for (const std::string& c : candidates) {
     const size_t d = editDistance(word, c);
-    if (d < best_distance) best_distance = d, best = c;
-    // A shortened or lengthened spelling ("optimizer" for "optim") is the likeliest slip of all, whatever
-    // its distance; among several such ("steal_min_pair": "steal", "steal_min_pairs") the nearest.
-    const bool prefix = word.size() >= 3 && c.size() >= 3 && (word.rfind(c, 0) == 0 || c.rfind(word, 0) == 0);
-    if (prefix && d < best_prefix_distance) best_prefix_distance = d, best_prefix = c;
+    const bool long_enough = word.size() >= 3 && c.size() >= 3;
+    if (long_enough && c.size() > word.size() && c.rfind(word, 0) == 0 && d < shortened_d) shortened_d = d, shortened = c;
+    if (long_enough && word.size() > c.size() && word.rfind(c, 0) == 0 && d < lengthened_d) lengthened_d = d, lengthened = c;
+    if (d < typo_d) typo_d = d, typo = c;
   }
-  // Another suggestion helps only when it is plausibly a typo: at most a third of the word changed.
-  if (!best.empty() && best_distance <= std::max<size_t>(2, word.size() / 3)) return best;
-  return best_prefix;
+  if (!shortened.empty()) return shortened;
+  if (!typo.empty() && typo_d <= std::max<size_t>(2, word.size() / 3)) return typo;
+  return lengthened;
 }
 
 }  // namespace ringtrain::config

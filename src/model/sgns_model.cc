@@ -550,6 +550,16 @@ void SgnsModel::holdSparseGradients(bool hold) {
 
 bool SgnsModel::holdsSparseGradients() const { return !static_cast<SparseGradientStash&>(*stash_).empty(); }
 
+void SgnsModel::dropHeldSparseGradients() {
+  auto& stash = static_cast<SparseGradientStash&>(*stash_);
+  std::lock_guard<std::mutex> lock(stash.mu);
+  stash.holding = false;
+  for (int t = 0; t < SparseGradientStash::kTables; ++t) {
+    stash.ids[t].clear();
+    stash.values[t].clear();
+  }
+}
+
 std::vector<std::string> SgnsModel::sparseParameterNames() const {
   if (!options_.sparse) return {};
   return {"input_embedding", "output_embedding"};

@@ -599,6 +599,7 @@ at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsMode
     // its own pairs weighted zero, which adds nothing.
     const auto begin = Clock::now();
     const ChunkPairs p = stealing.pairs(step, Chunk{ddp.rank(), 0, 1});
+    stealing.finish(step);  // nothing of the step left to read
     const at::Tensor loss = model.forward(p.center, p.context, p.negatives) * 0.0;
     model.holdSparseGradients(false);
     loss.backward();
@@ -613,6 +614,9 @@ at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsMode
     // The next chunk is taken before this one's backward, which synchronizes when there is none: the last
     // backward must know it is the last.
     const std::optional<Chunk> next = stealing.claim(step);
+    // Its rows copied out and nothing left to take: the rank reads nothing more of the step, before its
+    // synchronized backward sends anything (what lets the step's slot be written again: work_stealing.h).
+    if (!next) stealing.finish(step);
     model.holdSparseGradients(next.has_value());
     if (next) {
       auto guard = ddp.noSync();
@@ -631,16 +635,16 @@ at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsMode
     }
     chunk = next;
   }
-  stealing.finish(step);  // its last claim and its last rows are behind it
   return loss_sum;
 }
 
-// Releases the model's held sparse rows when a step's passes end, by an exception too: rows left held would
-// be handed over with the next step's gradient.
+// Stops holding the model's sparse rows when a step's passes end, and drops any still held (a pass that threw):
+// they would be handed over with the next step's gradient. A step that ends normally holds none (checked
+// before finalize()).
 class SparseRowsHeld {
  public:
   explicit SparseRowsHeld(model::SgnsModel& model) : model_(model) {}
-  ~SparseRowsHeld() { model_.holdSparseGradients(false); }
+  ~SparseRowsHeld() { model_.dropHeldSparseGradients(); }
   SparseRowsHeld(const SparseRowsHeld&) = delete;
   SparseRowsHeld& operator=(const SparseRowsHeld&) = delete;
 
@@ -1020,8 +1024,8 @@ TrainSummary train(Session& s) {
     if (stealing.enabled() && steps_here > 0) {
       const double rank_steps = static_cast<double>(steps_here) * s.comm->size();
       info("work stealing at the end: {:.0f} of {:.0f} pairs ({:.1f}%) trained by a rank other than their batch's; "
-           "{:.2f} pieces (forward+backward passes) per rank and step on average; {:.0f} rank-step(s) found no "
-           "piece left and ended on a pair weighted zero", end_sums[3],
+           "{:.2f} pieces per rank and step on average; {:.0f} rank-step(s) found no piece left and ended on a "
+           "pair weighted zero", end_sums[3],
            end_sums[2], end_sums[2] > 0 ? 100.0 * end_sums[3] / end_sums[2] : 0.0, end_sums[4] / rank_steps,
            end_sums[5]);
     }

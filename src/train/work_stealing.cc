@@ -31,11 +31,12 @@ int64_t slotElements(int64_t batch, int64_t negatives) { return batch * (2 + neg
 std::pair<double, double> slowdownOf(int rank, int world) {
   const char* v = std::getenv("RINGTRAIN_STEAL_SLOWDOWN");
   if (v == nullptr || *v == '\0') return {1.0, 0.0};
-  int r = -1;
+  int r = -1, end2 = -1, end3 = -1;
   double f = 0.0, late = 0.0;
-  char tail = 0;
-  const int n = std::sscanf(v, "%d:%lf:%lf%c", &r, &f, &late, &tail);
-  RT_CHECK_T(ConfigError, (n == 2 || n == 3) && r >= 0 && f >= 1.0 && f <= 1000.0 && late >= 0.0 && late <= 60000.0,
+  // %n after each form: the whole text must be read ("1:3x" is not 1:3).
+  const bool whole = (std::sscanf(v, "%d:%lf%n", &r, &f, &end2) == 2 && v[end2] == '\0') ||
+                     (std::sscanf(v, "%d:%lf:%lf%n", &r, &f, &late, &end3) == 3 && v[end3] == '\0');
+  RT_CHECK_T(ConfigError, whole && r >= 0 && f >= 1.0 && f <= 1000.0 && late >= 0.0 && late <= 60000.0,
              "RINGTRAIN_STEAL_SLOWDOWN '", v, "' is not RANK:FACTOR[:LATE_MS] (a rank, a factor from 1 to 1000, and "
              "milliseconds from 0 to 60000)");
   RT_CHECK_T(ConfigError, r < world, "RINGTRAIN_STEAL_SLOWDOWN '", v, "' names rank ", r, " of a job of ", world,

@@ -85,7 +85,8 @@ class WorkStealing {
   // This rank's batch of step `step` (the job's count, from 0), B pairs: copied into its slot, then offered.
   // Throws, naming the rank, when a rank has not finished step - 2, whose slot this overwrites.
   void publish(int64_t step, const data::Batch& batch);
-  // This rank reads nothing more of step `step` (after its last claim and its last pairs()).
+  // This rank reads nothing more of step `step` (after its last claim and its last pairs(), before anything
+  // of the step leaves it).
   void finish(int64_t step);
   // The next chunk of step `step` this rank trains: from its own batch while rows are left, then from the
   // batch with the most rows left; nullopt when none has any.

@@ -256,7 +256,10 @@ TEST(Config, WorkStealingNamesWhatItNeeds) {
   EXPECT_THAT(errorOf(relaxed + "ddp:\n  steal_min_pairs: 5000000000000000000\n"), HasSubstr("ddp.steal_min_pairs"))
       << "a piece size whose arithmetic would overflow";
   EXPECT_THAT(errorOf("", {parseOverride("ddp.steal_min_pair=8")}), HasSubstr("did you mean 'steal_min_pairs'"))
-      << "the nearest of the keys it begins with, not the first ('steal')";
+      << "the nearest of the keys it begins, not the first key that begins it ('steal')";
+  EXPECT_THAT(errorOf("", {parseOverride("optim.war=8")}), HasSubstr("did you mean 'warmup_steps'"));
+  EXPECT_THAT(errorOf("", {parseOverride("log.eve=8")}), HasSubstr("did you mean 'every_steps'"));
+  EXPECT_THAT(errorOf("", {parseOverride("ddp.sta=true")}), HasSubstr("did you mean 'static_graph'"));
   EXPECT_EQ(hash(JobConfig{}), hash(loadString(relaxed + "ddp:\n  steal: true\n  steal_min_pairs: 64\n", "job.yaml")))
       << "a checkpoint resumes with stealing turned on or off";
 }

@@ -159,6 +159,15 @@ void expectHeldRowsMatchAutogradSums(int hidden) {
     EXPECT_TRUE(at::equal(held.named_parameters()["tower_w1"].grad(), summed.named_parameters()["tower_w1"].grad()))
         << "the tower's dense gradients accumulate as before";
   }
+  // Rows dropped (a pass that threw) are forgotten: the next backward hands over only its own.
+  held.holdSparseGradients(true);
+  held.forward(b.center.narrow(0, 0, 8), b.context.narrow(0, 0, 8), b.negatives.narrow(0, 0, 8)).backward();
+  ASSERT_TRUE(held.holdsSparseGradients());
+  held.dropHeldSparseGradients();
+  EXPECT_FALSE(held.holdsSparseGradients());
+  for (auto& p : held.parameters()) p.mutable_grad() = at::Tensor();
+  held.forward(b.center.narrow(0, 8, 4), b.context.narrow(0, 8, 4), b.negatives.narrow(0, 8, 4)).backward();
+  EXPECT_EQ(held.inputEmbedding().grad()._nnz(), 4) << "dropping also stopped the holding";
 }
 
 TEST(SgnsModel, HeldSparseRowsAreHandedOverAsAutogradWouldSumThem) {

@@ -370,9 +370,9 @@ TEST(TrainJob, StolenPairsTrainLikeEachRankItsOwnAndResume) {
   EXPECT_LT(most_apart_c, 1e-4f * largest_c) << "the resumed run trained other batches than the plain one";
 }
 
-// A rank late to every step (the seam's third field: 40 ms before its first claim) finds its batch taken by
-// rank 0 and ends each step on the pair weighted zero; with a tower (dense buckets beside the rows) and rows
-// summed by their owners, the vectors still match the plain run's to float rounding.
+// A rank late to every step (the seam's third field: 200 ms before its first claim) finds its batch taken by
+// rank 0, in pieces, and ends the step on the pair weighted zero; with a tower (dense buckets beside the rows)
+// and rows summed by their owners, the vectors still match the plain run's to float rounding.
 TEST(TrainJob, ALateRanksWholeBatchIsTrainedByTheOthers) {
   const std::vector<std::string> job = {"--set", "run.max_steps=20", "--set", "checkpoint.every_steps=0", "--set",
                                         "model.tower_hidden=16", "--set", "ddp.sparse_sync=owner"};
@@ -381,15 +381,16 @@ TEST(TrainJob, ALateRanksWholeBatchIsTrainedByTheOthers) {
   const auto a = runCommand(ringrun(2, train(plain, job)), withDeadline(240));
   ASSERT_TRUE(a.ok()) << a.out << a.err;
   testing::CommandOptions late = withDeadline(240);
-  late.env["RINGTRAIN_STEAL_SLOWDOWN"] = "1:1:40";
+  late.env["RINGTRAIN_STEAL_SLOWDOWN"] = "1:1:200";
   const auto b = runCommand(
-      ringrun(2, train(stolen, with(with(job, "ddp.steal=true"), "run.deterministic=false"))), late);
+      ringrun(2, train(stolen, with(with(with(job, "ddp.steal=true"), "run.deterministic=false"), "ddp.steal_min_pairs=64"))),
+      late);
   ASSERT_TRUE(b.ok()) << b.out << b.err;
   const std::string said = b.out + b.err;
   if (said.find("ddp.steal is true but off") != std::string::npos) {
     GTEST_SKIP() << "this machine does not let processes map each other's memory: " << said;
   }
-  // 20 steps of 256 pairs per rank: rank 1's share taken in most steps.
+  // 20 steps of 256 pairs per rank: rank 1's batch taken in most steps.
   EXPECT_GT(metric(said, "work stealing at the end:"), 2000) << said;
   const std::regex zero_weighted(R"(; (\d+) rank-step\(s\) found no piece left and ended on a pair weighted zero)");
   std::smatch m;

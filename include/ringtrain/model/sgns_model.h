@@ -83,6 +83,8 @@ class SgnsModel : public torch::nn::Module {
   void holdSparseGradients(bool hold);
   // Whether rows are kept that no backward has handed over yet.
   bool holdsSparseGradients() const;
+  // Stops holding and forgets the rows kept (after a pass that threw, say).
+  void dropHeldSparseGradients();
   // Names of the parameters whose gradients are sparse (empty when !options.sparse).
   std::vector<std::string> sparseParameterNames() const;
   // "vocab=V dim=D tower=H sparse=1": compared across ranks at start.
