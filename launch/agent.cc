@@ -116,6 +116,9 @@ class SignalInbox {
   SignalInbox() {
     sigemptyset(&set_);
     for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set_, sig);
+    // Started under nohup (SIGHUP ignored): a hangup is not for this job. It stays ignored, and the ranks
+    // inherit that (child_process.cc), as nohup's users expect.
+    if (hangupIgnored()) sigdelset(&set_, SIGHUP);
     RT_CHECK(::pthread_sigmask(SIG_BLOCK, &set_, nullptr) == 0, "sigprocmask failed");
     ::signal(SIGPIPE, SIG_IGN);  // a closed terminal must not kill the launcher
     fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));

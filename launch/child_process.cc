@@ -14,6 +14,8 @@
 
 #include "ringtrain/core/error.h"
 
+#include "console.h"
+
 namespace ringtrain::launch {
 namespace {
 
@@ -22,7 +24,8 @@ void resetSignalsInChild() {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
+  for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGQUIT}) ::signal(sig, SIG_DFL);
+  if (!hangupIgnored()) ::signal(SIGHUP, SIG_DFL);  // under nohup the ranks ignore it too
   // Ignored across exec until a rank installs its own handler (ringtrain train does): a pre-emption notice
   // that ringrun passes on, early in a rank's life or to one that does not care, must not kill it.
   for (int sig : {SIGUSR1, SIGUSR2}) ::signal(sig, SIG_IGN);

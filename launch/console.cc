@@ -151,15 +151,24 @@ volatile sig_atomic_t g_final_exit_code = 0;
 extern "C" void exitWithFinalCode(int) { ::_exit(g_final_exit_code); }
 }  // namespace
 
+bool hangupIgnored() {
+  struct sigaction current {};
+  return ::sigaction(SIGHUP, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
+}
+
 bool restoreTerminationSignals(int exit_code) {
   g_final_exit_code = exit_code;
   struct sigaction action {};
   action.sa_handler = exitWithFinalCode;
   sigemptyset(&action.sa_mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::sigaction(sig, &action, nullptr);
+  const bool nohup = hangupIgnored();  // started under nohup: a hangup stays ignored to the end
   sigset_t set;
   sigemptyset(&set);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, sig);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+    if (sig == SIGHUP && nohup) continue;
+    ::sigaction(sig, &action, nullptr);
+    sigaddset(&set, sig);
+  }
   // A signal that came as the job ended (a second Ctrl-C, a scheduler's SIGTERM) is still pending:
   // unblocked, it would end ringrun at once, before the last lines and the exit code it has. The job is
   // over, so it is taken here; one that comes during the flush ends ringrun, with the job's exit code.

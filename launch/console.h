@@ -68,10 +68,14 @@ ConsoleStream& consoleErr();  // fd 2
 // of the job talks to) never blocks on a stalled reader of ringrun's stderr.
 spdlog::sink_ptr consoleLogSink();
 
-// Before the last flush: lets SIGINT/SIGTERM/SIGHUP end ringrun again (the agent blocks them for its
+// Before the last flush: lets SIGINT/SIGTERM/SIGHUP (not under nohup) end ringrun again (the agent blocks them for its
 // signalfd), so that a reader that never reads cannot keep it alive once the ranks are gone. They end it
 // with `exit_code`, the job's: the job is over, and a signal during the flush does not change its result.
 // Returns whether one was pending (and taken) already.
 bool restoreTerminationSignals(int exit_code);
+
+// Whether SIGHUP is ignored here: ringrun started under nohup, which ringrun and its ranks then honour.
+// Async-signal-safe (one sigaction query), so a child may ask between fork and exec.
+bool hangupIgnored();
 
 }  // namespace ringtrain::launch

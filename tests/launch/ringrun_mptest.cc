@@ -690,6 +690,26 @@ TEST(Ringrun, SigusrIsPassedToTheRanksAndSigquitStopsThem) {
   EXPECT_THAT(quit.out(), HasSubstr("rank 1 got SIGTERM"));
 }
 
+// Under nohup (SIGHUP ignored when ringrun starts) a hangup is not for the job: ringrun lets it pass, and the
+// ranks, which inherit the ignored SIGHUP, see nothing of one sent to their group either. Both used to stop.
+TEST(Ringrun, UnderNohupAHangupLeavesTheJobRunning) {
+  const std::string dir = testing::makeTempDir("ringrun_nohup");
+  Background job({"/bin/sh", "-c", "trap '' HUP; exec \"$0\" \"$@\"", binPath("ringrun"), "--nproc-per-node", "2",
+                  "--standalone", "--", "/bin/sh", "-c",
+                  rankScript("while [ ! -e \"$0/go\" ]; do sleep 0.02; done; echo rank $RANK done"), dir});
+  ASSERT_TRUE(job.waitForOutput("pgid \\d+ pid \\d+ rank \\d", 2)) << job.err();
+  ::kill(job.pid(), SIGHUP);
+  for (int group : reportedGroups(job.out())) ::kill(-group, SIGHUP);
+  EXPECT_FALSE(job.waitExit(500ms).has_value()) << "a hangup stopped the job under nohup: " << job.err();
+  std::ofstream(dir + "/go").put('1');
+  const auto status = job.waitExit(10000ms);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status << job.err();
+  EXPECT_THAT(job.out(), HasSubstr("rank 0 done"));
+  EXPECT_THAT(job.out(), HasSubstr("rank 1 done"));
+}
+
 TEST(Ringrun, MaxRestartsRelaunchesEveryRankWithTheRestartCount) {
   const std::string script =
       "echo \"try $RINGTRAIN_RESTART_COUNT rank $RANK\"; if [ $RINGTRAIN_RESTART_COUNT = 0 ] && [ $RANK = 1 ]; then "
