@@ -206,6 +206,7 @@ struct Rank {
   int64_t ended_ns = 0;        // when it was reaped (system clock)
   std::string stopped_state;   // "stopped" or "stopped by a debugger" when the job failed while it was
   std::string failure_file;    // where it records its failure (root_cause.h); "" for none
+  int exec_error = 0;          // errno of its failed exec: the program could not be started
   // What it recorded there, once read (recordOf()): a record is written once, whole, and never changes.
   mutable std::optional<FailureRecord> record;
   Tail tail;
@@ -219,6 +220,9 @@ struct AttemptResult {
   Outcome outcome = Outcome::kSuccess;
   int exit_code = 0;
   int signal = 0;
+  // A rank whose program could not be started (exec failed: not found, not executable): a restart would
+  // fail the same way. Said as "rank N: cannot run PATH: why".
+  std::string not_started;
 };
 
 class Agent {
@@ -293,6 +297,13 @@ class Agent {
           say("giving up after " + std::to_string(o_.max_restarts) + " restart(s) (--max-restarts): the last "
               "attempt failed too");
         }
+        break;
+      }
+      // On one node only: across nodes the others would wait at the next rendezvous for this one.
+      if (r.outcome == Outcome::kFailed && !r.not_started.empty() && o_.nnodes == 1) {
+        code = r.exit_code;
+        say("not restarting (--max-restarts " + std::to_string(o_.max_restarts) + "): " + r.not_started +
+            ", and a restart would fail the same way");
         break;
       }
       say("restarting all ranks (restart " + std::to_string(attempt + 1) + " of " + std::to_string(o_.max_restarts) +
@@ -645,6 +656,7 @@ class Agent {
       if (!rank_cpus_.empty()) spec.cpus = rank_cpus_[static_cast<size_t>(local)];
       Child child = spawnChild(spec, group);
       r.pid = child.pid;
+      r.exec_error = child.exec_error;
       r.out = std::move(child.out);
       r.err = std::move(child.err);
       by_pid[r.pid] = &r;
@@ -916,6 +928,11 @@ class Agent {
     }
 
     AttemptResult result;
+    for (const Rank& r : ranks) {
+      if (r.exec_error != 0 && result.not_started.empty()) {
+        result.not_started = fmt::format("rank {}: cannot run {}: {}", r.rank, o_.program_path, std::strerror(r.exec_error));
+      }
+    }
     if (first_failed != nullptr) {
       const Rank& r = *first_failed;
       result.outcome = Outcome::kFailed;

@@ -105,8 +105,9 @@ void ProcessGroup::signal(int sig) const {
 void ProcessGroup::release() { lifeline_.reset(); }
 
 Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
-  int out[2], err[2];
-  RT_CHECK(::pipe2(out, O_CLOEXEC) == 0 && ::pipe2(err, O_CLOEXEC) == 0, "pipe: ", std::strerror(errno));
+  int out[2], err[2], report[2];
+  RT_CHECK(::pipe2(out, O_CLOEXEC) == 0 && ::pipe2(err, O_CLOEXEC) == 0 && ::pipe2(report, O_CLOEXEC) == 0,
+           "pipe: ", std::strerror(errno));
   UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   std::vector<char*> argv, envp;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -154,15 +155,25 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
       writeStr(2, " (its #! interpreter or ELF loader is missing?)");
     }
     writeStr(2, "\n");
+    (void)!::write(report[1], &error, sizeof error);  // a successful exec closes it unwritten instead
     ::_exit(error == ENOENT ? 127 : 126);  // as shells say: not found, or found and not executable
   }
   ::setpgid(pid, pgid);
   ::close(out[1]);
   ::close(err[1]);
+  ::close(report[1]);
   Child child;
   child.pid = pid;
   child.out.reset(out[0]);
   child.err.reset(err[0]);
+  // End of file: the exec happened (or the child died before it, which its exit status tells).
+  int error = 0;
+  ssize_t got = 0;
+  do {
+    got = ::read(report[0], &error, sizeof error);
+  } while (got < 0 && errno == EINTR);
+  ::close(report[0]);
+  if (got == static_cast<ssize_t>(sizeof error)) child.exec_error = error;
   return child;
 }
 

@@ -937,16 +937,21 @@ TEST(Ringrun, NumbersAreReadAsDecimal) {
 }
 
 // A script whose #! interpreter is missing: "No such file" for a file that is there, said as such; exit 127
-// as shells give it.
+// as shells give it. A program that cannot be started is not restarted (--max-restarts): it would fail the
+// same way each time.
 TEST(Ringrun, AScriptWithoutItsInterpreterIsSaidAsSuch) {
   const std::string dir = testing::makeTempDir("ringrun_interp");
   const std::string script = dir + "/job.sh";
   std::ofstream(script) << "#!/nonexistent/interpreter\necho hi\n";
   std::filesystem::permissions(script, std::filesystem::perms::owner_all);
-  const auto r = runCommand({binPath("ringrun"), "--standalone", "--", script}, {.timeout = 20000ms});
+  const auto r = runCommand({binPath("ringrun"), "--standalone", "--max-restarts", "2", "--", script},
+                            {.timeout = 20000ms});
   EXPECT_EQ(r.exit_code, 127) << r.err;
   EXPECT_THAT(r.err, HasSubstr("cannot run " + script + ": No such file or directory (its #! interpreter or ELF loader "
                                "is missing?)"));
+  EXPECT_THAT(r.err, HasSubstr("not restarting (--max-restarts 2): rank 0: cannot run " + script +
+                               ": No such file or directory, and a restart would fail the same way"));
+  EXPECT_THAT(r.err, Not(HasSubstr("restarting all ranks")));
   std::filesystem::remove_all(dir);
 }
 
