@@ -149,6 +149,23 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
   // A resumed run continues the file from its checkpoint's step: the records after it are of steps trained
   // again (a fresh start, step 0, begins the file anew).
   keepMetricsUpTo(metrics_path, first_step);
+  // The logged records before the checkpoint, so that the picture at the end covers the whole run and not
+  // only what this attempt trained.
+  if (first_step > 0) {
+    if (const std::optional<std::string> text = readMetricsFile(metrics_path)) {
+      forEachMetricsLine(metrics_path, *text, [&](std::string_view line, int64_t step) {
+        if (step < 0) return;
+        const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (!record.is_object() || !record.contains("loss") || !record.contains("window_pairs_per_s")) return;
+        StepRecord r;
+        r.step = step;
+        r.has_loss = true;
+        r.loss = record["loss"].is_number() ? record["loss"].get<double>() : 0.0;
+        r.pairs_per_second = record["window_pairs_per_s"].is_number() ? record["window_pairs_per_s"].get<double>() : 0.0;
+        history_.push_back(r);
+      });
+    }
+  }
   metrics_.open(metrics_path, std::ios::app);
   if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ", std::strerror(errno));
 }

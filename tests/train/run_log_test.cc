@@ -110,6 +110,31 @@ TEST_F(MetricsFileTest, AResumedRunKeepsTheRecordsUpToItsCheckpoint) {
   EXPECT_EQ(read(path), "{\"step\":1,\"loss\":0.5}\n{\"step\":2,\"loss\":0.4}\n");
 }
 
+// The picture of a resumed run covers the whole run: the logged records before its checkpoint (from the file)
+// and its own; it used to plot only the steps the last attempt trained.
+TEST_F(MetricsFileTest, AResumedRunPlotsTheStepsBeforeItsCheckpointToo) {
+  const std::string path = (dir_ / "resumed.jsonl").string();
+  auto logged = [](int64_t step, double loss) {
+    StepRecord r;
+    r.step = step;
+    r.has_loss = true;
+    r.loss = loss;
+    r.pairs_per_second = 1000.0 * static_cast<double>(step);
+    return r;
+  };
+  {
+    RunLog first(true, path, 6, 0);
+    for (int64_t step = 1; step <= 4; ++step) first.record(logged(step, 1.0 / static_cast<double>(step)));
+  }
+  const std::string png = (dir_ / "training.png").string();
+  {
+    RunLog resumed(true, path, 6, 2);  // from the checkpoint of step 2: steps 3 and 4 are trained again
+    resumed.record(logged(3, 0.3));
+    resumed.plot(png);  // without gnuplot it warns; the data file is written first either way
+  }
+  EXPECT_EQ(read(png + ".dat"), "1 1.000000 1000.0\n2 0.500000 2000.0\n3 0.300000 3000.0\n");
+}
+
 TEST_F(MetricsFileTest, AFreshStartBeginsTheFileAnewAndATornLastLineIsDropped) {
   const std::string path = write(kThreeSteps + "{\"step\":4,\"lo");
   keepMetricsUpTo(path, 3);
