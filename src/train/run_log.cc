@@ -216,6 +216,29 @@ void RunLog::note(const std::string& text) {
 
 void RunLog::evaluation(int64_t step, const std::string& fields_json) {
   if (!enabled_ || !metrics_.is_open()) return;
+  if (step == first_step_ && step > 0) {
+    // A finished run resumed evaluates its last step again: its new record replaces the one the earlier
+    // attempt wrote (kept until now, in case this evaluation does not end).
+    metrics_.flush();
+    checkWritten();
+    if (!metrics_.is_open()) return;
+    if (const std::optional<std::string> text = readMetricsFile(metrics_path_)) {
+      std::string kept;
+      forEachMetricsLine(metrics_path_, *text, [&](std::string_view line, int64_t at) {
+        const bool old_evaluation = at == step && line.find("\"eval\":") != std::string_view::npos;
+        if (!old_evaluation) (kept += line) += '\n';
+      });
+      if (kept != *text) {
+        metrics_.close();
+        writeFileAtomically(metrics_path_, kept);
+        metrics_.open(metrics_path_, std::ios::app);
+        if (!metrics_) {
+          failure_ = fmt::format("{}: cannot reopen the metrics file ({})", metrics_path_, std::strerror(errno));
+          return;
+        }
+      }
+    }
+  }
   metrics_ << fmt::format("{{\"step\":{},\"eval\":{{{}}}}}\n", step, fields_json);
   metrics_.flush();
   checkWritten();

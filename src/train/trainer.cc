@@ -1041,8 +1041,7 @@ TrainSummary train(Session& s) {
   }
   const Evaluation ev = evaluate(s, queries, true);
   putEvaluation(ev, summary);
-  // (A finished run resumed adds a second record of its last step: skipping it would lose the record of a run
-  // that died during this evaluation, after its final checkpoint.)
+  // (A finished run resumed replaces its last step's record: RunLog::evaluation.)
   recordEvaluation(run_log, global_step, ev, job.eval.k);
   if (s.leader() && !run_log.failure().empty()) warn("{}", run_log.failure());  // the records before it are whole
   if (job.log.trace_steps > 0) {

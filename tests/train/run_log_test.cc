@@ -135,6 +135,31 @@ TEST_F(MetricsFileTest, AResumedRunPlotsTheStepsBeforeItsCheckpointToo) {
   EXPECT_EQ(read(png + ".dat"), "1 1.000000 1000.0\n2 0.500000 2000.0\n3 0.300000 3000.0\n");
 }
 
+// A finished run resumed trains nothing and evaluates its last step again: that record replaces the earlier
+// attempt's (there used to be two of the step); a periodic evaluation of an earlier step stays.
+TEST_F(MetricsFileTest, AFinishedRunResumedReplacesItsLastEvaluation) {
+  const std::string path = (dir_ / "finished.jsonl").string();
+  {
+    RunLog first(true, path, 4, 0);
+    for (int64_t step = 1; step <= 4; ++step) {
+      StepRecord r;
+      r.step = step;
+      first.record(r);
+      if (step == 2) first.evaluation(2, "\"hr@10\":0.1");
+    }
+    first.evaluation(4, "\"hr@10\":0.2");
+  }
+  {
+    RunLog resumed(true, path, 4, 4);
+    resumed.evaluation(4, "\"hr@10\":0.3");
+  }
+  const std::string text = read(path);
+  EXPECT_THAT(text, HasSubstr("{\"step\":2,\"eval\":{\"hr@10\":0.1}}\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("\"hr@10\":0.2")));
+  EXPECT_THAT(text, HasSubstr("{\"step\":4,\"eval\":{\"hr@10\":0.3}}\n"));
+  EXPECT_THAT(text, HasSubstr("{\"step\":4,\"epoch\"")) << "the step's own record stays";
+}
+
 TEST_F(MetricsFileTest, AFreshStartBeginsTheFileAnewAndATornLastLineIsDropped) {
   const std::string path = write(kThreeSteps + "{\"step\":4,\"lo");
   keepMetricsUpTo(path, 3);
