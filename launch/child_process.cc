@@ -104,10 +104,35 @@ void ProcessGroup::signal(int sig) const {
 
 void ProcessGroup::release() { lifeline_.reset(); }
 
-Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
-  int out[2], err[2], report[2];
-  RT_CHECK(::pipe2(out, O_CLOEXEC) == 0 && ::pipe2(err, O_CLOEXEC) == 0 && ::pipe2(report, O_CLOEXEC) == 0,
-           "pipe: ", std::strerror(errno));
+namespace {
+
+// A pipe's two ends, each closed when it goes out of scope (an error on the way: nothing leaks).
+struct Pipe {
+  UniqueFd read, write;
+  explicit Pipe(int flags) {
+    int fds[2];
+    RT_CHECK(::pipe2(fds, O_CLOEXEC | flags) == 0, "pipe: ", std::strerror(errno));
+    read.reset(fds[0]);
+    write.reset(fds[1]);
+  }
+};
+
+}  // namespace
+
+int execErrorOf(const Child& child) {
+  int error = 0;
+  if (!child.exec_report.valid()) return 0;
+  const ssize_t got = ::read(child.exec_report.get(), &error, sizeof error);
+  return got == static_cast<ssize_t>(sizeof error) ? error : 0;
+}
+
+namespace {
+
+Child spawn(const ChildSpec& spec, const ProcessGroup& group) {
+  Pipe out(0), err(0);
+  // Non-blocking: read once the child is reaped (execErrorOf), never waited on: an exec that stalls (a hung
+  // file system, a debugger holding the child) must not stall ringrun.
+  Pipe report(O_NONBLOCK);
   UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   std::vector<char*> argv, envp;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -135,8 +160,8 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
     if (::getppid() != parent) ::_exit(127);
     resetSignalsInChild();
     ::dup2(devnull.get(), 0);
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
+    ::dup2(out.write.get(), 1);
+    ::dup2(err.write.get(), 2);
     // After the dup2s, so that a refusal reaches the rank's own (prefixed, logged) stderr.
     if (!spec.cpus.empty() && ::sched_setaffinity(0, mask_bytes, cpus.get()) != 0) {
       const int error = errno;
@@ -155,26 +180,20 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
       writeStr(2, " (its #! interpreter or ELF loader is missing?)");
     }
     writeStr(2, "\n");
-    (void)!::write(report[1], &error, sizeof error);  // a successful exec closes it unwritten instead
+    (void)!::write(report.write.get(), &error, sizeof error);  // a successful exec closes it unwritten instead
     ::_exit(error == ENOENT ? 127 : 126);  // as shells say: not found, or found and not executable
   }
   ::setpgid(pid, pgid);
-  ::close(out[1]);
-  ::close(err[1]);
-  ::close(report[1]);
   Child child;
   child.pid = pid;
-  child.out.reset(out[0]);
-  child.err.reset(err[0]);
-  // End of file: the exec happened (or the child died before it, which its exit status tells).
-  int error = 0;
-  ssize_t got = 0;
-  do {
-    got = ::read(report[0], &error, sizeof error);
-  } while (got < 0 && errno == EINTR);
-  ::close(report[0]);
-  if (got == static_cast<ssize_t>(sizeof error)) child.exec_error = error;
-  return child;
+  child.out = std::move(out.read);
+  child.err = std::move(err.read);
+  child.exec_report = std::move(report.read);
+  return child;  // the write ends close here: only the child holds them
 }
+
+}  // namespace
+
+Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) { return spawn(spec, group); }
 
 }  // namespace ringtrain::launch

@@ -69,13 +69,16 @@ struct Child {
   pid_t pid = -1;
   UniqueFd out;  // read ends of the child's stdout and stderr
   UniqueFd err;
-  int exec_error = 0;  // errno of a failed exec (the program could not be started), else 0
+  UniqueFd exec_report;  // read end of a close-on-exec pipe: errno when the exec failed (execErrorOf)
 };
 
 // Forks and execs `spec` in `group`, stdin from /dev/null, stdout and stderr into fresh pipes. When exec
-// fails, the child prints why on its stderr, reports errno through a close-on-exec pipe (Child::exec_error:
-// spawnChild waits for the exec, which takes well under a millisecond) and exits with 127 (not found) or 126.
-// A binding (`cpus`) the OS refuses is said on the child's stderr, and the child runs unbound.
+// fails, the child prints why on its stderr, writes errno into `exec_report` and exits with 127 (not found)
+// or 126. A binding (`cpus`) the OS refuses is said on the child's stderr, and the child runs unbound.
 Child spawnChild(const ChildSpec& spec, const ProcessGroup& group);
+
+// After the child was reaped: errno of its failed exec (the program could not be started), or 0 (it ran:
+// a successful exec closed the pipe unwritten). Never blocks.
+int execErrorOf(const Child& child);
 
 }  // namespace ringtrain::launch

@@ -154,14 +154,17 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
   if (first_step > 0) {
     if (const std::optional<std::string> text = readMetricsFile(metrics_path)) {
       forEachMetricsLine(metrics_path, *text, [&](std::string_view line, int64_t step) {
-        if (step < 0) return;
+        if (step < 0 || line.find("\"loss\":") == std::string_view::npos) return;  // not a logged step
         const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (!record.is_object() || !record.contains("loss") || !record.contains("window_pairs_per_s")) return;
+        if (!record.is_object() || !record.contains("loss") || !record["loss"].is_number() ||
+            !record.contains("window_pairs_per_s") || !record["window_pairs_per_s"].is_number()) {
+          return;
+        }
         StepRecord r;
         r.step = step;
         r.has_loss = true;
-        r.loss = record["loss"].is_number() ? record["loss"].get<double>() : 0.0;
-        r.pairs_per_second = record["window_pairs_per_s"].is_number() ? record["window_pairs_per_s"].get<double>() : 0.0;
+        r.loss = record["loss"].get<double>();
+        r.pairs_per_second = record["window_pairs_per_s"].get<double>();
         history_.push_back(r);
       });
     }
@@ -216,30 +219,37 @@ void RunLog::note(const std::string& text) {
 
 void RunLog::evaluation(int64_t step, const std::string& fields_json) {
   if (!enabled_ || !metrics_.is_open()) return;
+  const std::string record = fmt::format("{{\"step\":{},\"eval\":{{{}}}}}\n", step, fields_json);
   if (step == first_step_ && step > 0) {
     // A finished run resumed evaluates its last step again: its new record replaces the one the earlier
-    // attempt wrote (kept until now, in case this evaluation does not end).
+    // attempt wrote, in one atomic rewrite (the old one stays until the new one is there).
     metrics_.flush();
     checkWritten();
     if (!metrics_.is_open()) return;
-    if (const std::optional<std::string> text = readMetricsFile(metrics_path_)) {
-      std::string kept;
-      forEachMetricsLine(metrics_path_, *text, [&](std::string_view line, int64_t at) {
-        const bool old_evaluation = at == step && line.find("\"eval\":") != std::string_view::npos;
-        if (!old_evaluation) (kept += line) += '\n';
-      });
-      if (kept != *text) {
-        metrics_.close();
-        writeFileAtomically(metrics_path_, kept);
-        metrics_.open(metrics_path_, std::ios::app);
-        if (!metrics_) {
-          failure_ = fmt::format("{}: cannot reopen the metrics file ({})", metrics_path_, std::strerror(errno));
+    try {
+      if (const std::optional<std::string> text = readMetricsFile(metrics_path_)) {
+        std::string kept;
+        bool replaced = false;
+        forEachMetricsLine(metrics_path_, *text, [&](std::string_view line, int64_t at) {
+          const bool old_evaluation = at == step && line.find("\"eval\":") != std::string_view::npos;
+          replaced = replaced || old_evaluation;
+          if (!old_evaluation) (kept += line) += '\n';
+        });
+        if (replaced) {
+          metrics_.close();
+          writeFileAtomically(metrics_path_, kept + record);
+          metrics_.open(metrics_path_, std::ios::app);
+          if (!metrics_) failure_ = fmt::format("{}: cannot reopen the metrics file ({})", metrics_path_, std::strerror(errno));
           return;
         }
       }
+    } catch (const std::exception& e) {  // recorded, not thrown: see failure()
+      metrics_.close();
+      failure_ = fmt::format("{}: cannot replace the last evaluation's record ({})", metrics_path_, e.what());
+      return;
     }
   }
-  metrics_ << fmt::format("{{\"step\":{},\"eval\":{{{}}}}}\n", step, fields_json);
+  metrics_ << record;
   metrics_.flush();
   checkWritten();
 }

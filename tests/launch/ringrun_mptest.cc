@@ -68,6 +68,7 @@ class Background {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::setpgid(0, 0);  // like a shell job: ringrun's own group, apart from the job it starts
+      ::signal(SIGHUP, SIG_DFL);  // as from a terminal, even where the tests run under nohup
       ::dup2(stalled_fd == 1 ? stalled[1] : ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
       ::dup2(stalled_fd == 2 ? stalled[1] : ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
       ::execve(args[0], args.data(), envp.data());
@@ -690,7 +691,19 @@ TEST(Ringrun, SigusrIsPassedToTheRanksAndSigquitStopsThem) {
   EXPECT_THAT(quit.out(), HasSubstr("rank 1 got SIGTERM"));
 }
 
-// Under nohup (SIGHUP ignored when ringrun starts) a hangup is not for the job: ringrun lets it pass, and the
+// A hangup stops the job as SIGTERM does (the ranks get it)...
+TEST(Ringrun, AHangupStopsTheJob) {
+  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
+                  "trap 'echo rank $RANK got SIGHUP; exit 0' HUP; echo ready; while :; do sleep 0.05; done"});
+  ASSERT_TRUE(job.waitForOutput("ready", 2)) << job.err();
+  ::kill(job.pid(), SIGHUP);
+  const auto status = job.waitExit(10000ms);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGHUP) << *status << job.err();
+  EXPECT_THAT(job.out(), HasSubstr("rank 1 got SIGHUP"));
+}
+
+// ...but under nohup (SIGHUP ignored when ringrun starts) it is not for the job: ringrun lets it pass, and the
 // ranks, which inherit the ignored SIGHUP, see nothing of one sent to their group either. Both used to stop.
 TEST(Ringrun, UnderNohupAHangupLeavesTheJobRunning) {
   const std::string dir = testing::makeTempDir("ringrun_nohup");
@@ -953,6 +966,12 @@ TEST(Ringrun, AScriptWithoutItsInterpreterIsSaidAsSuch) {
                                ": No such file or directory, and a restart would fail the same way"));
   EXPECT_THAT(r.err, Not(HasSubstr("restarting all ranks")));
   std::filesystem::remove_all(dir);
+  // A program that ran and exited 127 itself is restarted as any failure is.
+  const auto ran = runCommand({binPath("ringrun"), "--standalone", "--max-restarts", "1", "--", "sh", "-c", "exit 127"},
+                              {.timeout = 20000ms});
+  EXPECT_EQ(ran.exit_code, 127) << ran.err;
+  EXPECT_THAT(ran.err, HasSubstr("restarting all ranks (restart 1 of 1)"));
+  EXPECT_THAT(ran.err, Not(HasSubstr("not restarting")));
 }
 
 TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {

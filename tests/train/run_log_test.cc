@@ -158,6 +158,7 @@ TEST_F(MetricsFileTest, AFinishedRunResumedReplacesItsLastEvaluation) {
   EXPECT_THAT(text, ::testing::Not(HasSubstr("\"hr@10\":0.2")));
   EXPECT_THAT(text, HasSubstr("{\"step\":4,\"eval\":{\"hr@10\":0.3}}\n"));
   EXPECT_THAT(text, HasSubstr("{\"step\":4,\"epoch\"")) << "the step's own record stays";
+  EXPECT_LT(text.find("{\"step\":4,\"epoch\""), text.find("\"hr@10\":0.3")) << "after its step, as before: " << text;
 }
 
 TEST_F(MetricsFileTest, AFreshStartBeginsTheFileAnewAndATornLastLineIsDropped) {
