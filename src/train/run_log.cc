@@ -243,10 +243,15 @@ void RunLog::evaluation(int64_t step, const std::string& fields_json) {
           return;
         }
       }
-    } catch (const std::exception& e) {  // recorded, not thrown: see failure()
-      metrics_.close();
-      failure_ = fmt::format("{}: cannot replace the last evaluation's record ({})", metrics_path_, e.what());
-      return;
+    } catch (const std::exception& e) {
+      // Its directory not writable (the file is), say: the new record goes after the old one, as appended.
+      warn("{}: cannot replace the earlier record of step {}'s evaluation ({}); the new one follows it", metrics_path_,
+           step, e.what());
+      if (!metrics_.is_open()) metrics_.open(metrics_path_, std::ios::app);
+      if (!metrics_) {
+        failure_ = fmt::format("{}: cannot reopen the metrics file ({})", metrics_path_, std::strerror(errno));
+        return;
+      }
     }
   }
   metrics_ << record;

@@ -161,6 +161,29 @@ TEST_F(MetricsFileTest, AFinishedRunResumedReplacesItsLastEvaluation) {
   EXPECT_LT(text.find("{\"step\":4,\"epoch\""), text.find("\"hr@10\":0.3")) << "after its step, as before: " << text;
 }
 
+// Where the record cannot be replaced (the file writable but no temporary file possible beside it: a directory
+// not writable to the user; here a directory in the temporary file's place, which stops root too), the new one
+// is appended after the old, with a warning, and the run goes on (it used to stop there with exit 2).
+TEST_F(MetricsFileTest, AnEvaluationThatCannotReplaceTheOldOneIsAppended) {
+  const std::string path = (dir_ / "m.jsonl").string();
+  {
+    RunLog first(true, path, 1, 0);
+    StepRecord r;
+    r.step = 1;
+    first.record(r);
+    first.evaluation(1, "\"hr@10\":0.2");
+  }
+  std::filesystem::create_directories(path + ".tmp." + std::to_string(::getpid()));  // writeFileAtomically's
+  {
+    RunLog resumed(true, path, 1, 1);
+    resumed.evaluation(1, "\"hr@10\":0.3");
+    EXPECT_TRUE(resumed.failure().empty()) << resumed.failure();
+  }
+  const std::string text = read(path);
+  EXPECT_THAT(text, HasSubstr("\"hr@10\":0.2"));
+  EXPECT_THAT(text, HasSubstr("\"hr@10\":0.3"));
+}
+
 TEST_F(MetricsFileTest, AFreshStartBeginsTheFileAnewAndATornLastLineIsDropped) {
   const std::string path = write(kThreeSteps + "{\"step\":4,\"lo");
   keepMetricsUpTo(path, 3);
