@@ -648,19 +648,23 @@ TEST(Ringrun, AGuardianKilledFromOutsideIsSaidAndTheJobGoesOn) {
                                    ") killed by SIGKILL"));
 }
 
-TEST(Ringrun, SigintIsForwardedToEveryRank) {
+// `sig` (INT or HUP) sent to ringrun reaches every rank and stops the job with 128 + sig.
+void expectForwardedToEveryRank(int sig, const std::string& name) {
   Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
-                  "trap 'echo rank $RANK got SIGINT; exit 0' INT; echo ready; while :; do sleep 0.05; done"});
+                  "trap 'echo rank $RANK got SIG" + name + "; exit 0' " + name +
+                      "; echo ready; while :; do sleep 0.05; done"});
   ASSERT_TRUE(job.waitForOutput("ready", 2)) << job.err();
-  ::kill(job.pid(), SIGINT);
+  ::kill(job.pid(), sig);
   const auto status = job.waitExit(10000ms);
   ASSERT_TRUE(status.has_value());
   ASSERT_TRUE(WIFEXITED(*status));
-  EXPECT_EQ(WEXITSTATUS(*status), 128 + SIGINT);
-  EXPECT_THAT(job.out(), HasSubstr("rank 0 got SIGINT"));
-  EXPECT_THAT(job.out(), HasSubstr("rank 1 got SIGINT"));
-  EXPECT_THAT(job.err(), HasSubstr("interrupted by SIGINT"));
+  EXPECT_EQ(WEXITSTATUS(*status), 128 + sig);
+  EXPECT_THAT(job.out(), HasSubstr("rank 0 got SIG" + name));
+  EXPECT_THAT(job.out(), HasSubstr("rank 1 got SIG" + name));
+  EXPECT_THAT(job.err(), HasSubstr("interrupted by SIG" + name));
 }
+
+TEST(Ringrun, SigintIsForwardedToEveryRank) { expectForwardedToEveryRank(SIGINT, "INT"); }
 
 // SIGUSR1 (Slurm's --signal warning before pre-emption) is passed to the ranks and the job goes on: ranks
 // start with it ignored (ringtrain train installs its own handler), so one that does not care, these shell
@@ -691,17 +695,8 @@ TEST(Ringrun, SigusrIsPassedToTheRanksAndSigquitStopsThem) {
   EXPECT_THAT(quit.out(), HasSubstr("rank 1 got SIGTERM"));
 }
 
-// A hangup stops the job as SIGTERM does (the ranks get it)...
-TEST(Ringrun, AHangupStopsTheJob) {
-  Background job({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c",
-                  "trap 'echo rank $RANK got SIGHUP; exit 0' HUP; echo ready; while :; do sleep 0.05; done"});
-  ASSERT_TRUE(job.waitForOutput("ready", 2)) << job.err();
-  ::kill(job.pid(), SIGHUP);
-  const auto status = job.waitExit(10000ms);
-  ASSERT_TRUE(status.has_value());
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGHUP) << *status << job.err();
-  EXPECT_THAT(job.out(), HasSubstr("rank 1 got SIGHUP"));
-}
+// A hangup stops the job as SIGINT does (the ranks get it)...
+TEST(Ringrun, AHangupStopsTheJob) { expectForwardedToEveryRank(SIGHUP, "HUP"); }
 
 // ...but under nohup (SIGHUP ignored when ringrun starts) it is not for the job: ringrun lets it pass, and the
 // ranks, which inherit the ignored SIGHUP, see nothing of one sent to their group either. Both used to stop.
