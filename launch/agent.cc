@@ -206,7 +206,7 @@ struct Rank {
   int64_t ended_ns = 0;        // when it was reaped (system clock)
   std::string stopped_state;   // "stopped" or "stopped by a debugger" when the job failed while it was
   std::string failure_file;    // where it records its failure (root_cause.h); "" for none
-  Child process;               // its pid and pipes: out and err are moved to the fields below
+  UniqueFd exec_report;        // Child::exec_report: why its program could not be started (execErrorOf)
   // What it recorded there, once read (recordOf()): a record is written once, whole, and never changes.
   mutable std::optional<FailureRecord> record;
   Tail tail;
@@ -654,10 +654,11 @@ class Agent {
       r.failure_file = failure_records_.pathFor(attempt, r.rank);
       ChildSpec spec{o_.program_path, o_.command, childEnv(r, attempt), {}};
       if (!rank_cpus_.empty()) spec.cpus = rank_cpus_[static_cast<size_t>(local)];
-      r.process = spawnChild(spec, group);
-      r.pid = r.process.pid;
-      r.out = std::move(r.process.out);
-      r.err = std::move(r.process.err);
+      Child child = spawnChild(spec, group);
+      r.pid = child.pid;
+      r.out = std::move(child.out);
+      r.err = std::move(child.err);
+      r.exec_report = std::move(child.exec_report);
       by_pid[r.pid] = &r;
       by_fd[r.out.get()] = {&r, false};
       by_fd[r.err.get()] = {&r, true};
@@ -930,7 +931,7 @@ class Agent {
     for (const Rank& r : ranks) {
       // Reaped by now. Errors a retry cannot mend: a transient one (ETXTBSY while the binary is rebuilt,
       // ENOMEM, EMFILE, EIO) leaves restarts as they were.
-      const int error = r.status ? execErrorOf(r.process) : 0;
+      const int error = r.status ? execErrorOf(r.exec_report) : 0;
       const bool lasting = error == ENOENT || error == EACCES || error == ENOEXEC || error == ENOTDIR ||
                            error == ELOOP || error == ENAMETOOLONG || error == EISDIR || error == E2BIG;
       if (lasting && result.not_started.empty()) {

@@ -119,16 +119,14 @@ struct Pipe {
 
 }  // namespace
 
-int execErrorOf(const Child& child) {
+int execErrorOf(const UniqueFd& exec_report) {
   int error = 0;
-  if (!child.exec_report.valid()) return 0;
-  const ssize_t got = ::read(child.exec_report.get(), &error, sizeof error);
+  if (!exec_report.valid()) return 0;
+  const ssize_t got = ::read(exec_report.get(), &error, sizeof error);
   return got == static_cast<ssize_t>(sizeof error) ? error : 0;
 }
 
-namespace {
-
-Child spawn(const ChildSpec& spec, const ProcessGroup& group) {
+Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
   Pipe out(0), err(0);
   // Non-blocking: read once the child is reaped (execErrorOf), never waited on: an exec that stalls (a hung
   // file system, a debugger holding the child) must not stall ringrun.
@@ -191,9 +189,5 @@ Child spawn(const ChildSpec& spec, const ProcessGroup& group) {
   child.exec_report = std::move(report.read);
   return child;  // the write ends close here: only the child holds them
 }
-
-}  // namespace
-
-Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) { return spawn(spec, group); }
 
 }  // namespace ringtrain::launch

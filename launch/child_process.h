@@ -77,8 +77,8 @@ struct Child {
 // or 126. A binding (`cpus`) the OS refuses is said on the child's stderr, and the child runs unbound.
 Child spawnChild(const ChildSpec& spec, const ProcessGroup& group);
 
-// After the child was reaped: errno of its failed exec (the program could not be started), or 0 (it ran:
-// a successful exec closed the pipe unwritten). Never blocks.
-int execErrorOf(const Child& child);
+// After the child was reaped, from its Child::exec_report: errno of its failed exec (the program could not
+// be started), or 0 (it ran: a successful exec closed the pipe unwritten). Never blocks.
+int execErrorOf(const UniqueFd& exec_report);
 
 }  // namespace ringtrain::launch
