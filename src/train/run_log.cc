@@ -98,7 +98,8 @@ void checkMetricsFile(const std::string& path) {
   if (const auto text = readMetricsFile(path)) forEachMetricsLine(path, *text, [](std::string_view, int64_t) {});
 }
 
-void keepMetricsUpTo(const std::string& path, int64_t last_step) {
+void keepMetricsUpTo(const std::string& path, int64_t last_step,
+                     const std::function<void(std::string_view, int64_t)>& each_kept) {
   const std::optional<std::string> text = readMetricsFile(path);
   if (!text) return;
   std::string kept;
@@ -106,7 +107,9 @@ void keepMetricsUpTo(const std::string& path, int64_t last_step) {
   forEachMetricsLine(path, *text, [&](std::string_view line, int64_t step) {
     // A line that is not a record after the first: torn by a crash (older versions appended after one).
     if (step < 0) ++dropped_lines;
-    if (step >= 0 && step <= last_step) (kept += line) += '\n';
+    if (step < 0 || step > last_step) return;
+    (kept += line) += '\n';
+    if (each_kept) each_kept(line, step);
   });
   if (dropped_lines > 0) warn("{}: {} line(s) that are not whole records dropped", path, dropped_lines);
   if (kept != *text) writeFileAtomically(path, kept);
@@ -148,27 +151,22 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
   // A resumed run continues the file from its checkpoint's step: the records after it are of steps trained
   // again (a fresh start, step 0, begins the file anew).
-  keepMetricsUpTo(metrics_path, first_step);
-  // The logged records before the checkpoint, so that the picture at the end covers the whole run and not
-  // only what this attempt trained.
-  if (first_step > 0) {
-    if (const std::optional<std::string> text = readMetricsFile(metrics_path)) {
-      forEachMetricsLine(metrics_path, *text, [&](std::string_view line, int64_t step) {
-        if (step < 0 || line.find("\"loss\":") == std::string_view::npos) return;  // not a logged step
-        const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (!record.is_object() || !record.contains("loss") || !record["loss"].is_number() ||
-            !record.contains("window_pairs_per_s") || !record["window_pairs_per_s"].is_number()) {
-          return;
-        }
-        StepRecord r;
-        r.step = step;
-        r.has_loss = true;
-        r.loss = record["loss"].get<double>();
-        r.pairs_per_second = record["window_pairs_per_s"].get<double>();
-        history_.push_back(r);
-      });
+  // The logged records kept (a resumed run's, before its checkpoint) join the history, so that the picture at
+  // the end covers the whole run and not only what this attempt trained.
+  keepMetricsUpTo(metrics_path, first_step, [&](std::string_view line, int64_t step) {
+    if (line.find("\"loss\":") == std::string_view::npos) return;  // not a logged step
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object() || !record.contains("loss") || !record["loss"].is_number() ||
+        !record.contains("window_pairs_per_s") || !record["window_pairs_per_s"].is_number()) {
+      return;
     }
-  }
+    StepRecord r;
+    r.step = step;
+    r.has_loss = true;
+    r.loss = record["loss"].get<double>();
+    r.pairs_per_second = record["window_pairs_per_s"].get<double>();
+    history_.push_back(r);
+  });
   metrics_.open(metrics_path, std::ios::app);
   if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ", std::strerror(errno));
 }
@@ -220,43 +218,45 @@ void RunLog::note(const std::string& text) {
 void RunLog::evaluation(int64_t step, const std::string& fields_json) {
   if (!enabled_ || !metrics_.is_open()) return;
   const std::string record = fmt::format("{{\"step\":{},\"eval\":{{{}}}}}\n", step, fields_json);
-  if (step == first_step_ && step > 0) {
-    // A finished run resumed evaluates its last step again: its new record replaces the one the earlier
-    // attempt wrote, in one atomic rewrite (the old one stays until the new one is there).
-    metrics_.flush();
-    checkWritten();
-    if (!metrics_.is_open()) return;
-    try {
-      if (const std::optional<std::string> text = readMetricsFile(metrics_path_)) {
-        std::string kept;
-        bool replaced = false;
-        forEachMetricsLine(metrics_path_, *text, [&](std::string_view line, int64_t at) {
-          const bool old_evaluation = at == step && line.find("\"eval\":") != std::string_view::npos;
-          replaced = replaced || old_evaluation;
-          if (!old_evaluation) (kept += line) += '\n';
-        });
-        if (replaced) {
-          metrics_.close();
-          writeFileAtomically(metrics_path_, kept + record);
-          metrics_.open(metrics_path_, std::ios::app);
-          if (!metrics_) failure_ = fmt::format("{}: cannot reopen the metrics file ({})", metrics_path_, std::strerror(errno));
-          return;
-        }
-      }
-    } catch (const std::exception& e) {
-      // Its directory not writable (the file is), say: the new record goes after the old one, as appended.
-      warn("{}: cannot replace the earlier record of step {}'s evaluation ({}); the new one follows it", metrics_path_,
-           step, e.what());
-      if (!metrics_.is_open()) metrics_.open(metrics_path_, std::ios::app);
-      if (!metrics_) {
-        failure_ = fmt::format("{}: cannot reopen the metrics file ({})", metrics_path_, std::strerror(errno));
-        return;
-      }
-    }
-  }
+  if (step == first_step_ && step > 0 && replaceEarlierEvaluation(step, record)) return;
+  if (!metrics_.is_open()) return;
   metrics_ << record;
   metrics_.flush();
   checkWritten();
+}
+
+bool RunLog::replaceEarlierEvaluation(int64_t step, const std::string& record) {
+  // A finished run resumed evaluates its last step again: its new record replaces the one the earlier
+  // attempt wrote, in one atomic rewrite (the old one stays until the new one is there).
+  metrics_.flush();
+  checkWritten();
+  if (!metrics_.is_open()) return false;
+  bool rewritten = false;
+  try {
+    const std::optional<std::string> text = readMetricsFile(metrics_path_);
+    if (!text) return false;
+    std::string kept;
+    bool replaced = false;
+    forEachMetricsLine(metrics_path_, *text, [&](std::string_view line, int64_t at) {
+      const bool old_evaluation = at == step && line.find("\"eval\":") != std::string_view::npos;
+      replaced = replaced || old_evaluation;
+      if (!old_evaluation) (kept += line) += '\n';
+    });
+    if (!replaced) return false;
+    metrics_.close();
+    writeFileAtomically(metrics_path_, kept + record);
+    rewritten = true;
+  } catch (const std::exception& e) {
+    // Its directory not writable (the file is), say: the new record goes after the old one, as appended.
+    warn("{}: cannot replace the earlier record of step {}'s evaluation ({}); the new one follows it", metrics_path_,
+         step, e.what());
+  }
+  if (!metrics_.is_open()) metrics_.open(metrics_path_, std::ios::app);
+  if (!metrics_) {
+    failure_ = fmt::format("{}: cannot reopen the metrics file ({})", metrics_path_, std::strerror(errno));
+    metrics_.close();
+  }
+  return rewritten;
 }
 
 void RunLog::flushMetrics() {

@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ringtrain::train {
@@ -65,6 +67,10 @@ class RunLog {
 
   // After a flush: records in failure_ (naming the file) a write that failed.
   void checkWritten();
+  // evaluation() of the step a finished run resumed at: writes `record` in place of the earlier attempt's
+  // record of that step. False when there was none to replace, or the file could not be rewritten (warned):
+  // then the caller appends `record`.
+  bool replaceEarlierEvaluation(int64_t step, const std::string& record);
 };
 
 // Chrome trace events (Perfetto / chrome://tracing) of one rank: complete events with microsecond times,
@@ -103,7 +109,9 @@ void writeFileAtomically(const std::string& path, const std::string& text);
 // some (and lines that are not whole records: torn by a crash). A path that is not a regular file (none yet,
 // a FIFO, a terminal) is left alone. Throws DataError naming the line when the first line is not a record:
 // the file is somebody's, not ringtrain's metrics.
-void keepMetricsUpTo(const std::string& path, int64_t last_step);
+// `each_kept`, when given, sees every record kept (line and step), from the same read.
+void keepMetricsUpTo(const std::string& path, int64_t last_step,
+                     const std::function<void(std::string_view, int64_t)>& each_kept = nullptr);
 // keepMetricsUpTo's check alone, changing nothing: run before anything else is changed.
 void checkMetricsFile(const std::string& path);
 
