@@ -743,6 +743,12 @@ TrainSummary train(Session& s) {
   data::BatchLoader loader(s.corpus, s.split, job, s.comm->rank(), s.comm->size(), start);
   const int64_t total_steps = stepsToTrain(job, loader);
   const LrSchedule schedule(job.optim, total_steps);
+  // The loader's next batch, for the job's step `step` (from 1): it has one for every step it counted.
+  auto batchForStep = [&](int64_t step) {
+    std::optional<data::Batch> batch = loader.next();
+    RT_CHECK(batch.has_value(), "the loader ended before step ", step, " of ", total_steps);
+    return std::move(*batch);
+  };
   // Skip-gram without negatives has a trivial optimum: every pair's score high, every vector alike. The loss
   // falls to nothing while the rankings get worse than popularity.
   if (s.leader() && job.data.negatives == 0) {
@@ -807,9 +813,7 @@ TrainSummary train(Session& s) {
     if (global_step < total_steps) {
       // Every rank's batch of the first step is offered before any rank takes rows of it; later steps' are
       // offered a step ahead (see below).
-      std::optional<data::Batch> first = loader.next();
-      RT_CHECK(first.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
-      stealing.publish(global_step, *first);
+      stealing.publish(global_step, batchForStep(global_step + 1));
     }
     s.comm->barrier();
   } else if (!stealing.whyOff().empty() && s.leader()) {
@@ -839,9 +843,7 @@ TrainSummary train(Session& s) {
     if (stealing.enabled()) {
       const auto wait_begin = Clock::now();
       if (global_step + 1 < total_steps) {
-        std::optional<data::Batch> next = loader.next();
-        RT_CHECK(next.has_value(), "the loader ended before step ", global_step + 2, " of ", total_steps);
-        stealing.publish(global_step + 1, *next);
+        stealing.publish(global_step + 1, batchForStep(global_step + 2));
       }
       const auto wait_end = Clock::now();
       step_data_wait += seconds(wait_end - wait_begin);
@@ -851,13 +853,12 @@ TrainSummary train(Session& s) {
     }
     for (int micro = 0; micro < accumulation && !stealing.enabled(); ++micro) {
       const auto wait_begin = Clock::now();
-      std::optional<data::Batch> batch = loader.next();
-      RT_CHECK(batch.has_value(), "the loader ended before step ", global_step + 1, " of ", total_steps);
-      if (balance.enabled() && !balance.covers(batch->first_row, batch->center.size(0))) {
+      data::Batch batch = batchForStep(global_step + 1);
+      if (balance.enabled() && !balance.covers(batch.first_row, batch.center.size(0))) {
         // Queued before the cuts moved this far: the rows this rank now trains, built here (data wait). On
         // the host, where it was queued: ddp.balance is for CPU ranks only (config refuses run.device cuda).
         const auto [before, after] = balance.neighbourRowsToHold();
-        *batch = loader.build(batch->epoch, batch->step, before, after);
+        batch = loader.build(batch.epoch, batch.step, before, after);
         ++batches_rebuilt;
       }
       const auto wait_end = Clock::now();
@@ -867,11 +868,11 @@ TrainSummary train(Session& s) {
         // This rank's range of the step's pairs: its own batch, or under ddp.balance a range that may take
         // rows of its neighbours' (the batch holds them), its mean loss weighted by its share so that the
         // ranks' average is the mean over all the step's pairs.
-        const int64_t from = balance.begin() - batch->first_row, count = balance.count();
-        RT_CHECK(from >= 0 && from + count <= batch->center.size(0), "work balance: rows [", balance.begin(),
-                 ", +", count, ") are outside the batch's [", batch->first_row, ", +", batch->center.size(0), ")");
-        at::Tensor loss = s.model->forward(batch->center.narrow(0, from, count), batch->context.narrow(0, from, count),
-                                           batch->negatives.narrow(0, from, count));
+        const int64_t from = balance.begin() - batch.first_row, count = balance.count();
+        RT_CHECK(from >= 0 && from + count <= batch.center.size(0), "work balance: rows [", balance.begin(),
+                 ", +", count, ") are outside the batch's [", batch.first_row, ", +", batch.center.size(0), ")");
+        at::Tensor loss = s.model->forward(batch.center.narrow(0, from, count), batch.context.narrow(0, from, count),
+                                           batch.negatives.narrow(0, from, count));
         if (balance.enabled()) loss = loss * balance.lossScale();
         loss.backward();
         loss_sum.add_(loss.detach());
