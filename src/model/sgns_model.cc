@@ -243,7 +243,25 @@ struct SparseGradientStash : torch::CustomClassHolder {
 
   bool empty() {
     std::lock_guard<std::mutex> lock(mu);
-    return ids[0].empty() && ids[1].empty();
+    for (int t = 0; t < kTables; ++t) {
+      if (!ids[t].empty()) return false;
+    }
+    return true;
+  }
+
+  void hold(bool on) {
+    std::lock_guard<std::mutex> lock(mu);
+    holding = on;
+  }
+
+  // Stops holding and forgets what was kept.
+  void drop() {
+    std::lock_guard<std::mutex> lock(mu);
+    holding = false;
+    for (int t = 0; t < kTables; ++t) {
+      ids[t].clear();
+      values[t].clear();
+    }
   }
 
   // The gradient autograd gets for `table` from this pass's rows: none while holding (the rows are kept),
@@ -542,23 +560,11 @@ at::Tensor SgnsModel::outputVectors() const {
   return named_parameters(false)["output_embedding"].detach().clone();
 }
 
-void SgnsModel::holdSparseGradients(bool hold) {
-  auto& stash = static_cast<SparseGradientStash&>(*stash_);
-  std::lock_guard<std::mutex> lock(stash.mu);
-  stash.holding = hold;
-}
+void SgnsModel::holdSparseGradients(bool hold) { static_cast<SparseGradientStash&>(*stash_).hold(hold); }
 
 bool SgnsModel::holdsSparseGradients() const { return !static_cast<SparseGradientStash&>(*stash_).empty(); }
 
-void SgnsModel::dropHeldSparseGradients() {
-  auto& stash = static_cast<SparseGradientStash&>(*stash_);
-  std::lock_guard<std::mutex> lock(stash.mu);
-  stash.holding = false;
-  for (int t = 0; t < SparseGradientStash::kTables; ++t) {
-    stash.ids[t].clear();
-    stash.values[t].clear();
-  }
-}
+void SgnsModel::dropHeldSparseGradients() { static_cast<SparseGradientStash&>(*stash_).drop(); }
 
 std::vector<std::string> SgnsModel::sparseParameterNames() const {
   if (!options_.sparse) return {};
