@@ -181,6 +181,7 @@ struct Override {
 Override parseOverride(const std::string& text);
 
 // Loads a YAML file (missing keys keep their defaults), then applies overrides in order, then validates.
+// An override wins over the file; one key overridden twice with two values is refused.
 // Every problem throws ConfigError with one line naming the file, the line and the key path.
 JobConfig loadFile(const std::string& path, const std::vector<Override>& overrides = {});
 // Same, from text; `origin` names the source in messages.
