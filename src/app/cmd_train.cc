@@ -15,8 +15,8 @@ namespace ringtrain::app {
 namespace {
 
 // SIGUSR1 or SIGUSR2 (ringrun passes them on; Slurm's --signal=USR1@SECONDS, SGE's -notify send them before a
-// pre-emption): a checkpoint at the next log step, and training goes on. Without this the signal's default
-// action ended the rank.
+// pre-emption): a checkpoint within about a second of training, and training goes on. Without this the
+// signal's default action ended the rank.
 void checkpointOnSigusr1() {
   struct sigaction action {};
   action.sa_handler = [](int) { train::requestCheckpoint(); };

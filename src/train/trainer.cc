@@ -41,6 +41,7 @@
 #include "ringtrain/train/item_export.h"
 #include "ringtrain/train/optimizer.h"
 #include "ringtrain/train/startup_check.h"
+#include "train/checkpoint_request.h"
 #include "train/run_log.h"
 #include "train/torch_failure.h"
 #include "train/work_balance.h"
@@ -490,7 +491,7 @@ void recordEvaluation(RunLog& run_log, int64_t step, const Evaluation& ev, int k
                                        ev.ranking.hitRate(), ev.ranking.ndcg(), ev.ranking.count));
 }
 
-// Set by requestCheckpoint() (a signal handler), taken at the next log step.
+// Set by requestCheckpoint() (a signal handler), taken at the next look (checkpoint_request.h).
 std::atomic<bool> g_checkpoint_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
 
@@ -831,6 +832,15 @@ TrainSummary train(Session& s) {
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   int64_t window_steps = 0;
+  CheckpointRequestSchedule request_looks(global_step);
+  auto last_request_look = Clock::now();
+  // Rank 0's whole milliseconds since the last look, sent with the look (0 from the other ranks).
+  const auto leaderMsSinceLook = [&] {
+    const auto now = Clock::now();
+    const double ms = s.leader() ? std::floor(seconds(now - last_request_look) * 1e3) : 0.0;
+    last_request_look = now;
+    return ms;
+  };
 
   while (global_step < total_steps) {
     const auto step_begin = Clock::now();
@@ -944,16 +954,17 @@ TrainSummary train(Session& s) {
     record.sync_wait_ms = sync_wait * 1e3;
     record.dense_bytes = stats.dense_bytes_sent;
     record.sparse_bytes = stats.sparse_bytes_sent;
-    bool checkpoint_asked = false;  // requestCheckpoint() on some rank since the last log step
+    bool checkpoint_asked = false;  // requestCheckpoint() on some rank since the last look
     if (log_now) {
       // The loss stays on the device between logs: reading it is the only host round trip it costs. The
       // same sum tells whether any rank was asked for a checkpoint, so that all take it at this step.
       std::vector<double> window = {loss_sum.item<double>(), static_cast<double>(loss_count),
                                     run_log.failure().empty() ? 0.0 : 1.0,
-                                    g_checkpoint_requested.exchange(false) ? 1.0 : 0.0};
+                                    g_checkpoint_requested.exchange(false) ? 1.0 : 0.0, leaderMsSinceLook()};
       s.sumOverRanks(window);
       if (window[2] > 0) stopForMetrics(s, run_log);
       checkpoint_asked = window[3] > 0;
+      request_looks.looked(global_step, static_cast<int64_t>(window[4]));
       record.loss = window[1] > 0 ? window[0] / window[1] : 0.0;
       // Every rank holds the same reduced loss, so all stop here together. Going on would write NaN
       // vectors, checkpoints and an export, and report success.
@@ -973,6 +984,13 @@ TrainSummary train(Session& s) {
       window_steps = 0;
     }
     run_log.record(record);
+    if (!log_now && request_looks.due(global_step) && global_step < total_steps) {
+      // Between log steps too, so that a request is taken within about a second of training.
+      std::vector<double> look = {g_checkpoint_requested.exchange(false) ? 1.0 : 0.0, leaderMsSinceLook()};
+      s.sumOverRanks(look);
+      checkpoint_asked = look[0] > 0;
+      request_looks.looked(global_step, static_cast<int64_t>(look[1]));
+    }
 
     if (job.eval.every_steps > 0 && global_step % job.eval.every_steps == 0 && global_step < total_steps) {
       const Evaluation ev = evaluate(s, queries, false);

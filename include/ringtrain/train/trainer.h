@@ -50,8 +50,9 @@ std::string metricsPath(const config::JobConfig& job);
 // Trains the job; throws ConfigError/DataError/CommError/TimeoutError with context.
 TrainSummary trainJob(const config::JobConfig& job, const dist::ProcessInfo& process);
 
-// Asks a running trainJob of this process for a checkpoint: written at the next log step (log.every_steps)
-// by every rank's agreement, when any rank was asked; the run goes on. Async-signal-safe: `ringtrain train`
+// Asks a running trainJob of this process for a checkpoint: written within about a second of training (the
+// ranks look for requests then, and at log steps) by every rank's agreement, when any rank was asked; the
+// run goes on. Async-signal-safe: `ringtrain train`
 // calls it on SIGUSR1, a batch scheduler's warning before it pre-empts the job (Slurm's --signal).
 void requestCheckpoint() noexcept;
 
