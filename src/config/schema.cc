@@ -322,6 +322,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("serve", "max_wait_us", &J::serve, &ServeOptions::max_wait_us, 0, 1e7));
   s.push_back(makeField("serve", "queue_capacity", &J::serve, &ServeOptions::queue_capacity, 1, 1 << 24));
   s.push_back(makeField("serve", "cache_entries", &J::serve, &ServeOptions::cache_entries, 0));
+  s.push_back(makeField("serve", "cache_mb", &J::serve, &ServeOptions::cache_mb, 0, 1 << 30));
   s.push_back(makeChoice("serve", "index", &J::serve, &ServeOptions::index, {"exact", "faiss"}));
   s.push_back(makeField("serve", "watch_dir", &J::serve, &ServeOptions::watch_dir));
   s.push_back(makeField("serve", "watch_interval_ms", &J::serve, &ServeOptions::watch_interval_ms, 10, 3600000));

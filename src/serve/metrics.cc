@@ -66,7 +66,7 @@ void Metrics::request(const std::string& endpoint, int code, double seconds) {
   if (endpoint == "recommend") latency_.observe(seconds);
 }
 
-std::string Metrics::render(int64_t queue_depth, int64_t cache_entries) const {
+std::string Metrics::render(int64_t queue_depth, int64_t cache_entries, int64_t cache_bytes) const {
   std::string out;
   out += "# HELP ringtrain_serve_requests_total HTTP requests by endpoint and status code.\n";
   out += "# TYPE ringtrain_serve_requests_total counter\n";
@@ -96,6 +96,9 @@ std::string Metrics::render(int64_t queue_depth, int64_t cache_entries) const {
   out += fmt::format("ringtrain_serve_cache_misses_total {}\n", cache_misses_.load());
   out += "# TYPE ringtrain_serve_cache_entries gauge\n";
   out += fmt::format("ringtrain_serve_cache_entries {}\n", cache_entries);
+  out += "# HELP ringtrain_serve_cache_bytes What the cached answers count against serve.cache_mb.\n";
+  out += "# TYPE ringtrain_serve_cache_bytes gauge\n";
+  out += fmt::format("ringtrain_serve_cache_bytes {}\n", cache_bytes);
   out += "# HELP ringtrain_serve_queue_rejections_total Queries refused with 429 because the queue was full.\n";
   out += "# TYPE ringtrain_serve_queue_rejections_total counter\n";
   out += fmt::format("ringtrain_serve_queue_rejections_total {}\n", queue_rejections_.load());

@@ -49,8 +49,8 @@ class Metrics {
   uint64_t queueRejections() const { return queue_rejections_.load(); }
   const Histogram& latency() const { return latency_; }
   const Histogram& batchSizes() const { return batch_sizes_; }
-  // All metrics; queue_depth and cache_entries are sampled by the caller.
-  std::string render(int64_t queue_depth, int64_t cache_entries) const;
+  // All metrics; queue_depth and the cache's size are sampled by the caller.
+  std::string render(int64_t queue_depth, int64_t cache_entries, int64_t cache_bytes) const;
 
  private:
   mutable std::mutex mu_;

@@ -254,7 +254,7 @@ struct Server::Impl {
   bool started = false;  // guarded by stop_mu
   bool stopped = false;  // guarded by stop_mu
 
-  explicit Impl(const config::ServeOptions& o) : options(o), cache(o.cache_entries) {}
+  explicit Impl(const config::ServeOptions& o) : options(o), cache(o.cache_entries, o.cache_mb << 20) {}
 
   std::shared_ptr<const Model> current() const { return std::atomic_load(&model); }
 
@@ -578,7 +578,7 @@ struct Server::Impl {
                                        {"model", m->path}}));
       }
       if (req.path == "/metrics" && get) {
-        return reply({200, "text/plain; version=0.0.4", metrics.render(batcher->depth(), cache.size())});
+        return reply({200, "text/plain; version=0.0.4", metrics.render(batcher->depth(), cache.size(), cache.bytes())});
       }
       if (const std::string endpoint = endpointOf(req.path); endpoint != "other") {
         throw HttpError{405, req.method + " is not allowed on " + req.path, methodsOf(endpoint)};

@@ -147,7 +147,7 @@ TEST(BatcherTest, StopFailsQueuedJobsInsteadOfHanging) {
 }
 
 TEST(ResultCacheTest, BoundedLruKeyedByVersion) {
-  ResultCache cache(16);  // one entry per shard
+  ResultCache cache(16, 1 << 20);  // one entry per shard
   const auto k1 = ResultCache::key(1, "a", 10);
   const auto k2 = ResultCache::key(2, "a", 10);
   cache.put(k1, "v1");
@@ -158,9 +158,39 @@ TEST(ResultCacheTest, BoundedLruKeyedByVersion) {
   EXPECT_LE(cache.size(), 16);
   cache.clear();
   EXPECT_EQ(cache.size(), 0);
-  ResultCache off(0);
+  ResultCache off(0, 1 << 20);
   off.put(k1, "v1");
   EXPECT_FALSE(off.get(k1).has_value());
+  ResultCache no_bytes(1000, 0);
+  EXPECT_FALSE(no_bytes.enabled());
+}
+
+// Large answers are bounded by bytes, not only by count: the cache never holds more than its bytes, keeps
+// the most recent answers, and does not keep one larger than a shard's share.
+TEST(ResultCacheTest, BoundedInBytes) {
+  const int64_t max_bytes = 16 * 10000;  // 10,000 bytes per shard
+  ResultCache cache(100000, max_bytes);
+  const std::string answer(3000, 'x');  // three fit in a shard, a fourth pushes the oldest out
+  const auto id = [](int i) { return ResultCache::key(1, std::to_string(1000 + i), 10); };  // keys of one length
+  for (int i = 0; i < 2000; ++i) {
+    cache.put(id(i), answer);
+    ASSERT_LE(cache.bytes(), max_bytes) << "after " << i + 1;
+  }
+  EXPECT_GE(cache.size(), 16);
+  EXPECT_LE(cache.size(), 16 * 3);
+  EXPECT_EQ(cache.bytes(), cache.size() * ResultCache::entryBytes(id(1999), answer));
+  EXPECT_TRUE(cache.get(id(1999)).has_value()) << "the newest answer is kept";
+  const auto huge = ResultCache::key(1, "huge", 10);
+  cache.put(huge, std::string(20000, 'y'));
+  EXPECT_FALSE(cache.get(huge).has_value());
+  EXPECT_TRUE(cache.get(id(1999)).has_value()) << "a refused answer pushes nothing out";
+  // Replacing an answer counts its new size, not both.
+  const auto again = id(1999);
+  cache.put(again, "short");
+  EXPECT_EQ(cache.get(again).value_or(""), "short");
+  EXPECT_LE(cache.bytes(), max_bytes);
+  cache.clear();
+  EXPECT_EQ(cache.bytes(), 0);
 }
 
 TEST(MetricsTest, HistogramQuantilesAndPrometheusText) {
@@ -177,10 +207,12 @@ TEST(MetricsTest, HistogramQuantilesAndPrometheusText) {
   Metrics m;
   m.request("recommend", 200, 0.001);
   m.request("recommend", 404, 0.001);
-  const std::string all = m.render(3, 4);
+  const std::string all = m.render(3, 4, 5000);
   EXPECT_NE(all.find("ringtrain_serve_requests_total{endpoint=\"recommend\",code=\"404\"} 1"), std::string::npos);
   EXPECT_NE(all.find("ringtrain_serve_errors_total 1"), std::string::npos);
   EXPECT_NE(all.find("ringtrain_serve_queue_depth 3"), std::string::npos);
+  EXPECT_NE(all.find("ringtrain_serve_cache_entries 4\n"), std::string::npos);
+  EXPECT_NE(all.find("ringtrain_serve_cache_bytes 5000\n"), std::string::npos);
 }
 
 }  // namespace

@@ -149,6 +149,7 @@ struct ServeOptions {
   int64_t max_wait_us = 1000;
   int queue_capacity = 1024;
   int64_t cache_entries = 10000;
+  int64_t cache_mb = 256;  // the cache's keys and answers, in MiB
   std::string index = "exact";  // exact | faiss
   std::string watch_dir;
   int64_t watch_interval_ms = 1000;
