@@ -51,6 +51,18 @@ constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending
 
 // How an attempt's end names a node that went silent: "fail <node> lost: no sign of life for <T> s".
 constexpr const char* kLostText = "lost: no sign of life for";
+// How an attempt's end says its rank's program could not be started, for a reason a restart would not
+// mend: "fail <node> rank <R> exited with code 127: cannot run PATH: why; not restartable". Every node reads
+// the same end, so all of them give up together (a node that restarted alone would wait at the rendezvous).
+constexpr const char* kCannotRunText = "cannot run ";
+constexpr const char* kNotRestartableText = "; not restartable";
+
+// exec errors a retry cannot mend. A transient one (ETXTBSY while the binary is rebuilt, ENOMEM, EMFILE, EIO)
+// leaves restarts as they were.
+bool lastingExecError(int error) {
+  return error == ENOENT || error == EACCES || error == ENOEXEC || error == ENOTDIR || error == ELOOP ||
+         error == ENAMETOOLONG || error == EISDIR || error == E2BIG;
+}
 
 // A second SIGINT/SIGTERM/SIGHUP came, or one after the job ended: the last flush does not wait long for
 // a reader that does not read.
@@ -207,6 +219,7 @@ struct Rank {
   std::string stopped_state;   // "stopped" or "stopped by a debugger" when the job failed while it was
   std::string failure_file;    // where it records its failure (root_cause.h); "" for none
   UniqueFd exec_report;        // Child::exec_report: why its program could not be started (execErrorOf)
+  int exec_error = 0;          // read from exec_report when reaped: errno of a failed exec, else 0
   // What it recorded there, once read (recordOf()): a record is written once, whole, and never changes.
   mutable std::optional<FailureRecord> record;
   Tail tail;
@@ -220,8 +233,9 @@ struct AttemptResult {
   Outcome outcome = Outcome::kSuccess;
   int exit_code = 0;
   int signal = 0;
-  // A rank whose program could not be started (exec failed: not found, not executable): a restart would
-  // fail the same way. Said as "rank N: cannot run PATH: why".
+  // The attempt's end names a rank whose program could not be started (exec failed: not found, not
+  // executable), on this node or another: a restart would fail the same way. Said as "rank N: cannot run
+  // PATH: why" (with " on node K" for another node's).
   std::string not_started;
 };
 
@@ -299,8 +313,7 @@ class Agent {
         }
         break;
       }
-      // On one node only: across nodes the others would wait at the next rendezvous for this one.
-      if (r.outcome == Outcome::kFailed && !r.not_started.empty() && o_.nnodes == 1) {
+      if (r.outcome == Outcome::kFailed && !r.not_started.empty()) {
         code = r.exit_code;
         say("not restarting (--max-restarts " + std::to_string(o_.max_restarts) + "): " + r.not_started +
             ", and a restart would fail the same way");
@@ -565,6 +578,9 @@ class Agent {
                       blameOf(r, first_ended).what;
     if (const std::optional<FailureRecord>& record = recordOf(r)) {
       end += ": " + record->message.substr(0, std::min<size_t>(record->message.find('\n'), 500));
+    } else if (lastingExecError(r.exec_error)) {
+      end += std::string(": ") + kCannotRunText + o_.program_path + ": " + std::strerror(r.exec_error) +
+             kNotRestartableText;
     }
     return end;
   }
@@ -678,6 +694,7 @@ class Agent {
     bool escalated = false;
     bool killed_on_second_signal = false;
     std::string remote_failure;
+    std::string recorded_end;  // the attempt's end as publishEnd() found it recorded, once this node failed
 
     // The ranks' group, and each rank not yet reaped by its own pid: one that left the group (setsid, a
     // wrapper that calls setpgid) is out of killpg's reach, and would outlive the grace period and a second
@@ -848,6 +865,7 @@ class Agent {
               if (it == by_pid.end()) continue;
               Rank& r = *it->second;
               r.status = ExitStatus::fromWaitStatus(status);
+              r.exec_error = execErrorOf(r.exec_report);  // written before the child's _exit, if at all
               r.ended_ns = systemNowNs();
               --running;
               if (r.status->success() && running > 0 && first_done.empty()) {
@@ -861,7 +879,7 @@ class Agent {
               // Every failure reaped so far, and every rank that recorded one while it still unwinds, is a
               // candidate: the first to end is often a consequence of another's.
               first_failed = &rootCause(ranks);
-              publishEnd(attempt, failureEnd(*first_failed, first_ended));
+              recorded_end = publishEnd(attempt, failureEnd(*first_failed, first_ended));
               stopRanks(SIGTERM);
             }
           } else if (running == 0 && end_known && end_value == "ok" && interrupt_signal == 0) {
@@ -928,14 +946,15 @@ class Agent {
     }
 
     AttemptResult result;
-    for (const Rank& r : ranks) {
-      // Reaped by now. Errors a retry cannot mend: a transient one (ETXTBSY while the binary is rebuilt,
-      // ENOMEM, EMFILE, EIO) leaves restarts as they were.
-      const int error = r.status ? execErrorOf(r.exec_report) : 0;
-      const bool lasting = error == ENOENT || error == EACCES || error == ENOEXEC || error == ENOTDIR ||
-                           error == ELOOP || error == ENAMETOOLONG || error == EISDIR || error == E2BIG;
-      if (lasting && result.not_started.empty()) {
-        result.not_started = fmt::format("rank {}: cannot run {}: {}", r.rank, o_.program_path, std::strerror(error));
+    // Decided from the end every node reads (ours, when this node's failure was recorded first).
+    const std::string& end = recorded_end.empty() ? end_value : recorded_end;
+    if (const size_t marker = end.find(kNotRestartableText); marker != std::string::npos) {
+      const size_t cannot = end.find(kCannotRunText);
+      int node = -1, rank = -1;
+      std::sscanf(end.c_str(), "fail %d rank %d", &node, &rank);
+      if (cannot != std::string::npos && cannot < marker) {
+        result.not_started = "rank " + std::to_string(rank) + (node == o_.node_rank ? "" : " on node " + std::to_string(node)) +
+                             ": " + end.substr(cannot, marker - cannot);
       }
     }
     if (first_failed != nullptr) {

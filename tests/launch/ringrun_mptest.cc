@@ -969,6 +969,36 @@ TEST(Ringrun, AScriptWithoutItsInterpreterIsSaidAsSuch) {
   EXPECT_THAT(ran.err, Not(HasSubstr("not restarting")));
 }
 
+// Across nodes too: node 1's program cannot be started, and its end says so, so that node 0, whose rank ran,
+// gives up with it instead of restarting and waiting at a rendezvous node 1 never comes to.
+TEST(Ringrun, AProgramThatCannotStartOnOneNodeIsRestartedByNoNode) {
+  const std::string dir = testing::makeTempDir("ringrun_interp2");
+  const std::string script = dir + "/job.sh";
+  std::ofstream(script) << "#!/nonexistent/interpreter\necho hi\n";
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
+  const std::string p = std::to_string(testing::freeLoopbackPort());
+  auto node = [&](int rank, std::vector<std::string> program) {
+    std::vector<std::string> argv = {binPath("ringrun"), "--nnodes", "2", "--node-rank", std::to_string(rank),
+                                     "--master-addr", "127.0.0.1", "--master-port", p, "--nproc-per-node", "1",
+                                     "--max-restarts", "2", "--node-timeout", "3", "--"};
+    argv.insert(argv.end(), program.begin(), program.end());
+    return std::make_unique<Background>(argv, env);
+  };
+  auto n0 = node(0, {"/bin/sh", "-c", "sleep 30"});
+  auto n1 = node(1, {script});
+  const auto s0 = n0->waitExit(30000ms), s1 = n1->waitExit(30000ms);
+  ASSERT_TRUE(s0 && s1) << n0->err() << n1->err();
+  EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) == 127) << n1->err();
+  EXPECT_THAT(n1->err(), HasSubstr("not restarting (--max-restarts 2): rank 1: cannot run " + script +
+                                   ": No such file or directory, and a restart would fail the same way"));
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 1) << n0->err();
+  EXPECT_THAT(n0->err(), HasSubstr("not restarting (--max-restarts 2): rank 1 on node 1: cannot run " + script +
+                                   ": No such file or directory, and a restart would fail the same way"));
+  for (const auto* n : {n0.get(), n1.get()}) EXPECT_THAT(n->err(), Not(HasSubstr("restarting all ranks")));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
   std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--nproc-per-node", "0", "--", "true"}, "--nproc-per-node must be at least 1"},
