@@ -15,6 +15,7 @@
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/data/corpus.h"
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
@@ -75,6 +76,17 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
                                  {"corpus cache of the job that wrote the checkpoint", data::jobCorpusPath(writer) + ".rtc"},
                                  {"items file of the job that wrote the checkpoint", data::jobItemsPath(writer)},
                                  {"metrics file of the job that wrote the checkpoint", train::metricsPath(writer)}});
+      // Nor the items.tsv the names are copied to beside the vectors: one would replace the other.
+      {
+        std::error_code ec;
+        // Compared where the links lead (the vectors are written through a link, the names beside its name).
+        const auto beside = std::filesystem::absolute(out, ec).parent_path() / "items.tsv";
+        const std::string written = atomicWriteTarget(out);  // a dangling link's target too
+        if (!ec && std::filesystem::weakly_canonical(written, ec) == std::filesystem::weakly_canonical(beside, ec)) {
+          RT_THROW(ConfigError, "-o ", out, ": the items' names are put beside the vectors as items.tsv; give the "
+                   "vectors another name (embeddings.txt)");
+        }
+      }
       // Nor a file among the checkpoints (another one, or a new name there): resume and eval read that directory.
       for (const std::string& dir : {train::checkpointDir(job), train::checkpointDir(writer)}) {
         std::error_code ec;

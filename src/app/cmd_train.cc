@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "app/commands.h"
+#include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/process_info.h"
 #include "ringtrain/train/trainer.h"
@@ -69,10 +70,17 @@ void addTrainCommand(CLI::App& app, CommandBody& body) {
   cmd->add_flag("--resume", args->resume, "continue from the newest checkpoint (same as checkpoint.resume=true)");
   cmd->callback([&body, args] {
     body = [args] {
+      checkpointOnSigusr1();  // first: a scheduler's warning may come while the job is read
       config::JobConfig job = resolveWithLogLevel(args->config);
+      if (args->resume && !job.checkpoint.resume) {
+        for (const std::string& text : args->config.sets) {
+          if (config::parseOverride(text).key == "checkpoint.resume") {
+            RT_THROW(ConfigError, "--resume and --set ", text, " disagree; give one of them");
+          }
+        }
+      }
       if (args->resume) job.checkpoint.resume = true;
       const dist::ProcessInfo process = dist::detectProcessInfo(dist::processEnvironment(), job.comm);
-      checkpointOnSigusr1();
       const train::TrainSummary summary = train::trainJob(job, process);
       if (process.rank == 0) printSummary(summary, job);
       return 0;

@@ -66,4 +66,24 @@ void removeTempsOfGoneWriters(const std::string& dir, const std::function<std::s
   }
 }
 
+namespace {
+std::filesystem::path dirOf(const std::filesystem::path& target) {
+  return target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
+}
+std::string tempStem(const std::filesystem::path& target, const std::string& kind) {
+  return "." + target.filename().string() + "." + kind + ".";
+}
+}  // namespace
+
+std::string tempPathFor(const std::string& target, const std::string& kind) {
+  const std::filesystem::path t(target);
+  return (dirOf(t) / (tempStem(t, kind) + std::to_string(::getpid()))).string();
+}
+
+void removeStaleTempsOf(const std::string& target, const std::string& what, const std::string& kind) {
+  const std::filesystem::path t(target);
+  const std::string stem = tempStem(t, kind);
+  removeTempsOfGoneWriters(dirOf(t).string(), [&](const std::string&) { return stem; }, what);
+}
+
 }  // namespace ringtrain

@@ -90,9 +90,8 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
   std::error_code ec;
   fs::create_directories(dir, ec);
   // What an interrupted export of this file left (as large as the export) goes before this one is written.
-  const std::string stem = "." + target.filename().string() + ".tmp.";
-  removeTempsOfGoneWriters(dir.string(), [&](const std::string&) { return stem; }, "an export");
-  const std::string tmp = (dir / (stem + std::to_string(::getpid()))).string();
+  removeStaleTempsOf(path, "an export");
+  const std::string tmp = tempPathFor(path);
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) RT_THROW(DataError, "cannot create ", tmp, ": ", std::strerror(errno));
   bool ok = std::fprintf(f, "%lld %lld\n", static_cast<long long>(n), static_cast<long long>(d)) > 0;

@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/model/word2vec_io.h"
 
@@ -115,8 +116,9 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
       return;
     }
   }
-  const std::string tmp = target.string() + ".tmp." + std::to_string(::getpid());
   fs::create_directories(target.parent_path(), ec);  // the export, written next, would make it too
+  removeStaleTempsOf(target.string(), "a copy of the items");
+  const std::string tmp = tempPathFor(target.string());
   target_ = target.string();
   fs::copy_file(items_path, tmp, fs::copy_options::overwrite_existing, ec);
   if (ec) {

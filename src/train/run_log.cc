@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -101,17 +102,29 @@ void checkMetricsFile(const std::string& path) {
 void keepMetricsUpTo(const std::string& path, int64_t last_step,
                      const std::function<void(std::string_view, int64_t)>& each_kept) {
   const std::optional<std::string> text = readMetricsFile(path);
+  std::error_code ec;
+  if (!text && last_step > 0 && !std::filesystem::exists(path, ec)) {
+    warn("{}: not there, so it holds no records of the {} step(s) before the checkpoint; it starts at step {}", path,
+         last_step, last_step + 1);
+  }
   if (!text) return;
   std::string kept;
   int64_t dropped_lines = 0;
+  int64_t last_kept = 0;
   forEachMetricsLine(path, *text, [&](std::string_view line, int64_t step) {
     // A line that is not a record after the first: torn by a crash (older versions appended after one).
     if (step < 0) ++dropped_lines;
     if (step < 0 || step > last_step) return;
+    last_kept = std::max(last_kept, step);
     (kept += line) += '\n';
     if (each_kept) each_kept(line, step);
   });
   if (dropped_lines > 0) warn("{}: {} line(s) that are not whole records dropped", path, dropped_lines);
+  // A record per step: a file that ends earlier lost some (a full disk, a copy of an older file).
+  if (last_kept < last_step) {
+    warn("{}: its records end at step {}, before the checkpoint's step {}: steps {} to {} have none", path, last_kept,
+         last_step, last_kept + 1, last_step);
+  }
   if (kept != *text) writeFileAtomically(path, kept);
 }
 
@@ -119,7 +132,8 @@ void writeFileAtomically(const std::string& requested, const std::string& text) 
   const std::string path = atomicWriteTarget(requested);
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  removeStaleTempsOf(path, "a rewrite");
+  const std::string tmp = tempPathFor(path);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) RT_THROW(DataError, path, ": cannot write (", std::strerror(errno), ")");
   size_t done = 0;
@@ -167,6 +181,17 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
     r.pairs_per_second = record["window_pairs_per_s"].get<double>();
     history_.push_back(r);
   });
+  // A FIFO is opened only once a reader holds it: a plain open would wait for one for ever, and the other
+  // ranks would time out naming rank 0, not the file.
+  if (std::error_code ec; std::filesystem::is_fifo(metrics_path, ec)) {
+    const int probe = ::open(metrics_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (probe < 0) {
+      RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ",
+               errno == ENXIO ? "it is a FIFO that nobody reads (start its reader first, or name a file)"
+                              : std::strerror(errno));
+    }
+    ::close(probe);
+  }
   metrics_.open(metrics_path, std::ios::app);
   if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ", std::strerror(errno));
 }
@@ -289,10 +314,23 @@ std::string RunLog::plot(const std::string& png_path) const {
     info("no {}: the run logged {} step(s) (log.every_steps), a plot needs 2", png_path, history_.size());
     return "";
   }
+  // Through a link to its target, as the run's other files; what is not a regular file is left as it is.
+  std::string target;
+  try {
+    target = atomicWriteTarget(png_path);
+  } catch (const DataError& e) {
+    warn("no plot: {}", e.what());
+    return "";
+  }
   const std::string data_path = png_path + ".dat";
   std::string data;
   for (const StepRecord& r : history_) data += fmt::format("{} {:.6f} {:.1f}\n", r.step, r.loss, r.pairs_per_second);
   writeFileAtomically(data_path, data);
+  // gnuplot draws into a hidden temporary beside the target, renamed over it once whole.
+  removeStaleTempsOf(target, "a plot");
+  removeStaleTempsOf(target, "a plot", "gp");
+  const std::string png_tmp = tempPathFor(target);
+  const std::string script_path = tempPathFor(target, "gp");
   const std::string script = fmt::format(
       "set terminal png size 1000,700\n"
       "set output '{0}'\n"
@@ -302,15 +340,21 @@ std::string RunLog::plot(const std::string& png_path) const {
       "set ylabel 'pairs/s'\n"
       "plot '{1}' using 1:3 with lines lw 2 title 'global pairs/s'\n"
       "unset multiplot\n",
-      png_path + ".tmp", data_path);
-  const std::string script_path = png_path + ".gp";
+      png_tmp, data_path);
   writeFileAtomically(script_path, script);
   const int rc = std::system(fmt::format("gnuplot '{}' >/dev/null 2>&1", script_path).c_str());
-  if (rc != 0 || std::rename((png_path + ".tmp").c_str(), png_path.c_str()) != 0) {
+  std::remove(script_path.c_str());
+  if (rc != 0) {
+    std::remove(png_tmp.c_str());
     warn("gnuplot is not available or failed (exit {}); no plot written (install gnuplot-nox)", rc);
     return "";
   }
-  std::remove(script_path.c_str());
+  if (std::rename(png_tmp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    std::remove(png_tmp.c_str());
+    warn("no plot: cannot put it at {} ({})", target, std::strerror(err));
+    return "";
+  }
   return png_path;
 }
 

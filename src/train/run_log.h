@@ -109,7 +109,8 @@ void writeFileAtomically(const std::string& path, const std::string& text);
 // some (and lines that are not whole records: torn by a crash). A path that is not a regular file (none yet,
 // a FIFO, a terminal) is left alone. Throws DataError naming the line when the first line is not a record:
 // the file is somebody's, not ringtrain's metrics.
-// `each_kept`, when given, sees every record kept (line and step), from the same read.
+// `each_kept`, when given, sees every record kept (line and step), from the same read. Records that end before
+// `last_step` (or no file at all) are warned about: those steps have none.
 void keepMetricsUpTo(const std::string& path, int64_t last_step,
                      const std::function<void(std::string_view, int64_t)>& each_kept = nullptr);
 // keepMetricsUpTo's check alone, changing nothing: run before anything else is changed.

@@ -405,20 +405,24 @@ double proportionalSetMiB() {
 
 // Before a checkpoint: a step can turn the parameters to NaN or infinity while the loss it reported was
 // still finite, and a checkpoint of them would be resumed from (ringrun --max-restarts) into the same
-// failure. Every rank checks its own copy; the verdict is reduced, so all stop together.
-void checkParametersFinite(Session& s, int64_t step) {
+// failure. Every rank checks its own copy; the verdict is reduced, so all stop together. The same sum says
+// whether rank 0's metrics file lost records (`metrics_failed`): true when it did, and then no checkpoint may
+// be written either, as a run resumed from it would have no records of the steps the file lost.
+bool checkBeforeCheckpoint(Session& s, int64_t step, bool metrics_failed) {
   at::NoGradGuard no_grad;
   std::string bad;
   for (const auto& p : s.model->named_parameters()) {
     if (!at::isfinite(p.value()).all().item<bool>()) bad += (bad.empty() ? "" : ", ") + p.key();
   }
-  std::vector<double> ranks_bad = {bad.empty() ? 0.0 : 1.0};
+  std::vector<double> ranks_bad = {bad.empty() ? 0.0 : 1.0, metrics_failed ? 1.0 : 0.0};
   s.sumOverRanks(ranks_bad);
+  if (ranks_bad[1] > 0) return true;
   if (ranks_bad[0] > 0) {
     RT_THROW(Error, "training diverged: at step ", step, " the parameters are not finite",
              bad.empty() ? std::string(" on another rank") : " (" + bad + ")",
              "; no checkpoint written. Lower optim.lr or check the optimizer's settings");
   }
+  return false;
 }
 
 // Where the job writes must be a directory or nothing yet: found out before loading data and training,
@@ -956,6 +960,7 @@ TrainSummary train(Session& s) {
     record.sparse_bytes = stats.sparse_bytes_sent;
     bool checkpoint_asked = false;  // requestCheckpoint() on some rank since the last look
     if (log_now) {
+      run_log.flushMetrics();  // the steps' records since the last log step: a failure is known in the sum below
       // The loss stays on the device between logs: reading it is the only host round trip it costs. The
       // same sum tells whether any rank was asked for a checkpoint, so that all take it at this step.
       std::vector<double> window = {loss_sum.item<double>(), static_cast<double>(loss_count),
@@ -1001,12 +1006,15 @@ TrainSummary train(Session& s) {
         (checkpoint_asked || (job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0)) &&
         global_step < total_steps;  // the last step's checkpoint comes at the end
     if (checkpoint_asked && checkpoint_now && s.leader()) {
-      info("checkpoint at step {}, as asked (SIGUSR1: a scheduler's warning before pre-emption?); training goes on",
+      info("checkpoint at step {}, as asked (SIGUSR1 or SIGUSR2: a scheduler's warning before pre-emption?); "
+           "training goes on",
            global_step);
     }
-    if (checkpoint_now) checkParametersFinite(s, global_step);
+    if (checkpoint_now) {
+      run_log.flushMetrics();  // the records up to this step, before a checkpoint of it
+      if (checkBeforeCheckpoint(s, global_step, !run_log.failure().empty())) stopForMetrics(s, run_log);
+    }
     if (checkpoint_now && s.leader()) {
-      run_log.flushMetrics();
       summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, position_after_step));
     }
     if (job.run.crash_at_step > 0 && global_step == job.run.crash_at_step && process.restart_count == 0) {

@@ -1,8 +1,10 @@
 #include "train/run_log.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -12,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/file_target.h"
 
 namespace ringtrain::train {
 namespace {
@@ -173,7 +176,7 @@ TEST_F(MetricsFileTest, AnEvaluationThatCannotReplaceTheOldOneIsAppended) {
     first.record(r);
     first.evaluation(1, "\"hr@10\":0.2");
   }
-  std::filesystem::create_directories(path + ".tmp." + std::to_string(::getpid()));  // writeFileAtomically's
+  std::filesystem::create_directories(tempPathFor(path));  // writeFileAtomically's
   {
     RunLog resumed(true, path, 1, 1);
     resumed.evaluation(1, "\"hr@10\":0.3");
@@ -212,6 +215,86 @@ TEST_F(MetricsFileTest, ATornLineAfterTheFirstRecordIsDropped) {
   checkMetricsFile(path);
   keepMetricsUpTo(path, 3);
   EXPECT_EQ(read(path), "{\"step\":1,\"loss\":0.5}\n{\"step\":3,\"loss\":0.3}\n");
+}
+
+// A resumed run whose file lost the records of its last steps before the checkpoint (a full disk), or lost
+// the file, says which steps have none.
+TEST_F(MetricsFileTest, RecordsThatEndBeforeTheCheckpointAreSaid) {
+  const std::string path = write(kThreeSteps);
+  ::testing::internal::CaptureStderr();
+  keepMetricsUpTo(path, 5);
+  keepMetricsUpTo((dir_ / "absent.jsonl").string(), 4);
+  keepMetricsUpTo(path, 3);  // whole: nothing to say
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(said, HasSubstr("its records end at step 3, before the checkpoint's step 5: steps 4 to 5 have none"));
+  EXPECT_THAT(said, HasSubstr("absent.jsonl: not there, so it holds no records of the 4 step(s) before the checkpoint"));
+  EXPECT_EQ(said.find("have none"), said.rfind("have none")) << "the whole file was said to lack steps: " << said;
+  EXPECT_EQ(read(path), kThreeSteps);
+}
+
+// A FIFO that nobody reads is refused at once, naming it: opening it would wait for a reader for ever (and
+// the other ranks would time out naming rank 0). With a reader, the records go to it.
+TEST_F(MetricsFileTest, AFifoWithoutAReaderIsRefused) {
+  const std::string fifo = (dir_ / "unread.fifo").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_THAT([&] { RunLog log(true, fifo, 10, 0); },
+              ::testing::ThrowsMessage<DataError>(HasSubstr("unread.fifo: cannot open the metrics file for writing: it "
+                                                            "is a FIFO that nobody reads")));
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  {
+    RunLog log(true, fifo, 10, 0);
+    StepRecord r;
+    r.step = 1;
+    r.has_loss = true;
+    log.record(r);
+    EXPECT_TRUE(log.failure().empty()) << log.failure();
+  }
+  char buf[256] = {};
+  EXPECT_GT(::read(reader, buf, sizeof buf - 1), 0);
+  EXPECT_THAT(std::string(buf), HasSubstr("{\"step\":1,"));
+  ::close(reader);
+}
+
+// training.png is written as the run's other files are: through a link to its target; a FIFO or a directory
+// in its place is left as it is, with a warning, and no temporary file is left behind.
+TEST_F(MetricsFileTest, ThePlotIsWrittenThroughALinkAndNeverOverAFifoOrADirectory) {
+  const std::string path = (dir_ / "plot.jsonl").string();
+  RunLog log(true, path, 4, 0);
+  for (int64_t step = 1; step <= 3; ++step) {
+    StepRecord r;
+    r.step = step;
+    r.has_loss = true;
+    r.loss = 1.0 / static_cast<double>(step);
+    log.record(r);
+  }
+  const auto leftovers = [&](const std::filesystem::path& dir) {
+    std::string found;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (name.find(".tmp.") != std::string::npos || name.find(".gp") != std::string::npos) found += name + " ";
+    }
+    return found;
+  };
+  std::filesystem::create_directories(dir_ / "fifo");
+  const std::string fifo = (dir_ / "fifo" / "training.png").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(log.plot(fifo), "");
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
+  EXPECT_EQ(leftovers(dir_ / "fifo"), "");
+  std::filesystem::create_directories(dir_ / "dir" / "training.png");
+  EXPECT_EQ(log.plot((dir_ / "dir" / "training.png").string()), "");
+  EXPECT_TRUE(std::filesystem::is_directory(dir_ / "dir" / "training.png"));
+  EXPECT_EQ(leftovers(dir_ / "dir"), "");
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) GTEST_SKIP() << "no gnuplot: the link case needs a plot";
+  std::filesystem::create_directories(dir_ / "link");
+  std::filesystem::create_directories(dir_ / "pictures");
+  const auto link = dir_ / "link" / "training.png";
+  std::filesystem::create_symlink(dir_ / "pictures" / "run.png", link);
+  EXPECT_EQ(log.plot(link.string()), link.string());
+  EXPECT_TRUE(std::filesystem::is_symlink(link)) << "the link was replaced by a file";
+  EXPECT_GT(std::filesystem::file_size(dir_ / "pictures" / "run.png"), 0u);
+  EXPECT_EQ(leftovers(dir_ / "link") + leftovers(dir_ / "pictures"), "");
 }
 
 // A FIFO or a terminal is only ever appended to: never read back (that would block), never rewritten.

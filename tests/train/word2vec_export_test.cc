@@ -274,6 +274,19 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
       testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", dir_ + "/run/metrics.jsonl"});
   EXPECT_EQ(over_metrics.exit_code, 2);
   EXPECT_NE(over_metrics.err.find("is the job's metrics file"), std::string::npos) << over_metrics.err;
+  // Nor the items.tsv the names go to beside the vectors (the copy replaced the vectors, exit 0), by its name
+  // or through a link.
+  fs::create_directories(dir_ + "/ex");
+  const auto over_names =
+      testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", dir_ + "/ex/items.tsv"});
+  EXPECT_EQ(over_names.exit_code, 2);
+  EXPECT_NE(over_names.err.find("the items' names are put beside the vectors as items.tsv"), std::string::npos)
+      << over_names.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/ex/items.tsv"));
+  fs::create_symlink("items.tsv", dir_ + "/ex/vectors.txt");
+  const auto through_link =
+      testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o", dir_ + "/ex/vectors.txt"});
+  EXPECT_EQ(through_link.exit_code, 2) << through_link.err;
 }
 
 // The names go in place only after the export is written: an export that fails leaves the old names beside
@@ -298,7 +311,12 @@ TEST_F(Word2VecTest, ItemsBesideAreStagedAndPlacedAfterTheExport) {
   }  // the export failed: never placed
   EXPECT_EQ(read("run/items.tsv"), old_names);
   EXPECT_EQ(entries(), 1u) << "a staged copy was left behind";
+  // What a copy killed before its rename left (hidden, named by its writer's pid, long gone) goes with the
+  // next copy; the staged copy is hidden too.
+  write("run/.items.tsv.tmp.2147483646", "left by a killed export");
   ItemsBeside names(dir_ + "/run/embeddings.txt", dir_ + "/new.tsv", /*replace=*/true);
+  EXPECT_FALSE(fs::exists(dir_ + "/run/.items.tsv.tmp.2147483646"));
+  EXPECT_TRUE(fs::exists(dir_ + "/run/.items.tsv.tmp." + std::to_string(::getpid())));
   EXPECT_EQ(read("run/items.tsv"), old_names);
   names.place();
   EXPECT_EQ(read("run/items.tsv"), read("new.tsv"));

@@ -21,4 +21,10 @@ std::string atomicWriteTarget(const std::string& path);
 void removeTempsOfGoneWriters(const std::string& dir, const std::function<std::string(const std::string&)>& stem_of,
                               const std::string& what);
 
+// The temporary file an atomic write of `target` (a path atomicWriteTarget returned) goes through:
+// ".<name>.<kind>.<pid>" beside it, hidden, and found again by removeStaleTempsOf after a crash.
+std::string tempPathFor(const std::string& target, const std::string& kind = "tmp");
+// removeTempsOfGoneWriters for tempPathFor(target, kind)'s names.
+void removeStaleTempsOf(const std::string& target, const std::string& what, const std::string& kind = "tmp");
+
 }  // namespace ringtrain
