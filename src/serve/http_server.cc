@@ -219,6 +219,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     path_ = request.path;
     const bool query_ok = q == std::string_view::npos || parseQuery(target.substr(q + 1), request.query);
     if (const auto it = req.find(http::field::authorization); it != req.end()) request.authorization = std::string(view(it->value()));
+    request.authorization_count = static_cast<int>(req.count(http::field::authorization));
     request.body = std::move(req.body());
     startRequest([&](HttpReply reply) {
       if (!query_ok) return reply(server_->layerAnswer(400, request.path));

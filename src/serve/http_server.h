@@ -30,6 +30,7 @@ struct HttpRequest {
   std::string path;                          // target before '?', not decoded
   std::multimap<std::string, std::string> query;  // decoded parameters, a repeated name in order
   std::string authorization;                      // the Authorization header, "" when absent
+  int authorization_count = 0;                    // how many Authorization headers came (more than 1: refused)
   std::string body;
 
   // The first value of the decoded parameter, or nullptr.

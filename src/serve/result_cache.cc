@@ -12,13 +12,7 @@ constexpr int64_t kEntryOverheadBytes = 160;
 }  // namespace
 
 ResultCache::ResultCache(int64_t max_entries, int64_t max_bytes)
-    : enabled_(max_entries > 0 && max_bytes > 0), shards_(kShards) {
-  if (!enabled_) return;
-  for (int i = 0; i < kShards; ++i) {
-    shards_[i].max_entries = max_entries / kShards + (i < max_entries % kShards ? 1 : 0);
-    shards_[i].max_bytes = max_bytes / kShards + (i < max_bytes % kShards ? 1 : 0);
-  }
-}
+    : enabled_(max_entries > 0 && max_bytes > 0), max_entries_(max_entries), max_bytes_(max_bytes), shards_(kShards) {}
 
 std::string ResultCache::key(uint64_t version, const std::string& normalized_query, int k) {
   return std::to_string(version) + '\x1f' + std::to_string(k) + '\x1f' + normalized_query;
@@ -28,19 +22,18 @@ int64_t ResultCache::entryBytes(const std::string& key, const std::string& value
   return 2 * static_cast<int64_t>(key.size()) + static_cast<int64_t>(value.size()) + kEntryOverheadBytes;
 }
 
-ResultCache::Shard& ResultCache::shardOf(const std::string& key) {
-  return shards_[std::hash<std::string>{}(key) % kShards];
-}
+size_t ResultCache::shardOf(const std::string& key) const { return std::hash<std::string>{}(key) % kShards; }
 
-void ResultCache::erase(Shard& s, std::list<std::pair<std::string, std::string>>::iterator it) {
-  s.bytes -= entryBytes(it->first, it->second);
+void ResultCache::erase(Shard& s, Lru::iterator it) {
+  entries_.fetch_sub(1, std::memory_order_relaxed);
+  bytes_.fetch_sub(entryBytes(it->first, it->second), std::memory_order_relaxed);
   s.map.erase(it->first);
   s.lru.erase(it);
 }
 
 std::optional<std::string> ResultCache::get(const std::string& key) {
   if (!enabled_) return std::nullopt;
-  Shard& s = shardOf(key);
+  Shard& s = shards_[shardOf(key)];
   std::lock_guard<std::mutex> lock(s.mu);
   const auto it = s.map.find(key);
   if (it == s.map.end()) return std::nullopt;
@@ -50,43 +43,32 @@ std::optional<std::string> ResultCache::get(const std::string& key) {
 
 void ResultCache::put(const std::string& key, std::string value) {
   if (!enabled_) return;
-  Shard& s = shardOf(key);
-  if (s.max_entries == 0) return;
   const int64_t size = entryBytes(key, value);
-  std::lock_guard<std::mutex> lock(s.mu);
-  if (const auto it = s.map.find(key); it != s.map.end()) erase(s, it->second);
-  if (size > s.max_bytes) return;  // would push out the whole shard and still not fit
-  s.lru.emplace_front(key, std::move(value));
-  s.map.emplace(key, s.lru.begin());
-  s.bytes += size;
-  while (static_cast<int64_t>(s.lru.size()) > s.max_entries || s.bytes > s.max_bytes) erase(s, std::prev(s.lru.end()));
+  const size_t home = shardOf(key);
+  {
+    Shard& s = shards_[home];
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (const auto it = s.map.find(key); it != s.map.end()) erase(s, it->second);
+    if (size > max_bytes_ / kShards) return;
+    s.lru.emplace_front(key, std::move(value));
+    s.map.emplace(key, s.lru.begin());
+    entries_.fetch_add(1, std::memory_order_relaxed);
+    bytes_.fetch_add(size, std::memory_order_relaxed);
+    while (overBounds() && s.lru.size() > 1) erase(s, std::prev(s.lru.end()));
+  }
+  // Still over: the rest is in the other shards. One lock at a time, so two inserts never wait on each other.
+  for (size_t i = 1; i < kShards && overBounds(); ++i) {
+    Shard& other = shards_[(home + i) % kShards];
+    std::lock_guard<std::mutex> lock(other.mu);
+    while (overBounds() && !other.lru.empty()) erase(other, std::prev(other.lru.end()));
+  }
 }
 
 void ResultCache::clear() {
   for (auto& s : shards_) {
     std::lock_guard<std::mutex> lock(s.mu);
-    s.map.clear();
-    s.lru.clear();
-    s.bytes = 0;
+    while (!s.lru.empty()) erase(s, s.lru.begin());
   }
-}
-
-int64_t ResultCache::size() const {
-  int64_t n = 0;
-  for (const auto& s : shards_) {
-    std::lock_guard<std::mutex> lock(s.mu);
-    n += static_cast<int64_t>(s.lru.size());
-  }
-  return n;
-}
-
-int64_t ResultCache::bytes() const {
-  int64_t n = 0;
-  for (const auto& s : shards_) {
-    std::lock_guard<std::mutex> lock(s.mu);
-    n += s.bytes;
-  }
-  return n;
 }
 
 }  // namespace ringtrain::serve

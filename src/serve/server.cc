@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <iterator>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <thread>
@@ -456,6 +457,34 @@ struct Server::Impl {
     }
   }
 
+  // A POST takes its arguments in its JSON body: a URL parameter (?k=2, ?model=...) would otherwise be
+  // ignored, and the request answered as if it had been read.
+  static void refuseQueryParameters(const HttpRequest& req, const std::string& body_keys) {
+    if (req.query.empty()) return;
+    throw HttpError{400, "unexpected query parameter '" + clipped(req.query.begin()->first) + "': a POST takes " +
+                             body_keys + " in its JSON body"};
+  }
+
+  // A request's JSON body. A key given twice in one object is refused, as a repeated URL parameter and a
+  // repeated key in a job file are: JSON parsers keep one of them without a word.
+  static json parseRequestBody(const std::string& text) {
+    std::vector<std::set<std::string>> open_objects;  // the keys of each object being read
+    const json body = json::parse(
+        text,
+        [&](int, json::parse_event_t event, json& parsed) {
+          if (event == json::parse_event_t::object_start) open_objects.emplace_back();
+          if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+          if (event == json::parse_event_t::key && !open_objects.empty() &&
+              !open_objects.back().insert(parsed.get<std::string>()).second) {
+            throw HttpError{400, "key '" + clipped(parsed.get<std::string>()) + "' given twice in the request body"};
+          }
+          return true;
+        },
+        /*allow_exceptions=*/false);
+    if (body.is_discarded()) throw HttpError{400, "request body is not valid JSON"};
+    return body;
+  }
+
   void recommendGet(const HttpRequest& req, const HttpReply& reply) {
     // A misspelt parameter ("K=1") would otherwise be answered with the default, as if it had been read.
     for (const auto& [name, value] : req.query) {
@@ -478,8 +507,8 @@ struct Server::Impl {
   }
 
   void recommendPost(const HttpRequest& req, const HttpReply& reply) {
-    const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded()) throw HttpError{400, "request body is not valid JSON"};
+    refuseQueryParameters(req, "'items' and 'k'");
+    const json body = parseRequestBody(req.body);
     if (!body.is_object() || !body.contains("items") || !body["items"].is_array()) {
       throw HttpError{400, "expected a JSON object {\"items\": [\"TOKEN\", ...], \"k\": 10}"};
     }
@@ -510,16 +539,21 @@ struct Server::Impl {
 
   void adminReload(const HttpRequest& req, const HttpReply& reply) {
     if (options.admin_token.empty()) throw HttpError{404, "admin endpoints are disabled (serve.admin_token is empty)"};
+    // Which one counts would be a guess (the first, where a proxy may have added its own after it): refused.
+    if (req.authorization_count > 1) {
+      throw HttpError{400, "'Authorization' given " + std::to_string(req.authorization_count) + " times"};
+    }
     const std::string expected = "Bearer " + options.admin_token;
     const std::string& given = req.authorization;
     // Compare in time independent of where the strings differ.
     unsigned diff = given.size() != expected.size();
     for (size_t i = 0; i < std::min(given.size(), expected.size()); ++i) diff |= given[i] ^ expected[i];
     if (diff != 0) throw HttpError{401, "missing or wrong 'Authorization: Bearer <token>'"};
+    refuseQueryParameters(req, "'model'");
     std::string path;
     if (!req.body.empty()) {
-      const json body = json::parse(req.body, nullptr, false);
-      if (body.is_discarded() || !body.is_object()) throw HttpError{400, "request body is not a JSON object"};
+      const json body = parseRequestBody(req.body);
+      if (!body.is_object()) throw HttpError{400, "request body is not a JSON object"};
       // A misspelt key ("modle") would otherwise reload the current model and answer 200.
       for (const auto& [key, value] : body.items()) {
         if (key != "model") throw HttpError{400, "unknown key '" + clipped(key) + "' (the body may hold 'model')"};

@@ -147,7 +147,7 @@ TEST(BatcherTest, StopFailsQueuedJobsInsteadOfHanging) {
 }
 
 TEST(ResultCacheTest, BoundedLruKeyedByVersion) {
-  ResultCache cache(16, 1 << 20);  // one entry per shard
+  ResultCache cache(16, 1 << 20);
   const auto k1 = ResultCache::key(1, "a", 10);
   const auto k2 = ResultCache::key(2, "a", 10);
   cache.put(k1, "v1");
@@ -165,19 +165,36 @@ TEST(ResultCacheTest, BoundedLruKeyedByVersion) {
   EXPECT_FALSE(no_bytes.enabled());
 }
 
+// A working set that fits the bound stays whole, however its keys fall into the shards: 100 answers in 100
+// entries, and 5 in 5, are all found again (per-shard shares of the bound kept 53 and 2 of them).
+TEST(ResultCacheTest, AWorkingSetThatFitsIsKeptWhole) {
+  for (const int n : {5, 100, 2000}) {
+    ResultCache cache(n, 1 << 30);
+    for (int round = 0; round < 2; ++round) {
+      for (int i = 0; i < n; ++i) cache.put(ResultCache::key(1, std::to_string(i), 10), "answer");
+    }
+    int hits = 0;
+    for (int i = 0; i < n; ++i) hits += cache.get(ResultCache::key(1, std::to_string(i), 10)).has_value() ? 1 : 0;
+    EXPECT_EQ(hits, n);
+    EXPECT_EQ(cache.size(), n);
+    cache.put(ResultCache::key(1, "one more", 10), "answer");  // over by one: one goes
+    EXPECT_EQ(cache.size(), n);
+    EXPECT_TRUE(cache.get(ResultCache::key(1, "one more", 10)).has_value());
+  }
+}
+
 // Large answers are bounded by bytes, not only by count: the cache never holds more than its bytes, keeps
-// the most recent answers, and does not keep one larger than a shard's share.
+// the most recent answers, and does not keep one larger than a sixteenth of its bytes.
 TEST(ResultCacheTest, BoundedInBytes) {
-  const int64_t max_bytes = 16 * 10000;  // 10,000 bytes per shard
+  const int64_t max_bytes = 16 * 10000;
   ResultCache cache(100000, max_bytes);
-  const std::string answer(3000, 'x');  // three fit in a shard, a fourth pushes the oldest out
+  const std::string answer(3000, 'x');
   const auto id = [](int i) { return ResultCache::key(1, std::to_string(1000 + i), 10); };  // keys of one length
   for (int i = 0; i < 2000; ++i) {
     cache.put(id(i), answer);
     ASSERT_LE(cache.bytes(), max_bytes) << "after " << i + 1;
   }
-  EXPECT_GE(cache.size(), 16);
-  EXPECT_LE(cache.size(), 16 * 3);
+  EXPECT_EQ(cache.size(), max_bytes / ResultCache::entryBytes(id(1999), answer));
   EXPECT_EQ(cache.bytes(), cache.size() * ResultCache::entryBytes(id(1999), answer));
   EXPECT_TRUE(cache.get(id(1999)).has_value()) << "the newest answer is kept";
   const auto huge = ResultCache::key(1, "huge", 10);

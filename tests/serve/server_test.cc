@@ -225,6 +225,38 @@ TEST_F(ServerTest, BadRequestsGetTheirCodes) {
   EXPECT_NE(res->body.find("ringtrain_serve_model_version 1"), std::string::npos);
 }
 
+// What a request gives and would not be read is refused with its reason, not answered with defaults: URL
+// parameters on a POST (its arguments are in its body), a JSON key given twice (the parser kept the last),
+// two Authorization headers (which one counts would be a guess).
+TEST_F(ServerTest, WhatARequestGivesIsReadOrRefused) {
+  start();
+  auto c = client(server_->port());
+  const auto error = [](const httplib::Result& res) {
+    return res ? std::to_string(res->status) + " " + json::parse(res->body).value("error", "") : "no answer";
+  };
+  EXPECT_EQ(error(c->Post("/recommend?k=2", R"({"items": ["item1"]})", "application/json")),
+            "400 unexpected query parameter 'k': a POST takes 'items' and 'k' in its JSON body");
+  EXPECT_EQ(error(c->Post("/recommend", R"({"items": ["item1"], "k": 2, "k": 3})", "application/json")),
+            "400 key 'k' given twice in the request body");
+  const httplib::Headers admin = {{"Authorization", "Bearer secret"}};
+  EXPECT_EQ(error(c->Post("/admin/reload?model=" + path("b.vec"), admin, "", "application/json")),
+            "400 unexpected query parameter 'model': a POST takes 'model' in its JSON body");
+  EXPECT_EQ(error(c->Post("/admin/reload", admin, json{{"model", path("b.vec")}}.dump() + "x", "application/json")),
+            "400 request body is not valid JSON");
+  EXPECT_EQ(error(c->Post("/admin/reload", admin, R"({"model": "a", "model": "b"})", "application/json")),
+            "400 key 'model' given twice in the request body");
+  const httplib::Headers two = {{"Authorization", "Bearer secret"}, {"Authorization", "Bearer other"}};
+  EXPECT_EQ(error(c->Post("/admin/reload", two, "", "application/json")), "400 'Authorization' given 2 times");
+  EXPECT_EQ(server_->modelVersion(), 1u) << "a refused reload ran";
+  // Keys of nested objects are their own: the same name in two objects is no repeat (then refused for
+  // what it is).
+  EXPECT_EQ(error(c->Post("/recommend", R"({"items": ["item1"], "k": {"a": 1, "b": {"a": 2}}})", "application/json")),
+            "400 k must be an integer in 1..1000");
+  auto ok = c->Post("/recommend", R"({"items": ["item1"], "k": 2})", "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
 // HEAD goes wherever GET does (headers only, the same Content-Length); a method an endpoint does not take
 // is 405 with the methods it does.
 TEST_F(ServerTest, HeadIsAnsweredAsGetAndA405SaysWhatIsAllowed) {
