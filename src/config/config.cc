@@ -207,17 +207,9 @@ void setValueAt(JobConfig& config, const std::string& key, const std::string& va
 }
 
 void applyOverrides(JobConfig& config, const std::vector<Override>& overrides, SetAt* set_at) {
-  // Two values for one key are refused, as the same key twice in a file is: the last one winning without a
-  // word hides a typo in a script that builds its command line. The same value twice says nothing new.
-  std::map<std::string, const Override*> given;
-  for (const Override& o : overrides) {
-    const auto [it, first] = given.emplace(o.key, &o);
-    if (!first && it->second->value != o.value) {
-      RT_THROW(ConfigError, o.origin, " ", o.key, ": given twice, '", it->second->value, "' (", it->second->origin,
-               ") and then '", o.value, "'; give it once");
-    }
-    setValueAt(config, o.key, o.value, o.origin, set_at);
-  }
+  // In order: a key given twice takes the later value, so that a script's defaults can be overridden by
+  // the arguments it passes on after them.
+  for (const Override& o : overrides) setValueAt(config, o.key, o.value, o.origin, set_at);
 }
 
 void validateAt(const JobConfig& config, const SetAt& set_at) {

@@ -291,15 +291,13 @@ TEST(Config, BadSetSyntaxIsRejected) {
   EXPECT_THAT(errorOf("", {parseOverride("data.windo=3")}), HasSubstr("did you mean 'window'"));
 }
 
-TEST(Config, AKeyOverriddenTwiceWithTwoValuesIsRefused) {
-  EXPECT_THAT(errorOf("data:\n  window: 3\n", {parseOverride("data.window=5"), parseOverride("data.window=7")}),
-              HasSubstr("--set data.window: given twice, '5' (--set) and then '7'; give it once"));
-  // gen-data's own options come after --set: the message names the option that gave the second value.
-  const Override items{"synthetic.items", "50", "--items"};
-  EXPECT_THAT(errorOf("", {parseOverride("synthetic.items=60"), items}),
-              HasSubstr("--items synthetic.items: given twice, '60' (--set) and then '50'"));
-  // The same value twice is no conflict.
-  EXPECT_EQ(loadString("", "job.yaml", {parseOverride("data.window=5"), parseOverride("data.window=5")}).data.window, 5);
+// A later override of a key wins over an earlier one: a script's defaults, then what its caller passed on.
+TEST(Config, ALaterOverrideOfAKeyWins) {
+  EXPECT_EQ(loadString("data:\n  window: 3\n", "job.yaml", {parseOverride("data.window=5"), parseOverride("data.window=7")})
+                .data.window,
+            7);
+  // A bad earlier value is still refused: every override is checked as it is applied.
+  EXPECT_THAT(errorOf("", {parseOverride("data.window=-1"), parseOverride("data.window=7")}), HasSubstr("data.window"));
 }
 
 TEST(Config, MissingFileIsAConfigError) {

@@ -182,7 +182,7 @@ struct Override {
 Override parseOverride(const std::string& text);
 
 // Loads a YAML file (missing keys keep their defaults), then applies overrides in order, then validates.
-// An override wins over the file; one key overridden twice with two values is refused.
+// An override wins over the file, and a later override of a key over an earlier one.
 // Every problem throws ConfigError with one line naming the file, the line and the key path.
 JobConfig loadFile(const std::string& path, const std::vector<Override>& overrides = {});
 // Same, from text; `origin` names the source in messages.
