@@ -22,6 +22,8 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
@@ -52,10 +54,12 @@ constexpr auto kInterruptCheck = 250ms;      // rendezvous waits look at pending
 // How an attempt's end names a node that went silent: "fail <node> lost: no sign of life for <T> s".
 constexpr const char* kLostText = "lost: no sign of life for";
 // How an attempt's end says its rank's program could not be started, for a reason a restart would not
-// mend: "fail <node> rank <R> exited with code 127: cannot run PATH: why; not restartable". Every node reads
-// the same end, so all of them give up together (a node that restarted alone would wait at the rendezvous).
-constexpr const char* kCannotRunText = "cannot run ";
-constexpr const char* kNotRestartableText = "; not restartable";
+// mend: "fail <node> rank <R> exited with code 127: cannot run PATH: why [not restartable]", the marker last
+// (a rank's own failure message, which may quote anything, comes there only for a rank that ran). Every node
+// reads the same end, so all of them give up together (a node that restarted alone would wait at the
+// rendezvous for the others).
+constexpr const char* kCannotRunText = ": cannot run ";
+constexpr const char* kNotRestartableText = " [not restartable]";
 
 // exec errors a retry cannot mend. A transient one (ETXTBSY while the binary is rebuilt, ENOMEM, EMFILE, EIO)
 // leaves restarts as they were.
@@ -579,8 +583,7 @@ class Agent {
     if (const std::optional<FailureRecord>& record = recordOf(r)) {
       end += ": " + record->message.substr(0, std::min<size_t>(record->message.find('\n'), 500));
     } else if (lastingExecError(r.exec_error)) {
-      end += std::string(": ") + kCannotRunText + o_.program_path + ": " + std::strerror(r.exec_error) +
-             kNotRestartableText;
+      end += kCannotRunText + o_.program_path + ": " + std::strerror(r.exec_error) + kNotRestartableText;
     }
     return end;
   }
@@ -948,13 +951,14 @@ class Agent {
     AttemptResult result;
     // Decided from the end every node reads (ours, when this node's failure was recorded first).
     const std::string& end = recorded_end.empty() ? end_value : recorded_end;
-    if (const size_t marker = end.find(kNotRestartableText); marker != std::string::npos) {
+    const std::string_view marker = kNotRestartableText;
+    int node = -1, rank = -1;
+    if (end.size() > marker.size() && end.compare(end.size() - marker.size(), marker.size(), marker) == 0 &&
+        std::sscanf(end.c_str(), "fail %d rank %d", &node, &rank) == 2) {
       const size_t cannot = end.find(kCannotRunText);
-      int node = -1, rank = -1;
-      std::sscanf(end.c_str(), "fail %d rank %d", &node, &rank);
-      if (cannot != std::string::npos && cannot < marker) {
+      if (cannot != std::string::npos) {
         result.not_started = "rank " + std::to_string(rank) + (node == o_.node_rank ? "" : " on node " + std::to_string(node)) +
-                             ": " + end.substr(cannot, marker - cannot);
+                             ": " + end.substr(cannot + 2, end.size() - marker.size() - cannot - 2);
       }
     }
     if (first_failed != nullptr) {
@@ -972,9 +976,17 @@ class Agent {
         for (const auto& line : r.tail) say("  " + line);
       }
       for (const Rank& other : ranks) {
-        if (&other == first_failed || !other.status || other.status->success() || other.stopped_by_us) continue;
-        say("rank " + std::to_string(other.rank) + " (local rank " + std::to_string(other.local_rank) + ", pid " +
-            std::to_string(other.pid) + ") also " + other.status->describe() + ", before it was asked to stop");
+        if (&other == first_failed || !other.status || other.stopped_by_us) continue;
+        const std::string who = "rank " + std::to_string(other.rank) + " (local rank " +
+                                std::to_string(other.local_rank) + ", pid " + std::to_string(other.pid) + ")";
+        if (!other.status->success()) {
+          say(who + " also " + other.status->describe() + ", before it was asked to stop");
+        } else if (r.status && other.ended_ns <= r.ended_ns) {
+          // A rank that left early (its program ended well before its peers' work): the failure is often its
+          // peers timing out while they wait for it.
+          say(fmt::format("{} had ended with exit code 0, {:.1f} s before rank {} failed: the others may have been "
+                          "waiting for it", who, static_cast<double>(r.ended_ns - other.ended_ns) / 1e9, r.rank));
+        }
       }
     } else if (interrupt_signal != 0) {
       result.outcome = Outcome::kInterrupted;

@@ -78,11 +78,13 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
                                  {"metrics file of the job that wrote the checkpoint", train::metricsPath(writer)}});
       // Nor the items.tsv the names are copied to beside the vectors: one would replace the other.
       {
-        std::error_code ec;
+        std::error_code ec_beside, ec_written, ec_names;
         // Compared where the links lead (the vectors are written through a link, the names beside its name).
-        const auto beside = std::filesystem::absolute(out, ec).parent_path() / "items.tsv";
+        const auto beside = std::filesystem::absolute(out, ec_beside).parent_path() / "items.tsv";
         const std::string written = atomicWriteTarget(out);  // a dangling link's target too
-        if (!ec && std::filesystem::weakly_canonical(written, ec) == std::filesystem::weakly_canonical(beside, ec)) {
+        const auto written_at = std::filesystem::weakly_canonical(written, ec_written);
+        const auto names_at = std::filesystem::weakly_canonical(beside, ec_names);
+        if (!ec_beside && !ec_written && !ec_names && written_at == names_at) {
           RT_THROW(ConfigError, "-o ", out, ": the items' names are put beside the vectors as items.tsv; give the "
                    "vectors another name (embeddings.txt)");
         }

@@ -44,9 +44,8 @@ std::optional<std::string> ResultCache::get(const std::string& key) {
 void ResultCache::put(const std::string& key, std::string value) {
   if (!enabled_) return;
   const int64_t size = entryBytes(key, value);
-  const size_t home = shardOf(key);
   {
-    Shard& s = shards_[home];
+    Shard& s = shards_[shardOf(key)];
     std::lock_guard<std::mutex> lock(s.mu);
     if (const auto it = s.map.find(key); it != s.map.end()) erase(s, it->second);
     if (size > max_bytes_ / kShards) return;
@@ -54,13 +53,19 @@ void ResultCache::put(const std::string& key, std::string value) {
     s.map.emplace(key, s.lru.begin());
     entries_.fetch_add(1, std::memory_order_relaxed);
     bytes_.fetch_add(size, std::memory_order_relaxed);
-    while (overBounds() && s.lru.size() > 1) erase(s, std::prev(s.lru.end()));
   }
-  // Still over: the rest is in the other shards. One lock at a time, so two inserts never wait on each other.
-  for (size_t i = 1; i < kShards && overBounds(); ++i) {
-    Shard& other = shards_[(home + i) % kShards];
-    std::lock_guard<std::mutex> lock(other.mu);
-    while (overBounds() && !other.lru.empty()) erase(other, std::prev(other.lru.end()));
+  // Over a bound: the oldest answer of each shard in turn goes (a cursor shared by all inserts), one at a time
+  // and one lock at a time, until under. Taking from the inserting shard alone would empty it of hot answers
+  // while older ones stayed elsewhere. The answer just put stays, unless another insert already pushed it out.
+  for (int idle = 0; overBounds() && idle < kShards;) {
+    Shard& s = shards_[evict_cursor_.fetch_add(1, std::memory_order_relaxed) % kShards];
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (overBounds() && !s.lru.empty() && s.lru.back().first != key) {
+      erase(s, std::prev(s.lru.end()));
+      idle = 0;
+    } else {
+      ++idle;
+    }
   }
 }
 

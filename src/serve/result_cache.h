@@ -8,9 +8,9 @@
 // An answer is 90 bytes per item returned plus its names, so entries alone would let a few thousand
 // k = 1,000 answers hold gigabytes. The bounds are the cache's, not each shard's share: shares split by
 // hash filled unevenly, and a working set that fitted the bound was evicted from its fuller shards (a
-// repeated cycle of 2,000 queries in 2,000 entries hit 60%). An insert that goes over evicts its own shard's
-// oldest first, then other shards' oldest, one lock at a time. An answer larger than a sixteenth of the
-// bytes is not kept: it would push out many others.
+// repeated cycle of 2,000 queries in 2,000 entries hit 60%). An insert that goes over evicts the oldest answer
+// of each shard in turn until under, taking one shard lock at a time. An answer larger than a sixteenth of
+// the bytes is not kept: it would push out many others.
 #pragma once
 
 #include <atomic>
@@ -56,6 +56,7 @@ class ResultCache {
   const int64_t max_bytes_;
   std::atomic<int64_t> entries_{0};
   std::atomic<int64_t> bytes_{0};
+  std::atomic<size_t> evict_cursor_{0};  // the shard whose oldest answer goes next
   std::vector<Shard> shards_;
 };
 

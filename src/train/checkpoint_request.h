@@ -12,7 +12,9 @@
 namespace ringtrain::train {
 
 inline constexpr int64_t kRequestLookPeriodMs = 1000;  // about this much training between two looks
-inline constexpr int64_t kFirstRequestLook = 10;       // steps from the start to the first look
+// The first look comes after the first step: a warning may have come while the job started, and a step may
+// be long.
+inline constexpr int64_t kFirstRequestLook = 1;
 inline constexpr int64_t kMaxStepsBetweenLooks = 10000;
 
 class CheckpointRequestSchedule {

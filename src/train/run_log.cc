@@ -1,6 +1,7 @@
 #include "train/run_log.h"
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "ringtrain/core/file_target.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
+#include "core/unique_fd.h"
 
 namespace ringtrain::train {
 namespace {
@@ -182,15 +184,17 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
     history_.push_back(r);
   });
   // A FIFO is opened only once a reader holds it: a plain open would wait for one for ever, and the other
-  // ranks would time out naming rank 0, not the file.
+  // ranks would time out naming rank 0, not the file. The probe stays open until the stream holds the FIFO
+  // too: closing it first would give the reader end-of-file (cat ends there) and leave the stream's open
+  // waiting for a reader again.
+  UniqueFd probe;
   if (std::error_code ec; std::filesystem::is_fifo(metrics_path, ec)) {
-    const int probe = ::open(metrics_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    if (probe < 0) {
+    probe.reset(::open(metrics_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!probe.valid()) {
       RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ",
                errno == ENXIO ? "it is a FIFO that nobody reads (start its reader first, or name a file)"
                               : std::strerror(errno));
     }
-    ::close(probe);
   }
   metrics_.open(metrics_path, std::ios::app);
   if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ", std::strerror(errno));
@@ -341,12 +345,14 @@ std::string RunLog::plot(const std::string& png_path) const {
       "plot '{1}' using 1:3 with lines lw 2 title 'global pairs/s'\n"
       "unset multiplot\n",
       png_tmp, data_path);
-  writeFileAtomically(script_path, script);
-  const int rc = std::system(fmt::format("gnuplot '{}' >/dev/null 2>&1", script_path).c_str());
+  std::ofstream(script_path) << script;  // a temporary itself: no atomic write (its own temporary) needed
+  const int status = std::system(fmt::format("gnuplot '{}' >/dev/null 2>&1", script_path).c_str());
   std::remove(script_path.c_str());
-  if (rc != 0) {
+  if (status != 0) {
     std::remove(png_tmp.c_str());
-    warn("gnuplot is not available or failed (exit {}); no plot written (install gnuplot-nox)", rc);
+    const std::string how = status > 0 && WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                                                             : "status " + std::to_string(status);
+    warn("gnuplot is not available or failed ({}); no plot written (install gnuplot-nox)", how);
     return "";
   }
   if (std::rename(png_tmp.c_str(), target.c_str()) != 0) {

@@ -287,6 +287,18 @@ TEST(Ringrun, ALineOfExactlyTheLimitIsNotCut) {
   EXPECT_EQ(r.out, "[rank 0] " + std::string(1u << 20, 'A') + "\n[rank 0] after\n");
 }
 
+// A rank that ended well before another failed is named with the failure: the failure is often its peers
+// timing out while they wait for the one that left (ringrun knew it had, and said nothing).
+TEST(Ringrun, ARankThatEndedWellBeforeAFailureIsNamed) {
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "3", "--standalone", "--", "sh", "-c",
+                             "if [ $RANK = 1 ]; then exit 0; fi; if [ $RANK = 0 ]; then sleep 1; exit 4; fi; sleep 30"},
+                            {.timeout = 30000ms});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("rank 1 \\(local rank 1, pid [0-9]+\\) had ended with exit code 0, "
+                                              "[0-9.]+ s before rank 0 failed: the others may have been waiting for it"));
+  EXPECT_THAT(r.err, Not(HasSubstr("rank 2 (local rank 2"))) << "rank 2 was stopped by ringrun, not ended";
+}
+
 // The job failed and ringrun is writing its last lines to a reader that does not read: a SIGTERM then ends
 // it at once, with the failed rank's exit code (it used to die of the signal, 143).
 TEST(Ringrun, ASignalDuringTheLastFlushKeepsTheJobsExitCode) {

@@ -183,6 +183,29 @@ TEST(ResultCacheTest, AWorkingSetThatFitsIsKeptWhole) {
   }
 }
 
+// Many request threads at once: the bounds hold once they are done, and the counts match what is held (a
+// count that drifted would show as bytes left after clear()).
+TEST(ResultCacheTest, ConcurrentInsertsKeepTheBoundsAndTheCounts) {
+  const int64_t max_entries = 300, max_bytes = 16 * 20000;
+  ResultCache cache(max_entries, max_bytes);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&cache, t] {
+      for (int i = 0; i < 3000; ++i) {
+        const auto key = ResultCache::key(1, std::to_string((i * 7 + t * 13) % 700), 10);
+        if (!cache.get(key)) cache.put(key, std::string(100 + (i * 31 + t) % 1500, 'x'));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_LE(cache.size(), max_entries);
+  EXPECT_LE(cache.bytes(), max_bytes);
+  EXPECT_GT(cache.size(), 0);
+  cache.clear();
+  EXPECT_EQ(cache.size(), 0);
+  EXPECT_EQ(cache.bytes(), 0);
+}
+
 // Large answers are bounded by bytes, not only by count: the cache never holds more than its bytes, keeps
 // the most recent answers, and does not keep one larger than a sixteenth of its bytes.
 TEST(ResultCacheTest, BoundedInBytes) {
