@@ -499,6 +499,23 @@ void recordEvaluation(RunLog& run_log, int64_t step, const Evaluation& ev, int k
 std::atomic<bool> g_checkpoint_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
 
+// Every rank reads the newest checkpoint itself: ranks that see different checkpoints (nodes whose
+// checkpoint.dir is not one shared directory) would resume at different steps, and their collectives, keyed
+// on the step, would no longer pair up (a hang, or sums of unlike tensors). Refused on every rank, naming them.
+void checkSameResumedStep(Session& s, int64_t step, const std::string& dir) {
+  std::vector<double> steps(static_cast<size_t>(s.comm->size()), 0.0);
+  steps[static_cast<size_t>(s.comm->rank())] = static_cast<double>(step);  // exact: steps are far below 2^53
+  s.sumOverRanks(steps);
+  if (std::all_of(steps.begin(), steps.end(), [&](double v) { return v == steps[0]; })) return;
+  std::vector<std::string> each;
+  for (size_t r = 0; r < steps.size(); ++r) {
+    each.push_back(fmt::format("rank {}: {}", r, steps[r] > 0 ? "step " + std::to_string(static_cast<int64_t>(steps[r]))
+                                                              : std::string("none, a fresh start")));
+  }
+  RT_THROW(ConfigError, "the ranks found different checkpoints to resume from in ", dir, " (",
+           fmt::format("{}", fmt::join(each, ", ")), "): checkpoint.dir must be the same directory for every rank (on several nodes, a shared file system)");
+}
+
 // Rank 0 could not write the metrics file: every rank stops at the same collective, rank 0 naming the file.
 [[noreturn]] void stopForMetrics(const Session& s, const RunLog& run_log) {
   if (s.leader()) RT_THROW(DataError, run_log.failure());
@@ -731,6 +748,7 @@ TrainSummary train(Session& s) {
     } else if (s.leader()) {
       info("no checkpoint in {}; starting fresh", checkpoints.dir());
     }
+    checkSameResumedStep(s, global_step, checkpoints.dir());
   } else {
     startAfresh(s, job, checkpoints);
   }

@@ -433,6 +433,26 @@ TEST(TrainJob, RanksWithDifferentConfigsStopNamingTheKey) {
   EXPECT_THAT(r.out + r.err, HasSubstr("rank 1 differs from rank 0 in data.window (rank 0: '3', rank 1: '4')"));
 }
 
+// Ranks that see different checkpoints (nodes without one shared checkpoint.dir; here a relative one read
+// from two working directories, one missing the newest checkpoint) would resume at different steps and
+// pair unlike collectives: refused, naming each rank's step.
+TEST(TrainJob, RanksThatWouldResumeFromDifferentStepsAreRefused) {
+  const std::string dir = testing::makeTempDir("ringtrain-resume-apart-");
+  std::string job = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
+  for (const auto& a : smallJob(dir)) job += " '" + a + "'";
+  job += " --set run.output_dir=run --set run.max_steps=20 --set checkpoint.every_steps=10";
+  const std::string launch = binPath("ringrun") + " --standalone --nproc-per-node 2 -- sh -c ";
+  const std::string script =
+      "mkdir -p $0/a && cd $0/a && " + launch + "'" + job + "' > $0/first.log 2>&1 || exit 9\n"
+      "cp -r $0/a $0/b && rm $0/b/run/checkpoints/ckpt-000000000020.rtck\n" +
+      launch + "'cd $0/$([ $RANK = 0 ] && echo a || echo b) && exec " + job + " --resume' \"$0\" 2>&1; echo rc=$?\n";
+  const auto r = runCommand({"bash", "-c", script, dir}, withDeadline(240));
+  ASSERT_TRUE(r.ok()) << r.out << r.err << readAll(dir + "/first.log");
+  EXPECT_THAT(r.out, HasSubstr("the ranks found different checkpoints to resume from in run/checkpoints (rank 0: step "
+                               "20, rank 1: step 10): checkpoint.dir must be the same directory for every rank"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("rc=[1-9]"));
+}
+
 // The job's identity (config::hash) leaves ddp.sparse_sync out (checkpoints resume under any mode), but ranks
 // must still agree on it (config::fullHash).
 TEST(TrainJob, RanksWithDifferentSparseSyncModesStopNamingIt) {
