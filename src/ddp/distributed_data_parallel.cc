@@ -225,11 +225,20 @@ class DistributedDataParallel::Impl {
     }
   }
 
-  // Every rank sends one line per parameter; all compare with rank 0 and fail on the first difference.
+  // Every rank sends one line per parameter, frozen ones too (marked, so that a parameter frozen on one rank
+  // only is named as such, not taken for a missing one); all compare with rank 0 and fail on the first
+  // difference.
   void checkLayout() {
-    std::string text;
+    std::unordered_set<std::string> sparse_names;
     for (const Param& p : params_) {
-      text += p.name + " " + describe(p.tensor) + (p.sparse ? " sparse" : "") + "\n";
+      if (p.sparse) sparse_names.insert(p.name);
+    }
+    std::string text;
+    for (const auto& item : module_.named_parameters(/*recurse=*/true)) {
+      const char* kind = !item.value().requires_grad() ? " frozen (requires_grad false)"
+                         : sparse_names.count(item.key()) > 0 ? " sparse"
+                                                              : "";
+      text += item.key() + " " + describe(item.value()) + kind + "\n";
     }
     std::vector<uint8_t> mine(text.begin(), text.end());
     auto all = comm_.allgatherBytes(mine);

@@ -1009,6 +1009,24 @@ TEST_F(DdpTest, UnfreezingAParameterAfterConstructionIsNamed) {
   });
 }
 
+// Models that differ across ranks are refused at construction, naming the parameter and both sides; one
+// frozen on a rank only is named as frozen (it used to read as rank 1 having another parameter there).
+TEST_F(DdpTest, ModelsThatDifferAcrossRanksAreNamedAtConstruction) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16));
+  models[1]->fc1->bias.set_requires_grad(false);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    try {
+      DistributedDataParallel ddp(*models[comm.rank()], comm);
+      ADD_FAILURE() << "a parameter frozen on rank 1 only went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("the model on rank 1 differs from rank 0 at parameter 1 'fc1.bias'"));
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("rank 1 has 'fc1.bias Float[16] cpu frozen (requires_grad false)'"));
+    }
+  });
+}
+
 TEST_F(DdpTest, ASparseParameterNameThatIsNoParameterIsAConfigError) {
   auto model = std::make_shared<MlpImpl>(16);
   testing::ThreadGroup group(1);

@@ -48,8 +48,16 @@
 //    while a backward or finalize() is in flight.
 //  * zero_grad(set_to_none=true) (LibTorch 2.x's default) stays correct but costs one copy per parameter per
 //    step; prefer optimizer.zero_grad(false) there, or ddp.zeroGrad().
-//  * Call finalize() on some ranks and not others, or synchronize on some ranks a backward that others run under
-//    noSync(). (How many noSync() backwards precede a rank's synchronized one may differ from rank to rank:
+//  * Issue other collectives on the same communicator between backward() and finalize() (another
+//    DistributedDataParallel object's, as a GAN's generator and discriminator would, or your own) when a
+//    parameter may be unused on some ranks: its bucket is held back to finalize() on those ranks only, so
+//    the collectives come in another order there. Where the sizes differ that is a collective mismatch
+//    (CommError); where they are alike the sums mix silently. Give each object its own communicator
+//    (comm::makeCommunicator(options, job.process(), job.store())), or finalize one before the other's
+//    backward.
+//  * Call finalize() on some ranks and not others, or a different number of times (not detected where the
+//    buckets' sizes match: a rank's stale gradient is averaged into another's step), or synchronize on some
+//    ranks a backward that others run under noSync(). (How many noSync() backwards precede a rank's synchronized one may differ from rank to rank:
 //    ddp.steal's ranks train as many pieces as they take. Nothing leaves a rank before its synchronized
 //    backward, and every rank's finalize() waits for every rank's gradients, which the trainer's shared
 //    batches rely on.)
@@ -111,7 +119,9 @@ struct DdpOptions {
   // true: parameters without a gradient in an iteration are reduced at finalize() as their slot in the
   // bucket holds them (zeros after zeroGrad() or optimizer.zero_grad(); without one, the last gradient
   // again) and reported by name (warning) on the first iteration. false: such a parameter is an error
-  // naming it.
+  // naming it. A parameter that no rank used still ends with a defined gradient (zeros after zeroGrad()):
+  // an optimizer with weight decay or momentum moves it, where PyTorch's DDP leaves the gradient of a
+  // parameter unused on every rank untouched. Freeze such a parameter, or leave it out of the optimizer.
   bool find_unused_parameters = true;
   std::string compression = "none";  // none | fp16 | bf16; ignored when a hook is set with setCommHook
   SparseSync sparse_sync = SparseSync::kOwner;
