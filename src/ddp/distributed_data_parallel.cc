@@ -88,6 +88,36 @@ DdpOptions DdpOptions::fromConfig(const config::DdpOptions& ddp, const config::C
 
 namespace {
 
+// How many DistributedDataParallel objects use each communicator now. A second one is said, once per
+// object: where a parameter may be unused on some ranks their collectives come in another order on each rank
+// (the header's rule on collectives between backward() and finalize()), silently where the sizes match.
+class CommunicatorUsers {
+ public:
+  explicit CommunicatorUsers(const comm::Communicator& comm) : comm_(&comm) {
+    std::lock_guard<std::mutex> lock(mu());
+    others_ = counts()[comm_]++;
+  }
+  ~CommunicatorUsers() {
+    std::lock_guard<std::mutex> lock(mu());
+    if (--counts()[comm_] == 0) counts().erase(comm_);
+  }
+  CommunicatorUsers(const CommunicatorUsers&) = delete;
+  CommunicatorUsers& operator=(const CommunicatorUsers&) = delete;
+  int others() const { return others_; }
+
+ private:
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::unordered_map<const comm::Communicator*, int>& counts() {
+    static std::unordered_map<const comm::Communicator*, int> c;
+    return c;
+  }
+  const comm::Communicator* comm_;
+  int others_ = 0;
+};
+
 std::string describe(const at::Tensor& t) {
   std::ostringstream out;
   out << c10::toString(t.scalar_type()) << t.sizes() << " " << t.device();
@@ -139,7 +169,13 @@ class DistributedDataParallel::Impl {
   };
 
   Impl(torch::nn::Module& module, comm::Communicator& comm, DdpOptions options)
-      : module_(module), comm_(comm), options_(std::move(options)) {
+      : module_(module), comm_(comm), users_(comm), options_(std::move(options)) {
+    if (users_.others() > 0 && comm_.rank() == 0 && comm_.size() > 1) {
+      warn("DistributedDataParallel: {} other DistributedDataParallel object(s) use this communicator too: "
+           "where a parameter may be unused on some ranks, their collectives can come in another order on each "
+           "rank and their sums mix; give each object its own communicator (comm::makeCommunicator)",
+           users_.others());
+    }
     RT_CHECK_GT(options_.bucket_cap_mb, 0.0, "ddp.bucket_cap_mb must be positive");
     RT_CHECK_GT(options_.first_bucket_mb, 0.0, "ddp.first_bucket_mb must be positive");
     hook_ = makeCommHook(options_.compression);
@@ -787,6 +823,7 @@ class DistributedDataParallel::Impl {
 
   torch::nn::Module& module_;      // outlives us (constructor contract)
   comm::Communicator& comm_;       // outlives us (constructor contract)
+  CommunicatorUsers users_;
   DdpOptions options_;
   std::unique_ptr<SparseRowSync> sparse_sync_;  // the settled mode; keeps its scratch from step to step
   std::unordered_set<const void*> shared_tables_;  // TensorImpls of sparse tables mapped by every rank

@@ -1027,6 +1027,27 @@ TEST_F(DdpTest, ModelsThatDifferAcrossRanksAreNamedAtConstruction) {
   });
 }
 
+// Two objects on one communicator (a GAN's generator and discriminator) are said at construction: where a
+// parameter may be unused on some ranks their collectives reorder across ranks. One after the other is fine.
+TEST_F(DdpTest, ASecondObjectOnTheSameCommunicatorIsSaid) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> first, second;
+  for (int r = 0; r < world; ++r) {
+    first.push_back(std::make_shared<MlpImpl>(16));
+    second.push_back(std::make_shared<MlpImpl>(8));
+  }
+  ::testing::internal::CaptureStderr();
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    { DistributedDataParallel alone(*first[comm.rank()], comm); }
+    DistributedDataParallel g(*first[comm.rank()], comm);
+    DistributedDataParallel d(*second[comm.rank()], comm);
+  });
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  const std::string warning = "1 other DistributedDataParallel object(s) use this communicator too";
+  EXPECT_THAT(said, ::testing::HasSubstr(warning));
+  EXPECT_EQ(said.find(warning), said.rfind(warning)) << "rank 0 says it, once: " << said;
+}
+
 TEST_F(DdpTest, ASparseParameterNameThatIsNoParameterIsAConfigError) {
   auto model = std::make_shared<MlpImpl>(16);
   testing::ThreadGroup group(1);
