@@ -7,6 +7,7 @@
 #include <memory>
 #include <sstream>
 
+#include "ringtrain/comm/collective_tag.h"
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -38,6 +39,7 @@ std::string describe(const CollectiveDescriptor& d) {
     case OpKind::kAllgather: out << "(" << toString(d.dtype) << ", " << d.count << " elements)"; break;
     default: out << "()"; break;
   }
+  if (d.tag() != 0) out << " [" << describeTag(d.tag()) << "]";
   return out.str();
 }
 
@@ -46,13 +48,19 @@ std::string findDisagreement(const std::vector<CollectiveDescriptor>& all) {
   for (size_t r = 1; r < all.size(); ++r) {
     const CollectiveDescriptor& d = all[r];
     if (d.sequence == first.sequence && d.kind == first.kind && d.count == first.count &&
-        d.dtype == first.dtype && d.root == first.root && d.op == first.op) {
+        d.dtype == first.dtype && d.root == first.root && d.op == first.op && d.tag() == first.tag()) {
       continue;
     }
     std::ostringstream out;
     out << "collective mismatch: rank " << r << " called " << describe(d) << " as collective #" << d.sequence
         << " but rank 0 called " << describe(first) << " as collective #" << first.sequence
-        << " (every rank must issue the same collectives in the same order)";
+        << " (every rank must issue the same collectives in the same order";
+    if (d.tag() != first.tag() && (d.tag() != 0 || first.tag() != 0)) {
+      out << "; a DistributedDataParallel bucket holding a parameter unused on some ranks is reduced at "
+             "finalize() there, after collectives issued in between: see the rules in "
+             "ringtrain/ddp/distributed_data_parallel.h";
+    }
+    out << ")";
     return out.str();
   }
   return {};
@@ -282,6 +290,7 @@ void CommunicatorBase::requireAgreement(const std::vector<CollectiveDescriptor>&
 
 WorkPtr CommunicatorBase::enqueue(CollectiveDescriptor descriptor, std::function<void()> run) {
   descriptor.sequence = next_sequence_++;
+  descriptor.setTag(CollectiveTag::current());  // the issuing thread's: enqueue runs on it
   auto work = std::make_shared<ThreadWork>(shared_, descriptor);
   const std::string broken = shared_->brokenMessage();
   if (!broken.empty()) {
@@ -397,11 +406,12 @@ WorkPtr CommunicatorBase::allreduceAsync(Buffer buffer, ReduceOp op) {
 WorkPtr CommunicatorBase::broadcastAsync(Buffer buffer, int root) {
   checkBuffer(buffer, "broadcast");
   RT_CHECK_T(CommError, root >= 0 && root < size_, "broadcast root ", root, " outside world size ", size_);
+  RT_CHECK_T(CommError, root <= INT16_MAX, "broadcast root ", root, ": roots past ", INT16_MAX, " are not supported");
   CollectiveDescriptor d;
   d.kind = OpKind::kBroadcast;
   d.count = buffer.count;
   d.dtype = buffer.dtype;
-  d.root = root;
+  d.root = static_cast<int16_t>(root);
   return enqueue(d, [this, buffer, root] {
     if (buffer.count == 0 || (size_ == 1 && !runsSingleRank())) return;
     keepingOnFailure({buffer.owner}, [&] { runBroadcast(buffer, root); });

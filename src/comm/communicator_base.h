@@ -46,11 +46,18 @@ const char* toString(OpKind kind);
 struct CollectiveDescriptor {
   uint64_t sequence = 0;
   uint64_t count = 0;  // elements; 0 for the byte collectives (their lengths may differ per rank)
-  int32_t root = -1;   // broadcast only
+  int16_t root = -1;   // broadcast only (broadcastAsync refuses a root past it)
   OpKind kind = OpKind::kBarrier;
   DataType dtype = DataType::kUInt8;
   ReduceOp op = ReduceOp::kSum;  // allreduce only
-  uint8_t pad = 0;
+  uint8_t tag_high = 0;          // with tag_low: the issuing thread's CollectiveTag (collective_tag.h)
+  uint16_t tag_low = 0;
+
+  uint32_t tag() const { return (static_cast<uint32_t>(tag_high) << 16) | tag_low; }
+  void setTag(uint32_t tag) {
+    tag_high = static_cast<uint8_t>(tag >> 16);
+    tag_low = static_cast<uint16_t>(tag & 0xFFFF);
+  }
 };
 static_assert(sizeof(CollectiveDescriptor) == 24, "descriptor is exchanged as 24 bytes");
 

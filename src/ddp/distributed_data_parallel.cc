@@ -44,6 +44,7 @@
 #include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/hash.h"
+#include "ringtrain/comm/collective_tag.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/ddp/bucket_assignment.h"
 #include "ringtrain/ddp/comm_hook.h"
@@ -579,6 +580,10 @@ class DistributedDataParallel::Impl {
     for (size_t b = r.first; b < r.end && comm_.size() > 1; ++b) {  // alone, a gradient is its own average
       Bucket& bucket = buckets_[b];
       try {
+        // Labelled with this object, iteration and bucket: where ranks issue alike-shaped collectives in
+        // another order (another object's, a held-back bucket's, a step's against the next), the check
+        // names both instead of summing them together.
+        const comm::CollectiveTag tag(comm::ddpTag(users_.others() + 1, stats_.steps, static_cast<int64_t>(b)));
         bucket.work = hook_->run(comm_, bucket.flat);
         bytes += hook_->wireBytes(static_cast<size_t>(bucket.flat.numel()) * bucket.flat.element_size(),
                                   bucket.flat.element_size());

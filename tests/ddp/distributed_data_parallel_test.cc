@@ -1048,6 +1048,51 @@ TEST_F(DdpTest, ASecondObjectOnTheSameCommunicatorIsSaid) {
   EXPECT_EQ(said.find(warning), said.rfind(warning)) << "rank 0 says it, once: " << said;
 }
 
+// Two objects on one communicator, a parameter of the second used on rank 0 only: rank 1 holds that
+// object's bucket back to finalize() and issues the first object's bucket before it, where rank 0 issues
+// them the other way round. The buckets have one size, so only their tags tell them apart: a CommError
+// naming both objects, where the sums used to mix silently (wrong gradients on both ranks).
+#if RINGTRAIN_WITH_GLOO
+struct TwoHeadImpl : torch::nn::Module {
+  TwoHeadImpl() {
+    a = register_module("a", torch::nn::Linear(8, 8));
+    b = register_module("b", torch::nn::Linear(8, 8));
+  }
+  torch::Tensor forward(const torch::Tensor& x, bool use_b) { return torch::tanh(use_b ? a(x) + b(x) : a(x)); }
+  torch::nn::Linear a{nullptr}, b{nullptr};
+};
+
+TEST_F(DdpTest, TwoObjectsWhoseCollectivesReorderAcrossRanksAreNamedNotMixed) {
+  const int world = 2;
+  std::vector<std::shared_ptr<TwoHeadImpl>> g, d;
+  for (int r = 0; r < world; ++r) {
+    g.push_back(std::make_shared<TwoHeadImpl>());
+    d.push_back(std::make_shared<TwoHeadImpl>());
+  }
+  std::vector<std::string> errors(world);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    DistributedDataParallel dg(*g[rank], comm), dd(*d[rank], comm);
+    try {
+      for (int step = 0; step < 2; ++step) {
+        dg.zeroGrad();
+        dd.zeroGrad();
+        d[rank]->forward(g[rank]->forward(inputs(step, 4), true), /*use_b=*/rank == 0).pow(2).mean().backward();
+        dd.finalize();
+        dg.finalize();
+      }
+    } catch (const CommError& e) {
+      errors[rank] = e.what();
+    }
+  });
+  for (int r = 0; r < world; ++r) {
+    EXPECT_THAT(errors[r], HasSubstr("collective mismatch")) << "rank " << r;
+    EXPECT_THAT(errors[r], HasSubstr("[DistributedDataParallel object 1, iteration 0 (mod 4096), bucket 0]"));
+    EXPECT_THAT(errors[r], HasSubstr("[DistributedDataParallel object 2, iteration 0 (mod 4096), bucket 0]"));
+  }
+}
+#endif
+
 TEST_F(DdpTest, ASparseParameterNameThatIsNoParameterIsAConfigError) {
   auto model = std::make_shared<MlpImpl>(16);
   testing::ThreadGroup group(1);

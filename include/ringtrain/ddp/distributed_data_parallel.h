@@ -51,10 +51,12 @@
 //  * Issue other collectives on the same communicator between backward() and finalize() (another
 //    DistributedDataParallel object's, as a GAN's generator and discriminator would, or your own) when a
 //    parameter may be unused on some ranks: its bucket is held back to finalize() on those ranks only, so
-//    the collectives come in another order there. Where the sizes differ that is a collective mismatch
-//    (CommError); where they are alike the sums mix silently. Give each object its own communicator
-//    (comm::makeCommunicator(options, job.process(), job.store())), or finalize one before the other's
-//    backward.
+//    the collectives come in another order there: a CommError naming both sides (each bucket's collective
+//    is tagged with its object, iteration and bucket, comm/collective_tag.h, and checked with the rest
+//    when CommOptions::check_collectives is on, the default; off, alike-sized buffers would be summed
+//    together). Give each object its own communicator (comm::makeCommunicator(options, job.process(),
+//    job.store())), or finalize one before the other's backward; a second object on a communicator is
+//    warned about at construction.
 //  * Call finalize() on some ranks and not others, or a different number of times (not detected where the
 //    buckets' sizes match: a rank's stale gradient is averaged into another's step), or synchronize on some
 //    ranks a backward that others run under noSync(). (How many noSync() backwards precede a rank's synchronized one may differ from rank to rank:
