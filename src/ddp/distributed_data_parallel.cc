@@ -161,6 +161,8 @@ class DistributedDataParallel::Impl {
     at::Tensor slot;       // the grad tensor sharing the bucket's storage
     bool ready = false;    // got its gradient this iteration
     bool static_unused = false;
+    bool got_gradient = false;  // a backward since the last finalize() gave it one, under noSync() too
+    bool used_anywhere = false;  // some rank has given it a gradient (known to every rank alike)
   };
   struct Bucket {
     at::Tensor flat;
@@ -519,6 +521,7 @@ class DistributedDataParallel::Impl {
   LaunchRange markReadyLocked(size_t index) {
     Param& p = params_[index];
     gradient_since_finalize_ = true;
+    p.got_gradient = true;
     // Micro-batches accumulate under noSync() before the synchronized backward, never after it: what it
     // readied may be on its way already, and what it did not would go out with a gradient the user did not
     // mean for this step.
@@ -610,7 +613,10 @@ class DistributedDataParallel::Impl {
   void resetIteration() {
     synchronized_backward_ = false;
     gradient_since_finalize_ = false;
-    for (Param& p : params_) p.ready = p.static_unused;
+    for (Param& p : params_) {
+      p.ready = p.static_unused;
+      p.got_gradient = false;
+    }
     for (Bucket& b : buckets_) {
       b.pending = 0;
       b.work.reset();
@@ -751,6 +757,7 @@ class DistributedDataParallel::Impl {
       record_order_ = false;
       if (options_.rebuild_buckets) rebuildFromObservedOrder();
     }
+    if (seeking_never_used_) settleNeverUsed();  // after the rebuild, which gives every parameter its new slot
     resetIteration();
     // Only now, with every collective of this finalize() done (dense buckets, sparse sync, replica check,
     // the first iteration's rebuild): the other ranks are not left waiting in one of them.
@@ -760,6 +767,35 @@ class DistributedDataParallel::Impl {
                "false) when this object was built and requires a gradient now: its gradient is not synchronized. "
                "Build a new DistributedDataParallel after changing requires_grad (rank ", comm_.rank(), ")");
     }
+  }
+
+  // A dense parameter that no rank has given a gradient yet keeps an undefined one after finalize(), as in a
+  // process of its own, so that an optimizer skips it: its bucket slot holds zeros, which weight decay or
+  // momentum would otherwise apply (PyTorch's DDP leaves such a gradient untouched too). Whether any rank
+  // used each parameter is one small all-reduce per finalize(), only until every dense parameter has been
+  // used somewhere: a model whose parameters all get gradients in its first iteration pays it once.
+  void settleNeverUsed() {
+    std::vector<float> used;
+    for (size_t i : dense_) used.push_back(params_[i].got_gradient ? 1.0f : 0.0f);
+    if (used.empty()) {
+      seeking_never_used_ = false;
+      return;
+    }
+    if (comm_.size() > 1) {
+      at::Tensor wire = at::tensor(used).to(params_[dense_.front()].tensor.device());
+      comm_.allreduceAsync(asBuffer(wire), comm::ReduceOp::kSum)->wait(options_.timeout);
+      wire = wire.to(at::kCPU);
+      std::memcpy(used.data(), wire.data_ptr<float>(), used.size() * sizeof(float));
+    }
+    bool all_used = true;
+    for (size_t d = 0; d < dense_.size(); ++d) {
+      Param& p = params_[dense_[d]];
+      p.used_anywhere = p.used_anywhere || used[d] > 0.0f;
+      if (p.used_anywhere) continue;
+      all_used = false;
+      p.tensor.mutable_grad() = at::Tensor();  // zeroGrad() or its next gradient puts its slot back
+    }
+    seeking_never_used_ = !all_used;
   }
 
   // Rank 0's gradient-ready order wins; every rank rebuilds identically (or not at all).
@@ -865,6 +901,8 @@ class DistributedDataParallel::Impl {
   bool gradient_since_finalize_ = false;  // any gradient arrived (noSync() or not) since the last finalize()
   bool warned_no_backward_ = false;
   bool first_iteration_ = true;
+  // Some dense parameter has had no gradient on any rank yet (settleNeverUsed). The same on every rank.
+  bool seeking_never_used_ = true;
   DdpStats stats_;
 };
 

@@ -103,6 +103,16 @@ class DdpTest : public ::testing::Test {
 };
 
 // Global batch for step s: world * per_rank rows; rank r trains on its slice.
+// Two heads; the second used only when asked (a parameter unused on some ranks).
+struct TwoHeadImpl : torch::nn::Module {
+  TwoHeadImpl() {
+    a = register_module("a", torch::nn::Linear(8, 8));
+    b = register_module("b", torch::nn::Linear(8, 8));
+  }
+  torch::Tensor forward(const torch::Tensor& x, bool use_b) { return torch::tanh(use_b ? a(x) + b(x) : a(x)); }
+  torch::nn::Linear a{nullptr}, b{nullptr};
+};
+
 torch::Tensor inputs(int step, int64_t rows) {
   return torch::sin(torch::arange(rows * 8, torch::kFloat).reshape({rows, 8}) * 0.37 + step * 1.3);
 }
@@ -893,24 +903,58 @@ TEST_F(DdpTest, NoSyncAccumulationMatchesOneLargeBatch) {
   for (int r = 0; r < world; ++r) expectSameParams(*reference, *models[r], 1e-5, "rank " + std::to_string(r));
 }
 
-TEST_F(DdpTest, UnusedParameterIsReportedByNameAndReducedAsZero) {
+// A parameter no rank uses is reported by name, and keeps no gradient after finalize(), as in a process of
+// its own: an optimizer then leaves it alone (it used to get zeros, which SGD's weight decay applied).
+TEST_F(DdpTest, AParameterNoRankUsesIsReportedByNameAndKeepsNoGradient) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;
   for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16, /*with_unused=*/true));
   runDdpRanks(world, [&](comm::Communicator& comm) {
     const int rank = comm.rank();
-    DistributedDataParallel ddp(*models[rank], comm);
+    MlpImpl& model = *models[rank];
+    DistributedDataParallel ddp(model, comm);
+    torch::optim::SGD sgd(model.parameters(), torch::optim::SGDOptions(0.1).weight_decay(0.1).momentum(0.9));
+    const at::Tensor before = model.unused->weight.detach().clone();
     for (int s = 0; s < 3; ++s) {
-      ddp.zeroGrad();
-      torch::mse_loss(models[rank]->forward(inputs(s, 4)), targets(s, 4)).backward();
+      s == 0 ? ddp.zeroGrad() : sgd.zero_grad();
+      torch::mse_loss(model.forward(inputs(s, 4)), targets(s, 4)).backward();
       ddp.finalize();
+      EXPECT_FALSE(model.unused->weight.grad().defined()) << "step " << s;
+      EXPECT_TRUE(model.fc1->weight.grad().defined());
+      sgd.step();
     }
     const auto& unused = ddp.stats().unused_parameters;
     EXPECT_EQ(unused, (std::vector<std::string>{"unused.weight", "unused.bias"}));
     EXPECT_NE(ddp.stats().toString().find("unused.weight"), std::string::npos);
-    EXPECT_TRUE(models[rank]->unused->weight.grad().defined());
-    EXPECT_EQ(models[rank]->unused->weight.grad().abs().sum().item<float>(), 0.0f);
+    EXPECT_TRUE(torch::equal(model.unused->weight, before)) << "weight decay moved a parameter no rank used";
   });
+}
+
+// One rank's unused parameter is another's used one: it gets the mean as usual (the unused rank's share is
+// zeros), and once any rank has used it, it keeps a gradient from then on.
+TEST_F(DdpTest, AParameterUnusedOnOneRankGetsTheMeanOfTheOthers) {
+  const int world = 2;
+  std::vector<std::shared_ptr<TwoHeadImpl>> models;
+  for (int r = 0; r < world; ++r) {
+    torch::manual_seed(3);
+    models.push_back(std::make_shared<TwoHeadImpl>());
+  }
+  std::vector<at::Tensor> grads(world);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    DistributedDataParallel ddp(*models[rank], comm);
+    ddp.zeroGrad();
+    models[rank]->forward(inputs(0, 4), /*use_b=*/rank == 0).pow(2).mean().backward();
+    ddp.finalize();
+    ASSERT_TRUE(models[rank]->b->weight.grad().defined());
+    grads[rank] = models[rank]->b->weight.grad().clone();
+  });
+  EXPECT_TRUE(torch::equal(grads[0], grads[1]));
+  // Rank 0's own gradient of b, alone: the mean over two ranks is half of it.
+  torch::manual_seed(3);
+  auto alone = std::make_shared<TwoHeadImpl>();
+  alone->forward(inputs(0, 4), true).pow(2).mean().backward();
+  EXPECT_TRUE(torch::allclose(grads[0], alone->b->weight.grad() / 2, 1e-6, 1e-7));
 }
 
 // BatchNorm's running statistics come from each rank's own batch: finalize() gives every rank rank 0's;
@@ -1053,15 +1097,6 @@ TEST_F(DdpTest, ASecondObjectOnTheSameCommunicatorIsSaid) {
 // them the other way round. The buckets have one size, so only their tags tell them apart: a CommError
 // naming both objects, where the sums used to mix silently (wrong gradients on both ranks).
 #if RINGTRAIN_WITH_GLOO
-struct TwoHeadImpl : torch::nn::Module {
-  TwoHeadImpl() {
-    a = register_module("a", torch::nn::Linear(8, 8));
-    b = register_module("b", torch::nn::Linear(8, 8));
-  }
-  torch::Tensor forward(const torch::Tensor& x, bool use_b) { return torch::tanh(use_b ? a(x) + b(x) : a(x)); }
-  torch::nn::Linear a{nullptr}, b{nullptr};
-};
-
 TEST_F(DdpTest, TwoObjectsWhoseCollectivesReorderAcrossRanksAreNamedNotMixed) {
   const int world = 2;
   std::vector<std::shared_ptr<TwoHeadImpl>> g, d;

@@ -121,9 +121,11 @@ struct DdpOptions {
   // true: parameters without a gradient in an iteration are reduced at finalize() as their slot in the
   // bucket holds them (zeros after zeroGrad() or optimizer.zero_grad(); without one, the last gradient
   // again) and reported by name (warning) on the first iteration. false: such a parameter is an error
-  // naming it. A parameter that no rank used still ends with a defined gradient (zeros after zeroGrad()):
-  // an optimizer with weight decay or momentum moves it, where PyTorch's DDP leaves the gradient of a
-  // parameter unused on every rank untouched. Freeze such a parameter, or leave it out of the optimizer.
+  // naming it. A dense parameter that no rank has given a gradient yet ends finalize() with an undefined
+  // .grad(), as in a process of its own, so that an optimizer skips it (weight decay or momentum would move
+  // it on zeros); once any rank has used it, it is reduced as above. Knowing which were used anywhere is one
+  // small all-reduce per finalize() until every dense parameter has been used somewhere (a model whose
+  // parameters all get gradients in the first iteration pays it once). Sparse tables are not covered.
   bool find_unused_parameters = true;
   std::string compression = "none";  // none | fp16 | bf16; ignored when a hook is set with setCommHook
   SparseSync sparse_sync = SparseSync::kOwner;
