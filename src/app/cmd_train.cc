@@ -71,6 +71,9 @@ void addTrainCommand(CLI::App& app, CommandBody& body) {
   cmd->callback([&body, args] {
     body = [args] {
       checkpointOnSigusr1();  // first: a scheduler's warning may come while the job is read
+      // A reader that goes away (a metrics FIFO's, a pipe's on stdout) makes writes fail with EPIPE, which
+      // the run reports naming the file, instead of killing the rank with SIGPIPE, which names nothing.
+      ::signal(SIGPIPE, SIG_IGN);
       config::JobConfig job = resolveWithLogLevel(args->config);
       if (args->resume && !job.checkpoint.resume) {
         for (const std::string& text : args->config.sets) {

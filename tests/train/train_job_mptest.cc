@@ -182,6 +182,21 @@ TEST(TrainJob, AMetricsFileThatCannotBeWrittenStopsTheRunBeforeItsNextCheckpoint
   }
 }
 
+// A metrics FIFO whose reader goes away mid-run: the run stops naming the file (exit 2), where SIGPIPE used
+// to kill the rank without a word.
+TEST(TrainJob, AMetricsFifoWhoseReaderLeavesStopsTheRunNamingIt) {
+  const std::string dir = testing::makeTempDir("ringtrain-fifo-gone-");
+  std::string job = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
+  for (const auto& a : smallJob(dir)) job += " '" + a + "'";
+  const std::string script = "mkfifo $0/m.fifo && (head -c 300 $0/m.fifo > /dev/null &) && sleep 1 && " + job +
+                             " --set log.metrics_file=$0/m.fifo --set run.max_steps=400 --set log.every_steps=20; "
+                             "echo rc=$?";
+  const auto r = runCommand({"bash", "-c", script, dir}, withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("rc=2")) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("m.fifo: cannot write the metrics")) << r.err;
+}
+
 TEST(TrainJob, TwoRanksLearnBetterThanPopularityAndExportEveryItem) {
   const std::string dir = testing::makeTempDir("ringtrain-train-");
   const auto r = runCommand(ringrun(2, train(dir, {"--set", "run.epochs=4"})), withDeadline(240));
