@@ -25,4 +25,22 @@ std::string describeTag(uint32_t tag) {
                      (tag >> 8) & 0xFFF, tag & 0xFF);
 }
 
+std::string tagMismatchHint(uint32_t a, uint32_t b) {
+  if (a == b) return "";
+  if (a == 0 || b == 0) {
+    return "a collective of the caller's own (untagged) met a DistributedDataParallel bucket: collectives issued "
+           "between backward() and finalize() come in another order where a bucket waits for finalize() on some "
+           "ranks (a parameter unused there)";
+  }
+  if ((a >> 20) != (b >> 20)) {
+    return "two DistributedDataParallel objects on one communicator issued their buckets in another order "
+           "(a bucket with a parameter unused on some ranks waits for finalize() there): give each object its "
+           "own communicator";
+  }
+  if (((a >> 8) & 0xFFF) != ((b >> 8) & 0xFFF)) {
+    return "the ranks are at different iterations: finalize() ran a different number of times on them";
+  }
+  return "the ranks' buckets differ (their models' parameters, or their order, differ)";
+}
+
 }  // namespace ringtrain::comm

@@ -55,10 +55,8 @@ std::string findDisagreement(const std::vector<CollectiveDescriptor>& all) {
     out << "collective mismatch: rank " << r << " called " << describe(d) << " as collective #" << d.sequence
         << " but rank 0 called " << describe(first) << " as collective #" << first.sequence
         << " (every rank must issue the same collectives in the same order";
-    if (d.tag() != first.tag() && (d.tag() != 0 || first.tag() != 0)) {
-      out << "; a DistributedDataParallel bucket holding a parameter unused on some ranks is reduced at "
-             "finalize() there, after collectives issued in between: see the rules in "
-             "ringtrain/ddp/distributed_data_parallel.h";
+    if (const std::string hint = tagMismatchHint(d.tag(), first.tag()); !hint.empty()) {
+      out << "; " << hint << " (see the rules in ringtrain/ddp/distributed_data_parallel.h)";
     }
     out << ")";
     return out.str();

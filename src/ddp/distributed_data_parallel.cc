@@ -89,34 +89,44 @@ DdpOptions DdpOptions::fromConfig(const config::DdpOptions& ddp, const config::C
 
 namespace {
 
-// How many DistributedDataParallel objects use each communicator now. A second one is said, once per
-// object: where a parameter may be unused on some ranks their collectives come in another order on each rank
-// (the header's rule on collectives between backward() and finalize()), silently where the sizes match.
+// The DistributedDataParallel objects alive on each communicator. A second one is said (the header's rule on
+// collectives between backward() and finalize()), and each gets an id for its collectives' tags: the next
+// number while any object lives on the communicator, from 1 again once none does (the same on every rank,
+// as the objects are built and destroyed at the same points: construction is collective).
 class CommunicatorUsers {
  public:
   explicit CommunicatorUsers(const comm::Communicator& comm) : comm_(&comm) {
     std::lock_guard<std::mutex> lock(mu());
-    others_ = counts()[comm_]++;
+    Entry& e = entries()[comm_];
+    others_ = e.live++;
+    id_ = ++e.last_id;
   }
   ~CommunicatorUsers() {
     std::lock_guard<std::mutex> lock(mu());
-    if (--counts()[comm_] == 0) counts().erase(comm_);
+    if (--entries()[comm_].live == 0) entries().erase(comm_);
   }
   CommunicatorUsers(const CommunicatorUsers&) = delete;
   CommunicatorUsers& operator=(const CommunicatorUsers&) = delete;
   int others() const { return others_; }
+  int id() const { return id_; }
 
  private:
+  struct Entry {
+    int live = 0;
+    int last_id = 0;
+  };
+  // Never destroyed: an object held in a static may be destroyed after these would be at exit.
   static std::mutex& mu() {
-    static std::mutex m;
-    return m;
+    static auto* m = new std::mutex;
+    return *m;
   }
-  static std::unordered_map<const comm::Communicator*, int>& counts() {
-    static std::unordered_map<const comm::Communicator*, int> c;
-    return c;
+  static std::unordered_map<const comm::Communicator*, Entry>& entries() {
+    static auto* e = new std::unordered_map<const comm::Communicator*, Entry>;
+    return *e;
   }
   const comm::Communicator* comm_;
   int others_ = 0;
+  int id_ = 1;
 };
 
 std::string describe(const at::Tensor& t) {
@@ -176,7 +186,8 @@ class DistributedDataParallel::Impl {
     if (users_.others() > 0 && comm_.rank() == 0 && comm_.size() > 1) {
       warn("DistributedDataParallel: {} other DistributedDataParallel object(s) use this communicator too: "
            "where a parameter may be unused on some ranks, their collectives can come in another order on each "
-           "rank and their sums mix; give each object its own communicator (comm::makeCommunicator)",
+           "rank (a collective mismatch); give each object its own communicator (comm::makeCommunicator), or, "
+           "when this one replaces another, destroy the old one first",
            users_.others());
     }
     RT_CHECK_GT(options_.bucket_cap_mb, 0.0, "ddp.bucket_cap_mb must be positive");
@@ -586,7 +597,7 @@ class DistributedDataParallel::Impl {
         // Labelled with this object, iteration and bucket: where ranks issue alike-shaped collectives in
         // another order (another object's, a held-back bucket's, a step's against the next), the check
         // names both instead of summing them together.
-        const comm::CollectiveTag tag(comm::ddpTag(users_.others() + 1, stats_.steps, static_cast<int64_t>(b)));
+        const comm::CollectiveTag tag(comm::ddpTag(users_.id(), stats_.steps, static_cast<int64_t>(b)));
         bucket.work = hook_->run(comm_, bucket.flat);
         bytes += hook_->wireBytes(static_cast<size_t>(bucket.flat.numel()) * bucket.flat.element_size(),
                                   bucket.flat.element_size());
@@ -773,7 +784,8 @@ class DistributedDataParallel::Impl {
   // process of its own, so that an optimizer skips it: its bucket slot holds zeros, which weight decay or
   // momentum would otherwise apply (PyTorch's DDP leaves such a gradient untouched too). Whether any rank
   // used each parameter is one small all-reduce per finalize(), only until every dense parameter has been
-  // used somewhere: a model whose parameters all get gradients in its first iteration pays it once.
+  // used somewhere: a model whose parameters all get gradients in its first iteration pays it once, one
+  // with a parameter never used pays it every step (as PyTorch's DDP does with find_unused_parameters).
   void settleNeverUsed() {
     std::vector<float> used;
     for (size_t i : dense_) used.push_back(params_[i].got_gradient ? 1.0f : 0.0f);
@@ -795,6 +807,8 @@ class DistributedDataParallel::Impl {
       all_used = false;
       p.tensor.mutable_grad() = at::Tensor();  // zeroGrad() or its next gradient puts its slot back
     }
+    // static_graph included: a parameter it pre-marked unused may still get a gradient under noSync(), which
+    // must then be kept, on every rank alike.
     seeking_never_used_ = !all_used;
   }
 

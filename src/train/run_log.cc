@@ -299,7 +299,7 @@ void RunLog::checkWritten() {
   // errno is what the last failed write left, maybe long before this flush: named only when it is one a
   // write fails with for want of room or a device.
   const int err = errno;
-  const bool telling = err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG || err == EROFS;
+  const bool telling = err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG || err == EROFS || err == EPIPE;
   metrics_.close();  // nothing more is written to a file that lost records
   failure_ = fmt::format("{}: cannot write the metrics ({}); records are missing from it", metrics_path_,
                          telling ? std::strerror(err) : "a write failed");

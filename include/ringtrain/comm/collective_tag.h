@@ -34,5 +34,7 @@ inline constexpr uint32_t kTagMask = 0xFFFFFF;
 uint32_t ddpTag(int object, int64_t iteration, int64_t bucket);
 // "DistributedDataParallel object 1, iteration 3, bucket 0" ("untagged" for 0).
 std::string describeTag(uint32_t tag);
+// Why two ranks' tags for one collective may differ, for the mismatch message ("" when they are equal).
+std::string tagMismatchHint(uint32_t a, uint32_t b);
 
 }  // namespace ringtrain::comm

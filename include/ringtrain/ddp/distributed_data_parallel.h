@@ -124,8 +124,9 @@ struct DdpOptions {
   // naming it. A dense parameter that no rank has given a gradient yet ends finalize() with an undefined
   // .grad(), as in a process of its own, so that an optimizer skips it (weight decay or momentum would move
   // it on zeros); once any rank has used it, it is reduced as above. Knowing which were used anywhere is one
-  // small all-reduce per finalize() until every dense parameter has been used somewhere (a model whose
-  // parameters all get gradients in the first iteration pays it once). Sparse tables are not covered.
+  // small all-reduce per finalize() until every dense parameter has been used somewhere: a model whose
+  // parameters all get gradients in the first iteration pays it once, one with a parameter never used pays
+  // it every step (as PyTorch's DDP does with find_unused_parameters). Sparse tables are not covered.
   bool find_unused_parameters = true;
   std::string compression = "none";  // none | fp16 | bf16; ignored when a hook is set with setCommHook
   SparseSync sparse_sync = SparseSync::kOwner;
