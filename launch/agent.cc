@@ -957,8 +957,9 @@ class Agent {
         std::sscanf(end.c_str(), "fail %d rank %d", &node, &rank) == 2) {
       const size_t cannot = end.find(kCannotRunText);
       if (cannot != std::string::npos) {
-        result.not_started = "rank " + std::to_string(rank) + (node == o_.node_rank ? "" : " on node " + std::to_string(node)) +
-                             ": " + end.substr(cannot + 2, end.size() - marker.size() - cannot - 2);
+        const std::string where = node == o_.node_rank ? "" : " on node " + std::to_string(node);
+        result.not_started = "rank " + std::to_string(rank) + where + ": " +
+                             end.substr(cannot + 2, end.size() - marker.size() - cannot - 2);
       }
     }
     if (first_failed != nullptr) {

@@ -509,11 +509,13 @@ void checkSameResumedStep(Session& s, int64_t step, const std::string& dir) {
   if (std::all_of(steps.begin(), steps.end(), [&](double v) { return v == steps[0]; })) return;
   std::vector<std::string> each;
   for (size_t r = 0; r < steps.size(); ++r) {
-    each.push_back(fmt::format("rank {}: {}", r, steps[r] > 0 ? "step " + std::to_string(static_cast<int64_t>(steps[r]))
-                                                              : std::string("none, a fresh start")));
+    const std::string found =
+        steps[r] > 0 ? "step " + std::to_string(static_cast<int64_t>(steps[r])) : std::string("none, a fresh start");
+    each.push_back(fmt::format("rank {}: {}", r, found));
   }
   RT_THROW(ConfigError, "the ranks found different checkpoints to resume from in ", dir, " (",
-           fmt::format("{}", fmt::join(each, ", ")), "): checkpoint.dir must be the same directory for every rank (on several nodes, a shared file system)");
+           fmt::format("{}", fmt::join(each, ", ")),
+           "): checkpoint.dir must be the same directory for every rank (on several nodes, a shared file system)");
 }
 
 // Rank 0 could not write the metrics file: every rank stops at the same collective, rank 0 naming the file.

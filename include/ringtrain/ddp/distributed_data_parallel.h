@@ -59,10 +59,10 @@
 //    warned about at construction.
 //  * Call finalize() on some ranks and not others, or a different number of times (not detected where the
 //    buckets' sizes match: a rank's stale gradient is averaged into another's step), or synchronize on some
-//    ranks a backward that others run under noSync(). (How many noSync() backwards precede a rank's synchronized one may differ from rank to rank:
-//    ddp.steal's ranks train as many pieces as they take. Nothing leaves a rank before its synchronized
-//    backward, and every rank's finalize() waits for every rank's gradients, which the trainer's shared
-//    batches rely on.)
+//    ranks a backward that others run under noSync(). (How many noSync() backwards precede a rank's
+//    synchronized one may differ from rank to rank: ddp.steal's ranks train as many pieces as they take.
+//    Nothing leaves a rank before its synchronized backward, and every rank's finalize() waits for every
+//    rank's gradients, which the trainer's shared batches rely on.)
 #pragma once
 
 #include <chrono>
