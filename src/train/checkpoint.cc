@@ -205,7 +205,7 @@ void writeCheckpoint(const std::string& requested, const Checkpoint& ckpt) {
 
   const fs::path target(path);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const std::string tmp = (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  const std::string tmp = tempPathFor(path);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) RT_THROW(DataError, "cannot create checkpoint ", tmp, ": ", std::strerror(errno));
   try {
