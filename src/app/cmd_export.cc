@@ -15,7 +15,6 @@
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
-#include "ringtrain/core/file_target.h"
 #include "ringtrain/data/corpus.h"
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
@@ -76,19 +75,8 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
                                  {"corpus cache of the job that wrote the checkpoint", data::jobCorpusPath(writer) + ".rtc"},
                                  {"items file of the job that wrote the checkpoint", data::jobItemsPath(writer)},
                                  {"metrics file of the job that wrote the checkpoint", train::metricsPath(writer)}});
-      // Nor the items.tsv the names are copied to beside the vectors: one would replace the other.
-      {
-        std::error_code ec_beside, ec_written, ec_names;
-        // Compared where the links lead (the vectors are written through a link, the names beside its name).
-        const auto beside = std::filesystem::absolute(out, ec_beside).parent_path() / "items.tsv";
-        const std::string written = atomicWriteTarget(out);  // a dangling link's target too
-        const auto written_at = std::filesystem::weakly_canonical(written, ec_written);
-        const auto names_at = std::filesystem::weakly_canonical(beside, ec_names);
-        if (!ec_beside && !ec_written && !ec_names && written_at == names_at) {
-          RT_THROW(ConfigError, "-o ", out, ": the items' names are put beside the vectors as items.tsv; give the "
-                   "vectors another name (embeddings.txt)");
-        }
-      }
+      // Nor the items.tsv the names are copied to beside the vectors.
+      train::refuseItemsCopyAsExport("-o", out);
       // Nor a file among the checkpoints (another one, or a new name there): resume and eval read that directory.
       for (const std::string& dir : {train::checkpointDir(job), train::checkpointDir(writer)}) {
         std::error_code ec;

@@ -93,6 +93,27 @@ void refuseInputsAsExport(const std::string& key, const std::string& out,
   }
 }
 
+namespace {
+// Where ItemsBeside puts the names of an export at `export_path`: beside the name given (not beside what a
+// link leads to).
+std::filesystem::path itemsCopyPath(const std::string& export_path, std::error_code& ec) {
+  return std::filesystem::absolute(export_path, ec).parent_path() / "items.tsv";
+}
+}  // namespace
+
+void refuseItemsCopyAsExport(const std::string& key, const std::string& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec_beside, ec_written, ec_names;
+  const fs::path beside = itemsCopyPath(out, ec_beside);
+  // Compared where the links lead: the vectors are written through a link, to its target.
+  const auto written_at = fs::weakly_canonical(atomicWriteTarget(out), ec_written);
+  const auto names_at = fs::weakly_canonical(beside, ec_names);
+  if (!ec_beside && !ec_written && !ec_names && written_at == names_at) {
+    RT_THROW(ConfigError, key, " ", out, ": the items' names are put beside the vectors as items.tsv; give the "
+             "vectors another name (embeddings.txt)");
+  }
+}
+
 ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace)
     : items_path_(items_path) {
   namespace fs = std::filesystem;
@@ -101,7 +122,7 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
   // written yet does.
   if (items_path.empty() || !fs::is_regular_file(items_path, ec)) return;
   if (fs::exists(export_path, ec) && !fs::is_regular_file(export_path, ec)) return;
-  const fs::path target = fs::absolute(export_path, ec).parent_path() / "items.tsv";
+  const fs::path target = itemsCopyPath(export_path, ec);
   if (ec) return;
   if (fs::exists(target, ec) && !fs::is_regular_file(target, ec)) {
     warn("{} is not a file (a directory?): serve and neighbors find no names there; give them --items {}",

@@ -62,6 +62,9 @@ class ItemsBeside {
 // none of them.
 void refuseInputsAsExport(const std::string& key, const std::string& out,
                           const std::vector<std::pair<std::string, std::string>>& inputs);
+// Refuses (ConfigError, naming `key`) an export path that is, by name or through a link, the items.tsv that
+// ItemsBeside copies the names to: one would replace the other.
+void refuseItemsCopyAsExport(const std::string& key, const std::string& out);
 
 // Writes tokens[i] / vectors[i] for every i not in `untrained` (ascending ids), atomically.
 ExportSummary writeItemVectors(const std::string& path, const std::vector<std::string>& tokens, const at::Tensor& vectors,
