@@ -21,6 +21,16 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// A log step's record: its loss, and 1,000 pairs/s per step number.
+StepRecord logged(int64_t step, double loss) {
+  StepRecord r;
+  r.step = step;
+  r.has_loss = true;
+  r.loss = loss;
+  r.pairs_per_second = 1000.0 * static_cast<double>(step);
+  return r;
+}
+
 class MetricsFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -117,14 +127,6 @@ TEST_F(MetricsFileTest, AResumedRunKeepsTheRecordsUpToItsCheckpoint) {
 // and its own; it used to plot only the steps the last attempt trained.
 TEST_F(MetricsFileTest, AResumedRunPlotsTheStepsBeforeItsCheckpointToo) {
   const std::string path = (dir_ / "resumed.jsonl").string();
-  auto logged = [](int64_t step, double loss) {
-    StepRecord r;
-    r.step = step;
-    r.has_loss = true;
-    r.loss = loss;
-    r.pairs_per_second = 1000.0 * static_cast<double>(step);
-    return r;
-  };
   {
     RunLog first(true, path, 6, 0);
     for (int64_t step = 1; step <= 4; ++step) first.record(logged(step, 1.0 / static_cast<double>(step)));
@@ -261,13 +263,7 @@ TEST_F(MetricsFileTest, AFifoWithoutAReaderIsRefused) {
 TEST_F(MetricsFileTest, ThePlotIsWrittenThroughALinkAndNeverOverAFifoOrADirectory) {
   const std::string path = (dir_ / "plot.jsonl").string();
   RunLog log(true, path, 4, 0);
-  for (int64_t step = 1; step <= 3; ++step) {
-    StepRecord r;
-    r.step = step;
-    r.has_loss = true;
-    r.loss = 1.0 / static_cast<double>(step);
-    log.record(r);
-  }
+  for (int64_t step = 1; step <= 3; ++step) log.record(logged(step, 1.0 / static_cast<double>(step)));
   const auto leftovers = [&](const std::filesystem::path& dir) {
     std::string found;
     for (const auto& e : std::filesystem::directory_iterator(dir)) {
