@@ -1,6 +1,7 @@
 #include "train/run_log.h"
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -312,6 +313,36 @@ void RunLog::finish() {
   if (!metrics_) warn("{}: cannot write the last metrics records", metrics_path_);
 }
 
+namespace {
+// A gnuplot string literal for `text`: in single quotes nothing is special but the quote, which is doubled.
+std::string gnuplotQuoted(const std::string& text) {
+  std::string out = "'";
+  for (const char c : text) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+// Runs `gnuplot SCRIPT` without a shell (a path may hold any character), its output discarded. Returns ""
+// when it exits 0, else how it ended.
+std::string runGnuplot(const std::string& script_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::string program = "gnuplot", script = script_path;
+  char* argv[] = {program.data(), script.data(), nullptr};
+  pid_t pid = -1;
+  const int err = posix_spawnp(&pid, "gnuplot", &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (err != 0) return fmt::format("cannot start it: {}", std::strerror(err));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return fmt::format("cannot wait for it: {}", std::strerror(errno));
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status) == 0 ? "" : fmt::format("exit {}", WEXITSTATUS(status));
+  return fmt::format("killed by signal {}", WTERMSIG(status));
+}
+}  // namespace
+
 std::string RunLog::plot(const std::string& png_path) const {
   if (!enabled_) return "";
   if (history_.size() < 2) {  // a line needs two points: the log steps (log.every_steps) are what it plots
@@ -337,22 +368,20 @@ std::string RunLog::plot(const std::string& png_path) const {
   const std::string script_path = tempPathFor(target, "gp");
   const std::string script = fmt::format(
       "set terminal png size 1000,700\n"
-      "set output '{0}'\n"
+      "set output {0}\n"
       "set multiplot layout 2,1 title 'ringtrain'\n"
       "set xlabel 'step'\nset ylabel 'loss'\nset grid\n"
-      "plot '{1}' using 1:2 with lines lw 2 title 'loss (mean over ranks)'\n"
+      "plot {1} using 1:2 with lines lw 2 title 'loss (mean over ranks)'\n"
       "set ylabel 'pairs/s'\n"
-      "plot '{1}' using 1:3 with lines lw 2 title 'global pairs/s'\n"
+      "plot {1} using 1:3 with lines lw 2 title 'global pairs/s'\n"
       "unset multiplot\n",
-      png_tmp, data_path);
+      gnuplotQuoted(png_tmp), gnuplotQuoted(data_path));
   std::ofstream(script_path) << script;  // a temporary itself: no atomic write (its own temporary) needed
-  const int status = std::system(fmt::format("gnuplot '{}' >/dev/null 2>&1", script_path).c_str());
+  const std::string failed = runGnuplot(script_path);
   std::remove(script_path.c_str());
-  if (status != 0) {
+  if (!failed.empty()) {
     std::remove(png_tmp.c_str());
-    const std::string how = status > 0 && WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
-                                                             : "status " + std::to_string(status);
-    warn("gnuplot is not available or failed ({}); no plot written (install gnuplot-nox)", how);
+    warn("gnuplot is not available or failed ({}); no plot written (install gnuplot-nox)", failed);
     return "";
   }
   if (std::rename(png_tmp.c_str(), target.c_str()) != 0) {

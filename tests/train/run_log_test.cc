@@ -293,6 +293,20 @@ TEST_F(MetricsFileTest, ThePlotIsWrittenThroughALinkAndNeverOverAFifoOrADirector
   EXPECT_EQ(leftovers(dir_ / "link") + leftovers(dir_ / "pictures"), "");
 }
 
+// A run directory may be named anything: the plot reaches gnuplot without a shell, its paths quoted for it.
+TEST_F(MetricsFileTest, ThePlotIsWrittenWhereverItsDirectoryIsNamed) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) GTEST_SKIP() << "no gnuplot";
+  const auto dir = dir_ / "it's a \"run\" $(touch pwned); `x`";
+  std::filesystem::create_directories(dir);
+  RunLog log(true, (dir / "metrics.jsonl").string(), 4, 0);
+  for (int64_t step = 1; step <= 3; ++step) log.record(logged(step, 1.0 / static_cast<double>(step)));
+  const std::string png = (dir / "training.png").string();
+  EXPECT_EQ(log.plot(png), png);
+  EXPECT_GT(std::filesystem::file_size(png), 0u);
+  EXPECT_FALSE(std::filesystem::exists("pwned"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "pwned"));
+}
+
 // A FIFO or a terminal is only ever appended to: never read back (that would block), never rewritten.
 TEST_F(MetricsFileTest, AFileThatIsNotRegularIsLeftAlone) {
   const std::string fifo = (dir_ / "metrics.fifo").string();
