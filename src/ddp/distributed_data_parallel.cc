@@ -301,7 +301,8 @@ class DistributedDataParallel::Impl {
         const std::string b = i < lines.size() ? lines[i] : "<none>";
         if (a != b) {
           const std::string name = (i < reference.size() ? a : b).substr(0, (i < reference.size() ? a : b).find(' '));
-          RT_THROW(Error, "DistributedDataParallel: the model on rank ", r, " differs from rank 0 at parameter ",
+          // The program or its configuration differs across ranks: bad input (exit 2), not a failure.
+          RT_THROW(ConfigError, "DistributedDataParallel: the model on rank ", r, " differs from rank 0 at parameter ",
                    i, " '", name, "': rank 0 has '", a, "', rank ", r, " has '", b, "'");
         }
       }

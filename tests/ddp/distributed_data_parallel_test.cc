@@ -1053,8 +1053,9 @@ TEST_F(DdpTest, UnfreezingAParameterAfterConstructionIsNamed) {
   });
 }
 
-// Models that differ across ranks are refused at construction, naming the parameter and both sides; one
-// frozen on a rank only is named as frozen (it used to read as rank 1 having another parameter there).
+// Models that differ across ranks are refused at construction as bad input (ConfigError, exit code 2), naming
+// the parameter and both sides; one frozen on a rank only is named as frozen (it used to read as rank 1
+// having another parameter there).
 TEST_F(DdpTest, ModelsThatDifferAcrossRanksAreNamedAtConstruction) {
   const int world = 2;
   std::vector<std::shared_ptr<MlpImpl>> models;
@@ -1064,7 +1065,8 @@ TEST_F(DdpTest, ModelsThatDifferAcrossRanksAreNamedAtConstruction) {
     try {
       DistributedDataParallel ddp(*models[comm.rank()], comm);
       ADD_FAILURE() << "a parameter frozen on rank 1 only went unnoticed";
-    } catch (const Error& e) {
+    } catch (const ConfigError& e) {  // bad input: exit code 2
+      EXPECT_EQ(e.exitCode(), kExitBadInput);
       EXPECT_THAT(e.what(), ::testing::HasSubstr("the model on rank 1 differs from rank 0 at parameter 1 'fc1.bias'"));
       EXPECT_THAT(e.what(), ::testing::HasSubstr("rank 1 has 'fc1.bias Float[16] cpu frozen (requires_grad false)'"));
     }

@@ -23,7 +23,7 @@
 // Every rank must call finalize() once per synchronized backward, the same number of times.
 //
 // HOW: construction broadcasts parameters and buffers from rank 0 after checking that every rank holds the
-// same parameter names, shapes, dtypes and devices (a mismatch throws ringtrain::Error naming the first
+// same parameter names, shapes, dtypes and devices (a mismatch throws ringtrain::ConfigError naming the first
 // differing parameter). Dense parameters are grouped into buckets (bucket_assignment.h); each bucket is one
 // flat tensor and each parameter's .grad() is a view into it, so autograd accumulates straight into the
 // communication buffer. An autograd post-hook on each parameter's gradient accumulator marks it ready; a
