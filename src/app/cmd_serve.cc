@@ -101,7 +101,7 @@ void addServeCommand(CLI::App& app, CommandBody& body) {
   auto args = std::make_shared<ServeArgs>();
   addConfigArgs(cmd, args->config, /*config_required=*/false);
   cmd->add_option("--model", args->model, "word2vec text export (N D header, then token v1..vD)");
-  cmd->add_option("--items", args->items, "items.tsv with names (default: items.tsv beside the model, or beside the file a linked model leads to)");
+  cmd->add_option("--items", args->items, "items.tsv with names, for every model loaded, reloads included (default: items.tsv beside each model, or beside the file a linked model leads to)");
   cmd->add_option("--port", args->port, "port (overrides serve.port; 0 picks a free one)")->check(CLI::Range(0, 65535));
   auto* host = cmd->add_option("--host", args->host, "bind address (overrides serve.host; default 127.0.0.1)");
   cmd->callback([&body, args, host] {
