@@ -3,8 +3,15 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__GLIBC__)
+// Under a sanitizer (scripts/sanitize.sh) malloc is the sanitizer's: glibc's tuning and trimming would act
+// on arenas nobody allocates from, and malloc_trim crashes there.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define RINGTRAIN_GLIBC_MALLOC 0
+#elif defined(__GLIBC__)
+#define RINGTRAIN_GLIBC_MALLOC 1
 #include <malloc.h>
+#else
+#define RINGTRAIN_GLIBC_MALLOC 0
 #endif
 
 namespace ringtrain {
@@ -12,7 +19,7 @@ namespace ringtrain {
 bool keepFreedMemoryInProcess() {
   const char* opt_out = std::getenv("RINGTRAIN_MALLOC_DEFAULTS");
   if (opt_out != nullptr && std::strcmp(opt_out, "1") == 0) return false;
-#if defined(__GLIBC__)
+#if RINGTRAIN_GLIBC_MALLOC
   // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; blocks below it come from the heap and
   // are reused. Setting it also turns off glibc's dynamic threshold. Freed memory at the top of a heap
   // is returned to the kernel only above 1 GiB, and each heap grows by 64 MiB at a time.
@@ -26,7 +33,7 @@ bool keepFreedMemoryInProcess() {
 }
 
 void releaseFreedMemory() {
-#if defined(__GLIBC__)
+#if RINGTRAIN_GLIBC_MALLOC
   malloc_trim(0);
 #endif
 }
