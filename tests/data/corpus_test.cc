@@ -11,15 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "data_testing.h"
 #include "ringtrain/core/error.h"
+#include "testing/captured_log.h"
 
 namespace ringtrain::data {
 namespace {
@@ -118,18 +116,15 @@ TEST(Corpus, TokensHoldingAUnicodeSpaceAreKeptAndSaidAloud) {
                                      "x\xc2\xa0y z\n"                        // one token, NBSP inside
                                      "p\xe3\x80\x80q r\xc2\xa0s\n"        // two: U+3000 and NBSP
                                      "caf\xc3\xa9 \xe2\x82\xac\n");     // other non-ASCII: no space
-  std::ostringstream logged;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
-  spdlog::default_logger()->sinks().push_back(sink);
+  testing::CapturedLog logged;
   auto c = Corpus::load(opts(path));
   EXPECT_EQ(c->stats().unicode_space_tokens, 3);
   EXPECT_EQ(c->vocab().size(), 8);
   EXPECT_GE(c->vocab().id("x\xc2\xa0y"), 0);
   auto cached = Corpus::load(opts(path));
-  spdlog::default_logger()->sinks().pop_back();
   EXPECT_TRUE(cached->stats().from_cache);
   EXPECT_EQ(cached->stats().unicode_space_tokens, 3);
-  const std::string text = logged.str();
+  const std::string text = logged.text();
   EXPECT_NE(text.find("3 token(s) read hold a Unicode space (line 2, token 1: U+00A0)"), std::string::npos) << text;
   EXPECT_NE(text.find("counted when the cache"), std::string::npos) << text;
   const std::string plain = writeFile(dir, "plain.txt", "a b\ncaf\xc3\xa9 \xe2\x82\xac\n");

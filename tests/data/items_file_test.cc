@@ -2,17 +2,15 @@
 
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "data_testing.h"
 #include "ringtrain/core/error.h"
+#include "testing/captured_log.h"
 
 namespace ringtrain::data {
 namespace {
@@ -52,17 +50,14 @@ TEST(ItemsFile, ColumnsAreFoundByNameInAnyOrderAndOthersAreIgnored) {
 // A column that is nearly a known one ("Category", "category ") is not read, and said; an unrelated one
 // (a price) is not.
 TEST(ItemsFile, AColumnNamedAlmostAsAKnownOneIsSaid) {
-  std::ostringstream logged;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
-  spdlog::default_logger()->sinks().push_back(sink);
+  testing::CapturedLog logged;
   const Read r = readItems("id\tname\tCategory\tprice\n0\tApple\tfruit\t3\n", true);
   const Read spaced = readItems("id\tname\tcategory \n0\tApple\tfruit\n", true);
-  spdlog::default_logger()->sinks().pop_back();
   ASSERT_EQ(r.error, "");
   EXPECT_EQ(r.rows[0][3], "") << "read as the category";
-  EXPECT_THAT(logged.str(), HasSubstr("the column 'Category' is not read"));
-  EXPECT_THAT(logged.str(), HasSubstr("the column 'category ' is not read"));
-  EXPECT_THAT(logged.str(), ::testing::Not(HasSubstr("'price'")));
+  EXPECT_THAT(logged.text(), HasSubstr("the column 'Category' is not read"));
+  EXPECT_THAT(logged.text(), HasSubstr("the column 'category ' is not read"));
+  EXPECT_THAT(logged.text(), ::testing::Not(HasSubstr("'price'")));
 }
 
 TEST(ItemsFile, TheWrittenHeaderReadsEveryColumnAndAnEmptyCategory) {

@@ -12,16 +12,14 @@
 #include <cstdint>
 #include <cstring>
 #include <future>
-#include <sstream>
 #include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/dist/connect_store.h"
+#include "testing/captured_log.h"
 
 namespace ringtrain::dist {
 namespace {
@@ -282,15 +280,12 @@ TEST(TcpStore, AStoreStillUnreachableAfterAFewSecondsIsSaidOnce) {
     TcpStoreServer probe("127.0.0.1", 0, kToken);
     port = probe.port();
   }
-  std::ostringstream logged;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
-  spdlog::default_logger()->sinks().push_back(sink);
+  testing::CapturedLog logged;
   EXPECT_THROW(TcpStoreClient("127.0.0.1", port, kToken, 300ms), CommError);
-  const std::string short_wait = logged.str();
+  const std::string short_wait = logged.text();
   EXPECT_THROW(TcpStoreClient("127.0.0.1", port, kToken, 6500ms), CommError);
-  spdlog::default_logger()->sinks().pop_back();
   EXPECT_EQ(short_wait.find("not reached"), std::string::npos) << short_wait;
-  const std::string text = logged.str();
+  const std::string text = logged.text();
   const std::string said = "store: the store at 127.0.0.1:" + std::to_string(port) + " not reached after 5 s";
   const size_t first = text.find(said);
   ASSERT_NE(first, std::string::npos) << text;
@@ -317,30 +312,27 @@ int listenOnLoopback(int* port) {
 // A store name that does not resolve is waited for (a cluster's DNS entry may come late), but said once at
 // the first try, not only in the error at the end of the timeout.
 TEST(TcpStore, AnUnresolvableNameIsSaidAtOnceAndTriedUntilTheTimeout) {
-  std::ostringstream logged;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
-  spdlog::default_logger()->sinks().push_back(sink);
-  const auto t0 = std::chrono::steady_clock::now();
-  try {
-    TcpStoreClient("no-such-host.invalid", 29500, kToken, 600ms);
-    ADD_FAILURE() << "reached a store on a name that does not exist";
-  } catch (const CommError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("cannot resolve 'no-such-host.invalid'"));
+  std::string text;
+  {
+    testing::CapturedLog logged;
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      TcpStoreClient("no-such-host.invalid", 29500, kToken, 600ms);
+      ADD_FAILURE() << "reached a store on a name that does not exist";
+    } catch (const CommError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("cannot resolve 'no-such-host.invalid'"));
+    }
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 600ms) << "gave up before the timeout";
+    text = logged.text();
   }
-  spdlog::default_logger()->sinks().pop_back();
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, 600ms) << "gave up before the timeout";
-  const std::string text = logged.str();
   const size_t first = text.find("cannot resolve 'no-such-host.invalid'");
   ASSERT_NE(first, std::string::npos) << text;
   EXPECT_THAT(text, HasSubstr("trying again until the wait for the store ends"));
   EXPECT_EQ(text.find("cannot resolve", first + 1), std::string::npos) << "said more than once: " << text;
   // A new client for the same name (ringrun's rendezvous makes one every 250 ms) does not say it again.
-  std::ostringstream again;
-  auto again_sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(again);
-  spdlog::default_logger()->sinks().push_back(again_sink);
+  testing::CapturedLog again;
   EXPECT_THROW(TcpStoreClient("no-such-host.invalid", 29500, kToken, 300ms), CommError);
-  spdlog::default_logger()->sinks().pop_back();
-  EXPECT_EQ(again.str().find("cannot resolve"), std::string::npos) << again.str();
+  EXPECT_EQ(again.text().find("cannot resolve"), std::string::npos) << again.text();
 }
 
 // A peer that accepts and never answers the token (a stopped rank 0, another program on the port) is given
@@ -458,10 +450,8 @@ TEST(ConnectStore, AJobOfOneTakesNoPort) {
 // spin on it, warning each time. It now rests between tries, says so once, and serves again when
 // descriptors are free.
 TEST(TcpStore, AnAcceptOutOfDescriptorsRestsInsteadOfSpinning) {
+  testing::CapturedLog logged;  // before the server's thread starts, and gone after it ends
   TcpStoreServer server("127.0.0.1", 0, kToken);
-  std::ostringstream logged;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
-  spdlog::default_logger()->sinks().push_back(sink);
   std::vector<int> filler;
   for (int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC); fd >= 0; fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) {
     filler.push_back(fd);
@@ -476,8 +466,7 @@ TEST(TcpStore, AnAcceptOutOfDescriptorsRestsInsteadOfSpinning) {
     for (int fd : filler) ::close(fd);
     filler.clear();
   }
-  spdlog::default_logger()->sinks().pop_back();
-  const std::string text = logged.str();
+  const std::string text = logged.text();
   size_t warnings = 0;
   for (size_t at = text.find("accept failed"); at != std::string::npos; at = text.find("accept failed", at + 1)) {
     ++warnings;

@@ -6,14 +6,11 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <sstream>
-
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "ringtrain/core/error.h"
 #include "ringtrain/data/items_file.h"
 #include "serve/serve_fixtures.h"
+#include "testing/captured_log.h"
 #include "testing/command.h"
 
 namespace ringtrain::serve {
@@ -74,15 +71,12 @@ TEST_F(ModelLoadTest, ItemsBesideALinkedModelAndBesideNothingUsable) {
   writeText(path("live/items.tsv"), "id\tkey\tname\tcategory\n");
   EXPECT_EQ(data::itemsBeside(path("live/current.vec")), path("live/items.tsv")) << "beside the link comes first";
 
-  std::ostringstream logged;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
-  spdlog::default_logger()->sinks().push_back(sink);
+  ringtrain::testing::CapturedLog logged;
   fs::create_directories(path("odd/items.tsv"));
   writeText(path("odd/m.vec"), "1 2\na 1 0\n");
   const std::string found = data::itemsBeside(path("odd/m.vec"));
-  spdlog::default_logger()->sinks().pop_back();
   EXPECT_EQ(found, "");
-  EXPECT_THAT(logged.str(), ::testing::HasSubstr("odd/items.tsv is not a readable file"));
+  EXPECT_THAT(logged.text(), ::testing::HasSubstr("odd/items.tsv is not a readable file"));
 }
 
 // The JSON rendered at load: each row's entry (completed by a score and '}') and its token parse back to
