@@ -7,6 +7,7 @@
 #include <memory>
 #include <sstream>
 
+#include "kept_for_good.h"
 #include "ringtrain/comm/collective_tag.h"
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
@@ -364,18 +365,14 @@ void checkBuffer(const Buffer& b, const char* what) {
 }  // namespace
 
 namespace {
-// Runs `body`; when it fails, what the operation reads from or writes into (the owners in `keep`; null
-// ones are skipped) is kept for good, deliberately leaked as the ring keeps its scratch: a failed collective
-// may leave a send or receive posted on it (MPI cannot cancel one), or a same-host peer still copying from
-// it, which must not meet memory freed and reused meanwhile.
+// Runs `body`; when it fails, what the operation reads from or writes into (the owners in `keep`) is kept
+// for good (kept_for_good.h): a failed collective may leave a send or receive posted on it.
 template <typename Body>
 void keepingOnFailure(std::initializer_list<std::shared_ptr<const void>> keep, Body&& body) {
   try {
     body();
   } catch (...) {
-    for (const auto& owner : keep) {
-      if (owner) (void)new std::shared_ptr<const void>(owner);
-    }
+    for (const auto& owner : keep) keepForGood(owner);
     throw;
   }
 }

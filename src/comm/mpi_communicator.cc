@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "backends.h"
+#include "kept_for_good.h"
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -384,7 +385,7 @@ class MpiCommunicator final : public CommunicatorBase {
 
   // Starts a nonblocking MPI operation and polls it to completion within the communicator's timeout. MPI
   // cannot cancel a collective: one that times out stays posted, and may still write into its buffers or
-  // read its counts, so `keep` (what owns them) is then kept for good, deliberately leaked.
+  // read its counts, so `keep` (what owns them) is then kept for good (kept_for_good.h).
   template <typename Start>
   void complete(const char* what, Start&& start, const std::shared_ptr<const void>& keep = nullptr) {
     MPI_Request request = MPI_REQUEST_NULL;
@@ -395,7 +396,7 @@ class MpiCommunicator final : public CommunicatorBase {
     }
     if (!pollUntil(&request, std::chrono::steady_clock::now() + timeout())) {
       MpiRuntime::get().markBroken();
-      if (keep) (void)new std::shared_ptr<const void>(keep);
+      keepForGood(keep);
       throw BackendTimeout(std::string(what) + " timed out");
     }
   }

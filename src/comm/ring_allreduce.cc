@@ -48,6 +48,7 @@
 #include <string>
 #include <vector>
 
+#include "kept_for_good.h"
 #include "peer_memory.h"
 #include "ringtrain/comm/reduce.h"
 #include "ringtrain/comm/ring_plan.h"
@@ -78,9 +79,9 @@ struct RingScratch {
   }
 
   // After a failure, operations may still be outstanding and write into the scratch later: give it up
-  // (deliberately not freed) so that no later call reuses memory a stale receive can still touch.
+  // (kept for good, kept_for_good.h) so that no later call reuses memory a stale receive can still touch.
   void abandon() {
-    (void)bytes.release();
+    keepForGood(std::shared_ptr<uint8_t[]>(bytes.release()));
     capacity = 0;
     sends.assign(sends.size(), nullptr);
     recvs.assign(recvs.size(), nullptr);
