@@ -450,6 +450,10 @@ TEST(ConnectStore, AJobOfOneTakesNoPort) {
 // spin on it, warning each time. It now rests between tries, says so once, and serves again when
 // descriptors are free.
 TEST(TcpStore, AnAcceptOutOfDescriptorsRestsInsteadOfSpinning) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check makes a pipe to probe memory; out of descriptors it reports every virtual call.
+  GTEST_SKIP() << "needs file descriptors to be the only thing that runs out (scripts/sanitize.sh address)";
+#endif
   testing::CapturedLog logged;  // before the server's thread starts, and gone after it ends
   TcpStoreServer server("127.0.0.1", 0, kToken);
   std::vector<int> filler;
