@@ -21,14 +21,14 @@ shift
 BUILD="$ROOT/build-$name"
 
 "$ROOT/scripts/install-deps.sh"
-export CCACHE_BASEDIR="$ROOT" CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}" CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
-# -O1 keeps reports' stacks readable at a bearable speed. Benchmarks, examples and NCCL are left out: they
-# add build time and nothing a CPU-only test run exercises.
-cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+# The project's build script (Ninja, ccache), into the sanitizer's own directory. -O1 keeps reports' stacks
+# readable at a bearable speed. Benchmarks, examples and NCCL are left out: they add build time and nothing
+# a CPU-only test run exercises.
+RINGTRAIN_BUILD_DIR="$BUILD" RINGTRAIN_BUILD_TYPE=RelWithDebInfo "$ROOT/scripts/build.sh" \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
   -DRINGTRAIN_BUILD_BENCHMARKS=OFF -DRINGTRAIN_BUILD_EXAMPLES=OFF -DRINGTRAIN_WITH_NCCL=OFF \
-  -DRINGTRAIN_TEST_TIMEOUT_SCALE="$scale" >/dev/null
-cmake --build "$BUILD" -j "${RINGTRAIN_JOBS:-$(nproc)}"
+  -DRINGTRAIN_TEST_TIMEOUT_SCALE="$scale"
 
 SUPP="$ROOT/scripts/sanitizers"
 # allocator_may_return_null: a test asks LibTorch for an impossible allocation and expects its error.
