@@ -41,10 +41,10 @@
 #include <torch/nn/modules/embedding.h>
 
 #include "ddp/host_shared_tensor.h"
+#include "ringtrain/comm/collective_tag.h"
 #include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/hash.h"
-#include "ringtrain/comm/collective_tag.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/ddp/bucket_assignment.h"
 #include "ringtrain/ddp/comm_hook.h"
