@@ -29,6 +29,9 @@ log() { echo "== gpu-check [$(elapsed)] $*" | tee -a "$OUT/summary.txt"; }
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
   nproc
+  # The CPU's model number and caches, to tell the lent machines apart: one session's three machines ran one
+  # rank at 145k-277k pairs/s, and every one called its CPU "Intel(R) Xeon(R) Processor".
+  lscpu | grep -E '^(Model name|Model|Stepping|L2 cache|L3 cache):' | tr -s ' ' | paste -sd ';'
   # Private tensors may get transparent huge pages where shared tables (memfd) cannot: one thing that can
   # make a rank over shared tables slower per row than one rank alone.
   echo "thp $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null), shmem $(cat /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null)"

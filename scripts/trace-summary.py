@@ -12,10 +12,13 @@ across ranks (ranks on one host share the trace's clock):
   - which rank finished forward+backward last, in what share of the steps;
   - in the slowest tenth of steps, what grew: the last rank's forward+backward, its data wait, the sync.
 The first N steps of each rank (default 10) are left out: they hold the warm-up.
+Under ddp.steal a step's passes (one per piece of a batch, named for it) count as its one forward+backward, and
+a row says how much of it went to other ranks' pairs.
 """
 import argparse
 import collections
 import json
+import re
 import statistics
 import sys
 
@@ -24,6 +27,38 @@ FINALIZE = "finalize: wait for buckets + sparse sync"
 OPTIMIZER = "optimizer step"
 ZERO_GRAD = "zero grad"
 DATA_WAIT = "data wait"
+
+
+# Under ddp.steal a step's forward+backward is one pass per piece taken, each traced under its own name
+# ("forward+backward (N pairs of rank R's batch[, buckets in flight])"). The pieces a rank ran before a
+# finalize are that step's: merged into one forward+backward span (first begin to last end) so that the
+# per-step phases and the arrival analysis read such a trace as any other.
+PIECE = re.compile(r"forward\+backward \((\d+ pairs of rank (\d+)'s batch|a pair weighted zero)")
+
+
+def merge_stolen_pieces(spans):
+    """Replaces the pieces' spans by FORWARD; returns rank -> per-step ms spent on other ranks' pairs."""
+    names = [n for n in spans if PIECE.match(n)]
+    if not names or FINALIZE not in spans:
+        return {}
+    pieces = collections.defaultdict(list)  # rank -> [(begin, end, stolen)]
+    for name in names:
+        owner = PIECE.match(name).group(2)
+        for r, entries in spans.pop(name).items():
+            pieces[r] += [(b, e, owner is not None and int(owner) != r) for b, e in entries]
+    stolen_us = collections.defaultdict(list)
+    for r, entries in pieces.items():
+        entries.sort()
+        i = 0
+        for fin_begin, _ in spans[FINALIZE][r]:
+            step = []
+            while i < len(entries) and entries[i][0] < fin_begin:
+                step.append(entries[i])
+                i += 1
+            if step:
+                spans[FORWARD][r].append((step[0][0], max(e for _, e, _ in step)))
+                stolen_us[r].append(sum(e - b for b, e, stolen in step if stolen))
+    return stolen_us
 
 
 def main():
@@ -53,6 +88,7 @@ def main():
             overlapped_ms[e["pid"]].append(e["args"].get("sparse_overlapped_ms", 0))
     if not spans:
         sys.exit(f"{args.trace}: no spans (was log.trace_steps > 0?)")
+    stolen_ms = merge_stolen_pieces(spans)
     ranks = sorted({r for by_rank in spans.values() for r in by_rank})
     if args.skip is None:  # the first step warms up (allocations, first touches): never a median's sample
         most = max(len(by_rank[r]) for by_rank in spans.values() for r in by_rank)
@@ -71,13 +107,14 @@ def main():
         entries = spans[name][r]
         if len(entries) == most_steps or args.skip == 0:
             return entries[args.skip:]
-        reference = next(by_rank[r] for by_rank in spans.values() if len(by_rank[r]) == most_steps)
+        reference = max((by_rank[r] for by_rank in spans.values()), key=len)  # the rank's most frequent phase
         start = reference[args.skip][0] if args.skip < len(reference) else float("inf")
         return [x for x in entries if x[0] >= start]
 
     print(f"median ms per rank, steps after the first {args.skip}")
     print(f"{'phase':44s}" + "".join(f"{'r' + str(r):>8s}" for r in ranks))
-    for name, by_rank in spans.items():
+    order = [DATA_WAIT, FORWARD, FINALIZE, OPTIMIZER, ZERO_GRAD]  # a step's phases as they run
+    for name, by_rank in sorted(spans.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         kept = {r: after_skip(name, r) for r in ranks}
         row = [statistics.median(e - b for b, e in kept[r]) if kept[r] else 0 for r in ranks]
         some = max(len(by_rank[r]) for r in ranks) < most_steps
@@ -90,6 +127,9 @@ def main():
               "".join(f" {statistics.median(exchange_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
         print(f"{'  sparse rows summed during backward':44s}" +
               "".join(f" {statistics.median(overlapped_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
+    if stolen_ms:
+        print(f"{'  of forward+backward, on other ranks pairs':44s}" +
+              "".join(f" {statistics.median(stolen_ms[r][args.skip:] or [0]) / 1000:7.2f}" for r in ranks))
     if len(ranks) < 2 or FORWARD not in spans or FINALIZE not in spans:
         return
     steps = min(len(spans[FORWARD][r]) for r in ranks)
