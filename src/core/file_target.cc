@@ -1,10 +1,14 @@
 #include "ringtrain/core/file_target.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <utility>
 
 #include "core/process_state.h"
 #include "ringtrain/core/error.h"
@@ -84,6 +88,55 @@ void removeStaleTempsOf(const std::string& target, const std::string& what, cons
   const std::filesystem::path t(target);
   const std::string stem = tempStem(t, kind);
   removeTempsOfGoneWriters(dirOf(t).string(), [&](const std::string&) { return stem; }, what);
+}
+
+AtomicFile::AtomicFile(std::string target, std::string what)
+    : target_(std::move(target)), what_(std::move(what)), temp_(tempPathFor(target_)) {
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("create", errno);
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ < 0) return;  // committed (or never opened)
+  ::close(fd_);
+  ::unlink(temp_.c_str());
+}
+
+void AtomicFile::write(std::string_view bytes) {
+  RT_CHECK(fd_ >= 0, "AtomicFile::write after commit() of ", target_);
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write", n < 0 ? errno : ENOSPC);
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+void AtomicFile::commit() {
+  RT_CHECK(fd_ >= 0, "AtomicFile::commit twice for ", target_);
+  if (::fsync(fd_) != 0) fail("fsync", errno);
+  const int fd = std::exchange(fd_, -1);
+  if (::close(fd) != 0) {
+    const int error = errno;
+    ::unlink(temp_.c_str());
+    fail("close", error);
+  }
+  if (::rename(temp_.c_str(), target_.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(temp_.c_str());
+    RT_THROW(DataError, "cannot rename ", what_, " ", temp_, " to ", target_, ": ", std::strerror(error));
+  }
+  // The rename itself reaches the disk with the directory's own fsync. A directory that cannot be opened
+  // (no read permission) keeps the rename in the page cache until the kernel writes it: not an error.
+  const int dir = ::open(dirOf(target_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+void AtomicFile::fail(const std::string& step, int error) const {
+  RT_THROW(DataError, "cannot ", step, " ", what_, " ", temp_, ": ", std::strerror(error));
 }
 
 }  // namespace ringtrain

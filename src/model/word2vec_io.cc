@@ -1,8 +1,5 @@
 #include "ringtrain/model/word2vec_io.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cerrno>
@@ -15,6 +12,7 @@
 #include <queue>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -91,43 +89,24 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
   fs::create_directories(dir, ec);
   // What an interrupted export of this file left (as large as the export) goes before this one is written.
   removeStaleTempsOf(path, "an export");
-  const std::string tmp = tempPathFor(path);
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) RT_THROW(DataError, "cannot create ", tmp, ": ", std::strerror(errno));
-  bool ok = std::fprintf(f, "%lld %lld\n", static_cast<long long>(n), static_cast<long long>(d)) > 0;
+  AtomicFile file(path, "export");
+  std::string text = std::to_string(n) + " " + std::to_string(d) + "\n";
   char buf[32];
-  for (int64_t i = 0; i < n && ok; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     const std::string& token = tokens[static_cast<size_t>(i)];
     if (badToken(token)) {
-      std::fclose(f);
-      std::remove(tmp.c_str());
       RT_THROW(DataError, "cannot export item ", i, ": token '", token, "' is empty or contains whitespace");
     }
-    std::string line = token;
+    text += token;
     for (int64_t j = 0; j < d; ++j) {
       std::snprintf(buf, sizeof(buf), " %.9g", static_cast<double>(pv[i * d + j]));
-      line += buf;
+      text += buf;
     }
-    line.push_back('\n');
-    ok = std::fwrite(line.data(), 1, line.size(), f) == line.size();
+    text.push_back('\n');
+    if (text.size() >= (1u << 20)) file.write(std::exchange(text, {}));  // in pieces of about a MiB
   }
-  ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  const int err = errno;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    RT_THROW(DataError, "cannot write ", tmp, ": ", std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int rename_err = errno;
-    std::remove(tmp.c_str());
-    RT_THROW(DataError, "cannot rename ", tmp, " to ", path, ": ", std::strerror(rename_err));
-  }
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  file.write(text);
+  file.commit();
 }
 
 WordVectors readWord2Vec(const std::string& path, int64_t max_dim) {

@@ -1,8 +1,6 @@
 #include "ringtrain/train/checkpoint.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -20,8 +18,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/logging.h"
 
 namespace ringtrain::train {
@@ -156,25 +154,6 @@ Checkpoint decodePayload(const std::string& payload) {
   return ckpt;
 }
 
-void writeAll(int fd, const char* data, size_t size, const std::string& path) {
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      RT_THROW(DataError, "cannot write checkpoint ", path, ": ", std::strerror(errno));
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-}
-
-void fsyncDir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 }  // namespace
 
 uint32_t crc32(const void* data, size_t size, uint32_t crc) {
@@ -203,27 +182,10 @@ void writeCheckpoint(const std::string& requested, const Checkpoint& ckpt) {
   putLe<uint64_t>(header, payload.size());
   putLe<uint32_t>(header, crc32(payload.data(), payload.size()));
 
-  const fs::path target(path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const std::string tmp = tempPathFor(path);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) RT_THROW(DataError, "cannot create checkpoint ", tmp, ": ", std::strerror(errno));
-  try {
-    writeAll(fd, header.data(), header.size(), tmp);
-    writeAll(fd, payload.data(), payload.size(), tmp);
-    if (::fsync(fd) != 0) RT_THROW(DataError, "cannot fsync checkpoint ", tmp, ": ", std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    RT_THROW(DataError, "cannot rename ", tmp, " to ", path, ": ", std::strerror(err));
-  }
-  fsyncDir(dir.string());
+  AtomicFile file(path, "checkpoint");
+  file.write(header);
+  file.write(payload);
+  file.commit();
 }
 
 Checkpoint readCheckpoint(const std::string& path, const config::JobConfig* job) {

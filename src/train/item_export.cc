@@ -1,7 +1,5 @@
 #include "ringtrain/train/item_export.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -139,15 +137,20 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
   }
   fs::create_directories(target.parent_path(), ec);  // the export, written next, would make it too
   removeStaleTempsOf(target.string(), "a copy of the items");
-  const std::string tmp = tempPathFor(target.string());
   target_ = target.string();
-  fs::copy_file(items_path, tmp, fs::copy_options::overwrite_existing, ec);
-  if (ec) {
-    warnNotCopied(ec.message());
-    fs::remove(tmp, ec);
-    return;
+  try {
+    auto copy = std::make_unique<AtomicFile>(target_, "copy of the items");
+    std::ifstream in(items_path, std::ios::binary);
+    std::vector<char> buffer(1 << 16);
+    while (in) {
+      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      copy->write({buffer.data(), static_cast<size_t>(in.gcount())});
+    }
+    if (!in.eof()) RT_THROW(DataError, "cannot read ", items_path, ": ", std::strerror(errno));
+    staged_ = std::move(copy);
+  } catch (const std::exception& e) {
+    warnNotCopied(e.what());
   }
-  staged_ = tmp;
 }
 
 void ItemsBeside::warnNotCopied(const std::string& reason) const {
@@ -155,19 +158,15 @@ void ItemsBeside::warnNotCopied(const std::string& reason) const {
        reason, items_path_);
 }
 
-ItemsBeside::~ItemsBeside() {
-  if (staged_.empty()) return;
-  std::error_code ec;
-  std::filesystem::remove(staged_, ec);
-}
+ItemsBeside::~ItemsBeside() = default;
 
 void ItemsBeside::place() {
-  if (staged_.empty()) return;
-  const std::string staged = std::exchange(staged_, "");
-  if (std::rename(staged.c_str(), target_.c_str()) != 0) {
-    warnNotCopied(std::strerror(errno));
-    std::error_code ec;
-    std::filesystem::remove(staged, ec);
+  if (!staged_) return;
+  const std::unique_ptr<AtomicFile> copy = std::move(staged_);
+  try {
+    copy->commit();
+  } catch (const std::exception& e) {
+    warnNotCopied(e.what());
     return;
   }
   info("copied {} to {}, beside the vectors, where serve and neighbors look for names", items_path_, target_);

@@ -136,24 +136,9 @@ void writeFileAtomically(const std::string& requested, const std::string& text) 
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
   removeStaleTempsOf(path, "a rewrite");
-  const std::string tmp = tempPathFor(path);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) RT_THROW(DataError, path, ": cannot write (", std::strerror(errno), ")");
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      RT_THROW(DataError, path, ": write failed (", std::strerror(errno), ")");
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    RT_THROW(DataError, path, ": could not be written atomically (", std::strerror(errno), ")");
-  }
+  AtomicFile file(path, "file");
+  file.write(text);
+  file.commit();
 }
 
 RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_steps, int64_t first_step)

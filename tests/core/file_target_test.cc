@@ -1,14 +1,25 @@
-// Atomic writes land on a link's target, never on the link or on a device, FIFO or directory.
+// Atomic writes land on a link's target, never on the link or on a device, FIFO or directory; AtomicFile
+// replaces its target whole at commit, or not at all.
 #include "ringtrain/core/file_target.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "ringtrain/core/error.h"
 #include "testing/command.h"
@@ -70,6 +81,90 @@ TEST_F(FileTargetTest, DirectoriesFifosAndLinksToThemAreRefused) {
               ThrowsMessage<DataError>(HasSubstr("not a regular file")));
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+std::string contents(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The files of a directory, by name: what an atomic write left beside its target.
+std::vector<std::string> namesIn(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST_F(FileTargetTest, AnAtomicFileReplacesItsTargetOnlyAtCommit) {
+  std::ofstream(path("out")) << "old";
+  {
+    AtomicFile file(path("out"), "export");
+    file.write("new ");
+    file.write("bytes");
+    EXPECT_EQ(contents(path("out")), "old");  // a reader sees the old file until the commit
+    EXPECT_EQ(contents(file.tempPath()), "new bytes");
+    file.commit();
+  }
+  EXPECT_EQ(contents(path("out")), "new bytes");
+  EXPECT_EQ(namesIn(dir_), std::vector<std::string>{"out"});
+}
+
+TEST_F(FileTargetTest, AnAtomicFileLeftUncommittedTakesItsTemporaryWithIt) {
+  std::ofstream(path("out")) << "old";
+  {
+    AtomicFile file(path("out"), "export");
+    file.write("half of it");
+    EXPECT_EQ(namesIn(dir_).size(), 2u);
+  }
+  EXPECT_EQ(contents(path("out")), "old");
+  EXPECT_EQ(namesIn(dir_), std::vector<std::string>{"out"});
+}
+
+TEST_F(FileTargetTest, AnAtomicFileThatCannotBeCreatedSaysWhereAndWhy) {
+  EXPECT_THAT([&] { AtomicFile file(path("missing/out"), "checkpoint"); },
+              ThrowsMessage<DataError>(HasSubstr("cannot create checkpoint " + path("missing/.out.tmp."))));
+}
+
+// A write the file system refuses (here the file size limit, as a full disk would) fails naming the
+// temporary file and the reason, and leaves the target as it was and no temporary behind.
+TEST_F(FileTargetTest, AFailedWriteLeavesTheOldFileWhole) {
+  std::ofstream(path("out")) << "old";
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  const auto previous = std::signal(SIGXFSZ, SIG_IGN);  // else the write past the limit kills the process
+  rlimit small = saved;
+  small.rlim_cur = 16;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::optional<std::string> error;
+  try {
+    AtomicFile file(path("out"), "export");
+    file.write(std::string(100, 'x'));
+    file.commit();
+  } catch (const DataError& e) {
+    error = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, previous);
+  ASSERT_TRUE(error.has_value()) << "a write past the size limit succeeded";
+  EXPECT_THAT(*error, HasSubstr("cannot write export " + path(".out.tmp.")));
+  EXPECT_THAT(*error, HasSubstr(std::strerror(EFBIG)));
+  EXPECT_EQ(contents(path("out")), "old");
+  EXPECT_EQ(namesIn(dir_), std::vector<std::string>{"out"});
+}
+
+TEST_F(FileTargetTest, AFailedRenameRemovesTheTemporary) {
+  fs::create_directories(path("out/inside"));  // a directory holding something: no file can be renamed over it
+  EXPECT_THAT(
+      [&] {
+        AtomicFile file(path("out"), "export");
+        file.write("bytes");
+        file.commit();
+      },
+      ThrowsMessage<DataError>(HasSubstr("cannot rename export " + path(".out.tmp."))));
+  EXPECT_EQ(namesIn(dir_), std::vector<std::string>{"out"});
 }
 
 }  // namespace

@@ -84,6 +84,7 @@ TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
   EXPECT_THROW(model::writeWord2Vec(dir_ + "/x.txt", {"a b"}, at::zeros({1, 2})), DataError);
   EXPECT_THROW(model::writeWord2Vec(dir_ + "/x.txt", {}, at::zeros({0, 2})), DataError);  // the reader needs N >= 1
   EXPECT_FALSE(fs::exists(dir_ + "/x.txt"));
+  EXPECT_FALSE(fs::exists(dir_ + "/.x.txt.tmp." + std::to_string(::getpid()))) << "a refused export left its temp file";
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"empty", ""},           {"header", "2\n"},           {"short", "2 2\na 1 2\n"},
       {"few", "1 3\na 1 2\n"}, {"many", "1 1\na 1 2\n"},    {"nan", "1 1\na nan\n"},

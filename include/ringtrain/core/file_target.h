@@ -1,8 +1,10 @@
 // Where an atomic write (a temporary file beside the target, fsync, rename over it) of a path must land.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <string>
+#include <string_view>
 
 namespace ringtrain {
 
@@ -26,5 +28,31 @@ void removeTempsOfGoneWriters(const std::string& dir, const std::function<std::s
 std::string tempPathFor(const std::string& target, const std::string& kind = "tmp");
 // removeTempsOfGoneWriters for tempPathFor(target, kind)'s names.
 void removeStaleTempsOf(const std::string& target, const std::string& what, const std::string& kind = "tmp");
+
+// One atomic write: the bytes go to tempPathFor(target), and commit() makes them the target's (fsync, rename
+// over it, fsync of its directory), so that a reader, or the disk after a crash, has the old file or the new
+// one whole and never a part. Destroyed without commit() (an error on the way), the temporary file goes.
+// Failures are DataError, worded "cannot <step> <what> <file>: <reason>".
+class AtomicFile {
+ public:
+  // `target`: a path atomicWriteTarget() returned, in a directory that exists; `what` names the file in
+  // errors ("checkpoint", "export").
+  AtomicFile(std::string target, std::string what);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(std::string_view bytes);
+  void commit();
+  const std::string& tempPath() const { return temp_; }
+
+ private:
+  [[noreturn]] void fail(const std::string& step, int error) const;
+
+  std::string target_;
+  std::string what_;
+  std::string temp_;
+  int fd_ = -1;  // open until commit()
+};
 
 }  // namespace ringtrain

@@ -6,12 +6,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/train/checkpoint.h"
 
 namespace ringtrain::train {
@@ -43,7 +45,7 @@ struct ExportSummary {
 class ItemsBeside {
  public:
   ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace = false);
-  ~ItemsBeside();  // removes a copy not placed
+  ~ItemsBeside();  // removes a copy not placed (AtomicFile's destructor)
   ItemsBeside(const ItemsBeside&) = delete;
   ItemsBeside& operator=(const ItemsBeside&) = delete;
   // After the export is written: the copy renamed to items.tsv beside it. Once.
@@ -53,7 +55,7 @@ class ItemsBeside {
   void warnNotCopied(const std::string& reason) const;
 
   std::string items_path_;
-  std::string staged_;  // the temp copy, "" when nothing is to be placed
+  std::unique_ptr<AtomicFile> staged_;  // the copy, written and not yet committed; null when nothing is to be placed
   std::string target_;
 };
 
