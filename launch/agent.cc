@@ -958,8 +958,9 @@ class Agent {
       const size_t cannot = end.find(kCannotRunText);
       if (cannot != std::string::npos) {
         const std::string where = node == o_.node_rank ? "" : " on node " + std::to_string(node);
-        result.not_started = "rank " + std::to_string(rank) + where + ": " +
-                             end.substr(cannot + 2, end.size() - marker.size() - cannot - 2);
+        const size_t from = cannot + std::string_view(": ").size();  // "cannot run PATH: why", without ": "
+        result.not_started =
+            "rank " + std::to_string(rank) + where + ": " + end.substr(from, end.size() - marker.size() - from);
       }
     }
     if (first_failed != nullptr) {
