@@ -12,7 +12,7 @@ across ranks (ranks on one host share the trace's clock):
   - which rank finished forward+backward last, in what share of the steps;
   - in the slowest tenth of steps, what grew: the last rank's forward+backward, its data wait, the sync.
 The first N steps of each rank (default 10) are left out: they hold the warm-up.
-Under ddp.steal a step's passes (one per piece of a batch, named for it) count as its one forward+backward, and
+Traces that record the CPU of each forward+backward give each rank's usual one. Under ddp.steal a step's passes (one per piece of a batch, named for it) count as its one forward+backward, and
 a row says how much of it went to other ranks' pairs.
 """
 import argparse
@@ -78,10 +78,13 @@ def main():
     sparse_ms = collections.defaultdict(list)
     exchange_ms = collections.defaultdict(list)
     overlapped_ms = collections.defaultdict(list)
+    cpus = collections.defaultdict(list)  # rank -> the CPU of each traced forward+backward pass, in order
     for e in events:
         if e.get("ph") != "X":
             continue
         spans[e["name"]][e["pid"]].append((e["ts"], e["ts"] + e["dur"]))
+        if e["name"].startswith("forward+backward") and "cpu" in e.get("args", {}):
+            cpus[e["pid"]].append((e["ts"], e["args"]["cpu"]))
         if e["name"] == FINALIZE and "sparse_sync_ms" in e.get("args", {}):
             sparse_ms[e["pid"]].append(e["args"]["sparse_sync_ms"])
             exchange_ms[e["pid"]].append(e["args"].get("sparse_exchange_ms", 0))
@@ -127,6 +130,18 @@ def main():
               "".join(f" {statistics.median(exchange_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
         print(f"{'  sparse rows summed during backward':44s}" +
               "".join(f" {statistics.median(overlapped_ms[r][args.skip:] or [0]):7.2f}" for r in ranks))
+    if cpus:
+        # Which CPU each rank's passes ended on, the most frequent and its share, after the skipped steps: ranks
+        # slow on the same CPUs (or on CPUs that share a core on the host) run slow for where they run.
+        def usual(r):
+            start = after_skip(FORWARD, r)[0][0] if FORWARD in spans and after_skip(FORWARD, r) else 0
+            seen = [cpu for ts, cpu in cpus[r] if ts >= start]
+            if not seen:
+                return "-"
+            cpu, count = collections.Counter(seen).most_common(1)[0]
+            return f"{cpu}:{100 * count / len(seen):.0f}%"
+        label = "  forward+backward's CPU, most passes (share)"
+        print(f"{label:44s}" + "".join(f" {usual(r):>7s}" for r in ranks))
     if stolen_ms:
         print(f"{'  of forward+backward, on other ranks pairs':44s}" +
               "".join(f" {statistics.median(stolen_ms[r][args.skip:] or [0]) / 1000:7.2f}" for r in ranks))

@@ -1,5 +1,6 @@
 #include "ringtrain/train/trainer.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -608,6 +609,11 @@ TrainSummary inSession(const config::JobConfig& job, const dist::ProcessInfo& pr
   }
 }
 
+// A traced forward+backward's args: the CPU the rank's thread ended it on. On a VM's shared vCPUs ranks have
+// run the same work 1.5x apart, which ranks changing from run to run; scripts/trace-summary.py prints each
+// rank's usual CPU beside its times, to tell whether the slow ones share CPUs (or their host's cores).
+std::string cpuArgs() { return fmt::format("{{\"cpu\":{}}}", ::sched_getcpu()); }
+
 // One step under ddp.steal (src/train/work_stealing.h): the chunks this rank takes of the step's batches, each a
 // forward and a backward, the last of them synchronized. Returns the sum of the chunks' weighted losses.
 at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsModel& model,
@@ -629,7 +635,9 @@ at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsMode
     loss.backward();
     add(loss);
     stealing.countNullChunk();
-    if (trace != nullptr) trace->span("forward+backward (a pair weighted zero, buckets in flight)", begin, Clock::now());
+    if (trace != nullptr) {
+      trace->span("forward+backward (a pair weighted zero, buckets in flight)", begin, Clock::now(), cpuArgs());
+    }
   }
   while (chunk) {
     const auto begin = Clock::now();
@@ -655,7 +663,7 @@ at::Tensor trainStolenStep(WorkStealing& stealing, int64_t step, model::SgnsMode
     if (trace != nullptr) {
       trace->span(fmt::format("forward+backward ({} pairs of rank {}'s batch{})", chunk->count, chunk->owner,
                               next ? "" : ", buckets in flight"),
-                  begin, Clock::now());
+                  begin, Clock::now(), cpuArgs());
     }
     chunk = next;
   }
@@ -924,7 +932,8 @@ TrainSummary train(Session& s) {
       balance.record(seconds(Clock::now() - wait_end), balance.count());
       if (traced) {
         trace.span("data wait", wait_begin, wait_end);
-        trace.span(sync ? "forward+backward (buckets in flight)" : "forward+backward (no sync)", wait_end, Clock::now());
+        trace.span(sync ? "forward+backward (buckets in flight)" : "forward+backward (no sync)", wait_end, Clock::now(),
+                   cpuArgs());
       }
     }
     // Every pass's rows reached the tables' gradients: the last backward released them.

@@ -22,11 +22,15 @@ struct Pass {
   std::string name;
   int begin_us;
   int end_us;
+  int cpu = -1;  // recorded in its args when >= 0, as the trainer does
 };
 
 void traceStep(TraceWriter& trace, Clock::time_point step, const std::vector<Pass>& passes, int finalize_end_us) {
   trace.span("data wait", step, step + Micros(100));
-  for (const Pass& p : passes) trace.span(p.name, step + Micros(p.begin_us), step + Micros(p.end_us));
+  for (const Pass& p : passes) {
+    trace.span(p.name, step + Micros(p.begin_us), step + Micros(p.end_us),
+               p.cpu >= 0 ? "{\"cpu\":" + std::to_string(p.cpu) + "}" : "{}");
+  }
   const int last = passes.back().end_us;
   trace.span("finalize: wait for buckets + sparse sync", step + Micros(last), step + Micros(finalize_end_us),
              R"({"sparse_sync_ms":0.2,"sparse_exchange_ms":0.1,"sparse_overlapped_ms":0.05})");
@@ -65,16 +69,19 @@ TEST(TraceSummary, StolenPiecesMakeOneForwardBackwardPerStep) {
     const auto step = start + Micros(10000 * k);
     // Rank 0 trains its own 768 pairs, then 256 of rank 1's; rank 1 only its own 768, slower.
     traceStep(rank0, step,
-              {{"forward+backward (768 pairs of rank 0's batch)", 100, 3100},
-               {"forward+backward (256 pairs of rank 1's batch, buckets in flight)", 3100, 4100}},
+              {{"forward+backward (768 pairs of rank 0's batch)", 100, 3100, 3},
+               {"forward+backward (256 pairs of rank 1's batch, buckets in flight)", 3100, 4100, 3}},
               4500);
-    traceStep(rank1, step, {{"forward+backward (768 pairs of rank 1's batch, buckets in flight)", 100, 4000}}, 4500);
+    // Rank 1 moves to CPU 6 for its last step: CPU 5 in 3 of the 4 steps after the 2 skipped.
+    traceStep(rank1, step,
+              {{"forward+backward (768 pairs of rank 1's batch, buckets in flight)", 100, 4000, k == 5 ? 6 : 5}}, 4500);
   }
   const std::string out = summarize(rank0.eventsJson() + ",\n" + rank1.eventsJson());
   EXPECT_EQ(row(out, "forward+backward (buckets in flight)"), "4.00 3.90") << out;
   EXPECT_EQ(row(out, "of forward+backward, on other ranks pairs"), "1.00 0.00") << out;
   EXPECT_EQ(row(out, "arrival spread at finalize"), "0.10 ( 0.10)") << out;
   EXPECT_EQ(row(out, "last to arrive, % of steps"), "r0:100") << out;
+  EXPECT_EQ(row(out, "forward+backward's CPU, most passes (share)"), "3:100% 5:75%") << out;
   EXPECT_EQ(out.find("768 pairs"), std::string::npos) << "a piece's own row is left:\n" << out;
 }
 
@@ -92,6 +99,7 @@ TEST(TraceSummary, AZeroWeightedPassIsTheStepsForwardBackward) {
   EXPECT_EQ(row(out, "forward+backward (buckets in flight)"), "2.90 0.20") << out;
   EXPECT_EQ(row(out, "of forward+backward, on other ranks pairs"), "0.00 0.00") << out;
   EXPECT_EQ(row(out, "last to arrive, % of steps"), "r0:100") << out;
+  EXPECT_EQ(out.find("CPU"), std::string::npos) << "a CPU row for a trace that records none:\n" << out;
 }
 
 }  // namespace

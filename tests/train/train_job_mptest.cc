@@ -229,6 +229,32 @@ TEST(TrainJob, MaxRanksTrainTogether) {
   EXPECT_THAT(r.out + r.err, HasSubstr(std::to_string(ranks) + " rank(s) over")) << r.out << r.err;
 }
 
+// A traced run's trace.json, read by scripts/trace-summary.py as a user would: every rank's phases, the CPU
+// each rank's passes ran on, and under ddp.steal the pieces read as each step's one forward+backward.
+TEST(TrainJob, ATracedRunsTraceSummarizesPerRank) {
+  for (const bool steal : {false, true}) {
+    SCOPED_TRACE(steal ? "ddp.steal" : "plain");
+    const std::string dir = testing::makeTempDir("ringtrain-trace-");
+    std::vector<std::string> extra = {"--set", "run.max_steps=14", "--set", "log.trace_steps=14",
+                                      "--set", "ddp.sparse_sync=shared", "--set", "checkpoint.every_steps=0"};
+    if (steal) extra.insert(extra.end(), {"--set", "ddp.steal=true", "--set", "run.deterministic=false"});
+    const auto r = runCommand(ringrun(2, train(dir, extra)), withDeadline(180));
+    ASSERT_TRUE(r.ok()) << r.out << r.err;
+    const auto summary = runCommand(
+        {"python3", testing::sourcePath("scripts/trace-summary.py"), dir + "/trace.json", "--skip", "2"}, withDeadline(60));
+    ASSERT_TRUE(summary.ok()) << summary.out << summary.err;
+    const std::string& out = summary.out;
+    EXPECT_TRUE(std::regex_search(out, std::regex(R"(\nforward\+backward \(buckets in flight\) +[0-9.]+ +[0-9.]+\n)")))
+        << out;
+    EXPECT_TRUE(std::regex_search(
+        out, std::regex(R"(forward\+backward's CPU, most passes \(share\) +[0-9]+:[0-9]+% +[0-9]+:[0-9]+%\n)")))
+        << out;
+    EXPECT_THAT(out, HasSubstr("arrival spread at finalize")) << out;
+    EXPECT_EQ(out.find("pairs of rank"), std::string::npos) << "a piece left as a phase of its own:\n" << out;
+    std::filesystem::remove_all(dir);
+  }
+}
+
 std::vector<std::string> with(std::vector<std::string> args, const std::string& setting) {
   args.insert(args.end(), {"--set", setting});
   return args;
