@@ -814,8 +814,15 @@ class Agent {
       if (close_pipes_at) wakeBy(*close_pipes_at);
       if (kill_at && !escalated && running > 0) wakeBy(*kill_at);
       if (straggler_notice_at) wakeBy(*straggler_notice_at);
+      const auto pumpOf = [](const auto& owner) -> OutputPump& {
+        return owner.second ? *owner.first->err_pump : *owner.first->out_pump;
+      };
+      for (const auto& [fd, owner] : by_fd) {
+        if (const auto due = pumpOf(owner).partialDue()) wakeBy(*due);  // an unfinished line goes out alone
+      }
       const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
       RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
+      for (const auto& [fd, owner] : by_fd) pumpOf(owner).flushPartial(Clock::now());
 
       if (straggler_notice_at && Clock::now() >= *straggler_notice_at) {
         straggler_notice_at.reset();

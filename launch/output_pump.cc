@@ -35,6 +35,7 @@ void OutputPump::feed(const char* data, size_t n) {
   const char* end = data + n;
   while (data < end) {
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
+    if (partial_.empty()) partial_since_ = std::chrono::steady_clock::now();
     partial_.append(data, nl == nullptr ? end : nl);
     // Pieces of kMaxLineBytes go out while more than that is held. A line is cut only past the limit: one of
     // exactly kMaxLineBytes is one piece, sent at its '\n'.
@@ -53,6 +54,18 @@ void OutputPump::feed(const char* data, size_t n) {
 
 void OutputPump::finish() {
   if (!partial_.empty()) emit(partial_);
+  partial_.clear();
+}
+
+std::optional<std::chrono::steady_clock::time_point> OutputPump::partialDue() const {
+  if (partial_.empty()) return std::nullopt;
+  return partial_since_ + kPartialLineHold;
+}
+
+void OutputPump::flushPartial(std::chrono::steady_clock::time_point now) {
+  const auto due = partialDue();
+  if (!due || now < *due) return;
+  emit(partial_);
   partial_.clear();
 }
 

@@ -1,9 +1,18 @@
-// A rank's output pump: a log file that cannot be made (a full disk, no inodes) costs the copy, not the job.
+// A rank's output pump: a log file that cannot be made (a full disk, no inodes) costs the copy, not the job;
+// an unfinished line is not held back for good.
 #include "output_pump.h"
+
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+
+#include "testing/command.h"
 
 namespace ringtrain::launch {
 namespace {
@@ -17,6 +26,41 @@ TEST(OutputPump, ALogFileThatCannotBeCreatedIsDoneWithout) {
   pump->finish();
   ASSERT_FALSE(tail.empty());
   EXPECT_EQ(tail.back(), "still passed on");
+}
+
+// A prompt or a progress line that ends later goes out once held kPartialLineHold, as a line of its own; the
+// rest follows, prefixed again. The log file gets the bytes as written.
+TEST(OutputPump, AnUnfinishedLineGoesOutOnceHeldAndTheRestFollows) {
+  const std::string dir = testing::makeTempDir("output_pump");
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  Tail tail;
+  {
+    ConsoleStream dest(fds[1], "test");
+    OutputPump pump(2, dest, dir + "/stdout.log", &tail);
+    EXPECT_FALSE(pump.partialDue());
+    const auto fed = std::chrono::steady_clock::now();
+    pump.feed("Loading... ", 11);
+    const auto due = pump.partialDue();
+    ASSERT_TRUE(due.has_value());
+    EXPECT_GE(*due - fed, kPartialLineHold);
+    pump.flushPartial(*due - std::chrono::milliseconds(1));
+    EXPECT_TRUE(tail.empty()) << "went out before it was due";
+    pump.flushPartial(*due);
+    EXPECT_FALSE(pump.partialDue());
+    pump.feed("done\nnext", 9);
+    pump.finish();
+  }  // the stream's destructor writes out what it queued
+  ::close(fds[1]);
+  std::string out;
+  char buf[256];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  EXPECT_EQ(out, "[rank 2] Loading... \n[rank 2] done\n[rank 2] next\n");
+  std::stringstream log;
+  log << std::ifstream(dir + "/stdout.log").rdbuf();
+  EXPECT_EQ(log.str(), "Loading... done\nnext");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -375,6 +375,25 @@ TEST(Ringrun, TheRankThatFailedFirstIsBlamedThoughAConsequenceEndedBeforeIt) {
                                               "it was asked to stop"));
 }
 
+// A line a rank leaves unfinished (a prompt, a progress line) is seen while the rank waits, not held until
+// its end: rank 0's start of a line, left open for 2.5 s, comes out before the line rank 1 prints 1.5 s
+// later (it goes out after kPartialLineHold, 0.5 s), and its end follows as a line of its own.
+TEST(Ringrun, AnUnfinishedLineIsShownWhileTheRankWaits) {
+  const std::string script =
+      "if [ \"$RANK\" = 0 ]; then printf 'waiting for input'; touch \"$0/started\"; sleep 2.5; echo ' ok'; "
+      "else while [ ! -e \"$0/started\" ]; do sleep 0.02; done; sleep 1.5; echo later; fi";
+  const auto r = twoShellRanks(script);
+  ASSERT_TRUE(r.ok()) << r.err;
+  const size_t start = r.out.find("[rank 0] waiting for input\n");
+  const size_t later = r.out.find("[rank 1] later\n");
+  const size_t end = r.out.find("[rank 0]  ok\n");
+  ASSERT_NE(start, std::string::npos) << r.out;
+  ASSERT_NE(later, std::string::npos) << r.out;
+  ASSERT_NE(end, std::string::npos) << r.out;
+  EXPECT_LT(start, later) << r.out;
+  EXPECT_LT(later, end) << r.out;
+}
+
 // A rank stopped (SIGSTOP) leaves its peers to time out: the peer that times out ends first, with exit code 4,
 // but the stopped rank is the one named; the job keeps the timeout's exit code.
 TEST(Ringrun, AStoppedRankIsBlamedForThePeerThatTimedOutWaitingForIt) {
