@@ -651,6 +651,9 @@ class Agent {
     std::vector<Rank> ranks(static_cast<size_t>(o_.nproc_per_node));
     std::map<pid_t, Rank*> by_pid;
     std::map<int, std::pair<Rank*, bool>> by_fd;  // fd -> (rank, is stderr)
+    const auto pumpOf = [](const std::pair<Rank*, bool>& owner) -> OutputPump& {
+      return owner.second ? *owner.first->err_pump : *owner.first->out_pump;
+    };
     for (int local = 0; local < o_.nproc_per_node; ++local) {
       Rank& r = ranks[static_cast<size_t>(local)];
       r.local_rank = local;
@@ -752,7 +755,7 @@ class Agent {
         const auto settle = Clock::now() + 200ms;
         for (auto it = by_fd.begin(); it != by_fd.end();) {
           Rank& r = *it->second.first;
-          OutputPump& pump = it->second.second ? *r.err_pump : *r.out_pump;
+          OutputPump& pump = pumpOf(it->second);
           bool ended = false;
           size_t drained = 0;  // a daemon that keeps writing would keep this loop going: 1 MiB at most
           for (pollfd p{it->first, POLLIN, 0};
@@ -814,15 +817,14 @@ class Agent {
       if (close_pipes_at) wakeBy(*close_pipes_at);
       if (kill_at && !escalated && running > 0) wakeBy(*kill_at);
       if (straggler_notice_at) wakeBy(*straggler_notice_at);
-      const auto pumpOf = [](const auto& owner) -> OutputPump& {
-        return owner.second ? *owner.first->err_pump : *owner.first->out_pump;
-      };
-      for (const auto& [fd, owner] : by_fd) {
-        if (const auto due = pumpOf(owner).partialDue()) wakeBy(*due);  // an unfinished line goes out alone
+      // An unfinished line goes out alone once its rank has written nothing for a while; not from a pipe held
+      // (the rest of the line may wait unread in it).
+      for (size_t i = 2; i < fds.size(); ++i) {
+        if (fds[i].fd < 0) continue;
+        if (const auto due = pumpOf(by_fd.at(fds[i].fd)).partialDue()) wakeBy(*due);
       }
       const int rc = ::poll(fds.data(), fds.size(), timeout_ms);
       RT_CHECK(rc >= 0 || errno == EINTR, "poll: ", std::strerror(errno));
-      for (const auto& [fd, owner] : by_fd) pumpOf(owner).flushPartial(Clock::now());
 
       if (straggler_notice_at && Clock::now() >= *straggler_notice_at) {
         straggler_notice_at.reset();
@@ -940,10 +942,14 @@ class Agent {
         }
       }
       for (size_t i = 2; i < fds.size(); ++i) {
-        if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        if (fds[i].fd < 0) continue;
         auto it = by_fd.find(fds[i].fd);
+        OutputPump& pump = pumpOf(it->second);
+        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+          pump.flushPartial(Clock::now());  // nothing came: the pipe was empty when poll returned
+          continue;
+        }
         Rank& r = *it->second.first;
-        OutputPump& pump = it->second.second ? *r.err_pump : *r.out_pump;
         const ssize_t n = ::read(fds[i].fd, buf.data(), buf.size());
         if (n > 0) {
           pump.feed(buf.data(), static_cast<size_t>(n));

@@ -35,7 +35,6 @@ void OutputPump::feed(const char* data, size_t n) {
   const char* end = data + n;
   while (data < end) {
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
-    if (partial_.empty()) partial_since_ = std::chrono::steady_clock::now();
     partial_.append(data, nl == nullptr ? end : nl);
     // Pieces of kMaxLineBytes go out while more than that is held. A line is cut only past the limit: one of
     // exactly kMaxLineBytes is one piece, sent at its '\n'.
@@ -45,7 +44,10 @@ void OutputPump::feed(const char* data, size_t n) {
       at += kMaxLineBytes;
     }
     partial_.erase(0, at);
-    if (nl == nullptr) return;
+    if (nl == nullptr) {
+      partial_fed_ = std::chrono::steady_clock::now();
+      return;
+    }
     emit(partial_);
     partial_.clear();
     data = nl + 1;
@@ -59,7 +61,7 @@ void OutputPump::finish() {
 
 std::optional<std::chrono::steady_clock::time_point> OutputPump::partialDue() const {
   if (partial_.empty()) return std::nullopt;
-  return partial_since_ + kPartialLineHold;
+  return partial_fed_ + kPartialLineHold;
 }
 
 void OutputPump::flushPartial(std::chrono::steady_clock::time_point now) {

@@ -12,8 +12,9 @@ across ranks (ranks on one host share the trace's clock):
   - which rank finished forward+backward last, in what share of the steps;
   - in the slowest tenth of steps, what grew: the last rank's forward+backward, its data wait, the sync.
 The first N steps of each rank (default 10) are left out: they hold the warm-up.
-Traces that record the CPU of each forward+backward give each rank's usual one. Under ddp.steal a step's passes (one per piece of a batch, named for it) count as its one forward+backward, and
-a row says how much of it went to other ranks' pairs.
+Traces that record the CPU of each forward+backward give each rank's usual one. Under ddp.steal a step's
+passes (one per piece of a batch, named for it) count as its one forward+backward, and a row says how much of
+it went to other ranks' pairs.
 """
 import argparse
 import collections
@@ -143,7 +144,8 @@ def main():
         label = "  forward+backward's CPU, most passes (share)"
         print(f"{label:44s}" + "".join(f" {usual(r):>7s}" for r in ranks))
     if stolen_ms:
-        print(f"{'  of forward+backward, on other ranks pairs':44s}" +
+        label = "  of forward+backward, on other ranks' pairs"
+        print(f"{label:44s}" +
               "".join(f" {statistics.median(stolen_ms[r][args.skip:] or [0]) / 1000:7.2f}" for r in ranks))
     if len(ranks) < 2 or FORWARD not in spans or FINALIZE not in spans:
         return

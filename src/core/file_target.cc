@@ -92,8 +92,9 @@ void removeStaleTempsOf(const std::string& target, const std::string& what, cons
 
 AtomicFile::AtomicFile(std::string target, std::string what)
     : target_(std::move(target)), what_(std::move(what)), temp_(tempPathFor(target_)) {
-  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail("create", errno);
+  // 0666 less the umask, as fopen() and the shell give a new file.
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd_ < 0) fail("creating", errno);
 }
 
 AtomicFile::~AtomicFile() {
@@ -107,24 +108,24 @@ void AtomicFile::write(std::string_view bytes) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("write", n < 0 ? errno : ENOSPC);
+    if (n <= 0) fail("writing", n < 0 ? errno : ENOSPC);
     bytes.remove_prefix(static_cast<size_t>(n));
   }
 }
 
 void AtomicFile::commit() {
   RT_CHECK(fd_ >= 0, "AtomicFile::commit twice for ", target_);
-  if (::fsync(fd_) != 0) fail("fsync", errno);
+  if (::fsync(fd_) != 0) fail("syncing", errno);
   const int fd = std::exchange(fd_, -1);
   if (::close(fd) != 0) {
     const int error = errno;
     ::unlink(temp_.c_str());
-    fail("close", error);
+    fail("closing", error);
   }
   if (::rename(temp_.c_str(), target_.c_str()) != 0) {
     const int error = errno;
     ::unlink(temp_.c_str());
-    RT_THROW(DataError, "cannot rename ", what_, " ", temp_, " to ", target_, ": ", std::strerror(error));
+    RT_THROW(DataError, "cannot write ", what_, " ", target_, ": renaming ", temp_, " over it: ", std::strerror(error));
   }
   // The rename itself reaches the disk with the directory's own fsync. A directory that cannot be opened
   // (no read permission) keeps the rename in the page cache until the kernel writes it: not an error.
@@ -136,7 +137,7 @@ void AtomicFile::commit() {
 }
 
 void AtomicFile::fail(const std::string& step, int error) const {
-  RT_THROW(DataError, "cannot ", step, " ", what_, " ", temp_, ": ", std::strerror(error));
+  RT_THROW(DataError, "cannot write ", what_, " ", target_, ": ", step, " ", temp_, ": ", std::strerror(error));
 }
 
 }  // namespace ringtrain

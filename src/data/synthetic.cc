@@ -1,12 +1,8 @@
 #include "ringtrain/data/synthetic.h"
 
-#include <unistd.h>
-
 #include <charconv>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -25,21 +21,12 @@ namespace {
 
 constexpr size_t kFlushBytes = 8 << 20;
 
-// Writes to `<path>.tmp.<pid>` and renames over `path` on commit(); removes the temporary otherwise.
+// An atomic write (AtomicFile) of text built in buf(), written out in pieces of about kFlushBytes.
 class AtomicWriter {
  public:
   // Through a link to its target (file_target.h), as every file ringtrain writes.
-  explicit AtomicWriter(const std::string& path)
-      : path_(atomicWriteTarget(path)), tmp_(fmt::format("{}.tmp.{}", path_, ::getpid())) {
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_) RT_THROW(DataError, tmp_, ": cannot write: ", std::strerror(errno));
+  AtomicWriter(const std::string& path, const std::string& what) : file_(atomicWriteTarget(path), what) {
     buf_.reserve(kFlushBytes + 4096);
-  }
-  ~AtomicWriter() {
-    if (f_) {
-      std::fclose(f_);
-      std::remove(tmp_.c_str());
-    }
   }
   std::string& buf() { return buf_; }
   void maybeFlush() {
@@ -47,23 +34,15 @@ class AtomicWriter {
   }
   void commit() {
     flush();
-    const int rc = std::fclose(f_);
-    f_ = nullptr;
-    if (rc != 0 || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      std::remove(tmp_.c_str());
-      RT_THROW(DataError, path_, ": cannot write: ", std::strerror(errno));
-    }
+    file_.commit();
   }
 
  private:
   void flush() {
-    if (!buf_.empty() && std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size()) {
-      RT_THROW(DataError, tmp_, ": write failed: ", std::strerror(errno));
-    }
+    file_.write(buf_);
     buf_.clear();
   }
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
+  AtomicFile file_;
   std::string buf_;
 };
 
@@ -136,7 +115,7 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
     }
   };
   {
-    AtomicWriter out(result.sequences_path);
+    AtomicWriter out(result.sequences_path, "synthetic corpus");
     std::string& buf = out.buf();
     for (int64_t s = 0; s < o.sessions; ++s) {
       const auto home = static_cast<int64_t>(rng.below(static_cast<uint64_t>(k)));
@@ -168,7 +147,7 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
            "these items)", result.items_path);
     }
   } else {
-    AtomicWriter out(result.items_path);
+    AtomicWriter out(result.items_path, "synthetic items");
     std::string& buf = out.buf();
     buf.append("id\tkey\tname\tcategory\n");
     for (int64_t item = 0; item < n; ++item) {
@@ -207,7 +186,7 @@ std::shared_ptr<const Corpus> loadJobCorpus(const config::JobConfig& job) {
     info("generating the synthetic corpus in {} ({} items, {} categories, {} sessions)", dir, s.items,
          s.categories, s.sessions);
     generateSynthetic(s, job.run.seed, dir);
-    AtomicWriter out(stamp_path);
+    AtomicWriter out(stamp_path, "synthetic corpus stamp");
     out.buf() = stamp;
     out.commit();
   }

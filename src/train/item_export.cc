@@ -146,7 +146,7 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
       in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
       copy->write({buffer.data(), static_cast<size_t>(in.gcount())});
     }
-    if (!in.eof()) RT_THROW(DataError, "cannot read ", items_path, ": ", std::strerror(errno));
+    if (!in.eof()) RT_THROW(DataError, "cannot read ", items_path);
     staged_ = std::move(copy);
   } catch (const std::exception& e) {
     warnNotCopied(e.what());

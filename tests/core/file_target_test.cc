@@ -125,7 +125,8 @@ TEST_F(FileTargetTest, AnAtomicFileLeftUncommittedTakesItsTemporaryWithIt) {
 
 TEST_F(FileTargetTest, AnAtomicFileThatCannotBeCreatedSaysWhereAndWhy) {
   EXPECT_THAT([&] { AtomicFile file(path("missing/out"), "checkpoint"); },
-              ThrowsMessage<DataError>(HasSubstr("cannot create checkpoint " + path("missing/.out.tmp."))));
+              ThrowsMessage<DataError>(HasSubstr("cannot write checkpoint " + path("missing/out") + ": creating " +
+                                                 path("missing/.out.tmp."))));
 }
 
 // A write the file system refuses (here the file size limit, as a full disk would) fails naming the
@@ -149,7 +150,7 @@ TEST_F(FileTargetTest, AFailedWriteLeavesTheOldFileWhole) {
   ::setrlimit(RLIMIT_FSIZE, &saved);
   std::signal(SIGXFSZ, previous);
   ASSERT_TRUE(error.has_value()) << "a write past the size limit succeeded";
-  EXPECT_THAT(*error, HasSubstr("cannot write export " + path(".out.tmp.")));
+  EXPECT_THAT(*error, HasSubstr("cannot write export " + path("out") + ": writing " + path(".out.tmp.")));
   EXPECT_THAT(*error, HasSubstr(std::strerror(EFBIG)));
   EXPECT_EQ(contents(path("out")), "old");
   EXPECT_EQ(namesIn(dir_), std::vector<std::string>{"out"});
@@ -163,7 +164,7 @@ TEST_F(FileTargetTest, AFailedRenameRemovesTheTemporary) {
         file.write("bytes");
         file.commit();
       },
-      ThrowsMessage<DataError>(HasSubstr("cannot rename export " + path(".out.tmp."))));
+      ThrowsMessage<DataError>(HasSubstr("cannot write export " + path("out") + ": renaming " + path(".out.tmp."))));
   EXPECT_EQ(namesIn(dir_), std::vector<std::string>{"out"});
 }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "testing/command.h"
 
@@ -61,6 +62,26 @@ TEST(OutputPump, AnUnfinishedLineGoesOutOnceHeldAndTheRestFollows) {
   log << std::ifstream(dir + "/stdout.log").rdbuf();
   EXPECT_EQ(log.str(), "Loading... done\nnext");
   std::filesystem::remove_all(dir);
+}
+
+// The hold counts from the last byte: a long line still arriving is not cut, and a finished one clears it.
+TEST(OutputPump, MoreOfTheLineRestartsTheHold) {
+  Tail tail;
+  OutputPump pump(0, consoleOut(), "", &tail);
+  pump.feed("first half", 10);
+  const auto first_due = pump.partialDue();
+  ASSERT_TRUE(first_due.has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  pump.feed(", second half", 13);
+  const auto second_due = pump.partialDue();
+  ASSERT_TRUE(second_due.has_value());
+  EXPECT_GT(*second_due, *first_due);
+  pump.flushPartial(*first_due);
+  EXPECT_TRUE(tail.empty()) << "cut while the line was still arriving";
+  pump.feed("\n", 1);
+  EXPECT_FALSE(pump.partialDue());
+  ASSERT_EQ(tail.size(), 1u);
+  EXPECT_EQ(tail.back(), "first half, second half");
 }
 
 }  // namespace

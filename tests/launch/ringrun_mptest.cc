@@ -191,10 +191,10 @@ TEST(Ringrun, EachRankSeesItsEnvironmentAndItsLinesArePrefixed) {
 // each line whole, up to 1 MiB, with the rank's prefix.
 TEST(Ringrun, LogFilesAreExactCopiesAndLongLinesArriveWhole) {
   const std::string logs = testing::makeTempDir("ringrun_exact");
-  const std::string script =
-      "head -c 300000 /dev/zero | tr '\\0' A; printf 'B\\nbin:\\001\\377\\n'; printf 'noeol'";
+  // One write: a line whose rank pauses half a second in the middle would go out in two.
+  const std::string script = "import os; os.write(1, b'A' * 300000 + b'B\\nbin:\\x01\\xff\\nnoeol')";
   const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--log-dir", logs, "--",
-                             "sh", "-c", script},
+                             "python3", "-c", script},
                             {.timeout = 30000ms});
   ASSERT_TRUE(r.ok()) << r.err;
   const std::string expected = std::string(300000, 'A') + "B\nbin:\001\377\nnoeol";
@@ -280,8 +280,8 @@ TEST(Ringrun, RanksStillRunningLongAfterOneEndedWellAreNamed) {
 
 // Only a line over 1 MiB is cut: one of exactly 1 MiB arrives whole, without an empty line after it.
 TEST(Ringrun, ALineOfExactlyTheLimitIsNotCut) {
-  const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "sh", "-c",
-                             "head -c 1048576 /dev/zero | tr '\\0' A; echo; echo after"},
+  const auto r = runCommand({binPath("ringrun"), "--standalone", "--", "python3", "-c",
+                             "import os; os.write(1, b'A' * 1048576 + b'\\nafter\\n')"},
                             {.timeout = 30000ms});
   ASSERT_TRUE(r.ok()) << r.err;
   EXPECT_EQ(r.out, "[rank 0] " + std::string(1u << 20, 'A') + "\n[rank 0] after\n");

@@ -78,7 +78,7 @@ TEST(TraceSummary, StolenPiecesMakeOneForwardBackwardPerStep) {
   }
   const std::string out = summarize(rank0.eventsJson() + ",\n" + rank1.eventsJson());
   EXPECT_EQ(row(out, "forward+backward (buckets in flight)"), "4.00 3.90") << out;
-  EXPECT_EQ(row(out, "of forward+backward, on other ranks pairs"), "1.00 0.00") << out;
+  EXPECT_EQ(row(out, "of forward+backward, on other ranks' pairs"), "1.00 0.00") << out;
   EXPECT_EQ(row(out, "arrival spread at finalize"), "0.10 ( 0.10)") << out;
   EXPECT_EQ(row(out, "last to arrive, % of steps"), "r0:100") << out;
   EXPECT_EQ(row(out, "forward+backward's CPU, most passes (share)"), "3:100% 5:75%") << out;
@@ -97,7 +97,7 @@ TEST(TraceSummary, AZeroWeightedPassIsTheStepsForwardBackward) {
   }
   const std::string out = summarize(rank0.eventsJson() + ",\n" + rank1.eventsJson());
   EXPECT_EQ(row(out, "forward+backward (buckets in flight)"), "2.90 0.20") << out;
-  EXPECT_EQ(row(out, "of forward+backward, on other ranks pairs"), "0.00 0.00") << out;
+  EXPECT_EQ(row(out, "of forward+backward, on other ranks' pairs"), "0.00 0.00") << out;
   EXPECT_EQ(row(out, "last to arrive, % of steps"), "r0:100") << out;
   EXPECT_EQ(out.find("CPU"), std::string::npos) << "a CPU row for a trace that records none:\n" << out;
 }
