@@ -33,7 +33,7 @@ bool inIdentity(const Field& f) {
   // through the backend or straight from a peer's memory (the same bytes, summed the same way), whether the
   // corpus is parsed or read from its cache, how often replicas are compared, how long waits poll, which
   // rank trains which pairs of a step (ddp.balance, ddp.steal: the same pairs, their sums in another order), whether
-  // settings that are not bit for bit are refused (run.deterministic), and
+  // settings that are not bit for bit are refused (run.deterministic), which CPUs its threads run on, and
   // the run's label: none changes what training computes, and a run directory moved or copied elsewhere
   // must still resume.
   static const std::set<std::string> kHowToRun = {
@@ -42,7 +42,8 @@ bool inIdentity(const Field& f) {
       "ddp.sparse_sync",    "ddp.overlap_sparse", "ddp.replica_check_every", "loader.workers",
       "loader.queue_depth", "loader.pin_memory",  "comm.timeout_s",         "comm.master_addr",
       "comm.master_port",   "comm.check_collectives", "comm.same_host_copy",  "comm.spin_us",
-      "ddp.balance",        "ddp.steal",          "ddp.steal_min_pairs",     "run.deterministic"};
+      "ddp.balance",        "ddp.steal",          "ddp.steal_min_pairs",     "run.deterministic",
+      "run.pin_threads"};
   return kHowToRun.count(f.path()) == 0;
 }
 

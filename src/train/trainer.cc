@@ -45,6 +45,7 @@
 #include "train/checkpoint_request.h"
 #include "train/run_log.h"
 #include "train/torch_failure.h"
+#include "train/thread_pinning.h"
 #include "train/work_balance.h"
 #include "train/work_stealing.h"
 
@@ -855,6 +856,15 @@ TrainSummary train(Session& s) {
              ? stealing.whyOff()
              : std::string("comm.same_host_copy is false, and stealing needs the ranks to map each other's memory"));
   }
+  // After every thread of the job has started (the sparse-row helper starts in the first step's backward:
+  // swept again after it).
+  ThreadPinning pinning(job.run.pin_threads, s.process.local_world_size);
+  if (pinning.enabled()) {
+    const std::string pinned = pinning.sweep();
+    if (s.leader()) info("run.pin_threads: rank 0's {}", pinned);
+  } else if (!pinning.whyOff().empty() && s.leader()) {
+    warn("run.pin_threads is true but off in this job: {}", pinning.whyOff());
+  }
   int64_t batches_rebuilt = 0;  // under ddp.balance: built before this rank's range grew past their rows
   const int64_t first_step = global_step;
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
@@ -947,6 +957,7 @@ TrainSummary train(Session& s) {
     ddp.zeroGrad();  // with shared tables, waits until every owner has written its rows
     const auto zero_grad_end = Clock::now();
     ++global_step;
+    if (global_step == first_step + 1) pinning.sweep();
     if (balance.endStep(global_step, total_steps)) holdTheRowsTheRangeTakes();  // a collective every 10 steps
     const auto step_end = Clock::now();
     ++window_steps;

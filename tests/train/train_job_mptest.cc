@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -253,6 +254,37 @@ TEST(TrainJob, ATracedRunsTraceSummarizesPerRank) {
     EXPECT_EQ(out.find("pairs of rank"), std::string::npos) << "a piece left as a phase of its own:\n" << out;
     std::filesystem::remove_all(dir);
   }
+}
+
+// run.pin_threads changes where threads run, not what is computed: a lone rank bound to the machine's CPUs
+// (ringrun --bind-to cores) pins its threads, says so, and exports the same bytes as unpinned; a rank not
+// bound to CPUs of its own says why it does not pin, and trains.
+TEST(TrainJob, PinnedThreadsTrainTheSameVectors) {
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs two CPUs";
+  std::string exported[2];
+  for (const bool pin : {false, true}) {
+    const std::string dir = testing::makeTempDir("ringtrain-pin-");
+    std::vector<std::string> argv = {binPath("ringrun"), "--standalone", "--bind-to", "cores"};
+    for (const auto& a : train(dir, {"--set", "run.max_steps=30", "--set",
+                                     pin ? "run.pin_threads=true" : "run.pin_threads=false"})) {
+      argv.push_back(a);
+    }
+    const auto r = runCommand(argv, withDeadline(120));
+    ASSERT_TRUE(r.ok()) << r.out << r.err;
+    const std::string pinned_line = "run.pin_threads: rank 0's training thread on CPU ";
+    EXPECT_EQ((r.out + r.err).find(pinned_line) != std::string::npos, pin) << r.out << r.err;
+    exported[pin] = readAll(dir + "/embeddings.txt");
+    std::filesystem::remove_all(dir);
+  }
+  EXPECT_FALSE(exported[0].empty());
+  EXPECT_EQ(exported[0], exported[1]) << "pinned threads changed the vectors";
+  const std::string dir = testing::makeTempDir("ringtrain-pin-unbound-");
+  const auto r = runCommand(ringrun(1, train(dir, {"--set", "run.max_steps=5", "--set", "run.pin_threads=true"})),
+                            withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  EXPECT_THAT(r.out + r.err, HasSubstr("run.pin_threads is true but off in this job: this rank is not bound to CPUs "
+                                       "of its own"));
+  std::filesystem::remove_all(dir);
 }
 
 std::vector<std::string> with(std::vector<std::string> args, const std::string& setting) {

@@ -20,6 +20,7 @@ struct RunOptions {
   int64_t max_steps = 0;  // > 0: stop after this many optimizer steps, whatever the epoch count
   std::string output_dir = "runs/ringtrain";
   bool deterministic = true;  // refuse what is not bit for bit on CPU (ddp.balance); outside the identity
+  bool pin_threads = false;   // training thread alone on one of a bound rank's CPUs (src/train/thread_pinning.h)
   int64_t crash_at_step = 0;  // > 0: exit abruptly after this step (fault injection for restart tests)
 };
 
