@@ -1,8 +1,11 @@
 #include "ringtrain/data/synthetic.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -55,6 +58,21 @@ TEST(Synthetic, SessionsStayInTheirHomeCategory) {
   EXPECT_FALSE(std::filesystem::exists(dir2 + "/items.tsv"));
   std::filesystem::remove_all(dir);
   std::filesystem::remove_all(dir2);
+}
+
+// What a generation killed before its rename left (hidden, named by its writer's pid, long gone) goes with
+// the next generation; nothing of this one's stays beside the files.
+TEST(Synthetic, AGenerationRemovesWhatAKilledOneLeft) {
+  const std::string dir = testing::makeTempDir("rt_synth");
+  const std::string stale = dir + "/.sequences.txt.tmp.2147483646";
+  std::ofstream(stale) << "1 2 3\n";
+  generateSynthetic(small(), 3, dir);
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"items.tsv", "sequences.txt"}));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Synthetic, JobWithoutCorpusGeneratesOnce) {
