@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -141,7 +142,19 @@ ConsoleStream& consoleOut() {
   return stream;
 }
 
+namespace {
+// Whether fds 1 and 2 lead to one file (`2>&1` into a pipe, one terminal). Then one writer serves both: two
+// threads each writing several lines at once into one pipe could interleave inside a line (a pipe keeps
+// only writes of up to PIPE_BUF bytes whole).
+bool stdoutIsStderr() {
+  struct stat out {}, err {};
+  return ::fstat(1, &out) == 0 && ::fstat(2, &err) == 0 && out.st_dev == err.st_dev && out.st_ino == err.st_ino;
+}
+}  // namespace
+
 ConsoleStream& consoleErr() {
+  static const bool shared = stdoutIsStderr();
+  if (shared) return consoleOut();
   static ConsoleStream stream(2, "stderr");
   return stream;
 }

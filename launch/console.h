@@ -62,7 +62,7 @@ class ConsoleStream {
 bool writeFully(int fd, const char* data, size_t n, int* err = nullptr);
 
 ConsoleStream& consoleOut();  // fd 1
-ConsoleStream& consoleErr();  // fd 2
+ConsoleStream& consoleErr();  // fd 2; consoleOut() itself where fds 1 and 2 lead to one file (2>&1)
 
 // A log sink that queues lines on consoleErr(): a thread that logs (the store server's, which every rank
 // of the job talks to) never blocks on a stalled reader of ringrun's stderr.

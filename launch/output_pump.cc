@@ -48,7 +48,9 @@ void OutputPump::feed(const char* data, size_t n) {
       partial_fed_ = std::chrono::steady_clock::now();
       return;
     }
-    emit(partial_);
+    // A line whose start went out alone (flushPartial) and whose rest is only its '\n' adds no empty line.
+    if (!(partial_.empty() && start_sent_)) emit(partial_);
+    start_sent_ = false;
     partial_.clear();
     data = nl + 1;
   }
@@ -69,6 +71,7 @@ void OutputPump::flushPartial(std::chrono::steady_clock::time_point now) {
   if (!due || now < *due) return;
   emit(partial_);
   partial_.clear();
+  start_sent_ = true;
 }
 
 void OutputPump::emit(const std::string& line) {

@@ -52,6 +52,7 @@ class OutputPump {
   Tail* tail_;  // owned by the agent, outlives this pump
   std::string partial_;
   std::chrono::steady_clock::time_point partial_fed_;  // when partial_'s last byte came
+  bool start_sent_ = false;  // the line under way began with a start flushPartial sent alone
 };
 
 }  // namespace ringtrain::launch

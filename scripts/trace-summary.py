@@ -69,6 +69,8 @@ def main():
                         help="steps left out at the start of each rank (default 10, or 1 when the trace holds "
                              "10 steps or fewer, as the main job's 5 do)")
     args = parser.parse_args()
+    if args.skip is not None and args.skip < 0:
+        parser.error(f"--skip {args.skip}: give a number of steps, 0 or more")
     try:
         with open(args.trace) as f:
             doc = json.load(f)
@@ -144,9 +146,10 @@ def main():
         label = "  forward+backward's CPU, most passes (share)"
         print(f"{label:44s}" + "".join(f" {usual(r):>7s}" for r in ranks))
     if stolen_ms:
-        label = "  of forward+backward, on other ranks' pairs"
+        # The mean, not the median: a rank that steals in fewer than half the steps would show 0.
+        label = "  forward+backward on others' pairs, mean"
         print(f"{label:44s}" +
-              "".join(f" {statistics.median(stolen_ms[r][args.skip:] or [0]) / 1000:7.2f}" for r in ranks))
+              "".join(f" {statistics.mean(stolen_ms[r][args.skip:] or [0]) / 1000:7.2f}" for r in ranks))
     if len(ranks) < 2 or FORWARD not in spans or FINALIZE not in spans:
         return
     steps = min(len(spans[FORWARD][r]) for r in ranks)

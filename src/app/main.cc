@@ -1,5 +1,6 @@
 // The `ringtrain` executable: trainer and tools as subcommands. Errors end here: one clear line on stderr
 // and an exit code from ringtrain/core/error.h (2 = bad input), never a stack of noise.
+#include <csignal>
 #include <exception>
 #include <new>
 #include <iostream>
@@ -19,6 +20,9 @@
 int main(int argc, char** argv) {
   using namespace ringtrain;
   keepFreedMemoryInProcess();  // before any thread starts: see ringtrain/core/allocator.h
+  // A write past a file-size limit (ulimit -f) then fails with EFBIG and is reported with the file it was
+  // for, its temporary removed; SIGXFSZ's default would end the process without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"ringtrain: distributed data-parallel training for LibTorch"};
   app.set_version_flag("--version", std::string("ringtrain ") + RINGTRAIN_VERSION);
   app.require_subcommand(1);

@@ -44,8 +44,8 @@
 #include "ringtrain/train/startup_check.h"
 #include "train/checkpoint_request.h"
 #include "train/run_log.h"
-#include "train/torch_failure.h"
 #include "train/thread_pinning.h"
+#include "train/torch_failure.h"
 #include "train/work_balance.h"
 #include "train/work_stealing.h"
 

@@ -1,4 +1,6 @@
 // The `ringtrain` executable's handling of bad input: one line naming the problem, exit code 2.
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include <gmock/gmock.h>
@@ -66,6 +68,22 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
   // A directory where a file is wanted is said to be one, not "an empty file".
   expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", dir, "--item", "a"}),
                      dir + ": is a directory, not a word2vec file");
+}
+
+// A file-size limit (ulimit -f) is a write error naming the file, exit 2, and no temporary left: not a
+// silent SIGXFSZ death beside a half-written temp file.
+TEST(Cli, AFileSizeLimitIsAWriteErrorNamingTheFile) {
+  const std::string dir = testing::makeTempDir("cli_fsize");
+  const auto r = runCommand({"sh", "-c", "ulimit -f 16 && exec \"$0\" gen-data \"$1\" --out \"$2\"",
+                             binPath("ringtrain"), testing::sourcePath("configs/default.yaml"), dir + "/data"});
+  EXPECT_EQ(r.term_signal, 0) << "killed by signal " << r.term_signal;
+  expectOneLineError(r, "cannot write synthetic corpus " + dir + "/data/sequences.txt: writing " + dir +
+                            "/data/.sequences.txt.tmp.");
+  EXPECT_THAT(r.err, HasSubstr("File too large"));
+  for (const auto& entry : std::filesystem::directory_iterator(dir + "/data")) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

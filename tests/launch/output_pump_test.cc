@@ -84,5 +84,16 @@ TEST(OutputPump, MoreOfTheLineRestartsTheHold) {
   EXPECT_EQ(tail.back(), "first half, second half");
 }
 
+// A line whose start went out alone and whose rest is only its '\n' adds no empty line; an empty line the
+// rank prints is still one.
+TEST(OutputPump, ANewlineAloneAfterAStartSentAloneAddsNoEmptyLine) {
+  Tail tail;
+  OutputPump pump(0, consoleOut(), "", &tail);
+  pump.feed("prompt> ", 8);
+  pump.flushPartial(*pump.partialDue());
+  pump.feed("\n\nnext\n", 7);
+  EXPECT_EQ(tail, (Tail{"prompt> ", "", "next"}));
+}
+
 }  // namespace
 }  // namespace ringtrain::launch

@@ -205,6 +205,34 @@ TEST(Ringrun, LogFilesAreExactCopiesAndLongLinesArriveWhole) {
   std::filesystem::remove_all(logs);
 }
 
+// stdout and stderr into one pipe (`ringrun ... 2>&1 | tee log`): every line arrives whole. With a writer
+// thread per stream, their writes of several lines each interleaved inside lines once the pipe was full.
+TEST(Ringrun, StdoutAndStderrIntoOnePipeKeepEveryLineWhole) {
+  const std::string program =
+      "import sys\n"
+      "for i in range(20000):\n"
+      "    sys.stdout.buffer.write(b'A' * 100 + b'\\n')\n"
+      "    sys.stderr.buffer.write(b'a' * 100 + b'\\n')\n";
+  // A reader slower than the writers (a line-by-line copier): the pipe stays full, and writes larger than
+  // PIPE_BUF go in piece by piece as space frees.
+  const auto r = runCommand({"sh", "-c", "\"$0\" --standalone --nproc-per-node 2 -- python3 -c \"$1\" 2>&1 | "
+                             "python3 -c \"$2\"",
+                             binPath("ringrun"), program,
+                             "import sys\nfor line in sys.stdin.buffer: sys.stdout.buffer.write(line)"},
+                            {.timeout = 60000ms});
+  ASSERT_TRUE(r.ok()) << r.out.substr(0, 2000);
+  size_t lines = 0, mixed = 0;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("ringrun: ", 0) == 0) continue;  // ringrun's own messages
+    ++lines;
+    const bool whole = std::regex_match(line, std::regex(R"(\[rank [01]\] (A{100}|a{100}))"));
+    if (!whole && ++mixed <= 3) ADD_FAILURE() << "a line not whole: " << line.substr(0, 200);
+  }
+  EXPECT_EQ(mixed, 0u);
+  EXPECT_EQ(lines, 80000u);
+}
+
 // Each launch writes into its own folder under --log-dir: a second run keeps the first one's logs whole,
 // and DIR/latest names the second.
 TEST(Ringrun, AReusedLogDirKeepsEachRunsLogs) {

@@ -78,11 +78,29 @@ TEST(TraceSummary, StolenPiecesMakeOneForwardBackwardPerStep) {
   }
   const std::string out = summarize(rank0.eventsJson() + ",\n" + rank1.eventsJson());
   EXPECT_EQ(row(out, "forward+backward (buckets in flight)"), "4.00 3.90") << out;
-  EXPECT_EQ(row(out, "of forward+backward, on other ranks' pairs"), "1.00 0.00") << out;
+  EXPECT_EQ(row(out, "forward+backward on others' pairs, mean"), "1.00 0.00") << out;
   EXPECT_EQ(row(out, "arrival spread at finalize"), "0.10 ( 0.10)") << out;
   EXPECT_EQ(row(out, "last to arrive, % of steps"), "r0:100") << out;
   EXPECT_EQ(row(out, "forward+backward's CPU, most passes (share)"), "3:100% 5:75%") << out;
   EXPECT_EQ(out.find("768 pairs"), std::string::npos) << "a piece's own row is left:\n" << out;
+}
+
+// Stealing in fewer than half the steps still shows: the row is a mean over steps, not a median.
+TEST(TraceSummary, StealingInAFewStepsShowsInTheMean) {
+  TraceWriter rank0(0), rank1(1);
+  const auto start = Clock::now();
+  for (int k = 0; k < 6; ++k) {
+    const auto step = start + Micros(10000 * k);
+    std::vector<Pass> passes = {{"forward+backward (1024 pairs of rank 0's batch, buckets in flight)", 100, 3100}};
+    if (k == 4) {  // one of the 4 steps kept: rank 0 also trains 256 of rank 1's pairs, for 1 ms
+      passes = {{"forward+backward (1024 pairs of rank 0's batch)", 100, 3100},
+                {"forward+backward (256 pairs of rank 1's batch, buckets in flight)", 3100, 4100}};
+    }
+    traceStep(rank0, step, passes, 4500);
+    traceStep(rank1, step, {{"forward+backward (768 pairs of rank 1's batch, buckets in flight)", 100, 4000}}, 4500);
+  }
+  const std::string out = summarize(rank0.eventsJson() + ",\n" + rank1.eventsJson());
+  EXPECT_EQ(row(out, "forward+backward on others' pairs, mean"), "0.25 0.00") << out;
 }
 
 // A rank that found every row of a step taken runs one pair weighted zero: that pass is the step's
@@ -97,7 +115,7 @@ TEST(TraceSummary, AZeroWeightedPassIsTheStepsForwardBackward) {
   }
   const std::string out = summarize(rank0.eventsJson() + ",\n" + rank1.eventsJson());
   EXPECT_EQ(row(out, "forward+backward (buckets in flight)"), "2.90 0.20") << out;
-  EXPECT_EQ(row(out, "of forward+backward, on other ranks' pairs"), "0.00 0.00") << out;
+  EXPECT_EQ(row(out, "forward+backward on others' pairs, mean"), "0.00 0.00") << out;
   EXPECT_EQ(row(out, "last to arrive, % of steps"), "r0:100") << out;
   EXPECT_EQ(out.find("CPU"), std::string::npos) << "a CPU row for a trace that records none:\n" << out;
 }

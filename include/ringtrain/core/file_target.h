@@ -1,7 +1,6 @@
 // Where an atomic write (a temporary file beside the target, fsync, rename over it) of a path must land.
 #pragma once
 
-#include <cstddef>
 #include <functional>
 #include <string>
 #include <string_view>
