@@ -92,6 +92,8 @@ void removeStaleTempsOf(const std::string& target, const std::string& what, cons
 
 AtomicFile::AtomicFile(std::string target, std::string what)
     : target_(std::move(target)), what_(std::move(what)), temp_(tempPathFor(target_)) {
+  // What an interrupted write of this file left (as large as the file) goes before this one begins.
+  removeStaleTempsOf(target_, "a write of the " + what_);
   // 0666 less the umask, as fopen() and the shell give a new file.
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd_ < 0) fail("creating", errno);

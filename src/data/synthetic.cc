@@ -24,7 +24,8 @@ constexpr size_t kFlushBytes = 8 << 20;
 // An atomic write (AtomicFile) of text built in buf(), written out in pieces of about kFlushBytes.
 class AtomicWriter {
  public:
-  AtomicWriter(const std::string& path, const std::string& what) : file_(sweptTarget(path, what), what) {
+  // Through a link to its target (file_target.h), as every file ringtrain writes.
+  AtomicWriter(const std::string& path, const std::string& what) : file_(atomicWriteTarget(path), what) {
     buf_.reserve(kFlushBytes + 4096);
   }
   std::string& buf() { return buf_; }
@@ -41,14 +42,6 @@ class AtomicWriter {
     file_.write(buf_);
     buf_.clear();
   }
-  // Through a link to its target (file_target.h), as every file ringtrain writes; what a killed generation
-  // left beside it (as large as the file) goes first.
-  static std::string sweptTarget(const std::string& path, const std::string& what) {
-    const std::string target = atomicWriteTarget(path);
-    removeStaleTempsOf(target, "a generation of the " + what);
-    return target;
-  }
-
   AtomicFile file_;
   std::string buf_;
 };

@@ -87,8 +87,6 @@ void writeWord2Vec(const std::string& requested, const std::vector<std::string>&
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
-  // What an interrupted export of this file left (as large as the export) goes before this one is written.
-  removeStaleTempsOf(path, "an export");
   AtomicFile file(path, "export");
   std::string text = std::to_string(n) + " " + std::to_string(d) + "\n";
   char buf[32];

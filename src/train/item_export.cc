@@ -136,7 +136,6 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
     }
   }
   fs::create_directories(target.parent_path(), ec);  // the export, written next, would make it too
-  removeStaleTempsOf(target.string(), "a copy of the items");
   target_ = target.string();
   try {
     auto copy = std::make_unique<AtomicFile>(target_, "copy of the items");

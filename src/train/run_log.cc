@@ -135,7 +135,6 @@ void writeFileAtomically(const std::string& requested, const std::string& text) 
   const std::string path = atomicWriteTarget(requested);
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  removeStaleTempsOf(path, "a rewrite");
   AtomicFile file(path, "file");  // the callers' files (metrics, trace) need no other name than their path
   file.write(text);
   file.commit();

@@ -123,6 +123,16 @@ TEST_F(FileTargetTest, AnAtomicFileLeftUncommittedTakesItsTemporaryWithIt) {
   EXPECT_EQ(namesIn(dir_), std::vector<std::string>{"out"});
 }
 
+// What an interrupted write of the same target left (hidden, named by a writer long gone) goes before a write
+// begins; another file's temporary stays.
+TEST_F(FileTargetTest, AnAtomicFileRemovesWhatAnInterruptedWriteOfItsTargetLeft) {
+  std::ofstream(path(".out.tmp.2147483646")) << "half of an old write";
+  std::ofstream(path(".other.tmp.2147483646")) << "another file's";
+  AtomicFile file(path("out"), "export");
+  EXPECT_FALSE(fs::exists(path(".out.tmp.2147483646")));
+  EXPECT_TRUE(fs::exists(path(".other.tmp.2147483646")));
+}
+
 TEST_F(FileTargetTest, AnAtomicFileThatCannotBeCreatedSaysWhereAndWhy) {
   EXPECT_THAT([&] { AtomicFile file(path("missing/out"), "checkpoint"); },
               ThrowsMessage<DataError>(HasSubstr("cannot write checkpoint " + path("missing/out") + ": creating " +

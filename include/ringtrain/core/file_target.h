@@ -30,7 +30,8 @@ void removeStaleTempsOf(const std::string& target, const std::string& what, cons
 
 // One atomic write: the bytes go to tempPathFor(target), and commit() makes them the target's (fsync, rename
 // over it, fsync of its directory), so that a reader, or the disk after a crash, has the old file or the new
-// one whole and never a part. Destroyed without commit() (an error on the way), the temporary file goes.
+// one whole and never a part. Destroyed without commit() (an error on the way), the temporary file goes;
+// what an interrupted write of the same target left (removeStaleTempsOf) goes before a write begins.
 // Failures are DataError naming the target, the step and the temporary file ("cannot write checkpoint
 // <path>: writing <temp>: No space left on device"). A new file is 0666 less the umask.
 class AtomicFile {
