@@ -137,7 +137,8 @@ def main():
         # Which CPU each rank's passes ended on, the most frequent and its share, after the skipped steps: ranks
         # slow on the same CPUs (or on CPUs that share a core on the host) run slow for where they run.
         def usual(r):
-            start = after_skip(FORWARD, r)[0][0] if FORWARD in spans and after_skip(FORWARD, r) else 0
+            kept = after_skip(FORWARD, r) if FORWARD in spans else []
+            start = kept[0][0] if kept else 0
             seen = [cpu for ts, cpu in cpus[r] if ts >= start]
             if not seen:
                 return "-"
