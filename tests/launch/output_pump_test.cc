@@ -2,6 +2,7 @@
 // an unfinished line is not held back for good.
 #include "output_pump.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -93,6 +94,76 @@ TEST(OutputPump, ANewlineAloneAfterAStartSentAloneAddsNoEmptyLine) {
   pump.flushPartial(*pump.partialDue());
   pump.feed("\n\nnext\n", 7);
   EXPECT_EQ(tail, (Tail{"prompt> ", "", "next"}));
+}
+
+// A progress bar redrawn with '\r' faster than kPartialLineHold shows its latest drawing every
+// kProgressEvery, each a line of its own, and its final state at its '\n'; the log gets the bytes as written.
+TEST(OutputPump, AProgressBarRedrawnWithCarriageReturnsShowsItsLatestDrawingPeriodically) {
+  Tail tail;
+  const std::string dir = testing::makeTempDir("output_pump");
+  {
+    OutputPump pump(1, consoleOut(), dir + "/stdout.log", &tail);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto at = [&](int ms) { return t0 + std::chrono::milliseconds(ms); };
+    pump.feed("10%\r", 4, at(0));
+    pump.feed("20%\r", 4, at(400));
+    pump.feed("30%\r", 4, at(800));
+    EXPECT_TRUE(tail.empty()) << "shown before kProgressEvery passed";
+    pump.feed("40%\r4", 5, at(1200));  // the drawing under way ("4") is not shown half drawn
+    EXPECT_EQ(tail, (Tail{"40%"}));
+    pump.feed("5%\r60%\r", 7, at(1600));
+    pump.feed("70%\r", 4, at(2100));  // 900 ms since the last showing
+    EXPECT_EQ(tail, (Tail{"40%"}));
+    pump.feed("100%\ndone\n", 10, at(2300));
+    EXPECT_EQ(tail, (Tail{"40%", "100%", "done"}));
+  }
+  std::stringstream log;
+  log << std::ifstream(dir + "/stdout.log").rdbuf();
+  EXPECT_EQ(log.str(), "10%\r20%\r30%\r40%\r45%\r60%\r70%\r100%\ndone\n");
+  std::filesystem::remove_all(dir);
+}
+
+// Passed on raw, a '\r' would send the terminal's cursor back over the "[rank R] " prefix: a line shows what it
+// drew last. CRLF line ends lose their '\r'; a bar that stops (a pause, the end of output) shows its drawing.
+TEST(OutputPump, ALineShowsWhatItDrewLast) {
+  EXPECT_EQ(drawnLast("plain"), "plain");
+  EXPECT_EQ(drawnLast("hello\r"), "hello");
+  EXPECT_EQ(drawnLast("10%\r20%\r\r"), "20%");
+  EXPECT_EQ(drawnLast("\r\r"), "");
+  Tail tail;
+  OutputPump pump(0, consoleOut(), "", &tail);
+  const std::string crlf = "hello\r\n\r\nworld\r\n";
+  pump.feed(crlf.data(), crlf.size());
+  EXPECT_EQ(tail, (Tail{"hello", "", "world"}));
+  pump.feed("45%\r", 4);
+  pump.flushPartial(*pump.partialDue());
+  pump.feed("\r\n", 2);  // nothing more to show: no empty line
+  pump.feed("50%\r60%\r", 8);
+  pump.finish();
+  EXPECT_EQ(tail, (Tail{"hello", "", "world", "45%", "60%"}));
+}
+
+// A line over kMaxLineBytes is cut between characters: each piece is valid UTF-8 where the line is.
+TEST(OutputPump, ALongLineIsCutBetweenUtf8Characters) {
+  EXPECT_EQ(utf8PieceLength("abc", 8), 3u);
+  EXPECT_EQ(utf8PieceLength("ab\xc3\xa9z", 3), 2u);           // é would be cut: it starts the next piece
+  EXPECT_EQ(utf8PieceLength("a\xf0\x9f\x98\x80z", 4), 1u);    // a 4-byte character
+  EXPECT_EQ(utf8PieceLength("a\xf0\x9f\x98\x80z", 5), 5u);    // it ends at the limit
+  EXPECT_EQ(utf8PieceLength("a\x80\x80\x80\x80\x80", 4), 4u);  // not UTF-8: cut at the limit
+  const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(null_fd, 0);
+  Tail tail;
+  {
+    ConsoleStream quiet(null_fd, "/dev/null");  // a megabyte of 'a' is not for the test's output
+    OutputPump pump(0, quiet, "", &tail);
+    std::string line(kMaxLineBytes - 1, 'a');
+    line += "\xc3\xa9" "b\n";
+    pump.feed(line.data(), line.size());
+  }
+  ::close(null_fd);
+  ASSERT_EQ(tail.size(), 2u);
+  EXPECT_EQ(tail.front().size(), 2003u) << "the first piece, quoted in the tail up to 2000 bytes and '...'";
+  EXPECT_EQ(tail.back(), "\xc3\xa9" "b");
 }
 
 }  // namespace

@@ -422,6 +422,19 @@ TEST(Ringrun, AnUnfinishedLineIsShownWhileTheRankWaits) {
   EXPECT_LT(later, end) << r.out;
 }
 
+// A progress bar redrawn with '\r' every 0.2 s never pauses long enough to go out as an unfinished line: its
+// latest drawing shows every second, as a line of its own, and no '\r' reaches the console (it would send the
+// cursor back over the "[rank R] " prefix).
+TEST(Ringrun, AProgressBarShowsWhileItRuns) {
+  const std::string script =
+      "if [ \"$RANK\" = 0 ]; then for i in 1 2 3 4 5 6 7 8 9 10 11 12; do printf '%d/12\\r' $i; sleep 0.2; done; "
+      "echo 'done     '; fi";
+  const auto r = twoShellRanks(script);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(r.out.find('\r'), std::string::npos) << r.out;
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\\[rank 0\\] ([1-9]|1[01])/12\n(.|\n)*\\[rank 0\\] done     \n")) << r.out;
+}
+
 // A rank stopped (SIGSTOP) leaves its peers to time out: the peer that times out ends first, with exit code 4,
 // but the stopped rank is the one named; the job keeps the timeout's exit code.
 TEST(Ringrun, AStoppedRankIsBlamedForThePeerThatTimedOutWaitingForIt) {
