@@ -8,7 +8,8 @@
 # (ringtrain overrides, e.g. "ddp.steal=true run.deterministic=false"). Logs go under $OUT
 # (or ./gpu-check-logs): summary.txt and one log per phase, 8 files (the device tool brings back 8 at most).
 # Opt-in phases, run only when GPU_CHECK_PHASES names them: bench-spin, bench-balance, bench-steal and
-# bench-ab (alternating A/Bs of one setting at 8 ranks, below) and bench-serve.
+# bench-ab (alternating A/Bs of one setting at 8 ranks, below), bench-hugepages (run.huge_pages at 1 rank)
+# and bench-serve.
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
 # dev machine) downloads them into .device/debs and copies the peers into .device/peers; the device
@@ -146,22 +147,25 @@ if [ "$GLOO" = ON ]; then
   phase "sparse overlap off/on, 8 ranks" 120 "$OUT/bench-overlap.log" 6 \
     env RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-overlap.sh" 8
 fi
-# Opt-in A/Bs, only when named in GPU_CHECK_PHASES: one setting's two values at 8 ranks, alternating
-# (scripts/bench-ab.sh). ab_phase LOG TITLE SAME_VECTORS SETS KEY A B (SETS: overrides for both sides).
+# Opt-in A/Bs, only when named in GPU_CHECK_PHASES: one setting's two values, alternating
+# (scripts/bench-ab.sh). ab_phase LOG TITLE SAME_VECTORS SETS RANKS KEY A B (SETS: overrides for both sides).
 ab_phase() {
   [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" $1 "* ]] || return 0
-  phase "$2" 150 "$OUT/$1.log" 6 env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="$3" SETS="$4" "$ROOT/scripts/bench-ab.sh" "${@:5}" 8
+  phase "$2" 150 "$OUT/$1.log" 6 env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="$3" SETS="$4" "$ROOT/scripts/bench-ab.sh" "${@:6}" "$5"
 }
 # The waits' old 50 us poll against auto (comm.spin_us).
-ab_phase bench-spin "waits polling 50 us against auto, 8 ranks" 1 "" comm.spin_us 50 -1
+ab_phase bench-spin "waits polling 50 us against auto, 8 ranks" 1 "" 8 comm.spin_us 50 -1
+# Tables on ordinary pages against huge pages, at 1 rank: the private tables they apply to (shared ones are
+# shmem, which gets none there).
+ab_phase bench-hugepages "tables on huge pages off/on, 1 rank" 1 "" 1 run.huge_pages false true
 # ddp.balance off against on (its vectors differ by float rounding: the same pairs, summed in another order;
 # so both sides run with run.deterministic false, which balance needs and which changes nothing else).
-ab_phase bench-balance "work balance off/on, 8 ranks" 0 run.deterministic=false ddp.balance false true
+ab_phase bench-balance "work balance off/on, 8 ranks" 0 run.deterministic=false 8 ddp.balance false true
 # ddp.steal off against on (likewise the same pairs, summed in another order).
-ab_phase bench-steal "work stealing off/on, 8 ranks" 0 run.deterministic=false ddp.steal false true
+ab_phase bench-steal "work stealing off/on, 8 ranks" 0 run.deterministic=false 8 ddp.steal false true
 # Any setting, from GPU_CHECK_AB="KEY A B" (for example "loader.workers 2 1"); GPU_CHECK_AB_SAME=0 for a setting
 # whose vectors may differ; GPU_CHECK_AB_SETS="k=v ..." for overrides on both sides.
-ab_phase bench-ab "A/B ${GPU_CHECK_AB:-(GPU_CHECK_AB unset)}, 8 ranks" "${GPU_CHECK_AB_SAME:-1}" "${GPU_CHECK_AB_SETS:-}" ${GPU_CHECK_AB:-}
+ab_phase bench-ab "A/B ${GPU_CHECK_AB:-(GPU_CHECK_AB unset)}, 8 ranks" "${GPU_CHECK_AB_SAME:-1}" "${GPU_CHECK_AB_SETS:-}" 8 ${GPU_CHECK_AB:-}
 # Only when named in GPU_CHECK_PHASES (its log would be a ninth file, and the tool brings back 8): the
 # serving benchmark on a machine where wrk and the server need not share 2 cores (wrk travels as a Debian
 # package, unpacked into the sysroot).

@@ -43,7 +43,7 @@ bool inIdentity(const Field& f) {
       "loader.queue_depth", "loader.pin_memory",  "comm.timeout_s",         "comm.master_addr",
       "comm.master_port",   "comm.check_collectives", "comm.same_host_copy",  "comm.spin_us",
       "ddp.balance",        "ddp.steal",          "ddp.steal_min_pairs",     "run.deterministic",
-      "run.pin_threads"};
+      "run.pin_threads",    "run.huge_pages"};
   return kHowToRun.count(f.path()) == 0;
 }
 

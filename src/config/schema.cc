@@ -175,6 +175,7 @@ std::vector<Field> buildSchema() {
   s.push_back(makeNonEmpty("run", "output_dir", &J::run, &RunOptions::output_dir));
   s.push_back(makeField("run", "deterministic", &J::run, &RunOptions::deterministic));
   s.push_back(makeField("run", "pin_threads", &J::run, &RunOptions::pin_threads));
+  s.push_back(makeField("run", "huge_pages", &J::run, &RunOptions::huge_pages));
   s.push_back(makeField("run", "crash_at_step", &J::run, &RunOptions::crash_at_step, 0));
   // data
   s.push_back(makeField("data", "corpus", &J::data, &DataOptions::corpus));

@@ -16,6 +16,7 @@
 #include "core/prefetch.h"
 #include "model/cpu_gemm.h"
 #include "model/row_ops.h"
+#include "model/table_memory.h"
 #include "ringtrain/build_config.h"
 #include "ringtrain/core/error.h"
 #if RINGTRAIN_HAVE_CUDA_KERNELS
@@ -493,8 +494,9 @@ SgnsModel::SgnsModel(const SgnsOptions& options, uint64_t seed)
   const int64_t v = options.vocab_size, d = options.dim, hdim = options.tower_hidden;
   const double s = options.init_scale > 0 ? options.init_scale : 0.5 / static_cast<double>(d);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  input_embedding_ = register_parameter("input_embedding", at::empty({v, d}, f32).uniform_(-s, s, gen));
-  at::Tensor out = at::empty({v, d}, f32);
+  input_embedding_ =
+      register_parameter("input_embedding", emptyTable({v, d}, at::kFloat, options.huge_pages).uniform_(-s, s, gen));
+  at::Tensor out = emptyTable({v, d}, at::kFloat, options.huge_pages);
   if (options.zero_output_init) {
     out.zero_();
   } else {

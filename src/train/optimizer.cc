@@ -8,6 +8,7 @@
 
 #include "core/prefetch.h"
 #include "model/row_ops.h"
+#include "model/table_memory.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::train {
@@ -53,7 +54,7 @@ class Adagrad final : public Optimizer {
   using Optimizer::Optimizer;
 
  protected:
-  void initState(Slot& slot) override { slot.state["sum"] = at::zeros_like(slot.param); }
+  void initState(Slot& slot) override { slot.state["sum"] = model::zerosLikeTable(slot.param); }
   void updateDense(Slot& slot, const at::Tensor& grad_in) override {
     at::Tensor grad = grad_in;
     if (options_.weight_decay != 0.0) grad = grad + options_.weight_decay * slot.param;
@@ -102,8 +103,8 @@ class Adam final : public Optimizer {
 
  protected:
   void initState(Slot& slot) override {
-    slot.state["exp_avg"] = at::zeros_like(slot.param);
-    slot.state["exp_avg_sq"] = at::zeros_like(slot.param);
+    slot.state["exp_avg"] = model::zerosLikeTable(slot.param);
+    slot.state["exp_avg_sq"] = model::zerosLikeTable(slot.param);
     const int64_t rows = slot.param.dim() == 0 ? 1 : slot.param.size(0);
     slot.state["row_step"] = at::zeros({rows}, slot.param.options().dtype(at::kDouble));
   }

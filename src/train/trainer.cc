@@ -131,8 +131,9 @@ struct Session {
   }
 
   void buildModel() {
-    model = std::make_shared<model::SgnsModel>(model::sgnsOptionsFromConfig(job.model, corpus->vocab().size()),
-                                               static_cast<uint64_t>(job.run.seed));
+    model::SgnsOptions options = model::sgnsOptionsFromConfig(job.model, corpus->vocab().size());
+    options.huge_pages = job.run.huge_pages && device.is_cpu();
+    model = std::make_shared<model::SgnsModel>(options, static_cast<uint64_t>(job.run.seed));
     model->to(device);
   }
 

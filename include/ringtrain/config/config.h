@@ -21,6 +21,7 @@ struct RunOptions {
   std::string output_dir = "runs/ringtrain";
   bool deterministic = true;  // refuse what is not bit for bit on CPU (ddp.balance); outside the identity
   bool pin_threads = false;   // training thread alone on one of a bound rank's CPUs (src/train/thread_pinning.h)
+  bool huge_pages = true;     // CPU embedding tables on transparent huge pages (src/model/table_memory.h)
   int64_t crash_at_step = 0;  // > 0: exit abruptly after this step (fault injection for restart tests)
 };
 

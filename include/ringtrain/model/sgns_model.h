@@ -47,6 +47,9 @@ struct SgnsOptions {
   // scatter-adds, detail::indexAddRows, use ringtrain's kernel on CUDA either way: the optimizer's update and
   // dense table gradients; tests/model/sgns_device_gputest.cc holds it to index_add_.)
   bool device_kernels = true;
+  // The embedding tables on transparent huge pages (src/model/table_memory.h; run.huge_pages). CPU only:
+  // to(device) copies them elsewhere.
+  bool huge_pages = false;
 };
 SgnsOptions sgnsOptionsFromConfig(const config::ModelOptions& model, int64_t vocab_size);
 

@@ -1,0 +1,34 @@
+// Memory for embedding tables (and per-row optimizer state): on transparent huge pages where run.huge_pages
+// asks for it.
+//
+// Why: a training step reads and writes rows scattered over tables of tens of megabytes (the reference
+// workload's two tables are 51 MB). With 4 KiB pages nearly every row touched is a TLB miss, and on a
+// virtual machine each miss walks two page tables; a 2 MiB page covers 512 times as much. The kernel gives
+// huge pages only to memory that asks (transparent_hugepage "madvise", the usual setting), and LibTorch
+// 1.13's allocator never asks. Tables mapped from memory shared by the ranks (ddp.sparse_sync shared) are
+// shmem, which these kernels give no huge pages (shmem_enabled "never"): this helps private tables only.
+#pragma once
+
+#include <cstddef>
+
+#include <ATen/core/Tensor.h>
+
+namespace ringtrain::model {
+
+inline constexpr size_t kHugePageBytes = size_t{2} << 20;
+// Smaller tables stay on LibTorch's allocator: a few megabytes fit the TLB's reach with 4 KiB pages.
+inline constexpr size_t kHugePageTableMinBytes = 2 * kHugePageBytes;
+
+// An uninitialized contiguous CPU tensor. With `huge_pages` and at least kHugePageTableMinBytes, its own
+// mapping, 2 MiB aligned and advised MADV_HUGEPAGE (the advice failing, e.g. without THP in the kernel,
+// leaves ordinary pages); otherwise at::empty.
+at::Tensor emptyTable(at::IntArrayRef sizes, at::ScalarType dtype, bool huge_pages);
+
+// Whether `t`'s memory is one of emptyTable's huge-page mappings.
+bool onHugePageTable(const at::Tensor& t);
+
+// Zeros shaped like `like`, in memory of the same kind: a huge-page mapping where `like` is in one (so an
+// optimizer's per-row state follows its table), at::zeros_like otherwise.
+at::Tensor zerosLikeTable(const at::Tensor& like);
+
+}  // namespace ringtrain::model
