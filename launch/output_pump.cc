@@ -12,17 +12,29 @@
 namespace ringtrain::launch {
 
 std::string_view drawnLast(std::string_view line) {
-  while (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  const size_t cr = line.rfind('\r');
-  return cr == std::string_view::npos ? line : line.substr(cr + 1);
+  if (line.find('\r') == std::string_view::npos) return line;
+  std::string_view fallback;  // the last non-empty part, for a line whose parts are all blank
+  for (size_t end = line.size();;) {
+    const size_t cr = end == 0 ? std::string_view::npos : line.rfind('\r', end - 1);
+    const size_t begin = cr == std::string_view::npos ? 0 : cr + 1;
+    const std::string_view part = line.substr(begin, end - begin);
+    // A drawing of spaces is a cleared one (a bar that erases itself): what was drawn before it stays shown.
+    if (part.find_first_not_of(" \t") != std::string_view::npos) return part;
+    if (fallback.empty()) fallback = part;
+    if (cr == std::string_view::npos) return fallback;
+    end = cr;
+  }
 }
 
 size_t utf8PieceLength(std::string_view text, size_t limit) {
   if (text.size() <= limit) return text.size();
-  const auto continues = [&](size_t i) { return (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80; };
-  size_t cut = limit;  // text[cut] starts the next piece: back over continuation bytes to their lead byte
-  while (cut > limit - 3 && cut > 1 && continues(cut)) --cut;
-  return continues(cut) ? limit : cut;
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  size_t cut = limit;  // text[cut] starts the next piece: back over continuation bytes (10xxxxxx) to their lead
+  while (cut + 3 > limit && cut > 1 && (byte(cut) & 0xC0) == 0x80) --cut;
+  const unsigned char lead = byte(cut);
+  const size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+  // Cut before the lead only where its character runs past the limit; anything else is not UTF-8 there.
+  return cut < limit && (lead & 0xC0) == 0xC0 && cut + length > limit ? cut : limit;
 }
 
 OutputPump::OutputPump(int rank, ConsoleStream& dest, const std::string& log_path, Tail* tail)
@@ -51,14 +63,25 @@ void OutputPump::feed(const char* data, size_t n, std::chrono::steady_clock::tim
   while (data < end) {
     if (partial_.empty() && !start_sent_) shown_at_ = now;  // a line begins
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
-    partial_.append(data, nl == nullptr ? end : nl);
+    const char* part_end = nl == nullptr ? end : nl;
+    if (std::memchr(data, '\r', static_cast<size_t>(part_end - data)) != nullptr) {
+      redrawn_ = true;
+      // Only the last drawing before the last '\r' can still show, and the one after it: a bar redrawn at
+      // megabytes a second neither grows the held line nor reaches the 1 MiB cut.
+      partial_.append(data, part_end);
+      const size_t cr = partial_.rfind('\r');
+      if (cr > 0) partial_ = std::string(drawnLast(std::string_view(partial_).substr(0, cr))) + partial_.substr(cr);
+    } else {
+      partial_.append(data, part_end);
+    }
     // Pieces of about kMaxLineBytes go out while more than that is held. A line is cut only past the limit:
     // one of exactly kMaxLineBytes is one piece, sent at its '\n'.
     size_t at = 0;
     while (partial_.size() - at > kMaxLineBytes) {
       const size_t piece = utf8PieceLength(std::string_view(partial_).substr(at), kMaxLineBytes);
-      emit(partial_.substr(at, piece));
+      emit(std::string_view(partial_).substr(at, piece), false, false);
       at += piece;
+      start_sent_ = true;
     }
     partial_.erase(0, at);
     if (nl == nullptr) {
@@ -67,26 +90,22 @@ void OutputPump::feed(const char* data, size_t n, std::chrono::steady_clock::tim
       return;
     }
     // A line whose start went out alone and whose rest shows nothing (only its '\n') adds no empty line.
-    emit(partial_, start_sent_);
-    start_sent_ = false;
-    partial_.clear();
+    emit(partial_, start_sent_, false);
+    endLine();
     data = nl + 1;
   }
 }
 
 void OutputPump::showProgress(std::chrono::steady_clock::time_point now) {
-  if (now - shown_at_ < kProgressEvery) return;
-  const size_t cr = partial_.rfind('\r');
-  if (cr == std::string::npos) return;
-  // The last complete drawing goes out; the one under way (after the last '\r') stays held.
-  if (emit(partial_.substr(0, cr), true)) start_sent_ = true;
-  partial_.erase(0, cr + 1);
+  if (!redrawn_ || partial_.empty() || now - shown_at_ < kProgressEvery) return;
+  if (emit(partial_, true, true)) start_sent_ = true;
+  partial_.clear();
   shown_at_ = now;
 }
 
 void OutputPump::finish() {
-  if (!partial_.empty()) emit(partial_, true);
-  partial_.clear();
+  if (!partial_.empty()) emit(partial_, true, false);
+  endLine();
 }
 
 std::optional<std::chrono::steady_clock::time_point> OutputPump::partialDue() const {
@@ -97,12 +116,19 @@ std::optional<std::chrono::steady_clock::time_point> OutputPump::partialDue() co
 void OutputPump::flushPartial(std::chrono::steady_clock::time_point now) {
   const auto due = partialDue();
   if (!due || now < *due) return;
-  if (emit(partial_, true)) start_sent_ = true;
+  if (emit(partial_, true, redrawn_)) start_sent_ = true;
   partial_.clear();
   shown_at_ = now;
 }
 
-bool OutputPump::emit(const std::string& line, bool skip_blank) {
+void OutputPump::endLine() {
+  partial_.clear();
+  start_sent_ = false;
+  redrawn_ = false;
+  tail_holds_snapshot_ = false;
+}
+
+bool OutputPump::emit(std::string_view line, bool skip_blank, bool snapshot) {
   const std::string_view shown = drawnLast(line);
   if (skip_blank && shown.empty()) return false;
   std::string out;
@@ -112,8 +138,17 @@ bool OutputPump::emit(const std::string& line, bool skip_blank) {
   out += '\n';
   dest_.write(std::move(out));
   constexpr size_t kTailLineBytes = 2000;  // the failure report quotes lines, not megabytes
-  tail_->emplace_back(shown.size() <= kTailLineBytes ? std::string(shown)
-                                                      : std::string(shown.substr(0, kTailLineBytes)) + "...");
+  std::string quoted(shown.substr(0, utf8PieceLength(shown, kTailLineBytes)));
+  if (quoted.size() < shown.size()) quoted += "...";
+  // A redrawn line keeps one entry in the tail, its latest drawing: the report's lines are not all one bar's.
+  // (If the rank's other stream added a line since, the entry is no longer the last, and a new one starts.)
+  if (tail_holds_snapshot_ && !tail_->empty() && tail_->back() == tail_snapshot_) {
+    tail_->back() = quoted;
+  } else {
+    tail_->push_back(quoted);
+  }
+  tail_holds_snapshot_ = snapshot;
+  if (snapshot) tail_snapshot_ = std::move(quoted);
   if (tail_->size() > kTailLines) tail_->pop_front();
   return true;
 }

@@ -4,10 +4,12 @@
 // the start of a line after which the rank writes nothing for kPartialLineHold: a prompt or a progress line is
 // seen while the rank waits); optionally copies the bytes, exactly as the rank wrote them, to a log file; and
 // keeps the rank's last lines for the failure report.
-// A line redrawn with '\r' (a progress bar, CRLF line ends) shows as what the rank drew last, its last
-// non-empty '\r'-separated part: passed on raw, each '\r' would send the cursor back over the "[rank R] "
-// prefix and over other ranks' text. While such a line is unfinished, what it shows goes out as a line of its
-// own every kProgressEvery, so a bar redrawn faster than kPartialLineHold is seen as it moves.
+// A line redrawn with '\r' (a progress bar, CRLF line ends) shows as what the rank drew last (drawnLast):
+// passed on raw, each '\r' would send the cursor back over the "[rank R] " prefix and over other ranks' text.
+// While such a line is unfinished, what it shows goes out as a line of its own every kProgressEvery, so a
+// bar redrawn faster than kPartialLineHold is seen as it moves; the failure report's tail keeps one entry
+// for it, its latest drawing. What it shows is what the rank's writes so far drew: a bar that writes each
+// drawing in one write (as tqdm, curl and most do) shows whole drawings, "\r<bar>" and "<bar>\r" alike.
 #pragma once
 
 #include <chrono>
@@ -30,10 +32,12 @@ inline constexpr std::chrono::milliseconds kPartialLineHold{500};
 // How often an unfinished line redrawn with '\r' shows its latest drawing.
 inline constexpr std::chrono::milliseconds kProgressEvery{1000};
 
-// What a terminal shows last of a line redrawn with '\r': its last non-empty '\r'-separated part ("" if none).
+// What a terminal shows last of a line redrawn with '\r': its last '\r'-separated part with more than spaces
+// and tabs in it (a drawing of spaces erases a bar, whose last drawing is what is worth showing); failing
+// that, its last non-empty part; "" if none. A line without '\r' is itself.
 std::string_view drawnLast(std::string_view line);
 // How many bytes of `text` the next piece of at most `limit` bytes takes: `limit`, less the start of a UTF-8
-// character it would cut (up to 3 bytes); all of `limit` where the text is not UTF-8 there.
+// character that would run past it (up to 3 bytes); all of `limit` where the text is not UTF-8 there.
 size_t utf8PieceLength(std::string_view text, size_t limit);
 
 // The last lines a rank printed (both streams, in arrival order).
@@ -57,10 +61,12 @@ class OutputPump {
   void flushPartial(std::chrono::steady_clock::time_point now);
 
  private:
-  // Queues `line` (raw bytes of one line, without its '\n') as the console shows it; false when it shows
-  // nothing (empty, or only '\r's) and `skip_blank`.
-  bool emit(const std::string& line, bool skip_blank = false);
+  // Queues `line` (raw bytes of one line, without its '\n') as the console shows it, and quotes it in the
+  // tail; false, doing neither, when it shows nothing and `skip_blank`. A `snapshot` (an unfinished redrawn
+  // line's drawing) is replaced in the tail by the line's next drawing.
+  bool emit(std::string_view line, bool skip_blank, bool snapshot);
   void showProgress(std::chrono::steady_clock::time_point now);
+  void endLine();
 
   std::string prefix_;
   ConsoleStream& dest_;
@@ -69,7 +75,10 @@ class OutputPump {
   Tail* tail_;  // owned by the agent, outlives this pump
   std::string partial_;
   std::chrono::steady_clock::time_point partial_fed_;  // when partial_'s last byte came
-  bool start_sent_ = false;  // part of the line under way went out already (flushPartial, showProgress)
+  bool start_sent_ = false;  // part of the line under way went out already (a piece, flushPartial, showProgress)
+  bool redrawn_ = false;     // the line under way holds a '\r'
+  bool tail_holds_snapshot_ = false;  // tail_->back() was this line's latest drawing, tail_snapshot_
+  std::string tail_snapshot_;
   std::chrono::steady_clock::time_point shown_at_;  // when the line under way began, or last showed progress
 };
 

@@ -1,5 +1,6 @@
 // A rank's output pump: a log file that cannot be made (a full disk, no inodes) costs the copy, not the job;
-// an unfinished line is not held back for good.
+// an unfinished line is not held back for good; a line redrawn with '\r' shows what it drew last, and while
+// unfinished its latest drawing every second; long lines are cut between UTF-8 characters.
 #include "output_pump.h"
 
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -96,39 +98,85 @@ TEST(OutputPump, ANewlineAloneAfterAStartSentAloneAddsNoEmptyLine) {
   EXPECT_EQ(tail, (Tail{"prompt> ", "", "next"}));
 }
 
-// A progress bar redrawn with '\r' faster than kPartialLineHold shows its latest drawing every
-// kProgressEvery, each a line of its own, and its final state at its '\n'; the log gets the bytes as written.
+// Everything a pump writes to a console on a pipe, read back once `use` is done with the stream.
+std::string consoleOf(const std::function<void(ConsoleStream&)>& use) {
+  int fds[2];
+  EXPECT_EQ(::pipe(fds), 0);
+  std::string out;
+  std::thread reader([&] {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+  });
+  {
+    ConsoleStream dest(fds[1], "test");
+    use(dest);
+  }  // the stream's destructor writes out what it queued
+  ::close(fds[1]);
+  reader.join();
+  ::close(fds[0]);
+  return out;
+}
+
+// A progress bar redrawn with '\r' faster than kPartialLineHold ("<bar>\r" each time) shows its latest
+// drawing every kProgressEvery, each a line of its own, and its final state at its '\n'; the tail keeps one
+// entry for it; the log gets the bytes as written.
 TEST(OutputPump, AProgressBarRedrawnWithCarriageReturnsShowsItsLatestDrawingPeriodically) {
   Tail tail;
   const std::string dir = testing::makeTempDir("output_pump");
-  {
-    OutputPump pump(1, consoleOut(), dir + "/stdout.log", &tail);
+  const std::string out = consoleOf([&](ConsoleStream& dest) {
+    OutputPump pump(1, dest, dir + "/stdout.log", &tail);
+    tail.push_back("before");
     const auto t0 = std::chrono::steady_clock::now();
     const auto at = [&](int ms) { return t0 + std::chrono::milliseconds(ms); };
     pump.feed("10%\r", 4, at(0));
     pump.feed("20%\r", 4, at(400));
     pump.feed("30%\r", 4, at(800));
-    EXPECT_TRUE(tail.empty()) << "shown before kProgressEvery passed";
-    pump.feed("40%\r4", 5, at(1200));  // the drawing under way ("4") is not shown half drawn
-    EXPECT_EQ(tail, (Tail{"40%"}));
-    pump.feed("5%\r60%\r", 7, at(1600));
+    EXPECT_EQ(tail, (Tail{"before"})) << "shown before kProgressEvery passed";
+    pump.feed("40%\r", 4, at(1200));
+    EXPECT_EQ(tail, (Tail{"before", "40%"}));
+    pump.feed("50%\r60%\r", 8, at(1600));
     pump.feed("70%\r", 4, at(2100));  // 900 ms since the last showing
-    EXPECT_EQ(tail, (Tail{"40%"}));
-    pump.feed("100%\ndone\n", 10, at(2300));
-    EXPECT_EQ(tail, (Tail{"40%", "100%", "done"}));
-  }
+    pump.feed("80%\r", 4, at(2300));
+    EXPECT_EQ(tail, (Tail{"before", "80%"})) << "the bar's entry in the tail is its latest drawing";
+    pump.feed("100%\ndone\n", 10, at(2400));
+    EXPECT_EQ(tail, (Tail{"before", "100%", "done"}));
+  });
+  EXPECT_EQ(out, "[rank 1] 40%\n[rank 1] 80%\n[rank 1] 100%\n[rank 1] done\n");
   std::stringstream log;
   log << std::ifstream(dir + "/stdout.log").rdbuf();
-  EXPECT_EQ(log.str(), "10%\r20%\r30%\r40%\r45%\r60%\r70%\r100%\ndone\n");
+  EXPECT_EQ(log.str(), "10%\r20%\r30%\r40%\r50%\r60%\r70%\r80%\r100%\ndone\n");
   std::filesystem::remove_all(dir);
+}
+
+// tqdm, curl and wget write "\r<bar>": the latest drawing is the text after the last '\r'. A bar that clears
+// itself ("\r<spaces>\r") leaves its last drawing shown.
+TEST(OutputPump, ABarThatDrawsAfterItsCarriageReturnShowsItsLatestDrawing) {
+  Tail tail;
+  const std::string out = consoleOf([&](ConsoleStream& dest) {
+    OutputPump pump(0, dest, "", &tail);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto at = [&](int ms) { return t0 + std::chrono::milliseconds(ms); };
+    pump.feed("\r 10%", 5, at(0));
+    pump.feed("\r 20%", 5, at(600));
+    pump.feed("\r 30%", 5, at(1100));
+    pump.feed("\r 40%", 5, at(1500));
+    const std::string cleared = "\r 50%\r      \r";  // drawn, then cleared
+    pump.feed(cleared.data(), cleared.size(), at(1900));
+    pump.finish();
+  });
+  EXPECT_EQ(out, "[rank 0]  30%\n[rank 0]  50%\n");
+  EXPECT_EQ(tail, (Tail{" 50%"}));
 }
 
 // Passed on raw, a '\r' would send the terminal's cursor back over the "[rank R] " prefix: a line shows what it
 // drew last. CRLF line ends lose their '\r'; a bar that stops (a pause, the end of output) shows its drawing.
 TEST(OutputPump, ALineShowsWhatItDrewLast) {
   EXPECT_EQ(drawnLast("plain"), "plain");
+  EXPECT_EQ(drawnLast("   "), "   ");
   EXPECT_EQ(drawnLast("hello\r"), "hello");
   EXPECT_EQ(drawnLast("10%\r20%\r\r"), "20%");
+  EXPECT_EQ(drawnLast("bar\r   \r"), "bar");
+  EXPECT_EQ(drawnLast("  \r  "), "  ");
   EXPECT_EQ(drawnLast("\r\r"), "");
   Tail tail;
   OutputPump pump(0, consoleOut(), "", &tail);
@@ -150,6 +198,8 @@ TEST(OutputPump, ALongLineIsCutBetweenUtf8Characters) {
   EXPECT_EQ(utf8PieceLength("a\xf0\x9f\x98\x80z", 4), 1u);    // a 4-byte character
   EXPECT_EQ(utf8PieceLength("a\xf0\x9f\x98\x80z", 5), 5u);    // it ends at the limit
   EXPECT_EQ(utf8PieceLength("a\x80\x80\x80\x80\x80", 4), 4u);  // not UTF-8: cut at the limit
+  EXPECT_EQ(utf8PieceLength("ab\x80\x80\x80", 4), 4u);          // nor is a stray continuation after ASCII
+  EXPECT_EQ(utf8PieceLength("\xc3\xa9\xc3\xa9", 3), 2u);
   const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(null_fd, 0);
   Tail tail;
@@ -159,11 +209,16 @@ TEST(OutputPump, ALongLineIsCutBetweenUtf8Characters) {
     std::string line(kMaxLineBytes - 1, 'a');
     line += "\xc3\xa9" "b\n";
     pump.feed(line.data(), line.size());
+    // A CRLF line of exactly the limit: its piece, and no empty line for the '\r' left after it.
+    std::string crlf(kMaxLineBytes, 'c');
+    crlf += "\r\n";
+    pump.feed(crlf.data(), crlf.size());
   }
   ::close(null_fd);
-  ASSERT_EQ(tail.size(), 2u);
-  EXPECT_EQ(tail.front().size(), 2003u) << "the first piece, quoted in the tail up to 2000 bytes and '...'";
-  EXPECT_EQ(tail.back(), "\xc3\xa9" "b");
+  ASSERT_EQ(tail.size(), 3u);
+  EXPECT_EQ(tail[0].size(), 2003u) << "the first piece, quoted in the tail up to 2000 bytes and '...'";
+  EXPECT_EQ(tail[1], "\xc3\xa9" "b");
+  EXPECT_EQ(tail[2], std::string(2000, 'c') + "...");
 }
 
 }  // namespace
