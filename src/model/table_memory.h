@@ -21,7 +21,8 @@ inline constexpr size_t kHugePageTableMinBytes = 2 * kHugePageBytes;
 
 // An uninitialized contiguous CPU tensor. With `huge_pages` and at least kHugePageTableMinBytes, its own
 // mapping, 2 MiB aligned and advised MADV_HUGEPAGE (the advice failing, e.g. without THP in the kernel,
-// leaves ordinary pages); otherwise at::empty.
+// leaves ordinary pages; a mapping that fails throws ringtrain::Error naming the size and why); otherwise,
+// and under AddressSanitizer, at::empty.
 at::Tensor emptyTable(at::IntArrayRef sizes, at::ScalarType dtype, bool huge_pages);
 
 // Whether `t`'s memory is one of emptyTable's huge-page mappings.
