@@ -1046,17 +1046,18 @@ TrainSummary train(Session& s) {
     const bool checkpoint_now =
         (checkpoint_asked || (job.checkpoint.every_steps > 0 && global_step % job.checkpoint.every_steps == 0)) &&
         global_step < total_steps;  // the last step's checkpoint comes at the end
-    if (checkpoint_asked && checkpoint_now && s.leader()) {
-      info("checkpoint at step {}, as asked (SIGUSR1 or SIGUSR2: a scheduler's warning before pre-emption?); "
-           "training goes on",
-           global_step);
-    }
     if (checkpoint_now) {
       run_log.flushMetrics();  // the records up to this step, before a checkpoint of it
       if (checkBeforeCheckpoint(s, global_step, !run_log.failure().empty())) stopForMetrics(s, run_log);
     }
     if (checkpoint_now && s.leader()) {
       summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, position_after_step));
+      // Said once the file is in place: a scheduler that reads this line may stop the job at once.
+      if (checkpoint_asked) {
+        info("checkpoint at step {}, as asked (SIGUSR1 or SIGUSR2: a scheduler's warning before pre-emption?), "
+             "written to {}; training goes on",
+             global_step, summary.checkpoint_path);
+      }
     }
     if (job.run.crash_at_step > 0 && global_step == job.run.crash_at_step && process.restart_count == 0) {
       // Fault injection for restart tests: die like a killed process would, without cleanup. Only the first
