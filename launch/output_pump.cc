@@ -74,16 +74,23 @@ void OutputPump::feed(const char* data, size_t n, std::chrono::steady_clock::tim
     } else {
       partial_.append(data, part_end);
     }
-    // Pieces of about kMaxLineBytes go out while more than that is held. A line is cut only past the limit:
-    // one of exactly kMaxLineBytes is one piece, sent at its '\n'.
-    size_t at = 0;
-    while (partial_.size() - at > kMaxLineBytes) {
-      const size_t piece = utf8PieceLength(std::string_view(partial_).substr(at), kMaxLineBytes);
-      emit(std::string_view(partial_).substr(at, piece), false, false);
-      at += piece;
-      start_sent_ = true;
+    // Pieces of about kMaxLineBytes go out while more than that is held of the drawing under way (the text
+    // after the last '\r'; all of a line without one): the drawing before it is bounded by the cuts that came
+    // before its '\r', and no longer shows once these pieces of the one that overwrites it go out. A line is
+    // cut only past the limit: one of exactly kMaxLineBytes is one piece, sent at its '\n'.
+    const size_t last_cr = partial_.rfind('\r');
+    const size_t drawing = last_cr == std::string::npos ? 0 : last_cr + 1;
+    if (partial_.size() - drawing > kMaxLineBytes) {
+      partial_.erase(0, drawing);
+      size_t at = 0;
+      while (partial_.size() - at > kMaxLineBytes) {
+        const size_t piece = utf8PieceLength(std::string_view(partial_).substr(at), kMaxLineBytes);
+        emit(std::string_view(partial_).substr(at, piece), false, false);
+        at += piece;
+        start_sent_ = true;
+      }
+      partial_.erase(0, at);
     }
-    partial_.erase(0, at);
     if (nl == nullptr) {
       partial_fed_ = now;
       showProgress(now);
@@ -131,12 +138,18 @@ void OutputPump::endLine() {
 bool OutputPump::emit(std::string_view line, bool skip_blank, bool snapshot) {
   const std::string_view shown = drawnLast(line);
   if (skip_blank && shown.empty()) return false;
-  std::string out;
-  out.reserve(prefix_.size() + shown.size() + 1);
-  out += prefix_;
-  out += shown;
-  out += '\n';
-  dest_.write(std::move(out));
+  // A drawing held whole (one over kMaxLineBytes that a '\r' ended) still goes out in pieces of the limit.
+  size_t at = 0;
+  do {
+    const size_t piece = utf8PieceLength(shown.substr(at), kMaxLineBytes);
+    std::string out;
+    out.reserve(prefix_.size() + piece + 1);
+    out += prefix_;
+    out += shown.substr(at, piece);
+    out += '\n';
+    dest_.write(std::move(out));
+    at += piece;
+  } while (at < shown.size());
   constexpr size_t kTailLineBytes = 2000;  // the failure report quotes lines, not megabytes
   std::string quoted(shown.substr(0, utf8PieceLength(shown, kTailLineBytes)));
   if (quoted.size() < shown.size()) quoted += "...";

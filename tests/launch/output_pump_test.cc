@@ -3,7 +3,6 @@
 // unfinished its latest drawing every second; long lines are cut between UTF-8 characters.
 #include "output_pump.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -200,12 +199,9 @@ TEST(OutputPump, ALongLineIsCutBetweenUtf8Characters) {
   EXPECT_EQ(utf8PieceLength("a\x80\x80\x80\x80\x80", 4), 4u);  // not UTF-8: cut at the limit
   EXPECT_EQ(utf8PieceLength("ab\x80\x80\x80", 4), 4u);          // nor is a stray continuation after ASCII
   EXPECT_EQ(utf8PieceLength("\xc3\xa9\xc3\xa9", 3), 2u);
-  const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-  ASSERT_GE(null_fd, 0);
   Tail tail;
-  {
-    ConsoleStream quiet(null_fd, "/dev/null");  // a megabyte of 'a' is not for the test's output
-    OutputPump pump(0, quiet, "", &tail);
+  const std::string out = consoleOf([&](ConsoleStream& dest) {
+    OutputPump pump(0, dest, "", &tail);
     std::string line(kMaxLineBytes - 1, 'a');
     line += "\xc3\xa9" "b\n";
     pump.feed(line.data(), line.size());
@@ -213,12 +209,25 @@ TEST(OutputPump, ALongLineIsCutBetweenUtf8Characters) {
     std::string crlf(kMaxLineBytes, 'c');
     crlf += "\r\n";
     pump.feed(crlf.data(), crlf.size());
-  }
-  ::close(null_fd);
-  ASSERT_EQ(tail.size(), 3u);
+    // A megabyte drawing overwritten by a short one: only the short one shows (no piece of the long one).
+    const std::string drawing(kMaxLineBytes - 1, 'd');
+    pump.feed(drawing.data(), drawing.size());
+    pump.feed("\rnext\n", 6);
+    // A drawing just over the limit that a '\r' ends, held whole until the line ends: still in pieces.
+    const std::string start(kMaxLineBytes - 10, 'e'), end = std::string(20, 'e') + "\r\n";
+    pump.feed(start.data(), start.size());
+    pump.feed(end.data(), end.size());
+  });
+  const std::string prefix = "[rank 0] ";
+  EXPECT_EQ(out, prefix + std::string(kMaxLineBytes - 1, 'a') + "\n" + prefix + "\xc3\xa9" "b\n" + prefix +
+                     std::string(kMaxLineBytes, 'c') + "\n" + prefix + "next\n" + prefix +
+                     std::string(kMaxLineBytes, 'e') + "\n" + prefix + std::string(10, 'e') + "\n");
+  ASSERT_EQ(tail.size(), 5u);
   EXPECT_EQ(tail[0].size(), 2003u) << "the first piece, quoted in the tail up to 2000 bytes and '...'";
   EXPECT_EQ(tail[1], "\xc3\xa9" "b");
   EXPECT_EQ(tail[2], std::string(2000, 'c') + "...");
+  EXPECT_EQ(tail[3], "next");
+  EXPECT_EQ(tail[4], std::string(2000, 'e') + "...");
 }
 
 }  // namespace
