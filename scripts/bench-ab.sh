@@ -11,7 +11,8 @@
 # counted), BIND_TO (ringrun --bind-to, default cores), SAME_VECTORS (default 1: exit 1 when the vectors
 # differ, as they must not for a setting of how a job runs; 0 for a setting that changes the arithmetic),
 # SETS="key=value ..." (more ringtrain --set overrides for both sides, e.g. run.deterministic=false, which
-# ddp.balance and ddp.steal true need).
+# ddp.balance and ddp.steal true need), HOG_CPU=N (a busy loop pinned to CPU N through every run: the rank
+# bound there under --bind-to cores is persistently slower, e.g. HOG_CPU=1 with 2 ranks on 2 CPUs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -26,10 +27,15 @@ read -r -a sets <<< "${SETS:-}"  # split on spaces only: a value is never glob-e
 for kv in "${sets[@]}"; do EXTRA_SETS+=(--set "$kv"); done
 [ -x "$BIN/ringtrain" ] || "$ROOT/scripts/build.sh" >/dev/null
 WORK="$(mktemp -d /tmp/ringtrain-ab-XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+HOG=""
+trap 'rm -rf "$WORK"; [ -z "$HOG" ] || kill "$HOG"' EXIT
+if [ -n "${HOG_CPU:-}" ]; then
+  taskset -c "$HOG_CPU" sh -c 'while :; do :; done' &
+  HOG=$!
+fi
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$WORK/data" >/dev/null
 
-echo "reference workload, $RANKS ranks, shared tables, ringrun --bind-to $BIND_TO, $STEPS steps per run (10 warm-up)${SETS:+, --set $SETS}: $KEY $A (A) against $B (B)"
+echo "reference workload, $RANKS ranks, shared tables, ringrun --bind-to $BIND_TO, $STEPS steps per run (10 warm-up)${SETS:+, --set $SETS}${HOG_CPU:+, CPU $HOG_CPU kept busy}: $KEY $A (A) against $B (B)"
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     value=$A
