@@ -63,20 +63,12 @@ HugePageTableAllocator& hugePageAllocator() {
   return allocator;
 }
 
-// Under AddressSanitizer (scripts/sanitize.sh) tables stay on malloc, whose blocks it surrounds with
-// poisoned bytes: a mapping of its own would let a row written past a table's end go unseen.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kMapTables = false;
-#else
-constexpr bool kMapTables = true;
-#endif
-
 }  // namespace
 
 at::Tensor emptyTable(at::IntArrayRef sizes, at::ScalarType dtype, bool huge_pages) {
   size_t bytes = c10::elementSize(dtype);
   for (const int64_t s : sizes) bytes *= static_cast<size_t>(s);
-  if (!kMapTables || !huge_pages || bytes < kHugePageTableMinBytes) {
+  if (!kTablesMayMap || !huge_pages || bytes < kHugePageTableMinBytes) {
     return at::empty(sizes, at::TensorOptions().dtype(dtype));
   }
   return at::detail::empty_generic(sizes, &hugePageAllocator(), c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
