@@ -78,7 +78,7 @@ void OutputPump::feed(const char* data, size_t n, std::chrono::steady_clock::tim
     // after the last '\r'; all of a line without one): the drawing before it is bounded by the cuts that came
     // before its '\r', and no longer shows once these pieces of the one that overwrites it go out. A line is
     // cut only past the limit: one of exactly kMaxLineBytes is one piece, sent at its '\n'.
-    const size_t last_cr = partial_.rfind('\r');
+    const size_t last_cr = redrawn_ ? partial_.rfind('\r') : std::string::npos;
     const size_t drawing = last_cr == std::string::npos ? 0 : last_cr + 1;
     if (partial_.size() - drawing > kMaxLineBytes) {
       partial_.erase(0, drawing);
