@@ -54,6 +54,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr char kBalanceCutsBlob[] = "ddp.balance_cuts";  // WorkBalance::encodeCuts() after the step, when on
 constexpr char kCorpusBlob[] = "data.corpus";  // corpusFingerprint() of the corpus a checkpoint was trained on
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -324,7 +325,7 @@ data::LoaderPosition decodePosition(const std::string& text, const std::string& 
 }
 
 Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global_step,
-                          const data::LoaderPosition& position) {
+                          const data::LoaderPosition& position, const WorkBalance& balance) {
   Checkpoint ckpt;
   ckpt.global_step = global_step;
   ckpt.epoch = position.epoch;
@@ -338,6 +339,7 @@ Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global
   ckpt.blobs["data.position"] = encodePosition(position);
   ckpt.blobs[kUntrainedItemsBlob] = encodeItemIds(s.untrained);
   ckpt.blobs[kCorpusBlob] = s.corpus_fingerprint;
+  if (balance.enabled()) ckpt.blobs[kBalanceCutsBlob] = balance.encodeCuts();
   ckpt.torch_rng_state = captureTorchRngState();
   return ckpt;
 }
@@ -734,6 +736,7 @@ TrainSummary train(Session& s) {
   data::LoaderPosition start;
   int64_t global_step = 0;
   const bool resume = job.checkpoint.resume || process.restart_count > 0;
+  std::string kept_balance_cuts;  // the shares a resumed balanced run had learnt (ddp.balance)
   // A log.metrics_file that is somebody's file is refused before a fresh start removes any checkpoint.
   const std::string metrics_path = metricsPath(job);
   if (s.leader()) checkMetricsFile(metrics_path);
@@ -754,6 +757,9 @@ TrainSummary train(Session& s) {
       const auto position = ckpt->blobs.find("data.position");
       if (position == ckpt->blobs.end()) RT_THROW(DataError, where, ": checkpoint has no data position to resume from");
       start = decodePosition(position->second, where);
+      if (const auto cuts = ckpt->blobs.find(kBalanceCutsBlob); cuts != ckpt->blobs.end()) {
+        kept_balance_cuts = cuts->second;
+      }
       global_step = ckpt->global_step;
       summary.resumed_from_step = global_step;
       if (s.leader()) info("resumed from {} at step {}", where, global_step);
@@ -829,6 +835,15 @@ TrainSummary train(Session& s) {
       if (global_step < total_steps && !WorkBalance::decidesAfter(first_decision, total_steps)) {
         warn("ddp.balance: the run ends at step {} before its first decision (at step {}; every {} steps): the "
              "shares stay even", total_steps, first_decision, kBalanceWindow);
+      }
+    }
+    if (!kept_balance_cuts.empty()) {  // every rank read the same checkpoint: the same verdict everywhere
+      if (balance.restoreCuts(kept_balance_cuts)) {
+        if (s.leader()) {
+          info("work balance goes on with the checkpoint's shares, pairs per micro-batch: {}", balance.describe());
+        }
+      } else if (s.leader()) {
+        warn("work balance: the checkpoint's cuts '{}' do not fit this job; the shares start even", kept_balance_cuts);
       }
     }
     holdTheRowsTheRangeTakes();
@@ -1051,7 +1066,7 @@ TrainSummary train(Session& s) {
       if (checkBeforeCheckpoint(s, global_step, !run_log.failure().empty())) stopForMetrics(s, run_log);
     }
     if (checkpoint_now && s.leader()) {
-      summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, position_after_step));
+      summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, position_after_step, balance));
       // Said once the file is in place: a scheduler that reads this line may stop the job at once.
       if (checkpoint_asked) {
         info("checkpoint at step {}, as asked (SIGUSR1 or SIGUSR2: a scheduler's warning before pre-emption?), "
@@ -1106,7 +1121,7 @@ TrainSummary train(Session& s) {
   // The end. The final checkpoint first: an evaluation that fails (a rank lost, a signal) must not take the
   // run with it. The others meanwhile wait in the evaluation's first collective, as at periodic checkpoints.
   if (s.leader()) {
-    summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position()));
+    summary.checkpoint_path = checkpoints.save(makeCheckpoint(s, *optimizer, global_step, loader.position(), balance));
   }
   const Evaluation ev = evaluate(s, queries, true);
   putEvaluation(ev, summary);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <string>
 
 #include <fmt/format.h>
@@ -136,6 +137,32 @@ std::pair<int64_t, int64_t> WorkBalance::neighbourRowsToHold() const {
   const int64_t margin = batch_ / 16;
   const int64_t own_begin = rank_ * batch_, own_end = own_begin + batch_;
   return {std::max<int64_t>(0, own_begin - begin()) + margin, std::max<int64_t>(0, begin() + count() - own_end) + margin};
+}
+
+std::string WorkBalance::encodeCuts() const {
+  std::string text;
+  for (size_t j = 0; j < cuts_.size(); ++j) text += (j == 0 ? "" : " ") + std::to_string(cuts_[j]);
+  return text;
+}
+
+bool WorkBalance::restoreCuts(const std::string& encoded) {
+  if (!enabled_) return false;
+  std::istringstream in(encoded);
+  std::vector<int64_t> cuts;
+  for (int64_t c = 0; in >> c;) cuts.push_back(c);
+  if (!in.eof() || cuts.size() != cuts_.size()) return false;
+  const int64_t reach = data::neighbourRows(batch_), least = std::max<int64_t>(1, batch_ / 4);
+  const auto world = static_cast<int64_t>(cuts_.size()) - 1;
+  if (cuts.front() != 0 || cuts.back() != world * batch_) return false;
+  for (int64_t j = 1; j < world; ++j) {
+    const int64_t even = j * batch_;
+    if (cuts[j] < even - reach || cuts[j] > even + reach) return false;
+  }
+  for (size_t j = 1; j < cuts.size(); ++j) {
+    if (cuts[j] - cuts[j - 1] < least) return false;
+  }
+  cuts_ = std::move(cuts);
+  return true;
 }
 
 std::string WorkBalance::describe() const {

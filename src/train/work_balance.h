@@ -67,6 +67,13 @@ class WorkBalance {
   // "rank 0 1536, rank 1 512" (pairs per micro-batch), for the job's summary.
   std::string describe() const;
 
+  // The cuts as a checkpoint keeps them ("0 1536 2048"), so that a resumed run goes on with the shares it had
+  // learnt instead of starting even again.
+  std::string encodeCuts() const;
+  // On every rank alike, before the first step: takes the cuts a checkpoint kept when they fit this job (as
+  // many ranks, the same batch, within the bounds above); true when they did. Anything else leaves them even.
+  bool restoreCuts(const std::string& encoded);
+
  private:
   comm::Communicator& comm_;
   int64_t batch_;

@@ -381,6 +381,20 @@ TEST(TrainJob, SharedTablesWithAdamAccumulationAndEvaluationTrainLikeAllgather) 
   if (shared.empty()) GTEST_SKIP() << "this machine does not let processes map each other's memory";
 }
 
+// The largest of `dir`'s vectors and how far apart they are from `other`'s (the same items, in the same order).
+std::pair<float, float> largestAndMostApart(const std::string& dir, const std::string& other) {
+  const model::WordVectors x = model::readWord2Vec(dir + "/embeddings.txt");
+  const model::WordVectors y = model::readWord2Vec(other + "/embeddings.txt");
+  EXPECT_EQ(x.tokens, y.tokens);
+  EXPECT_EQ(x.values.size(), y.values.size());
+  float largest = 0, most_apart = 0;
+  for (size_t i = 0; i < std::min(x.values.size(), y.values.size()); ++i) {
+    largest = std::max(largest, std::abs(x.values[i]));
+    most_apart = std::max(most_apart, std::abs(x.values[i] - y.values[i]));
+  }
+  return {largest, most_apart};
+}
+
 // ddp.balance moves pairs of each step from a slower rank to a faster one: the same pairs, the same mean
 // gradient, summed in another order. Rank 1 says it is 10 times slower (the tests' seam), so rank 0 ends up
 // training half of rank 1's batch (the most a cut moves), and batches queued before the cut moved are built
@@ -400,33 +414,27 @@ TEST(TrainJob, BalancedRanksTrainTheSamePairsAsUnbalancedOnes) {
   ASSERT_TRUE(b.ok()) << b.out << b.err;
   EXPECT_THAT(b.out + b.err, HasSubstr("work balance at the end, pairs per micro-batch: rank 0 384, rank 1 128"));
   EXPECT_GT(metric(b.out + b.err, "the ranks built"), 0) << "no batch was built again after the cuts moved";
-  const model::WordVectors x = model::readWord2Vec(even + "/embeddings.txt");
-  const model::WordVectors y = model::readWord2Vec(moved + "/embeddings.txt");
-  ASSERT_EQ(x.tokens, y.tokens);
-  ASSERT_EQ(x.values.size(), y.values.size());
-  float largest = 0, most_apart = 0;
-  for (size_t i = 0; i < x.values.size(); ++i) {
-    largest = std::max(largest, std::abs(x.values[i]));
-    most_apart = std::max(most_apart, std::abs(x.values[i] - y.values[i]));
-  }
+  const auto [largest, most_apart] = largestAndMostApart(even, moved);
   EXPECT_GT(largest, 0.1f) << "the vectors were trained";
   EXPECT_LT(most_apart, 1e-4f * largest) << "balancing changed what was trained, not just the order of its sums";
   EXPECT_GT(most_apart, 0.0f) << "bit-identical: did any pair move?";
+
+  // Killed after the checkpoint of step 60 and relaunched: the resumed attempt goes on with the shares the
+  // checkpoint kept (here already settled), not even ones, and still trains the same pairs.
+  const std::string restarted = testing::makeTempDir("ringtrain-balanced-restarted-");
+  std::vector<std::string> argv = ringrun(
+      2, train(restarted, {"--set", "run.max_steps=100", "--set", "checkpoint.every_steps=20", "--set",
+                           "ddp.balance=true", "--set", "run.deterministic=false", "--set", "run.crash_at_step=60"}));
+  argv.insert(argv.begin() + 1, {"--max-restarts", "1"});
+  const auto c = runCommand(argv, options);
+  ASSERT_TRUE(c.ok()) << c.out << c.err;
+  EXPECT_THAT(c.err, HasSubstr("resumed from"));
+  EXPECT_THAT(c.out + c.err,
+              HasSubstr("work balance goes on with the checkpoint's shares, pairs per micro-batch: rank 0 384, rank 1 128"));
+  const auto [largest_c, most_apart_c] = largestAndMostApart(even, restarted);
+  EXPECT_LT(most_apart_c, 1e-4f * largest_c) << "the resumed run trained other pairs than the plain one";
 }
 
-// The largest of `dir`'s vectors and how far apart they are from `other`'s (the same items, in the same order).
-std::pair<float, float> largestAndMostApart(const std::string& dir, const std::string& other) {
-  const model::WordVectors x = model::readWord2Vec(dir + "/embeddings.txt");
-  const model::WordVectors y = model::readWord2Vec(other + "/embeddings.txt");
-  EXPECT_EQ(x.tokens, y.tokens);
-  EXPECT_EQ(x.values.size(), y.values.size());
-  float largest = 0, most_apart = 0;
-  for (size_t i = 0; i < std::min(x.values.size(), y.values.size()); ++i) {
-    largest = std::max(largest, std::abs(x.values[i]));
-    most_apart = std::max(most_apart, std::abs(x.values[i] - y.values[i]));
-  }
-  return {largest, most_apart};
-}
 
 // ddp.steal: rank 1 sleeps 3 times each chunk's time (the tests' seam), so rank 0, done with its own batch,
 // takes rows of rank 1's. The same pairs, the same mean gradient, summed in another order: the vectors match

@@ -222,6 +222,35 @@ TEST(WorkBalance, ABatchOfOnePairIsNotCutAndSaysSo) {
   EXPECT_EQ(why[0], "a batch of one pair cannot be cut");
 }
 
+// A checkpoint keeps the cuts as text; a resumed run takes them back when they fit its job (as many ranks,
+// the same batch, within the bounds), and otherwise starts even, as does a run with balance off.
+TEST(WorkBalance, CutsKeptInACheckpointComeBackWhenTheyFitTheJob) {
+  constexpr int kWorld = 3;
+  testing::ThreadGroup group(kWorld);
+  std::vector<std::vector<int64_t>> restored(kWorld);
+  testing::runRanks(kWorld, [&](int rank) {
+    testing::ThreadCommunicator comm(group, rank, std::chrono::seconds(5));
+    WorkBalance balance(comm, kBatch, /*enabled=*/true);
+    EXPECT_EQ(balance.encodeCuts(), "0 1000 2000 3000");
+    EXPECT_TRUE(balance.restoreCuts("0 1400 2300 3000"));
+    EXPECT_EQ(balance.encodeCuts(), "0 1400 2300 3000");
+    restored[rank] = balance.cuts();
+    for (const char* misfit : {"0 1000 2000",           // fewer ranks
+                               "0 1000 2000 4000",      // another batch
+                               "0 1600 2000 3000",      // a cut past half a batch from its own
+                               "0 1400 1500 3000",      // a rank under a quarter of a batch
+                               "0 1000 x 3000", ""}) {  // not numbers
+      EXPECT_FALSE(balance.restoreCuts(misfit)) << misfit;
+      EXPECT_EQ(balance.cuts(), restored[rank]) << "a misfit changed the cuts: " << misfit;
+    }
+    WorkBalance off(comm, kBatch, /*enabled=*/false);
+    EXPECT_FALSE(off.restoreCuts("0 1400 2300 3000"));
+    EXPECT_EQ(off.cuts(), evenCuts(kWorld, kBatch));
+  });
+  EXPECT_EQ(restored[0], (std::vector<int64_t>{0, 1400, 2300, 3000}));
+  EXPECT_EQ(shares(restored[2]), (std::vector<int64_t>{1400, 900, 700}));
+}
+
 // Decisions fall on the job's steps 10, 20, ...: a run resumed at step 15 decides at step 20 (on the 5 steps
 // it timed), as the uninterrupted run did; and none follows the last step, so the shares the job ends with
 // are the ones its last step trained.
