@@ -829,21 +829,20 @@ TrainSummary train(Session& s) {
     loader.holdNeighbourRows(before, after);
   };
   if (balance.enabled()) {
+    // Every rank read the same checkpoint (checkSameResumedStep): the same verdict everywhere.
+    const bool restored = !kept_balance_cuts.empty() && balance.restoreCuts(kept_balance_cuts);
     if (s.leader()) {
       info("work balance on: every {} steps, ranks slower per pair train fewer of each step's pairs", kBalanceWindow);
+      if (restored) {
+        info("work balance goes on with the checkpoint's shares, pairs per micro-batch: {}", balance.describe());
+      } else if (!kept_balance_cuts.empty()) {
+        warn("work balance: the checkpoint's cuts '{}' do not fit this job; the shares start even",
+             kept_balance_cuts.substr(0, 200));
+      }
       const int64_t first_decision = (global_step / kBalanceWindow + 1) * kBalanceWindow;  // the job's steps
       if (global_step < total_steps && !WorkBalance::decidesAfter(first_decision, total_steps)) {
         warn("ddp.balance: the run ends at step {} before its first decision (at step {}; every {} steps): the "
-             "shares stay even", total_steps, first_decision, kBalanceWindow);
-      }
-    }
-    if (!kept_balance_cuts.empty()) {  // every rank read the same checkpoint: the same verdict everywhere
-      if (balance.restoreCuts(kept_balance_cuts)) {
-        if (s.leader()) {
-          info("work balance goes on with the checkpoint's shares, pairs per micro-batch: {}", balance.describe());
-        }
-      } else if (s.leader()) {
-        warn("work balance: the checkpoint's cuts '{}' do not fit this job; the shares start even", kept_balance_cuts);
+             "shares stay {}", total_steps, first_decision, kBalanceWindow, restored ? "as they are" : "even");
       }
     }
     holdTheRowsTheRangeTakes();
