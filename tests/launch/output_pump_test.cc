@@ -20,6 +20,31 @@
 namespace ringtrain::launch {
 namespace {
 
+// Everything a pump writes to a console on a pipe, read back once `use` is done with the stream.
+std::string consoleOf(const std::function<void(ConsoleStream&)>& use) {
+  int fds[2];
+  EXPECT_EQ(::pipe(fds), 0);
+  std::string out;
+  std::thread reader([&] {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+  });
+  {
+    ConsoleStream dest(fds[1], "test");
+    use(dest);
+  }  // the stream's destructor writes out what it queued
+  ::close(fds[1]);
+  reader.join();
+  ::close(fds[0]);
+  return out;
+}
+
+std::string readFile(const std::string& path) {
+  std::stringstream text;
+  text << std::ifstream(path).rdbuf();
+  return text.str();
+}
+
 TEST(OutputPump, ALogFileThatCannotBeCreatedIsDoneWithout) {
   Tail tail;
   std::unique_ptr<OutputPump> pump;
@@ -35,11 +60,8 @@ TEST(OutputPump, ALogFileThatCannotBeCreatedIsDoneWithout) {
 // rest follows, prefixed again. The log file gets the bytes as written.
 TEST(OutputPump, AnUnfinishedLineGoesOutOnceHeldAndTheRestFollows) {
   const std::string dir = testing::makeTempDir("output_pump");
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
   Tail tail;
-  {
-    ConsoleStream dest(fds[1], "test");
+  const std::string out = consoleOf([&](ConsoleStream& dest) {
     OutputPump pump(2, dest, dir + "/stdout.log", &tail);
     EXPECT_FALSE(pump.partialDue());
     const auto fed = std::chrono::steady_clock::now();
@@ -53,16 +75,9 @@ TEST(OutputPump, AnUnfinishedLineGoesOutOnceHeldAndTheRestFollows) {
     EXPECT_FALSE(pump.partialDue());
     pump.feed("done\nnext", 9);
     pump.finish();
-  }  // the stream's destructor writes out what it queued
-  ::close(fds[1]);
-  std::string out;
-  char buf[256];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
-  ::close(fds[0]);
+  });
   EXPECT_EQ(out, "[rank 2] Loading... \n[rank 2] done\n[rank 2] next\n");
-  std::stringstream log;
-  log << std::ifstream(dir + "/stdout.log").rdbuf();
-  EXPECT_EQ(log.str(), "Loading... done\nnext");
+  EXPECT_EQ(readFile(dir + "/stdout.log"), "Loading... done\nnext");
   std::filesystem::remove_all(dir);
 }
 
@@ -97,25 +112,6 @@ TEST(OutputPump, ANewlineAloneAfterAStartSentAloneAddsNoEmptyLine) {
   EXPECT_EQ(tail, (Tail{"prompt> ", "", "next"}));
 }
 
-// Everything a pump writes to a console on a pipe, read back once `use` is done with the stream.
-std::string consoleOf(const std::function<void(ConsoleStream&)>& use) {
-  int fds[2];
-  EXPECT_EQ(::pipe(fds), 0);
-  std::string out;
-  std::thread reader([&] {
-    char buf[4096];
-    for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
-  });
-  {
-    ConsoleStream dest(fds[1], "test");
-    use(dest);
-  }  // the stream's destructor writes out what it queued
-  ::close(fds[1]);
-  reader.join();
-  ::close(fds[0]);
-  return out;
-}
-
 // A progress bar redrawn with '\r' faster than kPartialLineHold ("<bar>\r" each time) shows its latest
 // drawing every kProgressEvery, each a line of its own, and its final state at its '\n'; the tail keeps one
 // entry for it; the log gets the bytes as written.
@@ -141,9 +137,7 @@ TEST(OutputPump, AProgressBarRedrawnWithCarriageReturnsShowsItsLatestDrawingPeri
     EXPECT_EQ(tail, (Tail{"before", "100%", "done"}));
   });
   EXPECT_EQ(out, "[rank 1] 40%\n[rank 1] 80%\n[rank 1] 100%\n[rank 1] done\n");
-  std::stringstream log;
-  log << std::ifstream(dir + "/stdout.log").rdbuf();
-  EXPECT_EQ(log.str(), "10%\r20%\r30%\r40%\r50%\r60%\r70%\r80%\r100%\ndone\n");
+  EXPECT_EQ(readFile(dir + "/stdout.log"), "10%\r20%\r30%\r40%\r50%\r60%\r70%\r80%\r100%\ndone\n");
   std::filesystem::remove_all(dir);
 }
 
