@@ -1,27 +1,8 @@
 #include "cpu_binding.h"
 
-#include <sched.h>
-#include <unistd.h>
-
 #include <algorithm>
 
 namespace ringtrain::launch {
-
-std::vector<int> allowedCpus() {
-  // Sized for the machine, not cpu_set_t's fixed 1024 CPUs (sched_getaffinity fails on a smaller mask).
-  const long configured = ::sysconf(_SC_NPROCESSORS_CONF);
-  const int count = std::max<int>(CPU_SETSIZE, configured > 0 ? static_cast<int>(configured) : 0);
-  cpu_set_t* set = CPU_ALLOC(count);
-  const size_t bytes = CPU_ALLOC_SIZE(count);
-  std::vector<int> cpus;
-  if (set != nullptr && ::sched_getaffinity(0, bytes, set) == 0) {
-    for (int c = 0; c < count; ++c) {
-      if (CPU_ISSET_S(c, bytes, set)) cpus.push_back(c);
-    }
-  }
-  CPU_FREE(set);
-  return cpus;
-}
 
 std::vector<int> cpusOfLocalRank(const std::vector<int>& allowed, int nproc, int local_rank) {
   const int n = static_cast<int>(allowed.size());
@@ -31,19 +12,6 @@ std::vector<int> cpusOfLocalRank(const std::vector<int>& allowed, int nproc, int
   const int first = local_rank * per + std::min(local_rank, longer);
   const int count = per + (local_rank < longer ? 1 : 0);
   return {allowed.begin() + first, allowed.begin() + first + count};
-}
-
-std::string cpuListText(const std::vector<int>& cpus) {
-  std::string text;
-  for (size_t i = 0; i < cpus.size();) {
-    size_t j = i;
-    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
-    if (!text.empty()) text += ',';
-    text += std::to_string(cpus[i]);
-    if (j > i) text += '-' + std::to_string(cpus[j]);
-    i = j + 1;
-  }
-  return text;
 }
 
 }  // namespace ringtrain::launch

@@ -8,20 +8,15 @@
 // threads of one core, or two ranks may share a core.
 #pragma once
 
-#include <string>
 #include <vector>
 
-namespace ringtrain::launch {
+#include "core/cpu_list.h"  // allowedCpus(), cpuListText()
 
-// The CPUs this process may run on (sched_getaffinity), ascending; empty when they cannot be read.
-std::vector<int> allowedCpus();
+namespace ringtrain::launch {
 
 // Local rank `local_rank` of `nproc`: the CPUs in `allowed` are cut into nproc contiguous slices in order,
 // the first (size % nproc) slices one CPU longer, so every CPU is used. With more ranks than CPUs, rank r
 // gets CPU allowed[r % size]: ranks then share CPUs evenly.
 std::vector<int> cpusOfLocalRank(const std::vector<int>& allowed, int nproc, int local_rank);
-
-// "0-3,8,10-11": the list syntax of taskset and /proc/PID/status's Cpus_allowed_list.
-std::string cpuListText(const std::vector<int>& cpus);
 
 }  // namespace ringtrain::launch

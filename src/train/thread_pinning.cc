@@ -12,9 +12,9 @@
 #include <string>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "comm/spin_wait.h"
+#include "core/cpu_list.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::train {
@@ -26,26 +26,7 @@ cpu_set_t setOf(const std::vector<int>& cpus) {
   for (const int cpu : cpus) CPU_SET(cpu, &set);
   return set;
 }
-
-// "5" or "5-7" for a run of CPUs, else the list.
-std::string cpuText(const std::vector<int>& cpus) {
-  if (cpus.size() > 1 && cpus.back() - cpus.front() + 1 == static_cast<int>(cpus.size())) {
-    return fmt::format("{}-{}", cpus.front(), cpus.back());
-  }
-  return fmt::format("{}", fmt::join(cpus, ","));
-}
 }  // namespace
-
-std::vector<int> allowedCpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
-  }
-  return cpus;
-}
 
 int pinThreads(int cpu, const std::vector<int>& others) {
   const cpu_set_t mine = setOf({cpu});
@@ -71,9 +52,9 @@ ThreadPinning::ThreadPinning(bool asked, int ranks_on_host) : asked_(asked) {
   if (share == nullptr ||
       !comm::countsAsOwnShare(static_cast<int>(cpus_.size()), share, ranks_on_host, ::get_nprocs())) {
     why_off_ = fmt::format("this rank is not bound to CPUs of its own (it may run on {} CPUs: {}); start the ranks "
-                           "with ringrun --bind-to cores", cpus_.size(), cpuText(cpus_));
+                           "with ringrun --bind-to cores", cpus_.size(), cpuListText(cpus_));
   } else if (cpus_.size() < 2) {
-    why_off_ = fmt::format("this rank has one CPU ({}): nothing to keep apart", cpuText(cpus_));
+    why_off_ = fmt::format("this rank has one CPU ({}): nothing to keep apart", cpuListText(cpus_));
   }
 }
 
@@ -81,7 +62,7 @@ std::string ThreadPinning::sweep() {
   if (!enabled()) return "";
   const std::vector<int> others(cpus_.begin() + 1, cpus_.end());
   const int moved = pinThreads(cpus_.front(), others);
-  return fmt::format("training thread on CPU {}, {} other thread(s) on CPU {}", cpus_.front(), moved, cpuText(others));
+  return fmt::format("training thread on CPU {}, {} other thread(s) on CPU {}", cpus_.front(), moved, cpuListText(others));
 }
 
 }  // namespace ringtrain::train

@@ -12,9 +12,6 @@
 
 namespace ringtrain::train {
 
-// The CPUs this process may run on, ascending.
-std::vector<int> allowedCpus();
-
 // Puts the calling thread on `cpu` alone and every other thread of this process (/proc/self/task) on
 // `others`. A thread started later inherits its starter's CPUs: sweep again once it runs. Returns how many
 // other threads were moved (one that ended meanwhile is skipped). Throws Error when the calling thread

@@ -31,17 +31,5 @@ TEST(CpuBinding, NothingToSliceOrAnImpossibleRankGivesNoCpus) {
   EXPECT_TRUE(cpusOfLocalRank(kAllowed, 0, 0).empty());
 }
 
-TEST(CpuBinding, ListsRunsOfCpusTheWayTasksetReadsThem) {
-  EXPECT_EQ(cpuListText(kAllowed), "0-3,8,10-11");
-  EXPECT_EQ(cpuListText({5}), "5");
-  EXPECT_EQ(cpuListText({}), "");
-}
-
-TEST(CpuBinding, ThisProcessMayRunOnSomeCpus) {
-  const std::vector<int> cpus = allowedCpus();
-  ASSERT_FALSE(cpus.empty());
-  for (size_t i = 1; i < cpus.size(); ++i) EXPECT_LT(cpus[i - 1], cpus[i]);
-}
-
 }  // namespace
 }  // namespace ringtrain::launch

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/cpu_list.h"
+
 namespace ringtrain::train {
 namespace {
 
