@@ -64,15 +64,14 @@ void OutputPump::feed(const char* data, size_t n, std::chrono::steady_clock::tim
     if (partial_.empty() && !start_sent_) shown_at_ = now;  // a line begins
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', static_cast<size_t>(end - data)));
     const char* part_end = nl == nullptr ? end : nl;
-    if (std::memchr(data, '\r', static_cast<size_t>(part_end - data)) != nullptr) {
+    const bool has_cr = std::memchr(data, '\r', static_cast<size_t>(part_end - data)) != nullptr;
+    partial_.append(data, part_end);
+    if (has_cr) {
       redrawn_ = true;
       // Only the last drawing before the last '\r' can still show, and the one after it: a bar redrawn at
       // megabytes a second neither grows the held line nor reaches the 1 MiB cut.
-      partial_.append(data, part_end);
       const size_t cr = partial_.rfind('\r');
       if (cr > 0) partial_ = std::string(drawnLast(std::string_view(partial_).substr(0, cr))) + partial_.substr(cr);
-    } else {
-      partial_.append(data, part_end);
     }
     // Pieces of about kMaxLineBytes go out while more than that is held of the drawing under way (the text
     // after the last '\r'; all of a line without one): the drawing before it is bounded by the cuts that came
@@ -104,8 +103,11 @@ void OutputPump::feed(const char* data, size_t n, std::chrono::steady_clock::tim
 }
 
 void OutputPump::showProgress(std::chrono::steady_clock::time_point now) {
-  if (!redrawn_ || partial_.empty() || now - shown_at_ < kProgressEvery) return;
-  if (emit(partial_, true, true)) start_sent_ = true;
+  if (redrawn_ && !partial_.empty() && now - shown_at_ >= kProgressEvery) sendHeld(now);
+}
+
+void OutputPump::sendHeld(std::chrono::steady_clock::time_point now) {
+  if (emit(partial_, true, redrawn_)) start_sent_ = true;  // a redrawn line's drawing: its tail entry is replaced
   partial_.clear();
   shown_at_ = now;
 }
@@ -122,10 +124,7 @@ std::optional<std::chrono::steady_clock::time_point> OutputPump::partialDue() co
 
 void OutputPump::flushPartial(std::chrono::steady_clock::time_point now) {
   const auto due = partialDue();
-  if (!due || now < *due) return;
-  if (emit(partial_, true, redrawn_)) start_sent_ = true;
-  partial_.clear();
-  shown_at_ = now;
+  if (due && now >= *due) sendHeld(now);
 }
 
 void OutputPump::endLine() {

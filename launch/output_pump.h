@@ -66,6 +66,8 @@ class OutputPump {
   // line's drawing) is replaced in the tail by the line's next drawing.
   bool emit(std::string_view line, bool skip_blank, bool snapshot);
   void showProgress(std::chrono::steady_clock::time_point now);
+  // Sends what is held of the unfinished line (flushPartial, showProgress) and starts the progress clock.
+  void sendHeld(std::chrono::steady_clock::time_point now);
   void endLine();
 
   std::string prefix_;
