@@ -44,6 +44,9 @@ double slowdownOf(int rank, int world) {
   return f;
 }
 
+// The fewest pairs a rank keeps: what rebalancedCuts leaves and restoreCuts requires.
+int64_t fewestPairs(int64_t batch) { return std::max<int64_t>(1, batch / 4); }
+
 std::string whyBalanceIsOff(bool asked, int world, int64_t batch) {
   if (!asked) return "";
   if (world == 1) return "one rank has nobody to share its pairs with";
@@ -77,7 +80,7 @@ std::vector<int64_t> rebalancedCuts(const std::vector<int64_t>& cuts, const std:
   }
   const auto total = static_cast<double>(static_cast<int64_t>(world) * batch);
   const int64_t reach = data::neighbourRows(batch);  // how far a cut may move from j * B: what the loader holds
-  const int64_t least = std::max<int64_t>(1, batch / 4);  // the fewest pairs a rank keeps
+  const int64_t least = fewestPairs(batch);
   std::vector<int64_t> next(cuts.size());
   next.front() = 0;
   next.back() = static_cast<int64_t>(world) * batch;
@@ -151,7 +154,7 @@ bool WorkBalance::restoreCuts(const std::string& encoded) {
   std::vector<int64_t> cuts;
   for (int64_t c = 0; in >> c;) cuts.push_back(c);
   if (!in.eof() || cuts.size() != cuts_.size()) return false;
-  const int64_t reach = data::neighbourRows(batch_), least = std::max<int64_t>(1, batch_ / 4);
+  const int64_t reach = data::neighbourRows(batch_), least = fewestPairs(batch_);
   const auto world = static_cast<int64_t>(cuts_.size()) - 1;
   if (cuts.front() != 0 || cuts.back() != world * batch_) return false;
   for (int64_t j = 1; j < world; ++j) {
