@@ -156,10 +156,10 @@ ExportFile newestOf(const ExportListing& listing, Filter keep) {
   return best;
 }
 
-// The exports of `dir`, newest first.
-std::vector<std::string> exportsNewestFirst(const std::string& dir) {
+// The paths of a listing's exports, newest first.
+std::vector<std::string> newestFirst(const ExportListing& listing) {
   std::vector<ExportFile> files;
-  for (const auto& [path, file] : listExports(dir)) files.push_back(file);
+  for (const auto& [path, file] : listing) files.push_back(file);
   std::sort(files.begin(), files.end(), newer);
   std::vector<std::string> paths;
   for (const ExportFile& f : files) paths.push_back(f.path);
@@ -250,6 +250,7 @@ struct Server::Impl {
   std::mutex watch_mu;
   std::condition_variable watch_cv;
   bool watch_stop = false;  // guarded by watch_mu
+  ExportListing watch_start;  // serve.watch_dir before the first load: what the watcher starts from
 
   std::mutex stop_mu;
   bool started = false;  // guarded by stop_mu
@@ -280,7 +281,7 @@ struct Server::Impl {
   // deploy) is passed over with a warning: a restart must not turn it into an outage.
   uint64_t loadInitial() {
     std::vector<std::string> candidates;
-    if (!options.watch_dir.empty()) candidates = exportsNewestFirst(options.watch_dir);
+    if (!options.watch_dir.empty()) candidates = newestFirst(watch_start);
     const auto same = [](const std::string& a, const std::string& b) {
       std::error_code ec;
       return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
@@ -564,6 +565,8 @@ struct Server::Impl {
           throw HttpError{400, "'model' must be a path (leave it out to reload the file serving now)"};
         }
         path = body["model"].get<std::string>();
+        // The system would read the path up to its first NUL: another file than the one named and answered.
+        if (path.find('\0') != std::string::npos) throw HttpError{400, "'model' holds a NUL character"};
       }
     }
     admin->post(
@@ -621,37 +624,54 @@ struct Server::Impl {
     });
   }
 
-  // `seen` is what the directory held at start (taken before the thread starts): not new. Afterwards an
-  // export that appears or changes is loaded, whatever its modification time (cp -p, rsync -t and tar keep
-  // old ones), once it stayed the same for one interval (the writer is done); of several, the newest. A
-  // removed export is no reason to load another: what serves keeps serving.
+  // `seen` is what the directory held before the first load (Server's constructor): not new, while an export
+  // that appeared or changed during that load is. Afterwards an export that appears or changes is loaded,
+  // whatever its modification time (cp -p, rsync -t and tar keep old ones), once it stayed the same for one
+  // interval (the writer is done); of several, the newest that loads, as at start: a broken newest one must
+  // not hide a good one that came with it. A removed export is no reason to load another: what serves keeps
+  // serving.
   void watch(ExportListing seen) {
     const auto interval = std::chrono::milliseconds(options.watch_interval_ms);
-    ExportFile pending;
+    ExportListing last;  // the previous poll's listing
     std::unique_lock<std::mutex> lock(watch_mu);
     while (!watch_cv.wait_for(lock, interval, [&] { return watch_stop; })) {
       lock.unlock();
       const ExportListing now = listExports(options.watch_dir);
-      const ExportFile arrived = newestOf(now, [&](const ExportFile& f) {
+      const auto arrivedSinceSeen = [&](const ExportFile& f) {
         const auto before = seen.find(f.path);
         return before == seen.end() || before->second != f;
-      });
-      if (arrived.path.empty()) {
-        seen = now;  // forget removed files: one coming back under the same name is new
-        pending = ExportFile{};
-      } else if (arrived == pending) {
-        seen = now;
-        pending = ExportFile{};
-        try {
-          reload(arrived.path);
-        } catch (const std::exception&) {
-          // reload() logged and counted it; the old model keeps serving until another export arrives.
+      };
+      const auto sameAsLastPoll = [&](const ExportFile& f) {
+        const auto before = last.find(f.path);
+        return before != last.end() && before->second == f;
+      };
+      const ExportFile newest = newestOf(now, arrivedSinceSeen);
+      if (newest.path.empty() || sameAsLastPoll(newest)) {
+        std::vector<ExportFile> ready;  // newest first; empty when nothing arrived
+        for (const auto& [path, file] : now) {
+          if (arrivedSinceSeen(file) && sameAsLastPoll(file)) ready.push_back(file);
         }
-      } else {
-        pending = arrived;
+        std::sort(ready.begin(), ready.end(), newer);
+        seen = now;  // forgets removed files too: one coming back under the same name is new
+        for (const ExportFile& file : ready) {
+          if (stopRequested()) break;
+          try {
+            reload(file.path);
+            break;
+          } catch (const std::exception&) {
+            // reload() logged and counted it; the next newest that arrived may load, else the old model
+            // keeps serving until another export arrives.
+          }
+        }
       }
+      last = now;
       lock.lock();
     }
+  }
+
+  bool stopRequested() {
+    std::lock_guard<std::mutex> lock(watch_mu);
+    return watch_stop;
   }
 };
 
@@ -669,6 +689,9 @@ Server::Server(const config::ServeOptions& options, const std::string& model_pat
                options.watch_dir, ": not a directory");
     if (!exists) warn("serve: serve.watch_dir {} does not exist yet; exports will be taken once it does", options.watch_dir);
   }
+  // Listed before the first load, so that an export arriving while it runs (seconds, for a large model) is
+  // new to the watcher.
+  if (!options.watch_dir.empty()) impl_->watch_start = listExports(options.watch_dir);
   impl_->loadInitial();
 }
 
@@ -712,7 +735,7 @@ void Server::start() {
       });
   s.http->start();
   if (!s.options.watch_dir.empty()) {
-    s.watcher = std::thread([this, initial = listExports(s.options.watch_dir)] { impl_->watch(initial); });
+    s.watcher = std::thread([this, initial = std::move(s.watch_start)] { impl_->watch(initial); });
   }
   // Which scorer answers, since the exact one picks its path from the CPU and the catalog: an 8-bit pass
   // needs AVX512-VNNI and a catalog its error bound covers (scorer.h), else every query takes the fp32 scan.

@@ -245,6 +245,10 @@ TEST_F(ServerTest, WhatARequestGivesIsReadOrRefused) {
             "400 request body is not valid JSON");
   EXPECT_EQ(error(c->Post("/admin/reload", admin, R"({"model": "a", "model": "b"})", "application/json")),
             "400 key 'model' given twice in the request body");
+  // The system would read the path to its NUL (b.vec), while the answer named the whole string.
+  EXPECT_EQ(error(c->Post("/admin/reload", admin, json{{"model", path("b.vec") + std::string(1, '\0') + ".x"}}.dump(),
+                          "application/json")),
+            "400 'model' holds a NUL character");
   const httplib::Headers two = {{"Authorization", "Bearer secret"}, {"Authorization", "Bearer other"}};
   EXPECT_EQ(error(c->Post("/admin/reload", two, "", "application/json")), "400 'Authorization' given 2 times");
   EXPECT_EQ(server_->modelVersion(), 1u) << "a refused reload ran";
@@ -556,6 +560,69 @@ TEST_F(ServerTest, NewExportInWatchDirIsSwappedIn) {
   res = c->Get("/healthz");
   ASSERT_TRUE(res);
   EXPECT_EQ(json::parse(res->body)["model"].get<std::string>(), path("watch/model-4.vec"));
+}
+
+// Exports that arrive together are tried newest first until one loads, as at start: a broken newest one
+// used to hide a good one that came with it (the watcher tried only the newest).
+TEST_F(ServerTest, OfExportsArrivingTogetherTheNewestThatLoadsIsTaken) {
+  fs::create_directories(path("watch"));
+  options_.watch_dir = path("watch");
+  options_.watch_interval_ms = 100;
+  start(path("a.vec"));
+  fs::copy_file(path("b.vec"), path("watch/.good.tmp"));
+  fs::last_write_time(path("watch/.good.tmp"), fs::file_time_type::clock::now() - 10s);
+  testing::writeText(path("watch/.broken.tmp"), "2 2\na 1 2\n");
+  fs::rename(path("watch/.good.tmp"), path("watch/good.vec"));
+  fs::rename(path("watch/.broken.tmp"), path("watch/broken.vec"));
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (server_->modelVersion() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(server_->modelVersion(), 2u);
+  auto res = client(server_->port())->Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)["model"].get<std::string>(), path("watch/good.vec"));
+  res = client(server_->port())->Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->body.find("ringtrain_serve_reloads_total{result=\"refused\"} 1"), std::string::npos) << res->body;
+}
+
+// An export that arrives while the first model loads (seconds, for a large one) is new to the watcher: the
+// directory is listed before that load, not after it. Here the first model comes through a pipe, and the
+// export is put in place once the server has opened the pipe, before the pipe delivers the model.
+TEST_F(ServerTest, AnExportArrivingDuringTheFirstLoadIsTaken) {
+  fs::create_directories(path("watch"));
+  options_.watch_dir = path("watch");
+  options_.watch_interval_ms = 20;
+  ASSERT_EQ(::mkfifo(path("first.vec").c_str(), 0600), 0) << std::strerror(errno);
+  std::thread writer([&] {
+    // Opening without blocking fails (ENXIO) until the server has opened the pipe to read it.
+    int fd = -1;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while ((fd = ::open(path("first.vec").c_str(), O_WRONLY | O_NONBLOCK)) < 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    fs::copy_file(path("b.vec"), path("watch/.late.tmp"));
+    fs::rename(path("watch/.late.tmp"), path("watch/late.vec"));
+    if (fd < 0) return;  // the server never read the pipe: the test fails below
+    ::fcntl(fd, F_SETFL, 0);  // blocking writes from here
+    std::ifstream in(path("a.vec"), std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (size_t done = 0; done < text.size();) {
+      const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  });
+  start(path("first.vec"));
+  writer.join();
+  EXPECT_EQ(server_->modelVersion(), 1u);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (server_->modelVersion() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(server_->modelVersion(), 2u);
+  auto res = client(server_->port())->Get("/recommend?item=item9&k=3");
+  ASSERT_TRUE(res);
+  expectCorrect(json::parse(res->body), *model_b_, {"item9"}, 3);
 }
 
 TEST_F(ServerTest, FullQueueAnswers429) {
