@@ -702,15 +702,23 @@ class Agent {
     std::string remote_failure;
     std::string recorded_end;  // the attempt's end as publishEnd() found it recorded, once this node failed
 
-    // The ranks' group, and each rank not yet reaped by its own pid: one that left the group (setsid, a
-    // wrapper that calls setpgid) is out of killpg's reach, and would outlive the grace period and a second
-    // Ctrl-C. (A rank's pid cannot be reused before it is reaped.)
+    // The ranks' group, and each rank not yet reaped by its own pid (with the group it leads, if it made one):
+    // one that left the group (setsid, a wrapper that calls setpgid) is out of killpg's reach, and would
+    // outlive the grace period and a second Ctrl-C. (A rank's pid cannot be reused before it is reaped.)
     auto signalRanks = [&](int sig) {
       group.signal(sig);
       for (const Rank& r : ranks) {
         // Only one outside the group: a rank that reads its signals at once (a nested ringrun) would take a
         // second copy for a second Ctrl-C.
-        if (!r.status && ::getpgid(r.pid) != group.id()) ::kill(r.pid, sig);
+        if (r.status) continue;
+        const pid_t rank_group = ::getpgid(r.pid);
+        if (rank_group == r.pid) {
+          // It leads a group of its own (setsid): what it started there goes with it, or its children would
+          // outlive the job. Its pid, and so its group's id, cannot be reused before it is reaped.
+          ::killpg(r.pid, sig);
+        } else if (rank_group != group.id()) {
+          ::kill(r.pid, sig);
+        }
       }
     };
 

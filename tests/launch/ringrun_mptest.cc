@@ -602,6 +602,27 @@ TEST(Ringrun, ARankThatLeftTheGroupIsStillStopped) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "waited for the rank out of the group: " << r.err;
 }
 
+// What such a rank started in the group it made (setsid) is stopped with it: the rank's children used to
+// outlive ringrun.
+TEST(Ringrun, WhatARankThatLeftTheGroupStartedIsStoppedWithIt) {
+  const std::string dir = testing::makeTempDir("ringrun_setsid_child");
+  const std::string script = "if [ $RANK = 0 ]; then while [ ! -s \"$0/child\" ]; do sleep 0.01; done; exit 9; fi; "
+                             "exec setsid sh -c 'sleep 60 & echo $! > \"$1/child\"; wait' sh \"$0\"";
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1", "--",
+                             "sh", "-c", script, dir},
+                            {.timeout = 40000ms});
+  const std::string child = readFile(dir + "/child");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.exit_code, 9) << r.err;
+  ASSERT_FALSE(child.empty()) << r.err;
+  const pid_t pid = std::stoi(child);
+  const auto deadline = Clock::now() + 5s;  // the orphan is reaped by whoever adopted it
+  while (::kill(pid, 0) == 0 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  const bool alive = ::kill(pid, 0) == 0;
+  if (alive) ::kill(pid, SIGKILL);
+  EXPECT_FALSE(alive) << "the rank's child " << pid << " outlived ringrun";
+}
+
 // A rank that started a process outside the job's group (setsid, a daemon) and ended: that process still
 // holds the rank's output pipe, so it never reads end-of-file. ringrun reads it for the grace period after
 // every rank is gone, then stops reading and ends, instead of waiting for the daemon (before: forever, and
