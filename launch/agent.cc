@@ -385,8 +385,10 @@ class Agent {
           RT_THROW(ConfigError, dist::toString(store_->get(key("refused"), storeOpTimeout())));
         }
         if (Clock::now() >= deadline) {
+          // A node that came with another job's token never joins: its refusal is why (node 0 only).
+          const std::string refused = server_ ? server_->refusals() : "";
           RT_THROW(TimeoutError, what, " did not happen within --rdzv-timeout ", o_.rendezvous_timeout_s,
-                   " s; the last wait: ", e.what());
+                   " s; the last wait: ", e.what(), refused.empty() ? "" : "; the job's store " + refused);
         }
       }
       checkSignals();

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -106,12 +107,26 @@ void ProcessGroup::release() { lifeline_.reset(); }
 
 namespace {
 
+// Why a pipe could not be made, in words a user can act on: running out of descriptors is the usual cause
+// (hundreds of ranks under a low `ulimit -n`).
+std::string pipeFailure(int error) {
+  if (error == EMFILE) {
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    return detail::concat("cannot start another rank: out of file descriptors (the open-file limit, ulimit -n, is ",
+                          limit.rlim_cur, "; ringrun holds 3 per rank and 7 while one starts); raise it or start "
+                          "fewer ranks");
+  }
+  if (error == ENFILE) return "cannot start another rank: the system's table of open files is full (ENFILE)";
+  return detail::concat("pipe: ", std::strerror(error));
+}
+
 // A pipe's two ends, each closed when it goes out of scope (an error on the way: nothing leaks).
 struct Pipe {
   UniqueFd read, write;
   explicit Pipe(int flags) {
     int fds[2];
-    RT_CHECK(::pipe2(fds, O_CLOEXEC | flags) == 0, "pipe: ", std::strerror(errno));
+    if (::pipe2(fds, O_CLOEXEC | flags) != 0) RT_THROW(Error, pipeFailure(errno));
     read.reset(fds[0]);
     write.reset(fds[1]);
   }

@@ -128,8 +128,8 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
       ->default_str("1");
   app.add_option("--nnodes", nnodes, "number of nodes (each runs its own ringrun)")->default_str("1");
   app.add_option("--node-rank,--node_rank", node_rank, "this node's rank, 0..nnodes-1")->default_str("0");
-  app.add_option("--master-addr,--master_addr", o.master_addr,
-                 "address of node 0, where its ringrun hosts the job's store (it binds only there)")
+  CLI::Option* addr_option = app.add_option("--master-addr,--master_addr", o.master_addr,
+                                            "address of node 0, where its ringrun hosts the job's store (it binds only there)")
       ->default_str("127.0.0.1");
   CLI::Option* port_option = app.add_option("--master-port,--master_port", master_port, "port of the job's store on node 0")
       ->default_str(std::to_string(kDefaultMasterPort));
@@ -225,6 +225,11 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     if (o.nnodes != 1) RT_THROW(ConfigError, "--standalone runs a single node; it cannot go with --nnodes ", o.nnodes);
     if (port_option->count() > 0) {
       RT_THROW(ConfigError, "--standalone picks a free port itself; it cannot go with --master-port ", o.master_port);
+    }
+    // Said, not ignored: ranks told to meet at 127.0.0.1 while the user named another address.
+    if (addr_option->count() > 0 && o.master_addr != "127.0.0.1" && o.master_addr != "localhost") {
+      RT_THROW(ConfigError, "--standalone hosts the job's store on 127.0.0.1; it cannot go with --master-addr ",
+               o.master_addr);
     }
     o.master_addr = "127.0.0.1";
     o.master_port = 0;

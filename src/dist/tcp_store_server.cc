@@ -14,6 +14,7 @@
 #include <cstring>
 #include <list>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -88,6 +89,11 @@ class TcpStoreServer::Impl {
 
   int port() const { return port_; }
   const std::string& address() const { return address_; }
+  std::string refusals() const {
+    std::lock_guard<std::mutex> lock(refusals_mu_);
+    if (refused_ == 0) return "";
+    return detail::concat(refused_, " connection(s) refused, the last from ", last_refused_);
+  }
 
  private:
   void run() {
@@ -236,6 +242,7 @@ class TcpStoreServer::Impl {
     if (!c.authenticated) {
       if (op != Op::kHello) {
         warn("store server: refused {}: the first request must present the job token", c.peer);
+        noteRefusal(c.peer + ": the first request did not present the job token");
         refuse(c, "the first request must present the job token");
         return;
       }
@@ -243,6 +250,7 @@ class TcpStoreServer::Impl {
       r.expectDone();
       if (!sameToken(token, token_)) {
         warn("store server: refused {}: {} job token", c.peer, token.empty() ? "missing" : "wrong");
+        noteRefusal(c.peer + (token.empty() ? ": missing job token" : ": wrong job token"));
         refuse(c, token.empty() ? "missing job token (set RINGTRAIN_JOB_TOKEN)" : "wrong job token");
         return;
       }
@@ -394,6 +402,16 @@ class TcpStoreServer::Impl {
   Clock::time_point next_accept_warning_{};  // such failures are said at most once a minute
   std::list<Connection> conns_;
   std::map<std::string, Bytes> table_;
+
+  // Connections refused, for refusals(): read by other threads.
+  void noteRefusal(const std::string& what) {
+    std::lock_guard<std::mutex> lock(refusals_mu_);
+    ++refused_;
+    last_refused_ = what;
+  }
+  mutable std::mutex refusals_mu_;
+  int64_t refused_ = 0;        // guarded by refusals_mu_
+  std::string last_refused_;   // guarded by refusals_mu_
 };
 
 TcpStoreServer::TcpStoreServer(std::string bind_addr, int port, std::string token, const std::string& port_advice) {
@@ -403,6 +421,7 @@ TcpStoreServer::TcpStoreServer(std::string bind_addr, int port, std::string toke
 TcpStoreServer::~TcpStoreServer() = default;
 int TcpStoreServer::port() const { return impl_->port(); }
 const std::string& TcpStoreServer::address() const { return impl_->address(); }
+std::string TcpStoreServer::refusals() const { return impl_->refusals(); }
 void TcpStoreServer::stop() { impl_->stop(); }
 
 }  // namespace ringtrain::dist

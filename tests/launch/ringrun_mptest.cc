@@ -602,6 +602,20 @@ TEST(Ringrun, ARankThatLeftTheGroupIsStillStopped) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "waited for the rank out of the group: " << r.err;
 }
 
+// Out of file descriptors (many ranks under a low `ulimit -n`): said in words that name the limit, not as a
+// failed internal check, and the ranks already started are stopped.
+TEST(Ringrun, RunningOutOfFileDescriptorsNamesTheLimit) {
+  const auto started = Clock::now();
+  const auto r = runCommand({"sh", "-c", "ulimit -n 64 && exec \"$0\" --standalone --nproc-per-node 40 -- sleep 30",
+                             binPath("ringrun")},
+                            {.timeout = 30000ms});
+  const auto took = Clock::now() - started;
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("out of file descriptors (the open-file limit, ulimit -n, is 64;"));
+  EXPECT_THAT(r.err, Not(HasSubstr("check failed")));
+  EXPECT_LT(took, 20s) << "ringrun waited for the ranks already started: " << r.err;
+}
+
 // What such a rank started in the group it made (setsid) is stopped with it: the rank's children used to
 // outlive ringrun.
 TEST(Ringrun, WhatARankThatLeftTheGroupStartedIsStoppedWithIt) {
@@ -915,7 +929,11 @@ TEST(Ringrun, ANodesUnusableLogDirEndsTheOtherNodesAtOnce) {
 // Knocking until --rdzv-timeout is for a store not up yet; a store that refuses the job token is final.
 TEST(Ringrun, ANodeWithAnotherJobsTokenIsRefusedAtOnce) {
   const int port = testing::freeLoopbackPort();
-  auto n0 = twoNodeJob(0, port, "sleep 30");
+  auto n0 = std::make_unique<Background>(
+      std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node_rank", "0", "--master_addr", "127.0.0.1",
+                               "--master_port", std::to_string(port), "--nproc-per-node", "2", "--rdzv-timeout", "5",
+                               "--", "sleep", "30"},
+      std::map<std::string, std::string>{{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}});
   // Node 0's store is up by now, mostly; if not, node 1 knocks until it is, then is refused all the same.
   std::this_thread::sleep_for(500ms);
   const auto other = runCommand({binPath("ringrun"), "--nnodes", "2", "--node-rank", "1", "--master-addr",
@@ -925,8 +943,12 @@ TEST(Ringrun, ANodeWithAnotherJobsTokenIsRefusedAtOnce) {
   EXPECT_FALSE(other.timed_out) << "a refused token was retried as if the store were not up";
   EXPECT_NE(other.exit_code, 0);
   EXPECT_THAT(other.err, HasSubstr("refused this client"));
-  ::kill(n0->pid(), SIGTERM);
-  EXPECT_TRUE(n0->waitExit(30000ms).has_value());
+  // Node 0 waits out its --rdzv-timeout for the node that never joined, and its last word says why.
+  const auto s0 = n0->waitExit(30000ms);
+  ASSERT_TRUE(s0.has_value()) << n0->err();
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 4) << n0->err();
+  EXPECT_THAT(n0->err(), ::testing::ContainsRegex("did not happen within --rdzv-timeout 5 s; .*; the job's store 1 "
+                                       "connection\\(s\\) refused, the last from 127.0.0.1:[0-9]+: wrong job token"));
 }
 
 TEST(Ringrun, FailureOnOneNodeStopsTheOther) {
@@ -1121,6 +1143,9 @@ TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
       {{"--grace-period", "0x10", "--", "true"}, "--grace-period '0x10' is not a number of seconds"},
       {{"--nproc-per-node", "99999999999", "--", "true"}, "--nproc-per-node 99999999999 is out of range"},
       {{"--standalone", "--master-port", "1234", "--", "true"}, "--standalone picks a free port itself"},
+      // The ranks were told 127.0.0.1 while the user named another address.
+      {{"--standalone", "--master-addr", "10.1.1.1", "--", "true"},
+       "--standalone hosts the job's store on 127.0.0.1; it cannot go with --master-addr 10.1.1.1"},
       // An empty --log-dir (an unset variable) wrote no logs; a program taken as --redirects' value (no --).
       {{"--standalone", "--log-dir", "", "--", "true"}, "--log-dir: empty"},
       {{"--standalone", "--redirects", "sh", "-c", "true"}, "--redirects 'sh': torchrun's values are 0-3"},
