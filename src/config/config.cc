@@ -15,8 +15,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include "config/schema.h"
+#include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/hash.h"
+#include "ringtrain/core/logging.h"
 
 namespace ringtrain::config {
 namespace {
@@ -110,11 +112,36 @@ std::string problemOf(const Field& f, const JobConfig& config) {
   return problem;
 }
 
+// A quoted value must close on its own line. YAML lets a quoted scalar run on over lines (and yaml-cpp lets
+// an unclosed one run to the end of the file), so a missing closing quote silently swallowed every key after
+// it into one value, and they kept their defaults. No setting spans lines: one that does is that slip.
+// `mark` is the value's start in `text`; true when it is not quoted or closes before its line ends.
+bool quotedValueClosesOnItsLine(const std::string& text, const YAML::Mark& mark) {
+  if (mark.is_null() || mark.pos < 0 || static_cast<size_t>(mark.pos) >= text.size()) return true;
+  const char quote = text[static_cast<size_t>(mark.pos)];
+  if (quote != '"' && quote != '\'') return true;
+  for (size_t i = static_cast<size_t>(mark.pos) + 1; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n' || c == '\r') return false;
+    if (quote == '"' && c == '\\') {
+      ++i;  // an escape: the next character is not the closing quote
+    } else if (c == quote) {
+      if (quote == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+        ++i;  // '' inside single quotes is one quote
+      } else {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 // With `ignored` (a configuration another version stored), what this version cannot take is listed there as
 // "section.key: value" instead of rejected: keys it does not know, and values it refuses for keys outside
 // the job's identity (those keep their defaults).
 void applyYaml(JobConfig& config, const std::string& text, const std::string& origin,
                std::vector<std::string>* ignored = nullptr, SetAt* set_at = nullptr) {
+  const std::string& source = text;  // the file's text (`text` below is a value's)
   YAML::Node root;
   try {
     // LoadAll: Load would read the first of several documents and drop the rest without a word.
@@ -131,9 +158,10 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     const auto lines = static_cast<int>(std::count(text.begin(), text.end(), '\n') +
                                         (!text.empty() && text.back() != '\n' ? 1 : 0));
     if (!e.mark.is_null() && e.mark.line >= lines && lines > 0) {
-      RT_THROW(ConfigError, origin, ":", lines, ": YAML syntax error at the end of the file: ", e.msg);
+      RT_THROW(ConfigError, origin, ":", lines, ": YAML syntax error at the end of the file: ",
+               detail::quotable(e.msg, 200));
     }
-    RT_THROW(ConfigError, located(origin, e.mark), ": YAML syntax error: ", e.msg);
+    RT_THROW(ConfigError, located(origin, e.mark), ": YAML syntax error: ", detail::quotable(e.msg, 200));
   }
   if (root.IsNull()) return;
   if (!root.IsMap()) {
@@ -153,6 +181,7 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     const std::string section = section_entry.first.Scalar();
     const YAML::Node& body = section_entry.second;
     const std::string where = located(origin, section_entry.first.Mark());
+    if (section.empty()) RT_THROW(ConfigError, where, ": a section without a name ('', '~' or 'null')");
     once("section", section, section_entry.first.Mark());
     if (!isSection(section) && ignored != nullptr) {
       if (body.IsMap()) {
@@ -172,6 +201,7 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
     for (const auto& entry : body) {
       const std::string key = entry.first.Scalar();
       const std::string key_where = located(origin, entry.first.Mark());
+      if (key.empty()) RT_THROW(ConfigError, key_where, ": ", section, ": a key without a name ('', '~' or 'null')");
       once("key", section + "." + key, entry.first.Mark());
       if (ignored != nullptr && findField(section, key) == nullptr) {
         ignored->push_back(section + "." + key + ": " + YAML::Dump(entry.second));
@@ -193,6 +223,10 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
       if (!single) {
         RT_THROW(ConfigError, key_where, ": ", f.path(), ": expected a single value, got a ",
                  value.IsNull() ? "null" : value.IsMap() ? "mapping" : "list");
+      }
+      if (!quotedValueClosesOnItsLine(source, value.Mark())) {
+        RT_THROW(ConfigError, located(origin, value.Mark()), ": ", f.path(),
+                 ": the quoted value does not close on its line (a missing closing quote?)");
       }
       assignChecked(config, f, text, key_where, set_at);
     }
@@ -237,6 +271,18 @@ std::string yamlQuoted(const std::string& s) {
   return out + "\"";
 }
 
+// True when the YAML text holds no setting at all (empty, blanks and comments, empty documents).
+bool setsNothing(const std::string& text) {
+  try {
+    for (const YAML::Node& document : YAML::LoadAll(text)) {
+      if (!document.IsNull()) return false;
+    }
+    return true;
+  } catch (const YAML::Exception&) {
+    return false;  // loadString said what is wrong with it
+  }
+}
+
 }  // namespace
 
 Override parseOverride(const std::string& text) {
@@ -272,7 +318,14 @@ JobConfig loadFile(const std::string& path, const std::vector<Override>& overrid
   std::stringstream text;
   text << in.rdbuf();
   if (in.bad()) RT_THROW(ConfigError, path, ": cannot read config file");
-  return loadString(text.str(), path, overrides);
+  JobConfig config = loadString(text.str(), path, overrides);
+  // An empty job file (/dev/null, one truncated, comments only) runs every default: said, since a train run
+  // then generates the default synthetic job instead of the one meant.
+  if (setsNothing(text.str())) {
+    warn("{}: the job file sets nothing: every setting is its default{}", path,
+         overrides.empty() ? "" : ", but for the --set ones");
+  }
+  return config;
 }
 
 JobConfig loadStored(const std::string& yaml, const std::string& origin, std::vector<std::string>* ignored) {

@@ -205,7 +205,18 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("data", "cache", &J::data, &DataOptions::cache));
   // synthetic
   s.push_back(makeField("synthetic", "items", &J::synthetic, &SyntheticOptions::items, 2, 1e8));
-  s.push_back(makeField("synthetic", "categories", &J::synthetic, &SyntheticOptions::categories, 1, 1e6));
+  {
+    Field categories = makeField("synthetic", "categories", &J::synthetic, &SyntheticOptions::categories, 1, 1e6);
+    // Checked here too, not only when the corpus is generated: `ringtrain config` and a run's start say it.
+    categories.relation = [](const JobConfig& c) -> std::string {
+      if (c.synthetic.categories > c.synthetic.items) {
+        return fmt::format("{} categories for synthetic.items {}: at most one category per item",
+                           c.synthetic.categories, c.synthetic.items);
+      }
+      return "";
+    };
+    s.push_back(categories);
+  }
   s.push_back(makeField("synthetic", "sessions", &J::synthetic, &SyntheticOptions::sessions, 1));
   s.push_back(makeField("synthetic", "session_length", &J::synthetic, &SyntheticOptions::session_length, 2, 10000));
   s.push_back(makeField("synthetic", "alpha", &J::synthetic, &SyntheticOptions::alpha, 0, 1));

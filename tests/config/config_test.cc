@@ -1,5 +1,6 @@
 #include "ringtrain/config/config.h"
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -7,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "ringtrain/core/error.h"
+#include "testing/captured_log.h"
 #include "testing/command.h"
 
 namespace ringtrain::config {
@@ -139,6 +141,35 @@ TEST(Config, SyntaxErrorNamesFileAndLine) {
   EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed"), HasSubstr("job.yaml:3: YAML syntax error"));
   EXPECT_THAT(errorOf("run:\n  seed: 1\n  name: [unclosed\ndata:\n  window: 3\n"), HasSubstr("job.yaml:"));
   EXPECT_THAT(errorOf("run: {seed: 1\n\n"), HasSubstr("YAML syntax error"));
+}
+
+// A missing closing quote: YAML runs a quoted scalar on over lines (yaml-cpp to the end of the file), so the
+// keys after it became part of one value and silently kept their defaults. Quotes that close, escaped
+// quotes and '' inside single quotes still load.
+TEST(Config, AQuotedValueThatDoesNotCloseOnItsLineIsRefused) {
+  EXPECT_THAT(errorOf("run:\n  name: \"abc\n  epochs: 3\ndata:\n  window: 3\n"),
+              HasSubstr("job.yaml:2: run.name: the quoted value does not close on its line (a missing closing quote?)"));
+  EXPECT_THAT(errorOf("run:\n  epochs: 3\n  name: 'abc\n"), HasSubstr("job.yaml:3: run.name: the quoted value"));
+  EXPECT_THAT(errorOf("run:\n  name: \"ab\\\"\n  epochs: 3\n"), HasSubstr("job.yaml:2: run.name: the quoted"));
+  const JobConfig c = loadString("run:\n  name: \"a\\\"b\"  # a comment\n  output_dir: 'it''s'\n  epochs: 3\n",
+                                 "job.yaml", {});
+  EXPECT_EQ(c.run.name, "a\"b");
+  EXPECT_EQ(c.run.output_dir, "it's");
+  EXPECT_EQ(c.run.epochs, 3);
+}
+
+// A key or section written as null ('~', 'null') or '' was reported as "unknown key 'run.'".
+TEST(Config, AKeyWithoutANameIsSaidSo) {
+  EXPECT_THAT(errorOf("run:\n  null: 3\n"), HasSubstr("job.yaml:2: run: a key without a name ('', '~' or 'null')"));
+  EXPECT_THAT(errorOf("run:\n  ~: 3\n"), HasSubstr("job.yaml:2: run: a key without a name"));
+  EXPECT_THAT(errorOf("~:\n  seed: 3\n"), HasSubstr("job.yaml:1: a section without a name"));
+}
+
+// The parser's message may quote a byte of a binary file: escaped, never sent raw to the terminal.
+TEST(Config, ASyntaxErrorQuotesNoRawBytes) {
+  const std::string e = errorOf(std::string("run: \"\\\x82\x01\"\n", 10));
+  EXPECT_THAT(e, HasSubstr("YAML syntax error"));
+  for (const char c : e) EXPECT_TRUE(c == '\n' || (c >= 0x20 && c < 0x7f)) << "raw byte " << int(c) << " in: " << e;
 }
 
 TEST(Config, UnknownKeySuggestsTheClosest) {
@@ -279,6 +310,15 @@ TEST(Config, NothingToTrainIsRefusedAtTheLineOfRunEpochs) {
   EXPECT_EQ(loadString("run:\n  epochs: 0\n  max_steps: 5\n", "job.yaml").run.max_steps, 5);
 }
 
+// Checked when the config loads (`ringtrain config`, a run's start), at the line of the key, not only when
+// the corpus is generated, which named no file or line.
+TEST(Config, MoreSyntheticCategoriesThanItemsAreRefusedAtTheirLine) {
+  EXPECT_THAT(errorOf("synthetic:\n  items: 10\n  categories: 20\n"),
+              HasSubstr("job.yaml:3: synthetic.categories: 20 categories for synthetic.items 10: at most one category "
+                        "per item"));
+  EXPECT_EQ(loadString("synthetic:\n  items: 20\n  categories: 20\n", "job.yaml").synthetic.categories, 20);
+}
+
 TEST(Config, BadSetSyntaxIsRejected) {
   for (const char* bad : {"datawindow=3", "data.window", ".window=3", "data.=3", "window=data.x"}) {
     EXPECT_THROW(parseOverride(bad), ConfigError) << bad;
@@ -310,6 +350,30 @@ TEST(Config, MissingFileIsAConfigError) {
   }
   // A directory opens and reads as nothing: it must not become the default job.
   EXPECT_THAT([] { loadFile("/tmp"); }, ThrowsMessage<ConfigError>(HasSubstr("/tmp: is a directory, not a config file")));
+}
+
+// An empty job file (/dev/null, a truncated file, comments only) loads as the defaults, with a warning: a
+// train run would otherwise generate the default synthetic job without a word. One that sets anything
+// says nothing.
+TEST(Config, AJobFileThatSetsNothingIsWarnedAbout) {
+  const std::string dir = testing::makeTempDir("config_empty");
+  for (const std::string text : {"", "# only a comment\n\n", "---\n"}) {
+    {
+      std::ofstream(dir + "/job.yaml") << text;
+    }
+    testing::CapturedLog log;
+    const JobConfig c = loadFile(dir + "/job.yaml");
+    EXPECT_EQ(c.run.epochs, JobConfig{}.run.epochs);
+    EXPECT_THAT(log.text(), HasSubstr(dir + "/job.yaml: the job file sets nothing: every setting is its default"))
+        << "for '" << text << "'";
+  }
+  {
+    std::ofstream(dir + "/job.yaml") << "run:\n  epochs: 2\n";
+  }
+  testing::CapturedLog log;
+  EXPECT_EQ(loadFile(dir + "/job.yaml").run.epochs, 2);
+  EXPECT_THAT(log.text(), Not(HasSubstr("sets nothing")));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Config, EmptyStringValuesAndNullSections) {
