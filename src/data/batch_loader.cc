@@ -295,9 +295,9 @@ std::shared_ptr<const EpochShard> BatchLoader::State::shardFor(int64_t epoch, in
 void BatchLoader::State::fillRows(int64_t epoch, int64_t step, int rank, int64_t first, int64_t count,
                                   int64_t* center, int64_t* context, int64_t* negatives) const {
   const auto shard = shardFor(epoch, rank);
-  thread_local std::vector<Pair> pairs, line_buf;
-  thread_local std::vector<int32_t> scratch;
-  streamPairs(*gen_, *shard, step * batch_size_ + first, count, pairs, line_buf, scratch);
+  thread_local std::vector<Pair> pairs;
+  thread_local LinePairs last_line;
+  streamPairs(*gen_, *shard, step * batch_size_ + first, count, pairs, last_line);
   for (int64_t i = 0; i < count; ++i) {
     center[i] = pairs[i].center;
     context[i] = pairs[i].context;

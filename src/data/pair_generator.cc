@@ -1,6 +1,7 @@
 #include "ringtrain/data/pair_generator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -24,9 +25,16 @@ PairOptions PairOptions::from(const config::JobConfig& job) {
   return o;
 }
 
+namespace {
+uint64_t nextGeneratorId() {
+  static std::atomic<uint64_t> next{1};  // 0 is LinePairs' "none"
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
 PairGenerator::PairGenerator(std::shared_ptr<const Corpus> corpus, std::shared_ptr<const CorpusSplit> split,
                              const PairOptions& options)
-    : corpus_(std::move(corpus)), split_(std::move(split)), options_(options) {
+    : corpus_(std::move(corpus)), split_(std::move(split)), options_(options), id_(nextGeneratorId()) {
   RT_CHECK(corpus_ && split_, "PairGenerator needs a corpus and a split");
   RT_CHECK_T(ConfigError, options_.window >= 1, "data.window must be >= 1");
   RT_CHECK_T(ConfigError, options_.negatives >= 0, "data.negatives must be >= 0");
@@ -175,7 +183,7 @@ int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size) {
 }
 
 void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t first, int64_t count,
-                 std::vector<Pair>& out, std::vector<Pair>& line_buf, std::vector<int32_t>& scratch) {
+                 std::vector<Pair>& out, LinePairs& last_line) {
   const int64_t total = shard.pairs();
   RT_CHECK_T(DataError, total > 0, "this rank has no training pairs in epoch ", shard.epoch,
              ": data.subsample dropped every item of its lines in this epoch (a corpus this small needs "
@@ -187,8 +195,15 @@ void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t firs
                                shard.pair_end.begin());
   while (static_cast<int64_t>(out.size()) < count) {
     const int64_t start = j == 0 ? 0 : shard.pair_end[j - 1];
-    line_buf.clear();
-    gen.linePairs(shard.lines[j], shard.epoch, line_buf, scratch);
+    if (last_line.generator != gen.id() || last_line.line != shard.lines[j] || last_line.epoch != shard.epoch) {
+      last_line.generator = 0;  // until it is whole: linePairs may throw midway
+      last_line.pairs.clear();
+      gen.linePairs(shard.lines[j], shard.epoch, last_line.pairs, last_line.scratch);
+      last_line.generator = gen.id();
+      last_line.line = shard.lines[j];
+      last_line.epoch = shard.epoch;
+    }
+    const std::vector<Pair>& line_buf = last_line.pairs;
     RT_CHECK_EQ(static_cast<int64_t>(line_buf.size()), shard.pair_end[j] - start, "pair count mismatch");
     const int64_t from = p - start;
     const int64_t take = std::min<int64_t>(static_cast<int64_t>(line_buf.size()) - from,

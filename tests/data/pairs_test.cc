@@ -298,17 +298,45 @@ TEST(Sharding, SeveralRanksShardsInOnePassAreEachRanksOwn) {
   EXPECT_THROW(makeEpochShards(gen, 0, 3, 5, 5), Error);
 }
 
+// The line a stream read last is kept between calls (LinePairs): the batches a long line spans generate its
+// pairs once. What is kept belongs to its generator: another one (here another window, so other pairs for
+// the same line and epoch numbers) regenerates them.
+TEST(Sharding, TheLineKeptBetweenCallsIsTheGeneratorsOwn) {
+  Fixture f = makeFixture(30, 10);
+  const PairGenerator a(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2));
+  const PairGenerator b(f.corpus, f.split, pairOpts(ContextMode::kWindow, 3));
+  ASSERT_NE(a.id(), b.id());
+  const EpochShard sa = makeEpochShard(a, 0, 0, 1), sb = makeEpochShard(b, 0, 0, 1);
+  LinePairs last_line;
+  std::vector<Pair> got, fresh;
+  std::vector<int32_t> scratch;
+  for (int64_t first = 0; first < 30; first += 3) {  // small reads: most stay within the line kept
+    for (const auto* gs : {&sa, &sb}) {
+      const PairGenerator& gen = gs == &sa ? a : b;
+      streamPairs(gen, *gs, first, 3, got, last_line);
+      LinePairs none;
+      streamPairs(gen, *gs, first, 3, fresh, none);
+      ASSERT_EQ(got.size(), fresh.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i].center, fresh[i].center) << first << "+" << i;
+        ASSERT_EQ(got[i].context, fresh[i].context) << first << "+" << i;
+      }
+    }
+  }
+}
+
 TEST(Sharding, StreamWrapsAndMatchesLinePairs) {
   Fixture f = makeFixture(30, 10);
   PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2));
   const EpochShard s = makeEpochShard(gen, 0, 0, 1);
-  std::vector<Pair> all, line_buf, got;
+  std::vector<Pair> all, got;
   std::vector<int32_t> scratch;
+  LinePairs last_line;
   for (int64_t l : s.lines) gen.linePairs(l, 0, all, scratch);
   ASSERT_EQ(static_cast<int64_t>(all.size()), s.pairs());
   const int64_t total = s.pairs();
   for (int64_t first : {int64_t{0}, int64_t{3}, total - 5, total + 7}) {
-    streamPairs(gen, s, first, 40, got, line_buf, scratch);
+    streamPairs(gen, s, first, 40, got, last_line);
     ASSERT_EQ(got.size(), 40u);
     for (int64_t i = 0; i < 40; ++i) {
       const Pair& want = all[static_cast<size_t>((first + i) % total)];

@@ -63,6 +63,8 @@ class PairGenerator {
                 const PairOptions& options);
 
   const PairOptions& options() const { return options_; }
+  // Different for every generator a process makes (copies share it: they generate the same pairs).
+  uint64_t id() const { return id_; }
   const Corpus& corpus() const { return *corpus_; }
   const CorpusSplit& split() const { return *split_; }
   double keepProbability(int32_t id) const { return keep_.empty() ? 1.0 : keep_[id]; }
@@ -80,6 +82,7 @@ class PairGenerator {
   std::shared_ptr<const Corpus> corpus_;
   std::shared_ptr<const CorpusSplit> split_;
   PairOptions options_;
+  uint64_t id_;
   std::vector<float> keep_;  // empty: no subsampling
   AliasSampler negatives_;
 };
@@ -103,8 +106,19 @@ std::vector<EpochShard> makeEpochShards(const PairGenerator& gen, int64_t epoch,
 // than one batch.
 int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size);
 
+// The pairs of the line a stream read last, kept by the caller between calls: the batches a long line
+// spans then generate its pairs once, not once each (a line of 400,000 items is about 4M pairs, which
+// every batch of 256 regenerated: the loader slowed in proportion to the line's length).
+struct LinePairs {
+  uint64_t generator = 0;  // PairGenerator::id(): another generator (another corpus) is another line
+  int64_t line = -1;
+  int64_t epoch = -1;
+  std::vector<Pair> pairs;
+  std::vector<int32_t> scratch;  // linePairs()'s
+};
+
 // Fills pairs [first, first + count) of the shard's stream (wrapping past its end) into `out`.
 void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t first, int64_t count,
-                 std::vector<Pair>& out, std::vector<Pair>& line_buf, std::vector<int32_t>& scratch);
+                 std::vector<Pair>& out, LinePairs& last_line);
 
 }  // namespace ringtrain::data
