@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "ringtrain/core/error.h"
@@ -31,8 +32,23 @@ std::string holderOf(int fd) {
 
 }  // namespace
 
-DirectoryLock::DirectoryLock(const std::string& dir, const std::string& key) {
-  const std::string path = dir + "/" + kFileName;
+DirectoryLock::DirectoryLock(const std::string& dir, const std::string& key)
+    : DirectoryLock(dir + "/" + kFileName, key, dir,
+                    "two runs in one directory would remove and overwrite each other's checkpoints and exports") {}
+
+DirectoryLock DirectoryLock::forFile(const std::string& file, const std::string& key) {
+  const std::filesystem::path target(file);
+  const std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) RT_THROW(ConfigError, key, ": cannot create ", dir.string(), ": ", ec.message());
+  const std::string lock = (dir / ("." + target.filename().string() + ".ringtrain.lock")).string();
+  return DirectoryLock(lock, key, file, "two runs writing one file would keep only one's records");
+}
+
+DirectoryLock::DirectoryLock(const std::string& path, const std::string& key, const std::string& held,
+                             const std::string& why) {
+  const std::string& dir = held;
   fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   // Another user's lock file in a shared directory: flock needs no write access (only the holder's line
   // below does, and that is for messages).
@@ -48,8 +64,7 @@ DirectoryLock::DirectoryLock(const std::string& dir, const std::string& key) {
                              holder.compare(holder.size() - here.size(), here.size(), here) != 0;
       RT_THROW(ConfigError, key, ": ", dir, " is in use by another ringtrain run",
                holder.empty() ? std::string() : " (" + holder + ")",
-               "; two runs in one directory would remove and overwrite each other's checkpoints and exports. "
-               "Wait for it, or give this run another ", key,
+               "; ", why, ". Wait for it, or give this run another ", key,
                elsewhere ? "; if that host is gone for good, remove " + path : std::string());
     }
     // A file system without locks (some network and FUSE ones say ENOLCK or EOPNOTSUPP) must not stop

@@ -19,9 +19,16 @@ class DirectoryLock {
   // no locks, warns and holds nothing.
   DirectoryLock(const std::string& dir, const std::string& key);
 
+  // Holds one file instead, through a lock file beside it (".<name>.ringtrain.lock"): a log.metrics_file
+  // that two runs name would hold only the later's records. Its directory is made if missing.
+  static DirectoryLock forFile(const std::string& file, const std::string& key);
+
   static constexpr const char* kFileName = ".ringtrain.lock";
 
  private:
+  // `lock_path` is flocked; `held` (a directory or a file) and `why` are for the refusal.
+  DirectoryLock(const std::string& lock_path, const std::string& key, const std::string& held, const std::string& why);
+
   UniqueFd fd_;
 };
 

@@ -490,6 +490,12 @@ std::vector<DirectoryLock> lockOutputDirectories(const config::JobConfig& job) {
   // The same directory written two ways (a link, a bind mount) is held once: a second flock on it would
   // refuse this very run.
   if (!std::filesystem::equivalent(ckpt, job.run.output_dir, ec)) held.emplace_back(ckpt, "checkpoint.dir");
+  // A metrics file named outright may be another run's too (its default is in run.output_dir, held above).
+  // A pipe or device (a FIFO read by a collector, /dev/stdout) is a stream, not records a second run erases.
+  const auto metrics = std::filesystem::status(job.log.metrics_file, ec);
+  if (!job.log.metrics_file.empty() && (!std::filesystem::exists(metrics) || std::filesystem::is_regular_file(metrics))) {
+    held.push_back(DirectoryLock::forFile(job.log.metrics_file, "log.metrics_file"));
+  }
   return held;
 }
 

@@ -104,7 +104,8 @@ TEST(TrainJob, TheExportNeverReplacesTheJobsOwnDataFiles) {
 }
 
 // One run per directory: while a run trains in A, another is refused there, naming the holder, and so is
-// one whose checkpoint.dir is A's checkpoints (it would remove them starting afresh). Once A ends, A is free.
+// one whose checkpoint.dir is A's checkpoints (it would remove them starting afresh), and one naming A's
+// log.metrics_file (it would start that file anew). Once A ends, A is free.
 TEST(TrainJob, ASecondRunInARunningRunsDirectoriesIsRefused) {
   const std::string dir = testing::makeTempDir("ringtrain-held-");
   const std::string other = testing::makeTempDir("ringtrain-other-");
@@ -113,11 +114,14 @@ TEST(TrainJob, ASecondRunInARunningRunsDirectoriesIsRefused) {
   // A trains in the background until killed; the script waits (bounded) for its lock line, then starts B
   // three ways and reports their exit codes.
   const std::string script =
-      job + " --set run.output_dir=$0 --set run.max_steps=100000000 > $0.a.log 2>&1 & a=$!\n"
+      job + " --set run.output_dir=$0 --set run.max_steps=100000000 --set log.metrics_file=$1/m.jsonl > $0.a.log 2>&1 & "
+      "a=$!\n"
       "for i in $(seq 600); do grep -q '^pid' $0/checkpoints/.ringtrain.lock 2>/dev/null && break; sleep 0.05; done\n" +
       job + " --set run.output_dir=$0 --set run.max_steps=2 > $0.b1.log 2>&1; echo b1=$?\n" +
       job + " --set run.output_dir=$1 --set checkpoint.dir=$0/checkpoints --set run.max_steps=2 > $0.b2.log 2>&1; "
-      "echo b2=$?\n"
+      "echo b2=$?\n" +
+      job + " --set run.output_dir=$1/b4 --set log.metrics_file=$1/m.jsonl --set run.max_steps=2 > $0.b4.log 2>&1; "
+      "echo b4=$?\n"
       "kill $a; wait $a\n" +
       job + " --set run.output_dir=$0 --set run.max_steps=2 --set checkpoint.resume=true > $0.b3.log 2>&1; "
       "echo b3=$?\n";
@@ -127,6 +131,8 @@ TEST(TrainJob, ASecondRunInARunningRunsDirectoriesIsRefused) {
   EXPECT_THAT(readAll(dir + ".b1.log"), HasSubstr("run.output_dir: " + dir + " is in use by another ringtrain run (pid "));
   EXPECT_THAT(r.out, HasSubstr("b2=2"));
   EXPECT_THAT(readAll(dir + ".b2.log"), HasSubstr("checkpoint.dir: " + dir + "/checkpoints is in use"));
+  EXPECT_THAT(r.out, HasSubstr("b4=2"));
+  EXPECT_THAT(readAll(dir + ".b4.log"), HasSubstr("log.metrics_file: " + other + "/m.jsonl is in use"));
   EXPECT_THAT(r.out, HasSubstr("b3=0")) << readAll(dir + ".b3.log");
 }
 
