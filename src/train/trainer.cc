@@ -28,6 +28,7 @@
 #include "ringtrain/comm/factory.h"
 #include "ringtrain/comm/job_group.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/file_target.h"
 #include "ringtrain/core/failure_report.h"
 #include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
@@ -448,6 +449,18 @@ void checkOutputDirectories(const config::JobConfig& job) {
   refuseInputsAsExport("run.output_dir: its export", outputPath(job, "embeddings.txt"),
                        {{"job's corpus", corpus}, {"job's corpus cache", corpus + ".rtc"},
                         {"job's items file", data::jobItemsPath(job)}});
+  // The files written at the end, found out now if one of them is a directory, device or FIFO (the write
+  // would refuse it after the whole run). The metrics file has its own checks (checkMetricsFile).
+  std::vector<std::string> written_at_end = {"embeddings.txt", "items.tsv"};
+  if (job.log.plot) written_at_end.push_back("training.png");
+  if (job.log.trace_steps > 0) written_at_end.push_back("trace.json");
+  for (const std::string& name : written_at_end) {
+    try {
+      atomicWriteTarget(outputPath(job, name));
+    } catch (const DataError& e) {
+      RT_THROW(ConfigError, "run.output_dir: ", e.what(), "; the run writes its ", name, " there at the end");
+    }
+  }
 }
 
 // Whether the export may replace an items.tsv beside it: in the run's own directory it is an earlier run's

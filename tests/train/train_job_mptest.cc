@@ -684,6 +684,25 @@ TEST(TrainJob, AnOutputDirectoryThatIsAFileIsRefusedBeforeTraining) {
   }
 }
 
+// A directory where the run writes a file at its end (the export, the picture) was found only after the
+// whole run; now before training.
+TEST(TrainJob, ADirectoryWhereTheRunWritesAFileAtTheEndIsRefusedBeforeTraining) {
+  const std::string dir = testing::makeTempDir("ringtrain-enddir-");
+  for (const std::string name : {"embeddings.txt", "training.png"}) {
+    const std::string out = dir + "/" + name + ".run";
+    std::filesystem::create_directories(out + "/" + name);
+    const auto r = runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                               "run.output_dir=" + out, "--set", "synthetic.items=200", "--set",
+                               "synthetic.sessions=500", "--set", "log.plot=true"},
+                              withDeadline(120));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("run.output_dir: cannot write " + out + "/" + name + ": it is a directory"));
+    EXPECT_THAT(r.err, HasSubstr("the run writes its " + name + " there at the end"));
+    EXPECT_FALSE(std::filesystem::exists(out + "/metrics.jsonl")) << "refused only after training";
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // With no held-out queries (data.eval_fraction 0) there is no hit rate to give: the summary says so
 // instead of printing HR@10 0.0000, which would read as a model that never hits.
 TEST(TrainJob, WithoutHeldOutQueriesTheHitRateIsNotMeasuredRatherThanZero) {
