@@ -550,12 +550,20 @@ void checkSameResumedStep(Session& s, int64_t step, const std::string& dir) {
 
 // A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
 // in a directory holding another job's checkpoints it would overwrite and delete them. Refused on every
-// rank alike (rank 0 reads; the verdict is reduced). The same job's are removed first, saying that
-// --resume would continue from them: left in place, one from a longer run of the job (another world size
-// ends an epoch at another step) would sort newest and outlive this run's own. An unreadable leftover
-// holds nothing to keep.
-void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManager& checkpoints) {
+// rank alike (rank 0 reads; the verdict is reduced), before the data is loaded: a synthetic corpus would
+// otherwise be generated anew for a job then refused. The same job's are removed later (removeOwnCheckpoints),
+// saying that --resume would continue from them: left in place, one from a longer run of the job (another
+// world size ends an epoch at another step) would sort newest and outlive this run's own. An unreadable
+// leftover holds nothing to keep.
+struct OwnCheckpoints {
+  std::vector<std::string> files;  // rank 0's view; empty on the others
+  int64_t newest_step = 0;
+};
+
+OwnCheckpoints refuseOtherJobsCheckpoints(Session& s, const config::JobConfig& job,
+                                          const CheckpointManager& checkpoints) {
   std::string refusal;
+  OwnCheckpoints own;
   if (s.leader()) {
     // Every file is read: one this build cannot read (a newer format, damage, not a file at all) may be
     // another job's too, and is not this run's to remove.
@@ -570,15 +578,7 @@ void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManag
         refusal = e.what();
       }
     }
-    if (refusal.empty() && !old.empty()) {
-      info("starting afresh: removing the {} checkpoint(s) in {} (this job's, newest at step {}; --resume would "
-           "continue from there)", old.size(), checkpoints.dir(), *newest_step);
-      for (const std::string& file : old) {
-        std::error_code ec;
-        std::filesystem::remove(file, ec);
-        if (ec) RT_THROW(DataError, "starting afresh: cannot remove ", file, ": ", ec.message());
-      }
-    }
+    if (refusal.empty()) own = {old, newest_step.value_or(0)};
   }
   std::vector<double> refused = {refusal.empty() ? 0.0 : 1.0};
   s.sumOverRanks(refused);
@@ -592,6 +592,18 @@ void startAfresh(Session& s, const config::JobConfig& job, const CheckpointManag
                                              : " (resume, remove them yourself, or use another checkpoint.dir)"));
     if (!s.leader()) error.setFollowsPeer();
     throw error;
+  }
+  return own;
+}
+
+void removeOwnCheckpoints(const CheckpointManager& checkpoints, const OwnCheckpoints& own) {
+  if (own.files.empty()) return;
+  info("starting afresh: removing the {} checkpoint(s) in {} (this job's, newest at step {}; --resume would "
+       "continue from there)", own.files.size(), checkpoints.dir(), own.newest_step);
+  for (const std::string& file : own.files) {
+    std::error_code ec;
+    std::filesystem::remove(file, ec);
+    if (ec) RT_THROW(DataError, "starting afresh: cannot remove ", file, ": ", ec.message());
   }
 }
 
@@ -720,6 +732,10 @@ TrainSummary train(Session& s) {
     makeOutputDirectory(job);
     held = lockOutputDirectories(job);
   }
+  CheckpointManager checkpoints(checkpointDir(job), job.checkpoint.keep);
+  const bool resume = job.checkpoint.resume || process.restart_count > 0;
+  OwnCheckpoints own_checkpoints;  // a fresh start's, removed once the run is ready to write its own
+  if (!resume) own_checkpoints = refuseOtherJobsCheckpoints(s, job, checkpoints);
   s.loadData();
   s.buildModel();
   checkRanksAgree(*s.comm, job, s.model->layoutDescription(), s.corpus_fingerprint);
@@ -750,11 +766,9 @@ TrainSummary train(Session& s) {
   NamedTensors params;
   for (const auto& p : s.model->named_parameters()) params.emplace_back(p.key(), p.value());
   std::unique_ptr<Optimizer> optimizer = makeOptimizer(params, job.optim);
-  CheckpointManager checkpoints(checkpointDir(job), job.checkpoint.keep);
   if (s.leader()) checkpoints.removeStaleTempFiles();
   data::LoaderPosition start;
   int64_t global_step = 0;
-  const bool resume = job.checkpoint.resume || process.restart_count > 0;
   std::string kept_balance_cuts;  // the shares a resumed balanced run had learnt (ddp.balance)
   // A log.metrics_file that is somebody's file is refused before a fresh start removes any checkpoint.
   const std::string metrics_path = metricsPath(job);
@@ -786,8 +800,8 @@ TrainSummary train(Session& s) {
       info("no checkpoint in {}; starting fresh", checkpoints.dir());
     }
     checkSameResumedStep(s, global_step, checkpoints.dir());
-  } else {
-    startAfresh(s, job, checkpoints);
+  } else if (s.leader()) {
+    removeOwnCheckpoints(checkpoints, own_checkpoints);
   }
 
   ddp::DdpOptions ddp_options = ddp::DdpOptions::fromConfig(job.ddp, job.comm);

@@ -594,13 +594,14 @@ std::string readBytes(const std::string& path) {
 }
 
 // A fresh start keeps the newest checkpoint.keep files of its directory: another job's there are refused,
-// untouched; the same job's are replaced, saying that --resume would have continued from them.
+// untouched, before the job's synthetic corpus is generated anew over the first job's; the same job's are
+// replaced, saying that --resume would have continued from them.
 TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   const std::string dir = testing::makeTempDir("ringtrain-fresh-");
-  auto train = [&](const std::string& lr) {
+  auto train = [&](const std::string& lr, const std::string& sessions = "500") {
     return runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
                        "run.max_steps=4", "--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
-                       "--set", "synthetic.sessions=500", "--set", "log.plot=false", "--set",
+                       "--set", "synthetic.sessions=" + sessions, "--set", "log.plot=false", "--set",
                        "checkpoint.every_steps=2", "--set", "checkpoint.keep=1", "--set", "optim.lr=" + lr},
                       withDeadline(120));
   };
@@ -618,12 +619,15 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   const auto before = files();
   ASSERT_EQ(before.size(), 1u);
   const std::string bytes_before = readBytes(dir + "/checkpoints/" + before[0].first);
-  const auto other = train("0.3");
+  const std::string corpus_before = readBytes(dir + "/data/sequences.txt");
+  ASSERT_FALSE(corpus_before.empty());
+  const auto other = train("0.3", "600");
   EXPECT_EQ(other.exit_code, 2) << other.err;
   EXPECT_THAT(other.err, HasSubstr("a fresh start would overwrite checkpoints in " + dir));
   EXPECT_THAT(other.err, HasSubstr("optim.lr is 0.2 there and 0.3 here"));
   EXPECT_EQ(files(), before);
   EXPECT_TRUE(readBytes(dir + "/checkpoints/" + before[0].first) == bytes_before) << "the checkpoint changed";
+  EXPECT_TRUE(readBytes(dir + "/data/sequences.txt") == corpus_before) << "the refused job generated its corpus";
   const auto again = train("0.2");
   EXPECT_TRUE(again.ok()) << again.err;
   EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: removing the 1 checkpoint(s) in"));
