@@ -210,8 +210,8 @@ std::vector<Field> buildSchema() {
     // Checked here too, not only when the corpus is generated: `ringtrain config` and a run's start say it.
     categories.relation = [](const JobConfig& c) -> std::string {
       if (c.synthetic.categories > c.synthetic.items) {
-        return fmt::format("{} categories for synthetic.items {}: at most one category per item",
-                           c.synthetic.categories, c.synthetic.items);
+        return fmt::format("{} categories for synthetic.items {} (gen-data --items): at most one category per "
+                           "item", c.synthetic.categories, c.synthetic.items);
       }
       return "";
     };

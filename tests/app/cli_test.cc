@@ -62,7 +62,8 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
                      "--alpha: synthetic.alpha:");
   expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--items", "10", "--categories", "20", "--out",
                                  dir + "/gen"}),
-                     "synthetic.categories (gen-data --categories) 20 must be in [1, synthetic.items = 10]");
+                     "--categories: synthetic.categories: 20 categories for synthetic.items 10 (gen-data --items): "
+                     "at most one category per item");
   expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--out", ""}),
                      "no output directory given for the synthetic corpus (gen-data --out)");
   // A directory where a file is wanted is said to be one, not "an empty file".

@@ -314,8 +314,8 @@ TEST(Config, NothingToTrainIsRefusedAtTheLineOfRunEpochs) {
 // the corpus is generated, which named no file or line.
 TEST(Config, MoreSyntheticCategoriesThanItemsAreRefusedAtTheirLine) {
   EXPECT_THAT(errorOf("synthetic:\n  items: 10\n  categories: 20\n"),
-              HasSubstr("job.yaml:3: synthetic.categories: 20 categories for synthetic.items 10: at most one category "
-                        "per item"));
+              HasSubstr("job.yaml:3: synthetic.categories: 20 categories for synthetic.items 10 (gen-data --items): "
+                        "at most one category per item"));
   EXPECT_EQ(loadString("synthetic:\n  items: 20\n  categories: 20\n", "job.yaml").synthetic.categories, 20);
 }
 
