@@ -144,7 +144,9 @@ WordVectors readWord2Vec(const std::string& path, int64_t max_dim) {
     if (f.empty()) continue;  // blank lines (a trailing newline) are harmless
     if (rows == n) RT_THROW(DataError, path, ":", line_no, ": more vectors than the header's N = ", n);
     if (static_cast<int64_t>(f.size()) != d + 1) {
-      RT_THROW(DataError, path, ":", line_no, ": expected a token and ", d, " values, found ", f.size(), " fields");
+      // Counted alike (values after the token), so that a header's wrong D reads as such.
+      RT_THROW(DataError, path, ":", line_no, ": expected a token and ", d, " values (the header's D), found ",
+               f.size() - 1, " after the token");
     }
     for (int64_t j = 1; j <= d; ++j) {
       float value = 0;

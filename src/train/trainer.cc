@@ -346,12 +346,9 @@ Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global
 }
 
 void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) {
-  if (ckpt.model_layout != s.model->layoutDescription()) {
-    RT_THROW(DataError, where, ": checkpoint model '", ckpt.model_layout, "' does not match this job's '",
-             s.model->layoutDescription(), "'");
-  }
   // Row i of a table is the vector of item i: a corpus changed since the checkpoint (same path, new
-  // content) can keep the item count and still move every item to another row.
+  // content) can keep the item count and still move every item to another row. Checked before the layout,
+  // which a changed item count changes too: the items say why ("vocab=500" against "vocab=502" did not).
   const std::vector<std::string> tokens = s.vocabTokens();
   if (ckpt.vocab != tokens) {
     size_t i = 0;
@@ -362,6 +359,10 @@ void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) 
     RT_THROW(DataError, where, ": the checkpoint's items are not this job's: item ", i, " is ", item(ckpt.vocab, i),
              " there and ", item(tokens, i), " here (", ckpt.vocab.size(), " items there, ", tokens.size(),
              " here); the corpus has changed since the checkpoint was written");
+  }
+  if (ckpt.model_layout != s.model->layoutDescription()) {
+    RT_THROW(DataError, where, ": checkpoint model '", ckpt.model_layout, "' does not match this job's '",
+             s.model->layoutDescription(), "'");
   }
   // The same items in the same order, yet other lines (edited in place, lines added or shuffled): another
   // held-out split, other batches. Checkpoints older than this check carry no fingerprint.

@@ -915,6 +915,15 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   const auto resumed = runCommand(argv, withDeadline(120));
   EXPECT_EQ(resumed.exit_code, 2) << resumed.err;
   EXPECT_THAT(resumed.err, HasSubstr("the checkpoint was trained on another corpus ("));
+  // Items added (a line of new ones appended): the resume names them, not only the model's other size
+  // ("vocab=200" against "vocab=202", which it used to say first).
+  std::filesystem::copy_file(dir + "/data/sequences.txt.orig", dir + "/data/sequences.txt",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::ofstream(dir + "/data/sequences.txt", std::ios::app) << "brand-new-item-a brand-new-item-b\n";
+  const auto added = runCommand(argv, withDeadline(120));
+  EXPECT_EQ(added.exit_code, 2) << added.err;
+  EXPECT_THAT(added.err, HasSubstr("the checkpoint's items are not this job's: item "));
+  EXPECT_THAT(added.err, HasSubstr("(200 items there, 202 here); the corpus has changed since the checkpoint"));
 }
 
 // eval rebuilds the held-out split from the job's settings: under another one, lines the checkpoint trained
