@@ -51,8 +51,9 @@ int runServe(const ServeArgs& args) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  // A port in use is said before the model loads (seconds for a large catalog), not after.
-  if (options.port != 0) serve::HttpServer::checkCanListen(options.host, options.port);
+  // A port in use, or a host that is not this machine's, is said before the model loads (seconds for a large
+  // catalog), not after. Port 0 binds a free port for the check: the host's address is checked all the same.
+  serve::HttpServer::checkCanListen(options.host, options.port);
   // Loading the first model can take long (a large catalog) or block (a FIFO): a signal meanwhile stops the
   // process at once, since nothing is serving yet. The main loop below takes over once it is loaded.
   std::unique_ptr<serve::Server> loaded;

@@ -525,6 +525,8 @@ struct Server::Impl {
     std::vector<std::string> items;
     for (const auto& v : list) {
       if (!v.is_string()) throw HttpError{400, "'items' must be strings"};
+      // As the GET form says it: no token is empty, so this is a client's slip, not an unknown item.
+      if (v.get<std::string>().empty()) throw HttpError{400, "'items' holds an empty string"};
       items.push_back(v.get<std::string>());
     }
     int k = 10;

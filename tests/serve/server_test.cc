@@ -238,6 +238,10 @@ TEST_F(ServerTest, WhatARequestGivesIsReadOrRefused) {
             "400 unexpected query parameter 'k': a POST takes 'items' and 'k' in its JSON body");
   EXPECT_EQ(error(c->Post("/recommend", R"({"items": ["item1"], "k": 2, "k": 3})", "application/json")),
             "400 key 'k' given twice in the request body");
+  // An empty token is a client's slip in either form (POST used to answer 404 "unknown item ''").
+  EXPECT_EQ(error(c->Post("/recommend", R"({"items": ["item1", ""]})", "application/json")),
+            "400 'items' holds an empty string");
+  EXPECT_EQ(error(c->Get("/recommend?item=")), "400 query parameter 'item' is empty");
   const httplib::Headers admin = {{"Authorization", "Bearer secret"}};
   EXPECT_EQ(error(c->Post("/admin/reload?model=" + path("b.vec"), admin, "", "application/json")),
             "400 unexpected query parameter 'model': a POST takes 'model' in its JSON body");
@@ -814,6 +818,14 @@ TEST(ServeCommandTest, APortInUseIsRefusedBeforeTheModelLoads) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(busy.port())), std::string::npos) << r.err;
   busy.stop();
+  // A host that is not this machine's, with port 0 (a free one): also before the model (the FIFO, which
+  // nobody writes, would hold the load until the deadline).
+  const auto not_local = ringtrain::testing::runCommand({ringtrain::testing::binPath("ringtrain"), "serve", "--model",
+                                                         dir + "/model.fifo", "--port", "0", "--host", "192.0.2.1"},
+                                                        options);
+  EXPECT_FALSE(not_local.timed_out) << "the host was checked only after the model loaded";
+  EXPECT_EQ(not_local.exit_code, 2) << not_local.err;
+  EXPECT_NE(not_local.err.find("cannot listen on 192.0.2.1:0"), std::string::npos) << not_local.err;
   fs::remove_all(dir);
 }
 
