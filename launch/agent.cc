@@ -376,6 +376,7 @@ class Agent {
   // came later (see rendezvous()): the nodes already waiting learn of it at once.
   void waitKeys(const std::vector<std::string>& keys, const std::string& what, bool watch_refusal) {
     const auto deadline = Clock::now() + std::chrono::duration<double>(o_.rendezvous_timeout_s);
+    const std::string refused_before = server_ ? server_->refusals() : "";  // an earlier attempt's are not why
     for (;;) {
       try {
         store_->wait(keys, kInterruptCheck);
@@ -388,7 +389,7 @@ class Agent {
           // A node that came with another job's token never joins: its refusal is why (node 0 only).
           const std::string refused = server_ ? server_->refusals() : "";
           RT_THROW(TimeoutError, what, " did not happen within --rdzv-timeout ", o_.rendezvous_timeout_s,
-                   " s; the last wait: ", e.what(), refused.empty() ? "" : "; the job's store " + refused);
+                   " s; the last wait: ", e.what(), refused == refused_before ? "" : "; the job's store " + refused);
         }
       }
       checkSignals();
@@ -724,6 +725,22 @@ class Agent {
       }
     };
 
+    // What the job started whose parent died (a rank's setsid child after the rank, a daemon) is ringrun's
+    // child now (a subreaper): outside the ranks' group, it is signalled by its pid, with the group it leads.
+    // Only when the job is stopped: after a job that ended well, a daemon is left to live (and named).
+    auto signalOrphans = [&](int sig) {
+      for (const pid_t pid : unreapedChildren()) {
+        if (pid == group.guardianPid() || by_pid.count(pid) != 0) continue;
+        const pid_t its_group = ::getpgid(pid);
+        if (its_group == group.id()) continue;  // the group's signal reached it
+        if (its_group == pid) {
+          ::killpg(pid, sig);
+        } else {
+          ::kill(pid, sig);
+        }
+      }
+    };
+
     auto stopRanks = [&](int sig) {
       if (kill_at) return;
       for (Rank& r : ranks) {
@@ -736,7 +753,9 @@ class Agent {
         r.stopped_by_us = !ended;
       }
       signalRanks(sig);
+      signalOrphans(sig);
       signalRanks(SIGCONT);  // a stopped rank (SIGSTOP, Ctrl-Z) gets to handle it, not only the SIGKILL after
+      signalOrphans(SIGCONT);
       kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.grace_period_s));
     };
 
@@ -793,6 +812,9 @@ class Agent {
       }
       if (running == 0 && !group.released()) {
         group.release();  // lets the guardian kill leftovers (grandchildren holding our pipes) and exit
+        // A stopped job's leftovers outside the group (children of a rank that made a group of its own, which
+        // may ignore the SIGTERM their rank died of) go too: the job is over, not ended well.
+        if (kill_at) signalOrphans(SIGKILL);
       }
       if (running == 0 && !published) {
         published = true;
@@ -857,6 +879,7 @@ class Agent {
       if (kill_at && !escalated && running > 0 && Clock::now() >= *kill_at) {
         escalated = true;
         signalRanks(SIGKILL);
+        signalOrphans(SIGKILL);
       }
       if (fds[0].revents & POLLIN) {
         for (int sig : signals_.drain()) {
@@ -925,6 +948,7 @@ class Agent {
             say("got " + signalName(sig) + (sig == interrupt_signal ? " again" : " after " + signalName(interrupt_signal)) +
                 ": killing the ranks");
             signalRanks(SIGKILL);
+            signalOrphans(SIGKILL);
             escalated = true;
             killed_on_second_signal = true;
             g_flush_briefly.store(true);

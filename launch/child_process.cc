@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "ringtrain/core/error.h"
@@ -114,7 +116,7 @@ std::string pipeFailure(int error) {
     rlimit limit{};
     ::getrlimit(RLIMIT_NOFILE, &limit);
     return detail::concat("cannot start another rank: out of file descriptors (the open-file limit, ulimit -n, is ",
-                          limit.rlim_cur, "; ringrun holds 3 per rank and 7 while one starts); raise it or start "
+                          limit.rlim_cur, "; ringrun holds 3 per rank, 5 with --log-dir, and 8 while one starts); raise it or start "
                           "fewer ranks");
   }
   if (error == ENFILE) return "cannot start another rank: the system's table of open files is full (ENFILE)";
@@ -134,6 +136,18 @@ struct Pipe {
 
 }  // namespace
 
+std::vector<pid_t> unreapedChildren() {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end; !ec && it != end; it.increment(ec)) {
+    std::ifstream in(it->path() / "children");
+    for (pid_t pid = 0; in >> pid;) out.push_back(pid);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 int execErrorOf(const UniqueFd& exec_report) {
   int error = 0;
   if (!exec_report.valid()) return 0;
@@ -147,6 +161,11 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group) {
   // file system, a debugger holding the child) must not stall ringrun.
   Pipe report(O_NONBLOCK);
   UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!devnull.valid()) {  // the rank would read ringrun's own stdin instead
+    const int error = errno;
+    RT_THROW(Error, error == EMFILE || error == ENFILE ? pipeFailure(error)
+                                                       : detail::concat("/dev/null: ", std::strerror(error)));
+  }
   std::vector<char*> argv, envp;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);

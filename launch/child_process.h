@@ -81,4 +81,9 @@ Child spawnChild(const ChildSpec& spec, const ProcessGroup& group);
 // be started), or 0 (it ran: a successful exec closed the pipe unwritten). Never blocks.
 int execErrorOf(const UniqueFd& exec_report);
 
+// This process's children not yet reaped (every thread's, from /proc/self/task/*/children): with
+// PR_SET_CHILD_SUBREAPER they include the orphans of what it started. Their pids cannot be reused before
+// they are reaped, so signalling them is safe. Empty where /proc does not list children.
+std::vector<pid_t> unreapedChildren();
+
 }  // namespace ringtrain::launch

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -139,9 +140,12 @@ bool quotedValueClosesOnItsLine(const std::string& text, const YAML::Mark& mark)
 // With `ignored` (a configuration another version stored), what this version cannot take is listed there as
 // "section.key: value" instead of rejected: keys it does not know, and values it refuses for keys outside
 // the job's identity (those keep their defaults).
-void applyYaml(JobConfig& config, const std::string& text, const std::string& origin,
+void applyYaml(JobConfig& config, const std::string& file_text, const std::string& origin,
                std::vector<std::string>* ignored = nullptr, SetAt* set_at = nullptr) {
-  const std::string& source = text;  // the file's text (`text` below is a value's)
+  // Without its UTF-8 byte order mark (an editor's), which yaml-cpp skips: the marks it gives count from
+  // after it, and the quoted-value check reads the text at them.
+  constexpr std::string_view kBom = "\xEF\xBB\xBF";
+  const std::string text = file_text.compare(0, kBom.size(), kBom) == 0 ? file_text.substr(kBom.size()) : file_text;
   YAML::Node root;
   try {
     // LoadAll: Load would read the first of several documents and drop the rest without a word.
@@ -211,9 +215,9 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
       const YAML::Node& value = entry.second;
       // A single value; an empty string may be written as nothing at all.
       const bool single = value.IsScalar() || (value.IsNull() && f.type == FieldType::kString);
-      const std::string text = value.IsScalar() ? value.Scalar() : "";
+      const std::string value_text = value.IsScalar() ? value.Scalar() : "";
       if (ignored != nullptr && !inIdentity(f)) {
-        const std::string problem = single ? f.assign(config, text) : "expected a single value";
+        const std::string problem = single ? f.assign(config, value_text) : "expected a single value";
         if (!problem.empty()) {
           ignored->push_back(f.path() + ": " + YAML::Dump(value) + " (" + problem + ")");
           resetToDefault(config, f);
@@ -224,11 +228,11 @@ void applyYaml(JobConfig& config, const std::string& text, const std::string& or
         RT_THROW(ConfigError, key_where, ": ", f.path(), ": expected a single value, got a ",
                  value.IsNull() ? "null" : value.IsMap() ? "mapping" : "list");
       }
-      if (!quotedValueClosesOnItsLine(source, value.Mark())) {
+      if (!quotedValueClosesOnItsLine(text, value.Mark())) {
         RT_THROW(ConfigError, located(origin, value.Mark()), ": ", f.path(),
                  ": the quoted value does not close on its line (a missing closing quote?)");
       }
-      assignChecked(config, f, text, key_where, set_at);
+      assignChecked(config, f, value_text, key_where, set_at);
     }
   }
 }

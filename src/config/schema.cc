@@ -208,8 +208,9 @@ std::vector<Field> buildSchema() {
   {
     Field categories = makeField("synthetic", "categories", &J::synthetic, &SyntheticOptions::categories, 1, 1e6);
     // Checked here too, not only when the corpus is generated: `ringtrain config` and a run's start say it.
+    // A job with its own corpus generates nothing: its synthetic section is not read.
     categories.relation = [](const JobConfig& c) -> std::string {
-      if (c.synthetic.categories > c.synthetic.items) {
+      if (c.data.corpus.empty() && c.synthetic.categories > c.synthetic.items) {
         return fmt::format("{} categories for synthetic.items {} (gen-data --items): at most one category per "
                            "item", c.synthetic.categories, c.synthetic.items);
       }

@@ -48,7 +48,6 @@ DirectoryLock DirectoryLock::forFile(const std::string& file, const std::string&
 
 DirectoryLock::DirectoryLock(const std::string& path, const std::string& key, const std::string& held,
                              const std::string& why) {
-  const std::string& dir = held;
   fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   // Another user's lock file in a shared directory: flock needs no write access (only the holder's line
   // below does, and that is for messages).
@@ -62,14 +61,14 @@ DirectoryLock::DirectoryLock(const std::string& path, const std::string& key, co
       const std::string here = " on " + hostName();
       const bool elsewhere = !holder.empty() && holder.size() >= here.size() &&
                              holder.compare(holder.size() - here.size(), here.size(), here) != 0;
-      RT_THROW(ConfigError, key, ": ", dir, " is in use by another ringtrain run",
+      RT_THROW(ConfigError, key, ": ", held, " is in use by another ringtrain run",
                holder.empty() ? std::string() : " (" + holder + ")",
                "; ", why, ". Wait for it, or give this run another ", key,
                elsewhere ? "; if that host is gone for good, remove " + path : std::string());
     }
     // A file system without locks (some network and FUSE ones say ENOLCK or EOPNOTSUPP) must not stop
     // the run: it goes on unguarded, and says so.
-    warn("{}: cannot lock {} ({}): another run started in {} would not be refused", key, path, std::strerror(err), dir);
+    warn("{}: cannot lock {} ({}): another run started in {} would not be refused", key, path, std::strerror(err), held);
     fd_.reset();
     return;
   }

@@ -654,17 +654,31 @@ struct Server::Impl {
           if (arrivedSinceSeen(file) && sameAsLastPoll(file)) ready.push_back(file);
         }
         std::sort(ready.begin(), ready.end(), newer);
-        seen = now;  // forgets removed files too: one coming back under the same name is new
+        bool loaded = false;
         for (const ExportFile& file : ready) {
           if (stopRequested()) break;
           try {
             reload(file.path);
+            loaded = true;
             break;
           } catch (const std::exception&) {
             // reload() logged and counted it; the next newest that arrived may load, else the old model
             // keeps serving until another export arrives.
           }
         }
+        // What is there now is seen (removed files are forgotten: one coming back under the same name is
+        // new), except, when nothing loaded, an arrival still being written: it is tried once it settles.
+        // After a load, older arrivals are passed over: they are not the newest.
+        ExportListing next = now;
+        for (const auto& [path, file] : now) {
+          if (loaded || !arrivedSinceSeen(file) || sameAsLastPoll(file)) continue;
+          if (const auto before = seen.find(path); before != seen.end()) {
+            next[path] = before->second;
+          } else {
+            next.erase(path);
+          }
+        }
+        seen = std::move(next);
       }
       last = now;
       lock.lock();

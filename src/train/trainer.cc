@@ -504,11 +504,15 @@ std::vector<DirectoryLock> lockOutputDirectories(const config::JobConfig& job) {
   // The same directory written two ways (a link, a bind mount) is held once: a second flock on it would
   // refuse this very run.
   if (!std::filesystem::equivalent(ckpt, job.run.output_dir, ec)) held.emplace_back(ckpt, "checkpoint.dir");
-  // A metrics file named outright may be another run's too (its default is in run.output_dir, held above).
-  // A pipe or device (a FIFO read by a collector, /dev/stdout) is a stream, not records a second run erases.
-  const auto metrics = std::filesystem::status(job.log.metrics_file, ec);
-  if (!job.log.metrics_file.empty() && (!std::filesystem::exists(metrics) || std::filesystem::is_regular_file(metrics))) {
-    held.push_back(DirectoryLock::forFile(job.log.metrics_file, "log.metrics_file"));
+  // The metrics file may be another run's too: one named outright, or another run's default in its
+  // run.output_dir. Held where it really is (a link's target). A pipe or device (a FIFO read by a
+  // collector, /dev/stdout) is a stream, not records a second run erases.
+  std::filesystem::path metrics = std::filesystem::weakly_canonical(metricsPath(job), ec);
+  if (ec) metrics = metricsPath(job);
+  // (A missing file is not_found, with ec set: what counts is the type.)
+  const auto metrics_type = std::filesystem::status(metrics, ec).type();
+  if (metrics_type == std::filesystem::file_type::not_found || metrics_type == std::filesystem::file_type::regular) {
+    held.push_back(DirectoryLock::forFile(metrics.string(), "log.metrics_file"));
   }
   return held;
 }
@@ -561,11 +565,13 @@ struct OwnCheckpoints {
   int64_t newest_step = 0;
 };
 
+// Every rank calls it, resuming or not (`fresh` false: nothing is read), so that its reduction is reached by
+// all of them even where they disagree on resuming (checkRanksAgree names that later).
 OwnCheckpoints refuseOtherJobsCheckpoints(Session& s, const config::JobConfig& job,
-                                          const CheckpointManager& checkpoints) {
+                                          const CheckpointManager& checkpoints, bool fresh) {
   std::string refusal;
   OwnCheckpoints own;
-  if (s.leader()) {
+  if (s.leader() && fresh) {
     // Every file is read: one this build cannot read (a newer format, damage, not a file at all) may be
     // another job's too, and is not this run's to remove.
     const std::vector<std::string> old = checkpoints.list();
@@ -735,8 +741,8 @@ TrainSummary train(Session& s) {
   }
   CheckpointManager checkpoints(checkpointDir(job), job.checkpoint.keep);
   const bool resume = job.checkpoint.resume || process.restart_count > 0;
-  OwnCheckpoints own_checkpoints;  // a fresh start's, removed once the run is ready to write its own
-  if (!resume) own_checkpoints = refuseOtherJobsCheckpoints(s, job, checkpoints);
+  // A fresh start's own old checkpoints, removed once the run is ready to write its own.
+  const OwnCheckpoints own_checkpoints = refuseOtherJobsCheckpoints(s, job, checkpoints, /*fresh=*/!resume);
   s.loadData();
   s.buildModel();
   checkRanksAgree(*s.comm, job, s.model->layoutDescription(), s.corpus_fingerprint);

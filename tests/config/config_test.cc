@@ -156,6 +156,11 @@ TEST(Config, AQuotedValueThatDoesNotCloseOnItsLineIsRefused) {
   EXPECT_EQ(c.run.name, "a\"b");
   EXPECT_EQ(c.run.output_dir, "it's");
   EXPECT_EQ(c.run.epochs, 3);
+  // A file with a byte order mark (which the parser skips: its positions count from after it), JSON-style.
+  const JobConfig bom = loadString("\xEF\xBB\xBF{\"run\": {\"epochs\": 3,\n  \"name\": \"x\"}}\n", "job.yaml", {});
+  EXPECT_EQ(bom.run.epochs, 3);
+  EXPECT_EQ(bom.run.name, "x");
+  EXPECT_THAT(errorOf("\xEF\xBB\xBFrun:\n  name: \"abc\n  epochs: 3\n"), HasSubstr("job.yaml:2: run.name: the quoted"));
 }
 
 // A key or section written as null ('~', 'null') or '' was reported as "unknown key 'run.'".
@@ -317,6 +322,9 @@ TEST(Config, MoreSyntheticCategoriesThanItemsAreRefusedAtTheirLine) {
               HasSubstr("job.yaml:3: synthetic.categories: 20 categories for synthetic.items 10 (gen-data --items): "
                         "at most one category per item"));
   EXPECT_EQ(loadString("synthetic:\n  items: 20\n  categories: 20\n", "job.yaml").synthetic.categories, 20);
+  // A job with its own corpus does not read the section.
+  EXPECT_EQ(loadString("data:\n  corpus: c.txt\nsynthetic:\n  items: 10\n  categories: 20\n", "job.yaml").synthetic.items,
+            10);
 }
 
 TEST(Config, BadSetSyntaxIsRejected) {

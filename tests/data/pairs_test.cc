@@ -303,14 +303,45 @@ TEST(Sharding, SeveralRanksShardsInOnePassAreEachRanksOwn) {
 // the same line and epoch numbers) regenerates them.
 TEST(Sharding, TheLineKeptBetweenCallsIsTheGeneratorsOwn) {
   Fixture f = makeFixture(30, 10);
-  const PairGenerator a(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2));
+  // Subsampling draws other kept items each epoch: a line's pairs differ from epoch to epoch.
+  const PairGenerator a(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2, 1e-3));
   const PairGenerator b(f.corpus, f.split, pairOpts(ContextMode::kWindow, 3));
   ASSERT_NE(a.id(), b.id());
   const EpochShard sa = makeEpochShard(a, 0, 0, 1), sb = makeEpochShard(b, 0, 0, 1);
   LinePairs last_line;
   std::vector<Pair> got, fresh;
   std::vector<int32_t> scratch;
-  for (int64_t first = 0; first < 30; first += 3) {  // small reads: most stay within the line kept
+  // One generator read in small pieces, across line boundaries, then the next epoch's shard (same line
+  // numbers, other pairs) with the same kept line.
+  for (const EpochShard& shard : {sa, makeEpochShard(a, 1, 0, 1)}) {
+    for (int64_t first = 0; first < shard.pairs(); first += 3) {
+      streamPairs(a, shard, first, 3, got, last_line);
+      LinePairs none;
+      streamPairs(a, shard, first, 3, fresh, none);
+      ASSERT_EQ(got.size(), fresh.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i].center, fresh[i].center) << "epoch " << shard.epoch << ", " << first << "+" << i;
+        ASSERT_EQ(got[i].context, fresh[i].context) << "epoch " << shard.epoch << ", " << first << "+" << i;
+      }
+    }
+  }
+  // The same line read in epoch 0, then in epoch 1 (subsampling kept other items): not the one kept.
+  const EpochShard e1 = makeEpochShard(a, 1, 0, 1);
+  const auto at = std::find(sa.lines.begin(), sa.lines.end(), e1.lines.front()) - sa.lines.begin();
+  ASSERT_LT(static_cast<size_t>(at), sa.lines.size());
+  const int64_t start0 = at == 0 ? 0 : sa.pair_end[static_cast<size_t>(at) - 1];
+  streamPairs(a, sa, start0, 1, got, last_line);
+  ASSERT_EQ(last_line.line, e1.lines.front());
+  streamPairs(a, e1, 0, e1.pair_end.front(), got, last_line);
+  LinePairs none;
+  streamPairs(a, e1, 0, e1.pair_end.front(), fresh, none);
+  ASSERT_EQ(got.size(), fresh.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].center, fresh[i].center) << "line kept across epochs, pair " << i;
+    ASSERT_EQ(got[i].context, fresh[i].context) << "line kept across epochs, pair " << i;
+  }
+  // Two generators in turn: each read finds the other's line kept.
+  for (int64_t first = 0; first < 30; first += 3) {
     for (const auto* gs : {&sa, &sb}) {
       const PairGenerator& gen = gs == &sa ? a : b;
       streamPairs(gen, *gs, first, 3, got, last_line);

@@ -602,6 +602,28 @@ TEST(Ringrun, ARankThatLeftTheGroupIsStillStopped) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "waited for the rank out of the group: " << r.err;
 }
 
+// The same, with a child that ignores SIGTERM while its rank dies of it: once the rank is gone the child is
+// ringrun's (a subreaper), outside every group it signals, and it used to live on after the job.
+TEST(Ringrun, AChildThatIgnoresSigtermOfARankThatLeftTheGroupDiesWithTheJob) {
+  const std::string dir = testing::makeTempDir("ringrun_setsid_stubborn");
+  const std::string script =
+      "if [ $RANK = 0 ]; then while [ ! -s \"$0/child\" ]; do sleep 0.01; done; exit 9; fi; "
+      "exec setsid sh -c '(trap \"\" TERM; exec sleep 60) & echo $! > \"$1/child\"; wait' sh \"$0\"";
+  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1", "--",
+                             "sh", "-c", script, dir},
+                            {.timeout = 40000ms});
+  const std::string child = readFile(dir + "/child");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.exit_code, 9) << r.err;
+  ASSERT_FALSE(child.empty()) << r.err;
+  const pid_t pid = std::stoi(child);
+  const auto deadline = Clock::now() + 5s;
+  while (::kill(pid, 0) == 0 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  const bool alive = ::kill(pid, 0) == 0;
+  if (alive) ::kill(pid, SIGKILL);
+  EXPECT_FALSE(alive) << "the rank's child " << pid << " outlived ringrun";
+}
+
 // Out of file descriptors (many ranks under a low `ulimit -n`): said in words that name the limit, not as a
 // failed internal check, and the ranks already started are stopped.
 TEST(Ringrun, RunningOutOfFileDescriptorsNamesTheLimit) {
@@ -856,11 +878,13 @@ TEST(Ringrun, MaxRestartsRelaunchesEveryRankWithTheRestartCount) {
 }
 
 // One of two ringrun instances on 127.0.0.1, as node `rank` of a 2-node job with 2 ranks per node.
-std::unique_ptr<Background> twoNodeJob(int rank, int port, const std::string& script) {
+std::unique_ptr<Background> twoNodeJob(int rank, int port, const std::string& script,
+                                       const std::string& rdzv_timeout = "300") {
   return std::make_unique<Background>(
       std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node_rank", std::to_string(rank),
                                "--master_addr", "127.0.0.1", "--master_port", std::to_string(port),
-                               "--nproc-per-node", "2", "--node-timeout", "3", "--", "/bin/sh", "-c", script},
+                               "--nproc-per-node", "2", "--node-timeout", "3", "--rdzv-timeout", rdzv_timeout, "--",
+                               "/bin/sh", "-c", script},
       std::map<std::string, std::string>{{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}});
 }
 
@@ -929,11 +953,7 @@ TEST(Ringrun, ANodesUnusableLogDirEndsTheOtherNodesAtOnce) {
 // Knocking until --rdzv-timeout is for a store not up yet; a store that refuses the job token is final.
 TEST(Ringrun, ANodeWithAnotherJobsTokenIsRefusedAtOnce) {
   const int port = testing::freeLoopbackPort();
-  auto n0 = std::make_unique<Background>(
-      std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node_rank", "0", "--master_addr", "127.0.0.1",
-                               "--master_port", std::to_string(port), "--nproc-per-node", "2", "--rdzv-timeout", "5",
-                               "--", "sleep", "30"},
-      std::map<std::string, std::string>{{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}});
+  auto n0 = twoNodeJob(0, port, "sleep 30", "5");
   // Node 0's store is up by now, mostly; if not, node 1 knocks until it is, then is refused all the same.
   std::this_thread::sleep_for(500ms);
   const auto other = runCommand({binPath("ringrun"), "--nnodes", "2", "--node-rank", "1", "--master-addr",

@@ -45,8 +45,9 @@ class TcpStoreServer {
 
   int port() const;
   const std::string& address() const;
-  // "" when no connection was refused; else how many were and why the last one was ("3 connection(s)
-  // refused, the last from 10.0.0.2:40112: wrong job token"), for a wait that then times out.
+  // "" when no connection was refused; else how many were, over the store's life, and why the last one was
+  // ("3 connection(s) refused, the last from 10.0.0.2:40112: wrong job token"), for a wait that then times
+  // out (compare with what it said when the wait began).
   std::string refusals() const;
   // Closes every connection (clients blocked in get/wait get a CommError) and joins the server thread.
   // Idempotent.
