@@ -21,6 +21,10 @@ uint32_t ddpTag(int object, int64_t iteration, int64_t bucket) {
 
 std::string describeTag(uint32_t tag) {
   if (tag == 0) return "untagged";
+  if ((tag & 0xFF) == kDdpFinalizeTag) {
+    return fmt::format("DistributedDataParallel object {}, iteration {} (mod 4096), finalize()'s own collectives",
+                       tag >> 20, (tag >> 8) & 0xFFF);
+  }
   return fmt::format("DistributedDataParallel object {}, iteration {} (mod 4096), bucket {}", tag >> 20,
                      (tag >> 8) & 0xFFF, tag & 0xFF);
 }
@@ -28,9 +32,10 @@ std::string describeTag(uint32_t tag) {
 std::string tagMismatchHint(uint32_t a, uint32_t b) {
   if (a == b) return "";
   if (a == 0 || b == 0) {
-    return "a collective of the caller's own (untagged) met a DistributedDataParallel bucket: collectives issued "
+    return "an untagged collective (the caller's own) met a DistributedDataParallel one: collectives issued "
            "between backward() and finalize() come in another order where a bucket waits for finalize() on some "
-           "ranks (a parameter unused there)";
+           "ranks (a parameter unused there), or the ranks ran backward() and finalize() a different number of "
+           "times";
   }
   if ((a >> 20) != (b >> 20)) {
     return "two DistributedDataParallel objects on one communicator issued their buckets in another order "
@@ -39,6 +44,11 @@ std::string tagMismatchHint(uint32_t a, uint32_t b) {
   }
   if (((a >> 8) & 0xFFF) != ((b >> 8) & 0xFFF)) {
     return "the ranks are at different iterations: finalize() ran a different number of times on them";
+  }
+  if (((a & 0xFF) == kDdpFinalizeTag) != ((b & 0xFF) == kDdpFinalizeTag)) {
+    return "one rank is in finalize()'s own collectives (sparse rows, buffers, the replica check) while another "
+           "still sends this iteration's buckets: the ranks ran backward() and finalize() a different number of "
+           "times";
   }
   return "the ranks' buckets differ (their models' parameters, or their order, differ)";
 }

@@ -257,6 +257,7 @@ class DistributedDataParallel::Impl {
                  "', which is not a parameter of the module");
     }
     for (const auto& item : module_.named_parameters(/*recurse=*/true)) {
+      registered_.emplace_back(item.key(), item.value());
       if (!item.value().requires_grad()) {
         frozen_.emplace_back(item.key(), item.value());
         continue;
@@ -669,7 +670,8 @@ class DistributedDataParallel::Impl {
       if (!unused.empty() && !options_.find_unused_parameters && !options_.static_graph) {
         unused_error = ::ringtrain::detail::concat(
             "DistributedDataParallel: parameters without a gradient this iteration on rank ", comm_.rank(), ": ",
-            fmt::format("{}", fmt::join(unused, ", ")), " (set ddp.find_unused_parameters: true to reduce them as zeros)");
+            fmt::format("{}", fmt::join(unused, ", ")), " (set DdpOptions::find_unused_parameters, ddp.find_unused_parameters in a job file, to reduce them as "
+            "zeros)");
       }
       rest = takeReadyLocked();
       RT_CHECK_EQ(next_launch_, buckets_.size(), "all buckets must be launched at finalize");
@@ -699,10 +701,15 @@ class DistributedDataParallel::Impl {
       }
     }
     if (first_iteration_ && !unused.empty() && unused_error.empty()) {
-      warn("DistributedDataParallel: {} parameter(s) got no gradient in the first iteration and are reduced "
-           "as zeros: {}", unused.size(), fmt::join(unused, ", "));
+      warn("DistributedDataParallel: {} parameter(s) got no gradient in the first iteration on this rank and "
+           "are reduced as zeros where other ranks gave them one (where no rank did, they keep no gradient): {}",
+           unused.size(), fmt::join(unused, ", "));
       stats_.unused_parameters = unused;
     }
+    // The collectives finalize() issues itself from here on (buffers, sparse rows, never-used parameters, the
+    // replica check, the first rebuild) are labelled too: against a rank whose finalize() count differs, the
+    // check then says "another iteration" instead of blaming an untagged collective of the caller's.
+    const comm::CollectiveTag own_collectives(comm::ddpTag(users_.id(), stats_.steps, comm::kDdpFinalizeTag));
     // Buffers (BatchNorm's running statistics) were updated by each rank's own forward: rank 0's travel
     // behind the dense buckets, so every rank's next forward starts from the same ones.
     std::vector<BroadcastGroup> buffer_groups;
@@ -773,11 +780,40 @@ class DistributedDataParallel::Impl {
     resetIteration();
     // Only now, with every collective of this finalize() done (dense buckets, sparse sync, replica check,
     // the first iteration's rebuild): the other ranks are not left waiting in one of them.
+    checkParametersUnchanged();  // first: the old tensors of a replaced module are "unused" below
     if (!unused_error.empty()) RT_THROW(Error, unused_error);
     for (const auto& [name, tensor] : frozen_) {
       RT_CHECK(!tensor.requires_grad(), "DistributedDataParallel: parameter '", name, "' was frozen (requires_grad "
                "false) when this object was built and requires a gradient now: its gradient is not synchronized. "
                "Build a new DistributedDataParallel after changing requires_grad (rank ", comm_.rank(), ")");
+    }
+  }
+
+  // A module replaced, or a parameter added or removed, after this object was built: the new tensors' gradients
+  // are not synchronized and the replicas drift apart, while checkReplicas() (which compares the tensors held
+  // since construction) still agrees. Found at the first finalize() after, by name and tensor identity
+  // (set_data keeps a tensor's identity: shared tables and rebuilt slots stay the same tensors).
+  void checkParametersUnchanged() const {
+    const auto now = module_.named_parameters(/*recurse=*/true);
+    size_t i = 0;
+    for (const auto& item : now) {
+      const bool same = i < registered_.size() && registered_[i].first == item.key() &&
+                        registered_[i].second.is_same(item.value());
+      if (!same) {
+        const bool known = std::any_of(registered_.begin(), registered_.end(),
+                                       [&](const auto& r) { return r.first == item.key(); });
+        RT_THROW(Error, "DistributedDataParallel: parameter '", item.key(), "' ",
+                 known ? "is another tensor than" : "was not a parameter of the module", " when this object was built "
+                 "(a module replaced, or a parameter added or removed, after wrapping): its gradient is not "
+                 "synchronized and the replicas would drift apart. Build the DistributedDataParallel once the model "
+                 "is complete (rank ", comm_.rank(), ", step ", stats_.steps, ")");
+      }
+      ++i;
+    }
+    if (i < registered_.size()) {
+      RT_THROW(Error, "DistributedDataParallel: parameter '", registered_[i].first, "' is no longer a parameter of "
+               "the module (removed after wrapping). Build the DistributedDataParallel once the model is complete "
+               "(rank ", comm_.rank(), ", step ", stats_.steps, ")");
     }
   }
 
@@ -888,6 +924,7 @@ class DistributedDataParallel::Impl {
   std::unique_ptr<CommHook> hook_;
   std::vector<Param> params_;      // requires_grad parameters in registration order
   std::vector<std::pair<std::string, at::Tensor>> frozen_;  // the others: compared by checkReplicas()
+  std::vector<std::pair<std::string, at::Tensor>> registered_;  // every parameter at construction, in order
   std::vector<at::Tensor> buffers_;  // the module's buffers, broadcast by finalize() (broadcast_buffers)
   std::vector<at::Tensor> shared_state_;  // what shareOnHost() returned: made private again by unshare()
   std::vector<size_t> dense_;      // indices into params_
@@ -967,7 +1004,11 @@ void DistributedDataParallel::setCommHook(std::unique_ptr<CommHook> hook) {
   impl_->hook_ = std::move(hook);
 }
 
-void DistributedDataParallel::checkReplicas() { impl_->checkReplicas(); }
+void DistributedDataParallel::checkReplicas() {
+  // Labelled as finalize()'s own are (see there): a rank still sending buckets meets a labelled collective.
+  const comm::CollectiveTag own(comm::ddpTag(impl_->users_.id(), impl_->stats_.steps, comm::kDdpFinalizeTag));
+  impl_->checkReplicas();
+}
 void DistributedDataParallel::broadcastState() { impl_->broadcastState(); }
 const DdpStats& DistributedDataParallel::stats() const { return impl_->stats_; }
 int DistributedDataParallel::rank() const { return impl_->comm_.rank(); }

@@ -1130,6 +1130,73 @@ TEST_F(DdpTest, TwoObjectsWhoseCollectivesReorderAcrossRanksAreNamedNotMixed) {
 }
 #endif
 
+// A rank that ran one step fewer meets its peer's buckets with checkReplicas(): the check names
+// finalize()'s own collectives and says that the ranks' step counts differ, where it used to blame an
+// untagged collective of the caller's.
+#if RINGTRAIN_WITH_GLOO
+TEST_F(DdpTest, RanksThatRanADifferentNumberOfStepsAreToldSo) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>());
+  std::vector<std::string> errors(world);
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    const int rank = comm.rank();
+    DistributedDataParallel ddp(*models[rank], comm);
+    try {
+      for (int step = 0; step < (rank == 0 ? 2 : 1); ++step) {
+        ddp.zeroGrad();
+        torch::mse_loss(models[rank]->forward(inputs(step, 4)), targets(step, 4)).backward();
+        ddp.finalize();
+      }
+      ddp.checkReplicas();
+    } catch (const CommError& e) {
+      errors[rank] = e.what();
+    }
+  });
+  for (int r = 0; r < world; ++r) {
+    EXPECT_THAT(errors[r], HasSubstr("collective mismatch")) << "rank " << r;
+    EXPECT_THAT(errors[r], HasSubstr("iteration 1 (mod 4096), finalize()'s own collectives")) << errors[r];
+    EXPECT_THAT(errors[r], HasSubstr("the ranks ran backward() and finalize() a different number of times"))
+        << errors[r];
+  }
+}
+#endif
+
+// A module replaced or a parameter added after wrapping: its gradients were never synchronized, the replicas
+// drifted apart and checkReplicas() (comparing the tensors held since construction) still agreed. The next
+// finalize() names the parameter.
+TEST_F(DdpTest, AParameterReplacedOrAddedAfterWrappingIsNamed) {
+  const int world = 2;
+  for (const bool replace : {true, false}) {
+    std::vector<std::shared_ptr<MlpImpl>> models;
+    for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>());
+    std::vector<std::string> errors(world);
+    runDdpRanks(world, [&](comm::Communicator& comm) {
+      const int rank = comm.rank();
+      MlpImpl& model = *models[rank];
+      DistributedDataParallel ddp(model, comm);
+      if (replace) {
+        model.fc2 = model.replace_module("fc2", torch::nn::Linear(16, 4));
+      } else {
+        model.register_parameter("extra", torch::zeros({3}));
+      }
+      ddp.zeroGrad();
+      torch::mse_loss(model.forward(inputs(rank, 4)), targets(rank, 4)).backward();
+      try {
+        ddp.finalize();
+      } catch (const Error& e) {
+        errors[rank] = e.what();
+      }
+    });
+    for (int r = 0; r < world; ++r) {
+      EXPECT_THAT(errors[r], HasSubstr(replace ? "parameter 'fc2.weight' is another tensor than when this object was built"
+                                               : "parameter 'extra' was not a parameter of the module when this object "
+                                                 "was built"))
+          << "rank " << r;
+    }
+  }
+}
+
 TEST_F(DdpTest, ASparseParameterNameThatIsNoParameterIsAConfigError) {
   auto model = std::make_shared<MlpImpl>(16);
   testing::ThreadGroup group(1);

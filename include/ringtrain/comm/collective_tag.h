@@ -32,6 +32,9 @@ inline constexpr uint32_t kTagMask = 0xFFFFFF;
 // DistributedDataParallel's tags: its object on the communicator (1-15, by how many were alive when it was
 // built), its iteration (mod 4096) and the bucket (mod 256).
 uint32_t ddpTag(int object, int64_t iteration, int64_t bucket);
+// The "bucket" of an object's own collectives at finalize() (sparse rows, buffers, the replica check): so
+// that ranks whose finalize() counts differ meet "another iteration", not "an untagged collective".
+inline constexpr int64_t kDdpFinalizeTag = 255;
 // "DistributedDataParallel object 1, iteration 3, bucket 0" ("untagged" for 0).
 std::string describeTag(uint32_t tag);
 // Why two ranks' tags for one collective may differ, for the mismatch message ("" when they are equal).

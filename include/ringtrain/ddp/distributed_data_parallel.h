@@ -42,8 +42,9 @@
 //  * Add, remove or replace parameters or buffers, or change their shape/dtype/device, after construction
 //    (buffers updated in place, as BatchNorm's are, are fine); swapping a parameter's .grad() for another
 //    tensor is allowed but costs a copy into the bucket at the next backward.
-//    Unfreezing a parameter (requires_grad false at construction, true later) makes finalize() throw, naming
-//    it: its gradient would not be synchronized. Build a new DistributedDataParallel after such a change.
+//    Unfreezing a parameter (requires_grad false at construction, true later), and adding, removing or
+//    replacing one (a module swapped in), make the next finalize() throw, naming it: its gradient would not
+//    be synchronized. Build a new DistributedDataParallel after such a change.
 //  * Destroy the module or the communicator before this object; use the communicator from another thread
 //    while a backward or finalize() is in flight.
 //  * zero_grad(set_to_none=true) (LibTorch 2.x's default) stays correct but costs one copy per parameter per
