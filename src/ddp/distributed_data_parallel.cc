@@ -276,6 +276,30 @@ class DistributedDataParallel::Impl {
     }
   }
 
+  // "options: bucket_cap_mb=25 ..." (every option that shapes what the ranks exchange, or when).
+  std::string optionsLine() const {
+    return fmt::format("options: bucket_cap_mb={} first_bucket_mb={} static_graph={} find_unused_parameters={} "
+                       "compression={} sparse_sync={} overlap_sparse={} broadcast_buffers={} replica_check_every={} "
+                       "rebuild_buckets={}",
+                       options_.bucket_cap_mb, options_.first_bucket_mb, options_.static_graph,
+                       options_.find_unused_parameters, options_.compression, toString(options_.sparse_sync),
+                       options_.overlap_sparse, options_.broadcast_buffers, options_.replica_check_every,
+                       options_.rebuild_buckets);
+  }
+  // "static_graph is false on rank 0 and true on rank 1; ..." from two optionsLine()s.
+  static std::string optionsDifference(const std::string& reference, const std::string& other, int rank) {
+    std::istringstream a(reference), b(other);
+    std::string x, y, out;
+    while (a >> x && b >> y) {
+      if (x == y) continue;
+      const size_t eq = x.find('=');
+      const size_t eq_other = y.find('=');
+      out += (out.empty() ? "" : "; ") + x.substr(0, eq) + " is " + x.substr(eq + 1) + " on rank 0 and " +
+             y.substr(eq_other == std::string::npos ? 0 : eq_other + 1) + " on rank " + std::to_string(rank);
+    }
+    return out.empty() ? "'" + reference + "' against '" + other + "'" : out;
+  }
+
   // Every rank sends one line per parameter, frozen ones too (marked, so that a parameter frozen on one rank
   // only is named as such, not taken for a missing one); all compare with rank 0 and fail on the first
   // difference.
@@ -291,12 +315,26 @@ class DistributedDataParallel::Impl {
                                                               : "";
       text += item.key() + " " + describe(item.value()) + kind + "\n";
     }
+    // The options that shape the collectives, last: ranks built with others (another bucket size, a
+    // compression, a sparse mode) otherwise met in a bare collective mismatch, or not at all (static_graph).
+    const std::string options_line = optionsLine();
+    text += options_line + "\n";
     std::vector<uint8_t> mine(text.begin(), text.end());
     auto all = comm_.allgatherBytes(mine);
     RT_CHECK_EQ(all.size(), static_cast<size_t>(comm_.size()));
     auto reference = splitLines(all[0]);
+    RT_CHECK(!reference.empty(), "DistributedDataParallel: rank 0's layout is empty");
+    const std::string reference_options = reference.back();
+    reference.pop_back();
     for (int r = 1; r < comm_.size(); ++r) {
       auto lines = splitLines(all[r]);
+      RT_CHECK(!lines.empty(), "DistributedDataParallel: rank ", r, "'s layout is empty");
+      const std::string options = lines.back();
+      lines.pop_back();
+      if (options != reference_options) {
+        RT_THROW(ConfigError, "DistributedDataParallel: rank ", r, " was built with other DdpOptions than rank 0: ",
+                 optionsDifference(reference_options, options, r));
+      }
       for (size_t i = 0; i < std::max(lines.size(), reference.size()); ++i) {
         const std::string a = i < reference.size() ? reference[i] : "<none>";
         const std::string b = i < lines.size() ? lines[i] : "<none>";

@@ -1073,6 +1073,29 @@ TEST_F(DdpTest, ModelsThatDifferAcrossRanksAreNamedAtConstruction) {
   });
 }
 
+// Options that shape the collectives, different across ranks (rank 1 with other buckets and static_graph):
+// refused at construction naming each, where they used to meet in a bare collective mismatch, or not at all.
+TEST_F(DdpTest, OptionsThatDifferAcrossRanksAreNamedAtConstruction) {
+  const int world = 2;
+  std::vector<std::shared_ptr<MlpImpl>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_shared<MlpImpl>(16));
+  runDdpRanks(world, [&](comm::Communicator& comm) {
+    DdpOptions options;
+    if (comm.rank() == 1) {
+      options.bucket_cap_mb = 0.001;
+      options.static_graph = true;
+    }
+    try {
+      DistributedDataParallel ddp(*models[comm.rank()], comm, options);
+      ADD_FAILURE() << "options that differ went unnoticed";
+    } catch (const ConfigError& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("rank 1 was built with other DdpOptions than rank 0: bucket_cap_mb is "));
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(" on rank 0 and 0.001 on rank 1; static_graph is false on rank 0 and "
+                                                 "true on rank 1"));
+    }
+  });
+}
+
 // Two objects on one communicator (a GAN's generator and discriminator) are said at construction: where a
 // parameter may be unused on some ranks their collectives reorder across ranks. One after the other is fine.
 TEST_F(DdpTest, ASecondObjectOnTheSameCommunicatorIsSaid) {
