@@ -602,28 +602,6 @@ TEST(Ringrun, ARankThatLeftTheGroupIsStillStopped) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "waited for the rank out of the group: " << r.err;
 }
 
-// The same, with a child that ignores SIGTERM while its rank dies of it: once the rank is gone the child is
-// ringrun's (a subreaper), outside every group it signals, and it used to live on after the job.
-TEST(Ringrun, AChildThatIgnoresSigtermOfARankThatLeftTheGroupDiesWithTheJob) {
-  const std::string dir = testing::makeTempDir("ringrun_setsid_stubborn");
-  const std::string script =
-      "if [ $RANK = 0 ]; then while [ ! -s \"$0/child\" ]; do sleep 0.01; done; exit 9; fi; "
-      "exec setsid sh -c '(trap \"\" TERM; exec sleep 60) & echo $! > \"$1/child\"; wait' sh \"$0\"";
-  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1", "--",
-                             "sh", "-c", script, dir},
-                            {.timeout = 40000ms});
-  const std::string child = readFile(dir + "/child");
-  std::filesystem::remove_all(dir);
-  EXPECT_EQ(r.exit_code, 9) << r.err;
-  ASSERT_FALSE(child.empty()) << r.err;
-  const pid_t pid = std::stoi(child);
-  const auto deadline = Clock::now() + 5s;
-  while (::kill(pid, 0) == 0 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
-  const bool alive = ::kill(pid, 0) == 0;
-  if (alive) ::kill(pid, SIGKILL);
-  EXPECT_FALSE(alive) << "the rank's child " << pid << " outlived ringrun";
-}
-
 // Out of file descriptors (many ranks under a low `ulimit -n`): said in words that name the limit, not as a
 // failed internal check, and the ranks already started are stopped.
 TEST(Ringrun, RunningOutOfFileDescriptorsNamesTheLimit) {
@@ -639,24 +617,34 @@ TEST(Ringrun, RunningOutOfFileDescriptorsNamesTheLimit) {
 }
 
 // What such a rank started in the group it made (setsid) is stopped with it: the rank's children used to
-// outlive ringrun.
-TEST(Ringrun, WhatARankThatLeftTheGroupStartedIsStoppedWithIt) {
-  const std::string dir = testing::makeTempDir("ringrun_setsid_child");
+// outlive ringrun. Rank 1 runs `setsid sh -c '<child> & ...; wait'`; rank 0 fails once the child is there.
+void expectTheChildOfARankThatLeftTheGroupDies(const std::string& child, const std::string& dir_prefix) {
+  const std::string dir = testing::makeTempDir(dir_prefix);
   const std::string script = "if [ $RANK = 0 ]; then while [ ! -s \"$0/child\" ]; do sleep 0.01; done; exit 9; fi; "
-                             "exec setsid sh -c 'sleep 60 & echo $! > \"$1/child\"; wait' sh \"$0\"";
+                             "exec setsid sh -c '" + child + " & echo $! > \"$1/child\"; wait' sh \"$0\"";
   const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", "2", "--standalone", "--grace-period", "1", "--",
                              "sh", "-c", script, dir},
                             {.timeout = 40000ms});
-  const std::string child = readFile(dir + "/child");
+  const std::string pid_text = readFile(dir + "/child");
   std::filesystem::remove_all(dir);
   EXPECT_EQ(r.exit_code, 9) << r.err;
-  ASSERT_FALSE(child.empty()) << r.err;
-  const pid_t pid = std::stoi(child);
+  ASSERT_FALSE(pid_text.empty()) << r.err;
+  const pid_t pid = std::stoi(pid_text);
   const auto deadline = Clock::now() + 5s;  // the orphan is reaped by whoever adopted it
   while (::kill(pid, 0) == 0 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
   const bool alive = ::kill(pid, 0) == 0;
   if (alive) ::kill(pid, SIGKILL);
   EXPECT_FALSE(alive) << "the rank's child " << pid << " outlived ringrun";
+}
+
+TEST(Ringrun, WhatARankThatLeftTheGroupStartedIsStoppedWithIt) {
+  expectTheChildOfARankThatLeftTheGroupDies("sleep 60", "ringrun_setsid_child");
+}
+
+// The same with a child that ignores SIGTERM while its rank dies of it: once the rank is gone the child is
+// ringrun's (a subreaper), outside every group it signals, and it is killed when the stopped job ends.
+TEST(Ringrun, AChildThatIgnoresSigtermOfARankThatLeftTheGroupDiesWithTheJob) {
+  expectTheChildOfARankThatLeftTheGroupDies("(trap \"\" TERM; exec sleep 60)", "ringrun_setsid_stubborn");
 }
 
 // A rank that started a process outside the job's group (setsid, a daemon) and ended: that process still
