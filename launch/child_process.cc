@@ -116,8 +116,8 @@ std::string pipeFailure(int error) {
     rlimit limit{};
     ::getrlimit(RLIMIT_NOFILE, &limit);
     return detail::concat("cannot start another rank: out of file descriptors (the open-file limit, ulimit -n, is ",
-                          limit.rlim_cur, "; ringrun holds 3 per rank, 5 with --log-dir, and 8 while one starts); raise it or start "
-                          "fewer ranks");
+                          limit.rlim_cur, "; ringrun holds 3 per rank, 5 with --log-dir, and 8 while one starts); ",
+                          "raise it or start fewer ranks");
   }
   if (error == ENFILE) return "cannot start another rank: the system's table of open files is full (ENFILE)";
   return detail::concat("pipe: ", std::strerror(error));

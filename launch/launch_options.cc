@@ -128,9 +128,10 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
       ->default_str("1");
   app.add_option("--nnodes", nnodes, "number of nodes (each runs its own ringrun)")->default_str("1");
   app.add_option("--node-rank,--node_rank", node_rank, "this node's rank, 0..nnodes-1")->default_str("0");
-  CLI::Option* addr_option = app.add_option("--master-addr,--master_addr", o.master_addr,
-                                            "address of node 0, where its ringrun hosts the job's store (it binds only there)")
-      ->default_str("127.0.0.1");
+  CLI::Option* addr_option =
+      app.add_option("--master-addr,--master_addr", o.master_addr,
+                     "address of node 0, where its ringrun hosts the job's store (it binds only there)")
+          ->default_str("127.0.0.1");
   CLI::Option* port_option = app.add_option("--master-port,--master_port", master_port, "port of the job's store on node 0")
       ->default_str(std::to_string(kDefaultMasterPort));
   app.add_flag("--standalone", o.standalone, "a single node: store on 127.0.0.1 at a free port ringrun picks");

@@ -68,7 +68,8 @@ DirectoryLock::DirectoryLock(const std::string& path, const std::string& key, co
     }
     // A file system without locks (some network and FUSE ones say ENOLCK or EOPNOTSUPP) must not stop
     // the run: it goes on unguarded, and says so.
-    warn("{}: cannot lock {} ({}): another run started in {} would not be refused", key, path, std::strerror(err), held);
+    warn("{}: cannot lock {} ({}): another run started in {} would not be refused", key, path, std::strerror(err),
+         held);
     fd_.reset();
     return;
   }

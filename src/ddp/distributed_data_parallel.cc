@@ -708,8 +708,9 @@ class DistributedDataParallel::Impl {
       if (!unused.empty() && !options_.find_unused_parameters && !options_.static_graph) {
         unused_error = ::ringtrain::detail::concat(
             "DistributedDataParallel: parameters without a gradient this iteration on rank ", comm_.rank(), ": ",
-            fmt::format("{}", fmt::join(unused, ", ")), " (set DdpOptions::find_unused_parameters, ddp.find_unused_parameters in a job file, to reduce them as "
-            "zeros)");
+            fmt::format("{}", fmt::join(unused, ", ")),
+            " (set DdpOptions::find_unused_parameters, ddp.find_unused_parameters in a job file, to reduce them "
+            "as zeros)");
       }
       rest = takeReadyLocked();
       RT_CHECK_EQ(next_launch_, buckets_.size(), "all buckets must be launched at finalize");

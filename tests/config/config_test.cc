@@ -148,7 +148,8 @@ TEST(Config, SyntaxErrorNamesFileAndLine) {
 // quotes and '' inside single quotes still load.
 TEST(Config, AQuotedValueThatDoesNotCloseOnItsLineIsRefused) {
   EXPECT_THAT(errorOf("run:\n  name: \"abc\n  epochs: 3\ndata:\n  window: 3\n"),
-              HasSubstr("job.yaml:2: run.name: the quoted value does not close on its line (a missing closing quote?)"));
+              HasSubstr("job.yaml:2: run.name: the quoted value does not close on its line (a missing closing "
+                        "quote?)"));
   EXPECT_THAT(errorOf("run:\n  epochs: 3\n  name: 'abc\n"), HasSubstr("job.yaml:3: run.name: the quoted value"));
   EXPECT_THAT(errorOf("run:\n  name: \"ab\\\"\n  epochs: 3\n"), HasSubstr("job.yaml:2: run.name: the quoted"));
   const JobConfig c = loadString("run:\n  name: \"a\\\"b\"  # a comment\n  output_dir: 'it''s'\n  epochs: 3\n",
@@ -323,8 +324,9 @@ TEST(Config, MoreSyntheticCategoriesThanItemsAreRefusedAtTheirLine) {
                         "at most one category per item"));
   EXPECT_EQ(loadString("synthetic:\n  items: 20\n  categories: 20\n", "job.yaml").synthetic.categories, 20);
   // A job with its own corpus does not read the section.
-  EXPECT_EQ(loadString("data:\n  corpus: c.txt\nsynthetic:\n  items: 10\n  categories: 20\n", "job.yaml").synthetic.items,
-            10);
+  const JobConfig own_corpus =
+      loadString("data:\n  corpus: c.txt\nsynthetic:\n  items: 10\n  categories: 20\n", "job.yaml");
+  EXPECT_EQ(own_corpus.synthetic.items, 10);
 }
 
 TEST(Config, BadSetSyntaxIsRejected) {

@@ -42,8 +42,9 @@ TEST(DirectoryLock, AFileIsHeldByALockFileBesideIt) {
   first.emplace(DirectoryLock::forFile(file, "log.metrics_file"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/logs/.metrics.jsonl.ringtrain.lock"));
   EXPECT_THAT([&] { DirectoryLock::forFile(file, "log.metrics_file"); },
-              ::testing::ThrowsMessage<ConfigError>(HasSubstr(
-                  "log.metrics_file: " + file + " is in use by another ringtrain run (pid " + std::to_string(::getpid()))));
+              ::testing::ThrowsMessage<ConfigError>(HasSubstr("log.metrics_file: " + file +
+                                                              " is in use by another ringtrain run (pid " +
+                                                              std::to_string(::getpid()))));
   EXPECT_NO_THROW(DirectoryLock::forFile(dir + "/logs/other.jsonl", "log.metrics_file"));
   EXPECT_NO_THROW(DirectoryLock(dir + "/logs", "run.output_dir")) << "a file's lock held its directory";
   first.reset();

@@ -1089,7 +1089,8 @@ TEST_F(DdpTest, OptionsThatDifferAcrossRanksAreNamedAtConstruction) {
       DistributedDataParallel ddp(*models[comm.rank()], comm, options);
       ADD_FAILURE() << "options that differ went unnoticed";
     } catch (const ConfigError& e) {
-      EXPECT_THAT(e.what(), ::testing::HasSubstr("rank 1 was built with other DdpOptions than rank 0: bucket_cap_mb is "));
+      EXPECT_THAT(e.what(),
+                  ::testing::HasSubstr("rank 1 was built with other DdpOptions than rank 0: bucket_cap_mb is "));
       EXPECT_THAT(e.what(), ::testing::HasSubstr(" on rank 0 and 0.001 on rank 1; static_graph is false on rank 0 and "
                                                  "true on rank 1"));
     }
@@ -1212,10 +1213,10 @@ TEST_F(DdpTest, AParameterReplacedOrAddedAfterWrappingIsNamed) {
       }
     });
     for (int r = 0; r < world; ++r) {
-      EXPECT_THAT(errors[r], HasSubstr(replace ? "parameter 'fc2.weight' is another tensor than when this object was built"
-                                               : "parameter 'extra' was not a parameter of the module when this object "
-                                                 "was built"))
-          << "rank " << r;
+      const std::string expected = replace ? "parameter 'fc2.weight' is another tensor than when this object was built"
+                                           : "parameter 'extra' was not a parameter of the module when this object was "
+                                             "built";
+      EXPECT_THAT(errors[r], HasSubstr(expected)) << "rank " << r;
     }
   }
 }

@@ -114,8 +114,8 @@ TEST(TrainJob, ASecondRunInARunningRunsDirectoriesIsRefused) {
   // A trains in the background until killed; the script waits (bounded) for its lock line, then starts B
   // three ways and reports their exit codes.
   const std::string script =
-      job + " --set run.output_dir=$0 --set run.max_steps=100000000 --set log.metrics_file=$1/m.jsonl > $0.a.log 2>&1 & "
-      "a=$!\n"
+      job + " --set run.output_dir=$0 --set run.max_steps=100000000 --set log.metrics_file=$1/m.jsonl "
+      "> $0.a.log 2>&1 & a=$!\n"
       "for i in $(seq 600); do grep -q '^pid' $0/checkpoints/.ringtrain.lock 2>/dev/null && break; sleep 0.05; done\n" +
       job + " --set run.output_dir=$0 --set run.max_steps=2 > $0.b1.log 2>&1; echo b1=$?\n" +
       job + " --set run.output_dir=$1 --set checkpoint.dir=$0/checkpoints --set run.max_steps=2 > $0.b2.log 2>&1; "

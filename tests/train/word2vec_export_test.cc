@@ -105,7 +105,8 @@ TEST_F(Word2VecTest, BadTokensAndMalformedFilesAreDataErrors) {
                                                                   ":1: N x D = 2 x 999999999999 is too large")));
   EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/long"); },
               ::testing::ThrowsMessage<DataError>(
-                  ::testing::HasSubstr(":2: expected a token and 100 values (the header's D), found 1 after the token")));
+                  ::testing::HasSubstr(":2: expected a token and 100 values (the header's D), found 1 after the "
+                                       "token")));
   // A binary file's first line is quoted with its bytes escaped, not written raw to the terminal.
   write("binary", std::string("\x7f" "ELF\x02\x1b[2J\0", 10) + "\n");
   EXPECT_THAT([&] { model::readWord2Vec(dir_ + "/binary"); },
