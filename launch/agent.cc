@@ -705,39 +705,35 @@ class Agent {
     std::string remote_failure;
     std::string recorded_end;  // the attempt's end as publishEnd() found it recorded, once this node failed
 
-    // The ranks' group, and each rank not yet reaped by its own pid (with the group it leads, if it made one):
-    // one that left the group (setsid, a wrapper that calls setpgid) is out of killpg's reach, and would
-    // outlive the grace period and a second Ctrl-C. (A rank's pid cannot be reused before it is reaped.)
+    // A child of ringrun outside the ranks' group, which killpg on that group does not reach: signalled by its
+    // pid, or with the group it leads if it made one (setsid), so that what it started there goes with it.
+    // Only once, where the group's signal reached it: a process that reads its signals at once (a nested
+    // ringrun) would take a second copy for a second Ctrl-C. Safe while `pid` is unreaped: neither it nor
+    // the id of the group it leads can be reused before then.
+    auto signalOutsideGroup = [&](pid_t pid, int sig) {
+      const pid_t its_group = ::getpgid(pid);
+      if (its_group == pid) {
+        ::killpg(pid, sig);
+      } else if (its_group != group.id()) {
+        ::kill(pid, sig);
+      }
+    };
+
+    // The ranks' group, and each rank not yet reaped outside it: one that left the group (setsid, a wrapper
+    // that calls setpgid) would outlive the grace period and a second Ctrl-C.
     auto signalRanks = [&](int sig) {
       group.signal(sig);
       for (const Rank& r : ranks) {
-        // Only one outside the group: a rank that reads its signals at once (a nested ringrun) would take a
-        // second copy for a second Ctrl-C.
-        if (r.status) continue;
-        const pid_t rank_group = ::getpgid(r.pid);
-        if (rank_group == r.pid) {
-          // It leads a group of its own (setsid): what it started there goes with it, or its children would
-          // outlive the job. Its pid, and so its group's id, cannot be reused before it is reaped.
-          ::killpg(r.pid, sig);
-        } else if (rank_group != group.id()) {
-          ::kill(r.pid, sig);
-        }
+        if (!r.status) signalOutsideGroup(r.pid, sig);
       }
     };
 
     // What the job started whose parent died (a rank's setsid child after the rank, a daemon) is ringrun's
-    // child now (a subreaper): outside the ranks' group, it is signalled by its pid, with the group it leads.
-    // Only when the job is stopped: after a job that ended well, a daemon is left to live (and named).
+    // child now (a subreaper). Only when the job is stopped: after a job that ended well, a daemon is left to
+    // live (and named).
     auto signalOrphans = [&](int sig) {
       for (const pid_t pid : unreapedChildren()) {
-        if (pid == group.guardianPid() || by_pid.count(pid) != 0) continue;
-        const pid_t its_group = ::getpgid(pid);
-        if (its_group == group.id()) continue;  // the group's signal reached it
-        if (its_group == pid) {
-          ::killpg(pid, sig);
-        } else {
-          ::kill(pid, sig);
-        }
+        if (pid != group.guardianPid() && by_pid.count(pid) == 0) signalOutsideGroup(pid, sig);
       }
     };
 
