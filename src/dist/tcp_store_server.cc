@@ -241,17 +241,14 @@ class TcpStoreServer::Impl {
     const auto op = static_cast<Op>(r.u8());
     if (!c.authenticated) {
       if (op != Op::kHello) {
-        warn("store server: refused {}: the first request must present the job token", c.peer);
-        noteRefusal(c.peer + ": the first request did not present the job token");
         refuse(c, "the first request must present the job token");
         return;
       }
       const std::string token = r.str();
       r.expectDone();
       if (!sameToken(token, token_)) {
-        warn("store server: refused {}: {} job token", c.peer, token.empty() ? "missing" : "wrong");
-        noteRefusal(c.peer + (token.empty() ? ": missing job token" : ": wrong job token"));
-        refuse(c, token.empty() ? "missing job token (set RINGTRAIN_JOB_TOKEN)" : "wrong job token");
+        refuse(c, token.empty() ? "missing job token" : "wrong job token",
+               token.empty() ? " (set RINGTRAIN_JOB_TOKEN)" : "");
         return;
       }
       c.authenticated = true;
@@ -349,8 +346,16 @@ class TcpStoreServer::Impl {
     if (wrote) wakeParked();
   }
 
-  void refuse(Connection& c, const std::string& reason) {
-    reply(c, wire::Writer().u8(static_cast<uint8_t>(Status::kError)).str(reason).frame());
+  // Refuses a connection that did not authenticate: said in the log, counted for refusals(), and told to the
+  // client (with `advice` after the reason).
+  void refuse(Connection& c, const std::string& reason, const std::string& advice = "") {
+    warn("store server: refused {}: {}", c.peer, reason);
+    {
+      std::lock_guard<std::mutex> lock(refusals_mu_);
+      ++refused_;
+      last_refused_ = c.peer + ": " + reason;
+    }
+    reply(c, wire::Writer().u8(static_cast<uint8_t>(Status::kError)).str(reason + advice).frame());
     c.close_after_flush = true;
     if (c.out.empty()) c.dead = true;
   }
@@ -403,12 +408,7 @@ class TcpStoreServer::Impl {
   std::list<Connection> conns_;
   std::map<std::string, Bytes> table_;
 
-  // Connections refused, for refusals(): read by other threads.
-  void noteRefusal(const std::string& what) {
-    std::lock_guard<std::mutex> lock(refusals_mu_);
-    ++refused_;
-    last_refused_ = what;
-  }
+  // Connections refused (refuse()), for refusals(): read by other threads.
   mutable std::mutex refusals_mu_;
   int64_t refused_ = 0;        // guarded by refusals_mu_
   std::string last_refused_;   // guarded by refusals_mu_
