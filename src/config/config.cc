@@ -139,8 +139,9 @@ bool quotedValueClosesOnItsLine(const std::string& text, const YAML::Mark& mark)
 
 // With `ignored` (a configuration another version stored), what this version cannot take is listed there as
 // "section.key: value" instead of rejected: keys it does not know, and values it refuses for keys outside
-// the job's identity (those keep their defaults).
-void applyYaml(JobConfig& config, const std::string& file_text, const std::string& origin,
+// the job's identity (those keep their defaults). False when the text holds no setting at all (empty, blanks
+// and comments, empty documents).
+bool applyYaml(JobConfig& config, const std::string& file_text, const std::string& origin,
                std::vector<std::string>* ignored = nullptr, SetAt* set_at = nullptr) {
   // Without its UTF-8 byte order mark (an editor's), which yaml-cpp skips: the marks it gives count from
   // after it, and the quoted-value check reads the text at them.
@@ -167,7 +168,7 @@ void applyYaml(JobConfig& config, const std::string& file_text, const std::strin
     }
     RT_THROW(ConfigError, located(origin, e.mark), ": YAML syntax error: ", detail::quotable(e.msg, 200));
   }
-  if (root.IsNull()) return;
+  if (root.IsNull()) return false;
   if (!root.IsMap()) {
     RT_THROW(ConfigError, located(origin, root.Mark()), ": expected a mapping of sections (run:, data:, ...)");
   }
@@ -235,6 +236,7 @@ void applyYaml(JobConfig& config, const std::string& file_text, const std::strin
       assignChecked(config, f, value_text, key_where, set_at);
     }
   }
+  return true;
 }
 
 void setValueAt(JobConfig& config, const std::string& key, const std::string& value, const std::string& origin,
@@ -275,16 +277,15 @@ std::string yamlQuoted(const std::string& s) {
   return out + "\"";
 }
 
-// True when the YAML text holds no setting at all (empty, blanks and comments, empty documents).
-bool setsNothing(const std::string& text) {
-  try {
-    for (const YAML::Node& document : YAML::LoadAll(text)) {
-      if (!document.IsNull()) return false;
-    }
-    return true;
-  } catch (const YAML::Exception&) {
-    return false;  // loadString said what is wrong with it
-  }
+// loadString, saying whether the text set anything (`sets_nothing`), for loadFile's warning.
+JobConfig loadText(const std::string& yaml, const std::string& origin, const std::vector<Override>& overrides,
+                   bool& sets_nothing) {
+  JobConfig config;
+  SetAt set_at;
+  sets_nothing = !applyYaml(config, yaml, origin, nullptr, &set_at);
+  applyOverrides(config, overrides, &set_at);
+  validateAt(config, set_at);
+  return config;
 }
 
 }  // namespace
@@ -305,12 +306,8 @@ void setValue(JobConfig& config, const std::string& key, const std::string& valu
 void validate(const JobConfig& config) { validateAt(config, {}); }
 
 JobConfig loadString(const std::string& yaml, const std::string& origin, const std::vector<Override>& overrides) {
-  JobConfig config;
-  SetAt set_at;
-  applyYaml(config, yaml, origin, nullptr, &set_at);
-  applyOverrides(config, overrides, &set_at);
-  validateAt(config, set_at);
-  return config;
+  bool sets_nothing = false;
+  return loadText(yaml, origin, overrides, sets_nothing);
 }
 
 JobConfig loadFile(const std::string& path, const std::vector<Override>& overrides) {
@@ -322,10 +319,11 @@ JobConfig loadFile(const std::string& path, const std::vector<Override>& overrid
   std::stringstream text;
   text << in.rdbuf();
   if (in.bad()) RT_THROW(ConfigError, path, ": cannot read config file");
-  JobConfig config = loadString(text.str(), path, overrides);
+  bool sets_nothing = false;
+  JobConfig config = loadText(text.str(), path, overrides, sets_nothing);
   // An empty job file (/dev/null, one truncated, comments only) runs every default: said, since a train run
   // then generates the default synthetic job instead of the one meant.
-  if (setsNothing(text.str())) {
+  if (sets_nothing) {
     warn("{}: the job file sets nothing: every setting is its default{}", path,
          overrides.empty() ? "" : ", but for the --set ones");
   }
