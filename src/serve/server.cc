@@ -146,24 +146,15 @@ ExportListing listExports(const std::string& dir) {
 // Which of two exports is the newer: by modification time, ties to the greater path.
 bool newer(const ExportFile& a, const ExportFile& b) { return a.mtime != b.mtime ? a.mtime > b.mtime : a.path > b.path; }
 
-// The newest of the files in `listing` that `keep` accepts, or an empty one.
+// The files of `listing` that `keep` accepts, newest first.
 template <typename Filter>
-ExportFile newestOf(const ExportListing& listing, Filter keep) {
-  ExportFile best;
-  for (const auto& [path, file] : listing) {
-    if (keep(file) && (best.path.empty() || newer(file, best))) best = file;
-  }
-  return best;
-}
-
-// The paths of a listing's exports, newest first.
-std::vector<std::string> newestFirst(const ExportListing& listing) {
+std::vector<ExportFile> newestFirst(const ExportListing& listing, Filter keep) {
   std::vector<ExportFile> files;
-  for (const auto& [path, file] : listing) files.push_back(file);
+  for (const auto& [path, file] : listing) {
+    if (keep(file)) files.push_back(file);
+  }
   std::sort(files.begin(), files.end(), newer);
-  std::vector<std::string> paths;
-  for (const ExportFile& f : files) paths.push_back(f.path);
-  return paths;
+  return files;
 }
 
 }  // namespace
@@ -281,7 +272,11 @@ struct Server::Impl {
   // deploy) is passed over with a warning: a restart must not turn it into an outage.
   uint64_t loadInitial() {
     std::vector<std::string> candidates;
-    if (!options.watch_dir.empty()) candidates = newestFirst(watch_start);
+    if (!options.watch_dir.empty()) {
+      for (const ExportFile& f : newestFirst(watch_start, [](const ExportFile&) { return true; })) {
+        candidates.push_back(f.path);
+      }
+    }
     const auto same = [](const std::string& a, const std::string& b) {
       std::error_code ec;
       return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
@@ -647,15 +642,12 @@ struct Server::Impl {
         const auto before = last.find(f.path);
         return before != last.end() && before->second == f;
       };
-      const ExportFile newest = newestOf(now, arrivedSinceSeen);
-      if (newest.path.empty() || sameAsLastPoll(newest)) {
-        std::vector<ExportFile> ready;  // newest first; empty when nothing arrived
-        for (const auto& [path, file] : now) {
-          if (arrivedSinceSeen(file) && sameAsLastPoll(file)) ready.push_back(file);
-        }
-        std::sort(ready.begin(), ready.end(), newer);
+      const std::vector<ExportFile> arrived = newestFirst(now, arrivedSinceSeen);
+      // Once the newest arrival stayed the same for an interval: it and the others that did, newest first.
+      if (arrived.empty() || sameAsLastPoll(arrived.front())) {
         bool loaded = false;
-        for (const ExportFile& file : ready) {
+        for (const ExportFile& file : arrived) {
+          if (!sameAsLastPoll(file)) continue;  // still being written
           if (stopRequested()) break;
           try {
             reload(file.path);
