@@ -507,8 +507,9 @@ std::vector<DirectoryLock> lockOutputDirectories(const config::JobConfig& job) {
   // The metrics file may be another run's too: one named outright, or another run's default in its
   // run.output_dir. Held where it really is (a link's target). A pipe or device (a FIFO read by a
   // collector, /dev/stdout) is a stream, not records a second run erases.
-  std::filesystem::path metrics = std::filesystem::weakly_canonical(metricsPath(job), ec);
-  if (ec) metrics = metricsPath(job);
+  const std::string metrics_path = metricsPath(job);
+  std::filesystem::path metrics = std::filesystem::weakly_canonical(metrics_path, ec);
+  if (ec) metrics = metrics_path;
   // (A missing file is not_found, with ec set: what counts is the type.)
   const auto metrics_type = std::filesystem::status(metrics, ec).type();
   if (metrics_type == std::filesystem::file_type::not_found || metrics_type == std::filesystem::file_type::regular) {
