@@ -298,6 +298,25 @@ TEST(Sharding, SeveralRanksShardsInOnePassAreEachRanksOwn) {
   EXPECT_THROW(makeEpochShards(gen, 0, 3, 5, 5), Error);
 }
 
+// Reads pairs [first, first + count) of `shard` through `last_line` and through a LinePairs of its own, and
+// says where the two differ: what was kept must read as what is generated afresh.
+::testing::AssertionResult readsAsFresh(const PairGenerator& gen, const EpochShard& shard, int64_t first,
+                                        int64_t count, LinePairs& last_line) {
+  std::vector<Pair> got, fresh;
+  streamPairs(gen, shard, first, count, got, last_line);
+  LinePairs none;
+  streamPairs(gen, shard, first, count, fresh, none);
+  if (got.size() != fresh.size()) return ::testing::AssertionFailure() << got.size() << " pairs, not " << fresh.size();
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].center != fresh[i].center || got[i].context != fresh[i].context) {
+      return ::testing::AssertionFailure() << "epoch " << shard.epoch << ", pair " << first << "+" << i << " is ("
+                                           << got[i].center << ", " << got[i].context << "), not ("
+                                           << fresh[i].center << ", " << fresh[i].context << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // The line a stream read last is kept between calls (LinePairs): the batches a long line spans generate its
 // pairs once. What is kept belongs to its generator: another one (here another window, so other pairs for
 // the same line and epoch numbers) regenerates them.
@@ -308,51 +327,26 @@ TEST(Sharding, TheLineKeptBetweenCallsIsTheGeneratorsOwn) {
   const PairGenerator b(f.corpus, f.split, pairOpts(ContextMode::kWindow, 3));
   ASSERT_NE(a.id(), b.id());
   const EpochShard sa = makeEpochShard(a, 0, 0, 1), sb = makeEpochShard(b, 0, 0, 1);
+  const EpochShard e1 = makeEpochShard(a, 1, 0, 1);
   LinePairs last_line;
-  std::vector<Pair> got, fresh;
-  std::vector<int32_t> scratch;
   // One generator read in small pieces, across line boundaries, then the next epoch's shard (same line
   // numbers, other pairs) with the same kept line.
-  for (const EpochShard& shard : {sa, makeEpochShard(a, 1, 0, 1)}) {
-    for (int64_t first = 0; first < shard.pairs(); first += 3) {
-      streamPairs(a, shard, first, 3, got, last_line);
-      LinePairs none;
-      streamPairs(a, shard, first, 3, fresh, none);
-      ASSERT_EQ(got.size(), fresh.size());
-      for (size_t i = 0; i < got.size(); ++i) {
-        ASSERT_EQ(got[i].center, fresh[i].center) << "epoch " << shard.epoch << ", " << first << "+" << i;
-        ASSERT_EQ(got[i].context, fresh[i].context) << "epoch " << shard.epoch << ", " << first << "+" << i;
-      }
+  for (const EpochShard* shard : {&sa, &e1}) {
+    for (int64_t first = 0; first < shard->pairs(); first += 3) {
+      ASSERT_TRUE(readsAsFresh(a, *shard, first, 3, last_line));
     }
   }
   // The same line read in epoch 0, then in epoch 1 (subsampling kept other items): not the one kept.
-  const EpochShard e1 = makeEpochShard(a, 1, 0, 1);
   const auto at = std::find(sa.lines.begin(), sa.lines.end(), e1.lines.front()) - sa.lines.begin();
   ASSERT_LT(static_cast<size_t>(at), sa.lines.size());
   const int64_t start0 = at == 0 ? 0 : sa.pair_end[static_cast<size_t>(at) - 1];
-  streamPairs(a, sa, start0, 1, got, last_line);
+  ASSERT_TRUE(readsAsFresh(a, sa, start0, 1, last_line));
   ASSERT_EQ(last_line.line, e1.lines.front());
-  streamPairs(a, e1, 0, e1.pair_end.front(), got, last_line);
-  LinePairs none;
-  streamPairs(a, e1, 0, e1.pair_end.front(), fresh, none);
-  ASSERT_EQ(got.size(), fresh.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_EQ(got[i].center, fresh[i].center) << "line kept across epochs, pair " << i;
-    ASSERT_EQ(got[i].context, fresh[i].context) << "line kept across epochs, pair " << i;
-  }
+  ASSERT_TRUE(readsAsFresh(a, e1, 0, e1.pair_end.front(), last_line)) << "the line kept across epochs";
   // Two generators in turn: each read finds the other's line kept.
   for (int64_t first = 0; first < 30; first += 3) {
-    for (const auto* gs : {&sa, &sb}) {
-      const PairGenerator& gen = gs == &sa ? a : b;
-      streamPairs(gen, *gs, first, 3, got, last_line);
-      LinePairs none;
-      streamPairs(gen, *gs, first, 3, fresh, none);
-      ASSERT_EQ(got.size(), fresh.size());
-      for (size_t i = 0; i < got.size(); ++i) {
-        ASSERT_EQ(got[i].center, fresh[i].center) << first << "+" << i;
-        ASSERT_EQ(got[i].context, fresh[i].context) << first << "+" << i;
-      }
-    }
+    ASSERT_TRUE(readsAsFresh(a, sa, first, 3, last_line));
+    ASSERT_TRUE(readsAsFresh(b, sb, first, 3, last_line));
   }
 }
 
