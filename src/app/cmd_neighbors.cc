@@ -2,10 +2,10 @@
 // cosine in an exported model, with their keys, names and categories from items.tsv (by default the one
 // beside the model, as the server reads it). The item may be a token or a key of items.tsv.
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
-#include <limits>
 #include <memory>
 
 #include "app/commands.h"
@@ -32,7 +32,18 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
   cmd->add_option("--model", args->model, "exported vectors (word2vec text format)")->required();
   cmd->add_option("--items", args->items, "items.tsv with names (default: items.tsv beside the model, or beside the file a linked model leads to)");
   cmd->add_option("--item", args->item, "the item: its token, or its key in items.tsv")->required();
-  cmd->add_option("-k", args->k, "how many neighbours")->check(CLI::Range(1, std::numeric_limits<int>::max()))->capture_default_str();
+  // CLI11's Range says "not in range" of text that is no number at all: this says which it is.
+  const CLI::Validator positive_count(
+      [](std::string& text) -> std::string {
+        int value = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec == std::errc::result_out_of_range) return "'" + text + "' is too large";
+        if (ec != std::errc() || end != text.data() + text.size()) return "'" + text + "' is not a whole number";
+        if (value < 1) return "'" + text + "': give 1 or more";
+        return {};
+      },
+      "INT >= 1");
+  cmd->add_option("-k", args->k, "how many neighbours")->check(positive_count)->capture_default_str();
   cmd->callback([&body, args] {
     body = [args] {
       const model::WordVectors vectors = model::readWord2Vec(args->model);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -25,16 +26,17 @@ struct ServeArgs {
   ConfigArgs config;
   std::string model;
   std::string items;
-  int port = -1;
+  std::optional<std::string> port;  // as text: serve.port parses and range-checks it, naming --port
   std::string host;
   bool host_given = false;  // --host "" is refused, not taken for "not given"
 };
 
 int runServe(const ServeArgs& args) {
-  config::JobConfig job = resolveConfig(args.config);
+  ConfigArgs with_port = args.config;
+  if (args.port) with_port.options.push_back(config::Override{"serve.port", *args.port, "--port"});
+  config::JobConfig job = resolveConfig(with_port);
   log::setConfiguredLevel(job.log.level, config::JobConfig{}.log.level);
   config::ServeOptions options = job.serve;
-  if (args.port >= 0) options.port = args.port;
   if (args.host_given && args.host.empty()) {
     RT_THROW(ConfigError, "--host: empty; give an address to listen on (127.0.0.1 for this machine only, 0.0.0.0 "
              "for every interface)");
@@ -103,7 +105,7 @@ void addServeCommand(CLI::App& app, CommandBody& body) {
   addConfigArgs(cmd, args->config, /*config_required=*/false);
   cmd->add_option("--model", args->model, "word2vec text export (N D header, then token v1..vD)");
   cmd->add_option("--items", args->items, "items.tsv with names, for every model loaded, reloads included (default: items.tsv beside each model, or beside the file a linked model leads to)");
-  cmd->add_option("--port", args->port, "port (overrides serve.port; 0 picks a free one)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--port", args->port, "port (overrides serve.port; 0 picks a free one)");
   auto* host = cmd->add_option("--host", args->host, "bind address (overrides serve.host; default 127.0.0.1)");
   cmd->callback([&body, args, host] {
     args->host_given = host->count() > 0;

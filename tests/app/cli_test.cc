@@ -51,7 +51,14 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
   expectOneLineError(runCommand({binPath("ringtrain"), "no-such-command"}),
                      "ringtrain: error: unknown command 'no-such-command'; the commands are config,");
   expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", "m.txt", "--item", "a", "-k", "0"}),
-                     "-k: Value 0 not in range 1 to");
+                     "-k: '0': give 1 or more");
+  // Text that is no number is said to be none, not "not in range".
+  expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", "m.txt", "--item", "a", "-k", "abc"}),
+                     "-k: 'abc' is not a whole number");
+  expectOneLineError(runCommand({binPath("ringtrain"), "serve", "--model", "m.txt", "--port", "abc"}),
+                     "--port: serve.port: expected an integer, got 'abc'");
+  expectOneLineError(runCommand({binPath("ringtrain"), "serve", "--model", "m.txt", "--port", "70000"}),
+                     "--port: serve.port: must be between 0 and 65535, got 70000");
   // gen-data's own options are named in their messages, not blamed on --set.
   expectOneLineError(runCommand({binPath("ringtrain"), "gen-data", "--items", "0", "--out", dir + "/gen"}),
                      "ringtrain: error: --items: synthetic.items: must be");
