@@ -30,8 +30,8 @@ namespace ringtrain::data {
 namespace {
 
 constexpr char kCacheMagic[8] = {'R', 'T', 'C', 'O', 'R', 'P', 'U', 'S'};
-constexpr uint64_t kCacheVersion = 4;  // 2: ctime and inode in the key; 3: tokens holding a Unicode space;
-                                       // 4: a checksum of the payload
+constexpr uint64_t kCacheVersion = 5;  // 2: ctime and inode in the key; 3: tokens holding a Unicode space;
+                                       // 4: a checksum of the payload; 5: a CR inside a line is refused
 
 // The cache's payload as one hash: a cache whose bytes changed after it was written (a bad disk, a stray
 // write) yet still parses would otherwise train on other data, found out only when a checkpoint's corpus
@@ -92,6 +92,30 @@ SourceKey sourceKey(const std::string& path, std::FILE* f) {
 
 bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
+// Whether a CR in `line` has more than blanks after it: the line holds several lines ended by CR alone.
+bool splitByCr(std::string_view line) {
+  const size_t cr = line.find('\r');
+  if (cr == std::string_view::npos) return false;
+  for (size_t i = cr + 1; i < line.size(); ++i) {
+    if (!isSpace(static_cast<unsigned char>(line[i]))) return true;
+  }
+  return false;
+}
+
+// A compressed file read as text fails on its first bytes as "control character 0x1f": say what it is.
+void refuseCompressed(const std::string& path, std::string_view first_line) {
+  const auto starts = [&](std::string_view magic, size_t at = 0) { return first_line.substr(at, magic.size()) == magic; };
+  std::string_view name, tool;
+  if (starts("\x1f\x8b")) name = "gzip", tool = "gunzip";
+  else if (starts("\x28\xb5\x2f\xfd")) name = "zstd", tool = "unzstd";
+  else if (starts("\xfd" "7zXZ")) name = "xz", tool = "unxz";
+  else if (starts("BZh") && starts("1AY&SY", 4)) name = "bzip2", tool = "bunzip2";  // "BZh" could be an item
+  if (!name.empty()) {
+    RT_THROW(DataError, path, ":1: the file is ", name, "-compressed; give the corpus uncompressed (", tool,
+             " it first)");
+  }
+}
+
 // A space other than ASCII's (no-break, en to hair, ideographic, ...): Python's split() separates items at
 // these, ringtrain (as word2vec) only at ASCII space and tab, so such a token is said aloud.
 bool isUnicodeSpace(uint32_t cp) {
@@ -105,10 +129,13 @@ std::string checkToken(std::string_view t, uint32_t& space) {
   space = 0;
   for (size_t i = 0; i < t.size();) {
     uint32_t cp = 0;
+    const size_t at = i;  // nextCodePoint moves past a lead byte whose sequence breaks off
     switch (::ringtrain::detail::nextCodePoint(t, i, cp)) {
       case ::ringtrain::detail::Utf8Error::kNone: break;
       case ::ringtrain::detail::Utf8Error::kBadByte:
-        return fmt::format("invalid UTF-8 byte 0x{:02x}", static_cast<unsigned char>(t[i]));
+        // Latin-1 and other 8-bit encodings fail here, on their first letter beyond ASCII.
+        return fmt::format("invalid UTF-8 byte 0x{:02x} (text in Latin-1 or another 8-bit encoding? iconv -f "
+                           "latin1 -t utf-8 converts it)", static_cast<unsigned char>(t[at]));
       case ::ringtrain::detail::Utf8Error::kTruncated: return "truncated UTF-8 sequence";
       case ::ringtrain::detail::Utf8Error::kBadSequence: return "invalid UTF-8 sequence";
     }
@@ -307,7 +334,9 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
     ++line_no;
     size_t len = nl ? static_cast<size_t>(nl - (buf.data() + begin)) : end - begin;
     if (len > static_cast<size_t>(o.max_line_bytes)) {
-      bad(fmt::format("line longer than {} bytes", o.max_line_bytes));
+      const bool crs = std::memchr(buf.data() + begin, '\r', len) != nullptr;
+      bad(fmt::format("line longer than {} bytes{}", o.max_line_bytes,
+                      crs ? " (it holds CRs: do its lines end in CR alone? convert them: tr '\\r' '\\n')" : ""));
       // Skip the rest of the overlong line.
       while (!nl) {
         begin = end;
@@ -322,11 +351,17 @@ void CorpusBuilder::parse(Corpus& c, const CorpusLoadOptions& o, std::FILE* f) {
     begin = nl ? begin + len + 1 : end;
     // A UTF-8 byte order mark (some editors write one) is not part of the first item's token.
     if (line_no == 1) lineText = ::ringtrain::detail::withoutByteOrderMark(lineText);
-    // Lines ended by CR alone (classic Mac) read as one session: every window would cross sessions.
-    const size_t first_cr = line_no == 1 && !nl && eof ? lineText.find('\r') : std::string_view::npos;
-    if (first_cr != std::string_view::npos && first_cr + 1 < lineText.size()) {
-      RT_THROW(DataError, o.corpus, ":1: lines end in CR alone, so the file would be one session; convert them ",
-               "(tr '\\r' '\\n')");
+    if (line_no == 1) refuseCompressed(o.corpus, lineText);
+    // A CR ends a line only as part of CRLF. Lines ended by CR alone (classic Mac; or a part of the file
+    // appended from such a source) read as one session, every window crossing sessions.
+    if (splitByCr(lineText)) {
+      if (line_no == 1 && !nl && eof) {
+        RT_THROW(DataError, o.corpus, ":1: lines end in CR alone, so the file would be one session; convert them ",
+                 "(tr '\\r' '\\n')");
+      }
+      bad("a CR inside the line: lines that end in CR alone would read as one session; convert them (tr '\\r' "
+          "'\\n')");
+      continue;
     }
 
     toks.clear();

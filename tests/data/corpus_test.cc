@@ -279,6 +279,33 @@ TEST(Corpus, ByteOrderMarkIsDroppedAndCarriageReturnLinesAreRefused) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("cr.txt:1: lines end in CR alone"), std::string::npos) << e.what();
   }
+  // Lines ended by CR alone in only part of a file (the file ends in LF, or such lines were appended to a
+  // LF file) are a bad line each, named; a CR of a CRLF end, even with blanks after it, is none.
+  EXPECT_NE(dataErrorOf(opts(writeFile(dir, "crlf_end.txt", "1 2 3\r2 1\r3 1\r\n"))).find(
+                "crlf_end.txt:1: a CR inside the line: lines that end in CR alone"),
+            std::string::npos);
+  EXPECT_NE(dataErrorOf(opts(writeFile(dir, "appended.txt", "1 2\n2 3\n3 1\r1 3\r2 1\r"))).find(
+                "appended.txt:3: a CR inside the line"),
+            std::string::npos);
+  auto skipping = opts(writeFile(dir, "skipped.txt", "1 2\n2 3\r3 1\n1 3\r\n2 1 \r \n"));
+  skipping.skip_bad_lines = true;
+  auto skipped = Corpus::load(skipping);
+  EXPECT_EQ(skipped->stats().bad_lines, 1);
+  EXPECT_EQ(skipped->numLines(), 3);
+  std::filesystem::remove_all(dir);
+}
+
+// What fails as "invalid UTF-8" or "control character" says what it likely is: an 8-bit encoding names the
+// byte that is not UTF-8 (not the one after it) and how to convert; a compressed file says it is one.
+TEST(Corpus, Latin1AndCompressedCorporaAreSaidToBeSo) {
+  const std::string dir = testing::makeTempDir("rt_corpus");
+  const std::string latin1 = dataErrorOf(opts(writeFile(dir, "latin1.txt", "tea r\xe9sum\xe9\nx y\n")));
+  EXPECT_NE(latin1.find("latin1.txt:1: token 2 is not valid text: invalid UTF-8 byte 0xe9 (text in Latin-1"),
+            std::string::npos) << latin1;
+  const std::string gzip = dataErrorOf(opts(writeFile(dir, "c.gz", std::string("\x1f\x8b\x08\0\0\0", 6))));
+  EXPECT_NE(gzip.find("c.gz:1: the file is gzip-compressed"), std::string::npos) << gzip;
+  // An item that only starts like bzip2's magic is an item.
+  EXPECT_EQ(Corpus::load(opts(writeFile(dir, "bz.txt", "BZh9 a\na b\n")))->vocab().size(), 3);
   std::filesystem::remove_all(dir);
 }
 
