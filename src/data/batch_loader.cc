@@ -296,8 +296,8 @@ void BatchLoader::State::fillRows(int64_t epoch, int64_t step, int rank, int64_t
                                   int64_t* center, int64_t* context, int64_t* negatives) const {
   const auto shard = shardFor(epoch, rank);
   thread_local std::vector<Pair> pairs;
-  thread_local LinePairs last_line;
-  streamPairs(*gen_, *shard, step * batch_size_ + first, count, pairs, last_line);
+  thread_local LineCursor cursor;
+  streamPairs(*gen_, *shard, step * batch_size_ + first, count, pairs, cursor);
   for (int64_t i = 0; i < count; ++i) {
     center[i] = pairs[i].center;
     context[i] = pairs[i].context;

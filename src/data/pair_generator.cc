@@ -77,18 +77,52 @@ Xoshiro256 PairGenerator::keptItems(int64_t line, int64_t epoch, std::vector<int
   return rng;
 }
 
+namespace {
+
+// Window mode, center i of m kept items: its half-width b (the stream's one draw for it), how many pairs it
+// gives, and those pairs (nearest first, left then right).
+int64_t drawHalfWidth(Xoshiro256& rng, int window) {
+  return static_cast<int64_t>(1 + rng.below(static_cast<uint64_t>(window)));
+}
+int64_t windowCount(int64_t i, int64_t m, int64_t b, bool both) {
+  return (both ? std::min(i, b) : 0) + std::min(m - 1 - i, b);
+}
+void windowPairs(const int32_t* items, int64_t m, int64_t i, int64_t b, bool both, std::vector<Pair>& out) {
+  const int32_t c = items[i];
+  for (int64_t d = 1; d <= b; ++d) {
+    if (both && i - d >= 0) out.push_back({c, items[i - d]});
+    if (i + d < m) out.push_back({c, items[i + d]});
+  }
+}
+
+// Basket mode: `cap` others per center by a partial Fisher-Yates over positions 0..m-2 (position j stands
+// for item j, or j + 1 at and after the center); `pos` stays a permutation from center to center, starting
+// as the identity (resetBasket).
+int64_t basketCap(int64_t m, int window) { return std::min<int64_t>(m - 1, 2 * static_cast<int64_t>(window)); }
+void resetBasket(int64_t m, std::vector<int32_t>& pos) {
+  pos.resize(static_cast<size_t>(m - 1));
+  for (int64_t j = 0; j < m - 1; ++j) pos[j] = static_cast<int32_t>(j);
+}
+void basketPairs(const int32_t* items, int64_t m, int64_t i, int64_t cap, int32_t* pos, Xoshiro256& rng,
+                 std::vector<Pair>& out) {
+  for (int64_t k = 0; k < cap; ++k) {
+    if (cap < m - 1) std::swap(pos[k], pos[k + static_cast<int64_t>(rng.below(static_cast<uint64_t>(m - 1 - k)))]);
+    const int64_t j = pos[k];
+    out.push_back({items[i], items[j < i ? j : j + 1]});
+  }
+}
+
+}  // namespace
+
 int64_t PairGenerator::countPairs(int64_t line, int64_t epoch) const {
   thread_local std::vector<int32_t> kept;
   Xoshiro256 rng = keptItems(line, epoch, kept);
   const auto m = static_cast<int64_t>(kept.size());
   if (m < 2) return 0;
-  if (options_.mode == ContextMode::kBasket) return m * std::min<int64_t>(m - 1, 2 * options_.window);
+  if (options_.mode == ContextMode::kBasket) return m * basketCap(m, options_.window);
   const bool both = options_.direction == Direction::kBoth;
   int64_t n = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    const auto b = static_cast<int64_t>(1 + rng.below(static_cast<uint64_t>(options_.window)));
-    n += (both ? std::min(i, b) : 0) + std::min(m - 1 - i, b);
-  }
+  for (int64_t i = 0; i < m; ++i) n += windowCount(i, m, drawHalfWidth(rng, options_.window), both);
   return n;
 }
 
@@ -99,29 +133,88 @@ void PairGenerator::linePairs(int64_t line, int64_t epoch, std::vector<Pair>& ou
   if (m < 2) return;
   if (options_.mode == ContextMode::kWindow) {
     const bool both = options_.direction == Direction::kBoth;
-    for (int64_t i = 0; i < m; ++i) {
-      const auto b = static_cast<int64_t>(1 + rng.below(static_cast<uint64_t>(options_.window)));
-      const int32_t c = scratch[i];
-      for (int64_t d = 1; d <= b; ++d) {
-        if (both && i - d >= 0) out.push_back({c, scratch[i - d]});
-        if (i + d < m) out.push_back({c, scratch[i + d]});
-      }
-    }
+    for (int64_t i = 0; i < m; ++i) windowPairs(scratch.data(), m, i, drawHalfWidth(rng, options_.window), both, out);
     return;
   }
-  // Basket: `cap` others per center by a partial Fisher-Yates over positions 0..m-2 (position j stands
-  // for item j, or j + 1 at and after the center); the array stays a permutation between centers.
-  const int64_t cap = std::min<int64_t>(m - 1, 2 * options_.window);
-  scratch.resize(static_cast<size_t>(2 * m - 1));
-  int32_t* items = scratch.data();
-  int32_t* pos = scratch.data() + m;
-  for (int64_t j = 0; j < m - 1; ++j) pos[j] = static_cast<int32_t>(j);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t k = 0; k < cap; ++k) {
-      if (cap < m - 1) std::swap(pos[k], pos[k + static_cast<int64_t>(rng.below(static_cast<uint64_t>(m - 1 - k)))]);
-      const int64_t j = pos[k];
-      out.push_back({items[i], items[j < i ? j : j + 1]});
+  thread_local std::vector<int32_t> pos;
+  resetBasket(m, pos);
+  const int64_t cap = basketCap(m, options_.window);
+  for (int64_t i = 0; i < m; ++i) basketPairs(scratch.data(), m, i, cap, pos.data(), rng, out);
+}
+
+bool LineCursor::reads(const PairGenerator& gen, int64_t line, int64_t epoch) const {
+  return generator_ == gen.id() && line_ == line && epoch_ == epoch;
+}
+
+void LineCursor::start(const PairGenerator& gen, int64_t line, int64_t epoch) {
+  generator_ = 0;  // until it is whole: keptItems may throw midway
+  rng_ = gen.keptItems(line, epoch, kept_);
+  const PairOptions& o = gen.options();
+  basket_ = o.mode == ContextMode::kBasket;
+  both_ = o.direction == Direction::kBoth;
+  window_ = o.window;
+  const auto m = static_cast<int64_t>(kept_.size());
+  if (basket_ && m >= 2) resetBasket(m, pos_);
+  next_center_ = m >= 2 ? 0 : m;  // a line of fewer than 2 items has no pairs
+  center_.clear();
+  center_at_ = 0;
+  position_ = 0;
+  generator_ = gen.id();
+  line_ = line;
+  epoch_ = epoch;
+}
+
+bool LineCursor::nextCenter(int64_t skip_up_to, int64_t& skipped) {
+  skipped = 0;
+  const auto m = static_cast<int64_t>(kept_.size());
+  RT_CHECK_LT(next_center_, m, "LineCursor: read past the end of line ", line_, " (epoch ", epoch_, ")");
+  const int64_t i = next_center_++;
+  center_.clear();
+  center_at_ = 0;
+  if (basket_) {  // every center moves the permutation: generated even when passed over
+    basketPairs(kept_.data(), m, i, basketCap(m, window_), pos_.data(), rng_, center_);
+    return true;
+  }
+  const int64_t b = drawHalfWidth(rng_, window_);
+  const int64_t count = windowCount(i, m, b, both_);
+  if (count <= skip_up_to) {  // passed over whole: only its one draw
+    skipped = count;
+    return false;
+  }
+  windowPairs(kept_.data(), m, i, b, both_, center_);
+  return true;
+}
+
+void LineCursor::skip(int64_t n) {
+  while (n > 0) {
+    if (center_at_ == center_.size()) {
+      int64_t skipped = 0;
+      if (!nextCenter(n, skipped)) {
+        n -= skipped;
+        position_ += skipped;
+        continue;
+      }
     }
+    const int64_t k = std::min<int64_t>(n, static_cast<int64_t>(center_.size() - center_at_));
+    center_at_ += static_cast<size_t>(k);
+    position_ += k;
+    n -= k;
+  }
+}
+
+void LineCursor::take(int64_t n, std::vector<Pair>& out) {
+  while (n > 0) {
+    if (center_at_ == center_.size()) {
+      int64_t skipped = 0;
+      nextCenter(0, skipped);
+      continue;  // a center without pairs (window, forward: the last) was passed over
+    }
+    const int64_t k = std::min<int64_t>(n, static_cast<int64_t>(center_.size() - center_at_));
+    out.insert(out.end(), center_.begin() + static_cast<std::ptrdiff_t>(center_at_),
+               center_.begin() + static_cast<std::ptrdiff_t>(center_at_) + k);
+    center_at_ += static_cast<size_t>(k);
+    position_ += k;
+    n -= k;
   }
 }
 
@@ -183,7 +276,7 @@ int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size) {
 }
 
 void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t first, int64_t count,
-                 std::vector<Pair>& out, LinePairs& last_line) {
+                 std::vector<Pair>& out, LineCursor& cursor) {
   const int64_t total = shard.pairs();
   RT_CHECK_T(DataError, total > 0, "this rank has no training pairs in epoch ", shard.epoch,
              ": data.subsample dropped every item of its lines in this epoch (a corpus this small needs "
@@ -195,21 +288,16 @@ void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t firs
                                shard.pair_end.begin());
   while (static_cast<int64_t>(out.size()) < count) {
     const int64_t start = j == 0 ? 0 : shard.pair_end[j - 1];
-    if (last_line.generator != gen.id() || last_line.line != shard.lines[j] || last_line.epoch != shard.epoch) {
-      last_line.generator = 0;  // until it is whole: linePairs may throw midway
-      last_line.pairs.clear();
-      gen.linePairs(shard.lines[j], shard.epoch, last_line.pairs, last_line.scratch);
-      last_line.generator = gen.id();
-      last_line.line = shard.lines[j];
-      last_line.epoch = shard.epoch;
-    }
-    const std::vector<Pair>& line_buf = last_line.pairs;
-    RT_CHECK_EQ(static_cast<int64_t>(line_buf.size()), shard.pair_end[j] - start, "pair count mismatch");
     const int64_t from = p - start;
-    const int64_t take = std::min<int64_t>(static_cast<int64_t>(line_buf.size()) - from,
-                                           count - static_cast<int64_t>(out.size()));
-    out.insert(out.end(), line_buf.begin() + from, line_buf.begin() + from + take);
-    p = start + from + take;
+    // Where the cursor already is in this line, or before `from`, it goes on from there; else the line
+    // starts again.
+    if (!cursor.reads(gen, shard.lines[j], shard.epoch) || cursor.position() > from) {
+      cursor.start(gen, shard.lines[j], shard.epoch);
+    }
+    cursor.skip(from - cursor.position());
+    const int64_t take = std::min<int64_t>(shard.pair_end[j] - p, count - static_cast<int64_t>(out.size()));
+    cursor.take(take, out);
+    p += take;
     if (++j == shard.lines.size()) {
       j = 0;
       p = 0;

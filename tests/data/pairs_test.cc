@@ -298,13 +298,13 @@ TEST(Sharding, SeveralRanksShardsInOnePassAreEachRanksOwn) {
   EXPECT_THROW(makeEpochShards(gen, 0, 3, 5, 5), Error);
 }
 
-// Reads pairs [first, first + count) of `shard` through `last_line` and through a LinePairs of its own, and
-// says where the two differ: what was kept must read as what is generated afresh.
+// Reads pairs [first, first + count) of `shard` through `cursor` and through a LineCursor of its own, and
+// says where the two differ: what a cursor goes on from must read as what is generated afresh.
 ::testing::AssertionResult readsAsFresh(const PairGenerator& gen, const EpochShard& shard, int64_t first,
-                                        int64_t count, LinePairs& last_line) {
+                                        int64_t count, LineCursor& cursor) {
   std::vector<Pair> got, fresh;
-  streamPairs(gen, shard, first, count, got, last_line);
-  LinePairs none;
+  streamPairs(gen, shard, first, count, got, cursor);
+  LineCursor none;
   streamPairs(gen, shard, first, count, fresh, none);
   if (got.size() != fresh.size()) return ::testing::AssertionFailure() << got.size() << " pairs, not " << fresh.size();
   for (size_t i = 0; i < got.size(); ++i) {
@@ -317,10 +317,10 @@ TEST(Sharding, SeveralRanksShardsInOnePassAreEachRanksOwn) {
   return ::testing::AssertionSuccess();
 }
 
-// The line a stream read last is kept between calls (LinePairs): the batches a long line spans generate its
-// pairs once. What is kept belongs to its generator: another one (here another window, so other pairs for
-// the same line and epoch numbers) regenerates them.
-TEST(Sharding, TheLineKeptBetweenCallsIsTheGeneratorsOwn) {
+// A stream goes on from where its cursor is (LineCursor): the batches a long line spans do not generate it
+// again. The cursor belongs to its generator: another one (here another window, so other pairs for the same
+// line and epoch numbers) starts the line afresh.
+TEST(Sharding, TheCursorKeptBetweenCallsIsTheGeneratorsOwn) {
   Fixture f = makeFixture(30, 10);
   // Subsampling draws other kept items each epoch: a line's pairs differ from epoch to epoch.
   const PairGenerator a(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2, 1e-3));
@@ -328,25 +328,77 @@ TEST(Sharding, TheLineKeptBetweenCallsIsTheGeneratorsOwn) {
   ASSERT_NE(a.id(), b.id());
   const EpochShard sa = makeEpochShard(a, 0, 0, 1), sb = makeEpochShard(b, 0, 0, 1);
   const EpochShard e1 = makeEpochShard(a, 1, 0, 1);
-  LinePairs last_line;
+  LineCursor cursor;
   // One generator read in small pieces, across line boundaries, then the next epoch's shard (same line
-  // numbers, other pairs) with the same kept line.
+  // numbers, other pairs) with the same cursor.
   for (const EpochShard* shard : {&sa, &e1}) {
     for (int64_t first = 0; first < shard->pairs(); first += 3) {
-      ASSERT_TRUE(readsAsFresh(a, *shard, first, 3, last_line));
+      ASSERT_TRUE(readsAsFresh(a, *shard, first, 3, cursor));
     }
   }
-  // The same line read in epoch 0, then in epoch 1 (subsampling kept other items): not the one kept.
+  // The same line read in epoch 0, then in epoch 1 (subsampling kept other items): not where the cursor is.
   const auto at = std::find(sa.lines.begin(), sa.lines.end(), e1.lines.front()) - sa.lines.begin();
   ASSERT_LT(static_cast<size_t>(at), sa.lines.size());
   const int64_t start0 = at == 0 ? 0 : sa.pair_end[static_cast<size_t>(at) - 1];
-  ASSERT_TRUE(readsAsFresh(a, sa, start0, 1, last_line));
-  ASSERT_EQ(last_line.line, e1.lines.front());
-  ASSERT_TRUE(readsAsFresh(a, e1, 0, e1.pair_end.front(), last_line)) << "the line kept across epochs";
-  // Two generators in turn: each read finds the other's line kept.
+  ASSERT_TRUE(readsAsFresh(a, sa, start0, 1, cursor));
+  ASSERT_TRUE(cursor.reads(a, e1.lines.front(), 0));
+  ASSERT_TRUE(readsAsFresh(a, e1, 0, e1.pair_end.front(), cursor)) << "the cursor kept across epochs";
+  // Two generators in turn: each read finds the other's cursor.
   for (int64_t first = 0; first < 30; first += 3) {
-    ASSERT_TRUE(readsAsFresh(a, sa, first, 3, last_line));
-    ASSERT_TRUE(readsAsFresh(b, sb, first, 3, last_line));
+    ASSERT_TRUE(readsAsFresh(a, sa, first, 3, cursor));
+    ASSERT_TRUE(readsAsFresh(b, sb, first, 3, cursor));
+  }
+}
+
+// Every way through one long line (forward in pieces, jumps ahead that pass whole centers over, going
+// back) reads the pairs linePairs() writes at those places, in each context mode.
+TEST(Sharding, ACursorReadsALongLineInAnyOrderAsLinePairsWritesIt) {
+  std::vector<std::string> line;
+  for (int i = 0; i < 3000; ++i) line.push_back("i" + std::to_string(i % 700));  // each item 4-5 times
+  Fixture f;
+  f.corpus = Corpus::fromLines({line, {"a", "b"}});
+  f.split = std::make_shared<CorpusSplit>(*f.corpus, SplitOptions{});
+  for (const auto& [mode, forward] : {std::pair{ContextMode::kWindow, false}, std::pair{ContextMode::kWindow, true},
+                                      std::pair{ContextMode::kBasket, false}}) {
+    PairOptions o = pairOpts(mode, 4, 1e-4);  // keeps about a third of the items
+    if (forward) o.direction = Direction::kForward;
+    const PairGenerator gen(f.corpus, f.split, o);
+    std::vector<Pair> all;
+    std::vector<int32_t> scratch;
+    gen.linePairs(0, 0, all, scratch);
+    const auto total = static_cast<int64_t>(all.size());
+    ASSERT_EQ(total, gen.countPairs(0, 0));
+    ASSERT_GT(total, 1000);
+    LineCursor cursor;
+    Xoshiro256 rng(11);
+    int64_t restarts = 0;
+    for (int read = 0; read < 200; ++read) {
+      // Mostly onwards from where it is (small steps and jumps over many centers), sometimes back.
+      const int64_t here = cursor.reads(gen, 0, 0) ? cursor.position() : 0;
+      int64_t first = read % 7 == 6 ? static_cast<int64_t>(rng.below(static_cast<uint64_t>(total)))
+                                    : here + static_cast<int64_t>(rng.below(read % 3 == 0 ? 400 : 5));
+      first = std::min(first, total - 1);
+      const int64_t count = std::min<int64_t>(1 + static_cast<int64_t>(rng.below(40)), total - first);
+      if (!cursor.reads(gen, 0, 0) || cursor.position() > first) {
+        cursor.start(gen, 0, 0);
+        ++restarts;
+      }
+      cursor.skip(first - cursor.position());
+      std::vector<Pair> got;
+      cursor.take(count, got);
+      ASSERT_EQ(cursor.position(), first + count);
+      for (int64_t i = 0; i < count; ++i) {
+        const Pair& want = all[static_cast<size_t>(first + i)];
+        ASSERT_EQ(got[i].center, want.center) << "mode " << static_cast<int>(mode) << ", pair " << first + i;
+        ASSERT_EQ(got[i].context, want.context) << "mode " << static_cast<int>(mode) << ", pair " << first + i;
+      }
+    }
+    EXPECT_GT(restarts, 10);  // the reads that went back were read too
+    // Past the line's end is an error, not a read of whatever memory follows.
+    cursor.start(gen, 0, 0);
+    cursor.skip(total - 1);
+    std::vector<Pair> last;
+    EXPECT_THROW(cursor.take(2, last), Error);
   }
 }
 
@@ -356,12 +408,12 @@ TEST(Sharding, StreamWrapsAndMatchesLinePairs) {
   const EpochShard s = makeEpochShard(gen, 0, 0, 1);
   std::vector<Pair> all, got;
   std::vector<int32_t> scratch;
-  LinePairs last_line;
+  LineCursor cursor;
   for (int64_t l : s.lines) gen.linePairs(l, 0, all, scratch);
   ASSERT_EQ(static_cast<int64_t>(all.size()), s.pairs());
   const int64_t total = s.pairs();
   for (int64_t first : {int64_t{0}, int64_t{3}, total - 5, total + 7}) {
-    streamPairs(gen, s, first, 40, got, last_line);
+    streamPairs(gen, s, first, 40, got, cursor);
     ASSERT_EQ(got.size(), 40u);
     for (int64_t i = 0; i < 40; ++i) {
       const Pair& want = all[static_cast<size_t>((first + i) % total)];

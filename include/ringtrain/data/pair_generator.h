@@ -31,6 +31,7 @@
 #include "ringtrain/config/config.h"
 #include "ringtrain/data/alias_sampler.h"
 #include "ringtrain/data/corpus.h"
+#include "ringtrain/data/random.h"
 #include "ringtrain/data/split.h"
 
 namespace ringtrain::data {
@@ -76,6 +77,7 @@ class PairGenerator {
   void linePairs(int64_t line, int64_t epoch, std::vector<Pair>& out, std::vector<int32_t>& scratch) const;
 
  private:
+  friend class LineCursor;
   // Draws step 1 (subsampling) into `kept`, returns the stream positioned for step 2.
   Xoshiro256 keptItems(int64_t line, int64_t epoch, std::vector<int32_t>& kept) const;
 
@@ -106,19 +108,46 @@ std::vector<EpochShard> makeEpochShards(const PairGenerator& gen, int64_t epoch,
 // than one batch.
 int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size);
 
-// The pairs of the line a stream read last, kept by the caller between calls: the batches a long line
-// spans then generate its pairs once, not once each (a line of 400,000 items is about 4M pairs, which
-// every batch of 256 regenerated: the loader slowed in proportion to the line's length).
-struct LinePairs {
-  uint64_t generator = 0;  // PairGenerator::id(): another generator (another corpus) is another line
-  int64_t line = -1;
-  int64_t epoch = -1;
-  std::vector<Pair> pairs;
-  std::vector<int32_t> scratch;  // linePairs()'s
+// A place in the pair stream of one (line, epoch) of a generator, kept by the caller between calls: the
+// batches a long line spans go on from where the last one ended instead of generating the line's pairs
+// again (a line of 400,000 items is about 4M pairs, which every batch of 256 regenerated: the loader slowed
+// in proportion to the line's length), and it holds the line's kept items and one center's pairs, not all
+// of the line's pairs (a line of 5.5M items held 440 MB of them in every loader thread). Going forward
+// costs one draw per center passed over (window) or its permutation steps (basket); going back starts the
+// line again.
+class LineCursor {
+ public:
+  // Whether it is in (line, epoch) of `gen` (another generator, another corpus or settings, is another line).
+  bool reads(const PairGenerator& gen, int64_t line, int64_t epoch) const;
+  // Places it at the first pair of (line, epoch).
+  void start(const PairGenerator& gen, int64_t line, int64_t epoch);
+  int64_t position() const { return position_; }  // pairs of the line before the next one it gives
+  void skip(int64_t n);                             // passes over the next n pairs
+  void take(int64_t n, std::vector<Pair>& out);     // appends the next n pairs
+  // Both throw when the line has fewer pairs left.
+
+ private:
+  // Draws the next center: false when its pairs, at most `skip_up_to` of them (`skipped`), were passed over
+  // without being written; true when they are in center_.
+  bool nextCenter(int64_t skip_up_to, int64_t& skipped);
+
+  uint64_t generator_ = 0;  // PairGenerator::id(); 0: none
+  int64_t line_ = -1;
+  int64_t epoch_ = -1;
+  bool basket_ = false;
+  bool both_ = true;
+  int window_ = 1;
+  Xoshiro256 rng_{0};
+  std::vector<int32_t> kept_;  // the line's items after subsampling
+  std::vector<int32_t> pos_;   // basket: the permutation carried from center to center
+  int64_t next_center_ = 0;
+  std::vector<Pair> center_;  // the current center's pairs
+  size_t center_at_ = 0;      // the next of them to give
+  int64_t position_ = 0;
 };
 
 // Fills pairs [first, first + count) of the shard's stream (wrapping past its end) into `out`.
 void streamPairs(const PairGenerator& gen, const EpochShard& shard, int64_t first, int64_t count,
-                 std::vector<Pair>& out, LinePairs& last_line);
+                 std::vector<Pair>& out, LineCursor& cursor);
 
 }  // namespace ringtrain::data
