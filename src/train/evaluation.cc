@@ -1,6 +1,7 @@
 #include "ringtrain/train/evaluation.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -11,23 +12,87 @@
 
 #include "model/cpu_gemm.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 #include "ringtrain/model/sgns_model.h"
 
 namespace ringtrain::train {
 namespace {
 
-constexpr int64_t kQueryBlock = 256;
+// Queries scored at once: up to 256, fewer for large catalogs, so that a block's scores (and the
+// comparisons made of them) stay near 64 MiB: at 256 queries a 1M-item catalog took 3.8 GB.
+constexpr int64_t kMaxQueryBlock = 256;
+constexpr int64_t kScoresPerBlock = int64_t{16} << 20;
+size_t queryBlock(int64_t candidates) {
+  return static_cast<size_t>(std::clamp<int64_t>(kScoresPerBlock / std::max<int64_t>(candidates, 1), 1, kMaxQueryBlock));
+}
 
 at::Tensor normalizedRows(const at::Tensor& vectors) {
   const at::Tensor v = vectors.detach().to(at::kFloat).contiguous();
   return (v / v.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12)).contiguous();
 }
 
-// scores [Q, N] = a [Q, D] @ bt [D, N] (bt: candidates transposed, contiguous).
-at::Tensor scoreAll(const at::Tensor& a, const at::Tensor& bt) {
-  at::Tensor out = at::empty({a.size(0), bt.size(1)}, a.options());
+// scores [Q, N] = a [Q, D] @ bt [D, N] (bt: candidates transposed, contiguous), into the first Q rows of
+// `buffer` (allocated once for all blocks: a block's scores are tens of MiB, above malloc's mmap threshold,
+// and a fresh mapping for each block spent more time in page faults than the product took).
+at::Tensor scoreAll(const at::Tensor& a, const at::Tensor& bt, at::Tensor& buffer) {
+  if (!buffer.defined()) buffer = at::empty({a.size(0), bt.size(1)}, a.options());
+  at::Tensor out = buffer.narrow(0, 0, a.size(0));
   model::detail::gemm(a.contiguous(), false, bt, false, out, 0.0f);
   return out;
+}
+
+// Says every 10 s how far a long evaluation (a large catalog, many queries) has come, on rank 0: minutes
+// of silence after the last training step look like a hang.
+class EvalProgress {
+ public:
+  EvalProgress(const char* what, size_t total, int rank) : what_(what), total_(total), rank_(rank) {}
+  void at(size_t done) {
+    if (rank_ != 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_) return;
+    const double spent = std::chrono::duration<double>(now - start_).count();
+    info("eval: {} {} of {} on this rank in {:.0f} s (about {:.0f} s left)", what_, done, total_, spent,
+         spent * static_cast<double>(total_ - done) / static_cast<double>(std::max<size_t>(done, 1)));
+    next_ = now + kEvery;
+  }
+
+ private:
+  static constexpr std::chrono::seconds kEvery{10};
+  const char* what_;
+  size_t total_;
+  int rank_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point next_ = start_ + kEvery;
+};
+
+// Per row of `scores`, how many scores are above `target[row]` and how many level with it (the target
+// itself included). On the host one pass over each row: LibTorch's (scores > t).sum(1) reduced a bool
+// tensor several times slower than the product that made the scores (about 13 ms per query at 1M items).
+void countAgainstTargets(const at::Tensor& scores, const at::Tensor& target, std::vector<int64_t>& higher,
+                         std::vector<int64_t>& level) {
+  const int64_t rows = scores.size(0), cols = scores.size(1);
+  higher.assign(static_cast<size_t>(rows), 0);
+  level.assign(static_cast<size_t>(rows), 0);
+  if (!scores.is_cpu()) {
+    const at::Tensor above = (scores > target).sum(1).to(at::kCPU);
+    const at::Tensor same = (scores == target).sum(1).to(at::kCPU);
+    std::copy_n(above.data_ptr<int64_t>(), rows, higher.begin());
+    std::copy_n(same.data_ptr<int64_t>(), rows, level.begin());
+    return;
+  }
+  RT_CHECK(scores.is_contiguous() && scores.scalar_type() == at::kFloat, "scores must be contiguous floats");
+  const at::Tensor t = target.contiguous();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = scores.data_ptr<float>() + r * cols;
+    const float bar = t.data_ptr<float>()[r];
+    int64_t above = 0, same = 0;  // counted apart, branch-free: the loop vectorizes
+    for (int64_t c = 0; c < cols; ++c) {
+      above += row[c] > bar;
+      same += row[c] == bar;
+    }
+    higher[static_cast<size_t>(r)] = above;
+    level[static_cast<size_t>(r)] = same;
+  }
 }
 
 int64_t usedQueries(const std::vector<EvalQuery>& queries, int64_t max_queries) {
@@ -138,8 +203,13 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
     checkQuery(queries[static_cast<size_t>(i)], vocab, i);
     if (!queries[static_cast<size_t>(i)].query.empty()) mine.push_back(i);
   }
-  for (size_t start = 0; start < mine.size(); start += kQueryBlock) {
-    const size_t end = std::min(mine.size(), start + kQueryBlock);
+  const size_t block = queryBlock(vocab);
+  at::Tensor scores_buffer;
+  std::vector<int64_t> higher, level;
+  EvalProgress progress("held-out queries", mine.size(), rank);
+  for (size_t start = 0; start < mine.size(); start += block) {
+    progress.at(start);
+    const size_t end = std::min(mine.size(), start + block);
     const auto q = static_cast<int64_t>(end - start);
     std::vector<int64_t> seg, flat, mask_row, mask_col, targets;
     std::vector<float> weight;  // per scored item, when weighted
@@ -176,14 +246,12 @@ RankingSums evaluateRanking(const at::Tensor& query_vectors, const at::Tensor& c
       rows.mul_(at::from_blob(weight.data(), {static_cast<int64_t>(weight.size()), 1}, at::kFloat).to(vn.device()));
     }
     const at::Tensor qv = at::zeros({q, vn.size(1)}, vn.options()).index_add_(0, seg_t, rows);
-    at::Tensor scores = scoreAll(qv, vnt);
+    at::Tensor scores = scoreAll(qv, vnt, scores_buffer);
     if (!mask_row.empty()) scores.index_put_({toTensor(mask_row), toTensor(mask_col)}, at::scalar_tensor(neg_inf, scores.options()));
     if (unseen_columns.defined()) scores.index_fill_(1, unseen_columns, neg_inf);
-    const at::Tensor target_scores = scores.gather(1, tgt_t.unsqueeze(1));
-    const at::Tensor higher = (scores > target_scores).sum(1).to(at::kCPU);
-    const at::Tensor level = (scores == target_scores).sum(1).to(at::kCPU);  // the target itself included
-    const int64_t* ph = higher.data_ptr<int64_t>();
-    const int64_t* pl = level.data_ptr<int64_t>();
+    countAgainstTargets(scores, scores.gather(1, tgt_t.unsqueeze(1)), higher, level);
+    const int64_t* ph = higher.data();
+    const int64_t* pl = level.data();
     for (int64_t b = 0; b < q; ++b) {
       const EvalQuery& query = queries[static_cast<size_t>(mine[start + static_cast<size_t>(b)])];
       if (unseen_columns.defined() && unseen[static_cast<size_t>(query.target)]) {
@@ -256,15 +324,19 @@ CategorySums categoryAgreement(const at::Tensor& vectors, const std::vector<int3
   // Position of each item in `known`, to exclude an item from its own neighbours.
   std::vector<int64_t> pos(category.size(), -1);
   for (size_t i = 0; i < known.size(); ++i) pos[static_cast<size_t>(known[i])] = static_cast<int64_t>(i);
-  for (size_t start = 0; start < mine.size(); start += kQueryBlock) {
-    const size_t end = std::min(mine.size(), start + kQueryBlock);
+  const size_t block = queryBlock(static_cast<int64_t>(known.size()));
+  at::Tensor scores_buffer;
+  EvalProgress progress("items' neighbours", mine.size(), rank);
+  for (size_t start = 0; start < mine.size(); start += block) {
+    progress.at(start);
+    const size_t end = std::min(mine.size(), start + block);
     std::vector<int64_t> ids(mine.begin() + static_cast<int64_t>(start), mine.begin() + static_cast<int64_t>(end));
     std::vector<int64_t> self;
     for (int64_t id : ids) self.push_back(pos[static_cast<size_t>(id)]);
     const auto b = static_cast<int64_t>(ids.size());
     const at::Tensor ids_t = at::from_blob(ids.data(), {b}, long_opts).clone().to(vn.device());
     const at::Tensor self_t = at::from_blob(self.data(), {b}, long_opts).clone().to(vn.device());
-    at::Tensor scores = scoreAll(vn.index_select(0, ids_t), cand_t);
+    at::Tensor scores = scoreAll(vn.index_select(0, ids_t), cand_t, scores_buffer);
     scores.scatter_(1, self_t.unsqueeze(1), -std::numeric_limits<float>::infinity());
     const at::Tensor top = std::get<1>(scores.topk(kk, 1)).to(at::kCPU).contiguous();
     const int64_t* pt = top.data_ptr<int64_t>();

@@ -126,6 +126,34 @@ TEST(Evaluation, WorkSplitOverRanksAddsUpToTheWhole) {
   }
 }
 
+// A large catalog is scored a few queries at a time (the scores of 256 queries at 1M items took 3.8 GB):
+// blocks, the last one partial, count as each query alone does.
+TEST(Evaluation, ALargeCatalogScoredInSmallBlocksCountsAsQueriesAlone) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const int64_t items = 200000;  // 83 queries a block
+  at::Tensor v = at::randn({items, 4}, gen);
+  std::vector<EvalQuery> queries;
+  for (int i = 0; i < 190; ++i) {
+    const auto item = [&](int64_t x) { return static_cast<int32_t>((x * 7919) % items); };
+    if (i % 2 == 1) {
+      queries.push_back({{item(i), item(i + 500)}, item(3 * i + 1)});
+    } else {  // a target next to its query's item: ranked near the top, not anywhere
+      queries.push_back({{item(i)}, item(3 * i + 1)});
+      v[item(3 * i + 1)].copy_(v[item(i)] + 0.002 * at::randn({4}, gen));
+    }
+  }
+  queries.push_back({{1, 2}, 1});  // the target among the query's items
+  for (int k : {10, 100000}) {
+    const RankingSums whole = evaluateRanking(v, queries, k);
+    RankingSums alone;
+    for (const EvalQuery& q : queries) alone.add(evaluateRanking(v, {q}, k));
+    EXPECT_EQ(whole.count, alone.count);
+    EXPECT_DOUBLE_EQ(whole.hits, alone.hits) << "k " << k;
+    EXPECT_NEAR(whole.ndcg_sum, alone.ndcg_sum, 1e-9) << "k " << k;
+    EXPECT_GT(whole.hits, 0) << "k " << k << ": a figure of nothing compares nothing";
+  }
+}
+
 TEST(Evaluation, BadIdsAreADataError) {
   const at::Tensor v = handMade();
   EXPECT_THROW(evaluateRanking(v, {{{0}, 6}}, 10), DataError);
