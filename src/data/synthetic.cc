@@ -63,6 +63,14 @@ bool generatedItemsFile(const std::string& path) {
   return in && start == kGeneratedItemsStart;
 }
 
+// What a generated directory's synthetic.stamp holds: the options and seed its files were made from.
+std::string syntheticStamp(const config::SyntheticOptions& s, int64_t seed) {
+  return fmt::format("items={} categories={} sessions={} session_length={} alpha={} zipf={} seed={}\n", s.items,
+                     s.categories, s.sessions, s.session_length, s.alpha, s.zipf, seed);
+}
+
+std::string stampPath(const std::string& dir) { return (std::filesystem::path(dir) / "synthetic.stamp").string(); }
+
 }  // namespace
 
 SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t seed, const std::string& dir,
@@ -92,6 +100,19 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
                "; move it, or choose another --out");
     }
   }
+  // So is a sequences.txt, or what a link of that name leads to: it is gen-data's only beside a stamp or an
+  // items.tsv that gen-data wrote (a generation with --no-items leaves the stamp).
+  const std::string sequences_path = (std::filesystem::path(dir) / "sequences.txt").string();
+  const auto sequences_status = std::filesystem::symlink_status(sequences_path, ec);
+  const bool stamped = std::filesystem::exists(stampPath(dir), ec);
+  if (std::filesystem::exists(sequences_status) && !stamped &&
+      !(std::filesystem::exists(items_status) && generatedItemsFile(items_path))) {
+    RT_THROW(ConfigError, sequences_path, " is not a corpus that gen-data wrote (no synthetic.stamp or gen-data "
+             "items.tsv beside it): gen-data would replace it; move it, or choose another --out");
+  }
+  // Until the new files are whole, the directory holds no generation of any options: a generation cut off
+  // midway is made again, not taken for the stamp's.
+  std::filesystem::remove(stampPath(dir), ec);
 
   const int64_t n = o.items;
   const int k = o.categories;
@@ -102,7 +123,7 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
   std::vector<double>().swap(weights);
 
   SyntheticResult result;
-  result.sequences_path = (std::filesystem::path(dir) / "sequences.txt").string();
+  result.sequences_path = sequences_path;
   result.items_path = items_path;
 
   Xoshiro256 rng(mixSeed({static_cast<uint64_t>(seed), 0x73796e7468ULL}));
@@ -163,6 +184,9 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
     }
     out.commit();
   }
+  AtomicWriter stamp(stampPath(dir), "synthetic corpus stamp");
+  stamp.buf() = syntheticStamp(o, seed);
+  stamp.commit();
   return result;
 }
 
@@ -171,13 +195,10 @@ std::shared_ptr<const Corpus> loadJobCorpus(const config::JobConfig& job) {
   // Generated once per (synthetic options, seed): a stamp beside the files records what they hold.
   const config::SyntheticOptions& s = job.synthetic;
   const std::string dir = (std::filesystem::path(job.run.output_dir) / "data").string();
-  const std::string stamp = fmt::format("items={} categories={} sessions={} session_length={} alpha={} zipf={} seed={}\n",
-                                        s.items, s.categories, s.sessions, s.session_length, s.alpha, s.zipf,
-                                        job.run.seed);
-  const std::string stamp_path = (std::filesystem::path(dir) / "synthetic.stamp").string();
+  const std::string stamp = syntheticStamp(s, job.run.seed);
   std::string existing;
   {
-    std::ifstream in(stamp_path);
+    std::ifstream in(stampPath(dir));
     std::stringstream ss;
     ss << in.rdbuf();
     existing = ss.str();
@@ -185,10 +206,7 @@ std::shared_ptr<const Corpus> loadJobCorpus(const config::JobConfig& job) {
   if (existing != stamp) {
     info("generating the synthetic corpus in {} ({} items, {} categories, {} sessions)", dir, s.items,
          s.categories, s.sessions);
-    generateSynthetic(s, job.run.seed, dir);
-    AtomicWriter out(stamp_path, "synthetic corpus stamp");
-    out.buf() = stamp;
-    out.commit();
+    generateSynthetic(s, job.run.seed, dir);  // stamps the directory once its files are whole
   }
   CorpusLoadOptions o = CorpusLoadOptions::from(job.data);
   o.corpus = jobCorpusPath(job);

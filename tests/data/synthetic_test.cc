@@ -71,7 +71,7 @@ TEST(Synthetic, AGenerationRemovesWhatAKilledOneLeft) {
   std::vector<std::string> names;
   for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"items.tsv", "sequences.txt"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"items.tsv", "sequences.txt", "synthetic.stamp"}));
   std::filesystem::remove_all(dir);
 }
 
@@ -136,6 +136,45 @@ TEST(Synthetic, GenDataCommandWritesBothFiles) {
     EXPECT_EQ(std::string(std::istreambuf_iterator<char>(items), {}), mine);
     EXPECT_EQ(corpus(), before) << "the corpus was replaced";
   }
+  std::filesystem::remove_all(dir);
+}
+
+// A sequences.txt gen-data did not write (no stamp, no gen-data items.tsv beside it) is somebody's corpus:
+// refused before anything is written, and so is one a link of that name leads to. What gen-data wrote
+// with --no-items is its own (the stamp says so).
+TEST(Synthetic, GenDataKeepsACorpusItDidNotWrite) {
+  const std::string dir = testing::makeTempDir("rt_synth");
+  const std::string mine = "my own corpus line\nanother line\n";
+  std::ofstream(dir + "/corpus.txt") << mine;
+  const auto corpus = [&] {
+    std::ifstream in(dir + "/corpus.txt");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  std::filesystem::create_directories(dir + "/plain");
+  std::filesystem::copy_file(dir + "/corpus.txt", dir + "/plain/sequences.txt");
+  std::filesystem::create_directories(dir + "/linked");
+  std::filesystem::create_symlink("../corpus.txt", dir + "/linked/sequences.txt");
+  for (const std::string sub : {"plain", "linked"}) {
+    SCOPED_TRACE(sub);
+    auto r = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir + "/" + sub, "--items",
+                                  "100", "--sessions", "10", "--categories", "5"});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find(sub + "/sequences.txt is not a corpus that gen-data wrote"), std::string::npos) << r.err;
+    EXPECT_EQ(corpus(), mine) << "the user's corpus was replaced";
+    EXPECT_FALSE(std::filesystem::exists(dir + "/" + sub + "/items.tsv"));
+  }
+  std::ifstream plain(dir + "/plain/sequences.txt");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(plain), {}), mine);
+  // gen-data's own, without items: generated again.
+  for (int i = 0; i < 2; ++i) {
+    auto r = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir + "/own", "--items", "100",
+                                  "--sessions", std::to_string(10 + i), "--categories", "5", "--no-items"});
+    ASSERT_TRUE(r.ok()) << r.err;
+  }
+  std::ifstream own(dir + "/own/sequences.txt");
+  int lines = 0;
+  for (std::string line; std::getline(own, line);) ++lines;
+  EXPECT_EQ(lines, 11);
   std::filesystem::remove_all(dir);
 }
 

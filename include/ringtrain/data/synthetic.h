@@ -22,7 +22,9 @@ struct SyntheticResult {
   int64_t tokens = 0;
 };
 
-// Writes the corpus into `dir` (created if needed); throws DataError if it cannot write.
+// Writes the corpus into `dir` (created if needed), then a synthetic.stamp of the options and seed; throws
+// DataError if it cannot write, ConfigError (before writing) where `dir` holds a sequences.txt or items.tsv
+// of somebody else's (see README, Data).
 SyntheticResult generateSynthetic(const config::SyntheticOptions& options, int64_t seed,
                                   const std::string& dir, bool write_items = true);
 
