@@ -269,10 +269,25 @@ int run(const Args& args) {
   if (args.backend == "mpi" && args.mpi_column) {
     // The communicators' threads are idle between our calls, so this thread may use MPI (the backend asked
     // for MPI_THREAD_MULTIPLE and needs at least MPI_THREAD_SERIALIZED).
+    // Started nonblocking and polled with --timeout-s as its deadline, as the backend's own operations are: a
+    // blocking MPI_Allreduce never returned when a rank stopped, and mpirun does not notice a stopped rank.
     names.push_back("MPI_Allreduce");
-    columns.push_back([](comm::Buffer b) {
-      const int rc = MPI_Allreduce(MPI_IN_PLACE, b.data, static_cast<int>(b.count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-      RT_CHECK_T(CommError, rc == MPI_SUCCESS, "MPI_Allreduce failed: ", rc);
+    const auto timeout = std::chrono::duration<double>(args.timeout_s);
+    columns.push_back([timeout, rank = process.rank](comm::Buffer b) {
+      MPI_Request request = MPI_REQUEST_NULL;
+      const int rc = MPI_Iallreduce(MPI_IN_PLACE, b.data, static_cast<int>(b.count), MPI_FLOAT, MPI_SUM,
+                                    MPI_COMM_WORLD, &request);
+      RT_CHECK_T(CommError, rc == MPI_SUCCESS, "MPI_Iallreduce failed on rank ", rank, ": ", rc);
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      for (int done = 0; !done;) {
+        const int test = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+        RT_CHECK_T(CommError, test == MPI_SUCCESS, "MPI_Test of MPI_Iallreduce failed on rank ", rank, ": ", test);
+        if (!done && std::chrono::steady_clock::now() > deadline) {
+          RT_THROW(TimeoutError, "MPI_Allreduce of ", b.count, " floats (the MPI_Allreduce column) did not complete "
+                   "within --timeout-s ", timeout.count(), " s on rank ", rank, ": another rank is stopped, gone or "
+                   "far behind");
+        }
+      }
     });
   }
 #endif
