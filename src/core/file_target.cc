@@ -16,6 +16,19 @@
 
 namespace ringtrain {
 
+namespace {
+// Whether `path` is an entry of a /proc/<pid>/fd directory (/dev/stdout and /dev/fd/N lead there): a
+// descriptor, whose file an atomic write would replace by name (a redirect's file, unlinked under the shell's
+// descriptor, so that what is printed after goes nowhere), or beside which nothing can be placed.
+bool namesADescriptor(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::string dir = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec).parent_path(), ec)
+                              .string();
+  return !ec && dir.rfind("/proc/", 0) == 0 && dir.size() > 9 && dir.compare(dir.size() - 3, 3, "/fd") == 0 &&
+         dir.find('/', 6) == dir.size() - 3;
+}
+}  // namespace
+
 std::string atomicWriteTarget(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -33,6 +46,10 @@ std::string atomicWriteTarget(const std::string& path) {
   // The kernel's own limit on links followed in one lookup (ELOOP).
   for (int links = 0; fs::is_symlink(fs::symlink_status(target, ec)); ++links) {
     if (links >= 40) RT_THROW(DataError, "cannot write ", path, ": too many levels of symbolic links");
+    if (namesADescriptor(target)) {
+      RT_THROW(DataError, "cannot write ", path, ": it names a descriptor of this process (", target.string(),
+               "), not a file: an atomic write would replace its file under it; give a file's path");
+    }
     const fs::path next = fs::read_symlink(target, ec);
     if (ec) RT_THROW(DataError, "cannot write ", path, ": cannot read the link ", target.string(), ": ", ec.message());
     target = next.is_absolute() ? next : target.parent_path() / next;

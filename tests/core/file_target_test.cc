@@ -2,6 +2,7 @@
 // replaces its target whole at commit, or not at all.
 #include "ringtrain/core/file_target.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,6 +97,26 @@ std::vector<std::string> namesIn(const std::string& dir) {
   for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
+}
+
+// A descriptor's name (/dev/stdout redirected to a file, /dev/fd/N, /proc/self/fd/N) leads to a regular
+// file, but replacing that file by name would leave the descriptor's holder writing to the old one, and
+// nothing can be placed beside /dev/stdout: refused, the file untouched.
+TEST_F(FileTargetTest, ADescriptorsNameIsRefusedEvenWhenItLeadsToAFile) {
+  std::ofstream(path("redirect")) << "kept";
+  const int fd = ::open(path("redirect").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  for (const std::string name : {"/proc/self/fd/" + std::to_string(fd), "/dev/fd/" + std::to_string(fd)}) {
+    EXPECT_THAT([&] { atomicWriteTarget(name); },
+                ThrowsMessage<DataError>(HasSubstr(name + ": it names a descriptor of this process")));
+  }
+  ::close(fd);
+  EXPECT_EQ(contents(path("redirect")), "kept");
+  // A link of one's own into /proc is followed as far as the descriptor, and refused there too.
+  const int again = ::open(path("redirect").c_str(), O_WRONLY);
+  fs::create_symlink("/proc/self/fd/" + std::to_string(again), path("to_fd"));
+  EXPECT_THAT([&] { atomicWriteTarget(path("to_fd")); }, ThrowsMessage<DataError>(HasSubstr("names a descriptor")));
+  ::close(again);
 }
 
 TEST_F(FileTargetTest, AnAtomicFileReplacesItsTargetOnlyAtCommit) {
