@@ -62,6 +62,23 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
         const auto by_key = items.row_of_key.find(args->item);
         if (by_key != items.row_of_key.end()) index = by_key->second;
       }
+      if (index < 0 && !items_path.empty()) {
+        // A line of items.tsv may name it (by id or key) while the model holds no vector for its item (left out
+        // of the export as untrained, or under data.min_count): say so, not that the file does not know it.
+        data::ItemsRow found;
+        std::string id;
+        data::forEachItemsRow(items_path, /*require_id=*/false, [&](const data::ItemsRow& row) {
+          if (id.empty() && (row.id == args->item || row.key == args->item)) {
+            id = std::string(row.id.empty() ? row.key : row.id);
+            found.line = row.line;
+          }
+        });
+        if (!id.empty()) {
+          RT_THROW(DataError, "item '", args->item, "' (", items_path, ":", found.line, ", id ", id,
+                   ") has no vector in ", args->model, ": the export leaves out items training never saw (and the "
+                   "corpus items under data.min_count)");
+        }
+      }
       if (index < 0) {
         RT_THROW(DataError, "item '", args->item, "' is not in ", args->model,
                  items_path.empty() ? "" : ", nor a key of " + items_path);

@@ -230,6 +230,15 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
                                             dir_ + "/run/embeddings.txt", "--item", "durian"});
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.err.find("durian"), std::string::npos);
+  // An item items.tsv names (by id or key) that has no vector in the model is said to be that, not unknown.
+  write("run/items.tsv", "id\tkey\tname\tcategory\npear\tSKU-7\tGreen pear\tfruit\ndurian\tSKU-9\tDurian\tfruit\n");
+  for (const std::string item : {"durian", "SKU-9"}) {
+    const auto no_vector = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
+                                                dir_ + "/run/embeddings.txt", "--item", item});
+    EXPECT_EQ(no_vector.exit_code, 2);
+    EXPECT_NE(no_vector.err.find("item '" + item + "' (" + dir_ + "/run/items.tsv:3, id durian) has no vector in"),
+              std::string::npos) << no_vector.err;
+  }
   // A zero vector has no neighbours by cosine: said, not answered with the first k rows at 0.
   write("zero.txt", "3 2\nz 0 0\na 1 0\nb 0 1\n");
   const auto zero = testing::runCommand(
