@@ -228,6 +228,20 @@ std::string ArrivalBoard::describeFailedPeers() {
   return out.str();
 }
 
+std::string ArrivalBoard::describeBrokenPeers() {
+  std::string failed = describeFailedPeers();
+  std::string stuck = describeStuckNeighbours();
+  if (failed.empty() && stuck.empty()) {
+    // A process's sockets close as it begins to exit, a moment before its state says it has: once, on the
+    // error path only.
+    std::this_thread::sleep_for(kStragglerGrace);
+    failed = describeFailedPeers();
+    stuck = describeStuckNeighbours();
+  }
+  if (!stuck.empty()) failed += (failed.empty() ? "" : "; ") + stuck;
+  return failed;
+}
+
 std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
   const std::string mine = processAddress();
   const std::string machine = mine.substr(0, mine.find(' '));

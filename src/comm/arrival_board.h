@@ -50,6 +50,10 @@ class ArrivalBoard {
   // For a collective that failed: "rank 2 failed: <its message>" for the other ranks that recorded a failure
   // (three at most, then how many more), or "" (none did, or the store did not answer). Never throws.
   std::string describeFailedPeers();
+  // For a broken connection: describeFailedPeers(), and the ranks on this machine whose process is stopped
+  // or gone (a rank killed outright records no failure, and its peers see only a reset connection); when
+  // neither says anything, asked again once after a short grace. Never throws.
+  std::string describeBrokenPeers();
 
   // What the board's failure listener does with the process's first recorded failure: publishes it for the
   // peers, cut to 1000 characters, in at most 2 s; a consequence (a broken connection, "rank 0 says why")

@@ -1,11 +1,12 @@
 #include "ringtrain/comm/factory.h"
 
-#include <unistd.h>
+#include <signal.h>
 
 #include <cstdint>
 #include <sstream>
 
 #include "backends.h"
+#include "comm/local_address.h"
 #include "ringtrain/build_config.h"
 #include "ringtrain/comm/ring_allreduce.h"
 #include "ringtrain/core/error.h"
@@ -14,16 +15,13 @@
 namespace ringtrain::comm {
 namespace {
 
-bool isLoopback(const std::string& addr) {
-  return addr == "localhost" || addr == "::1" || addr.rfind("127.", 0) == 0;
-}
-
-// The address peers reach this rank at: loopback when the job is on one node, else the host name.
-std::string localHostname(const dist::ProcessInfo& process) {
-  if (isLoopback(process.master_addr)) return "127.0.0.1";
-  char name[256] = {};
-  RT_CHECK_T(CommError, ::gethostname(name, sizeof name - 1) == 0, "gethostname failed");
-  return name;
+// A peer whose process is gone closes its sockets; writing to one raises SIGPIPE, whose default action
+// ends this process without a word (Gloo does not always send with MSG_NOSIGNAL). Ignored, the write fails
+// with EPIPE, which the communicator reports naming the collective and the peers. A handler the program set
+// is left alone.
+void ignoreSigpipeUnlessHandled() {
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
 }
 
 bool built(const std::string& backend) {
@@ -75,10 +73,12 @@ std::unique_ptr<Communicator> makeCommunicator(const config::CommOptions& option
   const int64_t instance = store.add("comm/instances/" + std::to_string(process.rank), 1);
   auto scoped = std::make_unique<dist::PrefixStore>("comm/" + std::to_string(instance), store);
 
+  ignoreSigpipeUnlessHandled();
   std::unique_ptr<CommunicatorBase> comm;
   if (backend == "gloo") {
 #if RINGTRAIN_WITH_GLOO
-    comm = makeGlooCommunicator(options, process.rank, process.world_size, localHostname(process), std::move(scoped));
+    comm = makeGlooCommunicator(options, process.rank, process.world_size,
+                                localAddressTowards(process.master_addr, process.master_port), std::move(scoped));
 #endif
   } else if (backend == "mpi") {
 #if RINGTRAIN_WITH_MPI

@@ -156,7 +156,8 @@ void compare(const config::CommOptions& base, const dist::ProcessInfo& info, dis
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|leave|fail|fail-recorded|mismatch|compare [TIMEOUT_S]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s BACKEND collectives|stop|leave|fail|fail-recorded|mismatch|compare [TIMEOUT_S "
+                 "[no-same-host-copy]]\n", argv[0]);
     return 2;
   }
   const std::string scenario = argv[2];
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
     config::CommOptions options;
     options.backend = argv[1];
     options.timeout_s = argc > 3 ? std::stod(argv[3]) : 30.0;
+    if (argc > 4 && std::string(argv[4]) == "no-same-host-copy") options.same_host_copy = false;
     const dist::ProcessInfo info = dist::detectProcessInfo(dist::processEnvironment(), options);
     rank = info.rank;
     auto store = dist::connectStore(info, std::chrono::seconds(30));

@@ -106,6 +106,17 @@ TEST(CommProcesses, GlooRankThatExitedFailsTheOthersAtOnce) {
   EXPECT_NE(all.find("rank 2"), std::string::npos) << all;
 }
 
+// Without the same-host notices, what the others see of a rank that vanished is Gloo's "connection reset
+// by peer": its process's state on this machine names it.
+TEST(CommProcesses, AGlooRankThatVanishedIsNamedByItsProcessWithoutSameHostCopy) {
+  if (!built("gloo")) GTEST_SKIP() << "Gloo backend not built";
+  const auto r = ringrun(3, {"gloo", "leave", "60", "no-same-host-copy"});
+  EXPECT_FALSE(r.ok());
+  const std::string all = r.out + r.err;
+  EXPECT_NE(all.find("(collective #1) failed on rank"), std::string::npos) << all;
+  EXPECT_THAT(all, ::testing::ContainsRegex("rank 2's process \\(pid [0-9]+, this machine\\) is (gone|exited)"));
+}
+
 TEST(CommProcesses, StoppedMpiRankIsNamedByTheOthers) {
   if (!built("mpi")) GTEST_SKIP() << "MPI backend not built";
   const auto r = mpirun(3, {"mpi", "stop", "1.5"});
