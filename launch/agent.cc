@@ -1083,6 +1083,7 @@ class Agent {
       const auto deadline = Clock::now() + std::chrono::duration<double>(o_.node_timeout_s);
       while (server_ && o_.nnodes > 1) {
         std::vector<std::string> awaited;
+        std::vector<int> awaited_nodes;
         for (int n = 0; n < o_.nnodes; ++n) {
           const std::string left = key("left/" + std::to_string(n));
           if (n == o_.node_rank || lost_nodes_.count(n) > 0 || !store_->check({key("joined/" + std::to_string(n))}) ||
@@ -1090,11 +1091,18 @@ class Agent {
             continue;
           }
           awaited.push_back(left);
+          awaited_nodes.push_back(n);
         }
         if (awaited.empty()) break;
         if (Clock::now() >= deadline) {
-          say(fmt::format("not every node confirmed the end of the job within --node-timeout {:g} s (still "
-                          "waiting for {} of them)", o_.node_timeout_s, awaited.size()));
+          // A node whose ringrun was killed (or whose machine went) takes its ranks with it: this node's
+          // ranks then fail on a broken connection first, and are blamed above for what is its consequence.
+          say(fmt::format("node{} {} did not confirm the end of the job within --node-timeout {:g} s: {} ringrun "
+                          "was killed or {} machine is gone; a failure above that reads as a broken connection "
+                          "may be a consequence of losing {}",
+                          awaited_nodes.size() > 1 ? "s" : "", fmt::join(awaited_nodes, ", "), o_.node_timeout_s,
+                          awaited_nodes.size() > 1 ? "their" : "its", awaited_nodes.size() > 1 ? "their" : "its",
+                          awaited_nodes.size() > 1 ? "them" : "it"));
           break;
         }
         try {

@@ -998,6 +998,26 @@ TEST(Ringrun, NodeWhoseRingrunVanishesIsNoticedByTheOthers) {
   for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
 }
 
+// Node 1's ringrun is killed, and node 0's ranks fail at once on what they see of it (here: exit 3, as a
+// broken connection does): node 0 blames its own rank, but then names the node that never confirmed the
+// end, and says its failure may be the consequence.
+TEST(Ringrun, ANodeLostBehindALocalFailureIsNamedAtTheEnd) {
+  const int port = testing::freeLoopbackPort();
+  // Node 0's ranks fail 2 s in, before node 1's silence reaches --node-timeout (3 s after its kill).
+  auto n0 = twoNodeJob(0, port, rankScript("sleep 2; exit 3"));
+  auto n1 = twoNodeJob(1, port, rankScript("sleep 60 & wait"));
+  ASSERT_TRUE(n0->waitForOutput("pgid", 2) && n1->waitForOutput("pgid", 2));
+  ::kill(n1->pid(), SIGKILL);
+  ASSERT_TRUE(n1->waitExit(5000ms).has_value());
+  const auto s0 = n0->waitExit(30000ms);
+  ASSERT_TRUE(s0.has_value()) << n0->err();
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
+  EXPECT_THAT(n0->err(), HasSubstr("node 1 did not confirm the end of the job within --node-timeout 3 s: its "
+                                   "ringrun was killed or its machine is gone; a failure above that reads as a "
+                                   "broken connection may be a consequence of losing it"));
+  for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
+}
+
 TEST(Ringrun, NodesThatDisagreeOnTheProcessCountAreRefused) {
   const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
   const int port = testing::freeLoopbackPort();
