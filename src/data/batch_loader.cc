@@ -6,6 +6,7 @@
 #include <exception>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -157,7 +158,14 @@ BatchLoader::State::State(std::shared_ptr<const Corpus> corpus, std::shared_ptr<
   gen_ = std::make_shared<const PairGenerator>(corpus_, split_, PairOptions::from(job));
   shards_.push_back(makeShards(0));
   const EpochShard& shard0 = *shards_.front().by_rank[static_cast<size_t>(rank_ - first_rank_)];
-  steps_per_epoch_ = data::stepsPerEpoch(shard0, batch_size_);
+  try {
+    steps_per_epoch_ = data::stepsPerEpoch(shard0, batch_size_);
+  } catch (const DataError& e) {
+    const double subsample = gen_->options().subsample;
+    if (subsample <= 0.0 || std::string_view(e.what()).find("data.subsample") != std::string_view::npos) throw;
+    // On a small corpus, subsampling (word2vec's, tuned for billions of words) drops most of the pairs.
+    RT_THROW(DataError, e.what(), " (data.subsample ", subsample, " dropped some of its items' pairs: 0 keeps them all)");
+  }
   if (rank_ == 0) warnIfSharesAreUneven(shard0, steps_per_epoch_ * batch_size_);
   total_batches_ = job.run.max_steps > 0 ? job.run.max_steps * std::max(1, job.ddp.accumulation_steps)
                                          : job.run.epochs * steps_per_epoch_;

@@ -323,5 +323,25 @@ TEST(Loader, StatsReportTheMemoryBound) {
   EXPECT_GE(s.wait_seconds, 0.0);
 }
 
+// A batch larger than the pairs a small corpus gives names data.subsample when subsampling dropped pairs
+// (word2vec's default drops most of a small corpus's): not only "more data".
+TEST(Loader, TooFewPairsForABatchNamesSubsamplingWhenItDroppedSome) {
+  const Data d = makeData(20);
+  config::JobConfig j = job(0);
+  j.data.batch_size = 100000;
+  for (const double subsample : {1e-3, 0.0}) {
+    j.data.subsample = subsample;
+    try {
+      BatchLoader loader(d.corpus, d.split, j, 0, 1);
+      ADD_FAILURE() << "a batch larger than the corpus was taken";
+    } catch (const DataError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("fewer than one batch"), std::string::npos) << what;
+      EXPECT_EQ(what.find("data.subsample 0.001 dropped some of its items' pairs: 0 keeps them all") != std::string::npos,
+                subsample > 0) << what;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ringtrain::data
