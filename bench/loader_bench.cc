@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "ringtrain/core/allocator.h"
@@ -49,21 +50,18 @@ int main(int argc, char** argv) {
   int workers = 2, hide_last = 1;
   double eval_fraction = 0.2;
   std::string corpus_path, context = "window";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--items") items = std::atoll(v.c_str());
-    else if (k == "--sessions") sessions = std::atoll(v.c_str());
-    else if (k == "--batches") batches = std::atoll(v.c_str());
-    else if (k == "--workers") workers = std::atoi(v.c_str());
-    else if (k == "--corpus") corpus_path = v;
-    else if (k == "--context") context = v;
-    else if (k == "--hide-last") hide_last = std::atoi(v.c_str());
-    else if (k == "--eval-fraction") eval_fraction = std::atof(v.c_str());
-    else {
-      std::cerr << "unknown option " << k << "\n";
-      return 2;
-    }
-  }
+  CLI::App app{"loader throughput against the trainer's pace (BENCHMARKS.md section 2)"};
+  app.add_option("--items", items, "synthetic items")->capture_default_str();
+  app.add_option("--sessions", sessions, "synthetic sessions")->capture_default_str();
+  app.add_option("--batches", batches, "batches per measurement")->capture_default_str();
+  app.add_option("--workers", workers, "loader threads of the second row")->capture_default_str();
+  app.add_option("--corpus", corpus_path, "a corpus file instead of the synthetic one");
+  app.add_option("--context", context, "window | basket")->check(CLI::IsMember({"window", "basket"}))
+      ->capture_default_str();
+  app.add_option("--hide-last", hide_last, "data.eval_hide_last")->capture_default_str();
+  app.add_option("--eval-fraction", eval_fraction, "data.eval_fraction")->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   try {
     config::JobConfig job;
     job.data.batch_size = 1024;
