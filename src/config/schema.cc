@@ -218,7 +218,8 @@ std::vector<Field> buildSchema() {
     };
     s.push_back(categories);
   }
-  s.push_back(makeField("synthetic", "sessions", &J::synthetic, &SyntheticOptions::sessions, 1));
+  // A billion sessions is about 40 GB of text: a typo's extra zeros stop here, not at a full disk.
+  s.push_back(makeField("synthetic", "sessions", &J::synthetic, &SyntheticOptions::sessions, 1, 1000000000));
   s.push_back(makeField("synthetic", "session_length", &J::synthetic, &SyntheticOptions::session_length, 2, 10000));
   s.push_back(makeField("synthetic", "alpha", &J::synthetic, &SyntheticOptions::alpha, 0, 1));
   s.push_back(makeField("synthetic", "zipf", &J::synthetic, &SyntheticOptions::zipf, 0, 10));
