@@ -209,9 +209,10 @@ class MpiCommunicator final : public CommunicatorBase {
     auto lock = MpiRuntime::get().lock();
     int size = 0;
     RT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
-    RT_CHECK_T(CommError, rank() == expected_rank && size == expected_size, "mpi: MPI_COMM_WORLD says rank ",
+    RT_CHECK_T(ConfigError, rank() == expected_rank && size == expected_size, "mpi: MPI_COMM_WORLD says rank ",
                rank(), " of ", size, " but the launcher said rank ", expected_rank, " of ", expected_size,
-               " (start MPI jobs with mpirun)");
+               ": comm.backend mpi needs processes started by mpirun (not ringrun or a hand launch); start them "
+               "with mpirun, or use comm.backend gloo");
     RT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
     RT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &reserved_comm_));
     void* value = nullptr;
