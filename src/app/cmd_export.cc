@@ -15,6 +15,7 @@
 
 #include "app/commands.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/logging.h"
 #include "ringtrain/data/corpus.h"
 #include "ringtrain/model/word2vec_io.h"
 #include "ringtrain/train/checkpoint.h"
@@ -88,8 +89,16 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       // The names of the job that trained it, else this job's.
       std::error_code ec;
       const std::string writer_items = data::jobItemsPath(writer);
-      train::ItemsBeside names(out, std::filesystem::is_regular_file(writer_items, ec) ? writer_items
-                                                                                       : data::jobItemsPath(job));
+      const std::string items = std::filesystem::is_regular_file(writer_items, ec) ? writer_items : data::jobItemsPath(job);
+      // The stored corpus path is as the job gave it: a relative one is found only from where training ran.
+      // No corpus there, no names beside the vectors either: said, not left to serve and neighbors to find.
+      const std::string writer_corpus = data::jobCorpusPath(writer);
+      if (!std::filesystem::is_regular_file(items, ec) && !std::filesystem::exists(writer_corpus, ec)) {
+        warn("{} (the corpus of the job that wrote the checkpoint) is not found from {}, nor its items: no items.tsv "
+             "is put beside the vectors. Run export where training ran, or give the job file (data.items)",
+             writer_corpus, std::filesystem::current_path(ec).string());
+      }
+      train::ItemsBeside names(out, items);
       const train::ExportSummary exported =
           train::writeItemVectors(out, ckpt.vocab, vectors, train::untrainedItems(ckpt, source));
       names.place();

@@ -391,5 +391,33 @@ TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {
   EXPECT_TRUE(fs::is_empty(dir_ + "/cwd"));
 }
 
+// A job that named its corpus by a relative path, exported from another directory: its items are not found
+// from there, and export says so instead of writing the vectors alone in silence.
+TEST_F(Word2VecTest, AnExportThatCannotFindTheCorpusSaysItPutsNoNames) {
+  config::JobConfig job;
+  job.model.dim = 3;
+  job.run.output_dir = dir_ + "/run";
+  job.data.corpus = "data/corpus.txt";  // relative to where training ran: dir_
+  model::SgnsModel m(model::sgnsOptionsFromConfig(job.model, 2), 1);
+  saveJobCheckpoint(dir_, job, m, {"apple", "pear"}, 3);
+  fs::create_directories(dir_ + "/data");
+  fs::create_directories(dir_ + "/elsewhere");
+  write("data/corpus.txt", "apple pear\n");
+  write("data/items.tsv", "id\tkey\tname\tcategory\napple\tSKU-1\tRed apple\tfruit\n");
+  for (const std::string cwd : {dir_, dir_ + "/elsewhere"}) {
+    testing::CommandOptions in;
+    in.cwd = cwd;
+    const auto r = testing::runCommand({testing::binPath("ringtrain"), "export", "--checkpoint",
+                                        dir_ + "/run/checkpoints", "-o", dir_ + "/out" + std::to_string(cwd.size()) +
+                                        "/vectors.txt"}, in);
+    ASSERT_TRUE(r.ok()) << r.err;
+    const bool found = cwd == dir_;
+    EXPECT_EQ(fs::exists(dir_ + "/out" + std::to_string(cwd.size()) + "/items.tsv"), found) << cwd;
+    EXPECT_EQ(r.err.find("data/corpus.txt (the corpus of the job that wrote the checkpoint) is not found from " + cwd +
+                         ", nor its items: no items.tsv is put beside the vectors") != std::string::npos, !found)
+        << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace ringtrain::train
