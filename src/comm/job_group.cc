@@ -154,10 +154,10 @@ void JobGroup::meet(const std::string& backend) {
   const auto arrived = [](int r) { return kArrivedPrefix + std::to_string(r); };
   const auto seen = [](int r) { return kSeenPrefix + std::to_string(r); };
   // What every rank's communicator must share beside the backend: the ring's settings shape its messages.
+  // One value per key of kSettingKeys, '/' between them.
   const std::string settings = fmt::format("{}/{}/{}/{}/{}/{}", options_.allreduce_algorithm, options_.ring_segment_kb,
-                                           options_.ring_inflight, options_.ring_direct_kb,
-                                           options_.check_collectives ? "checked" : "unchecked",
-                                           options_.same_host_copy ? "copy" : "nocopy");
+                                           options_.ring_inflight, options_.ring_direct_kb, options_.check_collectives,
+                                           options_.same_host_copy);
   const auto notArrived = [&](const std::vector<int>& missing) {
     RT_THROW(TimeoutError, "rank(s) ", fmt::format("{}", fmt::join(missing, ", ")), " of ", world,
              " did not reach the job's store within comm.timeout_s ", options_.timeout_s,
@@ -187,9 +187,23 @@ void JobGroup::meet(const std::string& backend) {
                theirs.world, ": every rank must be told the same WORLD_SIZE");
     }
     if (theirs.settings != settings) {
-      RT_THROW(ConfigError, "rank ", me, " runs comm settings ", settings, " and rank ", r, " ", theirs.settings,
-               " (allreduce_algorithm/ring_segment_kb/ring_inflight/ring_direct_kb/check_collectives/same_host_copy): "
-               "every rank must use the same");
+      static constexpr const char* kSettingKeys[] = {"comm.allreduce_algorithm", "comm.ring_segment_kb",
+                                                     "comm.ring_inflight", "comm.ring_direct_kb",
+                                                     "comm.check_collectives", "comm.same_host_copy"};
+      const auto split = [](const std::string& text) {
+        std::vector<std::string> parts;
+        std::istringstream in(text);
+        for (std::string part; std::getline(in, part, '/');) parts.push_back(part);
+        return parts;
+      };
+      const std::vector<std::string> here = split(settings), there = split(theirs.settings);
+      std::vector<std::string> differ;
+      for (size_t i = 0; i < std::size(kSettingKeys); ++i) {
+        const std::string a = i < here.size() ? here[i] : "?", b = i < there.size() ? there[i] : "?";
+        if (a != b) differ.push_back(fmt::format("{} is {} on rank {} and {} on rank {}", kSettingKeys[i], a, me, b, r));
+      }
+      if (differ.empty()) differ.push_back("rank " + std::to_string(r) + " says '" + theirs.settings + "'");  // another version
+      RT_THROW(ConfigError, fmt::format("{}", fmt::join(differ, "; ")), ": every rank must use the same comm settings");
     }
   };
   try {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -185,14 +186,21 @@ TEST(JobGroup, RanksWithOtherRingSettingsAreRefused) {
   const int port = testing::freeLoopbackPort();
   const auto results = testing::runRankThreads(2, [&](int rank) {
     config::CommOptions options = testing::testCommOptions(10.0);
-    if (rank == 1) options.ring_segment_kb = 64;
+    if (rank == 1) {
+      options.ring_segment_kb = 64;
+      options.same_host_copy = !options.same_host_copy;
+    }
     JobGroup job(options, byHand(rank, 2, port));
   });
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(results[r].error_type, "ConfigError") << results[r].error;
-    EXPECT_THAT(results[r].error, HasSubstr("comm settings"));
+    EXPECT_THAT(results[r].error, HasSubstr("every rank must use the same comm settings"));
   }
-  EXPECT_THAT(results[1].error, HasSubstr("every rank must use the same"));
+  // Each setting that differs is named by its key, with both ranks' values.
+  const bool copy = testing::testCommOptions(10.0).same_host_copy;
+  EXPECT_THAT(results[1].error, HasSubstr(fmt::format("comm.ring_segment_kb is 64 on rank 1 and {} on rank 0; "
+                                                      "comm.same_host_copy is {} on rank 1 and {} on rank 0",
+                                                      testing::testCommOptions(10.0).ring_segment_kb, !copy, copy)));
 }
 
 // A rank other than 0 that cannot reach rank 0's store says whose store it is and what may be wrong.
