@@ -137,6 +137,29 @@ bool quotedValueClosesOnItsLine(const std::string& text, const YAML::Mark& mark)
   return false;
 }
 
+// The same slip without quotes: a plain value that YAML continued onto the next, more indented line (a key
+// whose ':' was lost there: "corpus: a.txt" then "    min_count 5" reads as corpus "a.txt min_count 5"), or
+// a block scalar (| or >). "" when `value` is what its own line holds, else what spans.
+std::string valueSpanningLines(const std::string& text, const YAML::Mark& mark, const std::string& value) {
+  if (mark.is_null() || mark.pos < 0 || static_cast<size_t>(mark.pos) >= text.size()) return "";
+  const auto start = static_cast<size_t>(mark.pos);
+  const char first = text[start];
+  if (first == '"' || first == '\'') return "";  // quotedValueClosesOnItsLine's
+  if (first == '|' || first == '>') return "a block scalar (| or >) runs over lines";
+  size_t end = text.find_first_of("\r\n", start);
+  if (end == std::string::npos) end = text.size();
+  // What the line holds of it: up to a comment (a '#' after a blank), without trailing blanks.
+  for (size_t i = start + 1; i < end; ++i) {
+    if (text[i] == '#' && (text[i - 1] == ' ' || text[i - 1] == '\t')) {
+      end = i;
+      break;
+    }
+  }
+  while (end > start && (text[end - 1] == ' ' || text[end - 1] == '\t')) --end;
+  if (value.size() > end - start) return "the value runs on over the next line (a missing ':' there?)";
+  return "";
+}
+
 // With `ignored` (a configuration another version stored), what this version cannot take is listed there as
 // "section.key: value" instead of rejected: keys it does not know, and values it refuses for keys outside
 // the job's identity (those keep their defaults). False when the text holds no setting at all (empty, blanks
@@ -232,6 +255,10 @@ bool applyYaml(JobConfig& config, const std::string& file_text, const std::strin
       if (!quotedValueClosesOnItsLine(text, value.Mark())) {
         RT_THROW(ConfigError, located(origin, value.Mark()), ": ", f.path(),
                  ": the quoted value does not close on its line (a missing closing quote?)");
+      }
+      if (const std::string spans = valueSpanningLines(text, value.Mark(), value_text); !spans.empty()) {
+        RT_THROW(ConfigError, located(origin, value.Mark()), ": ", f.path(), ": ", spans,
+                 "; every setting is one line");
       }
       assignChecked(config, f, value_text, key_where, set_at);
     }

@@ -164,6 +164,23 @@ TEST(Config, AQuotedValueThatDoesNotCloseOnItsLineIsRefused) {
   EXPECT_THAT(errorOf("\xEF\xBB\xBFrun:\n  name: \"abc\n  epochs: 3\n"), HasSubstr("job.yaml:2: run.name: the quoted"));
 }
 
+// The same slip without quotes: a line whose ':' was lost is more indented than its key and continues the
+// value above it (YAML folds it in), and a block scalar spans lines by design. A value followed by a
+// comment, blanks or a CRLF end is one line.
+TEST(Config, APlainValueThatRunsOnOverTheNextLineIsRefused) {
+  EXPECT_THAT(errorOf("data:\n  corpus: a.txt\n    min_count 5\n"),
+              HasSubstr("job.yaml:2: data.corpus: the value runs on over the next line (a missing ':' there?); "
+                        "every setting is one line"));
+  EXPECT_THAT(errorOf("run:\n  name: |\n    abc\n    def\n"),
+              HasSubstr("job.yaml:2: run.name: a block scalar (| or >) runs over lines"));
+  EXPECT_THAT(errorOf("run:\n  name: >-\n    abc\n"), HasSubstr("job.yaml:2: run.name: a block scalar"));
+  const JobConfig c = loadString("run:\n  name: a b#c   # a comment\r\n  epochs: 3 \t\ndata:\n  window: 2\n",
+                                 "job.yaml", {});
+  EXPECT_EQ(c.run.name, "a b#c");
+  EXPECT_EQ(c.run.epochs, 3);
+  EXPECT_EQ(c.data.window, 2);
+}
+
 // A key or section written as null ('~', 'null') or '' was reported as "unknown key 'run.'".
 TEST(Config, AKeyWithoutANameIsSaidSo) {
   EXPECT_THAT(errorOf("run:\n  null: 3\n"), HasSubstr("job.yaml:2: run: a key without a name ('', '~' or 'null')"));
