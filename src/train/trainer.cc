@@ -1228,6 +1228,14 @@ TrainSummary evaluateCheckpoint(Session& s, const std::string& checkpoint_path) 
   s.loadData();
   s.buildModel();
   restoreModel(s, ckpt, path);
+  // Training never checkpoints non-finite parameters (it stops as diverged first); a file that holds them
+  // was made some other way, and scoring NaN would report figures of nothing, as export refuses it too.
+  for (const auto& p : s.model->named_parameters()) {
+    if (!at::isfinite(p.value()).all().item<bool>()) {
+      RT_THROW(DataError, "checkpoint ", path, ": its parameter '", p.key(), "' holds NaN or infinite values; nothing "
+               "evaluated");
+    }
+  }
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   const Evaluation ev = evaluate(s, queries, true);
   if (s.leader()) info("{} (checkpoint {}, step {})", describe(ev, job.eval.k, true), path, ckpt.global_step);

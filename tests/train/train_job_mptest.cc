@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ringtrain/model/word2vec_io.h"
+#include "ringtrain/train/checkpoint.h"
 #include "testing/command.h"
 
 namespace ringtrain {
@@ -924,6 +925,34 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   EXPECT_EQ(added.exit_code, 2) << added.err;
   EXPECT_THAT(added.err, HasSubstr("the checkpoint's items are not this job's: item "));
   EXPECT_THAT(added.err, HasSubstr("(200 items there, 202 here); the corpus has changed since the checkpoint"));
+}
+
+// A checkpoint whose parameters hold NaN (training never writes one: it stops as diverged) is refused by eval,
+// as by export, naming the parameter: not scored into figures of nothing.
+TEST(TrainJob, EvalRefusesACheckpointWithNonFiniteParameters) {
+  const std::string dir = testing::makeTempDir("ringtrain-nan-");
+  const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
+                                        "--set", "synthetic.sessions=500", "--set", "log.plot=false"};
+  std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
+                                   "--set", "run.max_steps=5"};
+  argv.insert(argv.end(), job.begin(), job.end());
+  const auto r = runCommand(argv, withDeadline(120));
+  ASSERT_TRUE(r.ok()) << r.err;
+  std::string newest;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) {
+    if (e.path().extension() == ".rtck") newest = std::max(newest, e.path().string());
+  }
+  ASSERT_FALSE(newest.empty());
+  train::Checkpoint poisoned = train::readCheckpoint(newest);
+  poisoned.model.begin()->second.view(-1)[0] = std::nanf("");
+  const std::string bad = train::CheckpointManager(dir + "/poisoned", 2).save(poisoned);
+  std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml"),
+                                   "--checkpoint", bad};
+  eval.insert(eval.end(), job.begin(), job.end());
+  const auto e = runCommand(eval, withDeadline(120));
+  EXPECT_EQ(e.exit_code, 2) << e.err;
+  EXPECT_THAT(e.err, HasSubstr(": its parameter '" + poisoned.model.begin()->first + "' holds NaN or infinite values; "
+                               "nothing evaluated"));
 }
 
 // eval rebuilds the held-out split from the job's settings: under another one, lines the checkpoint trained
