@@ -927,17 +927,31 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   EXPECT_THAT(added.err, HasSubstr("(200 items there, 202 here); the corpus has changed since the checkpoint"));
 }
 
-// A checkpoint whose parameters hold NaN (training never writes one: it stops as diverged) is refused by eval,
-// as by export, naming the parameter: not scored into figures of nothing.
-TEST(TrainJob, EvalRefusesACheckpointWithNonFiniteParameters) {
-  const std::string dir = testing::makeTempDir("ringtrain-nan-");
+// The settings of a small generated job in `dir`, after training it 5 steps (one checkpoint at its end).
+std::vector<std::string> smallJobTrained(const std::string& dir) {
   const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
                                         "--set", "synthetic.sessions=500", "--set", "log.plot=false"};
   std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
                                    "--set", "run.max_steps=5"};
   argv.insert(argv.end(), job.begin(), job.end());
   const auto r = runCommand(argv, withDeadline(120));
-  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_TRUE(r.ok()) << r.err;
+  return job;
+}
+
+// `ringtrain eval` of the job, with `extra` arguments after its settings.
+testing::CommandResult evalOf(const std::vector<std::string>& job, const std::vector<std::string>& extra) {
+  std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml")};
+  eval.insert(eval.end(), job.begin(), job.end());
+  eval.insert(eval.end(), extra.begin(), extra.end());
+  return runCommand(eval, withDeadline(120));
+}
+
+// A checkpoint whose parameters hold NaN (training never writes one: it stops as diverged) is refused by eval,
+// as by export, naming the parameter: not scored into figures of nothing.
+TEST(TrainJob, EvalRefusesACheckpointWithNonFiniteParameters) {
+  const std::string dir = testing::makeTempDir("ringtrain-nan-");
+  const std::vector<std::string> job = smallJobTrained(dir);
   std::string newest;
   for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints")) {
     if (e.path().extension() == ".rtck") newest = std::max(newest, e.path().string());
@@ -946,10 +960,7 @@ TEST(TrainJob, EvalRefusesACheckpointWithNonFiniteParameters) {
   train::Checkpoint poisoned = train::readCheckpoint(newest);
   poisoned.model.begin()->second.view(-1)[0] = std::nanf("");
   const std::string bad = train::CheckpointManager(dir + "/poisoned", 2).save(poisoned);
-  std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml"),
-                                   "--checkpoint", bad};
-  eval.insert(eval.end(), job.begin(), job.end());
-  const auto e = runCommand(eval, withDeadline(120));
+  const auto e = evalOf(job, {"--checkpoint", bad});
   EXPECT_EQ(e.exit_code, 2) << e.err;
   EXPECT_THAT(e.err, HasSubstr(": its parameter '" + poisoned.model.begin()->first + "' holds NaN or infinite values; "
                                "nothing evaluated"));
@@ -959,19 +970,8 @@ TEST(TrainJob, EvalRefusesACheckpointWithNonFiniteParameters) {
 // on would count as held out. A generated corpus is itself made from settings (synthetic.*, run.seed).
 TEST(TrainJob, EvalRefusesACheckpointOfAnotherSplitNamingTheSettings) {
   const std::string dir = testing::makeTempDir("ringtrain-split-");
-  const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
-                                        "--set", "synthetic.sessions=500", "--set", "log.plot=false"};
-  std::vector<std::string> argv = {binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"),
-                                   "--set", "run.max_steps=5"};
-  argv.insert(argv.end(), job.begin(), job.end());
-  const auto r = runCommand(argv, withDeadline(120));
-  ASSERT_TRUE(r.ok()) << r.err;
-  auto evalWith = [&](std::vector<std::string> extra) {
-    std::vector<std::string> eval = {binPath("ringtrain"), "eval", testing::sourcePath("configs/default.yaml")};
-    eval.insert(eval.end(), job.begin(), job.end());
-    eval.insert(eval.end(), extra.begin(), extra.end());
-    return runCommand(eval, withDeadline(120));
-  };
+  const std::vector<std::string> job = smallJobTrained(dir);
+  auto evalWith = [&](const std::vector<std::string>& extra) { return evalOf(job, extra); };
   const auto split = evalWith({"--set", "data.eval_fraction=0.5"});
   EXPECT_EQ(split.exit_code, 2) << split.err;
   EXPECT_THAT(split.err, HasSubstr("was trained on another corpus or held-out split (data.eval_fraction is 0.2 "
