@@ -113,39 +113,33 @@ std::string problemOf(const Field& f, const JobConfig& config) {
   return problem;
 }
 
-// A quoted value must close on its own line. YAML lets a quoted scalar run on over lines (and yaml-cpp lets
-// an unclosed one run to the end of the file), so a missing closing quote silently swallowed every key after
-// it into one value, and they kept their defaults. No setting spans lines: one that does is that slip.
-// `mark` is the value's start in `text`; true when it is not quoted or closes before its line ends.
-bool quotedValueClosesOnItsLine(const std::string& text, const YAML::Mark& mark) {
-  if (mark.is_null() || mark.pos < 0 || static_cast<size_t>(mark.pos) >= text.size()) return true;
-  const char quote = text[static_cast<size_t>(mark.pos)];
-  if (quote != '"' && quote != '\'') return true;
-  for (size_t i = static_cast<size_t>(mark.pos) + 1; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '\n' || c == '\r') return false;
-    if (quote == '"' && c == '\\') {
-      ++i;  // an escape: the next character is not the closing quote
-    } else if (c == quote) {
-      if (quote == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
-        ++i;  // '' inside single quotes is one quote
-      } else {
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
-// The same slip without quotes: a plain value that YAML continued onto the next, more indented line (a key
-// whose ':' was lost there: "corpus: a.txt" then "    min_count 5" reads as corpus "a.txt min_count 5"), or
-// a block scalar (| or >). "" when `value` is what its own line holds, else what spans.
-std::string valueSpanningLines(const std::string& text, const YAML::Mark& mark, const std::string& value) {
+// No setting spans lines, and YAML's ways of letting one do so were slips: a quoted value that does not close
+// on its line (YAML runs it on over lines, yaml-cpp to the end of the file: a missing closing quote silently
+// swallowed every key after it, which kept their defaults), a plain value continued on the next, more
+// indented line (a key whose ':' was lost there: "corpus: a.txt" then "    min_count 5" reads as corpus
+// "a.txt min_count 5"), a block scalar (| or >). `mark` is the value's start in `text`, `value` what YAML made
+// of it; "" when it stays on its line, else what is wrong.
+std::string valueOffItsLine(const std::string& text, const YAML::Mark& mark, const std::string& value) {
   if (mark.is_null() || mark.pos < 0 || static_cast<size_t>(mark.pos) >= text.size()) return "";
   const auto start = static_cast<size_t>(mark.pos);
   const char first = text[start];
-  if (first == '"' || first == '\'') return "";  // quotedValueClosesOnItsLine's
-  if (first == '|' || first == '>') return "a block scalar (| or >) runs over lines";
+  if (first == '"' || first == '\'') {
+    for (size_t i = start + 1; i < text.size(); ++i) {
+      const char c = text[i];
+      if (c == '\n' || c == '\r') break;
+      if (first == '"' && c == '\\') {
+        ++i;  // an escape: the next character is not the closing quote
+      } else if (c == first) {
+        if (first == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+          ++i;  // '' inside single quotes is one quote
+        } else {
+          return "";
+        }
+      }
+    }
+    return "the quoted value does not close on its line (a missing closing quote?)";
+  }
+  if (first == '|' || first == '>') return "a block scalar (| or >) runs over lines; every setting is one line";
   size_t end = text.find_first_of("\r\n", start);
   if (end == std::string::npos) end = text.size();
   // What the line holds of it: up to a comment (a '#' after a blank), without trailing blanks.
@@ -156,7 +150,9 @@ std::string valueSpanningLines(const std::string& text, const YAML::Mark& mark, 
     }
   }
   while (end > start && (text[end - 1] == ' ' || text[end - 1] == '\t')) --end;
-  if (value.size() > end - start) return "the value runs on over the next line (a missing ':' there?)";
+  if (value.size() > end - start) {
+    return "the value runs on over the next line (a missing ':' there?); every setting is one line";
+  }
   return "";
 }
 
@@ -167,7 +163,7 @@ std::string valueSpanningLines(const std::string& text, const YAML::Mark& mark, 
 bool applyYaml(JobConfig& config, const std::string& file_text, const std::string& origin,
                std::vector<std::string>* ignored = nullptr, SetAt* set_at = nullptr) {
   // Without its UTF-8 byte order mark (an editor's), which yaml-cpp skips: the marks it gives count from
-  // after it, and the quoted-value check reads the text at them.
+  // after it, and valueOffItsLine reads the text at them.
   constexpr std::string_view kBom = "\xEF\xBB\xBF";
   const std::string text = file_text.compare(0, kBom.size(), kBom) == 0 ? file_text.substr(kBom.size()) : file_text;
   YAML::Node root;
@@ -252,13 +248,8 @@ bool applyYaml(JobConfig& config, const std::string& file_text, const std::strin
         RT_THROW(ConfigError, key_where, ": ", f.path(), ": expected a single value, got a ",
                  value.IsNull() ? "null" : value.IsMap() ? "mapping" : "list");
       }
-      if (!quotedValueClosesOnItsLine(text, value.Mark())) {
-        RT_THROW(ConfigError, located(origin, value.Mark()), ": ", f.path(),
-                 ": the quoted value does not close on its line (a missing closing quote?)");
-      }
-      if (const std::string spans = valueSpanningLines(text, value.Mark(), value_text); !spans.empty()) {
-        RT_THROW(ConfigError, located(origin, value.Mark()), ": ", f.path(), ": ", spans,
-                 "; every setting is one line");
+      if (const std::string off = valueOffItsLine(text, value.Mark(), value_text); !off.empty()) {
+        RT_THROW(ConfigError, located(origin, value.Mark()), ": ", f.path(), ": ", off);
       }
       assignChecked(config, f, value_text, key_where, set_at);
     }
