@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,6 +35,17 @@ int resolve(const std::string& host, int port, bool passive, AddrInfoList& out) 
   return ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &out.head);
 }
 
+// The address of an IPv4 or IPv6 socket address as text ("10.0.0.2", "fd00::2"); "" for another family.
+std::string addressText(const sockaddr* address) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (address->sa_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text, sizeof text);
+  } else if (address->sa_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
+  }
+  return text;
+}
+
 void setNoDelay(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -45,15 +57,43 @@ std::string loopbackBindAddress(const std::string& host) {
   AddrInfoList list;
   if (resolve(host, 0, true, list) != 0 || list.head == nullptr) return "";
   const addrinfo* first = list.head;
-  char text[INET6_ADDRSTRLEN] = "";
-  if (first->ai_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(first->ai_addr);
-    if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) return ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-  } else if (first->ai_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(first->ai_addr);
-    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+  const bool loopback =
+      (first->ai_family == AF_INET &&
+       (ntohl(reinterpret_cast<const sockaddr_in*>(first->ai_addr)->sin_addr.s_addr) >> 24) == 127) ||
+      (first->ai_family == AF_INET6 &&
+       IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(first->ai_addr)->sin6_addr));
+  return loopback ? addressText(first->ai_addr) : "";
+}
+
+std::string routeSourceAddress(const std::string& host, int port) {
+  AddrInfoList list;
+  if (resolve(host, port, false, list) != 0) return "";
+  for (const addrinfo* a = list.head; a != nullptr; a = a->ai_next) {
+    if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+    UniqueFd fd(::socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid() || ::connect(fd.get(), a->ai_addr, a->ai_addrlen) != 0) continue;
+    sockaddr_storage mine{};
+    socklen_t length = sizeof mine;
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&mine), &length) != 0) continue;
+    if (std::string source = addressText(reinterpret_cast<const sockaddr*>(&mine)); !source.empty()) return source;
   }
   return "";
+}
+
+std::string firstAddressOutsideLoopback() {
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return "";
+  std::string v4, v6;
+  for (const ifaddrs* i = all; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    const std::string text = addressText(i->ifa_addr);
+    const bool loopback = text.rfind("127.", 0) == 0 || text == "::1";
+    if (text.empty() || loopback || text.rfind("fe80:", 0) == 0) continue;  // link-local needs a scope
+    std::string& slot = i->ifa_addr->sa_family == AF_INET ? v4 : v6;
+    if (slot.empty()) slot = text;
+  }
+  ::freeifaddrs(all);
+  return v4.empty() ? v6 : v4;
 }
 
 int pollTimeoutMs(Clock::time_point deadline) {
@@ -138,18 +178,11 @@ std::string peerName(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
-  char host[INET6_ADDRSTRLEN] = "?";
+  std::string host = addressText(reinterpret_cast<const sockaddr*>(&ss));
   int port = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
-    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    port = ntohs(in->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    port = ntohs(in6->sin6_port);
-  }
-  return std::string(host) + ":" + std::to_string(port);
+  if (ss.ss_family == AF_INET) port = ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) port = ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
+  return (host.empty() ? "?" : host) + ":" + std::to_string(port);
 }
 
 bool sendAll(int fd, const void* data, size_t n, Clock::time_point deadline, const std::string& what) {

@@ -19,6 +19,11 @@ UniqueFd listenTcp(const std::string& addr, int port, int* bound_port, const std
 // The address listenTcp would bind first for `host`, when that is a loopback one (127.0.0.1, Debian's
 // 127.0.1.1 for the host's own name, ::1); "" otherwise, or when `host` does not resolve.
 std::string loopbackBindAddress(const std::string& host);
+// The local address a datagram to `host` would leave from (a UDP socket connected to it, which sends
+// nothing), or "" when `host` does not resolve or no route leads there.
+std::string routeSourceAddress(const std::string& host, int port);
+// This host's first IPv4 address outside loopback, else its first IPv6 one (not link-local), or "".
+std::string firstAddressOutsideLoopback();
 // One connection attempt to every address `host` resolves to, each bounded by `deadline`. Returns an
 // invalid fd and sets `error` when none answered (refused, unreachable, timed out).
 UniqueFd tryConnectTcp(const std::string& host, int port, Clock::time_point deadline, std::string* error);
