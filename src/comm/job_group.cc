@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/settings_difference.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/dist/connect_store.h"
@@ -154,10 +155,12 @@ void JobGroup::meet(const std::string& backend) {
   const auto arrived = [](int r) { return kArrivedPrefix + std::to_string(r); };
   const auto seen = [](int r) { return kSeenPrefix + std::to_string(r); };
   // What every rank's communicator must share beside the backend: the ring's settings shape its messages.
-  // One value per key of kSettingKeys, '/' between them.
-  const std::string settings = fmt::format("{}/{}/{}/{}/{}/{}", options_.allreduce_algorithm, options_.ring_segment_kb,
-                                           options_.ring_inflight, options_.ring_direct_kb, options_.check_collectives,
-                                           options_.same_host_copy);
+  // "key=value" items, '/' between them: no blanks, since the line the ranks exchange is read back at blanks.
+  const std::string settings =
+      fmt::format("comm.allreduce_algorithm={}/comm.ring_segment_kb={}/comm.ring_inflight={}/comm.ring_direct_kb={}/"
+                  "comm.check_collectives={}/comm.same_host_copy={}",
+                  options_.allreduce_algorithm, options_.ring_segment_kb, options_.ring_inflight,
+                  options_.ring_direct_kb, options_.check_collectives, options_.same_host_copy);
   const auto notArrived = [&](const std::vector<int>& missing) {
     RT_THROW(TimeoutError, "rank(s) ", fmt::format("{}", fmt::join(missing, ", ")), " of ", world,
              " did not reach the job's store within comm.timeout_s ", options_.timeout_s,
@@ -187,23 +190,9 @@ void JobGroup::meet(const std::string& backend) {
                theirs.world, ": every rank must be told the same WORLD_SIZE");
     }
     if (theirs.settings != settings) {
-      static constexpr const char* kSettingKeys[] = {"comm.allreduce_algorithm", "comm.ring_segment_kb",
-                                                     "comm.ring_inflight", "comm.ring_direct_kb",
-                                                     "comm.check_collectives", "comm.same_host_copy"};
-      const auto split = [](const std::string& text) {
-        std::vector<std::string> parts;
-        std::istringstream in(text);
-        for (std::string part; std::getline(in, part, '/');) parts.push_back(part);
-        return parts;
-      };
-      const std::vector<std::string> here = split(settings), there = split(theirs.settings);
-      std::vector<std::string> differ;
-      for (size_t i = 0; i < std::size(kSettingKeys); ++i) {
-        const std::string a = i < here.size() ? here[i] : "?", b = i < there.size() ? there[i] : "?";
-        if (a != b) differ.push_back(fmt::format("{} is {} on rank {} and {} on rank {}", kSettingKeys[i], a, me, b, r));
-      }
-      if (differ.empty()) differ.push_back("rank " + std::to_string(r) + " says '" + theirs.settings + "'");  // another version
-      RT_THROW(ConfigError, fmt::format("{}", fmt::join(differ, "; ")), ": every rank must use the same comm settings");
+      std::string differ = detail::settingsDifference(settings, me, theirs.settings, r, '/');
+      if (differ.empty()) differ = "rank " + std::to_string(r) + " says '" + theirs.settings + "'";  // another version
+      RT_THROW(ConfigError, differ, ": every rank must use the same comm settings");
     }
   };
   try {

@@ -40,6 +40,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/embedding.h>
 
+#include "core/settings_difference.h"
 #include "ddp/host_shared_tensor.h"
 #include "ringtrain/comm/collective_tag.h"
 #include "ringtrain/core/allocator.h"
@@ -288,15 +289,7 @@ class DistributedDataParallel::Impl {
   }
   // "static_graph is false on rank 0 and true on rank 1; ..." from two optionsLine()s.
   static std::string optionsDifference(const std::string& reference, const std::string& other, int rank) {
-    std::istringstream a(reference), b(other);
-    std::string x, y, out;
-    while (a >> x && b >> y) {
-      if (x == y) continue;
-      const size_t eq = x.find('=');
-      const size_t eq_other = y.find('=');
-      out += (out.empty() ? "" : "; ") + x.substr(0, eq) + " is " + x.substr(eq + 1) + " on rank 0 and " +
-             y.substr(eq_other == std::string::npos ? 0 : eq_other + 1) + " on rank " + std::to_string(rank);
-    }
+    const std::string out = ::ringtrain::detail::settingsDifference(reference, 0, other, rank, ' ');
     return out.empty() ? "'" + reference + "' against '" + other + "'" : out;
   }
 
