@@ -291,16 +291,14 @@ class Agent {
     }
     if (o_.bind_cores) {
       // Cut once, before any rank runs: every attempt binds its ranks alike.
-      const std::vector<int> allowed = allowedCpus();
-      RT_CHECK_T(ConfigError, !allowed.empty(),
-                 "--bind-to cores: cannot read the CPUs ringrun may run on (sched_getaffinity); use --bind-to none");
+      const std::vector<int> cpus = cpusToShare(o_.cpus, allowedCpus());
       std::string slices;
       for (int local = 0; local < o_.nproc_per_node; ++local) {
-        rank_cpus_.push_back(cpusOfLocalRank(allowed, o_.nproc_per_node, local));
+        rank_cpus_.push_back(cpusOfLocalRank(cpus, o_.nproc_per_node, local));
         slices += (local == 0 ? "" : ", ") + std::to_string(local) + " -> " + cpuListText(rank_cpus_.back());
       }
       say("binding local ranks to CPUs: " + slices +
-          (o_.nproc_per_node > static_cast<int>(allowed.size()) ? " (more ranks than CPUs: ranks share them)" : ""));
+          (o_.nproc_per_node > static_cast<int>(cpus.size()) ? " (more ranks than CPUs: ranks share them)" : ""));
     }
     int code = 0;
     for (int attempt = 0;; ++attempt) {

@@ -2,7 +2,21 @@
 
 #include <algorithm>
 
+#include "ringtrain/core/error.h"
+
 namespace ringtrain::launch {
+
+std::vector<int> cpusToShare(const std::vector<int>& asked, const std::vector<int>& allowed) {
+  RT_CHECK_T(ConfigError, !allowed.empty(),
+             "--bind-to cores: cannot read the CPUs ringrun may run on (sched_getaffinity); use --bind-to none");
+  if (asked.empty()) return allowed;
+  for (int cpu : asked) {
+    if (!std::binary_search(allowed.begin(), allowed.end(), cpu)) {
+      RT_THROW(ConfigError, "--cpus: CPU ", cpu, " is not one ringrun may run on (", cpuListText(allowed), ")");
+    }
+  }
+  return asked;
+}
 
 std::vector<int> cpusOfLocalRank(const std::vector<int>& allowed, int nproc, int local_rank) {
   const int n = static_cast<int>(allowed.size());

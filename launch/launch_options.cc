@@ -9,10 +9,12 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <algorithm>
 #include <charconv>
 #include <iostream>
 #include <regex>
 
+#include "core/cpu_list.h"
 #include "ringtrain/core/error.h"
 
 namespace ringtrain::launch {
@@ -117,7 +119,7 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   std::string rdzv_timeout = fmt::format("{:g}", kDefaultRendezvousTimeoutS);
   std::string node_timeout = fmt::format("{:g}", kDefaultNodeTimeoutS);
   std::string tee, redirects;
-  std::string bind_to = "none";
+  std::string bind_to = "none", cpus;
   CLI::App app{
       "ringrun: start one process per GPU or core, on one or several nodes, and stop them all when one fails.\n"
       "Usage: ringrun [OPTIONS] -- PROGRAM [ARGS...]",
@@ -152,11 +154,16 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   app.add_option("--node-timeout,--node_timeout", node_timeout,
                  "seconds without a heartbeat after which another node counts as failed")
       ->default_str(node_timeout);
-  app.add_option("--bind-to,--bind_to", bind_to,
+  CLI::Option* bind_option = app.add_option("--bind-to,--bind_to", bind_to,
                  "none (default): ranks run on any CPU; cores: each local rank gets its own contiguous share of "
                  "the CPUs ringrun may use (RINGTRAIN_CPUS names it), ranks sharing CPUs only when there are "
                  "more ranks than CPUs")
       ->default_str("none");
+  CLI::Option* cpus_option = app.add_option(
+      "--cpus", cpus,
+      "with --bind-to cores (which it implies): the CPUs to share out, in this order, e.g. 0,8,1,9 to give each "
+      "of 8 ranks two CPUs that bench/cpu_pairs found to be one core's two threads (default: every CPU ringrun "
+      "may use, in id order)");
   app.add_option("--job-token,--job_token", o.job_token,
                  "the job's secret for the store; several nodes need the same one (or RINGTRAIN_JOB_TOKEN)");
 
@@ -241,6 +248,21 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     o.bind_cores = true;
   } else if (bind_to != "none") {
     RT_THROW(ConfigError, "--bind-to '", bind_to, "': use none or cores");
+  }
+  if (cpus_option->count() > 0) {
+    if (bind_to == "none" && bind_option->count() > 0) {
+      RT_THROW(ConfigError, "--cpus ", cpus, " shares CPUs out among the ranks; it cannot go with --bind-to none");
+    }
+    const std::optional<std::vector<int>> list = parseCpuList(cpus);
+    if (!list || list->empty()) {
+      RT_THROW(ConfigError, "--cpus '", cpus, "': expected CPU ids and ranges such as 0,8,1-3");
+    }
+    std::vector<int> sorted = *list;
+    std::sort(sorted.begin(), sorted.end());
+    const auto twice = std::adjacent_find(sorted.begin(), sorted.end());
+    if (twice != sorted.end()) RT_THROW(ConfigError, "--cpus ", cpus, ": CPU ", *twice, " is named twice");
+    o.cpus = *list;
+    o.bind_cores = true;
   }
   if (o.max_restarts < 0) RT_THROW(ConfigError, "--max-restarts must be at least 0, not ", o.max_restarts);
   // Waits become nanosecond deadlines: beyond ~9e9 s (or inf) they overflow, and a "grace period" of

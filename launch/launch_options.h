@@ -28,6 +28,7 @@ struct LaunchOptions {
   double rendezvous_timeout_s = kDefaultRendezvousTimeoutS;
   double node_timeout_s = kDefaultNodeTimeoutS;  // a node silent this long has failed
   bool bind_cores = false;            // --bind-to cores: each local rank on its own slice of the CPUs
+  std::vector<int> cpus;              // --cpus: the CPUs to slice, in this order; empty: all allowed, by id
   std::string job_token;              // empty on a single node: ringrun makes a fresh one
   std::vector<std::string> command;   // PROGRAM ARGS...
   std::string program_path;           // command[0] resolved against PATH

@@ -9,6 +9,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "core/cpu_list.h"
 
 namespace ringtrain::comm {
 namespace {
@@ -31,24 +34,6 @@ int smallestQuotaUp(std::string path, QuotaAt quotaAt) {
     const size_t slash = path.find_last_of('/');
     path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
   }
-}
-
-// CPUs named by a list such as "0-3,8" (RINGTRAIN_CPUS); 0 for anything else.
-int countCpuList(const std::string& list) {
-  std::istringstream in(list);
-  std::string part;
-  int count = 0;
-  while (std::getline(in, part, ',')) {
-    int first = 0, last = 0;
-    char dash = 0;
-    std::istringstream range(part);
-    if (!(range >> first)) return 0;
-    last = first;
-    if (range >> dash && (dash != '-' || !(range >> last))) return 0;
-    if (last < first) return 0;
-    count += last - first + 1;
-  }
-  return count;
 }
 
 }  // namespace
@@ -100,7 +85,7 @@ int cpuQuotaOf(const std::string& proc_cgroup, const std::string& cgroup_root) {
 }
 
 bool countsAsOwnShare(int allowed, const std::string& share, int ranks_on_host, int online) {
-  return allowed >= 1 && allowed <= countCpuList(share) &&
+  return allowed >= 1 && allowed <= static_cast<int>(parseCpuList(share).value_or(std::vector<int>{}).size()) &&
          static_cast<long long>(allowed) * ranks_on_host <= online;
 }
 

@@ -36,4 +36,31 @@ std::string cpuListText(const std::vector<int>& cpus) {
   return text;
 }
 
+std::optional<std::vector<int>> parseCpuList(const std::string& text) {
+  // Each CPU id at most 5 digits: Linux counts at most 8,192 CPUs, and a range stays small.
+  const auto number = [&](size_t& at) -> std::optional<int> {
+    const size_t start = at;
+    while (at < text.size() && text[at] >= '0' && text[at] <= '9' && at - start < 6) ++at;
+    if (at == start || at - start > 5) return std::nullopt;
+    return std::stoi(text.substr(start, at - start));
+  };
+  std::vector<int> cpus;
+  size_t at = 0;
+  while (true) {
+    const std::optional<int> first = number(at);
+    if (!first) return std::nullopt;
+    int last = *first;
+    if (at < text.size() && text[at] == '-') {
+      ++at;
+      const std::optional<int> end = number(at);
+      if (!end || *end < *first) return std::nullopt;
+      last = *end;
+    }
+    for (int c = *first; c <= last; ++c) cpus.push_back(c);
+    if (at == text.size()) return cpus;
+    if (text[at] != ',') return std::nullopt;
+    ++at;
+  }
+}
+
 }  // namespace ringtrain

@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "ringtrain/core/error.h"
+
 namespace ringtrain::launch {
 namespace {
 
@@ -23,6 +25,19 @@ TEST(CpuBinding, MoreRanksThanCpusShareThemOneEachRoundRobin) {
   EXPECT_EQ(cpusOfLocalRank(kAllowed, 9, 0), (std::vector<int>{0}));
   EXPECT_EQ(cpusOfLocalRank(kAllowed, 9, 7), (std::vector<int>{0}));
   EXPECT_EQ(cpusOfLocalRank(kAllowed, 9, 8), (std::vector<int>{1}));
+}
+
+TEST(CpuBinding, TheCpusNamedAreSharedOutInTheirOrderWhenRingrunMayUseThem) {
+  EXPECT_EQ(cpusToShare({}, kAllowed), kAllowed);
+  EXPECT_EQ(cpusToShare({8, 0, 10, 1}, kAllowed), (std::vector<int>{8, 0, 10, 1}));
+  EXPECT_EQ(cpusOfLocalRank(cpusToShare({8, 0, 10, 1}, kAllowed), 2, 1), (std::vector<int>{10, 1}));
+  try {
+    cpusToShare({0, 9}, kAllowed);
+    ADD_FAILURE() << "CPU 9 is not allowed";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "--cpus: CPU 9 is not one ringrun may run on (0-3,8,10-11)");
+  }
+  EXPECT_THROW(cpusToShare({}, {}), ConfigError);
 }
 
 TEST(CpuBinding, NothingToSliceOrAnImpossibleRankGivesNoCpus) {

@@ -21,6 +21,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "core/cpu_list.h"
 #include "testing/command.h"
 
 extern char** environ;
@@ -478,13 +479,16 @@ std::vector<int> ownCpus() {
   return cpus;
 }
 
-// Each rank's line "cpus LOCAL_RANK RINGTRAIN_CPUS Cpus_allowed_list", by local rank.
-std::map<int, std::pair<std::string, std::string>> boundCpus(int nproc) {
-  const auto r = runCommand({binPath("ringrun"), "--nproc-per-node", std::to_string(nproc), "--standalone",
-                             "--bind-to", "cores", "--", "sh", "-c",
-                             "echo \"cpus $LOCAL_RANK $RINGTRAIN_CPUS $(grep Cpus_allowed_list /proc/self/status | "
-                             "cut -f2)\""},
-                            {.timeout = 30000ms});
+// Each rank's line "cpus LOCAL_RANK RINGTRAIN_CPUS Cpus_allowed_list", by local rank. `order` is --cpus
+// (empty: not given).
+std::map<int, std::pair<std::string, std::string>> boundCpus(int nproc, const std::string& order = "") {
+  std::vector<std::string> argv = {binPath("ringrun"), "--nproc-per-node", std::to_string(nproc), "--standalone",
+                                   "--bind-to", "cores"};
+  if (!order.empty()) argv.insert(argv.end(), {"--cpus", order});
+  argv.insert(argv.end(), {"--", "sh", "-c",
+                           "echo \"cpus $LOCAL_RANK $RINGTRAIN_CPUS $(grep Cpus_allowed_list /proc/self/status | "
+                           "cut -f2)\""});
+  const auto r = runCommand(argv, {.timeout = 30000ms});
   EXPECT_TRUE(r.ok()) << r.err;
   EXPECT_THAT(r.err, HasSubstr("ringrun: binding local ranks to CPUs: 0 -> "));
   std::map<int, std::pair<std::string, std::string>> seen;
@@ -496,20 +500,6 @@ std::map<int, std::pair<std::string, std::string>> boundCpus(int nproc) {
   return seen;
 }
 
-// One CPU per element: "0-2,5" -> {0, 1, 2, 5}.
-std::vector<int> parseCpuList(const std::string& text) {
-  std::vector<int> cpus;
-  std::stringstream in(text);
-  std::string part;
-  while (std::getline(in, part, ',')) {
-    const size_t dash = part.find('-');
-    const int first = std::stoi(part.substr(0, dash));
-    const int last = dash == std::string::npos ? first : std::stoi(part.substr(dash + 1));
-    for (int c = first; c <= last; ++c) cpus.push_back(c);
-  }
-  return cpus;
-}
-
 TEST(Ringrun, BoundRanksTakeDisjointContiguousSlicesOfRingrunsCpus) {
   const std::vector<int> cpus = ownCpus();
   // Two ranks at least (one rank's slice is every CPU, bound or not), about 2 CPUs each where there are many.
@@ -519,7 +509,7 @@ TEST(Ringrun, BoundRanksTakeDisjointContiguousSlicesOfRingrunsCpus) {
   std::vector<int> all;
   for (const auto& [local, lists] : seen) {
     EXPECT_EQ(lists.first, lists.second) << "local rank " << local << ": RINGTRAIN_CPUS names what the OS applied";
-    const std::vector<int> mine = parseCpuList(lists.second);
+    const std::vector<int> mine = parseCpuList(lists.second).value_or(std::vector<int>{});
     ASSERT_FALSE(mine.empty());
     const size_t size = cpus.size() / static_cast<size_t>(nproc);
     EXPECT_GE(mine.size(), size) << "local rank " << local;
@@ -528,6 +518,18 @@ TEST(Ringrun, BoundRanksTakeDisjointContiguousSlicesOfRingrunsCpus) {
   }
   // In local-rank order the slices cover ringrun's CPUs once each, in order.
   EXPECT_EQ(all, cpus);
+}
+
+// --cpus: what a measurement of the host found (bench/cpu_pairs), shared out in the order given.
+TEST(Ringrun, BoundRanksTakeTheNamedCpusInTheOrderNamed) {
+  const std::vector<int> cpus = ownCpus();
+  if (cpus.size() < 2) GTEST_SKIP() << "one CPU: nothing to reorder";
+  const std::string backwards = std::to_string(cpus.back()) + "," + std::to_string(cpus.front());
+  const auto seen = boundCpus(2, backwards);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen.at(0).second, std::to_string(cpus.back()));
+  EXPECT_EQ(seen.at(1).second, std::to_string(cpus.front()));
+  EXPECT_EQ(seen.at(0).first, seen.at(0).second);
 }
 
 TEST(Ringrun, MoreBoundRanksThanCpusShareThemOneCpuEach) {
@@ -1165,6 +1167,10 @@ TEST(Ringrun, BadArgumentsGiveOneLineAndExitCode2) {
       {{"--standalone", "--nnodes", "2", "--job-token", "x", "--", "true"}, "--standalone"},
       {{"--no-such-option", "--", "true"}, "no-such-option"},
       {{"--bind-to", "socket", "--", "true"}, "--bind-to 'socket': use none or cores"},
+      {{"--cpus", "0,1-x", "--", "true"}, "--cpus '0,1-x': expected CPU ids and ranges such as 0,8,1-3"},
+      {{"--cpus", "0,0", "--", "true"}, "--cpus 0,0: CPU 0 is named twice"},
+      {{"--bind-to", "none", "--cpus", "0", "--", "true"}, "it cannot go with --bind-to none"},
+      {{"--standalone", "--cpus", "99999", "--", "true"}, "--cpus: CPU 99999 is not one ringrun may run on"},
       // Beyond ~9e9 s a wait overflows its nanosecond deadline: 1e10 s of grace killed the ranks at once.
       {{"--grace-period", "1e10", "--", "true"}, "--grace-period 10000000000: expected seconds in [0, 31536000]"},
       {{"--grace-period", "inf", "--", "true"}, "--grace-period inf"},
