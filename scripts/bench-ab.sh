@@ -7,12 +7,14 @@
 #   scripts/bench-ab.sh KEY A B [RANKS]               # RANKS default 2; the H100 machine: 8
 #   scripts/bench-ab.sh ddp.overlap_sparse false true 8
 #   scripts/bench-ab.sh comm.spin_us 50 -1 8          # the old 50 us waits against auto
+#   scripts/bench-ab.sh --cpus 0-15 0,8,1,9,2,10,3,11,4,12,5,13,6,14,7,15 8   # a KEY starting with -- is a ringrun option
 # Environment: ROUNDS (pairs of runs, default 3), STEPS (steps per run, default 160, the first 10 not
 # counted), BIND_TO (ringrun --bind-to, default cores), SAME_VECTORS (default 1: exit 1 when the vectors
 # differ, as they must not for a setting of how a job runs; 0 for a setting that changes the arithmetic),
 # SETS="key=value ..." (more ringtrain --set overrides for both sides, e.g. run.deterministic=false, which
 # ddp.balance and ddp.steal true need), HOG_CPU=N (a busy loop pinned to CPU N through every run: the rank
-# bound there under --bind-to cores is persistently slower, e.g. HOG_CPU=1 with 2 ranks on 2 CPUs).
+# bound there under --bind-to cores is persistently slower, e.g. HOG_CPU=1 with 2 ranks on 2 CPUs), CPUS=ORDER
+# (ringrun --cpus for both sides: the CPUs shared out in that order, e.g. bench/cpu_pairs's).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -22,6 +24,8 @@ RANKS="${4:-2}"
 ROUNDS="${ROUNDS:-3}"
 STEPS="${STEPS:-160}"
 BIND_TO="${BIND_TO:-cores}"
+LAUNCH_ARGS=()
+[ -n "${CPUS:-}" ] && LAUNCH_ARGS=(--cpus "$CPUS")
 EXTRA_SETS=()
 read -r -a sets <<< "${SETS:-}"  # split on spaces only: a value is never glob-expanded
 for kv in "${sets[@]}"; do EXTRA_SETS+=(--set "$kv"); done
@@ -35,16 +39,18 @@ if [ -n "${HOG_CPU:-}" ]; then
 fi
 "$BIN/ringtrain" gen-data "$ROOT/configs/bench_reference.yaml" --out "$WORK/data" >/dev/null
 
-echo "reference workload, $RANKS ranks, shared tables, ringrun --bind-to $BIND_TO, $STEPS steps per run (10 warm-up)${SETS:+, --set $SETS}${HOG_CPU:+, CPU $HOG_CPU kept busy}: $KEY $A (A) against $B (B)"
+echo "reference workload, $RANKS ranks, shared tables, ringrun --bind-to $BIND_TO${CPUS:+ --cpus $CPUS}, $STEPS steps per run (10 warm-up)${SETS:+, --set $SETS}${HOG_CPU:+, CPU $HOG_CPU kept busy}: $KEY $A (A) against $B (B)"
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     value=$A
     [ "$side" = B ] && value=$B
     out="$WORK/$round-$side"
-    "$BIN/ringrun" --standalone --nproc-per-node "$RANKS" --bind-to "$BIND_TO" -- "$BIN/ringtrain" train \
+    launcher_side=("${LAUNCH_ARGS[@]}") job_side=(--set "$KEY=$value")
+    [[ "$KEY" == --* ]] && launcher_side=("${LAUNCH_ARGS[@]}" "$KEY" "$value") job_side=()
+    "$BIN/ringrun" --standalone --nproc-per-node "$RANKS" --bind-to "$BIND_TO" "${launcher_side[@]}" -- "$BIN/ringtrain" train \
       "$ROOT/configs/bench_reference.yaml" --set "data.corpus=$WORK/data/sequences.txt" --set "run.output_dir=$out" \
       --set "run.max_steps=$STEPS" --set log.every_steps=10 --set checkpoint.every_steps=0 \
-      --set ddp.sparse_sync=shared --set eval.max_queries=20 "${EXTRA_SETS[@]}" --set "$KEY=$value" > "$out.log" 2>&1 ||
+      --set ddp.sparse_sync=shared --set eval.max_queries=20 "${EXTRA_SETS[@]}" "${job_side[@]}" > "$out.log" 2>&1 ||
       { echo "ringtrain failed ($KEY=$value):" >&2; tail -20 "$out.log" >&2; exit 1; }
     python3 - "$out/metrics.jsonl" "$out.log" "$round" "$side" "$value" <<'PY'
 import json, re, statistics, sys

@@ -29,7 +29,10 @@
 # TRACE=0 (no traced run), TRACE_MODES (sync modes traced at the largest rank count; default the last of
 # SYNC_MODES), SETS="key=value ..." (more ringtrain --set overrides, e.g. ddp.overlap_sparse=false),
 # CEILING=1 (after each rank count above 1, a row "independent": that many 1-rank jobs at once, no sync; see
-# run_independent).
+# run_independent), CPUS_B=ORDER (each rank count above 1 runs a second time with `ringrun --cpus ORDER`, its
+# rows marked "+cpus", the ceiling's and the traced run's too: the CPUs shared out in another order, such as
+# bench/cpu_pairs's with each host core's two threads side by side), SETS_B="key=value ..." (overrides for
+# those second runs only, e.g. run.pin_threads=true comm.spin_us=50).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${RINGTRAIN_BUILD_DIR:-$ROOT/build}/bin"
@@ -41,8 +44,9 @@ ROUNDS="${ROUNDS:-1}"
 WARMUP=10
 BATCH=$(awk '$1 == "batch_size:" { print $2; exit }' "$ROOT/configs/bench_reference.yaml")  # pairs per rank per step
 read -r -a MODES <<< "${SYNC_MODES:-allgather shared}"
-EXTRA_SETS=()
+EXTRA_SETS=() SETS_B_ARGS=()
 for kv in ${SETS:-}; do EXTRA_SETS+=(--set "$kv"); done
+for kv in ${SETS_B:-}; do SETS_B_ARGS+=(--set "$kv"); done
 RANKS=("$@")
 [ ${#RANKS[@]} -gt 0 ] || RANKS=(1 2)
 PY=/usr/bin/python3
@@ -64,15 +68,18 @@ job_args() {  # mode out steps [--set ...] -> JOB_ARGS: ringtrain's arguments fo
             "${EXTRA_SETS[@]}" "$@")
 }
 
+# RUN_CPUS: `ringrun --cpus` for the runs that follow (empty: the CPUs in id order).
+RUN_CPUS=""
 launch_ringtrain() {  # ranks mode out steps [--set ...]: the reference job, its output in out/ and out.log
-  local n=$1 mode=$2 out=$3 steps=$4
+  local n=$1 mode=$2 out=$3 steps=$4 cpus=()
   shift 4
   job_args "$mode" "$out" "$steps" "$@"
+  [ -n "$RUN_CPUS" ] && cpus=(--cpus "$RUN_CPUS") && JOB_ARGS+=("${SETS_B_ARGS[@]}")
   if [ "$BACKEND" = mpi ]; then
     mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1
   else
-    "$BIN/ringrun" --standalone --nproc-per-node "$n" --bind-to "$BIND_TO" -- "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1
-  fi || { echo "ringtrain failed at $n ranks ($mode):" >&2; tail -20 "$out.log" >&2; exit 1; }
+    "$BIN/ringrun" --standalone --nproc-per-node "$n" --bind-to "$BIND_TO" "${cpus[@]}" -- "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1
+  fi || { echo "ringtrain failed at $n ranks ($mode${RUN_CPUS:+, --cpus $RUN_CPUS}):" >&2; tail -20 "$out.log" >&2; exit 1; }
 }
 
 summarize() {  # out ranks -> prints "pairs_per_s median_step_pairs_per_s sync_bytes_per_step peak_rss_mib pss_mib shared"
@@ -94,21 +101,21 @@ PY
 }
 
 run_ringtrain() {  # ranks mode -> prints what summarize prints
-  local n=$1 mode=$2 out="$WORK/rt-$1-$2"
+  local n=$1 mode=$2 out="$WORK/rt-$1-$2${RUN_CPUS:+-cpus}"
   launch_ringtrain "$n" "$mode" "$out" $((WARMUP + STEPS))
   summarize "$out" "$n"
 }
 
 # What the machine allows at n ranks with no synchronization at all: n independent 1-rank jobs at once, each
-# on the CPUs rank i of an n-rank job gets (with BIND_TO=cores), 5x the timed steps so that their timed steps
+# on the CPUs rank i of an n-rank job gets (with BIND_TO=cores, and RUN_CPUS's order), 5x the timed steps so that their timed steps
 # overlap despite staggered starts. Prints the sums of their pairs/s and median-step pairs/s: the ceiling a
 # data-parallel job could reach here if its synchronization cost nothing.
 run_independent() {  # ranks -> prints "pairs_per_s median_step_pairs_per_s"
   local n=$1 i pids=() slices=()
-  mapfile -t slices < <(python3 - "$n" "$BIND_TO" <<'PY'
+  mapfile -t slices < <(python3 - "$n" "$BIND_TO" "$RUN_CPUS" <<'PY'
 import os, sys
 n, bind = int(sys.argv[1]), sys.argv[2]
-cpus = sorted(os.sched_getaffinity(0))
+cpus = [int(c) for c in sys.argv[3].split(",")] if sys.argv[3] else sorted(os.sched_getaffinity(0))
 per, longer = divmod(len(cpus), n)
 first = 0
 for r in range(n):  # ringrun's cut (launch/cpu_binding.h): contiguous slices, the first ones a CPU longer
@@ -119,16 +126,17 @@ for r in range(n):  # ringrun's cut (launch/cpu_binding.h): contiguous slices, t
 PY
 )
   for ((i = 0; i < n; i++)); do
-    local out="$WORK/solo-$n-$i" pin=()
+    local out="$WORK/solo-$n-$i${RUN_CPUS:+-cpus}" pin=()
     [ -n "${slices[$i]}" ] && pin=(taskset -c "${slices[$i]}")
     job_args "${MODES[0]}" "$out" $((WARMUP + 5 * STEPS))
+    [ -n "$RUN_CPUS" ] && JOB_ARGS+=("${SETS_B_ARGS[@]}")
     "${pin[@]}" "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1 &
     pids+=($!)
   done
   for ((i = 0; i < n; i++)); do
-    wait "${pids[$i]}" || { echo "independent job $i of $n failed:" >&2; tail -20 "$WORK/solo-$n-$i.log" >&2; exit 1; }
+    wait "${pids[$i]}" || { echo "independent job $i of $n failed:" >&2; tail -20 "$WORK/solo-$n-$i${RUN_CPUS:+-cpus}.log" >&2; exit 1; }
   done
-  for ((i = 0; i < n; i++)); do summarize "$WORK/solo-$n-$i" 1; done |
+  for ((i = 0; i < n; i++)); do summarize "$WORK/solo-$n-$i${RUN_CPUS:+-cpus}" 1; done |
     awk '{ p += $1; m += $2 } END { printf "%.0f %.0f\n", p, m }'
 }
 
@@ -151,8 +159,8 @@ bound="ringrun --bind-to $BIND_TO"
 [ "$BACKEND" = mpi ] && bound="mpirun --bind-to none"
 rounds_note=""
 [ "$ROUNDS" -gt 1 ] && rounds_note=", $ROUNDS rounds"
-printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s, %s%s%s\n" "$STEPS" "$BACKEND" "$bound" "${SETS:+, --set $SETS}" "$rounds_note"
-printf "%5s %6s %11s %14s %10s %16s %10s %14s %10s %12s %14s %10s %10s\n" round ranks "sync" "ringtrain p/s" "effic." \
+printf "reference workload: 100k items x 64, tower 128, 1024 pairs/rank/step, 5 negatives, SGD, 1 thread/rank, %s timed steps, backend %s, %s%s%s%s\n" "$STEPS" "$BACKEND" "$bound" "${SETS:+, --set $SETS}" "$rounds_note" "${CPUS_B:+; rows +cpus: --cpus $CPUS_B${SETS_B:+ --set $SETS_B}}"
+printf "%5s %6s %16s %14s %10s %16s %10s %14s %10s %12s %14s %10s %10s\n" round ranks "sync" "ringtrain p/s" "effic." \
   "median-step p/s" "effic." "peer p/s" "effic." "ratio" "sync B/step" "RSS MiB" "PSS MiB"
 print_row() {  # round ranks sync rt med peer base_rt base_med base_peer sync_bytes rss pss: one table row
   echo "$1 $2 $3 $4 $5 $6 $7 $8 $9" >> "$RESULTS"
@@ -162,7 +170,7 @@ rnd, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rt, med, peer, brt, bmed, bpeer, sync, rss, pss = map(float, sys.argv[4:])
 eff = lambda v, b: f"{v / (n * b):.0%}" if b > 0 else "-"
 ratio = f"{rt / peer:.2f}x" if peer > 0 else "-"
-print(f"{rnd:5d} {n:6d} {mode:>11} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} "
+print(f"{rnd:5d} {n:6d} {mode:>16} {rt:14,.0f} {eff(rt, brt):>10} {med:16,.0f} {eff(med, bmed):>10} {peer:14,.0f} "
       f"{eff(peer, bpeer):>10} {ratio:>12} {sync:14,.0f} {rss:10,.0f} {pss:10,.0f}")
 PY
 }
@@ -177,23 +185,28 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$base_peer" = 0 ] && [ "$n" -eq 1 ] && base_peer=$peer
     modes=("${MODES[@]}")
     [ "$n" -eq 1 ] && modes=("${MODES[0]}")  # nothing to sync
-    for mode in "${modes[@]}"; do
-      read -r rt med sync rss pss shared < <(run_ringtrain "$n" "$mode")
-      [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
-      [ "$first_rt" = 0 ] && first_rt=$base_rt
-      shown=$mode
-      [ "$n" -eq 1 ] && shown="-"
-      if [ "$n" -gt 1 ] && [ "$mode" = shared ] && [ "$shared" = 0 ]; then  # asked for, not possible here
-        shown="allgather!"
-        grep -h "cannot be used" "$WORK/rt-$n-$mode.log" >&2 || true
+    orders=("")
+    [ "$n" -gt 1 ] && [ -n "${CPUS_B:-}" ] && orders+=("$CPUS_B")
+    for RUN_CPUS in "${orders[@]}"; do
+      for mode in "${modes[@]}"; do
+        read -r rt med sync rss pss shared < <(run_ringtrain "$n" "$mode")
+        [ "$base_rt" = 0 ] && [ "$n" -eq 1 ] && base_rt=$rt && base_med=$med
+        [ "$first_rt" = 0 ] && first_rt=$base_rt
+        shown=$mode
+        [ "$n" -eq 1 ] && shown="-"
+        if [ "$n" -gt 1 ] && [ "$mode" = shared ] && [ "$shared" = 0 ]; then  # asked for, not possible here
+          shown="allgather!"
+          grep -h "cannot be used" "$WORK/rt-$n-$mode${RUN_CPUS:+-cpus}.log" >&2 || true
+        fi
+        print_row "$round" "$n" "$shown${RUN_CPUS:++cpus}" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss"
+        POLL[$n]=$( (grep -o -m1 "waits poll [0-9]* us" "$WORK/rt-$n-$mode${RUN_CPUS:+-cpus}.log" || true) | tr -dc 0-9)
+      done
+      if [ "${CEILING:-0}" = 1 ] && [ "$n" -gt 1 ]; then
+        read -r rt med < <(run_independent "$n")
+        print_row "$round" "$n" "independent${RUN_CPUS:++cpus}" "$rt" "$med" 0 "$base_rt" "$base_med" "$base_peer" 0 0 0
       fi
-      print_row "$round" "$n" "$shown" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss"
-      POLL[$n]=$( (grep -o -m1 "waits poll [0-9]* us" "$WORK/rt-$n-$mode.log" || true) | tr -dc 0-9)
     done
-    if [ "${CEILING:-0}" = 1 ] && [ "$n" -gt 1 ]; then
-      read -r rt med < <(run_independent "$n")
-      print_row "$round" "$n" "independent" "$rt" "$med" 0 "$base_rt" "$base_med" "$base_peer" 0 0 0
-    fi
+    RUN_CPUS=""
   done
 done
 
@@ -218,12 +231,12 @@ def spread(values, fmt):
     return f"{fmt(statistics.median(values))} [{fmt(min(values))} - {fmt(max(values))}]"
 pct = lambda v: f"{v:.0%}"
 times = lambda v: f"{v:.2f}x"
-print(f"{'ranks':>5} {'sync':>11} {'ringtrain p/s':>28} {'effic.':>18} {'median-step effic.':>18} {'ratio to peer':>22}")
+print(f"{'ranks':>5} {'sync':>16} {'ringtrain p/s':>28} {'effic.':>18} {'median-step effic.':>18} {'ratio to peer':>22}")
 for (n, mode), runs in sorted(rows.items()):
     eff = [rt / (n * brt) if brt > 0 else None for rt, _, _, brt, _, _ in runs]
     meff = [med / (n * bmed) if bmed > 0 else None for _, med, _, _, bmed, _ in runs]
     ratio = [rt / peer if peer > 0 else None for rt, _, peer, _, _, _ in runs]
-    print(f"{n:5d} {mode:>11} {spread([r[0] for r in runs], lambda v: f'{v:,.0f}'):>28} "
+    print(f"{n:5d} {mode:>16} {spread([r[0] for r in runs], lambda v: f'{v:,.0f}'):>28} "
           f"{spread(eff, pct):>18} {spread(meff, pct):>18} {spread(ratio, times):>22}")
 PY
 fi
@@ -248,14 +261,19 @@ largest=$(printf "%s\n" "${RANKS[@]}" | sort -n | tail -1)
 if [ "${TRACE:-1}" != 0 ] && [ "$largest" -gt 1 ]; then
   read -r -a traced_modes <<< "${TRACE_MODES:-${MODES[${#MODES[@]}-1]}}"
   # 1 rank first: each phase's cost alone on the machine, to read the larger runs' phases against.
-  runs=("1 ${traced_modes[0]}")
-  for mode in "${traced_modes[@]}"; do runs+=("$largest $mode"); done
+  runs=("1 ${traced_modes[0]} -")
+  for mode in "${traced_modes[@]}"; do
+    runs+=("$largest $mode -")
+    [ -n "${CPUS_B:-}" ] && runs+=("$largest $mode $CPUS_B")
+  done
   for run in "${runs[@]}"; do
-    read -r n mode <<< "$run"
-    out="$WORK/traced-$n-$mode"
+    read -r n mode RUN_CPUS <<< "$run"
+    [ "$RUN_CPUS" = - ] && RUN_CPUS=""
+    out="$WORK/traced-$n-$mode${RUN_CPUS:+-cpus}"
     launch_ringtrain "$n" "$mode" "$out" $((WARMUP + 100)) --set log.trace_steps=$((WARMUP + 100))
     echo
-    echo "where a step goes at $n rank(s) ($mode), ms, from a traced run of 100 steps after $WARMUP:"
+    echo "where a step goes at $n rank(s) ($mode${RUN_CPUS:+, --cpus $RUN_CPUS}), ms, from a traced run of 100 steps after $WARMUP:"
     python3 "$ROOT/scripts/trace-summary.py" "$out/trace.json" --skip "$WARMUP"
   done
+  RUN_CPUS=""
 fi

@@ -5,11 +5,14 @@
 # allreduce benchmark at world size 1, the multi-process CPU tests at up to 8 ranks, the scaling
 # benchmark and the sparse overlap's A/B at 8 ranks. SCALING_RANKS, SCALING_STEPS, SCALING_ROUNDS and
 # SCALING_SYNC_MODES set bench-scaling.sh's rank counts, STEPS, ROUNDS and SYNC_MODES, SCALING_SETS its SETS
-# (ringtrain overrides, e.g. "ddp.steal=true run.deterministic=false"). Logs go under $OUT
+# (ringtrain overrides, e.g. "ddp.steal=true run.deterministic=false"), SCALING_CPUS_B and SCALING_SETS_B its
+# CPUS_B ("probe": the order bench-siblings found) and SETS_B. Logs go under $OUT
 # (or ./gpu-check-logs): summary.txt and one log per phase, 8 files (the device tool brings back 8 at most).
 # Opt-in phases, run only when GPU_CHECK_PHASES names them: bench-spin, bench-balance, bench-steal and
-# bench-ab (alternating A/Bs of one setting at 8 ranks, below), bench-hugepages (run.huge_pages at 1 rank)
-# and bench-serve.
+# bench-ab (alternating A/Bs of one setting at 8 ranks, below), bench-hugepages (run.huge_pages at 1 rank),
+# bench-serve, and bench-siblings (bench/cpu_pairs measures which vCPUs slow each other down, as a host
+# core's two threads do, then 8 ranks with the CPUs shared out in id order against the order it found;
+# SCALING_CPUS_B=probe then adds the scaling benchmark's "+cpus" rows in that order).
 #
 # Libraries the device image lacks travel as Debian packages: scripts/gpu-prepare.sh (run here, on the
 # dev machine) downloads them into .device/debs and copies the peers into .device/peers; the device
@@ -133,12 +136,33 @@ phase "nccl allreduce benchmark, 1 GPU" 60 "$OUT/bench-allreduce-nccl.log" 6 \
 phase "multiprocess tests, up to ${RINGTRAIN_TEST_MAX_RANKS:-8} ranks" 250 "$OUT/test-multiprocess.log" 5 \
   env RINGTRAIN_TEST_MAX_RANKS="${RINGTRAIN_TEST_MAX_RANKS:-8}" \
   ctest --test-dir "$BUILD" -L multiprocess -j 4 --output-on-failure --timeout 120
+# Which vCPUs are one host core's two threads (the guest's topology may not say), and 8 ranks with each
+# rank's two CPUs such a pair against the id order. The order found goes to the scaling phase when
+# SCALING_CPUS_B=probe.
+if [ "$GLOO" = ON ]; then
+  phase "which CPUs slow each other down, then 8 ranks on them in id order against pairs side by side" 210 \
+    "$OUT/bench-siblings.log" 8 bash -c '
+      probe=$("$1/bin/cpu_pairs") || exit 1
+      echo "$probe"
+      order=$(sed -n "s/^order: //p" <<< "$probe")
+      ids=$(python3 -c "import os; print(\",\".join(map(str, sorted(os.sched_getaffinity(0)))))")
+      [ "$order" != "$ids" ] || { echo "no pairs found: no layout A/B"; exit 0; }
+      echo
+      RINGTRAIN_BUILD_DIR="$1" "$2/scripts/bench-ab.sh" --cpus "$ids" "$order" 8' _ "$BUILD" "$ROOT"
+fi
+PROBED_ORDER=""  # the probe's order where it differs from the id order
+if [[ " $PHASES " == *" bench-siblings "* ]] && grep -q "^reference workload" "$OUT/bench-siblings.log" 2>/dev/null; then
+  PROBED_ORDER=$(sed -n 's/^order: //p' "$OUT/bench-siblings.log")
+fi
 # Multi-process CPU training at 1..8 ranks against PyTorch DDP (issue 10's scaling table), sparse rows
 # all-gathered and in shared tables; 50 timed steps (the script defaults to 200) keep the peer runs short.
 if [ "$GLOO" = ON ]; then
-  phase "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}" 300 "$OUT/bench-scaling.log" 11 \
+  cpus_b=${SCALING_CPUS_B:-}
+  [ "$cpus_b" = probe ] && cpus_b=$PROBED_ORDER
+  phase "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}${cpus_b:+, and with --cpus $cpus_b}" \
+    $([ -n "$cpus_b" ] && echo 420 || echo 300) "$OUT/bench-scaling.log" $([ -n "$cpus_b" ] && echo 16 || echo 11) \
     env STEPS="${SCALING_STEPS:-50}" ROUNDS="${SCALING_ROUNDS:-1}" SYNC_MODES="${SCALING_SYNC_MODES:-allgather shared}" \
-    SETS="${SCALING_SETS:-}" \
+    SETS="${SCALING_SETS:-}" CPUS_B="$cpus_b" SETS_B="${SCALING_SETS_B:-}" \
     PEERS="$ROOT/.device/peers" RINGTRAIN_BUILD_DIR="$BUILD" "$ROOT/scripts/bench-scaling.sh" ${SCALING_RANKS:-1 2 4 8}
 fi
 # ddp.overlap_sparse off against on at 8 ranks, alternating (the overlap needs a CPU to spare per rank,
@@ -149,9 +173,13 @@ if [ "$GLOO" = ON ]; then
 fi
 # Opt-in A/Bs, only when named in GPU_CHECK_PHASES: one setting's two values, alternating
 # (scripts/bench-ab.sh). ab_phase LOG TITLE SAME_VECTORS SETS RANKS KEY A B (SETS: overrides for both sides).
+# GPU_CHECK_AB_CPUS=ORDER runs both sides of every A/B with ringrun --cpus ORDER ("probe": bench-siblings's).
 ab_phase() {
   [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" $1 "* ]] || return 0
-  phase "$2" 150 "$OUT/$1.log" 6 env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="$3" SETS="$4" "$ROOT/scripts/bench-ab.sh" "${@:6}" "$5"
+  local cpus=${GPU_CHECK_AB_CPUS:-}
+  [ "$cpus" = probe ] && cpus=$PROBED_ORDER
+  phase "$2${cpus:+ (--cpus $cpus)}" 150 "$OUT/$1.log" 6 env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="$3" SETS="$4" \
+    CPUS="$cpus" "$ROOT/scripts/bench-ab.sh" "${@:6}" "$5"
 }
 # The waits' old 50 us poll against auto (comm.spin_us).
 ab_phase bench-spin "waits polling 50 us against auto, 8 ranks" 1 "" 8 comm.spin_us 50 -1
