@@ -12,6 +12,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/Allocator.h>
+#include <torch/version.h>
 
 #include "ringtrain/core/error.h"
 
@@ -19,6 +20,15 @@ namespace ringtrain::model {
 namespace {
 
 size_t roundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// LibTorch 2.3 made Allocator::allocate non-const and added copy_data; Debian's 1.13 has neither.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define RINGTRAIN_ALLOCATE_CONST
+#define RINGTRAIN_ALLOCATOR_COPIES 1
+#else
+#define RINGTRAIN_ALLOCATE_CONST const
+#define RINGTRAIN_ALLOCATOR_COPIES 0
+#endif
 
 // What a mapping's deleter needs: where it starts and how long it is.
 struct Mapping {
@@ -36,7 +46,7 @@ void unmapTable(void* ctx) {
 // back an aligned 2 MiB range) and returned to the kernel when the tensor goes. Fresh mappings read as zeros.
 class HugePageTableAllocator final : public c10::Allocator {
  public:
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) RINGTRAIN_ALLOCATE_CONST override {
     RT_CHECK(n <= std::numeric_limits<size_t>::max() / 2, "a table of ", n, " bytes");
     const size_t bytes = roundUp(n == 0 ? 1 : n, kHugePageBytes);
     auto mapping = std::make_unique<Mapping>();  // before the mapping: a failed new leaks nothing
@@ -56,6 +66,9 @@ class HugePageTableAllocator final : public c10::Allocator {
     return {data, mapping.release(), &unmapTable, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }  // the deleter needs its context
+#if RINGTRAIN_ALLOCATOR_COPIES
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+#endif
 };
 
 HugePageTableAllocator& hugePageAllocator() {
