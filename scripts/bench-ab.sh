@@ -66,7 +66,8 @@ stolen = re.search(r"work stealing at the end: .*\(([0-9.]+)%\) trained by a ran
 print(f"round {sys.argv[3]} {sys.argv[4]} ({sys.argv[5]}): {sum(pairs) / len(pairs):11,.0f} pairs/s, median step "
       f"{statistics.median(steps):5.2f} ms, sparse sync on the step {sync} ms (exchange {exchange}), "
       f"helper during backward {helper} ms, waits poll {poll.group(1) if poll else '?'} us"
-      + (f", {stolen.group(1)}% of pairs stolen" if stolen else ""))
+      + (f", {stolen.group(1)}% of pairs stolen" if stolen else "")
+      + (", shared tables on the pool's 2 MiB pages" if "shared sparse tables are on 2 MiB pages" in log else ""))
 PY
   done
 done | tee "$WORK/table.txt"

@@ -12,7 +12,9 @@
 # Each rank count above 1 runs once per sparse-row sync mode in SYNC_MODES (default "allgather shared":
 # every rank all-gathers every touched row, against one shared table per host with each rank updating the
 # rows it owns); one rank has nothing to sync and runs once. "allgather!" marks a shared run that fell back
-# (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr.
+# (ranks not on one host, or same-host memory refused by the OS), with the run's warning on stderr; "shared/2M"
+# one whose shared tables came from the host's pool of 2 MiB pages (sysctl vm.nr_hugepages; DdpOptions::huge_pages;
+# the kernel counts such pages in neither RSS nor PSS, so those columns leave the tables out).
 # ringtrain's ranks start under `ringrun --bind-to cores` (each rank on its own slice of the CPUs; BIND_TO=none
 # leaves them free, as the peer's are); under mpirun they are not bound.
 # After the table, how long rank 0's waits polled before sleeping at each rank count (comm.spin_us as
@@ -96,6 +98,7 @@ log = open(sys.argv[2]).read()
 rss = max([float(m) for m in re.findall(r"peak RSS ([0-9.]+) MiB", log)] or [0])
 pss = max([float(m) for m in re.findall(r"memory after training: PSS ([0-9.]+) MiB", log)] or [0])
 shared = int("sparse tables shared by" in log)  # shared asked for but not possible falls back to allgather
+shared += int("shared sparse tables are on 2 MiB pages" in log)  # 2: from the host's huge-page pool
 print(f"{pairs:.0f} {median:.0f} {sync} {rss:.0f} {pss:.0f} {shared}")
 PY
 }
@@ -198,6 +201,7 @@ for round in $(seq 1 "$ROUNDS"); do
           shown="allgather!"
           grep -h "cannot be used" "$WORK/rt-$n-$mode${RUN_CPUS:+-cpus}.log" >&2 || true
         fi
+        [ "$shared" = 2 ] && shown="$shown/2M"
         print_row "$round" "$n" "$shown${RUN_CPUS:++cpus}" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss"
         POLL[$n]=$( (grep -o -m1 "waits poll [0-9]* us" "$WORK/rt-$n-$mode${RUN_CPUS:+-cpus}.log" || true) | tr -dc 0-9)
       done

@@ -10,7 +10,8 @@
 # (or ./gpu-check-logs): summary.txt and one log per phase, 8 files (the device tool brings back 8 at most).
 # Opt-in phases, run only when GPU_CHECK_PHASES names them: bench-spin, bench-balance, bench-steal and
 # bench-ab (alternating A/Bs of one setting at 8 ranks, below), bench-hugepages (run.huge_pages at 1 rank),
-# bench-serve, and bench-siblings (bench/cpu_pairs measures which vCPUs slow each other down, as a host
+# bench-serve, bench-hugetlb (8 ranks, run.huge_pages off/on: with GPU_CHECK_HUGE_POOL set, shared tables on
+# the pool's 2 MiB pages against 4 KiB ones), and bench-siblings (bench/cpu_pairs measures which vCPUs slow each other down, as a host
 # core's two threads do, then 8 ranks with the CPUs shared out in id order against the order it found;
 # SCALING_CPUS_B=probe then adds the scaling benchmark's "+cpus" rows in that order).
 #
@@ -41,6 +42,14 @@ log() { echo "== gpu-check [$(elapsed)] $*" | tee -a "$OUT/summary.txt"; }
   echo "thp $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null), shmem $(cat /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null)"
 } > /tmp/gpu-check-machine.txt 2>&1
 log "machine: $(tr '\n' ' ' < /tmp/gpu-check-machine.txt)"
+# GPU_CHECK_HUGE_POOL=N reserves N 2 MiB pages (sysctl vm.nr_hugepages; root, as on the device machines) for
+# the tables ranks share, which get no transparent huge pages where shmem_enabled is "never". The reference
+# workload's two tables need 26.
+if [ -n "${GPU_CHECK_HUGE_POOL:-}" ]; then
+  echo "$GPU_CHECK_HUGE_POOL" > /proc/sys/vm/nr_hugepages 2>/dev/null ||
+    log "cannot write /proc/sys/vm/nr_hugepages (not root?)"
+  log "huge-page pool: $(grep -E 'HugePages_(Total|Free)' /proc/meminfo | tr -s ' ' | paste -sd ' ')"
+fi
 
 # 1. Libraries from Debian packages, unpacked into a private sysroot.
 if [ -d "$ROOT/.device/debs" ]; then
@@ -186,6 +195,9 @@ ab_phase bench-spin "waits polling 50 us against auto, 8 ranks" 1 "" 8 comm.spin
 # Tables on ordinary pages against huge pages, at 1 rank: the private tables they apply to (shared ones are
 # shmem, which gets none there).
 ab_phase bench-hugepages "tables on huge pages off/on, 1 rank" 1 "" 1 run.huge_pages false true
+# Shared tables on the pool's 2 MiB pages against 4 KiB ones, 8 ranks (GPU_CHECK_HUGE_POOL must fill the pool;
+# off, both sides run on 4 KiB pages and the log says so).
+ab_phase bench-hugetlb "tables on huge pages off/on, 8 ranks sharing them" 1 "" 8 run.huge_pages false true
 # ddp.balance off against on (its vectors differ by float rounding: the same pairs, summed in another order;
 # so both sides run with run.deterministic false, which balance needs and which changes nothing else).
 ab_phase bench-balance "work balance off/on, 8 ranks" 0 run.deterministic=false 8 ddp.balance false true

@@ -1,6 +1,7 @@
 #include "ddp/host_shared_tensor.h"
 
 #include <fcntl.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,8 @@ std::vector<uint8_t> bytesOf(const std::string& text) { return {text.begin(), te
 std::string textOf(const std::vector<uint8_t>& bytes) { return {bytes.begin(), bytes.end()}; }
 
 std::string failed(const char* call) { return concat(call, ": ", std::strerror(errno)); }
+
+size_t roundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 // A MAP_SHARED mapping, unmapped unless released into the tensor that owns it.
 class Mapping {
@@ -51,49 +54,74 @@ class Mapping {
   size_t bytes_ = 0;
 };
 
-// Rank 0: a memfd of `bytes` holding `source`, mapped here. Returns "" or why it failed.
-std::string create(const at::Tensor& source, size_t bytes, const std::string& what, UniqueFd& fd, Mapping& mapping) {
-  fd.reset(::memfd_create(concat("ringtrain-", what).substr(0, 200).c_str(), MFD_CLOEXEC));
+// A memfd of `length` bytes (`flags` beside MFD_CLOEXEC), mapped here. Returns "" or why it failed.
+std::string createMapped(size_t length, unsigned flags, const std::string& what, UniqueFd& fd, Mapping& mapping) {
+  fd.reset(::memfd_create(concat("ringtrain-", what).substr(0, 200).c_str(), MFD_CLOEXEC | flags));
   if (!fd.valid()) return failed("memfd_create");
-  if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) return failed("ftruncate");
-  std::string error = mapping.map(fd.get(), bytes);
-  if (!error.empty()) return error;
+  if (::ftruncate(fd.get(), static_cast<off_t>(length)) != 0) return failed("ftruncate");
+  return mapping.map(fd.get(), length);
+}
+
+// Rank 0: a memfd holding `source` (`bytes`), mapped here; on the host's reserved 2 MiB pages (`on_huge` 1)
+// where `huge_pages` asks and it has enough, else (`why_not_huge` says why) on ordinary ones. Sets `length`,
+// the bytes mapped (a whole number of huge pages on them). Returns "" or why it failed.
+std::string create(const at::Tensor& source, size_t bytes, const std::string& what, bool huge_pages, UniqueFd& fd,
+                   Mapping& mapping, size_t& length, int& on_huge, std::string& why_not_huge) {
+  if (huge_pages && bytes >= kHugeSharedMinBytes) {
+    // The pool's pages are reserved at mmap: too few fail here, not with SIGBUS at first touch.
+    length = roundUp(bytes, kHugeSharedPageBytes);
+    why_not_huge = createMapped(length, MFD_HUGETLB | MFD_HUGE_2MB, what, fd, mapping);
+    on_huge = why_not_huge.empty() ? 1 : 0;
+    if (!on_huge) fd.reset();  // nothing was mapped: createMapped maps last
+  }
+  if (mapping.data() == nullptr) {
+    length = bytes;
+    std::string error = createMapped(length, 0, what, fd, mapping);
+    if (!error.empty()) return error;
+  }
   std::memcpy(mapping.data(), source.data_ptr(), bytes);
   return "";
 }
 
-// Another rank: maps rank 0's memfd, published as "pid fd bytes dtype". Returns "" or why it failed.
-std::string attach(const std::string& published, size_t bytes, int dtype, Mapping& mapping) {
+// Another rank: maps rank 0's memfd, published as "pid fd bytes dtype length huge" (length: the bytes mapped,
+// a whole number of huge pages where huge is 1). Sets `length` and `on_huge`. Returns "" or why it failed.
+std::string attach(const std::string& published, size_t bytes, int dtype, Mapping& mapping, size_t& length,
+                   int& on_huge) {
   std::istringstream in(published);
-  long long pid = 0, fd_number = 0, their_bytes = 0;
+  long long pid = 0, fd_number = 0, their_bytes = 0, their_length = 0;
   int their_dtype = -1;
-  if (!(in >> pid >> fd_number >> their_bytes >> their_dtype)) return concat("rank 0 published '", published, "'");
+  if (!(in >> pid >> fd_number >> their_bytes >> their_dtype >> their_length >> on_huge)) {
+    return concat("rank 0 published '", published, "'");
+  }
   if (static_cast<size_t>(their_bytes) != bytes || their_dtype != dtype) {
     return concat("rank 0 shares ", their_bytes, " bytes of dtype ", their_dtype, ", this rank holds ", bytes,
                   " bytes of dtype ", dtype);
   }
+  if (their_length < their_bytes) return concat("rank 0 published '", published, "'");
+  length = static_cast<size_t>(their_length);
   const std::string path = concat("/proc/", pid, "/fd/", fd_number);
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd.valid()) return concat("open ", path, ": ", std::strerror(errno));
   struct stat info {};
   if (::fstat(fd.get(), &info) != 0) return failed("fstat");
-  if (static_cast<size_t>(info.st_size) != bytes) {
-    return concat(path, " holds ", info.st_size, " bytes, expected ", bytes);
+  if (static_cast<size_t>(info.st_size) != length) {
+    return concat(path, " holds ", info.st_size, " bytes, expected ", length);
   }
-  return mapping.map(fd.get(), bytes);
+  return mapping.map(fd.get(), length);
 }
 
 }  // namespace
 
-at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what) {
+at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
+                       const HugePages& huge) {
   std::string why;
-  at::Tensor shared = tryShareOnHost(comm, source, what, why);
+  at::Tensor shared = tryShareOnHost(comm, source, what, why, huge);
   if (!shared.defined()) RT_THROW(CommError, why);
   return shared;
 }
 
 at::Tensor tryShareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
-                          std::string& why) {
+                          std::string& why, const HugePages& huge) {
   RT_CHECK(source.is_cpu(), "sharing ", what, " between ranks on one host: the tensor is on ", source.device());
   RT_CHECK(comm.size() == 1 || comm.canReadPeerMemory(), "sharing ", what,
            " between ranks on one host: the ranks do not share a host (or comm.same_host_copy is off)");
@@ -106,16 +134,20 @@ at::Tensor tryShareOnHost(comm::Communicator& comm, const at::Tensor& source, co
   // Round 1: rank 0 creates and publishes; the others map what it published.
   UniqueFd fd;
   Mapping mapping;
+  size_t length = bytes;
   std::string error;
   std::string published;
+  std::string why_not_huge;
+  int on_huge = 0;
   if (me == 0) {
-    error = create(src, bytes, what, fd, mapping);
-    published = error.empty() ? concat(::getpid(), " ", fd.get(), " ", bytes, " ", dtype) : "";
+    error = create(src, bytes, what, huge.asked, fd, mapping, length, on_huge, why_not_huge);
+    published = error.empty() ? concat(::getpid(), " ", fd.get(), " ", bytes, " ", dtype, " ", length, " ", on_huge) : "";
   }
   const auto first = comm.allgatherBytes(bytesOf(published));
   if (me != 0) {
     const std::string from_root = textOf(first.at(0));
-    error = from_root.empty() ? "rank 0 could not create the shared memory" : attach(from_root, bytes, dtype, mapping);
+    error = from_root.empty() ? "rank 0 could not create the shared memory"
+                              : attach(from_root, bytes, dtype, mapping, length, on_huge);
   }
   // Round 2: every rank says whether it is mapped, so that all succeed or all throw. Rank 0 keeps its
   // descriptor open until then: the others open it through /proc.
@@ -128,7 +160,8 @@ at::Tensor tryShareOnHost(comm::Communicator& comm, const at::Tensor& source, co
     why = concat("sharing ", what, " (", bytes, " bytes) between ranks on one host failed", report);
     return at::Tensor();
   }
-  const size_t length = bytes;
+  if (huge.why_not != nullptr) *huge.why_not = why_not_huge;
+  if (huge.used != nullptr) *huge.used = on_huge != 0;
   void* data = mapping.release();
   return at::from_blob(data, src.sizes(), [length](void* p) { ::munmap(p, length); }, src.options());
 }

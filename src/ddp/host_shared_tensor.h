@@ -9,6 +9,7 @@
 // mapping does.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include <ATen/core/Tensor.h>
@@ -17,15 +18,32 @@
 
 namespace ringtrain::ddp::detail {
 
+inline constexpr size_t kHugeSharedPageBytes = size_t{2} << 20;
+// Smaller tensors stay on ordinary pages, as private tables do (model/table_memory.h).
+inline constexpr size_t kHugeSharedMinBytes = 2 * kHugeSharedPageBytes;
+
+// Whether the shared memory comes from the host's pool of reserved 2 MiB pages (hugetlbfs: sysctl
+// vm.nr_hugepages). Why: on the H100 machines a lone rank on (transparent) huge pages trained 1.35x faster than on
+// 4 KiB ones, and shared memory gets no transparent huge pages there (shmem_enabled "never"), so 8 ranks on
+// shared tables ran their forward and backward at the 4 KiB speed. The pool is empty unless an administrator
+// fills it: then the memory stays on ordinary pages and `why_not` says so.
+struct HugePages {
+  bool asked = false;
+  bool* used = nullptr;            // if given: set on every rank, whether the memory is on huge pages
+  std::string* why_not = nullptr;  // if given: set on rank 0 where asked for and not used (too few in the pool)
+};
+
 // Collective over `comm`, whose ranks must share a host (comm.canReadPeerMemory()). Returns a contiguous CPU
 // tensor of `source`'s shape and dtype on memory mapped by every rank, holding rank 0's `source`. A failure
 // on any rank (memfd, open, mmap, a size or dtype that differs from rank 0's) throws on every rank, naming
 // the rank, `what` and the cause.
-at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what);
+// With `huge.asked`, memory of at least kHugeSharedMinBytes comes from the huge-page pool where it has enough.
+at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
+                       const HugePages& huge = {});
 
 // The same, but a failure that every rank agreed on (memfd, open, mmap, sizes) returns an undefined tensor and
 // sets `why` on every rank, so that callers can fall back together. Communication failures still throw.
 at::Tensor tryShareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
-                          std::string& why);
+                          std::string& why, const HugePages& huge = {});
 
 }  // namespace ringtrain::ddp::detail

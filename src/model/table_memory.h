@@ -6,7 +6,8 @@
 // virtual machine each miss walks two page tables; a 2 MiB page covers 512 times as much. The kernel gives
 // huge pages only to memory that asks (transparent_hugepage "madvise", the usual setting), and LibTorch
 // 1.13's allocator never asks. Tables mapped from memory shared by the ranks (ddp.sparse_sync shared) are
-// shmem, which these kernels give no huge pages (shmem_enabled "never"): this helps private tables only.
+// shmem, which these kernels give no transparent huge pages (shmem_enabled "never"): those come from the
+// host's reserved pool instead, where an administrator filled it (ddp/host_shared_tensor.h, HugePages).
 #pragma once
 
 #include <cstddef>

@@ -815,6 +815,7 @@ TrainSummary train(Session& s) {
   ddp::DdpOptions ddp_options = ddp::DdpOptions::fromConfig(job.ddp, job.comm);
   ddp_options.sparse_parameters = s.model->sparseParameterNames();
   ddp_options.unshare_at_destruction = false;  // it goes at the end of the job, with the model: no copy needed
+  ddp_options.huge_pages = job.run.huge_pages;
   ddp::DistributedDataParallel ddp(*s.model, *s.comm, ddp_options);
   if (ddp.sharesSparseParameters()) {
     // The owners update rows of one shared table: their per-row optimizer state must be one copy as well.

@@ -1,7 +1,9 @@
 // DDP against one process: ranks are threads over an in-process communicator (tests/ddp/thread_group.h).
 // Intra-op threads are per process in LibTorch, so the suite pins them to 1 once; each rank thread runs
 // its own forward/backward (CPU autograd runs backward on the calling thread).
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -16,6 +18,7 @@
 #include "ringtrain/ddp/distributed_data_parallel.h"
 #include "ringtrain/ddp/sparse_sync.h"
 #include "ringtrain/ddp/tensor_buffer.h"
+#include "testing/captured_log.h"
 #include "testing/rank_threads.h"
 
 namespace ringtrain::ddp {
@@ -295,6 +298,58 @@ TEST_F(DdpTest, SparseSharedEqualsAllgatherBitForBit) {
   const auto shared = trainEmbedding(3, SparseSync::kShared, 15);
   ASSERT_EQ(gathered.size(), shared.size());
   for (size_t i = 0; i < gathered.size(); ++i) EXPECT_TRUE(torch::equal(gathered[i], shared[i])) << "parameter " << i;
+}
+
+// A sparse table of 5 MiB (3 huge pages), over the smallest one asked of the host's huge-page pool.
+struct BigEmbedImpl : torch::nn::Module {
+  BigEmbedImpl() {
+    emb = register_module("emb", torch::nn::Embedding(torch::nn::EmbeddingOptions(20480, 64).sparse(true)));
+  }
+  torch::Tensor forward(const torch::Tensor& ids) { return emb(ids).sum(-1); }
+  torch::nn::Embedding emb{nullptr};
+};
+
+long long freeHugePages() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("HugePages_Free:", 0) == 0) return std::stoll(line.substr(15));
+  }
+  return 0;
+}
+
+// The pool (sysctl vm.nr_hugepages) is empty on CI machines: there rank 0 says how to fill it, with the pages
+// the tables need; where it holds them (filled by hand), it says the tables are on them. Training goes on
+// either way.
+TEST_F(DdpTest, SharedTablesTakeHugePagesFromThePoolOrRankZeroSaysHowToFillIt) {
+#if !RINGTRAIN_WITH_GLOO
+  GTEST_SKIP() << "the thread communicator cannot share a host's memory";
+#endif
+  testing::CapturedLog log;
+  const bool pool_holds_them = freeHugePages() >= 3;
+  std::vector<std::shared_ptr<BigEmbedImpl>> models;
+  for (int r = 0; r < 2; ++r) models.push_back(std::make_shared<BigEmbedImpl>());
+  runDdpRanks(2, [&](comm::Communicator& comm) {
+    DdpOptions options;
+    options.sparse_sync = SparseSync::kShared;
+    options.huge_pages = true;
+    DistributedDataParallel ddp(*models[comm.rank()], comm, options);
+    ASSERT_TRUE(ddp.sharesSparseParameters());
+    torch::optim::SGD sgd(models[comm.rank()]->parameters(), torch::optim::SGDOptions(0.5));
+    ddp.zeroGrad();
+    models[comm.rank()]->forward(torch::arange(8, torch::kLong) * (comm.rank() + 1)).sum().backward();
+    ddp.finalize();
+    sgd.step();
+    ddp.zeroGrad();
+  });
+  EXPECT_TRUE(torch::equal(models[0]->emb->weight, models[1]->emb->weight)) << "one table, seen by both ranks";
+  if (pool_holds_them) {
+    EXPECT_THAT(log.text(), HasSubstr("the shared sparse tables are on 2 MiB pages from the host's pool"));
+  } else {
+    EXPECT_THAT(log.text(), HasSubstr("the shared sparse tables are on 4 KiB pages: the host's pool of 2 MiB pages "
+                                      "has too few"));
+    EXPECT_THAT(log.text(), HasSubstr("sysctl vm.nr_hugepages=3 reserves what they need"));
+  }
 }
 
 // Two sparse tables used at different depths, as in the SGNS model: backward readies "out" before the tower,

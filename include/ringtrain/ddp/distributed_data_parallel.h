@@ -150,6 +150,11 @@ struct DdpOptions {
   // this object threw. false: they stay
   // shared, which saves a copy of every table per rank (the training job, done with its model, turns it off).
   bool unshare_at_destruction = true;
+  // Shared sparse tables (kShared) and shareOnHost()'s tensors of 4 MiB or more on 2 MiB pages from the host's
+  // reserved pool (hugetlbfs: sysctl vm.nr_hugepages), where it holds enough; else on ordinary pages, which
+  // rank 0 says once. Private tables get transparent huge pages from the model (run.huge_pages); shared memory
+  // gets none where the kernel's shmem_enabled is "never". The training job sets it from run.huge_pages.
+  bool huge_pages = false;
   int64_t replica_check_every = 0;  // finalize() compares parameter checksums every N calls; 0: never
   bool rebuild_buckets = true;      // rebuild once after the first iteration in gradient-ready order
   // How long finalize() and broadcastState() wait for a dense bucket or a broadcast (fromConfig: comm.timeout_s).
