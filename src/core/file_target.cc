@@ -10,8 +10,11 @@
 #include <system_error>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "core/process_state.h"
 #include "ringtrain/core/error.h"
+#include "ringtrain/core/hash.h"
 #include "ringtrain/core/logging.h"
 
 namespace ringtrain {
@@ -91,8 +94,20 @@ namespace {
 std::filesystem::path dirOf(const std::filesystem::path& target) {
   return target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
 }
+// ".<name>.<kind>.", the pid follows. A name too long for that within NAME_MAX (255 bytes) keeps its start,
+// cut between UTF-8 characters, and an FNV-1a of the whole name, so that long names sharing a start still get
+// temporaries of their own (and find their own leftovers again).
 std::string tempStem(const std::filesystem::path& target, const std::string& kind) {
-  return "." + target.filename().string() + "." + kind + ".";
+  constexpr size_t kNameMax = 255, kPidDigits = 10, kHashPart = 17;  // "~" and 16 hex digits
+  std::string name = target.filename().string();
+  const size_t fixed = 1 + 1 + kind.size() + 1 + kPidDigits;
+  if (name.size() + fixed > kNameMax) {
+    const std::string hash = fmt::format("~{:016x}", fnv1a64(name.data(), name.size()));
+    size_t keep = kNameMax > fixed + kHashPart ? kNameMax - fixed - kHashPart : 0;
+    while (keep > 0 && (static_cast<unsigned char>(name[keep]) & 0xC0) == 0x80) --keep;  // not mid-character
+    name = name.substr(0, keep) + hash;
+  }
+  return "." + name + "." + kind + ".";
 }
 }  // namespace
 

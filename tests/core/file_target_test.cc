@@ -154,6 +154,33 @@ TEST_F(FileTargetTest, AnAtomicFileRemovesWhatAnInterruptedWriteOfItsTargetLeft)
   EXPECT_TRUE(fs::exists(path(".other.tmp.2147483646")));
 }
 
+// A name of 255 bytes, the longest a file system takes, fits; its temporary (".<name>.tmp.<pid>") would not,
+// so it is shortened, and two such names that start alike still get temporaries of their own.
+TEST_F(FileTargetTest, TheLongestNameGetsATemporaryThatFitsAndIsItsOwn) {
+  // The cut falls inside the two bytes of "é": it goes before it.
+  const std::string long_a = std::string(221, 'a') + "\xc3\xa9" + std::string(32, 'b');
+  const std::string long_b = long_a.substr(0, 254) + "c";
+  ASSERT_EQ(long_a.size(), 255u);
+  const std::string temp_a = fs::path(tempPathFor(path(long_a))).filename().string();
+  const std::string temp_b = fs::path(tempPathFor(path(long_b))).filename().string();
+  EXPECT_LE(temp_a.size(), 255u);
+  EXPECT_NE(temp_a, temp_b);
+  EXPECT_EQ(temp_a.rfind("." + std::string(221, 'a') + "~", 0), 0u) << temp_a;
+  for (const std::string& name : {long_a, long_b}) {
+    AtomicFile file(path(name), "export");
+    file.write(name.substr(254));
+    file.commit();
+  }
+  EXPECT_EQ(contents(path(long_a)), "b");
+  EXPECT_EQ(contents(path(long_b)), "c");
+  // A write of it that was interrupted is found again by its shortened name.
+  const std::string left = fs::path(tempPathFor(path(long_a))).parent_path() /
+                           (temp_a.substr(0, temp_a.rfind('.') + 1) + "2147483646");
+  std::ofstream(left) << "half of an old write";
+  AtomicFile again(path(long_a), "export");
+  EXPECT_FALSE(fs::exists(left));
+}
+
 TEST_F(FileTargetTest, AnAtomicFileThatCannotBeCreatedSaysWhereAndWhy) {
   EXPECT_THAT([&] { AtomicFile file(path("missing/out"), "checkpoint"); },
               ThrowsMessage<DataError>(HasSubstr("cannot write checkpoint " + path("missing/out") + ": creating " +
