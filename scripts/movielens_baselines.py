@@ -32,9 +32,11 @@ def main():
         if len(visible) >= 2:
             train.append(visible)
         prefix = list(dict.fromkeys(visible))
+        targets = set(prefix)  # each distinct hidden item once, none already in the query, as ringtrain's split
         for p in range(len(ids) - h, len(ids)):
-            if ids[p] in prefix:
+            if ids[p] in targets:
                 continue
+            targets.add(ids[p])
             queries.append((prefix, ids[p]))
             around = [ids[j] for j in range(max(0, p - WINDOW), min(len(ids), p + WINDOW + 1)) if j != p]
             leaky.append((list(dict.fromkeys(around)), ids[p]))

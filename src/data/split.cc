@@ -92,7 +92,9 @@ std::vector<EvalQuery> heldOutQueries(const Corpus& corpus, const CorpusSplit& s
         if (seen.insert(v[i]).second) distinct.push_back(v[i]);
       }
       for (int64_t i = visible; i < v.size; ++i) {
-        if (seen.count(v[i])) continue;  // already in the query: ranking excludes query items
+        // Already in the query (ranking excludes query items), or already a target of this line: one query
+        // per distinct hidden item, as a basket's are, so a repeated one does not count twice.
+        if (!seen.insert(v[i]).second) continue;
         EvalQuery q;
         q.line = l;
         q.target = v[i];

@@ -85,6 +85,23 @@ TEST(Split, WindowQueriesHideTheTailAndTrainOnThePrefix) {
   EXPECT_EQ(queries[3].query, (std::vector<int32_t>{v.id("a"), v.id("c")}));
 }
 
+// A hidden item that repeats ("... d d") is one query, not two that would count it twice.
+TEST(Split, WindowQueriesTakeARepeatedHiddenItemOnce) {
+  auto c = Corpus::fromLines({{"a", "b", "c", "d", "d"}, {"a", "b", "c", "e", "e"}});
+  SplitOptions o;
+  o.eval_fraction = 0.5;
+  o.protocol = EvalProtocol::kWindow;
+  o.hide_last = 2;
+  CorpusSplit s(*c, o);
+  ASSERT_EQ(s.heldOutLines().size(), 1u);
+  const int64_t held = s.heldOutLines()[0];
+  const auto queries = heldOutQueries(*c, s);
+  const Vocabulary& v = c->vocab();
+  std::vector<std::string> targets;
+  for (const auto& q : queries) targets.emplace_back(v.token(q.target));
+  EXPECT_EQ(targets, std::vector<std::string>{held == 0 ? "d" : "e"});
+}
+
 TEST(Split, TrainCountsExcludeHeldOutTokens) {
   auto c = Corpus::fromLines({{"a", "b"}, {"c", "d"}, {"a", "c"}, {"b", "d"}});
   SplitOptions o;
