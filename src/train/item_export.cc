@@ -145,7 +145,7 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
     if (!in.eof()) RT_THROW(DataError, "cannot read ", items_path);
     staged_ = std::move(copy);
   } catch (const std::exception& e) {
-    warnNotCopied(e.what());
+    not_staged_ = e.what();
   }
 }
 
@@ -157,6 +157,7 @@ void ItemsBeside::warnNotCopied(const std::string& reason) const {
 ItemsBeside::~ItemsBeside() = default;
 
 void ItemsBeside::place() {
+  if (!not_staged_.empty()) warnNotCopied(std::exchange(not_staged_, ""));
   if (!staged_) return;
   const std::unique_ptr<AtomicFile> copy = std::move(staged_);
   try {

@@ -19,6 +19,7 @@
 #include "ringtrain/train/evaluation.h"
 #include "ringtrain/train/item_export.h"
 #include "ringtrain/train/model_state.h"
+#include "testing/captured_log.h"
 #include "testing/command.h"
 
 namespace ringtrain::train {
@@ -333,6 +334,21 @@ TEST_F(Word2VecTest, ItemsBesideAreStagedAndPlacedAfterTheExport) {
   names.place();
   EXPECT_EQ(read("run/items.tsv"), read("new.tsv"));
   EXPECT_EQ(entries(), 1u);
+}
+
+// A folder that cannot be made (under /proc) fails the export itself: that is all that is said, not a warning
+// about the names first. An export that succeeded while the names could not be copied says why at place().
+TEST_F(Word2VecTest, NamesThatCannotBeCopiedAreSaidOnlyAfterTheExport) {
+  write("new.tsv", "id\tkey\tname\tcategory\napple\tSKU-1\tRed apple\tfruit\n");
+  testing::CapturedLog log;
+  {
+    ItemsBeside failed("/proc/no-such-folder/embeddings.txt", dir_ + "/new.tsv");
+  }  // the export failed: not placed
+  EXPECT_EQ(log.text().find("cannot copy"), std::string::npos) << log.text();
+  ItemsBeside names("/proc/no-such-folder/embeddings.txt", dir_ + "/new.tsv");
+  names.place();
+  EXPECT_THAT(log.text(), ::testing::HasSubstr("cannot copy " + dir_ + "/new.tsv beside the vectors to "
+                                               "/proc/no-such-folder/items.tsv"));
 }
 
 // The export takes the job's items.tsv along, so that serve and neighbors find the names beside the vectors;

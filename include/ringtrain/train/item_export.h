@@ -57,6 +57,9 @@ class ItemsBeside {
   std::string items_path_;
   std::unique_ptr<AtomicFile> staged_;  // the copy, written and not yet committed; null when nothing is to be placed
   std::string target_;
+  // Why the copy could not be staged: said by place(), after the export, so that an export that fails (the
+  // same folder, most often) says so alone.
+  std::string not_staged_;
 };
 
 // Refuses (ConfigError, naming `key`) an export path that is one of `inputs` ({what, path}): the vectors
