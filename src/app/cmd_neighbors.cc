@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "app/commands.h"
+#include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
 #include "ringtrain/data/items_file.h"
@@ -89,20 +90,23 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
                  ": it has no direction, so no neighbours by cosine");
       }
       // "KEY  NAME  [CATEGORY]", each part where items.tsv has it (the key only when it is not the token).
+      // What the files hold goes out printable (detail::printable): invalid UTF-8 and control bytes as \xNN.
+      using ::ringtrain::detail::printable;
       auto describe = [&](int64_t r) {
         if (items.names.empty()) return std::string();
         const auto i = static_cast<size_t>(r);
-        std::string text = items.keys[i] == vectors.tokens[i] ? "" : items.keys[i];
-        if (!items.names[i].empty()) text += (text.empty() ? "" : "  ") + items.names[i];
-        if (!items.categories[i].empty()) text += "  [" + items.categories[i] + "]";
+        std::string text = items.keys[i] == vectors.tokens[i] ? "" : printable(items.keys[i]);
+        if (!items.names[i].empty()) text += (text.empty() ? "" : "  ") + printable(items.names[i]);
+        if (!items.categories[i].empty()) text += "  [" + printable(items.categories[i]) + "]";
         return text;
       };
-      std::cout << "nearest to " << vectors.tokens[static_cast<size_t>(index)] << "  " << describe(index) << "\n";
+      std::cout << "nearest to " << printable(vectors.tokens[static_cast<size_t>(index)]) << "  " << describe(index)
+                << "\n";
       int rank = 0;
       for (const model::Neighbor& n : model::nearestNeighbors(vectors, index, args->k)) {
         char sim[32];
         std::snprintf(sim, sizeof(sim), "%.4f", static_cast<double>(n.similarity));
-        std::cout << ++rank << "\t" << sim << "\t" << vectors.tokens[static_cast<size_t>(n.index)] << "\t"
+        std::cout << ++rank << "\t" << sim << "\t" << printable(vectors.tokens[static_cast<size_t>(n.index)]) << "\t"
                   << describe(n.index) << "\n";
       }
       return 0;
