@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     if (!placed[i]) order.push_back(cpus[i]);
   }
   std::printf("pairs under %.0f%% together:%s\n", 100.0 * below, pairs_text.empty() ? " none" : pairs_text.c_str());
-  // Not cpuListText: it would sort the CPUs back into id order.
+  // Listed one by one, not as cpuListText's ranges: this order is for reading and for --cpus alike.
   std::string order_text;
   for (int c : order) order_text += (order_text.empty() ? "" : ",") + std::to_string(c);
   std::printf("order: %s\n", order_text.c_str());

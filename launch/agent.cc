@@ -270,6 +270,12 @@ class Agent {
   }
 
  private:
+  // After the rendezvous, a node that cannot start its ranks tells the others why: waiting for this one to
+  // start, they learn of it now, not at --rdzv-timeout.
+  void refuseJob(const std::string& why) {
+    store_->compareSet(key("refused"), {}, dist::toBytes("node " + std::to_string(o_.node_rank) + ": " + why));
+  }
+
   int runJob() {
     rendezvous();
     if (!failure_records_.available()) {
@@ -281,8 +287,7 @@ class Agent {
       try {
         logs = makeRunLogDir(o_.log_dir, std::time(nullptr), o_.node_rank, o_.nnodes);
       } catch (const ConfigError& e) {
-        // Joined already: the other nodes, waiting for this one to start, learn of it now, not at --rdzv-timeout.
-        store_->compareSet(key("refused"), {}, dist::toBytes("node " + std::to_string(o_.node_rank) + ": " + e.what()));
+        refuseJob(e.what());
         throw;
       }
       run_log_dir_ = logs.path;
@@ -291,7 +296,13 @@ class Agent {
     }
     if (o_.bind_cores) {
       // Cut once, before any rank runs: every attempt binds its ranks alike.
-      const std::vector<int> cpus = cpusToShare(o_.cpus, allowedCpus());
+      std::vector<int> cpus;
+      try {
+        cpus = cpusToShare(o_.cpus, allowedCpus());
+      } catch (const ConfigError& e) {
+        refuseJob(e.what());  // joined already, as for --log-dir above
+        throw;
+      }
       std::string slices;
       for (int local = 0; local < o_.nproc_per_node; ++local) {
         rank_cpus_.push_back(cpusOfLocalRank(cpus, o_.nproc_per_node, local));

@@ -162,7 +162,7 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   CLI::Option* cpus_option = app.add_option(
       "--cpus", cpus,
       "with --bind-to cores (which it implies): the CPUs to share out, in this order, e.g. 0,8,1,9 to give each "
-      "of 8 ranks two CPUs that bench/cpu_pairs found to be one core's two threads (default: every CPU ringrun "
+      "of 2 ranks two CPUs that bench/cpu_pairs found to be one core's two threads (default: every CPU ringrun "
       "may use, in id order)");
   app.add_option("--job-token,--job_token", o.job_token,
                  "the job's secret for the store; several nodes need the same one (or RINGTRAIN_JOB_TOKEN)");

@@ -26,6 +26,10 @@ STEPS="${STEPS:-160}"
 BIND_TO="${BIND_TO:-cores}"
 LAUNCH_ARGS=()
 [ -n "${CPUS:-}" ] && LAUNCH_ARGS=(--cpus "$CPUS")
+if [ -n "${CPUS:-}" ] && [ "$KEY" = --cpus ]; then
+  echo "CPUS and a KEY of --cpus both give ringrun --cpus: give one" >&2
+  exit 2
+fi
 EXTRA_SETS=()
 read -r -a sets <<< "${SETS:-}"  # split on spaces only: a value is never glob-expanded
 for kv in "${sets[@]}"; do EXTRA_SETS+=(--set "$kv"); done

@@ -48,7 +48,12 @@ BATCH=$(awk '$1 == "batch_size:" { print $2; exit }' "$ROOT/configs/bench_refere
 read -r -a MODES <<< "${SYNC_MODES:-allgather shared}"
 EXTRA_SETS=() SETS_B_ARGS=()
 for kv in ${SETS:-}; do EXTRA_SETS+=(--set "$kv"); done
-for kv in ${SETS_B:-}; do SETS_B_ARGS+=(--set "$kv"); done
+read -r -a sets_b <<< "${SETS_B:-}"  # split on spaces only: a value is never glob-expanded
+for kv in "${sets_b[@]}"; do SETS_B_ARGS+=(--set "$kv"); done
+if [ -n "${CPUS_B:-}" ] && [ "$BACKEND" = mpi ]; then
+  echo "CPUS_B is ringrun's --cpus: BACKEND=mpi starts the ranks under mpirun, unbound" >&2
+  exit 2
+fi
 RANKS=("$@")
 [ ${#RANKS[@]} -gt 0 ] || RANKS=(1 2)
 PY=/usr/bin/python3
@@ -118,7 +123,13 @@ run_independent() {  # ranks -> prints "pairs_per_s median_step_pairs_per_s"
   mapfile -t slices < <(python3 - "$n" "$BIND_TO" "$RUN_CPUS" <<'PY'
 import os, sys
 n, bind = int(sys.argv[1]), sys.argv[2]
-cpus = [int(c) for c in sys.argv[3].split(",")] if sys.argv[3] else sorted(os.sched_getaffinity(0))
+def listed(text):  # "0,8,1-3" -> [0, 8, 1, 2, 3], as ringrun --cpus reads it
+    out = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        out += range(int(first), int(last or first) + 1)
+    return out
+cpus = listed(sys.argv[3]) if sys.argv[3] else sorted(os.sched_getaffinity(0))
 per, longer = divmod(len(cpus), n)
 first = 0
 for r in range(n):  # ringrun's cut (launch/cpu_binding.h): contiguous slices, the first ones a CPU longer
@@ -203,7 +214,7 @@ for round in $(seq 1 "$ROUNDS"); do
         fi
         [ "$shared" = 2 ] && shown="$shown/2M"
         print_row "$round" "$n" "$shown${RUN_CPUS:++cpus}" "$rt" "$med" "$peer" "$base_rt" "$base_med" "$base_peer" "$sync" "$rss" "$pss"
-        POLL[$n]=$( (grep -o -m1 "waits poll [0-9]* us" "$WORK/rt-$n-$mode${RUN_CPUS:+-cpus}.log" || true) | tr -dc 0-9)
+        [ -n "$RUN_CPUS" ] || POLL[$n]=$( (grep -o -m1 "waits poll [0-9]* us" "$WORK/rt-$n-$mode.log" || true) | tr -dc 0-9)
       done
       if [ "${CEILING:-0}" = 1 ] && [ "$n" -gt 1 ]; then
         read -r rt med < <(run_independent "$n")

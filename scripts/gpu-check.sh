@@ -148,6 +148,7 @@ phase "multiprocess tests, up to ${RINGTRAIN_TEST_MAX_RANKS:-8} ranks" 250 "$OUT
 # Which vCPUs are one host core's two threads (the guest's topology may not say), and 8 ranks with each
 # rank's two CPUs such a pair against the id order. The order found goes to the scaling phase when
 # SCALING_CPUS_B=probe.
+rm -f "$OUT/bench-siblings.log"  # PROBED_ORDER below reads this call's, never an earlier call's
 if [ "$GLOO" = ON ]; then
   phase "which CPUs slow each other down, then 8 ranks on them in id order against pairs side by side" 210 \
     "$OUT/bench-siblings.log" 8 bash -c '
@@ -155,7 +156,7 @@ if [ "$GLOO" = ON ]; then
       echo "$probe"
       order=$(sed -n "s/^order: //p" <<< "$probe")
       ids=$(python3 -c "import os; print(\",\".join(map(str, sorted(os.sched_getaffinity(0)))))")
-      [ "$order" != "$ids" ] || { echo "no pairs found: no layout A/B"; exit 0; }
+      [ "$order" != "$ids" ] || { echo "the order found is the id order (no pairs, or pairs that are neighbours there already): no layout A/B"; exit 0; }
       echo
       RINGTRAIN_BUILD_DIR="$1" "$2/scripts/bench-ab.sh" --cpus "$ids" "$order" 8' _ "$BUILD" "$ROOT"
 fi
@@ -167,7 +168,10 @@ fi
 # all-gathered and in shared tables; 50 timed steps (the script defaults to 200) keep the peer runs short.
 if [ "$GLOO" = ON ]; then
   cpus_b=${SCALING_CPUS_B:-}
-  [ "$cpus_b" = probe ] && cpus_b=$PROBED_ORDER
+  if [ "$cpus_b" = probe ]; then
+    cpus_b=$PROBED_ORDER
+    [ -n "$cpus_b" ] || log "SCALING_CPUS_B=probe: bench-siblings gave no order other than the id order (or did not run): no +cpus rows"
+  fi
   phase "scaling benchmark, CPU ranks ${SCALING_RANKS:-1 2 4 8}${cpus_b:+, and with --cpus $cpus_b}" \
     $([ -n "$cpus_b" ] && echo 420 || echo 300) "$OUT/bench-scaling.log" $([ -n "$cpus_b" ] && echo 16 || echo 11) \
     env STEPS="${SCALING_STEPS:-50}" ROUNDS="${SCALING_ROUNDS:-1}" SYNC_MODES="${SCALING_SYNC_MODES:-allgather shared}" \
@@ -186,7 +190,10 @@ fi
 ab_phase() {
   [ "$GLOO" = ON ] && [[ " ${GPU_CHECK_PHASES:-} " == *" $1 "* ]] || return 0
   local cpus=${GPU_CHECK_AB_CPUS:-}
-  [ "$cpus" = probe ] && cpus=$PROBED_ORDER
+  if [ "$cpus" = probe ]; then
+    cpus=$PROBED_ORDER
+    [ -n "$cpus" ] || log "GPU_CHECK_AB_CPUS=probe: bench-siblings gave no order other than the id order (or did not run): $1 in id order"
+  fi
   phase "$2${cpus:+ (--cpus $cpus)}" 150 "$OUT/$1.log" 6 env RINGTRAIN_BUILD_DIR="$BUILD" SAME_VECTORS="$3" SETS="$4" \
     CPUS="$cpus" "$ROOT/scripts/bench-ab.sh" "${@:6}" "$5"
 }

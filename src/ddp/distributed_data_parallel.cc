@@ -366,20 +366,13 @@ class DistributedDataParallel::Impl {
     // Every copy is made before any table moves, so that a failure (agreed by all ranks) leaves every rank
     // on its private tables, all-gathering.
     std::vector<at::Tensor> copies;
-    bool on_huge_pages = false;
-    std::string why_not_huge;
-    size_t huge_pages_needed = 0;
+    detail::HugePageTally huge_pages;
     for (size_t k = 0; k < sparse_.size() && why_not.empty(); ++k) {
       const Param& p = params_[sparse_[k]];
       bool used = false;
-      std::string why_not_here;
-      copies.push_back(detail::tryShareOnHost(comm_, p.tensor, p.name, why_not, {options_.huge_pages, &used, &why_not_here}));
-      const size_t bytes = static_cast<size_t>(p.tensor.numel()) * p.tensor.element_size();
-      if (bytes >= detail::kHugeSharedMinBytes) {
-        huge_pages_needed += (bytes + detail::kHugeSharedPageBytes - 1) / detail::kHugeSharedPageBytes;
-      }
-      on_huge_pages = on_huge_pages || used;
-      if (why_not_huge.empty()) why_not_huge = why_not_here;
+      std::string why_not_huge;
+      copies.push_back(detail::tryShareOnHost(comm_, p.tensor, p.name, why_not, {options_.huge_pages, &used, &why_not_huge}));
+      huge_pages.add(static_cast<size_t>(p.tensor.numel()) * p.tensor.element_size(), used, why_not_huge);
     }
     if (!why_not.empty()) {
       if (comm_.rank() == 0 && asked == SparseSync::kShared) {
@@ -391,13 +384,9 @@ class DistributedDataParallel::Impl {
       return;
     }
     options_.sparse_sync = SparseSync::kShared;
-    if (comm_.rank() == 0 && on_huge_pages) {
-      info("ddp: the shared sparse tables are on 2 MiB pages from the host's pool (vm.nr_hugepages)");
-    } else if (comm_.rank() == 0 && !why_not_huge.empty()) {
-      info("ddp: the shared sparse tables are on 4 KiB pages: the host's pool of 2 MiB pages has too few ({}); "
-           "as root, sysctl vm.nr_hugepages={} reserves what they need (their optimizer state needs as many "
-           "again per state tensor)",
-           why_not_huge, huge_pages_needed);
+    if (comm_.rank() == 0 && options_.huge_pages) {
+      const std::string report = huge_pages.report();
+      if (!report.empty()) info("ddp: {}", report);
     }
     torch::NoGradGuard no_grad;
     for (size_t k = 0; k < sparse_.size(); ++k) {

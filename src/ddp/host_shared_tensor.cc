@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -25,8 +28,6 @@ std::vector<uint8_t> bytesOf(const std::string& text) { return {text.begin(), te
 std::string textOf(const std::vector<uint8_t>& bytes) { return {bytes.begin(), bytes.end()}; }
 
 std::string failed(const char* call) { return concat(call, ": ", std::strerror(errno)); }
-
-size_t roundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 // A MAP_SHARED mapping, unmapped unless released into the tensor that owns it.
 class Mapping {
@@ -59,6 +60,11 @@ std::string createMapped(size_t length, unsigned flags, const std::string& what,
   fd.reset(::memfd_create(concat("ringtrain-", what).substr(0, 200).c_str(), MFD_CLOEXEC | flags));
   if (!fd.valid()) return failed("memfd_create");
   if (::ftruncate(fd.get(), static_cast<off_t>(length)) != 0) return failed("ftruncate");
+  // Huge pages are taken now: mmap reserves them from the host's pool, but a cgroup's hugetlb limit (or a
+  // cpuset's memory nodes) is only met at the first touch, which would be SIGBUS in the copy below.
+  if ((flags & MFD_HUGETLB) != 0 && ::fallocate(fd.get(), 0, 0, static_cast<off_t>(length)) != 0) {
+    return failed("fallocate");
+  }
   return mapping.map(fd.get(), length);
 }
 
@@ -67,9 +73,8 @@ std::string createMapped(size_t length, unsigned flags, const std::string& what,
 // the bytes mapped (a whole number of huge pages on them). Returns "" or why it failed.
 std::string create(const at::Tensor& source, size_t bytes, const std::string& what, bool huge_pages, UniqueFd& fd,
                    Mapping& mapping, size_t& length, int& on_huge, std::string& why_not_huge) {
-  if (huge_pages && bytes >= kHugeSharedMinBytes) {
-    // The pool's pages are reserved at mmap: too few fail here, not with SIGBUS at first touch.
-    length = roundUp(bytes, kHugeSharedPageBytes);
+  if (huge_pages && bytes >= kHugePageMinBytes) {
+    length = roundUpToMultiple(bytes, kHugePageBytes);
     why_not_huge = createMapped(length, MFD_HUGETLB | MFD_HUGE_2MB, what, fd, mapping);
     on_huge = why_not_huge.empty() ? 1 : 0;
     if (!on_huge) fd.reset();  // nothing was mapped: createMapped maps last
@@ -111,6 +116,48 @@ std::string attach(const std::string& published, size_t bytes, int dtype, Mappin
 }
 
 }  // namespace
+
+namespace {
+// The 2 MiB pages in the host's pool (/proc/meminfo): total and free; zeros where its huge pages are
+// another size or it has none.
+std::pair<long long, long long> poolPages() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  long long total = 0, free = 0, size_kb = 0;
+  while (std::getline(in, line)) {
+    for (auto [field, value] : {std::pair{"HugePages_Total:", &total}, {"HugePages_Free:", &free}, {"Hugepagesize:", &size_kb}}) {
+      if (line.rfind(field, 0) == 0) *value = std::atoll(line.c_str() + std::strlen(field));
+    }
+  }
+  if (size_kb != 2048) return {0, 0};
+  return {total, free};
+}
+}  // namespace
+
+void HugePageTally::add(size_t bytes, bool on_huge_pages, const std::string& why_not) {
+  if (bytes < kHugePageMinBytes) return;
+  ++asked_;
+  pages_ += roundUpToMultiple(bytes, kHugePageBytes) / kHugePageBytes;
+  if (on_huge_pages) ++on_huge_;
+  if (why_not_.empty()) why_not_ = why_not;
+}
+
+std::string HugePageTally::report() const {
+  if (asked_ == 0) return "";
+  if (on_huge_ == asked_) return "the shared sparse tables are on 2 MiB pages from the host's pool (vm.nr_hugepages)";
+  const auto [total, free] = poolPages();
+  const std::string which = on_huge_ == 0 ? "the shared sparse tables are" : concat(asked_ - on_huge_, " of the ", asked_, " shared sparse tables are");
+  std::string text = concat(which, " on 4 KiB pages (", why_not_, "): the tables need ", pages_,
+                            " 2 MiB pages from the host's pool, which has ", free, " free of ", total);
+  const long long missing = static_cast<long long>(pages_) - free;
+  if (missing > 0) {
+    text += concat("; as root, sysctl vm.nr_hugepages=", total + missing, " makes room for them (their optimizer "
+                   "state takes as many again per state tensor)");
+  } else {
+    text += " (enough: what refused them is above, a cgroup's hugetlb limit perhaps)";
+  }
+  return text;
+}
 
 at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
                        const HugePages& huge) {

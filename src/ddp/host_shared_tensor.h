@@ -14,30 +14,45 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/huge_pages.h"
+
 #include "ringtrain/comm/communicator.h"
 
 namespace ringtrain::ddp::detail {
-
-inline constexpr size_t kHugeSharedPageBytes = size_t{2} << 20;
-// Smaller tensors stay on ordinary pages, as private tables do (model/table_memory.h).
-inline constexpr size_t kHugeSharedMinBytes = 2 * kHugeSharedPageBytes;
 
 // Whether the shared memory comes from the host's pool of reserved 2 MiB pages (hugetlbfs: sysctl
 // vm.nr_hugepages). Why: on the H100 machines a lone rank on (transparent) huge pages trained 1.35x faster than on
 // 4 KiB ones, and shared memory gets no transparent huge pages there (shmem_enabled "never"), so 8 ranks on
 // shared tables ran their forward and backward at the 4 KiB speed. The pool is empty unless an administrator
-// fills it: then the memory stays on ordinary pages and `why_not` says so.
+// fills it, and a cgroup may allow a process none of it: then the memory stays on ordinary pages and
+// `why_not` says so.
 struct HugePages {
   bool asked = false;
   bool* used = nullptr;            // if given: set on every rank, whether the memory is on huge pages
   std::string* why_not = nullptr;  // if given: set on rank 0 where asked for and not used (too few in the pool)
 };
 
+// Where the tables shared with HugePages asked went, for rank 0 to say: how many were large enough to ask
+// the pool, how many got its pages, the pages all of them need, and why the first that did not get them.
+class HugePageTally {
+ public:
+  void add(size_t bytes, bool on_huge_pages, const std::string& why_not);
+  // "the shared sparse tables are on 2 MiB pages ...", "... on 4 KiB pages (why): ... sysctl
+  // vm.nr_hugepages=N ..." with the pool's counts from /proc/meminfo, "k of n ..."; "" for no table large
+  // enough to ask.
+  std::string report() const;
+
+ private:
+  size_t asked_ = 0, on_huge_ = 0, pages_ = 0;
+  std::string why_not_;
+};
+
 // Collective over `comm`, whose ranks must share a host (comm.canReadPeerMemory()). Returns a contiguous CPU
 // tensor of `source`'s shape and dtype on memory mapped by every rank, holding rank 0's `source`. A failure
 // on any rank (memfd, open, mmap, a size or dtype that differs from rank 0's) throws on every rank, naming
 // the rank, `what` and the cause.
-// With `huge.asked`, memory of at least kHugeSharedMinBytes comes from the huge-page pool where it has enough.
+// With `huge.asked`, memory of at least kHugePageMinBytes (core/huge_pages.h) comes from the huge-page pool
+// where it has enough.
 at::Tensor shareOnHost(comm::Communicator& comm, const at::Tensor& source, const std::string& what,
                        const HugePages& huge = {});
 

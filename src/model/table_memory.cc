@@ -19,8 +19,6 @@
 namespace ringtrain::model {
 namespace {
 
-size_t roundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
-
 // LibTorch 2.3 made Allocator::allocate non-const and added copy_data; Debian's 1.13 has neither.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
 #define RINGTRAIN_ALLOCATE_CONST
@@ -48,7 +46,7 @@ class HugePageTableAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) RINGTRAIN_ALLOCATE_CONST override {
     RT_CHECK(n <= std::numeric_limits<size_t>::max() / 2, "a table of ", n, " bytes");
-    const size_t bytes = roundUp(n == 0 ? 1 : n, kHugePageBytes);
+    const size_t bytes = roundUpToMultiple(n == 0 ? 1 : n, kHugePageBytes);
     auto mapping = std::make_unique<Mapping>();  // before the mapping: a failed new leaks nothing
     void* raw = ::mmap(nullptr, bytes + kHugePageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) {
@@ -56,7 +54,7 @@ class HugePageTableAllocator final : public c10::Allocator {
                std::strerror(errno));
     }
     const auto base = reinterpret_cast<uintptr_t>(raw);
-    const uintptr_t start = roundUp(base, kHugePageBytes);
+    const uintptr_t start = roundUpToMultiple(base, kHugePageBytes);
     if (start > base) ::munmap(raw, start - base);
     const uintptr_t end = base + bytes + kHugePageBytes;
     if (end > start + bytes) ::munmap(reinterpret_cast<void*>(start + bytes), end - (start + bytes));
@@ -81,7 +79,7 @@ HugePageTableAllocator& hugePageAllocator() {
 at::Tensor emptyTable(at::IntArrayRef sizes, at::ScalarType dtype, bool huge_pages) {
   size_t bytes = c10::elementSize(dtype);
   for (const int64_t s : sizes) bytes *= static_cast<size_t>(s);
-  if (!kTablesMayMap || !huge_pages || bytes < kHugePageTableMinBytes) {
+  if (!kTablesMayMap || !huge_pages || bytes < kHugePageMinBytes) {
     return at::empty(sizes, at::TensorOptions().dtype(dtype));
   }
   return at::detail::empty_generic(sizes, &hugePageAllocator(), c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,

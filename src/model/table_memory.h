@@ -14,11 +14,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/huge_pages.h"
+
 namespace ringtrain::model {
 
-inline constexpr size_t kHugePageBytes = size_t{2} << 20;
-// Smaller tables stay on LibTorch's allocator: a few megabytes fit the TLB's reach with 4 KiB pages.
-inline constexpr size_t kHugePageTableMinBytes = 2 * kHugePageBytes;
+// Tables under kHugePageMinBytes (core/huge_pages.h) stay on LibTorch's allocator.
 // Under AddressSanitizer (scripts/sanitize.sh) tables stay on malloc, whose blocks it surrounds with
 // poisoned bytes: a mapping of its own would let a row written past a table's end go unseen.
 #if defined(__SANITIZE_ADDRESS__)
@@ -27,7 +27,7 @@ inline constexpr bool kTablesMayMap = false;
 inline constexpr bool kTablesMayMap = true;
 #endif
 
-// An uninitialized contiguous CPU tensor. With `huge_pages` and at least kHugePageTableMinBytes, its own
+// An uninitialized contiguous CPU tensor. With `huge_pages` and at least kHugePageMinBytes, its own
 // mapping, 2 MiB aligned and advised MADV_HUGEPAGE (the advice failing, e.g. without THP in the kernel,
 // leaves ordinary pages; a mapping that fails throws ringtrain::Error naming the size and why); otherwise,
 // and under AddressSanitizer, at::empty.

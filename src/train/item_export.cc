@@ -157,7 +157,7 @@ void ItemsBeside::warnNotCopied(const std::string& reason) const {
 ItemsBeside::~ItemsBeside() = default;
 
 void ItemsBeside::place() {
-  if (!not_staged_.empty()) warnNotCopied(std::exchange(not_staged_, ""));
+  if (not_staged_) warnNotCopied(*std::exchange(not_staged_, std::nullopt));
   if (!staged_) return;
   const std::unique_ptr<AtomicFile> copy = std::move(staged_);
   try {

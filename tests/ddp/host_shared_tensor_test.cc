@@ -3,55 +3,19 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include <ATen/ATen.h>
 
 #include "ddp/host_shared_tensor.h"
 #include "ringtrain/build_config.h"
+#include "testing/proc_files.h"
 #include "testing/rank_threads.h"
 
 namespace ringtrain::ddp::detail {
 namespace {
 
 using ::testing::HasSubstr;
-
-// A /proc/meminfo or /proc/self/smaps field's number ("HugePages_Free:      64" -> 64), -1 where absent.
-long long fieldOf(const std::string& text, const std::string& field) {
-  const size_t at = text.find("\n" + field + ":");
-  if (at == std::string::npos) return -1;
-  return std::stoll(text.substr(at + field.size() + 2));
-}
-
-std::string fileText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return "\n" + text.str();
-}
-
-// The smaps block of the mapping that holds `address`.
-std::string smapsOf(const void* address) {
-  std::ifstream in("/proc/self/smaps");
-  std::string line, block;
-  bool inside = false;
-  const auto at = reinterpret_cast<uintptr_t>(address);
-  while (std::getline(in, line)) {
-    uintptr_t start = 0, end = 0;
-    char dash = 0;
-    std::istringstream range(line);
-    if (line.find(':') == std::string::npos || line.find(':') > line.find(' ')) {  // a mapping's first line
-      if (inside) return block;
-      range >> std::hex >> start >> dash >> end;
-      inside = dash == '-' && start <= at && at < end;
-    }
-    if (inside) block += "\n" + line;
-  }
-  return block;
-}
 
 #if RINGTRAIN_WITH_GLOO
 
@@ -101,8 +65,8 @@ TEST(HostSharedTensor, RanksThatDoNotShareAHostAreToldSo) {
 // 2 MiB pages. The values are rank 0's either way.
 TEST(HostSharedTensor, HugePagesComeFromThePoolWhereItHoldsEnoughElseRankZeroSaysWhy) {
   const int64_t rows = 5 * 1024, width = 256;  // 5 MiB of floats: 3 huge pages
-  const long long free_pages = fieldOf(fileText("/proc/meminfo"), "HugePages_Free");
-  const bool pool_holds_them = free_pages >= 3 && fieldOf(fileText("/proc/meminfo"), "Hugepagesize") == 2048;
+  const long long free_pages = testing::freeTwoMegabytePoolPages();
+  const bool pool_holds_them = free_pages >= 3;
   const auto results = testing::runWithCommunicators(2, testing::testCommOptions(), [&](comm::Communicator& comm) {
     const int me = comm.rank();
     bool used = !pool_holds_them;
@@ -111,10 +75,10 @@ TEST(HostSharedTensor, HugePagesComeFromThePoolWhereItHoldsEnoughElseRankZeroSay
     at::Tensor shared = shareOnHost(comm, source, "test table", {true, &used, &why_not});
     EXPECT_TRUE(at::equal(shared, source - me)) << "rank " << me << " does not hold rank 0's values";
     EXPECT_EQ(used, pool_holds_them) << "rank " << me << ", " << free_pages << " free huge pages";
-    const long long page_kb = fieldOf(smapsOf(shared.data_ptr()), "KernelPageSize");
+    const long long page_kb = testing::fieldOf(testing::smapsEntryAt(shared.data_ptr()), "KernelPageSize");
     EXPECT_EQ(page_kb, pool_holds_them ? 2048 : 4) << "rank " << me;
     if (me == 0 && !pool_holds_them) {
-      EXPECT_THAT(why_not, ::testing::AnyOf(HasSubstr("mmap: "), HasSubstr("memfd_create: ")));
+      EXPECT_THAT(why_not, ::testing::AnyOf(HasSubstr("fallocate: "), HasSubstr("mmap: "), HasSubstr("memfd_create: ")));
     } else {
       EXPECT_EQ(why_not, "") << "rank " << me;
     }

@@ -922,27 +922,39 @@ TEST(Ringrun, ANodeStartedBeforeNodeZeroWaitsForItAndALoneNodeZeroEndsAtItsTimeo
   EXPECT_THAT(alone.err, HasSubstr("did not happen within --rdzv-timeout 2 s"));
 }
 
-// A node whose --log-dir cannot be made has joined the job: node 0, waiting for it to start, learns why at
-// once instead of waiting out --rdzv-timeout for a start that cannot come.
-TEST(Ringrun, ANodesUnusableLogDirEndsTheOtherNodesAtOnce) {
+// Node 1 of two joins with `options` it cannot start its ranks with, and exits 2: node 0, waiting for it to
+// start, learns why at once (`expected` in its output) instead of waiting out --rdzv-timeout for a start that
+// cannot come.
+void expectNodeOnesRefusalEndsNodeZero(const std::vector<std::string>& options, const std::string& expected) {
   const int port = testing::freeLoopbackPort();
-  const std::string dir = testing::makeTempDir("ringrun_logdir_");
-  std::ofstream(dir + "/file") << "not a directory";
   auto n0 = std::make_unique<Background>(
       std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node-rank", "0", "--master-addr", "127.0.0.1",
                                "--master-port", std::to_string(port), "--nproc-per-node", "1", "--rdzv-timeout", "600",
                                "--", "true"},
       std::map<std::string, std::string>{{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}});
-  const auto n1 = runCommand({binPath("ringrun"), "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1",
-                              "--master-port", std::to_string(port), "--nproc-per-node", "1", "--rdzv-timeout", "600",
-                              "--log-dir", dir + "/file", "--", "true"},
-                             {.timeout = 60000ms, .env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}}});
+  std::vector<std::string> n1_argv = {binPath("ringrun"), "--nnodes", "2", "--node-rank", "1", "--master-addr",
+                                      "127.0.0.1", "--master-port", std::to_string(port), "--nproc-per-node", "1",
+                                      "--rdzv-timeout", "600"};
+  n1_argv.insert(n1_argv.end(), options.begin(), options.end());
+  n1_argv.insert(n1_argv.end(), {"--", "true"});
+  const auto n1 = runCommand(n1_argv, {.timeout = 60000ms, .env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}}});
   EXPECT_EQ(n1.exit_code, 2) << n1.err;
   const auto s0 = n0->waitExit(30000ms);
   ASSERT_TRUE(s0.has_value()) << "node 0 still waits for node 1: " << n0->err();
   EXPECT_NE(*s0, 0);
-  EXPECT_THAT(n0->err(), HasSubstr("node 1: --log-dir: cannot create " + dir + "/file"));
+  EXPECT_THAT(n0->err(), HasSubstr(expected));
+}
+
+TEST(Ringrun, ANodesUnusableLogDirEndsTheOtherNodesAtOnce) {
+  const std::string dir = testing::makeTempDir("ringrun_logdir_");
+  std::ofstream(dir + "/file") << "not a directory";
+  expectNodeOnesRefusalEndsNodeZero({"--log-dir", dir + "/file"}, "node 1: --log-dir: cannot create " + dir + "/file");
   std::filesystem::remove_all(dir);
+}
+
+// --cpus is checked against the CPUs the node may use once it has joined: the same.
+TEST(Ringrun, ANodesCpusItMayNotUseEndTheOtherNodesAtOnce) {
+  expectNodeOnesRefusalEndsNodeZero({"--cpus", "99999"}, "node 1: --cpus: CPU 99999 is not one ringrun may run on");
 }
 
 // Knocking until --rdzv-timeout is for a store not up yet; a store that refuses the job token is final.

@@ -15,9 +15,12 @@
 #include "ringtrain/config/config.h"
 #include "ringtrain/model/sgns_model.h"
 #include "ringtrain/train/optimizer.h"
+#include "testing/proc_files.h"
 
 namespace ringtrain::model {
 namespace {
+
+using testing::smapsEntryAt;
 
 std::string readFile(const std::string& path) {
   std::stringstream s;
@@ -25,28 +28,7 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
-// The /proc/self/smaps entry of the mapping that starts at `address` ("" when none does).
-std::string smapsEntryAt(const void* address) {
-  std::istringstream smaps(readFile("/proc/self/smaps"));
-  const std::string start = [&] {
-    std::ostringstream hex;
-    hex << std::hex << reinterpret_cast<uintptr_t>(address) << '-';
-    return hex.str();
-  }();
-  std::string line, entry;
-  bool in = false;
-  while (std::getline(smaps, line)) {
-    const bool header = line.find('-') != std::string::npos && line.find(':') > line.find(' ');
-    if (header) {
-      if (in) break;
-      in = line.rfind(start, 0) == 0;
-    }
-    if (in) entry += line + "\n";
-  }
-  return entry;
-}
-
-constexpr int64_t kRows = 40000, kDim = 64;  // 10 MB of float: over kHugePageTableMinBytes
+constexpr int64_t kRows = 40000, kDim = 64;  // 10 MB of float: over kHugePageMinBytes
 
 TEST(TableMemory, ALargeTableGetsItsOwnAlignedMappingAdvisedForHugePages) {
   if (!kTablesMayMap) GTEST_SKIP() << "AddressSanitizer build: tables stay on malloc";

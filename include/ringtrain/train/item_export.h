@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,7 +60,7 @@ class ItemsBeside {
   std::string target_;
   // Why the copy could not be staged: said by place(), after the export, so that an export that fails (the
   // same folder, most often) says so alone.
-  std::string not_staged_;
+  std::optional<std::string> not_staged_;
 };
 
 // Refuses (ConfigError, naming `key`) an export path that is one of `inputs` ({what, path}): the vectors
