@@ -481,6 +481,38 @@ class Agent {
     return env;
   }
 
+  // A rank of this node ended with exit code 0 (the first to): said to the other nodes, so that one whose rank
+  // fails later, perhaps waiting for it, can name it. Best effort: the store may be gone.
+  void publishFirstDone(int attempt, const Rank& r) {
+    try {
+      store_->set(attemptKey(attempt, "done/" + std::to_string(o_.node_rank)),
+                  dist::toBytes(std::to_string(r.rank) + " " + std::to_string(r.ended_ns)));
+    } catch (const CommError&) {
+    }
+  }
+
+  // The ranks of other nodes that had ended with exit code 0 before `failed` did (publishFirstDone): across
+  // nodes as on this one, the failure is often its peers timing out while they waited for such a rank.
+  void sayOtherNodesDoneBefore(int attempt, const Rank& failed) {
+    if (o_.nnodes == 1) return;
+    for (int n = 0; n < o_.nnodes; ++n) {
+      if (n == o_.node_rank) continue;
+      try {
+        const std::string k = attemptKey(attempt, "done/" + std::to_string(n));
+        if (!store_->check({k})) continue;
+        long long rank = -1, ended_ns = 0;
+        if (std::sscanf(dist::toString(store_->get(k, storeOpTimeout())).c_str(), "%lld %lld", &rank, &ended_ns) != 2) continue;
+        const int64_t failed_ns = failed.ended_ns > 0 ? failed.ended_ns : systemNowNs();  // still unwinding
+        if (ended_ns > failed_ns) continue;
+        say(fmt::format("rank {} on node {} had ended with exit code 0, {:.1f} s before rank {} failed: the others may "
+                        "have been waiting for it",
+                        rank, n, static_cast<double>(failed_ns - ended_ns) / 1e9, failed.rank));
+      } catch (const CommError&) {
+        return;  // the store is gone: nothing more to learn from it
+      }
+    }
+  }
+
   // First writer wins; returns the outcome now recorded (ours or an earlier one), "" if the store is gone.
   std::string publishEnd(int attempt, const std::string& outcome) {
     try {
@@ -769,6 +801,7 @@ class Agent {
     // with their process state, so that a job that does not end says why.
     std::optional<Clock::time_point> straggler_notice_at;
     std::string first_done;
+    bool node_done_published = false;  // this node's first rank that ended well, for the other nodes' reports
 
     std::vector<pollfd> fds;
     std::vector<char> buf(65536);
@@ -922,6 +955,10 @@ class Agent {
                 first_done = "rank " + std::to_string(r.rank);
                 straggler_notice_at = Clock::now() + kStragglerNotice;
               }
+              if (r.status->success() && !node_done_published && o_.nnodes > 1) {
+                publishFirstDone(attempt, r);
+                node_done_published = true;
+              }
               if (!r.status->success() && !kill_at && !failure) first_ended = &r;
               failure = failure || (!r.status->success() && !kill_at);
             }
@@ -1042,6 +1079,7 @@ class Agent {
                           "waiting for it", who, static_cast<double>(r.ended_ns - other.ended_ns) / 1e9, r.rank));
         }
       }
+      sayOtherNodesDoneBefore(attempt, r);
     } else if (interrupt_signal != 0) {
       result.outcome = Outcome::kInterrupted;
       result.exit_code = 128 + interrupt_signal;

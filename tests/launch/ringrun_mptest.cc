@@ -1099,6 +1099,27 @@ TEST(Ringrun, ANodeZeroThatStopsAnsweringIsNoticedWithinTheNodeTimeout) {
   for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
 }
 
+// Node 1's rank ends well at once; node 0's rank fails a second later (as a rank waiting for it would time
+// out): node 0's report names the rank on the other node that had left, as it does one of its own.
+TEST(Ringrun, ARankThatEndedWellOnAnotherNodeBeforeTheFailureIsNamed) {
+  const std::map<std::string, std::string> env = {{"RINGTRAIN_JOB_TOKEN", "test-token-0123"}};
+  const std::string p = std::to_string(testing::freeLoopbackPort());
+  auto node = [&](int rank, const std::string& script) {
+    return std::make_unique<Background>(
+        std::vector<std::string>{binPath("ringrun"), "--nnodes", "2", "--node-rank", std::to_string(rank),
+                                 "--master-addr", "127.0.0.1", "--master-port", p, "--nproc-per-node", "1", "--",
+                                 "/bin/sh", "-c", script},
+        env);
+  };
+  auto n0 = node(0, "sleep 1.5; echo timed out waiting for rank 1 >&2; exit 3");
+  auto n1 = node(1, "exit 0");
+  const auto s0 = n0->waitExit(30000ms), s1 = n1->waitExit(30000ms);
+  ASSERT_TRUE(s0 && s1) << n0->err() << n1->err();
+  EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) == 3) << n0->err();
+  EXPECT_THAT(n0->err(), ::testing::ContainsRegex("rank 1 on node 1 had ended with exit code 0, [0-9.]+ s before rank 0 "
+                                                  "failed: the others may have been waiting for it"));
+}
+
 // Every number is read as decimal, a leading 0 included (CLI11 alone read 010 as octal 8).
 TEST(Ringrun, NumbersAreReadAsDecimal) {
   const auto r = runCommand({binPath("ringrun"), "--standalone", "--max-restarts", "010", "--", "sh", "-c", "exit 5"},
