@@ -93,11 +93,18 @@ int main(int argc, char** argv) {
   int ms = 30, passes = 2;
   double below = 0.8;
   CLI::App app{"Which CPUs slow each other down (hardware threads of one core, also where a VM hides them)"};
-  app.add_option("--ms", ms, "milliseconds per measurement")->check(CLI::Range(1, 10000));
-  app.add_option("--passes", passes, "measurements per CPU and per pair; the best one counts")->check(CLI::Range(1, 100));
+  app.add_option("--ms", ms, "milliseconds per measurement")->check(CLI::Range(1, 10000))->capture_default_str();
+  app.add_option("--passes", passes, "measurements per CPU and per pair; the best one counts")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   app.add_option("--below", below, "a pair whose threads run under this share of their lone rate together is a core's two threads")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (!(below > 0.0 && below <= 1.0)) {  // NaN passes CLI11's range check
+    std::fprintf(stderr, "cpu_pairs: --below %g: give a share in (0, 1], such as 0.8\n", below);
+    return 2;
+  }
 
   // The main thread only sleeps while the pinned ones run; it must not hold a measured CPU busy meanwhile.
   const std::vector<int> cpus = ringtrain::allowedCpus();
@@ -169,7 +176,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < n; ++i) {
     if (!placed[i]) order.push_back(cpus[i]);
   }
-  std::printf("pairs under %.0f%% together:%s\n", 100.0 * below, pairs_text.empty() ? " none" : pairs_text.c_str());
+  std::printf("pairs under %g%% together:%s\n", 100.0 * below, pairs_text.empty() ? " none" : pairs_text.c_str());
   // Listed one by one, not as cpuListText's ranges: this order is for reading and for --cpus alike.
   std::string order_text;
   for (int c : order) order_text += (order_text.empty() ? "" : ",") + std::to_string(c);

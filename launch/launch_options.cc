@@ -162,8 +162,8 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
   CLI::Option* cpus_option = app.add_option(
       "--cpus", cpus,
       "with --bind-to cores (which it implies): the CPUs to share out, in this order, e.g. 0,8,1,9 to give each "
-      "of 2 ranks two CPUs that bench/cpu_pairs found to be one core's two threads (default: every CPU ringrun "
-      "may use, in id order)");
+      "of 2 ranks two CPUs that build/bin/cpu_pairs found to be one core's two threads (default: every CPU "
+      "ringrun may use, in id order); with --nproc-per-node cpu, one rank per CPU named");
   app.add_option("--job-token,--job_token", o.job_token,
                  "the job's secret for the store; several nodes need the same one (or RINGTRAIN_JOB_TOKEN)");
 
@@ -263,6 +263,7 @@ std::optional<LaunchOptions> parseLaunchOptions(int argc, char** argv, const std
     if (twice != sorted.end()) RT_THROW(ConfigError, "--cpus ", cpus, ": CPU ", *twice, " is named twice");
     o.cpus = *list;
     o.bind_cores = true;
+    if (nproc == "cpu") o.nproc_per_node = static_cast<int>(o.cpus.size());  // one per CPU it may use
   }
   if (o.max_restarts < 0) RT_THROW(ConfigError, "--max-restarts must be at least 0, not ", o.max_restarts);
   // Waits become nanosecond deadlines: beyond ~9e9 s (or inf) they overflow, and a "grace period" of

@@ -59,6 +59,7 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
         }
       }
       int64_t index = vectors.find(args->item);
+      const std::string item_text = ::ringtrain::detail::printable(args->item);  // for messages
       if (index < 0) {
         const auto by_key = items.row_of_key.find(args->item);
         if (by_key != items.row_of_key.end()) index = by_key->second;
@@ -75,18 +76,18 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
           }
         });
         if (!id.empty()) {
-          RT_THROW(DataError, "item '", args->item, "' (", items_path, ":", found.line, ", id ", id,
+          RT_THROW(DataError, "item '", item_text, "' (", items_path, ":", found.line, ", id ", id,
                    ") has no vector in ", args->model, ": the export leaves out items training never saw (and the "
                    "corpus items under data.min_count)");
         }
       }
       if (index < 0) {
-        RT_THROW(DataError, "item '", args->item, "' is not in ", args->model,
+        RT_THROW(DataError, "item '", item_text, "' is not in ", args->model,
                  items_path.empty() ? "" : ", nor a key of " + items_path);
       }
       const float* row = vectors.row(static_cast<size_t>(index));
       if (std::all_of(row, row + vectors.dim, [](float x) { return x == 0.0f; })) {
-        RT_THROW(DataError, "item '", args->item, "' has a zero vector in ", args->model,
+        RT_THROW(DataError, "item '", item_text, "' has a zero vector in ", args->model,
                  ": it has no direction, so no neighbours by cosine");
       }
       // "KEY  NAME  [CATEGORY]", each part where items.tsv has it (the key only when it is not the token).

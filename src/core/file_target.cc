@@ -91,6 +91,8 @@ void removeTempsOfGoneWriters(const std::string& dir, const std::function<std::s
 }
 
 namespace {
+constexpr size_t kNameMax = 255;  // NAME_MAX on Linux's file systems
+
 std::filesystem::path dirOf(const std::filesystem::path& target) {
   return target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
 }
@@ -98,7 +100,7 @@ std::filesystem::path dirOf(const std::filesystem::path& target) {
 // cut between UTF-8 characters, and an FNV-1a of the whole name, so that long names sharing a start still get
 // temporaries of their own (and find their own leftovers again).
 std::string tempStem(const std::filesystem::path& target, const std::string& kind) {
-  constexpr size_t kNameMax = 255, kPidDigits = 10, kHashPart = 17;  // "~" and 16 hex digits
+  constexpr size_t kPidDigits = 10, kHashPart = 17;  // "~" and 16 hex digits
   std::string name = target.filename().string();
   const size_t fixed = 1 + 1 + kind.size() + 1 + kPidDigits;
   if (name.size() + fixed > kNameMax) {
@@ -124,6 +126,12 @@ void removeStaleTempsOf(const std::string& target, const std::string& what, cons
 
 AtomicFile::AtomicFile(std::string target, std::string what)
     : target_(std::move(target)), what_(std::move(what)), temp_(tempPathFor(target_)) {
+  // A name no file system takes would fail only at the rename, after every byte was written.
+  const std::string name = std::filesystem::path(target_).filename().string();
+  if (name.size() > kNameMax) {
+    RT_THROW(DataError, "cannot write ", what_, " ", target_, ": its name is ", name.size(),
+             " bytes long, more than a file name may have (", kNameMax, ")");
+  }
   // What an interrupted write of this file left (as large as the file) goes before this one begins.
   removeStaleTempsOf(target_, "a write of the " + what_);
   // 0666 less the umask, as fopen() and the shell give a new file.

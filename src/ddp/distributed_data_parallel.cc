@@ -366,13 +366,12 @@ class DistributedDataParallel::Impl {
     // Every copy is made before any table moves, so that a failure (agreed by all ranks) leaves every rank
     // on its private tables, all-gathering.
     std::vector<at::Tensor> copies;
-    detail::HugePageTally huge_pages;
     for (size_t k = 0; k < sparse_.size() && why_not.empty(); ++k) {
       const Param& p = params_[sparse_[k]];
       bool used = false;
       std::string why_not_huge;
       copies.push_back(detail::tryShareOnHost(comm_, p.tensor, p.name, why_not, {options_.huge_pages, &used, &why_not_huge}));
-      huge_pages.add(static_cast<size_t>(p.tensor.numel()) * p.tensor.element_size(), used, why_not_huge);
+      huge_pages_.add(static_cast<size_t>(p.tensor.numel()) * p.tensor.element_size(), used, why_not_huge);
     }
     if (!why_not.empty()) {
       if (comm_.rank() == 0 && asked == SparseSync::kShared) {
@@ -384,8 +383,9 @@ class DistributedDataParallel::Impl {
       return;
     }
     options_.sparse_sync = SparseSync::kShared;
+    huge_pages_asked_by_tables_ = huge_pages_.asked();
     if (comm_.rank() == 0 && options_.huge_pages) {
-      const std::string report = huge_pages.report();
+      const std::string report = huge_pages_.report("the shared sparse tables");
       if (!report.empty()) info("ddp: {}", report);
     }
     torch::NoGradGuard no_grad;
@@ -967,6 +967,10 @@ class DistributedDataParallel::Impl {
   std::vector<std::pair<std::string, at::Tensor>> registered_;  // every parameter at construction, in order
   std::vector<at::Tensor> buffers_;  // the module's buffers, broadcast by finalize() (broadcast_buffers)
   std::vector<at::Tensor> shared_state_;  // what shareOnHost() returned: made private again by unshare()
+  // Where the shared tables and shareOnHost()'s tensors went: huge pages from the host's pool or not (the pool
+  // as it was before the first of them).
+  detail::HugePageTally huge_pages_;
+  size_t huge_pages_asked_by_tables_ = 0;
   std::vector<size_t> dense_;      // indices into params_
   std::vector<size_t> sparse_;
   std::vector<size_t> sparse_sync_order_;  // sparse_ reversed: the tables' order in the sparse sync
@@ -1023,6 +1027,12 @@ void DistributedDataParallel::zeroGrad() { impl_->zeroGrad(); }
 
 bool DistributedDataParallel::sharesSparseParameters() const { return impl_->sharesSparseParameters(); }
 
+std::string DistributedDataParallel::sharedMemoryPagesReport() const {
+  if (impl_->comm_.rank() != 0 || !impl_->options_.huge_pages) return "";
+  if (impl_->huge_pages_.asked() == impl_->huge_pages_asked_by_tables_) return "";  // the constructor said it
+  return impl_->huge_pages_.report("the tensors the ranks share (sparse tables and the state shared beside them)");
+}
+
 std::vector<std::string> DistributedDataParallel::sharedParameterNames() const {
   std::vector<std::string> names;
   if (sharesSparseParameters()) {
@@ -1034,8 +1044,12 @@ std::vector<std::string> DistributedDataParallel::sharedParameterNames() const {
 at::Tensor DistributedDataParallel::shareOnHost(const at::Tensor& tensor, const std::string& what) {
   RT_CHECK(sharesSparseParameters(), "DistributedDataParallel::shareOnHost: the sparse tables are not shared (",
            "ddp.sparse_sync is ", toString(impl_->options_.sparse_sync), ")");
-  at::Tensor shared = detail::shareOnHost(impl_->comm_, tensor, what, {impl_->options_.huge_pages});
+  bool used = false;
+  std::string why_not_huge;
+  at::Tensor shared =
+      detail::shareOnHost(impl_->comm_, tensor, what, {impl_->options_.huge_pages, &used, &why_not_huge});
   impl_->shared_state_.push_back(shared);
+  impl_->huge_pages_.add(static_cast<size_t>(tensor.numel()) * tensor.element_size(), used, why_not_huge);
   return shared;
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -134,6 +135,8 @@ std::pair<long long, long long> poolPages() {
 }
 }  // namespace
 
+HugePageTally::HugePageTally() { std::tie(pool_total_, pool_free_) = poolPages(); }
+
 void HugePageTally::add(size_t bytes, bool on_huge_pages, const std::string& why_not) {
   if (bytes < kHugePageMinBytes) return;
   ++asked_;
@@ -142,17 +145,16 @@ void HugePageTally::add(size_t bytes, bool on_huge_pages, const std::string& why
   if (why_not_.empty()) why_not_ = why_not;
 }
 
-std::string HugePageTally::report() const {
+std::string HugePageTally::report(const std::string& what) const {
   if (asked_ == 0) return "";
-  if (on_huge_ == asked_) return "the shared sparse tables are on 2 MiB pages from the host's pool (vm.nr_hugepages)";
-  const auto [total, free] = poolPages();
-  const std::string which = on_huge_ == 0 ? "the shared sparse tables are" : concat(asked_ - on_huge_, " of the ", asked_, " shared sparse tables are");
-  std::string text = concat(which, " on 4 KiB pages (", why_not_, "): the tables need ", pages_,
-                            " 2 MiB pages from the host's pool, which has ", free, " free of ", total);
-  const long long missing = static_cast<long long>(pages_) - free;
+  if (on_huge_ == asked_) return concat(what, " are on 2 MiB pages from the host's pool (vm.nr_hugepages)");
+  const std::string which = on_huge_ == 0 ? what : concat(asked_ - on_huge_, " of the ", asked_, " ", what.substr(what.find(' ') + 1));
+  std::string text = concat(which, " are on 4 KiB pages (", why_not_, "): they need ", pages_,
+                            " 2 MiB pages from the host's pool, which had ", pool_free_, " free of ", pool_total_,
+                            " before the job took any");
+  const long long missing = static_cast<long long>(pages_) - pool_free_;
   if (missing > 0) {
-    text += concat("; as root, sysctl vm.nr_hugepages=", total + missing, " makes room for them (their optimizer "
-                   "state takes as many again per state tensor)");
+    text += concat("; as root, sysctl vm.nr_hugepages=", pool_total_ + missing, " makes room for them");
   } else {
     text += " (enough: what refused them is above, a cgroup's hugetlb limit perhaps)";
   }

@@ -32,17 +32,22 @@ struct HugePages {
   std::string* why_not = nullptr;  // if given: set on rank 0 where asked for and not used (too few in the pool)
 };
 
-// Where the tables shared with HugePages asked went, for rank 0 to say: how many were large enough to ask
+// Where the tensors shared with HugePages asked went, for rank 0 to say: how many were large enough to ask
 // the pool, how many got its pages, the pages all of them need, and why the first that did not get them.
+// The pool's counts are read when the tally is made, before the tensors take pages from it.
 class HugePageTally {
  public:
+  HugePageTally();  // the pool as /proc/meminfo has it now
+  HugePageTally(long long pool_total, long long pool_free) : pool_total_(pool_total), pool_free_(pool_free) {}
   void add(size_t bytes, bool on_huge_pages, const std::string& why_not);
-  // "the shared sparse tables are on 2 MiB pages ...", "... on 4 KiB pages (why): ... sysctl
-  // vm.nr_hugepages=N ..." with the pool's counts from /proc/meminfo, "k of n ..."; "" for no table large
-  // enough to ask.
-  std::string report() const;
+  size_t asked() const { return asked_; }
+  // "<what> are on 2 MiB pages ...", "<what> are on 4 KiB pages (why): they need N ... sysctl
+  // vm.nr_hugepages=M ...", "k of the n <what> ..."; "" when none was large enough to ask. `what` is plural:
+  // "the shared sparse tables".
+  std::string report(const std::string& what) const;
 
  private:
+  long long pool_total_ = 0, pool_free_ = 0;
   size_t asked_ = 0, on_huge_ = 0, pages_ = 0;
   std::string why_not_;
 };

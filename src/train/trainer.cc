@@ -822,6 +822,8 @@ TrainSummary train(Session& s) {
     optimizer->placeState(ddp.sharedParameterNames(),
                           [&](const std::string& name, const at::Tensor& state) { return ddp.shareOnHost(state, name); });
     if (s.leader()) info("sparse tables shared by the {} ranks on this host; each rank updates the rows it owns", s.comm->size());
+    const std::string pages = ddp.sharedMemoryPagesReport();  // with the optimizer's state now
+    if (!pages.empty()) info("ddp: {}", pages);
   }
   data::BatchLoader loader(s.corpus, s.split, job, s.comm->rank(), s.comm->size(), start);
   const int64_t total_steps = stepsToTrain(job, loader);

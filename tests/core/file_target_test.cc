@@ -179,6 +179,9 @@ TEST_F(FileTargetTest, TheLongestNameGetsATemporaryThatFitsAndIsItsOwn) {
   std::ofstream(left) << "half of an old write";
   AtomicFile again(path(long_a), "export");
   EXPECT_FALSE(fs::exists(left));
+  // One byte more is refused before anything is written (the rename would refuse it after).
+  EXPECT_THAT([&] { AtomicFile file(path(long_a + "x"), "export"); },
+              ThrowsMessage<DataError>(HasSubstr("its name is 256 bytes long, more than a file name may have (255)")));
 }
 
 TEST_F(FileTargetTest, AnAtomicFileThatCannotBeCreatedSaysWhereAndWhy) {

@@ -530,6 +530,12 @@ TEST(Ringrun, BoundRanksTakeTheNamedCpusInTheOrderNamed) {
   EXPECT_EQ(seen.at(0).second, std::to_string(cpus.back()));
   EXPECT_EQ(seen.at(1).second, std::to_string(cpus.front()));
   EXPECT_EQ(seen.at(0).first, seen.at(0).second);
+  // "One per CPU" counts the CPUs named.
+  const auto one = runCommand({binPath("ringrun"), "--standalone", "--nproc-per-node", "cpu", "--cpus",
+                               std::to_string(cpus.back()), "--", "sh", "-c", "echo rank $RANK of $WORLD_SIZE"},
+                              {.timeout = 30000ms});
+  ASSERT_TRUE(one.ok()) << one.err;
+  EXPECT_THAT(one.out, HasSubstr("rank 0 of 1"));
 }
 
 TEST(Ringrun, MoreBoundRanksThanCpusShareThemOneCpuEach) {

@@ -255,6 +255,10 @@ class DistributedDataParallel {
   // Collective, only when sharesSparseParameters(): rank 0's `tensor` copied into memory every rank maps, for
   // state updated row by row like the shared tables (an optimizer's per-row sums and moments).
   at::Tensor shareOnHost(const at::Tensor& tensor, const std::string& what);
+  // With options.huge_pages: where the shared tables and shareOnHost()'s tensors went, for rank 0 to say once
+  // they are all placed (the constructor says it of the tables alone); "" on other ranks, or when no
+  // shareOnHost() tensor was large enough to ask for huge pages.
+  std::string sharedMemoryPagesReport() const;
 
   // Replaces the dense-bucket communication (default: from options.compression).
   void setCommHook(std::unique_ptr<CommHook> hook);
