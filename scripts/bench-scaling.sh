@@ -119,29 +119,19 @@ run_ringtrain() {  # ranks mode -> prints what summarize prints
 # overlap despite staggered starts. Prints the sums of their pairs/s and median-step pairs/s: the ceiling a
 # data-parallel job could reach here if its synchronization cost nothing.
 run_independent() {  # ranks -> prints "pairs_per_s median_step_pairs_per_s"
-  local n=$1 i pids=() slices=()
-  mapfile -t slices < <(python3 - "$n" "$BIND_TO" "$RUN_CPUS" <<'PY'
-import os, sys
-n, bind = int(sys.argv[1]), sys.argv[2]
-def listed(text):  # "0,8,1-3" -> [0, 8, 1, 2, 3], as ringrun --cpus reads it
-    out = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        out += range(int(first), int(last or first) + 1)
-    return out
-cpus = listed(sys.argv[3]) if sys.argv[3] else sorted(os.sched_getaffinity(0))
-per, longer = divmod(len(cpus), n)
-first = 0
-for r in range(n):  # ringrun's cut (launch/cpu_binding.h): contiguous slices, the first ones a CPU longer
-    count = max(1, per + (r < longer))
-    part = cpus[first:first + count] if n <= len(cpus) else [cpus[r % len(cpus)]]
-    first += count
-    print(",".join(map(str, part)) if bind == "cores" else "")
-PY
-)
+  local n=$1 i pids=() slices=() cpus=()
+  # Each job's CPUs as ringrun cuts them for rank i (launch/cpu_binding.h, RUN_CPUS's order): asked of ringrun
+  # itself, so that the ceiling binds exactly as the ranks it is compared with.
+  if [ "$BIND_TO" = cores ]; then
+    [ -n "$RUN_CPUS" ] && cpus=(--cpus "$RUN_CPUS")
+    mapfile -t slices < <("$BIN/ringrun" --standalone --nproc-per-node "$n" --bind-to cores "${cpus[@]}" -- \
+      sh -c 'echo "slice $LOCAL_RANK $RINGTRAIN_CPUS"' 2>/dev/null | sed -n 's/.*slice \([0-9]*\) \(.*\)$/\1 \2/p' |
+      sort -n | cut -d' ' -f2)
+    [ "${#slices[@]}" -eq "$n" ] || { echo "ringrun cut ${#slices[@]} CPU slices for $n ranks" >&2; exit 1; }
+  fi
   for ((i = 0; i < n; i++)); do
     local out="$WORK/solo-$n-$i${RUN_CPUS:+-cpus}" pin=()
-    [ -n "${slices[$i]}" ] && pin=(taskset -c "${slices[$i]}")
+    [ -n "${slices[$i]:-}" ] && pin=(taskset -c "${slices[$i]}")
     job_args "${MODES[0]}" "$out" $((WARMUP + 5 * STEPS))
     [ -n "$RUN_CPUS" ] && JOB_ARGS+=("${SETS_B_ARGS[@]}")
     "${pin[@]}" "$BIN/ringtrain" "${JOB_ARGS[@]}" > "$out.log" 2>&1 &
