@@ -385,7 +385,7 @@ class DistributedDataParallel::Impl {
     options_.sparse_sync = SparseSync::kShared;
     huge_pages_asked_by_tables_ = huge_pages_.asked();
     if (comm_.rank() == 0 && options_.huge_pages) {
-      const std::string report = huge_pages_.report("the shared sparse tables");
+      const std::string report = huge_pages_.report("shared sparse tables");
       if (!report.empty()) info("ddp: {}", report);
     }
     torch::NoGradGuard no_grad;
@@ -1030,7 +1030,7 @@ bool DistributedDataParallel::sharesSparseParameters() const { return impl_->sha
 std::string DistributedDataParallel::sharedMemoryPagesReport() const {
   if (impl_->comm_.rank() != 0 || !impl_->options_.huge_pages) return "";
   if (impl_->huge_pages_.asked() == impl_->huge_pages_asked_by_tables_) return "";  // the constructor said it
-  return impl_->huge_pages_.report("the tensors the ranks share (sparse tables and the state shared beside them)");
+  return impl_->huge_pages_.report("tensors the ranks share (sparse tables and the state shared beside them)");
 }
 
 std::vector<std::string> DistributedDataParallel::sharedParameterNames() const {

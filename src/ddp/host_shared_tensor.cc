@@ -147,8 +147,8 @@ void HugePageTally::add(size_t bytes, bool on_huge_pages, const std::string& why
 
 std::string HugePageTally::report(const std::string& what) const {
   if (asked_ == 0) return "";
-  if (on_huge_ == asked_) return concat(what, " are on 2 MiB pages from the host's pool (vm.nr_hugepages)");
-  const std::string which = on_huge_ == 0 ? what : concat(asked_ - on_huge_, " of the ", asked_, " ", what.substr(what.find(' ') + 1));
+  if (on_huge_ == asked_) return concat("the ", what, " are on 2 MiB pages from the host's pool (vm.nr_hugepages)");
+  const std::string which = on_huge_ == 0 ? concat("the ", what) : concat(asked_ - on_huge_, " of the ", asked_, " ", what);
   std::string text = concat(which, " are on 4 KiB pages (", why_not_, "): they need ", pages_,
                             " 2 MiB pages from the host's pool, which had ", pool_free_, " free of ", pool_total_,
                             " before the job took any");

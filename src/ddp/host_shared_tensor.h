@@ -41,9 +41,9 @@ class HugePageTally {
   HugePageTally(long long pool_total, long long pool_free) : pool_total_(pool_total), pool_free_(pool_free) {}
   void add(size_t bytes, bool on_huge_pages, const std::string& why_not);
   size_t asked() const { return asked_; }
-  // "<what> are on 2 MiB pages ...", "<what> are on 4 KiB pages (why): they need N ... sysctl
-  // vm.nr_hugepages=M ...", "k of the n <what> ..."; "" when none was large enough to ask. `what` is plural:
-  // "the shared sparse tables".
+  // "the <what> are on 2 MiB pages ...", "the <what> are on 4 KiB pages (why): they need N ... sysctl
+  // vm.nr_hugepages=M ...", "k of the n <what> ..."; "" when none was large enough to ask. `what` is a plural
+  // noun: "shared sparse tables".
   std::string report(const std::string& what) const;
 
  private:

@@ -23,24 +23,24 @@ TEST(HugePageTally, SaysWhereTheTensorsWentAndWhatPoolMakesRoomForThem) {
   const size_t five_mib = size_t{5} << 20;  // 3 pages
   HugePageTally none(20, 20);
   none.add(size_t{1} << 20, false, "");  // under the smallest size: never asked
-  EXPECT_EQ(none.report("the tables"), "");
+  EXPECT_EQ(none.report("tables"), "");
   HugePageTally all(64, 64);
   all.add(five_mib, true, "");
-  EXPECT_EQ(all.report("the tables"), "the tables are on 2 MiB pages from the host's pool (vm.nr_hugepages)");
+  EXPECT_EQ(all.report("tables"), "the tables are on 2 MiB pages from the host's pool (vm.nr_hugepages)");
   HugePageTally part(4, 4);
   part.add(five_mib, true, "");
   part.add(five_mib, false, "fallocate: No space left on device");
-  EXPECT_EQ(part.report("the tables"),
+  EXPECT_EQ(part.report("tables"),
             "1 of the 2 tables are on 4 KiB pages (fallocate: No space left on device): they need 6 2 MiB pages from "
             "the host's pool, which had 4 free of 4 before the job took any; as root, sysctl vm.nr_hugepages=6 "
             "makes room for them");
   HugePageTally busy(10, 2);  // 8 pages held by others
   busy.add(five_mib, false, "fallocate: No space left on device");
-  EXPECT_THAT(busy.report("the tables"), HasSubstr("which had 2 free of 10 before the job took any; as root, sysctl "
+  EXPECT_THAT(busy.report("tables"), HasSubstr("which had 2 free of 10 before the job took any; as root, sysctl "
                                                    "vm.nr_hugepages=11 makes room for them"));
   HugePageTally refused(10, 10);  // enough, refused all the same
   refused.add(five_mib, false, "fallocate: No space left on device");
-  EXPECT_THAT(refused.report("the tables"), HasSubstr("(enough: what refused them is above"));
+  EXPECT_THAT(refused.report("tables"), HasSubstr("(enough: what refused them is above"));
 }
 
 #if RINGTRAIN_WITH_GLOO
