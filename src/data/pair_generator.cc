@@ -61,10 +61,39 @@ PairGenerator::PairGenerator(std::shared_ptr<const Corpus> corpus, std::shared_p
   negatives_ = AliasSampler(weights);
 }
 
+namespace {
+
+// A basket is a set: a product on two order lines of one basket is one item there, else the basket pairs
+// it with itself. `out` gets the first time each item appears, in line order; `sorted` is scratch. Most
+// baskets hold no repeat, and then the sort is all it costs.
+void firstOccurrences(const LineView& items, std::vector<int32_t>& out, std::vector<int32_t>& sorted) {
+  sorted.assign(items.begin(), items.end());
+  std::sort(sorted.begin(), sorted.end());
+  out.clear();
+  if (std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end()) {
+    out.assign(items.begin(), items.end());
+    return;
+  }
+  std::vector<bool> taken(sorted.size(), false);  // by the item's first place in `sorted`
+  for (int32_t id : items) {
+    const auto at = static_cast<size_t>(std::lower_bound(sorted.begin(), sorted.end(), id) - sorted.begin());
+    if (taken[at]) continue;
+    taken[at] = true;
+    out.push_back(id);
+  }
+}
+
+}  // namespace
+
 Xoshiro256 PairGenerator::keptItems(int64_t line, int64_t epoch, std::vector<int32_t>& kept) const {
   Xoshiro256 rng(mixSeed({static_cast<uint64_t>(options_.seed), static_cast<uint64_t>(epoch),
                           static_cast<uint64_t>(line), kPairTag}));
-  const LineView v = split_->trainTokens(*corpus_, line);
+  LineView v = split_->trainTokens(*corpus_, line);
+  if (options_.mode == ContextMode::kBasket) {
+    thread_local std::vector<int32_t> distinct, sorted;
+    firstOccurrences(v, distinct, sorted);
+    v = LineView{distinct.data(), static_cast<int64_t>(distinct.size())};
+  }
   kept.clear();
   if (keep_.empty()) {
     kept.assign(v.begin(), v.end());

@@ -200,6 +200,43 @@ TEST(Pairs, BasketContextsAreCappedAndDistinct) {
   EXPECT_EQ(out.size(), 6u);
 }
 
+// Two order lines of one product are one item of the basket: it is never its own context, it counts once
+// among the others, and the cursor and countPairs agree with linePairs. Sessions keep their repeats.
+TEST(Pairs, ABasketListingAnItemTwiceNeverPairsItWithItself) {
+  Fixture f;
+  f.corpus = Corpus::fromLines({{"a", "b", "a", "c", "b", "a"}, {"x", "x"}, {"p", "q", "p"}});
+  f.split = std::make_shared<CorpusSplit>(*f.corpus, SplitOptions{0.0, 1, EvalProtocol::kBasket, 1});
+  for (double subsample : {0.0, 0.3}) {
+    PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kBasket, 5, subsample));
+    std::vector<Pair> out;
+    std::vector<int32_t> scratch;
+    gen.linePairs(0, 0, out, scratch);
+    std::set<std::pair<int32_t, int32_t>> distinct;
+    for (const Pair& p : out) {
+      EXPECT_NE(p.center, p.context) << "subsample " << subsample;
+      distinct.insert({p.center, p.context});
+    }
+    EXPECT_EQ(distinct.size(), out.size()) << "a pair repeated within one basket";
+    if (subsample == 0.0) EXPECT_EQ(out.size(), 6u);  // a, b, c: each with the other two
+    EXPECT_EQ(gen.countPairs(0, 0), static_cast<int64_t>(out.size()));
+    LineCursor cursor;
+    cursor.start(gen, 0, 0);
+    std::vector<Pair> taken;
+    cursor.take(static_cast<int64_t>(out.size()), taken);
+    ASSERT_EQ(taken.size(), out.size());
+    for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(taken[i].context, out[i].context);
+    out.clear();
+    gen.linePairs(1, 0, out, scratch);  // one item twice: no pair at all
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ(gen.countPairs(1, 0), 0);
+  }
+  PairGenerator sessions(f.corpus, f.split, pairOpts(ContextMode::kWindow, 5, 0.0));
+  std::vector<Pair> out;
+  std::vector<int32_t> scratch;
+  sessions.linePairs(1, 0, out, scratch);
+  EXPECT_EQ(out.size(), 2u);  // x then x: a session may come back to an item
+}
+
 TEST(Pairs, SubsamplingThinsFrequentItems) {
   Fixture f = makeFixture(300, 30, 0.0, /*hot=*/true);
   PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kWindow, 2, 1e-3));

@@ -4,7 +4,9 @@
 // Pairs of one line in one epoch are a pure function of (seed, epoch, line): a Xoshiro256 stream seeded
 // by mixSeed({seed, epoch, line}) draws, in this order,
 //   1. subsampling: item t is kept with probability min(1, (sqrt(f/s) + 1) * s / f), f = its share of the
-//      training tokens, s = data.subsample (word2vec's formula; s = 0 keeps everything);
+//      training tokens, s = data.subsample (word2vec's formula; s = 0 keeps everything); in basket mode a
+//      basket is a set: an item listed again is dropped before this step (one draw, at its first place), so
+//      no item is paired with itself (window mode keeps repeats: a session may come back to an item);
 //   2. window: for each kept center, a reduced half-width b uniform in [1, window] (word2vec), and the
 //      contexts are the kept items at distance <= b, nearest first, left then right (data.direction
 //      forward: only the right side, the items after the center; b is drawn the same way either way);
