@@ -193,7 +193,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         status = 400;
       if (status == 0) return close();
       // The request line may have been read (a body over the limit is refused from its Content-Length).
+      // Over the header limit the parser has read none of it: its start is still in the buffer.
       path_ = pathOf(view(parser_->get().target()));
+      if (path_.empty() && status == 431) path_ = pathOfUnreadRequestLine(bufferText());
       version_ = parser_->get().version();
       head_ = false;
       keep_alive_ = false;
@@ -238,6 +240,24 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   static std::string pathOf(std::string_view target) {
     target = originForm(target);
     return std::string(target.substr(0, target.find('?')));
+  }
+
+  std::string_view bufferText() const {
+    const auto bytes = buffer_.data();
+    return {static_cast<const char*>(bytes.data()), bytes.size()};
+  }
+
+  // The path of a request line the parser refused unread ("GET /recommend?item=a&item=b..." over the
+  // header limit), where the bytes at hand hold all of it: the metrics then count the refusal under its
+  // endpoint. Empty when the path itself runs past them.
+  static std::string pathOfUnreadRequestLine(std::string_view bytes) {
+    const size_t method_end = bytes.find(' ');
+    if (method_end == std::string_view::npos) return {};
+    std::string_view target = bytes.substr(method_end + 1);
+    const size_t target_end = target.find_first_of(" \r\n");
+    if (target_end != std::string_view::npos) return pathOf(target.substr(0, target_end));
+    if (originForm(target).find('?') == std::string_view::npos) return {};  // cut off inside the path
+    return pathOf(target);
   }
 
   // A target in absolute form ("http://host:8080/recommend?item=a", which a server must accept, RFC 9112

@@ -2,6 +2,7 @@
 // itself, a stop that waits for requests in flight, and many connections on one I/O thread.
 #include "serve/http_server.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -165,6 +166,20 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   EXPECT_NE(bad_escape.find(" 400 "), std::string::npos) << bad_escape;
   const std::string huge_header = raw("GET / HTTP/1.1\r\nX-Big: " + std::string(20000, 'h') + "\r\n\r\n");
   EXPECT_NE(huge_header.find(" 431 "), std::string::npos) << huge_header;
+  // Refused before the parser read the request line, the path still names the endpoint (its metrics),
+  // when the bytes at hand hold all of it.
+  const std::string long_query = raw("GET /recommend?item=" + std::string(20000, 'i') + " HTTP/1.1\r\n\r\n");
+  EXPECT_NE(long_query.find("layer 431 /recommend"), std::string::npos) << long_query;
+  const std::string absolute_query = raw("GET http://h:1/recommend?item=" + std::string(20000, 'i'));
+  EXPECT_NE(absolute_query.find("layer 431 /recommend"), std::string::npos) << absolute_query;
+  const std::string long_path = raw("GET /" + std::string(20000, 'p') + " HTTP/1.1\r\n\r\n");
+  EXPECT_NE(long_path.find(" 431 "), std::string::npos) << long_path;
+  std::vector<std::string> refused_paths;
+  for (const Answer& a : answers()) {
+    if (a.status == 431) refused_paths.push_back(a.path);
+  }
+  EXPECT_THAT(refused_paths, ::testing::ElementsAre("/", "/recommend", "/recommend", ""))
+      << "the last one's path was cut off: no endpoint";
   EXPECT_EQ(handled.load(), 0);
   // A coding other than chunked leaves the body's length unknown: 400, and closed, rather than a body
   // dropped and its bytes read as a request of their own (smuggling).
