@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <sstream>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/process_state.h"
@@ -242,11 +245,45 @@ std::string ArrivalBoard::describeBrokenPeers() {
   return failed;
 }
 
+namespace {
+
+// Of `ranks` (whose addresses are unknown), those whose process on this machine is stopped, found by the
+// environment ringrun gave them: the store that holds their addresses may be stopped itself (its host was
+// stopped before the early reads got them). Nothing outside ringrun.
+std::vector<std::pair<int, StoppedProcess>> stoppedRanksByEnvironment(const std::vector<int>& ranks) {
+  std::vector<std::pair<int, StoppedProcess>> found;
+  const char* launcher = std::getenv("RINGTRAIN_LAUNCHER");
+  const char* token = std::getenv("RINGTRAIN_JOB_TOKEN");
+  const char* attempt = std::getenv("RINGTRAIN_RESTART_COUNT");
+  if (ranks.empty() || launcher == nullptr || std::string_view(launcher) != "ringrun" || token == nullptr ||
+      attempt == nullptr) {
+    return found;
+  }
+  // This job's ranks of this attempt: ringrun gave every one the job's token (a secret, so no other job's
+  // process holds it) and the attempt's number.
+  const std::vector<StoppedProcess> stopped = stoppedProcessesWith(
+      {"RINGTRAIN_LAUNCHER=ringrun", std::string("RINGTRAIN_JOB_TOKEN=") + token,
+       std::string("RINGTRAIN_RESTART_COUNT=") + attempt});
+  for (const int r : ranks) {
+    const std::string entry = "RANK=" + std::to_string(r);
+    for (const StoppedProcess& process : stopped) {
+      if (std::find(process.environment.begin(), process.environment.end(), entry) != process.environment.end()) {
+        found.emplace_back(r, process);
+        break;  // a rank run through a wrapper: its first stopped process says enough
+      }
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
 std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
   const std::string mine = processAddress();
   const std::string machine = mine.substr(0, mine.find(' '));
   std::ostringstream out;
   int named = 0;
+  std::vector<int> unaddressed;  // ranks whose address neither the early reads nor the store gave
   try {
     for (int r = 0; r < size_; ++r) {
       if (r == rank_) continue;
@@ -258,7 +295,10 @@ std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
       if (address.empty() && !known_only) {
         if (std::optional<std::string> found = readIfSet(addressKey(r))) address = *found;
       }
-      if (address.empty()) continue;
+      if (address.empty()) {
+        unaddressed.push_back(r);
+        continue;
+      }
       const size_t space = address.find(' ');
       if (space == std::string::npos || address.compare(0, space, machine) != 0) continue;  // another machine
       const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));
@@ -270,6 +310,10 @@ std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
   } catch (const std::exception& e) {  // a malformed address, the store: the diagnosis goes on without them
     debug("arrival board: cannot tell the neighbours' states: {}", e.what());
     return "";
+  }
+  for (const auto& [r, process] : stoppedRanksByEnvironment(unaddressed)) {
+    out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << process.pid << ", this machine) is "
+        << process.state;
   }
   return out.str();
 }

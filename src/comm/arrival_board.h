@@ -6,7 +6,8 @@
 // until a collective times out; then the timed-out rank reads every rank's value and names those that have
 // not reached its sequence number (or never reached any collective). A rank that is stopped (SIGSTOP),
 // dead, or busy elsewhere never publishes the sequence number and so is named. Each rank also publishes
-// "address/<rank>" (processAddress()), so that the ranks of one machine can tell each other's state, and
+// "address/<rank>" (processAddress()), so that the ranks of one machine can tell each other's state (under
+// ringrun a stopped rank whose address never came is found by the environment ringrun gave it), and
 // "failed/<rank>": the process's first recorded failure (core/failure_report.h), unless it is a
 // consequence of another's, so that a peer whose collective then breaks can say which rank failed, and why.
 #pragma once

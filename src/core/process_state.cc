@@ -1,10 +1,12 @@
 #include "core/process_state.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -34,6 +36,38 @@ bool isStoppedState(const std::string& state) { return state == "stopped" || sta
 bool isStuckState(const std::string& state) {
   return isStoppedState(state) || state == "exited, not yet reaped" || state == "gone" ||
          state == "in uninterruptible I/O";
+}
+
+std::vector<StoppedProcess> stoppedProcessesWith(const std::vector<std::string>& entries) {
+  std::vector<StoppedProcess> found;
+  try {
+    const uid_t me = ::geteuid();
+    std::error_code error;  // a process that ends during the listing is no reason to stop it
+    for (std::filesystem::directory_iterator it("/proc", error), end; !error && it != end; it.increment(error)) {
+      const std::filesystem::directory_entry& entry = *it;
+      const std::string name = entry.path().filename().string();
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+      struct stat info {};
+      if (::stat(entry.path().c_str(), &info) != 0 || info.st_uid != me) continue;
+      const auto pid = static_cast<pid_t>(std::stol(name));
+      std::string state = processState(pid);
+      if (!isStoppedState(state)) continue;
+      std::ifstream in(entry.path() / "environ", std::ios::binary);
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      StoppedProcess process{pid, std::move(state), {}};
+      for (size_t at = 0; at < text.size();) {
+        const size_t stop = std::min(text.find('\0', at), text.size());
+        process.environment.push_back(text.substr(at, stop - at));
+        at = stop + 1;
+      }
+      const auto holds = [&](const std::string& e) {
+        return std::find(process.environment.begin(), process.environment.end(), e) != process.environment.end();
+      };
+      if (std::all_of(entries.begin(), entries.end(), holds)) found.push_back(std::move(process));
+    }
+  } catch (const std::exception&) {  // /proc unreadable, a process gone midway: what was found so far
+  }
+  return found;
 }
 
 std::string pidNamespace() {

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 namespace ringtrain {
 
@@ -21,6 +22,20 @@ bool isStoppedState(const std::string& state);
 // True for the states that explain why a process does not take part: stopped, traced, exited or gone, or in
 // uninterruptible I/O (a hung file system, when seen after a collective's timeout).
 bool isStuckState(const std::string& state);
+
+// A stopped process of this user (isStoppedState) and its environment as it started ("NAME=value" each).
+struct StoppedProcess {
+  pid_t pid = 0;
+  std::string state;
+  std::vector<std::string> environment;
+};
+
+// The stopped processes of this user on this machine whose environment holds every one of `entries`
+// ("NAME=value", whole): how a rank finds a stopped neighbour whose pid it never read (the job's store was
+// stopped first). Only stopped processes have their environment read: reading another's takes its memory
+// map's lock, which a process in uninterruptible I/O may hold. Never throws; an empty list where /proc
+// says nothing.
+std::vector<StoppedProcess> stoppedProcessesWith(const std::vector<std::string>& entries);
 
 // This process's PID namespace, as the number /proc/self/ns/pid names ("4026531836"); "" where /proc does
 // not say. A pid means the same process only to processes of the same namespace.

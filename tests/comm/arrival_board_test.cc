@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -165,6 +167,65 @@ TEST(ArrivalBoard, AddressesReadEarlyNameAStoppedNeighbourWhenTheStoreIsGone) {
   EXPECT_THAT(said, HasSubstr("; rank 0's process (pid " + std::to_string(child) + ", this machine) is stopped"));
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
+}
+
+// A child process that runs `sleep` with exactly this environment, then stopped; -1 if it cannot be made.
+pid_t stoppedChildWithEnvironment(std::vector<std::string> environment) {
+  std::vector<char*> env;
+  for (std::string& entry : environment) env.push_back(entry.data());
+  env.push_back(nullptr);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    char sleep[] = "sleep", seconds[] = "60";
+    char* argv[] = {sleep, seconds, nullptr};
+    ::execve("/bin/sleep", argv, env.data());
+    ::_exit(127);
+  }
+  if (child < 0) return -1;
+  // Stopped once it runs sleep (its environment is then the new one), not while still this test's copy.
+  for (int i = 0; i < 200; ++i) {
+    char target[64] = {};
+    const std::string exe = "/proc/" + std::to_string(child) + "/exe";
+    if (::readlink(exe.c_str(), target, sizeof(target) - 1) > 0 && std::string(target).find("sleep") != std::string::npos) break;
+    ::usleep(10000);
+  }
+  if (::kill(child, SIGSTOP) != 0) return -1;
+  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
+  return child;
+}
+
+// Node 0's ringrun hosts the store. Stopped before the early reads got a peer's address (the job had just
+// begun), it leaves the diagnosis nothing to read; a stopped rank of this machine is still found, by the
+// environment ringrun gave it: this job's token and attempt, and its rank. Another job's stopped rank (its
+// own token) is not taken for one of this job's.
+TEST(ArrivalBoard, UnderRingrunAStoppedRankWhoseAddressWasNeverReadIsFoundByItsEnvironment) {
+  const std::string token = "board-test-" + std::to_string(::getpid());
+  const pid_t rank2 = stoppedChildWithEnvironment(
+      {"RINGTRAIN_LAUNCHER=ringrun", "RINGTRAIN_JOB_TOKEN=" + token, "RINGTRAIN_RESTART_COUNT=0", "RANK=2"});
+  const pid_t other_job = stoppedChildWithEnvironment(
+      {"RINGTRAIN_LAUNCHER=ringrun", "RINGTRAIN_JOB_TOKEN=" + token + "-other", "RINGTRAIN_RESTART_COUNT=0", "RANK=0"});
+  ASSERT_GT(rank2, 0);
+  ASSERT_GT(other_job, 0);
+  ::setenv("RINGTRAIN_LAUNCHER", "ringrun", 1);
+  ::setenv("RINGTRAIN_JOB_TOKEN", token.c_str(), 1);
+  ::setenv("RINGTRAIN_RESTART_COUNT", "0", 1);
+  std::string said;
+  {
+    DeadStore store;
+    ArrivalBoard board(store, 1, 3);
+    said = board.describeMissing(7);
+  }
+  ::unsetenv("RINGTRAIN_LAUNCHER");
+  ::unsetenv("RINGTRAIN_JOB_TOKEN");
+  ::unsetenv("RINGTRAIN_RESTART_COUNT");
+  for (const pid_t child : {rank2, other_job}) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+  }
+  EXPECT_THAT(said, HasSubstr("the job's store failed"));
+  EXPECT_THAT(said, HasSubstr("; rank 2's process (pid " + std::to_string(rank2) + ", this machine) is stopped"));
+  EXPECT_THAT(said, ::testing::Not(HasSubstr("rank 0's process")));
+  EXPECT_THAT(said, ::testing::Not(HasSubstr(std::to_string(other_job) + ",")));
 }
 
 TEST(ArrivalBoard, AStoreThatFailsPointsAtWhoeverHostsIt) {
