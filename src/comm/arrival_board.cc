@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <sstream>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "core/process_state.h"
@@ -41,7 +40,7 @@ constexpr int kFailedPeersNamed = 3;
 }  // namespace
 
 ArrivalBoard::ArrivalBoard(dist::Store& store, int rank, int size)
-    : store_(store), rank_(rank), size_(size), addresses_(static_cast<size_t>(size)) {
+    : store_(store), rank_(rank), size_(size), ringrun_(ringrunOfThisProcess()), addresses_(static_cast<size_t>(size)) {
   if (size_ > 1) {
     failure_listener_ = addFailureListener([this](const FailureRecord& failure) { publishFailure(failure); });
   }
@@ -245,39 +244,6 @@ std::string ArrivalBoard::describeBrokenPeers() {
   return failed;
 }
 
-namespace {
-
-// Of `ranks` (whose addresses are unknown), those whose process on this machine is stopped, found by the
-// environment ringrun gave them: the store that holds their addresses may be stopped itself (its host was
-// stopped before the early reads got them). Nothing outside ringrun.
-std::vector<std::pair<int, StoppedProcess>> stoppedRanksByEnvironment(const std::vector<int>& ranks) {
-  std::vector<std::pair<int, StoppedProcess>> found;
-  const char* launcher = std::getenv("RINGTRAIN_LAUNCHER");
-  const char* token = std::getenv("RINGTRAIN_JOB_TOKEN");
-  const char* attempt = std::getenv("RINGTRAIN_RESTART_COUNT");
-  if (ranks.empty() || launcher == nullptr || std::string_view(launcher) != "ringrun" || token == nullptr ||
-      attempt == nullptr) {
-    return found;
-  }
-  // This job's ranks of this attempt: ringrun gave every one the job's token (a secret, so no other job's
-  // process holds it) and the attempt's number.
-  const std::vector<StoppedProcess> stopped = stoppedProcessesWith(
-      {"RINGTRAIN_LAUNCHER=ringrun", std::string("RINGTRAIN_JOB_TOKEN=") + token,
-       std::string("RINGTRAIN_RESTART_COUNT=") + attempt});
-  for (const int r : ranks) {
-    const std::string entry = "RANK=" + std::to_string(r);
-    for (const StoppedProcess& process : stopped) {
-      if (std::find(process.environment.begin(), process.environment.end(), entry) != process.environment.end()) {
-        found.emplace_back(r, process);
-        break;  // a rank run through a wrapper: its first stopped process says enough
-      }
-    }
-  }
-  return found;
-}
-
-}  // namespace
-
 std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
   const std::string mine = processAddress();
   const std::string machine = mine.substr(0, mine.find(' '));
@@ -311,9 +277,46 @@ std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
     debug("arrival board: cannot tell the neighbours' states: {}", e.what());
     return "";
   }
-  for (const auto& [r, process] : stoppedRanksByEnvironment(unaddressed)) {
-    out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << process.pid << ", this machine) is "
-        << process.state;
+  return out.str() + describeStoppedSiblings(unaddressed, named);
+}
+
+ArrivalBoard::Ringrun ArrivalBoard::ringrunOfThisProcess() {
+  Ringrun ringrun;
+  const char* launcher = std::getenv("RINGTRAIN_LAUNCHER");
+  const char* pid = std::getenv("RINGRUN_PID");
+  const char* token = std::getenv("RINGTRAIN_JOB_TOKEN");
+  const char* attempt = std::getenv("RINGTRAIN_RESTART_COUNT");
+  if (launcher == nullptr || std::string_view(launcher) != "ringrun" || pid == nullptr || token == nullptr ||
+      attempt == nullptr) {
+    return ringrun;
+  }
+  char* end = nullptr;
+  const long value = std::strtol(pid, &end, 10);
+  if (end == pid || *end != '\0' || value <= 1) return ringrun;
+  ringrun.pid = static_cast<pid_t>(value);
+  ringrun.token = token;
+  ringrun.attempt = attempt;
+  return ringrun;
+}
+
+// Ringrun's stopped children of this job and attempt that are `ranks`: its token is a secret, but one a user
+// may export for several jobs, so the parent is what tells this job's ranks (a rank's own children, which
+// inherit its environment, are not its process either).
+std::string ArrivalBoard::describeStoppedSiblings(const std::vector<int>& ranks, int& named) const {
+  if (ranks.empty() || ringrun_.pid == 0) return "";
+  const std::vector<StoppedProcess> stopped = stoppedChildrenWith(
+      ringrun_.pid, {"RINGTRAIN_JOB_TOKEN=" + ringrun_.token, "RINGTRAIN_RESTART_COUNT=" + ringrun_.attempt});
+  std::ostringstream out;
+  for (const int r : ranks) {
+    const std::string entry = "RANK=" + std::to_string(r);
+    for (const StoppedProcess& process : stopped) {
+      if (std::find(process.environment.begin(), process.environment.end(), entry) == process.environment.end()) {
+        continue;
+      }
+      out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << process.pid << ", this machine) is "
+          << process.state;
+      break;
+    }
   }
   return out.str();
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 namespace ringtrain {
 
@@ -38,34 +39,60 @@ bool isStuckState(const std::string& state) {
          state == "in uninterruptible I/O";
 }
 
-std::vector<StoppedProcess> stoppedProcessesWith(const std::vector<std::string>& entries) {
+namespace {
+
+// The text of /proc/<pid>/stat after the command name: "<state> <ppid> ..."; "" when unreadable. Reading it
+// takes no lock of the process's memory.
+std::string statFields(const std::filesystem::path& stat) {
+  std::ifstream in(stat);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = text.rfind(')');  // the command name may hold spaces and parentheses
+  return close == std::string::npos || close + 2 >= text.size() ? std::string() : text.substr(close + 2);
+}
+
+// Whether every thread of the process is stopped ('T' or 't'): one in uninterruptible I/O may hold the
+// memory map's lock that reading its environment waits for, without a timeout.
+bool everyThreadStopped(const std::filesystem::path& process) {
+  std::error_code error;
+  int threads = 0;
+  for (std::filesystem::directory_iterator it(process / "task", error), end; !error && it != end; it.increment(error)) {
+    const std::string fields = statFields(it->path() / "stat");
+    if (fields.empty() || (fields[0] != 'T' && fields[0] != 't')) return false;
+    ++threads;
+  }
+  return !error && threads > 0;
+}
+
+}  // namespace
+
+std::vector<StoppedProcess> stoppedChildrenWith(pid_t parent, const std::vector<std::string>& entries) {
   std::vector<StoppedProcess> found;
-  try {
-    const uid_t me = ::geteuid();
-    std::error_code error;  // a process that ends during the listing is no reason to stop it
-    for (std::filesystem::directory_iterator it("/proc", error), end; !error && it != end; it.increment(error)) {
-      const std::filesystem::directory_entry& entry = *it;
-      const std::string name = entry.path().filename().string();
-      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-      struct stat info {};
-      if (::stat(entry.path().c_str(), &info) != 0 || info.st_uid != me) continue;
-      const auto pid = static_cast<pid_t>(std::stol(name));
-      std::string state = processState(pid);
-      if (!isStoppedState(state)) continue;
-      std::ifstream in(entry.path() / "environ", std::ios::binary);
-      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      StoppedProcess process{pid, std::move(state), {}};
-      for (size_t at = 0; at < text.size();) {
-        const size_t stop = std::min(text.find('\0', at), text.size());
-        process.environment.push_back(text.substr(at, stop - at));
-        at = stop + 1;
-      }
-      const auto holds = [&](const std::string& e) {
-        return std::find(process.environment.begin(), process.environment.end(), e) != process.environment.end();
-      };
-      if (std::all_of(entries.begin(), entries.end(), holds)) found.push_back(std::move(process));
+  const uid_t me = ::geteuid();
+  std::error_code error;  // a process that ends during the listing is no reason to stop it
+  for (std::filesystem::directory_iterator it("/proc", error), end; !error && it != end; it.increment(error)) {
+    const std::filesystem::path& path = it->path();
+    const std::string name = path.filename().string();
+    if (name.empty() || name.size() > 9 || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    struct stat info {};
+    if (::stat(path.c_str(), &info) != 0 || info.st_uid != me) continue;
+    const std::string fields = statFields(path / "stat");
+    std::istringstream parsed(fields);
+    char state = 0;
+    long long ppid = -1;
+    if (!(parsed >> state >> ppid) || ppid != parent || (state != 'T' && state != 't')) continue;
+    if (!everyThreadStopped(path)) continue;
+    std::ifstream in(path / "environ", std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    StoppedProcess process{static_cast<pid_t>(std::stol(name)), state == 'T' ? "stopped" : "stopped by a debugger", {}};
+    for (size_t at = 0; at < text.size();) {
+      const size_t stop = std::min(text.find('\0', at), text.size());
+      process.environment.push_back(text.substr(at, stop - at));
+      at = stop + 1;
     }
-  } catch (const std::exception&) {  // /proc unreadable, a process gone midway: what was found so far
+    const auto holds = [&](const std::string& e) {
+      return std::find(process.environment.begin(), process.environment.end(), e) != process.environment.end();
+    };
+    if (std::all_of(entries.begin(), entries.end(), holds)) found.push_back(std::move(process));
   }
   return found;
 }

@@ -23,19 +23,19 @@ bool isStoppedState(const std::string& state);
 // uninterruptible I/O (a hung file system, when seen after a collective's timeout).
 bool isStuckState(const std::string& state);
 
-// A stopped process of this user (isStoppedState) and its environment as it started ("NAME=value" each).
+// A stopped process and its environment as it started ("NAME=value" each).
 struct StoppedProcess {
   pid_t pid = 0;
-  std::string state;
+  std::string state;  // "stopped" or "stopped by a debugger"
   std::vector<std::string> environment;
 };
 
-// The stopped processes of this user on this machine whose environment holds every one of `entries`
-// ("NAME=value", whole): how a rank finds a stopped neighbour whose pid it never read (the job's store was
-// stopped first). Only stopped processes have their environment read: reading another's takes its memory
-// map's lock, which a process in uninterruptible I/O may hold. Never throws; an empty list where /proc
-// says nothing.
-std::vector<StoppedProcess> stoppedProcessesWith(const std::vector<std::string>& entries);
+// The children of `parent` on this machine, of this user, stopped (every thread: SIGSTOP, Ctrl-Z, a
+// debugger), whose environment holds every one of `entries` ("NAME=value", whole): how a rank finds a
+// stopped sibling whose pid it never read (the job's store was stopped first). Only the environments of
+// such processes are read: reading another's takes its memory map's lock, which a thread in uninterruptible
+// I/O may hold. Never throws (processes that come and go midway are passed over).
+std::vector<StoppedProcess> stoppedChildrenWith(pid_t parent, const std::vector<std::string>& entries);
 
 // This process's PID namespace, as the number /proc/self/ns/pid names ("4026531836"); "" where /proc does
 // not say. A pid means the same process only to processes of the same namespace.

@@ -193,9 +193,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         status = 400;
       if (status == 0) return close();
       // The request line may have been read (a body over the limit is refused from its Content-Length).
-      // Over the header limit the parser has read none of it: its start is still in the buffer.
+      // A request line over the header limit was not: its start is still in the buffer.
       path_ = pathOf(view(parser_->get().target()));
-      if (path_.empty() && status == 431) path_ = pathOfUnreadRequestLine(bufferText());
+      if (status == 431 && parser_->get().target().empty()) path_ = pathOfUnreadRequestLine(bufferText());
       version_ = parser_->get().version();
       head_ = false;
       keep_alive_ = false;
@@ -251,8 +251,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // header limit), where the bytes at hand hold all of it: the metrics then count the refusal under its
   // endpoint. Empty when the path itself runs past them.
   static std::string pathOfUnreadRequestLine(std::string_view bytes) {
-    const size_t method_end = bytes.find(' ');
-    if (method_end == std::string_view::npos) return {};
+    const size_t method_end = bytes.find_first_of(" \r\n");
+    if (method_end == std::string_view::npos || bytes[method_end] != ' ') return {};
     std::string_view target = bytes.substr(method_end + 1);
     const size_t target_end = target.find_first_of(" \r\n");
     if (target_end != std::string_view::npos) return pathOf(target.substr(0, target_end));

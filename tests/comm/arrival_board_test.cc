@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -186,7 +188,8 @@ pid_t stoppedChildWithEnvironment(std::vector<std::string> environment) {
   for (int i = 0; i < 200; ++i) {
     char target[64] = {};
     const std::string exe = "/proc/" + std::to_string(child) + "/exe";
-    if (::readlink(exe.c_str(), target, sizeof(target) - 1) > 0 && std::string(target).find("sleep") != std::string::npos) break;
+    const ssize_t n = ::readlink(exe.c_str(), target, sizeof(target) - 1);
+    if (n > 0 && std::string(target, static_cast<size_t>(n)).find("sleep") != std::string::npos) break;
     ::usleep(10000);
   }
   if (::kill(child, SIGSTOP) != 0) return -1;
@@ -194,38 +197,73 @@ pid_t stoppedChildWithEnvironment(std::vector<std::string> environment) {
   return child;
 }
 
+// Sets environment variables for a test's span and restores what they were.
+class ScopedEnvironment {
+ public:
+  explicit ScopedEnvironment(const std::vector<std::pair<std::string, std::string>>& values) {
+    for (const auto& [name, value] : values) {
+      const char* before = std::getenv(name.c_str());
+      saved_.push_back({name, before != nullptr, before != nullptr ? before : ""});
+      ::setenv(name.c_str(), value.c_str(), 1);
+    }
+  }
+  ~ScopedEnvironment() {
+    for (const Saved& s : saved_) s.was_set ? ::setenv(s.name.c_str(), s.value.c_str(), 1) : ::unsetenv(s.name.c_str());
+  }
+
+ private:
+  struct Saved {
+    std::string name;
+    bool was_set;
+    std::string value;
+  };
+  std::vector<Saved> saved_;
+};
+
 // Node 0's ringrun hosts the store. Stopped before the early reads got a peer's address (the job had just
-// begun), it leaves the diagnosis nothing to read; a stopped rank of this machine is still found, by the
-// environment ringrun gave it: this job's token and attempt, and its rank. Another job's stopped rank (its
-// own token) is not taken for one of this job's.
+// begun), it leaves the diagnosis nothing to read; a stopped rank of this machine is still found: a child of
+// ringrun (this test stands for it) with this job's token, this attempt and its rank. Another job's stopped
+// rank (its own token), one of an earlier attempt and a process ringrun did not start are not named.
 TEST(ArrivalBoard, UnderRingrunAStoppedRankWhoseAddressWasNeverReadIsFoundByItsEnvironment) {
   const std::string token = "board-test-" + std::to_string(::getpid());
-  const pid_t rank2 = stoppedChildWithEnvironment(
-      {"RINGTRAIN_LAUNCHER=ringrun", "RINGTRAIN_JOB_TOKEN=" + token, "RINGTRAIN_RESTART_COUNT=0", "RANK=2"});
-  const pid_t other_job = stoppedChildWithEnvironment(
-      {"RINGTRAIN_LAUNCHER=ringrun", "RINGTRAIN_JOB_TOKEN=" + token + "-other", "RINGTRAIN_RESTART_COUNT=0", "RANK=0"});
-  ASSERT_GT(rank2, 0);
-  ASSERT_GT(other_job, 0);
-  ::setenv("RINGTRAIN_LAUNCHER", "ringrun", 1);
-  ::setenv("RINGTRAIN_JOB_TOKEN", token.c_str(), 1);
-  ::setenv("RINGTRAIN_RESTART_COUNT", "0", 1);
-  std::string said;
+  const auto rankEnvironment = [&](const std::string& job_token, const std::string& attempt, int rank) {
+    return std::vector<std::string>{"RINGTRAIN_LAUNCHER=ringrun", "RINGTRAIN_JOB_TOKEN=" + job_token,
+                                    "RINGTRAIN_RESTART_COUNT=" + attempt, "RANK=" + std::to_string(rank)};
+  };
+  const pid_t rank2 = stoppedChildWithEnvironment(rankEnvironment(token, "1", 2));
+  const pid_t other_job = stoppedChildWithEnvironment(rankEnvironment(token + "-other", "1", 0));
+  const pid_t earlier_attempt = stoppedChildWithEnvironment(rankEnvironment(token, "0", 0));
+  const std::vector<pid_t> children = {rank2, other_job, earlier_attempt};
+  for (const pid_t child : children) {
+    ASSERT_GT(child, 0);
+    ASSERT_EQ(processState(child), "stopped") << "pid " << child;
+  }
+  std::string said, outside_ringrun;
   {
     DeadStore store;
-    ArrivalBoard board(store, 1, 3);
-    said = board.describeMissing(7);
+    {
+      ScopedEnvironment env({{"RINGTRAIN_LAUNCHER", "ringrun"}, {"RINGRUN_PID", std::to_string(::getpid())},
+                             {"RINGTRAIN_JOB_TOKEN", token}, {"RINGTRAIN_RESTART_COUNT", "1"}});
+      ArrivalBoard board(store, 1, 3);
+      said = board.describeMissing(7);
+    }
+    {
+      // The same processes, but this board's ringrun is another process: none of them is its rank.
+      ScopedEnvironment env({{"RINGTRAIN_LAUNCHER", "ringrun"}, {"RINGRUN_PID", std::to_string(::getppid())},
+                             {"RINGTRAIN_JOB_TOKEN", token}, {"RINGTRAIN_RESTART_COUNT", "1"}});
+      ArrivalBoard board(store, 1, 3);
+      outside_ringrun = board.describeMissing(7);
+    }
   }
-  ::unsetenv("RINGTRAIN_LAUNCHER");
-  ::unsetenv("RINGTRAIN_JOB_TOKEN");
-  ::unsetenv("RINGTRAIN_RESTART_COUNT");
-  for (const pid_t child : {rank2, other_job}) {
+  for (const pid_t child : children) {
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
   }
   EXPECT_THAT(said, HasSubstr("the job's store failed"));
   EXPECT_THAT(said, HasSubstr("; rank 2's process (pid " + std::to_string(rank2) + ", this machine) is stopped"));
-  EXPECT_THAT(said, ::testing::Not(HasSubstr("rank 0's process")));
-  EXPECT_THAT(said, ::testing::Not(HasSubstr(std::to_string(other_job) + ",")));
+  EXPECT_THAT(said, ::testing::Not(HasSubstr("rank 0's process"))) << "another job's or attempt's rank";
+  EXPECT_THAT(outside_ringrun, HasSubstr("the job's store failed"));
+  EXPECT_THAT(outside_ringrun, ::testing::Not(HasSubstr("'s process"))) << "a process another ringrun did not start";
 }
 
 TEST(ArrivalBoard, AStoreThatFailsPointsAtWhoeverHostsIt) {

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -174,12 +175,15 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   EXPECT_NE(absolute_query.find("layer 431 /recommend"), std::string::npos) << absolute_query;
   const std::string long_path = raw("GET /" + std::string(20000, 'p') + " HTTP/1.1\r\n\r\n");
   EXPECT_NE(long_path.find(" 431 "), std::string::npos) << long_path;
+  // A "method" that runs past its line is no request line: what follows it names nothing.
+  const std::string no_method = raw(std::string(600, 'G') + "\r\nA: /recommend?" + std::string(20000, 'a'));
+  EXPECT_NE(no_method.find(" 4"), std::string::npos) << no_method;
   std::vector<std::string> refused_paths;
   for (const Answer& a : answers()) {
     if (a.status == 431) refused_paths.push_back(a.path);
   }
-  EXPECT_THAT(refused_paths, ::testing::ElementsAre("/", "/recommend", "/recommend", ""))
-      << "the last one's path was cut off: no endpoint";
+  EXPECT_THAT(refused_paths, ::testing::Each(::testing::AnyOf("/", "/recommend", "")));
+  EXPECT_EQ(std::count(refused_paths.begin(), refused_paths.end(), "/recommend"), 2) << "a cut-off path named one";
   EXPECT_EQ(handled.load(), 0);
   // A coding other than chunked leaves the body's length unknown: 400, and closed, rather than a body
   // dropped and its bytes read as a request of their own (smuggling).

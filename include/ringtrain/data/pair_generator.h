@@ -6,7 +6,8 @@
 //   1. subsampling: item t is kept with probability min(1, (sqrt(f/s) + 1) * s / f), f = its share of the
 //      training tokens, s = data.subsample (word2vec's formula; s = 0 keeps everything); in basket mode a
 //      basket is a set: an item listed again is dropped before this step (one draw, at its first place), so
-//      no item is paired with itself (window mode keeps repeats: a session may come back to an item);
+//      no item is paired with itself (window mode keeps repeats: a session may come back to an item); the
+//      frequencies f and the negatives' weights still count every listing (trainCounts);
 //   2. window: for each kept center, a reduced half-width b uniform in [1, window] (word2vec), and the
 //      contexts are the kept items at distance <= b, nearest first, left then right (data.direction
 //      forward: only the right side, the items after the center; b is drawn the same way either way);
