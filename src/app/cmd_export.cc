@@ -105,7 +105,7 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
       std::cout << "wrote " << exported.written << " vectors of dimension " << vectors.size(1) << " (step "
                 << ckpt.global_step << ") to " << out;
       if (exported.left_out > 0) {
-        std::cout << "; left out " << exported.left_out << " items that no training line contains (untrained)";
+        std::cout << "; left out " << exported.left_out << " items that training never paired (untrained)";
       }
       std::cout << "\n";
       return 0;

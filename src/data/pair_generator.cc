@@ -13,6 +13,10 @@ constexpr uint64_t kPairTag = 0x7061697273ULL;   // "pairs"
 constexpr uint64_t kShardTag = 0x7368617264ULL;  // "shard"
 }  // namespace
 
+LineCounting lineCountingOf(ContextMode mode) {
+  return mode == ContextMode::kBasket ? LineCounting::kBasketsAsSets : LineCounting::kEveryListing;
+}
+
 PairOptions PairOptions::from(const config::JobConfig& job) {
   PairOptions o;
   o.mode = job.data.context == "basket" ? ContextMode::kBasket : ContextMode::kWindow;
@@ -40,10 +44,12 @@ PairGenerator::PairGenerator(std::shared_ptr<const Corpus> corpus, std::shared_p
   RT_CHECK_T(ConfigError, options_.negatives >= 0, "data.negatives must be >= 0");
   RT_CHECK_T(ConfigError, options_.mode == ContextMode::kWindow || options_.direction == Direction::kBoth,
              "data.direction forward needs data.context window");
-  const std::vector<int64_t> counts = trainCounts(*corpus_, *split_);
+  const std::vector<int64_t> counts = trainCounts(*corpus_, *split_, lineCountingOf(options_.mode));
   int64_t total = 0;
   for (int64_t c : counts) total += c;
-  RT_CHECK_T(DataError, total > 0, corpus_->path(), ": no training tokens");
+  RT_CHECK_T(DataError, total > 0, corpus_->path(),
+             options_.mode == ContextMode::kBasket ? ": no training basket holds two different items"
+                                                   : ": no training tokens");
   if (options_.subsample > 0.0) {
     keep_.resize(counts.size(), 1.0f);
     const double s = options_.subsample;
@@ -291,7 +297,8 @@ int64_t stepsPerEpoch(const EpochShard& epoch0, int64_t batch_size) {
   if (least == 0) {
     RT_THROW(DataError, "rank ", worst, " of ", epoch0.rank_pairs.size(),
              " gets no training pairs from its share of the training lines: too few lines for this many ranks, "
-             "lines of one item only, or data.subsample dropping nearly every item of a small corpus "
+             "lines of one item only (a basket listing one item again is one item), or data.subsample dropping "
+             "nearly every item of a small corpus "
              "(data.subsample 0 keeps them all)");
   }
   // A batch larger than a rank's pairs would repeat each of them within one step (and the step count would

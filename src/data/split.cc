@@ -106,10 +106,20 @@ std::vector<EvalQuery> heldOutQueries(const Corpus& corpus, const CorpusSplit& s
   return out;
 }
 
-std::vector<int64_t> trainCounts(const Corpus& corpus, const CorpusSplit& split) {
+std::vector<int64_t> trainCounts(const Corpus& corpus, const CorpusSplit& split, LineCounting counting) {
   std::vector<int64_t> counts(static_cast<size_t>(corpus.vocab().size()), 0);
+  std::vector<int32_t> distinct;
   for (int64_t l : split.trainLines()) {
-    for (int32_t id : split.trainTokens(corpus, l)) ++counts[id];
+    const LineView v = split.trainTokens(corpus, l);
+    if (counting == LineCounting::kEveryListing) {
+      for (int32_t id : v) ++counts[id];
+      continue;
+    }
+    distinct.assign(v.begin(), v.end());
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    if (distinct.size() < 2) continue;  // one item, listed again: no pairs
+    for (int32_t id : distinct) ++counts[id];
   }
   return counts;
 }

@@ -34,6 +34,7 @@
 #include "ringtrain/core/logging.h"
 #include "ringtrain/data/batch_loader.h"
 #include "ringtrain/data/corpus.h"
+#include "ringtrain/data/pair_generator.h"
 #include "ringtrain/data/split.h"
 #include "ringtrain/ddp/distributed_data_parallel.h"
 #include "ringtrain/ddp/tensor_buffer.h"
@@ -127,7 +128,7 @@ struct Session {
     comm->barrier();
     if (!leader()) corpus = data::loadJobCorpus(job);
     split = std::make_shared<const data::CorpusSplit>(*corpus, job.data);
-    train_counts = data::trainCounts(*corpus, *split);
+    train_counts = data::trainCounts(*corpus, *split, data::lineCountingOf(data::PairOptions::from(job).mode));
     untrained = untrainedItems(train_counts);
     corpus_fingerprint = corpusFingerprint(*corpus);
   }
@@ -1208,7 +1209,7 @@ TrainSummary train(Session& s) {
                                                     itemVectors(*s.model).to(at::kCPU), s.untrained);
     names.place();
     if (exported.left_out > 0) {
-      info("export: {} vectors; left out {} items that no training line contains (their vectors are untrained)",
+      info("export: {} vectors; left out {} items that training never paired (their vectors are untrained)",
            exported.written, exported.left_out);
     }
     if (job.log.plot) summary.plot_path = run_log.plot(outputPath(job, "training.png"));

@@ -233,11 +233,35 @@ TEST(Pairs, ABasketListingAnItemTwiceNeverPairsItWithItself) {
     EXPECT_TRUE(out.empty());
     EXPECT_EQ(gen.countPairs(1, 0), 0);
   }
+  // The counts behind subsampling, negatives and "never trained" read baskets as sets too: x, only ever
+  // listed twice in one basket, has no pairs and counts as unseen; a, listed three times, counts once.
+  const std::vector<int64_t> baskets = trainCounts(*f.corpus, *f.split, LineCounting::kBasketsAsSets);
+  const std::vector<int64_t> listings = trainCounts(*f.corpus, *f.split);
+  const auto id = [&](const char* name) { return static_cast<size_t>(f.corpus->vocab().id(name)); };
+  EXPECT_EQ(baskets[id("a")], 1);
+  EXPECT_EQ(baskets[id("p")], 1);
+  EXPECT_EQ(baskets[id("x")], 0);
+  EXPECT_EQ(listings[id("a")], 3);
+  EXPECT_EQ(listings[id("x")], 2);
   PairGenerator sessions(f.corpus, f.split, pairOpts(ContextMode::kWindow, 5, 0.0));
   std::vector<Pair> out;
   std::vector<int32_t> scratch;
   sessions.linePairs(1, 0, out, scratch);
   EXPECT_EQ(out.size(), 2u);  // x then x: a session may come back to an item
+}
+
+// Baskets that each list one item again give no pairs at all: said as such, not as an empty corpus.
+TEST(Pairs, BasketsOfOneItemListedAgainAreNoTrainingData) {
+  Fixture f;
+  f.corpus = Corpus::fromLines({{"x", "x"}, {"y", "y", "y"}});
+  f.split = std::make_shared<CorpusSplit>(*f.corpus, SplitOptions{0.0, 1, EvalProtocol::kBasket, 1});
+  try {
+    PairGenerator gen(f.corpus, f.split, pairOpts(ContextMode::kBasket, 5));
+    ADD_FAILURE() << "a corpus without a basket of two different items was taken";
+  } catch (const DataError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("no training basket holds two different items"));
+  }
+  EXPECT_NO_THROW(PairGenerator(f.corpus, f.split, pairOpts(ContextMode::kWindow, 5)));  // sessions: x then x
 }
 
 TEST(Pairs, SubsamplingThinsFrequentItems) {

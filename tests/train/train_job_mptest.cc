@@ -760,7 +760,7 @@ TEST(TrainJob, TheExportLeavesOutItemsTrainingNeverSaw) {
                              "--set", "log.plot=false"},
                             withDeadline(120));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.err, HasSubstr("left out 40 items that no training line contains"));
+  EXPECT_THAT(r.err, HasSubstr("left out 40 items that training never paired"));
   const model::WordVectors v = model::readWord2Vec(dir + "/run/embeddings.txt");
   EXPECT_EQ(v.tokens.size(), 7u + 5u + 3u);
   EXPECT_EQ(v.find("last0"), -1);

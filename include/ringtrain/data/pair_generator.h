@@ -7,7 +7,7 @@
 //      training tokens, s = data.subsample (word2vec's formula; s = 0 keeps everything); in basket mode a
 //      basket is a set: an item listed again is dropped before this step (one draw, at its first place), so
 //      no item is paired with itself (window mode keeps repeats: a session may come back to an item); the
-//      frequencies f and the negatives' weights still count every listing (trainCounts);
+//      frequencies f and the negatives' weights count baskets likewise (lineCountingOf);
 //   2. window: for each kept center, a reduced half-width b uniform in [1, window] (word2vec), and the
 //      contexts are the kept items at distance <= b, nearest first, left then right (data.direction
 //      forward: only the right side, the items after the center; b is drawn the same way either way);
@@ -42,6 +42,9 @@ namespace ringtrain::data {
 enum class ContextMode { kWindow, kBasket };
 // Which neighbours of a window center are its contexts; kForward only pairs a center with later items.
 enum class Direction { kBoth, kForward };
+
+// How the training counts read a line in this mode: baskets as sets, sessions listing by listing.
+LineCounting lineCountingOf(ContextMode mode);
 
 struct PairOptions {
   ContextMode mode = ContextMode::kWindow;

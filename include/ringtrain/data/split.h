@@ -78,7 +78,13 @@ class CorpusSplit {
 // The held-out queries of `split` under its protocol, in line order (deterministic).
 std::vector<EvalQuery> heldOutQueries(const Corpus& corpus, const CorpusSplit& split);
 
-// Unigram counts over the training tokens only (what negatives and subsampling use).
-std::vector<int64_t> trainCounts(const Corpus& corpus, const CorpusSplit& split);
+// How trainCounts counts a line: every listing (sessions), or each item once per basket, and a basket of
+// fewer than two different items (one item listed again: it gives no pairs) not at all.
+enum class LineCounting { kEveryListing, kBasketsAsSets };
+
+// Unigram counts over the training tokens only: what negatives and subsampling use, and what tells an item
+// training never saw (count 0: left out of exports, ranked behind the seen in evaluation).
+std::vector<int64_t> trainCounts(const Corpus& corpus, const CorpusSplit& split,
+                                 LineCounting counting = LineCounting::kEveryListing);
 
 }  // namespace ringtrain::data

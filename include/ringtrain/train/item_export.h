@@ -1,7 +1,8 @@
 // What `ringtrain export` and the end of training write: the item vectors in the word2vec text format, less
-// the items that no training line contains. Those keep their initial random vectors, so `neighbors` and the
-// server would answer noise for them (a real risk only with data.min_count 1, where an item may appear in
-// held-out lines alone: 200 MovieLens movies). Checkpoints list them (blob "items.untrained"); one written
+// the items that training never paired: in no training line, or (basket mode) only in baskets that list it
+// alone. Those keep their initial random vectors, so `neighbors` and the server would answer noise for them
+// (a real risk only with data.min_count 1, where an item may appear in held-out lines alone: 200 MovieLens
+// movies). Checkpoints list them (blob "items.untrained"); one written
 // before that list existed exports every item.
 #pragma once
 
