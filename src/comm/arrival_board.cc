@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <sstream>
-#include <string_view>
 #include <vector>
 
 #include "core/process_state.h"
@@ -201,9 +199,10 @@ std::string ArrivalBoard::describeMissing(uint64_t sequence) {
     // The store did not answer within the diagnosis's budget, or failed: the one that hosts it is the suspect.
     // The addresses read early still tell which neighbours are stopped or gone.
     const std::string stuck = describeStuckNeighbours(/*known_only=*/true);
+    const std::string ringrun = describeStuckRingrun(ringrun_);
     return std::string("could not tell which ranks are missing: the job's store failed (") + e.what() +
            "): whoever hosts it may be stopped or gone (rank 0 outside ringrun; under ringrun, node 0's ringrun)" +
-           (stuck.empty() ? "" : "; " + stuck);
+           (ringrun.empty() ? "" : "; " + ringrun) + (stuck.empty() ? "" : "; " + stuck);
   }
 }
 
@@ -277,47 +276,8 @@ std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
     debug("arrival board: cannot tell the neighbours' states: {}", e.what());
     return "";
   }
-  return out.str() + describeStoppedSiblings(unaddressed, named);
-}
-
-ArrivalBoard::Ringrun ArrivalBoard::ringrunOfThisProcess() {
-  Ringrun ringrun;
-  const char* launcher = std::getenv("RINGTRAIN_LAUNCHER");
-  const char* pid = std::getenv("RINGRUN_PID");
-  const char* token = std::getenv("RINGTRAIN_JOB_TOKEN");
-  const char* attempt = std::getenv("RINGTRAIN_RESTART_COUNT");
-  if (launcher == nullptr || std::string_view(launcher) != "ringrun" || pid == nullptr || token == nullptr ||
-      attempt == nullptr) {
-    return ringrun;
-  }
-  char* end = nullptr;
-  const long value = std::strtol(pid, &end, 10);
-  if (end == pid || *end != '\0' || value <= 1) return ringrun;
-  ringrun.pid = static_cast<pid_t>(value);
-  ringrun.token = token;
-  ringrun.attempt = attempt;
-  return ringrun;
-}
-
-// Ringrun's stopped children of this job and attempt that are `ranks`: its token is a secret, but one a user
-// may export for several jobs, so the parent is what tells this job's ranks (a rank's own children, which
-// inherit its environment, are not its process either).
-std::string ArrivalBoard::describeStoppedSiblings(const std::vector<int>& ranks, int& named) const {
-  if (ranks.empty() || ringrun_.pid == 0) return "";
-  const std::vector<StoppedProcess> stopped = stoppedChildrenWith(
-      ringrun_.pid, {"RINGTRAIN_JOB_TOKEN=" + ringrun_.token, "RINGTRAIN_RESTART_COUNT=" + ringrun_.attempt});
-  std::ostringstream out;
-  for (const int r : ranks) {
-    const std::string entry = "RANK=" + std::to_string(r);
-    for (const StoppedProcess& process : stopped) {
-      if (std::find(process.environment.begin(), process.environment.end(), entry) == process.environment.end()) {
-        continue;
-      }
-      out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << process.pid << ", this machine) is "
-          << process.state;
-      break;
-    }
-  }
+  const std::string siblings = describeStoppedRanks(ringrun_, unaddressed);
+  if (!siblings.empty()) out << (named > 0 ? ", " : "") << siblings;
   return out.str();
 }
 

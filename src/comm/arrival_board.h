@@ -12,8 +12,6 @@
 // consequence of another's, so that a peer whose collective then breaks can say which rank failed, and why.
 #pragma once
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -24,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/process_state.h"
 #include "ringtrain/core/failure_report.h"
 #include "ringtrain/dist/store.h"
 
@@ -78,21 +77,12 @@ class ArrivalBoard {
   // Reads the peers' addresses not yet known; true once every peer's is known.
   bool readPeerAddresses();
 
-  // Under ringrun, what it gave this process: its own pid (every local rank's parent), the job's token and
-  // the attempt. A rank stopped on this machine is found by them when its address never came (the store's
-  // host was stopped first). Read once, at construction; pid 0 outside ringrun.
-  struct Ringrun {
-    pid_t pid = 0;
-    std::string token;
-    std::string attempt;
-  };
-  static Ringrun ringrunOfThisProcess();
-  std::string describeStoppedSiblings(const std::vector<int>& ranks, int& named) const;
-
   dist::Store& store_;
   const int rank_;
   const int size_;
-  const Ringrun ringrun_;
+  // Under ringrun, what it gave this process, read once: a rank stopped on this machine is found by it when
+  // its address never came (the store's host was stopped first), and a stopped ringrun is said.
+  const RingrunOfProcess ringrun_;
 
   std::atomic<uint64_t> failure_listener_{0};  // publishes this process's recorded failure (failed/<rank>)
 

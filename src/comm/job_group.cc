@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/process_state.h"
 #include "core/settings_difference.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/logging.h"
@@ -100,6 +101,15 @@ void waitForTheLastStoreToGo(const dist::ProcessInfo& process, std::chrono::mill
   }
 }
 
+// Under ringrun the store is node 0's ringrun's: where it does not answer (a CommError; a TimeoutError names
+// the ranks it waited for), this machine's ringrun being stopped may be why, and is said. Returns otherwise.
+void throwSayingAStuckRingrun(const CommError& e, const dist::ProcessInfo& process) {
+  if (process.launcher != "ringrun" || dynamic_cast<const TimeoutError*>(&e) != nullptr) return;
+  if (const std::string ringrun = describeStuckRingrun(ringrunOfThisProcess()); !ringrun.empty()) {
+    RT_THROW(CommError, e.what(), "; ", ringrun);
+  }
+}
+
 }  // namespace
 
 JobGroup::JobGroup(const config::CommOptions& options, Device device)
@@ -112,6 +122,7 @@ JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& 
   try {
     job_store_ = dist::connectStore(process_, timeoutOf(options_));
   } catch (const CommError& e) {
+    throwSayingAStuckRingrun(e, process_);
     if (process_.rank == 0 || process_.launcher == "ringrun" || dynamic_cast<const TimeoutError*>(&e) != nullptr) {
       throw;
     }
@@ -121,7 +132,12 @@ JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& 
   }
   // Counted once the store is reached: a connection that failed and is tried again takes no generation.
   store_ = std::make_unique<dist::PrefixStore>("g" + std::to_string(generationOf(process_)), *job_store_);
-  meet(backend);
+  try {
+    meet(backend);
+  } catch (const CommError& e) {
+    throwSayingAStuckRingrun(e, process_);
+    throw;
+  }
   comm_ = makeCommunicator(options_, process_, *store_, device);
 }
 
@@ -162,9 +178,15 @@ void JobGroup::meet(const std::string& backend) {
                   options_.allreduce_algorithm, options_.ring_segment_kb, options_.ring_inflight,
                   options_.ring_direct_kb, options_.check_collectives, options_.same_host_copy);
   const auto notArrived = [&](const std::vector<int>& missing) {
+    // Under ringrun a missing rank stopped on this machine, or ringrun itself stopped (node 0's hosts the
+    // store, so nobody's key could come), is said by its process.
+    const RingrunOfProcess ringrun = ringrunOfThisProcess();
+    std::string why = describeStuckRingrun(ringrun);
+    const std::string stopped = describeStoppedRanks(ringrun, missing);
+    if (!stopped.empty()) why += (why.empty() ? "" : "; ") + stopped;
     RT_THROW(TimeoutError, "rank(s) ", fmt::format("{}", fmt::join(missing, ", ")), " of ", world,
              " did not reach the job's store within comm.timeout_s ", options_.timeout_s,
-             " s: not started, or stuck before it");
+             " s: not started, or stuck before it", why.empty() ? "" : "; " + why);
   };
   struct Line {
     std::string backend;

@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <string_view>
 
 namespace ringtrain {
 
@@ -95,6 +97,51 @@ std::vector<StoppedProcess> stoppedChildrenWith(pid_t parent, const std::vector<
     if (std::all_of(entries.begin(), entries.end(), holds)) found.push_back(std::move(process));
   }
   return found;
+}
+
+RingrunOfProcess ringrunOfThisProcess() {
+  RingrunOfProcess ringrun;
+  const char* launcher = std::getenv("RINGTRAIN_LAUNCHER");
+  const char* pid = std::getenv("RINGRUN_PID");
+  const char* token = std::getenv("RINGTRAIN_JOB_TOKEN");
+  const char* attempt = std::getenv("RINGTRAIN_RESTART_COUNT");
+  if (launcher == nullptr || std::string_view(launcher) != "ringrun" || pid == nullptr || token == nullptr ||
+      attempt == nullptr) {
+    return ringrun;
+  }
+  char* end = nullptr;
+  const long value = std::strtol(pid, &end, 10);
+  if (end == pid || *end != '\0' || value <= 1) return ringrun;
+  ringrun.pid = static_cast<pid_t>(value);
+  ringrun.token = token;
+  ringrun.attempt = attempt;
+  return ringrun;
+}
+
+std::string describeStuckRingrun(const RingrunOfProcess& ringrun) {
+  if (ringrun.pid == 0) return "";
+  const std::string state = processState(ringrun.pid);
+  if (!isStuckState(state)) return "";
+  return "this machine's ringrun (pid " + std::to_string(ringrun.pid) + ") is " + state;
+}
+
+std::string describeStoppedRanks(const RingrunOfProcess& ringrun, const std::vector<int>& ranks) {
+  if (ranks.empty() || ringrun.pid == 0) return "";
+  const std::vector<StoppedProcess> stopped = stoppedChildrenWith(
+      ringrun.pid, {"RINGTRAIN_JOB_TOKEN=" + ringrun.token, "RINGTRAIN_RESTART_COUNT=" + ringrun.attempt});
+  std::string out;
+  for (const int r : ranks) {
+    const std::string entry = "RANK=" + std::to_string(r);
+    for (const StoppedProcess& process : stopped) {
+      if (std::find(process.environment.begin(), process.environment.end(), entry) == process.environment.end()) {
+        continue;
+      }
+      out += (out.empty() ? "" : ", ") + ("rank " + std::to_string(r) + "'s process (pid " +
+                                          std::to_string(process.pid) + ", this machine) is " + process.state);
+      break;
+    }
+  }
+  return out;
 }
 
 std::string pidNamespace() {

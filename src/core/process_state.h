@@ -37,6 +37,26 @@ struct StoppedProcess {
 // I/O may hold. Never throws (processes that come and go midway are passed over).
 std::vector<StoppedProcess> stoppedChildrenWith(pid_t parent, const std::vector<std::string>& entries);
 
+// Under ringrun, what it gave this process: its own pid (every local rank's parent: RINGRUN_PID), the
+// job's token and the attempt (RINGTRAIN_RESTART_COUNT). pid 0 outside ringrun.
+struct RingrunOfProcess {
+  pid_t pid = 0;
+  std::string token;
+  std::string attempt;
+};
+RingrunOfProcess ringrunOfThisProcess();
+
+// "this machine's ringrun (pid 42) is stopped" where that ringrun is stuck (isStuckState: on node 0 it
+// hosts the job's store), else "". Never throws.
+std::string describeStuckRingrun(const RingrunOfProcess& ringrun);
+
+// "rank 1's process (pid 43, this machine) is stopped", ", "-joined, for those of `ranks` that are ringrun's
+// stopped children of this job and attempt (stoppedChildrenWith): how a rank names a stopped sibling whose
+// address the job's store never gave it. Its token is a secret, but one a user may export for several jobs,
+// so the parent is what tells this job's ranks, and a rank's own children (which inherit its environment)
+// are not its process. "" outside ringrun. Never throws.
+std::string describeStoppedRanks(const RingrunOfProcess& ringrun, const std::vector<int>& ranks);
+
 // This process's PID namespace, as the number /proc/self/ns/pid names ("4026531836"); "" where /proc does
 // not say. A pid means the same process only to processes of the same namespace.
 std::string pidNamespace();

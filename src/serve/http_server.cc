@@ -194,10 +194,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (status == 0) return close();
       // The request line may have been read (a body over the limit is refused from its Content-Length).
       // A request line over the header limit was not: its start is still in the buffer.
+      const bool line_read = !parser_->get().target().empty();
       path_ = pathOf(view(parser_->get().target()));
-      if (status == 431 && parser_->get().target().empty()) path_ = pathOfUnreadRequestLine(bufferText());
+      if (status == 431 && !line_read) path_ = pathOfUnreadRequestLine(bufferText());
       version_ = parser_->get().version();
-      head_ = false;
+      // An answer to HEAD has no body, whatever its status.
+      head_ = line_read ? parser_->get().method() == http::verb::head
+                        : status == 431 && bufferText().rfind("HEAD ", 0) == 0;
       keep_alive_ = false;
       return startRequest([&](HttpReply reply) { reply(server_->layerAnswer(status, path_)); });
     }

@@ -266,6 +266,23 @@ TEST(ArrivalBoard, UnderRingrunAStoppedRankWhoseAddressWasNeverReadIsFoundByItsE
   EXPECT_THAT(outside_ringrun, ::testing::Not(HasSubstr("'s process"))) << "a process another ringrun did not start";
 }
 
+// Node 0's ringrun hosts the store: found stopped, it is said beside the store's failure.
+TEST(ArrivalBoard, AStoppedRingrunIsSaidWhenTheStoreFails) {
+  const pid_t ringrun = stoppedChild();
+  ASSERT_GT(ringrun, 0);
+  std::string said;
+  {
+    ScopedEnvironment env({{"RINGTRAIN_LAUNCHER", "ringrun"}, {"RINGRUN_PID", std::to_string(ringrun)},
+                           {"RINGTRAIN_JOB_TOKEN", "board-test"}, {"RINGTRAIN_RESTART_COUNT", "0"}});
+    DeadStore store;
+    ArrivalBoard board(store, 1, 2);
+    said = board.describeMissing(7);
+  }
+  ::kill(ringrun, SIGKILL);
+  ::waitpid(ringrun, nullptr, 0);
+  EXPECT_THAT(said, HasSubstr("node 0's ringrun); this machine's ringrun (pid " + std::to_string(ringrun) + ") is stopped"));
+}
+
 TEST(ArrivalBoard, AStoreThatFailsPointsAtWhoeverHostsIt) {
   DeadStore store;
   ArrivalBoard board(store, 1, 2);

@@ -175,6 +175,14 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   EXPECT_NE(absolute_query.find("layer 431 /recommend"), std::string::npos) << absolute_query;
   const std::string long_path = raw("GET /" + std::string(20000, 'p') + " HTTP/1.1\r\n\r\n");
   EXPECT_NE(long_path.find(" 431 "), std::string::npos) << long_path;
+  // An answer to HEAD has no body, though the layer refused the request: with the request line read (a
+  // header over the limit) or not (a request line over it).
+  for (const std::string& head : {"HEAD /h HTTP/1.1\r\nX-Big: " + std::string(20000, 'h') + "\r\n\r\n",
+                                  "HEAD /h?q=" + std::string(20000, 'q') + " HTTP/1.1\r\n\r\n"}) {
+    const std::string answer = raw(head);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 431", 0), 0u) << answer;
+    EXPECT_EQ(answer.find("layer"), std::string::npos) << "a body for HEAD: " << answer;
+  }
   // A "method" that runs past its line is no request line: what follows it names nothing.
   const std::string no_method = raw(std::string(600, 'G') + "\r\nA: /recommend?" + std::string(20000, 'a'));
   EXPECT_NE(no_method.find(" 4"), std::string::npos) << no_method;
@@ -182,8 +190,9 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   for (const Answer& a : answers()) {
     if (a.status == 431) refused_paths.push_back(a.path);
   }
-  EXPECT_THAT(refused_paths, ::testing::Each(::testing::AnyOf("/", "/recommend", "")));
+  EXPECT_THAT(refused_paths, ::testing::Each(::testing::AnyOf("/", "/recommend", "/h", "")));
   EXPECT_EQ(std::count(refused_paths.begin(), refused_paths.end(), "/recommend"), 2) << "a cut-off path named one";
+  EXPECT_EQ(std::count(refused_paths.begin(), refused_paths.end(), "/h"), 2);
   EXPECT_EQ(handled.load(), 0);
   // A coding other than chunked leaves the body's length unknown: 400, and closed, rather than a body
   // dropped and its bytes read as a request of their own (smuggling).

@@ -784,6 +784,22 @@ TEST(TrainJob, ARankThatNeverStartsIsNamedWithinTheTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
 }
 
+// Under ringrun a rank stopped before it reached the store (here it stops itself) is named by its process in
+// the meeting's timeout: its address never reached the store, so rank 0 asks which of ringrun's children are
+// stopped.
+TEST(TrainJob, ARankStoppedBeforeTheMeetingIsNamedByItsProcess) {
+  const std::string dir = testing::makeTempDir("ringtrain-stopped-early-");
+  std::string command = binPath("ringtrain") + " train " + testing::sourcePath("configs/default.yaml");
+  for (const auto& a : smallJob(dir)) command += " '" + a + "'";
+  const auto r = runCommand(
+      ringrun(2, {"--", "sh", "-c", "[ \"$RANK\" = 1 ] && kill -STOP $$; exec " + command + " --set comm.timeout_s=3"}),
+      withDeadline(90));
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(r.out + r.err, ::testing::ContainsRegex("rank\\(s\\) 1 of 2 did not reach the job's store within "
+                                                      "comm.timeout_s 3 s: not started, or stuck before it; rank 1's "
+                                                      "process \\(pid [0-9]+, this machine\\) is stopped"));
+}
+
 // RANK/WORLD_SIZE by hand with a job token exported (as the README asks for a store off loopback): rank 0
 // hosts the store, which takes the token. The token once made the ranks take the store for ringrun's, and
 // no rank hosted it.
