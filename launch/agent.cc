@@ -461,7 +461,7 @@ class Agent {
         {"MASTER_PORT", std::to_string(master_port_)},
         {"RINGTRAIN_JOB_TOKEN", token_},
         {"RINGTRAIN_LAUNCHER", "ringrun"},  // the store is ringrun's: no rank hosts one
-        {"RINGRUN_PID", std::to_string(::getpid())},  // every local rank's parent (comm/arrival_board.h)
+        {"RINGRUN_PID", std::to_string(::getpid())},  // every local rank's parent (core/process_state.h)
         {"RINGTRAIN_RESTART_COUNT", std::to_string(attempt)},
         {"TORCHELASTIC_RESTART_COUNT", std::to_string(attempt)},
     };
