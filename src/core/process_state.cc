@@ -15,12 +15,21 @@
 
 namespace ringtrain {
 
-std::string processState(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+namespace {
+
+// The text of /proc/<pid>/stat (or of one of its tasks) after the command name: "<state> <ppid> ..."; ""
+// when unreadable (no such process). Reading it takes no lock of the process's memory.
+std::string statFields(const std::filesystem::path& stat) {
+  std::ifstream in(stat);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const size_t close = text.rfind(')');  // the command name may hold spaces and parentheses
-  if (close == std::string::npos || close + 2 >= text.size()) return "gone";
-  switch (text[close + 2]) {
+  return close == std::string::npos || close + 2 >= text.size() ? std::string() : text.substr(close + 2);
+}
+
+bool isStoppedLetter(char state) { return state == 'T' || state == 't'; }
+
+std::string stateName(char state) {
+  switch (state) {
     case 'R': return "running";
     case 'S': return "sleeping";
     case 'D': return "in uninterruptible I/O";
@@ -28,8 +37,15 @@ std::string processState(pid_t pid) {
     case 't': return "stopped by a debugger";
     case 'Z': return "exited, not yet reaped";
     case 'X': return "gone";
-    default: return std::string("state ") + text[close + 2];
+    default: return std::string("state ") + state;
   }
+}
+
+}  // namespace
+
+std::string processState(pid_t pid) {
+  const std::string fields = statFields("/proc/" + std::to_string(pid) + "/stat");
+  return fields.empty() ? "gone" : stateName(fields[0]);
 }
 
 bool processGone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
@@ -43,15 +59,6 @@ bool isStuckState(const std::string& state) {
 
 namespace {
 
-// The text of /proc/<pid>/stat after the command name: "<state> <ppid> ..."; "" when unreadable. Reading it
-// takes no lock of the process's memory.
-std::string statFields(const std::filesystem::path& stat) {
-  std::ifstream in(stat);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = text.rfind(')');  // the command name may hold spaces and parentheses
-  return close == std::string::npos || close + 2 >= text.size() ? std::string() : text.substr(close + 2);
-}
-
 // Whether every thread of the process is stopped ('T' or 't'): one in uninterruptible I/O may hold the
 // memory map's lock that reading its environment waits for, without a timeout.
 bool everyThreadStopped(const std::filesystem::path& process) {
@@ -59,7 +66,7 @@ bool everyThreadStopped(const std::filesystem::path& process) {
   int threads = 0;
   for (std::filesystem::directory_iterator it(process / "task", error), end; !error && it != end; it.increment(error)) {
     const std::string fields = statFields(it->path() / "stat");
-    if (fields.empty() || (fields[0] != 'T' && fields[0] != 't')) return false;
+    if (fields.empty() || !isStoppedLetter(fields[0])) return false;
     ++threads;
   }
   return !error && threads > 0;
@@ -81,11 +88,11 @@ std::vector<StoppedProcess> stoppedChildrenWith(pid_t parent, const std::vector<
     std::istringstream parsed(fields);
     char state = 0;
     long long ppid = -1;
-    if (!(parsed >> state >> ppid) || ppid != parent || (state != 'T' && state != 't')) continue;
+    if (!(parsed >> state >> ppid) || ppid != parent || !isStoppedLetter(state)) continue;
     if (!everyThreadStopped(path)) continue;
     std::ifstream in(path / "environ", std::ios::binary);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    StoppedProcess process{static_cast<pid_t>(std::stol(name)), state == 'T' ? "stopped" : "stopped by a debugger", {}};
+    StoppedProcess process{static_cast<pid_t>(std::stol(name)), stateName(state), {}};
     for (size_t at = 0; at < text.size();) {
       const size_t stop = std::min(text.find('\0', at), text.size());
       process.environment.push_back(text.substr(at, stop - at));

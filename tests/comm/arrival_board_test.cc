@@ -40,6 +40,13 @@ class DeadStore final : public dist::Store {
   [[noreturn]] static void fail() { throw CommError("store: no answer from 127.0.0.1:1"); }
 };
 
+// Stops `child` (SIGSTOP) and waits until it is; -1 if it cannot be stopped.
+pid_t stopped(pid_t child) {
+  if (child < 0 || ::kill(child, SIGSTOP) != 0) return -1;
+  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
+  return child;
+}
+
 // A child process of this test, stopped (SIGSTOP), to stand for a stopped rank; -1 if it cannot be made.
 pid_t stoppedChild() {
   const pid_t child = ::fork();
@@ -47,9 +54,7 @@ pid_t stoppedChild() {
     ::pause();
     ::_exit(0);
   }
-  if (child < 0 || ::kill(child, SIGSTOP) != 0) return -1;
-  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
-  return child;
+  return stopped(child);
 }
 
 TEST(ArrivalBoard, NamesTheMissingRanks) {
@@ -192,9 +197,7 @@ pid_t stoppedChildWithEnvironment(std::vector<std::string> environment) {
     if (n > 0 && std::string(target, static_cast<size_t>(n)).find("sleep") != std::string::npos) break;
     ::usleep(10000);
   }
-  if (::kill(child, SIGSTOP) != 0) return -1;
-  for (int i = 0; i < 200 && processState(child) != "stopped"; ++i) ::usleep(10000);
-  return child;
+  return stopped(child);
 }
 
 // Sets environment variables for a test's span and restores what they were.
