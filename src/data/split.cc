@@ -124,4 +124,15 @@ std::vector<int64_t> trainCounts(const Corpus& corpus, const CorpusSplit& split,
   return counts;
 }
 
+bool aTrainLineRepeatsAnItem(const Corpus& corpus, const CorpusSplit& split) {
+  std::vector<int32_t> sorted;
+  for (int64_t l : split.trainLines()) {
+    const LineView v = split.trainTokens(corpus, l);
+    sorted.assign(v.begin(), v.end());
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return true;
+  }
+  return false;
+}
+
 }  // namespace ringtrain::data

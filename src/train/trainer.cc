@@ -58,6 +58,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kBalanceCutsBlob[] = "ddp.balance_cuts";  // WorkBalance::encodeCuts() after the step, when on
 constexpr char kCorpusBlob[] = "data.corpus";  // corpusFingerprint() of the corpus a checkpoint was trained on
+// How the checkpoint's build paired a basket: kBasketsAsSets, or absent for builds that paired an item
+// listed twice in a basket with itself and counted each listing.
+constexpr char kBasketPairingBlob[] = "data.basket_pairing";
+constexpr char kBasketsAsSets[] = "sets";
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double millis(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -341,9 +345,24 @@ Checkpoint makeCheckpoint(Session& s, const Optimizer& optimizer, int64_t global
   ckpt.blobs["data.position"] = encodePosition(position);
   ckpt.blobs[kUntrainedItemsBlob] = encodeItemIds(s.untrained);
   ckpt.blobs[kCorpusBlob] = s.corpus_fingerprint;
+  ckpt.blobs[kBasketPairingBlob] = kBasketsAsSets;
   if (balance.enabled()) ckpt.blobs[kBalanceCutsBlob] = balance.encodeCuts();
   ckpt.torch_rng_state = captureTorchRngState();
   return ckpt;
+}
+
+// A checkpoint from a build that paired a basket's repeated item with itself, resumed in basket mode on a
+// corpus with such a basket: the rest of the run cannot replay the stream it started (other pairs, other
+// counts behind subsampling and negatives), which resuming otherwise does bit for bit. It goes on, said.
+void warnOfAnotherBasketPairing(const Session& s, const Checkpoint& ckpt, const std::string& where) {
+  if (data::PairOptions::from(s.job).mode != data::ContextMode::kBasket) return;
+  if (const auto it = ckpt.blobs.find(kBasketPairingBlob); it != ckpt.blobs.end() && it->second == kBasketsAsSets) {
+    return;
+  }
+  if (!data::aTrainLineRepeatsAnItem(*s.corpus, *s.split)) return;
+  warn("{}: written by an older ringtrain, which paired an item listed twice in a basket with itself; this one "
+       "takes a basket as a set, so the resumed run trains on other pairs than an uninterrupted run of that "
+       "version would have", where);
 }
 
 void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) {
@@ -789,6 +808,7 @@ TrainSummary train(Session& s) {
                  ckpt->world_size, " ranks and this job has ", s.comm->size(),
                  "; resuming bit for bit needs the same world size");
       restoreModel(s, *ckpt, where);
+      if (s.leader()) warnOfAnotherBasketPairing(s, *ckpt, where);
       optimizer->loadStateDict(ckpt->optimizer);
       try {
         if (!ckpt->torch_rng_state.defined()) RT_THROW(DataError, "no random generator state");

@@ -114,5 +114,24 @@ TEST(Split, TrainCountsExcludeHeldOutTokens) {
   EXPECT_EQ(total, 4);
 }
 
+// Only what training reads counts: a repeat in a held-out line's hidden tail is not one.
+TEST(Split, ARepeatCountsOnlyInTheTokensTrainingReads) {
+  auto c = Corpus::fromLines({{"a", "b", "c", "a"}, {"d", "e"}, {"f", "g"}, {"h", "i"}, {"j", "k"}, {"l", "m"}});
+  std::set<bool> seen;
+  for (int64_t seed = 1; seed <= 20; ++seed) {
+    SplitOptions o;
+    o.eval_fraction = 0.5;
+    o.split_seed = seed;
+    CorpusSplit s(*c, o);  // window protocol: a held-out line trains on "a b c"
+    EXPECT_EQ(aTrainLineRepeatsAnItem(*c, s), !s.isHeldOut(0)) << "split seed " << seed;
+    seen.insert(s.isHeldOut(0));
+  }
+  EXPECT_EQ(seen.size(), 2u) << "the seeds never held line 0 out, or always did";
+  auto distinct = Corpus::fromLines({{"a", "b", "c"}, {"c", "a"}});
+  SplitOptions all;
+  all.eval_fraction = 0;
+  EXPECT_FALSE(aTrainLineRepeatsAnItem(*distinct, CorpusSplit(*distinct, all)));
+}
+
 }  // namespace
 }  // namespace ringtrain::data

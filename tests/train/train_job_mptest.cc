@@ -943,6 +943,48 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   EXPECT_THAT(added.err, HasSubstr("(200 items there, 202 here); the corpus has changed since the checkpoint"));
 }
 
+// A checkpoint from a build that paired a basket's repeated item with itself (no basket pairing recorded) is
+// resumed with a warning that the run no longer replays its stream, where a training basket repeats an item;
+// one this build wrote resumes without it.
+TEST(TrainJob, ResumingACheckpointThatPairedRepeatsInABasketSaysTheStreamDiffers) {
+  const std::string dir = testing::makeTempDir("ringtrain-basket-pairing-");
+  {
+    std::ofstream corpus(dir + "/baskets.txt");
+    for (int b = 0; b < 400; ++b) {
+      corpus << "i" << b % 40 << " i" << (b * 7 + 1) % 40 << " i" << (b * 13 + 5) % 40;
+      if (b % 10 == 0) corpus << " i" << b % 40;  // listed again
+      corpus << "\n";
+    }
+  }
+  // 6 steps, a checkpoint after 3 (and at the end, removed before each resume so that the run resumes at 3).
+  const auto train = [&] {
+    return runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                       "run.output_dir=" + dir, "--set", "data.corpus=" + dir + "/baskets.txt", "--set",
+                       "data.context=basket", "--set", "data.batch_size=64", "--set", "log.plot=false", "--set",
+                       "run.max_steps=6", "--set", "checkpoint.every_steps=3", "--resume"},
+                      withDeadline(120));
+  };
+  const std::string middle = dir + "/checkpoints/ckpt-000000000003.rtck";
+  const std::string last = dir + "/checkpoints/ckpt-000000000006.rtck";
+  const auto first = train();
+  ASSERT_TRUE(first.ok()) << first.err;
+  ASSERT_TRUE(std::filesystem::remove(last));
+  const auto from_this = train();
+  ASSERT_TRUE(from_this.ok()) << from_this.err;
+  EXPECT_THAT(from_this.err, HasSubstr("resumed from " + middle + " at step 3"));
+  EXPECT_THAT(from_this.err, Not(HasSubstr("written by an older ringtrain")));
+
+  ASSERT_TRUE(std::filesystem::remove(last));
+  train::Checkpoint older = train::readCheckpoint(middle);
+  ASSERT_EQ(older.blobs.erase("data.basket_pairing"), 1u) << "this build records how it paired baskets";
+  train::writeCheckpoint(middle, older);
+  const auto from_older = train();
+  ASSERT_TRUE(from_older.ok()) << from_older.err;
+  EXPECT_THAT(from_older.err, HasSubstr("resumed from " + middle + " at step 3"));
+  EXPECT_THAT(from_older.err, HasSubstr("ckpt-000000000003.rtck: written by an older ringtrain, which paired an item "
+                                        "listed twice in a basket with itself"));
+}
+
 // The settings of a small generated job in `dir`, after training it 5 steps (one checkpoint at its end).
 std::vector<std::string> smallJobTrained(const std::string& dir) {
   const std::vector<std::string> job = {"--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",

@@ -87,4 +87,8 @@ enum class LineCounting { kEveryListing, kBasketsAsSets };
 std::vector<int64_t> trainCounts(const Corpus& corpus, const CorpusSplit& split,
                                  LineCounting counting = LineCounting::kEveryListing);
 
+// Whether some training line lists one item twice: the lines where the two ways of counting, and basket
+// mode before and after it took baskets as sets, part.
+bool aTrainLineRepeatsAnItem(const Corpus& corpus, const CorpusSplit& split);
+
 }  // namespace ringtrain::data
