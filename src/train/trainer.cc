@@ -577,10 +577,10 @@ void checkSameResumedStep(Session& s, int64_t step, const std::string& dir) {
 // A fresh start writes ckpt-<step> files into checkpoint.dir and keeps only the newest checkpoint.keep, so
 // in a directory holding another job's checkpoints it would overwrite and delete them. Refused on every
 // rank alike (rank 0 reads; the verdict is reduced), before the data is loaded: a synthetic corpus would
-// otherwise be generated anew for a job then refused. The same job's are removed later (removeOwnCheckpoints),
-// saying that --resume would continue from them: left in place, one from a longer run of the job (another
-// world size ends an epoch at another step) would sort newest and outlive this run's own. An unreadable
-// leftover holds nothing to keep.
+// otherwise be generated anew for a job then refused. A checkpoint of the same settings on another number of
+// ranks counts as another job's: it resumes only there. The same job's are removed later
+// (removeOwnCheckpoints), saying that --resume would continue from them: left in place, one from a longer
+// run would sort newest and outlive this run's own.
 struct OwnCheckpoints {
   std::vector<std::string> files;  // rank 0's view; empty on the others
   int64_t newest_step = 0;
@@ -601,6 +601,11 @@ OwnCheckpoints refuseOtherJobsCheckpoints(Session& s, const config::JobConfig& j
       try {
         const Checkpoint ckpt = readCheckpoint(*it);
         checkSameJob(ckpt, job, *it);
+        if (ckpt.world_size != s.comm->size()) {
+          refusal = fmt::format("checkpoint {} was written by {} rank(s) and this job has {}; resume it on {}, or "
+                                "start afresh in another checkpoint.dir", *it, ckpt.world_size, s.comm->size(),
+                                ckpt.world_size);
+        }
         if (!newest_step) newest_step = ckpt.global_step;
       } catch (const DataError& e) {
         refusal = e.what();

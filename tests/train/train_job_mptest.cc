@@ -599,12 +599,14 @@ std::string readBytes(const std::string& path) {
 // replaced, saying that --resume would have continued from them.
 TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   const std::string dir = testing::makeTempDir("ringtrain-fresh-");
+  auto job = [&](const std::string& lr, const std::string& sessions = "500") {
+    return std::vector<std::string>{binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
+                                    "run.max_steps=4", "--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
+                                    "--set", "synthetic.sessions=" + sessions, "--set", "log.plot=false", "--set",
+                                    "checkpoint.every_steps=2", "--set", "checkpoint.keep=1", "--set", "optim.lr=" + lr};
+  };
   auto train = [&](const std::string& lr, const std::string& sessions = "500") {
-    return runCommand({binPath("ringtrain"), "train", testing::sourcePath("configs/default.yaml"), "--set",
-                       "run.max_steps=4", "--set", "run.output_dir=" + dir, "--set", "synthetic.items=200",
-                       "--set", "synthetic.sessions=" + sessions, "--set", "log.plot=false", "--set",
-                       "checkpoint.every_steps=2", "--set", "checkpoint.keep=1", "--set", "optim.lr=" + lr},
-                      withDeadline(120));
+    return runCommand(job(lr, sessions), withDeadline(120));
   };
   auto files = [&] {
     std::vector<std::pair<std::string, std::uintmax_t>> found;
@@ -629,6 +631,19 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
   EXPECT_EQ(files(), before);
   EXPECT_TRUE(readBytes(dir + "/checkpoints/" + before[0].first) == bytes_before) << "the checkpoint changed";
   EXPECT_TRUE(readBytes(dir + "/data/sequences.txt") == corpus_before) << "the refused job generated its corpus";
+  // The same settings on 2 ranks: a checkpoint resumes only on as many ranks as wrote it, so it is not theirs
+  // to remove (a fresh start used to, saying "--resume would continue from there").
+  std::vector<std::string> on_two = job("0.2");
+  on_two.insert(on_two.begin(), "--");
+  const auto two_ranks = runCommand(ringrun(2, on_two), withDeadline(120));
+  EXPECT_EQ(two_ranks.exit_code, 2) << two_ranks.err;
+  EXPECT_THAT(two_ranks.out + two_ranks.err,
+              HasSubstr("a fresh start would overwrite checkpoints in " + dir + "/checkpoints that are another job's "
+                        "or cannot be read: checkpoint " + dir + "/checkpoints/" + before[0].first +
+                        " was written by 1 rank(s) and this job has 2; resume it on 1, or start afresh in another "
+                        "checkpoint.dir (or remove them yourself)"));
+  EXPECT_EQ(files(), before);
+  EXPECT_TRUE(readBytes(dir + "/checkpoints/" + before[0].first) == bytes_before) << "the checkpoint changed";
   const auto again = train("0.2");
   EXPECT_TRUE(again.ok()) << again.err;
   EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: removing the 1 checkpoint(s) in"));
