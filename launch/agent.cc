@@ -385,10 +385,10 @@ class Agent {
   // came later (see rendezvous()): the nodes already waiting learn of it at once.
   void waitKeys(const std::vector<std::string>& keys, const std::string& what, bool watch_refusal) {
     const auto deadline = Clock::now() + std::chrono::duration<double>(o_.rendezvous_timeout_s);
-    const std::string refused_before = server_ ? server_->refusals() : "";  // an earlier attempt's are not why
     for (;;) {
       try {
         store_->wait(keys, kInterruptCheck);
+        if (server_) refusals_before_ = server_->refusals();
         return;
       } catch (const TimeoutError& e) {
         if (watch_refusal && store_->check({key("refused")})) {
@@ -398,7 +398,7 @@ class Agent {
           // A node that came with another job's token never joins: its refusal is why (node 0 only).
           const std::string refused = server_ ? server_->refusals() : "";
           RT_THROW(TimeoutError, what, " did not happen within --rdzv-timeout ", o_.rendezvous_timeout_s,
-                   " s; the last wait: ", e.what(), refused == refused_before ? "" : "; the job's store " + refused);
+                   " s; the last wait: ", e.what(), refused == refusals_before_ ? "" : "; the job's store " + refused);
         }
       }
       checkSignals();
@@ -1182,6 +1182,10 @@ class Agent {
   std::unique_ptr<dist::TcpStoreServer> server_;
   std::unique_ptr<dist::TcpStoreClient> store_;
   bool joined_ = false;  // this node's entry is in the store (rendezvous got past the node-rank check)
+  // The store's refusals (TcpStoreServer::refusals(), node 0) when a wait for the nodes last succeeded: those
+  // are not why a later wait times out. Empty before the first, so that a node refused before the first wait
+  // began is named.
+  std::string refusals_before_;
   bool store_lost_ = false;     // the end watcher lost the store (node 0 silent or gone)
   std::set<int> lost_nodes_;    // other nodes the last attempt's end declared lost: leave() does not wait for them
 };
