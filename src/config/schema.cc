@@ -28,8 +28,11 @@ std::string parseScalar(const std::string& text, bool& out) {
 template <typename Int>
 std::string parseInteger(const std::string& text, Int& out) {
   Int value{};
+  const char* begin = text.data();
   const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  // YAML writes a sign either way ("+2", as a number may be written "+0.5"); from_chars reads only '-'.
+  if (text.size() > 1 && text[0] == '+' && text[1] >= '0' && text[1] <= '9') ++begin;
+  auto [ptr, ec] = std::from_chars(begin, end, value);
   if (ec == std::errc::result_out_of_range) return "integer '" + text + "' is out of range";
   if (ec != std::errc() || ptr != end) return "expected an integer, got '" + text + "'";
   out = value;
@@ -59,6 +62,9 @@ std::string parseScalar(const std::string& text, double& out) {
 }
 
 std::string parseScalar(const std::string& text, std::string& out) {
+  // A quoted YAML string may hold "\0"; every path and name ends there once it reaches the system, so the
+  // job would use a shorter one than it says (and its messages would stop at it).
+  if (text.find('\0') != std::string::npos) return "holds a NUL character (\\0), where every path and name would end";
   out = text;
   return "";
 }

@@ -202,6 +202,18 @@ TEST(Config, UnknownKeySuggestsTheClosest) {
   EXPECT_THAT(e, HasSubstr("did you mean 'window'"));
 }
 
+// An integer may carry a '+' as a number may; a string may not hold a NUL, where the system would cut it.
+TEST(Config, APlusSignedIntegerReadsAndANulInAStringIsRefused) {
+  EXPECT_EQ(loadString("data:\n  batch_size: +64\n", "job.yaml").data.batch_size, 64);
+  EXPECT_EQ(loadString("optim:\n  lr: +0.5\n", "job.yaml").optim.lr, 0.5);
+  EXPECT_THAT(errorOf("data:\n  batch_size: +-64\n"), HasSubstr("expected an integer, got '+-64'"));
+  EXPECT_THAT(errorOf("data:\n  batch_size: ++64\n"), HasSubstr("expected an integer, got '++64'"));
+  const std::string e = errorOf("run:\n  max_steps: 5\n  output_dir: \"out/nul\\0evil\"\n");
+  EXPECT_THAT(e, HasSubstr("job.yaml:3"));
+  EXPECT_THAT(e, HasSubstr("run.output_dir: holds a NUL character (\\0), where every path and name would end"));
+  EXPECT_EQ(loadString("run:\n  output_dir: \"out/tab\\there\"\n", "job.yaml").run.output_dir, "out/tab\there");
+}
+
 TEST(Config, KeyInTheWrongSectionNamesWhereItBelongs) {
   EXPECT_THAT(errorOf("run:\n  batch_size: 3\n"), HasSubstr("did you mean 'data.batch_size'"));
 }
