@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -368,6 +369,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-s", args.timeout_s, "comm.timeout_s")->check(CLI::PositiveNumber);
   app.add_flag("!--no-mpi-column", args.mpi_column, "with --backend mpi, leave out the plain MPI_Allreduce column");
   app.add_option("--algorithms", args.algorithms, "ring,native (either or both, in this order)")->delimiter(',');
+  // "allreduce_bench", or "ringtrain bench allreduce" when that front end started it.
+  const std::string self = std::filesystem::path(argc > 0 ? argv[0] : "allreduce_bench").filename().string();
   try {
     log::init();
     app.parse(argc, argv);
@@ -375,13 +378,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "allreduce_bench: error: " << e.what() << " (see --help)\n";
+    std::cerr << self << ": error: " << e.what() << " (see --help)\n";
     return kExitBadInput;
   } catch (const Error& e) {
-    std::cerr << "allreduce_bench: error: " << e.what() << "\n";
+    std::cerr << self << ": error: " << e.what() << "\n";
     return e.exitCode();
   } catch (const std::exception& e) {
-    std::cerr << "allreduce_bench: internal error: " << e.what() << "\n";
+    std::cerr << self << ": internal error: " << e.what() << "\n";
     return kExitFailure;
   }
 }

@@ -44,8 +44,10 @@ void addBenchAllreduceCommand(CLI::App& app, CommandBody& body) {
     std::vector<std::string> args = cmd->remaining();
     body = [args] {
       const std::string program = siblingProgram("allreduce_bench");
+      // Its usage line and errors then name the command the user typed, not the program behind it.
+      static const char kCalledAs[] = "ringtrain bench allreduce";
       std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(program.c_str()));
+      argv.push_back(const_cast<char*>(kCalledAs));
       for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
       ::execv(program.c_str(), argv.data());

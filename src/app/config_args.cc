@@ -7,6 +7,8 @@ void addConfigArgs(CLI::App* cmd, ConfigArgs& args, bool config_required) {
   if (config_required) opt->required();
   cmd->add_option("--set", args.sets, "override a key: --set section.key=value (repeatable)")
       ->type_name("KEY=VALUE")
+      ->expected(1)  // one pair per --set: help then shows no "..." after it
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->allow_extra_args(false);
 }
 

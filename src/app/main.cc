@@ -1,10 +1,12 @@
 // The `ringtrain` executable: trainer and tools as subcommands. Errors end here: one clear line on stderr
 // and an exit code from ringtrain/core/error.h (2 = bad input), never a stack of noise.
+#include <algorithm>
 #include <csignal>
 #include <exception>
 #include <new>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
@@ -16,6 +18,34 @@
 #include "ringtrain/core/failure_report.h"
 #include "ringtrain/core/logging.h"
 #include "train/torch_failure.h"
+
+namespace {
+
+// CLI11 answers an unknown command word, and a missing one, with "A subcommand is required": the word, and
+// the commands there are, are said instead, at every level (`ringtrain foo`, `ringtrain bench foo`,
+// `ringtrain bench`). Empty when the words before the first option are all commands, or reach one that
+// takes no command.
+std::string commandProblem(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* at = &app;
+  std::string path = "ringtrain";
+  for (int i = 1;; ++i) {
+    const std::vector<const CLI::App*> subs = at->get_subcommands([](const CLI::App*) { return true; });
+    if (subs.empty()) return "";
+    std::string known;
+    for (const CLI::App* sub : subs) known += (known.empty() ? "" : ", ") + sub->get_name();
+    if (i == argc) return path + " needs a command: " + known + " (see " + path + " --help)";
+    if (argv[i][0] == '-') return "";
+    const auto next = std::find_if(subs.begin(), subs.end(), [&](const CLI::App* sub) { return sub->check_name(argv[i]); });
+    if (next == subs.end()) {
+      return "unknown command '" + std::string(argv[i]) + "'; the commands" +
+             (at == &app ? std::string() : " of " + path) + " are " + known + " (see " + path + " --help)";
+    }
+    path += " " + (*next)->get_name();
+    at = *next;
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace ringtrain;
@@ -37,16 +67,8 @@ int main(int argc, char** argv) {
   app::addNeighborsCommand(app, body);
   try {
     log::init();
-    // CLI11 would answer an unknown first word with "A subcommand is required", as if none were given.
-    std::string known;
-    bool found = false;
-    for (const CLI::App* sub : app.get_subcommands({})) {
-      known += (known.empty() ? "" : ", ") + sub->get_name();
-      found = found || (argc > 1 && sub->check_name(argv[1]));
-    }
-    if (argc > 1 && argv[1][0] != '-' && !found) {
-      std::cerr << "ringtrain: error: unknown command '" << argv[1] << "'; the commands are " << known
-                << " (see ringtrain --help)\n";
+    if (const std::string problem = commandProblem(app, argc, argv); !problem.empty()) {
+      std::cerr << "ringtrain: error: " << problem << "\n";
       return kExitBadInput;
     }
     app.parse(argc, argv);

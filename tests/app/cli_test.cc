@@ -50,6 +50,17 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
                      "expected section.key=value");
   expectOneLineError(runCommand({binPath("ringtrain"), "no-such-command"}),
                      "ringtrain: error: unknown command 'no-such-command'; the commands are config,");
+  // The same below the first level, and a missing command is named as missing (CLI11 said "A subcommand is
+  // required" for both).
+  expectOneLineError(runCommand({binPath("ringtrain"), "bench", "no-such-bench"}),
+                     "ringtrain: error: unknown command 'no-such-bench'; the commands of ringtrain bench are allreduce "
+                     "(see ringtrain bench --help)");
+  expectOneLineError(runCommand({binPath("ringtrain"), "bench"}),
+                     "ringtrain: error: ringtrain bench needs a command: allreduce (see ringtrain bench --help)");
+  expectOneLineError(runCommand({binPath("ringtrain")}), "ringtrain: error: ringtrain needs a command: config,");
+  // The benchmark behind `bench allreduce` answers as the command the user typed.
+  expectOneLineError(runCommand({binPath("ringtrain"), "bench", "allreduce", "--no-such-option"}),
+                     "ringtrain bench allreduce: error: The following argument was not expected: --no-such-option");
   expectOneLineError(runCommand({binPath("ringtrain"), "neighbors", "--model", "m.txt", "--item", "a", "-k", "0"}),
                      "-k: '0': give 1 or more");
   // Text that is no number is said to be none, not "not in range".
