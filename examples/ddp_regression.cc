@@ -11,9 +11,11 @@
 // (ringtrain::recordFailure) while the JobGroup's connections stand, so that ringrun names the rank that
 // failed first rather than a peer that only lost its connection to it.
 // examples/CMakeLists.txt builds this file against an installed ringtrain (find_package).
+#include <charconv>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
+#include <string_view>
+#include <system_error>
 
 #include <torch/torch.h>
 
@@ -28,6 +30,7 @@ namespace {
 int train(ringtrain::comm::JobGroup& job, int steps) {
   torch::set_num_threads(1);
 
+  torch::manual_seed(0);  // the same start in every run (some LibTorch builds seed the generator at random)
   torch::nn::Sequential model(torch::nn::Linear(16, 64), torch::nn::ReLU(), torch::nn::Linear(64, 1));
   ringtrain::ddp::DistributedDataParallel ddp(*model, job.comm());  // starts from rank 0's parameters
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.05));
@@ -61,8 +64,13 @@ int train(ringtrain::comm::JobGroup& job, int steps) {
 int main(int argc, char** argv) {
   ringtrain::keepFreedMemoryInProcess();  // first, before any thread: see ringtrain/core/allocator.h
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a line at a time into ringrun's pipe too: none lost if a rank dies
-  const int steps = argc > 1 ? std::atoi(argv[1]) : 300;
-  if (steps < 1) {
+  int steps = 300;
+  if (argc > 1) {  // all of it a number: atoi would read "3x" as 3 and wrap 4294967298 to 2
+    const std::string_view text = argv[1];
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), steps);
+    if (error != std::errc() || end != text.data() + text.size()) steps = 0;
+  }
+  if (argc > 2 || steps < 1) {
     std::fprintf(stderr, "usage: %s [STEPS >= 1]\n", argv[0]);
     return 2;
   }

@@ -48,10 +48,24 @@ void expectLearntAlike(const std::string& out, int world) {
   EXPECT_EQ(ranks.size(), static_cast<size_t>(world)) << out;
 }
 
-TEST(ExampleDdpRegression, LearnsAlone) {
+TEST(ExampleDdpRegression, LearnsAloneAndAgainAlike) {
   const auto r = runCommand({binPath("example_ddp_regression"), "200"}, {60s});
   ASSERT_TRUE(r.ok()) << r.out << r.err;
   expectLearntAlike(r.out, 1);
+  // It seeds its model: a second run ends with the same parameters (Debian's LibTorch seeds at random).
+  const auto again = runCommand({binPath("example_ddp_regression"), "200"}, {60s});
+  ASSERT_TRUE(again.ok()) << again.out << again.err;
+  ASSERT_EQ(rankLines(again.out).size(), 1u) << again.out;
+  EXPECT_EQ(rankLines(again.out)[0].checksum, rankLines(r.out)[0].checksum);
+}
+
+// Its step count is all of its argument: atoi read "3x" as 3 and 4294967298 as 2.
+TEST(ExampleDdpRegression, RefusesAStepCountThatIsNotAWholePositiveNumber) {
+  for (const char* steps : {"3x", "4294967298", "0", "-1", ""}) {
+    const auto r = runCommand({binPath("example_ddp_regression"), steps}, {60s});
+    EXPECT_EQ(r.exit_code, 2) << steps << ": " << r.out << r.err;
+    EXPECT_THAT(r.err, ::testing::HasSubstr("usage: ")) << steps;
+  }
 }
 
 TEST(ExampleDdpRegression, RanksUnderRingrunEndAlike) {
