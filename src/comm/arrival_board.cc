@@ -229,21 +229,21 @@ std::string ArrivalBoard::describeFailedPeers() {
   return out.str();
 }
 
-std::string ArrivalBoard::describeBrokenPeers() {
+std::string ArrivalBoard::describeBrokenPeers(std::string_view said) {
   std::string failed = describeFailedPeers();
-  std::string stuck = describeStuckNeighbours();
+  std::string stuck = describeStuckNeighbours(/*known_only=*/false, said);
   if (failed.empty() && stuck.empty()) {
     // A process's sockets close as it begins to exit, a moment before its state says it has: once, on the
     // error path only.
     std::this_thread::sleep_for(kStragglerGrace);
     failed = describeFailedPeers();
-    stuck = describeStuckNeighbours();
+    stuck = describeStuckNeighbours(/*known_only=*/false, said);
   }
   if (!stuck.empty()) failed += (failed.empty() ? "" : "; ") + stuck;
   return failed;
 }
 
-std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
+std::string ArrivalBoard::describeStuckNeighbours(bool known_only, std::string_view said) {
   const std::string mine = processAddress();
   const std::string machine = mine.substr(0, mine.find(' '));
   std::ostringstream out;
@@ -269,6 +269,7 @@ std::string ArrivalBoard::describeStuckNeighbours(bool known_only) {
       const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));
       const std::string state = processState(pid);
       if (!isStuckState(state)) continue;
+      if (state == "gone" && said.find("(pid " + std::to_string(pid) + ") is gone") != std::string_view::npos) continue;
       out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << pid << ", this machine) is " << state
           << (state == "in uninterruptible I/O" ? " (a hung file system or device?)" : "");
     }

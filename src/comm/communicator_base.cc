@@ -346,12 +346,12 @@ void CommunicatorBase::execute(const CollectiveDescriptor& descriptor, const std
   } catch (const CommError& e) {
     // A broken connection is most often a peer that failed: the peer's own words say why, or its process's
     // state (killed outright, it said nothing).
-    const std::string failed = shared_->board.describeBrokenPeers();
+    const std::string failed = shared_->board.describeBrokenPeers(e.what());
     if (failed.empty()) throw;
     RT_THROW(CommError, e.what(), "; ", failed);
   } catch (const std::exception& e) {
     if (isBackendTimeout(e)) RT_THROW(TimeoutError, timeoutMessage(*shared_, descriptor, timeout_));
-    const std::string failed = shared_->board.describeBrokenPeers();
+    const std::string failed = shared_->board.describeBrokenPeers(e.what());
     RT_THROW(CommError, shared_->backend, " ", describe(descriptor), " (collective #", descriptor.sequence,
              ") failed on rank ", rank_, ": ", e.what(), failed.empty() ? "" : "; ", failed);
   }
