@@ -98,9 +98,27 @@ void addExportCommand(CLI::App& app, CommandBody& body) {
              "is put beside the vectors. Run export where training ran, or give the job file (data.items)",
              writer_corpus, std::filesystem::current_path(ec).string());
       }
-      train::ItemsBeside names(out, items);
-      const train::ExportSummary exported =
-          train::writeItemVectors(out, ckpt.vocab, vectors, train::untrainedItems(ckpt, source));
+      if (items != writer_items && std::filesystem::is_regular_file(items, ec)) {
+        // Numbered items (1, 2, ...) are found in any corpus's items file: nothing here can tell whether it
+        // names the same things.
+        const std::string writers = writer_items.empty()
+                                        ? std::string("the job that wrote the checkpoint had no items file (data.items: none)")
+                                        : writer_items + " (the items of the job that wrote the checkpoint) is not found from " +
+                                              std::filesystem::current_path(ec).string();
+        warn("{}: the names put beside the vectors are this job file's, {}, which are right only if both jobs "
+             "trained on the same items", writers, items);
+      }
+      const std::vector<int32_t> untrained = train::untrainedItems(ckpt, source);
+      std::vector<std::string> exported_tokens;
+      for (size_t i = 0, next = 0; i < ckpt.vocab.size(); ++i) {
+        if (next < untrained.size() && static_cast<size_t>(untrained[next]) == i) {
+          ++next;
+        } else {
+          exported_tokens.push_back(ckpt.vocab[i]);
+        }
+      }
+      train::ItemsBeside names(out, items, exported_tokens);
+      const train::ExportSummary exported = train::writeItemVectors(out, ckpt.vocab, vectors, untrained);
       names.place();
       std::cout << "wrote " << exported.written << " vectors of dimension " << vectors.size(1) << " (step "
                 << ckpt.global_step << ") to " << out;

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/file_target.h"
 #include "ringtrain/core/logging.h"
+#include "ringtrain/data/items_file.h"
 #include "ringtrain/model/word2vec_io.h"
 
 namespace ringtrain::train {
@@ -109,8 +111,53 @@ void refuseItemsCopyAsExport(const std::string& key, const std::string& out) {
   }
 }
 
+namespace {
+// "" when the items files `there` and `here` name every one of `tokens` alike (name, category and key, by the
+// rule the server and `neighbors` read them with), else the first item they name otherwise, as a phrase.
+// A `there` that cannot be read names nothing alike.
+std::string namingDifference(const std::string& there, const std::string& here, const std::vector<std::string>& tokens) {
+  std::unordered_map<std::string, int64_t> row_of;
+  for (size_t i = 0; i < tokens.size(); ++i) row_of.emplace(tokens[i], static_cast<int64_t>(i));
+  const auto find = [&](const std::string& token) -> int64_t {
+    const auto it = row_of.find(token);
+    return it == row_of.end() ? -1 : it->second;
+  };
+  const auto rows = static_cast<int64_t>(tokens.size());
+  data::TokenNames theirs;
+  try {
+    theirs = data::nameTokens(there, rows, find);
+  } catch (const DataError& e) {
+    return std::string("it cannot be read: ") + e.what();
+  }
+  const data::TokenNames ours = data::nameTokens(here, rows, find);
+  const auto said = [](const std::string& name) { return name.empty() ? std::string("unnamed") : "'" + name + "'"; };
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    if (theirs.names[r] == ours.names[r] && theirs.categories[r] == ours.categories[r] && theirs.keys[r] == ours.keys[r]) {
+      continue;
+    }
+    if (theirs.names[r] != ours.names[r]) {
+      return "item '" + tokens[r] + "' is " + said(theirs.names[r]) + " there and " + said(ours.names[r]) + " here";
+    }
+    return "item '" + tokens[r] + "' has category '" + theirs.categories[r] + "' and key '" + theirs.keys[r] +
+           "' there, '" + ours.categories[r] + "' and '" + ours.keys[r] + "' here";
+  }
+  return "";
+}
+}  // namespace
+
 ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace)
     : items_path_(items_path) {
+  stage(export_path, replace, nullptr);
+}
+
+ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& items_path,
+                         const std::vector<std::string>& tokens)
+    : items_path_(items_path) {
+  stage(export_path, /*replace=*/false, &tokens);
+}
+
+void ItemsBeside::stage(const std::string& export_path, bool replace, const std::vector<std::string>* tokens) {
+  const std::string& items_path = items_path_;
   namespace fs = std::filesystem;
   std::error_code ec;
   // An export to a device or pipe (-o /dev/stdout) has no folder of its own to name items in; one not
@@ -126,6 +173,13 @@ ItemsBeside::ItemsBeside(const std::string& export_path, const std::string& item
   }
   if (fs::exists(target, ec)) {
     if (fs::equivalent(target, items_path, ec) || sameBytes(target, items_path)) return;
+    if (tokens != nullptr) {
+      const std::string difference = namingDifference(target.string(), items_path, *tokens);
+      if (difference.empty()) return;
+      RT_THROW(ConfigError, target.string(), " names the exported items otherwise than ", items_path, " (",
+               difference, "): serve and neighbors, which read the items.tsv beside the vectors, would show "
+               "them under its names; export into another folder, or remove or replace ", target.string());
+    }
     if (!replace) {
       warn("{} holds other items than {}: left as it is. serve and neighbors read the items.tsv beside the "
            "vectors; give them --items {}", target.string(), items_path, items_path);

@@ -378,12 +378,27 @@ TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {
                                            dir_ + "/run/embeddings.txt", "--item", "SKU-1", "-k", "1"});
   EXPECT_TRUE(by_key.ok()) << by_key.err;
 
+  // An items.tsv there that names the exported items otherwise: a server watching the folder would serve the
+  // vectors under its names (export used to warn and write them). Refused, nothing written.
   write("other/items.tsv", "id\tkey\tname\tcategory\npear\tX\tMine\tmine\n");
+  const auto refused = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o",
+                                            dir_ + "/other/vectors.txt"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find(dir_ + "/other/items.tsv names the exported items otherwise than " + dir_ +
+                             "/data/items.tsv (item 'apple' is unnamed there and 'Red apple' here)"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_EQ(read("other/items.tsv"), "id\tkey\tname\tcategory\npear\tX\tMine\tmine\n");
+  EXPECT_FALSE(fs::exists(dir_ + "/other/vectors.txt"));
+  // A catalogue that names them alike, and more: left as it is, without a word.
+  const std::string catalogue = items + "plum\tSKU-9\tPlum\tfruit\n";
+  write("other/items.tsv", catalogue);
   const auto kept = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/job.yaml", "-o",
                                          dir_ + "/other/vectors.txt"});
   ASSERT_TRUE(kept.ok()) << kept.err;
-  EXPECT_EQ(read("other/items.tsv"), "id\tkey\tname\tcategory\npear\tX\tMine\tmine\n");
-  EXPECT_NE(kept.err.find("holds other items than"), std::string::npos) << kept.err;
+  EXPECT_EQ(read("other/items.tsv"), catalogue);
+  EXPECT_TRUE(fs::exists(dir_ + "/other/vectors.txt"));
+  EXPECT_EQ(kept.err.find("items.tsv"), std::string::npos) << kept.err;
 
   // Into a directory the export makes: the names are there too. Beside a directory named items.tsv: said
   // as what it is.
@@ -433,6 +448,23 @@ TEST_F(Word2VecTest, AnExportThatCannotFindTheCorpusSaysItPutsNoNames) {
                          ", nor its items: no items.tsv is put beside the vectors") != std::string::npos, !found)
         << r.err;
   }
+  // Given another job file whose items are found: its names go beside the vectors, said to be right only
+  // if both jobs trained on the same items (numbered items match any corpus's file).
+  fs::create_directories(dir_ + "/shop");
+  write("shop/items.tsv", "id\tkey\tname\tcategory\napple\tK1\tShop apple\tshop\n");
+  write("shop.yaml", "data:\n  corpus: " + dir_ + "/shop/corpus.txt\n");
+  testing::CommandOptions elsewhere;
+  elsewhere.cwd = dir_ + "/elsewhere";
+  const auto other_job = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/shop.yaml", "--checkpoint",
+                                              dir_ + "/run/checkpoints", "-o", dir_ + "/shop-out/vectors.txt"},
+                                             elsewhere);
+  ASSERT_TRUE(other_job.ok()) << other_job.err;
+  EXPECT_TRUE(fs::exists(dir_ + "/shop-out/items.tsv"));
+  EXPECT_NE(other_job.err.find("data/items.tsv (the items of the job that wrote the checkpoint) is not found from " +
+                               dir_ + "/elsewhere: the names put beside the vectors are this job file's, " + dir_ +
+                               "/shop/items.tsv, which are right only if both jobs trained on the same items"),
+            std::string::npos)
+      << other_job.err;
 }
 
 }  // namespace

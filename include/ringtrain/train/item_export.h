@@ -47,6 +47,11 @@ struct ExportSummary {
 class ItemsBeside {
  public:
   ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace = false);
+  // `ringtrain export`'s: an items.tsv there that names any of `tokens` (the exported items) otherwise than
+  // `items_path` does (another name, category or key, or none) is refused (ConfigError, before anything is
+  // written): a server watching the folder would serve the new vectors under its names. One that names them
+  // alike (a catalogue covering them) is left alone without a word.
+  ItemsBeside(const std::string& export_path, const std::string& items_path, const std::vector<std::string>& tokens);
   ~ItemsBeside();  // removes a copy not placed (AtomicFile's destructor)
   ItemsBeside(const ItemsBeside&) = delete;
   ItemsBeside& operator=(const ItemsBeside&) = delete;
@@ -55,6 +60,7 @@ class ItemsBeside {
 
  private:
   void warnNotCopied(const std::string& reason) const;
+  void stage(const std::string& export_path, bool replace, const std::vector<std::string>* tokens);
 
   std::string items_path_;
   std::unique_ptr<AtomicFile> staged_;  // the copy, written and not yet committed; null when nothing is to be placed
