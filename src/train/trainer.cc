@@ -811,7 +811,8 @@ TrainSummary train(Session& s) {
     if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(&job, &where)) {
       RT_CHECK_T(ConfigError, ckpt->world_size == s.comm->size(), where, ": the checkpoint was written by ",
                  ckpt->world_size, " ranks and this job has ", s.comm->size(),
-                 "; resuming bit for bit needs the same world size");
+                 "; resuming bit for bit needs the same world size: resume it on ", ckpt->world_size,
+                 " ranks, or start afresh in another checkpoint.dir");
       restoreModel(s, *ckpt, where);
       if (s.leader()) warnOfAnotherBasketPairing(s, *ckpt, where);
       optimizer->loadStateDict(ckpt->optimizer);

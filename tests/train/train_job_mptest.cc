@@ -644,6 +644,13 @@ TEST(TrainJob, AFreshStartDoesNotOverwriteAnotherJobsCheckpoints) {
                         "checkpoint.dir (or remove them yourself)"));
   EXPECT_EQ(files(), before);
   EXPECT_TRUE(readBytes(dir + "/checkpoints/" + before[0].first) == bytes_before) << "the checkpoint changed";
+  on_two.push_back("--resume");
+  const auto resumed_on_two = runCommand(ringrun(2, on_two), withDeadline(120));
+  EXPECT_EQ(resumed_on_two.exit_code, 2) << resumed_on_two.err;
+  EXPECT_THAT(resumed_on_two.out + resumed_on_two.err,
+              HasSubstr(": the checkpoint was written by 1 ranks and this job has 2; resuming bit for bit needs the "
+                        "same world size: resume it on 1 ranks, or start afresh in another checkpoint.dir"));
+  EXPECT_EQ(files(), before);
   const auto again = train("0.2");
   EXPECT_TRUE(again.ok()) << again.err;
   EXPECT_THAT(again.out + again.err, HasSubstr("starting afresh: removing the 1 checkpoint(s) in"));
