@@ -1,5 +1,6 @@
 #include "serve/deferred_release.h"
 
+#include "ringtrain/core/allocator.h"
 #include "serve/lower_priority.h"
 
 namespace ringtrain::serve {
@@ -47,6 +48,11 @@ void DeferredRelease::run() {
     lock.unlock();
     object.reset();  // the expensive part, outside the lock
     lock.lock();
+    if (q.retired.empty()) {  // once per burst of releases: a trim walks the whole heap
+      lock.unlock();
+      releaseFreedMemory();
+      lock.lock();
+    }
   }
 }
 

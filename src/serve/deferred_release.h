@@ -14,6 +14,11 @@ namespace ringtrain::serve {
 // wait for. track() wraps a pointer so that its last release only hands the object to this class's own
 // thread, which runs at a lower priority and destroys it there.
 //
+// Once the queue is empty after destroying something, the thread gives the freed memory back to the system
+// (releaseFreedMemory): the server keeps freed memory in the process for its request buffers
+// (keepFreedMemoryInProcess), so each reload used to leave a model's worth of it resident (a 200,000 x 64
+// model: 330 MB at start, 710 MB after 6 reloads).
+//
 // Thread-safe. The destructor destroys what is still queued and joins the thread; a tracked pointer
 // released after that is destroyed by the releasing thread, as if untracked.
 class DeferredRelease {

@@ -21,6 +21,7 @@
 #include <system_error>
 #include <thread>
 
+#include "ringtrain/core/allocator.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/data/items_file.h"
 #include "ringtrain/core/logging.h"
@@ -290,6 +291,9 @@ struct Server::Impl {
     for (size_t i = 0;; ++i) {
       try {
         const uint64_t version = reload(candidates[i], /*initial=*/true);
+        // What loading it read and parsed was freed, and stays in the process until trimmed (a reload's is
+        // trimmed once the model it replaced is gone: DeferredRelease).
+        releaseFreedMemory();
         if (!model_path.empty() && !same(candidates[i], model_path)) {
           info("serve: serving {}, the newest export in serve.watch_dir that loads, rather than --model {}",
                candidates[i], model_path);
