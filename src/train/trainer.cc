@@ -192,6 +192,12 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
   if (!list.empty() && generated && !job.data.corpus.empty()) {
     list = "data.corpus is \"\" (generated) there and " + job.data.corpus + " here; " + list;
     sets = " --set data.corpus=" + sets;
+  } else if (!list.empty() && !generated && stored.data.corpus != job.data.corpus) {
+    // Another path may be the same file moved (restoreModel then compares the items), or another corpus,
+    // which the split's settings alone would not say.
+    list = "data.corpus is " + stored.data.corpus + " there and " + (job.data.corpus.empty() ? "\"\" (generated)" : job.data.corpus) +
+           " here; " + list;
+    sets = " --set data.corpus=" + stored.data.corpus + sets;
   }
   if (!list.empty()) {
     RT_THROW(DataError, "checkpoint ", path, " was trained on another corpus or held-out split (", list,
@@ -365,6 +371,21 @@ void warnOfAnotherBasketPairing(const Session& s, const Checkpoint& ckpt, const 
        "version would have", where);
 }
 
+// Why a checkpoint's items or lines are not the job's corpus: another file, where the job reads another path
+// than the one it was trained on (the configuration stored in it says which), else the file changed.
+std::string whyAnotherCorpus(const Checkpoint& ckpt, const config::JobConfig& job) {
+  try {
+    std::vector<std::string> ignored;
+    const config::JobConfig stored = config::loadStored(ckpt.config_yaml, "stored configuration", &ignored);
+    const std::string trained_on = data::jobCorpusPath(stored), reads = data::jobCorpusPath(job);
+    if (trained_on != reads) {
+      return "the checkpoint was trained on " + trained_on + " and this job reads " + reads;
+    }
+  } catch (const std::exception&) {  // an older or damaged stored configuration: the corpus is all there is
+  }
+  return "the corpus has changed since the checkpoint was written";
+}
+
 void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) {
   // Row i of a table is the vector of item i: a corpus changed since the checkpoint (same path, new
   // content) can keep the item count and still move every item to another row. Checked before the layout,
@@ -378,7 +399,7 @@ void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) 
     };
     RT_THROW(DataError, where, ": the checkpoint's items are not this job's: item ", i, " is ", item(ckpt.vocab, i),
              " there and ", item(tokens, i), " here (", ckpt.vocab.size(), " items there, ", tokens.size(),
-             " here); the corpus has changed since the checkpoint was written");
+             " here); ", whyAnotherCorpus(ckpt, s.job));
   }
   if (ckpt.model_layout != s.model->layoutDescription()) {
     RT_THROW(DataError, where, ": checkpoint model '", ckpt.model_layout, "' does not match this job's '",
@@ -388,7 +409,7 @@ void restoreModel(Session& s, const Checkpoint& ckpt, const std::string& where) 
   // held-out split, other batches. Checkpoints older than this check carry no fingerprint.
   if (const auto it = ckpt.blobs.find(kCorpusBlob); it != ckpt.blobs.end() && it->second != s.corpus_fingerprint) {
     RT_THROW(DataError, where, ": the checkpoint was trained on another corpus (", it->second, " there, ",
-             s.corpus_fingerprint, " here); the corpus has changed since the checkpoint was written");
+             s.corpus_fingerprint, " here); ", whyAnotherCorpus(ckpt, s.job));
   }
   at::NoGradGuard no_grad;
   for (auto& p : s.model->named_parameters()) {

@@ -933,6 +933,21 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   const auto k5 = runCommand(eval, withDeadline(120));
   EXPECT_TRUE(k5.ok()) << k5.err;
   EXPECT_THAT(k5.out, HasSubstr("HR@5"));
+  // Another corpus file: said as such, not as a file that changed; with a split setting that differs too, the
+  // corpus comes first among the checkpoint's settings (QA was told only data.context, then "changed").
+  std::vector<std::string> other = eval;
+  other.insert(other.end(), {"--set", "data.corpus=" + dir + "/more/sequences.txt"});
+  const auto moved = runCommand(other, withDeadline(120));
+  EXPECT_EQ(moved.exit_code, 2) << moved.err;
+  EXPECT_THAT(moved.err, HasSubstr("); the checkpoint was trained on " + dir + "/data/sequences.txt and this job reads " +
+                                   dir + "/more/sequences.txt"));
+  other.insert(other.end(), {"--set", "data.context=basket"});
+  const auto split = runCommand(other, withDeadline(120));
+  EXPECT_EQ(split.exit_code, 2) << split.err;
+  EXPECT_THAT(split.err, HasSubstr("(data.corpus is " + dir + "/data/sequences.txt there and " + dir +
+                                   "/more/sequences.txt here; data.context is \"window\" there and \"basket\" here)"));
+  EXPECT_THAT(split.err, HasSubstr("evaluate with the checkpoint's settings: --set data.corpus=" + dir +
+                                   "/data/sequences.txt --set data.context=\"window\""));
   // Same settings, the file rewritten with more sessions: its item list differs.
   std::filesystem::copy_file(dir + "/more/sequences.txt", dir + "/data/sequences.txt",
                              std::filesystem::copy_options::overwrite_existing);
