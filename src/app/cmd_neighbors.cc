@@ -75,6 +75,13 @@ void addNeighborsCommand(CLI::App& app, CommandBody& body) {
             found.line = row.line;
           }
         });
+        if (!id.empty() && vectors.find(id) >= 0) {
+          // An id listed on two lines: the first names it (the trainer's and serve's rule), a later line's key
+          // finds nothing.
+          RT_THROW(DataError, "item '", item_text, "' is the key of ", items_path, ":", found.line, ", a later line for id ",
+                   ::ringtrain::detail::printable(id), ", which an earlier line already names: only an id's first "
+                   "line names it; use that line's key or the id");
+        }
         if (!id.empty()) {
           RT_THROW(DataError, "item '", item_text, "' (", items_path, ":", found.line, ", id ", id,
                    ") has no vector in ", args->model, ": the export leaves out items training never saw (and the "

@@ -240,6 +240,16 @@ TEST_F(Word2VecTest, ExportAndNeighborsCommands) {
     EXPECT_NE(no_vector.err.find("item '" + item + "' (" + dir_ + "/run/items.tsv:3, id durian) has no vector in"),
               std::string::npos) << no_vector.err;
   }
+  // A key on a second line for an id that has a vector: that line names nothing (an id's first line does),
+  // which is what is said, not that the item has no vector.
+  write("run/items.tsv", "id\tkey\tname\tcategory\npear\tSKU-7\tGreen pear\tfruit\npear\tSKU-8\tPear again\tfruit\n");
+  const auto second = testing::runCommand({testing::binPath("ringtrain"), "neighbors", "--model",
+                                           dir_ + "/run/embeddings.txt", "--item", "SKU-8"});
+  EXPECT_EQ(second.exit_code, 2);
+  EXPECT_NE(second.err.find("item 'SKU-8' is the key of " + dir_ + "/run/items.tsv:3, a later line for id pear, which "
+                            "an earlier line already names"),
+            std::string::npos)
+      << second.err;
   // A zero vector has no neighbours by cosine: said, not answered with the first k rows at 0.
   write("zero.txt", "3 2\nz 0 0\na 1 0\nb 0 1\n");
   const auto zero = testing::runCommand(
