@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -125,6 +126,10 @@ JobGroup::JobGroup(const config::CommOptions& options, const dist::ProcessInfo& 
     throwSayingAStuckRingrun(e, process_);
     if (process_.rank == 0 || process_.launcher == "ringrun" || dynamic_cast<const TimeoutError*>(&e) != nullptr) {
       throw;
+    }
+    // The store answered and refused this process (another job's token): that is the cause, not a missing rank 0.
+    if (std::string_view(e.what()).find("refused this client") != std::string_view::npos) {
+      RT_THROW(CommError, "rank ", process_.rank, " cannot join the job: ", e.what());
     }
     RT_THROW(CommError, "rank ", process_.rank, " cannot reach the job's store at ", process_.master_addr, ":",
              process_.master_port, ", which rank 0 hosts: rank 0 did not start (or failed before it could), or the "
