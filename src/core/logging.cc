@@ -1,6 +1,7 @@
 #include "ringtrain/core/logging.h"
 
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -14,13 +15,32 @@ std::once_flag g_init_once;
 std::mutex g_prefix_mu;
 std::string g_prefix;  // guarded by g_prefix_mu
 
+std::string patternWith(const std::string& prefix) { return "%H:%M:%S.%e %^%L%$ " + prefix + "%v"; }
+
 void applyPattern(const std::string& prefix) {
   std::lock_guard<std::mutex> lock(g_prefix_mu);
   g_prefix = prefix;
-  spdlog::set_pattern("%H:%M:%S.%e %^%L%$ " + prefix + "%v");
+  logger().set_pattern(patternWith(prefix));
 }
 
 }  // namespace
+
+namespace {
+// Not in spdlog's registry (until init() makes it the default): spdlog::set_level and set_pattern, a
+// program's own, leave it alone, as setLevel leaves the program's loggers alone.
+const std::shared_ptr<spdlog::logger>& ownLogger() {
+  static const std::shared_ptr<spdlog::logger> ours = [] {
+    auto made = std::make_shared<spdlog::logger>("ringtrain", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    made->set_pattern(patternWith(""));
+    const char* env = std::getenv("RINGTRAIN_LOG_LEVEL");
+    if (env != nullptr && isValidLevel(env)) made->set_level(spdlog::level::from_str(env));
+    return made;
+  }();
+  return ours;
+}
+}  // namespace
+
+spdlog::logger& logger() { return *ownLogger(); }
 
 bool isValidLevel(const std::string& level) {
   return level == "trace" || level == "debug" || level == "info" || level == "warn" || level == "error" ||
@@ -31,7 +51,7 @@ void setLevel(const std::string& level) {
   if (!isValidLevel(level)) {
     RT_THROW(ConfigError, "unknown log level '", level, "' (use trace, debug, info, warn, error or off)");
   }
-  spdlog::set_level(spdlog::level::from_str(level));
+  logger().set_level(spdlog::level::from_str(level));
 }
 
 void setConfiguredLevel(const std::string& level, const std::string& default_level) {
@@ -41,15 +61,14 @@ void setConfiguredLevel(const std::string& level, const std::string& default_lev
 
 void init() {
   std::call_once(g_init_once, [] {
-    spdlog::set_default_logger(spdlog::stderr_color_mt("ringtrain"));
-    applyPattern("");
+    spdlog::set_default_logger(ownLogger());
+    // A level that is none is said (ConfigError), as the executables always did.
     if (const char* env = std::getenv("RINGTRAIN_LOG_LEVEL"); env && *env) setLevel(env);
   });
 }
 
 void useSink(spdlog::sink_ptr sink) {
-  init();
-  spdlog::default_logger()->sinks() = {std::move(sink)};
+  logger().sinks() = {std::move(sink)};
   std::string prefix;
   {
     std::lock_guard<std::mutex> lock(g_prefix_mu);
@@ -59,7 +78,6 @@ void useSink(spdlog::sink_ptr sink) {
 }
 
 void setRank(int rank, int world_size) {
-  init();
   applyPattern(rank < 0 ? std::string() : "[rank " + std::to_string(rank) + "/" + std::to_string(world_size) + "] ");
 }
 

@@ -13,12 +13,12 @@ TEST(Logging, TheEnvironmentWinsOverTheDefaultLevelNotOverANamedOne) {
   log::init();
   ::setenv("RINGTRAIN_LOG_LEVEL", "warn", 1);
   log::setConfiguredLevel("info", "info");  // the job left log.level alone
-  EXPECT_EQ(spdlog::get_level(), spdlog::level::warn);
+  EXPECT_EQ(log::logger().level(), spdlog::level::warn);
   log::setConfiguredLevel("debug", "info");  // the job asked for debug
-  EXPECT_EQ(spdlog::get_level(), spdlog::level::debug);
+  EXPECT_EQ(log::logger().level(), spdlog::level::debug);
   ::unsetenv("RINGTRAIN_LOG_LEVEL");
   log::setConfiguredLevel("info", "info");
-  EXPECT_EQ(spdlog::get_level(), spdlog::level::info);
+  EXPECT_EQ(log::logger().level(), spdlog::level::info);
 }
 
 }  // namespace

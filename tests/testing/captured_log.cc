@@ -6,6 +6,8 @@
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "ringtrain/core/logging.h"
+
 namespace ringtrain::testing {
 
 // A sink that appends to a string under the sink's own mutex, which text() takes too.
@@ -28,10 +30,10 @@ class CapturedLog::Sink : public spdlog::sinks::base_sink<std::mutex> {
   std::string text_;
 };
 
-CapturedLog::CapturedLog() : sink_(std::make_shared<Sink>()) { spdlog::default_logger()->sinks().push_back(sink_); }
+CapturedLog::CapturedLog() : sink_(std::make_shared<Sink>()) { log::logger().sinks().push_back(sink_); }
 
 CapturedLog::~CapturedLog() {
-  auto& sinks = spdlog::default_logger()->sinks();
+  auto& sinks = log::logger().sinks();
   sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
 }
 

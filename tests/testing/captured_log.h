@@ -1,4 +1,4 @@
-// What the default logger says while a CapturedLog lives, kept beside its usual output for a test to read.
+// What ringtrain's logger (log::logger()) says while a CapturedLog lives, kept beside its usual output for a test to read.
 //
 // spdlog's list of sinks is not guarded: adding or removing one while another thread logs is a data race
 // (ThreadSanitizer reports it). Make the CapturedLog before the threads whose words it keeps start (a server,

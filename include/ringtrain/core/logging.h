@@ -4,12 +4,18 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
 namespace ringtrain::log {
 
-// Creates the process-wide logger (stderr) if needed and applies RINGTRAIN_LOG_LEVEL when set.
+// ringtrain's own logger, "ringtrain", to stderr in ringtrain's format (RINGTRAIN_LOG_LEVEL's level when set),
+// made on first use. A program that uses ringtrain as a library keeps its own spdlog settings: ringtrain
+// neither replaces spdlog's default logger nor sets the pattern or level of the program's loggers, and its
+// warnings reach stderr in its own format without any call.
+spdlog::logger& logger();
+// For ringtrain's executables: makes logger() spdlog's default logger as well.
 void init();
 // Sets "[rank R/N]" as the prefix of every following line; rank < 0 removes it.
 void setRank(int rank, int world_size);
@@ -27,10 +33,20 @@ bool isValidLevel(const std::string& level);
 }  // namespace ringtrain::log
 
 namespace ringtrain {
-// Shorthands; they use spdlog's default logger, which log::init() configures.
-using spdlog::debug;
-using spdlog::error;
-using spdlog::info;
-using spdlog::trace;
-using spdlog::warn;
+// Shorthands, as spdlog's own (a format and its arguments, or one message), through log::logger().
+#define RINGTRAIN_LOG_SHORTHAND(level)                                           \
+  template <typename... Args>                                                   \
+  void level(spdlog::format_string_t<Args...> format, Args&&... args) {         \
+    log::logger().level(format, std::forward<Args>(args)...);                  \
+  }                                                                             \
+  template <typename T>                                                         \
+  void level(const T& message) {                                                \
+    log::logger().level(message);                                               \
+  }
+RINGTRAIN_LOG_SHORTHAND(trace)
+RINGTRAIN_LOG_SHORTHAND(debug)
+RINGTRAIN_LOG_SHORTHAND(info)
+RINGTRAIN_LOG_SHORTHAND(warn)
+RINGTRAIN_LOG_SHORTHAND(error)
+#undef RINGTRAIN_LOG_SHORTHAND
 }  // namespace ringtrain
