@@ -49,7 +49,14 @@ int hexValue(char c) {
 }
 
 // Splits "a=1&b=x%20y" into decoded pairs; false on a malformed escape.
-bool parseQuery(std::string_view text, std::multimap<std::string, std::string>& out) {
+// Decodes the query into `out`: "" when it decodes, else why not, naming the component (cut to 100 bytes:
+// the answer should not echo a megabyte someone sent).
+std::string parseQuery(std::string_view text, std::multimap<std::string, std::string>& out) {
+  const auto malformed = [](std::string_view component) {
+    constexpr size_t kShown = 100;
+    return "malformed percent-escape in the query's '" + std::string(component.substr(0, kShown)) +
+           (component.size() > kShown ? "..." : "") + "' (a '%' comes before two hexadecimal digits)";
+  };
   while (!text.empty()) {
     const size_t amp = text.find('&');
     const std::string_view pair = text.substr(0, amp);
@@ -57,11 +64,13 @@ bool parseQuery(std::string_view text, std::multimap<std::string, std::string>& 
     if (pair.empty()) continue;
     const size_t eq = pair.find('=');
     std::string name, value;
-    if (!decodeQueryComponent(pair.substr(0, eq), name)) return false;
-    if (eq != std::string_view::npos && !decodeQueryComponent(pair.substr(eq + 1), value)) return false;
+    if (!decodeQueryComponent(pair.substr(0, eq), name)) return malformed(pair.substr(0, eq));
+    if (eq != std::string_view::npos && !decodeQueryComponent(pair.substr(eq + 1), value)) {
+      return malformed(pair.substr(eq + 1));
+    }
     out.emplace(std::move(name), std::move(value));  // a multimap keeps a repeated name's values in order
   }
-  return true;
+  return "";
 }
 
 }  // namespace
@@ -127,9 +136,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     if (--in_flight == 0) state_cv.notify_all();
   }
   // on_error's answer, or a plain one if it throws.
-  HttpResponse layerAnswer(int status, const std::string& path) noexcept {
+  HttpResponse layerAnswer(int status, const std::string& path, const std::string& detail = "") noexcept {
     try {
-      return on_error(status, path);
+      return on_error(status, path, detail);
     } catch (...) {
       return {status, "text/plain", ""};
     }
@@ -222,12 +231,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     const size_t q = target.find('?');
     request.path = std::string(target.substr(0, q));
     path_ = request.path;
-    const bool query_ok = q == std::string_view::npos || parseQuery(target.substr(q + 1), request.query);
+    const std::string query_error = q == std::string_view::npos ? "" : parseQuery(target.substr(q + 1), request.query);
     if (const auto it = req.find(http::field::authorization); it != req.end()) request.authorization = std::string(view(it->value()));
     request.authorization_count = static_cast<int>(req.count(http::field::authorization));
     request.body = std::move(req.body());
     startRequest([&](HttpReply reply) {
-      if (!query_ok) return reply(server_->layerAnswer(400, request.path));
+      if (!query_error.empty()) return reply(server_->layerAnswer(400, request.path, query_error));
       try {
         server_->handler(request, reply);
       } catch (const std::exception& e) {

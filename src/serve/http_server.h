@@ -74,8 +74,9 @@ class HttpServer {
   // Runs on an I/O thread and must not block it. It may reply at once or keep `reply` and call it later;
   // an exception it throws is answered with on_error(500).
   using Handler = std::function<void(const HttpRequest&, HttpReply)>;
-  // The answer for a status the layer decides itself; `path` is "" when the request line was unreadable.
-  using ErrorHandler = std::function<HttpResponse(int status, const std::string& path)>;
+  // The answer for a status the layer decides itself; `path` is "" when the request line was unreadable;
+  // `detail` says more where the layer knows it ("malformed percent-escape ..."), else "".
+  using ErrorHandler = std::function<HttpResponse(int status, const std::string& path, const std::string& detail)>;
   // Told of every answer as it is handed to the socket (on an I/O thread): the request's path, the
   // status, and the seconds from the request being read to its answer being ready. Only that answer
   // counts: a reply that arrives after the layer answered 503 is neither sent nor reported.

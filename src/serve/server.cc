@@ -739,7 +739,9 @@ void Server::start() {
   http.stop_timeout = kScoreTimeout + std::chrono::seconds(5);
   s.http = std::make_unique<HttpServer>(
       http, [this](const HttpRequest& req, HttpReply reply) { impl_->handle(req, reply); },
-      [this](int status, const std::string&) { return errorResponse(status, layerMessage(status)); },
+      [this](int status, const std::string&, const std::string& detail) {
+        return errorResponse(status, detail.empty() ? layerMessage(status) : layerMessage(status) + ": " + detail);
+      },
       [this](const std::string& path, int status, double seconds) {
         // /recommend's latency histogram covers request read to answer ready, batching wait included.
         const std::string endpoint = endpointOf(path);

@@ -36,8 +36,9 @@ class HttpServerTest : public ::testing::Test {
   void start(HttpServer::Handler handler) {
     server_ = std::make_unique<HttpServer>(
         options_, std::move(handler),
-        [](int status, const std::string& path) {
-          return HttpResponse{status, "text/plain", "layer " + std::to_string(status) + " " + path};
+        [](int status, const std::string& path, const std::string& detail) {
+          return HttpResponse{status, "text/plain",
+                              "layer " + std::to_string(status) + " " + path + (detail.empty() ? "" : ": " + detail)};
         },
         [this](const std::string& path, int status, double) {
           std::lock_guard<std::mutex> lock(mu_);
@@ -165,6 +166,11 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsItself) {
   EXPECT_NE(garbage.find(" 400 "), std::string::npos) << garbage;
   const std::string bad_escape = raw("GET /p?a=%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_NE(bad_escape.find(" 400 "), std::string::npos) << bad_escape;
+  // Said why: the component, and what an escape is (it used to be a bare "bad request").
+  EXPECT_NE(bad_escape.find("layer 400 /p: malformed percent-escape in the query's '%zz' (a '%' comes before two "
+                            "hexadecimal digits)"),
+            std::string::npos)
+      << bad_escape;
   const std::string huge_header = raw("GET / HTTP/1.1\r\nX-Big: " + std::string(20000, 'h') + "\r\n\r\n");
   EXPECT_NE(huge_header.find(" 431 "), std::string::npos) << huge_header;
   // Refused before the parser read the request line, the path still names the endpoint (its metrics),
@@ -307,7 +313,8 @@ TEST_F(HttpServerTest, APortInUseIsAConfigError) {
   HttpServerOptions same = options_;
   same.port = server_->port();
   HttpServer second(same, [](const HttpRequest&, HttpReply reply) { reply({}); },
-                    [](int status, const std::string&) { return HttpResponse{status, "text/plain", ""}; }, nullptr);
+                    [](int status, const std::string&, const std::string&) { return HttpResponse{status, "text/plain", ""}; },
+                    nullptr);
   EXPECT_THROW(second.start(), ConfigError);
   // The failed start let its socket go: once the port is free, the same server starts on it.
   server_->stop();

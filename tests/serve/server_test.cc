@@ -808,7 +808,8 @@ TEST(ServeCommandTest, APortInUseIsRefusedBeforeTheModelLoads) {
   HttpServerOptions busy_options;
   busy_options.port = 0;
   HttpServer busy(busy_options, [](const HttpRequest&, HttpReply reply) { reply({}); },
-                  [](int status, const std::string&) { return HttpResponse{status, "text/plain", ""}; }, nullptr);
+                  [](int status, const std::string&, const std::string&) { return HttpResponse{status, "text/plain", ""}; },
+                  nullptr);
   busy.start();
   ringtrain::testing::CommandOptions options;
   options.timeout = std::chrono::seconds(30);
