@@ -201,7 +201,14 @@ bool applyYaml(JobConfig& config, const std::string& file_text, const std::strin
                it->second.line + 1, ")");
     }
   };
+  // A name written as a list or mapping ("[a]: 2") has no Scalar(): said as what it is, not as a missing name.
+  const auto refuseUnnamed = [&](const YAML::Node& name, const std::string& what) {
+    if (!name.IsSequence() && !name.IsMap()) return;  // a null name is said as missing, below
+    RT_THROW(ConfigError, located(origin, name.Mark()), ": ", what, " named by a ", name.IsSequence() ? "list" : "mapping",
+             "; a name is a word (run, data.batch_size)");
+  };
   for (const auto& section_entry : root) {
+    refuseUnnamed(section_entry.first, "a section");
     const std::string section = section_entry.first.Scalar();
     const YAML::Node& body = section_entry.second;
     const std::string where = located(origin, section_entry.first.Mark());
@@ -223,6 +230,7 @@ bool applyYaml(JobConfig& config, const std::string& file_text, const std::strin
     if (body.IsNull()) continue;
     if (!body.IsMap()) RT_THROW(ConfigError, where, ": ", section, ": expected a mapping of keys");
     for (const auto& entry : body) {
+      refuseUnnamed(entry.first, section + ": a key");
       const std::string key = entry.first.Scalar();
       const std::string key_where = located(origin, entry.first.Mark());
       if (key.empty()) RT_THROW(ConfigError, key_where, ": ", section, ": a key without a name ('', '~' or 'null')");

@@ -214,6 +214,12 @@ TEST(Config, APlusSignedIntegerReadsAndANulInAStringIsRefused) {
   EXPECT_EQ(loadString("run:\n  output_dir: \"out/tab\\there\"\n", "job.yaml").run.output_dir, "out/tab\there");
 }
 
+// A name written as a list or mapping is said to be one (it was "a key without a name").
+TEST(Config, ANameThatIsAListOrMappingIsSaidToBeOne) {
+  EXPECT_THAT(errorOf("run:\n  [a]: 2\n"), HasSubstr("job.yaml:2: run: a key named by a list; a name is a word"));
+  EXPECT_THAT(errorOf("{a: 1}: 2\n"), HasSubstr("job.yaml:1: a section named by a mapping"));
+}
+
 TEST(Config, KeyInTheWrongSectionNamesWhereItBelongs) {
   EXPECT_THAT(errorOf("run:\n  batch_size: 3\n"), HasSubstr("did you mean 'data.batch_size'"));
 }
