@@ -28,15 +28,17 @@ void applyPattern(const std::string& prefix) {
 namespace {
 // Not in spdlog's registry (until init() makes it the default): spdlog::set_level and set_pattern, a
 // program's own, leave it alone, as setLevel leaves the program's loggers alone.
+// Never destroyed: a thread still running at exit (a loader worker left behind, a detached helper) may log
+// after static destructors ran.
 const std::shared_ptr<spdlog::logger>& ownLogger() {
-  static const std::shared_ptr<spdlog::logger> ours = [] {
+  static const auto* const ours = new std::shared_ptr<spdlog::logger>([] {
     auto made = std::make_shared<spdlog::logger>("ringtrain", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     made->set_pattern(patternWith(""));
     const char* env = std::getenv("RINGTRAIN_LOG_LEVEL");
     if (env != nullptr && isValidLevel(env)) made->set_level(spdlog::level::from_str(env));
     return made;
-  }();
-  return ours;
+  }());
+  return *ours;
 }
 }  // namespace
 
