@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/quoted.h"
 #include "ringtrain/core/error.h"
 #include "ringtrain/core/file_target.h"
 #include "ringtrain/core/logging.h"
@@ -113,8 +114,8 @@ void refuseItemsCopyAsExport(const std::string& key, const std::string& out) {
 
 namespace {
 // "" when the items files `there` and `here` name every one of `tokens` alike (name, category and key, by the
-// rule the server and `neighbors` read them with), else the first item they name otherwise, as a phrase.
-// A `there` that cannot be read names nothing alike.
+// rule the server and `neighbors` read them with), else the first item they name otherwise, as a phrase. An
+// empty `here` names nothing. A `there` that cannot be read names nothing alike.
 std::string namingDifference(const std::string& there, const std::string& here, const std::vector<std::string>& tokens) {
   std::unordered_map<std::string, int64_t> row_of;
   for (size_t i = 0; i < tokens.size(); ++i) row_of.emplace(tokens[i], static_cast<int64_t>(i));
@@ -129,17 +130,24 @@ std::string namingDifference(const std::string& there, const std::string& here, 
   } catch (const DataError& e) {
     return std::string("it cannot be read: ") + e.what();
   }
-  const data::TokenNames ours = data::nameTokens(here, rows, find);
-  const auto said = [](const std::string& name) { return name.empty() ? std::string("unnamed") : "'" + name + "'"; };
+  data::TokenNames ours;
+  ours.names.assign(tokens.size(), "");
+  ours.categories.assign(tokens.size(), "");
+  ours.keys.assign(tokens.size(), "");
+  if (!here.empty()) ours = data::nameTokens(here, rows, find);
+  using ::ringtrain::detail::printable;
+  const auto said = [](const std::string& name) { return name.empty() ? std::string("unnamed") : "'" + printable(name) + "'"; };
   for (size_t r = 0; r < tokens.size(); ++r) {
     if (theirs.names[r] == ours.names[r] && theirs.categories[r] == ours.categories[r] && theirs.keys[r] == ours.keys[r]) {
       continue;
     }
     if (theirs.names[r] != ours.names[r]) {
-      return "item '" + tokens[r] + "' is " + said(theirs.names[r]) + " there and " + said(ours.names[r]) + " here";
+      return "item '" + printable(tokens[r]) + "' is " + said(theirs.names[r]) + " there and " + said(ours.names[r]) +
+             " here";
     }
-    return "item '" + tokens[r] + "' has category '" + theirs.categories[r] + "' and key '" + theirs.keys[r] +
-           "' there, '" + ours.categories[r] + "' and '" + ours.keys[r] + "' here";
+    return "item '" + printable(tokens[r]) + "' has category '" + printable(theirs.categories[r]) + "' and key '" +
+           printable(theirs.keys[r]) + "' there, '" + printable(ours.categories[r]) + "' and '" +
+           printable(ours.keys[r]) + "' here";
   }
   return "";
 }
@@ -160,18 +168,35 @@ void ItemsBeside::stage(const std::string& export_path, bool replace, const std:
   const std::string& items_path = items_path_;
   namespace fs = std::filesystem;
   std::error_code ec;
+  const bool have_items = !items_path.empty() && fs::is_regular_file(items_path, ec);
   // An export to a device or pipe (-o /dev/stdout) has no folder of its own to name items in; one not
   // written yet does.
-  if (items_path.empty() || !fs::is_regular_file(items_path, ec)) return;
   if (fs::exists(export_path, ec) && !fs::is_regular_file(export_path, ec)) return;
   const fs::path target = itemsCopyPath(export_path, ec);
   if (ec) return;
-  if (fs::exists(target, ec) && !fs::is_regular_file(target, ec)) {
-    warn("{} is not a file (a directory?): serve and neighbors find no names there; give them --items {}",
-         target.string(), items_path);
+  const bool target_exists = fs::exists(target, ec);
+  if (target_exists && !fs::is_regular_file(target, ec)) {
+    if (have_items) {
+      warn("{} is not a file (a directory?): serve and neighbors find no names there; give them --items {}",
+           target.string(), items_path);
+    }
     return;
   }
-  if (fs::exists(target, ec)) {
+  if (!have_items) {
+    // No names to put there (data.items: none, or not found): an items.tsv already there would name the new
+    // vectors with what it says, an older run's names most often.
+    if (!target_exists) return;
+    if (tokens != nullptr) {
+      const std::string difference = namingDifference(target.string(), "", *tokens);
+      if (difference.empty()) return;  // it names none of them
+      RT_THROW(ConfigError, target.string(), " names the exported items (", difference, "), and this job has no "
+               "items file to put in its place: serve and neighbors, which read the items.tsv beside the vectors, "
+               "would show them under its names; export into another folder, or remove ", target.string());
+    }
+    if (replace) stale_ = target.string();  // an earlier run's copy in the run's own folder: place() removes it
+    return;
+  }
+  if (target_exists) {
     if (fs::equivalent(target, items_path, ec) || sameBytes(target, items_path)) return;
     if (tokens != nullptr) {
       const std::string difference = namingDifference(target.string(), items_path, *tokens);
@@ -211,6 +236,17 @@ void ItemsBeside::warnNotCopied(const std::string& reason) const {
 ItemsBeside::~ItemsBeside() = default;
 
 void ItemsBeside::place() {
+  if (!stale_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(stale_, ec);
+    if (ec) {
+      warn("cannot remove {}, an earlier run's names, from beside the vectors ({}): serve and neighbors would read "
+           "them; this job has no items file", stale_, ec.message());
+    } else {
+      info("removed {}, an earlier run's names, from beside the vectors: this job has no items file", stale_);
+    }
+    stale_.clear();
+  }
   if (not_staged_) warnNotCopied(*std::exchange(not_staged_, std::nullopt));
   if (!staged_) return;
   const std::unique_ptr<AtomicFile> copy = std::move(staged_);

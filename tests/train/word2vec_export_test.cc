@@ -344,6 +344,15 @@ TEST_F(Word2VecTest, ItemsBesideAreStagedAndPlacedAfterTheExport) {
   names.place();
   EXPECT_EQ(read("run/items.tsv"), read("new.tsv"));
   EXPECT_EQ(entries(), 1u);
+  // A run with no items file (data.items: none): the earlier run's names would name its vectors, so they go,
+  // once the export is written.
+  {
+    ItemsBeside failed(dir_ + "/run/embeddings.txt", "", /*replace=*/true);
+  }
+  EXPECT_TRUE(fs::exists(dir_ + "/run/items.tsv")) << "removed before the export was written";
+  ItemsBeside none(dir_ + "/run/embeddings.txt", "", /*replace=*/true);
+  none.place();
+  EXPECT_FALSE(fs::exists(dir_ + "/run/items.tsv"));
 }
 
 // A folder that cannot be made (under /proc) fails the export itself: that is all that is said, not a warning
@@ -409,6 +418,23 @@ TEST_F(Word2VecTest, ExportPutsTheJobsItemsBesideTheVectors) {
   EXPECT_EQ(read("other/items.tsv"), catalogue);
   EXPECT_TRUE(fs::exists(dir_ + "/other/vectors.txt"));
   EXPECT_EQ(kept.err.find("items.tsv"), std::string::npos) << kept.err;
+  // With no items file at all (the checkpoint's job's gone, this one's data.items: none), one there that
+  // names an exported item would name the new vectors: refused too. One that names none of them is no harm.
+  fs::rename(dir_ + "/data/items.tsv", dir_ + "/data/items.away");
+  write("none.yaml", "run:\n  output_dir: " + dir_ + "/run\ndata:\n  corpus: " + dir_ + "/data/corpus.txt\n  items: none\n");
+  const auto unnamed = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/none.yaml", "-o",
+                                            dir_ + "/other/vectors2.txt"});
+  EXPECT_EQ(unnamed.exit_code, 2) << unnamed.err;
+  EXPECT_NE(unnamed.err.find(dir_ + "/other/items.tsv names the exported items (item 'apple' is 'Red apple' there and "
+                             "unnamed here), and this job has no items file to put in its place"),
+            std::string::npos)
+      << unnamed.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/other/vectors2.txt"));
+  write("other/items.tsv", "id\tkey\tname\tcategory\nplum\tSKU-9\tPlum\tfruit\n");
+  const auto unrelated = testing::runCommand({testing::binPath("ringtrain"), "export", dir_ + "/none.yaml", "-o",
+                                              dir_ + "/other/vectors2.txt"});
+  EXPECT_TRUE(unrelated.ok()) << unrelated.err;
+  fs::rename(dir_ + "/data/items.away", dir_ + "/data/items.tsv");
 
   // Into a directory the export makes: the names are there too. Beside a directory named items.tsv: said
   // as what it is.

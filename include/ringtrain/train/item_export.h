@@ -43,14 +43,16 @@ struct ExportSummary {
 // the same bytes is there already (or is the file itself); one holding something else is replaced only with
 // `replace` (the training job's own output directory, where it is an earlier run's copy), else left alone
 // with a warning naming both; one that is not a file (a directory) is warned about; `items_path` is empty or
-// not a file; `export_path` is a device or pipe. A copy that fails is warned about: the export itself stands.
+// not a file (then an earlier run's items.tsv is removed by place() with `replace`, as it would name the new
+// vectors); `export_path` is a device or pipe. A copy that fails is warned about: the export itself stands.
 class ItemsBeside {
  public:
   ItemsBeside(const std::string& export_path, const std::string& items_path, bool replace = false);
   // `ringtrain export`'s: an items.tsv there that names any of `tokens` (the exported items) otherwise than
-  // `items_path` does (another name, category or key, or none) is refused (ConfigError, before anything is
-  // written): a server watching the folder would serve the new vectors under its names. One that names them
-  // alike (a catalogue covering them) is left alone without a word.
+  // `items_path` does (another name, category or key, or none; any name at all where `items_path` is empty
+  // or not a file) is refused (ConfigError, before anything is written): a server watching the folder would
+  // serve the new vectors under its names. One that names them alike (a catalogue covering them) is left
+  // alone without a word.
   ItemsBeside(const std::string& export_path, const std::string& items_path, const std::vector<std::string>& tokens);
   ~ItemsBeside();  // removes a copy not placed (AtomicFile's destructor)
   ItemsBeside(const ItemsBeside&) = delete;
@@ -64,6 +66,8 @@ class ItemsBeside {
 
   std::string items_path_;
   std::unique_ptr<AtomicFile> staged_;  // the copy, written and not yet committed; null when nothing is to be placed
+  // An earlier run's items.tsv in the run's own folder (`replace`) where this job has none: removed by place().
+  std::string stale_;
   std::string target_;
   // Why the copy could not be staged: said by place(), after the export, so that an export that fails (the
   // same folder, most often) says so alone.
