@@ -231,8 +231,9 @@ std::string ArrivalBoard::describeFailedPeers() {
 
 std::string ArrivalBoard::describeBrokenPeers(std::string_view said) {
   std::string failed = describeFailedPeers();
-  std::string stuck = describeStuckNeighbours(/*known_only=*/false, said);
-  if (failed.empty() && stuck.empty()) {
+  bool already_said = false;
+  std::string stuck = describeStuckNeighbours(/*known_only=*/false, said, &already_said);
+  if (failed.empty() && stuck.empty() && !already_said) {
     // A process's sockets close as it begins to exit, a moment before its state says it has: once, on the
     // error path only.
     std::this_thread::sleep_for(kStragglerGrace);
@@ -243,7 +244,19 @@ std::string ArrivalBoard::describeBrokenPeers(std::string_view said) {
   return failed;
 }
 
-std::string ArrivalBoard::describeStuckNeighbours(bool known_only, std::string_view said) {
+namespace {
+// Whether `said` says process `pid` is gone: "(pid N)" and, before the clause ends (';'), "gone".
+bool saysGone(std::string_view said, pid_t pid) {
+  const std::string mark = "(pid " + std::to_string(pid) + ")";
+  for (size_t at = said.find(mark); at != std::string_view::npos; at = said.find(mark, at + 1)) {
+    const std::string_view clause = said.substr(at, said.find(';', at) - at);
+    if (clause.find("gone") != std::string_view::npos) return true;
+  }
+  return false;
+}
+}  // namespace
+
+std::string ArrivalBoard::describeStuckNeighbours(bool known_only, std::string_view said, bool* left_out) {
   const std::string mine = processAddress();
   const std::string machine = mine.substr(0, mine.find(' '));
   std::ostringstream out;
@@ -269,7 +282,10 @@ std::string ArrivalBoard::describeStuckNeighbours(bool known_only, std::string_v
       const pid_t pid = static_cast<pid_t>(std::stol(address.substr(space + 1)));
       const std::string state = processState(pid);
       if (!isStuckState(state)) continue;
-      if (state == "gone" && said.find("(pid " + std::to_string(pid) + ") is gone") != std::string_view::npos) continue;
+      if (state == "gone" && saysGone(said, pid)) {
+        if (left_out != nullptr) *left_out = true;
+        continue;
+      }
       out << (named++ ? ", " : "") << "rank " << r << "'s process (pid " << pid << ", this machine) is " << state
           << (state == "in uninterruptible I/O" ? " (a hung file system or device?)" : "");
     }

@@ -55,8 +55,9 @@ class ArrivalBoard {
   std::string describeFailedPeers();
   // For a broken connection: describeFailedPeers(), and the ranks on this machine whose process is stopped
   // or gone (a rank killed outright records no failure, and its peers see only a reset connection); when
-  // neither says anything, asked again once after a short grace. A process that `said` already names as
-  // gone ("(pid 42) is gone", the same-host path's words) is not named again. Never throws.
+  // neither says anything, asked again once after a short grace. A process that `said` (the failure's own
+  // words) already says is gone ("(pid 42) is gone", "(pid 42) failed: ... (the process is gone)") is not
+  // named again, nor waited for. Never throws.
   std::string describeBrokenPeers(std::string_view said = {});
 
   // What the board's failure listener does with the process's first recorded failure: publishes it for the
@@ -75,7 +76,8 @@ class ArrivalBoard {
   std::optional<std::string> readIfSet(const std::string& key);
   // "rank 1's process (pid 42, this machine) is stopped, ..." for the stuck ranks on this machine, or "".
   // `known_only`: from the addresses read early only, without the store. Never throws ("" then).
-  std::string describeStuckNeighbours(bool known_only = false, std::string_view said = {});
+  // `said`: see describeBrokenPeers; `left_out`, when given, is set when a process was left out for it.
+  std::string describeStuckNeighbours(bool known_only = false, std::string_view said = {}, bool* left_out = nullptr);
   // Reads the peers' addresses not yet known; true once every peer's is known.
   bool readPeerAddresses();
 

@@ -23,6 +23,7 @@ namespace ringtrain::comm {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 // A store whose host is gone: every call fails.
@@ -88,6 +89,16 @@ TEST(ArrivalBoard, NamesRanksOfThisMachineWhoseProcessIsStopped) {
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
   EXPECT_THAT(zero.describeMissing(5), HasSubstr("rank 1's process (pid " + std::to_string(child) + ", this machine) is gone"));
+  // A broken connection's diagnosis leaves out a process the failure's own words already say is gone, in
+  // either same-host wording; another pid's words do not count.
+  const std::string gone = "rank 1's process (pid " + std::to_string(child) + ", this machine) is gone";
+  const std::string pid = "(pid " + std::to_string(child) + ")";
+  EXPECT_THAT(zero.describeBrokenPeers("waiting for rank 1: its process " + pid + " is gone"), Not(HasSubstr(gone)));
+  EXPECT_THAT(zero.describeBrokenPeers("same-host copy of 8 bytes from rank 1 " + pid +
+                                       " failed: No such process (the process is gone)"),
+              Not(HasSubstr(gone)));
+  EXPECT_THAT(zero.describeBrokenPeers("waiting for rank 1: its process (pid 1) is gone"), HasSubstr(gone));
+  EXPECT_THAT(zero.describeBrokenPeers("rank 1 " + pid + " is slow; something else is gone"), HasSubstr(gone));
 }
 
 // The process's first recorded failure reaches the peers through the board's listener (once per process: the

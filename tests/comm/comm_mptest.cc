@@ -105,7 +105,9 @@ TEST(CommProcesses, GlooRankThatExitedFailsTheOthersAtOnce) {
   // The first failing rank is reported (ringrun then stops the rest); it names the collective and rank 2.
   EXPECT_NE(all.find("allreduce(float32, 1 elements, sum) (collective #1) failed on rank"), std::string::npos) << all;
   EXPECT_NE(all.find("rank 2"), std::string::npos) << all;
-  // A process the failure itself says is gone is not said gone again by the diagnosis after it.
+  // A process the failure itself says is gone (the same-host notices, checked first) is not said gone again by
+  // the diagnosis after it.
+  EXPECT_THAT(all, ::testing::ContainsRegex("waiting for rank 2: its process \\(pid [0-9]+\\) is gone"));
   EXPECT_FALSE(std::regex_search(all, std::regex(R"(\(pid ([0-9]+)\) is gone[^\n]*\(pid \1, this machine\) is gone)")))
       << all;
 }
