@@ -29,7 +29,9 @@ std::string commandProblem(const CLI::App& app, int argc, char** argv) {
   const CLI::App* at = &app;
   std::string path = "ringtrain";
   for (int i = 1;; ++i) {
-    const std::vector<const CLI::App*> subs = at->get_subcommands([](const CLI::App*) { return true; });
+    // Option groups are nameless subcommands to CLI11: not commands.
+    const std::vector<const CLI::App*> subs =
+        at->get_subcommands([](const CLI::App* sub) { return !sub->get_name().empty(); });
     if (subs.empty()) return "";
     std::string known;
     for (const CLI::App* sub : subs) known += (known.empty() ? "" : ", ") + sub->get_name();

@@ -17,7 +17,9 @@ namespace ringtrain::serve {
 // Once the queue is empty after destroying something, the thread gives the freed memory back to the system
 // (releaseFreedMemory): the server keeps freed memory in the process for its request buffers
 // (keepFreedMemoryInProcess), so each reload used to leave a model's worth of it resident (a 200,000 x 64
-// model: 330 MB at start, 710 MB after 6 reloads).
+// model: 330 MB at start, 710 MB after 6 reloads). A trim takes each malloc arena's lock in turn while it
+// walks it (milliseconds for a model's heap); a request thread allocating from the same arena meanwhile
+// waits that long, once per reload.
 //
 // Thread-safe. The destructor destroys what is still queued and joins the thread; a tracked pointer
 // released after that is destroyed by the releasing thread, as if untracked.

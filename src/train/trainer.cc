@@ -66,6 +66,14 @@ constexpr char kBasketsAsSets[] = "sets";
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double millis(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// Whether two paths name one file ("data/x.txt" and "./data/x.txt"), as far as the names tell: resolved
+// where they exist, compared as written where they do not.
+bool samePath(const std::string& a, const std::string& b) {
+  std::error_code ec_a, ec_b;
+  const auto ra = std::filesystem::weakly_canonical(a, ec_a), rb = std::filesystem::weakly_canonical(b, ec_b);
+  return ec_a || ec_b ? a == b : ra == rb;
+}
+
 std::string outputPath(const config::JobConfig& job, const std::string& name) {
   return (std::filesystem::path(job.run.output_dir) / name).string();
 }
@@ -177,7 +185,9 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
   }
   const bool generated = stored.data.corpus.empty();  // then the corpus is made from synthetic.* and run.seed
   std::string list, sets;
+  std::optional<config::IdentityDifference> corpus;  // data.corpus, as printed, where it differs
   for (const config::IdentityDifference& d : config::identityDifferences(stored, job)) {
+    if (d.key == "data.corpus") corpus = d;
     const bool shapes_split = d.key == "data.context" || d.key == "data.min_count" || d.key == "data.skip_bad_lines" ||
                               d.key == "data.eval_fraction" || d.key == "data.split_seed" ||
                               d.key == "data.eval_hide_last" ||
@@ -192,12 +202,11 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
   if (!list.empty() && generated && !job.data.corpus.empty()) {
     list = "data.corpus is \"\" (generated) there and " + job.data.corpus + " here; " + list;
     sets = " --set data.corpus=" + sets;
-  } else if (!list.empty() && !generated && stored.data.corpus != job.data.corpus) {
+  } else if (!list.empty() && !generated && corpus && !samePath(stored.data.corpus, job.data.corpus)) {
     // Another path may be the same file moved (restoreModel then compares the items), or another corpus,
     // which the split's settings alone would not say.
-    list = "data.corpus is " + stored.data.corpus + " there and " + (job.data.corpus.empty() ? "\"\" (generated)" : job.data.corpus) +
-           " here; " + list;
-    sets = " --set data.corpus=" + stored.data.corpus + sets;
+    list = "data.corpus is " + corpus->first + " there and " + corpus->second + " here; " + list;
+    sets = " --set data.corpus=" + corpus->first + sets;
   }
   if (!list.empty()) {
     RT_THROW(DataError, "checkpoint ", path, " was trained on another corpus or held-out split (", list,
@@ -374,11 +383,12 @@ void warnOfAnotherBasketPairing(const Session& s, const Checkpoint& ckpt, const 
 // Why a checkpoint's items or lines are not the job's corpus: another file, where the job reads another path
 // than the one it was trained on (the configuration stored in it says which), else the file changed.
 std::string whyAnotherCorpus(const Checkpoint& ckpt, const config::JobConfig& job) {
+  if (ckpt.config_yaml.empty()) return "the corpus has changed since the checkpoint was written";  // too old to say
   try {
     std::vector<std::string> ignored;
     const config::JobConfig stored = config::loadStored(ckpt.config_yaml, "stored configuration", &ignored);
     const std::string trained_on = data::jobCorpusPath(stored), reads = data::jobCorpusPath(job);
-    if (trained_on != reads) {
+    if (!samePath(trained_on, reads)) {
       return "the checkpoint was trained on " + trained_on + " and this job reads " + reads;
     }
   } catch (const std::exception&) {  // an older or damaged stored configuration: the corpus is all there is

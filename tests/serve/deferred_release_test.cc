@@ -67,6 +67,7 @@ long residentKiB() {
 
 // The server keeps freed memory in the process (keepFreedMemoryInProcess), so a retired model's memory
 // stayed resident until trimmed: each reload used to add a model's worth.
+// (It sets the server's malloc settings for this process: ctest runs each test in a process of its own.)
 TEST(DeferredRelease, TheMemoryOfWhatItDestroysGoesBackToTheSystem) {
   if (!keepFreedMemoryInProcess()) GTEST_SKIP() << "RINGTRAIN_MALLOC_DEFAULTS is set, or not glibc's malloc";
   DeferredRelease release;

@@ -944,10 +944,17 @@ TEST(TrainJob, CheckpointOfAnotherCorpusIsRejectedNamingAnItem) {
   other.insert(other.end(), {"--set", "data.context=basket"});
   const auto split = runCommand(other, withDeadline(120));
   EXPECT_EQ(split.exit_code, 2) << split.err;
-  EXPECT_THAT(split.err, HasSubstr("(data.corpus is " + dir + "/data/sequences.txt there and " + dir +
-                                   "/more/sequences.txt here; data.context is \"window\" there and \"basket\" here)"));
-  EXPECT_THAT(split.err, HasSubstr("evaluate with the checkpoint's settings: --set data.corpus=" + dir +
-                                   "/data/sequences.txt --set data.context=\"window\""));
+  EXPECT_THAT(split.err, HasSubstr("(data.corpus is \"" + dir + "/data/sequences.txt\" there and \"" + dir +
+                                   "/more/sequences.txt\" here; data.context is \"window\" there and \"basket\" here)"));
+  EXPECT_THAT(split.err, HasSubstr("evaluate with the checkpoint's settings: --set data.corpus=\"" + dir +
+                                   "/data/sequences.txt\" --set data.context=\"window\""));
+  // The same file by another spelling is no other corpus: only the split setting is named.
+  std::vector<std::string> respelt = eval;
+  respelt.insert(respelt.end(), {"--set", "data.corpus=" + dir + "/data/../data/sequences.txt", "--set",
+                                 "data.context=basket"});
+  const auto same_file = runCommand(respelt, withDeadline(120));
+  EXPECT_EQ(same_file.exit_code, 2) << same_file.err;
+  EXPECT_THAT(same_file.err, HasSubstr("held-out split (data.context is \"window\" there and \"basket\" here)"));
   // Same settings, the file rewritten with more sessions: its item list differs.
   std::filesystem::copy_file(dir + "/more/sequences.txt", dir + "/data/sequences.txt",
                              std::filesystem::copy_options::overwrite_existing);
