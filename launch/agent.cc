@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -211,6 +212,45 @@ class EndWatcher {
   std::string value_;  // guarded by mu_
   std::string error_;  // guarded by mu_
   std::thread thread_;
+};
+
+// How long this process stood still: a thread that only wakes every 100 ms and keeps the longest gap between
+// two wakings beyond that. A process stopped (SIGSTOP, Ctrl-Z, a debugger) or a machine that stalled shows
+// as one long gap; a slow store or a busy main loop does not, as nothing else runs on this thread.
+class StallClock {
+ public:
+  StallClock()
+      : thread_([this] {
+          std::unique_lock<std::mutex> lock(mu_);
+          for (auto last = Clock::now(); !stop_; last = Clock::now()) {
+            cv_.wait_for(lock, kBeat, [this] { return stop_; });
+            const auto stood = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last - kBeat);
+            longest_ = std::max(longest_, stood);
+          }
+        }) {}
+  ~StallClock() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  StallClock(const StallClock&) = delete;
+  StallClock& operator=(const StallClock&) = delete;
+
+  std::chrono::milliseconds longest() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return longest_;
+  }
+
+ private:
+  static constexpr auto kBeat = std::chrono::milliseconds(100);
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                               // guarded by mu_
+  std::chrono::milliseconds longest_{0};           // guarded by mu_
+  std::thread thread_;                              // last: starts once the members it reads exist
 };
 
 struct Rank {
@@ -574,6 +614,21 @@ class Agent {
     };
   }
 
+  // A ringrun that stood still for longer than --node-timeout (stopped, or its machine stalled) was counted
+  // lost by the other nodes, whatever it says next of them or of the store: said, where several nodes run.
+  bool stoodStillPastTheNodeTimeout() const {
+    return o_.nnodes > 1 && std::chrono::duration<double>(stood_still_).count() > o_.node_timeout_s;
+  }
+  void sayIfThisNodeStoodStill(const StallClock& stall) {
+    stood_still_ = stall.longest();
+    const double stood_s = std::chrono::duration<double>(stood_still_).count();
+    if (!stoodStillPastTheNodeTimeout()) return;
+    say(fmt::format("this ringrun stood still for {:.0f} s (stopped by SIGSTOP, Ctrl-Z or a debugger, or its machine "
+                    "stalled), more than --node-timeout {:g} s: the other nodes heard no heartbeat from it meanwhile, "
+                    "so what is said of them or of the store above may follow from that",
+                    stood_s, o_.node_timeout_s));
+  }
+
   // The rank's failure record, read from its file until there is one.
   static const std::optional<FailureRecord>& recordOf(const Rank& r) {
     if (!r.record) r.record = readFailureRecord(r.failure_file);
@@ -733,6 +788,8 @@ class Agent {
 
     auto succeeded = std::make_shared<std::atomic<bool>>(false);
     EndWatcher watcher(*store_, attemptKey(attempt, "end"), heartbeat(attempt, succeeded));
+    const StallClock stall;  // whether this ringrun stood still while the attempt ran
+    stood_still_ = std::chrono::milliseconds(0);  // an earlier attempt's is not this one's
     int running = o_.nproc_per_node;
     bool guardian_alive = true;
     bool end_known = false;
@@ -1081,6 +1138,7 @@ class Agent {
         }
       }
       sayOtherNodesDoneBefore(attempt, r);
+      sayIfThisNodeStoodStill(stall);
     } else if (interrupt_signal != 0) {
       result.outcome = Outcome::kInterrupted;
       result.exit_code = 128 + interrupt_signal;
@@ -1090,6 +1148,7 @@ class Agent {
       result.outcome = interrupted ? Outcome::kInterrupted : Outcome::kFailed;
       result.exit_code = kExitFailure;
       say("stopping: " + (remote_failure.empty() ? describeEnd(end_value) : remote_failure));
+      sayIfThisNodeStoodStill(stall);
       // A failure here may be the cause of the one named (each node judges its own ranks): said too.
       for (const Rank& r : ranks) {
         const std::optional<FailureRecord>& record = recordOf(r);
@@ -1142,6 +1201,14 @@ class Agent {
           awaited_nodes.push_back(n);
         }
         if (awaited.empty()) break;
+        if (Clock::now() >= deadline && stoodStillPastTheNodeTimeout()) {
+          // Those nodes counted this one lost while it stood still (said above), and most likely ended.
+          say(fmt::format("node{} {} did not confirm the end of the job within --node-timeout {:g} s: {} had most "
+                          "likely ended already, having counted this node lost while it stood still",
+                          awaited_nodes.size() > 1 ? "s" : "", fmt::join(awaited_nodes, ", "), o_.node_timeout_s,
+                          awaited_nodes.size() > 1 ? "they" : "it"));
+          break;
+        }
         if (Clock::now() >= deadline) {
           // A node whose ringrun was killed (or whose machine went) takes its ranks with it: this node's
           // ranks then fail on a broken connection first, and are blamed above for what is its consequence.
@@ -1188,6 +1255,7 @@ class Agent {
   std::string refusals_before_;
   bool store_lost_ = false;     // the end watcher lost the store (node 0 silent or gone)
   std::set<int> lost_nodes_;    // other nodes the last attempt's end declared lost: leave() does not wait for them
+  std::chrono::milliseconds stood_still_{0};  // the last failed attempt's StallClock::longest()
 };
 
 }  // namespace

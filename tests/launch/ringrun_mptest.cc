@@ -1092,16 +1092,23 @@ TEST(Ringrun, ANodeZeroThatStopsAnsweringIsNoticedWithinTheNodeTimeout) {
   const auto start = Clock::now();
   const auto s1 = n1->waitExit(20000ms);
   const auto waited = Clock::now() - start;
+  std::this_thread::sleep_for(2s);  // node 0 stands still well past --node-timeout, whenever node 1 ended
   ::kill(n0->pid(), SIGCONT);
   ASSERT_TRUE(s1.has_value()) << "node 1 kept waiting for a silent node 0";
   EXPECT_LT(waited, 12s);
   EXPECT_TRUE(WIFEXITED(*s1) && WEXITSTATUS(*s1) != 0) << n1->err();
   EXPECT_THAT(n1->err(), HasSubstr("lost the job's store on node 0"));
   EXPECT_THAT(n1->err(), HasSubstr("did not answer"));
-  // Woken, node 0 finds node 1 gone and ends too.
+  // Woken, node 0 finds node 1 gone and ends too, saying that it stood still itself: what it says of node 1
+  // and of the store follows from that (QA found it blaming node 1, which had ended as it should).
   const auto s0 = n0->waitExit(30000ms);
   ASSERT_TRUE(s0.has_value()) << n0->err();
   EXPECT_TRUE(WIFEXITED(*s0) && WEXITSTATUS(*s0) != 0) << n0->err();
+  EXPECT_THAT(n0->err(), ::testing::ContainsRegex("this ringrun stood still for [0-9]+ s \\(stopped by SIGSTOP, "
+                                                  "Ctrl-Z or a debugger, or its machine stalled\\), more than "
+                                                  "--node-timeout 3 s"));
+  EXPECT_THAT(n1->err(), Not(HasSubstr("stood still")));
+  EXPECT_THAT(n0->err(), Not(HasSubstr("its ringrun was killed or its machine is gone")));
   for (int g : reportedGroups(n0->out() + n1->out())) EXPECT_TRUE(groupGone(g));
 }
 
