@@ -323,8 +323,25 @@ std::vector<Field> buildSchema() {
   s.push_back(makeField("eval", "max_queries", &J::eval, &EvalOptions::max_queries, 0));
   s.push_back(makeField("eval", "neighbor_sample", &J::eval, &EvalOptions::neighbor_sample, 0));
   s.push_back(makeChoice("eval", "score", &J::eval, &EvalOptions::score, {"cosine", "in_out"}));
-  s.push_back(makeField("eval", "recent_items", &J::eval, &EvalOptions::recent_items, 0));
-  s.push_back(makeField("eval", "recent_decay", &J::eval, &EvalOptions::recent_decay, 0, 1));
+  {
+    // "The newest items" of a basket are only where the line lists them: a basket has no order.
+    Field recent_items = makeField("eval", "recent_items", &J::eval, &EvalOptions::recent_items, 0);
+    recent_items.relation = [](const JobConfig& c) -> std::string {
+      if (c.eval.recent_items > 0 && c.data.context == "basket") {
+        return fmt::format("{} needs data.context window (basket items have no order)", c.eval.recent_items);
+      }
+      return "";
+    };
+    s.push_back(recent_items);
+    Field recent_decay = makeField("eval", "recent_decay", &J::eval, &EvalOptions::recent_decay, 0, 1);
+    recent_decay.relation = [](const JobConfig& c) -> std::string {
+      if (c.eval.recent_decay < 1 && c.data.context == "basket") {
+        return fmt::format("{} needs data.context window (basket items have no order)", c.eval.recent_decay);
+      }
+      return "";
+    };
+    s.push_back(recent_decay);
+  }
   // log
   s.push_back(makeChoice("log", "level", &J::log, &LogOptions::level,
                          {"trace", "debug", "info", "warn", "error", "off"}));

@@ -30,8 +30,9 @@ namespace ringtrain::data {
 namespace {
 
 constexpr char kCacheMagic[8] = {'R', 'T', 'C', 'O', 'R', 'P', 'U', 'S'};
-constexpr uint64_t kCacheVersion = 5;  // 2: ctime and inode in the key; 3: tokens holding a Unicode space;
-                                       // 4: a checksum of the payload; 5: a CR inside a line is refused
+constexpr uint64_t kCacheVersion = 6;  // 2: ctime and inode in the key; 3: tokens holding a Unicode space;
+                                       // 4: a checksum of the payload; 5: a CR inside a line is refused;
+                                       // 6: invisible characters counted with the spaces
 
 // The cache's payload as one hash: a cache whose bytes changed after it was written (a bad disk, a stray
 // write) yet still parses would otherwise train on other data, found out only when a checkpoint's corpus
@@ -118,9 +119,12 @@ void refuseCompressed(const std::string& path, std::string_view first_line) {
 
 // A space other than ASCII's (no-break, en to hair, ideographic, ...): Python's split() separates items at
 // these, ringtrain (as word2vec) only at ASCII space and tab, so such a token is said aloud.
+// So is a character that shows as nothing (zero-width space and joiners, word joiner, and U+FEFF, a byte
+// order mark in the middle of a file made by joining two files that start with one): "36" and "<U+FEFF>36"
+// would be two items that print alike.
 bool isUnicodeSpace(uint32_t cp) {
-  return cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
-         cp == 0x202f || cp == 0x205f || cp == 0x3000;
+  return cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200d) || cp == 0x2028 || cp == 0x2029 ||
+         cp == 0x202f || cp == 0x205f || cp == 0x2060 || cp == 0x3000 || cp == 0xfeff;
 }
 
 // Returns "" when `t` is valid UTF-8 without control characters, otherwise what is wrong. `space` gets the
@@ -147,8 +151,10 @@ std::string checkToken(std::string_view t, uint32_t& space) {
 }
 
 void warnUnicodeSpaces(const std::string& corpus, int64_t tokens, const std::string& first) {
-  warn("{}: {} token(s) read hold a Unicode space ({}), which is part of the item here: only ASCII space and tab "
-       "separate items; replace it (for U+00A0: sed 's/\\xc2\\xa0/ /g') if it was meant to separate",
+  warn("{}: {} token(s) read hold a Unicode space or invisible character ({}), which is part of the item here: "
+       "only ASCII whitespace (space, tab, vertical tab, form feed) separates items; replace it (for U+00A0: "
+       "sed 's/\\xc2\\xa0/ /g'; for U+FEFF, a byte order mark inside the file: sed 's/\\xef\\xbb\\xbf//g') if it "
+       "was meant to separate, or is not meant at all",
        corpus, tokens, first);
 }
 

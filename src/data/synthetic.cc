@@ -110,6 +110,17 @@ SyntheticResult generateSynthetic(const config::SyntheticOptions& o, int64_t see
     RT_THROW(ConfigError, sequences_path, " is not a corpus that gen-data wrote (no synthetic.stamp or gen-data "
              "items.tsv beside it): gen-data would replace it; move it, or choose another --out");
   }
+  // A link is written through: the stamp that vouches for what it leads to is the one beside that file, not
+  // the one beside the link (a link put in a generated directory may lead to anybody's file).
+  if (std::filesystem::is_symlink(sequences_status)) {
+    const std::filesystem::path target = std::filesystem::weakly_canonical(sequences_path, ec);
+    const std::string target_dir = target.parent_path().string();
+    if (!ec && !std::filesystem::equivalent(target_dir, dir, ec) && std::filesystem::exists(target, ec) &&
+        !std::filesystem::exists(stampPath(target_dir), ec)) {
+      RT_THROW(ConfigError, sequences_path, " is a link to ", target.string(), ", which has no synthetic.stamp "
+               "beside it: gen-data would write its corpus over that file; move the link, or choose another --out");
+    }
+  }
   // Until the new files are whole, the directory holds no generation of any options: a generation cut off
   // midway is made again, not taken for the stamp's.
   std::filesystem::remove(stampPath(dir), ec);

@@ -190,7 +190,8 @@ void refuseAnotherSplit(const Checkpoint& ckpt, const config::JobConfig& job, co
     if (d.key == "data.corpus") corpus = d;
     const bool shapes_split = d.key == "data.context" || d.key == "data.min_count" || d.key == "data.skip_bad_lines" ||
                               d.key == "data.eval_fraction" || d.key == "data.split_seed" ||
-                              d.key == "data.eval_hide_last" ||
+                              (d.key == "data.eval_hide_last" && stored.data.context == "window" &&
+                               job.data.context == "window") ||  // the basket protocol hides one random item
                               (generated && (d.key.rfind("synthetic.", 0) == 0 || d.key == "run.seed"));
     if (!shapes_split) continue;
     list += (list.empty() ? "" : "; ") + d.key + " is " + d.first + " there and " + d.second + " here";

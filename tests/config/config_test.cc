@@ -214,6 +214,15 @@ TEST(Config, APlusSignedIntegerReadsAndANulInAStringIsRefused) {
   EXPECT_EQ(loadString("run:\n  output_dir: \"out/tab\\there\"\n", "job.yaml").run.output_dir, "out/tab\there");
 }
 
+// A basket has no order: "the newest items" of its query would be only where the line lists them.
+TEST(Config, RecentItemsNeedSessions) {
+  EXPECT_THAT(errorOf("data:\n  context: basket\neval:\n  recent_items: 2\n"),
+              HasSubstr("eval.recent_items: 2 needs data.context window (basket items have no order)"));
+  EXPECT_THAT(errorOf("data:\n  context: basket\neval:\n  recent_decay: 0.5\n"),
+              HasSubstr("eval.recent_decay: 0.5 needs data.context window"));
+  EXPECT_EQ(loadString("eval:\n  recent_items: 2\n  recent_decay: 0.5\n", "job.yaml").eval.recent_items, 2);
+}
+
 // A name written as a list or mapping is said to be one (it was "a key without a name").
 TEST(Config, ANameThatIsAListOrMappingIsSaidToBeOne) {
   EXPECT_THAT(errorOf("run:\n  [a]: 2\n"), HasSubstr("job.yaml:2: run: a key named by a list; a name is a word"));

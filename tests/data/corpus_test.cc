@@ -125,10 +125,20 @@ TEST(Corpus, TokensHoldingAUnicodeSpaceAreKeptAndSaidAloud) {
   EXPECT_TRUE(cached->stats().from_cache);
   EXPECT_EQ(cached->stats().unicode_space_tokens, 3);
   const std::string text = logged.text();
-  EXPECT_NE(text.find("3 token(s) read hold a Unicode space (line 2, token 1: U+00A0)"), std::string::npos) << text;
+  EXPECT_NE(text.find("3 token(s) read hold a Unicode space or invisible character (line 2, token 1: U+00A0)"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("counted when the cache"), std::string::npos) << text;
   const std::string plain = writeFile(dir, "plain.txt", "a b\ncaf\xc3\xa9 \xe2\x82\xac\n");
   EXPECT_EQ(Corpus::load(opts(plain))->stats().unicode_space_tokens, 0);
+  // Characters that show as nothing: a byte order mark inside the file (two files joined, each starting with
+  // one) and a zero-width space. The mark at the very start is the file's own and is not read as a token's.
+  const std::string joined = writeFile(dir, "joined.txt", "\xef\xbb\xbf" "a b\n\xef\xbb\xbf" "a c\nd\xe2\x80\x8b" "e f\n");
+  const auto hidden = Corpus::load(opts(joined));
+  EXPECT_EQ(hidden->stats().unicode_space_tokens, 2);
+  EXPECT_NE(logged.text().find("2 token(s) read hold a Unicode space or invisible character (line 2, token 1: U+FEFF)"),
+            std::string::npos)
+      << logged.text();
   std::filesystem::remove_all(dir);
 }
 

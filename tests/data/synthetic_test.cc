@@ -175,6 +175,18 @@ TEST(Synthetic, GenDataKeepsACorpusItDidNotWrite) {
   int lines = 0;
   for (std::string line; std::getline(own, line);) ++lines;
   EXPECT_EQ(lines, 11);
+  // A link put in a generated directory: the stamp beside the link does not vouch for the file it leads to
+  // (QA: gen-data wrote its corpus over that file).
+  std::filesystem::remove(dir + "/own/sequences.txt");
+  std::filesystem::create_symlink("../corpus.txt", dir + "/own/sequences.txt");
+  auto into_link = testing::runCommand({testing::binPath("ringtrain"), "gen-data", "--out", dir + "/own", "--items",
+                                        "100", "--sessions", "12", "--categories", "5", "--no-items"});
+  EXPECT_EQ(into_link.exit_code, 2) << into_link.err;
+  EXPECT_NE(into_link.err.find("own/sequences.txt is a link to " + std::filesystem::weakly_canonical(dir).string() +
+                               "/corpus.txt, which has no synthetic.stamp beside it"),
+            std::string::npos)
+      << into_link.err;
+  EXPECT_EQ(corpus(), mine) << "the user's corpus was replaced";
   std::filesystem::remove_all(dir);
 }
 
