@@ -990,6 +990,9 @@ TrainSummary train(Session& s) {
   double total_data_wait = 0;
   std::optional<std::pair<int64_t, double>> first_logged_loss;  // (step, loss) of the first log line
   auto window_start = Clock::now();
+  // Time the window spent evaluating and checkpointing: not training, so not in its pairs/s (QA saw each
+  // window after an evaluation or a checkpoint read a third slower).
+  Clock::duration window_paused{0};
   const auto loop_start = Clock::now();
   int64_t window_steps = 0;
   CheckpointRequestSchedule request_looks(global_step);
@@ -1139,11 +1142,12 @@ TrainSummary train(Session& s) {
       record.has_loss = true;
       summary.final_loss = record.loss;
       if (!first_logged_loss) first_logged_loss = std::make_pair(global_step, record.loss);
-      const double elapsed = seconds(Clock::now() - window_start);
+      const double elapsed = seconds(Clock::now() - window_start - window_paused);
       record.pairs_per_second = elapsed > 0 ? window_steps * pairs_per_step / elapsed : 0.0;
       loss_sum.zero_();
       loss_count = 0;
       window_start = Clock::now();
+      window_paused = Clock::duration{0};
       window_steps = 0;
     }
     run_log.record(record);
@@ -1155,6 +1159,7 @@ TrainSummary train(Session& s) {
       request_looks.looked(global_step, static_cast<int64_t>(look[1]));
     }
 
+    const auto pause_start = Clock::now();  // what follows until the next step is no training
     if (job.eval.every_steps > 0 && global_step % job.eval.every_steps == 0 && global_step < total_steps) {
       const Evaluation ev = evaluate(s, queries, false);
       run_log.note(fmt::format("step {}: {}", global_step, describe(ev, job.eval.k, false)));
@@ -1185,6 +1190,7 @@ TrainSummary train(Session& s) {
       std::fflush(stderr);
       std::_Exit(kExitFailure);
     }
+    window_paused += Clock::now() - pause_start;
   }
   run_log.flushMetrics();  // the last records: not a successful run with records missing
   // One collective for two sums: whether rank 0's metrics failed, and the batches the ranks built again.
