@@ -489,16 +489,23 @@ bool CorpusBuilder::readCache(Corpus& c, const std::string& path, const CacheHea
   std::vector<int64_t> voffsets, counts, stats(5);
   std::vector<char> arena_bytes;
   const uint64_t kMax = uint64_t{1} << 40;
-  if (!readVec(f.f, stats, 16) || stats.size() != 5) return false;
+  // The header is this source's: a payload that then breaks off was cut short (a full disk, a copy or a
+  // truncate), which is said as a changed checksum is.
+  const auto cut = [&] {
+    warn("{}: the corpus cache ends before its end marker (cut short: a full disk, a truncated copy?); the corpus "
+         "is parsed again", path);
+    return false;
+  };
+  if (!readVec(f.f, stats, 16) || stats.size() != 5) return cut();
   if (!readVec(f.f, arena_bytes, kMax) || !readVec(f.f, voffsets, kMax) || !readVec(f.f, counts, kMax) ||
       !readVec(f.f, c.offsets_, kMax) || !readVec(f.f, c.tokens_, kMax)) {
-    return false;
+    return cut();
   }
   uint64_t checksum = 0;
   char trailer[sizeof kCacheMagic];
   if (!readVal(f.f, checksum) || std::fread(trailer, 1, sizeof trailer, f.f) != sizeof trailer ||
       std::memcmp(trailer, kCacheMagic, sizeof trailer) != 0) {
-    return false;
+    return cut();
   }
   if (checksum != payloadChecksum(stats, arena_bytes, voffsets, counts, c.offsets_, c.tokens_)) {
     warn("{}: the corpus cache's bytes changed since it was written (checksum); the corpus is parsed again", path);

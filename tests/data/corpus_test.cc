@@ -229,6 +229,16 @@ TEST(Corpus, CacheIsReusedAndInvalidated) {
   const auto reparsed = Corpus::load(opts(big_path));
   EXPECT_FALSE(reparsed->stats().from_cache) << "a changed cache was trusted";
   EXPECT_EQ(reparsed->tokens(), tokens);
+  // A cache cut short (a full disk, a truncated copy) is parsed again, and said to be (it was silent).
+  EXPECT_TRUE(Corpus::load(opts(big_path))->stats().from_cache);
+  std::filesystem::resize_file(big_path + ".rtc", 100);
+  testing::CapturedLog logged;
+  const auto after_cut = Corpus::load(opts(big_path));
+  EXPECT_FALSE(after_cut->stats().from_cache);
+  EXPECT_EQ(after_cut->tokens(), tokens);
+  EXPECT_NE(logged.text().find(big_path + ".rtc: the corpus cache ends before its end marker (cut short"),
+            std::string::npos)
+      << logged.text();
   std::filesystem::remove_all(dir);
 }
 
