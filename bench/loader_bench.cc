@@ -1,13 +1,15 @@
 // Loader throughput against what the trainer consumes (../shared/BENCHMARKS.md section 2: 100k items,
 // 1,024 pairs per rank per step, 5 negatives; PyTorch's single-process SGNS step consumes ~25.2k pairs/s
 // there, sparse). Goal: with 2 workers the loader alone makes >= 5x that. Also: the consumer's wait while
-// "training" at that pace (goal <= 1% of step time), peak RSS and the queue's memory bound.
+// "training" at that pace and at ringtrain's own (--pace, default 300k pairs/s: its 1-rank reference step,
+// about 3.4 ms, scripts/bench-step.sh), goal <= 1% of step time; peak RSS and the queue's memory bound.
 //
 //   loader_bench [--items N] [--sessions N] [--batches N] [--workers N] [--corpus FILE]
-//                [--context window|basket] [--eval-fraction F] [--hide-last H]
+//                [--context window|basket] [--eval-fraction F] [--hide-last H] [--pace PAIRS_PER_S]
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   int64_t items = 100000, sessions = 200000, batches = 400;
   int workers = 2, hide_last = 1;
   double eval_fraction = 0.2;
+  double pace = 300000.0;
   std::string corpus_path, context = "window";
   CLI::App app{"loader throughput against the trainer's pace (BENCHMARKS.md section 2)"};
   app.add_option("--items", items, "synthetic items")->capture_default_str();
@@ -60,6 +63,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--hide-last", hide_last, "data.eval_hide_last")->capture_default_str();
   app.add_option("--eval-fraction", eval_fraction, "data.eval_fraction")->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--pace", pace, "pairs/s of the second pacing run: ringtrain's own trainer")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -112,24 +118,29 @@ int main(int argc, char** argv) {
                                w == workers ? (rate >= 5 * kTrainerPairsPerSecond ? "ok >=5x" : "MISSED") : "", setup);
     }
 
-    // The trainer's pace: a step of 1,024 pairs at 25.2k pairs/s takes ~40.6 ms.
-    job.loader.workers = workers;
-    data::BatchLoader loader(corpus, split, job, 0, 1);
-    const auto step_time = std::chrono::microseconds(static_cast<int64_t>(1024 / kTrainerPairsPerSecond * 1e6));
-    loader.next();  // the first batch is always waited for
-    const double wait0 = loader.stats().wait_seconds;
-    const int steps = 50;
-    t0 = Clock::now();
-    for (int i = 0; i < steps; ++i) {
-      std::this_thread::sleep_for(step_time);
-      loader.next();
+    // The consumer's pace: a step of 1,024 pairs at PyTorch's 25.2k pairs/s takes ~40.6 ms; at ringtrain's
+    // own ~300k, ~3.4 ms.
+    data::LoaderStats st;
+    for (const double pairs_per_s : {kTrainerPairsPerSecond, pace}) {
+      job.loader.workers = workers;
+      data::BatchLoader loader(corpus, split, job, 0, 1);
+      const auto step_time = std::chrono::microseconds(static_cast<int64_t>(1024 / pairs_per_s * 1e6));
+      loader.next();  // the first batch is always waited for
+      const double wait0 = loader.stats().wait_seconds;
+      const int steps = std::max(50, static_cast<int>(2.0 / (1024 / pairs_per_s)));  // 2 s of steps at least
+      t0 = Clock::now();
+      for (int i = 0; i < steps; ++i) {
+        std::this_thread::sleep_for(step_time);
+        loader.next();
+      }
+      const double total = seconds(t0);
+      const double waited = loader.stats().wait_seconds - wait0;
+      st = loader.stats();
+      std::cout << fmt::format("{}training pace {:.0f} pairs/s ({:.1f} ms/step, {} steps): waited {:.3f} ms in total = "
+                               "{:.3f}% of step time (goal <= 1%)\n",
+                               pairs_per_s == kTrainerPairsPerSecond ? "\n" : "", pairs_per_s,
+                               step_time.count() / 1000.0, steps, waited * 1000, 100.0 * waited / total);
     }
-    const double total = seconds(t0);
-    const double waited = loader.stats().wait_seconds - wait0;
-    const data::LoaderStats st = loader.stats();
-    std::cout << fmt::format("\ntraining pace ({:.1f} ms/step, {} steps): waited {:.3f} ms in total = {:.3f}% of step time "
-                             "(goal <= 1%)\n",
-                             step_time.count() / 1000.0, steps, waited * 1000, 100.0 * waited / total);
     std::cout << fmt::format("queue bound: {} batches x {} KiB = {:.2f} MiB; peak RSS {:.1f} MiB\n",
                              st.max_batches_held, st.bytes_per_batch / 1024, st.max_batches_held * st.bytes_per_batch / 1048576.0,
                              peakRssMb());

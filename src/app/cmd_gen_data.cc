@@ -35,7 +35,9 @@ void addGenDataCommand(CLI::App& app, CommandBody& body) {
   cmd->add_option("--categories", args->categories, "planted categories (synthetic.categories)");
   cmd->add_option("--sessions", args->sessions, "number of sessions (synthetic.sessions)");
   cmd->add_option("--session-length", args->session_length, "mean session length (synthetic.session_length)");
-  cmd->add_option("--alpha", args->alpha, "probability of staying in the home category (synthetic.alpha)");
+  cmd->add_option("--alpha", args->alpha,
+                  "chance that the next item is drawn from the home category, else from a random one, the home one "
+                  "included (synthetic.alpha)");
   cmd->add_option("--zipf", args->zipf, "Zipf exponent of popularity within a category (synthetic.zipf)");
   cmd->add_option("--seed", args->seed, "random seed (run.seed)");
   cmd->add_flag("--no-items", args->no_items, "do not write items.tsv");
