@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -98,8 +99,20 @@ void forEachMetricsLine(const std::string& path, const std::string& text,
 
 }  // namespace
 
-void checkMetricsFile(const std::string& path) {
-  if (const auto text = readMetricsFile(path)) forEachMetricsLine(path, *text, [](std::string_view, int64_t) {});
+void checkMetricsFile(const std::string& path, const std::string& job) {
+  const auto text = readMetricsFile(path);
+  if (!text) return;
+  bool first = true;
+  forEachMetricsLine(path, *text, [&](std::string_view line, int64_t step) {
+    if (!std::exchange(first, false) || job.empty() || step < 0) return;
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object() || !record.contains("job") || !record["job"].is_string()) return;
+    const std::string theirs = record["job"].get<std::string>();
+    if (theirs == job) return;
+    RT_THROW(ConfigError, path, " holds the metrics of another job (config hash ", theirs, "; this job's is ", job,
+             "): ringtrain rewrites its metrics file (a fresh start empties it, a resumed run drops the steps after "
+             "its checkpoint); give this job a log.metrics_file of its own, or move that one");
+  });
 }
 
 void keepMetricsUpTo(const std::string& path, int64_t last_step,
@@ -140,13 +153,15 @@ void writeFileAtomically(const std::string& requested, const std::string& text) 
   file.commit();
 }
 
-RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_steps, int64_t first_step)
+RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_steps, int64_t first_step,
+               std::string job)
     : enabled_(enabled),
       tty_(enabled && ::isatty(STDERR_FILENO)),
       total_steps_(total_steps),
       first_step_(first_step),
       start_(std::chrono::steady_clock::now()),
-      metrics_path_(metrics_path) {
+      metrics_path_(metrics_path),
+      job_(std::move(job)) {
   if (!enabled_ || metrics_path.empty()) return;
   const std::filesystem::path p(metrics_path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
@@ -183,6 +198,11 @@ RunLog::RunLog(bool enabled, const std::string& metrics_path, int64_t total_step
   }
   metrics_.open(metrics_path, std::ios::app);
   if (!metrics_) RT_THROW(DataError, metrics_path, ": cannot open the metrics file for writing: ", std::strerror(errno));
+  // Only the first record of a file names the job: one resumed keeps its first record's.
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(metrics_path, ec) && std::filesystem::file_size(metrics_path, ec) > 0) {
+    job_.clear();
+  }
 }
 
 RunLog::~RunLog() { finish(); }
@@ -192,13 +212,14 @@ void RunLog::record(const StepRecord& r) {
   if (metrics_.is_open()) {
     metrics_ << fmt::format(
         "{{\"step\":{},\"epoch\":{},{}\"lr\":{:.6g},\"pairs_per_s\":{:.1f},\"step_ms\":{:.3f},"
-        "\"data_wait_ms\":{:.3f},\"sync_wait_ms\":{:.3f},\"dense_bytes\":{},\"sparse_bytes\":{}}}\n",
+        "\"data_wait_ms\":{:.3f},\"sync_wait_ms\":{:.3f},\"dense_bytes\":{},\"sparse_bytes\":{}{}}}\n",
         r.step, r.epoch,
         r.has_loss ? fmt::format("\"loss\":{:.6f},\"window_pairs_per_s\":{:.1f},", r.loss, r.pairs_per_second)
                    : std::string(),
         r.lr,
         r.step_ms > 0 ? static_cast<double>(r.pairs) / (r.step_ms / 1e3) : 0.0, r.step_ms, r.data_wait_ms,
-        r.sync_wait_ms, r.dense_bytes, r.sparse_bytes);
+        r.sync_wait_ms, r.dense_bytes, r.sparse_bytes,
+        job_.empty() ? std::string() : ",\"job\":\"" + std::exchange(job_, std::string()) + "\"");
   }
   if (!r.has_loss) return;
   history_.push_back(r);

@@ -29,8 +29,11 @@ struct StepRecord {
 
 class RunLog {
  public:
-  // `metrics_path` "": no JSON lines. `enabled` false (ranks other than 0): everything is a no-op.
-  RunLog(bool enabled, const std::string& metrics_path, int64_t total_steps, int64_t first_step);
+  // `metrics_path` "": no JSON lines. `enabled` false (ranks other than 0): everything is a no-op. `job`
+  // (config::hash of the job), when given, goes into the first record of a file begun anew ("job":"..."),
+  // so that checkMetricsFile can tell another job's file.
+  RunLog(bool enabled, const std::string& metrics_path, int64_t total_steps, int64_t first_step,
+         std::string job = "");
   ~RunLog();
   void record(const StepRecord& r);
   // A line on its own (evaluation results, notices) that does not tear the progress bar.
@@ -59,6 +62,7 @@ class RunLog {
   int64_t first_step_;
   std::chrono::steady_clock::time_point start_;
   std::string metrics_path_;
+  std::string job_;  // written into the next record while the file holds none (then cleared)
   std::ofstream metrics_;
   std::vector<StepRecord> history_;  // logged records only (those with a loss)
   bool bar_open_ = false;
@@ -113,7 +117,10 @@ void writeFileAtomically(const std::string& path, const std::string& text);
 // `last_step` (or no file at all) are warned about: those steps have none.
 void keepMetricsUpTo(const std::string& path, int64_t last_step,
                      const std::function<void(std::string_view, int64_t)>& each_kept = nullptr);
-// keepMetricsUpTo's check alone, changing nothing: run before anything else is changed.
-void checkMetricsFile(const std::string& path);
+// keepMetricsUpTo's check alone, changing nothing: run before anything else is changed. With `job`
+// (config::hash of this job), a file whose first record names another job ("job":"...", RunLog) is refused
+// too (ConfigError): a fresh start would empty it, a resumed run would cut it. Files written before records
+// named their job are this job's as far as anyone can tell.
+void checkMetricsFile(const std::string& path, const std::string& job = "");
 
 }  // namespace ringtrain::train

@@ -837,7 +837,7 @@ TrainSummary train(Session& s) {
   std::string kept_balance_cuts;  // the shares a resumed balanced run had learnt (ddp.balance)
   // A log.metrics_file that is somebody's file is refused before a fresh start removes any checkpoint.
   const std::string metrics_path = metricsPath(job);
-  if (s.leader()) checkMetricsFile(metrics_path);
+  if (s.leader()) checkMetricsFile(metrics_path, config::hash(job));
   if (resume) {
     std::string where;
     if (std::optional<Checkpoint> ckpt = checkpoints.loadLatest(&job, &where)) {
@@ -910,7 +910,7 @@ TrainSummary train(Session& s) {
 
   const std::vector<EvalQuery> queries = toEvalQueries(data::heldOutQueries(*s.corpus, *s.split));
   summary.metrics_path = s.leader() ? metrics_path : "";
-  RunLog run_log(s.leader(), metrics_path, total_steps, global_step);
+  RunLog run_log(s.leader(), metrics_path, total_steps, global_step, config::hash(job));
   // About 700 bytes of events per traced step (five events, the finalize one with per-bucket times); the
   // reservation stops at 64 MiB, beyond which the buffer grows as it must.
   const int64_t reserved_steps = std::clamp<int64_t>(job.log.trace_steps, 0, 65536);

@@ -210,6 +210,41 @@ TEST_F(MetricsFileTest, AFileThatHoldsAnythingElseIsRefusedAndLeftAlone) {
               ::testing::ThrowsMessage<DataError>(HasSubstr("metrics.jsonl:1: not a ringtrain metrics record")));
 }
 
+// The first record of a file begun anew names its job; another job given that file (log.metrics_file) is
+// refused, naming both (QA: a fresh start emptied another run's metrics without a word). A file written
+// before records named their job, or by this job, passes; a resumed run keeps the first record's job.
+TEST_F(MetricsFileTest, AnotherJobsMetricsFileIsRefused) {
+  const std::string path = (dir_ / "metrics.jsonl").string();
+  {
+    RunLog log(true, path, 10, 0, "job-a");
+    StepRecord r;
+    r.step = 1;
+    log.record(r);
+    r.step = 2;
+    log.record(r);
+  }
+  const std::string written = read(path);
+  EXPECT_EQ(std::count(written.begin(), written.end(), '\n'), 2) << written;
+  EXPECT_NE(written.find("\"sparse_bytes\":0,\"job\":\"job-a\"}\n{\"step\":2,"), std::string::npos) << written;
+  EXPECT_EQ(written.find("job-a", written.find('\n')), std::string::npos) << "only the first record names the job";
+  checkMetricsFile(path, "job-a");
+  checkMetricsFile(path);
+  EXPECT_THAT([&] { checkMetricsFile(path, "job-b"); },
+              ::testing::ThrowsMessage<ConfigError>(HasSubstr(path + " holds the metrics of another job (config hash "
+                                                              "job-a; this job's is job-b)")));
+  EXPECT_EQ(read(path), written);
+  {
+    RunLog resumed(true, path, 10, 2, "job-a");
+    StepRecord r;
+    r.step = 3;
+    resumed.record(r);
+  }
+  const std::string after = read(path);
+  EXPECT_EQ(after.rfind("job-a"), written.find("job-a")) << after;
+  const std::string older = write("{\"step\":1,\"loss\":0.5}\n");
+  checkMetricsFile(older, "job-b");
+}
+
 // Lines torn by a crash in the middle of the file (older versions appended after one) are dropped, not
 // taken for somebody else's file.
 TEST_F(MetricsFileTest, ATornLineAfterTheFirstRecordIsDropped) {
