@@ -54,6 +54,12 @@ TEST(BenchAllreduce, BadSizeIsBadInput) {
     EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.out << r.err;
     EXPECT_THAT(r.err, HasSubstr(expected));
   }
+  // The benchmark answers as the command the user typed, not as the program behind it (allreduce_bench).
+  const auto unknown = testing::runCommand({testing::binPath("ringtrain"), "bench", "allreduce", "--no-such-option"},
+                                           singleRank());
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.err;
+  EXPECT_THAT(unknown.err, HasSubstr("ringtrain bench allreduce: error: The following argument was not expected: "
+                                     "--no-such-option"));
 }
 
 }  // namespace
